@@ -1,0 +1,3 @@
+"""dunctl: automated dunning for Stripe, run from cron."""
+
+__version__ = "0.1.0"

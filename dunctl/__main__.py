@@ -1,0 +1,3 @@
+from dunctl.cli.app import main
+
+main()

@@ -1,0 +1,49 @@
+"""The one clock. Only the CLI constructs a system clock; everything else is handed `now`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from dunctl.errors import UsageError
+
+
+def utc(dt: datetime) -> datetime:
+    """Return `dt` as an aware UTC datetime (naive values are taken to be UTC)."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse an ISO 8601 instant ('2026-11-03T09:00:00Z', '2026-11-03'); naive means UTC."""
+    value = text.strip()
+    if value.endswith("Z") or value.endswith("z"):
+        value = value[:-1] + "+00:00"
+    try:
+        return utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise UsageError(f"'{text}' is not an ISO 8601 date or time", "for example 2026-11-03T09:00:00Z")
+
+
+def system_now() -> datetime:
+    """Read the wall clock. Called only by the CLI, once per command."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """The ledger's time format: UTC, second precision, 'Z' suffix. Sorts as text."""
+    if dt is None:
+        return None
+    return utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def from_unix(ts: int | None) -> datetime | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc)

@@ -1,0 +1,509 @@
+"""Configuration: `dunctl.yaml`, the sequences it points at, and their templates, validated strictly on load.
+
+Every problem carries the file, the key path inside it (`steps[3].at`), the line, and what is allowed. Loading
+never touches the ledger, so a bad config changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dunctl.conditions import check_condition
+from dunctl.errors import ConfigError, ConfigProblem
+from dunctl.failures import NEVER_RETRY, RETRY_AFTER_UPDATE
+from dunctl.offsets import Offset, parse_duration, parse_offset
+
+# Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
+NETWORK_ATTEMPT_LIMIT = 15
+
+ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subscription", "cancel_subscription",
+           "mark_uncollectible", "close")
+CUSTOMER_FACING = frozenset({"email", "sms"})
+RECIPIENTS = ("billing_contact", "customer", "account_manager")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+class LedgerConfig(Strict):
+    path: str = "dunctl.db"
+
+
+class StripeConfig(Strict):
+    api_key_env: str = "STRIPE_API_KEY"
+    api_base: str | None = None
+    retries: Literal["stripe", "dunctl"] = "stripe"
+    max_requests_per_second: float = Field(20.0, gt=0, le=100)
+    max_backoff_tries: int = Field(6, ge=0, le=20)
+    update_link: Literal["hosted_invoice", "billing_portal"] = "hosted_invoice"
+    portal_return_url: str | None = None
+    pause_behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
+    recheck_before_action: bool = True
+    backfill_days: int = Field(60, ge=1, le=400)
+
+
+class SenderConfig(Strict):
+    from_: str = Field("Billing <billing@example.com>", alias="from")
+    reply_to: str | None = None
+    company: str = "Our company"
+    timezone: str = "UTC"
+    quiet_hours: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception:
+            raise ValueError(f"unknown time zone '{value}'; use an IANA name such as America/New_York")
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            quiet_window(value)
+        return value
+
+
+def quiet_window(text: str) -> tuple[int, int]:
+    """'21:00-08:00' -> (1260, 480) minutes after midnight."""
+    try:
+        start, end = text.split("-")
+        result = []
+        for part in (start, end):
+            hours, minutes = part.strip().split(":")
+            if not (0 <= int(hours) < 24 and 0 <= int(minutes) < 60):
+                raise ValueError
+            result.append(int(hours) * 60 + int(minutes))
+        return result[0], result[1]
+    except ValueError:
+        raise ValueError(f"'{text}' is not a window; use HH:MM-HH:MM such as 21:00-08:00")
+
+
+class EmailChannel(Strict):
+    transport: Literal["smtp", "file"] = "file"
+    host: str = "localhost"
+    port: int = 25
+    security: Literal["none", "starttls", "tls"] = "none"
+    username_env: str | None = None
+    password_env: str | None = None
+    dir: str = "outbox"
+    timeout: float = 30
+
+
+class SlackChannel(Strict):
+    webhook_url_env: str = "SLACK_WEBHOOK_URL"
+
+
+class WebhookChannel(Strict):
+    url: str | None = None
+    url_env: str | None = None
+    secret_env: str = "DUNCTL_WEBHOOK_SECRET"
+    timeout: float = 15
+
+
+class SmsChannel(Strict):
+    provider: Literal["twilio"] = "twilio"
+    account_sid_env: str = "TWILIO_ACCOUNT_SID"
+    auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    from_: str = Field(..., alias="from")
+    base_url: str = "https://api.twilio.com"
+    timeout: float = 15
+
+
+class Channels(Strict):
+    email: EmailChannel | None = None
+    slack: SlackChannel | None = None
+    webhook: WebhookChannel | None = None
+    sms: SmsChannel | None = None
+
+
+class EscalationConfig(Strict):
+    channel: Literal["slack", "webhook", "email"] = "slack"
+    to: str | None = None             # an address, when the escalation channel is email
+
+
+class DunningConfig(Strict):
+    grace: timedelta = Field(default_factory=lambda: timedelta(days=1))
+    max_action_tries: int = Field(5, ge=1, le=50)
+    action_retry_after: timedelta = Field(default_factory=lambda: timedelta(minutes=30))
+    attribution_window: timedelta = Field(default_factory=lambda: timedelta(days=3))
+
+    _parse = field_validator("grace", "action_retry_after", "attribution_window", mode="before")(
+        classmethod(lambda cls, v: _duration(v)))
+
+
+class Segment(Strict):
+    name: str
+    when: dict[str, Any] | None = None
+    sequence: str
+
+
+class DirConfig(Strict):
+    dir: str
+
+
+class ConfigFile(Strict):
+    ledger: LedgerConfig = LedgerConfig()
+    stripe: StripeConfig = StripeConfig()
+    sender: SenderConfig = SenderConfig()
+    channels: Channels = Channels()
+    escalation: EscalationConfig = EscalationConfig()
+    dunning: DunningConfig = DunningConfig()
+    sequences: DirConfig = DirConfig(dir="sequences")
+    templates: DirConfig = DirConfig(dir="templates")
+    segments: list[Segment]
+
+
+class Step(Strict):
+    id: str
+    at: Offset
+    action: Literal[ACTIONS]  # type: ignore[valid-type]
+    template: str | None = None
+    to: Literal[RECIPIENTS] | None = None  # type: ignore[valid-type]
+    channel: Literal["slack", "webhook", "email"] | None = None
+    when: dict[str, Any] | None = None
+    link: Literal["hosted_invoice", "billing_portal"] | None = None
+    behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] | None = None
+    comment: str | None = None
+    note: str | None = None
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _offset(cls, value: Any) -> Offset:
+        return value if isinstance(value, Offset) else parse_offset(value)
+
+    @property
+    def customer_facing(self) -> bool:
+        return self.action in CUSTOMER_FACING
+
+    @property
+    def recipient(self) -> str:
+        return self.to or "billing_contact"
+
+
+class Sequence(Strict):
+    name: str
+    description: str | None = None
+    max_attempts: int = Field(5, ge=1, le=NETWORK_ATTEMPT_LIMIT)
+    steps: list[Step]
+
+
+@dataclass
+class Config:
+    """Everything `tick` needs, validated. Paths are absolute."""
+
+    file: ConfigFile
+    path: Path
+    sequences: dict[str, Sequence]
+    sequence_files: dict[str, Path]
+    templates_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def ledger_path(self) -> Path:
+        return (self.base_dir / self.file.ledger.path).resolve()
+
+    def sequence_hash(self, name: str) -> str:
+        return sequence_hash(self.sequences[name])
+
+
+def sequence_definition(sequence: Sequence) -> dict:
+    data = sequence.model_dump(mode="json", exclude_none=True)
+    for step in data["steps"]:
+        step["at"] = step["at"]["text"] if isinstance(step["at"], dict) else step["at"]
+    return data
+
+
+def sequence_hash(sequence: Sequence) -> str:
+    text = json.dumps(sequence_definition(sequence), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- loading ------------------------------------------------------------------------------------------------
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Key path -> 1-based line of every node in a YAML document, so errors can name the line."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node, path):
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[path + (key.value,)] = key.start_mark.line + 1
+                walk(value, path + (key.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def format_path(path: tuple) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(str(path), "", "file not found")],
+                          "run `dunctl init` to write a starter config, or pass --config PATH")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), "", f"cannot read: {exc.strerror}")])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem(str(path), "", f"not valid YAML: {problem}",
+                                         mark.line + 1 if mark else None)])
+    return data, _line_map(text)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The keys allowed at `loc` (the parent of an unknown key), by walking the model's annotations."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(part, int):
+            args = typing.get_args(annotation)
+            annotation = args[0] if args else Any
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            info = next((f for name, f in annotation.model_fields.items() if (f.alias or name) == part), None)
+            if info is None:
+                return None
+            annotation = info.annotation
+        else:
+            return None
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [f.alias or name for name, f in annotation.model_fields.items()]
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _validation_problems(exc: ValidationError, model: type[BaseModel], file: Path, lines: dict,
+                         prefix: tuple = ()) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            message = f"unknown key '{loc[-1]}'"
+            if allowed:
+                message += f"; allowed keys are {', '.join(allowed)}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        elif error["type"] == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            message = f"'{error.get('input')}' is not allowed; allowed: {expected}"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        full = prefix + loc
+        line = lines.get(full) or lines.get(full[:-1])
+        problems.append(ConfigProblem(str(file), format_path(full), message, line))
+    return problems
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate the config, its sequences and its templates. Raises ConfigError listing every problem."""
+    path = Path(path).resolve()
+    data, lines = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(str(path), "", "the config must be a mapping (key: value)")])
+    try:
+        config_file = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_validation_problems(exc, ConfigFile, path, lines))
+
+    problems: list[ConfigProblem] = []
+    base = path.parent
+    sequences_dir = (base / config_file.sequences.dir).resolve()
+    templates_dir = (base / config_file.templates.dir).resolve()
+    sequences: dict[str, Sequence] = {}
+    sequence_files: dict[str, Path] = {}
+    if not sequences_dir.is_dir():
+        problems.append(ConfigProblem(str(path), "sequences.dir", f"no such directory: {sequences_dir}",
+                                      lines.get(("sequences", "dir"))))
+    else:
+        for seq_path in sorted(sequences_dir.glob("*.yaml")) + sorted(sequences_dir.glob("*.yml")):
+            sequence, seq_problems = _load_sequence(seq_path)
+            problems += seq_problems
+            if sequence is not None:
+                if sequence.name in sequences:
+                    problems.append(ConfigProblem(str(seq_path), "name",
+                                                  f"sequence '{sequence.name}' is also defined in "
+                                                  f"{sequence_files[sequence.name]}"))
+                sequences[sequence.name] = sequence
+                sequence_files[sequence.name] = seq_path
+    if not templates_dir.is_dir():
+        problems.append(ConfigProblem(str(path), "templates.dir", f"no such directory: {templates_dir}",
+                                      lines.get(("templates", "dir"))))
+
+    config = Config(config_file, path, sequences, sequence_files, templates_dir)
+    problems += _cross_check(config, lines)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _load_sequence(path: Path) -> tuple[Sequence | None, list[ConfigProblem]]:
+    try:
+        data, lines = _read_yaml(path)
+    except ConfigError as exc:
+        return None, exc.problems
+    if not isinstance(data, dict):
+        return None, [ConfigProblem(str(path), "", "a sequence must be a mapping with name and steps")]
+    try:
+        sequence = Sequence.model_validate(data)
+    except ValidationError as exc:
+        return None, _validation_problems(exc, Sequence, path, lines)
+    problems = []
+
+    def problem(loc: tuple, message: str) -> None:
+        problems.append(ConfigProblem(str(path), format_path(loc), message, lines.get(loc)))
+
+    seen: set[str] = set()
+    previous: Offset | None = None
+    for i, step in enumerate(sequence.steps):
+        if step.id in seen:
+            problem(("steps", i, "id"), f"step id '{step.id}' is used twice; step ids must be unique")
+        seen.add(step.id)
+        if previous is not None and step.at.sort_key < previous.sort_key:
+            problem(("steps", i, "at"), f"'{step.at.text}' comes before the previous step's "
+                                        f"'{previous.at.text}'; list steps in time order")
+        previous = step.at
+        for rel, message in check_condition(step.when):
+            problem(("steps", i, "when") + rel, message)
+        if step.action in ("email", "sms") and not step.template:
+            problem(("steps", i, "template"), f"a {step.action} step needs a template")
+        if step.action == "escalate" and step.to and step.to != "account_manager":
+            problem(("steps", i, "to"), "an escalation goes to the escalation channel or to account_manager")
+        if step.to and step.action not in ("email", "sms", "escalate"):
+            problem(("steps", i, "to"), f"'to' applies to email, sms and escalate steps, not {step.action}")
+    retries = sum(step.action == "retry" for step in sequence.steps)
+    # The first failed attempt counts against the cap, so a sequence may plan max_attempts - 1 retries.
+    if retries > sequence.max_attempts - 1:
+        first = [i for i, s in enumerate(sequence.steps) if s.action == "retry"][sequence.max_attempts - 1]
+        problem(("steps", first), f"{retries} retry steps exceed the cap: max_attempts is "
+                                  f"{sequence.max_attempts}, counting the failed attempt, so at most "
+                                  f"{sequence.max_attempts - 1} retries are allowed")
+    return sequence, problems
+
+
+def _cross_check(config: Config, lines: dict) -> list[ConfigProblem]:
+    problems = []
+    path = str(config.path)
+    segments = config.file.segments
+    if not segments or segments[-1].when:
+        problems.append(ConfigProblem(path, "segments", "the last segment must be a default: a segment with no "
+                                      "'when', which catches every case the rules above do not",
+                                      lines.get(("segments",))))
+    names: set[str] = set()
+    for i, segment in enumerate(segments):
+        loc = ("segments", i)
+        if segment.name in names:
+            problems.append(ConfigProblem(path, format_path(loc + ("name",)),
+                                          f"segment name '{segment.name}' is used twice", lines.get(loc)))
+        names.add(segment.name)
+        if not segment.when and i != len(segments) - 1:
+            problems.append(ConfigProblem(path, format_path(loc), "a segment with no 'when' matches everything; "
+                                          "only the last segment may be the default", lines.get(loc)))
+        for rel, message in check_condition(segment.when):
+            problems.append(ConfigProblem(path, format_path(loc + ("when",) + rel), message,
+                                          lines.get(loc + ("when",) + rel) or lines.get(loc)))
+        if config.sequences and segment.sequence not in config.sequences:
+            problems.append(ConfigProblem(path, format_path(loc + ("sequence",)),
+                                          f"unknown sequence '{segment.sequence}'; known sequences: "
+                                          f"{', '.join(sorted(config.sequences))}",
+                                          lines.get(loc + ("sequence",))))
+            continue
+        sequence = config.sequences.get(segment.sequence)
+        types = (segment.when or {}).get("failure_type")
+        types = set(types if isinstance(types, list) else [types]) if types else set()
+        if sequence and types and types <= (NEVER_RETRY | RETRY_AFTER_UPDATE):
+            for j, step in enumerate(sequence.steps):
+                if step.action == "retry" and types <= NEVER_RETRY:
+                    problems.append(ConfigProblem(
+                        str(config.sequence_files[sequence.name]), format_path(("steps", j)),
+                        f"retry step in sequence '{sequence.name}', which segment '{segment.name}' uses for "
+                        f"{', '.join(sorted(types))}: a hard decline must never be retried"))
+
+    channels = config.file.channels
+    used_templates: dict[str, list[tuple[str, int]]] = {}
+    for name, sequence in config.sequences.items():
+        file = str(config.sequence_files[name])
+        for j, step in enumerate(sequence.steps):
+            loc = ("steps", j)
+            needed = {"email": "email", "sms": "sms", "slack": "slack", "webhook": "webhook"}.get(step.action)
+            if step.action == "escalate":
+                needed = step.channel or config.file.escalation.channel
+            if needed and getattr(channels, needed) is None:
+                problems.append(ConfigProblem(file, format_path(loc + ("action",)),
+                                              f"step '{step.id}' needs the {needed} channel, which is not "
+                                              f"configured under channels.{needed} in {config.path.name}"))
+            if step.template:
+                used_templates.setdefault(step.template, []).append((name, j))
+                kinds = ("sms",) if step.action == "sms" else ("subject", "txt")
+                for kind in kinds:
+                    if config.templates_dir.is_dir() and not (config.templates_dir / f"{step.template}.{kind}.j2").exists():
+                        problems.append(ConfigProblem(
+                            file, format_path(loc + ("template",)),
+                            f"unknown template '{step.template}': {config.templates_dir}/{step.template}.{kind}.j2 "
+                            f"does not exist; known templates: {', '.join(known_templates(config.templates_dir))}"))
+    if config.file.stripe.retries == "stripe" and any(
+            step.action == "retry" for seq in config.sequences.values() for step in seq.steps):
+        config.notes.append("stripe.retries is 'stripe': retry steps are left to Stripe's Smart Retries and "
+                            "recorded on the case; set stripe.retries: dunctl for dunctl to retry itself")
+    return problems
+
+
+def known_templates(templates_dir: Path) -> list[str]:
+    if not templates_dir.is_dir():
+        return []
+    return sorted({p.name.split(".")[0] for p in templates_dir.glob("*.j2")})

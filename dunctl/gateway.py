@@ -1,0 +1,49 @@
+"""The seam between dunctl and a payment provider.
+
+`tick` talks only to this protocol. Two implementations exist: the Stripe gateway (a real account, through the
+official SDK) and the simulated account behind `dunctl demo` and `dunctl simulate`. Both pass the same contract
+tests (tests/gateway_contract.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Protocol
+
+from dunctl.model import Invoice, PaymentOutcome, SyncBatch
+
+
+class Gateway(Protocol):
+    #: "test", "live" or "simulated": which kind of account the ledger follows.
+    mode: str
+
+    #: Requests made to the provider so far (for `sync` output and benchmarks).
+    requests: int
+
+    def sync(self, cursor: dict | None, now: datetime, full: bool = False) -> Iterator[SyncBatch]:
+        """Yield changes since `cursor` (everything relevant when `cursor` is None or `full`), oldest first.
+
+        Each batch carries the cursor to resume after it. With nothing new, costs one request."""
+
+    def get_invoice(self, invoice_id: str) -> Invoice:
+        """The invoice as the provider sees it right now (used to suppress an action on a paid invoice)."""
+
+    def pay_invoice(self, invoice_id: str, idempotency_key: str) -> PaymentOutcome:
+        """Attempt payment with the invoice's payment method. A decline is an outcome, not an exception."""
+
+    def disable_automatic_retries(self, invoice_id: str, idempotency_key: str) -> None:
+        """Stop the provider's own retries for this invoice (Stripe: auto_advance=false)."""
+
+    def mark_uncollectible(self, invoice_id: str, idempotency_key: str) -> Invoice:
+        """Write the invoice off."""
+
+    def pause_subscription(self, subscription_id: str, behavior: str, idempotency_key: str) -> None:
+        """Pause collection on the subscription (behavior: void, keep_as_draft, mark_uncollectible)."""
+
+    def cancel_subscription(self, subscription_id: str, comment: str, idempotency_key: str) -> None:
+        """Cancel the subscription, leaving `comment` on it."""
+
+    def update_link(self, invoice: Invoice, kind: str, return_url: str | None, idempotency_key: str) -> str:
+        """A one-click link for the customer: kind 'hosted_invoice' (pay or authenticate the invoice) or
+        'billing_portal' (a portal session on the payment_method_update flow)."""

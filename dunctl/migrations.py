@@ -1,0 +1,196 @@
+"""The ledger's schema, only ever changed by appending a numbered migration. Never edit a shipped one."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("dunctl")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS customers (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            email TEXT,
+            phone TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',      -- JSON object
+            preferred_locale TEXT,
+            timezone TEXT,
+            livemode INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS payment_methods (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT,
+            type TEXT NOT NULL,
+            brand TEXT,
+            last4 TEXT,
+            exp_month INTEGER,
+            exp_year INTEGER,
+            updated_at TEXT
+        );
+        CREATE TABLE IF NOT EXISTS subscriptions (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            usage_based INTEGER NOT NULL DEFAULT 0,
+            pause_behavior TEXT,
+            canceled_at TEXT
+        );
+        CREATE TABLE IF NOT EXISTS invoices (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            subscription_id TEXT,
+            number TEXT,
+            currency TEXT NOT NULL,
+            amount_due INTEGER NOT NULL,
+            amount_paid INTEGER NOT NULL,
+            amount_remaining INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            billing_reason TEXT,
+            collection_method TEXT,
+            attempt_count INTEGER NOT NULL DEFAULT 0,
+            next_payment_attempt TEXT,
+            hosted_invoice_url TEXT,
+            customer_email TEXT,
+            customer_name TEXT,
+            payment_method_id TEXT,
+            payment_method_type TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            lines TEXT NOT NULL DEFAULT '[]',         -- JSON list, for usage breakdowns in messages
+            created_at TEXT NOT NULL,
+            first_failed_at TEXT,
+            failed_at TEXT,
+            decline TEXT,                             -- JSON of the latest failure's raw codes
+            failure_type TEXT,
+            paid_at TEXT,
+            voided_at TEXT,
+            uncollectible_at TEXT,
+            auto_advance INTEGER,
+            livemode INTEGER NOT NULL DEFAULT 0,
+            synced_at TEXT NOT NULL,
+            pending INTEGER NOT NULL DEFAULT 1        -- changed since cases were last reconciled
+        );
+        CREATE INDEX IF NOT EXISTS invoices_pending ON invoices(pending) WHERE pending = 1;
+        CREATE INDEX IF NOT EXISTS invoices_customer ON invoices(customer_id);
+
+        -- One case per failed invoice. Amounts in the invoice's currency, minor units.
+        CREATE TABLE IF NOT EXISTS cases (
+            id INTEGER PRIMARY KEY,
+            invoice_id TEXT NOT NULL UNIQUE REFERENCES invoices(id),
+            customer_id TEXT NOT NULL,
+            subscription_id TEXT,
+            currency TEXT NOT NULL,
+            amount_due INTEGER NOT NULL,
+            amount_paid_at_open INTEGER NOT NULL DEFAULT 0,
+            amount_remaining INTEGER NOT NULL,
+            amount_recovered INTEGER NOT NULL DEFAULT 0,
+            segment TEXT NOT NULL,
+            sequence TEXT NOT NULL,
+            sequence_hash TEXT NOT NULL,
+            sequence_def TEXT NOT NULL,               -- JSON of the sequence as it was when the case opened
+            failure_type TEXT NOT NULL,               -- current; re-classified when the decline changes
+            first_failure_type TEXT NOT NULL,
+            decline_code TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,      -- payment attempts so far, the provider's and dunctl's
+            state TEXT NOT NULL DEFAULT 'open',       -- open | paused | recovered | exhausted | written_off | voided | closed
+            with_person INTEGER NOT NULL DEFAULT 0,   -- escalated to a person (or disputed)
+            escalated_at TEXT,
+            disputed_at TEXT,
+            payment_method_changed_at TEXT,
+            first_failed_at TEXT NOT NULL,            -- when the provider saw the first failure
+            opened_at TEXT NOT NULL,                  -- when dunctl opened the case
+            closed_at TEXT,
+            close_reason TEXT,
+            recovered_at TEXT,
+            recovered_attempt INTEGER,                -- which payment attempt succeeded
+            recovered_by TEXT,                        -- retry | provider_retry | customer | unknown
+            churned INTEGER NOT NULL DEFAULT 0,       -- the subscription was cancelled by dunning
+            next_step TEXT,
+            next_due_at TEXT,
+            last_action TEXT,
+            last_action_at TEXT,
+            livemode INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX IF NOT EXISTS cases_due ON cases(next_due_at) WHERE state = 'open';
+        CREATE INDEX IF NOT EXISTS cases_state ON cases(state);
+        CREATE INDEX IF NOT EXISTS cases_first_failed ON cases(first_failed_at);
+
+        -- One row per executed (or deliberately not executed) step. The unique key is what makes a step
+        -- happen once: it is claimed before any effect.
+        CREATE TABLE IF NOT EXISTS actions (
+            id INTEGER PRIMARY KEY,
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            step_id TEXT NOT NULL,
+            action TEXT NOT NULL,                     -- email | sms | slack | webhook | retry | escalate | ...
+            channel TEXT,                             -- email | sms | slack | webhook | stripe | none
+            status TEXT NOT NULL,                     -- claimed | done | failed | unknown | skipped | missed | suppressed
+            due_at TEXT NOT NULL,
+            claimed_at TEXT,
+            finished_at TEXT,
+            tries INTEGER NOT NULL DEFAULT 0,
+            idempotency_key TEXT NOT NULL,
+            recipient TEXT,
+            detail TEXT,
+            error TEXT,
+            request_id TEXT,
+            tick_id INTEGER,
+            UNIQUE (case_id, step_id)
+        );
+        CREATE INDEX IF NOT EXISTS actions_failed ON actions(status) WHERE status IN ('failed', 'claimed');
+        CREATE INDEX IF NOT EXISTS actions_case ON actions(case_id, finished_at);
+
+        -- The case timeline: append-only.
+        CREATE TABLE IF NOT EXISTS timeline (
+            id INTEGER PRIMARY KEY,
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            data TEXT
+        );
+        CREATE INDEX IF NOT EXISTS timeline_case ON timeline(case_id, id);
+        CREATE TRIGGER IF NOT EXISTS timeline_no_update BEFORE UPDATE ON timeline
+            BEGIN SELECT RAISE(ABORT, 'the case timeline is append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS timeline_no_delete BEFORE DELETE ON timeline
+            BEGIN SELECT RAISE(ABORT, 'the case timeline is append-only'); END;
+
+        CREATE TABLE IF NOT EXISTS sync_state (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL                       -- JSON
+        );
+        CREATE TABLE IF NOT EXISTS events_seen (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        -- Provider reports that change cases but are not invoice fields (disputes, replaced payment methods).
+        CREATE TABLE IF NOT EXISTS signals (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            at TEXT NOT NULL,
+            invoice_id TEXT,
+            customer_id TEXT,
+            detail TEXT,
+            source_id TEXT UNIQUE,
+            applied INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX IF NOT EXISTS signals_pending ON signals(applied) WHERE applied = 0;
+        CREATE TABLE IF NOT EXISTS ticks (
+            id INTEGER PRIMARY KEY,
+            now TEXT NOT NULL,                        -- the tick's clock
+            pid INTEGER,
+            dry_run INTEGER NOT NULL DEFAULT 0,
+            finished INTEGER NOT NULL DEFAULT 0,
+            opened INTEGER NOT NULL DEFAULT 0,
+            closed INTEGER NOT NULL DEFAULT 0,
+            actions INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0
+        );
+        """
+    )

@@ -1,0 +1,136 @@
+"""The records a gateway hands to the ledger. Provider-neutral: the Stripe gateway and the simulated account
+both produce exactly these, so `tick` cannot tell them apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dunctl.failures import Decline
+
+
+@dataclass
+class Customer:
+    id: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    preferred_locale: str | None = None
+    timezone: str | None = None
+    livemode: bool = False
+
+    @property
+    def billing_email(self) -> str | None:
+        return self.metadata.get("billing_email")
+
+
+@dataclass
+class PaymentMethod:
+    id: str
+    customer_id: str | None
+    type: str                      # card, us_bank_account, sepa_debit, ...
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+    updated_at: datetime | None = None   # when Stripe says the method (or the customer's default) changed
+
+
+@dataclass
+class Subscription:
+    id: str
+    customer_id: str
+    status: str                    # active, past_due, unpaid, canceled, paused, ...
+    metadata: dict[str, str] = field(default_factory=dict)
+    usage_based: bool = False      # any metered price
+    pause_behavior: str | None = None
+    canceled_at: datetime | None = None
+
+
+@dataclass
+class InvoiceLine:
+    description: str | None
+    amount: int
+    quantity: int | None = None
+    metered: bool = False
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+
+@dataclass
+class Invoice:
+    """An invoice as the provider sees it now. `failed_at`/`decline` describe its latest failed attempt."""
+
+    id: str
+    customer_id: str
+    currency: str
+    amount_due: int
+    amount_paid: int
+    amount_remaining: int
+    status: str                    # draft, open, paid, void, uncollectible
+    created: datetime
+    number: str | None = None
+    subscription_id: str | None = None
+    billing_reason: str | None = None
+    collection_method: str = "charge_automatically"
+    attempt_count: int = 0
+    next_payment_attempt: datetime | None = None
+    hosted_invoice_url: str | None = None
+    customer_email: str | None = None
+    customer_name: str | None = None
+    payment_method_id: str | None = None
+    payment_method_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    lines: list[InvoiceLine] = field(default_factory=list)
+    first_failed_at: datetime | None = None   # when the provider first saw this invoice fail
+    failed_at: datetime | None = None         # the latest failed attempt
+    decline: Decline | None = None            # the latest failed attempt's codes
+    paid_at: datetime | None = None
+    voided_at: datetime | None = None
+    marked_uncollectible_at: datetime | None = None
+    auto_advance: bool | None = None
+    livemode: bool = False
+
+    @property
+    def has_failed(self) -> bool:
+        return self.failed_at is not None or self.attempt_count > 0 and self.decline is not None
+
+
+@dataclass
+class Signal:
+    """Something the provider reported that changes a case but is not an invoice field: a dispute, a
+    payment method the customer replaced, an upcoming invoice, an expiring card."""
+
+    kind: str                      # dispute | payment_method_updated | card_expiring | invoice_upcoming
+    at: datetime
+    invoice_id: str | None = None
+    customer_id: str | None = None
+    detail: str = ""
+    source_id: str | None = None   # the provider's event id, for de-duplication
+
+
+@dataclass
+class SyncBatch:
+    """One unit of sync progress. The ledger applies a batch and stores its cursor in one transaction, so a
+    sync that dies halfway resumes after the last applied batch."""
+
+    customers: list[Customer] = field(default_factory=list)
+    payment_methods: list[PaymentMethod] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    invoices: list[Invoice] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    cursor: dict | None = None     # opaque to the ledger; None leaves the stored cursor as it is
+    requests: int = 0              # provider requests this batch cost
+    events: int = 0                # provider events this batch consumed
+
+
+@dataclass
+class PaymentOutcome:
+    """The result of a payment attempt dunctl made."""
+
+    succeeded: bool
+    invoice: Invoice | None = None     # the invoice after the attempt, when the provider returned it
+    decline: Decline | None = None
+    request_id: str | None = None
+    detail: str = ""

@@ -1,0 +1,62 @@
+"""Step offsets: '30m', '1h', '3d', '2w', '5bd' (business days), or combinations such as '1d12h'.
+
+A step's time is its offset from the case's first failure. Business days skip Saturdays and Sundays, which is how
+ACH returns surface (3-5 business days after the debit).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+_PART = re.compile(r"(\d+)(bd|m|h|d|w)")
+_WHOLE = re.compile(r"^(?:\d+(?:bd|m|h|d|w))+$")
+
+ALLOWED = "a number and a unit: m (minutes), h (hours), d (days), w (weeks), bd (business days), e.g. 30m, 3d, 5bd"
+
+
+@dataclass(frozen=True)
+class Offset:
+    text: str
+    minutes: int = 0
+    business_days: int = 0
+
+    def after(self, start: datetime) -> datetime:
+        moment = start
+        days = self.business_days
+        while days > 0:
+            moment += timedelta(days=1)
+            if moment.weekday() < 5:
+                days -= 1
+        return moment + timedelta(minutes=self.minutes)
+
+    @property
+    def sort_key(self) -> float:
+        # Business days are at least as long as calendar days; order them as 7/5 of a day each.
+        return self.minutes + self.business_days * 1440 * 7 / 5
+
+
+def parse_offset(text: str | int) -> Offset:
+    """Parse an offset or raise ValueError with what is allowed."""
+    value = str(text).strip().lower().replace(" ", "")
+    if value == "0":
+        return Offset("0")
+    if not _WHOLE.match(value):
+        raise ValueError(f"'{text}' is not an offset; use {ALLOWED}")
+    minutes = business = 0
+    for number, unit in _PART.findall(value):
+        n = int(number)
+        if unit == "bd":
+            business += n
+        else:
+            minutes += n * {"m": 1, "h": 60, "d": 1440, "w": 10080}[unit]
+    return Offset(value, minutes, business)
+
+
+def parse_duration(text: str | int) -> timedelta:
+    """A plain duration (no business days), for settings such as the grace period."""
+    offset = parse_offset(text)
+    if offset.business_days:
+        raise ValueError(f"'{text}' uses business days; use m, h, d or w here")
+    return timedelta(minutes=offset.minutes)
