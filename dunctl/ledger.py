@@ -175,7 +175,9 @@ class Ledger:
                  subscription_id = excluded.subscription_id, number = excluded.number,
                  currency = excluded.currency, amount_due = excluded.amount_due,
                  amount_paid = excluded.amount_paid, amount_remaining = excluded.amount_remaining,
-                 status = excluded.status, billing_reason = excluded.billing_reason,
+                 status = CASE WHEN invoices.status IN ('paid', 'void') THEN invoices.status
+                               ELSE excluded.status END,
+                 billing_reason = excluded.billing_reason,
                  collection_method = excluded.collection_method,
                  attempt_count = max(invoices.attempt_count, excluded.attempt_count),
                  next_payment_attempt = excluded.next_payment_attempt,
