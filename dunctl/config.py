@@ -484,9 +484,10 @@ def _cross_check(config: Config, lines: dict) -> list[ConfigProblem]:
             if step.action == "escalate":
                 needed = step.channel or config.file.escalation.channel
             if needed and getattr(channels, needed) is None:
-                problems.append(ConfigProblem(file, format_path(loc + ("action",)),
-                                              f"step '{step.id}' needs the {needed} channel, which is not "
-                                              f"configured under channels.{needed} in {config.path.name}"))
+                # Not an error: shipped sequences go multi-channel where the channel exists, and skip the step
+                # (recorded on the case) where it does not.
+                config.notes.append(f"{file}: step '{step.id}' uses the {needed} channel, which is not configured "
+                                    f"(channels.{needed}); the step will be skipped")
             if step.template:
                 used_templates.setdefault(step.template, []).append((name, j))
                 kinds = ("sms",) if step.action == "sms" else ("subject", "txt")
@@ -506,4 +507,4 @@ def _cross_check(config: Config, lines: dict) -> list[ConfigProblem]:
 def known_templates(templates_dir: Path) -> list[str]:
     if not templates_dir.is_dir():
         return []
-    return sorted({p.name.split(".")[0] for p in templates_dir.glob("*.j2")})
+    return sorted({p.name.split(".")[0] for p in templates_dir.glob("*.j2") if not p.name.startswith("_")})

@@ -194,7 +194,8 @@ class HttpReceiver:
         self.server = ThreadingHTTPServer((HOST, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                       daemon=True)
 
     def url(self, path: str = "/") -> str:
         return f"http://{HOST}:{self.port}{path}"

@@ -66,14 +66,19 @@ def post(url: str, body: bytes, *, content_type: str, headers: dict[str, str] | 
 
     `label` names the destination in errors ("Slack webhook (SLACK_WEBHOOK_URL)"); the URL never appears.
     """
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise ChannelError(f"{label}: the URL must start with https:// or http://",
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ChannelError(f"{label}: the URL must start with https:// or http:// and name a host",
                            "check the URL in the config or in the environment variable it names")
+    headers = dict(headers or {})
+    if parts.username is not None:  # https://user:pass@host/ -> basic auth (urllib does not do it itself)
+        headers.setdefault("Authorization", basic_auth(urllib.parse.unquote(parts.username),
+                                                       urllib.parse.unquote(parts.password or "")))
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     request = urllib.request.Request(url, data=body, method="POST")
     request.add_header("Content-Type", content_type)
     request.add_header("User-Agent", USER_AGENT)
-    for name, value in (headers or {}).items():
+    for name, value in headers.items():
         request.add_header(name, value)
     try:
         with _opener.open(request, timeout=timeout) as response:

@@ -1,0 +1,38 @@
+"""`dunctl init`: a working starter config, the shipped sequences and their templates."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from dunctl.errors import UsageError
+
+
+def shipped_dir() -> Path:
+    """Where the shipped sequences and example config are: the source checkout, else the installed wheel."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "sequences").is_dir() and (checkout / "example-config.yaml").is_file():
+        return checkout
+    return package / "shipped"
+
+
+def write_starter(target: Path, *, email_transport: str = "file") -> list[Path]:
+    """Write dunctl.yaml, sequences/ and templates/ into `target`. Refuses to overwrite anything."""
+    source = shipped_dir()
+    plan: list[tuple[Path, Path]] = [(source / "example-config.yaml", target / "dunctl.yaml")]
+    plan += [(p, target / "sequences" / p.name) for p in sorted((source / "sequences").glob("*.yaml"))]
+    plan += [(p, target / "templates" / p.name) for p in sorted((source / "sequences" / "templates").glob("*.j2"))]
+    existing = [dest for _, dest in plan if dest.exists()]
+    if existing:
+        raise UsageError(f"{existing[0]} already exists; dunctl init never overwrites",
+                         "choose an empty directory: dunctl init DIR")
+    written = []
+    for src, dest in plan:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        written.append(dest)
+    if email_transport != "file":
+        config = target / "dunctl.yaml"
+        config.write_text(config.read_text().replace("transport: file ", f"transport: {email_transport} ", 1))
+    return written

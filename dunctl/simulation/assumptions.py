@@ -1,0 +1,200 @@
+"""Every number the simulated Stripe account uses, with where it comes from. One place, on purpose.
+
+The demo and `dunctl simulate` are only as honest as these. Each parameter says what it means and its source:
+
+- **guide**: `seed/dunning-guide.txt` (LedgerUp, "Dunning Management Automation: The Complete Guide"), quoting
+  the research it names (ChurnWard, ProfitWell, Recurly, Chargebee).
+- **design**: dunctl's DESIGN.md (Stripe and card-network facts).
+- **estimate**: the guide gives no figure. The value is dunctl's own, chosen to be plausible and then
+  *calibrated* so that the whole model reproduces the guide's headline figures (see CALIBRATION_TARGETS and
+  docs/simulation.md for what the model measures against them). Change an estimate and re-run
+  `bench/bench_demo.py --calibrate` to see what moves.
+
+`docs/simulation.md` is generated from this module (`python -m dunctl.simulation.assumptions`); a test keeps them
+in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+GUIDE = "guide"
+DESIGN = "design"
+ESTIMATE = "estimate"
+
+SOURCES = {
+    GUIDE: "seed/dunning-guide.txt (LedgerUp guide, citing ChurnWard, ProfitWell, Recurly, Chargebee)",
+    DESIGN: "DESIGN.md (Stripe and card-network facts)",
+    ESTIMATE: "dunctl estimate: no figure in the guide; calibrated against the guide's headline numbers",
+}
+
+
+def _p(value, source: str, meaning: str, quote: str = ""):
+    """A parameter: its value, its source, what it means, and (for sourced values) the sentence it rests on."""
+    meta = {"source": source, "meaning": meaning, "quote": quote}
+    if isinstance(value, (dict, list)):
+        return field(default_factory=lambda: value, metadata=meta)
+    return field(default=value, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    # -- the book of customers --------------------------------------------------------------------------------
+    b2b_share: float = _p(0.35, ESTIMATE, "share of customers that are businesses (B2B); the rest are consumers")
+    enterprise_share_of_b2b: float = _p(0.15, ESTIMATE, "share of B2B customers on the enterprise tier")
+    annual_share: dict = _p({"b2c": 0.15, "b2b": 0.35}, ESTIMATE, "share of customers billed yearly, by kind")
+    usage_based_share: dict = _p({"b2c": 0.05, "b2b": 0.40}, ESTIMATE,
+                                 "share of subscriptions with a metered (usage-based) price, by kind")
+    currency_mix: dict = _p({"usd": 0.60, "eur": 0.20, "gbp": 0.12, "jpy": 0.08}, ESTIMATE,
+                            "currency of the subscription")
+    ach_share: dict = _p({"b2c": 0.03, "b2b": 0.30, "b2b_usage": 0.50}, GUIDE,
+                         "share of USD payers who pay by ACH debit (us_bank_account), by kind",
+                         "Usage-based B2B billing relies more heavily on ACH (the shares are estimates)")
+    monthly_price_usd: dict = _p({"b2c": (900, 4900), "b2b": (9900, 250000), "enterprise": (500000, 2500000)},
+                                 ESTIMATE, "monthly list price range in US cents, by tier (log-uniform)")
+    annual_months: int = _p(10, ESTIMATE, "an annual plan costs this many months (two months free)")
+    fx_per_usd: dict = _p({"usd": 1.0, "eur": 0.92, "gbp": 0.79, "jpy": 150.0}, ESTIMATE,
+                          "rough exchange rates used only to price plans in other currencies; never to sum money")
+    usage_sigma: float = _p(0.5, ESTIMATE, "spread (log-normal sigma) of a usage invoice around its base amount")
+    usage_spike_share: float = _p(0.08, GUIDE, "share of usage invoices that spike to 3-5x the usual charge",
+                                  "A usage invoice that is 3x or 5x the customer's typical charge can hit card "
+                                  "limits (the share is an estimate)")
+    usage_spike_factor: tuple = _p((3.0, 5.0), GUIDE, "how large a spike is, as a multiple of the usual charge",
+                                   "3x or 5x the customer's typical charge")
+
+    # -- failures ---------------------------------------------------------------------------------------------
+    invoice_failure_rate: float = _p(0.072, GUIDE, "chance that a renewal invoice's first charge fails",
+                                     "7.2% of subscribers at risk of involuntary churn every single month (Recurly)")
+    usage_spike_failure_multiplier: float = _p(2.5, GUIDE, "how much likelier a usage spike is to fail",
+                                               "can hit card limits or get flagged for review (the multiple is an "
+                                               "estimate)")
+    card_declines: dict = _p({
+        # decline_code: share among failed card charges
+        "insufficient_funds": 0.34, "generic_decline": 0.13, "do_not_honor": 0.09, "processing_error": 0.03,
+        "try_again_later": 0.02, "card_velocity_exceeded": 0.02,                        # card_soft 0.63
+        "expired_card": 0.11, "incorrect_cvc": 0.02, "incorrect_number": 0.01,         # card_update 0.14
+        "lost_card": 0.02, "stolen_card": 0.01, "fraudulent": 0.02, "transaction_not_allowed": 0.02,
+        "advice:do_not_try_again": 0.02,                                                 # card_hard 0.09
+        "authentication_required": 0.08,                                                 # action_required
+        "card_declined": 0.06,                                                           # bare generic decline
+    }, ESTIMATE, "mix of decline codes on failed card charges ('advice:X' is a generic_decline carrying Stripe's "
+                 "advice_code X)")
+    sca_multiplier: float = _p(2.0, ESTIMATE, "authentication_required is this much commoner for eur and gbp "
+                                              "cards (Strong Customer Authentication)")
+    ach_returns: dict = _p({
+        "R01": 0.55, "R09": 0.05,                                                        # bank_soft
+        "R02": 0.14, "R03": 0.05, "R04": 0.03, "R10": 0.10, "R16": 0.03, "R20": 0.05,  # bank_hard
+    }, ESTIMATE, "mix of ACH return codes on failed bank debits")
+    ach_return_business_days: tuple = _p((3, 5), GUIDE, "business days before an ACH return surfaces",
+                                         "ACH returns can take 3 to 5 business days to surface")
+    dispute_rate: dict = _p({"flat": 0.005, "usage": 0.03}, GUIDE,
+                            "chance that a failed invoice's customer opens a dispute instead of paying",
+                            "Higher dispute rates ... customers who have not been monitoring usage (rates are "
+                            "estimates)")
+    dispute_delay_days: tuple = _p((1, 6), ESTIMATE, "days after the failure that a dispute arrives")
+
+    # -- retries ----------------------------------------------------------------------------------------------
+    retry_recoverable: dict = _p({"card_soft": 0.42, "bank_soft": 0.50, "unknown": 0.30}, ESTIMATE,
+                                 "share of soft declines whose funds or issuer come back so a plain retry can "
+                                 "succeed (the rest need the customer); calibrated so retries alone recover ~21%")
+    funds_return_median_days: float = _p(3.0, GUIDE, "median days until a soft decline's cause clears",
+                                         "Three retries spread across 7 to 14 days outperform six retries in 48 "
+                                         "hours (the median is an estimate)")
+    funds_return_sigma: float = _p(0.9, ESTIMATE, "spread (log-normal sigma) of the time a soft decline takes to "
+                                                  "clear")
+    retry_success_when_clear: float = _p(0.85, ESTIMATE, "chance a retry succeeds once the cause has cleared")
+    retry_success_after_update: float = _p(0.92, ESTIMATE,
+                                           "chance a retry succeeds on a payment method the customer replaced")
+    smart_retry_days: tuple = _p((1, 3, 5, 8), ESTIMATE,
+                                 "when Stripe's Smart Retries try again (days after the failure, +-6h), when "
+                                 "stripe.retries is 'stripe'; never for hard declines")
+    card_updater_share: float = _p(0.40, GUIDE,
+                                   "share of expired cards the network card updater refreshes by itself",
+                                   "Card updater services ... reduce hard declines by 30% to 50%")
+    card_updater_days: tuple = _p((1, 5), ESTIMATE, "days after the failure that the card updater refreshes a card")
+
+    # -- what customers do ------------------------------------------------------------------------------------
+    email_response: float = _p(0.1325, GUIDE,
+                               "chance that a day-0 email reaching the payer leads them to pay or update the card",
+                               "The day-of-failure email is the single highest-yield communication touchpoint "
+                               "in dunning, with a 13.25% recovery rate (ChurnWard)")
+    personalised_lift: float = _p(1.62, GUIDE,
+                                  "multiplier on that chance when the email is personalised (names the customer "
+                                  "and what the charge was for)",
+                                  "Personalized emails are 62% more likely to receive a response than generic "
+                                  "templated messaging")
+    day_factor: tuple = _p(((0, 1.0), (2, 0.8), (7, 0.6), (14, 0.45), (21, 0.5)), GUIDE,
+                           "multiplier on a message's effect by days since the first failure (from day N on)",
+                           "The first 48 hours after a failure are the highest-yield window. After day 14, "
+                           "recovery probability drops significantly (the factors are estimates)")
+    repeat_factor: float = _p(0.85, ESTIMATE, "each earlier message on the same invoice multiplies the next one's "
+                                              "effect by this (fatigue)")
+    wrong_recipient_reach: float = _p(0.35, GUIDE,
+                                      "on B2B accounts, chance that a message sent to the product user instead of "
+                                      "the billing contact reaches someone who can pay",
+                                      "Many failed payment notifications never reach the person who can actually "
+                                      "update the card (the share is an estimate)")
+    extra_step_loss: float = _p(0.25, GUIDE, "share of customers lost per extra step in the update flow: a "
+                                             "billing-portal link is one step more than the hosted invoice page",
+                                "Every additional step in the update flow loses 20% to 30% of customers")
+    sms_response: float = _p(0.10, ESTIMATE, "chance that a day-0 SMS leads the customer to pay")
+    escalation_response: dict = _p({"b2c": 0.15, "b2b": 0.40, "enterprise": 0.55}, GUIDE,
+                                   "chance that a person following up (after an escalation) gets the invoice paid",
+                                   "High-value accounts should trigger human escalation (the chances are "
+                                   "estimates)")
+    escalation_delay_days: tuple = _p((1, 4), ESTIMATE, "days a person takes to reach the customer")
+    suspension_response: float = _p(0.35, GUIDE, "chance that a customer pays within days of losing service "
+                                                 "(subscription paused)",
+                                    "Human handoff Day 15+: Suspension logic (the chance is an estimate)")
+    cancellation_winback: float = _p(0.05, ESTIMATE, "chance that a cancelled customer pays the open invoice")
+    response_delay_median_hours: float = _p(5.0, ESTIMATE, "median delay between a message and the customer acting")
+    organic_daily_rate: float = _p(0.0025, GUIDE, "daily chance that a customer pays with no prompt at all",
+                                   "Teams without automation typically recover only 20% to 31% (the rate is "
+                                   "an estimate well below that, since manual outreach is still outreach)")
+
+
+DEFAULT = Assumptions()
+
+# What the model as a whole should reproduce with the shipped sequences. The figures come from the guide;
+# `bench/bench_demo.py --calibrate` measures them, and docs/simulation.md records the measurement.
+CALIBRATION_TARGETS = {
+    "retries alone recover (share of failed invoices)": ("about 21%", "Silent retries recover roughly 21% of "
+                                                        "failed payments (ChurnWard)"),
+    "the day-0 email alone recovers": ("about 13%", "13.25% recovery rate (ChurnWard)"),
+    "share of recoveries after day 14": ("about 42%", "42% of total recovery still happens beyond that point "
+                                                     "(ChurnWard)"),
+    "automated programme overall recovery": ("70-85%", "Automated dunning recovers 70% to 85% of failed payments"),
+}
+
+
+def rows(assumptions: Assumptions = DEFAULT) -> list[dict]:
+    """Every parameter as a row: name, value, source, meaning, quote."""
+    out = []
+    for f in fields(assumptions):
+        out.append({"name": f.name, "value": getattr(assumptions, f.name), **f.metadata})
+    return out
+
+
+def _value_text(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_value_text(v)}" for k, v in value.items())
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+        return ", ".join(f"d{a}+: {b}" for a, b in value)
+    if isinstance(value, tuple):
+        return "-".join(str(v) for v in value)
+    return str(value)
+
+
+def markdown_table(assumptions: Assumptions = DEFAULT) -> str:
+    """The assumptions table for docs/simulation.md and the README."""
+    lines = ["| parameter | value | meaning | source |", "|---|---|---|---|"]
+    for row in rows(assumptions):
+        source = "guide" if row["source"] == GUIDE else row["source"]
+        if row["quote"]:
+            source += f": \"{row['quote']}\""
+        lines.append(f"| `{row['name']}` | {_value_text(row['value'])} | {row['meaning']} | {source} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(markdown_table())

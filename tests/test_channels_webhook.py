@@ -1,0 +1,108 @@
+"""Signed webhook transport against a real local HTTP receiver; signatures checked with verify_signature."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from dunctl.channels.webhook import WebhookTransport, sign, verify_signature
+from dunctl.config import WebhookChannel
+from dunctl.errors import ChannelError
+from tests.servers import HOST, closed_port, http_receiver  # noqa: F401
+
+NOW = datetime(2026, 11, 3, 14, 30, 5, tzinfo=timezone.utc)
+T = int(NOW.timestamp())
+SECRET = "whsec_test_0123456789"
+ENV = {"DUNCTL_WEBHOOK_SECRET": SECRET}
+PAYLOAD = {"invoice": "in_123", "amount_due": 4900, "currency": "usd", "customer": {"name": "Jo Døe"}}
+
+
+def post(receiver, **config):
+    transport = WebhookTransport(WebhookChannel(url=receiver.url("/hooks/dunning"), **config), ENV)
+    return transport.post("case.escalated", PAYLOAD, "in_123:escalate", NOW)
+
+
+def test_posts_the_event_envelope(http_receiver):
+    delivery = post(http_receiver)
+    request = http_receiver.last
+    assert request.path == "/hooks/dunning"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Idempotency-Key"] == "in_123:escalate"
+    assert json.loads(request.body) == {"type": "case.escalated", "id": "in_123:escalate", "created": T,
+                                        "data": PAYLOAD}
+    assert "case.escalated" in delivery.detail and "200" in delivery.detail
+
+
+def test_signature_verifies_with_the_secret_and_not_with_another(http_receiver):
+    post(http_receiver)
+    request = http_receiver.last
+    header = request.headers["Dunctl-Signature"]
+    assert header == f"t={T},v1={sign(SECRET, T, request.body)}"
+    assert verify_signature(SECRET, header, request.body, tolerance=300, now=NOW)
+    assert verify_signature(SECRET, header, request.body.decode(), tolerance=300, now=NOW)   # str body too
+    assert not verify_signature("whsec_other", header, request.body, tolerance=300, now=NOW)
+    assert not verify_signature(SECRET, header, request.body.replace(b"4900", b"4901"), tolerance=300, now=NOW)
+
+
+def test_signature_timestamp_tolerance(http_receiver):
+    post(http_receiver)
+    request = http_receiver.last
+    header = request.headers["Dunctl-Signature"]
+    assert verify_signature(SECRET, header, request.body, 300, NOW + timedelta(seconds=300))
+    assert not verify_signature(SECRET, header, request.body, 300, NOW + timedelta(seconds=301))   # replay
+    assert not verify_signature(SECRET, header, request.body, timedelta(minutes=5), NOW - timedelta(minutes=6))
+    assert verify_signature(SECRET, header, request.body, 300, None)                  # no clock check
+
+
+@pytest.mark.parametrize("header", [None, "", "v1=abc", f"t={T}", f"t=soon,v1=00", f"t={T},v0=00"])
+def test_malformed_signature_headers_do_not_verify(header):
+    assert not verify_signature(SECRET, header, b"{}", 300, NOW)
+
+
+def test_any_v1_signature_may_match_for_secret_rotation():
+    body = b'{"a":1}'
+    header = f"t={T},v1={sign('old', T, body)},v1={sign(SECRET, T, body)}"
+    assert verify_signature(SECRET, header, body, 300, NOW)
+
+
+def test_url_from_the_environment(http_receiver):
+    transport = WebhookTransport(WebhookChannel(url_env="HOOK_URL"), {**ENV, "HOOK_URL": http_receiver.url("/e")})
+    transport.post("case.recovered", {}, "k1", NOW)
+    assert http_receiver.last.path == "/e"
+
+
+def test_missing_url_or_secret_is_named():
+    with pytest.raises(ChannelError, match="environment variable HOOK_URL is empty or missing"):
+        WebhookTransport(WebhookChannel(url_env="HOOK_URL"), ENV).post("e", {}, "k", NOW)
+    with pytest.raises(ChannelError, match="no URL"):
+        WebhookTransport(WebhookChannel(), ENV).post("e", {}, "k", NOW)
+    with pytest.raises(ChannelError, match="environment variable DUNCTL_WEBHOOK_SECRET is empty or missing"):
+        WebhookTransport(WebhookChannel(url="http://127.0.0.1:9/x"), {}).post("e", {}, "k", NOW)
+
+
+def test_server_error_includes_status_and_excerpt(http_receiver):
+    http_receiver.respond(500, '{"error": "database unavailable"}', "application/json")
+    with pytest.raises(ChannelError, match=r'webhook 127\.0\.0\.1:\d+: HTTP 500: \{"error": "database unavailable"\}'):
+        post(http_receiver)
+
+
+def test_connection_refused():
+    transport = WebhookTransport(WebhookChannel(url=f"http://user:pw@{HOST}:{closed_port()}/x"), ENV)
+    with pytest.raises(ChannelError) as caught:
+        transport.post("e", {}, "k", NOW)
+    assert "connection refused" in caught.value.message
+    assert "pw" not in caught.value.message
+
+
+def test_timeout(http_receiver):
+    http_receiver.hang()
+    with pytest.raises(ChannelError, match=r"no response within 0.2s"):
+        post(http_receiver, timeout=0.2)
+
+
+def test_credentials_in_the_url_become_basic_auth(http_receiver):
+    url = http_receiver.url("/x").replace("http://", "http://hook%40user:p%3Ass@")
+    WebhookTransport(WebhookChannel(url=url), ENV).post("e", {}, "k", NOW)
+    assert http_receiver.last.headers["Authorization"] == "Basic aG9va0B1c2VyOnA6c3M="   # hook@user:p:ss
