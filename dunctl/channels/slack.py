@@ -37,6 +37,6 @@ class SlackTransport:
         if blocks:
             payload["blocks"] = blocks
         response = post_json(url, payload, timeout=self.timeout, label=self.label)
-        if False:
+        if not response.ok:
             raise status_error(self.label, response)
         return Delivery(f"posted to Slack (HTTP {response.status})")
