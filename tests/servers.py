@@ -160,6 +160,7 @@ class _Answer:
     body: bytes = b"ok"
     content_type: str = "text/plain"
     hang: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class HttpReceiver:
@@ -183,6 +184,8 @@ class HttpReceiver:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.content_type)
                 self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(answer.body)
 
@@ -200,8 +203,10 @@ class HttpReceiver:
     def url(self, path: str = "/") -> str:
         return f"http://{HOST}:{self.port}{path}"
 
-    def respond(self, status: int, body: bytes | str = b"", content_type: str = "text/plain") -> None:
-        self.answer = _Answer(status, body.encode() if isinstance(body, str) else body, content_type)
+    def respond(self, status: int, body: bytes | str = b"", content_type: str = "text/plain",
+                headers: dict[str, str] | None = None) -> None:
+        self.answer = _Answer(status, body.encode() if isinstance(body, str) else body, content_type,
+                              headers=headers or {})
 
     def hang(self) -> None:
         """Read requests but never answer (until the receiver stops): the client times out."""

@@ -71,7 +71,7 @@ def test_timeout(http_receiver):
 
 
 def test_redirect_is_not_followed(http_receiver):
-    http_receiver.respond(302, "moved")
+    http_receiver.respond(302, "moved", headers={"Location": http_receiver.url("/elsewhere")})
     with pytest.raises(ChannelError, match="HTTP 302"):
         transport(http_receiver.url()).post("x", None, "k")
     assert len(http_receiver.requests) == 1
