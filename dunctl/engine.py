@@ -607,6 +607,9 @@ class Engine:
         )
         return snapshot, invoice
 
+    def reschedule(self, case_id: int) -> None:
+        self._schedule(case_id)
+
     def _schedule(self, case_id: int) -> None:
         """Store when the case is next due, so a tick finds due work with one indexed query."""
         case = self.ledger.case(case_id)
@@ -694,3 +697,15 @@ def _mark_unknown(ledger: Ledger, now: datetime) -> None:
                                    "not have happened and will not be re-sent: check, then `dunctl case resume`")
         ledger.add_timeline(action["case_id"], now, "unknown",
                             f"{action['step_id']} ({action['action']}) outcome unknown: not re-sent")
+
+
+def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: datetime,
+                       full: bool = False) -> SyncResult:
+    """`dunctl sync`: pull changes and open or close cases, without running any step."""
+    with ledger.tick_lock():
+        engine = Engine(ledger, config, gateway, None, now)
+        result = run_sync(ledger, gateway, now, full=full)
+        engine.reconcile()
+        result.cases_opened = len(engine.result.opened)
+        result.cases_closed = len(engine.result.closed)
+        return result

@@ -378,6 +378,11 @@ class Ledger:
                  recipient = coalesce(?, recipient), request_id = coalesce(?, request_id) WHERE id = ?""",
             [status, iso(now), detail, error, recipient, request_id, action_id])
 
+    def actions_with_status(self, status: str) -> list[dict]:
+        return list(self.db.query(
+            """SELECT a.*, c.invoice_id FROM actions a JOIN cases c ON c.id = a.case_id
+               WHERE a.status = ? ORDER BY a.id""", [status]))
+
     def orphaned_claims(self) -> list[dict]:
         """Actions claimed by a tick that never recorded a result (it crashed between claim and effect)."""
         return list(self.db.query("SELECT * FROM actions WHERE status = 'claimed'"))

@@ -142,7 +142,7 @@ def m001_initial(db: Database) -> None:
             tick_id INTEGER,
             UNIQUE (case_id, step_id)
         );
-        CREATE INDEX IF NOT EXISTS actions_failed ON actions(status) WHERE status IN ('failed', 'claimed');
+        CREATE INDEX IF NOT EXISTS actions_attention ON actions(status) WHERE status IN ('failed', 'claimed', 'unknown');
         CREATE INDEX IF NOT EXISTS actions_case ON actions(case_id, finished_at);
 
         -- The case timeline: append-only.

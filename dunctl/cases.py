@@ -1,0 +1,146 @@
+"""Looking at cases and letting a person take over: status, case show, pause, resume, close."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dunctl.clock import from_iso, iso
+from dunctl.config import Config
+from dunctl.errors import UsageError
+from dunctl.ledger import ENDED_STATES, Ledger
+
+
+@dataclass
+class CaseRow:
+    invoice_id: str
+    customer_id: str
+    customer_name: str | None
+    customer_email: str | None
+    amount_remaining: int
+    currency: str
+    failure_type: str
+    decline_code: str | None
+    segment: str
+    sequence: str
+    state: str
+    with_person: bool
+    opened_at: str
+    first_failed_at: str
+    day: int
+    last_action: str | None
+    next_step: str | None
+    next_due_at: str | None
+
+    def to_dict(self) -> dict:
+        return {"invoice_id": self.invoice_id, "customer_id": self.customer_id,
+                "customer_email": self.customer_email, "amount_remaining": self.amount_remaining,
+                "currency": self.currency, "failure_type": self.failure_type, "decline_code": self.decline_code,
+                "segment": self.segment, "sequence": self.sequence, "state": self.state,
+                "with_person": self.with_person, "opened_at": self.opened_at,
+                "first_failed_at": self.first_failed_at, "day": self.day, "last_action": self.last_action,
+                "next_step": self.next_step, "next_due_at": self.next_due_at}
+
+
+@dataclass
+class Status:
+    now: datetime
+    account_mode: str | None
+    cases: list[CaseRow]
+    revenue_at_risk: dict[str, int]
+    unknown_actions: list[dict] = field(default_factory=list)
+    failed_actions: list[dict] = field(default_factory=list)
+
+
+def status(ledger: Ledger, now: datetime, include_ended: bool = False) -> Status:
+    rows = []
+    for c in ledger.cases(include_ended=include_ended):
+        first = from_iso(c["first_failed_at"])
+        rows.append(CaseRow(
+            invoice_id=c["invoice_id"], customer_id=c["customer_id"], customer_name=c["customer_name"],
+            customer_email=c["customer_email"], amount_remaining=c["amount_remaining"], currency=c["currency"],
+            failure_type=c["failure_type"], decline_code=c["decline_code"], segment=c["segment"],
+            sequence=c["sequence"], state=c["state"], with_person=bool(c["with_person"]), opened_at=c["opened_at"],
+            first_failed_at=c["first_failed_at"], day=max(0, (now - first).days), last_action=c["last_action"],
+            next_step=c["next_step"], next_due_at=c["next_due_at"]))
+    return Status(now=now, account_mode=ledger.get_state("account_mode"), cases=rows,
+                  revenue_at_risk=ledger.revenue_at_risk(),
+                  unknown_actions=ledger.actions_with_status("unknown"),
+                  failed_actions=ledger.actions_with_status("failed"))
+
+
+@dataclass
+class CaseDetail:
+    case: dict
+    invoice: dict
+    customer: dict | None
+    actions: list[dict]
+    timeline: list[dict]
+
+    def to_dict(self) -> dict:
+        case = {k: v for k, v in self.case.items() if k != "sequence_def"}
+        return {"case": case, "invoice": {**self.invoice, "lines": json.loads(self.invoice["lines"]),
+                                          "decline": json.loads(self.invoice["decline"] or "null"),
+                                          "metadata": json.loads(self.invoice["metadata"])},
+                "customer": self.customer and {**self.customer, "metadata": json.loads(self.customer["metadata"])},
+                "actions": self.actions,
+                "timeline": [{**t, "data": json.loads(t["data"]) if t["data"] else None} for t in self.timeline]}
+
+
+def find_case(ledger: Ledger, invoice_id: str) -> dict:
+    case = ledger.case_for_invoice(invoice_id)
+    if case is None:
+        raise UsageError(f"no case for invoice {invoice_id}", "`dunctl status --all` lists every case")
+    return case
+
+
+def show(ledger: Ledger, invoice_id: str) -> CaseDetail:
+    case = find_case(ledger, invoice_id)
+    return CaseDetail(case=case, invoice=ledger.invoice(invoice_id), customer=ledger.customer(case["customer_id"]),
+                      actions=ledger.actions(case["id"]), timeline=ledger.timeline(case["id"]))
+
+
+def pause(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
+    """A person takes over: no automated step runs until `resume`."""
+    case = find_case(ledger, invoice_id)
+    if case["state"] != "open":
+        raise UsageError(f"case {invoice_id} is {case['state']}, not open; only an open case can be paused")
+    with ledger.db.atomic():
+        ledger.update_case(case["id"], state="paused", with_person=1, next_due_at=None)
+        ledger.add_timeline(case["id"], now, "paused", f"paused by a person: {reason}")
+    return ledger.case(case["id"])
+
+
+def resume(ledger: Ledger, config: Config, invoice_id: str, reason: str, now: datetime) -> dict:
+    """Hand a paused case back to its sequence. Steps that fell due meanwhile follow the grace rule."""
+    from dunctl.engine import Engine
+
+    case = find_case(ledger, invoice_id)
+    if case["state"] != "paused":
+        raise UsageError(f"case {invoice_id} is {case['state']}, not paused")
+    with ledger.db.atomic():
+        ledger.update_case(case["id"], state="open", with_person=0)
+        ledger.add_timeline(case["id"], now, "resumed", f"resumed by a person: {reason}")
+        Engine(ledger, config, None, None, now).reschedule(case["id"])
+    return ledger.case(case["id"])
+
+
+def close(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
+    """A person ends the case (settled offline, forgiven, sent to collections)."""
+    case = find_case(ledger, invoice_id)
+    if case["state"] in ENDED_STATES:
+        raise UsageError(f"case {invoice_id} already ended ({case['state']})")
+    invoice = ledger.invoice(invoice_id)
+    with ledger.db.atomic():
+        ledger.end_case(case["id"], "closed", reason, now,
+                        amount_recovered=max(0, invoice["amount_paid"] - case["amount_paid_at_open"]))
+        ledger.add_timeline(case["id"], now, "closed", f"closed by a person: {reason}")
+    return ledger.case(case["id"])
+
+
+def as_text_time(value: str | None) -> str:
+    return value.replace("T", " ").replace("Z", "") if value else "-"
+
+
+__all__ = ["status", "show", "pause", "resume", "close", "iso"]

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dunctl import cases
+from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
+from dunctl.money import format_amount
+
+app = typer.Typer(help="Look at one case, or take it over.", no_args_is_help=True)
+
+Invoice = Annotated[str, typer.Argument(help="The Stripe invoice id (in_...).")]
+Reason = Annotated[str, typer.Option("--reason", "-r", help="Why: kept on the case's timeline.")]
+
+
+@app.command("show")
+@handles_errors
+def show(invoice: Invoice, as_json: JsonOption = False) -> None:
+    """Show one case's whole timeline: failures, attempts, messages, decisions, with reasons."""
+    detail = cases.show(open_ledger(load(), must_exist=True), invoice)
+    if as_json:
+        print_json(detail.to_dict())
+        return
+    c, inv = detail.case, detail.invoice
+    who = (detail.customer or {}).get("name") or (detail.customer or {}).get("email") or c["customer_id"]
+    out.print(f"[bold]{c['invoice_id']}[/] · {who} · {format_amount(inv['amount_remaining'], inv['currency'])} "
+              f"remaining of {format_amount(inv['amount_due'], inv['currency'])}")
+    out.print(f"state {c['state']}{' (with a person)' if c['with_person'] else ''} · {c['failure_type']} "
+              f"({c['decline_code'] or 'no code'}) · segment {c['segment']} · sequence {c['sequence']} "
+              f"({c['sequence_hash']}) · {c['attempts']} attempt(s)", markup=False)
+    if c["close_reason"]:
+        out.print(f"ended {cases.as_text_time(c['closed_at'])}: {c['close_reason']}", markup=False)
+    elif c["next_step"]:
+        out.print(f"next: {c['next_step']} at {cases.as_text_time(c['next_due_at'])}", markup=False)
+    table = Table("when (UTC)", "what", "detail", header_style="bold")
+    for entry in detail.timeline:
+        table.add_row(cases.as_text_time(entry["at"]), entry["kind"], entry["summary"])
+    out.print(table)
+
+
+def _changed(case: dict, as_json: bool) -> None:
+    if as_json:
+        print_json({k: v for k, v in case.items() if k != "sequence_def"})
+    else:
+        out.print(f"{case['invoice_id']}: {case['state']}", markup=False)
+
+
+@app.command("pause")
+@handles_errors
+def pause(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: JsonOption = False) -> None:
+    """A person takes over: no automated step runs until resume."""
+    _changed(cases.pause(open_ledger(load(), must_exist=True), invoice, reason, now_from(now)), as_json)
+
+
+@app.command("resume")
+@handles_errors
+def resume(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: JsonOption = False) -> None:
+    """Hand a paused case back to its sequence."""
+    config = load()
+    _changed(cases.resume(open_ledger(config, must_exist=True), config, invoice, reason, now_from(now)), as_json)
+
+
+@app.command("close")
+@handles_errors
+def close(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: JsonOption = False) -> None:
+    """End a case by hand (settled offline, forgiven, sent to collections)."""
+    _changed(cases.close(open_ledger(load(), must_exist=True), invoice, reason, now_from(now)), as_json)

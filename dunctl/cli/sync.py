@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dunctl.cli.common import JsonOption, NowOption, environ, handles_errors, load, now_from, open_ledger, out, \
+    print_json
+from dunctl.cli.gateway import make_gateway
+from dunctl.engine import sync_and_reconcile
+
+
+@handles_errors
+def sync(
+    full: Annotated[bool, typer.Option("--full", help="Backfill from invoices instead of following events.")] = False,
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pull changes from Stripe into the ledger and open or close cases (no steps are run)."""
+    config = load()
+    ledger = open_ledger(config)
+    result = sync_and_reconcile(ledger, config, make_gateway(config, environ()), now_from(now), full=full)
+    if as_json:
+        print_json(result.__dict__)
+        return
+    out.print(f"{result.requests} request(s), {result.events} event(s); invoices: {result.invoices_new} new, "
+              f"{result.invoices_updated} updated; cases: {result.cases_opened} opened, {result.cases_closed} closed",
+              markup=False)
