@@ -11,7 +11,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from dunctl.channels import EmailMessage
-from dunctl.channels.email import FileTransport, SmtpTransport, email_transport
+from dunctl.channels.email import FileTransport, SmtpTransport
 from dunctl.config import EmailChannel
 from dunctl.errors import ChannelError
 from tests.servers import (HOST, SmtpServer, client_context, closed_port, server_context, smtp_server,  # noqa: F401
@@ -113,6 +113,23 @@ def test_smtp_auth_failure_is_a_channel_error_without_the_password():
     assert "SMTP_PASS" in error.hint
     assert error.__cause__ is None and error.__suppress_context__   # no chained smtplib error to leak
     assert server.received == []
+
+
+def test_credentials_for_a_server_without_auth_is_a_channel_error(smtp_server):
+    transport = SmtpTransport(EmailChannel(transport="smtp", host=HOST, port=smtp_server.port, timeout=5,
+                                           username_env="U", password_env="P"), {"U": "u", "P": PASSWORD})
+    with pytest.raises(ChannelError, match="does not support what was asked: SMTP AUTH extension not supported"):
+        send(transport)
+    assert smtp_server.received == []
+
+
+def test_non_ascii_names_and_subject_survive_the_trip(smtp_server):
+    send(transport_for(smtp_server), make_message(to="Jörg Ødegård <jorg@customer.test>",
+                                                  subject="Zahlung fehlgeschlagen – €49"))
+    msg = smtp_server.received[0].message
+    assert msg["To"] == "Jörg Ødegård <jorg@customer.test>"
+    assert msg["Subject"] == "Zahlung fehlgeschlagen – €49"
+    assert smtp_server.received[0].rcpt_tos == ["jorg@customer.test"]
 
 
 def test_missing_credential_variable_is_named():
@@ -232,8 +249,3 @@ def test_file_transport_unwritable_dir_is_a_channel_error(tmp_path):
     with pytest.raises(ChannelError, match="could not write"):
         send(FileTransport(blocker / "outbox"))
 
-
-def test_email_transport_follows_the_config(tmp_path):
-    assert isinstance(email_transport(EmailChannel(transport="file", dir="outbox"), {}, tmp_path), FileTransport)
-    assert email_transport(EmailChannel(transport="file", dir="outbox"), {}, tmp_path).dir == tmp_path / "outbox"
-    assert isinstance(email_transport(EmailChannel(transport="smtp"), {}, tmp_path), SmtpTransport)

@@ -204,13 +204,6 @@ class FileTransport:
         return Delivery(f"wrote {path}", mime["Message-ID"])
 
 
-def email_transport(config: EmailChannel, environ: Mapping[str, str], base: Path) -> SmtpTransport | FileTransport:
-    """The transport the config asks for; a relative file dir is taken from `base` (the config's directory)."""
-    if config.transport == "file":
-        return FileTransport(Path(base) / config.dir)
-    return SmtpTransport(config, environ)
-
-
 def safe_filename(key: str) -> str:
     """A file name for `key`: readable, safe on any filesystem, and distinct for distinct keys."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:80] or "message"
