@@ -677,7 +677,10 @@ class _ReadOnly:
 
     def __init__(self, gateway: Gateway):
         self._gateway = gateway
-        self.mode = gateway.mode
+
+    @property
+    def mode(self) -> str:
+        return self._gateway.mode
 
     def sync(self, cursor, now, full=False):
         return self._gateway.sync(cursor, now, full)

@@ -221,7 +221,9 @@ class Ledger:
         return list(self.db.query("SELECT * FROM signals WHERE applied = 0 ORDER BY at, id"))
 
     def mark_signals_applied(self, ids: list[int]) -> None:
-        self.db.executemany("UPDATE signals SET applied = 1 WHERE id = ?", [[i] for i in ids])
+        with self.db.atomic():
+            for signal_id in ids:
+                self.db.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
 
     def mark_event_seen(self, event_id: str, event_type: str, created: datetime) -> bool:
         """Record a provider event id; False when it was already seen (a duplicate delivery)."""
@@ -241,7 +243,9 @@ class Ledger:
                WHERE i.pending = 1"""))
 
     def clear_pending(self, invoice_ids: list[str]) -> None:
-        self.db.executemany("UPDATE invoices SET pending = 0 WHERE id = ?", [[i] for i in invoice_ids])
+        with self.db.atomic():
+            for invoice_id in invoice_ids:
+                self.db.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
 
     # -- cases -----------------------------------------------------------------------------------------------
 

@@ -6,7 +6,33 @@ from dunctl.config import Config
 from dunctl.gateway import Gateway
 
 
-def make_gateway(config: Config, environ: dict[str, str]) -> Gateway:
-    from dunctl.stripe_gateway import StripeGateway
+class LazyGateway:
+    """Builds the Stripe gateway on first use, so a tick that needs no Stripe call (--no-sync, email-only steps)
+    runs without a key, and a missing key is reported where it matters."""
 
-    return StripeGateway.from_config(config.file.stripe, environ)
+    def __init__(self, config: Config, environ: dict[str, str]):
+        self._config = config
+        self._environ = environ
+        self._gateway: Gateway | None = None
+
+    def _real(self) -> Gateway:
+        if self._gateway is None:
+            from dunctl.stripe_gateway import StripeGateway
+
+            self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ)
+        return self._gateway
+
+    @property
+    def mode(self) -> str:
+        return self._real().mode
+
+    @property
+    def requests(self) -> int:
+        return self._gateway.requests if self._gateway is not None else 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._real(), name)
+
+
+def make_gateway(config: Config, environ: dict[str, str]) -> Gateway:
+    return LazyGateway(config, environ)

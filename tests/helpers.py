@@ -1,0 +1,115 @@
+"""Building blocks for engine and CLI tests: a starter config in a temp dir, invoices seeded through the same
+SyncBatch seam the gateways use, and a `dunctl` runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from dunctl.config import load_config
+from dunctl.failures import Decline
+from dunctl.ledger import Ledger
+from dunctl.model import Customer, Invoice, PaymentMethod, Signal, Subscription, SyncBatch
+from dunctl.scaffold import write_starter
+
+T0 = datetime(2026, 11, 2, 14, 0, tzinfo=timezone.utc)  # a Monday, 09:00 in New York
+
+
+def at(offset: str | timedelta = "0", base: datetime = T0) -> datetime:
+    if isinstance(offset, timedelta):
+        return base + offset
+    from dunctl.offsets import parse_offset
+
+    return parse_offset(offset).after(base)
+
+
+def starter(directory: Path, **settings) -> Path:
+    """A starter config in `directory`, with dotted-path overrides: starter(d, **{"stripe.retries": "dunctl"})."""
+    write_starter(directory)
+    path = directory / "dunctl.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["sender"]["quiet_hours"] = None
+    data["stripe"]["recheck_before_action"] = False
+    for dotted, value in settings.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def failed_invoice(invoice_id: str = "in_1", *, customer_id: str = "cus_1", amount: int = 4900,
+                   currency: str = "usd", decline_code: str | None = "insufficient_funds",
+                   code: str = "card_declined", failed_at: datetime = T0, attempt_count: int = 1,
+                   payment_method_type: str = "card", failure_code: str | None = None,
+                   subscription_id: str | None = "sub_1", metadata: dict | None = None) -> Invoice:
+    return Invoice(
+        id=invoice_id, customer_id=customer_id, currency=currency, amount_due=amount, amount_paid=0,
+        amount_remaining=amount, status="open", created=failed_at - timedelta(hours=1),
+        number=f"INV-{invoice_id[3:]}", subscription_id=subscription_id, billing_reason="subscription_cycle",
+        attempt_count=attempt_count, hosted_invoice_url=f"https://invoice.stripe.test/{invoice_id}",
+        customer_email=None, payment_method_id="pm_1", payment_method_type=payment_method_type,
+        metadata=metadata or {}, first_failed_at=failed_at, failed_at=failed_at,
+        decline=Decline(code=code, decline_code=decline_code, failure_code=failure_code,
+                        payment_method_type=payment_method_type))
+
+
+def customer(customer_id: str = "cus_1", email: str = "ada@example.com", **metadata) -> Customer:
+    return Customer(id=customer_id, name="Ada Lovelace", email=email, phone="+15555550100",
+                    metadata={k: str(v) for k, v in metadata.items()})
+
+
+def seed(ledger: Ledger, *invoices: Invoice, customers: list[Customer] | None = None,
+         now: datetime = T0) -> None:
+    """Land invoices (and their customers) in the ledger the way a sync would."""
+    customers = customers or [customer(inv.customer_id, email=f"{inv.customer_id}@example.com")
+                              for inv in invoices]
+    ledger.apply_batch(SyncBatch(
+        customers=customers,
+        payment_methods=[PaymentMethod("pm_1", customers[0].id, "card", "visa", "4242", 8, 2030)],
+        subscriptions=[Subscription(inv.subscription_id, inv.customer_id, "past_due")
+                       for inv in invoices if inv.subscription_id],
+        invoices=list(invoices)), now)
+
+
+def pay(ledger: Ledger, invoice: Invoice, at_: datetime) -> None:
+    """The customer pays: the next sync sees the invoice paid."""
+    paid = Invoice(**{**invoice.__dict__, "status": "paid", "amount_paid": invoice.amount_due,
+                      "amount_remaining": 0, "paid_at": at_})
+    ledger.apply_batch(SyncBatch(invoices=[paid]), at_)
+
+
+def signal(ledger: Ledger, kind: str, at_: datetime, **fields) -> None:
+    ledger.apply_batch(SyncBatch(signals=[Signal(kind=kind, at=at_, **fields)]), at_)
+
+
+def open_engine_ledger(config_path: Path) -> Ledger:
+    return Ledger.open(load_config(config_path).ledger_path)
+
+
+runner = CliRunner()
+
+
+def cli(config_path: Path, *args: str, env: dict | None = None):
+    """Run dunctl in-process with CliRunner (fixed terminal width)."""
+    from dunctl.cli.app import app
+
+    return runner.invoke(app, ["-c", str(config_path), *args], env={"COLUMNS": "160", **(env or {})})
+
+
+def dunctl_process(config_path: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """Start `dunctl` as a separate process (for concurrency and crash tests)."""
+    full_env = {**os.environ, "COLUMNS": "160", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "dunctl", "-c", str(config_path), *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,173 @@
+"""The planner is a pure function: tables of (case, steps, records, now) -> decisions."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from dunctl.config import Sequence
+from dunctl.planner import MISSED, RUN, SKIP, CaseSnapshot, Settings, StepRecord, after_quiet_hours, plan
+
+T0 = datetime(2026, 11, 2, 14, 0, tzinfo=timezone.utc)  # Monday
+
+
+def seq(*steps, max_attempts=5):
+    return Sequence.model_validate({"name": "t", "max_attempts": max_attempts, "steps": [
+        {"id": s[0], "at": s[1], "action": s[2], **({"template": "x"} if s[2] in ("email", "sms") else {}),
+         **(s[3] if len(s) > 3 else {})} for s in steps]})
+
+
+def case(failure_type="card_soft", attempts=1, facts=None, **kw):
+    base = {"amount_due": 4900, "currency": "usd", "failure_type": failure_type, "attempt_count": attempts,
+            "customer.metadata": {}, "invoice.metadata": {}, "subscription.metadata": {}}
+    return CaseSnapshot(first_failed_at=T0, failure_type=failure_type, attempts=attempts,
+                        facts={**base, **(facts or {})}, last_failed_at=T0, **kw)
+
+
+def verdicts(result):
+    return [(d.step.id, d.verdict) for d in result.decisions]
+
+
+STANDARD = seq(("notice", "30m", "email"), ("retry-1", "2d", "retry"), ("reminder", "3d", "email"),
+               ("escalate", "15d", "escalate"))
+
+OFFSETS = [
+    # (now, expected decisions, expected next step)
+    (T0, [], "notice"),
+    (T0 + timedelta(minutes=29), [], "notice"),
+    (T0 + timedelta(minutes=30), [("notice", RUN)], "retry-1"),
+    (T0 + timedelta(days=2), [("notice", MISSED), ("retry-1", RUN)], "reminder"),
+    (T0 + timedelta(days=3, hours=1), [("notice", MISSED), ("retry-1", MISSED), ("reminder", RUN)], "escalate"),
+    (T0 + timedelta(days=40), [("notice", MISSED), ("retry-1", MISSED), ("reminder", MISSED),
+                               ("escalate", MISSED)], None),
+]
+
+
+@pytest.mark.parametrize("now, expected, next_step", OFFSETS)
+def test_steps_fall_due_at_their_offset_and_long_overdue_ones_are_missed(now, expected, next_step):
+    result = plan(case(), STANDARD, {}, Settings(grace=timedelta(days=1)), now)
+    assert verdicts(result) == expected
+    assert result.next_step == next_step
+
+
+RECORDS = [
+    # records of earlier ticks, now, expected
+    ({"notice": StepRecord("done")}, T0 + timedelta(hours=1), []),
+    ({"notice": StepRecord("unknown")}, T0 + timedelta(hours=1), []),
+    ({"notice": StepRecord("claimed")}, T0 + timedelta(hours=1), []),
+    ({"notice": StepRecord("failed", 1, T0 + timedelta(minutes=30))}, T0 + timedelta(minutes=45), []),
+    ({"notice": StepRecord("failed", 1, T0 + timedelta(minutes=30))}, T0 + timedelta(hours=1), [("notice", RUN)]),
+    # a failing channel keeps being retried past the grace period, until the tries run out
+    ({"notice": StepRecord("failed", 2, T0 + timedelta(days=1, hours=12))}, T0 + timedelta(days=1, hours=13),
+     [("notice", RUN)]),
+    ({"notice": StepRecord("failed", 5, T0 + timedelta(minutes=30))}, T0 + timedelta(hours=2), []),
+]
+
+
+@pytest.mark.parametrize("records, now, expected", RECORDS)
+def test_a_step_runs_once_and_failed_ones_retry_until_the_limit(records, now, expected):
+    settings = Settings(max_action_tries=5, action_retry_after=timedelta(minutes=30))
+    assert verdicts(plan(case(), STANDARD, records, settings, now)) == expected
+
+
+RETRIES = seq(("retry-1", "1d", "retry"), ("retry-2", "3d", "retry"), max_attempts=3)
+AFTER_RETRY_1 = {"retry-1": StepRecord("done")}
+
+SKIPS = [
+    # failure type, attempts, extra case fields, records, now, expected verdict for the step due now
+    ("card_soft", 1, {}, {}, "1d", [("retry-1", RUN)]),
+    ("unknown", 1, {}, {}, "1d", [("retry-1", RUN)]),
+    ("bank_soft", 1, {}, {}, "1d", [("retry-1", RUN)]),
+    ("card_hard", 1, {}, {}, "1d", [("retry-1", SKIP)]),
+    ("bank_hard", 1, {}, {}, "1d", [("retry-1", SKIP)]),
+    ("action_required", 1, {}, {}, "1d", [("retry-1", SKIP)]),
+    ("dispute", 1, {}, {}, "1d", [("retry-1", SKIP)]),
+    ("card_update", 1, {}, {}, "1d", [("retry-1", SKIP)]),
+    ("card_update", 1, {"payment_method_changed_at": T0 + timedelta(hours=3)}, {}, "1d", [("retry-1", RUN)]),
+    ("card_update", 1, {"payment_method_changed_at": T0 - timedelta(hours=3)}, {}, "1d", [("retry-1", SKIP)]),
+    # the cap counts every attempt, Stripe's own included
+    ("card_soft", 2, {}, AFTER_RETRY_1, "3d", [("retry-2", RUN)]),
+    ("card_soft", 3, {}, AFTER_RETRY_1, "3d", [("retry-2", SKIP)]),
+    ("card_soft", 4, {}, {}, "1d", [("retry-1", SKIP)]),
+]
+
+
+@pytest.mark.parametrize("failure_type, attempts, extra, records, now, expected", SKIPS)
+def test_hard_declines_are_never_retried_and_the_attempt_cap_holds(failure_type, attempts, extra, records, now,
+                                                                    expected):
+    from dunctl.offsets import parse_offset
+
+    result = plan(case(failure_type, attempts, **extra), RETRIES, records, Settings(),
+                  parse_offset(now).after(T0))
+    assert verdicts(result) == expected
+
+
+WHEN = [
+    ({"failure_type": "card_soft"}, {}, RUN),
+    ({"failure_type": ["card_hard", "card_update"]}, {}, SKIP),
+    ({"amount_due": {"gte": {"usd": 4900}}}, {}, RUN),
+    ({"amount_due": {"gt": {"usd": 4900}}}, {}, SKIP),
+    ({"amount_due": {"gte": {"eur": 100}}}, {}, SKIP),   # a threshold in another currency never matches
+    ({"customer.metadata.tier": "enterprise"}, {"customer.metadata": {"tier": "enterprise"}}, RUN),
+    ({"customer.metadata.tier": "enterprise"}, {}, SKIP),
+    ({"attempt_count": {"lt": 3}}, {}, RUN),
+    ({"usage_based": True}, {"usage_based": False}, SKIP),
+    ({"usage_based": True}, {"usage_based": True}, RUN),
+]
+
+
+@pytest.mark.parametrize("when, facts, expected", WHEN)
+def test_when_conditions_gate_a_step(when, facts, expected):
+    sequence = seq(("nudge", "1h", "email", {"when": when}))
+    result = plan(case(facts=facts), sequence, {}, Settings(), T0 + timedelta(hours=1))
+    assert verdicts(result) == [("nudge", expected)]
+
+
+def test_customer_facing_steps_skip_when_dunning_is_off_but_escalation_still_runs():
+    sequence = seq(("notice", "1h", "email"), ("sms", "1h", "sms"), ("escalate", "1h", "escalate"))
+    result = plan(case(dunning_off=True), sequence, {}, Settings(), T0 + timedelta(hours=1))
+    assert verdicts(result) == [("notice", SKIP), ("sms", SKIP), ("escalate", RUN)]
+
+
+def test_two_messages_due_at_once_send_only_the_latest():
+    sequence = seq(("notice", "1h", "email"), ("reminder", "2h", "email"), ("retry", "2h", "retry"))
+    result = plan(case(), sequence, {}, Settings(), T0 + timedelta(hours=3))
+    assert verdicts(result) == [("notice", MISSED), ("reminder", RUN), ("retry", RUN)]
+    assert "superseded" in result.decisions[0].reason
+
+
+def test_a_step_for_an_unconfigured_channel_is_skipped_with_the_reason():
+    sequence = seq(("sms", "1h", "sms"), ("escalate", "1h", "escalate"))
+    settings = Settings(channels=frozenset({"email"}), escalation_channel="slack")
+    result = plan(case(), sequence, {}, settings, T0 + timedelta(hours=1))
+    assert verdicts(result) == [("sms", SKIP), ("escalate", SKIP)]
+    assert result.decisions[0].reason == "the sms channel is not configured"
+
+
+QUIET = [
+    # due (UTC), expected send time (UTC); sender in New York, quiet 21:00-08:00 local
+    (datetime(2026, 11, 2, 14, 0, tzinfo=timezone.utc), datetime(2026, 11, 2, 14, 0, tzinfo=timezone.utc)),
+    (datetime(2026, 11, 3, 3, 0, tzinfo=timezone.utc), datetime(2026, 11, 3, 13, 0, tzinfo=timezone.utc)),
+    (datetime(2026, 11, 3, 2, 0, tzinfo=timezone.utc), datetime(2026, 11, 3, 13, 0, tzinfo=timezone.utc)),
+    (datetime(2026, 11, 3, 12, 59, tzinfo=timezone.utc), datetime(2026, 11, 3, 13, 0, tzinfo=timezone.utc)),
+    (datetime(2026, 11, 3, 13, 0, tzinfo=timezone.utc), datetime(2026, 11, 3, 13, 0, tzinfo=timezone.utc)),
+]
+
+
+@pytest.mark.parametrize("due, expected", QUIET)
+def test_customer_facing_steps_wait_out_quiet_hours(due, expected):
+    settings = Settings(quiet_hours=(21 * 60, 8 * 60), timezone="America/New_York")
+    assert after_quiet_hours(due, settings, None) == expected
+
+
+def test_quiet_hours_use_the_customers_own_time_zone_when_known():
+    settings = Settings(quiet_hours=(21 * 60, 8 * 60), timezone="America/New_York")
+    due = datetime(2026, 11, 3, 3, 0, tzinfo=timezone.utc)  # 22:00 in New York, 12:00 in Tokyo
+    assert after_quiet_hours(due, settings, "Asia/Tokyo") == due
+
+
+def test_business_day_offsets_skip_weekends():
+    friday = datetime(2026, 11, 6, 15, 0, tzinfo=timezone.utc)
+    sequence = seq(("represent", "3bd", "retry"))
+    snapshot = CaseSnapshot(first_failed_at=friday, failure_type="bank_soft", attempts=1, facts={})
+    result = plan(snapshot, sequence, {}, Settings(), friday)
+    assert result.next_due_at == datetime(2026, 11, 11, 15, 0, tzinfo=timezone.utc)  # Wednesday
