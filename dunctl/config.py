@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
-from dunctl.failures import NEVER_RETRY, RETRY_AFTER_UPDATE
+from dunctl.failures import NEVER_RETRY
 from dunctl.offsets import Offset, parse_duration, parse_offset
 
 # Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
@@ -367,6 +367,7 @@ def load_config(path: str | Path) -> Config:
     templates_dir = (base / config_file.templates.dir).resolve()
     sequences: dict[str, Sequence] = {}
     sequence_files: dict[str, Path] = {}
+    broken: set[str] = set()
     if not sequences_dir.is_dir():
         problems.append(ConfigProblem(str(path), "sequences.dir", f"no such directory: {sequences_dir}",
                                       lines.get(("sequences", "dir"))))
@@ -374,7 +375,9 @@ def load_config(path: str | Path) -> Config:
         for seq_path in sorted(sequences_dir.glob("*.yaml")) + sorted(sequences_dir.glob("*.yml")):
             sequence, seq_problems = _load_sequence(seq_path)
             problems += seq_problems
-            if sequence is not None:
+            if isinstance(sequence, str):
+                broken.add(sequence)
+            elif sequence is not None:
                 if sequence.name in sequences:
                     problems.append(ConfigProblem(str(seq_path), "name",
                                                   f"sequence '{sequence.name}' is also defined in "
@@ -386,13 +389,14 @@ def load_config(path: str | Path) -> Config:
                                       lines.get(("templates", "dir"))))
 
     config = Config(config_file, path, sequences, sequence_files, templates_dir)
-    problems += _cross_check(config, lines)
+    problems += _cross_check(config, lines, broken)
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def _load_sequence(path: Path) -> tuple[Sequence | None, list[ConfigProblem]]:
+def _load_sequence(path: Path) -> tuple[Sequence | str | None, list[ConfigProblem]]:
+    """The sequence, or (when it is invalid) its name, so that segments naming it report no second error."""
     try:
         data, lines = _read_yaml(path)
     except ConfigError as exc:
@@ -402,7 +406,7 @@ def _load_sequence(path: Path) -> tuple[Sequence | None, list[ConfigProblem]]:
     try:
         sequence = Sequence.model_validate(data)
     except ValidationError as exc:
-        return None, _validation_problems(exc, Sequence, path, lines)
+        return str(data.get("name") or path.stem), _validation_problems(exc, Sequence, path, lines)
     problems = []
 
     def problem(loc: tuple, message: str) -> None:
@@ -416,7 +420,7 @@ def _load_sequence(path: Path) -> tuple[Sequence | None, list[ConfigProblem]]:
         seen.add(step.id)
         if previous is not None and step.at.sort_key < previous.sort_key:
             problem(("steps", i, "at"), f"'{step.at.text}' comes before the previous step's "
-                                        f"'{previous.at.text}'; list steps in time order")
+                                        f"'{previous.text}'; list steps in time order")
         previous = step.at
         for rel, message in check_condition(step.when):
             problem(("steps", i, "when") + rel, message)
@@ -436,7 +440,7 @@ def _load_sequence(path: Path) -> tuple[Sequence | None, list[ConfigProblem]]:
     return sequence, problems
 
 
-def _cross_check(config: Config, lines: dict) -> list[ConfigProblem]:
+def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigProblem]:
     problems = []
     path = str(config.path)
     segments = config.file.segments
@@ -457,6 +461,8 @@ def _cross_check(config: Config, lines: dict) -> list[ConfigProblem]:
         for rel, message in check_condition(segment.when):
             problems.append(ConfigProblem(path, format_path(loc + ("when",) + rel), message,
                                           lines.get(loc + ("when",) + rel) or lines.get(loc)))
+        if segment.sequence in broken:
+            continue
         if config.sequences and segment.sequence not in config.sequences:
             problems.append(ConfigProblem(path, format_path(loc + ("sequence",)),
                                           f"unknown sequence '{segment.sequence}'; known sequences: "
@@ -465,14 +471,16 @@ def _cross_check(config: Config, lines: dict) -> list[ConfigProblem]:
             continue
         sequence = config.sequences.get(segment.sequence)
         types = (segment.when or {}).get("failure_type")
-        types = set(types if isinstance(types, list) else [types]) if types else set()
-        if sequence and types and types <= (NEVER_RETRY | RETRY_AFTER_UPDATE):
-            for j, step in enumerate(sequence.steps):
-                if step.action == "retry" and types <= NEVER_RETRY:
-                    problems.append(ConfigProblem(
-                        str(config.sequence_files[sequence.name]), format_path(("steps", j)),
-                        f"retry step in sequence '{sequence.name}', which segment '{segment.name}' uses for "
-                        f"{', '.join(sorted(types))}: a hard decline must never be retried"))
+        hard = set(types if isinstance(types, list) else [types]) & NEVER_RETRY if types else set()
+        for j, step in enumerate(sequence.steps if sequence and hard else []):
+            step_types = (step.when or {}).get("failure_type")
+            step_types = set(step_types if isinstance(step_types, list) else [step_types]) if step_types else None
+            if step.action == "retry" and (step_types is None or step_types & hard):
+                problems.append(ConfigProblem(
+                    str(config.sequence_files[sequence.name]), format_path(("steps", j)),
+                    f"retry step in sequence '{sequence.name}', which segment '{segment.name}' uses for "
+                    f"{', '.join(sorted(hard))}: a hard decline must never be retried (give the step a when: "
+                    f"failure_type that excludes them, or use another sequence)"))
 
     channels = config.file.channels
     used_templates: dict[str, list[tuple[str, int]]] = {}

@@ -20,7 +20,7 @@ from dunctl.ledger import Ledger
 
 # Results go to stdout; progress, diagnostics and errors to stderr. A fixed width keeps output stable in pipes.
 out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (keys documented in README).")]
 NowOption = Annotated[str | None, typer.Option("--now", help="Act as if it were this UTC time (ISO 8601).",

@@ -1,0 +1,143 @@
+"""A malformed config names the file, the key path and what is allowed, exits 2, and changes nothing."""
+
+import hashlib
+
+import pytest
+import yaml
+
+from tests.helpers import at, cli, failed_invoice, open_engine_ledger, seed, starter
+
+
+def edit_yaml(path, change):
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def step(sequence, index, **fields):
+    def change(data):
+        data["steps"][index].update(fields)
+    return sequence, change
+
+
+def config_change(change):
+    return "dunctl.yaml", change
+
+
+CORPUS = {
+    "unknown top-level key": (config_change(lambda d: d.update(retry_policy="aggressive")),
+                              ["dunctl.yaml", "retry_policy", "unknown key 'retry_policy'", "allowed keys are",
+                               "segments"]),
+    "unknown nested key": (config_change(lambda d: d["stripe"].update(api_key="sk_test_x")),
+                           ["stripe.api_key", "unknown key 'api_key'", "api_key_env"]),
+    "bad retries mode": (config_change(lambda d: d["stripe"].update(retries="sometimes")),
+                         ["stripe.retries", "'sometimes' is not allowed", "'stripe' or 'dunctl'"]),
+    "bad grace": (config_change(lambda d: d["dunning"].update(grace="soon")),
+                  ["dunning.grace", "'soon' is not an offset", "30m"]),
+    "bad quiet hours": (config_change(lambda d: d["sender"].update(quiet_hours="late")),
+                        ["sender.quiet_hours", "HH:MM-HH:MM"]),
+    "unknown time zone": (config_change(lambda d: d["sender"].update(timezone="Mars/Olympus")),
+                          ["sender.timezone", "unknown time zone 'Mars/Olympus'"]),
+    "no default segment": (config_change(lambda d: d["segments"].pop()),
+                           ["dunctl.yaml", "segments", "the last segment must be a default"]),
+    "unknown sequence": (config_change(lambda d: d["segments"][-1].update(sequence="gentle")),
+                         ["segments[4].sequence", "unknown sequence 'gentle'", "known sequences: ach"]),
+    "unknown condition field": (config_change(lambda d: d["segments"][3]["when"].update(plan="pro")),
+                                ["segments[3].when.plan", "unknown field 'plan'", "customer.metadata.KEY"]),
+    "threshold without currency": (config_change(lambda d: d["segments"][0].update(
+                                       when={"amount_due": {"gte": 5000}})),
+                                   ["segments[0].when.amount_due.gte", "names its currency"]),
+    "unknown failure type": (config_change(lambda d: d["segments"][1]["when"].update(
+                                 failure_type=["card_hard", "card_broken"])),
+                             ["segments[1].when.failure_type[1]", "unknown failure type 'card_broken'"]),
+    "bad offset": (step("sequences/standard.yaml", 3, at="three days"),
+                   ["standard.yaml", "steps[3].at", "'three days' is not an offset", "bd (business days)"]),
+    "unknown action": (step("sequences/standard.yaml", 1, action="charge"),
+                       ["standard.yaml", "steps[1].action", "'charge' is not allowed", "'retry'"]),
+    "unknown step key": (step("sequences/standard.yaml", 0, template_name="x"),
+                         ["standard.yaml", "steps[0].template_name", "unknown key", "allowed keys are id, at"]),
+    "unknown template": (step("sequences/standard.yaml", 2, template="remindr"),
+                         ["standard.yaml", "steps[2].template", "unknown template 'remindr'",
+                          "known templates: account-manager"]),
+    "steps out of order": (step("sequences/standard.yaml", 2, at="1h"),
+                           ["standard.yaml", "steps[2].at", "comes before the previous step"]),
+    "too many retries": (("sequences/standard.yaml", lambda d: d.update(max_attempts=3)),
+                         ["standard.yaml", "3 retry steps exceed the cap", "max_attempts is 3"]),
+    "retry on a hard-decline sequence": (("sequences/update-payment-method.yaml", lambda d: (
+                                              d.update(max_attempts=3),
+                                              d["steps"].insert(1, {"id": "retry", "at": "1d", "action": "retry"}))),
+                                         ["update-payment-method.yaml", "steps[1]",
+                                          "a hard decline must never be retried"]),
+    "duplicate step id": (step("sequences/ach.yaml", 1, id="notice"),
+                          ["ach.yaml", "steps[1].id", "step id 'notice' is used twice"]),
+    "email without template": (("sequences/high-value.yaml", lambda d: d["steps"][0].pop("template")),
+                               ["high-value.yaml", "steps[0].template", "needs a template"]),
+}
+
+
+@pytest.mark.parametrize("name", CORPUS)
+def test_check_and_tick_refuse_a_malformed_config_and_change_nothing(tmp_path, name):
+    (target, change), expected = CORPUS[name]
+    config = starter(tmp_path)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_1"))
+    ledger.close()
+    before = hashlib.sha256((tmp_path / "dunctl.db").read_bytes()).hexdigest()
+    edit_yaml(tmp_path / target, change)
+
+    checked = cli(config, "check")
+    assert checked.exit_code == 2
+    for fragment in expected:
+        assert fragment in checked.stderr, (fragment, checked.stderr)
+
+    ticked = cli(config, "tick", "--no-sync", "--now", at("31m").isoformat())
+    assert ticked.exit_code == 2
+    assert expected[1] in ticked.stderr
+    assert hashlib.sha256((tmp_path / "dunctl.db").read_bytes()).hexdigest() == before
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_yaml_syntax_errors_give_the_line(tmp_path):
+    config = starter(tmp_path)
+    config.write_text(config.read_text() + "\nsegments: [unclosed\n")
+    result = cli(config, "check")
+    assert result.exit_code == 2
+    assert "dunctl.yaml:" in result.stderr and "not valid YAML" in result.stderr
+
+
+def test_errors_carry_the_line_of_the_offending_key(tmp_path):
+    config = starter(tmp_path)
+    lines = config.read_text().splitlines()
+    number = next(i for i, line in enumerate(lines, 1) if line.startswith("  retries:"))
+    config.write_text(config.read_text().replace("  retries: stripe", "  retries: never"))
+    result = cli(config, "check")
+    assert f"dunctl.yaml:{number} stripe.retries" in result.stderr
+
+
+def test_a_template_that_does_not_render_fails_check(tmp_path):
+    config = starter(tmp_path)
+    (tmp_path / "templates" / "reminder.txt.j2").write_text("Hi {{ customer.nickname }}")
+    result = cli(config, "check")
+    assert result.exit_code == 2
+    assert "reminder.txt.j2" in result.stderr and "nickname" in result.stderr
+
+
+def test_a_missing_config_file_says_how_to_start(tmp_path):
+    result = cli(tmp_path / "nope.yaml", "tick")
+    assert result.exit_code == 2
+    assert "nope.yaml: file not found" in result.stderr and "dunctl init" in result.stderr
+
+
+def test_check_accepts_the_starter_and_notes_smart_retries_once(tmp_path):
+    result = cli(starter(tmp_path), "check")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: 5 segments, 5 sequences")
+    assert result.stderr.count("retry steps are left to Stripe's Smart Retries") == 1
+
+
+def test_init_writes_a_working_starter_and_never_overwrites(tmp_path):
+    first = cli(tmp_path / "x.yaml", "init", str(tmp_path / "new"))
+    assert first.exit_code == 0
+    assert cli(tmp_path / "new" / "dunctl.yaml", "check").exit_code == 0
+    again = cli(tmp_path / "x.yaml", "init", str(tmp_path / "new"))
+    assert again.exit_code == 2 and "never overwrites" in again.stderr
