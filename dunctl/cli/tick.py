@@ -26,7 +26,7 @@ def tick(
     config = load()
     moment = now_from(now)
     ledger = open_ledger(config)
-    gateway = None if no_sync and dry_run else make_gateway(config, environ())
+    gateway = make_gateway(config, environ())
     result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
                       sync=not no_sync)
     render(result, verbose or dry_run, as_json)
