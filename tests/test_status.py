@@ -1,0 +1,101 @@
+"""`dunctl status` and `dunctl case ...`: what a finance person sees, and how a person takes a case over."""
+
+import json
+
+import pytest
+
+from tests.helpers import at, cli, customer, failed_invoice, open_engine_ledger, pay, seed, starter
+
+
+@pytest.fixture
+def book(tmp_path):
+    config = starter(tmp_path)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_usd", amount=4900), failed_invoice("in_eur", customer_id="cus_2", amount=12000,
+                                                                      currency="eur"),
+         failed_invoice("in_jpy", customer_id="cus_3", amount=5000, currency="jpy", decline_code="expired_card"),
+         customers=[customer("cus_1"), customer("cus_2", email="b@example.com"), customer("cus_3", email="c@x.jp")])
+    assert cli(config, "tick", "--no-sync", "--now", at("31m").isoformat()).exit_code == 0
+    return config, ledger
+
+
+STATUS_KEYS = {"invoice_id", "customer_id", "customer_email", "amount_remaining", "currency", "failure_type",
+               "decline_code", "segment", "sequence", "state", "opened_at", "next_step", "next_due_at"}
+
+
+def test_status_json_lists_open_cases_with_the_documented_keys(book):
+    config, _ = book
+    data = json.loads(cli(config, "status", "--json", "--now", at("1d").isoformat()).stdout)
+    cases = {c["invoice_id"]: c for c in data["cases"]}
+    assert set(cases) == {"in_usd", "in_eur", "in_jpy"}
+    assert all(STATUS_KEYS <= set(c) for c in cases.values())
+    assert cases["in_jpy"]["failure_type"] == "card_update" and cases["in_jpy"]["segment"] == "update-payment-method"
+    assert cases["in_usd"]["next_step"] == "retry-1" and cases["in_usd"]["next_due_at"] == "2026-11-04T14:00:00Z"
+    assert data["revenue_at_risk"] == {"eur": 12000, "jpy": 5000, "usd": 4900}
+
+
+def test_status_table_shows_revenue_at_risk_per_currency_never_summed(book):
+    config, _ = book
+    result = cli(config, "status", "--now", at("1d").isoformat())
+    assert result.exit_code == 0
+    assert "revenue at risk: €120.00, ¥5,000, $49.00" in result.stdout
+    assert "in_jpy" in result.stdout and "card_update (expired_card)" in result.stdout
+
+
+def test_paid_cases_leave_status_but_show_with_all(book):
+    config, ledger = book
+    pay(ledger, failed_invoice("in_usd", amount=4900), at("1d"))
+    cli(config, "tick", "--no-sync", "--now", at("1d1h").isoformat())
+    open_ids = [c["invoice_id"] for c in json.loads(cli(config, "status", "--json").stdout)["cases"]]
+    assert "in_usd" not in open_ids
+    every = {c["invoice_id"]: c["state"] for c in json.loads(cli(config, "status", "--all", "--json").stdout)["cases"]}
+    assert every["in_usd"] == "recovered"
+
+
+def test_case_show_gives_the_timeline_with_reasons(book):
+    config, _ = book
+    result = cli(config, "case", "show", "in_usd")
+    assert result.exit_code == 0
+    for text in ("payment failed: insufficient_funds (card_soft)", "case opened: segment default, sequence standard",
+                 "notice (email) done: email payment-failed to ada@example.com"):
+        assert text in result.stdout
+    data = json.loads(cli(config, "case", "show", "in_usd", "--json").stdout)
+    assert [a["step_id"] for a in data["actions"]] == ["notice"]
+
+
+def test_pause_stops_the_sequence_and_resume_hands_it_back(book, tmp_path):
+    config, ledger = book
+    assert cli(config, "case", "pause", "in_usd", "--reason", "customer called, paying by wire",
+               "--now", at("1d").isoformat()).exit_code == 0
+    for offset in ("2d", "3d1h"):
+        cli(config, "tick", "--no-sync", "--now", at(offset).isoformat())
+    case_id = ledger.case_for_invoice("in_usd")["id"]
+    assert [a["step_id"] for a in ledger.actions(case_id)] == ["notice"]
+    assert cli(config, "case", "resume", "in_usd", "--reason", "wire never came",
+               "--now", at("3d2h").isoformat()).exit_code == 0
+    cli(config, "tick", "--no-sync", "--now", at("3d3h").isoformat())
+    statuses = {a["step_id"]: a["status"] for a in ledger.actions(case_id)}
+    # retry-1 fell due during the pause, over a day ago: missed, not fired late; the reminder runs
+    assert statuses == {"notice": "done", "retry-1": "missed", "reminder": "done"}
+    summaries = [t["summary"] for t in ledger.timeline(case_id)]
+    assert "paused by a person: customer called, paying by wire" in summaries
+
+
+def test_close_by_a_person_ends_the_case(book):
+    config, ledger = book
+    result = cli(config, "case", "close", "in_eur", "--reason", "settled offline", "--json")
+    assert json.loads(result.stdout)["state"] == "closed"
+    assert ledger.case_for_invoice("in_eur")["close_reason"] == "settled offline"
+    again = cli(config, "case", "close", "in_eur", "--reason", "twice")
+    assert again.exit_code == 2 and "already ended" in again.stderr
+
+
+def test_unknown_invoice_is_a_clear_error(book):
+    config, _ = book
+    result = cli(config, "case", "show", "in_nope")
+    assert result.exit_code == 2 and "no case for invoice in_nope" in result.stderr
+
+
+def test_the_ledger_file_is_private(book):
+    config, ledger = book
+    assert (ledger.path.stat().st_mode & 0o777) == 0o600
