@@ -302,7 +302,9 @@ class Ledger:
     def due_case_ids(self, now: datetime) -> list[int]:
         """The one indexed query a tick with nothing to do costs."""
         return [row[0] for row in self.db.execute(
-            "SELECT id FROM cases WHERE state = 'open' AND next_due_at <= ? ORDER BY next_due_at, id",
+            # INDEXED BY: without statistics SQLite prefers cases_state, which scans every open case.
+            "SELECT id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
+            "ORDER BY next_due_at, id",
             [iso(now)])]
 
     def open_cases_for_customer(self, customer_id: str) -> list[dict]:
