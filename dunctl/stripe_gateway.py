@@ -1,0 +1,702 @@
+"""The Stripe gateway: a real Stripe account behind the `Gateway` protocol, through stripe-python 16's StripeClient.
+
+Sync has two modes, and the cursor (opaque to the ledger, stored with every batch) says which one resumes:
+
+- backfill, on the first run, with `--full`, or when the cursor is older than Stripe keeps events (30 days):
+  note the newest event first, list the open invoices' failed payments in bulk, then page through the invoices
+  created within `backfill_days` (customers, payment methods and subscriptions expanded in the same request),
+  one batch per page, so a backfill that dies halfway resumes after its last applied page;
+- events, afterwards: `events.list(ending_before=<cursor>)` walked oldest to newest, filtered to the event types
+  dunctl follows. With nothing new that is one request.
+
+Times come from Stripe (the event, payment intent or charge `created`), never from the sync's clock. Every request
+goes through one token bucket and one backoff loop; every Stripe error becomes a dunctl error carrying Stripe's
+request id. The API key is handed to the SDK and nowhere else: never stored here, logged or put in a message.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta
+
+import stripe
+
+from dunctl.clock import from_iso, from_unix, iso, utc
+from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError
+from dunctl.failures import Decline
+from dunctl.model import (Customer, Invoice, InvoiceLine, PaymentMethod, PaymentOutcome, Signal, Subscription,
+                          SyncBatch)
+
+CURSOR_VERSION = 1
+PAGE = 100
+# Stripe keeps events 30 days; a cursor checked longer ago than this may have missed some, so backfill instead.
+EVENT_WINDOW = timedelta(days=29)
+EVENT_TYPES = (
+    "invoice.payment_failed", "invoice.paid", "invoice.payment_succeeded", "invoice.payment_action_required",
+    "invoice.voided", "invoice.marked_uncollectible", "invoice.updated", "invoice.upcoming",
+    "customer.source.expiring", "payment_method.automatically_updated", "payment_method.updated",
+    "charge.dispute.created", "customer.subscription.updated", "customer.subscription.deleted", "customer.updated",
+)
+FAILURE_EVENTS = frozenset({"invoice.payment_failed", "invoice.payment_action_required"})
+# Four levels is as deep as Stripe expands.
+INVOICE_EXPAND = ["customer", "customer.invoice_settings.default_payment_method", "default_payment_method",
+                  "parent.subscription_details.subscription"]
+PAYMENT_EXPAND = ["data.payment.payment_intent.latest_charge"]
+
+# Restricted-key permission (as Stripe names it in a 403) -> the resource's name on the Dashboard's key page.
+PERMISSION_NAMES = {
+    "invoice": "Invoices", "event": "Events", "customer": "Customers", "subscription": "Subscriptions",
+    "payment_intent": "PaymentIntents", "charge": "Charges", "dispute": "Disputes",
+    "payment_method": "PaymentMethods", "billing_portal_session": "Customer portal",
+    "billing_portal": "Customer portal",
+}
+RETRY_BASE = 0.5       # seconds; doubles per try
+RETRY_CAP = 30.0
+
+
+class TokenBucket:
+    """At most `rate` requests a second on average, bursts of up to one second's worth."""
+
+    def __init__(self, rate: float, clock: Callable[[], float], sleep: Callable[[float], None]):
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.sleep = sleep
+        self.stamp = clock()
+
+    def take(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            wait = (1 - self.tokens) / self.rate
+            self.sleep(wait)
+            self.tokens = 1.0
+            self.stamp = self.clock()
+        self.tokens -= 1
+
+
+class StripeGateway:
+    """dunctl's door to one Stripe account (test or live, as the key says)."""
+
+    def __init__(self, api_key: str, *, api_base: str | None = None, key_env: str = "STRIPE_API_KEY",
+                 max_requests_per_second: float = 20.0, max_backoff_tries: int = 6, backfill_days: int = 60,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[], float] = random.random, http_client: stripe.HTTPClient | None = None):
+        self.mode = "live" if api_key.startswith(("sk_live_", "rk_live_")) else "test"
+        self.requests = 0
+        self.api_base = api_base
+        self.key_env = key_env
+        self.max_backoff_tries = max_backoff_tries
+        self.backfill_days = backfill_days
+        self._sleep = sleep
+        self._jitter = jitter
+        self._bucket = TokenBucket(max_requests_per_second, clock, sleep)
+        # The SDK retries nothing here: every retry (and its sleep) is ours, so it is counted and testable.
+        self._client = stripe.StripeClient(api_key, base_addresses={"api": api_base} if api_base else None,
+                                           max_network_retries=0, http_client=http_client)
+
+    @classmethod
+    def from_config(cls, stripe_config, environ: Mapping[str, str], **options) -> StripeGateway:
+        """The gateway a `stripe:` config section describes, with the key read from the variable it names."""
+        name = stripe_config.api_key_env
+        key = (environ.get(name) or "").strip()
+        if not key:
+            raise GatewayAuthError(f"no Stripe API key: the environment variable {name} is not set",
+                                   hint=f"export {name}=rk_live_... (a restricted key with Invoices: write, "
+                                        "Subscriptions: write, Customers: read, Events: read, "
+                                        "PaymentIntents: read, Charges: read, Disputes: read)")
+        if not re.match(r"^(sk|rk)_(test|live)_", key):
+            raise GatewayAuthError(f"{name} does not hold a Stripe secret or restricted key "
+                                   "(they start with sk_ or rk_)",
+                                   hint="publishable keys (pk_...) cannot read invoices")
+        return cls(key, api_base=stripe_config.api_base, key_env=name,
+                   max_requests_per_second=stripe_config.max_requests_per_second,
+                   max_backoff_tries=stripe_config.max_backoff_tries,
+                   backfill_days=stripe_config.backfill_days, **options)
+
+    def __repr__(self) -> str:
+        return f"StripeGateway(mode={self.mode!r}, api_base={self.api_base!r})"
+
+    # -- requests ------------------------------------------------------------------------------------------------
+
+    def _call(self, what: str, permission: tuple[str, str], method: Callable, *args, **kwargs):
+        """One Stripe call, rate-limited, retried with backoff on 429, 409 and 5xx, its errors translated."""
+        tries = 0
+        while True:
+            self._bucket.take()
+            self.requests += 1
+            tries += 1
+            try:
+                return method(*args, **kwargs)
+            except (stripe.RateLimitError, stripe.APIConnectionError) as exc:
+                transient = exc
+            except stripe.APIError as exc:
+                if exc.http_status is not None and exc.http_status < 500 and exc.http_status != 409:
+                    raise self._translate(exc, what, permission) from None
+                transient = exc
+            except stripe.StripeError as exc:
+                raise self._translate(exc, what, permission) from None
+            if tries > self.max_backoff_tries:
+                limited = isinstance(transient, stripe.RateLimitError)
+                reason = "rate-limited the request (429)" if limited else \
+                    f"failed ({transient.http_status or 'no connection'})"
+                raise GatewayError(
+                    f"Stripe {reason} to {what} {tries} times in a row; gave up"
+                    + (f" (request {transient.request_id})" if transient.request_id else ""),
+                    request_id=transient.request_id, code="rate_limited" if limited else "unavailable",
+                    hint="nothing was lost: the next run resumes from the last stored sync cursor") from None
+            self._sleep(self._backoff(tries, transient))
+
+    def _backoff(self, tries: int, exc: stripe.StripeError) -> float:
+        delay = min(RETRY_CAP, RETRY_BASE * 2 ** (tries - 1))
+        delay *= 0.5 + 0.5 * self._jitter()
+        retry_after = (exc.headers or {}).get("retry-after") if exc.headers else None
+        if retry_after and str(retry_after).isdigit():
+            delay = max(delay, float(retry_after))
+        return delay
+
+    def _translate(self, exc: stripe.StripeError, what: str, permission: tuple[str, str]) -> GatewayError:
+        rid = exc.request_id
+        tag = f" (request {rid})" if rid else ""
+        if isinstance(exc, stripe.AuthenticationError):
+            # Stripe's own message repeats part of the key: never pass it on.
+            return GatewayAuthError(f"Stripe rejected the API key in {self.key_env} (401) when trying to {what}{tag}",
+                                    request_id=rid, code="authentication",
+                                    hint=f"check that {self.key_env} holds a current key of this account; "
+                                         "rolled keys stop working")
+        if isinstance(exc, stripe.PermissionError):
+            resource, level = permission
+            found = re.search(r"rak_([a-z_]+?)_(read|write)", exc.user_message or "")
+            if found:
+                resource, level = found.group(1), found.group(2)
+            label = PERMISSION_NAMES.get(resource, resource.replace("_", " ").title())
+            noun = label.lower() if label != "Customer portal" else "customer portal sessions"
+            return GatewayAuthError(f"the key cannot {level} {noun}: give the restricted key {label}: {level}{tag}",
+                                    request_id=rid, code="permission",
+                                    hint="edit the key on the Dashboard's API keys page")
+        if isinstance(exc, stripe.CardError):
+            decline = decline_from_error(exc.json_body if isinstance(exc.json_body, dict) else {})
+            return CardDeclined(f"Stripe declined the payment when trying to {what}: "
+                                f"{decline.shown_code or exc.code}{tag}", decline, request_id=rid)
+        if isinstance(exc, stripe.IdempotencyError):
+            return GatewayError(f"Stripe refused to {what}: its idempotency key was already used with other "
+                                f"parameters{tag}", request_id=rid, code="idempotency_error")
+        message = exc.user_message or exc.__class__.__name__
+        return GatewayError(f"Stripe refused to {what}: {message}{tag}", request_id=rid,
+                            code=getattr(exc, "code", None))
+
+    # -- sync ----------------------------------------------------------------------------------------------------
+
+    def sync(self, cursor: dict | None, now: datetime, full: bool = False) -> Iterator[SyncBatch]:
+        now = utc(now)
+        state = dict(cursor) if cursor else None
+        if state and (state.get("v") != CURSOR_VERSION or self._stale(state, now)):
+            state = None
+        if full or state is None or state.get("phase") == "backfill":
+            state = yield from self._backfill(None if full else state, now)
+        try:
+            yield from self._events(state, now)
+        except GatewayError as exc:
+            # The cursor's event is gone (Stripe forgot it): nothing to resume from but a backfill.
+            if exc.code != "resource_missing":
+                raise
+            state = yield from self._backfill(None, now)
+            yield from self._events(state, now)
+
+    def _stale(self, state: dict, now: datetime) -> bool:
+        checked = from_iso(state.get("checked_at") or state.get("started_at"))
+        return checked is None or now - checked > EVENT_WINDOW
+
+    def _backfill(self, state: dict | None, now: datetime) -> Iterator[SyncBatch]:
+        start = self.requests
+        if state is None:
+            newest = self._call("list events", ("event", "read"), self._client.v1.events.list,
+                                params={"limit": 1})
+            event = newest.data[0] if newest.data else None
+            since = int((now - timedelta(days=self.backfill_days)).timestamp())
+            state = {"v": CURSOR_VERSION, "phase": "backfill", "event": event.id if event else None,
+                     "event_created": event.created if event else None, "since": since,
+                     "started_at": iso(now), "after": None, "pages": 0}
+            # Stored before any invoice page: events newer than this are replayed after the backfill.
+            yield SyncBatch(cursor=dict(state), requests=self.requests - start)
+            start = self.requests
+        payments = yield from self._open_payments(state["since"])
+        start = self.requests
+        params = {"created": {"gte": state["since"]}, "limit": PAGE, "expand": ["data." + e for e in INVOICE_EXPAND]}
+        while True:
+            if state["after"]:
+                params["starting_after"] = state["after"]
+            page = self._call("list invoices", ("invoice", "read"), self._client.v1.invoices.list, params=params)
+            batch = SyncBatch()
+            for stripe_invoice in page.data:
+                data = stripe_invoice.to_dict()
+                if not _worth_following(data, now):
+                    continue
+                payment = None
+                if data["status"] == "open" and data.get("attempt_count", 0) > 0:
+                    payment = payments.get(data["id"]) or self._payment_of(data)
+                self._collect(batch, data, payment)
+            if page.data:
+                state["after"] = page.data[-1].id
+            state["pages"] += 1
+            if page.has_more:
+                batch.cursor = dict(state)
+            else:
+                state = {"v": CURSOR_VERSION, "phase": "events", "event": state["event"],
+                         "event_created": state["event_created"], "since": state["since"],
+                         "checked_at": state["started_at"]}
+                batch.cursor = dict(state)
+            batch.requests = self.requests - start
+            start = self.requests
+            yield _deduplicated(batch)
+            if not page.has_more:
+                return state
+
+    def _open_payments(self, since: int) -> Iterator[SyncBatch]:
+        """Invoice id -> its open invoice payment with the payment intent and latest charge, listed in bulk:
+        one request per hundred failed invoices instead of one per invoice."""
+        found: dict[str, dict] = {}
+        params: dict = {"status": "open", "created": {"gte": since}, "limit": PAGE, "expand": PAYMENT_EXPAND}
+        while True:
+            start = self.requests
+            page = self._call("list invoice payments", ("invoice", "read"), self._client.v1.invoice_payments.list,
+                              params=params)
+            for item in page.data:
+                data = item.to_dict()
+                invoice_id = data.get("invoice") if isinstance(data.get("invoice"), str) else data["invoice"]["id"]
+                if invoice_id not in found or data.get("is_default"):
+                    found[invoice_id] = data
+            yield SyncBatch(requests=self.requests - start)
+            if not page.has_more or not page.data:
+                return found
+            params["starting_after"] = page.data[-1].id
+
+    def _payment_of(self, invoice: dict) -> dict | None:
+        """The invoice's payment (payment intent and latest charge expanded): where the decline lives."""
+        page = self._call(f"list the payments of invoice {invoice['id']}", ("invoice", "read"),
+                          self._client.v1.invoice_payments.list,
+                          params={"invoice": invoice["id"], "limit": 10, "expand": PAYMENT_EXPAND})
+        payments = [p.to_dict() for p in page.data]
+        return next((p for p in payments if p.get("is_default")), payments[0] if payments else None)
+
+    def _events(self, state: dict, now: datetime) -> Iterator[SyncBatch]:
+        params: dict = {"limit": PAGE, "types": list(EVENT_TYPES)}
+        if not state.get("event"):
+            yield from self._events_since(state, now, params)
+            return
+        params["ending_before"] = state["event"]
+        while True:
+            start = self.requests
+            page = self._call("list events", ("event", "read"), self._client.v1.events.list, params=params)
+            events = list(reversed(page.data))          # Stripe lists newest first
+            batch = self._from_events(events)
+            state = dict(state)
+            if events:
+                state.update(event=events[-1].id, event_created=events[-1].created)
+            state["checked_at"] = iso(now)
+            batch.cursor = state
+            batch.events = len(events)
+            batch.requests = self.requests - start
+            yield _deduplicated(batch)
+            if not page.has_more or not page.data:
+                return
+            params["ending_before"] = page.data[0].id
+
+    def _events_since(self, state: dict, now: datetime, params: dict) -> Iterator[SyncBatch]:
+        """No event existed when the backfill started: list by time instead, then continue from the newest."""
+        start = self.requests
+        params = {**params, "created": {"gte": state["since"]}}
+        events = []
+        while True:
+            page = self._call("list events", ("event", "read"), self._client.v1.events.list, params=params)
+            events.extend(page.data)
+            if not page.has_more or not page.data:
+                break
+            params["starting_after"] = page.data[-1].id
+        events.reverse()
+        for first in range(0, max(len(events), 1), PAGE):
+            chunk = events[first:first + PAGE]
+            batch = self._from_events(chunk)
+            if first + PAGE >= len(events):
+                state = dict(state)
+                if events:
+                    state.update(event=events[-1].id, event_created=events[-1].created)
+                state["checked_at"] = iso(now)
+                batch.cursor = state
+            batch.events = len(chunk)
+            batch.requests = self.requests - start
+            start = self.requests
+            yield _deduplicated(batch)
+
+    def _from_events(self, events: list) -> SyncBatch:
+        """One batch from events oldest first. Out of order is fine: the newest snapshot of each invoice wins,
+        its first failure is the earliest seen, and the ledger never moves paid or void back to open."""
+        batch = SyncBatch()
+        latest: dict[str, tuple[int, int, dict]] = {}
+        failures: dict[str, dict] = {}
+        seen: set[str] = set()
+        for order, event in enumerate(events):
+            if event.id in seen:
+                continue
+            seen.add(event.id)
+            data = event.data.object.to_dict()
+            previous = event.data.to_dict().get("previous_attributes") or {}
+            kind, at = event.type, from_unix(event.created)
+            if kind == "invoice.upcoming":
+                batch.signals.append(Signal("invoice_upcoming", at, customer_id=_id(data.get("customer")),
+                                            detail=f"{data.get('amount_due')} {data.get('currency')} due"
+                                                   + _sub_note(data), source_id=event.id))
+            elif kind.startswith("invoice."):
+                if not data.get("id") or data.get("status") == "draft":
+                    continue
+                key = (event.created, order)
+                if data["id"] not in latest or key >= latest[data["id"]][:2]:
+                    latest[data["id"]] = (event.created, order, data)
+                if kind in FAILURE_EVENTS:
+                    seen_failure = failures.setdefault(data["id"], {"first": event.created, "last": event.created,
+                                                                    "payment_intent": None})
+                    seen_failure["first"] = min(seen_failure["first"], event.created)
+                    seen_failure["last"] = max(seen_failure["last"], event.created)
+                    if isinstance(data.get("payment_intent"), str):      # an event in the old API shape
+                        seen_failure["payment_intent"] = data["payment_intent"]
+            elif kind in ("customer.subscription.updated", "customer.subscription.deleted"):
+                batch.subscriptions.append(subscription_from(data))
+            elif kind in ("payment_method.automatically_updated", "payment_method.updated"):
+                method = payment_method_from(data, updated_at=at)
+                batch.payment_methods.append(method)
+                if method.customer_id:
+                    batch.signals.append(Signal("payment_method_updated", at, customer_id=method.customer_id,
+                                                detail=f"{kind}: {_describe(method)}", source_id=event.id))
+            elif kind == "customer.updated":
+                batch.customers.append(customer_from(data))
+                changed = previous.get("invoice_settings", {}) or {}
+                if "default_payment_method" in changed or "default_source" in previous:
+                    new = _id((data.get("invoice_settings") or {}).get("default_payment_method")) \
+                        or _id(data.get("default_source"))
+                    if new:
+                        batch.signals.append(Signal("payment_method_updated", at, customer_id=data["id"],
+                                                    detail=f"new default payment method {new}", source_id=event.id))
+            elif kind == "customer.source.expiring":
+                batch.signals.append(Signal("card_expiring", at, customer_id=_id(data.get("customer")),
+                                            detail=f"{data.get('brand')} ending {data.get('last4')} expires "
+                                                   f"{data.get('exp_month')}/{data.get('exp_year')}",
+                                            source_id=event.id))
+            elif kind == "charge.dispute.created":
+                batch.signals.append(Signal("dispute", at, invoice_id=self._invoice_of_dispute(data),
+                                            detail=f"{data.get('reason')}: {data.get('amount')} "
+                                                   f"{data.get('currency')} disputed ({data.get('id')})",
+                                            source_id=event.id))
+        for invoice_id, (_, _, snapshot) in latest.items():
+            failure = failures.get(invoice_id)
+            if failure and snapshot.get("status") == "open":
+                self._collect_failed(batch, snapshot, failure)
+            else:
+                batch.invoices.append(invoice_from(snapshot, failed_at=from_unix(failure["last"]) if failure else None,
+                                                   first_failed_at=from_unix(failure["first"]) if failure else None))
+        return batch
+
+    def _collect_failed(self, batch: SyncBatch, snapshot: dict, failure: dict) -> None:
+        """A new failure: fetch the invoice now (with its customer, payment methods and subscription) and the
+        decline; the failure's time stays the event's."""
+        current = self._call(f"read invoice {snapshot['id']}", ("invoice", "read"), self._client.v1.invoices.retrieve,
+                             snapshot["id"], params={"expand": INVOICE_EXPAND}).to_dict()
+        if failure["payment_intent"]:
+            intent = self._call(f"read payment intent {failure['payment_intent']}", ("payment_intent", "read"),
+                                self._client.v1.payment_intents.retrieve, failure["payment_intent"],
+                                params={"expand": ["latest_charge"]}).to_dict()
+            payment = {"payment": {"type": "payment_intent", "payment_intent": intent}}
+        else:
+            payment = self._payment_of(current)
+        self._collect(batch, current, payment, failed_at=from_unix(failure["last"]),
+                      first_failed_at=from_unix(failure["first"]))
+
+    def _collect(self, batch: SyncBatch, data: dict, payment: dict | None, failed_at: datetime | None = None,
+                 first_failed_at: datetime | None = None) -> None:
+        """Add an invoice and whatever came expanded with it (customer, payment methods, subscription)."""
+        customer = data.get("customer")
+        if isinstance(customer, dict):
+            batch.customers.append(customer_from(customer))
+            default = (customer.get("invoice_settings") or {}).get("default_payment_method")
+            if isinstance(default, dict):
+                batch.payment_methods.append(payment_method_from(default))
+        if isinstance(data.get("default_payment_method"), dict):
+            batch.payment_methods.append(payment_method_from(data["default_payment_method"]))
+        subscription = _subscription_field(data)
+        if isinstance(subscription, dict):
+            batch.subscriptions.append(subscription_from(subscription))
+        intent = ((payment or {}).get("payment") or {}).get("payment_intent")
+        if isinstance(intent, dict):
+            method = (intent.get("last_payment_error") or {}).get("payment_method") or intent.get("payment_method")
+            if isinstance(method, dict):
+                batch.payment_methods.append(payment_method_from(method))
+        batch.invoices.append(invoice_from(data, intent if isinstance(intent, dict) else None,
+                                           failed_at=failed_at, first_failed_at=first_failed_at))
+
+    def _invoice_of_dispute(self, dispute: dict) -> str | None:
+        """The invoice a disputed charge paid: dispute -> payment intent -> invoice payment -> invoice."""
+        intent = _id(dispute.get("payment_intent"))
+        if not intent and dispute.get("charge"):
+            charge = self._call(f"read charge {_id(dispute['charge'])}", ("charge", "read"),
+                                self._client.v1.charges.retrieve, _id(dispute["charge"]))
+            intent = _id(charge.to_dict().get("payment_intent"))
+        if not intent:
+            return None
+        page = self._call(f"find the invoice of payment intent {intent}", ("invoice", "read"),
+                          self._client.v1.invoice_payments.list,
+                          params={"payment": {"type": "payment_intent", "payment_intent": intent}, "limit": 1})
+        return _id(page.data[0].to_dict().get("invoice")) if page.data else None
+
+    # -- reading and acting --------------------------------------------------------------------------------------
+
+    def get_invoice(self, invoice_id: str) -> Invoice:
+        data = self._call(f"read invoice {invoice_id}", ("invoice", "read"), self._client.v1.invoices.retrieve,
+                          invoice_id)
+        return invoice_from(data.to_dict())
+
+    def pay_invoice(self, invoice_id: str, idempotency_key: str) -> PaymentOutcome:
+        try:
+            data = self._call(f"pay invoice {invoice_id}", ("invoice", "write"), self._client.v1.invoices.pay,
+                              invoice_id, options={"idempotency_key": idempotency_key})
+        except CardDeclined as exc:
+            return PaymentOutcome(succeeded=False, decline=exc.decline, request_id=exc.request_id,
+                                  detail=exc.decline.message or exc.message)
+        except GatewayError as exc:
+            if exc.code == "invoice_payment_intent_requires_action":
+                return PaymentOutcome(succeeded=False, request_id=exc.request_id, detail=exc.message,
+                                      decline=Decline(code="authentication_required",
+                                                      payment_intent_status="requires_action"))
+            raise
+        invoice = invoice_from(data.to_dict())
+        request_id = data.last_response.request_id if data.last_response else None
+        if invoice.status == "paid":
+            return PaymentOutcome(succeeded=True, invoice=invoice, request_id=request_id, detail="paid")
+        # A bank debit is accepted for processing: its result arrives days later, with a later sync.
+        return PaymentOutcome(succeeded=False, invoice=invoice, request_id=request_id,
+                              detail="the payment is processing; its result arrives with a later sync")
+
+    def disable_automatic_retries(self, invoice_id: str, idempotency_key: str) -> None:
+        self._call(f"turn off automatic collection of invoice {invoice_id}", ("invoice", "write"),
+                   self._client.v1.invoices.update, invoice_id, params={"auto_advance": False},
+                   options={"idempotency_key": idempotency_key})
+
+    def mark_uncollectible(self, invoice_id: str, idempotency_key: str) -> Invoice:
+        data = self._call(f"mark invoice {invoice_id} uncollectible", ("invoice", "write"),
+                          self._client.v1.invoices.mark_uncollectible, invoice_id,
+                          options={"idempotency_key": idempotency_key})
+        return invoice_from(data.to_dict())
+
+    def pause_subscription(self, subscription_id: str, behavior: str, idempotency_key: str) -> None:
+        self._call(f"pause collection on subscription {subscription_id}", ("subscription", "write"),
+                   self._client.v1.subscriptions.update, subscription_id,
+                   params={"pause_collection": {"behavior": behavior}}, options={"idempotency_key": idempotency_key})
+
+    def cancel_subscription(self, subscription_id: str, comment: str, idempotency_key: str) -> None:
+        self._call(f"cancel subscription {subscription_id}", ("subscription", "write"),
+                   self._client.v1.subscriptions.cancel, subscription_id,
+                   params={"cancellation_details": {"comment": comment}},
+                   options={"idempotency_key": idempotency_key})
+
+    def update_link(self, invoice: Invoice, kind: str, return_url: str | None, idempotency_key: str) -> str:
+        if kind == "hosted_invoice":
+            url = invoice.hosted_invoice_url or self.get_invoice(invoice.id).hosted_invoice_url
+            if not url:
+                raise GatewayError(f"invoice {invoice.id} has no hosted invoice page (is it finalized?)",
+                                   hint="use link: billing_portal for this step")
+            return url
+        if kind == "billing_portal":
+            params: dict = {"customer": invoice.customer_id, "flow_data": {"type": "payment_method_update"}}
+            if return_url:
+                params["return_url"] = return_url
+            session = self._call(f"open a billing portal session for customer {invoice.customer_id}",
+                                 ("billing_portal_session", "write"), self._client.v1.billing_portal.sessions.create,
+                                 params=params, options={"idempotency_key": idempotency_key})
+            return session.url
+        raise ValueError(f"unknown link kind {kind!r}; use hosted_invoice or billing_portal")
+
+
+# -- Stripe JSON -> dunctl records (plain dicts in, dataclasses out) -----------------------------------------------
+
+
+def _deduplicated(batch: SyncBatch) -> SyncBatch:
+    """One record per id in each list, the last one seen winning (records arrive oldest first)."""
+    for name in ("customers", "payment_methods", "subscriptions"):
+        records = getattr(batch, name)
+        setattr(batch, name, list({record.id: record for record in records}.values()))
+    return batch
+
+
+def _id(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("id")
+    return value
+
+
+def _sub_note(invoice: dict) -> str:
+    sub = _id(_subscription_field(invoice))
+    return f" on {sub}" if sub else ""
+
+
+def _subscription_field(invoice: dict):
+    """The invoice's subscription: `parent.subscription_details.subscription`, or the old top-level field."""
+    details = ((invoice.get("parent") or {}).get("subscription_details") or {})
+    return details.get("subscription") or invoice.get("subscription")
+
+
+def _worth_following(invoice: dict, now: datetime) -> bool:
+    """Backfill keeps invoices that failed, open ones past due, and closed ones a case may be waiting on."""
+    status, attempts = invoice.get("status"), invoice.get("attempt_count") or 0
+    if status == "open":
+        due = invoice.get("due_date")
+        return attempts > 0 or (due is not None and from_unix(due) < now)
+    if status == "paid":
+        return attempts > 1
+    if status in ("void", "uncollectible"):
+        return attempts > 0
+    return False
+
+
+def customer_from(data: dict) -> Customer:
+    metadata = {k: str(v) for k, v in (data.get("metadata") or {}).items()}
+    locales = data.get("preferred_locales") or []
+    return Customer(id=data["id"], name=data.get("name"), email=data.get("email"), phone=data.get("phone"),
+                    metadata=metadata, preferred_locale=locales[0] if locales else None,
+                    timezone=metadata.get("timezone"), livemode=bool(data.get("livemode")))
+
+
+def payment_method_from(data: dict, updated_at: datetime | None = None) -> PaymentMethod:
+    kind = data.get("type") or ("card" if data.get("object") == "card" else "unknown")
+    details = data.get(kind) or {}
+    return PaymentMethod(id=data["id"], customer_id=_id(data.get("customer")), type=kind,
+                         brand=details.get("brand") or details.get("bank_name"), last4=details.get("last4"),
+                         exp_month=details.get("exp_month"), exp_year=details.get("exp_year"),
+                         updated_at=updated_at)
+
+
+def subscription_from(data: dict) -> Subscription:
+    items = (data.get("items") or {}).get("data") or []
+    usage_based = any(_metered(item.get("price") or item.get("plan") or {}) for item in items)
+    pause = data.get("pause_collection") or {}
+    return Subscription(id=data["id"], customer_id=_id(data.get("customer")), status=data.get("status") or "unknown",
+                        metadata={k: str(v) for k, v in (data.get("metadata") or {}).items()},
+                        usage_based=usage_based, pause_behavior=pause.get("behavior"),
+                        canceled_at=from_unix(data.get("canceled_at")))
+
+
+def _metered(price: dict) -> bool:
+    recurring = price.get("recurring") or {}
+    return (recurring.get("usage_type") or price.get("usage_type")) == "metered" or bool(recurring.get("meter"))
+
+
+def _lines(invoice: dict) -> list[InvoiceLine]:
+    subscription = _subscription_field(invoice)
+    metered_items = {}
+    if isinstance(subscription, dict):
+        metered_items = {item["id"]: _metered(item.get("price") or {})
+                         for item in (subscription.get("items") or {}).get("data") or []}
+    lines = []
+    for line in ((invoice.get("lines") or {}).get("data") or []):
+        parent = (line.get("parent") or {}).get("subscription_item_details") or {}
+        price = ((line.get("pricing") or {}).get("price_details") or {}).get("price")
+        metered = metered_items.get(_id(parent.get("subscription_item")), False) or \
+            (isinstance(price, dict) and _metered(price))
+        period = line.get("period") or {}
+        lines.append(InvoiceLine(description=line.get("description"), amount=line.get("amount") or 0,
+                                 quantity=line.get("quantity"), metered=metered,
+                                 period_start=from_unix(period.get("start")), period_end=from_unix(period.get("end"))))
+    return lines
+
+
+def decline_from_intent(intent: dict) -> Decline | None:
+    """The codes of a payment intent's latest failed attempt: last_payment_error plus its charge's outcome."""
+    error = intent.get("last_payment_error") or {}
+    charge = intent.get("latest_charge") if isinstance(intent.get("latest_charge"), dict) else {}
+    if not error and not (charge.get("failure_code")) and intent.get("status") != "requires_action":
+        return None
+    outcome = charge.get("outcome") or {}
+    method = error.get("payment_method") if isinstance(error.get("payment_method"), dict) else \
+        intent.get("payment_method") if isinstance(intent.get("payment_method"), dict) else {}
+    method_type = method.get("type") or error.get("payment_method_type") or \
+        (charge.get("payment_method_details") or {}).get("type") or \
+        ((intent.get("payment_method_types") or [None])[0])
+    return Decline(code=error.get("code"), decline_code=error.get("decline_code"),
+                   advice_code=error.get("advice_code") or outcome.get("advice_code"),
+                   network_decline_code=error.get("network_decline_code") or outcome.get("network_decline_code"),
+                   network_advice_code=error.get("network_advice_code") or outcome.get("network_advice_code"),
+                   failure_code=charge.get("failure_code"), outcome_reason=outcome.get("reason"),
+                   payment_intent_status=intent.get("status"), payment_method_type=method_type,
+                   message=error.get("message") or charge.get("failure_message"))
+
+
+def decline_from_error(body: dict) -> Decline:
+    """The decline in a card error's body (what invoices.pay answers with 402)."""
+    error = body.get("error") or {}
+    intent = error.get("payment_intent") if isinstance(error.get("payment_intent"), dict) else {}
+    method = error.get("payment_method") if isinstance(error.get("payment_method"), dict) else {}
+    return Decline(code=error.get("code"), decline_code=error.get("decline_code"),
+                   advice_code=error.get("advice_code"), network_decline_code=error.get("network_decline_code"),
+                   network_advice_code=error.get("network_advice_code"),
+                   payment_intent_status=intent.get("status"),
+                   payment_method_type=method.get("type") or error.get("payment_method_type")
+                   or (intent.get("payment_method_types") or [None])[0],
+                   message=error.get("message"))
+
+
+def invoice_from(data: dict, intent: dict | None = None, *, failed_at: datetime | None = None,
+                 first_failed_at: datetime | None = None) -> Invoice:
+    """A dunctl Invoice from Stripe's JSON (either API shape), with the decline from its payment intent.
+
+    Failure times: the event's when known; otherwise the latest charge's `created` (the failed attempt) and,
+    for the first failure, the payment intent's `created` (its first attempt) when there were several."""
+    transitions = data.get("status_transitions") or {}
+    customer = data.get("customer")
+    decline = decline_from_intent(intent) if intent else None
+    attempts = data.get("attempt_count") or 0
+    if intent and decline and failed_at is None:
+        charge = intent.get("latest_charge") if isinstance(intent.get("latest_charge"), dict) else {}
+        failed_at = from_unix(charge.get("created") if charge.get("status") == "failed" else None) or \
+            from_unix(intent.get("created"))
+    if failed_at is None and data.get("status") == "open" and attempts > 0 and data.get("attempted"):
+        failed_at = from_unix(transitions.get("finalized_at") or data.get("created"))
+    if first_failed_at is None and failed_at is not None:
+        first_failed_at = failed_at if attempts <= 1 or not intent else \
+            min(failed_at, from_unix(intent.get("created")) or failed_at)
+    method = None
+    if intent:
+        raw = (intent.get("last_payment_error") or {}).get("payment_method") or intent.get("payment_method")
+        method = raw if isinstance(raw, dict) else {"id": raw} if raw else None
+    if method is None and data.get("default_payment_method"):
+        raw = data["default_payment_method"]
+        method = raw if isinstance(raw, dict) else {"id": raw}
+    if method is None and isinstance(customer, dict):
+        raw = (customer.get("invoice_settings") or {}).get("default_payment_method")
+        method = raw if isinstance(raw, dict) else {"id": raw} if raw else None
+    return Invoice(
+        id=data["id"], customer_id=_id(customer), currency=data.get("currency") or "", amount_due=data.get("amount_due") or 0,
+        amount_paid=data.get("amount_paid") or 0, amount_remaining=data.get("amount_remaining") or 0,
+        status=data.get("status") or "open", created=from_unix(data.get("created")), number=data.get("number"),
+        subscription_id=_id(_subscription_field(data)), billing_reason=data.get("billing_reason"),
+        collection_method=data.get("collection_method") or "charge_automatically", attempt_count=attempts,
+        next_payment_attempt=from_unix(data.get("next_payment_attempt")),
+        hosted_invoice_url=data.get("hosted_invoice_url"),
+        customer_email=data.get("customer_email") or (customer.get("email") if isinstance(customer, dict) else None),
+        customer_name=data.get("customer_name") or (customer.get("name") if isinstance(customer, dict) else None),
+        payment_method_id=(method or {}).get("id"),
+        payment_method_type=(decline.payment_method_type if decline else None) or (method or {}).get("type"),
+        metadata={k: str(v) for k, v in (data.get("metadata") or {}).items()}, lines=_lines(data),
+        first_failed_at=first_failed_at, failed_at=failed_at, decline=decline,
+        paid_at=from_unix(transitions.get("paid_at")), voided_at=from_unix(transitions.get("voided_at")),
+        marked_uncollectible_at=from_unix(transitions.get("marked_uncollectible_at")),
+        auto_advance=data.get("auto_advance"), livemode=bool(data.get("livemode")),
+    )
+
+
+def _describe(method: PaymentMethod) -> str:
+    text = f"{method.brand or method.type} ending {method.last4}" if method.last4 else method.type
+    if method.exp_month and method.exp_year:
+        text += f", expires {method.exp_month}/{method.exp_year}"
+    return text
