@@ -471,8 +471,8 @@ class SimulatedAccount:
         st = self._state[invoice_id]
         chance = (a.sms_response if channel == "sms" else a.email_response) * self._day_factor(invoice, at)
         chance *= a.repeat_factor ** st.messages
-        if personalised and channel != "sms":
-            chance *= a.personalised_lift
+        if not personalised and channel != "sms":
+            chance /= a.personalised_lift
         cust = self._customers[invoice.customer_id]
         billing = cust.customer.metadata.get("billing_email")
         if channel == "email" and billing and recipient and recipient.lower() != billing.lower():

@@ -94,7 +94,7 @@ class Assumptions:
     dispute_delay_days: tuple = _p((1, 6), ESTIMATE, "days after the failure that a dispute arrives")
 
     # -- retries ----------------------------------------------------------------------------------------------
-    retry_recoverable: dict = _p({"card_soft": 0.42, "bank_soft": 0.50, "unknown": 0.30}, ESTIMATE,
+    retry_recoverable: dict = _p({"card_soft": 0.38, "bank_soft": 0.45, "unknown": 0.28}, ESTIMATE,
                                  "share of soft declines whose funds or issuer come back so a plain retry can "
                                  "succeed (the rest need the customer); calibrated so retries alone recover ~21%")
     funds_return_median_days: float = _p(3.0, GUIDE, "median days until a soft decline's cause clears",
@@ -115,19 +115,20 @@ class Assumptions:
 
     # -- what customers do ------------------------------------------------------------------------------------
     email_response: float = _p(0.1325, GUIDE,
-                               "chance that a day-0 email reaching the payer leads them to pay or update the card",
+                               "chance that a personalised day-0 email reaching the payer leads them to pay or "
+                               "update the card",
                                "The day-of-failure email is the single highest-yield communication touchpoint "
                                "in dunning, with a 13.25% recovery rate (ChurnWard)")
     personalised_lift: float = _p(1.62, GUIDE,
-                                  "multiplier on that chance when the email is personalised (names the customer "
-                                  "and what the charge was for)",
+                                  "a generic email (one whose template does not name the customer and what the "
+                                  "charge was for) has 1/1.62 the chance of a personalised one",
                                   "Personalized emails are 62% more likely to receive a response than generic "
                                   "templated messaging")
-    day_factor: tuple = _p(((0, 1.0), (2, 0.8), (7, 0.6), (14, 0.45), (21, 0.5)), GUIDE,
+    day_factor: tuple = _p(((0, 1.0), (2, 0.6), (7, 0.45), (14, 0.4)), GUIDE,
                            "multiplier on a message's effect by days since the first failure (from day N on)",
                            "The first 48 hours after a failure are the highest-yield window. After day 14, "
                            "recovery probability drops significantly (the factors are estimates)")
-    repeat_factor: float = _p(0.85, ESTIMATE, "each earlier message on the same invoice multiplies the next one's "
+    repeat_factor: float = _p(0.75, ESTIMATE, "each earlier message on the same invoice multiplies the next one's "
                                               "effect by this (fatigue)")
     wrong_recipient_reach: float = _p(0.35, GUIDE,
                                       "on B2B accounts, chance that a message sent to the product user instead of "
@@ -138,17 +139,17 @@ class Assumptions:
                                              "billing-portal link is one step more than the hosted invoice page",
                                 "Every additional step in the update flow loses 20% to 30% of customers")
     sms_response: float = _p(0.10, ESTIMATE, "chance that a day-0 SMS leads the customer to pay")
-    escalation_response: dict = _p({"b2c": 0.15, "b2b": 0.40, "enterprise": 0.55}, GUIDE,
+    escalation_response: dict = _p({"b2c": 0.20, "b2b": 0.40, "enterprise": 0.55}, GUIDE,
                                    "chance that a person following up (after an escalation) gets the invoice paid",
                                    "High-value accounts should trigger human escalation (the chances are "
                                    "estimates)")
     escalation_delay_days: tuple = _p((1, 4), ESTIMATE, "days a person takes to reach the customer")
-    suspension_response: float = _p(0.35, GUIDE, "chance that a customer pays within days of losing service "
+    suspension_response: float = _p(0.55, GUIDE, "chance that a customer pays within days of losing service "
                                                  "(subscription paused)",
                                     "Human handoff Day 15+: Suspension logic (the chance is an estimate)")
     cancellation_winback: float = _p(0.05, ESTIMATE, "chance that a cancelled customer pays the open invoice")
     response_delay_median_hours: float = _p(5.0, ESTIMATE, "median delay between a message and the customer acting")
-    organic_daily_rate: float = _p(0.0025, GUIDE, "daily chance that a customer pays with no prompt at all",
+    organic_daily_rate: float = _p(0.0015, GUIDE, "daily chance that a customer pays with no prompt at all",
                                    "Teams without automation typically recover only 20% to 31% (the rate is "
                                    "an estimate well below that, since manual outreach is still outreach)")
 

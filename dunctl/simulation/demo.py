@@ -316,7 +316,7 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = 45, seed: int
 
 def variant_config(source: Path, work: Path) -> tuple[str, Config]:
     """A variant to simulate: a dunctl.yaml (its segments, sequences and templates as they are), or a directory
-    of sequence files run under the starter config's segments and templates."""
+    of sequence files run under the starter config's segments and templates, with dunctl making the retries."""
     source = Path(source)
     if source.is_file():
         return source.stem if source.name != "dunctl.yaml" else source.parent.name or "config", load_config(source)
@@ -334,6 +334,8 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
     templates = "sequences/templates"
     text = (target / "dunctl.yaml").read_text()
     text = re.sub(r"(?m)^templates:.*$", f"templates: {{dir: {templates}}}", text)
+    # The sequences' own retry steps are what is being compared, so dunctl makes them (not Smart Retries).
+    text = re.sub(r"(?m)^(\s*retries:\s*)stripe\b", r"\1dunctl", text, count=1)
     (target / "dunctl.yaml").write_text(text)
     return source.name, load_config(target / "dunctl.yaml")
 
