@@ -78,7 +78,7 @@ class _InvoiceState:
     messages: int = 0
     link_kind: str = "hosted_invoice"
     disputed: bool = False
-    scripted_next: tuple[bool, str | None] | None = None
+    scripted: list[tuple[bool, str | None]] = field(default_factory=list)   # outcomes of the next attempts
     responding: bool = False                   # a response is already scheduled
 
 
@@ -345,9 +345,8 @@ class SimulatedAccount:
             self.stats.provider_retries += 1
         else:
             self.stats.dunctl_retries += 1
-        if st.scripted_next is not None:
-            succeeds, code = st.scripted_next
-            st.scripted_next = None
+        if st.scripted:
+            succeeds, code = st.scripted.pop(0)
             decline = None if succeeds else card_decline(code or "generic_decline", invoice.payment_method_type)
         elif not self.customers_respond:
             decline = invoice.decline or card_decline("generic_decline")
@@ -649,9 +648,10 @@ class SimulatedAccount:
 
     # -- scripting hooks (tests and the contract's WorldDriver) -----------------------------------------------
 
-    def script_failure(self, amount: int, currency: str, decline_code: str, payment_method_type: str,
+    def script_failure(self, amount: int, currency: str, decline_code: str | None, payment_method_type: str,
                        at: datetime, customer_email: str) -> str:
-        """An invoice for a (new or known) customer that fails at `at` with `decline_code`. Returns its id."""
+        """An invoice for a (new or known) customer, with a subscription, that fails at `at` with `decline_code`.
+        Returns its id. Scripting says what has happened, so the account's clock moves on to `at`."""
         cust = next((c for c in self._customers.values() if c.customer.email == customer_email), None)
         if cust is None:
             n = len(self._customers)
@@ -661,31 +661,36 @@ class SimulatedAccount:
                                       "visa" if payment_method_type == "card" else None, None, 0)
             cust = _CustomerState(None, customer, method)
             self._customers[customer.id] = cust
+            subscription = Subscription(id=f"sub_script{n:04d}", customer_id=customer.id, status="active")
+            self._subscriptions[subscription.id] = _SubscriptionState(subscription, None)
             self._touch("customer", customer.id)
             self._touch("payment_method", method.id)
+            self._touch("subscription", subscription.id)
+        subscription_id = next(s.subscription.id for s in self._subscriptions.values()
+                               if s.subscription.customer_id == cust.customer.id)
         invoice_id = f"in_script{len(self._invoices):05d}"
-        invoice = self._create_invoice(invoice_id, cust, amount, currency, at - timedelta(hours=1), None,
+        invoice = self._create_invoice(invoice_id, cust, amount, currency, at - timedelta(hours=1), subscription_id,
                                        [InvoiceLine("Scripted charge", amount, 1)])
         if payment_method_type in BANK_METHOD_TYPES:
             decline = Decline(code=ACH_FAILURE_CODES.get(decline_code, decline_code), failure_code=decline_code,
                               payment_method_type=payment_method_type)
         else:
-            decline = card_decline(decline_code, payment_method_type)
+            decline = card_decline(decline_code or "card_declined", payment_method_type)
         invoice.payment_method_type = payment_method_type
         self._schedule(at, "fail", invoice.id, decline)
-        self.advance_to(self.now)
+        self.advance_to(max(self.now, at))
         return invoice.id
 
     def script_payment(self, invoice_id: str, at: datetime) -> None:
         """The customer pays the invoice at `at` (on the hosted invoice page)."""
         self._invoice(invoice_id)
         self._schedule(at, "respond", invoice_id, "scripted", 0)
-        self.advance_to(self.now)
+        self.advance_to(max(self.now, at))
 
     def script_next_payment(self, invoice_id: str, succeeds: bool, decline_code: str | None = None) -> None:
-        """Fix the outcome of the next payment attempt on the invoice."""
+        """Fix the outcome of the next payment attempt on the invoice (calls queue up, first in first out)."""
         self._invoice(invoice_id)
-        self._state[invoice_id].scripted_next = (succeeds, decline_code)
+        self._state[invoice_id].scripted.append((succeeds, decline_code))
 
     def invoice_state(self, invoice_id: str) -> Invoice:
         """The invoice as the account holds it, without counting a request (for drivers and tests)."""

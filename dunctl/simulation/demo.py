@@ -94,6 +94,8 @@ class DemoResult:
     end: datetime
     outcome: Outcome
     headline: object | None = None   # dunctl.report.Headline
+    example_invoice: str | None = None   # a case worth reading with `dunctl case show`
+    last_tick: datetime | None = None
 
 
 @dataclass
@@ -297,6 +299,7 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = 45, seed: int
         end = start + timedelta(days=days)
         ledger.set_state("simulation", {"seed": seed, "customers": customers, "start": iso(start), "end": iso(end),
                                         "last_tick": iso(driver.last_tick)})
+        example = _example_case(ledger)
         headline = None
         try:
             from dunctl.report import headline as report_headline
@@ -308,7 +311,18 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = 45, seed: int
         ledger.close()
     outbox = (config.base_dir / (config.file.channels.email.dir if config.file.channels.email else "outbox"))
     return DemoResult(directory.resolve(), config_path.resolve(), config.ledger_path, outbox.resolve(), seed,
-                      start, end, outcome, headline)
+                      start, end, outcome, headline, example, driver.last_tick)
+
+
+def _example_case(ledger: Ledger) -> str | None:
+    """A case with a story: recovered after messages, else handed to a person, else any."""
+    cases = ledger.cases(include_ended=True)
+    for wanted in (lambda c: c["state"] == "recovered" and c["recovered_by"] == "customer",
+                   lambda c: c["with_person"], lambda c: True):
+        found = next((c for c in cases if wanted(c)), None)
+        if found:
+            return found["invoice_id"]
+    return None
 
 
 # -- dunctl simulate ----------------------------------------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""The gateway contract, run against the simulated account behind `dunctl demo` and `dunctl simulate`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from dunctl.simulation.account import SimulatedAccount
+from tests.gateway_contract import T0, GatewayContract
+
+
+class SimulatedDriver:
+    """Scripts the simulated account through its hooks; customers do nothing by themselves."""
+
+    def __init__(self):
+        self.gateway = SimulatedAccount([], seed=0, start=T0, customers_respond=False)
+
+    def fail_invoice(self, *, amount: int, currency: str, decline_code: str | None = "insufficient_funds",
+                     payment_method_type: str = "card", at: datetime, customer_email: str = "a@example.com") -> str:
+        return self.gateway.script_failure(amount, currency, decline_code, payment_method_type, at, customer_email)
+
+    def customer_pays(self, invoice_id: str, at: datetime) -> None:
+        self.gateway.script_payment(invoice_id, at)
+
+    def next_payment_succeeds(self, invoice_id: str, succeeds: bool, decline_code: str | None = None) -> None:
+        self.gateway.script_next_payment(invoice_id, succeeds, decline_code)
+
+
+class TestSimulatedAccountContract(GatewayContract):
+    @pytest.fixture
+    def driver(self):
+        return SimulatedDriver()
