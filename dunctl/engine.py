@@ -62,10 +62,15 @@ class TickResult:
     opened: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
     actions: list[ActionReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)   # what failed outside any one action (a sync outage)
 
     @property
     def failed(self) -> list[ActionReport]:
         return [a for a in self.actions if a.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors
 
     @property
     def did_something(self) -> bool:
@@ -73,7 +78,7 @@ class TickResult:
 
     def to_dict(self) -> dict:
         return {"now": iso(self.now), "dry_run": self.dry_run, "opened": self.opened, "closed": self.closed,
-                "actions": [a.to_dict() for a in self.actions]}
+                "actions": [a.to_dict() for a in self.actions], "errors": self.errors}
 
 
 # -- channels -----------------------------------------------------------------------------------------------
@@ -247,10 +252,13 @@ class Engine:
         changes: dict = {"amount_remaining": invoice["amount_remaining"]}
         if invoice["attempt_count"] > case["attempts"] and invoice["status"] == "open":
             changes["attempts"] = invoice["attempt_count"]
+            latest = json.loads(invoice["decline"]) if invoice["decline"] else {}
+            code = latest.get("decline_code") or latest.get("failure_code") or latest.get("code")
             self.ledger.add_timeline(case["id"], from_iso(invoice["failed_at"]) or self.now, "attempt",
                                      f"payment attempt {invoice['attempt_count']} failed"
+                                     + (f": {code}" if code else "")
                                      + (f"; next Stripe attempt {invoice['next_payment_attempt']}"
-                                        if invoice["next_payment_attempt"] else ""))
+                                        if invoice["next_payment_attempt"] else ""), latest or None)
         if invoice["failure_type"] and invoice["failure_type"] != case["failure_type"] \
                 and case["failure_type"] != "dispute":
             decline = json.loads(invoice["decline"]) if invoice["decline"] else {}
@@ -650,7 +658,14 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         engine = Engine(ledger, config, gateway, channels, now, tick_id=tick_id)
         _mark_unknown(ledger, now)
         if sync and gateway is not None:
-            engine.result.sync = run_sync(ledger, gateway, now)
+            try:
+                engine.result.sync = run_sync(ledger, gateway, now)
+            except GatewayAuthError:
+                raise
+            except GatewayError as exc:
+                # An outage: what was synced before it is kept (batches land with their cursor), and the cases
+                # already in the ledger still get their due steps.
+                engine.result.errors.append(f"sync failed: {_error_text(exc)}")
         engine.reconcile()
         engine.run_due()
         result = engine.result

@@ -178,4 +178,4 @@ def test_a_new_decline_reclassifies_the_case(smtp_config, smtp_server):
     assert case["first_failed_at"] == "2026-11-02T14:00:00Z"  # the first failure never moves
     kinds = [t["summary"] for t in ledger.timeline(case["id"])]
     assert "re-classified card_soft -> card_hard (stolen_card)" in kinds
-    assert "payment attempt 2 failed" in kinds
+    assert "payment attempt 2 failed: stolen_card" in kinds

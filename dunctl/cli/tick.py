@@ -30,7 +30,7 @@ def tick(
     result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
                       sync=not no_sync)
     render(result, verbose or dry_run, as_json)
-    if result.failed:
+    if not result.ok:
         raise typer.Exit(1)
 
 
@@ -38,6 +38,8 @@ def render(result: TickResult, verbose: bool, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
         return
+    for error in result.errors:
+        err.print(f"error: {error}", markup=False)
     for failure in result.failed:
         err.print(f"failed: {failure.invoice_id} {failure.step} ({failure.action}): {failure.detail}", markup=False)
     if not result.did_something:
