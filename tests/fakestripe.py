@@ -21,7 +21,6 @@ what happened: `count("POST /v1/invoices/:id/pay")`, `events`, `invoice(id)`. Ev
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -50,9 +49,17 @@ _OWN_CODE = {"expired_card", "incorrect_cvc", "incorrect_number", "invalid_cvc",
              "invalid_expiry_year", "incorrect_zip", "authentication_required", "processing_error"}
 
 
+_FIXTURE_TEXT = {name: json.dumps(value) for name, value in _FIXTURES.items()}
+
+
 def template(name: str) -> dict:
     """A fresh copy of Stripe's canonical JSON for one resource."""
-    return copy.deepcopy(_FIXTURES[name])
+    return json.loads(_FIXTURE_TEXT[name])
+
+
+def clone(value):
+    """A deep copy of JSON data (several times faster than copy.deepcopy, which matters for 10k invoices)."""
+    return json.loads(json.dumps(value))
 
 
 def unix(at: datetime | int) -> int:
@@ -291,7 +298,7 @@ class FakeStripe:
              request: tuple[str | None, str | None] = (None, None)) -> dict:
         """Record an event about `obj` (a snapshot of it as it is now)."""
         event = template("event")
-        snapshot = copy.deepcopy(obj)
+        snapshot = clone(obj)
         api_version = API_VERSION
         if self.old_shape_events and obj.get("object") == "invoice":
             snapshot = self._old_shape(snapshot)
@@ -368,7 +375,7 @@ class FakeStripe:
             sub_id = self._id("sub")
             items = []
             for usage_type, unit_amount in [("licensed", amount)] + ([("metered", 1)] if metered else []):
-                item = copy.deepcopy(template("subscription")["items"]["data"][0])
+                item = clone(template("subscription")["items"]["data"][0])
                 price = item["price"]
                 price.update({"id": self._id("price"), "currency": currency, "unit_amount": unit_amount,
                               "unit_amount_decimal": str(unit_amount), "created": t, "transform_quantity": None})
@@ -541,11 +548,11 @@ class FakeStripe:
                                "object": "list", "data": [], "has_more": False, "url": "/v1/refunds"}})
             details = {"type": pm_type}
             if pm and pm_type == "card":
-                card = copy.deepcopy(template("charge")["payment_method_details"]["card"])
+                card = clone(template("charge")["payment_method_details"]["card"])
                 card.update({k: pm["card"][k] for k in ("brand", "last4", "exp_month", "exp_year")})
                 details["card"] = card
             elif pm:
-                details[pm_type] = copy.deepcopy(pm[pm_type])
+                details[pm_type] = clone(pm[pm_type])
             charge["payment_method_details"] = details
             pi["payment_method"] = pm_id
             pi["latest_charge"] = charge["id"]
@@ -598,7 +605,7 @@ class FakeStripe:
                 "network_advice_code": None if bank else decline["network_advice_code"],
                 "network_decline_code": None if bank else decline["network_decline_code"],
                 "message": message, "charge": charge["id"], "doc_url": f"https://stripe.com/docs/error-codes/{code}",
-                "payment_method": copy.deepcopy(pm) if pm else None, "payment_method_type": pm_type}
+                "payment_method": clone(pm) if pm else None, "payment_method_type": pm_type}
             inv["attempt_count"] += 1
             inv["attempted"] = True
             inv["next_payment_attempt"] = t + 3 * 86400 if inv["auto_advance"] else None
@@ -784,14 +791,14 @@ class FakeStripe:
                                        "Keys for idempotent requests can only be used with the same parameters "
                                        "they were first used with. Try using a key other than "
                                        f"'{idempotency_key}' if you meant to execute a different request.")
-                    return saved[1], copy.deepcopy(saved[2]), {"Idempotent-Replayed": "true"}
+                    return saved[1], clone(saved[2]), {"Idempotent-Replayed": "true"}
                 try:
                     status, body = 200, handler(match, params, (None, idempotency_key))
                 except ApiError as exc:
                     if exc.status >= 500:
                         raise
                     status, body = exc.status, exc.body
-                self._idempotency[(key, idempotency_key)] = (fingerprint, status, copy.deepcopy(body))
+                self._idempotency[(key, idempotency_key)] = (fingerprint, status, clone(body))
                 return status, body, {}
             return 200, handler(match, params, (None, None)), {}
 
@@ -827,7 +834,7 @@ class FakeStripe:
     # -- rendering -------------------------------------------------------------------------------------------
 
     def _render(self, obj: dict, expand: list[str] | None) -> dict:
-        out = copy.deepcopy(obj)
+        out = clone(obj)
         for path in expand or []:
             parts = path.split(".")
             if len(parts) > 4:
@@ -854,7 +861,7 @@ class FakeStripe:
             if target is None:
                 raise ApiError(400, "invalid_request_error", f"This property cannot be expanded ({path}).",
                                param="expand")
-            value = node[field] = copy.deepcopy(target)
+            value = node[field] = clone(target)
         self._expand(value, rest, path)
 
     def _list(self, items: list[dict], params: dict, url: str, universe: list[dict] | None = None) -> dict:
@@ -980,7 +987,7 @@ class FakeStripe:
         raise ApiError(402, "card_error", error["message"], code=error["code"],
                        **{k: error[k] for k in ("decline_code", "advice_code", "network_advice_code",
                                                 "network_decline_code", "doc_url", "charge") if error.get(k)},
-                       payment_intent=copy.deepcopy(pi), payment_method=copy.deepcopy(error["payment_method"]),
+                       payment_intent=clone(pi), payment_method=clone(error["payment_method"]),
                        request_log_url=f"https://dashboard.stripe.fake/logs/{inv['id']}")
 
     def _h_invoice_uncollectible(self, match, params, request):
@@ -1055,7 +1062,7 @@ class FakeStripe:
         else:
             session["flow"] = None
         self._put("billing_portal.session", session)
-        return copy.deepcopy(session)
+        return clone(session)
 
 
 class _Handler(BaseHTTPRequestHandler):
