@@ -189,8 +189,9 @@ def test_steady_state_sync_is_one_request(fake_stripe, gateway, ledger):
     # events dunctl does not follow (charge.failed, payment_intent.*) are filtered by Stripe, not paged through
     fake_stripe.emit("charge.failed", {"id": "ch_x", "object": "charge"})
     before = fake_stripe.count()
-    run_sync(ledger, gateway, T0 + 4 * HOUR)
+    batches = run_sync(ledger, gateway, T0 + 4 * HOUR)
     assert fake_stripe.count() - before == 1
+    assert [b.events for b in batches] == [0]
 
 
 def test_resume_after_a_crash_mid_events(fake_stripe, gateway, ledger):
