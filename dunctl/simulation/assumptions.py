@@ -146,7 +146,7 @@ class Assumptions:
     escalation_delay_days: tuple = _p((1, 4), ESTIMATE, "days a person takes to reach the customer")
     suspension_response: float = _p(0.55, GUIDE, "chance that a customer pays within days of losing service "
                                                  "(subscription paused)",
-                                    "Human handoff Day 15+: Suspension logic (the chance is an estimate)")
+                                    "Human handoff Day 15+ Suspension logic (the chance is an estimate)")
     cancellation_winback: float = _p(0.05, ESTIMATE, "chance that a cancelled customer pays the open invoice")
     response_delay_median_hours: float = _p(5.0, ESTIMATE, "median delay between a message and the customer acting")
     organic_daily_rate: float = _p(0.0015, GUIDE, "daily chance that a customer pays with no prompt at all",
