@@ -77,7 +77,7 @@ def build(path: Path, cases: int) -> None:
                         THEN strftime('%Y-%m-%dT%H:%M:%SZ', first_failed_at, '+' || to_recovery || ' seconds') END,
                    CASE WHEN state = 'recovered' AND i % 3 > 0 THEN 1 + i % 5 END,
                    CASE WHEN state = 'recovered' THEN 'retry' END,
-                   CASE WHEN state = 'exhausted' AND i % 2 = 0 THEN 1 ELSE 0 END
+                   CASE WHEN state = 'exhausted' AND i % 3 = 0 THEN 1 ELSE 0 END
             FROM base""")
         # Four steps per case: notice at 1 h, retry at 1 d, reminder at 3 d, escalation at 15 d.
         for step, action, channel, offset in (("notice", "email", "email", 3600), ("retry-1", "retry", "stripe", 86400),

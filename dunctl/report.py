@@ -10,8 +10,10 @@ The cohort of a report is the cases whose first failure falls in [since, until).
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from dunctl.clock import iso
@@ -28,13 +30,13 @@ DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=3)
 _ENDED = "state IN ({})".format(", ".join(f"'{s}'" for s in ENDED_STATES))
 _OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
 # Whole seconds from first failure to payment. julianday() keeps millisecond precision; rounding makes it exact.
-_SECONDS = "CAST(round((julianday(recovered_at) - julianday(first_failed_at)) * 86400) AS INTEGER)"
+_SECONDS = "max(CAST(round((julianday(recovered_at) - julianday(first_failed_at)) * 86400) AS INTEGER), 0)"
 # The furthest payment attempt a case reached: the attempt that succeeded counts as reached even if `attempts`
 # lags behind it.
 _REACHED = "max(attempts, coalesce(recovered_attempt, 0))"
 # The cube's columns that breakdowns group by, keyed by dimension name.
 _CUBE_KEYS = {"segment": "segment", "failure_type": "failure_type", "sequence": "sequence",
-              "channel": "channel", "currency": "currency", "cohort": "cohort"}
+              "currency": "currency", "cohort": "cohort"}
 
 
 # -- results ---------------------------------------------------------------------------------------------------
@@ -80,6 +82,7 @@ class CurrencyFigures:
     cases: int
     ended: int
     recovered: int
+    recovery_rate: float | None   # recovered / ended, counting cases in this currency
     amount_at_stake: int          # ended cases: amount_due - amount_paid_at_open
     amount_recovered: int         # ended cases: amount_recovered (includes partial payments)
     amount_recovery_rate: float | None
@@ -124,6 +127,9 @@ class Headline:
 
     def currency(self, code: str) -> CurrencyFigures | None:
         return next((c for c in self.currencies if c.currency == code), None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -204,156 +210,205 @@ def parse_dimensions(names: list[str] | None) -> list[str]:
     return [d for d in DIMENSIONS if d in wanted]
 
 
-class _Cube:
-    """The cohort aggregated once by every dimension: a temporary table of a few thousand rows at most, which
-    the headline and every breakdown then group further."""
-
-    def __init__(self, ledger: Ledger, period: Period, window: timedelta):
-        self.db = ledger.db
-        where, params = period.where()
-        touches = ", ".join(f"'{a}'" for a in TOUCHES)
-        credited = " ".join(f"WHEN '{a}' THEN '{c}'" for a, c in TOUCHES.items())
-        self.db.execute("DROP TABLE IF EXISTS temp.report_cube")
-        # The last touch is a correlated lookup on actions(case_id, finished_at), made for recovered cases only.
-        self.db.execute(
-            f"""CREATE TEMP TABLE report_cube AS
-                SELECT segment, failure_type, sequence, currency, cohort, state, channel,
-                       count(*) AS cases,
-                       sum(amount_due - amount_paid_at_open) AS at_stake,
-                       sum(amount_recovered) AS recovered_amount,
-                       sum(amount_remaining) AS remaining,
-                       sum(with_person) AS with_person
-                FROM (SELECT segment, first_failure_type AS failure_type, sequence, currency,
-                             substr(first_failed_at, 1, 7) AS cohort, state, amount_due, amount_paid_at_open,
-                             amount_recovered, amount_remaining, with_person,
-                             CASE WHEN state = 'recovered' THEN coalesce(
-                               (SELECT CASE a.action {credited} END FROM actions a
-                                WHERE a.case_id = c.id AND a.status = 'done' AND a.action IN ({touches})
-                                  AND a.finished_at <= c.recovered_at
-                                  AND a.finished_at >= strftime('%Y-%m-%dT%H:%M:%SZ', c.recovered_at, ?)
-                                ORDER BY a.finished_at DESC, a.id DESC LIMIT 1),
-                               '{NO_TOUCH}') END AS channel
-                      FROM cases c WHERE {where})
-                GROUP BY segment, failure_type, sequence, currency, cohort, state, channel""",
-            [f"-{int(window.total_seconds())} seconds", *params])
-
-    def rows(self, sql: str, params=()) -> list[dict]:
-        return list(self.db.query(sql, params))
-
-    def drop(self) -> None:
-        self.db.execute("DROP TABLE IF EXISTS temp.report_cube")
+def _query(conn: sqlite3.Connection, sql: str, params=()) -> list[dict]:
+    cursor = conn.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor]
 
 
-def _headline(ledger: Ledger, cube: _Cube, period: Period, now: datetime) -> Headline:
-    totals = cube.rows(
-        f"""SELECT coalesce(sum(cases), 0) AS cases,
-                   coalesce(sum(CASE WHEN {_OPEN} THEN cases END), 0) AS open,
-                   coalesce(sum(CASE WHEN {_ENDED} THEN cases END), 0) AS ended,
-                   coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
-                   coalesce(sum(CASE WHEN state = 'closed' THEN cases END), 0) AS closed,
-                   coalesce(sum(with_person), 0) AS with_person
-            FROM report_cube""")[0]
-    by_state = {row["state"]: row["n"] for row in cube.rows(
-        f"SELECT state, sum(cases) AS n FROM report_cube WHERE {_ENDED} GROUP BY state ORDER BY state")}
+@dataclass
+class _Progress:
+    """What one pass over the cohort found: recovered cases by whole day to payment, the sum of their
+    seconds to payment, and the cases grouped by (furthest attempt, attempt that recovered them)."""
+
+    by_day: dict[int, int]
+    recovery_seconds: int
+    attempts: list[tuple[int, int | None, int]]
+
+
+def _progress(conn: sqlite3.Connection, period: Period) -> _Progress:
+    where, params = period.where()
+    # LIMIT -1 keeps the inner query from being flattened, so the duration is computed once per case.
+    rows = conn.execute(
+        f"""SELECT seconds / 86400 AS day, reached, won_at, count(*), sum(seconds) FROM (
+              SELECT CASE WHEN state = 'recovered' THEN {_SECONDS} END AS seconds, {_REACHED} AS reached,
+                     CASE WHEN state = 'recovered' THEN recovered_attempt END AS won_at
+              FROM cases WHERE {where} LIMIT -1)
+            GROUP BY day, reached, won_at""", params).fetchall()
+    by_day: dict[int, int] = {}
+    for day, _, _, count, _ in rows:
+        if day is not None:
+            by_day[day] = by_day.get(day, 0) + count
+    return _Progress(by_day, sum(row[4] or 0 for row in rows), [(r[1], r[2], r[3]) for r in rows])
+
+
+def _cube(conn: sqlite3.Connection, period: Period) -> None:
+    """The cohort aggregated once by every dimension but channel into a temporary table of a few thousand rows
+    at most, which the headline and the breakdowns group further. The GROUP BY follows the columns of the
+    proposed `cases_report` index, so with that index SQLite streams the aggregate from the index without
+    reading or sorting the table (docs/metrics.md, "Speed")."""
+    where, params = period.where()
+    conn.execute("DROP TABLE IF EXISTS temp.report_cube")
+    conn.execute(
+        f"""CREATE TEMP TABLE report_cube AS
+            SELECT segment, first_failure_type AS failure_type, sequence, currency,
+                   substr(first_failed_at, 1, 7) AS cohort, state,
+                   count(*) AS cases,
+                   sum(amount_due - amount_paid_at_open) AS at_stake,
+                   sum(amount_recovered) AS recovered_amount,
+                   sum(amount_remaining) AS remaining,
+                   sum(with_person) AS with_person
+            FROM cases WHERE {where}
+            GROUP BY segment, first_failure_type, sequence, currency, substr(first_failed_at, 1, 7), state""",
+        params)
+
+
+def _last_touch() -> str:
+    """The channel credited with a recovered case (alias c): its last touch finished within the attribution
+    window (the one parameter) up to and including the moment of payment, else 'no touch'. One indexed
+    lookup per case, on actions(case_id, finished_at)."""
+    touches = ", ".join(f"'{a}'" for a in TOUCHES)
+    credited = " ".join(f"WHEN '{a}' THEN '{c}'" for a, c in TOUCHES.items())
+    return f"""coalesce(
+        (SELECT CASE a.action {credited} END FROM actions a
+         WHERE a.case_id = c.id AND a.status = 'done' AND a.action IN ({touches})
+           AND a.finished_at <= c.recovered_at
+           AND a.finished_at >= strftime('%Y-%m-%dT%H:%M:%SZ', c.recovered_at, ?)
+         ORDER BY a.finished_at DESC, a.id DESC LIMIT 1), '{NO_TOUCH}')"""
+
+
+def _window_modifier(window: timedelta) -> str:
+    return f"-{int(window.total_seconds())} seconds"
+
+
+_MEASURES = f"""sum(cases) AS cases,
+       coalesce(sum(CASE WHEN {_OPEN} THEN cases END), 0) AS open,
+       coalesce(sum(CASE WHEN {_ENDED} THEN cases END), 0) AS ended,
+       coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
+       coalesce(sum(CASE WHEN state = 'closed' THEN cases END), 0) AS closed,
+       coalesce(sum(CASE WHEN {_ENDED} THEN at_stake END), 0) AS at_stake,
+       coalesce(sum(CASE WHEN {_ENDED} THEN recovered_amount END), 0) AS recovered_amount,
+       coalesce(sum(CASE WHEN {_OPEN} THEN remaining END), 0) AS at_risk,
+       coalesce(sum(with_person), 0) AS with_person"""
+
+
+def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress: _Progress) -> Headline:
+    """The headline from the cube (which must exist on `conn`)."""
+    totals = _query(conn, f"SELECT {_MEASURES} FROM report_cube")[0]
+    by_state = dict(conn.execute(
+        f"SELECT state, sum(cases) FROM report_cube WHERE {_ENDED} GROUP BY state ORDER BY state").fetchall())
     currencies = [
         CurrencyFigures(
             currency=row["currency"], cases=row["cases"], ended=row["ended"], recovered=row["recovered"],
-            amount_at_stake=row["at_stake"], amount_recovered=row["recovered_amount"],
+            recovery_rate=_rate(row["recovered"], row["ended"]), amount_at_stake=row["at_stake"], amount_recovered=row["recovered_amount"],
             amount_recovery_rate=_rate(row["recovered_amount"], row["at_stake"]), revenue_at_risk=row["at_risk"])
-        for row in cube.rows(
-            f"""SELECT currency, sum(cases) AS cases,
-                       coalesce(sum(CASE WHEN {_ENDED} THEN cases END), 0) AS ended,
-                       coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
-                       coalesce(sum(CASE WHEN {_ENDED} THEN at_stake END), 0) AS at_stake,
-                       coalesce(sum(CASE WHEN {_ENDED} THEN recovered_amount END), 0) AS recovered_amount,
-                       coalesce(sum(CASE WHEN {_OPEN} THEN remaining END), 0) AS at_risk
-                FROM report_cube GROUP BY currency ORDER BY currency""")]
+        for row in _query(conn, f"SELECT currency, {_MEASURES} FROM report_cube GROUP BY currency ORDER BY currency")]
+    cases = totals["cases"] or 0
     return Headline(
         since=iso(period.since), until=iso(period.until), generated_at=iso(now),
-        failed_invoices=totals["cases"], open=totals["open"], ended=totals["ended"],
+        failed_invoices=cases, open=totals["open"], ended=totals["ended"],
         recovered=totals["recovered"], recovery_rate=_rate(totals["recovered"], totals["ended"]),
         ended_by_state=by_state, currencies=currencies,
-        days_to_recovery=_days_to_recovery(ledger, period, totals["recovered"]),
-        churn=_churn(ledger, period), with_person=totals["with_person"], closed_by_person=totals["closed"],
+        days_to_recovery=_days_to_recovery(conn, period, progress),
+        churn=_churn(conn, period), with_person=totals["with_person"], closed_by_person=totals["closed"],
         filter=period.condition())
 
 
-def _days_to_recovery(ledger: Ledger, period: Period, recovered: int) -> DaysToRecovery:
-    """Median (mean of the two middle values when the count is even), mean, and p90 by nearest rank: the
-    value at rank ceil(0.9 n) of the ascending durations."""
-    if not recovered:
+def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: _Progress) -> DaysToRecovery:
+    """Median (mean of the two middle values when the count is even), mean, and p90 by nearest rank: the value
+    at rank ceil(0.9 n) of the ascending durations.
+
+    The ranks wanted are first located in the per-day counts; then only the cases of those (one to three)
+    days are ranked, inside SQLite, instead of sorting every recovered case."""
+    by_day = progress.by_day
+    n = sum(by_day.values())
+    if not n:
         return DaysToRecovery(0, None, None, None)
-    where, params = period.where()
-    n = recovered
     ranks = sorted({(n + 1) // 2, n // 2 + 1, math.ceil(0.9 * n)})
-    # One sort of the recovered cases; the rows wanted are picked by rank inside SQLite.
-    sql = f"""SELECT rank, seconds, total FROM (
-                SELECT {_SECONDS} AS seconds, row_number() OVER (ORDER BY {_SECONDS}) AS rank,
-                       sum({_SECONDS}) OVER () AS total
-                FROM cases WHERE state = 'recovered' AND {where})
-              WHERE rank IN ({", ".join("?" * len(ranks))})"""
-    values, total = {}, 0
-    for row in ledger.db.execute(sql, [*params, *ranks]):
-        values[row[0]] = row[1]
-        total = row[2]
+    within: dict[int, int] = {}          # overall rank -> rank among the cases of its day
+    days: dict[int, list[int]] = {}      # day -> overall ranks that fall on it
+    before = 0
+    for day in sorted(by_day):
+        for rank in ranks:
+            if before < rank <= before + by_day[day]:
+                within[rank] = rank - before
+                days.setdefault(day, []).append(rank)
+        before += by_day[day]
+    where, params = period.where()
+    values: dict[int, int] = {}
+    for day, day_ranks in days.items():
+        found = dict(conn.execute(
+            f"""SELECT place, seconds FROM (
+                  SELECT seconds, row_number() OVER (ORDER BY seconds) AS place FROM (
+                    SELECT {_SECONDS} AS seconds FROM cases WHERE +state = 'recovered' AND {where} LIMIT -1)
+                  WHERE seconds / 86400 = ?)
+                WHERE place IN ({", ".join("?" * len(day_ranks))})""",
+            [*params, day, *(within[r] for r in day_ranks)]).fetchall())
+        for rank in day_ranks:
+            values[rank] = found[within[rank]]
     median = values[(n + 1) // 2] if n % 2 else (values[n // 2] + values[n // 2 + 1]) / 2
-    return DaysToRecovery(n, _days(median), _days(total / n), _days(values[math.ceil(0.9 * n)]))
+    return DaysToRecovery(n, _days(median), _days(progress.recovery_seconds / n), _days(values[math.ceil(0.9 * n)]))
 
 
-def _churn(ledger: Ledger, period: Period) -> Churn:
+def _churn(conn: sqlite3.Connection, period: Period) -> Churn:
     closed_where, closed_params = period.where("closed_at")
-    churned = ledger.db.execute(
+    churned = conn.execute(
         f"""SELECT count(DISTINCT coalesce(subscription_id, 'case:' || id)) FROM cases
             WHERE churned = 1 AND closed_at IS NOT NULL AND {closed_where}""", closed_params).fetchone()[0]
     if period.since:
-        active = ledger.db.execute("SELECT count(*) FROM subscriptions WHERE canceled_at IS NULL OR canceled_at >= ?",
-                                   [iso(period.since)]).fetchone()[0]
+        active = conn.execute("SELECT count(*) FROM subscriptions WHERE canceled_at IS NULL OR canceled_at >= ?",
+                              [iso(period.since)]).fetchone()[0]
     else:
-        active = ledger.db.execute("SELECT count(*) FROM subscriptions").fetchone()[0]
+        active = conn.execute("SELECT count(*) FROM subscriptions").fetchone()[0]
     bounds = period.condition().get("first_failed_at", {})
     return Churn(churned, active, _rate(churned, active),
                  {"churned": 1, **({"closed_at": bounds} if bounds else {})})
 
 
-def _breakdown(cube: _Cube, dimension: str, period: Period, all_recovered: int) -> list[BreakdownRow]:
-    column = _CUBE_KEYS[dimension]
-    channel = dimension == "channel"
-    rows = cube.rows(
-        f"""SELECT {column} AS key, currency, sum(cases) AS cases,
-                   coalesce(sum(CASE WHEN {_ENDED} THEN cases END), 0) AS ended,
-                   coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
-                   coalesce(sum(CASE WHEN {_ENDED} THEN at_stake END), 0) AS at_stake,
-                   coalesce(sum(CASE WHEN {_ENDED} THEN recovered_amount END), 0) AS recovered_amount,
-                   coalesce(sum(CASE WHEN {_OPEN} THEN remaining END), 0) AS at_risk,
-                   sum(with_person) AS with_person
-            FROM report_cube {"WHERE state = 'recovered'" if channel else ""}
-            GROUP BY key, currency
-            ORDER BY {"recovered DESC" if channel else "cases DESC"}, key, currency""")
-    result = []
-    for row in rows:
-        key = row["key"] if row["key"] is not None else ""
-        conditions = {**period.condition(), **({"state": "recovered"} if channel else {}),
-                      dimension: key, "currency": row["currency"]}
-        if dimension == "currency":
-            conditions = {**period.condition(), "currency": key}
-        result.append(BreakdownRow(
-            dimension=dimension, key=key, currency=row["currency"], cases=row["cases"],
-            ended=None if channel else row["ended"], recovered=row["recovered"],
-            recovery_rate=None if channel else _rate(row["recovered"], row["ended"]),
-            amount_at_stake=None if channel else row["at_stake"], amount_recovered=row["recovered_amount"],
-            amount_recovery_rate=None if channel else _rate(row["recovered_amount"], row["at_stake"]),
-            revenue_at_risk=None if channel else row["at_risk"], with_person=row["with_person"],
-            share_of_recovered=_rate(row["recovered"], all_recovered), filter=conditions))
-    return result
+def _breakdown_row(dimension: str, row: dict, conditions: dict, all_recovered: int,
+                   channel: bool = False) -> BreakdownRow:
+    return BreakdownRow(
+        dimension=dimension, key=row["key"] if row["key"] is not None else "", currency=row["currency"],
+        cases=row["cases"], ended=None if channel else row["ended"], recovered=row["recovered"],
+        recovery_rate=None if channel else _rate(row["recovered"], row["ended"]),
+        amount_at_stake=None if channel else row["at_stake"], amount_recovered=row["recovered_amount"],
+        amount_recovery_rate=None if channel else _rate(row["recovered_amount"], row["at_stake"]),
+        revenue_at_risk=None if channel else row["at_risk"], with_person=row["with_person"],
+        share_of_recovered=_rate(row["recovered"], all_recovered), filter=conditions)
 
 
-def _retry_success(ledger: Ledger, period: Period) -> list[AttemptRow]:
+def _breakdown(conn: sqlite3.Connection, dimension: str, period: Period, all_recovered: int) -> list[BreakdownRow]:
+    """One breakdown from the cube (which must exist on `conn`)."""
+    rows = _query(conn, f"""SELECT {_CUBE_KEYS[dimension]} AS key, currency, {_MEASURES} FROM report_cube
+                            GROUP BY key, currency ORDER BY cases DESC, key, currency""")
+    return [_breakdown_row(dimension, row, {**period.condition(), dimension: row["key"], "currency": row["currency"]},
+                           all_recovered)
+            for row in rows]
+
+
+def _channel_rows(conn: sqlite3.Connection, period: Period, window: timedelta) -> list[dict]:
+    """Recovered cases by the channel of their last touch. The cases are read in table order (NOT INDEXED)
+    so the lookups into actions, ordered by case id, stay local; LIMIT -1 keeps SQLite from evaluating the
+    lookup twice per case (once to group, once to output)."""
     where, params = period.where()
-    # Cases grouped by (furthest attempt, attempt that recovered them): a few dozen rows, summed per attempt.
-    grouped = ledger.db.execute(
-        f"""SELECT {_REACHED} AS reached,
-                   CASE WHEN state = 'recovered' THEN recovered_attempt END AS won_at, count(*)
-            FROM cases WHERE {where} GROUP BY reached, won_at""", params).fetchall()
+    return _query(conn,
+        f"""SELECT channel AS key, currency, count(*) AS cases, count(*) AS recovered,
+                   sum(amount_recovered) AS recovered_amount, sum(with_person) AS with_person
+            FROM (SELECT {_last_touch()} AS channel, currency, amount_recovered, with_person
+                  FROM cases c NOT INDEXED WHERE state = 'recovered' AND {where} LIMIT -1)
+            GROUP BY channel, currency ORDER BY recovered DESC, channel, currency""",
+        [_window_modifier(window), *params])
+
+
+def _channel_breakdown(rows: list[dict], period: Period, all_recovered: int) -> list[BreakdownRow]:
+    return [_breakdown_row("channel", {**row, "ended": None, "at_stake": None, "at_risk": None},
+                           {**period.condition(), "state": "recovered", "channel": row["key"],
+                            "currency": row["currency"]}, all_recovered, channel=True)
+            for row in rows]
+
+
+def _retry_success(progress: _Progress, period: Period) -> list[AttemptRow]:
+    grouped = progress.attempts          # a few dozen (furthest attempt, attempt that recovered, count) rows
     top = max((row[0] for row in grouped), default=0)
     rows = []
     for n in range(2, top + 1):
@@ -365,11 +420,7 @@ def _retry_success(ledger: Ledger, period: Period) -> list[AttemptRow]:
     return rows
 
 
-def _recovery_curve(ledger: Ledger, period: Period, cohort_cases: int) -> list[CurvePoint]:
-    where, params = period.where()
-    by_day = dict(ledger.db.execute(
-        f"""SELECT max({_SECONDS}, 0) / 86400 AS day, count(*) FROM cases
-            WHERE state = 'recovered' AND {where} GROUP BY day""", params).fetchall())
+def _recovery_curve(by_day: dict[int, int], cohort_cases: int) -> list[CurvePoint]:
     if not cohort_cases:
         return []
     points, running = [], 0
@@ -379,29 +430,62 @@ def _recovery_curve(ledger: Ledger, period: Period, cohort_cases: int) -> list[C
     return points
 
 
+def _second_connection(ledger: Ledger) -> sqlite3.Connection | None:
+    """A read-only connection for queries run alongside the main ones, or None for a ledger without a file."""
+    if ledger.path is None:
+        return None
+    conn = sqlite3.connect(f"file:{ledger.path}?mode=ro", uri=True, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
 def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimensions: list[str] | None = None,
                  attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW) -> Report:
-    """Compute the report for the cohort of `period` with the breakdowns named in `dimensions` (default all)."""
+    """Compute the report for the cohort of `period` with the breakdowns named in `dimensions` (default all).
+
+    Channel attribution (one lookup per recovered case) runs on a second, read-only connection in a thread
+    while the rest runs on the ledger's: SQLite releases the GIL, so on two cores the two halves overlap."""
     dimensions = parse_dimensions(dimensions)
-    cube = _Cube(ledger, period, attribution_window)
-    try:
-        headline = _headline(ledger, cube, period, now)
-        breakdowns = {d: _breakdown(cube, d, period, headline.recovered) for d in dimensions if d != "attempt"}
-    finally:
-        cube.drop()
+    conn = ledger.db.conn
+    second = _second_connection(ledger) if "channel" in dimensions else None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        channel_rows = None
+        if "channel" in dimensions:
+            channel_rows = pool.submit(_channel_rows, second or conn, period, attribution_window)
+            if second is None:           # one connection: wait rather than share it between threads
+                channel_rows.result()
+        try:
+            progress = _progress(conn, period)
+            _cube(conn, period)
+            try:
+                headline = _headline(conn, period, now, progress)
+                breakdowns = {d: _breakdown(conn, d, period, headline.recovered)
+                              for d in dimensions if d in _CUBE_KEYS}
+            finally:
+                conn.execute("DROP TABLE IF EXISTS temp.report_cube")
+            if channel_rows is not None:
+                breakdowns["channel"] = _channel_breakdown(channel_rows.result(), period, headline.recovered)
+        finally:
+            if channel_rows is not None:
+                channel_rows.exception()     # never leave the thread running on a connection being closed
+            if second is not None:
+                second.close()
     return Report(
         headline=headline, attribution_window_seconds=int(attribution_window.total_seconds()),
-        dimensions=dimensions, breakdowns=breakdowns, retry_success=_retry_success(ledger, period),
-        recovery_curve=_recovery_curve(ledger, period, headline.failed_invoices))
+        dimensions=dimensions, breakdowns={d: breakdowns[d] for d in dimensions if d in breakdowns},
+        retry_success=_retry_success(progress, period),
+        recovery_curve=_recovery_curve(progress.by_day, headline.failed_invoices))
 
 
 def headline(ledger: Ledger, now: datetime, period: Period = Period()) -> Headline:
-    """The headline alone (all cases by default), for the top of `dunctl status`."""
-    cube = _Cube(ledger, period, DEFAULT_ATTRIBUTION_WINDOW)
+    """The headline alone (every case in the ledger by default), for the top of `dunctl status`."""
+    conn = ledger.db.conn
+    progress = _progress(conn, period)
+    _cube(conn, period)
     try:
-        return _headline(ledger, cube, period, now)
+        return _headline(conn, period, now, progress)
     finally:
-        cube.drop()
+        conn.execute("DROP TABLE IF EXISTS temp.report_cube")
 
 
 # -- tracing numbers to cases -------------------------------------------------------------------------------------
@@ -414,24 +498,17 @@ CASE_COLUMNS = ("case_id", "invoice_id", "customer_id", "subscription_id", "stat
 
 def case_listing(ledger: Ledger, period: Period = Period(),
                  attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW) -> Iterator[dict]:
-    """Every case behind the report, one row each, with the derived columns the metrics use (channel, days to
-    recovery, reached attempt), streamed. Cases outside the cohort appear only when they count towards churn
-    in the period (in_cohort = 0)."""
+    """Every case behind the report, one row each, streamed, with the derived columns the metrics use (channel,
+    days to recovery, reached attempt) named as in the rows' `filter`. Cases outside the cohort appear only
+    when they count towards churn in the period (in_cohort = 0)."""
     where, params = period.where()
     closed_where, closed_params = period.where("closed_at")
-    touches = ", ".join(f"'{a}'" for a in TOUCHES)
-    credited = " ".join(f"WHEN '{a}' THEN '{c}'" for a, c in TOUCHES.items())
     sql = f"""
         SELECT id AS case_id, invoice_id, customer_id, subscription_id, state, segment,
                first_failure_type AS failure_type, sequence, currency, substr(first_failed_at, 1, 7) AS cohort,
                first_failed_at, recovered_at, closed_at,
                CASE WHEN state = 'recovered' THEN round({_SECONDS} / 86400.0, 4) END AS days_to_recovery,
-               CASE WHEN state = 'recovered' THEN coalesce(
-                 (SELECT CASE a.action {credited} END FROM actions a
-                  WHERE a.case_id = c.id AND a.status = 'done' AND a.action IN ({touches})
-                    AND a.finished_at <= c.recovered_at
-                    AND a.finished_at >= strftime('%Y-%m-%dT%H:%M:%SZ', c.recovered_at, ?)
-                  ORDER BY a.finished_at DESC, a.id DESC LIMIT 1), '{NO_TOUCH}') END AS channel,
+               CASE WHEN state = 'recovered' THEN {_last_touch()} END AS channel,
                {_REACHED} AS reached_attempt,
                CASE WHEN state = 'recovered' THEN recovered_attempt END AS recovered_attempt, recovered_by,
                CASE WHEN {_ENDED} THEN amount_due - amount_paid_at_open END AS amount_at_stake,
@@ -441,8 +518,7 @@ def case_listing(ledger: Ledger, period: Period = Period(),
         FROM cases c
         WHERE ({where}) OR (churned = 1 AND closed_at IS NOT NULL AND {closed_where})
         ORDER BY first_failed_at, id"""
-    cursor = ledger.db.execute(sql, [f"-{int(attribution_window.total_seconds())} seconds", *params, *params,
-                                     *closed_params])
+    cursor = ledger.db.execute(sql, [_window_modifier(attribution_window), *params, *params, *closed_params])
     names = [d[0] for d in cursor.description]
     for row in cursor:
         yield dict(zip(names, row))

@@ -1,0 +1,159 @@
+"""`dunctl report`: recovery metrics as Rich tables, JSON, CSV, Markdown or one self-contained HTML file."""
+
+from __future__ import annotations
+
+import io
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, load, now_from, open_ledger, out
+from dunctl.clock import parse_instant
+from dunctl.errors import UsageError
+from dunctl.report import DIMENSIONS, Headline, Period, Report, build_report, case_listing
+from dunctl.report_render import CASE_RENDERERS, RENDERERS, Table, headline_rows, period_text, tables
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    html = "html"
+    md = "md"
+
+
+@handles_errors
+def report(
+    since: Annotated[str | None, typer.Option("--since", help="Cohort start: cases first failed at or after this "
+                                              "UTC date or time.", show_default=False)] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Cohort end: cases first failed before this.",
+                                              show_default=False)] = None,
+    by: Annotated[list[str] | None, typer.Option(
+        "--by", help=f"Breakdowns to show (repeat or comma-separate): {', '.join(DIMENSIONS)}. Default: all.",
+        show_default=False)] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.",
+                                                show_default=False)] = None,
+    cases: Annotated[bool, typer.Option("--cases", help="List the cases behind the numbers, one per line "
+                                        "(csv, json lines, md or table), instead of the metrics.")] = False,
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show recovery metrics for the cases first failed in a period, e.g.
+
+    dunctl report --since 2026-10-01 --until 2026-11-01 --by channel --format html -o october.html
+    """
+    config = load()
+    ledger = open_ledger(config, must_exist=True)
+    period = Period(_instant(since, "--since"), _instant(until, "--until"))
+    window = config.file.dunning.attribution_window
+    fmt = Format.json if as_json else fmt
+    if cases:
+        write_cases(case_listing(ledger, period, window), fmt, output)
+        return
+    result = build_report(ledger, now_from(now), period, by, window)
+    write(result, fmt, output)
+
+
+def _instant(text: str | None, option: str):
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except UsageError as error:
+        raise UsageError(f"{option}: {error.message}", error.hint)
+
+
+def report_command(config_path: Path, since: str | None = None, until: str | None = None,
+                   by: list[str] | None = None, fmt: str = "table", output: Path | None = None) -> None:
+    """The command without Typer's option parsing, for callers that hold a config path."""
+    from dunctl.cli import common
+
+    common.state.config_path = config_path
+    report(since=since, until=until, by=by, fmt=Format(fmt), output=output, cases=False, now=None, as_json=False)
+
+
+# -- writing ---------------------------------------------------------------------------------------------------------
+
+
+def write(result: Report, fmt: Format, output: Path | None) -> None:
+    if fmt is Format.table:
+        text = None
+        if output is None:
+            render_tables(result, out)
+        else:
+            buffer = io.StringIO()
+            render_tables(result, Console(file=buffer, width=160, color_system=None, highlight=False))
+            text = buffer.getvalue()
+    else:
+        text = RENDERERS[fmt.value](result)
+    if text is None:
+        return
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}", markup=False)
+
+
+def write_cases(rows, fmt: Format, output: Path | None) -> None:
+    renderer = CASE_RENDERERS.get("md" if fmt is Format.table else fmt.value)
+    if renderer is None:
+        raise UsageError("--cases lists cases as csv, json, md or table", "drop --format html, or drop --cases")
+    if output is None:
+        renderer(rows, sys.stdout)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        renderer(rows, handle)
+    err.print(f"wrote {output}", markup=False)
+
+
+def _rich(table: Table) -> RichTable:
+    # Headers may wrap; cells never do, and collapsed padding keeps eleven columns inside 120 characters.
+    rich = RichTable(title=table.title, title_justify="left", title_style="bold", header_style="bold",
+                     caption=table.note, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+                     collapse_padding=True, pad_edge=False)
+    for i, column in enumerate(table.columns):
+        widest = max((len(row[i]) for row in table.rows), default=0)
+        rich.add_column(column, justify="left" if i == 0 else "right", min_width=min(widest, 24))
+    for row in table.rows:
+        rich.add_row(*row)
+    return rich
+
+
+# The terminal shows the recovery curve at these days (and the last); md, html and json have every day.
+CURVE_DAYS = {0, 1, 2, 3, 5, 7, 10, 14, 21, 28, 30, 45, 60, 90, 120, 180}
+
+
+def _terminal(table: Table) -> Table:
+    if table.name != "recovery_curve" or not table.rows:
+        return table
+    last = table.rows[-1][0]
+    rows = [row for row in table.rows if int(row[0]) in CURVE_DAYS or row[0] == last]
+    return Table(table.name, table.title, table.columns, rows, table.note)
+
+
+def render_tables(result: Report, console: Console) -> None:
+    console.print(f"Recovery report: {period_text(result.headline)}", markup=False, style="bold")
+    for table in map(_terminal, tables(result)):
+        if table.rows:
+            console.print(_rich(table))
+        else:
+            console.print(f"{table.title}: no rows", markup=False)
+
+
+def render_headline(headline: Headline, console: Console | None = None) -> None:
+    """The headline as one compact table, for the top of `dunctl status`."""
+    console = console or out
+    table = RichTable(title="Recovery (all cases)", title_justify="left", header_style="bold", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in headline_rows(headline):
+        table.add_row(name, value)
+    console.print(table)

@@ -1,0 +1,331 @@
+"""The report as JSON, CSV, Markdown and HTML. Knows nothing of the terminal: the Rich table lives in the CLI,
+built from the same `tables()` so every human format shows the same cells."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from dunctl.money import format_amount, to_major
+from dunctl.report import CASE_COLUMNS, DIMENSIONS, Headline, Report
+
+DASH = "—"
+TITLES = {"segment": "By segment", "failure_type": "By failure type (at first failure)", "sequence": "By sequence",
+          "channel": "Recovery by channel (last touch before payment)", "attempt": "Retry success by attempt",
+          "currency": "By currency", "cohort": "By cohort month of first failure"}
+KEY_NAMES = {"segment": "Segment", "failure_type": "Failure type", "sequence": "Sequence", "channel": "Channel",
+             "currency": "Currency", "cohort": "Cohort"}
+CHURN_DENOMINATOR = ("subscriptions in the ledger not canceled before the period start (the ledger holds the "
+                     "subscriptions dunctl has synced)")
+
+
+# -- cells ---------------------------------------------------------------------------------------------------------
+
+
+def percent(rate: float | None) -> str:
+    return DASH if rate is None else f"{rate * 100:.1f}%"
+
+
+def days(value: float | None) -> str:
+    return DASH if value is None else f"{value:.1f} d"
+
+
+def money(amount: int | None, currency: str) -> str:
+    return DASH if amount is None else format_amount(amount, currency)
+
+
+def count(value: int | None) -> str:
+    return DASH if value is None else f"{value:,}"
+
+
+def period_text(h: Headline) -> str:
+    if not h.since and not h.until:
+        return "all cases in the ledger"
+    return f"cases first failed from {h.since or 'the start'} to before {h.until or 'now'}"
+
+
+# -- tables shared by the table, md and html formats ----------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    name: str                     # stable id: headline, currencies, segment, ..., attempt, recovery_curve
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str | None = None
+
+
+def headline_rows(h: Headline) -> list[list[str]]:
+    """Metric / value lines of the headline, money per currency, for `status` and every human format."""
+    rows = [["Failed invoices", count(h.failed_invoices)],
+            ["Open (incl. paused)", count(h.open)],
+            ["Ended", count(h.ended)],
+            ["Recovered", count(h.recovered)]]
+    rows += [[f"Recovered amount ({c.currency.upper()})", money(c.amount_recovered, c.currency)]
+             for c in h.currencies]
+    rows.append(["Recovery rate (count)", percent(h.recovery_rate)])
+    rows += [[f"Recovery rate (amount, {c.currency.upper()})", percent(c.amount_recovery_rate)]
+             for c in h.currencies]
+    rows += [[f"Revenue at risk now ({c.currency.upper()})", money(c.revenue_at_risk, c.currency)]
+             for c in h.currencies]
+    d = h.days_to_recovery
+    rows += [["Days to recovery, median", days(d.median)],
+             ["Days to recovery, mean", days(d.mean)],
+             ["Days to recovery, p90", days(d.p90)],
+             ["Involuntary churn", f"{percent(h.churn.rate)} ({h.churn.churned_subscriptions:,} of "
+                                   f"{h.churn.active_subscriptions:,} subscriptions)"],
+             ["Cases with a person", count(h.with_person)],
+             ["Closed by a person", count(h.closed_by_person)]]
+    return rows
+
+
+def tables(report: Report) -> list[Table]:
+    h = report.headline
+    result = [
+        Table("headline", "Headline", ["Metric", "Value"], headline_rows(h),
+              f"Cohort: {period_text(h)}. Involuntary churn: subscriptions cancelled by exhausted dunning in the "
+              f"period / {CHURN_DENOMINATOR}."),
+        Table("currencies", "Money by currency (never added across currencies)",
+              ["Currency", "Cases", "Ended", "Recovered", "At stake (ended)", "Recovered amount",
+               "Rate by amount", "Revenue at risk"],
+              [[c.currency.upper(), count(c.cases), count(c.ended), count(c.recovered),
+                money(c.amount_at_stake, c.currency), money(c.amount_recovered, c.currency),
+                percent(c.amount_recovery_rate), money(c.revenue_at_risk, c.currency)] for c in h.currencies]),
+    ]
+    for dimension in report.dimensions:
+        if dimension == "attempt":
+            result.append(Table(
+                "attempt", TITLES["attempt"], ["Attempt", "Reached", "Recovered at it", "Success rate"],
+                [[str(r.attempt), count(r.reached), count(r.recovered), percent(r.success_rate)]
+                 for r in report.retry_success],
+                "Attempt 1 is the payment that failed; reached = cases whose furthest attempt is n or later."))
+        elif dimension == "channel":
+            result.append(Table(
+                "channel", TITLES["channel"],
+                ["Channel", "Currency", "Recovered", "Share of recovered", "Recovered amount", "With a person"],
+                [[r.key, r.currency.upper(), count(r.recovered), percent(r.share_of_recovered),
+                  money(r.amount_recovered, r.currency), count(r.with_person)]
+                 for r in report.breakdowns.get("channel", [])],
+                f"Last email, SMS, retry or escalation done within "
+                f"{report.attribution_window_seconds / 86400:g} days before payment."))
+        else:
+            result.append(Table(
+                dimension, TITLES[dimension],
+                [KEY_NAMES[dimension], "Currency", "Cases", "Ended", "Recovered", "Recovery rate",
+                 "At stake (ended)", "Recovered amount", "Rate by amount", "Revenue at risk", "With a person"],
+                [[r.key, r.currency.upper(), count(r.cases), count(r.ended), count(r.recovered),
+                  percent(r.recovery_rate), money(r.amount_at_stake, r.currency),
+                  money(r.amount_recovered, r.currency), percent(r.amount_recovery_rate),
+                  money(r.revenue_at_risk, r.currency), count(r.with_person)]
+                 for r in report.breakdowns.get(dimension, [])]))
+    result.append(Table(
+        "recovery_curve", "Recovery curve", ["Day", "Recovered (cumulative)", "Share of failed invoices"],
+        [[str(p.day), count(p.recovered), percent(p.share)] for p in report.recovery_curve],
+        "Day d: recovered less than d + 1 days after the first failure, over all the cohort's cases."))
+    return result
+
+
+# -- json ----------------------------------------------------------------------------------------------------------
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(asdict(report), indent=2, sort_keys=False) + "\n"
+
+
+# -- csv -----------------------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ["dimension", "key", "currency", "cases", "ended", "recovered", "recovery_rate", "amount_at_stake",
+               "amount_recovered", "amount_recovery_rate", "revenue_at_risk", "with_person", "share_of_recovered",
+               "value", "filter"]
+
+
+def _csv_value(value) -> str:
+    return "" if value is None else str(value)
+
+
+def csv_rows(report: Report) -> Iterator[dict]:
+    """One dict per CSV line: amounts in major units next to their currency, rates as fractions."""
+    h = report.headline
+
+    def amount(value, currency):
+        return "" if value is None else to_major(value, currency)
+
+    yield {"dimension": "total", "key": "all", "cases": h.failed_invoices, "ended": h.ended,
+           "recovered": h.recovered, "recovery_rate": h.recovery_rate, "with_person": h.with_person,
+           "filter": h.filter}
+    for c in h.currencies:
+        yield {"dimension": "total", "key": "all", "currency": c.currency, "cases": c.cases, "ended": c.ended,
+               "recovered": c.recovered, "recovery_rate": c.recovery_rate,
+               "amount_at_stake": amount(c.amount_at_stake, c.currency),
+               "amount_recovered": amount(c.amount_recovered, c.currency),
+               "amount_recovery_rate": c.amount_recovery_rate,
+               "revenue_at_risk": amount(c.revenue_at_risk, c.currency),
+               "filter": {**h.filter, "currency": c.currency}}
+    d = h.days_to_recovery
+    metrics = [("open", h.open), ("closed_by_person", h.closed_by_person),
+               *((f"ended_{state}", n) for state, n in h.ended_by_state.items()),
+               ("days_to_recovery_median", d.median), ("days_to_recovery_mean", d.mean),
+               ("days_to_recovery_p90", d.p90), ("churned_subscriptions", h.churn.churned_subscriptions),
+               ("active_subscriptions", h.churn.active_subscriptions), ("involuntary_churn_rate", h.churn.rate),
+               ("attribution_window_seconds", report.attribution_window_seconds)]
+    for name, value in metrics:
+        yield {"dimension": "headline", "key": name, "value": value,
+               "filter": h.churn.filter if "churn" in name or "subscriptions" in name else h.filter}
+    for dimension in report.dimensions:
+        if dimension == "attempt":
+            for r in report.retry_success:
+                yield {"dimension": "attempt", "key": r.attempt, "cases": r.reached, "recovered": r.recovered,
+                       "recovery_rate": r.success_rate, "filter": r.filter}
+            continue
+        for r in report.breakdowns.get(dimension, []):
+            yield {"dimension": dimension, "key": r.key, "currency": r.currency, "cases": r.cases, "ended": r.ended,
+                   "recovered": r.recovered, "recovery_rate": r.recovery_rate,
+                   "amount_at_stake": amount(r.amount_at_stake, r.currency),
+                   "amount_recovered": amount(r.amount_recovered, r.currency),
+                   "amount_recovery_rate": r.amount_recovery_rate,
+                   "revenue_at_risk": amount(r.revenue_at_risk, r.currency), "with_person": r.with_person,
+                   "share_of_recovered": r.share_of_recovered, "filter": r.filter}
+    for p in report.recovery_curve:
+        yield {"dimension": "recovery_curve", "key": p.day, "cases": h.failed_invoices, "recovered": p.recovered,
+               "recovery_rate": p.share, "filter": h.filter}
+
+
+def to_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in csv_rows(report):
+        row = {k: json.dumps(v, sort_keys=True) if k == "filter" else _csv_value(v) for k, v in row.items()}
+        writer.writerow(row)
+    return out.getvalue()
+
+
+# -- markdown ------------------------------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(report: Report) -> str:
+    h = report.headline
+    lines = ["# Recovery report", "", f"Cohort: {period_text(h)}. Generated {h.generated_at}.", ""]
+    for table in tables(report):
+        lines += [f"## {table.title}", ""]
+        if not table.rows:
+            lines += ["_No rows._", ""]
+        else:
+            lines.append("| " + " | ".join(table.columns) + " |")
+            lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|")
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+            lines.append("")
+        if table.note:
+            lines += [table.note, ""]
+    lines += ["Definitions: see the Metrics section of the dunctl README.", ""]
+    return "\n".join(lines)
+
+
+# -- html ----------------------------------------------------------------------------------------------------------
+
+CHART_WIDTH, CHART_HEIGHT, PAD = 600, 240, 40
+
+
+def _curve_chart(report: Report) -> dict | None:
+    points = report.recovery_curve
+    if not points:
+        return None
+    last = max(points[-1].day, 1)
+    top = max(max(p.share for p in points), 0.01)
+    inner_w, inner_h = CHART_WIDTH - 2 * PAD, CHART_HEIGHT - 2 * PAD
+
+    def xy(day, share):
+        return round(PAD + inner_w * day / last, 1), round(CHART_HEIGHT - PAD - inner_h * share / top, 1)
+
+    return {"points": " ".join(f"{x},{y}" for x, y in (xy(p.day, p.share) for p in points)),
+            "dots": [{"x": xy(p.day, p.share)[0], "y": xy(p.day, p.share)[1],
+                      "label": f"day {p.day}: {percent(p.share)}"} for p in points],
+            "top": percent(top), "last": last, "x0": PAD, "y0": CHART_HEIGHT - PAD, "x1": CHART_WIDTH - PAD,
+            "y1": PAD}
+
+
+def _bars(items: list[tuple[str, float, str]]) -> dict | None:
+    """Horizontal bars, one per (label, fraction 0..1, text)."""
+    if not items:
+        return None
+    bar, gap, label_w = 26, 8, 130
+    width = CHART_WIDTH - label_w - 70
+    top = max(max(v for _, v, _ in items), 0.0001)
+    bars = [{"label": label, "text": text, "y": i * (bar + gap), "height": bar,
+             "width": round(width * value / top, 1), "x": label_w, "text_x": label_w + round(width * value / top, 1) + 6}
+            for i, (label, value, text) in enumerate(items)]
+    return {"bars": bars, "height": len(items) * (bar + gap), "label_w": label_w}
+
+
+def html_context(report: Report) -> dict:
+    channel_totals: dict[str, int] = {}
+    for r in report.breakdowns.get("channel", []):
+        channel_totals[r.key] = channel_totals.get(r.key, 0) + r.recovered
+    recovered = report.headline.recovered or 1
+    return {
+        "report": report, "h": report.headline, "period": period_text(report.headline),
+        "tables": tables(report),
+        "curve": _curve_chart(report),
+        "retry_bars": _bars([(f"attempt {r.attempt}", r.success_rate or 0.0,
+                              f"{percent(r.success_rate)} ({r.recovered:,}/{r.reached:,})")
+                             for r in report.retry_success]),
+        "channel_bars": _bars([(name, n / recovered, f"{n:,} ({percent(n / recovered)})")
+                               for name, n in sorted(channel_totals.items(), key=lambda kv: -kv[1])]),
+        "width": CHART_WIDTH, "height": CHART_HEIGHT,
+    }
+
+
+def _environment() -> Environment:
+    return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+
+
+def to_html(report: Report) -> str:
+    return _environment().get_template("report.html.j2").render(**html_context(report))
+
+
+RENDERERS = {"json": to_json, "csv": to_csv, "md": to_markdown, "html": to_html}
+
+
+# -- the case listing ----------------------------------------------------------------------------------------------
+
+
+def cases_csv(rows: Iterable[dict], out: io.TextIOBase) -> None:
+    """The case listing as CSV, amounts in major units (the columns of CASE_COLUMNS)."""
+    writer = csv.DictWriter(out, CASE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (to_major(v, row["currency"]) if k.startswith(("amount_", "revenue_")) and v is not None
+                             else _csv_value(v)) for k, v in row.items()})
+
+
+def cases_json(rows: Iterable[dict], out: io.TextIOBase) -> None:
+    """The case listing as JSON lines, one case per line, amounts in minor units."""
+    for row in rows:
+        out.write(json.dumps(row, sort_keys=False) + "\n")
+
+
+def cases_markdown(rows: Iterable[dict], out: io.TextIOBase) -> None:
+    columns = ["case_id", "invoice_id", "state", "segment", "failure_type", "currency", "first_failed_at",
+               "days_to_recovery", "channel", "reached_attempt", "amount_at_stake", "amount_recovered",
+               "revenue_at_risk", "in_cohort"]
+    out.write("| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n")
+    for row in rows:
+        cells = [money(row[c], row["currency"]) if c.startswith(("amount_", "revenue_")) and row[c] is not None
+                 else _csv_value(row[c]) for c in columns]
+        out.write("| " + " | ".join(_md_cell(c) for c in cells) + " |\n")
+
+
+CASE_RENDERERS = {"csv": cases_csv, "json": cases_json, "md": cases_markdown}
+__all__ = ["DIMENSIONS", "RENDERERS", "CASE_RENDERERS", "tables", "headline_rows", "Table"]
