@@ -23,7 +23,7 @@ from dunctl.config import Config, load_config
 from dunctl.engine import ChannelSet, TickResult, build_channels, run_tick
 from dunctl.errors import UsageError
 from dunctl.ledger import ENDED_STATES, Ledger
-from dunctl.scaffold import shipped_dir, write_starter
+from dunctl.scaffold import write_starter
 from dunctl.simulation.account import SimulatedAccount, Stats
 from dunctl.simulation.assumptions import DEFAULT, Assumptions
 from dunctl.simulation.population import build_book
@@ -342,12 +342,11 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
         shutil.rmtree(target)
     write_starter(target)
     shutil.rmtree(target / "sequences")
-    shutil.copytree(source, target / "sequences")
-    if not (source / "templates").is_dir():
-        shutil.copytree(shipped_dir() / "sequences" / "templates", target / "sequences" / "templates")
-    templates = "sequences/templates"
+    shutil.copytree(source, target / "sequences", ignore=shutil.ignore_patterns("templates"))
     text = (target / "dunctl.yaml").read_text()
-    text = re.sub(r"(?m)^templates:.*$", f"templates: {{dir: {templates}}}", text)
+    if (source / "templates").is_dir():     # the sequence set brings its own templates
+        text = re.sub(r"(?m)^templates:.*$", f"templates: {{dir: {json.dumps(str((source / 'templates').resolve()))}}}",
+                      text)
     # The sequences' own retry steps are what is being compared, so dunctl makes them (not Smart Retries).
     text = re.sub(r"(?m)^(\s*retries:\s*)stripe\b", r"\1dunctl", text, count=1)
     (target / "dunctl.yaml").write_text(text)

@@ -1,0 +1,166 @@
+"""`dunctl demo` end to end, and `dunctl simulate` telling sequences apart."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dunctl.cli.app import app
+from dunctl.simulation.calibration import write_sequences
+from dunctl.simulation.demo import run_demo, run_simulation
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), env={"COLUMNS": "160"})
+
+
+def test_demo_end_to_end(tmp_path):
+    target = tmp_path / "demo"
+    result = invoke("demo", str(target), "--customers", "80", "--days", "20", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    for path in ("dunctl.yaml", "dunctl.db", "sequences/standard.yaml", "templates/payment-failed.txt.j2"):
+        assert (target / path).exists(), path
+    emails = list((target / "outbox").glob("*.eml"))
+    assert emails, "the demo's emails land in the outbox as files"
+    assert "retries: dunctl" in (target / "dunctl.yaml").read_text()
+    output = result.output
+    assert "failed invoices" in output and "recovered" in output
+    assert f"dunctl -c {target.resolve() / 'dunctl.yaml'} status --now" in output
+    assert "case show in_" in output and "report" in output
+
+    # the commands it prints work on what it wrote
+    now = output.split("status --now ")[1].split()[0]
+    status = invoke("-c", str(target / "dunctl.yaml"), "status", "--now", now, "--json")
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["account_mode"] == "simulated"
+    invoice = output.split("case show ")[1].split()[0]
+    shown = invoke("-c", str(target / "dunctl.yaml"), "case", "show", invoice)
+    assert shown.exit_code == 0, shown.output
+
+
+def test_demo_refuses_a_directory_with_things_in_it(tmp_path):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("mine")
+    result = invoke("demo", str(tmp_path / "demo"), "--customers", "5", "--days", "1")
+    assert result.exit_code == 2
+    assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
+
+
+def _numbers(result) -> dict:
+    data = dataclasses.asdict(result.outcome)
+    data["headline"] = dataclasses.asdict(result.headline)
+    data["headline"].pop("generated_at", None)
+    return data
+
+
+def test_same_seed_same_numbers(tmp_path):
+    first = run_demo(tmp_path / "a", customers=120, days=25, seed=11)
+    again = run_demo(tmp_path / "b", customers=120, days=25, seed=11)
+    other = run_demo(tmp_path / "c", customers=120, days=25, seed=12)
+    assert first.outcome.failed_invoices > 0
+    assert _numbers(first) == _numbers(again)
+    assert _numbers(first) != _numbers(other)
+
+
+def test_demo_json(tmp_path):
+    result = invoke("demo", str(tmp_path / "d"), "--customers", "30", "--days", "5", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["seed"] == 42 and data["outcome"]["customers"] == 30
+    assert {"recovery_rate", "messages_per_recovered", "retries_dunctl", "handed_to_people"} <= set(data["outcome"])
+
+
+# -- simulate: a simulation that cannot tell sequences apart is useless ----------------------------------------------
+
+SIZE = {"customers": 2500, "days": 20, "follow_up_days": 32, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def sequence_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sequences")
+    shipped = write_sequences(root / "shipped", lambda i, s: True)
+    emptied = write_sequences(root / "emptied", lambda i, s: False)
+    no_soft_retries = write_sequences(root / "no-soft-retries", lambda i, s: s["action"] != "retry")
+    return shipped, emptied, no_soft_retries
+
+
+@pytest.fixture(scope="module")
+def simulated(sequence_sets, tmp_path_factory):
+    return run_simulation(list(sequence_sets), tmp_path_factory.mktemp("runs"), **SIZE)
+
+
+def test_recovery_falls_when_the_sequence_is_emptied(simulated):
+    shipped, emptied, _ = simulated.outcomes
+    assert shipped.failed_invoices == emptied.failed_invoices > 60     # the same customers, the same failures
+    assert emptied.messages_sent == emptied.retries_used == 0
+    assert emptied.recovery_rate < shipped.recovery_rate - 0.3
+
+
+def test_recovery_rises_when_retries_are_added_for_soft_declines(simulated):
+    shipped, _, without_retries = simulated.outcomes
+    assert without_retries.retries_dunctl == 0 < shipped.retries_dunctl
+    assert shipped.recovered > without_retries.recovered
+    assert shipped.recovery_rate > without_retries.recovery_rate + 0.03
+
+
+def test_retries_added_to_a_sequence_show_up_as_retries_that_collect(tmp_path):
+    """Adding retry steps to the standard sequence (soft declines) collects more by retry."""
+    base = write_sequences(tmp_path / "base", lambda i, s: s["action"] != "retry")
+    more = write_sequences(tmp_path / "more", lambda i, s: s["action"] != "retry")
+    standard = yaml.safe_load((more / "standard.yaml").read_text())
+    standard["steps"] += [{"id": f"retry-{d}", "at": f"{d}d", "action": "retry"} for d in (2, 6, 11)]
+    standard["steps"].sort(key=lambda s: int(s["at"].rstrip("dmh")) * {"d": 1440, "h": 60, "m": 1}[s["at"][-1]])
+    (more / "standard.yaml").write_text(yaml.safe_dump(standard, sort_keys=False))
+    result = run_simulation([base, more], tmp_path / "runs", customers=1500, days=15, follow_up_days=30, seed=9)
+    without, with_retries = result.outcomes
+    assert with_retries.recovered_by.get("retry", 0) > 0 == without.recovered_by.get("retry", 0)
+    assert with_retries.recovered > without.recovered
+
+
+def test_simulate_cli_compares_side_by_side(sequence_sets, tmp_path):
+    shipped, emptied, _ = sequence_sets
+    result = invoke("simulate", str(shipped), str(emptied), "--customers", "300", "--days", "10", "--follow-up",
+                    "10", "--work-dir", str(tmp_path / "work"))
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "shipped" in line)
+    assert "emptied" in header
+    for measure in ("recovered", "days to recovery", "messages sent (per recovered)", "retries used",
+                    "handed to people"):
+        assert measure in result.output
+    as_json = invoke("simulate", str(shipped), str(emptied), "--customers", "100", "--days", "5", "--follow-up",
+                     "5", "--json")
+    data = json.loads(as_json.stdout)
+    assert [o["name"] for o in data["outcomes"]] == ["shipped", "emptied"]
+
+
+def test_simulate_never_sends_from_a_production_config(tmp_path, monkeypatch):
+    """A config with SMTP and Slack is simulated without touching either."""
+    from dunctl.scaffold import write_starter
+
+    write_starter(tmp_path / "prod", email_transport="smtp")
+    config = tmp_path / "prod" / "dunctl.yaml"
+    text = config.read_text().replace("  # slack:\n  #   webhook_url_env: SLACK_WEBHOOK_URL",
+                                      "  slack:\n    webhook_url_env: SLACK_WEBHOOK_URL")
+    text = text.replace("channel: email                   # slack", "channel: slack                   # slack")
+    config.write_text(text)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("simulate must not build a real transport")
+
+    monkeypatch.setattr("dunctl.engine.ChannelSet._build", refuse)
+    result = run_simulation([config], tmp_path / "work", customers=150, days=10, follow_up_days=20, seed=1)
+    assert result.outcomes[0].messages_sent > 0
+    assert not (tmp_path / "prod" / "dunctl.db").exists()
+
+
+def test_simulate_reports_a_bad_variant_as_a_usage_error(tmp_path):
+    result = invoke("simulate", str(tmp_path / "missing"))
+    assert result.exit_code == 2
+    assert "neither a config file nor a directory" in result.output
