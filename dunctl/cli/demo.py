@@ -48,12 +48,22 @@ def render(result: DemoResult, seconds: float) -> None:
     out.print(f"[bold]Simulated {o.customers} customers for {(result.end - result.start).days} days[/] "
               f"({iso(result.start)[:10]} to {iso(result.end)[:10]}, seed {result.seed}): {o.ticks} hourly ticks, "
               f"{o.invoices_billed} invoices billed, {o.failed_invoices} failed, in {seconds:.1f}s")
-    out.print(outcome_table([o], title="What dunning did"))
-    if result.headline is not None:
-        at_risk = ", ".join(format_amount(c.revenue_at_risk, c.currency) for c in result.headline.currencies
+    out.print(outcome_table([o], title="What dunning did (cases still open count as not recovered)"))
+    headline = result.headline
+    if headline is not None:
+        try:
+            from dunctl.cli.report import render_headline
+        except ImportError:
+            render_headline = None
+        if render_headline is not None:
+            render_headline(headline)
+        elif headline.ended:
+            out.print(f"Of the {headline.ended} case(s) that have ended, {headline.recovered} recovered "
+                      f"({headline.recovered / headline.ended:.1%}).")
+        at_risk = ", ".join(format_amount(c.revenue_at_risk, c.currency) for c in headline.currencies
                             if c.revenue_at_risk) or "nothing"
-        out.print(f"Status at the end: {result.headline.open} case(s) open, revenue at risk {at_risk}; "
-                  f"{result.headline.with_person} handed to a person.")
+        out.print(f"Status at the end: {headline.open} case(s) open, revenue at risk {at_risk}; "
+                  f"{headline.with_person} handed to a person.")
     config = result.config_path
     now = iso(result.last_tick or result.end)
     out.print("\nLook further (the demo's clock stopped at " + now + "):", markup=False)
