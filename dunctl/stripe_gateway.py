@@ -53,6 +53,7 @@ PERMISSION_NAMES = {
     "payment_method": "PaymentMethods", "billing_portal_session": "Customer portal",
     "billing_portal": "Customer portal",
 }
+PAID_LATE_AFTER = 15 * 60    # seconds after finalization
 RETRY_BASE = 0.5       # seconds; doubles per try
 RETRY_CAP = 30.0
 
@@ -557,7 +558,12 @@ def _worth_following(invoice: dict, now: datetime) -> bool:
         due = invoice.get("due_date")
         return attempts > 0 or (due is not None and from_unix(due) < now)
     if status == "paid":
-        return attempts > 1
+        # Manual payments after a failure do not raise attempt_count, so a payment well after finalization (the
+        # first automatic attempt) also means an earlier attempt failed: a case may be waiting for it.
+        transitions = invoice.get("status_transitions") or {}
+        paid, finalized = transitions.get("paid_at"), transitions.get("finalized_at")
+        late = paid is not None and finalized is not None and paid - finalized > PAID_LATE_AFTER
+        return attempts > 1 or (late and invoice.get("collection_method") == "charge_automatically")
     if status in ("void", "uncollectible"):
         return attempts > 0
     return False

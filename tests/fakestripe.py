@@ -523,9 +523,10 @@ class FakeStripe:
 
     def attempt(self, invoice_id: str, succeeds: bool, *, at: datetime | int | None = None,
                 decline: dict | None = None, decline_code: str | None = None, payment_method: str | None = None,
-                request: tuple[str | None, str | None] = (None, None), **codes) -> dict:
-        """One payment attempt on the invoice (Stripe's automatic collection or Smart Retries; also what
-        invoices.pay does). Returns the payment intent."""
+                automatic: bool = True, request: tuple[str | None, str | None] = (None, None), **codes) -> dict:
+        """One payment attempt on the invoice: Stripe's automatic collection or Smart Retries (`automatic`), or
+        a manual one (invoices.pay, the hosted page). As on Stripe, `attempt_count` counts the first attempt and
+        then only automatic ones. Returns the payment intent."""
         with self.lock:
             t = self._at(at)
             inv = self.store["invoice"][invoice_id]
@@ -565,7 +566,7 @@ class FakeStripe:
                 pi.update({"status": "succeeded", "amount_received": pi["amount"], "last_payment_error": None})
                 self.emit("charge.succeeded", charge, t)
                 self.emit("payment_intent.succeeded", pi, t)
-                self._mark_paid(inv, payment, t, attempted=True, request=request)
+                self._mark_paid(inv, payment, t, counts=automatic or inv["attempt_count"] == 0, request=request)
                 return pi
             bank = pm_type in BANK_TYPES
             requires_action = decline["requires_action"] and not bank
@@ -606,7 +607,8 @@ class FakeStripe:
                 "network_decline_code": None if bank else decline["network_decline_code"],
                 "message": message, "charge": charge["id"], "doc_url": f"https://stripe.com/docs/error-codes/{code}",
                 "payment_method": clone(pm) if pm else None, "payment_method_type": pm_type}
-            inv["attempt_count"] += 1
+            if automatic or inv["attempt_count"] == 0:
+                inv["attempt_count"] += 1
             inv["attempted"] = True
             inv["next_payment_attempt"] = t + 3 * 86400 if inv["auto_advance"] else None
             self.emit("charge.failed", charge, t)
@@ -621,12 +623,12 @@ class FakeStripe:
         return next(p for p in self.store["invoice_payment"].values()
                     if p["invoice"] == invoice_id and p["is_default"])
 
-    def _mark_paid(self, inv: dict, payment: dict, t: int, *, attempted: bool,
+    def _mark_paid(self, inv: dict, payment: dict, t: int, *, counts: bool,
                    request: tuple[str | None, str | None] = (None, None)) -> None:
         previous = {"status": inv["status"], "amount_paid": inv["amount_paid"]}
         inv.update({"status": "paid", "amount_paid": inv["amount_due"], "amount_remaining": 0,
                     "next_payment_attempt": None, "attempted": True})
-        if attempted:
+        if counts:
             inv["attempt_count"] += 1
         inv["status_transitions"]["paid_at"] = t
         payment.update({"status": "paid", "amount_paid": inv["amount_due"]})
@@ -640,9 +642,9 @@ class FakeStripe:
         with self.lock:
             if out_of_band:
                 self._mark_paid(self.invoice(invoice_id), self._default_payment(invoice_id), self._at(at),
-                                attempted=False)
+                                counts=False)
             else:
-                self.attempt(invoice_id, True, at=at)
+                self.attempt(invoice_id, True, at=at, automatic=False)
 
     def retry(self, invoice_id: str, succeeds: bool, at: datetime | None = None, **decline) -> None:
         """Stripe's Smart Retries try again."""
@@ -963,7 +965,7 @@ class FakeStripe:
             raise ApiError(400, "invalid_request_error", f"You can only pay an invoice that is open or "
                            f"uncollectible; this one is {inv['status']}.", code="invoice_not_open")
         if _flag(params.get("paid_out_of_band", "false")):
-            self._mark_paid(inv, self._default_payment(inv["id"]), self.now, attempted=False, request=request)
+            self._mark_paid(inv, self._default_payment(inv["id"]), self.now, counts=False, request=request)
             return self._render(inv, params.get("expand"))
         pi = self.payment_intent_of(inv["id"])
         queued = self.outcomes.get(inv["id"])
@@ -979,7 +981,7 @@ class FakeStripe:
                 network_advice_code=error.get("network_advice_code"),
                 failure_code=self.store["charge"][pi["latest_charge"]]["failure_code"]))
         default = self.store["customer"][inv["customer"]]["invoice_settings"]["default_payment_method"]
-        pi = self.attempt(inv["id"], outcome.succeeds, decline=outcome.decline,
+        pi = self.attempt(inv["id"], outcome.succeeds, decline=outcome.decline, automatic=False,
                           payment_method=params.get("payment_method") or default, request=request)
         if outcome.succeeds:
             return self._render(inv, params.get("expand"))

@@ -161,15 +161,14 @@ class GatewayContract:
         assert driver.gateway.get_invoice(invoice_id).status == "open"
 
     def test_the_same_idempotency_key_pays_once(self, driver):
-        invoice_id, synced = self._failed(driver)
-        attempts = synced.invoices[invoice_id].attempt_count
+        invoice_id, _ = self._failed(driver)
         driver.next_payment_succeeds(invoice_id, False, "insufficient_funds")
         driver.next_payment_succeeds(invoice_id, True)
         first = driver.gateway.pay_invoice(invoice_id, "case-7-retry-1")
-        second = driver.gateway.pay_invoice(invoice_id, "case-7-retry-1")
+        second = driver.gateway.pay_invoice(invoice_id, "case-7-retry-1")   # a re-run of the same step
         assert (first.succeeded, second.succeeded) == (False, False)
         assert second.decline == first.decline
-        assert driver.gateway.get_invoice(invoice_id).attempt_count == attempts + 1
+        # Had the repeat attempted a payment, it would have used up the scripted success below.
         third = driver.gateway.pay_invoice(invoice_id, "case-7-retry-2")    # a new step, a new key
         assert third.succeeded
 

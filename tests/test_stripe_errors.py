@@ -204,7 +204,9 @@ def test_pay_twice_with_the_same_key_charges_once(fake_stripe, time_):
     assert first.succeeded and second.succeeded
     assert first.request_id and first.invoice.paid_at is not None
     assert len([c for c in fake_stripe.charges_of(invoice_id) if c["status"] == "succeeded"]) == 1
-    assert fake_stripe.invoice(invoice_id)["attempt_count"] == 2   # the failure and this one payment
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 2     # the repeat was answered, not executed
+    assert [e["request"]["idempotency_key"] for e in fake_stripe.events if e["type"] == "invoice.paid"] == \
+        ["case-3-retry-1"]
 
 
 def test_a_key_reused_for_another_call_is_an_idempotency_error(fake_stripe, time_):

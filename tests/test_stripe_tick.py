@@ -1,0 +1,140 @@
+"""`tick` against the fake Stripe server through the Stripe gateway: both retry modes, suppression of an action on
+an invoice paid a moment before it, and hard declines that are never retried."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from dunctl.config import load_config
+from dunctl.engine import build_channels, idempotency_key, run_tick
+from dunctl.ledger import Ledger
+from dunctl.stripe_gateway import StripeGateway
+from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
+from tests.helpers import T0, starter
+
+PAY = "POST /v1/invoices/:id/pay"
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+class World:
+    """A starter config pointed at the fake Stripe server, its ledger, and a tick function."""
+
+    def __init__(self, tmp_path, fake, retries: str, gateway_class=StripeGateway):
+        path = starter(tmp_path, **{"stripe.retries": retries, "stripe.api_base": fake.url,
+                                    "stripe.recheck_before_action": True})
+        self.fake = fake
+        self.config = load_config(path)
+        self.ledger = Ledger.open(self.config.ledger_path)
+        self.gateway = gateway_class(TEST_KEY, api_base=fake.url, sleep=lambda seconds: None)
+        self.channels = build_channels(self.config, {})
+
+    def tick(self, now: datetime):
+        self.fake.set_now(max(now, datetime.fromtimestamp(self.fake.now, now.tzinfo)))
+        return run_tick(self.ledger, self.config, self.gateway, self.channels, now)
+
+    def case(self, invoice_id: str) -> dict:
+        return self.ledger.case_for_invoice(invoice_id)
+
+    def actions(self, invoice_id: str) -> dict[str, str]:
+        return {a["step_id"]: a["status"] for a in self.ledger.actions(self.case(invoice_id)["id"])}
+
+    def close(self):
+        self.ledger.close()
+
+
+@pytest.fixture
+def world(tmp_path, fake_stripe):
+    worlds = []
+
+    def make(retries: str, gateway_class=StripeGateway) -> World:
+        worlds.append(World(tmp_path, fake_stripe, retries, gateway_class))
+        return worlds[-1]
+
+    yield make
+    for w in worlds:
+        w.close()
+
+
+def test_stripe_mode_leaves_retries_to_stripe_and_records_its_recovery(world, fake_stripe):
+    w = world("stripe")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    assert w.case(invoice_id)["state"] == "open"
+    assert fake_stripe.invoice(invoice_id)["auto_advance"] is True          # Stripe keeps retrying
+    w.tick(T0 + 2 * DAY + HOUR)
+    assert w.actions(invoice_id)["retry-1"] == "done"
+    assert fake_stripe.count(PAY) == 0                                     # the retry step made no call
+    assert fake_stripe.count("POST /v1/invoices/:id") == 0
+    fake_stripe.retry(invoice_id, True, at=T0 + 3 * DAY)                   # Smart Retries succeeds
+    w.tick(T0 + 3 * DAY + HOUR)
+    case = w.case(invoice_id)
+    assert (case["state"], case["recovered_by"], case["recovered_at"]) == \
+        ("recovered", "provider_retry", "2026-11-05T14:00:00Z")
+
+
+def test_dunctl_mode_turns_stripe_retries_off_and_retries_with_an_idempotency_key(world, fake_stripe):
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    assert fake_stripe.invoice(invoice_id)["auto_advance"] is False         # turned off when the case opened
+    assert (TEST_KEY, idempotency_key(invoice_id, "@stop-provider-retries")) in fake_stripe._idempotency
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    w.tick(T0 + 2 * DAY + HOUR)
+    assert fake_stripe.count(PAY) == 1
+    assert (TEST_KEY, idempotency_key(invoice_id, "retry-1")) in fake_stripe._idempotency
+    case = w.case(invoice_id)
+    assert (case["state"], case["recovered_by"]) == ("recovered", "retry")
+    assert fake_stripe.invoice(invoice_id)["status"] == "paid"
+    w.tick(T0 + 2 * DAY + 2 * HOUR)
+    w.tick(T0 + 6 * DAY + HOUR)
+    assert fake_stripe.count(PAY) == 1                                     # recovered: nothing more
+
+
+def test_a_soft_decline_that_turns_hard_stops_further_retries(world, fake_stripe):
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(decline_code="insufficient_funds", at=T0)
+    w.tick(T0 + HOUR)
+    assert w.case(invoice_id)["failure_type"] == "card_soft"
+    fake_stripe.next_payment_succeeds(invoice_id, False, "stolen_card")
+    w.tick(T0 + 2 * DAY + HOUR)
+    assert fake_stripe.count(PAY) == 1
+    assert w.case(invoice_id)["failure_type"] == "card_hard"
+    for day in range(3, 15):
+        w.tick(T0 + day * DAY + HOUR)
+    assert fake_stripe.count(PAY) == 1                                     # retry-2 and retry-3 never called
+    assert w.actions(invoice_id)["retry-2"] == "skipped"
+
+
+def test_a_hard_decline_is_never_retried(world, fake_stripe):
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(decline_code="lost_card", at=T0)
+    for day in range(0, 31):
+        w.tick(T0 + day * DAY + HOUR)
+    assert w.case(invoice_id)["failure_type"] == "card_hard"
+    assert fake_stripe.count(PAY) == 0
+    assert fake_stripe.invoice(invoice_id)["attempt_count"] == 1
+
+
+def test_a_payment_between_sync_and_action_suppresses_the_action(world, fake_stripe):
+    class PaidDuringTick(StripeGateway):
+        pay_after_sync: str | None = None
+
+        def sync(self, cursor, now, full=False):
+            yield from super().sync(cursor, now, full)
+            if self.pay_after_sync:                                        # the customer pays right now
+                fake_stripe.customer_pays(self.pay_after_sync, at=now)
+                self.pay_after_sync = None
+
+    w = world("dunctl", PaidDuringTick)
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    w.gateway.pay_after_sync = invoice_id
+    result = w.tick(T0 + 2 * DAY + HOUR)
+    assert fake_stripe.count(PAY) == 0                                     # no charge attempt on a paid invoice
+    case = w.case(invoice_id)
+    assert (case["state"], case["recovered_by"]) == ("recovered", "customer")
+    assert "retry-1" not in w.actions(invoice_id)
+    assert invoice_id in result.closed
