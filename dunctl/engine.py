@@ -169,7 +169,7 @@ class Engine:
         self.dry_run = dry_run
         self.tick_id = tick_id
         self.result = TickResult(now=now, dry_run=dry_run)
-        self.templates = Templates(config.templates_dir)
+        self.templates = Templates.for_dir(config.templates_dir)
         dunning = config.file.dunning
         sender = config.file.sender
         self.settings = Settings(grace=dunning.grace, max_action_tries=dunning.max_action_tries,

@@ -7,6 +7,7 @@ a template is an error in `dunctl check`, never a blank in a customer's inbox) a
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,13 @@ from dunctl.money import format_amount
 
 
 class Templates:
+    @classmethod
+    @functools.lru_cache(maxsize=16)
+    def for_dir(cls, directory: Path) -> Templates:
+        """One environment per directory, so compiled templates are reused across ticks (Jinja still reloads a
+        template whose file changed)."""
+        return cls(directory)
+
     def __init__(self, directory: Path):
         self.directory = directory
         self.env = SandboxedEnvironment(
