@@ -47,6 +47,18 @@ def now_from(option: str | None) -> datetime:
     return parse_instant(option) if option else system_now()
 
 
+def ledger_now(ledger: Ledger, option: str | None) -> datetime:
+    """The clock for commands that look at a ledger: --now, else a simulated ledger's own last tick (a demo's
+    month ends in the future), else the system clock."""
+    if option:
+        return parse_instant(option)
+    if ledger.get_state("account_mode") == "simulated":
+        last = (ledger.get_state("simulation") or {}).get("last_tick")
+        if last:
+            return parse_instant(last)
+    return system_now()
+
+
 def open_ledger(config: Config, must_exist: bool = False) -> Ledger:
     return Ledger.open_existing(config.ledger_path) if must_exist else Ledger.open(config.ledger_path)
 

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from dunctl.cases import Status, as_text_time, status as build_status
-from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
+from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, open_ledger, out, print_json
 from dunctl.money import format_amount
 
 MODE_NOTE = {"live": "LIVE Stripe account", "test": "Stripe test mode", "simulated": "simulated account (demo)"}
@@ -21,7 +21,7 @@ def status(
     """Show every open case, with revenue at risk per currency."""
     config = load()
     ledger = open_ledger(config, must_exist=True)
-    moment = now_from(now)
+    moment = ledger_now(ledger, now)
     view = build_status(ledger, moment, include_ended)
     headline = _headline(ledger, config, moment)
     if as_json:
