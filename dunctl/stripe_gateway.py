@@ -685,7 +685,8 @@ def invoice_from(data: dict, intent: dict | None = None, *, failed_at: datetime 
         raw = (customer.get("invoice_settings") or {}).get("default_payment_method")
         method = raw if isinstance(raw, dict) else {"id": raw} if raw else None
     return Invoice(
-        id=data["id"], customer_id=_id(customer), currency=data.get("currency") or "", amount_due=data.get("amount_due") or 0,
+        id=data["id"], customer_id=_id(customer), currency=data.get("currency") or "",
+        amount_due=data.get("amount_due") or 0,
         amount_paid=data.get("amount_paid") or 0, amount_remaining=data.get("amount_remaining") or 0,
         status=data.get("status") or "open", created=from_unix(data.get("created")), number=data.get("number"),
         subscription_id=_id(_subscription_field(data)), billing_reason=data.get("billing_reason"),

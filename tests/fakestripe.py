@@ -27,7 +27,7 @@ import re
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -165,6 +165,7 @@ class FakeStripe:
         self.outcomes: dict[str, list[Outcome]] = defaultdict(list)  # invoice id -> next invoices.pay outcomes
         self.old_shape_events = False
         self._idempotency: dict[tuple[str, str], tuple[str, int, dict]] = {}
+        self._payment_of_invoice: dict[str, str] = {}
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -466,8 +467,9 @@ class FakeStripe:
                 "effective_at": t, "from_invoice": None, "last_finalization_error": None,
                 "hosted_invoice_url": f"https://invoice.stripe.fake/i/{ACCOUNT}/{inv_id}",
                 "invoice_pdf": f"https://pay.stripe.fake/invoice/{inv_id}/pdf",
-                "metadata": dict(metadata or {}), "next_payment_attempt": t if collection_method ==
-                "charge_automatically" else None, "number": f"{cust['invoice_prefix']}-{len(self.store['invoice']) + 1:04d}",
+                "metadata": dict(metadata or {}),
+                "next_payment_attempt": t if collection_method == "charge_automatically" else None,
+                "number": f"{cust['invoice_prefix']}-{len(self.store['invoice']) + 1:04d}",
                 "period_start": t - 30 * 86400, "period_end": t, "status": "open", "subtotal": total,
                 "subtotal_excluding_tax": total, "total": total, "total_excluding_tax": total,
                 "webhooks_delivered_at": t, "shipping_cost": None, "livemode": False,
@@ -497,6 +499,7 @@ class FakeStripe:
                             "livemode": False, "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
                             "status": "open", "status_transitions": {"canceled_at": None, "paid_at": None}})
             self._put("invoice_payment", payment)
+            self._payment_of_invoice[inv_id] = payment["id"]
             self.emit("invoice.created", inv, t)
             self.emit("invoice.finalized", inv, t)
             return inv_id
@@ -620,8 +623,7 @@ class FakeStripe:
             return pi
 
     def _default_payment(self, invoice_id: str) -> dict:
-        return next(p for p in self.store["invoice_payment"].values()
-                    if p["invoice"] == invoice_id and p["is_default"])
+        return self.store["invoice_payment"][self._payment_of_invoice[invoice_id]]
 
     def _mark_paid(self, inv: dict, payment: dict, t: int, *, counts: bool,
                    request: tuple[str | None, str | None] = (None, None)) -> None:
