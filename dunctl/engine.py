@@ -22,7 +22,7 @@ from dunctl.clock import from_iso, iso
 from dunctl.conditions import matches
 from dunctl.config import Config, Sequence, Step, quiet_window, sequence_definition, sequence_hash
 from dunctl.errors import ChannelError, DunctlError, GatewayAuthError, GatewayError
-from dunctl.failures import Decline, UNKNOWN, classify
+from dunctl.failures import UNKNOWN, classify
 from dunctl.gateway import Gateway
 from dunctl.ledger import ENDED_STATES, Ledger
 from dunctl.messages import Templates, build_context, escalation_text, recipient
@@ -539,7 +539,11 @@ class Engine:
             self._close({**case, "attempts": attempt}, fresh, "recovered", f"retry {step.id} succeeded",
                         recovered_by="retry")
             return "done", f"payment attempt {attempt} succeeded", None
-        decline = outcome.decline or Decline(code="card_declined")
+        if outcome.decline is None:
+            # Accepted but not settled (a bank debit): the outcome arrives with a later sync.
+            self.ledger.update_case(case["id"], attempts=attempt)
+            return "done", f"payment attempt {attempt} submitted: {outcome.detail or 'processing'}", None
+        decline = outcome.decline
         failure_type = classify(decline)
         changes = {"attempts": attempt, "decline_code": decline.shown_code}
         if failure_type != case["failure_type"]:

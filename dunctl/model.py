@@ -127,7 +127,8 @@ class SyncBatch:
 
 @dataclass
 class PaymentOutcome:
-    """The result of a payment attempt dunctl made."""
+    """The result of a payment attempt dunctl made: succeeded, declined (`decline` set), or neither: accepted and
+    still processing (bank debits), to be settled by a later sync."""
 
     succeeded: bool
     invoice: Invoice | None = None     # the invoice after the attempt, when the provider returned it
