@@ -13,7 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from dunctl.money import format_amount, to_major
-from dunctl.report import CASE_COLUMNS, DIMENSIONS, Headline, Report
+from dunctl.report import CASE_COLUMNS, Headline, Report
 
 DASH = "—"
 TITLES = {"segment": "By segment", "failure_type": "By failure type (at first failure)", "sequence": "By sequence",
@@ -328,4 +328,3 @@ def cases_markdown(rows: Iterable[dict], out: io.TextIOBase) -> None:
 
 
 CASE_RENDERERS = {"csv": cases_csv, "json": cases_json, "md": cases_markdown}
-__all__ = ["DIMENSIONS", "RENDERERS", "CASE_RENDERERS", "tables", "headline_rows", "Table"]

@@ -495,3 +495,10 @@ def test_status_shows_the_headline_at_the_top(config, book):
     assert terminal_has_row(result.stdout, ["Recovery rate (count)", "42.9%"])
     data = json.loads(cli(config, "status", "--json", "--now", "2026-06-01T00:00:00Z").stdout)
     assert data["headline"]["recovered"] == 3
+
+
+def test_a_ledger_without_a_file_is_reported_on_one_connection(config, book):
+    on_file = build_report(book.ledger, NOW)
+    book.ledger.path = None               # as for an in-memory ledger: no second connection can be opened
+    in_memory = build_report(book.ledger, NOW)
+    assert in_memory == on_file
