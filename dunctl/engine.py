@@ -12,7 +12,7 @@ never silently re-sent. A Stripe call carries an idempotency key derived from th
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -141,8 +141,10 @@ def build_channels(config: Config, environ: Mapping[str, str]) -> ChannelSet:
 # -- sync ---------------------------------------------------------------------------------------------------
 
 
-def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False) -> SyncResult:
-    """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically."""
+def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False,
+             progress: Callable[[SyncResult], None] | None = None) -> SyncResult:
+    """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically.
+    `progress` is called after each batch (the CLI draws a progress bar with it)."""
     result = SyncResult()
     cursor = None if full else ledger.get_state("cursor")
     for batch in gateway.sync(cursor, now, full=full):
@@ -151,6 +153,8 @@ def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False
         result.invoices_updated += len(batch.invoices) - new
         result.requests += batch.requests
         result.events += batch.events
+        if progress is not None:
+            progress(result)
     ledger.set_state("account_mode", gateway.mode)
     return result
 
@@ -652,18 +656,19 @@ def _error_text(exc: DunctlError) -> str:
 
 
 def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: ChannelSet | None, now: datetime,
-             dry_run: bool = False, sync: bool = True) -> TickResult:
+             dry_run: bool = False, sync: bool = True,
+             progress: Callable[[SyncResult], None] | None = None) -> TickResult:
     """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run does everything inside a
     transaction that is rolled back, and makes no calls that change anything outside."""
     if dry_run:
-        return _dry_tick(ledger, config, gateway, now, sync)
+        return _dry_tick(ledger, config, gateway, now, sync, progress)
     with ledger.tick_lock():
         tick_id = ledger.start_tick(now, dry_run=False)
         engine = Engine(ledger, config, gateway, channels, now, tick_id=tick_id)
         _mark_unknown(ledger, now)
         if sync and gateway is not None:
             try:
-                engine.result.sync = run_sync(ledger, gateway, now)
+                engine.result.sync = run_sync(ledger, gateway, now, progress=progress)
             except GatewayAuthError:
                 raise
             except GatewayError as exc:
@@ -677,13 +682,14 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         return result
 
 
-def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool) -> TickResult:
+def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
+              progress: Callable[[SyncResult], None] | None) -> TickResult:
     db = ledger.db
     db.execute("BEGIN")
     try:
         engine = Engine(ledger, config, _ReadOnly(gateway) if gateway else None, None, now, dry_run=True)
         if sync and gateway is not None:
-            engine.result.sync = run_sync(ledger, gateway, now)
+            engine.result.sync = run_sync(ledger, gateway, now, progress=progress)
         engine.reconcile()
         engine.run_due()
         return engine.result
@@ -721,12 +727,12 @@ def _mark_unknown(ledger: Ledger, now: datetime) -> None:
                             f"{action['step_id']} ({action['action']}) outcome unknown: not re-sent")
 
 
-def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: datetime,
-                       full: bool = False) -> SyncResult:
+def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: datetime, full: bool = False,
+                       progress: Callable[[SyncResult], None] | None = None) -> SyncResult:
     """`dunctl sync`: pull changes and open or close cases, without running any step."""
     with ledger.tick_lock():
         engine = Engine(ledger, config, gateway, None, now)
-        result = run_sync(ledger, gateway, now, full=full)
+        result = run_sync(ledger, gateway, now, full=full, progress=progress)
         engine.reconcile()
         result.cases_opened = len(engine.result.opened)
         result.cases_closed = len(engine.result.closed)

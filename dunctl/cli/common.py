@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -102,3 +103,22 @@ def handles_errors(func: Callable) -> Callable:
 
 def environ() -> dict[str, str]:
     return dict(os.environ)
+
+
+@contextlib.contextmanager
+def sync_progress():
+    """A progress line on stderr while a sync runs, only on a terminal (cron and pipes get nothing)."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("syncing from Stripe: {task.description}"), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def update(result) -> None:
+            bar.update(task, description=f"{result.invoices_new + result.invoices_updated:,} invoices, "
+                                         f"{result.events:,} events, {result.requests:,} requests")
+
+        yield update

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from dunctl.cli.common import JsonOption, NowOption, environ, handles_errors, load, now_from, open_ledger, out, \
-    print_json
+    print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
 from dunctl.engine import sync_and_reconcile
 
@@ -19,7 +19,9 @@ def sync(
     """Pull changes from Stripe into the ledger and open or close cases (no steps are run)."""
     config = load()
     ledger = open_ledger(config)
-    result = sync_and_reconcile(ledger, config, make_gateway(config, environ()), now_from(now), full=full)
+    with sync_progress() as progress:
+        result = sync_and_reconcile(ledger, config, make_gateway(config, environ()), now_from(now), full=full,
+                                    progress=progress)
     if as_json:
         print_json(result.__dict__)
         return

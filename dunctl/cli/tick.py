@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, now_from, open_ledger, \
-    out, print_json
+    out, print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
 from dunctl.engine import TickResult, build_channels, run_tick
 
@@ -27,8 +27,9 @@ def tick(
     moment = now_from(now)
     ledger = open_ledger(config)
     gateway = make_gateway(config, environ())
-    result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
-                      sync=not no_sync)
+    with sync_progress() as progress:
+        result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
+                          sync=not no_sync, progress=progress)
     render(result, verbose or dry_run, as_json)
     if not result.ok:
         raise typer.Exit(1)

@@ -1,0 +1,58 @@
+"""The commands a person runs, against the fake Stripe server over HTTP with the key from the environment."""
+
+import json
+
+from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
+from tests.helpers import T0, at, cli, starter
+
+
+def config_for(tmp_path, fake):
+    return starter(tmp_path, **{"stripe.api_base": fake.url, "stripe.recheck_before_action": True})
+
+
+def test_sync_then_tick_then_status_against_stripe(tmp_path, fake_stripe):
+    config = config_for(tmp_path, fake_stripe)
+    env = {"STRIPE_API_KEY": TEST_KEY}
+    fake_stripe.set_now(T0)
+    failed = fake_stripe.fail_invoice(amount=4900, at=T0)
+    fake_stripe.set_now(at("1h"))
+
+    synced = cli(config, "sync", "--now", at("1h").isoformat(), env=env)
+    assert synced.exit_code == 0, synced.output
+    assert "invoices: 1 new" in synced.stdout and "cases: 1 opened" in synced.stdout
+
+    ticked = cli(config, "tick", "--now", at("1h").isoformat(), "--json", env=env)
+    assert ticked.exit_code == 0, ticked.output
+    assert [a["step"] for a in json.loads(ticked.stdout)["actions"]] == ["notice"]
+
+    fake_stripe.reset_counts()
+    idle = cli(config, "tick", "--now", at("2h").isoformat(), env=env)
+    assert idle.exit_code == 0 and idle.stdout == ""
+    assert fake_stripe.count() == 1  # steady state: one events request, nothing else
+
+    status = json.loads(cli(config, "status", "--json", "--now", at("2h").isoformat()).stdout)
+    assert status["account_mode"] == "test"
+    assert [c["invoice_id"] for c in status["cases"]] == [failed]
+
+    fake_stripe.customer_pays(failed, at=at("3h"))
+    fake_stripe.set_now(at("3h"))
+    assert cli(config, "tick", "--now", at("3h").isoformat(), env=env).exit_code == 0
+    every = json.loads(cli(config, "status", "--all", "--json").stdout)["cases"]
+    assert [(c["invoice_id"], c["state"]) for c in every] == [(failed, "recovered")]
+
+
+def test_a_missing_key_is_a_clear_error_that_names_the_variable(tmp_path, fake_stripe):
+    config = config_for(tmp_path, fake_stripe)
+    result = cli(config, "tick", "--now", at("1h").isoformat())
+    assert result.exit_code == 1
+    assert "STRIPE_API_KEY" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_rejected_key_stops_the_tick_and_is_never_printed(tmp_path, fake_stripe):
+    config = config_for(tmp_path, fake_stripe)
+    bad = "sk_test_wrong_key_123456789"
+    fake_stripe.reject_key(bad)
+    result = cli(config, "tick", "--now", at("1h").isoformat(), env={"STRIPE_API_KEY": bad})
+    assert result.exit_code == 1
+    assert bad not in result.output and "Error:" in result.stderr
