@@ -183,8 +183,9 @@ def html_tables(text: str) -> _HtmlTables:
 
 
 def terminal_has_row(text: str, cells: list[str]) -> bool:
-    """A line holds these cells in order, separated only by blanks and table borders."""
-    pattern = r"[\s│┃]+".join(re.escape(c) for c in cells)
+    """A line holds these cells in order, separated only by blanks and table borders (the terminal folds the
+    currency into the first column: 'default · USD')."""
+    pattern = r"[\s│┃·]+".join(re.escape(c) for c in cells)
     return any(re.search(pattern, line) for line in text.splitlines())
 
 

@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, load, now_from, open_ledger, out
+from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
 from dunctl.report import DIMENSIONS, Headline, Period, Report, build_report, case_listing
@@ -57,7 +57,7 @@ def report(
     if cases:
         write_cases(case_listing(ledger, period, window), fmt, output)
         return
-    result = build_report(ledger, now_from(now), period, by, window)
+    result = build_report(ledger, ledger_now(ledger, now), period, by, window)
     write(result, fmt, output)
 
 
@@ -68,15 +68,6 @@ def _instant(text: str | None, option: str):
         return parse_instant(text)
     except UsageError as error:
         raise UsageError(f"{option}: {error.message}", error.hint)
-
-
-def report_command(config_path: Path, since: str | None = None, until: str | None = None,
-                   by: list[str] | None = None, fmt: str = "table", output: Path | None = None) -> None:
-    """The command without Typer's option parsing, for callers that hold a config path."""
-    from dunctl.cli import common
-
-    common.state.config_path = config_path
-    report(since=since, until=until, by=by, fmt=Format(fmt), output=output, cases=False, now=None, as_json=False)
 
 
 # -- writing ---------------------------------------------------------------------------------------------------------
@@ -114,15 +105,27 @@ def write_cases(rows, fmt: Format, output: Path | None) -> None:
     err.print(f"wrote {output}", markup=False)
 
 
+# Shorter headers for the terminal, so eleven columns fit in 120 characters (the other formats keep the long ones).
+SHORT_HEADERS = {"With a person": "Person", "Recovery rate": "Rate", "Rate by amount": "Rate (amount)",
+                 "At stake (ended)": "At stake", "Revenue at risk": "At risk", "Recovered amount": "Recovered $"}
+
+
 def _rich(table: Table) -> RichTable:
-    # Headers may wrap; cells never do, and collapsed padding keeps eleven columns inside 120 characters.
+    # Collapsed padding, short headers, and the currency folded into the first column keep eleven columns inside
+    # 120 characters; narrower terminals fold numbers rather than drop columns.
     rich = RichTable(title=table.title, title_justify="left", title_style="bold", header_style="bold",
                      caption=table.note, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
                      collapse_padding=True, pad_edge=False)
-    for i, column in enumerate(table.columns):
-        widest = max((len(row[i]) for row in table.rows), default=0)
-        rich.add_column(column, justify="left" if i == 0 else "right", min_width=min(widest, 24))
-    for row in table.rows:
+    columns, rows = list(table.columns), [list(row) for row in table.rows]
+    if len(columns) > 2 and columns[1] == "Currency":
+        columns = [columns[0]] + columns[2:]
+        rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
+    for i, column in enumerate(columns):
+        if i == 0:
+            rich.add_column(column, no_wrap=True)
+        else:
+            rich.add_column(SHORT_HEADERS.get(column, column), justify="right", overflow="fold")
+    for row in rows:
         rich.add_row(*row)
     return rich
 
