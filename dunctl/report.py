@@ -1,7 +1,7 @@
 """Recovery metrics over the ledger: the data behind `dunctl report` and the headline of `dunctl status`.
 
 Every metric is an SQL aggregate; Python only combines the handful of grouped rows SQLite returns, never loops
-over cases. The definitions (and why they are what they are) are in docs/metrics.md; keep the two in step.
+over cases. The definitions (and why they are what they are) are in the README ("Metrics"); keep the two in step.
 
 The cohort of a report is the cases whose first failure falls in [since, until). Every breakdown row carries
 `filter`: the conditions, over the columns of `case_listing`, that select exactly the cases behind the row.
@@ -253,7 +253,7 @@ def _cube(conn: sqlite3.Connection, period: Period) -> None:
     """The cohort aggregated once by every dimension but channel into a temporary table of a few thousand rows
     at most, which the headline and the breakdowns group further. The GROUP BY follows the columns of the
     proposed `cases_report` index, so with that index SQLite streams the aggregate from the index without
-    reading or sorting the table (docs/metrics.md, "Speed")."""
+    reading or sorting the table (README, "Metrics", "Speed")."""
     where, params = period.where()
     conn.execute("DROP TABLE IF EXISTS temp.report_cube")
     conn.execute(

@@ -7,11 +7,11 @@ The demo and `dunctl simulate` are only as honest as these. Each parameter says 
 - **design**: dunctl's DESIGN.md (Stripe and card-network facts).
 - **estimate**: the guide gives no figure. The value is dunctl's own, chosen to be plausible and then
   *calibrated* so that the whole model reproduces the guide's headline figures (see CALIBRATION_TARGETS and
-  docs/simulation.md for what the model measures against them). Change an estimate and re-run
+  the README for what the model measures against them). Change an estimate and re-run
   `bench/bench_demo.py --calibrate` to see what moves.
 
-`docs/simulation.md` is generated from this module (`python -m dunctl.simulation.assumptions`); a test keeps them
-in step.
+The assumptions table in the README ("The demo and simulation") is generated from this module
+(`python -m dunctl.simulation.assumptions`); a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class Assumptions:
 DEFAULT = Assumptions()
 
 # What the model as a whole should reproduce with the shipped sequences. The figures come from the guide;
-# `bench/bench_demo.py --calibrate` measures them, and docs/simulation.md records the measurement.
+# `bench/bench_demo.py --calibrate` measures them, and the README records the measurement.
 CALIBRATION_TARGETS = {
     "retries alone recover (share of failed invoices)": ("about 21%", "Silent retries recover roughly 21% of "
                                                         "failed payments (ChurnWard)"),
@@ -187,7 +187,7 @@ def _value_text(value) -> str:
 
 
 def markdown_table(assumptions: Assumptions = DEFAULT) -> str:
-    """The assumptions table for docs/simulation.md and the README."""
+    """The assumptions table for the README and the README."""
     lines = ["| parameter | value | meaning | source |", "|---|---|---|---|"]
     for row in rows(assumptions):
         source = "guide" if row["source"] == GUIDE else row["source"]
