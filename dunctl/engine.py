@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from jinja2 import TemplateError
+
 from dunctl.channels import Delivery, EmailMessage, SmsMessage
 from dunctl.clock import from_iso, iso
 from dunctl.conditions import matches
@@ -379,6 +381,14 @@ class Engine:
             self._record(action_id, case["id"], case["invoice_id"], step, "failed", error=_error_text(exc),
                          request_id=getattr(exc, "request_id", None))
             return
+        except TemplateError as exc:
+            self._record(action_id, case["id"], case["invoice_id"], step, "failed",
+                         error=f"template {step.template} does not render: {exc}; fix it and run `dunctl check`")
+            return
+        except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others (cron runs unattended)
+            self._record(action_id, case["id"], case["invoice_id"], step, "failed",
+                         error=f"internal error: {type(exc).__name__}: {exc}")
+            return
         self._record(action_id, case["id"], case["invoice_id"], step, status, detail=detail, recipient=recipient_)
 
     def _effect(self, case: dict, invoice: dict, step: Step, key: str) -> tuple[str, str, str | None]:
@@ -483,7 +493,9 @@ class Engine:
 
     def _escalate(self, case, invoice, customer, step: Step, key: str) -> tuple[str, str, str | None]:
         reason = step.note or f"Escalated by step {step.id}"
-        detail = self._send_to_person(case, invoice, customer, step.channel, step.recipient if step.to else None,
+        # `to: account_manager` escalates by email to the customer's account manager unless a channel is named.
+        channel = step.channel or ("email" if step.to else None)
+        detail = self._send_to_person(case, invoice, customer, channel, step.recipient if step.to else None,
                                       reason, key)
         self.ledger.update_case(case["id"], with_person=1, escalated_at=self.now)
         return "done", detail, None

@@ -100,7 +100,7 @@ def plan(case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
                                              f"of {_span(settings.grace)}"))
         else:
             result.decisions.append(Decision(step, due, RUN))
-    _one_message_per_tick(result)
+    _one_of_each_per_tick(result)
     if upcoming:
         result.next_due_at, result.next_step = min(upcoming)
     return result
@@ -144,13 +144,21 @@ def _method_changed(case: CaseSnapshot) -> bool:
     return changed is not None and (case.last_failed_at is None or changed > case.last_failed_at)
 
 
-def _one_message_per_tick(result: Plan) -> None:
-    """A customer never gets two dunning messages at once: of several due now, only the latest is sent."""
-    messages = [i for i, d in enumerate(result.decisions) if d.verdict == RUN and d.step.customer_facing]
-    for i in messages[:-1]:
-        d = result.decisions[i]
-        later = result.decisions[messages[-1]].step.id
-        result.decisions[i] = Decision(d.step, d.due_at, MISSED, f"superseded by the later step '{later}'")
+def _one_of_each_per_tick(result: Plan) -> None:
+    """A customer never gets two dunning messages at once, and a payment is never retried twice in a row: of
+    several messages (or retries) due now, only the latest runs; the earlier ones are recorded as missed."""
+    for kind in ("message", "retry"):
+        due = [i for i, d in enumerate(result.decisions) if d.verdict == RUN and _kind(d.step) == kind]
+        for i in due[:-1]:
+            d = result.decisions[i]
+            later = result.decisions[due[-1]].step.id
+            result.decisions[i] = Decision(d.step, d.due_at, MISSED, f"superseded by the later step '{later}'")
+
+
+def _kind(step: Step) -> str:
+    if step.customer_facing:
+        return "message"
+    return "retry" if step.action == "retry" else ""
 
 
 def after_quiet_hours(due: datetime, settings: Settings, customer_zone: str | None) -> datetime:

@@ -171,3 +171,9 @@ def test_business_day_offsets_skip_weekends():
     snapshot = CaseSnapshot(first_failed_at=friday, failure_type="bank_soft", attempts=1, facts={})
     result = plan(snapshot, sequence, {}, Settings(), friday)
     assert result.next_due_at == datetime(2026, 11, 11, 15, 0, tzinfo=timezone.utc)  # Wednesday
+
+
+def test_two_retries_due_at_once_run_only_the_latest():
+    sequence = seq(("retry-1", "1d", "retry"), ("retry-2", "2d", "retry"))
+    result = plan(case(), sequence, {}, Settings(grace=timedelta(days=3)), T0 + timedelta(days=2, hours=1))
+    assert verdicts(result) == [("retry-1", MISSED), ("retry-2", RUN)]

@@ -179,3 +179,30 @@ def test_a_new_decline_reclassifies_the_case(smtp_config, smtp_server):
     kinds = [t["summary"] for t in ledger.timeline(case["id"])]
     assert "re-classified card_soft -> card_hard (stolen_card)" in kinds
     assert "payment attempt 2 failed: stolen_card" in kinds
+
+
+def test_a_template_broken_after_the_case_opened_fails_that_action_only(smtp_config, smtp_server, tmp_path):
+    ledger = open_engine_ledger(smtp_config)
+    seed(ledger, failed_invoice("in_1", customer_id="cus_1"),
+         failed_invoice("in_2", customer_id="cus_2", decline_code="expired_card"))
+    (tmp_path / "templates" / "payment-failed.txt.j2").write_text("{% if %}")  # in_1's notice template
+    result = tick(smtp_config, at("31m"))
+    assert result.exit_code == 1
+    notice = ledger.actions(ledger.case_for_invoice("in_1")["id"])[0]
+    assert notice["status"] == "failed" and "payment-failed does not render" in notice["error"]
+    assert [r.rcpt_tos[0] for r in smtp_server.received] == ["cus_2@example.com"]  # the other case carried on
+
+
+def test_escalating_to_the_account_manager_emails_them_the_case(tmp_path, smtp_server):
+    config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp_server.host,
+                                                     "port": smtp_server.port},
+                                  "segments": [{"name": "all", "sequence": "am"}]})
+    (tmp_path / "sequences" / "am.yaml").write_text(
+        "name: am\nsteps:\n  - {id: tell-am, at: 1h, action: escalate, to: account_manager, note: Call them}\n")
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_1"), customers=[customer("cus_1", account_manager_email="am@ours.test")])
+    assert tick(config, at("1h")).exit_code == 0
+    (received,) = smtp_server.received
+    assert received.rcpt_tos == ["am@ours.test"]
+    assert received.message["Subject"] == "[dunctl] Call them: INV-1"
+    assert "Amount remaining: $49.00" in received.message.get_content()
