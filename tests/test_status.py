@@ -39,7 +39,7 @@ def test_status_table_shows_revenue_at_risk_per_currency_never_summed(book):
     result = cli(config, "status", "--now", at("1d").isoformat())
     assert result.exit_code == 0
     assert "revenue at risk: €120.00, ¥5,000, $49.00" in result.stdout
-    assert "in_jpy" in result.stdout and "card_update (expired_card)" in result.stdout
+    assert "in_jpy" in result.stdout and "card_update" in result.stdout and "expired_card" in result.stdout
 
 
 def test_paid_cases_leave_status_but_show_with_all(book):

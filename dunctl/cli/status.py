@@ -3,9 +3,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
-from dunctl.cases import Status, as_text_time, status as build_status
+from dunctl.cases import Status, status as build_status
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, open_ledger, out, print_json
 from dunctl.money import format_amount
 
@@ -63,13 +64,23 @@ def render(view: Status, headline=None) -> None:
                   "see `dunctl case show INVOICE`.[/]")
     if not view.cases:
         return
-    table = Table("invoice", "customer", "amount", "failure", "segment / sequence", "day", "last action",
-                  "next step", "state", header_style="bold")
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    table.add_column("invoice", no_wrap=True)
+    table.add_column("customer", max_width=20, overflow="ellipsis", no_wrap=True)
+    table.add_column("amount", justify="right", no_wrap=True)
+    for name in ("failure", "sequence", "day", "last action", "next step (UTC)", "state"):
+        table.add_column(name, overflow="fold", justify="right" if name == "day" else "left")
     for c in view.cases:
         who = c.customer_name or c.customer_email or c.customer_id
-        failure = c.failure_type + (f" ({c.decline_code})" if c.decline_code else "")
-        state = c.state + (" · person" if c.with_person else "")
-        nxt = f"{c.next_step} {as_text_time(c.next_due_at)}" if c.next_step else "-"
-        table.add_row(c.invoice_id, who, format_amount(c.amount_remaining, c.currency), failure,
-                      f"{c.segment} / {c.sequence}", str(c.day), c.last_action or "-", nxt, state)
+        failure = c.failure_type + (f"\n{c.decline_code}" if c.decline_code else "")
+        last = (c.last_action or "-").removesuffix(": done")
+        state = c.state + ("\nwith a person" if c.with_person else "")
+        nxt = f"{c.next_step}\n{_short_time(c.next_due_at)}" if c.next_step else "-"
+        table.add_row(c.invoice_id, who, format_amount(c.amount_remaining, c.currency), failure, c.sequence,
+                      str(c.day), last, nxt, state)
     out.print(table)
+
+
+def _short_time(value: str | None) -> str:
+    """'2026-12-19T01:23:17Z' -> '12-19 01:23': the year and seconds are noise in a table of upcoming steps."""
+    return f"{value[5:10]} {value[11:16]}" if value else "-"
