@@ -99,7 +99,7 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
     return {
         "company": company,
         "customer": {"id": case["customer_id"], "name": name, "first_name": name.split(" ")[0] if name else "",
-                     "email": (customer or {}).get("email")},
+                     "email": (customer or {}).get("email"), "locale": (customer or {}).get("preferred_locale")},
         "invoice": {
             "id": invoice["id"],
             "number": invoice["number"] or invoice["id"],
