@@ -235,6 +235,8 @@ def to_markdown(report: Report) -> str:
 # -- html ----------------------------------------------------------------------------------------------------------
 
 CHART_WIDTH, CHART_HEIGHT, PAD = 600, 240, 40
+LEFT_PAD = 60          # room for the y-axis label ('100.0%') left of the curve
+VALUE_ROOM = 130       # room right of the longest bar for its text ('25.0% (20/80)')
 
 
 def _curve_chart(report: Report) -> dict | None:
@@ -243,15 +245,15 @@ def _curve_chart(report: Report) -> dict | None:
         return None
     last = max(points[-1].day, 1)
     top = max(max(p.share for p in points), 0.01)
-    inner_w, inner_h = CHART_WIDTH - 2 * PAD, CHART_HEIGHT - 2 * PAD
+    inner_w, inner_h = CHART_WIDTH - LEFT_PAD - PAD, CHART_HEIGHT - 2 * PAD
 
     def xy(day, share):
-        return round(PAD + inner_w * day / last, 1), round(CHART_HEIGHT - PAD - inner_h * share / top, 1)
+        return round(LEFT_PAD + inner_w * day / last, 1), round(CHART_HEIGHT - PAD - inner_h * share / top, 1)
 
     return {"points": " ".join(f"{x},{y}" for x, y in (xy(p.day, p.share) for p in points)),
             "dots": [{"x": xy(p.day, p.share)[0], "y": xy(p.day, p.share)[1],
                       "label": f"day {p.day}: {percent(p.share)}"} for p in points],
-            "top": percent(top), "last": last, "x0": PAD, "y0": CHART_HEIGHT - PAD, "x1": CHART_WIDTH - PAD,
+            "top": percent(top), "last": last, "x0": LEFT_PAD, "y0": CHART_HEIGHT - PAD, "x1": CHART_WIDTH - PAD,
             "y1": PAD}
 
 
@@ -259,8 +261,8 @@ def _bars(items: list[tuple[str, float, str]]) -> dict | None:
     """Horizontal bars, one per (label, fraction 0..1, text)."""
     if not items:
         return None
-    bar, gap, label_w = 26, 8, 130
-    width = CHART_WIDTH - label_w - 70
+    bar, gap, label_w = 26, 8, 100
+    width = CHART_WIDTH - label_w - VALUE_ROOM
     top = max(max(v for _, v, _ in items), 0.0001)
     bars = [{"label": label, "text": text, "y": i * (bar + gap), "height": bar,
              "width": round(width * value / top, 1), "x": label_w, "text_x": label_w + round(width * value / top, 1) + 6}
