@@ -57,8 +57,9 @@ class Templates:
     def render_sms(self, name: str, context: dict) -> str:
         return " ".join(self.render(name, "sms", context).split())
 
-    def check(self, names: dict[str, str], context: dict) -> list[ConfigProblem]:
-        """Render every named template ({name: 'email' | 'sms'}) against `context`; problems per file."""
+    def check(self, names: dict[str, str], contexts: list[dict]) -> list[ConfigProblem]:
+        """Render every named template ({name: 'email' | 'sms'}) against each sample context (one per kind of
+        failure, so every branch a template takes is rendered); one problem per file at most."""
         problems = []
         for name, kind in sorted(names.items()):
             parts = ("sms",) if kind == "sms" else ("subject", "txt", "html")
@@ -66,11 +67,14 @@ class Templates:
                 if part == "html" and not self.exists(name, "html"):
                     continue
                 file = self.directory / f"{name}.{part}.j2"
-                try:
-                    self.render(name, part, context)
-                except TemplateError as exc:
-                    line = getattr(exc, "lineno", None)
-                    problems.append(ConfigProblem(str(file), "", f"does not render: {exc}", line))
+                for context in contexts:
+                    try:
+                        self.render(name, part, context)
+                    except TemplateError as exc:
+                        line = getattr(exc, "lineno", None)
+                        problems.append(ConfigProblem(str(file), "", f"does not render for a {context['failure']['type']} "
+                                                                     f"case: {exc}", line))
+                        break
         return problems
 
 
@@ -126,9 +130,16 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
     }
 
 
-def sample_context(company: str = "Acme") -> dict:
+def sample_contexts(company: str = "Acme") -> list[dict]:
+    """Sample cases for `dunctl check`, one per failure type, so templates that branch on it render every branch."""
+    from dunctl.failures import FAILURE_TYPES
+
+    return [sample_context(company, failure_type) for failure_type in FAILURE_TYPES]
+
+
+def sample_context(company: str = "Acme", failure_type: str = "card_soft") -> dict:
     """A representative case for `dunctl check`: usage-based, with a card, in USD."""
-    case = {"customer_id": "cus_sample", "first_failed_at": "2026-01-01T00:00:00Z", "failure_type": "card_soft",
+    case = {"customer_id": "cus_sample", "first_failed_at": "2026-01-01T00:00:00Z", "failure_type": failure_type,
             "attempts": 2, "segment": "default", "sequence": "standard"}
     invoice = {"id": "in_sample", "number": "ACME-0042", "currency": "usd", "amount_due": 12900,
                "amount_remaining": 12900, "hosted_invoice_url": "https://invoice.stripe.com/i/sample",

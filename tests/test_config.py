@@ -141,3 +141,12 @@ def test_init_writes_a_working_starter_and_never_overwrites(tmp_path):
     assert cli(tmp_path / "new" / "dunctl.yaml", "check").exit_code == 0
     again = cli(tmp_path / "x.yaml", "init", str(tmp_path / "new"))
     assert again.exit_code == 2 and "never overwrites" in again.stderr
+
+
+def test_check_renders_the_branch_a_template_takes_for_each_failure_type(tmp_path):
+    config = starter(tmp_path)
+    (tmp_path / "templates" / "reminder.txt.j2").write_text(
+        "{% if failure.type == 'card_hard' %}{{ customer.shoe_size }}{% endif %}ok")
+    result = cli(config, "check")
+    assert result.exit_code == 2
+    assert "reminder.txt.j2" in result.stderr and "card_hard case" in result.stderr and "shoe_size" in result.stderr

@@ -9,7 +9,7 @@ import typer
 
 from dunctl.cli.common import JsonOption, err, handles_errors, load, out, print_json
 from dunctl.errors import ConfigError
-from dunctl.messages import Templates, sample_context
+from dunctl.messages import Templates, sample_contexts
 from dunctl.scaffold import write_starter
 
 
@@ -28,7 +28,7 @@ def check(as_json: JsonOption = False) -> None:
     config = load()
     templates = Templates(config.templates_dir)
     used = {step.template: step.action for seq in config.sequences.values() for step in seq.steps if step.template}
-    problems = templates.check(used, sample_context(config.file.sender.company))
+    problems = templates.check(used, sample_contexts(config.file.sender.company))
     if problems:
         raise ConfigError(problems)
     if as_json:
