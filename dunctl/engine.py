@@ -24,7 +24,7 @@ from dunctl.clock import from_iso, iso
 from dunctl.conditions import matches
 from dunctl.config import Config, Sequence, Step, quiet_window, sequence_definition, sequence_hash
 from dunctl.errors import ChannelError, DunctlError, GatewayAuthError, GatewayError
-from dunctl.failures import UNKNOWN, classify
+from dunctl.failures import UNKNOWN, classify, shown_code
 from dunctl.gateway import Gateway
 from dunctl.ledger import ENDED_STATES, Ledger
 from dunctl.messages import Templates, build_context, escalation_text, recipient
@@ -186,6 +186,14 @@ class Engine:
                                                     if getattr(config.file.channels, name) is not None),
                                  escalation_channel=config.file.escalation.channel)
         self.dunctl_retries = config.file.stripe.retries == "dunctl"
+        self._sequences: dict[str, Sequence] = {}
+
+    def _sequence(self, case: dict) -> Sequence:
+        """The sequence as it was when the case opened (stored on the case), parsed once per tick."""
+        digest = case["sequence_hash"]
+        if digest not in self._sequences:
+            self._sequences[digest] = Sequence.model_validate(json.loads(case["sequence_def"]))
+        return self._sequences[digest]
 
     # -- reconcile ------------------------------------------------------------------------------------------
 
@@ -211,7 +219,7 @@ class Engine:
         segment = next(s for s in self.config.file.segments if matches(s.when, facts))
         sequence = self.config.sequences[segment.sequence]
         decline = json.loads(invoice["decline"]) if invoice["decline"] else {}
-        code = decline.get("decline_code") or decline.get("failure_code") or decline.get("code")
+        code = shown_code(decline)
         case_id = self.ledger.open_case(invoice=invoice, segment=segment.name, sequence=sequence.name,
                                         sequence_hash=sequence_hash(sequence),
                                         sequence_def=sequence_definition(sequence), failure_type=failure_type,
@@ -259,7 +267,7 @@ class Engine:
         if invoice["attempt_count"] > case["attempts"] and invoice["status"] == "open":
             changes["attempts"] = invoice["attempt_count"]
             latest = json.loads(invoice["decline"]) if invoice["decline"] else {}
-            code = latest.get("decline_code") or latest.get("failure_code") or latest.get("code")
+            code = shown_code(latest)
             self.ledger.add_timeline(case["id"], from_iso(invoice["failed_at"]) or self.now, "attempt",
                                      f"payment attempt {invoice['attempt_count']} failed"
                                      + (f": {code}" if code else "")
@@ -267,8 +275,7 @@ class Engine:
                                         if invoice["next_payment_attempt"] else ""), latest or None)
         if invoice["failure_type"] and invoice["failure_type"] != case["failure_type"] \
                 and case["failure_type"] != "dispute":
-            decline = json.loads(invoice["decline"]) if invoice["decline"] else {}
-            code = decline.get("decline_code") or decline.get("failure_code") or decline.get("code")
+            code = shown_code(json.loads(invoice["decline"]) if invoice["decline"] else None)
             changes.update(failure_type=invoice["failure_type"], decline_code=code)
             self.ledger.add_timeline(case["id"], self.now, "reclassified",
                                      f"re-classified {case['failure_type']} -> {invoice['failure_type']} "
@@ -321,7 +328,7 @@ class Engine:
 
     def _run_case(self, case_id: int) -> None:
         case = self.ledger.case(case_id)
-        sequence = Sequence.model_validate(json.loads(case["sequence_def"]))
+        sequence = self._sequence(case)
         snapshot, invoice = self._snapshot(case)
         decided = plan(snapshot, sequence, self._records(case_id), self.settings, self.now)
         for decision in decided.decisions:
@@ -423,25 +430,18 @@ class Engine:
             comment = step.comment or f"Cancelled by dunctl: invoice {invoice['number'] or invoice['id']} unpaid"
             self.gateway.cancel_subscription(subscription, comment, key)
             self.ledger.update_case(case["id"], churned=1)
-            self._end(case, invoice, "exhausted", f"subscription {subscription} cancelled by step {step.id}")
+            self._close(case, invoice, "exhausted", f"subscription {subscription} cancelled by step {step.id}")
             return "done", f"subscription {subscription} cancelled", None
         if action == "mark_uncollectible":
             fresh = self.gateway.mark_uncollectible(invoice["id"], key)
             if fresh is not None:
                 invoice = {**invoice, "amount_paid": fresh.amount_paid, "amount_remaining": fresh.amount_remaining}
-            self._end(case, invoice, "written_off", f"marked uncollectible by step {step.id}")
+            self._close(case, invoice, "written_off", f"marked uncollectible by step {step.id}")
             return "done", "invoice marked uncollectible", None
         if action == "close":
-            self._end(case, invoice, "exhausted", step.note or f"sequence finished at step {step.id}")
+            self._close(case, invoice, "exhausted", step.note or f"sequence finished at step {step.id}")
             return "done", "case closed: sequence exhausted", None
         raise DunctlError(f"unknown action {action}")
-
-    def _end(self, case: dict, invoice: dict, state: str, reason: str) -> None:
-        fields = {"amount_recovered": max(0, invoice["amount_paid"] - case["amount_paid_at_open"]),
-                  "amount_remaining": invoice["amount_remaining"]}
-        self.ledger.end_case(case["id"], state, reason, self.now, **fields)
-        self.ledger.add_timeline(case["id"], self.now, "closed", f"case {state}: {reason}")
-        self.result.closed.append(invoice["id"])
 
     def _message(self, case, invoice, customer, step: Step, key: str) -> tuple[str, str, str | None]:
         link = self._update_link(case, invoice, step, key)
@@ -604,7 +604,7 @@ class Engine:
             "amount_remaining": invoice["amount_remaining"],
             "currency": invoice["currency"],
             "failure_type": failure_type,
-            "decline_code": decline.get("decline_code") or decline.get("failure_code") or decline.get("code"),
+            "decline_code": shown_code(decline),
             "payment_method_type": invoice["payment_method_type"] or decline.get("payment_method_type"),
             "billing_reason": invoice["billing_reason"],
             "attempt_count": attempts,
@@ -644,7 +644,7 @@ class Engine:
         if case["state"] != "open":
             self.ledger.update_case(case_id, next_due_at=None, next_step=None)
             return
-        sequence = Sequence.model_validate(json.loads(case["sequence_def"]))
+        sequence = self._sequence(case)
         snapshot, _ = self._snapshot(case)
         upcoming = plan(snapshot, sequence, self._records(case_id), self.settings, self.now)
         due_now = [d for d in upcoming.decisions]

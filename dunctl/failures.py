@@ -114,6 +114,14 @@ class Decline:
         return self.decline_code or self.failure_code or self.code or self.network_advice_code
 
 
+def shown_code(decline: dict | None) -> str | None:
+    """The most specific code of a decline stored as JSON in the ledger (see Decline.shown_code)."""
+    if not decline:
+        return None
+    return decline.get("decline_code") or decline.get("failure_code") or decline.get("code") \
+        or decline.get("network_advice_code")
+
+
 def classify(decline: Decline) -> str:
     """The failure type of one failed attempt. Signals that forbid retrying win over everything else."""
     for table, value in ((ADVICE_CODES, decline.advice_code),

@@ -17,7 +17,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from dunctl.clock import from_iso
 from dunctl.errors import ConfigError, ConfigProblem
-from dunctl.failures import PLAIN_WORDS, UNKNOWN
+from dunctl.failures import PLAIN_WORDS, UNKNOWN, shown_code
 from dunctl.money import format_amount
 
 
@@ -118,7 +118,7 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
         "amount": format_amount(invoice["amount_remaining"], currency),
         "update_link": update_link or invoice["hosted_invoice_url"] or "",
         "failure": {"type": failure_type, "plain": PLAIN_WORDS.get(failure_type, PLAIN_WORDS[UNKNOWN]),
-                    "code": decline.get("decline_code") or decline.get("failure_code") or decline.get("code")},
+                    "code": shown_code(decline)},
         "payment_method": {
             "type": (payment_method or {}).get("type") or invoice.get("payment_method_type"),
             "brand": (payment_method or {}).get("brand"),
@@ -167,7 +167,7 @@ def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: l
         f"{(customer or {}).get('name') or case['customer_id']} ({(customer or {}).get('email') or 'no email'})",
         f"Amount remaining: {format_amount(invoice['amount_remaining'], currency)} "
         f"of {format_amount(invoice['amount_due'], currency)}",
-        f"Failure: {case['failure_type']} ({decline.get('decline_code') or decline.get('failure_code') or decline.get('code') or 'no code'})"
+        f"Failure: {case['failure_type']} ({shown_code(decline) or 'no code'})"
         f", {case['attempts']} payment attempt(s), first failed {case['first_failed_at']}",
         f"Segment {case['segment']}, sequence {case['sequence']}",
         f"Messages sent: {len(sent)}" + (": " + ", ".join(f"{a['step_id']} ({a['finished_at']})" for a in sent)
