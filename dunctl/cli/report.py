@@ -45,9 +45,9 @@ def report(
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show recovery metrics for the cases first failed in a period, e.g.
+    """Show recovery metrics for the cases first failed in a period.
 
-    dunctl report --since 2026-10-01 --until 2026-11-01 --by channel --format html -o october.html
+    For example: dunctl report --since 2026-10-01 --until 2026-11-01 --by channel --format html -o october.html
     """
     config = load()
     ledger = open_ledger(config, must_exist=True)

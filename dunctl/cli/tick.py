@@ -19,9 +19,9 @@ def tick(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every action as a table.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Sync, open and close cases, and run every due step exactly once. Run it from cron every few minutes:
+    """Sync, open and close cases, and run every due step exactly once.
 
-    */5 * * * * cd /srv/dunctl && dunctl tick
+    Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
     moment = now_from(now)
