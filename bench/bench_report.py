@@ -101,7 +101,7 @@ def build(path: Path, cases: int) -> None:
                 FROM cases
                 WHERE recovered_at IS NULL OR recovered_at > strftime('%Y-%m-%dT%H:%M:%SZ', first_failed_at,
                                                                       '+{offset} seconds')""")
-        db.execute(f"""
+        db.execute("""
             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 699999)
             INSERT INTO subscriptions(id, customer_id, status, canceled_at)
             SELECT 'sub_' || i, 'cus_' || i, CASE WHEN i % 9 = 0 THEN 'canceled' ELSE 'active' END,

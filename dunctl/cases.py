@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dunctl.clock import from_iso, iso
+from dunctl.clock import from_iso
 from dunctl.config import Config
 from dunctl.errors import UsageError
 from dunctl.ledger import ENDED_STATES, Ledger
@@ -142,5 +142,3 @@ def close(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
 def as_text_time(value: str | None) -> str:
     return value.replace("T", " ").replace("Z", "") if value else "-"
 
-
-__all__ = ["status", "show", "pause", "resume", "close", "iso"]

@@ -15,7 +15,6 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from jinja2 import TemplateError
 
@@ -28,6 +27,8 @@ from dunctl.failures import UNKNOWN, classify, shown_code
 from dunctl.gateway import Gateway
 from dunctl.ledger import ENDED_STATES, Ledger
 from dunctl.messages import Templates, build_context, escalation_text, recipient
+from dunctl.model import Invoice as InvoiceRecord
+from dunctl.model import SyncBatch
 from dunctl.planner import MISSED, SKIP, CaseSnapshot, Settings, StepRecord, channel_of, plan
 
 ENDED_BY_INVOICE = {"paid": "recovered", "void": "voided", "uncollectible": "written_off"}
@@ -359,8 +360,6 @@ class Engine:
             except GatewayError:
                 fresh = None  # the provider is unreachable: act on what the ledger knows
             if fresh is not None:
-                from dunctl.model import SyncBatch
-
                 self.ledger.apply_batch(SyncBatch(invoices=[fresh]), self.now)
         invoice = self.ledger.invoice(case["invoice_id"])
         current = self.ledger.case(case["id"])
@@ -466,8 +465,6 @@ class Engine:
         kind = step.link or self.config.file.stripe.update_link
         if kind == "hosted_invoice" or self.gateway is None:
             return invoice["hosted_invoice_url"]
-        from dunctl.model import Invoice as InvoiceRecord
-
         record = InvoiceRecord(id=invoice["id"], customer_id=invoice["customer_id"], currency=invoice["currency"],
                                amount_due=invoice["amount_due"], amount_paid=invoice["amount_paid"],
                                amount_remaining=invoice["amount_remaining"], status=invoice["status"],
@@ -544,8 +541,6 @@ class Engine:
         outcome = self.gateway.pay_invoice(invoice["id"], key)
         attempt = case["attempts"] + 1
         if outcome.succeeded:
-            from dunctl.model import SyncBatch
-
             if outcome.invoice is not None:
                 self.ledger.apply_batch(SyncBatch(invoices=[outcome.invoice]), self.now)
             fresh = self.ledger.invoice(invoice["id"])
@@ -647,10 +642,10 @@ class Engine:
         sequence = self._sequence(case)
         snapshot, _ = self._snapshot(case)
         upcoming = plan(snapshot, sequence, self._records(case_id), self.settings, self.now)
-        due_now = [d for d in upcoming.decisions]
-        if due_now:
+        if upcoming.decisions:
             # Something is due already (a step that became runnable this tick): run it on the next tick.
-            self.ledger.update_case(case_id, next_due_at=iso(due_now[0].due_at), next_step=due_now[0].step.id)
+            first = upcoming.decisions[0]
+            self.ledger.update_case(case_id, next_due_at=iso(first.due_at), next_step=first.step.id)
         else:
             self.ledger.update_case(case_id, next_due_at=iso(upcoming.next_due_at), next_step=upcoming.next_step)
 

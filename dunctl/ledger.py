@@ -225,12 +225,6 @@ class Ledger:
             for signal_id in ids:
                 self.db.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
 
-    def mark_event_seen(self, event_id: str, event_type: str, created: datetime) -> bool:
-        """Record a provider event id; False when it was already seen (a duplicate delivery)."""
-        cursor = self.db.execute("INSERT OR IGNORE INTO events_seen(id, type, created) VALUES (?, ?, ?)",
-                                 [event_id, event_type, iso(created)])
-        return cursor.rowcount == 1
-
     def pending_invoices(self) -> list[dict]:
         """Invoices changed since cases were last reconciled, with their case (if any) and customer."""
         return list(self.db.query(
@@ -327,9 +321,6 @@ class Ledger:
         return {row[0]: row[1] for row in self.db.execute(
             "SELECT currency, sum(amount_remaining) FROM cases WHERE state IN ('open', 'paused') "
             "GROUP BY currency ORDER BY currency")}
-
-    def account_modes(self) -> set[str]:
-        return {"live" if row[0] else "test" for row in self.db.execute("SELECT DISTINCT livemode FROM cases")}
 
     # -- timeline --------------------------------------------------------------------------------------------
 

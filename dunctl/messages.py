@@ -16,7 +16,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_auto
 from jinja2.sandbox import SandboxedEnvironment
 
 from dunctl.clock import from_iso
-from dunctl.errors import ConfigError, ConfigProblem
+from dunctl.errors import ConfigProblem
 from dunctl.failures import PLAIN_WORDS, UNKNOWN, shown_code
 from dunctl.money import format_amount
 

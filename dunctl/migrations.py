@@ -164,11 +164,6 @@ def m001_initial(db: Database) -> None:
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL                       -- JSON
         );
-        CREATE TABLE IF NOT EXISTS events_seen (
-            id TEXT PRIMARY KEY,
-            type TEXT NOT NULL,
-            created TEXT NOT NULL
-        );
         -- Provider reports that change cases but are not invoice fields (disputes, replaced payment methods).
         CREATE TABLE IF NOT EXISTS signals (
             id INTEGER PRIMARY KEY,

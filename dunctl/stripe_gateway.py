@@ -299,10 +299,7 @@ class StripeGateway:
             page = self._call("list events", ("event", "read"), self._client.v1.events.list, params=params)
             events = list(reversed(page.data))          # Stripe lists newest first
             batch = self._from_events(events)
-            state = dict(state)
-            if events:
-                state.update(event=events[-1].id, event_created=events[-1].created)
-            state["checked_at"] = iso(now)
+            state = _advanced(state, events, now)
             batch.cursor = state
             batch.events = len(events)
             batch.requests = self.requests - start
@@ -327,10 +324,7 @@ class StripeGateway:
             chunk = events[first:first + PAGE]
             batch = self._from_events(chunk)
             if first + PAGE >= len(events):
-                state = dict(state)
-                if events:
-                    state.update(event=events[-1].id, event_created=events[-1].created)
-                state["checked_at"] = iso(now)
+                state = _advanced(state, events, now)
                 batch.cursor = state
             batch.events = len(chunk)
             batch.requests = self.requests - start
@@ -524,6 +518,15 @@ class StripeGateway:
 
 
 # -- Stripe JSON -> dunctl records (plain dicts in, dataclasses out) -----------------------------------------------
+
+
+def _advanced(state: dict, events: list, now: datetime) -> dict:
+    """The events cursor after `events` (oldest first), checked at `now`."""
+    state = dict(state)
+    if events:
+        state.update(event=events[-1].id, event_created=events[-1].created)
+    state["checked_at"] = iso(now)
+    return state
 
 
 def _deduplicated(batch: SyncBatch) -> SyncBatch:

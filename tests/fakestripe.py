@@ -1034,8 +1034,8 @@ class FakeStripe:
     def _h_subscription_cancel(self, match, params, request):
         sub = self._get("subscription", match["id"])
         if sub["status"] == "canceled":
-            raise ApiError(400, "invalid_request_error", f"A canceled subscription can only update its "
-                           f"cancellation_details and metadata.", code="resource_missing")
+            raise ApiError(400, "invalid_request_error", "A canceled subscription can only update its "
+                           "cancellation_details and metadata.", code="resource_missing")
         sub.update({"status": "canceled", "canceled_at": self.now, "ended_at": self.now})
         details = params.get("cancellation_details") or {}
         sub["cancellation_details"] = {"comment": details.get("comment"), "feedback": details.get("feedback"),

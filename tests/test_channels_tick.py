@@ -2,7 +2,6 @@
 posted to a local HTTP server; email through a real SMTP server; amounts in the customer's currency."""
 
 import json
-from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 import pytest

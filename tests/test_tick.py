@@ -2,7 +2,6 @@
 
 import json
 import sqlite3
-from datetime import timedelta
 
 import pytest
 
