@@ -19,7 +19,7 @@ from sqlite_utils import Database
 
 from dunctl.clock import iso
 from dunctl.errors import LockHeld, UsageError
-from dunctl.migrations import migrations
+from dunctl.ledger.migrations import migrations
 from dunctl.model import Customer, Invoice, PaymentMethod, Signal, Subscription, SyncBatch
 
 OPEN_STATES = ("open", "paused")
