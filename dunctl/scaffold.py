@@ -36,3 +36,14 @@ def write_starter(target: Path, *, email_transport: str = "file") -> list[Path]:
         config = target / "dunctl.yaml"
         config.write_text(config.read_text().replace("transport: file ", f"transport: {email_transport} ", 1))
     return written
+
+
+def create_ledger(config_path: Path) -> Path:
+    """Create the ledger the config at `config_path` names, with its schema, and return its path. Only `dunctl
+    init` (and an explicit --new-ledger) creates a ledger; an existing one is opened and left as it is."""
+    from dunctl.config import load_config
+    from dunctl.ledger import Ledger
+
+    path = load_config(config_path).ledger_path
+    Ledger.open(path, create=True).close()
+    return path

@@ -29,8 +29,9 @@ def at(offset: str | timedelta = "0", base: datetime = T0) -> datetime:
     return parse_offset(offset).after(base)
 
 
-def starter(directory: Path, **settings) -> Path:
-    """A starter config in `directory`, with dotted-path overrides: starter(d, **{"stripe.retries": "dunctl"})."""
+def starter(directory: Path, *, ledger: bool = True, **settings) -> Path:
+    """A starter config in `directory`, with dotted-path overrides: starter(d, **{"stripe.retries": "dunctl"}).
+    Like `dunctl init`, it creates the (empty) ledger too, unless ledger=False."""
     write_starter(directory)
     path = directory / "dunctl.yaml"
     data = yaml.safe_load(path.read_text())
@@ -46,7 +47,16 @@ def starter(directory: Path, **settings) -> Path:
         else:
             node[leaf] = value
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    if ledger:  # read from the YAML, not load_config: tests often add the sequences a segment names afterwards
+        Ledger.open(directory / (data.get("ledger") or {}).get("path", "dunctl.db"), create=True).close()
     return path
+
+
+def init_ledger(config_path: Path) -> Path:
+    """Create the config's ledger with its schema, as `dunctl init` does (tick and sync never create one)."""
+    from dunctl.scaffold import create_ledger
+
+    return create_ledger(config_path)
 
 
 def failed_invoice(invoice_id: str = "in_1", *, customer_id: str = "cus_1", amount: int = 4900,

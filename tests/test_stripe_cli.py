@@ -44,7 +44,7 @@ def test_sync_then_tick_then_status_against_stripe(tmp_path, fake_stripe):
 def test_a_missing_key_is_a_clear_error_that_names_the_variable(tmp_path, fake_stripe):
     config = config_for(tmp_path, fake_stripe)
     result = cli(config, "tick", "--now", at("1h").isoformat())
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the operator's setup, like a config error (issue 11)
     assert "STRIPE_API_KEY" in result.stderr
     assert "Traceback" not in result.output
 

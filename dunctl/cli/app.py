@@ -9,14 +9,20 @@ from typing import Annotated
 import typer
 
 from dunctl import __version__
-from dunctl.cli import case, common, setup, status, sync, tick
+from dunctl.cli import backup, case, common, preview, setup, status, sync, tick
+
+EXIT_CODES = ("Exit codes: 0 ok; 1 an action failed (the rest still ran; details on stderr and in the ledger); "
+              "2 usage, config or ledger error (nothing changed); 3 another tick holds the ledger's lock.")
 
 app = typer.Typer(
     name="dunctl",
-    help="Automated dunning for Stripe: recover failed subscription payments, from cron.",
+    help="Automated dunning for Stripe: recover failed subscription payments, from cron.\n\n"
+         "dunctl init billing && cd billing && dunctl check && dunctl tick",
+    epilog=EXIT_CODES,
+    cls=common.DunctlGroup,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold the Stripe key
-    add_completion=False,
+    add_completion=True,
 )
 
 
@@ -30,10 +36,13 @@ def _version(value: bool) -> None:
 def main_options(
     config: Annotated[Path, typer.Option("--config", "-c", envvar="DUNCTL_CONFIG",
                                          help="The config file.")] = Path("dunctl.yaml"),
+    log_file: Annotated[Path | None, typer.Option("--log-file", help="Append one JSON line per tick and per "
+                                                  "action to this file (overrides log.path).",
+                                                  show_default=False)] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
-    common.state.config_path = config
+    common.state.reset(config, log_file)
 
 
 app.command()(setup.init)
@@ -41,6 +50,8 @@ app.command()(setup.check)
 app.command()(sync.sync)
 app.command()(tick.tick)
 app.command()(status.status)
+app.command()(backup.backup)
+app.command()(preview.preview)
 app.add_typer(case.app, name="case")
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
+import sqlite3
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -13,11 +15,13 @@ from typing import Annotated, Any, Callable
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup, TyperOption
 
 from dunctl.clock import parse_instant, system_now
 from dunctl.config import Config, load_config
-from dunctl.errors import ConfigError, DunctlError
+from dunctl.errors import ConfigError, DunctlError, UsageError
 from dunctl.ledger import Ledger
+from dunctl.preflight import sqlite_error
 
 # Results go to stdout; progress, diagnostics and errors to stderr. A fixed width keeps output stable in pipes.
 out = Console(highlight=False, soft_wrap=False)
@@ -30,6 +34,14 @@ NowOption = Annotated[str | None, typer.Option("--now", help="Act as if it were 
 
 class State:
     config_path: Path = Path("dunctl.yaml")
+    new_ledger: bool = False            # --new-ledger: this command may create the ledger
+    ledger_path: Path | None = None     # the ledger this command opened, to name it in errors
+    log_path: Path | None = None        # --log-file
+
+    def reset(self, config_path: Path, log_path: Path | None = None) -> None:
+        """Start of every invocation (tests run many in one process): nothing carries over."""
+        self.config_path, self.log_path = config_path, log_path
+        self.new_ledger, self.ledger_path = False, None
 
 
 state = State()
@@ -60,8 +72,11 @@ def ledger_now(ledger: Ledger, option: str | None) -> datetime:
     return system_now()
 
 
-def open_ledger(config: Config, must_exist: bool = False) -> Ledger:
-    return Ledger.open_existing(config.ledger_path) if must_exist else Ledger.open(config.ledger_path)
+def open_ledger(config: Config, must_exist: bool = True) -> Ledger:
+    """The config's ledger, which must exist (made by `dunctl init`) unless the command was given --new-ledger.
+    A missing or empty ledger is never replaced silently: that would run again every step still within grace."""
+    state.ledger_path = config.ledger_path
+    return Ledger.open(config.ledger_path, create=state.new_ledger or not must_exist)
 
 
 def print_json(data: Any) -> None:
@@ -97,8 +112,25 @@ def handles_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except DunctlError as error:
             fail(error, as_json=bool(kwargs.get("as_json")))
+        except sqlite3.Error as error:
+            fail(sqlite_error(error, state.ledger_path), as_json=bool(kwargs.get("as_json")))
+        except OSError as error:
+            # A file the user named (report -o, backup PATH) or the disk itself: one line, no traceback.
+            fail(os_error(error), as_json=bool(kwargs.get("as_json")))
 
     return wrapper
+
+
+def os_error(error: OSError) -> UsageError:
+    where = error.filename or "a file"
+    if error.errno == errno.ENOSPC:
+        return UsageError(f"cannot write {where}: the disk is full", "free some space and run the command again")
+    if isinstance(error, FileNotFoundError):
+        parent = Path(str(error.filename)).parent if error.filename else None
+        hint = f"create the directory {parent} first, or choose another path" if parent else None
+        return UsageError(f"cannot write {where}: its directory does not exist", hint)
+    return UsageError(f"cannot use {where}: {error.strerror or error}",
+                      "check the path, its permissions and the disk it is on")
 
 
 def environ() -> dict[str, str]:
@@ -122,3 +154,72 @@ def sync_progress():
                                          f"{result.events:,} events, {result.requests:,} requests")
 
         yield update
+
+
+# -- options every command shares ------------------------------------------------------------------------------
+# `-c/--config` works before the command (`dunctl -c x.yaml tick`) and after it (`dunctl tick -c x.yaml`), and
+# `--new-ledger` belongs to the commands that may start a ledger. Both are added to the commands as Typer builds
+# them, so command modules need not repeat them.
+
+NEW_LEDGER_COMMANDS = frozenset({"tick", "sync"})
+
+# Typer 0.29 shows every flag as `--dry-run <bool>`; a flag takes no value, so show none.
+_display_type_rich = TyperOption.display_type_rich
+TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type_rich(self, ctx)
+
+
+def _set_config(value: Path | None) -> None:
+    if value is not None:
+        state.config_path = value
+
+
+def _set_new_ledger(value: bool) -> None:
+    if value:
+        state.new_ledger = True
+
+
+def _shared_option_params() -> dict[str, Any]:
+    """The shared options as parameters, built by Typer itself from an ordinary signature."""
+
+    def shared(
+        config: Annotated[Path | None, typer.Option(
+            "--config", "-c", callback=_set_config, is_eager=True, show_default=False,
+            help="The config file (also accepted before the command).")] = None,
+        new_ledger: Annotated[bool, typer.Option(
+            "--new-ledger", callback=_set_new_ledger,
+            help="Start an empty ledger if there is none. For a first run only: on a lost ledger it would run "
+                 "again every step still within grace; restore the backup instead.")] = False,
+    ) -> None:
+        pass
+
+    builder = typer.Typer()
+    builder.command()(shared)
+    params = {param.name: param for param in typer.main.get_command(builder).params}
+    for param in params.values():
+        param.expose_value = False  # the callbacks record them; command functions never see them
+    return params
+
+
+_SHARED = _shared_option_params()
+
+
+def _shared_options(command) -> None:
+    if hasattr(command, "commands"):  # a group such as `case`
+        for sub in command.commands.values():
+            _shared_options(sub)
+        return
+    names = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    if "--config" not in names:
+        command.params.append(_SHARED["config"])
+    if command.name in NEW_LEDGER_COMMANDS and "--new-ledger" not in names:
+        command.params.append(_SHARED["new_ledger"])
+
+
+class DunctlGroup(TyperGroup):
+    """The top-level group: adds the shared options to each command it hands out."""
+
+    def get_command(self, ctx, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _shared_options(command)
+        return command

@@ -17,9 +17,14 @@ class LazyGateway:
 
     def _real(self) -> Gateway:
         if self._gateway is None:
+            from dunctl.errors import GatewayAuthError
             from dunctl.stripe_gateway import StripeGateway
 
-            self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ)
+            try:
+                self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ)
+            except GatewayAuthError as exc:
+                exc.exit_code = 2  # no key, or not a key: the operator's setup, like a config error (issue 11)
+                raise
         return self._gateway
 
     @property

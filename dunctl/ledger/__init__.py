@@ -39,25 +39,43 @@ class Ledger:
     # -- opening ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path) -> Ledger:
-        """Open (creating with mode 0600 if needed) and migrate the ledger at `path`."""
+    def open(cls, path: str | Path, *, create: bool = True) -> Ledger:
+        """Open and migrate the ledger at `path`, creating it (mode 0600, with its schema) when `create` is true
+        and it does not exist. A file this user cannot use, a damaged file or one written by a newer dunctl is
+        refused (UsageError) before anything is written to it."""
+        import sqlite3
+
+        from dunctl import preflight
+
         path = Path(path)
-        if not path.exists():
+        problem = preflight.ledger_file_problem(path, must_exist=not create)
+        if problem:
+            raise problem
+        created = not path.exists()
+        if created:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        db = Database(path)
-        db.conn.execute("PRAGMA busy_timeout = 10000")
-        db.conn.execute("PRAGMA foreign_keys = ON")
-        db.enable_wal()
-        migrations.apply(db)
+        try:
+            db = Database(path)
+            db.conn.execute("PRAGMA busy_timeout = 10000")
+            db.conn.execute("PRAGMA foreign_keys = ON")
+            unknown = preflight.unknown_migrations(db)
+            if unknown:
+                db.close()
+                raise preflight.newer_ledger_error(path, unknown)
+            db.enable_wal()
+            migrations.apply(db)
+        except sqlite3.Error as exc:
+            if created:  # a half-made ledger would later be taken for a real one
+                path.unlink(missing_ok=True)
+            raise preflight.sqlite_error(exc, path) from None
         return cls(db, path)
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Ledger:
-        """Open a ledger that must already exist (status, report, case): never create an empty one."""
-        if not Path(path).exists():
-            raise UsageError(f"no ledger at {path}", "run `dunctl tick` (or `dunctl demo`) first")
-        return cls.open(path)
+        """Open a ledger that must already exist and hold its schema (tick, sync, status, report, case): a
+        missing or zero-byte ledger is refused, never silently replaced by an empty one."""
+        return cls.open(path, create=False)
 
     def close(self) -> None:
         self.release_tick_lock()

@@ -1,0 +1,404 @@
+"""What must hold before dunctl touches anything: the ledger file is usable by this user, the secrets a config
+names are set, the outbox and log are writable; and (`check --online`) the Stripe key and the SMTP login work.
+
+Every check returns a Finding rather than raising, so `dunctl check` can show all of them at once; the ledger
+checks also run (raising) every time a command opens the ledger, so a tick never half-runs on a file it cannot
+write. Nothing here sends a message or changes a Stripe object.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from dunctl.errors import DunctlError, UsageError
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+RESTORE_HINT = ("restore the ledger from your last backup (see `dunctl backup`), or move it aside and start a new "
+                "one with `dunctl init` / `--new-ledger` (every step still within grace would then run again)")
+
+
+@dataclass
+class Finding:
+    """One preflight check: what was checked, whether it passed, and how to fix it when it did not."""
+
+    check: str
+    ok: bool
+    detail: str
+    hint: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- the ledger file -------------------------------------------------------------------------------------------
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _read_only_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_dir(directory: Path, what: str) -> str | None:
+    """Why dunctl could not create files in `directory` (creating it if needed), or None when it can."""
+    existing = _nearest_existing(directory)
+    if existing.exists() and not existing.is_dir():
+        return f"{what} {directory} cannot be created: {existing} is a file"
+    if _read_only_mount(existing):
+        return f"{what} {directory} is on a read-only file system"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{what} {directory} is not writable by user {_owner(os.geteuid())}"
+    return None
+
+
+def ledger_file_problem(path: Path, *, must_exist: bool) -> UsageError | None:
+    """Why the ledger at `path` cannot be used by this process, or None. Checks the file only (no SQL), so it is
+    cheap enough to run on every open."""
+    path = Path(path)
+    if not path.exists():
+        if must_exist:
+            return UsageError(f"no ledger at {path}",
+                              "a new install starts one with `dunctl init`; to start an empty ledger here on "
+                              "purpose, pass --new-ledger; if you had one, restore it from your backup instead "
+                              "(a new ledger runs again every step still within grace)")
+        problem = check_writable_dir(path.parent, "the ledger's directory")
+        return UsageError(f"cannot create the ledger {path}: {problem}",
+                          "set ledger.path in the config to a writable place") if problem else None
+    if path.is_dir():
+        return UsageError(f"the ledger {path} is a directory", "set ledger.path in the config to a file")
+    stat = path.stat()
+    if stat.st_uid != os.geteuid():
+        owner = _owner(stat.st_uid)
+        return UsageError(f"the ledger {path} belongs to user {owner}, not to {_owner(os.geteuid())} who runs "
+                          "dunctl; nothing was changed",
+                          f"run dunctl as {owner} (for example `sudo -u {owner} dunctl ...`): files another user "
+                          "creates next to the ledger would stop its own cron job")
+    if stat.st_size == 0:
+        return UsageError(f"the ledger {path} is empty (0 bytes): it was truncated or never initialised",
+                          RESTORE_HINT)
+    if not os.access(path, os.R_OK | os.W_OK):
+        mode = oct(stat.st_mode & 0o777)
+        return UsageError(f"the ledger {path} is not readable and writable by user {_owner(os.geteuid())} "
+                          f"(mode {mode})", f"chmod 600 {path}")
+    problem = check_writable_dir(path.parent, "the ledger's directory")
+    if problem:
+        # SQLite keeps its write-ahead log and lock files next to the ledger: a read-only directory breaks every
+        # write, and a read-only mount every open.
+        return UsageError(f"{problem}; SQLite needs to create {path.name}-wal and {path.name}-shm there",
+                          "move the ledger to a writable directory and set ledger.path")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        return UsageError(f"cannot read the ledger {path}: {exc.strerror}")
+    if not header.startswith(SQLITE_HEADER):
+        return UsageError(f"{path} is not a dunctl ledger (not an SQLite database): it is damaged, or "
+                          "ledger.path points at another file; nothing was changed", RESTORE_HINT)
+    if len(header) < 100:
+        return UsageError(f"the ledger {path} is truncated ({stat.st_size} bytes); nothing was changed",
+                          RESTORE_HINT)
+    return None
+
+
+def newer_ledger_error(path: Path, unknown: list[str]) -> UsageError:
+    return UsageError(f"the ledger {path} was written by a newer dunctl (it has schema migration(s) "
+                      f"{', '.join(unknown)} this version does not know); nothing was changed",
+                      "upgrade dunctl (pip install -U dunctl) before running it on this ledger")
+
+
+def sqlite_error(exc: sqlite3.Error, path: Path | None) -> DunctlError:
+    """An SQLite error as one line a person can act on. The database's own words are kept at the end."""
+    text = str(exc)
+    where = f"the ledger {path}" if path else "the ledger"
+    lower = text.lower()
+    if "database or disk is full" in lower:
+        return UsageError(f"the disk holding {where} is full; the write was rolled back (SQLite: {text})",
+                          "free some space (or move the ledger) and run the command again")
+    if "not a database" in lower or "malformed" in lower or "file is encrypted" in lower:
+        return UsageError(f"{where} is damaged (SQLite: {text}); nothing was changed", RESTORE_HINT)
+    if "readonly" in lower or "read-only" in lower:
+        return UsageError(f"{where} cannot be written (SQLite: {text})",
+                          "check the file's permissions and that its directory and file system are writable")
+    if "unable to open" in lower or "disk i/o error" in lower:
+        return UsageError(f"{where} cannot be opened or read (SQLite: {text})",
+                          "check the file, its directory and the disk it is on")
+    if "locked" in lower or "busy" in lower:
+        error = DunctlError(f"{where} is busy: another dunctl command held it too long (SQLite: {text})",
+                            "nothing was lost; run the command again")
+        error.exit_code = 3
+        return error
+    return DunctlError(f"{where}: SQLite error: {text}")
+
+
+def unknown_migrations(db) -> list[str]:
+    """Schema migrations recorded in the ledger that this dunctl does not have: a newer dunctl wrote it."""
+    from dunctl.ledger.migrations import migrations
+
+    known = {m.name for m in migrations._migrations}
+    return [m.name for m in migrations.applied(db) if m.name not in known]
+
+
+def inspect_ledger(path: Path) -> dict:
+    """Open the ledger read-only (no migration, no WAL files created by us) and return what `check` reports:
+    the account it follows. Raises UsageError for a damaged ledger or one written by a newer dunctl."""
+    from sqlite_utils import Database
+
+    from dunctl.ledger import Ledger
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        db = Database(conn)
+        unknown = unknown_migrations(db)
+        if unknown:
+            raise newer_ledger_error(path, unknown)
+        ledger = Ledger(db, path)
+        return {"account_mode": ledger.get_state("account_mode") if db["sync_state"].exists() else None}
+    except sqlite3.Error as exc:
+        raise sqlite_error(exc, path) from None
+    finally:
+        conn.close()
+
+
+# -- what a config needs ---------------------------------------------------------------------------------------
+
+
+def _secret(environ: Mapping[str, str], var: str | None, what: str) -> Finding:
+    if var and (environ.get(var) or "").strip():
+        return Finding(what, True, f"{var} is set")
+    return Finding(what, False, f"environment variable {var} is not set", f"export {var}=... before running dunctl")
+
+
+def secret_findings(config, environ: Mapping[str, str], *, simulated: bool) -> list[Finding]:
+    """The Stripe key and every configured channel's credentials, present in the environment."""
+    findings = []
+    var = config.file.stripe.api_key_env
+    if simulated:
+        findings.append(Finding("stripe key", True, "not needed: this ledger follows the simulated account"))
+    else:
+        key = (environ.get(var) or "").strip()
+        if not key:
+            findings.append(Finding("stripe key", False, f"environment variable {var} is not set",
+                                    f"export {var}=rk_live_... (a restricted key; `dunctl check --online` "
+                                    "lists the permissions it needs)"))
+        elif not re.match(r"^(sk|rk)_(test|live)_", key):
+            findings.append(Finding("stripe key", False, f"{var} does not hold a Stripe secret or restricted key",
+                                    "secret keys start with sk_, restricted keys with rk_"))
+        else:
+            mode = "live" if "_live_" in key[:8] else "test"
+            findings.append(Finding("stripe key", True, f"{var} is set ({mode} mode)"))
+    channels = config.file.channels
+    email = channels.email
+    if email and email.transport == "smtp" and (email.username_env or email.password_env):
+        findings.append(_secret(environ, email.username_env, "email: SMTP username"))
+        findings.append(_secret(environ, email.password_env, "email: SMTP password"))
+    if channels.slack:
+        findings.append(_secret(environ, channels.slack.webhook_url_env, "slack: webhook URL"))
+    if channels.webhook:
+        if channels.webhook.url_env or not channels.webhook.url:
+            findings.append(_secret(environ, channels.webhook.url_env, "webhook: URL"))
+        findings.append(_secret(environ, channels.webhook.secret_env, "webhook: signing secret"))
+    if channels.sms:
+        findings.append(_secret(environ, channels.sms.account_sid_env, "sms: Twilio account SID"))
+        findings.append(_secret(environ, channels.sms.auth_token_env, "sms: Twilio auth token"))
+    return findings
+
+
+def path_findings(config) -> list[Finding]:
+    """The ledger (readable and writable, or creatable), the outbox and the log file's directory."""
+    findings = []
+    path = config.ledger_path
+    problem = ledger_file_problem(path, must_exist=True)
+    if problem is None:
+        try:
+            inspect_ledger(path)
+        except DunctlError as exc:
+            problem = exc
+    if problem is None:
+        findings.append(Finding("ledger", True, f"{path} is readable and writable"))
+    else:
+        findings.append(Finding("ledger", False, problem.message, problem.hint))
+    email = config.file.channels.email
+    if email and email.transport == "file":
+        outbox = (config.base_dir / email.dir).resolve()
+        problem = check_writable_dir(outbox, "the outbox")
+        findings.append(Finding("email: outbox", problem is None, problem or f"{outbox} is writable",
+                                None if problem is None else "set channels.email.dir to a writable directory"))
+    log = getattr(config.file, "log", None)
+    if log is not None and log.path:
+        log_path = (config.base_dir / log.path).resolve()
+        problem = check_writable_dir(log_path.parent, "the log's directory")
+        if problem is None and log_path.exists() and not os.access(log_path, os.W_OK):
+            problem = f"the log file {log_path} is not writable"
+        findings.append(Finding("log file", problem is None, problem or f"{log_path} can be appended to",
+                                None if problem is None else "set log.path to a writable file"))
+    return findings
+
+
+# -- online: Stripe and SMTP answer ----------------------------------------------------------------------------
+
+# (resource as Stripe names the permission, level, the Dashboard's name, a request that needs exactly that
+# permission and changes nothing: a list of one, or an object id that does not exist).
+_PROBE = "dunctl_preflight_probe"
+STRIPE_PROBES = {
+    ("event", "read"): ("Events", "get", "/v1/events", {"limit": 1}),
+    ("invoice", "read"): ("Invoices", "get", "/v1/invoices", {"limit": 1}),
+    ("customer", "read"): ("Customers", "get", f"/v1/customers/cus_{_PROBE}", {}),
+    ("subscription", "read"): ("Subscriptions", "get", f"/v1/subscriptions/sub_{_PROBE}", {}),
+    ("payment_intent", "read"): ("PaymentIntents", "get", f"/v1/payment_intents/pi_{_PROBE}", {}),
+    ("charge", "read"): ("Charges", "get", f"/v1/charges/ch_{_PROBE}", {}),
+    ("invoice", "write"): ("Invoices", "post", f"/v1/invoices/in_{_PROBE}", {}),
+    ("subscription", "write"): ("Subscriptions", "post", f"/v1/subscriptions/sub_{_PROBE}", {}),
+    ("billing_portal_session", "write"): ("Customer portal", "post", "/v1/billing_portal/sessions",
+                                          {"customer": f"cus_{_PROBE}"}),
+}
+
+
+def needed_permissions(config) -> dict[tuple[str, str], str]:
+    """The restricted-key permissions this config needs, each with why."""
+    needed = {("event", "read"): "sync follows events", ("invoice", "read"): "sync reads invoices",
+              ("customer", "read"): "sync reads customers", ("subscription", "read"): "sync reads subscriptions",
+              ("payment_intent", "read"): "sync reads declines", ("charge", "read"): "sync reads disputes"}
+    steps = {step.action for seq in config.sequences.values() for step in seq.steps}
+    links = {step.link for seq in config.sequences.values() for step in seq.steps} | {config.file.stripe.update_link}
+    if config.file.stripe.retries == "dunctl":
+        needed[("invoice", "write")] = "stripe.retries: dunctl pays invoices and turns off Smart Retries"
+    elif "mark_uncollectible" in steps:
+        needed[("invoice", "write")] = "a mark_uncollectible step"
+    if steps & {"pause_subscription", "cancel_subscription"}:
+        needed[("subscription", "write")] = "a pause_subscription or cancel_subscription step"
+    if "billing_portal" in links:
+        needed[("billing_portal_session", "write")] = "update links to the billing portal"
+    return needed
+
+
+def stripe_online(config, environ: Mapping[str, str]) -> list[Finding]:
+    """Call Stripe with the configured key: does it work, which mode and account, and does it hold every
+    permission the config needs. Only reads, and writes aimed at objects that do not exist."""
+    import stripe
+
+    stripe_config = config.file.stripe
+    key = (environ.get(stripe_config.api_key_env) or "").strip()
+    if not key:
+        return [Finding("stripe: online", False, f"not tried: {stripe_config.api_key_env} is not set")]
+    client = stripe.StripeClient(key, base_addresses={"api": stripe_config.api_base} if stripe_config.api_base
+                                 else None, max_network_retries=0)
+    mode = "live" if key.startswith(("sk_live_", "rk_live_")) else "test"
+    findings = []
+    try:
+        account = client.raw_request("get", "/v1/account")
+        data = account.data if hasattr(account, "data") else {}
+        name = ((data.get("settings") or {}).get("dashboard") or {}).get("display_name") or \
+            (data.get("business_profile") or {}).get("name")
+        who = f"account {data.get('id')}" + (f" ({name})" if name else "")
+    except stripe.AuthenticationError:
+        return [Finding("stripe: key", False, f"Stripe rejected the key in {stripe_config.api_key_env} (401)",
+                        f"check that {stripe_config.api_key_env} holds a current key; rolled keys stop working")]
+    except stripe.APIConnectionError as exc:
+        return [Finding("stripe: key", False, f"could not reach Stripe: {exc.user_message or exc}",
+                        "check the network (or stripe.api_base)")]
+    except stripe.StripeError as exc:
+        # A restricted key may not read the account; its 403 still names it.
+        found = re.search(r"account '(acct_[A-Za-z0-9]+)'", exc.user_message or "")
+        who = f"account {found.group(1)}" if found else "account not readable by this key"
+    findings.append(Finding("stripe: key", True, f"works: {mode} mode, {who}"))
+    for (resource, level), why in needed_permissions(config).items():
+        label, method, path, params = STRIPE_PROBES[(resource, level)]
+        check = f"stripe: {label}: {level}"
+        try:
+            client.raw_request(method, path, **params)
+        except stripe.PermissionError:
+            findings.append(Finding(check, False, f"the key lacks {label}: {level}, needed for {why}",
+                                    f"give the restricted key {label}: {level} on the Dashboard's API keys page"))
+            continue
+        except stripe.InvalidRequestError:
+            pass  # the probe's object does not exist: the permission let the request through
+        except stripe.StripeError as exc:
+            findings.append(Finding(check, False, f"Stripe did not answer the check: {exc.user_message or exc}"))
+            continue
+        findings.append(Finding(check, True, f"granted ({why})"))
+    return findings
+
+
+def smtp_online(config, environ: Mapping[str, str]) -> list[Finding]:
+    """Connect to the SMTP server, STARTTLS and log in as configured, then quit: nothing is sent."""
+    import smtplib
+    import socket
+    import ssl
+
+    email = config.file.channels.email
+    if email is None or email.transport != "smtp":
+        return []
+    where = f"{email.host}:{email.port}"
+    user = environ.get(email.username_env) if email.username_env else None
+    password = environ.get(email.password_env) if email.password_env else None
+    if (email.username_env or email.password_env) and not (user and password):
+        return [Finding("email: SMTP login", False, f"not tried: the SMTP credentials are not set")]
+    smtp = None
+    try:
+        context = ssl.create_default_context()
+        if email.security == "tls":
+            smtp = smtplib.SMTP_SSL(email.host, email.port, timeout=email.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(email.host, email.port, timeout=email.timeout)
+        smtp.ehlo_or_helo_if_needed()
+        if email.security == "starttls":
+            if not smtp.has_extn("starttls"):
+                return [Finding("email: SMTP login", False, f"{where} does not offer STARTTLS",
+                                "set channels.email.security to match the server")]
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        if user:
+            smtp.login(user, password)
+            detail = f"logged in to {where} as {user}"
+        else:
+            detail = f"connected to {where} (no login configured)"
+        smtp.quit()
+        smtp = None
+        return [Finding("email: SMTP login", True, detail + "; nothing sent")]
+    except smtplib.SMTPAuthenticationError as exc:
+        return [Finding("email: SMTP login", False, f"{where} refused the login for {user!r}: {exc.smtp_code}",
+                        f"check {email.username_env} and {email.password_env}")]
+    except (smtplib.SMTPException, OSError, socket.timeout, ssl.SSLError) as exc:
+        text = str(exc).replace(password, "***") if password else str(exc)
+        return [Finding("email: SMTP login", False, f"could not reach {where}: {text or type(exc).__name__}",
+                        "check channels.email.host, port and security")]
+    finally:
+        if smtp is not None:
+            try:
+                smtp.close()
+            except OSError:
+                pass
+
+
+def preflight(config, environ: Mapping[str, str], *, online: bool = False) -> list[Finding]:
+    """Every check `dunctl check` runs, in the order a person fixes them."""
+    findings = path_findings(config)
+    simulated = False
+    if findings[0].ok:
+        simulated = inspect_ledger(config.ledger_path).get("account_mode") == "simulated"
+    findings += secret_findings(config, environ, simulated=simulated)
+    if online:
+        if not simulated:
+            findings += stripe_online(config, environ)
+        findings += smtp_online(config, environ)
+    return findings
