@@ -159,6 +159,10 @@ class Segment(Strict):
     sequence: str
 
 
+class LogConfig(Strict):
+    path: str | None = None           # one JSON line per tick and per action (--log-file overrides)
+
+
 class DirConfig(Strict):
     dir: str
 
@@ -170,6 +174,7 @@ class ConfigFile(Strict):
     channels: Channels = Channels()
     escalation: EscalationConfig = EscalationConfig()
     dunning: DunningConfig = DunningConfig()
+    log: LogConfig = LogConfig()
     sequences: DirConfig = DirConfig(dir="sequences")
     templates: DirConfig = DirConfig(dir="templates")
     segments: list[Segment]

@@ -46,6 +46,13 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
+def _can(path: Path, mode: int) -> bool:
+    """os.access as the effective user (the one whose rights SQLite will have), where the OS can say."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
 def _read_only_mount(directory: Path) -> bool:
     try:
         return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
@@ -66,7 +73,7 @@ def check_writable_dir(directory: Path, what: str) -> str | None:
         return f"{what} {directory} cannot be created: {existing} is a file"
     if _read_only_mount(existing):
         return f"{what} {directory} is on a read-only file system"
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not _can(existing, os.W_OK | os.X_OK):
         return f"{what} {directory} is not writable by user {_owner(os.geteuid())}"
     return None
 
@@ -96,7 +103,10 @@ def ledger_file_problem(path: Path, *, must_exist: bool) -> UsageError | None:
     if stat.st_size == 0:
         return UsageError(f"the ledger {path} is empty (0 bytes): it was truncated or never initialised",
                           RESTORE_HINT)
-    if not os.access(path, os.R_OK | os.W_OK):
+    if _read_only_mount(path.parent):
+        return UsageError(f"the ledger {path} is on a read-only file system; nothing was changed",
+                          "remount it read-write, or move the ledger to a writable disk and set ledger.path")
+    if not _can(path, os.R_OK | os.W_OK):
         mode = oct(stat.st_mode & 0o777)
         return UsageError(f"the ledger {path} is not readable and writable by user {_owner(os.geteuid())} "
                           f"(mode {mode})", f"chmod 600 {path}")
@@ -247,7 +257,7 @@ def path_findings(config) -> list[Finding]:
     if log is not None and log.path:
         log_path = (config.base_dir / log.path).resolve()
         problem = check_writable_dir(log_path.parent, "the log's directory")
-        if problem is None and log_path.exists() and not os.access(log_path, os.W_OK):
+        if problem is None and log_path.exists() and not _can(log_path, os.W_OK):
             problem = f"the log file {log_path} is not writable"
         findings.append(Finding("log file", problem is None, problem or f"{log_path} can be appended to",
                                 None if problem is None else "set log.path to a writable file"))

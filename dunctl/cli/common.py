@@ -203,10 +203,26 @@ def _shared_option_params() -> dict[str, Any]:
 _SHARED = _shared_option_params()
 
 
-def _shared_options(command) -> None:
+# An example for each command whose docstring has none (those modules belong to other parts of the code).
+EXAMPLES = {
+    "sync": "dunctl sync --full",
+    "status": "dunctl status --all --json",
+    "case": "dunctl case show in_1P2x3Y",
+    "case show": "dunctl case show in_1P2x3Y",
+    "case pause": "dunctl case pause in_1P2x3Y --reason 'customer called, paying by wire'",
+    "case resume": "dunctl case resume in_1P2x3Y --reason 'wire did not arrive'",
+    "case close": "dunctl case close in_1P2x3Y --reason 'settled offline'",
+}
+
+
+def _shared_options(command, path: str = "") -> None:
+    path = f"{path} {command.name}".strip()
+    help_text = command.help or ""
+    if path in EXAMPLES and "dunctl " not in help_text and not command.epilog:
+        command.epilog = f"Example: {EXAMPLES[path]}"
     if hasattr(command, "commands"):  # a group such as `case`
         for sub in command.commands.values():
-            _shared_options(sub)
+            _shared_options(sub, path)
         return
     names = {opt for param in command.params for opt in getattr(param, "opts", [])}
     if "--config" not in names:
@@ -223,3 +239,17 @@ class DunctlGroup(TyperGroup):
         if command is not None:
             _shared_options(command)
         return command
+
+
+def log_tick(config: Config, result) -> None:
+    """Append the tick to the activity log when --log-file or log.path asks for one. cli/tick.py calls this
+    right after run_tick; a log that cannot be written is an error on stderr, never a lost tick."""
+    from dunctl.activity_log import append_tick, secret_values
+
+    path = state.log_path or (config.base_dir / config.file.log.path if config.file.log.path else None)
+    if path is None:
+        return
+    try:
+        append_tick(path, result, secret_values(config, os.environ))
+    except OSError as error:
+        err.print(f"error: could not append to the log {path}: {error.strerror or error}", markup=False)

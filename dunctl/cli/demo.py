@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +33,8 @@ def demo(
     """
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ticks"),
-                  TimeElapsedColumn(), console=err, transient=True, disable=as_json) as bar:
+                  TimeElapsedColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as bar:  # off a terminal it would leave a stray newline
         task = bar.add_task("simulating", total=None)
 
         def progress(done: int, total: int, now) -> None:
@@ -64,14 +68,27 @@ def render(result: DemoResult, seconds: float) -> None:
                             if c.revenue_at_risk) or "nothing"
         out.print(f"Status at the end: {headline.open} case(s) open, revenue at risk {at_risk}; "
                   f"{headline.with_person} handed to a person.")
-    config = result.config_path
+    config = shlex.quote(str(result.config_path))
     now = iso(result.last_tick or result.end)
+    dunctl = dunctl_command()
     out.print("\nLook further (the demo's clock stopped at " + now + "):", markup=False)
-    out.print(f"  dunctl -c {config} status --now {now}", markup=False)
+    out.print(f"  {dunctl} -c {config} status --now {now}", markup=False)
     if result.example_invoice:
-        out.print(f"  dunctl -c {config} case show {result.example_invoice}", markup=False)
-    out.print(f"  dunctl -c {config} report", markup=False)
-    out.print(f"  ls {result.outbox}    # every email dunctl sent, as .eml files", markup=False)
+        out.print(f"  {dunctl} -c {config} case show {result.example_invoice}", markup=False)
+    out.print(f"  {dunctl} -c {config} report", markup=False)
+    out.print(f"  ls {shlex.quote(str(result.outbox))}    # every email dunctl sent, as .eml files", markup=False)
+
+
+def dunctl_command() -> str:
+    """How to run this same dunctl from the user's shell: `dunctl` when that is what the shell finds, else the
+    full path of the script that ran (a venv that is not activated), else `python -m dunctl`."""
+    ran = Path(sys.argv[0])
+    if ran.name == "dunctl" and ran.exists():
+        found = shutil.which("dunctl")
+        if found and Path(found).resolve() == ran.resolve():
+            return "dunctl"
+        return shlex.quote(str(ran.resolve()))
+    return f"{shlex.quote(sys.executable)} -m dunctl"
 
 
 def _pct(value: float | None) -> str:

@@ -1,0 +1,145 @@
+"""`dunctl check` says what `tick` will need: keys and credentials set, ledger and outbox writable; `--online`
+asks Stripe (the fake, over HTTP, through the real SDK) and logs in to a real SMTP server without sending."""
+
+import json
+
+import pytest
+
+from dunctl.ledger import Ledger
+from tests.fakestripe import ACCOUNT, TEST_KEY, FakeStripe
+from tests.helpers import at, cli, starter
+from tests.servers import SmtpServer
+
+KEY = {"STRIPE_API_KEY": TEST_KEY}
+
+
+class AccountStripe(FakeStripe):
+    """The fake, plus GET /v1/account (what `check --online` reads to name the account)."""
+
+    _ROUTES = FakeStripe._ROUTES + [("GET", r"/v1/account", "account", "account_read")]
+
+    def _h_account(self, match, params, request):
+        return {"id": ACCOUNT, "object": "account", "settings": {"dashboard": {"display_name": "Acme Test"}}}
+
+
+@pytest.fixture
+def stripe_account():
+    with AccountStripe() as fake:
+        yield fake
+
+
+def test_check_fails_with_exit_2_when_the_stripe_key_is_missing(tmp_path):
+    config = starter(tmp_path)
+    missing = cli(config, "check")
+    assert missing.exit_code == 2
+    assert "stripe key" in missing.stdout and "FAILED" in missing.stdout
+    assert "STRIPE_API_KEY is not set" in missing.stderr
+    assert cli(config, "check", env=KEY).exit_code == 0
+    publishable = cli(config, "check", env={"STRIPE_API_KEY": "pk_test_123"})
+    assert publishable.exit_code == 2 and "does not hold a Stripe secret or restricted key" in publishable.stderr
+
+
+def test_a_missing_key_exits_2_on_sync_and_tick_too(tmp_path):
+    config = starter(tmp_path)
+    for command in ("sync", "tick"):
+        result = cli(config, command, "--now", at("1h").isoformat())
+        assert result.exit_code == 2, (command, result.output)
+        assert "STRIPE_API_KEY" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_demo_ledger_needs_no_key(tmp_path):
+    config = starter(tmp_path)
+    ledger = Ledger.open(tmp_path / "dunctl.db")
+    ledger.set_state("account_mode", "simulated")
+    ledger.close()
+    result = cli(config, "check")
+    assert result.exit_code == 0, result.output
+    assert "not needed: this ledger follows the simulated account" in result.stdout
+
+
+def test_every_configured_channels_credentials_are_named(tmp_path):
+    config = starter(tmp_path, **{
+        "channels.email": {"transport": "smtp", "host": "127.0.0.1", "port": 2525,
+                           "username_env": "SMTP_USERNAME", "password_env": "SMTP_PASSWORD"},
+        "channels.slack": {"webhook_url_env": "SLACK_WEBHOOK_URL"},
+        "channels.webhook": {"url_env": "CRM_URL", "secret_env": "DUNCTL_WEBHOOK_SECRET"},
+        "channels.sms": {"from": "+15550001111"}})
+    result = cli(config, "check", "--json", env=KEY)
+    assert result.exit_code == 2
+    failed = {c["check"]: c["detail"] for c in json.loads(result.stdout)["checks"] if not c["ok"]}
+    for var in ("SMTP_USERNAME", "SMTP_PASSWORD", "SLACK_WEBHOOK_URL", "CRM_URL", "DUNCTL_WEBHOOK_SECRET",
+                "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):
+        assert any(var in detail for detail in failed.values()), var
+    env = {**KEY, "SMTP_USERNAME": "u", "SMTP_PASSWORD": "p", "SLACK_WEBHOOK_URL": "http://127.0.0.1:9/x",
+           "CRM_URL": "http://127.0.0.1:9/y", "DUNCTL_WEBHOOK_SECRET": "s", "TWILIO_ACCOUNT_SID": "AC1",
+           "TWILIO_AUTH_TOKEN": "t"}
+    assert cli(config, "check", env=env).exit_code == 0
+
+
+def test_an_outbox_that_cannot_be_created_fails_check(tmp_path):
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    config = starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "blocker/outbox"}})
+    result = cli(config, "check", env=KEY)
+    assert result.exit_code == 2
+    assert "the outbox" in result.stderr and "is a file" in result.stderr
+
+
+def test_a_missing_ledger_fails_check_and_says_how_to_start(tmp_path):
+    config = starter(tmp_path, ledger=False)
+    result = cli(config, "check", env=KEY)
+    assert result.exit_code == 2
+    assert "no ledger at" in result.stdout + result.stderr and "dunctl init" in result.stdout
+    assert not (tmp_path / "dunctl.db").exists()
+
+
+def test_online_names_the_account_mode_and_each_permission(tmp_path, stripe_account):
+    config = starter(tmp_path, **{"stripe.api_base": stripe_account.url})
+    result = cli(config, "check", "--online", "--json", env=KEY)
+    assert result.exit_code == 0, result.output
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["stripe: key"]["ok"]
+    assert f"test mode, account {ACCOUNT} (Acme Test)" in checks["stripe: key"]["detail"]
+    assert checks["stripe: Events: read"]["ok"] and checks["stripe: Invoices: read"]["ok"]
+    # the starter leaves retries to Stripe and pauses subscriptions: Subscriptions: write, not Invoices: write
+    assert checks["stripe: Subscriptions: write"]["ok"]
+    assert not any(c["check"] == "stripe: Invoices: write" for c in checks.values())
+    # it only read, or aimed writes at objects that do not exist: nothing changed on the account
+    assert stripe_account.events == []
+
+
+def test_online_names_the_permission_a_restricted_key_lacks(tmp_path, stripe_account):
+    restricted = "rk_test_restricted_0000000000000000"
+    stripe_account.deny(restricted, "invoice_write")
+    config = starter(tmp_path, **{"stripe.api_base": stripe_account.url, "stripe.retries": "dunctl"})
+    result = cli(config, "check", "--online", env={"STRIPE_API_KEY": restricted})
+    assert result.exit_code == 2
+    assert "the key lacks Invoices: write" in result.stderr
+    assert "stripe.retries: dunctl" in result.stderr
+    assert restricted not in result.output
+
+
+def test_online_reports_a_rejected_key(tmp_path, stripe_account):
+    bad = "sk_test_rolled_0000000000000000"
+    stripe_account.reject_key(bad)
+    config = starter(tmp_path, **{"stripe.api_base": stripe_account.url})
+    result = cli(config, "check", "--online", env={"STRIPE_API_KEY": bad})
+    assert result.exit_code == 2
+    assert "Stripe rejected the key in STRIPE_API_KEY (401)" in result.stderr
+    assert bad not in result.output
+
+
+def test_online_logs_in_to_smtp_and_sends_nothing(tmp_path, stripe_account):
+    with SmtpServer(credentials=("billing", "s3cret-pass")) as smtp:
+        config = starter(tmp_path, **{
+            "stripe.api_base": stripe_account.url,
+            "channels.email": {"transport": "smtp", "host": smtp.host, "port": smtp.port,
+                               "username_env": "SMTP_USERNAME", "password_env": "SMTP_PASSWORD"}})
+        good = cli(config, "check", "--online", env={**KEY, "SMTP_USERNAME": "billing",
+                                                     "SMTP_PASSWORD": "s3cret-pass"})
+        assert good.exit_code == 0, good.output
+        assert "logged in to" in good.stdout and "nothing sent" in good.stdout
+        wrong = cli(config, "check", "--online", env={**KEY, "SMTP_USERNAME": "billing",
+                                                      "SMTP_PASSWORD": "wrong-pass"})
+        assert wrong.exit_code == 2
+        assert "refused the login for 'billing'" in wrong.stderr and "wrong-pass" not in wrong.output
+        assert smtp.received == []
