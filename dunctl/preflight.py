@@ -233,7 +233,7 @@ def secret_findings(config, environ: Mapping[str, str], *, simulated: bool) -> l
     return findings
 
 
-def path_findings(config) -> list[Finding]:
+def path_findings(config, log_path: Path | None = None) -> list[Finding]:
     """The ledger (readable and writable, or creatable), the outbox and the log file's directory."""
     findings = []
     path = config.ledger_path
@@ -253,9 +253,10 @@ def path_findings(config) -> list[Finding]:
         problem = check_writable_dir(outbox, "the outbox")
         findings.append(Finding("email: outbox", problem is None, problem or f"{outbox} is writable",
                                 None if problem is None else "set channels.email.dir to a writable directory"))
-    log = getattr(config.file, "log", None)
-    if log is not None and log.path:
-        log_path = (config.base_dir / log.path).resolve()
+    if log_path is None and config.file.log.path:
+        log_path = config.base_dir / config.file.log.path
+    if log_path is not None:
+        log_path = Path(log_path).resolve()
         problem = check_writable_dir(log_path.parent, "the log's directory")
         if problem is None and log_path.exists() and not _can(log_path, os.W_OK):
             problem = f"the log file {log_path} is not writable"
@@ -362,7 +363,7 @@ def smtp_online(config, environ: Mapping[str, str]) -> list[Finding]:
     user = environ.get(email.username_env) if email.username_env else None
     password = environ.get(email.password_env) if email.password_env else None
     if (email.username_env or email.password_env) and not (user and password):
-        return [Finding("email: SMTP login", False, f"not tried: the SMTP credentials are not set")]
+        return [Finding("email: SMTP login", False, "not tried: the SMTP credentials are not set")]
     smtp = None
     try:
         context = ssl.create_default_context()
@@ -400,9 +401,10 @@ def smtp_online(config, environ: Mapping[str, str]) -> list[Finding]:
                 pass
 
 
-def preflight(config, environ: Mapping[str, str], *, online: bool = False) -> list[Finding]:
+def preflight(config, environ: Mapping[str, str], *, online: bool = False,
+              log_path: Path | None = None) -> list[Finding]:
     """Every check `dunctl check` runs, in the order a person fixes them."""
-    findings = path_findings(config)
+    findings = path_findings(config, log_path)
     simulated = False
     if findings[0].ok:
         simulated = inspect_ledger(config.ledger_path).get("account_mode") == "simulated"

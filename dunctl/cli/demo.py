@@ -72,11 +72,13 @@ def render(result: DemoResult, seconds: float) -> None:
     now = iso(result.last_tick or result.end)
     dunctl = dunctl_command()
     out.print("\nLook further (the demo's clock stopped at " + now + "):", markup=False)
-    out.print(f"  {dunctl} -c {config} status --now {now}", markup=False)
+    # soft_wrap: a command wrapped at the terminal's width would not run when pasted
+    out.print(f"  {dunctl} -c {config} status --now {now}", markup=False, soft_wrap=True)
     if result.example_invoice:
-        out.print(f"  {dunctl} -c {config} case show {result.example_invoice}", markup=False)
-    out.print(f"  {dunctl} -c {config} report", markup=False)
-    out.print(f"  ls {shlex.quote(str(result.outbox))}    # every email dunctl sent, as .eml files", markup=False)
+        out.print(f"  {dunctl} -c {config} case show {result.example_invoice}", markup=False, soft_wrap=True)
+    out.print(f"  {dunctl} -c {config} report", markup=False, soft_wrap=True)
+    out.print(f"  ls {shlex.quote(str(result.outbox))}    # every email dunctl sent, as .eml files", markup=False,
+              soft_wrap=True)
 
 
 def dunctl_command() -> str:

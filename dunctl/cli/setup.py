@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from dunctl.cli.common import JsonOption, environ, err, handles_errors, load, out, print_json
+from dunctl.cli.common import JsonOption, environ, err, handles_errors, load, out, print_json, state
 from dunctl.errors import ConfigError, UsageError
 from dunctl.messages import Templates, sample_contexts
 from dunctl.preflight import Finding, preflight
@@ -48,7 +48,7 @@ def check(
     problems = templates.check(used, sample_contexts(config.file.sender.company))
     if problems:
         raise ConfigError(problems)
-    findings = preflight(config, environ(), online=online)
+    findings = preflight(config, environ(), online=online, log_path=state.log_path)
     failed = [f for f in findings if not f.ok]
     if as_json:
         print_json({"ok": not failed, "sequences": sorted(config.sequences), "templates": sorted(used),

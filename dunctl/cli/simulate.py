@@ -33,7 +33,7 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="dunctl-simulate-") as scratch:
         work = work_dir or Path(scratch)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
-                      transient=True, disable=as_json) as bar:
+                      transient=True, disable=as_json or not err.is_terminal) as bar:  # no stray newline
             task = bar.add_task("simulating", total=None)
 
             def progress(name: str, done: int, total: int) -> None:
