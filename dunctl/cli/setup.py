@@ -18,8 +18,7 @@ from dunctl.scaffold import create_ledger, write_starter
 
 @handles_errors
 def init(directory: Annotated[Path, typer.Argument(help="Where to write the starter files.")] = Path(".")) -> None:
-    """Write a starter dunctl.yaml, sequences/ and templates/ into DIR, and create its empty ledger (never
-    overwrites).
+    """Write a starter config, sequences and templates into DIR, and create its ledger (never overwrites).
 
     dunctl init billing && cd billing && dunctl check
     """
@@ -37,10 +36,9 @@ def check(
                                          "and log in to SMTP; nothing is sent or changed.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Validate the config, sequences and templates, and check that tick can run: keys and credentials set,
-    ledger and outbox writable. Exit 0 when all is well, 2 otherwise.
+    """Validate the config and templates, and check that tick can run (keys, credentials, ledger, outbox).
 
-    dunctl check --online
+    Exit 0 when all is well, 2 otherwise. For example: dunctl check --online
     """
     config = load()
     templates = Templates(config.templates_dir)
