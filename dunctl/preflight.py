@@ -136,12 +136,21 @@ def newer_ledger_error(path: Path, unknown: list[str]) -> UsageError:
                       "upgrade dunctl (pip install -U dunctl) before running it on this ledger")
 
 
+def _nearly_full(directory: Path) -> bool:
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 256 * 1024
+
+
 def sqlite_error(exc: sqlite3.Error, path: Path | None) -> DunctlError:
     """An SQLite error as one line a person can act on. The database's own words are kept at the end."""
     text = str(exc)
     where = f"the ledger {path}" if path else "the ledger"
     lower = text.lower()
-    if "database or disk is full" in lower:
+    # A full disk often reaches SQLite as an I/O error on its write-ahead log rather than SQLITE_FULL.
+    if "database or disk is full" in lower or ("i/o error" in lower and path and _nearly_full(Path(path).parent)):
         return UsageError(f"the disk holding {where} is full; the write was rolled back (SQLite: {text})",
                           "free some space (or move the ledger) and run the command again")
     if "not a database" in lower or "malformed" in lower or "file is encrypted" in lower:

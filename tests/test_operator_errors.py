@@ -258,6 +258,30 @@ def test_a_full_disk_is_one_line_and_the_next_tick_recovers(tmp_path, monkeypatc
     assert len(Ledger.open_existing(tmp_path / "dunctl.db").cases()) == 150
 
 
+def test_a_really_full_disk_is_named_as_such(shared_dir):
+    mount = shared_dir / "mnt"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    config = starter(mount)
+    ledger = open_engine_ledger(config)
+    seed(ledger, *[failed_invoice(f"in_{i:03d}", customer_id=f"cus_{i:03d}") for i in range(150)])
+    ledger.close()
+    gc.collect()
+    stat = os.statvfs(mount)
+    with open(mount / "filler", "wb") as filler, contextlib.suppress(OSError):
+        filler.write(b"x" * (stat.f_bavail * stat.f_frsize))
+    result = cli(config, "tick", "--no-sync", "--now", at("31m").isoformat())
+    one_line_error(result)
+    assert f"the disk holding the ledger {mount / 'dunctl.db'} is full" in result.stderr
+    (mount / "filler").unlink()
+    gc.collect()
+    again = cli(config, "tick", "--no-sync", "--now", at("32m").isoformat())
+    assert again.exit_code == 0, again.output
+    assert len(Ledger.open_existing(mount / "dunctl.db").cases()) == 150
+
+
 def test_a_report_into_a_missing_directory_is_one_line(tmp_path):
     config = seeded(tmp_path)
     target = tmp_path / "reports" / "2026" / "november.html"

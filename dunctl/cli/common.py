@@ -114,6 +114,8 @@ def handles_errors(func: Callable) -> Callable:
             fail(error, as_json=bool(kwargs.get("as_json")))
         except sqlite3.Error as error:
             fail(sqlite_error(error, state.ledger_path), as_json=bool(kwargs.get("as_json")))
+        except BrokenPipeError:
+            raise  # `dunctl report | head`: not a mistake to explain
         except OSError as error:
             # A file the user named (report -o, backup PATH) or the disk itself: one line, no traceback.
             fail(os_error(error), as_json=bool(kwargs.get("as_json")))
