@@ -85,9 +85,9 @@ def ledger_file_problem(path: Path, *, must_exist: bool) -> UsageError | None:
     if not path.exists():
         if must_exist:
             return UsageError(f"no ledger at {path}",
-                              "a new install starts one with `dunctl init`; to start an empty ledger here on "
-                              "purpose, pass --new-ledger; if you had one, restore it from your backup instead "
-                              "(a new ledger runs again every step still within grace)")
+                              "a new install starts one with `dunctl init`; to start an empty one for this config "
+                              "on purpose, run `dunctl tick --new-ledger`; if you had one, restore it from your "
+                              "backup instead (a new ledger runs again every step still within grace)")
         problem = check_writable_dir(path.parent, "the ledger's directory")
         return UsageError(f"cannot create the ledger {path}: {problem}",
                           "set ledger.path in the config to a writable place") if problem else None
