@@ -224,10 +224,10 @@ def _hold_suspension(step: Step, case: CaseSnapshot, sequence: Sequence, records
 def _catch_up(eligible: list[tuple[Decision, bool]], settings: Settings, now: datetime) -> list[Decision]:
     """Of the steps that may run now, decide which do: the latest of each kind, per the catch-up policy."""
     out: list[Decision] = []
-    groups: dict[str, list[tuple[Decision, bool]]] = {}
+    groups: dict[tuple, list[tuple[Decision, bool]]] = {}
     for item in eligible:
-        groups.setdefault(_kind(item[0].step), []).append(item)
-    for kind, items in groups.items():
+        groups.setdefault(_kind(item[0].step, settings), []).append(item)
+    for (kind, *_), items in groups.items():
         if kind in ("customer", "retry", "suspension"):
             # Never a burst, never two charges at once: only the latest runs.
             *earlier, latest = items
@@ -255,16 +255,18 @@ def _catch_up(eligible: list[tuple[Decision, bool]], settings: Settings, now: da
     return out
 
 
-def _kind(step: Step) -> str:
+def _kind(step: Step, settings: Settings) -> tuple:
+    """The group a step competes in for the catch-up policy. Internal notifications compete only with those
+    to the same destination: an escalation never supersedes the account manager's email, nor the reverse."""
     if step.audience == CUSTOMER:
-        return "customer"
+        return ("customer",)
     if step.audience == INTERNAL:
-        return "internal"
+        return ("internal", channel_of(step, settings.escalation_channel), str(step.to))
     if step.action == "retry":
-        return "retry"
+        return ("retry",)
     if step.action in SUSPENDING:
-        return "suspension"
-    return "other"
+        return ("suspension",)
+    return ("other",)
 
 
 def _suspension_before(index: int, sequence: Sequence) -> Step | None:

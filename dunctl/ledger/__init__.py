@@ -413,6 +413,9 @@ class Ledger:
             "ORDER BY next_due_at, id",
             [iso(now)])]
 
+    def open_case_ids(self) -> list[int]:
+        return [row[0] for row in self.db.execute("SELECT id FROM cases WHERE state = 'open'")]
+
     def open_case_ids_for_customer(self, customer_id: str) -> list[int]:
         return [row[0] for row in self.db.execute(
             "SELECT id FROM cases WHERE customer_id = ? AND state IN ('open', 'paused')", [customer_id])]

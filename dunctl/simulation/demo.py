@@ -164,7 +164,8 @@ class Driver:
         for n in range(total):
             now = first + n * TICK_EVERY
             self.account.advance_to(now)
-            result = run_tick(self.ledger, self.config, self.account, self.channels, now)
+            # A simulated account is always worked live: monitor mode guards real accounts, not simulations.
+            result = run_tick(self.ledger, self.config, self.account, self.channels, now, mode="live")
             self._feed(result, now)
             self.last_tick = now
             if progress:

@@ -24,7 +24,7 @@ from dunctl.tick.effects import STEP, SYSTEM, Effect, idempotency_key
 from dunctl.tick.executor import _error_text, execute
 from dunctl.tick.reconcile import apply_signal, follow_case, open_case
 from dunctl.tick.result import ActionReport, SyncResult, TickResult
-from dunctl.tick.schedule import Sequences, next_due, plan_case, schedule_case, system_effects
+from dunctl.tick.schedule import Sequences, plan_case, schedule_case, system_effects
 
 CASES_PER_BATCH = 50
 RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment made meanwhile still stops them
@@ -159,6 +159,19 @@ def _mark_unknown(ledger: Ledger, now: datetime) -> None:
                                 f"{action['step_id']} ({action['action']}) outcome unknown: not re-sent")
 
 
+def _on_mode_change(ctx: TickContext) -> None:
+    """Switching monitor <-> live changes what counts as finished (`would`): plan every open case again, once."""
+    previous = ctx.ledger.get_state("mode")
+    if previous == ctx.mode:
+        return
+    sequences = Sequences(ctx.ledger)
+    with ctx.ledger.transaction():
+        if previous is not None:
+            for case_id in ctx.ledger.open_case_ids():
+                schedule_case(ctx.ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+        ctx.ledger.set_state("mode", ctx.mode)
+
+
 def _missed_cause(ledger: Ledger, result: TickResult, last_tick: datetime | None, now: datetime,
                   grace) -> str | None:
     """The likeliest reason steps were missed, for the one line a tick prints about them."""
@@ -184,13 +197,13 @@ def _days(delta) -> str:
 
 def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: ChannelSet | None, now: datetime,
              dry_run: bool = False, sync: bool = True,
-             progress: Callable[[SyncResult], None] | None = None) -> TickResult:
+             progress: Callable[[SyncResult], None] | None = None, mode: str | None = None) -> TickResult:
     """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run works on a snapshot copy
     of the ledger in memory: it never writes the ledger file nor holds a write transaction on it, and makes no
     call that changes anything outside."""
     if dry_run:
         return _dry_tick(ledger, config, gateway, now, sync, progress)
-    mode = MONITOR if config.file.mode == "monitor" else LIVE
+    mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
     with ledger.tick_lock():
         last_tick = ledger.last_tick_at()
         tick_id = ledger.start_tick(now, dry_run=False)
@@ -199,6 +212,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         result = TickResult(now=now, mode=mode)
         try:
             _mark_unknown(ledger, now)
+            _on_mode_change(ctx)
             _tick(ctx, result, gateway, sync, progress)
         finally:
             if channels is not None:
