@@ -58,7 +58,7 @@ class StripeConfig(Strict):
     update_link: Literal["hosted_invoice", "billing_portal"] = "hosted_invoice"
     portal_return_url: str | None = None
     pause_behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
-    recheck_before_action: bool = True
+    recheck_before_action: bool = False
     backfill_days: int = Field(60, ge=1, le=400)
 
 
