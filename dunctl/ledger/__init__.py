@@ -481,7 +481,8 @@ class Ledger:
         row = self.db.execute(
             """UPDATE actions SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?,
                  idempotency_key = ?, error = NULL
-               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would') RETURNING id""",
+               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend')
+               RETURNING id""",
             [iso(now), tick_id, key, case_id, kind, step_id]).fetchone()
         return row[0] if row else None
 
@@ -493,6 +494,16 @@ class Ledger:
                  recipient = coalesce(?, recipient), subject = coalesce(?, subject),
                  request_id = coalesce(?, request_id) WHERE id = ?""",
             [status, iso(now), detail, error, recipient, subject, request_id, action_id])
+
+    def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
+        """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""
+        if sent:
+            self.db.execute("UPDATE actions SET status = 'done', finished_at = ?, error = NULL, detail = ? "
+                            "WHERE id = ? AND status = 'unknown'", [iso(now), note, action_id])
+        else:
+            self.db.execute("UPDATE actions SET status = 'resend', resends = resends + 1, finished_at = ?, "
+                            "error = NULL, detail = ? WHERE id = ? AND status = 'unknown'",
+                            [iso(now), note, action_id])
 
     def actions_with_status(self, status: str) -> list[dict]:
         return list(self.db.query(

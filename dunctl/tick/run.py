@@ -124,6 +124,7 @@ def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: Tick
         return []
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now)
     decided = plan_case(bundle, sequences(bundle), ctx.settings, ctx.dunctl_retries, ctx.now)
+    records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
         if decision.verdict in (SKIP, MISSED):
@@ -136,8 +137,9 @@ def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: Tick
                 result.actions.append(ActionReport(bundle.case.invoice_id, step.id, step.action, status,
                                                    decision.reason))
             continue
+        record = records.get(step.id)
         effects.append(Effect(bundle, STEP, step.id, step.action, decision.due_at, step.audience,
-                              _channel(ctx, step), step))
+                              _channel(ctx, step), step, generation=record.resends if record else 0))
     return effects
 
 
