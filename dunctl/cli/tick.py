@@ -73,6 +73,12 @@ def render(result: TickResult, verbose: bool, as_json: bool) -> None:
     if result.missed:
         err.print(f"missed {len(result.missed)} step(s) overdue beyond the grace period or superseded: "
                   f"{result.missed_cause}", markup=False)
+    for channel in result.skipped_channels:
+        err.print(f"skipped: the {channel} channel after repeated failures this tick; its steps run on the next",
+                  markup=False)
+    if result.deferred:
+        err.print(f"deferred: the tick's budget ran out; {result.deferred} due item(s) wait for the next tick",
+                  markup=False)
     if as_json or not result.did_something:
         return  # cron mails whatever a job prints: say nothing when nothing happened
     out.print(summary(result), markup=False)

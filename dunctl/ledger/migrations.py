@@ -223,6 +223,7 @@ def m003_tick_core(db: Database) -> None:
             finished_at TEXT,
             tries INTEGER NOT NULL DEFAULT 0,
             resends INTEGER NOT NULL DEFAULT 0,       -- times a person chose to run it again (`case resolve`)
+            prior_status TEXT,                        -- while claimed again: what it was (to release the claim)
             idempotency_key TEXT NOT NULL,
             recipient TEXT,
             subject TEXT,

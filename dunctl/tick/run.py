@@ -103,6 +103,9 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     due = ledger.due_case_ids(ctx.now)
     started = time.monotonic()
     for start in range(0, len(due), CASES_PER_BATCH):
+        if ctx.over_budget():
+            result.deferred += len(due) - start   # still due: the next tick takes them, nothing is missed
+            return
         if resync is not None and start and time.monotonic() - started > RESYNC_AFTER_SECONDS:
             resync()
             started = time.monotonic()
@@ -220,6 +223,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
             if channels is not None:
                 channels.close()
         result.missed_cause = _missed_cause(ledger, result, last_tick, now, config.file.dunning.grace)
+        result.skipped_channels = sorted(ctx.skipped_channels)
         ledger.finish_tick(tick_id, len(result.opened), len(result.closed), len(result.actions), len(result.failed))
         return result
 
