@@ -46,13 +46,15 @@ def _scrub(value, secrets: list[str]):
 
 
 def tick_lines(result) -> list[dict]:
-    """The log records of one tick (a dunctl.engine.TickResult): each action, then the tick itself."""
+    """The log records of one tick (a dunctl.tick.TickResult): each action, then the tick itself."""
     at = iso(result.now)
-    lines = [{"at": at, "event": "action", "dry_run": result.dry_run, "invoice_id": a.invoice_id,
-              "step": a.step, "action": a.action, "to": getattr(a, "recipient", None), "status": a.status,
-              "detail": a.detail} for a in result.actions]
+    mode = getattr(result, "mode", "live")
+    lines = [{"at": at, "event": "action", "mode": mode, "dry_run": result.dry_run, "invoice_id": a.invoice_id,
+              "step": a.step, "action": a.action, "to": getattr(a, "recipient", None),
+              "subject": getattr(a, "subject", None), "status": a.status, "detail": a.detail}
+             for a in result.actions]
     statuses = [a.status for a in result.actions]
-    lines.append({"at": at, "event": "tick", "dry_run": result.dry_run, "ok": result.ok,
+    lines.append({"at": at, "event": "tick", "mode": mode, "dry_run": result.dry_run, "ok": result.ok,
                   "opened": len(result.opened), "closed": len(result.closed), "actions": len(statuses),
                   "done": statuses.count("done"), "failed": statuses.count("failed"), "errors": result.errors})
     return lines

@@ -12,7 +12,7 @@ import pytest
 
 from dunctl.activity_log import append_tick, secret_values
 from dunctl.config import load_config
-from dunctl.engine import ActionReport, TickResult, build_channels, run_tick
+from dunctl.tick import ActionReport, TickResult, build_channels, run_tick
 from tests.helpers import T0, at, cli, failed_invoice, open_engine_ledger, runner, seed, starter
 
 COMMANDS = [["init"], ["check"], ["sync"], ["tick"], ["status"], ["report"], ["demo"], ["simulate"], ["backup"],

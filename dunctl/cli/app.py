@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dunctl import __version__
-from dunctl.cli import backup, case, common, preview, setup, status, sync, tick
+from dunctl.cli import backup, case, common, explain, preview, setup, status, sync, tick
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 an action failed (the rest still ran; details on stderr and in the ledger); "
               "2 usage, config or ledger error (nothing changed); 3 another tick holds the ledger's lock.")
@@ -50,6 +50,7 @@ app.command()(setup.check)
 app.command()(sync.sync)
 app.command()(tick.tick)
 app.command()(status.status)
+app.command()(explain.explain)
 app.command()(backup.backup)
 app.command()(preview.preview)
 app.add_typer(case.app, name="case")
