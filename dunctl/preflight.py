@@ -300,6 +300,7 @@ def needed_permissions(config) -> dict[tuple[str, str], str]:
               ("payment_intent", "read"): "sync reads declines", ("charge", "read"): "sync reads disputes"}
     steps = {step.action for seq in config.sequences.values() for step in seq.steps}
     links = {step.link for seq in config.sequences.values() for step in seq.steps} | {config.file.stripe.update_link}
+    # Writes are listed in monitor mode too: they are what `mode: live` will need, and check is the step before.
     if config.file.stripe.retries == "dunctl":
         needed[("invoice", "write")] = "stripe.retries: dunctl pays invoices and turns off Smart Retries"
     elif "mark_uncollectible" in steps:
@@ -414,6 +415,9 @@ def preflight(config, environ: Mapping[str, str], *, online: bool = False,
               log_path: Path | None = None) -> list[Finding]:
     """Every check `dunctl check` runs, in the order a person fixes them."""
     findings = path_findings(config, log_path)
+    if config.file.mode == "monitor":
+        findings.append(Finding("mode", True, "monitor: ticks plan and record every step as 'would', send nothing "
+                                              "and write nothing to Stripe; set mode: live when ready"))
     simulated = False
     if findings[0].ok:
         simulated = inspect_ledger(config.ledger_path).get("account_mode") == "simulated"

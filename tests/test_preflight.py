@@ -143,3 +143,10 @@ def test_online_logs_in_to_smtp_and_sends_nothing(tmp_path, stripe_account):
         assert wrong.exit_code == 2
         assert "refused the login for 'billing'" in wrong.stderr and "wrong-pass" not in wrong.output
         assert smtp.received == []
+
+
+def test_check_says_when_the_config_is_in_monitor_mode(tmp_path):
+    monitored = cli(starter(tmp_path / "m", mode="monitor"), "check", env=KEY)
+    assert monitored.exit_code == 0 and "monitor: ticks plan and record every step as 'would'" in monitored.stdout
+    live = cli(starter(tmp_path / "l"), "check", env=KEY)
+    assert live.exit_code == 0 and "monitor:" not in live.stdout
