@@ -16,8 +16,8 @@ from dunctl.tick import ActionReport, TickResult, build_channels, run_tick
 from tests.helpers import T0, at, cli, failed_invoice, open_engine_ledger, runner, seed, starter
 
 COMMANDS = [["init"], ["check"], ["sync"], ["tick"], ["status"], ["report"], ["demo"], ["simulate"], ["backup"],
-            ["preview"], ["explain"], ["case"], ["case", "show"], ["case", "pause"], ["case", "resume"], ["case", "resolve"],
-            ["case", "close"]]
+            ["preview"], ["explain"], ["case"], ["case", "show"], ["case", "pause"], ["case", "resume"],
+            ["case", "resolve"], ["case", "close"]]
 
 
 def help_of(*command: str) -> str:
