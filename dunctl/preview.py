@@ -32,6 +32,8 @@ class Preview:
     html: str | None
     locale: str | None = None
     notes: list[str] = field(default_factory=list)
+    invoice_id: str | None = None     # a real case's invoice, and the step that sends this template
+    step: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,7 +97,9 @@ def render_preview(config: Config, template: str, *, ledger=None, invoice_id: st
         rule = step.recipient if step else "billing_contact"
         to = (customer or {}).get("phone") if channel == "sms" else recipient(rule, customer, invoice)
         source = f"invoice {invoice_id} ({case['failure_type']}, sequence {case['sequence']})"
+        step_id = step.id if step else None
     else:
+        step_id = None
         failure_type = failure_type or "card_soft"
         if failure_type not in FAILURE_TYPES:
             raise UsageError(f"unknown failure type '{failure_type}'; known: {', '.join(FAILURE_TYPES)}")
@@ -108,9 +112,11 @@ def render_preview(config: Config, template: str, *, ledger=None, invoice_id: st
         notes.append("this customer has no address for the step's recipient: the step would be skipped")
     if channel == "sms":
         body = templates.render_sms(template, context)
-        return Preview(template, "sms", source, sender.from_, None, to, None, body, None, locale, notes)
+        return Preview(template, "sms", source, sender.from_, None, to, None, body, None, locale, notes, invoice_id,
+                       step_id)
     subject, text, html = templates.render_email(template, context)
-    return Preview(template, "email", source, sender.from_, sender.reply_to, to, subject, text, html, locale, notes)
+    return Preview(template, "email", source, sender.from_, sender.reply_to, to, subject, text, html, locale, notes,
+                   invoice_id, step_id)
 
 
 def as_text(preview: Preview) -> str:
@@ -130,7 +136,10 @@ def as_eml(preview: Preview, now: datetime) -> bytes:
 
     if preview.channel != "email":
         raise UsageError(f"'{preview.template}' is an SMS template: use --format text")
+    headers = {"X-Dunctl-Preview": preview.source}
+    if preview.invoice_id and preview.step:  # the headers the tick adds to this case's message
+        headers.update({"X-Dunctl-Case": preview.invoice_id, "X-Dunctl-Step": preview.step})
     message = EmailMessage(preview.to or "preview@example.invalid", preview.subject or "", preview.text,
-                           preview.html, {"X-Dunctl-Preview": preview.source})
+                           preview.html, headers)
     return build_message(message, sender=preview.sender, reply_to=preview.reply_to,
                          key=f"preview:{preview.template}", now=now).as_bytes()
