@@ -100,7 +100,7 @@ def ledger_file_problem(path: Path, *, must_exist: bool) -> UsageError | None:
                           "dunctl; nothing was changed",
                           f"run dunctl as {owner} (for example `sudo -u {owner} dunctl ...`): files another user "
                           "creates next to the ledger would stop its own cron job")
-    if stat.st_size == 0:
+    if stat.st_size == 0 and must_exist:
         return UsageError(f"the ledger {path} is empty (0 bytes): it was truncated or never initialised",
                           RESTORE_HINT)
     if _read_only_mount(path.parent):
@@ -116,6 +116,8 @@ def ledger_file_problem(path: Path, *, must_exist: bool) -> UsageError | None:
         # write, and a read-only mount every open.
         return UsageError(f"{problem}; SQLite needs to create {path.name}-wal and {path.name}-shm there",
                           "move the ledger to a writable directory and set ledger.path")
+    if stat.st_size == 0:
+        return None  # --new-ledger (or init) on an empty file: SQLite makes it a database
     try:
         with open(path, "rb") as handle:
             header = handle.read(100)

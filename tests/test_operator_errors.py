@@ -66,6 +66,9 @@ def test_a_zero_byte_ledger_is_refused_and_left_alone(tmp_path, command):
     one_line_error(result)
     assert "is empty (0 bytes)" in result.stderr and "restore the ledger from your last backup" in result.stderr
     assert (tmp_path / "dunctl.db").stat().st_size == 0
+    if command[0] == "tick":  # asked for explicitly, an empty file becomes a new ledger
+        assert cli(config, *command, "--new-ledger").exit_code == 0
+        assert Ledger.open_existing(tmp_path / "dunctl.db").cases() == []
 
 
 def test_new_ledger_starts_one_on_purpose_and_an_empty_ledger_is_normal(tmp_path):
