@@ -129,8 +129,10 @@ def os_error(error: OSError) -> UsageError:
         return UsageError(f"cannot write {where}: the disk is full", "free some space and run the command again")
     if isinstance(error, FileNotFoundError):
         parent = Path(str(error.filename)).parent if error.filename else None
-        hint = f"create the directory {parent} first, or choose another path" if parent else None
-        return UsageError(f"cannot write {where}: its directory does not exist", hint)
+        if parent is not None and not parent.exists():
+            return UsageError(f"cannot write {where}: its directory does not exist",
+                              f"create the directory {parent} first, or choose another path")
+        return UsageError(f"no such file: {where}")
     return UsageError(f"cannot use {where}: {error.strerror or error}",
                       "check the path, its permissions and the disk it is on")
 
