@@ -111,7 +111,8 @@ def ledger_file_problem(path: Path, *, must_exist: bool) -> UsageError | None:
         return UsageError(f"the ledger {path} is not readable and writable by user {_owner(os.geteuid())} "
                           f"(mode {mode})", f"chmod 600 {path}")
     problem = check_writable_dir(path.parent, "the ledger's directory")
-    if problem:
+    companions = [path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")]
+    if problem and not all(p.exists() and _can(p, os.R_OK | os.W_OK) for p in companions):
         # SQLite keeps its write-ahead log and lock files next to the ledger: a read-only directory breaks every
         # write, and a read-only mount every open.
         return UsageError(f"{problem}; SQLite needs to create {path.name}-wal and {path.name}-shm there",
