@@ -141,6 +141,26 @@ class Channels(Strict):
     sms: SmsChannel | None = None
 
 
+class ChannelContact(Strict):
+    max_per_case: int | None = Field(None, ge=1, le=50)
+
+
+class ContactConfig(Strict):
+    """How often one customer hears from dunctl, across all its cases and notices (customer messages only)."""
+
+    max_per_week: int = Field(3, ge=1, le=50)        # in any rolling 7 days
+    min_gap: timedelta = Field(default_factory=lambda: timedelta(hours=36))
+    channels: dict[Literal["email", "sms"], ChannelContact] = Field(default_factory=dict)
+
+    @field_validator("min_gap", mode="before")
+    @classmethod
+    def _gap(cls, value: Any) -> timedelta:
+        gap = _duration(value)
+        if gap > timedelta(days=7):
+            raise ValueError(f"'{value}' is longer than a week; use 0m to 7d")
+        return gap
+
+
 class EscalationConfig(Strict):
     channel: Literal["slack", "webhook", "email"] = "slack"
     to: str | None = None             # an address, when the escalation channel is email
@@ -193,6 +213,8 @@ class ConfigFile(Strict):
     channels: Channels = Channels()
     escalation: EscalationConfig = EscalationConfig()
     dunning: DunningConfig = DunningConfig()
+    # Absent: no contact policy (configs written before it existed keep their behaviour); `init` writes one.
+    contact: ContactConfig | None = None
     sequences: DirConfig = DirConfig(dir="sequences")
     templates: DirConfig = DirConfig(dir="templates")
     segments: list[Segment]
