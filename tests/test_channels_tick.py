@@ -8,7 +8,15 @@ import pytest
 import yaml
 
 from dunctl.channels.webhook import verify_signature
-from tests.helpers import at, cli, customer, failed_invoice, open_engine_ledger, seed, starter
+from tests.helpers import (
+    at,
+    cli,
+    customer,
+    failed_invoice,
+    open_engine_ledger,
+    seed,
+    starter,
+)
 
 SECRET = "whsec_test_123"
 
@@ -108,3 +116,24 @@ def test_secrets_never_reach_output_or_the_ledger(multi, http_receiver):
     for secret in (SECRET, "token-abc", "XXXX"):
         assert all(secret not in out for out in outputs)
         assert secret not in dump
+
+
+def test_a_hostile_customer_name_still_gets_its_email_and_reaches_slack_as_plain_text(multi, http_receiver,
+                                                                                       smtp_server):
+    # CR/LF in a name used to block the customer's email and the escalation on every tick; <!channel> reached Slack.
+    config, env = multi
+    ledger = open_engine_ledger(config)
+    hostile = customer("cus_1", email="ada@example.com")
+    hostile.name = "Ada\r\nBcc: evil@attacker.test <!channel> <http://evil.test|pay here>"
+    seed(ledger, failed_invoice("in_1"), customers=[hostile])
+    ledger.close()
+    for offset in ("31m", "2h", "4h"):
+        run(config, env, offset)
+
+    assert [r.rcpt_tos for r in smtp_server.received] == [["ada@example.com"]]
+    assert smtp_server.received[0].message["Bcc"] is None
+    slack = [json.loads(r.body)["text"] for r in http_receiver.requests if r.path.startswith("/slack/")]
+    assert len(slack) == 2                                                   # the step and the escalation
+    for text in slack:
+        assert "<!channel>" not in text and "<http://" not in text
+    assert any("&lt;!channel&gt; &lt;http://evil.test|pay here&gt;" in text for text in slack)
