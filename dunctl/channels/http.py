@@ -24,6 +24,7 @@ from dunctl.errors import ChannelError, DeliveryUncertain
 
 USER_AGENT = f"dunctl/{__version__}"
 EXCERPT = 200
+MAX_BODY = 1024 * 1024
 
 
 @dataclass
@@ -115,7 +116,7 @@ def post(url: str, body: bytes, *, content_type: str, headers: dict[str, str] | 
         connection.endheaders(body)
         written = True
         response = connection.getresponse()
-        data = response.read()
+        data = response.read(MAX_BODY)  # an answer is a status and a short body; never buffer a flood
         answer = Response(response.status, _scrub(data, url, *secrets), dict(response.headers.items()))
     except TimeoutError:
         if written:
