@@ -106,23 +106,25 @@ def pause(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     case = find_case(ledger, invoice_id)
     if case["state"] != "open":
         raise UsageError(f"case {invoice_id} is {case['state']}, not open; only an open case can be paused")
-    with ledger.db.atomic():
-        ledger.update_case(case["id"], state="paused", with_person=1, next_due_at=None)
+    with ledger.transaction():
+        ledger.pause_case(case["id"])
         ledger.add_timeline(case["id"], now, "paused", f"paused by a person: {reason}")
     return ledger.case(case["id"])
 
 
 def resume(ledger: Ledger, config: Config, invoice_id: str, reason: str, now: datetime) -> dict:
     """Hand a paused case back to its sequence. Steps that fell due meanwhile follow the grace rule."""
-    from dunctl.engine import Engine
+    from dunctl.tick.context import planner_settings
+    from dunctl.tick.schedule import schedule_case
 
     case = find_case(ledger, invoice_id)
     if case["state"] != "paused":
         raise UsageError(f"case {invoice_id} is {case['state']}, not paused")
-    with ledger.db.atomic():
-        ledger.update_case(case["id"], state="open", with_person=0)
+    with ledger.transaction():
+        ledger.resume_case(case["id"])
         ledger.add_timeline(case["id"], now, "resumed", f"resumed by a person: {reason}")
-        Engine(ledger, config, None, None, now).reschedule(case["id"])
+        schedule_case(ledger, case["id"], planner_settings(config, monitor=config.file.mode == "monitor"),
+                      config.file.stripe.retries == "dunctl", now)
     return ledger.case(case["id"])
 
 
@@ -132,7 +134,7 @@ def close(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     if case["state"] in ENDED_STATES:
         raise UsageError(f"case {invoice_id} already ended ({case['state']})")
     invoice = ledger.invoice(invoice_id)
-    with ledger.db.atomic():
+    with ledger.transaction():
         ledger.end_case(case["id"], "closed", reason, now,
                         amount_recovered=max(0, invoice["amount_paid"] - case["amount_paid_at_open"]))
         ledger.add_timeline(case["id"], now, "closed", f"closed by a person: {reason}")

@@ -182,7 +182,7 @@ def _encoded_words(text: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
-_date_cache: tuple[datetime | None, str] = (None, "")
+_date_cache: tuple[object, str] = (object(), "")
 
 
 def _date(now: datetime) -> str:
@@ -367,8 +367,8 @@ class SmtpTransport:
             if body_started:
                 what = (f"did not confirm the message within {self.config.timeout:g}s" if timed_out
                         else "dropped the connection before confirming the message")
-                raise DeliveryUncertain(f"{self.where} took the message body but {what}; it may have been "
-                                        f"queued (Message-ID {built.message_id})", _UNCERTAIN_HINT)
+                raise DeliveryUncertain(f"{self.where} took the message body but {what} (Message-ID "
+                                        f"{built.message_id})", _UNCERTAIN_HINT)
             if not (reused and attempt == 1 and not timed_out):
                 raise self._error(failure, built, username)
             # The server had closed the reused connection: nothing of this message left. Reconnect once.

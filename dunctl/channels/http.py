@@ -120,8 +120,8 @@ def post(url: str, body: bytes, *, content_type: str, headers: dict[str, str] | 
         answer = Response(response.status, _scrub(data, url, *secrets), dict(response.headers.items()))
     except TimeoutError:
         if written:
-            raise DeliveryUncertain(f"{label}: the request was sent but no answer came within {timeout:g}s; "
-                                    "it may have been acted on", _UNCERTAIN_HINT) from None
+            raise DeliveryUncertain(f"{label}: the request was sent but no answer came within {timeout:g}s",
+                                    _UNCERTAIN_HINT) from None
         raise ChannelError(f"{label}: could not connect within {timeout:g}s") from None
     except ssl.SSLError as exc:
         raise ChannelError(f"{label}: TLS failed: {exc.reason or type(exc).__name__}") from None
@@ -130,16 +130,15 @@ def post(url: str, body: bytes, *, content_type: str, headers: dict[str, str] | 
     except (OSError, http.client.HTTPException) as exc:
         reason = _reason(exc)
         if written:
-            raise DeliveryUncertain(f"{label}: the request was sent but the answer was lost ({reason}); it may "
-                                    "have been acted on", _UNCERTAIN_HINT) from None
+            raise DeliveryUncertain(f"{label}: the request was sent but the answer was lost ({reason})",
+                                    _UNCERTAIN_HINT) from None
         if isinstance(exc, socket.gaierror):
             raise ChannelError(f"{label}: could not connect: unknown host ({reason})") from None
         raise ChannelError(f"{label}: could not connect: {reason}") from None
     finally:
         connection.close()
     if answer.status == 504:  # a gateway gave up waiting for the receiver, which may still have acted
-        raise DeliveryUncertain(f"{label}: HTTP 504 from a gateway: the receiver may have acted on the request",
-                                _UNCERTAIN_HINT)
+        raise DeliveryUncertain(f"{label}: HTTP 504: a gateway gave up waiting for the receiver", _UNCERTAIN_HINT)
     return answer
 
 
