@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from dunctl.channels.webhook import verify_signature
+from tests.badservers import BadSmtp
 from tests.helpers import (
     at,
     cli,
@@ -137,3 +138,25 @@ def test_a_hostile_customer_name_still_gets_its_email_and_reaches_slack_as_plain
     for text in slack:
         assert "<!channel>" not in text and "<http://" not in text
     assert any("&lt;!channel&gt; &lt;http://evil.test|pay here&gt;" in text for text in slack)
+
+
+@pytest.mark.parametrize("behaviour, status", [("hang_after_body", "unknown"), ("reject_after_body", "failed")])
+def test_an_smtp_timeout_after_the_body_is_unknown_and_never_resent_while_a_refusal_is_retried(tmp_path, behaviour,
+                                                                                               status):
+    # Issue 12 item 1: a server that queued the message but answered late got it twice, 30 minutes apart.
+    with BadSmtp(behaviour) as server:
+        config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": "127.0.0.1",
+                                                         "port": server.port, "timeout": 0.5}})
+        ledger = open_engine_ledger(config)
+        seed(ledger, failed_invoice("in_1"))
+        for offset in ("31m", "70m", "2h"):
+            cli(config, "tick", "--no-sync", "--now", at(offset).isoformat())
+        notice = [a for a in ledger.actions(ledger.case_for_invoice("in_1")["id"]) if a["step_id"] == "notice"]
+    assert [a["status"] for a in notice] == [status]
+    if status == "unknown":
+        assert len(server.received) == 1                       # sent once, never again
+        assert "took the message body but did not confirm" in notice[0]["error"]
+        assert "case resolve in_1 notice" in notice[0]["error"]
+    else:
+        assert len(server.received) >= 2                       # refused: nothing queued, so it is tried again
+        assert "554 5.7.1" in notice[0]["error"]
