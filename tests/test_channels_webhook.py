@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -178,3 +179,21 @@ def test_credentials_in_the_url_become_basic_auth(http_receiver):
     url = http_receiver.url("/x").replace("http://", "http://hook%40user:p%3Ass@")
     WebhookTransport(WebhookChannel(url=url), ENV).post("e", {}, "k", NOW)
     assert http_receiver.last.headers["Authorization"] == "Basic aG9va0B1c2VyOnA6c3M="   # hook@user:p:ss
+
+
+def test_a_name_lookup_that_hangs_cannot_hold_a_post_past_its_timeout(monkeypatch):
+    # No loopback server can make DNS hang, so the system resolver is replaced by one that takes 5 s.
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "hooks.example.test":
+            time.sleep(5)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    transport = WebhookTransport(WebhookChannel(url="http://hooks.example.test/h", timeout=0.3), ENV)
+    started = time.monotonic()
+    with pytest.raises(ChannelError, match="could not connect within 0.3s") as caught:
+        transport.post("e", {}, "k", NOW)
+    assert time.monotonic() - started < 1
+    assert not isinstance(caught.value, DeliveryUncertain)     # nothing left

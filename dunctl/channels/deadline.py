@@ -10,8 +10,10 @@ nothing is left they raise TimeoutError at once.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
+import threading
 import time
 
 
@@ -87,12 +89,50 @@ class DeadlineSSLSocket(ssl.SSLSocket):
 
 
 def connect(host: str, port: int, deadline: Deadline) -> DeadlineSocket:
-    """A TCP connection to host:port within the deadline (DNS, then connect)."""
-    raw = socket.create_connection((host, port), timeout=deadline.remaining())
-    sock = DeadlineSocket(fileno=raw.detach())
-    sock.deadline = deadline
-    sock.settimeout(deadline.remaining())
-    return sock
+    """A TCP connection to host:port within the deadline: name lookup, then each address in turn."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in resolve(host, port, deadline):
+        sock = DeadlineSocket(family, kind, proto)
+        try:
+            sock.settimeout(deadline.remaining())
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            if isinstance(exc, TimeoutError):
+                raise
+            continue
+        sock.deadline = deadline
+        return sock
+    raise error or OSError(f"no address for {host}")
+
+
+def resolve(host: str, port: int, deadline: Deadline) -> list[tuple]:
+    """getaddrinfo within the deadline. The system resolver cannot be interrupted, so a name is looked up on a
+    helper thread that is abandoned (it ends when the resolver gives up) if the deadline passes first."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:  # a literal address: no lookup, no thread
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    answer: list = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    if not done.wait(deadline.remaining()):
+        raise TimeoutError(f"no DNS answer for {host} within {deadline.seconds:g}s")
+    if isinstance(answer[0], OSError):
+        raise answer[0]
+    return answer[0]
 
 
 def wrap(context: ssl.SSLContext, sock: socket.socket, host: str, deadline: Deadline) -> ssl.SSLSocket:
