@@ -185,6 +185,19 @@ class DunningConfig(Strict):
     # Suspension, cancellation and write-off run only when the customer was sent a message at least this long
     # before: a backlog adopted on the first sync never suspends someone who was never told.
     notice_before_suspension: timedelta = Field(default_factory=lambda: timedelta(days=3))
+    # A tick stops starting new work after this long; what it did not reach waits for the next tick (not missed).
+    tick_budget: timedelta = Field(default_factory=lambda: timedelta(minutes=4))
+    # After this many failures in a row, a channel is skipped for the rest of the tick (its server is down).
+    channel_failures_before_skip: int = Field(3, ge=1, le=100)
+
+    @field_validator("tick_budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> timedelta:
+        text = str(value).strip()
+        budget = timedelta(seconds=int(text[:-1])) if text.endswith("s") and text[:-1].isdigit() else _duration(value)
+        if not timedelta(seconds=1) <= budget <= timedelta(hours=1):
+            raise ValueError(f"'{value}' is not a tick budget; use 1s to 1h, such as 4m (cron runs every few minutes)")
+        return budget
 
     @field_validator("grace", mode="before")
     @classmethod

@@ -117,8 +117,10 @@ def plan(case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
         record = records.get(step.id)
         if record is not None and record.status in finished:
             continue
-        retrying = record is not None and record.status == "failed"
-        if retrying:
+        retrying = record is not None and record.status in ("failed", "resend")
+        if record is not None and record.status == "resend":
+            due = now  # a person chose to run it again (`dunctl case resolve --resend`)
+        elif retrying:
             if record.tries >= settings.max_action_tries:
                 continue  # gave up; the failure stays visible on the case
             due = (record.finished_at or now) + settings.action_retry_after
@@ -187,7 +189,7 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
         announced = _suspension_before(index, sequence)
         if announced is not None:
             record = records.get(announced.id)
-            if record is None or record.status in ("failed", "claimed"):
+            if record is None or record.status in ("failed", "claimed", "resend"):
                 return Wait(step, None, f"announces '{announced.id}', which has not happened yet")
             if record.status not in ("done", "would"):
                 return Decision(step, step.at.after(case.first_failed_at), SKIP,

@@ -479,20 +479,39 @@ class Ledger:
         if cursor.rowcount == 1:
             return cursor.lastrowid
         row = self.db.execute(
-            """UPDATE actions SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?,
-                 idempotency_key = ?, error = NULL
-               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would') RETURNING id""",
+            """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
+                 tick_id = ?, idempotency_key = ?, error = NULL
+               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend')
+               RETURNING id""",
             [iso(now), tick_id, key, case_id, kind, step_id]).fetchone()
         return row[0] if row else None
+
+    def release_claim(self, action_id: int) -> None:
+        """Give back a claim whose effect was never attempted (the tick stopped first): as if never claimed."""
+        self.db.execute("DELETE FROM actions WHERE id = ? AND status = 'claimed' AND prior_status IS NULL",
+                        [action_id])
+        self.db.execute("UPDATE actions SET status = prior_status, prior_status = NULL, tries = tries - 1 "
+                        "WHERE id = ? AND status = 'claimed'", [action_id])
 
     def record_result(self, action_id: int, status: str, now: datetime, detail: str | None = None,
                       error: str | None = None, recipient: str | None = None, subject: str | None = None,
                       request_id: str | None = None) -> None:
         self.db.execute(
-            """UPDATE actions SET status = ?, finished_at = ?, detail = coalesce(?, detail), error = ?,
+            """UPDATE actions SET status = ?, prior_status = NULL, finished_at = ?, detail = coalesce(?, detail),
+                 error = ?,
                  recipient = coalesce(?, recipient), subject = coalesce(?, subject),
                  request_id = coalesce(?, request_id) WHERE id = ?""",
             [status, iso(now), detail, error, recipient, subject, request_id, action_id])
+
+    def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
+        """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""
+        if sent:
+            self.db.execute("UPDATE actions SET status = 'done', finished_at = ?, error = NULL, detail = ? "
+                            "WHERE id = ? AND status = 'unknown'", [iso(now), note, action_id])
+        else:
+            self.db.execute("UPDATE actions SET status = 'resend', resends = resends + 1, finished_at = ?, "
+                            "error = NULL, detail = ? WHERE id = ? AND status = 'unknown'",
+                            [iso(now), note, action_id])
 
     def actions_with_status(self, status: str) -> list[dict]:
         return list(self.db.query(

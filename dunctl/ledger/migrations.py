@@ -217,11 +217,13 @@ def m003_tick_core(db: Database) -> None:
             action TEXT NOT NULL,
             channel TEXT,
             audience TEXT,                            -- customer | internal | NULL (not a message)
-            status TEXT NOT NULL,                     -- claimed | done | would | failed | unknown | skipped | missed | suppressed
+            status TEXT NOT NULL,                     -- claimed | done | would | failed | resend | unknown | skipped | missed | suppressed
             due_at TEXT NOT NULL,
             claimed_at TEXT,
             finished_at TEXT,
             tries INTEGER NOT NULL DEFAULT 0,
+            resends INTEGER NOT NULL DEFAULT 0,       -- times a person chose to run it again (`case resolve`)
+            prior_status TEXT,                        -- while claimed again: what it was (to release the claim)
             idempotency_key TEXT NOT NULL,
             recipient TEXT,
             subject TEXT,

@@ -139,6 +139,7 @@ class ActionRecord(_Record):
     due_at: datetime | None
     finished_at: datetime | None
     tries: int
+    resends: int
     recipient: str | None
     row: dict = field(repr=False, compare=False, default_factory=dict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,23 @@ class TickContext:
         self.settings = planner_settings(self.config, monitor=self.mode == MONITOR)
         self.dunctl_retries = self.config.file.stripe.retries == "dunctl"
         self._templates = None
+        # The tick's budget is a duration, measured on the monotonic clock (never the date: that is `now`).
+        self._started = time.monotonic()
+        self._budget = self.config.file.dunning.tick_budget.total_seconds()
+        self._failures_in_a_row: dict[str, int] = {}
+        self.skipped_channels: set[str] = set()
+
+    def over_budget(self) -> bool:
+        return time.monotonic() - self._started > self._budget
+
+    def channel_result(self, channel: str | None, failed: bool) -> None:
+        """The circuit breaker: a channel that keeps failing is skipped for the rest of this tick."""
+        if channel is None:
+            return
+        count = self._failures_in_a_row.get(channel, 0) + 1 if failed else 0
+        self._failures_in_a_row[channel] = count
+        if count >= self.config.file.dunning.channel_failures_before_skip:
+            self.skipped_channels.add(channel)
 
     @property
     def acts(self) -> bool:

@@ -32,7 +32,12 @@ def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case
     """Run effects exactly once, in batches. Returns what their outcomes changed (cases ended, people to tell)."""
     applied = case_changes.Applied()
     for start in range(0, len(effects), EFFECTS_PER_BATCH):
-        _run_batch(ctx, effects[start:start + EFFECTS_PER_BATCH], result, applied)
+        batch = [e for e in effects[start:start + EFFECTS_PER_BATCH] if e.channel not in ctx.skipped_channels]
+        result.deferred += min(EFFECTS_PER_BATCH, len(effects) - start) - len(batch)
+        if ctx.over_budget():
+            result.deferred += len(effects) - start   # not claimed: still due on the next tick, never missed
+            break
+        _run_batch(ctx, batch, result, applied)
     return applied
 
 
@@ -43,13 +48,15 @@ def _run_batch(ctx: TickContext, effects: list[Effect], result: TickResult, appl
                                                             e.audience, e.due_at, ctx.now, e.key,
                                                             ctx.tick_id)) is not None]
     outcomes: list[tuple[_Claimed, Outcome]] = []
+    untried: list[_Claimed] = []
     ended: set[int] = set()
     stop: GatewayAuthError | None = None
     for item in claimed:
         case_id = item.effect.bundle.case.id
-        if stop is not None:
-            outcome = Outcome("failed", error=f"not attempted: the tick stopped ({stop.message})")
-        elif case_id in ended:
+        if stop is not None or item.effect.channel in ctx.skipped_channels or ctx.over_budget():
+            untried.append(item)   # never attempted: the claim is given back, the effect stays due
+            continue
+        if case_id in ended:
             outcome = Outcome("suppressed", "the case ended earlier in this tick")
         else:
             try:
@@ -57,10 +64,15 @@ def _run_batch(ctx: TickContext, effects: list[Effect], result: TickResult, appl
             except GatewayAuthError as exc:
                 stop = exc
                 outcome = Outcome("failed", error=_error_text(exc), request_id=exc.request_id)
+            if outcome.status in ("done", "failed", "unknown"):
+                ctx.channel_result(item.effect.channel, failed=outcome.status != "done")
         if any(isinstance(c, case_changes.EndCase) for c in outcome.changes):
             ended.add(case_id)
         outcomes.append((item, outcome))
+    result.deferred += len(untried)
     with ctx.ledger.transaction():
+        for item in untried:
+            ctx.ledger.release_claim(item.action_id)
         for item, outcome in outcomes:
             _record(ctx, item, outcome, result)
             case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)

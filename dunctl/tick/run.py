@@ -103,6 +103,9 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     due = ledger.due_case_ids(ctx.now)
     started = time.monotonic()
     for start in range(0, len(due), CASES_PER_BATCH):
+        if ctx.over_budget():
+            result.deferred += len(due) - start   # still due: the next tick takes them, nothing is missed
+            return
         if resync is not None and start and time.monotonic() - started > RESYNC_AFTER_SECONDS:
             resync()
             started = time.monotonic()
@@ -124,6 +127,7 @@ def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: Tick
         return []
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now)
     decided = plan_case(bundle, sequences(bundle), ctx.settings, ctx.dunctl_retries, ctx.now)
+    records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
         if decision.verdict in (SKIP, MISSED):
@@ -136,8 +140,9 @@ def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: Tick
                 result.actions.append(ActionReport(bundle.case.invoice_id, step.id, step.action, status,
                                                    decision.reason))
             continue
+        record = records.get(step.id)
         effects.append(Effect(bundle, STEP, step.id, step.action, decision.due_at, step.audience,
-                              _channel(ctx, step), step))
+                              _channel(ctx, step), step, generation=record.resends if record else 0))
     return effects
 
 
@@ -218,6 +223,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
             if channels is not None:
                 channels.close()
         result.missed_cause = _missed_cause(ledger, result, last_tick, now, config.file.dunning.grace)
+        result.skipped_channels = sorted(ctx.skipped_channels)
         ledger.finish_tick(tick_id, len(result.opened), len(result.closed), len(result.actions), len(result.failed))
         return result
 
