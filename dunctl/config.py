@@ -194,7 +194,7 @@ class DunningConfig(Strict):
     @classmethod
     def _budget(cls, value: Any) -> timedelta:
         text = str(value).strip()
-        budget = timedelta(seconds=int(text[:-1])) if text.endswith("s") and text[:-1].isdigit() else _duration(value)
+        budget = timedelta(seconds=int(text[:-1])) if text.endswith("s") and text[:-1].isdigit() else _duration(value, timedelta(0), MAX_OFFSET)
         if not timedelta(seconds=1) <= budget <= timedelta(hours=1):
             raise ValueError(f"'{value}' is not a tick budget; use 1s to 1h, such as 4m (cron runs every few minutes)")
         return budget

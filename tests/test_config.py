@@ -77,6 +77,11 @@ CORPUS = {
     # Numbers bounded to what they can mean (issue 12 item 8): each of these crashed check or every tick.
     "grace beyond any date": (config_change(lambda d: d["dunning"].update(grace="99999999999999w")),
                               ["dunctl.yaml", "dunning.grace", "too long", "allowed: 0m to 90d"]),
+    "tick budget beyond any date": (config_change(lambda d: d["dunning"].update(tick_budget="99999999999999w")),
+                                    ["dunning.tick_budget", "too long"]),
+    "notice before suspension beyond any date": (config_change(lambda d: d["dunning"].update(
+                                                     notice_before_suspension="99999999999999w")),
+                                                 ["dunning.notice_before_suspension", "allowed: 0m to 90d"]),
     "retry wait of zero": (config_change(lambda d: d["dunning"].update(action_retry_after="0")),
                            ["dunning.action_retry_after", "out of range", "allowed: 1m to 7d"]),
     "step years after the failure": (step("sequences/standard.yaml", 6, at="3000000d"),
