@@ -186,10 +186,7 @@ class ContactConfig(Strict):
     @field_validator("min_gap", mode="before")
     @classmethod
     def _gap(cls, value: Any) -> timedelta:
-        gap = _duration(value)
-        if gap > timedelta(days=7):
-            raise ValueError(f"'{value}' is longer than a week; use 0m to 7d")
-        return gap
+        return _duration(value, timedelta(0), timedelta(days=7))
 
 
 class EscalationConfig(Strict):

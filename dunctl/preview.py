@@ -142,4 +142,4 @@ def as_eml(preview: Preview, now: datetime) -> bytes:
     message = EmailMessage(preview.to or "preview@example.invalid", preview.subject or "", preview.text,
                            preview.html, headers)
     return build_message(message, sender=preview.sender, reply_to=preview.reply_to,
-                         key=f"preview:{preview.template}", now=now).as_bytes()
+                         key=f"preview:{preview.template}", now=now).data

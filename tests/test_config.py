@@ -255,7 +255,7 @@ def test_anchors_aliases_and_merge_keys_still_work(tmp_path):
     text = text.replace("{id: retry-1,       at: 2d,  action: retry}", "&retry {id: retry-1, at: 2d, action: retry}")
     text = text.replace("{id: retry-2,       at: 6d,  action: retry}", "{<<: *retry, id: retry-2, at: 6d}")
     sequence.write_text(text)
-    result = cli(config, "check")
+    result = cli(config, "check", env={"STRIPE_API_KEY": "sk_test_123"})
     assert result.exit_code == 0, result.output
     steps = load_config(config).sequences["standard"]
     assert steps.description == "standard"
@@ -266,4 +266,4 @@ def test_anchors_aliases_and_merge_keys_still_work(tmp_path):
 def test_a_byte_order_mark_is_accepted(tmp_path):
     config = starter(tmp_path)
     config.write_bytes(b"\xef\xbb\xbf" + config.read_bytes())
-    assert cli(config, "check").exit_code == 0
+    assert cli(config, "check", env={"STRIPE_API_KEY": "sk_test_123"}).exit_code == 0

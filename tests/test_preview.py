@@ -44,8 +44,9 @@ def test_preview_of_a_real_case_matches_what_tick_then_sends(tmp_path):
     [sent_file] = (tmp_path / "outbox").glob("*.eml")
     sent = email.message_from_bytes(sent_file.read_bytes(), policy=email.policy.default)
     assert sent["To"] == preview["to"] and sent["Subject"] == preview["subject"]
-    assert sent.get_body(("plain",)).get_content() == preview["text"]
-    assert sent.get_body(("html",)).get_content() == preview["html"]
+    # the same text and HTML (the wire carries CRLF line ends)
+    assert sent.get_body(("plain",)).get_content().replace("\r\n", "\n") == preview["text"]
+    assert sent.get_body(("html",)).get_content().replace("\r\n", "\n") == preview["html"]
 
 
 def test_preview_text_shows_the_headers_and_body(tmp_path):
