@@ -186,10 +186,7 @@ class ContactConfig(Strict):
     @field_validator("min_gap", mode="before")
     @classmethod
     def _gap(cls, value: Any) -> timedelta:
-        gap = _duration(value)
-        if gap > timedelta(days=7):
-            raise ValueError(f"'{value}' is longer than a week; use 0m to 7d")
-        return gap
+        return _duration(value, timedelta(0), timedelta(days=7))
 
 
 class EscalationConfig(Strict):
@@ -214,7 +211,8 @@ class DunningConfig(Strict):
     @classmethod
     def _budget(cls, value: Any) -> timedelta:
         text = str(value).strip()
-        budget = timedelta(seconds=int(text[:-1])) if text.endswith("s") and text[:-1].isdigit() else _duration(value, timedelta(0), MAX_OFFSET)
+        seconds = text.endswith("s") and text[:-1].isdigit() and len(text) <= 6
+        budget = timedelta(seconds=int(text[:-1])) if seconds else _duration(value, timedelta(0), timedelta(hours=1))
         if not timedelta(seconds=1) <= budget <= timedelta(hours=1):
             raise ValueError(f"'{value}' is not a tick budget; use 1s to 1h, such as 4m (cron runs every few minutes)")
         return budget
