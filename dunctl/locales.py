@@ -7,8 +7,17 @@ then the default locale's file, then `payment-failed.subject.j2` (written in the
 
 from __future__ import annotations
 
-from dunctl.failures import ACTION_REQUIRED, BANK_HARD, BANK_SOFT, CARD_HARD, CARD_SOFT, CARD_UPDATE, DISPUTE, \
-    PLAIN_WORDS, UNKNOWN
+from dunctl.failures import (
+    ACTION_REQUIRED,
+    BANK_HARD,
+    BANK_SOFT,
+    CARD_HARD,
+    CARD_SOFT,
+    CARD_UPDATE,
+    DISPUTE,
+    PLAIN_WORDS,
+    UNKNOWN,
+)
 
 # The languages the shipped templates are written in. `en` is the unsuffixed file.
 SHIPPED_LOCALES = ("en", "fr", "de", "es", "ja")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,12 @@ from jinja2.sandbox import SandboxedEnvironment
 from dunctl.clock import from_iso
 from dunctl.errors import ConfigProblem
 from dunctl.failures import UNKNOWN, shown_code
-from dunctl.locales import SHIPPED_LOCALES, candidates, failure_words, language, normalise
+from dunctl.locales import (
+    candidates,
+    failure_words,
+    language,
+    normalise,
+)
 from dunctl.money import babel_locale, format_amount, format_day, format_money
 from dunctl.offsets import Offset, parse_offset
 from dunctl.recipients import current_email, resolve_recipients
@@ -99,7 +105,8 @@ class Templates:
         """Subject, text and HTML in one language: the HTML part only when that language has one (never an
         English HTML part under a French text)."""
         suffix, context = self._context_for(name, "txt", context)
-        subject = " ".join(self.render(name, "subject", context, suffix).split())
+        # Collapse line breaks and runs of ASCII spaces only: the no-break spaces Babel puts inside amounts stay.
+        subject = re.sub(r"[ \t\r\n]+", " ", self.render(name, "subject", context, suffix)).strip()
         text = self.render(name, "txt", context, suffix)
         html = self.render(name, "html", context, suffix) if self.exists(name, "html", suffix) else None
         return subject, text, html
@@ -107,6 +114,8 @@ class Templates:
     def render_sms(self, name: str, context: dict, privacy: str = "standard") -> str:
         suffix, context = self._context_for(name, "sms", context)
         context = strict_sms(context) if privacy == "strict" else {**context, "sms_privacy": "standard"}
+        # Every Unicode space becomes a plain one: Babel's no-break spaces are not in the GSM-7 alphabet and would
+        # turn a French text into UCS-2 (70 characters a segment instead of 160).
         return " ".join(self.render(name, "sms", context, suffix).split())
 
     def check(self, names: dict[str, str], contexts: list[dict]) -> list[ConfigProblem]:
@@ -137,11 +146,12 @@ class Templates:
                 self.render(name, part, context, suffix)
                 return None
             for privacy in ("standard", "strict"):
+                what = what.split(" with sms.privacy")[0] + f" with sms.privacy {privacy}"
                 sms_context = strict_sms(context) if privacy == "strict" else {**context, "sms_privacy": privacy}
                 text = " ".join(self.render(name, "sms", sms_context, suffix).split())
                 size = sms_size(text)
                 if size.segments > 1:
-                    return ConfigProblem(str(file), "", f"for {what} with sms.privacy {privacy} the text is "
+                    return ConfigProblem(str(file), "", f"for {what} the text is "
                                          f"{size.length} {size.encoding} characters, more than one SMS segment "
                                          f"({size.limit}): {text!r}")
         except TemplateError as exc:
@@ -404,16 +414,17 @@ _SAMPLE_SEQUENCE = {"name": "standard", "steps": [
     {"id": "suspend", "at": "21d", "action": "pause_subscription"}]}
 
 
-def sample_contexts(company: str = "Acme", default_locale: str = "en") -> list[MessageContext]:
+def sample_contexts(company: str = "Acme", default_locale: str = "en", locale: str | None = None
+                    ) -> list[MessageContext]:
     """Sample cases for `dunctl check`: one per failure type (templates branch on it), a business on a
     high-value invoice, and one message covering two invoices, so every branch a template takes is rendered."""
     from dunctl.failures import FAILURE_TYPES
 
-    samples = [sample_context(company, failure_type, default_locale=default_locale)
+    samples = [sample_context(company, failure_type, default_locale=default_locale, locale=locale)
                for failure_type in FAILURE_TYPES]
     samples.append(sample_context(company, "card_soft", business=True, segment="human-review",
-                                  default_locale=default_locale))
-    samples.append(sample_context(company, "card_update", invoices=2, default_locale=default_locale))
+                                  default_locale=default_locale, locale=locale))
+    samples.append(sample_context(company, "card_update", invoices=2, default_locale=default_locale, locale=locale))
     return samples
 
 
