@@ -76,11 +76,11 @@ class Templates:
                 found.add(middle[0])
         return sorted(found)
 
-    def pick(self, name: str, kind: str, context: dict) -> tuple[str, str]:
+    def pick(self, name: str, kind: str, context: dict, locale: str | None = None) -> tuple[str, str]:
         """The locale suffix of the template to use for `kind` ('txt' stands for the whole email) and the locale
         to format it in: the customer's own tag when the template is in the customer's language ('fr-CA' numbers
         in the 'fr' template), else the template's, with the default language for the unsuffixed file."""
-        preferred = (context.get("customer") or {}).get("locale")
+        preferred = normalise(locale) or (context.get("customer") or {}).get("locale")
         default = normalise(context.get("default_locale")) or "en"
         for suffix in candidates(preferred, default):
             if self.exists(name, kind, suffix):
@@ -88,23 +88,26 @@ class Templates:
                 return suffix, (preferred if same and preferred.startswith(suffix) else suffix)
         return "", (preferred if language(preferred) == language(default) else default)
 
-    def _context_for(self, name: str, kind: str, context: dict) -> tuple[str, dict]:
-        suffix, tag = self.pick(name, kind, context)
+    def _context_for(self, name: str, kind: str, context: dict, locale: str | None = None) -> tuple[str, dict]:
+        suffix, tag = self.pick(name, kind, context, locale)
         if isinstance(context, MessageContext):
             context = context.localized(tag)
         return suffix, context
 
-    def render(self, name: str, kind: str, context: dict, suffix: str | None = None) -> str:
-        """Render one part. With `suffix` None the customer's language is looked up; a given suffix is used as is."""
+    def render(self, name: str, kind: str, context: dict, suffix: str | None = None, *,
+               locale: str | None = None) -> str:
+        """Render one part. With `suffix` None the customer's language (or `locale`) is looked up; a given suffix
+        is used as is."""
         if suffix is None:
-            suffix, context = self._context_for(name, kind, context)
+            suffix, context = self._context_for(name, kind, context, locale)
         template = self.env.get_template(self.file(name, kind, suffix).name)
         return template.render(**context)
 
-    def render_email(self, name: str, context: dict) -> tuple[str, str, str | None]:
+    def render_email(self, name: str, context: dict, *, locale: str | None = None) -> tuple[str, str, str | None]:
         """Subject, text and HTML in one language: the HTML part only when that language has one (never an
-        English HTML part under a French text)."""
-        suffix, context = self._context_for(name, "txt", context)
+        English HTML part under a French text). `locale` overrides the customer's: an internal message (the account
+        manager's) is written in the sender's language, `sender.locale`."""
+        suffix, context = self._context_for(name, "txt", context, locale)
         # Collapse line breaks and runs of ASCII spaces only: the no-break spaces Babel puts inside amounts stay.
         subject = re.sub(r"[ \t\r\n]+", " ", self.render(name, "subject", context, suffix)).strip()
         text = self.render(name, "txt", context, suffix)

@@ -118,3 +118,27 @@ def test_a_template_that_names_the_customer_under_strict_privacy_cannot_render(t
     (tmp_path / "t.sms.j2").write_text("Hi {{ customer.first_name }}, pay {{ amount }}")
     problems = Templates(tmp_path).check({"t": "sms"}, [sample_context()])
     assert len(problems) == 1 and "sms.privacy strict" in problems[0].message and "first_name" in problems[0].message
+
+
+def test_an_internal_message_can_be_written_in_the_senders_language_whatever_the_customers():
+    ctx = sample_context(locale="ja", business=True)
+    assert SHIPPED.render_email("account-manager", ctx)[0].startswith("[請求]")
+    subject, text, _ = SHIPPED.render_email("account-manager", ctx, locale="en")
+    assert subject == "[Billing] Wayne Health: $129.00 payment failed"
+    assert "Next consequence in the sequence: pause_subscription on January 22, 2026" in text
+
+
+def test_the_final_notice_sent_by_tick_names_the_day_the_subscription_pauses(tmp_path, smtp_server):
+    from tests.helpers import T0, at, cli, customer, failed_invoice, open_engine_ledger, seed, starter
+
+    config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp_server.host,
+                                                     "port": smtp_server.port}})
+    seed(open_engine_ledger(config), failed_invoice("in_1", failed_at=T0),
+         customers=[customer("cus_1", billing_email="ap@wayne.test")])
+    assert cli(config, "tick", "--no-sync", "--now", at("12d1m").isoformat()).exit_code == 0
+    final = [r for r in smtp_server.received if r.message["X-Dunctl-Step"] == "final-notice"]
+    assert final, [r.message["X-Dunctl-Step"] for r in smtp_server.received]
+    # standard: first failure 2026-11-02, pause_subscription at 21d.
+    assert final[0].message["Subject"] == "Final notice: $49.00 due before November 23, 2026"
+    text = final[0].message.get_body(("plain",)).get_content()
+    assert "If it is still unpaid on November 23, 2026, your Example subscription will be paused on that day." in text
