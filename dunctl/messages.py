@@ -319,7 +319,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
     first = parts[0]
     try:
         tz = ZoneInfo(zone)
-    except Exception:
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
         tz = ZoneInfo("UTC")
 
     def day(moment: datetime) -> str:

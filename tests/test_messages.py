@@ -129,7 +129,16 @@ def test_an_internal_message_can_be_written_in_the_senders_language_whatever_the
 
 
 def test_the_final_notice_sent_by_tick_names_the_day_the_subscription_pauses(tmp_path, smtp_server):
-    from tests.helpers import T0, at, cli, customer, failed_invoice, open_engine_ledger, seed, starter
+    from tests.helpers import (
+        T0,
+        at,
+        cli,
+        customer,
+        failed_invoice,
+        open_engine_ledger,
+        seed,
+        starter,
+    )
 
     config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp_server.host,
                                                      "port": smtp_server.port}})
