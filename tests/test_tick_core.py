@@ -193,3 +193,18 @@ def test_a_channel_that_keeps_failing_is_skipped_for_the_rest_of_the_tick(tmp_pa
     rows = [a for case in ledger.cases() for a in ledger.actions(case["id"])]
     assert len(rows) == 3 and {a["status"] for a in rows} == {"failed"}   # three tries, then no more this tick
     assert all(a["tries"] == 1 for a in rows)
+
+
+def test_a_template_that_does_not_parse_stops_the_tick_before_it_changes_anything(tmp_path):
+    config = starter(tmp_path)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_1"))
+    from tests.test_tick import table_counts
+
+    before = table_counts(ledger.path)
+    (tmp_path / "templates" / "reminder.txt.j2").write_text("Hello {{ customer.name ")
+    result = tick(config, at("31m"))
+    assert result.exit_code == 2
+    assert "reminder.txt.j2" in result.stderr and "does not parse" in result.stderr
+    assert "Traceback" not in result.output
+    assert table_counts(ledger.path) == before

@@ -11,6 +11,7 @@ from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_error
 from dunctl.cli.gateway import make_gateway
 from dunctl.ledger import Ledger
 from dunctl.tick import TickResult, build_channels, run_tick
+from dunctl.tick.preflight import templates_parse
 
 
 @handles_errors
@@ -26,6 +27,7 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
+    templates_parse(config)
     moment = now_from(now)
     if dry_run and not config.ledger_path.exists():
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
