@@ -37,7 +37,7 @@ def test_preview_of_a_real_case_matches_what_tick_then_sends(tmp_path):
     assert ledger_files(tmp_path)["dunctl.db"] == before["dunctl.db"]
     assert not (tmp_path / "dunctl.db-wal").exists() or (tmp_path / "dunctl.db-wal").stat().st_size == 0
     assert not (tmp_path / "outbox").exists()  # and nothing was sent
-    assert preview["to"] == "ap@hopper.example"  # billing_contact: the customer's metadata.billing_email
+    assert preview["to"] == "ap@hopper.example, grace@example.com"  # billing_contact: billing_email and the customer
     assert "$123.45" in preview["subject"] and preview["html"] and "$123.45" in preview["text"]
 
     assert cli(config, "tick", "--no-sync", "--now", at("31m").isoformat()).exit_code == 0
@@ -55,7 +55,7 @@ def test_preview_text_shows_the_headers_and_body(tmp_path):
     result = cli(config, "preview", "reminder", "--case", "in_7", "--now", at("3d").isoformat())
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("From: ") and lines[1] == "To: ap@hopper.example"
+    assert lines[0].startswith("From: ") and lines[1] == "To: ap@hopper.example, grace@example.com"
     assert any(line.startswith("Subject: ") for line in lines[:4])
     assert "$123.45" in result.stdout
 
@@ -79,7 +79,7 @@ def test_preview_writes_an_eml_a_mail_client_opens(tmp_path):
     result = cli(config, "preview", "payment-failed", "--case", "in_7", "--format", "eml", "-o", str(target))
     assert result.exit_code == 0, result.output
     message = email.message_from_bytes(target.read_bytes(), policy=email.policy.default)
-    assert message["To"] == "ap@hopper.example" and "$123.45" in message["Subject"]
+    assert message["To"] == "ap@hopper.example, grace@example.com" and "$123.45" in message["Subject"]
     assert message.get_body(("html",)) is not None and message.get_body(("plain",)) is not None
     assert (message["X-Dunctl-Case"], message["X-Dunctl-Step"]) == ("in_7", "notice")  # as the tick sends it
 
@@ -97,3 +97,16 @@ def test_preview_mistakes_are_one_line(tmp_path):
     assert both.exit_code == 2
     bad_type = cli(config, "preview", "reminder", "--failure", "card_lost")
     assert bad_type.exit_code == 2 and "unknown failure type 'card_lost'" in bad_type.stderr
+
+
+def test_preview_in_another_locale_uses_that_languages_templates(tmp_path):
+    config = with_a_case(tmp_path)
+    cli(config, "tick", "--no-sync", "--now", at("1m").isoformat())
+    (tmp_path / "templates" / "reminder.fr.subject.j2").write_text("Rappel : {{ amount }} impayé")
+    french = json.loads(cli(config, "preview", "reminder", "--case", "in_7", "--locale", "fr", "--json").stdout)
+    assert french["subject"].startswith("Rappel") and "123,45" in french["subject"]  # French number format
+    assert '<html lang="fr">' in french["html"]  # the HTML part in the same language
+    english = json.loads(cli(config, "preview", "reminder", "--case", "in_7", "--json").stdout)
+    assert not english["subject"].startswith("Rappel") and "$123.45" in english["subject"]
+    sample = json.loads(cli(config, "preview", "reminder", "--failure", "card_soft", "--locale", "fr", "--json").stdout)
+    assert sample["subject"].startswith("Rappel")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from dunctl.cli.common import JsonOption, environ, err, handles_errors, load, out, print_json, state
 from dunctl.errors import ConfigError, UsageError
-from dunctl.messages import Templates, sample_contexts
+from dunctl.messages import check_templates
 from dunctl.preflight import Finding, preflight
 from dunctl.scaffold import create_ledger, write_starter
 
@@ -41,9 +41,8 @@ def check(
     Exit 0 when all is well, 2 otherwise. For example: dunctl check --online
     """
     config = load()
-    templates = Templates(config.templates_dir)
     used = {step.template: step.action for seq in config.sequences.values() for step in seq.steps if step.template}
-    problems = templates.check(used, sample_contexts(config.file.sender.company))
+    problems = check_templates(config.templates_dir, used, config.file.sender.company, config.file.sender.locale)
     if problems:
         raise ConfigError(problems)
     findings = preflight(config, environ(), online=online, log_path=state.log_path)
