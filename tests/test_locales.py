@@ -105,7 +105,7 @@ def test_check_refuses_an_sms_longer_than_one_segment(tmp_path):
 
 
 def test_check_renders_every_locale_of_the_starter(tmp_path):
-    result = cli(starter(tmp_path), "check")
+    result = cli(starter(tmp_path), "check", env={"STRIPE_API_KEY": "sk_test_123"})  # check needs the key too
     assert result.exit_code == 0, result.output
 
 
