@@ -47,14 +47,18 @@ def read_only_ledger(path: Path):
     from sqlite_utils import Database
 
     from dunctl.ledger import Ledger
-    from dunctl.preflight import ledger_file_problem, sqlite_error
+    from dunctl.preflight import ledger_file_problem, newer_ledger_error, sqlite_error, unknown_migrations
 
     problem = ledger_file_problem(path, must_exist=True)
     if problem:
         raise problem
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        yield Ledger(Database(conn), path)
+        db = Database(conn)
+        unknown = unknown_migrations(db)
+        if unknown:
+            raise newer_ledger_error(path, unknown)
+        yield Ledger(db, path)
     except sqlite3.Error as exc:
         raise sqlite_error(exc, path) from None
     finally:
