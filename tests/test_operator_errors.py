@@ -225,12 +225,15 @@ def test_a_ledger_from_a_newer_dunctl_is_never_run_on(tmp_path):
                      "VALUES ('dunctl', 'm042_from_the_future', '2027-01-01')")
     conn.close()
     before = digest(ledger)
-    for command in (["tick", "--no-sync", "--now", at("3d").isoformat()], ["status"], ["check"]):
+    for command in (["tick", "--no-sync", "--now", at("3d").isoformat()], ["status"], ["check"],
+                    ["preview", "reminder", "--case", "in_0"]):
         result = cli(config, *command, env={"STRIPE_API_KEY": "sk_test_123"})
         assert result.exit_code == 2, result.output
         assert "written by a newer dunctl" in result.stderr and "m042_from_the_future" in result.stderr
         assert "Traceback" not in result.output
     assert digest(ledger) == before
+    # a backup only copies it, faithfully: keeping a copy before upgrading is exactly what one should do
+    assert cli(config, "backup", str(tmp_path / "copy.db")).exit_code == 0
 
 
 # -- the disk and the paths a user names -----------------------------------------------------------------------
