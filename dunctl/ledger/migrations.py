@@ -199,3 +199,15 @@ def m002_report_index(db: Database) -> None:
         """CREATE INDEX IF NOT EXISTS cases_report ON cases(segment, first_failure_type, sequence, currency,
                substr(first_failed_at, 1, 7), state, first_failed_at, recovered_at, amount_due,
                amount_paid_at_open, amount_recovered, amount_remaining, with_person, attempts, recovered_attempt)""")
+
+
+@migrations()
+def m101_stripe_signal_fields(db: Database) -> None:
+    # Lifecycle signals (a subscription cancelled or paused outside dunctl, a closed dispute, an inactive mandate)
+    # name the subscription or payment method they are about, and carry structured details (won/lost,
+    # resumes_at); see dunctl/model.py Signal for each kind.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(signals)").fetchall()}
+    for name, kind in (("subscription_id", "TEXT"), ("payment_method_id", "TEXT"),
+                       ("data", "TEXT NOT NULL DEFAULT '{}'")):
+        if name not in columns:
+            db.execute(f"ALTER TABLE signals ADD COLUMN {name} {kind}")
