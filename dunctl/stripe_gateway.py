@@ -207,6 +207,12 @@ class StripeGateway:
                                     hint=f"check that {self.key_env} holds a current key of this account; "
                                          "rolled keys stop working")
         if isinstance(exc, stripe.PermissionError):
+            unreachable = re.search(r"does not have access to account '(acct_[A-Za-z0-9]+)'", exc.user_message or "")
+            if unreachable:
+                return GatewayAuthError(f"the key cannot reach Stripe account {unreachable.group(1)} (stripe.account)"
+                                        f"{tag}", request_id=rid, code="account_invalid",
+                                        hint="check the connected account's id, and that it is still connected "
+                                             "to your platform")
             resource, level = permission
             found = re.search(r"rak_([a-z_]+?)_(read|write)", exc.user_message or "")
             if found:
