@@ -43,6 +43,33 @@ class _Account(Protocol):
     def account_id(self) -> str: ...
 
 
+class LedgerFile:
+    """The ledger's state (`get_state`/`set_state`) through a short-lived connection of its own, for commands that
+    did not hand their open ledger over. It never migrates, and never waits long for the ledger: when another
+    connection holds it (a dry run's transaction), the binding is recorded by the next run instead."""
+
+    def __init__(self, path: str | Path):
+        self._conn = sqlite3.connect(str(path), timeout=0.2, isolation_level=None)
+
+    def get_state(self, name: str, default=None):
+        try:
+            row = self._conn.execute("SELECT value FROM sync_state WHERE name = ?", [name]).fetchone()
+        except sqlite3.Error:
+            return default
+        return json.loads(row[0]) if row else default
+
+    def set_state(self, name: str, value) -> None:
+        try:
+            self._conn.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
+                               "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                               [name, json.dumps(value, sort_keys=True, separators=(",", ":"))])
+        except sqlite3.OperationalError:
+            pass                    # busy: the check was made; the record waits for the next run
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def describe(binding: dict) -> str:
     if binding.get("id") == SIMULATED:
         return "the simulated account of `dunctl demo`"
@@ -79,12 +106,14 @@ def read_binding(path: str | Path) -> dict | None:
     return binding_of({name: json.loads(value) for name, value in rows})
 
 
-def refuse_if_simulated(binding: dict | None, key_env: str) -> None:
+def refuse_if_simulated(binding: dict | None, key_env: str, has_key: bool = True) -> None:
     """A demo ledger never talks to Stripe: refused before any request is built."""
     if binding and binding.get("id") == SIMULATED:
-        raise AccountMismatch(f"this ledger follows {describe(binding)}; the Stripe key in {key_env} is for a real "
-                              "Stripe account", hint="point ledger.path at a new file for the real account; the "
-                                                     "demo's ledger stays a demo")
+        what = f"the Stripe key in {key_env} is for a real Stripe account" if has_key else \
+            "it never syncs with a real Stripe account"
+        raise AccountMismatch(f"this ledger follows {describe(binding)}; {what}",
+                              hint="point ledger.path at a new file for the real account; the demo's ledger stays "
+                                   "a demo")
 
 
 def _fingerprint(key: str, account: str | None, salt: str) -> str:

@@ -101,3 +101,18 @@ def test_a_connected_account_the_platform_cannot_reach_is_a_clear_error(tmp_path
     result = cli(config, "sync", "--now", at("1h").isoformat(), env={"STRIPE_API_KEY": TEST_KEY})
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "acct_1NotConnected" in result.stderr and TEST_KEY not in result.output
+
+
+def test_a_dry_run_first_checks_the_account_without_waiting_on_its_own_transaction(tmp_path, fake_stripe):
+    import time
+
+    config = config_for(tmp_path, fake_stripe)
+    fake_stripe.fail_invoice(at=T0)
+    fake_stripe.set_now(at("1h"))
+    started = time.monotonic()
+    dry = cli(config, "tick", "--dry-run", "--now", at("1h").isoformat(), env={"STRIPE_API_KEY": TEST_KEY})
+    assert dry.exit_code == 0, dry.output
+    assert time.monotonic() - started < 5 and "Traceback" not in dry.output
+    real = cli(config, "tick", "--now", at("1h").isoformat(), env={"STRIPE_API_KEY": TEST_KEY})
+    assert real.exit_code == 0, real.output
+    assert state(tmp_path, STATE)["id"] == "acct_1FakeDunctlTest"

@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
-from dunctl.account_binding import bind, read_binding, refuse_if_simulated
+from dunctl.account_binding import LedgerFile, bind, read_binding, refuse_if_simulated
 from dunctl.config import Config
 from dunctl.gateway import Gateway
 
 
 class LazyGateway:
     """Builds the Stripe gateway on first use, so a tick that needs no Stripe call (--no-sync, email-only steps)
-    runs without a key, and a missing key is reported where it matters. On first use it also checks that the key
-    reaches the account the ledger follows (dunctl/account_binding.py)."""
+    runs without a key, and a missing key is reported where it matters."""
 
-    def __init__(self, config: Config, environ: dict[str, str], ledger=None):
+    def __init__(self, config: Config, environ: dict[str, str]):
         self._config = config
         self._environ = environ
-        self._ledger = ledger
         self._gateway: Gateway | None = None
 
     def _real(self) -> Gateway:
         if self._gateway is None:
             from dunctl.stripe_gateway import StripeGateway
 
-            settings = self._config.file.stripe
-            gateway = StripeGateway.from_config(settings, self._environ)
-            key = self._environ.get(settings.api_key_env, "").strip()
-            if self._ledger is not None:
-                bind(self._ledger, gateway, key, settings.api_key_env, settings.account)
-            else:
-                from dunctl.ledger import Ledger
-
-                ledger = Ledger.open(self._config.ledger_path)
-                try:
-                    bind(ledger, gateway, key, settings.api_key_env, settings.account)
-                finally:
-                    ledger.db.close()
-            self._gateway = gateway
+            self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ)
         return self._gateway
+
+    def bind(self, ledger) -> None:
+        """Check that the key reaches the account the ledger follows, recording it on first use
+        (dunctl/account_binding.py). One request, only when the key or stripe.account changed."""
+        settings = self._config.file.stripe
+        key = self._environ.get(settings.api_key_env, "").strip()
+        bind(ledger, self._real(), key, settings.api_key_env, settings.account)
 
     @property
     def mode(self) -> str:
@@ -51,7 +43,24 @@ class LazyGateway:
 
 
 def make_gateway(config: Config, environ: dict[str, str], ledger=None) -> Gateway:
-    """The Stripe gateway for `config`. A ledger bound to the simulated account (`dunctl demo`) is refused here,
-    before any request; pass the command's open `ledger` so the account check shares its transaction."""
-    refuse_if_simulated(read_binding(config.ledger_path), config.file.stripe.api_key_env)
-    return LazyGateway(config, environ, ledger)
+    """The Stripe gateway for `config`, checked against the account the ledger follows before the command does
+    anything: a demo ledger (simulated account) is refused before any request is built; with a key set, a key for
+    another account is refused (AccountMismatch, exit 2). Without a key nothing is checked yet: a `tick --no-sync`
+    needs none, and a command that needs one says so when it tries.
+
+    Pass the command's open `ledger` to record the binding through it; otherwise a short-lived connection of its
+    own does (this runs before the command opens a transaction, so the two never overlap)."""
+    settings = config.file.stripe
+    has_key = bool(environ.get(settings.api_key_env, "").strip())
+    refuse_if_simulated(read_binding(config.ledger_path), settings.api_key_env, has_key)
+    gateway = LazyGateway(config, environ)
+    if has_key:
+        if ledger is not None:
+            gateway.bind(ledger)
+        else:
+            own = LedgerFile(config.ledger_path)
+            try:
+                gateway.bind(own)
+            finally:
+                own.close()
+    return gateway
