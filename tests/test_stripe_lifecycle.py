@@ -333,3 +333,26 @@ def test_a_record_that_cannot_be_stored_is_recorded_and_skipped(fake_stripe, gat
     run_sync(ledger, gateway, T0 + 7 * HOUR)
     assert row(ledger, later)["status"] == "open"
     assert len(signals(ledger, "record_rejected")) == 2
+
+
+def test_subscription_items_beyond_the_first_ten_are_read(fake_stripe, gateway, ledger):
+    customer = fake_stripe.add_customer("ops@manyseats.test", at=T0 - DAY)
+    fake_stripe.add_payment_method(customer)
+    sub_id = fake_stripe.add_subscription(customer, amount=1000, metered=True, at=T0 - DAY)
+    sub = fake_stripe.store["subscription"][sub_id]
+    licensed, metered = sub["items"]["data"]
+    extra = []
+    for n in range(10):                     # ten more licensed seats: the metered item is the 12th
+        item = json.loads(json.dumps(licensed))
+        item["id"] = f"si_seat{n:02d}"
+        item["price"] = {**item["price"], "id": f"price_seat{n:02d}"}
+        extra.append(item)
+    sub["items"]["data"] = [licensed] + extra + [metered]
+    invoice_id = fake_stripe.fail_invoice(customer, subscription=sub_id, lines=[
+        {"description": "Seats", "amount": 1000, "subscription_item": licensed["id"]},
+        {"description": "Usage", "amount": 4200, "quantity": 4200, "subscription_item": metered["id"]}], at=T0)
+    fake_stripe.reset_counts()
+    run_sync(ledger, gateway, T0 + HOUR)
+    assert fake_stripe.count("GET /v1/subscription_items") >= 1
+    assert ledger.subscription(sub_id)["usage_based"] == 1
+    assert [line["metered"] for line in json.loads(row(ledger, invoice_id)["lines"])] == [False, True]
