@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dunctl.clock import iso  # noqa: E402
 from dunctl.config import load_config, sequence_definition, sequence_hash  # noqa: E402
-from dunctl.engine import build_channels, run_tick  # noqa: E402
+from dunctl.tick import build_channels, run_tick  # noqa: E402
 from dunctl.ledger import Ledger, _json  # noqa: E402
 from tests.helpers import T0, starter  # noqa: E402
 

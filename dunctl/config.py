@@ -29,6 +29,9 @@ NETWORK_ATTEMPT_LIMIT = 15
 ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subscription", "cancel_subscription",
            "mark_uncollectible", "close")
 CUSTOMER_FACING = frozenset({"email", "sms"})
+# Steps that take the service away; they never run unless the customer was told first.
+SUSPENDING = frozenset({"pause_subscription", "cancel_subscription", "mark_uncollectible"})
+CUSTOMER, INTERNAL = "customer", "internal"
 RECIPIENTS = ("billing_contact", "customer", "account_manager")
 
 
@@ -55,7 +58,7 @@ class StripeConfig(Strict):
     update_link: Literal["hosted_invoice", "billing_portal"] = "hosted_invoice"
     portal_return_url: str | None = None
     pause_behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
-    recheck_before_action: bool = True
+    recheck_before_action: bool = False
     backfill_days: int = Field(60, ge=1, le=400)
     # Connect platforms: the connected account this ledger follows (sent as the Stripe-Account header).
     account: str | None = Field(None, pattern=r"^acct_[A-Za-z0-9]+$")
@@ -152,8 +155,12 @@ class DunningConfig(Strict):
     max_action_tries: int = Field(5, ge=1, le=50)
     action_retry_after: timedelta = Field(default_factory=lambda: timedelta(minutes=30))
     attribution_window: timedelta = Field(default_factory=lambda: timedelta(days=3))
+    # Suspension, cancellation and write-off run only when the customer was sent a message at least this long
+    # before: a backlog adopted on the first sync never suspends someone who was never told.
+    notice_before_suspension: timedelta = Field(default_factory=lambda: timedelta(days=3))
 
-    _parse = field_validator("grace", "action_retry_after", "attribution_window", mode="before")(
+    _parse = field_validator("grace", "action_retry_after", "attribution_window", "notice_before_suspension",
+                             mode="before")(
         classmethod(lambda cls, v: _duration(v)))
 
 
@@ -168,6 +175,9 @@ class DirConfig(Strict):
 
 
 class ConfigFile(Strict):
+    # monitor: plan and record every step as `would`, send nothing, write nothing to Stripe. `init` writes
+    # monitor; a config without the key is one written before monitor mode existed, and stays live.
+    mode: Literal["monitor", "live"] = "live"
     ledger: LedgerConfig = LedgerConfig()
     stripe: StripeConfig = StripeConfig()
     sender: SenderConfig = SenderConfig()
@@ -198,8 +208,20 @@ class Step(Strict):
         return value if isinstance(value, Offset) else parse_offset(value)
 
     @property
+    def audience(self) -> str | None:
+        """Who a message step talks to: the `customer` (or its billing contacts) or someone `internal` (account
+        manager, escalation channel, a fixed address). None for steps that are not messages (retries, suspension,
+        close). Quiet hours, dunning=off, superseding and contact caps apply to customer messages only."""
+        if self.action in ("slack", "webhook", "escalate"):
+            return INTERNAL
+        if self.action not in CUSTOMER_FACING:
+            return None
+        targets = self.to if isinstance(self.to, list) else [self.to or "billing_contact"]
+        return CUSTOMER if any(t in ("billing_contact", "customer") for t in targets) else INTERNAL
+
+    @property
     def customer_facing(self) -> bool:
-        return self.action in CUSTOMER_FACING
+        return self.audience == CUSTOMER
 
     @property
     def recipient(self) -> str:
