@@ -49,7 +49,8 @@ class LedgerFile:
     connection holds it (a dry run's transaction), the binding is recorded by the next run instead."""
 
     def __init__(self, path: str | Path):
-        self._conn = sqlite3.connect(str(path), timeout=0.2, isolation_level=None)
+        # mode=rw: never creates the file (a dry run on a new directory creates no ledger).
+        self._conn = sqlite3.connect(f"file:{Path(path)}?mode=rw", uri=True, timeout=0.2, isolation_level=None)
 
     def get_state(self, name: str, default=None):
         try:

@@ -116,3 +116,12 @@ def test_a_dry_run_first_checks_the_account_without_waiting_on_its_own_transacti
     real = cli(config, "tick", "--now", at("1h").isoformat(), env={"STRIPE_API_KEY": TEST_KEY})
     assert real.exit_code == 0, real.output
     assert state(tmp_path, STATE)["id"] == "acct_1FakeDunctlTest"
+
+
+def test_a_dry_run_on_a_new_directory_creates_no_ledger_even_with_a_key(tmp_path, fake_stripe):
+    config = config_for(tmp_path, fake_stripe)
+    fake_stripe.fail_invoice(at=T0)
+    fake_stripe.set_now(at("1h"))
+    dry = cli(config, "tick", "--dry-run", "--now", at("1h").isoformat(), env={"STRIPE_API_KEY": TEST_KEY})
+    assert dry.exit_code == 0, dry.output
+    assert not (tmp_path / "dunctl.db").exists()

@@ -48,7 +48,7 @@ def row(ledger, invoice_id):
 
 
 def signals(ledger, kind=None):
-    rows = ledger.pending_signals()
+    rows = [record.row for record in ledger.pending_signals()]       # every column, the new ones too
     return [r for r in rows if kind is None or r["kind"] == kind]
 
 

@@ -57,7 +57,7 @@ def make_gateway(config: Config, environ: dict[str, str], ledger=None) -> Gatewa
     if has_key:
         if ledger is not None:
             gateway.bind(ledger)
-        else:
+        elif config.ledger_path.is_file():      # no ledger yet: nothing to check, and nothing is created
             own = LedgerFile(config.ledger_path)
             try:
                 gateway.bind(own)
