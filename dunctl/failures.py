@@ -255,6 +255,22 @@ def network_retry_wait(decline: Decline | dict | None) -> timedelta | None:
     return max(found) if found else None
 
 
+def retry_wait_reason(decline: Decline | dict | None) -> str | None:
+    """Why the network holds the next retry, in words for `case show` ('Mastercard advice 27: retry after 4
+    days'), or None when it does not."""
+    wait = network_retry_wait(decline)
+    if wait is None:
+        return None
+    if isinstance(decline, Decline):
+        decline = asdict(decline)
+    advice = decline.get("network_advice_code")
+    span = f"{wait.days} day{'s' if wait.days != 1 else ''}" if wait.days else \
+        f"{wait.seconds // 3600} hour{'s' if wait.seconds // 3600 != 1 else ''}"
+    if advice in NETWORK_RETRY_WAITS and NETWORK_RETRY_WAITS[advice] == wait:
+        return f"Mastercard advice {advice}: retry after {span}"
+    return f"the card is blocked after too many declines: retry after {span}"
+
+
 CARD_CODES = _CARD_DECLINE_CODES
 
 

@@ -6,12 +6,21 @@ Sync has two modes, and the cursor (opaque to the ledger, stored with every batc
   note the newest event first, list the open invoices' failed payments in bulk, then page through the invoices
   created within `backfill_days` (customers, payment methods and subscriptions expanded in the same request),
   one batch per page, so a backfill that dies halfway resumes after its last applied page;
-- events, afterwards: `events.list(ending_before=<cursor>)` walked oldest to newest, filtered to the event types
-  dunctl follows. With nothing new that is one request.
+- events, afterwards: `events.list(created[gte]=<the cursor's second>)`, filtered to the event types dunctl
+  follows, applied oldest first, skipping the ids of the cursor's second already applied (Stripe orders events
+  of one second in no promised order). With nothing new that is one request. The events since the cursor are
+  listed before any is applied (at most 30 days of them: an older cursor means a backfill).
+
+What is stored is complete and in the pinned API version: invoice lines and subscription items follow `has_more`;
+an event rendered in an older API version re-fetches its object; a copy of an invoice that cannot say which lines
+are metered leaves the stored lines alone. An invoice that cannot be stored (an impossible amount, an unknown
+currency) becomes a `record_rejected` signal, never an error that blocks the sync.
 
 Times come from Stripe (the event, payment intent or charge `created`), never from the sync's clock. Every request
 goes through one token bucket and one backoff loop; every Stripe error becomes a dunctl error carrying Stripe's
-request id. The API key is handed to the SDK and nowhere else: never stored here, logged or put in a message.
+request id. The API key is handed to the SDK and nowhere else: never stored here, logged or put in a message, and
+any text from Stripe that looks like a key is scrubbed. With `account` (Connect) every request carries the
+Stripe-Account header.
 """
 
 from __future__ import annotations

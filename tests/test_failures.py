@@ -3,7 +3,8 @@ from datetime import timedelta
 import pytest
 
 from dunctl.failures import (BANK_RETURN_CODES, CARD_CODES, FAILURE_TYPES, NEVER_RETRY, PUBLISHED_LISTS, Decline,
-                             all_known_codes, classify, described_code, network_retry_wait, published_codes)
+                             all_known_codes, classify, described_code, network_retry_wait, published_codes,
+                             retry_wait_reason)
 
 CASES = [
     (Decline(code="card_declined", decline_code="insufficient_funds"), "card_soft"),
@@ -151,3 +152,14 @@ WAITS = [
 def test_the_network_sets_the_earliest_retry(fields, wait):
     assert network_retry_wait(Decline(**fields)) == wait
     assert network_retry_wait(fields) == wait          # a decline stored as JSON in the ledger
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"network_advice_code": "27"}, "Mastercard advice 27: retry after 4 days"),
+    ({"network_advice_code": "24"}, "Mastercard advice 24: retry after 1 hour"),
+    ({"network_advice_code": "25"}, "Mastercard advice 25: retry after 1 day"),
+    ({"code": "card_decline_rate_limit_exceeded"}, "the card is blocked after too many declines: retry after 1 day"),
+    ({"code": "card_declined", "decline_code": "insufficient_funds"}, None),
+])
+def test_the_reason_a_retry_waits_reads_as_words(fields, reason):
+    assert retry_wait_reason(fields) == reason
