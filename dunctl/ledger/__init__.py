@@ -341,11 +341,18 @@ class Ledger:
         else:
             self._set(case_id, with_person=1, escalated_at=at)
 
+    def hold_case(self, case_id: int) -> None:
+        """The subscription is paused or set to cancel outside dunctl: no step runs until it resumes."""
+        self._set(case_id, state="paused", next_due_at=None, next_step=None)
+
     def pause_case(self, case_id: int) -> None:
         self._set(case_id, state="paused", with_person=1, next_due_at=None, next_step=None)
 
     def resume_case(self, case_id: int) -> None:
         self._set(case_id, state="open", with_person=0)
+
+    def unhold_case(self, case_id: int) -> None:
+        self._set(case_id, state="open")
 
     def mark_churned(self, case_id: int) -> None:
         self._set(case_id, churned=1)
@@ -437,6 +444,12 @@ class Ledger:
         return [(row[0], row[1]) for row in self.db.execute(
             "SELECT id, customer_id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
             "ORDER BY customer_id, next_due_at, id", [iso(now)])]
+
+    def case_ids_for_subscription(self, subscription_id: str, states: tuple[str, ...] = ("open", "paused")
+                                  ) -> list[int]:
+        marks = ", ".join("?" for _ in states)
+        return [row[0] for row in self.db.execute(
+            f"SELECT id FROM cases WHERE subscription_id = ? AND state IN ({marks})", [subscription_id, *states])]
 
     def open_case_ids(self) -> list[int]:
         return [row[0] for row in self.db.execute("SELECT id FROM cases WHERE state = 'open'")]
