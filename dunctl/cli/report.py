@@ -37,6 +37,9 @@ def report(
     by: Annotated[list[str] | None, typer.Option(
         "--by", help=f"Breakdowns to show (repeat or comma-separate): {', '.join(DIMENSIONS)}. Default: all.",
         show_default=False)] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="--by arm compares each experiment's "
+                                                   "arms with its control; this names one.",
+                                                   show_default=False)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.",
                                                 show_default=False)] = None,
@@ -54,6 +57,11 @@ def report(
     period = Period(_instant(since, "--since"), _instant(until, "--until"))
     window = config.file.dunning.attribution_window
     fmt = Format.json if as_json else fmt
+    if by and "arm" in ",".join(by).split(","):     # experiments: dunctl/experiments.py, dunctl/cli/arms.py
+        from dunctl.cli.arms import render_arms
+        from dunctl.experiments import arm_report
+
+        return render_arms(arm_report(ledger, config, experiment, period.since, period.until), fmt is Format.json)
     if cases:
         write_cases(case_listing(ledger, period, window), fmt, output)
         return

@@ -199,3 +199,14 @@ def m002_report_index(db: Database) -> None:
         """CREATE INDEX IF NOT EXISTS cases_report ON cases(segment, first_failure_type, sequence, currency,
                substr(first_failed_at, 1, 7), state, first_failed_at, recovered_at, amount_due,
                amount_paid_at_open, amount_recovered, amount_remaining, with_person, attempts, recovered_attempt)""")
+
+
+@migrations()
+def m103_experiments(db: Database) -> None:
+    # The experiment and arm a case was assigned when it opened (dunctl/experiments.py); never changed after.
+    # NULL for cases outside every experiment. Written defensively: a column may exist from a partial run.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(cases)").fetchall()}
+    for name in ("experiment", "arm"):
+        if name not in columns:
+            db.execute(f"ALTER TABLE cases ADD COLUMN {name} TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS cases_experiment ON cases(experiment, arm) WHERE experiment IS NOT NULL")
