@@ -97,19 +97,19 @@ def points(value: float) -> str:
 
 
 def compare(arm: str, x1: int, n1: int, control: str, x0: int, n0: int, alpha: float = ALPHA,
-            power: float = POWER, measure: str = "recovers") -> Comparison:
-    """Compare `arm` (x1 of n1) with `control` (x0 of n0)."""
+            power: float = POWER, measure: str = "recovers", noun: str = "arm ") -> Comparison:
+    """Compare `arm` (x1 of n1) with `control` (x0 of n0). The verdict calls it "{noun}{arm}"."""
     diff = newcombe(x1, n1, x0, n0, alpha)
     if diff is None:
         return Comparison(arm, control, None, None, None, False, None, None,
-                          f"no cases yet in {'arm ' + arm if not n1 else 'the control arm ' + control}")
+                          f"no cases yet in {noun + arm if not n1 else 'the control ' + noun + control}")
     needed = sample_size(x1 / n1, x0 / n0, alpha, power)
     more = None if needed is None else max(0, needed - min(n1, n0))
     level = f"{(1 - alpha) * 100:g}%"
     ci = f"{level} CI {points(diff.low)} to {points(diff.high)}"
     if diff.distinguishable:
         direction = "more" if diff.difference > 0 else "fewer"
-        verdict = f"arm {arm} {measure} {points(abs(diff.difference))} points {direction} than {control}, {ci}"
+        verdict = f"{noun}{arm} {measure} {points(abs(diff.difference))} points {direction} than {control}, {ci}"
     elif needed is None:
         verdict = (f"not yet distinguishable: the same rate in both arms so far ({ci}); no sample size can "
                    "detect a difference that has not appeared")

@@ -34,7 +34,7 @@ def render_arms(report: ArmReport, as_json: bool = False) -> None:
                       title=f"Experiment {experiment.experiment}", title_justify="left", title_style="bold",
                       header_style="bold")
 
-        def row(label: str, cells: list[str]) -> None:
+        def row(label: str, cells: list[str], table: Table = table) -> None:
             table.add_row(label, *cells)
 
         row("failed invoices (cases)", [f"{a.cases:,}" for a in arms])
