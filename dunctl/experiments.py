@@ -123,6 +123,20 @@ def assign(config, customer_id: str, segment: str) -> Assignment | None:
     return Assignment(experiment.name, chosen.name, sequence, False)
 
 
+def case_sequence(config, assignment: Assignment | None, segment: str):
+    """The sequence to fix on a case that opens with `assignment` (from `assign`): the arm's sequence; the
+    segment's own when the case is in no experiment; for the holdout, an empty sequence named 'holdout', which
+    plans no step at all, so dunctl does nothing on the case (the caller also skips turning Stripe's own
+    retries off, so the customer sees exactly what Stripe alone would do)."""
+    from dunctl.config import Sequence
+
+    if assignment is not None and assignment.holdout:
+        return Sequence(name=HOLDOUT, description=f"holdout of experiment {assignment.experiment}: no dunctl "
+                        "action", max_attempts=1, steps=[])
+    name = assignment.sequence_name if assignment is not None else _segment_sequence(config, segment)
+    return config.sequences[name]
+
+
 # -- validation (called from dunctl.config's cross-checks) -------------------------------------------------------
 
 

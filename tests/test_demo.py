@@ -240,3 +240,16 @@ def test_demo_runs_a_given_config(tmp_path):
     assert outcome["retries_dunctl"] == 0 < outcome["messages_sent"]    # its standard sequence has no retries
     bad = invoke("demo", str(tmp_path / "e"), "--config", str(tmp_path / "missing.yaml"))
     assert bad.exit_code == 2 and "file not found" in bad.output
+
+
+def test_report_takes_the_churn_denominator_it_cannot_know(tmp_path):
+    target = tmp_path / "demo"
+    assert invoke("demo", str(target), "--customers", "300", "--days", "40", "--seed", "6").exit_code == 0
+    config = str(target / "dunctl.yaml")
+    churn = json.loads(invoke("-c", config, "report", "--json", "--active-subscriptions", "1200").stdout)[
+        "headline"]["churn"]
+    assert churn["active_subscriptions"] == 1200
+    assert churn["rate"] == round(churn["churned_subscriptions"] / 1200, 6)
+    shown = invoke("-c", config, "report", "--active-subscriptions", "1200")
+    assert "of 1,200 subscriptions" in shown.output
+    assert invoke("-c", config, "report", "--active-subscriptions", "0").exit_code == 2

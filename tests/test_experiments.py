@@ -253,3 +253,28 @@ def test_report_by_arm_names_an_unknown_experiment(arm_ledger):
     result = cli(arm_ledger, "report", "--by", "arm", "--experiment", "nope")
     assert result.exit_code == 2
     assert "no case in the ledger belongs to experiment 'nope'" in result.stderr and "lean-2026q1" in result.stderr
+
+
+def test_a_holdout_case_plans_no_dunctl_action(config_path):
+    """What the tick fixes on a holdout case plans nothing, ever: no message, no retry, no escalation."""
+    from dunctl.experiments import case_sequence
+    from dunctl.planner import CaseSnapshot, Settings, plan
+
+    config = load_config(config_path)
+    customers = [f"cus_{n}" for n in range(200)]
+    held = next(c for c in customers if assign(config, c, "default").holdout)
+    treated = next(c for c in customers if assign(config, c, "default").arm == "lean")
+    snapshot = CaseSnapshot(first_failed_at=T0, failure_type="card_soft", attempts=1, last_failed_at=T0,
+                            facts={"amount_due": 4900, "currency": "usd", "failure_type": "card_soft",
+                                   "attempt_count": 1, "customer.metadata": {}, "invoice.metadata": {},
+                                   "subscription.metadata": {}})
+    holdout = case_sequence(config, assign(config, held, "default"), "default")
+    assert holdout.name == HOLDOUT and holdout.steps == []
+    for days in (0, 1, 3, 15, 40):
+        planned = plan(snapshot, holdout, {}, Settings(), T0 + timedelta(days=days))
+        assert planned.decisions == [] and planned.next_due_at is None
+    lean = case_sequence(config, assign(config, treated, "default"), "default")
+    assert lean.name == "lean"
+    assert plan(snapshot, lean, {}, Settings(), T0 + timedelta(days=1)).decisions   # an arm does act
+    # outside every experiment: the segment's own sequence
+    assert case_sequence(config, None, "enterprise").name == "high-value"

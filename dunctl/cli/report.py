@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from enum import Enum
@@ -45,6 +46,10 @@ def report(
                                                 show_default=False)] = None,
     cases: Annotated[bool, typer.Option("--cases", help="List the cases behind the numbers, one per line "
                                         "(csv, json lines, md or table), instead of the metrics.")] = False,
+    active_subscriptions: Annotated[int | None, typer.Option(
+        "--active-subscriptions", min=1, help="Subscriptions active in the period (Stripe's count): the "
+        "denominator of involuntary churn. Without it, churn is over the subscriptions in the ledger.",
+        show_default=False)] = None,
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -66,6 +71,10 @@ def report(
         write_cases(case_listing(ledger, period, window), fmt, output)
         return
     result = build_report(ledger, ledger_now(ledger, now), period, by, window)
+    if active_subscriptions:                         # a denominator the ledger cannot know (issue 15)
+        churn = result.headline.churn
+        result.headline.churn = dataclasses.replace(churn, active_subscriptions=active_subscriptions, rate=round(
+            churn.churned_subscriptions / active_subscriptions, 6))
     write(result, fmt, output)
 
 
