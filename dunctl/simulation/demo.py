@@ -293,8 +293,11 @@ def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, nam
         preset = preset_name(assumptions)
     book = build_book(customers, seed, assumptions)
     bill_until = start + timedelta(days=billing_days)
+    # Smart Retries are on in the account, as Stripe ships them. With `retries: dunctl` dunctl turns them off
+    # per invoice when its case opens (auto_advance: false), hours before the first one, so only a case
+    # dunctl leaves alone (an experiment's holdout) sees Stripe retry.
     account = SimulatedAccount(book, seed=seed, start=start, bill_until=bill_until, assumptions=assumptions,
-                               smart_retries=config.file.stripe.retries == "stripe")
+                               smart_retries=True)
     driver = Driver(config, ledger, account, channels)
     end = bill_until + timedelta(days=follow_up_days)
     driver.run(start, end, progress)
