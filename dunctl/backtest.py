@@ -49,6 +49,7 @@ from dunctl.simulation.demo import (
     Outcome,
     RecordingChannels,
     _fast,
+    stripe_retries,
     variant_config,
 )
 from dunctl.stats import Comparison, compare
@@ -194,11 +195,8 @@ def replay(config: Config, history: list[HistoricalInvoice], ledger_path: Path, 
     for stale in (ledger_path, Path(f"{ledger_path}-wal"), Path(f"{ledger_path}-shm")):
         stale.unlink(missing_ok=True)
     ledger = _fast(Ledger.open(ledger_path))
-    # Smart Retries are on in the account, as Stripe ships them. With `retries: dunctl` dunctl turns them off
-    # per invoice when its case opens (auto_advance: false), hours before the first one, so only a case
-    # dunctl leaves alone (an experiment's holdout) sees Stripe retry.
     account = SimulatedAccount([], seed=seed, start=start, bill_until=start, assumptions=assumptions,
-                               smart_retries=True)
+                               smart_retries=stripe_retries(config))
     for item in history:
         account.replay(item)
     driver = Driver(config, ledger, account, RecordingChannels(config, {}))

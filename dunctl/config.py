@@ -30,6 +30,9 @@ NETWORK_ATTEMPT_LIMIT = 15
 ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subscription", "cancel_subscription",
            "mark_uncollectible", "close")
 CUSTOMER_FACING = frozenset({"email", "sms"})
+# Steps that take the service away; they never run unless the customer was told first.
+SUSPENDING = frozenset({"pause_subscription", "cancel_subscription", "mark_uncollectible"})
+CUSTOMER, INTERNAL = "customer", "internal"
 RECIPIENTS = ("billing_contact", "customer", "account_manager")
 
 
@@ -56,7 +59,7 @@ class StripeConfig(Strict):
     update_link: Literal["hosted_invoice", "billing_portal"] = "hosted_invoice"
     portal_return_url: str | None = None
     pause_behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
-    recheck_before_action: bool = True
+    recheck_before_action: bool = False
     backfill_days: int = Field(60, ge=1, le=400)
 
 
@@ -149,8 +152,25 @@ class DunningConfig(Strict):
     max_action_tries: int = Field(5, ge=1, le=50)
     action_retry_after: timedelta = Field(default_factory=lambda: timedelta(minutes=30))
     attribution_window: timedelta = Field(default_factory=lambda: timedelta(days=3))
+    # Suspension, cancellation and write-off run only when the customer was sent a message at least this long
+    # before: a backlog adopted on the first sync never suspends someone who was never told.
+    notice_before_suspension: timedelta = Field(default_factory=lambda: timedelta(days=3))
+    # A tick stops starting new work after this long; what it did not reach waits for the next tick (not missed).
+    tick_budget: timedelta = Field(default_factory=lambda: timedelta(minutes=4))
+    # After this many failures in a row, a channel is skipped for the rest of the tick (its server is down).
+    channel_failures_before_skip: int = Field(3, ge=1, le=100)
 
-    _parse = field_validator("grace", "action_retry_after", "attribution_window", mode="before")(
+    @field_validator("tick_budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> timedelta:
+        text = str(value).strip()
+        budget = timedelta(seconds=int(text[:-1])) if text.endswith("s") and text[:-1].isdigit() else _duration(value)
+        if not timedelta(seconds=1) <= budget <= timedelta(hours=1):
+            raise ValueError(f"'{value}' is not a tick budget; use 1s to 1h, such as 4m (cron runs every few minutes)")
+        return budget
+
+    _parse = field_validator("grace", "action_retry_after", "attribution_window", "notice_before_suspension",
+                             mode="before")(
         classmethod(lambda cls, v: _duration(v)))
 
 
@@ -165,6 +185,9 @@ class DirConfig(Strict):
 
 
 class ConfigFile(Strict):
+    # monitor: plan and record every step as `would`, send nothing, write nothing to Stripe. `init` writes
+    # monitor; a config without the key is one written before monitor mode existed, and stays live.
+    mode: Literal["monitor", "live"] = "live"
     ledger: LedgerConfig = LedgerConfig()
     stripe: StripeConfig = StripeConfig()
     sender: SenderConfig = SenderConfig()
@@ -196,8 +219,20 @@ class Step(Strict):
         return value if isinstance(value, Offset) else parse_offset(value)
 
     @property
+    def audience(self) -> str | None:
+        """Who a message step talks to: the `customer` (or its billing contacts) or someone `internal` (account
+        manager, escalation channel, a fixed address). None for steps that are not messages (retries, suspension,
+        close). Quiet hours, dunning=off, superseding and contact caps apply to customer messages only."""
+        if self.action in ("slack", "webhook", "escalate"):
+            return INTERNAL
+        if self.action not in CUSTOMER_FACING:
+            return None
+        targets = self.to if isinstance(self.to, list) else [self.to or "billing_contact"]
+        return CUSTOMER if any(t in ("billing_contact", "customer") for t in targets) else INTERNAL
+
+    @property
     def customer_facing(self) -> bool:
-        return self.action in CUSTOMER_FACING
+        return self.audience == CUSTOMER
 
     @property
     def recipient(self) -> str:

@@ -80,3 +80,8 @@ class CardDeclined(GatewayError):
 
 class ChannelError(DunctlError):
     """A message could not be delivered (SMTP down, webhook 500). Recorded on the action, retried later."""
+
+
+class DeliveryUncertain(ChannelError):
+    """The request may have reached the other side (a timeout or a dropped connection after sending): the
+    outcome is unknown. Never retried silently; a person resolves it."""

@@ -34,6 +34,7 @@ def starter(directory: Path, **settings) -> Path:
     write_starter(directory)
     path = directory / "dunctl.yaml"
     data = yaml.safe_load(path.read_text())
+    data["mode"] = "live"
     data["sender"]["quiet_hours"] = None
     data["stripe"]["recheck_before_action"] = False
     for dotted, value in settings.items():

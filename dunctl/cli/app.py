@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dunctl import __version__
-from dunctl.cli import case, common, setup, status, sync, tick
+from dunctl.cli import case, common, explain, setup, status, sync, tick
 
 app = typer.Typer(
     name="dunctl",
@@ -41,6 +41,7 @@ app.command()(setup.check)
 app.command()(sync.sync)
 app.command()(tick.tick)
 app.command()(status.status)
+app.command()(explain.explain)
 app.add_typer(case.app, name="case")
 
 

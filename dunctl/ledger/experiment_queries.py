@@ -79,5 +79,5 @@ def arm_messages(ledger: Ledger, experiment: str, since: str | None = None,
     return dict(ledger.db.execute(
         f"""SELECT c.arm, count(a.id) FROM cases c JOIN actions a ON a.case_id = c.id
             WHERE {where}
-              AND a.status = 'done' AND a.action IN ({kinds})
+              AND a.status = 'done' AND a.kind = 'step' AND a.action IN ({kinds})
             GROUP BY c.arm""", params).fetchall())

@@ -50,13 +50,13 @@ def outcomes(ledger: Ledger, window_seconds: int, since: str | None = None, unti
     return list(ledger.db.query(
         f"""SELECT c.id, c.first_failure_type AS failure_type, c.state, c.recovered_by, c.first_failed_at,
                    c.recovered_at, c.closed_at, max(c.attempts, coalesce(c.recovered_attempt, 0)) AS attempts,
-                   (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND a.status = 'done'
+                   (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND a.status = 'done' AND a.kind = 'step'
                       AND a.action IN ('email', 'sms')) AS messages,
                    (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND a.status = 'done'
-                      AND a.action = 'retry' AND a.step_id NOT LIKE '@%') AS retries,
+                      AND a.action = 'retry' AND a.kind = 'step') AS retries,
                    CASE WHEN c.state = 'recovered' THEN coalesce(
                      (SELECT a.action FROM actions a WHERE a.case_id = c.id AND a.status = 'done'
-                        AND a.action IN ({kinds}) AND a.step_id NOT LIKE '@%'
+                        AND a.action IN ({kinds}) AND a.kind = 'step'
                         AND a.finished_at <= c.recovered_at
                         AND a.finished_at >= strftime('%Y-%m-%dT%H:%M:%SZ', c.recovered_at, ?)
                       ORDER BY a.finished_at DESC, a.id DESC LIMIT 1), 'none') END AS last_touch

@@ -19,7 +19,7 @@ from pathlib import Path
 from dunctl.channels import Delivery
 from dunctl.clock import iso
 from dunctl.config import Config, load_config
-from dunctl.engine import ChannelSet, TickResult, run_tick
+from dunctl.tick import ChannelSet, TickResult, run_tick
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
 from dunctl.scaffold import write_starter
@@ -150,6 +150,15 @@ class RecordingChannels(ChannelSet):
 # -- the driver ---------------------------------------------------------------------------------------------------
 
 
+def stripe_retries(config: Config) -> bool:
+    """Whether the simulated account runs Stripe's Smart Retries: with `retries: stripe`, and with `retries:
+    dunctl` when an experiment has a holdout, whose cases dunctl leaves to Stripe (dunctl turns them off on
+    every other case it works, before the first one is due)."""
+    return config.file.stripe.retries == "stripe" or any(
+        e.holdout for e in getattr(config.file, "experiments", None) or [])
+
+
+
 _NAME = re.compile(r"\{\{[^}]*customer\.(first_name|name)")
 _WHAT = re.compile(r"\{\{[^}]*(amount|invoice\.number|invoice\.lines|line\.description)")
 
@@ -183,7 +192,8 @@ class Driver:
         for n in range(total):
             now = first + n * TICK_EVERY
             self.account.advance_to(now)
-            result = run_tick(self.ledger, self.config, self.account, self.channels, now)
+            # A simulated account is always worked live: monitor mode guards real accounts, not simulations.
+            result = run_tick(self.ledger, self.config, self.account, self.channels, now, mode="live")
             self._feed(result, now)
             self.last_tick = now
             if progress:
@@ -194,7 +204,7 @@ class Driver:
         self.actions += len(result.actions)
         self.failed_actions += len(result.failed)
         for report in result.actions:
-            if report.status != "done" or report.step.startswith("@"):
+            if report.status != "done":
                 continue
             if report.action in CUSTOMER_ACTIONS:
                 self.messages += 1
@@ -219,7 +229,7 @@ class Driver:
 
     def _step(self, case: dict) -> dict[str, dict]:
         if case["id"] not in self._steps:
-            steps = json.loads(case["sequence_def"]).get("steps", [])
+            steps = self.ledger.sequence_definition(case["sequence_hash"]).get("steps", [])
             self._steps[case["id"]] = {s["id"]: s for s in steps}
         return self._steps[case["id"]]
 
@@ -293,11 +303,8 @@ def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, nam
         preset = preset_name(assumptions)
     book = build_book(customers, seed, assumptions)
     bill_until = start + timedelta(days=billing_days)
-    # Smart Retries are on in the account, as Stripe ships them. With `retries: dunctl` dunctl turns them off
-    # per invoice when its case opens (auto_advance: false), hours before the first one, so only a case
-    # dunctl leaves alone (an experiment's holdout) sees Stripe retry.
     account = SimulatedAccount(book, seed=seed, start=start, bill_until=bill_until, assumptions=assumptions,
-                               smart_retries=True)
+                               smart_retries=stripe_retries(config))
     driver = Driver(config, ledger, account, channels)
     end = bill_until + timedelta(days=follow_up_days)
     driver.run(start, end, progress)
