@@ -238,6 +238,17 @@ def test_report_by_arm_on_a_hand_built_ledger(arm_ledger):
     assert comparisons[HOLDOUT]["difference"] == pytest.approx(0.25 - 0.6)
 
 
+def test_status_counts_per_experiment_and_arm(arm_ledger):
+    from dunctl.ledger.experiment_queries import experiment_status
+
+    ledger = Ledger.open(load_config(arm_ledger).ledger_path)
+    try:
+        assert [(r["arm"], r["cases"], r["open"]) for r in experiment_status(ledger)] == [
+            ("control", 10, 2), (HOLDOUT, 4, 3), ("lean", 10, 2)]
+    finally:
+        ledger.close()
+
+
 def test_report_by_arm_as_a_table(arm_ledger):
     result = cli(arm_ledger, "report", "--by", "arm", "--experiment", "lean-2026q1")
     assert result.exit_code == 0, result.output

@@ -81,3 +81,10 @@ def arm_messages(ledger: Ledger, experiment: str, since: str | None = None,
             WHERE {where}
               AND a.status = 'done' AND a.kind = 'step' AND a.action IN ({kinds})
             GROUP BY c.arm""", params).fetchall())
+
+
+def experiment_status(ledger: Ledger) -> list[dict]:
+    """For `dunctl status`: every experiment with cases, per arm, its cases and how many are still open."""
+    return list(ledger.db.query(
+        f"""SELECT experiment, arm, count(*) AS cases, coalesce(sum({_OPEN}), 0) AS open
+            FROM cases WHERE experiment IS NOT NULL GROUP BY experiment, arm ORDER BY experiment, arm"""))
