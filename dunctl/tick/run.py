@@ -10,8 +10,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from dunctl.clock import from_iso
 from dunctl.config import Config
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.gateway import Gateway
@@ -152,10 +153,22 @@ def _channel(ctx: TickContext, step) -> str | None:
     return channel_of(step, ctx.config.file.escalation.channel)
 
 
-def _mark_unknown(ledger: Ledger, now: datetime) -> None:
-    """Claims left by a tick that died between claim and result: their effect may or may not have happened."""
+STRIPE_KEY_LIFETIME = timedelta(hours=23)   # Stripe keeps idempotency keys at least 24 hours
+
+
+def _settle_orphans(ledger: Ledger, now: datetime) -> None:
+    """Claims left by a tick that died between claim and result. A Stripe call carries an idempotency key, and
+    Stripe answers a repeat of it with the first result: such a claim is tried again with the same key (within
+    the key's lifetime), so a retry charges once. Anything else may or may not have happened: `unknown`, visible,
+    never re-sent until a person says so."""
     with ledger.transaction():
         for action in ledger.orphaned_claims():
+            claimed = from_iso(action["claimed_at"])
+            if action["channel"] == "stripe" and claimed is not None and now - claimed < STRIPE_KEY_LIFETIME:
+                ledger.record_result(action["id"], "failed", claimed,
+                                     error="interrupted before its result was recorded; tried again with the "
+                                           "same idempotency key, which Stripe answers with the first result")
+                continue
             ledger.record_result(action["id"], "unknown", now,
                                  error="the tick stopped between claiming and recording this action; it may or "
                                        "may not have happened and will not be re-sent: check, then "
@@ -216,7 +229,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
                           channels, now, mode=mode, tick_id=tick_id)
         result = TickResult(now=now, mode=mode)
         try:
-            _mark_unknown(ledger, now)
+            _settle_orphans(ledger, now)
             _on_mode_change(ctx)
             _tick(ctx, result, gateway, sync, progress)
         finally:
