@@ -14,7 +14,7 @@ from dunctl.ledger import Ledger
 from dunctl.planner import RUN, SKIP
 from dunctl.tick.context import planner_settings
 from dunctl.tick.facts import condition_facts
-from dunctl.tick.schedule import Sequences, next_due, plan_case
+from dunctl.tick.schedule import Sequences, load_bundle, next_due, plan_case
 
 
 @dataclass
@@ -52,12 +52,12 @@ class Explanation:
 
 
 def explain(ledger: Ledger, config: Config, invoice_id: str, now: datetime) -> Explanation:
-    bundle = ledger.bundle(find_case(ledger, invoice_id)["id"])
+    monitor = config.file.mode == "monitor"
+    settings = planner_settings(config, monitor=monitor)
+    bundle = load_bundle(ledger, find_case(ledger, invoice_id)["id"], settings, now)
     case = bundle.case
     result = Explanation(invoice_id, case.state, case.segment, case.sequence, case.sequence_hash)
     result.rules = _rules(bundle, config, now)
-    monitor = config.file.mode == "monitor"
-    settings = planner_settings(config, monitor=monitor)
     dunctl_retries = config.file.stripe.retries == "dunctl"
     sequence = Sequences(ledger)(bundle)
     decided = plan_case(bundle, sequence, settings, dunctl_retries, now)

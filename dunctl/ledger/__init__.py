@@ -389,17 +389,34 @@ class Ledger:
     def case_record(self, case_id: int) -> CaseRecord | None:
         return CaseRecord.from_row(self.case(case_id))
 
-    def bundle(self, case_id: int) -> CaseBundle | None:
-        """One case with its invoice, customer, subscription and actions, read once."""
+    def bundle(self, case_id: int, contacts_since: datetime | None = None,
+               contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
+        """One case with its invoice, customer, subscription and actions, read once (and, for the contact
+        policy, when the customer was last sent a message)."""
         case = self.case_record(case_id)
         if case is None:
             return None
+        contacts = () if contacts_since is None else tuple(
+            self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
         return CaseBundle(
             case=case,
             invoice=self.invoice_record(case.invoice_id),
             customer=CustomerRecord.from_row(self.customer(case.customer_id)),
             subscription=SubscriptionRecord.from_row(self.subscription(case.subscription_id)),
-            actions=[ActionRecord.from_row(a) for a in self.actions(case_id)])
+            actions=[ActionRecord.from_row(a) for a in self.actions(case_id)],
+            contacts=contacts)
+
+    def customer_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
+                          ) -> list[datetime]:
+        """When the customer was sent a message (across all its cases) since `since`: one entry per delivery,
+        however many cases' steps it covered."""
+        marks = ", ".join("?" for _ in statuses)
+        rows = self.db.execute(
+            f"""SELECT min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
+                WHERE c.customer_id = ? AND a.audience = 'customer' AND a.status IN ({marks})
+                  AND a.finished_at >= ?
+                GROUP BY coalesce(a.message_ref, a.id) ORDER BY 1""", [customer_id, *statuses, iso(since)])
+        return [from_iso(row[0]) for row in rows]
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
         return (CustomerRecord.from_row(self.customer(invoice.customer_id)),
@@ -412,6 +429,12 @@ class Ledger:
             "SELECT id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
             "ORDER BY next_due_at, id",
             [iso(now)])]
+
+    def due_cases_by_customer(self, now: datetime) -> list[tuple[int, str]]:
+        """(case id, customer id) of the cases due now, one customer's together (for one conversation each)."""
+        return [(row[0], row[1]) for row in self.db.execute(
+            "SELECT id, customer_id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
+            "ORDER BY customer_id, next_due_at, id", [iso(now)])]
 
     def open_case_ids(self) -> list[int]:
         return [row[0] for row in self.db.execute("SELECT id FROM cases WHERE state = 'open'")]
@@ -495,13 +518,13 @@ class Ledger:
 
     def record_result(self, action_id: int, status: str, now: datetime, detail: str | None = None,
                       error: str | None = None, recipient: str | None = None, subject: str | None = None,
-                      request_id: str | None = None) -> None:
+                      request_id: str | None = None, message_ref: str | None = None) -> None:
         self.db.execute(
             """UPDATE actions SET status = ?, prior_status = NULL, finished_at = ?, detail = coalesce(?, detail),
-                 error = ?,
+                 message_ref = coalesce(?, message_ref), error = ?,
                  recipient = coalesce(?, recipient), subject = coalesce(?, subject),
                  request_id = coalesce(?, request_id) WHERE id = ?""",
-            [status, iso(now), detail, error, recipient, subject, request_id, action_id])
+            [status, iso(now), detail, message_ref, error, recipient, subject, request_id, action_id])
 
     def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
         """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""

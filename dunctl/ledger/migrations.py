@@ -230,6 +230,7 @@ def m003_tick_core(db: Database) -> None:
             detail TEXT,
             error TEXT,
             request_id TEXT,
+            message_ref TEXT,                         -- one delivery shared by several cases' steps (grouped)
             tick_id INTEGER,
             UNIQUE (case_id, kind, step_id)
         );
@@ -247,6 +248,8 @@ def m003_tick_core(db: Database) -> None:
         -- The idle tick looks for orphaned claims; this index answers it without reading other actions.
         CREATE INDEX actions_claimed ON actions(id) WHERE status = 'claimed';
         CREATE INDEX actions_case ON actions(case_id, finished_at);
+        -- One conversation per customer: its open cases, and what it was sent lately, by customer.
+        CREATE INDEX IF NOT EXISTS cases_customer ON cases(customer_id);
 
         -- A sequence's definition is stored once per version, not on every case.
         CREATE TABLE IF NOT EXISTS sequence_versions (

@@ -55,6 +55,43 @@ def email(ctx: TickContext, effect: Effect) -> Prepared:
     return Prepared(f"email {step.template} to {to}: {subject}", deliver, recipient=to, subject=subject)
 
 
+def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
+    """One customer's emails due in the same tick, in one currency, as one message: every invoice with its amount,
+    its failure in plain words and its own pay link, and the total. The oldest case's step sets the template (the
+    longest-unpaid invoice sets the tone) and the recipient."""
+    effects = sorted(effects, key=lambda e: (e.bundle.case.first_failed_at, e.invoice_id))
+    lead = effects[0]
+    customer = lead.bundle.customer.row if lead.bundle.customer else None
+    to = recipient(lead.step.recipient, customer, lead.bundle.invoice.row)
+    if not to:
+        return skipped(f"no address for {lead.step.recipient}")
+    contexts = [_context(ctx, e, _update_link(ctx, e)) for e in effects]
+    context = {**contexts[0], "invoices": [_invoice_entry(c) for c in contexts],
+               "total": _total(effects)}
+    subject, text, html = ctx.templates.render_email(lead.step.template, context)
+    headers = {"X-Dunctl-Case": ", ".join(e.invoice_id for e in effects),
+               "X-Dunctl-Step": ", ".join(f"{e.invoice_id}:{e.name}" for e in effects)}
+
+    def deliver() -> Outcome:
+        delivery = ctx.channels.email(EmailMessage(to, subject, text, html, headers), lead.key, ctx.now)
+        return Outcome("done", f"email {lead.step.template} to {to}: {delivery.detail}", recipient=to,
+                       subject=subject)
+
+    return Prepared(f"email {lead.step.template} to {to}: {subject}", deliver, recipient=to, subject=subject)
+
+
+def _invoice_entry(context: dict) -> dict:
+    return {**context["invoice"], "failure": context["failure"], "update_link": context["update_link"],
+            "amount": context["amount"]}
+
+
+def _total(effects: list[Effect]) -> str:
+    from dunctl.money import format_amount
+
+    currency = effects[0].bundle.invoice.currency
+    return format_amount(sum(e.bundle.invoice.amount_remaining for e in effects), currency)
+
+
 def sms(ctx: TickContext, effect: Effect) -> Prepared:
     step, b = effect.step, effect.bundle
     phone = b.customer.phone if b.customer else None

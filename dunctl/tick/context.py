@@ -9,7 +9,7 @@ from datetime import datetime
 from dunctl.config import Config, quiet_window
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
-from dunctl.planner import Settings
+from dunctl.planner import ContactPolicy, Settings
 from dunctl.tick.channels import TRANSPORTS, ChannelSet
 
 LIVE, MONITOR, DRY_RUN = "live", "monitor", "dry_run"
@@ -71,4 +71,13 @@ def planner_settings(config: Config, monitor: bool = False) -> Settings:
                                        if getattr(config.file.channels, name) is not None),
                     escalation_channel=config.file.escalation.channel,
                     notice_before_suspension=dunning.notice_before_suspension,
-                    monitor=monitor)
+                    monitor=monitor, contact=contact_policy(config))
+
+
+def contact_policy(config: Config) -> ContactPolicy | None:
+    contact = config.file.contact
+    if contact is None:
+        return None
+    caps = tuple((channel, c.max_per_case) for channel, c in sorted(contact.channels.items())
+                 if c.max_per_case is not None)
+    return ContactPolicy(max_per_week=contact.max_per_week, min_gap=contact.min_gap, max_per_case=caps)

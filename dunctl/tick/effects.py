@@ -51,6 +51,7 @@ class Outcome:
     request_id: str | None = None
     quiet: bool = False               # bookkeeping only: not worth a line in cron's mail
     changes: list = field(default_factory=list)   # case changes the effect caused (tick.changes)
+    message_ref: str | None = None    # one delivery covering several cases' steps
 
 
 @dataclass

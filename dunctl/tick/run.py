@@ -25,7 +25,7 @@ from dunctl.tick.effects import STEP, SYSTEM, Effect, idempotency_key
 from dunctl.tick.executor import _error_text, execute
 from dunctl.tick.reconcile import apply_signal, follow_case, open_case
 from dunctl.tick.result import ActionReport, SyncResult, TickResult
-from dunctl.tick.schedule import Sequences, plan_case, schedule_case, system_effects
+from dunctl.tick.schedule import Sequences, load_bundle, plan_case, schedule_case, system_effects
 
 CASES_PER_BATCH = 50
 RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment made meanwhile still stops them
@@ -101,17 +101,16 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     """Every case due now, in batches: plan, record what is skipped or missed, execute the rest."""
     ledger = ctx.ledger
     sequences = Sequences(ledger)
-    due = ledger.due_case_ids(ctx.now)
+    chunks = _chunks(ledger.due_cases_by_customer(ctx.now))
     started = time.monotonic()
-    for start in range(0, len(due), CASES_PER_BATCH):
+    for n, ids in enumerate(chunks):
         if ctx.over_budget():
-            result.deferred += len(due) - start   # still due: the next tick takes them, nothing is missed
+            result.deferred += sum(map(len, chunks[n:]))   # still due: the next tick takes them, nothing missed
             return
-        if resync is not None and start and time.monotonic() - started > RESYNC_AFTER_SECONDS:
+        if resync is not None and n and time.monotonic() - started > RESYNC_AFTER_SECONDS:
             resync()
             started = time.monotonic()
         effects: list[Effect] = []
-        ids = due[start:start + CASES_PER_BATCH]
         with ledger.transaction():
             for case_id in ids:
                 effects += _plan_one(ctx, case_id, sequences, result)
@@ -122,8 +121,20 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
                 schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
 
 
+def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
+    """Batches of about CASES_PER_BATCH cases that never split one customer's cases."""
+    chunks: list[list[int]] = []
+    last = None
+    for case_id, customer_id in due:
+        if not chunks or (len(chunks[-1]) >= CASES_PER_BATCH and customer_id != last):
+            chunks.append([])
+        chunks[-1].append(case_id)
+        last = customer_id
+    return chunks
+
+
 def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: TickResult) -> list[Effect]:
-    bundle = ctx.ledger.bundle(case_id)
+    bundle = load_bundle(ctx.ledger, case_id, ctx.settings, ctx.now)
     if bundle is None or not bundle.case.is_open:
         return []
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now)
