@@ -59,21 +59,11 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="dunctl-simulate-") as scratch:
         work = work_dir or Path(scratch)
         if from_ledger:
-            from dunctl.backtest import run_backtest
-            from dunctl.ledger import Ledger
-
-            config = load()
-            ledger = Ledger.open_existing(config.ledger_path)
-            try:
-                clock = ledger_now(ledger, now)
-            finally:
-                ledger.close()
-            result = run_backtest(config, variants, work, clock, since=parse_instant(since) if since else None,
-                                  follow_up_days=follow_up or 0, seed=seed, preset=preset)
+            backtest = _backtest(variants, work, since, follow_up or 0, seed, preset, now)
             if as_json:
-                print_json(dataclasses.asdict(result))
+                print_json(dataclasses.asdict(backtest))
             else:
-                render_backtest(result)
+                render_backtest(backtest)
             return
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
                       transient=True, disable=as_json) as bar:
@@ -89,6 +79,22 @@ def simulate(
         print_json(dataclasses.asdict(result))
         return
     render(result)
+
+
+def _backtest(variants: list[Path], work: Path, since: str | None, follow_up: int, seed: int, preset: str,
+              now: str | None):
+    """`--from-ledger`: the active config's ledger replayed up to its own clock (a demo ledger's last tick)."""
+    from dunctl.backtest import run_backtest
+    from dunctl.ledger import Ledger
+
+    config = load()
+    ledger = Ledger.open_existing(config.ledger_path)
+    try:
+        clock = ledger_now(ledger, now)
+    finally:
+        ledger.close()
+    return run_backtest(config, variants, work, clock, since=parse_instant(since) if since else None,
+                        follow_up_days=follow_up, seed=seed, preset=preset)
 
 
 def render(result: SimulationResult) -> None:
