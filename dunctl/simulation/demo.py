@@ -93,7 +93,7 @@ class Outcome:
     ticks: int
     actions: int
     failed_actions: int
-    preset: str = "top"
+    preset: str = DEFAULT_PRESET
 
     @property
     def retries_used(self) -> int:
@@ -156,7 +156,6 @@ def stripe_retries(config: Config) -> bool:
     every other case it works, before the first one is due)."""
     return config.file.stripe.retries == "stripe" or any(
         e.holdout for e in getattr(config.file, "experiments", None) or [])
-
 
 
 _NAME = re.compile(r"\{\{[^}]*customer\.(first_name|name)")
