@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
+from dunctl.experiments import Experiment, check_experiments
 from dunctl.failures import NEVER_RETRY
 from dunctl.offsets import Offset, parse_offset
 
@@ -282,6 +283,7 @@ class ConfigFile(Strict):
     sequences: DirConfig = DirConfig(dir="sequences")
     templates: DirConfig = DirConfig(dir="templates")
     segments: list[Segment]
+    experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
 
 
 class Step(Strict):
@@ -650,6 +652,7 @@ def load_config(path: str | Path) -> Config:
 
     config = Config(config_file, path, sequences, sequence_files, templates_dir)
     problems += _cross_check(config, lines, broken)
+    problems += check_experiments(config, lines, broken)
     if problems:
         raise ConfigError(problems)
     return config

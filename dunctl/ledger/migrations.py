@@ -274,3 +274,14 @@ def m101_stripe_signal_fields(db: Database) -> None:
                        ("data", "TEXT NOT NULL DEFAULT '{}'")):
         if name not in columns:
             db.execute(f"ALTER TABLE signals ADD COLUMN {name} {kind}")
+
+
+@migrations()
+def m103_experiments(db: Database) -> None:
+    # The experiment and arm a case was assigned when it opened (dunctl/experiments.py); never changed after.
+    # NULL for cases outside every experiment. Written defensively: a column may exist from a partial run.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(cases)").fetchall()}
+    for name in ("experiment", "arm"):
+        if name not in columns:
+            db.execute(f"ALTER TABLE cases ADD COLUMN {name} TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS cases_experiment ON cases(experiment, arm) WHERE experiment IS NOT NULL")
