@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
+from dunctl.experiments import Experiment, check_experiments
 from dunctl.failures import NEVER_RETRY
 from dunctl.offsets import Offset, parse_offset
 
@@ -90,6 +91,10 @@ class StripeConfig(Strict):
     pause_behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
     recheck_before_action: bool = False
     backfill_days: int = Field(60, ge=1, le=400)
+    # Connect platforms: the connected account this ledger follows (sent as the Stripe-Account header).
+    account: str | None = Field(None, pattern=r"^acct_[A-Za-z0-9]+$")
+    # Retry the open invoice on the next tick when the customer's payment method changes during a case.
+    retry_on_update: bool = True
 
 
 class SenderConfig(Strict):
@@ -283,6 +288,7 @@ class ConfigFile(Strict):
     sequences: DirConfig = DirConfig(dir="sequences")
     templates: DirConfig = DirConfig(dir="templates")
     segments: list[Segment]
+    experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
 
 
 class Step(Strict):
@@ -651,6 +657,7 @@ def load_config(path: str | Path) -> Config:
 
     config = Config(config_file, path, sequences, sequence_files, templates_dir)
     problems += _cross_check(config, lines, broken)
+    problems += check_experiments(config, lines, broken)
     if problems:
         raise ConfigError(problems)
     return config

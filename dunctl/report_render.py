@@ -70,7 +70,10 @@ def headline_rows(h: Headline) -> list[list[str]]:
             ["Recovered", count(h.recovered)]]
     rows += [[f"Recovered amount ({c.currency.upper()})", money(c.amount_recovered, c.currency)]
              for c in h.currencies]
-    rows.append(["Recovery rate (count)", percent(h.recovery_rate)])
+    # Every rate says what it is over (issue 15): the same two figures the demo and `simulate` print.
+    rows.append(["Recovered of all failed invoices", percent(h.recovered / h.failed_invoices
+                                                             if h.failed_invoices else None)])
+    rows.append(["Recovered of ended cases", percent(h.recovery_rate)])
     rows += [[f"Recovery rate (amount, {c.currency.upper()})", percent(c.amount_recovery_rate)]
              for c in h.currencies]
     rows += [[f"Revenue at risk now ({c.currency.upper()})", money(c.revenue_at_risk, c.currency)]

@@ -71,13 +71,13 @@ def test_the_demo_prints_commands_that_work_as_printed_and_nothing_on_stderr(tmp
     env["PATH"] = "/usr/bin:/bin"  # dunctl is not on PATH: as in a venv that is not activated
     script = Path(sys.executable).parent / "dunctl"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "dunctl"]
-    demo = subprocess.run([*command, "demo", str(tmp_path / "demo"), "--customers", "40", "--days", "6"],
+    demo = subprocess.run([*command, "demo", str(tmp_path / "demo"), "--customers", "120", "--days", "8"],
                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr
     assert demo.stderr == ""
     printed = [line.strip() for line in demo.stdout.split("Look further")[1].splitlines()[1:] if line.strip()]
-    runs = [line for line in printed if not line.startswith("ls ")]
-    assert len(runs) >= 2
+    runs = [line.split("    #")[0] for line in printed if not line.startswith("ls ")]
+    assert len(runs) >= 4 and any("simulate --from-ledger" in line for line in runs)
     for line in runs:
         assert not line.startswith("dunctl "), "dunctl is not on PATH: the printed command would not run"
         result = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=120, env=env,

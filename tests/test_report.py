@@ -243,7 +243,8 @@ def test_headline_is_the_same_in_csv(config, book):
 
 
 HEADLINE_CELLS = [["Failed invoices", "9"], ["Recovered", "3"], ["Recovered amount (USD)", "$170.00"],
-                  ["Recovered amount (EUR)", "€200.00"], ["Recovery rate (count)", "42.9%"],
+                  ["Recovered amount (EUR)", "€200.00"], ["Recovered of all failed invoices", "33.3%"],
+                  ["Recovered of ended cases", "42.9%"],
                   ["Recovery rate (amount, USD)", "59.6%"], ["Recovery rate (amount, EUR)", "100.0%"],
                   ["Revenue at risk now (USD)", "$70.00"], ["Revenue at risk now (EUR)", "€60.00"],
                   ["Days to recovery, median", "3.5 d"], ["Days to recovery, mean", "4.7 d"],
@@ -386,7 +387,7 @@ def test_no_ended_cases_gives_null_rates_not_zero(config):
     total = next(r for r in csv_rows(run(config, "--format", "csv")) if r["dimension"] == "total")
     assert total["recovery_rate"] == ""
     formats = every_human_format(config)
-    assert ["Recovery rate (count)", "—"] in formats["md"]["Headline"]
+    assert ["Recovered of ended cases", "—"] in formats["md"]["Headline"]
     assert ["Days to recovery, median", "—"] in formats["html"].tables["headline"]
     assert terminal_has_row(formats["table"], ["Revenue at risk now (USD)", "$42.00"])
 
@@ -493,7 +494,7 @@ def test_unknown_breakdown_and_bad_dates_are_usage_errors(config, book):
 def test_status_shows_the_headline_at_the_top(config, book):
     result = cli(config, "status", "--now", "2026-06-01T00:00:00Z", env=WIDE)
     assert result.exit_code == 0, result.output
-    assert terminal_has_row(result.stdout, ["Recovery rate (count)", "42.9%"])
+    assert terminal_has_row(result.stdout, ["Recovered of ended cases", "42.9%"])
     data = json.loads(cli(config, "status", "--json", "--now", "2026-06-01T00:00:00Z").stdout)
     assert data["headline"]["recovered"] == 3
 

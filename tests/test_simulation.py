@@ -231,3 +231,18 @@ def test_guide_quotes_are_in_the_guide():
 def test_docs_carry_the_same_table_as_the_code():
     docs = (ROOT / "README.md").read_text()
     assert assumptions.markdown_table() in docs, "regenerate: python -m dunctl.simulation.assumptions"
+
+
+def test_the_median_preset_is_documented_with_its_anchors():
+    docs = (ROOT / "README.md").read_text()
+    assert assumptions.median_table() in docs, "regenerate: python -m dunctl.simulation.assumptions"
+    assert set(assumptions.PRESETS) == {"top", "median"} and assumptions.DEFAULT_PRESET == "median"
+    median = assumptions.PRESETS["median"]
+    for name, (value, anchor) in assumptions.MEDIAN_CHANGES.items():
+        assert getattr(median, name) == value and anchor, name
+        assert getattr(assumptions.DEFAULT, name) != value, f"{name}: the median preset changes nothing"
+    anchors = ROOT.parent / "shared" / "anchor-figures.md"
+    if anchors.exists():
+        text = anchors.read_text()
+        for quoted in ("15% on average", "21% on average", "median customer reaching 50% overall recovery"):
+            assert quoted in text

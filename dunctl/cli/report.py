@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from enum import Enum
@@ -37,11 +38,18 @@ def report(
     by: Annotated[list[str] | None, typer.Option(
         "--by", help=f"Breakdowns to show (repeat or comma-separate): {', '.join(DIMENSIONS)}. Default: all.",
         show_default=False)] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="--by arm compares each experiment's "
+                                                   "arms with its control; this names one.",
+                                                   show_default=False)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.",
                                                 show_default=False)] = None,
     cases: Annotated[bool, typer.Option("--cases", help="List the cases behind the numbers, one per line "
                                         "(csv, json lines, md or table), instead of the metrics.")] = False,
+    active_subscriptions: Annotated[int | None, typer.Option(
+        "--active-subscriptions", min=1, help="Subscriptions active in the period (Stripe's count): the "
+        "denominator of involuntary churn. Without it, churn is over the subscriptions in the ledger.",
+        show_default=False)] = None,
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -54,10 +62,19 @@ def report(
     period = Period(_instant(since, "--since"), _instant(until, "--until"))
     window = config.file.dunning.attribution_window
     fmt = Format.json if as_json else fmt
+    if by and "arm" in ",".join(by).split(","):     # experiments: dunctl/experiments.py, dunctl/cli/arms.py
+        from dunctl.cli.arms import render_arms
+        from dunctl.experiments import arm_report
+
+        return render_arms(arm_report(ledger, config, experiment, period.since, period.until), fmt is Format.json)
     if cases:
         write_cases(case_listing(ledger, period, window), fmt, output)
         return
     result = build_report(ledger, ledger_now(ledger, now), period, by, window)
+    if active_subscriptions:                         # a denominator the ledger cannot know (issue 15)
+        churn = result.headline.churn
+        result.headline.churn = dataclasses.replace(churn, active_subscriptions=active_subscriptions, rate=round(
+            churn.churned_subscriptions / active_subscriptions, 6))
     write(result, fmt, output)
 
 

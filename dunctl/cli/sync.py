@@ -20,7 +20,7 @@ def sync(
     config = load()
     ledger = open_ledger(config)
     with sync_progress() as progress:
-        result = sync_and_reconcile(ledger, config, make_gateway(config, environ()), now_from(now), full=full,
+        result = sync_and_reconcile(ledger, config, make_gateway(config, environ(), ledger=ledger), now_from(now), full=full,
                                     progress=progress, channels=build_channels(config, environ()))
     if as_json:
         print_json(result.__dict__)

@@ -33,7 +33,8 @@ def tick(
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
     else:
         ledger = open_ledger(config)
-    gateway = make_gateway(config, environ())
+    # the account check records the binding on first use: a dry run does it on a copy, never on the file
+    gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger)
     with sync_progress() as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
                           sync=not no_sync, progress=progress)

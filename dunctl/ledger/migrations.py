@@ -262,3 +262,26 @@ def m003_tick_core(db: Database) -> None:
         UPDATE cases SET sequence_def = '' WHERE sequence_def != '';
         """
     )
+
+
+@migrations()
+def m101_stripe_signal_fields(db: Database) -> None:
+    # Lifecycle signals (a subscription cancelled or paused outside dunctl, a closed dispute, an inactive mandate)
+    # name the subscription or payment method they are about, and carry structured details (won/lost,
+    # resumes_at); see dunctl/model.py Signal for each kind.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(signals)").fetchall()}
+    for name, kind in (("subscription_id", "TEXT"), ("payment_method_id", "TEXT"),
+                       ("data", "TEXT NOT NULL DEFAULT '{}'")):
+        if name not in columns:
+            db.execute(f"ALTER TABLE signals ADD COLUMN {name} {kind}")
+
+
+@migrations()
+def m103_experiments(db: Database) -> None:
+    # The experiment and arm a case was assigned when it opened (dunctl/experiments.py); never changed after.
+    # NULL for cases outside every experiment. Written defensively: a column may exist from a partial run.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(cases)").fetchall()}
+    for name in ("experiment", "arm"):
+        if name not in columns:
+            db.execute(f"ALTER TABLE cases ADD COLUMN {name} TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS cases_experiment ON cases(experiment, arm) WHERE experiment IS NOT NULL")

@@ -190,6 +190,13 @@ def retry(ctx: TickContext, effect: Effect) -> Prepared:
     if not ctx.dunctl_retries:
         nxt = b.invoice.row.get("next_payment_attempt")
         return done("left to Stripe's Smart Retries" + (f" (next attempt {nxt})" if nxt else ""), quiet=True)
+    return retry_now(ctx, effect)
+
+
+def retry_now(ctx: TickContext, effect: Effect) -> Prepared:
+    """Charge the invoice now (invoices.pay under the effect's idempotency key), in either retry mode: what a
+    new payment method gets on the next tick (`stripe.retry_on_update`)."""
+    b = effect.bundle
     attempt = b.case.attempts + 1
 
     def deliver() -> Outcome:
@@ -299,5 +306,5 @@ ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {
     "email": email, "sms": sms, "slack": slack, "webhook": webhook, "escalate": escalate, "retry": retry,
     "pause_subscription": pause_subscription, "cancel_subscription": cancel_subscription,
     "mark_uncollectible": mark_uncollectible, "close": close,
-    "notify_person": notify_person, "stop_provider_retries": stop_provider_retries,
+    "notify_person": notify_person, "stop_provider_retries": stop_provider_retries, "retry_now": retry_now,
 }

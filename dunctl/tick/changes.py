@@ -66,6 +66,18 @@ class HandToPerson:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """The subscription was paused or set to cancel outside dunctl: the case waits, no step runs."""
+
+    case_id: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    case_id: int
+
+
+@dataclass(frozen=True)
 class PaymentMethodChanged:
     case_id: int
     at: datetime
@@ -85,8 +97,8 @@ class NotifyPerson:
     note: str
 
 
-Change = OpenCase | FollowInvoice | Reclassify | EndCase | HandToPerson | PaymentMethodChanged | Churned | \
-    NotifyPerson | Note
+Change = OpenCase | FollowInvoice | Reclassify | EndCase | HandToPerson | Hold | Resume | PaymentMethodChanged | \
+    Churned | NotifyPerson | Note
 
 
 @dataclass
@@ -140,6 +152,16 @@ def _hand(ledger: Ledger, c: HandToPerson, now: datetime, applied: Applied) -> N
     applied.touched.add(c.case_id)
 
 
+def _hold(ledger: Ledger, c: Hold, now: datetime, applied: Applied) -> None:
+    ledger.hold_case(c.case_id)
+    applied.touched.discard(c.case_id)
+
+
+def _resume(ledger: Ledger, c: Resume, now: datetime, applied: Applied) -> None:
+    ledger.unhold_case(c.case_id)
+    applied.touched.add(c.case_id)
+
+
 def _method(ledger: Ledger, c: PaymentMethodChanged, now: datetime, applied: Applied) -> None:
     ledger.note_payment_method_change(c.case_id, c.at)
     applied.touched.add(c.case_id)
@@ -157,7 +179,7 @@ def _note(ledger: Ledger, c: Note, now: datetime, applied: Applied) -> None:
     ledger.add_timeline(c.case_id, c.at, c.kind, c.summary, c.data)
 
 
-_APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand,
+_APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand, Hold: _hold, Resume: _resume,
           PaymentMethodChanged: _method, Churned: _churned, NotifyPerson: _notify, Note: _note}
 
 

@@ -55,8 +55,9 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     applied = case_changes.Applied()
     for signal in ledger.pending_signals():
         with ledger.transaction():
-            ids = _signal_cases(ledger, signal)
-            case_changes.apply(ledger, apply_signal(signal, [ledger.case_record(i) for i in ids]), ctx.now, applied)
+            found = [(c, ledger.invoice_record(c.invoice_id))
+                     for c in map(ledger.case_record, _signal_cases(ledger, signal))]
+            case_changes.apply(ledger, apply_signal(signal, found, ctx.now), ctx.now, applied)
             ledger.mark_signal_applied(signal.id)
     for invoice, case_id in ledger.pending_invoices():
         with ledger.transaction():
@@ -78,9 +79,12 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
 
 
 def _signal_cases(ledger: Ledger, signal) -> list[int]:
-    if signal.kind == "dispute" and signal.invoice_id:
-        case = ledger.case_for_invoice(signal.invoice_id)
+    """The cases a signal concerns: by invoice (disputes), by subscription, else the customer's open cases."""
+    if signal.kind in ("dispute", "dispute_closed"):
+        case = ledger.case_for_invoice(signal.invoice_id) if signal.invoice_id else None
         return [case["id"]] if case and case["state"] in ("open", "paused") else []
+    if signal.kind.startswith("subscription_"):
+        return ledger.case_ids_for_subscription(signal.subscription_id) if signal.subscription_id else []
     if signal.customer_id:
         return ledger.open_case_ids_for_customer(signal.customer_id)
     return []
@@ -137,8 +141,9 @@ def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: Tick
     bundle = load_bundle(ctx.ledger, case_id, ctx.settings, ctx.now)
     if bundle is None or not bundle.case.is_open:
         return []
-    effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now)
-    decided = plan_case(bundle, sequences(bundle), ctx.settings, ctx.dunctl_retries, ctx.now)
+    sequence = sequences(bundle)
+    effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)
+    decided = plan_case(bundle, sequence, ctx.settings, ctx.dunctl_retries, ctx.now)
     records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
