@@ -125,7 +125,7 @@ def test_a_case_keeps_its_first_arm(config_path):
 def test_a_bad_experiment_exits_2_naming_file_path_and_what_is_allowed(tmp_path, change, expected):
     experiment = json.loads(json.dumps(EXPERIMENT))
     change(experiment)
-    path = starter(tmp_path, experiments=[experiment])
+    path = starter(tmp_path, ledger=False, experiments=[experiment])
     lean_sequence(tmp_path)
     result = cli(path, "check")
     assert result.exit_code == 2
@@ -144,7 +144,7 @@ def test_two_experiments_over_the_same_cases_are_refused(tmp_path):
 
 
 def test_the_starter_with_an_experiment_checks(config_path):
-    assert cli(config_path, "check").exit_code == 0
+    assert cli(config_path, "check", env={"STRIPE_API_KEY": "sk_test_123"}).exit_code == 0  # check needs a key
 
 
 # -- report --by arm ----------------------------------------------------------------------------------------------

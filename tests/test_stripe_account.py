@@ -120,6 +120,7 @@ def test_a_dry_run_first_checks_the_account_without_waiting_on_its_own_transacti
 
 def test_a_dry_run_on_a_new_directory_creates_no_ledger_even_with_a_key(tmp_path, fake_stripe):
     config = config_for(tmp_path, fake_stripe)
+    (tmp_path / "dunctl.db").unlink()  # a directory with a config and no ledger yet
     fake_stripe.fail_invoice(at=T0)
     fake_stripe.set_now(at("1h"))
     dry = cli(config, "tick", "--dry-run", "--now", at("1h").isoformat(), env={"STRIPE_API_KEY": TEST_KEY})
