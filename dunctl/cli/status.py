@@ -19,7 +19,7 @@ def status(
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show every open case, with revenue at risk per currency."""
+    """Show the open cases, most at risk first, with revenue at risk per currency."""
     config = load()
     ledger = open_ledger(config, must_exist=True)
     moment = ledger_now(ledger, now)
