@@ -39,10 +39,11 @@ class Span:
 
     since: str | None = None
     until: str | None = None
+    narrow: bool = False          # at most a day: worth an index range scan on first_failed_at
 
     def where(self, column: str = "first_failed_at", plus: bool = True) -> tuple[str, list[str]]:
         # The unary + keeps SQLite from an index range scan where a wide period makes the table scan cheaper.
-        prefix = "+" if plus else ""
+        prefix = "+" if plus and not self.narrow else ""
         parts, params = [], []
         if self.since:
             parts.append(f"{prefix}{column} >= ?")
@@ -89,14 +90,14 @@ def split(span: Span) -> Split:
             day_from = day
         else:
             day_from = _next_day(day)
-            partial.append(Span(span.since, _midnight(day_from)))
+            partial.append(Span(span.since, _midnight(day_from), narrow=True))
     if span.until:
         day = span.until[:10]
         day_to = day
         if span.until != _midnight(day):
-            partial.append(Span(_midnight(day), span.until))
+            partial.append(Span(_midnight(day), span.until, narrow=True))
     if day_from and day_to and day_from >= day_to:
-        return Split(None, (span,))          # within one or two days: scan it all
+        return Split(None, (Span(span.since, span.until, narrow=True),))   # within two days: scan it all
     return Split((day_from, day_to), tuple(partial))
 
 
@@ -288,10 +289,11 @@ def _raw_channel_sql(span: Span) -> tuple[str, list]:
     so the lookups into actions, ordered by case id, stay local; LIMIT -1 keeps SQLite from evaluating the
     lookup twice per case (once to group, once to output). Its first parameter is the window modifier."""
     where, params = span.where()
+    scan = "" if span.narrow else "NOT INDEXED"
     return (f"""SELECT channel AS key, currency, count(*) AS cases, sum(amount_recovered) AS recovered_amount,
                        sum(with_person) AS with_person
                 FROM (SELECT {last_touch()} AS channel, currency, amount_recovered, with_person
-                      FROM cases c NOT INDEXED WHERE state = 'recovered' AND {where} LIMIT -1)
+                      FROM cases c {scan} WHERE state = 'recovered' AND {where} LIMIT -1)
                 GROUP BY channel, currency""", params)
 
 
