@@ -10,8 +10,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
 from dunctl.money import format_amount, to_major
 from dunctl.report import CASE_COLUMNS, Headline, Report
 
@@ -288,7 +286,9 @@ def html_context(report: Report) -> dict:
     }
 
 
-def _environment() -> Environment:
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape   # only the html format needs it
+
     return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 

@@ -351,6 +351,9 @@ def m102_report_rollups(db: Database) -> None:
         -- Churn reads only the cases that churned, by when they ended.
         CREATE INDEX IF NOT EXISTS cases_churned ON cases(closed_at, subscription_id) WHERE churned = 1;
         CREATE INDEX IF NOT EXISTS subscriptions_canceled ON subscriptions(canceled_at);
+        -- `dunctl status`: the open cases, most revenue at risk first, a page at a time without a sort.
+        CREATE INDEX IF NOT EXISTS cases_at_risk ON cases(amount_remaining DESC, first_failed_at, id)
+            WHERE state IN ('open', 'paused');
 
         CREATE TRIGGER IF NOT EXISTS report_case_insert AFTER INSERT ON cases BEGIN
             {_rollup_add("NEW.")} {_channel_add("NEW.")}
