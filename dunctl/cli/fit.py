@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collections.abc import Iterator
+
 from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
+COMFORTABLE = 14                  # a name cut to this still reads
 GAP = 3                           # between two columns: padding on both sides and the (blank) divider
 
 
@@ -47,18 +51,28 @@ def fit(columns: list[Column], rows: list[list[Text]], width: int, at_least: dic
     def total() -> int:
         return sum(widths[i] for i in kept) + GAP * (len(kept) - 1)
 
-    for i in sorted(kept, key=lambda i: -natural[i]):            # shorten names, widest first
-        if total() <= width:
-            break
-        floor = columns[i].shrink_to
-        if floor is not None and widths[i] > floor:
-            widths[i] = max(floor, widths[i] - (total() - width))
-    dropped = []
-    for i in sorted(kept, key=lambda i: (-columns[i].priority, -i)):
-        if total() <= width or columns[i].priority == 0:
-            break
-        kept.remove(i)
-        dropped.append(columns[i].name)
+    def shrink(floor_of) -> None:
+        for i in sorted(kept, key=lambda i: -natural[i]):        # widest first
+            if total() <= width:
+                return
+            floor = floor_of(columns[i])
+            if floor is not None and widths[i] > floor:
+                widths[i] = max(floor, widths[i] - (total() - width))
+
+    dropped: list[str] = []
+
+    def drop(at_least_priority: int) -> None:
+        for i in sorted(kept, key=lambda i: (-columns[i].priority, -i)):
+            if total() <= width or columns[i].priority < max(at_least_priority, 1):
+                return
+            kept.remove(i)
+            dropped.append(columns[i].name)
+
+    # Names keep a readable width before minor columns go; then they shrink to their floor before major ones go.
+    shrink(lambda c: None if c.shrink_to is None else max(c.shrink_to, COMFORTABLE))
+    drop(3)
+    shrink(lambda c: c.shrink_to)
+    drop(1)
     return Fitted(kept, {i: widths[i] for i in kept}, dropped)
 
 
@@ -97,3 +111,24 @@ def packed_lines(atoms: list[str], width: int, separator: str = ", ") -> list[st
     if line:
         lines.append(line)
     return lines
+
+
+def plain_rows(columns: list[Column], rows: list[list[Text]], fitted: Fitted) -> Iterator[str]:
+    """The rows as plain text lines in the fitted widths, laid out like fitted_table's, without Rich's per-cell
+    rendering (20x faster: what lets `status --all` stream 100k cases in seconds)."""
+    kept = [(fitted.widths[i], columns[i].justify == "right", columns[i].shrink_to is not None)
+            for i in fitted.kept]
+    for row in rows:
+        cells = [row[i].plain.split("\n") for i in fitted.kept]
+        for n in range(max(len(lines) for lines in cells)):
+            parts = []
+            for (width, right, shrinks), lines in zip(kept, cells):
+                text = lines[n] if n < len(lines) else ""
+                size = cell_len(text)
+                if size > width:
+                    cut = Text(text)
+                    cut.truncate(width, overflow="ellipsis")
+                    text, size = cut.plain, cut.cell_len
+                pad = " " * (width - size)
+                parts.append(pad + text if right else text + pad)
+            yield (" " * (GAP)).join(parts).rstrip()

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from dunctl.cases import CaseRow, Status, status as build_status
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, open_ledger, out
-from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, packed_lines
+from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, packed_lines, plain_rows
 from dunctl.money import format_amount
 
 MODE_NOTE = {"live": "LIVE Stripe account", "test": "Stripe test mode", "simulated": "simulated account (demo)"}
@@ -132,15 +132,17 @@ def print_cases(cases: Iterable[CaseRow], width: int) -> None:
     columns = [column for column, _ in layout]
     rows: Iterator[CaseRow] = iter(cases)
     widths: dict[int, int] = {}
-    first = True
+    note = None
     while chunk := list(islice(rows, CHUNK)):
         cells = [[cell(c) for _, cell in layout] for c in chunk]
         fitted = fit(columns, cells, width, at_least=widths)
+        if not widths:
+            out.print(fitted_table(columns, [], fitted))      # the header and its rule
+            note = dropped_note(fitted, "--json")
         widths = fitted.widths
-        out.print(fitted_table(columns, cells, fitted, show_header=first))
-        if first and (note := dropped_note(fitted, "--json")):
-            out.print(note, style="dim", markup=False)
-        first = False
+        out.file.write("".join(line + "\n" for line in plain_rows(columns, cells, fitted)))
+    if note:
+        out.print(note, style="dim", markup=False)
 
 
 def _layout(width: int) -> list[tuple[Column, Callable[[CaseRow], Text]]]:
@@ -158,7 +160,7 @@ def _layout(width: int) -> list[tuple[Column, Callable[[CaseRow], Text]]]:
                 (Column("sequence", priority=4, shrink_to=8), lambda c: Text(clean(c.sequence))), day,
                 (Column("last action", priority=3, shrink_to=10), _last), nxt, state]
     if width >= MEDIUM:
-        return [invoice, customer, money, failure, day, nxt, state]
+        return [invoice, customer, money, (Column("failure / state"), _failure_and_state), day, nxt]
     return [(Column("invoice · customer · failure"), _stacked), money, day, nxt]
 
 
@@ -193,6 +195,13 @@ def _next(c: CaseRow) -> Text:
     if not c.next_step:
         return Text("-")
     return Text(f"{clean(c.next_step)}\n{_short_time(c.next_due_at)}")
+
+
+def _failure_and_state(c: CaseRow) -> Text:
+    text = _failure(c)
+    if c.state != "open" or c.with_person:
+        text.append("\n" + clean(c.state) + (", with a person" if c.with_person else ""), style="yellow")
+    return text
 
 
 def _stacked(c: CaseRow) -> Text:
