@@ -138,7 +138,7 @@ SHORT_HEADERS = {"With a person": "Person", "Recovery rate": "Rate", "Rate by am
 DROP_ORDER = {"Person": 6, "Ended": 5, "At stake": 4, "Rate (amount)": 3, "At risk": 2, "Recovered $": 1}
 
 
-def _rich(table: Table, width: int) -> RichTable:
+def _rich(table: Table, width: int) -> tuple[RichTable, str]:
     """One report table laid out for `width` columns: the currency folded into the first column, short
     headers, and on a narrow terminal the least important columns left out (never a value cut or wrapped)."""
     columns, rows = list(table.columns), [list(row) for row in table.rows]
@@ -150,9 +150,8 @@ def _rich(table: Table, width: int) -> RichTable:
                     justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
     cells = [[Text(cell) for cell in row] for row in rows]
     fitted = fit(specs, cells, width)
-    caption = " ".join(part for part in (table.note, dropped_note(fitted, "--format csv")) if part)
-    return fitted_table(specs, cells, fitted, title=table.title, title_justify="left", title_style="bold",
-                        caption=caption or None, caption_justify="left")
+    note = " ".join(part for part in (table.note, dropped_note(fitted, "--format csv")) if part)
+    return fitted_table(specs, cells, fitted, title=table.title, title_justify="left", title_style="bold"), note
 
 
 # The terminal shows the recovery curve at these days (and the last); md, html and json have every day.
@@ -172,7 +171,10 @@ def render_tables(result: Report, console: Console) -> None:
     for table in map(_terminal, tables(result)):
         console.print()
         if table.rows:
-            console.print(_rich(table, console.width))
+            rich, note = _rich(table, console.width)
+            console.print(rich)
+            if note:                      # as wide as the terminal, not squeezed under a narrow table
+                console.print(note, style="dim", markup=False)
         else:
             console.print(f"{table.title}: no rows", markup=False)
 

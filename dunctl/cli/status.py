@@ -161,7 +161,8 @@ def _layout(width: int) -> list[tuple[Column, Callable[[CaseRow], Text]]]:
                 (Column("last action", priority=3, shrink_to=10), _last), nxt, state]
     if width >= MEDIUM:
         return [invoice, customer, money, (Column("failure / state"), _failure_and_state), day, nxt]
-    return [(Column("invoice · customer · failure"), _stacked), money, day, nxt]
+    return [(Column("invoice · customer · failure"), _stacked),
+            (Column("amount · day", justify="right"), lambda c: Text(f"{_amount(c).plain}\nday {c.day}")), nxt]
 
 
 def _who(c: CaseRow) -> str:
@@ -205,10 +206,15 @@ def _failure_and_state(c: CaseRow) -> Text:
 
 
 def _stacked(c: CaseRow) -> Text:
-    """Invoice id, customer, failure type and code, and the state when it is not plain open: one cell."""
-    text = Text(clean(c.invoice_id))
-    text.append("\n" + _who(c)[:40], style="dim")
-    text.append("\n" + clean(c.failure_type) + (f" {clean(c.decline_code)}" if c.decline_code else ""))
+    """Invoice id, customer (cut to the id's width), failure type, decline code, and the state when it is not
+    plain open: one cell, one value a line, so the column is as wide as its longest code."""
+    invoice = clean(c.invoice_id)
+    who, room = _who(c), max(len(invoice), 20)
+    text = Text(invoice)
+    text.append("\n" + (who if len(who) <= room else who[: room - 1] + "…"), style="dim")
+    text.append("\n" + clean(c.failure_type))
+    if c.decline_code:
+        text.append("\n" + clean(c.decline_code), style="dim")
     if c.state != "open" or c.with_person:
         text.append("\n" + clean(c.state) + (", with a person" if c.with_person else ""), style="yellow")
     return text
