@@ -12,7 +12,8 @@ from dunctl.config import Config
 from dunctl.errors import UsageError
 from dunctl.failures import FAILURE_TYPES
 from dunctl.ledger import ENDED_STATES, Ledger
-from dunctl.ledger.status_queries import STATES, CaseFilter, attention_counts, case_count, case_page, revenue_at_risk
+from dunctl.ledger.status_queries import (STATES, CaseFilter, attention_counts, case_count, case_page,
+                                          revenue_at_risk, unknown_actions)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Status:
     total: int
     limit: int | None
     revenue_at_risk: dict[str, int]
-    unknown_actions: int = 0
+    unknown_actions: list[dict] = field(default_factory=list)   # invoice_id, step_id: each needs a person
     failed_actions: int = 0
     filter: CaseFilter = field(default_factory=CaseFilter)
 
@@ -76,7 +77,7 @@ def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segmen
                          "use one of: " + ", ".join(FAILURE_TYPES))
     which = CaseFilter(include_ended=include_ended, segment=segment, state=state, failure_type=failure_type)
     conn = ledger.db.conn
-    unknown, failed = attention_counts(conn)
+    failed = attention_counts(conn)[1]
 
     def rows() -> Iterator[CaseRow]:
         for c in case_page(conn, which, limit):
@@ -91,7 +92,7 @@ def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segmen
 
     return Status(now=now, account_mode=ledger.get_state("account_mode"), cases=rows(),
                   total=case_count(conn, which), limit=limit, revenue_at_risk=revenue_at_risk(conn, which),
-                  unknown_actions=unknown, failed_actions=failed, filter=which)
+                  unknown_actions=unknown_actions(conn), failed_actions=failed, filter=which)
 
 
 @dataclass
@@ -130,23 +131,53 @@ def pause(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     case = find_case(ledger, invoice_id)
     if case["state"] != "open":
         raise UsageError(f"case {invoice_id} is {case['state']}, not open; only an open case can be paused")
-    with ledger.db.atomic():
-        ledger.update_case(case["id"], state="paused", with_person=1, next_due_at=None)
+    with ledger.transaction():
+        ledger.pause_case(case["id"])
         ledger.add_timeline(case["id"], now, "paused", f"paused by a person: {reason}")
     return ledger.case(case["id"])
 
 
 def resume(ledger: Ledger, config: Config, invoice_id: str, reason: str, now: datetime) -> dict:
     """Hand a paused case back to its sequence. Steps that fell due meanwhile follow the grace rule."""
-    from dunctl.engine import Engine
+    from dunctl.tick.context import planner_settings
+    from dunctl.tick.schedule import schedule_case
 
     case = find_case(ledger, invoice_id)
     if case["state"] != "paused":
         raise UsageError(f"case {invoice_id} is {case['state']}, not paused")
-    with ledger.db.atomic():
-        ledger.update_case(case["id"], state="open", with_person=0)
+    with ledger.transaction():
+        ledger.resume_case(case["id"])
         ledger.add_timeline(case["id"], now, "resumed", f"resumed by a person: {reason}")
-        Engine(ledger, config, None, None, now).reschedule(case["id"])
+        schedule_case(ledger, case["id"], planner_settings(config, monitor=config.file.mode == "monitor"),
+                      config.file.stripe.retries == "dunctl", now)
+    return ledger.case(case["id"])
+
+
+def resolve(ledger: Ledger, config: Config, invoice_id: str, step_id: str, *, sent: bool, reason: str, by: str,
+            now: datetime) -> dict:
+    """A person settles an action whose outcome is unknown: it was sent (`--sent`), or it runs once more, under a
+    new key, on the next tick (`--resend`). Who decided and why go on the timeline."""
+    from dunctl.tick.context import planner_settings
+    from dunctl.tick.schedule import schedule_case
+
+    case = find_case(ledger, invoice_id)
+    action = next((a for a in ledger.actions(case["id"]) if a["step_id"] == step_id and a["status"] == "unknown"),
+                  None)
+    if action is None:
+        unknown = [a["step_id"] for a in ledger.actions(case["id"]) if a["status"] == "unknown"]
+        raise UsageError(f"case {invoice_id} has no step '{step_id}' with an unknown outcome",
+                         f"unknown here: {', '.join(unknown)}" if unknown else "nothing on this case is unknown")
+    if not sent and case["state"] != "open":
+        raise UsageError(f"case {invoice_id} is {case['state']}: nothing is resent on a case that is not open",
+                         "resume it first (`dunctl case resume`), or settle the step with --sent")
+    what = "it was sent" if sent else "run it once more"
+    note = f"resolved by {by}: {what} ({reason})"
+    with ledger.transaction():
+        ledger.resolve_unknown(action["id"], sent=sent, note=note, now=now)
+        ledger.add_timeline(case["id"], now, "resolved", f"{step_id} ({action['action']}) {note}")
+        if not sent:
+            schedule_case(ledger, case["id"], planner_settings(config, monitor=config.file.mode == "monitor"),
+                          config.file.stripe.retries == "dunctl", now)
     return ledger.case(case["id"])
 
 
@@ -156,7 +187,7 @@ def close(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     if case["state"] in ENDED_STATES:
         raise UsageError(f"case {invoice_id} already ended ({case['state']})")
     invoice = ledger.invoice(invoice_id)
-    with ledger.db.atomic():
+    with ledger.transaction():
         ledger.end_case(case["id"], "closed", reason, now,
                         amount_recovered=max(0, invoice["amount_paid"] - case["amount_paid_at_open"]))
         ledger.add_timeline(case["id"], now, "closed", f"closed by a person: {reason}")

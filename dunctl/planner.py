@@ -1,7 +1,20 @@
-"""Deciding what is due: a pure function of (case, sequence, settings, now). No I/O, no clock.
+"""Deciding what is due: a pure function of (case, sequence, records, settings, now). No I/O, no clock.
 
-Execution is elsewhere (engine.py). Keeping the decision pure is what makes `--dry-run`, `--now`, simulation and
-exactly-once execution simple, and lets the rules below be tested as plain tables of cases.
+Execution is elsewhere (dunctl/tick/). Keeping the decision pure is what makes `--dry-run`, `--now`, monitor mode,
+simulation and exactly-once execution simple, and lets the rules below be tested as plain tables of cases.
+
+The catch-up policy, for steps that fell due while nobody ran a tick (a case first synced late, cron down for days,
+a case resumed), by audience:
+
+- customer messages: of those due, only the latest runs, once (a customer never gets a burst); and never inside
+  the customer's quiet hours, whenever the tick runs: it waits for the window to end;
+- internal notifications (account manager, escalation, Slack, webhooks): run late rather than never (of those
+  overdue beyond the grace period, the latest);
+- retries: the latest due runs if the attempt budget allows (never two at once);
+- suspension (pause, cancel, write-off): only once the customer was sent a message at least
+  `dunning.notice_before_suspension` earlier; a message placed after a suspension in the sequence announces it,
+  and goes out only once it happened;
+- anything else overdue is recorded as missed.
 """
 
 from __future__ import annotations
@@ -11,10 +24,11 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from dunctl.conditions import matches
-from dunctl.config import Sequence, Step
+from dunctl.config import CUSTOMER, INTERNAL, SUSPENDING, Sequence, Step
 from dunctl.failures import DISPUTE, NEVER_RETRY, RETRY_AFTER_UPDATE
 
-# A step with one of these action statuses is finished: it never runs again.
+# A step with one of these action statuses is finished: it never runs again. `would` (recorded in monitor mode)
+# is finished only while monitoring: once live, those steps follow the catch-up policy.
 FINISHED = frozenset({"done", "skipped", "missed", "suppressed", "unknown", "claimed"})
 
 RUN, SKIP, MISSED = "run", "skip", "missed"
@@ -36,11 +50,23 @@ class CaseSnapshot:
     first_failed_at: datetime
     failure_type: str
     attempts: int
-    facts: dict                                # for `when:` conditions (see engine.case_facts)
+    facts: dict                                # for `when:` conditions (see tick.facts)
     last_failed_at: datetime | None = None
     payment_method_changed_at: datetime | None = None
-    dunning_off: bool = False                  # customer metadata dunning=off: no customer-facing messages
+    dunning_off: bool = False                  # customer metadata dunning=off: no customer messages
     timezone: str | None = None                # the customer's, for quiet hours
+    retries_blocked: str | None = None         # why no dunctl retry may run yet (Stripe's retries still on)
+    retry_not_before: datetime | None = None   # the card network's earliest allowed retry
+    contacts: tuple[datetime, ...] = ()        # customer messages to this customer lately, across its cases
+
+
+@dataclass(frozen=True)
+class ContactPolicy:
+    """How often one customer hears from dunctl (customer messages only, across all its cases)."""
+
+    max_per_week: int = 3
+    min_gap: timedelta = timedelta(hours=36)
+    max_per_case: tuple[tuple[str, int], ...] = ()     # (channel, cap) pairs, e.g. (("sms", 2),)
 
 
 @dataclass(frozen=True)
@@ -52,6 +78,9 @@ class Settings:
     timezone: str = "UTC"
     channels: frozenset[str] | None = None       # configured channels; None: all of them
     escalation_channel: str = "slack"
+    notice_before_suspension: timedelta = timedelta(days=3)
+    monitor: bool = False
+    contact: ContactPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -62,31 +91,53 @@ class Decision:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Wait:
+    """A step that is due but held, and until when (None: until something else happens first)."""
+
+    step: Step
+    until: datetime | None
+    reason: str
+
+
 @dataclass
 class Plan:
     decisions: list[Decision] = field(default_factory=list)
+    waiting: list[Wait] = field(default_factory=list)
     next_step: str | None = None
     next_due_at: datetime | None = None
+
+    @property
+    def runs(self) -> list[Decision]:
+        return [d for d in self.decisions if d.verdict == RUN]
+
+
+def finished_statuses(settings: Settings) -> frozenset[str]:
+    return FINISHED | {"would"} if settings.monitor else FINISHED
 
 
 def plan(case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord], settings: Settings,
          now: datetime) -> Plan:
-    """Decide, for every step not yet finished, whether it runs now, is skipped, was missed, or waits."""
+    """Decide, for every step not yet finished, whether it runs now, is skipped, was missed, waits, or is
+    still to come; and when the case is next due."""
     result = Plan()
+    finished = finished_statuses(settings)
     upcoming: list[tuple[datetime, str]] = []
-    for step in sequence.steps:
+    eligible: list[tuple[Decision, bool]] = []          # (decision, retrying a failed delivery)
+    for index, step in enumerate(sequence.steps):
         record = records.get(step.id)
-        if record is not None and record.status in FINISHED:
+        if record is not None and record.status in finished:
             continue
-        if record is not None and record.status == "failed":
+        retrying = record is not None and record.status in ("failed", "resend")
+        if record is not None and record.status == "resend":
+            due = now  # a person chose to run it again (`dunctl case resolve --resend`)
+        elif retrying:
             if record.tries >= settings.max_action_tries:
                 continue  # gave up; the failure stays visible on the case
             due = (record.finished_at or now) + settings.action_retry_after
-            retrying = True
         else:
             due = step.at.after(case.first_failed_at)
-            retrying = False
-        if step.customer_facing:
+        if step.audience == CUSTOMER:
             due = after_quiet_hours(due, settings, case.timezone)
         if due > now:
             upcoming.append((due, step.id))
@@ -94,13 +145,17 @@ def plan(case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
         skip = skip_reason(step, case, sequence, settings)
         if skip:
             result.decisions.append(Decision(step, due, SKIP, skip))
-        elif not retrying and now - due > settings.grace:
-            result.decisions.append(Decision(step, due, MISSED,
-                                             f"overdue by {_span(now - due)}, more than the grace period "
-                                             f"of {_span(settings.grace)}"))
+            continue
+        held = _hold(step, index, case, sequence, records, settings, now)
+        if isinstance(held, Decision):
+            result.decisions.append(held)
+        elif held is not None:
+            result.waiting.append(held)
+            upcoming.append((held.until or now + settings.action_retry_after, step.id))
         else:
-            result.decisions.append(Decision(step, due, RUN))
-    _one_of_each_per_tick(result)
+            eligible.append((Decision(step, due, RUN), retrying))
+    result.decisions.extend(_catch_up(eligible, settings, now))
+    result.decisions.sort(key=lambda d: sequence.steps.index(d.step))
     if upcoming:
         result.next_due_at, result.next_step = min(upcoming)
     return result
@@ -116,7 +171,7 @@ def skip_reason(step: Step, case: CaseSnapshot, sequence: Sequence, settings: Se
         return f"the {channel} channel is not configured"
     if case.failure_type == DISPUTE and step.action != "escalate":
         return "the payment is disputed: dunning stops and a person handles it"
-    if step.customer_facing and case.dunning_off:
+    if step.audience == CUSTOMER and case.dunning_off:
         return "the customer has metadata dunning=off"
     if step.action == "retry":
         if case.failure_type in NEVER_RETRY:
@@ -126,6 +181,145 @@ def skip_reason(step: Step, case: CaseSnapshot, sequence: Sequence, settings: Se
         if case.attempts >= sequence.max_attempts:
             return f"attempt cap reached ({case.attempts} of {sequence.max_attempts}, counting Stripe's own)"
     return ""
+
+
+def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
+          settings: Settings, now: datetime) -> Wait | Decision | None:
+    """A due step that must wait (Wait), can never run as planned (a SKIP Decision), or may run (None)."""
+    if step.audience == CUSTOMER and in_quiet_hours(now, settings, case.timezone):
+        return Wait(step, after_quiet_hours(now, settings, case.timezone),
+                    "quiet hours in the customer's time zone")
+    if step.audience == CUSTOMER and settings.contact is not None:
+        held = _contact_policy(step, case, sequence, records, settings, now)
+        if held is not None:
+            return held
+    if step.action == "retry":
+        if case.retries_blocked:
+            return Wait(step, None, case.retries_blocked)
+        if case.retry_not_before and case.retry_not_before > now:
+            return Wait(step, case.retry_not_before, "the card network allows no retry before then")
+    if step.action in SUSPENDING:
+        return _hold_suspension(step, case, sequence, records, settings, now)
+    if step.audience == CUSTOMER:
+        announced = _suspension_before(index, sequence)
+        if announced is not None:
+            record = records.get(announced.id)
+            if record is None or record.status in ("failed", "claimed", "resend"):
+                return Wait(step, None, f"announces '{announced.id}', which has not happened yet")
+            if record.status not in ("done", "would"):
+                return Decision(step, step.at.after(case.first_failed_at), SKIP,
+                                f"announces '{announced.id}', which did not happen ({record.status})")
+    if step.action == "close":
+        pending = [s.id for s in sequence.steps[:index] if _unfinished(records.get(s.id), settings)]
+        if pending:
+            return Wait(step, None, f"waits for {', '.join(pending)}")
+    return None
+
+
+def _contact_policy(step: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
+                    settings: Settings, now: datetime) -> Wait | Decision | None:
+    """The contact policy: a per-case cap per channel, a minimum gap, and a rolling weekly cap per customer. A
+    held message waits for the earliest allowed time; a later step due by then supersedes it."""
+    policy = settings.contact
+    cap = dict(policy.max_per_case).get(step.action)
+    if cap is not None:
+        sent = sum(1 for s in sequence.steps if s.action == step.action and s.id in records
+                   and records[s.id].status in ("done", "would"))
+        if sent >= cap:
+            return Decision(step, step.at.after(case.first_failed_at), SKIP,
+                            f"contact policy: at most {cap} {step.action} per case")
+    recent = sorted(t for t in case.contacts if t <= now)
+    if recent and now - recent[-1] < policy.min_gap:
+        return Wait(step, recent[-1] + policy.min_gap,
+                    f"contact policy: at least {_span(policy.min_gap)} between messages to this customer")
+    week = [t for t in recent if now - t < timedelta(days=7)]
+    if len(week) >= policy.max_per_week:
+        return Wait(step, week[-policy.max_per_week] + timedelta(days=7),
+                    f"contact policy: {len(week)} messages to this customer in the last 7 days "
+                    f"(at most {policy.max_per_week})")
+    return None
+
+
+def _hold_suspension(step: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
+                     settings: Settings, now: datetime) -> Wait | Decision | None:
+    told = [records[s.id].finished_at for s in sequence.steps
+            if s.audience == CUSTOMER and s.id in records and records[s.id].finished_at is not None
+            and records[s.id].status in ("done", "would")]
+    notice = settings.notice_before_suspension
+    if told and min(told) + notice <= now:
+        return None
+    if told:
+        return Wait(step, min(told) + notice,
+                    f"the customer was first told {_span(now - min(told))} ago; {step.action} needs "
+                    f"{_span(notice)} notice")
+    still_to_tell = [s for s in sequence.steps if s.audience == CUSTOMER
+                     and _unfinished(records.get(s.id), settings) and not skip_reason(s, case, sequence, settings)]
+    if still_to_tell:
+        return Wait(step, None, f"the customer has not been sent a message yet; {step.action} needs "
+                                f"{_span(notice)} notice")
+    return Decision(step, step.at.after(case.first_failed_at), SKIP,
+                    "the customer was never sent a message: dunctl does not suspend, cancel or write off "
+                    "someone who was never told")
+
+
+def _catch_up(eligible: list[tuple[Decision, bool]], settings: Settings, now: datetime) -> list[Decision]:
+    """Of the steps that may run now, decide which do: the latest of each kind, per the catch-up policy."""
+    out: list[Decision] = []
+    groups: dict[tuple, list[tuple[Decision, bool]]] = {}
+    for item in eligible:
+        groups.setdefault(_kind(item[0].step, settings), []).append(item)
+    for (kind, *_), items in groups.items():
+        if kind in ("customer", "retry", "suspension"):
+            # Never a burst, never two charges at once: only the latest runs.
+            *earlier, latest = items
+            out.extend(Decision(d.step, d.due_at, MISSED, f"superseded by the later step '{latest[0].step.id}'")
+                       for d, _ in earlier)
+            out.append(latest[0])
+        elif kind == "internal":
+            # A person is told late rather than never: everything within grace runs, and of what is overdue
+            # beyond it, the latest.
+            overdue = [d for d, retrying in items if not retrying and now - d.due_at > settings.grace]
+            keep = overdue[-1] if overdue else None
+            for d, _ in items:
+                if d in overdue and d is not keep:
+                    out.append(Decision(d.step, d.due_at, MISSED, f"superseded by the later step '{keep.step.id}'"))
+                else:
+                    out.append(d)
+        else:
+            for d, retrying in items:
+                if not retrying and now - d.due_at > settings.grace and d.step.action != "close":
+                    out.append(Decision(d.step, d.due_at, MISSED,
+                                        f"overdue by {_span(now - d.due_at)}, more than the grace period "
+                                        f"of {_span(settings.grace)}"))
+                else:
+                    out.append(d)
+    return out
+
+
+def _kind(step: Step, settings: Settings) -> tuple:
+    """The group a step competes in for the catch-up policy. Internal notifications compete only with those
+    to the same destination: an escalation never supersedes the account manager's email, nor the reverse."""
+    if step.audience == CUSTOMER:
+        return ("customer",)
+    if step.audience == INTERNAL:
+        return ("internal", channel_of(step, settings.escalation_channel), str(step.to))
+    if step.action == "retry":
+        return ("retry",)
+    if step.action in SUSPENDING:
+        return ("suspension",)
+    return ("other",)
+
+
+def _suspension_before(index: int, sequence: Sequence) -> Step | None:
+    """The suspension step a customer message placed after it announces (the nearest one before it)."""
+    for step in reversed(sequence.steps[:index]):
+        if step.action in SUSPENDING:
+            return step
+    return None
+
+
+def _unfinished(record: StepRecord | None, settings: Settings) -> bool:
+    return record is None or record.status not in finished_statuses(settings)
 
 
 def channel_of(step: Step, escalation_channel: str) -> str | None:
@@ -144,37 +338,29 @@ def _method_changed(case: CaseSnapshot) -> bool:
     return changed is not None and (case.last_failed_at is None or changed > case.last_failed_at)
 
 
-def _one_of_each_per_tick(result: Plan) -> None:
-    """A customer never gets two dunning messages at once, and a payment is never retried twice in a row: of
-    several messages (or retries) due now, only the latest runs; the earlier ones are recorded as missed."""
-    for kind in ("message", "retry"):
-        due = [i for i, d in enumerate(result.decisions) if d.verdict == RUN and _kind(d.step) == kind]
-        for i in due[:-1]:
-            d = result.decisions[i]
-            later = result.decisions[due[-1]].step.id
-            result.decisions[i] = Decision(d.step, d.due_at, MISSED, f"superseded by the later step '{later}'")
+def _zone(settings: Settings, customer_zone: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(customer_zone or settings.timezone)
+    except Exception:
+        return ZoneInfo(settings.timezone)
 
 
-def _kind(step: Step) -> str:
-    if step.customer_facing:
-        return "message"
-    return "retry" if step.action == "retry" else ""
+def in_quiet_hours(moment: datetime, settings: Settings, customer_zone: str | None) -> bool:
+    """Is `moment` inside the quiet window, in the customer's time zone (else the sender's)?"""
+    if not settings.quiet_hours:
+        return False
+    start, end = settings.quiet_hours
+    local = moment.astimezone(_zone(settings, customer_zone))
+    minute = local.hour * 60 + local.minute
+    return (start <= minute or minute < end) if start > end else (start <= minute < end)
 
 
 def after_quiet_hours(due: datetime, settings: Settings, customer_zone: str | None) -> datetime:
-    """Move a customer-facing step out of the quiet window, in the customer's time zone (else the sender's)."""
-    if not settings.quiet_hours:
+    """The first moment at or after `due` outside the quiet window (in the customer's zone)."""
+    if not in_quiet_hours(due, settings, customer_zone):
         return due
-    start, end = settings.quiet_hours
-    try:
-        zone = ZoneInfo(customer_zone or settings.timezone)
-    except Exception:
-        zone = ZoneInfo(settings.timezone)
-    local = due.astimezone(zone)
-    minute = local.hour * 60 + local.minute
-    in_window = (start <= minute or minute < end) if start > end else (start <= minute < end)
-    if not in_window:
-        return due
+    end = settings.quiet_hours[1]
+    local = due.astimezone(_zone(settings, customer_zone))
     wake = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
     if wake <= local:
         wake += timedelta(days=1)

@@ -153,7 +153,10 @@ def test_simulate_never_sends_from_a_production_config(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("simulate must not build a real transport")
 
-    monkeypatch.setattr("dunctl.engine.ChannelSet._build", refuse)
+    from dunctl.tick.channels import TRANSPORTS
+
+    for name in TRANSPORTS:
+        monkeypatch.setitem(TRANSPORTS, name, refuse)
     result = run_simulation([config], tmp_path / "work", customers=150, days=10, follow_up_days=20, seed=1)
     assert result.outcomes[0].messages_sent > 0
     assert not (tmp_path / "prod" / "dunctl.db").exists()

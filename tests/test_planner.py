@@ -35,15 +35,16 @@ OFFSETS = [
     (T0, [], "notice"),
     (T0 + timedelta(minutes=29), [], "notice"),
     (T0 + timedelta(minutes=30), [("notice", RUN)], "retry-1"),
-    (T0 + timedelta(days=2), [("notice", MISSED), ("retry-1", RUN)], "reminder"),
-    (T0 + timedelta(days=3, hours=1), [("notice", MISSED), ("retry-1", MISSED), ("reminder", RUN)], "escalate"),
-    (T0 + timedelta(days=40), [("notice", MISSED), ("retry-1", MISSED), ("reminder", MISSED),
-                               ("escalate", MISSED)], None),
+    # the catch-up policy: of the customer messages due, the latest runs; the latest retry runs if the budget
+    # allows; an internal escalation runs late rather than never
+    (T0 + timedelta(days=2), [("notice", RUN), ("retry-1", RUN)], "reminder"),
+    (T0 + timedelta(days=3, hours=1), [("notice", MISSED), ("retry-1", RUN), ("reminder", RUN)], "escalate"),
+    (T0 + timedelta(days=40), [("notice", MISSED), ("retry-1", RUN), ("reminder", RUN), ("escalate", RUN)], None),
 ]
 
 
 @pytest.mark.parametrize("now, expected, next_step", OFFSETS)
-def test_steps_fall_due_at_their_offset_and_long_overdue_ones_are_missed(now, expected, next_step):
+def test_steps_fall_due_at_their_offset_and_overdue_ones_follow_the_catch_up_policy(now, expected, next_step):
     result = plan(case(), STANDARD, {}, Settings(grace=timedelta(days=1)), now)
     assert verdicts(result) == expected
     assert result.next_step == next_step
@@ -177,3 +178,135 @@ def test_two_retries_due_at_once_run_only_the_latest():
     sequence = seq(("retry-1", "1d", "retry"), ("retry-2", "2d", "retry"))
     result = plan(case(), sequence, {}, Settings(grace=timedelta(days=3)), T0 + timedelta(days=2, hours=1))
     assert verdicts(result) == [("retry-1", MISSED), ("retry-2", RUN)]
+
+
+# -- audiences and the catch-up policy -------------------------------------------------------------------------
+
+NY_QUIET = Settings(quiet_hours=(21 * 60, 8 * 60), timezone="America/New_York")
+AFTERNOON_THEN_NIGHT = [
+    # a step due at 14:00 New York time, the tick at 02:00 New York time: customer messages wait for 08:00,
+    # internal ones and Stripe actions do not
+    (("notice", "0m", "email"), "wait"),
+    (("sms", "0m", "sms"), "wait"),
+    (("account-manager", "0m", "email", {"to": "account_manager"}), RUN),
+    (("escalate", "0m", "escalate"), RUN),
+    (("slack", "0m", "slack"), RUN),
+    (("retry", "0m", "retry"), RUN),
+]
+
+
+@pytest.mark.parametrize("step, expected", AFTERNOON_THEN_NIGHT)
+def test_quiet_hours_hold_customer_messages_at_send_time_whenever_the_tick_runs(step, expected):
+    due = datetime(2026, 11, 24, 19, 0, tzinfo=timezone.utc)      # 14:00 in New York
+    night = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)     # 02:00 in New York
+    snapshot = CaseSnapshot(first_failed_at=due, failure_type="card_soft", attempts=1,
+                            facts={"failure_type": "card_soft", "customer.metadata": {}})
+    result = plan(snapshot, seq(step), {}, NY_QUIET, night)
+    if expected == "wait":
+        assert verdicts(result) == []
+        assert result.waiting[0].reason == "quiet hours in the customer's time zone"
+        assert result.next_due_at == datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)   # 08:00 in New York
+    else:
+        assert verdicts(result) == [(step[0], expected)]
+
+
+def test_a_failed_delivery_retried_at_night_waits_for_the_morning_too():
+    night = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
+    snapshot = CaseSnapshot(first_failed_at=night - timedelta(hours=12), failure_type="card_soft", attempts=1,
+                            facts={"customer.metadata": {}})
+    records = {"notice": StepRecord("failed", 1, night - timedelta(hours=1))}
+    result = plan(snapshot, seq(("notice", "0m", "email")), records, NY_QUIET, night)
+    assert verdicts(result) == [] and result.next_due_at == datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
+
+
+AUDIENCES = [
+    # steps due at the same moment (and for how long), customer dunning=off, expected verdicts
+    ([("notice", "0m", "email"), ("account-manager", "0m", "email", {"to": "account_manager"})], "1h", False,
+     [("notice", RUN), ("account-manager", RUN)]),
+    # a customer notice never supersedes the account manager's email, even at the same time
+    ([("account-manager", "0m", "email", {"to": "account_manager"}), ("notice", "0m", "email")], "1h", False,
+     [("account-manager", RUN), ("notice", RUN)]),
+    # dunning=off silences the customer only
+    ([("notice", "0m", "email"), ("account-manager", "0m", "email", {"to": "account_manager"}),
+      ("escalate", "0m", "escalate")], "1h", True, [("notice", SKIP), ("account-manager", RUN), ("escalate", RUN)]),
+    # an escalation first seen 24.2 h late (beyond the 1 d grace) runs late rather than never
+    ([("escalate", "0m", "escalate")], "24h12m", False, [("escalate", RUN)]),
+    # two internal notifications long overdue: the latest runs, the earlier is missed
+    ([("escalate", "0m", "escalate"), ("still-unpaid", "7d", "escalate")], "10d", False,
+     [("escalate", MISSED), ("still-unpaid", RUN)]),
+    # within the grace period both run
+    ([("escalate", "0m", "escalate"), ("account-manager", "1h", "email", {"to": "account_manager"})], "2h", False,
+     [("escalate", RUN), ("account-manager", RUN)]),
+]
+
+
+@pytest.mark.parametrize("steps, elapsed, dunning_off, expected", AUDIENCES)
+def test_customer_rules_apply_to_customer_messages_only(steps, elapsed, dunning_off, expected):
+    from dunctl.offsets import parse_offset
+
+    result = plan(case(dunning_off=dunning_off), seq(*steps), {}, Settings(grace=timedelta(days=1)),
+                  parse_offset(elapsed).after(T0))
+    assert verdicts(result) == expected
+
+
+SUSPEND = seq(("notice", "30m", "email"), ("final", "12d", "email"), ("suspend", "21d", "pause_subscription"),
+              ("suspended", "21d", "email"), ("cancel", "30d", "cancel_subscription"))
+TOLD = {"notice": StepRecord("done", 1, T0 + timedelta(minutes=30))}
+
+SUSPENSIONS = [
+    # records, now, expected verdicts, expected next step (and why it waits)
+    # a backlog adopted on day 25: the customer was never told, so the latest message goes out and the
+    # suspension waits 3 days after it; the message announcing the suspension waits for the suspension
+    ({}, "25d", [("notice", MISSED), ("final", RUN)], "suspend"),
+    # told on day 25 (final notice), now day 28: suspend runs, the announcement still waits for it to happen
+    ({"notice": StepRecord("missed"), "final": StepRecord("done", 1, T0 + timedelta(days=25))}, "28d1h",
+     [("suspend", RUN)], "suspended"),
+    # the normal course: told on day 0, suspension on day 21, then its announcement
+    (TOLD | {"final": StepRecord("done", 1, T0 + timedelta(days=12))}, "21d", [("suspend", RUN)], "suspended"),
+    (TOLD | {"final": StepRecord("done"), "suspend": StepRecord("done", 1, T0 + timedelta(days=21))}, "21d1h",
+     [("suspended", RUN)], "cancel"),
+    # a suspension that did not happen is never announced
+    (TOLD | {"final": StepRecord("done"), "suspend": StepRecord("skipped")}, "21d1h", [("suspended", SKIP)],
+     "cancel"),
+]
+
+
+@pytest.mark.parametrize("records, now, expected, next_step", SUSPENSIONS)
+def test_suspension_needs_notice_and_is_announced_only_once_it_happened(records, now, expected, next_step):
+    from dunctl.offsets import parse_offset
+
+    result = plan(case(), SUSPEND, records, Settings(grace=timedelta(days=1)), parse_offset(now).after(T0))
+    assert verdicts(result) == expected
+    assert result.next_step == next_step
+
+
+def test_a_customer_who_can_never_be_told_is_never_suspended():
+    sequence = seq(("notice", "30m", "email"), ("suspend", "21d", "pause_subscription"))
+    result = plan(case(dunning_off=True), sequence, {"notice": StepRecord("skipped")}, Settings(),
+                  T0 + timedelta(days=21))
+    assert verdicts(result) == [("suspend", SKIP)]
+    assert "never sent a message" in result.decisions[0].reason
+
+
+def test_the_suspension_waits_until_the_notice_period_has_passed():
+    sequence = seq(("notice", "30m", "email"), ("suspend", "1d", "pause_subscription"))
+    records = {"notice": StepRecord("done", 1, T0 + timedelta(hours=20))}
+    result = plan(case(), sequence, records, Settings(), T0 + timedelta(days=1))
+    assert verdicts(result) == []
+    assert result.next_due_at == T0 + timedelta(hours=20) + timedelta(days=3)
+
+
+def test_retries_wait_while_stripes_own_retries_are_still_on():
+    sequence = seq(("retry-1", "1d", "retry"))
+    result = plan(case(retries_blocked="Stripe's own retries are not turned off on this invoice yet"), sequence,
+                  {}, Settings(), T0 + timedelta(days=1))
+    assert verdicts(result) == [] and "Stripe's own retries" in result.waiting[0].reason
+
+
+def test_monitor_mode_would_records_are_finished_only_while_monitoring():
+    sequence = seq(("notice", "30m", "email"), ("reminder", "3d", "email"))
+    records = {"notice": StepRecord("would", 1, T0 + timedelta(minutes=30))}
+    monitoring = plan(case(), sequence, records, Settings(monitor=True), T0 + timedelta(hours=2))
+    assert verdicts(monitoring) == []
+    live = plan(case(), sequence, records, Settings(), T0 + timedelta(days=3, hours=1))
+    assert verdicts(live) == [("notice", MISSED), ("reminder", RUN)]   # switched live: no burst

@@ -40,38 +40,44 @@ def random_ledger(path, seed: int, cases: int = 300) -> Ledger:
                    [f"sub_{n}", "canceled" if canceled else "active", canceled])
     opened = []
     for n in range(cases):
+        # Opened as the tick opens a case: one row with the invoice's amounts and the first failure's class.
         first = _at(rng, START, 300)
         amount = rng.randint(100, 50000)
         paid_before = rng.choice([0, 0, 0, amount // 3])
         currency = rng.choice(currencies)
-        invoice = {"id": f"in_{seed}_{n}", "customer_id": "cus", "subscription_id": f"sub_{rng.randrange(40)}",
-                   "currency": currency, "amount_due": amount, "amount_paid": paid_before,
-                   "amount_remaining": amount - paid_before, "attempt_count": rng.randint(1, 3),
-                   "first_failed_at": iso(first), "livemode": 0}
+        invoice_id = f"in_{seed}_{n}"
         db.execute("""INSERT INTO invoices(id, customer_id, subscription_id, currency, amount_due, amount_paid,
                         amount_remaining, status, created_at, synced_at, pending)
                       VALUES (?, 'cus', ?, ?, ?, ?, ?, 'open', ?, ?, 0)""",
-                   [invoice["id"], invoice["subscription_id"], currency, amount, paid_before,
-                    amount - paid_before, iso(first), iso(first)])
+                   [invoice_id, f"sub_{rng.randrange(40)}", currency, amount, paid_before, amount - paid_before,
+                    iso(first), iso(first)])
         segment, sequence = rng.choice([("default", "standard"), ("enterprise", "high-value"),
                                         ("update-card", "update-payment-method")])
         failure = rng.choice(["card_soft", "card_hard", "card_update", "bank_soft"])
-        case_id = ledger.open_case(invoice=invoice, segment=segment, sequence=sequence, sequence_hash="h",
-                                   sequence_def={}, failure_type=failure, decline_code=None, now=first)
+        case_id = db.execute(
+            """INSERT INTO cases(invoice_id, customer_id, subscription_id, currency, amount_due, amount_paid_at_open,
+                 amount_remaining, segment, sequence, sequence_hash, sequence_def, failure_type, first_failure_type,
+                 attempts, first_failed_at, opened_at, next_due_at)
+               SELECT id, customer_id, subscription_id, currency, amount_due, amount_paid, amount_remaining, ?, ?,
+                      'h', '', ?, ?, ?, ?, ?, ? FROM invoices WHERE id = ?""",
+            [segment, sequence, failure, failure, rng.randint(1, 3), iso(first), iso(first), iso(first),
+             invoice_id]).lastrowid
         opened.append((case_id, first, amount - paid_before))
     # Steps: claims and results, as the executor records them.
     for case_id, first, _ in opened:
         for step in range(rng.randint(0, 5)):
             action = rng.choice(["email", "sms", "retry", "escalate", "slack", "pause_subscription"])
             due = first + timedelta(hours=rng.choice([1, 24, 72, 120, 360]) + step)
-            action_id = ledger.claim_action(case_id, f"s{step}", action, action, due, due, f"{case_id}:{step}", None)
+            action_id = ledger.claim_action(case_id, "step", f"s{step}", action, action, "customer", due, due,
+                                            f"{case_id}:{step}", None)
             if action_id and rng.random() < 0.8:
-                ledger.record_result(action_id, rng.choice(["done", "done", "done", "failed"]),
+                ledger.record_result(action_id, rng.choice(["done", "done", "done", "failed", "unknown"]),
                                      due + timedelta(seconds=rng.randrange(600)))
         if rng.random() < 0.3:
-            ledger.update_case(case_id, attempts=rng.randint(1, 6), failure_type="card_hard")
+            ledger.record_attempt(case_id, rng.randint(1, 6), "stolen_card")
+            ledger.reclassify(case_id, "card_hard", "stolen_card")
         if rng.random() < 0.15:
-            ledger.update_case(case_id, with_person=1)
+            ledger.hand_to_person(case_id, first + timedelta(days=15))
     # Endings.
     for case_id, first, stake in opened:
         roll = rng.random()
@@ -82,25 +88,25 @@ def random_ledger(path, seed: int, cases: int = 300) -> Ledger:
                             recovered_by="retry")
         elif roll < 0.6:
             ledger.end_case(case_id, rng.choice(["exhausted", "written_off", "voided", "closed"]), "ended",
-                            _at(rng, first, 40), amount_remaining=0, amount_recovered=rng.choice([0, stake // 2]),
-                            churned=int(rng.random() < 0.5))
+                            _at(rng, first, 40), amount_remaining=0, amount_recovered=rng.choice([0, stake // 2]))
+            if rng.random() < 0.5:
+                ledger.mark_churned(case_id)
         elif roll < 0.7:
-            ledger.update_case(case_id, state="paused", with_person=1)
-    # Touches recorded after the payment they preceded (a result written after the case ended).
+            ledger.pause_case(case_id)
+    # Touches recorded after the payment they preceded (a result written after the case ended), and unknown
+    # outcomes a person settles as sent.
     for case_id, _, _ in rng.sample(opened, 30):
         case = ledger.case(case_id)
         if case["state"] == "recovered":
             before = datetime.fromisoformat(case["recovered_at"].replace("Z", "+00:00")) - timedelta(hours=5)
-            ledger.record_decision(case_id, "late-touch", "email", "done", before, before, f"{case_id}:late",
-                                   "late", None)
-            row = db.execute("SELECT id FROM actions WHERE case_id = ? AND step_id = 'late-touch'",
-                             [case_id]).fetchone()
-            if row:
-                ledger.record_result(row[0], "done", before)
-    # A person re-opens some ended cases (state and amounts move back), and a subscription is re-activated.
+            ledger.record_decision(case_id, "step", "late-touch", "email", "done", before, before,
+                                   f"{case_id}:late", "late", None)
+    for action in ledger.actions_with_status("unknown")[::2]:
+        ledger.resolve_unknown(action["id"], sent=True, note="a person checked", now=NOW)
+    # A person's repair re-opens some ended cases (state and amounts move back); a subscription comes back.
     for case_id, _, stake in rng.sample(opened, 10):
-        ledger.update_case(case_id, state="open", closed_at=None, recovered_at=None, amount_recovered=0,
-                           amount_remaining=stake, churned=0)
+        db.execute("UPDATE cases SET state = 'open', closed_at = NULL, recovered_at = NULL, amount_recovered = 0, "
+                   "amount_remaining = ?, churned = 0 WHERE id = ?", [stake, case_id])
     db.execute("UPDATE subscriptions SET canceled_at = NULL WHERE id = 'sub_1'")
     db.execute("UPDATE subscriptions SET canceled_at = '2026-06-15T12:00:00Z' WHERE id = 'sub_2'")
     return ledger

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from dunctl.config import load_config
-from dunctl.engine import build_channels, idempotency_key, run_tick
+from dunctl.tick import build_channels, idempotency_key, run_tick
 from dunctl.ledger import Ledger
 from dunctl.stripe_gateway import StripeGateway
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
@@ -80,7 +80,7 @@ def test_dunctl_mode_turns_stripe_retries_off_and_retries_with_an_idempotency_ke
     invoice_id = fake_stripe.fail_invoice(at=T0)
     w.tick(T0 + HOUR)
     assert fake_stripe.invoice(invoice_id)["auto_advance"] is False         # turned off when the case opened
-    assert (TEST_KEY, idempotency_key(invoice_id, "@stop-provider-retries")) in fake_stripe._idempotency
+    assert (TEST_KEY, idempotency_key(invoice_id, "stop-provider-retries", "system")) in fake_stripe._idempotency
     fake_stripe.next_payment_succeeds(invoice_id, True)
     w.tick(T0 + 2 * DAY + HOUR)
     assert fake_stripe.count(PAY) == 1
@@ -136,5 +136,5 @@ def test_a_payment_between_sync_and_action_suppresses_the_action(world, fake_str
     assert fake_stripe.count(PAY) == 0                                     # no charge attempt on a paid invoice
     case = w.case(invoice_id)
     assert (case["state"], case["recovered_by"]) == ("recovered", "customer")
-    assert "retry-1" not in w.actions(invoice_id)
+    assert w.actions(invoice_id)["retry-1"] == "suppressed"                # recorded, never charged
     assert invoice_id in result.closed

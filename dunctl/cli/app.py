@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tick": ("dunctl.cli.tick", "tick", "Sync, open and close cases, and run every due step exactly once."),
     "status": ("dunctl.cli.status", "status",
                "Show the open cases, most at risk first, with revenue at risk per currency."),
+    "explain": ("dunctl.cli.explain", "explain",
+                "Why a case is where it is: the segment rule that matched, each step's state, what happens next."),
     "report": ("dunctl.cli.report", "report", "Show recovery metrics for the cases first failed in a period."),
     "demo": ("dunctl.cli.demo", "demo",
              "Watch dunning run on a simulated Stripe account: no key, no network, nothing sent."),

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import getpass
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from dunctl import cases
+from dunctl.errors import UsageError
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
 from dunctl.money import format_amount
 
@@ -60,6 +62,27 @@ def resume(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: Jso
     """Hand a paused case back to its sequence."""
     config = load()
     _changed(cases.resume(open_ledger(config, must_exist=True), config, invoice, reason, now_from(now)), as_json)
+
+
+@app.command("resolve")
+@handles_errors
+def resolve(
+    invoice: Invoice,
+    step: Annotated[str, typer.Argument(help="The step whose outcome is unknown (see `dunctl status`).")],
+    reason: Reason,
+    sent: Annotated[bool, typer.Option("--sent", help="It went out: record it as done.")] = False,
+    resend: Annotated[bool, typer.Option("--resend", help="It did not: run it once more on the next tick.")] = False,
+    by: Annotated[str, typer.Option("--by", help="Who decided (default: your login name).")] = "",
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Settle an action whose outcome is unknown: dunctl case resolve in_1 notice --sent -r "in the SMTP log"."""
+    if sent == resend:
+        raise UsageError("say either --sent or --resend", "dunctl case resolve INVOICE STEP --sent -r REASON")
+    config = load()
+    who = by or getpass.getuser()
+    _changed(cases.resolve(open_ledger(config, must_exist=True), config, invoice, step, sent=sent, reason=reason,
+                           by=who, now=now_from(now)), as_json)
 
 
 @app.command("close")

@@ -8,7 +8,6 @@ is data: printed as plain text, never as Rich markup, with terminal control sequ
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -21,17 +20,16 @@ from dunctl.cases import CaseRow, Status, status as build_status
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, open_ledger, out
 from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, packed_lines, plain_rows
 from dunctl.money import format_amount
+from dunctl.sanitize import terminal_text
 
 MODE_NOTE = {"live": "LIVE Stripe account", "test": "Stripe test mode", "simulated": "simulated account (demo)"}
 CHUNK = 500                       # rows per Rich table when streaming
 PIPE_LIMIT = 20                   # the default page when stdout is not a terminal
-# ESC-introduced sequences (CSI, OSC, and two-byte escapes), then any other C0/C1 control character.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|[\x00-\x1f\x7f-\x9f]")
 
 
 def clean(value: object) -> str:
     """Text from the outside world, safe for a terminal: no escape sequences, no control characters."""
-    return _ESCAPES.sub("", "" if value is None else str(value))
+    return terminal_text(value)
 
 
 @handles_errors
@@ -86,7 +84,7 @@ def _screenful() -> int:
 def write_json(view: Status, headline: dict | None) -> None:
     """The documented keys, with `cases` written one case at a time: memory stays flat however many there are."""
     head = {"now": view.now.isoformat(), "account_mode": view.account_mode, "revenue_at_risk": view.revenue_at_risk,
-            "total": view.total, "unknown_actions": view.unknown_actions, "failed_actions": view.failed_actions}
+            "total": view.total, "unknown_actions": len(view.unknown_actions), "failed_actions": view.failed_actions}
     if headline is not None:
         head["headline"] = headline
     write = sys.stdout.write
@@ -111,8 +109,11 @@ def render(view: Status) -> None:
     for line in packed_lines(["revenue at risk: " + amounts[0], *amounts[1:]], out.width):
         out.print(Text(line, no_wrap=True, overflow="ignore"))
     if view.unknown_actions:
-        out.print(f"[yellow]{view.unknown_actions} action(s) with unknown outcome (a tick stopped mid-way); "
-                  "they will not be re-sent. Check them with `dunctl case show INVOICE`.[/]")
+        out.print(f"[yellow]{len(view.unknown_actions)} action(s) with unknown outcome (it may have happened); "
+                  "they will not be re-sent until a person settles each one:[/]")
+        for action in view.unknown_actions:
+            out.print(f"  dunctl case resolve {clean(action['invoice_id'])} {clean(action['step_id'])} "
+                      "--sent|--resend -r REASON", markup=False)
     if view.failed_actions:
         out.print(f"[red]{view.failed_actions} action(s) failed and will be retried; "
                   "see `dunctl case show INVOICE`.[/]")

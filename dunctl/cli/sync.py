@@ -7,7 +7,7 @@ import typer
 from dunctl.cli.common import JsonOption, NowOption, environ, handles_errors, load, now_from, open_ledger, out, \
     print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
-from dunctl.engine import sync_and_reconcile
+from dunctl.tick import build_channels, sync_and_reconcile
 
 
 @handles_errors
@@ -21,7 +21,7 @@ def sync(
     ledger = open_ledger(config)
     with sync_progress() as progress:
         result = sync_and_reconcile(ledger, config, make_gateway(config, environ()), now_from(now), full=full,
-                                    progress=progress)
+                                    progress=progress, channels=build_channels(config, environ()))
     if as_json:
         print_json(result.__dict__)
         return

@@ -4,11 +4,14 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, now_from, open_ledger, \
     out, print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
-from dunctl.engine import TickResult, build_channels, run_tick
+from dunctl.ledger import Ledger
+from dunctl.tick import TickResult, build_channels, run_tick
+from dunctl.tick.preflight import templates_parse
 
 
 @handles_errors
@@ -24,8 +27,12 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
+    templates_parse(config)
     moment = now_from(now)
-    ledger = open_ledger(config)
+    if dry_run and not config.ledger_path.exists():
+        ledger = Ledger.in_memory()   # a dry run never creates the ledger file
+    else:
+        ledger = open_ledger(config)
     gateway = make_gateway(config, environ())
     with sync_progress() as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
@@ -35,23 +42,51 @@ def tick(
         raise typer.Exit(1)
 
 
+def summary(result: TickResult) -> str:
+    """The one line cron mails: counts, then what changed by name."""
+    counts: dict[str, int] = {}
+    for a in result.actions:
+        if not a.quiet:
+            counts[a.status] = counts.get(a.status, 0) + 1
+    ran = counts.pop("done", 0)
+    would = counts.pop("would", 0)
+    prefix = {"dry_run": "dry run: ", "monitor": "monitor: "}.get(result.mode, "")
+    parts = [f"opened {len(result.opened)}", f"closed {len(result.closed)}"]
+    parts.append(f"would run {would} action(s)" if result.mode != "live" else f"ran {ran} action(s)")
+    parts.append(f"{counts.pop('failed', 0)} failed")
+    rest = sum(counts.values())
+    parts.append(f"{rest} skipped or missed")
+    line = prefix + ", ".join(parts)
+    if result.closed:
+        line += "; " + ", ".join(f"closed {i} {result.endings.get(i, '')}".rstrip() for i in result.closed)
+    return line
+
+
 def render(result: TickResult, verbose: bool, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
-        return
     for error in result.errors:
         err.print(f"error: {error}", markup=False)
     for failure in result.failed:
         err.print(f"failed: {failure.invoice_id} {failure.step} ({failure.action}): {failure.detail}", markup=False)
-    if not result.did_something:
+    for unknown in (a for a in result.actions if a.status == "unknown"):
+        err.print(f"unknown: {unknown.invoice_id} {unknown.step} ({unknown.action}): {unknown.detail}",
+                  markup=False)
+    if result.missed:
+        err.print(f"missed {len(result.missed)} step(s) overdue beyond the grace period or superseded: "
+                  f"{result.missed_cause}", markup=False)
+    for channel in result.skipped_channels:
+        err.print(f"skipped: the {channel} channel after repeated failures this tick; its steps run on the next",
+                  markup=False)
+    if result.deferred:
+        err.print(f"deferred: the tick's budget ran out; {result.deferred} due item(s) wait for the next tick",
+                  markup=False)
+    if as_json or not result.did_something:
         return  # cron mails whatever a job prints: say nothing when nothing happened
-    done = sum(a.status == "done" for a in result.actions)
-    prefix = "dry run: would have " if result.dry_run else ""
-    out.print(f"{prefix}opened {len(result.opened)}, closed {len(result.closed)}, ran {done} action(s), "
-              f"{len(result.failed)} failed, {len(result.actions) - done - len(result.failed)} skipped or missed",
-              markup=False)
+    out.print(summary(result), markup=False)
     if verbose and result.actions:
-        table = Table("invoice", "step", "action", "status", "detail")
+        table = Table("invoice", "step", "action", "status", "to", "subject / detail")
         for a in result.actions:
-            table.add_row(a.invoice_id, a.step, a.action, a.status, a.detail)
+            table.add_row(Text(a.invoice_id, no_wrap=True), Text(a.step), Text(a.action), Text(a.status),
+                          Text(a.recipient or ""), Text(a.subject or a.detail or ""))
         out.print(table)

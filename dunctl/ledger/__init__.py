@@ -17,9 +17,11 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from dunctl.clock import iso
+from dunctl.clock import from_iso, iso
 from dunctl.errors import LockHeld, UsageError
 from dunctl.ledger.migrations import migrations
+from dunctl.ledger.records import ActionRecord, CaseBundle, CaseRecord, CustomerRecord, InvoiceRecord, \
+    SignalRecord, SubscriptionRecord
 from dunctl.model import Customer, Invoice, PaymentMethod, Signal, Subscription, SyncBatch
 
 OPEN_STATES = ("open", "paused")
@@ -35,6 +37,7 @@ class Ledger:
         self.db = db
         self.path = path
         self._lock_fd: int | None = None
+        self._depth = 0
 
     # -- opening ---------------------------------------------------------------------------------------------
 
@@ -58,6 +61,22 @@ class Ledger:
         if not Path(path).exists():
             raise UsageError(f"no ledger at {path}", "run `dunctl tick` (or `dunctl demo`) first")
         return cls.open(path)
+
+    @classmethod
+    def in_memory(cls) -> Ledger:
+        """An empty ledger in memory (a dry run before the first tick creates no file)."""
+        db = Database(memory=True)
+        migrations.apply(db)
+        return cls(db)
+
+    def snapshot_in_memory(self) -> Ledger:
+        """A consistent copy of this ledger in memory (SQLite's backup API): a dry run works on it, so it never
+        writes the file nor holds a write transaction that would block the cron tick."""
+        import sqlite3
+
+        conn = sqlite3.connect(":memory:")
+        self.db.conn.backup(conn)
+        return Ledger(Database(conn))
 
     def close(self) -> None:
         self.release_tick_lock()
@@ -104,7 +123,7 @@ class Ledger:
 
     def apply_batch(self, batch: SyncBatch, now: datetime, cursor_name: str = "cursor") -> int:
         """Store one sync batch and its cursor atomically. Returns how many invoices were new."""
-        with self.db.atomic():
+        with self.transaction():
             for customer in batch.customers:
                 self._upsert_customer(customer, now)
             for method in batch.payment_methods:
@@ -216,60 +235,131 @@ class Ledger:
             "VALUES (?, ?, ?, ?, ?, ?)",
             [signal.kind, iso(signal.at), signal.invoice_id, signal.customer_id, signal.detail, signal.source_id])
 
-    def pending_signals(self) -> list[dict]:
+    def pending_signals(self) -> list[SignalRecord]:
         """Signals stored by sync that have not yet been applied to cases, oldest first."""
-        return list(self.db.query("SELECT * FROM signals WHERE applied = 0 ORDER BY at, id"))
+        return [SignalRecord.from_row(row) for row in
+                self.db.query("SELECT * FROM signals WHERE applied = 0 ORDER BY at, id")]
 
-    def mark_signals_applied(self, ids: list[int]) -> None:
-        with self.db.atomic():
-            for signal_id in ids:
-                self.db.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
+    def mark_signal_applied(self, signal_id: int) -> None:
+        self.db.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
 
-    def pending_invoices(self) -> list[dict]:
-        """Invoices changed since cases were last reconciled, with their case (if any) and customer."""
-        return list(self.db.query(
-            """SELECT i.*, c.id AS case_id, c.state AS case_state, c.failure_type AS case_failure_type,
-                      c.attempts AS case_attempts, c.with_person AS case_with_person,
-                      cu.metadata AS customer_metadata
-               FROM invoices i
-               LEFT JOIN cases c ON c.invoice_id = i.id
-               LEFT JOIN customers cu ON cu.id = i.customer_id
-               WHERE i.pending = 1"""))
+    def pending_invoices(self) -> list[tuple[InvoiceRecord, int | None]]:
+        """Invoices changed since cases were last reconciled, each with its case id (None: no case yet)."""
+        return [(InvoiceRecord.from_row(row), row["case_id"]) for row in self.db.query(
+            """SELECT i.*, c.id AS case_id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id
+               WHERE i.pending = 1""")]
 
-    def clear_pending(self, invoice_ids: list[str]) -> None:
-        with self.db.atomic():
-            for invoice_id in invoice_ids:
-                self.db.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
+    def clear_pending(self, invoice_id: str) -> None:
+        self.db.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
+
+    # -- transactions ----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, started IMMEDIATE so a concurrent writer waits at BEGIN (busy_timeout) instead
+        of failing halfway. Nested calls become savepoints of the outer transaction."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            name = f"sp{id(conn)}_{self._depth}"
+            self._depth += 1
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth -= 1
+            conn.execute(f"RELEASE {name}")
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
     # -- cases -----------------------------------------------------------------------------------------------
 
-    def open_case(self, *, invoice: dict, segment: str, sequence: str, sequence_hash: str, sequence_def: dict,
-                  failure_type: str, decline_code: str | None, now: datetime) -> int:
+    def open_case(self, *, invoice: InvoiceRecord, segment: str, sequence: str, sequence_hash: str,
+                  sequence_def: dict, failure_type: str, decline_code: str | None, now: datetime) -> int:
+        self.db.execute("INSERT OR IGNORE INTO sequence_versions(hash, name, definition) VALUES (?, ?, ?)",
+                        [sequence_hash, sequence, _json(sequence_def)])
         cursor = self.db.execute(
             """INSERT INTO cases(invoice_id, customer_id, subscription_id, currency, amount_due,
                  amount_paid_at_open, amount_remaining, segment, sequence, sequence_hash, sequence_def,
                  failure_type, first_failure_type, decline_code, attempts, first_failed_at, opened_at,
                  next_due_at, livemode)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [invoice["id"], invoice["customer_id"], invoice["subscription_id"], invoice["currency"],
-             invoice["amount_due"], invoice["amount_paid"], invoice["amount_remaining"], segment, sequence,
-             sequence_hash, _json(sequence_def), failure_type, failure_type, decline_code,
-             invoice["attempt_count"], invoice["first_failed_at"], iso(now), invoice["first_failed_at"],
-             invoice["livemode"]])
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [invoice.id, invoice.customer_id, invoice.subscription_id, invoice.currency,
+             invoice.amount_due, invoice.amount_paid, invoice.amount_remaining, segment, sequence,
+             sequence_hash, failure_type, failure_type, decline_code,
+             invoice.attempt_count, iso(invoice.first_failed_at), iso(now), iso(invoice.first_failed_at),
+             invoice.livemode])
         return cursor.lastrowid
 
-    def update_case(self, case_id: int, **fields) -> None:
-        if not fields:
-            return
+    def sequence_definition(self, sequence_hash: str) -> dict:
+        """The sequence as it was when a case opened (stored once per version)."""
+        row = self.db.execute("SELECT definition FROM sequence_versions WHERE hash = ?", [sequence_hash]).fetchone()
+        if row is None:  # a case written by hand (benchmarks, older tools) still carries its own copy
+            row = self.db.execute("SELECT sequence_def FROM cases WHERE sequence_hash = ? AND sequence_def != '' "
+                                  "LIMIT 1", [sequence_hash]).fetchone()
+        if row is None:
+            raise LookupError(f"sequence version {sequence_hash} is not in the ledger")
+        return json.loads(row[0])
+
+    def _set(self, case_id: int, **fields) -> None:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         values = [iso(v) if isinstance(v, datetime) else v for v in fields.values()]
         self.db.execute(f"UPDATE cases SET {assignments} WHERE id = ?", [*values, case_id])
 
+    def follow_invoice(self, case_id: int, *, amount_remaining: int, attempts: int) -> None:
+        """What the invoice says now: the amount still owed and the attempts so far."""
+        self._set(case_id, amount_remaining=amount_remaining, attempts=attempts)
+
+    def reclassify(self, case_id: int, failure_type: str, decline_code: str | None) -> None:
+        self._set(case_id, failure_type=failure_type, decline_code=decline_code)
+
+    def record_attempt(self, case_id: int, attempts: int, decline_code: str | None = None) -> None:
+        if decline_code is None:
+            self._set(case_id, attempts=attempts)
+        else:
+            self._set(case_id, attempts=attempts, decline_code=decline_code)
+
+    def note_payment_method_change(self, case_id: int, at: datetime) -> None:
+        self._set(case_id, payment_method_changed_at=at)
+
+    def hand_to_person(self, case_id: int, at: datetime, disputed: bool = False) -> None:
+        """A person holds the case: escalated (it stays open) or disputed (it is paused, dunning stops)."""
+        if disputed:
+            self._set(case_id, failure_type="dispute", with_person=1, disputed_at=at, state="paused",
+                      next_due_at=None, next_step=None)
+        else:
+            self._set(case_id, with_person=1, escalated_at=at)
+
+    def pause_case(self, case_id: int) -> None:
+        self._set(case_id, state="paused", with_person=1, next_due_at=None, next_step=None)
+
+    def resume_case(self, case_id: int) -> None:
+        self._set(case_id, state="open", with_person=0)
+
+    def mark_churned(self, case_id: int) -> None:
+        self._set(case_id, churned=1)
+
     def end_case(self, case_id: int, state: str, reason: str, at: datetime, **fields) -> None:
         """Move a case to an ended state; no further step will be planned for it."""
         assert state in ENDED_STATES, state
-        self.update_case(case_id, state=state, close_reason=reason, closed_at=at, next_due_at=None,
-                         next_step=None, **fields)
+        self._set(case_id, state=state, close_reason=reason, closed_at=at, next_due_at=None, next_step=None,
+                  **fields)
+
+    def schedule(self, case_id: int, next_due_at: datetime | None, next_step: str | None) -> None:
+        """When the case is next due: the one indexed column an idle tick reads."""
+        self._set(case_id, next_due_at=next_due_at, next_step=next_step)
+
+    def set_last_action(self, case_id: int, text: str, at: datetime) -> None:
+        self._set(case_id, last_action=text, last_action_at=at)
 
     def case(self, case_id: int) -> dict | None:
         return next(self.db.query("SELECT * FROM cases WHERE id = ?", [case_id]), None)
@@ -293,6 +383,45 @@ class Ledger:
             return None
         return next(self.db.query("SELECT * FROM subscriptions WHERE id = ?", [sub_id]), None)
 
+    def invoice_record(self, invoice_id: str) -> InvoiceRecord | None:
+        return InvoiceRecord.from_row(self.invoice(invoice_id))
+
+    def case_record(self, case_id: int) -> CaseRecord | None:
+        return CaseRecord.from_row(self.case(case_id))
+
+    def bundle(self, case_id: int, contacts_since: datetime | None = None,
+               contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
+        """One case with its invoice, customer, subscription and actions, read once (and, for the contact
+        policy, when the customer was last sent a message)."""
+        case = self.case_record(case_id)
+        if case is None:
+            return None
+        contacts = () if contacts_since is None else tuple(
+            self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
+        return CaseBundle(
+            case=case,
+            invoice=self.invoice_record(case.invoice_id),
+            customer=CustomerRecord.from_row(self.customer(case.customer_id)),
+            subscription=SubscriptionRecord.from_row(self.subscription(case.subscription_id)),
+            actions=[ActionRecord.from_row(a) for a in self.actions(case_id)],
+            contacts=contacts)
+
+    def customer_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
+                          ) -> list[datetime]:
+        """When the customer was sent a message (across all its cases) since `since`: one entry per delivery,
+        however many cases' steps it covered."""
+        marks = ", ".join("?" for _ in statuses)
+        rows = self.db.execute(
+            f"""SELECT min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
+                WHERE c.customer_id = ? AND a.audience = 'customer' AND a.status IN ({marks})
+                  AND a.finished_at >= ?
+                GROUP BY coalesce(a.message_ref, a.id) ORDER BY 1""", [customer_id, *statuses, iso(since)])
+        return [from_iso(row[0]) for row in rows]
+
+    def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
+        return (CustomerRecord.from_row(self.customer(invoice.customer_id)),
+                SubscriptionRecord.from_row(self.subscription(invoice.subscription_id)))
+
     def due_case_ids(self, now: datetime) -> list[int]:
         """The one indexed query a tick with nothing to do costs."""
         return [row[0] for row in self.db.execute(
@@ -301,9 +430,18 @@ class Ledger:
             "ORDER BY next_due_at, id",
             [iso(now)])]
 
-    def open_cases_for_customer(self, customer_id: str) -> list[dict]:
-        return list(self.db.query(
-            "SELECT * FROM cases WHERE customer_id = ? AND state IN ('open', 'paused')", [customer_id]))
+    def due_cases_by_customer(self, now: datetime) -> list[tuple[int, str]]:
+        """(case id, customer id) of the cases due now, one customer's together (for one conversation each)."""
+        return [(row[0], row[1]) for row in self.db.execute(
+            "SELECT id, customer_id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
+            "ORDER BY customer_id, next_due_at, id", [iso(now)])]
+
+    def open_case_ids(self) -> list[int]:
+        return [row[0] for row in self.db.execute("SELECT id FROM cases WHERE state = 'open'")]
+
+    def open_case_ids_for_customer(self, customer_id: str) -> list[int]:
+        return [row[0] for row in self.db.execute(
+            "SELECT id FROM cases WHERE customer_id = ? AND state IN ('open', 'paused')", [customer_id])]
 
     def cases(self, include_ended: bool = False) -> list[dict]:
         """Cases with their customer, for `status`."""
@@ -337,43 +475,66 @@ class Ledger:
     def actions(self, case_id: int) -> list[dict]:
         return list(self.db.query("SELECT * FROM actions WHERE case_id = ? ORDER BY id", [case_id]))
 
-    def record_decision(self, case_id: int, step_id: str, action: str, status: str, due_at: datetime,
-                        now: datetime, key: str, detail: str, tick_id: int | None) -> bool:
+    def record_decision(self, case_id: int, kind: str, step_id: str, action: str, status: str, due_at: datetime,
+                        now: datetime, key: str, detail: str, tick_id: int | None,
+                        audience: str | None = None) -> bool:
         """Record a step that was decided but not executed (skipped, missed). False if the step already has
-        a row: someone else got there first."""
+        a finished row: someone else got there first."""
         cursor = self.db.execute(
-            """INSERT OR IGNORE INTO actions(case_id, step_id, action, status, due_at, finished_at,
-                 idempotency_key, detail, tick_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [case_id, step_id, action, status, iso(due_at), iso(now), key, detail, tick_id])
+            """INSERT INTO actions(case_id, kind, step_id, action, audience, status, due_at, finished_at,
+                 idempotency_key, detail, tick_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(case_id, kind, step_id) DO UPDATE SET status = excluded.status,
+                 finished_at = excluded.finished_at, detail = excluded.detail, tick_id = excluded.tick_id
+               WHERE actions.status = 'would'""",
+            [case_id, kind, step_id, action, audience, status, iso(due_at), iso(now), key, detail, tick_id])
         return cursor.rowcount == 1
 
-    def claim_action(self, case_id: int, step_id: str, action: str, channel: str | None, due_at: datetime,
-                     now: datetime, key: str, tick_id: int | None) -> int | None:
+    def claim_action(self, case_id: int, kind: str, step_id: str, action: str, channel: str | None,
+                     audience: str | None, due_at: datetime, now: datetime, key: str,
+                     tick_id: int | None) -> int | None:
         """Claim a step before any effect. Returns the action id, or None when the step is already claimed or
-        done. A failed action (status 'failed') is re-claimed for another try."""
-        with self.db.atomic():
-            cursor = self.db.execute(
-                """INSERT OR IGNORE INTO actions(case_id, step_id, action, channel, status, due_at, claimed_at,
-                     tries, idempotency_key, tick_id) VALUES (?, ?, ?, ?, 'claimed', ?, ?, 1, ?, ?)""",
-                [case_id, step_id, action, channel, iso(due_at), iso(now), key, tick_id])
-            if cursor.rowcount == 1:
-                return cursor.lastrowid
-            cursor = self.db.execute(
-                """UPDATE actions SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?
-                   WHERE case_id = ? AND step_id = ? AND status = 'failed'""",
-                [iso(now), tick_id, case_id, step_id])
-            if cursor.rowcount == 1:
-                return self.db.execute("SELECT id FROM actions WHERE case_id = ? AND step_id = ?",
-                                       [case_id, step_id]).fetchone()[0]
-        return None
+        finished. A failed action is re-claimed for another try; a `would` (planned in monitor mode) is
+        claimed for real once the config is live."""
+        cursor = self.db.execute(
+            """INSERT OR IGNORE INTO actions(case_id, kind, step_id, action, channel, audience, status, due_at,
+                 claimed_at, tries, idempotency_key, tick_id) VALUES (?, ?, ?, ?, ?, ?, 'claimed', ?, ?, 1, ?, ?)""",
+            [case_id, kind, step_id, action, channel, audience, iso(due_at), iso(now), key, tick_id])
+        if cursor.rowcount == 1:
+            return cursor.lastrowid
+        row = self.db.execute(
+            """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
+                 tick_id = ?, idempotency_key = ?, error = NULL
+               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend')
+               RETURNING id""",
+            [iso(now), tick_id, key, case_id, kind, step_id]).fetchone()
+        return row[0] if row else None
+
+    def release_claim(self, action_id: int) -> None:
+        """Give back a claim whose effect was never attempted (the tick stopped first): as if never claimed."""
+        self.db.execute("DELETE FROM actions WHERE id = ? AND status = 'claimed' AND prior_status IS NULL",
+                        [action_id])
+        self.db.execute("UPDATE actions SET status = prior_status, prior_status = NULL, tries = tries - 1 "
+                        "WHERE id = ? AND status = 'claimed'", [action_id])
 
     def record_result(self, action_id: int, status: str, now: datetime, detail: str | None = None,
-                      error: str | None = None, recipient: str | None = None,
-                      request_id: str | None = None) -> None:
+                      error: str | None = None, recipient: str | None = None, subject: str | None = None,
+                      request_id: str | None = None, message_ref: str | None = None) -> None:
         self.db.execute(
-            """UPDATE actions SET status = ?, finished_at = ?, detail = coalesce(?, detail), error = ?,
-                 recipient = coalesce(?, recipient), request_id = coalesce(?, request_id) WHERE id = ?""",
-            [status, iso(now), detail, error, recipient, request_id, action_id])
+            """UPDATE actions SET status = ?, prior_status = NULL, finished_at = ?, detail = coalesce(?, detail),
+                 message_ref = coalesce(?, message_ref), error = ?,
+                 recipient = coalesce(?, recipient), subject = coalesce(?, subject),
+                 request_id = coalesce(?, request_id) WHERE id = ?""",
+            [status, iso(now), detail, message_ref, error, recipient, subject, request_id, action_id])
+
+    def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
+        """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""
+        if sent:
+            self.db.execute("UPDATE actions SET status = 'done', finished_at = ?, error = NULL, detail = ? "
+                            "WHERE id = ? AND status = 'unknown'", [iso(now), note, action_id])
+        else:
+            self.db.execute("UPDATE actions SET status = 'resend', resends = resends + 1, finished_at = ?, "
+                            "error = NULL, detail = ? WHERE id = ? AND status = 'unknown'",
+                            [iso(now), note, action_id])
 
     def actions_with_status(self, status: str) -> list[dict]:
         return list(self.db.query(
@@ -382,7 +543,7 @@ class Ledger:
 
     def orphaned_claims(self) -> list[dict]:
         """Actions claimed by a tick that never recorded a result (it crashed between claim and effect)."""
-        return list(self.db.query("SELECT * FROM actions WHERE status = 'claimed'"))
+        return list(self.db.query("SELECT * FROM actions INDEXED BY actions_claimed WHERE status = 'claimed'"))
 
     # -- ticks -----------------------------------------------------------------------------------------------
 
@@ -393,3 +554,9 @@ class Ledger:
     def finish_tick(self, tick_id: int, opened: int, closed: int, actions: int, failed: int) -> None:
         self.db.execute("UPDATE ticks SET finished = 1, opened = ?, closed = ?, actions = ?, failed = ? "
                         "WHERE id = ?", [opened, closed, actions, failed, tick_id])
+
+    def last_tick_at(self) -> datetime | None:
+        """When the last finished tick ran (its clock), for explaining missed steps."""
+        row = self.db.execute("SELECT now FROM ticks WHERE finished = 1 AND dry_run = 0 ORDER BY id DESC LIMIT 1"
+                              ).fetchone()
+        return from_iso(row[0]) if row else None

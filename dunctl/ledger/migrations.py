@@ -201,6 +201,69 @@ def m002_report_index(db: Database) -> None:
                amount_paid_at_open, amount_recovered, amount_remaining, with_person, attempts, recovered_attempt)""")
 
 
+@migrations()
+def m003_tick_core(db: Database) -> None:
+    # Actions get a kind: `step` (a sequence step) or `system` (dunctl's own bookkeeping effects: turning
+    # Stripe's retries off, telling a person a held case was recovered or disputed). Their keys no longer
+    # share the step ids' namespace through an "@" prefix. SQLite cannot change a UNIQUE constraint in place,
+    # so the table is rebuilt once.
+    db.executescript(
+        """
+        CREATE TABLE actions_new (
+            id INTEGER PRIMARY KEY,
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            kind TEXT NOT NULL DEFAULT 'step',        -- step | system
+            step_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            channel TEXT,
+            audience TEXT,                            -- customer | internal | NULL (not a message)
+            status TEXT NOT NULL,                     -- claimed | done | would | failed | resend | unknown | skipped | missed | suppressed
+            due_at TEXT NOT NULL,
+            claimed_at TEXT,
+            finished_at TEXT,
+            tries INTEGER NOT NULL DEFAULT 0,
+            resends INTEGER NOT NULL DEFAULT 0,       -- times a person chose to run it again (`case resolve`)
+            prior_status TEXT,                        -- while claimed again: what it was (to release the claim)
+            idempotency_key TEXT NOT NULL,
+            recipient TEXT,
+            subject TEXT,
+            detail TEXT,
+            error TEXT,
+            request_id TEXT,
+            message_ref TEXT,                         -- one delivery shared by several cases' steps (grouped)
+            tick_id INTEGER,
+            UNIQUE (case_id, kind, step_id)
+        );
+        INSERT INTO actions_new(id, case_id, kind, step_id, action, channel, status, due_at, claimed_at,
+                                finished_at, tries, idempotency_key, recipient, detail, error, request_id, tick_id)
+            SELECT id, case_id,
+                   CASE WHEN step_id LIKE '@%' THEN 'system' ELSE 'step' END,
+                   CASE WHEN step_id LIKE '@%' THEN substr(step_id, 2) ELSE step_id END,
+                   action, channel, status, due_at, claimed_at, finished_at, tries, idempotency_key, recipient,
+                   detail, error, request_id, tick_id
+            FROM actions;
+        DROP TABLE actions;
+        ALTER TABLE actions_new RENAME TO actions;
+        CREATE INDEX actions_attention ON actions(status) WHERE status IN ('failed', 'claimed', 'unknown');
+        -- The idle tick looks for orphaned claims; this index answers it without reading other actions.
+        CREATE INDEX actions_claimed ON actions(id) WHERE status = 'claimed';
+        CREATE INDEX actions_case ON actions(case_id, finished_at);
+        -- One conversation per customer: its open cases, and what it was sent lately, by customer.
+        CREATE INDEX IF NOT EXISTS cases_customer ON cases(customer_id);
+
+        -- A sequence's definition is stored once per version, not on every case.
+        CREATE TABLE IF NOT EXISTS sequence_versions (
+            hash TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            definition TEXT NOT NULL                  -- JSON
+        );
+        INSERT OR IGNORE INTO sequence_versions(hash, name, definition)
+            SELECT sequence_hash, sequence, sequence_def FROM cases WHERE sequence_def != '' GROUP BY sequence_hash;
+        UPDATE cases SET sequence_def = '' WHERE sequence_def != '';
+        """
+    )
+
+
 # -- m102: the report's rollups ------------------------------------------------------------------------------------
 # Aggregates the report reads instead of the cases, kept exact by triggers on cases and actions, so no Python
 # call site (the tick, a person closing a case, a sync) has to remember them. Each case contributes to one row of

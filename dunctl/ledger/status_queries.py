@@ -103,3 +103,11 @@ def attention_counts(conn: sqlite3.Connection) -> tuple[int, int]:
     row = conn.execute("SELECT coalesce(sum(status = 'unknown'), 0), coalesce(sum(status = 'failed'), 0) "
                        "FROM actions WHERE status IN ('failed', 'claimed', 'unknown')").fetchone()
     return row[0], row[1]
+
+
+def unknown_actions(conn: sqlite3.Connection) -> list[dict]:
+    """Actions whose outcome is unknown (a tick stopped between claim and result), oldest first: each waits for a
+    person (`dunctl case resolve`), so there are few. From the partial index on status."""
+    cursor = conn.execute("""SELECT c.invoice_id, a.step_id, a.action FROM actions a JOIN cases c ON c.id = a.case_id
+                             WHERE a.status = 'unknown' ORDER BY a.id""")
+    return [{"invoice_id": invoice_id, "step_id": step_id, "action": action} for invoice_id, step_id, action in cursor]

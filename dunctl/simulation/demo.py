@@ -20,7 +20,7 @@ from statistics import mean, median
 from dunctl.channels import Delivery
 from dunctl.clock import from_iso, iso
 from dunctl.config import Config, load_config
-from dunctl.engine import ChannelSet, TickResult, build_channels, run_tick
+from dunctl.tick import ChannelSet, TickResult, build_channels, run_tick
 from dunctl.errors import UsageError
 from dunctl.ledger import ENDED_STATES, Ledger
 from dunctl.scaffold import write_starter
@@ -164,7 +164,8 @@ class Driver:
         for n in range(total):
             now = first + n * TICK_EVERY
             self.account.advance_to(now)
-            result = run_tick(self.ledger, self.config, self.account, self.channels, now)
+            # A simulated account is always worked live: monitor mode guards real accounts, not simulations.
+            result = run_tick(self.ledger, self.config, self.account, self.channels, now, mode="live")
             self._feed(result, now)
             self.last_tick = now
             if progress:
@@ -175,7 +176,7 @@ class Driver:
         self.actions += len(result.actions)
         self.failed_actions += len(result.failed)
         for report in result.actions:
-            if report.status != "done" or report.step.startswith("@"):
+            if report.status != "done":
                 continue
             if report.action in CUSTOMER_ACTIONS:
                 self.messages += 1
@@ -200,7 +201,7 @@ class Driver:
 
     def _step(self, case: dict) -> dict[str, dict]:
         if case["id"] not in self._steps:
-            steps = json.loads(case["sequence_def"]).get("steps", [])
+            steps = self.ledger.sequence_definition(case["sequence_hash"]).get("steps", [])
             self._steps[case["id"]] = {s["id"]: s for s in steps}
         return self._steps[case["id"]]
 

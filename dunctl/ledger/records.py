@@ -1,0 +1,173 @@
+"""Typed records out of the ledger: times as datetimes, JSON decoded once, read-only.
+
+The tick works on these, never on raw rows. `row` keeps the stored row for the two edges that want plain data:
+templates (which index by column name) and `--json` output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from dunctl.clock import from_iso
+
+# Columns stored as text that the records hand out decoded.
+_JSON = {"metadata", "lines", "decline"}
+_TIMES = {"first_failed_at", "failed_at", "paid_at", "voided_at", "uncollectible_at", "created_at",
+          "next_payment_attempt", "opened_at", "closed_at", "recovered_at", "escalated_at", "disputed_at",
+          "payment_method_changed_at", "next_due_at", "last_action_at", "due_at", "claimed_at", "finished_at",
+          "canceled_at", "updated_at", "synced_at", "at"}
+
+
+def _decode(name: str, value: Any) -> Any:
+    if name in _TIMES:
+        return from_iso(value)
+    if name in _JSON:
+        if value is None or value == "":
+            return None if name == "decline" else ({} if name == "metadata" else [])
+        return json.loads(value)
+    return value
+
+
+class _Record:
+    """Build a record from a row: every dataclass field from the column of the same name."""
+
+    @classmethod
+    def from_row(cls, row: dict | None):
+        if row is None:
+            return None
+        values = {f.name: _decode(f.name, row.get(f.name)) for f in fields(cls) if f.name != "row"}
+        return cls(**values, row=row)
+
+
+@dataclass(frozen=True)
+class InvoiceRecord(_Record):
+    id: str
+    customer_id: str
+    subscription_id: str | None
+    number: str | None
+    currency: str
+    amount_due: int
+    amount_paid: int
+    amount_remaining: int
+    status: str
+    billing_reason: str | None
+    attempt_count: int
+    next_payment_attempt: datetime | None
+    hosted_invoice_url: str | None
+    payment_method_id: str | None
+    payment_method_type: str | None
+    metadata: dict
+    lines: list
+    created_at: datetime | None
+    first_failed_at: datetime | None
+    failed_at: datetime | None
+    decline: dict | None
+    failure_type: str | None
+    paid_at: datetime | None
+    livemode: int
+    row: dict = field(repr=False, compare=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CustomerRecord(_Record):
+    id: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    metadata: dict
+    preferred_locale: str | None
+    timezone: str | None
+    row: dict = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def dunning_off(self) -> bool:
+        return str(self.metadata.get("dunning", "")).strip().lower() == "off"
+
+
+@dataclass(frozen=True)
+class SubscriptionRecord(_Record):
+    id: str
+    customer_id: str
+    status: str
+    metadata: dict
+    usage_based: int
+    row: dict = field(repr=False, compare=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CaseRecord(_Record):
+    id: int
+    invoice_id: str
+    customer_id: str
+    subscription_id: str | None
+    currency: str
+    amount_due: int
+    amount_paid_at_open: int
+    amount_remaining: int
+    segment: str
+    sequence: str
+    sequence_hash: str
+    failure_type: str
+    decline_code: str | None
+    attempts: int
+    state: str
+    with_person: int
+    first_failed_at: datetime
+    opened_at: datetime
+    payment_method_changed_at: datetime | None
+    next_due_at: datetime | None
+    next_step: str | None
+    row: dict = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == "open"
+
+
+@dataclass(frozen=True)
+class ActionRecord(_Record):
+    id: int
+    case_id: int
+    kind: str                 # step | system
+    step_id: str
+    action: str
+    audience: str | None
+    status: str
+    due_at: datetime | None
+    finished_at: datetime | None
+    tries: int
+    resends: int
+    recipient: str | None
+    row: dict = field(repr=False, compare=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SignalRecord(_Record):
+    id: int
+    kind: str
+    at: datetime
+    invoice_id: str | None
+    customer_id: str | None
+    detail: str | None
+    row: dict = field(repr=False, compare=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CaseBundle:
+    """Everything the tick needs to decide and act on one case, loaded once."""
+
+    case: CaseRecord
+    invoice: InvoiceRecord
+    customer: CustomerRecord | None
+    subscription: SubscriptionRecord | None
+    actions: list[ActionRecord]
+    contacts: tuple[datetime, ...] = ()   # customer messages to this customer lately, across its cases
+
+    def steps(self) -> dict[str, ActionRecord]:
+        return {a.step_id: a for a in self.actions if a.kind == "step"}
+
+    def system(self) -> dict[str, ActionRecord]:
+        return {a.step_id: a for a in self.actions if a.kind == "system"}

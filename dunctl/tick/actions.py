@@ -1,0 +1,311 @@
+"""The action registry: one entry per thing a step (or dunctl itself) can do.
+
+Each action prepares an effect without side effects (so dry runs and monitor mode can show the recipient and the
+subject) and returns how to deliver it. Delivering returns an Outcome with the case changes it caused; it never
+writes the ledger itself: the executor records everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dunctl.channels import EmailMessage, SmsMessage
+from dunctl.errors import ChannelError
+from dunctl.failures import classify
+from dunctl.messages import build_context, escalation_text, recipient
+from dunctl.model import Invoice as InvoiceModel
+from dunctl.tick.changes import Attempted, Churned, HandToPerson, Note, Reclassify, StoreInvoice
+from dunctl.tick.context import TickContext
+from dunctl.tick.effects import Effect, Outcome, Prepared, done, skipped
+from dunctl.tick.reconcile import end_case
+
+
+def _context(ctx: TickContext, effect: Effect, link: str | None) -> dict:
+    b = effect.bundle
+    return build_context(case=b.case.row, invoice=b.invoice.row, customer=b.customer.row if b.customer else None,
+                         payment_method=ctx.ledger.payment_method(b.invoice.payment_method_id),
+                         update_link=link, company=ctx.config.file.sender.company, now=ctx.now)
+
+
+def _update_link(ctx: TickContext, effect: Effect) -> str | None:
+    invoice = effect.bundle.invoice
+    kind = (effect.step.link if effect.step else None) or ctx.config.file.stripe.update_link
+    if kind == "hosted_invoice" or ctx.gateway is None or not ctx.acts:
+        return invoice.hosted_invoice_url
+    record = InvoiceModel(id=invoice.id, customer_id=invoice.customer_id, currency=invoice.currency,
+                          amount_due=invoice.amount_due, amount_paid=invoice.amount_paid,
+                          amount_remaining=invoice.amount_remaining, status=invoice.status,
+                          created=invoice.created_at, hosted_invoice_url=invoice.hosted_invoice_url)
+    return ctx.gateway.update_link(record, kind, ctx.config.file.stripe.portal_return_url, effect.key + "-link")
+
+
+def email(ctx: TickContext, effect: Effect) -> Prepared:
+    step, b = effect.step, effect.bundle
+    customer = b.customer.row if b.customer else None
+    to = recipient(step.recipient, customer, b.invoice.row)
+    if not to:
+        return skipped(f"no address for {step.recipient}")
+    subject, text, html = ctx.templates.render_email(step.template, _context(ctx, effect, _update_link(ctx, effect)))
+    headers = {"X-Dunctl-Case": b.case.invoice_id, "X-Dunctl-Step": step.id}
+
+    def deliver() -> Outcome:
+        delivery = ctx.channels.email(EmailMessage(to, subject, text, html, headers), effect.key, ctx.now)
+        return Outcome("done", f"email {step.template} to {to}: {delivery.detail}", recipient=to, subject=subject)
+
+    return Prepared(f"email {step.template} to {to}: {subject}", deliver, recipient=to, subject=subject)
+
+
+def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
+    """One customer's emails due in the same tick, in one currency, as one message: every invoice with its amount,
+    its failure in plain words and its own pay link, and the total. The oldest case's step sets the template (the
+    longest-unpaid invoice sets the tone) and the recipient."""
+    effects = sorted(effects, key=lambda e: (e.bundle.case.first_failed_at, e.invoice_id))
+    lead = effects[0]
+    customer = lead.bundle.customer.row if lead.bundle.customer else None
+    to = recipient(lead.step.recipient, customer, lead.bundle.invoice.row)
+    if not to:
+        return skipped(f"no address for {lead.step.recipient}")
+    contexts = [_context(ctx, e, _update_link(ctx, e)) for e in effects]
+    context = {**contexts[0], "invoices": [_invoice_entry(c) for c in contexts],
+               "total": _total(effects)}
+    subject, text, html = ctx.templates.render_email(lead.step.template, context)
+    headers = {"X-Dunctl-Case": ", ".join(e.invoice_id for e in effects),
+               "X-Dunctl-Step": ", ".join(f"{e.invoice_id}:{e.name}" for e in effects)}
+
+    def deliver() -> Outcome:
+        delivery = ctx.channels.email(EmailMessage(to, subject, text, html, headers), lead.key, ctx.now)
+        return Outcome("done", f"email {lead.step.template} to {to}: {delivery.detail}", recipient=to,
+                       subject=subject)
+
+    return Prepared(f"email {lead.step.template} to {to}: {subject}", deliver, recipient=to, subject=subject)
+
+
+def _invoice_entry(context: dict) -> dict:
+    return {**context["invoice"], "failure": context["failure"], "update_link": context["update_link"],
+            "amount": context["amount"]}
+
+
+def _total(effects: list[Effect]) -> str:
+    from dunctl.money import format_amount
+
+    currency = effects[0].bundle.invoice.currency
+    return format_amount(sum(e.bundle.invoice.amount_remaining for e in effects), currency)
+
+
+def sms(ctx: TickContext, effect: Effect) -> Prepared:
+    step, b = effect.step, effect.bundle
+    phone = b.customer.phone if b.customer else None
+    if not phone:
+        return skipped("no phone number on the customer")
+    text = ctx.templates.render_sms(step.template, _context(ctx, effect, _update_link(ctx, effect)))
+
+    def deliver() -> Outcome:
+        delivery = ctx.channels.sms(SmsMessage(phone, text), effect.key)
+        return Outcome("done", f"sms {step.template} to {phone}: {delivery.detail}", recipient=phone, subject=text)
+
+    return Prepared(f"sms {step.template} to {phone}: {text}", deliver, recipient=phone, subject=text)
+
+
+def _text_for(ctx: TickContext, effect: Effect, heading: str) -> str:
+    b, step = effect.bundle, effect.step
+    if step is not None and step.template and ctx.templates.exists(step.template, "txt"):
+        return ctx.templates.render(step.template, "txt", _context(ctx, effect, b.invoice.hosted_invoice_url))
+    return escalation_text(b.case.row, b.invoice.row, b.customer.row if b.customer else None,
+                           ctx.ledger.actions(b.case.id), heading)
+
+
+def slack(ctx: TickContext, effect: Effect) -> Prepared:
+    text = _text_for(ctx, effect, "Dunning update")
+
+    def deliver() -> Outcome:
+        return Outcome("done", ctx.channels.slack(text, effect.key).detail, recipient="slack")
+
+    return Prepared("post to Slack", deliver, recipient="slack", subject=text.splitlines()[0] if text else None)
+
+
+def _payload(effect: Effect) -> dict:
+    case, invoice = effect.bundle.case, effect.bundle.invoice
+    return {"invoice_id": invoice.id, "customer_id": case.customer_id, "step": effect.name,
+            "action": effect.action, "amount_remaining": invoice.amount_remaining, "currency": invoice.currency,
+            "failure_type": case.failure_type, "decline_code": case.decline_code, "attempts": case.attempts,
+            "segment": case.segment, "sequence": case.sequence, "first_failed_at": case.row["first_failed_at"],
+            "hosted_invoice_url": invoice.hosted_invoice_url}
+
+
+def webhook(ctx: TickContext, effect: Effect) -> Prepared:
+    def deliver() -> Outcome:
+        delivery = ctx.channels.webhook("dunning.step", _payload(effect), effect.key, ctx.now)
+        return Outcome("done", delivery.detail, recipient="webhook")
+
+    return Prepared("post the dunning.step webhook", deliver, recipient="webhook")
+
+
+def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: str | None,
+               reason: str) -> Prepared:
+    """A message to a person inside the company: the escalation channel, or an email to someone named."""
+    b = effect.bundle
+    escalation = ctx.config.file.escalation
+    channel = channel or escalation.channel
+    text = escalation_text(b.case.row, b.invoice.row, b.customer.row if b.customer else None,
+                           ctx.ledger.actions(b.case.id), reason)
+    if channel == "slack":
+        return Prepared(f"tell Slack: {reason}",
+                        lambda: Outcome("done", "slack: " + ctx.channels.slack(text, effect.key).detail,
+                                        recipient="slack", subject=reason), recipient="slack", subject=reason)
+    if channel == "webhook":
+        payload = {**_payload(effect), "action": "escalate", "reason": reason, "text": text}
+        return Prepared(f"post dunning.escalated: {reason}",
+                        lambda: Outcome("done", "webhook: " + ctx.channels.webhook(
+                            "dunning.escalated", payload, effect.key, ctx.now).detail, recipient="webhook",
+                            subject=reason), recipient="webhook", subject=reason)
+    to = recipient(to_rule, b.customer.row if b.customer else None, b.invoice.row) if to_rule else escalation.to
+    if not to:
+        raise ChannelError("escalation by email needs escalation.to (or to: account_manager with "
+                           "metadata.account_manager_email on the customer)")
+    subject = f"[dunctl] {reason}: {b.invoice.number or b.invoice.id}"
+
+    def deliver() -> Outcome:
+        ctx.channels.email(EmailMessage(to, subject, text), effect.key, ctx.now)
+        return Outcome("done", f"email to {to}", recipient=to, subject=subject)
+
+    return Prepared(f"email {to}: {subject}", deliver, recipient=to, subject=subject)
+
+
+def escalate(ctx: TickContext, effect: Effect) -> Prepared:
+    step = effect.step
+    reason = step.note or f"Escalated by step {step.id}"
+    # `to: account_manager` escalates by email to the customer's account manager unless a channel is named.
+    channel = step.channel or ("email" if step.to else None)
+    prepared = _to_person(ctx, effect, channel, step.recipient if step.to else None, reason)
+    send = prepared.deliver
+
+    def deliver() -> Outcome:
+        outcome = send()
+        outcome.changes.append(HandToPerson(effect.bundle.case.id, ctx.now))
+        return outcome
+
+    prepared.deliver = deliver
+    return prepared
+
+
+def notify_person(ctx: TickContext, effect: Effect) -> Prepared:
+    """dunctl's own notification to the escalation channel about a case a person holds."""
+    return _to_person(ctx, effect, None, None, effect.note)
+
+
+def retry(ctx: TickContext, effect: Effect) -> Prepared:
+    b = effect.bundle
+    if not ctx.dunctl_retries:
+        nxt = b.invoice.row.get("next_payment_attempt")
+        return done("left to Stripe's Smart Retries" + (f" (next attempt {nxt})" if nxt else ""), quiet=True)
+    attempt = b.case.attempts + 1
+
+    def deliver() -> Outcome:
+        outcome = ctx.gateway.pay_invoice(b.invoice.id, effect.key)
+        if outcome.succeeded:
+            changes = [StoreInvoice(outcome.invoice)] if outcome.invoice is not None else []
+            paid = b.invoice.__class__.from_row({**b.invoice.row, "status": "paid",
+                                                 "paid_at": b.invoice.row.get("paid_at") or _iso(ctx.now),
+                                                 "attempt_count": attempt,
+                                                 **_amounts(outcome.invoice, b.invoice)})
+            changes += [Attempted(b.case.id, attempt)]
+            changes += end_case(b.case, paid, "recovered", f"retry {effect.name} succeeded", ctx.now,
+                                recovered_by="retry", attempts=attempt)
+            return Outcome("done", f"payment attempt {attempt} succeeded", changes=changes)
+        if outcome.decline is None:
+            # Accepted but not settled (a bank debit): the outcome arrives with a later sync.
+            return Outcome("done", f"payment attempt {attempt} submitted: {outcome.detail or 'processing'}",
+                           changes=[Attempted(b.case.id, attempt)])
+        decline = outcome.decline
+        failure_type = classify(decline)
+        changes = [Attempted(b.case.id, attempt, decline.shown_code)]
+        if failure_type != b.case.failure_type:
+            changes += [Reclassify(b.case.id, failure_type, decline.shown_code),
+                        Note(b.case.id, ctx.now, "reclassified", f"re-classified {b.case.failure_type} -> "
+                                                                 f"{failure_type} ({decline.shown_code or 'no code'})")]
+        return Outcome("done", f"payment attempt {attempt} declined: {decline.shown_code or 'no code'} "
+                               f"({failure_type})", changes=changes)
+
+    return Prepared(f"retry the payment (attempt {attempt})", deliver)
+
+
+def _amounts(fresh, stored) -> dict:
+    if fresh is None:
+        return {"amount_paid": stored.amount_due, "amount_remaining": 0}
+    return {"amount_paid": fresh.amount_paid, "amount_remaining": fresh.amount_remaining}
+
+
+def _iso(moment) -> str:
+    from dunctl.clock import iso
+
+    return iso(moment)
+
+
+def pause_subscription(ctx: TickContext, effect: Effect) -> Prepared:
+    subscription = effect.bundle.case.subscription_id
+    if not subscription:
+        return skipped("the invoice has no subscription to pause")
+    behavior = effect.step.behavior or ctx.config.file.stripe.pause_behavior
+
+    def deliver() -> Outcome:
+        ctx.gateway.pause_subscription(subscription, behavior, effect.key)
+        return Outcome("done", f"subscription {subscription} collection paused ({behavior})")
+
+    return Prepared(f"pause collection on {subscription} ({behavior})", deliver)
+
+
+def cancel_subscription(ctx: TickContext, effect: Effect) -> Prepared:
+    b = effect.bundle
+    subscription = b.case.subscription_id
+    if not subscription:
+        return skipped("the invoice has no subscription to cancel")
+    comment = effect.step.comment or f"Cancelled by dunctl: invoice {b.invoice.number or b.invoice.id} unpaid"
+
+    def deliver() -> Outcome:
+        ctx.gateway.cancel_subscription(subscription, comment, effect.key)
+        changes = [Churned(b.case.id), *end_case(b.case, b.invoice, "exhausted",
+                                                 f"subscription {subscription} cancelled by step {effect.name}",
+                                                 ctx.now)]
+        return Outcome("done", f"subscription {subscription} cancelled", changes=changes)
+
+    return Prepared(f"cancel {subscription}", deliver)
+
+
+def mark_uncollectible(ctx: TickContext, effect: Effect) -> Prepared:
+    b = effect.bundle
+
+    def deliver() -> Outcome:
+        fresh = ctx.gateway.mark_uncollectible(b.invoice.id, effect.key)
+        invoice = b.invoice if fresh is None else b.invoice.__class__.from_row(
+            {**b.invoice.row, "amount_paid": fresh.amount_paid, "amount_remaining": fresh.amount_remaining})
+        changes = end_case(b.case, invoice, "written_off", f"marked uncollectible by step {effect.name}", ctx.now)
+        return Outcome("done", "invoice marked uncollectible", changes=changes)
+
+    return Prepared("mark the invoice uncollectible", deliver)
+
+
+def close(ctx: TickContext, effect: Effect) -> Prepared:
+    b = effect.bundle
+    reason = effect.step.note or f"sequence finished at step {effect.name}"
+    return Prepared("close the case: sequence exhausted",
+                    lambda: Outcome("done", "case closed: sequence exhausted",
+                                    changes=end_case(b.case, b.invoice, "exhausted", reason, ctx.now)))
+
+
+def stop_provider_retries(ctx: TickContext, effect: Effect) -> Prepared:
+    """`retries: dunctl`: Stripe's own retries are turned off on the invoice before dunctl retries it."""
+
+    def deliver() -> Outcome:
+        ctx.gateway.disable_automatic_retries(effect.invoice_id, effect.key)
+        return Outcome("done", "Stripe's automatic retries turned off (auto_advance: false)", quiet=True)
+
+    return Prepared("turn off Stripe's retries on the invoice", deliver, quiet=True)
+
+
+#: Action name -> how to prepare it. Adding an action is one entry here (and its name in config.ACTIONS).
+ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {
+    "email": email, "sms": sms, "slack": slack, "webhook": webhook, "escalate": escalate, "retry": retry,
+    "pause_subscription": pause_subscription, "cancel_subscription": cancel_subscription,
+    "mark_uncollectible": mark_uncollectible, "close": close,
+    "notify_person": notify_person, "stop_provider_retries": stop_provider_retries,
+}

@@ -1,0 +1,194 @@
+"""Case changes: what reconciling (and acting) decides should happen to a case, as data.
+
+Reconciling returns these and never writes or sends; `apply` stores them in one transaction and hands back the
+notifications to people, which the executor then runs like any other effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dunctl.config import Sequence, sequence_definition, sequence_hash
+from dunctl.ledger import Ledger
+from dunctl.ledger.records import InvoiceRecord
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line on a case's timeline."""
+
+    case_id: int
+    at: datetime
+    kind: str
+    summary: str
+    data: dict | None = None
+
+
+@dataclass(frozen=True)
+class OpenCase:
+    invoice: InvoiceRecord
+    segment: str
+    sequence: Sequence
+    failure_type: str
+    decline_code: str | None
+
+
+@dataclass(frozen=True)
+class FollowInvoice:
+    case_id: int
+    amount_remaining: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Reclassify:
+    case_id: int
+    failure_type: str
+    decline_code: str | None
+
+
+@dataclass(frozen=True)
+class EndCase:
+    case_id: int
+    invoice_id: str
+    state: str
+    reason: str
+    at: datetime
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HandToPerson:
+    case_id: int
+    at: datetime
+    disputed: bool = False
+
+
+@dataclass(frozen=True)
+class PaymentMethodChanged:
+    case_id: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Churned:
+    case_id: int
+
+
+@dataclass(frozen=True)
+class NotifyPerson:
+    """Tell the escalation channel about a held case (recovered, disputed): run by the executor, once."""
+
+    case_id: int
+    name: str
+    note: str
+
+
+Change = OpenCase | FollowInvoice | Reclassify | EndCase | HandToPerson | PaymentMethodChanged | Churned | \
+    NotifyPerson | Note
+
+
+@dataclass
+class Applied:
+    opened: list[str] = field(default_factory=list)
+    closed: list[tuple[str, str]] = field(default_factory=list)     # (invoice id, how it ended)
+    touched: set[int] = field(default_factory=set)                   # cases to reschedule
+    notify: list[NotifyPerson] = field(default_factory=list)
+
+
+def apply(ledger: Ledger, changes: list[Change], now: datetime, applied: Applied | None = None) -> Applied:
+    """Store changes. The caller holds the transaction."""
+    applied = applied or Applied()
+    for change in changes:
+        _APPLY[type(change)](ledger, change, now, applied)
+    return applied
+
+
+def _open(ledger: Ledger, c: OpenCase, now: datetime, applied: Applied) -> None:
+    digest = sequence_hash(c.sequence)
+    case_id = ledger.open_case(invoice=c.invoice, segment=c.segment, sequence=c.sequence.name, sequence_hash=digest,
+                               sequence_def=sequence_definition(c.sequence), failure_type=c.failure_type,
+                               decline_code=c.decline_code, now=now)
+    ledger.add_timeline(case_id, c.invoice.first_failed_at, "failed",
+                        f"payment failed: {c.decline_code or 'no code'} ({c.failure_type})", c.invoice.decline)
+    ledger.add_timeline(case_id, now, "opened",
+                        f"case opened: segment {c.segment}, sequence {c.sequence.name} ({digest})")
+    applied.opened.append(c.invoice.id)
+    applied.touched.add(case_id)
+
+
+def _follow(ledger: Ledger, c: FollowInvoice, now: datetime, applied: Applied) -> None:
+    ledger.follow_invoice(c.case_id, amount_remaining=c.amount_remaining, attempts=c.attempts)
+    applied.touched.add(c.case_id)
+
+
+def _reclassify(ledger: Ledger, c: Reclassify, now: datetime, applied: Applied) -> None:
+    ledger.reclassify(c.case_id, c.failure_type, c.decline_code)
+    applied.touched.add(c.case_id)
+
+
+def _end(ledger: Ledger, c: EndCase, now: datetime, applied: Applied) -> None:
+    ledger.end_case(c.case_id, c.state, c.reason, c.at, **c.fields)
+    ledger.add_timeline(c.case_id, now, "closed", f"case {c.state}: {c.reason}")
+    applied.closed.append((c.invoice_id, c.state))
+    applied.touched.discard(c.case_id)
+
+
+def _hand(ledger: Ledger, c: HandToPerson, now: datetime, applied: Applied) -> None:
+    ledger.hand_to_person(c.case_id, c.at, disputed=c.disputed)
+    applied.touched.add(c.case_id)
+
+
+def _method(ledger: Ledger, c: PaymentMethodChanged, now: datetime, applied: Applied) -> None:
+    ledger.note_payment_method_change(c.case_id, c.at)
+    applied.touched.add(c.case_id)
+
+
+def _churned(ledger: Ledger, c: Churned, now: datetime, applied: Applied) -> None:
+    ledger.mark_churned(c.case_id)
+
+
+def _notify(ledger: Ledger, c: NotifyPerson, now: datetime, applied: Applied) -> None:
+    applied.notify.append(c)
+
+
+def _note(ledger: Ledger, c: Note, now: datetime, applied: Applied) -> None:
+    ledger.add_timeline(c.case_id, c.at, c.kind, c.summary, c.data)
+
+
+_APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand,
+          PaymentMethodChanged: _method, Churned: _churned, NotifyPerson: _notify, Note: _note}
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """dunctl made a payment attempt (declined, or submitted and not settled yet)."""
+
+    case_id: int
+    attempts: int
+    decline_code: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreInvoice:
+    """A fresh read of the invoice from the provider (after a successful retry or a write-off)."""
+
+    invoice: object           # dunctl.model.Invoice
+    reconcile: bool = False   # leave it for the next reconcile (it may end the case)
+
+
+def _attempted(ledger: Ledger, c: Attempted, now: datetime, applied: Applied) -> None:
+    ledger.record_attempt(c.case_id, c.attempts, c.decline_code)
+    applied.touched.add(c.case_id)
+
+
+def _store(ledger: Ledger, c: StoreInvoice, now: datetime, applied: Applied) -> None:
+    from dunctl.model import SyncBatch
+
+    ledger.apply_batch(SyncBatch(invoices=[c.invoice]), now)
+    if not c.reconcile:
+        ledger.clear_pending(c.invoice.id)
+
+
+_APPLY.update({Attempted: _attempted, StoreInvoice: _store})

@@ -1,0 +1,88 @@
+"""The configured transports, by name, built on first use (a tick that sends nothing needs no SMTP server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from dunctl.channels import Delivery, EmailMessage, SmsMessage
+from dunctl.config import Config
+from dunctl.errors import ChannelError
+
+
+def _email(config: Config, settings, environ: Mapping[str, str]):
+    from dunctl.channels.email import FileTransport, SmtpTransport
+
+    if settings.transport == "file":
+        return FileTransport((Path(config.base_dir) / settings.dir).resolve())
+    return SmtpTransport(settings, environ)
+
+
+def _slack(config: Config, settings, environ: Mapping[str, str]):
+    from dunctl.channels.slack import SlackTransport
+
+    return SlackTransport(settings, environ)
+
+
+def _webhook(config: Config, settings, environ: Mapping[str, str]):
+    from dunctl.channels.webhook import WebhookTransport
+
+    return WebhookTransport(settings, environ)
+
+
+def _sms(config: Config, settings, environ: Mapping[str, str]):
+    from dunctl.channels.sms import TwilioTransport
+
+    return TwilioTransport(settings, environ)
+
+
+#: Channel name -> how to build its transport from `channels.<name>` in dunctl.yaml.
+TRANSPORTS: dict[str, Callable] = {"email": _email, "slack": _slack, "webhook": _webhook, "sms": _sms}
+
+
+class ChannelSet:
+    def __init__(self, config: Config, environ: Mapping[str, str]):
+        self.config = config
+        self.environ = environ
+        self._built: dict[str, object] = {}
+
+    def configured(self) -> frozenset[str]:
+        return frozenset(name for name in TRANSPORTS if getattr(self.config.file.channels, name) is not None)
+
+    def _get(self, name: str):
+        if name not in self._built:
+            settings = getattr(self.config.file.channels, name)
+            if settings is None:
+                raise ChannelError(f"the {name} channel is not configured "
+                                   f"(channels.{name} in {self.config.path.name})")
+            self._built[name] = TRANSPORTS[name](self.config, settings, self.environ)
+        return self._built[name]
+
+    def email(self, message: EmailMessage, key: str, now: datetime) -> Delivery:
+        sender = self.config.file.sender
+        return self._get("email").send(message, sender=sender.from_, reply_to=sender.reply_to, key=key, now=now)
+
+    def sms(self, message: SmsMessage, key: str) -> Delivery:
+        return self._get("sms").send(message, key)
+
+    def slack(self, text: str, key: str) -> Delivery:
+        return self._get("slack").post(text, None, key)
+
+    def webhook(self, event: str, payload: dict, key: str, now: datetime) -> Delivery:
+        return self._get("webhook").post(event, payload, key, now)
+
+    def close(self) -> None:
+        """End of tick: close transports that keep a connection open."""
+        for transport in self._built.values():
+            closer = getattr(transport, "close", None)
+            if closer is not None:
+                try:
+                    closer()
+                except Exception:  # noqa: BLE001 - closing a connection never fails a tick
+                    pass
+        self._built.clear()
+
+
+def build_channels(config: Config, environ: Mapping[str, str]) -> ChannelSet:
+    return ChannelSet(config, environ)

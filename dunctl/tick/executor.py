@@ -1,0 +1,207 @@
+"""The one path every effect takes: claim -> re-check -> act -> record.
+
+Claims of a batch are written in one transaction before any effect, results (and the case changes the effects
+caused) in one after. A tick that dies in between leaves its batch's claims, which the next tick records as
+`unknown`: visible, resolvable by a person, never silently repeated. Batches are small (EFFECTS_PER_BATCH), so a
+crash never hides more than a few dozen actions, while durability costs two commits per batch, not per action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jinja2 import TemplateError
+
+from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
+from dunctl.tick import changes as case_changes
+from dunctl.tick.actions import ACTIONS, email_together
+from dunctl.tick.context import TickContext
+from dunctl.tick.effects import Effect, Outcome
+from dunctl.tick.result import ActionReport, TickResult
+
+EFFECTS_PER_BATCH = 25
+
+
+@dataclass
+class _Claimed:
+    effect: Effect
+    action_id: int
+
+
+def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case_changes.Applied:
+    """Run effects exactly once, in batches. Returns what their outcomes changed (cases ended, people to tell)."""
+    applied = case_changes.Applied()
+    units = _units(ctx, effects, result)
+    while units:
+        batch: list[list[Effect]] = []
+        while units and (not batch or sum(map(len, batch)) + len(units[0]) <= EFFECTS_PER_BATCH):
+            batch.append(units.pop(0))
+        if ctx.over_budget():
+            result.deferred += sum(map(len, batch)) + sum(map(len, units))   # still due next tick, never missed
+            break
+        _run_batch(ctx, batch, result, applied)
+    return applied
+
+
+def _units(ctx: TickContext, effects: list[Effect], result: TickResult) -> list[list[Effect]]:
+    """What is delivered together: one customer's emails due in this tick, per currency, go out as one message
+    (one conversation per customer); everything else alone. Customer messages come last, so a retry that
+    recovers an invoice in this tick still stops its message."""
+    skipped = [e for e in effects if e.channel in ctx.skipped_channels]
+    effects = [e for e in effects if e.channel not in ctx.skipped_channels]
+    alone = [[e] for e in effects if not _groupable(e)]
+    groups: dict[tuple, list[Effect]] = {}
+    for e in effects:
+        if _groupable(e):
+            groups.setdefault((e.bundle.case.customer_id, e.bundle.invoice.currency), []).append(e)
+    result.deferred += len(skipped)   # a channel skipped after repeated failures: due again next tick
+    return alone + list(groups.values())
+
+
+def _groupable(effect: Effect) -> bool:
+    return effect.kind == "step" and effect.action == "email" and effect.audience == "customer"
+
+
+def _run_batch(ctx: TickContext, units: list[list[Effect]], result: TickResult,
+               applied: case_changes.Applied) -> None:
+    with ctx.ledger.transaction():
+        claimed_units = []
+        for unit in units:
+            claimed = [_Claimed(e, action_id) for e in unit
+                       if (action_id := ctx.ledger.claim_action(e.bundle.case.id, e.kind, e.name, e.action,
+                                                                e.channel, e.audience, e.due_at, ctx.now, e.key,
+                                                                ctx.tick_id)) is not None]
+            if claimed:
+                claimed_units.append(claimed)
+    outcomes: list[tuple[_Claimed, Outcome]] = []
+    untried: list[_Claimed] = []
+    ended: set[int] = set()
+    stop: GatewayAuthError | None = None
+    for unit in claimed_units:
+        channel = unit[0].effect.channel
+        if stop is not None or channel in ctx.skipped_channels or ctx.over_budget():
+            untried.extend(unit)   # never attempted: the claims are given back, the effects stay due
+            continue
+        live = [item for item in unit if item.effect.bundle.case.id not in ended]
+        outcomes.extend((item, Outcome("suppressed", "the case ended earlier in this tick"))
+                        for item in unit if item not in live)
+        if not live:
+            continue
+        try:
+            unit_outcomes = _act(ctx, [item.effect for item in live])
+        except GatewayAuthError as exc:
+            stop = exc
+            unit_outcomes = [Outcome("failed", error=_error_text(exc), request_id=exc.request_id) for _ in live]
+        first = unit_outcomes[0]
+        if first.status in ("done", "failed", "unknown"):
+            ctx.channel_result(channel, failed=first.status != "done")
+        for item, outcome in zip(live, unit_outcomes):
+            if any(isinstance(c, case_changes.EndCase) for c in outcome.changes):
+                ended.add(item.effect.bundle.case.id)
+            outcomes.append((item, outcome))
+    result.deferred += len(untried)
+    with ctx.ledger.transaction():
+        for item in untried:
+            ctx.ledger.release_claim(item.action_id)
+        for item, outcome in outcomes:
+            _record(ctx, item, outcome, result)
+            case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
+    for invoice_id, state in applied.closed:
+        result.close(invoice_id, state)
+    if stop is not None:
+        raise stop
+
+
+def _act(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
+    """Re-check, then do the effect (one, or several delivered as one message), or describe it when the tick does
+    not act. Every exception becomes an outcome here, by what it means for the effect: not sent (failed, retried
+    later) or maybe sent (unknown)."""
+    outcomes: list[Outcome | None] = [_suppressed(ctx, e) for e in effects]
+    todo = [e for e, o in zip(effects, outcomes) if o is None]
+    if todo:
+        shared = _deliver(ctx, todo)
+        ref = f"{todo[0].key}+{len(todo) - 1}" if len(todo) > 1 else None
+        others = {e.invoice_id for e in todo}
+        it = iter(shared)
+        for i, outcome in enumerate(outcomes):
+            if outcome is None:
+                mine = next(it)
+                if ref is not None:
+                    mine.message_ref = ref
+                    mine.detail += f" (one message for {', '.join(sorted(others))})"
+                outcomes[i] = mine
+    return outcomes
+
+
+def _deliver(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
+    effect = effects[0]
+    try:
+        if len(effects) == 1:
+            prepared = ACTIONS[effect.action](ctx, effect)
+        else:
+            prepared = email_together(ctx, effects)
+        if not ctx.acts:
+            return [Outcome("would", prepared.what, recipient=prepared.recipient, subject=prepared.subject,
+                            quiet=prepared.quiet) for _ in effects]
+        outcome = prepared.deliver()
+        outcome.quiet = outcome.quiet or prepared.quiet
+        return [outcome] + [Outcome(outcome.status, outcome.detail, outcome.recipient, outcome.subject, outcome.error,
+                                    outcome.request_id, outcome.quiet) for _ in effects[1:]]
+    except GatewayAuthError:
+        raise
+    except DeliveryUncertain as exc:
+        return [Outcome("unknown", error=f"{exc.message}: it may have been delivered, so it will not be re-sent; "
+                                         f"check, then `dunctl case resolve {e.invoice_id} {e.name}`")
+                for e in effects]
+    except (ChannelError, GatewayError) as exc:
+        return [Outcome("failed", error=_error_text(exc), request_id=getattr(exc, "request_id", None))
+                for _ in effects]
+    except TemplateError as exc:
+        template = effect.step.template if effect.step else "?"
+        return [Outcome("failed", error=f"template {template} does not render: {exc}; fix it and run "
+                                        "`dunctl check`") for _ in effects]
+    except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others (cron runs unattended)
+        return [Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}") for _ in effects]
+
+
+def _suppressed(ctx: TickContext, effect: Effect) -> Outcome | None:
+    """Suppression: the tick synced right before its batches, so the ledger knows of payments up to then; with
+    `stripe.recheck_before_action` the invoice is also re-read from Stripe right before the effect."""
+    invoice = effect.bundle.invoice
+    if ctx.config.file.stripe.recheck_before_action and ctx.gateway is not None and ctx.acts \
+            and effect.kind == "step":
+        try:
+            fresh = ctx.gateway.get_invoice(invoice.id)
+        except GatewayAuthError:
+            raise
+        except GatewayError:
+            fresh = None  # the provider is unreachable: act on what the ledger knows
+        if fresh is not None and fresh.status != "open":
+            # Stored as changed: the reconcile that follows the batches ends the case.
+            return Outcome("suppressed", f"the invoice is {fresh.status}: nothing more is sent",
+                           changes=[case_changes.StoreInvoice(fresh, reconcile=True)])
+    if effect.kind == "step" and (invoice.status != "open" or not effect.bundle.case.is_open):
+        return Outcome("suppressed", f"the invoice is {invoice.status}, the case {effect.bundle.case.state}")
+    return None
+
+
+def _record(ctx: TickContext, item: _Claimed, outcome: Outcome, result: TickResult) -> None:
+    effect = item.effect
+    ctx.ledger.record_result(item.action_id, outcome.status, ctx.now, detail=outcome.detail or None,
+                             error=outcome.error, recipient=outcome.recipient, subject=outcome.subject,
+                             request_id=outcome.request_id, message_ref=outcome.message_ref)
+    text = outcome.error or outcome.detail
+    case_id = effect.bundle.case.id
+    ctx.ledger.add_timeline(case_id, ctx.now, "action", f"{effect.name} ({effect.action}) {outcome.status}: {text}",
+                            {"request_id": outcome.request_id} if outcome.request_id else None)
+    if effect.kind == "step" or outcome.status == "failed":
+        ctx.ledger.set_last_action(case_id, f"{effect.name}: {outcome.status}", ctx.now)
+    result.actions.append(ActionReport(effect.invoice_id, effect.name, effect.action, outcome.status, text,
+                                       outcome.recipient, outcome.subject, outcome.quiet))
+
+
+def _error_text(exc: DunctlError) -> str:
+    text = exc.message
+    if getattr(exc, "request_id", None):
+        text += f" (Stripe request {exc.request_id})"
+    return text

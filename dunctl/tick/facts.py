@@ -1,0 +1,62 @@
+"""The facts a case is judged by: for segment rules and `when:` conditions, and the planner's snapshot. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dunctl.failures import shown_code
+from dunctl.ledger.records import CaseBundle, CustomerRecord, InvoiceRecord, SubscriptionRecord
+from dunctl.planner import CaseSnapshot, StepRecord
+
+STOP_PROVIDER_RETRIES = "stop-provider-retries"
+
+
+def condition_facts(invoice: InvoiceRecord, customer: CustomerRecord | None, subscription: SubscriptionRecord | None,
+                    failure_type: str, attempts: int, now: datetime, segment: str | None = None) -> dict:
+    """What `when:` conditions in segments and steps can test."""
+    decline = invoice.decline or {}
+    first = invoice.first_failed_at
+    return {
+        "amount_due": invoice.amount_due,
+        "amount_remaining": invoice.amount_remaining,
+        "currency": invoice.currency,
+        "failure_type": failure_type,
+        "decline_code": shown_code(decline),
+        "payment_method_type": invoice.payment_method_type or decline.get("payment_method_type"),
+        "billing_reason": invoice.billing_reason,
+        "attempt_count": attempts,
+        "days_since_failure": (now - first).days if first else 0,
+        "usage_based": bool((subscription and subscription.usage_based)
+                            or any(line.get("metered") for line in invoice.lines)),
+        "livemode": bool(invoice.livemode),
+        "segment": segment,
+        "customer.metadata": customer.metadata if customer else {},
+        "invoice.metadata": invoice.metadata,
+        "subscription.metadata": subscription.metadata if subscription else {},
+    }
+
+
+def step_records(bundle: CaseBundle) -> dict[str, StepRecord]:
+    return {a.step_id: StepRecord(a.status, a.tries, a.finished_at) for a in bundle.actions if a.kind == "step"}
+
+
+def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool) -> CaseSnapshot:
+    case, invoice = bundle.case, bundle.invoice
+    blocked = None
+    if dunctl_retries:
+        stop = bundle.system().get(STOP_PROVIDER_RETRIES)
+        if stop is None or stop.status not in ("done", "would"):
+            blocked = "Stripe's own retries are not turned off on this invoice yet"
+    return CaseSnapshot(
+        first_failed_at=case.first_failed_at,
+        failure_type=case.failure_type,
+        attempts=case.attempts,
+        facts=condition_facts(invoice, bundle.customer, bundle.subscription, case.failure_type, case.attempts, now,
+                              case.segment),
+        last_failed_at=invoice.failed_at,
+        payment_method_changed_at=case.payment_method_changed_at,
+        dunning_off=bool(bundle.customer and bundle.customer.dunning_off),
+        timezone=bundle.customer.timezone if bundle.customer else None,
+        retries_blocked=blocked,
+        contacts=bundle.contacts,
+    )

@@ -1,0 +1,336 @@
+"""One tick: sync, reconcile, then every due effect through the executor.
+
+    sync        gateway batches -> ledger (each batch and its cursor in one transaction)
+    reconcile   changed invoices and signals -> case changes (pure) -> stored; people to tell -> executor
+    run due     for each case due now: plan (pure) -> skipped/missed recorded -> effects -> executor
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from dunctl.clock import from_iso
+from dunctl.config import Config
+from dunctl.errors import GatewayAuthError, GatewayError
+from dunctl.gateway import Gateway
+from dunctl.ledger import Ledger
+from dunctl.planner import MISSED, SKIP
+from dunctl.tick import changes as case_changes
+from dunctl.tick.channels import ChannelSet
+from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
+from dunctl.tick.effects import STEP, SYSTEM, Effect, idempotency_key
+from dunctl.tick.executor import _error_text, execute
+from dunctl.tick.reconcile import apply_signal, follow_case, open_case
+from dunctl.tick.result import ActionReport, SyncResult, TickResult
+from dunctl.tick.schedule import Sequences, load_bundle, plan_case, schedule_case, system_effects
+
+CASES_PER_BATCH = 50
+RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment made meanwhile still stops them
+
+
+def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False,
+             progress: Callable[[SyncResult], None] | None = None) -> SyncResult:
+    """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically."""
+    result = SyncResult()
+    cursor = None if full else ledger.get_state("cursor")
+    for batch in gateway.sync(cursor, now, full=full):
+        new = ledger.apply_batch(batch, now)
+        result.invoices_new += new
+        result.invoices_updated += len(batch.invoices) - new
+        result.requests += batch.requests
+        result.events += batch.events
+        if progress is not None:
+            progress(result)
+    ledger.set_state("account_mode", gateway.mode)
+    return result
+
+
+def reconcile(ctx: TickContext, result: TickResult) -> None:
+    """Open cases for newly failed invoices, follow changes on open ones, close the ones that ended; then tell
+    people what they need to know about held cases (through the executor, like any effect)."""
+    ledger = ctx.ledger
+    applied = case_changes.Applied()
+    for signal in ledger.pending_signals():
+        with ledger.transaction():
+            ids = _signal_cases(ledger, signal)
+            case_changes.apply(ledger, apply_signal(signal, [ledger.case_record(i) for i in ids]), ctx.now, applied)
+            ledger.mark_signal_applied(signal.id)
+    for invoice, case_id in ledger.pending_invoices():
+        with ledger.transaction():
+            if case_id is None:
+                customer, subscription = ledger.customer_bundle(invoice)
+                found = open_case(invoice, customer, subscription, ctx.config, ctx.now)
+            else:
+                found = follow_case(ledger.case_record(case_id), invoice, ctx.now)
+            case_changes.apply(ledger, found, ctx.now, applied)
+            ledger.clear_pending(invoice.id)
+    result.opened.extend(applied.opened)
+    for invoice_id, state in applied.closed:
+        result.close(invoice_id, state)
+    sequences = Sequences(ledger)
+    with ledger.transaction():
+        for case_id in applied.touched:
+            schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+    _notify(ctx, applied.notify, result)
+
+
+def _signal_cases(ledger: Ledger, signal) -> list[int]:
+    if signal.kind == "dispute" and signal.invoice_id:
+        case = ledger.case_for_invoice(signal.invoice_id)
+        return [case["id"]] if case and case["state"] in ("open", "paused") else []
+    if signal.customer_id:
+        return ledger.open_case_ids_for_customer(signal.customer_id)
+    return []
+
+
+def _notify(ctx: TickContext, notes: list[case_changes.NotifyPerson], result: TickResult) -> None:
+    effects = []
+    for note in notes:
+        bundle = ctx.ledger.bundle(note.case_id)
+        effects.append(Effect(bundle, SYSTEM, note.name, "notify_person", ctx.now, audience="internal",
+                              channel=ctx.config.file.escalation.channel, note=note.note))
+    if effects:
+        applied = execute(ctx, effects, result)
+        _notify(ctx, applied.notify, result)
+
+
+def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | None = None) -> None:
+    """Every case due now, in batches: plan, record what is skipped or missed, execute the rest."""
+    ledger = ctx.ledger
+    sequences = Sequences(ledger)
+    chunks = _chunks(ledger.due_cases_by_customer(ctx.now))
+    started = time.monotonic()
+    for n, ids in enumerate(chunks):
+        if ctx.over_budget():
+            result.deferred += sum(map(len, chunks[n:]))   # still due: the next tick takes them, nothing missed
+            return
+        if resync is not None and n and time.monotonic() - started > RESYNC_AFTER_SECONDS:
+            resync()
+            started = time.monotonic()
+        effects: list[Effect] = []
+        with ledger.transaction():
+            for case_id in ids:
+                effects += _plan_one(ctx, case_id, sequences, result)
+        applied = execute(ctx, effects, result)
+        _notify(ctx, applied.notify, result)
+        with ledger.transaction():
+            for case_id in ids:
+                schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+
+
+def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
+    """Batches of about CASES_PER_BATCH cases that never split one customer's cases."""
+    chunks: list[list[int]] = []
+    last = None
+    for case_id, customer_id in due:
+        if not chunks or (len(chunks[-1]) >= CASES_PER_BATCH and customer_id != last):
+            chunks.append([])
+        chunks[-1].append(case_id)
+        last = customer_id
+    return chunks
+
+
+def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: TickResult) -> list[Effect]:
+    bundle = load_bundle(ctx.ledger, case_id, ctx.settings, ctx.now)
+    if bundle is None or not bundle.case.is_open:
+        return []
+    effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now)
+    decided = plan_case(bundle, sequences(bundle), ctx.settings, ctx.dunctl_retries, ctx.now)
+    records = bundle.steps()
+    for decision in decided.decisions:
+        step = decision.step
+        if decision.verdict in (SKIP, MISSED):
+            status = "skipped" if decision.verdict == SKIP else "missed"
+            if ctx.ledger.record_decision(case_id, STEP, step.id, step.action, status, decision.due_at, ctx.now,
+                                          idempotency_key(bundle.case.invoice_id, step.id), decision.reason,
+                                          ctx.tick_id, step.audience):
+                ctx.ledger.add_timeline(case_id, ctx.now, status, f"{step.id} ({step.action}) {status}: "
+                                                                  f"{decision.reason}")
+                result.actions.append(ActionReport(bundle.case.invoice_id, step.id, step.action, status,
+                                                   decision.reason))
+            continue
+        record = records.get(step.id)
+        effects.append(Effect(bundle, STEP, step.id, step.action, decision.due_at, step.audience,
+                              _channel(ctx, step), step, generation=record.resends if record else 0))
+    return effects
+
+
+def _channel(ctx: TickContext, step) -> str | None:
+    from dunctl.planner import channel_of
+
+    return channel_of(step, ctx.config.file.escalation.channel)
+
+
+STRIPE_KEY_LIFETIME = timedelta(hours=23)   # Stripe keeps idempotency keys at least 24 hours
+
+
+def _settle_orphans(ledger: Ledger, now: datetime) -> None:
+    """Claims left by a tick that died between claim and result. A Stripe call carries an idempotency key, and
+    Stripe answers a repeat of it with the first result: such a claim is tried again with the same key (within
+    the key's lifetime), so a retry charges once. Anything else may or may not have happened: `unknown`, visible,
+    never re-sent until a person says so."""
+    with ledger.transaction():
+        for action in ledger.orphaned_claims():
+            claimed = from_iso(action["claimed_at"])
+            if action["channel"] == "stripe" and claimed is not None and now - claimed < STRIPE_KEY_LIFETIME:
+                ledger.record_result(action["id"], "failed", claimed,
+                                     error="interrupted before its result was recorded; tried again with the "
+                                           "same idempotency key, which Stripe answers with the first result")
+                continue
+            ledger.record_result(action["id"], "unknown", now,
+                                 error="the tick stopped between claiming and recording this action; it may or "
+                                       "may not have happened and will not be re-sent: check, then "
+                                       "`dunctl case resolve`")
+            ledger.add_timeline(action["case_id"], now, "unknown",
+                                f"{action['step_id']} ({action['action']}) outcome unknown: not re-sent")
+
+
+def _on_mode_change(ctx: TickContext) -> None:
+    """Switching monitor <-> live changes what counts as finished (`would`): plan every open case again, once."""
+    previous = ctx.ledger.get_state("mode")
+    if previous == ctx.mode:
+        return
+    sequences = Sequences(ctx.ledger)
+    with ctx.ledger.transaction():
+        if previous is not None:
+            for case_id in ctx.ledger.open_case_ids():
+                schedule_case(ctx.ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+        ctx.ledger.set_state("mode", ctx.mode)
+
+
+def _missed_cause(ledger: Ledger, result: TickResult, last_tick: datetime | None, now: datetime,
+                  grace) -> str | None:
+    """The likeliest reason steps were missed, for the one line a tick prints about them."""
+    if not result.missed:
+        return None
+    if last_tick is not None and now - last_tick > grace:
+        return f"the last tick was {_days(now - last_tick)} ago"
+    late = []
+    for report in result.missed:
+        case = ledger.case_for_invoice(report.invoice_id)
+        if case:
+            gap = ledger.case_record(case["id"])
+            late.append(gap.opened_at - gap.first_failed_at)
+    if late and max(late) > grace:
+        return f"case first synced {_days(max(late))} after the failure"
+    return "steps superseded by later ones due at the same time"
+
+
+def _days(delta) -> str:
+    days = delta.total_seconds() / 86400
+    return f"{days:.1f} days" if days >= 1 else f"{delta.total_seconds() / 3600:.1f} hours"
+
+
+def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: ChannelSet | None, now: datetime,
+             dry_run: bool = False, sync: bool = True,
+             progress: Callable[[SyncResult], None] | None = None, mode: str | None = None) -> TickResult:
+    """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run works on a snapshot copy
+    of the ledger in memory: it never writes the ledger file nor holds a write transaction on it, and makes no
+    call that changes anything outside."""
+    if dry_run:
+        return _dry_tick(ledger, config, gateway, now, sync, progress)
+    mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
+    with ledger.tick_lock():
+        last_tick = ledger.last_tick_at()
+        tick_id = ledger.start_tick(now, dry_run=False)
+        ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway) if gateway else None,
+                          channels, now, mode=mode, tick_id=tick_id)
+        result = TickResult(now=now, mode=mode)
+        try:
+            _settle_orphans(ledger, now)
+            _on_mode_change(ctx)
+            _tick(ctx, result, gateway, sync, progress)
+        finally:
+            if channels is not None:
+                channels.close()
+        result.missed_cause = _missed_cause(ledger, result, last_tick, now, config.file.dunning.grace)
+        result.skipped_channels = sorted(ctx.skipped_channels)
+        ledger.finish_tick(tick_id, len(result.opened), len(result.closed), len(result.actions), len(result.failed))
+        return result
+
+
+def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: bool,
+          progress: Callable[[SyncResult], None] | None) -> None:
+    def sync_now() -> None:
+        if not sync or gateway is None:
+            return
+        try:
+            result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress)
+        except GatewayAuthError:
+            raise
+        except GatewayError as exc:
+            # An outage: what was synced before it is kept (batches land with their cursor), and the cases
+            # already in the ledger still get their due steps.
+            result.errors.append(f"sync failed: {_error_text(exc)}")
+        except sqlite3.Error:
+            raise
+
+    def resync() -> None:
+        sync_now()
+        reconcile(ctx, result)
+
+    resync()
+    run_due(ctx, result, resync)
+    reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
+
+
+def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
+              progress: Callable[[SyncResult], None] | None) -> TickResult:
+    copy = ledger.snapshot_in_memory()
+    try:
+        ctx = TickContext(copy, config, _ReadOnly(gateway) if gateway else None, None, now, mode=DRY_RUN)
+        result = TickResult(now=now, dry_run=True, mode=DRY_RUN)
+        _tick(ctx, result, ctx.gateway, sync, progress)
+        return result
+    finally:
+        copy.close()
+
+
+class _ReadOnly:
+    """A gateway for dry runs and monitor mode: reads go through, anything that changes the account is refused
+    loudly (the executor never asks: it describes instead of delivering)."""
+
+    def __init__(self, gateway: Gateway):
+        self._gateway = gateway
+
+    @property
+    def mode(self) -> str:
+        return self._gateway.mode
+
+    @property
+    def requests(self) -> int:
+        return self._gateway.requests
+
+    def sync(self, cursor, now, full=False):
+        return self._gateway.sync(cursor, now, full)
+
+    def get_invoice(self, invoice_id):
+        return self._gateway.get_invoice(invoice_id)
+
+    def __getattr__(self, name):
+        from dunctl.errors import DunctlError
+
+        raise DunctlError(f"not live: refusing to call {name} on the payment provider")
+
+
+def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: datetime, full: bool = False,
+                       progress: Callable[[SyncResult], None] | None = None,
+                       channels: ChannelSet | None = None) -> SyncResult:
+    """`dunctl sync`: pull changes and open or close cases, without running any step. People who hold a case
+    are still told when it is disputed or recovered (through the executor), as `tick` would."""
+    mode = MONITOR if config.file.mode == "monitor" else LIVE
+    with ledger.tick_lock():
+        result = run_sync(ledger, gateway, now, full=full, progress=progress)
+        tick = TickResult(now=now, mode=mode)
+        ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway), channels, now, mode=mode)
+        try:
+            reconcile(ctx, tick)
+        finally:
+            if channels is not None:
+                channels.close()
+        result.cases_opened = len(tick.opened)
+        result.cases_closed = len(tick.closed)
+        return result

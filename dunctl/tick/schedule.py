@@ -1,0 +1,82 @@
+"""Planning one case and storing when it is next due: the tick, `case resume` and reconciling all use this."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from dunctl.config import Sequence
+from dunctl.ledger import Ledger
+from dunctl.ledger.records import CaseBundle
+from dunctl.planner import Plan, Settings, plan
+from dunctl.tick.effects import SYSTEM, Effect
+from dunctl.tick.facts import STOP_PROVIDER_RETRIES, snapshot, step_records
+
+
+class Sequences:
+    """Sequences as they were when each case opened, parsed once per version."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self._parsed: dict[str, Sequence] = {}
+
+    def __call__(self, bundle: CaseBundle) -> Sequence:
+        digest = bundle.case.sequence_hash
+        if digest not in self._parsed:
+            self._parsed[digest] = Sequence.model_validate(self.ledger.sequence_definition(digest))
+        return self._parsed[digest]
+
+
+def load_bundle(ledger: Ledger, case_id: int, settings: Settings, now: datetime) -> CaseBundle | None:
+    """A case as the planner needs it: with the customer's recent messages when a contact policy is set."""
+    if settings.contact is None:
+        return ledger.bundle(case_id)
+    statuses = ("done", "would") if settings.monitor else ("done",)
+    return ledger.bundle(case_id, contacts_since=now - timedelta(days=7), contact_statuses=statuses)
+
+
+def plan_case(bundle: CaseBundle, sequence: Sequence, settings: Settings, dunctl_retries: bool,
+              now: datetime) -> Plan:
+    return plan(snapshot(bundle, now, dunctl_retries), sequence, step_records(bundle), settings, now)
+
+
+def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool, now: datetime) -> list[Effect]:
+    """dunctl's own effects that are due on an open case: turning Stripe's retries off (`retries: dunctl`),
+    tried until it is done, since no dunctl retry may run while Stripe's own still do."""
+    if not dunctl_retries or not bundle.case.is_open:
+        return []
+    record = bundle.system().get(STOP_PROVIDER_RETRIES)
+    if record is not None:
+        done = record.status in ("done", "unknown") or (record.status == "would" and settings.monitor)
+        if done or record.tries >= settings.max_action_tries and record.status == "failed":
+            return []
+        if record.status == "failed" and (record.finished_at or now) + settings.action_retry_after > now:
+            return []
+    return [Effect(bundle, SYSTEM, STOP_PROVIDER_RETRIES, "stop_provider_retries", bundle.case.opened_at,
+                   channel="stripe")]
+
+
+def next_due(bundle: CaseBundle, decided: Plan, settings: Settings, dunctl_retries: bool,
+             now: datetime) -> tuple[datetime | None, str | None]:
+    """When the case is next due and for what: something decided now is due at once (the next tick takes it)."""
+    if not bundle.case.is_open:
+        return None, None
+    candidates = [(d.due_at, d.step.id) for d in decided.decisions]
+    if decided.next_due_at is not None:
+        candidates.append((decided.next_due_at, decided.next_step))
+    record = bundle.system().get(STOP_PROVIDER_RETRIES)
+    if dunctl_retries and record is not None and record.status == "failed" \
+            and record.tries < settings.max_action_tries:
+        candidates.append(((record.finished_at or now) + settings.action_retry_after, STOP_PROVIDER_RETRIES))
+    return min(candidates) if candidates else (None, None)
+
+
+def schedule_case(ledger: Ledger, case_id: int, settings: Settings, dunctl_retries: bool, now: datetime,
+                  sequences: Sequences | None = None) -> None:
+    """Store when the case is next due, so a tick finds due work with one indexed query."""
+    bundle = load_bundle(ledger, case_id, settings, now)
+    if bundle is None or not bundle.case.is_open:
+        ledger.schedule(case_id, None, None)
+        return
+    sequence = (sequences or Sequences(ledger))(bundle)
+    decided = plan_case(bundle, sequence, settings, dunctl_retries, now)
+    ledger.schedule(case_id, *next_due(bundle, decided, settings, dunctl_retries, now))

@@ -1,0 +1,132 @@
+"""The ledger's own methods, on a real file: typed records, claims, transactions, the idle tick's queries."""
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from dunctl.config import Sequence
+from dunctl.ledger import Ledger
+from dunctl.ledger.records import CaseRecord, InvoiceRecord
+from tests.helpers import T0, customer, failed_invoice, seed
+
+SEQUENCE = Sequence.model_validate({"name": "s", "steps": [{"id": "notice", "at": "30m", "action": "email",
+                                                            "template": "payment-failed"}]})
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    ledger = Ledger.open(tmp_path / "dunctl.db")
+    yield ledger
+    ledger.close()
+
+
+def open_case(ledger, invoice_id="in_1", sequence=SEQUENCE):
+    seed(ledger, failed_invoice(invoice_id, customer_id=f"cus_{invoice_id}"),
+         customers=[customer(f"cus_{invoice_id}", tier="gold")])
+    invoice = ledger.invoice_record(invoice_id)
+    return ledger.open_case(invoice=invoice, segment="default", sequence=sequence.name, sequence_hash="h1",
+                            sequence_def=sequence.model_dump(mode="json"), failure_type="card_soft",
+                            decline_code="insufficient_funds", now=T0)
+
+
+def test_records_come_out_typed(ledger):
+    case_id = open_case(ledger)
+    bundle = ledger.bundle(case_id)
+    assert isinstance(bundle.case, CaseRecord) and isinstance(bundle.invoice, InvoiceRecord)
+    assert bundle.case.first_failed_at == T0 and bundle.case.next_due_at == T0
+    assert bundle.invoice.decline["decline_code"] == "insufficient_funds"
+    assert bundle.customer.metadata == {"tier": "gold"} and not bundle.customer.dunning_off
+    assert bundle.actions == []
+
+
+def test_a_sequence_version_is_stored_once_however_many_cases_use_it(ledger):
+    for i in range(3):
+        open_case(ledger, f"in_{i}")
+    assert ledger.db.execute("SELECT count(*) FROM sequence_versions").fetchone()[0] == 1
+    assert ledger.db.execute("SELECT count(*) FROM cases WHERE sequence_def != ''").fetchone()[0] == 0
+    assert ledger.sequence_definition("h1")["steps"][0]["id"] == "notice"
+
+
+def test_a_claim_is_taken_once_a_failed_or_planned_one_again_and_a_finished_one_never(ledger):
+    case_id = open_case(ledger)
+    claim = lambda: ledger.claim_action(case_id, "step", "notice", "email", "email", "customer", T0, T0,  # noqa
+                                        "dunctl-in_1-notice", None)
+    first = claim()
+    assert first is not None and claim() is None           # claimed: nobody else gets it
+    ledger.record_result(first, "failed", T0, error="smtp down")
+    assert claim() == first                                 # a failed delivery is claimed again
+    ledger.record_result(first, "done", T0)
+    assert claim() is None                                  # done is done
+    # the same step id in dunctl's own namespace is another action
+    assert ledger.claim_action(case_id, "system", "notice", "notify_person", None, "internal", T0, T0, "k",
+                               None) not in (None, first)
+
+
+def test_a_would_from_monitor_mode_becomes_a_real_claim_or_a_recorded_decision(ledger):
+    case_id = open_case(ledger)
+    assert ledger.record_decision(case_id, "step", "notice", "email", "would", T0, T0, "k", "planned", None)
+    assert ledger.record_decision(case_id, "step", "notice", "email", "missed", T0, T0, "k", "later", None)
+    assert ledger.record_decision(case_id, "step", "notice", "email", "skipped", T0, T0, "k", "again", None) is False
+    assert [a.status for a in ledger.bundle(case_id).actions] == ["missed"]
+
+
+def test_a_transaction_commits_or_rolls_back_whole_and_nests(ledger):
+    case_id = open_case(ledger)
+    with pytest.raises(RuntimeError):
+        with ledger.transaction():
+            ledger.schedule(case_id, T0 + timedelta(days=1), "x")
+            with ledger.transaction():
+                ledger.set_last_action(case_id, "inner", T0)
+            raise RuntimeError("boom")
+    assert ledger.case(case_id)["next_step"] is None and ledger.case(case_id)["last_action"] is None
+    with ledger.transaction():
+        ledger.schedule(case_id, T0 + timedelta(days=1), "x")
+        with pytest.raises(ValueError):
+            with ledger.transaction():
+                ledger.set_last_action(case_id, "inner", T0)
+                raise ValueError
+    assert ledger.case(case_id)["next_step"] == "x" and ledger.case(case_id)["last_action"] is None
+
+
+def test_a_write_transaction_starts_immediate_so_another_writer_waits_instead_of_failing(ledger):
+    open_case(ledger)
+    other = sqlite3.connect(ledger.path, timeout=0)
+    with ledger.transaction():
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")      # the lock is taken at BEGIN, not at the first write
+    other.execute("BEGIN IMMEDIATE")
+    other.rollback()
+
+
+def test_the_idle_ticks_queries_use_their_indexes(ledger):
+    plans = {
+        "due": "SELECT id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ?",
+        "orphans": "SELECT * FROM actions INDEXED BY actions_claimed WHERE status = 'claimed'",
+        "pending": "SELECT i.*, c.id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id WHERE i.pending = 1",
+        "signals": "SELECT * FROM signals WHERE applied = 0 ORDER BY at, id",
+    }
+    for name, sql in plans.items():
+        steps = [row[3] for row in ledger.db.execute("EXPLAIN QUERY PLAN " + sql, ["x"] if "?" in sql else [])]
+        # every table is reached through an index (a partial one holds only the rows the tick wants)
+        assert all("USING" in s for s in steps if s.startswith(("SCAN", "SEARCH"))), (name, steps)
+    assert ledger.orphaned_claims() == []
+
+
+def test_due_cases_and_the_last_tick(ledger):
+    case_id = open_case(ledger)
+    assert ledger.due_case_ids(T0 - timedelta(seconds=1)) == [] and ledger.due_case_ids(T0) == [case_id]
+    ledger.schedule(case_id, None, None)
+    assert ledger.due_case_ids(T0 + timedelta(days=99)) == []
+    assert ledger.last_tick_at() is None
+    tick = ledger.start_tick(T0, dry_run=False)
+    ledger.finish_tick(tick, 0, 0, 0, 0)
+    assert ledger.last_tick_at() == T0
+
+
+def test_an_in_memory_snapshot_is_a_copy_not_the_file(ledger):
+    case_id = open_case(ledger)
+    copy = ledger.snapshot_in_memory()
+    copy.schedule(case_id, datetime(2030, 1, 1, tzinfo=timezone.utc), "later")
+    assert ledger.case(case_id)["next_step"] is None
+    assert copy.case(case_id)["next_step"] == "later"
