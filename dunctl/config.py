@@ -98,6 +98,8 @@ class SenderConfig(Strict):
     company: str = "Our company"
     timezone: str = "UTC"
     quiet_hours: str | None = None
+    # The language of the unsuffixed templates, used when no template matches the customer's preferred locale.
+    locale: str = "en"
 
     @field_validator("timezone")
     @classmethod
@@ -108,6 +110,17 @@ class SenderConfig(Strict):
             ZoneInfo(value)
         except Exception:
             raise ValueError(f"unknown time zone '{value}'; use an IANA name such as America/New_York")
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (ValueError, UnknownLocaleError):
+            raise ValueError(f"unknown locale '{value}'; use a language tag such as en, fr or pt-BR")
         return value
 
     @field_validator("quiet_hours")
@@ -163,6 +176,8 @@ class SmsChannel(Strict):
     from_: str = Field(..., alias="from")
     base_url: str = "https://api.twilio.com"
     timeout: float = _timeout()
+    # strict: texts carry neither the customer's name nor an amount (an SMS is read on a lock screen).
+    privacy: Literal["standard", "strict"] = "standard"
 
 
 class Channels(Strict):
@@ -186,10 +201,7 @@ class ContactConfig(Strict):
     @field_validator("min_gap", mode="before")
     @classmethod
     def _gap(cls, value: Any) -> timedelta:
-        gap = _duration(value)
-        if gap > timedelta(days=7):
-            raise ValueError(f"'{value}' is longer than a week; use 0m to 7d")
-        return gap
+        return _duration(value, timedelta(0), timedelta(days=7))
 
 
 class EscalationConfig(Strict):
@@ -214,7 +226,8 @@ class DunningConfig(Strict):
     @classmethod
     def _budget(cls, value: Any) -> timedelta:
         text = str(value).strip()
-        budget = timedelta(seconds=int(text[:-1])) if text.endswith("s") and text[:-1].isdigit() else _duration(value, timedelta(0), MAX_OFFSET)
+        seconds = text.endswith("s") and text[:-1].isdigit() and len(text) <= 6
+        budget = timedelta(seconds=int(text[:-1])) if seconds else _duration(value, timedelta(0), timedelta(hours=1))
         if not timedelta(seconds=1) <= budget <= timedelta(hours=1):
             raise ValueError(f"'{value}' is not a tick budget; use 1s to 1h, such as 4m (cron runs every few minutes)")
         return budget
@@ -272,7 +285,8 @@ class Step(Strict):
     at: Offset
     action: Literal[ACTIONS]  # type: ignore[valid-type]
     template: str | None = None
-    to: Literal[RECIPIENTS] | None = None  # type: ignore[valid-type]
+    to: str | list[str] | None = None      # rule names (RECIPIENTS) and/or literal addresses
+    cc: str | list[str] | None = None
     channel: Literal["slack", "webhook", "email"] | None = None
     when: dict[str, Any] | None = None
     link: Literal["hosted_invoice", "billing_portal"] | None = None
@@ -288,6 +302,23 @@ class Step(Strict):
             raise ValueError(f"'{offset.text}' is too far from the first failure; allowed: up to 365d (52w, "
                              f"{MAX_OFFSET_BUSINESS_DAYS}bd)")
         return offset
+
+    @field_validator("to", "cc")
+    @classmethod
+    def _recipients(cls, value: str | list[str] | None) -> str | list[str] | None:
+        from dunctl.recipients import address_problem
+
+        for item in [value] if isinstance(value, str) else value or []:
+            if item in RECIPIENTS:
+                continue
+            if "@" not in item:
+                raise ValueError(f"'{item}' is not a recipient; use {', '.join(RECIPIENTS)} or an email address")
+            problem = address_problem(item)
+            if problem:
+                raise ValueError(f"'{item}' is not a valid email address: {problem}")
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names nobody; leave the key out for the default (billing_contact)")
+        return value
 
     @property
     def audience(self) -> str | None:
@@ -306,8 +337,12 @@ class Step(Strict):
         return self.audience == CUSTOMER
 
     @property
-    def recipient(self) -> str:
+    def recipient(self) -> str | list[str]:
         return self.to or "billing_contact"
+
+    @property
+    def recipient_rules(self) -> list[str]:
+        return [self.to] if isinstance(self.to, str) else list(self.to or [])
 
 
 class Sequence(Strict):
@@ -647,10 +682,13 @@ def _load_sequence(path: Path) -> tuple[Sequence | str | None, list[ConfigProble
             problem(("steps", i, "when") + rel, message)
         if step.action in ("email", "sms") and not step.template:
             problem(("steps", i, "template"), f"a {step.action} step needs a template")
-        if step.action == "escalate" and step.to and step.to != "account_manager":
-            problem(("steps", i, "to"), "an escalation goes to the escalation channel or to account_manager")
+        if step.action == "escalate" and any(rule in ("billing_contact", "customer") for rule in step.recipient_rules):
+            problem(("steps", i, "to"), "an escalation goes to the escalation channel, to account_manager or to "
+                                        "an address, never to the customer")
         if step.to and step.action not in ("email", "sms", "escalate"):
             problem(("steps", i, "to"), f"'to' applies to email, sms and escalate steps, not {step.action}")
+        if step.cc and step.action != "email":
+            problem(("steps", i, "cc"), f"'cc' applies to email steps, not {step.action}")
     retries = sum(step.action == "retry" for step in sequence.steps)
     # The first failed attempt counts against the cap, so a sequence may plan max_attempts - 1 retries.
     if retries > sequence.max_attempts - 1:

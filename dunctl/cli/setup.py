@@ -9,7 +9,7 @@ import typer
 
 from dunctl.cli.common import JsonOption, err, handles_errors, load, out, print_json
 from dunctl.errors import ConfigError
-from dunctl.messages import Templates, sample_contexts
+from dunctl.messages import check_templates
 from dunctl.scaffold import write_starter
 
 
@@ -26,9 +26,8 @@ def init(directory: Annotated[Path, typer.Argument(help="Where to write the star
 def check(as_json: JsonOption = False) -> None:
     """Validate the config, segments, sequences and templates; render every template against a sample case."""
     config = load()
-    templates = Templates(config.templates_dir)
     used = {step.template: step.action for seq in config.sequences.values() for step in seq.steps if step.template}
-    problems = templates.check(used, sample_contexts(config.file.sender.company))
+    problems = check_templates(config.templates_dir, used, config.file.sender.company, config.file.sender.locale)
     if problems:
         raise ConfigError(problems)
     if as_json:
