@@ -24,7 +24,7 @@ _ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
 # hide text (bidi embeddings/overrides/isolates, zero-width joiners/spaces, BOM).
 _CONTROLS = "\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
 _CONTROL = re.compile(f"[{_CONTROLS}]")
-_SPACES = re.compile(r"\s+")
+_SPACES = re.compile(r" {2,}")   # no-break spaces stay: Babel puts them in amounts ("1 234,56 €")
 
 
 def _control_but_lines(text: str) -> str:

@@ -38,6 +38,11 @@ def test_two_failed_invoices_of_one_customer_make_one_email_and_another_currency
     assert refs["in_a"]["message_ref"] == refs["in_b"]["message_ref"] is not None
     assert refs["in_c"]["message_ref"] is None
     assert "one message for in_a, in_b" in refs["in_b"]["detail"]
+    both = next(r for r in smtp_server.received if r.message["X-Dunctl-Case"] == "in_a, in_b")
+    text = both.message.get_body(("plain",)).get_content()
+    for number, amount, link in (("INV-a", "$49.00", "in_a"), ("INV-b", "$15.00", "in_b")):
+        assert number in text and amount in text and f"https://invoice.stripe.test/{link}" in text
+    assert "$64.00" in text                                                       # the total
 
 
 def customer_mail(smtp_server):

@@ -130,9 +130,6 @@ def test_an_internal_message_can_be_written_in_the_senders_language_whatever_the
     assert "Next consequence in the sequence: pause_subscription on January 22, 2026" in text
 
 
-@pytest.mark.xfail(strict=True, reason="the executor must pass the case's sequence to build_context "
-                                       "(dunctl/tick/actions.py _context: sequence=...); cases no longer carry "
-                                       "their sequence_def in the row")
 def test_the_final_notice_sent_by_tick_names_the_day_the_subscription_pauses(tmp_path, smtp_server):
     from tests.helpers import (
         T0,

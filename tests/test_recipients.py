@@ -112,8 +112,6 @@ def test_a_malformed_billing_contact_never_reaches_a_real_smtp_server(tmp_path, 
     assert received.message.get_body(("plain",)).get_content().startswith("Hello Wayne Health,\n")
 
 
-@pytest.mark.xfail(strict=True, reason="the email channel sends to one envelope address (to_addrs=[to_addr]); "
-                                       "the executor must pass Recipients.to and .cc through (issue 14, lead)")
 def test_every_billing_contact_reaches_a_real_smtp_server(tmp_path, smtp_server):
     received = _tick_b2b(tmp_path, smtp_server)
     assert received.rcpt_tos == ["ap@wayne.test", "cfo@wayne.test", "it@wayne.test"]

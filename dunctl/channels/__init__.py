@@ -18,11 +18,12 @@ from datetime import datetime, timedelta
 
 @dataclass
 class EmailMessage:
-    to: str
+    to: str | list[str]           # one address, or a list of them
     subject: str
     text: str
     html: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    cc: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -56,24 +56,32 @@ def message_id(key: str, sender: str) -> str:
 class Built:
     """A message ready for the wire: its bytes (CRLF line ends), envelope addresses and Message-ID."""
 
-    __slots__ = ("data", "message_id", "recipient", "sender")
+    __slots__ = ("data", "message_id", "recipient", "recipients", "sender")
 
-    def __init__(self, data: bytes, sender: str, recipient: str, message_id: str):
-        self.data, self.sender, self.recipient, self.message_id = data, sender, recipient, message_id
+    def __init__(self, data: bytes, sender: str, recipients: list[str], message_id: str):
+        self.data, self.sender, self.recipients, self.message_id = data, sender, recipients, message_id
+        self.recipient = ", ".join(recipients)
 
 
 def build_message(message: EmailMessage, *, sender: str, reply_to: str | None, key: str, now: datetime) -> Built:
     """A text/plain message, or multipart/alternative (text, then HTML) when the message has HTML."""
-    to_name, to_addr = _split_address(message.to)
-    if not to_addr:
-        raise ChannelError(f"email recipient {one_line(message.to)!r} is not an email address")
+    given = [message.to] if isinstance(message.to, str) else list(message.to)
+    to = [_split_address(part) for part in given]
+    cc = [_split_address(part) for part in message.cc]
+    for (name, addr), written in zip(to + cc, given + list(message.cc)):
+        if not addr:
+            raise ChannelError(f"email recipient {one_line(written)!r} is not an email address")
+    if not to:
+        raise ChannelError("an email needs at least one recipient")
     from_name, from_addr = _split_address(sender)
     if not from_addr:
         raise ChannelError(f"email sender {one_line(sender)!r} is not an email address",
                            "check sender.from in the config")
     mid = message_id(key, from_addr)
     lines = [_header("From", _format_address(from_name, from_addr)),
-             _header("To", _format_address(to_name, to_addr))]
+             _header("To", ", ".join(_format_address(n, a) for n, a in to))]
+    if cc:
+        lines.append(_header("Cc", ", ".join(_format_address(n, a) for n, a in cc)))
     if reply_to:
         reply_name, reply_addr = _split_address(reply_to)
         if not reply_addr:
@@ -105,7 +113,7 @@ def build_message(message: EmailMessage, *, sender: str, reply_to: str | None, k
             dash, b"\r\n", "\r\n".join(text_head).encode("ascii"), b"\r\n\r\n", text_body, b"\r\n",
             dash, b"\r\n", "\r\n".join(html_head).encode("ascii"), b"\r\n\r\n", html_body, b"\r\n",
             dash, b"--\r\n"))
-    return Built(data, from_addr, to_addr, mid)
+    return Built(data, from_addr, [a for _, a in to + cc], mid)
 
 
 def _split_address(value: str) -> tuple[str, str]:
@@ -336,10 +344,11 @@ class SmtpTransport:
                 if code != 250:
                     self._reset()
                     raise smtplib.SMTPSenderRefused(code, reply, built.sender)
-                code, reply = smtp.rcpt(built.recipient)
-                if code not in (250, 251):
-                    self._reset()
-                    raise smtplib.SMTPRecipientsRefused({built.recipient: (code, reply)})
+                for address in built.recipients:
+                    code, reply = smtp.rcpt(address)
+                    if code not in (250, 251):
+                        self._reset()
+                        raise smtplib.SMTPRecipientsRefused({address: (code, reply)})
                 code, reply = smtp.docmd("DATA")
                 if code != 354:
                     self._reset()
