@@ -90,6 +90,10 @@ class StripeConfig(Strict):
     pause_behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
     recheck_before_action: bool = False
     backfill_days: int = Field(60, ge=1, le=400)
+    # Connect platforms: the connected account this ledger follows (sent as the Stripe-Account header).
+    account: str | None = Field(None, pattern=r"^acct_[A-Za-z0-9]+$")
+    # Retry the open invoice on the next tick when the customer's payment method changes during a case.
+    retry_on_update: bool = True
 
 
 class SenderConfig(Strict):

@@ -5,6 +5,7 @@ from rich.text import Text
 
 from dunctl.cli.case import Invoice
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
+from dunctl.sanitize import terminal_text
 from dunctl.explain import Explanation, explain as explain_case
 
 
@@ -31,7 +32,8 @@ def render(result: Explanation) -> None:
     table = Table("step", "at", "to", "state", "when (UTC)", "why", header_style="bold")
     for s in result.steps:
         table.add_row(Text(s.step), Text(s.at), Text(s.audience or "-"), Text(s.state),
-                      Text((s.when or "-").replace("T", " ").replace("Z", ""), no_wrap=True), Text(s.why))
+                      Text((s.when or "-").replace("T", " ").replace("Z", ""), no_wrap=True),
+                      Text(terminal_text(s.why)))
     out.print(table)
     if result.next_due_at:
         out.print(Text(f"next: {result.next_step} at {result.next_due_at.replace('T', ' ').replace('Z', '')} UTC"))

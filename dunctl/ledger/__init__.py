@@ -182,7 +182,7 @@ class Ledger:
         decline = asdict(inv.decline) if inv.decline else None
         failure_type = classify(inv.decline) if inv.decline else None
         lines = [{**asdict(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
-                 for line in inv.lines]
+                 for line in inv.lines or []]
         self.db.execute(
             """INSERT INTO invoices(id, customer_id, subscription_id, number, currency, amount_due, amount_paid,
                  amount_remaining, status, billing_reason, collection_method, attempt_count, next_payment_attempt,
@@ -204,7 +204,8 @@ class Ledger:
                  customer_email = excluded.customer_email, customer_name = excluded.customer_name,
                  payment_method_id = excluded.payment_method_id,
                  payment_method_type = coalesce(excluded.payment_method_type, invoices.payment_method_type),
-                 metadata = excluded.metadata, lines = excluded.lines,
+                 metadata = excluded.metadata,
+                 lines = CASE WHEN ? THEN excluded.lines ELSE invoices.lines END,
                  first_failed_at = excluded.first_failed_at,
                  failed_at = coalesce(max(coalesce(excluded.failed_at, ''), coalesce(invoices.failed_at, '')),
                                       invoices.failed_at),
@@ -226,14 +227,15 @@ class Ledger:
              _json(lines), iso(inv.created), first_failed_text, iso(inv.failed_at),
              _json(decline) if decline else None, failure_type, iso(inv.paid_at), iso(inv.voided_at),
              iso(inv.marked_uncollectible_at), None if inv.auto_advance is None else int(inv.auto_advance),
-             int(inv.livemode), iso(now)])
+             int(inv.livemode), iso(now), inv.lines is not None])
         return existing is None
 
     def _record_signal(self, signal: Signal) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO signals(kind, at, invoice_id, customer_id, detail, source_id) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [signal.kind, iso(signal.at), signal.invoice_id, signal.customer_id, signal.detail, signal.source_id])
+            "INSERT OR IGNORE INTO signals(kind, at, invoice_id, customer_id, detail, source_id, subscription_id, "
+            "payment_method_id, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [signal.kind, iso(signal.at), signal.invoice_id, signal.customer_id, signal.detail, signal.source_id,
+             signal.subscription_id, signal.payment_method_id, _json(signal.data or {})])
 
     def pending_signals(self) -> list[SignalRecord]:
         """Signals stored by sync that have not yet been applied to cases, oldest first."""

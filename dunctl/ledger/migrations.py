@@ -264,6 +264,18 @@ def m003_tick_core(db: Database) -> None:
     )
 
 
+@migrations()
+def m101_stripe_signal_fields(db: Database) -> None:
+    # Lifecycle signals (a subscription cancelled or paused outside dunctl, a closed dispute, an inactive mandate)
+    # name the subscription or payment method they are about, and carry structured details (won/lost,
+    # resumes_at); see dunctl/model.py Signal for each kind.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(signals)").fetchall()}
+    for name, kind in (("subscription_id", "TEXT"), ("payment_method_id", "TEXT"),
+                       ("data", "TEXT NOT NULL DEFAULT '{}'")):
+        if name not in columns:
+            db.execute(f"ALTER TABLE signals ADD COLUMN {name} {kind}")
+
+
 # -- m102: the report's rollups ------------------------------------------------------------------------------------
 # Aggregates the report reads instead of the cases, kept exact by triggers on cases and actions, so no Python
 # call site (the tick, a person closing a case, a sync) has to remember them. Each case contributes to one row of

@@ -416,7 +416,7 @@ class SimulatedAccount:
                 invoice.payment_method_id, invoice.payment_method_type = pm_id, old.type
                 self._touch("invoice", invoice.id)
         self._touch("signal", Signal(kind="payment_method_updated", at=at, customer_id=cust.customer.id,
-                                     detail=detail, source_id=f"sim_pm_{pm_id}"))
+                                     payment_method_id=pm_id, detail=detail, source_id=f"sim_pm_{pm_id}"))
 
     def _on_respond(self, at: datetime, invoice_id: str, source: str, n: int) -> None:
         """The customer acts on the invoice: pays it on the hosted page, or replaces the payment method."""
