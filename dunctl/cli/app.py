@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("dunctl.cli.demo", "demo",
              "Watch dunning run on a simulated Stripe account: no key, no network, nothing sent."),
     "simulate": ("dunctl.cli.simulate", "simulate",
-                 "Run the same simulated customers under each config or sequence set, side by side. Nothing is sent."),
+                 "Run the same customers under each config or sequence set, side by side. Nothing is sent."),
     "case": ("dunctl.cli.case", "app", "Look at one case, or take it over."),
 }
 
