@@ -18,6 +18,7 @@ from rich.text import Text
 
 from dunctl.cases import CaseRow, Status, status as build_status
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, open_ledger, out
+from dunctl.ledger.experiment_queries import experiment_status
 from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, packed_lines, plain_rows
 from dunctl.money import format_amount
 from dunctl.sanitize import terminal_text
@@ -62,12 +63,23 @@ def status(
     if as_json:
         from dunctl.report import headline
 
-        write_json(view, headline(ledger, moment).to_dict())
+        write_json(view, headline(ledger, moment).to_dict(), experiment_status(ledger))
         return
     render(view)
+    render_experiments(experiment_status(ledger))
     from dunctl.report import headline
 
     render_headline_after(headline(ledger, moment))
+
+
+def render_experiments(rows: list[dict]) -> None:
+    """Running experiments: cases per arm, and how many are still open."""
+    by_experiment: dict[str, list[str]] = {}
+    for row in rows:
+        by_experiment.setdefault(row["experiment"], []).append(
+            f"{row['arm']} {row['cases']:,} ({row['open']:,} open)")
+    for name, arms in by_experiment.items():
+        out.print(Text(f"experiment {clean(name)}: " + ", ".join(clean(a) for a in arms)))
 
 
 def _screenful() -> int:
@@ -81,10 +93,11 @@ def _screenful() -> int:
 # -- json ----------------------------------------------------------------------------------------------------------
 
 
-def write_json(view: Status, headline: dict | None) -> None:
+def write_json(view: Status, headline: dict | None, experiments: list[dict] = ()) -> None:
     """The documented keys, with `cases` written one case at a time: memory stays flat however many there are."""
     head = {"now": view.now.isoformat(), "account_mode": view.account_mode, "revenue_at_risk": view.revenue_at_risk,
-            "total": view.total, "unknown_actions": len(view.unknown_actions), "failed_actions": view.failed_actions}
+            "total": view.total, "unknown_actions": len(view.unknown_actions), "failed_actions": view.failed_actions,
+            "experiments": list(experiments)}
     if headline is not None:
         head["headline"] = headline
     write = sys.stdout.write
