@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -176,6 +177,7 @@ class FakeStripe:
         self.counts: Counter = Counter()                             # "GET /v1/events" -> requests
         self.log: list[tuple[str, str, int]] = []                    # (method, path, status)
         self.faults: list[Fault] = []
+        self.latency: dict[str, float] = {}
         self.denied: dict[str, set[str]] = defaultdict(set)          # key -> {"invoice_write", ...}
         self.rejected_keys: set[str] = set()
         self.outcomes: dict[str, list[Outcome]] = defaultdict(list)  # invoice id -> next invoices.pay outcomes
@@ -279,6 +281,10 @@ class FakeStripe:
         """Answer every request with `status` until calm()."""
         with self.lock:
             self.faults.append(Fault(status, None, route))
+
+    def slow(self, route: str, seconds: float) -> None:
+        """Answer requests to `route` only after `seconds` (a slow Stripe: ticks overlap, crashes land mid-call)."""
+        self.latency[route] = seconds
 
     def calm(self) -> None:
         with self.lock:
@@ -903,6 +909,9 @@ class FakeStripe:
     def handle(self, method: str, path: str, params: dict, key: str | None, idempotency_key: str | None,
                account: str | None = None) -> tuple[int, dict, dict]:
         """One API request -> (status, body, extra headers)."""
+        delay = self.latency.get(self._route(method, path)[0]) if self.latency else None
+        if delay:
+            time.sleep(delay)
         with self.lock:
             route, handler, permission, match = self._route(method, path)
             self.counts[route] += 1

@@ -58,7 +58,8 @@ def test_the_same_config_as_a_candidate_is_the_baseline_again(backtest):
 
 def test_an_emptied_sequence_ranks_below_the_baseline(backtest):
     emptied = backtest.candidates[1]
-    assert emptied.messages_sent == emptied.retries_used == 0
+    assert emptied.messages_sent == 0
+    assert emptied.retries_used <= 2          # only on a new card (stripe.retry_on_update), never a step
     assert emptied.recovered_of_all < backtest.baseline.recovered_of_all - 0.15
     verdict = backtest.comparisons[1]
     assert verdict.distinguishable and verdict.difference < 0

@@ -100,13 +100,16 @@ def simulated(sequence_sets, tmp_path_factory):
 def test_recovery_falls_when_the_sequence_is_emptied(simulated):
     shipped, emptied, _ = simulated.outcomes
     assert shipped.failed_invoices == emptied.failed_invoices > 60     # the same customers, the same failures
-    assert emptied.messages_sent == emptied.retries_used == 0
+    assert emptied.messages_sent == 0
+    # no sequence step runs; what is left is the retry on a new card (stripe.retry_on_update, on by default)
+    assert emptied.retries_used < shipped.retries_used / 3
     assert emptied.recovered_of_all < shipped.recovered_of_all - 0.3
 
 
 def test_recovery_rises_when_retries_are_added_for_soft_declines(simulated):
     shipped, _, without_retries = simulated.outcomes
-    assert without_retries.retries_dunctl == 0 < shipped.retries_dunctl
+    # (without retry steps, dunctl still retries once on a new card: stripe.retry_on_update)
+    assert without_retries.retries_dunctl < shipped.retries_dunctl / 3
     assert shipped.recovered > without_retries.recovered
     assert shipped.recovered_of_all > without_retries.recovered_of_all + 0.03
 
@@ -121,7 +124,8 @@ def test_retries_added_to_a_sequence_show_up_as_retries_that_collect(tmp_path):
     (more / "standard.yaml").write_text(yaml.safe_dump(standard, sort_keys=False))
     result = run_simulation([base, more], tmp_path / "runs", customers=1500, days=15, follow_up_days=30, seed=9)
     without, with_retries = result.outcomes
-    assert with_retries.collected_by.get("retry", 0) > 0 == without.collected_by.get("retry", 0)
+    # (the base still retries once on a new card: stripe.retry_on_update)
+    assert with_retries.collected_by.get("retry", 0) > 2 * without.collected_by.get("retry", 0)
     assert with_retries.recovered > without.recovered
 
 

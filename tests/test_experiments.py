@@ -322,3 +322,24 @@ def test_an_experiment_on_the_simulated_account_end_to_end(tmp_path):
     shown = cli(result.config_path, "report", "--by", "arm", "--json")
     arms = {a["arm"] for e in json.loads(shown.stdout)["experiments"] for a in e["arms"]}
     assert {"control", "lean", HOLDOUT} <= arms
+
+
+def test_status_shows_running_experiments_with_their_counts(tmp_path):
+    import json as _json
+
+    from tests.helpers import at, cli, customer, failed_invoice, open_engine_ledger, seed, starter
+
+    config = starter(tmp_path, experiments=[{"name": "lean", "arms": [
+        {"name": "control", "sequence": "standard", "weight": 50},
+        {"name": "lean", "sequence": "high-value", "weight": 50}], "holdout": "20%"}])
+    ledger = open_engine_ledger(config)
+    seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(30)],
+         customers=[customer(f"cus_{i}") for i in range(30)])
+    assert cli(config, "tick", "--no-sync", "--now", at("31m").isoformat()).exit_code == 0
+    data = _json.loads(cli(config, "status", "--json", "--now", at("1h").isoformat()).stdout)
+    arms = {row["arm"]: row["cases"] for row in data["experiments"]}
+    assert set(arms) == {"control", "lean", "holdout"} and sum(arms.values()) == 30
+    text = cli(config, "status", "--now", at("1h").isoformat()).stdout
+    assert "experiment lean: control" in text
+    holdout = [c for c in ledger.cases() if c["arm"] == "holdout"]
+    assert holdout and all(ledger.actions(c["id"]) == [] for c in holdout)   # no dunctl action at all

@@ -79,7 +79,7 @@ def test_new_ledger_starts_one_on_purpose_and_an_empty_ledger_is_normal(tmp_path
     again = cli(config, "tick", "--no-sync", "--now", at("2h").isoformat())
     assert again.exit_code == 0 and again.output == ""
     status = cli(config, "status")
-    assert status.exit_code == 0 and "0 case(s)" in status.stdout
+    assert status.exit_code == 0 and "0 open cases" in status.stdout
 
 
 def test_init_creates_the_ledger_with_its_schema(tmp_path):

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, now_from, open_ledger, \
@@ -27,12 +26,15 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
-    templates_parse(config)
     moment = now_from(now)
     if dry_run and not config.ledger_path.exists():
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
     else:
         ledger = open_ledger(config)
+    known = ledger.get_state("templates_parsed")
+    parsed = templates_parse(config, known_good=known)
+    if parsed != known and not dry_run:
+        ledger.set_state("templates_parsed", parsed)
     # the account check records the binding on first use: a dry run does it on a copy, never on the file
     gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger)
     with sync_progress() as progress:
@@ -86,6 +88,8 @@ def render(result: TickResult, verbose: bool, as_json: bool) -> None:
         return  # cron mails whatever a job prints: say nothing when nothing happened
     out.print(summary(result), markup=False)
     if verbose and result.actions:
+        from rich.table import Table
+
         table = Table("invoice", "step", "action", "status", "to", "subject / detail")
         for a in result.actions:
             table.add_row(Text(a.invoice_id, no_wrap=True), Text(a.step), Text(a.action), Text(a.status),

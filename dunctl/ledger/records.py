@@ -120,6 +120,7 @@ class CaseRecord(_Record):
     payment_method_changed_at: datetime | None
     next_due_at: datetime | None
     next_step: str | None
+    arm: str | None = None      # the experiment arm the case was assigned when it opened ('holdout': no action)
     row: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property

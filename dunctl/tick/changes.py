@@ -11,6 +11,7 @@ from datetime import datetime
 
 from dunctl.config import Sequence, sequence_definition, sequence_hash
 from dunctl.ledger import Ledger
+from dunctl.ledger.experiment_queries import record_assignment
 from dunctl.ledger.records import InvoiceRecord
 
 
@@ -32,6 +33,7 @@ class OpenCase:
     sequence: Sequence
     failure_type: str
     decline_code: str | None
+    assignment: object = None     # dunctl.experiments.Assignment, recorded on the case, never changed
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def _open(ledger: Ledger, c: OpenCase, now: datetime, applied: Applied) -> None:
     case_id = ledger.open_case(invoice=c.invoice, segment=c.segment, sequence=c.sequence.name, sequence_hash=digest,
                                sequence_def=sequence_definition(c.sequence), failure_type=c.failure_type,
                                decline_code=c.decline_code, now=now)
+    if c.assignment is not None:
+        record_assignment(ledger, case_id, c.assignment.experiment, c.assignment.arm)
     ledger.add_timeline(case_id, c.invoice.first_failed_at, "failed",
                         f"payment failed: {c.decline_code or 'no code'} ({c.failure_type})", c.invoice.decline)
     ledger.add_timeline(case_id, now, "opened",

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from dunctl.conditions import matches
 from dunctl.config import Config
+from dunctl.experiments import assign, case_sequence
 from dunctl.failures import DISPUTE, UNKNOWN, shown_code
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, SubscriptionRecord
@@ -25,8 +26,10 @@ def open_case(invoice: InvoiceRecord, customer: CustomerRecord | None, subscript
     failure_type = invoice.failure_type or UNKNOWN
     facts = condition_facts(invoice, customer, subscription, failure_type, invoice.attempt_count, now)
     segment = next(s for s in config.file.segments if matches(s.when, facts))
-    return [OpenCase(invoice, segment.name, config.sequences[segment.sequence], failure_type,
-                     shown_code(invoice.decline))]
+    # sticky experiment assignment: a hash of (experiment, customer); a holdout case gets an empty sequence
+    assignment = assign(config, invoice.customer_id, segment.name)
+    return [OpenCase(invoice, segment.name, case_sequence(config, assignment, segment.name), failure_type,
+                     shown_code(invoice.decline), assignment)]
 
 
 def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list[Change]:

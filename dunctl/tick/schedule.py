@@ -44,8 +44,8 @@ def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool,
     """dunctl's own effects that are due on an open case: turning Stripe's retries off (`retries: dunctl`),
     tried until it is done, since no dunctl retry may run while Stripe's own still do; and a retry on the first
     tick after the customer replaced the payment method (`stripe.retry_on_update`)."""
-    if not bundle.case.is_open:
-        return []
+    if not bundle.case.is_open or bundle.case.arm == "holdout":
+        return []   # a holdout gets no dunctl action at all: Stripe's own retries and emails only
     effects = _retry_after_update(bundle, settings, max_attempts) if settings.retry_on_update else []
     if not dunctl_retries:
         return effects
