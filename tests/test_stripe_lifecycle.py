@@ -33,10 +33,10 @@ def ledger(tmp_path):
     ledger.close()
 
 
-def run_sync(ledger, gateway, now):
+def run_sync(ledger, gateway, now, accept_stale=False):
     batches = list(gateway.sync(ledger.get_state("cursor"), now))
     for batch in batches:
-        ledger.apply_batch(batch, now)
+        ledger.apply_batch(batch, now, accept_stale=accept_stale)
     return batches
 
 
@@ -136,7 +136,8 @@ def test_dunctls_own_pause_is_marked_as_dunctls(fake_stripe, gateway, ledger):
     run_sync(ledger, gateway, T0 + HOUR)
     sub = subscription_id_of(fake_stripe.invoice(invoice_id))
     gateway.pause_subscription(sub, "void", "dunctl-" + invoice_id + "-suspend")
-    run_sync(ledger, gateway, T0 + 2 * HOUR)
+    # (called straight through the gateway, so the ledger has no action for the key: adopt it knowingly)
+    run_sync(ledger, gateway, T0 + 2 * HOUR, accept_stale=True)
     paused = signals(ledger, "subscription_paused")
     assert len(paused) == 1 and json.loads(paused[0]["data"])["by_dunctl"]
 
