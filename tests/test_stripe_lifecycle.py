@@ -16,21 +16,7 @@ from dunctl.stripe_gateway import EVENT_TYPES, StripeGateway
 from tests.fakestripe import OLD_API_VERSION, TEST_KEY, fake_stripe, subscription_id_of, unix  # noqa: F401
 from tests.helpers import cli, starter
 
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def gateway(fake_stripe):
-    return StripeGateway(TEST_KEY, api_base=fake_stripe.url, sleep=lambda seconds: None)
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
-    yield ledger
-    ledger.close()
+from tests.test_stripe_sync import DAY, HOUR, T0, gateway, ledger  # noqa: F401,E402  (fixtures)
 
 
 def run_sync(ledger, gateway, now, accept_stale=False):
