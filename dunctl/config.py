@@ -62,6 +62,11 @@ def _duration(value: Any, low: timedelta, high: timedelta) -> timedelta:
     return duration
 
 
+def _bounded(name: str, low: timedelta, high: timedelta):
+    """A validator reading `name` as a duration between `low` and `high` ('36h', '3d')."""
+    return field_validator(name, mode="before")(classmethod(lambda cls, value: _duration(value, low, high)))
+
+
 def _span(duration: timedelta) -> str:
     minutes = int(duration.total_seconds() // 60)
     for unit, size in (("d", 1440), ("h", 60)):
@@ -203,10 +208,7 @@ class ContactConfig(Strict):
     min_gap: timedelta = Field(default_factory=lambda: timedelta(hours=36))
     channels: dict[Literal["email", "sms"], ChannelContact] = Field(default_factory=dict)
 
-    @field_validator("min_gap", mode="before")
-    @classmethod
-    def _gap(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(0), timedelta(days=7))
+    _gap = _bounded("min_gap", timedelta(0), timedelta(days=7))
 
 
 class EscalationConfig(Strict):
@@ -237,25 +239,10 @@ class DunningConfig(Strict):
             raise ValueError(f"'{value}' is not a tick budget; use 1s to 1h, such as 4m (cron runs every few minutes)")
         return budget
 
-    @field_validator("grace", mode="before")
-    @classmethod
-    def _grace(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(0), timedelta(days=90))
-
-    @field_validator("action_retry_after", mode="before")
-    @classmethod
-    def _retry_after(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(minutes=1), timedelta(days=7))
-
-    @field_validator("attribution_window", mode="before")
-    @classmethod
-    def _window(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(0), timedelta(days=90))
-
-    @field_validator("notice_before_suspension", mode="before")
-    @classmethod
-    def _notice(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(0), timedelta(days=90))
+    _grace = _bounded("grace", timedelta(0), timedelta(days=90))
+    _retry_after = _bounded("action_retry_after", timedelta(minutes=1), timedelta(days=7))
+    _window = _bounded("attribution_window", timedelta(0), timedelta(days=90))
+    _notice = _bounded("notice_before_suspension", timedelta(0), timedelta(days=90))
 
 
 class Segment(Strict):

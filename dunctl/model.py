@@ -161,6 +161,7 @@ class SyncBatch:
     cursor: dict | None = None     # opaque to the ledger; None leaves the stored cursor as it is
     requests: int = 0              # provider requests this batch cost
     events: int = 0                # provider events this batch consumed
+    dunctl_keys: list[str] = field(default_factory=list)   # idempotency keys of dunctl's own requests seen in events
 
 
 @dataclass

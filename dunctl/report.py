@@ -109,6 +109,7 @@ class Headline:
     with_person: int              # escalated or disputed
     closed_by_person: int
     filter: dict
+    planned: dict[str, int] = field(default_factory=dict)   # monitor mode: actions recorded `would`, by action
 
     def currency(self, code: str) -> CurrencyFigures | None:
         return next((c for c in self.currencies if c.currency == code), None)
@@ -233,7 +234,7 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
         ended_by_state=by_state, currencies=currencies,
         days_to_recovery=_days_to_recovery(conn, period, progress, rollup),
         churn=_churn(conn, period, rollup), with_person=totals["with_person"], closed_by_person=totals["closed"],
-        filter=period.condition())
+        filter=period.condition(), planned=q.planned_in_monitor_mode(conn))
 
 
 def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: q.Progress,

@@ -84,6 +84,8 @@ def headline_rows(h: Headline) -> list[list[str]]:
                                    f"{h.churn.active_subscriptions:,} subscriptions)"],
              ["Cases with a person", count(h.with_person)],
              ["Closed by a person", count(h.closed_by_person)]]
+    if h.planned:
+        rows.append(["Planned in monitor mode, not sent", ", ".join(f"{n:,} {a}" for a, n in h.planned.items())])
     return rows
 
 

@@ -385,6 +385,9 @@ class StripeGateway:
             if event["id"] in seen:
                 continue
             seen.add(event["id"])
+            request_key = str((event.get("request") or {}).get("idempotency_key") or "")
+            if request_key.startswith("dunctl-"):
+                batch.dunctl_keys.append(request_key)   # what dunctl did, as the account saw it: a stale-ledger check
             data = event["data"]["object"]
             previous = event["data"].get("previous_attributes") or {}
             kind, at = event["type"], from_unix(event["created"])

@@ -19,6 +19,9 @@ def tick(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")] = False,
     no_sync: Annotated[bool, typer.Option("--no-sync", help="Skip the Stripe sync; act on the ledger only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every action as a table.")] = False,
+    accept_stale: Annotated[bool, typer.Option("--accept-stale-ledger",
+                                               help="Adopt a ledger older than the Stripe account (restored from "
+                                                    "a backup) knowingly.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Sync, open and close cases, and run every due step exactly once.
@@ -39,7 +42,7 @@ def tick(
     gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger)
     with sync_progress() as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
-                          sync=not no_sync, progress=progress)
+                          sync=not no_sync, progress=progress, accept_stale=accept_stale)
     render(result, verbose or dry_run, as_json)
     if not result.ok:
         raise typer.Exit(1)

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from dunctl.clock import from_iso, iso
-from dunctl.errors import LockHeld
+from dunctl.errors import LockHeld, StaleLedger
 from dunctl.ledger.migrations import migrations
 from dunctl.ledger.records import ActionRecord, CaseBundle, CaseRecord, CustomerRecord, InvoiceRecord, \
     SignalRecord, SubscriptionRecord
@@ -139,8 +139,19 @@ class Ledger:
         self.db.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [name, _json(value)])
 
-    def apply_batch(self, batch: SyncBatch, now: datetime, cursor_name: str = "cursor") -> int:
-        """Store one sync batch and its cursor atomically. Returns how many invoices were new."""
+    def apply_batch(self, batch: SyncBatch, now: datetime, cursor_name: str = "cursor",
+                    accept_stale: bool = False) -> int:
+        """Store one sync batch and its cursor atomically. Returns how many invoices were new. Refuses (StaleLedger)
+        a batch showing dunctl's own requests this ledger has no record of, unless `accept_stale`."""
+        if batch.dunctl_keys and not accept_stale:
+            unknown = self.unknown_keys(batch.dunctl_keys)
+            if unknown:
+                raise StaleLedger(
+                    f"the ledger {self.path} is older than the Stripe account: Stripe shows {len(unknown)} request(s) "
+                    f"dunctl made that this ledger has no record of (e.g. {unknown[0]}); using it would repeat "
+                    "messages and steps already done",
+                    "restore the newest backup; or, to adopt this ledger knowingly, run once with "
+                    "--accept-stale-ledger (steps in the catch-up window may run again)")
         with self.transaction():
             for customer in batch.customers:
                 self._upsert_customer(customer, now)
@@ -154,6 +165,16 @@ class Ledger:
             if batch.cursor is not None:
                 self.set_state(cursor_name, batch.cursor)
         return new
+
+    def unknown_keys(self, keys: list[str]) -> list[str]:
+        """Of dunctl's idempotency keys seen at Stripe, those this ledger never recorded (a link's '-link' key
+        belongs to its action's)."""
+        unknown = []
+        for key in dict.fromkeys(keys):
+            base = key[:-5] if key.endswith("-link") else key
+            if self.db.execute("SELECT 1 FROM actions WHERE idempotency_key = ? LIMIT 1", [base]).fetchone() is None:
+                unknown.append(key)
+        return unknown
 
     def _upsert_customer(self, c: Customer, now: datetime) -> None:
         self.db.execute(

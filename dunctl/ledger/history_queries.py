@@ -9,9 +9,8 @@ from dunctl.ledger import Ledger
 MESSAGES = ("email", "sms")
 
 
-def failed_invoices(ledger: Ledger, since: str | None = None, until: str | None = None) -> list[dict]:
-    """Every case first failed in [since, until), with its invoice, customer, subscription and the codes of
-    its first failure (from the case timeline, else the invoice's latest), oldest first."""
+def _cohort(since: str | None, until: str | None) -> tuple[list[str], list[str]]:
+    """The WHERE terms (and their parameters) for cases first failed in [since, until)."""
     where, params = ["1"], []
     if since:
         where.append("c.first_failed_at >= ?")
@@ -19,6 +18,13 @@ def failed_invoices(ledger: Ledger, since: str | None = None, until: str | None 
     if until:
         where.append("c.first_failed_at < ?")
         params.append(until)
+    return where, params
+
+
+def failed_invoices(ledger: Ledger, since: str | None = None, until: str | None = None) -> list[dict]:
+    """Every case first failed in [since, until), with its invoice, customer, subscription and the codes of
+    its first failure (from the case timeline, else the invoice's latest), oldest first."""
+    where, params = _cohort(since, until)
     return list(ledger.db.query(
         f"""SELECT c.id AS case_id, c.invoice_id, c.customer_id, c.subscription_id, c.currency, c.amount_due,
                    c.first_failure_type, c.first_failed_at, c.state, c.recovered_at, c.recovered_by,
@@ -39,13 +45,7 @@ def outcomes(ledger: Ledger, window_seconds: int, since: str | None = None, unti
     """Per case: its first failure type, state, who collected, days from failure to payment (or to `until`
     of the data: the case's end, else the last tick), payment attempts, messages sent, and whether the last
     touch before payment (within the attribution window) was a message, a retry, or nothing."""
-    where, params = ["1"], []
-    if since:
-        where.append("c.first_failed_at >= ?")
-        params.append(since)
-    if until:
-        where.append("c.first_failed_at < ?")
-        params.append(until)
+    where, params = _cohort(since, until)
     kinds = ", ".join(f"'{k}'" for k in (*MESSAGES, "retry", "escalate"))
     return list(ledger.db.query(
         f"""SELECT c.id, c.first_failure_type AS failure_type, c.state, c.recovered_by, c.first_failed_at,

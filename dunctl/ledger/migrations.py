@@ -247,7 +247,11 @@ def m003_tick_core(db: Database) -> None:
         CREATE INDEX actions_attention ON actions(status) WHERE status IN ('failed', 'claimed', 'unknown');
         -- The idle tick looks for orphaned claims; this index answers it without reading other actions.
         CREATE INDEX actions_claimed ON actions(id) WHERE status = 'claimed';
+        -- What monitor mode planned (`would`), counted by the report without reading the other actions.
+        CREATE INDEX actions_would ON actions(action) WHERE status = 'would';
         CREATE INDEX actions_case ON actions(case_id, finished_at);
+        -- What dunctl did, found by its idempotency key (the stale-ledger check against Stripe's events).
+        CREATE INDEX actions_key ON actions(idempotency_key);
         -- One conversation per customer: its open cases, and what it was sent lately, by customer.
         CREATE INDEX IF NOT EXISTS cases_customer ON cases(customer_id);
 

@@ -378,3 +378,10 @@ def raw_full_scan(conn: sqlite3.Connection) -> int:
     """One aggregate that must read every case row: what a report computed from the cases alone costs at least."""
     return conn.execute(f"SELECT count(*), sum(amount_due - amount_paid_at_open), sum({SECONDS}) FROM cases "
                         "NOT INDEXED").fetchone()[0]
+
+
+def planned_in_monitor_mode(conn: sqlite3.Connection) -> dict[str, int]:
+    """Actions monitor mode planned and recorded as `would` (nothing was sent), by action: from their own
+    partial index, so a live ledger pays nothing for it."""
+    return dict(conn.execute("SELECT action, count(*) FROM actions INDEXED BY actions_would WHERE status = 'would' "
+                             "GROUP BY action ORDER BY action").fetchall())

@@ -32,12 +32,12 @@ RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment ma
 
 
 def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False,
-             progress: Callable[[SyncResult], None] | None = None) -> SyncResult:
+             progress: Callable[[SyncResult], None] | None = None, accept_stale: bool = False) -> SyncResult:
     """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically."""
     result = SyncResult()
     cursor = None if full else ledger.get_state("cursor")
     for batch in gateway.sync(cursor, now, full=full):
-        new = ledger.apply_batch(batch, now)
+        new = ledger.apply_batch(batch, now, accept_stale=accept_stale)
         result.invoices_new += new
         result.invoices_updated += len(batch.invoices) - new
         result.requests += batch.requests
@@ -231,12 +231,13 @@ def _days(delta) -> str:
 
 def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: ChannelSet | None, now: datetime,
              dry_run: bool = False, sync: bool = True,
-             progress: Callable[[SyncResult], None] | None = None, mode: str | None = None) -> TickResult:
+             progress: Callable[[SyncResult], None] | None = None, mode: str | None = None,
+             accept_stale: bool = False) -> TickResult:
     """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run works on a snapshot copy
     of the ledger in memory: it never writes the ledger file nor holds a write transaction on it, and makes no
     call that changes anything outside."""
     if dry_run:
-        return _dry_tick(ledger, config, gateway, now, sync, progress)
+        return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
     with ledger.tick_lock():
         last_tick = ledger.last_tick_at()
@@ -247,7 +248,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         try:
             _settle_orphans(ledger, now)
             _on_mode_change(ctx)
-            _tick(ctx, result, gateway, sync, progress)
+            _tick(ctx, result, gateway, sync, progress, accept_stale)
         finally:
             if channels is not None:
                 channels.close()
@@ -258,12 +259,12 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
 
 
 def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: bool,
-          progress: Callable[[SyncResult], None] | None) -> None:
+          progress: Callable[[SyncResult], None] | None, accept_stale: bool = False) -> None:
     def sync_now() -> None:
         if not sync or gateway is None:
             return
         try:
-            result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress)
+            result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress, accept_stale=accept_stale)
         except GatewayAuthError:
             raise
         except GatewayError as exc:
@@ -283,12 +284,12 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
 
 
 def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
-              progress: Callable[[SyncResult], None] | None) -> TickResult:
+              progress: Callable[[SyncResult], None] | None, accept_stale: bool = False) -> TickResult:
     copy = ledger.snapshot_in_memory()
     try:
         ctx = TickContext(copy, config, _ReadOnly(gateway) if gateway else None, None, now, mode=DRY_RUN)
         result = TickResult(now=now, dry_run=True, mode=DRY_RUN)
-        _tick(ctx, result, ctx.gateway, sync, progress)
+        _tick(ctx, result, ctx.gateway, sync, progress, accept_stale)
         return result
     finally:
         copy.close()
@@ -323,12 +324,12 @@ class _ReadOnly:
 
 def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: datetime, full: bool = False,
                        progress: Callable[[SyncResult], None] | None = None,
-                       channels: ChannelSet | None = None) -> SyncResult:
+                       channels: ChannelSet | None = None, accept_stale: bool = False) -> SyncResult:
     """`dunctl sync`: pull changes and open or close cases, without running any step. People who hold a case
     are still told when it is disputed or recovered (through the executor), as `tick` would."""
     mode = MONITOR if config.file.mode == "monitor" else LIVE
     with ledger.tick_lock():
-        result = run_sync(ledger, gateway, now, full=full, progress=progress)
+        result = run_sync(ledger, gateway, now, full=full, progress=progress, accept_stale=accept_stale)
         tick = TickResult(now=now, mode=mode)
         ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway), channels, now, mode=mode)
         try:
