@@ -102,6 +102,7 @@ class CaseDetail:
     customer: dict | None
     actions: list[dict]
     timeline: list[dict]
+    waiting: list = field(default_factory=list)   # due steps that wait, and why (dunctl.explain.StepState)
 
     def to_dict(self) -> dict:
         case = {k: v for k, v in self.case.items() if k != "sequence_def"}
@@ -110,7 +111,8 @@ class CaseDetail:
                                           "metadata": json.loads(self.invoice["metadata"])},
                 "customer": self.customer and {**self.customer, "metadata": json.loads(self.customer["metadata"])},
                 "actions": self.actions,
-                "timeline": [{**t, "data": json.loads(t["data"]) if t["data"] else None} for t in self.timeline]}
+                "timeline": [{**t, "data": json.loads(t["data"]) if t["data"] else None} for t in self.timeline],
+                "waiting": [vars(w) for w in self.waiting]}
 
 
 def find_case(ledger: Ledger, invoice_id: str) -> dict:

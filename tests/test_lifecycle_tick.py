@@ -89,5 +89,9 @@ def test_mastercard_advice_holds_a_dunctl_retry_until_the_network_allows_it(worl
 
     steps = {s.step: s for s in explain(w.ledger, w.config, invoice, T0 + 2 * DAY + 2 * HOUR).steps}
     assert steps["retry-1"].state == "waits" and "27" in steps["retry-1"].why
+    from tests.helpers import cli
+
+    shown = cli(w.config.path, "case", "show", invoice, "--now", (T0 + 2 * DAY + 2 * HOUR).isoformat()).stdout
+    assert "waits: retry-1:" in shown and "27" in shown
     w.tick(T0 + 4 * DAY + timedelta(minutes=5))
     assert fake_stripe.count(PAY) == 1

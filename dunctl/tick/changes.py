@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from dunctl.config import Sequence, sequence_definition, sequence_hash
+from dunctl.failures import described_code
 from dunctl.ledger import Ledger
 from dunctl.ledger.experiment_queries import record_assignment
 from dunctl.ledger.records import InvoiceRecord
@@ -127,7 +128,8 @@ def _open(ledger: Ledger, c: OpenCase, now: datetime, applied: Applied) -> None:
     if c.assignment is not None:
         record_assignment(ledger, case_id, c.assignment.experiment, c.assignment.arm)
     ledger.add_timeline(case_id, c.invoice.first_failed_at, "failed",
-                        f"payment failed: {c.decline_code or 'no code'} ({c.failure_type})", c.invoice.decline)
+                        f"payment failed: {described_code(c.invoice.decline) or 'no code'} ({c.failure_type})",
+                        c.invoice.decline)
     ledger.add_timeline(case_id, now, "opened",
                         f"case opened: segment {c.segment}, sequence {c.sequence.name} ({digest})")
     applied.opened.append(c.invoice.id)

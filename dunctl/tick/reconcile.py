@@ -7,7 +7,7 @@ from datetime import datetime
 from dunctl.conditions import matches
 from dunctl.config import Config
 from dunctl.experiments import assign, case_sequence
-from dunctl.failures import DISPUTE, UNKNOWN, shown_code
+from dunctl.failures import DISPUTE, UNKNOWN, described_code, shown_code
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, SubscriptionRecord
 from dunctl.tick.changes import Change, EndCase, FollowInvoice, HandToPerson, Hold, Note, NotifyPerson, OpenCase, \
@@ -42,7 +42,7 @@ def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list
     attempts = case.attempts
     if invoice.attempt_count > case.attempts and invoice.status == "open":
         attempts = invoice.attempt_count
-        code = shown_code(invoice.decline)
+        code = described_code(invoice.decline)     # normalised, with the raw network code beside it
         changes.append(Note(case.id, invoice.failed_at or now, "attempt",
                             f"payment attempt {attempts} failed" + (f": {code}" if code else "")
                             + (f"; next Stripe attempt {invoice.row.get('next_payment_attempt')}"
