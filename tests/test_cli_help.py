@@ -118,15 +118,6 @@ def test_a_tick_logs_one_json_line_per_action_and_per_tick(tmp_path):
     assert oct(log.stat().st_mode & 0o777) == "0o600"
 
 
-def _tick_logs() -> bool:
-    """Read, not import: importing the CLI at collection time would build its Rich consoles outside any test."""
-    import importlib.util
-
-    return "log_tick(" in Path(importlib.util.find_spec("dunctl.cli.tick").origin).read_text()
-
-
-# Active once cli/tick.py calls common.log_tick(config, result) after run_tick (the lead wires it in).
-@pytest.mark.skipif(not _tick_logs(), reason="cli/tick.py does not call log_tick yet")
 def test_tick_with_log_file_appends_lines_and_never_the_key(tmp_path):
     config = starter(tmp_path, **{"log.path": "ignored.jsonl"})
     ledger = open_engine_ledger(config)

@@ -5,8 +5,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, now_from, open_ledger, \
-    out, print_json, sync_progress
+from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, log_tick, now_from, \
+    open_ledger, out, print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
 from dunctl.ledger import Ledger
 from dunctl.tick import TickResult, build_channels, run_tick
@@ -43,6 +43,7 @@ def tick(
     with sync_progress() as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
                           sync=not no_sync, progress=progress, accept_stale=accept_stale)
+    log_tick(config, result)
     render(result, verbose or dry_run, as_json)
     if not result.ok:
         raise typer.Exit(1)
