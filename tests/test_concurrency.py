@@ -142,3 +142,16 @@ def test_a_person_pausing_a_case_during_a_tick_waits_for_it_instead_of_crashing_
     assert "Traceback" not in paused.output
     assert ledger.case_for_invoice("in_3")["state"] == "paused"
     assert len(smtp.received) == len({r.rcpt_tos[0] for r in smtp.received})   # nothing twice
+
+
+def test_ticks_racing_on_a_brand_new_ledger_never_crash_in_its_migrations(tmp_path):
+    config = starter(tmp_path, ledger=False)
+    processes = [dunctl_process(config, "tick", "--new-ledger", "--no-sync", "--now", at("1h").isoformat())
+                 for _ in range(10)]
+    codes = [p.wait(timeout=120) for p in processes]
+    errors = [p.stderr.read() for p in processes]
+    assert set(codes) <= {0, 3} and 0 in codes, errors
+    assert not any("Traceback" in e for e in errors), errors
+    ledger = open_engine_ledger(config)
+    assert ledger.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert ledger.cases() == []

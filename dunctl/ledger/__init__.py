@@ -67,12 +67,29 @@ class Ledger:
                 db.close()
                 raise preflight.newer_ledger_error(path, unknown)
             db.enable_wal()
-            migrations.apply(db)
+            cls._migrate(db, path)
         except sqlite3.Error as exc:
             if created:  # a half-made ledger would later be taken for a real one
                 path.unlink(missing_ok=True)
             raise preflight.sqlite_error(exc, path) from None
         return cls(db, path)
+
+    @staticmethod
+    def _migrate(db: Database, path: Path) -> None:
+        """Apply pending migrations under the ledger's lock: of processes racing on a new or upgraded ledger,
+        one migrates and the others exit 3 (LockHeld) instead of crashing halfway through a schema change."""
+        if not migrations.pending(db) and migrations.migrations_table in db.table_names():
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockHeld(f"another dunctl is using {path} while its schema needs setting up or upgrading",
+                               "nothing was done; run the command again in a moment") from None
+            migrations.apply(db)
+        finally:
+            os.close(fd)   # closing the descriptor releases its lock
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Ledger:
