@@ -47,7 +47,7 @@ class LazyGateway:
         return getattr(self._real(), name)
 
 
-def make_gateway(config: Config, environ: dict[str, str], ledger=None) -> Gateway:
+def make_gateway(config: Config, environ: dict[str, str], ledger=None, check_account: bool = True) -> Gateway:
     """The Stripe gateway for `config`, checked against the account the ledger follows before the command does
     anything: a demo ledger (simulated account) is refused before any request is built; with a key set, a key for
     another account is refused (AccountMismatch, exit 2). Without a key nothing is checked yet: a `tick --no-sync`
@@ -59,7 +59,7 @@ def make_gateway(config: Config, environ: dict[str, str], ledger=None) -> Gatewa
     has_key = bool(environ.get(settings.api_key_env, "").strip())
     refuse_if_simulated(read_binding(config.ledger_path), settings.api_key_env, has_key)
     gateway = LazyGateway(config, environ)
-    if has_key:
+    if has_key and check_account:   # (tick --no-sync asks Stripe nothing it does not need)
         if ledger is not None:
             gateway.bind(ledger)
         elif config.ledger_path.is_file():      # no ledger yet: nothing to check, and nothing is created

@@ -39,7 +39,8 @@ def tick(
     if parsed != known and not dry_run:
         ledger.set_state("templates_parsed", parsed)
     # the account check records the binding on first use: a dry run does it on a copy, never on the file
-    gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger)
+    gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger,
+                           check_account=not no_sync)
     with sync_progress() as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
                           sync=not no_sync, progress=progress, accept_stale=accept_stale)
