@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
 from dunctl.failures import NEVER_RETRY
+from dunctl.notices.config import NoticesConfig
 from dunctl.offsets import Offset, parse_duration, parse_offset
 
 # Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
@@ -183,6 +184,7 @@ class ConfigFile(Strict):
     sequences: DirConfig = DirConfig(dir="sequences")
     templates: DirConfig = DirConfig(dir="templates")
     segments: list[Segment]
+    notices: NoticesConfig = NoticesConfig()   # pre-dunning (dunctl/notices); off when the key is absent
 
 
 class Step(Strict):

@@ -16,7 +16,7 @@ from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayA
 from dunctl.tick import changes as case_changes
 from dunctl.tick.actions import ACTIONS
 from dunctl.tick.context import TickContext
-from dunctl.tick.effects import Effect, Outcome
+from dunctl.tick.effects import NOTICE, Effect, Outcome
 from dunctl.tick.result import ActionReport, TickResult
 
 EFFECTS_PER_BATCH = 25
@@ -38,15 +38,12 @@ def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case
 
 def _run_batch(ctx: TickContext, effects: list[Effect], result: TickResult, applied: case_changes.Applied) -> None:
     with ctx.ledger.transaction():
-        claimed = [_Claimed(e, action_id) for e in effects
-                   if (action_id := ctx.ledger.claim_action(e.bundle.case.id, e.kind, e.name, e.action, e.channel,
-                                                            e.audience, e.due_at, ctx.now, e.key,
-                                                            ctx.tick_id)) is not None]
+        claimed = [_Claimed(e, action_id) for e in effects if (action_id := _claim(ctx, e)) is not None]
     outcomes: list[tuple[_Claimed, Outcome]] = []
     ended: set[int] = set()
     stop: GatewayAuthError | None = None
     for item in claimed:
-        case_id = item.effect.bundle.case.id
+        case_id = item.effect.bundle.case.id if item.effect.kind != NOTICE else None
         if stop is not None:
             outcome = Outcome("failed", error=f"not attempted: the tick stopped ({stop.message})")
         elif case_id in ended:
@@ -70,6 +67,13 @@ def _run_batch(ctx: TickContext, effects: list[Effect], result: TickResult, appl
         raise stop
 
 
+def _claim(ctx: TickContext, e: Effect) -> int | None:
+    if e.kind == NOTICE:     # pre-dunning notices have their own table (dunctl/notices)
+        return ctx.ledger.claim_notice(e.notice_id, ctx.now, ctx.tick_id)
+    return ctx.ledger.claim_action(e.bundle.case.id, e.kind, e.name, e.action, e.channel, e.audience, e.due_at,
+                                   ctx.now, e.key, ctx.tick_id)
+
+
 def _act(ctx: TickContext, effect: Effect) -> Outcome:
     """Re-check, then do the effect (or describe it, when the tick does not act). Every exception becomes an
     outcome here, by what it means for the effect: not sent (failed, retried later) or maybe sent (unknown)."""
@@ -77,7 +81,7 @@ def _act(ctx: TickContext, effect: Effect) -> Outcome:
     if suppressed is not None:
         return suppressed
     try:
-        prepared = ACTIONS[effect.action](ctx, effect)
+        prepared = effect.prepare(ctx) if effect.kind == NOTICE else ACTIONS[effect.action](ctx, effect)
         if not ctx.acts:
             return Outcome("would", prepared.what, recipient=prepared.recipient, subject=prepared.subject,
                            quiet=prepared.quiet)
@@ -101,6 +105,8 @@ def _act(ctx: TickContext, effect: Effect) -> Outcome:
 def _suppressed(ctx: TickContext, effect: Effect) -> Outcome | None:
     """Suppression: the tick synced right before its batches, so the ledger knows of payments up to then; with
     `stripe.recheck_before_action` the invoice is also re-read from Stripe right before the effect."""
+    if effect.kind == NOTICE:
+        return effect.suppressed(ctx)
     invoice = effect.bundle.invoice
     if ctx.config.file.stripe.recheck_before_action and ctx.gateway is not None and ctx.acts \
             and effect.kind == "step":
@@ -121,6 +127,9 @@ def _suppressed(ctx: TickContext, effect: Effect) -> Outcome | None:
 
 def _record(ctx: TickContext, item: _Claimed, outcome: Outcome, result: TickResult) -> None:
     effect = item.effect
+    if effect.kind == NOTICE:
+        effect.record(ctx, item.action_id, outcome, result)
+        return
     ctx.ledger.record_result(item.action_id, outcome.status, ctx.now, detail=outcome.detail or None,
                              error=outcome.error, recipient=outcome.recipient, subject=outcome.subject,
                              request_id=outcome.request_id)
