@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dunctl import __version__
-from dunctl.cli import case, common, setup, status, sync, tick
+from dunctl.cli import case, common, customer, setup, status, sync, tick
 
 app = typer.Typer(
     name="dunctl",
@@ -42,6 +42,7 @@ app.command()(sync.sync)
 app.command()(tick.tick)
 app.command()(status.status)
 app.add_typer(case.app, name="case")
+app.add_typer(customer.app, name="customer")
 
 
 def _optional_commands() -> None:

@@ -16,6 +16,7 @@ from rich.table import Table as RichTable
 from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
+from dunctl.cli.predunning import write_predunning
 from dunctl.report import DIMENSIONS, Headline, Period, Report, build_report, case_listing
 from dunctl.report_render import CASE_RENDERERS, RENDERERS, Table, headline_rows, period_text, tables
 
@@ -59,6 +60,7 @@ def report(
         return
     result = build_report(ledger, ledger_now(ledger, now), period, by, window)
     write(result, fmt, output)
+    write_predunning(ledger, period, fmt, output)   # dunctl/notices: notices sent and what followed
 
 
 def _instant(text: str | None, option: str):

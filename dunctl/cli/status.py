@@ -9,6 +9,7 @@ from rich.table import Table
 from dunctl.cases import Status, status as build_status
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, open_ledger, out, print_json
 from dunctl.money import format_amount
+from dunctl.notices.views import upcoming as upcoming_notices
 
 MODE_NOTE = {"live": "LIVE Stripe account", "test": "Stripe test mode", "simulated": "simulated account (demo)"}
 
@@ -25,15 +26,18 @@ def status(
     moment = ledger_now(ledger, now)
     view = build_status(ledger, moment, include_ended)
     headline = _headline(ledger, config, moment)
+    notices = upcoming_notices(ledger, moment)
     if as_json:
         data = {"now": moment.isoformat(), "account_mode": view.account_mode,
                 "revenue_at_risk": view.revenue_at_risk, "cases": [c.to_dict() for c in view.cases],
                 "unknown_actions": len(view.unknown_actions), "failed_actions": len(view.failed_actions)}
         if headline is not None:
             data["headline"] = headline.to_dict() if hasattr(headline, "to_dict") else headline
+        data["notices_due"] = [n.to_dict() for n in notices]
         print_json(data)
         return
     render(view, headline)
+    render_notices(notices)
 
 
 def _headline(ledger, config, moment):
@@ -84,3 +88,16 @@ def render(view: Status, headline=None) -> None:
 def _short_time(value: str | None) -> str:
     """'2026-12-19T01:23:17Z' -> '12-19 01:23': the year and seconds are noise in a table of upcoming steps."""
     return f"{value[5:10]} {value[11:16]}" if value else "-"
+
+
+def render_notices(notices) -> None:
+    """Pre-dunning notices due in the next 14 days (dunctl/notices)."""
+    if not notices:
+        return
+    out.print(f"[bold]{len(notices)} notice(s) due in the next 14 days[/]")
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for name in ("due (UTC)", "notice", "customer", "about"):
+        table.add_column(name, overflow="fold")
+    for n in notices:
+        table.add_row(_short_time(n.due_at), f"{n.kind} {n.offset}", n.customer, n.object_id)
+    out.print(table)

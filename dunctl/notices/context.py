@@ -46,7 +46,7 @@ def notice_context(notice: dict, customer: dict | None, update_link: str, compan
                   "projected": _money(usage.get("amount"), usage.get("currency")),
                   "expected": _money(usage.get("expected"), usage.get("currency")),
                   "percent": usage.get("percent"), "threshold": usage.get("threshold"),
-                  "factor": usage.get("factor"), "lines": lines,
+                  "factor": f"{usage['factor']:g}" if usage.get("factor") else None, "lines": lines,
                   "metered_lines": [line for line in lines if line["metered"]]},
     }
 

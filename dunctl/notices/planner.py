@@ -53,7 +53,7 @@ def notice_key(kind: str, object_id: str, period: str, offset: str) -> str:
 
 def offset_text(delta: timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
-    for unit, size in (("w", 10080), ("d", 1440), ("h", 60)):
+    for unit, size in (("d", 1440), ("h", 60)):
         if minutes and minutes % size == 0:
             return f"{minutes // size}{unit}"
     return f"{minutes}m"

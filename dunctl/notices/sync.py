@@ -15,11 +15,13 @@ DONE, AFTER = "billing_backfill_done", "billing_backfill_after"
 
 def with_billing_backfill(ledger: Ledger, gateway, batches: Iterator[SyncBatch], full: bool) -> Iterator[SyncBatch]:
     yield from batches
-    if not hasattr(gateway, "sync_subscriptions") or (ledger.get_state(DONE) and not full):
+    # Again whenever the invoices were backfilled again (a lost events cursor): events were missed then too.
+    backfilled = (ledger.get_state("cursor") or {}).get("since")
+    if not hasattr(gateway, "sync_subscriptions") or (ledger.get_state(DONE) == backfilled and not full):
         return
-    after = None if full else ledger.get_state(AFTER)
+    after = None if full or ledger.get_state(DONE) is not None else ledger.get_state(AFTER)
     for batch, last in gateway.sync_subscriptions(after):
         yield batch
         # A page applied twice is harmless (every write is an upsert): resuming needs no stricter bookkeeping.
         ledger.set_state(AFTER, last)
-    ledger.set_state(DONE, True)
+    ledger.set_state(DONE, backfilled)
