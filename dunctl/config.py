@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
 from dunctl.failures import NEVER_RETRY
-from dunctl.notices.config import NoticesConfig
+from dunctl.notices.config import NoticesConfig, template_problems
 from dunctl.offsets import Offset, parse_duration, parse_offset
 
 # Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
@@ -414,6 +414,7 @@ def load_config(path: str | Path) -> Config:
 
     config = Config(config_file, path, sequences, sequence_files, templates_dir)
     problems += _cross_check(config, lines, broken)
+    problems += template_problems(config_file.notices, templates_dir, path, lines)
     if problems:
         raise ConfigError(problems)
     return config

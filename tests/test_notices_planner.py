@@ -89,3 +89,17 @@ def test_bad_notices_config_names_the_key_and_what_is_allowed(tmp_path, notices,
 def test_the_starter_config_ships_notices_on_and_an_old_config_has_them_off(tmp_path):
     assert load_config(starter(tmp_path / "new")).file.notices.enabled is True
     assert load_config(starter(tmp_path / "old", notices=None)).file.notices.enabled is False
+
+
+def test_a_missing_notice_template_is_refused_at_load_and_check_renders_them(tmp_path):
+    from tests.helpers import cli
+
+    path = starter(tmp_path)
+    assert cli(path, "check").exit_code == 0
+    broken = tmp_path / "templates" / "usage-alert.txt.j2"
+    broken.write_text("{{ usage.no_such_thing.deeper }}")
+    result = cli(path, "check")
+    assert result.exit_code == 2 and "usage-alert.txt.j2" in result.output and "usage_alert notice" in result.output
+    broken.unlink()
+    result = cli(path, "check")
+    assert result.exit_code == 2 and "unknown template 'usage-alert'" in result.output

@@ -10,6 +10,7 @@ import typer
 from dunctl.cli.common import JsonOption, err, handles_errors, load, out, print_json
 from dunctl.errors import ConfigError
 from dunctl.messages import Templates, sample_contexts
+from dunctl.notices.config import render_problems
 from dunctl.scaffold import write_starter
 
 
@@ -29,6 +30,7 @@ def check(as_json: JsonOption = False) -> None:
     templates = Templates(config.templates_dir)
     used = {step.template: step.action for seq in config.sequences.values() for step in seq.steps if step.template}
     problems = templates.check(used, sample_contexts(config.file.sender.company))
+    problems += render_problems(config.file.notices, templates, config.file.sender.company)   # pre-dunning
     if problems:
         raise ConfigError(problems)
     if as_json:

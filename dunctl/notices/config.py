@@ -132,3 +132,50 @@ class NoticesConfig(_Strict):
             if self.usage.large_charge.enabled:
                 names.append(self.usage.large_charge.template)
         return names
+
+
+def template_problems(notices: NoticesConfig, templates_dir, config_path, lines: dict) -> list:
+    """Every enabled notice's template must exist (subject and txt; html optional), named like steps' templates."""
+    from dunctl.errors import ConfigProblem
+
+    problems = []
+    if not notices.enabled or not templates_dir.is_dir():
+        return problems
+    for name in notices.templates():
+        for part in ("subject", "txt"):
+            if not (templates_dir / f"{name}.{part}.j2").exists():
+                known = sorted({p.name.split(".")[0] for p in templates_dir.glob("*.j2") if not p.name.startswith("_")})
+                problems.append(ConfigProblem(str(config_path), "notices", f"unknown template '{name}': "
+                                              f"{templates_dir}/{name}.{part}.j2 does not exist; known templates: "
+                                              f"{', '.join(known)}", lines.get(("notices",))))
+                break
+    return problems
+
+
+def render_problems(notices: NoticesConfig, templates, company: str) -> list:
+    """Render every enabled notice's template against a sample of its kind (for `dunctl check`)."""
+    from jinja2 import TemplateError
+
+    from dunctl.errors import ConfigProblem
+    from dunctl.notices.context import sample_notice_contexts
+
+    problems = []
+    if not notices.enabled:
+        return problems
+    samples = dict(zip(("card_expiring", "upcoming_renewal", "usage_alert", "large_charge"),
+                       sample_notice_contexts(company)))
+    names = {"card_expiring": notices.card_expiring.template, "upcoming_renewal": notices.upcoming_renewal.template,
+             "usage_alert": notices.usage.template, "large_charge": notices.usage.large_charge.template}
+    for kind, name in names.items():
+        if name not in notices.templates():
+            continue
+        for part in ("subject", "txt", "html"):
+            if part == "html" and not templates.exists(name, "html"):
+                continue
+            try:
+                templates.render(name, part, samples[kind])
+            except TemplateError as exc:
+                problems.append(ConfigProblem(str(templates.directory / f"{name}.{part}.j2"), "",
+                                              f"does not render for a {kind} notice: {exc}",
+                                              getattr(exc, "lineno", None)))
+    return problems
