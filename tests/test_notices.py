@@ -327,3 +327,29 @@ def test_report_pre_dunning_section(world, fake_stripe):
     assert "0 of 2 (0%)" in lines["renewals paid on the first attempt, no reminder (comparison)"]
     assert "1 of 1 (100%)" in lines["of those, invoices that then failed"]
     assert "a comparison, not a causal claim" in text
+
+
+def test_an_idle_tick_reads_notices_through_their_indexes(tmp_path):
+    ledger = Ledger.open(tmp_path / "l.db")
+    plans = [" ".join(str(c) for c in row) for sql, args in (
+        ("SELECT * FROM notices INDEXED BY notices_due WHERE next_due_at <= ?", ["2026-12-01T00:00:00Z"]),
+        ("SELECT id FROM subscriptions INDEXED BY subscriptions_notices_due WHERE notices_due_at <= ?",
+         ["2026-12-01T00:00:00Z"]),
+        ("SELECT * FROM notices INDEXED BY notices_claimed WHERE status = 'claimed'", []))
+        for row in ledger.db.execute("EXPLAIN QUERY PLAN " + sql, args)]
+    assert all("USING INDEX" in plan for plan in plans), plans
+    ledger.close()
+
+
+def test_a_dry_run_shows_the_notice_and_keeps_nothing(world):
+    w = world()
+    w.customer_with_card()
+    w.tick(T0)
+    result = w.tick(utc(2026, 12, 18, 9), dry_run=True)
+    assert w.subjects() == []
+    notice = [a for a in result.actions if a.step == "notice:card_expiring@14d"]
+    assert [(a.status, a.recipient, a.subject) for a in notice] == \
+        [("would", "ada@example.com", "Your Visa card ending 4242 expires soon: please update it")]
+    assert w.notices()["card_expiring@14d"] == "pending"
+    w.tick(utc(2026, 12, 18, 10))
+    assert len(w.subjects()) == 1
