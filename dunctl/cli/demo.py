@@ -91,6 +91,9 @@ def outcome_table(outcomes: list[Outcome], title: str | None = None) -> Table:
         table.add_row(label, *values)
 
     row("failed invoices", [str(o.failed_invoices) for o in outcomes])
+    if any(o.notices_sent for o in outcomes):      # pre-dunning: notices are what prevents some failures
+        row("pre-dunning notices sent (cards updated)",
+            [f"{o.notices_sent} ({o.cards_updated_after_notice})" for o in outcomes])
     row("recovered", [f"{o.recovered} ({_pct(o.recovery_rate)})" for o in outcomes])
     for code in currencies:
         cells = []

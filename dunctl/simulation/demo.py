@@ -77,6 +77,8 @@ class Outcome:
     ticks: int
     actions: int
     failed_actions: int
+    notices_sent: int = 0         # pre-dunning notices (dunctl/notices)
+    cards_updated_after_notice: int = 0
 
     @property
     def retries_used(self) -> int:
@@ -152,7 +154,7 @@ class Driver:
     def __init__(self, config: Config, ledger: Ledger, account: SimulatedAccount, channels: ChannelSet):
         self.config, self.ledger, self.account, self.channels = config, ledger, account, channels
         self.personalised = personalised_templates(config)
-        self.ticks = self.actions = self.failed_actions = self.messages = 0
+        self.ticks = self.actions = self.failed_actions = self.messages = self.notices = 0
         self.last_tick: datetime | None = None
         self._steps: dict[int, dict[str, dict]] = {}
 
@@ -178,7 +180,10 @@ class Driver:
         for report in result.actions:
             if report.status != "done":
                 continue
-            if report.action in CUSTOMER_ACTIONS:
+            if report.step.startswith("notice:"):          # pre-dunning (dunctl/notices)
+                self.notices += 1
+                self.account.notice_delivered(report.step[7:].split("@")[0], report.invoice_id, now)
+            elif report.action in CUSTOMER_ACTIONS:
                 self.messages += 1
                 self._message(report.invoice_id, report.step, report.action, now)
             elif report.action == "escalate":
@@ -236,7 +241,8 @@ def measure(name: str, ledger: Ledger, stats: Stats, customers: int, driver: Dri
         retries_dunctl=stats.dunctl_retries, retries_stripe=stats.provider_retries,
         handed_to_people=sum(bool(c["with_person"]) for c in cases), churned=sum(bool(c["churned"]) for c in cases),
         recovered_by=dict(sorted(stats.recovered_by.items())), ticks=driver.ticks, actions=driver.actions,
-        failed_actions=driver.failed_actions)
+        failed_actions=driver.failed_actions, notices_sent=driver.notices,
+        cards_updated_after_notice=stats.responses["card updated after an expiry notice"])
 
 
 def _fast(ledger: Ledger) -> Ledger:
