@@ -128,6 +128,34 @@ def resume(ledger: Ledger, config: Config, invoice_id: str, reason: str, now: da
     return ledger.case(case["id"])
 
 
+def resolve(ledger: Ledger, config: Config, invoice_id: str, step_id: str, *, sent: bool, reason: str, by: str,
+            now: datetime) -> dict:
+    """A person settles an action whose outcome is unknown: it was sent (`--sent`), or it runs once more, under a
+    new key, on the next tick (`--resend`). Who decided and why go on the timeline."""
+    from dunctl.tick.context import planner_settings
+    from dunctl.tick.schedule import schedule_case
+
+    case = find_case(ledger, invoice_id)
+    action = next((a for a in ledger.actions(case["id"]) if a["step_id"] == step_id and a["status"] == "unknown"),
+                  None)
+    if action is None:
+        unknown = [a["step_id"] for a in ledger.actions(case["id"]) if a["status"] == "unknown"]
+        raise UsageError(f"case {invoice_id} has no step '{step_id}' with an unknown outcome",
+                         f"unknown here: {', '.join(unknown)}" if unknown else "nothing on this case is unknown")
+    if not sent and case["state"] != "open":
+        raise UsageError(f"case {invoice_id} is {case['state']}: nothing is resent on a case that is not open",
+                         "resume it first (`dunctl case resume`), or settle the step with --sent")
+    what = "it was sent" if sent else "run it once more"
+    note = f"resolved by {by}: {what} ({reason})"
+    with ledger.transaction():
+        ledger.resolve_unknown(action["id"], sent=sent, note=note, now=now)
+        ledger.add_timeline(case["id"], now, "resolved", f"{step_id} ({action['action']}) {note}")
+        if not sent:
+            schedule_case(ledger, case["id"], planner_settings(config, monitor=config.file.mode == "monitor"),
+                          config.file.stripe.retries == "dunctl", now)
+    return ledger.case(case["id"])
+
+
 def close(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     """A person ends the case (settled offline, forgiven, sent to collections)."""
     case = find_case(ledger, invoice_id)

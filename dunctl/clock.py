@@ -40,7 +40,8 @@ def iso(dt: datetime | None) -> str | None:
 def from_iso(text: str | None) -> datetime | None:
     if not text:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    # the ledger's own format, parsed by the C fromisoformat (strptime is ten times slower); 'Z' is UTC
+    return datetime.fromisoformat(text[:-1] if text.endswith("Z") else text).replace(tzinfo=timezone.utc)
 
 
 def from_unix(ts: int | None) -> datetime | None:

@@ -98,29 +98,34 @@ def _compare(op: str, actual, threshold) -> bool:
 
 
 def matches(condition: dict | None, facts: dict) -> bool:
-    """True when every field of `condition` holds for `facts` (see `facts_for`). Pure."""
-    if not condition:
-        return True
-    for field, test in condition.items():
+    """True when every field of `condition` holds for `facts`. Pure."""
+    return first_unmet(condition, facts) is None
+
+
+def first_unmet(condition: dict | None, facts: dict) -> tuple[str, Any, Any] | None:
+    """The first (field, test, actual value) of `condition` that does not hold for `facts`, or None when all
+    do: what `dunctl explain` shows for a segment rule that did not match."""
+    for field, test in (condition or {}).items():
         if field.startswith(METADATA_PREFIXES):
             scope, _, key = field.partition(".metadata.")
             actual = (facts.get(f"{scope}.metadata") or {}).get(key)
         else:
             actual = facts.get(field)
-        if field in AMOUNT_FIELDS:
-            currency = facts.get("currency")
-            for op, thresholds in test.items():
-                if currency not in thresholds or not _compare(op, actual, thresholds[currency]):
-                    return False
-        elif isinstance(test, dict):
-            if not all(_compare(op, actual, value) for op, value in test.items()):
-                return False
-        elif isinstance(test, list):
-            if not any(_equal(actual, v) for v in test):
-                return False
-        elif not _equal(actual, test):
-            return False
-    return True
+        if not _holds(field, test, actual, facts):
+            return field, test, actual
+    return None
+
+
+def _holds(field: str, test: Any, actual: Any, facts: dict) -> bool:
+    if field in AMOUNT_FIELDS:
+        currency = facts.get("currency")
+        return all(currency in thresholds and _compare(op, actual, thresholds[currency])
+                   for op, thresholds in test.items())
+    if isinstance(test, dict):
+        return all(_compare(op, actual, value) for op, value in test.items())
+    if isinstance(test, list):
+        return any(_equal(actual, v) for v in test)
+    return _equal(actual, test)
 
 
 def _equal(actual, expected) -> bool:

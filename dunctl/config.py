@@ -22,7 +22,7 @@ from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
 from dunctl.failures import NEVER_RETRY
 from dunctl.notices.config import NoticesConfig, template_problems
-from dunctl.offsets import Offset, parse_duration, parse_offset
+from dunctl.offsets import Offset, parse_offset
 
 # Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
 NETWORK_ATTEMPT_LIMIT = 15
@@ -40,10 +40,40 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def _duration(value: Any) -> timedelta:
+# What each duration can mean. Beyond these a value is a typo (99999999999999w overflows every date it touches).
+MAX_OFFSET = timedelta(days=365)            # a sequence ends within a year of the first failure
+MAX_OFFSET_BUSINESS_DAYS = 261
+TIMEOUT_LIMIT = 120.0                       # seconds; a channel call that takes longer stalls the tick
+DEFAULT_TIMEOUT = 10.0
+
+
+def _duration(value: Any, low: timedelta, high: timedelta) -> timedelta:
     if isinstance(value, timedelta):
-        return value
-    return parse_duration(value)
+        duration = value
+    else:
+        offset = parse_offset(value)  # ints, never a timedelta, so a huge value cannot overflow here
+        if offset.business_days:
+            raise ValueError(f"'{value}' uses business days; use m, h, d or w here")
+        if offset.minutes > high.total_seconds() // 60:
+            raise ValueError(f"'{value}' is too long; allowed: {_span(low)} to {_span(high)}")
+        duration = timedelta(minutes=offset.minutes)
+    if not low <= duration <= high:
+        raise ValueError(f"'{value}' is out of range; allowed: {_span(low)} to {_span(high)}")
+    return duration
+
+
+def _span(duration: timedelta) -> str:
+    minutes = int(duration.total_seconds() // 60)
+    for unit, size in (("d", 1440), ("h", 60)):
+        if minutes and minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
+
+
+def _timeout(default: float = DEFAULT_TIMEOUT):
+    """Seconds a channel call may take in all (connecting, sending, waiting for the answer)."""
+    return Field(default, gt=0, le=TIMEOUT_LIMIT, allow_inf_nan=False,
+                 description=f"seconds, more than 0 and at most {TIMEOUT_LIMIT:g}")
 
 
 class LedgerConfig(Strict):
@@ -69,6 +99,8 @@ class SenderConfig(Strict):
     company: str = "Our company"
     timezone: str = "UTC"
     quiet_hours: str | None = None
+    # The language of the unsuffixed templates, used when no template matches the customer's preferred locale.
+    locale: str = "en"
 
     @field_validator("timezone")
     @classmethod
@@ -79,6 +111,17 @@ class SenderConfig(Strict):
             ZoneInfo(value)
         except Exception:
             raise ValueError(f"unknown time zone '{value}'; use an IANA name such as America/New_York")
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (ValueError, UnknownLocaleError):
+            raise ValueError(f"unknown locale '{value}'; use a language tag such as en, fr or pt-BR")
         return value
 
     @field_validator("quiet_hours")
@@ -107,23 +150,24 @@ def quiet_window(text: str) -> tuple[int, int]:
 class EmailChannel(Strict):
     transport: Literal["smtp", "file"] = "file"
     host: str = "localhost"
-    port: int = 25
+    port: int = Field(25, ge=1, le=65535)
     security: Literal["none", "starttls", "tls"] = "none"
     username_env: str | None = None
     password_env: str | None = None
     dir: str = "outbox"
-    timeout: float = 30
+    timeout: float = _timeout()
 
 
 class SlackChannel(Strict):
     webhook_url_env: str = "SLACK_WEBHOOK_URL"
+    timeout: float = _timeout()
 
 
 class WebhookChannel(Strict):
     url: str | None = None
     url_env: str | None = None
     secret_env: str = "DUNCTL_WEBHOOK_SECRET"
-    timeout: float = 15
+    timeout: float = _timeout()
 
 
 class SmsChannel(Strict):
@@ -132,7 +176,9 @@ class SmsChannel(Strict):
     auth_token_env: str = "TWILIO_AUTH_TOKEN"
     from_: str = Field(..., alias="from")
     base_url: str = "https://api.twilio.com"
-    timeout: float = 15
+    timeout: float = _timeout()
+    # strict: texts carry neither the customer's name nor an amount (an SMS is read on a lock screen).
+    privacy: Literal["standard", "strict"] = "standard"
 
 
 class Channels(Strict):
@@ -140,6 +186,23 @@ class Channels(Strict):
     slack: SlackChannel | None = None
     webhook: WebhookChannel | None = None
     sms: SmsChannel | None = None
+
+
+class ChannelContact(Strict):
+    max_per_case: int | None = Field(None, ge=1, le=50)
+
+
+class ContactConfig(Strict):
+    """How often one customer hears from dunctl, across all its cases and notices (customer messages only)."""
+
+    max_per_week: int = Field(3, ge=1, le=50)        # in any rolling 7 days
+    min_gap: timedelta = Field(default_factory=lambda: timedelta(hours=36))
+    channels: dict[Literal["email", "sms"], ChannelContact] = Field(default_factory=dict)
+
+    @field_validator("min_gap", mode="before")
+    @classmethod
+    def _gap(cls, value: Any) -> timedelta:
+        return _duration(value, timedelta(0), timedelta(days=7))
 
 
 class EscalationConfig(Strict):
@@ -155,10 +218,40 @@ class DunningConfig(Strict):
     # Suspension, cancellation and write-off run only when the customer was sent a message at least this long
     # before: a backlog adopted on the first sync never suspends someone who was never told.
     notice_before_suspension: timedelta = Field(default_factory=lambda: timedelta(days=3))
+    # A tick stops starting new work after this long; what it did not reach waits for the next tick (not missed).
+    tick_budget: timedelta = Field(default_factory=lambda: timedelta(minutes=4))
+    # After this many failures in a row, a channel is skipped for the rest of the tick (its server is down).
+    channel_failures_before_skip: int = Field(3, ge=1, le=100)
 
-    _parse = field_validator("grace", "action_retry_after", "attribution_window", "notice_before_suspension",
-                             mode="before")(
-        classmethod(lambda cls, v: _duration(v)))
+    @field_validator("tick_budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> timedelta:
+        text = str(value).strip()
+        seconds = text.endswith("s") and text[:-1].isdigit() and len(text) <= 6
+        budget = timedelta(seconds=int(text[:-1])) if seconds else _duration(value, timedelta(0), timedelta(hours=1))
+        if not timedelta(seconds=1) <= budget <= timedelta(hours=1):
+            raise ValueError(f"'{value}' is not a tick budget; use 1s to 1h, such as 4m (cron runs every few minutes)")
+        return budget
+
+    @field_validator("grace", mode="before")
+    @classmethod
+    def _grace(cls, value: Any) -> timedelta:
+        return _duration(value, timedelta(0), timedelta(days=90))
+
+    @field_validator("action_retry_after", mode="before")
+    @classmethod
+    def _retry_after(cls, value: Any) -> timedelta:
+        return _duration(value, timedelta(minutes=1), timedelta(days=7))
+
+    @field_validator("attribution_window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> timedelta:
+        return _duration(value, timedelta(0), timedelta(days=90))
+
+    @field_validator("notice_before_suspension", mode="before")
+    @classmethod
+    def _notice(cls, value: Any) -> timedelta:
+        return _duration(value, timedelta(0), timedelta(days=90))
 
 
 class Segment(Strict):
@@ -181,6 +274,8 @@ class ConfigFile(Strict):
     channels: Channels = Channels()
     escalation: EscalationConfig = EscalationConfig()
     dunning: DunningConfig = DunningConfig()
+    # Absent: no contact policy (configs written before it existed keep their behaviour); `init` writes one.
+    contact: ContactConfig | None = None
     sequences: DirConfig = DirConfig(dir="sequences")
     templates: DirConfig = DirConfig(dir="templates")
     segments: list[Segment]
@@ -192,7 +287,8 @@ class Step(Strict):
     at: Offset
     action: Literal[ACTIONS]  # type: ignore[valid-type]
     template: str | None = None
-    to: Literal[RECIPIENTS] | None = None  # type: ignore[valid-type]
+    to: str | list[str] | None = None      # rule names (RECIPIENTS) and/or literal addresses
+    cc: str | list[str] | None = None
     channel: Literal["slack", "webhook", "email"] | None = None
     when: dict[str, Any] | None = None
     link: Literal["hosted_invoice", "billing_portal"] | None = None
@@ -203,7 +299,28 @@ class Step(Strict):
     @field_validator("at", mode="before")
     @classmethod
     def _offset(cls, value: Any) -> Offset:
-        return value if isinstance(value, Offset) else parse_offset(value)
+        offset = value if isinstance(value, Offset) else parse_offset(value)
+        if offset.minutes > MAX_OFFSET.total_seconds() // 60 or offset.business_days > MAX_OFFSET_BUSINESS_DAYS:
+            raise ValueError(f"'{offset.text}' is too far from the first failure; allowed: up to 365d (52w, "
+                             f"{MAX_OFFSET_BUSINESS_DAYS}bd)")
+        return offset
+
+    @field_validator("to", "cc")
+    @classmethod
+    def _recipients(cls, value: str | list[str] | None) -> str | list[str] | None:
+        from dunctl.recipients import address_problem
+
+        for item in [value] if isinstance(value, str) else value or []:
+            if item in RECIPIENTS:
+                continue
+            if "@" not in item:
+                raise ValueError(f"'{item}' is not a recipient; use {', '.join(RECIPIENTS)} or an email address")
+            problem = address_problem(item)
+            if problem:
+                raise ValueError(f"'{item}' is not a valid email address: {problem}")
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names nobody; leave the key out for the default (billing_contact)")
+        return value
 
     @property
     def audience(self) -> str | None:
@@ -222,8 +339,12 @@ class Step(Strict):
         return self.audience == CUSTOMER
 
     @property
-    def recipient(self) -> str:
+    def recipient(self) -> str | list[str]:
         return self.to or "billing_contact"
+
+    @property
+    def recipient_rules(self) -> list[str]:
+        return [self.to] if isinstance(self.to, str) else list(self.to or [])
 
 
 class Sequence(Strict):
@@ -271,29 +392,6 @@ def sequence_hash(sequence: Sequence) -> str:
 # -- loading ------------------------------------------------------------------------------------------------
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Key path -> 1-based line of every node in a YAML document, so errors can name the line."""
-    lines: dict[tuple, int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-
-    def walk(node, path):
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                lines[path + (key.value,)] = key.start_mark.line + 1
-                walk(value, path + (key.value,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, path + (i,))
-
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
 def format_path(path: tuple) -> str:
     out = ""
     for part in path:
@@ -304,22 +402,158 @@ def format_path(path: tuple) -> str:
     return out
 
 
+# Bounds on what a config file may be: far above any real config, far below what hurts. A YAML alias bomb
+# ("billion laughs") stays a few hundred bytes on disk and expands to billions of values; nesting thousands deep
+# blows the stack of anything that walks it.
+MAX_YAML_BYTES = 4 * 1024 * 1024
+MAX_YAML_VALUES = 100_000    # every scalar, list and mapping, counted again each time an alias repeats it
+MAX_YAML_DEPTH = 64
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when installed: 10-20x faster
+
+
 def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    """The file's data and the line of every key path in it, or ConfigError naming the file (and line).
+
+    Refuses what `yaml.safe_load` would accept or choke on: bytes that are not UTF-8, a key given twice in one
+    mapping, more than one document, nesting deeper than MAX_YAML_DEPTH, and more than MAX_YAML_VALUES values
+    once aliases are expanded (the expansion is counted, never performed).
+    """
+    file = str(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([ConfigProblem(str(path), "", "file not found")],
+        raise ConfigError([ConfigProblem(file, "", "file not found")],
                           "run `dunctl init` to write a starter config, or pass --config PATH")
     except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), "", f"cannot read: {exc.strerror}")])
+        raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror or exc}")])
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError([ConfigProblem(file, "", f"the file is {len(raw):,} bytes; a config file may be at most "
+                                                   f"{MAX_YAML_BYTES:,} bytes")])
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError([ConfigProblem(file, "", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column "
+                                                   f"{column}; save the file as UTF-8", line)])
+    try:
+        node, lines = _compose(text.removeprefix("\ufeff"), file)
+        data = yaml.constructor.SafeConstructor().construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigProblem(str(path), "", f"not valid YAML: {problem}",
-                                         mark.line + 1 if mark else None)])
-    return data, _line_map(text)
+        raise ConfigError([ConfigProblem(file, "", f"not valid YAML: {problem}", mark.line + 1 if mark else None)])
+    except (ValueError, OverflowError) as exc:  # a scalar the constructor cannot build (a date like 2026-02-31)
+        raise ConfigError([ConfigProblem(file, "", f"not valid YAML: {exc}")])
+    return data, lines
+
+
+class _Refused(Exception):
+    def __init__(self, path: tuple, message: str, line: int):
+        self.path, self.message, self.line = path, message, line
+
+
+def _compose(text: str, file: str) -> tuple[yaml.Node | None, dict[tuple, int]]:
+    """Build the document's node graph from the parser's events, without recursion, checking the bounds as it
+    goes. Returns the root node (None for an empty document) and key path -> 1-based line."""
+    try:
+        return _compose_events(yaml.parse(text, Loader=_Loader))
+    except _Refused as refused:
+        raise ConfigError([ConfigProblem(file, format_path(refused.path), refused.message, refused.line)])
+
+
+def _compose_events(events) -> tuple[yaml.Node | None, dict[tuple, int]]:
+    resolver = yaml.resolver.Resolver()
+    lines: dict[tuple, int] = {}
+    anchors: dict[str, tuple[yaml.Node, int]] = {}   # anchor -> (node, its size once expanded)
+    # One frame per open collection: [node, path, size so far, anchor, pending key node, keys seen -> line]
+    stack: list[list] = []
+    root: yaml.Node | None = None
+    documents = 0
+    total = 0
+
+    def child_path() -> tuple:
+        if not stack:
+            return ()
+        frame = stack[-1]
+        if isinstance(frame[0], yaml.SequenceNode):
+            return frame[1] + (len(frame[0].value),)
+        key = frame[4]
+        if key is None:  # the next node is a key: it belongs to the mapping's own path
+            return frame[1]
+        return frame[1] + ((key.value if isinstance(key, yaml.ScalarNode) else "?"),)
+
+    def add(node: yaml.Node, size: int, path: tuple) -> None:
+        nonlocal root, total
+        total += size
+        if total > MAX_YAML_VALUES:
+            raise _Refused(path, f"more than {MAX_YAML_VALUES:,} values once aliases are expanded; a config "
+                                 "this large is a mistake or an attack (an alias bomb)", node.start_mark.line + 1)
+        if not stack:
+            root = node
+            return
+        frame = stack[-1]
+        frame[2] += size
+        parent = frame[0]
+        if isinstance(parent, yaml.SequenceNode):
+            parent.value.append(node)
+        elif frame[4] is None:  # a key
+            if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:merge":
+                seen = (node.tag, node.value)
+                if seen in frame[5]:
+                    raise _Refused(frame[1] + (node.value,), f"duplicate key '{node.value}' (first given at line "
+                                                             f"{frame[5][seen]}); each key may appear once",
+                                   node.start_mark.line + 1)
+                frame[5][seen] = node.start_mark.line + 1
+                lines[frame[1] + (node.value,)] = node.start_mark.line + 1
+            frame[4] = node
+        else:
+            parent.value.append((frame[4], node))
+            frame[4] = None
+
+    for event in events:
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise _Refused((), "more than one YAML document (a second '---'); a config file holds one", line)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in anchors:
+                raise _Refused(child_path(), f"alias *{event.anchor} refers to an anchor that is not defined "
+                                             "before it (or that contains the alias itself)", line)
+            node, size = anchors[event.anchor]
+            add(node, size, child_path())
+        elif isinstance(event, yaml.ScalarEvent):
+            path = child_path()
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+            if not (stack and isinstance(stack[-1][0], yaml.MappingNode) and stack[-1][4] is None):
+                lines.setdefault(path, line)  # a value (a key's line is recorded by add())
+            if event.anchor is not None:
+                anchors[event.anchor] = (node, 1)
+            add(node, 1, path)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            path = child_path()
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise _Refused(path, f"exceeded maximum nesting depth ({MAX_YAML_DEPTH} levels)", line)
+            kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolver.resolve(kind, None, event.implicit)
+            node = kind(tag, [], event.start_mark, event.end_mark, flow_style=event.flow_style)
+            lines.setdefault(path, line)
+            stack.append([node, path, 1, event.anchor, None, {}])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            node, path, size, anchor, _, _ = stack.pop()
+            node.end_mark = event.end_mark
+            if anchor is not None:  # registered only now: an alias inside its own anchor is refused above
+                anchors[anchor] = (node, size)
+            total -= size - 1      # its children were counted as they arrived; add() counts the whole again
+            add(node, size, path)
+    return root, lines
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
@@ -451,10 +685,13 @@ def _load_sequence(path: Path) -> tuple[Sequence | str | None, list[ConfigProble
             problem(("steps", i, "when") + rel, message)
         if step.action in ("email", "sms") and not step.template:
             problem(("steps", i, "template"), f"a {step.action} step needs a template")
-        if step.action == "escalate" and step.to and step.to != "account_manager":
-            problem(("steps", i, "to"), "an escalation goes to the escalation channel or to account_manager")
+        if step.action == "escalate" and any(rule in ("billing_contact", "customer") for rule in step.recipient_rules):
+            problem(("steps", i, "to"), "an escalation goes to the escalation channel, to account_manager or to "
+                                        "an address, never to the customer")
         if step.to and step.action not in ("email", "sms", "escalate"):
             problem(("steps", i, "to"), f"'to' applies to email, sms and escalate steps, not {step.action}")
+        if step.cc and step.action != "email":
+            problem(("steps", i, "cc"), f"'cc' applies to email steps, not {step.action}")
     retries = sum(step.action == "retry" for step in sequence.steps)
     # The first failed attempt counts against the cap, so a sequence may plan max_attempts - 1 retries.
     if retries > sequence.max_attempts - 1:

@@ -83,5 +83,9 @@ class ChannelError(DunctlError):
 
 
 class DeliveryUncertain(ChannelError):
-    """The request may have reached the other side (a timeout or a dropped connection after sending): the
-    outcome is unknown. Never retried silently; a person resolves it."""
+    """The request may have reached the other side: the connection timed out or dropped after the message was
+    handed over (SMTP: once the server took DATA; HTTP: once the request was written), before the answer came.
+
+    The message may or may not have gone out. It must not be re-sent silently: the executor records the
+    action's outcome as `unknown`, for a person to resolve. Plain ChannelError means nothing left.
+    """

@@ -1,24 +1,44 @@
-"""What a message says: the context a template sees, and rendering in a sandbox.
+"""What a message says: the context a template sees, the template in the customer's language, and rendering in
+a sandbox.
 
 Templates live in the config's templates dir as `<name>.subject.j2`, `<name>.txt.j2`, optional `<name>.html.j2`
-(email) and `<name>.sms.j2` (SMS). They are rendered with a sandboxed Jinja2 environment, StrictUndefined (a typo in
-a template is an error in `dunctl check`, never a blank in a customer's inbox) and HTML autoescape.
+(email) and `<name>.sms.j2` (SMS), each optionally per locale: `<name>.fr.subject.j2` is found before
+`<name>.subject.j2` for a customer whose Stripe preferred locale is French (`fr-CA` looks for `fr-CA`, then `fr`).
+The unsuffixed files are in the sender's default language (`sender.locale`). Amounts, dates and quantities are
+formatted for the locale of the template found, with Babel.
+
+They are rendered with a sandboxed Jinja2 environment, StrictUndefined (a typo in a template is an error in
+`dunctl check`, never a blank in a customer's inbox) and HTML autoescape.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from babel.numbers import format_decimal
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from dunctl.clock import from_iso
 from dunctl.errors import ConfigProblem
-from dunctl.failures import PLAIN_WORDS, UNKNOWN, shown_code
-from dunctl.money import format_amount
+from dunctl.failures import UNKNOWN, shown_code
+from dunctl.locales import (
+    candidates,
+    failure_words,
+    language,
+    normalise,
+)
+from dunctl.money import babel_locale, format_amount, format_day, format_money
+from dunctl.offsets import Offset, parse_offset
+from dunctl.recipients import current_email, resolve_recipients
+
+EMAIL_PARTS = ("subject", "txt", "html")
 
 
 class Templates:
@@ -41,120 +61,407 @@ class Templates:
         )
         self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
 
-    def exists(self, name: str, kind: str) -> bool:
-        return (self.directory / f"{name}.{kind}.j2").exists()
+    def file(self, name: str, kind: str, suffix: str = "") -> Path:
+        return self.directory / (f"{name}.{suffix}.{kind}.j2" if suffix else f"{name}.{kind}.j2")
 
-    def render(self, name: str, kind: str, context: dict) -> str:
-        template = self.env.get_template(f"{name}.{kind}.j2")
+    def exists(self, name: str, kind: str, suffix: str = "") -> bool:
+        return self.file(name, kind, suffix).exists()
+
+    def locales(self, name: str) -> list[str]:
+        """The locale suffixes `name` has files for ('' is the unsuffixed default)."""
+        found = {""}
+        for path in self.directory.glob(f"{name}.*.j2"):
+            middle = path.name[len(name) + 1:-len(".j2")].split(".")
+            if len(middle) == 2:
+                found.add(middle[0])
+        return sorted(found)
+
+    def pick(self, name: str, kind: str, context: dict, locale: str | None = None) -> tuple[str, str]:
+        """The locale suffix of the template to use for `kind` ('txt' stands for the whole email) and the locale
+        to format it in: the customer's own tag when the template is in the customer's language ('fr-CA' numbers
+        in the 'fr' template), else the template's, with the default language for the unsuffixed file."""
+        preferred = normalise(locale) or (context.get("customer") or {}).get("locale")
+        default = normalise(context.get("default_locale")) or "en"
+        for suffix in candidates(preferred, default):
+            if self.exists(name, kind, suffix):
+                same = language(preferred) == language(suffix)
+                return suffix, (preferred if same and preferred.startswith(suffix) else suffix)
+        return "", (preferred if language(preferred) == language(default) else default)
+
+    def _context_for(self, name: str, kind: str, context: dict, locale: str | None = None) -> tuple[str, dict]:
+        suffix, tag = self.pick(name, kind, context, locale)
+        if isinstance(context, MessageContext):
+            context = context.localized(tag)
+        return suffix, context
+
+    def render(self, name: str, kind: str, context: dict, suffix: str | None = None, *,
+               locale: str | None = None) -> str:
+        """Render one part. With `suffix` None the customer's language (or `locale`) is looked up; a given suffix
+        is used as is."""
+        if suffix is None:
+            suffix, context = self._context_for(name, kind, context, locale)
+        template = self.env.get_template(self.file(name, kind, suffix).name)
         return template.render(**context)
 
-    def render_email(self, name: str, context: dict) -> tuple[str, str, str | None]:
-        subject = " ".join(self.render(name, "subject", context).split())
-        text = self.render(name, "txt", context)
-        html = self.render(name, "html", context) if self.exists(name, "html") else None
+    def render_email(self, name: str, context: dict, *, locale: str | None = None) -> tuple[str, str, str | None]:
+        """Subject, text and HTML in one language: the HTML part only when that language has one (never an
+        English HTML part under a French text). `locale` overrides the customer's: an internal message (the account
+        manager's) is written in the sender's language, `sender.locale`."""
+        suffix, context = self._context_for(name, "txt", context, locale)
+        # Collapse line breaks and runs of ASCII spaces only: the no-break spaces Babel puts inside amounts stay.
+        subject = re.sub(r"[ \t\r\n]+", " ", self.render(name, "subject", context, suffix)).strip()
+        text = self.render(name, "txt", context, suffix)
+        html = self.render(name, "html", context, suffix) if self.exists(name, "html", suffix) else None
         return subject, text, html
 
-    def render_sms(self, name: str, context: dict) -> str:
-        return " ".join(self.render(name, "sms", context).split())
+    def render_sms(self, name: str, context: dict, privacy: str = "standard") -> str:
+        suffix, context = self._context_for(name, "sms", context)
+        context = strict_sms(context) if privacy == "strict" else {**context, "sms_privacy": "standard"}
+        # Every Unicode space becomes a plain one: Babel's no-break spaces are not in the GSM-7 alphabet and would
+        # turn a French text into UCS-2 (70 characters a segment instead of 160).
+        return " ".join(self.render(name, "sms", context, suffix).split())
 
     def check(self, names: dict[str, str], contexts: list[dict]) -> list[ConfigProblem]:
-        """Render every named template ({name: 'email' | 'sms'}) against each sample context (one per kind of
-        failure, so every branch a template takes is rendered); one problem per file at most."""
+        """Render every named template ({name: 'email' | 'sms'}) in every locale it has files for, against each
+        sample context (one per kind of case, so every branch a template takes is rendered); one problem per file
+        at most. An SMS must also fit one segment in both privacy modes."""
         problems = []
         for name, kind in sorted(names.items()):
-            parts = ("sms",) if kind == "sms" else ("subject", "txt", "html")
-            for part in parts:
-                if part == "html" and not self.exists(name, "html"):
-                    continue
-                file = self.directory / f"{name}.{part}.j2"
-                for context in contexts:
-                    try:
-                        self.render(name, part, context)
-                    except TemplateError as exc:
-                        line = getattr(exc, "lineno", None)
-                        problems.append(ConfigProblem(str(file), "", f"does not render for a {context['failure']['type']} "
-                                                                     f"case: {exc}", line))
-                        break
+            parts = ("sms",) if kind == "sms" else EMAIL_PARTS
+            for suffix in self.locales(name):
+                for part in parts:
+                    if not self.exists(name, part, suffix):
+                        continue
+                    file = self.file(name, part, suffix)
+                    for context in contexts:
+                        tag = suffix or normalise(context.get("default_locale")) or "en"
+                        localized = context.localized(tag) if isinstance(context, MessageContext) else context
+                        problem = self._check_one(name, part, suffix, localized, file)
+                        if problem:
+                            problems.append(problem)
+                            break
         return problems
 
+    def _check_one(self, name, part, suffix, context, file) -> ConfigProblem | None:
+        what = f"a {context['failure']['type']} case" + (f" ({context['sample']})" if context.get("sample") else "")
+        try:
+            if part != "sms":
+                self.render(name, part, context, suffix)
+                return None
+            for privacy in ("standard", "strict"):
+                what = what.split(" with sms.privacy")[0] + f" with sms.privacy {privacy}"
+                sms_context = strict_sms(context) if privacy == "strict" else {**context, "sms_privacy": privacy}
+                text = " ".join(self.render(name, "sms", sms_context, suffix).split())
+                size = sms_size(text)
+                if size.segments > 1:
+                    return ConfigProblem(str(file), "", f"for {what} the text is "
+                                         f"{size.length} {size.encoding} characters, more than one SMS segment "
+                                         f"({size.limit}): {text!r}")
+        except TemplateError as exc:
+            return ConfigProblem(str(file), "", f"does not render for {what}: {exc}", getattr(exc, "lineno", None))
+        return None
 
-def recipient(rule: str, customer: dict | None, invoice: dict) -> str | None:
-    """Who a message goes to. billing_contact: the customer's metadata.billing_email, else the invoice's
-    customer email, else the customer's; customer: the customer's email; account_manager: metadata."""
-    metadata = json.loads(customer["metadata"]) if customer else {}
-    customer_email = customer["email"] if customer else None
-    if rule == "account_manager":
-        return metadata.get("account_manager_email")
-    if rule == "customer":
-        return customer_email or invoice.get("customer_email")
-    return metadata.get("billing_email") or invoice.get("customer_email") or customer_email
+
+# -- SMS length ----------------------------------------------------------------------------------------------
+
+# GSM 03.38: the basic set (one septet each) and the extension table (escape + septet: two each).
+_GSM_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                 "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+_GSM_EXTENDED = set("^{}\\[~]|€\f")
+
+
+@dataclass(frozen=True)
+class SmsSize:
+    encoding: str        # 'GSM-7' or 'UCS-2'
+    length: int          # in the encoding's units (septets, or UTF-16 code units)
+    limit: int           # what one segment holds: 160 or 70
+
+    @property
+    def segments(self) -> int:
+        if self.length <= self.limit:
+            return 1
+        multipart = 153 if self.encoding == "GSM-7" else 67
+        return -(-self.length // multipart)
+
+
+def sms_size(text: str) -> SmsSize:
+    """How a text travels: GSM-7 when every character is in the GSM alphabet (160 a segment), else UCS-2 (70)."""
+    if all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in text):
+        return SmsSize("GSM-7", sum(2 if c in _GSM_EXTENDED else 1 for c in text), 160)
+    return SmsSize("UCS-2", len(text.encode("utf-16-le")) // 2, 70)
+
+
+def recipient(rule: str | list[str], customer: dict | None, invoice: dict) -> str | None:
+    """The To addresses for `rule` (one rule, an address, or a list of them) as one header value, or None.
+    Kept for callers that send to one string; `dunctl.recipients.resolve_recipients` also gives cc and the
+    addresses it rejected, with reasons."""
+    found = resolve_recipients(_Rules(rule), customer, invoice)
+    return ", ".join(found.to) or None
+
+
+@dataclass(frozen=True)
+class _Rules:
+    to: str | list[str] | None
+    cc: str | list[str] | None = None
+
+
+# -- the context a template sees -----------------------------------------------------------------------------
+
+
+# Segments and sequences whose cases are large or strategic: their messages are written for a finance team that
+# is owed a personal tone, never "this happens, it's usually quick to fix".
+HIGH_VALUE = frozenset({"human-review", "high-value"})
+# Steps whose action the customer notices as a consequence of not paying, in the words templates branch on.
+CONSEQUENCES = ("pause_subscription", "cancel_subscription", "mark_uncollectible")
+
+
+@dataclass
+class CasePart:
+    """One more case of the same customer and currency, for a message that covers several invoices."""
+
+    case: dict
+    invoice: dict
+    payment_method: dict | None = None
+    update_link: str | None = None
+    sequence: object | None = None
+
+
+class MessageContext(dict):
+    """A template context formatted for one locale, which can re-format itself for another (the locale of the
+    template that is actually found: a French customer's numbers in an English template read wrong)."""
+
+    def __init__(self, data: dict, rebuild):
+        super().__init__(data)
+        self._rebuild = rebuild
+
+    def localized(self, tag: str) -> dict:
+        return self if tag == self.get("locale") else self._rebuild(tag)
+
+
+def _json(value, default):
+    if value is None or value == "":
+        return default
+    if isinstance(value, (dict, list)):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return default
+
+
+def customer_kind(customer: dict | None, invoice: dict | None = None) -> dict:
+    """How to address the customer: a business by its company name ("Hello Wayne Health"), a person by first
+    name. A business is a customer with a billing contact, a metadata company, or a Stripe business_name."""
+    customer = customer or {}
+    metadata = _json(customer.get("metadata"), {})
+    name = (customer.get("name") or (invoice or {}).get("customer_name") or "").strip()
+    company = (customer.get("business_name") or metadata.get("company") or metadata.get("company_name")
+               or metadata.get("business_name") or "").strip()
+    business = bool(company or metadata.get("billing_email") or metadata.get("billing_emails"))
+    if business and not company:
+        company = name            # a B2B customer's Stripe name is the account's name, e.g. "Wayne Health"
+    return {"business": business, "company_name": company if business else "",
+            "name": name, "first_name": "" if business or not name else name.split()[0]}
+
+
+def consequence(sequence, first_failed: datetime | None, now: datetime) -> dict | None:
+    """What the case's own sequence does next if the invoice stays unpaid, and when: the first
+    pause/cancel/write-off step still ahead of `now`."""
+    if sequence is None or first_failed is None:
+        return None
+    steps = sequence.get("steps", []) if isinstance(sequence, dict) else sequence.steps
+    for step in steps:
+        action = step["action"] if isinstance(step, dict) else step.action
+        if action not in CONSEQUENCES:
+            continue
+        at = step["at"] if isinstance(step, dict) else step.at
+        offset = at if isinstance(at, Offset) else parse_offset(at["text"] if isinstance(at, dict) else at)
+        when = offset.after(first_failed)
+        if when > now:
+            return {"action": action, "at": when}
+    return None
+
+
+def _sequence_of(case: dict, sequence):
+    if sequence is not None:
+        return sequence
+    return _json(case.get("sequence_def"), None)
 
 
 def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_method: dict | None,
-                  update_link: str | None, company: str, now: datetime) -> dict:
-    """Everything a template may use. Amounts are pre-formatted for the invoice's currency."""
-    currency = invoice["currency"]
-    first_failed = from_iso(case["first_failed_at"])
-    lines = json.loads(invoice["lines"] or "[]")
-    usage_lines = [line for line in lines if line.get("metered")]
-    decline = json.loads(invoice["decline"]) if invoice.get("decline") else {}
-    failure_type = case["failure_type"] or UNKNOWN
-    name = (customer or {}).get("name") or invoice.get("customer_name") or ""
-    return {
-        "company": company,
-        "customer": {"id": case["customer_id"], "name": name, "first_name": name.split(" ")[0] if name else "",
-                     "email": (customer or {}).get("email"), "locale": (customer or {}).get("preferred_locale")},
-        "invoice": {
+                  update_link: str | None, company: str, now: datetime, sequence=None,
+                  default_locale: str = "en", timezone: str | None = None, also: list[CasePart] = (),
+                  locale: str | None = None) -> MessageContext:
+    """Everything a template may use, formatted for the customer's locale (or `locale`).
+
+    `invoices` lists every invoice the message covers (this case's, then `also`'s: further cases of the same
+    customer and currency), each with its amount, failure in plain words and its own pay link; `totals` is the
+    sum per currency. The single-invoice names (`invoice`, `amount`, `failure`, ...) describe the first invoice.
+    `sequence` (default: the case's stored sequence) gives the final notice its consequence and date."""
+    parts = [CasePart(case, invoice, payment_method, update_link, sequence), *also]
+    for part in parts[1:]:
+        if part.case["customer_id"] != case["customer_id"]:
+            raise ValueError(f"case {part.case.get('invoice_id')} is another customer's; one message covers one customer")
+    preferred = normalise((customer or {}).get("preferred_locale"))
+    zone = (customer or {}).get("timezone") or timezone or "UTC"
+
+    def build(tag: str) -> MessageContext:
+        return MessageContext(_context(parts, customer, company, now, tag, preferred, default_locale, zone),
+                              build)
+
+    return build(normalise(locale) or preferred or normalise(default_locale) or "en")
+
+
+def _context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
+             preferred: str | None, default_locale: str, zone: str) -> dict:
+    loc = babel_locale(tag, default_locale)
+    lang = loc.language
+    first = parts[0]
+    try:
+        tz = ZoneInfo(zone)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        tz = ZoneInfo("UTC")
+
+    def day(moment: datetime) -> str:
+        return format_day(moment.astimezone(tz), loc)
+
+    invoices = []
+    totals: dict[str, int] = {}
+    earliest = None
+    for part in parts:
+        case, invoice = part.case, part.invoice
+        currency = invoice["currency"]
+        first_failed = from_iso(case["first_failed_at"])
+        lines = _json(invoice.get("lines"), [])
+        decline = _json(invoice.get("decline"), {})
+        failure_type = case["failure_type"] or UNKNOWN
+        method = part.payment_method or {}
+        shown = [{**line, "amount": format_money(line["amount"], currency, loc),
+                  "quantity_text": format_decimal(line["quantity"], locale=loc) if line.get("quantity") else ""}
+                 for line in lines]
+        then = consequence(_sequence_of(case, part.sequence), first_failed, now)
+        if then and (earliest is None or then["at"] < earliest["at"]):
+            earliest = then
+        totals[currency] = totals.get(currency, 0) + invoice["amount_remaining"]
+        invoices.append({
             "id": invoice["id"],
             "number": invoice["number"] or invoice["id"],
             "currency": currency,
-            "amount_due": format_amount(invoice["amount_due"], currency),
-            "amount_remaining": format_amount(invoice["amount_remaining"], currency),
+            "amount": format_money(invoice["amount_remaining"], currency, loc),
+            "amount_due": format_money(invoice["amount_due"], currency, loc),
+            "amount_remaining": format_money(invoice["amount_remaining"], currency, loc),
             "hosted_invoice_url": invoice["hosted_invoice_url"],
-            "usage_based": bool(usage_lines),
-            "lines": [{**line, "amount": format_amount(line["amount"], currency)} for line in lines],
-            "usage_lines": [{**line, "amount": format_amount(line["amount"], currency)} for line in usage_lines],
-        },
-        "amount": format_amount(invoice["amount_remaining"], currency),
-        "update_link": update_link or invoice["hosted_invoice_url"] or "",
-        "failure": {"type": failure_type, "plain": PLAIN_WORDS.get(failure_type, PLAIN_WORDS[UNKNOWN]),
-                    "code": shown_code(decline)},
-        "payment_method": {
-            "type": (payment_method or {}).get("type") or invoice.get("payment_method_type"),
-            "brand": (payment_method or {}).get("brand"),
-            "last4": (payment_method or {}).get("last4"),
-        },
-        "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
-        "attempts": case["attempts"],
-        "case": {"segment": case["segment"], "sequence": case["sequence"]},
+            "pay_link": part.update_link or invoice["hosted_invoice_url"] or "",
+            "usage_based": any(line.get("metered") for line in lines),
+            "lines": shown,
+            "usage_lines": [line for line in shown if line.get("metered")],
+            "failure": {"type": failure_type, "plain": failure_words(failure_type, lang),
+                        "code": shown_code(decline)},
+            "payment_method": {"type": method.get("type") or invoice.get("payment_method_type"),
+                               "brand": method.get("brand"), "last4": method.get("last4")},
+            "first_failed": day(first_failed) if first_failed else "",
+            "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
+            "attempts": case["attempts"],
+            "consequence": {"action": then["action"], "on": day(then["at"])} if then else None,
+        })
+    one = invoices[0]
+    links = {inv["pay_link"] for inv in invoices}
+    segments = {p.case.get("segment") for p in parts} | {p.case.get("sequence") for p in parts}
+    who = customer_kind(customer, first.invoice)
+    return {
+        "company": company,
+        "locale": tag,
+        "language": lang,
+        "customer": {"id": first.case["customer_id"], **who,
+                     "email": current_email(customer, first.invoice), "locale": preferred},
+        "invoices": invoices,
+        "count": len(invoices),
+        "totals": [{"currency": c, "amount": format_money(v, c, loc)} for c, v in sorted(totals.items())],
+        "total": ", ".join(format_money(v, c, loc) for c, v in sorted(totals.items())),
+        "tone": "high_value" if segments & HIGH_VALUE else "standard",
+        "consequence": {"action": earliest["action"], "on": day(earliest["at"])} if earliest else None,
+        "today": day(now),
+        # The first (or only) invoice under the names single-invoice templates use.
+        "invoice": one,
+        "amount": one["amount"],
+        "failure": one["failure"],
+        "payment_method": one["payment_method"],
+        "days_since_failure": max(inv["days_since_failure"] for inv in invoices),
+        "attempts": one["attempts"],
+        "update_link": one["pay_link"] if len(links) == 1 else "",
+        "case": {"segment": first.case["segment"], "sequence": first.case["sequence"]},
     }
 
 
-def sample_contexts(company: str = "Acme") -> list[dict]:
-    """Sample cases for `dunctl check`, one per failure type, so templates that branch on it render every branch."""
+def strict_sms(context: dict) -> dict:
+    """The context an SMS sees under `sms.privacy: strict`: no name and no amount (a text is read on a lock
+    screen). Templates branch on `sms_privacy`; one that still names the customer or an amount fails `check`."""
+    customer = {k: v for k, v in context["customer"].items() if k not in ("name", "first_name", "company_name",
+                                                                          "email")}
+    invoices = [{k: v for k, v in inv.items() if not k.startswith("amount") and k != "lines" and k != "usage_lines"}
+                for inv in context["invoices"]]
+    dropped = ("amount", "total", "totals", "invoice", "customer", "invoices")
+    return {**{k: v for k, v in context.items() if k not in dropped}, "customer": customer, "invoices": invoices,
+            "invoice": invoices[0], "sms_privacy": "strict"}
+
+
+def check_templates(templates_dir: Path, used: dict[str, str], company: str, default_locale: str = "en"
+                    ) -> list[ConfigProblem]:
+    """What `dunctl check` renders: every used template ({name: 'email' | 'sms'}) in every locale it has files
+    for, against every sample case; a problem names the file that does not render."""
+    return Templates(templates_dir).check(used, sample_contexts(company, default_locale))
+
+
+_SAMPLE_SEQUENCE = {"name": "standard", "steps": [
+    {"id": "notice", "at": "30m", "action": "email"}, {"id": "final-notice", "at": "12d", "action": "email"},
+    {"id": "suspend", "at": "21d", "action": "pause_subscription"}]}
+
+
+def sample_contexts(company: str = "Acme", default_locale: str = "en", locale: str | None = None
+                    ) -> list[MessageContext]:
+    """Sample cases for `dunctl check`: one per failure type (templates branch on it), a business on a
+    high-value invoice, and one message covering two invoices, so every branch a template takes is rendered."""
     from dunctl.failures import FAILURE_TYPES
 
-    return [sample_context(company, failure_type) for failure_type in FAILURE_TYPES]
+    samples = [sample_context(company, failure_type, default_locale=default_locale, locale=locale)
+               for failure_type in FAILURE_TYPES]
+    samples.append(sample_context(company, "card_soft", business=True, segment="human-review",
+                                  default_locale=default_locale, locale=locale))
+    samples.append(sample_context(company, "card_update", invoices=2, default_locale=default_locale, locale=locale))
+    return samples
 
 
-def sample_context(company: str = "Acme", failure_type: str = "card_soft") -> dict:
-    """A representative case for `dunctl check`: usage-based, with a card, in USD."""
-    case = {"customer_id": "cus_sample", "first_failed_at": "2026-01-01T00:00:00Z", "failure_type": failure_type,
-            "attempts": 2, "segment": "default", "sequence": "standard"}
-    invoice = {"id": "in_sample", "number": "ACME-0042", "currency": "usd", "amount_due": 12900,
-               "amount_remaining": 12900, "hosted_invoice_url": "https://invoice.stripe.com/i/sample",
-               "customer_name": "Ada Lovelace", "customer_email": "ada@example.com",
-               "payment_method_type": "card",
-               "decline": json.dumps({"decline_code": "insufficient_funds"}),
-               "lines": json.dumps([
-                   {"description": "Pro plan", "amount": 9900, "quantity": 1, "metered": False},
-                   {"description": "API calls (30,000 over plan)", "amount": 3000, "quantity": 30000,
-                    "metered": True}])}
-    customer = {"name": "Ada Lovelace", "email": "ada@example.com", "metadata": "{}"}
+def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, business: bool = False,
+                   segment: str = "default", invoices: int = 1, default_locale: str = "en",
+                   locale: str | None = None, currency: str = "usd", amount: int = 12900) -> MessageContext:
+    """A representative case for `dunctl check` and the template tests: usage-based, with a card."""
+    def case_and_invoice(n: int) -> tuple[dict, dict]:
+        case = {"customer_id": "cus_sample", "invoice_id": f"in_sample{n}", "first_failed_at": "2026-01-01T00:00:00Z",
+                "failure_type": failure_type, "attempts": 2, "segment": segment, "sequence": "standard",
+                "sequence_def": json.dumps(_SAMPLE_SEQUENCE)}
+        usage = amount * 3000 // 12900
+        invoice = {"id": f"in_sample{n}", "number": f"ACME-004{n}", "currency": currency,
+                   "amount_due": amount * n, "amount_remaining": amount * n,
+                   "hosted_invoice_url": f"https://pay.acme.test/i/{n}",
+                   "customer_name": "Ada Lovelace", "customer_email": "ada@example.com",
+                   "payment_method_type": "card",
+                   "decline": json.dumps({"decline_code": "insufficient_funds"}),
+                   "lines": json.dumps([
+                       {"description": "Pro plan", "amount": (amount - usage) * n, "quantity": 1, "metered": False},
+                       {"description": "API calls over plan", "amount": usage * n, "quantity": 30000,
+                        "metered": True}])}
+        return case, invoice
+
+    customer = {"name": "Wayne Health" if business else "Ada Lovelace", "email": "ada@example.com",
+                "metadata": json.dumps({"billing_email": "ap@wayne.test"} if business else {}),
+                "preferred_locale": locale}
     method = {"type": "card", "brand": "visa", "last4": "4242"}
+    case, invoice = case_and_invoice(1)
+    also = [CasePart(*case_and_invoice(n), method, f"https://pay.acme.test/i/{n}") for n in range(2, invoices + 1)]
     return build_context(case=case, invoice=invoice, customer=customer, payment_method=method,
-                         update_link="https://billing.stripe.com/p/session/sample", company=company,
-                         now=datetime.fromisoformat("2026-01-04T00:00:00+00:00"))
+                         update_link="https://pay.acme.test/i/1", company=company,
+                         now=datetime.fromisoformat("2026-01-13T00:00:00+00:00"), default_locale=default_locale,
+                         also=also, locale=locale)
 
 
 def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: list[dict], reason: str) -> str:

@@ -57,6 +57,16 @@ class CaseSnapshot:
     timezone: str | None = None                # the customer's, for quiet hours
     retries_blocked: str | None = None         # why no dunctl retry may run yet (Stripe's retries still on)
     retry_not_before: datetime | None = None   # the card network's earliest allowed retry
+    contacts: tuple[datetime, ...] = ()        # customer messages to this customer lately, across its cases
+
+
+@dataclass(frozen=True)
+class ContactPolicy:
+    """How often one customer hears from dunctl (customer messages only, across all its cases)."""
+
+    max_per_week: int = 3
+    min_gap: timedelta = timedelta(hours=36)
+    max_per_case: tuple[tuple[str, int], ...] = ()     # (channel, cap) pairs, e.g. (("sms", 2),)
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class Settings:
     escalation_channel: str = "slack"
     notice_before_suspension: timedelta = timedelta(days=3)
     monitor: bool = False
+    contact: ContactPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -117,8 +128,10 @@ def plan(case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
         record = records.get(step.id)
         if record is not None and record.status in finished:
             continue
-        retrying = record is not None and record.status == "failed"
-        if retrying:
+        retrying = record is not None and record.status in ("failed", "resend")
+        if record is not None and record.status == "resend":
+            due = now  # a person chose to run it again (`dunctl case resolve --resend`)
+        elif retrying:
             if record.tries >= settings.max_action_tries:
                 continue  # gave up; the failure stays visible on the case
             due = (record.finished_at or now) + settings.action_retry_after
@@ -176,6 +189,10 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
     if step.audience == CUSTOMER and in_quiet_hours(now, settings, case.timezone):
         return Wait(step, after_quiet_hours(now, settings, case.timezone),
                     "quiet hours in the customer's time zone")
+    if step.audience == CUSTOMER and settings.contact is not None:
+        held = _contact_policy(step, case, sequence, records, settings, now)
+        if held is not None:
+            return held
     if step.action == "retry":
         if case.retries_blocked:
             return Wait(step, None, case.retries_blocked)
@@ -187,7 +204,7 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
         announced = _suspension_before(index, sequence)
         if announced is not None:
             record = records.get(announced.id)
-            if record is None or record.status in ("failed", "claimed"):
+            if record is None or record.status in ("failed", "claimed", "resend"):
                 return Wait(step, None, f"announces '{announced.id}', which has not happened yet")
             if record.status not in ("done", "would"):
                 return Decision(step, step.at.after(case.first_failed_at), SKIP,
@@ -196,6 +213,30 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
         pending = [s.id for s in sequence.steps[:index] if _unfinished(records.get(s.id), settings)]
         if pending:
             return Wait(step, None, f"waits for {', '.join(pending)}")
+    return None
+
+
+def _contact_policy(step: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
+                    settings: Settings, now: datetime) -> Wait | Decision | None:
+    """The contact policy: a per-case cap per channel, a minimum gap, and a rolling weekly cap per customer. A
+    held message waits for the earliest allowed time; a later step due by then supersedes it."""
+    policy = settings.contact
+    cap = dict(policy.max_per_case).get(step.action)
+    if cap is not None:
+        sent = sum(1 for s in sequence.steps if s.action == step.action and s.id in records
+                   and records[s.id].status in ("done", "would"))
+        if sent >= cap:
+            return Decision(step, step.at.after(case.first_failed_at), SKIP,
+                            f"contact policy: at most {cap} {step.action} per case")
+    recent = sorted(t for t in case.contacts if t <= now)
+    if recent and now - recent[-1] < policy.min_gap:
+        return Wait(step, recent[-1] + policy.min_gap,
+                    f"contact policy: at least {_span(policy.min_gap)} between messages to this customer")
+    week = [t for t in recent if now - t < timedelta(days=7)]
+    if len(week) >= policy.max_per_week:
+        return Wait(step, week[-policy.max_per_week] + timedelta(days=7),
+                    f"contact policy: {len(week)} messages to this customer in the last 7 days "
+                    f"(at most {policy.max_per_week})")
     return None
 
 

@@ -51,6 +51,7 @@ class Received:
     data: bytes
     tls: bool                 # the session was encrypted (STARTTLS or implicit TLS)
     login: str | None         # the user that authenticated, if any
+    peer: tuple = ()          # the client's (host, port): one per connection
 
     @property
     def message(self) -> EmailMessage:
@@ -59,7 +60,7 @@ class Received:
 
 
 class _Handler:
-    def __init__(self, server: "SmtpServer"):
+    def __init__(self, server: SmtpServer):
         self.server = server
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -72,7 +73,8 @@ class _Handler:
         tls = server.transport is not None and server.transport.get_extra_info("ssl_object") is not None
         self.server.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                              envelope.original_content or envelope.content, tls,
-                                             session.auth_data if session.authenticated else None))
+                                             session.auth_data if session.authenticated else None,
+                                             tuple(session.peer or ())))
         return "250 2.0.0 queued"
 
 
@@ -85,11 +87,12 @@ class SmtpServer:
     """
 
     def __init__(self, *, credentials: tuple[str, str] | None = None, starttls: ssl.SSLContext | None = None,
-                 implicit_tls: ssl.SSLContext | None = None, reject: set[str] | frozenset = frozenset()):
+                 implicit_tls: ssl.SSLContext | None = None, reject: set[str] | frozenset = frozenset(),
+                 port: int | None = None):
         self.received: list[Received] = []
         self.reject = set(reject)
         self.credentials = credentials
-        self.port = free_port()
+        self.port = port or free_port()
         kwargs: dict = {}
         if credentials:
             kwargs.update(authenticator=self._authenticate, auth_required=True, auth_require_tls=False)
@@ -107,7 +110,7 @@ class SmtpServer:
     def host(self) -> str:
         return HOST
 
-    def __enter__(self) -> "SmtpServer":
+    def __enter__(self) -> SmtpServer:
         self.controller.start()
         return self
 
@@ -217,7 +220,7 @@ class HttpReceiver:
         assert self.requests, "the receiver got no request"
         return self.requests[-1]
 
-    def __enter__(self) -> "HttpReceiver":
+    def __enter__(self) -> HttpReceiver:
         self.thread.start()
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
@@ -13,9 +14,17 @@ import pytest
 from dunctl.channels import EmailMessage
 from dunctl.channels.email import FileTransport, SmtpTransport
 from dunctl.config import EmailChannel
-from dunctl.errors import ChannelError
-from tests.servers import (HOST, SmtpServer, client_context, closed_port, server_context, smtp_server,  # noqa: F401
-                           tls_files)
+from dunctl.errors import ChannelError, DeliveryUncertain
+from tests.badservers import BadSmtp
+from tests.servers import (  # noqa: F401
+    HOST,
+    SmtpServer,
+    client_context,
+    closed_port,
+    server_context,
+    smtp_server,
+    tls_files,
+)
 
 NOW = datetime(2026, 11, 3, 14, 30, 5, tzinfo=timezone.utc)
 SENDER = "Acme Billing <billing@acme.test>"
@@ -203,15 +212,97 @@ def test_implicit_tls(tmp_path):
     assert [r.tls for r in server.received] == [True]
 
 
-def test_header_injection_and_overrides_are_refused(smtp_server):
+def test_overrides_and_non_addresses_are_refused(smtp_server):
     transport = transport_for(smtp_server)
-    with pytest.raises(ChannelError, match="cannot be built"):
-        send(transport, make_message(headers={"X-Note": "hi\r\nBcc: evil@attacker.test"}))
     with pytest.raises(ChannelError, match="'Subject' is set by dunctl"):
         send(transport, make_message(headers={"Subject": "other"}))
     with pytest.raises(ChannelError, match="not an email address"):
         send(transport, make_message(to="nobody"))
     assert smtp_server.received == []
+
+
+def test_cr_lf_and_controls_in_customer_text_never_break_the_message_and_it_still_goes_out(smtp_server):
+    # A customer name with CR/LF used to block the customer's email (and the escalation) on every tick.
+    transport = transport_for(smtp_server)
+    send(transport, make_message(to="Jo\r\nBcc: evil@attacker.test\r\n Doe <jo@customer.test>",
+                                 subject="Payment failed\r\nBcc: evil@attacker.test\x1b[31m",
+                                 headers={"X-Dunctl-Case": "in_1\nX-Injected: yes"}))
+    send(transport, make_message(to="Ø\r\nÅ, \"Q\" <jo@customer.test>", subject="Zahlung\r\nfehlgeschlagen"))
+
+    first, second = smtp_server.received
+    assert first.rcpt_tos == second.rcpt_tos == ["jo@customer.test"]       # still delivered, only to Jo
+    msg = first.message
+    assert msg["To"] == '"Jo Bcc: evil@attacker.test Doe" <jo@customer.test>'
+    assert msg["Subject"] == "Payment failed Bcc: evil@attacker.test"
+    assert msg["X-Dunctl-Case"] == "in_1 X-Injected: yes"
+    assert msg["Bcc"] is None and msg["X-Injected"] is None
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [(a.display_name, a.addr_spec) for a in second.message["To"].addresses] == [
+        ('Ø Å, "Q"', "jo@customer.test")]
+    assert second.message["Subject"] == "Zahlung fehlgeschlagen"
+
+
+def test_one_connection_carries_every_message_of_a_tick_and_close_says_quit(smtp_server):
+    transport = transport_for(smtp_server)
+    for i in range(5):
+        send(transport, make_message(subject=f"message {i}"), key=f"in_{i}:notice")
+    transport.close()
+    transport.close()                                             # twice is harmless
+    assert [r.message["Subject"] for r in smtp_server.received] == [f"message {i}" for i in range(5)]
+    assert len({r.peer for r in smtp_server.received}) == 1        # one connection, one client port
+    send(transport, key="in_9:notice")                            # after close, the next send reconnects
+    assert len({r.peer for r in smtp_server.received}) == 2
+
+
+def test_a_connection_the_server_closed_is_reopened_once():
+    server = SmtpServer()
+    with server:
+        transport = transport_for(server)
+        send(transport, key="in_1:notice")
+    with SmtpServer(port=server.port) as again:                   # same port: the old connection is dead
+        send(transport, key="in_2:notice")
+        transport.close()
+    assert len(server.received) == 1 and len(again.received) == 1
+
+
+def bad_transport(server, timeout: float = 0.5) -> SmtpTransport:
+    return SmtpTransport(EmailChannel(transport="smtp", host=HOST, port=server.port, timeout=timeout), {})
+
+
+@pytest.mark.parametrize("behaviour, expected", [
+    ("hang_after_body", "took the message body but did not confirm the message within 0.5s"),
+    ("drop_after_body", "took the message body but dropped the connection"),
+])
+def test_a_timeout_or_drop_after_the_body_is_uncertain_not_failed(behaviour, expected):
+    with BadSmtp(behaviour) as server:
+        transport = bad_transport(server)
+        started = time.monotonic()
+        with pytest.raises(DeliveryUncertain) as caught:
+            send(transport)
+        assert time.monotonic() - started < 2
+    assert len(server.received) == 1                              # the server has the message: it may be queued
+    assert expected in caught.value.message and "Message-ID <dunctl." in caught.value.message
+    assert "case resolve" in caught.value.hint
+
+
+@pytest.mark.parametrize("behaviour, expected", [
+    ("reject_after_body", "rejected the message: 554 5.7.1 message refused as spam"),
+    ("hang_before_data_reply", "did not answer within 0.5s"),
+])
+def test_a_refusal_or_a_timeout_before_the_body_is_a_plain_failure(behaviour, expected):
+    with BadSmtp(behaviour) as server, pytest.raises(ChannelError) as caught:
+        send(bad_transport(server))
+    assert not isinstance(caught.value, DeliveryUncertain)
+    assert expected in caught.value.message
+
+
+def test_a_server_dripping_one_byte_at_a_time_cannot_hold_a_send_past_its_timeout():
+    with BadSmtp("drip_greeting", drip_every=0.05) as server:      # each byte well within the timeout
+        started = time.monotonic()
+        with pytest.raises(ChannelError, match="did not answer within 0.5s") as caught:
+            send(bad_transport(server))
+        assert time.monotonic() - started < 1.5
+    assert not isinstance(caught.value, DeliveryUncertain)
 
 
 def test_file_transport_writes_parseable_eml(tmp_path):
@@ -249,3 +340,35 @@ def test_file_transport_unwritable_dir_is_a_channel_error(tmp_path):
     with pytest.raises(ChannelError, match="could not write"):
         send(FileTransport(blocker / "outbox"))
 
+
+
+def test_long_headers_long_lines_and_leading_dots_arrive_intact(smtp_server):
+    subject = "Your payment failed " + "word " * 40
+    long_name = "Ünïcödé " * 12
+    text = ".starts with a dot\n..two dots\n" + "x" * 2500 + "\nend. café\n"
+    send(transport_for(smtp_server), make_message(to=f"{long_name}<jo@customer.test>", subject=subject.strip(),
+                                                  text=text, html="<p>" + "é" * 3000 + "</p>"))
+    got = smtp_server.received[0]
+    raw_lines = got.data.split(b"\r\n")
+    assert max(map(len, raw_lines)) <= 998                 # RFC 5322 line limit, even for a 2500-char line
+    msg = got.message
+    assert msg["Subject"] == subject.strip()
+    # Python's address parser puts a space between adjacent encoded-words of a name (RFC 2047 says to drop
+    # it; it does the same to a name the stdlib itself encoded), so compare the name without spaces.
+    assert msg["To"].addresses[0].display_name.replace(" ", "") == long_name.replace(" ", "")
+    assert msg["To"].addresses[0].addr_spec == "jo@customer.test"
+    text_part, html_part = msg.iter_parts()
+    assert text_part.get_content() == text
+    assert html_part.get_content() == "<p>" + "é" * 3000 + "</p>\n"
+
+
+def test_starttls_connection_and_context_serve_every_message(tmp_path):
+    cert, key = tls_files(tmp_path)
+    with SmtpServer(starttls=server_context(cert, key)) as server:
+        transport = SmtpTransport(EmailChannel(transport="smtp", host=HOST, port=server.port, timeout=5,
+                                               security="starttls"), {}, ssl_context=client_context(cert))
+        for i in range(3):
+            send(transport, key=f"in_{i}:notice")
+        transport.close()
+    assert [r.tls for r in server.received] == [True, True, True]
+    assert len({r.peer for r in server.received}) == 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from dunctl.channels.slack import SlackTransport
 from dunctl.config import SlackChannel
-from dunctl.errors import ChannelError
+from dunctl.errors import ChannelError, DeliveryUncertain
+from tests.badservers import BadHttp
 from tests.servers import HOST, closed_port, http_receiver  # noqa: F401
 
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*in_123* escalated"}}]
@@ -64,10 +66,41 @@ def test_connection_refused():
         transport(f"http://{HOST}:{closed_port()}/hook").post("x", None, "k")
 
 
-def test_timeout(http_receiver):
+def test_timeout_after_the_request_is_uncertain(http_receiver):
     http_receiver.hang()
-    with pytest.raises(ChannelError, match=r"no response within 0.2s"):
+    with pytest.raises(DeliveryUncertain, match=r"the request was sent but no answer came within 0.2s"):
         transport(http_receiver.url(), timeout=0.2).post("x", None, "k")
+
+
+def test_the_timeout_comes_from_the_config(http_receiver):
+    http_receiver.hang()
+    slow = SlackTransport(SlackChannel(timeout=0.3), {"SLACK_WEBHOOK_URL": http_receiver.url()})
+    started = time.monotonic()
+    with pytest.raises(DeliveryUncertain, match="within 0.3s"):
+        slow.post("x", None, "k")
+    assert time.monotonic() - started < 1.5
+
+
+def test_customer_text_never_becomes_a_mention_or_a_link(http_receiver):
+    name = "<!channel> Jo <http://evil.test|your bank> & <@U123>\x1b[2J\x07"
+    transport(http_receiver.url()).post(f"*Escalated*: invoice in_1 for {name}\nAmount: $49.00", [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"customer {name}"}}], "k")
+    sent = json.loads(http_receiver.last.body)
+    assert sent["text"] == ("*Escalated*: invoice in_1 for &lt;!channel&gt; Jo &lt;http://evil.test|your bank&gt; "
+                            "&amp; &lt;@U123&gt;\nAmount: $49.00")
+    assert sent["blocks"][0]["text"]["text"] == ("customer &lt;!channel&gt; Jo &lt;http://evil.test|your bank&gt; "
+                                                 "&amp; &lt;@U123&gt;")
+    assert sent["blocks"][0]["text"]["type"] == "mrkdwn"
+
+
+def test_a_webhook_url_echoed_by_the_endpoint_is_scrubbed_from_the_error():
+    with BadHttp("echo_url") as server:
+        url = f"http://{HOST}:{server.port}/services/T000/B000/SECRETTOKEN123"
+        with pytest.raises(ChannelError) as caught:
+            transport(url).post("x", None, "k")
+    message = caught.value.message
+    assert "HTTP 404: no such hook: POST ***" in message
+    assert "SECRETTOKEN123" not in message and "/services/" not in message
 
 
 def test_redirect_is_not_followed(http_receiver):

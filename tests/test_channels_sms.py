@@ -11,7 +11,7 @@ import pytest
 from dunctl.channels import SmsMessage
 from dunctl.channels.sms import TwilioTransport
 from dunctl.config import SmsChannel
-from dunctl.errors import ChannelError
+from dunctl.errors import ChannelError, DeliveryUncertain
 from tests.servers import HOST, closed_port, http_receiver  # noqa: F401
 
 SID, TOKEN = "AC0123456789abcdef", "tok_very_secret"
@@ -76,5 +76,5 @@ def test_connection_refused_and_timeout(http_receiver):
     with pytest.raises(ChannelError, match="Twilio: could not connect: connection refused"):
         transport(f"http://{HOST}:{closed_port()}").send(MESSAGE, "k")
     http_receiver.hang()
-    with pytest.raises(ChannelError, match=r"Twilio: no response within 0.2s"):
+    with pytest.raises(DeliveryUncertain, match=r"Twilio: the request was sent but no answer came within 0.2s"):
         transport(http_receiver.url(), timeout=0.2).send(MESSAGE, "k")

@@ -8,7 +8,16 @@ import pytest
 import yaml
 
 from dunctl.channels.webhook import verify_signature
-from tests.helpers import at, cli, customer, failed_invoice, open_engine_ledger, seed, starter
+from tests.badservers import BadSmtp
+from tests.helpers import (
+    at,
+    cli,
+    customer,
+    failed_invoice,
+    open_engine_ledger,
+    seed,
+    starter,
+)
 
 SECRET = "whsec_test_123"
 
@@ -108,3 +117,46 @@ def test_secrets_never_reach_output_or_the_ledger(multi, http_receiver):
     for secret in (SECRET, "token-abc", "XXXX"):
         assert all(secret not in out for out in outputs)
         assert secret not in dump
+
+
+def test_a_hostile_customer_name_still_gets_its_email_and_reaches_slack_as_plain_text(multi, http_receiver,
+                                                                                       smtp_server):
+    # CR/LF in a name used to block the customer's email and the escalation on every tick; <!channel> reached Slack.
+    config, env = multi
+    ledger = open_engine_ledger(config)
+    hostile = customer("cus_1", email="ada@example.com")
+    hostile.name = "Ada\r\nBcc: evil@attacker.test <!channel> <http://evil.test|pay here>"
+    seed(ledger, failed_invoice("in_1"), customers=[hostile])
+    ledger.close()
+    for offset in ("31m", "2h", "4h"):
+        run(config, env, offset)
+
+    assert [r.rcpt_tos for r in smtp_server.received] == [["ada@example.com"]]
+    assert smtp_server.received[0].message["Bcc"] is None
+    slack = [json.loads(r.body)["text"] for r in http_receiver.requests if r.path.startswith("/slack/")]
+    assert len(slack) == 2                                                   # the step and the escalation
+    for text in slack:
+        assert "<!channel>" not in text and "<http://" not in text
+    assert any("&lt;!channel&gt; &lt;http://evil.test|pay here&gt;" in text for text in slack)
+
+
+@pytest.mark.parametrize("behaviour, status", [("hang_after_body", "unknown"), ("reject_after_body", "failed")])
+def test_an_smtp_timeout_after_the_body_is_unknown_and_never_resent_while_a_refusal_is_retried(tmp_path, behaviour,
+                                                                                               status):
+    # Issue 12 item 1: a server that queued the message but answered late got it twice, 30 minutes apart.
+    with BadSmtp(behaviour) as server:
+        config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": "127.0.0.1",
+                                                         "port": server.port, "timeout": 0.5}})
+        ledger = open_engine_ledger(config)
+        seed(ledger, failed_invoice("in_1"))
+        for offset in ("31m", "70m", "2h"):
+            cli(config, "tick", "--no-sync", "--now", at(offset).isoformat())
+        notice = [a for a in ledger.actions(ledger.case_for_invoice("in_1")["id"]) if a["step_id"] == "notice"]
+    assert [a["status"] for a in notice] == [status]
+    if status == "unknown":
+        assert len(server.received) == 1                       # sent once, never again
+        assert "took the message body but did not confirm" in notice[0]["error"]
+        assert "case resolve in_1 notice" in notice[0]["error"]
+    else:
+        assert len(server.received) >= 2                       # refused: nothing queued, so it is tried again
+        assert "554 5.7.1" in notice[0]["error"]

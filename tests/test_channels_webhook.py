@@ -5,13 +5,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dunctl.channels.webhook import WebhookTransport, sign, verify_signature
+from dunctl.channels import sending_clock
+from dunctl.channels.webhook import (
+    SIGNATURE_HEADER,
+    WebhookTransport,
+    sign,
+    verify_signature,
+)
 from dunctl.config import WebhookChannel
-from dunctl.errors import ChannelError
+from dunctl.errors import ChannelError, DeliveryUncertain
+from tests.badservers import BadHttp
 from tests.servers import HOST, closed_port, http_receiver  # noqa: F401
 
 NOW = datetime(2026, 11, 3, 14, 30, 5, tzinfo=timezone.utc)
@@ -99,13 +108,92 @@ def test_connection_refused():
     assert "pw" not in caught.value.message
 
 
-def test_timeout(http_receiver):
+def test_a_request_sent_but_never_answered_is_uncertain(http_receiver):
     http_receiver.hang()
-    with pytest.raises(ChannelError, match=r"no response within 0.2s"):
+    with pytest.raises(DeliveryUncertain, match=r"the request was sent but no answer came within 0.2s"):
         post(http_receiver, timeout=0.2)
+    assert len(http_receiver.requests) == 1       # the receiver has it: it may have acted
+
+
+@pytest.mark.parametrize("behaviour, expected", [
+    ("drip", "no answer came within 0.5s"),        # one byte every 50 ms: each read is quick, the whole is not
+    ("reset", "the answer was lost"),
+])
+def test_a_dripping_or_resetting_receiver_is_uncertain_within_the_timeout(behaviour, expected):
+    with BadHttp(behaviour, drip_every=0.05) as server:
+        transport = WebhookTransport(WebhookChannel(url=f"http://{HOST}:{server.port}/h", timeout=0.5), ENV)
+        started = time.monotonic()
+        with pytest.raises(DeliveryUncertain, match=expected):
+            transport.post("e", {}, "k", NOW)
+        assert time.monotonic() - started < 1.5
+    assert len(server.received) == 1
+
+
+def test_a_gateway_timeout_is_uncertain_and_other_errors_are_not(http_receiver):
+    http_receiver.respond(504, "upstream timed out")
+    with pytest.raises(DeliveryUncertain, match="HTTP 504"):
+        post(http_receiver)
+    http_receiver.respond(503, "try later")
+    with pytest.raises(ChannelError) as caught:
+        post(http_receiver)
+    assert not isinstance(caught.value, DeliveryUncertain)
+
+
+def test_connection_refused_is_a_plain_failure():
+    transport = WebhookTransport(WebhookChannel(url=f"http://{HOST}:{closed_port()}/x"), ENV)
+    with pytest.raises(ChannelError) as caught:
+        transport.post("e", {}, "k", NOW)
+    assert not isinstance(caught.value, DeliveryUncertain)
+
+
+def test_the_signature_carries_the_time_of_sending_not_of_the_tick(http_receiver):
+    moments = iter([NOW + timedelta(minutes=7), NOW + timedelta(minutes=9)])
+    transport = WebhookTransport(WebhookChannel(url=http_receiver.url("/h")), ENV, clock=lambda: next(moments))
+    transport.post("e", {}, "k1", NOW)            # the tick's start is passed, as the executor does today
+    transport.post("e", {}, "k2", NOW)
+    stamps = [int(r.headers[SIGNATURE_HEADER].split(",")[0][2:]) for r in http_receiver.requests]
+    assert stamps == [T + 420, T + 540]
+    assert [json.loads(r.body)["created"] for r in http_receiver.requests] == stamps
+    last = http_receiver.last
+    assert verify_signature(SECRET, last.headers[SIGNATURE_HEADER], last.body, now=NOW + timedelta(minutes=9))
+    assert not verify_signature(SECRET, last.headers[SIGNATURE_HEADER], last.body, now=NOW)  # 9 min: too old
+
+
+def test_sending_clock_advances_from_the_tick_start():
+    clock = sending_clock(NOW)
+    first = clock()
+    time.sleep(0.05)
+    assert NOW <= first < clock() < NOW + timedelta(seconds=5)
+
+
+def test_an_echoed_url_or_secret_never_reaches_the_error():
+    with BadHttp("echo_url") as server:
+        url = f"http://{HOST}:{server.port}/hooks/{SECRET}"
+        with pytest.raises(ChannelError) as caught:
+            WebhookTransport(WebhookChannel(url=url), ENV).post("e", {}, "k", NOW)
+    assert "HTTP 404: no such hook: POST" in caught.value.message
+    assert SECRET not in caught.value.message
 
 
 def test_credentials_in_the_url_become_basic_auth(http_receiver):
     url = http_receiver.url("/x").replace("http://", "http://hook%40user:p%3Ass@")
     WebhookTransport(WebhookChannel(url=url), ENV).post("e", {}, "k", NOW)
     assert http_receiver.last.headers["Authorization"] == "Basic aG9va0B1c2VyOnA6c3M="   # hook@user:p:ss
+
+
+def test_a_name_lookup_that_hangs_cannot_hold_a_post_past_its_timeout(monkeypatch):
+    # No loopback server can make DNS hang, so the system resolver is replaced by one that takes 5 s.
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "hooks.example.test":
+            time.sleep(5)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    transport = WebhookTransport(WebhookChannel(url="http://hooks.example.test/h", timeout=0.3), ENV)
+    started = time.monotonic()
+    with pytest.raises(ChannelError, match="could not connect within 0.3s") as caught:
+        transport.post("e", {}, "k", NOW)
+    assert time.monotonic() - started < 1
+    assert not isinstance(caught.value, DeliveryUncertain)     # nothing left

@@ -119,3 +119,26 @@ def test_a_tick_killed_between_claim_and_send_leaves_unknown_and_is_never_resent
     status = dunctl_process(working, "status")
     assert status.wait(timeout=60) == 0
     assert "1 action(s) with unknown outcome" in status.stdout.read()
+
+
+def test_a_person_pausing_a_case_during_a_tick_waits_for_it_instead_of_crashing_it(tmp_path):
+    from tests.helpers import cli
+
+    with SlowSmtpServer(delay=0.5) as smtp:
+        config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp.host,
+                                                         "port": smtp.port}})
+        ledger = open_engine_ledger(config)
+        seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(4)],
+             customers=[customer(f"cus_{i}", email=f"c{i}@example.com") for i in range(4)])
+        running = dunctl_process(config, "tick", "--no-sync", "--now", at("31m").isoformat())
+        deadline = time.time() + 30
+        while not smtp.received and time.time() < deadline:
+            time.sleep(0.05)
+        paused = cli(config, "case", "pause", "in_3", "--reason", "paying by wire", "--now", at("31m").isoformat())
+        dry = dunctl_process(config, "tick", "--dry-run", "--no-sync", "--now", at("31m").isoformat())
+        assert running.wait(timeout=60) == 0, running.stderr.read()
+        assert dry.wait(timeout=60) == 0, dry.stderr.read()
+    assert paused.exit_code == 0, paused.output
+    assert "Traceback" not in paused.output
+    assert ledger.case_for_invoice("in_3")["state"] == "paused"
+    assert len(smtp.received) == len({r.rcpt_tos[0] for r in smtp.received})   # nothing twice

@@ -1,10 +1,12 @@
 """A malformed config names the file, the key path and what is allowed, exits 2, and changes nothing."""
 
 import hashlib
+import time
 
 import pytest
 import yaml
 
+from dunctl.config import load_config
 from tests.helpers import at, cli, failed_invoice, open_engine_ledger, seed, starter
 
 
@@ -72,6 +74,30 @@ CORPUS = {
                           ["ach.yaml", "steps[1].id", "step id 'notice' is used twice"]),
     "email without template": (("sequences/high-value.yaml", lambda d: d["steps"][0].pop("template")),
                                ["high-value.yaml", "steps[0].template", "needs a template"]),
+    # Numbers bounded to what they can mean (issue 12 item 8): each of these crashed check or every tick.
+    "grace beyond any date": (config_change(lambda d: d["dunning"].update(grace="99999999999999w")),
+                              ["dunctl.yaml", "dunning.grace", "too long", "allowed: 0m to 90d"]),
+    "tick budget beyond any date": (config_change(lambda d: d["dunning"].update(tick_budget="99999999999999w")),
+                                    ["dunning.tick_budget", "too long"]),
+    "notice before suspension beyond any date": (config_change(lambda d: d["dunning"].update(
+                                                     notice_before_suspension="99999999999999w")),
+                                                 ["dunning.notice_before_suspension", "allowed: 0m to 90d"]),
+    "retry wait of zero": (config_change(lambda d: d["dunning"].update(action_retry_after="0")),
+                           ["dunning.action_retry_after", "out of range", "allowed: 1m to 7d"]),
+    "step years after the failure": (step("sequences/standard.yaml", 6, at="3000000d"),
+                                     ["standard.yaml", "steps[6].at", "too far from the first failure",
+                                      "up to 365d"]),
+    "port above 65535": (config_change(lambda d: d["channels"]["email"].update(transport="smtp", port=99999)),
+                         ["channels.email.port", "less than or equal to 65535"]),
+    "negative port": (config_change(lambda d: d["channels"]["email"].update(transport="smtp", port=-1)),
+                      ["channels.email.port", "greater than or equal to 1"]),
+    "zero timeout": (config_change(lambda d: d["channels"]["email"].update(timeout=0)),
+                     ["channels.email.timeout", "greater than 0"]),
+    "negative timeout": (config_change(lambda d: d["channels"].update(
+                             webhook={"url": "https://example.com/h", "timeout": -5})),
+                         ["channels.webhook.timeout", "greater than 0"]),
+    "endless timeout": (config_change(lambda d: d["channels"].update(slack={"timeout": float("inf")})),
+                        ["channels.slack.timeout", "finite number"]),
 }
 
 
@@ -99,7 +125,7 @@ def test_check_and_tick_refuse_a_malformed_config_and_change_nothing(tmp_path, n
 
 def test_yaml_syntax_errors_give_the_line(tmp_path):
     config = starter(tmp_path)
-    config.write_text(config.read_text() + "\nsegments: [unclosed\n")
+    config.write_text(config.read_text() + "\nnotes: [unclosed\n")
     result = cli(config, "check")
     assert result.exit_code == 2
     assert "dunctl.yaml:" in result.stderr and "not valid YAML" in result.stderr
@@ -150,3 +176,93 @@ def test_check_renders_the_branch_a_template_takes_for_each_failure_type(tmp_pat
     result = cli(config, "check")
     assert result.exit_code == 2
     assert "reminder.txt.j2" in result.stderr and "card_hard case" in result.stderr and "shoe_size" in result.stderr
+
+
+BOMB = """
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+# Raw text edits that no YAML dumper would write: (file, edit of the text, fragments expected on stderr)
+HOSTILE = {
+    "alias bomb": ("dunctl.yaml", lambda t: t + BOMB, ["dunctl.yaml", "more than 100,000 values", "alias bomb"]),
+    "alias bomb in a sequence": ("sequences/standard.yaml", lambda t: t + BOMB.replace("\n", "\nx", 1),
+                                 ["standard.yaml", "more than 100,000 values"]),
+    "self-referencing alias": ("dunctl.yaml", lambda t: t + "\nloop: &l [1, *l]\n",
+                               ["dunctl.yaml", "loop[1]", "alias *l refers to an anchor that is not defined"]),
+    "20,000-deep nesting": ("dunctl.yaml", lambda t: t + "\ndeep:\n  " + "- " * 20_000 + "x\n",
+                            ["dunctl.yaml:", "deep[0][0]", "maximum nesting depth (64 levels)"]),
+    "20,000-deep flow nesting": ("dunctl.yaml", lambda t: t + "\ndeep: " + "[" * 20_000 + "]" * 20_000 + "\n",
+                                 ["dunctl.yaml:", "maximum nesting depth"]),
+    "Latin-1 bytes": ("dunctl.yaml", lambda t: t.replace("company: Example", "company: Caf\udce9 Example"),
+                      ["dunctl.yaml:", "not UTF-8 text: byte 0xe9", "save the file as UTF-8"]),
+    "duplicate key": ("dunctl.yaml", lambda t: t.replace("  grace: 1d", "  grace: 1d\n  grace: 2d"),
+                      ["dunctl.yaml:", "dunning.grace", "duplicate key 'grace' (first given at line"]),
+    "duplicate step key": ("sequences/standard.yaml", lambda t: t.replace("action: retry}",
+                                                                          "action: retry, action: email}", 1),
+                           ["standard.yaml:", "action", "duplicate key 'action'"]),
+    "two documents": ("dunctl.yaml", lambda t: t + "\n---\nsegments: []\n", ["more than one YAML document"]),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_check_and_tick_refuse_hostile_yaml_fast_and_change_nothing(tmp_path, name):
+    target, edit, expected = HOSTILE[name]
+    config = starter(tmp_path)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_1"))
+    ledger.close()
+    before = (tmp_path / "dunctl.db").read_bytes()
+    path = tmp_path / target
+    path.write_bytes(edit(path.read_text()).encode("utf-8", errors="surrogateescape"))
+
+    started = time.perf_counter()
+    checked = cli(config, "check")
+    ticked = cli(config, "tick", "--no-sync", "--now", at("31m").isoformat())
+    assert time.perf_counter() - started < 10      # the bomb expanded would take minutes and gigabytes
+    for result in (checked, ticked):
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        for fragment in expected:
+            assert fragment in result.stderr, (fragment, result.stderr)
+    assert (tmp_path / "dunctl.db").read_bytes() == before
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_duplicate_key_names_both_lines(tmp_path):
+    config = starter(tmp_path)
+    lines = config.read_text().splitlines()
+    first = next(i for i, line in enumerate(lines, 1) if line.startswith("  grace:"))
+    config.write_text(config.read_text().replace("  grace: 1d", "  grace: 1d\n  grace: 2d"))
+    result = cli(config, "check")
+    assert f"dunctl.yaml:{first + 1} dunning.grace: duplicate key 'grace' (first given at line {first})" \
+        in result.stderr
+
+
+def test_anchors_aliases_and_merge_keys_still_work(tmp_path):
+    config = starter(tmp_path)
+    sequence = tmp_path / "sequences" / "standard.yaml"
+    text = sequence.read_text().replace("name: standard", "name: &n standard")
+    text = text.replace("description: Soft card declines, 30 days", "description: *n")
+    text = text.replace("{id: retry-1,       at: 2d,  action: retry}", "&retry {id: retry-1, at: 2d, action: retry}")
+    text = text.replace("{id: retry-2,       at: 6d,  action: retry}", "{<<: *retry, id: retry-2, at: 6d}")
+    sequence.write_text(text)
+    result = cli(config, "check")
+    assert result.exit_code == 0, result.output
+    steps = load_config(config).sequences["standard"]
+    assert steps.description == "standard"
+    assert [(s.id, s.at.text, s.action) for s in steps.steps if s.action == "retry"][:2] == [
+        ("retry-1", "2d", "retry"), ("retry-2", "6d", "retry")]
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    config = starter(tmp_path)
+    config.write_bytes(b"\xef\xbb\xbf" + config.read_bytes())
+    assert cli(config, "check").exit_code == 0

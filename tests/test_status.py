@@ -100,3 +100,16 @@ def test_unknown_invoice_is_a_clear_error(book):
 def test_the_ledger_file_is_private(book):
     config, ledger = book
     assert (ledger.path.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_customer_name_is_data_in_case_show_never_markup_or_terminal_control(tmp_path):
+    config = starter(tmp_path)
+    ledger = open_engine_ledger(config)
+    hostile = customer("cus_1")
+    hostile.name = "[/bold] x [link=https://evil.test]click[/link] \x1b[31mred\x1b]8;;https://evil.test\x07"
+    seed(ledger, failed_invoice("in_1"), customers=[hostile])
+    assert cli(config, "tick", "--no-sync", "--now", at("31m").isoformat()).exit_code == 0
+    shown = cli(config, "case", "show", "in_1")
+    assert shown.exit_code == 0, shown.output
+    assert "[/bold] x [link=https://evil.test]click[/link]" in shown.stdout
+    assert "\x1b" not in shown.stdout

@@ -187,7 +187,9 @@ def test_a_template_broken_after_the_case_opened_fails_that_action_only(smtp_con
     ledger = open_engine_ledger(smtp_config)
     seed(ledger, failed_invoice("in_1", customer_id="cus_1"),
          failed_invoice("in_2", customer_id="cus_2", decline_code="expired_card"))
-    (tmp_path / "templates" / "payment-failed.txt.j2").write_text("{% if %}")  # in_1's notice template
+    # in_1's notice template parses (a template that does not parse stops the whole tick before it starts) but
+    # fails when rendered
+    (tmp_path / "templates" / "payment-failed.txt.j2").write_text("{{ customer.nickname.upper() }}")
     result = tick(smtp_config, at("31m"))
     assert result.exit_code == 1
     notice = ledger.actions(ledger.case_for_invoice("in_1")["id"])[0]

@@ -159,3 +159,52 @@ def test_monitor_mode_records_would_sends_nothing_and_going_live_sends_only_the_
     assert [to for to, _ in sent(smtp_server)] == ["cus_1@example.com"]      # one message, not three
     statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
     assert statuses["notice"] == "missed" and statuses["reminder"] == "done"
+
+
+def test_a_tick_stops_at_its_budget_and_the_next_one_finishes_without_missing_anything(tmp_path):
+    from tests.test_concurrency import SlowSmtpServer
+
+    with SlowSmtpServer(delay=0.4) as smtp:
+        config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp.host, "port": smtp.port},
+                                      "dunning.tick_budget": "1s"})
+        ledger = open_engine_ledger(config)
+        seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(6)],
+             customers=[customer(f"cus_{i}", email=f"c{i}@example.com") for i in range(6)])
+        first = tick(config, at("31m"))
+        assert first.exit_code == 0 and "deferred: the tick's budget ran out" in first.stderr
+        assert 1 <= len(smtp.received) < 6
+        for offset in ("36m", "41m", "46m", "51m", "56m"):
+            tick(config, at(offset))
+        assert sorted(r.rcpt_tos[0] for r in smtp.received) == [f"c{i}@example.com" for i in range(6)]
+    statuses = [a["status"] for case in ledger.cases() for a in ledger.actions(case["id"])]
+    assert statuses == ["done"] * 6
+
+
+def test_a_channel_that_keeps_failing_is_skipped_for_the_rest_of_the_tick(tmp_path):
+    from tests.servers import closed_port
+
+    config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": "127.0.0.1",
+                                                     "port": closed_port(), "timeout": 2}})
+    ledger = open_engine_ledger(config)
+    seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(8)])
+    result = tick(config, at("31m"))
+    assert result.exit_code == 1
+    assert "skipped: the email channel after repeated failures" in result.stderr
+    rows = [a for case in ledger.cases() for a in ledger.actions(case["id"])]
+    assert len(rows) == 3 and {a["status"] for a in rows} == {"failed"}   # three tries, then no more this tick
+    assert all(a["tries"] == 1 for a in rows)
+
+
+def test_a_template_that_does_not_parse_stops_the_tick_before_it_changes_anything(tmp_path):
+    config = starter(tmp_path)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_1"))
+    from tests.test_tick import table_counts
+
+    before = table_counts(ledger.path)
+    (tmp_path / "templates" / "reminder.txt.j2").write_text("Hello {{ customer.name ")
+    result = tick(config, at("31m"))
+    assert result.exit_code == 2
+    assert "reminder.txt.j2" in result.stderr and "does not parse" in result.stderr
+    assert "Traceback" not in result.output
+    assert table_counts(ledger.path) == before

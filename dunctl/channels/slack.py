@@ -1,22 +1,27 @@
-"""Slack: a message to an incoming webhook. The webhook URL is a secret, read from the environment at send time."""
+"""Slack: a message to an incoming webhook. The webhook URL is a secret, read from the environment at send time.
+
+Everything posted is data, never Slack markup: `&`, `<` and `>` are escaped and control characters removed, so a
+customer named `<!channel>` or `<http://evil|your bank>` notifies no one and links nowhere (dunctl's own texts
+use no angle-bracket syntax; bare URLs are still linked by Slack). The URL never appears in an error, even when
+the endpoint (or a proxy in front of it) echoes it back.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from dunctl.channels import Delivery
 from dunctl.channels.http import post_json, status_error
 from dunctl.config import SlackChannel
 from dunctl.errors import ChannelError
-
-TIMEOUT = 15
+from dunctl.sanitize import slack_blocks, slack_text
 
 
 class SlackTransport:
-    def __init__(self, config: SlackChannel, environ: Mapping[str, str], *, timeout: float = TIMEOUT):
+    def __init__(self, config: SlackChannel, environ: Mapping[str, str], *, timeout: float | None = None):
         self.config = config
         self.environ = environ
-        self.timeout = timeout
+        self.timeout = config.timeout if timeout is None else timeout
 
     @property
     def label(self) -> str:
@@ -33,10 +38,13 @@ class SlackTransport:
         if not url:
             raise ChannelError(f"the Slack webhook URL is not set: environment variable {var} is empty or missing",
                                f"export {var}=https://hooks.slack.com/services/...")
-        payload: dict = {"text": text}
+        payload: dict = {"text": slack_text(text)}
         if blocks:
-            payload["blocks"] = blocks
-        response = post_json(url, payload, timeout=self.timeout, label=self.label)
+            payload["blocks"] = slack_blocks(blocks)
+        response = post_json(url, payload, timeout=self.timeout, label=self.label, secrets=(url,))
         if not response.ok:
             raise status_error(self.label, response)
         return Delivery(f"posted to Slack (HTTP {response.status})")
+
+    def close(self) -> None:
+        """Nothing to release (one connection per post); here so every transport can be closed the same way."""

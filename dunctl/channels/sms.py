@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
-from typing import Mapping
+from collections.abc import Mapping
 
 from dunctl.channels import Delivery, SmsMessage
 from dunctl.channels.http import basic_auth, post_form
@@ -32,7 +32,7 @@ class TwilioTransport:
         label = "Twilio"
         response = post_form(url, {"To": message.to, "From": self.config.from_, "Body": message.body},
                              headers={"Authorization": basic_auth(sid, token), "Accept": "application/json"},
-                             timeout=self.config.timeout, label=label)
+                             timeout=self.config.timeout, label=label, secrets=(token,))
         data = response.json()
         if not response.ok:
             if isinstance(data, dict) and (data.get("code") or data.get("message")):
@@ -46,3 +46,6 @@ class TwilioTransport:
                                f"{response.excerpt() or 'empty body'}")
         status = data.get("status") or "accepted"
         return Delivery(f"SMS to {message.to} {status} by Twilio", data["sid"])
+
+    def close(self) -> None:
+        """Nothing to release (one connection per message); here so every transport can be closed alike."""

@@ -12,8 +12,8 @@ import hashlib
 import hmac
 import json
 import urllib.parse
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Mapping
 
 from dunctl.channels import Delivery
 from dunctl.channels.http import post, status_error
@@ -64,9 +64,14 @@ def verify_signature(secret: str, header: str | None, body: bytes | str,
 
 
 class WebhookTransport:
-    def __init__(self, config: WebhookChannel, environ: Mapping[str, str]):
+    """`clock`, when given, is read at the moment of sending for the signature's timestamp (and the event's
+    `created`): a receiver rejects old timestamps, and a long tick must not sign with the time it started."""
+
+    def __init__(self, config: WebhookChannel, environ: Mapping[str, str], *,
+                 clock: Callable[[], datetime] | None = None):
         self.config = config
         self.environ = environ
+        self.clock = clock
 
     def _url(self) -> str:
         config = self.config
@@ -84,20 +89,26 @@ class WebhookTransport:
         host = urllib.parse.urlsplit(url).netloc.rpartition("@")[2]  # never show credentials in a URL
         return f"webhook {host}" if host else "webhook"
 
-    def post(self, event: str, payload: dict, key: str, now: datetime) -> Delivery:
+    def post(self, event: str, payload: dict, key: str, now: datetime | None = None) -> Delivery:
+        """POST the signed event. The timestamp is `self.clock()` when the transport has a clock, else `now`."""
         var = self.config.secret_env
         secret = self.environ.get(var)
         if not secret:
             raise ChannelError(f"the webhook signing secret is not set: environment variable {var} is empty or "
                                "missing", f"export {var}=<a long random string shared with the receiver>")
         url = self._url()
-        timestamp = int(utc(now).timestamp())
+        if self.clock is None and now is None:
+            raise ChannelError("the webhook transport needs a clock or the time of sending")
+        timestamp = int(utc(self.clock() if self.clock is not None else now).timestamp())
         body = json.dumps({"type": event, "id": key, "created": timestamp, "data": payload},
                           separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
         headers = {SIGNATURE_HEADER: signature_header(secret, timestamp, body), "Idempotency-Key": key}
         label = self._label(url)
         response = post(url, body, content_type="application/json", headers=headers,
-                        timeout=self.config.timeout, label=label)
+                        timeout=self.config.timeout, label=label, secrets=(url, secret))
         if not response.ok:
             raise status_error(label, response)
         return Delivery(f"{event} delivered to {label} (HTTP {response.status})")
+
+    def close(self) -> None:
+        """Nothing to release (one connection per event); here so every transport can be closed the same way."""

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dunctl import __version__
-from dunctl.cli import case, common, customer, setup, status, sync, tick
+from dunctl.cli import case, common, customer, explain, setup, status, sync, tick
 
 app = typer.Typer(
     name="dunctl",
@@ -41,6 +41,7 @@ app.command()(setup.check)
 app.command()(sync.sync)
 app.command()(tick.tick)
 app.command()(status.status)
+app.command()(explain.explain)
 app.add_typer(case.app, name="case")
 app.add_typer(customer.app, name="customer")
 

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import getpass
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from dunctl import cases
+from dunctl.errors import UsageError
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
 from dunctl.money import format_amount
+from dunctl.sanitize import terminal_text
 
 app = typer.Typer(help="Look at one case, or take it over.", no_args_is_help=True)
 
@@ -25,18 +29,22 @@ def show(invoice: Invoice, as_json: JsonOption = False) -> None:
         return
     c, inv = detail.case, detail.invoice
     who = (detail.customer or {}).get("name") or (detail.customer or {}).get("email") or c["customer_id"]
-    out.print(f"[bold]{c['invoice_id']}[/] · {who} · {format_amount(inv['amount_remaining'], inv['currency'])} "
-              f"remaining of {format_amount(inv['amount_due'], inv['currency'])}")
-    out.print(f"state {c['state']}{' (with a person)' if c['with_person'] else ''} · {c['failure_type']} "
-              f"({c['decline_code'] or 'no code'}) · segment {c['segment']} · sequence {c['sequence']} "
-              f"({c['sequence_hash']}) · {c['attempts']} attempt(s)", markup=False)
+    # Customer text is data, never markup or terminal control: printed as plain Text, escape codes stripped.
+    heading = Text(f"{c['invoice_id']}", style="bold")
+    heading.append(f" · {terminal_text(who)} · {format_amount(inv['amount_remaining'], inv['currency'])} "
+                   f"remaining of {format_amount(inv['amount_due'], inv['currency'])}")
+    out.print(heading)
+    out.print(Text(f"state {c['state']}{' (with a person)' if c['with_person'] else ''} · {c['failure_type']} "
+                   f"({c['decline_code'] or 'no code'}) · segment {c['segment']} · sequence {c['sequence']} "
+                   f"({c['sequence_hash']}) · {c['attempts']} attempt(s)"))
     if c["close_reason"]:
-        out.print(f"ended {cases.as_text_time(c['closed_at'])}: {c['close_reason']}", markup=False)
+        out.print(Text(f"ended {cases.as_text_time(c['closed_at'])}: {terminal_text(c['close_reason'])}"))
     elif c["next_step"]:
-        out.print(f"next: {c['next_step']} at {cases.as_text_time(c['next_due_at'])}", markup=False)
+        out.print(Text(f"next: {c['next_step']} at {cases.as_text_time(c['next_due_at'])}"))
     table = Table("when (UTC)", "what", "detail", header_style="bold")
     for entry in detail.timeline:
-        table.add_row(cases.as_text_time(entry["at"]), entry["kind"], entry["summary"])
+        table.add_row(Text(cases.as_text_time(entry["at"]), no_wrap=True), Text(entry["kind"]),
+                      Text(terminal_text(entry["summary"])))
     out.print(table)
 
 
@@ -60,6 +68,27 @@ def resume(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: Jso
     """Hand a paused case back to its sequence."""
     config = load()
     _changed(cases.resume(open_ledger(config, must_exist=True), config, invoice, reason, now_from(now)), as_json)
+
+
+@app.command("resolve")
+@handles_errors
+def resolve(
+    invoice: Invoice,
+    step: Annotated[str, typer.Argument(help="The step whose outcome is unknown (see `dunctl status`).")],
+    reason: Reason,
+    sent: Annotated[bool, typer.Option("--sent", help="It went out: record it as done.")] = False,
+    resend: Annotated[bool, typer.Option("--resend", help="It did not: run it once more on the next tick.")] = False,
+    by: Annotated[str, typer.Option("--by", help="Who decided (default: your login name).")] = "",
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Settle an action whose outcome is unknown: dunctl case resolve in_1 notice --sent -r "in the SMTP log"."""
+    if sent == resend:
+        raise UsageError("say either --sent or --resend", "dunctl case resolve INVOICE STEP --sent -r REASON")
+    config = load()
+    who = by or getpass.getuser()
+    _changed(cases.resolve(open_ledger(config, must_exist=True), config, invoice, step, sent=sent, reason=reason,
+                           by=who, now=now_from(now)), as_json)
 
 
 @app.command("close")

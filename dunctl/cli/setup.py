@@ -9,7 +9,7 @@ import typer
 
 from dunctl.cli.common import JsonOption, err, handles_errors, load, out, print_json
 from dunctl.errors import ConfigError
-from dunctl.messages import Templates, sample_contexts
+from dunctl.messages import Templates, check_templates
 from dunctl.notices.config import render_problems
 from dunctl.scaffold import write_starter
 
@@ -27,10 +27,9 @@ def init(directory: Annotated[Path, typer.Argument(help="Where to write the star
 def check(as_json: JsonOption = False) -> None:
     """Validate the config, segments, sequences and templates; render every template against a sample case."""
     config = load()
-    templates = Templates(config.templates_dir)
     used = {step.template: step.action for seq in config.sequences.values() for step in seq.steps if step.template}
-    problems = templates.check(used, sample_contexts(config.file.sender.company))
-    problems += render_problems(config.file.notices, templates, config.file.sender.company)   # pre-dunning
+    problems = check_templates(config.templates_dir, used, config.file.sender.company, config.file.sender.locale)
+    problems += render_problems(config.file.notices, Templates(config.templates_dir), config.file.sender.company)
     if problems:
         raise ConfigError(problems)
     if as_json:

@@ -61,8 +61,11 @@ def render(view: Status, headline=None) -> None:
         except ImportError:
             pass
     if view.unknown_actions:
-        out.print(f"[yellow]{len(view.unknown_actions)} action(s) with unknown outcome (a tick stopped mid-way); "
-                  "they will not be re-sent. Check them with `dunctl case show INVOICE`.[/]")
+        out.print(f"[yellow]{len(view.unknown_actions)} action(s) with unknown outcome (it may have happened); "
+                  "they will not be re-sent until a person settles each one:[/]")
+        for action in view.unknown_actions:
+            out.print(f"  dunctl case resolve {action['invoice_id']} {action['step_id']} --sent|--resend -r REASON",
+                      markup=False)
     if view.failed_actions:
         out.print(f"[red]{len(view.failed_actions)} action(s) failed and will be retried; "
                   "see `dunctl case show INVOICE`.[/]")

@@ -11,6 +11,7 @@ from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_error
 from dunctl.cli.gateway import make_gateway
 from dunctl.ledger import Ledger
 from dunctl.tick import TickResult, build_channels, run_tick
+from dunctl.tick.preflight import templates_parse
 
 
 @handles_errors
@@ -26,6 +27,7 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
+    templates_parse(config)
     moment = now_from(now)
     if dry_run and not config.ledger_path.exists():
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
@@ -73,6 +75,12 @@ def render(result: TickResult, verbose: bool, as_json: bool) -> None:
     if result.missed:
         err.print(f"missed {len(result.missed)} step(s) overdue beyond the grace period or superseded: "
                   f"{result.missed_cause}", markup=False)
+    for channel in result.skipped_channels:
+        err.print(f"skipped: the {channel} channel after repeated failures this tick; its steps run on the next",
+                  markup=False)
+    if result.deferred:
+        err.print(f"deferred: the tick's budget ran out; {result.deferred} due item(s) wait for the next tick",
+                  markup=False)
     if as_json or not result.did_something:
         return  # cron mails whatever a job prints: say nothing when nothing happened
     out.print(summary(result), markup=False)

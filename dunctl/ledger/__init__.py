@@ -389,17 +389,34 @@ class Ledger:
     def case_record(self, case_id: int) -> CaseRecord | None:
         return CaseRecord.from_row(self.case(case_id))
 
-    def bundle(self, case_id: int) -> CaseBundle | None:
-        """One case with its invoice, customer, subscription and actions, read once."""
+    def bundle(self, case_id: int, contacts_since: datetime | None = None,
+               contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
+        """One case with its invoice, customer, subscription and actions, read once (and, for the contact
+        policy, when the customer was last sent a message)."""
         case = self.case_record(case_id)
         if case is None:
             return None
+        contacts = () if contacts_since is None else tuple(
+            self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
         return CaseBundle(
             case=case,
             invoice=self.invoice_record(case.invoice_id),
             customer=CustomerRecord.from_row(self.customer(case.customer_id)),
             subscription=SubscriptionRecord.from_row(self.subscription(case.subscription_id)),
-            actions=[ActionRecord.from_row(a) for a in self.actions(case_id)])
+            actions=[ActionRecord.from_row(a) for a in self.actions(case_id)],
+            contacts=contacts)
+
+    def customer_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
+                          ) -> list[datetime]:
+        """When the customer was sent a message (across all its cases) since `since`: one entry per delivery,
+        however many cases' steps it covered."""
+        marks = ", ".join("?" for _ in statuses)
+        rows = self.db.execute(
+            f"""SELECT min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
+                WHERE c.customer_id = ? AND a.audience = 'customer' AND a.status IN ({marks})
+                  AND a.finished_at >= ?
+                GROUP BY coalesce(a.message_ref, a.id) ORDER BY 1""", [customer_id, *statuses, iso(since)])
+        return [from_iso(row[0]) for row in rows]
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
         return (CustomerRecord.from_row(self.customer(invoice.customer_id)),
@@ -412,6 +429,12 @@ class Ledger:
             "SELECT id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
             "ORDER BY next_due_at, id",
             [iso(now)])]
+
+    def due_cases_by_customer(self, now: datetime) -> list[tuple[int, str]]:
+        """(case id, customer id) of the cases due now, one customer's together (for one conversation each)."""
+        return [(row[0], row[1]) for row in self.db.execute(
+            "SELECT id, customer_id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
+            "ORDER BY customer_id, next_due_at, id", [iso(now)])]
 
     def open_case_ids(self) -> list[int]:
         return [row[0] for row in self.db.execute("SELECT id FROM cases WHERE state = 'open'")]
@@ -479,20 +502,39 @@ class Ledger:
         if cursor.rowcount == 1:
             return cursor.lastrowid
         row = self.db.execute(
-            """UPDATE actions SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?,
-                 idempotency_key = ?, error = NULL
-               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would') RETURNING id""",
+            """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
+                 tick_id = ?, idempotency_key = ?, error = NULL
+               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend')
+               RETURNING id""",
             [iso(now), tick_id, key, case_id, kind, step_id]).fetchone()
         return row[0] if row else None
 
+    def release_claim(self, action_id: int) -> None:
+        """Give back a claim whose effect was never attempted (the tick stopped first): as if never claimed."""
+        self.db.execute("DELETE FROM actions WHERE id = ? AND status = 'claimed' AND prior_status IS NULL",
+                        [action_id])
+        self.db.execute("UPDATE actions SET status = prior_status, prior_status = NULL, tries = tries - 1 "
+                        "WHERE id = ? AND status = 'claimed'", [action_id])
+
     def record_result(self, action_id: int, status: str, now: datetime, detail: str | None = None,
                       error: str | None = None, recipient: str | None = None, subject: str | None = None,
-                      request_id: str | None = None) -> None:
+                      request_id: str | None = None, message_ref: str | None = None) -> None:
         self.db.execute(
-            """UPDATE actions SET status = ?, finished_at = ?, detail = coalesce(?, detail), error = ?,
+            """UPDATE actions SET status = ?, prior_status = NULL, finished_at = ?, detail = coalesce(?, detail),
+                 message_ref = coalesce(?, message_ref), error = ?,
                  recipient = coalesce(?, recipient), subject = coalesce(?, subject),
                  request_id = coalesce(?, request_id) WHERE id = ?""",
-            [status, iso(now), detail, error, recipient, subject, request_id, action_id])
+            [status, iso(now), detail, message_ref, error, recipient, subject, request_id, action_id])
+
+    def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
+        """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""
+        if sent:
+            self.db.execute("UPDATE actions SET status = 'done', finished_at = ?, error = NULL, detail = ? "
+                            "WHERE id = ? AND status = 'unknown'", [iso(now), note, action_id])
+        else:
+            self.db.execute("UPDATE actions SET status = 'resend', resends = resends + 1, finished_at = ?, "
+                            "error = NULL, detail = ? WHERE id = ? AND status = 'unknown'",
+                            [iso(now), note, action_id])
 
     def actions_with_status(self, status: str) -> list[dict]:
         return list(self.db.query(
@@ -649,3 +691,8 @@ class Ledger:
 
     def customer_subscriptions(self, customer_id: str) -> list[dict]:
         return list(self.db.query("SELECT * FROM subscriptions WHERE customer_id = ? ORDER BY id", [customer_id]))
+
+    def release_notice_claim(self, notice_id: int) -> None:
+        """Give back a notice's claim that was never attempted (the tick stopped first): due again next tick."""
+        self.db.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
+                        [notice_id])

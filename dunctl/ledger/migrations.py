@@ -217,17 +217,20 @@ def m003_tick_core(db: Database) -> None:
             action TEXT NOT NULL,
             channel TEXT,
             audience TEXT,                            -- customer | internal | NULL (not a message)
-            status TEXT NOT NULL,                     -- claimed | done | would | failed | unknown | skipped | missed | suppressed
+            status TEXT NOT NULL,                     -- claimed | done | would | failed | resend | unknown | skipped | missed | suppressed
             due_at TEXT NOT NULL,
             claimed_at TEXT,
             finished_at TEXT,
             tries INTEGER NOT NULL DEFAULT 0,
+            resends INTEGER NOT NULL DEFAULT 0,       -- times a person chose to run it again (`case resolve`)
+            prior_status TEXT,                        -- while claimed again: what it was (to release the claim)
             idempotency_key TEXT NOT NULL,
             recipient TEXT,
             subject TEXT,
             detail TEXT,
             error TEXT,
             request_id TEXT,
+            message_ref TEXT,                         -- one delivery shared by several cases' steps (grouped)
             tick_id INTEGER,
             UNIQUE (case_id, kind, step_id)
         );
@@ -245,6 +248,8 @@ def m003_tick_core(db: Database) -> None:
         -- The idle tick looks for orphaned claims; this index answers it without reading other actions.
         CREATE INDEX actions_claimed ON actions(id) WHERE status = 'claimed';
         CREATE INDEX actions_case ON actions(case_id, finished_at);
+        -- One conversation per customer: its open cases, and what it was sent lately, by customer.
+        CREATE INDEX IF NOT EXISTS cases_customer ON cases(customer_id);
 
         -- A sequence's definition is stored once per version, not on every case.
         CREATE TABLE IF NOT EXISTS sequence_versions (

@@ -139,6 +139,7 @@ class ActionRecord(_Record):
     due_at: datetime | None
     finished_at: datetime | None
     tries: int
+    resends: int
     recipient: str | None
     row: dict = field(repr=False, compare=False, default_factory=dict)
 
@@ -163,6 +164,7 @@ class CaseBundle:
     customer: CustomerRecord | None
     subscription: SubscriptionRecord | None
     actions: list[ActionRecord]
+    contacts: tuple[datetime, ...] = ()   # customer messages to this customer lately, across its cases
 
     def steps(self) -> dict[str, ActionRecord]:
         return {a.step_id: a for a in self.actions if a.kind == "step"}

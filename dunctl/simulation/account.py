@@ -484,7 +484,10 @@ class SimulatedAccount:
             chance /= a.personalised_lift
         cust = self._customers[invoice.customer_id]
         billing = cust.customer.metadata.get("billing_email")
-        if channel == "email" and billing and recipient and recipient.lower() != billing.lower():
+        # A message may go to several addresses ("ap@x.test, cfo@x.test"): it reaches the billing contact when
+        # the billing contact is among them.
+        reached = {address.strip().lower() for address in (recipient or "").split(",")}
+        if channel == "email" and billing and recipient and billing.lower() not in reached:
             chance *= a.wrong_recipient_reach
         if st.link_kind == "billing_portal":
             chance *= 1 - a.extra_step_loss

@@ -118,7 +118,8 @@ class RecordingChannels(ChannelSet):
     emailing, texting or posting to anyone."""
 
     def email(self, message, key, now) -> Delivery:
-        return Delivery(f"simulated email to {message.to}")
+        to = message.to if isinstance(message.to, str) else ", ".join(message.to)
+        return Delivery(f"simulated email to {to}")
 
     def sms(self, message, key) -> Delivery:
         return Delivery(f"simulated sms to {message.to}")

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dunctl.channels import EmailMessage, SmsMessage
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
-from dunctl.messages import build_context, escalation_text, recipient
+from dunctl.messages import CasePart, build_context, escalation_text, recipient
+from dunctl.recipients import resolve_recipients
 from dunctl.model import Invoice as InvoiceModel
 from dunctl.tick.changes import Attempted, Churned, HandToPerson, Note, Reclassify, StoreInvoice
 from dunctl.tick.context import TickContext
@@ -20,11 +21,19 @@ from dunctl.tick.effects import Effect, Outcome, Prepared, done, skipped
 from dunctl.tick.reconcile import end_case
 
 
-def _context(ctx: TickContext, effect: Effect, link: str | None) -> dict:
+def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = ()) -> dict:
+    """What the templates see: this case (and, for one message covering several, the customer's other cases in
+    the same currency), in the customer's language, with the case's own sequence for the final notice's date."""
     b = effect.bundle
+    sender = ctx.config.file.sender
+    parts = [CasePart(e.bundle.case.row, e.bundle.invoice.row,
+                      ctx.ledger.payment_method(e.bundle.invoice.payment_method_id), _update_link(ctx, e),
+                      ctx.ledger.sequence_definition(e.bundle.case.sequence_hash)) for e in also]
     return build_context(case=b.case.row, invoice=b.invoice.row, customer=b.customer.row if b.customer else None,
                          payment_method=ctx.ledger.payment_method(b.invoice.payment_method_id),
-                         update_link=link, company=ctx.config.file.sender.company, now=ctx.now)
+                         update_link=link, company=sender.company, now=ctx.now,
+                         sequence=ctx.ledger.sequence_definition(b.case.sequence_hash),
+                         default_locale=sender.locale, timezone=sender.timezone, also=parts)
 
 
 def _update_link(ctx: TickContext, effect: Effect) -> str | None:
@@ -40,19 +49,38 @@ def _update_link(ctx: TickContext, effect: Effect) -> str | None:
 
 
 def email(ctx: TickContext, effect: Effect) -> Prepared:
-    step, b = effect.step, effect.bundle
-    customer = b.customer.row if b.customer else None
-    to = recipient(step.recipient, customer, b.invoice.row)
-    if not to:
-        return skipped(f"no address for {step.recipient}")
-    subject, text, html = ctx.templates.render_email(step.template, _context(ctx, effect, _update_link(ctx, effect)))
-    headers = {"X-Dunctl-Case": b.case.invoice_id, "X-Dunctl-Step": step.id}
+    return email_together(ctx, [effect])
+
+
+def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
+    """A customer email; several of one customer's emails due in the same tick, in one currency, go as one
+    message listing every invoice with its amount, its failure in plain words and its own pay link, and the
+    total. The oldest case's step sets the template (the longest-unpaid invoice sets the tone) and recipients.
+    A malformed address is left out (and said so on the case); the others still get the message."""
+    effects = sorted(effects, key=lambda e: (e.bundle.case.first_failed_at, e.invoice_id))
+    lead, step = effects[0], effects[0].step
+    customer = lead.bundle.customer.row if lead.bundle.customer else None
+    found = resolve_recipients(step, customer, lead.bundle.invoice.row)
+    left_out = "; ".join(f"{a} ({why})" for a, why in found.rejected)
+    if not found.to:
+        return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
+    context = _context(ctx, lead, _update_link(ctx, lead), also=effects[1:])
+    # a message to a person inside the company is written in the sender's language
+    locale = ctx.config.file.sender.locale if step.audience == "internal" else None
+    subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
+    headers = {"X-Dunctl-Case": ", ".join(e.invoice_id for e in effects),
+               "X-Dunctl-Step": ", ".join(e.name if len(effects) == 1 else f"{e.invoice_id}:{e.name}"
+                                          for e in effects)}
+    note = f"; left out {left_out}" if left_out else ""
 
     def deliver() -> Outcome:
-        delivery = ctx.channels.email(EmailMessage(to, subject, text, html, headers), effect.key, ctx.now)
-        return Outcome("done", f"email {step.template} to {to}: {delivery.detail}", recipient=to, subject=subject)
+        message = EmailMessage(found.to, subject, text, html, headers, cc=found.cc)
+        delivery = ctx.channels.email(message, lead.key, ctx.now)
+        return Outcome("done", f"email {step.template} to {', '.join(found.all)}: {delivery.detail}{note}",
+                       recipient=", ".join(found.all), subject=subject)
 
-    return Prepared(f"email {step.template} to {to}: {subject}", deliver, recipient=to, subject=subject)
+    return Prepared(f"email {step.template} to {', '.join(found.all)}: {subject}{note}", deliver,
+                    recipient=", ".join(found.all), subject=subject)
 
 
 def sms(ctx: TickContext, effect: Effect) -> Prepared:
@@ -60,7 +88,8 @@ def sms(ctx: TickContext, effect: Effect) -> Prepared:
     phone = b.customer.phone if b.customer else None
     if not phone:
         return skipped("no phone number on the customer")
-    text = ctx.templates.render_sms(step.template, _context(ctx, effect, _update_link(ctx, effect)))
+    text = ctx.templates.render_sms(step.template, _context(ctx, effect, _update_link(ctx, effect)),
+                                    privacy=ctx.config.file.channels.sms.privacy)
 
     def deliver() -> Outcome:
         delivery = ctx.channels.sms(SmsMessage(phone, text), effect.key)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from dunctl.channels import Delivery, EmailMessage, SmsMessage
+from dunctl.channels import Delivery, EmailMessage, SmsMessage, sending_clock
 from dunctl.config import Config
 from dunctl.errors import ChannelError
 
@@ -70,7 +70,11 @@ class ChannelSet:
         return self._get("slack").post(text, None, key)
 
     def webhook(self, event: str, payload: dict, key: str, now: datetime) -> Delivery:
-        return self._get("webhook").post(event, payload, key, now)
+        transport = self._get("webhook")
+        if transport.clock is None:
+            # the signature's timestamp is the moment of sending: the tick's now plus the time elapsed since
+            transport.clock = sending_clock(now)
+        return transport.post(event, payload, key, now)
 
     def close(self) -> None:
         """End of tick: close transports that keep a connection open."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from dunctl.config import Config, quiet_window
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
-from dunctl.planner import Settings
+from dunctl.planner import ContactPolicy, Settings
 from dunctl.tick.channels import TRANSPORTS, ChannelSet
 
 LIVE, MONITOR, DRY_RUN = "live", "monitor", "dry_run"
@@ -28,6 +29,23 @@ class TickContext:
         self.settings = planner_settings(self.config, monitor=self.mode == MONITOR)
         self.dunctl_retries = self.config.file.stripe.retries == "dunctl"
         self._templates = None
+        # The tick's budget is a duration, measured on the monotonic clock (never the date: that is `now`).
+        self._started = time.monotonic()
+        self._budget = self.config.file.dunning.tick_budget.total_seconds()
+        self._failures_in_a_row: dict[str, int] = {}
+        self.skipped_channels: set[str] = set()
+
+    def over_budget(self) -> bool:
+        return time.monotonic() - self._started > self._budget
+
+    def channel_result(self, channel: str | None, failed: bool) -> None:
+        """The circuit breaker: a channel that keeps failing is skipped for the rest of this tick."""
+        if channel is None:
+            return
+        count = self._failures_in_a_row.get(channel, 0) + 1 if failed else 0
+        self._failures_in_a_row[channel] = count
+        if count >= self.config.file.dunning.channel_failures_before_skip:
+            self.skipped_channels.add(channel)
 
     @property
     def acts(self) -> bool:
@@ -53,4 +71,13 @@ def planner_settings(config: Config, monitor: bool = False) -> Settings:
                                        if getattr(config.file.channels, name) is not None),
                     escalation_channel=config.file.escalation.channel,
                     notice_before_suspension=dunning.notice_before_suspension,
-                    monitor=monitor)
+                    monitor=monitor, contact=contact_policy(config))
+
+
+def contact_policy(config: Config) -> ContactPolicy | None:
+    contact = config.file.contact
+    if contact is None:
+        return None
+    caps = tuple((channel, c.max_per_case) for channel, c in sorted(contact.channels.items())
+                 if c.max_per_case is not None)
+    return ContactPolicy(max_per_week=contact.max_per_week, min_gap=contact.min_gap, max_per_case=caps)

@@ -24,6 +24,7 @@ class Effect:
     channel: str | None = None
     step: Step | None = None
     note: str = ""               # what a system notification tells a person
+    generation: int = 0          # times a person chose to run it again: each run has its own key
 
     @property
     def invoice_id(self) -> str:
@@ -31,12 +32,14 @@ class Effect:
 
     @property
     def key(self) -> str:
-        return idempotency_key(self.invoice_id, self.name, self.kind)
+        return idempotency_key(self.invoice_id, self.name, self.kind, self.generation)
 
 
-def idempotency_key(invoice_id: str, name: str, kind: str = STEP) -> str:
-    """The action's key: unique per (case, step), stable across ticks and machines, and Stripe's idempotency key."""
-    return f"dunctl-{invoice_id}-{name}" if kind == STEP else f"dunctl-{invoice_id}-sys-{name}"
+def idempotency_key(invoice_id: str, name: str, kind: str = STEP, generation: int = 0) -> str:
+    """The action's key: unique per (case, step), stable across ticks and machines, and Stripe's idempotency key.
+    A run a person asked for again (`case resolve --resend`) gets a key of its own."""
+    key = f"dunctl-{invoice_id}-{name}" if kind == STEP else f"dunctl-{invoice_id}-sys-{name}"
+    return key + (f"-r{generation}" if generation else "")
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Outcome:
     request_id: str | None = None
     quiet: bool = False               # bookkeeping only: not worth a line in cron's mail
     changes: list = field(default_factory=list)   # case changes the effect caused (tick.changes)
+    message_ref: str | None = None    # one delivery covering several cases' steps
 
 
 @dataclass

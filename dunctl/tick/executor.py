@@ -14,7 +14,7 @@ from jinja2 import TemplateError
 
 from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
 from dunctl.tick import changes as case_changes
-from dunctl.tick.actions import ACTIONS
+from dunctl.tick.actions import ACTIONS, email_together
 from dunctl.tick.context import TickContext
 from dunctl.tick.effects import NOTICE, Effect, Outcome
 from dunctl.tick.result import ActionReport, TickResult
@@ -31,33 +31,78 @@ class _Claimed:
 def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case_changes.Applied:
     """Run effects exactly once, in batches. Returns what their outcomes changed (cases ended, people to tell)."""
     applied = case_changes.Applied()
-    for start in range(0, len(effects), EFFECTS_PER_BATCH):
-        _run_batch(ctx, effects[start:start + EFFECTS_PER_BATCH], result, applied)
+    units = _units(ctx, effects, result)
+    while units:
+        batch: list[list[Effect]] = []
+        while units and (not batch or sum(map(len, batch)) + len(units[0]) <= EFFECTS_PER_BATCH):
+            batch.append(units.pop(0))
+        if ctx.over_budget():
+            result.deferred += sum(map(len, batch)) + sum(map(len, units))   # still due next tick, never missed
+            break
+        _run_batch(ctx, batch, result, applied)
     return applied
 
 
-def _run_batch(ctx: TickContext, effects: list[Effect], result: TickResult, applied: case_changes.Applied) -> None:
+def _units(ctx: TickContext, effects: list[Effect], result: TickResult) -> list[list[Effect]]:
+    """What is delivered together: one customer's emails due in this tick, per currency, go out as one message
+    (one conversation per customer); everything else alone. Customer messages come last, so a retry that
+    recovers an invoice in this tick still stops its message."""
+    skipped = [e for e in effects if e.channel in ctx.skipped_channels]
+    effects = [e for e in effects if e.channel not in ctx.skipped_channels]
+    alone = [[e] for e in effects if not _groupable(e)]
+    groups: dict[tuple, list[Effect]] = {}
+    for e in effects:
+        if _groupable(e):
+            groups.setdefault((e.bundle.case.customer_id, e.bundle.invoice.currency), []).append(e)
+    result.deferred += len(skipped)   # a channel skipped after repeated failures: due again next tick
+    return alone + list(groups.values())
+
+
+def _groupable(effect: Effect) -> bool:
+    return effect.kind == "step" and effect.action == "email" and effect.audience == "customer"
+
+
+def _run_batch(ctx: TickContext, units: list[list[Effect]], result: TickResult,
+               applied: case_changes.Applied) -> None:
     with ctx.ledger.transaction():
-        claimed = [_Claimed(e, action_id) for e in effects if (action_id := _claim(ctx, e)) is not None]
+        claimed_units = []
+        for unit in units:
+            claimed = [_Claimed(e, action_id) for e in unit if (action_id := _claim(ctx, e)) is not None]
+            if claimed:
+                claimed_units.append(claimed)
     outcomes: list[tuple[_Claimed, Outcome]] = []
+    untried: list[_Claimed] = []
     ended: set[int] = set()
     stop: GatewayAuthError | None = None
-    for item in claimed:
-        case_id = item.effect.bundle.case.id if item.effect.kind != NOTICE else None
-        if stop is not None:
-            outcome = Outcome("failed", error=f"not attempted: the tick stopped ({stop.message})")
-        elif case_id in ended:
-            outcome = Outcome("suppressed", "the case ended earlier in this tick")
-        else:
-            try:
-                outcome = _act(ctx, item.effect)
-            except GatewayAuthError as exc:
-                stop = exc
-                outcome = Outcome("failed", error=_error_text(exc), request_id=exc.request_id)
-        if any(isinstance(c, case_changes.EndCase) for c in outcome.changes):
-            ended.add(case_id)
-        outcomes.append((item, outcome))
+    for unit in claimed_units:
+        channel = unit[0].effect.channel
+        if stop is not None or channel in ctx.skipped_channels or ctx.over_budget():
+            untried.extend(unit)   # never attempted: the claims are given back, the effects stay due
+            continue
+        live = [item for item in unit if _case_id(item.effect) not in ended]
+        outcomes.extend((item, Outcome("suppressed", "the case ended earlier in this tick"))
+                        for item in unit if item not in live)
+        if not live:
+            continue
+        try:
+            unit_outcomes = _act(ctx, [item.effect for item in live])
+        except GatewayAuthError as exc:
+            stop = exc
+            unit_outcomes = [Outcome("failed", error=_error_text(exc), request_id=exc.request_id) for _ in live]
+        first = unit_outcomes[0]
+        if first.status in ("done", "failed", "unknown"):
+            ctx.channel_result(channel, failed=first.status != "done")
+        for item, outcome in zip(live, unit_outcomes):
+            if any(isinstance(c, case_changes.EndCase) for c in outcome.changes):
+                ended.add(_case_id(item.effect))
+            outcomes.append((item, outcome))
+    result.deferred += len(untried)
     with ctx.ledger.transaction():
+        for item in untried:
+            if item.effect.kind == NOTICE:
+                ctx.ledger.release_notice_claim(item.action_id)
+            else:
+                ctx.ledger.release_claim(item.action_id)
         for item, outcome in outcomes:
             _record(ctx, item, outcome, result)
             case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
@@ -74,32 +119,62 @@ def _claim(ctx: TickContext, e: Effect) -> int | None:
                                    ctx.now, e.key, ctx.tick_id)
 
 
-def _act(ctx: TickContext, effect: Effect) -> Outcome:
-    """Re-check, then do the effect (or describe it, when the tick does not act). Every exception becomes an
-    outcome here, by what it means for the effect: not sent (failed, retried later) or maybe sent (unknown)."""
-    suppressed = _suppressed(ctx, effect)
-    if suppressed is not None:
-        return suppressed
+def _case_id(effect: Effect) -> int | None:
+    return None if effect.kind == NOTICE else effect.bundle.case.id
+
+
+def _act(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
+    """Re-check, then do the effect (one, or several delivered as one message), or describe it when the tick does
+    not act. Every exception becomes an outcome here, by what it means for the effect: not sent (failed, retried
+    later) or maybe sent (unknown)."""
+    outcomes: list[Outcome | None] = [_suppressed(ctx, e) for e in effects]
+    todo = [e for e, o in zip(effects, outcomes) if o is None]
+    if todo:
+        shared = _deliver(ctx, todo)
+        ref = f"{todo[0].key}+{len(todo) - 1}" if len(todo) > 1 else None
+        others = {e.invoice_id for e in todo}
+        it = iter(shared)
+        for i, outcome in enumerate(outcomes):
+            if outcome is None:
+                mine = next(it)
+                if ref is not None:
+                    mine.message_ref = ref
+                    mine.detail += f" (one message for {', '.join(sorted(others))})"
+                outcomes[i] = mine
+    return outcomes
+
+
+def _deliver(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
+    effect = effects[0]
     try:
-        prepared = effect.prepare(ctx) if effect.kind == NOTICE else ACTIONS[effect.action](ctx, effect)
+        if effect.kind == NOTICE:
+            prepared = effect.prepare(ctx)
+        elif len(effects) == 1:
+            prepared = ACTIONS[effect.action](ctx, effect)
+        else:
+            prepared = email_together(ctx, effects)
         if not ctx.acts:
-            return Outcome("would", prepared.what, recipient=prepared.recipient, subject=prepared.subject,
-                           quiet=prepared.quiet)
+            return [Outcome("would", prepared.what, recipient=prepared.recipient, subject=prepared.subject,
+                            quiet=prepared.quiet) for _ in effects]
         outcome = prepared.deliver()
         outcome.quiet = outcome.quiet or prepared.quiet
-        return outcome
+        return [outcome] + [Outcome(outcome.status, outcome.detail, outcome.recipient, outcome.subject, outcome.error,
+                                    outcome.request_id, outcome.quiet) for _ in effects[1:]]
     except GatewayAuthError:
         raise
     except DeliveryUncertain as exc:
-        return Outcome("unknown", error=f"{exc.message}: it may have been delivered, so it will not be re-sent; "
-                                        f"check, then `dunctl case resolve {effect.invoice_id} {effect.name}`")
+        return [Outcome("unknown", error=f"{exc.message}: it may have been delivered, so it will not be re-sent; "
+                                         f"check, then `dunctl case resolve {e.invoice_id} {e.name}`")
+                for e in effects]
     except (ChannelError, GatewayError) as exc:
-        return Outcome("failed", error=_error_text(exc), request_id=getattr(exc, "request_id", None))
+        return [Outcome("failed", error=_error_text(exc), request_id=getattr(exc, "request_id", None))
+                for _ in effects]
     except TemplateError as exc:
         template = effect.step.template if effect.step else "?"
-        return Outcome("failed", error=f"template {template} does not render: {exc}; fix it and run `dunctl check`")
+        return [Outcome("failed", error=f"template {template} does not render: {exc}; fix it and run "
+                                        "`dunctl check`") for _ in effects]
     except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others (cron runs unattended)
-        return Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        return [Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}") for _ in effects]
 
 
 def _suppressed(ctx: TickContext, effect: Effect) -> Outcome | None:
@@ -132,7 +207,7 @@ def _record(ctx: TickContext, item: _Claimed, outcome: Outcome, result: TickResu
         return
     ctx.ledger.record_result(item.action_id, outcome.status, ctx.now, detail=outcome.detail or None,
                              error=outcome.error, recipient=outcome.recipient, subject=outcome.subject,
-                             request_id=outcome.request_id)
+                             request_id=outcome.request_id, message_ref=outcome.message_ref)
     text = outcome.error or outcome.detail
     case_id = effect.bundle.case.id
     ctx.ledger.add_timeline(case_id, ctx.now, "action", f"{effect.name} ({effect.action}) {outcome.status}: {text}",

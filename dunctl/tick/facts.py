@@ -58,4 +58,5 @@ def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool) -> CaseSna
         dunning_off=bool(bundle.customer and bundle.customer.dunning_off),
         timezone=bundle.customer.timezone if bundle.customer else None,
         retries_blocked=blocked,
+        contacts=bundle.contacts,
     )

@@ -46,6 +46,8 @@ class TickResult:
     actions: list[ActionReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)   # what failed outside any one action (a sync outage)
     missed_cause: str | None = None
+    deferred: int = 0                                 # due effects left for the next tick (the tick's budget)
+    skipped_channels: list[str] = field(default_factory=list)
 
     def close(self, invoice_id: str, state: str) -> None:
         if invoice_id not in self.endings:
@@ -71,4 +73,5 @@ class TickResult:
     def to_dict(self) -> dict:
         return {"now": iso(self.now), "dry_run": self.dry_run, "mode": self.mode, "opened": self.opened,
                 "closed": self.closed, "endings": self.endings, "actions": [a.to_dict() for a in self.actions],
-                "errors": self.errors, "missed_cause": self.missed_cause}
+                "errors": self.errors, "missed_cause": self.missed_cause, "deferred": self.deferred,
+                "skipped_channels": self.skipped_channels}

@@ -10,8 +10,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from dunctl.clock import from_iso
 from dunctl.config import Config
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.gateway import Gateway
@@ -24,7 +25,7 @@ from dunctl.tick.effects import STEP, SYSTEM, Effect, idempotency_key
 from dunctl.tick.executor import _error_text, execute
 from dunctl.tick.reconcile import apply_signal, follow_case, open_case
 from dunctl.tick.result import ActionReport, SyncResult, TickResult
-from dunctl.tick.schedule import Sequences, plan_case, schedule_case, system_effects
+from dunctl.tick.schedule import Sequences, load_bundle, plan_case, schedule_case, system_effects
 
 CASES_PER_BATCH = 50
 RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment made meanwhile still stops them
@@ -108,14 +109,16 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     """Every case due now, in batches: plan, record what is skipped or missed, execute the rest."""
     ledger = ctx.ledger
     sequences = Sequences(ledger)
-    due = ledger.due_case_ids(ctx.now)
+    chunks = _chunks(ledger.due_cases_by_customer(ctx.now))
     started = time.monotonic()
-    for start in range(0, len(due), CASES_PER_BATCH):
-        if resync is not None and start and time.monotonic() - started > RESYNC_AFTER_SECONDS:
+    for n, ids in enumerate(chunks):
+        if ctx.over_budget():
+            result.deferred += sum(map(len, chunks[n:]))   # still due: the next tick takes them, nothing missed
+            return
+        if resync is not None and n and time.monotonic() - started > RESYNC_AFTER_SECONDS:
             resync()
             started = time.monotonic()
         effects: list[Effect] = []
-        ids = due[start:start + CASES_PER_BATCH]
         with ledger.transaction():
             for case_id in ids:
                 effects += _plan_one(ctx, case_id, sequences, result)
@@ -126,12 +129,25 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
                 schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
 
 
+def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
+    """Batches of about CASES_PER_BATCH cases that never split one customer's cases."""
+    chunks: list[list[int]] = []
+    last = None
+    for case_id, customer_id in due:
+        if not chunks or (len(chunks[-1]) >= CASES_PER_BATCH and customer_id != last):
+            chunks.append([])
+        chunks[-1].append(case_id)
+        last = customer_id
+    return chunks
+
+
 def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: TickResult) -> list[Effect]:
-    bundle = ctx.ledger.bundle(case_id)
+    bundle = load_bundle(ctx.ledger, case_id, ctx.settings, ctx.now)
     if bundle is None or not bundle.case.is_open:
         return []
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now)
     decided = plan_case(bundle, sequences(bundle), ctx.settings, ctx.dunctl_retries, ctx.now)
+    records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
         if decision.verdict in (SKIP, MISSED):
@@ -144,8 +160,9 @@ def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: Tick
                 result.actions.append(ActionReport(bundle.case.invoice_id, step.id, step.action, status,
                                                    decision.reason))
             continue
+        record = records.get(step.id)
         effects.append(Effect(bundle, STEP, step.id, step.action, decision.due_at, step.audience,
-                              _channel(ctx, step), step))
+                              _channel(ctx, step), step, generation=record.resends if record else 0))
     return effects
 
 
@@ -155,10 +172,22 @@ def _channel(ctx: TickContext, step) -> str | None:
     return channel_of(step, ctx.config.file.escalation.channel)
 
 
-def _mark_unknown(ledger: Ledger, now: datetime) -> None:
-    """Claims left by a tick that died between claim and result: their effect may or may not have happened."""
+STRIPE_KEY_LIFETIME = timedelta(hours=23)   # Stripe keeps idempotency keys at least 24 hours
+
+
+def _settle_orphans(ledger: Ledger, now: datetime) -> None:
+    """Claims left by a tick that died between claim and result. A Stripe call carries an idempotency key, and
+    Stripe answers a repeat of it with the first result: such a claim is tried again with the same key (within
+    the key's lifetime), so a retry charges once. Anything else may or may not have happened: `unknown`, visible,
+    never re-sent until a person says so."""
     with ledger.transaction():
         for action in ledger.orphaned_claims():
+            claimed = from_iso(action["claimed_at"])
+            if action["channel"] == "stripe" and claimed is not None and now - claimed < STRIPE_KEY_LIFETIME:
+                ledger.record_result(action["id"], "failed", claimed,
+                                     error="interrupted before its result was recorded; tried again with the "
+                                           "same idempotency key, which Stripe answers with the first result")
+                continue
             ledger.record_result(action["id"], "unknown", now,
                                  error="the tick stopped between claiming and recording this action; it may or "
                                        "may not have happened and will not be re-sent: check, then "
@@ -219,13 +248,14 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
                           channels, now, mode=mode, tick_id=tick_id)
         result = TickResult(now=now, mode=mode)
         try:
-            _mark_unknown(ledger, now)
+            _settle_orphans(ledger, now)
             _on_mode_change(ctx)
             _tick(ctx, result, gateway, sync, progress)
         finally:
             if channels is not None:
                 channels.close()
         result.missed_cause = _missed_cause(ledger, result, last_tick, now, config.file.dunning.grace)
+        result.skipped_channels = sorted(ctx.skipped_channels)
         ledger.finish_tick(tick_id, len(result.opened), len(result.closed), len(result.actions), len(result.failed))
         return result
 

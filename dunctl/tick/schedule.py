@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dunctl.config import Sequence
 from dunctl.ledger import Ledger
@@ -24,6 +24,14 @@ class Sequences:
         if digest not in self._parsed:
             self._parsed[digest] = Sequence.model_validate(self.ledger.sequence_definition(digest))
         return self._parsed[digest]
+
+
+def load_bundle(ledger: Ledger, case_id: int, settings: Settings, now: datetime) -> CaseBundle | None:
+    """A case as the planner needs it: with the customer's recent messages when a contact policy is set."""
+    if settings.contact is None:
+        return ledger.bundle(case_id)
+    statuses = ("done", "would") if settings.monitor else ("done",)
+    return ledger.bundle(case_id, contacts_since=now - timedelta(days=7), contact_statuses=statuses)
 
 
 def plan_case(bundle: CaseBundle, sequence: Sequence, settings: Settings, dunctl_retries: bool,
@@ -65,7 +73,7 @@ def next_due(bundle: CaseBundle, decided: Plan, settings: Settings, dunctl_retri
 def schedule_case(ledger: Ledger, case_id: int, settings: Settings, dunctl_retries: bool, now: datetime,
                   sequences: Sequences | None = None) -> None:
     """Store when the case is next due, so a tick finds due work with one indexed query."""
-    bundle = ledger.bundle(case_id)
+    bundle = load_bundle(ledger, case_id, settings, now)
     if bundle is None or not bundle.case.is_open:
         ledger.schedule(case_id, None, None)
         return

@@ -1,0 +1,132 @@
+"""Exactly once under crashes and faults: real `dunctl tick` processes killed with SIGKILL at random moments,
+a real SMTP server and the fake Stripe server on loopback. Bounded in count and time; seeded, so repeatable."""
+
+import random
+import time
+from collections import Counter
+from datetime import timedelta
+
+from dunctl.config import load_config
+from dunctl.ledger import Ledger
+from dunctl.stripe_gateway import StripeGateway
+from dunctl.tick import build_channels, run_tick
+from tests.fakestripe import TEST_KEY, FakeStripe, fake_stripe  # noqa: F401  (fixture)
+from tests.helpers import T0, at, customer, dunctl_process, failed_invoice, open_engine_ledger, seed, starter
+from tests.test_concurrency import SlowSmtpServer
+
+PAY = "POST /v1/invoices/:id/pay"
+
+
+def kill_at_random(config, when, rng, *, kills, deadline, env=None):
+    """Start ticks and SIGKILL them after a random moment, until one finishes by itself or the kills run out."""
+    killed = 0
+    while time.time() < deadline:
+        process = dunctl_process(config, "tick", "--no-sync", "--now", when.isoformat(), env=env)
+        if killed < kills:
+            time.sleep(rng.uniform(0.3, 1.2))
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+                killed += 1
+                continue
+        process.wait(timeout=60)
+        if process.returncode in (0, 1):
+            return killed
+    raise AssertionError("the ticks never finished")
+
+
+def test_ticks_killed_while_sending_lose_nothing_silently_and_send_nothing_twice(tmp_path):
+    rng = random.Random(7)
+    with SlowSmtpServer(delay=0.02) as smtp:
+        config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp.host, "port": smtp.port}})
+        ledger = open_engine_ledger(config)
+        seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(60)],
+             customers=[customer(f"cus_{i}", email=f"c{i}@example.com") for i in range(60)])
+        killed = kill_at_random(config, at("31m"), rng, kills=8, deadline=time.time() + 90)
+        received = Counter(r.rcpt_tos[0] for r in smtp.received)
+    assert killed >= 4
+    assert max(received.values()) == 1                                        # nothing twice
+    notices = {c["invoice_id"]: a for c in ledger.cases() for a in ledger.actions(c["id"])}
+    assert set(notices) == {f"in_{i}" for i in range(60)}                     # nothing forgotten
+    for invoice_id, action in notices.items():
+        address = f"c{invoice_id[3:]}@example.com"
+        assert action["status"] in ("done", "unknown"), action
+        if action["status"] == "done":
+            assert received[address] == 1                                     # done means delivered
+    unknown = [a for a in notices.values() if a["status"] == "unknown"]
+    assert len(unknown) <= 25 * killed                                        # at most a batch per crash
+
+
+def test_ticks_killed_on_the_retry_path_charge_each_invoice_once(tmp_path, fake_stripe):
+    rng = random.Random(11)
+    config = starter(tmp_path, **{"stripe.retries": "dunctl", "stripe.api_base": fake_stripe.url})
+    env = {"STRIPE_API_KEY": TEST_KEY}
+    fake_stripe.set_now(T0)
+    invoices = [fake_stripe.fail_invoice(at=T0, email=f"c{i}@example.com") for i in range(12)]
+    fake_stripe.set_now(at("1h"))
+    first = dunctl_process(config, "tick", "--now", at("1h").isoformat(), env=env)
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    for invoice in invoices:
+        fake_stripe.next_payment_succeeds(invoice, True)
+    fake_stripe.set_now(at("2d1h"))
+    killed = kill_at_random(config, at("2d1h"), rng, kills=6, deadline=time.time() + 90, env=env)
+    for offset in ("2d2h", "2d3h"):        # interrupted Stripe calls are tried again with the same key
+        fake_stripe.set_now(at(offset))
+        last = dunctl_process(config, "tick", "--now", at(offset).isoformat(), env=env)
+        assert last.wait(timeout=60) in (0, 1), last.stderr.read()
+    assert killed >= 3
+    for invoice in invoices:
+        charges = [c for c in fake_stripe.charges_of(invoice) if c["status"] == "succeeded"]
+        assert len(charges) == 1, invoice                                     # exactly one charge each
+        assert fake_stripe.invoice(invoice)["status"] == "paid"
+    ledger = open_engine_ledger(config)
+    assert {c["state"] for c in ledger.cases(include_ended=True)} == {"recovered"}
+
+
+def run_world(tmp_path, fake, faults: float, seed_: int) -> dict:
+    """The same account and the same 20 days of hourly ticks, with a share of Stripe's answers turned into 429s
+    and 500s. Returns what the ledger ended up with."""
+    rng = random.Random(seed_)
+    path = starter(tmp_path, **{"stripe.retries": "dunctl", "stripe.api_base": fake.url})
+    config = load_config(path)
+    ledger = Ledger.open(config.ledger_path)
+    gateway = StripeGateway(TEST_KEY, api_base=fake.url, sleep=lambda seconds: None)
+    fake.set_now(T0)
+    invoices = [fake.fail_invoice(at=T0, email=f"c{i}@example.com", amount=1000 + i) for i in range(6)]
+    for hour in range(1, 20 * 24, 3):
+        now = T0 + timedelta(hours=hour)
+        fake.set_now(now)
+        if hour == 49:
+            for invoice in invoices[:3]:
+                fake.next_payment_succeeds(invoice, True)
+        if rng.random() < faults:
+            fake.inject(rng.choice([429, 500]), times=rng.randint(1, 2))
+        run_tick(ledger, config, gateway, build_channels(config, {}), now)
+    fake.calm()
+    ends = {invoices.index(c["invoice_id"]): (c["state"], c["recovered_by"]) for c in ledger.cases(include_ended=True)}
+    steps = {(invoices.index(c["invoice_id"]), a["step_id"]): a["status"]
+             for c in ledger.cases(include_ended=True) for a in ledger.actions(c["id"])}
+    charges = [len([x for x in fake.charges_of(i) if x["status"] == "succeeded"]) for i in invoices]
+    ledger.close()
+    return {"ends": ends, "steps": steps, "charges": charges}
+
+
+def test_a_quarter_of_stripes_answers_failing_converges_to_the_fault_free_ledger(tmp_path):
+    with FakeStripe() as calm, FakeStripe() as stormy:
+        clean = run_world(tmp_path / "clean", calm, 0.0, 3)
+        faulty = run_world(tmp_path / "faulty", stormy, 0.25, 3)
+    assert faulty["ends"] == clean["ends"]
+    assert faulty["charges"] == clean["charges"] == [1, 1, 1, 0, 0, 0]
+    assert faulty["steps"] == clean["steps"]
+
+
+def test_eight_ticks_at_once_never_duplicate_a_message(tmp_path):
+    with SlowSmtpServer(delay=0.2) as smtp:
+        config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp.host, "port": smtp.port}})
+        ledger = open_engine_ledger(config)
+        seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(6)],
+             customers=[customer(f"cus_{i}", email=f"c{i}@example.com") for i in range(6)])
+        processes = [dunctl_process(config, "tick", "--no-sync", "--now", at("31m").isoformat()) for _ in range(8)]
+        codes = [p.wait(timeout=60) for p in processes]
+    assert codes.count(0) >= 1 and set(codes) <= {0, 3}
+    assert sorted(r.rcpt_tos[0] for r in smtp.received) == sorted(f"c{i}@example.com" for i in range(6))
