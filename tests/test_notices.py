@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from dunctl.clock import from_iso
 from dunctl.config import load_config
 from dunctl.ledger import Ledger
 from dunctl.stripe_gateway import StripeGateway
@@ -353,3 +354,18 @@ def test_a_dry_run_shows_the_notice_and_keeps_nothing(world):
     assert w.notices()["card_expiring@14d"] == "pending"
     w.tick(utc(2026, 12, 18, 10))
     assert len(w.subjects()) == 1
+
+
+def test_the_contact_policy_counts_notices_and_a_held_usage_alert_is_superseded(world, fake_stripe):
+    w = usage_world(world, contact={"max_per_week": 3, "min_gap": "36h"})
+    _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
+    for hours, usage in ((0, 4000), (6, 6000), (12, 8500), (48, 8500)):   # 60%, 80%, 105%, 105%
+        fake_stripe.set_usage(sub, usage)
+        w.tick(T0 + hours * HOUR)
+    # 50% goes out at once; 75% is held by the 36h gap and then superseded by 100%, sent once the gap has passed
+    assert [s.split(" at ")[1].split("%")[0] for s in w.subjects()] == ["50", "100"]
+    assert w.notices("usage_alert") == {"usage_alert@50%": "done", "usage_alert@75%": "skipped",
+                                        "usage_alert@100%": "done"}
+    customer = w.ledger.db.execute("SELECT customer_id FROM notices LIMIT 1").fetchone()[0]
+    sent = [from_iso(n["finished_at"]) for n in w.ledger.customer_notices(customer) if n["status"] == "done"]
+    assert sent[1] - sent[0] >= 36 * HOUR

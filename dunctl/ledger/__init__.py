@@ -696,3 +696,18 @@ class Ledger:
         """Give back a notice's claim that was never attempted (the tick stopped first): due again next tick."""
         self.db.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
                         [notice_id])
+
+    def notice_contacts(self, customer_id: str, since: datetime) -> list[datetime]:
+        """When the customer was sent a pre-dunning notice since `since` (for the contact policy)."""
+        return [from_iso(row[0]) for row in self.db.execute(
+            "SELECT finished_at FROM notices WHERE customer_id = ? AND status = 'done' AND finished_at >= ? "
+            "ORDER BY finished_at", [customer_id, iso(since)])]
+
+    def supersede_usage_alerts(self, subscription_id: str, period: str, top: str, now: datetime) -> None:
+        """Usage alerts of a period still waiting (quiet hours, contact policy) when a higher threshold is crossed:
+        only the highest is sent."""
+        self.db.execute(
+            """UPDATE notices SET status = 'skipped', next_due_at = NULL, finished_at = ?,
+                 detail = 'superseded by the ' || ? || ' alert' WHERE subscription_id = ? AND kind = 'usage_alert'
+                 AND period = ? AND "offset" != ? AND status IN ('pending', 'failed')""",
+            [iso(now), top, subscription_id, period, top])

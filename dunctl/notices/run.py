@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import timedelta
 
 from dunctl.clock import from_iso, iso
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.notices.effects import NoticeEffect, _stored_preview
-from dunctl.notices.planner import plan_notices
+from dunctl.notices import USAGE_ALERT
+from dunctl.notices.planner import PENDING, plan_notices
 from dunctl.planner import after_quiet_hours, in_quiet_hours
 from dunctl.tick.context import TickContext
 from dunctl.tick.result import TickResult
@@ -68,6 +70,8 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
                                        subscription_id=sub_id, due_at=plan.due_at, now=ctx.now, key=plan.key,
                                        data=plan.data, status=plan.status, detail=plan.detail)
                 keep.add(ctx.ledger.notice_id(plan.kind, plan.object_id, plan.period, plan.offset))
+                if plan.kind == USAGE_ALERT and plan.status == PENDING:
+                    ctx.ledger.supersede_usage_alerts(sub_id, plan.period, plan.offset, ctx.now)
             ctx.ledger.cancel_notices(sub_id, keep, ctx.now, decision.why_none or "no longer called for")
             ctx.ledger.set_notices_due(sub_id, _next_planning(ctx, subject))
 
@@ -98,16 +102,41 @@ def _preview(ctx: TickContext, sub_id: str, result: TickResult) -> dict | None:
 
 
 def due_effects(ctx: TickContext) -> list[NoticeEffect]:
-    """Notices due now; those inside the customer's quiet hours wait for the window to end (at send time,
-    whenever the tick runs)."""
+    """Notices due now. Like dunning's customer messages, at send time (whenever the tick runs): inside the
+    customer's quiet hours they wait for the window to end, and the contact policy (`contact:`) counts them with
+    the customer's dunning messages and holds them until the earliest allowed time."""
     effects = []
+    sending: dict[str, list] = {}     # customer -> notices admitted in this tick
     with ctx.ledger.transaction():
         for notice in ctx.ledger.due_notices(ctx.now):
-            customer = ctx.ledger.customer(notice["customer_id"]) or {}
+            customer_id = notice["customer_id"]
+            customer = ctx.ledger.customer(customer_id) or {}
             zone = customer.get("timezone")
             if in_quiet_hours(ctx.now, ctx.settings, zone):
                 ctx.ledger.defer_notice(notice["id"], after_quiet_hours(ctx.now, ctx.settings, zone),
                                         "waiting for quiet hours to end in the customer's time zone")
                 continue
+            held = _contact_hold(ctx, customer_id, len(sending.get(customer_id, [])))
+            if held is not None:
+                ctx.ledger.defer_notice(notice["id"], *held)
+                continue
+            sending.setdefault(customer_id, []).append(notice)
             effects.append(NoticeEffect(notice))
     return effects
+
+
+def _contact_hold(ctx: TickContext, customer_id: str, admitted: int):
+    """(until, why) when the contact policy holds a notice to this customer now, else None."""
+    policy = ctx.settings.contact
+    if policy is None:
+        return None
+    since = ctx.now - timedelta(days=7)
+    recent = sorted(ctx.ledger.customer_contacts(customer_id, since) + ctx.ledger.notice_contacts(customer_id, since))
+    recent += [ctx.now] * admitted
+    if recent and ctx.now - recent[-1] < policy.min_gap:
+        return recent[-1] + policy.min_gap, "contact policy: at least the minimum gap between messages"
+    week = [t for t in recent if ctx.now - t < timedelta(days=7)]
+    if len(week) >= policy.max_per_week:
+        return week[-policy.max_per_week] + timedelta(days=7), \
+            f"contact policy: {len(week)} messages to this customer in the last 7 days"
+    return None
