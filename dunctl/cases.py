@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from dunctl.clock import from_iso
 from dunctl.config import Config
 from dunctl.errors import UsageError
+from dunctl.failures import FAILURE_TYPES
 from dunctl.ledger import ENDED_STATES, Ledger
+from dunctl.ledger.status_queries import (STATES, CaseFilter, attention_counts, case_count, case_page,
+                                          revenue_at_risk, unknown_actions)
 
 
 @dataclass
@@ -45,29 +49,50 @@ class CaseRow:
 
 @dataclass
 class Status:
+    """One page of `dunctl status`: `cases` is an iterator (streamed, never all in memory), `total` how many
+    cases match the filter, `revenue_at_risk` per currency over the matching open cases."""
+
     now: datetime
     account_mode: str | None
-    cases: list[CaseRow]
+    cases: Iterator[CaseRow]
+    total: int
+    limit: int | None
     revenue_at_risk: dict[str, int]
-    unknown_actions: list[dict] = field(default_factory=list)
-    failed_actions: list[dict] = field(default_factory=list)
+    unknown_actions: list[dict] = field(default_factory=list)   # invoice_id, step_id: each needs a person
+    failed_actions: int = 0
+    filter: CaseFilter = field(default_factory=CaseFilter)
+
+    @property
+    def shown(self) -> int:
+        return self.total if self.limit is None else min(self.total, self.limit)
 
 
-def status(ledger: Ledger, now: datetime, include_ended: bool = False) -> Status:
-    rows = []
-    for c in ledger.cases(include_ended=include_ended):
-        first = from_iso(c["first_failed_at"])
-        rows.append(CaseRow(
-            invoice_id=c["invoice_id"], customer_id=c["customer_id"], customer_name=c["customer_name"],
-            customer_email=c["customer_email"], amount_remaining=c["amount_remaining"], currency=c["currency"],
-            failure_type=c["failure_type"], decline_code=c["decline_code"], segment=c["segment"],
-            sequence=c["sequence"], state=c["state"], with_person=bool(c["with_person"]), opened_at=c["opened_at"],
-            first_failed_at=c["first_failed_at"], day=max(0, (now - first).days), last_action=c["last_action"],
-            next_step=c["next_step"], next_due_at=c["next_due_at"]))
-    return Status(now=now, account_mode=ledger.get_state("account_mode"), cases=rows,
-                  revenue_at_risk=ledger.revenue_at_risk(),
-                  unknown_actions=ledger.actions_with_status("unknown"),
-                  failed_actions=ledger.actions_with_status("failed"))
+def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segment: str | None = None,
+           state: str | None = None, failure_type: str | None = None, limit: int | None = None) -> Status:
+    """The cases `status` shows, most revenue at risk first (open before paused-or-ended), `limit` of them or all."""
+    if state is not None and state not in STATES:
+        raise UsageError(f"--state: unknown state '{state}'", "use one of: " + ", ".join(STATES))
+    if failure_type is not None and failure_type not in FAILURE_TYPES:
+        raise UsageError(f"--failure-type: unknown failure type '{failure_type}'",
+                         "use one of: " + ", ".join(FAILURE_TYPES))
+    which = CaseFilter(include_ended=include_ended, segment=segment, state=state, failure_type=failure_type)
+    conn = ledger.db.conn
+    failed = attention_counts(conn)[1]
+
+    def rows() -> Iterator[CaseRow]:
+        for c in case_page(conn, which, limit):
+            first = from_iso(c["first_failed_at"])
+            yield CaseRow(
+                invoice_id=c["invoice_id"], customer_id=c["customer_id"], customer_name=c["customer_name"],
+                customer_email=c["customer_email"], amount_remaining=c["amount_remaining"], currency=c["currency"],
+                failure_type=c["failure_type"], decline_code=c["decline_code"], segment=c["segment"],
+                sequence=c["sequence"], state=c["state"], with_person=bool(c["with_person"]),
+                opened_at=c["opened_at"], first_failed_at=c["first_failed_at"], day=max(0, (now - first).days),
+                last_action=c["last_action"], next_step=c["next_step"], next_due_at=c["next_due_at"])
+
+    return Status(now=now, account_mode=ledger.get_state("account_mode"), cases=rows(),
+                  total=case_count(conn, which), limit=limit, revenue_at_risk=revenue_at_risk(conn, which),
+                  unknown_actions=unknown_actions(conn), failed_actions=failed, filter=which)
 
 
 @dataclass
@@ -77,6 +102,7 @@ class CaseDetail:
     customer: dict | None
     actions: list[dict]
     timeline: list[dict]
+    waiting: list = field(default_factory=list)   # due steps that wait, and why (dunctl.explain.StepState)
 
     def to_dict(self) -> dict:
         case = {k: v for k, v in self.case.items() if k != "sequence_def"}
@@ -85,7 +111,8 @@ class CaseDetail:
                                           "metadata": json.loads(self.invoice["metadata"])},
                 "customer": self.customer and {**self.customer, "metadata": json.loads(self.customer["metadata"])},
                 "actions": self.actions,
-                "timeline": [{**t, "data": json.loads(t["data"]) if t["data"] else None} for t in self.timeline]}
+                "timeline": [{**t, "data": json.loads(t["data"]) if t["data"] else None} for t in self.timeline],
+                "waiting": [vars(w) for w in self.waiting]}
 
 
 def find_case(ledger: Ledger, invoice_id: str) -> dict:

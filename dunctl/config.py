@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
+from dunctl.experiments import Experiment, check_experiments
 from dunctl.failures import NEVER_RETRY
 from dunctl.notices.config import NoticesConfig, template_problems
 from dunctl.offsets import Offset, parse_offset
@@ -62,6 +63,11 @@ def _duration(value: Any, low: timedelta, high: timedelta) -> timedelta:
     return duration
 
 
+def _bounded(name: str, low: timedelta, high: timedelta):
+    """A validator reading `name` as a duration between `low` and `high` ('36h', '3d')."""
+    return field_validator(name, mode="before")(classmethod(lambda cls, value: _duration(value, low, high)))
+
+
 def _span(duration: timedelta) -> str:
     minutes = int(duration.total_seconds() // 60)
     for unit, size in (("d", 1440), ("h", 60)):
@@ -91,6 +97,10 @@ class StripeConfig(Strict):
     pause_behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
     recheck_before_action: bool = False
     backfill_days: int = Field(60, ge=1, le=400)
+    # Connect platforms: the connected account this ledger follows (sent as the Stripe-Account header).
+    account: str | None = Field(None, pattern=r"^acct_[A-Za-z0-9]+$")
+    # Retry the open invoice on the next tick when the customer's payment method changes during a case.
+    retry_on_update: bool = True
 
 
 class SenderConfig(Strict):
@@ -199,10 +209,7 @@ class ContactConfig(Strict):
     min_gap: timedelta = Field(default_factory=lambda: timedelta(hours=36))
     channels: dict[Literal["email", "sms"], ChannelContact] = Field(default_factory=dict)
 
-    @field_validator("min_gap", mode="before")
-    @classmethod
-    def _gap(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(0), timedelta(days=7))
+    _gap = _bounded("min_gap", timedelta(0), timedelta(days=7))
 
 
 class EscalationConfig(Strict):
@@ -233,25 +240,10 @@ class DunningConfig(Strict):
             raise ValueError(f"'{value}' is not a tick budget; use 1s to 1h, such as 4m (cron runs every few minutes)")
         return budget
 
-    @field_validator("grace", mode="before")
-    @classmethod
-    def _grace(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(0), timedelta(days=90))
-
-    @field_validator("action_retry_after", mode="before")
-    @classmethod
-    def _retry_after(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(minutes=1), timedelta(days=7))
-
-    @field_validator("attribution_window", mode="before")
-    @classmethod
-    def _window(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(0), timedelta(days=90))
-
-    @field_validator("notice_before_suspension", mode="before")
-    @classmethod
-    def _notice(cls, value: Any) -> timedelta:
-        return _duration(value, timedelta(0), timedelta(days=90))
+    _grace = _bounded("grace", timedelta(0), timedelta(days=90))
+    _retry_after = _bounded("action_retry_after", timedelta(minutes=1), timedelta(days=7))
+    _window = _bounded("attribution_window", timedelta(0), timedelta(days=90))
+    _notice = _bounded("notice_before_suspension", timedelta(0), timedelta(days=90))
 
 
 class Segment(Strict):
@@ -279,6 +271,7 @@ class ConfigFile(Strict):
     sequences: DirConfig = DirConfig(dir="sequences")
     templates: DirConfig = DirConfig(dir="templates")
     segments: list[Segment]
+    experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
     notices: NoticesConfig = NoticesConfig()   # pre-dunning (dunctl/notices); off when the key is absent
 
 
@@ -648,6 +641,7 @@ def load_config(path: str | Path) -> Config:
 
     config = Config(config_file, path, sequences, sequence_files, templates_dir)
     problems += _cross_check(config, lines, broken)
+    problems += check_experiments(config, lines, broken)
     problems += template_problems(config_file.notices, templates_dir, path, lines)
     if problems:
         raise ConfigError(problems)

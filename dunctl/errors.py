@@ -50,6 +50,13 @@ class UsageError(DunctlError):
     exit_code = 2
 
 
+class StaleLedger(DunctlError):
+    """The Stripe account shows actions dunctl took that this ledger has no record of: the ledger is older than
+    the account (restored from a backup, or a new ledger for an account dunctl already works on)."""
+
+    exit_code = 2
+
+
 class LockHeld(DunctlError):
     """Another tick holds the ledger's lock."""
 

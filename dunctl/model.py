@@ -65,6 +65,8 @@ class InvoiceLine:
     metered: bool = False
     period_start: datetime | None = None
     period_end: datetime | None = None
+    subscription_item_id: str | None = None   # the line's subscription item (how lines match items: by id)
+    price_id: str | None = None
 
 
 @dataclass
@@ -91,7 +93,9 @@ class Invoice:
     payment_method_id: str | None = None
     payment_method_type: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-    lines: list[InvoiceLine] = field(default_factory=list)
+    # None: this copy of the invoice cannot tell its lines completely (an event's snapshot without the expanded
+    # subscription, or more lines than the provider embeds): the ledger keeps the lines it has.
+    lines: list[InvoiceLine] | None = field(default_factory=list)
     first_failed_at: datetime | None = None   # when the provider first saw this invoice fail
     failed_at: datetime | None = None         # the latest failed attempt
     decline: Decline | None = None            # the latest failed attempt's codes
@@ -109,14 +113,48 @@ class Invoice:
 @dataclass
 class Signal:
     """Something the provider reported that changes a case but is not an invoice field: a dispute, a
-    payment method the customer replaced, an upcoming invoice, an expiring card."""
+    payment method the customer replaced, a subscription the customer cancelled, an upcoming invoice.
 
-    kind: str                      # dispute | payment_method_updated | card_expiring | invoice_upcoming
+    Kinds, and the fields each one sets (beyond kind, at, detail, source_id):
+
+    - dispute                    invoice_id. charge.dispute.created: stop dunning, route to a person.
+    - dispute_closed             invoice_id; data.status 'won' | 'lost' (also 'warning_closed'), data.dispute,
+                                 data.reason. charge.dispute.closed: won -> record it, the case stays with the
+                                 person; lost -> the case ends as written_off with the reason.
+    - payment_method_updated     customer_id, payment_method_id (the new one). payment_method.updated /
+                                 .automatically_updated, or customer.updated with a new default: retry now.
+    - mandate_inactive           customer_id, payment_method_id; data.mandate. mandate.updated to inactive: the
+                                 bank will refuse debits; a bank-debit case becomes bank_hard.
+    - subscription_canceled      customer_id, subscription_id; data.reason, data.comment, data.feedback.
+                                 customer.subscription.deleted: end the case (the customer left): no retries,
+                                 no emails.
+    - subscription_cancel_scheduled  customer_id, subscription_id; data.cancel_at (ISO), data.cancel_at_period_end.
+                                 .updated with cancel_at_period_end / cancel_at: hold the case (no retries or
+                                 reminders to someone leaving); it ends with subscription_canceled.
+    - subscription_paused        customer_id, subscription_id; data.behavior and data.resumes_at (collection
+                                 paused) or data.status 'paused'. .updated with pause_collection or status
+                                 paused, or customer.subscription.paused: hold the case.
+    - subscription_resumed       customer_id, subscription_id; data.status. customer.subscription.resumed, or
+                                 .updated clearing pause_collection, leaving status paused, or withdrawing a
+                                 scheduled cancellation: resume a held case.
+      Every subscription_* signal also has data.event (the event id) and data.by_dunctl (true when dunctl's own
+      step made the change, e.g. its pause_subscription step: not a reason to hold the case).
+    - card_expiring              customer_id. customer.source.expiring.
+    - invoice_upcoming           customer_id. invoice.upcoming.
+    - record_rejected            invoice_id, customer_id; data.object, data.id, data.problem. A record sync could
+                                 not store (an impossible amount, an unknown currency): skipped, the rest of the
+                                 sync went on; shown so a person can look.
+    """
+
+    kind: str
     at: datetime
     invoice_id: str | None = None
     customer_id: str | None = None
     detail: str = ""
-    source_id: str | None = None   # the provider's event id, for de-duplication
+    source_id: str | None = None   # the provider's event id (or a key derived from it), for de-duplication
+    subscription_id: str | None = None
+    payment_method_id: str | None = None
+    data: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +170,7 @@ class SyncBatch:
     cursor: dict | None = None     # opaque to the ledger; None leaves the stored cursor as it is
     requests: int = 0              # provider requests this batch cost
     events: int = 0                # provider events this batch consumed
+    dunctl_keys: list[str] = field(default_factory=list)   # idempotency keys of dunctl's own requests seen in events
 
 
 @dataclass

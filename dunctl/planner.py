@@ -57,6 +57,7 @@ class CaseSnapshot:
     timezone: str | None = None                # the customer's, for quiet hours
     retries_blocked: str | None = None         # why no dunctl retry may run yet (Stripe's retries still on)
     retry_not_before: datetime | None = None   # the card network's earliest allowed retry
+    retry_wait_reason: str | None = None       # and why, in words (Mastercard advice 27: ...)
     contacts: tuple[datetime, ...] = ()        # customer messages to this customer lately, across its cases
 
 
@@ -81,6 +82,7 @@ class Settings:
     notice_before_suspension: timedelta = timedelta(days=3)
     monitor: bool = False
     contact: ContactPolicy | None = None
+    retry_on_update: bool = False                # a new payment method gets a retry on the next tick
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,8 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
         if case.retries_blocked:
             return Wait(step, None, case.retries_blocked)
         if case.retry_not_before and case.retry_not_before > now:
-            return Wait(step, case.retry_not_before, "the card network allows no retry before then")
+            return Wait(step, case.retry_not_before,
+                        case.retry_wait_reason or "the card network allows no retry before then")
     if step.action in SUSPENDING:
         return _hold_suspension(step, case, sequence, records, settings, now)
     if step.audience == CUSTOMER:

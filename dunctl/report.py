@@ -1,7 +1,7 @@
 """Recovery metrics over the ledger: the data behind `dunctl report` and the headline of `dunctl status`.
 
-Every metric is an SQL aggregate; Python only combines the handful of grouped rows SQLite returns, never loops
-over cases. The definitions (and why they are what they are) are in the README ("Metrics"); keep the two in step.
+Every metric is an SQL aggregate (dunctl/ledger/report_queries.py), read from rollups the ledger keeps by cohort
+day, so the cost follows the number of groups, not of cases; Python only combines the grouped rows. The definitions (and why they are what they are) are in the README ("Metrics"); keep the two in step.
 
 The cohort of a report is the cases whose first failure falls in [since, until). Every breakdown row carries
 `filter`: the conditions, over the columns of `case_listing`, that select exactly the cases behind the row.
@@ -12,28 +12,20 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from dunctl.clock import iso
 from dunctl.errors import UsageError
-from dunctl.ledger import ENDED_STATES, OPEN_STATES, Ledger
+from dunctl.ledger import Ledger
+from dunctl.ledger import report_queries as q
 
 SCHEMA = "dunctl.report/1"
 DIMENSIONS = ("segment", "failure_type", "sequence", "channel", "attempt", "currency", "cohort")
-NO_TOUCH = "no touch"
-# A touch is a done action a customer or a person noticed; the channel it is credited to.
-TOUCHES = {"email": "email", "sms": "sms", "retry": "retry", "escalate": "person"}
+NO_TOUCH = q.NO_TOUCH
+TOUCHES = q.TOUCHES
 DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=3)
 
-_ENDED = "state IN ({})".format(", ".join(f"'{s}'" for s in ENDED_STATES))
-_OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
-# Whole seconds from first failure to payment. julianday() keeps millisecond precision; rounding makes it exact.
-_SECONDS = "max(CAST(round((julianday(recovered_at) - julianday(first_failed_at)) * 86400) AS INTEGER), 0)"
-# The furthest payment attempt a case reached: the attempt that succeeded counts as reached even if `attempts`
-# lags behind it.
-_REACHED = "max(attempts, coalesce(recovered_attempt, 0))"
 # The cube's columns that breakdowns group by, keyed by dimension name.
 _CUBE_KEYS = {"segment": "segment", "failure_type": "failure_type", "sequence": "sequence",
               "currency": "currency", "cohort": "cohort"}
@@ -54,15 +46,8 @@ class Period:
             raise UsageError(f"--since {iso(self.since)} is not before --until {iso(self.until)}",
                              "give a period whose start comes before its end")
 
-    def where(self, column: str = "first_failed_at") -> tuple[str, list[str]]:
-        parts, params = [], []
-        if self.since:
-            parts.append(f"+{column} >= ?")
-            params.append(iso(self.since))
-        if self.until:
-            parts.append(f"+{column} < ?")
-            params.append(iso(self.until))
-        return (" AND ".join(parts) or "1"), params
+    def span(self) -> q.Span:
+        return q.Span(iso(self.since), iso(self.until))
 
     def condition(self) -> dict:
         """The period as a filter on first_failed_at, in the condition language's words."""
@@ -124,6 +109,7 @@ class Headline:
     with_person: int              # escalated or disputed
     closed_by_person: int
     filter: dict
+    planned: dict[str, int] = field(default_factory=dict)   # monitor mode: actions recorded `would`, by action
 
     def currency(self, code: str) -> CurrencyFigures | None:
         return next((c for c in self.currencies if c.currency == code), None)
@@ -216,99 +202,28 @@ def _query(conn: sqlite3.Connection, sql: str, params=()) -> list[dict]:
     return [dict(zip(names, row)) for row in cursor]
 
 
-@dataclass
-class _Progress:
-    """What one pass over the cohort found: recovered cases by whole day to payment, the sum of their
-    seconds to payment, and the cases grouped by (furthest attempt, attempt that recovered them)."""
-
-    by_day: dict[int, int]
-    recovery_seconds: int
-    attempts: list[tuple[int, int | None, int]]
-
-
-def _progress(conn: sqlite3.Connection, period: Period) -> _Progress:
-    where, params = period.where()
-    # One integer group key, (day + 1) * 10^6 + furthest attempt * 10^3 + attempt that recovered, sorts much
-    # faster than three columns. Attempts stay far below 1000 (card networks allow 15 in 30 days).
-    # LIMIT -1 keeps the inner query from being flattened, so the duration is computed once per case.
-    rows = conn.execute(
-        f"""SELECT (coalesce(seconds / 86400, -1) + 1) * 1000000 + min(reached, 999) * 1000
-                   + min(coalesce(won_at, 0), 999) AS k, count(*), sum(seconds) FROM (
-              SELECT CASE WHEN state = 'recovered' THEN {_SECONDS} END AS seconds, {_REACHED} AS reached,
-                     CASE WHEN state = 'recovered' THEN recovered_attempt END AS won_at
-              FROM cases WHERE {where} LIMIT -1)
-            GROUP BY k""", params).fetchall()
-    by_day: dict[int, int] = {}
-    attempts = []
-    for key, count, _ in rows:
-        day, rest = divmod(key, 1000000)
-        reached, won_at = divmod(rest, 1000)
-        if day:
-            by_day[day - 1] = by_day.get(day - 1, 0) + count
-        attempts.append((reached, won_at or None, count))
-    return _Progress(by_day, sum(row[2] or 0 for row in rows), attempts)
-
-
-def _cube(conn: sqlite3.Connection, period: Period) -> None:
-    """The cohort aggregated once by every dimension but channel into a temporary table of a few thousand rows
-    at most, which the headline and the breakdowns group further. The GROUP BY follows the columns of the
-    proposed `cases_report` index, so with that index SQLite streams the aggregate from the index without
-    reading or sorting the table (README, "Metrics", "Speed")."""
-    where, params = period.where()
-    conn.execute("DROP TABLE IF EXISTS temp.report_cube")
-    conn.execute(
-        f"""CREATE TEMP TABLE report_cube AS
-            SELECT segment, first_failure_type AS failure_type, sequence, currency,
-                   substr(first_failed_at, 1, 7) AS cohort, state,
-                   count(*) AS cases,
-                   sum(amount_due - amount_paid_at_open) AS at_stake,
-                   sum(amount_recovered) AS recovered_amount,
-                   sum(amount_remaining) AS remaining,
-                   sum(with_person) AS with_person
-            FROM cases WHERE {where}
-            GROUP BY segment, first_failure_type, sequence, currency, substr(first_failed_at, 1, 7), state""",
-        params)
-
-
-def _last_touch() -> str:
-    """The channel credited with a recovered case (alias c): its last touch finished within the attribution
-    window (the one parameter) up to and including the moment of payment, else 'no touch'. One indexed
-    lookup per case, on actions(case_id, finished_at)."""
-    touches = ", ".join(f"'{a}'" for a in TOUCHES)
-    credited = " ".join(f"WHEN '{a}' THEN '{c}'" for a, c in TOUCHES.items())
-    return f"""coalesce(
-        (SELECT CASE a.action {credited} END FROM actions a
-         WHERE a.case_id = c.id AND a.status = 'done' AND a.action IN ({touches})
-           AND a.finished_at <= c.recovered_at
-           AND a.finished_at >= strftime('%Y-%m-%dT%H:%M:%SZ', c.recovered_at, ?)
-         ORDER BY a.finished_at DESC, a.id DESC LIMIT 1), '{NO_TOUCH}')"""
-
-
-def _window_modifier(window: timedelta) -> str:
-    return f"-{int(window.total_seconds())} seconds"
-
-
 _MEASURES = f"""sum(cases) AS cases,
-       coalesce(sum(CASE WHEN {_OPEN} THEN cases END), 0) AS open,
-       coalesce(sum(CASE WHEN {_ENDED} THEN cases END), 0) AS ended,
+       coalesce(sum(CASE WHEN {q.OPEN} THEN cases END), 0) AS open,
+       coalesce(sum(CASE WHEN {q.ENDED} THEN cases END), 0) AS ended,
        coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
        coalesce(sum(CASE WHEN state = 'closed' THEN cases END), 0) AS closed,
-       coalesce(sum(CASE WHEN {_ENDED} THEN at_stake END), 0) AS at_stake,
-       coalesce(sum(CASE WHEN {_ENDED} THEN recovered_amount END), 0) AS recovered_amount,
-       coalesce(sum(CASE WHEN {_OPEN} THEN remaining END), 0) AS at_risk,
+       coalesce(sum(CASE WHEN {q.ENDED} THEN at_stake END), 0) AS at_stake,
+       coalesce(sum(CASE WHEN {q.ENDED} THEN recovered_amount END), 0) AS recovered_amount,
+       coalesce(sum(CASE WHEN {q.OPEN} THEN remaining END), 0) AS at_risk,
        coalesce(sum(with_person), 0) AS with_person"""
 
 
-def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress: _Progress,
-              churn: Churn | None = None) -> Headline:
+def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress: q.Progress,
+              rollup: bool) -> Headline:
     """The headline from the cube (which must exist on `conn`)."""
     totals = _query(conn, f"SELECT {_MEASURES} FROM report_cube")[0]
     by_state = dict(conn.execute(
-        f"SELECT state, sum(cases) FROM report_cube WHERE {_ENDED} GROUP BY state ORDER BY state").fetchall())
+        f"SELECT state, sum(cases) FROM report_cube WHERE {q.ENDED} GROUP BY state ORDER BY state").fetchall())
     currencies = [
         CurrencyFigures(
             currency=row["currency"], cases=row["cases"], ended=row["ended"], recovered=row["recovered"],
-            recovery_rate=_rate(row["recovered"], row["ended"]), amount_at_stake=row["at_stake"], amount_recovered=row["recovered_amount"],
+            recovery_rate=_rate(row["recovered"], row["ended"]), amount_at_stake=row["at_stake"],
+            amount_recovered=row["recovered_amount"],
             amount_recovery_rate=_rate(row["recovered_amount"], row["at_stake"]), revenue_at_risk=row["at_risk"])
         for row in _query(conn, f"SELECT currency, {_MEASURES} FROM report_cube GROUP BY currency ORDER BY currency")]
     cases = totals["cases"] or 0
@@ -317,17 +232,18 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
         failed_invoices=cases, open=totals["open"], ended=totals["ended"],
         recovered=totals["recovered"], recovery_rate=_rate(totals["recovered"], totals["ended"]),
         ended_by_state=by_state, currencies=currencies,
-        days_to_recovery=_days_to_recovery(conn, period, progress),
-        churn=churn or _churn(conn, period), with_person=totals["with_person"], closed_by_person=totals["closed"],
-        filter=period.condition())
+        days_to_recovery=_days_to_recovery(conn, period, progress, rollup),
+        churn=_churn(conn, period, rollup), with_person=totals["with_person"], closed_by_person=totals["closed"],
+        filter=period.condition(), planned=q.planned_in_monitor_mode(conn))
 
 
-def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: _Progress) -> DaysToRecovery:
+def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: q.Progress,
+                      rollup: bool) -> DaysToRecovery:
     """Median (mean of the two middle values when the count is even), mean, and p90 by nearest rank: the value
     at rank ceil(0.9 n) of the ascending durations.
 
     The ranks wanted are first located in the per-day counts; then only the cases of those (one to three)
-    days are ranked, inside SQLite, instead of sorting every recovered case."""
+    days are ranked, instead of sorting every recovered case."""
     by_day = progress.by_day
     n = sum(by_day.values())
     if not n:
@@ -342,32 +258,17 @@ def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: _Progr
                 within[rank] = rank - before
                 days.setdefault(day, []).append(rank)
         before += by_day[day]
-    where, params = period.where()
     values: dict[int, int] = {}
     for day, day_ranks in days.items():
-        found = dict(conn.execute(
-            f"""SELECT place, seconds FROM (
-                  SELECT seconds, row_number() OVER (ORDER BY seconds) AS place FROM (
-                    SELECT {_SECONDS} AS seconds FROM cases WHERE +state = 'recovered' AND {where} LIMIT -1)
-                  WHERE seconds / 86400 = ?)
-                WHERE place IN ({", ".join("?" * len(day_ranks))})""",
-            [*params, day, *(within[r] for r in day_ranks)]).fetchall())
+        found = q.seconds_at_places(conn, period.span(), day, [within[r] for r in day_ranks], rollup)
         for rank in day_ranks:
             values[rank] = found[within[rank]]
     median = values[(n + 1) // 2] if n % 2 else (values[n // 2] + values[n // 2 + 1]) / 2
     return DaysToRecovery(n, _days(median), _days(progress.recovery_seconds / n), _days(values[math.ceil(0.9 * n)]))
 
 
-def _churn(conn: sqlite3.Connection, period: Period) -> Churn:
-    closed_where, closed_params = period.where("closed_at")
-    churned = conn.execute(
-        f"""SELECT count(DISTINCT coalesce(subscription_id, 'case:' || id)) FROM cases
-            WHERE churned = 1 AND closed_at IS NOT NULL AND {closed_where}""", closed_params).fetchone()[0]
-    if period.since:
-        active = conn.execute("SELECT count(*) FROM subscriptions WHERE canceled_at IS NULL OR canceled_at >= ?",
-                              [iso(period.since)]).fetchone()[0]
-    else:
-        active = conn.execute("SELECT count(*) FROM subscriptions").fetchone()[0]
+def _churn(conn: sqlite3.Connection, period: Period, rollup: bool) -> Churn:
+    churned, active = q.churn_counts(conn, period.span(), iso(period.since), rollup)
     bounds = period.condition().get("first_failed_at", {})
     return Churn(churned, active, _rate(churned, active),
                  {"churned": 1, **({"closed_at": bounds} if bounds else {})})
@@ -394,20 +295,6 @@ def _breakdown(conn: sqlite3.Connection, dimension: str, period: Period, all_rec
             for row in rows]
 
 
-def _channel_rows(conn: sqlite3.Connection, period: Period, window: timedelta) -> list[dict]:
-    """Recovered cases by the channel of their last touch. The cases are read in table order (NOT INDEXED)
-    so the lookups into actions, ordered by case id, stay local; LIMIT -1 keeps SQLite from evaluating the
-    lookup twice per case (once to group, once to output)."""
-    where, params = period.where()
-    return _query(conn,
-        f"""SELECT channel AS key, currency, count(*) AS cases, count(*) AS recovered,
-                   sum(amount_recovered) AS recovered_amount, sum(with_person) AS with_person
-            FROM (SELECT {_last_touch()} AS channel, currency, amount_recovered, with_person
-                  FROM cases c NOT INDEXED WHERE state = 'recovered' AND {where} LIMIT -1)
-            GROUP BY channel, currency ORDER BY recovered DESC, channel, currency""",
-        [_window_modifier(window), *params])
-
-
 def _channel_breakdown(rows: list[dict], period: Period, all_recovered: int) -> list[BreakdownRow]:
     return [_breakdown_row("channel", {**row, "ended": None, "at_stake": None, "at_risk": None},
                            {**period.condition(), "state": "recovered", "channel": row["key"],
@@ -415,13 +302,13 @@ def _channel_breakdown(rows: list[dict], period: Period, all_recovered: int) -> 
             for row in rows]
 
 
-def _retry_success(progress: _Progress, period: Period) -> list[AttemptRow]:
-    grouped = progress.attempts          # a few dozen (furthest attempt, attempt that recovered, count) rows
-    top = max((row[0] for row in grouped), default=0)
+def _retry_success(progress: q.Progress, period: Period) -> list[AttemptRow]:
+    grouped = progress.attempts          # a few dozen (furthest attempt, attempt that recovered) -> count
+    top = max((furthest for furthest, _ in grouped), default=0)
     rows = []
     for n in range(2, top + 1):
-        reached = sum(count for furthest, _, count in grouped if furthest >= n)
-        won = sum(count for _, won_at, count in grouped if won_at == n)
+        reached = sum(count for (furthest, _), count in grouped.items() if furthest >= n)
+        won = sum(count for (_, won_at), count in grouped.items() if won_at == n)
         rows.append(AttemptRow(n, reached, won, _rate(won, reached),
                                {**period.condition(), "reached_attempt": {"gte": n}},
                                {**period.condition(), "state": "recovered", "recovered_attempt": n}))
@@ -438,69 +325,41 @@ def _recovery_curve(by_day: dict[int, int], cohort_cases: int) -> list[CurvePoin
     return points
 
 
-def _second_connection(ledger: Ledger) -> sqlite3.Connection | None:
-    """A read-only connection for queries run alongside the main ones, or None for a ledger without a file."""
-    if ledger.path is None:
-        return None
-    conn = sqlite3.connect(f"file:{ledger.path}?mode=ro", uri=True, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    return conn
-
-
-def _beside(conn: sqlite3.Connection, period: Period, window: timedelta,
-            channel: bool) -> list[dict] | None:
-    """The query that runs beside the main ones: channel attribution, one lookup per recovered case."""
-    return _channel_rows(conn, period, window) if channel else None
-
-
 def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimensions: list[str] | None = None,
-                 attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW) -> Report:
+                 attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW, rollup: bool = True) -> Report:
     """Compute the report for the cohort of `period` with the breakdowns named in `dimensions` (default all).
 
-    Channel attribution runs on a second, read-only connection in a thread while the rest runs on the
-    ledger's: SQLite releases the GIL, so on two cores the two halves overlap."""
+    From the rollups by default: the cost follows the number of groups, not of cases. `rollup=False` computes
+    every figure by scanning the cases instead: the reference the rollups are tested against."""
     dimensions = parse_dimensions(dimensions)
     conn = ledger.db.conn
-    second = _second_connection(ledger)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        if second is None:               # no file to open twice: run everything on the one connection
-            done: Future = Future()
-            done.set_result(_beside(conn, period, attribution_window, "channel" in dimensions))
-            beside = done
-        else:
-            beside = pool.submit(_beside, second, period, attribution_window, "channel" in dimensions)
-        try:
-            progress = _progress(conn, period)
-            _cube(conn, period)
-            try:
-                channel_rows = beside.result()
-                headline = _headline(conn, period, now, progress)
-                breakdowns = {d: _breakdown(conn, d, period, headline.recovered)
-                              for d in dimensions if d in _CUBE_KEYS}
-            finally:
-                conn.execute("DROP TABLE IF EXISTS temp.report_cube")
-            if channel_rows is not None:
-                breakdowns["channel"] = _channel_breakdown(channel_rows, period, headline.recovered)
-        finally:
-            beside.exception()           # never close a connection a thread is still reading
-            if second is not None:
-                second.close()
+    window = int(attribution_window.total_seconds())
+    progress = q.progress(conn, period.span(), rollup)
+    q.create_cube(conn, period.span(), rollup)
+    try:
+        headline = _headline(conn, period, now, progress, rollup)
+        breakdowns = {d: _breakdown(conn, d, period, headline.recovered) for d in dimensions if d in _CUBE_KEYS}
+    finally:
+        q.drop_cube(conn)
+    if "channel" in dimensions:
+        breakdowns["channel"] = _channel_breakdown(q.channel_rows(conn, period.span(), window, rollup), period,
+                                                   headline.recovered)
     return Report(
-        headline=headline, attribution_window_seconds=int(attribution_window.total_seconds()),
+        headline=headline, attribution_window_seconds=window,
         dimensions=dimensions, breakdowns={d: breakdowns[d] for d in dimensions if d in breakdowns},
         retry_success=_retry_success(progress, period),
         recovery_curve=_recovery_curve(progress.by_day, headline.failed_invoices))
 
 
-def headline(ledger: Ledger, now: datetime, period: Period = Period()) -> Headline:
-    """The headline alone (every case in the ledger by default), for the top of `dunctl status`."""
+def headline(ledger: Ledger, now: datetime, period: Period = Period(), rollup: bool = True) -> Headline:
+    """The headline alone (every case in the ledger by default), for `dunctl status`."""
     conn = ledger.db.conn
-    progress = _progress(conn, period)
-    _cube(conn, period)
+    progress = q.progress(conn, period.span(), rollup)
+    q.create_cube(conn, period.span(), rollup)
     try:
-        return _headline(conn, period, now, progress)
+        return _headline(conn, period, now, progress, rollup)
     finally:
-        conn.execute("DROP TABLE IF EXISTS temp.report_cube")
+        q.drop_cube(conn)
 
 
 # -- tracing numbers to cases -------------------------------------------------------------------------------------
@@ -516,24 +375,7 @@ def case_listing(ledger: Ledger, period: Period = Period(),
     """Every case behind the report, one row each, streamed, with the derived columns the metrics use (channel,
     days to recovery, reached attempt) named as in the rows' `filter`. Cases outside the cohort appear only
     when they count towards churn in the period (in_cohort = 0)."""
-    where, params = period.where()
-    closed_where, closed_params = period.where("closed_at")
-    sql = f"""
-        SELECT id AS case_id, invoice_id, customer_id, subscription_id, state, segment,
-               first_failure_type AS failure_type, sequence, currency, substr(first_failed_at, 1, 7) AS cohort,
-               first_failed_at, recovered_at, closed_at,
-               CASE WHEN state = 'recovered' THEN round({_SECONDS} / 86400.0, 4) END AS days_to_recovery,
-               CASE WHEN state = 'recovered' THEN {_last_touch()} END AS channel,
-               {_REACHED} AS reached_attempt,
-               CASE WHEN state = 'recovered' THEN recovered_attempt END AS recovered_attempt, recovered_by,
-               CASE WHEN {_ENDED} THEN amount_due - amount_paid_at_open END AS amount_at_stake,
-               CASE WHEN {_ENDED} THEN amount_recovered END AS amount_recovered,
-               CASE WHEN {_OPEN} THEN amount_remaining END AS revenue_at_risk,
-               with_person, churned, ({where}) AS in_cohort
-        FROM cases c
-        WHERE ({where}) OR (churned = 1 AND closed_at IS NOT NULL AND {closed_where})
-        ORDER BY first_failed_at, id"""
-    cursor = ledger.db.execute(sql, [_window_modifier(attribution_window), *params, *params, *closed_params])
+    cursor = q.case_listing(ledger.db.conn, period.span(), int(attribution_window.total_seconds()))
     names = [d[0] for d in cursor.description]
     for row in cursor:
         yield dict(zip(names, row))

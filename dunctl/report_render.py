@@ -10,8 +10,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
 from dunctl.money import format_amount, to_major
 from dunctl.report import CASE_COLUMNS, Headline, Report
 
@@ -70,7 +68,10 @@ def headline_rows(h: Headline) -> list[list[str]]:
             ["Recovered", count(h.recovered)]]
     rows += [[f"Recovered amount ({c.currency.upper()})", money(c.amount_recovered, c.currency)]
              for c in h.currencies]
-    rows.append(["Recovery rate (count)", percent(h.recovery_rate)])
+    # Every rate says what it is over (issue 15): the same two figures the demo and `simulate` print.
+    rows.append(["Recovered of all failed invoices", percent(h.recovered / h.failed_invoices
+                                                             if h.failed_invoices else None)])
+    rows.append(["Recovered of ended cases", percent(h.recovery_rate)])
     rows += [[f"Recovery rate (amount, {c.currency.upper()})", percent(c.amount_recovery_rate)]
              for c in h.currencies]
     rows += [[f"Revenue at risk now ({c.currency.upper()})", money(c.revenue_at_risk, c.currency)]
@@ -83,6 +84,8 @@ def headline_rows(h: Headline) -> list[list[str]]:
                                    f"{h.churn.active_subscriptions:,} subscriptions)"],
              ["Cases with a person", count(h.with_person)],
              ["Closed by a person", count(h.closed_by_person)]]
+    if h.planned:
+        rows.append(["Planned in monitor mode, not sent", ", ".join(f"{n:,} {a}" for a, n in h.planned.items())])
     return rows
 
 
@@ -234,40 +237,65 @@ def to_markdown(report: Report) -> str:
 
 # -- html ----------------------------------------------------------------------------------------------------------
 
-CHART_WIDTH, CHART_HEIGHT, PAD = 600, 240, 40
-LEFT_PAD = 60          # room for the y-axis label ('100.0%') left of the curve
-VALUE_ROOM = 130       # room right of the longest bar for its text ('25.0% (20/80)')
+# The recovery curve is drawn in a 1000 x 1000 box stretched to its container; every text on it is HTML laid over
+# the plot at percentages, so labels keep their CSS size (>= 12 px) at any width, from a phone to a desktop.
+CURVE_MARKS = (14, 30)            # days whose recovered share is marked on the curve
+CURVE_MIN_DAYS = 30               # the x axis reaches at least day 30, so both marks are on it
+
+
+def _x_ticks(last: int) -> list[int]:
+    ticks = {0, 7, 14, 30, last} | set(range(60, last + 1, 30))
+    return sorted(t for t in ticks if t <= last and (t == last or last - t >= last / 12))
 
 
 def _curve_chart(report: Report) -> dict | None:
     points = report.recovery_curve
     if not points:
         return None
-    last = max(points[-1].day, 1)
-    top = max(max(p.share for p in points), 0.01)
-    inner_w, inner_h = CHART_WIDTH - LEFT_PAD - PAD, CHART_HEIGHT - 2 * PAD
+    last = max(points[-1].day, CURVE_MIN_DAYS)
 
-    def xy(day, share):
-        return round(LEFT_PAD + inner_w * day / last, 1), round(CHART_HEIGHT - PAD - inner_h * share / top, 1)
+    def x(day: float) -> float:
+        return round(100 * day / last, 2)
 
-    return {"points": " ".join(f"{x},{y}" for x, y in (xy(p.day, p.share) for p in points)),
-            "dots": [{"x": xy(p.day, p.share)[0], "y": xy(p.day, p.share)[1],
-                      "label": f"day {p.day}: {percent(p.share)}"} for p in points],
-            "top": percent(top), "last": last, "x0": LEFT_PAD, "y0": CHART_HEIGHT - PAD, "x1": CHART_WIDTH - PAD,
-            "y1": PAD}
+    def share_at(day: int) -> float:
+        return points[min(day, points[-1].day)].share
+
+    line = [(p.day, p.share) for p in points]
+    if points[-1].day < last:          # cumulative: flat after the last recovery
+        line.append((last, points[-1].share))
+    marks = []
+    for day in CURVE_MARKS:
+        share = share_at(day)
+        marks.append({"day": day, "x": x(day), "y": round(100 * (1 - share), 2), "share": percent(share),
+                      "anchor": "end" if x(day) > 80 else "middle"})
+    return {"points": " ".join(f"{round(10 * x(d), 1)},{round(1000 * (1 - s), 1)}" for d, s in line),
+            "y_ticks": [{"value": v, "y": 100 - v} for v in (0, 25, 50, 75, 100)],
+            "x_ticks": [{"day": d, "x": x(d)} for d in _x_ticks(last)],
+            "marks": marks, "last": last,
+            "summary": "; ".join(f"day {m['day']}: {m['share']}" for m in marks)}
 
 
-def _bars(items: list[tuple[str, float, str]]) -> dict | None:
-    """Horizontal bars, one per (label, fraction 0..1, text)."""
+def _bars(items: list[tuple[str, float, str]]) -> list[dict] | None:
+    """Horizontal bars on a 0-100% scale, one per (label, fraction 0..1, text)."""
     if not items:
         return None
-    bar, gap, label_w = 26, 8, 100
-    width = CHART_WIDTH - label_w - VALUE_ROOM
-    top = max(max(v for _, v, _ in items), 0.0001)
-    bars = [{"label": label, "text": text, "y": i * (bar + gap), "height": bar,
-             "width": round(width * value / top, 1), "x": label_w, "text_x": label_w + round(width * value / top, 1) + 6}
-            for i, (label, value, text) in enumerate(items)]
-    return {"bars": bars, "height": len(items) * (bar + gap), "label_w": label_w}
+    return [{"label": label, "percent": round(100 * max(0.0, min(value, 1.0)), 2), "text": text}
+            for label, value, text in items]
+
+
+def html_tables(report: Report) -> list[Table]:
+    """The tables as the page shows them: a breakdown's currency folded into its first column ('default · USD'),
+    since every amount already carries its currency."""
+    result = []
+    for table in tables(report):
+        if len(table.columns) > 2 and table.columns[1] == "Currency":
+            table = Table(table.name, table.title, [table.columns[0]] + table.columns[2:],
+                          [[f"{row[0]} · {row[1]}"] + row[2:] for row in table.rows], table.note)
+        # A value ('CHF 12.00', '1,234.500 KWD') never breaks; a phrase ('0.2% (1 of 500 subscriptions)') may.
+        rows = [[row[0], *(cell if "(" in cell else cell.replace(" ", "\u00a0") for cell in row[1:])]
+                for row in table.rows]
+        result.append(Table(table.name, table.title, table.columns, rows, table.note))
+    return result
 
 
 def html_context(report: Report) -> dict:
@@ -277,18 +305,19 @@ def html_context(report: Report) -> dict:
     recovered = report.headline.recovered or 1
     return {
         "report": report, "h": report.headline, "period": period_text(report.headline),
-        "tables": tables(report),
+        "tables": html_tables(report),
         "curve": _curve_chart(report),
         "retry_bars": _bars([(f"attempt {r.attempt}", r.success_rate or 0.0,
                               f"{percent(r.success_rate)} ({r.recovered:,}/{r.reached:,})")
                              for r in report.retry_success]),
         "channel_bars": _bars([(name, n / recovered, f"{n:,} ({percent(n / recovered)})")
                                for name, n in sorted(channel_totals.items(), key=lambda kv: -kv[1])]),
-        "width": CHART_WIDTH, "height": CHART_HEIGHT,
     }
 
 
-def _environment() -> Environment:
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape   # only the html format needs it
+
     return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 

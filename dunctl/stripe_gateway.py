@@ -6,12 +6,21 @@ Sync has two modes, and the cursor (opaque to the ledger, stored with every batc
   note the newest event first, list the open invoices' failed payments in bulk, then page through the invoices
   created within `backfill_days` (customers, payment methods and subscriptions expanded in the same request),
   one batch per page, so a backfill that dies halfway resumes after its last applied page;
-- events, afterwards: `events.list(ending_before=<cursor>)` walked oldest to newest, filtered to the event types
-  dunctl follows. With nothing new that is one request.
+- events, afterwards: `events.list(created[gte]=<the cursor's second>)`, filtered to the event types dunctl
+  follows, applied oldest first, skipping the ids of the cursor's second already applied (Stripe orders events
+  of one second in no promised order). With nothing new that is one request. The events since the cursor are
+  listed before any is applied (at most 30 days of them: an older cursor means a backfill).
+
+What is stored is complete and in the pinned API version: invoice lines and subscription items follow `has_more`;
+an event rendered in an older API version re-fetches its object; a copy of an invoice that cannot say which lines
+are metered leaves the stored lines alone. An invoice that cannot be stored (an impossible amount, an unknown
+currency) becomes a `record_rejected` signal, never an error that blocks the sync.
 
 Times come from Stripe (the event, payment intent or charge `created`), never from the sync's clock. Every request
 goes through one token bucket and one backoff loop; every Stripe error becomes a dunctl error carrying Stripe's
-request id. The API key is handed to the SDK and nowhere else: never stored here, logged or put in a message.
+request id. The API key is handed to the SDK and nowhere else: never stored here, logged or put in a message, and
+any text from Stripe that looks like a key is scrubbed. With `account` (Connect) every request carries the
+Stripe-Account header.
 """
 
 from __future__ import annotations
@@ -20,18 +29,21 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import stripe
 
 from dunctl.clock import from_iso, from_unix, iso, utc
 from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError
-from dunctl.failures import Decline
+from dunctl.failures import DATA, Decline
 from dunctl.model import (Customer, Invoice, InvoiceLine, PaymentMethod, PaymentOutcome, Signal, Subscription,
                           SyncBatch, UsagePreview)
 
 CURSOR_VERSION = 1
 PAGE = 100
+# The API version the SDK pins (and every request sends). An event rendered in an older version carries an older
+# shape of its object (an invoice with payment_intent and subscription on top, no parent): re-fetch the object.
+PINNED_API_VERSION = stripe.api_version
 # Stripe keeps events 30 days; a cursor checked longer ago than this may have missed some, so backfill instead.
 EVENT_WINDOW = timedelta(days=29)
 EVENT_TYPES = (
@@ -39,8 +51,8 @@ EVENT_TYPES = (
     "invoice.voided", "invoice.marked_uncollectible", "invoice.updated", "invoice.upcoming",
     "customer.source.expiring", "payment_method.automatically_updated", "payment_method.updated",
     "charge.dispute.created", "customer.subscription.updated", "customer.subscription.deleted", "customer.updated",
-    # pre-dunning (dunctl/notices): new subscriptions, cards attached to or detached from a customer
-    "customer.subscription.created", "payment_method.attached", "payment_method.detached",
+    "customer.subscription.paused", "customer.subscription.resumed", "charge.dispute.closed", "mandate.updated",
+    "customer.subscription.created",   # pre-dunning (dunctl/notices): new subscriptions
 )
 FAILURE_EVENTS = frozenset({"invoice.payment_failed", "invoice.payment_action_required"})
 # Four levels is as deep as Stripe expands.
@@ -56,6 +68,13 @@ PERMISSION_NAMES = {
     "billing_portal": "Customer portal",
 }
 PAID_LATE_AFTER = 15 * 60    # seconds after finalization
+# Anything that looks like a Stripe key (whole, or masked as Stripe's own messages show it): never passed on.
+KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9_*]+")
+# The largest amount a record may carry: Stripe's own limit is 12 digits (99,999,999,999.99 in some currencies).
+MAX_AMOUNT = 10**12
+# The currencies Stripe charges in (dunctl/data/stripe_currencies.txt): any other is a record dunctl cannot store.
+CURRENCIES = frozenset(code for line in (DATA / "stripe_currencies.txt").read_text(encoding="utf-8").splitlines()
+                       if not line.startswith("#") for code in line.split())
 RETRY_BASE = 0.5       # seconds; doubles per try
 RETRY_CAP = 30.0
 
@@ -87,6 +106,7 @@ class StripeGateway:
     """dunctl's door to one Stripe account (test or live, as the key says)."""
 
     def __init__(self, api_key: str, *, api_base: str | None = None, key_env: str = "STRIPE_API_KEY",
+                 account: str | None = None,
                  max_requests_per_second: float = 20.0, max_backoff_tries: int = 6, backfill_days: int = 60,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random, http_client: stripe.HTTPClient | None = None):
@@ -94,6 +114,8 @@ class StripeGateway:
         self.requests = 0
         self.api_base = api_base
         self.key_env = key_env
+        self.account = account          # a connected account (Stripe-Account header), or None: the key's own
+        self._sync_now = datetime(1970, 1, 1, tzinfo=timezone.utc)   # the running sync's clock
         self.max_backoff_tries = max_backoff_tries
         self.backfill_days = backfill_days
         self._sleep = sleep
@@ -101,7 +123,7 @@ class StripeGateway:
         self._bucket = TokenBucket(max_requests_per_second, clock, sleep)
         # The SDK retries nothing here: every retry (and its sleep) is ours, so it is counted and testable.
         self._client = stripe.StripeClient(api_key, base_addresses={"api": api_base} if api_base else None,
-                                           max_network_retries=0, http_client=http_client)
+                                           stripe_account=account, max_network_retries=0, http_client=http_client)
 
     @classmethod
     def from_config(cls, stripe_config, environ: Mapping[str, str], **options) -> StripeGateway:
@@ -118,12 +140,28 @@ class StripeGateway:
                                    "(they start with sk_ or rk_)",
                                    hint="publishable keys (pk_...) cannot read invoices")
         return cls(key, api_base=stripe_config.api_base, key_env=name,
+                   account=getattr(stripe_config, "account", None),
                    max_requests_per_second=stripe_config.max_requests_per_second,
                    max_backoff_tries=stripe_config.max_backoff_tries,
                    backfill_days=stripe_config.backfill_days, **options)
 
     def __repr__(self) -> str:
-        return f"StripeGateway(mode={self.mode!r}, api_base={self.api_base!r})"
+        return f"StripeGateway(mode={self.mode!r}, account={self.account!r}, api_base={self.api_base!r})"
+
+    def account_id(self) -> str:
+        """The id of the account this gateway acts on (the connected account when `account` is set): one request.
+        A restricted key without the Account permission still learns it: Stripe's 403 names the account."""
+
+        def current() -> str:
+            try:
+                return self._client.v1.accounts.retrieve_current().id
+            except stripe.PermissionError as exc:
+                found = re.search(r"on account '(acct_[A-Za-z0-9]+)'", exc.user_message or "")
+                if found:
+                    return found.group(1)
+                raise
+
+        return self._call("read which account the key belongs to", ("account", "read"), current)
 
     # -- requests ------------------------------------------------------------------------------------------------
 
@@ -179,6 +217,12 @@ class StripeGateway:
                                     hint=f"check that {self.key_env} holds a current key of this account; "
                                          "rolled keys stop working")
         if isinstance(exc, stripe.PermissionError):
+            unreachable = re.search(r"does not have access to account '(acct_[A-Za-z0-9]+)'", exc.user_message or "")
+            if unreachable:
+                return GatewayAuthError(f"the key cannot reach Stripe account {unreachable.group(1)} (stripe.account)"
+                                        f"{tag}", request_id=rid, code="account_invalid",
+                                        hint="check the connected account's id, and that it is still connected "
+                                             "to your platform")
             resource, level = permission
             found = re.search(r"rak_([a-z_]+?)_(read|write)", exc.user_message or "")
             if found:
@@ -191,11 +235,11 @@ class StripeGateway:
         if isinstance(exc, stripe.CardError):
             decline = decline_from_error(exc.json_body if isinstance(exc.json_body, dict) else {})
             return CardDeclined(f"Stripe declined the payment when trying to {what}: "
-                                f"{decline.shown_code or exc.code}{tag}", decline, request_id=rid)
+                                f"{decline.shown_code or scrub(exc.code)}{tag}", decline, request_id=rid)
         if isinstance(exc, stripe.IdempotencyError):
             return GatewayError(f"Stripe refused to {what}: its idempotency key was already used with other "
                                 f"parameters{tag}", request_id=rid, code="idempotency_error")
-        message = exc.user_message or exc.__class__.__name__
+        message = scrub(exc.user_message) or exc.__class__.__name__
         return GatewayError(f"Stripe refused to {what}: {message}{tag}", request_id=rid,
                             code=getattr(exc, "code", None))
 
@@ -203,6 +247,7 @@ class StripeGateway:
 
     def sync(self, cursor: dict | None, now: datetime, full: bool = False) -> Iterator[SyncBatch]:
         now = utc(now)
+        self._sync_now = now
         state = dict(cursor) if cursor else None
         if state and (state.get("v") != CURSOR_VERSION or self._stale(state, now)):
             state = None
@@ -224,12 +269,15 @@ class StripeGateway:
     def _backfill(self, state: dict | None, now: datetime) -> Iterator[SyncBatch]:
         start = self.requests
         if state is None:
-            newest = self._call("list events", ("event", "read"), self._client.v1.events.list,
-                                params={"limit": 1})
-            event = newest.data[0] if newest.data else None
+            # The newest followed events: what the backfill covers. Every one of their second is remembered
+            # (`edge`), since the events phase lists from that second on.
+            newest = self._list("/v1/events", "list events", ("event", "read"),
+                                {"limit": PAGE, "types": list(EVENT_TYPES)})["data"]
+            event = newest[0] if newest else None
             since = int((now - timedelta(days=self.backfill_days)).timestamp())
-            state = {"v": CURSOR_VERSION, "phase": "backfill", "event": event.id if event else None,
-                     "event_created": event.created if event else None, "since": since,
+            state = {"v": CURSOR_VERSION, "phase": "backfill", "event": event["id"] if event else None,
+                     "event_created": event["created"] if event else None, "since": since,
+                     "edge": [e["id"] for e in newest if e["created"] == event["created"]] if event else [],
                      "started_at": iso(now), "after": None, "pages": 0}
             # Stored before any invoice page: events newer than this are replayed after the backfill.
             yield SyncBatch(cursor=dict(state), requests=self.requests - start)
@@ -256,8 +304,8 @@ class StripeGateway:
                 batch.cursor = dict(state)
             else:
                 state = {"v": CURSOR_VERSION, "phase": "events", "event": state["event"],
-                         "event_created": state["event_created"], "since": state["since"],
-                         "checked_at": state["started_at"]}
+                         "event_created": state["event_created"], "edge": state.get("edge"),
+                         "since": state["since"], "checked_at": state["started_at"]}
                 batch.cursor = dict(state)
             batch.requests = self.requests - start
             start = self.requests
@@ -291,90 +339,99 @@ class StripeGateway:
         return next((p for p in payments if p.get("is_default")), payments[0] if payments else None)
 
     def _events(self, state: dict, now: datetime) -> Iterator[SyncBatch]:
-        params: dict = {"limit": PAGE, "types": list(EVENT_TYPES)}
-        if not state.get("event"):
-            yield from self._events_since(state, now, params)
-            return
-        params["ending_before"] = state["event"]
-        while True:
-            start = self.requests
-            page = self._call("list events", ("event", "read"), self._client.v1.events.list, params=params)
-            events = list(reversed(page.data))          # Stripe lists newest first
-            batch = self._from_events(events)
-            state = _advanced(state, events, now)
-            batch.cursor = state
-            batch.events = len(events)
-            batch.requests = self.requests - start
-            yield _deduplicated(batch)
-            if not page.has_more or not page.data:
-                return
-            params["ending_before"] = page.data[0].id
+        """Every followed event since the cursor's second, oldest first, skipping the ones already applied.
 
-    def _events_since(self, state: dict, now: datetime, params: dict) -> Iterator[SyncBatch]:
-        """No event existed when the backfill started: list by time instead, then continue from the newest."""
+        Listing by time (created >= the cursor event's second) rather than `ending_before=<cursor event>` is what
+        makes the cursor safe within one second: Stripe orders events of the same second in no promised order, so
+        an event created in the cursor's second could list *behind* the cursor event and never be seen. The
+        cursor keeps the ids of its second's events (`edge`) so they are not applied twice. With nothing new that
+        is still one request."""
+        edge_second = state.get("event_created")
+        edge = set(state.get("edge") or ([state["event"]] if state.get("event") else []))
+        params: dict = {"limit": PAGE, "types": list(EVENT_TYPES),
+                        "created": {"gte": edge_second if edge_second is not None else state["since"]}}
         start = self.requests
-        params = {**params, "created": {"gte": state["since"]}}
-        events = []
+        listed: list[dict] = []
         while True:
-            page = self._call("list events", ("event", "read"), self._client.v1.events.list, params=params)
-            events.extend(page.data)
-            if not page.has_more or not page.data:
+            page = self._list("/v1/events", "list events", ("event", "read"), params)
+            listed.extend(page["data"])
+            if not page["has_more"] or not page["data"]:
                 break
-            params["starting_after"] = page.data[-1].id
-        events.reverse()
-        for first in range(0, max(len(events), 1), PAGE):
-            chunk = events[first:first + PAGE]
+            params["starting_after"] = page["data"][-1]["id"]
+        listed.reverse()                                   # Stripe lists newest first
+        fresh = [e for e in listed if e["id"] not in edge]
+        done = 0
+        for first in range(0, max(len(fresh), 1), PAGE):
+            chunk = fresh[first:first + PAGE]
             batch = self._from_events(chunk)
-            if first + PAGE >= len(events):
-                state = _advanced(state, events, now)
-                batch.cursor = state
+            if chunk:
+                done = listed.index(chunk[-1]) + 1
+            batch.cursor = _advanced(state, listed[:done], now)
             batch.events = len(chunk)
             batch.requests = self.requests - start
             start = self.requests
             yield _deduplicated(batch)
 
-    def _from_events(self, events: list) -> SyncBatch:
+    def _from_events(self, events: list[dict]) -> SyncBatch:
         """One batch from events oldest first. Out of order is fine: the newest snapshot of each invoice wins,
         its first failure is the earliest seen, and the ledger never moves paid or void back to open."""
         batch = SyncBatch()
         latest: dict[str, tuple[int, int, dict]] = {}
         failures: dict[str, dict] = {}
+        settled: set[str] = set()
+        count_before_rise: dict[str, int] = {}
+        refetch: set[str] = set()
         seen: set[str] = set()
         for order, event in enumerate(events):
-            if event.id in seen:
+            if event["id"] in seen:
                 continue
-            seen.add(event.id)
-            data = event.data.object.to_dict()
-            previous = event.data.to_dict().get("previous_attributes") or {}
-            kind, at = event.type, from_unix(event.created)
+            seen.add(event["id"])
+            request_key = str((event.get("request") or {}).get("idempotency_key") or "")
+            if request_key.startswith("dunctl-"):
+                batch.dunctl_keys.append(request_key)   # what dunctl did, as the account saw it: a stale-ledger check
+            data = event["data"]["object"]
+            previous = event["data"].get("previous_attributes") or {}
+            kind, at = event["type"], from_unix(event["created"])
+            old_shape = _older_than_pinned(event.get("api_version"))
             if kind == "invoice.upcoming":
                 batch.signals.append(Signal("invoice_upcoming", at, customer_id=_id(data.get("customer")),
                                             detail=f"{data.get('amount_due')} {data.get('currency')} due"
-                                                   + _sub_note(data), source_id=event.id))
+                                                   + _sub_note(data), source_id=event["id"]))
             elif kind.startswith("invoice."):
                 if not data.get("id") or data.get("status") == "draft":
                     continue
-                key = (event.created, order)
+                key = (event["created"], order)
                 if data["id"] not in latest or key >= latest[data["id"]][:2]:
-                    latest[data["id"]] = (event.created, order, data)
+                    latest[data["id"]] = (event["created"], order, data)
+                if old_shape:
+                    refetch.add(data["id"])
                 if kind in FAILURE_EVENTS:
-                    seen_failure = failures.setdefault(data["id"], {"first": event.created, "last": event.created,
+                    seen_failure = failures.setdefault(data["id"], {"first": event["created"],
+                                                                    "last": event["created"],
                                                                     "payment_intent": None})
-                    seen_failure["first"] = min(seen_failure["first"], event.created)
-                    seen_failure["last"] = max(seen_failure["last"], event.created)
+                    seen_failure["first"] = min(seen_failure["first"], event["created"])
+                    seen_failure["last"] = max(seen_failure["last"], event["created"])
                     if isinstance(data.get("payment_intent"), str):      # an event in the old API shape
                         seen_failure["payment_intent"] = data["payment_intent"]
-            elif kind in ("customer.subscription.updated", "customer.subscription.deleted",
-                          "customer.subscription.created"):
-                batch.subscriptions.append(subscription_from(data))
+                elif kind in ("invoice.paid", "invoice.payment_succeeded"):
+                    settled.add(data["id"])
+                elif "attempt_count" in previous:
+                    # The count rose without a failed attempt (Stripe's schedule moving on after a decline it will
+                    # not retry): keep the count of attempts that happened.
+                    count_before_rise[data["id"]] = min(count_before_rise.get(data["id"], previous["attempt_count"]),
+                                                        previous["attempt_count"])
+            elif kind.startswith("customer.subscription."):
+                current = self._fetch("subscription", data["id"]) if old_shape else self._complete_items(data)
+                batch.subscriptions.append(subscription_from(current))
+                batch.signals.extend(subscription_signals(kind, current, previous, at, event))
             elif kind in ("payment_method.automatically_updated", "payment_method.updated"):
                 method = payment_method_from(data, updated_at=at)
                 batch.payment_methods.append(method)
                 if method.customer_id:
                     batch.signals.append(Signal("payment_method_updated", at, customer_id=method.customer_id,
-                                                detail=f"{kind}: {_describe(method)}", source_id=event.id))
-            elif kind in ("payment_method.attached", "payment_method.detached"):
-                batch.payment_methods.append(payment_method_from(data, updated_at=at))
+                                                payment_method_id=method.id,
+                                                detail=f"{kind}: {_describe(method)} ({method.id})",
+                                                source_id=event["id"]))
             elif kind == "customer.updated":
                 batch.customers.append(customer_from(data))
                 changed = previous.get("invoice_settings", {}) or {}
@@ -383,31 +440,99 @@ class StripeGateway:
                         or _id(data.get("default_source"))
                     if new:
                         batch.signals.append(Signal("payment_method_updated", at, customer_id=data["id"],
-                                                    detail=f"new default payment method {new}", source_id=event.id))
+                                                    payment_method_id=new,
+                                                    detail=f"new default payment method {new}",
+                                                    source_id=event["id"]))
             elif kind == "customer.source.expiring":
                 batch.signals.append(Signal("card_expiring", at, customer_id=_id(data.get("customer")),
                                             detail=f"{data.get('brand')} ending {data.get('last4')} expires "
                                                    f"{data.get('exp_month')}/{data.get('exp_year')}",
-                                            source_id=event.id))
+                                            source_id=event["id"]))
             elif kind == "charge.dispute.created":
                 batch.signals.append(Signal("dispute", at, invoice_id=self._invoice_of_dispute(data),
                                             detail=f"{data.get('reason')}: {data.get('amount')} "
                                                    f"{data.get('currency')} disputed ({data.get('id')})",
-                                            source_id=event.id))
+                                            source_id=event["id"]))
+            elif kind == "charge.dispute.closed":
+                status = data.get("status")
+                batch.signals.append(Signal("dispute_closed", at, invoice_id=self._invoice_of_dispute(data),
+                                            detail=f"{status}: dispute {data.get('id')} ({data.get('reason')}, "
+                                                   f"{data.get('amount')} {data.get('currency')})",
+                                            source_id=event["id"],
+                                            data={"status": status, "dispute": data.get("id"),
+                                                  "reason": data.get("reason")}))
+            elif kind == "mandate.updated":
+                if data.get("status") == "inactive" and previous.get("status", "active") != "inactive":
+                    method_id = _id(data.get("payment_method"))
+                    method = self._fetch("payment_method", method_id) if method_id else {}
+                    batch.signals.append(Signal("mandate_inactive", at, customer_id=_id(method.get("customer")),
+                                                payment_method_id=method_id,
+                                                detail=f"mandate {data.get('id')} of {method_id} is inactive: "
+                                                       "the bank will refuse debits",
+                                                source_id=event["id"], data={"mandate": data.get("id")}))
         for invoice_id, (_, _, snapshot) in latest.items():
             failure = failures.get(invoice_id)
             if failure and snapshot.get("status") == "open":
                 self._collect_failed(batch, snapshot, failure)
-            else:
-                batch.invoices.append(invoice_from(snapshot, failed_at=from_unix(failure["last"]) if failure else None,
-                                                   first_failed_at=from_unix(failure["first"]) if failure else None))
+                continue
+            times = {"failed_at": from_unix(failure["last"]) if failure else None,
+                     "first_failed_at": from_unix(failure["first"]) if failure else None}
+            if invoice_id in refetch:
+                self._collect(batch, self._fetch("invoice", invoice_id), None, **times)
+                continue
+            if invoice_id in count_before_rise and invoice_id not in settled and snapshot.get("status") == "open":
+                snapshot = {**snapshot, "attempt_count": count_before_rise[invoice_id]}
+            self._admit(batch, snapshot, None, **times)
         return batch
+
+    def _fetch(self, kind: str, object_id: str) -> dict:
+        """The object as it is now, in the pinned API version, complete (every line and item)."""
+        if kind == "invoice":
+            data = self._call(f"read invoice {object_id}", ("invoice", "read"), self._client.v1.invoices.retrieve,
+                              object_id, params={"expand": INVOICE_EXPAND}).to_dict()
+            return self._complete_invoice(data)
+        if kind == "subscription":
+            data = self._call(f"read subscription {object_id}", ("subscription", "read"),
+                              self._client.v1.subscriptions.retrieve, object_id).to_dict()
+            return self._complete_items(data)
+        data = self._call(f"read payment method {object_id}", ("payment_method", "read"),
+                          self._client.v1.payment_methods.retrieve, object_id)
+        return data.to_dict()
+
+    def _complete_invoice(self, data: dict) -> dict:
+        """Follow `has_more` on the invoice's lines (and its expanded subscription's items): Stripe embeds only
+        the first 10, and a usage invoice can have hundreds."""
+        lines = data.get("lines")
+        if isinstance(lines, dict) and lines.get("has_more") and lines.get("data"):
+            rest = self._rest(f"/v1/invoices/{data['id']}/lines", f"list the lines of invoice {data['id']}",
+                              ("invoice", "read"), {}, lines["data"][-1]["id"])
+            data["lines"] = {**lines, "data": lines["data"] + rest, "has_more": False}
+        subscription = _subscription_field(data)
+        if isinstance(subscription, dict):
+            self._complete_items(subscription)
+        return data
+
+    def _complete_items(self, subscription: dict) -> dict:
+        items = subscription.get("items")
+        if isinstance(items, dict) and items.get("has_more") and items.get("data"):
+            rest = self._rest("/v1/subscription_items", f"list the items of subscription {subscription['id']}",
+                              ("subscription", "read"), {"subscription": subscription["id"]}, items["data"][-1]["id"])
+            subscription["items"] = {**items, "data": items["data"] + rest, "has_more": False}
+        return subscription
+
+    def _rest(self, path: str, what: str, permission: tuple[str, str], params: dict, after: str) -> list[dict]:
+        found: list[dict] = []
+        while True:
+            page = self._list(path, what, permission, {**params, "limit": PAGE, "starting_after": after})
+            found.extend(page["data"])
+            if not page["has_more"] or not page["data"]:
+                return found
+            after = page["data"][-1]["id"]
 
     def _collect_failed(self, batch: SyncBatch, snapshot: dict, failure: dict) -> None:
         """A new failure: fetch the invoice now (with its customer, payment methods and subscription) and the
         decline; the failure's time stays the event's."""
-        current = self._call(f"read invoice {snapshot['id']}", ("invoice", "read"), self._client.v1.invoices.retrieve,
-                             snapshot["id"], params={"expand": INVOICE_EXPAND}).to_dict()
+        current = self._fetch("invoice", snapshot["id"])
         if failure["payment_intent"]:
             intent = self._call(f"read payment intent {failure['payment_intent']}", ("payment_intent", "read"),
                                 self._client.v1.payment_intents.retrieve, failure["payment_intent"],
@@ -421,6 +546,7 @@ class StripeGateway:
     def _collect(self, batch: SyncBatch, data: dict, payment: dict | None, failed_at: datetime | None = None,
                  first_failed_at: datetime | None = None) -> None:
         """Add an invoice and whatever came expanded with it (customer, payment methods, subscription)."""
+        self._complete_invoice(data)
         customer = data.get("customer")
         if isinstance(customer, dict):
             batch.customers.append(customer_from(customer))
@@ -437,8 +563,22 @@ class StripeGateway:
             method = (intent.get("last_payment_error") or {}).get("payment_method") or intent.get("payment_method")
             if isinstance(method, dict):
                 batch.payment_methods.append(payment_method_from(method))
-        batch.invoices.append(invoice_from(data, intent if isinstance(intent, dict) else None,
-                                           failed_at=failed_at, first_failed_at=first_failed_at))
+        self._admit(batch, data, intent if isinstance(intent, dict) else None, failed_at=failed_at,
+                    first_failed_at=first_failed_at)
+
+    def _admit(self, batch: SyncBatch, data: dict, intent: dict | None, failed_at: datetime | None = None,
+               first_failed_at: datetime | None = None) -> None:
+        """Add the invoice, or, when it cannot be stored (an impossible amount, an unknown currency), a
+        `record_rejected` signal instead: one bad record never blocks the rest of the sync."""
+        problem = unstorable(data)
+        if problem:
+            batch.signals.append(Signal("record_rejected", self._sync_now,
+                                        invoice_id=data.get("id"), customer_id=_id(data.get("customer")),
+                                        detail=f"invoice {data.get('id')} skipped: {problem}",
+                                        source_id=f"rejected:{data.get('id')}:{problem}",
+                                        data={"object": "invoice", "id": data.get("id"), "problem": problem}))
+            return
+        batch.invoices.append(invoice_from(data, intent, failed_at=failed_at, first_failed_at=first_failed_at))
 
     def _invoice_of_dispute(self, dispute: dict) -> str | None:
         """The invoice a disputed charge paid: dispute -> payment intent -> invoice payment -> invoice."""
@@ -501,9 +641,13 @@ class StripeGateway:
     # -- reading and acting --------------------------------------------------------------------------------------
 
     def get_invoice(self, invoice_id: str) -> Invoice:
-        data = self._call(f"read invoice {invoice_id}", ("invoice", "read"), self._client.v1.invoices.retrieve,
-                          invoice_id)
-        return invoice_from(data.to_dict())
+        """Re-read with the same expansions as the sync (subscription, customer) and every line, so the re-read
+        never loses what the sync knew (the subscription, which lines are metered)."""
+        data = self._fetch("invoice", invoice_id)
+        problem = unstorable(data)
+        if problem:
+            raise GatewayError(f"invoice {invoice_id} cannot be stored: {problem}", code="unstorable")
+        return invoice_from(data)
 
     def pay_invoice(self, invoice_id: str, idempotency_key: str) -> PaymentOutcome:
         try:
@@ -543,10 +687,22 @@ class StripeGateway:
                    params={"pause_collection": {"behavior": behavior}}, options={"idempotency_key": idempotency_key})
 
     def cancel_subscription(self, subscription_id: str, comment: str, idempotency_key: str) -> None:
-        self._call(f"cancel subscription {subscription_id}", ("subscription", "write"),
-                   self._client.v1.subscriptions.cancel, subscription_id,
-                   params={"cancellation_details": {"comment": comment}},
-                   options={"idempotency_key": idempotency_key})
+        """Cancel. A DELETE is not idempotent at Stripe (it ignores the idempotency key): a second cancel, after a
+        crash or by a person on the Dashboard, is refused, so a subscription found cancelled is success."""
+        try:
+            self._call(f"cancel subscription {subscription_id}", ("subscription", "write"),
+                       self._client.v1.subscriptions.cancel, subscription_id,
+                       params={"cancellation_details": {"comment": comment}},
+                       options={"idempotency_key": idempotency_key})
+        except GatewayAuthError:
+            raise
+        except GatewayError as exc:
+            if exc.code in ("rate_limited", "unavailable"):
+                raise
+            current = self._call(f"read subscription {subscription_id}", ("subscription", "read"),
+                                 self._client.v1.subscriptions.retrieve, subscription_id)
+            if current.status != "canceled":
+                raise
 
     def update_link(self, invoice: Invoice, kind: str, return_url: str | None, idempotency_key: str) -> str:
         if kind == "hosted_invoice":
@@ -569,11 +725,24 @@ class StripeGateway:
 # -- Stripe JSON -> dunctl records (plain dicts in, dataclasses out) -----------------------------------------------
 
 
-def _advanced(state: dict, events: list, now: datetime) -> dict:
-    """The events cursor after `events` (oldest first), checked at `now`."""
+def scrub(text: str | None) -> str | None:
+    """Text from Stripe with anything that looks like an API key removed (Stripe's own 401s quote part of the
+    key; a proxy or a misconfigured endpoint may echo all of it): it must not reach an error, a log or the
+    ledger."""
+    return KEY_PATTERN.sub("[key removed]", text) if text else text
+
+
+def _advanced(state: dict, events: list[dict], now: datetime) -> dict:
+    """The events cursor after `events` (oldest first, as listed), checked at `now`: the newest event, its second,
+    and every event id of that second already applied (`edge`)."""
     state = dict(state)
     if events:
-        state.update(event=events[-1].id, event_created=events[-1].created)
+        newest = events[-1]
+        edge = [e["id"] for e in events if e["created"] == newest["created"]]
+        if state.get("event_created") == newest["created"]:
+            earlier = state.get("edge") or ([state["event"]] if state.get("event") else [])
+            edge = list(dict.fromkeys(earlier + edge))
+        state.update(event=newest["id"], event_created=newest["created"], edge=edge)
     state["checked_at"] = iso(now)
     return state
 
@@ -670,23 +839,108 @@ def _metered(price: dict) -> bool:
     return (recurring.get("usage_type") or price.get("usage_type")) == "metered" or bool(recurring.get("meter"))
 
 
-def _lines(invoice: dict) -> list[InvoiceLine]:
+def _lines(invoice: dict) -> list[InvoiceLine] | None:
+    """The invoice's lines, each matched to its subscription item by id (parent.subscription_item_details, or
+    the price in pricing.price_details), never by position. None when this copy cannot say which lines are
+    metered (the subscription not expanded) or holds only some lines (has_more): the ledger then keeps what it
+    knew rather than forgetting the usage breakdown."""
+    listed = invoice.get("lines") or {}
+    if listed.get("has_more"):
+        return None
     subscription = _subscription_field(invoice)
-    metered_items = {}
+    by_item: dict[str, bool] = {}
+    by_price: dict[str, bool] = {}
     if isinstance(subscription, dict):
-        metered_items = {item["id"]: _metered(item.get("price") or {})
-                         for item in (subscription.get("items") or {}).get("data") or []}
+        for item in (subscription.get("items") or {}).get("data") or []:
+            price = item.get("price") or item.get("plan") or {}
+            by_item[item["id"]] = by_price[_id(price) or ""] = _metered(price)
     lines = []
-    for line in ((invoice.get("lines") or {}).get("data") or []):
+    for line in listed.get("data") or []:
         parent = (line.get("parent") or {}).get("subscription_item_details") or {}
+        item_id = _id(parent.get("subscription_item"))
         price = ((line.get("pricing") or {}).get("price_details") or {}).get("price")
-        metered = metered_items.get(_id(parent.get("subscription_item")), False) or \
-            (isinstance(price, dict) and _metered(price))
+        price_id = _id(price)
+        if item_id in by_item:
+            metered = by_item[item_id]
+        elif isinstance(price, dict):
+            metered = _metered(price)
+        elif price_id in by_price:
+            metered = by_price[price_id]
+        elif item_id:
+            return None                 # a subscription line whose item this copy does not show
+        else:
+            metered = False             # a one-off invoice item
         period = line.get("period") or {}
         lines.append(InvoiceLine(description=line.get("description"), amount=line.get("amount") or 0,
                                  quantity=line.get("quantity"), metered=metered,
-                                 period_start=from_unix(period.get("start")), period_end=from_unix(period.get("end"))))
+                                 period_start=from_unix(period.get("start")), period_end=from_unix(period.get("end")),
+                                 subscription_item_id=item_id, price_id=price_id))
     return lines
+
+
+def unstorable(invoice: dict) -> str | None:
+    """Why this invoice cannot be stored (an impossible amount, an unknown currency), or None."""
+    currency = invoice.get("currency")
+    if not isinstance(currency, str) or currency.lower() not in CURRENCIES:
+        return f"unknown currency {currency!r}"
+    for name in ("amount_due", "amount_paid", "amount_remaining"):
+        value = invoice.get(name) or 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_AMOUNT:
+            return f"impossible {name} {value!r}"
+    return None
+
+
+def _older_than_pinned(api_version: str | None) -> bool:
+    """An event rendered in an API version older than the one dunctl pins (versions sort by their date)."""
+    return bool(api_version) and api_version[:10] < PINNED_API_VERSION[:10]
+
+
+def subscription_signals(kind: str, sub: dict, previous: dict, at: datetime, event: dict) -> list[Signal]:
+    """The lifecycle signals one subscription event carries (see model.Signal for each kind).
+
+    A change reported twice (customer.subscription.paused and the .updated with status paused) gets one
+    source_id, so the ledger keeps one signal. `data.by_dunctl` marks changes dunctl made itself (its
+    idempotency keys start with 'dunctl-'), so a case is not held for its own suspension step."""
+    request = event.get("request") or {}
+    by_dunctl = str(request.get("idempotency_key") or "").startswith("dunctl-")
+    found: list[tuple[str, str, dict]] = []
+    pause = sub.get("pause_collection") or None
+    if kind == "customer.subscription.deleted":
+        details = sub.get("cancellation_details") or {}
+        reason = details.get("reason") or "cancelled"
+        found.append(("subscription_canceled", f"subscription cancelled ({reason}"
+                      + (f": {details['comment']}" if details.get("comment") else "") + ")",
+                      {"reason": details.get("reason"), "comment": details.get("comment"),
+                       "feedback": details.get("feedback")}))
+    elif kind == "customer.subscription.paused":
+        found.append(("subscription_paused", "subscription paused (status paused)", {"status": "paused"}))
+    elif kind == "customer.subscription.resumed":
+        found.append(("subscription_resumed", "subscription resumed", {"status": sub.get("status")}))
+    else:
+        if "cancel_at_period_end" in previous or "cancel_at" in previous:
+            if sub.get("cancel_at_period_end") or sub.get("cancel_at"):
+                found.append(("subscription_cancel_scheduled",
+                              f"subscription set to cancel on {iso(from_unix(sub.get('cancel_at')))}",
+                              {"cancel_at": iso(from_unix(sub.get("cancel_at"))),
+                               "cancel_at_period_end": bool(sub.get("cancel_at_period_end"))}))
+            else:
+                found.append(("subscription_resumed", "scheduled cancellation withdrawn", {"status": sub.get("status")}))
+        if "pause_collection" in previous:
+            if pause:
+                found.append(("subscription_paused", f"collection paused ({pause.get('behavior')})",
+                              {"behavior": pause.get("behavior"),
+                               "resumes_at": iso(from_unix(pause.get("resumes_at")))}))
+            else:
+                found.append(("subscription_resumed", "collection resumed", {"status": sub.get("status")}))
+        if "status" in previous and previous["status"] != sub.get("status"):
+            if sub.get("status") == "paused":
+                found.append(("subscription_paused", "subscription paused (status paused)", {"status": "paused"}))
+            elif previous["status"] == "paused":
+                found.append(("subscription_resumed", "subscription resumed", {"status": sub.get("status")}))
+    return [Signal(signal_kind, at, customer_id=_id(sub.get("customer")), subscription_id=sub.get("id"),
+                   detail=detail, source_id=f"{signal_kind}:{sub.get('id')}:{event['created']}",
+                   data={**data, "event": event["id"], "by_dunctl": by_dunctl})
+            for signal_kind, detail, data in found]
 
 
 def decline_from_intent(intent: dict) -> Decline | None:
@@ -707,7 +961,7 @@ def decline_from_intent(intent: dict) -> Decline | None:
                    network_advice_code=error.get("network_advice_code") or outcome.get("network_advice_code"),
                    failure_code=charge.get("failure_code"), outcome_reason=outcome.get("reason"),
                    payment_intent_status=intent.get("status"), payment_method_type=method_type,
-                   message=error.get("message") or charge.get("failure_message"))
+                   message=scrub(error.get("message") or charge.get("failure_message")))
 
 
 def decline_from_error(body: dict) -> Decline:
@@ -721,7 +975,7 @@ def decline_from_error(body: dict) -> Decline:
                    payment_intent_status=intent.get("status"),
                    payment_method_type=method.get("type") or error.get("payment_method_type")
                    or (intent.get("payment_method_types") or [None])[0],
-                   message=error.get("message"))
+                   message=scrub(error.get("message")))
 
 
 def invoice_from(data: dict, intent: dict | None = None, *, failed_at: datetime | None = None,

@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,11 +40,22 @@ OLD_API_VERSION = "2020-08-27"
 ACCOUNT = "acct_1FakeDunctlTest"
 TEST_KEY = "sk_test_fake_dunctl_0000000000000000"
 RETENTION = 30 * 86400
+EMBEDDED = 10          # lines of an invoice, items of a subscription, embedded in the object
 EPOCH = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 _FIXTURES = json.loads(Path(__file__).with_name("fakestripe_fixtures.json").read_text())["resources"]
 
 BANK_TYPES = ("us_bank_account", "sepa_debit", "bacs_debit", "acss_debit", "au_becs_debit")
+# Raw NACHA return codes and SEPA reason codes -> the failure_code Stripe puts on the charge.
+BANK_NORMALISED = {
+    "R01": "insufficient_funds", "R09": "insufficient_funds", "R02": "account_closed", "R03": "no_account",
+    "R04": "invalid_account_number", "R16": "account_frozen", "R20": "bank_account_restricted",
+    "R15": "recipient_deceased", "R05": "debit_not_authorized", "R07": "debit_not_authorized",
+    "R08": "debit_not_authorized", "R10": "debit_not_authorized", "R11": "debit_not_authorized",
+    "R29": "debit_not_authorized", "AM04": "insufficient_funds", "AC04": "account_closed",
+    "AC01": "invalid_account_number", "AC06": "account_frozen", "MD01": "debit_not_authorized",
+    "MD07": "recipient_deceased", "MS02": "generic_could_not_process", "MS03": "generic_could_not_process",
+}
 # A card decline whose decline code is also the error code (Stripe reports these with code == decline_code).
 _OWN_CODE = {"expired_card", "incorrect_cvc", "incorrect_number", "invalid_cvc", "invalid_expiry_month",
              "invalid_expiry_year", "incorrect_zip", "authentication_required", "processing_error"}
@@ -60,6 +72,11 @@ def template(name: str) -> dict:
 def clone(value):
     """A deep copy of JSON data (several times faster than copy.deepcopy, which matters for 10k invoices)."""
     return json.loads(json.dumps(value))
+
+
+def subscription_id_of(invoice: dict) -> str | None:
+    """The invoice's subscription (endive shape: parent.subscription_details; null parent without one)."""
+    return ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
 
 
 def unix(at: datetime | int) -> int:
@@ -160,6 +177,7 @@ class FakeStripe:
         self.counts: Counter = Counter()                             # "GET /v1/events" -> requests
         self.log: list[tuple[str, str, int]] = []                    # (method, path, status)
         self.faults: list[Fault] = []
+        self.latency: dict[str, float] = {}
         self.denied: dict[str, set[str]] = defaultdict(set)          # key -> {"invoice_write", ...}
         self.rejected_keys: set[str] = set()
         self.outcomes: dict[str, list[Outcome]] = defaultdict(list)  # invoice id -> next invoices.pay outcomes
@@ -167,6 +185,12 @@ class FakeStripe:
         self._idempotency: dict[tuple[str, str], tuple[str, int, dict]] = {}
         self._payment_of_invoice: dict[str, str] = {}
         self.usage: dict[str, int] = {}                              # subscription -> metered quantity so far
+        self._mandate_of: dict[str, str] = {}                        # payment method id -> mandate id
+        self.key_accounts: dict[str, str] = {}                       # API key -> its account (default ACCOUNT)
+        self.connected_accounts: set[str] = set()                    # accounts a Stripe-Account header may name
+        self.account_headers: list[str | None] = []                  # the Stripe-Account header of each request
+        self.echo_key_in_errors = False                              # 400s that quote the key (some proxies do)
+        self._account = ACCOUNT                                      # the account the current request acts on
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -228,7 +252,7 @@ class FakeStripe:
         return [c for c in self.store["charge"].values() if c["payment_intent"] == pi]
 
     def subscription_of(self, invoice_id: str) -> dict | None:
-        sub = self.invoice(invoice_id)["parent"]["subscription_details"]["subscription"]
+        sub = subscription_id_of(self.invoice(invoice_id))
         return self.store["subscription"].get(sub) if sub else None
 
     def event_types(self) -> list[str]:
@@ -259,6 +283,10 @@ class FakeStripe:
         with self.lock:
             self.faults.append(Fault(status, None, route))
 
+    def slow(self, route: str, seconds: float) -> None:
+        """Answer requests to `route` only after `seconds` (a slow Stripe: ticks overlap, crashes land mid-call)."""
+        self.latency[route] = seconds
+
     def calm(self) -> None:
         with self.lock:
             self.faults.clear()
@@ -286,12 +314,16 @@ class FakeStripe:
         prefix = obj_id.split("_", 1)[0]
         return {"cus": "customer", "pm": "payment_method", "sub": "subscription", "pi": "payment_intent",
                 "ch": "charge", "in": "invoice", "inpay": "invoice_payment", "dp": "dispute", "evt": "event",
-                "price": "price", "card": "payment_method", "ba": "payment_method"}.get(prefix)
+                "price": "price", "card": "payment_method", "ba": "payment_method", "mandate": "mandate",
+                "si": "subscription_item"}.get(prefix)
 
     def _lookup(self, obj_id: str) -> dict | None:
         kind = self._kind_of(obj_id)
         if kind == "event":
             return next((e for e in self.events if e["id"] == obj_id), None)
+        if kind == "subscription_item":
+            return next((i for sub in self.store["subscription"].values() for i in sub["items"]["data"]
+                         if i["id"] == obj_id), None)
         return self.store[kind].get(obj_id) if kind else None
 
     # -- events ----------------------------------------------------------------------------------------------
@@ -301,6 +333,7 @@ class FakeStripe:
         """Record an event about `obj` (a snapshot of it as it is now)."""
         event = template("event")
         snapshot = clone(obj)
+        self._truncate(snapshot)
         api_version = API_VERSION
         if self.old_shape_events and obj.get("object") == "invoice":
             snapshot = self._old_shape(snapshot)
@@ -364,6 +397,16 @@ class FakeStripe:
                     pm[type] = {"bank_code": "37040044", "country": "DE", "fingerprint": "FkSepa",
                                 "last4": last4, "branch_code": None, "generated_from": None}
             self._put("payment_method", pm)
+            if type in BANK_TYPES:
+                mandate = template("mandate")
+                mandate.update({"id": self._id("mandate"), "payment_method": pm["id"], "status": "active",
+                                "livemode": False, "payment_method_details": {"type": type, type: {}}})
+                mandate["customer_acceptance"]["accepted_at"] = pm["created"]
+                if type == "sepa_debit":
+                    mandate["payment_method_details"][type] = {"reference": f"FK{self._counter:08d}",
+                                                               "url": "https://stripe.fake/mandate"}
+                self._put("mandate", mandate)
+                self._mandate_of[pm["id"]] = mandate["id"]
             if default:
                 self.store["customer"][customer]["invoice_settings"]["default_payment_method"] = pm["id"]
             return pm["id"]
@@ -434,7 +477,9 @@ class FakeStripe:
             for line in lines:
                 lo = template("line_item")
                 item = None
-                if sub:
+                if sub and line.get("subscription_item"):
+                    item = next(i for i in sub["items"]["data"] if i["id"] == line["subscription_item"])
+                elif sub:
                     usage = "metered" if line.get("metered") else "licensed"
                     item = next((i for i in sub["items"]["data"] if i["price"]["recurring"]["usage_type"] == usage),
                                 sub["items"]["data"][0])
@@ -476,10 +521,13 @@ class FakeStripe:
                 "webhooks_delivered_at": t, "shipping_cost": None, "livemode": False,
                 "status_transitions": {"finalized_at": t, "marked_uncollectible_at": None, "paid_at": None,
                                        "voided_at": None},
-                "parent": {"type": "subscription_details" if sub else None, "quote_details": None,
-                           "subscription_details": {"metadata": sub["metadata"] if sub else None,
-                                                    "subscription": sub["id"] if sub else None}},
+                "parent": {"type": "subscription_details", "quote_details": None,
+                           "subscription_details": {"metadata": sub["metadata"], "subscription": sub["id"]}}
+                if sub else None,
             })
+            # fixtures3.json still lists a top-level `subscription: null` on invoices; API versions since
+            # 2025-03-31.basil have none (stripe-python 16's Invoice has no such field): the parent says it.
+            inv.pop("subscription", None)
             inv["lines"] = {"object": "list", "data": line_objects, "has_more": False,
                             "url": f"/v1/invoices/{inv_id}/lines"}
             self._put("invoice", inv)
@@ -557,7 +605,7 @@ class FakeStripe:
                 card.update({k: pm["card"][k] for k in ("brand", "last4", "exp_month", "exp_year")})
                 details["card"] = card
             elif pm:
-                details[pm_type] = clone(pm[pm_type])
+                details[pm_type] = self._bank_charge_details(pm, t)
             charge["payment_method_details"] = details
             pi["payment_method"] = pm_id
             pi["latest_charge"] = charge["id"]
@@ -575,11 +623,15 @@ class FakeStripe:
             bank = pm_type in BANK_TYPES
             requires_action = decline["requires_action"] and not bank
             if bank:
-                failure_code = decline["failure_code"] or decline["decline_code"] or "insufficient_funds"
+                given = decline["failure_code"] or decline["decline_code"] or "insufficient_funds"
+                # Stripe normalises the bank's return code (R01, AC04) into charge.failure_code and keeps the
+                # raw one as the network's decline code.
+                failure_code = BANK_NORMALISED.get(given, given)
+                raw = decline["network_decline_code"] or (given if given in BANK_NORMALISED else None)
                 code, decline_code = "payment_intent_payment_attempt_failed", None
                 message = decline["message"] or f"The payment failed: the bank returned it ({failure_code})."
                 charge.update({"failure_code": failure_code, "failure_message": message})
-                charge["outcome"] = {"advice_code": None, "network_advice_code": None, "network_decline_code": None,
+                charge["outcome"] = {"advice_code": None, "network_advice_code": None, "network_decline_code": raw,
                                      "network_status": "declined_by_network", "reason": None,
                                      "risk_level": "not_assessed", "seller_message": message, "type": "issuer_declined"}
                 error_type = "invalid_request_error"
@@ -620,8 +672,23 @@ class FakeStripe:
             if requires_action:
                 self.emit("invoice.payment_action_required", inv, t, request=request)
             self.emit("invoice.payment_failed", inv, t, request=request)
-            self._set_subscription_status(inv["parent"]["subscription_details"]["subscription"], "past_due", t)
+            self._set_subscription_status(subscription_id_of(inv), "past_due", t)
             return pi
+
+    def _bank_charge_details(self, pm: dict, t: int) -> dict:
+        """payment_method_details.<bank type> of a charge: the debit's own fields, not the payment method's."""
+        kind, source = pm["type"], pm[pm["type"]]
+        debit_date = datetime.fromtimestamp(t + 3 * 86400, timezone.utc).strftime("%Y-%m-%d")
+        if kind == "us_bank_account":
+            return {"account_holder_type": source.get("account_holder_type"),
+                    "account_type": source.get("account_type"), "bank_name": source.get("bank_name"),
+                    "expected_debit_date": debit_date, "fingerprint": source.get("fingerprint"),
+                    "last4": source.get("last4"), "mandate": self._mandate_of.get(pm["id"]),
+                    "payment_reference": None, "routing_number": source.get("routing_number")}
+        return {"bank_code": source.get("bank_code"), "branch_code": source.get("branch_code"),
+                "country": source.get("country"), "expected_debit_date": debit_date,
+                "fingerprint": source.get("fingerprint"), "last4": source.get("last4"),
+                "mandate": self._mandate_of.get(pm["id"])}
 
     def _default_payment(self, invoice_id: str) -> dict:
         return self.store["invoice_payment"][self._payment_of_invoice[invoice_id]]
@@ -638,7 +705,7 @@ class FakeStripe:
         payment["status_transitions"]["paid_at"] = t
         self.emit("invoice.paid", inv, t, previous, request=request)
         self.emit("invoice.payment_succeeded", inv, t, request=request)
-        self._set_subscription_status(inv["parent"]["subscription_details"]["subscription"], "active", t)
+        self._set_subscription_status(subscription_id_of(inv), "active", t)
 
     def customer_pays(self, invoice_id: str, at: datetime | None = None, *, out_of_band: bool = False) -> None:
         """The customer pays (on the hosted page, or out of band: a wire the finance team records)."""
@@ -757,14 +824,99 @@ class FakeStripe:
             inv["metadata"].update(metadata)
             self.emit("invoice.updated", inv, self._at(at), previous)
 
+    def uncounted_attempt(self, invoice_id: str, at: datetime | None = None) -> None:
+        """Stripe's retry schedule moves on (attempt_count + 1) without charging: after a decline it will not
+        retry, the scheduled attempt is skipped but still counted."""
+        with self.lock:
+            inv = self.invoice(invoice_id)
+            previous = {"attempt_count": inv["attempt_count"]}
+            inv["attempt_count"] += 1
+            self.emit("invoice.updated", inv, self._at(at), previous)
+
+    # -- scripting: the customer's lifecycle outside dunctl --------------------------------------------------
+
+    def cancel_subscription(self, subscription: str, at: datetime | None = None, *,
+                            reason: str = "cancellation_requested", comment: str | None = None) -> None:
+        """The customer (or someone on the Dashboard) cancels the subscription now."""
+        with self.lock:
+            t = self._at(at)
+            sub = self.store["subscription"][subscription]
+            sub.update({"status": "canceled", "canceled_at": t, "ended_at": t})
+            sub["cancellation_details"] = {"comment": comment, "feedback": None, "reason": reason}
+            self.emit("customer.subscription.deleted", sub, t)
+
+    def schedule_cancellation(self, subscription: str, at: datetime | None = None, *, undo: bool = False) -> None:
+        """The customer cancels at the end of the period (or takes that back: `undo`)."""
+        with self.lock:
+            t = self._at(at)
+            sub = self.store["subscription"][subscription]
+            previous = {"cancel_at_period_end": sub["cancel_at_period_end"], "cancel_at": sub["cancel_at"]}
+            end = sub["items"]["data"][0]["current_period_end"]
+            sub.update({"cancel_at_period_end": not undo, "cancel_at": None if undo else end,
+                        "canceled_at": None if undo else t})
+            sub["cancellation_details"] = {"comment": None, "feedback": None,
+                                           "reason": None if undo else "cancellation_requested"}
+            self.emit("customer.subscription.updated", sub, t, previous)
+
+    def pause_collection(self, subscription: str, behavior: str | None = "void", at: datetime | None = None,
+                         resumes_at: datetime | None = None) -> None:
+        """Someone pauses (or, with behavior None, resumes) collection on the Dashboard."""
+        with self.lock:
+            t = self._at(at)
+            sub = self.store["subscription"][subscription]
+            previous = {"pause_collection": sub["pause_collection"]}
+            sub["pause_collection"] = None if behavior is None else {
+                "behavior": behavior, "resumes_at": unix(resumes_at) if resumes_at else None}
+            self.emit("customer.subscription.updated", sub, t, previous)
+
+    def pause_subscription(self, subscription: str, at: datetime | None = None) -> None:
+        """The subscription itself pauses (status paused: a trial ended without a payment method)."""
+        with self.lock:
+            t = self._at(at)
+            sub = self.store["subscription"][subscription]
+            previous = {"status": sub["status"]}
+            sub["status"] = "paused"
+            self.emit("customer.subscription.paused", sub, t)
+            self.emit("customer.subscription.updated", sub, t, previous)
+
+    def resume_subscription(self, subscription: str, at: datetime | None = None) -> None:
+        with self.lock:
+            t = self._at(at)
+            sub = self.store["subscription"][subscription]
+            previous = {"status": sub["status"]}
+            sub["status"] = "active"
+            self.emit("customer.subscription.resumed", sub, t)
+            self.emit("customer.subscription.updated", sub, t, previous)
+
+    def close_dispute(self, dispute: str, status: str = "lost", at: datetime | None = None) -> None:
+        """The card network decides the dispute: won (the money stays) or lost (it goes back)."""
+        with self.lock:
+            t = self._at(at)
+            d = self.store["dispute"][dispute]
+            d["status"] = status
+            self.emit("charge.dispute.closed", d, t, {"status": "needs_response"})
+
+    def mandate_inactive(self, payment_method: str, at: datetime | None = None) -> str:
+        """The customer's bank revokes the bank-debit mandate."""
+        with self.lock:
+            t = self._at(at)
+            mandate = self.store["mandate"][self._mandate_of[payment_method]]
+            mandate["status"] = "inactive"
+            self.emit("mandate.updated", mandate, t, {"status": "active"})
+            return mandate["id"]
+
     # -- the HTTP API ----------------------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, params: dict, key: str | None, idempotency_key: str | None
-               ) -> tuple[int, dict, dict]:
+    def handle(self, method: str, path: str, params: dict, key: str | None, idempotency_key: str | None,
+               account: str | None = None) -> tuple[int, dict, dict]:
         """One API request -> (status, body, extra headers)."""
+        delay = self.latency.get(self._route(method, path)[0]) if self.latency else None
+        if delay:
+            time.sleep(delay)
         with self.lock:
             route, handler, permission, match = self._route(method, path)
             self.counts[route] += 1
+            self.account_headers.append(account)
             if key is None or not re.match(r"^(sk|rk)_(test|live)_", key) or key in self.rejected_keys:
                 masked = (key or "")[:8] + "*" * 8 + (key or "")[-4:]
                 raise ApiError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
@@ -778,15 +930,23 @@ class FakeStripe:
                                        code="rate_limit")
                     raise ApiError(fault.status, "api_error", "An unknown error occurred")
             self.faults = [f for f in self.faults if f.remaining != 0]
+            if self.echo_key_in_errors:
+                raise ApiError(400, "invalid_request_error", f"Invalid request from key {key}: the proxy refused it "
+                               f"(Authorization: Bearer {key})")
+            if account is not None and account not in self.connected_accounts:
+                raise ApiError(403, "invalid_request_error", f"The provided key '{key[:8]}{'*' * 20}{key[-4:]}' "
+                               f"does not have access to account '{account}' (or that account does not exist). "
+                               "Application access may have been revoked.", code="account_invalid")
+            self._account = account or self.key_accounts.get(key, ACCOUNT)
             if handler is None:
                 raise ApiError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
             if permission in self.denied.get(key, ()):
                 masked = key[:8] + "*" * 20 + key[-4:]
                 raise ApiError(403, "invalid_request_error",
                                f"The provided key '{masked}' does not have the required permissions for this "
-                               f"endpoint on account '{ACCOUNT}'. Having the 'rak_{permission}' permission would "
+                               f"endpoint on account '{self.key_accounts.get(key, ACCOUNT)}'. Having the 'rak_{permission}' permission would "
                                f"allow this request to continue.")
-            if method in ("POST", "DELETE") and idempotency_key:
+            if method == "POST" and idempotency_key:
                 fingerprint = hashlib.sha256(json.dumps([method, path, params], sort_keys=True)
                                              .encode()).hexdigest()
                 saved = self._idempotency.get((key, idempotency_key))
@@ -826,6 +986,10 @@ class FakeStripe:
         ("DELETE", r"/v1/subscriptions/(?P<id>[^/]+)", "subscription_cancel", "subscription_write"),
         ("GET", r"/v1/disputes/(?P<id>[^/]+)", "retrieve", "dispute_read"),
         ("POST", r"/v1/billing_portal/sessions", "portal_session", "billing_portal_session_write"),
+        ("GET", r"/v1/account", "account", "account_read"),
+        ("GET", r"/v1/mandates/(?P<id>[^/]+)", "retrieve", "mandate_read"),
+        ("GET", r"/v1/invoices/(?P<id>[^/]+)/lines", "invoice_lines", "invoice_read"),
+        ("GET", r"/v1/subscription_items", "subscription_items", "subscription_read"),
     ]
 
     def _route(self, method: str, path: str):
@@ -840,6 +1004,7 @@ class FakeStripe:
 
     def _render(self, obj: dict, expand: list[str] | None) -> dict:
         out = clone(obj)
+        self._truncate(out)
         for path in expand or []:
             parts = path.split(".")
             if len(parts) > 4:
@@ -848,6 +1013,16 @@ class FakeStripe:
                                param="expand")
             self._expand(out, parts, path)
         return out
+
+    @staticmethod
+    def _truncate(obj: dict) -> None:
+        """Stripe embeds the first 10 of an invoice's lines and a subscription's items; the rest is paged
+        (has_more) through /v1/invoices/:id/lines and /v1/subscription_items."""
+        embedded = obj.get("lines") if obj.get("object") == "invoice" else \
+            obj.get("items") if obj.get("object") == "subscription" else None
+        if isinstance(embedded, dict) and len(embedded.get("data") or []) > EMBEDDED:
+            embedded["data"] = embedded["data"][:EMBEDDED]
+            embedded["has_more"] = True
 
     def _expand(self, node, parts: list[str], path: str) -> None:
         if not parts or node is None:
@@ -867,6 +1042,7 @@ class FakeStripe:
                 raise ApiError(400, "invalid_request_error", f"This property cannot be expanded ({path}).",
                                param="expand")
             value = node[field] = clone(target)
+            self._truncate(value)
         self._expand(value, rest, path)
 
     def _list(self, items: list[dict], params: dict, url: str, universe: list[dict] | None = None) -> dict:
@@ -917,12 +1093,30 @@ class FakeStripe:
                            param="id")
         return self._render(obj, params.get("expand"))
 
+    def _h_account(self, match, params, request):
+        account = template("account")
+        account.update({"id": self._account, "email": "billing@fake.test",
+                        "external_accounts": {"object": "list", "data": [], "has_more": False,
+                                              "url": f"/v1/accounts/{self._account}/external_accounts"}})
+        return account
+
+    def _h_invoice_lines(self, match, params, request):
+        inv = self._get("invoice", match["id"])
+        return self._list(inv["lines"]["data"], params, f"/v1/invoices/{inv['id']}/lines")
+
+    def _h_subscription_items(self, match, params, request):
+        sub = self._get("subscription", params.get("subscription") or "")
+        return self._list(sub["items"]["data"], params, "/v1/subscription_items")
+
     def _h_events_list(self, match, params, request):
         self._prune()
         types = params.get("types") or ([params["type"]] if params.get("type") else None)
         if types and len(types) > 20:
             raise ApiError(400, "invalid_request_error", "You may pass at most 20 types.", param="types")
-        universe = list(reversed(self.events))
+        # Newest first by `created`, as Stripe lists them (events scripted with an earlier `at=` sort back in time);
+        # within one second, in the order they happened.
+        universe = [e for _, e in sorted(enumerate(self.events), key=lambda pair: (pair[1]["created"], pair[0]),
+                                         reverse=True)]
         items = [e for e in universe if (not types or e["type"] in types)
                  and _range_ok(e["created"], params.get("created"))]
         return self._list(items, params, "/v1/events", universe)
@@ -934,7 +1128,7 @@ class FakeStripe:
                  and (not params.get("customer") or i["customer"] == params["customer"])
                  and (not params.get("collection_method") or i["collection_method"] == params["collection_method"])
                  and (not params.get("subscription")
-                      or i["parent"]["subscription_details"]["subscription"] == params["subscription"])]
+                      or subscription_id_of(i) == params["subscription"])]
         return self._list(items, params, "/v1/invoices")
 
     def _h_invoice_payments_list(self, match, params, request):
@@ -1164,7 +1358,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         try:
             status, payload, headers = fake.handle(method, split.path, parse_form(pairs), key,
-                                                   self.headers.get("Idempotency-Key"))
+                                                   self.headers.get("Idempotency-Key"),
+                                                   self.headers.get("Stripe-Account"))
         except ApiError as exc:
             status, payload, headers = exc.status, exc.body, {}
         with fake.lock:

@@ -205,3 +205,16 @@ class GatewayContract:
         url = driver.gateway.update_link(synced.invoices[invoice_id], kind, "https://acme.test/account",
                                          f"case-1-link-{kind}")
         assert url.startswith("https://")
+
+    def test_cancelling_twice_is_success(self, driver):
+        # A DELETE is not idempotent at Stripe: the same step run again after a crash must not fail the case.
+        invoice_id, first = self._failed(driver)
+        subscription_id = first.invoices[invoice_id].subscription_id
+        driver.gateway.cancel_subscription(subscription_id, "dunning exhausted", "case-1-cancel")
+        driver.gateway.cancel_subscription(subscription_id, "dunning exhausted", "case-1-cancel")
+        canceled = sync_all(driver.gateway, first.cursor, T0 + 2 * HOUR)
+        assert canceled.subscriptions[subscription_id].status == "canceled"
+
+    def test_a_re_read_keeps_the_subscription(self, driver):
+        invoice_id, first = self._failed(driver)
+        assert driver.gateway.get_invoice(invoice_id).subscription_id == first.invoices[invoice_id].subscription_id

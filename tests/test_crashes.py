@@ -17,13 +17,13 @@ from tests.test_concurrency import SlowSmtpServer
 PAY = "POST /v1/invoices/:id/pay"
 
 
-def kill_at_random(config, when, rng, *, kills, deadline, env=None):
+def kill_at_random(config, when, rng, *, kills, deadline, env=None, window=(0.3, 1.2)):
     """Start ticks and SIGKILL them after a random moment, until one finishes by itself or the kills run out."""
     killed = 0
     while time.time() < deadline:
         process = dunctl_process(config, "tick", "--no-sync", "--now", when.isoformat(), env=env)
         if killed < kills:
-            time.sleep(rng.uniform(0.3, 1.2))
+            time.sleep(rng.uniform(*window))
             if process.poll() is None:
                 process.kill()
                 process.wait()
@@ -37,17 +37,17 @@ def kill_at_random(config, when, rng, *, kills, deadline, env=None):
 
 def test_ticks_killed_while_sending_lose_nothing_silently_and_send_nothing_twice(tmp_path):
     rng = random.Random(7)
-    with SlowSmtpServer(delay=0.02) as smtp:
+    with SlowSmtpServer(delay=0.04) as smtp:
         config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp.host, "port": smtp.port}})
         ledger = open_engine_ledger(config)
-        seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(60)],
-             customers=[customer(f"cus_{i}", email=f"c{i}@example.com") for i in range(60)])
+        seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(150)],
+             customers=[customer(f"cus_{i}", email=f"c{i}@example.com") for i in range(150)])
         killed = kill_at_random(config, at("31m"), rng, kills=8, deadline=time.time() + 90)
         received = Counter(r.rcpt_tos[0] for r in smtp.received)
-    assert killed >= 4
+    assert killed >= 3
     assert max(received.values()) == 1                                        # nothing twice
     notices = {c["invoice_id"]: a for c in ledger.cases() for a in ledger.actions(c["id"])}
-    assert set(notices) == {f"in_{i}" for i in range(60)}                     # nothing forgotten
+    assert set(notices) == {f"in_{i}" for i in range(150)}                     # nothing forgotten
     for invoice_id, action in notices.items():
         address = f"c{invoice_id[3:]}@example.com"
         assert action["status"] in ("done", "unknown"), action
@@ -62,17 +62,27 @@ def test_ticks_killed_on_the_retry_path_charge_each_invoice_once(tmp_path, fake_
     config = starter(tmp_path, **{"stripe.retries": "dunctl", "stripe.api_base": fake_stripe.url})
     env = {"STRIPE_API_KEY": TEST_KEY}
     fake_stripe.set_now(T0)
-    invoices = [fake_stripe.fail_invoice(at=T0, email=f"c{i}@example.com") for i in range(12)]
+    invoices = [fake_stripe.fail_invoice(at=T0, email=f"c{i}@example.com") for i in range(20)]
     fake_stripe.set_now(at("1h"))
     first = dunctl_process(config, "tick", "--now", at("1h").isoformat(), env=env)
     assert first.wait(timeout=60) == 0, first.stderr.read()
     for invoice in invoices:
         fake_stripe.next_payment_succeeds(invoice, True)
-    fake_stripe.set_now(at("2d1h"))
-    killed = kill_at_random(config, at("2d1h"), rng, kills=6, deadline=time.time() + 90, env=env)
-    for offset in ("2d2h", "2d3h"):        # interrupted Stripe calls are tried again with the same key
-        fake_stripe.set_now(at(offset))
-        last = dunctl_process(config, "tick", "--now", at(offset).isoformat(), env=env)
+    fake_stripe.slow(PAY, 0.1)                      # a tick takes seconds: the kills land mid-call
+    killed = 0
+    for n in range(8):                              # a tick every 40 minutes, each killed at a random moment
+        when = at("2d1h") + timedelta(minutes=40 * n)
+        fake_stripe.set_now(when)
+        process = dunctl_process(config, "tick", "--now", when.isoformat(), env=env)
+        time.sleep(rng.uniform(0.3, 1.5))
+        if process.poll() is None:
+            process.kill()
+            killed += 1
+        process.wait(timeout=60)
+    for n in range(3):                              # interrupted Stripe calls are tried again with the same key
+        when = at("2d7h") + timedelta(minutes=40 * n)
+        fake_stripe.set_now(when)
+        last = dunctl_process(config, "tick", "--now", when.isoformat(), env=env)
         assert last.wait(timeout=60) in (0, 1), last.stderr.read()
     assert killed >= 3
     for invoice in invoices:

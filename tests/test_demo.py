@@ -73,7 +73,9 @@ def test_demo_json(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["seed"] == 42 and data["outcome"]["customers"] == 30
-    assert {"recovery_rate", "messages_per_recovered", "retries_dunctl", "handed_to_people"} <= set(data["outcome"])
+    assert {"recovered_of_all", "recovered_of_ended", "messages_per_recovered", "retries_dunctl",
+            "handed_to_people", "involuntary_churn"} <= set(data["outcome"])
+    assert data["preset"] == data["outcome"]["preset"] == "median"
 
 
 # -- simulate: a simulation that cannot tell sequences apart is useless ----------------------------------------------
@@ -98,15 +100,18 @@ def simulated(sequence_sets, tmp_path_factory):
 def test_recovery_falls_when_the_sequence_is_emptied(simulated):
     shipped, emptied, _ = simulated.outcomes
     assert shipped.failed_invoices == emptied.failed_invoices > 60     # the same customers, the same failures
-    assert emptied.messages_sent == emptied.retries_used == 0
-    assert emptied.recovery_rate < shipped.recovery_rate - 0.3
+    assert emptied.messages_sent == 0
+    # no sequence step runs; what is left is the retry on a new card (stripe.retry_on_update, on by default)
+    assert emptied.retries_used < shipped.retries_used / 3
+    assert emptied.recovered_of_all < shipped.recovered_of_all - 0.3
 
 
 def test_recovery_rises_when_retries_are_added_for_soft_declines(simulated):
     shipped, _, without_retries = simulated.outcomes
-    assert without_retries.retries_dunctl == 0 < shipped.retries_dunctl
+    # (without retry steps, dunctl still retries once on a new card: stripe.retry_on_update)
+    assert without_retries.retries_dunctl < shipped.retries_dunctl / 3
     assert shipped.recovered > without_retries.recovered
-    assert shipped.recovery_rate > without_retries.recovery_rate + 0.03
+    assert shipped.recovered_of_all > without_retries.recovered_of_all + 0.03
 
 
 def test_retries_added_to_a_sequence_show_up_as_retries_that_collect(tmp_path):
@@ -119,7 +124,8 @@ def test_retries_added_to_a_sequence_show_up_as_retries_that_collect(tmp_path):
     (more / "standard.yaml").write_text(yaml.safe_dump(standard, sort_keys=False))
     result = run_simulation([base, more], tmp_path / "runs", customers=1500, days=15, follow_up_days=30, seed=9)
     without, with_retries = result.outcomes
-    assert with_retries.recovered_by.get("retry", 0) > 0 == without.recovered_by.get("retry", 0)
+    # (the base still retries once on a new card: stripe.retry_on_update)
+    assert with_retries.collected_by.get("retry", 0) > 2 * without.collected_by.get("retry", 0)
     assert with_retries.recovered > without.recovered
 
 
@@ -166,3 +172,91 @@ def test_simulate_reports_a_bad_variant_as_a_usage_error(tmp_path):
     result = invoke("simulate", str(tmp_path / "missing"))
     assert result.exit_code == 2
     assert "neither a config file nor a directory" in result.output
+
+
+# -- one set of metrics -------------------------------------------------------------------------------------------
+
+
+def _row(output: str, label: str) -> str:
+    line = next(line for line in output.splitlines() if label in line)
+    return " ".join(line.replace("│", " ").split())
+
+
+def test_demo_simulate_and_report_print_the_same_recovery_rates(tmp_path):
+    """The demo's figures are `dunctl report`'s, and `simulate` on the demo's config and book gives them too."""
+    target = tmp_path / "demo"
+    size = ["--customers", "250", "--days", "40", "--seed", "4"]
+    demo = invoke("demo", str(target), *size)
+    assert demo.exit_code == 0, demo.output
+    config = str(target / "dunctl.yaml")
+    report = invoke("-c", config, "report")
+    simulated = invoke("simulate", config, *size, "--follow-up", "0")
+    assert report.exit_code == 0 and simulated.exit_code == 0, (report.output, simulated.output)
+    data = json.loads(invoke("-c", config, "report", "--json").stdout)["headline"]
+    recovered, failed, ended = data["recovered"], data["failed_invoices"], data["ended"]
+    assert 0 < recovered <= ended < failed         # some still open: the two rates differ
+    of_all, of_ended = f"{recovered / failed:.1%}", f"{recovered / ended:.1%}"
+    for output in (demo.output, simulated.output):
+        assert f"recovered of all failed invoices {recovered} of {failed} ({of_all})" in _row(
+            output, "recovered of all failed invoices")
+        assert f"recovered of ended cases {recovered} of {ended} ({of_ended})" in _row(
+            output, "recovered of ended cases")
+    assert _row(report.output, "Recovered of all failed invoices").endswith(of_all)
+    assert _row(report.output, "Recovered of ended cases").endswith(of_ended)
+    # involuntary churn has a denominator in a simulation: the book
+    assert "of 250 subscriptions" in _row(demo.output, "involuntary churn")
+
+
+def test_the_demo_says_which_preset_it_uses_and_the_median_recovers_less(tmp_path):
+    median = invoke("demo", str(tmp_path / "m"), "--customers", "400", "--days", "30", "--seed", "2")
+    top = invoke("demo", str(tmp_path / "t"), "--customers", "400", "--days", "30", "--seed", "2", "--preset",
+                 "top")
+    assert "preset median: a median merchant's customers" in median.output
+    assert "preset top: the guide's top-performer figures" in top.output
+    as_json = [json.loads(invoke("-c", str(tmp_path / d / "dunctl.yaml"), "report", "--json").stdout)
+               for d in ("m", "t")]
+    assert as_json[0]["headline"]["recovered"] < as_json[1]["headline"]["recovered"]
+    unknown = invoke("demo", str(tmp_path / "u"), "--preset", "best")
+    assert unknown.exit_code == 2 and "unknown preset 'best'" in unknown.output
+    assert not (tmp_path / "u").exists()
+
+
+def test_demo_runs_a_given_config(tmp_path):
+    """--config: that config's sequences on the simulated account, its ledger in the demo directory."""
+    from dunctl.scaffold import write_starter
+
+    write_starter(tmp_path / "mine")
+    config = tmp_path / "mine" / "dunctl.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["stripe"]["retries"] = "dunctl"
+    data["channels"]["slack"] = {"webhook_url_env": "SLACK_WEBHOOK_URL"}   # never contacted in a demo
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    standard = tmp_path / "mine" / "sequences" / "standard.yaml"
+    seq = yaml.safe_load(standard.read_text())
+    seq["steps"] = [s for s in seq["steps"] if s["action"] != "retry"]
+    standard.write_text(yaml.safe_dump(seq, sort_keys=False))
+
+    result = invoke("demo", str(tmp_path / "d"), "--config", str(config), "--customers", "200", "--days", "20",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)["outcome"]
+    written = yaml.safe_load((tmp_path / "d" / "dunctl.yaml").read_text())
+    assert written["ledger"]["path"] == "dunctl.db" and (tmp_path / "d" / "dunctl.db").exists()
+    assert written["sequences"]["dir"] == str((tmp_path / "mine" / "sequences").resolve())
+    assert not (tmp_path / "mine" / "dunctl.db").exists()
+    assert outcome["retries_dunctl"] == 0 < outcome["messages_sent"]    # its standard sequence has no retries
+    bad = invoke("demo", str(tmp_path / "e"), "--config", str(tmp_path / "missing.yaml"))
+    assert bad.exit_code == 2 and "file not found" in bad.output
+
+
+def test_report_takes_the_churn_denominator_it_cannot_know(tmp_path):
+    target = tmp_path / "demo"
+    assert invoke("demo", str(target), "--customers", "300", "--days", "40", "--seed", "6").exit_code == 0
+    config = str(target / "dunctl.yaml")
+    churn = json.loads(invoke("-c", config, "report", "--json", "--active-subscriptions", "1200").stdout)[
+        "headline"]["churn"]
+    assert churn["active_subscriptions"] == 1200
+    assert churn["rate"] == round(churn["churned_subscriptions"] / 1200, 6)
+    shown = invoke("-c", config, "report", "--active-subscriptions", "1200")
+    assert "of 1,200 subscriptions" in shown.output
+    assert invoke("-c", config, "report", "--active-subscriptions", "0").exit_code == 2

@@ -233,6 +233,21 @@ def test_docs_carry_the_same_table_as_the_code():
     assert assumptions.markdown_table() in docs, "regenerate: python -m dunctl.simulation.assumptions"
 
 
+def test_the_median_preset_is_documented_with_its_anchors():
+    docs = (ROOT / "README.md").read_text()
+    assert assumptions.median_table() in docs, "regenerate: python -m dunctl.simulation.assumptions"
+    assert set(assumptions.PRESETS) == {"top", "median"} and assumptions.DEFAULT_PRESET == "median"
+    median = assumptions.PRESETS["median"]
+    for name, (value, anchor) in assumptions.MEDIAN_CHANGES.items():
+        assert getattr(median, name) == value and anchor, name
+        assert getattr(assumptions.DEFAULT, name) != value, f"{name}: the median preset changes nothing"
+    anchors = ROOT.parent / "shared" / "anchor-figures.md"
+    if anchors.exists():
+        text = anchors.read_text()
+        for quoted in ("15% on average", "21% on average", "median customer reaching 50% overall recovery"):
+            assert quoted in text
+
+
 def test_pre_dunning_notices_prevent_expired_card_failures_on_the_same_customers(tmp_path):
     """`simulate` with notices on vs off: the same customers, the same luck; expiry notices get some cards updated
     before they expire, so fewer renewals fail (the account's own counts, not the report's)."""

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from dunctl.model import Customer
 from tests.helpers import at, cli, customer, failed_invoice, open_engine_ledger, pay, seed, starter
 
 
@@ -113,3 +114,71 @@ def test_a_customer_name_is_data_in_case_show_never_markup_or_terminal_control(t
     assert shown.exit_code == 0, shown.output
     assert "[/bold] x [link=https://evil.test]click[/link]" in shown.stdout
     assert "\x1b" not in shown.stdout
+
+
+# -- a page that fits, filters, streaming, hostile names -----------------------------------------------------------
+
+
+def test_most_revenue_at_risk_comes_first_and_limit_pages(book):
+    config, _ = book
+    data = json.loads(cli(config, "status", "--json", "--now", at("1d").isoformat()).stdout)
+    # minor units compared across currencies (no exchange rates): €120.00 = 12000, ¥5,000 = 5000, $49.00 = 4900
+    assert [c["invoice_id"] for c in data["cases"]] == ["in_eur", "in_jpy", "in_usd"] and data["total"] == 3
+    result = cli(config, "status", "--limit", "1", "--now", at("1d").isoformat())
+    assert result.exit_code == 0
+    assert "in_eur" in result.stdout and "in_jpy" not in result.stdout and "in_usd" not in result.stdout
+    assert "showing 1 of 3" in result.stdout
+    assert "revenue at risk: €120.00, ¥5,000, $49.00" in result.stdout      # the totals are not the page's
+
+
+def test_filters_narrow_the_list_and_the_revenue_at_risk(book):
+    config, _ = book
+    def ids(*args):
+        data = json.loads(cli(config, "status", "--json", *args).stdout)
+        return [c["invoice_id"] for c in data["cases"]], data["revenue_at_risk"]
+    assert ids("--failure-type", "card_update") == (["in_jpy"], {"jpy": 5000})
+    assert ids("--segment", "default") == (["in_eur", "in_usd"], {"eur": 12000, "usd": 4900})
+    assert ids("--state", "paused") == ([], {})
+    assert cli(config, "case", "pause", "in_usd", "--reason", "on the phone").exit_code == 0
+    assert ids("--state", "paused") == (["in_usd"], {"usd": 4900})
+    bad = cli(config, "status", "--state", "sleeping")
+    assert bad.exit_code == 2 and "unknown state 'sleeping'" in bad.stderr and "open, paused" in bad.stderr
+    bad = cli(config, "status", "--failure-type", "card_sad")
+    assert bad.exit_code == 2 and "card_soft" in bad.stderr
+
+
+def test_the_case_list_comes_before_the_headline(book):
+    config, _ = book
+    out = cli(config, "status", "--now", at("1d").isoformat()).stdout
+    assert out.index("in_usd") < out.index("Recovery (all cases)") < out.index("Failed invoices")
+
+
+HOSTILE = {"cus_1": "[/bold] x", "cus_2": "[link=https://evil.test]pay here[/link]",
+           "cus_3": "Mal\x1b[2J\x1b]8;;https://evil.test\x07lory\x1b]8;;\x07 \x07\x08Ltd"}
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_customer_names_are_shown_as_text_never_as_markup_or_escape_codes(tmp_path, columns):
+    config = starter(tmp_path)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_1"), failed_invoice("in_2", customer_id="cus_2", amount=9000),
+         failed_invoice("in_3", customer_id="cus_3", amount=8000),
+         customers=[Customer(id=cid, name=name, email=f"{cid}@example.com") for cid, name in HOSTILE.items()])
+    assert cli(config, "tick", "--no-sync", "--now", at("31m").isoformat()).exit_code == 0
+    result = cli(config, "status", "--now", at("1d").isoformat(), env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    assert "[/bold] x" in result.stdout
+    assert "[link=https://evil.test]pay" in result.stdout
+    assert "Mallory Ltd" in result.stdout
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "\x08" not in result.stdout
+    # --json keeps the data as it is (JSON escapes it)
+    assert json.loads(cli(config, "status", "--json").stdout)["cases"]
+
+
+def test_json_is_streamed_one_case_per_line_and_lists_every_case(book):
+    config, _ = book
+    text = cli(config, "status", "--json", "--now", at("1d").isoformat()).stdout
+    lines = text.splitlines()
+    case_lines = [line for line in lines if line.lstrip().startswith('{"invoice_id"')]
+    assert len(case_lines) == 3                    # written as they are read, not built as one string
+    assert json.loads(text)["total"] == 3

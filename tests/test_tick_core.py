@@ -154,6 +154,11 @@ def test_monitor_mode_records_would_sends_nothing_and_going_live_sends_only_the_
     statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
     assert statuses == {"notice": "would", "retry-1": "would", "reminder": "would"}
     assert result.stdout.startswith("monitor: ")
+    # what was planned is visible where people look: status, case show, report
+    assert "reminder: would" in cli(config, "status", "--now", at("3d2h").isoformat()).stdout
+    assert "notice (email) would" in cli(config, "case", "show", "in_1").stdout
+    report = json.loads(cli(config, "report", "--format", "json").stdout)
+    assert report["headline"]["planned"] == {"email": 2, "retry": 1}
     live = smtp_starter(tmp_path / "live", smtp_server, **{"ledger.path": str(ledger.path)})
     assert tick(live, at("3d2h")).exit_code == 0
     assert [to for to, _ in sent(smtp_server)] == ["cus_1@example.com"]      # one message, not three

@@ -1,18 +1,88 @@
-"""Wiring only: the Typer app, its global options, and one line per command."""
+"""Wiring only: the Typer app, its global options, and one line per command.
+
+Commands are registered lazily: a command's module (and what it imports: the Stripe SDK, Jinja2, the report, the
+simulation) is imported only when that command runs, so a cron tick does not pay for the demo. `--help` lists the
+commands from the one-line summaries below (tests/test_startup.py checks they match each command's docstring).
+A command module that fails to import fails loudly when that command (or the test) loads it.
+"""
 
 from __future__ import annotations
 
-import os
+import importlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from dunctl import __version__
-from dunctl.cli import case, common, customer, explain, setup, status, sync, tick
+
+# name -> (module, attribute: a command function or a Typer sub-app, the one-line summary `--help` shows)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("dunctl.cli.setup", "init",
+             "Write a starter dunctl.yaml, sequences/ and templates/ into DIR (never overwrites)."),
+    "check": ("dunctl.cli.setup", "check",
+              "Validate the config, segments, sequences and templates; render every template against a sample case."),
+    "sync": ("dunctl.cli.sync", "sync",
+             "Pull changes from Stripe into the ledger and open or close cases (no steps are run)."),
+    "tick": ("dunctl.cli.tick", "tick", "Sync, open and close cases, and run every due step exactly once."),
+    "status": ("dunctl.cli.status", "status",
+               "Show the open cases, most at risk first, with revenue at risk per currency."),
+    "explain": ("dunctl.cli.explain", "explain",
+                "Why a case is where it is: the segment rule that matched, each step's state, what happens next."),
+    "report": ("dunctl.cli.report", "report", "Show recovery metrics for the cases first failed in a period."),
+    "demo": ("dunctl.cli.demo", "demo",
+             "Watch dunning run on a simulated Stripe account: no key, no network, nothing sent."),
+    "simulate": ("dunctl.cli.simulate", "simulate",
+                 "Run the same customers under each config or sequence set, side by side. Nothing is sent."),
+    "case": ("dunctl.cli.case", "app", "Look at one case, or take it over."),
+    "customer": ("dunctl.cli.customer", "app", "Look at one customer: pre-dunning notices, cases, one timeline."),
+}
+
+
+def load_command(name: str):
+    """The real click command for `name`, importing its module now."""
+    module, attribute, _ = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attribute)
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_group(target)
+    else:
+        single = typer.Typer()
+        single.command(name=name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """A group whose commands in COMMANDS are imported on first use; help lists them from their summaries."""
+
+    _listing = False
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        if self._listing:
+            summary = COMMANDS[cmd_name][2]
+            return TyperCommand(name=cmd_name, short_help=summary, help=summary)
+        if cmd_name not in self.commands:
+            self.commands[cmd_name] = load_command(cmd_name)
+        return self.commands[cmd_name]
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing = True
+        try:
+            return super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
     name="dunctl",
+    cls=LazyGroup,
     help="Automated dunning for Stripe: recover failed subscription payments, from cron.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold the Stripe key
@@ -33,35 +103,10 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
+    from dunctl.cli import common   # config, ledger and Rich: not needed for --help or --version
+
     common.state.config_path = config
 
 
-app.command()(setup.init)
-app.command()(setup.check)
-app.command()(sync.sync)
-app.command()(tick.tick)
-app.command()(status.status)
-app.command()(explain.explain)
-app.add_typer(case.app, name="case")
-app.add_typer(customer.app, name="customer")
-
-
-def _optional_commands() -> None:
-    """Commands whose modules land separately (report, demo, simulate) register themselves when present."""
-    import importlib
-
-    for module, name in (("dunctl.cli.report", "report"), ("dunctl.cli.demo", "demo"),
-                         ("dunctl.cli.simulate", "simulate")):
-        try:
-            command = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-        app.command(name=name)(command)
-
-
-_optional_commands()
-
-
 def main() -> None:
-    os.environ.setdefault("COLUMNS", os.environ.get("COLUMNS", "120"))
     app()

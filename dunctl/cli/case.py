@@ -9,7 +9,8 @@ from rich.text import Text
 
 from dunctl import cases
 from dunctl.errors import UsageError
-from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
+from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, now_from, open_ledger, out, \
+    print_json
 from dunctl.money import format_amount
 from dunctl.sanitize import terminal_text
 
@@ -21,9 +22,16 @@ Reason = Annotated[str, typer.Option("--reason", "-r", help="Why: kept on the ca
 
 @app.command("show")
 @handles_errors
-def show(invoice: Invoice, as_json: JsonOption = False) -> None:
+def show(invoice: Invoice, now: NowOption = None, as_json: JsonOption = False) -> None:
     """Show one case's whole timeline: failures, attempts, messages, decisions, with reasons."""
-    detail = cases.show(open_ledger(load(), must_exist=True), invoice)
+    config = load()
+    ledger = open_ledger(config, must_exist=True)
+    detail = cases.show(ledger, invoice)
+    if detail.case["state"] == "open":
+        from dunctl.explain import explain
+
+        detail.waiting = [s for s in explain(ledger, config, invoice, ledger_now(ledger, now)).steps
+                          if s.state == "waits"]
     if as_json:
         print_json(detail.to_dict())
         return
@@ -41,6 +49,9 @@ def show(invoice: Invoice, as_json: JsonOption = False) -> None:
         out.print(Text(f"ended {cases.as_text_time(c['closed_at'])}: {terminal_text(c['close_reason'])}"))
     elif c["next_step"]:
         out.print(Text(f"next: {c['next_step']} at {cases.as_text_time(c['next_due_at'])}"))
+    for step in detail.waiting:   # why a due step waits: quiet hours, the network's retry advice, notice, caps
+        out.print(Text(f"waits: {step.step}: {terminal_text(step.why)}"
+                       + (f" (until {cases.as_text_time(step.when)})" if step.when else "")))
     table = Table("when (UTC)", "what", "detail", header_style="bold")
     for entry in detail.timeline:
         table.add_row(Text(cases.as_text_time(entry["at"]), no_wrap=True), Text(entry["kind"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dunctl.account_binding import LedgerFile, bind, read_binding, refuse_if_simulated
 from dunctl.config import Config
 from dunctl.gateway import Gateway
 
@@ -22,6 +23,13 @@ class LazyGateway:
             self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ)
         return self._gateway
 
+    def bind(self, ledger) -> None:
+        """Check that the key reaches the account the ledger follows, recording it on first use
+        (dunctl/account_binding.py). One request, only when the key or stripe.account changed."""
+        settings = self._config.file.stripe
+        key = self._environ.get(settings.api_key_env, "").strip()
+        bind(ledger, self._real(), key, settings.api_key_env, settings.account)
+
     @property
     def mode(self) -> str:
         return self._real().mode
@@ -34,5 +42,25 @@ class LazyGateway:
         return getattr(self._real(), name)
 
 
-def make_gateway(config: Config, environ: dict[str, str]) -> Gateway:
-    return LazyGateway(config, environ)
+def make_gateway(config: Config, environ: dict[str, str], ledger=None) -> Gateway:
+    """The Stripe gateway for `config`, checked against the account the ledger follows before the command does
+    anything: a demo ledger (simulated account) is refused before any request is built; with a key set, a key for
+    another account is refused (AccountMismatch, exit 2). Without a key nothing is checked yet: a `tick --no-sync`
+    needs none, and a command that needs one says so when it tries.
+
+    Pass the command's open `ledger` to record the binding through it; otherwise a short-lived connection of its
+    own does (this runs before the command opens a transaction, so the two never overlap)."""
+    settings = config.file.stripe
+    has_key = bool(environ.get(settings.api_key_env, "").strip())
+    refuse_if_simulated(read_binding(config.ledger_path), settings.api_key_env, has_key)
+    gateway = LazyGateway(config, environ)
+    if has_key:
+        if ledger is not None:
+            gateway.bind(ledger)
+        elif config.ledger_path.is_file():      # no ledger yet: nothing to check, and nothing is created
+            own = LedgerFile(config.ledger_path)
+            try:
+                gateway.bind(own)
+            finally:
+                own.close()
+    return gateway

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from enum import Enum
@@ -9,16 +10,40 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
-from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
+from dunctl.cli.common import (
+    JsonOption,
+    NowOption,
+    err,
+    handles_errors,
+    ledger_now,
+    load,
+    open_ledger,
+    out,
+)
+from dunctl.cli.fit import Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
 from dunctl.cli.predunning import write_predunning
-from dunctl.report import DIMENSIONS, Headline, Period, Report, build_report, case_listing
-from dunctl.report_render import CASE_RENDERERS, RENDERERS, Table, headline_rows, period_text, tables
+from dunctl.report import (
+    DIMENSIONS,
+    Headline,
+    Period,
+    Report,
+    build_report,
+    case_listing,
+)
+from dunctl.report_render import (
+    CASE_RENDERERS,
+    RENDERERS,
+    Table,
+    headline_rows,
+    period_text,
+    tables,
+)
 
 
 class Format(str, Enum):
@@ -38,11 +63,18 @@ def report(
     by: Annotated[list[str] | None, typer.Option(
         "--by", help=f"Breakdowns to show (repeat or comma-separate): {', '.join(DIMENSIONS)}. Default: all.",
         show_default=False)] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="--by arm compares each experiment's "
+                                                   "arms with its control; this names one.",
+                                                   show_default=False)] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.",
                                                 show_default=False)] = None,
     cases: Annotated[bool, typer.Option("--cases", help="List the cases behind the numbers, one per line "
                                         "(csv, json lines, md or table), instead of the metrics.")] = False,
+    active_subscriptions: Annotated[int | None, typer.Option(
+        "--active-subscriptions", min=1, help="Subscriptions active in the period (Stripe's count): the "
+        "denominator of involuntary churn. Without it, churn is over the subscriptions in the ledger.",
+        show_default=False)] = None,
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -55,10 +87,19 @@ def report(
     period = Period(_instant(since, "--since"), _instant(until, "--until"))
     window = config.file.dunning.attribution_window
     fmt = Format.json if as_json else fmt
+    if by and "arm" in ",".join(by).split(","):     # experiments: dunctl/experiments.py, dunctl/cli/arms.py
+        from dunctl.cli.arms import render_arms
+        from dunctl.experiments import arm_report
+
+        return render_arms(arm_report(ledger, config, experiment, period.since, period.until), fmt is Format.json)
     if cases:
         write_cases(case_listing(ledger, period, window), fmt, output)
         return
     result = build_report(ledger, ledger_now(ledger, now), period, by, window)
+    if active_subscriptions:                         # a denominator the ledger cannot know (issue 15)
+        churn = result.headline.churn
+        result.headline.churn = dataclasses.replace(churn, active_subscriptions=active_subscriptions, rate=round(
+            churn.churned_subscriptions / active_subscriptions, 6))
     write(result, fmt, output)
     write_predunning(ledger, period, fmt, output)   # dunctl/notices: notices sent and what followed
 
@@ -107,29 +148,29 @@ def write_cases(rows, fmt: Format, output: Path | None) -> None:
     err.print(f"wrote {output}", markup=False)
 
 
-# Shorter headers for the terminal, so eleven columns fit in 120 characters (the other formats keep the long ones).
+# Shorter headers for the terminal (the other formats keep the long ones).
 SHORT_HEADERS = {"With a person": "Person", "Recovery rate": "Rate", "Rate by amount": "Rate (amount)",
-                 "At stake (ended)": "At stake", "Revenue at risk": "At risk", "Recovered amount": "Recovered $"}
+                 "At stake (ended)": "At stake", "Revenue at risk": "At risk", "Recovered amount": "Recovered $",
+                 "Share of recovered": "Share", "Recovered (cumulative)": "Recovered",
+                 "Share of failed invoices": "Share"}
+# Which columns a narrow terminal drops first (higher first); the rest always stay.
+DROP_ORDER = {"Person": 6, "Ended": 5, "At stake": 4, "Rate (amount)": 3, "At risk": 2, "Recovered $": 1}
 
 
-def _rich(table: Table) -> RichTable:
-    # Collapsed padding, short headers, and the currency folded into the first column keep eleven columns inside
-    # 120 characters; narrower terminals fold numbers rather than drop columns.
-    rich = RichTable(title=table.title, title_justify="left", title_style="bold", header_style="bold",
-                     caption=table.note, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
-                     collapse_padding=True, pad_edge=False)
+def _rich(table: Table, width: int) -> tuple[RichTable, str]:
+    """One report table laid out for `width` columns: the currency folded into the first column, short
+    headers, and on a narrow terminal the least important columns left out (never a value cut or wrapped)."""
     columns, rows = list(table.columns), [list(row) for row in table.rows]
     if len(columns) > 2 and columns[1] == "Currency":
         columns = [columns[0]] + columns[2:]
         rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
-    for i, column in enumerate(columns):
-        if i == 0:
-            rich.add_column(column, no_wrap=True)
-        else:
-            rich.add_column(SHORT_HEADERS.get(column, column), justify="right", overflow="fold")
-    for row in rows:
-        rich.add_row(*row)
-    return rich
+    headers = [SHORT_HEADERS.get(column, column) for column in columns]
+    specs = [Column(header, priority=0 if i == 0 else DROP_ORDER.get(header, 0),
+                    justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
+    cells = [[Text(cell) for cell in row] for row in rows]
+    fitted = fit(specs, cells, width)
+    note = " ".join(part for part in (table.note, dropped_note(fitted, "--format csv")) if part)
+    return fitted_table(specs, cells, fitted, title=table.title, title_justify="left", title_style="bold"), note
 
 
 # The terminal shows the recovery curve at these days (and the last); md, html and json have every day.
@@ -147,8 +188,12 @@ def _terminal(table: Table) -> Table:
 def render_tables(result: Report, console: Console) -> None:
     console.print(f"Recovery report: {period_text(result.headline)}", markup=False, style="bold")
     for table in map(_terminal, tables(result)):
+        console.print()
         if table.rows:
-            console.print(_rich(table))
+            rich, note = _rich(table, console.width)
+            console.print(rich)
+            if note:                      # as wide as the terminal, not squeezed under a narrow table
+                console.print(note, style="dim", markup=False)
         else:
             console.print(f"{table.title}: no rows", markup=False)
 
@@ -158,7 +203,7 @@ def render_headline(headline: Headline, console: Console | None = None) -> None:
     console = console or out
     table = RichTable(title="Recovery (all cases)", title_justify="left", header_style="bold", show_header=False)
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", no_wrap=True)
     for name, value in headline_rows(headline):
-        table.add_row(name, value)
+        table.add_row(Text(name), Text(value))
     console.print(table)

@@ -14,14 +14,18 @@ from dunctl.tick import build_channels, sync_and_reconcile
 def sync(
     full: Annotated[bool, typer.Option("--full", help="Backfill from invoices instead of following events.")] = False,
     now: NowOption = None,
+    accept_stale: Annotated[bool, typer.Option("--accept-stale-ledger",
+                                               help="Adopt a ledger older than the Stripe account (restored from "
+                                                    "a backup) knowingly.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Pull changes from Stripe into the ledger and open or close cases (no steps are run)."""
     config = load()
     ledger = open_ledger(config)
     with sync_progress() as progress:
-        result = sync_and_reconcile(ledger, config, make_gateway(config, environ()), now_from(now), full=full,
-                                    progress=progress, channels=build_channels(config, environ()))
+        result = sync_and_reconcile(ledger, config, make_gateway(config, environ(), ledger=ledger), now_from(now), full=full,
+                                    progress=progress, channels=build_channels(config, environ()),
+                                    accept_stale=accept_stale)
     if as_json:
         print_json(result.__dict__)
         return

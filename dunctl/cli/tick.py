@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, now_from, open_ledger, \
@@ -20,6 +19,9 @@ def tick(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")] = False,
     no_sync: Annotated[bool, typer.Option("--no-sync", help="Skip the Stripe sync; act on the ledger only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every action as a table.")] = False,
+    accept_stale: Annotated[bool, typer.Option("--accept-stale-ledger",
+                                               help="Adopt a ledger older than the Stripe account (restored from "
+                                                    "a backup) knowingly.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Sync, open and close cases, and run every due step exactly once.
@@ -27,16 +29,20 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
-    templates_parse(config)
     moment = now_from(now)
     if dry_run and not config.ledger_path.exists():
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
     else:
         ledger = open_ledger(config)
-    gateway = make_gateway(config, environ())
+    known = ledger.get_state("templates_parsed")
+    parsed = templates_parse(config, known_good=known)
+    if parsed != known and not dry_run:
+        ledger.set_state("templates_parsed", parsed)
+    # the account check records the binding on first use: a dry run does it on a copy, never on the file
+    gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger)
     with sync_progress() as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
-                          sync=not no_sync, progress=progress)
+                          sync=not no_sync, progress=progress, accept_stale=accept_stale)
     render(result, verbose or dry_run, as_json)
     if not result.ok:
         raise typer.Exit(1)
@@ -85,6 +91,8 @@ def render(result: TickResult, verbose: bool, as_json: bool) -> None:
         return  # cron mails whatever a job prints: say nothing when nothing happened
     out.print(summary(result), markup=False)
     if verbose and result.actions:
+        from rich.table import Table
+
         table = Table("invoice", "step", "action", "status", "to", "subject / detail")
         for a in result.actions:
             table.add_row(Text(a.invoice_id, no_wrap=True), Text(a.step), Text(a.action), Text(a.status),

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from dunctl.clock import from_iso, iso
-from dunctl.errors import LockHeld, UsageError
+from dunctl.errors import LockHeld, StaleLedger, UsageError
 from dunctl.ledger.migrations import migrations
 from dunctl.ledger.records import ActionRecord, CaseBundle, CaseRecord, CustomerRecord, InvoiceRecord, \
     SignalRecord, SubscriptionRecord
@@ -121,8 +121,19 @@ class Ledger:
         self.db.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [name, _json(value)])
 
-    def apply_batch(self, batch: SyncBatch, now: datetime, cursor_name: str = "cursor") -> int:
-        """Store one sync batch and its cursor atomically. Returns how many invoices were new."""
+    def apply_batch(self, batch: SyncBatch, now: datetime, cursor_name: str = "cursor",
+                    accept_stale: bool = False) -> int:
+        """Store one sync batch and its cursor atomically. Returns how many invoices were new. Refuses (StaleLedger)
+        a batch showing dunctl's own requests this ledger has no record of, unless `accept_stale`."""
+        if batch.dunctl_keys and not accept_stale:
+            unknown = self.unknown_keys(batch.dunctl_keys)
+            if unknown:
+                raise StaleLedger(
+                    f"the ledger {self.path} is older than the Stripe account: Stripe shows {len(unknown)} request(s) "
+                    f"dunctl made that this ledger has no record of (e.g. {unknown[0]}); using it would repeat "
+                    "messages and steps already done",
+                    "restore the newest backup; or, to adopt this ledger knowingly, run once with "
+                    "--accept-stale-ledger (steps in the catch-up window may run again)")
         with self.transaction():
             for customer in batch.customers:
                 self._upsert_customer(customer, now)
@@ -136,6 +147,16 @@ class Ledger:
             if batch.cursor is not None:
                 self.set_state(cursor_name, batch.cursor)
         return new
+
+    def unknown_keys(self, keys: list[str]) -> list[str]:
+        """Of dunctl's idempotency keys seen at Stripe, those this ledger never recorded (a link's '-link' key
+        belongs to its action's)."""
+        unknown = []
+        for key in dict.fromkeys(keys):
+            base = key[:-5] if key.endswith("-link") else key
+            if self.db.execute("SELECT 1 FROM actions WHERE idempotency_key = ? LIMIT 1", [base]).fetchone() is None:
+                unknown.append(key)
+        return unknown
 
     def _upsert_customer(self, c: Customer, now: datetime) -> None:
         self.db.execute(
@@ -182,7 +203,7 @@ class Ledger:
         decline = asdict(inv.decline) if inv.decline else None
         failure_type = classify(inv.decline) if inv.decline else None
         lines = [{**asdict(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
-                 for line in inv.lines]
+                 for line in inv.lines or []]
         self.db.execute(
             """INSERT INTO invoices(id, customer_id, subscription_id, number, currency, amount_due, amount_paid,
                  amount_remaining, status, billing_reason, collection_method, attempt_count, next_payment_attempt,
@@ -204,7 +225,8 @@ class Ledger:
                  customer_email = excluded.customer_email, customer_name = excluded.customer_name,
                  payment_method_id = excluded.payment_method_id,
                  payment_method_type = coalesce(excluded.payment_method_type, invoices.payment_method_type),
-                 metadata = excluded.metadata, lines = excluded.lines,
+                 metadata = excluded.metadata,
+                 lines = CASE WHEN ? THEN excluded.lines ELSE invoices.lines END,
                  first_failed_at = excluded.first_failed_at,
                  failed_at = coalesce(max(coalesce(excluded.failed_at, ''), coalesce(invoices.failed_at, '')),
                                       invoices.failed_at),
@@ -226,14 +248,15 @@ class Ledger:
              _json(lines), iso(inv.created), first_failed_text, iso(inv.failed_at),
              _json(decline) if decline else None, failure_type, iso(inv.paid_at), iso(inv.voided_at),
              iso(inv.marked_uncollectible_at), None if inv.auto_advance is None else int(inv.auto_advance),
-             int(inv.livemode), iso(now)])
+             int(inv.livemode), iso(now), inv.lines is not None])
         return existing is None
 
     def _record_signal(self, signal: Signal) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO signals(kind, at, invoice_id, customer_id, detail, source_id) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [signal.kind, iso(signal.at), signal.invoice_id, signal.customer_id, signal.detail, signal.source_id])
+            "INSERT OR IGNORE INTO signals(kind, at, invoice_id, customer_id, detail, source_id, subscription_id, "
+            "payment_method_id, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [signal.kind, iso(signal.at), signal.invoice_id, signal.customer_id, signal.detail, signal.source_id,
+             signal.subscription_id, signal.payment_method_id, _json(signal.data or {})])
 
     def pending_signals(self) -> list[SignalRecord]:
         """Signals stored by sync that have not yet been applied to cases, oldest first."""
@@ -339,11 +362,18 @@ class Ledger:
         else:
             self._set(case_id, with_person=1, escalated_at=at)
 
+    def hold_case(self, case_id: int) -> None:
+        """The subscription is paused or set to cancel outside dunctl: no step runs until it resumes."""
+        self._set(case_id, state="paused", next_due_at=None, next_step=None)
+
     def pause_case(self, case_id: int) -> None:
         self._set(case_id, state="paused", with_person=1, next_due_at=None, next_step=None)
 
     def resume_case(self, case_id: int) -> None:
         self._set(case_id, state="open", with_person=0)
+
+    def unhold_case(self, case_id: int) -> None:
+        self._set(case_id, state="open")
 
     def mark_churned(self, case_id: int) -> None:
         self._set(case_id, churned=1)
@@ -435,6 +465,12 @@ class Ledger:
         return [(row[0], row[1]) for row in self.db.execute(
             "SELECT id, customer_id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
             "ORDER BY customer_id, next_due_at, id", [iso(now)])]
+
+    def case_ids_for_subscription(self, subscription_id: str, states: tuple[str, ...] = ("open", "paused")
+                                  ) -> list[int]:
+        marks = ", ".join("?" for _ in states)
+        return [row[0] for row in self.db.execute(
+            f"SELECT id FROM cases WHERE subscription_id = ? AND state IN ({marks})", [subscription_id, *states])]
 
     def open_case_ids(self) -> list[int]:
         return [row[0] for row in self.db.execute("SELECT id FROM cases WHERE state = 'open'")]

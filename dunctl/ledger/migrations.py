@@ -247,7 +247,11 @@ def m003_tick_core(db: Database) -> None:
         CREATE INDEX actions_attention ON actions(status) WHERE status IN ('failed', 'claimed', 'unknown');
         -- The idle tick looks for orphaned claims; this index answers it without reading other actions.
         CREATE INDEX actions_claimed ON actions(id) WHERE status = 'claimed';
+        -- What monitor mode planned (`would`), counted by the report without reading the other actions.
+        CREATE INDEX actions_would ON actions(action) WHERE status = 'would';
         CREATE INDEX actions_case ON actions(case_id, finished_at);
+        -- What dunctl did, found by its idempotency key (the stale-ledger check against Stripe's events).
+        CREATE INDEX actions_key ON actions(idempotency_key);
         -- One conversation per customer: its open cases, and what it was sent lately, by customer.
         CREATE INDEX IF NOT EXISTS cases_customer ON cases(customer_id);
 
@@ -262,6 +266,277 @@ def m003_tick_core(db: Database) -> None:
         UPDATE cases SET sequence_def = '' WHERE sequence_def != '';
         """
     )
+
+
+@migrations()
+def m101_stripe_signal_fields(db: Database) -> None:
+    # Lifecycle signals (a subscription cancelled or paused outside dunctl, a closed dispute, an inactive mandate)
+    # name the subscription or payment method they are about, and carry structured details (won/lost,
+    # resumes_at); see dunctl/model.py Signal for each kind.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(signals)").fetchall()}
+    for name, kind in (("subscription_id", "TEXT"), ("payment_method_id", "TEXT"),
+                       ("data", "TEXT NOT NULL DEFAULT '{}'")):
+        if name not in columns:
+            db.execute(f"ALTER TABLE signals ADD COLUMN {name} {kind}")
+
+
+@migrations()
+def m103_experiments(db: Database) -> None:
+    # The experiment and arm a case was assigned when it opened (dunctl/experiments.py); never changed after.
+    # NULL for cases outside every experiment. Written defensively: a column may exist from a partial run.
+    columns = {row[1] for row in db.execute("PRAGMA table_info(cases)").fetchall()}
+    for name in ("experiment", "arm"):
+        if name not in columns:
+            db.execute(f"ALTER TABLE cases ADD COLUMN {name} TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS cases_experiment ON cases(experiment, arm) WHERE experiment IS NOT NULL")
+
+
+# -- m102: the report's rollups ------------------------------------------------------------------------------------
+# Aggregates the report reads instead of the cases, kept exact by triggers on cases and actions, so no Python
+# call site (the tick, a person closing a case, a sync) has to remember them. Each case contributes to one row of
+# each rollup; a trigger subtracts the old row's contribution and adds the new one, and deletes rows left at zero.
+# dunctl/ledger/report_queries.py reads them; its raw-scan functions are the reference they are tested against.
+
+# Whole seconds from first failure to payment, for a row alias (NEW, OLD, c). Must stay textually the same as
+# report_queries.SECONDS so the expression index below serves its lookups.
+_SECONDS_OF = "max(CAST(round((julianday({r}recovered_at) - julianday({r}first_failed_at)) * 86400) AS INTEGER), 0)"
+_TOUCH_ACTIONS = "'email', 'sms', 'retry', 'escalate'"
+_CREDITED = "CASE a.action WHEN 'email' THEN 'email' WHEN 'sms' THEN 'sms' WHEN 'retry' THEN 'retry' " \
+            "WHEN 'escalate' THEN 'person' END"
+# The channel credited with a recovered case: its last done touch within the attribution window stored in
+# report_settings (report_queries rebuilds report_channels when a report asks for another window).
+_CHANNEL_OF = """coalesce((SELECT {credited} FROM actions a
+    WHERE a.case_id = {r}id AND a.status = 'done' AND a.action IN ({touches})
+      AND a.finished_at <= {r}recovered_at
+      AND a.finished_at >= strftime('%Y-%m-%dT%H:%M:%SZ', {r}recovered_at,
+            '-' || (SELECT value FROM report_settings WHERE name = 'attribution_window_seconds') || ' seconds')
+    ORDER BY a.finished_at DESC, a.id DESC LIMIT 1), 'no touch')"""
+
+
+def _rollup_add(r: str) -> str:
+    """Statements adding the case row `r` (NEW or OLD) to every rollup but the channel one."""
+    seconds = _SECONDS_OF.format(r=r)
+    return f"""
+        INSERT INTO report_cases VALUES (substr({r}first_failed_at, 1, 10), {r}segment, {r}first_failure_type,
+            {r}sequence, {r}currency, {r}state, 1, {r}amount_due - {r}amount_paid_at_open, {r}amount_recovered,
+            {r}amount_remaining, {r}with_person)
+        ON CONFLICT DO UPDATE SET cases = cases + 1, at_stake = at_stake + excluded.at_stake,
+            recovered_amount = recovered_amount + excluded.recovered_amount,
+            remaining = remaining + excluded.remaining, with_person = with_person + excluded.with_person;
+        INSERT INTO report_attempts VALUES (substr({r}first_failed_at, 1, 10),
+            min(max({r}attempts, coalesce({r}recovered_attempt, 0)), 999),
+            CASE WHEN {r}state = 'recovered' THEN min(coalesce({r}recovered_attempt, 0), 999) ELSE 0 END, 1)
+        ON CONFLICT DO UPDATE SET cases = cases + 1;
+        INSERT INTO report_recovery_days SELECT substr({r}first_failed_at, 1, 10), {seconds} / 86400, 1, {seconds}
+            WHERE {r}state = 'recovered'
+        ON CONFLICT DO UPDATE SET cases = cases + 1, seconds = seconds + excluded.seconds;"""
+
+
+def _rollup_remove(r: str) -> str:
+    seconds = _SECONDS_OF.format(r=r)
+    day = f"substr({r}first_failed_at, 1, 10)"
+    key = (f"cohort_day = {day} AND segment = {r}segment AND failure_type = {r}first_failure_type "
+           f"AND sequence = {r}sequence AND currency = {r}currency AND state = {r}state")
+    attempt_key = (f"cohort_day = {day} AND reached = min(max({r}attempts, coalesce({r}recovered_attempt, 0)), 999) "
+                   f"AND won_at = CASE WHEN {r}state = 'recovered' "
+                   f"THEN min(coalesce({r}recovered_attempt, 0), 999) ELSE 0 END")
+    day_key = f"{r}state = 'recovered' AND cohort_day = {day} AND day = {seconds} / 86400"
+    return f"""
+        UPDATE report_cases SET cases = cases - 1, at_stake = at_stake - ({r}amount_due - {r}amount_paid_at_open),
+            recovered_amount = recovered_amount - {r}amount_recovered, remaining = remaining - {r}amount_remaining,
+            with_person = with_person - {r}with_person WHERE {key};
+        DELETE FROM report_cases WHERE {key} AND cases = 0;
+        UPDATE report_attempts SET cases = cases - 1 WHERE {attempt_key};
+        DELETE FROM report_attempts WHERE {attempt_key} AND cases = 0;
+        UPDATE report_recovery_days SET cases = cases - 1, seconds = seconds - {seconds} WHERE {day_key};
+        DELETE FROM report_recovery_days WHERE {day_key} AND cases = 0;"""
+
+
+def _channel_add(r: str, source: str = "") -> str:
+    """Add recovered case `r` to report_channels; `source` selects the row when `r` is a table alias."""
+    where = f"{source} AND {r}state = 'recovered'" if source else f"{r}state = 'recovered'"
+    frm = "FROM cases c" if source else ""
+    return f"""
+        INSERT INTO report_channels SELECT substr({r}first_failed_at, 1, 10), {r}currency,
+            {_CHANNEL_OF.format(r=r, credited=_CREDITED, touches=_TOUCH_ACTIONS)}, 1, {r}amount_recovered,
+            {r}with_person {frm} WHERE {where}
+        ON CONFLICT DO UPDATE SET cases = cases + 1, recovered_amount = recovered_amount + excluded.recovered_amount,
+            with_person = with_person + excluded.with_person;"""
+
+
+def _channel_remove(r: str, source: str = "") -> str:
+    where = f"{source} AND {r}state = 'recovered'" if source else f"{r}state = 'recovered'"
+    frm = "FROM cases c" if source else ""
+    key = ("report_channels.cohort_day = k.cohort_day AND report_channels.currency = k.currency "
+           "AND report_channels.channel = k.channel")
+    return f"""
+        UPDATE report_channels SET cases = report_channels.cases - 1,
+            recovered_amount = report_channels.recovered_amount - k.recovered_amount,
+            with_person = report_channels.with_person - k.with_person
+        FROM (SELECT substr({r}first_failed_at, 1, 10) AS cohort_day, {r}currency AS currency,
+                     {_CHANNEL_OF.format(r=r, credited=_CREDITED, touches=_TOUCH_ACTIONS)} AS channel,
+                     {r}amount_recovered AS recovered_amount, {r}with_person AS with_person
+              {frm} WHERE {where}) AS k
+        WHERE {key};
+        DELETE FROM report_channels WHERE cases = 0;"""
+
+
+# The columns whose change moves a case between rollup rows or changes its measures.
+_ROLLUP_COLUMNS = ("state, segment, sequence, first_failure_type, currency, first_failed_at, amount_due, "
+                   "amount_paid_at_open, amount_recovered, amount_remaining, with_person, attempts, recovered_at, "
+                   "recovered_attempt")
+_DONE_TOUCH = "{r}status = 'done' AND {r}action IN (" + _TOUCH_ACTIONS + ")"
+_CASE_RECOVERED = "(SELECT state FROM cases WHERE id = {r}case_id) = 'recovered'"
+
+
+def _run(conn, script: str) -> None:
+    """Run a script statement by statement inside the caller's transaction (executescript would commit it)."""
+    import sqlite3
+
+    statement = ""
+    for part in script.split(";"):
+        statement += part + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                conn.execute(statement)
+            statement = ""
+
+
+@migrations()
+def m102_report_rollups(db: Database) -> None:
+    _run(db.conn, f"""
+        CREATE TABLE IF NOT EXISTS report_settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT OR IGNORE INTO report_settings VALUES ('attribution_window_seconds', 259200);
+
+        -- Cases by cohort day of first failure and every breakdown dimension but channel.
+        CREATE TABLE IF NOT EXISTS report_cases (
+            cohort_day TEXT NOT NULL, segment TEXT NOT NULL, failure_type TEXT NOT NULL, sequence TEXT NOT NULL,
+            currency TEXT NOT NULL, state TEXT NOT NULL,
+            cases INTEGER NOT NULL, at_stake INTEGER NOT NULL, recovered_amount INTEGER NOT NULL,
+            remaining INTEGER NOT NULL, with_person INTEGER NOT NULL,
+            PRIMARY KEY (cohort_day, segment, failure_type, sequence, currency, state));
+        -- Cases by the furthest payment attempt reached and the attempt that recovered them (0: not recovered).
+        CREATE TABLE IF NOT EXISTS report_attempts (
+            cohort_day TEXT NOT NULL, reached INTEGER NOT NULL, won_at INTEGER NOT NULL, cases INTEGER NOT NULL,
+            PRIMARY KEY (cohort_day, reached, won_at));
+        -- Recovered cases by whole days from first failure to payment, with the sum of their seconds.
+        CREATE TABLE IF NOT EXISTS report_recovery_days (
+            cohort_day TEXT NOT NULL, day INTEGER NOT NULL, cases INTEGER NOT NULL, seconds INTEGER NOT NULL,
+            PRIMARY KEY (cohort_day, day));
+        -- Recovered cases by the channel credited under the stored attribution window.
+        CREATE TABLE IF NOT EXISTS report_channels (
+            cohort_day TEXT NOT NULL, currency TEXT NOT NULL, channel TEXT NOT NULL, cases INTEGER NOT NULL,
+            recovered_amount INTEGER NOT NULL, with_person INTEGER NOT NULL,
+            PRIMARY KEY (cohort_day, currency, channel));
+        -- A trigger cannot name the channel row it emptied without computing the channel again: this finds it.
+        CREATE INDEX IF NOT EXISTS report_channels_empty ON report_channels(cases) WHERE cases = 0;
+        -- Subscriptions by the day they were cancelled ('' when they were not), for churn's denominator.
+        CREATE TABLE IF NOT EXISTS report_subscriptions (
+            canceled_day TEXT NOT NULL PRIMARY KEY, subscriptions INTEGER NOT NULL);
+
+        -- The median and p90 days to recovery rank the recovered cases of one day: this index holds them in
+        -- order of seconds to payment, so a rank is an index range, not a scan of every case.
+        CREATE INDEX IF NOT EXISTS cases_recovery_seconds ON cases({_SECONDS_OF.format(r="")}, first_failed_at)
+            WHERE state = 'recovered';
+        -- Churn reads only the cases that churned, by when they ended.
+        CREATE INDEX IF NOT EXISTS cases_churned ON cases(closed_at, subscription_id) WHERE churned = 1;
+        CREATE INDEX IF NOT EXISTS subscriptions_canceled ON subscriptions(canceled_at);
+        -- `dunctl status`: the open cases, most revenue at risk first, a page at a time without a sort.
+        CREATE INDEX IF NOT EXISTS cases_at_risk ON cases(amount_remaining DESC, first_failed_at, id)
+            WHERE state IN ('open', 'paused');
+
+        CREATE TRIGGER IF NOT EXISTS report_case_insert AFTER INSERT ON cases BEGIN
+            {_rollup_add("NEW.")} {_channel_add("NEW.")}
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_case_delete AFTER DELETE ON cases BEGIN
+            {_rollup_remove("OLD.")} {_channel_remove("OLD.")}
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_case_update AFTER UPDATE OF {_ROLLUP_COLUMNS} ON cases BEGIN
+            {_rollup_remove("OLD.")} {_channel_remove("OLD.")} {_rollup_add("NEW.")} {_channel_add("NEW.")}
+        END;
+
+        CREATE TRIGGER IF NOT EXISTS report_touch_insert_before BEFORE INSERT ON actions
+        WHEN {_DONE_TOUCH.format(r="NEW.")} AND {_CASE_RECOVERED.format(r="NEW.")} BEGIN
+            {_channel_remove("c.", "c.id = NEW.case_id")}
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_touch_insert_after AFTER INSERT ON actions
+        WHEN {_DONE_TOUCH.format(r="NEW.")} AND {_CASE_RECOVERED.format(r="NEW.")} BEGIN
+            {_channel_add("c.", "c.id = NEW.case_id")}
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_touch_update_before BEFORE UPDATE OF status, action, finished_at
+        ON actions WHEN ({_DONE_TOUCH.format(r="OLD.")} OR {_DONE_TOUCH.format(r="NEW.")})
+                        AND {_CASE_RECOVERED.format(r="NEW.")} BEGIN
+            {_channel_remove("c.", "c.id = NEW.case_id")}
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_touch_update_after AFTER UPDATE OF status, action, finished_at
+        ON actions WHEN ({_DONE_TOUCH.format(r="OLD.")} OR {_DONE_TOUCH.format(r="NEW.")})
+                        AND {_CASE_RECOVERED.format(r="NEW.")} BEGIN
+            {_channel_add("c.", "c.id = NEW.case_id")}
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_touch_delete_before BEFORE DELETE ON actions
+        WHEN {_DONE_TOUCH.format(r="OLD.")} AND {_CASE_RECOVERED.format(r="OLD.")} BEGIN
+            {_channel_remove("c.", "c.id = OLD.case_id")}
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_touch_delete_after AFTER DELETE ON actions
+        WHEN {_DONE_TOUCH.format(r="OLD.")} AND {_CASE_RECOVERED.format(r="OLD.")} BEGIN
+            {_channel_add("c.", "c.id = OLD.case_id")}
+        END;
+
+        CREATE TRIGGER IF NOT EXISTS report_subscription_insert AFTER INSERT ON subscriptions BEGIN
+            INSERT INTO report_subscriptions VALUES (coalesce(substr(NEW.canceled_at, 1, 10), ''), 1)
+            ON CONFLICT DO UPDATE SET subscriptions = subscriptions + 1;
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_subscription_delete AFTER DELETE ON subscriptions BEGIN
+            UPDATE report_subscriptions SET subscriptions = subscriptions - 1
+            WHERE canceled_day = coalesce(substr(OLD.canceled_at, 1, 10), '');
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_subscription_update AFTER UPDATE OF canceled_at ON subscriptions BEGIN
+            UPDATE report_subscriptions SET subscriptions = subscriptions - 1
+            WHERE canceled_day = coalesce(substr(OLD.canceled_at, 1, 10), '');
+            INSERT INTO report_subscriptions VALUES (coalesce(substr(NEW.canceled_at, 1, 10), ''), 1)
+            ON CONFLICT DO UPDATE SET subscriptions = subscriptions + 1;
+        END;
+    """)
+    rebuild_rollups(db.conn)   # a ledger that already has cases: fill the rollups from them, once
+
+
+def rebuild_rollups(conn) -> None:
+    """Fill every report rollup from the cases and subscriptions, as the triggers would have (set-based)."""
+    day = "substr(first_failed_at, 1, 10)"
+    seconds = _SECONDS_OF.format(r="")
+    _run(conn, f"""
+        DELETE FROM report_cases;
+        INSERT INTO report_cases
+        SELECT {day}, segment, first_failure_type, sequence, currency, state, count(*),
+               sum(amount_due - amount_paid_at_open), sum(amount_recovered), sum(amount_remaining), sum(with_person)
+        FROM cases GROUP BY 1, 2, 3, 4, 5, 6;
+        DELETE FROM report_attempts;
+        INSERT INTO report_attempts
+        SELECT {day}, min(max(attempts, coalesce(recovered_attempt, 0)), 999),
+               CASE WHEN state = 'recovered' THEN min(coalesce(recovered_attempt, 0), 999) ELSE 0 END, count(*)
+        FROM cases GROUP BY 1, 2, 3;
+        DELETE FROM report_recovery_days;
+        INSERT INTO report_recovery_days
+        SELECT {day}, {seconds} / 86400, count(*), sum({seconds}) FROM cases WHERE state = 'recovered' GROUP BY 1, 2;
+        DELETE FROM report_subscriptions;
+        INSERT INTO report_subscriptions
+        SELECT coalesce(substr(canceled_at, 1, 10), ''), count(*) FROM subscriptions GROUP BY 1;
+    """)
+    rebuild_channels(conn)
+
+
+def rebuild_channels(conn) -> None:
+    """Fill report_channels under the attribution window now stored in report_settings."""
+    channel = _CHANNEL_OF.format(r="c.", credited=_CREDITED, touches=_TOUCH_ACTIONS)
+    _run(conn, f"""
+        DELETE FROM report_channels;
+        INSERT INTO report_channels
+        SELECT cohort_day, currency, channel, count(*), sum(amount_recovered), sum(with_person) FROM (
+            SELECT substr(c.first_failed_at, 1, 10) AS cohort_day, c.currency AS currency, {channel} AS channel,
+                   c.amount_recovered AS amount_recovered, c.with_person AS with_person
+            FROM cases c NOT INDEXED WHERE c.state = 'recovered' LIMIT -1)
+        GROUP BY 1, 2, 3;
+    """)
 
 
 @migrations()

@@ -14,7 +14,7 @@ from typing import Any
 from dunctl.clock import from_iso
 
 # Columns stored as text that the records hand out decoded.
-_JSON = {"metadata", "lines", "decline"}
+_JSON = {"metadata", "lines", "decline", "data"}
 _TIMES = {"first_failed_at", "failed_at", "paid_at", "voided_at", "uncollectible_at", "created_at",
           "next_payment_attempt", "opened_at", "closed_at", "recovered_at", "escalated_at", "disputed_at",
           "payment_method_changed_at", "next_due_at", "last_action_at", "due_at", "claimed_at", "finished_at",
@@ -26,7 +26,7 @@ def _decode(name: str, value: Any) -> Any:
         return from_iso(value)
     if name in _JSON:
         if value is None or value == "":
-            return None if name == "decline" else ({} if name == "metadata" else [])
+            return None if name == "decline" else ({} if name in ("metadata", "data") else [])
         return json.loads(value)
     return value
 
@@ -120,6 +120,7 @@ class CaseRecord(_Record):
     payment_method_changed_at: datetime | None
     next_due_at: datetime | None
     next_step: str | None
+    arm: str | None = None      # the experiment arm the case was assigned when it opened ('holdout': no action)
     row: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -152,6 +153,9 @@ class SignalRecord(_Record):
     invoice_id: str | None
     customer_id: str | None
     detail: str | None
+    subscription_id: str | None = None
+    payment_method_id: str | None = None
+    data: dict | None = None
     row: dict = field(repr=False, compare=False, default_factory=dict)
 
 

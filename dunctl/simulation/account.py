@@ -60,6 +60,25 @@ class InvalidRequest(GatewayError):
 
 
 @dataclass
+class HistoricalInvoice:
+    """A failed invoice as a ledger recorded it, for `simulate --from-ledger` to replay."""
+
+    invoice_id: str
+    customer: Customer
+    subscription_id: str | None
+    usage_based: bool
+    currency: str
+    amount_due: int
+    lines: list[InvoiceLine]
+    billing_reason: str | None
+    payment_method_id: str
+    payment_method_type: str
+    created: datetime
+    first_failed_at: datetime
+    decline: Decline                 # the first failure's codes
+
+
+@dataclass
 class _CustomerState:
     profile: SimCustomer | None
     customer: Customer
@@ -426,7 +445,7 @@ class SimulatedAccount:
                 invoice.payment_method_id, invoice.payment_method_type = pm_id, old.type
                 self._touch("invoice", invoice.id)
         self._touch("signal", Signal(kind="payment_method_updated", at=at, customer_id=cust.customer.id,
-                                     detail=detail, source_id=f"sim_pm_{pm_id}"))
+                                     payment_method_id=pm_id, detail=detail, source_id=f"sim_pm_{pm_id}"))
 
     def _on_respond(self, at: datetime, invoice_id: str, source: str, n: int) -> None:
         """The customer acts on the invoice: pays it on the hosted page, or replaces the payment method."""
@@ -791,6 +810,45 @@ class SimulatedAccount:
             return f"{PORTAL}{digest:016x}"
         return HOSTED + invoice.id
 
+    # -- replaying a ledger's own history (`simulate --from-ledger`) -------------------------------------------
+
+    def replay(self, item: HistoricalInvoice) -> None:
+        """Bring back a failed invoice from a ledger: its customer, payment method and subscription as the
+        ledger knew them, created when it was created and failing at its first failure with its first decline.
+        What happens next is the model's (customers respond, soft declines clear), with the same luck for the
+        same invoice id and seed, whatever config runs against it."""
+        if item.customer.id not in self._customers:
+            metadata = item.customer.metadata
+            kind = metadata.get("kind") or ("b2b" if metadata.get("billing_email") else "b2c")
+            profile = SimCustomer(
+                id=item.customer.id, kind=kind, tier=metadata.get("tier") or "standard",
+                name=item.customer.name or item.customer.id, email=item.customer.email or "",
+                billing_email=metadata.get("billing_email"), phone=item.customer.phone, currency=item.currency,
+                timezone=item.customer.timezone or "UTC", locale=item.customer.preferred_locale or "en-US",
+                method_type=item.payment_method_type, brand=None, interval="month", usage_based=item.usage_based,
+                base_amount=item.amount_due, anchor=timedelta(0), subscription_id=item.subscription_id or "",
+                payment_method_id=item.payment_method_id)
+            method = self._new_method(item.customer.id, item.payment_method_id, item.payment_method_type,
+                                      "visa" if item.payment_method_type == "card" else None, None, 0)
+            self._customers[item.customer.id] = _CustomerState(profile, item.customer, method)
+            self._touch("customer", item.customer.id)
+            self._touch("payment_method", method.id)
+        if item.subscription_id and item.subscription_id not in self._subscriptions:
+            subscription = Subscription(id=item.subscription_id, customer_id=item.customer.id, status="active",
+                                        usage_based=item.usage_based)
+            self._subscriptions[item.subscription_id] = _SubscriptionState(
+                subscription, self._customers[item.customer.id].profile)
+            self._touch("subscription", item.subscription_id)
+        self._schedule(item.created, "replayed_invoice", item)
+
+    def _on_replayed_invoice(self, at: datetime, item: HistoricalInvoice) -> None:
+        cust = self._customers[item.customer.id]
+        invoice = self._create_invoice(item.invoice_id, cust, item.amount_due, item.currency, at,
+                                       item.subscription_id, [dataclasses.replace(line) for line in item.lines])
+        invoice.payment_method_type = item.payment_method_type
+        invoice.billing_reason = item.billing_reason or invoice.billing_reason
+        self._schedule(max(item.first_failed_at, at), "fail", invoice.id, item.decline)
+
     # -- scripting hooks (tests and the contract's WorldDriver) -----------------------------------------------
 
     def script_failure(self, amount: int, currency: str, decline_code: str | None, payment_method_type: str,
@@ -856,4 +914,4 @@ def card_decline(code: str, method_type: str = "card") -> Decline:
                    payment_method_type=method_type)
 
 
-__all__ = ["SimulatedAccount", "Stats", "UnknownObject", "InvalidRequest", "card_decline"]
+__all__ = ["HistoricalInvoice", "SimulatedAccount", "Stats", "UnknownObject", "InvalidRequest", "card_decline"]

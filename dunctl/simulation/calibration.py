@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from dunctl.scaffold import shipped_dir
-from dunctl.simulation.assumptions import DEFAULT, Assumptions
+from dunctl.simulation.assumptions import DEFAULT_PRESET, Assumptions
 from dunctl.simulation.demo import DEFAULT_SEED, Outcome, run_simulation
 
 
@@ -43,7 +43,8 @@ class Calibration:
 
 
 def calibrate(work: Path, *, customers: int = 3000, days: int = 30, follow_up_days: int = 35,
-              seed: int = DEFAULT_SEED, assumptions: Assumptions = DEFAULT, progress=None) -> Calibration:
+              seed: int = DEFAULT_SEED, preset: str = DEFAULT_PRESET, assumptions: Assumptions | None = None,
+              progress=None) -> Calibration:
     work = Path(work)
     only_retries = write_sequences(work / "retries-only", lambda i, s: s["action"] == "retry")
     def first_email_only(i: int, step: dict) -> bool:
@@ -53,15 +54,15 @@ def calibrate(work: Path, *, customers: int = 3000, days: int = 30, follow_up_da
     nothing = write_sequences(work / "nothing", lambda i, s: False)
     shipped = write_sequences(work / "shipped", lambda i, s: True)
     result = run_simulation([only_retries, only_email, shipped, nothing], work / "runs", customers=customers,
-                            days=days, follow_up_days=follow_up_days, seed=seed, assumptions=assumptions,
+                            days=days, follow_up_days=follow_up_days, seed=seed, preset=preset, assumptions=assumptions,
                             progress=progress)
     retries, email, full, floor = result.outcomes
 
     def share(outcome: Outcome, *sources: str) -> float | None:
         if not outcome.failed_invoices:
             return None
-        return round(sum(outcome.recovered_by.get(s, 0) for s in sources) / outcome.failed_invoices, 4)
+        return round(sum(outcome.collected_by.get(s, 0) for s in sources) / outcome.failed_invoices, 4)
 
     return Calibration(retries_alone=share(retries, "retry"), day0_email_alone=share(email, "email"),
-                       after_day_14=full.recovered_after_day_14, overall=full.recovery_rate,
-                       unprompted=floor.recovery_rate, outcomes=result.outcomes)
+                       after_day_14=full.recovered_after_day_14, overall=full.recovered_of_all,
+                       unprompted=floor.recovered_of_all, outcomes=result.outcomes)

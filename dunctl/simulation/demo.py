@@ -15,17 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from statistics import mean, median
 
 from dunctl.channels import Delivery
-from dunctl.clock import from_iso, iso
+from dunctl.clock import iso
 from dunctl.config import Config, load_config
-from dunctl.tick import ChannelSet, TickResult, build_channels, run_tick
+from dunctl.tick import ChannelSet, TickResult, run_tick
 from dunctl.errors import UsageError
-from dunctl.ledger import ENDED_STATES, Ledger
+from dunctl.ledger import Ledger
 from dunctl.scaffold import write_starter
-from dunctl.simulation.account import SimulatedAccount, Stats
-from dunctl.simulation.assumptions import DEFAULT, Assumptions
+from dunctl.simulation.account import SimulatedAccount
+from dunctl.simulation.assumptions import (
+    DEFAULT_PRESET,
+    Assumptions,
+    preset_assumptions,
+    preset_name,
+)
 from dunctl.simulation.population import build_book
 
 # A Monday, so that business days and weekends fall the same way on every run. Fixed, never the wall clock:
@@ -43,40 +47,53 @@ Progress = Callable[[int, int, datetime], None]
 
 @dataclass
 class CurrencyOutcome:
+    """One currency's money, from the report's headline (ended cases; never added across currencies)."""
+
     currency: str
     cases: int
+    ended: int
     recovered: int
-    amount_due: int               # minor units, this currency only
-    amount_recovered: int
-    amount_rate: float | None
+    amount_at_stake: int          # ended cases: amount due when the case opened, minor units
+    amount_recovered: int         # ended cases: paid after the case opened
+    amount_rate: float | None     # amount_recovered / amount_at_stake
 
 
 @dataclass
 class Outcome:
-    """What one run of the engine on the simulated account achieved."""
+    """What one run of the engine on the simulated account achieved. The case figures are `dunctl report`'s own
+    (dunctl.report.build_report over the run's ledger), so the demo, `simulate` and `report` agree; the rest is
+    what only a simulation knows (invoices billed, who really collected, the size of the book)."""
 
     name: str
-    customers: int
+    customers: int                # = subscriptions in the simulated book (one each)
     invoices_billed: int
     failed_invoices: int          # cases opened
     recovered: int
     open: int                     # still open (or paused) at the end of the run
+    ended: int
     ended_by_state: dict[str, int]
-    recovery_rate: float | None   # recovered / failed invoices (cases still open count as not recovered)
+    recovered_of_all: float | None    # recovered / failed invoices: open cases count as not yet recovered
+    recovered_of_ended: float | None  # recovered / ended cases: the report's recovery rate
     currencies: list[CurrencyOutcome]
     days_to_recovery_median: float | None
     days_to_recovery_mean: float | None
-    recovered_after_day_14: float | None  # share of recoveries more than 14 days after the first failure
+    days_to_recovery_p90: float | None
+    recovered_after_day_14: float | None  # share of recoveries 14 days or more after the first failure
     messages_sent: int            # emails and SMS that went out
     messages_per_recovered: float | None
     retries_dunctl: int           # payment attempts dunctl made
     retries_stripe: int           # attempts Stripe's Smart Retries made
+    retries_per_recovered: float | None
     handed_to_people: int         # cases escalated to a person or disputed
-    churned: int                  # subscriptions cancelled by dunning
-    recovered_by: dict[str, int]  # who collected: retry, provider_retry, email, sms, person, suspension, organic...
+    churned: int                  # subscriptions cancelled by exhausted dunning
+    involuntary_churn: float | None   # churned / subscriptions in the book: the denominator is known here
+    recovered_by_channel: dict[str, int]  # the report's last touch before payment (report --by channel)
+    collected_by: dict[str, int]  # who really collected, known only in a simulation: retry, provider_retry,
+                                  # email, sms, person, suspension, organic...
     ticks: int
     actions: int
     failed_actions: int
+    preset: str = DEFAULT_PRESET
     notices_sent: int = 0         # pre-dunning notices (dunctl/notices)
     cards_updated_after_notice: int = 0
 
@@ -98,6 +115,7 @@ class DemoResult:
     headline: object | None = None   # dunctl.report.Headline
     example_invoice: str | None = None   # a case worth reading with `dunctl case show`
     last_tick: datetime | None = None
+    preset: str = DEFAULT_PRESET
 
 
 @dataclass
@@ -108,6 +126,7 @@ class SimulationResult:
     billing_days: int
     follow_up_days: int
     outcomes: list[Outcome] = field(default_factory=list)
+    preset: str = DEFAULT_PRESET
 
 
 # -- channels for `simulate`: nothing leaves the machine ----------------------------------------------------------
@@ -132,6 +151,14 @@ class RecordingChannels(ChannelSet):
 
 
 # -- the driver ---------------------------------------------------------------------------------------------------
+
+
+def stripe_retries(config: Config) -> bool:
+    """Whether the simulated account runs Stripe's Smart Retries: with `retries: stripe`, and with `retries:
+    dunctl` when an experiment has a holdout, whose cases dunctl leaves to Stripe (dunctl turns them off on
+    every other case it works, before the first one is due)."""
+    return config.file.stripe.retries == "stripe" or any(
+        e.holdout for e in getattr(config.file, "experiments", None) or [])
 
 
 _NAME = re.compile(r"\{\{[^}]*customer\.(first_name|name)")
@@ -211,39 +238,59 @@ class Driver:
             self._steps[case["id"]] = {s["id"]: s for s in steps}
         return self._steps[case["id"]]
 
-    def outcome(self, name: str, customers: int) -> Outcome:
-        return measure(name, self.ledger, self.account.stats, customers, self)
+    def outcome(self, name: str, customers: int, now: datetime, preset: str = DEFAULT_PRESET,
+                subscriptions: int | None = None) -> Outcome:
+        """What the run achieved; `subscriptions` is the book's size when it is known (the synthetic book)."""
+        stats = self.account.stats
+        outcome = measure(name, self.ledger, now, self.config.file.dunning.attribution_window, customers=customers,
+                       messages=self.messages, retries_dunctl=stats.dunctl_retries,
+                       retries_stripe=stats.provider_retries, subscriptions=subscriptions,
+                       invoices_billed=stats.invoices, collected_by=stats.recovered_by, ticks=self.ticks,
+                       actions=self.actions, failed_actions=self.failed_actions, preset=preset)
+        outcome.notices_sent = self.notices          # pre-dunning (dunctl/notices)
+        outcome.cards_updated_after_notice = stats.responses["card updated after an expiry notice"]
+        return outcome
 
 
-def measure(name: str, ledger: Ledger, stats: Stats, customers: int, driver: Driver) -> Outcome:
-    cases = ledger.cases(include_ended=True)
-    recovered = [c for c in cases if c["state"] == "recovered"]
-    days = sorted((from_iso(c["recovered_at"]) - from_iso(c["first_failed_at"])).total_seconds() / 86400
-                  for c in recovered if c["recovered_at"])
-    by_state: dict[str, int] = {}
-    for c in cases:
-        by_state[c["state"]] = by_state.get(c["state"], 0) + 1
-    currencies = []
-    for code in sorted({c["currency"] for c in cases}):
-        mine = [c for c in cases if c["currency"] == code]
-        due = sum(c["amount_due"] - c["amount_paid_at_open"] for c in mine)
-        got = sum(c["amount_recovered"] for c in mine)
-        currencies.append(CurrencyOutcome(code, len(mine), sum(c["state"] == "recovered" for c in mine), due, got,
-                                          round(got / due, 4) if due else None))
+def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, customers: int, messages: int,
+            retries_dunctl: int, retries_stripe: int, subscriptions: int | None, invoices_billed: int = 0,
+            collected_by: dict | None = None, ticks: int = 0, actions: int = 0, failed_actions: int = 0,
+            preset: str = DEFAULT_PRESET) -> Outcome:
+    """A run's outcome. Every figure about cases comes from `dunctl report`'s code over the run's ledger; the
+    rest is passed in. Involuntary churn needs `subscriptions` (the book's size); None leaves it unknown."""
+    from dunctl.report import build_report
+
+    report = build_report(ledger, now, dimensions=["channel"], attribution_window=window)
+    h = report.headline
+    channels: dict[str, int] = {}
+    for row in report.breakdowns.get("channel", []):
+        channels[row.key] = channels.get(row.key, 0) + row.recovered
+    within_14 = next((p.recovered for p in report.recovery_curve if p.day == 13), None)
+    if within_14 is None and report.recovery_curve:
+        within_14 = report.recovery_curve[-1].recovered if report.recovery_curve[-1].day < 13 else 0
+    retries = retries_dunctl + retries_stripe
+
+    def per(value: int, denominator: int, places: int = 4) -> float | None:
+        return round(value / denominator, places) if denominator else None
+
     return Outcome(
-        name=name, customers=customers, invoices_billed=stats.invoices, failed_invoices=len(cases),
-        recovered=len(recovered), open=sum(c["state"] not in ENDED_STATES for c in cases), ended_by_state=by_state,
-        recovery_rate=round(len(recovered) / len(cases), 4) if cases else None, currencies=currencies,
-        days_to_recovery_median=round(median(days), 2) if days else None,
-        days_to_recovery_mean=round(mean(days), 2) if days else None,
-        recovered_after_day_14=round(sum(d > 14 for d in days) / len(days), 4) if days else None,
-        messages_sent=driver.messages,
-        messages_per_recovered=round(driver.messages / len(recovered), 2) if recovered else None,
-        retries_dunctl=stats.dunctl_retries, retries_stripe=stats.provider_retries,
-        handed_to_people=sum(bool(c["with_person"]) for c in cases), churned=sum(bool(c["churned"]) for c in cases),
-        recovered_by=dict(sorted(stats.recovered_by.items())), ticks=driver.ticks, actions=driver.actions,
-        failed_actions=driver.failed_actions, notices_sent=driver.notices,
-        cards_updated_after_notice=stats.responses["card updated after an expiry notice"])
+        name=name, customers=customers, invoices_billed=invoices_billed, failed_invoices=h.failed_invoices,
+        recovered=h.recovered, open=h.open, ended=h.ended, ended_by_state=dict(h.ended_by_state),
+        recovered_of_all=per(h.recovered, h.failed_invoices), recovered_of_ended=per(h.recovered, h.ended),
+        currencies=[CurrencyOutcome(c.currency, c.cases, c.ended, c.recovered, c.amount_at_stake,
+                                    c.amount_recovered, per(c.amount_recovered, c.amount_at_stake))
+                    for c in h.currencies],
+        days_to_recovery_median=h.days_to_recovery.median, days_to_recovery_mean=h.days_to_recovery.mean,
+        days_to_recovery_p90=h.days_to_recovery.p90,
+        recovered_after_day_14=per(h.recovered - (within_14 or 0), h.recovered),
+        messages_sent=messages, messages_per_recovered=per(messages, h.recovered, 2),
+        retries_dunctl=retries_dunctl, retries_stripe=retries_stripe,
+        retries_per_recovered=per(retries, h.recovered, 2), handed_to_people=h.with_person,
+        churned=h.churn.churned_subscriptions,
+        involuntary_churn=per(h.churn.churned_subscriptions, subscriptions) if subscriptions else None,
+        recovered_by_channel=dict(sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))),
+        collected_by=dict(sorted((collected_by or {}).items())), ticks=ticks, actions=actions,
+        failed_actions=failed_actions, preset=preset)
 
 
 def _fast(ledger: Ledger) -> Ledger:
@@ -254,27 +301,47 @@ def _fast(ledger: Ledger) -> Ledger:
 
 def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, name: str, customers: int, seed: int,
                     start: datetime, billing_days: int, follow_up_days: int = 0,
-                    assumptions: Assumptions = DEFAULT, progress: Progress | None = None) -> tuple[Outcome, Driver]:
-    """One run: a fresh book of `customers`, billed for `billing_days`, followed for `follow_up_days` more."""
+                    preset: str = DEFAULT_PRESET, assumptions: Assumptions | None = None,
+                    progress: Progress | None = None) -> tuple[Outcome, Driver]:
+    """One run: a fresh book of `customers`, billed for `billing_days`, followed for `follow_up_days` more, in
+    the world of the named assumptions `preset` (or of `assumptions`, when given: calibration tries variants)."""
+    if assumptions is None:
+        assumptions = preset_assumptions(preset)
+    else:
+        preset = preset_name(assumptions)
     book = build_book(customers, seed, assumptions)
     bill_until = start + timedelta(days=billing_days)
     account = SimulatedAccount(book, seed=seed, start=start, bill_until=bill_until, assumptions=assumptions,
-                               smart_retries=config.file.stripe.retries == "stripe")
+                               smart_retries=stripe_retries(config))
     driver = Driver(config, ledger, account, channels)
-    driver.run(start, bill_until + timedelta(days=follow_up_days), progress)
-    return driver.outcome(name, customers), driver
+    end = bill_until + timedelta(days=follow_up_days)
+    driver.run(start, end, progress)
+    # One subscription per customer: the book's size is the churn denominator.
+    return driver.outcome(name, customers, driver.last_tick or end, preset, subscriptions=customers), driver
 
 
 # -- dunctl demo --------------------------------------------------------------------------------------------------
 
 
-def prepare_demo(directory: Path) -> Path:
-    """Write the starter config, sequences and templates into `directory`, set up for the simulated account:
-    dunctl does the retries (so they go through the account) and emails land in `outbox/` as files."""
+class DemoChannels(RecordingChannels):
+    """The demo's channels: email through the config's own (file) transport into `outbox/`, so the messages can
+    be read; SMS, Slack and webhooks recorded only, so a config naming real ones contacts nobody."""
+
+    def email(self, message, key, now) -> Delivery:
+        return ChannelSet.email(self, message, key, now)
+
+
+def prepare_demo(directory: Path, config_source: Path | None = None) -> Path:
+    """Write the demo's config into `directory`, set up for the simulated account, with emails landing in
+    `outbox/` as files. Without `config_source`: the starter config, sequences and templates, with dunctl doing
+    the retries (so they go through the account). With it: that config (validated first), its ledger moved into
+    `directory` and its sequences and templates used where they are."""
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise UsageError(f"{directory} already exists and is not empty; the demo never overwrites",
                          "pass another directory: dunctl demo DIR, or remove this one")
+    if config_source is not None:
+        return _demo_config_from(Path(config_source), directory)
     write_starter(directory, email_transport="file")
     config_path = directory / "dunctl.yaml"
     text = config_path.read_text()
@@ -288,38 +355,53 @@ def prepare_demo(directory: Path) -> Path:
     return config_path
 
 
+def _demo_config_from(source: Path, directory: Path) -> Path:
+    import yaml
+
+    loaded = load_config(source)                      # a bad config stops here, before anything is written
+    data = yaml.safe_load(source.read_text())
+    data["ledger"] = {"path": "dunctl.db"}
+    data["sequences"] = {"dir": str((loaded.base_dir / loaded.file.sequences.dir).resolve())}
+    data["templates"] = {"dir": str(loaded.templates_dir)}
+    data["channels"] = {**(data.get("channels") or {}), "email": {"transport": "file", "dir": "outbox"}}
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "dunctl.yaml"
+    config_path.write_text(f"# Written by `dunctl demo --config {source}`: that config on a simulated account, with "
+                           "its ledger here and emails as files in outbox/.\n" + yaml.safe_dump(data, sort_keys=False))
+    return config_path
+
+
 def run_demo(directory: Path, *, customers: int = 500, days: int = 45, seed: int = DEFAULT_SEED,
-             start: datetime = DEFAULT_START, progress: Progress | None = None) -> DemoResult:
-    """Create `directory` with a config, sequences, templates, a ledger and an outbox, then run `days` of hourly
-    ticks against a simulated account of `customers`. The same seed gives the same numbers."""
+             start: datetime = DEFAULT_START, preset: str = DEFAULT_PRESET, config: Path | None = None,
+             progress: Progress | None = None) -> DemoResult:
+    """Create `directory` with a config (the starter, or `config`), a ledger and an outbox, then run `days` of
+    hourly ticks against a simulated account of `customers` in the world of `preset`. The same seed gives the
+    same numbers."""
     if customers < 1 or days < 1:
         raise UsageError("--customers and --days must be at least 1")
+    preset_assumptions(preset)                        # an unknown preset fails before anything is written
     directory = Path(directory)
-    config_path = prepare_demo(directory)
-    config = load_config(config_path)
-    ledger = _fast(Ledger.open(config.ledger_path))
+    config_path = prepare_demo(directory, config)
+    loaded = load_config(config_path)
+    ledger = _fast(Ledger.open(loaded.ledger_path))
+    end = start + timedelta(days=days)
     try:
-        ledger.set_state("simulation", {"seed": seed, "customers": customers, "start": iso(start),
-                                        "end": iso(start + timedelta(days=days))})
-        outcome, driver = simulate_config(config, ledger, build_channels(config, {}), name="demo",
+        ledger.set_state("simulation", {"seed": seed, "customers": customers, "preset": preset, "start": iso(start),
+                                        "end": iso(end)})
+        outcome, driver = simulate_config(loaded, ledger, DemoChannels(loaded, {}), name="demo",
                                           customers=customers, seed=seed, start=start, billing_days=days,
-                                          progress=progress)
-        end = start + timedelta(days=days)
-        ledger.set_state("simulation", {"seed": seed, "customers": customers, "start": iso(start), "end": iso(end),
-                                        "last_tick": iso(driver.last_tick)})
+                                          preset=preset, progress=progress)
+        ledger.set_state("simulation", {"seed": seed, "customers": customers, "preset": preset, "start": iso(start),
+                                        "end": iso(end), "last_tick": iso(driver.last_tick)})
         example = _example_case(ledger)
-        headline = None
-        try:
-            from dunctl.report import headline as report_headline
+        from dunctl.report import headline as report_headline
 
-            headline = report_headline(ledger, end)
-        except ImportError:  # pragma: no cover - the report module ships with dunctl
-            pass
+        headline = report_headline(ledger, driver.last_tick or end)
     finally:
         ledger.close()
-    outbox = (config.base_dir / (config.file.channels.email.dir if config.file.channels.email else "outbox"))
-    return DemoResult(directory.resolve(), config_path.resolve(), config.ledger_path, outbox.resolve(), seed,
-                      start, end, outcome, headline, example, driver.last_tick)
+    outbox = loaded.base_dir / (loaded.file.channels.email.dir if loaded.file.channels.email else "outbox")
+    return DemoResult(directory.resolve(), config_path.resolve(), loaded.ledger_path, outbox.resolve(), seed,
+                      start, end, outcome, headline, example, driver.last_tick, preset)
 
 
 def _example_case(ledger: Ledger) -> str | None:
@@ -363,7 +445,7 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
 
 def run_simulation(sources: list[Path], work: Path, *, customers: int = 1000, days: int = 30,
                    follow_up_days: int = 35, seed: int = DEFAULT_SEED, start: datetime = DEFAULT_START,
-                   assumptions: Assumptions = DEFAULT,
+                   preset: str = DEFAULT_PRESET, assumptions: Assumptions | None = None,
                    progress: Callable[[str, int, int], None] | None = None) -> SimulationResult:
     """Run the same synthetic book under each config or sequence set. Billing runs for `days`; every case then
     gets `follow_up_days` more, so each sequence can play out. Nothing is sent anywhere."""
@@ -371,7 +453,8 @@ def run_simulation(sources: list[Path], work: Path, *, customers: int = 1000, da
         raise UsageError("give at least one config file or sequences directory to simulate")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    result = SimulationResult(seed, customers, start, days, follow_up_days)
+    result = SimulationResult(seed, customers, start, days, follow_up_days,
+                              preset=preset if assumptions is None else preset_name(assumptions))
     names: set[str] = set()
     for i, source in enumerate(sources):
         name, config = variant_config(source, work)
@@ -386,7 +469,8 @@ def run_simulation(sources: list[Path], work: Path, *, customers: int = 1000, da
             step = (lambda done, total, now, name=name: progress(name, done, total)) if progress else None
             outcome, _ = simulate_config(config, ledger, RecordingChannels(config, {}), name=name,
                                          customers=customers, seed=seed, start=start, billing_days=days,
-                                         follow_up_days=follow_up_days, assumptions=assumptions, progress=step)
+                                         follow_up_days=follow_up_days, preset=preset, assumptions=assumptions,
+                                         progress=step)
         finally:
             ledger.close()
         result.outcomes.append(outcome)

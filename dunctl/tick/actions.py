@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dunctl.channels import EmailMessage, SmsMessage
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
-from dunctl.messages import CasePart, build_context, escalation_text, recipient
-from dunctl.recipients import resolve_recipients
 from dunctl.model import Invoice as InvoiceModel
 from dunctl.tick.changes import Attempted, Churned, HandToPerson, Note, Reclassify, StoreInvoice
 from dunctl.tick.context import TickContext
@@ -24,6 +22,8 @@ from dunctl.tick.reconcile import end_case
 def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = ()) -> dict:
     """What the templates see: this case (and, for one message covering several, the customer's other cases in
     the same currency), in the customer's language, with the case's own sequence for the final notice's date."""
+    from dunctl.messages import CasePart, build_context   # Jinja2 and Babel load only when a message is built
+
     b = effect.bundle
     sender = ctx.config.file.sender
     parts = [CasePart(e.bundle.case.row, e.bundle.invoice.row,
@@ -57,6 +57,8 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     message listing every invoice with its amount, its failure in plain words and its own pay link, and the
     total. The oldest case's step sets the template (the longest-unpaid invoice sets the tone) and recipients.
     A malformed address is left out (and said so on the case); the others still get the message."""
+    from dunctl.recipients import resolve_recipients
+
     effects = sorted(effects, key=lambda e: (e.bundle.case.first_failed_at, e.invoice_id))
     lead, step = effects[0], effects[0].step
     customer = lead.bundle.customer.row if lead.bundle.customer else None
@@ -99,6 +101,8 @@ def sms(ctx: TickContext, effect: Effect) -> Prepared:
 
 
 def _text_for(ctx: TickContext, effect: Effect, heading: str) -> str:
+    from dunctl.messages import escalation_text
+
     b, step = effect.bundle, effect.step
     if step is not None and step.template and ctx.templates.exists(step.template, "txt"):
         return ctx.templates.render(step.template, "txt", _context(ctx, effect, b.invoice.hosted_invoice_url))
@@ -135,6 +139,8 @@ def webhook(ctx: TickContext, effect: Effect) -> Prepared:
 def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: str | None,
                reason: str) -> Prepared:
     """A message to a person inside the company: the escalation channel, or an email to someone named."""
+    from dunctl.messages import escalation_text, recipient
+
     b = effect.bundle
     escalation = ctx.config.file.escalation
     channel = channel or escalation.channel
@@ -190,6 +196,13 @@ def retry(ctx: TickContext, effect: Effect) -> Prepared:
     if not ctx.dunctl_retries:
         nxt = b.invoice.row.get("next_payment_attempt")
         return done("left to Stripe's Smart Retries" + (f" (next attempt {nxt})" if nxt else ""), quiet=True)
+    return retry_now(ctx, effect)
+
+
+def retry_now(ctx: TickContext, effect: Effect) -> Prepared:
+    """Charge the invoice now (invoices.pay under the effect's idempotency key), in either retry mode: what a
+    new payment method gets on the next tick (`stripe.retry_on_update`)."""
+    b = effect.bundle
     attempt = b.case.attempts + 1
 
     def deliver() -> Outcome:
@@ -299,5 +312,5 @@ ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {
     "email": email, "sms": sms, "slack": slack, "webhook": webhook, "escalate": escalate, "retry": retry,
     "pause_subscription": pause_subscription, "cancel_subscription": cancel_subscription,
     "mark_uncollectible": mark_uncollectible, "close": close,
-    "notify_person": notify_person, "stop_provider_retries": stop_provider_retries,
+    "notify_person": notify_person, "stop_provider_retries": stop_provider_retries, "retry_now": retry_now,
 }

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from dunctl.config import Sequence, sequence_definition, sequence_hash
+from dunctl.failures import described_code
 from dunctl.ledger import Ledger
+from dunctl.ledger.experiment_queries import record_assignment
 from dunctl.ledger.records import InvoiceRecord
 
 
@@ -32,6 +34,7 @@ class OpenCase:
     sequence: Sequence
     failure_type: str
     decline_code: str | None
+    assignment: object = None     # dunctl.experiments.Assignment, recorded on the case, never changed
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,18 @@ class HandToPerson:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """The subscription was paused or set to cancel outside dunctl: the case waits, no step runs."""
+
+    case_id: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    case_id: int
+
+
+@dataclass(frozen=True)
 class PaymentMethodChanged:
     case_id: int
     at: datetime
@@ -85,8 +100,8 @@ class NotifyPerson:
     note: str
 
 
-Change = OpenCase | FollowInvoice | Reclassify | EndCase | HandToPerson | PaymentMethodChanged | Churned | \
-    NotifyPerson | Note
+Change = OpenCase | FollowInvoice | Reclassify | EndCase | HandToPerson | Hold | Resume | PaymentMethodChanged | \
+    Churned | NotifyPerson | Note
 
 
 @dataclass
@@ -110,8 +125,11 @@ def _open(ledger: Ledger, c: OpenCase, now: datetime, applied: Applied) -> None:
     case_id = ledger.open_case(invoice=c.invoice, segment=c.segment, sequence=c.sequence.name, sequence_hash=digest,
                                sequence_def=sequence_definition(c.sequence), failure_type=c.failure_type,
                                decline_code=c.decline_code, now=now)
+    if c.assignment is not None:
+        record_assignment(ledger, case_id, c.assignment.experiment, c.assignment.arm)
     ledger.add_timeline(case_id, c.invoice.first_failed_at, "failed",
-                        f"payment failed: {c.decline_code or 'no code'} ({c.failure_type})", c.invoice.decline)
+                        f"payment failed: {described_code(c.invoice.decline) or 'no code'} ({c.failure_type})",
+                        c.invoice.decline)
     ledger.add_timeline(case_id, now, "opened",
                         f"case opened: segment {c.segment}, sequence {c.sequence.name} ({digest})")
     applied.opened.append(c.invoice.id)
@@ -140,6 +158,16 @@ def _hand(ledger: Ledger, c: HandToPerson, now: datetime, applied: Applied) -> N
     applied.touched.add(c.case_id)
 
 
+def _hold(ledger: Ledger, c: Hold, now: datetime, applied: Applied) -> None:
+    ledger.hold_case(c.case_id)
+    applied.touched.discard(c.case_id)
+
+
+def _resume(ledger: Ledger, c: Resume, now: datetime, applied: Applied) -> None:
+    ledger.unhold_case(c.case_id)
+    applied.touched.add(c.case_id)
+
+
 def _method(ledger: Ledger, c: PaymentMethodChanged, now: datetime, applied: Applied) -> None:
     ledger.note_payment_method_change(c.case_id, c.at)
     applied.touched.add(c.case_id)
@@ -157,7 +185,7 @@ def _note(ledger: Ledger, c: Note, now: datetime, applied: Applied) -> None:
     ledger.add_timeline(c.case_id, c.at, c.kind, c.summary, c.data)
 
 
-_APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand,
+_APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand, Hold: _hold, Resume: _resume,
           PaymentMethodChanged: _method, Churned: _churned, NotifyPerson: _notify, Note: _note}
 
 

@@ -71,7 +71,8 @@ def planner_settings(config: Config, monitor: bool = False) -> Settings:
                                        if getattr(config.file.channels, name) is not None),
                     escalation_channel=config.file.escalation.channel,
                     notice_before_suspension=dunning.notice_before_suspension,
-                    monitor=monitor, contact=contact_policy(config))
+                    monitor=monitor, contact=contact_policy(config),
+                    retry_on_update=config.file.stripe.retry_on_update)
 
 
 def contact_policy(config: Config) -> ContactPolicy | None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jinja2 import TemplateError
-
 from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
 from dunctl.tick import changes as case_changes
 from dunctl.tick.actions import ACTIONS, email_together
@@ -169,11 +167,11 @@ def _deliver(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
     except (ChannelError, GatewayError) as exc:
         return [Outcome("failed", error=_error_text(exc), request_id=getattr(exc, "request_id", None))
                 for _ in effects]
-    except TemplateError as exc:
-        template = effect.step.template if effect.step else "?"
-        return [Outcome("failed", error=f"template {template} does not render: {exc}; fix it and run "
-                                        "`dunctl check`") for _ in effects]
     except Exception as exc:  # noqa: BLE001 - one broken case must not stop the others (cron runs unattended)
+        if type(exc).__module__.startswith("jinja2"):   # a template error (jinja2 is imported only to render)
+            template = effect.step.template if effect.step else "?"
+            return [Outcome("failed", error=f"template {template} does not render: {exc}; fix it and run "
+                                            "`dunctl check`") for _ in effects]
         return [Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}") for _ in effects]
 
 

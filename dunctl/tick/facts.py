@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from dunctl.failures import shown_code
+from dunctl.failures import network_retry_wait, retry_wait_reason, shown_code
 from dunctl.ledger.records import CaseBundle, CustomerRecord, InvoiceRecord, SubscriptionRecord
 from dunctl.planner import CaseSnapshot, StepRecord
 
@@ -42,7 +42,12 @@ def step_records(bundle: CaseBundle) -> dict[str, StepRecord]:
 
 def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool) -> CaseSnapshot:
     case, invoice = bundle.case, bundle.invoice
-    blocked = None
+    blocked = not_before = wait_reason = None
+    if dunctl_retries and invoice.failed_at is not None:
+        # the network's own rule for the next attempt (Mastercard advice codes 24-30, Stripe's 24 h block)
+        wait = network_retry_wait(invoice.decline)
+        if wait is not None:
+            not_before, wait_reason = invoice.failed_at + wait, retry_wait_reason(invoice.decline)
     if dunctl_retries:
         stop = bundle.system().get(STOP_PROVIDER_RETRIES)
         if stop is None or stop.status not in ("done", "would"):
@@ -58,5 +63,7 @@ def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool) -> CaseSna
         dunning_off=bool(bundle.customer and bundle.customer.dunning_off),
         timezone=bundle.customer.timezone if bundle.customer else None,
         retries_blocked=blocked,
+        retry_not_before=not_before,
+        retry_wait_reason=wait_reason,
         contacts=bundle.contacts,
     )

@@ -6,11 +6,12 @@ from datetime import datetime
 
 from dunctl.conditions import matches
 from dunctl.config import Config
-from dunctl.failures import DISPUTE, UNKNOWN, shown_code
+from dunctl.experiments import assign, case_sequence
+from dunctl.failures import DISPUTE, UNKNOWN, described_code, shown_code
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, SubscriptionRecord
-from dunctl.tick.changes import Change, EndCase, FollowInvoice, HandToPerson, Note, NotifyPerson, OpenCase, \
-    PaymentMethodChanged, Reclassify
+from dunctl.tick.changes import Change, EndCase, FollowInvoice, HandToPerson, Hold, Note, NotifyPerson, OpenCase, \
+    PaymentMethodChanged, Reclassify, Resume
 from dunctl.tick.facts import condition_facts
 
 ENDED_BY_INVOICE = {"paid": ("recovered", "invoice paid"), "void": ("voided", "invoice voided"),
@@ -25,8 +26,10 @@ def open_case(invoice: InvoiceRecord, customer: CustomerRecord | None, subscript
     failure_type = invoice.failure_type or UNKNOWN
     facts = condition_facts(invoice, customer, subscription, failure_type, invoice.attempt_count, now)
     segment = next(s for s in config.file.segments if matches(s.when, facts))
-    return [OpenCase(invoice, segment.name, config.sequences[segment.sequence], failure_type,
-                     shown_code(invoice.decline))]
+    # sticky experiment assignment: a hash of (experiment, customer); a holdout case gets an empty sequence
+    assignment = assign(config, invoice.customer_id, segment.name)
+    return [OpenCase(invoice, segment.name, case_sequence(config, assignment, segment.name), failure_type,
+                     shown_code(invoice.decline), assignment)]
 
 
 def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list[Change]:
@@ -39,7 +42,7 @@ def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list
     attempts = case.attempts
     if invoice.attempt_count > case.attempts and invoice.status == "open":
         attempts = invoice.attempt_count
-        code = shown_code(invoice.decline)
+        code = described_code(invoice.decline)     # normalised, with the raw network code beside it
         changes.append(Note(case.id, invoice.failed_at or now, "attempt",
                             f"payment attempt {attempts} failed" + (f": {code}" if code else "")
                             + (f"; next Stripe attempt {invoice.row.get('next_payment_attempt')}"
@@ -75,18 +78,74 @@ def end_case(case: CaseRecord, invoice: InvoiceRecord, state: str, reason: str, 
     return changes
 
 
-def apply_signal(signal: SignalRecord, cases: list[CaseRecord]) -> list[Change]:
-    """A provider signal (dispute, replaced payment method) on the open cases it concerns."""
-    at = signal.at
+BANK_DEBITS = ("us_bank_account", "sepa_debit", "bacs_debit", "au_becs_debit", "acss_debit")
+
+
+def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceRecord]], now: datetime
+                 ) -> list[Change]:
+    """A provider signal on the cases it concerns (found by invoice, subscription or customer)."""
+    data = signal.data or {}
+    if data.get("by_dunctl"):
+        return []   # dunctl's own step did it (its pause_subscription): nothing to follow
     changes: list[Change] = []
-    if signal.kind == "dispute":
-        for case in cases:
-            detail = f": {signal.detail}" if signal.detail else ""
-            changes += [HandToPerson(case.id, at, disputed=True),
-                        Note(case.id, at, "dispute", f"payment disputed{detail}; dunning stopped, handed to a person"),
-                        NotifyPerson(case.id, "dispute-notice", "Payment disputed")]
-    elif signal.kind == "payment_method_updated":
-        for case in cases:
-            changes += [PaymentMethodChanged(case.id, at),
-                        Note(case.id, at, "payment_method", "the customer's payment method changed")]
+    for case, invoice in cases:
+        changes += _SIGNALS.get(signal.kind, _ignore)(signal, data, case, invoice, now)
     return changes
+
+
+def _ignore(*_) -> list[Change]:
+    return []
+
+
+def _dispute(signal, data, case, invoice, now) -> list[Change]:
+    detail = f": {signal.detail}" if signal.detail else ""
+    return [HandToPerson(case.id, signal.at, disputed=True),
+            Note(case.id, signal.at, "dispute", f"payment disputed{detail}; dunning stopped, handed to a person"),
+            NotifyPerson(case.id, "dispute-notice", "Payment disputed")]
+
+
+def _dispute_closed(signal, data, case, invoice, now) -> list[Change]:
+    if data.get("status") == "lost":
+        return end_case(case, invoice, "written_off", "the dispute was lost", now)
+    return [Note(case.id, signal.at, "dispute", f"dispute closed: {data.get('status') or signal.detail}; "
+                                                "the case stays with the person who holds it")]
+
+
+def _method_updated(signal, data, case, invoice, now) -> list[Change]:
+    return [PaymentMethodChanged(case.id, signal.at),
+            Note(case.id, signal.at, "payment_method", "the customer's payment method changed"
+                 + (f" ({signal.payment_method_id})" if signal.payment_method_id else ""))]
+
+
+def _mandate_inactive(signal, data, case, invoice, now) -> list[Change]:
+    if invoice.payment_method_type not in BANK_DEBITS and invoice.payment_method_id != signal.payment_method_id:
+        return []
+    return [Reclassify(case.id, "bank_hard", "mandate_inactive"),
+            Note(case.id, signal.at, "reclassified", f"re-classified {case.failure_type} -> bank_hard: the debit "
+                                                     "mandate is no longer active; a new one is needed")]
+
+
+def _subscription_canceled(signal, data, case, invoice, now) -> list[Change]:
+    why = data.get("reason") or data.get("comment") or signal.detail
+    return end_case(case, invoice, "closed", "the subscription was cancelled outside dunctl"
+                    + (f" ({why})" if why else "") + ": no more retries or messages", now)
+
+
+def _subscription_held(signal, data, case, invoice, now) -> list[Change]:
+    if not case.is_open:
+        return []
+    what = "set to cancel" if signal.kind == "subscription_cancel_scheduled" else "paused"
+    return [Hold(case.id), Note(case.id, signal.at, "held", f"the subscription was {what} outside dunctl: the "
+                                                            "case waits, no retries or messages")]
+
+
+def _subscription_resumed(signal, data, case, invoice, now) -> list[Change]:
+    if case.state != "paused" or case.with_person or case.failure_type == DISPUTE:
+        return []   # only a case the subscription held; one a person holds stays with them
+    return [Resume(case.id), Note(case.id, signal.at, "resumed", "the subscription resumed: back to the sequence")]
+
+
+_SIGNALS = {"dispute": _dispute, "dispute_closed": _dispute_closed, "payment_method_updated": _method_updated,
+            "mandate_inactive": _mandate_inactive, "subscription_canceled": _subscription_canceled,
+            "subscription_cancel_scheduled": _subscription_held, "subscription_paused": _subscription_held,
+            "subscription_resumed": _subscription_resumed}

@@ -32,7 +32,8 @@ RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment ma
 
 
 def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False,
-             progress: Callable[[SyncResult], None] | None = None, notices: bool = False) -> SyncResult:
+             progress: Callable[[SyncResult], None] | None = None, accept_stale: bool = False,
+             notices: bool = False) -> SyncResult:
     """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically.
     With `notices` (pre-dunning on), the first sync also lists the active subscriptions (billing_backfill)."""
     result = SyncResult()
@@ -44,7 +45,7 @@ def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False
         batches = with_billing_backfill(ledger, gateway, batches, full)
     for batch in batches:
         with ledger.transaction():
-            new = ledger.apply_batch(batch, now)
+            new = ledger.apply_batch(batch, now, accept_stale=accept_stale)
             ledger.apply_notice_batch(batch, now)
         result.invoices_new += new
         result.invoices_updated += len(batch.invoices) - new
@@ -63,8 +64,9 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     applied = case_changes.Applied()
     for signal in ledger.pending_signals():
         with ledger.transaction():
-            ids = _signal_cases(ledger, signal)
-            case_changes.apply(ledger, apply_signal(signal, [ledger.case_record(i) for i in ids]), ctx.now, applied)
+            found = [(c, ledger.invoice_record(c.invoice_id))
+                     for c in map(ledger.case_record, _signal_cases(ledger, signal))]
+            case_changes.apply(ledger, apply_signal(signal, found, ctx.now), ctx.now, applied)
             ledger.mark_signal_applied(signal.id)
     for invoice, case_id in ledger.pending_invoices():
         with ledger.transaction():
@@ -86,9 +88,12 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
 
 
 def _signal_cases(ledger: Ledger, signal) -> list[int]:
-    if signal.kind == "dispute" and signal.invoice_id:
-        case = ledger.case_for_invoice(signal.invoice_id)
+    """The cases a signal concerns: by invoice (disputes), by subscription, else the customer's open cases."""
+    if signal.kind in ("dispute", "dispute_closed"):
+        case = ledger.case_for_invoice(signal.invoice_id) if signal.invoice_id else None
         return [case["id"]] if case and case["state"] in ("open", "paused") else []
+    if signal.kind.startswith("subscription_"):
+        return ledger.case_ids_for_subscription(signal.subscription_id) if signal.subscription_id else []
     if signal.customer_id:
         return ledger.open_case_ids_for_customer(signal.customer_id)
     return []
@@ -145,8 +150,9 @@ def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: Tick
     bundle = load_bundle(ctx.ledger, case_id, ctx.settings, ctx.now)
     if bundle is None or not bundle.case.is_open:
         return []
-    effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now)
-    decided = plan_case(bundle, sequences(bundle), ctx.settings, ctx.dunctl_retries, ctx.now)
+    sequence = sequences(bundle)
+    effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)
+    decided = plan_case(bundle, sequence, ctx.settings, ctx.dunctl_retries, ctx.now)
     records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
@@ -234,12 +240,13 @@ def _days(delta) -> str:
 
 def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: ChannelSet | None, now: datetime,
              dry_run: bool = False, sync: bool = True,
-             progress: Callable[[SyncResult], None] | None = None, mode: str | None = None) -> TickResult:
+             progress: Callable[[SyncResult], None] | None = None, mode: str | None = None,
+             accept_stale: bool = False) -> TickResult:
     """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run works on a snapshot copy
     of the ledger in memory: it never writes the ledger file nor holds a write transaction on it, and makes no
     call that changes anything outside."""
     if dry_run:
-        return _dry_tick(ledger, config, gateway, now, sync, progress)
+        return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
     with ledger.tick_lock():
         last_tick = ledger.last_tick_at()
@@ -250,7 +257,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         try:
             _settle_orphans(ledger, now)
             _on_mode_change(ctx)
-            _tick(ctx, result, gateway, sync, progress)
+            _tick(ctx, result, gateway, sync, progress, accept_stale)
         finally:
             if channels is not None:
                 channels.close()
@@ -261,12 +268,12 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
 
 
 def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: bool,
-          progress: Callable[[SyncResult], None] | None) -> None:
+          progress: Callable[[SyncResult], None] | None, accept_stale: bool = False) -> None:
     def sync_now() -> None:
         if not sync or gateway is None:
             return
         try:
-            result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress,
+            result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress, accept_stale=accept_stale,
                                    notices=ctx.config.file.notices.enabled)
         except GatewayAuthError:
             raise
@@ -290,12 +297,12 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
 
 
 def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
-              progress: Callable[[SyncResult], None] | None) -> TickResult:
+              progress: Callable[[SyncResult], None] | None, accept_stale: bool = False) -> TickResult:
     copy = ledger.snapshot_in_memory()
     try:
         ctx = TickContext(copy, config, _ReadOnly(gateway) if gateway else None, None, now, mode=DRY_RUN)
         result = TickResult(now=now, dry_run=True, mode=DRY_RUN)
-        _tick(ctx, result, ctx.gateway, sync, progress)
+        _tick(ctx, result, ctx.gateway, sync, progress, accept_stale)
         return result
     finally:
         copy.close()
@@ -336,12 +343,13 @@ class _ReadOnly:
 
 def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: datetime, full: bool = False,
                        progress: Callable[[SyncResult], None] | None = None,
-                       channels: ChannelSet | None = None) -> SyncResult:
+                       channels: ChannelSet | None = None, accept_stale: bool = False) -> SyncResult:
     """`dunctl sync`: pull changes and open or close cases, without running any step. People who hold a case
     are still told when it is disputed or recovered (through the executor), as `tick` would."""
     mode = MONITOR if config.file.mode == "monitor" else LIVE
     with ledger.tick_lock():
-        result = run_sync(ledger, gateway, now, full=full, progress=progress, notices=config.file.notices.enabled)
+        result = run_sync(ledger, gateway, now, full=full, progress=progress, accept_stale=accept_stale,
+                          notices=config.file.notices.enabled)
         tick = TickResult(now=now, mode=mode)
         ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway), channels, now, mode=mode)
         try:

@@ -39,11 +39,44 @@ def plan_case(bundle: CaseBundle, sequence: Sequence, settings: Settings, dunctl
     return plan(snapshot(bundle, now, dunctl_retries), sequence, step_records(bundle), settings, now)
 
 
-def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool, now: datetime) -> list[Effect]:
+def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool, now: datetime,
+                   max_attempts: int = 5) -> list[Effect]:
     """dunctl's own effects that are due on an open case: turning Stripe's retries off (`retries: dunctl`),
-    tried until it is done, since no dunctl retry may run while Stripe's own still do."""
-    if not dunctl_retries or not bundle.case.is_open:
+    tried until it is done, since no dunctl retry may run while Stripe's own still do; and a retry on the first
+    tick after the customer replaced the payment method (`stripe.retry_on_update`)."""
+    if not bundle.case.is_open or bundle.case.arm == "holdout":
+        return []   # a holdout gets no dunctl action at all: Stripe's own retries and emails only
+    effects = _retry_after_update(bundle, settings, max_attempts) if settings.retry_on_update else []
+    if not dunctl_retries:
+        return effects
+    return _stop_provider_retries(bundle, settings, now) + effects
+
+
+UPDATE_RETRY_CAP = 5
+
+
+def retry_after_update_name(changed_at: datetime) -> str:
+    return f"retry-after-update-{changed_at.strftime('%Y%m%dT%H%M%S')}"
+
+
+def _retry_after_update(bundle: CaseBundle, settings: Settings, max_attempts: int) -> list[Effect]:
+    """Once per new payment method (named by when it changed, so its key is stable), counted in the budget."""
+    case, invoice = bundle.case, bundle.invoice
+    changed = case.payment_method_changed_at
+    if changed is None or (invoice.failed_at is not None and changed <= invoice.failed_at):
         return []
+    # A sequence for cards that cannot be retried allows one attempt (the failed one); a new card is another
+    # story: it gets its retry within the guide's usual cap of five attempts, counting Stripe's own.
+    if case.failure_type == "dispute" or case.attempts >= max(max_attempts, UPDATE_RETRY_CAP):
+        return []
+    name = retry_after_update_name(changed)
+    record = bundle.system().get(name)
+    if record is not None and not (record.status == "failed" and record.tries < settings.max_action_tries):
+        return []
+    return [Effect(bundle, SYSTEM, name, "retry_now", changed, channel="stripe")]
+
+
+def _stop_provider_retries(bundle: CaseBundle, settings: Settings, now: datetime) -> list[Effect]:
     record = bundle.system().get(STOP_PROVIDER_RETRIES)
     if record is not None:
         done = record.status in ("done", "unknown") or (record.status == "would" and settings.monitor)
@@ -56,11 +89,12 @@ def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool,
 
 
 def next_due(bundle: CaseBundle, decided: Plan, settings: Settings, dunctl_retries: bool,
-             now: datetime) -> tuple[datetime | None, str | None]:
-    """When the case is next due and for what: something decided now is due at once (the next tick takes it)."""
+             now: datetime, pending: list[Effect] = ()) -> tuple[datetime | None, str | None]:
+    """When the case is next due and for what: something decided now (or one of dunctl's own effects) is due at
+    once: the next tick takes it."""
     if not bundle.case.is_open:
         return None, None
-    candidates = [(d.due_at, d.step.id) for d in decided.decisions]
+    candidates = [(d.due_at, d.step.id) for d in decided.decisions] + [(e.due_at, e.name) for e in pending]
     if decided.next_due_at is not None:
         candidates.append((decided.next_due_at, decided.next_step))
     record = bundle.system().get(STOP_PROVIDER_RETRIES)
@@ -79,4 +113,5 @@ def schedule_case(ledger: Ledger, case_id: int, settings: Settings, dunctl_retri
         return
     sequence = (sequences or Sequences(ledger))(bundle)
     decided = plan_case(bundle, sequence, settings, dunctl_retries, now)
-    ledger.schedule(case_id, *next_due(bundle, decided, settings, dunctl_retries, now))
+    pending = system_effects(bundle, settings, dunctl_retries, now, sequence.max_attempts)
+    ledger.schedule(case_id, *next_due(bundle, decided, settings, dunctl_retries, now, pending))

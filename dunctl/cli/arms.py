@@ -1,0 +1,68 @@
+"""`dunctl report --by arm`: each experiment's arms side by side, the difference from the control with its
+confidence interval, the sample size still needed, and a verdict in plain words."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rich.table import Table
+
+from dunctl.cli.common import out, print_json
+from dunctl.experiments import ArmReport
+from dunctl.money import format_amount
+
+
+def _pct(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def render_arms(report: ArmReport, as_json: bool = False) -> None:
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
+    if not report.experiments:
+        out.print("No case in the ledger belongs to an experiment yet (experiments: in dunctl.yaml assigns "
+                  "cases as they open).", markup=False)
+        return
+    for experiment in report.experiments:
+        arms = experiment.arms
+        table = Table("", *[a.arm + (" (control)" if a.arm == experiment.control else "") for a in arms],
+                      title=f"Experiment {experiment.experiment}", title_justify="left", title_style="bold",
+                      header_style="bold")
+
+        def row(label: str, cells: list[str], table: Table = table) -> None:
+            table.add_row(label, *cells)
+
+        row("failed invoices (cases)", [f"{a.cases:,}" for a in arms])
+        row("open / ended", [f"{a.open:,} / {a.ended:,}" for a in arms])
+        row("recovered of all failed invoices", [f"{a.recovered:,} ({_pct(a.recovered_of_all)})" for a in arms])
+        row("recovered of ended cases", [f"{a.recovered:,} of {a.ended:,} ({_pct(a.recovered_of_ended)})"
+                                         for a in arms])
+        for code in sorted({c.currency for a in arms for c in a.currencies}):
+            cells = []
+            for a in arms:
+                c = next((c for c in a.currencies if c.currency == code), None)
+                cells.append("—" if c is None else f"{format_amount(c.amount_recovered, code)} of "
+                                                    f"{format_amount(c.amount_at_stake, code)}")
+            row(f"recovered {code.upper()} (ended cases)", cells)
+        row("days to recovery (median / mean)",
+            [f"{_num(a.days_to_recovery_median)} / {_num(a.days_to_recovery_mean)}" for a in arms])
+        row("messages per recovered invoice", [f"{_num(a.messages_per_recovered)} ({a.messages:,} sent)"
+                                               for a in arms])
+        row("retries per recovered invoice", [f"{_num(a.retries_per_recovered)} ({a.retries:,} attempts)"
+                                              for a in arms])
+        by_arm = {c.arm: c for c in experiment.comparisons}
+        row("difference from control (95% CI)",
+            ["—" if a.arm not in by_arm or by_arm[a.arm].difference is None else
+             f"{by_arm[a.arm].difference * 100:+.1f} pts ({by_arm[a.arm].ci_low * 100:.1f} to "
+             f"{by_arm[a.arm].ci_high * 100:.1f})" for a in arms])
+        row("cases per arm needed", ["—" if a.arm not in by_arm or by_arm[a.arm].needed_per_arm is None
+                                     else f"{by_arm[a.arm].needed_per_arm:,}" for a in arms])
+        out.print(table)
+        for comparison in experiment.comparisons:
+            out.print(f"  {comparison.arm}: {comparison.verdict}", markup=False)
+        out.print(experiment.note, markup=False, style="dim")

@@ -1,0 +1,113 @@
+"""The SQL behind `dunctl status`: one page of cases, most at risk first, without reading them all.
+
+The page is chosen from the cases table alone (a top-N sort SQLite keeps to N rows), then only those N rows are
+joined to their customer and invoice. Counts and revenue at risk come from the report rollups when no filter is
+given; with a filter they are one pass over the open cases, in SQLite, never in Python.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dunctl.ledger import ENDED_STATES, OPEN_STATES
+
+_OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
+# Most revenue at risk first. Amounts of different currencies are compared in minor units (no exchange rates
+# in the ledger): a rough but stable order in which a yen amount does not outrank dollars by a factor of 100.
+AT_RISK = "amount_remaining"
+STATES = (*OPEN_STATES, *ENDED_STATES)
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """Which cases `status` lists: open ones (or every case with include_ended), narrowed by the options."""
+
+    include_ended: bool = False
+    segment: str | None = None
+    state: str | None = None
+    failure_type: str | None = None
+
+    @property
+    def only_open(self) -> bool:
+        return not self.include_ended and not self.state
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.segment or self.state or self.failure_type)
+
+    def where(self, alias: str = "") -> tuple[str, list[str]]:
+        parts, params = [], []
+        if self.state:
+            parts.append(f"{alias}state = ?")
+            params.append(self.state)
+        elif not self.include_ended:
+            parts.append(f"{alias}{_OPEN}")
+        if self.segment:
+            parts.append(f"{alias}segment = ?")
+            params.append(self.segment)
+        if self.failure_type:
+            parts.append(f"{alias}failure_type = ?")
+            params.append(self.failure_type)
+        return (" AND ".join(parts) or "1"), params
+
+
+def case_page(conn: sqlite3.Connection, which: CaseFilter, limit: int | None) -> Iterator[dict]:
+    """The matching cases, open before ended, most revenue at risk first, with customer name and email; all of
+    them, streamed, when limit is None."""
+    where, params = which.where()
+    # Open cases only (the default): the partial index cases_at_risk hands over the page in order.
+    # INDEXED BY: without statistics SQLite prefers cases_state and sorts every open case.
+    open_first = "" if which.only_open else f"{_OPEN} DESC, "
+    source = "cases INDEXED BY cases_at_risk" if which.only_open else "cases"
+    page = f"""SELECT id FROM {source} WHERE {where}
+               ORDER BY {open_first}{AT_RISK} DESC, first_failed_at, id"""
+    if limit is not None:
+        page += " LIMIT ?"
+        params = [*params, limit]
+    cursor = conn.execute(
+        f"""SELECT c.invoice_id, c.customer_id, cu.name AS customer_name, cu.email AS customer_email,
+                   c.amount_remaining, c.currency, c.failure_type, c.decline_code, c.segment, c.sequence, c.state,
+                   c.with_person, c.opened_at, c.first_failed_at, c.last_action, c.next_step, c.next_due_at
+            FROM ({page}) AS p
+            JOIN cases c ON c.id = p.id
+            LEFT JOIN customers cu ON cu.id = c.customer_id""", params)
+    names = [d[0] for d in cursor.description]
+    for row in cursor:
+        yield dict(zip(names, row))
+
+
+def case_count(conn: sqlite3.Connection, which: CaseFilter) -> int:
+    if not which.narrowed:
+        states = "" if which.include_ended else f"WHERE {_OPEN}"
+        return conn.execute(f"SELECT coalesce(sum(cases), 0) FROM report_cases {states}").fetchone()[0]
+    where, params = which.where()
+    return conn.execute(f"SELECT count(*) FROM cases WHERE {where}", params).fetchone()[0]
+
+
+def revenue_at_risk(conn: sqlite3.Connection, which: CaseFilter = CaseFilter()) -> dict[str, int]:
+    """Amount remaining on the matching open and paused cases, per currency."""
+    if not which.narrowed:
+        rows = conn.execute(f"SELECT currency, sum(remaining) FROM report_cases WHERE {_OPEN} "
+                            "GROUP BY currency HAVING sum(cases) > 0 ORDER BY currency")
+    else:
+        where, params = which.where()
+        rows = conn.execute(f"SELECT currency, sum(amount_remaining) FROM cases WHERE {where} AND {_OPEN} "
+                            "GROUP BY currency ORDER BY currency", params)
+    return {currency: amount for currency, amount in rows}
+
+
+def attention_counts(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(actions with an unknown outcome, failed actions awaiting a retry), from the partial index on status."""
+    row = conn.execute("SELECT coalesce(sum(status = 'unknown'), 0), coalesce(sum(status = 'failed'), 0) "
+                       "FROM actions WHERE status IN ('failed', 'claimed', 'unknown')").fetchone()
+    return row[0], row[1]
+
+
+def unknown_actions(conn: sqlite3.Connection) -> list[dict]:
+    """Actions whose outcome is unknown (a tick stopped between claim and result), oldest first: each waits for a
+    person (`dunctl case resolve`), so there are few. From the partial index on status."""
+    cursor = conn.execute("""SELECT c.invoice_id, a.step_id, a.action FROM actions a JOIN cases c ON c.id = a.case_id
+                             WHERE a.status = 'unknown' ORDER BY a.id""")
+    return [{"invoice_id": invoice_id, "step_id": step_id, "action": action} for invoice_id, step_id, action in cursor]

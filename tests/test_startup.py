@@ -1,0 +1,60 @@
+"""Start-up: a command imports what it needs and nothing else, and `--help` lists every command truthfully."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dunctl.cli.app import COMMANDS, load_command
+
+
+def _modules_after(argv: list[str], cwd) -> set[str]:
+    """Run the CLI in a fresh interpreter and return the top-level names of the modules it imported."""
+    code = textwrap.dedent(f"""
+        import json, sys
+        from dunctl.cli.app import app
+        try:
+            app({argv!r}, standalone_mode=False)
+        except SystemExit:
+            pass
+        sys.stderr.write(json.dumps(sorted(sys.modules)))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return set(json.loads(done.stderr.strip().splitlines()[-1]))
+
+
+HEAVY_FOR_HELP = {"stripe", "jinja2", "dunctl.report", "dunctl.report_render", "dunctl.simulation",
+                  "dunctl.tick", "dunctl.config", "dunctl.ledger"}
+
+
+def test_help_imports_no_command_module(tmp_path):
+    loaded = _modules_after(["--help"], tmp_path)
+    assert not HEAVY_FOR_HELP & loaded, HEAVY_FOR_HELP & loaded
+
+
+def test_an_idle_tick_imports_neither_stripe_nor_the_report_nor_the_simulation(tmp_path):
+    subprocess.run([sys.executable, "-m", "dunctl", "init", str(tmp_path)], check=True, capture_output=True)
+    loaded = _modules_after(["tick", "--no-sync", "--now", "2026-11-25T12:00:00Z"], tmp_path)
+    assert "dunctl.tick" in loaded        # the tick did run
+    for name in ("stripe", "dunctl.report", "dunctl.report_render", "dunctl.simulation", "dunctl.cli.demo"):
+        assert name not in loaded, name
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_command_loads_and_help_shows_its_own_summary(name):
+    command = load_command(name)      # a broken import fails here, loudly, instead of hiding the command
+    first_line = (command.help or "").strip().splitlines()[0]
+    assert first_line == COMMANDS[name][2]
+
+
+def test_main_help_lists_every_command_in_order(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "dunctl", "--help"], cwd=tmp_path, capture_output=True,
+                          text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.returncode == 0
+    listed = [line.split()[1] for line in done.stdout.splitlines()
+              if line.startswith("│ ") and len(line.split()) > 2 and line.split()[1] in COMMANDS]
+    assert listed == list(COMMANDS)
