@@ -133,8 +133,8 @@ class Shares:
     by_day: dict[int, float | None]
 
 
-def shares(ledger: Ledger, window: timedelta) -> Shares:
-    rows = q.outcomes(ledger, int(window.total_seconds()))
+def shares(ledger: Ledger, window: timedelta, since: datetime | None = None, until: datetime | None = None) -> Shares:
+    rows = q.outcomes(ledger, int(window.total_seconds()), iso(since), iso(until))
     retried = [r for r in rows if r["failure_type"] in SOFT and r["attempts"] >= 2]
     messaged = [r for r in rows if r["messages"] > 0]
 
@@ -237,7 +237,7 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
                              + (" in that period" if since or until else ""),
                              "a backtest replays the cases a ledger holds: run dunctl for a while first")
         window = active.file.dunning.attribution_window
-        seen = shares(ledger, window)
+        seen = shares(ledger, window, since, until)   # the same cohort as the history replayed
         observed = _observed(ledger, active, now, len({h.customer.id for h in history}))
     finally:
         ledger.close()

@@ -22,6 +22,7 @@ from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
 from dunctl.experiments import Experiment, check_experiments
 from dunctl.failures import NEVER_RETRY
+from dunctl.notices.config import NoticesConfig, template_problems
 from dunctl.offsets import Offset, parse_offset
 
 # Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
@@ -276,6 +277,7 @@ class ConfigFile(Strict):
     templates: DirConfig = DirConfig(dir="templates")
     segments: list[Segment]
     experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
+    notices: NoticesConfig = NoticesConfig()   # pre-dunning (dunctl/notices); off when the key is absent
 
 
 class Step(Strict):
@@ -645,6 +647,7 @@ def load_config(path: str | Path) -> Config:
     config = Config(config_file, path, sequences, sequence_files, templates_dir)
     problems += _cross_check(config, lines, broken)
     problems += check_experiments(config, lines, broken)
+    problems += template_problems(config_file.notices, templates_dir, path, lines)
     if problems:
         raise ConfigError(problems)
     return config

@@ -19,6 +19,7 @@ class Customer:
     preferred_locale: str | None = None
     timezone: str | None = None
     livemode: bool = False
+    default_payment_method_id: str | None = None   # invoice_settings.default_payment_method (pre-dunning)
 
     @property
     def billing_email(self) -> str | None:
@@ -46,6 +47,14 @@ class Subscription:
     usage_based: bool = False      # any metered price
     pause_behavior: str | None = None
     canceled_at: datetime | None = None
+    # What pre-dunning needs (dunctl/notices): the current period, the next payment's amount and how it is paid.
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None     # the next renewal, when the next payment is taken
+    default_payment_method_id: str | None = None   # the subscription's own; else the customer's default
+    interval: str | None = None                    # day | week | month | year (the licensed price's)
+    amount: int | None = None                      # the licensed prices' total per period, minor units
+    currency: str | None = None
+    cancel_at_period_end: bool = False
 
 
 @dataclass
@@ -174,3 +183,16 @@ class PaymentOutcome:
     decline: Decline | None = None
     request_id: str | None = None
     detail: str = ""
+
+
+@dataclass
+class UsagePreview:
+    """The upcoming invoice of a metered subscription as the provider previews it now (pre-dunning usage alerts)."""
+
+    subscription_id: str
+    currency: str
+    amount_due: int
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    lines: list[InvoiceLine] = field(default_factory=list)
+    request_id: str | None = None

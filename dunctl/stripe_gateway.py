@@ -37,7 +37,7 @@ from dunctl.clock import from_iso, from_unix, iso, utc
 from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError
 from dunctl.failures import DATA, Decline
 from dunctl.model import (Customer, Invoice, InvoiceLine, PaymentMethod, PaymentOutcome, Signal, Subscription,
-                          SyncBatch)
+                          SyncBatch, UsagePreview)
 
 CURSOR_VERSION = 1
 PAGE = 100
@@ -52,6 +52,7 @@ EVENT_TYPES = (
     "customer.source.expiring", "payment_method.automatically_updated", "payment_method.updated",
     "charge.dispute.created", "customer.subscription.updated", "customer.subscription.deleted", "customer.updated",
     "customer.subscription.paused", "customer.subscription.resumed", "charge.dispute.closed", "mandate.updated",
+    "customer.subscription.created",   # pre-dunning (dunctl/notices): new subscriptions
 )
 FAILURE_EVENTS = frozenset({"invoice.payment_failed", "invoice.payment_action_required"})
 # Four levels is as deep as Stripe expands.
@@ -593,6 +594,50 @@ class StripeGateway:
                           params={"payment": {"type": "payment_intent", "payment_intent": intent}, "limit": 1})
         return _id(page.data[0].to_dict().get("invoice")) if page.data else None
 
+    # -- pre-dunning (dunctl/notices) -----------------------------------------------------------------------------
+
+    def sync_subscriptions(self, after: str | None = None) -> Iterator[tuple[SyncBatch, str | None]]:
+        """The active subscriptions, their customers and default payment methods, a page of 100 per request
+        (expanded in the same request): pre-dunning's backfill. Yields each page's batch and its last id."""
+        params: dict = {"status": "active", "limit": PAGE,
+                        "expand": ["data.default_payment_method", "data.customer",
+                                   "data.customer.invoice_settings.default_payment_method"]}
+        while True:
+            if after:
+                params["starting_after"] = after
+            start = self.requests
+            page = self._list("/v1/subscriptions", "list subscriptions", ("subscription", "read"), params)
+            batch = SyncBatch()
+            for data in page["data"]:
+                customer = data.get("customer")
+                if isinstance(customer, dict):
+                    batch.customers.append(customer_from(customer))
+                    default = (customer.get("invoice_settings") or {}).get("default_payment_method")
+                    if isinstance(default, dict):
+                        batch.payment_methods.append(payment_method_from(default))
+                if isinstance(data.get("default_payment_method"), dict):
+                    batch.payment_methods.append(payment_method_from(data["default_payment_method"]))
+                batch.subscriptions.append(subscription_from(data))
+            if page["data"]:
+                after = page["data"][-1]["id"]
+            batch.requests = self.requests - start
+            yield _deduplicated(batch), after
+            if not page["has_more"] or not page["data"]:
+                return
+
+    def preview_invoice(self, subscription_id: str) -> UsagePreview:
+        """The subscription's upcoming invoice as it stands now (metered usage so far), one request."""
+        data = self._call(f"preview the upcoming invoice of subscription {subscription_id}", ("invoice", "read"),
+                          self._client.v1.invoices.create_preview,
+                          params={"subscription": subscription_id,
+                                  "expand": ["parent.subscription_details.subscription"]})
+        invoice = data.to_dict()
+        return UsagePreview(subscription_id=subscription_id, currency=invoice.get("currency") or "",
+                            amount_due=invoice.get("amount_due") or 0,
+                            period_start=from_unix(invoice.get("period_start")),
+                            period_end=from_unix(invoice.get("period_end")), lines=_lines(invoice),
+                            request_id=data.last_response.request_id if data.last_response else None)
+
     # -- reading and acting --------------------------------------------------------------------------------------
 
     def get_invoice(self, invoice_id: str) -> Invoice:
@@ -750,7 +795,8 @@ def customer_from(data: dict) -> Customer:
     locales = data.get("preferred_locales") or []
     return Customer(id=data["id"], name=data.get("name"), email=data.get("email"), phone=data.get("phone"),
                     metadata=metadata, preferred_locale=locales[0] if locales else None,
-                    timezone=metadata.get("timezone"), livemode=bool(data.get("livemode")))
+                    timezone=metadata.get("timezone"), livemode=bool(data.get("livemode")),
+                    default_payment_method_id=_id((data.get("invoice_settings") or {}).get("default_payment_method")))
 
 
 def payment_method_from(data: dict, updated_at: datetime | None = None) -> PaymentMethod:
@@ -769,7 +815,23 @@ def subscription_from(data: dict) -> Subscription:
     return Subscription(id=data["id"], customer_id=_id(data.get("customer")), status=data.get("status") or "unknown",
                         metadata={k: str(v) for k, v in (data.get("metadata") or {}).items()},
                         usage_based=usage_based, pause_behavior=pause.get("behavior"),
-                        canceled_at=from_unix(data.get("canceled_at")))
+                        canceled_at=from_unix(data.get("canceled_at")), **billing_terms(data))
+
+
+def billing_terms(data: dict) -> dict:
+    """What pre-dunning needs of a subscription: its current period (on the items since 2025), the licensed
+    prices' amount per period and interval, its own default payment method, and whether it ends."""
+    items = (data.get("items") or {}).get("data") or []
+    starts = [item["current_period_start"] for item in items if item.get("current_period_start")]
+    ends = [item["current_period_end"] for item in items if item.get("current_period_end")]
+    licensed = [item for item in items if not _metered(item.get("price") or item.get("plan") or {})]
+    amount = sum(((item.get("price") or {}).get("unit_amount") or 0) * (item.get("quantity") or 1) for item in licensed)
+    recurring = ((licensed or items or [{}])[0].get("price") or {}).get("recurring") or {}
+    return {"current_period_start": from_unix(min(starts) if starts else data.get("current_period_start")),
+            "current_period_end": from_unix(min(ends) if ends else data.get("current_period_end")),
+            "default_payment_method_id": _id(data.get("default_payment_method")),
+            "interval": recurring.get("interval"), "amount": amount if items else None,
+            "currency": data.get("currency"), "cancel_at_period_end": bool(data.get("cancel_at_period_end"))}
 
 
 def _metered(price: dict) -> bool:

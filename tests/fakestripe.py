@@ -184,6 +184,7 @@ class FakeStripe:
         self.old_shape_events = False
         self._idempotency: dict[tuple[str, str], tuple[str, int, dict]] = {}
         self._payment_of_invoice: dict[str, str] = {}
+        self.usage: dict[str, int] = {}                              # subscription -> metered quantity so far
         self._mandate_of: dict[str, str] = {}                        # payment method id -> mandate id
         self.key_accounts: dict[str, str] = {}                       # API key -> its account (default ACCOUNT)
         self.connected_accounts: set[str] = set()                    # accounts a Stripe-Account header may name
@@ -1262,6 +1263,82 @@ class FakeStripe:
         self._put("billing_portal.session", session)
         return clone(session)
 
+    # -- pre-dunning (dunctl/notices): subscriptions listed, renewed, metered usage, upcoming-invoice previews -----
+
+    def set_billing(self, subscription: str, *, interval: str | None = None, period_start: datetime | None = None,
+                    period_end: datetime | None = None, default_payment_method: str | None = None,
+                    emit: bool = False, at: datetime | None = None) -> None:
+        """Change a subscription's interval, current period or own default payment method (an event with
+        `emit`, as Stripe sends on renewal)."""
+        with self.lock:
+            sub = self.store["subscription"][subscription]
+            previous = {}
+            for item in sub["items"]["data"]:
+                if interval:
+                    item["price"]["recurring"]["interval"] = interval
+                    item["plan"]["interval"] = interval
+                if period_start is not None:
+                    previous.setdefault("items", {})
+                    item["current_period_start"] = unix(period_start)
+                if period_end is not None:
+                    item["current_period_end"] = unix(period_end)
+            if default_payment_method is not None:
+                previous["default_payment_method"] = sub["default_payment_method"]
+                sub["default_payment_method"] = default_payment_method
+            if emit:
+                self.emit("customer.subscription.updated", sub, self._at(at), previous or {"items": {}})
+
+    def set_usage(self, subscription: str, quantity: int) -> None:
+        """The metered usage reported so far this period (billed at the metered price's unit amount)."""
+        with self.lock:
+            self.usage[subscription] = quantity
+
+    def cancel_now(self, subscription: str, at: datetime | None = None) -> None:
+        with self.lock:
+            t = self._at(at)
+            sub = self.store["subscription"][subscription]
+            sub.update({"status": "canceled", "canceled_at": t, "ended_at": t})
+            self.emit("customer.subscription.deleted", sub, t)
+
+    def _h_subscriptions_list(self, match, params, request):
+        items = [s for s in self._newest_first("subscription")
+                 if (not params.get("status") or s["status"] == params["status"])
+                 and (not params.get("customer") or s["customer"] == params["customer"])]
+        return self._list(items, params, "/v1/subscriptions")
+
+    def _h_invoice_preview(self, match, params, request):
+        sub = self._get("subscription", params.get("subscription") or "")
+        if sub["status"] == "canceled":
+            raise ApiError(400, "invalid_request_error", "No upcoming invoices for customer: " + sub["customer"],
+                           code="invoice_upcoming_none")
+        inv = template("invoice")
+        lines, total = [], 0
+        for item in sub["items"]["data"]:
+            price = item["price"]
+            metered = price["recurring"]["usage_type"] == "metered"
+            quantity = self.usage.get(sub["id"], 0) if metered else (item.get("quantity") or 1)
+            amount = quantity * (price["unit_amount"] or 0)
+            total += amount
+            lines.append({"id": self._id("il"), "object": "line_item", "amount": amount, "currency": sub["currency"],
+                          "description": f"{quantity} x {'usage' if metered else 'plan'} (at {price['unit_amount']})",
+                          "quantity": quantity,
+                          "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
+                          "parent": {"type": "subscription_item_details",
+                                     "subscription_item_details": {"subscription_item": item["id"],
+                                                                   "subscription": sub["id"], "proration": False}},
+                          "pricing": {"type": "price_details",
+                                      "price_details": {"price": price["id"], "product": price.get("product")}}})
+        item = sub["items"]["data"][0]
+        inv.update({"id": None, "object": "invoice", "customer": sub["customer"], "currency": sub["currency"],
+                    "amount_due": total, "amount_remaining": total, "amount_paid": 0, "subtotal": total,
+                    "total": total, "status": "draft", "created": self.now, "billing_reason": "upcoming",
+                    "period_start": item["current_period_start"], "period_end": item["current_period_end"],
+                    "attempt_count": 0, "hosted_invoice_url": None})
+        inv["lines"] = {"object": "list", "data": lines, "has_more": False, "url": "/v1/invoices/upcoming/lines"}
+        inv["parent"] = {"type": "subscription_details", "quote_details": None,
+                         "subscription_details": {"metadata": sub["metadata"], "subscription": sub["id"]}}
+        return self._render(inv, params.get("expand"))
+
 
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeStripe
@@ -1308,6 +1385,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._serve("DELETE")
+
+
+# Pre-dunning routes, first: /v1/invoices/create_preview must not be taken for an invoice id.
+FakeStripe._ROUTES[:0] = [
+    ("POST", r"/v1/invoices/create_preview", "invoice_preview", "invoice_read"),
+    ("GET", r"/v1/subscriptions", "subscriptions_list", "subscription_read"),
+]
 
 
 @pytest.fixture

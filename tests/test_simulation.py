@@ -246,3 +246,21 @@ def test_the_median_preset_is_documented_with_its_anchors():
         text = anchors.read_text()
         for quoted in ("15% on average", "21% on average", "median customer reaching 50% overall recovery"):
             assert quoted in text
+
+
+def test_pre_dunning_notices_prevent_expired_card_failures_on_the_same_customers(tmp_path):
+    """`simulate` with notices on vs off: the same customers, the same luck; expiry notices get some cards updated
+    before they expire, so fewer renewals fail (the account's own counts, not the report's)."""
+    from dunctl.scaffold import write_starter
+    from dunctl.simulation.demo import run_simulation
+
+    for name, enabled in (("on", "true"), ("off", "false")):
+        write_starter(tmp_path / name)
+        config = tmp_path / name / "dunctl.yaml"
+        config.write_text(config.read_text().replace("notices:\n  enabled: true", f"notices:\n  enabled: {enabled}"))
+    result = run_simulation([tmp_path / "on" / "dunctl.yaml", tmp_path / "off" / "dunctl.yaml"], tmp_path / "work",
+                            customers=300, days=45, follow_up_days=0, seed=7)
+    on, off = result.outcomes
+    assert on.notices_sent > 0 and off.notices_sent == 0
+    assert on.cards_updated_after_notice > 0
+    assert on.failed_invoices < off.failed_invoices

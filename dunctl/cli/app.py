@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": ("dunctl.cli.simulate", "simulate",
                  "Run the same customers under each config or sequence set, side by side. Nothing is sent."),
     "case": ("dunctl.cli.case", "app", "Look at one case, or take it over."),
+    "customer": ("dunctl.cli.customer", "app", "Look at one customer: notices sent, cases, timeline."),
 }
 
 

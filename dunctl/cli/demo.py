@@ -140,6 +140,9 @@ def outcome_table(outcomes: list[Outcome], title: str | None = None) -> Table:
                                              for o in outcomes])
     row("recovered of ended cases", [f"{o.recovered} of {o.ended} ({_pct(o.recovered_of_ended)})"
                                      for o in outcomes])
+    if any(o.notices_sent for o in outcomes):      # pre-dunning: notices are what prevents some failures
+        row("pre-dunning notices sent (cards updated)",
+            [f"{o.notices_sent} ({o.cards_updated_after_notice})" for o in outcomes])
     for code in currencies:
         cells = []
         for o in outcomes:

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from dunctl.cli.common import JsonOption, environ, err, handles_errors, load, out, print_json, state
 from dunctl.errors import ConfigError, UsageError
-from dunctl.messages import check_templates
+from dunctl.messages import Templates, check_templates
+from dunctl.notices.config import render_problems
 from dunctl.preflight import Finding, preflight
 from dunctl.scaffold import create_ledger, write_starter
 
@@ -43,6 +44,7 @@ def check(
     config = load()
     used = {step.template: step.action for seq in config.sequences.values() for step in seq.steps if step.template}
     problems = check_templates(config.templates_dir, used, config.file.sender.company, config.file.sender.locale)
+    problems += render_problems(config.file.notices, Templates(config.templates_dir), config.file.sender.company)
     if problems:
         raise ConfigError(problems)
     findings = preflight(config, environ(), online=online, log_path=state.log_path)

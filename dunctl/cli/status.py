@@ -21,6 +21,7 @@ from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now,
 from dunctl.ledger.experiment_queries import experiment_status
 from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, packed_lines, plain_rows
 from dunctl.money import format_amount
+from dunctl.notices.views import upcoming as upcoming_notices
 from dunctl.sanitize import terminal_text
 
 MODE_NOTE = {"live": "LIVE Stripe account", "test": "Stripe test mode", "simulated": "simulated account (demo)"}
@@ -63,9 +64,11 @@ def status(
     if as_json:
         from dunctl.report import headline
 
-        write_json(view, headline(ledger, moment).to_dict(), experiment_status(ledger))
+        write_json(view, headline(ledger, moment).to_dict(), experiment_status(ledger),
+                   [n.to_dict() for n in upcoming_notices(ledger, moment)])
         return
     render(view)
+    render_notices(upcoming_notices(ledger, moment))
     render_experiments(experiment_status(ledger))
     from dunctl.report import headline
 
@@ -93,11 +96,12 @@ def _screenful() -> int:
 # -- json ----------------------------------------------------------------------------------------------------------
 
 
-def write_json(view: Status, headline: dict | None, experiments: list[dict] = ()) -> None:
+def write_json(view: Status, headline: dict | None, experiments: list[dict] = (), notices_due: list[dict] = ()
+               ) -> None:
     """The documented keys, with `cases` written one case at a time: memory stays flat however many there are."""
     head = {"now": view.now.isoformat(), "account_mode": view.account_mode, "revenue_at_risk": view.revenue_at_risk,
             "total": view.total, "unknown_actions": len(view.unknown_actions), "failed_actions": view.failed_actions,
-            "experiments": list(experiments)}
+            "experiments": list(experiments), "notices_due": list(notices_due)}
     if headline is not None:
         head["headline"] = headline
     write = sys.stdout.write
@@ -244,3 +248,19 @@ def render_headline_after(headline) -> None:
 
     out.print()
     render_headline(headline)
+
+
+def render_notices(notices) -> None:
+    """Pre-dunning notices due in the next 14 days (dunctl/notices)."""
+    if not notices:
+        return
+    from rich import box
+    from rich.table import Table
+
+    out.print(f"[bold]{len(notices)} notice(s) due in the next 14 days[/]")
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for name in ("due (UTC)", "notice", "customer", "about"):
+        table.add_column(name, overflow="fold")
+    for n in notices:
+        table.add_row(n.due_at[5:16].replace("T", " "), f"{n.kind} {n.offset}", clean(n.customer), n.object_id)
+    out.print(table)

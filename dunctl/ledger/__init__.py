@@ -631,3 +631,154 @@ class Ledger:
         row = self.db.execute("SELECT now FROM ticks WHERE finished = 1 AND dry_run = 0 ORDER BY id DESC LIMIT 1"
                               ).fetchone()
         return from_iso(row[0]) if row else None
+
+    # -- notices (pre-dunning, dunctl/notices) ---------------------------------------------------------------
+
+    def apply_notice_batch(self, batch: SyncBatch, now: datetime) -> None:
+        """What pre-dunning keeps from a sync batch (billing terms, default payment methods), and which
+        subscriptions must have their notices planned again: those changed, and those of a changed customer or
+        card. Call inside the batch's transaction, after apply_batch."""
+        due = iso(now)
+        for s in batch.subscriptions:
+            self.db.execute(
+                """UPDATE subscriptions SET current_period_start = ?, current_period_end = ?,
+                     default_payment_method = ?, interval = ?, amount = ?, currency = ?, cancel_at_period_end = ?,
+                     notices_due_at = ? WHERE id = ?""",
+                [iso(s.current_period_start), iso(s.current_period_end), s.default_payment_method_id, s.interval,
+                 s.amount, s.currency, int(s.cancel_at_period_end), due, s.id])
+        customers = {c.id for c in batch.customers}
+        for c in batch.customers:
+            self.db.execute("UPDATE customers SET default_payment_method = ? WHERE id = ?",
+                            [c.default_payment_method_id, c.id])
+        customers |= {m.customer_id for m in batch.payment_methods if m.customer_id}
+        customers |= {s.customer_id for s in batch.signals if s.customer_id and s.kind != "dispute"}
+        for customer_id in customers:
+            self.db.execute("UPDATE subscriptions SET notices_due_at = ? WHERE customer_id = ?", [due, customer_id])
+
+    def subscriptions_to_plan(self, now: datetime) -> list[str]:
+        """Subscriptions whose notices are due to be planned again (changed, or a usage check due)."""
+        return [row[0] for row in self.db.execute(
+            "SELECT id FROM subscriptions INDEXED BY subscriptions_notices_due WHERE notices_due_at <= ? "
+            "ORDER BY notices_due_at, id", [iso(now)])]
+
+    def notice_subject(self, subscription_id: str) -> dict | None:
+        """A subscription with its customer and the card its next payment will use (its own default, else the
+        customer's), read once for the notice planner."""
+        sub = self.subscription(subscription_id)
+        if sub is None:
+            return None
+        customer = self.customer(sub["customer_id"])
+        method_id = sub.get("default_payment_method") or (customer or {}).get("default_payment_method")
+        paid = [row[0] for row in self.db.execute(
+            "SELECT amount_paid FROM invoices WHERE subscription_id = ? AND status = 'paid' AND amount_paid > 0 "
+            "ORDER BY created_at DESC LIMIT 3", [subscription_id])]
+        return {"subscription": sub, "customer": customer, "payment_method": self.payment_method(method_id),
+                "paid_amounts": paid,
+                "notices": list(self.db.query("SELECT * FROM notices WHERE subscription_id = ? ORDER BY id",
+                                              [subscription_id]))}
+
+    def plan_notice(self, *, kind: str, object_id: str, period: str, offset: str, customer_id: str,
+                    subscription_id: str | None, due_at: datetime, now: datetime, key: str, data: dict,
+                    status: str = "pending", detail: str | None = None) -> bool:
+        """Add a notice unless its (kind, object, period, offset) exists. False when it already did."""
+        finished = status != "pending"
+        cursor = self.db.execute(
+            """INSERT OR IGNORE INTO notices(kind, object_id, period, "offset", customer_id, subscription_id, status,
+                 due_at, next_due_at, planned_at, finished_at, idempotency_key, detail, data)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [kind, object_id, period, offset, customer_id, subscription_id, status, iso(due_at),
+             None if finished else iso(due_at), iso(now), iso(now) if finished else None, key, detail, _json(data)])
+        return cursor.rowcount == 1
+
+    def cancel_notices(self, subscription_id: str, keep: set[int], now: datetime, reason: str) -> int:
+        """Pending notices of a subscription that its facts no longer call for (card replaced, renewal moved,
+        subscription cancelled): never sent."""
+        rows = self.db.execute("SELECT id FROM notices WHERE subscription_id = ? AND status IN ('pending', 'failed')",
+                               [subscription_id]).fetchall()
+        gone = [row[0] for row in rows if row[0] not in keep]
+        for notice_id in gone:
+            self.db.execute("UPDATE notices SET status = 'cancelled', next_due_at = NULL, finished_at = ?, "
+                            "detail = ? WHERE id = ?", [iso(now), reason, notice_id])
+        return len(gone)
+
+    def notice_id(self, kind: str, object_id: str, period: str, offset: str) -> int | None:
+        row = self.db.execute('SELECT id FROM notices WHERE kind = ? AND object_id = ? AND period = ? AND "offset" = ?',
+                              [kind, object_id, period, offset]).fetchone()
+        return row[0] if row else None
+
+    def set_notices_due(self, subscription_id: str, at: datetime | None) -> None:
+        self.db.execute("UPDATE subscriptions SET notices_due_at = ? WHERE id = ?", [iso(at), subscription_id])
+
+    def record_usage_preview(self, subscription_id: str, preview: dict, at: datetime) -> None:
+        self.db.execute("UPDATE subscriptions SET usage_checked_at = ?, usage_preview = ? WHERE id = ?",
+                        [iso(at), _json(preview), subscription_id])
+
+    def due_notices(self, now: datetime) -> list[dict]:
+        """The one indexed query an idle tick costs for notices."""
+        return list(self.db.query("SELECT * FROM notices INDEXED BY notices_due WHERE next_due_at <= ? "
+                                  "ORDER BY next_due_at, id", [iso(now)]))
+
+    def notice(self, notice_id: int) -> dict | None:
+        return next(self.db.query("SELECT * FROM notices WHERE id = ?", [notice_id]), None)
+
+    def defer_notice(self, notice_id: int, until: datetime, reason: str) -> None:
+        self.db.execute("UPDATE notices SET next_due_at = ?, detail = ? WHERE id = ?", [iso(until), reason, notice_id])
+
+    def claim_notice(self, notice_id: int, now: datetime, tick_id: int | None) -> int | None:
+        """Claim a notice before sending it. None when another tick claimed or finished it first."""
+        row = self.db.execute(
+            """UPDATE notices SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?, error = NULL
+               WHERE id = ? AND status IN ('pending', 'failed') RETURNING id""",
+            [iso(now), tick_id, notice_id]).fetchone()
+        return row[0] if row else None
+
+    def record_notice_result(self, notice_id: int, status: str, now: datetime, *, detail: str | None = None,
+                             error: str | None = None, recipient: str | None = None, subject: str | None = None,
+                             retry_at: datetime | None = None) -> None:
+        """A claimed notice's outcome. `retry_at`: when a failed one is tried again (None: never again)."""
+        self.db.execute(
+            """UPDATE notices SET status = ?, finished_at = ?, next_due_at = ?, detail = coalesce(?, detail),
+                 error = ?, recipient = coalesce(?, recipient), subject = coalesce(?, subject) WHERE id = ?""",
+            [status, iso(now), iso(retry_at) if status == "failed" else None, detail, error, recipient, subject,
+             notice_id])
+
+    def orphaned_notice_claims(self) -> list[dict]:
+        return list(self.db.query("SELECT * FROM notices INDEXED BY notices_claimed WHERE status = 'claimed'"))
+
+    def notices_due_within(self, now: datetime, until: datetime) -> list[dict]:
+        """Notices still to be sent before `until`, with their customer, for `status`."""
+        return list(self.db.query(
+            """SELECT n.*, cu.name AS customer_name, cu.email AS customer_email FROM notices n
+               LEFT JOIN customers cu ON cu.id = n.customer_id
+               WHERE n.next_due_at IS NOT NULL AND n.next_due_at <= ? ORDER BY n.next_due_at, n.id""",
+            [iso(until)]))
+
+    def customer_notices(self, customer_id: str) -> list[dict]:
+        return list(self.db.query("SELECT * FROM notices WHERE customer_id = ? ORDER BY due_at, id", [customer_id]))
+
+    def customer_cases(self, customer_id: str) -> list[dict]:
+        return list(self.db.query("SELECT * FROM cases WHERE customer_id = ? ORDER BY first_failed_at, id",
+                                  [customer_id]))
+
+    def customer_subscriptions(self, customer_id: str) -> list[dict]:
+        return list(self.db.query("SELECT * FROM subscriptions WHERE customer_id = ? ORDER BY id", [customer_id]))
+
+    def release_notice_claim(self, notice_id: int) -> None:
+        """Give back a notice's claim that was never attempted (the tick stopped first): due again next tick."""
+        self.db.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
+                        [notice_id])
+
+    def notice_contacts(self, customer_id: str, since: datetime) -> list[datetime]:
+        """When the customer was sent a pre-dunning notice since `since` (for the contact policy)."""
+        return [from_iso(row[0]) for row in self.db.execute(
+            "SELECT finished_at FROM notices WHERE customer_id = ? AND status = 'done' AND finished_at >= ? "
+            "ORDER BY finished_at", [customer_id, iso(since)])]
+
+    def supersede_usage_alerts(self, subscription_id: str, period: str, top: str, now: datetime) -> None:
+        """Usage alerts of a period still waiting (quiet hours, contact policy) when a higher threshold is crossed:
+        only the highest is sent."""
+        self.db.execute(
+            """UPDATE notices SET status = 'skipped', next_due_at = NULL, finished_at = ?,
+                 detail = 'superseded by the ' || ? || ' alert' WHERE subscription_id = ? AND kind = 'usage_alert'
+                 AND period = ? AND "offset" != ? AND status IN ('pending', 'failed')""",
+            [iso(now), top, subscription_id, period, top])

@@ -537,3 +537,60 @@ def rebuild_channels(conn) -> None:
             FROM cases c NOT INDEXED WHERE c.state = 'recovered' LIMIT -1)
         GROUP BY 1, 2, 3;
     """)
+
+
+@migrations()
+def m104_notices(db: Database) -> None:
+    # Pre-dunning (dunctl/notices). Subscriptions and customers learn what decides a notice: the current period
+    # (the next payment), the licensed amount and interval, the default payment method. `notices_due_at` says when
+    # a subscription's notices must be planned again: now when sync changed it (or its customer, or its card),
+    # the next usage check for metered ones; NULL when nothing is pending. One row per notice, keyed by
+    # (kind, object, period, offset) so each is sent once; `next_due_at` is the one indexed column an idle tick
+    # reads, NULL once the notice is finished.
+    db.executescript(
+        """
+        ALTER TABLE subscriptions ADD COLUMN current_period_start TEXT;
+        ALTER TABLE subscriptions ADD COLUMN current_period_end TEXT;
+        ALTER TABLE subscriptions ADD COLUMN default_payment_method TEXT;
+        ALTER TABLE subscriptions ADD COLUMN interval TEXT;
+        ALTER TABLE subscriptions ADD COLUMN amount INTEGER;
+        ALTER TABLE subscriptions ADD COLUMN currency TEXT;
+        ALTER TABLE subscriptions ADD COLUMN cancel_at_period_end INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE subscriptions ADD COLUMN notices_due_at TEXT;
+        ALTER TABLE subscriptions ADD COLUMN usage_checked_at TEXT;
+        ALTER TABLE subscriptions ADD COLUMN usage_preview TEXT;          -- JSON of the last upcoming-invoice preview
+        ALTER TABLE customers ADD COLUMN default_payment_method TEXT;
+        CREATE INDEX IF NOT EXISTS subscriptions_notices_due ON subscriptions(notices_due_at)
+            WHERE notices_due_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS subscriptions_customer ON subscriptions(customer_id);
+
+        CREATE TABLE IF NOT EXISTS notices (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,                       -- card_expiring | upcoming_renewal | usage_alert | large_charge
+            object_id TEXT NOT NULL,                  -- the payment method (card_expiring) or the subscription
+            period TEXT NOT NULL,                     -- the card's expiry (2026-12), or the period's end
+            "offset" TEXT NOT NULL,                   -- 14d before, or the usage threshold (75%)
+            customer_id TEXT NOT NULL,
+            subscription_id TEXT,
+            status TEXT NOT NULL DEFAULT 'pending',   -- pending | claimed | done | would | failed | unknown | skipped | cancelled | suppressed
+            due_at TEXT NOT NULL,
+            next_due_at TEXT,                         -- when a tick should act on it; NULL once finished
+            planned_at TEXT NOT NULL,
+            claimed_at TEXT,
+            finished_at TEXT,
+            tries INTEGER NOT NULL DEFAULT 0,
+            idempotency_key TEXT NOT NULL,
+            recipient TEXT,
+            subject TEXT,
+            detail TEXT,
+            error TEXT,
+            data TEXT NOT NULL DEFAULT '{}',          -- JSON: what the template shows (card, amounts, usage)
+            tick_id INTEGER,
+            UNIQUE (kind, object_id, period, "offset")
+        );
+        CREATE INDEX IF NOT EXISTS notices_due ON notices(next_due_at) WHERE next_due_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS notices_claimed ON notices(id) WHERE status = 'claimed';
+        CREATE INDEX IF NOT EXISTS notices_customer ON notices(customer_id, id);
+        CREATE INDEX IF NOT EXISTS notices_subscription ON notices(subscription_id, status);
+        """
+    )

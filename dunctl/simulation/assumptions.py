@@ -153,6 +153,29 @@ class Assumptions:
                                    "Teams without automation typically recover only 20% to 31% (the rate is "
                                    "an estimate well below that, since manual outreach is still outreach)")
 
+    # -- pre-dunning (dunctl/notices): what happens before a payment fails -------------------------------------
+    card_expiring_share: float = _p(0.04, ESTIMATE,
+                                    "share of cards that expire in the simulation's first two months (cards are "
+                                    "reissued every 3-5 years: about 2% a month)")
+    notice_open_rate: float = _p(0.4741, GUIDE, "chance that a pre-dunning notice (card expiry, renewal, usage) is "
+                                                "opened",
+                                 "Pre-dunning emails sent 7 to 14 days before billing date achieve 47.41% open rates")
+    expiry_update_given_open: float = _p(0.45, GUIDE,
+                                         "chance that a customer who opened a card-expiry notice updates the card "
+                                         "before it expires (two notices: about 38% of expiring cards)",
+                                         "Card updater services ... reduce hard declines by 30% to 50% (the "
+                                         "per-notice chance is an estimate placing two notices in that range)")
+    renewal_reminder_cut_given_open: float = _p(0.30, ESTIMATE,
+                                                "share of a renewal's failure chance removed when its customer "
+                                                "opened a reminder (funds or card checked); no published figure")
+    usage_alert_cut_given_open: float = _p(0.40, GUIDE,
+                                           "share of a usage spike's extra failure chance removed when its customer "
+                                           "opened a usage alert before the invoice",
+                                           "proactive in-period usage alerts ... reduce surprise at billing time, "
+                                           "which reduces both failure rates and dispute rates (the share is an "
+                                           "estimate)")
+    notice_action_days: tuple = _p((0, 3), ESTIMATE, "days between an opened notice and the customer acting on it")
+
 
 DEFAULT = Assumptions()
 

@@ -94,6 +94,8 @@ class Outcome:
     actions: int
     failed_actions: int
     preset: str = DEFAULT_PRESET
+    notices_sent: int = 0         # pre-dunning notices (dunctl/notices)
+    cards_updated_after_notice: int = 0
 
     @property
     def retries_used(self) -> int:
@@ -180,7 +182,7 @@ class Driver:
     def __init__(self, config: Config, ledger: Ledger, account: SimulatedAccount, channels: ChannelSet):
         self.config, self.ledger, self.account, self.channels = config, ledger, account, channels
         self.personalised = personalised_templates(config)
-        self.ticks = self.actions = self.failed_actions = self.messages = 0
+        self.ticks = self.actions = self.failed_actions = self.messages = self.notices = 0
         self.last_tick: datetime | None = None
         self._steps: dict[int, dict[str, dict]] = {}
 
@@ -206,7 +208,10 @@ class Driver:
         for report in result.actions:
             if report.status != "done":
                 continue
-            if report.action in CUSTOMER_ACTIONS:
+            if report.step.startswith("notice:"):          # pre-dunning (dunctl/notices)
+                self.notices += 1
+                self.account.notice_delivered(report.step[7:].split("@")[0], report.invoice_id, now)
+            elif report.action in CUSTOMER_ACTIONS:
                 self.messages += 1
                 self._message(report.invoice_id, report.step, report.action, now)
             elif report.action == "escalate":
@@ -237,11 +242,14 @@ class Driver:
                 subscriptions: int | None = None) -> Outcome:
         """What the run achieved; `subscriptions` is the book's size when it is known (the synthetic book)."""
         stats = self.account.stats
-        return measure(name, self.ledger, now, self.config.file.dunning.attribution_window, customers=customers,
+        outcome = measure(name, self.ledger, now, self.config.file.dunning.attribution_window, customers=customers,
                        messages=self.messages, retries_dunctl=stats.dunctl_retries,
                        retries_stripe=stats.provider_retries, subscriptions=subscriptions,
                        invoices_billed=stats.invoices, collected_by=stats.recovered_by, ticks=self.ticks,
                        actions=self.actions, failed_actions=self.failed_actions, preset=preset)
+        outcome.notices_sent = self.notices          # pre-dunning (dunctl/notices)
+        outcome.cards_updated_after_notice = stats.responses["card updated after an expiry notice"]
+        return outcome
 
 
 def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, customers: int, messages: int,

@@ -10,6 +10,7 @@ from dunctl.config import Step
 from dunctl.ledger.records import CaseBundle
 
 STEP, SYSTEM = "step", "system"
+NOTICE = "notice"   # a pre-dunning notice (dunctl/notices/effects.py): its own claim, suppression and record
 
 
 @dataclass(frozen=True)

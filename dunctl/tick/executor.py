@@ -14,7 +14,7 @@ from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayA
 from dunctl.tick import changes as case_changes
 from dunctl.tick.actions import ACTIONS, email_together
 from dunctl.tick.context import TickContext
-from dunctl.tick.effects import Effect, Outcome
+from dunctl.tick.effects import NOTICE, Effect, Outcome
 from dunctl.tick.result import ActionReport, TickResult
 
 EFFECTS_PER_BATCH = 25
@@ -65,10 +65,7 @@ def _run_batch(ctx: TickContext, units: list[list[Effect]], result: TickResult,
     with ctx.ledger.transaction():
         claimed_units = []
         for unit in units:
-            claimed = [_Claimed(e, action_id) for e in unit
-                       if (action_id := ctx.ledger.claim_action(e.bundle.case.id, e.kind, e.name, e.action,
-                                                                e.channel, e.audience, e.due_at, ctx.now, e.key,
-                                                                ctx.tick_id)) is not None]
+            claimed = [_Claimed(e, action_id) for e in unit if (action_id := _claim(ctx, e)) is not None]
             if claimed:
                 claimed_units.append(claimed)
     outcomes: list[tuple[_Claimed, Outcome]] = []
@@ -80,7 +77,7 @@ def _run_batch(ctx: TickContext, units: list[list[Effect]], result: TickResult,
         if stop is not None or channel in ctx.skipped_channels or ctx.over_budget():
             untried.extend(unit)   # never attempted: the claims are given back, the effects stay due
             continue
-        live = [item for item in unit if item.effect.bundle.case.id not in ended]
+        live = [item for item in unit if _case_id(item.effect) not in ended]
         outcomes.extend((item, Outcome("suppressed", "the case ended earlier in this tick"))
                         for item in unit if item not in live)
         if not live:
@@ -95,12 +92,15 @@ def _run_batch(ctx: TickContext, units: list[list[Effect]], result: TickResult,
             ctx.channel_result(channel, failed=first.status != "done")
         for item, outcome in zip(live, unit_outcomes):
             if any(isinstance(c, case_changes.EndCase) for c in outcome.changes):
-                ended.add(item.effect.bundle.case.id)
+                ended.add(_case_id(item.effect))
             outcomes.append((item, outcome))
     result.deferred += len(untried)
     with ctx.ledger.transaction():
         for item in untried:
-            ctx.ledger.release_claim(item.action_id)
+            if item.effect.kind == NOTICE:
+                ctx.ledger.release_notice_claim(item.action_id)
+            else:
+                ctx.ledger.release_claim(item.action_id)
         for item, outcome in outcomes:
             _record(ctx, item, outcome, result)
             case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
@@ -108,6 +108,17 @@ def _run_batch(ctx: TickContext, units: list[list[Effect]], result: TickResult,
         result.close(invoice_id, state)
     if stop is not None:
         raise stop
+
+
+def _claim(ctx: TickContext, e: Effect) -> int | None:
+    if e.kind == NOTICE:     # pre-dunning notices have their own table (dunctl/notices)
+        return ctx.ledger.claim_notice(e.notice_id, ctx.now, ctx.tick_id)
+    return ctx.ledger.claim_action(e.bundle.case.id, e.kind, e.name, e.action, e.channel, e.audience, e.due_at,
+                                   ctx.now, e.key, ctx.tick_id)
+
+
+def _case_id(effect: Effect) -> int | None:
+    return None if effect.kind == NOTICE else effect.bundle.case.id
 
 
 def _act(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
@@ -134,7 +145,9 @@ def _act(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
 def _deliver(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
     effect = effects[0]
     try:
-        if len(effects) == 1:
+        if effect.kind == NOTICE:
+            prepared = effect.prepare(ctx)
+        elif len(effects) == 1:
             prepared = ACTIONS[effect.action](ctx, effect)
         else:
             prepared = email_together(ctx, effects)
@@ -165,6 +178,8 @@ def _deliver(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
 def _suppressed(ctx: TickContext, effect: Effect) -> Outcome | None:
     """Suppression: the tick synced right before its batches, so the ledger knows of payments up to then; with
     `stripe.recheck_before_action` the invoice is also re-read from Stripe right before the effect."""
+    if effect.kind == NOTICE:
+        return effect.suppressed(ctx)
     invoice = effect.bundle.invoice
     if ctx.config.file.stripe.recheck_before_action and ctx.gateway is not None and ctx.acts \
             and effect.kind == "step":
@@ -185,6 +200,9 @@ def _suppressed(ctx: TickContext, effect: Effect) -> Outcome | None:
 
 def _record(ctx: TickContext, item: _Claimed, outcome: Outcome, result: TickResult) -> None:
     effect = item.effect
+    if effect.kind == NOTICE:
+        effect.record(ctx, item.action_id, outcome, result)
+        return
     ctx.ledger.record_result(item.action_id, outcome.status, ctx.now, detail=outcome.detail or None,
                              error=outcome.error, recipient=outcome.recipient, subject=outcome.subject,
                              request_id=outcome.request_id, message_ref=outcome.message_ref)

@@ -32,12 +32,21 @@ RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment ma
 
 
 def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False,
-             progress: Callable[[SyncResult], None] | None = None, accept_stale: bool = False) -> SyncResult:
-    """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically."""
+             progress: Callable[[SyncResult], None] | None = None, accept_stale: bool = False,
+             notices: bool = False) -> SyncResult:
+    """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically.
+    With `notices` (pre-dunning on), the first sync also lists the active subscriptions (billing_backfill)."""
     result = SyncResult()
     cursor = None if full else ledger.get_state("cursor")
-    for batch in gateway.sync(cursor, now, full=full):
-        new = ledger.apply_batch(batch, now, accept_stale=accept_stale)
+    batches = gateway.sync(cursor, now, full=full)
+    if notices:
+        from dunctl.notices.sync import with_billing_backfill
+
+        batches = with_billing_backfill(ledger, gateway, batches, full)
+    for batch in batches:
+        with ledger.transaction():
+            new = ledger.apply_batch(batch, now, accept_stale=accept_stale)
+            ledger.apply_notice_batch(batch, now)
         result.invoices_new += new
         result.invoices_updated += len(batch.invoices) - new
         result.requests += batch.requests
@@ -264,7 +273,8 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
         if not sync or gateway is None:
             return
         try:
-            result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress, accept_stale=accept_stale)
+            result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress, accept_stale=accept_stale,
+                                   notices=ctx.config.file.notices.enabled)
         except GatewayAuthError:
             raise
         except GatewayError as exc:
@@ -281,6 +291,9 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
     resync()
     run_due(ctx, result, resync)
     reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
+    from dunctl.notices.run import run_notices
+
+    run_notices(ctx, result)   # pre-dunning: plan changed subscriptions, send the notices due
 
 
 def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
@@ -316,6 +329,12 @@ class _ReadOnly:
     def get_invoice(self, invoice_id):
         return self._gateway.get_invoice(invoice_id)
 
+    def preview_invoice(self, subscription_id):
+        return self._gateway.preview_invoice(subscription_id)
+
+    def sync_subscriptions(self, after=None):
+        return self._gateway.sync_subscriptions(after)
+
     def __getattr__(self, name):
         from dunctl.errors import DunctlError
 
@@ -329,7 +348,8 @@ def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: da
     are still told when it is disputed or recovered (through the executor), as `tick` would."""
     mode = MONITOR if config.file.mode == "monitor" else LIVE
     with ledger.tick_lock():
-        result = run_sync(ledger, gateway, now, full=full, progress=progress, accept_stale=accept_stale)
+        result = run_sync(ledger, gateway, now, full=full, progress=progress, accept_stale=accept_stale,
+                          notices=config.file.notices.enabled)
         tick = TickResult(now=now, mode=mode)
         ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway), channels, now, mode=mode)
         try:

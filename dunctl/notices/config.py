@@ -1,0 +1,181 @@
+"""The `notices:` section of dunctl.yaml, validated like the rest (unknown keys, bad durations, conditions)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dunctl.conditions import check_condition
+from dunctl.offsets import parse_duration
+
+RECIPIENTS = ("billing_contact", "customer")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _durations(value: Any) -> list[timedelta]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("give at least one duration, e.g. [14d, 3d]")
+    return sorted({v if isinstance(v, timedelta) else parse_duration(v) for v in values}, reverse=True)
+
+
+def _amounts(value: dict[str, int]) -> dict[str, int]:
+    for currency, amount in value.items():
+        if len(currency) != 3 or not currency.isalpha() or currency != currency.lower():
+            raise ValueError(f"'{currency}' is not a currency; use a lowercase ISO code such as usd")
+        if amount <= 0:
+            raise ValueError(f"{currency}: amounts are positive integers in minor units (cents)")
+    return value
+
+
+class CardExpiring(_Strict):
+    enabled: bool = True
+    before: list[timedelta] = Field(default_factory=lambda: [timedelta(days=14), timedelta(days=3)])
+    template: str = "card-expiring"
+    to: Literal[RECIPIENTS] = "billing_contact"  # type: ignore[valid-type]
+
+    _before = field_validator("before", mode="before")(classmethod(lambda cls, v: _durations(v)))
+
+
+class UpcomingRenewal(_Strict):
+    enabled: bool = True
+    before: list[timedelta] = Field(default_factory=lambda: [timedelta(days=7)])
+    # The segment condition language, plus `interval` (the plan's billing interval). A renewal gets a reminder
+    # when it matches `when`, or when its amount is at least `above` in its currency.
+    when: dict[str, Any] | None = Field(default_factory=lambda: {"interval": "year"})
+    above: dict[str, int] = Field(default_factory=dict)
+    template: str = "upcoming-renewal"
+    to: Literal[RECIPIENTS] = "billing_contact"  # type: ignore[valid-type]
+
+    _before = field_validator("before", mode="before")(classmethod(lambda cls, v: _durations(v)))
+    _above = field_validator("above")(classmethod(lambda cls, v: _amounts(v)))
+
+    @field_validator("when")
+    @classmethod
+    def _condition(cls, value: dict | None) -> dict | None:
+        if value:
+            rest = {k: v for k, v in value.items() if k != "interval"}
+            for path, message in check_condition(rest):
+                raise ValueError(f"{'.'.join(map(str, path))}: {message}")
+            interval = value.get("interval")
+            allowed = {"day", "week", "month", "year"}
+            if interval is not None and not set(interval if isinstance(interval, list) else [interval]) <= allowed:
+                raise ValueError(f"interval: '{interval}' is not an interval; allowed: day, week, month, year")
+        return value
+
+
+class LargeCharge(_Strict):
+    enabled: bool = True
+    factor: float = Field(3.0, gt=1, le=100)
+    template: str = "large-charge"
+
+
+class Usage(_Strict):
+    enabled: bool = True
+    thresholds: list[int] = Field(default_factory=lambda: [50, 75, 100])
+    # Expected amount per period when a subscription has no three paid invoices to average, per currency.
+    expected: dict[str, int] = Field(default_factory=dict)
+    check_every: timedelta = Field(default_factory=lambda: timedelta(hours=6))
+    # Upcoming-invoice previews per tick at most (one request each); the rest wait for the next tick,
+    # least recently checked first.
+    max_previews_per_tick: int = Field(200, ge=1, le=10000)
+    template: str = "usage-alert"
+    to: Literal[RECIPIENTS] = "billing_contact"  # type: ignore[valid-type]
+    large_charge: LargeCharge = LargeCharge()
+
+    _every = field_validator("check_every", mode="before")(
+        classmethod(lambda cls, v: v if isinstance(v, timedelta) else parse_duration(v)))
+    _expected = field_validator("expected")(classmethod(lambda cls, v: _amounts(v)))
+
+    @field_validator("thresholds")
+    @classmethod
+    def _percentages(cls, value: list[int]) -> list[int]:
+        if not value or any(not 1 <= t <= 1000 for t in value):
+            raise ValueError("thresholds are percentages of the expected amount, 1 to 1000, e.g. [50, 75, 100]")
+        return sorted(set(value))
+
+
+class NoticesConfig(_Strict):
+    """Pre-dunning. A config without `notices:` (written before it existed) sends none."""
+
+    enabled: bool = False
+    # Where the one-click link goes: a Stripe billing portal session (payment method update), or a fixed URL.
+    link: Literal["billing_portal", "url"] = "billing_portal"
+    update_url: str | None = None
+    card_expiring: CardExpiring = CardExpiring()
+    upcoming_renewal: UpcomingRenewal = UpcomingRenewal()
+    usage: Usage = Usage()
+
+    @field_validator("update_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(f"'{value}' is not a URL; use https://...")
+        return value
+
+    def templates(self) -> list[str]:
+        """The templates enabled notices use."""
+        if not self.enabled:
+            return []
+        names = []
+        if self.card_expiring.enabled:
+            names.append(self.card_expiring.template)
+        if self.upcoming_renewal.enabled:
+            names.append(self.upcoming_renewal.template)
+        if self.usage.enabled:
+            names.append(self.usage.template)
+            if self.usage.large_charge.enabled:
+                names.append(self.usage.large_charge.template)
+        return names
+
+
+def template_problems(notices: NoticesConfig, templates_dir, config_path, lines: dict) -> list:
+    """Every enabled notice's template must exist (subject and txt; html optional), named like steps' templates."""
+    from dunctl.errors import ConfigProblem
+
+    problems = []
+    if not notices.enabled or not templates_dir.is_dir():
+        return problems
+    for name in notices.templates():
+        for part in ("subject", "txt"):
+            if not (templates_dir / f"{name}.{part}.j2").exists():
+                known = sorted({p.name.split(".")[0] for p in templates_dir.glob("*.j2") if not p.name.startswith("_")})
+                problems.append(ConfigProblem(str(config_path), "notices", f"unknown template '{name}': "
+                                              f"{templates_dir}/{name}.{part}.j2 does not exist; known templates: "
+                                              f"{', '.join(known)}", lines.get(("notices",))))
+                break
+    return problems
+
+
+def render_problems(notices: NoticesConfig, templates, company: str) -> list:
+    """Render every enabled notice's template against a sample of its kind (for `dunctl check`)."""
+    from jinja2 import TemplateError
+
+    from dunctl.errors import ConfigProblem
+    from dunctl.notices.context import sample_notice_contexts
+
+    problems = []
+    if not notices.enabled:
+        return problems
+    samples = dict(zip(("card_expiring", "upcoming_renewal", "usage_alert", "large_charge"),
+                       sample_notice_contexts(company)))
+    names = {"card_expiring": notices.card_expiring.template, "upcoming_renewal": notices.upcoming_renewal.template,
+             "usage_alert": notices.usage.template, "large_charge": notices.usage.large_charge.template}
+    for kind, name in names.items():
+        if name not in notices.templates():
+            continue
+        for part in ("subject", "txt", "html"):
+            if part == "html" and not templates.exists(name, "html"):
+                continue
+            try:
+                templates.render(name, part, samples[kind])
+            except TemplateError as exc:
+                problems.append(ConfigProblem(str(templates.directory / f"{name}.{part}.j2"), "",
+                                              f"does not render for a {kind} notice: {exc}",
+                                              getattr(exc, "lineno", None)))
+    return problems

@@ -1,0 +1,134 @@
+"""A notice as an effect of the tick's one executor: claimed in the notices table, re-checked right before it is
+sent (the card may have been replaced since it was planned), prepared without side effects (so monitor mode and dry
+runs show recipient and subject), delivered, recorded. A crash between claim and record leaves it `claimed`; the
+next tick records it `unknown` and never sends it again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from dunctl.channels import EmailMessage
+from dunctl.clock import from_iso
+from dunctl.messages import recipient
+from dunctl.model import Invoice as InvoiceModel
+from dunctl.notices import CARD_EXPIRING, LARGE_CHARGE, UPCOMING_RENEWAL, USAGE_ALERT
+from dunctl.notices.context import notice_context
+from dunctl.notices.planner import PENDING, plan_notices
+from dunctl.tick.context import TickContext
+from dunctl.tick.effects import NOTICE, Outcome, Prepared, skipped
+from dunctl.tick.result import ActionReport
+
+#: Notice kind -> (template config section, the config of its recipient)
+def template_of(config, kind: str) -> str:
+    notices = config.file.notices
+    return {CARD_EXPIRING: notices.card_expiring.template, UPCOMING_RENEWAL: notices.upcoming_renewal.template,
+            USAGE_ALERT: notices.usage.template, LARGE_CHARGE: notices.usage.large_charge.template}[kind]
+
+
+@dataclass(frozen=True)
+class NoticeEffect:
+    notice: dict                     # the notices row, as claimed
+    kind: str = NOTICE
+    audience: str = "customer"
+    channel: str = "email"
+    step: None = None
+
+    @property
+    def notice_id(self) -> int:
+        return self.notice["id"]
+
+    @property
+    def name(self) -> str:
+        return self.notice["kind"]
+
+    @property
+    def action(self) -> str:
+        return "email"
+
+    @property
+    def due_at(self) -> datetime:
+        return from_iso(self.notice["due_at"])
+
+    @property
+    def key(self) -> str:
+        return self.notice["idempotency_key"]
+
+    @property
+    def invoice_id(self) -> str:
+        """What the notice is about (a card or a subscription): the executor's messages name it."""
+        return self.notice["object_id"]
+
+    # -- the executor's three questions ----------------------------------------------------------------------
+
+    def suppressed(self, ctx: TickContext) -> Outcome | None:
+        """Re-plan the subscription from what the ledger knows now (the tick synced just before): a notice its
+        facts no longer call for (card updated or replaced, subscription cancelled, dunning=off) is not sent."""
+        if not self.notice.get("subscription_id"):
+            return None
+        subject = ctx.ledger.notice_subject(self.notice["subscription_id"])
+        if subject is None:
+            return Outcome("suppressed", "the subscription is gone")
+        preview = _stored_preview(subject)
+        decision = plan_notices(subject, ctx.config.file.notices, ctx.now, preview)
+        wanted = {p.key for p in decision.plans if p.status == PENDING}
+        if self.key in wanted or self.notice["kind"] in (USAGE_ALERT, LARGE_CHARGE) and not decision.why_none:
+            return None
+        return Outcome("suppressed", decision.why_none or "no longer called for")
+
+    def prepare(self, ctx: TickContext) -> Prepared:
+        customer = ctx.ledger.customer(self.notice["customer_id"])
+        rule = (_data(self.notice).get("to")) or "billing_contact"
+        to = recipient(rule, customer, {})
+        if not to:
+            return skipped(f"no address for {rule}")
+        template = template_of(ctx.config, self.notice["kind"])
+        context = notice_context(self.notice, customer, _link(ctx, self), ctx.config.file.sender.company, ctx.now)
+        subject, text, html = ctx.templates.render_email(template, context)
+        headers = {"X-Dunctl-Notice": self.key}
+
+        def deliver() -> Outcome:
+            delivery = ctx.channels.email(EmailMessage(to, subject, text, html, headers), self.key, ctx.now)
+            return Outcome("done", f"email {template} to {to}: {delivery.detail}", recipient=to, subject=subject)
+
+        return Prepared(f"email {template} to {to}: {subject}", deliver, recipient=to, subject=subject)
+
+    def record(self, ctx: TickContext, notice_id: int, outcome: Outcome, result) -> None:
+        retry_at = None
+        if outcome.status == "failed" and self.notice["tries"] + 1 < ctx.settings.max_action_tries:
+            retry_at = ctx.now + ctx.settings.action_retry_after
+        ctx.ledger.record_notice_result(notice_id, outcome.status, ctx.now, detail=outcome.detail or None,
+                                        error=outcome.error, recipient=outcome.recipient, subject=outcome.subject,
+                                        retry_at=retry_at)
+        result.actions.append(ActionReport(self.notice["object_id"], f"notice:{self.notice['kind']}"
+                                           f"@{self.notice['offset']}", "email", outcome.status,
+                                           outcome.error or outcome.detail, outcome.recipient, outcome.subject,
+                                           outcome.quiet))
+
+
+def _data(notice: dict) -> dict:
+    import json
+
+    return json.loads(notice["data"]) if isinstance(notice["data"], str) else notice["data"]
+
+
+def _stored_preview(subject: dict) -> dict | None:
+    import json
+
+    text = subject["subscription"].get("usage_preview")
+    return json.loads(text) if text else None
+
+
+def _link(ctx: TickContext, effect: NoticeEffect) -> str:
+    """The one-click update link: a billing portal session opened on the payment method update (made only when
+    the notice is really sent), or the configured URL."""
+    notices = ctx.config.file.notices
+    if notices.link == "url" and notices.update_url:
+        return notices.update_url
+    if not ctx.acts or ctx.gateway is None:
+        return notices.update_url or "https://billing.stripe.com/p/session/(made when sent)"
+    customer_id = effect.notice["customer_id"]
+    record = InvoiceModel(id=effect.notice["object_id"], customer_id=customer_id, currency="usd", amount_due=0,
+                          amount_paid=0, amount_remaining=0, status="open", created=ctx.now)
+    return ctx.gateway.update_link(record, "billing_portal", ctx.config.file.stripe.portal_return_url,
+                                   effect.key + "-link")

@@ -1,0 +1,207 @@
+"""Which notices one subscription calls for now: a pure function of (subscription facts, config, preview, now).
+
+No I/O and no clock. The tick stores what this returns (each notice once, under its (kind, object, period, offset)
+key) and sends what is due through the executor; quiet hours are applied at send time, like dunning steps.
+
+Catch-up, as for customer messages in dunning: of a kind's offsets already due (a card first seen 2 days before
+it expires), only the latest runs; the earlier ones are recorded as skipped, so a customer never gets a burst.
+A usage jump past several thresholds at once sends only the highest one crossed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from dunctl.clock import from_iso, iso
+from dunctl.conditions import matches
+from dunctl.notices import CARD_EXPIRING, LARGE_CHARGE, UPCOMING_RENEWAL, USAGE_ALERT
+from dunctl.notices.config import NoticesConfig
+
+BILLING = ("active", "trialing")   # subscriptions that will take a next payment
+PENDING, SKIPPED = "pending", "skipped"
+
+
+@dataclass(frozen=True)
+class NoticePlan:
+    kind: str
+    object_id: str
+    period: str
+    offset: str
+    due_at: datetime
+    data: dict
+    status: str = PENDING          # pending | skipped (never sent: superseded by a later one)
+    detail: str | None = None
+
+    @property
+    def key(self) -> str:
+        return notice_key(self.kind, self.object_id, self.period, self.offset)
+
+
+@dataclass
+class NoticeDecision:
+    plans: list[NoticePlan] = field(default_factory=list)
+    why_none: str = ""             # why the subscription calls for no notice, for the cancelled ones' record
+    preview_due: bool = False      # a usage preview is due (the caller fetches it and plans again)
+
+
+def notice_key(kind: str, object_id: str, period: str, offset: str) -> str:
+    """The notice's key: stable across ticks and machines, and the idempotency key of the email."""
+    return f"dunctl-notice-{kind}-{object_id}-{period}-{offset}"
+
+
+def offset_text(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    for unit, size in (("d", 1440), ("h", 60)):
+        if minutes and minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
+
+
+def card_expires_at(exp_month: int, exp_year: int) -> datetime:
+    """A card works through the last day of its expiry month."""
+    if exp_month == 12:
+        return datetime(exp_year + 1, 1, 1, tzinfo=timezone.utc)
+    return datetime(exp_year, exp_month + 1, 1, tzinfo=timezone.utc)
+
+
+def dunning_off(customer: dict | None) -> bool:
+    metadata = json.loads((customer or {}).get("metadata") or "{}")
+    return str(metadata.get("dunning", "")).strip().lower() == "off"
+
+
+def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None = None) -> NoticeDecision:
+    """The notices a subscription calls for. `subject` is Ledger.notice_subject(); `preview` the latest upcoming-
+    invoice preview of a metered subscription (None: none fetched yet, or not metered)."""
+    sub, customer = subject["subscription"], subject["customer"]
+    decision = NoticeDecision()
+    if not config.enabled:
+        decision.why_none = "notices are off"
+        return decision
+    if dunning_off(customer):
+        decision.why_none = "the customer has dunning=off"
+        return decision
+    if sub["status"] not in BILLING:
+        decision.why_none = f"the subscription is {sub['status']}"
+        return decision
+    if sub.get("cancel_at_period_end"):
+        decision.why_none = "the subscription ends at the end of its period: no next payment"
+        return decision
+    period_end = from_iso(sub.get("current_period_end"))
+    if period_end is None or period_end <= now:
+        decision.why_none = "the next payment date is not known yet"
+        return decision
+    if config.card_expiring.enabled:
+        decision.plans += _card_expiring(subject, config, period_end, now)
+    if config.upcoming_renewal.enabled:
+        decision.plans += _renewal(subject, config, period_end, now)
+    if config.usage.enabled and sub.get("usage_based"):
+        checked = from_iso(sub.get("usage_checked_at"))
+        decision.preview_due = preview is None or checked is None or now - checked >= config.usage.check_every
+        if preview is not None:
+            decision.plans += _usage(subject, config, preview, now)
+    if not decision.plans:
+        decision.why_none = "nothing calls for a notice any more (card replaced or renewal moved)"
+    return decision
+
+
+def _catch_up(plans: list[NoticePlan], now: datetime) -> list[NoticePlan]:
+    """Of the offsets already due, only the latest runs; the earlier ones are skipped."""
+    overdue = [p for p in plans if p.due_at <= now]
+    if len(overdue) <= 1:
+        return plans
+    latest = max(overdue, key=lambda p: p.due_at)
+    return [p if p is latest or p.due_at > now else
+            NoticePlan(p.kind, p.object_id, p.period, p.offset, p.due_at, p.data, SKIPPED,
+                       f"superseded by the {latest.offset} notice (both were due when first planned)")
+            for p in plans]
+
+
+def _card_expiring(subject: dict, config: NoticesConfig, period_end: datetime, now: datetime) -> list[NoticePlan]:
+    card = subject.get("payment_method")
+    if not card or card.get("type") != "card" or not card.get("exp_month") or not card.get("exp_year"):
+        return []
+    expires = card_expires_at(card["exp_month"], card["exp_year"])
+    # Only a card the next payment will still need after it expired; a renewal before the expiry is charged
+    # to the card as it is, and planned again (with the new next payment) when the period moves on.
+    if expires <= now or period_end < expires:
+        return []
+    sub = subject["subscription"]
+    data = {"card": {"id": card["id"], "brand": card.get("brand"), "last4": card.get("last4"),
+                     "exp_month": card["exp_month"], "exp_year": card["exp_year"], "expires_at": iso(expires)},
+            "renewal": {"date": sub["current_period_end"], "amount": sub.get("amount"),
+                        "currency": sub.get("currency")},
+            "to": config.card_expiring.to}
+    period = f"{card['exp_year']:04d}-{card['exp_month']:02d}"
+    plans = [NoticePlan(CARD_EXPIRING, card["id"], period, offset_text(before), expires - before, data)
+             for before in config.card_expiring.before]
+    return _catch_up(plans, now)
+
+
+def renewal_facts(subject: dict) -> dict:
+    sub, customer = subject["subscription"], subject["customer"] or {}
+    return {"amount_due": sub.get("amount"), "amount_remaining": sub.get("amount"), "currency": sub.get("currency"),
+            "interval": sub.get("interval"), "usage_based": bool(sub.get("usage_based")),
+            "customer.metadata": json.loads(customer.get("metadata") or "{}"),
+            "subscription.metadata": json.loads(sub.get("metadata") or "{}")}
+
+
+def _renewal(subject: dict, config: NoticesConfig, period_end: datetime, now: datetime) -> list[NoticePlan]:
+    rule = config.upcoming_renewal
+    facts = renewal_facts(subject)
+    large = facts["currency"] in rule.above and (facts["amount_due"] or 0) >= rule.above[facts["currency"]]
+    if not (large or (rule.when and matches(rule.when, facts))):
+        return []
+    sub = subject["subscription"]
+    data = {"renewal": {"date": sub["current_period_end"], "amount": sub.get("amount"),
+                        "currency": sub.get("currency"), "interval": sub.get("interval")},
+            "to": rule.to}
+    plans = [NoticePlan(UPCOMING_RENEWAL, sub["id"], sub["current_period_end"], offset_text(before),
+                        period_end - before, data)
+             for before in rule.before]
+    return _catch_up(plans, now)
+
+
+def expected_amount(subject: dict, config: NoticesConfig, currency: str) -> tuple[int | None, str]:
+    """What a period usually costs: the mean of the last three paid invoices, else the configured amount."""
+    paid = subject.get("paid_amounts") or []
+    if len(paid) >= 3:
+        return sum(paid[:3]) // 3, "the mean of the last three paid invoices"
+    if currency in config.usage.expected:
+        return config.usage.expected[currency], "the configured expected amount"
+    return None, "no three paid invoices and no usage.expected for " + currency
+
+
+def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -> list[NoticePlan]:
+    sub = subject["subscription"]
+    currency = preview["currency"]
+    expected, basis = expected_amount(subject, config, currency)
+    if not expected:
+        return []
+    amount = preview["amount_due"]
+    percent = amount * 100 / expected
+    period = preview.get("period_end") or sub["current_period_end"]
+    data = {"usage": {"amount": amount, "currency": currency, "expected": expected, "basis": basis,
+                      "percent": round(percent), "period_start": preview.get("period_start"),
+                      "period_end": period, "lines": preview.get("lines") or []},
+            "to": config.usage.to}
+    plans = []
+    # Every threshold crossed is planned each time (the ledger keeps the first of each key), so one already sent or
+    # waiting is never cancelled; of those crossed, only the highest is sent.
+    crossed = [t for t in config.usage.thresholds if percent >= t]
+    if crossed:
+        top = max(crossed)
+        for threshold in crossed:
+            offset = f"{threshold}%"
+            threshold_data = {**data, "usage": {**data["usage"], "threshold": threshold}}
+            if threshold == top:
+                plans.append(NoticePlan(USAGE_ALERT, sub["id"], period, offset, now, threshold_data))
+            else:
+                plans.append(NoticePlan(USAGE_ALERT, sub["id"], period, offset, now, threshold_data, SKIPPED,
+                                        f"usage jumped to {round(percent)}%: only the {top}% alert is sent"))
+    large = config.usage.large_charge
+    if large.enabled and amount >= large.factor * expected:
+        plans.append(NoticePlan(LARGE_CHARGE, sub["id"], period, f"x{large.factor:g}", now,
+                                {**data, "usage": {**data["usage"], "factor": large.factor}}))
+    return plans

@@ -1,0 +1,371 @@
+"""Pre-dunning end to end: the fake Stripe server over HTTP through the real SDK, emails through a real SMTP
+server, the ledger a real file. Card expiry, renewal reminders, usage alerts and large-charge heads-ups, each sent
+once, never after the facts changed, never in quiet hours or to a dunning=off customer."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from dunctl.clock import from_iso
+from dunctl.config import load_config
+from dunctl.ledger import Ledger
+from dunctl.stripe_gateway import StripeGateway
+from dunctl.tick import build_channels, run_tick
+from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
+from tests.helpers import T0, starter
+
+DAY, HOUR = timedelta(days=1), timedelta(hours=1)
+PREVIEW = "POST /v1/invoices/create_preview"
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+JAN_15 = utc(2027, 1, 15)
+
+
+class World:
+    def __init__(self, tmp_path, fake, smtp, **settings):
+        path = starter(tmp_path, **{"stripe.api_base": fake.url,
+                                    "channels.email": {"transport": "smtp", "host": smtp.host, "port": smtp.port},
+                                    **settings})
+        self.fake, self.smtp = fake, smtp
+        self.config = load_config(path)
+        self.ledger = Ledger.open(self.config.ledger_path)
+        self.gateway = StripeGateway(TEST_KEY, api_base=fake.url, sleep=lambda seconds: None)
+
+    def tick(self, now: datetime, **kw):
+        self.fake.set_now(max(now, datetime.fromtimestamp(self.fake.now, timezone.utc)))
+        return run_tick(self.ledger, self.config, self.gateway, build_channels(self.config, {}), now, **kw)
+
+    def subjects(self) -> list[str]:
+        return [r.message["Subject"].strip() for r in self.smtp.received]
+
+    def notices(self, kind: str | None = None) -> dict[str, str]:
+        return {f"{n['kind']}@{n['offset']}": n["status"] for n in self.ledger.db.query("SELECT * FROM notices")
+                if kind in (None, n["kind"])}
+
+    def customer_with_card(self, *, exp=(12, 2026), period_end=JAN_15, interval=None, metered=False,
+                           amount=2000, email="ada@example.com", metadata=None, timezone_=None) -> tuple[str, str, str]:
+        meta = dict(metadata or {})
+        if timezone_:
+            meta["timezone"] = timezone_
+        cus = self.fake.add_customer(email, metadata=meta, at=T0 - 40 * DAY)
+        pm = self.fake.add_payment_method(cus, exp_month=exp[0], exp_year=exp[1], at=T0 - 40 * DAY)
+        sub = self.fake.add_subscription(cus, amount=amount, metered=metered, at=T0 - 40 * DAY)
+        self.fake.set_billing(sub, interval=interval, period_start=period_end - 30 * DAY, period_end=period_end)
+        return cus, pm, sub
+
+
+@pytest.fixture
+def world(tmp_path, fake_stripe, smtp_server):
+    made = []
+
+    def make(**settings) -> World:
+        made.append(World(tmp_path, fake_stripe, smtp_server, **settings))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.ledger.close()
+
+
+# -- card_expiring ---------------------------------------------------------------------------------------------
+
+
+def test_one_expiry_email_per_offset_and_never_twice(world):
+    w = world()
+    cus, pm, sub = w.customer_with_card()           # expires end of 12/2026, next payment 2027-01-15
+    w.tick(T0)
+    assert w.subjects() == []
+    assert w.notices() == {"card_expiring@14d": "pending", "card_expiring@3d": "pending"}
+    w.tick(utc(2026, 12, 18, 9))                     # 14 days before 2027-01-01
+    w.tick(utc(2026, 12, 18, 10))
+    assert w.subjects() == ["Your Visa card ending 4242 expires soon: please update it"]
+    got = w.smtp.received[0]
+    assert got.rcpt_tos == ["ada@example.com"]
+    text = got.message.get_body(("plain",)).get_content()
+    assert "expires at the end of 12/2026" in text and "January 15, 2027" in text
+    assert "https://billing.stripe.fake/p/session/" in text          # a one-click portal session
+    w.tick(utc(2026, 12, 29, 9))
+    w.tick(utc(2026, 12, 30, 9))
+    assert len(w.subjects()) == 2
+    assert w.notices() == {"card_expiring@14d": "done", "card_expiring@3d": "done"}
+
+
+def test_no_expiry_email_after_the_card_is_updated_or_replaced(world, fake_stripe):
+    w = world()
+    _, pm, _ = w.customer_with_card(email="updated@example.com")
+    cus2, _, _ = w.customer_with_card(email="replaced@example.com")
+    w.tick(T0)
+    w.tick(utc(2026, 12, 18, 9))
+    assert len(w.subjects()) == 2
+    fake_stripe.card_automatically_updated(pm, exp_year=2031, at=utc(2026, 12, 20))
+    fake_stripe.replace_default_payment_method(cus2, exp_year=2030, at=utc(2026, 12, 21))
+    w.tick(utc(2026, 12, 29, 9))
+    assert len(w.subjects()) == 2                     # neither gets the 3-day reminder
+    late = w.ledger.db.query("SELECT customer_id, status FROM notices WHERE \"offset\" = '3d'")
+    assert sorted(n["status"] for n in late) == ["cancelled", "cancelled"]
+
+
+def test_no_expiry_email_when_the_subscription_renews_before_the_expiry_or_is_cancelled(world, fake_stripe):
+    w = world()
+    w.customer_with_card(period_end=utc(2026, 12, 10), email="renews-first@example.com")
+    _, _, cancelled = w.customer_with_card(email="cancelled@example.com")
+    w.tick(T0)
+    assert w.notices() == {"card_expiring@14d": "pending", "card_expiring@3d": "pending"}   # the second one's
+    fake_stripe.cancel_now(cancelled, at=T0 + DAY)
+    w.tick(T0 + DAY + HOUR)
+    for day in (18, 29):
+        w.tick(utc(2026, 12, day, 9))
+    assert w.subjects() == []
+    assert set(w.notices().values()) == {"cancelled"}
+
+
+# -- upcoming_renewal ----------------------------------------------------------------------------------------------
+
+
+def test_renewal_reminder_only_for_matching_plans(world):
+    w = world(**{"notices.upcoming_renewal.above": {"usd": 50000}})
+    w.customer_with_card(exp=(12, 2030), interval="year", period_end=utc(2027, 3, 1), amount=24000,
+                         email="yearly@example.com")
+    w.customer_with_card(exp=(12, 2030), interval="month", period_end=utc(2027, 3, 1), amount=2000,
+                         email="monthly@example.com")
+    w.customer_with_card(exp=(12, 2030), interval="month", period_end=utc(2027, 3, 1), amount=90000,
+                         email="large-monthly@example.com")
+    w.tick(T0)
+    w.tick(utc(2027, 2, 22, 9))
+    w.tick(utc(2027, 2, 23, 9))
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.received) == ["large-monthly@example.com", "yearly@example.com"]
+    yearly = next(r for r in w.smtp.received if r.rcpt_tos == ["yearly@example.com"]).message
+    assert yearly["Subject"] == "Your Example subscription renews on March 1, 2027 ($240.00)"
+    assert "annual" in yearly.get_body(("plain",)).get_content()
+
+
+# -- usage -----------------------------------------------------------------------------------------------------------
+
+
+def usage_world(world, **settings):
+    return world(**{"notices.usage.expected": {"usd": 10000}, **settings})
+
+
+def test_usage_thresholds_crossed_one_by_one_each_send_once(world, fake_stripe):
+    w = usage_world(world)
+    _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
+    sent = []
+    for hours, usage in ((0, 2000), (6, 4000), (12, 6000), (18, 8500), (24, 9000), (30, 9500)):
+        fake_stripe.set_usage(sub, usage)           # total = 2000 licensed + usage
+        w.tick(T0 + hours * HOUR)
+        sent.append(len(w.subjects()))
+    assert sent == [0, 1, 2, 3, 3, 3]
+    assert [s.split("% of a usual")[0].split(" at ")[1] for s in w.subjects()] == ["50", "75", "100"]
+    assert w.notices("usage_alert") == {"usage_alert@50%": "done", "usage_alert@75%": "done",
+                                        "usage_alert@100%": "done"}
+    body = w.smtp.received[-1].message.get_body(("plain",)).get_content()
+    assert "(8,500 units)" in body and "Your next invoice would be $105.00" in body
+    assert fake_stripe.count(PREVIEW) == 6           # one preview per subscription per 6h
+
+
+def test_a_jump_from_40_to_110_percent_sends_only_the_latest_threshold(world, fake_stripe):
+    w = usage_world(world)
+    _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
+    fake_stripe.set_usage(sub, 2000)
+    w.tick(T0)
+    fake_stripe.set_usage(sub, 9000)
+    w.tick(T0 + 6 * HOUR)
+    w.tick(T0 + 12 * HOUR)
+    assert len(w.subjects()) == 1 and "100%" in w.subjects()[0]
+    assert w.notices("usage_alert") == {"usage_alert@50%": "skipped", "usage_alert@75%": "skipped",
+                                        "usage_alert@100%": "done"}
+
+
+def test_large_charge_heads_up(world, fake_stripe):
+    w = usage_world(world)
+    _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
+    fake_stripe.set_usage(sub, 31000)                # $330 against $100 expected
+    w.tick(T0)
+    subjects = w.subjects()
+    assert "Heads-up: your next Example invoice will be about $330.00" in subjects
+    assert len(subjects) == 2                        # and the 100% usage alert
+    assert w.notices("large_charge") == {"large_charge@x3": "done"}
+
+
+def test_usage_previews_stay_within_the_budget_with_many_metered_subscriptions(world, fake_stripe):
+    w = usage_world(world, **{"notices.usage.max_previews_per_tick": 10})
+    for i in range(25):
+        w.customer_with_card(exp=(12, 2030), metered=True, period_end=utc(2026, 11, 30), email=f"m{i}@example.com")
+    w.tick(T0)
+    assert fake_stripe.count(PREVIEW) == 10
+    w.tick(T0 + 5 * 60 * 1 * timedelta(seconds=1))
+    assert fake_stripe.count(PREVIEW) == 20
+    w.tick(T0 + 10 * timedelta(minutes=1))
+    w.tick(T0 + 15 * timedelta(minutes=1))
+    assert fake_stripe.count(PREVIEW) == 25          # each once; none again before check_every
+    fake_stripe.reset_counts()
+    w.tick(T0 + 20 * timedelta(minutes=1))
+    assert fake_stripe.count() == 1                  # an idle tick: one events request
+
+
+# -- the guarantees ----------------------------------------------------------------------------------------------
+
+
+def test_a_crash_between_claim_and_send_leaves_the_notice_unknown_never_resent(world, monkeypatch):
+    w = world()
+    w.customer_with_card()
+    w.tick(T0)
+    from dunctl.tick.channels import ChannelSet
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed mid-send")
+
+    monkeypatch.setattr(ChannelSet, "email", crash)
+    with pytest.raises(SystemExit):
+        w.tick(utc(2026, 12, 18, 9))
+    monkeypatch.undo()
+    w.ledger.close()
+    w.ledger = Ledger.open(w.config.ledger_path)
+    w.tick(utc(2026, 12, 18, 10))
+    w.tick(utc(2026, 12, 19, 10))
+    assert w.subjects() == []
+    assert w.notices()["card_expiring@14d"] == "unknown"
+
+
+def test_quiet_hours_hold_a_notice_until_the_window_ends(world):
+    w = world(**{"sender.quiet_hours": "21:00-08:00"})
+    w.customer_with_card(timezone_="America/New_York")
+    w.tick(T0)
+    w.tick(utc(2026, 12, 18, 9))                     # 04:00 in New York
+    assert w.subjects() == []
+    w.tick(utc(2026, 12, 18, 13, 30))               # 08:30 in New York
+    assert len(w.subjects()) == 1
+
+
+def test_dunning_off_customers_get_no_notices(world, fake_stripe):
+    w = world(**{"notices.usage.expected": {"usd": 1000}})
+    _, _, sub = w.customer_with_card(metadata={"dunning": "off"}, interval="year", metered=True)
+    fake_stripe.set_usage(sub, 50000)
+    for moment in (T0, utc(2026, 12, 18, 9), utc(2027, 1, 8, 9)):
+        w.tick(moment)
+    assert w.subjects() == []
+    assert w.notices() == {}
+
+
+def test_monitor_mode_records_would_and_sends_nothing(world):
+    w = world(mode="monitor")
+    w.customer_with_card()
+    w.tick(T0)
+    result = w.tick(utc(2026, 12, 18, 9))
+    assert w.subjects() == []
+    assert w.notices()["card_expiring@14d"] == "would"
+    assert [a.status for a in result.actions if a.step.startswith("notice:")] == ["would"]
+
+
+# -- what people see ---------------------------------------------------------------------------------------------
+
+
+def test_status_lists_notices_due_in_the_next_14_days_and_customer_show_tells_the_story(world):
+    import json
+
+    from tests.helpers import cli
+
+    w = world()
+    cus, _, _ = w.customer_with_card()
+    w.tick(T0)
+    w.tick(utc(2026, 12, 18, 9))
+    soon = cli(w.config.path, "status", "--json", "--now", "2026-12-17T00:00:00Z")
+    assert soon.exit_code == 0, soon.output
+    assert [(n["kind"], n["offset"]) for n in json.loads(soon.output)["notices_due"]] == [("card_expiring", "3d")]
+    text = cli(w.config.path, "status", "--now", "2026-12-18T10:00:00Z")
+    assert "1 notice(s) due in the next 14 days" in text.output and "card_expiring 3d" in text.output
+    far = cli(w.config.path, "status", "--json", "--now", "2026-11-02T15:00:00Z")
+    assert json.loads(far.output)["notices_due"] == []              # both more than 14 days away
+    shown = cli(w.config.path, "customer", "show", cus, "--json")
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert [(n["offset"], n["status"]) for n in data["notices"]] == [("14d", "done"), ("3d", "pending")]
+    assert data["timeline"][0]["kind"] == "notice done"
+    human = cli(w.config.path, "customer", "show", cus)
+    assert "1 notice(s) sent" in human.output and "card_expiring (14d before" in human.output
+    missing = cli(w.config.path, "customer", "show", "cus_nobody")
+    assert missing.exit_code == 2 and "no customer cus_nobody" in missing.output
+
+
+def test_report_pre_dunning_section(world, fake_stripe):
+    from tests.helpers import cli
+
+    w = world(**{"notices.usage.expected": {"usd": 10000}})
+    _, pm, _ = w.customer_with_card(email="updates@example.com")                       # card expiry notice
+    yearly_cus, _, yearly = w.customer_with_card(exp=(12, 2030), interval="year", period_end=utc(2026, 11, 20),
+                                                 amount=24000, email="yearly@example.com")
+    monthly_cus, _, monthly = w.customer_with_card(exp=(12, 2030), interval="month", period_end=utc(2026, 11, 20),
+                                                   email="monthly@example.com")
+    heavy_cus, _, heavy = w.customer_with_card(exp=(12, 2030), metered=True, period_end=utc(2026, 11, 20),
+                                               email="heavy@example.com")
+    fake_stripe.set_usage(heavy, 40000)
+    w.tick(T0)                                                     # usage alert + large-charge heads-up
+    w.tick(utc(2026, 11, 13, 15))                                  # the yearly renewal reminder
+    paid = fake_stripe.create_invoice(yearly_cus, subscription=yearly, at=utc(2026, 11, 20, 1))
+    fake_stripe.attempt(paid, True, at=utc(2026, 11, 20, 1))
+    fake_stripe.fail_invoice(monthly_cus, subscription=monthly, at=utc(2026, 11, 20, 1))
+    fake_stripe.fail_invoice(heavy_cus, subscription=heavy, amount=42000, at=utc(2026, 11, 20, 1))
+    w.tick(utc(2026, 11, 20, 2))
+    w.tick(utc(2026, 12, 18, 9))                                   # the 14-day expiry notice
+    w.tick(utc(2026, 12, 18, 10))
+    fake_stripe.card_automatically_updated(pm, exp_year=2031, at=utc(2026, 12, 20))
+    w.tick(utc(2026, 12, 20, 9))
+    report = cli(w.config.path, "report", "--now", "2026-12-21T00:00:00Z")
+    assert report.exit_code == 0, report.output
+    lines = {cells[1].strip(): cells[2] for line in report.output.splitlines()
+             if len(cells := line.split("│")) == 4}
+    text = report.output
+    assert "Pre-dunning" in text
+    assert "notices sent: card_expiring" in text and "notices sent: upcoming_renewal" in text
+    assert "1 of 1 (100%)" in lines["cards updated after an expiry notice, before the expiry"]
+    assert "1 of 1 (100%)" in lines["renewals paid on the first attempt, after a reminder"]
+    assert "0 of 2 (0%)" in lines["renewals paid on the first attempt, no reminder (comparison)"]
+    assert "1 of 1 (100%)" in lines["of those, invoices that then failed"]
+    assert "a comparison, not a causal claim" in text
+
+
+def test_an_idle_tick_reads_notices_through_their_indexes(tmp_path):
+    ledger = Ledger.open(tmp_path / "l.db")
+    plans = [" ".join(str(c) for c in row) for sql, args in (
+        ("SELECT * FROM notices INDEXED BY notices_due WHERE next_due_at <= ?", ["2026-12-01T00:00:00Z"]),
+        ("SELECT id FROM subscriptions INDEXED BY subscriptions_notices_due WHERE notices_due_at <= ?",
+         ["2026-12-01T00:00:00Z"]),
+        ("SELECT * FROM notices INDEXED BY notices_claimed WHERE status = 'claimed'", []))
+        for row in ledger.db.execute("EXPLAIN QUERY PLAN " + sql, args)]
+    assert all("USING INDEX" in plan for plan in plans), plans
+    ledger.close()
+
+
+def test_a_dry_run_shows_the_notice_and_keeps_nothing(world):
+    w = world()
+    w.customer_with_card()
+    w.tick(T0)
+    result = w.tick(utc(2026, 12, 18, 9), dry_run=True)
+    assert w.subjects() == []
+    notice = [a for a in result.actions if a.step == "notice:card_expiring@14d"]
+    assert [(a.status, a.recipient, a.subject) for a in notice] == \
+        [("would", "ada@example.com", "Your Visa card ending 4242 expires soon: please update it")]
+    assert w.notices()["card_expiring@14d"] == "pending"
+    w.tick(utc(2026, 12, 18, 10))
+    assert len(w.subjects()) == 1
+
+
+def test_the_contact_policy_counts_notices_and_a_held_usage_alert_is_superseded(world, fake_stripe):
+    w = usage_world(world, contact={"max_per_week": 3, "min_gap": "36h"})
+    _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
+    for hours, usage in ((0, 4000), (6, 6000), (12, 8500), (48, 8500)):   # 60%, 80%, 105%, 105%
+        fake_stripe.set_usage(sub, usage)
+        w.tick(T0 + hours * HOUR)
+    # 50% goes out at once; 75% is held by the 36h gap and then superseded by 100%, sent once the gap has passed
+    assert [s.split(" at ")[1].split("%")[0] for s in w.subjects()] == ["50", "100"]
+    assert w.notices("usage_alert") == {"usage_alert@50%": "done", "usage_alert@75%": "skipped",
+                                        "usage_alert@100%": "done"}
+    customer = w.ledger.db.execute("SELECT customer_id FROM notices LIMIT 1").fetchone()[0]
+    sent = [from_iso(n["finished_at"]) for n in w.ledger.customer_notices(customer) if n["status"] == "done"]
+    assert sent[1] - sent[0] >= 36 * HOUR

@@ -1,0 +1,105 @@
+"""The notice planner as tables of subscriptions (pure: no ledger, no clock), and the `notices:` config."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from dunctl.config import load_config
+from dunctl.errors import ConfigError
+from dunctl.notices.config import NoticesConfig
+from dunctl.notices.planner import SKIPPED, plan_notices
+from tests.helpers import starter
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+ON = NoticesConfig(enabled=True)
+
+
+def subject(*, status="active", period_end="2027-01-15T00:00:00Z", exp=(12, 2026), interval="month",
+            amount=2000, metadata=None, cancel_at_period_end=0, usage_based=0, paid=()):
+    return {"subscription": {"id": "sub_1", "customer_id": "cus_1", "status": status, "metadata": "{}",
+                             "current_period_end": period_end, "interval": interval, "amount": amount,
+                             "currency": "usd", "cancel_at_period_end": cancel_at_period_end,
+                             "usage_based": usage_based, "usage_checked_at": None},
+            "customer": {"id": "cus_1", "metadata": json.dumps(metadata or {})},
+            "payment_method": {"id": "pm_1", "type": "card", "brand": "visa", "last4": "4242",
+                               "exp_month": exp[0], "exp_year": exp[1]},
+            "paid_amounts": list(paid), "notices": []}
+
+
+@pytest.mark.parametrize("facts, expected", [
+    ({}, [("card_expiring", "14d", "pending"), ("card_expiring", "3d", "pending")]),
+    ({"period_end": "2026-12-20T00:00:00Z"}, []),                  # renews before the card expires
+    ({"status": "canceled"}, []),
+    ({"cancel_at_period_end": 1}, []),                            # no next payment
+    ({"metadata": {"dunning": "off"}}, []),
+    ({"exp": (11, 2026)}, []),                                     # already expired
+    ({"exp": (12, 2030)}, []),                                     # far away
+])
+def test_card_expiring(facts, expected):
+    plans = plan_notices(subject(**facts), ON, NOW).plans
+    assert [(p.kind, p.offset, p.status) for p in plans] == expected
+
+
+def test_card_first_seen_late_sends_only_the_latest_offset():
+    late = datetime(2026, 12, 30, tzinfo=timezone.utc)              # both 14d and 3d are due
+    plans = plan_notices(subject(), ON, late).plans
+    assert [(p.offset, p.status) for p in plans] == [("14d", SKIPPED), ("3d", "pending")]
+
+
+@pytest.mark.parametrize("interval, amount, above, wanted", [
+    ("year", 24000, {}, True), ("month", 2000, {}, False), ("month", 90000, {"usd": 50000}, True),
+    ("month", 40000, {"usd": 50000}, False), ("month", 90000, {"eur": 50000}, False),
+])
+def test_renewal_reminder_matches_yearly_plans_or_large_amounts(interval, amount, above, wanted):
+    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"above": above})
+    plans = plan_notices(subject(interval=interval, amount=amount, exp=(12, 2030)), config, NOW).plans
+    assert [p.kind for p in plans] == (["upcoming_renewal"] if wanted else [])
+
+
+def test_usage_expected_is_the_mean_of_three_paid_invoices():
+    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False})
+    preview = {"amount_due": 7600, "currency": "usd", "period_end": "2027-01-15T00:00:00Z", "lines": []}
+    plans = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000, 9000, 11000)), config, NOW,
+                         preview).plans
+    assert [(p.offset, p.status) for p in plans] == [("50%", SKIPPED), ("75%", "pending")]
+    assert plans[1].data["usage"]["expected"] == 10000
+    none = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000,)), config, NOW, preview)
+    assert none.plans == []                                         # no basis: no alert rather than a wrong one
+
+
+@pytest.mark.parametrize("notices, where, message", [
+    ({"enabled": True, "card_expiring": {"befor": ["14d"]}}, "notices.card_expiring.befor", "unknown key"),
+    ({"card_expiring": {"before": ["2 weeks"]}}, "notices.card_expiring.before", "is not an offset"),
+    ({"usage": {"thresholds": [0, 50]}}, "notices.usage.thresholds", "percentages"),
+    ({"usage": {"expected": {"USD": 100}}}, "notices.usage.expected", "lowercase ISO code"),
+    ({"upcoming_renewal": {"when": {"plan": "gold"}}}, "notices.upcoming_renewal.when", "unknown field 'plan'"),
+    ({"upcoming_renewal": {"when": {"interval": "yearly"}}}, "notices.upcoming_renewal.when", "not an interval"),
+])
+def test_bad_notices_config_names_the_key_and_what_is_allowed(tmp_path, notices, where, message):
+    path = starter(tmp_path, notices=notices)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    problem = raised.value.problems[0]
+    assert problem.path == where and message in problem.message and problem.file == str(path)
+
+
+def test_the_starter_config_ships_notices_on_and_an_old_config_has_them_off(tmp_path):
+    assert load_config(starter(tmp_path / "new")).file.notices.enabled is True
+    assert load_config(starter(tmp_path / "old", notices=None)).file.notices.enabled is False
+
+
+def test_a_missing_notice_template_is_refused_at_load_and_check_renders_them(tmp_path):
+    from tests.helpers import cli
+
+    path = starter(tmp_path)
+    assert cli(path, "check").exit_code == 0
+    broken = tmp_path / "templates" / "usage-alert.txt.j2"
+    broken.write_text("{{ usage.no_such_thing.deeper }}")
+    result = cli(path, "check")
+    assert result.exit_code == 2 and "usage-alert.txt.j2" in result.output and "usage_alert notice" in result.output
+    broken.unlink()
+    result = cli(path, "check")
+    assert result.exit_code == 2 and "unknown template 'usage-alert'" in result.output
