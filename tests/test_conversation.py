@@ -93,3 +93,18 @@ def test_a_held_message_goes_out_at_the_earliest_allowed_time_and_says_why_it_wa
     assert len(smtp_server.received) == 1
     tick(config, at("1d12h31m"))
     assert [r.message["X-Dunctl-Case"] for r in smtp_server.received] == ["in_1", "in_2"]
+
+
+def test_a_pre_dunning_notice_counts_toward_the_contact_policy_of_dunning_messages(tmp_path, smtp_server):
+    config = config_for(tmp_path, smtp_server, POLICY)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_1", customer_id="cus_1", failed_at=T0),
+         customers=[customer("cus_1", email="ada@example.com")])
+    ledger.db.execute(   # a card-expiry notice went out an hour before the payment failed
+        """INSERT INTO notices(kind, object_id, period, "offset", customer_id, status, due_at, planned_at,
+                               finished_at, idempotency_key)
+           VALUES ('card_expiring', 'pm_1', '2026-12', '14d', 'cus_1', 'done', ?, ?, ?, 'k')""",
+        ["2026-11-02T13:00:00Z"] * 3)
+    tick(config, at("31m"))
+    assert smtp_server.received == []                     # held: 36 h after the notice
+    assert ledger.case_for_invoice("in_1")["next_due_at"] == "2026-11-04T01:00:00Z"

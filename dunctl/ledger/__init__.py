@@ -481,7 +481,10 @@ class Ledger:
                 WHERE c.customer_id = ? AND a.audience = 'customer' AND a.status IN ({marks})
                   AND a.finished_at >= ?
                 GROUP BY coalesce(a.message_ref, a.id) ORDER BY 1""", [customer_id, *statuses, iso(since)])
-        return [from_iso(row[0]) for row in rows]
+        sent = [from_iso(row[0]) for row in rows]
+        if "done" in statuses:   # pre-dunning notices count toward the same contact policy
+            sent += self.notice_contacts(customer_id, since)
+        return sorted(sent)
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
         return (CustomerRecord.from_row(self.customer(invoice.customer_id)),

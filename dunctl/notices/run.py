@@ -131,7 +131,7 @@ def _contact_hold(ctx: TickContext, customer_id: str, admitted: int):
     if policy is None:
         return None
     since = ctx.now - timedelta(days=7)
-    recent = sorted(ctx.ledger.customer_contacts(customer_id, since) + ctx.ledger.notice_contacts(customer_id, since))
+    recent = ctx.ledger.customer_contacts(customer_id, since)   # dunning messages and notices alike
     recent += [ctx.now] * admitted
     if recent and ctx.now - recent[-1] < policy.min_gap:
         return recent[-1] + policy.min_gap, "contact policy: at least the minimum gap between messages"
