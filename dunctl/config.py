@@ -229,6 +229,8 @@ class DunningConfig(Strict):
     tick_budget: timedelta = Field(default_factory=lambda: timedelta(minutes=4))
     # After this many failures in a row, a channel is skipped for the rest of the tick (its server is down).
     channel_failures_before_skip: int = Field(3, ge=1, le=100)
+    # One customer's emails due in the same tick, in one currency, go out as one message.
+    group_messages: bool = True
 
     @field_validator("tick_budget", mode="before")
     @classmethod

@@ -47,10 +47,11 @@ def _units(ctx: TickContext, effects: list[Effect], result: TickResult) -> list[
     recovers an invoice in this tick still stops its message."""
     skipped = [e for e in effects if e.channel in ctx.skipped_channels]
     effects = [e for e in effects if e.channel not in ctx.skipped_channels]
-    alone = [[e] for e in effects if not _groupable(e)]
+    grouping = ctx.config.file.dunning.group_messages
+    alone = [[e] for e in effects if not (grouping and _groupable(e))]
     groups: dict[tuple, list[Effect]] = {}
     for e in effects:
-        if _groupable(e):
+        if grouping and _groupable(e):
             groups.setdefault((e.bundle.case.customer_id, e.bundle.invoice.currency), []).append(e)
     result.deferred += len(skipped)   # a channel skipped after repeated failures: due again next tick
     return alone + list(groups.values())
