@@ -62,7 +62,8 @@ def test_shell_completion_can_be_installed():
     from dunctl.cli.app import app
 
     shown = runner.invoke(app, ["--show-completion", "bash"], env={"SHELL": "/bin/bash", "COLUMNS": "160"})
-    assert shown.exit_code == 0 and "complete" in shown.stdout and "dunctl" in shown.stdout
+    assert shown.exit_code == 0, (shown.output, repr(shown.exception))
+    assert "complete" in shown.stdout and "dunctl" in shown.stdout
 
 
 # -- the demo --------------------------------------------------------------------------------------------------
