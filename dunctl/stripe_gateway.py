@@ -547,14 +547,7 @@ class StripeGateway:
                  first_failed_at: datetime | None = None) -> None:
         """Add an invoice and whatever came expanded with it (customer, payment methods, subscription)."""
         self._complete_invoice(data)
-        customer = data.get("customer")
-        if isinstance(customer, dict):
-            batch.customers.append(customer_from(customer))
-            default = (customer.get("invoice_settings") or {}).get("default_payment_method")
-            if isinstance(default, dict):
-                batch.payment_methods.append(payment_method_from(default))
-        if isinstance(data.get("default_payment_method"), dict):
-            batch.payment_methods.append(payment_method_from(data["default_payment_method"]))
+        _collect_payer(batch, data)
         subscription = _subscription_field(data)
         if isinstance(subscription, dict):
             batch.subscriptions.append(subscription_from(subscription))
@@ -609,14 +602,7 @@ class StripeGateway:
             page = self._list("/v1/subscriptions", "list subscriptions", ("subscription", "read"), params)
             batch = SyncBatch()
             for data in page["data"]:
-                customer = data.get("customer")
-                if isinstance(customer, dict):
-                    batch.customers.append(customer_from(customer))
-                    default = (customer.get("invoice_settings") or {}).get("default_payment_method")
-                    if isinstance(default, dict):
-                        batch.payment_methods.append(payment_method_from(default))
-                if isinstance(data.get("default_payment_method"), dict):
-                    batch.payment_methods.append(payment_method_from(data["default_payment_method"]))
+                _collect_payer(batch, data)
                 batch.subscriptions.append(subscription_from(data))
             if page["data"]:
                 after = page["data"][-1]["id"]
@@ -745,6 +731,18 @@ def _advanced(state: dict, events: list[dict], now: datetime) -> dict:
         state.update(event=newest["id"], event_created=newest["created"], edge=edge)
     state["checked_at"] = iso(now)
     return state
+
+
+def _collect_payer(batch: SyncBatch, data: dict) -> None:
+    """The customer and payment methods that came expanded with an invoice or a subscription."""
+    customer = data.get("customer")
+    if isinstance(customer, dict):
+        batch.customers.append(customer_from(customer))
+        default = (customer.get("invoice_settings") or {}).get("default_payment_method")
+        if isinstance(default, dict):
+            batch.payment_methods.append(payment_method_from(default))
+    if isinstance(data.get("default_payment_method"), dict):
+        batch.payment_methods.append(payment_method_from(data["default_payment_method"]))
 
 
 def _deduplicated(batch: SyncBatch) -> SyncBatch:
