@@ -420,7 +420,8 @@ def _example_case(ledger: Ledger) -> str | None:
 
 def variant_config(source: Path, work: Path) -> tuple[str, Config]:
     """A variant to simulate: a dunctl.yaml (its segments, sequences and templates as they are), or a directory
-    of sequence files run under the starter config's segments and templates, with dunctl making the retries."""
+    of sequence files run under the starter config's segments and templates, with dunctl making the retries and
+    no pre-dunning notices (they would be the same for every sequence set)."""
     source = Path(source)
     if source.is_file():
         return source.stem if source.name != "dunctl.yaml" else source.parent.name or "config", load_config(source)
@@ -437,8 +438,10 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
     if (source / "templates").is_dir():     # the sequence set brings its own templates
         text = re.sub(r"(?m)^templates:.*$", f"templates: {{dir: {json.dumps(str((source / 'templates').resolve()))}}}",
                       text)
-    # The sequences' own retry steps are what is being compared, so dunctl makes them (not Smart Retries).
+    # The sequences' own retry steps are what is being compared, so dunctl makes them (not Smart Retries); and
+    # pre-dunning notices, the same for every sequence set, stay off (compare configs to weigh notices).
     text = re.sub(r"(?m)^(\s*retries:\s*)stripe\b", r"\1dunctl", text, count=1)
+    text = re.sub(r"(?m)^(notices:\n\s*enabled:\s*)true\b", r"\1false", text, count=1)
     (target / "dunctl.yaml").write_text(text)
     return source.name, load_config(target / "dunctl.yaml")
 
