@@ -20,7 +20,7 @@ def build(directory: Path, cases: int, actions_per_case: int = 3, due: int = 0) 
     standard = config.sequences["standard"]
     digest = sequence_hash(standard)
     first, later = iso(T0), iso(T0 + timedelta(days=2))
-    conn = ledger.db.conn
+    conn = ledger.conn
     with ledger.transaction():
         conn.execute("INSERT INTO sequence_versions(hash, name, definition) VALUES (?, 'standard', ?)",
                      [digest, _json(sequence_definition(standard))])
