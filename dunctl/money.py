@@ -105,8 +105,15 @@ def _formatted(amount: int, currency: str, locale: str) -> str:
 
 def format_day(moment: date | datetime, locale: str | Locale | None = "en", style: str = "long") -> str:
     """A date as the locale writes it: 'December 7, 2026', '7 décembre 2026', '7. Dezember 2026', '2026年12月7日'."""
-    from babel.dates import format_date
-
     loc = babel_locale(locale) if locale is None or isinstance(locale, str) else locale
     day = moment.date() if isinstance(moment, datetime) else moment
-    return format_date(day, style, locale=loc)
+    return _formatted_day(day, str(loc), style)
+
+
+@functools.lru_cache(maxsize=4096)
+def _formatted_day(day: date, locale: str, style: str) -> str:
+    # like amounts, the same few dates (due dates, failure days) recur across a tick's messages
+    from babel import Locale
+    from babel.dates import format_date
+
+    return format_date(day, style, locale=Locale.parse(locale))

@@ -48,7 +48,7 @@ def test_an_idle_tick_imports_neither_stripe_nor_the_report_nor_the_simulation(t
     # nor what only due work needs: templates, formatting, the planner, sqlite-utils (only to migrate), Rich
     # (only to print: an idle tick prints nothing)
     for name in ("jinja2", "babel", "sqlite_utils", "rich", "dunctl.planner", "dunctl.tick.executor",
-                 "dunctl.messages"):
+                 "dunctl.messages", "dunctl.ledger.records", "dunctl.model"):
         assert name not in loaded, name
 
 

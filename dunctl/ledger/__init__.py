@@ -22,9 +22,12 @@ import sqlite3
 
 from dunctl.clock import from_iso, iso
 from dunctl.errors import LockHeld, StaleLedger
-from dunctl.ledger.records import ActionRecord, CaseBundle, CaseRecord, CustomerRecord, InvoiceRecord, \
-    SignalRecord, SubscriptionRecord
-from dunctl.model import Customer, Invoice, PaymentMethod, Signal, Subscription, SyncBatch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
+    from dunctl.ledger.records import CaseBundle, CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, \
+        SubscriptionRecord
+    from dunctl.model import Customer, Invoice, PaymentMethod, Signal, Subscription, SyncBatch
 
 OPEN_STATES = ("open", "paused")
 ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
@@ -63,6 +66,7 @@ class Ledger:
         self._lock_fd: int | None = None
         self._depth = 0
         self._db = None
+        self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
 
     @property
     def db(self):
@@ -340,17 +344,25 @@ class Ledger:
 
     def pending_signals(self) -> list[SignalRecord]:
         """Signals stored by sync that have not yet been applied to cases, oldest first."""
-        return [SignalRecord.from_row(row) for row in
-                self.rows("SELECT * FROM signals WHERE applied = 0 ORDER BY at, id")]
+        rows = list(self.rows("SELECT * FROM signals WHERE applied = 0 ORDER BY at, id"))
+        if not rows:
+            return []
+        from dunctl.ledger.records import SignalRecord
+
+        return [SignalRecord.from_row(row) for row in rows]
 
     def mark_signal_applied(self, signal_id: int) -> None:
         self.conn.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
 
     def pending_invoices(self) -> list[tuple[InvoiceRecord, int | None]]:
         """Invoices changed since cases were last reconciled, each with its case id (None: no case yet)."""
-        return [(InvoiceRecord.from_row(row), row["case_id"]) for row in self.rows(
-            """SELECT i.*, c.id AS case_id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id
-               WHERE i.pending = 1""")]
+        rows = list(self.rows("""SELECT i.*, c.id AS case_id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id
+                                 WHERE i.pending = 1"""))
+        if not rows:
+            return []
+        from dunctl.ledger.records import InvoiceRecord
+
+        return [(InvoiceRecord.from_row(row), row["case_id"]) for row in rows]
 
     def clear_pending(self, invoice_id: str) -> None:
         self.conn.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
@@ -404,13 +416,16 @@ class Ledger:
         return cursor.lastrowid
 
     def sequence_definition(self, sequence_hash: str) -> dict:
-        """The sequence as it was when a case opened (stored once per version)."""
+        """The sequence as it was when a case opened (stored once per version, read once per ledger object)."""
+        if sequence_hash in self._sequences:
+            return json.loads(self._sequences[sequence_hash])   # a fresh copy: callers may change theirs
         row = self.conn.execute("SELECT definition FROM sequence_versions WHERE hash = ?", [sequence_hash]).fetchone()
         if row is None:  # a case written by hand (benchmarks, older tools) still carries its own copy
             row = self.conn.execute("SELECT sequence_def FROM cases WHERE sequence_hash = ? AND sequence_def != '' "
                                   "LIMIT 1", [sequence_hash]).fetchone()
         if row is None:
             raise LookupError(f"sequence version {sequence_hash} is not in the ledger")
+        self._sequences[sequence_hash] = row[0]
         return json.loads(row[0])
 
     def _set(self, case_id: int, **fields) -> None:
@@ -494,9 +509,13 @@ class Ledger:
         return next(self.rows("SELECT * FROM subscriptions WHERE id = ?", [sub_id]), None)
 
     def invoice_record(self, invoice_id: str) -> InvoiceRecord | None:
+        from dunctl.ledger.records import InvoiceRecord
+
         return InvoiceRecord.from_row(self.invoice(invoice_id))
 
     def case_record(self, case_id: int) -> CaseRecord | None:
+        from dunctl.ledger.records import CaseRecord
+
         return CaseRecord.from_row(self.case(case_id))
 
     def bundle(self, case_id: int, contacts_since: datetime | None = None,
@@ -508,6 +527,8 @@ class Ledger:
             return None
         contacts = () if contacts_since is None else tuple(
             self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
+        from dunctl.ledger.records import ActionRecord, CaseBundle, CustomerRecord, SubscriptionRecord
+
         return CaseBundle(
             case=case,
             invoice=self.invoice_record(case.invoice_id),
@@ -532,6 +553,8 @@ class Ledger:
         return sorted(sent)
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
+        from dunctl.ledger.records import CustomerRecord, SubscriptionRecord
+
         return (CustomerRecord.from_row(self.customer(invoice.customer_id)),
                 SubscriptionRecord.from_row(self.subscription(invoice.subscription_id)))
 
