@@ -537,6 +537,27 @@ class Ledger:
             actions=[ActionRecord.from_row(a) for a in self.actions(case_id)],
             contacts=contacts)
 
+    def refreshed(self, bundle: CaseBundle, contacts_since: datetime | None = None,
+                  contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
+        """`bundle` after its case's effects ran, read again where a tick's effects write: the case, its actions,
+        its invoice (rebuilt only when the row changed) and the customer's recent messages. The customer and
+        subscription records are kept: only a sync changes them, and none runs between planning a batch and
+        scheduling it."""
+        from dataclasses import replace
+
+        from dunctl.ledger.records import ActionRecord, InvoiceRecord
+
+        case = self.case_record(bundle.case.id)
+        if case is None:
+            return None
+        invoice_row = self.invoice(case.invoice_id)
+        invoice = bundle.invoice if bundle.invoice is not None and invoice_row == bundle.invoice.row \
+            else InvoiceRecord.from_row(invoice_row)
+        contacts = () if contacts_since is None else tuple(
+            self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
+        return replace(bundle, case=case, invoice=invoice, contacts=contacts,
+                       actions=[ActionRecord.from_row(a) for a in self.actions(case.id)])
+
     def customer_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
                           ) -> list[datetime]:
         """When the customer was sent a message (across all its cases) since `since`: one entry per delivery,
