@@ -263,6 +263,41 @@ def test_monitor_mode_records_would_and_sends_nothing(world):
     assert [a.status for a in result.actions if a.step.startswith("notice:")] == ["would"]
 
 
+def test_would_notices_still_useful_are_sent_once_when_the_config_goes_live(world):
+    import yaml
+
+    w = world(mode="monitor")
+    w.customer_with_card(email="still-due@example.com")                              # expires end of 12/2026
+    w.customer_with_card(exp=(11, 2026), period_end=utc(2026, 12, 10), email="expired@example.com")
+
+    def statuses():
+        return {(n["email"].split("@")[0], n["offset"]): n["status"] for n in w.ledger.db.query(
+            "SELECT n.*, c.email FROM notices n JOIN customers c ON c.id = n.customer_id")}
+
+    w.tick(T0)
+    w.tick(utc(2026, 11, 17, 9))             # the second card's 14d notice (it expires 2026-12-01)
+    w.tick(utc(2026, 11, 28, 9))             # ... and its 3d notice
+    w.tick(utc(2026, 12, 18, 9))             # the first card's 14d notice
+    assert w.subjects() == []
+    assert statuses() == {("still-due", "14d"): "would", ("still-due", "3d"): "pending",
+                          ("expired", "14d"): "would", ("expired", "3d"): "would"}
+    data = yaml.safe_load(w.config.path.read_text())
+    data["mode"] = "live"
+    w.config.path.write_text(yaml.safe_dump(data, sort_keys=False))
+    w.config = load_config(w.config.path)
+    result = w.tick(utc(2026, 12, 19, 9))
+    # The card not yet expired gets its 14d notice now, once; the expired card's are not sent late.
+    assert [r.rcpt_tos for r in w.smtp.received] == [["still-due@example.com"]]
+    assert [a.status for a in result.actions if a.step.startswith("notice:")] == ["done"]
+    w.tick(utc(2026, 12, 19, 10))
+    w.tick(utc(2026, 12, 20, 9))
+    assert len(w.smtp.received) == 1
+    assert statuses() == {("still-due", "14d"): "done", ("still-due", "3d"): "pending",
+                          ("expired", "14d"): "would", ("expired", "3d"): "would"}
+    w.tick(utc(2026, 12, 29, 9))             # the 3d notice on its own day, as usual
+    assert len(w.smtp.received) == 2
+
+
 # -- what people see ---------------------------------------------------------------------------------------------
 
 

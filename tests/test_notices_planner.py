@@ -103,3 +103,38 @@ def test_a_missing_notice_template_is_refused_at_load_and_check_renders_them(tmp
     broken.unlink()
     result = cli(path, "check")
     assert result.exit_code == 2 and "unknown template 'usage-alert'" in result.output
+
+
+def _notice(id, kind, offset, status, due_at, period="2026-12", **data):
+    return {"id": id, "kind": kind, "object_id": "pm_1" if kind == "card_expiring" else "sub_1", "period": period,
+            "offset": offset, "status": status, "due_at": due_at, "data": json.dumps(data)}
+
+
+CARD = {"card": {"expires_at": "2027-01-01T00:00:00Z"}}
+USAGE = {"usage": {"period_end": "2026-12-31T00:00:00Z"}}
+
+
+@pytest.mark.parametrize("notices, reopened", [
+    # still useful: the latest `would` of its group, once
+    ([_notice(1, "card_expiring", "14d", "would", "2026-11-17T00:00:00Z", **CARD)], [1]),
+    ([_notice(1, "card_expiring", "14d", "would", "2026-11-17T00:00:00Z", **CARD),
+      _notice(2, "card_expiring", "3d", "would", "2026-11-28T00:00:00Z", **CARD)], [2]),
+    # the card has expired, or a later one of the group was sent already
+    ([_notice(1, "card_expiring", "3d", "would", "2026-11-28T00:00:00Z",
+              card={"expires_at": "2026-12-01T00:00:00Z"})], []),
+    ([_notice(1, "card_expiring", "14d", "would", "2026-11-17T00:00:00Z", **CARD),
+      _notice(2, "card_expiring", "3d", "done", "2026-11-28T00:00:00Z", **CARD)], []),
+    # a renewal not yet renewed; one already renewed
+    ([_notice(1, "upcoming_renewal", "7d", "would", "2026-11-25T00:00:00Z", period="2026-12-02T00:00:00Z")], [1]),
+    ([_notice(1, "upcoming_renewal", "7d", "would", "2026-11-24T00:00:00Z", period="2026-12-01T00:00:00Z")], []),
+    # usage: the highest alert of the period, only while the period runs
+    ([_notice(1, "usage_alert", "75%", "would", "2026-11-20T00:00:00Z", period="2026-12-31T00:00:00Z", **USAGE),
+      _notice(2, "usage_alert", "100%", "would", "2026-11-25T00:00:00Z", period="2026-12-31T00:00:00Z", **USAGE)],
+     [2]),
+    ([_notice(1, "usage_alert", "100%", "would", "2026-11-25T00:00:00Z", period="2026-11-30T00:00:00Z",
+              usage={"period_end": "2026-11-30T00:00:00Z"})], []),
+])
+def test_would_notices_reopened_when_the_config_goes_live(notices, reopened):
+    from dunctl.notices.planner import reopen_after_monitor
+
+    assert reopen_after_monitor(notices, NOW) == reopened

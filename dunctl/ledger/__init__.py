@@ -771,6 +771,18 @@ class Ledger:
         self.db.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
                         [notice_id])
 
+    def would_notice_groups(self) -> list[dict]:
+        """Every notice of a (kind, object, period) that monitor mode recorded as `would`, for the switch to live
+        (once per switch: not a tick's cost)."""
+        return list(self.db.query(
+            """SELECT n.* FROM notices n WHERE EXISTS (SELECT 1 FROM notices w WHERE w.status = 'would'
+                 AND w.kind = n.kind AND w.object_id = n.object_id AND w.period = n.period) ORDER BY n.id"""))
+
+    def reopen_notice(self, notice_id: int, now: datetime, detail: str) -> None:
+        """A `would` notice to be sent for real by the next executor run (the config switched to live)."""
+        self.db.execute("UPDATE notices SET status = 'pending', next_due_at = ?, finished_at = NULL, detail = ? "
+                        "WHERE id = ? AND status = 'would'", [iso(now), detail, notice_id])
+
     def notice_contacts(self, customer_id: str, since: datetime) -> list[datetime]:
         """When the customer was sent a pre-dunning notice since `since` (for the contact policy)."""
         return [from_iso(row[0]) for row in self.db.execute(

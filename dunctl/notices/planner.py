@@ -205,3 +205,35 @@ def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -
         plans.append(NoticePlan(LARGE_CHARGE, sub["id"], period, f"x{large.factor:g}", now,
                                 {**data, "usage": {**data["usage"], "factor": large.factor}}))
     return plans
+
+
+def still_useful_until(notice: dict) -> datetime | None:
+    """The moment after which a notice no longer helps: the card's expiry, the renewal, the usage period's end."""
+    data = json.loads(notice["data"]) if isinstance(notice.get("data"), str) else (notice.get("data") or {})
+    if notice["kind"] == CARD_EXPIRING:
+        return from_iso((data.get("card") or {}).get("expires_at"))
+    if notice["kind"] == UPCOMING_RENEWAL:
+        return from_iso(notice["period"])
+    return from_iso((data.get("usage") or {}).get("period_end") or notice["period"])
+
+
+def reopen_after_monitor(notices: list[dict], now: datetime) -> list[int]:
+    """Monitor mode recorded these notices as `would` (nothing sent). Now live, which to send for real, once: of
+    each (kind, object, period), the latest `would` whose moment has not passed, unless a later one of the group
+    was already sent (or may have been). The others stay `would`: a customer never gets a burst of late notices."""
+    groups: dict[tuple, list[dict]] = {}
+    for notice in notices:
+        groups.setdefault((notice["kind"], notice["object_id"], notice["period"]), []).append(notice)
+    reopen = []
+    for group in groups.values():
+        would = [n for n in group if n["status"] == "would"]
+        if not would:
+            continue
+        latest = max(would, key=lambda n: (n["due_at"], n["id"]))
+        until = still_useful_until(latest)
+        if until is None or until <= now:
+            continue
+        if any(n["status"] in ("done", "claimed", "unknown") and n["due_at"] >= latest["due_at"] for n in group):
+            continue
+        reopen.append(latest["id"])
+    return sorted(reopen)

@@ -11,7 +11,7 @@ from dunctl.clock import from_iso, iso
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.notices.effects import NoticeEffect, _stored_preview
 from dunctl.notices import USAGE_ALERT
-from dunctl.notices.planner import PENDING, plan_notices
+from dunctl.notices.planner import PENDING, plan_notices, reopen_after_monitor
 from dunctl.planner import after_quiet_hours, in_quiet_hours
 from dunctl.tick.context import TickContext
 from dunctl.tick.result import TickResult
@@ -38,6 +38,17 @@ def mark_unknown(ctx: TickContext) -> None:
                 notice["id"], "unknown", ctx.now,
                 error="the tick stopped between claiming and recording this notice; it may or may not have been "
                       "sent and will not be re-sent")
+
+
+def reopen_would_notices(ctx: TickContext) -> int:
+    """Monitor -> live: the notices monitor mode recorded as `would` that are still useful are pending again, due
+    now, and go through the executor like any other (quiet hours, contact policy, re-check before sending). Call
+    inside a transaction."""
+    reopened = reopen_after_monitor(ctx.ledger.would_notice_groups(), ctx.now)
+    for notice_id in reopened:
+        ctx.ledger.reopen_notice(notice_id, ctx.now, "planned in monitor mode (would) and still useful when the "
+                                                     "config switched to live: sent once")
+    return len(reopened)
 
 
 def plan_changed(ctx: TickContext, result: TickResult) -> None:
