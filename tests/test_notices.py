@@ -328,9 +328,9 @@ def test_status_lists_notices_due_in_the_next_14_days_and_customer_show_tells_th
     assert missing.exit_code == 2 and "no customer cus_nobody" in missing.output
 
 
-def test_report_pre_dunning_section(world, fake_stripe):
-    from tests.helpers import cli
-
+def _predunning_history(world, fake_stripe):
+    """One of each notice and what followed: a card updated after its notice, a reminded yearly renewal paid at
+    once beside two monthly renewals that failed, a usage alert and a large-charge heads-up whose invoice failed."""
     w = world(**{"notices.usage.expected": {"usd": 10000}})
     _, pm, _ = w.customer_with_card(email="updates@example.com")                       # card expiry notice
     yearly_cus, _, yearly = w.customer_with_card(exp=(12, 2030), interval="year", period_end=utc(2026, 11, 20),
@@ -351,18 +351,75 @@ def test_report_pre_dunning_section(world, fake_stripe):
     w.tick(utc(2026, 12, 18, 10))
     fake_stripe.card_automatically_updated(pm, exp_year=2031, at=utc(2026, 12, 20))
     w.tick(utc(2026, 12, 20, 9))
+    return w
+
+
+NBSP = "\u00a0"
+SECTION = {"cards updated after an expiry notice, before the expiry": f"1{NBSP}of{NBSP}1 (100%)",
+           "renewals paid on the first attempt, after a reminder": f"1{NBSP}of{NBSP}1 (100%)",
+           "renewals paid on the first attempt, no reminder (comparison)": f"0{NBSP}of{NBSP}2 (0%)",
+           "of those, invoices that then failed": f"1{NBSP}of{NBSP}1 (100%)"}
+
+
+def test_report_pre_dunning_section(world, fake_stripe):
+    import re
+
+    from tests.helpers import cli
+
+    w = _predunning_history(world, fake_stripe)
     report = cli(w.config.path, "report", "--now", "2026-12-21T00:00:00Z")
     assert report.exit_code == 0, report.output
-    lines = {cells[1].strip(): cells[2] for line in report.output.splitlines()
-             if len(cells := line.split("│")) == 4}
     text = report.output
-    assert "Pre-dunning" in text
-    assert "notices sent: card_expiring" in text and "notices sent: upcoming_renewal" in text
-    assert "1 of 1 (100%)" in lines["cards updated after an expiry notice, before the expiry"]
-    assert "1 of 1 (100%)" in lines["renewals paid on the first attempt, after a reminder"]
-    assert "0 of 2 (0%)" in lines["renewals paid on the first attempt, no reminder (comparison)"]
-    assert "1 of 1 (100%)" in lines["of those, invoices that then failed"]
-    assert "a comparison, not a causal claim" in text
+    section = text[text.index("Pre-dunning"):]
+    lines = dict(cells for line in section.splitlines() if len(cells := re.split(r"\s{2,}", line.strip())) == 2)
+    assert lines["notices sent: card_expiring"] == "1" and lines["notices sent: upcoming_renewal"] == "1"
+    assert {name: lines[name] for name in SECTION} == SECTION
+    assert "a comparison, not a causal claim" in " ".join(section.split())
+    assert text.count("Pre-dunning") == 1
+
+
+def test_the_pre_dunning_section_is_in_every_report_format(world, fake_stripe, tmp_path):
+    import csv
+    import io
+    import json
+
+    from tests.helpers import cli
+
+    w = _predunning_history(world, fake_stripe)
+
+    def report(*args):
+        got = cli(w.config.path, "report", "--now", "2026-12-21T00:00:00Z", "--since", "2026-11-01", *args)
+        assert got.exit_code == 0, got.output
+        return got.output
+
+    data = json.loads(report("--format", "json"))["predunning"]
+    assert data["sent_by_kind"] == {"card_expiring": 1, "upcoming_renewal": 1, "usage_alert": 1, "large_charge": 1}
+    assert (data["expiry_notices"], data["cards_updated_before_expiry"]) == (1, 1)
+    assert (data["renewals_reminded"], data["renewals_reminded_paid_first_attempt"]) == (1, 1)
+    assert (data["renewals_not_reminded"], data["renewals_not_reminded_paid_first_attempt"]) == (2, 0)
+    assert (data["large_charge_heads_ups"], data["large_charge_invoices_failed"]) == (1, 1)
+    assert data["since"] == "2026-11-01T00:00:00Z" and data["until"] is None
+    assert "not a causal claim" in data["comparison_note"]
+
+    rows = [r for r in csv.DictReader(io.StringIO(report("--format", "csv"))) if r["dimension"] == "predunning"]
+    values = {r["key"]: int(r["value"]) for r in rows}
+    assert values["sent_card_expiring"] == 1 and values["sent_large_charge"] == 1
+    assert values["renewals_not_reminded"] == 2 and values["large_charge_invoices_failed"] == 1
+    assert all(r["filter"] == "" and r["currency"] == "" for r in rows)
+
+    md = report("--format", "md")
+    section = md[md.index("## Pre-dunning"):]
+    for name, value in SECTION.items():
+        assert f"| {name} | {value} |" in section.replace("|   of", "| of")
+    assert "a comparison, not a causal claim" in section
+
+    page = tmp_path / "report.html"
+    report("--format", "html", "-o", str(page))
+    html = page.read_text()
+    part = html[html.index('id="table-predunning"'):]
+    assert "<h2>Pre-dunning: notices before a payment failed</h2>" in part
+    assert "renewals paid on the first attempt, no reminder (comparison)" in part
+    assert f"<td data-label=\"Value\">0{NBSP}of{NBSP}2 (0%)</td>" in part and "a comparison, not a causal claim" in part
 
 
 def test_an_idle_tick_reads_notices_through_their_indexes(tmp_path):

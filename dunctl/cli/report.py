@@ -27,7 +27,7 @@ from dunctl.cli.common import (
 from dunctl.cli.fit import Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
-from dunctl.cli.predunning import write_predunning
+from dunctl.notices.report import predunning_section
 from dunctl.report import (
     DIMENSIONS,
     Headline,
@@ -100,8 +100,9 @@ def report(
         churn = result.headline.churn
         result.headline.churn = dataclasses.replace(churn, active_subscriptions=active_subscriptions, rate=round(
             churn.churned_subscriptions / active_subscriptions, 6))
+    # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
+    result.predunning = predunning_section(ledger, period.since, period.until)
     write(result, fmt, output)
-    write_predunning(ledger, period, fmt, output)   # dunctl/notices: notices sent and what followed
 
 
 def _instant(text: str | None, option: str):
