@@ -111,6 +111,24 @@ def test_no_expiry_email_after_the_card_is_updated_or_replaced(world, fake_strip
     assert sorted(n["status"] for n in late) == ["cancelled", "cancelled"]
 
 
+def test_a_new_card_attached_and_made_default_takes_over_the_expiry_notices(world, fake_stripe):
+    w = world()
+    cus, old, _ = w.customer_with_card(period_end=utc(2027, 2, 15))      # old card expires end of 12/2026
+    w.tick(T0)
+    w.tick(utc(2026, 12, 18, 9))
+    assert len(w.subjects()) == 1                                         # the old card's 14d notice
+    # payment_method.attached (the new card, expiring end of 01/2027), then customer.updated (made default)
+    new = fake_stripe.replace_default_payment_method(cus, last4="1111", exp_month=1, exp_year=2027,
+                                                     at=utc(2026, 12, 20))
+    w.tick(utc(2026, 12, 20, 9))
+    rows = {(n["object_id"], n["offset"]): n["status"] for n in w.ledger.db.query("SELECT * FROM notices")}
+    assert rows == {(old, "14d"): "done", (old, "3d"): "cancelled", (new, "14d"): "pending", (new, "3d"): "pending"}
+    w.tick(utc(2026, 12, 29, 9))                                          # no 3d notice for the old card
+    assert len(w.subjects()) == 1
+    w.tick(utc(2027, 1, 18, 9))                                           # the new card's own 14d notice
+    assert w.subjects()[1] == "Your Visa card ending 1111 expires soon: please update it"
+
+
 def test_no_expiry_email_when_the_subscription_renews_before_the_expiry_or_is_cancelled(world, fake_stripe):
     w = world()
     w.customer_with_card(period_end=utc(2026, 12, 10), email="renews-first@example.com")
