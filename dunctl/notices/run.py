@@ -143,7 +143,8 @@ def _contact_hold(ctx: TickContext, customer_id: str, admitted: int):
     if policy is None:
         return None
     since = ctx.now - timedelta(days=7)
-    recent = ctx.ledger.customer_contacts(customer_id, since)   # dunning messages and notices alike
+    statuses = ("done", "would") if ctx.settings.monitor else ("done",)     # monitor plans as live would send
+    recent = ctx.ledger.customer_contacts(customer_id, since, statuses)   # dunning messages and notices alike
     recent += [ctx.now] * admitted
     if recent and ctx.now - recent[-1] < policy.min_gap:
         return recent[-1] + policy.min_gap, "contact policy: at least the minimum gap between messages"
