@@ -167,7 +167,10 @@ def test_renewal_reminder_only_for_matching_plans(world):
 
 
 def usage_world(world, **settings):
-    return world(**{"notices.usage.expected": {"usd": 10000}, **settings})
+    """Alerts on the running amount at 50, 75 and 100% (the threshold mechanics; the shipped pace rule has its
+    own tests)."""
+    return world(**{"notices.usage.expected": {"usd": 10000}, "notices.usage.thresholds": [50, 75, 100],
+                    "notices.usage.pace": False, **settings})
 
 
 def test_usage_thresholds_crossed_one_by_one_each_send_once(world, fake_stripe):
@@ -185,6 +188,26 @@ def test_usage_thresholds_crossed_one_by_one_each_send_once(world, fake_stripe):
     body = w.smtp.received[-1].message.get_body(("plain",)).get_content()
     assert "(8,500 units)" in body and "Your next invoice would be $105.00" in body
     assert fake_stripe.count(PREVIEW) == 6           # one preview per subscription per 6h
+
+
+def test_shipped_usage_alerts_go_only_to_usage_running_ahead_of_its_pace(world, fake_stripe):
+    w = world(**{"notices.usage.expected": {"usd": 10000}})     # the starter's thresholds and pace rule
+    mid = utc(2026, 11, 17)                                      # half-way through each period below
+    subs = {}
+    for name in ("usual", "ahead"):
+        _, _, subs[name] = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 12, 2),
+                                                email=f"{name}@example.com")
+    fake_stripe.set_usage(subs["usual"], 4000)                   # $20 fee + $40 so far: on course for $100, usual
+    fake_stripe.set_usage(subs["ahead"], 7000)                   # $20 + $70 so far: on course for $160
+    w.tick(mid)
+    w.tick(mid + HOUR)
+    assert [r.rcpt_tos for r in w.smtp.received] == [["ahead@example.com"]]
+    got = w.smtp.received[0].message
+    assert got["Subject"] == "Your Example usage is running ahead: about $160.00 this period at this pace " \
+                             "(160% of usual)"
+    text = " ".join(got.get_body(("plain",)).get_content().split())
+    assert "$90.00 so far, and about $160.00 by the end of the period at this pace" in text
+    assert "160% of what a period usually costs you ($100.00)" in text
 
 
 def test_a_jump_from_40_to_110_percent_sends_only_the_latest_threshold(world, fake_stripe):
@@ -279,6 +302,17 @@ def test_monitor_mode_records_would_and_sends_nothing(world):
     assert w.subjects() == []
     assert w.notices()["card_expiring@14d"] == "would"
     assert [a.status for a in result.actions if a.step.startswith("notice:")] == ["would"]
+
+
+def test_monitor_mode_holds_notices_by_the_contact_policy_as_live_would_send_them(world, fake_stripe):
+    w = usage_world(world, mode="monitor", contact={"max_per_week": 3, "min_gap": "36h"})
+    _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
+    for hours, usage in ((0, 4000), (6, 6000), (12, 8500), (48, 8500)):   # 60%, 80%, 105%, 105%
+        fake_stripe.set_usage(sub, usage)
+        w.tick(T0 + hours * HOUR)
+    # the same plan as live (test_the_contact_policy_counts_notices...): 75% held by the gap, then superseded
+    assert w.notices("usage_alert") == {"usage_alert@50%": "would", "usage_alert@75%": "skipped",
+                                        "usage_alert@100%": "would"}
 
 
 def test_would_notices_still_useful_are_sent_once_when_the_config_goes_live(world):
