@@ -407,9 +407,9 @@ def _predunning_history(world, fake_stripe):
 
 
 NBSP = "\u00a0"
-SECTION = {"cards updated after an expiry notice, before the expiry": f"1{NBSP}of{NBSP}1 (100%)",
-           "renewals paid on the first attempt, after a reminder": f"1{NBSP}of{NBSP}1 (100%)",
-           "renewals paid on the first attempt, no reminder (comparison)": f"0{NBSP}of{NBSP}2 (0%)",
+SECTION = {"cards updated before expiry, after a notice": f"1{NBSP}of{NBSP}1 (100%)",
+           "renewals paid at first attempt, after a reminder": f"1{NBSP}of{NBSP}1 (100%)",
+           "renewals paid at first attempt, no reminder (comparison)": f"0{NBSP}of{NBSP}2 (0%)",
            "of those, invoices that then failed": f"1{NBSP}of{NBSP}1 (100%)"}
 
 
@@ -428,6 +428,9 @@ def test_report_pre_dunning_section(world, fake_stripe):
     assert {name: lines[name] for name in SECTION} == SECTION
     assert "a comparison, not a causal claim" in " ".join(section.split())
     assert text.count("Pre-dunning") == 1
+    narrow = cli(w.config.path, "report", "--now", "2026-12-21T00:00:00Z", env={"COLUMNS": "60"}).output
+    narrow = narrow[narrow.index("Pre-dunning"):]
+    assert all(value in narrow for value in SECTION.values())      # a metric's name may be cut, a value never
 
 
 def test_the_pre_dunning_section_is_in_every_report_format(world, fake_stripe, tmp_path):
@@ -470,7 +473,7 @@ def test_the_pre_dunning_section_is_in_every_report_format(world, fake_stripe, t
     html = page.read_text()
     part = html[html.index('id="table-predunning"'):]
     assert "<h2>Pre-dunning: notices before a payment failed</h2>" in part
-    assert "renewals paid on the first attempt, no reminder (comparison)" in part
+    assert "renewals paid at first attempt, no reminder (comparison)" in part
     assert f"<td data-label=\"Value\">0{NBSP}of{NBSP}2 (0%)</td>" in part and "a comparison, not a causal claim" in part
 
 

@@ -24,7 +24,7 @@ from dunctl.cli.common import (
     open_ledger,
     out,
 )
-from dunctl.cli.fit import Column, dropped_note, fit, fitted_table
+from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
 from dunctl.notices.report import predunning_section
@@ -166,7 +166,11 @@ def _rich(table: Table, width: int) -> tuple[RichTable, str]:
         columns = [columns[0]] + columns[2:]
         rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
     headers = [SHORT_HEADERS.get(column, column) for column in columns]
+    # A metric / value table (headline, pre-dunning) on a narrow terminal: the metric's name may end in an
+    # ellipsis, its value never.
+    label_floor = COMFORTABLE if len(headers) == 2 else None
     specs = [Column(header, priority=0 if i == 0 else DROP_ORDER.get(header, 0),
+                    shrink_to=label_floor if i == 0 else None,
                     justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
     cells = [[Text(cell) for cell in row] for row in rows]
     fitted = fit(specs, cells, width)

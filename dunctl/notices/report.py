@@ -62,11 +62,11 @@ class PreDunning:
             return f"{part:,}\u00a0of\u00a0{whole:,} ({part / whole:.0%})" if whole else "-"
 
         rows = [(f"notices sent: {kind}", f"{n:,}") for kind, n in sorted(self.sent_by_kind.items())]
-        rows += [("cards updated after an expiry notice, before the expiry",
+        rows += [("cards updated before expiry, after a notice",
                   share(self.cards_updated_before_expiry, self.expiry_notices)),
-                 ("renewals paid on the first attempt, after a reminder",
+                 ("renewals paid at first attempt, after a reminder",
                   share(self.renewals_reminded_paid_first_attempt, self.renewals_reminded)),
-                 ("renewals paid on the first attempt, no reminder (comparison)",
+                 ("renewals paid at first attempt, no reminder (comparison)",
                   share(self.renewals_not_reminded_paid_first_attempt, self.renewals_not_reminded)),
                  ("usage alerts sent", f"{self.usage_alerts:,}"),
                  ("large-charge heads-ups sent", f"{self.large_charge_heads_ups:,}"),
