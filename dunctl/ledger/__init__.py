@@ -569,8 +569,8 @@ class Ledger:
                   AND a.finished_at >= ?
                 GROUP BY coalesce(a.message_ref, a.id) ORDER BY 1""", [customer_id, *statuses, iso(since)])
         sent = [from_iso(row[0]) for row in rows]
-        if "done" in statuses:   # pre-dunning notices count toward the same contact policy
-            sent += self.notice_contacts(customer_id, since)
+        # Pre-dunning notices count toward the same contact policy (in monitor mode their `would` too, as steps')
+        sent += self.notice_contacts(customer_id, since, statuses)
         return sorted(sent)
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
@@ -867,11 +867,25 @@ class Ledger:
         self.conn.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
                         [notice_id])
 
-    def notice_contacts(self, customer_id: str, since: datetime) -> list[datetime]:
+    def would_notice_groups(self) -> list[dict]:
+        """Every notice of a (kind, object, period) that monitor mode recorded as `would`, for the switch to live
+        (once per switch: not a tick's cost)."""
+        return list(self.rows(
+            """SELECT n.* FROM notices n WHERE EXISTS (SELECT 1 FROM notices w WHERE w.status = 'would'
+                 AND w.kind = n.kind AND w.object_id = n.object_id AND w.period = n.period) ORDER BY n.id"""))
+
+    def reopen_notice(self, notice_id: int, now: datetime, detail: str) -> None:
+        """A `would` notice to be sent for real by the next executor run (the config switched to live)."""
+        self.conn.execute("UPDATE notices SET status = 'pending', next_due_at = ?, finished_at = NULL, detail = ? "
+                          "WHERE id = ? AND status = 'would'", [iso(now), detail, notice_id])
+
+    def notice_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
+                        ) -> list[datetime]:
         """When the customer was sent a pre-dunning notice since `since` (for the contact policy)."""
+        marks = ", ".join("?" for _ in statuses)
         return [from_iso(row[0]) for row in self.conn.execute(
-            "SELECT finished_at FROM notices WHERE customer_id = ? AND status = 'done' AND finished_at >= ? "
-            "ORDER BY finished_at", [customer_id, iso(since)])]
+            f"SELECT finished_at FROM notices WHERE customer_id = ? AND status IN ({marks}) AND finished_at >= ? "
+            "ORDER BY finished_at", [customer_id, *statuses, iso(since)])]
 
     def supersede_usage_alerts(self, subscription_id: str, period: str, top: str, now: datetime) -> None:
         """Usage alerts of a period still waiting (quiet hours, contact policy) when a higher threshold is crossed:

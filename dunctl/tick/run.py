@@ -227,7 +227,8 @@ def _settle_orphans(ledger: Ledger, now: datetime) -> None:
 
 
 def _on_mode_change(ctx: TickContext) -> None:
-    """Switching monitor <-> live changes what counts as finished (`would`): plan every open case again, once."""
+    """Switching monitor <-> live changes what counts as finished (`would`): plan every open case again, once,
+    and on the way to live reopen the `would` notices that are still useful."""
     previous = ctx.ledger.get_state("mode")
     if previous == ctx.mode:
         return
@@ -238,6 +239,10 @@ def _on_mode_change(ctx: TickContext) -> None:
         if previous is not None:
             for case_id in ctx.ledger.open_case_ids():
                 schedule_case(ctx.ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+        if previous == MONITOR and ctx.mode == LIVE:
+            from dunctl.notices.run import reopen_would_notices
+
+            reopen_would_notices(ctx)      # the same for pre-dunning notices, sent by the same executor
         ctx.ledger.set_state("mode", ctx.mode)
 
 
