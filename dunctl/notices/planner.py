@@ -97,13 +97,28 @@ def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: d
     if config.upcoming_renewal.enabled:
         decision.plans += _renewal(subject, config, period_end, now)
     if config.usage.enabled and sub.get("usage_based"):
-        checked = from_iso(sub.get("usage_checked_at"))
-        decision.preview_due = preview is None or checked is None or now - checked >= config.usage.check_every
+        decision.preview_due = usage_preview_due(subject, config, now, preview)
         if preview is not None:
             decision.plans += _usage(subject, config, preview, now)
     if not decision.plans:
         decision.why_none = "nothing calls for a notice any more (card replaced or renewal moved)"
     return decision
+
+
+def usage_preview_due(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None) -> bool:
+    """Does the subscription call for a fresh upcoming-invoice preview now (metered, billing, and none fetched
+    within `usage.check_every`)? Asked before planning, so a tick plans each subscription once, with the preview
+    it needs."""
+    sub = subject["subscription"]
+    if not (config.enabled and config.usage.enabled and sub.get("usage_based")):
+        return False
+    if dunning_off(subject["customer"]) or sub["status"] not in BILLING or sub.get("cancel_at_period_end"):
+        return False
+    period_end = from_iso(sub.get("current_period_end"))
+    if period_end is None or period_end <= now:
+        return False
+    checked = from_iso(sub.get("usage_checked_at"))
+    return preview is None or checked is None or now - checked >= config.usage.check_every
 
 
 def _catch_up(plans: list[NoticePlan], now: datetime) -> list[NoticePlan]:

@@ -58,15 +58,14 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
     if not due:
         return
     from dunctl.notices.effects import _stored_preview
-    from dunctl.notices.planner import PENDING, plan_notices
+    from dunctl.notices.planner import PENDING, plan_notices, usage_preview_due
 
     for sub_id in due:
         subject = ctx.ledger.notice_subject(sub_id)
         if subject is None:
             continue
         preview = _stored_preview(subject)
-        decision = plan_notices(subject, config, ctx.now, preview)
-        if decision.preview_due and ctx.gateway is not None:
+        if ctx.gateway is not None and usage_preview_due(subject, config, ctx.now, preview):
             if previews >= config.usage.max_previews_per_tick:
                 continue   # stays due: the next tick takes it first
             previews += 1
@@ -74,9 +73,9 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
             if fetched is not None:
                 with ctx.ledger.transaction():
                     ctx.ledger.record_usage_preview(sub_id, fetched, ctx.now)
-                subject = ctx.ledger.notice_subject(sub_id)
+                subject["subscription"] = ctx.ledger.subscription(sub_id)   # the rest of the subject is as read
                 preview = fetched
-                decision = plan_notices(subject, config, ctx.now, preview)
+        decision = plan_notices(subject, config, ctx.now, preview)
         with ctx.ledger.transaction():
             keep = set()
             for plan in decision.plans:
