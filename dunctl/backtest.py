@@ -9,13 +9,17 @@ What the customers do is the simulation's model, fitted to this ledger where it 
 - **retries**: of the soft-declined cases retried at least once, the share a retry collected;
 - **messages**: of the cases that were sent at least one email or SMS, the share paid with a message as the
   last touch before payment (the report's attribution);
-- **unprompted**: of all cases, the share paid with no touch at all.
+- **unprompted**: of all cases, the share paid with no touch at all;
+- **timing**: the share of all cases recovered within 7 and 14 days. Fitted last, with the three shares above
+  in place: replays with the customers' response delays scaled (x2, x4, ... or x1/2, ...) until the by-day shares
+  stop coming closer to the ledger's; the closest scale is kept (`response_delay_scale`). It needs MIN_CASES
+  recovered cases.
 
 Each is measured twice: on the ledger, and on a replay of the ledger under its own config with the preset's
 values. The ratio (bounded to [1/4, 4]) scales the preset's parameters (retry_recoverable; email_response and
 sms_response; organic_daily_rate), so the model reproduces what this ledger saw under the config that produced
 it. Where a share rests on fewer than MIN_CASES cases the preset's value is kept, and the result says so. The
-share recovered by day 7, 14 and 30 is shown for the ledger and the fitted replay, as a check.
+share recovered by day 7, 14 and 30 is shown for the ledger, the unfitted preset and the fitted replay.
 
 The candidates then run on the same invoices with the same luck (the same seed and invoice ids): their
 differences from the baseline (the active config, replayed) are the configs' doing.
@@ -58,13 +62,15 @@ MIN_CASES = 30
 SOFT = ("card_soft", "bank_soft", "unknown")
 BOUNDS = (0.25, 4.0)
 CHECK_DAYS = (7, 14, 30)
+TIMING_DAYS = (7, 14)
+TIMING_STEPS = 5               # at most this many doublings (or halvings) of the response delays
 
 
 @dataclass
 class Fit:
     """One fitted quantity: what the ledger showed, what the preset gave on the same invoices, and the result."""
 
-    quantity: str                 # retries | messages | unprompted
+    quantity: str                 # retries | messages | unprompted | timing
     parameters: list[str]
     cases: int                    # the denominator on the ledger
     observed: float | None        # the share on the ledger
@@ -85,7 +91,7 @@ class Backtest:
     seed: int
     preset: str
     fits: list[Fit]
-    check: dict[str, dict[str, float | None]]    # share recovered by day N: {"ledger": .., "replay": ..}
+    check: dict[str, dict[str, float | None]]    # share recovered by day N: {"ledger", "preset", "replay"}
     observed: Outcome                 # the ledger as it is
     baseline: Outcome                 # the active config, replayed with the fitted model
     candidates: list[Outcome] = field(default_factory=list)
@@ -265,16 +271,15 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
         _fit("unprompted", ["organic_daily_rate"], seen.cases, seen.unprompted, before.unprompted, preset),
     ]
     model = fitted_assumptions(prior, fits)
-    # 2. the baseline: the active config, replayed with the fitted model
-    baseline, base_ledger = run(active, "baseline", model, 1)
-    try:
-        after = shares(base_ledger, window)
-    finally:
-        base_ledger.close()
+    # 2. the baseline: the active config, replayed with the fitted model, its timing fitted last
+    timing, model, baseline, after = _fit_timing(lambda m, n: run(active, "baseline", m, n), model, seen, window,
+                                                 preset)
+    fits.append(timing)
     result = Backtest(
         ledger=str(active.ledger_path), since=iso(since), until=iso(until), cases=len(history), start=iso(start),
         end=iso(end), seed=seed, preset=preset, fits=fits,
-        check={f"recovered within {d} days": {"ledger": _round(seen.by_day[d]), "replay": _round(after.by_day[d])}
+        check={f"recovered within {d} days": {"ledger": _round(seen.by_day[d]), "preset": _round(before.by_day[d]),
+                                              "replay": _round(after.by_day[d])}
                for d in CHECK_DAYS},
         observed=observed, baseline=baseline)
     # 3. the candidates, on the same invoices with the same luck
@@ -291,6 +296,52 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
                                           baseline.recovered, baseline.failed_invoices, noun=""))
     result.warnings = _warnings(result)
     return result
+
+
+def _timing_error(replayed: Shares, seen: Shares) -> float:
+    return sum(((replayed.by_day[d] or 0) - (seen.by_day[d] or 0)) ** 2 for d in TIMING_DAYS)
+
+
+def _fit_timing(run, model: Assumptions, seen: Shares, window: timedelta, preset: str
+                ) -> tuple[Fit, Assumptions, Outcome, Shares]:
+    """The response-delay scale whose replay recovers by day 7 and 14 as the ledger did: from x1, doubling
+    (customers slower than the model) or halving (faster) while the by-day shares come closer. Returns the fit,
+    the model with it, and the chosen replay's outcome and shares."""
+
+    def attempt(scale: float, index: int) -> tuple[Outcome, Shares]:
+        outcome, ledger = run(dataclasses.replace(model, response_delay_scale=round(scale, 6)), index)
+        try:
+            return outcome, shares(ledger, window)
+        finally:
+            ledger.close()
+
+    outcome, got = attempt(model.response_delay_scale, 1)
+    recovered = round((seen.by_day[CHECK_DAYS[-1]] or 0) * seen.cases)
+    parameters = ["response_delay_scale"]
+    observed = seen.by_day[TIMING_DAYS[0]]
+    if recovered < MIN_CASES:
+        return (Fit("timing", parameters, recovered, observed, got.by_day[TIMING_DAYS[0]], 1.0, False,
+                    f"kept the {preset} preset's value: {recovered} case(s) recovered, fewer than {MIN_CASES}"),
+                model, outcome, got)
+    # The model recovers sooner by day 7 than the ledger did: its customers are too quick, so slow them down.
+    factor = 2.0 if (got.by_day[TIMING_DAYS[0]] or 0) > (observed or 0) else 0.5
+    best = (_timing_error(got, seen), 1.0, outcome, got)
+    scale = 1.0
+    for step in range(TIMING_STEPS):
+        scale *= factor
+        outcome, trial = attempt(model.response_delay_scale * scale, 100 + step)
+        error = _timing_error(trial, seen)
+        if error >= best[0]:
+            break
+        best = (error, scale, outcome, trial)
+    _, scale, outcome, got = best
+    fitted = dataclasses.replace(model, response_delay_scale=round(model.response_delay_scale * scale, 6))
+    days = " and ".join(f"{d}" for d in TIMING_DAYS)
+    shown = ", ".join(f"day {d}: ledger {seen.by_day[d]:.1%}, replay {got.by_day[d]:.1%}" for d in TIMING_DAYS)
+    return (Fit("timing", parameters, recovered, observed, got.by_day[TIMING_DAYS[0]], scale, True,
+                f"fitted from {recovered} cases recovered: customers' response delays x{scale:g}, the closest to "
+                f"the ledger's share recovered by day {days} ({shown})"),
+            fitted, outcome, got)
 
 
 def _round(value: float | None) -> float | None:

@@ -513,6 +513,7 @@ class SimulatedAccount:
         if delay is None:
             hours = self.assumptions.response_delay_median_hours * math.exp(rng.gauss(0, 1.0))
             delay = timedelta(hours=min(hours, 24 * 7))
+        delay *= self.assumptions.response_delay_scale
         st.responding = True
         self._schedule(at + delay, "respond", invoice_id, source, st.messages)
 

@@ -161,6 +161,9 @@ class Assumptions:
                                     "Human handoff Day 15+ Suspension logic (the chance is an estimate)")
     cancellation_winback: float = _p(0.05, ESTIMATE, "chance that a cancelled customer pays the open invoice")
     response_delay_median_hours: float = _p(5.0, ESTIMATE, "median delay between a message and the customer acting")
+    response_delay_scale: float = _p(1.0, ESTIMATE, "multiplier on every delay before a customer acts (after a "
+                                                    "message, a person's follow-up, lost service); a backtest fits "
+                                                    "it to a ledger's days to recovery")
     organic_daily_rate: float = _p(0.0015, GUIDE, "daily chance that a customer pays with no prompt at all",
                                    "Teams without automation typically recover only 20% to 31% (the rate is "
                                    "an estimate well below that, since manual outreach is still outreach)")
