@@ -18,7 +18,7 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
+
 import time
 from datetime import datetime, timezone
 from email.message import EmailMessage as MimeMessage
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dunctl.channels import EmailMessage  # noqa: E402
 from dunctl.channels.email import FileTransport, SmtpTransport, build_message, message_id  # noqa: E402
+from bench.ledger_builder import scratch  # noqa: E402
 from dunctl.config import EmailChannel  # noqa: E402
 
 NOW = datetime(2026, 11, 3, 14, 30, 5, tzinfo=timezone.utc)
@@ -112,7 +113,7 @@ def main() -> None:
     print(f"build, stdlib email package:  {stdlib * 1e3:7.3f} ms CPU per message")
     print(f"build, dunctl:                {ours * 1e3:7.3f} ms CPU per message   ({stdlib / ours:.1f}x faster)")
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch() as tmp:
         transport = FileTransport(Path(tmp) / "outbox")
         batch = items[:args.file_messages]
         wall = time.perf_counter()

@@ -140,7 +140,7 @@ def _peak_python_memory(func) -> float:
 
 def measure(path: Path, repeat: int) -> None:
     ledger = Ledger.open(path)
-    conn = ledger.db.conn
+    conn = ledger.conn
     counts = conn.execute("SELECT (SELECT count(*) FROM cases), (SELECT count(*) FROM actions), "
                           "(SELECT count(*) FROM report_cases)").fetchone()
     print(f"ledger: {counts[0]:,} cases, {counts[1]:,} actions, {path.stat().st_size / 1e6:,.0f} MB; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,6 +10,18 @@ from dunctl.clock import iso
 from dunctl.config import load_config, sequence_definition, sequence_hash
 from dunctl.ledger import Ledger, _json
 from tests.helpers import T0, starter
+
+
+SCRATCH = Path(__file__).resolve().parent / ".work"
+
+
+def scratch() -> tempfile.TemporaryDirectory:
+    """A scratch directory beside the benchmarks (git-ignored), not in /tmp: on the project's machine creating a
+    file in /tmp costs 0.15-0.26 ms of CPU against 0.02 ms on the same disk elsewhere (measured with 1,000
+    create+rename pairs), which would bill the outbox's file system to dunctl. A deployment keeps its outbox
+    and ledger in its own directory, as here."""
+    SCRATCH.mkdir(exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=SCRATCH)
 
 
 def build(directory: Path, cases: int, actions_per_case: int = 3, due: int = 0) -> tuple[Path, Ledger]:
@@ -20,7 +33,7 @@ def build(directory: Path, cases: int, actions_per_case: int = 3, due: int = 0) 
     standard = config.sequences["standard"]
     digest = sequence_hash(standard)
     first, later = iso(T0), iso(T0 + timedelta(days=2))
-    conn = ledger.db.conn
+    conn = ledger.conn
     with ledger.transaction():
         conn.execute("INSERT INTO sequence_versions(hash, name, definition) VALUES (?, 'standard', ?)",
                      [digest, _json(sequence_definition(standard))])

@@ -76,7 +76,7 @@ def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segmen
         raise UsageError(f"--failure-type: unknown failure type '{failure_type}'",
                          "use one of: " + ", ".join(FAILURE_TYPES))
     which = CaseFilter(include_ended=include_ended, segment=segment, state=state, failure_type=failure_type)
-    conn = ledger.db.conn
+    conn = ledger.conn
     failed = attention_counts(conn)[1]
 
     def rows() -> Iterator[CaseRow]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 
 from dunctl.errors import UsageError
@@ -37,7 +38,10 @@ def iso(dt: datetime | None) -> str | None:
     return utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=8192)
 def from_iso(text: str | None) -> datetime | None:
+    """A ledger time as an aware UTC datetime. Cached: the same instants recur across a tick's rows (due times,
+    failure times), and datetimes are immutable."""
     if not text:
         return None
     # the ledger's own format, parsed by the C fromisoformat (strptime is ten times slower); 'Z' is UTC

@@ -6,6 +6,8 @@ never touches the ledger, so a bad config changes nothing.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import types
@@ -322,7 +324,7 @@ class Step(Strict):
             raise ValueError("an empty list names nobody; leave the key out for the default (billing_contact)")
         return value
 
-    @property
+    @functools.cached_property
     def audience(self) -> str | None:
         """Who a message step talks to: the `customer` (or its billing contacts) or someone `internal` (account
         manager, escalation channel, a fixed address). None for steps that are not messages (retries, suspension,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from dunctl.model import Invoice, PaymentOutcome, SyncBatch
+if TYPE_CHECKING:
+    from dunctl.model import Invoice, PaymentOutcome, SyncBatch
 
 
 class Gateway(Protocol):

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
-
-from babel.numbers import format_decimal
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
-from jinja2.sandbox import SandboxedEnvironment
 
 from dunctl.clock import from_iso
 from dunctl.errors import ConfigProblem
@@ -43,14 +40,24 @@ EMAIL_PARTS = ("subject", "txt", "html")
 
 class Templates:
     @classmethod
-    @functools.lru_cache(maxsize=16)
     def for_dir(cls, directory: Path) -> Templates:
-        """One environment per directory, so compiled templates are reused across ticks (Jinja still reloads a
-        template whose file changed)."""
-        return cls(directory)
+        """The templates of `directory` as its files are now: compiled templates are reused (across the ticks of
+        one process) for as long as no file is added, removed or edited; any change makes a fresh set. One
+        directory listing per call, instead of a file check per template per message."""
+        return cls._for_listing(Path(directory), _listing(Path(directory)))
 
-    def __init__(self, directory: Path):
+    @classmethod
+    @functools.lru_cache(maxsize=16)
+    def _for_listing(cls, directory: Path, listing: frozenset) -> Templates:
+        return cls(directory, names=frozenset(name for name, _, _ in listing))
+
+    def __init__(self, directory: Path, names: frozenset[str] | None = None):
+        # Jinja2 loads with the first template, not with the CLI: a tick with nothing to send never pays for it.
+        from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+        from jinja2.sandbox import SandboxedEnvironment
+
         self.directory = directory
+        self._names = names   # the files, when known not to change under this object (for_dir)
         self.env = SandboxedEnvironment(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
@@ -58,13 +65,16 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=names is None,
         )
         self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
 
     def file(self, name: str, kind: str, suffix: str = "") -> Path:
-        return self.directory / (f"{name}.{suffix}.{kind}.j2" if suffix else f"{name}.{kind}.j2")
+        return self.directory / _filename(name, kind, suffix)
 
     def exists(self, name: str, kind: str, suffix: str = "") -> bool:
+        if self._names is not None:
+            return _filename(name, kind, suffix) in self._names
         return self.file(name, kind, suffix).exists()
 
     def locales(self, name: str) -> list[str]:
@@ -100,7 +110,7 @@ class Templates:
         is used as is."""
         if suffix is None:
             suffix, context = self._context_for(name, kind, context, locale)
-        template = self.env.get_template(self.file(name, kind, suffix).name)
+        template = self.env.get_template(_filename(name, kind, suffix))
         return template.render(**context)
 
     def render_email(self, name: str, context: dict, *, locale: str | None = None) -> tuple[str, str, str | None]:
@@ -143,6 +153,8 @@ class Templates:
         return problems
 
     def _check_one(self, name, part, suffix, context, file) -> ConfigProblem | None:
+        from jinja2 import TemplateError
+
         what = f"a {context['failure']['type']} case" + (f" ({context['sample']})" if context.get("sample") else "")
         try:
             if part != "sms":
@@ -160,6 +172,21 @@ class Templates:
         except TemplateError as exc:
             return ConfigProblem(str(file), "", f"does not render for {what}: {exc}", getattr(exc, "lineno", None))
         return None
+
+
+def _filename(name: str, kind: str, suffix: str = "") -> str:
+    return f"{name}.{suffix}.{kind}.j2" if suffix else f"{name}.{kind}.j2"
+
+
+def _listing(directory: Path) -> frozenset[tuple[str, int, int]]:
+    """(name, size, modification time) of every template file: what tells one state of the directory from
+    another."""
+    try:
+        with os.scandir(directory) as entries:
+            return frozenset((e.name, (st := e.stat()).st_size, st.st_mtime_ns)
+                             for e in entries if e.name.endswith(".j2") and e.is_file())
+    except OSError:
+        return frozenset()
 
 
 # -- SMS length ----------------------------------------------------------------------------------------------
@@ -314,6 +341,8 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
 
 def _context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
              preferred: str | None, default_locale: str, zone: str) -> dict:
+    from babel.numbers import format_decimal
+
     loc = babel_locale(tag, default_locale)
     lang = loc.language
     first = parts[0]

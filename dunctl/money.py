@@ -8,9 +8,10 @@ import functools
 from datetime import date, datetime
 from decimal import Decimal
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
-from babel.numbers import format_currency
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # Babel itself loads with the first formatted value: a tick with nothing to say never pays for it
+    from babel import Locale
 
 # Stripe's zero-decimal currencies: the amount is already in the major unit.
 ZERO_DECIMAL = frozenset(
@@ -73,6 +74,8 @@ def to_decimal(amount: int, currency: str) -> Decimal:
 
 def babel_locale(tag: str | None, default: str = "en") -> Locale:
     """A Babel locale for a Stripe/BCP 47 tag ('fr-CA', 'ja', 'pt_BR'), or the default when the tag is unknown."""
+    from babel import Locale, UnknownLocaleError
+
     for candidate in (tag, default, "en"):
         if not candidate:
             continue
@@ -86,7 +89,7 @@ def babel_locale(tag: str | None, default: str = "en") -> Locale:
 def format_money(amount: int, currency: str, locale: str | Locale | None = "en") -> str:
     """Human text for the locale: '$1,234.56' (en), '1 234,56 €' (fr, Babel puts a narrow no-break space
     between thousands and a no-break space before the symbol), '1.234,56 €' (de), '￥1,250,000' (ja)."""
-    loc = locale if isinstance(locale, Locale) else babel_locale(locale)
+    loc = babel_locale(locale) if locale is None or isinstance(locale, str) else locale
     return _formatted(int(amount), currency.upper(), str(loc))
 
 
@@ -94,11 +97,23 @@ def format_money(amount: int, currency: str, locale: str | Locale | None = "en")
 def _formatted(amount: int, currency: str, locale: str) -> str:
     # Babel's formatting is the slow part of a message (about 0.15 ms each); the same amounts recur across a
     # tick's messages (plan prices), so each (amount, currency, locale) is formatted once per process.
+    from babel import Locale
+    from babel.numbers import format_currency
+
     return format_currency(to_decimal(amount, currency.lower()), currency, locale=Locale.parse(locale))
 
 
 def format_day(moment: date | datetime, locale: str | Locale | None = "en", style: str = "long") -> str:
     """A date as the locale writes it: 'December 7, 2026', '7 décembre 2026', '7. Dezember 2026', '2026年12月7日'."""
-    loc = locale if isinstance(locale, Locale) else babel_locale(locale)
+    loc = babel_locale(locale) if locale is None or isinstance(locale, str) else locale
     day = moment.date() if isinstance(moment, datetime) else moment
-    return format_date(day, style, locale=loc)
+    return _formatted_day(day, str(loc), style)
+
+
+@functools.lru_cache(maxsize=4096)
+def _formatted_day(day: date, locale: str, style: str) -> str:
+    # like amounts, the same few dates (due dates, failure days) recur across a tick's messages
+    from babel import Locale
+    from babel.dates import format_date
+
+    return format_date(day, style, locale=Locale.parse(locale))

@@ -172,29 +172,26 @@ def sqlite_error(exc: sqlite3.Error, path: Path | None) -> DunctlError:
     return DunctlError(f"{where}: SQLite error: {text}")
 
 
-def unknown_migrations(db) -> list[str]:
+def unknown_migrations(conn: sqlite3.Connection) -> list[str]:
     """Schema migrations recorded in the ledger that this dunctl does not have: a newer dunctl wrote it."""
-    from dunctl.ledger.migrations import migrations
+    from dunctl.ledger import SCHEMA, applied_migrations
 
-    known = {m.name for m in migrations._migrations}
-    return [m.name for m in migrations.applied(db) if m.name not in known]
+    return [name for name in applied_migrations(conn) if name not in SCHEMA]
 
 
 def inspect_ledger(path: Path) -> dict:
     """Open the ledger read-only (no migration, no WAL files created by us) and return what `check` reports:
     the account it follows. Raises UsageError for a damaged ledger or one written by a newer dunctl."""
-    from sqlite_utils import Database
+    from dunctl.ledger import Ledger, connect
 
-    from dunctl.ledger import Ledger
-
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = connect(f"file:{path}?mode=ro", uri=True)
     try:
-        db = Database(conn)
-        unknown = unknown_migrations(db)
+        unknown = unknown_migrations(conn)
         if unknown:
             raise newer_ledger_error(path, unknown)
-        ledger = Ledger(db, path)
-        return {"account_mode": ledger.get_state("account_mode") if db["sync_state"].exists() else None}
+        ledger = Ledger(conn, path)
+        has_state = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync_state'").fetchone()
+        return {"account_mode": ledger.get_state("account_mode") if has_state else None}
     except sqlite3.Error as exc:
         raise sqlite_error(exc, path) from None
     finally:

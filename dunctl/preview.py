@@ -44,21 +44,18 @@ class Preview:
 @contextmanager
 def read_only_ledger(path: Path):
     """The ledger through a read-only connection: SQLite refuses any write, so a preview cannot change it."""
-    from sqlite_utils import Database
-
-    from dunctl.ledger import Ledger
+    from dunctl.ledger import Ledger, connect
     from dunctl.preflight import ledger_file_problem, newer_ledger_error, sqlite_error, unknown_migrations
 
     problem = ledger_file_problem(path, must_exist=True)
     if problem:
         raise problem
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = connect(f"file:{path}?mode=ro", uri=True)
     try:
-        db = Database(conn)
-        unknown = unknown_migrations(db)
+        unknown = unknown_migrations(conn)
         if unknown:
             raise newer_ledger_error(path, unknown)
-        yield Ledger(db, path)
+        yield Ledger(conn, path)
     except sqlite3.Error as exc:
         raise sqlite_error(exc, path) from None
     finally:

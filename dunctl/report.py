@@ -370,7 +370,7 @@ def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimen
     From the rollups by default: the cost follows the number of groups, not of cases. `rollup=False` computes
     every figure by scanning the cases instead: the reference the rollups are tested against."""
     dimensions = parse_dimensions(dimensions)
-    conn = ledger.db.conn
+    conn = ledger.conn
     window = int(attribution_window.total_seconds())
     progress = q.progress(conn, period.span(), rollup)
     q.create_cube(conn, period.span(), rollup)
@@ -391,7 +391,7 @@ def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimen
 
 def headline(ledger: Ledger, now: datetime, period: Period = Period(), rollup: bool = True) -> Headline:
     """The headline alone (every case in the ledger by default), for `dunctl status`."""
-    conn = ledger.db.conn
+    conn = ledger.conn
     progress = q.progress(conn, period.span(), rollup)
     q.create_cube(conn, period.span(), rollup)
     try:
@@ -413,7 +413,7 @@ def case_listing(ledger: Ledger, period: Period = Period(),
     """Every case behind the report, one row each, streamed, with the derived columns the metrics use (channel,
     days to recovery, reached attempt) named as in the rows' `filter`. Cases outside the cohort appear only
     when they count towards churn in the period (in_cohort = 0)."""
-    cursor = q.case_listing(ledger.db.conn, period.span(), int(attribution_window.total_seconds()))
+    cursor = q.case_listing(ledger.conn, period.span(), int(attribution_window.total_seconds()))
     names = [d[0] for d in cursor.description]
     for row in cursor:
         yield dict(zip(names, row))

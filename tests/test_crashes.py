@@ -68,13 +68,13 @@ def test_ticks_killed_on_the_retry_path_charge_each_invoice_once(tmp_path, fake_
     assert first.wait(timeout=60) == 0, first.stderr.read()
     for invoice in invoices:
         fake_stripe.next_payment_succeeds(invoice, True)
-    fake_stripe.slow(PAY, 0.1)                      # a tick takes seconds: the kills land mid-call
+    fake_stripe.slow(PAY, 0.15)                     # a tick takes seconds: the kills land mid-call
     killed = 0
     for n in range(8):                              # a tick every 40 minutes, each killed at a random moment
         when = at("2d1h") + timedelta(minutes=40 * n)
         fake_stripe.set_now(when)
         process = dunctl_process(config, "tick", "--now", when.isoformat(), env=env)
-        time.sleep(rng.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(0.2, 1.0))
         if process.poll() is None:
             process.kill()
             killed += 1

@@ -153,3 +153,17 @@ def test_the_final_notice_sent_by_tick_names_the_day_the_subscription_pauses(tmp
     assert final[0].message["Subject"] == "Final notice: $49.00 due before November 23, 2026"
     text = final[0].message.get_body(("plain",)).get_content()
     assert "If it is still unpaid on November 23, 2026, your Example subscription will be paused on that day." in text
+
+
+def test_templates_for_a_directory_follow_edits_and_new_files_between_ticks(tmp_path):
+    """A process that ticks many times (the demo, a long-lived caller) reuses compiled templates, and still sees
+    a template edited or a locale added since the last tick."""
+    (tmp_path / "hi.subject.j2").write_text("Hello {{ name }}")
+    first = Templates.for_dir(tmp_path)
+    assert first.render("hi", "subject", {"name": "Ada"}, "") == "Hello Ada"
+    assert Templates.for_dir(tmp_path) is first                 # nothing changed: the same compiled set
+    (tmp_path / "hi.subject.j2").write_text("Hi there {{ name }}")
+    assert Templates.for_dir(tmp_path).render("hi", "subject", {"name": "Ada"}, "") == "Hi there Ada"
+    assert not Templates.for_dir(tmp_path).exists("hi", "subject", "fr")
+    (tmp_path / "hi.fr.subject.j2").write_text("Bonjour {{ name }}")
+    assert Templates.for_dir(tmp_path).exists("hi", "subject", "fr")

@@ -38,10 +38,44 @@ def test_help_imports_no_command_module(tmp_path):
 
 def test_an_idle_tick_imports_neither_stripe_nor_the_report_nor_the_simulation(tmp_path):
     subprocess.run([sys.executable, "-m", "dunctl", "init", str(tmp_path)], check=True, capture_output=True)
+    # the first tick creates the ledger and parses the templates once (kept by fingerprint): every later one idles
+    first = ["tick", "--no-sync", "--now", "2026-11-25T11:55:00Z"]
+    subprocess.run([sys.executable, "-m", "dunctl", *first], cwd=tmp_path, check=True, capture_output=True)
     loaded = _modules_after(["tick", "--no-sync", "--now", "2026-11-25T12:00:00Z"], tmp_path)
     assert "dunctl.tick" in loaded        # the tick did run
     for name in ("stripe", "dunctl.report", "dunctl.report_render", "dunctl.simulation", "dunctl.cli.demo"):
         assert name not in loaded, name
+    # nor what only due work needs: templates, formatting, the planner, sqlite-utils (only to migrate), Rich
+    # (only to print: an idle tick prints nothing)
+    for name in ("jinja2", "babel", "sqlite_utils", "rich", "dunctl.planner", "dunctl.tick.executor",
+                 "dunctl.messages", "dunctl.ledger.records", "dunctl.model"):
+        assert name not in loaded, name
+
+
+def test_a_tick_with_due_work_loads_what_it_needs(tmp_path):
+    """The other side of the lazy imports: a tick that sends an email gets its templates and formatting."""
+    subprocess.run([sys.executable, "-m", "dunctl", "init", str(tmp_path)], check=True, capture_output=True)
+    from dunctl.config import load_config
+    from dunctl.ledger import Ledger
+    from tests.helpers import customer, failed_invoice, seed
+
+    config = load_config(tmp_path / "dunctl.yaml")
+    ledger = Ledger.open(config.ledger_path)
+    seed(ledger, failed_invoice("in_1", customer_id="cus_1"), customers=[customer("cus_1", email="a@example.com")])
+    ledger.close()
+    text = (tmp_path / "dunctl.yaml").read_text().replace("mode: monitor", "mode: live")
+    (tmp_path / "dunctl.yaml").write_text(text)
+    loaded = _modules_after(["tick", "--no-sync", "--now", "2026-11-03T15:00:00Z"], tmp_path)
+    assert {"jinja2", "babel", "dunctl.planner", "dunctl.tick.executor"} <= loaded
+    assert list((tmp_path / "outbox").glob("*.eml"))          # and the email went out
+
+
+def test_the_ledger_schema_list_names_every_migration_in_order():
+    """Ledger.open migrates only when the applied names differ from SCHEMA: one left out would never run."""
+    from dunctl.ledger import SCHEMA
+    from dunctl.ledger.migrations import migrations
+
+    assert tuple(m.name for m in migrations._migrations) == SCHEMA
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

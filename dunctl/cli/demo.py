@@ -54,7 +54,7 @@ def demo(
     """
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ticks"),
-                  TimeElapsedColumn(), console=err, transient=True,
+                  TimeElapsedColumn(), console=err.real, transient=True,
                   disable=as_json or not err.is_terminal) as bar:  # off a terminal it would leave a stray newline
         task = bar.add_task("simulating", total=None)
 

@@ -117,7 +117,7 @@ def write(result: Report, fmt: Format, output: Path | None) -> None:
     if fmt is Format.table:
         text = None
         if output is None:
-            render_tables(result, out)
+            render_tables(result, out.real)
         else:
             buffer = io.StringIO()
             render_tables(result, Console(file=buffer, width=160, color_system=None, highlight=False))

@@ -65,7 +65,7 @@ def simulate(
             else:
                 render_backtest(backtest)
             return
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err.real,
                       transient=True, disable=as_json or not err.is_terminal) as bar:  # no stray newline
             task = bar.add_task("simulating", total=None)
 

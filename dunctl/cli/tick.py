@@ -3,14 +3,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.text import Text
 
 from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, log_tick, now_from, \
     open_ledger, out, print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
 from dunctl.ledger import Ledger
-from dunctl.tick import TickResult, build_channels, run_tick
+from dunctl.tick.channels import build_channels
 from dunctl.tick.preflight import templates_parse
+from dunctl.tick.result import TickResult
+from dunctl.tick.run import run_tick
 
 
 @handles_errors
@@ -41,7 +42,7 @@ def tick(
     # the account check records the binding on first use: a dry run does it on a copy, never on the file
     gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger,
                            check_account=not no_sync)
-    with sync_progress() as progress:
+    with sync_progress(syncing=not no_sync) as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
                           sync=not no_sync, progress=progress, accept_stale=accept_stale)
     log_tick(config, result)
@@ -94,6 +95,7 @@ def render(result: TickResult, verbose: bool, as_json: bool) -> None:
     out.print(summary(result), markup=False)
     if verbose and result.actions:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table("invoice", "step", "action", "status", "to", "subject / detail")
         for a in result.actions:

@@ -1,7 +1,10 @@
 """The ledger: every row dunctl keeps, behind intent-named methods. All SQL lives here (and in report queries).
 
-SQLite through sqlite-utils, WAL mode, schema only through numbered migrations applied on open, file mode 0600
-because it holds customer emails. Times are UTC text ('2026-11-03T09:00:00Z'); money is integer minor units.
+SQLite in WAL mode, schema only through numbered migrations (sqlite-utils' migrations, applied on open), file
+mode 0600 because it holds customer emails. The hot path talks to `sqlite3` directly, in autocommit mode with
+explicit transactions: sqlite-utils wraps every query in a savepoint (three statements for one read) and costs a
+cron tick 40 ms to import, so it loads only to migrate, and for callers that want its API (`Ledger.db`).
+Times are UTC text ('2026-11-03T09:00:00Z'); money is integer minor units.
 """
 
 from __future__ import annotations
@@ -15,17 +18,41 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from sqlite_utils import Database
+import sqlite3
 
 from dunctl.clock import from_iso, iso
 from dunctl.errors import LockHeld, StaleLedger
-from dunctl.ledger.migrations import migrations
-from dunctl.ledger.records import ActionRecord, CaseBundle, CaseRecord, CustomerRecord, InvoiceRecord, \
-    SignalRecord, SubscriptionRecord
-from dunctl.model import Customer, Invoice, PaymentMethod, Signal, Subscription, SyncBatch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
+    from dunctl.ledger.records import CaseBundle, CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, \
+        SubscriptionRecord
+    from dunctl.model import Customer, Invoice, PaymentMethod, Signal, Subscription, SyncBatch
 
 OPEN_STATES = ("open", "paused")
 ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
+
+
+# The migrations this dunctl ships, in order; dunctl/ledger/migrations.py registers them and refuses to load if
+# the two lists differ. Opening a ledger compares its applied names with these: sqlite-utils loads only when a
+# migration is pending.
+SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
+          "m102_report_rollups", "m104_notices")
+MIGRATIONS_TABLE = "_sqlite_migrations"
+
+
+def applied_migrations(conn: sqlite3.Connection) -> list[str]:
+    """The names of the migrations applied to this ledger, oldest first (none for a new file)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [MIGRATIONS_TABLE]).fetchone():
+        return [row[0] for row in conn.execute(
+            f"SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = 'dunctl' ORDER BY rowid")]
+    return []
+
+
+def connect(target: str | Path, **options) -> sqlite3.Connection:
+    """A connection in autocommit mode: a statement outside `Ledger.transaction()` commits on its own, one
+    inside it commits with the transaction."""
+    return sqlite3.connect(target, isolation_level=None, **options)
 
 
 def _json(value) -> str:
@@ -33,11 +60,28 @@ def _json(value) -> str:
 
 
 class Ledger:
-    def __init__(self, db: Database, path: Path | None = None):
-        self.db = db
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None):
+        self.conn = conn
         self.path = path
         self._lock_fd: int | None = None
         self._depth = 0
+        self._db = None
+        self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
+
+    @property
+    def db(self):
+        """The same connection through sqlite-utils' API (tests, ad-hoc queries); loaded on first use."""
+        if self._db is None:
+            from sqlite_utils import Database
+
+            self._db = Database(self.conn)
+        return self._db
+
+    def rows(self, sql: str, params=()) -> Iterator[dict]:
+        """The rows of one query as dicts, column name to value."""
+        cursor = self.conn.execute(sql, params)
+        keys = [column[0] for column in cursor.description]
+        return (dict(zip(keys, row)) for row in cursor)
 
     # -- opening ---------------------------------------------------------------------------------------------
 
@@ -46,8 +90,6 @@ class Ledger:
         """Open and migrate the ledger at `path`, creating it (mode 0600, with its schema) when `create` is true
         and it does not exist. A file this user cannot use, a damaged file or one written by a newer dunctl is
         refused (UsageError) before anything is written to it."""
-        import sqlite3
-
         from dunctl import preflight
 
         path = Path(path)
@@ -59,27 +101,32 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
-            db = Database(path)
-            db.conn.execute("PRAGMA busy_timeout = 10000")
-            db.conn.execute("PRAGMA foreign_keys = ON")
-            unknown = preflight.unknown_migrations(db)
+            conn = connect(path)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA foreign_keys = ON")
+            applied = applied_migrations(conn)
+            unknown = [name for name in applied if name not in SCHEMA]
             if unknown:
-                db.close()
+                conn.close()
                 raise preflight.newer_ledger_error(path, unknown)
-            db.enable_wal()
-            cls._migrate(db, path)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = wal")
+            if len(applied) != len(SCHEMA):
+                cls._migrate(conn, path)
         except sqlite3.Error as exc:
             if created:  # a half-made ledger would later be taken for a real one
                 path.unlink(missing_ok=True)
             raise preflight.sqlite_error(exc, path) from None
-        return cls(db, path)
+        return cls(conn, path)
 
     @staticmethod
-    def _migrate(db: Database, path: Path) -> None:
+    def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         """Apply pending migrations under the ledger's lock: of processes racing on a new or upgraded ledger,
         one migrates and the others exit 3 (LockHeld) instead of crashing halfway through a schema change."""
-        if not migrations.pending(db) and migrations.migrations_table in db.table_names():
-            return
+        from sqlite_utils import Database
+
+        from dunctl.ledger.migrations import migrations
+
         fd = os.open(path, os.O_RDONLY)
         try:
             try:
@@ -87,7 +134,7 @@ class Ledger:
             except BlockingIOError:
                 raise LockHeld(f"another dunctl is using {path} while its schema needs setting up or upgrading",
                                "nothing was done; run the command again in a moment") from None
-            migrations.apply(db)
+            migrations.apply(Database(conn))
         finally:
             os.close(fd)   # closing the descriptor releases its lock
 
@@ -100,22 +147,24 @@ class Ledger:
     @classmethod
     def in_memory(cls) -> Ledger:
         """An empty ledger in memory (a dry run before the first tick creates no file)."""
-        db = Database(memory=True)
-        migrations.apply(db)
-        return cls(db)
+        from sqlite_utils import Database
+
+        from dunctl.ledger.migrations import migrations
+
+        conn = connect(":memory:")
+        migrations.apply(Database(conn))
+        return cls(conn)
 
     def snapshot_in_memory(self) -> Ledger:
         """A consistent copy of this ledger in memory (SQLite's backup API): a dry run works on it, so it never
         writes the file nor holds a write transaction that would block the cron tick."""
-        import sqlite3
-
-        conn = sqlite3.connect(":memory:")
-        self.db.conn.backup(conn)
-        return Ledger(Database(conn))
+        conn = connect(":memory:")
+        self.conn.backup(conn)
+        return Ledger(conn)
 
     def close(self) -> None:
         self.release_tick_lock()
-        self.db.close()
+        self.conn.close()
 
     # -- the tick lock ---------------------------------------------------------------------------------------
 
@@ -149,11 +198,11 @@ class Ledger:
     # -- sync ------------------------------------------------------------------------------------------------
 
     def get_state(self, name: str, default=None):
-        row = self.db.execute("SELECT value FROM sync_state WHERE name = ?", [name]).fetchone()
+        row = self.conn.execute("SELECT value FROM sync_state WHERE name = ?", [name]).fetchone()
         return json.loads(row[0]) if row else default
 
     def set_state(self, name: str, value) -> None:
-        self.db.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
+        self.conn.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [name, _json(value)])
 
     def apply_batch(self, batch: SyncBatch, now: datetime, cursor_name: str = "cursor",
@@ -189,12 +238,12 @@ class Ledger:
         unknown = []
         for key in dict.fromkeys(keys):
             base = key[:-5] if key.endswith("-link") else key
-            if self.db.execute("SELECT 1 FROM actions WHERE idempotency_key = ? LIMIT 1", [base]).fetchone() is None:
+            if self.conn.execute("SELECT 1 FROM actions WHERE idempotency_key = ? LIMIT 1", [base]).fetchone() is None:
                 unknown.append(key)
         return unknown
 
     def _upsert_customer(self, c: Customer, now: datetime) -> None:
-        self.db.execute(
+        self.conn.execute(
             """INSERT INTO customers(id, name, email, phone, metadata, preferred_locale, timezone, livemode,
                                      updated_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -206,7 +255,7 @@ class Ledger:
              iso(now)])
 
     def _upsert_payment_method(self, pm: PaymentMethod) -> None:
-        self.db.execute(
+        self.conn.execute(
             """INSERT INTO payment_methods(id, customer_id, type, brand, last4, exp_month, exp_year, updated_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(id) DO UPDATE SET customer_id = excluded.customer_id, type = excluded.type,
@@ -215,7 +264,7 @@ class Ledger:
             [pm.id, pm.customer_id, pm.type, pm.brand, pm.last4, pm.exp_month, pm.exp_year, iso(pm.updated_at)])
 
     def _upsert_subscription(self, s: Subscription) -> None:
-        self.db.execute(
+        self.conn.execute(
             """INSERT INTO subscriptions(id, customer_id, status, metadata, usage_based, pause_behavior,
                                          canceled_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -226,7 +275,7 @@ class Ledger:
              iso(s.canceled_at)])
 
     def _upsert_invoice(self, inv: Invoice, now: datetime) -> bool:
-        existing = self.db.execute("SELECT first_failed_at FROM invoices WHERE id = ?", [inv.id]).fetchone()
+        existing = self.conn.execute("SELECT first_failed_at FROM invoices WHERE id = ?", [inv.id]).fetchone()
         # The first failure never moves later: an event that arrives out of order cannot rewrite history.
         first_failed = inv.first_failed_at or inv.failed_at
         if existing and existing[0] and (first_failed is None or existing[0] < iso(first_failed)):
@@ -239,7 +288,7 @@ class Ledger:
         failure_type = classify(inv.decline) if inv.decline else None
         lines = [{**asdict(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
                  for line in inv.lines or []]
-        self.db.execute(
+        self.conn.execute(
             """INSERT INTO invoices(id, customer_id, subscription_id, number, currency, amount_due, amount_paid,
                  amount_remaining, status, billing_reason, collection_method, attempt_count, next_payment_attempt,
                  hosted_invoice_url, customer_email, customer_name, payment_method_id, payment_method_type,
@@ -287,7 +336,7 @@ class Ledger:
         return existing is None
 
     def _record_signal(self, signal: Signal) -> None:
-        self.db.execute(
+        self.conn.execute(
             "INSERT OR IGNORE INTO signals(kind, at, invoice_id, customer_id, detail, source_id, subscription_id, "
             "payment_method_id, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [signal.kind, iso(signal.at), signal.invoice_id, signal.customer_id, signal.detail, signal.source_id,
@@ -295,20 +344,28 @@ class Ledger:
 
     def pending_signals(self) -> list[SignalRecord]:
         """Signals stored by sync that have not yet been applied to cases, oldest first."""
-        return [SignalRecord.from_row(row) for row in
-                self.db.query("SELECT * FROM signals WHERE applied = 0 ORDER BY at, id")]
+        rows = list(self.rows("SELECT * FROM signals WHERE applied = 0 ORDER BY at, id"))
+        if not rows:
+            return []
+        from dunctl.ledger.records import SignalRecord
+
+        return [SignalRecord.from_row(row) for row in rows]
 
     def mark_signal_applied(self, signal_id: int) -> None:
-        self.db.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
+        self.conn.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
 
     def pending_invoices(self) -> list[tuple[InvoiceRecord, int | None]]:
         """Invoices changed since cases were last reconciled, each with its case id (None: no case yet)."""
-        return [(InvoiceRecord.from_row(row), row["case_id"]) for row in self.db.query(
-            """SELECT i.*, c.id AS case_id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id
-               WHERE i.pending = 1""")]
+        rows = list(self.rows("""SELECT i.*, c.id AS case_id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id
+                                 WHERE i.pending = 1"""))
+        if not rows:
+            return []
+        from dunctl.ledger.records import InvoiceRecord
+
+        return [(InvoiceRecord.from_row(row), row["case_id"]) for row in rows]
 
     def clear_pending(self, invoice_id: str) -> None:
-        self.db.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
+        self.conn.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
 
     # -- transactions ----------------------------------------------------------------------------------------
 
@@ -316,7 +373,7 @@ class Ledger:
     def transaction(self) -> Iterator[None]:
         """One write transaction, started IMMEDIATE so a concurrent writer waits at BEGIN (busy_timeout) instead
         of failing halfway. Nested calls become savepoints of the outer transaction."""
-        conn = self.db.conn
+        conn = self.conn
         if conn.in_transaction:
             name = f"sp{id(conn)}_{self._depth}"
             self._depth += 1
@@ -343,9 +400,9 @@ class Ledger:
 
     def open_case(self, *, invoice: InvoiceRecord, segment: str, sequence: str, sequence_hash: str,
                   sequence_def: dict, failure_type: str, decline_code: str | None, now: datetime) -> int:
-        self.db.execute("INSERT OR IGNORE INTO sequence_versions(hash, name, definition) VALUES (?, ?, ?)",
+        self.conn.execute("INSERT OR IGNORE INTO sequence_versions(hash, name, definition) VALUES (?, ?, ?)",
                         [sequence_hash, sequence, _json(sequence_def)])
-        cursor = self.db.execute(
+        cursor = self.conn.execute(
             """INSERT INTO cases(invoice_id, customer_id, subscription_id, currency, amount_due,
                  amount_paid_at_open, amount_remaining, segment, sequence, sequence_hash, sequence_def,
                  failure_type, first_failure_type, decline_code, attempts, first_failed_at, opened_at,
@@ -359,19 +416,22 @@ class Ledger:
         return cursor.lastrowid
 
     def sequence_definition(self, sequence_hash: str) -> dict:
-        """The sequence as it was when a case opened (stored once per version)."""
-        row = self.db.execute("SELECT definition FROM sequence_versions WHERE hash = ?", [sequence_hash]).fetchone()
+        """The sequence as it was when a case opened (stored once per version, read once per ledger object)."""
+        if sequence_hash in self._sequences:
+            return json.loads(self._sequences[sequence_hash])   # a fresh copy: callers may change theirs
+        row = self.conn.execute("SELECT definition FROM sequence_versions WHERE hash = ?", [sequence_hash]).fetchone()
         if row is None:  # a case written by hand (benchmarks, older tools) still carries its own copy
-            row = self.db.execute("SELECT sequence_def FROM cases WHERE sequence_hash = ? AND sequence_def != '' "
+            row = self.conn.execute("SELECT sequence_def FROM cases WHERE sequence_hash = ? AND sequence_def != '' "
                                   "LIMIT 1", [sequence_hash]).fetchone()
         if row is None:
             raise LookupError(f"sequence version {sequence_hash} is not in the ledger")
+        self._sequences[sequence_hash] = row[0]
         return json.loads(row[0])
 
     def _set(self, case_id: int, **fields) -> None:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         values = [iso(v) if isinstance(v, datetime) else v for v in fields.values()]
-        self.db.execute(f"UPDATE cases SET {assignments} WHERE id = ?", [*values, case_id])
+        self.conn.execute(f"UPDATE cases SET {assignments} WHERE id = ?", [*values, case_id])
 
     def follow_invoice(self, case_id: int, *, amount_remaining: int, attempts: int) -> None:
         """What the invoice says now: the amount still owed and the attempts so far."""
@@ -427,31 +487,35 @@ class Ledger:
         self._set(case_id, last_action=text, last_action_at=at)
 
     def case(self, case_id: int) -> dict | None:
-        return next(self.db.query("SELECT * FROM cases WHERE id = ?", [case_id]), None)
+        return next(self.rows("SELECT * FROM cases WHERE id = ?", [case_id]), None)
 
     def case_for_invoice(self, invoice_id: str) -> dict | None:
-        return next(self.db.query("SELECT * FROM cases WHERE invoice_id = ?", [invoice_id]), None)
+        return next(self.rows("SELECT * FROM cases WHERE invoice_id = ?", [invoice_id]), None)
 
     def invoice(self, invoice_id: str) -> dict | None:
-        return next(self.db.query("SELECT * FROM invoices WHERE id = ?", [invoice_id]), None)
+        return next(self.rows("SELECT * FROM invoices WHERE id = ?", [invoice_id]), None)
 
     def customer(self, customer_id: str) -> dict | None:
-        return next(self.db.query("SELECT * FROM customers WHERE id = ?", [customer_id]), None)
+        return next(self.rows("SELECT * FROM customers WHERE id = ?", [customer_id]), None)
 
     def payment_method(self, pm_id: str | None) -> dict | None:
         if not pm_id:
             return None
-        return next(self.db.query("SELECT * FROM payment_methods WHERE id = ?", [pm_id]), None)
+        return next(self.rows("SELECT * FROM payment_methods WHERE id = ?", [pm_id]), None)
 
     def subscription(self, sub_id: str | None) -> dict | None:
         if not sub_id:
             return None
-        return next(self.db.query("SELECT * FROM subscriptions WHERE id = ?", [sub_id]), None)
+        return next(self.rows("SELECT * FROM subscriptions WHERE id = ?", [sub_id]), None)
 
     def invoice_record(self, invoice_id: str) -> InvoiceRecord | None:
+        from dunctl.ledger.records import InvoiceRecord
+
         return InvoiceRecord.from_row(self.invoice(invoice_id))
 
     def case_record(self, case_id: int) -> CaseRecord | None:
+        from dunctl.ledger.records import CaseRecord
+
         return CaseRecord.from_row(self.case(case_id))
 
     def bundle(self, case_id: int, contacts_since: datetime | None = None,
@@ -463,6 +527,8 @@ class Ledger:
             return None
         contacts = () if contacts_since is None else tuple(
             self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
+        from dunctl.ledger.records import ActionRecord, CaseBundle, CustomerRecord, SubscriptionRecord
+
         return CaseBundle(
             case=case,
             invoice=self.invoice_record(case.invoice_id),
@@ -476,7 +542,7 @@ class Ledger:
         """When the customer was sent a message (across all its cases) since `since`: one entry per delivery,
         however many cases' steps it covered."""
         marks = ", ".join("?" for _ in statuses)
-        rows = self.db.execute(
+        rows = self.conn.execute(
             f"""SELECT min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
                 WHERE c.customer_id = ? AND a.audience = 'customer' AND a.status IN ({marks})
                   AND a.finished_at >= ?
@@ -487,12 +553,14 @@ class Ledger:
         return sorted(sent)
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
+        from dunctl.ledger.records import CustomerRecord, SubscriptionRecord
+
         return (CustomerRecord.from_row(self.customer(invoice.customer_id)),
                 SubscriptionRecord.from_row(self.subscription(invoice.subscription_id)))
 
     def due_case_ids(self, now: datetime) -> list[int]:
         """The one indexed query a tick with nothing to do costs."""
-        return [row[0] for row in self.db.execute(
+        return [row[0] for row in self.conn.execute(
             # INDEXED BY: without statistics SQLite prefers cases_state, which scans every open case.
             "SELECT id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
             "ORDER BY next_due_at, id",
@@ -500,27 +568,27 @@ class Ledger:
 
     def due_cases_by_customer(self, now: datetime) -> list[tuple[int, str]]:
         """(case id, customer id) of the cases due now, one customer's together (for one conversation each)."""
-        return [(row[0], row[1]) for row in self.db.execute(
+        return [(row[0], row[1]) for row in self.conn.execute(
             "SELECT id, customer_id FROM cases INDEXED BY cases_due WHERE state = 'open' AND next_due_at <= ? "
             "ORDER BY customer_id, next_due_at, id", [iso(now)])]
 
     def case_ids_for_subscription(self, subscription_id: str, states: tuple[str, ...] = ("open", "paused")
                                   ) -> list[int]:
         marks = ", ".join("?" for _ in states)
-        return [row[0] for row in self.db.execute(
+        return [row[0] for row in self.conn.execute(
             f"SELECT id FROM cases WHERE subscription_id = ? AND state IN ({marks})", [subscription_id, *states])]
 
     def open_case_ids(self) -> list[int]:
-        return [row[0] for row in self.db.execute("SELECT id FROM cases WHERE state = 'open'")]
+        return [row[0] for row in self.conn.execute("SELECT id FROM cases WHERE state = 'open'")]
 
     def open_case_ids_for_customer(self, customer_id: str) -> list[int]:
-        return [row[0] for row in self.db.execute(
+        return [row[0] for row in self.conn.execute(
             "SELECT id FROM cases WHERE customer_id = ? AND state IN ('open', 'paused')", [customer_id])]
 
     def cases(self, include_ended: bool = False) -> list[dict]:
         """Cases with their customer, for `status`."""
         where = "" if include_ended else "WHERE c.state IN ('open', 'paused')"
-        return list(self.db.query(
+        return list(self.rows(
             f"""SELECT c.*, cu.name AS customer_name, cu.email AS customer_email,
                        i.number AS invoice_number, i.hosted_invoice_url
                 FROM cases c
@@ -530,31 +598,31 @@ class Ledger:
                 ORDER BY c.state != 'open', c.next_due_at IS NULL, c.next_due_at, c.id"""))
 
     def revenue_at_risk(self) -> dict[str, int]:
-        return {row[0]: row[1] for row in self.db.execute(
+        return {row[0]: row[1] for row in self.conn.execute(
             "SELECT currency, sum(amount_remaining) FROM cases WHERE state IN ('open', 'paused') "
             "GROUP BY currency ORDER BY currency")}
 
     # -- timeline --------------------------------------------------------------------------------------------
 
     def add_timeline(self, case_id: int, at: datetime, kind: str, summary: str, data: dict | None = None) -> None:
-        self.db.execute("INSERT INTO timeline(case_id, at, kind, summary, data) VALUES (?, ?, ?, ?, ?)",
+        self.conn.execute("INSERT INTO timeline(case_id, at, kind, summary, data) VALUES (?, ?, ?, ?, ?)",
                         [case_id, iso(at), kind, summary, _json(data) if data else None])
 
     def timeline(self, case_id: int) -> list[dict]:
-        return list(self.db.query("SELECT at, kind, summary, data FROM timeline WHERE case_id = ? ORDER BY id",
+        return list(self.rows("SELECT at, kind, summary, data FROM timeline WHERE case_id = ? ORDER BY id",
                                   [case_id]))
 
     # -- actions ---------------------------------------------------------------------------------------------
 
     def actions(self, case_id: int) -> list[dict]:
-        return list(self.db.query("SELECT * FROM actions WHERE case_id = ? ORDER BY id", [case_id]))
+        return list(self.rows("SELECT * FROM actions WHERE case_id = ? ORDER BY id", [case_id]))
 
     def record_decision(self, case_id: int, kind: str, step_id: str, action: str, status: str, due_at: datetime,
                         now: datetime, key: str, detail: str, tick_id: int | None,
                         audience: str | None = None) -> bool:
         """Record a step that was decided but not executed (skipped, missed). False if the step already has
         a finished row: someone else got there first."""
-        cursor = self.db.execute(
+        cursor = self.conn.execute(
             """INSERT INTO actions(case_id, kind, step_id, action, audience, status, due_at, finished_at,
                  idempotency_key, detail, tick_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(case_id, kind, step_id) DO UPDATE SET status = excluded.status,
@@ -569,13 +637,13 @@ class Ledger:
         """Claim a step before any effect. Returns the action id, or None when the step is already claimed or
         finished. A failed action is re-claimed for another try; a `would` (planned in monitor mode) is
         claimed for real once the config is live."""
-        cursor = self.db.execute(
+        cursor = self.conn.execute(
             """INSERT OR IGNORE INTO actions(case_id, kind, step_id, action, channel, audience, status, due_at,
                  claimed_at, tries, idempotency_key, tick_id) VALUES (?, ?, ?, ?, ?, ?, 'claimed', ?, ?, 1, ?, ?)""",
             [case_id, kind, step_id, action, channel, audience, iso(due_at), iso(now), key, tick_id])
         if cursor.rowcount == 1:
             return cursor.lastrowid
-        row = self.db.execute(
+        row = self.conn.execute(
             """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
                  tick_id = ?, idempotency_key = ?, error = NULL
                WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend')
@@ -585,15 +653,22 @@ class Ledger:
 
     def release_claim(self, action_id: int) -> None:
         """Give back a claim whose effect was never attempted (the tick stopped first): as if never claimed."""
-        self.db.execute("DELETE FROM actions WHERE id = ? AND status = 'claimed' AND prior_status IS NULL",
+        self.conn.execute("DELETE FROM actions WHERE id = ? AND status = 'claimed' AND prior_status IS NULL",
                         [action_id])
-        self.db.execute("UPDATE actions SET status = prior_status, prior_status = NULL, tries = tries - 1 "
+        self.conn.execute("UPDATE actions SET status = prior_status, prior_status = NULL, tries = tries - 1 "
                         "WHERE id = ? AND status = 'claimed'", [action_id])
+
+    def record_interrupted(self, action_id: int, claimed_at: datetime, error: str) -> None:
+        """A Stripe call cut off by a crash, to be made again under the same idempotency key: failed, due again,
+        and not counted as a try (a crash that stops a batch would otherwise use up the tries of every action
+        it had claimed; the key's lifetime bounds how long it is tried again)."""
+        self.conn.execute("UPDATE actions SET status = 'failed', prior_status = NULL, finished_at = ?, error = ?, "
+                          "tries = max(tries - 1, 0) WHERE id = ?", [iso(claimed_at), error, action_id])
 
     def record_result(self, action_id: int, status: str, now: datetime, detail: str | None = None,
                       error: str | None = None, recipient: str | None = None, subject: str | None = None,
                       request_id: str | None = None, message_ref: str | None = None) -> None:
-        self.db.execute(
+        self.conn.execute(
             """UPDATE actions SET status = ?, prior_status = NULL, finished_at = ?, detail = coalesce(?, detail),
                  message_ref = coalesce(?, message_ref), error = ?,
                  recipient = coalesce(?, recipient), subject = coalesce(?, subject),
@@ -603,35 +678,35 @@ class Ledger:
     def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
         """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""
         if sent:
-            self.db.execute("UPDATE actions SET status = 'done', finished_at = ?, error = NULL, detail = ? "
+            self.conn.execute("UPDATE actions SET status = 'done', finished_at = ?, error = NULL, detail = ? "
                             "WHERE id = ? AND status = 'unknown'", [iso(now), note, action_id])
         else:
-            self.db.execute("UPDATE actions SET status = 'resend', resends = resends + 1, finished_at = ?, "
+            self.conn.execute("UPDATE actions SET status = 'resend', resends = resends + 1, finished_at = ?, "
                             "error = NULL, detail = ? WHERE id = ? AND status = 'unknown'",
                             [iso(now), note, action_id])
 
     def actions_with_status(self, status: str) -> list[dict]:
-        return list(self.db.query(
+        return list(self.rows(
             """SELECT a.*, c.invoice_id FROM actions a JOIN cases c ON c.id = a.case_id
                WHERE a.status = ? ORDER BY a.id""", [status]))
 
     def orphaned_claims(self) -> list[dict]:
         """Actions claimed by a tick that never recorded a result (it crashed between claim and effect)."""
-        return list(self.db.query("SELECT * FROM actions INDEXED BY actions_claimed WHERE status = 'claimed'"))
+        return list(self.rows("SELECT * FROM actions INDEXED BY actions_claimed WHERE status = 'claimed'"))
 
     # -- ticks -----------------------------------------------------------------------------------------------
 
     def start_tick(self, now: datetime, dry_run: bool) -> int:
-        return self.db.execute("INSERT INTO ticks(now, pid, dry_run) VALUES (?, ?, ?)",
+        return self.conn.execute("INSERT INTO ticks(now, pid, dry_run) VALUES (?, ?, ?)",
                                [iso(now), os.getpid(), int(dry_run)]).lastrowid
 
     def finish_tick(self, tick_id: int, opened: int, closed: int, actions: int, failed: int) -> None:
-        self.db.execute("UPDATE ticks SET finished = 1, opened = ?, closed = ?, actions = ?, failed = ? "
+        self.conn.execute("UPDATE ticks SET finished = 1, opened = ?, closed = ?, actions = ?, failed = ? "
                         "WHERE id = ?", [opened, closed, actions, failed, tick_id])
 
     def last_tick_at(self) -> datetime | None:
         """When the last finished tick ran (its clock), for explaining missed steps."""
-        row = self.db.execute("SELECT now FROM ticks WHERE finished = 1 AND dry_run = 0 ORDER BY id DESC LIMIT 1"
+        row = self.conn.execute("SELECT now FROM ticks WHERE finished = 1 AND dry_run = 0 ORDER BY id DESC LIMIT 1"
                               ).fetchone()
         return from_iso(row[0]) if row else None
 
@@ -643,7 +718,7 @@ class Ledger:
         card. Call inside the batch's transaction, after apply_batch."""
         due = iso(now)
         for s in batch.subscriptions:
-            self.db.execute(
+            self.conn.execute(
                 """UPDATE subscriptions SET current_period_start = ?, current_period_end = ?,
                      default_payment_method = ?, interval = ?, amount = ?, currency = ?, cancel_at_period_end = ?,
                      notices_due_at = ? WHERE id = ?""",
@@ -651,16 +726,16 @@ class Ledger:
                  s.amount, s.currency, int(s.cancel_at_period_end), due, s.id])
         customers = {c.id for c in batch.customers}
         for c in batch.customers:
-            self.db.execute("UPDATE customers SET default_payment_method = ? WHERE id = ?",
+            self.conn.execute("UPDATE customers SET default_payment_method = ? WHERE id = ?",
                             [c.default_payment_method_id, c.id])
         customers |= {m.customer_id for m in batch.payment_methods if m.customer_id}
         customers |= {s.customer_id for s in batch.signals if s.customer_id and s.kind != "dispute"}
         for customer_id in customers:
-            self.db.execute("UPDATE subscriptions SET notices_due_at = ? WHERE customer_id = ?", [due, customer_id])
+            self.conn.execute("UPDATE subscriptions SET notices_due_at = ? WHERE customer_id = ?", [due, customer_id])
 
     def subscriptions_to_plan(self, now: datetime) -> list[str]:
         """Subscriptions whose notices are due to be planned again (changed, or a usage check due)."""
-        return [row[0] for row in self.db.execute(
+        return [row[0] for row in self.conn.execute(
             "SELECT id FROM subscriptions INDEXED BY subscriptions_notices_due WHERE notices_due_at <= ? "
             "ORDER BY notices_due_at, id", [iso(now)])]
 
@@ -672,12 +747,12 @@ class Ledger:
             return None
         customer = self.customer(sub["customer_id"])
         method_id = sub.get("default_payment_method") or (customer or {}).get("default_payment_method")
-        paid = [row[0] for row in self.db.execute(
+        paid = [row[0] for row in self.conn.execute(
             "SELECT amount_paid FROM invoices WHERE subscription_id = ? AND status = 'paid' AND amount_paid > 0 "
             "ORDER BY created_at DESC LIMIT 3", [subscription_id])]
         return {"subscription": sub, "customer": customer, "payment_method": self.payment_method(method_id),
                 "paid_amounts": paid,
-                "notices": list(self.db.query("SELECT * FROM notices WHERE subscription_id = ? ORDER BY id",
+                "notices": list(self.rows("SELECT * FROM notices WHERE subscription_id = ? ORDER BY id",
                                               [subscription_id]))}
 
     def plan_notice(self, *, kind: str, object_id: str, period: str, offset: str, customer_id: str,
@@ -685,7 +760,7 @@ class Ledger:
                     status: str = "pending", detail: str | None = None) -> bool:
         """Add a notice unless its (kind, object, period, offset) exists. False when it already did."""
         finished = status != "pending"
-        cursor = self.db.execute(
+        cursor = self.conn.execute(
             """INSERT OR IGNORE INTO notices(kind, object_id, period, "offset", customer_id, subscription_id, status,
                  due_at, next_due_at, planned_at, finished_at, idempotency_key, detail, data)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -696,40 +771,40 @@ class Ledger:
     def cancel_notices(self, subscription_id: str, keep: set[int], now: datetime, reason: str) -> int:
         """Pending notices of a subscription that its facts no longer call for (card replaced, renewal moved,
         subscription cancelled): never sent."""
-        rows = self.db.execute("SELECT id FROM notices WHERE subscription_id = ? AND status IN ('pending', 'failed')",
+        rows = self.conn.execute("SELECT id FROM notices WHERE subscription_id = ? AND status IN ('pending', 'failed')",
                                [subscription_id]).fetchall()
         gone = [row[0] for row in rows if row[0] not in keep]
         for notice_id in gone:
-            self.db.execute("UPDATE notices SET status = 'cancelled', next_due_at = NULL, finished_at = ?, "
+            self.conn.execute("UPDATE notices SET status = 'cancelled', next_due_at = NULL, finished_at = ?, "
                             "detail = ? WHERE id = ?", [iso(now), reason, notice_id])
         return len(gone)
 
     def notice_id(self, kind: str, object_id: str, period: str, offset: str) -> int | None:
-        row = self.db.execute('SELECT id FROM notices WHERE kind = ? AND object_id = ? AND period = ? AND "offset" = ?',
+        row = self.conn.execute('SELECT id FROM notices WHERE kind = ? AND object_id = ? AND period = ? AND "offset" = ?',
                               [kind, object_id, period, offset]).fetchone()
         return row[0] if row else None
 
     def set_notices_due(self, subscription_id: str, at: datetime | None) -> None:
-        self.db.execute("UPDATE subscriptions SET notices_due_at = ? WHERE id = ?", [iso(at), subscription_id])
+        self.conn.execute("UPDATE subscriptions SET notices_due_at = ? WHERE id = ?", [iso(at), subscription_id])
 
     def record_usage_preview(self, subscription_id: str, preview: dict, at: datetime) -> None:
-        self.db.execute("UPDATE subscriptions SET usage_checked_at = ?, usage_preview = ? WHERE id = ?",
+        self.conn.execute("UPDATE subscriptions SET usage_checked_at = ?, usage_preview = ? WHERE id = ?",
                         [iso(at), _json(preview), subscription_id])
 
     def due_notices(self, now: datetime) -> list[dict]:
         """The one indexed query an idle tick costs for notices."""
-        return list(self.db.query("SELECT * FROM notices INDEXED BY notices_due WHERE next_due_at <= ? "
+        return list(self.rows("SELECT * FROM notices INDEXED BY notices_due WHERE next_due_at <= ? "
                                   "ORDER BY next_due_at, id", [iso(now)]))
 
     def notice(self, notice_id: int) -> dict | None:
-        return next(self.db.query("SELECT * FROM notices WHERE id = ?", [notice_id]), None)
+        return next(self.rows("SELECT * FROM notices WHERE id = ?", [notice_id]), None)
 
     def defer_notice(self, notice_id: int, until: datetime, reason: str) -> None:
-        self.db.execute("UPDATE notices SET next_due_at = ?, detail = ? WHERE id = ?", [iso(until), reason, notice_id])
+        self.conn.execute("UPDATE notices SET next_due_at = ?, detail = ? WHERE id = ?", [iso(until), reason, notice_id])
 
     def claim_notice(self, notice_id: int, now: datetime, tick_id: int | None) -> int | None:
         """Claim a notice before sending it. None when another tick claimed or finished it first."""
-        row = self.db.execute(
+        row = self.conn.execute(
             """UPDATE notices SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?, error = NULL
                WHERE id = ? AND status IN ('pending', 'failed') RETURNING id""",
             [iso(now), tick_id, notice_id]).fetchone()
@@ -739,48 +814,48 @@ class Ledger:
                              error: str | None = None, recipient: str | None = None, subject: str | None = None,
                              retry_at: datetime | None = None) -> None:
         """A claimed notice's outcome. `retry_at`: when a failed one is tried again (None: never again)."""
-        self.db.execute(
+        self.conn.execute(
             """UPDATE notices SET status = ?, finished_at = ?, next_due_at = ?, detail = coalesce(?, detail),
                  error = ?, recipient = coalesce(?, recipient), subject = coalesce(?, subject) WHERE id = ?""",
             [status, iso(now), iso(retry_at) if status == "failed" else None, detail, error, recipient, subject,
              notice_id])
 
     def orphaned_notice_claims(self) -> list[dict]:
-        return list(self.db.query("SELECT * FROM notices INDEXED BY notices_claimed WHERE status = 'claimed'"))
+        return list(self.rows("SELECT * FROM notices INDEXED BY notices_claimed WHERE status = 'claimed'"))
 
     def notices_due_within(self, now: datetime, until: datetime) -> list[dict]:
         """Notices still to be sent before `until`, with their customer, for `status`."""
-        return list(self.db.query(
+        return list(self.rows(
             """SELECT n.*, cu.name AS customer_name, cu.email AS customer_email FROM notices n
                LEFT JOIN customers cu ON cu.id = n.customer_id
                WHERE n.next_due_at IS NOT NULL AND n.next_due_at <= ? ORDER BY n.next_due_at, n.id""",
             [iso(until)]))
 
     def customer_notices(self, customer_id: str) -> list[dict]:
-        return list(self.db.query("SELECT * FROM notices WHERE customer_id = ? ORDER BY due_at, id", [customer_id]))
+        return list(self.rows("SELECT * FROM notices WHERE customer_id = ? ORDER BY due_at, id", [customer_id]))
 
     def customer_cases(self, customer_id: str) -> list[dict]:
-        return list(self.db.query("SELECT * FROM cases WHERE customer_id = ? ORDER BY first_failed_at, id",
+        return list(self.rows("SELECT * FROM cases WHERE customer_id = ? ORDER BY first_failed_at, id",
                                   [customer_id]))
 
     def customer_subscriptions(self, customer_id: str) -> list[dict]:
-        return list(self.db.query("SELECT * FROM subscriptions WHERE customer_id = ? ORDER BY id", [customer_id]))
+        return list(self.rows("SELECT * FROM subscriptions WHERE customer_id = ? ORDER BY id", [customer_id]))
 
     def release_notice_claim(self, notice_id: int) -> None:
         """Give back a notice's claim that was never attempted (the tick stopped first): due again next tick."""
-        self.db.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
+        self.conn.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
                         [notice_id])
 
     def notice_contacts(self, customer_id: str, since: datetime) -> list[datetime]:
         """When the customer was sent a pre-dunning notice since `since` (for the contact policy)."""
-        return [from_iso(row[0]) for row in self.db.execute(
+        return [from_iso(row[0]) for row in self.conn.execute(
             "SELECT finished_at FROM notices WHERE customer_id = ? AND status = 'done' AND finished_at >= ? "
             "ORDER BY finished_at", [customer_id, iso(since)])]
 
     def supersede_usage_alerts(self, subscription_id: str, period: str, top: str, now: datetime) -> None:
         """Usage alerts of a period still waiting (quiet hours, contact policy) when a higher threshold is crossed:
         only the highest is sent."""
-        self.db.execute(
+        self.conn.execute(
             """UPDATE notices SET status = 'skipped', next_due_at = NULL, finished_at = ?,
                  detail = 'superseded by the ' || ? || ' alert' WHERE subscription_id = ? AND kind = 'usage_alert'
                  AND period = ? AND "offset" != ? AND status IN ('pending', 'failed')""",

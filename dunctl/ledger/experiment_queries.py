@@ -13,13 +13,13 @@ MESSAGE_ACTIONS = ("email", "sms")
 def record_assignment(ledger: Ledger, case_id: int, experiment: str, arm: str) -> bool:
     """Record the case's experiment and arm. A case keeps the first arm it was given: False (and nothing
     changes) when it already has one."""
-    cursor = ledger.db.execute("UPDATE cases SET experiment = ?, arm = ? WHERE id = ? AND experiment IS NULL",
+    cursor = ledger.conn.execute("UPDATE cases SET experiment = ?, arm = ? WHERE id = ? AND experiment IS NULL",
                                [experiment, arm, case_id])
     return cursor.rowcount == 1
 
 
 def experiments_in_ledger(ledger: Ledger) -> list[str]:
-    return [row[0] for row in ledger.db.execute(
+    return [row[0] for row in ledger.conn.execute(
         "SELECT DISTINCT experiment FROM cases WHERE experiment IS NOT NULL ORDER BY experiment")]
 
 
@@ -37,7 +37,7 @@ def _where(experiment: str, since: str | None, until: str | None, alias: str = "
 def arm_counts(ledger: Ledger, experiment: str, since: str | None = None, until: str | None = None) -> list[dict]:
     """Per arm: cases, open, ended, recovered, payment attempts after the failed one, cases with a person."""
     where, params = _where(experiment, since, until)
-    return list(ledger.db.query(
+    return list(ledger.rows(
         f"""SELECT arm, count(*) AS cases,
                    coalesce(sum({_OPEN}), 0) AS open, coalesce(sum({_ENDED}), 0) AS ended,
                    coalesce(sum(state = 'recovered'), 0) AS recovered,
@@ -50,7 +50,7 @@ def arm_currencies(ledger: Ledger, experiment: str, since: str | None = None,
                    until: str | None = None) -> list[dict]:
     """Per arm and currency: cases, recovered, and (over ended cases) the amount at stake and recovered."""
     where, params = _where(experiment, since, until)
-    return list(ledger.db.query(
+    return list(ledger.rows(
         f"""SELECT arm, currency, count(*) AS cases, coalesce(sum(state = 'recovered'), 0) AS recovered,
                    coalesce(sum(CASE WHEN {_ENDED} THEN amount_due - amount_paid_at_open END), 0) AS at_stake,
                    coalesce(sum(CASE WHEN {_ENDED} THEN amount_recovered END), 0) AS recovered_amount
@@ -62,7 +62,7 @@ def arm_recovery_seconds(ledger: Ledger, experiment: str, since: str | None = No
     """Per arm: whole seconds from first failure to payment of each recovered case, ascending."""
     where, params = _where(experiment, since, until)
     result: dict[str, list[int]] = {}
-    for arm, seconds in ledger.db.execute(
+    for arm, seconds in ledger.conn.execute(
             f"""SELECT arm, max(CAST(round((julianday(recovered_at) - julianday(first_failed_at)) * 86400)
                                      AS INTEGER), 0) AS s
                 FROM cases WHERE {where} AND state = 'recovered' AND recovered_at IS NOT NULL
@@ -76,7 +76,7 @@ def arm_messages(ledger: Ledger, experiment: str, since: str | None = None,
     """Per arm: emails and SMS dunctl sent (actions done) on the arm's cases."""
     where, params = _where(experiment, since, until, alias="c.")
     kinds = ", ".join(f"'{k}'" for k in MESSAGE_ACTIONS)
-    return dict(ledger.db.execute(
+    return dict(ledger.conn.execute(
         f"""SELECT c.arm, count(a.id) FROM cases c JOIN actions a ON a.case_id = c.id
             WHERE {where}
               AND a.status = 'done' AND a.kind = 'step' AND a.action IN ({kinds})
@@ -85,6 +85,6 @@ def arm_messages(ledger: Ledger, experiment: str, since: str | None = None,
 
 def experiment_status(ledger: Ledger) -> list[dict]:
     """For `dunctl status`: every experiment with cases, per arm, its cases and how many are still open."""
-    return list(ledger.db.query(
+    return list(ledger.rows(
         f"""SELECT experiment, arm, count(*) AS cases, coalesce(sum({_OPEN}), 0) AS open
             FROM cases WHERE experiment IS NOT NULL GROUP BY experiment, arm ORDER BY experiment, arm"""))

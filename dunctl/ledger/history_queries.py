@@ -25,7 +25,7 @@ def failed_invoices(ledger: Ledger, since: str | None = None, until: str | None 
     """Every case first failed in [since, until), with its invoice, customer, subscription and the codes of
     its first failure (from the case timeline, else the invoice's latest), oldest first."""
     where, params = _cohort(since, until)
-    return list(ledger.db.query(
+    return list(ledger.rows(
         f"""SELECT c.id AS case_id, c.invoice_id, c.customer_id, c.subscription_id, c.currency, c.amount_due,
                    c.first_failure_type, c.first_failed_at, c.state, c.recovered_at, c.recovered_by,
                    i.created_at, i.lines, i.billing_reason, i.payment_method_id, i.payment_method_type,
@@ -47,7 +47,7 @@ def outcomes(ledger: Ledger, window_seconds: int, since: str | None = None, unti
     touch before payment (within the attribution window) was a message, a retry, or nothing."""
     where, params = _cohort(since, until)
     kinds = ", ".join(f"'{k}'" for k in (*MESSAGES, "retry", "escalate"))
-    return list(ledger.db.query(
+    return list(ledger.rows(
         f"""SELECT c.id, c.first_failure_type AS failure_type, c.state, c.recovered_by, c.first_failed_at,
                    c.recovered_at, c.closed_at, max(c.attempts, coalesce(c.recovered_attempt, 0)) AS attempts,
                    (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND a.status = 'done' AND a.kind = 'step'

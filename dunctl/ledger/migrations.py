@@ -594,3 +594,16 @@ def m104_notices(db: Database) -> None:
         CREATE INDEX IF NOT EXISTS notices_subscription ON notices(subscription_id, status);
         """
     )
+
+
+def _check_schema_names() -> None:
+    """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
+    migration added here and not there would never run."""
+    from dunctl.ledger import SCHEMA
+
+    registered = tuple(m.name for m in migrations._migrations)
+    if registered != SCHEMA:
+        raise RuntimeError(f"dunctl.ledger.SCHEMA {SCHEMA} differs from the registered migrations {registered}")
+
+
+_check_schema_names()

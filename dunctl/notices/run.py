@@ -1,7 +1,8 @@
 """A tick's notice work, after the cases' own: record orphaned claims as unknown, plan the subscriptions sync
 changed (fetching metered usage previews within budget), then send every notice due now through the executor.
 
-An idle tick costs two indexed queries here: subscriptions due for planning, notices due for sending."""
+An idle tick costs two indexed queries here: subscriptions due for planning, notices due for sending; the planner
+and the message code load only when one of them returns something."""
 
 from __future__ import annotations
 
@@ -9,24 +10,21 @@ from datetime import timedelta
 
 from dunctl.clock import from_iso, iso
 from dunctl.errors import GatewayAuthError, GatewayError
-from dunctl.notices.effects import NoticeEffect, _stored_preview
 from dunctl.notices import USAGE_ALERT
-from dunctl.notices.planner import PENDING, plan_notices
-from dunctl.planner import after_quiet_hours, in_quiet_hours
 from dunctl.tick.context import TickContext
 from dunctl.tick.result import TickResult
 
 
 def run_notices(ctx: TickContext, result: TickResult) -> None:
     """Plan and send pre-dunning notices. Called once per tick, after the cases' due work."""
-    from dunctl.tick.executor import execute
-
     mark_unknown(ctx)
     if not ctx.config.file.notices.enabled:
         return
     plan_changed(ctx, result)
     effects = due_effects(ctx)
     if effects:
+        from dunctl.tick.executor import execute
+
         execute(ctx, effects, result)
 
 
@@ -43,7 +41,13 @@ def mark_unknown(ctx: TickContext) -> None:
 def plan_changed(ctx: TickContext, result: TickResult) -> None:
     config = ctx.config.file.notices
     previews = 0
-    for sub_id in ctx.ledger.subscriptions_to_plan(ctx.now):
+    due = ctx.ledger.subscriptions_to_plan(ctx.now)
+    if not due:
+        return
+    from dunctl.notices.effects import _stored_preview
+    from dunctl.notices.planner import PENDING, plan_notices
+
+    for sub_id in due:
         subject = ctx.ledger.notice_subject(sub_id)
         if subject is None:
             continue
@@ -102,14 +106,20 @@ def _preview(ctx: TickContext, sub_id: str, result: TickResult) -> dict | None:
                        "price_id": line.price_id} for line in preview.lines]}
 
 
-def due_effects(ctx: TickContext) -> list[NoticeEffect]:
+def due_effects(ctx: TickContext) -> list:
     """Notices due now. Like dunning's customer messages, at send time (whenever the tick runs): inside the
     customer's quiet hours they wait for the window to end, and the contact policy (`contact:`) counts them with
     the customer's dunning messages and holds them until the earliest allowed time."""
     effects = []
     sending: dict[str, list] = {}     # customer -> notices admitted in this tick
+    due = ctx.ledger.due_notices(ctx.now)
+    if not due:
+        return effects
+    from dunctl.notices.effects import NoticeEffect
+    from dunctl.planner import after_quiet_hours, in_quiet_hours
+
     with ctx.ledger.transaction():
-        for notice in ctx.ledger.due_notices(ctx.now):
+        for notice in due:
             customer_id = notice["customer_id"]
             customer = ctx.ledger.customer(customer_id) or {}
             zone = customer.get("timezone")

@@ -299,7 +299,7 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
 
 def _fast(ledger: Ledger) -> Ledger:
     # A simulated ledger is rebuilt by re-running; it does not need every commit on disk before the next.
-    ledger.db.conn.execute("PRAGMA synchronous = OFF")
+    ledger.conn.execute("PRAGMA synchronous = OFF")
     return ledger
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from dunctl.config import Config, quiet_window
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
-from dunctl.planner import ContactPolicy, Settings
 from dunctl.tick.channels import TRANSPORTS, ChannelSet
+
+if TYPE_CHECKING:
+    from dunctl.planner import ContactPolicy, Settings
 
 LIVE, MONITOR, DRY_RUN = "live", "monitor", "dry_run"
 
@@ -26,7 +30,6 @@ class TickContext:
     tick_id: int | None = None
 
     def __post_init__(self):
-        self.settings = planner_settings(self.config, monitor=self.mode == MONITOR)
         self.dunctl_retries = self.config.file.stripe.retries == "dunctl"
         self._templates = None
         # The tick's budget is a duration, measured on the monotonic clock (never the date: that is `now`).
@@ -34,6 +37,11 @@ class TickContext:
         self._budget = self.config.file.dunning.tick_budget.total_seconds()
         self._failures_in_a_row: dict[str, int] = {}
         self.skipped_channels: set[str] = set()
+
+    @functools.cached_property
+    def settings(self) -> Settings:
+        """The planner's settings, built when something is planned (an idle tick never loads the planner)."""
+        return planner_settings(self.config, monitor=self.mode == MONITOR)
 
     def over_budget(self) -> bool:
         return time.monotonic() - self._started > self._budget
@@ -62,6 +70,8 @@ class TickContext:
 
 
 def planner_settings(config: Config, monitor: bool = False) -> Settings:
+    from dunctl.planner import Settings
+
     dunning, sender = config.file.dunning, config.file.sender
     return Settings(grace=dunning.grace, max_action_tries=dunning.max_action_tries,
                     action_retry_after=dunning.action_retry_after,
@@ -76,6 +86,8 @@ def planner_settings(config: Config, monitor: bool = False) -> Settings:
 
 
 def contact_policy(config: Config) -> ContactPolicy | None:
+    from dunctl.planner import ContactPolicy
+
     contact = config.file.contact
     if contact is None:
         return None

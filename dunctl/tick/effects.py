@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from dunctl.config import Step
-from dunctl.ledger.records import CaseBundle
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dunctl.ledger.records import CaseBundle
 
 STEP, SYSTEM = "step", "system"
 NOTICE = "notice"   # a pre-dunning notice (dunctl/notices/effects.py): its own claim, suppression and record

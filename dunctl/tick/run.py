@@ -3,6 +3,9 @@
     sync        gateway batches -> ledger (each batch and its cursor in one transaction)
     reconcile   changed invoices and signals -> case changes (pure) -> stored; people to tell -> executor
     run due     for each case due now: plan (pure) -> skipped/missed recorded -> effects -> executor
+
+An idle tick (nothing changed, nothing due) runs a handful of indexed queries and imports nothing else: the
+planner, the executor, the reconciler and the templates load inside the functions that found work for them.
 """
 
 from __future__ import annotations
@@ -17,15 +20,10 @@ from dunctl.config import Config
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
-from dunctl.planner import MISSED, SKIP
-from dunctl.tick import changes as case_changes
 from dunctl.tick.channels import ChannelSet
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
 from dunctl.tick.effects import STEP, SYSTEM, Effect, idempotency_key
-from dunctl.tick.executor import _error_text, execute
-from dunctl.tick.reconcile import apply_signal, follow_case, open_case
 from dunctl.tick.result import ActionReport, SyncResult, TickResult
-from dunctl.tick.schedule import Sequences, load_bundle, plan_case, schedule_case, system_effects
 
 CASES_PER_BATCH = 50
 RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment made meanwhile still stops them
@@ -61,8 +59,15 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     """Open cases for newly failed invoices, follow changes on open ones, close the ones that ended; then tell
     people what they need to know about held cases (through the executor, like any effect)."""
     ledger = ctx.ledger
+    signals = ledger.pending_signals()
+    if not signals and not ledger.pending_invoices():
+        return
+    from dunctl.tick import changes as case_changes
+    from dunctl.tick.reconcile import apply_signal, follow_case, open_case
+    from dunctl.tick.schedule import Sequences, schedule_case
+
     applied = case_changes.Applied()
-    for signal in ledger.pending_signals():
+    for signal in signals:
         with ledger.transaction():
             found = [(c, ledger.invoice_record(c.invoice_id))
                      for c in map(ledger.case_record, _signal_cases(ledger, signal))]
@@ -99,7 +104,10 @@ def _signal_cases(ledger: Ledger, signal) -> list[int]:
     return []
 
 
-def _notify(ctx: TickContext, notes: list[case_changes.NotifyPerson], result: TickResult) -> None:
+def _notify(ctx: TickContext, notes: list, result: TickResult) -> None:
+    """Tell the person who holds each case (`NotifyPerson` changes), through the executor."""
+    from dunctl.tick.executor import execute
+
     effects = []
     for note in notes:
         bundle = ctx.ledger.bundle(note.case_id)
@@ -113,8 +121,13 @@ def _notify(ctx: TickContext, notes: list[case_changes.NotifyPerson], result: Ti
 def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | None = None) -> None:
     """Every case due now, in batches: plan, record what is skipped or missed, execute the rest."""
     ledger = ctx.ledger
-    sequences = Sequences(ledger)
     chunks = _chunks(ledger.due_cases_by_customer(ctx.now))
+    if not chunks:
+        return
+    from dunctl.tick.executor import execute
+    from dunctl.tick.schedule import Sequences, schedule_case
+
+    sequences = Sequences(ledger)
     started = time.monotonic()
     for n, ids in enumerate(chunks):
         if ctx.over_budget():
@@ -146,7 +159,10 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
     return chunks
 
 
-def _plan_one(ctx: TickContext, case_id: int, sequences: Sequences, result: TickResult) -> list[Effect]:
+def _plan_one(ctx: TickContext, case_id: int, sequences, result: TickResult) -> list[Effect]:
+    from dunctl.planner import MISSED, SKIP
+    from dunctl.tick.schedule import load_bundle, plan_case, system_effects
+
     bundle = load_bundle(ctx.ledger, case_id, ctx.settings, ctx.now)
     if bundle is None or not bundle.case.is_open:
         return []
@@ -190,9 +206,9 @@ def _settle_orphans(ledger: Ledger, now: datetime) -> None:
         for action in ledger.orphaned_claims():
             claimed = from_iso(action["claimed_at"])
             if action["channel"] == "stripe" and claimed is not None and now - claimed < STRIPE_KEY_LIFETIME:
-                ledger.record_result(action["id"], "failed", claimed,
-                                     error="interrupted before its result was recorded; tried again with the "
-                                           "same idempotency key, which Stripe answers with the first result")
+                ledger.record_interrupted(action["id"], claimed,
+                                          "interrupted before its result was recorded; tried again with the "
+                                          "same idempotency key, which Stripe answers with the first result")
                 continue
             ledger.record_result(action["id"], "unknown", now,
                                  error="the tick stopped between claiming and recording this action; it may or "
@@ -207,6 +223,8 @@ def _on_mode_change(ctx: TickContext) -> None:
     previous = ctx.ledger.get_state("mode")
     if previous == ctx.mode:
         return
+    from dunctl.tick.schedule import Sequences, schedule_case
+
     sequences = Sequences(ctx.ledger)
     with ctx.ledger.transaction():
         if previous is not None:
@@ -278,6 +296,8 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
         except GatewayAuthError:
             raise
         except GatewayError as exc:
+            from dunctl.tick.executor import _error_text
+
             # An outage: what was synced before it is kept (batches land with their cursor), and the cases
             # already in the ledger still get their due steps.
             result.errors.append(f"sync failed: {_error_text(exc)}")
