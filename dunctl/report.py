@@ -19,6 +19,7 @@ from dunctl.clock import iso
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
 from dunctl.ledger import report_queries as q
+from dunctl.notices.report import PreDunning
 
 SCHEMA = "dunctl.report/1"
 DIMENSIONS = ("segment", "failure_type", "sequence", "channel", "attempt", "currency", "cohort")
@@ -181,6 +182,8 @@ class Report:
     retry_success: list[AttemptRow] = field(default_factory=list)
     recovery_curve: list[CurvePoint] = field(default_factory=list)
     schema: str = SCHEMA
+    # Notices sent before a payment failed (dunctl/notices/report.py), by when they were sent; the CLI fills it.
+    predunning: PreDunning | None = None
 
 
 # -- computing ---------------------------------------------------------------------------------------------------

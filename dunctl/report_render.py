@@ -19,6 +19,8 @@ TITLES = {"segment": "By segment", "failure_type": "By failure type (at first fa
           "currency": "By currency", "cohort": "By cohort month of first failure"}
 KEY_NAMES = {"segment": "Segment", "failure_type": "Failure type", "sequence": "Sequence", "channel": "Channel",
              "currency": "Currency", "cohort": "Cohort"}
+
+
 def churn_cell(churn) -> str:
     """The churn line: a rate over a known denominator, or what cannot be computed and how to give it."""
     if churn.rate is None and churn.active_subscriptions is None:
@@ -139,6 +141,12 @@ def tables(report: Report) -> list[Table]:
         "recovery_curve", "Recovery curve", ["Day", "Recovered (cumulative)", "Share of failed invoices"],
         [[str(p.day), count(p.recovered), percent(p.share)] for p in report.recovery_curve],
         "Day d: recovered less than d + 1 days after the first failure, over all the cohort's cases."))
+    pre = report.predunning
+    if pre is not None and pre.anything:     # pre-dunning notices (dunctl/notices/report.py)
+        result.append(Table("predunning", "Pre-dunning: notices before a payment failed", ["Metric", "Value"],
+                            [list(row) for row in pre.rows()],
+                            f"Period: {pre.period_text()} (by when the notice was sent, not the cohort). "
+                            f"Renewals: {pre.comparison_note}."))
     return result
 
 
@@ -206,6 +214,9 @@ def csv_rows(report: Report) -> Iterator[dict]:
     for p in report.recovery_curve:
         yield {"dimension": "recovery_curve", "key": p.day, "cases": h.failed_invoices, "recovered": p.recovered,
                "recovery_rate": p.share, "filter": h.filter}
+    if report.predunning is not None:        # counts of notices, not of cases: no filter
+        for name, value in report.predunning.metrics():
+            yield {"dimension": "predunning", "key": name, "value": value}
 
 
 def to_csv(report: Report) -> str:

@@ -46,14 +46,19 @@ PAGE = 100
 PINNED_API_VERSION = stripe.api_version
 # Stripe keeps events 30 days; a cursor checked longer ago than this may have missed some, so backfill instead.
 EVENT_WINDOW = timedelta(days=29)
+# Stripe's GET /v1/events takes at most 20 `types`, and an idle sync is that one request: every type the sync
+# handles is here, and nothing it does not. Not `invoice.payment_succeeded`: Stripe sends it with `invoice.paid`
+# for every paid attempt, and `invoice.paid` also covers invoices marked paid out of band.
 EVENT_TYPES = (
-    "invoice.payment_failed", "invoice.paid", "invoice.payment_succeeded", "invoice.payment_action_required",
+    "invoice.payment_failed", "invoice.paid", "invoice.payment_action_required",
     "invoice.voided", "invoice.marked_uncollectible", "invoice.updated", "invoice.upcoming",
     "customer.source.expiring", "payment_method.automatically_updated", "payment_method.updated",
     "charge.dispute.created", "customer.subscription.updated", "customer.subscription.deleted", "customer.updated",
     "customer.subscription.paused", "customer.subscription.resumed", "charge.dispute.closed", "mandate.updated",
     "customer.subscription.created",   # pre-dunning (dunctl/notices): new subscriptions
+    "payment_method.attached",         # pre-dunning: a new card's expiry, known before it is made the default
 )
+MAX_EVENT_TYPES = 20
 FAILURE_EVENTS = frozenset({"invoice.payment_failed", "invoice.payment_action_required"})
 # Four levels is as deep as Stripe expands.
 INVOICE_EXPAND = ["customer", "customer.invoice_settings.default_payment_method", "default_payment_method",
@@ -413,7 +418,7 @@ class StripeGateway:
                     seen_failure["last"] = max(seen_failure["last"], event["created"])
                     if isinstance(data.get("payment_intent"), str):      # an event in the old API shape
                         seen_failure["payment_intent"] = data["payment_intent"]
-                elif kind in ("invoice.paid", "invoice.payment_succeeded"):
+                elif kind == "invoice.paid":
                     settled.add(data["id"])
                 elif "attempt_count" in previous:
                     # The count rose without a failed attempt (Stripe's schedule moving on after a decline it will
@@ -432,6 +437,10 @@ class StripeGateway:
                                                 payment_method_id=method.id,
                                                 detail=f"{kind}: {_describe(method)} ({method.id})",
                                                 source_id=event["id"]))
+            elif kind == "payment_method.attached":
+                # Stored, not a signal: the card is not used until it is made the default (customer.updated or
+                # customer.subscription.updated say so), but then its expiry is known without another request.
+                batch.payment_methods.append(payment_method_from(data, updated_at=at))
             elif kind == "customer.updated":
                 batch.customers.append(customer_from(data))
                 changed = previous.get("invoice_settings", {}) or {}

@@ -409,6 +409,7 @@ class FakeStripe:
                 self._mandate_of[pm["id"]] = mandate["id"]
             if default:
                 self.store["customer"][customer]["invoice_settings"]["default_payment_method"] = pm["id"]
+            self.emit("payment_method.attached", pm, pm["created"])
             return pm["id"]
 
     def add_subscription(self, customer: str, *, amount: int = 2000, currency: str = "usd", metered: bool = False,
@@ -693,7 +694,7 @@ class FakeStripe:
     def _default_payment(self, invoice_id: str) -> dict:
         return self.store["invoice_payment"][self._payment_of_invoice[invoice_id]]
 
-    def _mark_paid(self, inv: dict, payment: dict, t: int, *, counts: bool,
+    def _mark_paid(self, inv: dict, payment: dict, t: int, *, counts: bool, out_of_band: bool = False,
                    request: tuple[str | None, str | None] = (None, None)) -> None:
         previous = {"status": inv["status"], "amount_paid": inv["amount_paid"]}
         inv.update({"status": "paid", "amount_paid": inv["amount_due"], "amount_remaining": 0,
@@ -704,7 +705,8 @@ class FakeStripe:
         payment.update({"status": "paid", "amount_paid": inv["amount_due"]})
         payment["status_transitions"]["paid_at"] = t
         self.emit("invoice.paid", inv, t, previous, request=request)
-        self.emit("invoice.payment_succeeded", inv, t, request=request)
+        if not out_of_band:     # as Stripe: a successful payment attempt, not a payment recorded by hand
+            self.emit("invoice.payment_succeeded", inv, t, request=request)
         self._set_subscription_status(subscription_id_of(inv), "active", t)
 
     def customer_pays(self, invoice_id: str, at: datetime | None = None, *, out_of_band: bool = False) -> None:
@@ -712,7 +714,7 @@ class FakeStripe:
         with self.lock:
             if out_of_band:
                 self._mark_paid(self.invoice(invoice_id), self._default_payment(invoice_id), self._at(at),
-                                counts=False)
+                                counts=False, out_of_band=True)
             else:
                 self.attempt(invoice_id, True, at=at, automatic=False)
 
@@ -1162,7 +1164,8 @@ class FakeStripe:
             raise ApiError(400, "invalid_request_error", f"You can only pay an invoice that is open or "
                            f"uncollectible; this one is {inv['status']}.", code="invoice_not_open")
         if _flag(params.get("paid_out_of_band", "false")):
-            self._mark_paid(inv, self._default_payment(inv["id"]), self.now, counts=False, request=request)
+            self._mark_paid(inv, self._default_payment(inv["id"]), self.now, counts=False, out_of_band=True,
+                            request=request)
             return self._render(inv, params.get("expand"))
         pi = self.payment_intent_of(inv["id"])
         queued = self.outcomes.get(inv["id"])

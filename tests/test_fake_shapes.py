@@ -105,9 +105,15 @@ def test_every_object_carries_the_fields_of_stripes_fixtures(served):
 def test_events_carry_objects_of_stripes_shapes(served):
     objects, _ = served
     for event in objects["event"]:
-        kind = event["data"]["object"]["object"]
+        data = event["data"]["object"]
+        kind = data["object"]
         if kind in FIXTURES:
-            assert missing_keys(FIXTURES[kind], event["data"]["object"], kind) == [], event["type"]
+            fixture = FIXTURES[kind]
+            if kind == "payment_method" and data["type"] != "card":
+                # Stripe's fixture is a card; a bank account's details are under its own type, not `card`.
+                assert data.get(data["type"]), event["type"]
+                fixture = {**{k: v for k, v in fixture.items() if k != "card"}, data["type"]: {}}
+            assert missing_keys(fixture, data, kind) == [], event["type"]
 
 
 def test_endive_invoices_have_a_parent_and_no_top_level_subscription(served):

@@ -111,6 +111,24 @@ def test_no_expiry_email_after_the_card_is_updated_or_replaced(world, fake_strip
     assert sorted(n["status"] for n in late) == ["cancelled", "cancelled"]
 
 
+def test_a_new_card_attached_and_made_default_takes_over_the_expiry_notices(world, fake_stripe):
+    w = world()
+    cus, old, _ = w.customer_with_card(period_end=utc(2027, 2, 15))      # old card expires end of 12/2026
+    w.tick(T0)
+    w.tick(utc(2026, 12, 18, 9))
+    assert len(w.subjects()) == 1                                         # the old card's 14d notice
+    # payment_method.attached (the new card, expiring end of 01/2027), then customer.updated (made default)
+    new = fake_stripe.replace_default_payment_method(cus, last4="1111", exp_month=1, exp_year=2027,
+                                                     at=utc(2026, 12, 20))
+    w.tick(utc(2026, 12, 20, 9))
+    rows = {(n["object_id"], n["offset"]): n["status"] for n in w.ledger.db.query("SELECT * FROM notices")}
+    assert rows == {(old, "14d"): "done", (old, "3d"): "cancelled", (new, "14d"): "pending", (new, "3d"): "pending"}
+    w.tick(utc(2026, 12, 29, 9))                                          # no 3d notice for the old card
+    assert len(w.subjects()) == 1
+    w.tick(utc(2027, 1, 18, 9))                                           # the new card's own 14d notice
+    assert w.subjects()[1] == "Your Visa card ending 1111 expires soon: please update it"
+
+
 def test_no_expiry_email_when_the_subscription_renews_before_the_expiry_or_is_cancelled(world, fake_stripe):
     w = world()
     w.customer_with_card(period_end=utc(2026, 12, 10), email="renews-first@example.com")
@@ -149,7 +167,10 @@ def test_renewal_reminder_only_for_matching_plans(world):
 
 
 def usage_world(world, **settings):
-    return world(**{"notices.usage.expected": {"usd": 10000}, **settings})
+    """Alerts on the running amount at 50, 75 and 100% (the threshold mechanics; the shipped pace rule has its
+    own tests)."""
+    return world(**{"notices.usage.expected": {"usd": 10000}, "notices.usage.thresholds": [50, 75, 100],
+                    "notices.usage.pace": False, **settings})
 
 
 def test_usage_thresholds_crossed_one_by_one_each_send_once(world, fake_stripe):
@@ -167,6 +188,26 @@ def test_usage_thresholds_crossed_one_by_one_each_send_once(world, fake_stripe):
     body = w.smtp.received[-1].message.get_body(("plain",)).get_content()
     assert "(8,500 units)" in body and "Your next invoice would be $105.00" in body
     assert fake_stripe.count(PREVIEW) == 6           # one preview per subscription per 6h
+
+
+def test_shipped_usage_alerts_go_only_to_usage_running_ahead_of_its_pace(world, fake_stripe):
+    w = world(**{"notices.usage.expected": {"usd": 10000}})     # the starter's thresholds and pace rule
+    mid = utc(2026, 11, 17)                                      # half-way through each period below
+    subs = {}
+    for name in ("usual", "ahead"):
+        _, _, subs[name] = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 12, 2),
+                                                email=f"{name}@example.com")
+    fake_stripe.set_usage(subs["usual"], 4000)                   # $20 fee + $40 so far: on course for $100, usual
+    fake_stripe.set_usage(subs["ahead"], 7000)                   # $20 + $70 so far: on course for $160
+    w.tick(mid)
+    w.tick(mid + HOUR)
+    assert [r.rcpt_tos for r in w.smtp.received] == [["ahead@example.com"]]
+    got = w.smtp.received[0].message
+    assert got["Subject"] == "Your Example usage is running ahead: about $160.00 this period at this pace " \
+                             "(160% of usual)"
+    text = " ".join(got.get_body(("plain",)).get_content().split())
+    assert "$90.00 so far, and about $160.00 by the end of the period at this pace" in text
+    assert "160% of what a period usually costs you ($100.00)" in text
 
 
 def test_a_jump_from_40_to_110_percent_sends_only_the_latest_threshold(world, fake_stripe):
@@ -263,6 +304,52 @@ def test_monitor_mode_records_would_and_sends_nothing(world):
     assert [a.status for a in result.actions if a.step.startswith("notice:")] == ["would"]
 
 
+def test_monitor_mode_holds_notices_by_the_contact_policy_as_live_would_send_them(world, fake_stripe):
+    w = usage_world(world, mode="monitor", contact={"max_per_week": 3, "min_gap": "36h"})
+    _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
+    for hours, usage in ((0, 4000), (6, 6000), (12, 8500), (48, 8500)):   # 60%, 80%, 105%, 105%
+        fake_stripe.set_usage(sub, usage)
+        w.tick(T0 + hours * HOUR)
+    # the same plan as live (test_the_contact_policy_counts_notices...): 75% held by the gap, then superseded
+    assert w.notices("usage_alert") == {"usage_alert@50%": "would", "usage_alert@75%": "skipped",
+                                        "usage_alert@100%": "would"}
+
+
+def test_would_notices_still_useful_are_sent_once_when_the_config_goes_live(world):
+    import yaml
+
+    w = world(mode="monitor")
+    w.customer_with_card(email="still-due@example.com")                              # expires end of 12/2026
+    w.customer_with_card(exp=(11, 2026), period_end=utc(2026, 12, 10), email="expired@example.com")
+
+    def statuses():
+        return {(n["email"].split("@")[0], n["offset"]): n["status"] for n in w.ledger.db.query(
+            "SELECT n.*, c.email FROM notices n JOIN customers c ON c.id = n.customer_id")}
+
+    w.tick(T0)
+    w.tick(utc(2026, 11, 17, 9))             # the second card's 14d notice (it expires 2026-12-01)
+    w.tick(utc(2026, 11, 28, 9))             # ... and its 3d notice
+    w.tick(utc(2026, 12, 18, 9))             # the first card's 14d notice
+    assert w.subjects() == []
+    assert statuses() == {("still-due", "14d"): "would", ("still-due", "3d"): "pending",
+                          ("expired", "14d"): "would", ("expired", "3d"): "would"}
+    data = yaml.safe_load(w.config.path.read_text())
+    data["mode"] = "live"
+    w.config.path.write_text(yaml.safe_dump(data, sort_keys=False))
+    w.config = load_config(w.config.path)
+    result = w.tick(utc(2026, 12, 19, 9))
+    # The card not yet expired gets its 14d notice now, once; the expired card's are not sent late.
+    assert [r.rcpt_tos for r in w.smtp.received] == [["still-due@example.com"]]
+    assert [a.status for a in result.actions if a.step.startswith("notice:")] == ["done"]
+    w.tick(utc(2026, 12, 19, 10))
+    w.tick(utc(2026, 12, 20, 9))
+    assert len(w.smtp.received) == 1
+    assert statuses() == {("still-due", "14d"): "done", ("still-due", "3d"): "pending",
+                          ("expired", "14d"): "would", ("expired", "3d"): "would"}
+    w.tick(utc(2026, 12, 29, 9))             # the 3d notice on its own day, as usual
+    assert len(w.smtp.received) == 2
+
+
 # -- what people see ---------------------------------------------------------------------------------------------
 
 
@@ -293,9 +380,9 @@ def test_status_lists_notices_due_in_the_next_14_days_and_customer_show_tells_th
     assert missing.exit_code == 2 and "no customer cus_nobody" in missing.output
 
 
-def test_report_pre_dunning_section(world, fake_stripe):
-    from tests.helpers import cli
-
+def _predunning_history(world, fake_stripe):
+    """One of each notice and what followed: a card updated after its notice, a reminded yearly renewal paid at
+    once beside two monthly renewals that failed, a usage alert and a large-charge heads-up whose invoice failed."""
     w = world(**{"notices.usage.expected": {"usd": 10000}})
     _, pm, _ = w.customer_with_card(email="updates@example.com")                       # card expiry notice
     yearly_cus, _, yearly = w.customer_with_card(exp=(12, 2030), interval="year", period_end=utc(2026, 11, 20),
@@ -316,18 +403,78 @@ def test_report_pre_dunning_section(world, fake_stripe):
     w.tick(utc(2026, 12, 18, 10))
     fake_stripe.card_automatically_updated(pm, exp_year=2031, at=utc(2026, 12, 20))
     w.tick(utc(2026, 12, 20, 9))
+    return w
+
+
+NBSP = "\u00a0"
+SECTION = {"cards updated before expiry, after a notice": f"1{NBSP}of{NBSP}1 (100%)",
+           "renewals paid at first attempt, after a reminder": f"1{NBSP}of{NBSP}1 (100%)",
+           "renewals paid at first attempt, no reminder (comparison)": f"0{NBSP}of{NBSP}2 (0%)",
+           "of those, invoices that then failed": f"1{NBSP}of{NBSP}1 (100%)"}
+
+
+def test_report_pre_dunning_section(world, fake_stripe):
+    import re
+
+    from tests.helpers import cli
+
+    w = _predunning_history(world, fake_stripe)
     report = cli(w.config.path, "report", "--now", "2026-12-21T00:00:00Z")
     assert report.exit_code == 0, report.output
-    lines = {cells[1].strip(): cells[2] for line in report.output.splitlines()
-             if len(cells := line.split("│")) == 4}
     text = report.output
-    assert "Pre-dunning" in text
-    assert "notices sent: card_expiring" in text and "notices sent: upcoming_renewal" in text
-    assert "1 of 1 (100%)" in lines["cards updated after an expiry notice, before the expiry"]
-    assert "1 of 1 (100%)" in lines["renewals paid on the first attempt, after a reminder"]
-    assert "0 of 2 (0%)" in lines["renewals paid on the first attempt, no reminder (comparison)"]
-    assert "1 of 1 (100%)" in lines["of those, invoices that then failed"]
-    assert "a comparison, not a causal claim" in text
+    section = text[text.index("Pre-dunning"):]
+    lines = dict(cells for line in section.splitlines() if len(cells := re.split(r"\s{2,}", line.strip())) == 2)
+    assert lines["notices sent: card_expiring"] == "1" and lines["notices sent: upcoming_renewal"] == "1"
+    assert {name: lines[name] for name in SECTION} == SECTION
+    assert "a comparison, not a causal claim" in " ".join(section.split())
+    assert text.count("Pre-dunning") == 1
+    narrow = cli(w.config.path, "report", "--now", "2026-12-21T00:00:00Z", env={"COLUMNS": "60"}).output
+    narrow = narrow[narrow.index("Pre-dunning"):]
+    assert all(value in narrow for value in SECTION.values())      # a metric's name may be cut, a value never
+
+
+def test_the_pre_dunning_section_is_in_every_report_format(world, fake_stripe, tmp_path):
+    import csv
+    import io
+    import json
+
+    from tests.helpers import cli
+
+    w = _predunning_history(world, fake_stripe)
+
+    def report(*args):
+        got = cli(w.config.path, "report", "--now", "2026-12-21T00:00:00Z", "--since", "2026-11-01", *args)
+        assert got.exit_code == 0, got.output
+        return got.output
+
+    data = json.loads(report("--format", "json"))["predunning"]
+    assert data["sent_by_kind"] == {"card_expiring": 1, "upcoming_renewal": 1, "usage_alert": 1, "large_charge": 1}
+    assert (data["expiry_notices"], data["cards_updated_before_expiry"]) == (1, 1)
+    assert (data["renewals_reminded"], data["renewals_reminded_paid_first_attempt"]) == (1, 1)
+    assert (data["renewals_not_reminded"], data["renewals_not_reminded_paid_first_attempt"]) == (2, 0)
+    assert (data["large_charge_heads_ups"], data["large_charge_invoices_failed"]) == (1, 1)
+    assert data["since"] == "2026-11-01T00:00:00Z" and data["until"] is None
+    assert "not a causal claim" in data["comparison_note"]
+
+    rows = [r for r in csv.DictReader(io.StringIO(report("--format", "csv"))) if r["dimension"] == "predunning"]
+    values = {r["key"]: int(r["value"]) for r in rows}
+    assert values["sent_card_expiring"] == 1 and values["sent_large_charge"] == 1
+    assert values["renewals_not_reminded"] == 2 and values["large_charge_invoices_failed"] == 1
+    assert all(r["filter"] == "" and r["currency"] == "" for r in rows)
+
+    md = report("--format", "md")
+    section = md[md.index("## Pre-dunning"):]
+    for name, value in SECTION.items():
+        assert f"| {name} | {value} |" in section.replace("|   of", "| of")
+    assert "a comparison, not a causal claim" in section
+
+    page = tmp_path / "report.html"
+    report("--format", "html", "-o", str(page))
+    html = page.read_text()
+    part = html[html.index('id="table-predunning"'):]
+    assert "<h2>Pre-dunning: notices before a payment failed</h2>" in part
+    assert "renewals paid at first attempt, no reminder (comparison)" in part
+    assert f"<td data-label=\"Value\">0{NBSP}of{NBSP}2 (0%)</td>" in part and "a comparison, not a causal claim" in part
 
 
 def test_an_idle_tick_reads_notices_through_their_indexes(tmp_path):

@@ -60,7 +60,8 @@ def test_renewal_reminder_matches_yearly_plans_or_large_amounts(interval, amount
 
 
 def test_usage_expected_is_the_mean_of_three_paid_invoices():
-    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False})
+    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
+                           usage={"thresholds": [50, 75, 100], "pace": False})
     preview = {"amount_due": 7600, "currency": "usd", "period_end": "2027-01-15T00:00:00Z", "lines": []}
     plans = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000, 9000, 11000)), config, NOW,
                          preview).plans
@@ -103,3 +104,77 @@ def test_a_missing_notice_template_is_refused_at_load_and_check_renders_them(tmp
     broken.unlink()
     result = cli(path, "check")
     assert result.exit_code == 2 and "unknown template 'usage-alert'" in result.output
+
+
+def _notice(id, kind, offset, status, due_at, period="2026-12", **data):
+    return {"id": id, "kind": kind, "object_id": "pm_1" if kind == "card_expiring" else "sub_1", "period": period,
+            "offset": offset, "status": status, "due_at": due_at, "data": json.dumps(data)}
+
+
+CARD = {"card": {"expires_at": "2027-01-01T00:00:00Z"}}
+USAGE = {"usage": {"period_end": "2026-12-31T00:00:00Z"}}
+
+
+@pytest.mark.parametrize("notices, reopened", [
+    # still useful: the latest `would` of its group, once
+    ([_notice(1, "card_expiring", "14d", "would", "2026-11-17T00:00:00Z", **CARD)], [1]),
+    ([_notice(1, "card_expiring", "14d", "would", "2026-11-17T00:00:00Z", **CARD),
+      _notice(2, "card_expiring", "3d", "would", "2026-11-28T00:00:00Z", **CARD)], [2]),
+    # the card has expired, or a later one of the group was sent already
+    ([_notice(1, "card_expiring", "3d", "would", "2026-11-28T00:00:00Z",
+              card={"expires_at": "2026-12-01T00:00:00Z"})], []),
+    ([_notice(1, "card_expiring", "14d", "would", "2026-11-17T00:00:00Z", **CARD),
+      _notice(2, "card_expiring", "3d", "done", "2026-11-28T00:00:00Z", **CARD)], []),
+    # a renewal not yet renewed; one already renewed
+    ([_notice(1, "upcoming_renewal", "7d", "would", "2026-11-25T00:00:00Z", period="2026-12-02T00:00:00Z")], [1]),
+    ([_notice(1, "upcoming_renewal", "7d", "would", "2026-11-24T00:00:00Z", period="2026-12-01T00:00:00Z")], []),
+    # usage: the highest alert of the period, only while the period runs
+    ([_notice(1, "usage_alert", "75%", "would", "2026-11-20T00:00:00Z", period="2026-12-31T00:00:00Z", **USAGE),
+      _notice(2, "usage_alert", "100%", "would", "2026-11-25T00:00:00Z", period="2026-12-31T00:00:00Z", **USAGE)],
+     [2]),
+    ([_notice(1, "usage_alert", "100%", "would", "2026-11-25T00:00:00Z", period="2026-11-30T00:00:00Z",
+              usage={"period_end": "2026-11-30T00:00:00Z"})], []),
+])
+def test_would_notices_reopened_when_the_config_goes_live(notices, reopened):
+    from dunctl.notices.planner import reopen_after_monitor
+
+    assert reopen_after_monitor(notices, NOW) == reopened
+
+
+def _pace_preview(fee: int, metered_so_far: int) -> dict:
+    """A monthly period from 2026-11-15 to 2026-12-15: NOW (2026-12-01 12:00) is 55% through it."""
+    return {"amount_due": fee + metered_so_far, "currency": "usd", "period_start": "2026-11-15T00:00:00Z",
+            "period_end": "2026-12-15T00:00:00Z",
+            "lines": [{"amount": fee, "metered": False}, {"amount": metered_so_far, "metered": True}]}
+
+
+@pytest.mark.parametrize("metered_so_far, alerts", [
+    (3300, []),                                   # usual pace: projects to 4000 + 6000 = 100% of usual
+    (5500, []),                                   # projects to 14000: 140%, below the first threshold
+    (6600, [("150%", "pending")]),                # projects to 16000: 160%
+    (9900, [("150%", SKIPPED), ("200%", "pending")]),   # projects to 22000: 220%, only the highest is sent
+    (17600, [("150%", SKIPPED), ("200%", "pending"), ("x3", "pending")]),   # projects to 36000: the heads-up too
+])
+def test_usage_alerts_go_only_to_usage_running_ahead_of_its_usual_pace(metered_so_far, alerts):
+    """The shipped defaults: thresholds [150, 200] % of the usual charge, on the charge projected to the end of
+    the period. Usual charge: 10000 (a 4000 fee + 6000 of usage)."""
+    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False})
+    decision = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000, 10000, 10000)), config, NOW,
+                            _pace_preview(4000, metered_so_far))
+    assert [(p.offset, p.status) for p in decision.plans] == alerts
+    for plan in decision.plans:
+        assert plan.data["usage"]["amount"] == 4000 + metered_so_far            # what was used so far
+        assert plan.data["usage"]["projected"] == 4000 + round(metered_so_far / 0.55)
+
+
+def test_before_a_quarter_of_the_period_only_the_running_amount_counts():
+    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False})
+    early = {"amount_due": 6000, "currency": "usd", "period_start": "2026-11-28T00:00:00Z",   # 12% through
+             "period_end": "2026-12-28T00:00:00Z",
+             "lines": [{"amount": 4000, "metered": False}, {"amount": 2000, "metered": True}]}
+    busy_first_days = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000,) * 3), config, NOW, early)
+    assert busy_first_days.plans == []            # 2000 in 12% of the period would project to 207%: not yet
+    early["amount_due"], early["lines"][1]["amount"] = 21000, 17000
+    already = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000,) * 3), config, NOW, early)
+    assert [(p.offset, p.status) for p in already.plans] == [("150%", SKIPPED), ("200%", "pending")]   # reached
+    assert NoticesConfig(enabled=True, usage={"pace": False}).usage.thresholds == [150, 200]

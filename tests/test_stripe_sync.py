@@ -197,6 +197,52 @@ def test_steady_state_sync_is_one_request(fake_stripe, gateway, ledger):
     assert [b.events for b in batches] == [0]
 
 
+def test_the_events_request_lists_every_type_sync_handles_within_stripes_limit_of_20():
+    import inspect
+    import re
+
+    from dunctl.stripe_gateway import FAILURE_EVENTS, MAX_EVENT_TYPES
+
+    assert len(EVENT_TYPES) == len(set(EVENT_TYPES)) <= MAX_EVENT_TYPES == 20
+    source = inspect.getsource(StripeGateway._from_events)
+    named = set(re.findall(r'"((?:invoice|customer|payment_method|charge|mandate)\.[a-z_.]*[a-z])"', source))
+    named |= FAILURE_EVENTS
+    assert named - set(EVENT_TYPES) == set()               # nothing sync handles is filtered out by Stripe
+    prefixes = ("invoice.", "customer.subscription.")       # handled by prefix: `kind.startswith(...)`
+    assert [t for t in EVENT_TYPES if t not in named and not t.startswith(prefixes)] == []   # no wasted slot
+    assert "payment_method.attached" in EVENT_TYPES and "invoice.payment_succeeded" not in EVENT_TYPES
+
+
+def test_invoice_paid_alone_records_every_payment_in_band_or_out_of_band(fake_stripe, gateway, ledger):
+    by_card = fake_stripe.fail_invoice(at=T0, email="a@example.com")
+    by_wire = fake_stripe.fail_invoice(at=T0, email="b@example.com")
+    run_sync(ledger, gateway, T0 + HOUR)
+    fake_stripe.customer_pays(by_card, at=T0 + 2 * HOUR)
+    fake_stripe.customer_pays(by_wire, at=T0 + 3 * HOUR, out_of_band=True)
+    # As Stripe: invoice.payment_succeeded only for the payment attempt; invoice.paid for both.
+    kinds = [(e["type"], e["data"]["object"]["id"]) for e in fake_stripe.events if e["type"].startswith("invoice.pa")]
+    assert ("invoice.payment_succeeded", by_wire) not in kinds and ("invoice.paid", by_wire) in kinds
+    assert ("invoice.payment_succeeded", by_card) in kinds and ("invoice.paid", by_card) in kinds
+    run_sync(ledger, gateway, T0 + 4 * HOUR)
+    assert (invoice_row(ledger, by_card)["paid_at"], invoice_row(ledger, by_wire)["paid_at"]) == \
+        ("2026-11-02T11:00:00Z", "2026-11-02T12:00:00Z")
+
+
+def test_a_card_attached_is_stored_with_its_expiry_before_it_becomes_the_default(fake_stripe, gateway, ledger):
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    run_sync(ledger, gateway, T0 + HOUR)
+    cus = invoice_row(ledger, invoice_id)["customer_id"]
+    spare = fake_stripe.add_payment_method(cus, last4="0005", exp_month=3, exp_year=2027, default=False,
+                                           at=T0 + 2 * HOUR)
+    fake_stripe.reset_counts()
+    run_sync(ledger, gateway, T0 + 3 * HOUR)
+    assert fake_stripe.count() == 1                        # still one events request
+    method = ledger.payment_method(spare)
+    assert (method["customer_id"], method["last4"], method["exp_month"], method["exp_year"]) == \
+        (cus, "0005", 3, 2027)
+    assert not [s for s in ledger.pending_signals() if s.payment_method_id == spare]   # not used until default
+
+
 def test_resume_after_a_crash_mid_events(fake_stripe, gateway, ledger):
     run_sync(ledger, gateway, T0)                                # empty account: cursor by time
     ids = [fake_stripe.fail_invoice(at=T0 + n * timedelta(minutes=1), email=f"c{n}@example.com")

@@ -23,10 +23,10 @@ from dunctl.cli.common import (
     open_ledger,
     out,
 )
-from dunctl.cli.fit import Column, dropped_note, fit, fitted_table
+from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
-from dunctl.cli.predunning import write_predunning
+from dunctl.notices.report import predunning_section
 from dunctl.report import (
     DIMENSIONS,
     Headline,
@@ -97,8 +97,9 @@ def report(
         return
     result = build_report(ledger, ledger_now(ledger, now), period, by, window,
                           active_subscriptions=active_subscriptions)
+    # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
+    result.predunning = predunning_section(ledger, period.since, period.until)
     write(result, fmt, output)
-    write_predunning(ledger, period, fmt, output)   # dunctl/notices: notices sent and what followed
 
 
 def _instant(text: str | None, option: str):
@@ -162,7 +163,11 @@ def _rich(table: Table, width: int) -> tuple[RichTable, str]:
         columns = [columns[0]] + columns[2:]
         rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
     headers = [SHORT_HEADERS.get(column, column) for column in columns]
+    # A metric / value table (headline, pre-dunning) on a narrow terminal: the metric's name may end in an
+    # ellipsis, its value never.
+    label_floor = COMFORTABLE if len(headers) == 2 else None
     specs = [Column(header, priority=0 if i == 0 else DROP_ORDER.get(header, 0),
+                    shrink_to=label_floor if i == 0 else None,
                     justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
     cells = [[Text(cell) for cell in row] for row in rows]
     fitted = fit(specs, cells, width)

@@ -537,6 +537,27 @@ class Ledger:
             actions=[ActionRecord.from_row(a) for a in self.actions(case_id)],
             contacts=contacts)
 
+    def refreshed(self, bundle: CaseBundle, contacts_since: datetime | None = None,
+                  contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
+        """`bundle` after its case's effects ran, read again where a tick's effects write: the case, its actions,
+        its invoice (rebuilt only when the row changed) and the customer's recent messages. The customer and
+        subscription records are kept: only a sync changes them, and none runs between planning a batch and
+        scheduling it."""
+        from dataclasses import replace
+
+        from dunctl.ledger.records import ActionRecord, InvoiceRecord
+
+        case = self.case_record(bundle.case.id)
+        if case is None:
+            return None
+        invoice_row = self.invoice(case.invoice_id)
+        invoice = bundle.invoice if bundle.invoice is not None and invoice_row == bundle.invoice.row \
+            else InvoiceRecord.from_row(invoice_row)
+        contacts = () if contacts_since is None else tuple(
+            self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
+        return replace(bundle, case=case, invoice=invoice, contacts=contacts,
+                       actions=[ActionRecord.from_row(a) for a in self.actions(case.id)])
+
     def customer_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
                           ) -> list[datetime]:
         """When the customer was sent a message (across all its cases) since `since`: one entry per delivery,
@@ -548,8 +569,8 @@ class Ledger:
                   AND a.finished_at >= ?
                 GROUP BY coalesce(a.message_ref, a.id) ORDER BY 1""", [customer_id, *statuses, iso(since)])
         sent = [from_iso(row[0]) for row in rows]
-        if "done" in statuses:   # pre-dunning notices count toward the same contact policy
-            sent += self.notice_contacts(customer_id, since)
+        # Pre-dunning notices count toward the same contact policy (in monitor mode their `would` too, as steps')
+        sent += self.notice_contacts(customer_id, since, statuses)
         return sorted(sent)
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
@@ -846,11 +867,25 @@ class Ledger:
         self.conn.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
                         [notice_id])
 
-    def notice_contacts(self, customer_id: str, since: datetime) -> list[datetime]:
+    def would_notice_groups(self) -> list[dict]:
+        """Every notice of a (kind, object, period) that monitor mode recorded as `would`, for the switch to live
+        (once per switch: not a tick's cost)."""
+        return list(self.rows(
+            """SELECT n.* FROM notices n WHERE EXISTS (SELECT 1 FROM notices w WHERE w.status = 'would'
+                 AND w.kind = n.kind AND w.object_id = n.object_id AND w.period = n.period) ORDER BY n.id"""))
+
+    def reopen_notice(self, notice_id: int, now: datetime, detail: str) -> None:
+        """A `would` notice to be sent for real by the next executor run (the config switched to live)."""
+        self.conn.execute("UPDATE notices SET status = 'pending', next_due_at = ?, finished_at = NULL, detail = ? "
+                          "WHERE id = ? AND status = 'would'", [iso(now), detail, notice_id])
+
+    def notice_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
+                        ) -> list[datetime]:
         """When the customer was sent a pre-dunning notice since `since` (for the contact policy)."""
+        marks = ", ".join("?" for _ in statuses)
         return [from_iso(row[0]) for row in self.conn.execute(
-            "SELECT finished_at FROM notices WHERE customer_id = ? AND status = 'done' AND finished_at >= ? "
-            "ORDER BY finished_at", [customer_id, iso(since)])]
+            f"SELECT finished_at FROM notices WHERE customer_id = ? AND status IN ({marks}) AND finished_at >= ? "
+            "ORDER BY finished_at", [customer_id, *statuses, iso(since)])]
 
     def supersede_usage_alerts(self, subscription_id: str, period: str, top: str, now: datetime) -> None:
         """Usage alerts of a period still waiting (quiet hours, contact policy) when a higher threshold is crossed:

@@ -77,7 +77,14 @@ class LargeCharge(_Strict):
 
 class Usage(_Strict):
     enabled: bool = True
-    thresholds: list[int] = Field(default_factory=lambda: [50, 75, 100])
+    # Percent of the expected amount. With `pace` (the default) they apply to the charge projected to the period's
+    # end at the pace so far, so a customer using what they usually use gets no alert; without it, to the running
+    # amount (every metered customer then crosses 50/75/100% of a usual period every period).
+    thresholds: list[int] = Field(default_factory=lambda: [150, 200])
+    pace: bool = True
+    # No projection before this share (%) of the period has passed: too early to tell a pace, so until then
+    # only the running amount itself counts.
+    min_elapsed: int = Field(25, ge=0, le=100)
     # Expected amount per period when a subscription has no three paid invoices to average, per currency.
     expected: dict[str, int] = Field(default_factory=dict)
     check_every: timedelta = Field(default_factory=lambda: timedelta(hours=6))
@@ -96,7 +103,7 @@ class Usage(_Strict):
     @classmethod
     def _percentages(cls, value: list[int]) -> list[int]:
         if not value or any(not 1 <= t <= 1000 for t in value):
-            raise ValueError("thresholds are percentages of the expected amount, 1 to 1000, e.g. [50, 75, 100]")
+            raise ValueError("thresholds are percentages of the expected amount, 1 to 1000, e.g. [150, 200]")
         return sorted(set(value))
 
 

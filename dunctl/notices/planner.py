@@ -173,18 +173,40 @@ def expected_amount(subject: dict, config: NoticesConfig, currency: str) -> tupl
     return None, "no three paid invoices and no usage.expected for " + currency
 
 
+def projected_charge(preview: dict, at: datetime, min_elapsed: int) -> tuple[int, float | None]:
+    """(the upcoming invoice's amount at the period's end if usage goes on at its pace so far, the share of the
+    period elapsed). The metered lines are extrapolated linearly, the rest (the next period's fee) is as it is.
+    Before `min_elapsed` % of the period, too early to tell a pace: the running amount itself."""
+    amount = preview["amount_due"]
+    start, end = from_iso(preview.get("period_start")), from_iso(preview.get("period_end"))
+    if start is None or end is None or end <= start:
+        return amount, None
+    elapsed = min(1.0, max(0.0, (at - start) / (end - start)))
+    if elapsed >= 1 or elapsed * 100 < min_elapsed:
+        return amount, elapsed
+    metered = sum(line.get("amount") or 0 for line in preview.get("lines") or [] if line.get("metered"))
+    return amount + max(0, round(metered / elapsed) - metered), elapsed
+
+
 def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -> list[NoticePlan]:
     sub = subject["subscription"]
     currency = preview["currency"]
     expected, basis = expected_amount(subject, config, currency)
     if not expected:
         return []
-    amount = preview["amount_due"]
+    rule = config.usage
+    running = preview["amount_due"]
+    # The usual month's usage crosses 50/75/100% of itself every month: with `pace`, thresholds apply to the
+    # charge projected to the period's end, so only usage running ahead of normal alerts.
+    checked = from_iso(sub.get("usage_checked_at")) or now
+    amount, elapsed = projected_charge(preview, checked, rule.min_elapsed) if rule.pace else (running, None)
     percent = amount * 100 / expected
     period = preview.get("period_end") or sub["current_period_end"]
-    data = {"usage": {"amount": amount, "currency": currency, "expected": expected, "basis": basis,
-                      "percent": round(percent), "period_start": preview.get("period_start"),
-                      "period_end": period, "lines": preview.get("lines") or []},
+    data = {"usage": {"amount": running, "projected": amount, "pace": rule.pace,
+                      "elapsed": None if elapsed is None else round(elapsed, 4), "currency": currency,
+                      "expected": expected, "basis": basis, "percent": round(percent),
+                      "period_start": preview.get("period_start"), "period_end": period,
+                      "lines": preview.get("lines") or []},
             "to": config.usage.to}
     plans = []
     # Every threshold crossed is planned each time (the ledger keeps the first of each key), so one already sent or
@@ -205,3 +227,35 @@ def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -
         plans.append(NoticePlan(LARGE_CHARGE, sub["id"], period, f"x{large.factor:g}", now,
                                 {**data, "usage": {**data["usage"], "factor": large.factor}}))
     return plans
+
+
+def still_useful_until(notice: dict) -> datetime | None:
+    """The moment after which a notice no longer helps: the card's expiry, the renewal, the usage period's end."""
+    data = json.loads(notice["data"]) if isinstance(notice.get("data"), str) else (notice.get("data") or {})
+    if notice["kind"] == CARD_EXPIRING:
+        return from_iso((data.get("card") or {}).get("expires_at"))
+    if notice["kind"] == UPCOMING_RENEWAL:
+        return from_iso(notice["period"])
+    return from_iso((data.get("usage") or {}).get("period_end") or notice["period"])
+
+
+def reopen_after_monitor(notices: list[dict], now: datetime) -> list[int]:
+    """Monitor mode recorded these notices as `would` (nothing sent). Now live, which to send for real, once: of
+    each (kind, object, period), the latest `would` whose moment has not passed, unless a later one of the group
+    was already sent (or may have been). The others stay `would`: a customer never gets a burst of late notices."""
+    groups: dict[tuple, list[dict]] = {}
+    for notice in notices:
+        groups.setdefault((notice["kind"], notice["object_id"], notice["period"]), []).append(notice)
+    reopen = []
+    for group in groups.values():
+        would = [n for n in group if n["status"] == "would"]
+        if not would:
+            continue
+        latest = max(would, key=lambda n: (n["due_at"], n["id"]))
+        until = still_useful_until(latest)
+        if until is None or until <= now:
+            continue
+        if any(n["status"] in ("done", "claimed", "unknown") and n["due_at"] >= latest["due_at"] for n in group):
+            continue
+        reopen.append(latest["id"])
+    return sorted(reopen)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from dunctl.clock import iso
 from dunctl.ledger import Ledger
+from dunctl.notices import KINDS
 
 COMPARISON_NOTE = ("a comparison, not a causal claim: reminded renewals are the plans `upcoming_renewal.when` "
                    "selects (yearly, large), which differ from the others in more than the reminder")
@@ -18,6 +19,8 @@ RENEWAL_WINDOW_DAYS = 3   # a renewal invoice belongs to the period that ended w
 
 @dataclass
 class PreDunning:
+    since: str | None = None                 # notices sent at or after this (UTC), None: from the start
+    until: str | None = None                 # ... and before this, None: up to now
     sent_by_kind: dict[str, int] = field(default_factory=dict)
     expiry_notices: int = 0                  # cards sent at least one expiry notice
     cards_updated_before_expiry: int = 0     # ... then updated or replaced after the notice, before the expiry
@@ -33,19 +36,40 @@ class PreDunning:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def anything(self) -> bool:
+        """Whether the human formats show the section: a notice was sent or a renewal reminded in the period."""
+        return bool(self.sent_by_kind) or bool(self.renewals_reminded)
+
+    def period_text(self) -> str:
+        if not self.since and not self.until:
+            return "all notices in the ledger"
+        return f"notices sent from {self.since or 'the start'} to before {self.until or 'now'}"
+
+    def metrics(self) -> list[tuple[str, int]]:
+        """(name, count) for machine formats: every kind (0 when none was sent), then every figure."""
+        rows = [(f"sent_{kind}", self.sent_by_kind.get(kind, 0)) for kind in KINDS]
+        rows += [(name, getattr(self, name)) for name in (
+            "expiry_notices", "cards_updated_before_expiry", "renewals_reminded",
+            "renewals_reminded_paid_first_attempt", "renewals_not_reminded",
+            "renewals_not_reminded_paid_first_attempt", "usage_alerts", "large_charge_heads_ups",
+            "large_charge_invoices_failed")]
+        return rows
+
     def rows(self) -> list[tuple[str, str]]:
         def share(part: int, whole: int) -> str:
-            return f"{part} of {whole} ({part / whole:.0%})" if whole else "-"
+            # "1,653 of 2,018" never breaks inside (a phone's narrow column); it may before the percentage.
+            return f"{part:,}\u00a0of\u00a0{whole:,} ({part / whole:.0%})" if whole else "-"
 
-        rows = [(f"notices sent: {kind}", str(n)) for kind, n in sorted(self.sent_by_kind.items())]
-        rows += [("cards updated after an expiry notice, before the expiry",
+        rows = [(f"notices sent: {kind}", f"{n:,}") for kind, n in sorted(self.sent_by_kind.items())]
+        rows += [("cards updated before expiry, after a notice",
                   share(self.cards_updated_before_expiry, self.expiry_notices)),
-                 ("renewals paid on the first attempt, after a reminder",
+                 ("renewals paid at first attempt, after a reminder",
                   share(self.renewals_reminded_paid_first_attempt, self.renewals_reminded)),
-                 ("renewals paid on the first attempt, no reminder (comparison)",
+                 ("renewals paid at first attempt, no reminder (comparison)",
                   share(self.renewals_not_reminded_paid_first_attempt, self.renewals_not_reminded)),
-                 ("usage alerts sent", str(self.usage_alerts)),
-                 ("large-charge heads-ups sent", str(self.large_charge_heads_ups)),
+                 ("usage alerts sent", f"{self.usage_alerts:,}"),
+                 ("large-charge heads-ups sent", f"{self.large_charge_heads_ups:,}"),
                  ("  of those, invoices that then failed",
                   share(self.large_charge_invoices_failed, self.large_charge_heads_ups))]
         return rows
@@ -66,7 +90,7 @@ def predunning_section(ledger: Ledger, since=None, until=None) -> PreDunning:
     """Notices sent in [since, until) and what followed them."""
     db = ledger.db
     where, params = _between("n.finished_at", since, until)
-    result = PreDunning()
+    result = PreDunning(since=iso(since) if since else None, until=iso(until) if until else None)
     for kind, count in db.execute(f"SELECT kind, count(*) FROM notices n WHERE status = 'done' AND {where} "
                                   "GROUP BY kind", params):
         result.sent_by_kind[kind] = count

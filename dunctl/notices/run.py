@@ -38,6 +38,19 @@ def mark_unknown(ctx: TickContext) -> None:
                       "sent and will not be re-sent")
 
 
+def reopen_would_notices(ctx: TickContext) -> int:
+    """Monitor -> live: the notices monitor mode recorded as `would` that are still useful are pending again, due
+    now, and go through the executor like any other (quiet hours, contact policy, re-check before sending). Call
+    inside a transaction."""
+    from dunctl.notices.planner import reopen_after_monitor   # loaded only on a switch to live
+
+    reopened = reopen_after_monitor(ctx.ledger.would_notice_groups(), ctx.now)
+    for notice_id in reopened:
+        ctx.ledger.reopen_notice(notice_id, ctx.now, "planned in monitor mode (would) and still useful when the "
+                                                     "config switched to live: sent once")
+    return len(reopened)
+
+
 def plan_changed(ctx: TickContext, result: TickResult) -> None:
     config = ctx.config.file.notices
     previews = 0
@@ -142,7 +155,8 @@ def _contact_hold(ctx: TickContext, customer_id: str, admitted: int):
     if policy is None:
         return None
     since = ctx.now - timedelta(days=7)
-    recent = ctx.ledger.customer_contacts(customer_id, since)   # dunning messages and notices alike
+    statuses = ("done", "would") if ctx.settings.monitor else ("done",)     # monitor plans as live would send
+    recent = ctx.ledger.customer_contacts(customer_id, since, statuses)   # dunning messages and notices alike
     recent += [ctx.now] * admitted
     if recent and ctx.now - recent[-1] < policy.min_gap:
         return recent[-1] + policy.min_gap, "contact policy: at least the minimum gap between messages"

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from dunctl.clock import from_iso
 from dunctl.config import Config
@@ -24,6 +25,9 @@ from dunctl.tick.channels import ChannelSet
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
 from dunctl.tick.effects import STEP, SYSTEM, Effect, idempotency_key
 from dunctl.tick.result import ActionReport, SyncResult, TickResult
+
+if TYPE_CHECKING:
+    from dunctl.ledger.records import CaseBundle
 
 CASES_PER_BATCH = 50
 RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment made meanwhile still stops them
@@ -137,14 +141,16 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
             resync()
             started = time.monotonic()
         effects: list[Effect] = []
+        planned: dict[int, CaseBundle] = {}
         with ledger.transaction():
             for case_id in ids:
-                effects += _plan_one(ctx, case_id, sequences, result)
+                effects += _plan_one(ctx, case_id, sequences, result, planned)
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
         with ledger.transaction():
             for case_id in ids:
-                schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+                schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences,
+                              planned=planned.get(case_id))
 
 
 def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
@@ -159,13 +165,15 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
     return chunks
 
 
-def _plan_one(ctx: TickContext, case_id: int, sequences, result: TickResult) -> list[Effect]:
+def _plan_one(ctx: TickContext, case_id: int, sequences, result: TickResult,
+              planned: dict[int, CaseBundle]) -> list[Effect]:
     from dunctl.planner import MISSED, SKIP
     from dunctl.tick.schedule import load_bundle, plan_case, system_effects
 
     bundle = load_bundle(ctx.ledger, case_id, ctx.settings, ctx.now)
     if bundle is None or not bundle.case.is_open:
         return []
+    planned[case_id] = bundle
     sequence = sequences(bundle)
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)
     decided = plan_case(bundle, sequence, ctx.settings, ctx.dunctl_retries, ctx.now)
@@ -219,7 +227,8 @@ def _settle_orphans(ledger: Ledger, now: datetime) -> None:
 
 
 def _on_mode_change(ctx: TickContext) -> None:
-    """Switching monitor <-> live changes what counts as finished (`would`): plan every open case again, once."""
+    """Switching monitor <-> live changes what counts as finished (`would`): plan every open case again, once,
+    and on the way to live reopen the `would` notices that are still useful."""
     previous = ctx.ledger.get_state("mode")
     if previous == ctx.mode:
         return
@@ -230,6 +239,10 @@ def _on_mode_change(ctx: TickContext) -> None:
         if previous is not None:
             for case_id in ctx.ledger.open_case_ids():
                 schedule_case(ctx.ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+        if previous == MONITOR and ctx.mode == LIVE:
+            from dunctl.notices.run import reopen_would_notices
+
+            reopen_would_notices(ctx)      # the same for pre-dunning notices, sent by the same executor
         ctx.ledger.set_state("mode", ctx.mode)
 
 
