@@ -183,7 +183,9 @@ class Driver:
     def __init__(self, config: Config, ledger: Ledger, account: SimulatedAccount, channels: ChannelSet):
         self.config, self.ledger, self.account, self.channels = config, ledger, account, channels
         self.personalised = personalised_templates(config)
-        self.ticks = self.actions = self.failed_actions = self.notices = 0
+        # messages: customer message steps done (a grouped email once per case it covers); Outcome.messages_sent
+        # counts deliveries instead.
+        self.ticks = self.actions = self.failed_actions = self.messages = self.notices = 0
         self.last_tick: datetime | None = None
         self._steps: dict[int, dict[str, dict]] = {}
 
@@ -213,6 +215,7 @@ class Driver:
                 self.notices += 1
                 self.account.notice_delivered(report.step[7:].split("@")[0], report.invoice_id, now)
             elif report.action in CUSTOMER_ACTIONS:
+                self.messages += 1
                 self._message(report.invoice_id, report.step, report.action, now)
             elif report.action == "escalate":
                 self.account.escalated(report.invoice_id, now)
