@@ -9,13 +9,20 @@ What the customers do is the simulation's model, fitted to this ledger where it 
 - **retries**: of the soft-declined cases retried at least once, the share a retry collected;
 - **messages**: of the cases that were sent at least one email or SMS, the share paid with a message as the
   last touch before payment (the report's attribution);
-- **unprompted**: of all cases, the share paid with no touch at all.
+- **unprompted**: of all cases, the share paid with no touch at all;
+- **timing**: the share of all cases recovered within 7 and 14 days. Fitted first, with the preset's shares:
+  replays with the customers' response delays scaled (x2, x4, ... or x1/2, ...) until the by-day shares stop
+  coming closer to the ledger's, then halfway to either neighbour; the closest scale is kept
+  (`response_delay_scale`). It needs MIN_CASES recovered cases. Customers who act late also pay outside the
+  attribution window and after the ledger's clock, so the shares above are then measured on a replay with the
+  fitted timing, not the preset's.
 
-Each is measured twice: on the ledger, and on a replay of the ledger under its own config with the preset's
-values. The ratio (bounded to [1/4, 4]) scales the preset's parameters (retry_recoverable; email_response and
-sms_response; organic_daily_rate), so the model reproduces what this ledger saw under the config that produced
-it. Where a share rests on fewer than MIN_CASES cases the preset's value is kept, and the result says so. The
-share recovered by day 7, 14 and 30 is shown for the ledger and the fitted replay, as a check.
+Each share is measured twice: on the ledger, and on a replay of the ledger under its own config with the
+preset's values (and the fitted timing). The ratio (bounded to [1/4, 4]) scales the preset's parameters
+(retry_recoverable; email_response and sms_response; organic_daily_rate), so the model reproduces what this
+ledger saw under the config that produced it. Where a share rests on fewer than MIN_CASES cases the preset's
+value is kept, and the result says so. The share recovered by day 7, 14 and 30 is shown for the ledger, the
+unfitted preset and the fitted replay.
 
 The candidates then run on the same invoices with the same luck (the same seed and invoice ids): their
 differences from the baseline (the active config, replayed) are the configs' doing.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,13 +66,15 @@ MIN_CASES = 30
 SOFT = ("card_soft", "bank_soft", "unknown")
 BOUNDS = (0.25, 4.0)
 CHECK_DAYS = (7, 14, 30)
+TIMING_DAYS = (7, 14)
+TIMING_STEPS = 5               # at most this many doublings (or halvings) of the response delays
 
 
 @dataclass
 class Fit:
     """One fitted quantity: what the ledger showed, what the preset gave on the same invoices, and the result."""
 
-    quantity: str                 # retries | messages | unprompted
+    quantity: str                 # retries | messages | unprompted | timing
     parameters: list[str]
     cases: int                    # the denominator on the ledger
     observed: float | None        # the share on the ledger
@@ -85,7 +95,7 @@ class Backtest:
     seed: int
     preset: str
     fits: list[Fit]
-    check: dict[str, dict[str, float | None]]    # share recovered by day N: {"ledger": .., "replay": ..}
+    check: dict[str, dict[str, float | None]]    # share recovered by day N: {"ledger", "preset", "replay"}
     observed: Outcome                 # the ledger as it is
     baseline: Outcome                 # the active config, replayed with the fitted model
     candidates: list[Outcome] = field(default_factory=list)
@@ -258,14 +268,28 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
         before = shares(first, window)
     finally:
         first.close()
+    # 2. the timing: how many cases the ledger had recovered by day 7 and 14, with the preset's shares
+
+    def timed(scale: float, index: int) -> Shares:
+        _, trial = run(active, "timing", dataclasses.replace(prior, response_delay_scale=scale), index)
+        try:
+            return shares(trial, window)
+        finally:
+            trial.close()
+
+    timing, delay_scale, at_timing = _fit_timing(timed, seen, before, preset)
+    # 3. the shares, against a replay with the fitted timing (slower customers also pay outside the attribution
+    # window and after the ledger's clock, so they are measured where the timing is right)
     fits = [
-        _fit("retries", ["retry_recoverable"], seen.retried, seen.by_retry, before.by_retry, preset),
-        _fit("messages", ["email_response", "sms_response"], seen.messaged, seen.by_message, before.by_message,
+        _fit("retries", ["retry_recoverable"], seen.retried, seen.by_retry, at_timing.by_retry, preset),
+        _fit("messages", ["email_response", "sms_response"], seen.messaged, seen.by_message, at_timing.by_message,
              preset),
-        _fit("unprompted", ["organic_daily_rate"], seen.cases, seen.unprompted, before.unprompted, preset),
+        _fit("unprompted", ["organic_daily_rate"], seen.cases, seen.unprompted, at_timing.unprompted, preset),
+        timing,
     ]
-    model = fitted_assumptions(prior, fits)
-    # 2. the baseline: the active config, replayed with the fitted model
+    shares_fitted = fitted_assumptions(prior, [fit for fit in fits if fit is not timing])
+    model = dataclasses.replace(shares_fitted, response_delay_scale=delay_scale)
+    # 4. the baseline: the active config, replayed with the fitted model
     baseline, base_ledger = run(active, "baseline", model, 1)
     try:
         after = shares(base_ledger, window)
@@ -274,10 +298,11 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
     result = Backtest(
         ledger=str(active.ledger_path), since=iso(since), until=iso(until), cases=len(history), start=iso(start),
         end=iso(end), seed=seed, preset=preset, fits=fits,
-        check={f"recovered within {d} days": {"ledger": _round(seen.by_day[d]), "replay": _round(after.by_day[d])}
+        check={f"recovered within {d} days": {"ledger": _round(seen.by_day[d]), "preset": _round(before.by_day[d]),
+                                              "replay": _round(after.by_day[d])}
                for d in CHECK_DAYS},
         observed=observed, baseline=baseline)
-    # 3. the candidates, on the same invoices with the same luck
+    # 5. the candidates, on the same invoices with the same luck
     names = {"baseline"}
     for i, source in enumerate(candidates):
         name, config = variant_config(source, work)
@@ -291,6 +316,48 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
                                           baseline.recovered, baseline.failed_invoices, noun=""))
     result.warnings = _warnings(result)
     return result
+
+
+def _timing_error(replayed: Shares, seen: Shares) -> float:
+    return sum(((replayed.by_day[d] or 0) - (seen.by_day[d] or 0)) ** 2 for d in TIMING_DAYS)
+
+
+def _fit_timing(attempt, seen: Shares, before: Shares, preset: str) -> tuple[Fit, float, Shares]:
+    """The response-delay scale whose replay recovers as many cases by day 7 and 14 as the ledger did: from x1
+    (the preset's replay, `before`), doubling (customers slower than the model) or halving (faster) while the
+    by-day shares come closer, then halfway to either neighbour. `attempt(scale, index)` replays with that
+    scale. Returns the fit, the scale, and the chosen replay's shares."""
+    recovered = round((seen.by_day[CHECK_DAYS[-1]] or 0) * seen.cases)
+    parameters = ["response_delay_scale"]
+    observed = seen.by_day[TIMING_DAYS[0]]
+    if recovered < MIN_CASES:
+        return (Fit("timing", parameters, recovered, observed, before.by_day[TIMING_DAYS[0]], 1.0, False,
+                    f"kept the {preset} preset's value: {recovered} case(s) recovered, fewer than {MIN_CASES}"),
+                1.0, before)
+    # The model recovers more by day 7 than the ledger did: its customers are too quick, so slow them down.
+    factor = 2.0 if (before.by_day[TIMING_DAYS[0]] or 0) > (observed or 0) else 0.5
+    best = (_timing_error(before, seen), 1.0, before)
+    scale = 1.0
+    for step in range(TIMING_STEPS):
+        scale *= factor
+        trial = attempt(scale, 100 + step)
+        error = _timing_error(trial, seen)
+        if error >= best[0]:
+            break
+        best = (error, scale, trial)
+    for n, between in enumerate((best[1] * math.sqrt(2), best[1] / math.sqrt(2))):
+        trial = attempt(between, 150 + n)
+        error = _timing_error(trial, seen)
+        if error < best[0]:
+            best = (error, between, trial)
+    _, scale, got = best
+    scale = round(scale, 4)
+    shown = ", ".join(f"day {d}: ledger {seen.by_day[d]:.1%}, replay {got.by_day[d]:.1%}" for d in TIMING_DAYS)
+    return (Fit("timing", parameters, recovered, observed, got.by_day[TIMING_DAYS[0]], scale, True,
+                f"fitted from {recovered} cases recovered: customers' response delays x{scale:g}, the closest to "
+                f"the ledger's share of all cases recovered by day {' and '.join(map(str, TIMING_DAYS))} "
+                f"({shown}, with the {preset} preset's shares)"),
+            scale, got)
 
 
 def _round(value: float | None) -> float | None:

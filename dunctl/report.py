@@ -85,12 +85,26 @@ class DaysToRecovery:
 
 @dataclass
 class Churn:
-    """Subscriptions ended by exhausted dunning in the period / subscriptions active in the period."""
+    """Subscriptions ended by exhausted dunning in the period / subscriptions active in the period. The rate is
+    given only where the denominator is known (`denominator` says which it is); otherwise `active_subscriptions`
+    and `rate` are None and `unknown` says why and how to give it."""
 
     churned_subscriptions: int
-    active_subscriptions: int
+    active_subscriptions: int | None
     rate: float | None
     filter: dict
+    denominator: str | None = None    # what active_subscriptions counts, when known
+    unknown: str | None = None        # why there is no rate, and how to get one
+
+
+# Where the churn denominator comes from (issue 15): only these are the account's active subscriptions.
+GIVEN = "active subscriptions as given (--active-subscriptions)"
+SIMULATED = "subscriptions in the simulated book"
+SYNCED = ("subscriptions in the ledger not canceled before the period start: every active subscription was synced "
+          "(the pre-dunning backfill) and kept current by events")
+UNKNOWN = ("involuntary churn not computed: the number of active subscriptions is unknown (the ledger holds only "
+           "the subscriptions it has seen); pass --active-subscriptions N, or turn pre-dunning notices on so sync "
+           "lists every active subscription")
 
 
 @dataclass
@@ -217,7 +231,7 @@ _MEASURES = f"""sum(cases) AS cases,
 
 
 def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress: q.Progress,
-              rollup: bool) -> Headline:
+              rollup: bool, known: tuple[str, int | None] | None = None) -> Headline:
     """The headline from the cube (which must exist on `conn`)."""
     totals = _query(conn, f"SELECT {_MEASURES} FROM report_cube")[0]
     by_state = dict(conn.execute(
@@ -236,7 +250,7 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
         recovered=totals["recovered"], recovery_rate=_rate(totals["recovered"], totals["ended"]),
         ended_by_state=by_state, currencies=currencies,
         days_to_recovery=_days_to_recovery(conn, period, progress, rollup),
-        churn=_churn(conn, period, rollup), with_person=totals["with_person"], closed_by_person=totals["closed"],
+        churn=_churn(conn, period, rollup, known), with_person=totals["with_person"], closed_by_person=totals["closed"],
         filter=period.condition(), planned=q.planned_in_monitor_mode(conn))
 
 
@@ -270,11 +284,33 @@ def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: q.Prog
     return DaysToRecovery(n, _days(median), _days(progress.recovery_seconds / n), _days(values[math.ceil(0.9 * n)]))
 
 
-def _churn(conn: sqlite3.Connection, period: Period, rollup: bool) -> Churn:
-    churned, active = q.churn_counts(conn, period.span(), iso(period.since), rollup)
+def _churn(conn: sqlite3.Connection, period: Period, rollup: bool, known: tuple[str, int | None] | None) -> Churn:
+    """Churn over the denominator `known` names ((what, count); count None: count the ledger's subscriptions),
+    or churned subscriptions without a rate when it is None."""
+    churned, in_ledger = q.churn_counts(conn, period.span(), iso(period.since), rollup)
     bounds = period.condition().get("first_failed_at", {})
-    return Churn(churned, active, _rate(churned, active),
-                 {"churned": 1, **({"closed_at": bounds} if bounds else {})})
+    condition = {"churned": 1, **({"closed_at": bounds} if bounds else {})}
+    if known is None:
+        return Churn(churned, None, None, condition, unknown=UNKNOWN)
+    what, count = known
+    active = in_ledger if count is None else count
+    return Churn(churned, active, _rate(churned, active), condition, denominator=what)
+
+
+def churn_denominator(ledger: Ledger, active_subscriptions: int | None = None) -> tuple[str, int | None] | None:
+    """Where the churn denominator is known: given (--active-subscriptions N); the simulated book a demo ledger
+    records; or a ledger whose sync listed every active subscription (the pre-dunning backfill, done and current:
+    events keep it so afterwards), whose subscriptions then are the account's (count None: counted per period).
+    None: unknown. A ledger that synced only the subscriptions of failed invoices knows none of these."""
+    if active_subscriptions:
+        return GIVEN, active_subscriptions
+    simulation = ledger.get_state("simulation") or {}
+    if simulation.get("subscriptions"):
+        return SIMULATED, int(simulation["subscriptions"])
+    backfilled = ledger.get_state("billing_backfill_done")
+    if backfilled is not None and backfilled == (ledger.get_state("cursor") or {}).get("since"):
+        return SYNCED, None
+    return None
 
 
 def _breakdown_row(dimension: str, row: dict, conditions: dict, all_recovered: int,
@@ -329,8 +365,10 @@ def _recovery_curve(by_day: dict[int, int], cohort_cases: int) -> list[CurvePoin
 
 
 def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimensions: list[str] | None = None,
-                 attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW, rollup: bool = True) -> Report:
+                 attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW, rollup: bool = True,
+                 active_subscriptions: int | None = None) -> Report:
     """Compute the report for the cohort of `period` with the breakdowns named in `dimensions` (default all).
+    Involuntary churn is a rate only where its denominator is known (`churn_denominator`).
 
     From the rollups by default: the cost follows the number of groups, not of cases. `rollup=False` computes
     every figure by scanning the cases instead: the reference the rollups are tested against."""
@@ -340,7 +378,7 @@ def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimen
     progress = q.progress(conn, period.span(), rollup)
     q.create_cube(conn, period.span(), rollup)
     try:
-        headline = _headline(conn, period, now, progress, rollup)
+        headline = _headline(conn, period, now, progress, rollup, churn_denominator(ledger, active_subscriptions))
         breakdowns = {d: _breakdown(conn, d, period, headline.recovered) for d in dimensions if d in _CUBE_KEYS}
     finally:
         q.drop_cube(conn)
@@ -360,7 +398,7 @@ def headline(ledger: Ledger, now: datetime, period: Period = Period(), rollup: b
     progress = q.progress(conn, period.span(), rollup)
     q.create_cube(conn, period.span(), rollup)
     try:
-        return _headline(conn, period, now, progress, rollup)
+        return _headline(conn, period, now, progress, rollup, churn_denominator(ledger))
     finally:
         q.drop_cube(conn)
 

@@ -19,8 +19,19 @@ TITLES = {"segment": "By segment", "failure_type": "By failure type (at first fa
           "currency": "By currency", "cohort": "By cohort month of first failure"}
 KEY_NAMES = {"segment": "Segment", "failure_type": "Failure type", "sequence": "Sequence", "channel": "Channel",
              "currency": "Currency", "cohort": "Cohort"}
-CHURN_DENOMINATOR = ("subscriptions in the ledger not canceled before the period start (the ledger holds the "
-                     "subscriptions dunctl has synced)")
+
+
+def churn_cell(churn) -> str:
+    """The churn line: a rate over a known denominator, or what cannot be computed and how to give it."""
+    if churn.rate is None and churn.active_subscriptions is None:
+        return f"not computed ({churn.churned_subscriptions:,} cancelled): pass --active-subscriptions N"
+    return f"{percent(churn.rate)} ({churn.churned_subscriptions:,} of {churn.active_subscriptions:,} subscriptions)"
+
+
+def churn_note(churn) -> str:
+    if churn.denominator is None:
+        return f"Involuntary churn: {churn.unknown}."
+    return f"Involuntary churn: subscriptions cancelled by exhausted dunning in the period / {churn.denominator}."
 
 
 # -- cells ---------------------------------------------------------------------------------------------------------
@@ -80,8 +91,7 @@ def headline_rows(h: Headline) -> list[list[str]]:
     rows += [["Days to recovery, median", days(d.median)],
              ["Days to recovery, mean", days(d.mean)],
              ["Days to recovery, p90", days(d.p90)],
-             ["Involuntary churn", f"{percent(h.churn.rate)} ({h.churn.churned_subscriptions:,} of "
-                                   f"{h.churn.active_subscriptions:,} subscriptions)"],
+             ["Involuntary churn", churn_cell(h.churn)],
              ["Cases with a person", count(h.with_person)],
              ["Closed by a person", count(h.closed_by_person)]]
     if h.planned:
@@ -93,8 +103,7 @@ def tables(report: Report) -> list[Table]:
     h = report.headline
     result = [
         Table("headline", "Headline", ["Metric", "Value"], headline_rows(h),
-              f"Cohort: {period_text(h)}. Involuntary churn: subscriptions cancelled by exhausted dunning in the "
-              f"period / {CHURN_DENOMINATOR}."),
+              f"Cohort: {period_text(h)}. {churn_note(h.churn)}"),
         Table("currencies", "Money by currency (never added across currencies)",
               ["Currency", "Cases", "Ended", "Recovered", "At stake (ended)", "Recovered amount",
                "Rate by amount", "Revenue at risk"],
@@ -183,6 +192,7 @@ def csv_rows(report: Report) -> Iterator[dict]:
                ("days_to_recovery_median", d.median), ("days_to_recovery_mean", d.mean),
                ("days_to_recovery_p90", d.p90), ("churned_subscriptions", h.churn.churned_subscriptions),
                ("active_subscriptions", h.churn.active_subscriptions), ("involuntary_churn_rate", h.churn.rate),
+               ("involuntary_churn_denominator", h.churn.denominator or h.churn.unknown),
                ("attribution_window_seconds", report.attribution_window_seconds)]
     for name, value in metrics:
         yield {"dimension": "headline", "key": name, "value": value,

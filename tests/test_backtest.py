@@ -68,14 +68,15 @@ def test_an_emptied_sequence_ranks_below_the_baseline(backtest):
 
 def test_it_says_what_it_fitted_and_from_how_many_cases(backtest):
     fits = {f.quantity: f for f in backtest.fits}
-    assert set(fits) == {"retries", "messages", "unprompted"}
+    assert set(fits) == {"retries", "messages", "unprompted", "timing"}
     for fit in fits.values():
         if fit.fitted:
             assert f"fitted from {fit.cases} cases" in fit.why and fit.cases >= MIN_CASES
         else:
             assert f"kept the median preset's value: {fit.cases} case(s)" in fit.why or "none" in fit.why
     # the demo ran in the median preset's world: fitting it back changes little
-    assert all(0.6 <= f.scale <= 1.6 for f in fits.values())
+    assert all(0.6 <= f.scale <= 1.6 for f in fits.values() if f.quantity != "timing")
+    assert 0.5 <= fits["timing"].scale <= 2           # one doubling or halving at most
 
 
 def test_too_little_history_keeps_the_presets_values_and_warns(demo):
@@ -107,3 +108,38 @@ def test_cli_side_by_side_and_json(demo, tmp_path):
          "templates": {"dir": str(result.directory / "templates")}}))
     missing = runner.invoke(app, ["-c", str(no_ledger / "dunctl.yaml"), "simulate", "--from-ledger"])
     assert missing.exit_code == 2 and "no ledger at" in missing.output
+
+
+def test_a_ledger_whose_customers_pay_late_fits_a_slower_timing(tmp_path):
+    """A ledger built in a world where customers take twelve times as long to act: the backtest fits slower
+    response delays than the preset's, and its replay's share recovered by day 7 and 14 comes closer to the
+    ledger's than the unfitted preset's does."""
+    import dataclasses
+
+    from dunctl.ledger import Ledger
+    from dunctl.simulation.assumptions import preset_assumptions
+    from dunctl.simulation.demo import DEFAULT_START, RecordingChannels, prepare_demo, simulate_config
+
+    config_path = prepare_demo(tmp_path / "late")
+    # Pre-dunning notices off (they do not change when customers pay, and cost time); the top preset's customers,
+    # who respond more, so a small book has enough recoveries to fit from.
+    config_path.write_text(config_path.read_text().replace("notices:\n  enabled: true", "notices:\n  enabled: false"))
+    config = load_config(config_path)
+    slow = dataclasses.replace(preset_assumptions("top"), response_delay_scale=12.0)
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        _, driver = simulate_config(config, ledger, RecordingChannels(config, {}), name="late", customers=2000,
+                                    seed=5, start=DEFAULT_START, billing_days=25, follow_up_days=10,
+                                    assumptions=slow)
+    finally:
+        ledger.close()
+    result = run_backtest(config, [], tmp_path / "work", driver.last_tick, seed=5, preset="top")
+    timing = next(f for f in result.fits if f.quantity == "timing")
+    assert timing.fitted and timing.scale > 1, timing.why
+    assert f"fitted from {timing.cases} cases recovered" in timing.why
+    checks = [result.check[f"recovered within {days} days"] for days in (7, 14)]
+
+    def distance(column: str) -> float:    # what the fit minimises: the by-day shares' squared differences
+        return sum((check[column] - check["ledger"]) ** 2 for check in checks)
+
+    assert distance("replay") < distance("preset"), checks

@@ -203,8 +203,17 @@ def test_demo_simulate_and_report_print_the_same_recovery_rates(tmp_path):
             output, "recovered of ended cases")
     assert _row(report.output, "Recovered of all failed invoices").endswith(of_all)
     assert _row(report.output, "Recovered of ended cases").endswith(of_ended)
-    # involuntary churn has a denominator in a simulation: the book
-    assert "of 250 subscriptions" in _row(demo.output, "involuntary churn")
+    # involuntary churn has a denominator in a simulation: the book's subscriptions (some customers have add-ons),
+    # and the report on the demo's ledger knows it too
+    from dunctl.simulation.assumptions import preset_assumptions
+    from dunctl.simulation.demo import book_subscriptions
+    from dunctl.simulation.population import build_book
+
+    subscriptions = book_subscriptions(build_book(250, 4, preset_assumptions("median")))
+    assert subscriptions > 250
+    churned = data["churn"]["churned_subscriptions"]
+    assert f"{churned} of {subscriptions} subscriptions" in _row(demo.output, "involuntary churn")
+    assert f"({churned} of {subscriptions} subscriptions)" in _row(report.output, "Involuntary churn")
 
 
 def test_the_demo_says_which_preset_it_uses_and_the_median_recovers_less(tmp_path):

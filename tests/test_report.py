@@ -63,6 +63,11 @@ class Book:
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             [self.ids[name], step, action, action, status, finished_at, finished_at, f"{name}:{step}"])
 
+    def every_subscription_synced(self) -> None:
+        """What a sync with pre-dunning on records: it listed every active subscription (and events keep them)."""
+        self.ledger.set_state("cursor", {"phase": "events", "since": 1767225600})
+        self.ledger.set_state("billing_backfill_done", 1767225600)
+
     def subscription(self, sub_id: str, canceled_at: str | None = None) -> None:
         self.ledger.db.execute(
             "INSERT INTO subscriptions(id, customer_id, status, canceled_at) VALUES (?, 'cus_1', ?, ?)",
@@ -227,8 +232,9 @@ def test_headline_matches_hand_computed_figures_in_json(config, book):
     d = h["days_to_recovery"]
     assert d == {"recovered": 3, "median": 3.5, "mean": round((18000 + 302400 + 885600) / 3 / 86400, 4),
                  "p90": 10.25}
-    assert h["churn"]["churned_subscriptions"] == 1 and h["churn"]["active_subscriptions"] == 5
-    assert h["churn"]["rate"] == 0.2
+    # The ledger synced only the subscriptions of failed invoices: their count is not the account's, so no rate.
+    assert h["churn"]["churned_subscriptions"] == 1 and h["churn"]["active_subscriptions"] is None
+    assert h["churn"]["rate"] is None and "--active-subscriptions N" in h["churn"]["unknown"]
     assert (h["with_person"], h["closed_by_person"]) == (3, 1)
 
 
@@ -243,8 +249,9 @@ def test_headline_is_the_same_in_csv(config, book):
     metrics = {r["key"]: r["value"] for r in rows if r["dimension"] == "headline"}
     assert metrics["days_to_recovery_median"] == "3.5" and metrics["days_to_recovery_p90"] == "10.25"
     assert metrics["days_to_recovery_mean"] == "4.6528"
-    assert (metrics["churned_subscriptions"], metrics["active_subscriptions"]) == ("1", "5")
-    assert metrics["involuntary_churn_rate"] == "0.2" and metrics["closed_by_person"] == "1"
+    assert (metrics["churned_subscriptions"], metrics["active_subscriptions"]) == ("1", "")
+    assert metrics["involuntary_churn_rate"] == "" and metrics["closed_by_person"] == "1"
+    assert "--active-subscriptions N" in metrics["involuntary_churn_denominator"]
     assert metrics["open"] == "2"
 
 
@@ -254,7 +261,8 @@ HEADLINE_CELLS = [["Failed invoices", "9"], ["Recovered", "3"], ["Recovered amou
                   ["Recovery rate (amount, USD)", "59.6%"], ["Recovery rate (amount, EUR)", "100.0%"],
                   ["Revenue at risk now (USD)", "$70.00"], ["Revenue at risk now (EUR)", "€60.00"],
                   ["Days to recovery, median", "3.5 d"], ["Days to recovery, mean", "4.7 d"],
-                  ["Days to recovery, p90", "10.2 d"], ["Involuntary churn", "20.0% (1 of 5 subscriptions)"],
+                  ["Days to recovery, p90", "10.2 d"],
+                  ["Involuntary churn", "not computed (1 cancelled): pass --active-subscriptions N"],
                   ["Cases with a person", "3"], ["Closed by a person", "1"]]
 
 
@@ -374,7 +382,13 @@ def test_period_selects_the_cohort_by_first_failure_and_churn_by_when_it_happene
     h = data["headline"]
     assert (h["failed_invoices"], h["ended"], h["recovered"]) == (6, 4, 1)          # c4..c9
     assert h["since"] == "2026-04-01T00:00:00Z" and h["until"] == "2026-05-01T00:00:00Z"
-    # sub_5 was canceled before the period began: four subscriptions were active in it.
+    # Without a complete list of the account's subscriptions there is no rate; with one (pre-dunning's sync listed
+    # every active subscription), sub_5, canceled before the period began, leaves four active in it.
+    assert json.loads(run(config, "--format", "json", "--since", "2026-04-01"))["headline"]["churn"]["rate"] is None
+    book.every_subscription_synced()
+    data = json.loads(run(config, "--format", "json", "--since", "2026-04-01", "--until", "2026-05-01"))
+    h = data["headline"]
+    assert "every active subscription was synced" in h["churn"]["denominator"]
     assert (h["churn"]["churned_subscriptions"], h["churn"]["active_subscriptions"]) == (1, 4)
     assert h["churn"]["rate"] == 0.25
     march = json.loads(run(config, "--format", "json", "--since", "2026-03-01", "--until", "2026-04-01"))["headline"]

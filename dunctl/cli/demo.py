@@ -161,7 +161,8 @@ def outcome_table(outcomes: list[Outcome], title: str | None = None) -> Table:
     row("retries per recovered", [_num(o.retries_per_recovered) for o in outcomes])
     row("handed to people", [str(o.handed_to_people) for o in outcomes])
     row("involuntary churn (of the book)",
-        [f"{o.churned} of {o.customers} subscriptions ({_pct(o.involuntary_churn)})" if o.involuntary_churn is not None
+        [f"{o.churned} of {o.subscriptions or o.customers:,} subscriptions ({_pct(o.involuntary_churn)})"
+         if o.involuntary_churn is not None
          else f"{o.churned} cancelled (no rate: the number of subscriptions is unknown)" for o in outcomes])
     row("recovered by channel (last touch)", [_counts(o.recovered_by_channel) for o in outcomes])
     row("who collected (simulation only)", [_counts(o.collected_by) for o in outcomes])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import sys
 from enum import Enum
@@ -73,7 +72,8 @@ def report(
                                         "(csv, json lines, md or table), instead of the metrics.")] = False,
     active_subscriptions: Annotated[int | None, typer.Option(
         "--active-subscriptions", min=1, help="Subscriptions active in the period (Stripe's count): the "
-        "denominator of involuntary churn. Without it, churn is over the subscriptions in the ledger.",
+        "denominator of involuntary churn. Without it, churn is shown only where the ledger knows every active "
+        "subscription (a demo ledger; a sync that listed them all for pre-dunning).",
         show_default=False)] = None,
     now: NowOption = None,
     as_json: JsonOption = False,
@@ -95,11 +95,8 @@ def report(
     if cases:
         write_cases(case_listing(ledger, period, window), fmt, output)
         return
-    result = build_report(ledger, ledger_now(ledger, now), period, by, window)
-    if active_subscriptions:                         # a denominator the ledger cannot know (issue 15)
-        churn = result.headline.churn
-        result.headline.churn = dataclasses.replace(churn, active_subscriptions=active_subscriptions, rate=round(
-            churn.churned_subscriptions / active_subscriptions, 6))
+    result = build_report(ledger, ledger_now(ledger, now), period, by, window,
+                          active_subscriptions=active_subscriptions)
     # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
     result.predunning = predunning_section(ledger, period.since, period.until)
     write(result, fmt, output)

@@ -112,8 +112,8 @@ def render_backtest(result) -> None:
     for fit in result.fits:
         out.print(f"  {fit.quantity} ({', '.join(fit.parameters)}): {fit.why}", markup=False)
     out.print("Check, share of all failed invoices recovered: " + "; ".join(
-        f"{name}: ledger {_pct(v['ledger'])}, replay {_pct(v['replay'])}" for name, v in result.check.items()),
-        markup=False)
+        f"{name}: ledger {_pct(v['ledger'])}, preset {_pct(v.get('preset'))}, fitted replay {_pct(v['replay'])}"
+        for name, v in result.check.items()), markup=False)
     outcomes = [result.observed, result.baseline, *result.candidates]
     table = outcome_table(outcomes, title="Side by side (baseline: the active config, replayed)")
     by_arm = {c.arm: c for c in result.comparisons}

@@ -385,3 +385,14 @@ def planned_in_monitor_mode(conn: sqlite3.Connection) -> dict[str, int]:
     partial index, so a live ledger pays nothing for it."""
     return dict(conn.execute("SELECT action, count(*) FROM actions INDEXED BY actions_would WHERE status = 'would' "
                              "GROUP BY action ORDER BY action").fetchall())
+
+
+# -- messages ------------------------------------------------------------------------------------------------------
+
+
+def messages_delivered(conn: sqlite3.Connection) -> int:
+    """Emails and SMS dunning steps delivered, one per delivery: a grouped message covering several of one
+    customer's cases (one `message_ref`) counts once, as the customer received it."""
+    return conn.execute(
+        """SELECT count(DISTINCT coalesce(message_ref, 'action:' || id)) FROM actions
+           WHERE status = 'done' AND kind = 'step' AND action IN ('email', 'sms')""").fetchone()[0]

@@ -86,6 +86,8 @@ class _CustomerState:
     blocked_by: Decline | None = None          # a hard decline on the current method: every charge fails so
     method_changed_at: datetime | None = None  # when the customer (or the card updater) replaced the method
     methods: int = 1
+    last_charge: tuple[datetime, Decline | None] | None = None   # the latest renewal charge: when, how it failed
+    failed: list[str] = field(default_factory=list)              # invoices that failed, oldest first
 
 
 @dataclass
@@ -213,6 +215,16 @@ class SimulatedAccount:
         self._touch("payment_method", method.id)
         self._touch("subscription", p.subscription_id)
         self._schedule(self.start + p.anchor, "bill", p.subscription_id, 0)
+        for add_on in p.add_ons:
+            # Billed on the main plan's date, scheduled after it: the card is charged for the plan, then the add-on.
+            profile = dataclasses.replace(p, subscription_id=add_on.subscription_id, base_amount=add_on.base_amount,
+                                          usage_based=False, add_ons=(), plan=add_on.description)
+            subscription = Subscription(id=add_on.subscription_id, customer_id=p.id, status="active",
+                                        metadata={"plan": f"add-on: {add_on.description}", "interval": p.interval})
+            self._subscriptions[add_on.subscription_id] = _SubscriptionState(subscription, profile)
+            self._billing_terms(add_on.subscription_id, self.start + p.anchor, 0)
+            self._touch("subscription", add_on.subscription_id)
+            self._schedule(self.start + p.anchor, "bill", add_on.subscription_id, 0)
 
     def _new_method(self, customer_id: str, pm_id: str, method_type: str, brand: str | None, at, index: int):
         rng = self._rng("method", pm_id)
@@ -249,7 +261,7 @@ class SimulatedAccount:
             lines = [InvoiceLine("Platform fee", fee, 1), InvoiceLine("Metered usage", usage, None, metered=True)]
             amount = fee + usage
         else:
-            lines = [InvoiceLine(f"{p.tier.title()} plan ({p.interval}ly)", amount, 1)]
+            lines = [InvoiceLine(p.plan or f"{p.tier.title()} plan ({p.interval}ly)", amount, 1)]
         for line in lines:
             line.period_start, line.period_end = at, add_months(at, 12 if p.interval == "year" else 1)
         cust = self._customers[p.id]
@@ -257,13 +269,24 @@ class SimulatedAccount:
                                        subscription_id, lines)
         failure_rate = self._failure_rate(subscription_id, period, spike)
         attempt_at = at + timedelta(hours=1)
+        together = cust.last_charge is not None and cust.last_charge[0] == at
+        still = self._still_failing(cust, at)
         if cust.blocked_by is not None:
             decline = cust.blocked_by
         elif self._expired(cust.method, at):
             decline = card_decline("expired_card", cust.method.type)
+        elif together:
+            # Charged in the same minute as the customer's other subscription, on the same payment method: the
+            # issuer (or the bank) answers both the same way.
+            decline = cust.last_charge[1]
+        elif still is not None:
+            decline = still
         elif rng.random() < failure_rate:
             decline = self._draw_decline(rng, cust)
         else:
+            decline = None
+        cust.last_charge = (at, decline)
+        if decline is None:
             self._settle(invoice, attempt_at)
             return
         if decline.payment_method_type in BANK_METHOD_TYPES:
@@ -271,6 +294,19 @@ class SimulatedAccount:
             self._schedule(add_business_days(at, rng.randint(low, high)), "fail", invoice.id, decline)
         else:
             self._schedule(attempt_at, "fail", invoice.id, decline)
+
+    def _still_failing(self, cust: _CustomerState, at: datetime) -> Decline | None:
+        """The decline of the customer's earlier invoice that is still open and whose cause has not cleared (the
+        funds are not back): a renewal charged meanwhile fails the same way, so a monthly invoice fails again while
+        the previous one is in dunning."""
+        if not self.customers_respond:
+            return None
+        for invoice_id in reversed(cust.failed):
+            invoice, st = self._invoices[invoice_id], self._state[invoice_id]
+            if invoice.status == "open" and not st.disputed and invoice.decline is not None \
+                    and (st.clears_at is None or st.clears_at > at):
+                return invoice.decline
+        return None
 
     def _create_invoice(self, invoice_id: str, cust: _CustomerState, amount: int, currency: str, at: datetime,
                         subscription_id: str | None, lines: list[InvoiceLine]) -> Invoice:
@@ -315,6 +351,7 @@ class SimulatedAccount:
         self.stats.failed += 1
         st.failure_type = classify(decline)
         cust = self._customers[invoice.customer_id]
+        cust.failed.append(invoice_id)
         if st.failure_type in NEEDS_NEW_METHOD:
             cust.blocked_by = decline
         if not self.customers_respond:
@@ -476,6 +513,7 @@ class SimulatedAccount:
         if delay is None:
             hours = self.assumptions.response_delay_median_hours * math.exp(rng.gauss(0, 1.0))
             delay = timedelta(hours=min(hours, 24 * 7))
+        delay *= self.assumptions.response_delay_scale
         st.responding = True
         self._schedule(at + delay, "respond", invoice_id, source, st.messages)
 

@@ -55,6 +55,18 @@ class Assumptions:
     annual_months: int = _p(10, ESTIMATE, "an annual plan costs this many months (two months free)")
     fx_per_usd: dict = _p({"usd": 1.0, "eur": 0.92, "gbp": 0.79, "jpy": 150.0}, ESTIMATE,
                           "rough exchange rates used only to price plans in other currencies; never to sum money")
+    # Several subscriptions per customer: neither the guide nor the anchors publish a share, so these three are
+    # estimates. Why plausible: SaaS sells add-ons (seats, modules, support plans) and Stripe bills each
+    # subscription as its own invoice; businesses buy them, consumers rarely do. A quarter of business accounts
+    # with an add-on, and a few percent of consumers (a second profile or a family plan), is conservative for
+    # seat- and module-priced B2B products. Add-ons bill on the main plan's date (Stripe's billing_cycle_anchor
+    # aligned, as most add-on flows do), so the card is charged for both at once: they fail or succeed together.
+    several_subscriptions_share: dict = _p(
+        {"b2c": 0.04, "b2b": 0.25}, ESTIMATE,
+        "share of customers with more than one subscription (add-ons such as extra seats or modules billed as their "
+        "own subscription, on the main plan's billing date), by kind; no published figure (see the comment)")
+    add_on_subscriptions: tuple = _p((1, 2), ESTIMATE, "how many add-on subscriptions such a customer has")
+    add_on_price_share: tuple = _p((0.1, 0.4), ESTIMATE, "an add-on's price as a share of the main plan's")
     usage_sigma: float = _p(0.5, ESTIMATE, "spread (log-normal sigma) of a usage invoice around its base amount")
     usage_spike_share: float = _p(0.08, GUIDE, "share of usage invoices that spike to 3-5x the usual charge",
                                   "A usage invoice that is 3x or 5x the customer's typical charge can hit card "
@@ -149,6 +161,9 @@ class Assumptions:
                                     "Human handoff Day 15+ Suspension logic (the chance is an estimate)")
     cancellation_winback: float = _p(0.05, ESTIMATE, "chance that a cancelled customer pays the open invoice")
     response_delay_median_hours: float = _p(5.0, ESTIMATE, "median delay between a message and the customer acting")
+    response_delay_scale: float = _p(1.0, ESTIMATE, "multiplier on every delay before a customer acts (after a "
+                                                    "message, a person's follow-up, lost service); a backtest fits "
+                                                    "it to a ledger's days to recovery")
     organic_daily_rate: float = _p(0.0015, GUIDE, "daily chance that a customer pays with no prompt at all",
                                    "Teams without automation typically recover only 20% to 31% (the rate is "
                                    "an estimate well below that, since manual outreach is still outreach)")

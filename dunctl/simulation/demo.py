@@ -65,7 +65,7 @@ class Outcome:
     what only a simulation knows (invoices billed, who really collected, the size of the book)."""
 
     name: str
-    customers: int                # = subscriptions in the simulated book (one each)
+    customers: int                # in the simulated book (some have add-on subscriptions)
     invoices_billed: int
     failed_invoices: int          # cases opened
     recovered: int
@@ -79,7 +79,7 @@ class Outcome:
     days_to_recovery_mean: float | None
     days_to_recovery_p90: float | None
     recovered_after_day_14: float | None  # share of recoveries 14 days or more after the first failure
-    messages_sent: int            # emails and SMS that went out
+    messages_sent: int            # emails and SMS customers received (a grouped message once)
     messages_per_recovered: float | None
     retries_dunctl: int           # payment attempts dunctl made
     retries_stripe: int           # attempts Stripe's Smart Retries made
@@ -96,6 +96,7 @@ class Outcome:
     preset: str = DEFAULT_PRESET
     notices_sent: int = 0         # pre-dunning notices (dunctl/notices)
     cards_updated_after_notice: int = 0
+    subscriptions: int | None = None  # the churn denominator, when known (the simulated book's subscriptions)
 
     @property
     def retries_used(self) -> int:
@@ -182,6 +183,8 @@ class Driver:
     def __init__(self, config: Config, ledger: Ledger, account: SimulatedAccount, channels: ChannelSet):
         self.config, self.ledger, self.account, self.channels = config, ledger, account, channels
         self.personalised = personalised_templates(config)
+        # messages: customer message steps done (a grouped email once per case it covers); Outcome.messages_sent
+        # counts deliveries instead.
         self.ticks = self.actions = self.failed_actions = self.messages = self.notices = 0
         self.last_tick: datetime | None = None
         self._steps: dict[int, dict[str, dict]] = {}
@@ -241,9 +244,12 @@ class Driver:
     def outcome(self, name: str, customers: int, now: datetime, preset: str = DEFAULT_PRESET,
                 subscriptions: int | None = None) -> Outcome:
         """What the run achieved; `subscriptions` is the book's size when it is known (the synthetic book)."""
+        from dunctl.ledger.report_queries import messages_delivered
+
         stats = self.account.stats
+        # Deliveries, not steps: one grouped email covering three invoices is one message to the customer.
         outcome = measure(name, self.ledger, now, self.config.file.dunning.attribution_window, customers=customers,
-                       messages=self.messages, retries_dunctl=stats.dunctl_retries,
+                       messages=messages_delivered(self.ledger.db.conn), retries_dunctl=stats.dunctl_retries,
                        retries_stripe=stats.provider_retries, subscriptions=subscriptions,
                        invoices_billed=stats.invoices, collected_by=stats.recovered_by, ticks=self.ticks,
                        actions=self.actions, failed_actions=self.failed_actions, preset=preset)
@@ -288,6 +294,7 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
         retries_per_recovered=per(retries, h.recovered, 2), handed_to_people=h.with_person,
         churned=h.churn.churned_subscriptions,
         involuntary_churn=per(h.churn.churned_subscriptions, subscriptions) if subscriptions else None,
+        subscriptions=subscriptions,
         recovered_by_channel=dict(sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))),
         collected_by=dict(sorted((collected_by or {}).items())), ticks=ticks, actions=actions,
         failed_actions=failed_actions, preset=preset)
@@ -316,8 +323,13 @@ def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, nam
     driver = Driver(config, ledger, account, channels)
     end = bill_until + timedelta(days=follow_up_days)
     driver.run(start, end, progress)
-    # One subscription per customer: the book's size is the churn denominator.
-    return driver.outcome(name, customers, driver.last_tick or end, preset, subscriptions=customers), driver
+    # The book's subscriptions (main plans and add-ons) are the churn denominator.
+    return driver.outcome(name, customers, driver.last_tick or end, preset,
+                          subscriptions=book_subscriptions(book)), driver
+
+
+def book_subscriptions(book) -> int:
+    return sum(customer.subscriptions for customer in book)
 
 
 # -- dunctl demo --------------------------------------------------------------------------------------------------
@@ -392,7 +404,8 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = 45, seed: int
                                           customers=customers, seed=seed, start=start, billing_days=days,
                                           preset=preset, progress=progress)
         ledger.set_state("simulation", {"seed": seed, "customers": customers, "preset": preset, "start": iso(start),
-                                        "end": iso(end), "last_tick": iso(driver.last_tick)})
+                                        "end": iso(end), "last_tick": iso(driver.last_tick),
+                                        "subscriptions": outcome.subscriptions})
         example = _example_case(ledger)
         from dunctl.report import headline as report_headline
 

@@ -26,8 +26,21 @@ BRANDS = (("visa", 0.55), ("mastercard", 0.30), ("amex", 0.12), ("discover", 0.0
 
 
 @dataclass(frozen=True)
+class AddOn:
+    """A second subscription of the same customer (extra seats, a module), billed as its own invoice on the main
+    plan's billing date."""
+
+    subscription_id: str
+    description: str
+    base_amount: int           # per billing period, minor units
+
+
+ADD_ONS = ("Extra seats", "Analytics module", "Priority support", "Additional workspace", "API add-on")
+
+
+@dataclass(frozen=True)
 class SimCustomer:
-    """One synthetic customer and their one subscription."""
+    """One synthetic customer, their main subscription and any add-on subscriptions."""
 
     id: str
     kind: str                  # b2c | b2b
@@ -47,6 +60,12 @@ class SimCustomer:
     anchor: timedelta          # when in the first period (from the simulation start) the first renewal falls
     subscription_id: str
     payment_method_id: str
+    add_ons: tuple[AddOn, ...] = ()
+    plan: str | None = None    # the invoice line's description (None: the tier's plan)
+
+    @property
+    def subscriptions(self) -> int:
+        return 1 + len(self.add_ons)
 
     @property
     def payer_email(self) -> str:
@@ -109,9 +128,24 @@ def build_book(customers: int, seed: int, assumptions: Assumptions = DEFAULT) ->
         period_days = 365 if interval == "year" else 30
         anchor = timedelta(seconds=rng.randrange(period_days * 86400))
         brand = pick(rng, dict(BRANDS)) if method == "card" else None
+        add_ons = _add_ons(n, kind, base, seed, a)
         book.append(SimCustomer(
             id=f"cus_sim{n:05d}", kind=kind, tier=tier, name=name, email=email, billing_email=billing_email,
             phone=phone, currency=currency, timezone=rng.choice(ZONES[currency]), locale=rng.choice(LOCALES[currency]),
             method_type=method, brand=brand, interval=interval, usage_based=usage, base_amount=base, anchor=anchor,
-            subscription_id=f"sub_sim{n:05d}", payment_method_id=f"pm_sim{n:05d}a"))
+            subscription_id=f"sub_sim{n:05d}", payment_method_id=f"pm_sim{n:05d}a", add_ons=add_ons))
     return book
+
+
+def _add_ons(n: int, kind: str, base: int, seed: int, a: Assumptions) -> tuple[AddOn, ...]:
+    """Customer n's add-on subscriptions. Drawn from a generator of their own, so the rest of the book (and its
+    luck) is the same whatever the add-on shares are."""
+    rng = random.Random(f"dunctl-book/{seed}/add-ons/{n}")
+    if rng.random() >= a.several_subscriptions_share[kind]:
+        return ()
+    count = rng.randint(*a.add_on_subscriptions)
+    names = rng.sample(ADD_ONS, count)
+    # Whole major units (whole hundreds of yen): 100 minor units at least.
+    return tuple(AddOn(f"sub_sim{n:05d}x{i + 1}", name, int(max(100, round(base * rng.uniform(*a.add_on_price_share),
+                                                                           -2))))
+                 for i, name in enumerate(names))
