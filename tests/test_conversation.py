@@ -108,3 +108,38 @@ def test_a_pre_dunning_notice_counts_toward_the_contact_policy_of_dunning_messag
     tick(config, at("31m"))
     assert smtp_server.received == []                     # held: 36 h after the notice
     assert ledger.case_for_invoice("in_1")["next_due_at"] == "2026-11-04T01:00:00Z"
+
+
+def test_messages_due_in_the_same_tick_count_toward_the_policy_too(tmp_path, smtp_server):
+    """Another currency's message (grouped apart) due in the same tick as the first waits the minimum gap; with
+    grouping off, so does a second invoice's email: one customer never gets two messages at once."""
+    config = config_for(tmp_path, smtp_server, POLICY)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_a", customer_id="cus_1", amount=4900),
+         failed_invoice("in_b", customer_id="cus_1", amount=1500, subscription_id="sub_2"),
+         failed_invoice("in_c", customer_id="cus_1", amount=9900, currency="eur", subscription_id="sub_3"),
+         customers=[customer("cus_1", email="ada@example.com")])
+    tick(config, at("31m"))
+    assert [r.message["X-Dunctl-Case"] for r in smtp_server.received] == ["in_a, in_b"]
+    held = ledger.case_for_invoice("in_c")
+    assert held["next_step"] == "notice" and held["next_due_at"] == "2026-11-04T02:31:00Z"     # 36 h later
+    explained = cli(config, "explain", "in_c", "--now", at("31m").isoformat()).stdout
+    assert "contact policy: at least 36.0h between messages" in explained
+    tick(config, at("1d12h30m"))
+    assert len(smtp_server.received) == 1
+    tick(config, at("1d12h31m"))
+    assert [r.message["X-Dunctl-Case"] for r in smtp_server.received] == ["in_a, in_b", "in_c"]
+
+
+def test_with_grouping_off_a_second_invoice_waits_the_minimum_gap(tmp_path, smtp_server):
+    config = starter(tmp_path, contact=POLICY, **{"dunning.group_messages": False, "channels.email": {
+        "transport": "smtp", "host": smtp_server.host, "port": smtp_server.port}})
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_a", customer_id="cus_1"),
+         failed_invoice("in_b", customer_id="cus_1", subscription_id="sub_2"),
+         customers=[customer("cus_1", email="ada@example.com")])
+    tick(config, at("31m"))
+    tick(config, at("2h"))
+    assert len(smtp_server.received) == 1
+    tick(config, at("1d12h31m"))
+    assert sorted(r.message["X-Dunctl-Case"] for r in smtp_server.received) == ["in_a", "in_b"]

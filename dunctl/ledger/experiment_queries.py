@@ -73,11 +73,13 @@ def arm_recovery_seconds(ledger: Ledger, experiment: str, since: str | None = No
 
 def arm_messages(ledger: Ledger, experiment: str, since: str | None = None,
                  until: str | None = None) -> dict[str, int]:
-    """Per arm: emails and SMS dunctl sent (actions done) on the arm's cases."""
+    """Per arm: emails and SMS dunctl delivered on the arm's cases, one per delivery as the customer received it
+    (a grouped message covering several cases, one `message_ref`, counts once; a customer's cases share an arm)."""
     where, params = _where(experiment, since, until, alias="c.")
     kinds = ", ".join(f"'{k}'" for k in MESSAGE_ACTIONS)
     return dict(ledger.conn.execute(
-        f"""SELECT c.arm, count(a.id) FROM cases c JOIN actions a ON a.case_id = c.id
+        f"""SELECT c.arm, count(DISTINCT coalesce(a.message_ref, 'action:' || a.id))
+            FROM cases c JOIN actions a ON a.case_id = c.id
             WHERE {where}
               AND a.status = 'done' AND a.kind = 'step' AND a.action IN ({kinds})
             GROUP BY c.arm""", params).fetchall())

@@ -142,15 +142,40 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
             started = time.monotonic()
         effects: list[Effect] = []
         planned: dict[int, CaseBundle] = {}
+        admitted: dict[str, list[tuple]] = {}   # customer -> the messages it gets this tick (a chunk has all)
         with ledger.transaction():
             for case_id in ids:
-                effects += _plan_one(ctx, case_id, sequences, result, planned)
+                effects += [e for e in _plan_one(ctx, case_id, sequences, result, planned)
+                            if not _held_in_this_tick(ctx, e, admitted)]
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
         with ledger.transaction():
             for case_id in ids:
                 schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences,
                               planned=planned.get(case_id))
+
+
+def _held_in_this_tick(ctx: TickContext, effect: Effect, admitted: dict[str, list[tuple]]) -> bool:
+    """The contact policy across one customer's cases due in the same tick. The planner counts what was sent
+    before; here, what this tick already sends counts too: a second message (another currency, an SMS, or any
+    other with grouping off) waits for the minimum gap instead of going out beside the first. Emails that go out
+    as one message (`dunning.group_messages`, same currency) are one delivery. A held step is simply not run
+    now: scheduling the case afterwards finds it waiting, with the policy's reason, until the earliest allowed
+    time."""
+    policy = ctx.settings.contact
+    if policy is None or effect.kind != STEP or effect.audience != "customer":
+        return False
+    bundle = effect.bundle
+    together = ctx.config.file.dunning.group_messages and effect.action == "email"
+    key = ("email", bundle.invoice.currency) if together else (bundle.case.id, effect.name)
+    keys = admitted.setdefault(bundle.case.customer_id, [])
+    if key in keys:
+        return False
+    week = sum(1 for t in bundle.contacts if ctx.now - t < timedelta(days=7))
+    if (keys and policy.min_gap > timedelta(0)) or week + len(keys) >= policy.max_per_week:
+        return True
+    keys.append(key)
+    return False
 
 
 def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
