@@ -323,9 +323,12 @@ class SimulatedAccount:
         return invoice
 
     def _settle(self, invoice: Invoice, at: datetime) -> None:
-        """A charge that succeeded first time: nothing for dunning to see, so it is never synced."""
+        """A charge that succeeded first time. Synced, as Stripe's `invoice.paid` is: nothing in dunning reads it,
+        but pre-dunning does (the usual amount of a metered plan is the mean of its last paid invoices; whether a
+        renewal was paid on the first attempt, reminded or not)."""
         invoice.status, invoice.amount_paid, invoice.amount_remaining, invoice.paid_at = "paid", invoice.amount_due, 0, at
         invoice.attempt_count = 1
+        self._touch("invoice", invoice.id)
 
     def _draw_decline(self, rng: random.Random, cust: _CustomerState) -> Decline:
         a = self.assumptions
