@@ -167,8 +167,7 @@ def test_renewal_reminder_only_for_matching_plans(world):
 
 
 def usage_world(world, **settings):
-    """Alerts on the running amount at 50, 75 and 100% (the threshold mechanics; the shipped pace rule has its
-    own tests)."""
+    """Alerts on the running amount at 50, 75 and 100% (the shipped rule; the pace rule has its own tests)."""
     return world(**{"notices.usage.expected": {"usd": 10000}, "notices.usage.thresholds": [50, 75, 100],
                     "notices.usage.pace": False, **settings})
 
@@ -190,8 +189,9 @@ def test_usage_thresholds_crossed_one_by_one_each_send_once(world, fake_stripe):
     assert fake_stripe.count(PREVIEW) == 6           # one preview per subscription per 6h
 
 
-def test_shipped_usage_alerts_go_only_to_usage_running_ahead_of_its_pace(world, fake_stripe):
-    w = world(**{"notices.usage.expected": {"usd": 10000}})     # the starter's thresholds and pace rule
+def test_with_the_pace_rule_usage_alerts_go_only_to_usage_running_ahead(world, fake_stripe):
+    w = world(**{"notices.usage.expected": {"usd": 10000}, "notices.usage.pace": True,
+                 "notices.usage.thresholds": [150, 200]})
     mid = utc(2026, 11, 17)                                      # half-way through each period below
     subs = {}
     for name in ("usual", "ahead"):

@@ -148,6 +148,9 @@ def _pace_preview(fee: int, metered_so_far: int) -> dict:
             "lines": [{"amount": fee, "metered": False}, {"amount": metered_so_far, "metered": True}]}
 
 
+PACE = {"pace": True, "thresholds": [150, 200]}
+
+
 @pytest.mark.parametrize("metered_so_far, alerts", [
     (3300, []),                                   # usual pace: projects to 4000 + 6000 = 100% of usual
     (5500, []),                                   # projects to 14000: 140%, below the first threshold
@@ -156,9 +159,10 @@ def _pace_preview(fee: int, metered_so_far: int) -> dict:
     (17600, [("150%", SKIPPED), ("200%", "pending"), ("x3", "pending")]),   # projects to 36000: the heads-up too
 ])
 def test_usage_alerts_go_only_to_usage_running_ahead_of_its_usual_pace(metered_so_far, alerts):
-    """The shipped defaults: thresholds [150, 200] % of the usual charge, on the charge projected to the end of
-    the period. Usual charge: 10000 (a 4000 fee + 6000 of usage)."""
-    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False})
+    """The pace rule (`usage.pace: true`, thresholds [150, 200] % of the usual charge): on the charge projected to
+    the end of the period. Usual charge: 10000 (a 4000 fee + 6000 of usage)."""
+    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
+                           usage=PACE)
     decision = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000, 10000, 10000)), config, NOW,
                             _pace_preview(4000, metered_so_far))
     assert [(p.offset, p.status) for p in decision.plans] == alerts
@@ -168,7 +172,8 @@ def test_usage_alerts_go_only_to_usage_running_ahead_of_its_usual_pace(metered_s
 
 
 def test_before_a_quarter_of_the_period_only_the_running_amount_counts():
-    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False})
+    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
+                           usage=PACE)
     early = {"amount_due": 6000, "currency": "usd", "period_start": "2026-11-28T00:00:00Z",   # 12% through
              "period_end": "2026-12-28T00:00:00Z",
              "lines": [{"amount": 4000, "metered": False}, {"amount": 2000, "metered": True}]}
@@ -177,4 +182,5 @@ def test_before_a_quarter_of_the_period_only_the_running_amount_counts():
     early["amount_due"], early["lines"][1]["amount"] = 21000, 17000
     already = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000,) * 3), config, NOW, early)
     assert [(p.offset, p.status) for p in already.plans] == [("150%", SKIPPED), ("200%", "pending")]   # reached
-    assert NoticesConfig(enabled=True, usage={"pace": False}).usage.thresholds == [150, 200]
+    shipped = NoticesConfig(enabled=True).usage
+    assert (shipped.pace, shipped.thresholds) == (False, [50, 75, 100])     # the guide's rule by default

@@ -77,11 +77,11 @@ class LargeCharge(_Strict):
 
 class Usage(_Strict):
     enabled: bool = True
-    # Percent of the expected amount. With `pace` (the default) they apply to the charge projected to the period's
-    # end at the pace so far, so a customer using what they usually use gets no alert; without it, to the running
-    # amount (every metered customer then crosses 50/75/100% of a usual period every period).
-    thresholds: list[int] = Field(default_factory=lambda: [150, 200])
-    pace: bool = True
+    # Percent of the expected amount, reached by the period's running charge (the guide's 50/75/100%: a customer
+    # sees the bill build up). With `pace` they apply instead to the charge projected to the period's end at the
+    # pace so far, so usual usage never alerts (fewer notices; use with e.g. [150, 200]).
+    thresholds: list[int] = Field(default_factory=lambda: [50, 75, 100])
+    pace: bool = False
     # No projection before this share (%) of the period has passed: too early to tell a pace, so until then
     # only the running amount itself counts.
     min_elapsed: int = Field(25, ge=0, le=100)
