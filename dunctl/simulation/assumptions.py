@@ -2,7 +2,7 @@
 
 The demo and `dunctl simulate` are only as honest as these. Each parameter says what it means and its source:
 
-- **guide**: `seed/dunning-guide.txt` (LedgerUp, "Dunning Management Automation: The Complete Guide"), quoting
+- **guide**: `docs/dunning-guide.txt` (LedgerUp, "Dunning Management Automation: The Complete Guide"), quoting
   the research it names (ChurnWard, ProfitWell, Recurly, Chargebee).
 - **design**: dunctl's DESIGN.md (Stripe and card-network facts).
 - **estimate**: the guide gives no figure. The value is dunctl's own, chosen to be plausible and then
@@ -23,7 +23,7 @@ DESIGN = "design"
 ESTIMATE = "estimate"
 
 SOURCES = {
-    GUIDE: "seed/dunning-guide.txt (LedgerUp guide, citing ChurnWard, ProfitWell, Recurly, Chargebee)",
+    GUIDE: "docs/dunning-guide.txt (LedgerUp guide, citing ChurnWard, ProfitWell, Recurly, Chargebee)",
     DESIGN: "DESIGN.md (Stripe and card-network facts)",
     ESTIMATE: "dunctl estimate: no figure in the guide; calibrated against the guide's headline numbers",
 }
