@@ -26,6 +26,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.helpers import unavailable
+
 HOST = "127.0.0.1"
 
 
@@ -127,7 +129,7 @@ def smtp_server():
 def tls_files(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate and key for 127.0.0.1 and localhost, made with the openssl CLI."""
     if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
+        unavailable("openssl is not installed; .ci/run installs it")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",

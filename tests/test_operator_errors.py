@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dunctl.ledger import Ledger
-from tests.helpers import at, cli, failed_invoice, open_engine_ledger, seed, starter
+from tests.helpers import at, cli, failed_invoice, open_engine_ledger, seed, starter, unavailable
 
 NOBODY = 65534
 
@@ -91,7 +91,7 @@ def test_init_creates_the_ledger_with_its_schema(tmp_path):
 
 def test_a_foreign_owned_ledger_is_refused_naming_its_owner(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("needs root to give the ledger to another user")
+        unavailable("needs root to give the ledger to another user")
     config = seeded(tmp_path)
     ledger = tmp_path / "dunctl.db"
     os.chown(ledger, NOBODY, NOBODY)
@@ -111,7 +111,7 @@ def test_a_foreign_owned_ledger_is_refused_naming_its_owner(tmp_path):
 def shared_dir():
     """A directory user nobody can reach (pytest's own tmp dirs are private to root)."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to act as another user")
+        unavailable("needs root to act as another user")
     path = Path(tempfile.mkdtemp(prefix="dunctl-op-", dir="/tmp"))
     path.chmod(0o755)
     yield path
@@ -166,7 +166,7 @@ def test_a_ledger_on_a_read_only_mount_is_refused(shared_dir):
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+        unavailable("cannot mount a tmpfs here")
     config = seeded(mount)
     before = digest(mount / "dunctl.db")
     remount = subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True, text=True)
@@ -269,7 +269,7 @@ def test_a_really_full_disk_is_named_as_such(shared_dir):
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+        unavailable("cannot mount a tmpfs here")
     config = starter(mount)
     ledger = open_engine_ledger(config)
     seed(ledger, *[failed_invoice(f"in_{i:03d}", customer_id=f"cus_{i:03d}") for i in range(150)])

@@ -20,6 +20,7 @@ import pytest
 from dunctl.notices.report import PreDunning
 from dunctl.report import build_report
 from dunctl.report_render import to_html
+from tests.helpers import unavailable
 from tests.test_report_rollups import random_ledger
 
 NOW = datetime(2026, 12, 31, tzinfo=timezone.utc)
@@ -46,9 +47,7 @@ FRAME = """<!doctype html><html><body><pre id="measurements"></pre>
 def browser() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs it (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium); CI installs it")
+        unavailable("chromium is not installed (apt-get install chromium); .ci/run installs it")
     return found
 
 

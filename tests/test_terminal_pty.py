@@ -18,7 +18,7 @@ from rich.cells import cell_len
 from dunctl.clock import iso
 from dunctl.money import format_amount
 from dunctl.report import build_report
-from tests.helpers import open_engine_ledger, starter
+from tests.helpers import open_engine_ledger, starter, unavailable
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 # (currency, amount due): a space inside the symbol (CHF), three decimals (KWD), zero decimals (JPY), big ones.
@@ -56,9 +56,7 @@ def _ledger(config):
 def on_a_terminal(config, columns: int, *args: str) -> str:
     script = shutil.which("script")
     if script is None:
-        if os.environ.get("CI"):
-            pytest.fail("util-linux `script` is missing")
-        pytest.skip("util-linux `script` is missing")
+        unavailable("util-linux `script` is missing; .ci/run installs it")
     command = shlex.join([sys.executable, "-m", "dunctl", "-c", str(config), *args])
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env["TERM"] = "xterm-256color"
