@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -30,6 +30,7 @@ if TYPE_CHECKING:   # the typed records load with the first row that needs one: 
     from dunctl.model import Customer, Invoice, PaymentMethod, Signal, Subscription, SyncBatch
 
 OPEN_STATES = ("open", "paused")
+IN_LIST_SIZE = 500   # values per IN list: well within SQLite's limit on a statement's parameters
 ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 
 
@@ -522,56 +523,110 @@ class Ledger:
                contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
         """One case with its invoice, customer, subscription and actions, read once (and, for the contact
         policy, when the customer was last sent a message)."""
-        case = self.case_record(case_id)
-        if case is None:
-            return None
-        contacts = () if contacts_since is None else tuple(
-            self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
-        from dunctl.ledger.records import ActionRecord, CaseBundle, CustomerRecord, SubscriptionRecord
-
-        return CaseBundle(
-            case=case,
-            invoice=self.invoice_record(case.invoice_id),
-            customer=CustomerRecord.from_row(self.customer(case.customer_id)),
-            subscription=SubscriptionRecord.from_row(self.subscription(case.subscription_id)),
-            actions=[ActionRecord.from_row(a) for a in self.actions(case_id)],
-            contacts=contacts)
+        return self.bundles([case_id], contacts_since, contact_statuses).get(case_id)
 
     def refreshed(self, bundle: CaseBundle, contacts_since: datetime | None = None,
                   contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
-        """`bundle` after its case's effects ran, read again where a tick's effects write: the case, its actions,
-        its invoice (rebuilt only when the row changed) and the customer's recent messages. The customer and
-        subscription records are kept: only a sync changes them, and none runs between planning a batch and
-        scheduling it."""
-        from dataclasses import replace
+        """`bundle` after its case's effects ran (see `bundles`' `planned`)."""
+        return self.bundles([bundle.case.id], contacts_since, contact_statuses,
+                            planned={bundle.case.id: bundle}).get(bundle.case.id)
 
-        from dunctl.ledger.records import ActionRecord, InvoiceRecord
+    def bundles(self, case_ids: Iterable[int], contacts_since: datetime | None = None,
+                contact_statuses: tuple[str, ...] = ("done",), planned: Mapping[int, CaseBundle] | None = None
+                ) -> dict[int, CaseBundle]:
+        """Cases with their invoices, customers, subscriptions and actions (and, for the contact policy, when each
+        customer was last sent a message), with one query per table for all of them: a tick reads a batch's
+        cases at once, not one by one.
 
-        case = self.case_record(bundle.case.id)
-        if case is None:
-            return None
-        invoice_row = self.invoice(case.invoice_id)
-        invoice = bundle.invoice if bundle.invoice is not None and invoice_row == bundle.invoice.row \
-            else InvoiceRecord.from_row(invoice_row)
-        contacts = () if contacts_since is None else tuple(
-            self.customer_contacts(case.customer_id, contacts_since, contact_statuses))
-        return replace(bundle, case=case, invoice=invoice, contacts=contacts,
-                       actions=[ActionRecord.from_row(a) for a in self.actions(case.id)])
+        `planned`: cases loaded earlier in this tick, before their effects ran. Of those only what a tick's
+        effects write is read again: the case, its actions, its invoice (rebuilt only when the row changed) and
+        the customer's recent messages. Their customer and subscription records are kept: only a sync changes
+        them, and none runs between planning a batch and scheduling it."""
+        from dunctl.ledger.records import (
+            ActionRecord,
+            CaseBundle,
+            CaseRecord,
+            CustomerRecord,
+            InvoiceRecord,
+            SubscriptionRecord,
+        )
+
+        planned = planned or {}
+        cases = [CaseRecord.from_row(row) for row in self._rows_in("SELECT * FROM cases WHERE id IN ({})",
+                                                                    case_ids)]
+        if not cases:
+            return {}
+        invoices = {row["id"]: row for row in self._rows_in("SELECT * FROM invoices WHERE id IN ({})",
+                                                             [c.invoice_id for c in cases])}
+        unplanned = [c for c in cases if c.id not in planned]
+        customers = {row["id"]: CustomerRecord.from_row(row) for row in self._rows_in(
+            "SELECT * FROM customers WHERE id IN ({})", [c.customer_id for c in unplanned])}
+        subscriptions = {row["id"]: SubscriptionRecord.from_row(row) for row in self._rows_in(
+            "SELECT * FROM subscriptions WHERE id IN ({})", [c.subscription_id for c in unplanned])}
+        actions: dict[int, list[ActionRecord]] = {c.id: [] for c in cases}
+        for row in self._rows_in("SELECT * FROM actions WHERE case_id IN ({}) ORDER BY id", actions):
+            actions[row["case_id"]].append(ActionRecord.from_row(row))
+        contacts = {} if contacts_since is None else self.contacts_of(
+            [c.customer_id for c in cases], contacts_since, contact_statuses)
+        found = {}
+        for case in cases:
+            row, before = invoices.get(case.invoice_id), planned.get(case.id)
+            if before is None:
+                invoice = InvoiceRecord.from_row(row)
+                customer, subscription = customers.get(case.customer_id), subscriptions.get(case.subscription_id)
+            else:
+                invoice = before.invoice if before.invoice is not None and row == before.invoice.row \
+                    else InvoiceRecord.from_row(row)
+                customer, subscription = before.customer, before.subscription
+            found[case.id] = CaseBundle(case=case, invoice=invoice, customer=customer, subscription=subscription,
+                                        actions=actions[case.id], contacts=tuple(contacts.get(case.customer_id, ())))
+        return found
+
+    def _in(self, sql: str, values: Iterable, params: list | tuple = ()) -> Iterator[sqlite3.Cursor]:
+        """`sql`, whose `{}` is an IN list, run for every distinct value (None left out) in pieces within SQLite's
+        limit on parameters; `params` follow the list."""
+        distinct = list(dict.fromkeys(v for v in values if v is not None))
+        for start in range(0, len(distinct), IN_LIST_SIZE):
+            piece = distinct[start:start + IN_LIST_SIZE]
+            yield self.conn.execute(sql.format(", ".join("?" * len(piece))), [*piece, *params])
+
+    def _pairs(self, sql: str, values: Iterable, params: list | tuple = ()) -> Iterator[tuple]:
+        """`_in`'s rows as tuples."""
+        for cursor in self._in(sql, values, params):
+            yield from cursor
+
+    def _rows_in(self, sql: str, values: Iterable) -> Iterator[dict]:
+        """`_in`'s rows as dicts, column name to value."""
+        for cursor in self._in(sql, values):
+            keys = [column[0] for column in cursor.description]
+            yield from (dict(zip(keys, row)) for row in cursor)
 
     def customer_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
                           ) -> list[datetime]:
         """When the customer was sent a message (across all its cases) since `since`: one entry per delivery,
         however many cases' steps it covered."""
-        marks = ", ".join("?" for _ in statuses)
-        rows = self.conn.execute(
-            f"""SELECT min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
-                WHERE c.customer_id = ? AND a.audience = 'customer' AND a.status IN ({marks})
-                  AND a.finished_at >= ?
-                GROUP BY coalesce(a.message_ref, a.id) ORDER BY 1""", [customer_id, *statuses, iso(since)])
-        sent = [from_iso(row[0]) for row in rows]
+        return self.contacts_of([customer_id], since, statuses).get(customer_id, [])
+
+    def contacts_of(self, customer_ids: Iterable[str], since: datetime, statuses: tuple[str, ...] = ("done",)
+                    ) -> dict[str, list[datetime]]:
+        """`customer_contacts` for several customers at once: customer id -> times, oldest first (customers sent
+        nothing are left out)."""
+        marks = ", ".join("?" * len(statuses))
+        sent: dict[str, list[datetime]] = {}
+        for customer_id, at in self._pairs(
+                f"""SELECT c.customer_id, min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
+                    WHERE c.customer_id IN ({{}}) AND a.audience = 'customer' AND a.status IN ({marks})
+                      AND a.finished_at >= ?
+                    GROUP BY c.customer_id, coalesce(a.message_ref, a.id)""", customer_ids, [*statuses, iso(since)]):
+            sent.setdefault(customer_id, []).append(from_iso(at))
         # Pre-dunning notices count toward the same contact policy (in monitor mode their `would` too, as steps')
-        sent += self.notice_contacts(customer_id, since, statuses)
-        return sorted(sent)
+        for customer_id, at in self._pairs(
+                f"SELECT customer_id, finished_at FROM notices WHERE customer_id IN ({{}}) AND status IN ({marks}) "
+                "AND finished_at >= ?", customer_ids, [*statuses, iso(since)]):
+            sent.setdefault(customer_id, []).append(from_iso(at))
+        for times in sent.values():
+            times.sort()
+        return sent
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
         from dunctl.ledger.records import CustomerRecord, SubscriptionRecord
@@ -878,14 +933,6 @@ class Ledger:
         """A `would` notice to be sent for real by the next executor run (the config switched to live)."""
         self.conn.execute("UPDATE notices SET status = 'pending', next_due_at = ?, finished_at = NULL, detail = ? "
                           "WHERE id = ? AND status = 'would'", [iso(now), detail, notice_id])
-
-    def notice_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
-                        ) -> list[datetime]:
-        """When the customer was sent a pre-dunning notice since `since` (for the contact policy)."""
-        marks = ", ".join("?" for _ in statuses)
-        return [from_iso(row[0]) for row in self.conn.execute(
-            f"SELECT finished_at FROM notices WHERE customer_id = ? AND status IN ({marks}) AND finished_at >= ? "
-            "ORDER BY finished_at", [customer_id, *statuses, iso(since)])]
 
     def supersede_usage_alerts(self, subscription_id: str, period: str, top: str, now: datetime) -> None:
         """Usage alerts of a period still waiting (quiet hours, contact policy) when a higher threshold is crossed:

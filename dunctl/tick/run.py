@@ -129,7 +129,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     if not chunks:
         return
     from dunctl.tick.executor import execute
-    from dunctl.tick.schedule import Sequences, schedule_case
+    from dunctl.tick.schedule import Sequences, load_bundles, schedule_bundle
 
     sequences = Sequences(ledger)
     started = time.monotonic()
@@ -144,15 +144,18 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
         planned: dict[int, CaseBundle] = {}
         admitted: dict[str, list[tuple]] = {}   # customer -> the messages it gets this tick (a chunk has all)
         with ledger.transaction():
+            loaded = load_bundles(ledger, ids, ctx.settings, ctx.now)
             for case_id in ids:
-                effects += [e for e in _plan_one(ctx, case_id, sequences, result, planned)
+                effects += [e for e in _plan_one(ctx, loaded.get(case_id), sequences, result, planned)
                             if not _held_in_this_tick(ctx, e, admitted)]
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
         with ledger.transaction():
+            # the cases as the effects left them: only what effects write is read again
+            loaded = load_bundles(ledger, ids, ctx.settings, ctx.now, planned=planned)
             for case_id in ids:
-                schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences,
-                              planned=planned.get(case_id))
+                schedule_bundle(ledger, case_id, loaded.get(case_id), ctx.settings, ctx.dunctl_retries, ctx.now,
+                                sequences)
 
 
 def _held_in_this_tick(ctx: TickContext, effect: Effect, admitted: dict[str, list[tuple]]) -> bool:
@@ -190,14 +193,14 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
     return chunks
 
 
-def _plan_one(ctx: TickContext, case_id: int, sequences, result: TickResult,
+def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: TickResult,
               planned: dict[int, CaseBundle]) -> list[Effect]:
     from dunctl.planner import MISSED, SKIP
-    from dunctl.tick.schedule import load_bundle, plan_case, system_effects
+    from dunctl.tick.schedule import plan_case, system_effects
 
-    bundle = load_bundle(ctx.ledger, case_id, ctx.settings, ctx.now)
     if bundle is None or not bundle.case.is_open:
         return []
+    case_id = bundle.case.id
     planned[case_id] = bundle
     sequence = sequences(bundle)
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)

@@ -26,17 +26,20 @@ class Sequences:
         return self._parsed[digest]
 
 
-def load_bundle(ledger: Ledger, case_id: int, settings: Settings, now: datetime,
-                planned: CaseBundle | None = None) -> CaseBundle | None:
-    """A case as the planner needs it: with the customer's recent messages when a contact policy is set. With
-    `planned` (the same case loaded earlier in this tick), only what a tick's effects write is read again."""
+def load_bundle(ledger: Ledger, case_id: int, settings: Settings, now: datetime) -> CaseBundle | None:
+    """A case as the planner needs it: with the customer's recent messages when a contact policy is set."""
+    return load_bundles(ledger, [case_id], settings, now).get(case_id)
+
+
+def load_bundles(ledger: Ledger, case_ids: list[int], settings: Settings, now: datetime,
+                 planned: dict[int, CaseBundle] | None = None) -> dict[int, CaseBundle]:
+    """`load_bundle` for several cases at once (one query per table). `planned`: the same cases loaded earlier in
+    this tick, of which only what a tick's effects write is read again."""
     if settings.contact is None:
         since, statuses = None, ("done",)
     else:
         since, statuses = now - timedelta(days=7), ("done", "would") if settings.monitor else ("done",)
-    if planned is not None:
-        return ledger.refreshed(planned, contacts_since=since, contact_statuses=statuses)
-    return ledger.bundle(case_id, contacts_since=since, contact_statuses=statuses)
+    return ledger.bundles(case_ids, contacts_since=since, contact_statuses=statuses, planned=planned)
 
 
 def plan_case(bundle: CaseBundle, sequence: Sequence, settings: Settings, dunctl_retries: bool,
@@ -110,10 +113,15 @@ def next_due(bundle: CaseBundle, decided: Plan, settings: Settings, dunctl_retri
 
 
 def schedule_case(ledger: Ledger, case_id: int, settings: Settings, dunctl_retries: bool, now: datetime,
-                  sequences: Sequences | None = None, planned: CaseBundle | None = None) -> None:
-    """Store when the case is next due, so a tick finds due work with one indexed query. `planned`: the case as
-    loaded to plan this tick's effects (only what they changed is read again)."""
-    bundle = load_bundle(ledger, case_id, settings, now, planned)
+                  sequences: Sequences | None = None) -> None:
+    """Store when the case is next due, so a tick finds due work with one indexed query."""
+    schedule_bundle(ledger, case_id, load_bundle(ledger, case_id, settings, now), settings, dunctl_retries, now,
+                    sequences)
+
+
+def schedule_bundle(ledger: Ledger, case_id: int, bundle: CaseBundle | None, settings: Settings,
+                    dunctl_retries: bool, now: datetime, sequences: Sequences | None = None) -> None:
+    """`schedule_case` for a case already loaded (`load_bundles`), as it is now."""
     if bundle is None or not bundle.case.is_open:
         ledger.schedule(case_id, None, None)
         return
