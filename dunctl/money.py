@@ -72,8 +72,10 @@ def to_decimal(amount: int, currency: str) -> Decimal:
     return Decimal(int(amount)).scaleb(-exponent(currency))
 
 
+@functools.lru_cache(maxsize=256)
 def babel_locale(tag: str | None, default: str = "en") -> Locale:
-    """A Babel locale for a Stripe/BCP 47 tag ('fr-CA', 'ja', 'pt_BR'), or the default when the tag is unknown."""
+    """A Babel locale for a Stripe/BCP 47 tag ('fr-CA', 'ja', 'pt_BR'), or the default when the tag is unknown.
+    Looked up once per tag: every message asks again."""
     from babel import Locale, UnknownLocaleError
 
     for candidate in (tag, default, "en"):
@@ -86,11 +88,20 @@ def babel_locale(tag: str | None, default: str = "en") -> Locale:
     return Locale.parse("en")
 
 
+@functools.lru_cache(maxsize=256)
+def _code(tag: str | None) -> str:
+    return str(babel_locale(tag))
+
+
+def _locale_code(locale: str | Locale | None) -> str:
+    """Babel's identifier for a tag or a Locale ('fr_CA'): the key formatted values are cached under."""
+    return _code(locale) if locale is None or isinstance(locale, str) else str(locale)
+
+
 def format_money(amount: int, currency: str, locale: str | Locale | None = "en") -> str:
     """Human text for the locale: '$1,234.56' (en), '1 234,56 €' (fr, Babel puts a narrow no-break space
     between thousands and a no-break space before the symbol), '1.234,56 €' (de), '￥1,250,000' (ja)."""
-    loc = babel_locale(locale) if locale is None or isinstance(locale, str) else locale
-    return _formatted(int(amount), currency.upper(), str(loc))
+    return _formatted(int(amount), currency.upper(), _locale_code(locale))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -105,9 +116,8 @@ def _formatted(amount: int, currency: str, locale: str) -> str:
 
 def format_day(moment: date | datetime, locale: str | Locale | None = "en", style: str = "long") -> str:
     """A date as the locale writes it: 'December 7, 2026', '7 décembre 2026', '7. Dezember 2026', '2026年12月7日'."""
-    loc = babel_locale(locale) if locale is None or isinstance(locale, str) else locale
     day = moment.date() if isinstance(moment, datetime) else moment
-    return _formatted_day(day, str(loc), style)
+    return _formatted_day(day, _locale_code(locale), style)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import re
@@ -116,6 +117,7 @@ def build_message(message: EmailMessage, *, sender: str, reply_to: str | None, k
     return Built(data, from_addr, [a for _, a in to + cc], mid)
 
 
+@functools.lru_cache(maxsize=1024)   # the sender's address is split twice for every message
 def _split_address(value: str) -> tuple[str, str]:
     """(display name, bare address) from 'Name <addr@host>' or 'addr@host'; the address is '' when there is none.
 

@@ -58,8 +58,12 @@ class _Record:
         if row is None:
             return None
         get = row.get
-        values = {name: decode(get(name)) if decode else get(name) for name, decode in cls._columns()}
-        return cls(**values, row=row)
+        record = object.__new__(cls)
+        # Every field is given, so the generated __init__ (one object.__setattr__ per field, for a frozen
+        # dataclass) is skipped: a tick builds thousands of these.
+        record.__dict__.update({name: decode(get(name)) if decode else get(name) for name, decode in cls._columns()},
+                               row=row)
+        return record
 
 
 @dataclass(frozen=True)

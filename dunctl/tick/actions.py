@@ -28,11 +28,11 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
     sender = ctx.config.file.sender
     parts = [CasePart(e.bundle.case.row, e.bundle.invoice.row,
                       ctx.ledger.payment_method(e.bundle.invoice.payment_method_id), _update_link(ctx, e),
-                      ctx.ledger.sequence_definition(e.bundle.case.sequence_hash)) for e in also]
+                      ctx.sequences(e.bundle)) for e in also]
     return build_context(case=b.case.row, invoice=b.invoice.row, customer=b.customer.row if b.customer else None,
                          payment_method=ctx.ledger.payment_method(b.invoice.payment_method_id),
                          update_link=link, company=sender.company, now=ctx.now,
-                         sequence=ctx.ledger.sequence_definition(b.case.sequence_hash),
+                         sequence=ctx.sequences(b),
                          default_locale=sender.locale, timezone=sender.timezone, also=parts)
 
 

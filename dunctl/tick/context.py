@@ -43,6 +43,13 @@ class TickContext:
         """The planner's settings, built when something is planned (an idle tick never loads the planner)."""
         return planner_settings(self.config, monitor=self.mode == MONITOR)
 
+    @functools.cached_property
+    def sequences(self):
+        """The sequences as they were when each case opened, parsed once per version for the whole tick."""
+        from dunctl.tick.schedule import Sequences
+
+        return Sequences(self.ledger)
+
     def over_budget(self) -> bool:
         return time.monotonic() - self._started > self._budget
 

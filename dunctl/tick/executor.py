@@ -1,9 +1,10 @@
 """The one path every effect takes: claim -> re-check -> act -> record.
 
 Claims of a batch are written in one transaction before any effect, results (and the case changes the effects
-caused) in one after. A tick that dies in between leaves its batch's claims, which the next tick records as
-`unknown`: visible, resolvable by a person, never silently repeated. Batches are small (EFFECTS_PER_BATCH), so a
-crash never hides more than a few dozen actions, while durability costs two commits per batch, not per action.
+caused) in one after, which also claims the next batch. A tick that dies in between leaves its batch's claims,
+which the next tick records as `unknown`: visible, resolvable by a person, never silently repeated. Batches are
+small (EFFECTS_PER_BATCH), so a crash never hides more than a few dozen actions, while durability costs one
+commit per batch, not per action.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ class _Claimed:
 
 
 def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case_changes.Applied:
-    """Run effects exactly once, in batches. Returns what their outcomes changed (cases ended, people to tell)."""
+    """Run effects exactly once, in batches. Returns what their outcomes changed (cases ended, people to tell).
+    A batch's results are written in the same transaction as the next batch's claims: one commit per batch."""
     applied = case_changes.Applied()
     units = _units(ctx, effects, result)
+    acted: _Acted | None = None
     while units:
         batch: list[list[Effect]] = []
         while units and (not batch or sum(map(len, batch)) + len(units[0]) <= EFFECTS_PER_BATCH):
@@ -37,7 +40,18 @@ def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case
         if ctx.over_budget():
             result.deferred += sum(map(len, batch)) + sum(map(len, units))   # still due next tick, never missed
             break
-        _run_batch(ctx, batch, result, applied)
+        with ctx.ledger.transaction():
+            if acted is not None:
+                _record_batch(ctx, acted, result, applied)
+            claimed = _claim_batch(ctx, batch)
+        acted = _act_batch(ctx, claimed, result)
+        if acted.stop is not None:
+            break
+    if acted is not None:
+        with ctx.ledger.transaction():
+            _record_batch(ctx, acted, result, applied)
+        if acted.stop is not None:
+            raise acted.stop
     return applied
 
 
@@ -61,32 +75,42 @@ def _groupable(effect: Effect) -> bool:
     return effect.kind == "step" and effect.action == "email" and effect.audience == "customer"
 
 
-def _run_batch(ctx: TickContext, units: list[list[Effect]], result: TickResult,
-               applied: case_changes.Applied) -> None:
-    with ctx.ledger.transaction():
-        claimed_units = []
-        for unit in units:
-            claimed = [_Claimed(e, action_id) for e in unit if (action_id := _claim(ctx, e)) is not None]
-            if claimed:
-                claimed_units.append(claimed)
-    outcomes: list[tuple[_Claimed, Outcome]] = []
-    untried: list[_Claimed] = []
-    ended: set[int] = set()
+@dataclass
+class _Acted:
+    """A batch after its effects ran: the outcomes to record, the claims to give back, and the error that
+    stopped the tick (a rejected Stripe key), if any."""
+
+    outcomes: list[tuple[_Claimed, Outcome]]
+    untried: list[_Claimed]
     stop: GatewayAuthError | None = None
+
+
+def _claim_batch(ctx: TickContext, units: list[list[Effect]]) -> list[list[_Claimed]]:
+    claimed_units = []
+    for unit in units:
+        claimed = [_Claimed(e, action_id) for e in unit if (action_id := _claim(ctx, e)) is not None]
+        if claimed:
+            claimed_units.append(claimed)
+    return claimed_units
+
+
+def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: TickResult) -> _Acted:
+    acted = _Acted([], [])
+    ended: set[int] = set()
     for unit in claimed_units:
         channel = unit[0].effect.channel
-        if stop is not None or channel in ctx.skipped_channels or ctx.over_budget():
-            untried.extend(unit)   # never attempted: the claims are given back, the effects stay due
+        if acted.stop is not None or channel in ctx.skipped_channels or ctx.over_budget():
+            acted.untried.extend(unit)   # never attempted: the claims are given back, the effects stay due
             continue
         live = [item for item in unit if _case_id(item.effect) not in ended]
-        outcomes.extend((item, Outcome("suppressed", "the case ended earlier in this tick"))
-                        for item in unit if item not in live)
+        acted.outcomes.extend((item, Outcome("suppressed", "the case ended earlier in this tick"))
+                              for item in unit if item not in live)
         if not live:
             continue
         try:
             unit_outcomes = _act(ctx, [item.effect for item in live])
         except GatewayAuthError as exc:
-            stop = exc
+            acted.stop = exc
             unit_outcomes = [Outcome("failed", error=_error_text(exc), request_id=exc.request_id) for _ in live]
         first = unit_outcomes[0]
         if first.status in ("done", "failed", "unknown"):
@@ -94,21 +118,22 @@ def _run_batch(ctx: TickContext, units: list[list[Effect]], result: TickResult,
         for item, outcome in zip(live, unit_outcomes):
             if any(isinstance(c, case_changes.EndCase) for c in outcome.changes):
                 ended.add(_case_id(item.effect))
-            outcomes.append((item, outcome))
-    result.deferred += len(untried)
-    with ctx.ledger.transaction():
-        for item in untried:
-            if item.effect.kind == NOTICE:
-                ctx.ledger.release_notice_claim(item.action_id)
-            else:
-                ctx.ledger.release_claim(item.action_id)
-        for item, outcome in outcomes:
-            _record(ctx, item, outcome, result)
-            case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
+            acted.outcomes.append((item, outcome))
+    result.deferred += len(acted.untried)
+    return acted
+
+
+def _record_batch(ctx: TickContext, acted: _Acted, result: TickResult, applied: case_changes.Applied) -> None:
+    for item in acted.untried:
+        if item.effect.kind == NOTICE:
+            ctx.ledger.release_notice_claim(item.action_id)
+        else:
+            ctx.ledger.release_claim(item.action_id)
+    for item, outcome in acted.outcomes:
+        _record(ctx, item, outcome, result)
+        case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
     for invoice_id, state in applied.closed:
         result.close(invoice_id, state)
-    if stop is not None:
-        raise stop
 
 
 def _claim(ctx: TickContext, e: Effect) -> int | None:

@@ -68,7 +68,7 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
         return
     from dunctl.tick import changes as case_changes
     from dunctl.tick.reconcile import apply_signal, follow_case, open_case
-    from dunctl.tick.schedule import Sequences, schedule_case
+    from dunctl.tick.schedule import schedule_case
 
     applied = case_changes.Applied()
     for signal in signals:
@@ -89,10 +89,9 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     result.opened.extend(applied.opened)
     for invoice_id, state in applied.closed:
         result.close(invoice_id, state)
-    sequences = Sequences(ledger)
     with ledger.transaction():
         for case_id in applied.touched:
-            schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+            schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, ctx.sequences)
     _notify(ctx, applied.notify, result)
 
 
@@ -129,9 +128,9 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     if not chunks:
         return
     from dunctl.tick.executor import execute
-    from dunctl.tick.schedule import Sequences, load_bundles, schedule_bundle
+    from dunctl.tick.schedule import load_bundles, schedule_bundle
 
-    sequences = Sequences(ledger)
+    sequences = ctx.sequences
     started = time.monotonic()
     for n, ids in enumerate(chunks):
         if ctx.over_budget():
@@ -260,13 +259,12 @@ def _on_mode_change(ctx: TickContext) -> None:
     previous = ctx.ledger.get_state("mode")
     if previous == ctx.mode:
         return
-    from dunctl.tick.schedule import Sequences, schedule_case
+    from dunctl.tick.schedule import schedule_case
 
-    sequences = Sequences(ctx.ledger)
     with ctx.ledger.transaction():
         if previous is not None:
             for case_id in ctx.ledger.open_case_ids():
-                schedule_case(ctx.ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, sequences)
+                schedule_case(ctx.ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, ctx.sequences)
         if previous == MONITOR and ctx.mode == LIVE:
             from dunctl.notices.run import reopen_would_notices
 
