@@ -7,6 +7,8 @@ then the default locale's file, then `payment-failed.subject.j2` (written in the
 
 from __future__ import annotations
 
+import functools
+
 from dunctl.failures import (
     ACTION_REQUIRED,
     BANK_HARD,
@@ -23,6 +25,7 @@ from dunctl.failures import (
 SHIPPED_LOCALES = ("en", "fr", "de", "es", "ja")
 
 
+@functools.lru_cache(maxsize=1024)   # every message asks for the same few tags
 def normalise(tag: str | None) -> str | None:
     """'fr_ca', 'FR-CA' -> 'fr-CA'; 'zh-hant-tw' -> 'zh-Hant-TW'; None or '' -> None."""
     if not tag or not str(tag).strip():

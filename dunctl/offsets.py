@@ -6,10 +6,12 @@ ACH returns surface (3-5 business days after the debit).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+_DAY = timedelta(days=1)
 _PART = re.compile(r"(\d+)(bd|m|h|d|w)")
 _WHOLE = re.compile(r"^(?:\d+(?:bd|m|h|d|w))+$")
 
@@ -26,10 +28,14 @@ class Offset:
         moment = start
         days = self.business_days
         while days > 0:
-            moment += timedelta(days=1)
+            moment += _DAY
             if moment.weekday() < 5:
                 days -= 1
-        return moment + timedelta(minutes=self.minutes)
+        return moment + self._span
+
+    @functools.cached_property
+    def _span(self) -> timedelta:   # the planner asks for every step's time on every plan
+        return timedelta(minutes=self.minutes)
 
     @property
     def sort_key(self) -> float:

@@ -437,7 +437,7 @@ class FileTransport:
 
     def __init__(self, dir: Path):
         self.dir = Path(dir)
-        self._ready = False
+        self._dir_fd: int | None = None   # names are resolved against the open directory, not walked every time
 
     def path_for(self, key: str) -> Path:
         return self.dir / f"{safe_filename(key)}.eml"
@@ -445,29 +445,32 @@ class FileTransport:
     def send(self, message: EmailMessage, *, sender: str, reply_to: str | None, key: str,
              now: datetime) -> Delivery:
         built = build_message(message, sender=sender, reply_to=reply_to, key=key, now=now)
-        path = self.path_for(key)
-        tmp = f"{self.dir}/.tmp-{os.getpid()}-{path.name}"
+        name = f"{safe_filename(key)}.eml"
+        tmp = f".tmp-{os.getpid()}-{name}"
         try:
-            if not self._ready:
+            if self._dir_fd is None:
                 self.dir.mkdir(parents=True, exist_ok=True)
-                self._ready = True
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                self._dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=self._dir_fd)
             try:
                 os.write(fd, built.data)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            os.replace(tmp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise ChannelError(f"could not write {path}: {exc.strerror or exc}",
+            if self._dir_fd is not None:
+                try:
+                    os.unlink(tmp, dir_fd=self._dir_fd)
+                except OSError:
+                    pass
+            raise ChannelError(f"could not write {self.dir / name}: {exc.strerror or exc}",
                                "check channels.email.dir") from None
-        return Delivery(f"wrote {path}", built.message_id)
+        return Delivery(f"wrote {self.dir / name}", built.message_id)
 
     def close(self) -> None:
-        """Nothing to release; here so every transport can be closed the same way."""
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
 
 def safe_filename(key: str) -> str:

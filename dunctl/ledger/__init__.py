@@ -595,11 +595,13 @@ class Ledger:
         for cursor in self._in(sql, values, params):
             yield from cursor
 
-    def _rows_in(self, sql: str, values: Iterable) -> Iterator[dict]:
+    def _rows_in(self, sql: str, values: Iterable) -> list[dict]:
         """`_in`'s rows as dicts, column name to value."""
+        rows = []
         for cursor in self._in(sql, values):
             keys = [column[0] for column in cursor.description]
-            yield from (dict(zip(keys, row)) for row in cursor)
+            rows += [dict(zip(keys, row)) for row in cursor.fetchall()]
+        return rows
 
     def customer_contacts(self, customer_id: str, since: datetime, statuses: tuple[str, ...] = ("done",)
                           ) -> list[datetime]:
