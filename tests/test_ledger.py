@@ -77,14 +77,14 @@ def test_a_transaction_commits_or_rolls_back_whole_and_nests(ledger):
         with ledger.transaction():
             ledger.schedule(case_id, T0 + timedelta(days=1), "x")
             with ledger.transaction():
-                ledger.set_last_action(case_id, "inner", T0)
+                ledger.set_last_actions([(case_id, "inner")], T0)
             raise RuntimeError("boom")
     assert ledger.case(case_id)["next_step"] is None and ledger.case(case_id)["last_action"] is None
     with ledger.transaction():
         ledger.schedule(case_id, T0 + timedelta(days=1), "x")
         with pytest.raises(ValueError):
             with ledger.transaction():
-                ledger.set_last_action(case_id, "inner", T0)
+                ledger.set_last_actions([(case_id, "inner")], T0)
                 raise ValueError
     assert ledger.case(case_id)["next_step"] == "x" and ledger.case(case_id)["last_action"] is None
 

@@ -484,8 +484,10 @@ class Ledger:
         """When the case is next due: the one indexed column an idle tick reads."""
         self._set(case_id, next_due_at=next_due_at, next_step=next_step)
 
-    def set_last_action(self, case_id: int, text: str, at: datetime) -> None:
-        self._set(case_id, last_action=text, last_action_at=at)
+    def set_last_actions(self, actions: Iterable[tuple[int, str]], at: datetime) -> None:
+        """(case id, text) for several cases at once, all at `at`."""
+        self.conn.executemany("UPDATE cases SET last_action = ?, last_action_at = ? WHERE id = ?",
+                              [(text, iso(at), case_id) for case_id, text in actions])
 
     def case(self, case_id: int) -> dict | None:
         return next(self.rows("SELECT * FROM cases WHERE id = ?", [case_id]), None)
@@ -746,12 +748,19 @@ class Ledger:
     def record_result(self, action_id: int, status: str, now: datetime, detail: str | None = None,
                       error: str | None = None, recipient: str | None = None, subject: str | None = None,
                       request_id: str | None = None, message_ref: str | None = None) -> None:
-        self.conn.execute(
+        self.record_results([(action_id, status, detail, error, recipient, subject, request_id, message_ref)], now)
+
+    def record_results(self, results: Iterable[tuple], now: datetime) -> None:
+        """Several results at once, each (action id, status, detail, error, recipient, subject, request id,
+        message ref), all finished at `now`: one statement for a batch."""
+        finished = iso(now)
+        self.conn.executemany(
             """UPDATE actions SET status = ?, prior_status = NULL, finished_at = ?, detail = coalesce(?, detail),
                  message_ref = coalesce(?, message_ref), error = ?,
                  recipient = coalesce(?, recipient), subject = coalesce(?, subject),
                  request_id = coalesce(?, request_id) WHERE id = ?""",
-            [status, iso(now), detail, message_ref, error, recipient, subject, request_id, action_id])
+            [(status, finished, detail, message_ref, error, recipient, subject, request_id, action_id)
+             for action_id, status, detail, error, recipient, subject, request_id, message_ref in results])
 
     def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
         """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""

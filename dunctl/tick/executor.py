@@ -129,6 +129,15 @@ def _record_batch(ctx: TickContext, acted: _Acted, result: TickResult, applied: 
             ctx.ledger.release_notice_claim(item.action_id)
         else:
             ctx.ledger.release_claim(item.action_id)
+    # Every result (and the case's last action) in one statement each; then, in order, each one's timeline entry
+    # and the case changes it caused (so a case's timeline reads in the order things happened).
+    own = [(item, outcome) for item, outcome in acted.outcomes if item.effect.kind != NOTICE]
+    ctx.ledger.record_results([(item.action_id, outcome.status, outcome.detail or None, outcome.error,
+                                outcome.recipient, outcome.subject, outcome.request_id, outcome.message_ref)
+                               for item, outcome in own], ctx.now)
+    ctx.ledger.set_last_actions([(item.effect.bundle.case.id, f"{item.effect.name}: {outcome.status}")
+                                 for item, outcome in own
+                                 if item.effect.kind == "step" or outcome.status == "failed"], ctx.now)
     for item, outcome in acted.outcomes:
         _record(ctx, item, outcome, result)
         case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
@@ -229,15 +238,10 @@ def _record(ctx: TickContext, item: _Claimed, outcome: Outcome, result: TickResu
     if effect.kind == NOTICE:
         effect.record(ctx, item.action_id, outcome, result)
         return
-    ctx.ledger.record_result(item.action_id, outcome.status, ctx.now, detail=outcome.detail or None,
-                             error=outcome.error, recipient=outcome.recipient, subject=outcome.subject,
-                             request_id=outcome.request_id, message_ref=outcome.message_ref)
-    text = outcome.error or outcome.detail
-    case_id = effect.bundle.case.id
-    ctx.ledger.add_timeline(case_id, ctx.now, "action", f"{effect.name} ({effect.action}) {outcome.status}: {text}",
+    text = outcome.error or outcome.detail   # the result itself is written for the whole batch at once
+    ctx.ledger.add_timeline(effect.bundle.case.id, ctx.now, "action",
+                            f"{effect.name} ({effect.action}) {outcome.status}: {text}",
                             {"request_id": outcome.request_id} if outcome.request_id else None)
-    if effect.kind == "step" or outcome.status == "failed":
-        ctx.ledger.set_last_action(case_id, f"{effect.name}: {outcome.status}", ctx.now)
     result.actions.append(ActionReport(effect.invoice_id, effect.name, effect.action, outcome.status, text,
                                        outcome.recipient, outcome.subject, outcome.quiet))
 
