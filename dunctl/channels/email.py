@@ -437,6 +437,7 @@ class FileTransport:
 
     def __init__(self, dir: Path):
         self.dir = Path(dir)
+        self._where = str(self.dir)
         self._dir_fd: int | None = None   # names are resolved against the open directory, not walked every time
 
     def path_for(self, key: str) -> Path:
@@ -463,9 +464,9 @@ class FileTransport:
                     os.unlink(tmp, dir_fd=self._dir_fd)
                 except OSError:
                     pass
-            raise ChannelError(f"could not write {self.dir / name}: {exc.strerror or exc}",
+            raise ChannelError(f"could not write {self._where}/{name}: {exc.strerror or exc}",
                                "check channels.email.dir") from None
-        return Delivery(f"wrote {self.dir / name}", built.message_id)
+        return Delivery(f"wrote {self._where}/{name}", built.message_id)
 
     def close(self) -> None:
         if self._dir_fd is not None:
