@@ -1,7 +1,8 @@
-"""After a batch runs, a case's next due time is worked out from the case as planned plus what the effects wrote
-(case, actions, invoice, contacts read again; customer and subscription kept). It must be exactly what a full
-reload gives at the same moment: checked after every tick of a simulated month, on every open case the tick acted
-on. (A case not touched keeps the schedule worked out when it was last touched: as time passes a fresh computation
+"""After a batch runs, a case's next due time is taken from its plan when every effect went as planned and nothing
+in the plan waited (`run._went_as_planned`), else worked out from the case as planned plus what the effects wrote
+(case, actions, invoice, contacts read again; customer and subscription kept). Either way it must be exactly what
+a full reload gives at the same moment: checked after every tick of a simulated month, on every open case the
+tick acted on, with both paths taken many times. (A case not touched keeps the schedule worked out when it was last touched: as time passes a fresh computation
 may differ, e.g. a contact cap's week moves on; the stored one is then early, never late, and the tick it wakes
 schedules again.)"""
 
@@ -17,6 +18,7 @@ from dunctl.simulation.account import SimulatedAccount
 from dunctl.simulation.assumptions import preset_assumptions
 from dunctl.simulation.demo import DEFAULT_START, DemoChannels, Driver
 from dunctl.simulation.population import build_book
+from dunctl.tick import run
 from dunctl.tick.context import planner_settings
 from dunctl.tick.schedule import Sequences, load_bundle, next_due, plan_case, system_effects
 
@@ -50,7 +52,16 @@ class CheckingDriver(Driver):
         super()._feed(result, now)
 
 
-def test_the_schedule_after_a_batch_equals_a_full_reload_over_a_simulated_month(tmp_path):
+def test_the_schedule_after_a_batch_equals_a_full_reload_over_a_simulated_month(tmp_path, monkeypatch):
+    paths = {"plan": 0, "read again": 0}
+    decide = run._went_as_planned
+
+    def counted(*args):
+        decided = decide(*args)
+        paths["plan" if decided is not None else "read again"] += 1
+        return decided
+
+    monkeypatch.setattr(run, "_went_as_planned", counted)
     write_starter(tmp_path)
     text = (tmp_path / "dunctl.yaml").read_text().replace("mode: monitor", "mode: live")
     (tmp_path / "dunctl.yaml").write_text(text)
@@ -65,4 +76,5 @@ def test_the_schedule_after_a_batch_equals_a_full_reload_over_a_simulated_month(
     driver = CheckingDriver(config, ledger, account, DemoChannels(config, {}))
     driver.run(DEFAULT_START, end)
     assert driver.messages > 25 and driver.checked > 50          # a month with real work in it
+    assert paths["plan"] > 50 and paths["read again"] > 20         # both ways of scheduling were compared
     assert driver.differences == []

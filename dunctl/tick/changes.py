@@ -110,6 +110,9 @@ class Applied:
     closed: list[tuple[str, str]] = field(default_factory=list)     # (invoice id, how it ended)
     touched: set[int] = field(default_factory=set)                   # cases to reschedule
     notify: list[NotifyPerson] = field(default_factory=list)
+    # case id -> for each of its effects recorded: did it end as planned (done, or would in monitor mode) and
+    # change nothing else? A case whose every planned effect did is scheduled from its plan (run_due).
+    as_planned: dict[int, list[bool]] = field(default_factory=dict)
 
 
 def apply(ledger: Ledger, changes: list[Change], now: datetime, applied: Applied | None = None) -> Applied:

@@ -141,6 +141,12 @@ def _record_batch(ctx: TickContext, acted: _Acted, result: TickResult, applied: 
     for item, outcome in acted.outcomes:
         _record(ctx, item, outcome, result)
         case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
+        if item.effect.kind != NOTICE:
+            finished = outcome.status == "done" or (outcome.status == "would" and ctx.settings.monitor)
+            applied.as_planned.setdefault(item.effect.bundle.case.id, []).append(finished and not outcome.changes)
+    for item in acted.untried:
+        if item.effect.kind != NOTICE:
+            applied.as_planned.setdefault(item.effect.bundle.case.id, []).append(False)
     for invoice_id, state in applied.closed:
         result.close(invoice_id, state)
 

@@ -28,6 +28,8 @@ from dunctl.tick.result import ActionReport, SyncResult, TickResult
 
 if TYPE_CHECKING:
     from dunctl.ledger.records import CaseBundle
+    from dunctl.planner import Plan
+    from dunctl.tick.changes import Applied
 
 CASES_PER_BATCH = 50
 RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment made meanwhile still stops them
@@ -141,20 +143,47 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
             started = time.monotonic()
         effects: list[Effect] = []
         planned: dict[int, CaseBundle] = {}
+        plans: dict[int, tuple[Plan, int]] = {}   # case -> its plan and how many effects it asked for
         admitted: dict[str, list[tuple]] = {}   # customer -> the messages it gets this tick (a chunk has all)
         with ledger.transaction():
             loaded = load_bundles(ledger, ids, ctx.settings, ctx.now)
             for case_id in ids:
-                effects += [e for e in _plan_one(ctx, loaded.get(case_id), sequences, result, planned)
+                effects += [e for e in _plan_one(ctx, loaded.get(case_id), sequences, result, planned, plans)
                             if not _held_in_this_tick(ctx, e, admitted)]
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
         with ledger.transaction():
-            # the cases as the effects left them: only what effects write is read again
-            loaded = load_bundles(ledger, ids, ctx.settings, ctx.now, planned=planned)
+            again = []
             for case_id in ids:
+                decided = _went_as_planned(ctx, case_id, plans, applied)
+                if decided is not None:
+                    ledger.schedule(case_id, decided.next_due_at, decided.next_step)
+                else:
+                    again.append(case_id)
+            # the other cases as the effects left them: only what effects write is read again
+            loaded = load_bundles(ledger, again, ctx.settings, ctx.now, planned=planned)
+            for case_id in again:
                 schedule_bundle(ledger, case_id, loaded.get(case_id), ctx.settings, ctx.dunctl_retries, ctx.now,
                                 sequences)
+
+
+def _went_as_planned(ctx: TickContext, case_id: int, plans: dict[int, tuple[Plan, int]],
+                     applied: Applied) -> Plan | None:
+    """The case's plan, when planning it again after its effects could only give the same next due time: nothing
+    in the plan was waiting (on another step, a contact rule, quiet hours), and every effect it asked for ran and
+    ended as planned (done; in monitor mode, would) without changing the case. Then every step that was due is
+    finished, and the steps still to come are exactly those the plan already timed (their times depend on the
+    case and the clock, neither of which the effects changed). Otherwise None: the case is read and planned
+    again. `tests/test_schedule_refresh.py` checks both paths against a full reload."""
+    entry = plans.get(case_id)
+    if entry is None:
+        return None
+    decided, asked = entry
+    outcomes = applied.as_planned.get(case_id, [])
+    if decided.waiting or len(outcomes) != asked or not all(outcomes) or case_id in applied.touched \
+            or any(note.case_id == case_id for note in applied.notify):
+        return None
+    return decided
 
 
 def _held_in_this_tick(ctx: TickContext, effect: Effect, admitted: dict[str, list[tuple]]) -> bool:
@@ -193,7 +222,7 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
 
 
 def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: TickResult,
-              planned: dict[int, CaseBundle]) -> list[Effect]:
+              planned: dict[int, CaseBundle], plans: dict[int, tuple[Plan, int]]) -> list[Effect]:
     from dunctl.planner import MISSED, SKIP
     from dunctl.tick.schedule import plan_case, system_effects
 
@@ -204,6 +233,7 @@ def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: Ti
     sequence = sequences(bundle)
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)
     decided = plan_case(bundle, sequence, ctx.settings, ctx.dunctl_retries, ctx.now)
+    plans[case_id] = (decided, len(effects) + len(decided.runs))
     records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
