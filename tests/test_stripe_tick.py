@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from dunctl.clock import iso
 from dunctl.config import load_config
 from dunctl.tick import build_channels, idempotency_key, run_tick
 from dunctl.ledger import Ledger
@@ -15,6 +16,7 @@ from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
 from tests.helpers import T0, starter
 
 PAY = "POST /v1/invoices/:id/pay"
+MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
@@ -138,3 +140,35 @@ def test_a_payment_between_sync_and_action_suppresses_the_action(world, fake_str
     assert (case["state"], case["recovered_by"]) == ("recovered", "customer")
     assert w.actions(invoice_id)["retry-1"] == "suppressed"                # recorded, never charged
     assert invoice_id in result.closed
+
+
+def test_an_email_sent_while_turning_retries_off_waits_to_be_tried_again_keeps_that_try_due(world, fake_stripe):
+    """A tick that only sends the notice, while turning Stripe's retries off failed earlier and waits to be tried
+    again, must leave that try due: the case is next due for it, not for the next step of the sequence."""
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.inject(500, times=20, route="POST /v1/invoices/:id")         # turning retries off fails
+    w.tick(T0 + 10 * MINUTE)
+    assert w.actions(invoice_id) == {"stop-provider-retries": "failed"}
+    fake_stripe.calm()
+    w.tick(T0 + 31 * MINUTE)                                               # the notice is due, the retry not yet
+    assert w.actions(invoice_id) == {"stop-provider-retries": "failed", "notice": "done"}
+    case = w.case(invoice_id)
+    again = T0 + 10 * MINUTE + w.config.file.dunning.action_retry_after
+    assert (case["next_step"], case["next_due_at"]) == ("stop-provider-retries", iso(again))
+    w.tick(again)
+    assert w.actions(invoice_id)["stop-provider-retries"] == "done"
+    assert fake_stripe.invoice(invoice_id)["auto_advance"] is False
+
+
+def test_once_retries_are_turned_off_the_case_is_next_due_for_its_next_step(world, fake_stripe):
+    """Turning Stripe's retries off, tried again and done in the same tick as the notice: the case is next due for
+    the sequence's next step, with nothing left of the failed try (`status` shows what really comes next)."""
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.inject(500, times=20, route="POST /v1/invoices/:id")
+    w.tick(T0 + 10 * MINUTE)
+    fake_stripe.calm()
+    w.tick(T0 + 10 * MINUTE + w.config.file.dunning.action_retry_after)   # the try again, and the notice
+    assert w.actions(invoice_id) == {"stop-provider-retries": "done", "notice": "done"}
+    assert w.case(invoice_id)["next_step"] == "retry-1"

@@ -143,7 +143,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
             started = time.monotonic()
         effects: list[Effect] = []
         planned: dict[int, CaseBundle] = {}
-        plans: dict[int, tuple[Plan, int]] = {}   # case -> its plan and how many effects it asked for
+        plans: dict[int, tuple[Plan, int, bool]] = {}   # case -> its plan, its effects, any of dunctl's own
         admitted: dict[str, list[tuple]] = {}   # customer -> the messages it gets this tick (a chunk has all)
         with ledger.transaction():
             loaded = load_bundles(ledger, ids, ctx.settings, ctx.now)
@@ -155,9 +155,9 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
         with ledger.transaction():
             again = []
             for case_id in ids:
-                decided = _went_as_planned(ctx, case_id, plans, applied)
-                if decided is not None:
-                    ledger.schedule(case_id, decided.next_due_at, decided.next_step)
+                due = _went_as_planned(ctx, case_id, planned, plans, applied)
+                if due is not None:
+                    ledger.schedule(case_id, *due)
                 else:
                     again.append(case_id)
             # the other cases as the effects left them: only what effects write is read again
@@ -167,23 +167,28 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
                                 sequences)
 
 
-def _went_as_planned(ctx: TickContext, case_id: int, plans: dict[int, tuple[Plan, int]],
-                     applied: Applied) -> Plan | None:
-    """The case's plan, when planning it again after its effects could only give the same next due time: nothing
-    in the plan was waiting (on another step, a contact rule, quiet hours), and every effect it asked for ran and
-    ended as planned (done; in monitor mode, would) without changing the case. Then every step that was due is
-    finished, and the steps still to come are exactly those the plan already timed (their times depend on the
-    case and the clock, neither of which the effects changed). Otherwise None: the case is read and planned
-    again. `tests/test_schedule_refresh.py` checks both paths against a full reload."""
+def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBundle],
+                     plans: dict[int, tuple[Plan, int, bool]], applied: Applied) -> tuple | None:
+    """When the case is next due, from its plan, when planning it again after its effects could only give the same:
+    nothing in the plan was waiting (on another step, a contact rule, quiet hours), every effect it asked for was
+    a step that ran and ended as planned (done; in monitor mode, would) without changing the case, and none was
+    dunctl's own (turning Stripe's retries off, a retry after a new card: those change what is timed next). Then
+    every step that was due is finished, and what is still to come is what the plan already timed (its times
+    depend on the case and the clock, neither of which the effects changed). Otherwise None: the case is read and
+    planned again. `tests/test_schedule_refresh.py` checks both paths against a full reload."""
+    from dunctl.planner import Plan
+    from dunctl.tick.schedule import next_due
+
     entry = plans.get(case_id)
     if entry is None:
         return None
-    decided, asked = entry
+    decided, asked, own = entry
     outcomes = applied.as_planned.get(case_id, [])
-    if decided.waiting or len(outcomes) != asked or not all(outcomes) or case_id in applied.touched \
+    if own or decided.waiting or len(outcomes) != asked or not all(outcomes) or case_id in applied.touched \
             or any(note.case_id == case_id for note in applied.notify):
         return None
-    return decided
+    ahead = Plan(next_step=decided.next_step, next_due_at=decided.next_due_at)   # the due steps are all finished
+    return next_due(planned[case_id], ahead, ctx.settings, ctx.dunctl_retries, ctx.now)
 
 
 def _held_in_this_tick(ctx: TickContext, effect: Effect, admitted: dict[str, list[tuple]]) -> bool:
@@ -222,7 +227,7 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
 
 
 def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: TickResult,
-              planned: dict[int, CaseBundle], plans: dict[int, tuple[Plan, int]]) -> list[Effect]:
+              planned: dict[int, CaseBundle], plans: dict[int, tuple[Plan, int, bool]]) -> list[Effect]:
     from dunctl.planner import MISSED, SKIP
     from dunctl.tick.schedule import plan_case, system_effects
 
@@ -233,7 +238,7 @@ def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: Ti
     sequence = sequences(bundle)
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)
     decided = plan_case(bundle, sequence, ctx.settings, ctx.dunctl_retries, ctx.now)
-    plans[case_id] = (decided, len(effects) + len(decided.runs))
+    plans[case_id] = (decided, len(effects) + len(decided.runs), bool(effects))   # effects so far: dunctl's own
     records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
