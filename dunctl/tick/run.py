@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from dunctl.clock import from_iso
 from dunctl.config import Config
@@ -33,6 +33,14 @@ if TYPE_CHECKING:
 
 CASES_PER_BATCH = 50
 RESYNC_AFTER_SECONDS = 60   # a long run of batches syncs again, so a payment made meanwhile still stops them
+
+
+class _Planned(NamedTuple):
+    """What planning a case this tick asked for, to tell afterwards whether it went as planned."""
+
+    plan: Plan
+    effects: int    # how many effects
+    own: bool       # any of dunctl's own (turning Stripe's retries off, a retry after a new card)
 
 
 def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False,
@@ -143,7 +151,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
             started = time.monotonic()
         effects: list[Effect] = []
         planned: dict[int, CaseBundle] = {}
-        plans: dict[int, tuple[Plan, int, bool]] = {}   # case -> its plan, its effects, any of dunctl's own
+        plans: dict[int, _Planned] = {}
         admitted: dict[str, list[tuple]] = {}   # customer -> the messages it gets this tick (a chunk has all)
         with ledger.transaction():
             loaded = load_bundles(ledger, ids, ctx.settings, ctx.now)
@@ -168,7 +176,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
 
 
 def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBundle],
-                     plans: dict[int, tuple[Plan, int, bool]], applied: Applied) -> tuple | None:
+                     plans: dict[int, _Planned], applied: Applied) -> tuple | None:
     """When the case is next due, from its plan, when planning it again after its effects could only give the same:
     nothing in the plan was waiting (on another step, a contact rule, quiet hours), every effect it asked for was
     a step that ran and ended as planned (done; in monitor mode, would) without changing the case, and none was
@@ -179,15 +187,15 @@ def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBund
     from dunctl.planner import Plan
     from dunctl.tick.schedule import next_due
 
-    entry = plans.get(case_id)
-    if entry is None:
+    asked = plans.get(case_id)
+    if asked is None:
         return None
-    decided, asked, own = entry
     outcomes = applied.as_planned.get(case_id, [])
-    if own or decided.waiting or len(outcomes) != asked or not all(outcomes) or case_id in applied.touched \
-            or any(note.case_id == case_id for note in applied.notify):
+    if asked.own or asked.plan.waiting or len(outcomes) != asked.effects or not all(outcomes) \
+            or case_id in applied.touched or any(note.case_id == case_id for note in applied.notify):
         return None
-    ahead = Plan(next_step=decided.next_step, next_due_at=decided.next_due_at)   # the due steps are all finished
+    # the steps that were due are all finished: what comes next is what the plan timed
+    ahead = Plan(next_step=asked.plan.next_step, next_due_at=asked.plan.next_due_at)
     return next_due(planned[case_id], ahead, ctx.settings, ctx.dunctl_retries, ctx.now)
 
 
@@ -227,7 +235,7 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
 
 
 def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: TickResult,
-              planned: dict[int, CaseBundle], plans: dict[int, tuple[Plan, int, bool]]) -> list[Effect]:
+              planned: dict[int, CaseBundle], plans: dict[int, _Planned]) -> list[Effect]:
     from dunctl.planner import MISSED, SKIP
     from dunctl.tick.schedule import plan_case, system_effects
 
@@ -238,7 +246,7 @@ def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: Ti
     sequence = sequences(bundle)
     effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)
     decided = plan_case(bundle, sequence, ctx.settings, ctx.dunctl_retries, ctx.now)
-    plans[case_id] = (decided, len(effects) + len(decided.runs), bool(effects))   # effects so far: dunctl's own
+    plans[case_id] = _Planned(decided, len(effects) + len(decided.runs), own=bool(effects))   # so far: system effects
     records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
