@@ -120,6 +120,16 @@ def shared_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+def tmpfs(shared_dir: Path, size: str) -> Path:
+    """A tmpfs of `size` mounted at shared_dir/mnt (the shared_dir fixture unmounts it)."""
+    mount = shared_dir / "mnt"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        unavailable("cannot mount a tmpfs here")
+    return mount
+
+
 @contextlib.contextmanager
 def as_nobody():
     """Run as user nobody (effective ids; root's saved id brings us back). The interpreter itself lives in
@@ -162,11 +172,7 @@ def test_a_ledger_in_a_read_only_directory_is_refused(shared_dir):
 
 
 def test_a_ledger_on_a_read_only_mount_is_refused(shared_dir):
-    mount = shared_dir / "mnt"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        unavailable("cannot mount a tmpfs here")
+    mount = tmpfs(shared_dir, "4m")
     config = seeded(mount)
     before = digest(mount / "dunctl.db")
     remount = subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True, text=True)
@@ -265,11 +271,7 @@ def test_a_full_disk_is_one_line_and_the_next_tick_recovers(tmp_path, monkeypatc
 
 
 def test_a_really_full_disk_is_named_as_such(shared_dir):
-    mount = shared_dir / "mnt"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        unavailable("cannot mount a tmpfs here")
+    mount = tmpfs(shared_dir, "16m")
     config = starter(mount)
     ledger = open_engine_ledger(config)
     seed(ledger, *[failed_invoice(f"in_{i:03d}", customer_id=f"cus_{i:03d}") for i in range(150)])
