@@ -210,3 +210,20 @@ def test_a_retry_whose_5xx_came_after_the_charge_is_recorded_done(world, fake_st
     assert (case["state"], case["recovered_by"]) == ("recovered", "retry")
     w.tick(T0 + 2 * DAY + 2 * HOUR)
     assert (fake_stripe.count(PAY), _succeeded(fake_stripe, invoice_id)) == (1, 1)
+
+
+def test_a_stripe_call_cut_off_by_a_crash_is_tried_again_under_its_own_key(world, fake_stripe):
+    """The new key is for a try that failed; a try cut off by a crash (its claim left behind) is not counted, so
+    it is made again under the key it had, and Stripe answers with the first result if it got there."""
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    key = idempotency_key(invoice_id, "retry-1")
+    with w.ledger.transaction():                                      # a tick that died mid-call
+        w.ledger.claim_action(w.case(invoice_id)["id"], "step", "retry-1", "retry", "stripe", None,
+                              T0 + 2 * DAY, T0 + 2 * DAY + HOUR, key, None)
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    w.tick(T0 + 2 * DAY + 2 * HOUR)
+    action = next(a for a in w.ledger.actions(w.case(invoice_id)["id"]) if a["step_id"] == "retry-1")
+    assert (action["status"], action["idempotency_key"]) == ("done", key)
+    assert [k for (_, k) in fake_stripe._idempotency if k.startswith(key)] == [key]

@@ -44,7 +44,8 @@ class Effect:
         if self.channel != "stripe":
             return key
         record = next((a for a in self.bundle.actions if a.kind == self.kind and a.step_id == self.name), None)
-        return f"{key}:{record.tries + 1}" if record is not None and record.status == "failed" else key
+        this_try = record.tries + 1 if record is not None and record.status == "failed" else 1
+        return f"{key}:{this_try}" if this_try > 1 else key
 
 
 def idempotency_key(invoice_id: str, name: str, kind: str = STEP, generation: int = 0) -> str:
