@@ -95,6 +95,7 @@ class ApiError(Exception):
                  **extra):
         super().__init__(message)
         self.status = status
+        self.headers: dict[str, str] = {}
         self.body = {"error": {"type": type_, "message": message, **({"code": code} if code else {}),
                                **({"param": param} if param else {}), **extra}}
 
@@ -105,6 +106,7 @@ class Fault:
     remaining: int | None          # None: until calm()
     route: str | None              # "GET /v1/events"; None: every route
     took_effect: bool = False      # a 5xx on a write that did its work first (the answer was lost, not the change)
+    should_retry: bool | None = None   # Stripe-Should-Retry sent with it; true: not saved under the key
 
 
 @dataclass
@@ -124,11 +126,15 @@ def _decline(decline_code: str | None = "insufficient_funds", *, code: str | Non
             "message": message}
 
 
-def _fault_error(status: int) -> ApiError:
+def _fault_error(status: int, should_retry: bool | None = None) -> ApiError:
     if status == 429:
-        return ApiError(429, "invalid_request_error", "Request rate limit exceeded. Learn more about rate limits "
-                        "here https://stripe.com/docs/rate-limits.", code="rate_limit")
-    return ApiError(status, "api_error", "An unknown error occurred")
+        error = ApiError(429, "invalid_request_error", "Request rate limit exceeded. Learn more about rate limits "
+                         "here https://stripe.com/docs/rate-limits.", code="rate_limit")
+    else:
+        error = ApiError(status, "api_error", "An unknown error occurred")
+    if should_retry is not None:
+        error.headers["Stripe-Should-Retry"] = "true" if should_retry else "false"
+    return error
 
 
 def _should_retry(status: int) -> dict:
@@ -287,12 +293,14 @@ class FakeStripe:
 
     # -- failure injection and keys --------------------------------------------------------------------------
 
-    def inject(self, status: int = 429, times: int = 1, route: str | None = None, took_effect: bool = False) -> None:
+    def inject(self, status: int = 429, times: int = 1, route: str | None = None, took_effect: bool = False,
+               should_retry: bool | None = None) -> None:
         """Answer the next `times` requests (to `route`, or any) with `status` (429 or 5xx). A 5xx to a POST with an
         Idempotency-Key is saved under the key and replayed, as Stripe does; with `took_effect` the write is done
-        before the 5xx is answered."""
+        before the 5xx is answered. `should_retry` sends Stripe-Should-Retry with it (true: Stripe did not start
+        the request, so nothing is saved under the key)."""
         with self.lock:
-            self.faults.append(Fault(status, times, route, took_effect))
+            self.faults.append(Fault(status, times, route, took_effect, should_retry))
 
     def storm(self, status: int = 429, route: str | None = None) -> None:
         """Answer every request with `status` until calm()."""
@@ -940,9 +948,9 @@ class FakeStripe:
                 raise ApiError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
             fault = self._take_fault(route)
             keyed = method == "POST" and bool(idempotency_key)
-            if fault is not None and (fault.status == 429 or not keyed):
+            if fault is not None and (fault.status == 429 or not keyed or fault.should_retry):
                 # Stripe's rate limiter runs before its idempotency layer: a 429 is never saved under the key.
-                raise _fault_error(fault.status)
+                raise _fault_error(fault.status, fault.should_retry)
             if self.echo_key_in_errors:
                 status = 400 if self.echo_key_in_errors is True else int(self.echo_key_in_errors)
                 raise ApiError(status, "invalid_request_error" if status < 500 else "api_error",
@@ -1397,7 +1405,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                    self.headers.get("Idempotency-Key"),
                                                    self.headers.get("Stripe-Account"))
         except ApiError as exc:
-            status, payload, headers = exc.status, exc.body, {}
+            status, payload, headers = exc.status, exc.body, exc.headers
         with fake.lock:
             fake._counter += 1
             request_id = f"req_Fk{fake._counter:012d}"

@@ -134,6 +134,19 @@ def test_a_5xx_on_a_write_that_took_effect_is_success(fake_stripe, time_):
     assert len([c for c in fake_stripe.charges_of(invoice_id) if c["status"] == "succeeded"]) == 1
 
 
+def test_stripe_should_retry_decides_when_stripe_sends_it(fake_stripe, time_):
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    gateway = gateway_for(fake_stripe, time_)
+    fake_stripe.inject(500, times=1, route="GET /v1/invoices/:id", should_retry=False)
+    with pytest.raises(GatewayError):
+        gateway.get_invoice(invoice_id)                         # a read, but Stripe says another try is futile
+    assert fake_stripe.count("GET /v1/invoices/:id") == 1 and time_.sleeps == []
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    fake_stripe.inject(503, times=1, route="POST /v1/invoices/:id/pay", should_retry=True)
+    assert gateway.pay_invoice(invoice_id, "case-1-retry-1").succeeded   # a write Stripe never started: same key
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 2 and len(time_.sleeps) == 1
+
+
 def test_a_dead_server_is_a_gateway_error_not_a_traceback(time_):
     from tests.servers import closed_port
 
