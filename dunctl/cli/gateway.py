@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from dunctl.account_binding import LedgerFile, bind, read_binding, refuse_if_simulated
 from dunctl.config import Config
 from dunctl.gateway import Gateway
@@ -14,7 +16,9 @@ class LazyGateway:
     def __init__(self, config: Config, environ: dict[str, str], budget: float | None = None):
         self._config = config
         self._environ = environ
-        self._budget = budget
+        # The budget runs from now, however late the gateway is built (a `tick --no-sync` builds it at its first
+        # Stripe step).
+        self._deadline = None if budget is None else time.monotonic() + budget
         self._gateway: Gateway | None = None
 
     def _real(self) -> Gateway:
@@ -23,8 +27,8 @@ class LazyGateway:
             from dunctl.stripe_gateway import StripeGateway
 
             try:
-                self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ,
-                                                          budget=self._budget)
+                left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+                self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ, budget=left)
             except GatewayAuthError as exc:
                 exc.exit_code = 2  # no key, or not a key: the operator's setup, like a config error (issue 11)
                 raise
