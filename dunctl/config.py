@@ -106,7 +106,6 @@ class StripeConfig(Strict):
     # Retry the open invoice on the next tick when the customer's payment method changes during a case.
     retry_on_update: bool = True
 
-
     @field_validator("max_requests_per_second")
     @classmethod
     def _within_stripes_limit(cls, value: float) -> float:
