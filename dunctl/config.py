@@ -92,7 +92,9 @@ class StripeConfig(Strict):
     api_key_env: str = "STRIPE_API_KEY"
     api_base: str | None = None
     retries: Literal["stripe", "dunctl"] = "stripe"
-    max_requests_per_second: float = Field(20.0, gt=0, le=100)
+    # Stripe's limits (https://docs.stripe.com/rate-limits): 100 requests a second per account live, 25 in a
+    # sandbox and per endpoint (a tick mostly reads one: events, invoices). Above 100 is always refused.
+    max_requests_per_second: float = Field(25.0, gt=0)
     max_backoff_tries: int = Field(6, ge=0, le=20)
     update_link: Literal["hosted_invoice", "billing_portal"] = "hosted_invoice"
     portal_return_url: str | None = None
@@ -103,6 +105,14 @@ class StripeConfig(Strict):
     account: str | None = Field(None, pattern=r"^acct_[A-Za-z0-9]+$")
     # Retry the open invoice on the next tick when the customer's payment method changes during a case.
     retry_on_update: bool = True
+
+    @field_validator("max_requests_per_second")
+    @classmethod
+    def _within_stripes_limit(cls, value: float) -> float:
+        if value > 100:
+            raise ValueError(f"{value:g} requests a second is more than Stripe allows: at most 100 in live mode, "
+                             "25 in test mode and per endpoint; use 25")
+        return value
 
 
 class SenderConfig(Strict):

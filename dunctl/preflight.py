@@ -312,6 +312,13 @@ def needed_permissions(config) -> dict[tuple[str, str], str]:
     return needed
 
 
+def _said(exc) -> str:
+    """What Stripe said, without the key: its messages quote it (masked in a 401, whole through some proxies)."""
+    from dunctl.stripe_gateway import scrub
+
+    return scrub(exc.user_message or str(exc)) or type(exc).__name__
+
+
 def stripe_online(config, environ: Mapping[str, str]) -> list[Finding]:
     """Call Stripe with the configured key: does it work, which mode and account, and does it hold every
     permission the config needs. Only reads, and writes aimed at objects that do not exist."""
@@ -335,7 +342,7 @@ def stripe_online(config, environ: Mapping[str, str]) -> list[Finding]:
         return [Finding("stripe: key", False, f"Stripe rejected the key in {stripe_config.api_key_env} (401)",
                         f"check that {stripe_config.api_key_env} holds a current key; rolled keys stop working")]
     except stripe.APIConnectionError as exc:
-        return [Finding("stripe: key", False, f"could not reach Stripe: {exc.user_message or exc}",
+        return [Finding("stripe: key", False, f"could not reach Stripe: {_said(exc)}",
                         "check the network (or stripe.api_base)")]
     except stripe.StripeError as exc:
         # A restricted key may not read the account; its 403 still names it.
@@ -354,7 +361,7 @@ def stripe_online(config, environ: Mapping[str, str]) -> list[Finding]:
         except stripe.InvalidRequestError:
             pass  # the probe's object does not exist: the permission let the request through
         except stripe.StripeError as exc:
-            findings.append(Finding(check, False, f"Stripe did not answer the check: {exc.user_message or exc}"))
+            findings.append(Finding(check, False, f"Stripe did not answer the check: {_said(exc)}"))
             continue
         findings.append(Finding(check, True, f"granted ({why})"))
     return findings

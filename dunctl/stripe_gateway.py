@@ -25,6 +25,8 @@ Stripe-Account header.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 import time
@@ -82,6 +84,12 @@ CURRENCIES = frozenset(code for line in (DATA / "stripe_currencies.txt").read_te
                        if not line.startswith("#") for code in line.split())
 RETRY_BASE = 0.5       # seconds; doubles per try
 RETRY_CAP = 30.0
+# Stripe answers in well under a second; a request that gets less than this of the tick's budget is not sent.
+MIN_REQUEST_TIME = 1.0
+REQUEST_TIMEOUT = 80.0          # seconds: stripe-python's own default, for a gateway without a budget
+# A tick's Stripe calls may run this far past `dunning.tick_budget` (a quarter of it, at most 5 s), so the tick
+# itself, which stops starting work at its budget, finds out first and gives the rest back as due.
+BUDGET_MARGIN = 5.0
 
 
 class TokenBucket:
@@ -107,14 +115,30 @@ class TokenBucket:
         self.tokens -= 1
 
 
+class _TimedClient(stripe.RequestsClient):
+    """stripe-python's requests client, each request's timeout set just before it is sent: what is left of the
+    tick's budget. (The SDK takes one timeout when the client is built, and the gateway lives for the whole tick.)
+    requests applies it to the connection and to each read: a Stripe that accepts and never answers costs at most
+    what was left."""
+
+    def __init__(self, timeout_for: Callable[[], float]):
+        super().__init__(timeout=REQUEST_TIMEOUT)
+        self._timeout_for = timeout_for
+
+    def request(self, method, url, headers, post_data=None):
+        self._timeout = self._timeout_for()
+        return super().request(method, url, headers, post_data)
+
+
 class StripeGateway:
     """dunctl's door to one Stripe account (test or live, as the key says)."""
 
     def __init__(self, api_key: str, *, api_base: str | None = None, key_env: str = "STRIPE_API_KEY",
                  account: str | None = None,
-                 max_requests_per_second: float = 20.0, max_backoff_tries: int = 6, backfill_days: int = 60,
+                 max_requests_per_second: float = 25.0, max_backoff_tries: int = 6, backfill_days: int = 60,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[], float] = random.random, http_client: stripe.HTTPClient | None = None):
+                 jitter: Callable[[], float] = random.random, http_client: stripe.HTTPClient | None = None,
+                 budget: float | None = None):
         self.mode = "live" if api_key.startswith(("sk_live_", "rk_live_")) else "test"
         self.requests = 0
         self.api_base = api_base
@@ -125,10 +149,14 @@ class StripeGateway:
         self.backfill_days = backfill_days
         self._sleep = sleep
         self._jitter = jitter
+        self._clock = clock
         self._bucket = TokenBucket(max_requests_per_second, clock, sleep)
+        # A tick's budget (seconds, from now): every request's timeout, retry and sleep comes out of what is left.
+        self._deadline = None if budget is None else clock() + budget + min(BUDGET_MARGIN, budget / 4)
         # The SDK retries nothing here: every retry (and its sleep) is ours, so it is counted and testable.
         self._client = stripe.StripeClient(api_key, base_addresses={"api": api_base} if api_base else None,
-                                           stripe_account=account, max_network_retries=0, http_client=http_client)
+                                           stripe_account=account, max_network_retries=0,
+                                           http_client=http_client or _TimedClient(self._timeout))
 
     @classmethod
     def from_config(cls, stripe_config, environ: Mapping[str, str], **options) -> StripeGateway:
@@ -171,32 +199,66 @@ class StripeGateway:
     # -- requests ------------------------------------------------------------------------------------------------
 
     def _call(self, what: str, permission: tuple[str, str], method: Callable, *args, **kwargs):
-        """One Stripe call, rate-limited, retried with backoff on 429, 409 and 5xx, its errors translated."""
+        """One Stripe call, rate-limited, retried with backoff while a retry can help, within the tick's budget, its
+        errors translated. A write (it carries an idempotency key) that got a 5xx is not retried: Stripe saved the
+        5xx under its key and answers every retry with it (https://docs.stripe.com/api/idempotent_requests); the
+        caller reads the object back instead. `Stripe-Should-Retry`, when Stripe sends it, decides."""
+        write = bool((kwargs.get("options") or {}).get("idempotency_key"))
         tries = 0
         while True:
-            self._bucket.take()
-            self.requests += 1
+            self._before_request(what)
             tries += 1
             try:
                 return method(*args, **kwargs)
-            except (stripe.RateLimitError, stripe.APIConnectionError) as exc:
-                transient = exc
-            except stripe.APIError as exc:
-                if exc.http_status is not None and exc.http_status < 500 and exc.http_status != 409:
+            except stripe.StripeError as exc:
+                if not _worth_retrying(exc, write):
                     raise self._translate(exc, what, permission) from None
                 transient = exc
-            except stripe.StripeError as exc:
-                raise self._translate(exc, what, permission) from None
-            if tries > self.max_backoff_tries:
-                limited = isinstance(transient, stripe.RateLimitError)
-                reason = "rate-limited the request (429)" if limited else \
-                    f"failed ({transient.http_status or 'no connection'})"
-                raise GatewayError(
-                    f"Stripe {reason} to {what} {tries} times in a row; gave up"
-                    + (f" (request {transient.request_id})" if transient.request_id else ""),
-                    request_id=transient.request_id, code="rate_limited" if limited else "unavailable",
-                    hint="nothing was lost: the next run resumes from the last stored sync cursor") from None
-            self._sleep(self._backoff(tries, transient))
+            delay = self._backoff(tries, transient)
+            if tries > self.max_backoff_tries or delay > self._remaining() - MIN_REQUEST_TIME:
+                raise self._gave_up(transient, what, tries) from None
+            self._sleep(delay)
+
+    def _before_request(self, what: str) -> None:
+        self._bucket.take()
+        if self._remaining() < MIN_REQUEST_TIME:
+            raise GatewayError(f"the tick's time (dunning.tick_budget) ran out before trying to {what}",
+                               code="unavailable", hint="nothing was sent; the next tick tries again")
+        self.requests += 1
+
+    def _remaining(self) -> float:
+        """Seconds left of the tick's budget (with its margin); unbounded without one."""
+        return float("inf") if self._deadline is None else self._deadline - self._clock()
+
+    def _timeout(self) -> float:
+        return max(0.1, min(REQUEST_TIMEOUT, self._remaining()))
+
+    def _gave_up(self, transient: stripe.StripeError, what: str, tries: int) -> GatewayError:
+        limited = isinstance(transient, stripe.RateLimitError)
+        reason = "rate-limited the request (429)" if limited else \
+            f"failed ({transient.http_status or 'no connection'})"
+        return GatewayError(f"Stripe {reason} to {what} {tries} times in a row; gave up"
+                            + (f" (request {transient.request_id})" if transient.request_id else ""),
+                            request_id=transient.request_id, code="rate_limited" if limited else "unavailable",
+                            hint="nothing was lost: the next run resumes from the last stored sync cursor")
+
+    def _write(self, what: str, permission: tuple[str, str], took_effect: Callable[[], object | None],
+               method: Callable, *args, **kwargs):
+        """A write under an idempotency key. After a 5xx the object is read back: a write that took effect is
+        success (`took_effect` returns what to return in its place); one that did not fails this try, and since
+        the 5xx is saved under the key, the next try is made under a new key (dunctl.tick.effects)."""
+        try:
+            return self._call(what, permission, method, *args, **kwargs)
+        except GatewayError as exc:
+            if exc.code != "server_error":
+                raise
+            failed = exc
+        found = took_effect()
+        if found is not None:
+            return found
+        raise GatewayError(f"{failed.message}; read back, it had not taken effect", request_id=failed.request_id,
+                           code="unavailable", hint="Stripe saved the error under the idempotency key; the next "
+                                                    "try uses a new key")
 
     def _list(self, path: str, what: str, permission: tuple[str, str], params: dict) -> dict:
         """A list page as plain JSON, for the backfill's bulk pages: through the SDK's `raw_request` (same
@@ -245,6 +307,9 @@ class StripeGateway:
             return GatewayError(f"Stripe refused to {what}: its idempotency key was already used with other "
                                 f"parameters{tag}", request_id=rid, code="idempotency_error")
         message = scrub(exc.user_message) or exc.__class__.__name__
+        if (exc.http_status or 0) >= 500:
+            return GatewayError(f"Stripe failed ({exc.http_status}) to {what}: {message}{tag}", request_id=rid,
+                                code="server_error")
         return GatewayError(f"Stripe refused to {what}: {message}{tag}", request_id=rid,
                             code=getattr(exc, "code", None))
 
@@ -635,6 +700,13 @@ class StripeGateway:
 
     # -- reading and acting --------------------------------------------------------------------------------------
 
+    def _read_back(self, kind: str, object_id: str, done: Callable[[dict], bool]) -> dict | None:
+        """The object as it is now if a write on it `done` shows took effect, else None (after a 5xx)."""
+        data = self._fetch(kind, object_id) if kind == "invoice" else \
+            self._call(f"read {kind} {object_id}", (kind, "read"), self._client.v1.subscriptions.retrieve,
+                       object_id).to_dict()
+        return data if done(data) else None
+
     def get_invoice(self, invoice_id: str) -> Invoice:
         """Re-read with the same expansions as the sync (subscription, customer) and every line, so the re-read
         never loses what the sync knew (the subscription, which lines are metered)."""
@@ -646,8 +718,9 @@ class StripeGateway:
 
     def pay_invoice(self, invoice_id: str, idempotency_key: str) -> PaymentOutcome:
         try:
-            data = self._call(f"pay invoice {invoice_id}", ("invoice", "write"), self._client.v1.invoices.pay,
-                              invoice_id, options={"idempotency_key": idempotency_key})
+            data = self._write(f"pay invoice {invoice_id}", ("invoice", "write"),
+                               lambda: self._read_back("invoice", invoice_id, lambda i: i.get("status") == "paid"),
+                               self._client.v1.invoices.pay, invoice_id, options={"idempotency_key": idempotency_key})
         except CardDeclined as exc:
             return PaymentOutcome(succeeded=False, decline=exc.decline, request_id=exc.request_id,
                                   detail=exc.decline.message or exc.message)
@@ -657,8 +730,8 @@ class StripeGateway:
                                       decline=Decline(code="authentication_required",
                                                       payment_intent_status="requires_action"))
             raise
-        invoice = invoice_from(data.to_dict())
-        request_id = data.last_response.request_id if data.last_response else None
+        invoice = invoice_from(_plain(data))
+        request_id = _request_id(data)
         if invoice.status == "paid":
             return PaymentOutcome(succeeded=True, invoice=invoice, request_id=request_id, detail="paid")
         # A bank debit is accepted for processing: its result arrives days later, with a later sync.
@@ -666,20 +739,25 @@ class StripeGateway:
                               detail="the payment is processing; its result arrives with a later sync")
 
     def disable_automatic_retries(self, invoice_id: str, idempotency_key: str) -> None:
-        self._call(f"turn off automatic collection of invoice {invoice_id}", ("invoice", "write"),
-                   self._client.v1.invoices.update, invoice_id, params={"auto_advance": False},
-                   options={"idempotency_key": idempotency_key})
+        self._write(f"turn off automatic collection of invoice {invoice_id}", ("invoice", "write"),
+                    lambda: self._read_back("invoice", invoice_id, lambda i: i.get("auto_advance") is False),
+                    self._client.v1.invoices.update, invoice_id, params={"auto_advance": False},
+                    options={"idempotency_key": idempotency_key})
 
     def mark_uncollectible(self, invoice_id: str, idempotency_key: str) -> Invoice:
-        data = self._call(f"mark invoice {invoice_id} uncollectible", ("invoice", "write"),
-                          self._client.v1.invoices.mark_uncollectible, invoice_id,
-                          options={"idempotency_key": idempotency_key})
-        return invoice_from(data.to_dict())
+        data = self._write(f"mark invoice {invoice_id} uncollectible", ("invoice", "write"),
+                           lambda: self._read_back("invoice", invoice_id, lambda i: i.get("status") == "uncollectible"),
+                           self._client.v1.invoices.mark_uncollectible, invoice_id,
+                           options={"idempotency_key": idempotency_key})
+        return invoice_from(_plain(data))
 
     def pause_subscription(self, subscription_id: str, behavior: str, idempotency_key: str) -> None:
-        self._call(f"pause collection on subscription {subscription_id}", ("subscription", "write"),
-                   self._client.v1.subscriptions.update, subscription_id,
-                   params={"pause_collection": {"behavior": behavior}}, options={"idempotency_key": idempotency_key})
+        params = {"pause_collection": {"behavior": behavior}}
+        self._write(f"pause collection on subscription {subscription_id}", ("subscription", "write"),
+                    lambda: self._read_back("subscription", subscription_id,
+                                            lambda sub: (sub.get("pause_collection") or {}).get("behavior") == behavior),
+                    self._client.v1.subscriptions.update, subscription_id, params=params,
+                    options={"idempotency_key": keyed(idempotency_key, params)})
 
     def cancel_subscription(self, subscription_id: str, comment: str, idempotency_key: str) -> None:
         """Cancel. A DELETE is not idempotent at Stripe (it ignores the idempotency key): a second cancel, after a
@@ -710,14 +788,48 @@ class StripeGateway:
             params: dict = {"customer": invoice.customer_id, "flow_data": {"type": "payment_method_update"}}
             if return_url:
                 params["return_url"] = return_url
+            # A session cannot be read back (nor listed): after a 5xx the next try simply opens another one.
             session = self._call(f"open a billing portal session for customer {invoice.customer_id}",
                                  ("billing_portal_session", "write"), self._client.v1.billing_portal.sessions.create,
-                                 params=params, options={"idempotency_key": idempotency_key})
+                                 params=params, options={"idempotency_key": keyed(idempotency_key, params)})
             return session.url
         raise ValueError(f"unknown link kind {kind!r}; use hosted_invoice or billing_portal")
 
 
 # -- Stripe JSON -> dunctl records (plain dicts in, dataclasses out) -----------------------------------------------
+
+
+def keyed(idempotency_key: str, params: dict) -> str:
+    """The idempotency key for a write whose parameters can change between tries (a portal `return_url`, a pause
+    `behavior` edited in the config): the step's key plus a short hash of the parameters. Stripe refuses a key
+    reused with other parameters (400 idempotency_error, "Keys for idempotent requests can only be used with the
+    same parameters they were first used with"), so changed parameters get a key of their own."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{idempotency_key}~{digest}"
+
+
+def _plain(data) -> dict:
+    """A response as JSON: an SDK object, or the plain dict a read-back returned."""
+    return data if isinstance(data, dict) else data.to_dict()
+
+
+def _request_id(data) -> str | None:
+    response = getattr(data, "last_response", None)
+    return response.request_id if response else None
+
+
+def _worth_retrying(exc: stripe.StripeError, write: bool) -> bool:
+    """Would the same request, sent again, get another answer? Stripe says so itself in `Stripe-Should-Retry`
+    when it can (stripe-python's _should_retry honours it first too); otherwise a 429 (its rate limiter runs
+    before the idempotency layer), a 409 (a concurrent request with the same key), no connection, and a 5xx on
+    a read. Never a 5xx on a write: it is saved under the key and replayed for 24 hours."""
+    advice = str((exc.headers or {}).get("stripe-should-retry") or "").lower()
+    if advice in ("true", "false"):
+        return advice == "true"
+    if isinstance(exc, (stripe.RateLimitError, stripe.APIConnectionError)):
+        return True
+    status = exc.http_status or 0
+    return status == 409 or (status >= 500 and not write)
 
 
 def scrub(text: str | None) -> str | None:

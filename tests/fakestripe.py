@@ -8,7 +8,8 @@ so every response has the real shape of API version 2026-10-28.endive. The fake 
 
 - lists with `limit` / `starting_after` / `ending_before` / `has_more`, newest first; `expand[]` (4 levels);
   `types[]` on events; events kept 30 days after the fake's clock;
-- `Idempotency-Key` replay (same key and parameters: the same answer; other parameters: 400 idempotency_error);
+- `Idempotency-Key` replay (same key and parameters: the same answer; other parameters: 400 idempotency_error),
+  a 5xx included: Stripe saves it under the key and replays it, with `Stripe-Should-Retry: false`;
 - Stripe-shaped errors with a `Request-Id` header: card errors carrying the payment intent, 401 for an unknown
   key, 403 naming the missing `rak_..._write` permission for a restricted key;
 - invoices.pay / update / mark_uncollectible / void, subscriptions update / cancel, billing portal sessions.
@@ -94,6 +95,7 @@ class ApiError(Exception):
                  **extra):
         super().__init__(message)
         self.status = status
+        self.headers: dict[str, str] = {}
         self.body = {"error": {"type": type_, "message": message, **({"code": code} if code else {}),
                                **({"param": param} if param else {}), **extra}}
 
@@ -103,6 +105,8 @@ class Fault:
     status: int
     remaining: int | None          # None: until calm()
     route: str | None              # "GET /v1/events"; None: every route
+    took_effect: bool = False      # a 5xx on a write that did its work first (the answer was lost, not the change)
+    should_retry: bool | None = None   # Stripe-Should-Retry sent with it; true: not saved under the key
 
 
 @dataclass
@@ -120,6 +124,22 @@ def _decline(decline_code: str | None = "insufficient_funds", *, code: str | Non
             "outcome_reason": outcome_reason, "failure_code": failure_code,
             "requires_action": requires_action or decline_code == "authentication_required",
             "message": message}
+
+
+def _fault_error(status: int, should_retry: bool | None = None) -> ApiError:
+    if status == 429:
+        error = ApiError(429, "invalid_request_error", "Request rate limit exceeded. Learn more about rate limits "
+                         "here https://stripe.com/docs/rate-limits.", code="rate_limit")
+    else:
+        error = ApiError(status, "api_error", "An unknown error occurred")
+    if should_retry is not None:
+        error.headers["Stripe-Should-Retry"] = "true" if should_retry else "false"
+    return error
+
+
+def _should_retry(status: int) -> dict:
+    """A saved 5xx is what every retry under its key gets: Stripe says so (stripe-python honours the header)."""
+    return {"Stripe-Should-Retry": "false"} if status >= 500 else {}
 
 
 # -- form decoding (Stripe's bracket syntax) ---------------------------------------------------------------------
@@ -189,7 +209,7 @@ class FakeStripe:
         self.key_accounts: dict[str, str] = {}                       # API key -> its account (default ACCOUNT)
         self.connected_accounts: set[str] = set()                    # accounts a Stripe-Account header may name
         self.account_headers: list[str | None] = []                  # the Stripe-Account header of each request
-        self.echo_key_in_errors = False                              # 400s that quote the key (some proxies do)
+        self.echo_key_in_errors: bool | int = False                  # errors quoting the key (True: 400s; or a status)
         self._account = ACCOUNT                                      # the account the current request acts on
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -273,10 +293,14 @@ class FakeStripe:
 
     # -- failure injection and keys --------------------------------------------------------------------------
 
-    def inject(self, status: int = 429, times: int = 1, route: str | None = None) -> None:
-        """Answer the next `times` requests (to `route`, or any) with `status` (429 or 5xx)."""
+    def inject(self, status: int = 429, times: int = 1, route: str | None = None, took_effect: bool = False,
+               should_retry: bool | None = None) -> None:
+        """Answer the next `times` requests (to `route`, or any) with `status` (429 or 5xx). A 5xx to a POST with an
+        Idempotency-Key is saved under the key and replayed, as Stripe does; with `took_effect` the write is done
+        before the 5xx is answered. `should_retry` sends Stripe-Should-Retry with it (true: Stripe did not start
+        the request, so nothing is saved under the key)."""
         with self.lock:
-            self.faults.append(Fault(status, times, route))
+            self.faults.append(Fault(status, times, route, took_effect, should_retry))
 
     def storm(self, status: int = 429, route: str | None = None) -> None:
         """Answer every request with `status` until calm()."""
@@ -922,19 +946,15 @@ class FakeStripe:
             if key is None or not re.match(r"^(sk|rk)_(test|live)_", key) or key in self.rejected_keys:
                 masked = (key or "")[:8] + "*" * 8 + (key or "")[-4:]
                 raise ApiError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
-            for fault in self.faults:
-                if fault.route in (None, route) and fault.remaining != 0:
-                    if fault.remaining is not None:
-                        fault.remaining -= 1
-                    if fault.status == 429:
-                        raise ApiError(429, "invalid_request_error", "Request rate limit exceeded. Learn more "
-                                       "about rate limits here https://stripe.com/docs/rate-limits.",
-                                       code="rate_limit")
-                    raise ApiError(fault.status, "api_error", "An unknown error occurred")
-            self.faults = [f for f in self.faults if f.remaining != 0]
+            fault = self._take_fault(route)
+            keyed = method == "POST" and bool(idempotency_key)
+            if fault is not None and (fault.status == 429 or not keyed or fault.should_retry):
+                # Stripe's rate limiter runs before its idempotency layer: a 429 is never saved under the key.
+                raise _fault_error(fault.status, fault.should_retry)
             if self.echo_key_in_errors:
-                raise ApiError(400, "invalid_request_error", f"Invalid request from key {key}: the proxy refused it "
-                               f"(Authorization: Bearer {key})")
+                status = 400 if self.echo_key_in_errors is True else int(self.echo_key_in_errors)
+                raise ApiError(status, "invalid_request_error" if status < 500 else "api_error",
+                               f"Invalid request from key {key}: the proxy refused it (Authorization: Bearer {key})")
             if account is not None and account not in self.connected_accounts:
                 raise ApiError(403, "invalid_request_error", f"The provided key '{key[:8]}{'*' * 20}{key[-4:]}' "
                                f"does not have access to account '{account}' (or that account does not exist). "
@@ -948,26 +968,47 @@ class FakeStripe:
                                f"The provided key '{masked}' does not have the required permissions for this "
                                f"endpoint on account '{self.key_accounts.get(key, ACCOUNT)}'. Having the 'rak_{permission}' permission would "
                                f"allow this request to continue.")
-            if method == "POST" and idempotency_key:
-                fingerprint = hashlib.sha256(json.dumps([method, path, params], sort_keys=True)
-                                             .encode()).hexdigest()
-                saved = self._idempotency.get((key, idempotency_key))
-                if saved:
-                    if saved[0] != fingerprint:
-                        raise ApiError(400, "idempotency_error",
-                                       "Keys for idempotent requests can only be used with the same parameters "
-                                       "they were first used with. Try using a key other than "
-                                       f"'{idempotency_key}' if you meant to execute a different request.")
-                    return saved[1], clone(saved[2]), {"Idempotent-Replayed": "true"}
-                try:
-                    status, body = 200, handler(match, params, (None, idempotency_key))
-                except ApiError as exc:
-                    if exc.status >= 500:
-                        raise
-                    status, body = exc.status, exc.body
-                self._idempotency[(key, idempotency_key)] = (fingerprint, status, clone(body))
-                return status, body, {}
+            if keyed:
+                return self._idempotent(method, path, params, key, idempotency_key, handler, match, fault)
             return 200, handler(match, params, (None, None)), {}
+
+    def _take_fault(self, route: str) -> Fault | None:
+        """The injected fault that answers this request, if any (counted down)."""
+        found = None
+        for fault in self.faults:
+            if fault.route in (None, route) and fault.remaining != 0:
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                found = fault
+                break
+        self.faults = [f for f in self.faults if f.remaining != 0]
+        return found
+
+    def _idempotent(self, method: str, path: str, params: dict, key: str, idempotency_key: str, handler, match,
+                    fault: Fault | None) -> tuple[int, dict, dict]:
+        """A POST under an Idempotency-Key. Stripe saves the first result once the endpoint started executing,
+        a 500 included, and replays it for 24 hours; the same key with other parameters is a 400
+        (https://docs.stripe.com/api/idempotent_requests)."""
+        fingerprint = hashlib.sha256(json.dumps([method, path, params], sort_keys=True).encode()).hexdigest()
+        saved = self._idempotency.get((key, idempotency_key))
+        if saved:
+            if saved[0] != fingerprint:
+                raise ApiError(400, "idempotency_error",
+                               "Keys for idempotent requests can only be used with the same parameters "
+                               "they were first used with. Try using a key other than "
+                               f"'{idempotency_key}' if you meant to execute a different request.")
+            return saved[1], clone(saved[2]), {"Idempotent-Replayed": "true", **_should_retry(saved[1])}
+        if fault is None or fault.took_effect:
+            try:
+                status, body = 200, handler(match, params, (None, idempotency_key))
+            except ApiError as exc:
+                if exc.status >= 500:
+                    raise
+                status, body = exc.status, exc.body
+        if fault is not None:
+            status, body = fault.status, _fault_error(fault.status).body
+        self._idempotency[(key, idempotency_key)] = (fingerprint, status, clone(body))
+        return status, body, _should_retry(status)
 
     _ROUTES = [
         ("GET", r"/v1/events", "events_list", "event_read"),
@@ -1364,7 +1405,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                    self.headers.get("Idempotency-Key"),
                                                    self.headers.get("Stripe-Account"))
         except ApiError as exc:
-            status, payload, headers = exc.status, exc.body, {}
+            status, payload, headers = exc.status, exc.body, exc.headers
         with fake.lock:
             fake._counter += 1
             request_id = f"req_Fk{fake._counter:012d}"

@@ -87,6 +87,9 @@ CORPUS = {
     "step years after the failure": (step("sequences/standard.yaml", 6, at="3000000d"),
                                      ["standard.yaml", "steps[6].at", "too far from the first failure",
                                       "up to 365d"]),
+    "request rate above Stripe's": (config_change(lambda d: d["stripe"].update(max_requests_per_second=150)),
+                                    ["dunctl.yaml", "stripe.max_requests_per_second", "at most 100",
+                                     "25 in test mode", "use 25"]),
     "port above 65535": (config_change(lambda d: d["channels"]["email"].update(transport="smtp", port=99999)),
                          ["channels.email.port", "less than or equal to 65535"]),
     "negative port": (config_change(lambda d: d["channels"]["email"].update(transport="smtp", port=-1)),
@@ -267,3 +270,10 @@ def test_a_byte_order_mark_is_accepted(tmp_path):
     config = starter(tmp_path)
     config.write_bytes(b"\xef\xbb\xbf" + config.read_bytes())
     assert cli(config, "check", env={"STRIPE_API_KEY": "sk_test_123"}).exit_code == 0
+
+
+def test_the_default_request_rate_is_stripes_sandbox_and_per_endpoint_limit():
+    """Stripe allows 25 requests a second in a sandbox and per endpoint (100 in all, live): 25 by default."""
+    from dunctl.config import StripeConfig
+
+    assert StripeConfig().max_requests_per_second == 25

@@ -150,3 +150,14 @@ def test_check_says_when_the_config_is_in_monitor_mode(tmp_path):
     assert monitored.exit_code == 0 and "monitor: ticks plan and record every step as 'would'" in monitored.stdout
     live = cli(starter(tmp_path / "l"), "check", env=KEY)
     assert live.exit_code == 0 and "monitor:" not in live.stdout
+
+
+def test_online_never_prints_a_key_that_stripes_error_quotes(tmp_path, stripe_account):
+    """Issue 21, defect 9: Stripe's own messages quote the key (masked, or whole through a proxy): `check --online`
+    scrubs them as `tick` does."""
+    stripe_account.echo_key_in_errors = 503
+    config = starter(tmp_path, **{"stripe.api_base": stripe_account.url})
+    result = cli(config, "check", "--online", env=KEY)
+    assert result.exit_code == 2
+    assert "Invalid request from key [key removed]" in result.output      # what Stripe said still shows
+    assert TEST_KEY not in result.output and TEST_KEY[8:] not in result.output

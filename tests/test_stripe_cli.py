@@ -56,3 +56,45 @@ def test_a_rejected_key_stops_the_tick_and_is_never_printed(tmp_path, fake_strip
     result = cli(config, "tick", "--now", at("1h").isoformat(), env={"STRIPE_API_KEY": bad})
     assert result.exit_code == 1
     assert bad not in result.output and "Error:" in result.stderr
+
+
+def test_a_stripe_that_never_answers_costs_a_tick_its_budget_not_minutes(tmp_path, fake_stripe):
+    """Issue 21, defect 8: with a 20 s budget a tick against a Stripe that accepts and never answers ran ~590 s (7
+    tries x the SDK's 80 s timeout) while cron's other ticks exited 3. Every call's timeout and retries come out of
+    the tick's budget: the tick ends within it (and a small margin), says Stripe failed, and loses nothing."""
+    import subprocess
+    import time
+
+    import yaml
+
+    from dunctl.ledger import Ledger
+    from tests.badservers import BadHttp
+    from tests.helpers import dunctl_process
+
+    config = starter(tmp_path, **{"stripe.api_base": fake_stripe.url, "stripe.retries": "dunctl",
+                                  "dunning.tick_budget": "2s"})
+    env = {"STRIPE_API_KEY": TEST_KEY}
+    invoice = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.set_now(at("1h"))
+    assert cli(config, "tick", "--now", at("1h").isoformat(), env=env).exit_code == 0
+    with BadHttp("hang") as hung:
+        data = yaml.safe_load(config.read_text())
+        data["stripe"]["api_base"] = f"http://127.0.0.1:{hung.port}"
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        started = time.monotonic()
+        process = dunctl_process(config, "tick", "--now", at("2d1h").isoformat(), env=env)   # retry-1 is due
+        try:
+            _, stderr = process.communicate(timeout=8)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise AssertionError("the tick outlived its 2 s budget by more than 6 s") from None
+        elapsed = time.monotonic() - started
+    assert process.returncode == 1 and elapsed < 5.5, (process.returncode, elapsed, stderr)
+    assert "sync failed" in stderr and "Traceback" not in stderr
+    ledger = Ledger.open(tmp_path / "dunctl.db")
+    try:
+        actions = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice(invoice)["id"])}
+    finally:
+        ledger.close()
+    assert "retry-1" not in actions        # not tried, not failed: still due for the next tick

@@ -99,14 +99,52 @@ def test_429s_beyond_the_bound_give_up_clearly_and_keep_the_cursor(fake_stripe, 
     assert ledger.db.execute("SELECT count(*) FROM invoices").fetchone() == (2,)
 
 
-def test_server_errors_are_retried_and_the_payment_still_happens_once(fake_stripe, time_):
+def test_a_5xx_on_a_read_is_retried(fake_stripe, time_):
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.inject(500, times=2, route="GET /v1/invoices/:id")
+    assert gateway_for(fake_stripe, time_).get_invoice(invoice_id).id == invoice_id
+    assert fake_stripe.count("GET /v1/invoices/:id") == 3 and len(time_.sleeps) == 2
+
+
+def test_a_5xx_on_a_write_is_read_back_not_replayed_and_never_slept_on(fake_stripe, time_):
+    """Stripe saves a 5xx under its idempotency key and answers every retry with it (Stripe-Should-Retry: false):
+    the gateway reads the invoice back instead, once, without sleeping."""
     invoice_id = fake_stripe.fail_invoice(at=T0)
     fake_stripe.next_payment_succeeds(invoice_id, True)
-    fake_stripe.inject(500, times=2, route="POST /v1/invoices/:id/pay")
-    outcome = gateway_for(fake_stripe, time_).pay_invoice(invoice_id, "case-1-retry-1")
-    assert outcome.succeeded
-    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 3
+    fake_stripe.inject(500, times=1, route="POST /v1/invoices/:id/pay")
+    gateway = gateway_for(fake_stripe, time_)
+    with pytest.raises(GatewayError) as raised:
+        gateway.pay_invoice(invoice_id, "case-1-retry-1")
+    assert raised.value.code == "unavailable" and "new key" in raised.value.hint
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 1 and time_.sleeps == []
+    with pytest.raises(GatewayError):                                   # the same key: the saved 500, replayed
+        gateway.pay_invoice(invoice_id, "case-1-retry-1")
+    assert fake_stripe.charges_of(invoice_id)[-1]["status"] != "succeeded"
+    assert gateway.pay_invoice(invoice_id, "case-1-retry-1:2").succeeded  # a new key pays
     assert len([c for c in fake_stripe.charges_of(invoice_id) if c["status"] == "succeeded"]) == 1
+
+
+def test_a_5xx_on_a_write_that_took_effect_is_success(fake_stripe, time_):
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    fake_stripe.inject(500, times=1, route="POST /v1/invoices/:id/pay", took_effect=True)
+    outcome = gateway_for(fake_stripe, time_).pay_invoice(invoice_id, "case-1-retry-1")
+    assert outcome.succeeded and outcome.invoice.status == "paid"
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 1 and time_.sleeps == []
+    assert len([c for c in fake_stripe.charges_of(invoice_id) if c["status"] == "succeeded"]) == 1
+
+
+def test_stripe_should_retry_decides_when_stripe_sends_it(fake_stripe, time_):
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    gateway = gateway_for(fake_stripe, time_)
+    fake_stripe.inject(500, times=1, route="GET /v1/invoices/:id", should_retry=False)
+    with pytest.raises(GatewayError):
+        gateway.get_invoice(invoice_id)                         # a read, but Stripe says another try is futile
+    assert fake_stripe.count("GET /v1/invoices/:id") == 1 and time_.sleeps == []
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    fake_stripe.inject(503, times=1, route="POST /v1/invoices/:id/pay", should_retry=True)
+    assert gateway.pay_invoice(invoice_id, "case-1-retry-1").succeeded   # a write Stripe never started: same key
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 2 and len(time_.sleeps) == 1
 
 
 def test_a_dead_server_is_a_gateway_error_not_a_traceback(time_):
@@ -219,6 +257,24 @@ def test_a_key_reused_for_another_call_is_an_idempotency_error(fake_stripe, time
     assert fake_stripe.invoice(invoice_id)["status"] == "open"
 
 
+def test_a_key_reused_with_changed_parameters_gets_a_key_of_its_own(fake_stripe, time_):
+    """The portal's return_url or the pause behavior edited in the config between two tries of one step: Stripe
+    (and the fake) refuse a key reused with other parameters, so the key carries a hash of them."""
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    gateway = gateway_for(fake_stripe, time_)
+    invoice = gateway.get_invoice(invoice_id)
+    gateway.update_link(invoice, "billing_portal", "https://acme.test/old", "case-3-notice-link")
+    gateway.update_link(invoice, "billing_portal", "https://acme.test/new", "case-3-notice-link")
+    sessions = fake_stripe.store["billing_portal.session"].values()
+    assert [s["return_url"] for s in sessions] == ["https://acme.test/old", "https://acme.test/new"]
+    gateway.pause_subscription(invoice.subscription_id, "void", "case-3-suspend")
+    gateway.pause_subscription(invoice.subscription_id, "keep_as_draft", "case-3-suspend")
+    assert fake_stripe.store["subscription"][invoice.subscription_id]["pause_collection"]["behavior"] == \
+        "keep_as_draft"
+    gateway.pause_subscription(invoice.subscription_id, "keep_as_draft", "case-3-suspend")   # a repeat: replayed
+    assert fake_stripe.count("POST /v1/subscriptions/:id") == 3 and len(fake_stripe._idempotency) == 4
+
+
 def test_a_declined_retry_reports_the_decline_and_its_request_id(fake_stripe, time_):
     invoice_id = fake_stripe.fail_invoice(at=T0)
     fake_stripe.next_payment_succeeds(invoice_id, False, "stolen_card", advice_code="do_not_try_again")
@@ -258,7 +314,8 @@ def test_every_mutation_carries_the_idempotency_key_it_was_given(fake_stripe, ti
     gateway.mark_uncollectible(invoice_id, "k-write-off")
     gateway.cancel_subscription(invoice.subscription_id, "dunning exhausted", "k-cancel")
     keys = {key for (_, key) in fake_stripe._idempotency}
-    assert {"k-auto", "k-pause", "k-link", "k-write-off"} <= keys
+    assert {"k-auto", "k-write-off"} <= keys
+    assert {"k-pause", "k-link"} <= {key.split("~")[0] for key in keys}   # plus a hash of what can change
     assert "k-cancel" not in keys             # Stripe ignores idempotency keys on DELETE
     sub = fake_stripe.store["subscription"][invoice.subscription_id]
     assert sub["cancellation_details"]["comment"] == "dunning exhausted"

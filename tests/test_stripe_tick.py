@@ -172,3 +172,58 @@ def test_once_retries_are_turned_off_the_case_is_next_due_for_its_next_step(worl
     w.tick(T0 + 10 * MINUTE + w.config.file.dunning.action_retry_after)   # the try again, and the notice
     assert w.actions(invoice_id) == {"stop-provider-retries": "done", "notice": "done"}
     assert w.case(invoice_id)["next_step"] == "retry-1"
+
+
+def _succeeded(fake, invoice_id: str) -> int:
+    return len([c for c in fake.charges_of(invoice_id) if c["status"] == "succeeded"])
+
+
+def test_a_retry_that_gets_a_5xx_is_tried_again_under_a_new_key_and_charges_once(world, fake_stripe):
+    """Stripe saves the 500 under the idempotency key and replays it for 24 hours: the try after it, on a later
+    tick, uses a new key (counted as a try, visible in the ledger), and the invoice is charged once."""
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    fake_stripe.inject(500, times=1, route=PAY)
+    w.tick(T0 + 2 * DAY + HOUR)
+    assert w.actions(invoice_id)["retry-1"] == "failed" and fake_stripe.count(PAY) == 1
+    w.tick(T0 + 2 * DAY + HOUR + w.config.file.dunning.action_retry_after)
+    key = idempotency_key(invoice_id, "retry-1")
+    action = next(a for a in w.ledger.actions(w.case(invoice_id)["id"]) if a["step_id"] == "retry-1")
+    assert (action["status"], action["tries"], action["idempotency_key"]) == ("done", 2, key + ":2")
+    assert (TEST_KEY, key + ":2") in fake_stripe._idempotency
+    assert (w.case(invoice_id)["state"], _succeeded(fake_stripe, invoice_id), fake_stripe.count(PAY)) == \
+        ("recovered", 1, 2)
+    assert w.tick(T0 + 3 * DAY).ok                  # the new key, seen in Stripe's events, is the ledger's own
+
+
+def test_a_retry_whose_5xx_came_after_the_charge_is_recorded_done(world, fake_stripe):
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    fake_stripe.inject(500, times=1, route=PAY, took_effect=True)
+    w.tick(T0 + 2 * DAY + HOUR)
+    assert w.actions(invoice_id)["retry-1"] == "done"
+    case = w.case(invoice_id)
+    assert (case["state"], case["recovered_by"]) == ("recovered", "retry")
+    w.tick(T0 + 2 * DAY + 2 * HOUR)
+    assert (fake_stripe.count(PAY), _succeeded(fake_stripe, invoice_id)) == (1, 1)
+
+
+def test_a_stripe_call_cut_off_by_a_crash_is_tried_again_under_its_own_key(world, fake_stripe):
+    """The new key is for a try that failed; a try cut off by a crash (its claim left behind) is not counted, so
+    it is made again under the key it had, and Stripe answers with the first result if it got there."""
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    key = idempotency_key(invoice_id, "retry-1")
+    with w.ledger.transaction():                                      # a tick that died mid-call
+        w.ledger.claim_action(w.case(invoice_id)["id"], "step", "retry-1", "retry", "stripe", None,
+                              T0 + 2 * DAY, T0 + 2 * DAY + HOUR, key, None)
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    w.tick(T0 + 2 * DAY + 2 * HOUR)
+    action = next(a for a in w.ledger.actions(w.case(invoice_id)["id"]) if a["step_id"] == "retry-1")
+    assert (action["status"], action["idempotency_key"]) == ("done", key)
+    assert [k for (_, k) in fake_stripe._idempotency if k.startswith(key)] == [key]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from dunctl.account_binding import LedgerFile, bind, read_binding, refuse_if_simulated
 from dunctl.config import Config
 from dunctl.gateway import Gateway
@@ -11,9 +13,12 @@ class LazyGateway:
     """Builds the Stripe gateway on first use, so a tick that needs no Stripe call (--no-sync, email-only steps)
     runs without a key, and a missing key is reported where it matters."""
 
-    def __init__(self, config: Config, environ: dict[str, str]):
+    def __init__(self, config: Config, environ: dict[str, str], budget: float | None = None):
         self._config = config
         self._environ = environ
+        # The budget runs from now, however late the gateway is built (a `tick --no-sync` builds it at its first
+        # Stripe step).
+        self._deadline = None if budget is None else time.monotonic() + budget
         self._gateway: Gateway | None = None
 
     def _real(self) -> Gateway:
@@ -22,7 +27,8 @@ class LazyGateway:
             from dunctl.stripe_gateway import StripeGateway
 
             try:
-                self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ)
+                left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+                self._gateway = StripeGateway.from_config(self._config.file.stripe, self._environ, budget=left)
             except GatewayAuthError as exc:
                 exc.exit_code = 2  # no key, or not a key: the operator's setup, like a config error (issue 11)
                 raise
@@ -47,18 +53,21 @@ class LazyGateway:
         return getattr(self._real(), name)
 
 
-def make_gateway(config: Config, environ: dict[str, str], ledger=None, check_account: bool = True) -> Gateway:
+def make_gateway(config: Config, environ: dict[str, str], ledger=None, check_account: bool = True,
+                 budget: float | None = None) -> Gateway:
     """The Stripe gateway for `config`, checked against the account the ledger follows before the command does
     anything: a demo ledger (simulated account) is refused before any request is built; with a key set, a key for
     another account is refused (AccountMismatch, exit 2). Without a key nothing is checked yet: a `tick --no-sync`
     needs none, and a command that needs one says so when it tries.
 
     Pass the command's open `ledger` to record the binding through it; otherwise a short-lived connection of its
-    own does (this runs before the command opens a transaction, so the two never overlap)."""
+    own does (this runs before the command opens a transaction, so the two never overlap).
+
+    With `budget` (seconds: a tick's), every Stripe request, retry and backoff comes out of it, from now."""
     settings = config.file.stripe
     has_key = bool(environ.get(settings.api_key_env, "").strip())
     refuse_if_simulated(read_binding(config.ledger_path), settings.api_key_env, has_key)
-    gateway = LazyGateway(config, environ)
+    gateway = LazyGateway(config, environ, budget)
     if has_key and check_account:   # (tick --no-sync asks Stripe nothing it does not need)
         if ledger is not None:
             gateway.bind(ledger)

@@ -40,8 +40,10 @@ def tick(
     if parsed != known and not dry_run:
         ledger.set_state("templates_parsed", parsed)
     # the account check records the binding on first use: a dry run does it on a copy, never on the file
+    # The tick's budget bounds its Stripe calls too (timeouts, retries, backoff): a Stripe that accepts and never
+    # answers cannot hold the ledger's lock past it while cron's next ticks exit 3.
     gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger,
-                           check_account=not no_sync)
+                           check_account=not no_sync, budget=config.file.dunning.tick_budget.total_seconds())
     with sync_progress(syncing=not no_sync) as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
                           sync=not no_sync, progress=progress, accept_stale=accept_stale)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -234,12 +235,14 @@ class Ledger:
         return new
 
     def unknown_keys(self, keys: list[str]) -> list[str]:
-        """Of dunctl's idempotency keys seen at Stripe, those this ledger never recorded (a link's '-link' key
-        belongs to its action's)."""
+        """Of dunctl's idempotency keys seen at Stripe, those this ledger never recorded. A key belongs to its
+        action's whatever the gateway added (`~` and a hash of the parameters, a link's '-link') and whichever
+        try made it (':2' and on: the ledger keeps the latest try's key)."""
         unknown = []
         for key in dict.fromkeys(keys):
-            base = key[:-5] if key.endswith("-link") else key
-            if self.conn.execute("SELECT 1 FROM actions WHERE idempotency_key = ? LIMIT 1", [base]).fetchone() is None:
+            base = re.sub(r"(:\d+)$", "", re.sub(r"(-link)?(~[0-9a-f]{8})?$", "", key))
+            if self.conn.execute("SELECT 1 FROM actions WHERE idempotency_key = ? OR (substr(idempotency_key, 1, ?) "
+                                 "= ? || ':') LIMIT 1", [base, len(base) + 1, base]).fetchone() is None:
                 unknown.append(key)
         return unknown
 

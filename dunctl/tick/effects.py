@@ -35,7 +35,17 @@ class Effect:
 
     @property
     def key(self) -> str:
-        return idempotency_key(self.invoice_id, self.name, self.kind, self.generation)
+        """The claim's key, and the idempotency key of its Stripe call. A Stripe write tried again after a failed
+        try gets a new one (':2', ':3', by the ledger's count of tries): a 5xx is saved under its key and replayed
+        for 24 hours, so the same key could never succeed (https://docs.stripe.com/error-low-level#idempotency).
+        The gateway first reads back whether a failed write took effect, and a try cut off by a crash keeps its
+        key (the ledger does not count it)."""
+        key = idempotency_key(self.invoice_id, self.name, self.kind, self.generation)
+        if self.channel != "stripe":
+            return key
+        record = next((a for a in self.bundle.actions if a.kind == self.kind and a.step_id == self.name), None)
+        this_try = record.tries + 1 if record is not None and record.status == "failed" else 1
+        return f"{key}:{this_try}" if this_try > 1 else key
 
 
 def idempotency_key(invoice_id: str, name: str, kind: str = STEP, generation: int = 0) -> str:
