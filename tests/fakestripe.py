@@ -11,7 +11,10 @@ so every response has the real shape of API version 2026-10-28.endive. The fake 
 - `Idempotency-Key` replay (same key and parameters: the same answer; other parameters: 400 idempotency_error);
 - Stripe-shaped errors with a `Request-Id` header: card errors carrying the payment intent, 401 for an unknown
   key, 403 naming the missing `rak_..._write` permission for a restricted key;
-- invoices.pay / update / mark_uncollectible / void, subscriptions update / cancel, billing portal sessions.
+- invoices.pay / update / mark_uncollectible / void, subscriptions update / cancel, billing portal sessions;
+- every request's parameters checked against stripe-python's own params types (tests/stripe_params.py): an unknown
+  parameter, a wrong type, a missing required one or a value outside an enum is Stripe's 400, as on Stripe
+  (`validate_params = False` turns that off, for a test that means to send what Stripe refuses).
 
 Tests script the account directly (no HTTP): `add_customer`, `fail_invoice(decline_code=...)`, `customer_pays`,
 `next_payment_succeeds`, `dispute`, `inject(429, times=3)`, `storm(429)`, `old_shape_events = True`, and read
@@ -34,6 +37,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+
+from tests.stripe_params import ParamError, parse_form, validate
 
 API_VERSION = "2026-10-28.endive"
 OLD_API_VERSION = "2020-08-27"
@@ -122,33 +127,6 @@ def _decline(decline_code: str | None = "insufficient_funds", *, code: str | Non
             "message": message}
 
 
-# -- form decoding (Stripe's bracket syntax) ---------------------------------------------------------------------
-
-
-def parse_form(pairs: list[tuple[str, str]]) -> dict:
-    """`a[b][0]=x&types[]=y` -> {"a": {"b": ["x"]}, "types": ["y"]}."""
-    root: dict = {}
-    for key, value in pairs:
-        parts = [p for p in re.split(r"\[|\]", key.replace("[]", "[\x00]")) if p != ""]
-        node = root
-        for i, part in enumerate(parts):
-            if part == "\x00":
-                part = str(len(node))
-            if i == len(parts) - 1:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-    return _listify(root)
-
-
-def _listify(node):
-    if isinstance(node, dict):
-        node = {k: _listify(v) for k, v in node.items()}
-        if node and all(k.isdigit() for k in node):
-            return [node[k] for k in sorted(node, key=int)]
-    return node
-
-
 def _flag(value) -> bool:
     return str(value).lower() in ("true", "1")
 
@@ -190,6 +168,7 @@ class FakeStripe:
         self.connected_accounts: set[str] = set()                    # accounts a Stripe-Account header may name
         self.account_headers: list[str | None] = []                  # the Stripe-Account header of each request
         self.echo_key_in_errors = False                              # 400s that quote the key (some proxies do)
+        self.validate_params = True                                  # refuse what Stripe refuses (stripe_params)
         self._account = ACCOUNT                                      # the account the current request acts on
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -948,6 +927,8 @@ class FakeStripe:
                                f"The provided key '{masked}' does not have the required permissions for this "
                                f"endpoint on account '{self.key_accounts.get(key, ACCOUNT)}'. Having the 'rak_{permission}' permission would "
                                f"allow this request to continue.")
+            if self.validate_params:
+                self._validate(route, params)
             if method == "POST" and idempotency_key:
                 fingerprint = hashlib.sha256(json.dumps([method, path, params], sort_keys=True)
                                              .encode()).hexdigest()
@@ -968,6 +949,15 @@ class FakeStripe:
                 self._idempotency[(key, idempotency_key)] = (fingerprint, status, clone(body))
                 return status, body, {}
             return 200, handler(match, params, (None, None)), {}
+
+    @staticmethod
+    def _validate(route: str, params: dict) -> None:
+        # Before the idempotency store: Stripe saves no result for a request that failed validation
+        # (https://docs.stripe.com/api/idempotent_requests).
+        try:
+            validate(route, params)
+        except ParamError as exc:
+            raise ApiError(400, "invalid_request_error", exc.message, code=exc.code, param=exc.param) from None
 
     _ROUTES = [
         ("GET", r"/v1/events", "events_list", "event_read"),
