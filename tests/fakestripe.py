@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tests.stripe_params import ParamError, parse_form, validate
+from tests.stripe_params import DOCUMENTED_CODES, ParamError, parse_form, validate
 
 API_VERSION = "2026-10-28.endive"
 OLD_API_VERSION = "2020-08-27"
@@ -98,6 +98,8 @@ class ApiError(Exception):
     def __init__(self, status: int, type_: str, message: str, code: str | None = None, param: str | None = None,
                  **extra):
         super().__init__(message)
+        # Only codes Stripe documents: an integration that branches on an invented one passes here and fails live.
+        assert code is None or code in DOCUMENTED_CODES, f"undocumented Stripe error code {code!r}"
         self.status = status
         self.body = {"error": {"type": type_, "message": message, **({"code": code} if code else {}),
                                **({"param": param} if param else {}), **extra}}
@@ -1149,10 +1151,10 @@ class FakeStripe:
     def _h_invoice_pay(self, match, params, request):
         inv = self._get("invoice", match["id"])
         if inv["status"] == "paid":
-            raise ApiError(400, "invalid_request_error", "Invoice is already paid", code="invoice_already_paid")
+            raise ApiError(400, "invalid_request_error", "Invoice is already paid")
         if inv["status"] not in ("open", "uncollectible"):
             raise ApiError(400, "invalid_request_error", f"You can only pay an invoice that is open or "
-                           f"uncollectible; this one is {inv['status']}.", code="invoice_not_open")
+                           f"uncollectible; this one is {inv['status']}.")
         if _flag(params.get("paid_out_of_band", "false")):
             self._mark_paid(inv, self._default_payment(inv["id"]), self.now, counts=False, out_of_band=True,
                             request=request)

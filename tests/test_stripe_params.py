@@ -108,3 +108,15 @@ def test_what_the_sdk_sends_for_valid_params_passes(account):
     fake.next_payment_succeeds(invoice)
     client.v1.invoices.pay(invoice, params={"off_session": True})
     assert fake.invoice(invoice)["status"] == "paid"
+
+
+def test_the_fake_answers_only_error_codes_stripe_documents(account):
+    from tests.fakestripe import ApiError
+
+    with pytest.raises(AssertionError, match="undocumented"):
+        ApiError(400, "invalid_request_error", "Invoice is already paid", code="invoice_already_paid")
+    fake, client, invoice, _ = account
+    fake.customer_pays(invoice)
+    with pytest.raises(stripe.InvalidRequestError, match="already paid") as refused:
+        client.v1.invoices.pay(invoice)
+    assert refused.value.code is None
