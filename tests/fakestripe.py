@@ -1324,12 +1324,17 @@ class FakeStripe:
                           "pricing": {"type": "price_details",
                                       "price_details": {"price": price["id"], "product": price.get("product")}}})
         item = sub["items"]["data"][0]
-        inv.update({"id": None, "object": "invoice", "customer": sub["customer"], "currency": sub["currency"],
+        # Stripe's Invoice.id: "For preview invoices created using the create preview endpoint, this id will be
+        # prefixed with `upcoming_in`" (a preview is never stored: it cannot be retrieved, listed or paid).
+        preview_id = "upcoming_" + self._id("in")
+        for line in lines:
+            line["invoice"] = preview_id
+        inv.update({"id": preview_id, "object": "invoice", "customer": sub["customer"], "currency": sub["currency"],
                     "amount_due": total, "amount_remaining": total, "amount_paid": 0, "subtotal": total,
                     "total": total, "status": "draft", "created": self.now, "billing_reason": "upcoming",
                     "period_start": item["current_period_start"], "period_end": item["current_period_end"],
                     "attempt_count": 0, "hosted_invoice_url": None})
-        inv["lines"] = {"object": "list", "data": lines, "has_more": False, "url": "/v1/invoices/upcoming/lines"}
+        inv["lines"] = {"object": "list", "data": lines, "has_more": False, "url": f"/v1/invoices/{preview_id}/lines"}
         inv["parent"] = {"type": "subscription_details", "quote_details": None,
                          "subscription_details": {"metadata": sub["metadata"], "subscription": sub["id"]}}
         return self._render(inv, params.get("expand"))

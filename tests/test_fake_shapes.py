@@ -144,3 +144,14 @@ def test_delete_ignores_idempotency_keys(fake_stripe):
     client.v1.subscriptions.cancel(sub, options={"idempotency_key": "same"})
     with pytest.raises(stripe.InvalidRequestError):        # not a replay of the first answer
         client.v1.subscriptions.cancel(sub, options={"idempotency_key": "same"})
+
+
+def test_a_preview_invoice_has_stripes_upcoming_in_id(fake_stripe):
+    invoice_id = fake_stripe.fail_invoice()
+    sub = subscription_id_of(fake_stripe.invoice(invoice_id))
+    client = stripe.StripeClient(TEST_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+    preview = client.v1.invoices.create_preview(params={"subscription": sub})
+    assert preview.id.startswith("upcoming_in_")
+    assert all(line.invoice == preview.id for line in preview.lines.data)
+    with pytest.raises(stripe.InvalidRequestError):         # a preview is not an invoice: nothing stores it
+        client.v1.invoices.retrieve(preview.id)
