@@ -18,7 +18,7 @@ so every response has the real shape of API version 2026-10-28.endive. The fake 
 
 Tests script the account directly (no HTTP): `add_customer`, `fail_invoice(decline_code=...)`, `customer_pays`,
 `next_payment_succeeds`, `dispute`, `inject(429, times=3)`, `storm(429)`, `old_shape_events = True`, and read
-what happened: `count("POST /v1/invoices/:id/pay")`, `events`, `invoice(id)`. Every change records events
+what happened (`open_portal_link(url, at)`: does a portal session URL still open when the customer clicks?): `count("POST /v1/invoices/:id/pay")`, `events`, `invoice(id)`. Every change records events
 (newest first, as Stripe lists them). Times are the fake's clock (`set_now`, or the `at=` of a scripted change).
 """
 
@@ -45,6 +45,7 @@ OLD_API_VERSION = "2020-08-27"
 ACCOUNT = "acct_1FakeDunctlTest"
 TEST_KEY = "sk_test_fake_dunctl_0000000000000000"
 RETENTION = 30 * 86400
+PORTAL_SESSION_TTL = 5 * 60   # a billing portal session URL opens for this long after it is created
 EMBEDDED = 10          # lines of an invoice, items of a subscription, embedded in the object
 EPOCH = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -1255,8 +1256,26 @@ class FakeStripe:
                                "subscription_update_confirm": None}
         else:
             session["flow"] = None
+        after = params.get("after_expiration")
+        session["after_expiration"] = {"type": after["type"], "customer_login": {
+            "expires_at": int(after["customer_login"]["expires_at"])
+            if (after.get("customer_login") or {}).get("expires_at") else None}} if after else None
         self._put("billing_portal.session", session)
         return clone(session)
+
+    def open_portal_link(self, url: str, at: datetime | None = None) -> str:
+        """What a customer who clicks a portal session URL at `at` gets: "portal" while the session lives,
+        "login" after it expired when it was created with after_expiration customer_login (until its expires_at),
+        else "expired". Stripe: sessions "are short-lived and will expire if the customer does not visit the URL";
+        the fake gives them PORTAL_SESSION_TTL, less than any email waits for its reader."""
+        with self.lock:
+            t = unix(at) if at is not None else self.now
+            session = next(s for s in self.store["billing_portal.session"].values() if s["url"] == url)
+            if t <= session["created"] + PORTAL_SESSION_TTL:
+                return "portal"
+            login = (session["after_expiration"] or {}).get("customer_login")
+            return "login" if login is not None and (login["expires_at"] is None or t <= login["expires_at"]) \
+                else "expired"
 
     # -- pre-dunning (dunctl/notices): subscriptions listed, renewed, metered usage, upcoming-invoice previews -----
 
