@@ -37,6 +37,15 @@ def test_every_route_the_fake_serves_is_checked_against_the_sdks_own_params_type
             assert shape.__name__.endswith("RetrieveParams"), route
 
 
+@pytest.mark.parametrize("route", [_route(verb, pattern) for verb, pattern, _, _ in FakeStripe._ROUTES])
+def test_every_route_the_fake_serves_refuses_an_unknown_parameter(fake_stripe, route):
+    client = stripe.StripeClient(TEST_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+    verb, path = route.split(" ")
+    with pytest.raises(stripe.InvalidRequestError) as refused:    # refused before the id is even looked up
+        client.raw_request(verb.lower(), path.replace(":id", "x_1"), no_such_parameter="1")
+    assert (refused.value.code, refused.value.param) == ("parameter_unknown", "no_such_parameter")
+
+
 @pytest.fixture
 def account(fake_stripe):
     invoice = fake_stripe.fail_invoice()
