@@ -1061,7 +1061,10 @@ class FakeStripe:
             page, has_more = items[:limit], len(items) > limit
         expand = [e.removeprefix("data.") for e in params.get("expand", []) if e.startswith("data.")]
         for e in params.get("expand", []):
-            if e.startswith("data.") and len(e.split(".")) > 4:
+            if not e.startswith("data."):   # a list's own properties: the objects' are under data
+                raise ApiError(400, "invalid_request_error", f"This property cannot be expanded ({e}).",
+                               param="expand")
+            if len(e.split(".")) > 4:
                 raise ApiError(400, "invalid_request_error",
                                f"You cannot expand more than 4 levels of a property. Property: {e}",
                                param="expand")

@@ -129,3 +129,10 @@ def test_the_fake_answers_only_error_codes_stripe_documents(account):
     with pytest.raises(stripe.InvalidRequestError, match="already paid") as refused:
         client.v1.invoices.pay(invoice)
     assert refused.value.code is None
+
+
+def test_a_list_expands_only_under_data(account):
+    _, client, _, _ = account
+    with pytest.raises(stripe.InvalidRequestError, match=r"cannot be expanded \(customer\)"):
+        client.v1.invoices.list(params={"expand": ["customer"]})
+    assert client.v1.invoices.list(params={"expand": ["data.customer"]}).data[0].customer.object == "customer"
