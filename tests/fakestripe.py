@@ -932,6 +932,9 @@ class FakeStripe:
                                f"allow this request to continue.")
             if self.validate_params:
                 self._validate(route, params)
+            if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+                raise ApiError(400, "invalid_request_error", f"Idempotent key length is {len(idempotency_key)}, "
+                               "which is outside accepted lengths. Idempotent Keys must be 1-255 characters long.")
             if method == "POST" and idempotency_key:
                 fingerprint = hashlib.sha256(json.dumps([method, path, params], sort_keys=True)
                                              .encode()).hexdigest()

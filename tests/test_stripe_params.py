@@ -136,3 +136,12 @@ def test_a_list_expands_only_under_data(account):
     with pytest.raises(stripe.InvalidRequestError, match=r"cannot be expanded \(customer\)"):
         client.v1.invoices.list(params={"expand": ["customer"]})
     assert client.v1.invoices.list(params={"expand": ["data.customer"]}).data[0].customer.object == "customer"
+
+
+def test_an_idempotency_key_stripe_cannot_take_is_refused(account):
+    fake, client, invoice, _ = account
+    fake.next_payment_succeeds(invoice)
+    with pytest.raises(stripe.InvalidRequestError, match="Idempotent Keys must be 1-255 characters long"):
+        client.v1.invoices.pay(invoice, options={"idempotency_key": "k" * 256})
+    client.v1.invoices.pay(invoice, options={"idempotency_key": "k" * 255})
+    assert fake.invoice(invoice)["status"] == "paid"
