@@ -256,4 +256,4 @@ def _check_union(arms: tuple, value, name: str) -> None:
     # Report against the arm the value was meant for (a hash for a TypedDict, ...); Literal[''] is only the way to
     # unset a parameter, never what a wrong value was meant to be.
     meant = [exc for arm, exc in errors if _shape(arm) is type(value) and _literals(arm) != {""}]
-    raise (meant or [exc for _, exc in errors])[-1 if not meant else 0]
+    raise meant[0] if meant else errors[-1][1]
