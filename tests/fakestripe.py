@@ -964,6 +964,8 @@ class FakeStripe:
             validate(route, params)
         except ParamError as exc:
             raise ApiError(400, "invalid_request_error", exc.message, code=exc.code, param=exc.param) from None
+        except LookupError as exc:    # a route added to _ROUTES without its params type: say so, loudly
+            raise ApiError(500, "api_error", f"{exc} (add it to PARAMS)") from None
 
     _ROUTES = [
         ("GET", r"/v1/events", "events_list", "event_read"),
