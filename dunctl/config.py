@@ -46,6 +46,7 @@ class Strict(BaseModel):
 # What each duration can mean. Beyond these a value is a typo (99999999999999w overflows every date it touches).
 MAX_OFFSET = timedelta(days=365)            # a sequence ends within a year of the first failure
 MAX_OFFSET_BUSINESS_DAYS = 261
+MAX_STEP_ID = 64                            # characters: a step id ends up in a Stripe idempotency key
 TIMEOUT_LIMIT = 120.0                       # seconds; a channel call that takes longer stalls the tick
 DEFAULT_TIMEOUT = 10.0
 
@@ -307,6 +308,15 @@ class Step(Strict):
     behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] | None = None
     comment: str | None = None
     note: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        # The id is part of the step's key, and so of the idempotency key of its Stripe request, which Stripe takes
+        # only up to 255 characters (https://docs.stripe.com/api/idempotent_requests): a longer one fails every time.
+        if not 1 <= len(value) <= MAX_STEP_ID:
+            raise ValueError(f"a step id has 1 to {MAX_STEP_ID} characters ({len(value)} here); shorten it")
+        return value
 
     @field_validator("at", mode="before")
     @classmethod

@@ -12,11 +12,14 @@ so every response has the real shape of API version 2026-10-28.endive. The fake 
   a 5xx included: Stripe saves it under the key and replays it, with `Stripe-Should-Retry: false`;
 - Stripe-shaped errors with a `Request-Id` header: card errors carrying the payment intent, 401 for an unknown
   key, 403 naming the missing `rak_..._write` permission for a restricted key;
-- invoices.pay / update / mark_uncollectible / void, subscriptions update / cancel, billing portal sessions.
+- invoices.pay / update / mark_uncollectible / void, subscriptions update / cancel, billing portal sessions;
+- every request's parameters checked against stripe-python's own params types (tests/stripe_params.py): an unknown
+  parameter, a wrong type, a missing required one or a value outside an enum is Stripe's 400, as on Stripe
+  (`validate_params = False` turns that off, for a test that means to send what Stripe refuses).
 
 Tests script the account directly (no HTTP): `add_customer`, `fail_invoice(decline_code=...)`, `customer_pays`,
 `next_payment_succeeds`, `dispute`, `inject(429, times=3)`, `storm(429)`, `old_shape_events = True`, and read
-what happened: `count("POST /v1/invoices/:id/pay")`, `events`, `invoice(id)`. Every change records events
+what happened (`open_portal_link(url, at)`: does a portal session URL still open when the customer clicks?): `count("POST /v1/invoices/:id/pay")`, `events`, `invoice(id)`. Every change records events
 (newest first, as Stripe lists them). Times are the fake's clock (`set_now`, or the `at=` of a scripted change).
 """
 
@@ -36,11 +39,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from tests.stripe_params import DOCUMENTED_CODES, ParamError, parse_form, validate
+
 API_VERSION = "2026-10-28.endive"
 OLD_API_VERSION = "2020-08-27"
 ACCOUNT = "acct_1FakeDunctlTest"
 TEST_KEY = "sk_test_fake_dunctl_0000000000000000"
 RETENTION = 30 * 86400
+PORTAL_SESSION_TTL = 5 * 60   # a billing portal session URL opens for this long after it is created
 EMBEDDED = 10          # lines of an invoice, items of a subscription, embedded in the object
 EPOCH = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -94,6 +100,8 @@ class ApiError(Exception):
     def __init__(self, status: int, type_: str, message: str, code: str | None = None, param: str | None = None,
                  **extra):
         super().__init__(message)
+        # Only codes Stripe documents: an integration that branches on an invented one passes here and fails live.
+        assert code is None or code in DOCUMENTED_CODES, f"undocumented Stripe error code {code!r}"
         self.status = status
         self.headers: dict[str, str] = {}
         self.body = {"error": {"type": type_, "message": message, **({"code": code} if code else {}),
@@ -142,33 +150,6 @@ def _should_retry(status: int) -> dict:
     return {"Stripe-Should-Retry": "false"} if status >= 500 else {}
 
 
-# -- form decoding (Stripe's bracket syntax) ---------------------------------------------------------------------
-
-
-def parse_form(pairs: list[tuple[str, str]]) -> dict:
-    """`a[b][0]=x&types[]=y` -> {"a": {"b": ["x"]}, "types": ["y"]}."""
-    root: dict = {}
-    for key, value in pairs:
-        parts = [p for p in re.split(r"\[|\]", key.replace("[]", "[\x00]")) if p != ""]
-        node = root
-        for i, part in enumerate(parts):
-            if part == "\x00":
-                part = str(len(node))
-            if i == len(parts) - 1:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-    return _listify(root)
-
-
-def _listify(node):
-    if isinstance(node, dict):
-        node = {k: _listify(v) for k, v in node.items()}
-        if node and all(k.isdigit() for k in node):
-            return [node[k] for k in sorted(node, key=int)]
-    return node
-
-
 def _flag(value) -> bool:
     return str(value).lower() in ("true", "1")
 
@@ -210,6 +191,7 @@ class FakeStripe:
         self.connected_accounts: set[str] = set()                    # accounts a Stripe-Account header may name
         self.account_headers: list[str | None] = []                  # the Stripe-Account header of each request
         self.echo_key_in_errors: bool | int = False                  # errors quoting the key (True: 400s; or a status)
+        self.validate_params = True                                  # refuse what Stripe refuses (stripe_params)
         self._account = ACCOUNT                                      # the account the current request acts on
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -968,6 +950,11 @@ class FakeStripe:
                                f"The provided key '{masked}' does not have the required permissions for this "
                                f"endpoint on account '{self.key_accounts.get(key, ACCOUNT)}'. Having the 'rak_{permission}' permission would "
                                f"allow this request to continue.")
+            if self.validate_params:
+                self._validate(route, params)
+            if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+                raise ApiError(400, "invalid_request_error", f"Idempotent key length is {len(idempotency_key)}, "
+                               "which is outside accepted lengths. Idempotent Keys must be 1-255 characters long.")
             if keyed:
                 return self._idempotent(method, path, params, key, idempotency_key, handler, match, fault)
             return 200, handler(match, params, (None, None)), {}
@@ -1009,6 +996,17 @@ class FakeStripe:
             status, body = fault.status, _fault_error(fault.status).body
         self._idempotency[(key, idempotency_key)] = (fingerprint, status, clone(body))
         return status, body, _should_retry(status)
+
+    @staticmethod
+    def _validate(route: str, params: dict) -> None:
+        # Before the idempotency store: Stripe saves no result for a request that failed validation
+        # (https://docs.stripe.com/api/idempotent_requests).
+        try:
+            validate(route, params)
+        except ParamError as exc:
+            raise ApiError(400, "invalid_request_error", exc.message, code=exc.code, param=exc.param) from None
+        except LookupError as exc:    # a route added to _ROUTES without its params type: say so, loudly
+            raise ApiError(500, "api_error", f"{exc} (add it to PARAMS)") from None
 
     _ROUTES = [
         ("GET", r"/v1/events", "events_list", "event_read"),
@@ -1109,7 +1107,10 @@ class FakeStripe:
             page, has_more = items[:limit], len(items) > limit
         expand = [e.removeprefix("data.") for e in params.get("expand", []) if e.startswith("data.")]
         for e in params.get("expand", []):
-            if e.startswith("data.") and len(e.split(".")) > 4:
+            if not e.startswith("data."):   # a list's own properties: the objects' are under data
+                raise ApiError(400, "invalid_request_error", f"This property cannot be expanded ({e}).",
+                               param="expand")
+            if len(e.split(".")) > 4:
                 raise ApiError(400, "invalid_request_error",
                                f"You cannot expand more than 4 levels of a property. Property: {e}",
                                param="expand")
@@ -1200,10 +1201,10 @@ class FakeStripe:
     def _h_invoice_pay(self, match, params, request):
         inv = self._get("invoice", match["id"])
         if inv["status"] == "paid":
-            raise ApiError(400, "invalid_request_error", "Invoice is already paid", code="invoice_already_paid")
+            raise ApiError(400, "invalid_request_error", "Invoice is already paid")
         if inv["status"] not in ("open", "uncollectible"):
             raise ApiError(400, "invalid_request_error", f"You can only pay an invoice that is open or "
-                           f"uncollectible; this one is {inv['status']}.", code="invoice_not_open")
+                           f"uncollectible; this one is {inv['status']}.")
         if _flag(params.get("paid_out_of_band", "false")):
             self._mark_paid(inv, self._default_payment(inv["id"]), self.now, counts=False, out_of_band=True,
                             request=request)
@@ -1304,8 +1305,26 @@ class FakeStripe:
                                "subscription_update_confirm": None}
         else:
             session["flow"] = None
+        after = params.get("after_expiration")
+        session["after_expiration"] = {"type": after["type"], "customer_login": {
+            "expires_at": int(after["customer_login"]["expires_at"])
+            if (after.get("customer_login") or {}).get("expires_at") else None}} if after else None
         self._put("billing_portal.session", session)
         return clone(session)
+
+    def open_portal_link(self, url: str, at: datetime | None = None) -> str:
+        """What a customer who clicks a portal session URL at `at` gets: "portal" while the session lives,
+        "login" after it expired when it was created with after_expiration customer_login (until its expires_at),
+        else "expired". Stripe: sessions "are short-lived and will expire if the customer does not visit the URL";
+        the fake gives them PORTAL_SESSION_TTL, less than any email waits for its reader."""
+        with self.lock:
+            t = unix(at) if at is not None else self.now
+            session = next(s for s in self.store["billing_portal.session"].values() if s["url"] == url)
+            if t <= session["created"] + PORTAL_SESSION_TTL:
+                return "portal"
+            login = (session["after_expiration"] or {}).get("customer_login")
+            return "login" if login is not None and (login["expires_at"] is None or t <= login["expires_at"]) \
+                else "expired"
 
     # -- pre-dunning (dunctl/notices): subscriptions listed, renewed, metered usage, upcoming-invoice previews -----
 
@@ -1373,12 +1392,17 @@ class FakeStripe:
                           "pricing": {"type": "price_details",
                                       "price_details": {"price": price["id"], "product": price.get("product")}}})
         item = sub["items"]["data"][0]
-        inv.update({"id": None, "object": "invoice", "customer": sub["customer"], "currency": sub["currency"],
+        # Stripe's Invoice.id: "For preview invoices created using the create preview endpoint, this id will be
+        # prefixed with `upcoming_in`" (a preview is never stored: it cannot be retrieved, listed or paid).
+        preview_id = "upcoming_" + self._id("in")
+        for line in lines:
+            line["invoice"] = preview_id
+        inv.update({"id": preview_id, "object": "invoice", "customer": sub["customer"], "currency": sub["currency"],
                     "amount_due": total, "amount_remaining": total, "amount_paid": 0, "subtotal": total,
                     "total": total, "status": "draft", "created": self.now, "billing_reason": "upcoming",
                     "period_start": item["current_period_start"], "period_end": item["current_period_end"],
                     "attempt_count": 0, "hosted_invoice_url": None})
-        inv["lines"] = {"object": "list", "data": lines, "has_more": False, "url": "/v1/invoices/upcoming/lines"}
+        inv["lines"] = {"object": "list", "data": lines, "has_more": False, "url": f"/v1/invoices/{preview_id}/lines"}
         inv["parent"] = {"type": "subscription_details", "quote_details": None,
                          "subscription_details": {"metadata": sub["metadata"], "subscription": sub["id"]}}
         return self._render(inv, params.get("expand"))

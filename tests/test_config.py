@@ -54,6 +54,8 @@ CORPUS = {
                              ["segments[1].when.failure_type[1]", "unknown failure type 'card_broken'"]),
     "bad offset": (step("sequences/standard.yaml", 3, at="three days"),
                    ["standard.yaml", "steps[3].at", "'three days' is not an offset", "bd (business days)"]),
+    "step id too long for Stripe": (step("sequences/standard.yaml", 1, id="retry-" + "after-the-notice-" * 12),
+                                    ["standard.yaml", "steps[1].id", "a step id has 1 to 64 characters (210 here)"]),
     "unknown action": (step("sequences/standard.yaml", 1, action="charge"),
                        ["standard.yaml", "steps[1].action", "'charge' is not allowed", "'retry'"]),
     "unknown step key": (step("sequences/standard.yaml", 0, template_name="x"),

@@ -144,3 +144,29 @@ def test_delete_ignores_idempotency_keys(fake_stripe):
     client.v1.subscriptions.cancel(sub, options={"idempotency_key": "same"})
     with pytest.raises(stripe.InvalidRequestError):        # not a replay of the first answer
         client.v1.subscriptions.cancel(sub, options={"idempotency_key": "same"})
+
+
+def test_a_preview_invoice_has_stripes_upcoming_in_id(fake_stripe):
+    invoice_id = fake_stripe.fail_invoice()
+    sub = subscription_id_of(fake_stripe.invoice(invoice_id))
+    client = stripe.StripeClient(TEST_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+    preview = client.v1.invoices.create_preview(params={"subscription": sub})
+    assert preview.id.startswith("upcoming_in_")
+    assert all(line.invoice == preview.id for line in preview.lines.data)
+    with pytest.raises(stripe.InvalidRequestError):         # a preview is not an invoice: nothing stores it
+        client.v1.invoices.retrieve(preview.id)
+
+
+def test_a_billing_portal_session_expires_unless_it_can_be_recovered(fake_stripe):
+    customer = fake_stripe.add_customer()
+    client = stripe.StripeClient(TEST_KEY, base_addresses={"api": fake_stripe.url}, max_network_retries=0)
+    short = client.v1.billing_portal.sessions.create(params={"customer": customer})
+    recoverable = client.v1.billing_portal.sessions.create(params={
+        "customer": customer, "after_expiration": {"type": "customer_login",
+                                                   "customer_login": {"expires_at": fake_stripe.now + 86400}}})
+    assert short.after_expiration is None
+    assert recoverable.after_expiration.customer_login.expires_at == fake_stripe.now + 86400
+    assert fake_stripe.open_portal_link(short.url, fake_stripe.now + 60) == "portal"
+    assert fake_stripe.open_portal_link(short.url, fake_stripe.now + 3600) == "expired"      # the email's reader
+    assert fake_stripe.open_portal_link(recoverable.url, fake_stripe.now + 3600) == "login"
+    assert fake_stripe.open_portal_link(recoverable.url, fake_stripe.now + 2 * 86400) == "expired"
