@@ -440,6 +440,10 @@ class Ledger:
 
     def reclassify(self, case_id: int, failure_type: str, decline_code: str | None) -> None:
         self._set(case_id, failure_type=failure_type, decline_code=decline_code)
+        # The invoice says the same from now on: a later copy of it with no new decline (a metadata change, such
+        # as dunctl's own note) must not turn the case back to what the older decline said (an inactive mandate).
+        self.conn.execute("UPDATE invoices SET failure_type = ? WHERE id = (SELECT invoice_id FROM cases WHERE id = ?)",
+                          [failure_type, case_id])
 
     def record_attempt(self, case_id: int, attempts: int, decline_code: str | None = None) -> None:
         if decline_code is None:
