@@ -9,6 +9,7 @@ import sqlite3
 
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
 from tests.helpers import T0, at, cli, open_engine_ledger, starter
+from tests.test_stripe_tick import world  # noqa: F401  (fixture)
 
 ENV = {"STRIPE_API_KEY": TEST_KEY}
 
@@ -94,7 +95,25 @@ def test_a_second_ledger_is_refused_until_it_adopts_and_then_sends_only_what_com
     assert f"adopted 1 invoice(s) from ledger {ledger_a}" in adopted.stderr
     status, detail = _statuses(second, invoice)["notice"]
     assert status == "done" and f"sent by ledger {ledger_a} before adoption" in detail
+    ledger_b = open_engine_ledger(second)
+    case = ledger_b.case_for_invoice(invoice)                   # delivered when ledger A sent it, for the contact
+    assert ledger_b.customer_contacts(case["customer_id"], T0) == [at("31m")]   # policy and suspension notice
+    ledger_b.close()
 
     assert _tick(second, fake_stripe, "3d1m").exit_code == 0                    # the reminder, on time
     assert len(_sent(smtp_server)) == 2
     assert _statuses(second, invoice)["reminder"][0] == "done"
+
+
+def test_a_note_stripe_refused_is_tried_again_when_the_case_is_next_due(world, fake_stripe):
+    w = world("stripe")
+    invoice = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.inject(500, times=20, route="POST /v1/invoices/:id")
+    first = w.tick(at("31m"))
+    assert w.actions(invoice) == {"notice": "done", "mark-notice": "failed"}      # the email went out all the same
+    assert [a.step for a in first.failed] == ["mark-notice"]
+    fake_stripe.calm()
+    w.tick(at("3d1m"))
+    assert w.actions(invoice) == {"notice": "done", "mark-notice": "done", "retry-1": "done", "reminder": "done",
+                                  "mark-reminder": "done"}
+    assert fake_stripe.invoice(invoice)["metadata"]["dunctl_last_message"] == "reminder"
