@@ -36,6 +36,10 @@ class Gateway(Protocol):
     def disable_automatic_retries(self, invoice_id: str, idempotency_key: str) -> None:
         """Stop the provider's own retries for this invoice (Stripe: auto_advance=false)."""
 
+    def mark_invoice(self, invoice_id: str, metadata: dict[str, str], idempotency_key: str) -> None:
+        """Set these metadata keys on the invoice (others are left alone): which ledger works it and the last
+        customer message it was sent (dunctl/adoption.py)."""
+
     def mark_uncollectible(self, invoice_id: str, idempotency_key: str) -> Invoice:
         """Write the invoice off."""
 

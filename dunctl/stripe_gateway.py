@@ -744,6 +744,13 @@ class StripeGateway:
                     self._client.v1.invoices.update, invoice_id, params={"auto_advance": False},
                     options={"idempotency_key": idempotency_key})
 
+    def mark_invoice(self, invoice_id: str, metadata: dict[str, str], idempotency_key: str) -> None:
+        # Metadata stays editable on a finalized invoice (only amounts and collection_method are frozen); keys
+        # not named here are left as they are.
+        self._call(f"note on invoice {invoice_id} what dunctl last sent", ("invoice", "write"),
+                   self._client.v1.invoices.update, invoice_id, params={"metadata": metadata},
+                   options={"idempotency_key": idempotency_key})
+
     def mark_uncollectible(self, invoice_id: str, idempotency_key: str) -> Invoice:
         data = self._write(f"mark invoice {invoice_id} uncollectible", ("invoice", "write"),
                            lambda: self._read_back("invoice", invoice_id, lambda i: i.get("status") == "uncollectible"),

@@ -189,6 +189,18 @@ class GatewayContract:
         driver.gateway.disable_automatic_retries(invoice_id, "case-1-auto-advance")
         assert driver.gateway.get_invoice(invoice_id).auto_advance is False
 
+    def test_a_note_on_the_invoice_shows_in_the_next_sync_and_keeps_its_other_metadata(self, driver):
+        """What a new or restored ledger reads (dunctl/adoption.py): invoice metadata, as Stripe carries it."""
+        invoice_id, first = self._failed(driver)
+        before = dict(first.invoices[invoice_id].metadata)
+        note = {"dunctl_ledger": "ldg_1", "dunctl_last_message": "notice",
+                "dunctl_last_message_at": "2026-11-02T09:30:00Z"}
+        driver.gateway.mark_invoice(invoice_id, note, "case-1-sys-mark-notice")
+        driver.gateway.mark_invoice(invoice_id, note, "case-1-sys-mark-notice")   # a repeat: the same answer
+        noted = sync_all(driver.gateway, first.cursor, T0 + 2 * HOUR)
+        assert noted.invoices[invoice_id].metadata == {**before, **note}
+        assert driver.gateway.get_invoice(invoice_id).metadata == {**before, **note}
+
     def test_pause_then_cancel_subscription_shows_in_the_next_sync(self, driver):
         invoice_id, first = self._failed(driver)
         subscription_id = first.invoices[invoice_id].subscription_id

@@ -95,3 +95,19 @@ def test_mastercard_advice_holds_a_dunctl_retry_until_the_network_allows_it(worl
     assert "waits: retry-1:" in shown and "27" in shown
     w.tick(T0 + 4 * DAY + timedelta(minutes=5))
     assert fake_stripe.count(PAY) == 1
+
+
+def test_an_inactive_mandate_stays_hard_after_someone_edits_the_invoices_metadata(world, fake_stripe):
+    """A later copy of the invoice with no new decline (a Dashboard edit, or dunctl's own note on the invoice) must
+    not turn the case back to what the older decline said."""
+    w = world("stripe")
+    invoice = fake_stripe.fail_invoice(decline_code="insufficient_funds", payment_method_type="us_bank_account",
+                                       at=T0)
+    w.tick(T0 + HOUR)
+    pm = fake_stripe.store["customer"][fake_stripe.invoice(invoice)["customer"]]["invoice_settings"][
+        "default_payment_method"]
+    fake_stripe.mandate_inactive(pm, at=T0 + DAY)
+    w.tick(T0 + DAY + HOUR)
+    fake_stripe.touch_invoice(invoice, at=T0 + 2 * DAY, po_number="PO-7")
+    w.tick(T0 + 2 * DAY + HOUR)
+    assert w.case(invoice)["failure_type"] == "bank_hard"

@@ -23,7 +23,8 @@ def test_sync_then_tick_then_status_against_stripe(tmp_path, fake_stripe):
 
     ticked = cli(config, "tick", "--now", at("1h").isoformat(), "--json", env=env)
     assert ticked.exit_code == 0, ticked.output
-    assert [a["step"] for a in json.loads(ticked.stdout)["actions"]] == ["notice"]
+    # the notice, and its note on the Stripe invoice (dunctl/adoption.py)
+    assert [a["step"] for a in json.loads(ticked.stdout)["actions"]] == ["notice", "mark-notice"]
 
     fake_stripe.reset_counts()
     idle = cli(config, "tick", "--now", at("2h").isoformat(), env=env)

@@ -69,7 +69,8 @@ def test_stripe_mode_leaves_retries_to_stripe_and_records_its_recovery(world, fa
     w.tick(T0 + 2 * DAY + HOUR)
     assert w.actions(invoice_id)["retry-1"] == "done"
     assert fake_stripe.count(PAY) == 0                                     # the retry step made no call
-    assert fake_stripe.count("POST /v1/invoices/:id") == 0
+    assert fake_stripe.count("POST /v1/invoices/:id") == 1                 # only the notice's note (adoption.py)
+    assert fake_stripe.invoice(invoice_id)["auto_advance"] is True
     fake_stripe.retry(invoice_id, True, at=T0 + 3 * DAY)                   # Smart Retries succeeds
     w.tick(T0 + 3 * DAY + HOUR)
     case = w.case(invoice_id)
@@ -152,7 +153,7 @@ def test_an_email_sent_while_turning_retries_off_waits_to_be_tried_again_keeps_t
     assert w.actions(invoice_id) == {"stop-provider-retries": "failed"}
     fake_stripe.calm()
     w.tick(T0 + 31 * MINUTE)                                               # the notice is due, the retry not yet
-    assert w.actions(invoice_id) == {"stop-provider-retries": "failed", "notice": "done"}
+    assert w.actions(invoice_id) == {"stop-provider-retries": "failed", "notice": "done", "mark-notice": "done"}
     case = w.case(invoice_id)
     again = T0 + 10 * MINUTE + w.config.file.dunning.action_retry_after
     assert (case["next_step"], case["next_due_at"]) == ("stop-provider-retries", iso(again))
@@ -170,7 +171,7 @@ def test_once_retries_are_turned_off_the_case_is_next_due_for_its_next_step(worl
     w.tick(T0 + 10 * MINUTE)
     fake_stripe.calm()
     w.tick(T0 + 10 * MINUTE + w.config.file.dunning.action_retry_after)   # the try again, and the notice
-    assert w.actions(invoice_id) == {"stop-provider-retries": "done", "notice": "done"}
+    assert w.actions(invoice_id) == {"stop-provider-retries": "done", "notice": "done", "mark-notice": "done"}
     assert w.case(invoice_id)["next_step"] == "retry-1"
 
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from dunctl.cli.common import JsonOption, NowOption, environ, handles_errors, load, now_from, open_ledger, out, \
+from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, now_from, open_ledger, out, \
     print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
 from dunctl.tick import build_channels, sync_and_reconcile
@@ -26,6 +26,8 @@ def sync(
         result = sync_and_reconcile(ledger, config, make_gateway(config, environ(), ledger=ledger), now_from(now), full=full,
                                     progress=progress, channels=build_channels(config, environ()),
                                     accept_stale=accept_stale)
+    for line in result.taken_over:
+        err.print(line, markup=False)
     if as_json:
         print_json(result.__dict__)
         return

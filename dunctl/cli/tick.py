@@ -23,6 +23,9 @@ def tick(
     accept_stale: Annotated[bool, typer.Option("--accept-stale-ledger",
                                                help="Adopt a ledger older than the Stripe account (restored from "
                                                     "a backup) knowingly.")] = False,
+    adopt: Annotated[bool, typer.Option("--adopt",
+                                        help="Take over the invoices another dunctl ledger works (a retired "
+                                             "machine's): go on after the last message it sent.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Sync, open and close cases, and run every due step exactly once.
@@ -46,7 +49,7 @@ def tick(
                            check_account=not no_sync, budget=config.file.dunning.tick_budget.total_seconds())
     with sync_progress(syncing=not no_sync) as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
-                          sync=not no_sync, progress=progress, accept_stale=accept_stale)
+                          sync=not no_sync, progress=progress, accept_stale=accept_stale, adopt=adopt)
     log_tick(config, result)
     render(result, verbose or dry_run, as_json)
     if not result.ok:
@@ -76,6 +79,8 @@ def summary(result: TickResult) -> str:
 def render(result: TickResult, verbose: bool, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
+    for line in result.taken_over:
+        err.print(line, markup=False)
     for error in result.errors:
         err.print(f"error: {error}", markup=False)
     for failure in result.failed:

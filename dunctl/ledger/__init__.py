@@ -39,7 +39,7 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 # the two lists differ. Opening a ledger compares its applied names with these: sqlite-utils loads only when a
 # migration is pending.
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
-          "m102_report_rollups", "m104_notices")
+          "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -240,6 +240,8 @@ class Ledger:
         try made it (':2' and on: the ledger keeps the latest try's key)."""
         unknown = []
         for key in dict.fromkeys(keys):
+            if "-sys-mark-" in key:
+                continue   # dunctl's note on the invoice: what it says is taken over instead (dunctl/adoption.py)
             base = re.sub(r"(:\d+)$", "", re.sub(r"(-link)?(~[0-9a-f]{8})?$", "", key))
             if self.conn.execute("SELECT 1 FROM actions WHERE idempotency_key = ? OR (substr(idempotency_key, 1, ?) "
                                  "= ? || ':') LIMIT 1", [base, len(base) + 1, base]).fetchone() is None:
@@ -368,6 +370,14 @@ class Ledger:
 
         return [(InvoiceRecord.from_row(row), row["case_id"]) for row in rows]
 
+    def pending_noted_invoices(self, key: str) -> list[tuple[str, dict, int | None]]:
+        """Of the open invoices changed since cases were last reconciled, those whose metadata has `key` (the note
+        dunctl leaves on invoices, dunctl/adoption.py): (invoice id, metadata, case id or None)."""
+        return [(row[0], json.loads(row[1] or "{}"), row[2]) for row in self.conn.execute(
+            """SELECT i.id, i.metadata, c.id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id
+               WHERE i.pending = 1 AND i.status = 'open' AND json_extract(i.metadata, '$.' || ?) IS NOT NULL""",
+            [key])]
+
     def clear_pending(self, invoice_id: str) -> None:
         self.conn.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
 
@@ -443,6 +453,10 @@ class Ledger:
 
     def reclassify(self, case_id: int, failure_type: str, decline_code: str | None) -> None:
         self._set(case_id, failure_type=failure_type, decline_code=decline_code)
+        # The invoice says the same from now on: a later copy of it with no new decline (a metadata change, such
+        # as dunctl's own note) must not turn the case back to what the older decline said (an inactive mandate).
+        self.conn.execute("UPDATE invoices SET failure_type = ? WHERE id = (SELECT invoice_id FROM cases WHERE id = ?)",
+                          [failure_type, case_id])
 
     def record_attempt(self, case_id: int, attempts: int, decline_code: str | None = None) -> None:
         if decline_code is None:
@@ -712,6 +726,20 @@ class Ledger:
                  finished_at = excluded.finished_at, detail = excluded.detail, tick_id = excluded.tick_id
                WHERE actions.status = 'would'""",
             [case_id, kind, step_id, action, audience, status, iso(due_at), iso(now), key, detail, tick_id])
+        return cursor.rowcount == 1
+
+    def record_done_elsewhere(self, case_id: int, step_id: str, action: str, audience: str | None,
+                              due_at: datetime, finished_at: datetime, key: str, detail: str) -> bool:
+        """A step Stripe's invoice shows was done by another ledger, or by this one before it was restored from an
+        older copy (dunctl/adoption.py): done at `finished_at`, never run again. False when the step was done
+        here already, or is claimed by a running effect."""
+        cursor = self.conn.execute(
+            """INSERT INTO actions(case_id, kind, step_id, action, audience, status, due_at, finished_at,
+                 idempotency_key, detail) VALUES (?, 'step', ?, ?, ?, 'done', ?, ?, ?, ?)
+               ON CONFLICT(case_id, kind, step_id) DO UPDATE SET status = 'done', prior_status = NULL,
+                 finished_at = excluded.finished_at, detail = excluded.detail, error = NULL
+               WHERE actions.status NOT IN ('done', 'claimed')""",
+            [case_id, step_id, action, audience, iso(due_at), iso(finished_at), key, detail])
         return cursor.rowcount == 1
 
     def claim_action(self, case_id: int, kind: str, step_id: str, action: str, channel: str | None,

@@ -596,6 +596,18 @@ def m104_notices(db: Database) -> None:
     )
 
 
+@migrations()
+def m105_i20_adopt_ledger_id(db: Database) -> None:
+    """A random id for this ledger, made once (at creation, or on upgrade): dunctl writes it on the Stripe invoices
+    it works, so another ledger (or an older copy of this one) can tell what was already sent (dunctl/adoption.py).
+    A backup restored later keeps its id; a new ledger gets a new one."""
+    import json
+    import secrets
+
+    db.execute("INSERT OR IGNORE INTO sync_state(name, value) VALUES ('ledger_id', ?)",
+               [json.dumps(f"ldg_{secrets.token_hex(8)}")])
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

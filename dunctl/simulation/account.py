@@ -785,6 +785,17 @@ class SimulatedAccount:
 
         self._once(idempotency_key, ("disable", invoice_id), disable)
 
+    def mark_invoice(self, invoice_id: str, metadata: dict[str, str], idempotency_key: str) -> None:
+        self.requests += 1
+
+        def mark() -> None:
+            invoice = self._invoice(invoice_id)
+            if any(invoice.metadata.get(k) != v for k, v in metadata.items()):
+                invoice.metadata.update(metadata)
+                self._touch("invoice", invoice_id)
+
+        self._once(idempotency_key, ("metadata", invoice_id, tuple(sorted(metadata.items()))), mark)
+
     def mark_uncollectible(self, invoice_id: str, idempotency_key: str) -> Invoice:
         self.requests += 1
 

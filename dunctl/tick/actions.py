@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dunctl.adoption import MARK_ACTION, prepare_mark
 from dunctl.channels import EmailMessage, SmsMessage
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
@@ -313,4 +314,5 @@ ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {
     "pause_subscription": pause_subscription, "cancel_subscription": cancel_subscription,
     "mark_uncollectible": mark_uncollectible, "close": close,
     "notify_person": notify_person, "stop_provider_retries": stop_provider_retries, "retry_now": retry_now,
+    MARK_ACTION: prepare_mark,
 }

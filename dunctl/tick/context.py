@@ -28,6 +28,7 @@ class TickContext:
     now: datetime
     mode: str = LIVE            # live | monitor (record `would`, persistently) | dry_run (nothing kept)
     tick_id: int | None = None
+    adopt: bool = False         # take over invoices another ledger works (dunctl/adoption.py)
 
     def __post_init__(self):
         self.dunctl_retries = self.config.file.stripe.retries == "dunctl"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dunctl.adoption import MARK_ACTION, marks_after
 from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
 from dunctl.tick import changes as case_changes
 from dunctl.tick.actions import ACTIONS, email_together
@@ -47,6 +48,7 @@ def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case
         acted = _act_batch(ctx, claimed, result)
         if acted.stop is not None:
             break
+        units[:0] = [[mark] for mark in marks_after(ctx, [(i.effect, o.status) for i, o in acted.outcomes])]
     if acted is not None:
         with ctx.ledger.transaction():
             _record_batch(ctx, acted, result, applied)
@@ -141,11 +143,11 @@ def _record_batch(ctx: TickContext, acted: _Acted, result: TickResult, applied: 
     for item, outcome in acted.outcomes:
         _record(ctx, item, outcome, result)
         case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
-        if item.effect.kind != NOTICE:
+        if item.effect.kind != NOTICE and item.effect.action != MARK_ACTION:   # a note changes no plan
             finished = outcome.status == "done" or (outcome.status == "would" and ctx.settings.monitor)
             applied.as_planned.setdefault(item.effect.bundle.case.id, []).append(finished and not outcome.changes)
     for item in acted.untried:
-        if item.effect.kind != NOTICE:
+        if item.effect.kind != NOTICE and item.effect.action != MARK_ACTION:
             applied.as_planned.setdefault(item.effect.bundle.case.id, []).append(False)
     for invoice_id, state in applied.closed:
         result.close(invoice_id, state)

@@ -32,6 +32,7 @@ class SyncResult:
     invoices_updated: int = 0
     cases_opened: int = 0
     cases_closed: int = 0
+    taken_over: list[str] = field(default_factory=list)   # see TickResult
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TickResult:
     missed_cause: str | None = None
     deferred: int = 0                                 # due effects left for the next tick (the tick's budget)
     skipped_channels: list[str] = field(default_factory=list)
+    taken_over: list[str] = field(default_factory=list)   # what Stripe's invoices showed was sent (adoption.py)
 
     def close(self, invoice_id: str, state: str) -> None:
         if invoice_id not in self.endings:
@@ -74,4 +76,4 @@ class TickResult:
         return {"now": iso(self.now), "dry_run": self.dry_run, "mode": self.mode, "opened": self.opened,
                 "closed": self.closed, "endings": self.endings, "actions": [a.to_dict() for a in self.actions],
                 "errors": self.errors, "missed_cause": self.missed_cause, "deferred": self.deferred,
-                "skipped_channels": self.skipped_channels}
+                "skipped_channels": self.skipped_channels, "taken_over": self.taken_over}

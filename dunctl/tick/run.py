@@ -76,10 +76,16 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     signals = ledger.pending_signals()
     if not signals and not ledger.pending_invoices():
         return
+    from dunctl import adoption
     from dunctl.tick import changes as case_changes
     from dunctl.tick.reconcile import apply_signal, follow_case, open_case
     from dunctl.tick.schedule import schedule_case
 
+    # Invoices whose Stripe note shows messages this ledger did not record: another ledger's are refused (unless
+    # adopting) before anything is done; the rest are taken over once their cases are open (dunctl/adoption.py).
+    behind = adoption.behind_stripe(ledger)
+    own = adoption.ledger_id(ledger) if behind else ""
+    adoption.refuse_other_ledgers(behind, own, ctx.adopt)
     applied = case_changes.Applied()
     for signal in signals:
         with ledger.transaction():
@@ -96,6 +102,11 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
                 found = follow_case(ledger.case_record(case_id), invoice, ctx.now)
             case_changes.apply(ledger, found, ctx.now, applied)
             ledger.clear_pending(invoice.id)
+    if behind:
+        with ledger.transaction():
+            lines, touched = adoption.take_over(ledger, behind, own, ctx.sequences, ctx.now)
+        result.taken_over.extend(lines)
+        applied.touched |= touched
     result.opened.extend(applied.opened)
     for invoice_id, state in applied.closed:
         result.close(invoice_id, state)
@@ -341,18 +352,18 @@ def _days(delta) -> str:
 def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: ChannelSet | None, now: datetime,
              dry_run: bool = False, sync: bool = True,
              progress: Callable[[SyncResult], None] | None = None, mode: str | None = None,
-             accept_stale: bool = False) -> TickResult:
+             accept_stale: bool = False, adopt: bool = False) -> TickResult:
     """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run works on a snapshot copy
     of the ledger in memory: it never writes the ledger file nor holds a write transaction on it, and makes no
     call that changes anything outside."""
     if dry_run:
-        return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale)
+        return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale, adopt)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
     with ledger.tick_lock():
         last_tick = ledger.last_tick_at()
         tick_id = ledger.start_tick(now, dry_run=False)
         ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway) if gateway else None,
-                          channels, now, mode=mode, tick_id=tick_id)
+                          channels, now, mode=mode, tick_id=tick_id, adopt=adopt)
         result = TickResult(now=now, mode=mode)
         try:
             _settle_orphans(ledger, now)
@@ -399,10 +410,12 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
 
 
 def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
-              progress: Callable[[SyncResult], None] | None, accept_stale: bool = False) -> TickResult:
+              progress: Callable[[SyncResult], None] | None, accept_stale: bool = False,
+              adopt: bool = False) -> TickResult:
     copy = ledger.snapshot_in_memory()
     try:
-        ctx = TickContext(copy, config, _ReadOnly(gateway) if gateway else None, None, now, mode=DRY_RUN)
+        ctx = TickContext(copy, config, _ReadOnly(gateway) if gateway else None, None, now, mode=DRY_RUN,
+                          adopt=adopt)
         result = TickResult(now=now, dry_run=True, mode=DRY_RUN)
         _tick(ctx, result, ctx.gateway, sync, progress, accept_stale)
         return result
@@ -461,4 +474,5 @@ def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: da
                 channels.close()
         result.cases_opened = len(tick.opened)
         result.cases_closed = len(tick.closed)
+        result.taken_over = tick.taken_over
         return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from dunctl.adoption import marks_to_retry
 from dunctl.config import Sequence
 from dunctl.ledger import Ledger
 from dunctl.ledger.records import CaseBundle
@@ -55,6 +56,7 @@ def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool,
     if not bundle.case.is_open or bundle.case.arm == "holdout":
         return []   # a holdout gets no dunctl action at all: Stripe's own retries and emails only
     effects = _retry_after_update(bundle, settings, max_attempts) if settings.retry_on_update else []
+    effects += marks_to_retry(bundle, settings, now)   # a note on the Stripe invoice that failed (dunctl/adoption)
     if not dunctl_retries:
         return effects
     return _stop_provider_retries(bundle, settings, now) + effects
