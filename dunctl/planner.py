@@ -228,8 +228,9 @@ def _contact_policy(step: Step, case: CaseSnapshot, sequence: Sequence, records:
     policy = settings.contact
     cap = dict(policy.max_per_case).get(step.action)
     if cap is not None:
+        sent_statuses = ("done", "would") if settings.monitor else ("done",)   # once live, a `would` sent nothing
         sent = sum(1 for s in sequence.steps if s.action == step.action and s.id in records
-                   and records[s.id].status in ("done", "would"))
+                   and records[s.id].status in sent_statuses)
         if sent >= cap:
             return Decision(step, step.at.after(case.first_failed_at), SKIP,
                             f"contact policy: at most {cap} {step.action} per case")

@@ -155,3 +155,17 @@ def test_check_refuses_a_bad_announces_with_its_key_path(tmp_path, name):
     checked = cli(config, "check")
     assert checked.exit_code == 2
     assert f"steps[{index}].announces" in checked.stderr and message in checked.stderr, checked.stderr
+
+
+def test_a_would_recorded_while_monitoring_does_not_use_up_a_contact_cap_once_live():
+    from dunctl.planner import ContactPolicy
+
+    seq = Sequence.model_validate({"name": "t", "steps": [
+        {"id": "sms-1", "at": "1d", "action": "sms", "template": "x"},
+        {"id": "sms-2", "at": "8d", "action": "sms", "template": "x"}]})
+    records = {"sms-1": StepRecord("would", 1, day(1))}
+    policy = ContactPolicy(max_per_case=(("sms", 1),))
+    live = plan(case(), seq, records, Settings(contact=policy), day(8))
+    assert [(d.step.id, d.verdict) for d in live.decisions] == [("sms-1", MISSED), ("sms-2", RUN)]
+    monitoring = plan(case(), seq, records, Settings(contact=policy, monitor=True), day(8))
+    assert [(d.step.id, d.verdict) for d in monitoring.decisions] == [("sms-2", SKIP)]
