@@ -103,7 +103,9 @@ def message_truth(step: Step, case: CaseSnapshot, sequence: Sequence, records: d
             return Wait(step, None, f"tells of '{before.id}', which has not happened yet")
     if step.announces is None:
         return None
-    target = next(s for s in sequence.steps if s.id == step.announces)
+    target = next((s for s in sequence.steps if s.id == step.announces), None)
+    if target is None:
+        return None   # checked when the config loads; a stored sequence is one that passed that check
     status = _status(records, target)
     if status in done or status == "unknown":
         return Decision(step, due, SKIP, f"announces '{target.id}', which already happened ({status})")
