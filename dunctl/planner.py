@@ -205,12 +205,12 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
         if case.retry_not_before and case.retry_not_before > now:
             return Wait(step, case.retry_not_before,
                         case.retry_wait_reason or "the card network allows no retry before then")
-    if step.action in SUSPENDING or step.audience == CUSTOMER:
-        # Irreversible steps and what customer messages say of them: one rule, in dunctl/irreversible.py.
-        from dunctl import irreversible
+    # Irreversible steps, and what customer messages say of them: one rule, in dunctl/irreversible.py.
+    from dunctl import irreversible
 
-        if step.action in irreversible.IRREVERSIBLE:
-            return irreversible.earned(step, case, sequence, records, settings, now)
+    if step.action in irreversible.IRREVERSIBLE:
+        return irreversible.earned(step, case, sequence, records, settings, now)
+    if step.audience == CUSTOMER:
         truth = irreversible.message_truth(step, case, sequence, records, settings)
         if truth is not None:
             return truth
