@@ -35,6 +35,7 @@ from datetime import datetime
 
 from dunctl.config import CUSTOMER, SUSPENDING, Sequence, Step
 from dunctl.failures import DISPUTE
+from dunctl.offsets import Offset
 from dunctl.planner import SKIP, CaseSnapshot, Decision, Settings, StepRecord, Wait, skip_reason
 
 # Steps that cannot be taken back once done. A hand-off to collections joins this set when sequences get one.
@@ -113,6 +114,29 @@ def message_truth(step: Step, case: CaseSnapshot, sequence: Sequence, records: d
     if why:
         return Decision(step, due, SKIP, f"announces '{target.id}', which will not happen: {why}")
     return None
+
+
+def as_it_will_run(sequence: Sequence, first_failed_at: datetime, records: dict[str, StepRecord],
+                   settings: Settings, now: datetime) -> Sequence:
+    """The sequence with its irreversible steps as they will now run, for what a message says of them ("paused
+    on ..."): a step that already happened or will not happen is left out, and the others are timed no earlier
+    than the notice period after their announcement (delivered, or sent now). After a gap the final notice so
+    names the pause 3 days from now, not a day already past (or the next step instead)."""
+    notice = settings.notice_before_suspension
+    steps = []
+    for step in sequence.steps:
+        if step.action in IRREVERSIBLE:
+            if _status(records, step) in _GAVE_UP | told_statuses(settings) | {"unknown"}:
+                continue
+            told = _told_at(step, sequence, records, settings) or now
+            runs = max(step.at.after(first_failed_at), told + notice)
+            step = step.model_copy(update={"at": Offset(step.at.text, _minutes(runs - first_failed_at))})
+        steps.append(step)
+    return sequence.model_copy(update={"steps": steps})
+
+
+def _minutes(delta) -> int:
+    return int(-(-delta.total_seconds() // 60))   # rounded up: never a moment before the step can run
 
 
 def _held(step: Step, case: CaseSnapshot) -> Wait | Decision | None:

@@ -169,3 +169,18 @@ def test_a_would_recorded_while_monitoring_does_not_use_up_a_contact_cap_once_li
     assert [(d.step.id, d.verdict) for d in live.decisions] == [("sms-1", MISSED), ("sms-2", RUN)]
     monitoring = plan(case(), seq, records, Settings(contact=policy, monitor=True), day(8))
     assert [(d.step.id, d.verdict) for d in monitoring.decisions] == [("sms-2", SKIP)]
+
+
+def test_what_a_message_says_of_the_next_step_is_when_it_will_run():
+    from dunctl.irreversible import as_it_will_run
+
+    seq = sequence("pause_subscription")
+
+    def timed(records, now):
+        return {s.id: s.at.after(T0) for s in as_it_will_run(seq, T0, records, Settings(), now).steps
+                if s.id == "act"}
+
+    on_time = DELIVERED | {"final": StepRecord("done", 1, day(12))}
+    assert timed(on_time, day(12)) == {"act": day(21)}                  # told in time: as the sequence says
+    assert timed(DELIVERED, day(30)) == {"act": day(33)}                # after a gap: 3 days after the message
+    assert timed(on_time | {"act": StepRecord("done", 1, day(21))}, day(22)) == {}   # already happened

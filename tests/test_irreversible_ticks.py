@@ -112,6 +112,10 @@ def test_after_a_month_without_cron_the_final_notice_goes_out_before_any_pause_o
     account.tick(T0 + 30 * DAY + HOUR)                        # cron was down for 30 days
     assert (fake_stripe.count(CANCEL), fake_stripe.count(PAUSE)) == (0, 0)
     assert [step for _, step in account.mails()] == ["final-notice"] * 3
+    for received in [r for r in smtp.received if not r.rcpt_tos[0].startswith("collections@")]:
+        # and it names the pause, 3 days from now (not day 21, long past, nor the cancellation instead)
+        body = received.message.get_body(("plain",)).get_content()
+        assert "will be paused on that day" in body and "December 5, 2026" in body, body
 
     account.tick(T0 + 33 * DAY)                               # not yet 3 days after the final notice
     assert fake_stripe.count(PAUSE) == 0
