@@ -728,8 +728,8 @@ def _announcement_problem(sequence: Sequence, index: int) -> str:
         return f"'{step.announces}' is not a later step; a message announces a step that comes after it"
     action = sequence.steps[target].action
     if action not in IRREVERSIBLE:
-        return (f"'{step.announces}' is a {action} step; only irreversible steps are announced "
-                f"({', '.join(sorted(IRREVERSIBLE))})")
+        return (f"'{step.announces}' ({action}) is not an irreversible step; only those are announced: "
+                f"{', '.join(sorted(IRREVERSIBLE))}")
     return ""
 
 

@@ -139,7 +139,7 @@ def test_without_announces_the_nearest_customer_message_before_the_step_announce
 BAD_ANNOUNCES = {
     "unknown step": (0, "susp", "unknown step 'susp'; steps of this sequence: notice"),
     "not later": (3, "retry-1", "'retry-1' is not a later step"),
-    "not irreversible": (0, "escalate", "'escalate' is a escalate step; only irreversible steps are announced"),
+    "not irreversible": (0, "escalate", "'escalate' (escalate) is not an irreversible step"),
     "not a customer message": (8, "suspend", "only a customer message"),
 }
 

@@ -4,10 +4,11 @@ Claims of a batch are written in one transaction before any effect, results (and
 caused) in one after, which also claims the next batch. Each claim is decided against the ledger as it is when it
 is claimed, not as the tick planned it (`_AtClaim`): a case that ended or was paused since (by an earlier batch,
 or by a person running `dunctl case pause` meanwhile) gets nothing more, and an irreversible step runs only if
-dunctl/irreversible.py's `earned` still holds on the case as it is now. A tick that dies in between leaves its batch's claims,
-which the next tick records as `unknown`: visible, resolvable by a person, never silently repeated. Batches are
-small (EFFECTS_PER_BATCH), so a crash never hides more than a few dozen actions, while durability costs one
-commit per batch, not per action.
+the one rule for them, `earned` in dunctl/irreversible.py, still holds on the case as it is now.
+
+A tick that dies in between leaves its batch's claims, which the next tick records as `unknown`: visible,
+resolvable by a person, never silently repeated. Batches are small (EFFECTS_PER_BATCH), so a crash never hides
+more than a few dozen actions, while durability costs one commit per batch, not per action.
 """
 
 from __future__ import annotations
