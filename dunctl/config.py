@@ -35,6 +35,9 @@ ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subsc
 CUSTOMER_FACING = frozenset({"email", "sms"})
 # Steps that take the service away; they never run unless the customer was told first.
 SUSPENDING = frozenset({"pause_subscription", "cancel_subscription", "mark_uncollectible"})
+# Steps that cannot be undone: dunctl/irreversible.py decides when they may run (a hand-off to collections joins
+# this set when sequences get one).
+IRREVERSIBLE = SUSPENDING
 CUSTOMER, INTERNAL = "customer", "internal"
 RECIPIENTS = ("billing_contact", "customer", "account_manager")
 
@@ -714,8 +717,6 @@ def _load_sequence(path: Path) -> tuple[Sequence | str | None, list[ConfigProble
 
 def _announcement_problem(sequence: Sequence, index: int) -> str:
     """What is wrong with step `index`'s `announces:` key, or ''."""
-    from dunctl.irreversible import IRREVERSIBLE
-
     step = sequence.steps[index]
     ids = [s.id for s in sequence.steps]
     if step.audience != CUSTOMER:

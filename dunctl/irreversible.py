@@ -33,13 +33,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from dunctl.config import CUSTOMER, SUSPENDING, Sequence, Step
+from dunctl.config import CUSTOMER, IRREVERSIBLE, Sequence, Step
 from dunctl.failures import DISPUTE
 from dunctl.offsets import Offset
 from dunctl.planner import SKIP, CaseSnapshot, Decision, Settings, StepRecord, Wait, skip_reason
 
-# Steps that cannot be taken back once done. A hand-off to collections joins this set when sequences get one.
-IRREVERSIBLE = SUSPENDING
+__all__ = ["IRREVERSIBLE", "announcers", "as_it_will_run", "earned", "message_truth", "told_statuses"]
 
 # Statuses after which a message will never be delivered, nor a step run (by this record).
 _GAVE_UP = frozenset({"skipped", "missed", "suppressed"})
