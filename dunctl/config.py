@@ -35,6 +35,9 @@ ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subsc
 CUSTOMER_FACING = frozenset({"email", "sms"})
 # Steps that take the service away; they never run unless the customer was told first.
 SUSPENDING = frozenset({"pause_subscription", "cancel_subscription", "mark_uncollectible"})
+# Steps that cannot be undone: dunctl/irreversible.py decides when they may run (a hand-off to collections joins
+# this set when sequences get one).
+IRREVERSIBLE = SUSPENDING
 CUSTOMER, INTERNAL = "customer", "internal"
 RECIPIENTS = ("billing_contact", "customer", "account_manager")
 
@@ -308,6 +311,9 @@ class Step(Strict):
     behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] | None = None
     comment: str | None = None
     note: str | None = None
+    # A customer message that tells the customer about a later irreversible step (dunctl/irreversible.py): that
+    # step runs only once this message was delivered, at least dunning.notice_before_suspension earlier.
+    announces: str | None = None
 
     @field_validator("id")
     @classmethod
@@ -715,6 +721,10 @@ def _load_sequence(path: Path) -> tuple[Sequence | str | None, list[ConfigProble
             problem(("steps", i, "to"), f"'to' applies to email, sms and escalate steps, not {step.action}")
         if step.cc and step.action != "email":
             problem(("steps", i, "cc"), f"'cc' applies to email steps, not {step.action}")
+        if step.announces is not None:
+            message = _announcement_problem(sequence, i)
+            if message:
+                problem(("steps", i, "announces"), message)
     retries = sum(step.action == "retry" for step in sequence.steps)
     # The first failed attempt counts against the cap, so a sequence may plan max_attempts - 1 retries.
     if retries > sequence.max_attempts - 1:
@@ -723,6 +733,25 @@ def _load_sequence(path: Path) -> tuple[Sequence | str | None, list[ConfigProble
                                   f"{sequence.max_attempts}, counting the failed attempt, so at most "
                                   f"{sequence.max_attempts - 1} retries are allowed")
     return sequence, problems
+
+
+def _announcement_problem(sequence: Sequence, index: int) -> str:
+    """What is wrong with step `index`'s `announces:` key, or ''."""
+    step = sequence.steps[index]
+    ids = [s.id for s in sequence.steps]
+    if step.audience != CUSTOMER:
+        return (f"only a customer message (an email or sms step to the customer) can announce a step; "
+                f"'{step.id}' is {step.action}" + (" to someone internal" if step.action in CUSTOMER_FACING else ""))
+    if step.announces not in ids:
+        return f"unknown step '{step.announces}'; steps of this sequence: {', '.join(ids)}"
+    target = ids.index(step.announces)
+    if target <= index:
+        return f"'{step.announces}' is not a later step; a message announces a step that comes after it"
+    action = sequence.steps[target].action
+    if action not in IRREVERSIBLE:
+        return (f"'{step.announces}' ({action}) is not an irreversible step; only those are announced: "
+                f"{', '.join(sorted(IRREVERSIBLE))}")
+    return ""
 
 
 def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigProblem]:

@@ -11,9 +11,11 @@ a case resumed), by audience:
 - internal notifications (account manager, escalation, Slack, webhooks): run late rather than never (of those
   overdue beyond the grace period, the latest);
 - retries: the latest due runs if the attempt budget allows (never two at once);
-- suspension (pause, cancel, write-off): only once the customer was sent a message at least
-  `dunning.notice_before_suspension` earlier; a message placed after a suspension in the sequence announces it,
-  and goes out only once it happened;
+- irreversible steps (pause, cancel, write-off): only when earned (dunctl/irreversible.py): a delivered message
+  announcing the step at least `dunning.notice_before_suspension` earlier, re-timed after it; a customer message
+  goes out only while what it says is true (a message placed after an irreversible step, once that happened; an
+  announcement, only of a step still to come that will happen), so the latest customer message caught up on is
+  the latest that is still true;
 - anything else overdue is recorded as missed.
 """
 
@@ -59,6 +61,8 @@ class CaseSnapshot:
     retry_not_before: datetime | None = None   # the card network's earliest allowed retry
     retry_wait_reason: str | None = None       # and why, in words (Mastercard advice 27: ...)
     contacts: tuple[datetime, ...] = ()        # customer messages to this customer lately, across its cases
+    invoice_status: str = "open"               # as the ledger holds it (dunctl/irreversible.py re-checks it)
+    case_state: str = "open"                   # open, paused (by a person or outside dunctl), or how it ended
 
 
 @dataclass(frozen=True)
@@ -201,17 +205,15 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
         if case.retry_not_before and case.retry_not_before > now:
             return Wait(step, case.retry_not_before,
                         case.retry_wait_reason or "the card network allows no retry before then")
-    if step.action in SUSPENDING:
-        return _hold_suspension(step, case, sequence, records, settings, now)
+    # Irreversible steps, and what customer messages say of them: one rule, in dunctl/irreversible.py.
+    from dunctl import irreversible
+
+    if step.action in irreversible.IRREVERSIBLE:
+        return irreversible.earned(step, case, sequence, records, settings, now)
     if step.audience == CUSTOMER:
-        announced = _suspension_before(index, sequence)
-        if announced is not None:
-            record = records.get(announced.id)
-            if record is None or record.status in ("failed", "claimed", "resend"):
-                return Wait(step, None, f"announces '{announced.id}', which has not happened yet")
-            if record.status not in ("done", "would"):
-                return Decision(step, step.at.after(case.first_failed_at), SKIP,
-                                f"announces '{announced.id}', which did not happen ({record.status})")
+        truth = irreversible.message_truth(step, case, sequence, records, settings)
+        if truth is not None:
+            return truth
     if step.action == "close":
         pending = [s.id for s in sequence.steps[:index] if _unfinished(records.get(s.id), settings)]
         if pending:
@@ -226,8 +228,9 @@ def _contact_policy(step: Step, case: CaseSnapshot, sequence: Sequence, records:
     policy = settings.contact
     cap = dict(policy.max_per_case).get(step.action)
     if cap is not None:
+        sent_statuses = ("done", "would") if settings.monitor else ("done",)   # once live, a `would` sent nothing
         sent = sum(1 for s in sequence.steps if s.action == step.action and s.id in records
-                   and records[s.id].status in ("done", "would"))
+                   and records[s.id].status in sent_statuses)
         if sent >= cap:
             return Decision(step, step.at.after(case.first_failed_at), SKIP,
                             f"contact policy: at most {cap} {step.action} per case")
@@ -241,28 +244,6 @@ def _contact_policy(step: Step, case: CaseSnapshot, sequence: Sequence, records:
                     f"contact policy: {len(week)} messages to this customer in the last 7 days "
                     f"(at most {policy.max_per_week})")
     return None
-
-
-def _hold_suspension(step: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
-                     settings: Settings, now: datetime) -> Wait | Decision | None:
-    told = [records[s.id].finished_at for s in sequence.steps
-            if s.audience == CUSTOMER and s.id in records and records[s.id].finished_at is not None
-            and records[s.id].status in ("done", "would")]
-    notice = settings.notice_before_suspension
-    if told and min(told) + notice <= now:
-        return None
-    if told:
-        return Wait(step, min(told) + notice,
-                    f"the customer was first told {_span(now - min(told))} ago; {step.action} needs "
-                    f"{_span(notice)} notice")
-    still_to_tell = [s for s in sequence.steps if s.audience == CUSTOMER
-                     and _unfinished(records.get(s.id), settings) and not skip_reason(s, case, sequence, settings)]
-    if still_to_tell:
-        return Wait(step, None, f"the customer has not been sent a message yet; {step.action} needs "
-                                f"{_span(notice)} notice")
-    return Decision(step, step.at.after(case.first_failed_at), SKIP,
-                    "the customer was never sent a message: dunctl does not suspend, cancel or write off "
-                    "someone who was never told")
 
 
 def _catch_up(eligible: list[tuple[Decision, bool]], settings: Settings, now: datetime) -> list[Decision]:
@@ -311,14 +292,6 @@ def _kind(step: Step, settings: Settings) -> tuple:
     if step.action in SUSPENDING:
         return ("suspension",)
     return ("other",)
-
-
-def _suspension_before(index: int, sequence: Sequence) -> Step | None:
-    """The suspension step a customer message placed after it announces (the nearest one before it)."""
-    for step in reversed(sequence.steps[:index]):
-        if step.action in SUSPENDING:
-            return step
-    return None
 
 
 def _unfinished(record: StepRecord | None, settings: Settings) -> bool:

@@ -256,8 +256,9 @@ TOLD = {"notice": StepRecord("done", 1, T0 + timedelta(minutes=30))}
 SUSPENSIONS = [
     # records, now, expected verdicts, expected next step (and why it waits)
     # a backlog adopted on day 25: the customer was never told, so the latest message goes out and the
-    # suspension waits 3 days after it; the message announcing the suspension waits for the suspension
-    ({}, "25d", [("notice", MISSED), ("final", RUN)], "suspend"),
+    # suspension waits 3 days after it (until day 28); the message telling of the suspension waits for it, and is
+    # looked at again first
+    ({}, "25d", [("notice", MISSED), ("final", RUN)], "suspended"),
     # told on day 25 (final notice), now day 28: suspend runs, the announcement still waits for it to happen
     ({"notice": StepRecord("missed"), "final": StepRecord("done", 1, T0 + timedelta(days=25))}, "28d1h",
      [("suspend", RUN)], "suspended"),
@@ -285,7 +286,16 @@ def test_a_customer_who_can_never_be_told_is_never_suspended():
     result = plan(case(dunning_off=True), sequence, {"notice": StepRecord("skipped")}, Settings(),
                   T0 + timedelta(days=21))
     assert verdicts(result) == [("suspend", SKIP)]
-    assert "never sent a message" in result.decisions[0].reason
+    assert "cannot be told" in result.decisions[0].reason
+    told_nothing = plan(case(), sequence, {"notice": StepRecord("skipped")}, Settings(), T0 + timedelta(days=21))
+    assert verdicts(told_nothing) == [("suspend", SKIP)]
+    assert "never sent the message announcing it ('notice')" in told_nothing.decisions[0].reason
+
+
+def test_a_backlog_suspension_waits_three_days_after_the_message_sent_now():
+    result = plan(case(), SUSPEND, {}, Settings(grace=timedelta(days=1)), T0 + timedelta(days=25))
+    assert [(w.step.id, w.until) for w in result.waiting if w.step.id == "suspend"] == \
+        [("suspend", T0 + timedelta(days=28))]
 
 
 def test_the_suspension_waits_until_the_notice_period_has_passed():

@@ -601,6 +601,14 @@ class Ledger:
                                         actions=actions[case.id], contacts=tuple(contacts.get(case.customer_id, ())))
         return found
 
+    def case_states(self, case_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """case id -> (the case's state, its invoice's status) as stored now, for several cases in one query: what
+        the executor re-reads when it claims a batch (an earlier batch, or another process, may have ended or
+        paused a case since it was planned)."""
+        return {case_id: (state, status) for case_id, state, status in self._pairs(
+            "SELECT c.id, c.state, i.status FROM cases c JOIN invoices i ON i.id = c.invoice_id "
+            "WHERE c.id IN ({})", case_ids)}
+
     def _in(self, sql: str, values: Iterable, params: list | tuple = ()) -> Iterator[sqlite3.Cursor]:
         """`sql`, whose `{}` is an IN list, run for every distinct value (None left out) in pieces within SQLite's
         limit on parameters; `params` follow the list."""

@@ -29,12 +29,22 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
     sender = ctx.config.file.sender
     parts = [CasePart(e.bundle.case.row, e.bundle.invoice.row,
                       ctx.ledger.payment_method(e.bundle.invoice.payment_method_id), _update_link(ctx, e),
-                      ctx.sequences(e.bundle)) for e in also]
+                      _as_it_will_run(ctx, e.bundle)) for e in also]
     return build_context(case=b.case.row, invoice=b.invoice.row, customer=b.customer.row if b.customer else None,
                          payment_method=ctx.ledger.payment_method(b.invoice.payment_method_id),
                          update_link=link, company=sender.company, now=ctx.now,
-                         sequence=ctx.sequences(b),
+                         sequence=_as_it_will_run(ctx, b),
                          default_locale=sender.locale, timezone=sender.timezone, also=parts)
+
+
+def _as_it_will_run(ctx: TickContext, bundle):
+    """The case's sequence with its pause, cancellation or write-off timed as they will now run (a message names
+    the day it will happen: dunctl/irreversible.py)."""
+    from dunctl.irreversible import as_it_will_run
+    from dunctl.tick.facts import step_records
+
+    return as_it_will_run(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle), ctx.settings,
+                          ctx.now)
 
 
 def _update_link(ctx: TickContext, effect: Effect) -> str | None:

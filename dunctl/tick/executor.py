@@ -1,22 +1,26 @@
 """The one path every effect takes: claim -> re-check -> act -> record.
 
 Claims of a batch are written in one transaction before any effect, results (and the case changes the effects
-caused) in one after, which also claims the next batch. A tick that dies in between leaves its batch's claims,
-which the next tick records as `unknown`: visible, resolvable by a person, never silently repeated. Batches are
-small (EFFECTS_PER_BATCH), so a crash never hides more than a few dozen actions, while durability costs one
-commit per batch, not per action.
+caused) in one after, which also claims the next batch. Each claim is decided against the ledger as it is when it
+is claimed, not as the tick planned it (`_AtClaim`): a case that ended or was paused since (by an earlier batch,
+or by a person running `dunctl case pause` meanwhile) gets nothing more, and an irreversible step runs only if
+the one rule for them, `earned` in dunctl/irreversible.py, still holds on the case as it is now.
+
+A tick that dies in between leaves its batch's claims, which the next tick records as `unknown`: visible,
+resolvable by a person, never silently repeated. Batches are small (EFFECTS_PER_BATCH), so a crash never hides
+more than a few dozen actions, while durability costs one commit per batch, not per action.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dunctl.adoption import MARK_ACTION, marks_after
 from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
 from dunctl.tick import changes as case_changes
 from dunctl.tick.actions import ACTIONS, email_together
 from dunctl.tick.context import TickContext
-from dunctl.tick.effects import NOTICE, Effect, Outcome
+from dunctl.tick.effects import NOTICE, STEP, Effect, Outcome
 from dunctl.tick.result import ActionReport, TickResult
 
 EFFECTS_PER_BATCH = 25
@@ -26,6 +30,7 @@ EFFECTS_PER_BATCH = 25
 class _Claimed:
     effect: Effect
     action_id: int
+    suppressed: Outcome | None = None   # decided at claim: the case or invoice changed since it was planned
 
 
 def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case_changes.Applied:
@@ -88,12 +93,62 @@ class _Acted:
 
 
 def _claim_batch(ctx: TickContext, units: list[list[Effect]]) -> list[list[_Claimed]]:
+    at_claim = _AtClaim.read(ctx, units)
     claimed_units = []
     for unit in units:
-        claimed = [_Claimed(e, action_id) for e in unit if (action_id := _claim(ctx, e)) is not None]
+        claimed = [_Claimed(e, action_id, at_claim.suppressed(e)) for e in unit
+                   if at_claim.earned(ctx, e) and (action_id := _claim(ctx, e)) is not None]
         if claimed:
             claimed_units.append(claimed)
     return claimed_units
+
+
+@dataclass
+class _AtClaim:
+    """The ledger as it is when a batch is claimed: each step's case state and invoice status (one query per
+    batch), and the whole case for the (rare) irreversible steps, which are judged again by the one rule."""
+
+    states: dict[int, tuple[str, str]]
+    bundles: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, ctx: TickContext, units: list[list[Effect]]) -> _AtClaim:
+        from dunctl.irreversible import IRREVERSIBLE
+
+        steps = [e for unit in units for e in unit if e.kind == STEP]
+        if not steps:
+            return cls({})
+        states = ctx.ledger.case_states(e.bundle.case.id for e in steps)
+        irreversible = [e.bundle.case.id for e in steps if e.action in IRREVERSIBLE]
+        return cls(states, ctx.ledger.bundles(irreversible) if irreversible else {})
+
+    def suppressed(self, effect: Effect) -> Outcome | None:
+        """A step whose case ended or was paused, or whose invoice is no longer open, since it was planned."""
+        if effect.kind != STEP or effect.bundle.case.id not in self.states:
+            return None
+        state, status = self.states[effect.bundle.case.id]
+        if status != "open":
+            return Outcome("suppressed", f"the invoice is {status} (found when the step was claimed)")
+        if state == "paused":
+            return Outcome("suppressed", "the case was paused (by a person, or the subscription outside dunctl) "
+                                         "after this tick planned the step")
+        if state != "open":
+            return Outcome("suppressed", f"the case is {state} (found when the step was claimed)")
+        return None
+
+    def earned(self, ctx: TickContext, effect: Effect) -> bool:
+        """False for an irreversible step the rule no longer allows on the case as it is now: it is not claimed,
+        and stays due (planning the case again says why it waits)."""
+        from dunctl.irreversible import IRREVERSIBLE, earned
+
+        bundle = self.bundles.get(effect.bundle.case.id) if effect.kind == STEP else None
+        if bundle is None or effect.action not in IRREVERSIBLE or not bundle.case.is_open \
+                or bundle.invoice.status != "open":
+            return True    # not irreversible, or suppressed at claim: recorded as such
+        from dunctl.tick.facts import snapshot, step_records
+
+        case = snapshot(bundle, ctx.now, ctx.dunctl_retries)
+        return earned(effect.step, case, ctx.sequences(bundle), step_records(bundle), ctx.settings, ctx.now) is None
 
 
 def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: TickResult) -> _Acted:
@@ -104,6 +159,8 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
         if acted.stop is not None or channel in ctx.skipped_channels or ctx.over_budget():
             acted.untried.extend(unit)   # never attempted: the claims are given back, the effects stay due
             continue
+        acted.outcomes.extend((item, item.suppressed) for item in unit if item.suppressed is not None)
+        unit = [item for item in unit if item.suppressed is None]
         live = [item for item in unit if _case_id(item.effect) not in ended]
         acted.outcomes.extend((item, Outcome("suppressed", "the case ended earlier in this tick"))
                               for item in unit if item not in live)

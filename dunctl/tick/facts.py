@@ -66,4 +66,6 @@ def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool) -> CaseSna
         retry_not_before=not_before,
         retry_wait_reason=wait_reason,
         contacts=bundle.contacts,
+        invoice_status=invoice.status,
+        case_state=case.state,
     )

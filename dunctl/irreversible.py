@@ -1,0 +1,212 @@
+"""The one rule for steps that cannot be undone: when dunctl may pause, cancel or write off, and what it may say.
+
+In a finance team's words:
+
+    dunctl pauses a subscription, cancels it, or writes an invoice off only when, at that very moment,
+    - the customer was sent a real message announcing it (delivered: not merely planned while monitoring, not
+      an email whose delivery is in doubt, not one that failed), at least `dunning.notice_before_suspension`
+      (3 days unless configured) before;
+    - the invoice is still open and unpaid, and the case is still open;
+    - nothing holds the customer: no dispute, no person who paused the case. A customer marked `dunning: off`
+      cannot be told anything, so nothing irreversible ever happens to them.
+
+    After a gap (cron down for a month, the first live tick after monitoring), dunctl first sends the latest
+    message that is still true, and the irreversible step waits at least the notice period after it: it never
+    happens in the tick that sends the warning. A message never tells of something that is not true when it is
+    sent: "we paused your subscription" goes out only once the pause happened, and a warning of a pause (or
+    cancellation, or write-off) only while that step is still to come and will really happen.
+
+Which message announces a step: a customer message with `announces: <step id>` in the sequence; where no step
+of the sequence announces it, the nearest customer message placed before it (sequences written before the key
+existed keep working).
+
+The planner (dunctl/planner.py) asks `earned` and `message_truth` when it plans a case; the executor
+(dunctl/tick/executor.py, `_claim_batch`) asks `earned` again when it claims an irreversible step, with the case
+as the ledger holds it at that moment, so a payment, a dispute or a person's pause recorded meanwhile (by an
+earlier batch of the same tick, or by another process) stops it. Everything here is pure: no I/O, no clock.
+
+In monitor mode nothing is sent and nothing is done, so the rule is rehearsed there: a message dunctl would have
+sent counts as sent, to show when it would have acted. Once live, only what was delivered counts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dunctl.config import CUSTOMER, IRREVERSIBLE, Sequence, Step
+from dunctl.failures import DISPUTE
+from dunctl.offsets import Offset
+from dunctl.planner import SKIP, CaseSnapshot, Decision, Settings, StepRecord, Wait, skip_reason
+
+__all__ = ["IRREVERSIBLE", "announcers", "as_it_will_run", "earned", "message_truth", "told_statuses"]
+
+# Statuses after which a message will never be delivered, nor a step run (by this record).
+_GAVE_UP = frozenset({"skipped", "missed", "suppressed"})
+
+
+def told_statuses(settings: Settings) -> frozenset[str]:
+    """What counts as "the customer was sent it": delivered only; in monitor mode, also what would have been."""
+    return frozenset({"done", "would"}) if settings.monitor else frozenset({"done"})
+
+
+def announcers(step: Step, sequence: Sequence) -> list[Step]:
+    """The customer messages that announce the irreversible `step`: those naming it with `announces:`, else the
+    nearest customer message placed before it."""
+    explicit = [s for s in sequence.steps if s.announces == step.id]
+    if explicit:
+        return explicit
+    index = _index(step, sequence)
+    nearest = next((s for s in reversed(sequence.steps[:index]) if s.audience == CUSTOMER), None)
+    return [nearest] if nearest is not None else []
+
+
+def earned(step: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord], settings: Settings,
+           now: datetime) -> Wait | Decision | None:
+    """May the irreversible `step` run now? None: yes. A Wait: not yet (until when, if known, and why). A SKIP
+    Decision: never (the customer can never be told, or the case no longer needs it)."""
+    held = _held(step, case)
+    if held is not None:
+        return held
+    notice = settings.notice_before_suspension
+    told = _told_at(step, sequence, records, settings)
+    if told is not None:
+        if told + notice <= now:
+            return None
+        return Wait(step, told + notice, f"the customer was told {_span(now - told)} ago; {step.action} needs "
+                                         f"{_span(notice)} notice after a delivered announcement")
+    pending = [a for a in announcers(step, sequence) if _can_still_tell(a, case, sequence, records, settings)]
+    if pending:
+        first = min(max(a.at.after(case.first_failed_at), now) for a in pending)
+        waits_on = "a person to settle its unknown delivery (`dunctl case resolve`)" \
+            if any(_status(records, a) == "unknown" for a in pending) else "its delivery"
+        return Wait(step, first + notice, f"the customer has not been sent '{pending[0].id}' yet, which announces "
+                                          f"it; {step.action} runs {_span(notice)} after {waits_on}")
+    named = ", ".join(f"'{a.id}'" for a in announcers(step, sequence)) or "no customer message"
+    return Decision(step, step.at.after(case.first_failed_at), SKIP,
+                    f"the customer was never sent the message announcing it ({named}): dunctl does not pause, "
+                    "cancel or write off someone who was not told")
+
+
+def message_truth(step: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
+                  settings: Settings) -> Wait | Decision | None:
+    """May the customer message `step` be sent, as far as what it says is true? None: yes. A Wait: not yet (it
+    tells of an irreversible step that has not happened yet). A SKIP Decision: never (it tells of a step that
+    did not happen, or announces one that will not happen or already did)."""
+    done = told_statuses(settings)
+    due = step.at.after(case.first_failed_at)
+    before = _irreversible_before(step, sequence)
+    if before is not None:   # placed after an irreversible step: it tells the customer that step happened
+        status = _status(records, before)
+        if status in _GAVE_UP or (status == "failed" and records[before.id].tries >= settings.max_action_tries):
+            return Decision(step, due, SKIP, f"tells of '{before.id}', which did not happen ({status})")
+        if status not in done:
+            return Wait(step, None, f"tells of '{before.id}', which has not happened yet")
+    if step.announces is None:
+        return None
+    target = next((s for s in sequence.steps if s.id == step.announces), None)
+    if target is None:
+        return None   # checked when the config loads; a stored sequence is one that passed that check
+    status = _status(records, target)
+    if status in done or status == "unknown":
+        return Decision(step, due, SKIP, f"announces '{target.id}', which already happened ({status})")
+    why = _will_not_happen(target, case, sequence, records, settings)
+    if why:
+        return Decision(step, due, SKIP, f"announces '{target.id}', which will not happen: {why}")
+    return None
+
+
+def as_it_will_run(sequence: Sequence, first_failed_at: datetime, records: dict[str, StepRecord],
+                   settings: Settings, now: datetime) -> Sequence:
+    """The sequence with its irreversible steps as they will now run, for what a message says of them ("paused
+    on ..."): a step that already happened or will not happen is left out, and the others are timed no earlier
+    than the notice period after their announcement (delivered, or sent now). After a gap the final notice so
+    names the pause 3 days from now, not a day already past (or the next step instead)."""
+    notice = settings.notice_before_suspension
+    steps = []
+    for step in sequence.steps:
+        if step.action in IRREVERSIBLE:
+            if _status(records, step) in _GAVE_UP | told_statuses(settings) | {"unknown"}:
+                continue
+            told = _told_at(step, sequence, records, settings) or now
+            runs = max(step.at.after(first_failed_at), told + notice)
+            step = step.model_copy(update={"at": Offset(step.at.text, _minutes(runs - first_failed_at))})
+        steps.append(step)
+    return sequence.model_copy(update={"steps": steps})
+
+
+def _minutes(delta) -> int:
+    return int(-(-delta.total_seconds() // 60))   # rounded up: never a moment before the step can run
+
+
+def _held(step: Step, case: CaseSnapshot) -> Wait | Decision | None:
+    """What stops an irreversible step whatever the customer was told."""
+    due = step.at.after(case.first_failed_at)
+    if case.invoice_status != "open":
+        return Decision(step, due, SKIP, f"the invoice is {case.invoice_status}")
+    if case.case_state == "paused":
+        return Wait(step, None, "the case is paused (a person holds it, or the subscription is paused outside "
+                                "dunctl)")
+    if case.case_state != "open":
+        return Decision(step, due, SKIP, f"the case is {case.case_state}")
+    if case.failure_type == DISPUTE:
+        return Wait(step, None, "the customer disputes a payment: a person handles it, nothing irreversible runs")
+    if case.dunning_off:
+        return Decision(step, due, SKIP, "the customer has metadata dunning=off and cannot be told, so dunctl "
+                                         "never pauses, cancels or writes off")
+    return None
+
+
+def _told_at(step: Step, sequence: Sequence, records: dict[str, StepRecord], settings: Settings
+             ) -> datetime | None:
+    """When the customer was first sent (delivered) a message announcing `step`, or None."""
+    done = told_statuses(settings)
+    times = [records[a.id].finished_at for a in announcers(step, sequence)
+             if a.id in records and records[a.id].status in done and records[a.id].finished_at is not None]
+    return min(times) if times else None
+
+
+def _can_still_tell(message: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
+                    settings: Settings) -> bool:
+    """Can the announcing `message` still be delivered (it is to come, being tried, or awaits a person)?"""
+    record = records.get(message.id)
+    if record is not None:
+        if record.status in _GAVE_UP:
+            return False
+        if record.status == "failed" and record.tries >= settings.max_action_tries:
+            return False
+    return not skip_reason(message, case, sequence, settings)
+
+
+def _will_not_happen(step: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
+                     settings: Settings) -> str:
+    """Why the irreversible `step` will not happen, or '' when it is still to come."""
+    status = _status(records, step)
+    if status in _GAVE_UP:
+        return f"it was {status}"
+    reason = skip_reason(step, case, sequence, settings)
+    if reason:
+        return reason
+    held = _held(step, case)
+    return held.reason if isinstance(held, Decision) else ""
+
+
+def _irreversible_before(step: Step, sequence: Sequence) -> Step | None:
+    """The irreversible step a message placed after it tells of (the nearest one before it)."""
+    for earlier in reversed(sequence.steps[:_index(step, sequence)]):
+        if earlier.action in IRREVERSIBLE:
+            return earlier
+    return None
+
+
+def _status(records: dict[str, StepRecord], step: Step) -> str | None:
+    record = records.get(step.id)
+    return record.status if record is not None else None
+
+
+def _index(step: Step, sequence: Sequence) -> int:
+    return next(i for i, s in enumerate(sequence.steps) if s.id == step.id)
+
+
+def _span(delta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f}d" if hours >= 48 else f"{hours:.1f}h"
