@@ -118,17 +118,23 @@ def _signal_cases(ledger: Ledger, signal) -> list[int]:
 
 
 def _notify(ctx: TickContext, notes: list, result: TickResult) -> None:
-    """Tell the person who holds each case (`NotifyPerson` changes), through the executor."""
+    """Tell the person who holds each case (`NotifyPerson` changes), and run what follows each `Ending`
+    (tick/endings.py), through the executor."""
+    from dunctl.tick.changes import Ending
+    from dunctl.tick.endings import follow
     from dunctl.tick.executor import execute
 
     effects = []
     for note in notes:
+        if isinstance(note, Ending):
+            continue
         bundle = ctx.ledger.bundle(note.case_id)
         effects.append(Effect(bundle, SYSTEM, note.name, "notify_person", ctx.now, audience="internal",
                               channel=ctx.config.file.escalation.channel, note=note.note))
     if effects:
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
+    follow(ctx, [note for note in notes if isinstance(note, Ending)], result)
 
 
 def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | None = None) -> None:
@@ -394,6 +400,9 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
     run_due(ctx, result, resync)
     reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
     from dunctl.notices.run import run_notices
+    from dunctl.tick.endings import run_waiting
+
+    run_waiting(ctx, result)   # after the end of a case: a thank-you past quiet hours, a lift tried again
 
     run_notices(ctx, result)   # pre-dunning: plan changed subscriptions, send the notices due
 
