@@ -80,6 +80,38 @@ def test_a_payment_lifts_the_pause_dunctl_made_once_with_its_own_key(account, fa
     assert len(thanks) == 1 and "We have resumed your" in thanks[0].message.get_body(("plain",)).get_content()
 
 
+def test_a_lift_that_fails_is_tried_again_and_the_thank_you_waits_for_it(account, fake_stripe):
+    a = account()
+    invoice = fake_stripe.fail_invoice(at=T0)
+    a.tick(HOUR)
+    a.tick(21 * DAY + HOUR)
+    fake_stripe.customer_pays(invoice, at=T0 + 22 * DAY)
+    fake_stripe.inject(400, times=1, route=SUBSCRIPTION_UPDATE)
+    fake_stripe.set_now(T0 + 22 * DAY + HOUR)
+    failed = cli(a.config, "tick", "--now", (T0 + 22 * DAY + HOUR).isoformat(), env=ENV)
+    assert failed.exit_code == 1 and "lift-suspend" in failed.stderr
+    assert _paused(fake_stripe, invoice) is not None and not a.received("Thank you")
+    a.tick(22 * DAY + 2 * HOUR)                                    # after dunning.action_retry_after
+    assert _paused(fake_stripe, invoice) is None
+    assert len(a.received("Thank you")) == 1
+    a.tick(23 * DAY)
+    assert fake_stripe.count(SUBSCRIPTION_UPDATE) == 3 and len(a.received("Thank you")) == 1
+
+
+def test_in_monitor_mode_the_lift_is_a_would(account, fake_stripe):
+    a = account()
+    invoice = fake_stripe.fail_invoice(at=T0)
+    a.tick(HOUR)
+    a.tick(21 * DAY + HOUR)                                        # live: dunctl pauses collection
+    data = yaml.safe_load(a.config.read_text())
+    a.config.write_text(yaml.safe_dump({**data, "mode": "monitor"}, sort_keys=False))
+    fake_stripe.customer_pays(invoice, at=T0 + 22 * DAY)
+    a.tick(22 * DAY + HOUR)
+    assert fake_stripe.count(SUBSCRIPTION_UPDATE) == 1             # the pause only: monitor writes nothing
+    assert _paused(fake_stripe, invoice) is not None
+    assert "lift-suspend (resume_subscription) would: lift the pause dunctl made" in a.case_show(invoice)
+
+
 def test_a_pause_dunctl_did_not_make_is_never_lifted(account, fake_stripe):
     a = account()
     invoice = fake_stripe.fail_invoice(at=T0)
@@ -254,3 +286,12 @@ def test_every_shipped_irreversible_step_is_announced_before_and_confirmed_after
             assert before, f"{path.name}: nothing announces '{step.id}'"
             assert after and not any(s.action in SUSPENDING for s in steps[i + 1:steps.index(after[0])]), \
                 f"{path.name}: nothing confirms '{step.id}'"
+
+
+def test_an_unknown_thank_you_template_is_refused_when_the_config_loads(tmp_path):
+    config = starter(tmp_path)
+    path = tmp_path / "sequences" / "standard.yaml"
+    path.write_text(path.read_text().replace("on_recovery: {email: recovered}", "on_recovery: {email: thanks}"))
+    result = cli(config, "check")
+    assert result.exit_code == 2
+    assert "on_recovery.email" in result.output and "unknown template 'thanks'" in result.output

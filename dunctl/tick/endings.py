@@ -61,12 +61,10 @@ def follow(ctx: TickContext, endings: list[Ending], result: TickResult) -> None:
         execute(ctx, effects, result)
 
 
-def run_waiting(ctx: TickContext, result: TickResult) -> None:
-    """Follow-ups of ended cases that are due again: a thank-you held by quiet hours, a lift or a thank-you
-    whose first try failed. One indexed query when there are none."""
-    ids = ctx.ledger.due_follow_ups(ctx.now, ctx.now - ctx.settings.action_retry_after, ctx.settings.max_action_tries)
-    if ids:
-        follow(ctx, [Ending(case_id, "recovered") for case_id in ids], result)
+def run_waiting(ctx: TickContext, case_ids: list[int], result: TickResult) -> None:
+    """Follow-ups of ended cases that are due again (`Ledger.due_follow_ups`): a thank-you held by quiet hours,
+    a lift or a thank-you whose first try failed."""
+    follow(ctx, [Ending(case_id, "recovered") for case_id in case_ids], result)
 
 
 # -- lifting the pause dunctl made --------------------------------------------------------------------------------

@@ -400,11 +400,21 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
     run_due(ctx, result, resync)
     reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
     from dunctl.notices.run import run_notices
-    from dunctl.tick.endings import run_waiting
 
-    run_waiting(ctx, result)   # after the end of a case: a thank-you past quiet hours, a lift tried again
+    _follow_ups(ctx, result)
 
     run_notices(ctx, result)   # pre-dunning: plan changed subscriptions, send the notices due
+
+
+def _follow_ups(ctx: TickContext, result: TickResult) -> None:
+    """After the end of a case: a thank-you held by quiet hours, a lift or a thank-you tried again. One indexed
+    query when there are none; the rest (tick/endings.py) loads only when there are."""
+    dunning = ctx.config.file.dunning
+    due = ctx.ledger.due_follow_ups(ctx.now, ctx.now - dunning.action_retry_after, dunning.max_action_tries)
+    if due:
+        from dunctl.tick.endings import run_waiting
+
+        run_waiting(ctx, due, result)
 
 
 def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
