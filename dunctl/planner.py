@@ -203,7 +203,7 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
                         case.retry_wait_reason or "the card network allows no retry before then")
     if step.action in SUSPENDING:
         return _hold_suspension(step, case, sequence, records, settings, now)
-    if step.audience == CUSTOMER:
+    if step.audience == CUSTOMER and not step.announces:   # one that `announces` a later step confirms none
         announced = _suspension_before(index, sequence)
         if announced is not None:
             record = records.get(announced.id)

@@ -295,3 +295,20 @@ def test_an_unknown_thank_you_template_is_refused_when_the_config_loads(tmp_path
     result = cli(config, "check")
     assert result.exit_code == 2
     assert "on_recovery.email" in result.output and "unknown template 'thanks'" in result.output
+
+
+def test_a_notice_announcing_the_cancellation_is_not_taken_for_the_pauses_confirmation():
+    """The day-26 cancel-notice comes after the day-21 pause in the sequence: it announces the cancellation
+    (`announces: cancel`), so a pause that did not happen does not silence it."""
+    from dunctl.config import Sequence
+    from dunctl.planner import RUN, CaseSnapshot, Settings, StepRecord, plan
+
+    sequence = Sequence.model_validate({"name": "t", "steps": [
+        {"id": "notice", "at": "30m", "action": "email", "template": "x"},
+        {"id": "suspend", "at": "21d", "action": "pause_subscription"},
+        {"id": "cancel-notice", "at": "26d", "action": "email", "template": "x", "announces": "cancel"},
+        {"id": "cancel", "at": "30d", "action": "cancel_subscription"}]})
+    snapshot = CaseSnapshot(first_failed_at=T0, failure_type="card_soft", attempts=1, facts={})
+    records = {"notice": StepRecord("done", 1, T0 + timedelta(minutes=30)), "suspend": StepRecord("skipped")}
+    result = plan(snapshot, sequence, records, Settings(), T0 + 26 * DAY)
+    assert [(d.step.id, d.verdict) for d in result.decisions] == [("cancel-notice", RUN)]
