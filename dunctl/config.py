@@ -783,14 +783,8 @@ def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPr
             if step.template:
                 used_templates.setdefault(step.template, []).append((name, j))
                 kinds = ("sms",) if step.action == "sms" else ("subject", "txt")
-                for kind in kinds:
-                    if config.templates_dir.is_dir() and not (config.templates_dir / f"{step.template}.{kind}.j2").exists():
-                        problems.append(ConfigProblem(
-                            file, format_path(loc + ("template",)),
-                            f"unknown template '{step.template}': {config.templates_dir}/{step.template}.{kind}.j2 "
-                            f"does not exist; known templates: {', '.join(known_templates(config.templates_dir))}"))
+                problems += _missing_template(config, file, loc + ("template",), step.template, kinds)
         if sequence.on_recovery is not None:
-            used_templates.setdefault(sequence.on_recovery.email, [])
             problems += _missing_template(config, file, ("on_recovery", "email"), sequence.on_recovery.email,
                                           ("subject", "txt"))
     if config.file.stripe.retries == "stripe" and any(
