@@ -80,6 +80,21 @@ def test_a_payment_lifts_the_pause_dunctl_made_once_with_its_own_key(account, fa
     assert len(thanks) == 1 and "We have resumed your" in thanks[0].message.get_body(("plain",)).get_content()
 
 
+def test_the_pause_stays_while_another_invoice_that_paused_it_is_unpaid(account, fake_stripe):
+    a = account()
+    first = fake_stripe.fail_invoice(at=T0)
+    subscription = fake_stripe.subscription_of(first)["id"]
+    second = fake_stripe.fail_invoice(fake_stripe.invoice(first)["customer"], at=T0, subscription=subscription)
+    a.tick(HOUR)
+    a.tick(21 * DAY + HOUR)                                        # both cases pause the subscription
+    fake_stripe.customer_pays(first, at=T0 + 22 * DAY)
+    a.tick(22 * DAY + HOUR)
+    assert _paused(fake_stripe, first) is not None                 # the second invoice still justifies it
+    fake_stripe.customer_pays(second, at=T0 + 23 * DAY)
+    a.tick(23 * DAY + HOUR)
+    assert _paused(fake_stripe, first) is None
+
+
 def test_a_lift_that_fails_is_tried_again_and_the_thank_you_waits_for_it(account, fake_stripe):
     a = account()
     invoice = fake_stripe.fail_invoice(at=T0)

@@ -76,10 +76,18 @@ def _lifts(ctx: TickContext, bundle: CaseBundle | None) -> list[Effect]:
     steps = bundle.steps()
     if any(a.action == "cancel_subscription" and a.status == "done" for a in steps.values()):
         return []    # a cancelled subscription has nothing left to resume
+    if _paused_for_another(ctx, bundle):
+        return []    # another unpaid invoice of the subscription still justifies the pause: its payment lifts it
     system = bundle.system()
     return [Effect(bundle, SYSTEM, LIFT_PREFIX + pause.step_id, "resume_subscription", ctx.now, channel="stripe")
             for pause in steps.values() if pause.action == "pause_subscription" and pause.status == "done"
             and _again(ctx, system.get(LIFT_PREFIX + pause.step_id))]
+
+
+def _paused_for_another(ctx: TickContext, bundle: CaseBundle) -> bool:
+    others = [c for c in ctx.ledger.case_ids_for_subscription(bundle.case.subscription_id) if c != bundle.case.id]
+    return any(a["action"] == "pause_subscription" and a["status"] == "done"
+               for case_id in others for a in ctx.ledger.actions(case_id))
 
 
 def _again(ctx: TickContext, record: ActionRecord | None) -> bool:
