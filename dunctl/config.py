@@ -375,11 +375,27 @@ class Step(Strict):
         return [self.to] if isinstance(self.to, str) else list(self.to or [])
 
 
+class OnRecovery(Strict):
+    """What the customer hears when the invoice is paid: `email: <template>` ("payment received, thank you")."""
+
+    email: str
+
+
 class Sequence(Strict):
     name: str
     description: str | None = None
     max_attempts: int = Field(5, ge=1, le=NETWORK_ATTEMPT_LIMIT)
     steps: list[Step]
+    # Absent (or null): no thank-you when the invoice is paid; sequences written before it existed stay as they
+    # were. The shipped sequences turn it on.
+    on_recovery: OnRecovery | None = None
+
+    def used_templates(self) -> dict[str, str]:
+        """{template: action} for every message this sequence can send, steps and the thank-you alike."""
+        used = {step.template: step.action for step in self.steps if step.template}
+        if self.on_recovery is not None:
+            used.setdefault(self.on_recovery.email, "email")
+        return used
 
 
 @dataclass
@@ -813,17 +829,23 @@ def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPr
             if step.template:
                 used_templates.setdefault(step.template, []).append((name, j))
                 kinds = ("sms",) if step.action == "sms" else ("subject", "txt")
-                for kind in kinds:
-                    if config.templates_dir.is_dir() and not (config.templates_dir / f"{step.template}.{kind}.j2").exists():
-                        problems.append(ConfigProblem(
-                            file, format_path(loc + ("template",)),
-                            f"unknown template '{step.template}': {config.templates_dir}/{step.template}.{kind}.j2 "
-                            f"does not exist; known templates: {', '.join(known_templates(config.templates_dir))}"))
+                problems += _missing_template(config, file, loc + ("template",), step.template, kinds)
+        if sequence.on_recovery is not None:
+            problems += _missing_template(config, file, ("on_recovery", "email"), sequence.on_recovery.email,
+                                          ("subject", "txt"))
     if config.file.stripe.retries == "stripe" and any(
             step.action == "retry" for seq in config.sequences.values() for step in seq.steps):
         config.notes.append("stripe.retries is 'stripe': retry steps are left to Stripe's Smart Retries and "
                             "recorded on the case; set stripe.retries: dunctl for dunctl to retry itself")
     return problems
+
+
+def _missing_template(config: Config, file: str, loc: tuple, template: str, kinds: tuple) -> list[ConfigProblem]:
+    return [ConfigProblem(file, format_path(loc), f"unknown template '{template}': {config.templates_dir}/"
+                                                  f"{template}.{kind}.j2 does not exist; known templates: "
+                                                  f"{', '.join(known_templates(config.templates_dir))}")
+            for kind in kinds
+            if config.templates_dir.is_dir() and not (config.templates_dir / f"{template}.{kind}.j2").exists()]
 
 
 def known_templates(templates_dir: Path) -> list[str]:

@@ -46,6 +46,10 @@ class Gateway(Protocol):
     def pause_subscription(self, subscription_id: str, behavior: str, idempotency_key: str) -> None:
         """Pause collection on the subscription (behavior: void, keep_as_draft, mark_uncollectible)."""
 
+    def resume_subscription(self, subscription_id: str, idempotency_key: str) -> None:
+        """Lift a pause on collection (the one dunctl's own pause_subscription step made), once the invoice that
+        caused it is paid: the subscription bills again as before."""
+
     def cancel_subscription(self, subscription_id: str, comment: str, idempotency_key: str) -> None:
         """Cancel the subscription, leaving `comment` on it."""
 

@@ -94,8 +94,10 @@ def message_truth(step: Step, case: CaseSnapshot, sequence: Sequence, records: d
     did not happen, or announces one that will not happen or already did)."""
     done = told_statuses(settings)
     due = step.at.after(case.first_failed_at)
-    before = _irreversible_before(step, sequence)
-    if before is not None:   # placed after an irreversible step: it tells the customer that step happened
+    # Placed after an irreversible step, a message tells the customer that step happened; one that `announces` a
+    # later step (the cancellation notice after the pause) confirms none: it is judged by what it announces.
+    before = _irreversible_before(step, sequence) if step.announces is None else None
+    if before is not None:
         status = _status(records, before)
         if status in _GAVE_UP or (status == "failed" and records[before.id].tries >= settings.max_action_tries):
             return Decision(step, due, SKIP, f"tells of '{before.id}', which did not happen ({status})")

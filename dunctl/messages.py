@@ -432,6 +432,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "attempts": one["attempts"],
         "update_link": one["pay_link"] if len(links) == 1 else "",
         "case": {"segment": first.case["segment"], "sequence": first.case["sequence"]},
+        "pause_lifted": False,   # the thank-you for a payment: dunctl lifted its pause (tick/actions.py)
     }
 
 

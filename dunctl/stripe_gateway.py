@@ -766,6 +766,13 @@ class StripeGateway:
                     self._client.v1.subscriptions.update, subscription_id, params=params,
                     options={"idempotency_key": keyed(idempotency_key, params)})
 
+    def resume_subscription(self, subscription_id: str, idempotency_key: str) -> None:
+        # An empty string unsets a parameter in Stripe's form encoding: `pause_collection=""` resumes collection
+        # (stripe-python types it as Literal[''] | PauseCollection).
+        self._call(f"resume collection on subscription {subscription_id}", ("subscription", "write"),
+                   self._client.v1.subscriptions.update, subscription_id,
+                   params={"pause_collection": ""}, options={"idempotency_key": idempotency_key})
+
     def cancel_subscription(self, subscription_id: str, comment: str, idempotency_key: str) -> None:
         """Cancel. A DELETE is not idempotent at Stripe (it ignores the idempotency key): a second cancel, after a
         crash or by a person on the Dashboard, is refused, so a subscription found cancelled is success."""

@@ -211,6 +211,17 @@ class GatewayContract:
         canceled = sync_all(driver.gateway, paused.cursor, T0 + 3 * HOUR)
         assert canceled.subscriptions[subscription_id].status == "canceled"
 
+    def test_resume_lifts_the_pause_in_the_next_sync(self, driver):
+        invoice_id, first = self._failed(driver)
+        subscription_id = first.invoices[invoice_id].subscription_id
+        driver.gateway.pause_subscription(subscription_id, "void", "case-1-suspend")
+        paused = sync_all(driver.gateway, first.cursor, T0 + 2 * HOUR)
+        driver.gateway.resume_subscription(subscription_id, "case-1-lift-suspend")
+        driver.gateway.resume_subscription(subscription_id, "case-1-lift-suspend")   # the same key: once
+        resumed = sync_all(driver.gateway, paused.cursor, T0 + 3 * HOUR)
+        assert resumed.subscriptions[subscription_id].pause_behavior is None
+        assert resumed.subscriptions[subscription_id].status != "paused"
+
     @pytest.mark.parametrize("kind", ["hosted_invoice", "billing_portal"])
     def test_update_link(self, driver, kind):
         invoice_id, synced = self._failed(driver)

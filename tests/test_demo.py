@@ -269,3 +269,20 @@ def test_report_takes_the_churn_denominator_it_cannot_know(tmp_path):
     shown = invoke("-c", config, "report", "--active-subscriptions", "1200")
     assert "of 1,200 subscriptions" in shown.output
     assert invoke("-c", config, "report", "--active-subscriptions", "0").exit_code == 2
+
+
+def test_the_demo_ends_with_no_paid_case_still_paused_by_dunctl(tmp_path):
+    """Issue 20, defect 5: in_sim00097 (seed 42) was paused on day 21 and paid on day 30; its subscription stayed
+    paused past its renewal. Recovery lifts the pause dunctl made."""
+    import sqlite3
+
+    target = tmp_path / "demo"
+    result = invoke("demo", str(target), "--customers", "200", "--days", "40")
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(target / "dunctl.db") as db:
+        paused_then_paid = db.execute(
+            """SELECT c.invoice_id, s.status, s.pause_behavior FROM cases c
+               JOIN actions a ON a.case_id = c.id AND a.action = 'pause_subscription' AND a.status = 'done'
+               JOIN subscriptions s ON s.id = c.subscription_id WHERE c.state = 'recovered'""").fetchall()
+    assert paused_then_paid, "the demo has a case paused by dunctl and then paid"
+    assert [row for row in paused_then_paid if row[1] == "paused" or row[2]] == []

@@ -11,7 +11,8 @@ from dunctl.scaffold import shipped_dir
 from tests.helpers import at, cli, failed_invoice, open_engine_ledger, seed, starter
 
 SHIPPED = Templates(shipped_dir() / "sequences" / "templates")
-EMAILS = ("payment-failed", "reminder", "update-card", "final-notice", "suspended", "account-manager")
+EMAILS = ("payment-failed", "reminder", "update-card", "final-notice", "suspended", "account-manager",
+          "cancel-notice", "cancelled", "recovered")
 
 # Babel (CLDR) writes French amounts with a narrow no-break space (U+202F) between thousands and a no-break
 # space (U+00A0) before the symbol: this is the exact string it produces, not a hand-typed "1 234,56 €".

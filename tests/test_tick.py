@@ -64,7 +64,9 @@ def test_a_payment_between_ticks_suppresses_every_later_step(smtp_config, smtp_s
     pay(ledger, invoice, at("2d"))
     for day in range(3, 35):
         assert tick(smtp_config, at(f"{day}d")).exit_code == 0
-    assert [s for _, s in subjects(smtp_server)] == ["Your Example payment of $49.00 didn't go through"]
+    # no dunning step after the payment: only the thank-you for it (the shipped sequence's on_recovery)
+    assert [s for _, s in subjects(smtp_server)] == ["Your Example payment of $49.00 didn't go through",
+                                                     "Thank you: we have received your payment to Example"]
     case = ledger.case_for_invoice("in_1")
     assert case["state"] == "recovered"
     assert case["recovered_at"] == "2026-11-04T14:00:00Z"

@@ -42,7 +42,7 @@ def check(
     Exit 0 when all is well, 2 otherwise. For example: dunctl check --online
     """
     config = load()
-    used = {step.template: step.action for seq in config.sequences.values() for step in seq.steps if step.template}
+    used = {name: action for seq in config.sequences.values() for name, action in seq.used_templates().items()}
     problems = check_templates(config.templates_dir, used, config.file.sender.company, config.file.sender.locale)
     problems += render_problems(config.file.notices, Templates(config.templates_dir), config.file.sender.company)
     if problems:

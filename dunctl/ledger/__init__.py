@@ -39,7 +39,8 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 # the two lists differ. Opening a ledger compares its applied names with these: sqlite-utils loads only when a
 # migration is pending.
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
-          "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id")
+          "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
+          "m106_i20_endings_follow_ups")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -765,10 +766,33 @@ class Ledger:
         row = self.conn.execute(
             """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
                  tick_id = ?, idempotency_key = ?, error = NULL
-               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend')
+               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend', 'waiting')
                RETURNING id""",
             [iso(now), tick_id, key, case_id, kind, step_id]).fetchone()
         return row[0] if row else None
+
+    def defer_action(self, case_id: int, kind: str, step_id: str, action: str, channel: str | None,
+                     audience: str | None, due_at: datetime, key: str) -> bool:
+        """An effect of an ended case that must wait (a thank-you inside quiet hours): `waiting` until `due_at`,
+        when `due_follow_ups` finds it. False when it already has a row."""
+        cursor = self.conn.execute(
+            """INSERT OR IGNORE INTO actions(case_id, kind, step_id, action, channel, audience, status, due_at,
+                 idempotency_key) VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?)""",
+            [case_id, kind, step_id, action, channel, audience, iso(due_at), key])
+        return cursor.rowcount == 1
+
+    def due_follow_ups(self, now: datetime, failed_before: datetime, max_tries: int) -> list[int]:
+        """Ended cases with a follow-up due again (dunctl/tick/endings.py): one waiting until now, or a system
+        effect that failed, with tries left, last tried before `failed_before`. Both read partial indexes."""
+        return [row[0] for row in self.conn.execute(
+            """SELECT a.case_id FROM actions a INDEXED BY actions_waiting
+                 WHERE a.status = 'waiting' AND a.due_at <= ?
+               UNION
+               SELECT a.case_id FROM actions a INDEXED BY actions_attention JOIN cases c ON c.id = a.case_id
+                 WHERE a.status IN ('failed', 'claimed', 'unknown') AND a.status = 'failed' AND a.kind = 'system'
+                   AND a.tries < ? AND a.finished_at <= ?
+                   AND c.state = 'recovered' AND (a.step_id = 'recovered' OR a.step_id LIKE 'lift-%')""",
+            [iso(now), max_tries, iso(failed_before)])]
 
     def release_claim(self, action_id: int) -> None:
         """Give back a claim whose effect was never attempted (the tick stopped first): as if never claimed."""

@@ -608,6 +608,13 @@ def m105_i20_adopt_ledger_id(db: Database) -> None:
                [json.dumps(f"ldg_{secrets.token_hex(8)}")])
 
 
+@migrations()
+def m106_i20_endings_follow_ups(db: Database) -> None:
+    # Effects that follow the end of a case (dunctl/tick/endings.py) and must wait: a thank-you held by quiet
+    # hours is `waiting` until its due_at. An idle tick reads this partial index, empty almost always.
+    db.execute("CREATE INDEX IF NOT EXISTS actions_waiting ON actions(due_at) WHERE status = 'waiting'")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

@@ -832,6 +832,19 @@ class SimulatedAccount:
 
         self._once(idempotency_key, ("pause", subscription_id, behavior), pause)
 
+    def resume_subscription(self, subscription_id: str, idempotency_key: str) -> None:
+        self.requests += 1
+
+        def resume() -> None:
+            sub = self._subscription(subscription_id).subscription
+            if sub.status == "canceled":
+                raise InvalidRequest(f"subscription {subscription_id} is canceled and cannot be resumed")
+            if sub.status == "paused":
+                sub.status, sub.pause_behavior = "active", None
+                self._touch("subscription", subscription_id)
+
+        self._once(idempotency_key, ("resume", subscription_id), resume)
+
     def cancel_subscription(self, subscription_id: str, comment: str, idempotency_key: str) -> None:
         self.requests += 1
 

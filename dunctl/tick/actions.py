@@ -14,7 +14,7 @@ from dunctl.channels import EmailMessage, SmsMessage
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
 from dunctl.model import Invoice as InvoiceModel
-from dunctl.tick.changes import Attempted, Churned, HandToPerson, Note, Reclassify, StoreInvoice
+from dunctl.tick.changes import Attempted, Churned, Ending, HandToPerson, Note, Reclassify, StoreInvoice
 from dunctl.tick.context import TickContext
 from dunctl.tick.effects import Effect, Outcome, Prepared, done, skipped
 from dunctl.tick.reconcile import end_case
@@ -77,7 +77,7 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     left_out = "; ".join(f"{a} ({why})" for a, why in found.rejected)
     if not found.to:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
-    context = _context(ctx, lead, _update_link(ctx, lead), also=effects[1:])
+    context = _with_pause(_context(ctx, lead, _update_link(ctx, lead), also=effects[1:]), effects)
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
@@ -94,6 +94,19 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
 
     return Prepared(f"email {step.template} to {', '.join(found.all)}: {subject}{note}", deliver,
                     recipient=", ".join(found.all), subject=subject)
+
+
+def _with_pause(context, effects: list[Effect]):
+    """The context plus `pause_lifted`: dunctl lifted the pause it made on one of these cases' subscriptions (the
+    thank-you for a payment says so). Kept through re-formatting for the template's own locale."""
+    from dunctl.messages import MessageContext
+    from dunctl.tick.endings import lifted
+
+    def extended(base):
+        return MessageContext({**base, **extra}, lambda tag: extended(base.localized(tag)))
+
+    extra = {"pause_lifted": any(lifted(e.bundle) for e in effects)}
+    return extended(context)
 
 
 def sms(ctx: TickContext, effect: Effect) -> Prepared:
@@ -265,9 +278,21 @@ def pause_subscription(ctx: TickContext, effect: Effect) -> Prepared:
 
     def deliver() -> Outcome:
         ctx.gateway.pause_subscription(subscription, behavior, effect.key)
-        return Outcome("done", f"subscription {subscription} collection paused ({behavior})")
+        return Outcome("done", f"subscription {subscription} collection paused ({behavior})",
+                       changes=[Ending(effect.bundle.case.id, "paused")])   # the escalation channel hears of it
 
     return Prepared(f"pause collection on {subscription} ({behavior})", deliver)
+
+
+def resume_subscription(ctx: TickContext, effect: Effect) -> Prepared:
+    """Lift the pause dunctl's own pause_subscription step made, once the invoice is paid (tick/endings.py)."""
+    subscription = effect.bundle.case.subscription_id
+
+    def deliver() -> Outcome:
+        ctx.gateway.resume_subscription(subscription, effect.key)
+        return Outcome("done", f"subscription {subscription} collection resumed: the pause dunctl made is lifted")
+
+    return Prepared(f"lift the pause dunctl made on {subscription}", deliver)
 
 
 def cancel_subscription(ctx: TickContext, effect: Effect) -> Prepared:
@@ -277,14 +302,25 @@ def cancel_subscription(ctx: TickContext, effect: Effect) -> Prepared:
         return skipped("the invoice has no subscription to cancel")
     comment = effect.step.comment or f"Cancelled by dunctl: invoice {b.invoice.number or b.invoice.id} unpaid"
 
+    # A sequence that confirms the cancellation to the customer has steps after it and ends the case with its own
+    # `close` step; without one, the cancellation ends the case.
+    closes_later = _closes_after(ctx.sequences(b), effect.name)
+
     def deliver() -> Outcome:
         ctx.gateway.cancel_subscription(subscription, comment, effect.key)
-        changes = [Churned(b.case.id), *end_case(b.case, b.invoice, "exhausted",
-                                                 f"subscription {subscription} cancelled by step {effect.name}",
-                                                 ctx.now)]
+        changes = [Churned(b.case.id)]
+        if not closes_later:
+            changes += end_case(b.case, b.invoice, "exhausted",
+                                f"subscription {subscription} cancelled by step {effect.name}", ctx.now)
         return Outcome("done", f"subscription {subscription} cancelled", changes=changes)
 
     return Prepared(f"cancel {subscription}", deliver)
+
+
+def _closes_after(sequence, step_id: str) -> bool:
+    ids = [s.id for s in sequence.steps]
+    later = sequence.steps[ids.index(step_id) + 1:] if step_id in ids else []
+    return any(s.action == "close" for s in later)
 
 
 def mark_uncollectible(ctx: TickContext, effect: Effect) -> Prepared:
@@ -325,4 +361,5 @@ ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {
     "mark_uncollectible": mark_uncollectible, "close": close,
     "notify_person": notify_person, "stop_provider_retries": stop_provider_retries, "retry_now": retry_now,
     MARK_ACTION: prepare_mark,
+    "resume_subscription": resume_subscription,
 }

@@ -100,8 +100,18 @@ class NotifyPerson:
     note: str
 
 
+@dataclass(frozen=True)
+class Ending:
+    """A case ended (`what`: its ended state), or dunctl paused its subscription (`what`: "paused"): the tick
+    runs what follows through the executor (dunctl/tick/endings.py): a pause dunctl made is lifted on payment,
+    the customer thanked, the escalation channel told what happened."""
+
+    case_id: int
+    what: str
+
+
 Change = OpenCase | FollowInvoice | Reclassify | EndCase | HandToPerson | Hold | Resume | PaymentMethodChanged | \
-    Churned | NotifyPerson | Note
+    Churned | NotifyPerson | Ending | Note
 
 
 @dataclass
@@ -109,7 +119,7 @@ class Applied:
     opened: list[str] = field(default_factory=list)
     closed: list[tuple[str, str]] = field(default_factory=list)     # (invoice id, how it ended)
     touched: set[int] = field(default_factory=set)                   # cases to reschedule
-    notify: list[NotifyPerson] = field(default_factory=list)
+    notify: list[NotifyPerson | Ending] = field(default_factory=list)
     # case id -> for each of its effects recorded: did it end as planned (done, or would in monitor mode) and
     # change nothing else? A case whose every planned effect did is scheduled from its plan (run_due).
     as_planned: dict[int, list[bool]] = field(default_factory=dict)
@@ -184,12 +194,16 @@ def _notify(ledger: Ledger, c: NotifyPerson, now: datetime, applied: Applied) ->
     applied.notify.append(c)
 
 
+def _ending(ledger: Ledger, c: Ending, now: datetime, applied: Applied) -> None:
+    applied.notify.append(c)    # run after the batch, like a notification (tick/run.py _notify)
+
+
 def _note(ledger: Ledger, c: Note, now: datetime, applied: Applied) -> None:
     ledger.add_timeline(c.case_id, c.at, c.kind, c.summary, c.data)
 
 
 _APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand, Hold: _hold, Resume: _resume,
-          PaymentMethodChanged: _method, Churned: _churned, NotifyPerson: _notify, Note: _note}
+          PaymentMethodChanged: _method, Churned: _churned, NotifyPerson: _notify, Ending: _ending, Note: _note}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayA
 from dunctl.tick import changes as case_changes
 from dunctl.tick.actions import ACTIONS, email_together
 from dunctl.tick.context import TickContext
-from dunctl.tick.effects import NOTICE, STEP, Effect, Outcome
+from dunctl.tick.effects import NOTICE, STEP, SYSTEM, Effect, Outcome
 from dunctl.tick.result import ActionReport, TickResult
 
 EFFECTS_PER_BATCH = 25
@@ -69,17 +69,24 @@ def _units(ctx: TickContext, effects: list[Effect], result: TickResult) -> list[
     skipped = [e for e in effects if e.channel in ctx.skipped_channels]
     effects = [e for e in effects if e.channel not in ctx.skipped_channels]
     grouping = ctx.config.file.dunning.group_messages
-    alone = [[e] for e in effects if not (grouping and _groupable(e))]
+    alone = [[e] for e in effects if not _together(e, grouping)]
     groups: dict[tuple, list[Effect]] = {}
     for e in effects:
-        if grouping and _groupable(e):
-            groups.setdefault((e.bundle.case.customer_id, e.bundle.invoice.currency), []).append(e)
+        if _together(e, grouping):
+            groups.setdefault((e.bundle.case.customer_id, e.bundle.invoice.currency, e.kind), []).append(e)
     result.deferred += len(skipped)   # a channel skipped after repeated failures: due again next tick
     return alone + list(groups.values())
 
 
 def _groupable(effect: Effect) -> bool:
     return effect.kind == "step" and effect.action == "email" and effect.audience == "customer"
+
+
+def _together(effect: Effect, grouping: bool) -> bool:
+    """Sent as one message with the customer's others of its kind: a thank-you for cases paid together always
+    is (one per recovered conversation), dunning emails when `dunning.group_messages` is on."""
+    thanks = effect.kind == SYSTEM and effect.action == "email" and effect.audience == "customer"
+    return thanks or (grouping and _groupable(effect))
 
 
 @dataclass

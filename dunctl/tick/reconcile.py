@@ -10,8 +10,8 @@ from dunctl.experiments import assign, case_sequence
 from dunctl.failures import DISPUTE, UNKNOWN, described_code, shown_code
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, SubscriptionRecord
-from dunctl.tick.changes import Change, EndCase, FollowInvoice, HandToPerson, Hold, Note, NotifyPerson, OpenCase, \
-    PaymentMethodChanged, Reclassify, Resume
+from dunctl.tick.changes import Change, EndCase, Ending, FollowInvoice, HandToPerson, Hold, Note, NotifyPerson, \
+    OpenCase, PaymentMethodChanged, Reclassify, Resume
 from dunctl.tick.facts import condition_facts
 
 ENDED_BY_INVOICE = {"paid": ("recovered", "invoice paid"), "void": ("voided", "invoice voided"),
@@ -61,7 +61,8 @@ def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list
 
 def end_case(case: CaseRecord, invoice: InvoiceRecord, state: str, reason: str, now: datetime,
              recovered_by: str | None = None, attempts: int | None = None) -> list[Change]:
-    """End a case; a recovered case that a person held tells the escalation channel it needs no more work."""
+    """End a case. What follows (a pause dunctl made lifted, the customer thanked, the escalation channel told
+    what happened) is decided from the case's whole record when the tick runs the `Ending` (tick/endings.py)."""
     attempts = case.attempts if attempts is None else attempts
     fields: dict = {"amount_recovered": max(0, invoice.amount_paid - case.amount_paid_at_open),
                     "amount_remaining": invoice.amount_remaining}
@@ -72,10 +73,7 @@ def end_case(case: CaseRecord, invoice: InvoiceRecord, state: str, reason: str, 
             recovered_by = "provider_retry" if invoice.attempt_count > attempts else "customer"
         fields.update(recovered_at=at, recovered_by=recovered_by,
                       recovered_attempt=invoice.attempt_count if recovered_by != "customer" else None)
-    changes: list[Change] = [EndCase(case.id, case.invoice_id, state, reason, at, fields)]
-    if state == "recovered" and case.with_person:
-        changes.append(NotifyPerson(case.id, "recovered-notice", "Recovered, no action needed"))
-    return changes
+    return [EndCase(case.id, case.invoice_id, state, reason, at, fields), Ending(case.id, state)]
 
 
 BANK_DEBITS = ("us_bank_account", "sepa_debit", "bacs_debit", "au_becs_debit", "acss_debit")
@@ -126,6 +124,10 @@ def _mandate_inactive(signal, data, case, invoice, now) -> list[Change]:
 
 
 def _subscription_canceled(signal, data, case, invoice, now) -> list[Change]:
+    if case.row.get("churned"):
+        # dunctl's own cancel step (Stripe takes no idempotency key on a DELETE, so its event cannot say so):
+        # the case goes on to confirm it to the customer and closes with its own `close` step.
+        return []
     why = data.get("reason") or data.get("comment") or signal.detail
     return end_case(case, invoice, "closed", "the subscription was cancelled outside dunctl"
                     + (f" ({why})" if why else "") + ": no more retries or messages", now)

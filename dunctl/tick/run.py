@@ -129,17 +129,23 @@ def _signal_cases(ledger: Ledger, signal) -> list[int]:
 
 
 def _notify(ctx: TickContext, notes: list, result: TickResult) -> None:
-    """Tell the person who holds each case (`NotifyPerson` changes), through the executor."""
+    """Tell the person who holds each case (`NotifyPerson` changes), and run what follows each `Ending`
+    (tick/endings.py), through the executor."""
+    from dunctl.tick.changes import Ending
+    from dunctl.tick.endings import follow
     from dunctl.tick.executor import execute
 
     effects = []
     for note in notes:
+        if isinstance(note, Ending):
+            continue
         bundle = ctx.ledger.bundle(note.case_id)
         effects.append(Effect(bundle, SYSTEM, note.name, "notify_person", ctx.now, audience="internal",
                               channel=ctx.config.file.escalation.channel, note=note.note))
     if effects:
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
+    follow(ctx, [note for note in notes if isinstance(note, Ending)], result)
 
 
 def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | None = None) -> None:
@@ -406,7 +412,20 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
     reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
     from dunctl.notices.run import run_notices
 
+    _follow_ups(ctx, result)
+
     run_notices(ctx, result)   # pre-dunning: plan changed subscriptions, send the notices due
+
+
+def _follow_ups(ctx: TickContext, result: TickResult) -> None:
+    """After the end of a case: a thank-you held by quiet hours, a lift or a thank-you tried again. One indexed
+    query when there are none; the rest (tick/endings.py) loads only when there are."""
+    dunning = ctx.config.file.dunning
+    due = ctx.ledger.due_follow_ups(ctx.now, ctx.now - dunning.action_retry_after, dunning.max_action_tries)
+    if due:
+        from dunctl.tick.endings import run_waiting
+
+        run_waiting(ctx, due, result)
 
 
 def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
