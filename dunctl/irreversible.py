@@ -94,15 +94,22 @@ def message_truth(step: Step, case: CaseSnapshot, sequence: Sequence, records: d
     did not happen, or announces one that will not happen or already did)."""
     done = told_statuses(settings)
     due = step.at.after(case.first_failed_at)
-    # Placed after an irreversible step, a message tells the customer that step happened; one that `announces` a
-    # later step (the cancellation notice after the pause) confirms none: it is judged by what it announces.
-    before = _irreversible_before(step, sequence) if step.announces is None else None
+    # Placed after an irreversible step, a message tells the customer that step happened. One that `announces` a
+    # later step (the cancellation notice after the pause) confirms none: it waits only while the earlier step
+    # is still to come (the customer hears of the pause first, then of the cancellation), and goes out when
+    # that step happened or never will.
+    before = _irreversible_before(step, sequence)
     if before is not None:
         status = _status(records, before)
-        if status in _GAVE_UP or (status == "failed" and records[before.id].tries >= settings.max_action_tries):
-            return Decision(step, due, SKIP, f"tells of '{before.id}', which did not happen ({status})")
-        if status not in done:
-            return Wait(step, None, f"tells of '{before.id}', which has not happened yet")
+        gave_up = status in _GAVE_UP or (status == "failed" and records[before.id].tries >= settings.max_action_tries)
+        if step.announces is None:
+            if gave_up:
+                return Decision(step, due, SKIP, f"tells of '{before.id}', which did not happen ({status})")
+            if status not in done:
+                return Wait(step, None, f"tells of '{before.id}', which has not happened yet")
+        elif not gave_up and status not in done and status != "unknown" \
+                and not _will_not_happen(before, case, sequence, records, settings):
+            return Wait(step, None, f"announces '{step.announces}', which comes after '{before.id}': that first")
     if step.announces is None:
         return None
     target = next((s for s in sequence.steps if s.id == step.announces), None)

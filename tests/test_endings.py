@@ -62,6 +62,7 @@ def test_a_payment_lifts_the_pause_dunctl_made_once_with_its_own_key(account, fa
     a = account()
     invoice = fake_stripe.fail_invoice(at=T0)
     a.tick(HOUR)                                                   # the day-0 email: the customer is told
+    a.tick(12 * DAY + HOUR)                                        # the final notice announces the pause
     a.tick(21 * DAY + HOUR)                                        # dunctl pauses collection
     assert _paused(fake_stripe, invoice) == {"behavior": "void", "resumes_at": None}
     assert fake_stripe.count(SUBSCRIPTION_UPDATE) == 1
@@ -86,6 +87,7 @@ def test_the_pause_stays_while_another_invoice_that_paused_it_is_unpaid(account,
     subscription = fake_stripe.subscription_of(first)["id"]
     second = fake_stripe.fail_invoice(fake_stripe.invoice(first)["customer"], at=T0, subscription=subscription)
     a.tick(HOUR)
+    a.tick(12 * DAY + HOUR)                                        # the final notice announces the pause
     a.tick(21 * DAY + HOUR)                                        # both cases pause the subscription
     fake_stripe.customer_pays(first, at=T0 + 22 * DAY)
     a.tick(22 * DAY + HOUR)
@@ -99,6 +101,7 @@ def test_a_lift_that_fails_is_tried_again_and_the_thank_you_waits_for_it(account
     a = account()
     invoice = fake_stripe.fail_invoice(at=T0)
     a.tick(HOUR)
+    a.tick(12 * DAY + HOUR)                                        # the final notice announces the pause
     a.tick(21 * DAY + HOUR)
     fake_stripe.customer_pays(invoice, at=T0 + 22 * DAY)
     fake_stripe.inject(400, times=1, route=SUBSCRIPTION_UPDATE)
@@ -117,6 +120,7 @@ def test_in_monitor_mode_the_lift_is_a_would(account, fake_stripe):
     a = account()
     invoice = fake_stripe.fail_invoice(at=T0)
     a.tick(HOUR)
+    a.tick(12 * DAY + HOUR)                                        # the final notice announces the pause
     a.tick(21 * DAY + HOUR)                                        # live: dunctl pauses collection
     data = yaml.safe_load(a.config.read_text())
     a.config.write_text(yaml.safe_dump({**data, "mode": "monitor"}, sort_keys=False))

@@ -16,7 +16,7 @@ from tests.servers import SmtpServer
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 CANCEL, PAUSE = "DELETE /v1/subscriptions/:id", "POST /v1/subscriptions/:id"
-ANNOUNCED_BY = {"suspend": "final-notice", "cancel": "suspended"}   # in the shipped sequences
+ANNOUNCED_BY = {"suspend": "final-notice", "cancel": "cancel-notice"}   # in the shipped sequences
 
 
 @pytest.fixture
