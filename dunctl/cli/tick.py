@@ -4,10 +4,12 @@ from typing import Annotated
 
 import typer
 
-from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, log_tick, now_from, \
-    open_ledger, out, print_json, sync_progress
+from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, log_tick, open_ledger, \
+    out, print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
+from dunctl.clock import parse_instant, system_now
 from dunctl.ledger import Ledger
+from dunctl.tick.clocks import check_tick_moment, is_live_key
 from dunctl.tick.channels import build_channels
 from dunctl.tick.preflight import templates_parse
 from dunctl.tick.result import TickResult
@@ -30,11 +32,13 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
-    moment = now_from(now)
+    wall = system_now()               # the machine's clock, read once: --now is checked against it
+    moment = parse_instant(now) if now else wall
     if dry_run and not config.ledger_path.exists():
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
     else:
         ledger = open_ledger(config)
+    check_moment(config, ledger, moment, wall, dry_run)
     known = ledger.get_state("templates_parsed")
     parsed = templates_parse(config, known_good=known)
     if parsed != known and not dry_run:
@@ -44,11 +48,20 @@ def tick(
                            check_account=not no_sync)
     with sync_progress(syncing=not no_sync) as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
-                          sync=not no_sync, progress=progress, accept_stale=accept_stale)
+                          sync=not no_sync, progress=progress, accept_stale=accept_stale, wall=wall)
     log_tick(config, result)
     render(result, verbose or dry_run, as_json)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def check_moment(config, ledger: Ledger, moment, wall, dry_run: bool) -> None:
+    """Refuse a tick back in time, or a live key's --now ahead of the machine's clock, before anything is written.
+    The simulated account (a demo ledger) keeps a free --now."""
+    key = environ().get(config.file.stripe.api_key_env)
+    simulated = ledger.get_state("account_mode") == "simulated"
+    check_tick_moment(moment, wall, ledger.last_tick_at(), live_key=is_live_key(key) and not simulated,
+                      dry_run=dry_run)
 
 
 def summary(result: TickResult) -> str:
