@@ -9,6 +9,7 @@ from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_error
 from dunctl.cli.gateway import make_gateway
 from dunctl.clock import parse_instant, system_now
 from dunctl.ledger import Ledger
+from dunctl.preflight import quick_check
 from dunctl.tick.clocks import check_tick_moment, is_live_key
 from dunctl.tick.channels import build_channels
 from dunctl.tick.preflight import templates_parse
@@ -38,6 +39,7 @@ def tick(
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
     else:
         ledger = open_ledger(config)
+        quick_check(ledger.conn, config.ledger_path)   # a damaged page stops the tick before it reads or writes
     check_moment(config, ledger, moment, wall, dry_run)
     known = ledger.get_state("templates_parsed")
     parsed = templates_parse(config, known_good=known)
