@@ -735,11 +735,9 @@ def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPr
                                           lines.get(loc + ("sequence",))))
             continue
         sequence = config.sequences.get(segment.sequence)
-        types = (segment.when or {}).get("failure_type")
-        hard = set(types if isinstance(types, list) else [types]) & NEVER_RETRY if types else set()
+        hard = _failure_types(segment.when) & NEVER_RETRY
         for j, step in enumerate(sequence.steps if sequence and hard else []):
-            step_types = (step.when or {}).get("failure_type")
-            step_types = set(step_types if isinstance(step_types, list) else [step_types]) if step_types else None
+            step_types = _failure_types(step.when) or None
             if step.action == "retry" and (step_types is None or step_types & hard):
                 problems.append(ConfigProblem(
                     str(config.sequence_files[sequence.name]), format_path(("steps", j)),
@@ -781,3 +779,10 @@ def known_templates(templates_dir: Path) -> list[str]:
     if not templates_dir.is_dir():
         return []
     return sorted({p.name.split(".")[0] for p in templates_dir.glob("*.j2") if not p.name.startswith("_")})
+
+
+def _failure_types(when: dict | None) -> set[str]:
+    """The failure types a `when:` names. A malformed test (a mapping, a nested list) names none: check_condition
+    has already reported it with its key path, and this must not crash on it (a dict is not hashable)."""
+    types = (when or {}).get("failure_type") if isinstance(when, dict) else None
+    return {t for t in (types if isinstance(types, list) else [types]) if isinstance(t, str)}
