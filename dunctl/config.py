@@ -6,10 +6,13 @@ never touches the ledger, so a bad config changes nothing.
 
 from __future__ import annotations
 
+import errno
 import functools
 
 import hashlib
 import json
+import os
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -423,15 +426,15 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     """
     file = str(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_capped(path)
     except FileNotFoundError:
         raise ConfigError([ConfigProblem(file, "", "file not found")],
                           "run `dunctl init` to write a starter config, or pass --config PATH")
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror or exc}")])
     if len(raw) > MAX_YAML_BYTES:
-        raise ConfigError([ConfigProblem(file, "", f"the file is {len(raw):,} bytes; a config file may be at most "
-                                                   f"{MAX_YAML_BYTES:,} bytes")])
+        raise ConfigError([ConfigProblem(file, "", f"the file is more than {MAX_YAML_BYTES:,} bytes, the most a "
+                                                   "config or sequence file may be")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -449,6 +452,33 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     except (ValueError, OverflowError) as exc:  # a scalar the constructor cannot build (a date like 2026-02-31)
         raise ConfigError([ConfigProblem(file, "", f"not valid YAML: {exc}")])
     return data, lines
+
+
+def _read_capped(path: Path) -> bytes:
+    """At most MAX_YAML_BYTES + 1 bytes of a regular file. Anything else is refused before it is read: a FIFO
+    would block the command until some writer came (cron would pile up ticks), and /dev/zero or /dev/urandom would
+    be read until memory ran out. O_NONBLOCK makes opening a FIFO return at once, so its type can be checked."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) \
+                else "not a regular file"
+            raise ConfigError([ConfigProblem(str(path), "", f"is {kind}, not a regular file; a config or sequence "
+                                                            "must be a plain file (write it out, then point at it)")])
+        chunks, size = [], 0
+        while size <= MAX_YAML_BYTES:
+            chunk = os.read(fd, MAX_YAML_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class _Refused(Exception):
