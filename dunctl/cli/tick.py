@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -33,14 +34,14 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
+    given = parse_instant(now) if now else None
     wall = system_now()               # the machine's clock, read once: --now is checked against it
-    moment = parse_instant(now) if now else wall
     if dry_run and not config.ledger_path.exists():
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
     else:
         ledger = open_ledger(config)
         quick_check(ledger.conn, config.ledger_path)   # a damaged page stops the tick before it reads or writes
-    check_moment(config, ledger, moment, wall, dry_run)
+    moment = check_moment(config, ledger, given, wall, dry_run)
     known = ledger.get_state("templates_parsed")
     parsed = templates_parse(config, known_good=known)
     if parsed != known and not dry_run:
@@ -57,13 +58,14 @@ def tick(
         raise typer.Exit(1)
 
 
-def check_moment(config, ledger: Ledger, moment, wall, dry_run: bool) -> None:
-    """Refuse a tick back in time, or a live key's --now ahead of the machine's clock, before anything is written.
-    The simulated account (a demo ledger) keeps a free --now."""
+def check_moment(config, ledger: Ledger, given: datetime | None, wall: datetime, dry_run: bool) -> datetime:
+    """The tick's moment (--now, else the machine's clock), refused when it goes back before the last tick, or
+    with a live key runs ahead of the machine's clock, before anything is written. The simulated account (a demo
+    ledger) keeps a free --now."""
     key = environ().get(config.file.stripe.api_key_env)
     simulated = ledger.get_state("account_mode") == "simulated"
-    check_tick_moment(moment, wall, ledger.last_tick_at(), live_key=is_live_key(key) and not simulated,
-                      dry_run=dry_run)
+    return check_tick_moment(given, wall, ledger.last_tick_at(), live_key=is_live_key(key) and not simulated,
+                             dry_run=dry_run)
 
 
 def summary(result: TickResult) -> str:

@@ -37,18 +37,21 @@ def is_live_key(key: str | None) -> bool:
     return bool(key) and key.strip().startswith(LIVE_KEY_PREFIXES)
 
 
-def check_tick_moment(now: datetime, wall: datetime, last_tick: datetime | None, *, live_key: bool,
-                      dry_run: bool) -> None:
-    """Refuse a tick whose moment goes back before the last tick, or (live key, not a dry run) runs ahead of the
-    machine's clock by more than MAX_AHEAD. Called before the tick changes the ledger."""
+def check_tick_moment(now: datetime | None, wall: datetime, last_tick: datetime | None, *, live_key: bool,
+                      dry_run: bool) -> datetime:
+    """The tick's moment (`now`, the --now given, else the machine's clock `wall`), refused when it goes back
+    before the last tick, or (live key, not a dry run) runs ahead of the machine's clock by more than MAX_AHEAD.
+    Called before the tick changes the ledger."""
+    which = "--now" if now is not None else "the system clock"
+    now = wall if now is None else now
     if last_tick is not None and now < last_tick:
-        which = "--now" if now != wall else "the system clock"
         raise ClockRefused(f"refusing to tick at {iso(now)} ({which}): the ledger's last tick ran at "
                            f"{iso(last_tick)}, later; a tick never goes back in time — check the date given "
                            f"or the machine's clock")
     if live_key and not dry_run and now - wall > MAX_AHEAD:
         raise ClockRefused(f"refusing --now {iso(now)} with a live Stripe key: it is {_span(now - wall)} ahead of "
                            f"the machine's clock ({iso(wall)}); to rehearse a future moment, add --dry-run")
+    return now
 
 
 def check_stripe_clock(wall: datetime, stripe_date: datetime | None) -> None:
