@@ -28,9 +28,9 @@ from __future__ import annotations
 import random
 import re
 import time
-from email.utils import parsedate_to_datetime
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 import stripe
 
