@@ -99,3 +99,35 @@ def test_a_machine_clock_stripe_disagrees_with_syncs_but_takes_no_action(tmp_pat
     fixed = cli(config, "tick", "--json", env=env)
     assert fixed.exit_code == 0, fixed.output
     assert [a["step"] for a in json.loads(fixed.stdout)["actions"]] == ["notice"] and sent(tmp_path) == 1
+
+
+def test_the_limits_as_a_table():
+    """The edges of dunctl/tick/clocks.py, without a process: (given --now, last tick, key, dry run) -> refused?"""
+    import pytest
+
+    from dunctl.tick.clocks import ClockRefused, check_stripe_clock, check_tick_moment, is_live_key
+
+    t = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    m = timedelta(minutes=1)
+    cases = [  # given, last tick, live key, dry run, refused
+        (None, t, False, False, False),          # the same moment as the last tick: not going back
+        (None, t + m, False, False, True),       # the system clock behind the last tick
+        (t - m, t - 2 * m, True, False, False),
+        (t - 2 * m, t - m, False, True, True),   # back in time, even as a dry run
+        (t + 5 * m, None, True, False, False),   # five minutes ahead with a live key: allowed
+        (t + 6 * m, None, True, False, True),
+        (t + 6 * m, None, True, True, False),    # a rehearsal
+        (t + 365 * 1440 * m, None, False, False, False),   # a test key travels freely
+    ]
+    for given, last, live, dry, refused in cases:
+        if refused:
+            with pytest.raises(ClockRefused):
+                check_tick_moment(given, t, last, live_key=live, dry_run=dry)
+        else:
+            assert check_tick_moment(given, t, last, live_key=live, dry_run=dry) == (given or t)
+    assert is_live_key("rk_live_x") and is_live_key(" sk_live_x") and not is_live_key("sk_test_x")
+    assert not is_live_key(None)
+    check_stripe_clock(t, None)                  # no Stripe answer (the simulated account): nothing to compare
+    check_stripe_clock(t, t - 5 * m)
+    with pytest.raises(ClockRefused, match="behind Stripe's"):
+        check_stripe_clock(t, t + 6 * m)
