@@ -6,10 +6,13 @@ never touches the ledger, so a bad config changes nothing.
 
 from __future__ import annotations
 
+import errno
 import functools
 
 import hashlib
 import json
+import os
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -465,15 +468,15 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     """
     file = str(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_capped(path)
     except FileNotFoundError:
         raise ConfigError([ConfigProblem(file, "", "file not found")],
                           "run `dunctl init` to write a starter config, or pass --config PATH")
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror or exc}")])
     if len(raw) > MAX_YAML_BYTES:
-        raise ConfigError([ConfigProblem(file, "", f"the file is {len(raw):,} bytes; a config file may be at most "
-                                                   f"{MAX_YAML_BYTES:,} bytes")])
+        raise ConfigError([ConfigProblem(file, "", f"the file is more than {MAX_YAML_BYTES:,} bytes, the most a "
+                                                   "config or sequence file may be")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -491,6 +494,33 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     except (ValueError, OverflowError) as exc:  # a scalar the constructor cannot build (a date like 2026-02-31)
         raise ConfigError([ConfigProblem(file, "", f"not valid YAML: {exc}")])
     return data, lines
+
+
+def _read_capped(path: Path) -> bytes:
+    """At most MAX_YAML_BYTES + 1 bytes of a regular file. Anything else is refused before it is read: a FIFO
+    would block the command until some writer came (cron would pile up ticks), and /dev/zero or /dev/urandom would
+    be read until memory ran out. O_NONBLOCK makes opening a FIFO return at once, so its type can be checked."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) \
+                else "not a regular file"
+            raise ConfigError([ConfigProblem(str(path), "", f"is {kind}, not a regular file; a config or sequence "
+                                                            "must be a plain file (write it out, then point at it)")])
+        chunks, size = [], 0
+        while size <= MAX_YAML_BYTES:
+            chunk = os.read(fd, MAX_YAML_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 class _Refused(Exception):
@@ -800,11 +830,9 @@ def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPr
                                           lines.get(loc + ("sequence",))))
             continue
         sequence = config.sequences.get(segment.sequence)
-        types = (segment.when or {}).get("failure_type")
-        hard = set(types if isinstance(types, list) else [types]) & NEVER_RETRY if types else set()
+        hard = _failure_types(segment.when) & NEVER_RETRY
         for j, step in enumerate(sequence.steps if sequence and hard else []):
-            step_types = (step.when or {}).get("failure_type")
-            step_types = set(step_types if isinstance(step_types, list) else [step_types]) if step_types else None
+            step_types = _failure_types(step.when) or None
             if step.action == "retry" and (step_types is None or step_types & hard):
                 problems.append(ConfigProblem(
                     str(config.sequence_files[sequence.name]), format_path(("steps", j)),
@@ -852,3 +880,10 @@ def known_templates(templates_dir: Path) -> list[str]:
     if not templates_dir.is_dir():
         return []
     return sorted({p.name.split(".")[0] for p in templates_dir.glob("*.j2") if not p.name.startswith("_")})
+
+
+def _failure_types(when: dict | None) -> set[str]:
+    """The failure types a `when:` names. A malformed test (a mapping, a nested list) names none: check_condition
+    has already reported it with its key path, and this must not crash on it (a dict is not hashable)."""
+    types = (when or {}).get("failure_type") if isinstance(when, dict) else None
+    return {t for t in (types if isinstance(types, list) else [types]) if isinstance(t, str)}

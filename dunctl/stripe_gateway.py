@@ -32,6 +32,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 import stripe
 
@@ -145,6 +146,7 @@ class StripeGateway:
         self.key_env = key_env
         self.account = account          # a connected account (Stripe-Account header), or None: the key's own
         self._sync_now = datetime(1970, 1, 1, tzinfo=timezone.utc)   # the running sync's clock
+        self.stripe_date: datetime | None = None   # Stripe's clock: the Date of its first answer (tick/clocks.py)
         self.max_backoff_tries = max_backoff_tries
         self.backfill_days = backfill_days
         self._sleep = sleep
@@ -209,7 +211,9 @@ class StripeGateway:
             self._before_request(what)
             tries += 1
             try:
-                return method(*args, **kwargs)
+                answer = method(*args, **kwargs)
+                self._note_date(answer)
+                return answer
             except stripe.StripeError as exc:
                 if not _worth_retrying(exc, write):
                     raise self._translate(exc, what, permission) from None
@@ -259,6 +263,20 @@ class StripeGateway:
         raise GatewayError(f"{failed.message}; read back, it had not taken effect", request_id=failed.request_id,
                            code="unavailable", hint="Stripe saved the error under the idempotency key; the next "
                                                     "try uses a new key")
+
+    def _note_date(self, answer) -> None:
+        """Keep the `Date` header of Stripe's first answer: Stripe's clock, read seconds after the CLI read the
+        machine's. A raw answer (StripeResponse) carries its headers; an object, on `last_response`."""
+        if self.stripe_date is not None:
+            return
+        response = answer if isinstance(answer, stripe.StripeResponse) else getattr(answer, "last_response", None)
+        headers = getattr(response, "headers", None) or {}
+        date = next((value for name, value in headers.items() if name.lower() == "date"), None)
+        if date:
+            try:
+                self.stripe_date = utc(parsedate_to_datetime(date))
+            except (TypeError, ValueError):
+                pass   # an unreadable Date is no clock to compare with
 
     def _list(self, path: str, what: str, permission: tuple[str, str], params: dict) -> dict:
         """A list page as plain JSON, for the backfill's bulk pages: through the SDK's `raw_request` (same

@@ -192,6 +192,7 @@ class FakeStripe:
         self.account_headers: list[str | None] = []                  # the Stripe-Account header of each request
         self.echo_key_in_errors: bool | int = False                  # errors quoting the key (True: 400s; or a status)
         self.validate_params = True                                  # refuse what Stripe refuses (stripe_params)
+        self.date_skew = 0.0                                         # seconds Stripe's Date is off the wall clock
         self._account = ACCOUNT                                      # the account the current request acts on
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -1415,6 +1416,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:   # keep test output clean
         pass
+
+    def date_time_string(self, timestamp=None) -> str:
+        # the Date header, as Stripe's clock: the wall clock, unless a test set `date_skew` (issue 20, defect 9)
+        return super().date_time_string(time.time() + self.fake.date_skew if timestamp is None else timestamp)
 
     def _serve(self, method: str) -> None:
         split = urlsplit(self.path)

@@ -46,6 +46,11 @@ class LazyGateway:
         return self._real().mode
 
     @property
+    def stripe_date(self):
+        """Stripe's clock (dunctl/tick/clocks.py), once a request was answered; None before any."""
+        return self._gateway.stripe_date if self._gateway is not None else None
+
+    @property
     def requests(self) -> int:
         return self._gateway.requests if self._gateway is not None else 0
 

@@ -11,6 +11,7 @@ import typer
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, now_from, print_json, state
 from dunctl.errors import UsageError
 from dunctl.preview import as_eml, as_text, read_only_ledger, render_preview
+from dunctl.sanitize import terminal_lines, terminal_text
 
 
 class Format(str, Enum):
@@ -59,9 +60,9 @@ def preview(
     data = {Format.text: lambda: as_text(result).encode(), Format.html: lambda: result.html.encode(),
             Format.eml: lambda: as_eml(result, now_from(now))}[fmt]()
     for note in result.notes:
-        typer.echo(f"note: {note}", err=True)
-    if output is None:
-        typer.echo(data.decode(), nl=False)
+        typer.echo(f"note: {terminal_text(note)}", err=True)
+    if output is None:   # a terminal shows customer data as text: its escape codes and controls are dropped
+        typer.echo(terminal_lines(data.decode()), nl=False)
         return
     if not output.parent.is_dir():
         raise UsageError(f"cannot write {output}: the directory {output.parent} does not exist")

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
 
-from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, log_tick, now_from, \
-    open_ledger, out, print_json, sync_progress
+from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_errors, load, log_tick, open_ledger, \
+    out, print_json, sync_progress
 from dunctl.cli.gateway import make_gateway
+from dunctl.clock import parse_instant, system_now
 from dunctl.ledger import Ledger
+from dunctl.preflight import quick_check
+from dunctl.tick.clocks import check_tick_moment, is_live_key
 from dunctl.tick.channels import build_channels
 from dunctl.tick.preflight import templates_parse
 from dunctl.tick.result import TickResult
@@ -33,11 +37,14 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
-    moment = now_from(now)
+    given = parse_instant(now) if now else None
+    wall = system_now()               # the machine's clock, read once: --now is checked against it
     if dry_run and not config.ledger_path.exists():
         ledger = Ledger.in_memory()   # a dry run never creates the ledger file
     else:
         ledger = open_ledger(config)
+        quick_check(ledger.conn, config.ledger_path)   # a damaged page stops the tick before it reads or writes
+    moment = check_moment(config, ledger, given, wall, dry_run)
     known = ledger.get_state("templates_parsed")
     parsed = templates_parse(config, known_good=known)
     if parsed != known and not dry_run:
@@ -49,11 +56,22 @@ def tick(
                            check_account=not no_sync, budget=config.file.dunning.tick_budget.total_seconds())
     with sync_progress(syncing=not no_sync) as progress:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
-                          sync=not no_sync, progress=progress, accept_stale=accept_stale, adopt=adopt)
+                          sync=not no_sync, progress=progress, accept_stale=accept_stale, adopt=adopt,
+                          wall=wall)
     log_tick(config, result)
     render(result, verbose or dry_run, as_json)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def check_moment(config, ledger: Ledger, given: datetime | None, wall: datetime, dry_run: bool) -> datetime:
+    """The tick's moment (--now, else the machine's clock), refused when it goes back before the last tick, or
+    with a live key runs ahead of the machine's clock, before anything is written. The simulated account (a demo
+    ledger) keeps a free --now."""
+    key = environ().get(config.file.stripe.api_key_env)
+    simulated = ledger.get_state("account_mode") == "simulated"
+    return check_tick_moment(given, wall, ledger.last_tick_at(), live_key=is_live_key(key) and not simulated,
+                             dry_run=dry_run)
 
 
 def summary(result: TickResult) -> str:

@@ -64,7 +64,9 @@ class UpcomingRenewal(_Strict):
                 raise ValueError(f"{'.'.join(map(str, path))}: {message}")
             interval = value.get("interval")
             allowed = {"day", "week", "month", "year"}
-            if interval is not None and not set(interval if isinstance(interval, list) else [interval]) <= allowed:
+            intervals = interval if isinstance(interval, list) else [interval]
+            # a mapping or a nested list is no interval either (and not hashable: never put it in a set)
+            if interval is not None and not all(isinstance(i, str) and i in allowed for i in intervals):
                 raise ValueError(f"interval: '{interval}' is not an interval; allowed: day, week, month, year")
         return value
 

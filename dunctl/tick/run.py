@@ -358,10 +358,12 @@ def _days(delta) -> str:
 def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: ChannelSet | None, now: datetime,
              dry_run: bool = False, sync: bool = True,
              progress: Callable[[SyncResult], None] | None = None, mode: str | None = None,
-             accept_stale: bool = False, adopt: bool = False) -> TickResult:
+             accept_stale: bool = False, adopt: bool = False,
+             wall: datetime | None = None) -> TickResult:
     """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run works on a snapshot copy
     of the ledger in memory: it never writes the ledger file nor holds a write transaction on it, and makes no
-    call that changes anything outside."""
+    call that changes anything outside. `wall` is the machine's clock (the CLI's reading, not --now): when given,
+    it is compared with Stripe's after the sync, and a skew stops the tick before any effect (ClockRefused)."""
     if dry_run:
         return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale, adopt)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
@@ -374,7 +376,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         try:
             _settle_orphans(ledger, now)
             _on_mode_change(ctx)
-            _tick(ctx, result, gateway, sync, progress, accept_stale)
+            _tick(ctx, result, gateway, sync, progress, accept_stale, wall=wall)
         finally:
             if channels is not None:
                 channels.close()
@@ -385,7 +387,8 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
 
 
 def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: bool,
-          progress: Callable[[SyncResult], None] | None, accept_stale: bool = False) -> None:
+          progress: Callable[[SyncResult], None] | None, accept_stale: bool = False,
+          wall: datetime | None = None) -> None:
     def sync_now() -> None:
         if not sync or gateway is None:
             return
@@ -407,7 +410,14 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
         sync_now()
         reconcile(ctx, result)
 
-    resync()
+    sync_now()
+    if wall is not None and gateway is not None:
+        from dunctl.tick.clocks import check_stripe_clock
+
+        # The sync is kept; nothing is decided or sent on a machine clock Stripe disagrees with. Raised inside the
+        # tick, so the tick is never marked finished and its wrong moment never becomes "the last tick".
+        check_stripe_clock(wall, getattr(gateway, "stripe_date", None))
+    reconcile(ctx, result)
     run_due(ctx, result, resync)
     reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
     from dunctl.notices.run import run_notices
