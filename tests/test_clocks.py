@@ -98,7 +98,8 @@ def test_a_machine_clock_stripe_disagrees_with_syncs_but_takes_no_action(tmp_pat
     fake_stripe.date_skew = 0                  # NTP fixed the clock: the next tick acts
     fixed = cli(config, "tick", "--json", env=env)
     assert fixed.exit_code == 0, fixed.output
-    assert [a["step"] for a in json.loads(fixed.stdout)["actions"]] == ["notice"] and sent(tmp_path) == 1
+    steps = [a["step"] for a in json.loads(fixed.stdout)["actions"]]
+    assert steps == ["notice", "mark-notice"] and sent(tmp_path) == 1     # the email, and its note on the invoice
 
 
 def test_the_limits_as_a_table():
