@@ -38,7 +38,7 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 # the two lists differ. Opening a ledger compares its applied names with these: sqlite-utils loads only when a
 # migration is pending.
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
-          "m102_report_rollups", "m104_notices")
+          "m102_report_rollups", "m104_notices", "m105_i25_perf_invoices_by_subscription")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
