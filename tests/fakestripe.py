@@ -1348,6 +1348,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     wbufsize = 1 << 16       # headers and body leave in one write: no delayed-ACK stall per request
 
+    def date_time_string(self, timestamp=None) -> str:
+        """The Date header by the fake's clock, as Stripe's by its own."""
+        from email.utils import formatdate
+
+        return formatdate(self.fake.now, usegmt=True)
+
     def log_message(self, *args) -> None:   # keep test output clean
         pass
 
