@@ -837,10 +837,9 @@ class Ledger:
         paid = [row[0] for row in self.conn.execute(
             "SELECT amount_paid FROM invoices WHERE subscription_id = ? AND status = 'paid' AND amount_paid > 0 "
             "ORDER BY created_at DESC LIMIT 3", [subscription_id])]
+        # (not its notices: the planner never reads them, and they grow with every period)
         return {"subscription": sub, "customer": customer, "payment_method": self.payment_method(method_id),
-                "paid_amounts": paid,
-                "notices": list(self.rows("SELECT * FROM notices WHERE subscription_id = ? ORDER BY id",
-                                              [subscription_id]))}
+                "paid_amounts": paid}
 
     def plan_notice(self, *, kind: str, object_id: str, period: str, offset: str, customer_id: str,
                     subscription_id: str | None, due_at: datetime, now: datetime, key: str, data: dict,

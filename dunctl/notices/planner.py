@@ -43,7 +43,6 @@ class NoticePlan:
 class NoticeDecision:
     plans: list[NoticePlan] = field(default_factory=list)
     why_none: str = ""             # why the subscription calls for no notice, for the cancelled ones' record
-    preview_due: bool = False      # a usage preview is due (the caller fetches it and plans again)
 
 
 def notice_key(kind: str, object_id: str, period: str, offset: str) -> str:
@@ -97,7 +96,6 @@ def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: d
     if config.upcoming_renewal.enabled:
         decision.plans += _renewal(subject, config, period_end, now)
     if config.usage.enabled and sub.get("usage_based"):
-        decision.preview_due = usage_preview_due(subject, config, now, preview)
         if preview is not None:
             decision.plans += _usage(subject, config, preview, now)
     if not decision.plans:

@@ -75,17 +75,19 @@ def _plan_one(ctx: TickContext, sub_id: str, result: TickResult, previews: int) 
         return 0
     preview = _stored_preview(subject)
     fetched, tried = None, 0
-    if ctx.gateway is not None and usage_preview_due(subject, config, ctx.now, preview):
+    due = usage_preview_due(subject, config, ctx.now, preview)
+    if due and ctx.gateway is not None:
         if previews >= config.usage.max_previews_per_tick:
             return 0   # stays due: the next tick takes it first
         fetched, tried = _preview(ctx, sub_id, result), 1
         if fetched is not None:
-            with ctx.ledger.transaction():
-                ctx.ledger.record_usage_preview(sub_id, fetched, ctx.now)
-            subject["subscription"] = ctx.ledger.subscription(sub_id)   # the rest of the subject is as read
+            # as record_usage_preview, below in the plans' transaction, leaves it
+            subject["subscription"] = {**subject["subscription"], "usage_checked_at": iso(ctx.now)}
             preview = fetched
     decision = plan_notices(subject, config, ctx.now, preview)
     with ctx.ledger.transaction():
+        if fetched is not None:
+            ctx.ledger.record_usage_preview(sub_id, fetched, ctx.now)
         keep = set()
         for plan in decision.plans:
             ctx.ledger.plan_notice(kind=plan.kind, object_id=plan.object_id, period=plan.period,
@@ -96,14 +98,14 @@ def _plan_one(ctx: TickContext, sub_id: str, result: TickResult, previews: int) 
             if plan.kind == USAGE_ALERT and plan.status == PENDING:
                 ctx.ledger.supersede_usage_alerts(sub_id, plan.period, plan.offset, ctx.now)
         ctx.ledger.cancel_notices(sub_id, keep, ctx.now, decision.why_none or "no longer called for")
-        ctx.ledger.set_notices_due(sub_id, _next_planning(ctx, subject, preview, failed=decision.preview_due and
-                                                          fetched is None))
+        ctx.ledger.set_notices_due(sub_id, _next_planning(ctx, subject, preview, late=due and fetched is None))
     return tried
 
 
-def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, failed: bool):
+def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool):
     """Metered subscriptions are planned again at their next usage check (sooner the closer their usage is to an
-    alert: next_usage_check), or a check_every after a preview that failed; the others when sync changes them."""
+    alert: next_usage_check), or a check_every after a preview that was due and not fetched (it failed, or the
+    tick has no gateway); the others when sync changes them."""
     from dunctl.notices.planner import next_usage_check
 
     sub = subject["subscription"]
@@ -113,7 +115,7 @@ def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, failed
     period_end = from_iso(sub.get("current_period_end"))
     if period_end is None or period_end <= ctx.now:
         return None                       # the renewal's sync plans it again
-    if failed or preview is None or not sub.get("usage_checked_at"):
+    if late or preview is None or not sub.get("usage_checked_at"):
         return ctx.now + usage.check_every
     return min(next_usage_check(subject, ctx.config.file.notices, preview) or period_end, period_end)
 
