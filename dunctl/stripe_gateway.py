@@ -4,9 +4,9 @@ Sync has two modes, and the cursor (opaque to the ledger, stored with every batc
 
 - backfill, on the first run, with `--full`, or when the cursor is older than Stripe keeps events (30 days):
   list the open invoices' failed payments in bulk, note where the events phase will start (BACKFILL_OVERLAP
-  before that by Stripe's clock), then page through the invoices created within `backfill_days` (customers, payment methods and
-  subscriptions expanded in the same request), one batch per page, so a backfill that dies halfway resumes after
-  its last applied page;
+  before that, by Stripe's clock), then page through the invoices created within `backfill_days` (customers,
+  payment methods and subscriptions expanded in the same request), one batch per page, so a backfill that dies
+  halfway resumes after its last applied page;
 - events, afterwards: `events.list(created[gt]=<the cursor's second>)`, filtered to the event types dunctl
   follows, applied oldest first. While the cursor's second may still get events (it was listed less than
   SETTLED after it), `created[gte]` instead, skipping the ids of that second already applied (Stripe orders
@@ -331,9 +331,9 @@ class StripeGateway:
 
     def _events_start(self) -> Iterator[SyncBatch]:
         """Where the events phase after a new backfill starts: BACKFILL_OVERLAP before the backfill's first
-        request, by Stripe's clock (that response's Date header: no request spent). Without a Date, the newest events' second,
-        one request, as listed (the ids of that second seen). Events the backfill already collected cost nothing
-        more when read again (see _backfilled)."""
+        request, by Stripe's clock (that response's Date header: no request spent). Without a Date, the newest
+        events' second, one request, as listed (the ids of that second seen). Events the backfill already
+        collected cost nothing more when read again (see _backfilled)."""
         if self._payments_listed_at is not None:
             return {"event_created": int((self._payments_listed_at - BACKFILL_OVERLAP).timestamp()), "edge": []}
         start = self.requests
