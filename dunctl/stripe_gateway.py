@@ -3,13 +3,17 @@
 Sync has two modes, and the cursor (opaque to the ledger, stored with every batch) says which one resumes:
 
 - backfill, on the first run, with `--full`, or when the cursor is older than Stripe keeps events (30 days):
-  note the newest event first, list the open invoices' failed payments in bulk, then page through the invoices
-  created within `backfill_days` (customers, payment methods and subscriptions expanded in the same request),
-  one batch per page, so a backfill that dies halfway resumes after its last applied page;
-- events, afterwards: `events.list(created[gte]=<the cursor's second>)`, filtered to the event types dunctl
-  follows, applied oldest first, skipping the ids of the cursor's second already applied (Stripe orders events
-  of one second in no promised order). With nothing new that is one request. The events since the cursor are
-  listed before any is applied (at most 30 days of them: an older cursor means a backfill).
+  list the open invoices' failed payments in bulk, note where the events phase will start (BACKFILL_OVERLAP
+  before that, by Stripe's clock), then page through the invoices created within `backfill_days` (customers,
+  payment methods and subscriptions expanded in the same request), one batch per page, so a backfill that dies
+  halfway resumes after its last applied page;
+- events, afterwards: `events.list(created[gt]=<the cursor's second>)`, filtered to the event types dunctl
+  follows, applied oldest first. While the cursor's second may still get events (it was listed less than
+  SETTLED after it), `created[gte]` instead, skipping the ids of that second already applied (Stripe orders
+  events of one second in no promised order). With nothing new that is one request, however many events the
+  cursor's second had. The events since the cursor are listed before any is applied (at most 30 days of them: an
+  older cursor means a backfill). A failure the backfill of the same run already collected, at the same attempt,
+  is not fetched again when its event is read.
 
 What is stored is complete and in the pinned API version: invoice lines and subscription items follow `has_more`;
 an event rendered in an older API version re-fetches its object; a copy of an invoice that cannot say which lines
@@ -49,6 +53,12 @@ PAGE = 100
 PINNED_API_VERSION = stripe.api_version
 # Stripe keeps events 30 days; a cursor checked longer ago than this may have missed some, so backfill instead.
 EVENT_WINDOW = timedelta(days=29)
+# Stripe stamps each event with the second it was created in: a second listed this long after it gets no more
+# events, so its events as listed then are all it will ever have (the margin covers clock skew between the two).
+SETTLED = timedelta(seconds=60)
+# Events from this long before a backfill's first request (by Stripe's clock) are read after it: nothing that
+# changed while the backfill ran is missed, and what it already collected costs nothing more.
+BACKFILL_OVERLAP = timedelta(minutes=5)
 # Stripe's GET /v1/events takes at most 20 `types`, and an idle sync is that one request: every type the sync
 # handles is here, and nothing it does not. Not `invoice.payment_succeeded`: Stripe sends it with `invoice.paid`
 # for every paid attempt, and `invoice.paid` also covers invoices marked paid out of band.
@@ -147,6 +157,9 @@ class StripeGateway:
         self.account = account          # a connected account (Stripe-Account header), or None: the key's own
         self._sync_now = datetime(1970, 1, 1, tzinfo=timezone.utc)   # the running sync's clock
         self.stripe_date: datetime | None = None   # Stripe's clock: the Date of its first answer (tick/clocks.py)
+        self._backfilled: dict[str, int] = {}    # open invoice -> the attempt the running sync's backfill collected
+        self.stripe_time: datetime | None = None   # Stripe's clock (the Date of its last list response), if it said
+        self._payments_listed_at: datetime | None = None
         self.max_backoff_tries = max_backoff_tries
         self.backfill_days = backfill_days
         self._sleep = sleep
@@ -270,19 +283,16 @@ class StripeGateway:
         if self.stripe_date is not None:
             return
         response = answer if isinstance(answer, stripe.StripeResponse) else getattr(answer, "last_response", None)
-        headers = getattr(response, "headers", None) or {}
-        date = next((value for name, value in headers.items() if name.lower() == "date"), None)
-        if date:
-            try:
-                self.stripe_date = utc(parsedate_to_datetime(date))
-            except (TypeError, ValueError):
-                pass   # an unreadable Date is no clock to compare with
+        headers = {name.lower(): value for name, value in (getattr(response, "headers", None) or {}).items()}
+        self.stripe_date = _date_header(headers)   # None when unreadable: no clock to compare with
 
     def _list(self, path: str, what: str, permission: tuple[str, str], params: dict) -> dict:
         """A list page as plain JSON, for the backfill's bulk pages: through the SDK's `raw_request` (same
         encoding, headers and errors), skipping the StripeObject tree it would build and we would only flatten
         again with to_dict(), which costs more than the request itself on pages of expanded invoices."""
-        return self._call(what, permission, self._client.raw_request, "get", path, **params).data
+        response = self._call(what, permission, self._client.raw_request, "get", path, **params)
+        self.stripe_time = _date_header(response.headers)
+        return response.data
 
     def _backoff(self, tries: int, exc: stripe.StripeError) -> float:
         delay = min(RETRY_CAP, RETRY_BASE * 2 ** (tries - 1))
@@ -336,6 +346,7 @@ class StripeGateway:
     def sync(self, cursor: dict | None, now: datetime, full: bool = False) -> Iterator[SyncBatch]:
         now = utc(now)
         self._sync_now = now
+        self._backfilled = {}
         state = dict(cursor) if cursor else None
         if state and (state.get("v") != CURSOR_VERSION or self._stale(state, now)):
             state = None
@@ -355,22 +366,15 @@ class StripeGateway:
         return checked is None or now - checked > EVENT_WINDOW
 
     def _backfill(self, state: dict | None, now: datetime) -> Iterator[SyncBatch]:
-        start = self.requests
-        if state is None:
-            # The newest followed events: what the backfill covers. Every one of their second is remembered
-            # (`edge`), since the events phase lists from that second on.
-            newest = self._list("/v1/events", "list events", ("event", "read"),
-                                {"limit": PAGE, "types": list(EVENT_TYPES)})["data"]
-            event = newest[0] if newest else None
+        fresh = state is None
+        if fresh:
             since = int((now - timedelta(days=self.backfill_days)).timestamp())
-            state = {"v": CURSOR_VERSION, "phase": "backfill", "event": event["id"] if event else None,
-                     "event_created": event["created"] if event else None, "since": since,
-                     "edge": [e["id"] for e in newest if e["created"] == event["created"]] if event else [],
-                     "started_at": iso(now), "after": None, "pages": 0}
-            # Stored before any invoice page: events newer than this are replayed after the backfill.
-            yield SyncBatch(cursor=dict(state), requests=self.requests - start)
-            start = self.requests
+            state = {"v": CURSOR_VERSION, "phase": "backfill", "event": None, "event_created": None, "edge": [],
+                     "settled": False, "since": since, "started_at": iso(now), "after": None, "pages": 0}
         payments = yield from self._open_payments(state["since"])
+        if fresh:
+            # Stored with the first invoice page: the events from there on are read after the backfill.
+            state.update((yield from self._events_start()))
         start = self.requests
         params = {"created": {"gte": state["since"]}, "limit": PAGE, "expand": ["data." + e for e in INVOICE_EXPAND]}
         while True:
@@ -384,6 +388,7 @@ class StripeGateway:
                 payment = None
                 if data["status"] == "open" and data.get("attempt_count", 0) > 0:
                     payment = payments.get(data["id"]) or self._payment_of(data)
+                    self._backfilled[data["id"]] = data["attempt_count"]
                 self._collect(batch, data, payment)
             if page["data"]:
                 state["after"] = page["data"][-1]["id"]
@@ -393,7 +398,8 @@ class StripeGateway:
             else:
                 state = {"v": CURSOR_VERSION, "phase": "events", "event": state["event"],
                          "event_created": state["event_created"], "edge": state.get("edge"),
-                         "since": state["since"], "checked_at": state["started_at"]}
+                         "settled": state.get("settled", False), "since": state["since"],
+                         "checked_at": state["started_at"]}
                 batch.cursor = dict(state)
             batch.requests = self.requests - start
             start = self.requests
@@ -401,14 +407,33 @@ class StripeGateway:
             if not page["has_more"]:
                 return state
 
+    def _events_start(self) -> Iterator[SyncBatch]:
+        """Where the events phase after a new backfill starts: BACKFILL_OVERLAP before the backfill's first
+        request, by Stripe's clock (that response's Date header: no request spent). Without a Date, the newest
+        events' second, one request, as listed (the ids of that second seen). Events the backfill already
+        collected cost nothing more when read again (see _backfilled)."""
+        if self._payments_listed_at is not None:
+            return {"event_created": int((self._payments_listed_at - BACKFILL_OVERLAP).timestamp()), "edge": []}
+        start = self.requests
+        newest = self._list("/v1/events", "list events", ("event", "read"),
+                            {"limit": PAGE, "types": list(EVENT_TYPES)})["data"]
+        yield SyncBatch(requests=self.requests - start)
+        if not newest:
+            return {"event_created": None, "edge": []}
+        second = newest[0]["created"]
+        return {"event": newest[0]["id"], "event_created": second,
+                "edge": [e["id"] for e in newest if e["created"] == second]}
+
     def _open_payments(self, since: int) -> Iterator[SyncBatch]:
         """Invoice id -> its open invoice payment with the payment intent and latest charge, listed in bulk:
         one request per hundred failed invoices instead of one per invoice."""
         found: dict[str, dict] = {}
         params: dict = {"status": "open", "created": {"gte": since}, "limit": PAGE, "expand": PAYMENT_EXPAND}
+        self._payments_listed_at = None
         while True:
             start = self.requests
             page = self._list("/v1/invoice_payments", "list invoice payments", ("invoice", "read"), params)
+            self._payments_listed_at = self._payments_listed_at or self.stripe_time
             for data in page["data"]:
                 invoice_id = data.get("invoice") if isinstance(data.get("invoice"), str) else data["invoice"]["id"]
                 if invoice_id not in found or data.get("is_default"):
@@ -429,19 +454,27 @@ class StripeGateway:
     def _events(self, state: dict, now: datetime) -> Iterator[SyncBatch]:
         """Every followed event since the cursor's second, oldest first, skipping the ones already applied.
 
-        Listing by time (created >= the cursor event's second) rather than `ending_before=<cursor event>` is what
-        makes the cursor safe within one second: Stripe orders events of the same second in no promised order, so
-        an event created in the cursor's second could list *behind* the cursor event and never be seen. The
-        cursor keeps the ids of its second's events (`edge`) so they are not applied twice. With nothing new that
-        is still one request."""
+        Listing by time rather than `ending_before=<cursor event>` is what makes the cursor safe within one
+        second: Stripe orders events of the same second in no promised order, so an event created in the cursor's
+        second could list *behind* the cursor event and never be seen. While the cursor's second may still get
+        events, it is listed again (created >= it) and the ids of its events already applied (`edge`) are
+        skipped; once it was listed SETTLED after it (`settled`), only later seconds are (created > it) and the
+        edge is forgotten. With nothing new that is one request, however many events that second had."""
         edge_second = state.get("event_created")
         edge = set(state.get("edge") or ([state["event"]] if state.get("event") else []))
-        params: dict = {"limit": PAGE, "types": list(EVENT_TYPES),
-                        "created": {"gte": edge_second if edge_second is not None else state["since"]}}
+        if edge_second is None:
+            created = {"gte": state["since"]}
+        elif state.get("settled"):
+            created, edge = {"gt": edge_second}, set()     # that second's events were all applied
+        else:
+            created = {"gte": edge_second}
+        params: dict = {"limit": PAGE, "types": list(EVENT_TYPES), "created": created}
         start = self.requests
         listed: list[dict] = []
+        listed_at = None                                   # Stripe's clock when the listing began
         while True:
             page = self._list("/v1/events", "list events", ("event", "read"), params)
+            listed_at = listed_at or self.stripe_time
             listed.extend(page["data"])
             if not page["has_more"] or not page["data"]:
                 break
@@ -454,7 +487,8 @@ class StripeGateway:
             batch = self._from_events(chunk)
             if chunk:
                 done = listed.index(chunk[-1]) + 1
-            batch.cursor = _advanced(state, listed[:done], now)
+            whole = done == len(listed) or listed[done]["created"] != listed[done - 1]["created"]
+            batch.cursor = _advanced(state, listed[:done], now, listed_at, whole)
             batch.events = len(chunk)
             batch.requests = self.requests - start
             start = self.requests
@@ -565,8 +599,9 @@ class StripeGateway:
         for invoice_id, (_, _, snapshot) in latest.items():
             failure = failures.get(invoice_id)
             if failure and snapshot.get("status") == "open":
-                self._collect_failed(batch, snapshot, failure)
-                continue
+                if self._backfilled.get(invoice_id, -1) < (snapshot.get("attempt_count") or 0):
+                    self._collect_failed(batch, snapshot, failure)
+                continue       # else the backfill of this run collected this attempt, with its decline
             times = {"failed_at": from_unix(failure["last"]) if failure else None,
                      "first_failed_at": from_unix(failure["first"]) if failure else None}
             if invoice_id in refetch:
@@ -871,19 +906,39 @@ def scrub(text: str | None) -> str | None:
     return KEY_PATTERN.sub("[key removed]", text) if text else text
 
 
-def _advanced(state: dict, events: list[dict], now: datetime) -> dict:
-    """The events cursor after `events` (oldest first, as listed), checked at `now`: the newest event, its second,
-    and every event id of that second already applied (`edge`)."""
+def _advanced(state: dict, events: list[dict], now: datetime, listed_at: datetime | None,
+              whole: bool = True) -> dict:
+    """The events cursor after `events` (oldest first, as listed from `listed_at` by Stripe's clock), checked at
+    `now`: the newest event, its second, and every event id of that second already applied (`edge`), unless that
+    second was settled when listed and `whole` (no event of it listed after these, in a batch still to come)."""
     state = dict(state)
     if events:
         newest = events[-1]
         edge = [e["id"] for e in events if e["created"] == newest["created"]]
-        if state.get("event_created") == newest["created"]:
+        if state.get("event_created") == newest["created"] and not state.get("settled"):
             earlier = state.get("edge") or ([state["event"]] if state.get("event") else [])
             edge = list(dict.fromkeys(earlier + edge))
-        state.update(event=newest["id"], event_created=newest["created"], edge=edge)
+        state.update(event=newest["id"], event_created=newest["created"], edge=edge, settled=False)
+    if whole and state.get("event_created") is not None and _settled(state["event_created"], listed_at):
+        state.update(edge=[], settled=True)     # listed after its second settled: every event of it was seen
     state["checked_at"] = iso(now)
     return state
+
+
+def _settled(second: int, stripe_time: datetime | None) -> bool:
+    """Can Stripe still create events stamped `second`? Judged by Stripe's clock, never dunctl's; unknown: yes."""
+    return stripe_time is not None and stripe_time - from_unix(second) >= SETTLED
+
+
+def _date_header(headers) -> datetime | None:
+    """Stripe's clock from a response's Date header (second precision), None without a readable one."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        text = (headers or {}).get("Date") or (headers or {}).get("date")   # requests' headers ignore case
+        return utc(parsedate_to_datetime(text)) if text else None
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _collect_payer(batch: SyncBatch, data: dict) -> None:

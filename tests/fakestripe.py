@@ -1414,12 +1414,15 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     wbufsize = 1 << 16       # headers and body leave in one write: no delayed-ACK stall per request
 
+    def date_time_string(self, timestamp=None) -> str:
+        """The Date header by the fake's clock, as Stripe's by its own (the cursor settles a second by it); a test
+        sets `date_skew` to put Stripe's clock off the machine's (issue 20, defect 9)."""
+        from email.utils import formatdate
+
+        return formatdate(self.fake.now + self.fake.date_skew, usegmt=True)
+
     def log_message(self, *args) -> None:   # keep test output clean
         pass
-
-    def date_time_string(self, timestamp=None) -> str:
-        # the Date header, as Stripe's clock: the wall clock, unless a test set `date_skew` (issue 20, defect 9)
-        return super().date_time_string(time.time() + self.fake.date_skew if timestamp is None else timestamp)
 
     def _serve(self, method: str) -> None:
         split = urlsplit(self.path)

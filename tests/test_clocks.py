@@ -17,6 +17,7 @@ def wall() -> datetime:
 
 
 def config_for(tmp_path, fake):
+    fake.set_now(wall())      # Stripe's clock is the real one: these tests tick by the machine's clock
     return starter(tmp_path, **{"stripe.api_base": fake.url})
 
 

@@ -173,7 +173,7 @@ def usage_world(world, **settings):
 
 
 def test_usage_thresholds_crossed_one_by_one_each_send_once(world, fake_stripe):
-    w = usage_world(world)
+    w = usage_world(world, **{"notices.usage.surge": 1000})   # usage here jumps far beyond its pace: look every 6h
     _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
     sent = []
     for hours, usage in ((0, 2000), (6, 4000), (12, 6000), (18, 8500), (24, 9000), (30, 9500)):
@@ -211,7 +211,7 @@ def test_with_the_pace_rule_usage_alerts_go_only_to_usage_running_ahead(world, f
 
 
 def test_a_jump_from_40_to_110_percent_sends_only_the_latest_threshold(world, fake_stripe):
-    w = usage_world(world)
+    w = usage_world(world, **{"notices.usage.surge": 1000})   # a jump beyond any pace: look every 6h
     _, _, sub = w.customer_with_card(exp=(12, 2030), metered=True, amount=2000, period_end=utc(2026, 11, 30))
     fake_stripe.set_usage(sub, 2000)
     w.tick(T0)

@@ -40,7 +40,7 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 # migration is pending.
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
           "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
-          "m106_i20_endings_follow_ups")
+          "m106_i20_endings_follow_ups", "m107_i25_perf_invoices_by_subscription")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -900,10 +900,9 @@ class Ledger:
         paid = [row[0] for row in self.conn.execute(
             "SELECT amount_paid FROM invoices WHERE subscription_id = ? AND status = 'paid' AND amount_paid > 0 "
             "ORDER BY created_at DESC LIMIT 3", [subscription_id])]
+        # (not its notices: the planner never reads them, and they grow with every period)
         return {"subscription": sub, "customer": customer, "payment_method": self.payment_method(method_id),
-                "paid_amounts": paid,
-                "notices": list(self.rows("SELECT * FROM notices WHERE subscription_id = ? ORDER BY id",
-                                              [subscription_id]))}
+                "paid_amounts": paid}
 
     def plan_notice(self, *, kind: str, object_id: str, period: str, offset: str, customer_id: str,
                     subscription_id: str | None, due_at: datetime, now: datetime, key: str, data: dict,

@@ -615,6 +615,13 @@ def m106_i20_endings_follow_ups(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS actions_waiting ON actions(due_at) WHERE status = 'waiting'")
 
 
+@migrations()
+def m107_i25_perf_invoices_by_subscription(db: Database) -> None:
+    # Pre-dunning reads a subscription's last paid invoices (the usual period's cost) each time it plans it:
+    # without an index starting with subscription_id that read scanned every invoice, per subscription planned.
+    db.execute("CREATE INDEX IF NOT EXISTS invoices_subscription ON invoices(subscription_id, status, created_at)")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

@@ -89,7 +89,11 @@ class Usage(_Strict):
     min_elapsed: int = Field(25, ge=0, le=100)
     # Expected amount per period when a subscription has no three paid invoices to average, per currency.
     expected: dict[str, int] = Field(default_factory=dict)
+    # Previews follow how close usage is to its next alert: the next one when usage could reach it at `surge`
+    # times its pace so far, at most one per `check_every`. A higher surge looks more often (1000: every
+    # check_every, whatever the usage).
     check_every: timedelta = Field(default_factory=lambda: timedelta(hours=6))
+    surge: float = Field(2.0, ge=1, le=1000)
     # Upcoming-invoice previews per tick at most (one request each); the rest wait for the next tick,
     # least recently checked first.
     max_previews_per_tick: int = Field(200, ge=1, le=10000)

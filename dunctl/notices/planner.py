@@ -43,7 +43,6 @@ class NoticePlan:
 class NoticeDecision:
     plans: list[NoticePlan] = field(default_factory=list)
     why_none: str = ""             # why the subscription calls for no notice, for the cancelled ones' record
-    preview_due: bool = False      # a usage preview is due (the caller fetches it and plans again)
 
 
 def notice_key(kind: str, object_id: str, period: str, offset: str) -> str:
@@ -97,7 +96,6 @@ def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: d
     if config.upcoming_renewal.enabled:
         decision.plans += _renewal(subject, config, period_end, now)
     if config.usage.enabled and sub.get("usage_based"):
-        decision.preview_due = usage_preview_due(subject, config, now, preview)
         if preview is not None:
             decision.plans += _usage(subject, config, preview, now)
     if not decision.plans:
@@ -106,9 +104,9 @@ def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: d
 
 
 def usage_preview_due(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None) -> bool:
-    """Does the subscription call for a fresh upcoming-invoice preview now (metered, billing, and none fetched
-    within `usage.check_every`)? Asked before planning, so a tick plans each subscription once, with the preview
-    it needs."""
+    """Does the subscription call for a fresh upcoming-invoice preview now (metered, billing, and its usage may
+    have reached an alert since the last preview: see next_usage_check)? Asked before planning, so a tick plans
+    each subscription once, with the preview it needs."""
     sub = subject["subscription"]
     if not (config.enabled and config.usage.enabled and sub.get("usage_based")):
         return False
@@ -118,7 +116,60 @@ def usage_preview_due(subject: dict, config: NoticesConfig, now: datetime, previ
     if period_end is None or period_end <= now:
         return False
     checked = from_iso(sub.get("usage_checked_at"))
-    return preview is None or checked is None or now - checked >= config.usage.check_every
+    if preview is None or checked is None or (from_iso(preview.get("period_end")) or period_end) < period_end:
+        return True                                 # never looked, or looked in a period that has ended
+    due = next_usage_check(subject, config, preview)
+    return due is not None and now >= due
+
+
+def next_usage_check(subject: dict, config: NoticesConfig, preview: dict) -> datetime | None:
+    """When the usage seen in `preview` (fetched at the subscription's usage_checked_at) could first reach the
+    next alert of its period, were it to run `usage.surge` times as fast as its pace so far; never sooner than
+    `usage.check_every` after that preview; the period's end when no alert is left to reach in it. None: no alert
+    can be reached (no expected amount). Usage far from an alert is looked at rarely, usage close to one every
+    `check_every`: each look halves the time left (with surge 2), so a steady pace is caught within
+    `check_every` of crossing, at a few previews per alert instead of one per `check_every`."""
+    rule = config.usage
+    checked = from_iso(subject["subscription"].get("usage_checked_at"))
+    start, end = from_iso(preview.get("period_start")), from_iso(preview.get("period_end"))
+    expected, _ = expected_amount(subject, config, preview["currency"])
+    if checked is None or not expected:
+        return None
+    if start is None or end is None or end <= start or checked >= end:
+        return checked + rule.check_every
+    percent_at = _usage_curve(preview, rule, expected, start, end, checked)
+    large = [rule.large_charge.factor * 100] if rule.large_charge.enabled else []
+    target = min((t for t in [*rule.thresholds, *large] if t > percent_at(0.0)), default=None)
+    if target is None:
+        return max(end, checked + rule.check_every)
+    # A pace seen over a short time says little (none at all at the period's start): wait at most as long again
+    # as the period has run, so the pace is measured again over twice the time before anything is assumed of it.
+    horizon = min(end - checked, max(checked - start, rule.check_every)).total_seconds()
+    if percent_at(horizon) < target:
+        return checked + max(rule.check_every, timedelta(seconds=horizon))
+    low, high = 0.0, horizon                               # reached `high` seconds after the preview, not `low`
+    while high - low > 60:
+        middle = (low + high) / 2
+        low, high = (low, middle) if percent_at(middle) >= target else (middle, high)
+    return checked + max(rule.check_every, timedelta(seconds=high))
+
+
+def _usage_curve(preview: dict, rule, expected: int, start: datetime, end: datetime, checked: datetime):
+    """later (seconds after `checked`) -> the alert percentage then, with metered usage going on at `rule.surge`
+    times its pace so far (at least a usual period's amount per period: usage that has not started may start).
+    It only grows with `later`, so the first moment it reaches a threshold can be bisected."""
+    length, elapsed = (end - start).total_seconds(), max(0.0, (checked - start).total_seconds())
+    metered = sum(line.get("amount") or 0 for line in preview.get("lines") or [] if line.get("metered"))
+    fee = preview["amount_due"] - metered
+    speed = rule.surge * max(metered / elapsed if elapsed else 0.0, expected / length)
+
+    def percent_at(later: float) -> float:
+        usage, share = metered + speed * later, (elapsed + later) / length
+        if rule.pace and rule.min_elapsed <= share * 100 < 100:
+            usage /= share                             # projected to the period's end, as _usage does
+        return (fee + usage) * 100 / expected
+
+    return percent_at
 
 
 def _catch_up(plans: list[NoticePlan], now: datetime) -> list[NoticePlan]:

@@ -6,7 +6,8 @@ and the message code load only when one of them returns something."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from dunctl.clock import from_iso, iso
 from dunctl.errors import GatewayAuthError, GatewayError
@@ -51,53 +52,109 @@ def reopen_would_notices(ctx: TickContext) -> int:
     return len(reopened)
 
 
+# Subscriptions whose plans one transaction writes: a commit per planned subscription was a third of planning.
+PLANNED_PER_COMMIT = 100
+
+
+@dataclass
+class _Decided:
+    """One subscription planned, not yet written: its notices, the preview fetched for them, when to plan again."""
+    sub_id: str
+    customer_id: str
+    decision: object
+    fetched: dict | None
+    next_at: datetime | None
+    previewed: int
+
+
 def plan_changed(ctx: TickContext, result: TickResult) -> None:
-    config = ctx.config.file.notices
-    previews = 0
+    """Plan the subscriptions due for it, within the tick's budget: those left stay due, first in the next tick."""
     due = ctx.ledger.subscriptions_to_plan(ctx.now)
     if not due:
         return
+    previews, decided = 0, []
+    try:
+        for n, sub_id in enumerate(due):
+            if ctx.over_budget():
+                result.deferred += len(due) - n
+                return
+            one = _decide(ctx, sub_id, result, previews)
+            if one is not None:
+                previews += one.previewed
+                decided.append(one)
+            if len(decided) >= PLANNED_PER_COMMIT:
+                _record(ctx, decided)
+                decided = []
+    finally:
+        _record(ctx, decided)      # what was planned is kept, whatever stopped the loop
+
+
+def _decide(ctx: TickContext, sub_id: str, result: TickResult, previews: int) -> _Decided | None:
+    """Plan one subscription's notices, fetching a usage preview first when one is due (None: left for the next
+    tick, or gone). Reads and the preview only: _record writes."""
     from dunctl.notices.effects import _stored_preview
-    from dunctl.notices.planner import PENDING, plan_notices, usage_preview_due
+    from dunctl.notices.planner import plan_notices, usage_preview_due
 
-    for sub_id in due:
-        subject = ctx.ledger.notice_subject(sub_id)
-        if subject is None:
-            continue
-        preview = _stored_preview(subject)
-        if ctx.gateway is not None and usage_preview_due(subject, config, ctx.now, preview):
-            if previews >= config.usage.max_previews_per_tick:
-                continue   # stays due: the next tick takes it first
-            previews += 1
-            fetched = _preview(ctx, sub_id, result)
-            if fetched is not None:
-                with ctx.ledger.transaction():
-                    ctx.ledger.record_usage_preview(sub_id, fetched, ctx.now)
-                subject["subscription"] = ctx.ledger.subscription(sub_id)   # the rest of the subject is as read
-                preview = fetched
-        decision = plan_notices(subject, config, ctx.now, preview)
-        with ctx.ledger.transaction():
+    config = ctx.config.file.notices
+    subject = ctx.ledger.notice_subject(sub_id)
+    if subject is None:
+        return None
+    preview = _stored_preview(subject)
+    fetched, tried = None, 0
+    due = usage_preview_due(subject, config, ctx.now, preview)
+    if due and ctx.gateway is not None:
+        if previews >= config.usage.max_previews_per_tick:
+            return None   # stays due: the next tick takes it first
+        fetched, tried = _preview(ctx, sub_id, result), 1
+        if fetched is not None:
+            # as record_usage_preview, in _record's transaction, leaves it
+            subject["subscription"] = {**subject["subscription"], "usage_checked_at": iso(ctx.now)}
+            preview = fetched
+    return _Decided(sub_id, subject["subscription"]["customer_id"], plan_notices(subject, config, ctx.now, preview),
+                    fetched, _next_planning(ctx, subject, preview, late=due and fetched is None), tried)
+
+
+def _record(ctx: TickContext, decided: list[_Decided]) -> None:
+    """Write what planning decided, in one transaction: each notice once under its key, the ones no longer
+    called for cancelled, the preview, and when each subscription is planned again."""
+    from dunctl.notices.planner import PENDING
+
+    if not decided:
+        return
+    ledger = ctx.ledger
+    with ledger.transaction():
+        for one in decided:
+            if one.fetched is not None:
+                ledger.record_usage_preview(one.sub_id, one.fetched, ctx.now)
             keep = set()
-            for plan in decision.plans:
-                ctx.ledger.plan_notice(kind=plan.kind, object_id=plan.object_id, period=plan.period,
-                                       offset=plan.offset, customer_id=subject["subscription"]["customer_id"],
-                                       subscription_id=sub_id, due_at=plan.due_at, now=ctx.now, key=plan.key,
-                                       data=plan.data, status=plan.status, detail=plan.detail)
-                keep.add(ctx.ledger.notice_id(plan.kind, plan.object_id, plan.period, plan.offset))
+            for plan in one.decision.plans:
+                ledger.plan_notice(kind=plan.kind, object_id=plan.object_id, period=plan.period, offset=plan.offset,
+                                   customer_id=one.customer_id, subscription_id=one.sub_id, due_at=plan.due_at,
+                                   now=ctx.now, key=plan.key, data=plan.data, status=plan.status,
+                                   detail=plan.detail)
+                keep.add(ledger.notice_id(plan.kind, plan.object_id, plan.period, plan.offset))
                 if plan.kind == USAGE_ALERT and plan.status == PENDING:
-                    ctx.ledger.supersede_usage_alerts(sub_id, plan.period, plan.offset, ctx.now)
-            ctx.ledger.cancel_notices(sub_id, keep, ctx.now, decision.why_none or "no longer called for")
-            ctx.ledger.set_notices_due(sub_id, _next_planning(ctx, subject))
+                    ledger.supersede_usage_alerts(one.sub_id, plan.period, plan.offset, ctx.now)
+            ledger.cancel_notices(one.sub_id, keep, ctx.now, one.decision.why_none or "no longer called for")
+            ledger.set_notices_due(one.sub_id, one.next_at)
 
 
-def _next_planning(ctx: TickContext, subject: dict):
-    """Metered subscriptions are planned again at their next usage check; the others when sync changes them."""
-    sub = ctx.ledger.subscription(subject["subscription"]["id"])
+def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool):
+    """Metered subscriptions are planned again at their next usage check (sooner the closer their usage is to an
+    alert: next_usage_check), or a check_every after a preview that was due and not fetched (it failed, or the
+    tick has no gateway); the others when sync changes them."""
+    from dunctl.notices.planner import next_usage_check
+
+    sub = subject["subscription"]
     usage = ctx.config.file.notices.usage
     if not usage.enabled or not sub.get("usage_based") or sub["status"] not in ("active", "trialing"):
         return None
-    checked = from_iso(sub.get("usage_checked_at"))
-    return (checked or ctx.now) + usage.check_every if checked else ctx.now + usage.check_every
+    period_end = from_iso(sub.get("current_period_end"))
+    if period_end is None or period_end <= ctx.now:
+        return None                       # the renewal's sync plans it again
+    if late or preview is None or not sub.get("usage_checked_at"):
+        return ctx.now + usage.check_every
+    return min(next_usage_check(subject, ctx.config.file.notices, preview) or period_end, period_end)
 
 
 def _preview(ctx: TickContext, sub_id: str, result: TickResult) -> dict | None:

@@ -1,0 +1,36 @@
+"""The benchmarks that watch issue #25's goals run, at a small size, and print each figure next to its goal; the
+request counts, which do not depend on the machine, meet theirs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_bench_backfill_counts_requests_next_to_their_goals():
+    out = run("bench_backfill.py", "--invoices", "150", "--paid", "10", "--burst", "120", "--rps", "1000")
+    assert re.search(r"first sync .*: \d+ requests, goal <= 2 x ceil\(150/100\) \+ 3 .*= 7: met", out), out
+    assert "steady state (idle sync): 1 request(s), goal 1: met" in out
+    assert "reading 120 events of one second: 2 requests, goal ceil(120/100) = 2: met" in out
+    assert "idle sync after them: 1 request(s), goal 1: met" in out
+
+
+def test_bench_demo_prints_the_cpu_at_both_sizes_next_to_the_goals():
+    out = run("bench_demo.py", "--customers", "20", "--days", "2", "--runs", "1", "--big", "40")
+    assert re.search(r"CPU \d+\.\d\d s \(median of 1: .*\), goal <= 2 s at 500 customers", out), out
+    assert re.search(r"--customers 40: .* CPU \d+\.\d\d s, goal <= 15 s at 3,000", out), out
+
+
+def test_bench_simulate_prints_the_ratio_next_to_the_goal():
+    out = run("bench_simulate.py", "--customers", "20", "--days", "2")
+    assert re.search(r"ratio \d+\.\d\dx for 3x the customers, goal <= 3\.3x \(linear\)", out), out
