@@ -932,8 +932,6 @@ def _settled(second: int, stripe_time: datetime | None) -> bool:
 
 def _date_header(headers) -> datetime | None:
     """Stripe's clock from a response's Date header (second precision), None without a readable one."""
-    from email.utils import parsedate_to_datetime
-
     try:
         text = (headers or {}).get("Date") or (headers or {}).get("date")   # requests' headers ignore case
         return utc(parsedate_to_datetime(text)) if text else None
