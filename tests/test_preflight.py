@@ -107,6 +107,7 @@ def test_online_names_the_account_mode_and_each_permission(tmp_path, stripe_acco
     # invoice and pauses subscriptions: Invoices: write and Subscriptions: write
     assert checks["stripe: Subscriptions: write"]["ok"] and checks["stripe: Invoices: write"]["ok"]
     assert checks["stripe: PaymentMethods: read"]["ok"]
+    assert not any("Customer portal" in c["check"] for c in checks.values())   # no portal session is ever made
     # it only read, or aimed writes at objects that do not exist: nothing changed on the account
     assert stripe_account.events == []
 
