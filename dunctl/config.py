@@ -24,7 +24,7 @@ from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
 from dunctl.experiments import Experiment, check_experiments
 from dunctl.failures import NEVER_RETRY
-from dunctl.notices.config import SESSION_EXPIRES, NoticesConfig, template_problems
+from dunctl.notices.config import SESSION_EXPIRES, STARTER_UPDATE_URL, NoticesConfig, template_problems
 from dunctl.offsets import Offset, parse_offset
 
 # Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
@@ -807,6 +807,9 @@ def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPr
             step.action == "retry" for seq in config.sequences.values() for step in seq.steps):
         config.notes.append("stripe.retries is 'stripe': retry steps are left to Stripe's Smart Retries and "
                             "recorded on the case; set stripe.retries: dunctl for dunctl to retry itself")
+    if config.file.notices.enabled and config.file.notices.update_url == STARTER_UPDATE_URL:
+        config.notes.append("notices.update_url is still the starter's placeholder: set it to your customer portal "
+                            "login link before notices reach customers")
     return problems
 
 

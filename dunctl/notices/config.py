@@ -18,6 +18,8 @@ RECIPIENTS = ("billing_contact", "customer")
 # pre-dunning notice the portal's static login link (the customer signs in with their email).
 SESSION_EXPIRES = ("emails a customer portal session URL, which Stripe expires shortly after it is made, usually "
                    "before the customer clicks")
+# What `dunctl init` writes for notices.update_url: `check` notes it until it is replaced.
+STARTER_UPDATE_URL = "https://billing.stripe.com/p/login/test_replace_with_yours"
 PORTAL_LOGIN_HINT = ("set notices.update_url to your customer portal login link (Stripe Dashboard > Settings > "
                      "Billing > Customer portal > Login link: https://billing.stripe.com/p/login/...)")
 
