@@ -27,7 +27,7 @@ from dunctl.conditions import check_condition
 from dunctl.errors import ConfigError, ConfigProblem
 from dunctl.experiments import Experiment, check_experiments
 from dunctl.failures import NEVER_RETRY
-from dunctl.notices.config import NoticesConfig, template_problems
+from dunctl.notices.config import SESSION_EXPIRES, STARTER_UPDATE_URL, NoticesConfig, template_problems
 from dunctl.offsets import Offset, parse_offset
 
 # Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
@@ -95,6 +95,15 @@ class LedgerConfig(Strict):
     path: str = "dunctl.db"
 
 
+def _no_session_link(value: str | None) -> str | None:
+    """A dunning message's link is the invoice's hosted page: an invoice exists, and its page stays valid while
+    the invoice is open (the customer pays there, with a new card too). Never a portal session: it expires."""
+    if value == "billing_portal":
+        raise ValueError(f"billing_portal {SESSION_EXPIRES}; remove it: the default, hosted_invoice, is the "
+                         "invoice's own payment page, where the customer can also pay with a new card")
+    return value
+
+
 class StripeConfig(Strict):
     api_key_env: str = "STRIPE_API_KEY"
     api_base: str | None = None
@@ -103,7 +112,7 @@ class StripeConfig(Strict):
     # sandbox and per endpoint (a tick mostly reads one: events, invoices). Above 100 is always refused.
     max_requests_per_second: float = Field(25.0, gt=0)
     max_backoff_tries: int = Field(6, ge=0, le=20)
-    update_link: Literal["hosted_invoice", "billing_portal"] = "hosted_invoice"
+    update_link: Literal["hosted_invoice", "billing_portal"] = "hosted_invoice"   # billing_portal: refused
     portal_return_url: str | None = None
     pause_behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
     recheck_before_action: bool = False
@@ -112,6 +121,8 @@ class StripeConfig(Strict):
     account: str | None = Field(None, pattern=r"^acct_[A-Za-z0-9]+$")
     # Retry the open invoice on the next tick when the customer's payment method changes during a case.
     retry_on_update: bool = True
+
+    _update_link = field_validator("update_link")(classmethod(lambda cls, v: _no_session_link(v)))
 
     @field_validator("max_requests_per_second")
     @classmethod
@@ -310,13 +321,15 @@ class Step(Strict):
     cc: str | list[str] | None = None
     channel: Literal["slack", "webhook", "email"] | None = None
     when: dict[str, Any] | None = None
-    link: Literal["hosted_invoice", "billing_portal"] | None = None
+    link: Literal["hosted_invoice", "billing_portal"] | None = None   # billing_portal: refused (it expires)
     behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] | None = None
     comment: str | None = None
     note: str | None = None
     # A customer message that tells the customer about a later irreversible step (dunctl/irreversible.py): that
     # step runs only once this message was delivered, at least dunning.notice_before_suspension earlier.
     announces: str | None = None
+
+    _link = field_validator("link")(classmethod(lambda cls, v: _no_session_link(v)))
 
     @field_validator("id")
     @classmethod
@@ -865,6 +878,9 @@ def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPr
             step.action == "retry" for seq in config.sequences.values() for step in seq.steps):
         config.notes.append("stripe.retries is 'stripe': retry steps are left to Stripe's Smart Retries and "
                             "recorded on the case; set stripe.retries: dunctl for dunctl to retry itself")
+    if config.file.notices.enabled and config.file.notices.update_url == STARTER_UPDATE_URL:
+        config.notes.append("notices.update_url is still the starter's placeholder: set it to your customer portal "
+                            "login link before notices reach customers")
     return problems
 
 

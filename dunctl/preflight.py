@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from dunctl.errors import DunctlError, UsageError
+from dunctl.stripe_permissions import PROBES, key_hint, label, needed_permissions
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 RESTORE_HINT = ("restore the ledger from your last backup (see `dunctl backup`), or move it aside and start a new "
@@ -234,8 +235,8 @@ def secret_findings(config, environ: Mapping[str, str], *, simulated: bool) -> l
         key = (environ.get(var) or "").strip()
         if not key:
             findings.append(Finding("stripe key", False, f"environment variable {var} is not set",
-                                    f"export {var}=rk_live_... (a restricted key; `dunctl check --online` "
-                                    "lists the permissions it needs)"))
+                                    f"export {var}=rk_live_... ({key_hint()}; `dunctl check --online` "
+                                    "names what this config needs)"))
         elif not re.match(r"^(sk|rk)_(test|live)_", key):
             findings.append(Finding("stripe key", False, f"{var} does not hold a Stripe secret or restricted key",
                                     "secret keys start with sk_, restricted keys with rk_"))
@@ -293,42 +294,6 @@ def path_findings(config, log_path: Path | None = None) -> list[Finding]:
 
 # -- online: Stripe and SMTP answer ----------------------------------------------------------------------------
 
-# (resource as Stripe names the permission, level, the Dashboard's name, a request that needs exactly that
-# permission and changes nothing: a list of one, or an object id that does not exist).
-_PROBE = "dunctl_preflight_probe"
-STRIPE_PROBES = {
-    ("event", "read"): ("Events", "get", "/v1/events", {"limit": 1}),
-    ("invoice", "read"): ("Invoices", "get", "/v1/invoices", {"limit": 1}),
-    ("customer", "read"): ("Customers", "get", f"/v1/customers/cus_{_PROBE}", {}),
-    ("subscription", "read"): ("Subscriptions", "get", f"/v1/subscriptions/sub_{_PROBE}", {}),
-    ("payment_intent", "read"): ("PaymentIntents", "get", f"/v1/payment_intents/pi_{_PROBE}", {}),
-    ("charge", "read"): ("Charges", "get", f"/v1/charges/ch_{_PROBE}", {}),
-    ("invoice", "write"): ("Invoices", "post", f"/v1/invoices/in_{_PROBE}", {}),
-    ("subscription", "write"): ("Subscriptions", "post", f"/v1/subscriptions/sub_{_PROBE}", {}),
-    ("billing_portal_session", "write"): ("Customer portal", "post", "/v1/billing_portal/sessions",
-                                          {"customer": f"cus_{_PROBE}"}),
-}
-
-
-def needed_permissions(config) -> dict[tuple[str, str], str]:
-    """The restricted-key permissions this config needs, each with why."""
-    needed = {("event", "read"): "sync follows events", ("invoice", "read"): "sync reads invoices",
-              ("customer", "read"): "sync reads customers", ("subscription", "read"): "sync reads subscriptions",
-              ("payment_intent", "read"): "sync reads declines", ("charge", "read"): "sync reads disputes"}
-    steps = {step.action for seq in config.sequences.values() for step in seq.steps}
-    links = {step.link for seq in config.sequences.values() for step in seq.steps} | {config.file.stripe.update_link}
-    # Writes are listed in monitor mode too: they are what `mode: live` will need, and check is the step before.
-    if config.file.stripe.retries == "dunctl":
-        needed[("invoice", "write")] = "stripe.retries: dunctl pays invoices and turns off Smart Retries"
-    elif "mark_uncollectible" in steps:
-        needed[("invoice", "write")] = "a mark_uncollectible step"
-    if steps & {"pause_subscription", "cancel_subscription"}:
-        needed[("subscription", "write")] = "a pause_subscription or cancel_subscription step"
-    if "billing_portal" in links:
-        needed[("billing_portal_session", "write")] = "update links to the billing portal"
-    return needed
-
-
 def _said(exc) -> str:
     """What Stripe said, without the key: its messages quote it (masked in a 401, whole through some proxies)."""
     from dunctl.stripe_gateway import scrub
@@ -345,8 +310,10 @@ def stripe_online(config, environ: Mapping[str, str]) -> list[Finding]:
     key = (environ.get(stripe_config.api_key_env) or "").strip()
     if not key:
         return [Finding("stripe: online", False, f"not tried: {stripe_config.api_key_env} is not set")]
+    # With `stripe.account` (Connect) every probe carries the Stripe-Account header, as the tick's requests do:
+    # the permissions that count are the key's on the connected account, not on the platform.
     client = stripe.StripeClient(key, base_addresses={"api": stripe_config.api_base} if stripe_config.api_base
-                                 else None, max_network_retries=0)
+                                 else None, stripe_account=stripe_config.account, max_network_retries=0)
     mode = "live" if key.startswith(("sk_live_", "rk_live_")) else "test"
     findings = []
     try:
@@ -362,26 +329,51 @@ def stripe_online(config, environ: Mapping[str, str]) -> list[Finding]:
         return [Finding("stripe: key", False, f"could not reach Stripe: {_said(exc)}",
                         "check the network (or stripe.api_base)")]
     except stripe.StripeError as exc:
+        if _unreachable(exc):
+            return [_unreachable_finding(exc)]
         # A restricted key may not read the account; its 403 still names it.
-        found = re.search(r"account '(acct_[A-Za-z0-9]+)'", exc.user_message or "")
-        who = f"account {found.group(1)}" if found else "account not readable by this key"
+        found = _account_named(exc)
+        who = f"account {found}" if found else "account not readable by this key"
     findings.append(Finding("stripe: key", True, f"works: {mode} mode, {who}"))
-    for (resource, level), why in needed_permissions(config).items():
-        label, method, path, params = STRIPE_PROBES[(resource, level)]
-        check = f"stripe: {label}: {level}"
-        try:
-            client.raw_request(method, path, **params)
-        except stripe.PermissionError:
-            findings.append(Finding(check, False, f"the key lacks {label}: {level}, needed for {why}",
-                                    f"give the restricted key {label}: {level} on the Dashboard's API keys page"))
-            continue
-        except stripe.InvalidRequestError:
-            pass  # the probe's object does not exist: the permission let the request through
-        except stripe.StripeError as exc:
-            findings.append(Finding(check, False, f"Stripe did not answer the check: {_said(exc)}"))
-            continue
-        findings.append(Finding(check, True, f"granted ({why})"))
+    for permission, whys in needed_permissions(config).items():
+        findings.append(_probe(client, permission, whys))
     return findings
+
+
+def _probe(client, permission: tuple[str, str], whys: list[str]) -> Finding:
+    """One permission, tried with a request that needs it and changes nothing (dunctl/stripe_permissions.py)."""
+    import stripe
+
+    method, path, params = PROBES[permission]
+    check, why = f"stripe: {label(permission)}", "; ".join(whys)
+    try:
+        client.raw_request(method, path, **params)
+    except stripe.PermissionError as exc:
+        if _unreachable(exc):
+            return _unreachable_finding(exc)
+        return Finding(check, False, f"the key lacks {label(permission)}, needed for {why}",
+                       f"give the restricted key {label(permission)} on the Dashboard's API keys page")
+    except stripe.InvalidRequestError:
+        pass  # the probe's object does not exist: the permission let the request through
+    except stripe.StripeError as exc:
+        return Finding(check, False, f"Stripe did not answer the check: {_said(exc)}")
+    return Finding(check, True, f"granted ({why})")
+
+
+def _account_named(exc) -> str | None:
+    found = re.search(r"account '(acct_[A-Za-z0-9]+)'", exc.user_message or "")
+    return found.group(1) if found else None
+
+
+def _unreachable(exc) -> bool:
+    """Stripe's 403 for a Stripe-Account header naming an account the key cannot act on."""
+    return "does not have access to account" in (exc.user_message or "")
+
+
+def _unreachable_finding(exc) -> Finding:
+    return Finding("stripe: account", False,
+                   f"the key cannot reach Stripe account {_account_named(exc) or '(stripe.account)'}",
+                   "check stripe.account, and that the account is still connected to your platform")
 
 
 def smtp_online(config, environ: Mapping[str, str]) -> list[Finding]:

@@ -94,9 +94,6 @@ def render_preview(config: Config, template: str, *, ledger=None, invoice_id: st
         customer = ledger.customer(case["customer_id"])
         customer = dict(customer) if customer is not None else None
         step = _step_using(config, template, case["sequence"])
-        if ((step.link if step else None) or config.file.stripe.update_link) == "billing_portal":
-            notes.append("the update link is a billing portal session Stripe creates at send time; the invoice's "
-                         "hosted link stands in for it here")
         context = build_context(case=case, invoice=invoice, customer=customer,
                                 payment_method=ledger.payment_method(invoice["payment_method_id"]),
                                 update_link=invoice["hosted_invoice_url"], company=sender.company, now=now,

@@ -45,6 +45,7 @@ from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError
 from dunctl.failures import DATA, Decline
 from dunctl.model import (Customer, Invoice, InvoiceLine, PaymentMethod, PaymentOutcome, Signal, Subscription,
                           SyncBatch, UsagePreview)
+from dunctl.stripe_permissions import key_hint
 
 CURSOR_VERSION = 1
 PAGE = 100
@@ -180,9 +181,8 @@ class StripeGateway:
         key = (environ.get(name) or "").strip()
         if not key:
             raise GatewayAuthError(f"no Stripe API key: the environment variable {name} is not set",
-                                   hint=f"export {name}=rk_live_... (a restricted key with Invoices: write, "
-                                        "Subscriptions: write, Customers: read, Events: read, "
-                                        "PaymentIntents: read, Charges: read, Disputes: read)")
+                                   hint=f"export {name}=rk_live_... ({key_hint()}; "
+                                        "`dunctl check --online` names what this config needs)")
         if not re.match(r"^(sk|rk)_(test|live)_", key):
             raise GatewayAuthError(f"{name} does not hold a Stripe secret or restricted key "
                                    "(they start with sk_ or rk_)",

@@ -89,7 +89,10 @@ def test_one_expiry_email_per_offset_and_never_twice(world):
     assert got.rcpt_tos == ["ada@example.com"]
     text = got.message.get_body(("plain",)).get_content()
     assert "expires at the end of 12/2026" in text and "January 15, 2027" in text
-    assert "https://billing.stripe.fake/p/session/" in text          # a one-click portal session
+    # the configured portal login link, which works whenever the customer clicks; never a session (issue 21,
+    # defect 7: a session URL expires before the customer reads the email)
+    assert "https://billing.stripe.com/p/login/" in text and "/p/session/" not in text
+    assert not w.fake.store["billing_portal.session"]
     w.tick(utc(2026, 12, 29, 9))
     w.tick(utc(2026, 12, 30, 9))
     assert len(w.subjects()) == 2

@@ -14,7 +14,8 @@ from dunctl.notices.planner import SKIPPED, plan_notices
 from tests.helpers import starter
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
-ON = NoticesConfig(enabled=True)
+LINK = "https://billing.stripe.com/p/login/test_abc"   # enabled notices need their static update link
+ON = NoticesConfig(enabled=True, update_url=LINK)
 
 
 def subject(*, status="active", period_end="2027-01-15T00:00:00Z", exp=(12, 2026), interval="month",
@@ -54,13 +55,13 @@ def test_card_first_seen_late_sends_only_the_latest_offset():
     ("month", 40000, {"usd": 50000}, False), ("month", 90000, {"eur": 50000}, False),
 ])
 def test_renewal_reminder_matches_yearly_plans_or_large_amounts(interval, amount, above, wanted):
-    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"above": above})
+    config = NoticesConfig(enabled=True, update_url=LINK, card_expiring={"enabled": False}, upcoming_renewal={"above": above})
     plans = plan_notices(subject(interval=interval, amount=amount, exp=(12, 2030)), config, NOW).plans
     assert [p.kind for p in plans] == (["upcoming_renewal"] if wanted else [])
 
 
 def test_usage_expected_is_the_mean_of_three_paid_invoices():
-    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
+    config = NoticesConfig(enabled=True, update_url=LINK, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
                            usage={"thresholds": [50, 75, 100], "pace": False})
     preview = {"amount_due": 7600, "currency": "usd", "period_end": "2027-01-15T00:00:00Z", "lines": []}
     plans = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000, 9000, 11000)), config, NOW,
@@ -161,7 +162,7 @@ PACE = {"pace": True, "thresholds": [150, 200]}
 def test_usage_alerts_go_only_to_usage_running_ahead_of_its_usual_pace(metered_so_far, alerts):
     """The pace rule (`usage.pace: true`, thresholds [150, 200] % of the usual charge): on the charge projected to
     the end of the period. Usual charge: 10000 (a 4000 fee + 6000 of usage)."""
-    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
+    config = NoticesConfig(enabled=True, update_url=LINK, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
                            usage=PACE)
     decision = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000, 10000, 10000)), config, NOW,
                             _pace_preview(4000, metered_so_far))
@@ -172,7 +173,7 @@ def test_usage_alerts_go_only_to_usage_running_ahead_of_its_usual_pace(metered_s
 
 
 def test_before_a_quarter_of_the_period_only_the_running_amount_counts():
-    config = NoticesConfig(enabled=True, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
+    config = NoticesConfig(enabled=True, update_url=LINK, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
                            usage=PACE)
     early = {"amount_due": 6000, "currency": "usd", "period_start": "2026-11-28T00:00:00Z",   # 12% through
              "period_end": "2026-12-28T00:00:00Z",
@@ -182,5 +183,5 @@ def test_before_a_quarter_of_the_period_only_the_running_amount_counts():
     early["amount_due"], early["lines"][1]["amount"] = 21000, 17000
     already = plan_notices(subject(usage_based=1, exp=(12, 2030), paid=(10000,) * 3), config, NOW, early)
     assert [(p.offset, p.status) for p in already.plans] == [("150%", SKIPPED), ("200%", "pending")]   # reached
-    shipped = NoticesConfig(enabled=True).usage
+    shipped = NoticesConfig(enabled=True, update_url=LINK).usage
     assert (shipped.pace, shipped.thresholds) == (False, [50, 75, 100])     # the guide's rule by default

@@ -2,10 +2,13 @@
 asks Stripe (the fake, over HTTP, through the real SDK) and logs in to a real SMTP server without sending."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from dunctl.ledger import Ledger
+from dunctl.stripe_permissions import ACTIONS, all_permissions, key_hint, label, readme_rows
 from tests.fakestripe import ACCOUNT, TEST_KEY, FakeStripe
 from tests.helpers import at, cli, starter
 from tests.servers import SmtpServer
@@ -100,9 +103,11 @@ def test_online_names_the_account_mode_and_each_permission(tmp_path, stripe_acco
     assert checks["stripe: key"]["ok"]
     assert f"test mode, account {ACCOUNT} (Acme Test)" in checks["stripe: key"]["detail"]
     assert checks["stripe: Events: read"]["ok"] and checks["stripe: Invoices: read"]["ok"]
-    # the starter leaves retries to Stripe and pauses subscriptions: Subscriptions: write, not Invoices: write
-    assert checks["stripe: Subscriptions: write"]["ok"]
-    assert not any(c["check"] == "stripe: Invoices: write" for c in checks.values())
+    # the starter leaves retries to Stripe, but pays on a new card (retry_on_update), notes each message on the
+    # invoice and pauses subscriptions: Invoices: write and Subscriptions: write
+    assert checks["stripe: Subscriptions: write"]["ok"] and checks["stripe: Invoices: write"]["ok"]
+    assert checks["stripe: PaymentMethods: read"]["ok"]
+    assert not any("Customer portal" in c["check"] for c in checks.values())   # no portal session is ever made
     # it only read, or aimed writes at objects that do not exist: nothing changed on the account
     assert stripe_account.events == []
 
@@ -161,3 +166,56 @@ def test_online_never_prints_a_key_that_stripes_error_quotes(tmp_path, stripe_ac
     assert result.exit_code == 2
     assert "Invalid request from key [key removed]" in result.output      # what Stripe said still shows
     assert TEST_KEY not in result.output and TEST_KEY[8:] not in result.output
+
+
+RESTRICTED = "rk_test_restricted_0000000000000000"
+
+
+def test_online_asks_for_every_permission_the_starter_config_will_use(tmp_path, stripe_account):
+    """Issue 21, defect 6: with the default `retry_on_update: true` a new card is paid with invoices.pay (Invoices:
+    write), and sync reads payment methods: a key without them passed the check and failed in the tick."""
+    stripe_account.deny(RESTRICTED, "invoice_write")
+    stripe_account.deny(RESTRICTED, "payment_method_read")
+    config = starter(tmp_path, **{"stripe.api_base": stripe_account.url})
+    result = cli(config, "check", "--online", env={"STRIPE_API_KEY": RESTRICTED})
+    assert result.exit_code == 2, result.output
+    assert "the key lacks Invoices: write" in result.stderr and "retry_on_update" in result.stderr
+    assert "the key lacks PaymentMethods: read" in result.stderr
+    assert stripe_account.events == []
+
+
+def test_online_probes_the_connected_account_it_acts_on(tmp_path, stripe_account):
+    """Issue 21, defect 6: with `stripe.account` the tick acts on the connected account (Stripe-Account header), so
+    the check asks there, not on the platform."""
+    connected = "acct_1Connected"
+    stripe_account.connected_accounts.add(connected)
+    config = starter(tmp_path, **{"stripe.api_base": stripe_account.url, "stripe.account": connected})
+    result = cli(config, "check", "--online", "--json", env=KEY)
+    assert result.exit_code == 0, result.output
+    assert stripe_account.account_headers and set(stripe_account.account_headers) == {connected}
+    gone = starter(tmp_path / "gone", **{"stripe.api_base": stripe_account.url, "stripe.account": "acct_1Gone"})
+    refused = cli(gone, "check", "--online", env=KEY)
+    assert refused.exit_code == 2
+    assert "the key cannot reach Stripe account acct_1Gone" in refused.stderr
+
+
+def test_the_key_hint_and_the_readme_list_the_permissions_of_the_table(tmp_path):
+    """Issue 21, defect 6: one table (dunctl/stripe_permissions.py) says what a key needs; the hint for a missing
+    key and the README show exactly its set."""
+    wanted = [label(p) for p in all_permissions()]
+    assert "PaymentMethods: read" in wanted and "Invoices: write" in wanted
+    result = cli(starter(tmp_path), "tick", "--now", at("1h").isoformat())
+    assert result.exit_code == 2
+    hint = " ".join(result.stderr.split())
+    assert key_hint() in hint and sorted(re.findall(r"\b[A-Z][A-Za-z]+(?: portal)?: (?:read|write)", hint)) == \
+        sorted(wanted)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| resource | permission | needed for |"):].split("\n\n")[0].splitlines()[2:]
+    assert table == readme_rows()
+
+
+def test_every_permission_the_gateway_uses_is_in_the_table():
+    """The gateway names the permission of each call it makes; each is in the table check --online probes from."""
+    source = (Path(__file__).resolve().parent.parent / "dunctl" / "stripe_gateway.py").read_text()
+    used = set(re.findall(r'\("([a-z_]+)", "(read|write)"\)', source)) - {("account", "read")}
+    assert used and used <= {a.permission for a in ACTIONS}

@@ -5,12 +5,23 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dunctl.conditions import check_condition
 from dunctl.offsets import parse_duration
 
 RECIPIENTS = ("billing_contact", "customer")
+# Every link in a message must work for as long as the message asks the customer to act. A customer portal
+# session URL does not: "sessions are short-lived and will expire if the customer does not visit the URL"
+# (https://docs.stripe.com/api/customer_portal/sessions), and an email is often opened hours or days later. So no
+# message carries one: a dunning message links the invoice's hosted page (pay there, with a new card too), a
+# pre-dunning notice the portal's static login link (the customer signs in with their email).
+SESSION_EXPIRES = ("emails a customer portal session URL, which Stripe expires shortly after it is made, usually "
+                   "before the customer clicks")
+# What `dunctl init` writes for notices.update_url: `check` notes it until it is replaced.
+STARTER_UPDATE_URL = "https://billing.stripe.com/p/login/test_replace_with_yours"
+PORTAL_LOGIN_HINT = ("set notices.update_url to your customer portal login link (Stripe Dashboard > Settings > "
+                     "Billing > Customer portal > Login link: https://billing.stripe.com/p/login/...)")
 
 
 class _Strict(BaseModel):
@@ -117,8 +128,9 @@ class NoticesConfig(_Strict):
     """Pre-dunning. A config without `notices:` (written before it existed) sends none."""
 
     enabled: bool = False
-    # Where the one-click link goes: a Stripe billing portal session (payment method update), or a fixed URL.
-    link: Literal["billing_portal", "url"] = "billing_portal"
+    # Where the one-click link goes: `update_url`, a static link such as the customer portal's login link.
+    # `billing_portal` (a portal session) is refused: it expires before customers click (SESSION_EXPIRES).
+    link: Literal["billing_portal", "url"] = "url"
     update_url: str | None = None
     card_expiring: CardExpiring = CardExpiring()
     upcoming_renewal: UpcomingRenewal = UpcomingRenewal()
@@ -129,7 +141,23 @@ class NoticesConfig(_Strict):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError(f"'{value}' is not a URL; use https://...")
+        if value is not None and "/p/session/" in value:
+            raise ValueError(f"'{value}' is a customer portal session URL: it expires; use the portal's login link "
+                             "(https://billing.stripe.com/p/login/...)")
         return value
+
+    @field_validator("link")
+    @classmethod
+    def _no_session(cls, value: str) -> str:
+        if value == "billing_portal":
+            raise ValueError(f"billing_portal {SESSION_EXPIRES}; remove notices.link and {PORTAL_LOGIN_HINT}")
+        return value
+
+    @model_validator(mode="after")
+    def _has_link(self) -> NoticesConfig:
+        if self.enabled and not self.update_url:
+            raise ValueError(f"notices send a link to update the payment method: {PORTAL_LOGIN_HINT}")
+        return self
 
     def templates(self) -> list[str]:
         """The templates enabled notices use."""

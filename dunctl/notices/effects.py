@@ -11,7 +11,6 @@ from datetime import datetime
 from dunctl.channels import EmailMessage
 from dunctl.clock import from_iso
 from dunctl.messages import recipient
-from dunctl.model import Invoice as InvoiceModel
 from dunctl.notices import CARD_EXPIRING, LARGE_CHARGE, UPCOMING_RENEWAL, USAGE_ALERT
 from dunctl.notices.context import notice_context
 from dunctl.notices.planner import PENDING, plan_notices
@@ -120,15 +119,6 @@ def _stored_preview(subject: dict) -> dict | None:
 
 
 def _link(ctx: TickContext, effect: NoticeEffect) -> str:
-    """The one-click update link: a billing portal session opened on the payment method update (made only when
-    the notice is really sent), or the configured URL."""
-    notices = ctx.config.file.notices
-    if notices.link == "url" and notices.update_url:
-        return notices.update_url
-    if not ctx.acts or ctx.gateway is None:
-        return notices.update_url or "https://billing.stripe.com/p/session/(made when sent)"
-    customer_id = effect.notice["customer_id"]
-    record = InvoiceModel(id=effect.notice["object_id"], customer_id=customer_id, currency="usd", amount_due=0,
-                          amount_paid=0, amount_remaining=0, status="open", created=ctx.now)
-    return ctx.gateway.update_link(record, "billing_portal", ctx.config.file.stripe.portal_return_url,
-                                   effect.key + "-link")
+    """The one-click update link: the configured static URL (the customer portal's login link). Never a portal
+    session made at send time: it would expire before the customer clicks (dunctl/notices/config.py)."""
+    return ctx.config.file.notices.update_url or ""
