@@ -185,18 +185,19 @@ def _stop_arg(channels: LoggingChannels) -> dict:
 
 
 def _clock_jump(ledger, config, account, channels, now) -> int:
-    """One tick whose machine clock reads a week ahead: refused when the provider's clock disagrees."""
-    try:
-        from dunctl.tick.clock_guard import check_provider_clock
-    except ImportError:
-        return 0
-    from dunctl.errors import DunctlError
+    """One tick whose machine clock reads a week ahead (a restored VM, an NTP step), run as cron runs it: on the
+    machine's clock. The tick compares it with the provider's (Stripe's `Date`; here the account's own clock)
+    after the sync and refuses to act. Returns 1 when it was refused, 0 when it acted."""
+    from dunctl.tick.clocks import ClockRefused
 
+    account.stripe_date = account.now
+    wrong = now + timedelta(days=7)
     try:
-        check_provider_clock(machine=now + timedelta(days=7), provider=account.now)
-    except DunctlError:
+        run_tick(ledger, config, account, channels, wrong, mode="live", wall=wrong)
+    except ClockRefused:
         return 1
-    run_tick(ledger, config, account, channels, now + timedelta(days=7), mode="live")
+    finally:
+        del account.stripe_date
     return 0
 
 
