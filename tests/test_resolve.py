@@ -4,13 +4,14 @@ from tests.helpers import at, cli, failed_invoice, open_engine_ledger, seed, sta
 
 
 def crashed_after_claiming(config):
-    """What a tick that died between claim and result leaves behind: a claim and no result."""
+    """What a tick that died mid-send leaves behind: a claim, started, and no result."""
     ledger = open_engine_ledger(config)
     seed(ledger, failed_invoice("in_1"))
     assert cli(config, "tick", "--no-sync", "--now", at("10m").isoformat()).exit_code == 0   # opens the case
     case_id = ledger.case_for_invoice("in_1")["id"]
-    ledger.claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"), at("31m"),
-                        "dunctl-in_1-notice", None)
+    action_id = ledger.claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"), at("31m"),
+                                    "dunctl-in_1-notice", None)
+    ledger.mark_started(at("31m"), actions=[action_id])
     return ledger, case_id
 
 
@@ -58,3 +59,4 @@ def test_resolve_refuses_what_it_cannot_do_and_says_why(tmp_path, smtp_server):
     assert both.exit_code == 2 and "either --sent or --resend" in both.stderr
     wrong = cli(config, "case", "resolve", "in_1", "reminder", "--sent", "-r", "x")
     assert wrong.exit_code == 2 and "unknown here: notice" in wrong.stderr
+
