@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -105,6 +106,13 @@ class Fault:
     route: str | None              # "GET /v1/events"; None: every route
 
 
+def _fault_error(status: int) -> ApiError:
+    if status == 429:
+        return ApiError(429, "invalid_request_error", "Request rate limit exceeded. Learn more about rate limits "
+                        "here https://stripe.com/docs/rate-limits.", code="rate_limit")
+    return ApiError(status, "api_error", "An unknown error occurred")
+
+
 @dataclass
 class Outcome:
     succeeds: bool
@@ -177,6 +185,7 @@ class FakeStripe:
         self.counts: Counter = Counter()                             # "GET /v1/events" -> requests
         self.log: list[tuple[str, str, int]] = []                    # (method, path, status)
         self.faults: list[Fault] = []
+        self.flaky: tuple[float, random.Random] | None = None        # (share of requests failing, its dice)
         self.latency: dict[str, float] = {}
         self.denied: dict[str, set[str]] = defaultdict(set)          # key -> {"invoice_write", ...}
         self.rejected_keys: set[str] = set()
@@ -283,6 +292,12 @@ class FakeStripe:
         with self.lock:
             self.faults.append(Fault(status, None, route))
 
+    def fail_share(self, share: float, rng: random.Random) -> None:
+        """Answer each request with probability `share` with a 429 or a 500, drawn from `rng` (repeatable: the
+        client sends one request at a time), until calm(). Faults land wherever requests go, writes included."""
+        with self.lock:
+            self.flaky = (share, rng)
+
     def slow(self, route: str, seconds: float) -> None:
         """Answer requests to `route` only after `seconds` (a slow Stripe: ticks overlap, crashes land mid-call)."""
         self.latency[route] = seconds
@@ -290,6 +305,7 @@ class FakeStripe:
     def calm(self) -> None:
         with self.lock:
             self.faults.clear()
+            self.flaky = None
 
     def deny(self, key: str, permission: str) -> None:
         """Make `key` a restricted key without `permission` ("invoice_write", "event_read", ...)."""
@@ -926,12 +942,10 @@ class FakeStripe:
                 if fault.route in (None, route) and fault.remaining != 0:
                     if fault.remaining is not None:
                         fault.remaining -= 1
-                    if fault.status == 429:
-                        raise ApiError(429, "invalid_request_error", "Request rate limit exceeded. Learn more "
-                                       "about rate limits here https://stripe.com/docs/rate-limits.",
-                                       code="rate_limit")
-                    raise ApiError(fault.status, "api_error", "An unknown error occurred")
+                    raise _fault_error(fault.status)
             self.faults = [f for f in self.faults if f.remaining != 0]
+            if self.flaky is not None and self.flaky[1].random() < self.flaky[0]:
+                raise _fault_error(self.flaky[1].choice([429, 500]))
             if self.echo_key_in_errors:
                 raise ApiError(400, "invalid_request_error", f"Invalid request from key {key}: the proxy refused it "
                                f"(Authorization: Bearer {key})")
