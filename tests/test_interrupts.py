@@ -117,3 +117,38 @@ def test_after_a_reboot_a_claim_without_its_started_mark_counts_as_started(tmp_p
         assert cli(config, "tick", "--no-sync", "--now", at("40m").isoformat()).exit_code == 0
     assert notices(ledger) == {"in_0": "unknown", "in_1": "done"}   # a tick whose commits were all durable: given back
     assert [r.rcpt_tos[0] for r in smtp.received] == ["c1@example.com"]
+
+
+def test_a_disk_full_mid_batch_leaves_at_most_one_unknown_and_the_next_tick_sends_the_rest(tmp_path, monkeypatch):
+    from email import message_from_bytes
+
+    from dunctl.ledger import Ledger
+    from tests.helpers import cli
+
+    config = starter(tmp_path)                       # emails into the outbox directory (the file transport)
+    ledger = book(config, 40)
+    ledger.close()
+    assert cli(config, "tick", "--no-sync", "--now", at("10m").isoformat()).exit_code == 0   # opens the cases
+    real_open = Ledger.open.__func__
+
+    def full_disk_open(cls, path, **options):
+        # SQLite's own limit makes the disk "full" at the ledger's current size (SQLITE_FULL): the claims and the
+        # started marks still fit, recording the first batch's results does not
+        opened = real_open(cls, path, **options)
+        opened.conn.execute(f"PRAGMA max_page_count = {opened.conn.execute('PRAGMA page_count').fetchone()[0]}")
+        return opened
+
+    monkeypatch.setattr(Ledger, "open", classmethod(full_disk_open))
+    full = cli(config, "tick", "--no-sync", "--now", at("31m").isoformat())
+    monkeypatch.undo()
+    assert full.exit_code == 2 and "is full" in full.stderr
+    sent_then = len(list((tmp_path / "outbox").glob("*.eml")))
+    assert 1 <= sent_then < 40                       # it filled up mid-tick, after some emails went out
+    after = cli(config, "tick", "--no-sync", "--now", at("32m").isoformat())
+    assert after.exit_code == 0, after.output
+    statuses = list(notices(open_engine_ledger(config)).values())
+    assert statuses.count("unknown") <= 1 and statuses.count("done") == 40 - statuses.count("unknown")
+    recipients = [message_from_bytes(p.read_bytes())["To"] for p in (tmp_path / "outbox").glob("*.eml")]
+    assert len(recipients) == len(set(recipients)) == 40                  # the rest, each once
+    if statuses.count("unknown"):
+        assert "1 action has an unknown outcome" in after.stderr
