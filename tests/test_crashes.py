@@ -28,7 +28,7 @@ def kill_mid_send(config, when, rng, sent, *, kills, deadline, env=None):
             target = started + rng.randint(1, 6)
             while sent() < target and process.poll() is None and time.time() < deadline:
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.05))
+            time.sleep(rng.uniform(0, 0.03))
             if process.poll() is None:
                 process.kill()
                 process.wait()
@@ -43,7 +43,7 @@ def kill_mid_send(config, when, rng, sent, *, kills, deadline, env=None):
 
 def test_ticks_killed_while_sending_lose_nothing_silently_and_send_nothing_twice(tmp_path):
     rng = random.Random(7)
-    with SlowSmtpServer(delay=0.04) as smtp:
+    with SlowSmtpServer(delay=0.02) as smtp:
         config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp.host, "port": smtp.port}})
         ledger = open_engine_ledger(config)
         seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(150)],
