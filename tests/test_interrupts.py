@@ -152,3 +152,18 @@ def test_a_disk_full_mid_batch_leaves_at_most_one_unknown_and_the_next_tick_send
     assert len(recipients) == len(set(recipients)) == 40                  # the rest, each once
     if statuses.count("unknown"):
         assert "1 action has an unknown outcome" in after.stderr
+
+
+def test_a_tick_asked_to_stop_before_it_acts_claims_nothing_and_leaves_everything_due(tmp_path):
+    from dunctl.config import load_config
+    from dunctl.tick import build_channels, run_tick
+
+    config = starter(tmp_path)
+    ledger = book(config, 3)
+    loaded = load_config(config)
+    stopped = run_tick(ledger, loaded, None, build_channels(loaded, {}), at("31m"), sync=False,
+                       interrupted=lambda: True)
+    assert stopped.interrupted and stopped.actions == [] and stopped.deferred == 3
+    assert ledger.db.execute("SELECT count(*) FROM actions").fetchone()[0] == 0   # nothing claimed, nothing missed
+    again = run_tick(ledger, loaded, None, build_channels(loaded, {}), at("32m"), sync=False)
+    assert not again.interrupted and sorted(notices(ledger).values()) == ["done"] * 3

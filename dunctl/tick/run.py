@@ -45,9 +45,10 @@ class _Planned(NamedTuple):
 
 def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False,
              progress: Callable[[SyncResult], None] | None = None, accept_stale: bool = False,
-             notices: bool = False) -> SyncResult:
+             notices: bool = False, stop: Callable[[], bool] = lambda: False) -> SyncResult:
     """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically.
-    With `notices` (pre-dunning on), the first sync also lists the active subscriptions (billing_backfill)."""
+    With `notices` (pre-dunning on), the first sync also lists the active subscriptions (billing_backfill).
+    `stop` (a tick asked to stop) ends it between batches: the next sync resumes from the stored cursor."""
     result = SyncResult()
     cursor = None if full else ledger.get_state("cursor")
     batches = gateway.sync(cursor, now, full=full)
@@ -65,6 +66,8 @@ def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False
         result.events += batch.events
         if progress is not None:
             progress(result)
+        if stop():
+            break
     ledger.set_state("account_mode", gateway.mode)
     return result
 
@@ -393,7 +396,7 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
             return
         try:
             result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress, accept_stale=accept_stale,
-                                   notices=ctx.config.file.notices.enabled)
+                                   notices=ctx.config.file.notices.enabled, stop=ctx.interrupted)
         except GatewayAuthError:
             raise
         except GatewayError as exc:
