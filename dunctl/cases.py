@@ -183,6 +183,47 @@ def resolve(ledger: Ledger, config: Config, invoice_id: str, step_id: str, *, se
     return ledger.case(case["id"])
 
 
+@dataclass
+class Resolved:
+    """What `case resolve --all-sent / --all-not-sent` settled, and what it left (a case no longer open cannot
+    run a step again: each is named with the way to settle it)."""
+
+    resolved: list[dict] = field(default_factory=list)   # invoice_id, step_id, action, claimed_at, status
+    left: list[tuple[dict, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        keys = ("invoice_id", "step_id", "action", "claimed_at", "status")
+        return {"resolved": [{k: a[k] for k in keys} for a in self.resolved],
+                "left": [{**{k: a[k] for k in keys}, "why": why} for a, why in self.left]}
+
+
+def resolve_all(ledger: Ledger, config: Config, *, sent: bool, before: datetime, reason: str, by: str,
+                now: datetime) -> Resolved:
+    """The rare bulk case (a crash on an old dunctl, a mail server's log that settles a whole batch): every action
+    with an unknown outcome claimed before `before` was sent, or runs once more. Each goes on its case's
+    timeline as if resolved one by one; `before` keeps later unknowns (not yet checked) out."""
+    from dunctl.tick.context import planner_settings
+    from dunctl.tick.schedule import schedule_case
+
+    done = Resolved()
+    what = "it was sent" if sent else "run it once more"
+    note = f"resolved by {by} (all unknown claimed before {before:%Y-%m-%d %H:%M:%S}Z): {what} ({reason})"
+    settings = planner_settings(config, monitor=config.file.mode == "monitor")
+    with ledger.transaction():
+        for action in ledger.unknown_claimed_before(before):
+            if not sent and action["case_state"] != "open":
+                done.left.append((action, f"the case is {action['case_state']}: resume it, or settle the step "
+                                          f"with `dunctl case resolve {action['invoice_id']} {action['step_id']} "
+                                          f"--sent`"))
+                continue
+            ledger.resolve_unknown(action["id"], sent=sent, note=note, now=now)
+            ledger.add_timeline(action["case_id"], now, "resolved", f"{action['step_id']} ({action['action']}) {note}")
+            if not sent:
+                schedule_case(ledger, action["case_id"], settings, config.file.stripe.retries == "dunctl", now)
+            done.resolved.append({**action, "status": "done" if sent else "resend"})
+    return done
+
+
 def close(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     """A person ends the case (settled offline, forgiven, sent to collections)."""
     case = find_case(ledger, invoice_id)

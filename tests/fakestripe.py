@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -178,6 +179,7 @@ class FakeStripe:
         self.counts: Counter = Counter()                             # "GET /v1/events" -> requests
         self.log: list[tuple[str, str, int]] = []                    # (method, path, status)
         self.faults: list[Fault] = []
+        self.flaky: tuple[float, random.Random] | None = None        # (share of requests failing, its dice)
         self.latency: dict[str, float] = {}
         self.denied: dict[str, set[str]] = defaultdict(set)          # key -> {"invoice_write", ...}
         self.rejected_keys: set[str] = set()
@@ -290,6 +292,12 @@ class FakeStripe:
         with self.lock:
             self.faults.append(Fault(status, None, route))
 
+    def fail_share(self, share: float, rng: random.Random) -> None:
+        """Answer each request with probability `share` with a 429 or a 500, drawn from `rng` (repeatable: the
+        client sends one request at a time), until calm(). Faults land wherever requests go, writes included."""
+        with self.lock:
+            self.flaky = (share, rng)
+
     def slow(self, route: str, seconds: float) -> None:
         """Answer requests to `route` only after `seconds` (a slow Stripe: ticks overlap, crashes land mid-call)."""
         self.latency[route] = seconds
@@ -297,6 +305,7 @@ class FakeStripe:
     def calm(self) -> None:
         with self.lock:
             self.faults.clear()
+            self.flaky = None
 
     def deny(self, key: str, permission: str) -> None:
         """Make `key` a restricted key without `permission` ("invoice_write", "event_read", ...)."""
@@ -930,6 +939,8 @@ class FakeStripe:
                 masked = (key or "")[:8] + "*" * 8 + (key or "")[-4:]
                 raise ApiError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
             fault = self._take_fault(route)
+            if fault is None and self.flaky is not None and self.flaky[1].random() < self.flaky[0]:
+                fault = Fault(self.flaky[1].choice([429, 500]), 1, route)   # fail_share: a seeded share of answers
             keyed = method == "POST" and bool(idempotency_key)
             if fault is not None and (fault.status == 429 or not keyed or fault.should_retry):
                 # Stripe's rate limiter runs before its idempotency layer: a 429 is never saved under the key.

@@ -89,27 +89,44 @@ def test_backup_while_another_process_holds_a_write_transaction(tmp_path):
     assert cases_in(tmp_path / "dunctl.db") == 11  # the writer did commit, after the copy
 
 
-def test_backup_while_a_tick_runs_in_another_process(tmp_path):
-    config = starter(tmp_path)
-    ledger = open_engine_ledger(config)
-    seed(ledger, *[failed_invoice(f"in_{i:03d}", customer_id=f"cus_{i:03d}") for i in range(80)])
-    ledger.close()
-    tick = subprocess.Popen([sys.executable, "-m", "dunctl", "-c", str(config), "tick", "--no-sync", "--now",
-                             at("31m").isoformat()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "160"})
-    copies = []
+def done_in(path) -> int:
+    conn = sqlite3.connect(path)
     try:
-        while tick.poll() is None and len(copies) < 10:
-            target = tmp_path / f"copy-{len(copies)}.db"
-            result = cli(config, "backup", str(target))
-            assert result.exit_code == 0, result.output
-            copies.append(target)
-            time.sleep(0.2)
+        return conn.execute("SELECT count(*) FROM actions WHERE status = 'done'").fetchone()[0]
     finally:
-        tick.wait(timeout=120)
+        conn.close()
+
+
+def test_backup_while_a_tick_runs_in_another_process(tmp_path):
+    from tests.test_concurrency import SlowSmtpServer
+
+    with SlowSmtpServer(delay=0.04) as smtp:   # 80 emails take the tick a few seconds: the copies land mid-tick
+        config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp.host,
+                                                         "port": smtp.port}})
+        ledger = open_engine_ledger(config)
+        seed(ledger, *[failed_invoice(f"in_{i:03d}", customer_id=f"cus_{i:03d}") for i in range(80)])
+        ledger.close()
+        tick = subprocess.Popen([sys.executable, "-m", "dunctl", "-c", str(config), "tick", "--no-sync", "--now",
+                                 at("31m").isoformat()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "COLUMNS": "160"})
+        copies = []
+        try:
+            while not smtp.received and tick.poll() is None:   # the copies start once the tick sends
+                time.sleep(0.02)
+            while tick.poll() is None and len(copies) < 10:
+                target = tmp_path / f"copy-{len(copies)}.db"
+                before = done_in(tmp_path / "dunctl.db")      # committed when the backup starts (in the WAL too)
+                result = cli(config, "backup", str(target))
+                assert result.exit_code == 0, result.output
+                copies.append((target, before, done_in(tmp_path / "dunctl.db")))
+                time.sleep(0.2)
+        finally:
+            tick.wait(timeout=120)
     assert tick.returncode == 0, tick.stderr
-    assert copies, "the tick ended before a copy was taken"
-    for copy in copies:
+    # some copies were taken while the tick was sending, after it had recorded some results (a plain copy of the
+    # file, without its write-ahead log, misses those: it holds none of this tick's work)
+    assert any(0 < before and after < 80 for _, before, after in copies), copies
+    for copy, before, after in copies:
         conn = sqlite3.connect(copy)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         # every case in a copy has its notice recorded or not yet claimed: a copy never holds half a case
@@ -117,3 +134,4 @@ def test_backup_while_a_tick_runs_in_another_process(tmp_path):
                                "(SELECT 1 FROM invoices i WHERE i.id = c.invoice_id)").fetchone()[0]
         assert orphans == 0
         conn.close()
+        assert before <= done_in(copy) <= after, (copy, before, after)   # the ledger as it was during the backup

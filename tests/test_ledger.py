@@ -105,12 +105,13 @@ def test_the_idle_ticks_queries_use_their_indexes(ledger):
         "orphans": "SELECT * FROM actions INDEXED BY actions_claimed WHERE status = 'claimed'",
         "pending": "SELECT i.*, c.id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id WHERE i.pending = 1",
         "signals": "SELECT * FROM signals WHERE applied = 0 ORDER BY at, id",
+        "unknown": "SELECT count(*) FROM actions INDEXED BY actions_unknown WHERE status = 'unknown'",
     }
     for name, sql in plans.items():
         steps = [row[3] for row in ledger.db.execute("EXPLAIN QUERY PLAN " + sql, ["x"] if "?" in sql else [])]
         # every table is reached through an index (a partial one holds only the rows the tick wants)
         assert all("USING" in s for s in steps if s.startswith(("SCAN", "SEARCH"))), (name, steps)
-    assert ledger.orphaned_claims() == []
+    assert ledger.orphaned_claims() == [] and ledger.unknown_count() == 0
 
 
 def test_due_cases_and_the_last_tick(ledger):

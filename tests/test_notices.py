@@ -277,6 +277,32 @@ def test_a_crash_between_claim_and_send_leaves_the_notice_unknown_never_resent(w
     assert w.notices()["card_expiring@14d"] == "unknown"
 
 
+def test_a_crash_mid_send_leaves_only_that_notice_unknown_and_the_others_due(world, monkeypatch):
+    w = world()
+    for n in range(3):
+        w.customer_with_card(email=f"c{n}@example.com")
+    w.tick(T0)
+    from dunctl.tick.channels import ChannelSet
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed mid-send")
+
+    monkeypatch.setattr(ChannelSet, "email", crash)   # the first notice's send is the one in flight
+    with pytest.raises(SystemExit):
+        w.tick(utc(2026, 12, 18, 9))
+    monkeypatch.undo()
+    def statuses() -> list[str]:
+        return sorted(n["status"] for n in w.ledger.db.query("SELECT status FROM notices WHERE \"offset\" = '14d'"))
+
+    assert statuses() == ["claimed"] * 3                          # claimed together, one started
+    w.ledger.close()
+    w.ledger = Ledger.open(w.config.ledger_path)
+    w.tick(utc(2026, 12, 18, 10))
+    w.tick(utc(2026, 12, 19, 10))
+    assert statuses() == ["done", "done", "unknown"]
+    assert len(w.subjects()) == 2
+
+
 def test_quiet_hours_hold_a_notice_until_the_window_ends(world):
     w = world(**{"sender.quiet_hours": "21:00-08:00"})
     w.customer_with_card(timezone_="America/New_York")

@@ -84,22 +84,61 @@ def resume(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: Jso
 @app.command("resolve")
 @handles_errors
 def resolve(
-    invoice: Invoice,
-    step: Annotated[str, typer.Argument(help="The step whose outcome is unknown (see `dunctl status`).")],
-    reason: Reason,
+    invoice: Annotated[str | None, typer.Argument(help="The Stripe invoice id (in_...).", show_default=False)] = None,
+    step: Annotated[str | None, typer.Argument(help="The step whose outcome is unknown (see `dunctl status`).",
+                                               show_default=False)] = None,
+    reason: Reason = "",
     sent: Annotated[bool, typer.Option("--sent", help="It went out: record it as done.")] = False,
     resend: Annotated[bool, typer.Option("--resend", help="It did not: run it once more on the next tick.")] = False,
+    all_sent: Annotated[bool, typer.Option("--all-sent", help="Every unknown claimed before --before went out.")
+                        ] = False,
+    all_not_sent: Annotated[bool, typer.Option("--all-not-sent", help="None of those did: run each once more.")
+                            ] = False,
+    before: Annotated[str | None, typer.Option("--before", help="With --all-sent/--all-not-sent: only unknowns "
+                                               "claimed before this UTC time (ISO 8601).", show_default=False)
+                      ] = None,
     by: Annotated[str, typer.Option("--by", help="Who decided (default: your login name).")] = "",
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Settle an action whose outcome is unknown: dunctl case resolve in_1 notice --sent -r "in the SMTP log"."""
-    if sent == resend:
-        raise UsageError("say either --sent or --resend", "dunctl case resolve INVOICE STEP --sent -r REASON")
+    """Settle an action whose outcome is unknown: dunctl case resolve in_1 notice --sent -r "in the SMTP log".
+
+    In bulk: dunctl case resolve --all-sent --before 2026-11-02T15:00:00Z -r "all in the SMTP log"
+    """
+    if not reason.strip():
+        raise UsageError("say why with --reason/-r: it is kept on each case's timeline",
+                         'dunctl case resolve INVOICE STEP --sent -r "in the SMTP log"')
+    if all_sent or all_not_sent:
+        _resolve_all(all_sent, all_not_sent, invoice, before, reason, by, now, as_json)
+        return
+    if sent == resend or invoice is None or step is None:
+        raise UsageError("say which step and either --sent or --resend (or, in bulk, --all-sent or --all-not-sent "
+                         "with --before)", "dunctl case resolve INVOICE STEP --sent -r REASON")
     config = load()
     who = by or getpass.getuser()
     _changed(cases.resolve(open_ledger(config, must_exist=True), config, invoice, step, sent=sent, reason=reason,
                            by=who, now=now_from(now)), as_json)
+
+
+def _resolve_all(all_sent: bool, all_not_sent: bool, invoice: str | None, before: str | None, reason: str, by: str,
+                 now: str | None, as_json: bool) -> None:
+    if all_sent == all_not_sent or invoice is not None or before is None:
+        raise UsageError("in bulk, say one of --all-sent or --all-not-sent, with --before TIME and no INVOICE STEP",
+                         'dunctl case resolve --all-sent --before 2026-11-02T15:00:00Z -r "all in the SMTP log"')
+    config = load()
+    moment = now_from(before)
+    done = cases.resolve_all(open_ledger(config, must_exist=True), config, sent=all_sent, before=moment,
+                             reason=reason, by=by or getpass.getuser(), now=now_from(now))
+    if as_json:
+        print_json(done.to_dict())
+        return
+    for a in done.resolved:
+        out.print(f"{a['invoice_id']} {a['step_id']} ({a['action']}, claimed {cases.as_text_time(a['claimed_at'])}): "
+                  f"{'sent' if all_sent else 'runs once more on the next tick'}", markup=False)
+    for a, why in done.left:
+        out.print(f"{a['invoice_id']} {a['step_id']}: left unknown: {why}", markup=False)
+    out.print(f"resolved {len(done.resolved)} action(s) with an unknown outcome claimed before "
+              f"{moment:%Y-%m-%d %H:%M:%S}" + (f"; {len(done.left)} left" if done.left else ""), markup=False)
 
 
 @app.command("close")

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -54,13 +58,16 @@ def tick(
     # answers cannot hold the ledger's lock past it while cron's next ticks exit 3.
     gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger,
                            check_account=not no_sync, budget=config.file.dunning.tick_budget.total_seconds())
-    with sync_progress(syncing=not no_sync) as progress:
+    with sync_progress(syncing=not no_sync) as progress, stop_on_signals() as caught:
         result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
                           sync=not no_sync, progress=progress, accept_stale=accept_stale, adopt=adopt,
                           wall=wall if given is None or is_live_key(environ().get(config.file.stripe.api_key_env))
-                          else None)   # a test key's --now travels in time: Stripe's clock is not the tick's
+                          else None,   # a test key's --now travels in time: Stripe's clock is not the tick's
+                          interrupted=lambda: bool(caught))
     log_tick(config, result)
-    render(result, verbose or dry_run, as_json)
+    render(result, verbose or dry_run, as_json, signal.Signals(caught[0]).name if caught else None)
+    if caught:
+        raise typer.Exit(130)   # the shell's code for "stopped by a signal": cron and scripts know it
     if not result.ok:
         raise typer.Exit(1)
 
@@ -73,6 +80,30 @@ def check_moment(config, ledger: Ledger, given: datetime | None, wall: datetime,
     simulated = ledger.get_state("account_mode") == "simulated"
     return check_tick_moment(given, wall, ledger.last_tick_at(), live_key=is_live_key(key) and not simulated,
                              dry_run=dry_run)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[list[int]]:
+    """SIGINT (Ctrl-C) or SIGTERM during a tick asks it to stop, not to die: the call in flight finishes (within
+    its channel's timeout), the claims not yet started are given back, what was done is recorded. The list fills
+    with the signal's number. A second signal of the same kind acts as usual, at once."""
+    caught: list[int] = []
+
+    def ask_to_stop(signum, frame) -> None:
+        caught.append(signum)
+        signal.signal(signum, previous[signum])
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread():   # only the main thread may set handlers
+        yield caught
+        return
+    for s in previous:
+        signal.signal(s, ask_to_stop)
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def summary(result: TickResult) -> str:
@@ -95,7 +126,19 @@ def summary(result: TickResult) -> str:
     return line
 
 
-def render(result: TickResult, verbose: bool, as_json: bool) -> None:
+def unknown_line(count: int) -> str:
+    return (f"{count} action{'s have' if count != 1 else ' has'} an unknown outcome: check "
+            f"{'them' if count != 1 else 'it'}, then `dunctl case resolve` (`dunctl status` lists them)")
+
+
+def interrupted_line(result: TickResult, signal_name: str) -> str:
+    """The one line a tick stopped by a signal prints: what it did, and that the rest waits."""
+    line = (f"interrupted by {signal_name}: {summary(result)}; {result.deferred} due item(s) given back for the "
+            f"next tick")
+    return line + (f"; {unknown_line(result.unknown_waiting)}" if result.unknown_waiting else "")
+
+
+def render(result: TickResult, verbose: bool, as_json: bool, stopped_by: str | None = None) -> None:
     if as_json:
         print_json(result.to_dict())
     for line in result.taken_over:
@@ -113,9 +156,14 @@ def render(result: TickResult, verbose: bool, as_json: bool) -> None:
     for channel in result.skipped_channels:
         err.print(f"skipped: the {channel} channel after repeated failures this tick; its steps run on the next",
                   markup=False)
-    if result.deferred:
+    if result.deferred and stopped_by is None:
         err.print(f"deferred: the tick's budget ran out; {result.deferred} due item(s) wait for the next tick",
                   markup=False)
+    if result.unknown_waiting and stopped_by is None:
+        err.print(unknown_line(result.unknown_waiting), markup=False)
+    if stopped_by is not None:
+        err.print(interrupted_line(result, stopped_by), markup=False)
+        return
     if as_json or not result.did_something:
         return  # cron mails whatever a job prints: say nothing when nothing happened
     out.print(summary(result), markup=False)

@@ -40,7 +40,8 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 # migration is pending.
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
           "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
-          "m106_i20_endings_follow_ups", "m107_i25_perf_invoices_by_subscription")
+          "m106_i20_endings_follow_ups", "m107_i25_perf_invoices_by_subscription",
+          "m108_i20_interrupts_started")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -58,6 +59,14 @@ def connect(target: str | Path, **options) -> sqlite3.Connection:
     return sqlite3.connect(target, isolation_level=None, **options)
 
 
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), to tell a process that died from a machine that restarted."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -70,6 +79,8 @@ class Ledger:
         self._depth = 0
         self._db = None
         self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
+        self._light = False                    # light_transaction may skip the fsync (a tick knows its boot id)
+        self._relaxed = False                  # synchronous=NORMAL since the last light_transaction
 
     @property
     def db(self):
@@ -387,7 +398,16 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction, started IMMEDIATE so a concurrent writer waits at BEGIN (busy_timeout) instead
-        of failing halfway. Nested calls become savepoints of the outer transaction."""
+        of failing halfway. Nested calls become savepoints of the outer transaction. Its commit is durable (and
+        makes the light commits before it durable too: they are earlier in the same write-ahead log)."""
+        if self._relaxed and not self.conn.in_transaction:
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self._relaxed = False
+        with self._begin():
+            yield
+
+    @contextmanager
+    def _begin(self) -> Iterator[None]:
         conn = self.conn
         if conn.in_transaction:
             name = f"sp{id(conn)}_{self._depth}"
@@ -410,6 +430,20 @@ class Ledger:
             conn.rollback()
             raise
         conn.commit()
+
+    @contextmanager
+    def light_transaction(self) -> Iterator[None]:
+        """A transaction whose commit survives the process dying (kill -9, out of memory) but perhaps not the
+        machine losing power: in WAL mode with synchronous=NORMAL the commit reaches the OS without waiting for
+        the disk (measured: 0.01 ms of CPU, against 0.2 ms of CPU and 4 ms of waiting for an fsync); the next
+        ordinary commit makes it durable too.
+        Light only inside a tick that recorded the machine's boot id (`start_tick`): after a reboot,
+        `settles_by_started` tells the next tick not to trust what such commits said. Otherwise an ordinary one."""
+        if self._light and not self._relaxed and not self.conn.in_transaction:
+            self.conn.execute("PRAGMA synchronous = NORMAL")   # until the next ordinary transaction
+            self._relaxed = True
+        with self._begin():
+            yield
 
     # -- cases -----------------------------------------------------------------------------------------------
 
@@ -765,7 +799,7 @@ class Ledger:
             return cursor.lastrowid
         row = self.conn.execute(
             """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
-                 tick_id = ?, idempotency_key = ?, error = NULL
+                 tick_id = ?, idempotency_key = ?, error = NULL, started_at = NULL, outcome = NULL
                WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend', 'waiting')
                RETURNING id""",
             [iso(now), tick_id, key, case_id, kind, step_id]).fetchone()
@@ -793,6 +827,21 @@ class Ledger:
                    AND a.tries < ? AND a.finished_at <= ?
                    AND c.state = 'recovered' AND (a.step_id = 'recovered' OR a.step_id LIKE 'lift-%')""",
             [iso(now), max_tries, iso(failed_before)])]
+
+    def mark_started(self, now: datetime, *, actions: list[int] = (), notices: list[int] = (),
+                     action_outcomes: list[tuple[int, str]] = (), notice_outcomes: list[tuple[int, str]] = ()
+                     ) -> None:
+        """Claimed effects about to leave dunctl (a send, a Stripe call), and the outcomes (status only) of those
+        acted since the last such write, all on rows of the batch's claims. Committed before the effect, so a
+        tick that dies later leaves only this one without an outcome, and the claims without a mark are known
+        never to have been tried. Nothing here is indexed: a write of a page or two."""
+        at = iso(now)
+        for table, ids in (("actions", actions), ("notices", notices)):
+            if ids:
+                self.conn.executemany(f"UPDATE {table} SET started_at = ? WHERE id = ?", [(at, i) for i in ids])
+        for table, noted in (("actions", action_outcomes), ("notices", notice_outcomes)):
+            if noted:
+                self.conn.executemany(f"UPDATE {table} SET outcome = ? WHERE id = ?", [(s, i) for i, s in noted])
 
     def release_claim(self, action_id: int) -> None:
         """Give back a claim whose effect was never attempted (the tick stopped first): as if never claimed."""
@@ -840,6 +889,19 @@ class Ledger:
             """SELECT a.*, c.invoice_id FROM actions a JOIN cases c ON c.id = a.case_id
                WHERE a.status = ? ORDER BY a.id""", [status]))
 
+    def unknown_count(self) -> int:
+        """How many actions wait for a person (`case resolve`): one step of a partial index, on every tick."""
+        return self.conn.execute("SELECT count(*) FROM actions INDEXED BY actions_unknown WHERE status = 'unknown'"
+                                 ).fetchone()[0]
+
+    def unknown_claimed_before(self, before: datetime) -> list[dict]:
+        """Actions with an unknown outcome claimed before `before`, oldest first, with their invoice and case
+        state (`case resolve --all-sent / --all-not-sent`)."""
+        return list(self.rows(
+            """SELECT a.*, c.invoice_id, c.state AS case_state FROM actions a INDEXED BY actions_unknown
+               JOIN cases c ON c.id = a.case_id WHERE a.status = 'unknown' AND a.claimed_at < ?
+               ORDER BY a.claimed_at, a.id""", [iso(before)]))
+
     def orphaned_claims(self) -> list[dict]:
         """Actions claimed by a tick that never recorded a result (it crashed between claim and effect)."""
         return list(self.rows("SELECT * FROM actions INDEXED BY actions_claimed WHERE status = 'claimed'"))
@@ -847,8 +909,20 @@ class Ledger:
     # -- ticks -----------------------------------------------------------------------------------------------
 
     def start_tick(self, now: datetime, dry_run: bool) -> int:
-        return self.conn.execute("INSERT INTO ticks(now, pid, dry_run) VALUES (?, ?, ?)",
-                               [iso(now), os.getpid(), int(dry_run)]).lastrowid
+        boot = boot_id()
+        self._light = boot is not None and self.path is not None
+        return self.conn.execute("INSERT INTO ticks(now, pid, dry_run, boot_id) VALUES (?, ?, ?, ?)",
+                               [iso(now), os.getpid(), int(dry_run), boot]).lastrowid
+
+    def settles_by_started(self, tick_id: int | None) -> bool:
+        """Can a claim this tick left behind be judged by its "started" mark? Yes when the tick's commits were
+        all durable (no boot id: no light commits), or the machine has not rebooted since (a process that dies
+        loses nothing it committed). After a reboot a light "started" mark may be lost: every claim counts as
+        started."""
+        if tick_id is None:
+            return True
+        row = self.conn.execute("SELECT boot_id FROM ticks WHERE id = ?", [tick_id]).fetchone()
+        return row is None or row[0] is None or row[0] == boot_id()
 
     def finish_tick(self, tick_id: int, opened: int, closed: int, actions: int, failed: int) -> None:
         self.conn.execute("UPDATE ticks SET finished = 1, opened = ?, closed = ?, actions = ?, failed = ? "
@@ -954,7 +1028,8 @@ class Ledger:
     def claim_notice(self, notice_id: int, now: datetime, tick_id: int | None) -> int | None:
         """Claim a notice before sending it. None when another tick claimed or finished it first."""
         row = self.conn.execute(
-            """UPDATE notices SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?, error = NULL
+            """UPDATE notices SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?, error = NULL,
+                 started_at = NULL, outcome = NULL
                WHERE id = ? AND status IN ('pending', 'failed') RETURNING id""",
             [iso(now), tick_id, notice_id]).fetchone()
         return row[0] if row else None

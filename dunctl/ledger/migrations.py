@@ -622,6 +622,30 @@ def m107_i25_perf_invoices_by_subscription(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS invoices_subscription ON invoices(subscription_id, status, created_at)")
 
 
+@migrations()
+def m108_i20_interrupts_started(db: Database) -> None:
+    # "Started": written and committed right before an effect leaves dunctl (a send, a Stripe call), with the
+    # `outcome` (status only) of the effects acted before it; the full result follows with the batch. A claim a
+    # tick left behind without it was never attempted and is given back as due; one with an outcome gets it; one
+    # started without an outcome may have happened (`unknown`). Claims left by an older dunctl may have been
+    # attempted: they count as started. The unknown
+    # ones get their own partial index, so every tick (an idle one too) can count them in one indexed step. A
+    # tick records the machine's boot id: its "started" marks survive the process dying but not a power loss
+    # (see Ledger.light_transaction), so after a reboot its claims are all taken as started.
+    db.executescript(
+        """
+        ALTER TABLE ticks ADD COLUMN boot_id TEXT;
+        ALTER TABLE actions ADD COLUMN started_at TEXT;
+        ALTER TABLE notices ADD COLUMN started_at TEXT;
+        ALTER TABLE actions ADD COLUMN outcome TEXT;
+        ALTER TABLE notices ADD COLUMN outcome TEXT;
+        UPDATE actions SET started_at = claimed_at WHERE status = 'claimed';
+        UPDATE notices SET started_at = claimed_at WHERE status = 'claimed';
+        CREATE INDEX IF NOT EXISTS actions_unknown ON actions(claimed_at) WHERE status = 'unknown';
+        """
+    )
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

@@ -30,13 +30,23 @@ def run_notices(ctx: TickContext, result: TickResult) -> None:
 
 
 def mark_unknown(ctx: TickContext) -> None:
-    """Notices claimed by a tick that died before recording them: maybe sent, so never sent again."""
+    """Notices claimed by a tick that died before recording them: one never started was never sent (due again);
+    one whose outcome the next send noted gets it (a failed one is due again); one started without an outcome was
+    maybe sent, so never sent again."""
     with ctx.ledger.transaction():
         for notice in ctx.ledger.orphaned_notice_claims():
-            ctx.ledger.record_notice_result(
-                notice["id"], "unknown", ctx.now,
-                error="the tick stopped between claiming and recording this notice; it may or may not have been "
-                      "sent and will not be re-sent")
+            started = notice["started_at"] is not None or not ctx.ledger.settles_by_started(notice["tick_id"])
+            if not started or notice["outcome"] == "failed":
+                ctx.ledger.release_notice_claim(notice["id"])
+            elif notice["outcome"] is not None:
+                ctx.ledger.record_notice_result(notice["id"], notice["outcome"], ctx.now,
+                                                detail="recorded after the tick stopped, from the outcome noted "
+                                                       "when the next notice started")
+            else:
+                ctx.ledger.record_notice_result(
+                    notice["id"], "unknown", ctx.now,
+                    error="the tick stopped while this notice was in flight; it may or may not have been sent and "
+                          "will not be re-sent")
 
 
 def reopen_would_notices(ctx: TickContext) -> int:

@@ -341,7 +341,8 @@ def close(ctx: TickContext, effect: Effect) -> Prepared:
     reason = effect.step.note or f"sequence finished at step {effect.name}"
     return Prepared("close the case: sequence exhausted",
                     lambda: Outcome("done", "case closed: sequence exhausted",
-                                    changes=end_case(b.case, b.invoice, "exhausted", reason, ctx.now)))
+                                    changes=end_case(b.case, b.invoice, "exhausted", reason, ctx.now)),
+                    leaves=False)
 
 
 def stop_provider_retries(ctx: TickContext, effect: Effect) -> Prepared:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ class TickContext:
     mode: str = LIVE            # live | monitor (record `would`, persistently) | dry_run (nothing kept)
     tick_id: int | None = None
     adopt: bool = False         # take over invoices another ledger works (dunctl/adoption.py)
+    interrupted: Callable[[], bool] = lambda: False   # asked to stop (the CLI's SIGINT/SIGTERM handler)
 
     def __post_init__(self):
         self.dunctl_retries = self.config.file.stripe.retries == "dunctl"
@@ -53,6 +55,10 @@ class TickContext:
 
     def over_budget(self) -> bool:
         return time.monotonic() - self._started > self._budget
+
+    def should_stop(self) -> bool:
+        """Take no new work: the budget ran out, or the tick was asked to stop. What is left stays due."""
+        return self.interrupted() or self.over_budget()
 
     def channel_result(self, channel: str | None, failed: bool) -> None:
         """The circuit breaker: a channel that keeps failing is skipped for the rest of this tick."""

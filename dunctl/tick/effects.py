@@ -77,12 +77,13 @@ class Prepared:
     recipient: str | None = None
     subject: str | None = None
     quiet: bool = False
+    leaves: bool = True    # delivering it reaches outside dunctl (a send, a Stripe call): recorded as started first
 
 
 def done(detail: str, **kw) -> Prepared:
     """An effect with nothing to deliver (bookkeeping, or nothing to do): the same outcome live or not."""
-    return Prepared(detail, lambda: Outcome("done", detail, **kw), quiet=kw.get("quiet", False))
+    return Prepared(detail, lambda: Outcome("done", detail, **kw), quiet=kw.get("quiet", False), leaves=False)
 
 
 def skipped(reason: str) -> Prepared:
-    return Prepared(f"skip: {reason}", lambda: Outcome("skipped", reason))
+    return Prepared(f"skip: {reason}", lambda: Outcome("skipped", reason), leaves=False)

@@ -1,4 +1,4 @@
-"""The one path every effect takes: claim -> re-check -> act -> record.
+"""The one path every effect takes: claim -> re-check -> start -> act -> record.
 
 Claims of a batch are written in one transaction before any effect, results (and the case changes the effects
 caused) in one after, which also claims the next batch. Each claim is decided against the ledger as it is when it
@@ -6,13 +6,18 @@ is claimed, not as the tick planned it (`_AtClaim`): a case that ended or was pa
 or by a person running `dunctl case pause` meanwhile) gets nothing more, and an irreversible step runs only if
 the one rule for them, `earned` in dunctl/irreversible.py, still holds on the case as it is now.
 
-A tick that dies in between leaves its batch's claims, which the next tick records as `unknown`: visible,
-resolvable by a person, never silently repeated. Batches are small (EFFECTS_PER_BATCH), so a crash never hides
-more than a few dozen actions, while durability costs one commit per batch, not per action.
+
+Between the two durable commits, right before an effect leaves dunctl (a send, a Stripe call), one light
+commit marks it started and notes the outcome of the effects acted before it (their status only, on the same
+rows). A tick that dies therefore leaves at most one started effect without an outcome: the next tick records it
+`unknown` (visible, resolvable by a person, never silently repeated), records the noted outcomes, and gives back
+the claims that never started, due as before.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dunctl.adoption import MARK_ACTION, marks_after
@@ -43,7 +48,7 @@ def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case
         batch: list[list[Effect]] = []
         while units and (not batch or sum(map(len, batch)) + len(units[0]) <= EFFECTS_PER_BATCH):
             batch.append(units.pop(0))
-        if ctx.over_budget():
+        if ctx.should_stop():
             result.deferred += sum(map(len, batch)) + sum(map(len, units))   # still due next tick, never missed
             break
         with ctx.ledger.transaction():
@@ -97,6 +102,7 @@ class _Acted:
     outcomes: list[tuple[_Claimed, Outcome]]
     untried: list[_Claimed]
     stop: GatewayAuthError | None = None
+    noted: int = 0     # how many of the outcomes a later effect's "started" commit noted
 
 
 def _claim_batch(ctx: TickContext, units: list[list[Effect]]) -> list[list[_Claimed]]:
@@ -163,7 +169,7 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
     ended: set[int] = set()
     for unit in claimed_units:
         channel = unit[0].effect.channel
-        if acted.stop is not None or channel in ctx.skipped_channels or ctx.over_budget():
+        if acted.stop is not None or channel in ctx.skipped_channels or ctx.should_stop():
             acted.untried.extend(unit)   # never attempted: the claims are given back, the effects stay due
             continue
         acted.outcomes.extend((item, item.suppressed) for item in unit if item.suppressed is not None)
@@ -174,7 +180,7 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
         if not live:
             continue
         try:
-            unit_outcomes = _act(ctx, [item.effect for item in live])
+            unit_outcomes = _act(ctx, [item.effect for item in live], _starter(ctx, acted, live))
         except GatewayAuthError as exc:
             acted.stop = exc
             unit_outcomes = [Outcome("failed", error=_error_text(exc), request_id=exc.request_id) for _ in live]
@@ -187,6 +193,22 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
             acted.outcomes.append((item, outcome))
     result.deferred += len(acted.untried)
     return acted
+
+
+def _starter(ctx: TickContext, acted: _Acted, unit: list[_Claimed]) -> Callable[[], None]:
+    """What runs right before the unit leaves dunctl: one light commit (Ledger.light_transaction) marking it
+    started and noting the outcomes acted since the last one. Only the rows of this batch's actions are written
+    (a page or two), so it costs a fraction of recording everything, which waits for the batch's end."""
+    def start() -> None:
+        noted = acted.outcomes[acted.noted:]
+        with ctx.ledger.light_transaction():
+            ctx.ledger.mark_started(
+                ctx.now, actions=[i.action_id for i in unit if i.effect.kind != NOTICE],
+                notices=[i.action_id for i in unit if i.effect.kind == NOTICE],
+                action_outcomes=[(i.action_id, o.status) for i, o in noted if i.effect.kind != NOTICE],
+                notice_outcomes=[(i.action_id, o.status) for i, o in noted if i.effect.kind == NOTICE])
+        acted.noted += len(noted)
+    return start
 
 
 def _record_batch(ctx: TickContext, acted: _Acted, result: TickResult, applied: case_changes.Applied) -> None:
@@ -228,14 +250,14 @@ def _case_id(effect: Effect) -> int | None:
     return None if effect.kind == NOTICE else effect.bundle.case.id
 
 
-def _act(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
+def _act(ctx: TickContext, effects: list[Effect], start: Callable[[], None] = lambda: None) -> list[Outcome]:
     """Re-check, then do the effect (one, or several delivered as one message), or describe it when the tick does
     not act. Every exception becomes an outcome here, by what it means for the effect: not sent (failed, retried
     later) or maybe sent (unknown)."""
     outcomes: list[Outcome | None] = [_suppressed(ctx, e) for e in effects]
     todo = [e for e, o in zip(effects, outcomes) if o is None]
     if todo:
-        shared = _deliver(ctx, todo)
+        shared = _deliver(ctx, todo, start)
         ref = f"{todo[0].key}+{len(todo) - 1}" if len(todo) > 1 else None
         others = {e.invoice_id for e in todo}
         it = iter(shared)
@@ -249,7 +271,7 @@ def _act(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
     return outcomes
 
 
-def _deliver(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
+def _deliver(ctx: TickContext, effects: list[Effect], start: Callable[[], None]) -> list[Outcome]:
     effect = effects[0]
     try:
         if effect.kind == NOTICE:
@@ -261,11 +283,13 @@ def _deliver(ctx: TickContext, effects: list[Effect]) -> list[Outcome]:
         if not ctx.acts:
             return [Outcome("would", prepared.what, recipient=prepared.recipient, subject=prepared.subject,
                             quiet=prepared.quiet) for _ in effects]
+        if prepared.leaves:
+            start()
         outcome = prepared.deliver()
         outcome.quiet = outcome.quiet or prepared.quiet
         return [outcome] + [Outcome(outcome.status, outcome.detail, outcome.recipient, outcome.subject, outcome.error,
                                     outcome.request_id, outcome.quiet) for _ in effects[1:]]
-    except GatewayAuthError:
+    except (GatewayAuthError, sqlite3.Error):   # the ledger failing (a full disk) stops the tick: see _starter
         raise
     except DeliveryUncertain as exc:
         return [Outcome("unknown", error=f"{exc.message}: it may have been delivered, so it will not be re-sent; "

@@ -50,6 +50,8 @@ class TickResult:
     deferred: int = 0                                 # due effects left for the next tick (the tick's budget)
     skipped_channels: list[str] = field(default_factory=list)
     taken_over: list[str] = field(default_factory=list)   # what Stripe's invoices showed was sent (adoption.py)
+    interrupted: bool = False                         # stopped early on SIGINT/SIGTERM (what is left stays due)
+    unknown_waiting: int = 0                          # actions with an unknown outcome, waiting for `case resolve`
 
     def close(self, invoice_id: str, state: str) -> None:
         if invoice_id not in self.endings:
@@ -76,4 +78,5 @@ class TickResult:
         return {"now": iso(self.now), "dry_run": self.dry_run, "mode": self.mode, "opened": self.opened,
                 "closed": self.closed, "endings": self.endings, "actions": [a.to_dict() for a in self.actions],
                 "errors": self.errors, "missed_cause": self.missed_cause, "deferred": self.deferred,
-                "skipped_channels": self.skipped_channels, "taken_over": self.taken_over}
+                "skipped_channels": self.skipped_channels, "taken_over": self.taken_over,
+                "interrupted": self.interrupted, "unknown_waiting": self.unknown_waiting}

@@ -45,9 +45,10 @@ class _Planned(NamedTuple):
 
 def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False,
              progress: Callable[[SyncResult], None] | None = None, accept_stale: bool = False,
-             notices: bool = False) -> SyncResult:
+             notices: bool = False, stop: Callable[[], bool] = lambda: False) -> SyncResult:
     """Pull changes from the provider into the ledger. Each batch lands with its cursor, atomically.
-    With `notices` (pre-dunning on), the first sync also lists the active subscriptions (billing_backfill)."""
+    With `notices` (pre-dunning on), the first sync also lists the active subscriptions (billing_backfill).
+    `stop` (a tick asked to stop) ends it between batches: the next sync resumes from the stored cursor."""
     result = SyncResult()
     cursor = None if full else ledger.get_state("cursor")
     batches = gateway.sync(cursor, now, full=full)
@@ -65,6 +66,8 @@ def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False
         result.events += batch.events
         if progress is not None:
             progress(result)
+        if stop():
+            break
     ledger.set_state("account_mode", gateway.mode)
     return result
 
@@ -160,7 +163,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     sequences = ctx.sequences
     started = time.monotonic()
     for n, ids in enumerate(chunks):
-        if ctx.over_budget():
+        if ctx.should_stop():
             result.deferred += sum(map(len, chunks[n:]))   # still due: the next tick takes them, nothing missed
             return
         if resync is not None and n and time.monotonic() - started > RESYNC_AFTER_SECONDS:
@@ -293,24 +296,40 @@ STRIPE_KEY_LIFETIME = timedelta(hours=23)   # Stripe keeps idempotency keys at l
 
 
 def _settle_orphans(ledger: Ledger, now: datetime) -> None:
-    """Claims left by a tick that died between claim and result. A Stripe call carries an idempotency key, and
-    Stripe answers a repeat of it with the first result: such a claim is tried again with the same key (within
-    the key's lifetime), so a retry charges once. Anything else may or may not have happened: `unknown`, visible,
-    never re-sent until a person says so."""
+    """Claims left by a tick that died between claim and result. One never started (the executor marks an effect
+    started right before it leaves dunctl) was never attempted: given back, due as before. A Stripe call carries an
+    idempotency key, and Stripe answers a repeat of it with the first result: such a claim is tried again with the
+    same key (within the key's lifetime), so a retry charges once and its consequences are recorded. One whose
+    outcome a later effect's start noted gets that outcome. The one left, started without an outcome, may or may
+    not have happened: `unknown`, visible, never re-sent until a person says so."""
     with ledger.transaction():
         for action in ledger.orphaned_claims():
+            if action["started_at"] is None and ledger.settles_by_started(action["tick_id"]):
+                ledger.release_claim(action["id"])
+                continue
             claimed = from_iso(action["claimed_at"])
             if action["channel"] == "stripe" and claimed is not None and now - claimed < STRIPE_KEY_LIFETIME:
                 ledger.record_interrupted(action["id"], claimed,
                                           "interrupted before its result was recorded; tried again with the "
                                           "same idempotency key, which Stripe answers with the first result")
-                continue
-            ledger.record_result(action["id"], "unknown", now,
-                                 error="the tick stopped between claiming and recording this action; it may or "
-                                       "may not have happened and will not be re-sent: check, then "
-                                       "`dunctl case resolve`")
-            ledger.add_timeline(action["case_id"], now, "unknown",
-                                f"{action['step_id']} ({action['action']}) outcome unknown: not re-sent")
+            elif action["outcome"] is not None:
+                _settle_noted(ledger, action, now)
+            else:
+                ledger.record_result(action["id"], "unknown", now,
+                                     error="the tick stopped while this action was in flight; it may or may not "
+                                           "have happened and will not be re-sent: check, then "
+                                           "`dunctl case resolve`")
+                ledger.add_timeline(action["case_id"], now, "unknown",
+                                    f"{action['step_id']} ({action['action']}) outcome unknown: not re-sent")
+
+
+def _settle_noted(ledger: Ledger, action: dict, now: datetime) -> None:
+    status = action["outcome"]
+    note = "recorded after the tick stopped, from the outcome noted when the next effect started"
+    ledger.record_result(action["id"], status, now, detail=note,
+                         error="the tick stopped before recording its details" if status in ("failed", "unknown")
+                         else None)
+    ledger.add_timeline(action["case_id"], now, "action", f"{action['step_id']} ({action['action']}) {status}: {note}")
 
 
 def _on_mode_change(ctx: TickContext) -> None:
@@ -359,11 +378,13 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
              dry_run: bool = False, sync: bool = True,
              progress: Callable[[SyncResult], None] | None = None, mode: str | None = None,
              accept_stale: bool = False, adopt: bool = False,
-             wall: datetime | None = None) -> TickResult:
+             wall: datetime | None = None, interrupted: Callable[[], bool] | None = None) -> TickResult:
     """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run works on a snapshot copy
     of the ledger in memory: it never writes the ledger file nor holds a write transaction on it, and makes no
     call that changes anything outside. `wall` is the machine's clock (the CLI's reading, not --now): when given,
-    it is compared with Stripe's after the sync, and a skew stops the tick before any effect (ClockRefused)."""
+    it is compared with Stripe's after the sync, and a skew stops the tick before any effect (ClockRefused).
+    `interrupted` (the CLI's signal flag): once true, the tick takes no new work, lets the effect in flight finish,
+    gives back what it claimed and returns (result.interrupted)."""
     if dry_run:
         return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale, adopt)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
@@ -371,7 +392,8 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         last_tick = ledger.last_tick_at()
         tick_id = ledger.start_tick(now, dry_run=False)
         ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway) if gateway else None,
-                          channels, now, mode=mode, tick_id=tick_id, adopt=adopt)
+                          channels, now, mode=mode, tick_id=tick_id, adopt=adopt,
+                          interrupted=interrupted or (lambda: False))
         result = TickResult(now=now, mode=mode)
         try:
             _settle_orphans(ledger, now)
@@ -382,6 +404,8 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
                 channels.close()
         result.missed_cause = _missed_cause(ledger, result, last_tick, now, config.file.dunning.grace)
         result.skipped_channels = sorted(ctx.skipped_channels)
+        result.interrupted = ctx.interrupted()
+        result.unknown_waiting = ledger.unknown_count()   # every tick says how many wait for a person
         ledger.finish_tick(tick_id, len(result.opened), len(result.closed), len(result.actions), len(result.failed))
         return result
 
@@ -394,7 +418,7 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
             return
         try:
             result.sync = run_sync(ctx.ledger, gateway, ctx.now, progress=progress, accept_stale=accept_stale,
-                                   notices=ctx.config.file.notices.enabled)
+                                   notices=ctx.config.file.notices.enabled, stop=ctx.interrupted)
         except GatewayAuthError:
             raise
         except GatewayError as exc:
@@ -420,6 +444,8 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
     reconcile(ctx, result)
     run_due(ctx, result, resync)
     reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
+    if ctx.interrupted():
+        return               # asked to stop: the notices wait for the next tick, as they are
     from dunctl.notices.run import run_notices
 
     _follow_ups(ctx, result)
