@@ -125,3 +125,19 @@ def test_after_a_month_without_cron_the_final_notice_goes_out_before_any_pause_o
         account.tick(T0 + day * DAY + 2 * HOUR)
     assert fake_stripe.count(CANCEL) == 2
     assert account.irreversible_were_announced() == 5
+
+
+def test_after_going_live_no_dunctl_retry_runs_while_stripes_own_are_still_on(tmp_path, fake_stripe, smtp):
+    """Monitoring only planned turning Stripe's retries off (`would`): once live, that has not happened, and while
+    it fails no dunctl retry may charge the card beside Stripe's own."""
+    account = Account(tmp_path, fake_stripe, smtp, "monitor")
+    data = yaml.safe_load(account.config.read_text())
+    data["stripe"]["retries"] = "dunctl"
+    account.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    account.tick(T0 + HOUR)
+    account.go_live()
+    fake_stripe.inject(400, times=100, route="POST /v1/invoices/:id")   # turning Stripe's retries off fails
+    fake_stripe.set_now(T0 + 2 * DAY + HOUR)
+    result = cli(account.config, "tick", "--now", (T0 + 2 * DAY + HOUR).isoformat(), env={"STRIPE_API_KEY": TEST_KEY})
+    assert result.exit_code == 1                                        # the turn-off failed, and says so
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 0          # and no retry ran beside Stripe's

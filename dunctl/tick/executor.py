@@ -160,7 +160,7 @@ class _AtClaim:
             return True    # not irreversible, or suppressed at claim: recorded as such
         from dunctl.tick.facts import snapshot, step_records
 
-        case = snapshot(bundle, ctx.now, ctx.dunctl_retries)
+        case = snapshot(bundle, ctx.now, ctx.dunctl_retries, ctx.settings.monitor)
         return earned(effect.step, case, ctx.sequences(bundle), step_records(bundle), ctx.settings, ctx.now) is None
 
 

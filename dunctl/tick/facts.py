@@ -40,7 +40,7 @@ def step_records(bundle: CaseBundle) -> dict[str, StepRecord]:
     return {a.step_id: StepRecord(a.status, a.tries, a.finished_at) for a in bundle.actions if a.kind == "step"}
 
 
-def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool) -> CaseSnapshot:
+def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool, monitor: bool = False) -> CaseSnapshot:
     case, invoice = bundle.case, bundle.invoice
     blocked = not_before = wait_reason = None
     if dunctl_retries and invoice.failed_at is not None:
@@ -50,7 +50,8 @@ def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool) -> CaseSna
             not_before, wait_reason = invoice.failed_at + wait, retry_wait_reason(invoice.decline)
     if dunctl_retries:
         stop = bundle.system().get(STOP_PROVIDER_RETRIES)
-        if stop is None or stop.status not in ("done", "would"):
+        # Monitoring only planned it (`would`): once live, Stripe's retries are on until the turn-off is done.
+        if stop is None or stop.status not in (("done", "would") if monitor else ("done",)):
             blocked = "Stripe's own retries are not turned off on this invoice yet"
     return CaseSnapshot(
         first_failed_at=case.first_failed_at,

@@ -45,7 +45,7 @@ def load_bundles(ledger: Ledger, case_ids: list[int], settings: Settings, now: d
 
 def plan_case(bundle: CaseBundle, sequence: Sequence, settings: Settings, dunctl_retries: bool,
               now: datetime) -> Plan:
-    return plan(snapshot(bundle, now, dunctl_retries), sequence, step_records(bundle), settings, now)
+    return plan(snapshot(bundle, now, dunctl_retries, settings.monitor), sequence, step_records(bundle), settings, now)
 
 
 def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool, now: datetime,
