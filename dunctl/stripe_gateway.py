@@ -475,6 +475,7 @@ class StripeGateway:
                     latest[data["id"]] = (event["created"], order, data)
                 if old_shape:
                     refetch.add(data["id"])
+                batch.signals.extend(_new_default(data, previous, at, event, invoice_id=data["id"]))
                 if kind in FAILURE_EVENTS:
                     seen_failure = failures.setdefault(data["id"], {"first": event["created"],
                                                                     "last": event["created"],
@@ -494,14 +495,17 @@ class StripeGateway:
                 current = self._fetch("subscription", data["id"]) if old_shape else self._complete_items(data)
                 batch.subscriptions.append(subscription_from(current))
                 batch.signals.extend(subscription_signals(kind, current, previous, at, event))
+                batch.signals.extend(_new_default(current, previous, at, event, subscription_id=current.get("id")))
             elif kind in ("payment_method.automatically_updated", "payment_method.updated"):
                 method = payment_method_from(data, updated_at=at)
                 batch.payment_methods.append(method)
-                if method.customer_id:
+                # Only a new number or expiry makes the same payment method worth charging again; an edit of
+                # its metadata or billing details leaves the card, and its decline, as they were.
+                if method.customer_id and _card_details_changed(previous):
                     batch.signals.append(Signal("payment_method_updated", at, customer_id=method.customer_id,
                                                 payment_method_id=method.id,
                                                 detail=f"{kind}: {_describe(method)} ({method.id})",
-                                                source_id=event["id"]))
+                                                source_id=event["id"], data={"card_changed": True}))
             elif kind == "payment_method.attached":
                 # Stored, not a signal: the card is not used until it is made the default (customer.updated or
                 # customer.subscription.updated say so), but then its expiry is known without another request.
@@ -716,11 +720,17 @@ class StripeGateway:
             raise GatewayError(f"invoice {invoice_id} cannot be stored: {problem}", code="unstorable")
         return invoice_from(data)
 
-    def pay_invoice(self, invoice_id: str, idempotency_key: str) -> PaymentOutcome:
+    def pay_invoice(self, invoice_id: str, idempotency_key: str, payment_method: str | None = None
+                    ) -> PaymentOutcome:
+        # Without `payment_method` Stripe charges the invoice's default, then the subscription's, then the
+        # customer's (https://docs.stripe.com/api/invoices/pay): a retry for a new card names the card.
+        params = {"payment_method": payment_method} if payment_method else {}
+        key = keyed(idempotency_key, params) if params else idempotency_key
         try:
             data = self._write(f"pay invoice {invoice_id}", ("invoice", "write"),
                                lambda: self._read_back("invoice", invoice_id, lambda i: i.get("status") == "paid"),
-                               self._client.v1.invoices.pay, invoice_id, options={"idempotency_key": idempotency_key})
+                               self._client.v1.invoices.pay, invoice_id, params=params,
+                               options={"idempotency_key": key})
         except CardDeclined as exc:
             return PaymentOutcome(succeeded=False, decline=exc.decline, request_id=exc.request_id,
                                   detail=exc.decline.message or exc.message)
@@ -871,6 +881,25 @@ def _collect_payer(batch: SyncBatch, data: dict) -> None:
             batch.payment_methods.append(payment_method_from(default))
     if isinstance(data.get("default_payment_method"), dict):
         batch.payment_methods.append(payment_method_from(data["default_payment_method"]))
+
+
+def _card_details_changed(previous: dict) -> bool:
+    """Did a payment method event change the card's number or expiry (what the card updater does)?"""
+    card = previous.get("card") if isinstance(previous.get("card"), dict) else {}
+    return bool({"exp_month", "exp_year", "last4", "fingerprint"} & set(card))
+
+
+def _new_default(data: dict, previous: dict, at: datetime, event: dict, **where) -> list[Signal]:
+    """A new default payment method on an invoice or a subscription: these come before the customer's default
+    when Stripe picks the card (invoice, then subscription, then customer), so each is a new card to retry."""
+    if "default_payment_method" not in previous:
+        return []
+    new = _id(data.get("default_payment_method"))
+    if not new or new == _id(previous.get("default_payment_method")):
+        return []
+    return [Signal("payment_method_updated", at, customer_id=_id(data.get("customer")), payment_method_id=new,
+                   detail=f"new default payment method {new} on {data.get('object')} {data.get('id')}",
+                   source_id=event["id"], **where)]
 
 
 def _deduplicated(batch: SyncBatch) -> SyncBatch:

@@ -419,8 +419,10 @@ class FakeStripe:
             return pm["id"]
 
     def add_subscription(self, customer: str, *, amount: int = 2000, currency: str = "usd", metered: bool = False,
-                         metadata: dict | None = None, status: str = "active", at: datetime | None = None) -> str:
-        """A subscription with a licensed price, plus a metered (usage-based) price when `metered`."""
+                         metadata: dict | None = None, status: str = "active", at: datetime | None = None,
+                         default_payment_method: str | None = None) -> str:
+        """A subscription with a licensed price, plus a metered (usage-based) price when `metered`; with its own
+        `default_payment_method` as Checkout makes them."""
         with self.lock:
             t = self._at(at)
             sub = template("subscription")
@@ -446,7 +448,7 @@ class FakeStripe:
                         "trial_start": None, "pause_collection": None, "cancel_at_period_end": False,
                         "pending_update": None, "transfer_data": None, "billing_schedules": [],
                         "next_pending_invoice_item_invoice": None, "pending_invoice_item_interval": None,
-                        "default_payment_method": None})
+                        "default_payment_method": default_payment_method})
             sub["items"] = {"object": "list", "data": items, "has_more": False,
                             "url": f"/v1/subscription_items?subscription={sub_id}"}
             self._put("subscription", sub)
@@ -776,6 +778,47 @@ class FakeStripe:
             self._put("dispute", d)
             self.emit("charge.dispute.created", d, t)
             return d["id"]
+
+    def charged_method(self, invoice_id: str) -> str | None:
+        """The payment method invoices.pay without `payment_method` charges, in Stripe's order: the invoice's
+        default, else its subscription's, else the customer's invoice_settings.default_payment_method."""
+        inv = self.invoice(invoice_id)
+        sub = self.store["subscription"].get(subscription_id_of(inv) or "") or {}
+        return inv.get("default_payment_method") or sub.get("default_payment_method") or \
+            self.store["customer"][inv["customer"]]["invoice_settings"]["default_payment_method"]
+
+    def edit_payment_method(self, payment_method: str, *, at: datetime | None = None, metadata: dict | None = None,
+                            phone: str | None = None, exp_month: int | None = None,
+                            exp_year: int | None = None) -> None:
+        """An update of a payment method (payment_method.updated): its metadata or billing details, or, on a
+        card, its expiry (what an API update may change)."""
+        with self.lock:
+            t = self._at(at)
+            pm = self.store["payment_method"][payment_method]
+            previous: dict = {}
+            if metadata is not None:
+                previous["metadata"] = dict(pm.get("metadata") or {})
+                pm["metadata"] = {**(pm.get("metadata") or {}), **metadata}
+            if phone is not None:
+                previous["billing_details"] = clone(pm["billing_details"])
+                pm["billing_details"]["phone"] = phone
+            card = {k: v for k, v in (("exp_month", exp_month), ("exp_year", exp_year)) if v is not None}
+            if card:
+                previous["card"] = {k: pm["card"][k] for k in card}
+                pm["card"].update(card)
+            self.emit("payment_method.updated", pm, t, previous)
+
+    def set_default_payment_method(self, obj: str, payment_method: str | None, *,
+                                   at: datetime | None = None) -> None:
+        """A default payment method of the invoice or subscription itself (a Checkout-made subscription keeps
+        its own), which Stripe charges before the customer's default."""
+        with self.lock:
+            t = self._at(at)
+            kind = "invoice" if obj.startswith("in_") else "subscription"
+            target = self.store[kind][obj]
+            previous = {"default_payment_method": target.get("default_payment_method")}
+            target["default_payment_method"] = payment_method
+            self.emit(f"{'invoice' if kind == 'invoice' else 'customer.subscription'}.updated", target, t, previous)
 
     def replace_default_payment_method(self, customer: str, type: str = "card", *, at: datetime | None = None,
                                        **card) -> str:
@@ -1210,21 +1253,20 @@ class FakeStripe:
                             request=request)
             return self._render(inv, params.get("expand"))
         pi = self.payment_intent_of(inv["id"])
+        method = params.get("payment_method") or self.charged_method(inv["id"])
         queued = self.outcomes.get(inv["id"])
         if queued:
             outcome = queued.pop(0)
         else:
-            # Unscripted: the same decline again, unless the customer has saved another payment method since.
-            default = self.store["customer"][inv["customer"]]["invoice_settings"]["default_payment_method"]
+            # Unscripted: the same decline again on the card that failed; another card succeeds.
             error = pi["last_payment_error"] or {}
-            changed = default and default != pi["payment_method"]
+            changed = method and method != pi["payment_method"]
             outcome = Outcome(True) if changed or not error else Outcome(False, _decline(
                 error.get("decline_code"), code=error.get("code"), advice_code=error.get("advice_code"),
                 network_advice_code=error.get("network_advice_code"),
                 failure_code=self.store["charge"][pi["latest_charge"]]["failure_code"]))
-        default = self.store["customer"][inv["customer"]]["invoice_settings"]["default_payment_method"]
         pi = self.attempt(inv["id"], outcome.succeeds, decline=outcome.decline, automatic=False,
-                          payment_method=params.get("payment_method") or default, request=request)
+                          payment_method=method, request=request)
         if outcome.succeeds:
             return self._render(inv, params.get("expand"))
         error = pi["last_payment_error"]

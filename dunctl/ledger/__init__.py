@@ -39,7 +39,8 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 # the two lists differ. Opening a ledger compares its applied names with these: sqlite-utils loads only when a
 # migration is pending.
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
-          "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id")
+          "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
+          "m106_i21_cards_payment_method_changed_to")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -464,8 +465,8 @@ class Ledger:
         else:
             self._set(case_id, attempts=attempts, decline_code=decline_code)
 
-    def note_payment_method_change(self, case_id: int, at: datetime) -> None:
-        self._set(case_id, payment_method_changed_at=at)
+    def note_payment_method_change(self, case_id: int, at: datetime, payment_method_id: str | None = None) -> None:
+        self._set(case_id, payment_method_changed_at=at, payment_method_changed_to=payment_method_id)
 
     def hand_to_person(self, case_id: int, at: datetime, disputed: bool = False) -> None:
         """A person holds the case: escalated (it stays open) or disputed (it is paused, dunning stops)."""

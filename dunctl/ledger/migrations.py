@@ -608,6 +608,13 @@ def m105_i20_adopt_ledger_id(db: Database) -> None:
                [json.dumps(f"ldg_{secrets.token_hex(8)}")])
 
 
+@migrations()
+def m106_i21_cards_payment_method_changed_to(db: Database) -> None:
+    """The payment method a case's customer changed to: a retry for the new card names it in invoices.pay, since
+    Stripe would otherwise charge the invoice's, then the subscription's default before the customer's."""
+    db.execute("ALTER TABLE cases ADD COLUMN payment_method_changed_to TEXT")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

@@ -84,6 +84,7 @@ class Resume:
 class PaymentMethodChanged:
     case_id: int
     at: datetime
+    payment_method_id: str | None = None    # the new card: a retry for it names it (Stripe's order would not)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _resume(ledger: Ledger, c: Resume, now: datetime, applied: Applied) -> None:
 
 
 def _method(ledger: Ledger, c: PaymentMethodChanged, now: datetime, applied: Applied) -> None:
-    ledger.note_payment_method_change(c.case_id, c.at)
+    ledger.note_payment_method_change(c.case_id, c.at, c.payment_method_id)
     applied.touched.add(c.case_id)
 
 

@@ -112,9 +112,27 @@ def _dispute_closed(signal, data, case, invoice, now) -> list[Change]:
 
 
 def _method_updated(signal, data, case, invoice, now) -> list[Change]:
-    return [PaymentMethodChanged(case.id, signal.at),
+    if not _charges_another_card(signal, data, invoice):
+        return []
+    return [PaymentMethodChanged(case.id, signal.at, signal.payment_method_id),
             Note(case.id, signal.at, "payment_method", "the customer's payment method changed"
                  + (f" ({signal.payment_method_id})" if signal.payment_method_id else ""))]
+
+
+def _charges_another_card(signal, data, invoice) -> bool:
+    """Would the invoice now be charged with another card than the one that failed? A new default on another
+    invoice or subscription concerns only that one; the failed card made the default again, or an edit that
+    left its number and expiry, is the same card: it keeps every rule of its decline (hard stops, advice-code
+    and network waits, the attempt cap)."""
+    if signal.invoice_id and signal.invoice_id != invoice.id:
+        return False
+    if signal.subscription_id and signal.subscription_id != invoice.subscription_id:
+        return False
+    if signal.payment_method_id and signal.payment_method_id == invoice.payment_method_id:
+        return bool(data.get("card_changed"))     # the card updater gave the failed card a new number or expiry
+    if data.get("card_changed"):
+        return signal.payment_method_id is None or invoice.payment_method_id is None
+    return True
 
 
 def _mandate_inactive(signal, data, case, invoice, now) -> list[Change]:
