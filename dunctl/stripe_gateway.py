@@ -1156,9 +1156,12 @@ def invoice_from(data: dict, intent: dict | None = None, *, failed_at: datetime 
     if intent:
         raw = (intent.get("last_payment_error") or {}).get("payment_method") or intent.get("payment_method")
         method = raw if isinstance(raw, dict) else {"id": raw} if raw else None
-    if method is None and data.get("default_payment_method"):
-        raw = data["default_payment_method"]
-        method = raw if isinstance(raw, dict) else {"id": raw}
+    # No attempt yet: the card a payment will use, in Stripe's order (invoice, subscription, customer).
+    subscription = _subscription_field(data)
+    for raw in (data.get("default_payment_method"),
+                subscription.get("default_payment_method") if isinstance(subscription, dict) else None):
+        if method is None and raw:
+            method = raw if isinstance(raw, dict) else {"id": raw}
     if method is None and isinstance(customer, dict):
         raw = (customer.get("invoice_settings") or {}).get("default_payment_method")
         method = raw if isinstance(raw, dict) else {"id": raw} if raw else None

@@ -71,3 +71,16 @@ def test_the_failed_card_made_the_default_again_is_not_retried(world, fake_strip
     fake_stripe.set_default_payment_method(invoice, failed_card(fake_stripe, invoice), at=T0 + 2 * HOUR)
     w.tick(T0 + 3 * HOUR)
     assert fake_stripe.count(PAY) == 0
+
+
+def test_an_unattempted_invoice_names_the_subscriptions_own_card_before_the_customers(fake_stripe):
+    from dunctl.stripe_gateway import StripeGateway
+    from tests.fakestripe import TEST_KEY
+
+    customer = fake_stripe.add_customer(at=T0)
+    fake_stripe.add_payment_method(customer, at=T0)                    # the customer's default
+    own = fake_stripe.add_payment_method(customer, last4="1881", default=False, at=T0)
+    subscription = fake_stripe.add_subscription(customer, default_payment_method=own, at=T0)
+    invoice = fake_stripe.create_invoice(customer, subscription=subscription, at=T0)
+    gateway = StripeGateway(TEST_KEY, api_base=fake_stripe.url, sleep=lambda seconds: None)
+    assert gateway.get_invoice(invoice).payment_method_id == own == fake_stripe.charged_method(invoice)
