@@ -66,6 +66,7 @@ FAILURE_EVENTS = frozenset({"invoice.payment_failed", "invoice.payment_action_re
 INVOICE_EXPAND = ["customer", "customer.invoice_settings.default_payment_method", "default_payment_method",
                   "parent.subscription_details.subscription"]
 PAYMENT_EXPAND = ["data.payment.payment_intent.latest_charge"]
+BILLED_STATUSES = frozenset({"active", "trialing", "past_due"})     # subscriptions pre-dunning follows
 
 # Restricted-key permission (as Stripe names it in a 403) -> the resource's name on the Dashboard's key page.
 PERMISSION_NAMES = {
@@ -668,9 +669,12 @@ class StripeGateway:
     # -- pre-dunning (dunctl/notices) -----------------------------------------------------------------------------
 
     def sync_subscriptions(self, after: str | None = None) -> Iterator[tuple[SyncBatch, str | None]]:
-        """The active subscriptions, their customers and default payment methods, a page of 100 per request
-        (expanded in the same request): pre-dunning's backfill. Yields each page's batch and its last id."""
-        params: dict = {"status": "active", "limit": PAGE,
+        """The subscriptions that will be charged (active, trialing, past_due), their customers and default
+        payment methods, a page of 100 per request (expanded in the same request): pre-dunning's backfill. Yields
+        each page's batch and its last id."""
+        # Without `status` Stripe lists every subscription but the cancelled ones, in one listing (one cursor):
+        # a trial's first charge and a past_due one's next need their card as much as an active one's.
+        params: dict = {"limit": PAGE,
                         "expand": ["data.default_payment_method", "data.customer",
                                    "data.customer.invoice_settings.default_payment_method"]}
         while True:
@@ -680,6 +684,8 @@ class StripeGateway:
             page = self._list("/v1/subscriptions", "list subscriptions", ("subscription", "read"), params)
             batch = SyncBatch()
             for data in page["data"]:
+                if data.get("status") not in BILLED_STATUSES:
+                    continue
                 _collect_payer(batch, data)
                 batch.subscriptions.append(subscription_from(data))
             if page["data"]:

@@ -1406,8 +1406,10 @@ class FakeStripe:
             self.emit("customer.subscription.deleted", sub, t)
 
     def _h_subscriptions_list(self, match, params, request):
+        # As Stripe: no `status` lists every subscription but the cancelled ones; `all` lists them all.
+        status = params.get("status")
         items = [s for s in self._newest_first("subscription")
-                 if (not params.get("status") or s["status"] == params["status"])
+                 if (status == "all" or s["status"] == status or (not status and s["status"] != "canceled"))
                  and (not params.get("customer") or s["customer"] == params["customer"])]
         return self._list(items, params, "/v1/subscriptions")
 
