@@ -452,6 +452,7 @@ class StripeGateway:
         settled: set[str] = set()
         count_before_rise: dict[str, int] = {}
         refetch: set[str] = set()
+        uncounted: set[str] = set()
         seen: set[str] = set()
         for order, event in enumerate(events):
             if event["id"] in seen:
@@ -483,10 +484,15 @@ class StripeGateway:
                                                                     "payment_intent": None})
                     seen_failure["first"] = min(seen_failure["first"], event["created"])
                     seen_failure["last"] = max(seen_failure["last"], event["created"])
+                    seen_failure["count"] = max(seen_failure.get("count", 0), data.get("attempt_count") or 0)
                     if isinstance(data.get("payment_intent"), str):      # an event in the old API shape
                         seen_failure["payment_intent"] = data["payment_intent"]
                 elif kind == "invoice.paid":
                     settled.add(data["id"])
+                    if "attempt_count" not in previous:
+                        # Paid by an attempt Stripe did not count (the hosted page, invoices.pay): its count holds
+                        # nothing new, only schedule steps skipped without a charge, which no retry earned.
+                        uncounted.add(data["id"])
                 elif "attempt_count" in previous:
                     # The count rose without a failed attempt (Stripe's schedule moving on after a decline it will
                     # not retry): keep the count of attempts that happened.
@@ -561,6 +567,10 @@ class StripeGateway:
                 continue
             if invoice_id in count_before_rise and invoice_id not in settled and snapshot.get("status") == "open":
                 snapshot = {**snapshot, "attempt_count": count_before_rise[invoice_id]}
+            elif invoice_id in uncounted and snapshot.get("status") == "paid":
+                # The ledger keeps the highest count it saw: the attempts it knew stay, the skipped steps do not.
+                known = max(count_before_rise.get(invoice_id, 0), failures.get(invoice_id, {}).get("count", 0))
+                snapshot = {**snapshot, "attempt_count": min(known, snapshot.get("attempt_count") or 0)}
             self._admit(batch, snapshot, None, **times)
         return batch
 

@@ -708,6 +708,7 @@ class FakeStripe:
         inv.update({"status": "paid", "amount_paid": inv["amount_due"], "amount_remaining": 0,
                     "next_payment_attempt": None, "attempted": True})
         if counts:
+            previous["attempt_count"] = inv["attempt_count"]      # as Stripe: every changed field is listed
             inv["attempt_count"] += 1
         inv["status_transitions"]["paid_at"] = t
         payment.update({"status": "paid", "amount_paid": inv["amount_due"]})
