@@ -1074,6 +1074,9 @@ def subscription_signals(kind: str, sub: dict, previous: dict, at: datetime, eve
     idempotency keys start with 'dunctl-'), so a case is not held for its own suspension step."""
     request = event.get("request") or {}
     by_dunctl = str(request.get("idempotency_key") or "").startswith("dunctl-")
+    # Why Stripe paused it (status_details.paused.subscription.type): a payment failure means Stripe's own
+    # failed-payment settings did it, not a person; dunctl follows such a pause and never lifts it.
+    paused_for = (((sub.get("status_details") or {}).get("paused") or {}).get("subscription") or {}).get("type")
     found: list[tuple[str, str, dict]] = []
     pause = sub.get("pause_collection") or None
     if kind == "customer.subscription.deleted":
@@ -1110,7 +1113,8 @@ def subscription_signals(kind: str, sub: dict, previous: dict, at: datetime, eve
                 found.append(("subscription_resumed", "subscription resumed", {"status": sub.get("status")}))
     return [Signal(signal_kind, at, customer_id=_id(sub.get("customer")), subscription_id=sub.get("id"),
                    detail=detail, source_id=f"{signal_kind}:{sub.get('id')}:{event['created']}",
-                   data={**data, "event": event["id"], "by_dunctl": by_dunctl})
+                   data={**data, "event": event["id"], "by_dunctl": by_dunctl,
+                         **({"paused_for": paused_for} if signal_kind == "subscription_paused" and paused_for else {})})
             for signal_kind, detail, data in found]
 
 

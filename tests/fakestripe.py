@@ -931,6 +931,20 @@ class FakeStripe:
             self.emit("customer.subscription.paused", sub, t)
             self.emit("customer.subscription.updated", sub, t, previous)
 
+    def stripe_pauses_for_failure(self, subscription: str, reason: str = "final_payment_failure",
+                                  at: datetime | None = None) -> None:
+        """Stripe's own failed-payment settings pause the subscription (no request: Stripe did it), with
+        status_details.paused saying why."""
+        with self.lock:
+            t = self._at(at)
+            sub = self.store["subscription"][subscription]
+            previous = {"status": sub["status"], "status_details": sub.get("status_details")}
+            sub["status"] = "paused"
+            sub["status_details"] = {"paused": {"type": "subscription", "transitioned_at": t,
+                                                "subscription": {"type": reason}}}
+            self.emit("customer.subscription.paused", sub, t)
+            self.emit("customer.subscription.updated", sub, t, previous)
+
     def resume_subscription(self, subscription: str, at: datetime | None = None) -> None:
         with self.lock:
             t = self._at(at)

@@ -40,7 +40,7 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 # migration is pending.
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
           "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
-          "m106_i21_cards_payment_method_changed_to")
+          "m106_i21_cards")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -476,9 +476,9 @@ class Ledger:
         else:
             self._set(case_id, with_person=1, escalated_at=at)
 
-    def hold_case(self, case_id: int) -> None:
+    def hold_case(self, case_id: int, because: str | None = None) -> None:
         """The subscription is paused or set to cancel outside dunctl: no step runs until it resumes."""
-        self._set(case_id, state="paused", next_due_at=None, next_step=None)
+        self._set(case_id, state="paused", next_due_at=None, next_step=None, held_because=because)
 
     def pause_case(self, case_id: int) -> None:
         self._set(case_id, state="paused", with_person=1, next_due_at=None, next_step=None)
@@ -487,7 +487,7 @@ class Ledger:
         self._set(case_id, state="open", with_person=0)
 
     def unhold_case(self, case_id: int) -> None:
-        self._set(case_id, state="open")
+        self._set(case_id, state="open", held_because=None)
 
     def mark_churned(self, case_id: int) -> None:
         self._set(case_id, churned=1)

@@ -609,10 +609,13 @@ def m105_i20_adopt_ledger_id(db: Database) -> None:
 
 
 @migrations()
-def m106_i21_cards_payment_method_changed_to(db: Database) -> None:
-    """The payment method a case's customer changed to: a retry for the new card names it in invoices.pay, since
-    Stripe would otherwise charge the invoice's, then the subscription's default before the customer's."""
+def m106_i21_cards(db: Database) -> None:
+    """`payment_method_changed_to`: the card a case's customer changed to, which a retry for the new card names
+    in invoices.pay (Stripe would otherwise charge the invoice's, then the subscription's default first).
+    `held_because`: why a held case waits (Stripe paused the subscription for a payment failure, a dispute on
+    another of the customer's charges), shown by `status` and `case show`."""
     db.execute("ALTER TABLE cases ADD COLUMN payment_method_changed_to TEXT")
+    db.execute("ALTER TABLE cases ADD COLUMN held_because TEXT")
 
 
 def _check_schema_names() -> None:

@@ -73,6 +73,7 @@ class Hold:
     """The subscription was paused or set to cancel outside dunctl: the case waits, no step runs."""
 
     case_id: int
+    because: str | None = None      # why it waits, in words for `status` and `case show`
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def _hand(ledger: Ledger, c: HandToPerson, now: datetime, applied: Applied) -> N
 
 
 def _hold(ledger: Ledger, c: Hold, now: datetime, applied: Applied) -> None:
-    ledger.hold_case(c.case_id)
+    ledger.hold_case(c.case_id, c.because)
     applied.touched.discard(c.case_id)
 
 

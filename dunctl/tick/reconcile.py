@@ -149,12 +149,23 @@ def _subscription_canceled(signal, data, case, invoice, now) -> list[Change]:
                     + (f" ({why})" if why else "") + ": no more retries or messages", now)
 
 
+PAUSED_FOR_PAYMENT = {"first_payment_failure": "the first payment failed",
+                      "final_payment_failure": "the last payment retry failed"}
+
+
 def _subscription_held(signal, data, case, invoice, now) -> list[Change]:
     if not case.is_open:
         return []
+    if data.get("paused_for") in PAUSED_FOR_PAYMENT:
+        # Stripe's failed-payment settings paused it: Stripe collects nothing until the invoice is paid, so the
+        # case waits for the customer (the hosted invoice page still takes a payment); the pause is Stripe's,
+        # and only Stripe or a person lifts it.
+        why = (f"Stripe paused the subscription because {PAUSED_FOR_PAYMENT[data['paused_for']]} (its "
+               "failed-payment settings); dunctl follows that pause and does not lift it")
+        return [Hold(case.id, why), Note(case.id, signal.at, "held", why + ": no retries or messages")]
     what = "set to cancel" if signal.kind == "subscription_cancel_scheduled" else "paused"
-    return [Hold(case.id), Note(case.id, signal.at, "held", f"the subscription was {what} outside dunctl: the "
-                                                            "case waits, no retries or messages")]
+    why = f"the subscription was {what} outside dunctl"
+    return [Hold(case.id, why), Note(case.id, signal.at, "held", why + ": the case waits, no retries or messages")]
 
 
 def _subscription_resumed(signal, data, case, invoice, now) -> list[Change]:
