@@ -533,19 +533,8 @@ class StripeGateway:
                                             detail=f"{data.get('brand')} ending {data.get('last4')} expires "
                                                    f"{data.get('exp_month')}/{data.get('exp_year')}",
                                             source_id=event["id"]))
-            elif kind == "charge.dispute.created":
-                batch.signals.append(Signal("dispute", at, invoice_id=self._invoice_of_dispute(data),
-                                            detail=f"{data.get('reason')}: {data.get('amount')} "
-                                                   f"{data.get('currency')} disputed ({data.get('id')})",
-                                            source_id=event["id"]))
-            elif kind == "charge.dispute.closed":
-                status = data.get("status")
-                batch.signals.append(Signal("dispute_closed", at, invoice_id=self._invoice_of_dispute(data),
-                                            detail=f"{status}: dispute {data.get('id')} ({data.get('reason')}, "
-                                                   f"{data.get('amount')} {data.get('currency')})",
-                                            source_id=event["id"],
-                                            data={"status": status, "dispute": data.get("id"),
-                                                  "reason": data.get("reason")}))
+            elif kind in ("charge.dispute.created", "charge.dispute.closed"):
+                batch.signals.append(self._dispute_signal(kind, data, at, event["id"]))
             elif kind == "mandate.updated":
                 if data.get("status") == "inactive" and previous.get("status", "active") != "inactive":
                     method_id = _id(data.get("payment_method"))
@@ -662,13 +651,28 @@ class StripeGateway:
             return
         batch.invoices.append(invoice_from(data, intent, failed_at=failed_at, first_failed_at=first_failed_at))
 
-    def _invoice_of_dispute(self, dispute: dict) -> str | None:
+    def _dispute_signal(self, kind: str, data: dict, at: datetime, event_id: str) -> Signal:
+        """A dispute concerns the customer, not an open case: it exists only on a captured charge, so the invoice
+        that charge paid is already paid (https://docs.stripe.com/disputes). The customer comes from the charge."""
+        charge = data.get("charge") if isinstance(data.get("charge"), dict) else None
+        if charge is None and data.get("charge"):
+            charge = self._call(f"read charge {_id(data['charge'])}", ("charge", "read"),
+                                self._client.v1.charges.retrieve, _id(data["charge"])).to_dict()
+        charge = charge or {}
+        due_by = from_unix((data.get("evidence_details") or {}).get("due_by"))
+        status = data.get("status")
+        facts = {"dispute": data.get("id"), "status": status, "reason": data.get("reason"),
+                 "amount": data.get("amount"), "currency": data.get("currency"), "evidence_due_by": iso(due_by),
+                 "charge": _id(data.get("charge"))}
+        what = f"dispute {data.get('id')} ({data.get('reason')}, {data.get('amount')} {data.get('currency')})"
+        return Signal("dispute" if kind == "charge.dispute.created" else "dispute_closed", at,
+                      invoice_id=self._invoice_of_dispute(data, charge), customer_id=_id(charge.get("customer")),
+                      detail=f"{status}: {what}" if kind == "charge.dispute.closed" else
+                      f"{what}, evidence due {iso(due_by) or 'unknown'}", source_id=event_id, data=facts)
+
+    def _invoice_of_dispute(self, dispute: dict, charge: dict) -> str | None:
         """The invoice a disputed charge paid: dispute -> payment intent -> invoice payment -> invoice."""
-        intent = _id(dispute.get("payment_intent"))
-        if not intent and dispute.get("charge"):
-            charge = self._call(f"read charge {_id(dispute['charge'])}", ("charge", "read"),
-                                self._client.v1.charges.retrieve, _id(dispute["charge"]))
-            intent = _id(charge.to_dict().get("payment_intent"))
+        intent = _id(dispute.get("payment_intent")) or _id(charge.get("payment_intent"))
         if not intent:
             return None
         page = self._call(f"find the invoice of payment intent {intent}", ("invoice", "read"),

@@ -764,18 +764,26 @@ class FakeStripe:
 
     def dispute(self, invoice_id: str, at: datetime | None = None, *, reason: str = "fraudulent",
                 with_payment_intent: bool = True) -> str:
-        """The cardholder disputes the invoice's latest charge. `with_payment_intent=False` leaves the dispute's
-        payment_intent empty, as on disputes of charges made without one."""
+        """The cardholder disputes the paid invoice's charge. As on Stripe, only a captured charge can be
+        disputed, so the invoice is paid. `with_payment_intent=False` leaves the dispute's payment_intent empty,
+        as on disputes of charges made without one."""
         with self.lock:
             t = self._at(at)
+            if self.invoice(invoice_id)["status"] != "paid":
+                raise ValueError(f"{invoice_id} is {self.invoice(invoice_id)['status']}: Stripe disputes only "
+                                 "captured charges, so only a paid invoice's payment can be disputed")
             pi = self.payment_intent_of(invoice_id)
             charge = self.store["charge"][pi["latest_charge"]]
+            if not charge.get("captured"):
+                raise ValueError(f"charge {charge['id']} was not captured: it cannot be disputed")
             charge["disputed"] = True
             d = template("dispute")
             d.update({"id": self._id("dp"), "charge": charge["id"], "amount": charge["amount"],
                       "currency": charge["currency"], "created": t, "reason": reason,
                       "payment_intent": pi["id"] if with_payment_intent else None,
                       "status": "needs_response"})
+            # Stripe gives the merchant about a week or more to answer with evidence.
+            d["evidence_details"] = {**d["evidence_details"], "due_by": t + 9 * 86400}
             self._put("dispute", d)
             self.emit("charge.dispute.created", d, t)
             return d["id"]

@@ -476,6 +476,19 @@ class Ledger:
         else:
             self._set(case_id, with_person=1, escalated_at=at)
 
+    def note_dispute(self, customer_id: str, dispute_id: str, summary: str | None) -> None:
+        """A dispute on one of the customer's charges opened (`summary`: what it is) or closed (None)."""
+        row = self.conn.execute("SELECT open_disputes FROM customers WHERE id = ?", [customer_id]).fetchone()
+        if row is None:
+            return
+        disputes = json.loads(row[0] or "{}")
+        if summary is None:
+            disputes.pop(dispute_id, None)
+        else:
+            disputes[dispute_id] = summary
+        self.conn.execute("UPDATE customers SET open_disputes = ? WHERE id = ?",
+                          [json.dumps(disputes) if disputes else None, customer_id])
+
     def hold_case(self, case_id: int, because: str | None = None) -> None:
         """The subscription is paused or set to cancel outside dunctl: no step runs until it resumes."""
         self._set(case_id, state="paused", next_due_at=None, next_step=None, held_because=because)
@@ -484,7 +497,7 @@ class Ledger:
         self._set(case_id, state="paused", with_person=1, next_due_at=None, next_step=None)
 
     def resume_case(self, case_id: int) -> None:
-        self._set(case_id, state="open", with_person=0)
+        self._set(case_id, state="open", with_person=0, held_because=None)
 
     def unhold_case(self, case_id: int) -> None:
         self._set(case_id, state="open", held_because=None)

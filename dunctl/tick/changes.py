@@ -89,6 +89,16 @@ class PaymentMethodChanged:
 
 
 @dataclass(frozen=True)
+class CustomerDispute:
+    """A dispute on one of the customer's charges opened (`summary`: what it is) or closed (None): while any is
+    open, every automated charge and customer message for that customer waits (dunctl/tick/facts.py)."""
+
+    customer_id: str
+    dispute_id: str
+    summary: str | None
+
+
+@dataclass(frozen=True)
 class Churned:
     case_id: int
 
@@ -103,7 +113,7 @@ class NotifyPerson:
 
 
 Change = OpenCase | FollowInvoice | Reclassify | EndCase | HandToPerson | Hold | Resume | PaymentMethodChanged | \
-    Churned | NotifyPerson | Note
+    Churned | NotifyPerson | Note | CustomerDispute
 
 
 @dataclass
@@ -178,6 +188,10 @@ def _method(ledger: Ledger, c: PaymentMethodChanged, now: datetime, applied: App
     applied.touched.add(c.case_id)
 
 
+def _customer_dispute(ledger: Ledger, c: CustomerDispute, now: datetime, applied: Applied) -> None:
+    ledger.note_dispute(c.customer_id, c.dispute_id, c.summary)
+
+
 def _churned(ledger: Ledger, c: Churned, now: datetime, applied: Applied) -> None:
     ledger.mark_churned(c.case_id)
 
@@ -191,7 +205,7 @@ def _note(ledger: Ledger, c: Note, now: datetime, applied: Applied) -> None:
 
 
 _APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand, Hold: _hold, Resume: _resume,
-          PaymentMethodChanged: _method, Churned: _churned, NotifyPerson: _notify, Note: _note}
+          PaymentMethodChanged: _method, Churned: _churned, CustomerDispute: _customer_dispute, NotifyPerson: _notify, Note: _note}
 
 
 @dataclass(frozen=True)

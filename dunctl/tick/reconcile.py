@@ -10,8 +10,9 @@ from dunctl.experiments import assign, case_sequence
 from dunctl.failures import DISPUTE, UNKNOWN, described_code, shown_code
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, SubscriptionRecord
-from dunctl.tick.changes import Change, EndCase, FollowInvoice, HandToPerson, Hold, Note, NotifyPerson, OpenCase, \
-    PaymentMethodChanged, Reclassify, Resume
+from dunctl.money import format_amount
+from dunctl.tick.changes import Change, CustomerDispute, EndCase, FollowInvoice, HandToPerson, Hold, Note, \
+    NotifyPerson, OpenCase, PaymentMethodChanged, Reclassify, Resume
 from dunctl.tick.facts import condition_facts
 
 ENDED_BY_INVOICE = {"paid": ("recovered", "invoice paid"), "void": ("voided", "invoice voided"),
@@ -81,12 +82,16 @@ def end_case(case: CaseRecord, invoice: InvoiceRecord, state: str, reason: str, 
 BANK_DEBITS = ("us_bank_account", "sepa_debit", "bacs_debit", "au_becs_debit", "acss_debit")
 
 
-def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceRecord]], now: datetime
-                 ) -> list[Change]:
+def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceRecord]], now: datetime,
+                 dispute_lost: str = "person") -> list[Change]:
     """A provider signal on the cases it concerns (found by invoice, subscription or customer)."""
     data = signal.data or {}
     if data.get("by_dunctl"):
         return []   # dunctl's own step did it (its pause_subscription): nothing to follow
+    if signal.kind == "dispute" and signal.customer_id:
+        return customer_disputes(signal, data, cases)
+    if signal.kind == "dispute_closed" and signal.customer_id:
+        return customer_dispute_closed(signal, data, cases, dispute_lost, now)
     changes: list[Change] = []
     for case, invoice in cases:
         changes += _SIGNALS.get(signal.kind, _ignore)(signal, data, case, invoice, now)
@@ -95,6 +100,55 @@ def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceReco
 
 def _ignore(*_) -> list[Change]:
     return []
+
+
+def dispute_summary(data: dict) -> str:
+    """A dispute in a person's words: amount, reason and when the evidence is due."""
+    amount = format_amount(data["amount"], data["currency"]) if data.get("amount") is not None \
+        and data.get("currency") else "an unknown amount"
+    due = data.get("evidence_due_by")
+    return (f"{amount} ({data.get('reason') or 'no reason given'}), evidence due "
+            f"{due[:16].replace('T', ' ') + ' UTC' if due else 'date unknown'} (dispute {data.get('dispute')})")
+
+
+def customer_disputes(signal, data: dict, cases) -> list[Change]:
+    """A dispute on any of the customer's charges (its invoice is paid: disputes exist only on captured charges)
+    holds every automated charge and customer message for that customer until it closes, and tells a person."""
+    summary = dispute_summary(data)
+    changes: list[Change] = [CustomerDispute(signal.customer_id, data.get("dispute") or signal.source_id, summary)]
+    why = f"{DISPUTE_HOLD}{summary}: no charges or messages to the customer until it closes"
+    held = [case for case, _ in cases if case.is_open]
+    for case in held:
+        changes += [Hold(case.id, why), Note(case.id, signal.at, "dispute", why)]
+    if cases:
+        first = cases[0][0]
+        changes.append(NotifyPerson(first.id, f"dispute-notice-{data.get('dispute')}",
+                                    f"Payment disputed: {summary}"))
+    return changes
+
+
+def customer_dispute_closed(signal, data: dict, cases, dispute_lost: str, now: datetime) -> list[Change]:
+    """The dispute closed: won (or closed with a warning) lifts the hold; lost does what `dunning.dispute_lost`
+    says (default: a person decides)."""
+    changes: list[Change] = [CustomerDispute(signal.customer_id, data.get("dispute") or "", None)]
+    lost = data.get("status") == "lost"
+    for case, invoice in cases:
+        if not (case.row.get("held_because") or "").startswith(DISPUTE_HOLD):
+            continue   # held for another reason (a person, the subscription): that hold stays
+        if not lost or dispute_lost == "resume":
+            changes += [Resume(case.id), Note(case.id, signal.at, "dispute", f"dispute closed ({data.get('status')})"
+                                                                             ": back to the sequence")]
+        elif dispute_lost == "write_off":
+            changes += end_case(case, invoice, "written_off", "the customer's dispute was lost", now)
+        else:
+            changes += [HandToPerson(case.id, signal.at),
+                        Hold(case.id, "the customer's dispute was lost: a person decides (`dunctl case resume` "
+                                      "hands the case back)"),
+                        Note(case.id, signal.at, "dispute", "dispute lost: handed to a person")]
+    return changes
+
+
+DISPUTE_HOLD = "the customer disputes a payment: "
 
 
 def _dispute(signal, data, case, invoice, now) -> list[Change]:
