@@ -48,6 +48,8 @@ TEST_KEY = "sk_test_fake_dunctl_0000000000000000"
 RETENTION = 30 * 86400
 PORTAL_SESSION_TTL = 5 * 60   # a billing portal session URL opens for this long after it is created
 EMBEDDED = 10          # lines of an invoice, items of a subscription, embedded in the object
+# The restricted-key permission that reads an expanded object, where it is not the object's own name.
+EXPANDED_PERMISSION = {"invoice_payment": "invoice", "subscription_item": "subscription", "price": "product"}
 EPOCH = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 _FIXTURES = json.loads(Path(__file__).with_name("fakestripe_fixtures.json").read_text())["resources"]
@@ -171,6 +173,7 @@ class FakeStripe:
 
     def __init__(self, *, now: datetime = EPOCH):
         self.lock = threading.RLock()
+        self._key: str | None = None                                 # the key of the request being answered
         self.now = unix(now)
         self.store: dict[str, dict[str, dict]] = defaultdict(dict)   # kind -> id -> object
         self.seq: dict[str, int] = {}                                # id -> creation order
@@ -1010,12 +1013,8 @@ class FakeStripe:
             self._account = account or self.key_accounts.get(key, ACCOUNT)
             if handler is None:
                 raise ApiError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
-            if permission in self.denied.get(key, ()):
-                masked = key[:8] + "*" * 20 + key[-4:]
-                raise ApiError(403, "invalid_request_error",
-                               f"The provided key '{masked}' does not have the required permissions for this "
-                               f"endpoint on account '{self.key_accounts.get(key, ACCOUNT)}'. Having the 'rak_{permission}' permission would "
-                               f"allow this request to continue.")
+            self._key = key
+            self._check_permission(permission)
             if self.validate_params:
                 self._validate(route, params)
             if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
@@ -1024,6 +1023,17 @@ class FakeStripe:
             if keyed:
                 return self._idempotent(method, path, params, key, idempotency_key, handler, match, fault)
             return 200, handler(match, params, (None, None)), {}
+
+    def _check_permission(self, permission: str) -> None:
+        """A restricted key needs the endpoint's permission, and the read permission of every object it expands
+        (Stripe checks each expansion: an invoice listed with its customer needs Customers: read too)."""
+        key = self._key
+        if key is not None and permission in self.denied.get(key, ()):
+            masked = key[:8] + "*" * 20 + key[-4:]
+            raise ApiError(403, "invalid_request_error",
+                           f"The provided key '{masked}' does not have the required permissions for this "
+                           f"endpoint on account '{self.key_accounts.get(key, ACCOUNT)}'. Having the "
+                           f"'rak_{permission}' permission would allow this request to continue.")
 
     def _take_fault(self, route: str) -> Fault | None:
         """The injected fault that answers this request, if any (counted down)."""
@@ -1144,6 +1154,9 @@ class FakeStripe:
                            param="expand")
         value = node[field]
         if isinstance(value, str):
+            kind = self._kind_of(value)
+            if kind:
+                self._check_permission(f"{EXPANDED_PERMISSION.get(kind, kind)}_read")
             target = self._lookup(value)
             if target is None:
                 raise ApiError(400, "invalid_request_error", f"This property cannot be expanded ({path}).",
