@@ -88,9 +88,9 @@ def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceReco
     data = signal.data or {}
     if data.get("by_dunctl"):
         return []   # dunctl's own step did it (its pause_subscription): nothing to follow
-    if signal.kind == "dispute" and signal.customer_id:
+    if signal.kind == "dispute" and on_customer(signal):
         return customer_disputes(signal, data, cases)
-    if signal.kind == "dispute_closed" and signal.customer_id:
+    if signal.kind == "dispute_closed" and on_customer(signal):
         return customer_dispute_closed(signal, data, cases, dispute_lost, now)
     changes: list[Change] = []
     for case, invoice in cases:
@@ -100,6 +100,12 @@ def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceReco
 
 def _ignore(*_) -> list[Change]:
     return []
+
+
+def on_customer(signal) -> bool:
+    """A dispute as Stripe reports it (dunctl.stripe_gateway): about the customer, with its dispute's facts. The
+    simulated account's disputes name an open invoice and are followed on that invoice's case."""
+    return bool(signal.customer_id and (signal.data or {}).get("dispute"))
 
 
 def dispute_summary(data: dict) -> str:
@@ -115,7 +121,7 @@ def customer_disputes(signal, data: dict, cases) -> list[Change]:
     """A dispute on any of the customer's charges (its invoice is paid: disputes exist only on captured charges)
     holds every automated charge and customer message for that customer until it closes, and tells a person."""
     summary = dispute_summary(data)
-    changes: list[Change] = [CustomerDispute(signal.customer_id, data.get("dispute") or signal.source_id, summary)]
+    changes: list[Change] = [CustomerDispute(signal.customer_id, data["dispute"], summary)]
     why = f"{DISPUTE_HOLD}{summary}: no charges or messages to the customer until it closes"
     held = [case for case, _ in cases if case.is_open]
     for case in held:
@@ -130,7 +136,7 @@ def customer_disputes(signal, data: dict, cases) -> list[Change]:
 def customer_dispute_closed(signal, data: dict, cases, dispute_lost: str, now: datetime) -> list[Change]:
     """The dispute closed: won (or closed with a warning) lifts the hold; lost does what `dunning.dispute_lost`
     says (default: a person decides)."""
-    changes: list[Change] = [CustomerDispute(signal.customer_id, data.get("dispute") or "", None)]
+    changes: list[Change] = [CustomerDispute(signal.customer_id, data["dispute"], None)]
     lost = data.get("status") == "lost"
     for case, invoice in cases:
         if not (case.row.get("held_because") or "").startswith(DISPUTE_HOLD):

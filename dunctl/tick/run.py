@@ -118,8 +118,11 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
 
 
 def _signal_cases(ledger: Ledger, signal) -> list[int]:
-    """The cases a signal concerns: by invoice (disputes), by subscription, else the customer's open cases."""
-    if signal.kind in ("dispute", "dispute_closed") and not signal.customer_id:
+    """The cases a signal concerns: by invoice (the simulation's disputes), by subscription, else the customer's
+    open and held cases (a dispute on any of its charges among them)."""
+    from dunctl.tick.reconcile import on_customer
+
+    if signal.kind in ("dispute", "dispute_closed") and not on_customer(signal):
         case = ledger.case_for_invoice(signal.invoice_id) if signal.invoice_id else None
         return [case["id"]] if case and case["state"] in ("open", "paused") else []
     if signal.kind.startswith("subscription_"):
