@@ -41,3 +41,24 @@ def test_a_dispute_on_a_paid_invoice_holds_every_open_case_of_the_customer_until
     w.tick(T0 + 9 * DAY + HOUR)
     assert {w.case(i)["state"] for i in (first, second, third)} == {"open"}
     assert fake_stripe.count(PAY) >= 1                               # back to the sequence: retries run again
+
+
+def test_a_lost_dispute_does_what_the_config_says(world, fake_stripe, tmp_path):
+    import yaml
+
+    from dunctl.config import load_config
+
+    w = world("stripe")
+    path = tmp_path / "dunctl.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("dunning", {})["dispute_lost"] = "write_off"
+    path.write_text(yaml.safe_dump(data))
+    w.config = load_config(path)
+    invoice = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    dispute = fake_stripe.dispute(paid_invoice_of(fake_stripe, invoice), at=T0 + DAY)
+    w.tick(T0 + DAY + HOUR)
+    fake_stripe.close_dispute(dispute, "lost", at=T0 + 5 * DAY)
+    w.tick(T0 + 5 * DAY + HOUR)
+    case = w.case(invoice)
+    assert (case["state"], case["close_reason"]) == ("written_off", "the customer's dispute was lost")
