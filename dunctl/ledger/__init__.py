@@ -40,7 +40,7 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 # migration is pending.
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
           "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
-          "m106_i21_cards")
+          "m108_i21_cards")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 

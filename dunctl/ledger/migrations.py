@@ -609,7 +609,7 @@ def m105_i20_adopt_ledger_id(db: Database) -> None:
 
 
 @migrations()
-def m106_i21_cards(db: Database) -> None:
+def m108_i21_cards(db: Database) -> None:
     """`payment_method_changed_to`: the card a case's customer changed to, which a retry for the new card names
     in invoices.pay (Stripe would otherwise charge the invoice's, then the subscription's default first).
     `held_because`: why a held case waits (Stripe paused the subscription for a payment failure, a dispute on
