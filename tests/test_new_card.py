@@ -15,7 +15,8 @@ def test_an_edit_of_the_failed_card_charges_nothing(world, fake_stripe):
     stolen = fake_stripe.fail_invoice(decline_code="stolen_card", at=T0)
     never = fake_stripe.fail_invoice(decline_code="do_not_honor", network_advice_code="03", at=T0,
                                      email="b@example.com")
-    held = fake_stripe.fail_invoice(decline_code="insufficient_funds", at=T0, email="c@example.com")
+    held = fake_stripe.fail_invoice(decline_code="card_decline_rate_limit_exceeded", at=T0,   # a 24-hour block
+                                    email="c@example.com")
     w.tick(T0 + HOUR)
     fake_stripe.edit_payment_method(failed_card(fake_stripe, stolen), metadata={"note": "vip"}, at=T0 + 2 * HOUR)
     fake_stripe.edit_payment_method(failed_card(fake_stripe, never), phone="+15555550100", at=T0 + 2 * HOUR)
