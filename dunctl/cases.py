@@ -36,6 +36,7 @@ class CaseRow:
     last_action: str | None
     next_step: str | None
     next_due_at: str | None
+    held_because: str | None = None      # why a held case waits (Stripe's pause, a dispute)
 
     def to_dict(self) -> dict:
         return {"invoice_id": self.invoice_id, "customer_id": self.customer_id,
@@ -44,7 +45,7 @@ class CaseRow:
                 "segment": self.segment, "sequence": self.sequence, "state": self.state,
                 "with_person": self.with_person, "opened_at": self.opened_at,
                 "first_failed_at": self.first_failed_at, "day": self.day, "last_action": self.last_action,
-                "next_step": self.next_step, "next_due_at": self.next_due_at}
+                "next_step": self.next_step, "next_due_at": self.next_due_at, "held_because": self.held_because}
 
 
 @dataclass
@@ -88,7 +89,8 @@ def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segmen
                 failure_type=c["failure_type"], decline_code=c["decline_code"], segment=c["segment"],
                 sequence=c["sequence"], state=c["state"], with_person=bool(c["with_person"]),
                 opened_at=c["opened_at"], first_failed_at=c["first_failed_at"], day=max(0, (now - first).days),
-                last_action=c["last_action"], next_step=c["next_step"], next_due_at=c["next_due_at"])
+                last_action=c["last_action"], next_step=c["next_step"], next_due_at=c["next_due_at"],
+                held_because=c["held_because"])
 
     return Status(now=now, account_mode=ledger.get_state("account_mode"), cases=rows(),
                   total=case_count(conn, which), limit=limit, revenue_at_risk=revenue_at_risk(conn, which),

@@ -261,6 +261,9 @@ class DunningConfig(Strict):
     channel_failures_before_skip: int = Field(3, ge=1, le=100)
     # One customer's emails due in the same tick, in one currency, go out as one message.
     group_messages: bool = True
+    # A dispute on any of a customer's charges holds all its cases; when the dispute is lost: a person decides
+    # (person), back to the sequence (resume), or the held invoices are written off in the ledger (write_off).
+    dispute_lost: Literal["person", "resume", "write_off"] = "person"
 
     @field_validator("tick_budget", mode="before")
     @classmethod

@@ -89,6 +89,28 @@ _codes(CARD_SOFT, """
 # that may work (network_retry_wait holds it). payment_method_provider_decline on a card is the wallet or
 # provider declining without a reason, like generic_decline.
 _codes(CARD_SOFT, "card_decline_rate_limit_exceeded payment_method_provider_decline")
+# Codes of API version 2026-10-28.endive that were still unknown (issue #21). The card or method cannot do
+# what this payment needs (its type, currency, a 3D Secure it does not support, details the network or issuer
+# requires): another payment method, or new details, fix it; the same one retried fails the same way.
+_codes(CARD_UPDATE, """
+    invalid_card_type payment_method_currency_mismatch payment_method_unsupported_type
+    payment_intent_incompatible_payment_method token_card_network_invalid three_d_secure_authentication_not_supported
+    cardholder_phone_number_required payment_method_billing_details_address_missing
+    india_recurring_payment_mandate_canceled
+""")
+# The customer must act on the payment themselves: authenticate (3D Secure, a setup's authentication), approve it
+# in their provider's app, or finish a redirect or session that expired. The hosted invoice page lets them.
+_codes(ACTION_REQUIRED, """
+    payment_intent_action_required invoice_payment_intent_requires_action setup_intent_authentication_failure
+    three_d_secure_authentication_upstream_error payment_method_customer_decline
+    payment_intent_payment_attempt_expired acss_debit_session_incomplete
+""")
+# The provider (a wallet, a bank network) was unavailable or slow this time, or the amount is over a per-payment
+# or per-period limit of the source: a later retry can work.
+_codes(CARD_SOFT, """
+    payment_method_provider_timeout payment_method_not_available charge_exceeds_source_limit
+    charge_exceeds_transaction_limit
+""")
 
 # Codes that say only "it failed" and carry no reason: the reason is in another field, so they never decide.
 GENERIC_CODES = frozenset({"card_declined", "payment_intent_payment_attempt_failed"})
@@ -125,6 +147,16 @@ _bank(BANK_HARD, """
 _bank(BANK_HARD, """
     AG01 AG02 RR01 RR02 RR03 RR04 SL01 payment_method_bank_account_blocked sepa_unsupported_account
     bank_account_unusable bank_account_declined payment_method_provider_decline payment_method_restricted
+""")
+# The mandate is invalid, or the account was never verified (microdeposits failed, timed out or were entered
+# wrong too often; routing number bad; account restricted): only new details or a new mandate fix it (endive
+# codes that were still unknown, issue #21).
+_bank(BANK_HARD, """
+    billing_invalid_mandate setup_intent_mandate_invalid bank_account_unverified bank_account_verification_failed
+    bank_account_bad_routing_numbers bank_account_restricted payment_method_microdeposit_failed
+    payment_method_microdeposit_verification_amounts_invalid payment_method_microdeposit_verification_amounts_mismatch
+    payment_method_microdeposit_verification_attempts_exceeded payment_method_microdeposit_verification_timeout
+    payment_method_microdeposit_verification_descriptor_code_mismatch payment_method_unactivated
 """)
 # Never re-presented: a duplicate (R24, AM05) was already collected; R06 is our own bank recalling the debit,
 # R17/R23/R33/FF01 are entries the bank could not accept as sent. A person looks first.

@@ -30,8 +30,10 @@ class Gateway(Protocol):
     def get_invoice(self, invoice_id: str) -> Invoice:
         """The invoice as the provider sees it right now (used to suppress an action on a paid invoice)."""
 
-    def pay_invoice(self, invoice_id: str, idempotency_key: str) -> PaymentOutcome:
-        """Attempt payment with the invoice's payment method. A decline is an outcome, not an exception."""
+    def pay_invoice(self, invoice_id: str, idempotency_key: str, payment_method: str | None = None
+                    ) -> PaymentOutcome:
+        """Attempt payment with `payment_method`, else the invoice's (its default, the subscription's, the
+        customer's, in that order). A decline is an outcome, not an exception."""
 
     def disable_automatic_retries(self, invoice_id: str, idempotency_key: str) -> None:
         """Stop the provider's own retries for this invoice (Stripe: auto_advance=false)."""

@@ -157,7 +157,7 @@ def _held(step: Step, case: CaseSnapshot) -> Wait | Decision | None:
                                 "dunctl)")
     if case.case_state != "open":
         return Decision(step, due, SKIP, f"the case is {case.case_state}")
-    if case.failure_type == DISPUTE:
+    if case.failure_type == DISPUTE or case.disputed:
         return Wait(step, None, "the customer disputes a payment: a person handles it, nothing irreversible runs")
     if case.dunning_off:
         return Decision(step, due, SKIP, "the customer has metadata dunning=off and cannot be told, so dunctl "

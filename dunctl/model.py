@@ -121,8 +121,11 @@ class Signal:
     - dispute_closed             invoice_id; data.status 'won' | 'lost' (also 'warning_closed'), data.dispute,
                                  data.reason. charge.dispute.closed: won -> record it, the case stays with the
                                  person; lost -> the case ends as written_off with the reason.
-    - payment_method_updated     customer_id, payment_method_id (the new one). payment_method.updated /
-                                 .automatically_updated, or customer.updated with a new default: retry now.
+    - payment_method_updated     customer_id, payment_method_id (the new one); invoice_id or subscription_id
+                                 when the new default is that object's own. payment_method.updated /
+                                 .automatically_updated with a new number or expiry (data.card_changed), or a new
+                                 default on the invoice, subscription or customer: the card changed, retry now.
+                                 An edit of a payment method's metadata or billing details is no signal.
     - mandate_inactive           customer_id, payment_method_id; data.mandate. mandate.updated to inactive: the
                                  bank will refuse debits; a bank-debit case becomes bank_hard.
     - subscription_canceled      customer_id, subscription_id; data.reason, data.comment, data.feedback.

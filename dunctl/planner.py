@@ -63,6 +63,7 @@ class CaseSnapshot:
     contacts: tuple[datetime, ...] = ()        # customer messages to this customer lately, across its cases
     invoice_status: str = "open"               # as the ledger holds it (dunctl/irreversible.py re-checks it)
     case_state: str = "open"                   # open, paused (by a person or outside dunctl), or how it ended
+    disputed: str | None = None                # an open dispute on any of the customer's charges, in words
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,9 @@ def skip_reason(step: Step, case: CaseSnapshot, sequence: Sequence, settings: Se
 def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
           settings: Settings, now: datetime) -> Wait | Decision | None:
     """A due step that must wait (Wait), can never run as planned (a SKIP Decision), or may run (None)."""
+    if case.disputed and step.audience != INTERNAL:
+        # Charges and customer messages wait for the dispute; telling a person does not.
+        return Wait(step, None, f"the customer disputes a payment ({case.disputed}): charges and messages wait")
     if step.audience == CUSTOMER and in_quiet_hours(now, settings, case.timezone):
         return Wait(step, after_quiet_hours(now, settings, case.timezone),
                     "quiet hours in the customer's time zone")

@@ -78,6 +78,7 @@ FAILURE_EVENTS = frozenset({"invoice.payment_failed", "invoice.payment_action_re
 INVOICE_EXPAND = ["customer", "customer.invoice_settings.default_payment_method", "default_payment_method",
                   "parent.subscription_details.subscription"]
 PAYMENT_EXPAND = ["data.payment.payment_intent.latest_charge"]
+BILLED_STATUSES = frozenset({"active", "trialing", "past_due"})     # subscriptions pre-dunning follows
 
 # Restricted-key permission (as Stripe names it in a 403) -> the resource's name on the Dashboard's key page.
 PERMISSION_NAMES = {
@@ -503,6 +504,7 @@ class StripeGateway:
         settled: set[str] = set()
         count_before_rise: dict[str, int] = {}
         refetch: set[str] = set()
+        uncounted: set[str] = set()
         seen: set[str] = set()
         for order, event in enumerate(events):
             if event["id"] in seen:
@@ -527,16 +529,22 @@ class StripeGateway:
                     latest[data["id"]] = (event["created"], order, data)
                 if old_shape:
                     refetch.add(data["id"])
+                batch.signals.extend(_new_default(data, previous, at, event, invoice_id=data["id"]))
                 if kind in FAILURE_EVENTS:
                     seen_failure = failures.setdefault(data["id"], {"first": event["created"],
                                                                     "last": event["created"],
                                                                     "payment_intent": None})
                     seen_failure["first"] = min(seen_failure["first"], event["created"])
                     seen_failure["last"] = max(seen_failure["last"], event["created"])
+                    seen_failure["count"] = max(seen_failure.get("count", 0), data.get("attempt_count") or 0)
                     if isinstance(data.get("payment_intent"), str):      # an event in the old API shape
                         seen_failure["payment_intent"] = data["payment_intent"]
                 elif kind == "invoice.paid":
                     settled.add(data["id"])
+                    if "attempt_count" not in previous:
+                        # Paid by an attempt Stripe did not count (the hosted page, invoices.pay): its count holds
+                        # nothing new, only schedule steps skipped without a charge, which no retry earned.
+                        uncounted.add(data["id"])
                 elif "attempt_count" in previous:
                     # The count rose without a failed attempt (Stripe's schedule moving on after a decline it will
                     # not retry): keep the count of attempts that happened.
@@ -546,14 +554,17 @@ class StripeGateway:
                 current = self._fetch("subscription", data["id"]) if old_shape else self._complete_items(data)
                 batch.subscriptions.append(subscription_from(current))
                 batch.signals.extend(subscription_signals(kind, current, previous, at, event))
+                batch.signals.extend(_new_default(current, previous, at, event, subscription_id=current.get("id")))
             elif kind in ("payment_method.automatically_updated", "payment_method.updated"):
                 method = payment_method_from(data, updated_at=at)
                 batch.payment_methods.append(method)
-                if method.customer_id:
+                # Only a new number or expiry makes the same payment method worth charging again; an edit of
+                # its metadata or billing details leaves the card, and its decline, as they were.
+                if method.customer_id and _card_details_changed(previous):
                     batch.signals.append(Signal("payment_method_updated", at, customer_id=method.customer_id,
                                                 payment_method_id=method.id,
                                                 detail=f"{kind}: {_describe(method)} ({method.id})",
-                                                source_id=event["id"]))
+                                                source_id=event["id"], data={"card_changed": True}))
             elif kind == "payment_method.attached":
                 # Stored, not a signal: the card is not used until it is made the default (customer.updated or
                 # customer.subscription.updated say so), but then its expiry is known without another request.
@@ -574,19 +585,8 @@ class StripeGateway:
                                             detail=f"{data.get('brand')} ending {data.get('last4')} expires "
                                                    f"{data.get('exp_month')}/{data.get('exp_year')}",
                                             source_id=event["id"]))
-            elif kind == "charge.dispute.created":
-                batch.signals.append(Signal("dispute", at, invoice_id=self._invoice_of_dispute(data),
-                                            detail=f"{data.get('reason')}: {data.get('amount')} "
-                                                   f"{data.get('currency')} disputed ({data.get('id')})",
-                                            source_id=event["id"]))
-            elif kind == "charge.dispute.closed":
-                status = data.get("status")
-                batch.signals.append(Signal("dispute_closed", at, invoice_id=self._invoice_of_dispute(data),
-                                            detail=f"{status}: dispute {data.get('id')} ({data.get('reason')}, "
-                                                   f"{data.get('amount')} {data.get('currency')})",
-                                            source_id=event["id"],
-                                            data={"status": status, "dispute": data.get("id"),
-                                                  "reason": data.get("reason")}))
+            elif kind in ("charge.dispute.created", "charge.dispute.closed"):
+                batch.signals.append(self._dispute_signal(kind, data, at, event["id"]))
             elif kind == "mandate.updated":
                 if data.get("status") == "inactive" and previous.get("status", "active") != "inactive":
                     method_id = _id(data.get("payment_method"))
@@ -609,6 +609,10 @@ class StripeGateway:
                 continue
             if invoice_id in count_before_rise and invoice_id not in settled and snapshot.get("status") == "open":
                 snapshot = {**snapshot, "attempt_count": count_before_rise[invoice_id]}
+            elif invoice_id in uncounted and snapshot.get("status") == "paid":
+                # The ledger keeps the highest count it saw: the attempts it knew stay, the skipped steps do not.
+                known = max(count_before_rise.get(invoice_id, 0), failures.get(invoice_id, {}).get("count", 0))
+                snapshot = {**snapshot, "attempt_count": min(known, snapshot.get("attempt_count") or 0)}
             self._admit(batch, snapshot, None, **times)
         return batch
 
@@ -700,13 +704,28 @@ class StripeGateway:
             return
         batch.invoices.append(invoice_from(data, intent, failed_at=failed_at, first_failed_at=first_failed_at))
 
-    def _invoice_of_dispute(self, dispute: dict) -> str | None:
+    def _dispute_signal(self, kind: str, data: dict, at: datetime, event_id: str) -> Signal:
+        """A dispute concerns the customer, not an open case: it exists only on a captured charge, so the invoice
+        that charge paid is already paid (https://docs.stripe.com/disputes). The customer comes from the charge."""
+        charge = data.get("charge") if isinstance(data.get("charge"), dict) else None
+        if charge is None and data.get("charge"):
+            charge = self._call(f"read charge {_id(data['charge'])}", ("charge", "read"),
+                                self._client.v1.charges.retrieve, _id(data["charge"])).to_dict()
+        charge = charge or {}
+        due_by = from_unix((data.get("evidence_details") or {}).get("due_by"))
+        status = data.get("status")
+        facts = {"dispute": data.get("id"), "status": status, "reason": data.get("reason"),
+                 "amount": data.get("amount"), "currency": data.get("currency"), "evidence_due_by": iso(due_by),
+                 "charge": _id(data.get("charge"))}
+        what = f"dispute {data.get('id')} ({data.get('reason')}, {data.get('amount')} {data.get('currency')})"
+        return Signal("dispute" if kind == "charge.dispute.created" else "dispute_closed", at,
+                      invoice_id=self._invoice_of_dispute(data, charge), customer_id=_id(charge.get("customer")),
+                      detail=f"{status}: {what}" if kind == "charge.dispute.closed" else
+                      f"{what}, evidence due {iso(due_by) or 'unknown'}", source_id=event_id, data=facts)
+
+    def _invoice_of_dispute(self, dispute: dict, charge: dict) -> str | None:
         """The invoice a disputed charge paid: dispute -> payment intent -> invoice payment -> invoice."""
-        intent = _id(dispute.get("payment_intent"))
-        if not intent and dispute.get("charge"):
-            charge = self._call(f"read charge {_id(dispute['charge'])}", ("charge", "read"),
-                                self._client.v1.charges.retrieve, _id(dispute["charge"]))
-            intent = _id(charge.to_dict().get("payment_intent"))
+        intent = _id(dispute.get("payment_intent")) or _id(charge.get("payment_intent"))
         if not intent:
             return None
         page = self._call(f"find the invoice of payment intent {intent}", ("invoice", "read"),
@@ -717,9 +736,12 @@ class StripeGateway:
     # -- pre-dunning (dunctl/notices) -----------------------------------------------------------------------------
 
     def sync_subscriptions(self, after: str | None = None) -> Iterator[tuple[SyncBatch, str | None]]:
-        """The active subscriptions, their customers and default payment methods, a page of 100 per request
-        (expanded in the same request): pre-dunning's backfill. Yields each page's batch and its last id."""
-        params: dict = {"status": "active", "limit": PAGE,
+        """The subscriptions that will be charged (active, trialing, past_due), their customers and default
+        payment methods, a page of 100 per request (expanded in the same request): pre-dunning's backfill. Yields
+        each page's batch and its last id."""
+        # Without `status` Stripe lists every subscription but the cancelled ones, in one listing (one cursor):
+        # a trial's first charge and a past_due one's next need their card as much as an active one's.
+        params: dict = {"limit": PAGE,
                         "expand": ["data.default_payment_method", "data.customer",
                                    "data.customer.invoice_settings.default_payment_method"]}
         while True:
@@ -729,6 +751,8 @@ class StripeGateway:
             page = self._list("/v1/subscriptions", "list subscriptions", ("subscription", "read"), params)
             batch = SyncBatch()
             for data in page["data"]:
+                if data.get("status") not in BILLED_STATUSES:
+                    continue
                 _collect_payer(batch, data)
                 batch.subscriptions.append(subscription_from(data))
             if page["data"]:
@@ -769,11 +793,17 @@ class StripeGateway:
             raise GatewayError(f"invoice {invoice_id} cannot be stored: {problem}", code="unstorable")
         return invoice_from(data)
 
-    def pay_invoice(self, invoice_id: str, idempotency_key: str) -> PaymentOutcome:
+    def pay_invoice(self, invoice_id: str, idempotency_key: str, payment_method: str | None = None
+                    ) -> PaymentOutcome:
+        # Without `payment_method` Stripe charges the invoice's default, then the subscription's, then the
+        # customer's (https://docs.stripe.com/api/invoices/pay): a retry for a new card names the card.
+        params = {"payment_method": payment_method} if payment_method else {}
+        key = keyed(idempotency_key, params) if params else idempotency_key
         try:
             data = self._write(f"pay invoice {invoice_id}", ("invoice", "write"),
                                lambda: self._read_back("invoice", invoice_id, lambda i: i.get("status") == "paid"),
-                               self._client.v1.invoices.pay, invoice_id, options={"idempotency_key": idempotency_key})
+                               self._client.v1.invoices.pay, invoice_id, params=params,
+                               options={"idempotency_key": key})
         except CardDeclined as exc:
             return PaymentOutcome(succeeded=False, decline=exc.decline, request_id=exc.request_id,
                                   detail=exc.decline.message or exc.message)
@@ -951,6 +981,25 @@ def _collect_payer(batch: SyncBatch, data: dict) -> None:
         batch.payment_methods.append(payment_method_from(data["default_payment_method"]))
 
 
+def _card_details_changed(previous: dict) -> bool:
+    """Did a payment method event change the card's number or expiry (what the card updater does)?"""
+    card = previous.get("card") if isinstance(previous.get("card"), dict) else {}
+    return bool({"exp_month", "exp_year", "last4", "fingerprint"} & set(card))
+
+
+def _new_default(data: dict, previous: dict, at: datetime, event: dict, **where) -> list[Signal]:
+    """A new default payment method on an invoice or a subscription: these come before the customer's default
+    when Stripe picks the card (invoice, then subscription, then customer), so each is a new card to retry."""
+    if "default_payment_method" not in previous:
+        return []
+    new = _id(data.get("default_payment_method"))
+    if not new or new == _id(previous.get("default_payment_method")):
+        return []
+    return [Signal("payment_method_updated", at, customer_id=_id(data.get("customer")), payment_method_id=new,
+                   detail=f"new default payment method {new} on {data.get('object')} {data.get('id')}",
+                   source_id=event["id"], **where)]
+
+
 def _deduplicated(batch: SyncBatch) -> SyncBatch:
     """One record per id in each list, the last one seen winning (records arrive oldest first)."""
     for name in ("customers", "payment_methods", "subscriptions"):
@@ -1107,6 +1156,9 @@ def subscription_signals(kind: str, sub: dict, previous: dict, at: datetime, eve
     idempotency keys start with 'dunctl-'), so a case is not held for its own suspension step."""
     request = event.get("request") or {}
     by_dunctl = str(request.get("idempotency_key") or "").startswith("dunctl-")
+    # Why Stripe paused it (status_details.paused.subscription.type): a payment failure means Stripe's own
+    # failed-payment settings did it, not a person; dunctl follows such a pause and never lifts it.
+    paused_for = (((sub.get("status_details") or {}).get("paused") or {}).get("subscription") or {}).get("type")
     found: list[tuple[str, str, dict]] = []
     pause = sub.get("pause_collection") or None
     if kind == "customer.subscription.deleted":
@@ -1143,7 +1195,8 @@ def subscription_signals(kind: str, sub: dict, previous: dict, at: datetime, eve
                 found.append(("subscription_resumed", "subscription resumed", {"status": sub.get("status")}))
     return [Signal(signal_kind, at, customer_id=_id(sub.get("customer")), subscription_id=sub.get("id"),
                    detail=detail, source_id=f"{signal_kind}:{sub.get('id')}:{event['created']}",
-                   data={**data, "event": event["id"], "by_dunctl": by_dunctl})
+                   data={**data, "event": event["id"], "by_dunctl": by_dunctl,
+                         **({"paused_for": paused_for} if signal_kind == "subscription_paused" and paused_for else {})})
             for signal_kind, detail, data in found]
 
 
@@ -1205,9 +1258,12 @@ def invoice_from(data: dict, intent: dict | None = None, *, failed_at: datetime 
     if intent:
         raw = (intent.get("last_payment_error") or {}).get("payment_method") or intent.get("payment_method")
         method = raw if isinstance(raw, dict) else {"id": raw} if raw else None
-    if method is None and data.get("default_payment_method"):
-        raw = data["default_payment_method"]
-        method = raw if isinstance(raw, dict) else {"id": raw}
+    # No attempt yet: the card a payment will use, in Stripe's order (invoice, subscription, customer).
+    subscription = _subscription_field(data)
+    for raw in (data.get("default_payment_method"),
+                subscription.get("default_payment_method") if isinstance(subscription, dict) else None):
+        if method is None and raw:
+            method = raw if isinstance(raw, dict) else {"id": raw}
     if method is None and isinstance(customer, dict):
         raw = (customer.get("invoice_settings") or {}).get("default_payment_method")
         method = raw if isinstance(raw, dict) else {"id": raw} if raw else None

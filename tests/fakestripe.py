@@ -49,6 +49,8 @@ TEST_KEY = "sk_test_fake_dunctl_0000000000000000"
 RETENTION = 30 * 86400
 PORTAL_SESSION_TTL = 5 * 60   # a billing portal session URL opens for this long after it is created
 EMBEDDED = 10          # lines of an invoice, items of a subscription, embedded in the object
+# The restricted-key permission that reads an expanded object, where it is not the object's own name.
+EXPANDED_PERMISSION = {"invoice_payment": "invoice", "subscription_item": "subscription", "price": "product"}
 EPOCH = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 _FIXTURES = json.loads(Path(__file__).with_name("fakestripe_fixtures.json").read_text())["resources"]
@@ -172,6 +174,7 @@ class FakeStripe:
 
     def __init__(self, *, now: datetime = EPOCH):
         self.lock = threading.RLock()
+        self._key: str | None = None                                 # the key of the request being answered
         self.now = unix(now)
         self.store: dict[str, dict[str, dict]] = defaultdict(dict)   # kind -> id -> object
         self.seq: dict[str, int] = {}                                # id -> creation order
@@ -429,8 +432,10 @@ class FakeStripe:
             return pm["id"]
 
     def add_subscription(self, customer: str, *, amount: int = 2000, currency: str = "usd", metered: bool = False,
-                         metadata: dict | None = None, status: str = "active", at: datetime | None = None) -> str:
-        """A subscription with a licensed price, plus a metered (usage-based) price when `metered`."""
+                         metadata: dict | None = None, status: str = "active", at: datetime | None = None,
+                         default_payment_method: str | None = None) -> str:
+        """A subscription with a licensed price, plus a metered (usage-based) price when `metered`; with its own
+        `default_payment_method` as Checkout makes them."""
         with self.lock:
             t = self._at(at)
             sub = template("subscription")
@@ -456,7 +461,7 @@ class FakeStripe:
                         "trial_start": None, "pause_collection": None, "cancel_at_period_end": False,
                         "pending_update": None, "transfer_data": None, "billing_schedules": [],
                         "next_pending_invoice_item_invoice": None, "pending_invoice_item_interval": None,
-                        "default_payment_method": None})
+                        "default_payment_method": default_payment_method})
             sub["items"] = {"object": "list", "data": items, "has_more": False,
                             "url": f"/v1/subscription_items?subscription={sub_id}"}
             self._put("subscription", sub)
@@ -716,6 +721,7 @@ class FakeStripe:
         inv.update({"status": "paid", "amount_paid": inv["amount_due"], "amount_remaining": 0,
                     "next_payment_attempt": None, "attempted": True})
         if counts:
+            previous["attempt_count"] = inv["attempt_count"]      # as Stripe: every changed field is listed
             inv["attempt_count"] += 1
         inv["status_transitions"]["paid_at"] = t
         payment.update({"status": "paid", "amount_paid": inv["amount_due"]})
@@ -771,21 +777,70 @@ class FakeStripe:
 
     def dispute(self, invoice_id: str, at: datetime | None = None, *, reason: str = "fraudulent",
                 with_payment_intent: bool = True) -> str:
-        """The cardholder disputes the invoice's latest charge. `with_payment_intent=False` leaves the dispute's
-        payment_intent empty, as on disputes of charges made without one."""
+        """The cardholder disputes the paid invoice's charge. As on Stripe, only a captured charge can be
+        disputed, so the invoice is paid. `with_payment_intent=False` leaves the dispute's payment_intent empty,
+        as on disputes of charges made without one."""
         with self.lock:
             t = self._at(at)
+            if self.invoice(invoice_id)["status"] != "paid":
+                raise ValueError(f"{invoice_id} is {self.invoice(invoice_id)['status']}: Stripe disputes only "
+                                 "captured charges, so only a paid invoice's payment can be disputed")
             pi = self.payment_intent_of(invoice_id)
             charge = self.store["charge"][pi["latest_charge"]]
+            if not charge.get("captured"):
+                raise ValueError(f"charge {charge['id']} was not captured: it cannot be disputed")
             charge["disputed"] = True
             d = template("dispute")
             d.update({"id": self._id("dp"), "charge": charge["id"], "amount": charge["amount"],
                       "currency": charge["currency"], "created": t, "reason": reason,
                       "payment_intent": pi["id"] if with_payment_intent else None,
                       "status": "needs_response"})
+            # Stripe gives the merchant about a week or more to answer with evidence.
+            d["evidence_details"] = {**d["evidence_details"], "due_by": t + 9 * 86400}
             self._put("dispute", d)
             self.emit("charge.dispute.created", d, t)
             return d["id"]
+
+    def charged_method(self, invoice_id: str) -> str | None:
+        """The payment method invoices.pay without `payment_method` charges, in Stripe's order: the invoice's
+        default, else its subscription's, else the customer's invoice_settings.default_payment_method."""
+        inv = self.invoice(invoice_id)
+        sub = self.store["subscription"].get(subscription_id_of(inv) or "") or {}
+        return inv.get("default_payment_method") or sub.get("default_payment_method") or \
+            self.store["customer"][inv["customer"]]["invoice_settings"]["default_payment_method"]
+
+    def edit_payment_method(self, payment_method: str, *, at: datetime | None = None, metadata: dict | None = None,
+                            phone: str | None = None, exp_month: int | None = None,
+                            exp_year: int | None = None) -> None:
+        """An update of a payment method (payment_method.updated): its metadata or billing details, or, on a
+        card, its expiry (what an API update may change)."""
+        with self.lock:
+            t = self._at(at)
+            pm = self.store["payment_method"][payment_method]
+            previous: dict = {}
+            if metadata is not None:
+                previous["metadata"] = dict(pm.get("metadata") or {})
+                pm["metadata"] = {**(pm.get("metadata") or {}), **metadata}
+            if phone is not None:
+                previous["billing_details"] = clone(pm["billing_details"])
+                pm["billing_details"]["phone"] = phone
+            card = {k: v for k, v in (("exp_month", exp_month), ("exp_year", exp_year)) if v is not None}
+            if card:
+                previous["card"] = {k: pm["card"][k] for k in card}
+                pm["card"].update(card)
+            self.emit("payment_method.updated", pm, t, previous)
+
+    def set_default_payment_method(self, obj: str, payment_method: str | None, *,
+                                   at: datetime | None = None) -> None:
+        """A default payment method of the invoice or subscription itself (a Checkout-made subscription keeps
+        its own), which Stripe charges before the customer's default."""
+        with self.lock:
+            t = self._at(at)
+            kind = "invoice" if obj.startswith("in_") else "subscription"
+            target = self.store[kind][obj]
+            previous = {"default_payment_method": target.get("default_payment_method")}
+            target["default_payment_method"] = payment_method
+            self.emit(f"{'invoice' if kind == 'invoice' else 'customer.subscription'}.updated", target, t, previous)
 
     def replace_default_payment_method(self, customer: str, type: str = "card", *, at: datetime | None = None,
                                        **card) -> str:
@@ -897,6 +952,20 @@ class FakeStripe:
             self.emit("customer.subscription.paused", sub, t)
             self.emit("customer.subscription.updated", sub, t, previous)
 
+    def stripe_pauses_for_failure(self, subscription: str, reason: str = "final_payment_failure",
+                                  at: datetime | None = None) -> None:
+        """Stripe's own failed-payment settings pause the subscription (no request: Stripe did it), with
+        status_details.paused saying why."""
+        with self.lock:
+            t = self._at(at)
+            sub = self.store["subscription"][subscription]
+            previous = {"status": sub["status"], "status_details": sub.get("status_details")}
+            sub["status"] = "paused"
+            sub["status_details"] = {"paused": {"type": "subscription", "transitioned_at": t,
+                                                "subscription": {"type": reason}}}
+            self.emit("customer.subscription.paused", sub, t)
+            self.emit("customer.subscription.updated", sub, t, previous)
+
     def resume_subscription(self, subscription: str, at: datetime | None = None) -> None:
         with self.lock:
             t = self._at(at)
@@ -956,12 +1025,8 @@ class FakeStripe:
             self._account = account or self.key_accounts.get(key, ACCOUNT)
             if handler is None:
                 raise ApiError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
-            if permission in self.denied.get(key, ()):
-                masked = key[:8] + "*" * 20 + key[-4:]
-                raise ApiError(403, "invalid_request_error",
-                               f"The provided key '{masked}' does not have the required permissions for this "
-                               f"endpoint on account '{self.key_accounts.get(key, ACCOUNT)}'. Having the 'rak_{permission}' permission would "
-                               f"allow this request to continue.")
+            self._key = key
+            self._check_permission(permission)
             if self.validate_params:
                 self._validate(route, params)
             if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
@@ -970,6 +1035,17 @@ class FakeStripe:
             if keyed:
                 return self._idempotent(method, path, params, key, idempotency_key, handler, match, fault)
             return 200, handler(match, params, (None, None)), {}
+
+    def _check_permission(self, permission: str) -> None:
+        """A restricted key needs the endpoint's permission, and the read permission of every object it expands
+        (Stripe checks each expansion: an invoice listed with its customer needs Customers: read too)."""
+        key = self._key
+        if key is not None and permission in self.denied.get(key, ()):
+            masked = key[:8] + "*" * 20 + key[-4:]
+            raise ApiError(403, "invalid_request_error",
+                           f"The provided key '{masked}' does not have the required permissions for this "
+                           f"endpoint on account '{self.key_accounts.get(key, ACCOUNT)}'. Having the "
+                           f"'rak_{permission}' permission would allow this request to continue.")
 
     def _take_fault(self, route: str) -> Fault | None:
         """The injected fault that answers this request, if any (counted down)."""
@@ -1090,6 +1166,9 @@ class FakeStripe:
                            param="expand")
         value = node[field]
         if isinstance(value, str):
+            kind = self._kind_of(value)
+            if kind:
+                self._check_permission(f"{EXPANDED_PERMISSION.get(kind, kind)}_read")
             target = self._lookup(value)
             if target is None:
                 raise ApiError(400, "invalid_request_error", f"This property cannot be expanded ({path}).",
@@ -1222,21 +1301,20 @@ class FakeStripe:
                             request=request)
             return self._render(inv, params.get("expand"))
         pi = self.payment_intent_of(inv["id"])
+        method = params.get("payment_method") or self.charged_method(inv["id"])
         queued = self.outcomes.get(inv["id"])
         if queued:
             outcome = queued.pop(0)
         else:
-            # Unscripted: the same decline again, unless the customer has saved another payment method since.
-            default = self.store["customer"][inv["customer"]]["invoice_settings"]["default_payment_method"]
+            # Unscripted: the same decline again on the card that failed; another card succeeds.
             error = pi["last_payment_error"] or {}
-            changed = default and default != pi["payment_method"]
+            changed = method and method != pi["payment_method"]
             outcome = Outcome(True) if changed or not error else Outcome(False, _decline(
                 error.get("decline_code"), code=error.get("code"), advice_code=error.get("advice_code"),
                 network_advice_code=error.get("network_advice_code"),
                 failure_code=self.store["charge"][pi["latest_charge"]]["failure_code"]))
-        default = self.store["customer"][inv["customer"]]["invoice_settings"]["default_payment_method"]
         pi = self.attempt(inv["id"], outcome.succeeds, decline=outcome.decline, automatic=False,
-                          payment_method=params.get("payment_method") or default, request=request)
+                          payment_method=method, request=request)
         if outcome.succeeds:
             return self._render(inv, params.get("expand"))
         error = pi["last_payment_error"]
@@ -1376,8 +1454,10 @@ class FakeStripe:
             self.emit("customer.subscription.deleted", sub, t)
 
     def _h_subscriptions_list(self, match, params, request):
+        # As Stripe: no `status` lists every subscription but the cancelled ones; `all` lists them all.
+        status = params.get("status")
         items = [s for s in self._newest_first("subscription")
-                 if (not params.get("status") or s["status"] == params["status"])
+                 if (status == "all" or s["status"] == status or (not status and s["status"] != "canceled"))
                  and (not params.get("customer") or s["customer"] == params["customer"])]
         return self._list(items, params, "/v1/subscriptions")
 

@@ -163,3 +163,45 @@ def test_the_network_sets_the_earliest_retry(fields, wait):
 ])
 def test_the_reason_a_retry_waits_reads_as_words(fields, reason):
     assert retry_wait_reason(fields) == reason
+
+
+# Endive codes that were still `unknown` (issue #21): mandate, bank verification, provider, 3D Secure.
+ENDIVE_STILL_UNKNOWN = [
+    ("billing_invalid_mandate", "sepa_debit", "bank_hard"),
+    ("setup_intent_mandate_invalid", "us_bank_account", "bank_hard"),
+    ("bank_account_unverified", "us_bank_account", "bank_hard"),
+    ("bank_account_verification_failed", "us_bank_account", "bank_hard"),
+    ("bank_account_bad_routing_numbers", "us_bank_account", "bank_hard"),
+    ("payment_method_microdeposit_failed", "us_bank_account", "bank_hard"),
+    ("payment_method_microdeposit_verification_attempts_exceeded", "us_bank_account", "bank_hard"),
+    ("payment_method_microdeposit_verification_timeout", "us_bank_account", "bank_hard"),
+    ("payment_method_unactivated", "us_bank_account", "bank_hard"),
+    ("india_recurring_payment_mandate_canceled", "card", "card_update"),
+    ("three_d_secure_authentication_not_supported", "card", "card_update"),
+    ("invalid_card_type", "card", "card_update"),
+    ("payment_method_currency_mismatch", "card", "card_update"),
+    ("token_card_network_invalid", "card", "card_update"),
+    ("three_d_secure_authentication_upstream_error", "card", "action_required"),
+    ("setup_intent_authentication_failure", "card", "action_required"),
+    ("payment_intent_action_required", "card", "action_required"),
+    ("payment_method_customer_decline", "card", "action_required"),
+    ("acss_debit_session_incomplete", None, "action_required"),
+    ("payment_method_provider_timeout", "card", "card_soft"),
+    ("payment_method_not_available", "card", "card_soft"),
+    ("charge_exceeds_source_limit", "card", "card_soft"),
+]
+
+
+@pytest.mark.parametrize("code, method_type, expected", ENDIVE_STILL_UNKNOWN)
+def test_endive_codes_that_were_unknown_have_a_failure_type(code, method_type, expected):
+    assert classify(Decline(code=code, payment_method_type=method_type)) == expected
+    assert code in published_codes("stripe_payment_error_codes.txt")
+
+
+def test_the_newly_classified_codes_are_ones_stripe_python_documents():
+    import inspect
+
+    from stripe._payment_intent import PaymentIntent
+
+    documented = inspect.getsource(PaymentIntent.LastPaymentError)
+    assert [code for code, _, _ in ENDIVE_STILL_UNKNOWN if f'"{code}"' not in documented] == []

@@ -53,17 +53,26 @@ def test_a_new_payment_method_is_retried_on_the_next_tick_once(world, fake_strip
     assert fake_stripe.count(PAY) == 1
 
 
-def test_a_lost_dispute_writes_the_case_off_and_a_won_one_stays_with_the_person(world, fake_stripe):
+def paid_invoice_of(fake_stripe, open_invoice: str) -> str:
+    """An earlier invoice of the same customer, paid: only a captured charge can be disputed."""
+    paid = fake_stripe.create_invoice(fake_stripe.invoice(open_invoice)["customer"], at=T0)
+    fake_stripe.attempt(paid, True, at=T0)
+    return paid
+
+
+def test_a_lost_dispute_hands_the_customers_cases_to_a_person_and_a_won_one_resumes_them(world, fake_stripe):
     w = world("stripe")
     lost, won = fake_stripe.fail_invoice(at=T0), fake_stripe.fail_invoice(at=T0, email="b@example.com")
     w.tick(T0 + HOUR)
-    disputes = {inv: fake_stripe.dispute(inv, at=T0 + DAY) for inv in (lost, won)}
+    disputes = {inv: fake_stripe.dispute(paid_invoice_of(fake_stripe, inv), at=T0 + DAY) for inv in (lost, won)}
     w.tick(T0 + DAY + HOUR)
+    assert {w.case(inv)["state"] for inv in (lost, won)} == {"paused"}
     fake_stripe.close_dispute(disputes[lost], "lost", at=T0 + 5 * DAY)
     fake_stripe.close_dispute(disputes[won], "won", at=T0 + 5 * DAY)
     w.tick(T0 + 5 * DAY + HOUR)
-    assert (w.case(lost)["state"], w.case(lost)["close_reason"]) == ("written_off", "the dispute was lost")
-    assert (w.case(won)["state"], w.case(won)["with_person"]) == ("paused", 1)
+    assert (w.case(lost)["state"], w.case(lost)["with_person"]) == ("paused", 1)
+    assert "dispute was lost" in w.case(lost)["held_because"]
+    assert (w.case(won)["state"], w.case(won)["with_person"], w.case(won)["held_because"]) == ("open", 0, None)
 
 
 def test_an_inactive_mandate_makes_a_bank_debit_case_hard(world, fake_stripe):

@@ -545,3 +545,15 @@ def test_the_contact_policy_counts_notices_and_a_held_usage_alert_is_superseded(
     customer = w.ledger.db.execute("SELECT customer_id FROM notices LIMIT 1").fetchone()[0]
     sent = [from_iso(n["finished_at"]) for n in w.ledger.customer_notices(customer) if n["status"] == "done"]
     assert sent[1] - sent[0] >= 36 * HOUR
+
+
+def test_the_backfill_follows_trialing_and_past_due_subscriptions_too(world, fake_stripe):
+    w = world()
+    found = {}
+    for status in ("trialing", "past_due", "active", "canceled"):
+        cus = fake_stripe.add_customer(f"{status}@example.com", at=T0 - 40 * DAY)
+        fake_stripe.add_payment_method(cus, exp_month=12, exp_year=2026, at=T0 - 40 * DAY)
+        found[status] = fake_stripe.add_subscription(cus, status=status, at=T0 - 40 * DAY)
+    w.tick(T0)
+    followed = {row["status"] for row in w.ledger.db.query("SELECT status FROM subscriptions")}
+    assert followed == {"trialing", "past_due", "active"}

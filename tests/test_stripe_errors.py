@@ -322,3 +322,11 @@ def test_every_mutation_carries_the_idempotency_key_it_was_given(fake_stripe, ti
     session = next(iter(fake_stripe.store["billing_portal.session"].values()))
     assert (session["flow"]["type"], session["return_url"]) == ("payment_method_update", "https://acme.test/billing")
     assert fake_stripe.invoice(invoice_id)["auto_advance"] is False
+
+
+def test_an_expansion_needs_the_read_permission_of_what_it_expands(fake_stripe, time_):
+    key = "rk_test_restricted_0002"
+    fake_stripe.deny(key, "payment_method_read")        # Invoices: read alone does not show the card
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    with pytest.raises(GatewayAuthError, match=re.escape("PaymentMethods: read")):
+        gateway_for(fake_stripe, time_, key=key).get_invoice(invoice_id)

@@ -253,7 +253,8 @@ def test_resume_after_a_crash_mid_events(fake_stripe, gateway, ledger):
     assert sorted(invoice_ids(ledger)) == sorted(ids)
     more = [fake_stripe.fail_invoice(at=T0 + 3 * HOUR + n * timedelta(minutes=1), email=f"d{n}@example.com")
             for n in range(90)]
-    for invoice_id in ids[:10]:
+    for invoice_id in ids[:10]:                                  # paid, then disputed: as on Stripe
+        fake_stripe.customer_pays(invoice_id, at=T0 + 4 * HOUR)
         fake_stripe.dispute(invoice_id, at=T0 + 5 * HOUR)
     run_sync(ledger, gateway, T0 + 6 * HOUR, stop_after=1)       # dies after the first page
     assert 0 < len(invoice_ids(ledger)) - len(ids) < len(more)

@@ -95,16 +95,20 @@ def test_sync_tells_a_person_about_a_dispute_on_an_open_case_without_a_traceback
     env = {"STRIPE_API_KEY": TEST_KEY}
     fake_stripe.set_now(T0)
     invoice = fake_stripe.fail_invoice(amount=4900, at=T0)
+    paid = fake_stripe.create_invoice(fake_stripe.invoice(invoice)["customer"], amount=4900, at=T0)
+    fake_stripe.attempt(paid, True, at=T0)          # an earlier payment of the same customer: what can be disputed
     fake_stripe.set_now(at("1h"))
     assert cli(config, "sync", "--now", at("1h").isoformat(), env=env).exit_code == 0
     assert cli(config, "tick", "--now", at("1h").isoformat(), env=env).exit_code == 0
-    fake_stripe.dispute(invoice, at=at("1d"))
+    dispute = fake_stripe.dispute(paid, at=at("1d"))
     fake_stripe.set_now(at("1d1h"))
     result = cli(config, "sync", "--now", at("1d1h").isoformat(), env=env)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
-    assert ("collections@example.com", f"[dunctl] Payment disputed: {fake_invoice_number(fake_stripe, invoice)}") \
-        in sent(smtp_server)
+    due = (at("1d") + timedelta(days=9)).strftime("%Y-%m-%d %H:%M")
+    assert ("collections@example.com", f"[dunctl] Payment disputed: $49.00 (fraudulent), evidence due {due} UTC "
+            f"(dispute {dispute}): "
+            f"{fake_invoice_number(fake_stripe, invoice)}") in sent(smtp_server)
     ledger = open_engine_ledger(config)
     assert ledger.case_for_invoice(invoice)["state"] == "paused"
 

@@ -49,6 +49,8 @@ def show(invoice: Invoice, now: NowOption = None, as_json: JsonOption = False) -
         out.print(Text(f"ended {cases.as_text_time(c['closed_at'])}: {terminal_text(c['close_reason'])}"))
     elif c["next_step"]:
         out.print(Text(f"next: {c['next_step']} at {cases.as_text_time(c['next_due_at'])}"))
+    if c.get("held_because") and not c["close_reason"]:
+        out.print(Text(f"waits: {terminal_text(c['held_because'])}"))
     for step in detail.waiting:   # why a due step waits: quiet hours, the network's retry advice, notice, caps
         out.print(Text(f"waits: {step.step}: {terminal_text(step.why)}"
                        + (f" (until {cases.as_text_time(step.when)})" if step.when else "")))

@@ -212,7 +212,7 @@ def _last(c: CaseRow) -> Text:
 
 def _next(c: CaseRow) -> Text:
     if not c.next_step:
-        return Text("-")
+        return Text(f"waits: {clean(c.held_because)}" if c.held_because else "-")
     return Text(f"{clean(c.next_step)}\n{_short_time(c.next_due_at)}")
 
 

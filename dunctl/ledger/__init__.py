@@ -41,7 +41,7 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
           "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
           "m106_i20_endings_follow_ups", "m107_i25_perf_invoices_by_subscription",
-          "m108_i20_interrupts_started")
+          "m108_i20_interrupts_started", "m109_i21_cards")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -499,8 +499,8 @@ class Ledger:
         else:
             self._set(case_id, attempts=attempts, decline_code=decline_code)
 
-    def note_payment_method_change(self, case_id: int, at: datetime) -> None:
-        self._set(case_id, payment_method_changed_at=at)
+    def note_payment_method_change(self, case_id: int, at: datetime, payment_method_id: str | None = None) -> None:
+        self._set(case_id, payment_method_changed_at=at, payment_method_changed_to=payment_method_id)
 
     def hand_to_person(self, case_id: int, at: datetime, disputed: bool = False) -> None:
         """A person holds the case: escalated (it stays open) or disputed (it is paused, dunning stops)."""
@@ -510,18 +510,31 @@ class Ledger:
         else:
             self._set(case_id, with_person=1, escalated_at=at)
 
-    def hold_case(self, case_id: int) -> None:
+    def note_dispute(self, customer_id: str, dispute_id: str, summary: str | None) -> None:
+        """A dispute on one of the customer's charges opened (`summary`: what it is) or closed (None)."""
+        row = self.conn.execute("SELECT open_disputes FROM customers WHERE id = ?", [customer_id]).fetchone()
+        if row is None:
+            return
+        disputes = json.loads(row[0] or "{}")
+        if summary is None:
+            disputes.pop(dispute_id, None)
+        else:
+            disputes[dispute_id] = summary
+        self.conn.execute("UPDATE customers SET open_disputes = ? WHERE id = ?",
+                          [json.dumps(disputes) if disputes else None, customer_id])
+
+    def hold_case(self, case_id: int, because: str | None = None) -> None:
         """The subscription is paused or set to cancel outside dunctl: no step runs until it resumes."""
-        self._set(case_id, state="paused", next_due_at=None, next_step=None)
+        self._set(case_id, state="paused", next_due_at=None, next_step=None, held_because=because)
 
     def pause_case(self, case_id: int) -> None:
         self._set(case_id, state="paused", with_person=1, next_due_at=None, next_step=None)
 
     def resume_case(self, case_id: int) -> None:
-        self._set(case_id, state="open", with_person=0)
+        self._set(case_id, state="open", with_person=0, held_because=None)
 
     def unhold_case(self, case_id: int) -> None:
-        self._set(case_id, state="open")
+        self._set(case_id, state="open", held_because=None)
 
     def mark_churned(self, case_id: int) -> None:
         self._set(case_id, churned=1)

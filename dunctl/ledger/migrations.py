@@ -646,6 +646,18 @@ def m108_i20_interrupts_started(db: Database) -> None:
     )
 
 
+@migrations()
+def m109_i21_cards(db: Database) -> None:
+    """`payment_method_changed_to`: the card a case's customer changed to, which a retry for the new card names
+    in invoices.pay (Stripe would otherwise charge the invoice's, then the subscription's default first).
+    `held_because`: why a held case waits (Stripe paused the subscription for a payment failure, a dispute on
+    one of the customer's charges), shown by `status` and `case show`. `customers.open_disputes`: the
+    customer's disputes still open (JSON: dispute id -> what it is), which hold every charge and message."""
+    db.execute("ALTER TABLE cases ADD COLUMN payment_method_changed_to TEXT")
+    db.execute("ALTER TABLE cases ADD COLUMN held_because TEXT")
+    db.execute("ALTER TABLE customers ADD COLUMN open_disputes TEXT")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

@@ -756,7 +756,8 @@ class SimulatedAccount:
         self.requests += 1
         return self._snapshot(self._invoice(invoice_id).id)
 
-    def pay_invoice(self, invoice_id: str, idempotency_key: str) -> PaymentOutcome:
+    def pay_invoice(self, invoice_id: str, idempotency_key: str, payment_method: str | None = None
+                    ) -> PaymentOutcome:
         self.requests += 1
 
         def pay() -> PaymentOutcome:

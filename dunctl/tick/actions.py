@@ -223,6 +223,16 @@ def retry(ctx: TickContext, effect: Effect) -> Prepared:
     return retry_now(ctx, effect)
 
 
+def _new_card(bundle) -> str | None:
+    """The card the customer changed to since the last failure, named in the payment so Stripe charges it and
+    not an older default that comes first in its order (invoice, subscription, customer)."""
+    case, failed_at = bundle.case, bundle.invoice.failed_at
+    changed = case.payment_method_changed_at
+    if changed is None or (failed_at is not None and changed <= failed_at):
+        return None
+    return case.row.get("payment_method_changed_to")
+
+
 def retry_now(ctx: TickContext, effect: Effect) -> Prepared:
     """Charge the invoice now (invoices.pay under the effect's idempotency key), in either retry mode: what a
     new payment method gets on the next tick (`stripe.retry_on_update`)."""
@@ -230,7 +240,7 @@ def retry_now(ctx: TickContext, effect: Effect) -> Prepared:
     attempt = b.case.attempts + 1
 
     def deliver() -> Outcome:
-        outcome = ctx.gateway.pay_invoice(b.invoice.id, effect.key)
+        outcome = ctx.gateway.pay_invoice(b.invoice.id, effect.key, _new_card(b))
         if outcome.succeeded:
             changes = [StoreInvoice(outcome.invoice)] if outcome.invoice is not None else []
             paid = b.invoice.__class__.from_row({**b.invoice.row, "status": "paid",

@@ -73,6 +73,7 @@ class Hold:
     """The subscription was paused or set to cancel outside dunctl: the case waits, no step runs."""
 
     case_id: int
+    because: str | None = None      # why it waits, in words for `status` and `case show`
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,17 @@ class Resume:
 class PaymentMethodChanged:
     case_id: int
     at: datetime
+    payment_method_id: str | None = None    # the new card: a retry for it names it (Stripe's order would not)
+
+
+@dataclass(frozen=True)
+class CustomerDispute:
+    """A dispute on one of the customer's charges opened (`summary`: what it is) or closed (None): while any is
+    open, every automated charge and customer message for that customer waits (dunctl/tick/facts.py)."""
+
+    customer_id: str
+    dispute_id: str
+    summary: str | None
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,7 @@ class Ending:
 
 
 Change = OpenCase | FollowInvoice | Reclassify | EndCase | HandToPerson | Hold | Resume | PaymentMethodChanged | \
-    Churned | NotifyPerson | Ending | Note
+    Churned | NotifyPerson | Ending | Note | CustomerDispute
 
 
 @dataclass
@@ -172,7 +184,7 @@ def _hand(ledger: Ledger, c: HandToPerson, now: datetime, applied: Applied) -> N
 
 
 def _hold(ledger: Ledger, c: Hold, now: datetime, applied: Applied) -> None:
-    ledger.hold_case(c.case_id)
+    ledger.hold_case(c.case_id, c.because)
     applied.touched.discard(c.case_id)
 
 
@@ -182,8 +194,12 @@ def _resume(ledger: Ledger, c: Resume, now: datetime, applied: Applied) -> None:
 
 
 def _method(ledger: Ledger, c: PaymentMethodChanged, now: datetime, applied: Applied) -> None:
-    ledger.note_payment_method_change(c.case_id, c.at)
+    ledger.note_payment_method_change(c.case_id, c.at, c.payment_method_id)
     applied.touched.add(c.case_id)
+
+
+def _customer_dispute(ledger: Ledger, c: CustomerDispute, now: datetime, applied: Applied) -> None:
+    ledger.note_dispute(c.customer_id, c.dispute_id, c.summary)
 
 
 def _churned(ledger: Ledger, c: Churned, now: datetime, applied: Applied) -> None:
@@ -203,7 +219,8 @@ def _note(ledger: Ledger, c: Note, now: datetime, applied: Applied) -> None:
 
 
 _APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand, Hold: _hold, Resume: _resume,
-          PaymentMethodChanged: _method, Churned: _churned, NotifyPerson: _notify, Ending: _ending, Note: _note}
+          PaymentMethodChanged: _method, Churned: _churned, CustomerDispute: _customer_dispute,
+          NotifyPerson: _notify, Ending: _ending, Note: _note}
 
 
 @dataclass(frozen=True)

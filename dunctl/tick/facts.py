@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from dunctl.failures import network_retry_wait, retry_wait_reason, shown_code
@@ -69,4 +70,11 @@ def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool, monitor: b
         contacts=bundle.contacts,
         invoice_status=invoice.status,
         case_state=case.state,
+        disputed=open_dispute(bundle.customer),
     )
+
+
+def open_dispute(customer: CustomerRecord | None) -> str | None:
+    """The customer's open disputes in words, or None: while one is open, charges and messages wait."""
+    raw = customer.row.get("open_disputes") if customer is not None else None
+    return "; ".join(json.loads(raw).values()) if raw else None

@@ -10,8 +10,9 @@ from dunctl.experiments import assign, case_sequence
 from dunctl.failures import DISPUTE, UNKNOWN, described_code, shown_code
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, SubscriptionRecord
-from dunctl.tick.changes import Change, EndCase, Ending, FollowInvoice, HandToPerson, Hold, Note, NotifyPerson, \
-    OpenCase, PaymentMethodChanged, Reclassify, Resume
+from dunctl.money import format_amount
+from dunctl.tick.changes import Change, CustomerDispute, EndCase, Ending, FollowInvoice, HandToPerson, Hold, Note, \
+    NotifyPerson, OpenCase, PaymentMethodChanged, Reclassify, Resume
 from dunctl.tick.facts import condition_facts
 
 ENDED_BY_INVOICE = {"paid": ("recovered", "invoice paid"), "void": ("voided", "invoice voided"),
@@ -79,12 +80,16 @@ def end_case(case: CaseRecord, invoice: InvoiceRecord, state: str, reason: str, 
 BANK_DEBITS = ("us_bank_account", "sepa_debit", "bacs_debit", "au_becs_debit", "acss_debit")
 
 
-def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceRecord]], now: datetime
-                 ) -> list[Change]:
+def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceRecord]], now: datetime,
+                 dispute_lost: str = "person") -> list[Change]:
     """A provider signal on the cases it concerns (found by invoice, subscription or customer)."""
     data = signal.data or {}
     if data.get("by_dunctl"):
         return []   # dunctl's own step did it (its pause_subscription): nothing to follow
+    if signal.kind == "dispute" and on_customer(signal):
+        return customer_disputes(signal, data, cases)
+    if signal.kind == "dispute_closed" and on_customer(signal):
+        return customer_dispute_closed(signal, data, cases, dispute_lost, now)
     changes: list[Change] = []
     for case, invoice in cases:
         changes += _SIGNALS.get(signal.kind, _ignore)(signal, data, case, invoice, now)
@@ -93,6 +98,61 @@ def apply_signal(signal: SignalRecord, cases: list[tuple[CaseRecord, InvoiceReco
 
 def _ignore(*_) -> list[Change]:
     return []
+
+
+def on_customer(signal) -> bool:
+    """A dispute as Stripe reports it (dunctl.stripe_gateway): about the customer, with its dispute's facts. The
+    simulated account's disputes name an open invoice and are followed on that invoice's case."""
+    return bool(signal.customer_id and (signal.data or {}).get("dispute"))
+
+
+def dispute_summary(data: dict) -> str:
+    """A dispute in a person's words: amount, reason and when the evidence is due."""
+    amount = format_amount(data["amount"], data["currency"]) if data.get("amount") is not None \
+        and data.get("currency") else "an unknown amount"
+    due = data.get("evidence_due_by")
+    return (f"{amount} ({data.get('reason') or 'no reason given'}), evidence due "
+            f"{due[:16].replace('T', ' ') + ' UTC' if due else 'date unknown'} (dispute {data.get('dispute')})")
+
+
+def customer_disputes(signal, data: dict, cases) -> list[Change]:
+    """A dispute on any of the customer's charges (its invoice is paid: disputes exist only on captured charges)
+    holds every automated charge and customer message for that customer until it closes, and tells a person."""
+    summary = dispute_summary(data)
+    changes: list[Change] = [CustomerDispute(signal.customer_id, data["dispute"], summary)]
+    why = f"{DISPUTE_HOLD}{summary}: no charges or messages to the customer until it closes"
+    held = [case for case, _ in cases if case.is_open]
+    for case in held:
+        changes += [Hold(case.id, why), Note(case.id, signal.at, "dispute", why)]
+    if cases:
+        first = cases[0][0]
+        changes.append(NotifyPerson(first.id, f"dispute-notice-{data.get('dispute')}",
+                                    f"Payment disputed: {summary}"))
+    return changes
+
+
+def customer_dispute_closed(signal, data: dict, cases, dispute_lost: str, now: datetime) -> list[Change]:
+    """The dispute closed: won (or closed with a warning) lifts the hold; lost does what `dunning.dispute_lost`
+    says (default: a person decides)."""
+    changes: list[Change] = [CustomerDispute(signal.customer_id, data["dispute"], None)]
+    lost = data.get("status") == "lost"
+    for case, invoice in cases:
+        if not (case.row.get("held_because") or "").startswith(DISPUTE_HOLD):
+            continue   # held for another reason (a person, the subscription): that hold stays
+        if not lost or dispute_lost == "resume":
+            changes += [Resume(case.id), Note(case.id, signal.at, "dispute", f"dispute closed ({data.get('status')})"
+                                                                             ": back to the sequence")]
+        elif dispute_lost == "write_off":
+            changes += end_case(case, invoice, "written_off", "the customer's dispute was lost", now)
+        else:
+            changes += [HandToPerson(case.id, signal.at),
+                        Hold(case.id, "the customer's dispute was lost: a person decides (`dunctl case resume` "
+                                      "hands the case back)"),
+                        Note(case.id, signal.at, "dispute", "dispute lost: handed to a person")]
+    return changes
+
+
+DISPUTE_HOLD = "the customer disputes a payment: "
 
 
 def _dispute(signal, data, case, invoice, now) -> list[Change]:
@@ -110,9 +170,27 @@ def _dispute_closed(signal, data, case, invoice, now) -> list[Change]:
 
 
 def _method_updated(signal, data, case, invoice, now) -> list[Change]:
-    return [PaymentMethodChanged(case.id, signal.at),
+    if not _charges_another_card(signal, data, invoice):
+        return []
+    return [PaymentMethodChanged(case.id, signal.at, signal.payment_method_id),
             Note(case.id, signal.at, "payment_method", "the customer's payment method changed"
                  + (f" ({signal.payment_method_id})" if signal.payment_method_id else ""))]
+
+
+def _charges_another_card(signal, data, invoice) -> bool:
+    """Would the invoice now be charged with another card than the one that failed? A new default on another
+    invoice or subscription concerns only that one; the failed card made the default again, or an edit that
+    left its number and expiry, is the same card: it keeps every rule of its decline (hard stops, advice-code
+    and network waits, the attempt cap)."""
+    if signal.invoice_id and signal.invoice_id != invoice.id:
+        return False
+    if signal.subscription_id and signal.subscription_id != invoice.subscription_id:
+        return False
+    if signal.payment_method_id and signal.payment_method_id == invoice.payment_method_id:
+        return bool(data.get("card_changed"))     # the card updater gave the failed card a new number or expiry
+    if data.get("card_changed"):
+        return signal.payment_method_id is None or invoice.payment_method_id is None
+    return True
 
 
 def _mandate_inactive(signal, data, case, invoice, now) -> list[Change]:
@@ -133,12 +211,23 @@ def _subscription_canceled(signal, data, case, invoice, now) -> list[Change]:
                     + (f" ({why})" if why else "") + ": no more retries or messages", now)
 
 
+PAUSED_FOR_PAYMENT = {"first_payment_failure": "the first payment failed",
+                      "final_payment_failure": "the last payment retry failed"}
+
+
 def _subscription_held(signal, data, case, invoice, now) -> list[Change]:
     if not case.is_open:
         return []
+    if data.get("paused_for") in PAUSED_FOR_PAYMENT:
+        # Stripe's failed-payment settings paused it: Stripe collects nothing until the invoice is paid, so the
+        # case waits for the customer (the hosted invoice page still takes a payment); the pause is Stripe's,
+        # and only Stripe or a person lifts it.
+        why = (f"Stripe paused the subscription because {PAUSED_FOR_PAYMENT[data['paused_for']]} (its "
+               "failed-payment settings); dunctl follows that pause and does not lift it")
+        return [Hold(case.id, why), Note(case.id, signal.at, "held", why + ": no retries or messages")]
     what = "set to cancel" if signal.kind == "subscription_cancel_scheduled" else "paused"
-    return [Hold(case.id), Note(case.id, signal.at, "held", f"the subscription was {what} outside dunctl: the "
-                                                            "case waits, no retries or messages")]
+    why = f"the subscription was {what} outside dunctl"
+    return [Hold(case.id, why), Note(case.id, signal.at, "held", why + ": the case waits, no retries or messages")]
 
 
 def _subscription_resumed(signal, data, case, invoice, now) -> list[Change]:

@@ -94,7 +94,8 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
         with ledger.transaction():
             found = [(c, ledger.invoice_record(c.invoice_id))
                      for c in map(ledger.case_record, _signal_cases(ledger, signal))]
-            case_changes.apply(ledger, apply_signal(signal, found, ctx.now), ctx.now, applied)
+            case_changes.apply(ledger, apply_signal(signal, found, ctx.now, ctx.config.file.dunning.dispute_lost),
+                               ctx.now, applied)
             ledger.mark_signal_applied(signal.id)
     for invoice, case_id in ledger.pending_invoices():
         with ledger.transaction():
@@ -120,8 +121,11 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
 
 
 def _signal_cases(ledger: Ledger, signal) -> list[int]:
-    """The cases a signal concerns: by invoice (disputes), by subscription, else the customer's open cases."""
-    if signal.kind in ("dispute", "dispute_closed"):
+    """The cases a signal concerns: by invoice (the simulation's disputes), by subscription, else the customer's
+    open and held cases (a dispute on any of its charges among them)."""
+    from dunctl.tick.reconcile import on_customer
+
+    if signal.kind in ("dispute", "dispute_closed") and not on_customer(signal):
         case = ledger.case_for_invoice(signal.invoice_id) if signal.invoice_id else None
         return [case["id"]] if case and case["state"] in ("open", "paused") else []
     if signal.kind.startswith("subscription_"):

@@ -10,7 +10,7 @@ from dunctl.ledger import Ledger
 from dunctl.ledger.records import CaseBundle
 from dunctl.planner import Plan, Settings, plan
 from dunctl.tick.effects import SYSTEM, Effect
-from dunctl.tick.facts import STOP_PROVIDER_RETRIES, snapshot, step_records
+from dunctl.tick.facts import STOP_PROVIDER_RETRIES, open_dispute, snapshot, step_records
 
 
 class Sequences:
@@ -79,6 +79,8 @@ def _retry_after_update(bundle: CaseBundle, settings: Settings, max_attempts: in
     # story: it gets its retry within the guide's usual cap of five attempts, counting Stripe's own.
     if case.failure_type == "dispute" or case.attempts >= max(max_attempts, UPDATE_RETRY_CAP):
         return []
+    if open_dispute(bundle.customer):
+        return []   # no charge while the customer disputes one (it runs once the dispute closes)
     name = retry_after_update_name(changed)
     record = bundle.system().get(name)
     if record is not None and not (record.status == "failed" and record.tries < settings.max_action_tries):
