@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from dunctl.model import Invoice, PaymentOutcome, SyncBatch
+    from dunctl.model import Invoice, PaymentOutcome, SyncBatch, UsagePreview
 
 
 class Gateway(Protocol):
@@ -22,10 +22,24 @@ class Gateway(Protocol):
     #: Requests made to the provider so far (for `sync` output and benchmarks).
     requests: int
 
+    #: The provider's clock (Stripe: the `Date` of its first answer), for the tick to compare the machine's clock
+    #: with before it acts (dunctl/tick/clocks.py); None when it has not said.
+    stripe_date: datetime | None
+
+    def account_id(self) -> str:
+        """The id of the account this gateway acts on: a ledger is bound to it (dunctl/account_binding.py)."""
+
     def sync(self, cursor: dict | None, now: datetime, full: bool = False) -> Iterator[SyncBatch]:
         """Yield changes since `cursor` (everything relevant when `cursor` is None or `full`), oldest first.
 
         Each batch carries the cursor to resume after it. With nothing new, costs one request."""
+
+    def sync_subscriptions(self, after: str | None = None) -> Iterator[tuple[SyncBatch, str | None]]:
+        """Pre-dunning's backfill: the subscriptions that will be charged, a page at a time, with each page's
+        last id to resume after (an account whose `sync` already carries them yields nothing)."""
+
+    def preview_invoice(self, subscription_id: str) -> UsagePreview:
+        """What the subscription's next invoice would be now (usage so far): pre-dunning's usage alerts."""
 
     def get_invoice(self, invoice_id: str) -> Invoice:
         """The invoice as the provider sees it right now (used to suppress an action on a paid invoice)."""

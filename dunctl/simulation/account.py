@@ -147,6 +147,7 @@ class SimulatedAccount:
     `SimulatedAccount([], seed=0, start=..., customers_respond=False)` and the `script_*` hooks for tests."""
 
     mode = "simulated"
+    stripe_date = None    # no provider clock apart from the simulation's own, which is the tick's
 
     def __init__(self, book: list[SimCustomer], *, seed: int, start: datetime, smart_retries: bool = False,
                  bill_until: datetime | None = None, assumptions: Assumptions = DEFAULT,
@@ -695,6 +696,12 @@ class SimulatedAccount:
             self._replace_method(cust, at, "payment_method.updated (after an expiry notice)")
 
     # -- Gateway ----------------------------------------------------------------------------------------------
+
+    def account_id(self) -> str:
+        return "acct_simulated"
+
+    def sync_subscriptions(self, after: str | None = None) -> Iterator[tuple[SyncBatch, str | None]]:
+        return iter(())    # `sync` already carries every subscription, as its events would
 
     def sync(self, cursor: dict | None, now: datetime, full: bool = False) -> Iterator[SyncBatch]:
         """Everything that changed since `cursor` ({"seq": n}), oldest first, in batches of BATCH_SIZE changes."""
