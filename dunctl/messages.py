@@ -164,10 +164,11 @@ class Templates:
                 sms_context = strict_sms(context) if privacy == "strict" else {**context, "sms_privacy": privacy}
                 text = " ".join(self.render(name, "sms", sms_context, suffix).split())
                 size = sms_size(text)
-                if size.segments > 1:
+                if size.segments > size.budget:
                     return ConfigProblem(str(file), "", f"for {what} the text is "
-                                         f"{size.length} {size.encoding} characters, more than one SMS segment "
-                                         f"({size.limit}): {text!r}")
+                                         f"{size.length} {size.encoding} characters with a {len(sample_link(1))}-"
+                                         f"character link, {size.segments} SMS segments; at most {size.budget} "
+                                         f"({size.encoding}): {text!r}")
         except TemplateError as exc:
             return ConfigProblem(str(file), "", f"does not render for {what}: {exc}", getattr(exc, "lineno", None))
         except UnicodeDecodeError as exc:
@@ -222,11 +223,42 @@ class SmsSize:
     limit: int           # what one segment holds: 160 or 70
 
     @property
+    def budget(self) -> int:
+        """Segments a dunning text may take: two in GSM-7. In UCS-2 (Japanese) a real hosted-invoice link alone
+        (~160 characters) fills more than two 67-unit segments, so the budget is the link plus one segment."""
+        return 2 if self.encoding == "GSM-7" else 3
+
+    @property
     def segments(self) -> int:
         if self.length <= self.limit:
             return 1
         multipart = 153 if self.encoding == "GSM-7" else 67
         return -(-self.length // multipart)
+
+
+def sms_sizes(templates: Templates, name: str, contexts: list) -> list[tuple[str, SmsSize]]:
+    """The longest text of SMS template `name` in each locale it has (`dunctl check` shows them): what a
+    customer's phone receives with a realistic link, GSM-7 or UCS-2."""
+    sizes = []
+    for suffix in templates.locales(name):
+        if not templates.exists(name, "sms", suffix):
+            continue
+        texts = []
+        for context in contexts:
+            tag = suffix or context.get("locale") or "en"
+            localized = context.localized(tag) if isinstance(context, MessageContext) else context
+            for privacy in ("standard", "strict"):
+                shown = strict_sms(localized) if privacy == "strict" else {**localized, "sms_privacy": privacy}
+                texts.append(" ".join(templates.render(name, "sms", shown, suffix).split()))
+        sizes.append((suffix or "default", max((sms_size(t) for t in texts), key=lambda z: z.length)))
+    return sizes
+
+
+def sample_link(n: int) -> str:
+    """A link as long as a real one: Stripe's hosted-invoice URLs are about 157 characters (160 here), so a
+    length check with a short sample passes texts that reach customers in two or three segments."""
+    head = f"https://invoice.stripe.com/i/acct_1SampleAcct00000/test_{n}_"
+    return head + "x" * (160 - len(head))
 
 
 def sms_size(text: str) -> SmsSize:
@@ -460,6 +492,16 @@ def check_templates(templates_dir: Path, used: dict[str, str], company: str, def
     return Templates(templates_dir).check(used, sample_contexts(company, default_locale))
 
 
+def sms_notes(templates_dir: Path, used: dict[str, str], company: str, default_locale: str = "en") -> list[str]:
+    """One line per SMS template: per locale, its encoding and segments with a realistic link (what `check`
+    shows, so a longer translation or a non-GSM character is seen before it doubles the bill)."""
+    templates, contexts = Templates(templates_dir), sample_contexts(company, default_locale)
+    return [f"SMS {name} with a {len(sample_link(1))}-character link: " + "; ".join(
+                f"{suffix} {size.encoding} {size.length} characters, {size.segments} segment(s)"
+                for suffix, size in sms_sizes(templates, name, contexts))
+            for name, kind in sorted(used.items()) if kind == "sms"]
+
+
 _SAMPLE_SEQUENCE = {"name": "standard", "steps": [
     {"id": "notice", "at": "30m", "action": "email"}, {"id": "final-notice", "at": "12d", "action": "email"},
     {"id": "suspend", "at": "21d", "action": "pause_subscription"}]}
@@ -490,7 +532,7 @@ def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, bu
         usage = amount * 3000 // 12900
         invoice = {"id": f"in_sample{n}", "number": f"ACME-004{n}", "currency": currency,
                    "amount_due": amount * n, "amount_remaining": amount * n,
-                   "hosted_invoice_url": f"https://pay.acme.test/i/{n}",
+                   "hosted_invoice_url": sample_link(n),
                    "customer_name": "Ada Lovelace", "customer_email": "ada@example.com",
                    "payment_method_type": "card",
                    "decline": json.dumps({"decline_code": "insufficient_funds"}),
@@ -505,9 +547,9 @@ def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, bu
                 "preferred_locale": locale}
     method = {"type": "card", "brand": "visa", "last4": "4242"}
     case, invoice = case_and_invoice(1)
-    also = [CasePart(*case_and_invoice(n), method, f"https://pay.acme.test/i/{n}") for n in range(2, invoices + 1)]
+    also = [CasePart(*case_and_invoice(n), method, sample_link(n)) for n in range(2, invoices + 1)]
     return build_context(case=case, invoice=invoice, customer=customer, payment_method=method,
-                         update_link="https://pay.acme.test/i/1", company=company,
+                         update_link=sample_link(1), company=company,
                          now=datetime.fromisoformat("2026-01-13T00:00:00+00:00"), default_locale=default_locale,
                          also=also, locale=locale)
 

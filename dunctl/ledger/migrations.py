@@ -622,6 +622,14 @@ def m107_i25_perf_invoices_by_subscription(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS invoices_subscription ON invoices(subscription_id, status, created_at)")
 
 
+@migrations()
+def m108_i2x_msgs_b_sms_optouts(db: Database) -> None:
+    # A customer who replied STOP to a text: kept apart from the customers table, which every sync rewrites from
+    # Stripe (Stripe knows nothing of it). One row per customer and channel; absent means texts are allowed.
+    db.execute("CREATE TABLE IF NOT EXISTS optouts (customer_id TEXT NOT NULL, channel TEXT NOT NULL, "
+               "at TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (customer_id, channel))")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

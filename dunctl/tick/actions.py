@@ -114,6 +114,8 @@ def sms(ctx: TickContext, effect: Effect) -> Prepared:
     phone = b.customer.phone if b.customer else None
     if not phone:
         return skipped("no phone number on the customer")
+    if ctx.ledger.opted_out(b.case.customer_id, "sms"):
+        return skipped("the customer opted out of SMS (replied STOP)")
     text = ctx.templates.render_sms(step.template, _context(ctx, effect, _update_link(ctx, effect)),
                                     privacy=ctx.config.file.channels.sms.privacy)
 
