@@ -24,7 +24,15 @@ from zoneinfo import ZoneInfo
 
 from dunctl.clock import from_iso
 from dunctl.errors import ConfigProblem
-from dunctl.failures import UNKNOWN, shown_code
+from dunctl.failures import (
+    BANK_HARD,
+    BANK_METHOD_TYPES,
+    BANK_RETURNED,
+    BANK_SOFT,
+    INSUFFICIENT_FUNDS_CODES,
+    UNKNOWN,
+    shown_code,
+)
 from dunctl.locales import (
     candidates,
     failure_words,
@@ -368,13 +376,15 @@ def _sequence_of(case: dict, sequence):
 def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_method: dict | None,
                   update_link: str | None, company: str, now: datetime, sequence=None,
                   default_locale: str = "en", timezone: str | None = None, also: list[CasePart] = (),
-                  locale: str | None = None) -> MessageContext:
+                  locale: str | None = None, reason_shown: bool = True) -> MessageContext:
     """Everything a template may use, formatted for the customer's locale (or `locale`).
 
     `invoices` lists every invoice the message covers (this case's, then `also`'s: further cases of the same
     customer and currency), each with its amount, failure in plain words and its own pay link; `totals` is the
     sum per currency. The single-invoice names (`invoice`, `amount`, `failure`, ...) describe the first invoice.
-    `sequence` (default: the case's stored sequence) gives the final notice its consequence and date."""
+    `sequence` (default: the case's stored sequence) gives the final notice its consequence and date.
+    `reason_shown` False (a message that also reaches people other than the payer's billing contacts) words every
+    failure neutrally: "insufficient funds" is the payer's business."""
     parts = [CasePart(case, invoice, payment_method, update_link, sequence), *also]
     for part in parts[1:]:
         if part.case["customer_id"] != case["customer_id"]:
@@ -383,14 +393,14 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
     zone = (customer or {}).get("timezone") or timezone or "UTC"
 
     def build(tag: str) -> MessageContext:
-        return MessageContext(_context(parts, customer, company, now, tag, preferred, default_locale, zone),
-                              build)
+        return MessageContext(_context(parts, customer, company, now, tag, preferred, default_locale, zone,
+                                       reason_shown), build)
 
     return build(normalise(locale) or preferred or normalise(default_locale) or "en")
 
 
 def _context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
-             preferred: str | None, default_locale: str, zone: str) -> dict:
+             preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True) -> dict:
     from babel.numbers import format_decimal
 
     loc = babel_locale(tag, default_locale)
@@ -434,10 +444,9 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
             "usage_based": any(line.get("metered") for line in lines),
             "lines": shown,
             "usage_lines": [line for line in shown if line.get("metered")],
-            "failure": {"type": failure_type, "plain": failure_words(failure_type, lang),
+            "failure": {"type": failure_type, "plain": _plain(failure_type, decline, lang, reason_shown),
                         "code": shown_code(decline)},
-            "payment_method": {"type": method.get("type") or invoice.get("payment_method_type"),
-                               "brand": method.get("brand"), "last4": method.get("last4")},
+            "payment_method": _method(method, invoice, failure_type),
             "first_failed": day(first_failed) if first_failed else "",
             "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
             "attempts": case["attempts"],
@@ -470,7 +479,27 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "update_link": one["pay_link"] if len(links) == 1 else "",
         "case": {"segment": first.case["segment"], "sequence": first.case["sequence"]},
         "pause_lifted": False,   # the thank-you for a payment: dunctl lifted its pause (tick/actions.py)
+        "follow_up": False,      # the customer already got a message about this case (tick/actions.py)
     }
+
+
+def _plain(failure_type: str, decline: dict, lang: str, reason_shown: bool) -> str:
+    """The failure in the customer's words: neutral when others than the payer read it, and "insufficient
+    funds" on a bank debit only when the bank said so (not for could_not_process or SEPA MS03)."""
+    if not reason_shown:
+        return failure_words(UNKNOWN, lang)
+    if failure_type == BANK_SOFT and not INSUFFICIENT_FUNDS_CODES & {v for v in decline.values() if isinstance(v, str)}:
+        return failure_words(BANK_RETURNED, lang)
+    return failure_words(failure_type, lang)
+
+
+def _method(method: dict, invoice: dict, failure_type: str) -> dict:
+    """The payment method, with `kind` (card | bank) that the advice follows: a bank debit's customer checks the
+    account or mandate and can pay another way; only a card's is told to use another card."""
+    kind = method.get("type") or invoice.get("payment_method_type")
+    bank = kind in BANK_METHOD_TYPES or failure_type in (BANK_SOFT, BANK_HARD)
+    return {"type": kind, "kind": "bank" if bank else "card", "brand": method.get("brand"),
+            "last4": method.get("last4")}
 
 
 def strict_sms(context: dict) -> dict:

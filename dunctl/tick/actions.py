@@ -20,7 +20,8 @@ from dunctl.tick.effects import Effect, Outcome, Prepared, done, skipped
 from dunctl.tick.reconcile import end_case
 
 
-def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = ()) -> dict:
+def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = (),
+             reason_shown: bool = True) -> dict:
     """What the templates see: this case (and, for one message covering several, the customer's other cases in
     the same currency), in the customer's language, with the case's own sequence for the final notice's date."""
     from dunctl.messages import CasePart, build_context   # Jinja2 and Babel load only when a message is built
@@ -34,7 +35,8 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
                          payment_method=ctx.ledger.payment_method(b.invoice.payment_method_id),
                          update_link=link, company=sender.company, now=ctx.now,
                          sequence=_as_it_will_run(ctx, b),
-                         default_locale=sender.locale, timezone=sender.timezone, also=parts)
+                         default_locale=sender.locale, timezone=sender.timezone, also=parts,
+                         reason_shown=reason_shown)
 
 
 def _as_it_will_run(ctx: TickContext, bundle):
@@ -77,7 +79,8 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     left_out = "; ".join(f"{a} ({why})" for a, why in found.rejected)
     if not found.to:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
-    context = _with_pause(_context(ctx, lead, _update_link(ctx, lead), also=effects[1:]), effects)
+    context = _with_pause(_context(ctx, lead, _update_link(ctx, lead), also=effects[1:],
+                                   reason_shown=_to_payer_only(step)), effects, _follow_up(ctx, effects))
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
@@ -96,16 +99,34 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
                     recipient=", ".join(found.all), subject=subject)
 
 
-def _with_pause(context, effects: list[Effect]):
+def _to_payer_only(step) -> bool:
+    """Whether a message reaches only the payer's own billing contacts (or a person inside the company): only
+    they are told why a payment failed ("insufficient funds" is nobody else's business)."""
+    from dunctl.recipients import as_list
+
+    if step.audience == "internal":
+        return True
+    return not step.cc and set(as_list(step.to) or ["billing_contact"]) <= {"billing_contact", "customer"}
+
+
+def _follow_up(ctx: TickContext, effects: list[Effect]) -> bool:
+    """Whether the customer already got a message about one of these cases: a second message with the same
+    template (day 0 and day 3 of the hard-decline sequence) then reads as the follow-up it is."""
+    return any(a["status"] == "done" and a["action"] in ("email", "sms")
+               for e in effects for a in ctx.ledger.actions(e.bundle.case.id))
+
+
+def _with_pause(context, effects: list[Effect], follow_up: bool = False):
     """The context plus `pause_lifted`: dunctl lifted the pause it made on one of these cases' subscriptions (the
-    thank-you for a payment says so). Kept through re-formatting for the template's own locale."""
+    thank-you for a payment says so), and `follow_up`. Kept through re-formatting for the template's own
+    locale."""
     from dunctl.messages import MessageContext
     from dunctl.tick.endings import lifted
 
     def extended(base):
         return MessageContext({**base, **extra}, lambda tag: extended(base.localized(tag)))
 
-    extra = {"pause_lifted": any(lifted(e.bundle) for e in effects)}
+    extra = {"pause_lifted": any(lifted(e.bundle) for e in effects), "follow_up": follow_up}
     return extended(context)
 
 
