@@ -90,7 +90,7 @@ FAILURE_WORDS: dict[str, dict[str, str]] = {
         UNKNOWN: "die Zahlung ist nicht durchgegangen",
     },
     "es": {
-        CARD_HARD: "su banco ha rechazado la tarjeta y no se le puede volver a cargar",
+        CARD_HARD: "su banco ha rechazado la tarjeta y ya no es posible cargar pagos en ella",
         CARD_UPDATE: "hay que actualizar los datos de la tarjeta registrada",
         ACTION_REQUIRED: "su banco le pide que confirme el pago",
         CARD_SOFT: "su banco ha rechazado el pago",
@@ -101,7 +101,7 @@ FAILURE_WORDS: dict[str, dict[str, str]] = {
         UNKNOWN: "el pago no se ha completado",
     },
     "ja": {
-        CARD_HARD: "カード会社によりカードが利用停止となっており、再度のご請求ができません",
+        CARD_HARD: "カード会社によりこのカードでの決済が承認されず、同じカードでの再決済はできません",
         CARD_UPDATE: "ご登録のカード情報の更新が必要です",
         ACTION_REQUIRED: "カード会社よりお支払いの認証が求められています",
         CARD_SOFT: "カード会社によりお支払いが承認されませんでした",
