@@ -376,7 +376,8 @@ def _sequence_of(case: dict, sequence):
 def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_method: dict | None,
                   update_link: str | None, company: str, now: datetime, sequence=None,
                   default_locale: str = "en", timezone: str | None = None, also: list[CasePart] = (),
-                  locale: str | None = None, reason_shown: bool = True) -> MessageContext:
+                  locale: str | None = None, reason_shown: bool = True, account: str | None = None
+                  ) -> MessageContext:
     """Everything a template may use, formatted for the customer's locale (or `locale`).
 
     `invoices` lists every invoice the message covers (this case's, then `also`'s: further cases of the same
@@ -394,13 +395,14 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
 
     def build(tag: str) -> MessageContext:
         return MessageContext(_context(parts, customer, company, now, tag, preferred, default_locale, zone,
-                                       reason_shown), build)
+                                       reason_shown, account), build)
 
     return build(normalise(locale) or preferred or normalise(default_locale) or "en")
 
 
 def _context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
-             preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True) -> dict:
+             preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True,
+             account: str | None = None) -> dict:
     from babel.numbers import format_decimal
 
     loc = babel_locale(tag, default_locale)
@@ -440,6 +442,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
             "amount_due": format_money(invoice["amount_due"], currency, code),
             "amount_remaining": format_money(invoice["amount_remaining"], currency, code),
             "hosted_invoice_url": invoice["hosted_invoice_url"],
+            "dashboard_url": dashboard_url(invoice["id"], bool(invoice.get("livemode")), account),
             "pay_link": part.update_link or invoice["hosted_invoice_url"] or "",
             "usage_based": any(line.get("metered") for line in lines),
             "lines": shown,
@@ -461,7 +464,8 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "locale": tag,
         "language": lang,
         "customer": {"id": first.case["customer_id"], **who,
-                     "email": current_email(customer, first.invoice), "locale": preferred},
+                     "email": current_email(customer, first.invoice), "locale": preferred,
+                     "billing_contacts": resolve_recipients(_Rules("billing_contact"), customer, first.invoice).to},
         "invoices": invoices,
         "count": len(invoices),
         "totals": [{"currency": c, "amount": format_money(v, c, code)} for c, v in sorted(totals.items())],
@@ -480,6 +484,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "case": {"segment": first.case["segment"], "sequence": first.case["sequence"]},
         "pause_lifted": False,   # the thank-you for a payment: dunctl lifted its pause (tick/actions.py)
         "follow_up": False,      # the customer already got a message about this case (tick/actions.py)
+        "sent": [],              # what was sent and tried on these cases, for internal messages (tick/actions.py)
     }
 
 
@@ -583,22 +588,60 @@ def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, bu
                          also=also, locale=locale)
 
 
-def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: list[dict], reason: str) -> str:
-    """The full context a person needs to take a case over, as plain text (Slack mrkdwn-friendly)."""
+def dashboard_url(invoice_id: str, livemode: bool, account: str | None = None) -> str:
+    """The invoice in the Stripe Dashboard: the connected account's when dunctl follows one, in test or live."""
+    return ("https://dashboard.stripe.com" + (f"/{account}" if account else "") + ("" if livemode else "/test")
+            + f"/invoices/{invoice_id}")
+
+
+def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: list[dict], reason: str, *,
+                    now: datetime | None = None, sequence=None, account: str | None = None) -> str:
+    """What a person needs to take a case over, as plain prose (an email, a Slack post and a webhook's text
+    alike; no markup): who owes what in which currency, for how many days, what was sent and tried, what happens
+    next and when, and where the invoice is in the Stripe Dashboard."""
     currency = invoice["currency"]
-    decline = json.loads(invoice["decline"]) if invoice.get("decline") else {}
-    sent = [a for a in actions if a["status"] == "done" and a["action"] in ("email", "sms")]
-    lines = [
-        f"*{reason}*: invoice {invoice['number'] or invoice['id']} for "
-        f"{(customer or {}).get('name') or case['customer_id']} ({(customer or {}).get('email') or 'no email'})",
-        f"Amount remaining: {format_amount(invoice['amount_remaining'], currency)} "
-        f"of {format_amount(invoice['amount_due'], currency)}",
-        f"Failure: {case['failure_type']} ({shown_code(decline) or 'no code'})"
-        f", {case['attempts']} payment attempt(s), first failed {case['first_failed_at']}",
-        f"Segment {case['segment']}, sequence {case['sequence']}",
-        f"Messages sent: {len(sent)}" + (": " + ", ".join(f"{a['step_id']} ({a['finished_at']})" for a in sent)
-                                          if sent else ""),
+    decline = _json(invoice.get("decline"), {})
+    first_failed = from_iso(case["first_failed_at"])
+    days = max(0, (now - first_failed).days) if now and first_failed else None
+    kind = customer_kind(customer, invoice)
+    who = kind["company_name"] or kind["name"] or case["customer_id"]
+    contacts = resolve_recipients(_Rules("billing_contact"), customer, invoice).to
+    paragraphs = [
+        f"{reason}.",
+        f"{who} ({case['customer_id']}) owes {format_amount(invoice['amount_remaining'], currency)} "
+        f"{currency.upper()} on invoice {invoice['number'] or invoice['id']} (of "
+        f"{format_amount(invoice['amount_due'], currency)} {currency.upper()} due). Billing contact: "
+        f"{', '.join(contacts) if contacts else 'none on file'}.",
+        f"The payment first failed on {first_failed:%Y-%m-%d}"
+        + (f", {days} days overdue" if days is not None else "")
+        + f" ({case['failure_type']}, decline code {shown_code(decline) or 'none'}), "
+        f"after {case['attempts']} payment attempt(s).",
+        _history(actions),
+        _next_consequence(sequence, first_failed, now),
+        f"Stripe Dashboard: {dashboard_url(invoice['id'], bool(invoice.get('livemode')), account)}",
     ]
     if invoice.get("hosted_invoice_url"):
-        lines.append(f"Invoice: {invoice['hosted_invoice_url']}")
-    return "\n".join(lines)
+        paragraphs.append(f"The customer pays on: {invoice['hosted_invoice_url']}")
+    return "\n\n".join(paragraphs)
+
+
+def _history(actions: list[dict]) -> str:
+    """What was sent and tried, oldest first, in one sentence."""
+    done = [a for a in actions if a["status"] == "done" and a["action"] in ("email", "sms", "retry")]
+    if not done:
+        return "Nothing has been sent to the customer or retried yet."
+    said = [f"{a['action']} {a['step_id']} on {str(a['finished_at'] or '')[:10]}" for a in done]
+    sent = sum(a["action"] != "retry" for a in done)
+    return f"So far {sent} message(s) sent and {len(done) - sent} retry(ies): " + "; ".join(said) + "."
+
+
+_CONSEQUENCE_WORDS = {"pause_subscription": "the subscription is paused",
+                      "cancel_subscription": "the subscription is cancelled",
+                      "mark_uncollectible": "the invoice is written off as uncollectible"}
+
+
+def _next_consequence(sequence, first_failed: datetime | None, now: datetime | None) -> str:
+    then = consequence(sequence, first_failed, now) if now else None
+    if not then:
+        return "No pause, cancellation or write-off is scheduled: what happens next is a person's decision."
+    return f"Next, unless the invoice is paid: {_CONSEQUENCE_WORDS[then['action']]} on {then['at']:%Y-%m-%d}."
