@@ -877,6 +877,7 @@ def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPr
         if sequence.on_recovery is not None:
             problems += _missing_template(config, file, ("on_recovery", "email"), sequence.on_recovery.email,
                                           ("subject", "txt"))
+    config.notes.extend(_threshold_notes(segments))
     if config.file.stripe.retries == "stripe" and any(
             step.action == "retry" for seq in config.sequences.values() for step in seq.steps):
         config.notes.append("stripe.retries is 'stripe': retry steps are left to Stripe's Smart Retries and "
@@ -885,6 +886,23 @@ def _cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPr
         config.notes.append("notices.update_url is still the starter's placeholder: set it to your customer portal "
                             "login link before notices reach customers")
     return problems
+
+
+def _threshold_notes(segments: list[Segment]) -> list[str]:
+    """A warning for each amount test whose per-currency values are far apart once roughly converted: meant as
+    the same amount, one of them is off (a zero-decimal currency written in cents)."""
+    from dunctl.fx import threshold_spread
+
+    notes = []
+    for i, segment in enumerate(segments):
+        for field_name in ("amount_due", "amount_remaining"):
+            test = (segment.when or {}).get(field_name)
+            for op, values in (test.items() if isinstance(test, dict) else []):
+                why = threshold_spread(values) if isinstance(values, dict) else None
+                if why:
+                    notes.append(f"segments[{i}] ({segment.name}) {field_name}.{op}: the thresholds differ by more "
+                                 f"than 10x: {why}; make them the same amount in each currency")
+    return notes
 
 
 def _missing_template(config: Config, file: str, loc: tuple, template: str, kinds: tuple) -> list[ConfigProblem]:

@@ -38,6 +38,12 @@ PLAIN_WORDS = {
     DISPUTE: "the payment is under dispute",
     UNKNOWN: "the payment did not go through",
 }
+# A bank debit returned for another reason than missing money (could_not_process, SEPA MS03 "reason not
+# specified"): telling the customer "insufficient funds" would be wrong, and an accusation.
+BANK_RETURNED = "bank_returned"
+PLAIN_WORDS[BANK_RETURNED] = "your bank returned the direct debit"
+# The codes that do mean missing money on a bank debit.
+INSUFFICIENT_FUNDS_CODES = frozenset({"insufficient_funds", "R01", "R09", "AM04"})
 
 _CARD_DECLINE_CODES: dict[str, str] = {}
 

@@ -24,7 +24,15 @@ from zoneinfo import ZoneInfo
 
 from dunctl.clock import from_iso
 from dunctl.errors import ConfigProblem
-from dunctl.failures import UNKNOWN, shown_code
+from dunctl.failures import (
+    BANK_HARD,
+    BANK_METHOD_TYPES,
+    BANK_RETURNED,
+    BANK_SOFT,
+    INSUFFICIENT_FUNDS_CODES,
+    UNKNOWN,
+    shown_code,
+)
 from dunctl.locales import (
     candidates,
     failure_words,
@@ -164,10 +172,11 @@ class Templates:
                 sms_context = strict_sms(context) if privacy == "strict" else {**context, "sms_privacy": privacy}
                 text = " ".join(self.render(name, "sms", sms_context, suffix).split())
                 size = sms_size(text)
-                if size.segments > 1:
+                if size.segments > size.budget:
                     return ConfigProblem(str(file), "", f"for {what} the text is "
-                                         f"{size.length} {size.encoding} characters, more than one SMS segment "
-                                         f"({size.limit}): {text!r}")
+                                         f"{size.length} {size.encoding} characters with a {len(sample_link(1))}-"
+                                         f"character link, {size.segments} SMS segments; at most {size.budget} "
+                                         f"({size.encoding}): {text!r}")
         except TemplateError as exc:
             return ConfigProblem(str(file), "", f"does not render for {what}: {exc}", getattr(exc, "lineno", None))
         except UnicodeDecodeError as exc:
@@ -222,11 +231,42 @@ class SmsSize:
     limit: int           # what one segment holds: 160 or 70
 
     @property
+    def budget(self) -> int:
+        """Segments a dunning text may take: two in GSM-7. In UCS-2 (Japanese) a real hosted-invoice link alone
+        (~160 characters) fills more than two 67-unit segments, so the budget is the link plus one segment."""
+        return 2 if self.encoding == "GSM-7" else 3
+
+    @property
     def segments(self) -> int:
         if self.length <= self.limit:
             return 1
         multipart = 153 if self.encoding == "GSM-7" else 67
         return -(-self.length // multipart)
+
+
+def sms_sizes(templates: Templates, name: str, contexts: list) -> list[tuple[str, SmsSize]]:
+    """The longest text of SMS template `name` in each locale it has (`dunctl check` shows them): what a
+    customer's phone receives with a realistic link, GSM-7 or UCS-2."""
+    sizes = []
+    for suffix in templates.locales(name):
+        if not templates.exists(name, "sms", suffix):
+            continue
+        texts = []
+        for context in contexts:
+            tag = suffix or context.get("locale") or "en"
+            localized = context.localized(tag) if isinstance(context, MessageContext) else context
+            for privacy in ("standard", "strict"):
+                shown = strict_sms(localized) if privacy == "strict" else {**localized, "sms_privacy": privacy}
+                texts.append(" ".join(templates.render(name, "sms", shown, suffix).split()))
+        sizes.append((suffix or "default", max((sms_size(t) for t in texts), key=lambda z: z.length)))
+    return sizes
+
+
+def sample_link(n: int) -> str:
+    """A link as long as a real one: Stripe's hosted-invoice URLs are about 157 characters (160 here), so a
+    length check with a short sample passes texts that reach customers in two or three segments."""
+    head = f"https://invoice.stripe.com/i/acct_1SampleAcct00000/test_{n}_"
+    return head + "x" * (160 - len(head))
 
 
 def sms_size(text: str) -> SmsSize:
@@ -336,13 +376,16 @@ def _sequence_of(case: dict, sequence):
 def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_method: dict | None,
                   update_link: str | None, company: str, now: datetime, sequence=None,
                   default_locale: str = "en", timezone: str | None = None, also: list[CasePart] = (),
-                  locale: str | None = None) -> MessageContext:
+                  locale: str | None = None, reason_shown: bool = True, account: str | None = None
+                  ) -> MessageContext:
     """Everything a template may use, formatted for the customer's locale (or `locale`).
 
     `invoices` lists every invoice the message covers (this case's, then `also`'s: further cases of the same
     customer and currency), each with its amount, failure in plain words and its own pay link; `totals` is the
     sum per currency. The single-invoice names (`invoice`, `amount`, `failure`, ...) describe the first invoice.
-    `sequence` (default: the case's stored sequence) gives the final notice its consequence and date."""
+    `sequence` (default: the case's stored sequence) gives the final notice its consequence and date.
+    `reason_shown` False (a message that also reaches people other than the payer's billing contacts) words every
+    failure neutrally: "insufficient funds" is the payer's business."""
     parts = [CasePart(case, invoice, payment_method, update_link, sequence), *also]
     for part in parts[1:]:
         if part.case["customer_id"] != case["customer_id"]:
@@ -351,14 +394,15 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
     zone = (customer or {}).get("timezone") or timezone or "UTC"
 
     def build(tag: str) -> MessageContext:
-        return MessageContext(_context(parts, customer, company, now, tag, preferred, default_locale, zone),
-                              build)
+        return MessageContext(_context(parts, customer, company, now, tag, preferred, default_locale, zone,
+                                       reason_shown, account), build)
 
     return build(normalise(locale) or preferred or normalise(default_locale) or "en")
 
 
 def _context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
-             preferred: str | None, default_locale: str, zone: str) -> dict:
+             preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True,
+             account: str | None = None) -> dict:
     from babel.numbers import format_decimal
 
     loc = babel_locale(tag, default_locale)
@@ -398,14 +442,14 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
             "amount_due": format_money(invoice["amount_due"], currency, code),
             "amount_remaining": format_money(invoice["amount_remaining"], currency, code),
             "hosted_invoice_url": invoice["hosted_invoice_url"],
+            "dashboard_url": dashboard_url(invoice["id"], bool(invoice.get("livemode")), account),
             "pay_link": part.update_link or invoice["hosted_invoice_url"] or "",
             "usage_based": any(line.get("metered") for line in lines),
             "lines": shown,
             "usage_lines": [line for line in shown if line.get("metered")],
-            "failure": {"type": failure_type, "plain": failure_words(failure_type, lang),
+            "failure": {"type": failure_type, "plain": _plain(failure_type, decline, lang, reason_shown),
                         "code": shown_code(decline)},
-            "payment_method": {"type": method.get("type") or invoice.get("payment_method_type"),
-                               "brand": method.get("brand"), "last4": method.get("last4")},
+            "payment_method": _method(method, invoice, failure_type),
             "first_failed": day(first_failed) if first_failed else "",
             "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
             "attempts": case["attempts"],
@@ -420,7 +464,8 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "locale": tag,
         "language": lang,
         "customer": {"id": first.case["customer_id"], **who,
-                     "email": current_email(customer, first.invoice), "locale": preferred},
+                     "email": current_email(customer, first.invoice), "locale": preferred,
+                     "billing_contacts": resolve_recipients(_Rules("billing_contact"), customer, first.invoice).to},
         "invoices": invoices,
         "count": len(invoices),
         "totals": [{"currency": c, "amount": format_money(v, c, code)} for c, v in sorted(totals.items())],
@@ -438,7 +483,28 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "update_link": one["pay_link"] if len(links) == 1 else "",
         "case": {"segment": first.case["segment"], "sequence": first.case["sequence"]},
         "pause_lifted": False,   # the thank-you for a payment: dunctl lifted its pause (tick/actions.py)
+        "follow_up": False,      # the customer already got a message about this case (tick/actions.py)
+        "sent": [],              # what was sent and tried on these cases, for internal messages (tick/actions.py)
     }
+
+
+def _plain(failure_type: str, decline: dict, lang: str, reason_shown: bool) -> str:
+    """The failure in the customer's words: neutral when others than the payer read it, and "insufficient
+    funds" on a bank debit only when the bank said so (not for could_not_process or SEPA MS03)."""
+    if not reason_shown:
+        return failure_words(UNKNOWN, lang)
+    if failure_type == BANK_SOFT and not INSUFFICIENT_FUNDS_CODES & {v for v in decline.values() if isinstance(v, str)}:
+        return failure_words(BANK_RETURNED, lang)
+    return failure_words(failure_type, lang)
+
+
+def _method(method: dict, invoice: dict, failure_type: str) -> dict:
+    """The payment method, with `kind` (card | bank) that the advice follows: a bank debit's customer checks the
+    account or mandate and can pay another way; only a card's is told to use another card."""
+    kind = method.get("type") or invoice.get("payment_method_type")
+    bank = kind in BANK_METHOD_TYPES or failure_type in (BANK_SOFT, BANK_HARD)
+    return {"type": kind, "kind": "bank" if bank else "card", "brand": method.get("brand"),
+            "last4": method.get("last4")}
 
 
 def strict_sms(context: dict) -> dict:
@@ -458,6 +524,16 @@ def check_templates(templates_dir: Path, used: dict[str, str], company: str, def
     """What `dunctl check` renders: every used template ({name: 'email' | 'sms'}) in every locale it has files
     for, against every sample case; a problem names the file that does not render."""
     return Templates(templates_dir).check(used, sample_contexts(company, default_locale))
+
+
+def sms_notes(templates_dir: Path, used: dict[str, str], company: str, default_locale: str = "en") -> list[str]:
+    """One line per SMS template: per locale, its encoding and segments with a realistic link (what `check`
+    shows, so a longer translation or a non-GSM character is seen before it doubles the bill)."""
+    templates, contexts = Templates(templates_dir), sample_contexts(company, default_locale)
+    return [f"SMS {name} with a {len(sample_link(1))}-character link: " + "; ".join(
+                f"{suffix} {size.encoding} {size.length} characters, {size.segments} segment(s)"
+                for suffix, size in sms_sizes(templates, name, contexts))
+            for name, kind in sorted(used.items()) if kind == "sms"]
 
 
 _SAMPLE_SEQUENCE = {"name": "standard", "steps": [
@@ -490,7 +566,7 @@ def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, bu
         usage = amount * 3000 // 12900
         invoice = {"id": f"in_sample{n}", "number": f"ACME-004{n}", "currency": currency,
                    "amount_due": amount * n, "amount_remaining": amount * n,
-                   "hosted_invoice_url": f"https://pay.acme.test/i/{n}",
+                   "hosted_invoice_url": sample_link(n),
                    "customer_name": "Ada Lovelace", "customer_email": "ada@example.com",
                    "payment_method_type": "card",
                    "decline": json.dumps({"decline_code": "insufficient_funds"}),
@@ -505,29 +581,67 @@ def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, bu
                 "preferred_locale": locale}
     method = {"type": "card", "brand": "visa", "last4": "4242"}
     case, invoice = case_and_invoice(1)
-    also = [CasePart(*case_and_invoice(n), method, f"https://pay.acme.test/i/{n}") for n in range(2, invoices + 1)]
+    also = [CasePart(*case_and_invoice(n), method, sample_link(n)) for n in range(2, invoices + 1)]
     return build_context(case=case, invoice=invoice, customer=customer, payment_method=method,
-                         update_link="https://pay.acme.test/i/1", company=company,
+                         update_link=sample_link(1), company=company,
                          now=datetime.fromisoformat("2026-01-13T00:00:00+00:00"), default_locale=default_locale,
                          also=also, locale=locale)
 
 
-def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: list[dict], reason: str) -> str:
-    """The full context a person needs to take a case over, as plain text (Slack mrkdwn-friendly)."""
+def dashboard_url(invoice_id: str, livemode: bool, account: str | None = None) -> str:
+    """The invoice in the Stripe Dashboard: the connected account's when dunctl follows one, in test or live."""
+    return ("https://dashboard.stripe.com" + (f"/{account}" if account else "") + ("" if livemode else "/test")
+            + f"/invoices/{invoice_id}")
+
+
+def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: list[dict], reason: str, *,
+                    now: datetime | None = None, sequence=None, account: str | None = None) -> str:
+    """What a person needs to take a case over, as plain prose (an email, a Slack post and a webhook's text
+    alike; no markup): who owes what in which currency, for how many days, what was sent and tried, what happens
+    next and when, and where the invoice is in the Stripe Dashboard."""
     currency = invoice["currency"]
-    decline = json.loads(invoice["decline"]) if invoice.get("decline") else {}
-    sent = [a for a in actions if a["status"] == "done" and a["action"] in ("email", "sms")]
-    lines = [
-        f"*{reason}*: invoice {invoice['number'] or invoice['id']} for "
-        f"{(customer or {}).get('name') or case['customer_id']} ({(customer or {}).get('email') or 'no email'})",
-        f"Amount remaining: {format_amount(invoice['amount_remaining'], currency)} "
-        f"of {format_amount(invoice['amount_due'], currency)}",
-        f"Failure: {case['failure_type']} ({shown_code(decline) or 'no code'})"
-        f", {case['attempts']} payment attempt(s), first failed {case['first_failed_at']}",
-        f"Segment {case['segment']}, sequence {case['sequence']}",
-        f"Messages sent: {len(sent)}" + (": " + ", ".join(f"{a['step_id']} ({a['finished_at']})" for a in sent)
-                                          if sent else ""),
+    decline = _json(invoice.get("decline"), {})
+    first_failed = from_iso(case["first_failed_at"])
+    days = max(0, (now - first_failed).days) if now and first_failed else None
+    kind = customer_kind(customer, invoice)
+    who = kind["company_name"] or kind["name"] or case["customer_id"]
+    contacts = resolve_recipients(_Rules("billing_contact"), customer, invoice).to
+    paragraphs = [
+        f"{reason}.",
+        f"{who} ({case['customer_id']}) owes {format_amount(invoice['amount_remaining'], currency)} "
+        f"{currency.upper()} on invoice {invoice['number'] or invoice['id']} (of "
+        f"{format_amount(invoice['amount_due'], currency)} {currency.upper()} due). Billing contact: "
+        f"{', '.join(contacts) if contacts else 'none on file'}.",
+        f"The payment first failed on {first_failed:%Y-%m-%d}"
+        + (f", {days} days overdue" if days is not None else "")
+        + f" ({case['failure_type']}, decline code {shown_code(decline) or 'none'}), "
+        f"after {case['attempts']} payment attempt(s).",
+        _history(actions),
+        _next_consequence(sequence, first_failed, now),
+        f"Stripe Dashboard: {dashboard_url(invoice['id'], bool(invoice.get('livemode')), account)}",
     ]
     if invoice.get("hosted_invoice_url"):
-        lines.append(f"Invoice: {invoice['hosted_invoice_url']}")
-    return "\n".join(lines)
+        paragraphs.append(f"The customer pays on: {invoice['hosted_invoice_url']}")
+    return "\n\n".join(paragraphs)
+
+
+def _history(actions: list[dict]) -> str:
+    """What was sent and tried, oldest first, in one sentence."""
+    done = [a for a in actions if a["status"] == "done" and a["action"] in ("email", "sms", "retry")]
+    if not done:
+        return "Nothing has been sent to the customer or retried yet."
+    said = [f"{a['action']} {a['step_id']} on {str(a['finished_at'] or '')[:10]}" for a in done]
+    sent = sum(a["action"] != "retry" for a in done)
+    return f"So far {sent} message(s) sent and {len(done) - sent} retry(ies): " + "; ".join(said) + "."
+
+
+_CONSEQUENCE_WORDS = {"pause_subscription": "the subscription is paused",
+                      "cancel_subscription": "the subscription is cancelled",
+                      "mark_uncollectible": "the invoice is written off as uncollectible"}
+
+
+def _next_consequence(sequence, first_failed: datetime | None, now: datetime | None) -> str:
+    then = consequence(sequence, first_failed, now) if now else None
+    if not then:
+        return "No pause, cancellation or write-off is scheduled: what happens next is a person's decision."
+    return f"Next, unless the invoice is paid: {_CONSEQUENCE_WORDS[then['action']]} on {then['at']:%Y-%m-%d}."

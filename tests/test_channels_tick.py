@@ -78,8 +78,9 @@ def test_sms_slack_webhook_and_escalation_each_post_once(multi, http_receiver, s
     assert event["data"]["amount_remaining"] == 1_250_000 and event["data"]["currency"] == "jpy"
 
     text = json.loads(escalation.body)["text"]
-    for fact in ("Needs a call", "INV-1", "¥1,250,000", "card_soft (do_not_honor)", "1 payment attempt(s)",
-                 "Messages sent: 2", "notice", "text", "https://invoice.stripe.test/in_1"):
+    for fact in ("Needs a call", "INV-1", "¥1,250,000 JPY", "card_soft, decline code do_not_honor",
+                 "1 payment attempt(s)", "So far 2 message(s) sent", "email notice", "sms text",
+                 "https://invoice.stripe.test/in_1", "https://dashboard.stripe.com/test/invoices/in_1"):
         assert fact in text, fact
 
     email = smtp_server.received[0].message

@@ -211,4 +211,4 @@ def test_escalating_to_the_account_manager_emails_them_the_case(tmp_path, smtp_s
     (received,) = smtp_server.received
     assert received.rcpt_tos == ["am@ours.test"]
     assert received.message["Subject"] == "[dunctl] Call them: INV-1"
-    assert "Amount remaining: $49.00" in received.message.get_content()
+    assert "owes $49.00 USD on invoice INV-1" in received.message.get_content()

@@ -8,7 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from dunctl.cases import as_text_time
-from dunctl.cli.common import JsonOption, handles_errors, load, open_ledger, out, print_json
+from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
+from dunctl.errors import UsageError
 from dunctl.notices.views import customer_history
 from dunctl.sanitize import terminal_text
 
@@ -34,6 +35,26 @@ def show(customer: CustomerId, as_json: JsonOption = False) -> None:
         table.add_row(as_text_time(entry["at"]), Text(terminal_text(entry["kind"])),
                       Text(terminal_text(entry["summary"])))
     out.print(table)
+
+
+@app.command("optout")
+@handles_errors
+def optout(customer: CustomerId,
+           sms: Annotated[bool, typer.Option("--sms", help="No more text messages (the customer replied STOP).")]
+           = False,
+           now: NowOption = None, as_json: JsonOption = False) -> None:
+    """Record that a customer opted out of a channel: dunctl customer optout cus_123 --sms (an inbound STOP)."""
+    if not sms:
+        raise UsageError("say which channel the customer opted out of", "add --sms (the only channel with opt-out)")
+    ledger = open_ledger(load(), must_exist=True)
+    if ledger.customer(customer) is None:
+        raise UsageError(f"unknown customer {customer!r}", "give a Stripe customer id the ledger knows "
+                         "(`dunctl sync` first if it is new)")
+    new = ledger.opt_out(customer, "sms", now_from(now), "dunctl customer optout")
+    if as_json:
+        print_json({"customer": customer, "channel": "sms", "opted_out": True, "new": new})
+        return
+    out.print(f"{shown(customer)}: no more SMS" + ("" if new else " (already opted out)"))
 
 
 def shown(value: str) -> str:

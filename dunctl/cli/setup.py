@@ -11,7 +11,7 @@ from rich.table import Table
 
 from dunctl.cli.common import JsonOption, environ, err, handles_errors, load, out, print_json, state
 from dunctl.errors import ConfigError, UsageError
-from dunctl.messages import Templates, check_templates
+from dunctl.messages import Templates, check_templates, sms_notes
 from dunctl.notices.config import render_problems
 from dunctl.preflight import Finding, preflight
 from dunctl.scaffold import create_ledger, write_starter
@@ -47,6 +47,7 @@ def check(
     problems += render_problems(config.file.notices, Templates(config.templates_dir), config.file.sender.company)
     if problems:
         raise ConfigError(problems)
+    config.notes.extend(sms_notes(config.templates_dir, used, config.file.sender.company, config.file.sender.locale))
     findings = preflight(config, environ(), online=online, log_path=state.log_path)
     failed = [f for f in findings if not f.ok]
     if as_json:

@@ -41,7 +41,8 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
           "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
           "m106_i20_endings_follow_ups", "m107_i25_perf_invoices_by_subscription",
-          "m108_i20_interrupts_started", "m109_i21_cards")
+          "m108_i20_interrupts_started", "m109_i21_cards",
+          "m110_i2x_msgs_b_sms_optouts")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -565,6 +566,17 @@ class Ledger:
 
     def customer(self, customer_id: str) -> dict | None:
         return next(self.rows("SELECT * FROM customers WHERE id = ?", [customer_id]), None)
+
+    def opt_out(self, customer_id: str, channel: str, at: datetime, source: str) -> bool:
+        """Record that the customer asked for no more messages on `channel` (an SMS STOP); False if already."""
+        with self.transaction():
+            cursor = self.conn.execute("INSERT OR IGNORE INTO optouts(customer_id, channel, at, source) "
+                                       "VALUES (?, ?, ?, ?)", [customer_id, channel, iso(at), source])
+        return cursor.rowcount > 0
+
+    def opted_out(self, customer_id: str, channel: str) -> bool:
+        return next(self.rows("SELECT 1 FROM optouts WHERE customer_id = ? AND channel = ?",
+                              [customer_id, channel]), None) is not None
 
     def payment_method(self, pm_id: str | None) -> dict | None:
         if not pm_id:

@@ -658,6 +658,14 @@ def m109_i21_cards(db: Database) -> None:
     db.execute("ALTER TABLE customers ADD COLUMN open_disputes TEXT")
 
 
+@migrations()
+def m110_i2x_msgs_b_sms_optouts(db: Database) -> None:
+    # A customer who replied STOP to a text: kept apart from the customers table, which every sync rewrites from
+    # Stripe (Stripe knows nothing of it). One row per customer and channel; absent means texts are allowed.
+    db.execute("CREATE TABLE IF NOT EXISTS optouts (customer_id TEXT NOT NULL, channel TEXT NOT NULL, "
+               "at TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (customer_id, channel))")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

@@ -20,7 +20,8 @@ from dunctl.tick.effects import Effect, Outcome, Prepared, done, skipped
 from dunctl.tick.reconcile import end_case
 
 
-def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = ()) -> dict:
+def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = (),
+             reason_shown: bool = True) -> dict:
     """What the templates see: this case (and, for one message covering several, the customer's other cases in
     the same currency), in the customer's language, with the case's own sequence for the final notice's date."""
     from dunctl.messages import CasePart, build_context   # Jinja2 and Babel load only when a message is built
@@ -34,7 +35,8 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
                          payment_method=ctx.ledger.payment_method(b.invoice.payment_method_id),
                          update_link=link, company=sender.company, now=ctx.now,
                          sequence=_as_it_will_run(ctx, b),
-                         default_locale=sender.locale, timezone=sender.timezone, also=parts)
+                         default_locale=sender.locale, timezone=sender.timezone, also=parts,
+                         reason_shown=reason_shown, account=ctx.config.file.stripe.account)
 
 
 def _as_it_will_run(ctx: TickContext, bundle):
@@ -77,7 +79,8 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     left_out = "; ".join(f"{a} ({why})" for a, why in found.rejected)
     if not found.to:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
-    context = _with_pause(_context(ctx, lead, _update_link(ctx, lead), also=effects[1:]), effects)
+    context = _with_pause(_context(ctx, lead, _update_link(ctx, lead), also=effects[1:],
+                                   reason_shown=_to_payer_only(step)), effects, _sent(ctx, effects))
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
@@ -96,16 +99,36 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
                     recipient=", ".join(found.all), subject=subject)
 
 
-def _with_pause(context, effects: list[Effect]):
+def _to_payer_only(step) -> bool:
+    """Whether a message reaches only the payer's own billing contacts (or a person inside the company): only
+    they are told why a payment failed ("insufficient funds" is nobody else's business)."""
+    from dunctl.recipients import as_list
+
+    if step.audience == "internal":
+        return True
+    return not step.cc and set(as_list(step.to) or ["billing_contact"]) <= {"billing_contact", "customer"}
+
+
+def _sent(ctx: TickContext, effects: list[Effect]) -> list[dict]:
+    """What was sent and tried on these cases, oldest first: an internal message says it; a customer message
+    that follows an earlier one reads as the follow-up it is (day 0 and day 3 of the hard-decline sequence)."""
+    return [{"action": a["action"], "step": a["step_id"], "on": str(a["finished_at"] or "")[:10]}
+            for e in effects for a in ctx.ledger.actions(e.bundle.case.id)
+            if a["status"] == "done" and a["action"] in ("email", "sms", "retry")]
+
+
+def _with_pause(context, effects: list[Effect], sent: list[dict] = ()):
     """The context plus `pause_lifted`: dunctl lifted the pause it made on one of these cases' subscriptions (the
-    thank-you for a payment says so). Kept through re-formatting for the template's own locale."""
+    thank-you for a payment says so), `sent` and `follow_up`. Kept through re-formatting for the template's own
+    locale."""
     from dunctl.messages import MessageContext
     from dunctl.tick.endings import lifted
 
     def extended(base):
         return MessageContext({**base, **extra}, lambda tag: extended(base.localized(tag)))
 
-    extra = {"pause_lifted": any(lifted(e.bundle) for e in effects)}
+    extra = {"pause_lifted": any(lifted(e.bundle) for e in effects), "sent": list(sent),
+             "follow_up": any(s["action"] in ("email", "sms") for s in sent)}
     return extended(context)
 
 
@@ -114,6 +137,8 @@ def sms(ctx: TickContext, effect: Effect) -> Prepared:
     phone = b.customer.phone if b.customer else None
     if not phone:
         return skipped("no phone number on the customer")
+    if ctx.ledger.opted_out(b.case.customer_id, "sms"):
+        return skipped("the customer opted out of SMS (replied STOP)")
     text = ctx.templates.render_sms(step.template, _context(ctx, effect, _update_link(ctx, effect)),
                                     privacy=ctx.config.file.channels.sms.privacy)
 
@@ -125,13 +150,19 @@ def sms(ctx: TickContext, effect: Effect) -> Prepared:
 
 
 def _text_for(ctx: TickContext, effect: Effect, heading: str) -> str:
-    from dunctl.messages import escalation_text
-
     b, step = effect.bundle, effect.step
     if step is not None and step.template and ctx.templates.exists(step.template, "txt"):
         return ctx.templates.render(step.template, "txt", _context(ctx, effect, b.invoice.hosted_invoice_url))
+    return _escalation(ctx, effect, heading)
+
+
+def _escalation(ctx: TickContext, effect: Effect, reason: str) -> str:
+    from dunctl.messages import escalation_text
+
+    b = effect.bundle
     return escalation_text(b.case.row, b.invoice.row, b.customer.row if b.customer else None,
-                           ctx.ledger.actions(b.case.id), heading)
+                           ctx.ledger.actions(b.case.id), reason, now=ctx.now, sequence=_as_it_will_run(ctx, b),
+                           account=ctx.config.file.stripe.account)
 
 
 def slack(ctx: TickContext, effect: Effect) -> Prepared:
@@ -163,13 +194,12 @@ def webhook(ctx: TickContext, effect: Effect) -> Prepared:
 def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: str | None,
                reason: str) -> Prepared:
     """A message to a person inside the company: the escalation channel, or an email to someone named."""
-    from dunctl.messages import escalation_text, recipient
+    from dunctl.messages import recipient
 
     b = effect.bundle
     escalation = ctx.config.file.escalation
     channel = channel or escalation.channel
-    text = escalation_text(b.case.row, b.invoice.row, b.customer.row if b.customer else None,
-                           ctx.ledger.actions(b.case.id), reason)
+    text = _escalation(ctx, effect, reason)
     if channel == "slack":
         return Prepared(f"tell Slack: {reason}",
                         lambda: Outcome("done", "slack: " + ctx.channels.slack(text, effect.key).detail,
