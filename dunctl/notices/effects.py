@@ -10,7 +10,7 @@ from datetime import datetime
 
 from dunctl.channels import EmailMessage
 from dunctl.clock import from_iso
-from dunctl.messages import recipient
+from dunctl.messages import recipient_list
 from dunctl.notices import CARD_EXPIRING, LARGE_CHARGE, UPCOMING_RENEWAL, USAGE_ALERT
 from dunctl.notices.context import notice_context
 from dunctl.notices.planner import PENDING, plan_notices
@@ -78,16 +78,17 @@ class NoticeEffect:
     def prepare(self, ctx: TickContext) -> Prepared:
         customer = ctx.ledger.customer(self.notice["customer_id"])
         rule = (_data(self.notice).get("to")) or "billing_contact"
-        to = recipient(rule, customer, {})
-        if not to:
+        addresses = recipient_list(rule, customer, {})
+        if not addresses:
             return skipped(f"no address for {rule}")
         template = template_of(ctx.config, self.notice["kind"])
         context = notice_context(self.notice, customer, _link(ctx, self), ctx.config.file.sender.company, ctx.now)
         subject, text, html = ctx.templates.render_email(template, context)
         headers = {"X-Dunctl-Notice": self.key}
+        to = ", ".join(addresses)     # as the ledger records it, for people to read
 
         def deliver() -> Outcome:
-            delivery = ctx.channels.email(EmailMessage(to, subject, text, html, headers), self.key, ctx.now)
+            delivery = ctx.channels.email(EmailMessage(addresses, subject, text, html, headers), self.key, ctx.now)
             return Outcome("done", f"email {template} to {to}: {delivery.detail}", recipient=to, subject=subject)
 
         return Prepared(f"email {template} to {to}: {subject}", deliver, recipient=to, subject=subject)
