@@ -4,6 +4,9 @@ Notices go through the fake Stripe server over HTTP, the real SDK and a real SMT
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
 import pytest
 
 from dunctl.channels import EmailMessage
@@ -11,7 +14,7 @@ from dunctl.channels.email import build_message
 from dunctl.errors import ChannelError
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
 from tests.helpers import T0
-from tests.test_notices import utc, world  # noqa: F401  (fixture)
+from tests.test_notices import DAY, JAN_15, utc, world  # noqa: F401  (fixture)
 
 
 def test_a_notice_reaches_every_billing_contact_on_any_python(world):
@@ -30,3 +33,83 @@ def test_a_comma_joined_recipient_string_is_refused_not_parsed():
     with pytest.raises(ChannelError, match="several addresses in one string"):
         build_message(EmailMessage("ap@black.test, ingrid@black.test", "s", "t"), sender="billing@acme.test",
                       reply_to=None, key="k", now=T0)
+
+
+def _customer(w, *, name="Ada Lovelace", email="ada@example.com", locales=None, metadata=None, exp=(12, 2030)):
+    """A customer with a card (by default one that outlives every renewal here: no expiry notices)."""
+    cus = w.fake.add_customer(email, name=name, metadata=metadata or {}, preferred_locales=locales or [],
+                              at=T0 - 40 * DAY)
+    w.fake.add_payment_method(cus, exp_month=exp[0], exp_year=exp[1], at=T0 - 40 * DAY)
+    return cus
+
+
+def _renewing(w, cus, amount, *, end, interval="year", currency="usd", metered=False):
+    sub = w.fake.add_subscription(cus, amount=amount, currency=currency, metered=metered, at=T0 - 40 * DAY)
+    w.fake.set_billing(sub, interval=interval, period_start=end - 30 * DAY, period_end=end)
+    return sub
+
+
+def _text(received) -> str:
+    return received.message.get_body(("plain",)).get_content()
+
+
+def _html(received) -> str:
+    return received.message.get_body(("html",)).get_content()
+
+
+# -- defect 2: one greeting rule ---------------------------------------------------------------------------------
+
+
+def test_a_company_is_greeted_by_its_name_and_a_person_by_first_name(world):
+    w = world()
+    black = _customer(w, name="Black Capital", email="ops@black.test", metadata={"billing_email": "ap@black.test"},
+                      exp=(12, 2026))
+    grace = _customer(w, name="Grace Hopper", email="grace@example.com", exp=(12, 2026))
+    for cus in (black, grace):
+        _renewing(w, cus, 2000, end=JAN_15, interval="month")
+    w.tick(T0)
+    w.tick(utc(2026, 12, 18, 9))                                     # card-expiring, 14 days ahead
+    got = {r.rcpt_tos[-1]: r for r in w.smtp.received}
+    assert len(got) == 2, w.ledger.db.execute("SELECT status, error, recipient FROM notices").fetchall()
+    assert _text(got["ops@black.test"]).startswith("Hello Black Capital,\n\n")
+    assert "Black," not in _html(got["ops@black.test"]).replace("Black Capital,", "")
+    assert _text(got["grace@example.com"]).startswith("Hi Grace,\n\n")      # a person: her given name
+
+
+# -- defect 1: every notice in every shipped locale ----------------------------------------------------------------
+
+NOTICES = ("card-expiring", "upcoming-renewal", "usage-alert", "large-charge")
+SHIPPED = Path(__file__).resolve().parent.parent / "sequences" / "templates"
+ENGLISH = ("Hello", "Hi ", "billing team", "will be charged", "so far", "expires soon", "subscription")
+
+
+@pytest.mark.parametrize("locale", ["de-DE", "es", "fr-FR", "ja"])
+def test_every_notice_is_written_and_formatted_in_each_shipped_locale(locale):
+    from dunctl.messages import Templates
+    from dunctl.money import format_day, format_money
+    from dunctl.notices.context import sample_notice_contexts
+
+    templates = Templates(SHIPPED)
+    lang = locale[:2]
+    for name, context in zip(NOTICES, sample_notice_contexts("Acme", locale=locale)):
+        assert all(templates.exists(name, part, lang) for part in ("subject", "txt", "html")), (name, lang)
+        subject, text, html = templates.render_email(name, context)
+        assert f'<html lang="{locale}">' in html
+        day = "2027-01-15" if name in ("card-expiring", "upcoming-renewal") else "2026-12-01"
+        assert format_day(datetime.fromisoformat(day), locale) in text, (name, text)
+        assert format_money(57000 if name != "card-expiring" else 120000, "usd", locale) in subject + text
+        assert not [word for word in ENGLISH if word in subject + text], (name, subject, text)
+
+
+def test_a_german_customer_gets_the_renewal_reminder_in_german(world):
+    w = world()
+    cus = _customer(w, name="Ingrid Bauer", email="ingrid@example.de", locales=["de-DE"])
+    _renewing(w, cus, 25899, currency="eur", end=utc(2027, 3, 1, 10))
+    w.tick(T0)
+    w.tick(utc(2027, 2, 22, 11))
+    [got] = w.smtp.received
+    assert got.message["Subject"] == "Ihr Abonnement bei Example verlängert sich am 1. März 2027 (258,99\xa0€)"
+    assert _text(got).startswith("Guten Tag Ingrid Bauer,\n\nWir möchten Sie daran erinnern, dass sich Ihr "
+                                 "Jahresabonnement bei Example am 1. März 2027 verlängert.")
+    assert '<html lang="de-DE">' in _html(got)
+

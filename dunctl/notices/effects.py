@@ -82,7 +82,9 @@ class NoticeEffect:
         if not addresses:
             return skipped(f"no address for {rule}")
         template = template_of(ctx.config, self.notice["kind"])
-        context = notice_context(self.notice, customer, _link(ctx, self), ctx.config.file.sender.company, ctx.now)
+        sender = ctx.config.file.sender
+        context = notice_context(self.notice, customer, _link(ctx, self), sender.company, ctx.now,
+                                 default_locale=sender.locale)
         subject, text, html = ctx.templates.render_email(template, context)
         headers = {"X-Dunctl-Notice": self.key}
         to = ", ".join(addresses)     # as the ledger records it, for people to read
