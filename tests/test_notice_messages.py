@@ -113,3 +113,30 @@ def test_a_german_customer_gets_the_renewal_reminder_in_german(world):
                                  "Jahresabonnement bei Example am 1. März 2027 verlängert.")
     assert '<html lang="de-DE">' in _html(got)
 
+
+# -- defect 3: one renewal reminder with the whole charge ------------------------------------------------------------
+
+
+def test_one_renewal_reminder_per_customer_and_day_lists_every_subscription_and_the_total(world):
+    w = world(**{"notices.usage.expected": {"usd": 10**9}})       # no usage alerts here: only the reminder
+    cus = _customer(w)
+    _renewing(w, cus, 31299, end=utc(2027, 3, 1, 2))
+    _renewing(w, cus, 9200, end=utc(2027, 3, 1, 20))               # 18 hours later, same day
+    _renewing(w, cus, 8600, end=utc(2027, 3, 1, 23), interval="month")   # an add-on no rule reminds of
+    usage = _renewing(w, cus, 1000, end=utc(2027, 3, 1, 12), interval="month", metered=True)
+    w.fake.set_usage(usage, 4000)                                 # $40.00 of usage so far
+    w.tick(T0)
+    for hour in (3, 21):
+        w.tick(utc(2027, 2, 22, hour))
+    w.tick(utc(2027, 2, 23, 9))
+    [got] = w.smtp.received
+    text = _text(got)
+    # 312.99 + 92.00 + 86.00 + the metered one: 10.00 + 40.00 of usage so far when previewed on Feb 22 at 03:00,
+    # 75.4% through its period: 10.00 + 53.04 at this pace
+    assert got.message["Subject"] == "Your Example subscriptions renew on March 1, 2027 (about $554.03)"
+    for line in ("  Annual subscription: $312.99", "  Annual subscription: $92.00", "  Monthly subscription: $86.00",
+                 "$50.00 so far this period, about $63.04 by March 1, 2027 at this pace",
+                 "4,000 units so far): $40.00 so far", "  Total: about $554.03"):
+        assert line in text, text
+    statuses = sorted(n["status"] for n in w.ledger.db.query("SELECT status FROM notices WHERE kind = 'upcoming_renewal'"))
+    assert statuses == ["done", "suppressed"]
