@@ -4,6 +4,9 @@ Notices go through the fake Stripe server over HTTP, the real SDK and a real SMT
 
 from __future__ import annotations
 
+import email
+import email.policy
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from dunctl.channels import EmailMessage
 from dunctl.channels.email import build_message
 from dunctl.errors import ChannelError
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0
+from tests.helpers import T0, at, cli, customer, failed_invoice, open_engine_ledger, seed, starter
 from tests.test_notices import DAY, JAN_15, utc, world  # noqa: F401  (fixture)
 
 
@@ -140,3 +143,50 @@ def test_one_renewal_reminder_per_customer_and_day_lists_every_subscription_and_
         assert line in text, text
     statuses = sorted(n["status"] for n in w.ledger.db.query("SELECT status FROM notices WHERE kind = 'upcoming_renewal'"))
     assert statuses == ["done", "suppressed"]
+
+
+# -- defect 9: `dunctl preview` renders every shipped template, and a typo is one line -------------------------------
+
+
+def test_preview_renders_every_shipped_template_with_a_sample_of_its_kind(tmp_path):
+    from dunctl.config import known_templates
+
+    config = starter(tmp_path)
+    names = known_templates(tmp_path / "templates")
+    assert {"card-expiring", "upcoming-renewal", "usage-alert", "large-charge", "payment-failed"} <= set(names)
+    for name in names:
+        for locale in ([None, "fr"] if name in NOTICES else [None]):
+            shown = cli(config, "preview", name, *(["--locale", locale] if locale else []))
+            assert shown.exit_code == 0 and "Traceback" not in shown.output, (name, shown.output)
+    renewal = cli(config, "preview", "upcoming-renewal", "--locale", "ja")
+    assert "Subject: 【Example】2027年1月15日にご契約が更新されます" in renewal.stdout
+
+
+def test_a_template_typo_is_one_line_naming_the_file_and_line_not_a_traceback(tmp_path):
+    config = starter(tmp_path)
+    for name, typo in (("reminder", "{{ invoice.number }}"), ("usage-alert", "{{ usage.period_start }}")):
+        file = tmp_path / "templates" / f"{name}.txt.j2"
+        text = file.read_text()
+        line = text[:text.index(typo)].count("\n") + 1
+        file.write_text(text.replace(typo, typo.replace("_", "").replace("number", "numbr"), 1))
+        shown = cli(config, "preview", name)
+        assert shown.exit_code == 2 and "Traceback" not in shown.output, shown.output
+        [problem] = [out for out in shown.output.splitlines() if "does not render" in out]
+        assert problem.startswith(f"Error: {file}:{line}: does not render:"), shown.output
+
+
+def test_preview_of_a_case_shows_the_grouped_email_as_the_customer_got_it(tmp_path):
+    config = starter(tmp_path)
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_a", customer_id="cus_1", amount=4900),
+         failed_invoice("in_b", customer_id="cus_1", amount=1500, subscription_id="sub_2"),
+         customers=[customer("cus_1", email="ada@example.com")])
+    ledger.close()
+    assert cli(config, "tick", "--no-sync", "--now", at("31m").isoformat()).exit_code == 0
+    [sent_file] = (tmp_path / "outbox").glob("*.eml")
+    sent = email.message_from_bytes(sent_file.read_bytes(), policy=email.policy.default)
+    shown = cli(config, "preview", "payment-failed", "--case", "in_b", "--json", "--now", at("31m").isoformat())
+    assert shown.exit_code == 0, shown.output
+    preview = json.loads(shown.stdout)
+    assert preview["subject"] == sent["Subject"] and "$64.00" in preview["subject"]
+    assert preview["text"] == sent.get_body(("plain",)).get_content().replace("\r\n", "\n")
