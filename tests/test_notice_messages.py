@@ -190,3 +190,13 @@ def test_preview_of_a_case_shows_the_grouped_email_as_the_customer_got_it(tmp_pa
     preview = json.loads(shown.stdout)
     assert preview["subject"] == sent["Subject"] and "$64.00" in preview["subject"]
     assert preview["text"] == sent.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
+def test_check_renders_every_notice_in_every_locale(tmp_path):
+    config = starter(tmp_path)
+    env = {"STRIPE_API_KEY": "sk_test_check"}
+    assert cli(config, "check", env=env).exit_code == 0
+    file = tmp_path / "templates" / "upcoming-renewal.ja.txt.j2"
+    file.write_text(file.read_text().replace("{{ renewal.date }}", "{{ renewal.dat }}", 1))
+    shown = cli(config, "check", env=env)
+    assert shown.exit_code == 2 and f"{file}" in shown.output and "'dat'" in shown.output, shown.output
