@@ -131,8 +131,9 @@ def _renewing_with(ctx: TickContext, notice: dict) -> list[dict]:
     return [renewal_entry(s, ctx.now) for s in subs]
 
 
-# Statuses of a renewal reminder that has gone, or will go, out: another one for the same day is not needed.
-_SENDING = ("pending", "failed", "claimed", "done", "would", "unknown")
+# Statuses of a renewal reminder that has gone, or will go, out: another one for the same day is not needed
+# (a failed one only while it is tried again).
+_SENDING = ("pending", "claimed", "done", "would", "unknown")
 
 
 def _covered_by_another_reminder(ctx: TickContext, notice: dict) -> Outcome | None:
@@ -143,7 +144,7 @@ def _covered_by_another_reminder(ctx: TickContext, notice: dict) -> Outcome | No
     day = _renewal_of(notice)
     group = [n for n in ctx.ledger.customer_notices(notice["customer_id"])
              if n["kind"] == UPCOMING_RENEWAL and n["offset"] == notice["offset"] and _renewal_of(n) == day
-             and (n["status"] in _SENDING or n["id"] == notice["id"])]
+             and (n["status"] in _SENDING or n["status"] == "failed" and n["next_due_at"] or n["id"] == notice["id"])]
     first = min(group, key=lambda n: (n["due_at"], n["id"]))
     if first["id"] == notice["id"]:
         return None
