@@ -276,12 +276,11 @@ def sms_size(text: str) -> SmsSize:
     return SmsSize("UCS-2", len(text.encode("utf-16-le")) // 2, 70)
 
 
-def recipient(rule: str | list[str], customer: dict | None, invoice: dict) -> str | None:
-    """The To addresses for `rule` (one rule, an address, or a list of them) as one header value, or None.
-    Kept for callers that send to one string; `dunctl.recipients.resolve_recipients` also gives cc and the
-    addresses it rejected, with reasons."""
-    found = resolve_recipients(_Rules(rule), customer, invoice)
-    return ", ".join(found.to) or None
+def recipient_list(rule: str | list[str], customer: dict | None, invoice: dict) -> list[str]:
+    """The To addresses for `rule` (one rule, an address, or a list of them), one address per item (never joined
+    into one string: parsing 'a, b' back depends on the Python version). `dunctl.recipients.resolve_recipients`
+    also gives cc and the addresses it rejected, with reasons."""
+    return resolve_recipients(_Rules(rule), customer, invoice).to
 
 
 @dataclass(frozen=True)

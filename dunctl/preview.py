@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dunctl.config import Config, Step, known_templates
-from dunctl.errors import UsageError
+from dunctl.errors import ConfigError, ConfigProblem, UsageError
 from dunctl.failures import FAILURE_TYPES
 from dunctl.messages import Templates, build_context, sample_context
 from dunctl.recipients import resolve_recipients
@@ -72,33 +72,58 @@ def _step_using(config: Config, template: str, sequence: str | None) -> Step | N
     return None
 
 
+def notice_kind(config: Config, template: str) -> str | None:
+    """The notice kind whose template `template` is (card_expiring, ...), or None for a dunning template."""
+    notices = config.file.notices
+    kinds = {notices.card_expiring.template: "card_expiring", notices.upcoming_renewal.template: "upcoming_renewal",
+             notices.usage.template: "usage_alert", notices.usage.large_charge.template: "large_charge"}
+    return kinds.get(template)
+
+
 def render_preview(config: Config, template: str, *, ledger=None, invoice_id: str | None = None,
                    failure_type: str | None = None, locale: str | None = None, now: datetime) -> Preview:
     """The message the step that uses `template` would send, built the way the tick builds it (the same context,
-    recipients, language and SMS privacy), for the case of `invoice_id` or a sample case of `failure_type`."""
+    recipients, language and SMS privacy), for the case of `invoice_id` or a sample case of `failure_type`; a
+    notice template with a sample of its kind. A template that does not render is a ConfigError naming its file
+    and line (as `check` reports it), never a traceback."""
+    from jinja2 import TemplateError
+
     templates = Templates(config.templates_dir)
     channel = "sms" if templates.exists(template, "sms") and not templates.exists(template, "txt") else "email"
     if not (templates.exists(template, "sms") or templates.exists(template, "subject")):
         raise UsageError(f"unknown template '{template}' in {config.templates_dir}",
                          f"known templates: {', '.join(known_templates(config.templates_dir)) or 'none'}")
+    try:
+        return _render(config, templates, template, channel, ledger=ledger, invoice_id=invoice_id,
+                       failure_type=failure_type, locale=locale, now=now)
+    except TemplateError as exc:
+        raise _render_error(exc, templates, template) from None
+
+
+def _render_error(exc: Exception, templates: Templates, template: str) -> ConfigError:
+    """The template file and line a rendering failed at (the innermost template frame: an included or extended
+    file when the error is there), in `check`'s one-line form."""
+    file, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+            file, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
+        tb = tb.tb_next
+    where = file or str(templates.file(template, "txt"))
+    return ConfigError([ConfigProblem(where, "", f"does not render: {exc}", line)],
+                       "fix the template; `dunctl check` renders every template against sample cases")
+
+
+def _render(config: Config, templates: Templates, template: str, channel: str, *, ledger, invoice_id, failure_type,
+            locale, now) -> Preview:
     sender = config.file.sender
+    kind = notice_kind(config, template)
+    if kind is not None:
+        return _notice_preview(config, templates, template, kind, invoice_id=invoice_id, locale=locale, now=now)
     notes: list[str] = []
     cc: list[str] = []
     if invoice_id:
-        case = ledger.case_for_invoice(invoice_id)
-        invoice = ledger.invoice(invoice_id)
-        if case is None or invoice is None:
-            raise UsageError(f"no case for invoice {invoice_id} in the ledger",
-                             "`dunctl status --all` lists the cases; or preview a sample with --failure TYPE")
-        case, invoice = dict(case), dict(invoice)
-        customer = ledger.customer(case["customer_id"])
-        customer = dict(customer) if customer is not None else None
-        step = _step_using(config, template, case["sequence"])
-        context = build_context(case=case, invoice=invoice, customer=customer,
-                                payment_method=ledger.payment_method(invoice["payment_method_id"]),
-                                update_link=invoice["hosted_invoice_url"], company=sender.company, now=now,
-                                sequence=ledger.sequence_definition(case["sequence_hash"]),
-                                default_locale=sender.locale, timezone=sender.timezone)
+        case, invoice, customer, context, step = _case_context(config, ledger, template, invoice_id, now)
         if channel == "sms":
             to = (customer or {}).get("phone")
         else:
@@ -106,6 +131,9 @@ def render_preview(config: Config, template: str, *, ledger=None, invoice_id: st
             to, cc = ", ".join(found.to) or None, found.cc
             notes += [f"left out {address}: {why}" for address, why in found.rejected]
         source = f"invoice {invoice_id} ({case['failure_type']}, sequence {case['sequence']})"
+        if context["count"] > 1:
+            notes.append("sent as one message with " + ", ".join(inv["id"] for inv in context["invoices"]
+                                                                    if inv["id"] != invoice_id))
         step_id = step.id if step else None
         internal = step is not None and step.audience == "internal"
     else:
@@ -127,6 +155,60 @@ def render_preview(config: Config, template: str, *, ledger=None, invoice_id: st
     subject, text, html = templates.render_email(template, context, locale=sender.locale if internal else locale)
     return Preview(template, "email", source, sender.from_, sender.reply_to, to, subject, text, html, locale, notes,
                    invoice_id, step_id, cc)
+
+
+def _notice_preview(config: Config, templates: Templates, template: str, kind: str, *, invoice_id, locale,
+                    now) -> Preview:
+    """A notice template rendered against a sample of its kind (a notice is about a card or a subscription,
+    never an invoice's case)."""
+    from dunctl.notices.context import sample_notice_contexts
+
+    if invoice_id:
+        raise UsageError(f"'{template}' is a {kind} notice template: notices are not about an invoice's case",
+                         f"preview it with a sample: dunctl preview {template}")
+    sender = config.file.sender
+    kinds = ("card_expiring", "upcoming_renewal", "usage_alert", "large_charge")
+    context = sample_notice_contexts(sender.company, locale=locale)[kinds.index(kind)]
+    subject, text, html = templates.render_email(template, context, locale=locale)
+    return Preview(template, "email", f"sample {kind} notice", sender.from_, sender.reply_to,
+                   context["customer"]["email"], subject, text, html, locale)
+
+
+def _case_context(config: Config, ledger, template: str, invoice_id: str, now: datetime):
+    """The case's context as its message was (or will be) sent: with the other invoices of the same customer
+    that went in one message with it (one message_ref), the oldest first, as the tick groups them."""
+    from dunctl.messages import CasePart
+
+    case = ledger.case_for_invoice(invoice_id)
+    invoice = ledger.invoice(invoice_id)
+    if case is None or invoice is None:
+        raise UsageError(f"no case for invoice {invoice_id} in the ledger",
+                         "`dunctl status --all` lists the cases; or preview a sample with --failure TYPE")
+    step = _step_using(config, template, case["sequence"])
+    parts = []
+    for other in _grouped_with(ledger, dict(case), step):
+        other_invoice = dict(ledger.invoice(other["invoice_id"]))
+        parts.append(CasePart(other, other_invoice, ledger.payment_method(other_invoice["payment_method_id"]),
+                              other_invoice["hosted_invoice_url"], ledger.sequence_definition(other["sequence_hash"])))
+    parts.sort(key=lambda part: (part.case["first_failed_at"], part.case["invoice_id"]))
+    lead = parts[0]
+    customer = ledger.customer(case["customer_id"])
+    customer = dict(customer) if customer is not None else None
+    context = build_context(case=lead.case, invoice=lead.invoice, customer=customer,
+                            payment_method=lead.payment_method, update_link=lead.update_link,
+                            company=config.file.sender.company, now=now, sequence=lead.sequence,
+                            default_locale=config.file.sender.locale, timezone=config.file.sender.timezone,
+                            also=parts[1:])
+    return dict(case), dict(invoice), customer, context, step
+
+
+def _grouped_with(ledger, case: dict, step: Step | None) -> list[dict]:
+    """This case and every case whose step went out in the same message as this case's `step`."""
+    sent = [a for a in ledger.actions(case["id"]) if step is not None and a["step_id"] == step.id]
+    ref = next((a["message_ref"] for a in sent if a.get("message_ref")), None)
+    if ref is None:
+        return [case]
+    return [dict(c) for c in ledger.cases_in_message(ref)]
 
 
 def as_text(preview: Preview) -> str:

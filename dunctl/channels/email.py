@@ -42,6 +42,7 @@ _OWN_HEADERS = {"from", "to", "subject", "date", "message-id", "reply-to", "mime
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 _ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ .-]*$")          # a display name that needs no quoting
 _ANGLE = re.compile(r"^\s*(.*?)\s*<([^<>\s]+)>\s*$")
+_SEVERAL = re.compile(r"^[^\"]*@[^\"]*[,;][^\"]*@")        # two addresses and a separator, nothing quoted
 _BARE = re.compile(r"^[^\s<>@\"(),:;\[\]\\]+@[^\s<>@\"(),:;\[\]\\]+$")
 _LINE_LIMIT = 998  # RFC 5322: longer lines must be encoded
 _UNCERTAIN_HINT = "check the mail server's log for the Message-ID, then resolve the action with `dunctl case resolve`"
@@ -70,6 +71,9 @@ def build_message(message: EmailMessage, *, sender: str, reply_to: str | None, k
     to = [_split_address(part) for part in given]
     cc = [_split_address(part) for part in message.cc]
     for (name, addr), written in zip(to + cc, given + list(message.cc)):
+        if not addr and _SEVERAL.match(one_line(written)):
+            raise ChannelError(f"email recipient {one_line(written)!r} is several addresses in one string",
+                               "give the recipients as a list, one address per item")
         if not addr:
             raise ChannelError(f"email recipient {one_line(written)!r} is not an email address")
     if not to:
@@ -130,6 +134,10 @@ def _split_address(value: str) -> tuple[str, str]:
             name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     elif _BARE.match(value):
         name, address = "", value
+    elif _SEVERAL.match(value):
+        # 'a@x, b@y' in one string: parseaddr reads the first address on 3.11.7 and none on 3.13; refuse it
+        # on every version (build_message says why) rather than reach whoever one Python picks
+        return "", ""
     else:
         name, address = parseaddr(value)  # comments, quoted local parts: the slow, thorough parser
     if not _BARE.match(address or ""):

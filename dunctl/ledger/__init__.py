@@ -558,6 +558,11 @@ class Ledger:
     def case(self, case_id: int) -> dict | None:
         return next(self.rows("SELECT * FROM cases WHERE id = ?", [case_id]), None)
 
+    def cases_in_message(self, message_ref: str) -> list[dict]:
+        """The cases one grouped message covered (their actions share its message_ref)."""
+        return list(self.rows("SELECT DISTINCT c.* FROM cases c JOIN actions a ON a.case_id = c.id "
+                              "WHERE a.message_ref = ? ORDER BY c.first_failed_at, c.invoice_id", [message_ref]))
+
     def case_for_invoice(self, invoice_id: str) -> dict | None:
         return next(self.rows("SELECT * FROM cases WHERE invoice_id = ?", [invoice_id]), None)
 

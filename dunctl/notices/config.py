@@ -195,9 +195,6 @@ def template_problems(notices: NoticesConfig, templates_dir, config_path, lines:
 
 def render_problems(notices: NoticesConfig, templates, company: str) -> list:
     """Render every enabled notice's template against a sample of its kind (for `dunctl check`)."""
-    from jinja2 import TemplateError
-
-    from dunctl.errors import ConfigProblem
     from dunctl.notices.context import sample_notice_contexts
 
     problems = []
@@ -210,13 +207,24 @@ def render_problems(notices: NoticesConfig, templates, company: str) -> list:
     for kind, name in names.items():
         if name not in notices.templates():
             continue
-        for part in ("subject", "txt", "html"):
-            if part == "html" and not templates.exists(name, "html"):
-                continue
-            try:
-                templates.render(name, part, samples[kind])
-            except TemplateError as exc:
-                problems.append(ConfigProblem(str(templates.directory / f"{name}.{part}.j2"), "",
-                                              f"does not render for a {kind} notice: {exc}",
-                                              getattr(exc, "lineno", None)))
+        for suffix in templates.locales(name):       # every language shipped, as customers get them
+            problems += _render_locale(templates, name, suffix, kind, samples[kind].localized(suffix or "en"))
+    return problems
+
+
+def _render_locale(templates, name: str, suffix: str, kind: str, context) -> list:
+    from jinja2 import TemplateError
+
+    from dunctl.errors import ConfigProblem
+
+    problems = []
+    for part in ("subject", "txt", "html"):
+        if not templates.exists(name, part, suffix):
+            continue
+        try:
+            templates.render(name, part, context, suffix)
+        except TemplateError as exc:
+            problems.append(ConfigProblem(str(templates.file(name, part, suffix)), "",
+                                          f"does not render for a {kind} notice: {exc}",
+                                          getattr(exc, "lineno", None)))
     return problems

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from dunctl.channels import EmailMessage
 from dunctl.clock import from_iso
-from dunctl.messages import recipient
+from dunctl.messages import recipient_list
 from dunctl.notices import CARD_EXPIRING, LARGE_CHARGE, UPCOMING_RENEWAL, USAGE_ALERT
 from dunctl.notices.context import notice_context
 from dunctl.notices.planner import PENDING, plan_notices
@@ -72,22 +72,26 @@ class NoticeEffect:
         decision = plan_notices(subject, ctx.config.file.notices, ctx.now, preview)
         wanted = {p.key for p in decision.plans if p.status == PENDING}
         if self.key in wanted or self.notice["kind"] in (USAGE_ALERT, LARGE_CHARGE) and not decision.why_none:
-            return None
+            return _covered_by_another_reminder(ctx, self.notice)
         return Outcome("suppressed", decision.why_none or "no longer called for")
 
     def prepare(self, ctx: TickContext) -> Prepared:
         customer = ctx.ledger.customer(self.notice["customer_id"])
         rule = (_data(self.notice).get("to")) or "billing_contact"
-        to = recipient(rule, customer, {})
-        if not to:
+        addresses = recipient_list(rule, customer, {})
+        if not addresses:
             return skipped(f"no address for {rule}")
         template = template_of(ctx.config, self.notice["kind"])
-        context = notice_context(self.notice, customer, _link(ctx, self), ctx.config.file.sender.company, ctx.now)
+        sender = ctx.config.file.sender
+        renewing = _renewing_with(ctx, self.notice) if self.notice["kind"] == UPCOMING_RENEWAL else None
+        context = notice_context(self.notice, customer, _link(ctx, self), sender.company, ctx.now,
+                                 default_locale=sender.locale, renewing=renewing)
         subject, text, html = ctx.templates.render_email(template, context)
         headers = {"X-Dunctl-Notice": self.key}
+        to = ", ".join(addresses)     # as the ledger records it, for people to read
 
         def deliver() -> Outcome:
-            delivery = ctx.channels.email(EmailMessage(to, subject, text, html, headers), self.key, ctx.now)
+            delivery = ctx.channels.email(EmailMessage(addresses, subject, text, html, headers), self.key, ctx.now)
             return Outcome("done", f"email {template} to {to}: {delivery.detail}", recipient=to, subject=subject)
 
         return Prepared(f"email {template} to {to}: {subject}", deliver, recipient=to, subject=subject)
@@ -103,6 +107,49 @@ class NoticeEffect:
                                            f"@{self.notice['offset']}", "email", outcome.status,
                                            outcome.error or outcome.detail, outcome.recipient, outcome.subject,
                                            outcome.quiet))
+
+
+def _renewal_of(notice: dict) -> tuple[str, str] | None:
+    """(renewal day, currency) of an upcoming_renewal notice: what one reminder covers for one customer."""
+    renewal = _data(notice).get("renewal") or {}
+    moment = from_iso(renewal.get("date"))
+    return (moment.date().isoformat(), renewal.get("currency")) if moment else None
+
+
+def _renewing_with(ctx: TickContext, notice: dict) -> list[dict]:
+    """Every live subscription of the customer renewing on the notice's day in its currency, as renewal entries:
+    the reminder states the whole charge, never the part one subscription makes."""
+    from dunctl.notices.context import renewal_entry
+
+    day = _renewal_of(notice)
+    subs = [s for s in ctx.ledger.customer_subscriptions(notice["customer_id"])
+            if s["status"] in ("active", "trialing", "past_due") and not s.get("cancel_at_period_end")
+            and from_iso(s.get("current_period_end")) is not None
+            and (from_iso(s["current_period_end"]).date().isoformat(), s.get("currency")) == day]
+    if not any(s["id"] == notice["subscription_id"] for s in subs):
+        return []      # the ledger moved on since planning: the notice's own facts
+    return [renewal_entry(s, ctx.now) for s in subs]
+
+
+# Statuses of a renewal reminder that has gone, or will go, out: another one for the same day is not needed
+# (a failed one only while it is tried again).
+_SENDING = ("pending", "claimed", "done", "would", "unknown")
+
+
+def _covered_by_another_reminder(ctx: TickContext, notice: dict) -> Outcome | None:
+    """One renewal reminder per customer, day, currency and offset: the first due (then the lowest id) of the
+    customer's reminders for that day says it for every subscription renewing; the others are not sent."""
+    if notice["kind"] != UPCOMING_RENEWAL:
+        return None
+    day = _renewal_of(notice)
+    group = [n for n in ctx.ledger.customer_notices(notice["customer_id"])
+             if n["kind"] == UPCOMING_RENEWAL and n["offset"] == notice["offset"] and _renewal_of(n) == day
+             and (n["status"] in _SENDING or n["status"] == "failed" and n["next_due_at"] or n["id"] == notice["id"])]
+    first = min(group, key=lambda n: (n["due_at"], n["id"]))
+    if first["id"] == notice["id"]:
+        return None
+    return Outcome("suppressed", f"covered by the renewal reminder for {first['object_id']}, which lists every "
+                                 f"subscription renewing that day")
 
 
 def _data(notice: dict) -> dict:

@@ -194,7 +194,7 @@ def webhook(ctx: TickContext, effect: Effect) -> Prepared:
 def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: str | None,
                reason: str) -> Prepared:
     """A message to a person inside the company: the escalation channel, or an email to someone named."""
-    from dunctl.messages import recipient
+    from dunctl.messages import recipient_list
 
     b = effect.bundle
     escalation = ctx.config.file.escalation
@@ -210,7 +210,8 @@ def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: s
                         lambda: Outcome("done", "webhook: " + ctx.channels.webhook(
                             "dunning.escalated", payload, effect.key, ctx.now).detail, recipient="webhook",
                             subject=reason), recipient="webhook", subject=reason)
-    to = recipient(to_rule, b.customer.row if b.customer else None, b.invoice.row) if to_rule else escalation.to
+    to = (recipient_list(to_rule, b.customer.row if b.customer else None, b.invoice.row) if to_rule
+          else [escalation.to] if escalation.to else [])
     if not to:
         raise ChannelError("escalation by email needs escalation.to (or to: account_manager with "
                            "metadata.account_manager_email on the customer)")
@@ -218,9 +219,10 @@ def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: s
 
     def deliver() -> Outcome:
         ctx.channels.email(EmailMessage(to, subject, text), effect.key, ctx.now)
-        return Outcome("done", f"email to {to}", recipient=to, subject=subject)
+        return Outcome("done", f"email to {shown}", recipient=shown, subject=subject)
 
-    return Prepared(f"email {to}: {subject}", deliver, recipient=to, subject=subject)
+    shown = ", ".join(to)
+    return Prepared(f"email {shown}: {subject}", deliver, recipient=shown, subject=subject)
 
 
 def escalate(ctx: TickContext, effect: Effect) -> Prepared:
