@@ -21,7 +21,9 @@ from dunctl.ledger import Ledger
 from dunctl.ledger import report_queries as q
 from dunctl.notices.report import PreDunning
 
-SCHEMA = "dunctl.report/1"
+# /2 (issue 24): the one `recovery_rate` (recovered of ended) became `recovered_of_failed` and
+# `recovered_of_ended`, by count and by amount, so no machine reads the inflated rate by its generic name.
+SCHEMA = "dunctl.report/2"
 DIMENSIONS = ("segment", "failure_type", "sequence", "channel", "attempt", "currency", "cohort")
 NO_TOUCH = q.NO_TOUCH
 TOUCHES = q.TOUCHES
@@ -68,10 +70,13 @@ class CurrencyFigures:
     cases: int
     ended: int
     recovered: int
-    recovery_rate: float | None   # recovered / ended, counting cases in this currency
+    recovered_of_failed: float | None  # recovered / cases: open cases count as not yet recovered
+    recovered_of_ended: float | None   # recovered / ended: higher while cases are open
+    amount_failed: int            # every case: amount_due - amount_paid_at_open
     amount_at_stake: int          # ended cases: amount_due - amount_paid_at_open
     amount_recovered: int         # ended cases: amount_recovered (includes partial payments)
-    amount_recovery_rate: float | None
+    amount_recovered_of_failed: float | None   # amount_recovered / amount_failed
+    amount_recovered_of_ended: float | None    # amount_recovered / amount_at_stake
     revenue_at_risk: int          # open and paused cases: amount_remaining
 
 
@@ -116,7 +121,8 @@ class Headline:
     open: int
     ended: int
     recovered: int
-    recovery_rate: float | None   # recovered / ended
+    recovered_of_failed: float | None  # recovered / failed_invoices: the anchors' definition, the one to quote
+    recovered_of_ended: float | None   # recovered / ended
     ended_by_state: dict[str, int]
     currencies: list[CurrencyFigures]
     days_to_recovery: DaysToRecovery
@@ -144,10 +150,13 @@ class BreakdownRow:
     cases: int
     ended: int | None
     recovered: int
-    recovery_rate: float | None
+    recovered_of_failed: float | None
+    recovered_of_ended: float | None
+    amount_failed: int | None
     amount_at_stake: int | None
     amount_recovered: int
-    amount_recovery_rate: float | None
+    amount_recovered_of_failed: float | None
+    amount_recovered_of_ended: float | None
     revenue_at_risk: int | None
     with_person: int
     share_of_recovered: float | None  # this row's recovered cases / all the cohort's recovered cases
@@ -224,10 +233,22 @@ _MEASURES = f"""sum(cases) AS cases,
        coalesce(sum(CASE WHEN {q.ENDED} THEN cases END), 0) AS ended,
        coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
        coalesce(sum(CASE WHEN state = 'closed' THEN cases END), 0) AS closed,
+       coalesce(sum(at_stake), 0) AS failed_amount,
        coalesce(sum(CASE WHEN {q.ENDED} THEN at_stake END), 0) AS at_stake,
        coalesce(sum(CASE WHEN {q.ENDED} THEN recovered_amount END), 0) AS recovered_amount,
        coalesce(sum(CASE WHEN {q.OPEN} THEN remaining END), 0) AS at_risk,
        coalesce(sum(with_person), 0) AS with_person"""
+
+
+def _rates(row: dict) -> dict:
+    """Both rates, by count and by amount, from one grouped row of the cube: every place that shows a rate shows
+    both, named by their denominator (issue 24)."""
+    return {"recovered_of_failed": _rate(row["recovered"], row["cases"]),
+            "recovered_of_ended": _rate(row["recovered"], row["ended"]),
+            "amount_failed": row["failed_amount"], "amount_at_stake": row["at_stake"],
+            "amount_recovered": row["recovered_amount"],
+            "amount_recovered_of_failed": _rate(row["recovered_amount"], row["failed_amount"]),
+            "amount_recovered_of_ended": _rate(row["recovered_amount"], row["at_stake"])}
 
 
 def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress: q.Progress,
@@ -237,17 +258,15 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
     by_state = dict(conn.execute(
         f"SELECT state, sum(cases) FROM report_cube WHERE {q.ENDED} GROUP BY state ORDER BY state").fetchall())
     currencies = [
-        CurrencyFigures(
-            currency=row["currency"], cases=row["cases"], ended=row["ended"], recovered=row["recovered"],
-            recovery_rate=_rate(row["recovered"], row["ended"]), amount_at_stake=row["at_stake"],
-            amount_recovered=row["recovered_amount"],
-            amount_recovery_rate=_rate(row["recovered_amount"], row["at_stake"]), revenue_at_risk=row["at_risk"])
+        CurrencyFigures(currency=row["currency"], cases=row["cases"], ended=row["ended"], recovered=row["recovered"],
+                        revenue_at_risk=row["at_risk"], **_rates(row))
         for row in _query(conn, f"SELECT currency, {_MEASURES} FROM report_cube GROUP BY currency ORDER BY currency")]
     cases = totals["cases"] or 0
     return Headline(
         since=iso(period.since), until=iso(period.until), generated_at=iso(now),
         failed_invoices=cases, open=totals["open"], ended=totals["ended"],
-        recovered=totals["recovered"], recovery_rate=_rate(totals["recovered"], totals["ended"]),
+        recovered=totals["recovered"], recovered_of_failed=_rate(totals["recovered"], cases),
+        recovered_of_ended=_rate(totals["recovered"], totals["ended"]),
         ended_by_state=by_state, currencies=currencies,
         days_to_recovery=_days_to_recovery(conn, period, progress, rollup),
         churn=_churn(conn, period, rollup, known), with_person=totals["with_person"], closed_by_person=totals["closed"],
@@ -315,14 +334,15 @@ def churn_denominator(ledger: Ledger, active_subscriptions: int | None = None) -
 
 def _breakdown_row(dimension: str, row: dict, conditions: dict, all_recovered: int,
                    channel: bool = False) -> BreakdownRow:
+    # A channel row holds recovered cases only: no rate over failed or ended cases means anything there.
+    rates = _rates(row)
+    if channel:
+        rates = {**dict.fromkeys(rates), "amount_recovered": row["recovered_amount"]}
     return BreakdownRow(
         dimension=dimension, key=row["key"] if row["key"] is not None else "", currency=row["currency"],
         cases=row["cases"], ended=None if channel else row["ended"], recovered=row["recovered"],
-        recovery_rate=None if channel else _rate(row["recovered"], row["ended"]),
-        amount_at_stake=None if channel else row["at_stake"], amount_recovered=row["recovered_amount"],
-        amount_recovery_rate=None if channel else _rate(row["recovered_amount"], row["at_stake"]),
         revenue_at_risk=None if channel else row["at_risk"], with_person=row["with_person"],
-        share_of_recovered=_rate(row["recovered"], all_recovered), filter=conditions)
+        share_of_recovered=_rate(row["recovered"], all_recovered), filter=conditions, **rates)
 
 
 def _breakdown(conn: sqlite3.Connection, dimension: str, period: Period, all_recovered: int) -> list[BreakdownRow]:
@@ -335,7 +355,8 @@ def _breakdown(conn: sqlite3.Connection, dimension: str, period: Period, all_rec
 
 
 def _channel_breakdown(rows: list[dict], period: Period, all_recovered: int) -> list[BreakdownRow]:
-    return [_breakdown_row("channel", {**row, "ended": None, "at_stake": None, "at_risk": None},
+    return [_breakdown_row("channel", {**row, "ended": None, "at_stake": None, "at_risk": None,
+                                            "failed_amount": None},
                            {**period.condition(), "state": "recovered", "channel": row["key"],
                             "currency": row["currency"]}, all_recovered, channel=True)
             for row in rows]

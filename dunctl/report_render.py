@@ -71,20 +71,30 @@ class Table:
     note: str | None = None
 
 
+def rate_of(rate: float | None, numerator: int | None, denominator: int | None) -> str:
+    """A rate with the counts it is made of, so its denominator is on the page: '33.3% (3 of 9)'."""
+    if rate is None:
+        return DASH
+    return f"{percent(rate)} ({numerator:,} of {denominator:,})"
+
+
 def headline_rows(h: Headline) -> list[list[str]]:
-    """Metric / value lines of the headline, money per currency, for `status` and every human format."""
-    rows = [["Failed invoices", count(h.failed_invoices)],
+    """Metric / value lines of the headline, money per currency, for `status` and every human format. The first
+    line is recovered of failed invoices: the anchors' definition (Recurly, Baremetrics, Churn Buster), the one a
+    board deck can quote; recovered of ended cases sits under it, named as what it is."""
+    rows = [["Recovered of failed invoices", rate_of(h.recovered_of_failed, h.recovered, h.failed_invoices)],
+            ["Recovered of ended cases", rate_of(h.recovered_of_ended, h.recovered, h.ended)],
+            ["Failed invoices", count(h.failed_invoices)],
             ["Open (incl. paused)", count(h.open)],
             ["Ended", count(h.ended)],
             ["Recovered", count(h.recovered)]]
-    rows += [[f"Recovered amount ({c.currency.upper()})", money(c.amount_recovered, c.currency)]
-             for c in h.currencies]
-    # Every rate says what it is over (issue 15): the same two figures the demo and `simulate` print.
-    rows.append(["Recovered of all failed invoices", percent(h.recovered / h.failed_invoices
-                                                             if h.failed_invoices else None)])
-    rows.append(["Recovered of ended cases", percent(h.recovery_rate)])
-    rows += [[f"Recovery rate (amount, {c.currency.upper()})", percent(c.amount_recovery_rate)]
-             for c in h.currencies]
+    for c in h.currencies:
+        code = c.currency.upper()
+        rows += [[f"Recovered amount ({code})", money(c.amount_recovered, c.currency)],
+                 [f"Recovered of failed amount ({code})",
+                  _amount_rate(c.amount_recovered_of_failed, c.amount_recovered, c.amount_failed, c.currency)],
+                 [f"Recovered of ended amount ({code})",
+                  _amount_rate(c.amount_recovered_of_ended, c.amount_recovered, c.amount_at_stake, c.currency)]]
     rows += [[f"Revenue at risk now ({c.currency.upper()})", money(c.revenue_at_risk, c.currency)]
              for c in h.currencies]
     d = h.days_to_recovery
@@ -99,17 +109,52 @@ def headline_rows(h: Headline) -> list[list[str]]:
     return rows
 
 
+def _amount_rate(rate: float | None, numerator: int, denominator: int, currency: str) -> str:
+    if rate is None:
+        return DASH
+    return f"{percent(rate)} ({money(numerator, currency)} of {money(denominator, currency)})"
+
+
+# The columns of a breakdown row and of the money-by-currency table, after the key and the currency.
+RATE_COLUMNS = ["Recovered of failed", "Recovered of ended", "Failed amount", "At stake (ended)",
+                "Recovered amount", "Amount recovered of failed", "Amount recovered of ended"]
+
+
+def rate_cells(r) -> list[str]:
+    """The cells of RATE_COLUMNS for a breakdown row or a currency's figures."""
+    return [percent(r.recovered_of_failed), percent(r.recovered_of_ended), money(r.amount_failed, r.currency),
+            money(r.amount_at_stake, r.currency), money(r.amount_recovered, r.currency),
+            percent(r.amount_recovered_of_failed), percent(r.amount_recovered_of_ended)]
+
+
+AMOUNT_COLUMNS = {"Failed amount", "At stake (ended)", "Recovered amount", "Revenue at risk"}
+
+
+def with_currency_headers(table: Table) -> Table:
+    """Every amount header names its currency (issue 24): the one currency of all the rows ('Recovered amount
+    (EUR)'), or 'each row's currency' where rows differ, never a bare header over mixed currencies."""
+    if "Currency" not in table.columns:
+        return table
+    at = table.columns.index("Currency")
+    codes = {row[at] for row in table.rows}
+    unit = codes.pop() if len(codes) == 1 else "each row's currency"
+    columns = [f"{c} ({unit})" if c in AMOUNT_COLUMNS else c for c in table.columns]
+    return Table(table.name, table.title, columns, table.rows, table.note)
+
+
 def tables(report: Report) -> list[Table]:
+    return [with_currency_headers(t) for t in _tables(report)]
+
+
+def _tables(report: Report) -> list[Table]:
     h = report.headline
     result = [
         Table("headline", "Headline", ["Metric", "Value"], headline_rows(h),
               f"Cohort: {period_text(h)}. {churn_note(h.churn)}"),
         Table("currencies", "Money by currency (never added across currencies)",
-              ["Currency", "Cases", "Ended", "Recovered", "At stake (ended)", "Recovered amount",
-               "Rate by amount", "Revenue at risk"],
-              [[c.currency.upper(), count(c.cases), count(c.ended), count(c.recovered),
-                money(c.amount_at_stake, c.currency), money(c.amount_recovered, c.currency),
-                percent(c.amount_recovery_rate), money(c.revenue_at_risk, c.currency)] for c in h.currencies]),
+              ["Currency", "Cases", "Ended", "Recovered", *RATE_COLUMNS, "Revenue at risk"],
+              [[c.currency.upper(), count(c.cases), count(c.ended), count(c.recovered), *rate_cells(c),
+                money(c.revenue_at_risk, c.currency)] for c in h.currencies]),
     ]
     for dimension in report.dimensions:
         if dimension == "attempt":
@@ -130,11 +175,9 @@ def tables(report: Report) -> list[Table]:
         else:
             result.append(Table(
                 dimension, TITLES[dimension],
-                [KEY_NAMES[dimension], "Currency", "Cases", "Ended", "Recovered", "Recovery rate",
-                 "At stake (ended)", "Recovered amount", "Rate by amount", "Revenue at risk", "With a person"],
-                [[r.key, r.currency.upper(), count(r.cases), count(r.ended), count(r.recovered),
-                  percent(r.recovery_rate), money(r.amount_at_stake, r.currency),
-                  money(r.amount_recovered, r.currency), percent(r.amount_recovery_rate),
+                [KEY_NAMES[dimension], "Currency", "Cases", "Ended", "Recovered", *RATE_COLUMNS,
+                 "Revenue at risk", "With a person"],
+                [[r.key, r.currency.upper(), count(r.cases), count(r.ended), count(r.recovered), *rate_cells(r),
                   money(r.revenue_at_risk, r.currency), count(r.with_person)]
                  for r in report.breakdowns.get(dimension, [])]))
     result.append(Table(
@@ -159,9 +202,10 @@ def to_json(report: Report) -> str:
 
 # -- csv -----------------------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["dimension", "key", "currency", "cases", "ended", "recovered", "recovery_rate", "amount_at_stake",
-               "amount_recovered", "amount_recovery_rate", "revenue_at_risk", "with_person", "share_of_recovered",
-               "value", "filter"]
+CSV_COLUMNS = ["dimension", "key", "currency", "cases", "ended", "recovered", "recovered_of_failed",
+               "recovered_of_ended", "amount_failed", "amount_at_stake", "amount_recovered",
+               "amount_recovered_of_failed", "amount_recovered_of_ended", "revenue_at_risk", "with_person",
+               "share_of_recovered", "success_rate", "share", "value", "filter"]
 
 
 def _csv_value(value) -> str:
@@ -175,16 +219,19 @@ def csv_rows(report: Report) -> Iterator[dict]:
     def amount(value, currency):
         return "" if value is None else to_major(value, currency)
 
+    def figures(r) -> dict:
+        return {"cases": r.cases, "ended": r.ended, "recovered": r.recovered,
+                "recovered_of_failed": r.recovered_of_failed, "recovered_of_ended": r.recovered_of_ended,
+                **{k: amount(getattr(r, k), r.currency) for k in ("amount_failed", "amount_at_stake",
+                                                                  "amount_recovered", "revenue_at_risk")},
+                "amount_recovered_of_failed": r.amount_recovered_of_failed,
+                "amount_recovered_of_ended": r.amount_recovered_of_ended}
+
     yield {"dimension": "total", "key": "all", "cases": h.failed_invoices, "ended": h.ended,
-           "recovered": h.recovered, "recovery_rate": h.recovery_rate, "with_person": h.with_person,
-           "filter": h.filter}
+           "recovered": h.recovered, "recovered_of_failed": h.recovered_of_failed,
+           "recovered_of_ended": h.recovered_of_ended, "with_person": h.with_person, "filter": h.filter}
     for c in h.currencies:
-        yield {"dimension": "total", "key": "all", "currency": c.currency, "cases": c.cases, "ended": c.ended,
-               "recovered": c.recovered, "recovery_rate": c.recovery_rate,
-               "amount_at_stake": amount(c.amount_at_stake, c.currency),
-               "amount_recovered": amount(c.amount_recovered, c.currency),
-               "amount_recovery_rate": c.amount_recovery_rate,
-               "revenue_at_risk": amount(c.revenue_at_risk, c.currency),
+        yield {"dimension": "total", "key": "all", "currency": c.currency, **figures(c),
                "filter": {**h.filter, "currency": c.currency}}
     d = h.days_to_recovery
     metrics = [("open", h.open), ("closed_by_person", h.closed_by_person),
@@ -201,19 +248,14 @@ def csv_rows(report: Report) -> Iterator[dict]:
         if dimension == "attempt":
             for r in report.retry_success:
                 yield {"dimension": "attempt", "key": r.attempt, "cases": r.reached, "recovered": r.recovered,
-                       "recovery_rate": r.success_rate, "filter": r.filter}
+                       "success_rate": r.success_rate, "filter": r.filter}
             continue
         for r in report.breakdowns.get(dimension, []):
-            yield {"dimension": dimension, "key": r.key, "currency": r.currency, "cases": r.cases, "ended": r.ended,
-                   "recovered": r.recovered, "recovery_rate": r.recovery_rate,
-                   "amount_at_stake": amount(r.amount_at_stake, r.currency),
-                   "amount_recovered": amount(r.amount_recovered, r.currency),
-                   "amount_recovery_rate": r.amount_recovery_rate,
-                   "revenue_at_risk": amount(r.revenue_at_risk, r.currency), "with_person": r.with_person,
-                   "share_of_recovered": r.share_of_recovered, "filter": r.filter}
+            yield {"dimension": dimension, "key": r.key, "currency": r.currency, **figures(r),
+                   "with_person": r.with_person, "share_of_recovered": r.share_of_recovered, "filter": r.filter}
     for p in report.recovery_curve:
         yield {"dimension": "recovery_curve", "key": p.day, "cases": h.failed_invoices, "recovered": p.recovered,
-               "recovery_rate": p.share, "filter": h.filter}
+               "share": p.share, "filter": h.filter}
     if report.predunning is not None:        # counts of notices, not of cases: no filter
         for name, value in report.predunning.metrics():
             yield {"dimension": "predunning", "key": name, "value": value}

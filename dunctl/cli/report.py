@@ -147,12 +147,27 @@ def write_cases(rows, fmt: Format, output: Path | None) -> None:
 
 
 # Shorter headers for the terminal (the other formats keep the long ones).
-SHORT_HEADERS = {"With a person": "Person", "Recovery rate": "Rate", "Rate by amount": "Rate (amount)",
-                 "At stake (ended)": "At stake", "Revenue at risk": "At risk", "Recovered amount": "Recovered $",
-                 "Share of recovered": "Share", "Recovered (cumulative)": "Recovered",
-                 "Share of failed invoices": "Share"}
+# An amount's currency stays in its header (issue 24): the header's unit, shortened to 'row ccy' when rows differ.
+SHORT_HEADERS = {"With a person": "Person", "Recovered of failed": "Of failed", "Recovered of ended": "Of ended",
+                 "Failed amount": "Failed amt", "At stake (ended)": "Ended amt", "Revenue at risk": "At risk",
+                 "Recovered amount": "Recovered amt", "Amount recovered of failed": "Amt of failed",
+                 "Amount recovered of ended": "Amt of ended", "Share of recovered": "Share",
+                 "Recovered (cumulative)": "Recovered", "Share of failed invoices": "Share"}
 # Which columns a narrow terminal drops first (higher first); the rest always stay.
-DROP_ORDER = {"Person": 6, "Ended": 5, "At stake": 4, "Rate (amount)": 3, "At risk": 2, "Recovered $": 1}
+DROP_ORDER = {"Person": 9, "Ended": 8, "Failed amt": 7, "Ended amt": 6, "Amt of ended": 5, "At risk": 4,
+              "Of ended": 3, "Amt of failed": 2, "Recovered amt": 1}
+
+
+def _short(header: str) -> str:
+    name, _, unit = header.partition(" (")
+    if not unit or name not in SHORT_HEADERS:
+        return SHORT_HEADERS.get(header, header)
+    unit = unit.rstrip(")").replace("each row's currency", "row ccy")
+    return f"{SHORT_HEADERS[name]} ({unit})"
+
+
+def _drop_priority(header: str) -> int:
+    return DROP_ORDER.get(header.partition(" (")[0], 0)
 
 
 def _rich(table: Table, width: int) -> tuple[RichTable, str]:
@@ -162,11 +177,11 @@ def _rich(table: Table, width: int) -> tuple[RichTable, str]:
     if len(columns) > 2 and columns[1] == "Currency":
         columns = [columns[0]] + columns[2:]
         rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
-    headers = [SHORT_HEADERS.get(column, column) for column in columns]
+    headers = [_short(column) for column in columns]
     # A metric / value table (headline, pre-dunning) on a narrow terminal: the metric's name may end in an
     # ellipsis, its value never.
     label_floor = COMFORTABLE if len(headers) == 2 else None
-    specs = [Column(header, priority=0 if i == 0 else DROP_ORDER.get(header, 0),
+    specs = [Column(header, priority=0 if i == 0 else _drop_priority(header),
                     shrink_to=label_floor if i == 0 else None,
                     justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
     cells = [[Text(cell) for cell in row] for row in rows]
