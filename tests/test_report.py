@@ -546,3 +546,34 @@ def test_a_ledger_without_a_file_is_reported_on_one_connection(config, book):
     book.ledger.path = None               # as for an in-memory ledger: no second connection can be opened
     in_memory = build_report(book.ledger, NOW)
     assert in_memory == on_file
+
+
+# -- counts of messages and retries: the one engine the demo, simulate and the backtest's observed column share ----
+
+
+def test_messages_and_retries_are_counted_once_and_by_who_made_them(config):
+    """Issue 24: a grouped email is one message; an email to an account manager is no customer message; dunctl's
+    retry after a card update (a system action, `retry_now`) is dunctl's, not Stripe's."""
+    from dunctl.ledger.report_queries import messages_delivered, retries_made
+
+    b = Book(open_engine_ledger(config))
+    b.case("a", state="open", first_failed_at="2026-03-01T10:00:00Z", attempts=4)
+    b.case("b", state="open", first_failed_at="2026-03-01T10:00:00Z", attempts=2)
+
+    def action(name, step, action, audience=None, kind="step", ref=None):
+        b.ledger.db.execute(
+            """INSERT INTO actions(case_id, kind, step_id, action, channel, audience, status, due_at, finished_at,
+                                   idempotency_key, message_ref) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)""",
+            [b.ids[name], kind, step, action, action, audience, "2026-03-02T00:00:00Z", "2026-03-02T00:00:00Z",
+             f"{name}:{step}", ref])
+
+    action("a", "notice", "email", "customer", ref="msg-1")      # one email covering both cases
+    action("b", "notice", "email", "customer", ref="msg-1")
+    action("a", "reminder", "sms", "customer")
+    action("a", "tell-am", "email", "internal")                  # to the account manager
+    action("a", "retry-1", "retry")
+    action("a", "retry-after-update-20260303T000000", "retry_now", kind="system")
+    conn = b.ledger.conn
+    assert messages_delivered(conn) == 2
+    # Case a: three attempts after the failed one, two of them dunctl's; case b: one, Stripe's.
+    assert retries_made(conn) == (2, 2)

@@ -391,8 +391,28 @@ def planned_in_monitor_mode(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def messages_delivered(conn: sqlite3.Connection) -> int:
-    """Emails and SMS dunning steps delivered, one per delivery: a grouped message covering several of one
-    customer's cases (one `message_ref`) counts once, as the customer received it."""
+    """Emails and SMS dunning steps delivered to customers, one per delivery: a grouped message covering several
+    of one customer's cases (one `message_ref`) counts once, as the customer received it. A message to a person
+    inside the company (an account manager: audience `internal`) is not a customer message (issue 24)."""
     return conn.execute(
         """SELECT count(DISTINCT coalesce(message_ref, 'action:' || id)) FROM actions
-           WHERE status = 'done' AND kind = 'step' AND action IN ('email', 'sms')""").fetchone()[0]
+           WHERE status = 'done' AND kind = 'step' AND action IN ('email', 'sms')
+             AND coalesce(audience, 'customer') = 'customer'""").fetchone()[0]
+
+
+# dunctl's own payment attempts: retry steps, and the retry it makes once a new card arrives (a system action).
+DUNCTL_RETRIES = ("retry", "retry_now")
+
+
+def retries_made(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(dunctl's retries, Stripe's retries) over every case. A case's attempts after the one that failed are
+    dunctl's where the ledger records dunctl making them (DUNCTL_RETRIES, done), the rest Stripe's: so a retry
+    dunctl made after a card update is never counted as Stripe's (issue 24)."""
+    marks = ", ".join(f"'{a}'" for a in DUNCTL_RETRIES)
+    row = conn.execute(
+        f"""SELECT coalesce(sum(ours), 0), coalesce(sum(max(later - ours, 0)), 0) FROM (
+              SELECT max(c.attempts, coalesce(c.recovered_attempt, 0)) - 1 AS later,
+                     (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND a.status = 'done'
+                        AND a.action IN ({marks})) AS ours
+              FROM cases c)""").fetchone()
+    return row[0], row[1]
