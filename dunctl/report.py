@@ -86,6 +86,10 @@ class DaysToRecovery:
     median: float | None
     mean: float | None
     p90: float | None
+    # Cases still open that may yet recover, later than any of them so far: while there are any, the figures are
+    # censored, a lower bound and not yet known (issue 24: a young cohort's p90 is not its p90).
+    still_open: int = 0
+    censored: bool = False
 
 
 @dataclass
@@ -268,9 +272,14 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
         recovered=totals["recovered"], recovered_of_failed=_rate(totals["recovered"], cases),
         recovered_of_ended=_rate(totals["recovered"], totals["ended"]),
         ended_by_state=by_state, currencies=currencies,
-        days_to_recovery=_days_to_recovery(conn, period, progress, rollup),
+        days_to_recovery=_censored(_days_to_recovery(conn, period, progress, rollup), totals["open"]),
         churn=_churn(conn, period, rollup, known), with_person=totals["with_person"], closed_by_person=totals["closed"],
         filter=period.condition(), planned=q.planned_in_monitor_mode(conn))
+
+
+def _censored(days: DaysToRecovery, still_open: int) -> DaysToRecovery:
+    days.still_open, days.censored = still_open, bool(still_open and days.recovered)
+    return days
 
 
 def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: q.Progress,

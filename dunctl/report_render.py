@@ -45,6 +45,13 @@ def days(value: float | None) -> str:
     return DASH if value is None else f"{value:.1f} d"
 
 
+def censored_days(value: float | None, d) -> str:
+    """Days to recovery, saying when open cases may still recover later: then it is a lower bound, not known."""
+    if value is None or not d.censored:
+        return days(value)
+    return f"at least {days(value)} (not yet known: {d.still_open:,} cases still open)"
+
+
 def money(amount: int | None, currency: str) -> str:
     return DASH if amount is None else format_amount(amount, currency)
 
@@ -98,9 +105,9 @@ def headline_rows(h: Headline) -> list[list[str]]:
     rows += [[f"Revenue at risk now ({c.currency.upper()})", money(c.revenue_at_risk, c.currency)]
              for c in h.currencies]
     d = h.days_to_recovery
-    rows += [["Days to recovery, median", days(d.median)],
-             ["Days to recovery, mean", days(d.mean)],
-             ["Days to recovery, p90", days(d.p90)],
+    rows += [["Days to recovery, median", censored_days(d.median, d)],
+             ["Days to recovery, mean", censored_days(d.mean, d)],
+             ["Days to recovery, p90", censored_days(d.p90, d)],
              ["Involuntary churn", churn_cell(h.churn)],
              ["Cases with a person", count(h.with_person)],
              ["Closed by a person", count(h.closed_by_person)]]
@@ -237,7 +244,8 @@ def csv_rows(report: Report) -> Iterator[dict]:
     metrics = [("open", h.open), ("closed_by_person", h.closed_by_person),
                *((f"ended_{state}", n) for state, n in h.ended_by_state.items()),
                ("days_to_recovery_median", d.median), ("days_to_recovery_mean", d.mean),
-               ("days_to_recovery_p90", d.p90), ("churned_subscriptions", h.churn.churned_subscriptions),
+               ("days_to_recovery_p90", d.p90), ("days_to_recovery_censored_by_open_cases", d.still_open
+                                                  if d.censored else 0), ("churned_subscriptions", h.churn.churned_subscriptions),
                ("active_subscriptions", h.churn.active_subscriptions), ("involuntary_churn_rate", h.churn.rate),
                ("involuntary_churn_denominator", h.churn.denominator or h.churn.unknown),
                ("attribution_window_seconds", report.attribution_window_seconds)]
