@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import yaml
@@ -185,21 +186,21 @@ def _row(output: str, label: str) -> str:
 def test_demo_simulate_and_report_print_the_same_recovery_rates(tmp_path):
     """The demo's figures are `dunctl report`'s, and `simulate` on the demo's config and book gives them too."""
     target = tmp_path / "demo"
-    size = ["--customers", "250", "--days", "40", "--seed", "4"]
+    size = ["--customers", "250", "--days", "40", "--seed", "4", "--follow-up", "0"]
     demo = invoke("demo", str(target), *size)
     assert demo.exit_code == 0, demo.output
     config = str(target / "dunctl.yaml")
     report = invoke("-c", config, "report")
-    simulated = invoke("simulate", config, *size, "--follow-up", "0")
+    simulated = invoke("simulate", config, *size)
     assert report.exit_code == 0 and simulated.exit_code == 0, (report.output, simulated.output)
     data = json.loads(invoke("-c", config, "report", "--json").stdout)["headline"]
     recovered, failed, ended = data["recovered"], data["failed_invoices"], data["ended"]
     assert 0 < recovered <= ended < failed         # some still open: the two rates differ
     of_all, of_ended = f"{recovered / failed:.1%}", f"{recovered / ended:.1%}"
     for output in (demo.output, simulated.output):
-        assert f"recovered of all failed invoices {recovered} of {failed} ({of_all})" in _row(
-            output, "recovered of all failed invoices")
-        assert f"recovered of ended cases {recovered} of {ended} ({of_ended})" in _row(
+        assert f"recovered of failed invoices {recovered} of {failed} ({of_all}; 95% CI" in _row(
+            output, "recovered of failed invoices")
+        assert f"recovered of ended cases {recovered} of {ended} ({of_ended}; 95% CI" in _row(
             output, "recovered of ended cases")
     assert _row(report.output, "Recovered of failed invoices").endswith(f"{of_all} ({recovered} of {failed})")
     assert _row(report.output, "Recovered of ended cases").endswith(f"{of_ended} ({recovered} of {ended})")
@@ -286,3 +287,17 @@ def test_the_demo_ends_with_no_paid_case_still_paused_by_dunctl(tmp_path):
                JOIN subscriptions s ON s.id = c.subscription_id WHERE c.state = 'recovered'""").fetchall()
     assert paused_then_paid, "the demo has a case paused by dunctl and then paid"
     assert [row for row in paused_then_paid if row[1] == "paused" or row[2]] == []
+
+
+def test_the_default_demo_lets_cases_end_and_sets_both_rates_with_intervals_by_the_anchors(tmp_path):
+    """Issue 24: by default the demo follows its cases after billing stops, so most have ended; it prints both
+    rates with their 95% intervals next to the anchors' published figures, with the sources."""
+    result = invoke("demo", str(tmp_path / "d"), "--customers", "200")
+    assert result.exit_code == 0, result.output
+    open_, ended = (int(n) for n in _row(result.output, "open / ended at the end").split()[-3::2])
+    assert ended > 0 and open_ <= 0.1 * (open_ + ended)
+    for label in ("recovered of failed invoices", "recovered of ended cases"):
+        assert "95% CI" in _row(result.output, label)
+    anchors = result.output[result.output.index("Next to the published figures"):]
+    assert "anchor-figures.md" in anchors and "Churn Buster" in anchors and "churnbuster.io" in anchors
+    assert re.search(r"demo: recovered of failed invoices \d+ of \d+ \([\d.]+%; 95% CI", anchors)
