@@ -140,6 +140,12 @@ def test_simulate_cli_compares_side_by_side(sequence_sets, tmp_path):
     for measure in ("recovered", "days to recovery", "messages sent (per recovered)", "retries used",
                     "handed to people"):
         assert measure in result.output
+    # Every simulated rate carries its interval, and the candidate's difference from the first run its
+    # Newcombe interval (issue 24: "60.0% vs 50.8% on 65 cases" said nothing about chance)
+    assert _row(result.output, "recovered of failed invoices").count("95% CI") == 2
+    assert "95% CI" in _row(result.output, "recovered of ended cases")     # (none where no case has ended)
+    assert re.search(r"recovered of failed vs shipped .* [+-]\d+\.\d pts \([+-]\d+\.\d to [+-]\d+\.\d\)",
+                     _row(result.output, "recovered of failed vs shipped"))
     as_json = invoke("simulate", str(shipped), str(emptied), "--customers", "100", "--days", "5", "--follow-up",
                      "5", "--json")
     data = json.loads(as_json.stdout)
