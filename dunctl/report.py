@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from dunctl.clock import iso
+from dunctl.clock import from_iso, iso
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
 from dunctl.ledger import report_queries as q
@@ -93,6 +93,21 @@ class DaysToRecovery:
 
 
 @dataclass
+class ChurnMonth:
+    """One month of involuntary churn, Recurly's definition: customers whose subscription ended by exhausted
+    dunning in the month / customers active at its start. `since`/`until` is the window counted: the whole UTC
+    month unless the report's period or its clock cuts it (`partial`)."""
+
+    month: str                    # YYYY-MM
+    since: str
+    until: str
+    partial: bool
+    churned_customers: int
+    active_customers: int | None  # at `since`; None: unknown
+    rate: float | None
+
+
+@dataclass
 class Churn:
     """Subscriptions ended by exhausted dunning in the period / subscriptions active in the period. The rate is
     given only where the denominator is known (`denominator` says which it is); otherwise `active_subscriptions`
@@ -104,6 +119,12 @@ class Churn:
     filter: dict
     denominator: str | None = None    # what active_subscriptions counts, when known
     unknown: str | None = None        # why there is no rate, and how to get one
+    # Per month, in customers (issue 24): the figure to quote. `monthly_rate` pools the complete months (churned
+    # customers / customers active at each month's start, summed); None without a complete month or denominator.
+    unit: str = "customers per month"
+    months: list[ChurnMonth] = field(default_factory=list)
+    monthly_rate: float | None = None
+    customer_denominator: str | None = None   # what active_customers counts, when known
 
 
 # Where the churn denominator comes from (issue 15): only these are the account's active subscriptions.
@@ -256,7 +277,8 @@ def _rates(row: dict) -> dict:
 
 
 def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress: q.Progress,
-              rollup: bool, known: tuple[str, int | None] | None = None) -> Headline:
+              rollup: bool, known: tuple[str, int | None] | None = None,
+              customers: tuple[str, int | None] | None = None) -> Headline:
     """The headline from the cube (which must exist on `conn`)."""
     totals = _query(conn, f"SELECT {_MEASURES} FROM report_cube")[0]
     by_state = dict(conn.execute(
@@ -273,7 +295,8 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
         recovered_of_ended=_rate(totals["recovered"], totals["ended"]),
         ended_by_state=by_state, currencies=currencies,
         days_to_recovery=_censored(_days_to_recovery(conn, period, progress, rollup), totals["open"]),
-        churn=_churn(conn, period, rollup, known), with_person=totals["with_person"], closed_by_person=totals["closed"],
+        churn=_with_months(_churn(conn, period, rollup, known), conn, period, now, customers),
+        with_person=totals["with_person"], closed_by_person=totals["closed"],
         filter=period.condition(), planned=q.planned_in_monitor_mode(conn))
 
 
@@ -323,6 +346,77 @@ def _churn(conn: sqlite3.Connection, period: Period, rollup: bool, known: tuple[
     what, count = known
     active = in_ledger if count is None else count
     return Churn(churned, active, _rate(churned, active), condition, denominator=what)
+
+
+GIVEN_CUSTOMERS = "customers active at each month's start as given (--active-customers)"
+SIMULATED_CUSTOMERS = "customers in the simulated book, less those churned before the month"
+SYNCED_CUSTOMERS = ("customers with a subscription in the ledger not cancelled before the month's start (every "
+                    "active subscription was synced)")
+UNKNOWN_CUSTOMERS = ("the number of active customers is unknown: pass --active-customers N (customers active at "
+                     "the start of the month), or turn pre-dunning notices on so sync lists every subscription")
+MAX_MONTHS = 120
+
+
+def _month_starts(first: datetime, last: datetime) -> list[datetime]:
+    month = first.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    starts = []
+    while month < last and len(starts) < MAX_MONTHS:
+        starts.append(month)
+        month = (month + timedelta(days=32)).replace(day=1)
+    return starts
+
+
+def _active_customers(conn: sqlite3.Connection, source: tuple[str, int | None] | None, at: str) -> int | None:
+    if source is None:
+        return None
+    what, count = source
+    if what == GIVEN_CUSTOMERS:
+        return count
+    if what == SIMULATED_CUSTOMERS:
+        return count - q.churned_customers_before(conn, at)
+    return q.customers_with_subscription_at(conn, at)
+
+
+def monthly_churn(conn: sqlite3.Connection, period: Period, now: datetime,
+                  source: tuple[str, int | None] | None) -> tuple[list[ChurnMonth], float | None]:
+    """Churn month by month over the period (without --since: from the ledger's first failure; without --until:
+    to `now`), and the pooled rate of its complete months."""
+    # Without --since, whole months from the one of the ledger's first failure.
+    start = q.first_activity(conn)
+    first = period.since or (from_iso(start).replace(day=1, hour=0, minute=0, second=0) if start else None)
+    last = min(period.until or now, now)
+    if first is None or first >= last:
+        return [], None
+    months = []
+    for start in _month_starts(first, last):
+        end = (start + timedelta(days=32)).replace(day=1)
+        since, until = max(start, first), min(end, last)
+        churned = q.churned_customers_by_month(conn, iso(since), iso(until)).get(start.strftime("%Y-%m"), 0)
+        active = _active_customers(conn, source, iso(since))
+        months.append(ChurnMonth(start.strftime("%Y-%m"), iso(since), iso(until), (since, until) != (start, end),
+                                 churned, active, _rate(churned, active)))
+    whole = [m for m in months if not m.partial and m.active_customers is not None]
+    return months, _rate(sum(m.churned_customers for m in whole), sum(m.active_customers for m in whole))
+
+
+def customer_denominator(ledger: Ledger, active_customers: int | None = None) -> tuple[str, int | None] | None:
+    """Where the customers active at a month's start are known: given; a demo ledger's simulated book; a ledger
+    whose sync listed every active subscription. None: unknown."""
+    if active_customers:
+        return GIVEN_CUSTOMERS, active_customers
+    simulation = ledger.get_state("simulation") or {}
+    if simulation.get("customers"):
+        return SIMULATED_CUSTOMERS, int(simulation["customers"])
+    if churn_denominator(ledger) == (SYNCED, None):
+        return SYNCED_CUSTOMERS, None
+    return None
+
+
+def _with_months(churn: Churn, conn: sqlite3.Connection, period: Period, now: datetime,
+                 customers: tuple[str, int | None] | None) -> Churn:
+    churn.months, churn.monthly_rate = monthly_churn(conn, period, now, customers)
+    churn.customer_denominator = customers[0] if customers else UNKNOWN_CUSTOMERS
+    return churn
 
 
 def churn_denominator(ledger: Ledger, active_subscriptions: int | None = None) -> tuple[str, int | None] | None:
@@ -396,7 +490,7 @@ def _recovery_curve(by_day: dict[int, int], cohort_cases: int) -> list[CurvePoin
 
 def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimensions: list[str] | None = None,
                  attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW, rollup: bool = True,
-                 active_subscriptions: int | None = None) -> Report:
+                 active_subscriptions: int | None = None, active_customers: int | None = None) -> Report:
     """Compute the report for the cohort of `period` with the breakdowns named in `dimensions` (default all).
     Involuntary churn is a rate only where its denominator is known (`churn_denominator`).
 
@@ -408,7 +502,8 @@ def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimen
     progress = q.progress(conn, period.span(), rollup)
     q.create_cube(conn, period.span(), rollup)
     try:
-        headline = _headline(conn, period, now, progress, rollup, churn_denominator(ledger, active_subscriptions))
+        headline = _headline(conn, period, now, progress, rollup, churn_denominator(ledger, active_subscriptions),
+                             customer_denominator(ledger, active_customers))
         breakdowns = {d: _breakdown(conn, d, period, headline.recovered) for d in dimensions if d in _CUBE_KEYS}
     finally:
         q.drop_cube(conn)
@@ -428,7 +523,7 @@ def headline(ledger: Ledger, now: datetime, period: Period = Period(), rollup: b
     progress = q.progress(conn, period.span(), rollup)
     q.create_cube(conn, period.span(), rollup)
     try:
-        return _headline(conn, period, now, progress, rollup, churn_denominator(ledger))
+        return _headline(conn, period, now, progress, rollup, churn_denominator(ledger), customer_denominator(ledger))
     finally:
         q.drop_cube(conn)
 

@@ -22,16 +22,33 @@ KEY_NAMES = {"segment": "Segment", "failure_type": "Failure type", "sequence": "
 
 
 def churn_cell(churn) -> str:
-    """The churn line: a rate over a known denominator, or what cannot be computed and how to give it."""
-    if churn.rate is None and churn.active_subscriptions is None:
-        return f"not computed ({churn.churned_subscriptions:,} cancelled): pass --active-subscriptions N"
-    return f"{percent(churn.rate)} ({churn.churned_subscriptions:,} of {churn.active_subscriptions:,} subscriptions)"
+    """The churn line, per month in customers (Recurly's definition): the pooled rate of the whole months, else
+    the latest month's (saying it is partial), else what cannot be computed and how to give it."""
+    churned = sum(m.churned_customers for m in churn.months)
+    whole = [m for m in churn.months if not m.partial and m.active_customers is not None]
+    if churn.monthly_rate is not None:
+        return (f"{percent(churn.monthly_rate)} of customers per month ({sum(m.churned_customers for m in whole):,}"
+                f" of {sum(m.active_customers for m in whole):,} customer-months, {len(whole)} whole month"
+                f"{'s' if len(whole) != 1 else ''})")
+    known = [m for m in churn.months if m.rate is not None]
+    if known:
+        m = known[-1]
+        return (f"{percent(m.rate)} of customers in {m.month} so far ({m.churned_customers:,} of "
+                f"{m.active_customers:,}; partial month, {m.since[:10]} to {m.until[:10]})")
+    return f"not computed ({churned:,} customers churned): pass --active-customers N"
 
 
 def churn_note(churn) -> str:
-    if churn.denominator is None:
-        return f"Involuntary churn: {churn.unknown}."
-    return f"Involuntary churn: subscriptions cancelled by exhausted dunning in the period / {churn.denominator}."
+    return (f"Involuntary churn: customers whose subscription ended by exhausted dunning in a UTC month / customers "
+            f"active at its start ({churn.customer_denominator}); a customer with add-ons counts once.")
+
+
+def churn_table(churn) -> Table:
+    return Table("churn", "Involuntary churn by month (customers)",
+                 ["Month", "Window (UTC)", "Churned customers", "Active at start", "Rate"],
+                 [[m.month + (" (partial)" if m.partial else ""), f"{m.since[:10]} to {m.until[:10]}",
+                   count(m.churned_customers), count(m.active_customers), percent(m.rate)] for m in churn.months],
+                 churn_note(churn))
 
 
 # -- cells ---------------------------------------------------------------------------------------------------------
@@ -187,6 +204,7 @@ def _tables(report: Report) -> list[Table]:
                 [[r.key, r.currency.upper(), count(r.cases), count(r.ended), count(r.recovered), *rate_cells(r),
                   money(r.revenue_at_risk, r.currency), count(r.with_person)]
                  for r in report.breakdowns.get(dimension, [])]))
+    result.append(churn_table(h.churn))
     result.append(Table(
         "recovery_curve", "Recovery curve", ["Day", "Recovered (cumulative)", "Share of failed invoices"],
         [[str(p.day), count(p.recovered), percent(p.share)] for p in report.recovery_curve],
@@ -212,7 +230,7 @@ def to_json(report: Report) -> str:
 CSV_COLUMNS = ["dimension", "key", "currency", "cases", "ended", "recovered", "recovered_of_failed",
                "recovered_of_ended", "amount_failed", "amount_at_stake", "amount_recovered",
                "amount_recovered_of_failed", "amount_recovered_of_ended", "revenue_at_risk", "with_person",
-               "share_of_recovered", "success_rate", "share", "value", "filter"]
+               "share_of_recovered", "success_rate", "share", "customers_active", "customers_churned", "value", "filter"]
 
 
 def _csv_value(value) -> str:
@@ -248,6 +266,8 @@ def csv_rows(report: Report) -> Iterator[dict]:
                                                   if d.censored else 0), ("churned_subscriptions", h.churn.churned_subscriptions),
                ("active_subscriptions", h.churn.active_subscriptions), ("involuntary_churn_rate", h.churn.rate),
                ("involuntary_churn_denominator", h.churn.denominator or h.churn.unknown),
+               ("involuntary_churn_customers_per_month", h.churn.monthly_rate),
+               ("involuntary_churn_customers_denominator", h.churn.customer_denominator),
                ("attribution_window_seconds", report.attribution_window_seconds)]
     for name, value in metrics:
         yield {"dimension": "headline", "key": name, "value": value,
@@ -261,6 +281,10 @@ def csv_rows(report: Report) -> Iterator[dict]:
         for r in report.breakdowns.get(dimension, []):
             yield {"dimension": dimension, "key": r.key, "currency": r.currency, **figures(r),
                    "with_person": r.with_person, "share_of_recovered": r.share_of_recovered, "filter": r.filter}
+    for m in h.churn.months:
+        yield {"dimension": "churn_month", "key": m.month, "customers_active": m.active_customers,
+               "customers_churned": m.churned_customers, "value": m.rate,
+               "filter": {"churned": 1, "closed_at": {"gte": m.since, "lt": m.until}}}
     for p in report.recovery_curve:
         yield {"dimension": "recovery_curve", "key": p.day, "cases": h.failed_invoices, "recovered": p.recovered,
                "share": p.share, "filter": h.filter}

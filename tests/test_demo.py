@@ -210,17 +210,15 @@ def test_demo_simulate_and_report_print_the_same_recovery_rates(tmp_path):
             output, "recovered of ended cases")
     assert _row(report.output, "Recovered of failed invoices").endswith(f"{of_all} ({recovered} of {failed})")
     assert _row(report.output, "Recovered of ended cases").endswith(f"{of_ended} ({recovered} of {ended})")
-    # involuntary churn has a denominator in a simulation: the book's subscriptions (some customers have add-ons),
-    # and the report on the demo's ledger knows it too
-    from dunctl.simulation.assumptions import preset_assumptions
-    from dunctl.simulation.demo import book_subscriptions
-    from dunctl.simulation.population import build_book
-
-    subscriptions = book_subscriptions(build_book(250, 4, preset_assumptions("median")))
-    assert subscriptions > 250
-    churned = data["churn"]["churned_subscriptions"]
-    assert f"{churned} of {subscriptions} subscriptions" in _row(demo.output, "involuntary churn")
-    assert f"({churned} of {subscriptions} subscriptions)" in _row(report.output, "Involuntary churn")
+    # involuntary churn per month, in customers (issue 24): the simulated book's customers at each whole month's
+    # start, a customer with add-ons once; the demo, simulate and the report on the demo's ledger say the same
+    churn = data["churn"]
+    whole = [m for m in churn["months"] if not m["partial"]]
+    assert whole and whole[0]["active_customers"] == 250 and churn["unit"] == "customers per month"
+    churned, months = sum(m["churned_customers"] for m in whole), sum(m["active_customers"] for m in whole)
+    for output in (demo.output, simulated.output):
+        assert f"{churned} of {months:,} customer-months" in _row(output, "involuntary churn")
+    assert f"({churned} of {months:,} customer-months" in _row(report.output, "Involuntary churn")
 
 
 def test_the_demo_says_which_preset_it_uses_and_the_median_recovers_less(tmp_path):
@@ -273,9 +271,14 @@ def test_report_takes_the_churn_denominator_it_cannot_know(tmp_path):
         "headline"]["churn"]
     assert churn["active_subscriptions"] == 1200
     assert churn["rate"] == round(churn["churned_subscriptions"] / 1200, 6)
-    shown = invoke("-c", config, "report", "--active-subscriptions", "1200")
-    assert "of 1,200 subscriptions" in shown.output
     assert invoke("-c", config, "report", "--active-subscriptions", "0").exit_code == 2
+    # churn per month counts customers: --active-customers gives each month's denominator
+    months = json.loads(invoke("-c", config, "report", "--json", "--active-customers", "1200").stdout)[
+        "headline"]["churn"]["months"]
+    assert months and all(m["active_customers"] == 1200 for m in months)
+    shown = invoke("-c", config, "report", "--active-customers", "1200")
+    assert "customer-months" in _row(shown.output, "Involuntary churn") and "1,200" in shown.output
+    assert invoke("-c", config, "report", "--active-customers", "0").exit_code == 2
 
 
 def test_the_demo_ends_with_no_paid_case_still_paused_by_dunctl(tmp_path):

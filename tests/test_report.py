@@ -271,7 +271,7 @@ HEADLINE_CELLS = [["Failed invoices", "9"], ["Recovered", "3"], ["Recovered amou
                   ["Days to recovery, median", "at least 3.5 d (not yet known: 2 cases still open)"],
                   ["Days to recovery, mean", "at least 4.7 d (not yet known: 2 cases still open)"],
                   ["Days to recovery, p90", "at least 10.2 d (not yet known: 2 cases still open)"],
-                  ["Involuntary churn", "not computed (1 cancelled): pass --active-subscriptions N"],
+                  ["Involuntary churn", "not computed (1 customers churned): pass --active-customers N"],
                   ["Cases with a person", "3"], ["Closed by a person", "1"]]
 
 
@@ -580,3 +580,28 @@ def test_messages_and_retries_are_counted_once_and_by_who_made_them(config):
     assert messages_delivered(conn) == 2
     # Case a: three attempts after the failed one, two of them dunctl's; case b: one, Stripe's.
     assert retries_made(conn) == (2, 2)
+
+
+def test_churn_is_per_month_in_customers_with_its_window(config, book):
+    """Issue 24 (Recurly's definition): customers whose subscription dunning ended in a month / customers active at
+    its start; a customer whose plan and add-on both ended counts once; each month states its window."""
+    book.case("c10", state="exhausted", first_failed_at="2026-04-02T00:00:00Z", closed_at="2026-04-20T00:00:00Z",
+              churned=1, subscription_id="sub_1")              # the same customer's other subscription
+    data = json.loads(run(config, "--format", "json", "--active-customers", "40"))["headline"]["churn"]
+    assert data["unit"] == "customers per month"
+    assert [(m["month"], m["since"], m["until"], m["partial"], m["churned_customers"], m["active_customers"])
+            for m in data["months"]] == [
+        ("2026-03", "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", False, 0, 40),
+        ("2026-04", "2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z", False, 1, 40),
+        ("2026-05", "2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z", False, 0, 40)]
+    assert data["monthly_rate"] == round(1 / 120, 6) and data["churned_subscriptions"] == 2
+    tables = md_tables(run(config, "--format", "md", "--active-customers", "40"))
+    assert ["Involuntary churn", "0.8% of customers per month (1 of 120 customer-months, 3 whole months)"] in \
+        tables["Headline"]
+    assert tables["Involuntary churn by month (customers)"][2] == ["2026-04", "2026-04-01 to 2026-05-01", "1", "40",
+                                                                   "2.5%"]
+    # A period cut inside a month says so.
+    partial = json.loads(run(config, "--format", "json", "--active-customers", "40", "--since", "2026-04-15",
+                             "--until", "2026-05-01"))["headline"]["churn"]
+    assert [(m["month"], m["partial"], m["churned_customers"]) for m in partial["months"]] == [("2026-04", True, 1)]
+    assert partial["monthly_rate"] is None

@@ -219,11 +219,11 @@ def outcome_table(outcomes: list[Outcome], title: str | None = None) -> Table:
         [f"{o.retries_used} ({o.retries_dunctl} / {o.retries_stripe})" for o in outcomes])
     row("retries per recovered", [_num(o.retries_per_recovered) for o in outcomes])
     row("handed to people", [str(o.handed_to_people) for o in outcomes])
-    row("involuntary churn (of the book)",
-        [f"{o.churned} of {o.subscriptions or o.customers:,} subscriptions ({_pct(o.involuntary_churn)}; 95% CI "
-         f"{_interval(o.churned, o.subscriptions or o.customers)})"
-         if o.involuntary_churn is not None
-         else f"{o.churned} cancelled (no rate: the number of subscriptions is unknown)" for o in outcomes])
+    row("involuntary churn (customers per month)",
+        [f"{o.churned_customers} of {o.customer_months:,} customer-months ({_pct(o.churn_per_month)}; 95% CI "
+         f"{_interval(o.churned_customers, o.customer_months)})"
+         if o.churn_per_month is not None
+         else "no rate (no whole month, or the number of customers is unknown)" for o in outcomes])
     row("recovered by channel (last touch)", [_counts(o.recovered_by_channel) for o in outcomes])
     row("who collected (simulation only)", [_counts(o.collected_by) for o in outcomes])
     return table

@@ -257,6 +257,32 @@ def churn_counts(conn: sqlite3.Connection, closed: Span, active_since: str | Non
     return churned, later + same_day
 
 
+def churned_customers_by_month(conn: sqlite3.Connection, since: str, until: str) -> dict[str, int]:
+    """Customers whose subscription dunning ended (churned cases) with closed_at in [since, until), by UTC month
+    of closed_at, each customer once a month however many of their subscriptions (add-ons) ended. Reads only the
+    churned cases (the cases_churned index), so rollups and scans share it."""
+    return dict(conn.execute(
+        """SELECT substr(closed_at, 1, 7), count(DISTINCT customer_id) FROM cases INDEXED BY cases_churned
+           WHERE churned = 1 AND closed_at >= ? AND closed_at < ? GROUP BY substr(closed_at, 1, 7)""",
+        [since, until]).fetchall())
+
+
+def churned_customers_before(conn: sqlite3.Connection, moment: str) -> int:
+    return conn.execute("""SELECT count(DISTINCT customer_id) FROM cases INDEXED BY cases_churned
+                           WHERE churned = 1 AND closed_at < ?""", [moment]).fetchone()[0]
+
+
+def customers_with_subscription_at(conn: sqlite3.Connection, moment: str) -> int:
+    """Customers with a subscription in the ledger not cancelled before `moment` (add-ons do not count twice)."""
+    return conn.execute("""SELECT count(DISTINCT customer_id) FROM subscriptions
+                           WHERE canceled_at IS NULL OR canceled_at >= ?""", [moment]).fetchone()[0]
+
+
+def first_activity(conn: sqlite3.Connection) -> str | None:
+    """The earliest first failure or churn in the ledger: where a report without --since starts counting months."""
+    return conn.execute("SELECT min(first_failed_at) FROM cases").fetchone()[0]
+
+
 # -- channel -------------------------------------------------------------------------------------------------------
 
 

@@ -96,7 +96,11 @@ class Outcome:
     preset: str = DEFAULT_PRESET
     notices_sent: int = 0         # pre-dunning notices (dunctl/notices)
     cards_updated_after_notice: int = 0
-    subscriptions: int | None = None  # the churn denominator, when known (the simulated book's subscriptions)
+    subscriptions: int | None = None  # the book's subscriptions (plans and add-ons), when known
+    # Involuntary churn per month, in customers (the report's: whole months only; issue 24)
+    churned_customers: int = 0        # customers churned in the whole months
+    customer_months: int = 0          # customers active at the start of each whole month, summed
+    churn_per_month: float | None = None
 
     @property
     def retries_used(self) -> int:
@@ -299,10 +303,16 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
         retries_per_recovered=per(retries, h.recovered, 2), handed_to_people=h.with_person,
         churned=h.churn.churned_subscriptions,
         involuntary_churn=per(h.churn.churned_subscriptions, subscriptions) if subscriptions else None,
-        subscriptions=subscriptions,
+        subscriptions=subscriptions, **_monthly_churn(h.churn),
         recovered_by_channel=dict(sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))),
         collected_by=dict(sorted((collected_by or {}).items())), ticks=ticks, actions=actions,
         failed_actions=failed_actions, preset=preset)
+
+
+def _monthly_churn(churn) -> dict:
+    whole = [m for m in churn.months if not m.partial and m.active_customers is not None]
+    return {"churned_customers": sum(m.churned_customers for m in whole),
+            "customer_months": sum(m.active_customers for m in whole), "churn_per_month": churn.monthly_rate}
 
 
 def _fast(ledger: Ledger) -> Ledger:
@@ -322,6 +332,9 @@ def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, nam
     else:
         preset = preset_name(assumptions)
     book = build_book(customers, seed, assumptions)
+    if not (ledger.get_state("simulation") or {}).get("customers"):
+        # The book's customers: the denominator of churn per month (dunctl.report.customer_denominator).
+        ledger.set_state("simulation", {"customers": customers})
     bill_until = start + timedelta(days=billing_days)
     account = SimulatedAccount(book, seed=seed, start=start, bill_until=bill_until, assumptions=assumptions,
                                smart_retries=stripe_retries(config))
@@ -448,6 +461,7 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
         part = ledger.snapshot_in_memory()
         conn = part.conn
         conn.execute("PRAGMA foreign_keys = OFF")
+        part.set_state("simulation", {})      # the book's customers are not the part's: no churn denominator
         drop = f"SELECT id FROM cases WHERE NOT ({keep})"
         for table in ("actions", "timeline"):
             conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
