@@ -516,7 +516,8 @@ def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: l
     """The full context a person needs to take a case over, as plain text (Slack mrkdwn-friendly)."""
     currency = invoice["currency"]
     decline = json.loads(invoice["decline"]) if invoice.get("decline") else {}
-    sent = [a for a in actions if a["status"] == "done" and a["action"] in ("email", "sms")]
+    sent = [a for a in actions if a["status"] == "done" and a["action"] in ("email", "sms")
+            and a.get("audience") != "internal"]      # what the customer received, not notes to colleagues
     lines = [
         f"*{reason}*: invoice {invoice['number'] or invoice['id']} for "
         f"{(customer or {}).get('name') or case['customer_id']} ({(customer or {}).get('email') or 'no email'})",

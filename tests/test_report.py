@@ -580,6 +580,14 @@ def test_messages_and_retries_are_counted_once_and_by_who_made_them(config):
     assert messages_delivered(conn) == 2
     # Case a: three attempts after the failed one, two of them dunctl's; case b: one, Stripe's.
     assert retries_made(conn) == (2, 2)
+    # The experiment report and the backtest's per-case counts use the same rule.
+    from dunctl.ledger import history_queries
+    from dunctl.ledger.experiment_queries import arm_messages
+
+    conn.execute("UPDATE cases SET experiment = 'e', arm = 'control'")
+    assert arm_messages(b.ledger, "e") == {"control": 2}
+    per_case = {r["id"]: r["messages"] for r in history_queries.outcomes(b.ledger, 3 * 86400)}
+    assert per_case == {b.ids["a"]: 2, b.ids["b"]: 1}
 
 
 def test_churn_is_per_month_in_customers_with_its_window(config, book):

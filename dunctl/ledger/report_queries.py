@@ -416,14 +416,22 @@ def planned_in_monitor_mode(conn: sqlite3.Connection) -> dict[str, int]:
 # -- messages ------------------------------------------------------------------------------------------------------
 
 
+def customer_message(alias: str = "") -> str:
+    """The SQL condition for an action that is a message a customer received: an email or SMS step, done, to the
+    customer (audience `customer`; rows from before audiences were recorded count as the customer's). Every
+    count of messages the project prints uses it (issue 24: one engine)."""
+    a = f"{alias}." if alias else ""
+    return (f"{a}status = 'done' AND {a}kind = 'step' AND {a}action IN ('email', 'sms') "
+            f"AND coalesce({a}audience, 'customer') = 'customer'")
+
+
 def messages_delivered(conn: sqlite3.Connection) -> int:
     """Emails and SMS dunning steps delivered to customers, one per delivery: a grouped message covering several
     of one customer's cases (one `message_ref`) counts once, as the customer received it. A message to a person
     inside the company (an account manager: audience `internal`) is not a customer message (issue 24)."""
     return conn.execute(
-        """SELECT count(DISTINCT coalesce(message_ref, 'action:' || id)) FROM actions
-           WHERE status = 'done' AND kind = 'step' AND action IN ('email', 'sms')
-             AND coalesce(audience, 'customer') = 'customer'""").fetchone()[0]
+        f"""SELECT count(DISTINCT coalesce(message_ref, 'action:' || id)) FROM actions
+            WHERE {customer_message()}""").fetchone()[0]
 
 
 # dunctl's own payment attempts: retry steps, and the retry it makes once a new card arrives (a system action).
