@@ -307,6 +307,9 @@ def test_the_default_demo_lets_cases_end_and_sets_both_rates_with_intervals_by_t
     assert ended > 0 and open_ <= 0.1 * (open_ + ended)
     for label in ("recovered of failed invoices", "recovered of ended cases"):
         assert "95% CI" in _row(result.output, label)
+    # by amount too, both rates, never the ended one alone
+    assert re.search(r"recovered USD \(of failed, of ended\) \$[\d,.]+: of \$[\d,.]+ failed [\d.]+%, of \$[\d,.]+ "
+                     r"ended [\d.]+%", _row(result.output, "recovered USD"))
     anchors = result.output[result.output.index("Next to the published figures"):]
     assert "anchor-figures.md" in anchors and "Churn Buster" in anchors and "churnbuster.io" in anchors
     assert re.search(r"demo: recovered of failed invoices \d+ of \d+ \([\d.]+%; 95% CI", anchors)

@@ -205,10 +205,12 @@ def outcome_table(outcomes: list[Outcome], title: str | None = None) -> Table:
         cells = []
         for o in outcomes:
             c = next((c for c in o.currencies if c.currency == code), None)
+            # Both rates by amount, as by count: of everything that failed, and of the ended cases only.
             cells.append("-" if c is None else
-                         f"{format_amount(c.amount_recovered, code)} of {format_amount(c.amount_at_stake, code)} "
-                         f"({_pct(c.amount_rate)})")
-        row(f"recovered {code.upper()} (ended cases)", cells)
+                         f"{format_amount(c.amount_recovered, code)}: of {format_amount(c.amount_failed, code)} "
+                         f"failed {_pct(c.amount_rate_of_failed)}, of {format_amount(c.amount_at_stake, code)} "
+                         f"ended {_pct(c.amount_rate)}")
+        row(f"recovered {code.upper()} (of failed, of ended)", cells)
     row("days to recovery (median / mean / p90)",
         [f"{_days(o.days_to_recovery_median)} / {_days(o.days_to_recovery_mean)} / {_days(o.days_to_recovery_p90)}"
          for o in outcomes])

@@ -55,7 +55,9 @@ class CurrencyOutcome:
     recovered: int
     amount_at_stake: int          # ended cases: amount due when the case opened, minor units
     amount_recovered: int         # ended cases: paid after the case opened
-    amount_rate: float | None     # amount_recovered / amount_at_stake
+    amount_rate: float | None     # amount_recovered / amount_at_stake: recovered of ended, by amount
+    amount_failed: int = 0        # every case: amount due when the case opened, minor units
+    amount_rate_of_failed: float | None = None   # amount_recovered / amount_failed: recovered of failed, by amount
 
 
 @dataclass
@@ -293,7 +295,8 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
         recovered=h.recovered, open=h.open, ended=h.ended, ended_by_state=dict(h.ended_by_state),
         recovered_of_all=per(h.recovered, h.failed_invoices), recovered_of_ended=per(h.recovered, h.ended),
         currencies=[CurrencyOutcome(c.currency, c.cases, c.ended, c.recovered, c.amount_at_stake,
-                                    c.amount_recovered, per(c.amount_recovered, c.amount_at_stake))
+                                    c.amount_recovered, per(c.amount_recovered, c.amount_at_stake), c.amount_failed,
+                                    per(c.amount_recovered, c.amount_failed))
                     for c in h.currencies],
         days_to_recovery_median=h.days_to_recovery.median, days_to_recovery_mean=h.days_to_recovery.mean,
         days_to_recovery_p90=h.days_to_recovery.p90,
