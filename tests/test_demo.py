@@ -23,7 +23,7 @@ def invoke(*args: str):
 
 def test_demo_end_to_end(tmp_path):
     target = tmp_path / "demo"
-    result = invoke("demo", str(target), "--customers", "80", "--days", "20", "--seed", "3")
+    result = invoke("demo", str(target), "--customers", "80", "--days", "20", "--seed", "3", "--follow-up", "0")
     assert result.exit_code == 0, result.output
     for path in ("dunctl.yaml", "dunctl.db", "sequences/standard.yaml", "templates/payment-failed.txt.j2"):
         assert (target / path).exists(), path
@@ -48,7 +48,7 @@ def test_demo_end_to_end(tmp_path):
 def test_demo_refuses_a_directory_with_things_in_it(tmp_path):
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "notes.txt").write_text("mine")
-    result = invoke("demo", str(tmp_path / "demo"), "--customers", "5", "--days", "1")
+    result = invoke("demo", str(tmp_path / "demo"), "--customers", "5", "--days", "1", "--follow-up", "0")
     assert result.exit_code == 2
     assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
 
@@ -70,7 +70,7 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_demo_json(tmp_path):
-    result = invoke("demo", str(tmp_path / "d"), "--customers", "30", "--days", "5", "--json")
+    result = invoke("demo", str(tmp_path / "d"), "--customers", "30", "--days", "5", "--json", "--follow-up", "0")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["seed"] == 42 and data["outcome"]["customers"] == 30
@@ -265,7 +265,7 @@ def test_demo_runs_a_given_config(tmp_path):
 
 def test_report_takes_the_churn_denominator_it_cannot_know(tmp_path):
     target = tmp_path / "demo"
-    assert invoke("demo", str(target), "--customers", "300", "--days", "40", "--seed", "6").exit_code == 0
+    assert invoke("demo", str(target), "--customers", "300", "--days", "40", "--seed", "6", "--follow-up", "0").exit_code == 0
     config = str(target / "dunctl.yaml")
     churn = json.loads(invoke("-c", config, "report", "--json", "--active-subscriptions", "1200").stdout)[
         "headline"]["churn"]
@@ -287,7 +287,7 @@ def test_the_demo_ends_with_no_paid_case_still_paused_by_dunctl(tmp_path):
     import sqlite3
 
     target = tmp_path / "demo"
-    result = invoke("demo", str(target), "--customers", "200", "--days", "40")
+    result = invoke("demo", str(target), "--customers", "200", "--days", "40", "--follow-up", "0")
     assert result.exit_code == 0, result.output
     with sqlite3.connect(target / "dunctl.db") as db:
         paused_then_paid = db.execute(
