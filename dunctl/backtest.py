@@ -217,13 +217,13 @@ def replay(config: Config, history: list[HistoricalInvoice], ledger_path: Path, 
 
 
 def _observed(ledger: Ledger, config: Config, now: datetime, customers: int) -> Outcome:
+    from dunctl.ledger.report_queries import messages_delivered, retries_made
     from dunctl.simulation.demo import measure
 
-    rows = q.outcomes(ledger, int(config.file.dunning.attribution_window.total_seconds()))
+    # The same counting as every simulated run's (Driver.outcome): one engine, so the columns compare.
+    ours, stripes = retries_made(ledger.conn)
     return measure("ledger (observed)", ledger, now, config.file.dunning.attribution_window, customers=customers,
-                   messages=sum(r["messages"] for r in rows), retries_dunctl=sum(r["retries"] for r in rows),
-                   retries_stripe=max(0, sum(max(r["attempts"] - 1, 0) for r in rows)
-                                      - sum(r["retries"] for r in rows)),
+                   messages=messages_delivered(ledger.conn), retries_dunctl=ours, retries_stripe=stripes,
                    subscriptions=None, preset="observed")
 
 

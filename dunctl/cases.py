@@ -11,6 +11,7 @@ from dunctl.clock import from_iso
 from dunctl.config import Config
 from dunctl.errors import UsageError
 from dunctl.failures import FAILURE_TYPES
+from dunctl.money import decimals
 from dunctl.ledger import ENDED_STATES, Ledger
 from dunctl.ledger.status_queries import (STATES, CaseFilter, attention_counts, case_count, case_page,
                                           revenue_at_risk, unknown_actions)
@@ -62,15 +63,33 @@ class Status:
     unknown_actions: list[dict] = field(default_factory=list)   # invoice_id, step_id: each needs a person
     failed_actions: int = 0
     filter: CaseFilter = field(default_factory=CaseFilter)
+    ranking: str = ""             # how "most revenue at risk" compares currencies (issue 24)
 
     @property
     def shown(self) -> int:
         return self.total if self.limit is None else min(self.total, self.limit)
 
 
+def fx_factors(fx) -> dict[str, float] | None:
+    """Minor units of each currency -> minor units of `fx.base` (a `report.fx` config), or None without rates."""
+    if fx is None:
+        return None
+    factors = {code: rate * 10 ** (decimals(fx.base) - decimals(code)) for code, rate in fx.rates.items()}
+    return {**factors, fx.base: 1.0}
+
+
+def ranking_text(fx) -> str:
+    if fx is None:
+        return ("within each currency (no exchange rates: set report.fx to rank across currencies); the "
+                "currencies' largest cases first")
+    return f"across currencies in {fx.base.upper()} at the rates in report.fx (currencies without a rate last)"
+
+
 def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segment: str | None = None,
-           state: str | None = None, failure_type: str | None = None, limit: int | None = None) -> Status:
-    """The cases `status` shows, most revenue at risk first (open before paused-or-ended), `limit` of them or all."""
+           state: str | None = None, failure_type: str | None = None, limit: int | None = None,
+           fx=None) -> Status:
+    """The cases `status` shows, most revenue at risk first (open before paused-or-ended), `limit` of them or all.
+    Currencies are compared only through `fx` (the config's `report.fx`); without it, within each currency."""
     if state is not None and state not in STATES:
         raise UsageError(f"--state: unknown state '{state}'", "use one of: " + ", ".join(STATES))
     if failure_type is not None and failure_type not in FAILURE_TYPES:
@@ -81,7 +100,7 @@ def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segmen
     failed = attention_counts(conn)[1]
 
     def rows() -> Iterator[CaseRow]:
-        for c in case_page(conn, which, limit):
+        for c in case_page(conn, which, limit, fx_factors(fx)):
             first = from_iso(c["first_failed_at"])
             yield CaseRow(
                 invoice_id=c["invoice_id"], customer_id=c["customer_id"], customer_name=c["customer_name"],
@@ -94,7 +113,8 @@ def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segmen
 
     return Status(now=now, account_mode=ledger.get_state("account_mode"), cases=rows(),
                   total=case_count(conn, which), limit=limit, revenue_at_risk=revenue_at_risk(conn, which),
-                  unknown_actions=unknown_actions(conn), failed_actions=failed, filter=which)
+                  unknown_actions=unknown_actions(conn), failed_actions=failed, filter=which,
+                  ranking=ranking_text(fx))
 
 
 @dataclass

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import stat
 import types
 import typing
@@ -295,6 +296,26 @@ class DirConfig(Strict):
     dir: str
 
 
+class FxConfig(Strict):
+    """Exchange rates for ranking only (`status`: most revenue at risk across currencies): `rates` says what one
+    major unit of each currency is worth in `base` (eur: 1.08 with base usd). Never used to add money up."""
+
+    base: str = Field(..., pattern=r"^[a-z]{3}$")
+    rates: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("rates")
+    @classmethod
+    def _positive(cls, rates: dict[str, float]) -> dict[str, float]:
+        bad = [code for code, rate in rates.items() if rate <= 0 or not re.fullmatch(r"[a-z]{3}", code)]
+        if bad:
+            raise ValueError(f"rates for {', '.join(bad)}: each key is a lowercase currency code and each rate > 0")
+        return rates
+
+
+class ReportConfig(Strict):
+    fx: FxConfig | None = None    # absent: `status` ranks revenue at risk within each currency
+
+
 class ConfigFile(Strict):
     # monitor: plan and record every step as `would`, send nothing, write nothing to Stripe. `init` writes
     # monitor; a config without the key is one written before monitor mode existed, and stays live.
@@ -313,6 +334,7 @@ class ConfigFile(Strict):
     segments: list[Segment]
     experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
     notices: NoticesConfig = NoticesConfig()   # pre-dunning (dunctl/notices); off when the key is absent
+    report: ReportConfig = ReportConfig()
 
 
 class Step(Strict):

@@ -626,7 +626,9 @@ def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: l
 
 def _history(actions: list[dict]) -> str:
     """What was sent and tried, oldest first, in one sentence."""
-    done = [a for a in actions if a["status"] == "done" and a["action"] in ("email", "sms", "retry")]
+    # what the customer received (not notes to colleagues) and what was charged
+    done = [a for a in actions if a["status"] == "done" and (a["action"] == "retry" or (
+        a["action"] in ("email", "sms") and a.get("audience") != "internal"))]
     if not done:
         return "Nothing has been sent to the customer or retried yet."
     said = [f"{a['action']} {a['step_id']} on {str(a['finished_at'] or '')[:10]}" for a in done]

@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from dunctl.clock import iso
+from dunctl.clock import from_iso, iso
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
 from dunctl.ledger import report_queries as q
 from dunctl.notices.report import PreDunning
 
-SCHEMA = "dunctl.report/1"
+# /2 (issue 24): the one `recovery_rate` (recovered of ended) became `recovered_of_failed` and
+# `recovered_of_ended`, by count and by amount, so no machine reads the inflated rate by its generic name.
+SCHEMA = "dunctl.report/2"
 DIMENSIONS = ("segment", "failure_type", "sequence", "channel", "attempt", "currency", "cohort")
 NO_TOUCH = q.NO_TOUCH
 TOUCHES = q.TOUCHES
@@ -68,10 +70,13 @@ class CurrencyFigures:
     cases: int
     ended: int
     recovered: int
-    recovery_rate: float | None   # recovered / ended, counting cases in this currency
+    recovered_of_failed: float | None  # recovered / cases: open cases count as not yet recovered
+    recovered_of_ended: float | None   # recovered / ended: higher while cases are open
+    amount_failed: int            # every case: amount_due - amount_paid_at_open
     amount_at_stake: int          # ended cases: amount_due - amount_paid_at_open
     amount_recovered: int         # ended cases: amount_recovered (includes partial payments)
-    amount_recovery_rate: float | None
+    amount_recovered_of_failed: float | None   # amount_recovered / amount_failed
+    amount_recovered_of_ended: float | None    # amount_recovered / amount_at_stake
     revenue_at_risk: int          # open and paused cases: amount_remaining
 
 
@@ -81,6 +86,25 @@ class DaysToRecovery:
     median: float | None
     mean: float | None
     p90: float | None
+    # Cases still open that may yet recover, later than any of them so far: while there are any, the figures are
+    # censored, a lower bound and not yet known (issue 24: a young cohort's p90 is not its p90).
+    still_open: int = 0
+    censored: bool = False
+
+
+@dataclass
+class ChurnMonth:
+    """One month of involuntary churn, Recurly's definition: customers whose subscription ended by exhausted
+    dunning in the month / customers active at its start. `since`/`until` is the window counted: the whole UTC
+    month unless the report's period or its clock cuts it (`partial`)."""
+
+    month: str                    # YYYY-MM
+    since: str
+    until: str
+    partial: bool
+    churned_customers: int
+    active_customers: int | None  # at `since`; None: unknown
+    rate: float | None
 
 
 @dataclass
@@ -95,6 +119,12 @@ class Churn:
     filter: dict
     denominator: str | None = None    # what active_subscriptions counts, when known
     unknown: str | None = None        # why there is no rate, and how to get one
+    # Per month, in customers (issue 24): the figure to quote. `monthly_rate` pools the complete months (churned
+    # customers / customers active at each month's start, summed); None without a complete month or denominator.
+    unit: str = "customers per month"
+    months: list[ChurnMonth] = field(default_factory=list)
+    monthly_rate: float | None = None
+    customer_denominator: str | None = None   # what active_customers counts, when known
 
 
 # Where the churn denominator comes from (issue 15): only these are the account's active subscriptions.
@@ -116,7 +146,8 @@ class Headline:
     open: int
     ended: int
     recovered: int
-    recovery_rate: float | None   # recovered / ended
+    recovered_of_failed: float | None  # recovered / failed_invoices: the anchors' definition, the one to quote
+    recovered_of_ended: float | None   # recovered / ended
     ended_by_state: dict[str, int]
     currencies: list[CurrencyFigures]
     days_to_recovery: DaysToRecovery
@@ -144,10 +175,13 @@ class BreakdownRow:
     cases: int
     ended: int | None
     recovered: int
-    recovery_rate: float | None
+    recovered_of_failed: float | None
+    recovered_of_ended: float | None
+    amount_failed: int | None
     amount_at_stake: int | None
     amount_recovered: int
-    amount_recovery_rate: float | None
+    amount_recovered_of_failed: float | None
+    amount_recovered_of_ended: float | None
     revenue_at_risk: int | None
     with_person: int
     share_of_recovered: float | None  # this row's recovered cases / all the cohort's recovered cases
@@ -224,34 +258,51 @@ _MEASURES = f"""sum(cases) AS cases,
        coalesce(sum(CASE WHEN {q.ENDED} THEN cases END), 0) AS ended,
        coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
        coalesce(sum(CASE WHEN state = 'closed' THEN cases END), 0) AS closed,
+       coalesce(sum(at_stake), 0) AS failed_amount,
        coalesce(sum(CASE WHEN {q.ENDED} THEN at_stake END), 0) AS at_stake,
        coalesce(sum(CASE WHEN {q.ENDED} THEN recovered_amount END), 0) AS recovered_amount,
        coalesce(sum(CASE WHEN {q.OPEN} THEN remaining END), 0) AS at_risk,
        coalesce(sum(with_person), 0) AS with_person"""
 
 
+def _rates(row: dict) -> dict:
+    """Both rates, by count and by amount, from one grouped row of the cube: every place that shows a rate shows
+    both, named by their denominator (issue 24)."""
+    return {"recovered_of_failed": _rate(row["recovered"], row["cases"]),
+            "recovered_of_ended": _rate(row["recovered"], row["ended"]),
+            "amount_failed": row["failed_amount"], "amount_at_stake": row["at_stake"],
+            "amount_recovered": row["recovered_amount"],
+            "amount_recovered_of_failed": _rate(row["recovered_amount"], row["failed_amount"]),
+            "amount_recovered_of_ended": _rate(row["recovered_amount"], row["at_stake"])}
+
+
 def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress: q.Progress,
-              rollup: bool, known: tuple[str, int | None] | None = None) -> Headline:
+              rollup: bool, known: tuple[str, int | None] | None = None,
+              customers: tuple[str, int | None] | None = None) -> Headline:
     """The headline from the cube (which must exist on `conn`)."""
     totals = _query(conn, f"SELECT {_MEASURES} FROM report_cube")[0]
     by_state = dict(conn.execute(
         f"SELECT state, sum(cases) FROM report_cube WHERE {q.ENDED} GROUP BY state ORDER BY state").fetchall())
     currencies = [
-        CurrencyFigures(
-            currency=row["currency"], cases=row["cases"], ended=row["ended"], recovered=row["recovered"],
-            recovery_rate=_rate(row["recovered"], row["ended"]), amount_at_stake=row["at_stake"],
-            amount_recovered=row["recovered_amount"],
-            amount_recovery_rate=_rate(row["recovered_amount"], row["at_stake"]), revenue_at_risk=row["at_risk"])
+        CurrencyFigures(currency=row["currency"], cases=row["cases"], ended=row["ended"], recovered=row["recovered"],
+                        revenue_at_risk=row["at_risk"], **_rates(row))
         for row in _query(conn, f"SELECT currency, {_MEASURES} FROM report_cube GROUP BY currency ORDER BY currency")]
     cases = totals["cases"] or 0
     return Headline(
         since=iso(period.since), until=iso(period.until), generated_at=iso(now),
         failed_invoices=cases, open=totals["open"], ended=totals["ended"],
-        recovered=totals["recovered"], recovery_rate=_rate(totals["recovered"], totals["ended"]),
+        recovered=totals["recovered"], recovered_of_failed=_rate(totals["recovered"], cases),
+        recovered_of_ended=_rate(totals["recovered"], totals["ended"]),
         ended_by_state=by_state, currencies=currencies,
-        days_to_recovery=_days_to_recovery(conn, period, progress, rollup),
-        churn=_churn(conn, period, rollup, known), with_person=totals["with_person"], closed_by_person=totals["closed"],
+        days_to_recovery=_censored(_days_to_recovery(conn, period, progress, rollup), totals["open"]),
+        churn=_with_months(_churn(conn, period, rollup, known), conn, period, now, customers),
+        with_person=totals["with_person"], closed_by_person=totals["closed"],
         filter=period.condition(), planned=q.planned_in_monitor_mode(conn))
+
+
+def _censored(days: DaysToRecovery, still_open: int) -> DaysToRecovery:
+    days.still_open, days.censored = still_open, bool(still_open and days.recovered)
+    return days
 
 
 def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: q.Progress,
@@ -297,6 +348,77 @@ def _churn(conn: sqlite3.Connection, period: Period, rollup: bool, known: tuple[
     return Churn(churned, active, _rate(churned, active), condition, denominator=what)
 
 
+GIVEN_CUSTOMERS = "customers active at each month's start as given (--active-customers)"
+SIMULATED_CUSTOMERS = "customers in the simulated book, less those churned before the month"
+SYNCED_CUSTOMERS = ("customers with a subscription in the ledger not cancelled before the month's start (every "
+                    "active subscription was synced)")
+UNKNOWN_CUSTOMERS = ("the number of active customers is unknown: pass --active-customers N (customers active at "
+                     "the start of the month), or turn pre-dunning notices on so sync lists every subscription")
+MAX_MONTHS = 120
+
+
+def _month_starts(first: datetime, last: datetime) -> list[datetime]:
+    month = first.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    starts = []
+    while month < last and len(starts) < MAX_MONTHS:
+        starts.append(month)
+        month = (month + timedelta(days=32)).replace(day=1)
+    return starts
+
+
+def _active_customers(conn: sqlite3.Connection, source: tuple[str, int | None] | None, at: str) -> int | None:
+    if source is None:
+        return None
+    what, count = source
+    if what == GIVEN_CUSTOMERS:
+        return count
+    if what == SIMULATED_CUSTOMERS:
+        return count - q.churned_customers_before(conn, at)
+    return q.customers_with_subscription_at(conn, at)
+
+
+def monthly_churn(conn: sqlite3.Connection, period: Period, now: datetime,
+                  source: tuple[str, int | None] | None) -> tuple[list[ChurnMonth], float | None]:
+    """Churn month by month over the period (without --since: from the ledger's first failure; without --until:
+    to `now`), and the pooled rate of its complete months."""
+    # Without --since, whole months from the one of the ledger's first failure.
+    start = q.first_activity(conn)
+    first = period.since or (from_iso(start).replace(day=1, hour=0, minute=0, second=0) if start else None)
+    last = min(period.until or now, now)
+    if first is None or first >= last:
+        return [], None
+    months = []
+    for start in _month_starts(first, last):
+        end = (start + timedelta(days=32)).replace(day=1)
+        since, until = max(start, first), min(end, last)
+        churned = q.churned_customers_by_month(conn, iso(since), iso(until)).get(start.strftime("%Y-%m"), 0)
+        active = _active_customers(conn, source, iso(since))
+        months.append(ChurnMonth(start.strftime("%Y-%m"), iso(since), iso(until), (since, until) != (start, end),
+                                 churned, active, _rate(churned, active)))
+    whole = [m for m in months if not m.partial and m.active_customers is not None]
+    return months, _rate(sum(m.churned_customers for m in whole), sum(m.active_customers for m in whole))
+
+
+def customer_denominator(ledger: Ledger, active_customers: int | None = None) -> tuple[str, int | None] | None:
+    """Where the customers active at a month's start are known: given; a demo ledger's simulated book; a ledger
+    whose sync listed every active subscription. None: unknown."""
+    if active_customers:
+        return GIVEN_CUSTOMERS, active_customers
+    simulation = ledger.get_state("simulation") or {}
+    if simulation.get("customers"):
+        return SIMULATED_CUSTOMERS, int(simulation["customers"])
+    if churn_denominator(ledger) == (SYNCED, None):
+        return SYNCED_CUSTOMERS, None
+    return None
+
+
+def _with_months(churn: Churn, conn: sqlite3.Connection, period: Period, now: datetime,
+                 customers: tuple[str, int | None] | None) -> Churn:
+    churn.months, churn.monthly_rate = monthly_churn(conn, period, now, customers)
+    churn.customer_denominator = customers[0] if customers else UNKNOWN_CUSTOMERS
+    return churn
+
+
 def churn_denominator(ledger: Ledger, active_subscriptions: int | None = None) -> tuple[str, int | None] | None:
     """Where the churn denominator is known: given (--active-subscriptions N); the simulated book a demo ledger
     records; or a ledger whose sync listed every active subscription (the pre-dunning backfill, done and current:
@@ -315,14 +437,15 @@ def churn_denominator(ledger: Ledger, active_subscriptions: int | None = None) -
 
 def _breakdown_row(dimension: str, row: dict, conditions: dict, all_recovered: int,
                    channel: bool = False) -> BreakdownRow:
+    # A channel row holds recovered cases only: no rate over failed or ended cases means anything there.
+    rates = _rates(row)
+    if channel:
+        rates = {**dict.fromkeys(rates), "amount_recovered": row["recovered_amount"]}
     return BreakdownRow(
         dimension=dimension, key=row["key"] if row["key"] is not None else "", currency=row["currency"],
         cases=row["cases"], ended=None if channel else row["ended"], recovered=row["recovered"],
-        recovery_rate=None if channel else _rate(row["recovered"], row["ended"]),
-        amount_at_stake=None if channel else row["at_stake"], amount_recovered=row["recovered_amount"],
-        amount_recovery_rate=None if channel else _rate(row["recovered_amount"], row["at_stake"]),
         revenue_at_risk=None if channel else row["at_risk"], with_person=row["with_person"],
-        share_of_recovered=_rate(row["recovered"], all_recovered), filter=conditions)
+        share_of_recovered=_rate(row["recovered"], all_recovered), filter=conditions, **rates)
 
 
 def _breakdown(conn: sqlite3.Connection, dimension: str, period: Period, all_recovered: int) -> list[BreakdownRow]:
@@ -335,7 +458,8 @@ def _breakdown(conn: sqlite3.Connection, dimension: str, period: Period, all_rec
 
 
 def _channel_breakdown(rows: list[dict], period: Period, all_recovered: int) -> list[BreakdownRow]:
-    return [_breakdown_row("channel", {**row, "ended": None, "at_stake": None, "at_risk": None},
+    return [_breakdown_row("channel", {**row, "ended": None, "at_stake": None, "at_risk": None,
+                                            "failed_amount": None},
                            {**period.condition(), "state": "recovered", "channel": row["key"],
                             "currency": row["currency"]}, all_recovered, channel=True)
             for row in rows]
@@ -366,7 +490,7 @@ def _recovery_curve(by_day: dict[int, int], cohort_cases: int) -> list[CurvePoin
 
 def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimensions: list[str] | None = None,
                  attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW, rollup: bool = True,
-                 active_subscriptions: int | None = None) -> Report:
+                 active_subscriptions: int | None = None, active_customers: int | None = None) -> Report:
     """Compute the report for the cohort of `period` with the breakdowns named in `dimensions` (default all).
     Involuntary churn is a rate only where its denominator is known (`churn_denominator`).
 
@@ -378,7 +502,8 @@ def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimen
     progress = q.progress(conn, period.span(), rollup)
     q.create_cube(conn, period.span(), rollup)
     try:
-        headline = _headline(conn, period, now, progress, rollup, churn_denominator(ledger, active_subscriptions))
+        headline = _headline(conn, period, now, progress, rollup, churn_denominator(ledger, active_subscriptions),
+                             customer_denominator(ledger, active_customers))
         breakdowns = {d: _breakdown(conn, d, period, headline.recovered) for d in dimensions if d in _CUBE_KEYS}
     finally:
         q.drop_cube(conn)
@@ -398,7 +523,7 @@ def headline(ledger: Ledger, now: datetime, period: Period = Period(), rollup: b
     progress = q.progress(conn, period.span(), rollup)
     q.create_cube(conn, period.span(), rollup)
     try:
-        return _headline(conn, period, now, progress, rollup, churn_denominator(ledger))
+        return _headline(conn, period, now, progress, rollup, churn_denominator(ledger), customer_denominator(ledger))
     finally:
         q.drop_cube(conn)
 

@@ -22,16 +22,33 @@ KEY_NAMES = {"segment": "Segment", "failure_type": "Failure type", "sequence": "
 
 
 def churn_cell(churn) -> str:
-    """The churn line: a rate over a known denominator, or what cannot be computed and how to give it."""
-    if churn.rate is None and churn.active_subscriptions is None:
-        return f"not computed ({churn.churned_subscriptions:,} cancelled): pass --active-subscriptions N"
-    return f"{percent(churn.rate)} ({churn.churned_subscriptions:,} of {churn.active_subscriptions:,} subscriptions)"
+    """The churn line, per month in customers (Recurly's definition): the pooled rate of the whole months, else
+    the latest month's (saying it is partial), else what cannot be computed and how to give it."""
+    churned = sum(m.churned_customers for m in churn.months)
+    whole = [m for m in churn.months if not m.partial and m.active_customers is not None]
+    if churn.monthly_rate is not None:
+        return (f"{percent(churn.monthly_rate)} of customers per month ({sum(m.churned_customers for m in whole):,}"
+                f" of {sum(m.active_customers for m in whole):,} customer-months, {len(whole)} whole month"
+                f"{'s' if len(whole) != 1 else ''})")
+    known = [m for m in churn.months if m.rate is not None]
+    if known:
+        m = known[-1]
+        return (f"{percent(m.rate)} of customers in {m.month} so far ({m.churned_customers:,} of "
+                f"{m.active_customers:,}; partial month, {m.since[:10]} to {m.until[:10]})")
+    return f"not computed ({churned:,} customers churned): pass --active-customers N"
 
 
 def churn_note(churn) -> str:
-    if churn.denominator is None:
-        return f"Involuntary churn: {churn.unknown}."
-    return f"Involuntary churn: subscriptions cancelled by exhausted dunning in the period / {churn.denominator}."
+    return (f"Involuntary churn: customers whose subscription ended by exhausted dunning in a UTC month / customers "
+            f"active at its start ({churn.customer_denominator}); a customer with add-ons counts once.")
+
+
+def churn_table(churn) -> Table:
+    return Table("churn", "Involuntary churn by month (customers)",
+                 ["Month", "Window (UTC)", "Churned customers", "Active at start", "Rate"],
+                 [[m.month + (" (partial)" if m.partial else ""), f"{m.since[:10]} to {m.until[:10]}",
+                   count(m.churned_customers), count(m.active_customers), percent(m.rate)] for m in churn.months],
+                 churn_note(churn))
 
 
 # -- cells ---------------------------------------------------------------------------------------------------------
@@ -43,6 +60,13 @@ def percent(rate: float | None) -> str:
 
 def days(value: float | None) -> str:
     return DASH if value is None else f"{value:.1f} d"
+
+
+def censored_days(value: float | None, d) -> str:
+    """Days to recovery, saying when open cases may still recover later: then it is a lower bound, not known."""
+    if value is None or not d.censored:
+        return days(value)
+    return f"at least {days(value)} (not yet known: {d.still_open:,} cases still open)"
 
 
 def money(amount: int | None, currency: str) -> str:
@@ -71,26 +95,36 @@ class Table:
     note: str | None = None
 
 
+def rate_of(rate: float | None, numerator: int | None, denominator: int | None) -> str:
+    """A rate with the counts it is made of, so its denominator is on the page: '33.3% (3 of 9)'."""
+    if rate is None:
+        return DASH
+    return f"{percent(rate)} ({numerator:,} of {denominator:,})"
+
+
 def headline_rows(h: Headline) -> list[list[str]]:
-    """Metric / value lines of the headline, money per currency, for `status` and every human format."""
-    rows = [["Failed invoices", count(h.failed_invoices)],
+    """Metric / value lines of the headline, money per currency, for `status` and every human format. The first
+    line is recovered of failed invoices: the anchors' definition (Recurly, Baremetrics, Churn Buster), the one a
+    board deck can quote; recovered of ended cases sits under it, named as what it is."""
+    rows = [["Recovered of failed invoices", rate_of(h.recovered_of_failed, h.recovered, h.failed_invoices)],
+            ["Recovered of ended cases", rate_of(h.recovered_of_ended, h.recovered, h.ended)],
+            ["Failed invoices", count(h.failed_invoices)],
             ["Open (incl. paused)", count(h.open)],
             ["Ended", count(h.ended)],
             ["Recovered", count(h.recovered)]]
-    rows += [[f"Recovered amount ({c.currency.upper()})", money(c.amount_recovered, c.currency)]
-             for c in h.currencies]
-    # Every rate says what it is over (issue 15): the same two figures the demo and `simulate` print.
-    rows.append(["Recovered of all failed invoices", percent(h.recovered / h.failed_invoices
-                                                             if h.failed_invoices else None)])
-    rows.append(["Recovered of ended cases", percent(h.recovery_rate)])
-    rows += [[f"Recovery rate (amount, {c.currency.upper()})", percent(c.amount_recovery_rate)]
-             for c in h.currencies]
+    for c in h.currencies:
+        code = c.currency.upper()
+        rows += [[f"Recovered amount ({code})", money(c.amount_recovered, c.currency)],
+                 [f"Recovered of failed amount ({code})",
+                  _amount_rate(c.amount_recovered_of_failed, c.amount_recovered, c.amount_failed, c.currency)],
+                 [f"Recovered of ended amount ({code})",
+                  _amount_rate(c.amount_recovered_of_ended, c.amount_recovered, c.amount_at_stake, c.currency)]]
     rows += [[f"Revenue at risk now ({c.currency.upper()})", money(c.revenue_at_risk, c.currency)]
              for c in h.currencies]
     d = h.days_to_recovery
-    rows += [["Days to recovery, median", days(d.median)],
-             ["Days to recovery, mean", days(d.mean)],
-             ["Days to recovery, p90", days(d.p90)],
+    rows += [["Days to recovery, median", censored_days(d.median, d)],
+             ["Days to recovery, mean", censored_days(d.mean, d)],
+             ["Days to recovery, p90", censored_days(d.p90, d)],
              ["Involuntary churn", churn_cell(h.churn)],
              ["Cases with a person", count(h.with_person)],
              ["Closed by a person", count(h.closed_by_person)]]
@@ -99,17 +133,52 @@ def headline_rows(h: Headline) -> list[list[str]]:
     return rows
 
 
+def _amount_rate(rate: float | None, numerator: int, denominator: int, currency: str) -> str:
+    if rate is None:
+        return DASH
+    return f"{percent(rate)} ({money(numerator, currency)} of {money(denominator, currency)})"
+
+
+# The columns of a breakdown row and of the money-by-currency table, after the key and the currency.
+RATE_COLUMNS = ["Recovered of failed", "Recovered of ended", "Failed amount", "At stake (ended)",
+                "Recovered amount", "Amount recovered of failed", "Amount recovered of ended"]
+
+
+def rate_cells(r) -> list[str]:
+    """The cells of RATE_COLUMNS for a breakdown row or a currency's figures."""
+    return [percent(r.recovered_of_failed), percent(r.recovered_of_ended), money(r.amount_failed, r.currency),
+            money(r.amount_at_stake, r.currency), money(r.amount_recovered, r.currency),
+            percent(r.amount_recovered_of_failed), percent(r.amount_recovered_of_ended)]
+
+
+AMOUNT_COLUMNS = {"Failed amount", "At stake (ended)", "Recovered amount", "Revenue at risk"}
+
+
+def with_currency_headers(table: Table) -> Table:
+    """Every amount header names its currency (issue 24): the one currency of all the rows ('Recovered amount
+    (EUR)'), or 'each row's currency' where rows differ, never a bare header over mixed currencies."""
+    if "Currency" not in table.columns:
+        return table
+    at = table.columns.index("Currency")
+    codes = {row[at] for row in table.rows}
+    unit = codes.pop() if len(codes) == 1 else "each row's currency"
+    columns = [f"{c} ({unit})" if c in AMOUNT_COLUMNS else c for c in table.columns]
+    return Table(table.name, table.title, columns, table.rows, table.note)
+
+
 def tables(report: Report) -> list[Table]:
+    return [with_currency_headers(t) for t in _tables(report)]
+
+
+def _tables(report: Report) -> list[Table]:
     h = report.headline
     result = [
         Table("headline", "Headline", ["Metric", "Value"], headline_rows(h),
               f"Cohort: {period_text(h)}. {churn_note(h.churn)}"),
         Table("currencies", "Money by currency (never added across currencies)",
-              ["Currency", "Cases", "Ended", "Recovered", "At stake (ended)", "Recovered amount",
-               "Rate by amount", "Revenue at risk"],
-              [[c.currency.upper(), count(c.cases), count(c.ended), count(c.recovered),
-                money(c.amount_at_stake, c.currency), money(c.amount_recovered, c.currency),
-                percent(c.amount_recovery_rate), money(c.revenue_at_risk, c.currency)] for c in h.currencies]),
+              ["Currency", "Cases", "Ended", "Recovered", *RATE_COLUMNS, "Revenue at risk"],
+              [[c.currency.upper(), count(c.cases), count(c.ended), count(c.recovered), *rate_cells(c),
+                money(c.revenue_at_risk, c.currency)] for c in h.currencies]),
     ]
     for dimension in report.dimensions:
         if dimension == "attempt":
@@ -130,13 +199,12 @@ def tables(report: Report) -> list[Table]:
         else:
             result.append(Table(
                 dimension, TITLES[dimension],
-                [KEY_NAMES[dimension], "Currency", "Cases", "Ended", "Recovered", "Recovery rate",
-                 "At stake (ended)", "Recovered amount", "Rate by amount", "Revenue at risk", "With a person"],
-                [[r.key, r.currency.upper(), count(r.cases), count(r.ended), count(r.recovered),
-                  percent(r.recovery_rate), money(r.amount_at_stake, r.currency),
-                  money(r.amount_recovered, r.currency), percent(r.amount_recovery_rate),
+                [KEY_NAMES[dimension], "Currency", "Cases", "Ended", "Recovered", *RATE_COLUMNS,
+                 "Revenue at risk", "With a person"],
+                [[r.key, r.currency.upper(), count(r.cases), count(r.ended), count(r.recovered), *rate_cells(r),
                   money(r.revenue_at_risk, r.currency), count(r.with_person)]
                  for r in report.breakdowns.get(dimension, [])]))
+    result.append(churn_table(h.churn))
     result.append(Table(
         "recovery_curve", "Recovery curve", ["Day", "Recovered (cumulative)", "Share of failed invoices"],
         [[str(p.day), count(p.recovered), percent(p.share)] for p in report.recovery_curve],
@@ -159,9 +227,10 @@ def to_json(report: Report) -> str:
 
 # -- csv -----------------------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["dimension", "key", "currency", "cases", "ended", "recovered", "recovery_rate", "amount_at_stake",
-               "amount_recovered", "amount_recovery_rate", "revenue_at_risk", "with_person", "share_of_recovered",
-               "value", "filter"]
+CSV_COLUMNS = ["dimension", "key", "currency", "cases", "ended", "recovered", "recovered_of_failed",
+               "recovered_of_ended", "amount_failed", "amount_at_stake", "amount_recovered",
+               "amount_recovered_of_failed", "amount_recovered_of_ended", "revenue_at_risk", "with_person",
+               "share_of_recovered", "success_rate", "share", "customers_active", "customers_churned", "value", "filter"]
 
 
 def _csv_value(value) -> str:
@@ -175,24 +244,30 @@ def csv_rows(report: Report) -> Iterator[dict]:
     def amount(value, currency):
         return "" if value is None else to_major(value, currency)
 
+    def figures(r) -> dict:
+        return {"cases": r.cases, "ended": r.ended, "recovered": r.recovered,
+                "recovered_of_failed": r.recovered_of_failed, "recovered_of_ended": r.recovered_of_ended,
+                **{k: amount(getattr(r, k), r.currency) for k in ("amount_failed", "amount_at_stake",
+                                                                  "amount_recovered", "revenue_at_risk")},
+                "amount_recovered_of_failed": r.amount_recovered_of_failed,
+                "amount_recovered_of_ended": r.amount_recovered_of_ended}
+
     yield {"dimension": "total", "key": "all", "cases": h.failed_invoices, "ended": h.ended,
-           "recovered": h.recovered, "recovery_rate": h.recovery_rate, "with_person": h.with_person,
-           "filter": h.filter}
+           "recovered": h.recovered, "recovered_of_failed": h.recovered_of_failed,
+           "recovered_of_ended": h.recovered_of_ended, "with_person": h.with_person, "filter": h.filter}
     for c in h.currencies:
-        yield {"dimension": "total", "key": "all", "currency": c.currency, "cases": c.cases, "ended": c.ended,
-               "recovered": c.recovered, "recovery_rate": c.recovery_rate,
-               "amount_at_stake": amount(c.amount_at_stake, c.currency),
-               "amount_recovered": amount(c.amount_recovered, c.currency),
-               "amount_recovery_rate": c.amount_recovery_rate,
-               "revenue_at_risk": amount(c.revenue_at_risk, c.currency),
+        yield {"dimension": "total", "key": "all", "currency": c.currency, **figures(c),
                "filter": {**h.filter, "currency": c.currency}}
     d = h.days_to_recovery
     metrics = [("open", h.open), ("closed_by_person", h.closed_by_person),
                *((f"ended_{state}", n) for state, n in h.ended_by_state.items()),
                ("days_to_recovery_median", d.median), ("days_to_recovery_mean", d.mean),
-               ("days_to_recovery_p90", d.p90), ("churned_subscriptions", h.churn.churned_subscriptions),
+               ("days_to_recovery_p90", d.p90), ("days_to_recovery_censored_by_open_cases", d.still_open
+                                                  if d.censored else 0), ("churned_subscriptions", h.churn.churned_subscriptions),
                ("active_subscriptions", h.churn.active_subscriptions), ("involuntary_churn_rate", h.churn.rate),
                ("involuntary_churn_denominator", h.churn.denominator or h.churn.unknown),
+               ("involuntary_churn_customers_per_month", h.churn.monthly_rate),
+               ("involuntary_churn_customers_denominator", h.churn.customer_denominator),
                ("attribution_window_seconds", report.attribution_window_seconds)]
     for name, value in metrics:
         yield {"dimension": "headline", "key": name, "value": value,
@@ -201,19 +276,18 @@ def csv_rows(report: Report) -> Iterator[dict]:
         if dimension == "attempt":
             for r in report.retry_success:
                 yield {"dimension": "attempt", "key": r.attempt, "cases": r.reached, "recovered": r.recovered,
-                       "recovery_rate": r.success_rate, "filter": r.filter}
+                       "success_rate": r.success_rate, "filter": r.filter}
             continue
         for r in report.breakdowns.get(dimension, []):
-            yield {"dimension": dimension, "key": r.key, "currency": r.currency, "cases": r.cases, "ended": r.ended,
-                   "recovered": r.recovered, "recovery_rate": r.recovery_rate,
-                   "amount_at_stake": amount(r.amount_at_stake, r.currency),
-                   "amount_recovered": amount(r.amount_recovered, r.currency),
-                   "amount_recovery_rate": r.amount_recovery_rate,
-                   "revenue_at_risk": amount(r.revenue_at_risk, r.currency), "with_person": r.with_person,
-                   "share_of_recovered": r.share_of_recovered, "filter": r.filter}
+            yield {"dimension": dimension, "key": r.key, "currency": r.currency, **figures(r),
+                   "with_person": r.with_person, "share_of_recovered": r.share_of_recovered, "filter": r.filter}
+    for m in h.churn.months:
+        yield {"dimension": "churn_month", "key": m.month, "customers_active": m.active_customers,
+               "customers_churned": m.churned_customers, "value": m.rate,
+               "filter": {"churned": 1, "closed_at": {"gte": m.since, "lt": m.until}}}
     for p in report.recovery_curve:
         yield {"dimension": "recovery_curve", "key": p.day, "cases": h.failed_invoices, "recovered": p.recovered,
-               "recovery_rate": p.share, "filter": h.filter}
+               "share": p.share, "filter": h.filter}
     if report.predunning is not None:        # counts of notices, not of cases: no filter
         for name, value in report.predunning.metrics():
             yield {"dimension": "predunning", "key": name, "value": value}

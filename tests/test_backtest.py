@@ -45,6 +45,12 @@ def test_the_baseline_recovers_the_demos_own_numbers(demo, backtest):
     assert abs(base.messages_sent - o.messages_sent) <= 0.1 * o.messages_sent
     # the observed column is the ledger itself, as `dunctl report` reads it
     assert (backtest.observed.recovered, backtest.observed.failed_invoices) == (o.recovered, o.failed_invoices)
+    # ... and its counts are the run's own, from the one engine: a grouped email once, dunctl's retry after a card
+    # update as dunctl's (the simulated account knows who made every attempt), never Stripe's (issue 24)
+    observed = backtest.observed
+    assert o.retries_dunctl > 0 and o.messages_sent > 0
+    assert (observed.messages_sent, observed.retries_dunctl, observed.retries_stripe) == (
+        o.messages_sent, o.retries_dunctl, o.retries_stripe)
     for check in backtest.check.values():
         assert abs(check["ledger"] - check["replay"]) <= 0.05
 

@@ -74,7 +74,7 @@ def test_the_demo_prints_commands_that_work_as_printed_and_nothing_on_stderr(tmp
     env["PATH"] = "/usr/bin:/bin"  # dunctl is not on PATH: as in a venv that is not activated
     script = Path(sys.executable).parent / "dunctl"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "dunctl"]
-    demo = subprocess.run([*command, "demo", str(tmp_path / "demo"), "--customers", "120", "--days", "8"],
+    demo = subprocess.run([*command, "demo", str(tmp_path / "demo"), "--customers", "120", "--days", "8", "--follow-up", "0"],
                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr
     assert demo.stderr == ""

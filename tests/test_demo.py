@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import yaml
@@ -22,7 +23,7 @@ def invoke(*args: str):
 
 def test_demo_end_to_end(tmp_path):
     target = tmp_path / "demo"
-    result = invoke("demo", str(target), "--customers", "80", "--days", "20", "--seed", "3")
+    result = invoke("demo", str(target), "--customers", "80", "--days", "20", "--seed", "3", "--follow-up", "0")
     assert result.exit_code == 0, result.output
     for path in ("dunctl.yaml", "dunctl.db", "sequences/standard.yaml", "templates/payment-failed.txt.j2"):
         assert (target / path).exists(), path
@@ -47,7 +48,7 @@ def test_demo_end_to_end(tmp_path):
 def test_demo_refuses_a_directory_with_things_in_it(tmp_path):
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "notes.txt").write_text("mine")
-    result = invoke("demo", str(tmp_path / "demo"), "--customers", "5", "--days", "1")
+    result = invoke("demo", str(tmp_path / "demo"), "--customers", "5", "--days", "1", "--follow-up", "0")
     assert result.exit_code == 2
     assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
 
@@ -69,7 +70,7 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_demo_json(tmp_path):
-    result = invoke("demo", str(tmp_path / "d"), "--customers", "30", "--days", "5", "--json")
+    result = invoke("demo", str(tmp_path / "d"), "--customers", "30", "--days", "5", "--json", "--follow-up", "0")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["seed"] == 42 and data["outcome"]["customers"] == 30
@@ -139,6 +140,12 @@ def test_simulate_cli_compares_side_by_side(sequence_sets, tmp_path):
     for measure in ("recovered", "days to recovery", "messages sent (per recovered)", "retries used",
                     "handed to people"):
         assert measure in result.output
+    # Every simulated rate carries its interval, and the candidate's difference from the first run its
+    # Newcombe interval (issue 24: "60.0% vs 50.8% on 65 cases" said nothing about chance)
+    assert _row(result.output, "recovered of failed invoices").count("95% CI") == 2
+    assert "95% CI" in _row(result.output, "recovered of ended cases")     # (none where no case has ended)
+    assert re.search(r"recovered of failed vs shipped .* [+-]\d+\.\d pts \([+-]\d+\.\d to [+-]\d+\.\d\)",
+                     _row(result.output, "recovered of failed vs shipped"))
     as_json = invoke("simulate", str(shipped), str(emptied), "--customers", "100", "--days", "5", "--follow-up",
                      "5", "--json")
     data = json.loads(as_json.stdout)
@@ -185,35 +192,33 @@ def _row(output: str, label: str) -> str:
 def test_demo_simulate_and_report_print_the_same_recovery_rates(tmp_path):
     """The demo's figures are `dunctl report`'s, and `simulate` on the demo's config and book gives them too."""
     target = tmp_path / "demo"
-    size = ["--customers", "250", "--days", "40", "--seed", "4"]
+    size = ["--customers", "250", "--days", "40", "--seed", "4", "--follow-up", "0"]
     demo = invoke("demo", str(target), *size)
     assert demo.exit_code == 0, demo.output
     config = str(target / "dunctl.yaml")
     report = invoke("-c", config, "report")
-    simulated = invoke("simulate", config, *size, "--follow-up", "0")
+    simulated = invoke("simulate", config, *size)
     assert report.exit_code == 0 and simulated.exit_code == 0, (report.output, simulated.output)
     data = json.loads(invoke("-c", config, "report", "--json").stdout)["headline"]
     recovered, failed, ended = data["recovered"], data["failed_invoices"], data["ended"]
     assert 0 < recovered <= ended < failed         # some still open: the two rates differ
     of_all, of_ended = f"{recovered / failed:.1%}", f"{recovered / ended:.1%}"
     for output in (demo.output, simulated.output):
-        assert f"recovered of all failed invoices {recovered} of {failed} ({of_all})" in _row(
-            output, "recovered of all failed invoices")
-        assert f"recovered of ended cases {recovered} of {ended} ({of_ended})" in _row(
+        assert f"recovered of failed invoices {recovered} of {failed} ({of_all}; 95% CI" in _row(
+            output, "recovered of failed invoices")
+        assert f"recovered of ended cases {recovered} of {ended} ({of_ended}; 95% CI" in _row(
             output, "recovered of ended cases")
-    assert _row(report.output, "Recovered of all failed invoices").endswith(of_all)
-    assert _row(report.output, "Recovered of ended cases").endswith(of_ended)
-    # involuntary churn has a denominator in a simulation: the book's subscriptions (some customers have add-ons),
-    # and the report on the demo's ledger knows it too
-    from dunctl.simulation.assumptions import preset_assumptions
-    from dunctl.simulation.demo import book_subscriptions
-    from dunctl.simulation.population import build_book
-
-    subscriptions = book_subscriptions(build_book(250, 4, preset_assumptions("median")))
-    assert subscriptions > 250
-    churned = data["churn"]["churned_subscriptions"]
-    assert f"{churned} of {subscriptions} subscriptions" in _row(demo.output, "involuntary churn")
-    assert f"({churned} of {subscriptions} subscriptions)" in _row(report.output, "Involuntary churn")
+    assert _row(report.output, "Recovered of failed invoices").endswith(f"{of_all} ({recovered} of {failed})")
+    assert _row(report.output, "Recovered of ended cases").endswith(f"{of_ended} ({recovered} of {ended})")
+    # involuntary churn per month, in customers (issue 24): the simulated book's customers at each whole month's
+    # start, a customer with add-ons once; the demo, simulate and the report on the demo's ledger say the same
+    churn = data["churn"]
+    whole = [m for m in churn["months"] if not m["partial"]]
+    assert whole and whole[0]["active_customers"] == 250 and churn["unit"] == "customers per month"
+    churned, months = sum(m["churned_customers"] for m in whole), sum(m["active_customers"] for m in whole)
+    for output in (demo.output, simulated.output):
+        assert f"{churned} of {months:,} customer-months" in _row(output, "involuntary churn")
+    assert f"({churned} of {months:,} customer-months" in _row(report.output, "Involuntary churn")
 
 
 def test_the_demo_says_which_preset_it_uses_and_the_median_recovers_less(tmp_path):
@@ -260,15 +265,20 @@ def test_demo_runs_a_given_config(tmp_path):
 
 def test_report_takes_the_churn_denominator_it_cannot_know(tmp_path):
     target = tmp_path / "demo"
-    assert invoke("demo", str(target), "--customers", "300", "--days", "40", "--seed", "6").exit_code == 0
+    assert invoke("demo", str(target), "--customers", "300", "--days", "40", "--seed", "6", "--follow-up", "0").exit_code == 0
     config = str(target / "dunctl.yaml")
     churn = json.loads(invoke("-c", config, "report", "--json", "--active-subscriptions", "1200").stdout)[
         "headline"]["churn"]
     assert churn["active_subscriptions"] == 1200
     assert churn["rate"] == round(churn["churned_subscriptions"] / 1200, 6)
-    shown = invoke("-c", config, "report", "--active-subscriptions", "1200")
-    assert "of 1,200 subscriptions" in shown.output
     assert invoke("-c", config, "report", "--active-subscriptions", "0").exit_code == 2
+    # churn per month counts customers: --active-customers gives each month's denominator
+    months = json.loads(invoke("-c", config, "report", "--json", "--active-customers", "1200").stdout)[
+        "headline"]["churn"]["months"]
+    assert months and all(m["active_customers"] == 1200 for m in months)
+    shown = invoke("-c", config, "report", "--active-customers", "1200")
+    assert "customer-months" in _row(shown.output, "Involuntary churn") and "1,200" in shown.output
+    assert invoke("-c", config, "report", "--active-customers", "0").exit_code == 2
 
 
 def test_the_demo_ends_with_no_paid_case_still_paused_by_dunctl(tmp_path):
@@ -277,7 +287,7 @@ def test_the_demo_ends_with_no_paid_case_still_paused_by_dunctl(tmp_path):
     import sqlite3
 
     target = tmp_path / "demo"
-    result = invoke("demo", str(target), "--customers", "200", "--days", "40")
+    result = invoke("demo", str(target), "--customers", "200", "--days", "40", "--follow-up", "0")
     assert result.exit_code == 0, result.output
     with sqlite3.connect(target / "dunctl.db") as db:
         paused_then_paid = db.execute(
@@ -286,3 +296,20 @@ def test_the_demo_ends_with_no_paid_case_still_paused_by_dunctl(tmp_path):
                JOIN subscriptions s ON s.id = c.subscription_id WHERE c.state = 'recovered'""").fetchall()
     assert paused_then_paid, "the demo has a case paused by dunctl and then paid"
     assert [row for row in paused_then_paid if row[1] == "paused" or row[2]] == []
+
+
+def test_the_default_demo_lets_cases_end_and_sets_both_rates_with_intervals_by_the_anchors(tmp_path):
+    """Issue 24: by default the demo follows its cases after billing stops, so most have ended; it prints both
+    rates with their 95% intervals next to the anchors' published figures, with the sources."""
+    result = invoke("demo", str(tmp_path / "d"), "--customers", "200")
+    assert result.exit_code == 0, result.output
+    open_, ended = (int(n) for n in _row(result.output, "open / ended at the end").split()[-3::2])
+    assert ended > 0 and open_ <= 0.1 * (open_ + ended)
+    for label in ("recovered of failed invoices", "recovered of ended cases"):
+        assert "95% CI" in _row(result.output, label)
+    # by amount too, both rates, never the ended one alone
+    assert re.search(r"recovered USD \(of failed, of ended\) \$[\d,.]+: of \$[\d,.]+ failed [\d.]+%, of \$[\d,.]+ "
+                     r"ended [\d.]+%", _row(result.output, "recovered USD"))
+    anchors = result.output[result.output.index("Next to the published figures"):]
+    assert "anchor-figures.md" in anchors and "Churn Buster" in anchors and "churnbuster.io" in anchors
+    assert re.search(r"demo: recovered of failed invoices \d+ of \d+ \([\d.]+%; 95% CI", anchors)

@@ -302,7 +302,7 @@ def test_an_experiment_on_the_simulated_account_end_to_end(tmp_path):
     path = starter(tmp_path / "mine", experiments=[{**EXPERIMENT, "holdout": "25%"}],
                    **{"stripe.retries": "dunctl"})
     lean_sequence(tmp_path / "mine")
-    result = run_demo(tmp_path / "demo", config=path, customers=600, days=30, seed=3)
+    result = run_demo(tmp_path / "demo", config=path, customers=600, days=30, seed=3, follow_up_days=0)
     ledger = Ledger.open(result.ledger_path)
     try:
         cases = list(ledger.db.query("SELECT id, customer_id, segment, sequence, experiment, arm FROM cases"))
@@ -318,6 +318,10 @@ def test_an_experiment_on_the_simulated_account_end_to_end(tmp_path):
         acted = ledger.db.execute(
             f"SELECT count(*) FROM actions WHERE case_id IN ({', '.join('?' * len(held))})", held).fetchone()[0]
         assert acted == 0
+        # The holdout is reported as the holdout, never pooled into what dunning did (issue 24).
+        assert result.holdout is not None and result.holdout.failed_invoices == len(held)
+        assert result.outcome.failed_invoices == len(cases) - len(held)
+        assert result.holdout.messages_sent == 0 and result.holdout.retries_dunctl == 0
     finally:
         ledger.close()
     shown = cli(result.config_path, "report", "--by", "arm", "--json")

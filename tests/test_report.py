@@ -217,21 +217,24 @@ def every_human_format(config, *args) -> dict:
 def test_headline_matches_hand_computed_figures_in_json(config, book):
     data = json.loads(run(config, "--format", "json"))
     h = data["headline"]
-    assert data["schema"] == "dunctl.report/1"
+    assert data["schema"] == "dunctl.report/2"
     assert (h["failed_invoices"], h["open"], h["ended"], h["recovered"]) == (9, 2, 7, 3)
-    assert h["recovery_rate"] == round(3 / 7, 6)
+    assert h["recovered_of_failed"] == round(3 / 9, 6) and h["recovered_of_ended"] == round(3 / 7, 6)
     assert h["ended_by_state"] == {"closed": 1, "exhausted": 1, "recovered": 3, "voided": 1, "written_off": 1}
     usd, eur = (next(c for c in h["currencies"] if c["currency"] == code) for code in ("usd", "eur"))
     # USD ended cases: 10000 + (5000 - 1000) + 8000 + 2000 + 3000 + 1500 at stake; 10000 + 4000 + 3000 back.
     assert (usd["cases"], usd["ended"], usd["recovered"]) == (7, 6, 2)
     assert (usd["amount_at_stake"], usd["amount_recovered"], usd["revenue_at_risk"]) == (28500, 17000, 7000)
-    assert usd["amount_recovery_rate"] == round(17000 / 28500, 6)
+    assert usd["amount_recovered_of_ended"] == round(17000 / 28500, 6)
+    # The two open USD cases (7000 remaining) are in the amount failed, as not yet recovered.
+    assert usd["amount_failed"] == 35500 and usd["amount_recovered_of_failed"] == round(17000 / 35500, 6)
+    assert usd["recovered_of_failed"] == round(2 / 7, 6) and usd["recovered_of_ended"] == round(2 / 6, 6)
     assert (eur["amount_at_stake"], eur["amount_recovered"], eur["revenue_at_risk"]) == (20000, 20000, 6000)
-    assert eur["amount_recovery_rate"] == 1.0
+    assert eur["amount_recovered_of_ended"] == 1.0
     # Durations 5 h, 3.5 d, 10.25 d: median the middle one, p90 at rank ceil(2.7) = 3.
     d = h["days_to_recovery"]
     assert d == {"recovered": 3, "median": 3.5, "mean": round((18000 + 302400 + 885600) / 3 / 86400, 4),
-                 "p90": 10.25}
+                 "p90": 10.25, "still_open": 2, "censored": True}
     # The ledger synced only the subscriptions of failed invoices: their count is not the account's, so no rate.
     assert h["churn"]["churned_subscriptions"] == 1 and h["churn"]["active_subscriptions"] is None
     assert h["churn"]["rate"] is None and "--active-subscriptions N" in h["churn"]["unknown"]
@@ -242,10 +245,12 @@ def test_headline_is_the_same_in_csv(config, book):
     rows = csv_rows(run(config, "--format", "csv"))
     total = next(r for r in rows if r["dimension"] == "total" and r["currency"] == "")
     assert (total["cases"], total["ended"], total["recovered"], total["with_person"]) == ("9", "7", "3", "3")
-    assert float(total["recovery_rate"]) == pytest.approx(3 / 7, abs=1e-6)
+    assert float(total["recovered_of_ended"]) == pytest.approx(3 / 7, abs=1e-6)
+    assert float(total["recovered_of_failed"]) == pytest.approx(3 / 9, abs=1e-6)
     usd = next(r for r in rows if r["dimension"] == "total" and r["currency"] == "usd")
     assert (usd["amount_at_stake"], usd["amount_recovered"], usd["revenue_at_risk"]) == ("285.00", "170.00", "70.00")
-    assert float(usd["amount_recovery_rate"]) == pytest.approx(17000 / 28500, abs=1e-6)
+    assert float(usd["amount_recovered_of_ended"]) == pytest.approx(17000 / 28500, abs=1e-6)
+    assert usd["amount_failed"] == "355.00"
     metrics = {r["key"]: r["value"] for r in rows if r["dimension"] == "headline"}
     assert metrics["days_to_recovery_median"] == "3.5" and metrics["days_to_recovery_p90"] == "10.25"
     assert metrics["days_to_recovery_mean"] == "4.6528"
@@ -256,13 +261,17 @@ def test_headline_is_the_same_in_csv(config, book):
 
 
 HEADLINE_CELLS = [["Failed invoices", "9"], ["Recovered", "3"], ["Recovered amount (USD)", "$170.00"],
-                  ["Recovered amount (EUR)", "€200.00"], ["Recovered of all failed invoices", "33.3%"],
-                  ["Recovered of ended cases", "42.9%"],
-                  ["Recovery rate (amount, USD)", "59.6%"], ["Recovery rate (amount, EUR)", "100.0%"],
+                  ["Recovered amount (EUR)", "€200.00"], ["Recovered of failed invoices", "33.3% (3 of 9)"],
+                  ["Recovered of ended cases", "42.9% (3 of 7)"],
+                  ["Recovered of failed amount (USD)", "47.9% ($170.00 of $355.00)"],
+                  ["Recovered of ended amount (USD)", "59.6% ($170.00 of $285.00)"],
+                  ["Recovered of ended amount (EUR)", "100.0% (€200.00 of €200.00)"],
                   ["Revenue at risk now (USD)", "$70.00"], ["Revenue at risk now (EUR)", "€60.00"],
-                  ["Days to recovery, median", "3.5 d"], ["Days to recovery, mean", "4.7 d"],
-                  ["Days to recovery, p90", "10.2 d"],
-                  ["Involuntary churn", "not computed (1 cancelled): pass --active-subscriptions N"],
+                  # Two cases are still open and may recover later: the figures are lower bounds (issue 24).
+                  ["Days to recovery, median", "at least 3.5 d (not yet known: 2 cases still open)"],
+                  ["Days to recovery, mean", "at least 4.7 d (not yet known: 2 cases still open)"],
+                  ["Days to recovery, p90", "at least 10.2 d (not yet known: 2 cases still open)"],
+                  ["Involuntary churn", "not computed (1 customers churned): pass --active-customers N"],
                   ["Cases with a person", "3"], ["Closed by a person", "1"]]
 
 
@@ -270,6 +279,8 @@ def test_headline_is_the_same_in_md_html_and_the_terminal(config, book):
     formats = every_human_format(config)
     md_rows = formats["md"]["Headline"][1:]
     html_rows = formats["html"].tables["headline"][1:]
+    # The headline leads with recovered of failed invoices, the anchors' definition (issue 24).
+    assert md_rows[0] == html_rows[0] == ["Recovered of failed invoices", "33.3% (3 of 9)"]
     for cells in HEADLINE_CELLS:
         assert cells in md_rows, cells
         assert cells in html_rows, cells
@@ -287,7 +298,8 @@ SEGMENTS = {  # (segment, currency): cases, ended, recovered, rate, at stake, re
 
 def test_segment_breakdown_in_json_and_csv(config, book):
     rows = json.loads(run(config, "--format", "json", "--by", "segment"))["breakdowns"]["segment"]
-    got = {(r["key"], r["currency"]): (r["cases"], r["ended"], r["recovered"], r["recovery_rate"],
+    assert all(r["recovered_of_failed"] == round(r["recovered"] / r["cases"], 6) for r in rows)
+    got = {(r["key"], r["currency"]): (r["cases"], r["ended"], r["recovered"], r["recovered_of_ended"],
                                        r["amount_at_stake"], r["amount_recovered"], r["revenue_at_risk"],
                                        r["with_person"]) for r in rows}
     assert got == SEGMENTS
@@ -302,10 +314,18 @@ def test_segment_breakdown_in_json_and_csv(config, book):
 def test_segment_breakdown_in_md_html_and_the_terminal(config, book):
     formats = every_human_format(config, "--by", "segment")
     # Most cases first; ties by key, then currency.
-    expected = [["default", "USD", "5", "4", "1", "25.0%", "$215.00", "$130.00", "60.5%", "$70.00", "0"],
-                ["default", "EUR", "2", "1", "1", "100.0%", "€200.00", "€200.00", "100.0%", "€60.00", "1"],
-                ["enterprise", "USD", "2", "2", "1", "50.0%", "$70.00", "$40.00", "57.1%", "$0.00", "2"]]
+    # Both rates by count, then by amount, each named by its denominator (issue 24).
+    expected = [["default", "USD", "5", "4", "1", "20.0%", "25.0%", "$285.00", "$215.00", "$130.00", "45.6%",
+                 "60.5%", "$70.00", "0"],
+                ["default", "EUR", "2", "1", "1", "50.0%", "100.0%", "€260.00", "€200.00", "€200.00", "76.9%",
+                 "100.0%", "€60.00", "1"],
+                ["enterprise", "USD", "2", "2", "1", "50.0%", "50.0%", "$70.00", "$70.00", "$40.00", "57.1%",
+                 "57.1%", "$0.00", "2"]]
     assert formats["md"]["By segment"][1:] == expected
+    header = formats["md"]["By segment"][0]
+    assert header[5:7] == ["Recovered of failed", "Recovered of ended"]
+    # Rows in dollars and euros: every amount header says so, never a bare 'Recovered $' (issue 24).
+    assert "Recovered amount (each row's currency)" in header and "Revenue at risk (each row's currency)" in header
     assert formats["html"].tables["segment"][1:] == [folded(cells) for cells in expected]
     for cells in expected:
         assert terminal_has_row(formats["table"], cells), cells
@@ -317,7 +337,8 @@ def test_channel_credits_the_last_done_touch_within_the_window(config, book):
     third = round(1 / 3, 6)
     assert got == {("retry", "usd"): (1, 10000, third), ("email", "usd"): (1, 4000, third),
                    ("no touch", "eur"): (1, 20000, third)}
-    assert all(r["ended"] is None and r["recovery_rate"] is None for r in rows)
+    assert all(r["ended"] is None and r["recovered_of_ended"] is None and r["recovered_of_failed"] is None
+               for r in rows)
     formats = every_human_format(config, "--by", "channel")
     for cells in (["retry", "USD", "1", "33.3%", "$100.00", "0"], ["email", "USD", "1", "33.3%", "$40.00", "1"],
                   ["no touch", "EUR", "1", "33.3%", "€200.00", "0"]):
@@ -337,7 +358,7 @@ def test_retry_success_by_attempt(config, book):
     rows = json.loads(run(config, "--format", "json", "--by", "attempt"))["retry_success"]
     assert [(r["attempt"], r["reached"], r["recovered"], r["success_rate"]) for r in rows] == [
         (2, 6, 1, round(1 / 6, 6)), (3, 4, 0, 0.0), (4, 3, 1, round(1 / 3, 6))]
-    csv_got = [(r["key"], r["cases"], r["recovered"], r["recovery_rate"])
+    csv_got = [(r["key"], r["cases"], r["recovered"], r["success_rate"])
                for r in csv_rows(run(config, "--format", "csv", "--by", "attempt")) if r["dimension"] == "attempt"]
     assert csv_got == [("2", "6", "1", str(round(1 / 6, 6))), ("3", "4", "0", "0.0"), ("4", "3", "1", "0.333333")]
     formats = every_human_format(config, "--by", "attempt")
@@ -400,12 +421,13 @@ def test_no_ended_cases_gives_null_rates_not_zero(config):
     b.case("o1", state="open", first_failed_at="2026-05-01T00:00:00Z", amount_due=4200)
     data = json.loads(run(config, "--format", "json"))
     h = data["headline"]
-    assert h["recovery_rate"] is None and h["currencies"][0]["amount_recovery_rate"] is None
-    assert h["days_to_recovery"] == {"recovered": 0, "median": None, "mean": None, "p90": None}
+    assert h["recovered_of_ended"] is None and h["currencies"][0]["amount_recovered_of_ended"] is None
+    assert h["days_to_recovery"] == {"recovered": 0, "median": None, "mean": None, "p90": None,
+                                     "still_open": 1, "censored": False}
     assert h["churn"]["rate"] is None                       # no subscriptions at all
     assert data["recovery_curve"] == [{"day": 0, "recovered": 0, "share": 0.0}]
     total = next(r for r in csv_rows(run(config, "--format", "csv")) if r["dimension"] == "total")
-    assert total["recovery_rate"] == ""
+    assert total["recovered_of_ended"] == ""
     formats = every_human_format(config)
     assert ["Recovered of ended cases", "—"] in formats["md"]["Headline"]
     assert ["Days to recovery, median", "—"] in formats["html"].tables["headline"]
@@ -415,7 +437,7 @@ def test_no_ended_cases_gives_null_rates_not_zero(config):
 def test_an_empty_ledger_reports_zeros_and_nulls(config):
     open_engine_ledger(config)
     data = json.loads(run(config, "--format", "json"))
-    assert data["headline"]["failed_invoices"] == 0 and data["headline"]["recovery_rate"] is None
+    assert data["headline"]["failed_invoices"] == 0 and data["headline"]["recovered_of_failed"] is None
     assert data["recovery_curve"] == [] and data["retry_success"] == []
     assert "Recovery report" in run(config, "--format", "html")
 
@@ -527,3 +549,67 @@ def test_a_ledger_without_a_file_is_reported_on_one_connection(config, book):
     book.ledger.path = None               # as for an in-memory ledger: no second connection can be opened
     in_memory = build_report(book.ledger, NOW)
     assert in_memory == on_file
+
+
+# -- counts of messages and retries: the one engine the demo, simulate and the backtest's observed column share ----
+
+
+def test_messages_and_retries_are_counted_once_and_by_who_made_them(config):
+    """Issue 24: a grouped email is one message; an email to an account manager is no customer message; dunctl's
+    retry after a card update (a system action, `retry_now`) is dunctl's, not Stripe's."""
+    from dunctl.ledger.report_queries import messages_delivered, retries_made
+
+    b = Book(open_engine_ledger(config))
+    b.case("a", state="open", first_failed_at="2026-03-01T10:00:00Z", attempts=4)
+    b.case("b", state="open", first_failed_at="2026-03-01T10:00:00Z", attempts=2)
+
+    def action(name, step, action, audience=None, kind="step", ref=None):
+        b.ledger.db.execute(
+            """INSERT INTO actions(case_id, kind, step_id, action, channel, audience, status, due_at, finished_at,
+                                   idempotency_key, message_ref) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)""",
+            [b.ids[name], kind, step, action, action, audience, "2026-03-02T00:00:00Z", "2026-03-02T00:00:00Z",
+             f"{name}:{step}", ref])
+
+    action("a", "notice", "email", "customer", ref="msg-1")      # one email covering both cases
+    action("b", "notice", "email", "customer", ref="msg-1")
+    action("a", "reminder", "sms", "customer")
+    action("a", "tell-am", "email", "internal")                  # to the account manager
+    action("a", "retry-1", "retry")
+    action("a", "retry-after-update-20260303T000000", "retry_now", kind="system")
+    conn = b.ledger.conn
+    assert messages_delivered(conn) == 2
+    # Case a: three attempts after the failed one, two of them dunctl's; case b: one, Stripe's.
+    assert retries_made(conn) == (2, 2)
+    # The experiment report and the backtest's per-case counts use the same rule.
+    from dunctl.ledger import history_queries
+    from dunctl.ledger.experiment_queries import arm_messages
+
+    conn.execute("UPDATE cases SET experiment = 'e', arm = 'control'")
+    assert arm_messages(b.ledger, "e") == {"control": 2}
+    per_case = {r["id"]: r["messages"] for r in history_queries.outcomes(b.ledger, 3 * 86400)}
+    assert per_case == {b.ids["a"]: 2, b.ids["b"]: 1}
+
+
+def test_churn_is_per_month_in_customers_with_its_window(config, book):
+    """Issue 24 (Recurly's definition): customers whose subscription dunning ended in a month / customers active at
+    its start; a customer whose plan and add-on both ended counts once; each month states its window."""
+    book.case("c10", state="exhausted", first_failed_at="2026-04-02T00:00:00Z", closed_at="2026-04-20T00:00:00Z",
+              churned=1, subscription_id="sub_1")              # the same customer's other subscription
+    data = json.loads(run(config, "--format", "json", "--active-customers", "40"))["headline"]["churn"]
+    assert data["unit"] == "customers per month"
+    assert [(m["month"], m["since"], m["until"], m["partial"], m["churned_customers"], m["active_customers"])
+            for m in data["months"]] == [
+        ("2026-03", "2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", False, 0, 40),
+        ("2026-04", "2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z", False, 1, 40),
+        ("2026-05", "2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z", False, 0, 40)]
+    assert data["monthly_rate"] == round(1 / 120, 6) and data["churned_subscriptions"] == 2
+    tables = md_tables(run(config, "--format", "md", "--active-customers", "40"))
+    assert ["Involuntary churn", "0.8% of customers per month (1 of 120 customer-months, 3 whole months)"] in \
+        tables["Headline"]
+    assert tables["Involuntary churn by month (customers)"][2] == ["2026-04", "2026-04-01 to 2026-05-01", "1", "40",
+                                                                   "2.5%"]
+    # A period cut inside a month says so.
+    partial = json.loads(run(config, "--format", "json", "--active-customers", "40", "--since", "2026-04-15",
+                             "--until", "2026-05-01"))["headline"]["churn"]
+    assert [(m["month"], m["partial"], m["churned_customers"]) for m in partial["months"]] == [("2026-04", True, 1)]
+    assert partial["monthly_rate"] is None

@@ -122,7 +122,7 @@ def test_a_customer_name_is_data_in_case_show_never_markup_or_terminal_control(t
 def test_most_revenue_at_risk_comes_first_and_limit_pages(book):
     config, _ = book
     data = json.loads(cli(config, "status", "--json", "--now", at("1d").isoformat()).stdout)
-    # minor units compared across currencies (no exchange rates): €120.00 = 12000, ¥5,000 = 5000, $49.00 = 4900
+    # no exchange rates: ranked within each currency (each is its currency's first), ties by currency code
     assert [c["invoice_id"] for c in data["cases"]] == ["in_eur", "in_jpy", "in_usd"] and data["total"] == 3
     result = cli(config, "status", "--limit", "1", "--now", at("1d").isoformat())
     assert result.exit_code == 0
@@ -182,3 +182,27 @@ def test_json_is_streamed_one_case_per_line_and_lists_every_case(book):
     case_lines = [line for line in lines if line.lstrip().startswith('{"invoice_id"')]
     assert len(case_lines) == 3                    # written as they are read, not built as one string
     assert json.loads(text)["total"] == 3
+
+
+def _four_cases(config):
+    ledger = open_engine_ledger(config)
+    seed(ledger, failed_invoice("in_usd", amount=3399), failed_invoice("in_usd_small", customer_id="cus_2", amount=1000),
+         failed_invoice("in_jpy", customer_id="cus_3", amount=3800, currency="jpy"),
+         failed_invoice("in_jpy_small", customer_id="cus_4", amount=100, currency="jpy"),
+         customers=[customer(f"cus_{i}") for i in range(1, 5)])
+    assert cli(config, "tick", "--no-sync", "--now", at("31m").isoformat()).exit_code == 0
+    data = json.loads(cli(config, "status", "--json", "--now", at("1d").isoformat()).stdout)
+    return [c["invoice_id"] for c in data["cases"]], data["ranking"]
+
+
+def test_status_ranks_across_currencies_only_through_configured_rates(tmp_path):
+    """Issue 24: ¥3,800 (about $25) never outranks $33.99 by raw minor units. With report.fx the cases are ranked
+    in the base currency; without it, within each currency, each currency's largest first."""
+    ranked, ranking = _four_cases(starter(tmp_path / "fx", report={"fx": {"base": "usd", "rates": {"jpy": 0.0067}}}))
+    assert ranked == ["in_usd", "in_jpy", "in_usd_small", "in_jpy_small"]
+    assert "USD at the rates in report.fx" in ranking
+    ranked, ranking = _four_cases(starter(tmp_path / "none"))
+    assert ranked == ["in_jpy", "in_usd", "in_jpy_small", "in_usd_small"]       # rank 1 of each, then rank 2
+    assert ranking.startswith("within each currency")
+    shown = cli(tmp_path / "none" / "dunctl.yaml", "status", "--now", at("1d").isoformat())
+    assert "ranked within each currency" in shown.stdout and "report.fx" in shown.stdout

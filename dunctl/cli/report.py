@@ -75,6 +75,10 @@ def report(
         "denominator of involuntary churn. Without it, churn is shown only where the ledger knows every active "
         "subscription (a demo ledger; a sync that listed them all for pre-dunning).",
         show_default=False)] = None,
+    active_customers: Annotated[int | None, typer.Option(
+        "--active-customers", min=1, help="Customers active at the start of each month: the denominator of "
+        "involuntary churn per month (Recurly's definition). Without it, churn per month is shown only where the "
+        "ledger knows every active customer.", show_default=False)] = None,
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -96,7 +100,7 @@ def report(
         write_cases(case_listing(ledger, period, window), fmt, output)
         return
     result = build_report(ledger, ledger_now(ledger, now), period, by, window,
-                          active_subscriptions=active_subscriptions)
+                          active_subscriptions=active_subscriptions, active_customers=active_customers)
     # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
     result.predunning = predunning_section(ledger, period.since, period.until)
     write(result, fmt, output)
@@ -147,12 +151,29 @@ def write_cases(rows, fmt: Format, output: Path | None) -> None:
 
 
 # Shorter headers for the terminal (the other formats keep the long ones).
-SHORT_HEADERS = {"With a person": "Person", "Recovery rate": "Rate", "Rate by amount": "Rate (amount)",
-                 "At stake (ended)": "At stake", "Revenue at risk": "At risk", "Recovered amount": "Recovered $",
-                 "Share of recovered": "Share", "Recovered (cumulative)": "Recovered",
-                 "Share of failed invoices": "Share"}
+# An amount's currency stays in its header (issue 24): the table's one currency, or 'ccy' (each row's, shown after
+# the ·) when rows differ. Short enough that a breakdown's 13 columns fit 160 columns.
+SHORT_HEADERS = {"With a person": "Person", "Recovered of failed": "Of failed", "Recovered of ended": "Of ended",
+                 "Failed amount": "Failed", "At stake (ended)": "Stake", "Revenue at risk": "Risk",
+                 "Recovered amount": "Recov.", "Amount recovered of failed": "Amt/failed",
+                 "Amount recovered of ended": "Amt/ended", "Share of recovered": "Share",
+                 "Recovered (cumulative)": "Recovered", "Share of failed invoices": "Share"}
 # Which columns a narrow terminal drops first (higher first); the rest always stay.
-DROP_ORDER = {"Person": 6, "Ended": 5, "At stake": 4, "Rate (amount)": 3, "At risk": 2, "Recovered $": 1}
+DROP_ORDER = {"Person": 9, "Ended": 8, "Failed": 7, "Stake": 6, "Amt/ended": 5, "Risk": 4, "Of ended": 3,
+              "Amt/failed": 2, "Recov.": 1}
+ROW_CURRENCY = "each row's currency"
+
+
+def _short(header: str) -> str:
+    name, _, unit = header.rpartition(" (")
+    if not name or name not in SHORT_HEADERS:
+        return SHORT_HEADERS.get(header, header)
+    unit = unit.rstrip(")").replace(ROW_CURRENCY, "ccy")
+    return f"{SHORT_HEADERS[name]} ({unit})"
+
+
+def _drop_priority(header: str) -> int:
+    return DROP_ORDER.get(header.rpartition(" (")[0] or header, 0)
 
 
 def _rich(table: Table, width: int) -> tuple[RichTable, str]:
@@ -162,16 +183,18 @@ def _rich(table: Table, width: int) -> tuple[RichTable, str]:
     if len(columns) > 2 and columns[1] == "Currency":
         columns = [columns[0]] + columns[2:]
         rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
-    headers = [SHORT_HEADERS.get(column, column) for column in columns]
+    headers = [_short(column) for column in columns]
     # A metric / value table (headline, pre-dunning) on a narrow terminal: the metric's name may end in an
     # ellipsis, its value never.
     label_floor = COMFORTABLE if len(headers) == 2 else None
-    specs = [Column(header, priority=0 if i == 0 else DROP_ORDER.get(header, 0),
+    specs = [Column(header, priority=0 if i == 0 else _drop_priority(header),
                     shrink_to=label_floor if i == 0 else None,
                     justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
     cells = [[Text(cell) for cell in row] for row in rows]
     fitted = fit(specs, cells, width)
-    note = " ".join(part for part in (table.note, dropped_note(fitted, "--format csv")) if part)
+    units = "Amounts in ccy: each row's currency, after the ·." if any(ROW_CURRENCY in c for c in table.columns) \
+        else None
+    note = " ".join(part for part in (table.note, units, dropped_note(fitted, "--format csv")) if part)
     return fitted_table(specs, cells, fitted, title=table.title, title_justify="left", title_style="bold"), note
 
 

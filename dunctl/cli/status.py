@@ -60,7 +60,7 @@ def status(
     if limit is None and not include_ended and not as_json:
         limit = _screenful()
     view = build_status(ledger, moment, include_ended, segment=segment, state=state, failure_type=failure_type,
-                        limit=limit or None)
+                        limit=limit or None, fx=config.file.report.fx)
     if as_json:
         from dunctl.report import headline
 
@@ -101,7 +101,7 @@ def write_json(view: Status, headline: dict | None, experiments: list[dict] = ()
     """The documented keys, with `cases` written one case at a time: memory stays flat however many there are."""
     head = {"now": view.now.isoformat(), "account_mode": view.account_mode, "revenue_at_risk": view.revenue_at_risk,
             "total": view.total, "unknown_actions": len(view.unknown_actions), "failed_actions": view.failed_actions,
-            "experiments": list(experiments), "notices_due": list(notices_due)}
+            "experiments": list(experiments), "notices_due": list(notices_due), "ranking": view.ranking}
     if headline is not None:
         head["headline"] = headline
     write = sys.stdout.write
@@ -141,6 +141,7 @@ def render(view: Status) -> None:
         out.print(f"showing {view.shown:,} of {view.total:,}, most revenue at risk first: "
                   "--limit N for more, --all for every case, --json for all of them as data", style="dim",
                   markup=False)
+    out.print(f"ranked {view.ranking}", style="dim", markup=False)
 
 
 def print_cases(cases: Iterable[CaseRow], width: int) -> None:

@@ -4,10 +4,10 @@ is built from. Intent-named functions over a Ledger; the columns come from migra
 from __future__ import annotations
 
 from dunctl.ledger import ENDED_STATES, OPEN_STATES, Ledger
+from dunctl.ledger.report_queries import customer_message
 
 _ENDED = "state IN ({})".format(", ".join(f"'{s}'" for s in ENDED_STATES))
 _OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
-MESSAGE_ACTIONS = ("email", "sms")
 
 
 def record_assignment(ledger: Ledger, case_id: int, experiment: str, arm: str) -> bool:
@@ -76,12 +76,10 @@ def arm_messages(ledger: Ledger, experiment: str, since: str | None = None,
     """Per arm: emails and SMS dunctl delivered on the arm's cases, one per delivery as the customer received it
     (a grouped message covering several cases, one `message_ref`, counts once; a customer's cases share an arm)."""
     where, params = _where(experiment, since, until, alias="c.")
-    kinds = ", ".join(f"'{k}'" for k in MESSAGE_ACTIONS)
     return dict(ledger.conn.execute(
         f"""SELECT c.arm, count(DISTINCT coalesce(a.message_ref, 'action:' || a.id))
             FROM cases c JOIN actions a ON a.case_id = c.id
-            WHERE {where}
-              AND a.status = 'done' AND a.kind = 'step' AND a.action IN ({kinds})
+            WHERE {where} AND {customer_message("a")}
             GROUP BY c.arm""", params).fetchall())
 
 

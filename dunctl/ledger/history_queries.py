@@ -4,6 +4,7 @@ to them, so the simulation's customer model can be fitted to this ledger's own o
 from __future__ import annotations
 
 from dunctl.ledger import Ledger
+from dunctl.ledger.report_queries import customer_message
 
 # Touches a customer notices; the last one within the attribution window before payment gets the credit.
 MESSAGES = ("email", "sms")
@@ -50,8 +51,7 @@ def outcomes(ledger: Ledger, window_seconds: int, since: str | None = None, unti
     return list(ledger.rows(
         f"""SELECT c.id, c.first_failure_type AS failure_type, c.state, c.recovered_by, c.first_failed_at,
                    c.recovered_at, c.closed_at, max(c.attempts, coalesce(c.recovered_attempt, 0)) AS attempts,
-                   (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND a.status = 'done' AND a.kind = 'step'
-                      AND a.action IN ('email', 'sms')) AS messages,
+                   (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND {customer_message("a")}) AS messages,
                    (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND a.status = 'done'
                       AND a.action = 'retry' AND a.kind = 'step') AS retries,
                    CASE WHEN c.state = 'recovered' THEN coalesce(

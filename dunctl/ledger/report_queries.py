@@ -257,6 +257,32 @@ def churn_counts(conn: sqlite3.Connection, closed: Span, active_since: str | Non
     return churned, later + same_day
 
 
+def churned_customers_by_month(conn: sqlite3.Connection, since: str, until: str) -> dict[str, int]:
+    """Customers whose subscription dunning ended (churned cases) with closed_at in [since, until), by UTC month
+    of closed_at, each customer once a month however many of their subscriptions (add-ons) ended. Reads only the
+    churned cases (the cases_churned index), so rollups and scans share it."""
+    return dict(conn.execute(
+        """SELECT substr(closed_at, 1, 7), count(DISTINCT customer_id) FROM cases INDEXED BY cases_churned
+           WHERE churned = 1 AND closed_at >= ? AND closed_at < ? GROUP BY substr(closed_at, 1, 7)""",
+        [since, until]).fetchall())
+
+
+def churned_customers_before(conn: sqlite3.Connection, moment: str) -> int:
+    return conn.execute("""SELECT count(DISTINCT customer_id) FROM cases INDEXED BY cases_churned
+                           WHERE churned = 1 AND closed_at < ?""", [moment]).fetchone()[0]
+
+
+def customers_with_subscription_at(conn: sqlite3.Connection, moment: str) -> int:
+    """Customers with a subscription in the ledger not cancelled before `moment` (add-ons do not count twice)."""
+    return conn.execute("""SELECT count(DISTINCT customer_id) FROM subscriptions
+                           WHERE canceled_at IS NULL OR canceled_at >= ?""", [moment]).fetchone()[0]
+
+
+def first_activity(conn: sqlite3.Connection) -> str | None:
+    """The earliest first failure or churn in the ledger: where a report without --since starts counting months."""
+    return conn.execute("SELECT min(first_failed_at) FROM cases").fetchone()[0]
+
+
 # -- channel -------------------------------------------------------------------------------------------------------
 
 
@@ -390,9 +416,37 @@ def planned_in_monitor_mode(conn: sqlite3.Connection) -> dict[str, int]:
 # -- messages ------------------------------------------------------------------------------------------------------
 
 
+def customer_message(alias: str = "") -> str:
+    """The SQL condition for an action that is a message a customer received: an email or SMS step, done, to the
+    customer (audience `customer`; rows from before audiences were recorded count as the customer's). Every
+    count of messages the project prints uses it (issue 24: one engine)."""
+    a = f"{alias}." if alias else ""
+    return (f"{a}status = 'done' AND {a}kind = 'step' AND {a}action IN ('email', 'sms') "
+            f"AND coalesce({a}audience, 'customer') = 'customer'")
+
+
 def messages_delivered(conn: sqlite3.Connection) -> int:
-    """Emails and SMS dunning steps delivered, one per delivery: a grouped message covering several of one
-    customer's cases (one `message_ref`) counts once, as the customer received it."""
+    """Emails and SMS dunning steps delivered to customers, one per delivery: a grouped message covering several
+    of one customer's cases (one `message_ref`) counts once, as the customer received it. A message to a person
+    inside the company (an account manager: audience `internal`) is not a customer message (issue 24)."""
     return conn.execute(
-        """SELECT count(DISTINCT coalesce(message_ref, 'action:' || id)) FROM actions
-           WHERE status = 'done' AND kind = 'step' AND action IN ('email', 'sms')""").fetchone()[0]
+        f"""SELECT count(DISTINCT coalesce(message_ref, 'action:' || id)) FROM actions
+            WHERE {customer_message()}""").fetchone()[0]
+
+
+# dunctl's own payment attempts: retry steps, and the retry it makes once a new card arrives (a system action).
+DUNCTL_RETRIES = ("retry", "retry_now")
+
+
+def retries_made(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(dunctl's retries, Stripe's retries) over every case. A case's attempts after the one that failed are
+    dunctl's where the ledger records dunctl making them (DUNCTL_RETRIES, done), the rest Stripe's: so a retry
+    dunctl made after a card update is never counted as Stripe's (issue 24)."""
+    marks = ", ".join(f"'{a}'" for a in DUNCTL_RETRIES)
+    row = conn.execute(
+        f"""SELECT coalesce(sum(ours), 0), coalesce(sum(max(later - ours, 0)), 0) FROM (
+              SELECT max(c.attempts, coalesce(c.recovered_attempt, 0)) - 1 AS later,
+                     (SELECT count(*) FROM actions a WHERE a.case_id = c.id AND a.status = 'done'
+                        AND a.action IN ({marks})) AS ours
+              FROM cases c)""").fetchone()
+    return row[0], row[1]

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from dunctl.ledger import ENDED_STATES, OPEN_STATES
 
 _OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
-# Most revenue at risk first. Amounts of different currencies are compared in minor units (no exchange rates
-# in the ledger): a rough but stable order in which a yen amount does not outrank dollars by a factor of 100.
+# Most revenue at risk first. Amounts of different currencies are never compared in raw minor units (¥3,800, about
+# $25, would outrank $33.99): with exchange rates (`report.fx`) they are ranked in the base currency, otherwise
+# within each currency, the currencies' first cases first (issue 24).
 AT_RISK = "amount_remaining"
 STATES = (*OPEN_STATES, *ENDED_STATES)
 
@@ -53,16 +54,32 @@ class CaseFilter:
         return (" AND ".join(parts) or "1"), params
 
 
-def case_page(conn: sqlite3.Connection, which: CaseFilter, limit: int | None) -> Iterator[dict]:
-    """The matching cases, open before ended, most revenue at risk first, with customer name and email; all of
-    them, streamed, when limit is None."""
+def at_risk_order(factors: dict[str, float] | None) -> tuple[str, list]:
+    """The SQL value cases are ranked by: the amount in the base currency's minor units at `factors` (minor unit
+    of a currency -> minor units of the base; a currency without one ranks last), or, with no rates, the case's
+    rank within its own currency."""
+    if factors is None:
+        return (f"row_number() OVER (PARTITION BY {_OPEN}, currency ORDER BY {AT_RISK} DESC, first_failed_at, id)",
+                [])
+    cases = " ".join("WHEN ? THEN ?" for _ in factors)
+    params = [v for pair in factors.items() for v in pair]
+    return (f"-({AT_RISK} * CASE currency {cases} ELSE NULL END)" if factors else "NULL"), params
+
+
+def case_page(conn: sqlite3.Connection, which: CaseFilter, limit: int | None,
+              factors: dict[str, float] | None = None) -> Iterator[dict]:
+    """The matching cases, open before ended, most revenue at risk first (`at_risk_order`), with customer name and
+    email; all of them, streamed, when limit is None."""
     where, params = which.where()
-    # Open cases only (the default): the partial index cases_at_risk hands over the page in order.
-    # INDEXED BY: without statistics SQLite prefers cases_state and sorts every open case.
-    open_first = "" if which.only_open else f"{_OPEN} DESC, "
-    source = "cases INDEXED BY cases_at_risk" if which.only_open else "cases"
-    page = f"""SELECT id FROM {source} WHERE {where}
-               ORDER BY {open_first}{AT_RISK} DESC, first_failed_at, id"""
+    rank, rank_params = at_risk_order(factors)
+    keys = ("" if which.only_open else "{p}is_open DESC, ") + \
+        "{p}at_risk_rank IS NULL, {p}at_risk_rank, {p}currency, {p}first_failed_at, {p}id"
+    # Ascending rank, ties by currency code, then as before. A NULL (no rate) sorts first ascending: put it last.
+    page = f"""SELECT id, is_open, at_risk_rank, currency, first_failed_at FROM (
+                 SELECT id, currency, first_failed_at, {_OPEN} AS is_open, {rank} AS at_risk_rank
+                 FROM cases WHERE {where})
+               ORDER BY {keys.format(p="")}"""
+    params = [*rank_params, *params]
     if limit is not None:
         page += " LIMIT ?"
         params = [*params, limit]
@@ -73,7 +90,8 @@ def case_page(conn: sqlite3.Connection, which: CaseFilter, limit: int | None) ->
                    c.held_because
             FROM ({page}) AS p
             JOIN cases c ON c.id = p.id
-            LEFT JOIN customers cu ON cu.id = c.customer_id""", params)
+            LEFT JOIN customers cu ON cu.id = c.customer_id
+            ORDER BY {keys.format(p="p.")}""", params)
     names = [d[0] for d in cursor.description]
     for row in cursor:
         yield dict(zip(names, row))

@@ -55,7 +55,9 @@ class CurrencyOutcome:
     recovered: int
     amount_at_stake: int          # ended cases: amount due when the case opened, minor units
     amount_recovered: int         # ended cases: paid after the case opened
-    amount_rate: float | None     # amount_recovered / amount_at_stake
+    amount_rate: float | None     # amount_recovered / amount_at_stake: recovered of ended, by amount
+    amount_failed: int = 0        # every case: amount due when the case opened, minor units
+    amount_rate_of_failed: float | None = None   # amount_recovered / amount_failed: recovered of failed, by amount
 
 
 @dataclass
@@ -96,7 +98,11 @@ class Outcome:
     preset: str = DEFAULT_PRESET
     notices_sent: int = 0         # pre-dunning notices (dunctl/notices)
     cards_updated_after_notice: int = 0
-    subscriptions: int | None = None  # the churn denominator, when known (the simulated book's subscriptions)
+    subscriptions: int | None = None  # the book's subscriptions (plans and add-ons), when known
+    # Involuntary churn per month, in customers (the report's: whole months only; issue 24)
+    churned_customers: int = 0        # customers churned in the whole months
+    customer_months: int = 0          # customers active at the start of each whole month, summed
+    churn_per_month: float | None = None
 
     @property
     def retries_used(self) -> int:
@@ -117,6 +123,11 @@ class DemoResult:
     example_invoice: str | None = None   # a case worth reading with `dunctl case show`
     last_tick: datetime | None = None
     preset: str = DEFAULT_PRESET
+    # An experiment's holdout (customers dunctl leaves alone) reported as itself, never pooled into `outcome`,
+    # which then covers only the cases dunning worked (issue 24); None when the config has no holdout.
+    holdout: Outcome | None = None
+    follow_up_days: int = 0
+    invoices_billed: int = 0      # the whole run's, holdout included
 
 
 @dataclass
@@ -284,7 +295,8 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
         recovered=h.recovered, open=h.open, ended=h.ended, ended_by_state=dict(h.ended_by_state),
         recovered_of_all=per(h.recovered, h.failed_invoices), recovered_of_ended=per(h.recovered, h.ended),
         currencies=[CurrencyOutcome(c.currency, c.cases, c.ended, c.recovered, c.amount_at_stake,
-                                    c.amount_recovered, per(c.amount_recovered, c.amount_at_stake))
+                                    c.amount_recovered, per(c.amount_recovered, c.amount_at_stake), c.amount_failed,
+                                    per(c.amount_recovered, c.amount_failed))
                     for c in h.currencies],
         days_to_recovery_median=h.days_to_recovery.median, days_to_recovery_mean=h.days_to_recovery.mean,
         days_to_recovery_p90=h.days_to_recovery.p90,
@@ -294,10 +306,16 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
         retries_per_recovered=per(retries, h.recovered, 2), handed_to_people=h.with_person,
         churned=h.churn.churned_subscriptions,
         involuntary_churn=per(h.churn.churned_subscriptions, subscriptions) if subscriptions else None,
-        subscriptions=subscriptions,
+        subscriptions=subscriptions, **_monthly_churn(h.churn),
         recovered_by_channel=dict(sorted(channels.items(), key=lambda kv: (-kv[1], kv[0]))),
         collected_by=dict(sorted((collected_by or {}).items())), ticks=ticks, actions=actions,
         failed_actions=failed_actions, preset=preset)
+
+
+def _monthly_churn(churn) -> dict:
+    whole = [m for m in churn.months if not m.partial and m.active_customers is not None]
+    return {"churned_customers": sum(m.churned_customers for m in whole),
+            "customer_months": sum(m.active_customers for m in whole), "churn_per_month": churn.monthly_rate}
 
 
 def _fast(ledger: Ledger) -> Ledger:
@@ -317,6 +335,9 @@ def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, nam
     else:
         preset = preset_name(assumptions)
     book = build_book(customers, seed, assumptions)
+    if not (ledger.get_state("simulation") or {}).get("customers"):
+        # The book's customers: the denominator of churn per month (dunctl.report.customer_denominator).
+        ledger.set_state("simulation", {"customers": customers})
     bill_until = start + timedelta(days=billing_days)
     account = SimulatedAccount(book, seed=seed, start=start, bill_until=bill_until, assumptions=assumptions,
                                smart_retries=stripe_retries(config))
@@ -383,29 +404,39 @@ def _demo_config_from(source: Path, directory: Path) -> Path:
     return config_path
 
 
-def run_demo(directory: Path, *, customers: int = 500, days: int = 45, seed: int = DEFAULT_SEED,
+# Billing days and follow-up days of the default demo: 35 days after billing stops let almost every case end (a
+# 30-day sequence), so its rates can stand next to the anchors', which measure cases that ended; a demo cut off
+# mid-dunning showed half its cases open (issue 24). 30 + 35 days cost about what 45 days did.
+DEFAULT_DEMO_DAYS = 30
+DEFAULT_FOLLOW_UP_DAYS = 35
+
+
+def run_demo(directory: Path, *, customers: int = 500, days: int = DEFAULT_DEMO_DAYS, seed: int = DEFAULT_SEED,
              start: datetime = DEFAULT_START, preset: str = DEFAULT_PRESET, config: Path | None = None,
-             progress: Progress | None = None) -> DemoResult:
-    """Create `directory` with a config (the starter, or `config`), a ledger and an outbox, then run `days` of
-    hourly ticks against a simulated account of `customers` in the world of `preset`. The same seed gives the
-    same numbers."""
-    if customers < 1 or days < 1:
-        raise UsageError("--customers and --days must be at least 1")
+             progress: Progress | None = None, follow_up_days: int = 0) -> DemoResult:
+    """Create `directory` with a config (the starter, or `config`), a ledger and an outbox, then bill for `days`
+    and follow the cases `follow_up_days` more, in hourly ticks against a simulated account of `customers` in the
+    world of `preset`. The same seed gives the same numbers. `dunctl demo` follows DEFAULT_FOLLOW_UP_DAYS; callers
+    that only need a ledger (tests, backtests) may skip the follow-up."""
+    if customers < 1 or days < 1 or follow_up_days < 0:
+        raise UsageError("--customers and --days must be at least 1, --follow-up at least 0")
     preset_assumptions(preset)                        # an unknown preset fails before anything is written
     directory = Path(directory)
     config_path = prepare_demo(directory, config)
     loaded = load_config(config_path)
     ledger = _fast(Ledger.open(loaded.ledger_path))
-    end = start + timedelta(days=days)
+    end = start + timedelta(days=days + follow_up_days)
     try:
         ledger.set_state("simulation", {"seed": seed, "customers": customers, "preset": preset, "start": iso(start),
                                         "end": iso(end)})
         outcome, driver = simulate_config(loaded, ledger, DemoChannels(loaded, {}), name="demo",
                                           customers=customers, seed=seed, start=start, billing_days=days,
-                                          preset=preset, progress=progress)
+                                          follow_up_days=follow_up_days, preset=preset, progress=progress)
+        subscriptions, billed = outcome.subscriptions, outcome.invoices_billed
+        outcome, holdout = split_holdout(loaded, ledger, outcome, driver.last_tick or end)
         ledger.set_state("simulation", {"seed": seed, "customers": customers, "preset": preset, "start": iso(start),
                                         "end": iso(end), "last_tick": iso(driver.last_tick),
-                                        "subscriptions": outcome.subscriptions})
+                                        "subscriptions": subscriptions})
         example = _example_case(ledger)
         from dunctl.report import headline as report_headline
 
@@ -414,7 +445,38 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = 45, seed: int
         ledger.close()
     outbox = loaded.base_dir / (loaded.file.channels.email.dir if loaded.file.channels.email else "outbox")
     return DemoResult(directory.resolve(), config_path.resolve(), loaded.ledger_path, outbox.resolve(), seed,
-                      start, end, outcome, headline, example, driver.last_tick, preset)
+                      start, end, outcome, headline, example, driver.last_tick, preset, holdout, follow_up_days,
+                      billed)
+
+
+def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetime) -> tuple[Outcome, Outcome | None]:
+    """(what dunning did, the holdout): each measured by the report's engine over a copy of the ledger that holds
+    only its cases. Without holdout cases, (outcome, None). Figures only the whole run knows (invoices billed,
+    who collected, the book's subscriptions) stay with the whole run: the parts leave them out."""
+    from dunctl.experiments import HOLDOUT
+    from dunctl.ledger.report_queries import messages_delivered, retries_made
+
+    if not ledger.conn.execute("SELECT 1 FROM cases WHERE arm = ? LIMIT 1", [HOLDOUT]).fetchone():
+        return outcome, None
+    window = config.file.dunning.attribution_window
+    parts = []
+    for name, keep in (("dunning (arms)", "arm IS NOT ?"), ("holdout (no dunctl action)", "arm IS ?")):
+        part = ledger.snapshot_in_memory()
+        conn = part.conn
+        conn.execute("PRAGMA foreign_keys = OFF")
+        part.set_state("simulation", {})      # the book's customers are not the part's: no churn denominator
+        drop = f"SELECT id FROM cases WHERE NOT ({keep})"
+        for table in ("actions", "timeline"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
+            if conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'case_id'", [table]).fetchone():
+                conn.execute(f"DELETE FROM {table} WHERE case_id IN ({drop})", [HOLDOUT])
+        conn.execute(f"DELETE FROM cases WHERE NOT ({keep})", [HOLDOUT])
+        ours, stripes = retries_made(conn)
+        parts.append(measure(name, part, now, window, customers=outcome.customers, messages=messages_delivered(conn),
+                             retries_dunctl=ours, retries_stripe=stripes, subscriptions=None, ticks=outcome.ticks,
+                             preset=outcome.preset))
+        part.conn.close()
+    return parts[0], parts[1]
 
 
 def _example_case(ledger: Ledger) -> str | None:
