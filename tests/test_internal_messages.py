@@ -41,7 +41,8 @@ def test_the_escalation_email_is_plain_prose_a_person_can_act_on(large_case):
             assert fact in text, (fact, text)
     assert "0 days overdue" in first[1] and "Nothing has been sent to the customer or retried yet." in first[1]
     assert "7 days overdue" in later[1]
-    assert "So far 2 message(s) sent" in later[1] and "email notice on 2026-11-02" in later[1]
+    # the account manager's email is a note to a colleague, not a message the customer received (issue 24)
+    assert "So far 1 message(s) sent" in later[1] and "email notice on 2026-11-02" in later[1]
 
 
 def test_the_account_managers_email_names_the_contact_days_and_dashboard_link(large_case):
