@@ -32,7 +32,7 @@ def test_bench_demo_prints_the_cpu_at_both_sizes_next_to_the_goals():
 
 
 def test_bench_simulate_prints_the_ratio_next_to_the_goal():
-    out = run("bench_simulate.py", "--customers", "20", "--days", "2")
+    out = run("bench_simulate.py", "--customers", "20", "--days", "2", "--follow-up", "2")
     assert re.search(r"ratio \d+\.\d\dx for 3x the customers, goal <= 3\.3x \(linear\)", out), out
 
 
