@@ -107,8 +107,8 @@ def build(path: Path, cases: int) -> None:
                 FROM cases
                 WHERE recovered_at IS NULL OR recovered_at > strftime('%Y-%m-%dT%H:%M:%SZ', first_failed_at,
                                                                       '+{offset} seconds')""")
-        db.execute("""
-            WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 699999)
+        db.execute(f"""
+            WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {min(cases, 700000)})
             INSERT INTO subscriptions(id, customer_id, status, canceled_at)
             SELECT 'sub_' || i, 'cus_' || i, CASE WHEN i % 9 = 0 THEN 'canceled' ELSE 'active' END,
                    CASE WHEN i % 9 = 0 THEN strftime('%Y-%m-%dT%H:%M:%SZ', '2026-01-01', '+' || (i % 365) || ' days')
@@ -117,6 +117,12 @@ def build(path: Path, cases: int) -> None:
         rebuild_rollups(db)
         for _, sql in triggers:
             db.execute(sql)
+        # The subscriptions above (one per customer) are the whole book: mark the ledger as pre-dunning's backfill leaves it
+        # (every active subscription listed, the events cursor current), so the report counts churn against them
+        # (`churn_denominator`); without this churn has no denominator and no rate.
+        db.executemany("INSERT INTO sync_state(name, value) VALUES (?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                       [("billing_backfill_done", '1798675200'), ("cursor", '{"since": 1798675200}')])
     db.execute("ANALYZE")
     db.close()
 
@@ -169,12 +175,19 @@ def measure(path: Path, repeat: int) -> None:
     h = report.headline
     print(f"check: {h.failed_invoices:,} failed, {h.recovered:,} recovered, rate {h.recovery_rate}, "
           f"median {h.days_to_recovery.median} d, p90 {h.days_to_recovery.p90} d, "
-          f"churn {h.churn.churned_subscriptions:,}/{h.churn.active_subscriptions:,}")
+          f"churn {_churn(h.churn)}")
     _write_cost(conn)
     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
           f"load average {os.getloadavg()[0]:.2f} (other work on the machine slows the figures above)")
     ledger.close()
+
+
+def _churn(churn) -> str:
+    """Churned/active, or why the active count is unknown (a ledger reused from elsewhere may not know it)."""
+    if churn.active_subscriptions is None:
+        return f"{churn.churned_subscriptions:,} churned (rate unknown: {churn.unknown})"
+    return f"{churn.churned_subscriptions:,}/{churn.active_subscriptions:,} ({churn.denominator})"
 
 
 def _write_cost(conn: sqlite3.Connection, n: int = 20000) -> None:

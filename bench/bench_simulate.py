@@ -2,7 +2,7 @@
 days each, the starter config), and their ratio next to the goal: 3x the customers, at most 3.3x the CPU (issue #25:
 it was about quadratic, 53 s and 382 s, 7.2x).
 
-    .venv/bin/python bench/bench_simulate.py [--customers 1000] [--factor 3] [--days 30]
+    .venv/bin/python bench/bench_simulate.py [--customers 1000] [--factor 3] [--days 30] [--follow-up DAYS]
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ SCRATCH = Path(__file__).resolve().parent / ".work"       # not /tmp: see the RE
 LINEAR = 1.1                                              # the ratio may exceed the customers' by 10%
 
 
-def simulate_cpu(config: Path, customers: int, days: int) -> float:
+def simulate_cpu(config: Path, customers: int, days: int, follow_up: int | None = None) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    extra = [] if follow_up is None else ["--follow-up", str(follow_up)]
     subprocess.run([str(DUNCTL), "-c", str(config), "simulate", str(config), "--customers", str(customers),
-                    "--days", str(days)], capture_output=True, text=True, check=True, cwd=config.parent)
+                    "--days", str(days), *extra], capture_output=True, text=True, check=True, cwd=config.parent)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -37,13 +38,15 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--factor", type=int, default=3)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--follow-up", type=int, help="days every case then gets (default: simulate's own); a "
+                                                      "small run (the test's) shortens it")
     args = parser.parse_args()
     SCRATCH.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
         subprocess.run([str(DUNCTL), "init", scratch], capture_output=True, check=True)
         config = Path(scratch) / "dunctl.yaml"
-        small = simulate_cpu(config, args.customers, args.days)
-        large = simulate_cpu(config, args.customers * args.factor, args.days)
+        small = simulate_cpu(config, args.customers, args.days, args.follow_up)
+        large = simulate_cpu(config, args.customers * args.factor, args.days, args.follow_up)
     ratio, goal = large / small, args.factor * LINEAR
     print(f"dunctl simulate, {args.days} days: {args.customers} customers {small:.2f} s CPU, "
           f"{args.customers * args.factor} customers {large:.2f} s CPU")

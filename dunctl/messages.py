@@ -65,6 +65,7 @@ class Templates:
 
         self.directory = directory
         self._names = names   # the files, when known not to change under this object (for_dir)
+        self._compiled: dict = {}   # file name -> Template, skipping Jinja's locked cache lookup on each render
         self.env = _environment_class()(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
@@ -117,7 +118,12 @@ class Templates:
         is used as is."""
         if suffix is None:
             suffix, context = self._context_for(name, kind, context, locale)
-        template = self.env.get_template(_filename(name, kind, suffix))
+        filename = _filename(name, kind, suffix)
+        template = self._compiled.get(filename)
+        if template is None:
+            template = self.env.get_template(filename)
+            if self._names is not None:   # the files cannot change under this object: keep it (see for_dir)
+                self._compiled[filename] = template
         return template.render(**context)
 
     def render_email(self, name: str, context: dict, *, locale: str | None = None) -> tuple[str, str, str | None]:
@@ -198,7 +204,20 @@ def _environment_class():
             # here changes the environment's globals once templates load (which is what the ChainMap is for).
             return {**self.globals, **(d or {})}
 
+        def getattr(self, obj, attribute):
+            # `inv.amount` on a plain dict: the sandbox tries the attribute first and pays for an AttributeError on
+            # every lookup (most of a template's). A dict's attributes are exactly dict's own, so a name that is not
+            # one of them can only be an item: the same answer, without the exception.
+            if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+                if attribute in obj:
+                    return obj[attribute]
+                return self.undefined(obj=obj, name=attribute)
+            return super().getattr(obj, attribute)
+
     return Environment
+
+
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 def _filename(name: str, kind: str, suffix: str = "") -> str:

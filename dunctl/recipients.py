@@ -25,6 +25,9 @@ RULES = ("billing_contact", "customer", "account_manager")
 # IP-literal domains are legal but never what a billing contact means; they are rejected with a reason.
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# Any Unicode space (the same characters as str.isspace): one regex scan, not a Python step per character, on
+# every address of every message.
+_SPACE = re.compile(r"\s")
 
 
 @dataclass
@@ -44,7 +47,7 @@ def address_problem(address: str) -> str | None:
         return "contains a line break (header injection)"
     if not address:
         return "empty address"
-    if any(c.isspace() for c in address):
+    if _SPACE.search(address):
         return "contains a space"
     if len(address) > 254:
         return "longer than 254 characters"

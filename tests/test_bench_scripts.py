@@ -35,5 +35,13 @@ def test_bench_demo_prints_the_cpu_at_both_sizes_next_to_the_goals():
 
 
 def test_bench_simulate_prints_the_ratio_next_to_the_goal():
-    out = run("bench_simulate.py", "--customers", "20", "--days", "2")
+    out = run("bench_simulate.py", "--customers", "20", "--days", "2", "--follow-up", "2")
     assert re.search(r"ratio \d+\.\d\dx for 3x the customers, goal <= 3\.3x \(linear\)", out), out
+
+
+def test_bench_report_runs_to_its_last_check_with_churn_against_the_book():
+    # Issue #25 cause 5: the last check formatted an unknown churn denominator (None) and crashed.
+    out = run("bench_report.py", "--cases", "300", "--repeat", "1")
+    assert "rollups == raw scan: True" in out
+    assert re.search(r"check: 300 failed, .* churn \d+/\d+ \(subscriptions in the ledger", out), out
+    assert "write cost: ending a case" in out

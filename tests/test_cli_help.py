@@ -91,8 +91,9 @@ def test_the_demo_prints_commands_that_work_as_printed_and_nothing_on_stderr(tmp
 
 def test_simulate_writes_nothing_on_stderr(tmp_path):
     config = starter(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "dunctl", "simulate", str(config), "--customers", "30",
-                             "--days", "5"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-m", "dunctl", "simulate", str(config), "--customers", "10",
+                             "--days", "5", "--follow-up", "5"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and result.stdout
 

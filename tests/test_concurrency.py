@@ -50,8 +50,9 @@ def test_ticks_run_repeatedly_and_concurrently_never_duplicate_a_message(tmp_pat
         ledger = open_engine_ledger(config)
         seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(3)],
              customers=[customer(f"cus_{i}", email=f"c{i}@example.com") for i in range(3)])
-        # two "cron hosts" tick through the first six days, each tick racing its twin
-        for offset in ("31m", "1d", "2d", "3d", "3d1h", "5d", "6d"):
+        # two "cron hosts" tick through the first five days, each tick racing its twin: at each email step, an
+        # hour after one (nothing again), and a day after one fell due (caught up once)
+        for offset in ("31m", "3d", "3d1h", "5d"):
             pair = [dunctl_process(config, "tick", "--no-sync", "--now", at(offset).isoformat()) for _ in range(2)]
             codes = [p.wait(timeout=60) for p in pair]
             assert set(codes) <= {0, 3}, [p.stderr.read() for p in pair]

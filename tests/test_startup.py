@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -92,3 +93,25 @@ def test_main_help_lists_every_command_in_order(tmp_path):
     listed = [line.split()[1] for line in done.stdout.splitlines()
               if line.startswith("│ ") and len(line.split()) > 2 and line.split()[1] in COMMANDS]
     assert listed == list(COMMANDS)
+
+
+def test_an_idle_tick_does_not_scan_installed_packages_for_pydantic_plugins(tmp_path):
+    # Issue #25 cause 4: pydantic looks for plugins in every installed distribution's entry points the first time
+    # it builds a validator (20-30 ms of an idle tick's CPU); dunctl uses none.
+    subprocess.run([sys.executable, "-m", "dunctl", "init", str(tmp_path)], check=True, capture_output=True)
+    code = textwrap.dedent("""
+        import os, sys
+        os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        from dunctl.cli.app import app
+        try:
+            app(["tick", "--no-sync", "--now", "2026-11-25T12:00:00Z"], standalone_mode=False)
+        except SystemExit:
+            pass
+        from pydantic.plugin import _loader
+        assert "dunctl.config" in sys.modules
+        print("scanned" if _loader._plugins is not None else "not scanned")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env=env)
+    assert done.stdout.strip() == "not scanned", done.stderr
