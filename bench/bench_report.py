@@ -173,7 +173,7 @@ def measure(path: Path, repeat: int) -> None:
     print(f"memory: peak Python allocations of one report {rollup_mb:.2f} MB (tracemalloc); "
           f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     h = report.headline
-    print(f"check: {h.failed_invoices:,} failed, {h.recovered:,} recovered, rate {h.recovery_rate}, "
+    print(f"check: {h.failed_invoices:,} failed, {h.recovered:,} recovered, recovered of failed {h.recovered_of_failed}, of ended {h.recovered_of_ended}, "
           f"median {h.days_to_recovery.median} d, p90 {h.days_to_recovery.p90} d, "
           f"churn {_churn(h.churn)}")
     _write_cost(conn)
