@@ -39,6 +39,7 @@ from dunctl.locales import (
     language,
     normalise,
 )
+from dunctl.irreversible import deadline_day
 from dunctl.money import babel_locale, format_amount, format_day, format_money
 from dunctl.offsets import Offset, parse_offset
 from dunctl.recipients import current_email, resolve_recipients
@@ -416,6 +417,10 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
     def day(moment: datetime) -> str:
         return format_day(moment.astimezone(tz), code)
 
+    def deadline(moment: datetime) -> str:
+        # a reader takes the day named as "by the end of it", which dunctl honours (dunctl/irreversible.py)
+        return format_day(deadline_day(moment, zone), code)
+
     invoices = []
     totals: dict[str, int] = {}
     earliest = None
@@ -453,7 +458,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
             "first_failed": day(first_failed) if first_failed else "",
             "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
             "attempts": case["attempts"],
-            "consequence": {"action": then["action"], "on": day(then["at"])} if then else None,
+            "consequence": {"action": then["action"], "on": deadline(then["at"])} if then else None,
         })
     one = invoices[0]
     links = {inv["pay_link"] for inv in invoices}
@@ -471,7 +476,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "totals": [{"currency": c, "amount": format_money(v, c, code)} for c, v in sorted(totals.items())],
         "total": ", ".join(format_money(v, c, code) for c, v in sorted(totals.items())),
         "tone": "high_value" if segments & HIGH_VALUE else "standard",
-        "consequence": {"action": earliest["action"], "on": day(earliest["at"])} if earliest else None,
+        "consequence": {"action": earliest["action"], "on": deadline(earliest["at"])} if earliest else None,
         "today": day(now),
         # The first (or only) invoice under the names single-invoice templates use.
         "invoice": one,

@@ -115,11 +115,13 @@ def test_after_a_month_without_cron_the_final_notice_goes_out_before_any_pause_o
     for received in [r for r in smtp.received if not r.rcpt_tos[0].startswith("collections@")]:
         # and it names the pause, 3 days from now (not day 21, long past, nor the cancellation instead)
         body = received.message.get_body(("plain",)).get_content()
-        assert "will be paused on that day" in body and "December 5, 2026" in body, body
+        assert "will be paused at the end of that day" in body and "December 5, 2026" in body, body
 
     account.tick(T0 + 33 * DAY)                               # not yet 3 days after the final notice
     assert fake_stripe.count(PAUSE) == 0
-    account.tick(T0 + 33 * DAY + 2 * HOUR)
+    account.tick(T0 + 33 * DAY + 2 * HOUR)                    # 3 days, but December 5 has not ended in New York
+    assert fake_stripe.count(PAUSE) == 0
+    account.tick(T0 + 33 * DAY + 16 * HOUR)                   # 01:00 on December 6 in New York
     assert fake_stripe.count(PAUSE) == 3 and fake_stripe.count(CANCEL) == 0
     for day in range(34, 40):
         account.tick(T0 + day * DAY + 2 * HOUR)

@@ -45,8 +45,9 @@ def _as_it_will_run(ctx: TickContext, bundle):
     from dunctl.irreversible import as_it_will_run
     from dunctl.tick.facts import step_records
 
+    zone = bundle.customer.timezone if bundle.customer else None
     return as_it_will_run(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle), ctx.settings,
-                          ctx.now)
+                          ctx.now, zone)
 
 
 def _update_link(ctx: TickContext, effect: Effect) -> str | None:
