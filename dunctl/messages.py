@@ -611,8 +611,8 @@ def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: l
     kind = customer_kind(customer, invoice)
     who = kind["company_name"] or kind["name"] or case["customer_id"]
     contacts = resolve_recipients(_Rules("billing_contact"), customer, invoice).to
-    paragraphs = [
-        f"{reason}.",
+    paragraphs = [f"{reason}."] if reason else []   # no reason: one invoice of a customer's escalation
+    paragraphs += [
         f"{who} ({case['customer_id']}) owes {format_amount(invoice['amount_remaining'], currency)} "
         f"{currency.upper()} on invoice {invoice['number'] or invoice['id']} (of "
         f"{format_amount(invoice['amount_due'], currency)} {currency.upper()} due). Billing contact: "
@@ -628,6 +628,22 @@ def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: l
     if invoice.get("hosted_invoice_url"):
         paragraphs.append(f"The customer pays on: {invoice['hosted_invoice_url']}")
     return "\n\n".join(paragraphs)
+
+
+def escalation_for_customer(reason: str, customer_id: str, customer: dict | None,
+                            invoices: list[tuple[dict, str]]) -> str:
+    """One customer's escalations as one message: the reason, the total owed per currency (amounts in different
+    currencies are never added), then each invoice's own escalation text, as (invoice row, text) pairs."""
+    totals: dict[str, int] = {}
+    for invoice, _ in invoices:
+        totals[invoice["currency"]] = totals.get(invoice["currency"], 0) + invoice["amount_remaining"]
+    kind = customer_kind(customer, invoices[0][0])
+    who = kind["company_name"] or kind["name"] or customer_id
+    owed = "; ".join(f"{format_amount(amount, currency)} {currency.upper()}" for currency, amount in totals.items())
+    per = " (a total per currency)" if len(totals) > 1 else ""
+    head = f"{reason}.\n\n{who} ({customer_id}) has {len(invoices)} unpaid invoices. Total owed{per}: {owed}."
+    parts = [f"Invoice {invoice['number'] or invoice['id']}:\n\n{text}" for invoice, text in invoices]
+    return "\n\n".join([head, *parts])
 
 
 def _history(actions: list[dict]) -> str:
