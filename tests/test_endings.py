@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0, cli, starter
+from tests.helpers import T0, cli, starter, sent_as
 
 SUBSCRIPTION_UPDATE = "POST /v1/subscriptions/:id"
 CANCEL = "DELETE /v1/subscriptions/:id"
@@ -242,7 +242,7 @@ def test_cases_paid_together_get_one_thank_you(account, fake_stripe):
     a.tick(2 * DAY)
     thanks = a.received("Thank you")
     assert len(thanks) == 1
-    assert sorted(thanks[0].message["X-Dunctl-Case"].split(", ")) == sorted([first, second])
+    assert sorted(sent_as(a.config, thanks[0].message)[0].split(", ")) == sorted([first, second])
 
 
 def test_the_thank_you_waits_for_the_end_of_quiet_hours(account, fake_stripe):

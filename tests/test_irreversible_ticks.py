@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0, cli, open_engine_ledger, starter
+from tests.helpers import T0, cli, open_engine_ledger, starter, sent_as
 from tests.servers import SmtpServer
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -52,7 +52,7 @@ class Account:
 
     def mails(self) -> list[tuple[str, str]]:
         """(customer, step) of every email the customers got (the collections team's are left out)."""
-        return sorted((r.rcpt_tos[0], r.message["X-Dunctl-Step"]) for r in self.smtp.received
+        return sorted((r.rcpt_tos[0], sent_as(self.config, r.message)[1]) for r in self.smtp.received
                       if not r.rcpt_tos[0].startswith("collections@"))
 
     def irreversible_were_announced(self, days: float = 3) -> int:

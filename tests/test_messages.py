@@ -135,6 +135,7 @@ def test_an_internal_message_can_be_written_in_the_senders_language_whatever_the
 
 def test_the_final_notice_sent_by_tick_names_the_day_the_subscription_pauses(tmp_path, smtp_server):
     from tests.helpers import (
+    sent_as,
         T0,
         at,
         cli,
@@ -150,8 +151,8 @@ def test_the_final_notice_sent_by_tick_names_the_day_the_subscription_pauses(tmp
     seed(open_engine_ledger(config), failed_invoice("in_1", failed_at=T0),
          customers=[customer("cus_1", billing_email="ap@wayne.test")])
     assert cli(config, "tick", "--no-sync", "--now", at("12d1m").isoformat()).exit_code == 0
-    final = [r for r in smtp_server.received if r.message["X-Dunctl-Step"] == "final-notice"]
-    assert final, [r.message["X-Dunctl-Step"] for r in smtp_server.received]
+    final = [r for r in smtp_server.received if sent_as(config, r.message)[1] == "final-notice"]
+    assert final, [sent_as(config, r.message)[1] for r in smtp_server.received]
     # standard: first failure 2026-11-02, pause_subscription at 21d.
     assert final[0].message["Subject"] == "Final notice: $49.00 due by November 23, 2026"
     text = final[0].message.get_body(("plain",)).get_content()

@@ -85,13 +85,10 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
-    headers = {"X-Dunctl-Case": ", ".join(e.invoice_id for e in effects),
-               "X-Dunctl-Step": ", ".join(e.name if len(effects) == 1 else f"{e.invoice_id}:{e.name}"
-                                          for e in effects)}
     note = f"; left out {left_out}" if left_out else ""
 
     def deliver() -> Outcome:
-        message = EmailMessage(found.to, subject, text, html, headers, cc=found.cc)
+        message = EmailMessage(found.to, subject, text, html, cc=found.cc)   # headers: dunctl/tick/channels.py
         delivery = ctx.channels.email(message, lead.key, ctx.now)
         return Outcome("done", f"email {step.template} to {', '.join(found.all)}: {delivery.detail}{note}",
                        recipient=", ".join(found.all), subject=subject)
