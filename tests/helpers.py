@@ -119,13 +119,16 @@ def sent_as(config_path: Path, message) -> tuple[str, str]:
     ref = message["X-Dunctl-Ref"]
     ledger = open_engine_ledger(config_path)
     try:
-        found = [(row["invoice_id"], row["step_id"]) for row in ledger.rows(
-            "SELECT c.invoice_id, a.step_id, a.idempotency_key, a.message_ref FROM actions a "
-            "JOIN cases c ON c.id = a.case_id ORDER BY a.id")
-            if reference((row["message_ref"] or "").rpartition("+")[0] or row["idempotency_key"]) == ref]
+        rows = list(ledger.rows("SELECT c.invoice_id, a.step_id, a.idempotency_key, a.message_ref FROM actions a "
+                                "JOIN cases c ON c.id = a.case_id ORDER BY a.id"))
     finally:
         ledger.close()
-    found.sort()
+    # the email went out under one of its actions' keys; the others delivered with it share its message_ref
+    lead = next((r for r in rows if reference(r["idempotency_key"]) == ref), None)
+    if lead is None:
+        return "", ""
+    found = sorted((r["invoice_id"], r["step_id"]) for r in rows
+                   if r is lead or (lead["message_ref"] and r["message_ref"] == lead["message_ref"]))
     if len(found) == 1:
         return found[0]
     return ", ".join(i for i, _ in found), ", ".join(f"{i}:{s}" for i, s in found)
