@@ -46,3 +46,11 @@ def test_every_notice_email_is_a_table_layout_with_preheader_reply_line_and_sign
     for template in NOTICES:
         _, _, html = SHIPPED.render_email(template, sample_notice_contexts()[context])
         check_layout(html, "en")
+
+
+@pytest.mark.parametrize("locale", SIGN_OFF)
+@pytest.mark.parametrize("template", DUNNING)
+def test_every_dunning_emails_text_part_has_a_reply_line_and_a_sign_off(template, locale):
+    _, text, _ = SHIPPED.render_email(template, sample_context("Acme", locale=locale))
+    assert SIGN_OFF[locale] in text, text
+    assert REPLY[locale] in text.lower(), text
