@@ -16,6 +16,10 @@ In a finance team's words:
     sent: "we paused your subscription" goes out only once the pause happened, and a warning of a pause (or
     cancellation, or write-off) only while that step is still to come and will really happen.
 
+    A message names the day of the consequence as a deadline ("please pay by 23 November"), and a reader takes it
+    as the end of that day in their own time zone (the customer's, else the sender's). So the irreversible step
+    waits until that day has ended there: it never runs on the day the message named.
+
 Which message announces a step: a customer message with `announces: <step id>` in the sequence; where no step
 of the sequence announces it, the nearest customer message placed before it (sequences written before the key
 existed keep working).
@@ -31,14 +35,16 @@ sent counts as sent, to show when it would have acted. Once live, only what was 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from dunctl.config import CUSTOMER, IRREVERSIBLE, Sequence, Step
 from dunctl.failures import DISPUTE
 from dunctl.offsets import Offset
 from dunctl.planner import SKIP, CaseSnapshot, Decision, Settings, StepRecord, Wait, skip_reason
 
-__all__ = ["IRREVERSIBLE", "announcers", "as_it_will_run", "earned", "message_truth", "told_statuses"]
+__all__ = ["IRREVERSIBLE", "announcers", "as_it_will_run", "deadline_day", "deadline_end", "earned", "message_truth",
+           "told_statuses"]
 
 # Statuses after which a message will never be delivered, nor a step run (by this record).
 _GAVE_UP = frozenset({"skipped", "missed", "suppressed"})
@@ -68,19 +74,26 @@ def earned(step: Step, case: CaseSnapshot, sequence: Sequence, records: dict[str
     if held is not None:
         return held
     notice = settings.notice_before_suspension
+    zone = case.timezone or settings.timezone
+    due = step.at.after(case.first_failed_at)
     told = _told_at(step, sequence, records, settings)
     if told is not None:
-        if told + notice <= now:
+        ready = deadline_end(max(due, told + notice), zone)
+        if ready <= now:
             return None
-        return Wait(step, told + notice, f"the customer was told {_span(now - told)} ago; {step.action} needs "
-                                         f"{_span(notice)} notice after a delivered announcement")
+        if told + notice > now:
+            return Wait(step, ready, f"the customer was told {_span(now - told)} ago; {step.action} needs "
+                                     f"{_span(notice)} notice after a delivered announcement")
+        return Wait(step, ready, f"the customer was told to pay by {deadline_day(ready, zone)}: {step.action} "
+                                 f"waits until that day ends in {zone}")
     pending = [a for a in announcers(step, sequence) if _can_still_tell(a, case, sequence, records, settings)]
     if pending:
         first = min(max(a.at.after(case.first_failed_at), now) for a in pending)
         waits_on = "a person to settle its unknown delivery (`dunctl case resolve`)" \
             if any(_status(records, a) == "unknown" for a in pending) else "its delivery"
-        return Wait(step, first + notice, f"the customer has not been sent '{pending[0].id}' yet, which announces "
-                                          f"it; {step.action} runs {_span(notice)} after {waits_on}")
+        return Wait(step, deadline_end(max(due, first + notice), zone),
+                    f"the customer has not been sent '{pending[0].id}' yet, which announces it; {step.action} runs "
+                    f"{_span(notice)} after {waits_on}, at the end of the day the message names")
     named = ", ".join(f"'{a.id}'" for a in announcers(step, sequence)) or "no customer message"
     return Decision(step, step.at.after(case.first_failed_at), SKIP,
                     f"the customer was never sent the message announcing it ({named}): dunctl does not pause, "
@@ -125,22 +138,46 @@ def message_truth(step: Step, case: CaseSnapshot, sequence: Sequence, records: d
 
 
 def as_it_will_run(sequence: Sequence, first_failed_at: datetime, records: dict[str, StepRecord],
-                   settings: Settings, now: datetime) -> Sequence:
+                   settings: Settings, now: datetime, zone: str | None = None) -> Sequence:
     """The sequence with its irreversible steps as they will now run, for what a message says of them ("paused
     on ..."): a step that already happened or will not happen is left out, and the others are timed no earlier
-    than the notice period after their announcement (delivered, or sent now). After a gap the final notice so
-    names the pause 3 days from now, not a day already past (or the next step instead)."""
+    than the notice period after their announcement (delivered, or sent now), at the end of that local day in
+    `zone` (the customer's; default the sender's), so `deadline_day` of the step's time is the day the message
+    names. After a gap the final notice so names the pause 3 days from now, not a day already past."""
     notice = settings.notice_before_suspension
+    zone = zone or settings.timezone
     steps = []
     for step in sequence.steps:
         if step.action in IRREVERSIBLE:
             if _status(records, step) in _GAVE_UP | told_statuses(settings) | {"unknown"}:
                 continue
             told = _told_at(step, sequence, records, settings) or now
-            runs = max(step.at.after(first_failed_at), told + notice)
+            runs = deadline_end(max(step.at.after(first_failed_at), told + notice), zone)
             step = step.model_copy(update={"at": Offset(step.at.text, _minutes(runs - first_failed_at))})
         steps.append(step)
     return sequence.model_copy(update={"steps": steps})
+
+
+def deadline_day(moment: datetime, zone: str | None) -> date:
+    """The day a message names as the deadline for a consequence timed at `moment`, in `zone`: that local day,
+    or the day before when `moment` falls in the first minute of a day (step times are kept to the minute,
+    rounded up, so a step timed to the end of the 23rd lands at 00:00 on the 24th, plus seconds)."""
+    return (moment.astimezone(_zone(zone)) - timedelta(minutes=1)).date()
+
+
+def deadline_end(moment: datetime, zone: str | None) -> datetime:
+    """The earliest a consequence timed at `moment` may run: once the day `deadline_day` names has ended in
+    `zone` (local midnight, which a DST change or a zone's offset puts at different UTC times)."""
+    tz = _zone(zone)
+    next_day = deadline_day(moment, zone) + timedelta(days=1)
+    return max(moment, datetime.combine(next_day, time(0), tzinfo=tz).astimezone(moment.tzinfo))
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ValueError, KeyError):   # ZoneInfoNotFoundError is a KeyError; the config checks names when loaded
+        return ZoneInfo("UTC")
 
 
 def _minutes(delta) -> int:

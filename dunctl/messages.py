@@ -39,6 +39,7 @@ from dunctl.locales import (
     language,
     normalise,
 )
+from dunctl.irreversible import deadline_day
 from dunctl.money import babel_locale, format_amount, format_day, format_money
 from dunctl.offsets import Offset, parse_offset
 from dunctl.recipients import current_email, resolve_recipients
@@ -434,6 +435,10 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
     def day(moment: datetime) -> str:
         return format_day(moment.astimezone(tz), code)
 
+    def deadline(moment: datetime) -> str:
+        # a reader takes the day named as "by the end of it", which dunctl honours (dunctl/irreversible.py)
+        return format_day(deadline_day(moment, zone), code)
+
     invoices = []
     totals: dict[str, int] = {}
     earliest = None
@@ -471,7 +476,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
             "first_failed": day(first_failed) if first_failed else "",
             "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
             "attempts": case["attempts"],
-            "consequence": {"action": then["action"], "on": day(then["at"])} if then else None,
+            "consequence": {"action": then["action"], "on": deadline(then["at"])} if then else None,
         })
     one = invoices[0]
     links = {inv["pay_link"] for inv in invoices}
@@ -489,7 +494,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "totals": [{"currency": c, "amount": format_money(v, c, code)} for c, v in sorted(totals.items())],
         "total": ", ".join(format_money(v, c, code) for c, v in sorted(totals.items())),
         "tone": "high_value" if segments & HIGH_VALUE else "standard",
-        "consequence": {"action": earliest["action"], "on": day(earliest["at"])} if earliest else None,
+        "consequence": {"action": earliest["action"], "on": deadline(earliest["at"])} if earliest else None,
         "today": day(now),
         # The first (or only) invoice under the names single-invoice templates use.
         "invoice": one,
@@ -624,8 +629,8 @@ def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: l
     kind = customer_kind(customer, invoice)
     who = kind["company_name"] or kind["name"] or case["customer_id"]
     contacts = resolve_recipients(_Rules("billing_contact"), customer, invoice).to
-    paragraphs = [
-        f"{reason}.",
+    paragraphs = [f"{reason}."] if reason else []   # no reason: one invoice of a customer's escalation
+    paragraphs += [
         f"{who} ({case['customer_id']}) owes {format_amount(invoice['amount_remaining'], currency)} "
         f"{currency.upper()} on invoice {invoice['number'] or invoice['id']} (of "
         f"{format_amount(invoice['amount_due'], currency)} {currency.upper()} due). Billing contact: "
@@ -641,6 +646,22 @@ def escalation_text(case: dict, invoice: dict, customer: dict | None, actions: l
     if invoice.get("hosted_invoice_url"):
         paragraphs.append(f"The customer pays on: {invoice['hosted_invoice_url']}")
     return "\n\n".join(paragraphs)
+
+
+def escalation_for_customer(reason: str, customer_id: str, customer: dict | None,
+                            invoices: list[tuple[dict, str]]) -> str:
+    """One customer's escalations as one message: the reason, the total owed per currency (amounts in different
+    currencies are never added), then each invoice's own escalation text, as (invoice row, text) pairs."""
+    totals: dict[str, int] = {}
+    for invoice, _ in invoices:
+        totals[invoice["currency"]] = totals.get(invoice["currency"], 0) + invoice["amount_remaining"]
+    kind = customer_kind(customer, invoices[0][0])
+    who = kind["company_name"] or kind["name"] or customer_id
+    owed = "; ".join(f"{format_amount(amount, currency)} {currency.upper()}" for currency, amount in totals.items())
+    per = " (a total per currency)" if len(totals) > 1 else ""
+    head = f"{reason}.\n\n{who} ({customer_id}) has {len(invoices)} unpaid invoices. Total owed{per}: {owed}."
+    parts = [f"Invoice {invoice['number'] or invoice['id']}:\n\n{text}" for invoice, text in invoices]
+    return "\n\n".join([head, *parts])
 
 
 def _history(actions: list[dict]) -> str:

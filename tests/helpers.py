@@ -110,6 +110,30 @@ def open_engine_ledger(config_path: Path) -> Ledger:
     return Ledger.open(load_config(config_path).ledger_path)
 
 
+def sent_as(config_path: Path, message) -> tuple[str, str]:
+    """(invoices, steps) an email was sent for, found in the ledger from its opaque `X-Dunctl-Ref` (customers see
+    no internal names): "in_1", "notice" for one case's step; "in_a, in_b", "in_a:notice, in_b:notice" for
+    several delivered as one message."""
+    from dunctl.channels.email import reference
+
+    ref = message["X-Dunctl-Ref"]
+    ledger = open_engine_ledger(config_path)
+    try:
+        rows = list(ledger.rows("SELECT c.invoice_id, a.step_id, a.idempotency_key, a.message_ref FROM actions a "
+                                "JOIN cases c ON c.id = a.case_id ORDER BY a.id"))
+    finally:
+        ledger.close()
+    # the email went out under one of its actions' keys; the others delivered with it share its message_ref
+    lead = next((r for r in rows if reference(r["idempotency_key"]) == ref), None)
+    if lead is None:
+        return "", ""
+    found = sorted((r["invoice_id"], r["step_id"]) for r in rows
+                   if r is lead or (lead["message_ref"] and r["message_ref"] == lead["message_ref"]))
+    if len(found) == 1:
+        return found[0]
+    return ", ".join(i for i, _ in found), ", ".join(f"{i}:{s}" for i, s in found)
+
+
 runner = CliRunner()
 
 

@@ -36,7 +36,7 @@ AUTH_WITHOUT_TLS = pytest.mark.filterwarnings("ignore:Requiring AUTH while not r
 def make_message(**overrides) -> EmailMessage:
     fields = dict(to="Jo Doe <jo@customer.test>", subject="Your payment of $49.00 failed",
                   text="Hi Jo,\nyour card was declined.\n", html="<p>Hi Jo, your card was <b>declined</b>.</p>",
-                  headers={"X-Dunctl-Case": "in_123"})
+                  headers={"X-Example-Case": "in_123"})
     fields.update(overrides)
     return EmailMessage(**fields)
 
@@ -64,7 +64,7 @@ def test_smtp_delivers_multipart_alternative_with_headers(smtp_server):
     assert msg["From"] == SENDER
     assert msg["To"] == "Jo Doe <jo@customer.test>"
     assert msg["Reply-To"] == "help@acme.test"
-    assert msg["X-Dunctl-Case"] == "in_123"
+    assert msg["X-Example-Case"] == "in_123"
     assert parsedate_to_datetime(msg["Date"]) == NOW
     assert msg["Message-ID"] == delivery.provider_id
     assert msg.get_content_type() == "multipart/alternative"
@@ -226,7 +226,7 @@ def test_cr_lf_and_controls_in_customer_text_never_break_the_message_and_it_stil
     transport = transport_for(smtp_server)
     send(transport, make_message(to="Jo\r\nBcc: evil@attacker.test\r\n Doe <jo@customer.test>",
                                  subject="Payment failed\r\nBcc: evil@attacker.test\x1b[31m",
-                                 headers={"X-Dunctl-Case": "in_1\nX-Injected: yes"}))
+                                 headers={"X-Example-Case": "in_1\nX-Injected: yes"}))
     send(transport, make_message(to="Ø\r\nÅ, \"Q\" <jo@customer.test>", subject="Zahlung\r\nfehlgeschlagen"))
 
     first, second = smtp_server.received
@@ -234,7 +234,7 @@ def test_cr_lf_and_controls_in_customer_text_never_break_the_message_and_it_stil
     msg = first.message
     assert msg["To"] == '"Jo Bcc: evil@attacker.test Doe" <jo@customer.test>'
     assert msg["Subject"] == "Payment failed Bcc: evil@attacker.test"
-    assert msg["X-Dunctl-Case"] == "in_1 X-Injected: yes"
+    assert msg["X-Example-Case"] == "in_1 X-Injected: yes"
     assert msg["Bcc"] is None and msg["X-Injected"] is None
     assert msg.get_content_type() == "multipart/alternative"
     assert [(a.display_name, a.addr_spec) for a in second.message["To"].addresses] == [

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from dunctl.tick.executor import EFFECTS_PER_BATCH
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0, at, cli, customer, dunctl_process, failed_invoice, open_engine_ledger, seed, starter
+from tests.helpers import T0, at, cli, customer, dunctl_process, failed_invoice, open_engine_ledger, seed, starter, sent_as
 from tests.servers import SmtpServer
 
 CUSTOMERS = EFFECTS_PER_BATCH + 1
@@ -30,7 +30,7 @@ def test_a_customer_whose_retry_recovered_the_invoice_gets_no_reminder_in_the_sa
             fake_stripe.set_now(when)
             ticked = cli(config, "tick", "--now", when.isoformat(), env=env)
             assert ticked.exit_code == 0, ticked.output
-        steps = [r.message["X-Dunctl-Step"] for r in smtp.received if r.rcpt_tos[0].startswith("c")]
+        steps = [sent_as(config, r.message)[1] for r in smtp.received if r.rcpt_tos[0].startswith("c")]
     assert fake_stripe.count(PAY) == CUSTOMERS
     # the day-3 reminder went to nobody: each had just paid, and got the payment's thank-you instead
     assert sorted(steps) == ["notice"] * CUSTOMERS + ["recovered"] * CUSTOMERS

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.helpers import at, customer, dunctl_process, failed_invoice, open_engine_ledger, seed, starter
+from tests.helpers import at, customer, dunctl_process, failed_invoice, open_engine_ledger, seed, starter, sent_as
 from tests.servers import SmtpServer
 
 
@@ -56,7 +56,7 @@ def test_ticks_run_repeatedly_and_concurrently_never_duplicate_a_message(tmp_pat
             pair = [dunctl_process(config, "tick", "--no-sync", "--now", at(offset).isoformat()) for _ in range(2)]
             codes = [p.wait(timeout=60) for p in pair]
             assert set(codes) <= {0, 3}, [p.stderr.read() for p in pair]
-        received = sorted((r.rcpt_tos[0], r.message["X-Dunctl-Step"]) for r in smtp.received)
+        received = sorted((r.rcpt_tos[0], sent_as(config, r.message)[1]) for r in smtp.received)
     expected = sorted((f"c{i}@example.com", step) for i in range(3) for step in ("notice", "reminder", "update-link"))
     assert received == expected
 

@@ -3,7 +3,7 @@ often one customer hears from dunctl across all its cases. Real SMTP server, rea
 
 from datetime import timedelta
 
-from tests.helpers import T0, at, cli, customer, failed_invoice, open_engine_ledger, seed, starter
+from tests.helpers import T0, at, cli, customer, failed_invoice, open_engine_ledger, seed, starter, sent_as
 
 POLICY = {"max_per_week": 3, "min_gap": "36h", "channels": {"sms": {"max_per_case": 2}}}
 
@@ -30,7 +30,7 @@ def test_two_failed_invoices_of_one_customer_make_one_email_and_another_currency
          failed_invoice("in_d", customer_id="cus_2"),
          customers=[customer("cus_1", email="ada@example.com"), customer("cus_2", email="bob@example.com")])
     tick(config, at("31m"))
-    received = sorted((r.rcpt_tos[0], r.message["X-Dunctl-Case"]) for r in smtp_server.received)
+    received = sorted((r.rcpt_tos[0], sent_as(config, r.message)[0]) for r in smtp_server.received)
     assert received == [("ada@example.com", "in_a, in_b"), ("ada@example.com", "in_c"),
                         ("bob@example.com", "in_d")]
     refs = {c["invoice_id"]: ledger.actions(c["id"])[0] for c in ledger.cases()}
@@ -38,7 +38,7 @@ def test_two_failed_invoices_of_one_customer_make_one_email_and_another_currency
     assert refs["in_a"]["message_ref"] == refs["in_b"]["message_ref"] is not None
     assert refs["in_c"]["message_ref"] is None
     assert "one message for in_a, in_b" in refs["in_b"]["detail"]
-    both = next(r for r in smtp_server.received if r.message["X-Dunctl-Case"] == "in_a, in_b")
+    both = next(r for r in smtp_server.received if sent_as(config, r.message)[0] == "in_a, in_b")
     text = both.message.get_body(("plain",)).get_content()
     for number, amount, link in (("INV-a", "$49.00", "in_a"), ("INV-b", "$15.00", "in_b")):
         assert number in text and amount in text and f"https://invoice.stripe.test/{link}" in text
@@ -93,7 +93,7 @@ def test_a_held_message_goes_out_at_the_earliest_allowed_time_and_says_why_it_wa
     tick(config, at("1d12h30m"))
     assert len(smtp_server.received) == 1
     tick(config, at("1d12h31m"))
-    assert [r.message["X-Dunctl-Case"] for r in smtp_server.received] == ["in_1", "in_2"]
+    assert [sent_as(config, r.message)[0] for r in smtp_server.received] == ["in_1", "in_2"]
 
 
 def test_a_pre_dunning_notice_counts_toward_the_contact_policy_of_dunning_messages(tmp_path, smtp_server):
@@ -121,7 +121,7 @@ def test_messages_due_in_the_same_tick_count_toward_the_policy_too(tmp_path, smt
          failed_invoice("in_c", customer_id="cus_1", amount=9900, currency="eur", subscription_id="sub_3"),
          customers=[customer("cus_1", email="ada@example.com")])
     tick(config, at("31m"))
-    assert [r.message["X-Dunctl-Case"] for r in smtp_server.received] == ["in_a, in_b"]
+    assert [sent_as(config, r.message)[0] for r in smtp_server.received] == ["in_a, in_b"]
     held = ledger.case_for_invoice("in_c")
     assert held["next_step"] == "notice" and held["next_due_at"] == "2026-11-04T02:31:00Z"     # 36 h later
     explained = cli(config, "explain", "in_c", "--now", at("31m").isoformat()).stdout
@@ -129,7 +129,7 @@ def test_messages_due_in_the_same_tick_count_toward_the_policy_too(tmp_path, smt
     tick(config, at("1d12h30m"))
     assert len(smtp_server.received) == 1
     tick(config, at("1d12h31m"))
-    assert [r.message["X-Dunctl-Case"] for r in smtp_server.received] == ["in_a, in_b", "in_c"]
+    assert [sent_as(config, r.message)[0] for r in smtp_server.received] == ["in_a, in_b", "in_c"]
 
 
 def test_with_grouping_off_a_second_invoice_waits_the_minimum_gap(tmp_path, smtp_server):
@@ -143,4 +143,4 @@ def test_with_grouping_off_a_second_invoice_waits_the_minimum_gap(tmp_path, smtp
     tick(config, at("2h"))
     assert len(smtp_server.received) == 1
     tick(config, at("1d12h31m"))
-    assert sorted(r.message["X-Dunctl-Case"] for r in smtp_server.received) == ["in_a", "in_b"]
+    assert sorted(sent_as(config, r.message)[0] for r in smtp_server.received) == ["in_a", "in_b"]

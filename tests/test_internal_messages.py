@@ -59,3 +59,32 @@ def test_a_live_invoice_links_the_live_dashboard():
 
     assert dashboard_url("in_9", True) == "https://dashboard.stripe.com/invoices/in_9"
     assert dashboard_url("in_9", False, "acct_2") == "https://dashboard.stripe.com/acct_2/test/invoices/in_9"
+
+
+def test_one_escalation_per_customer_lists_each_invoice_and_a_total_per_currency(tmp_path, smtp_server):
+    config = starter(tmp_path, **{
+        "channels.email": {"transport": "smtp", "host": smtp_server.host, "port": smtp_server.port}})
+    seed(open_engine_ledger(config),
+         failed_invoice("in_1", amount=4900), failed_invoice("in_2", amount=12000),
+         failed_invoice("in_3", amount=2500, currency="eur"), failed_invoice("in_4", customer_id="cus_2"),
+         customers=[customer("cus_1", email="ap@wayne.test", company="Wayne Health"),
+                    customer("cus_2", email="ap@acme.test")])
+    result = cli(config, "tick", "--no-sync", "--now", at("15d1m").isoformat(), env={"STRIPE_API_KEY": "sk_test_1"})
+    assert result.exit_code == 0, result.output + result.stderr
+    escalations = texts_to(smtp_server, "collections@example.com")
+    # one message per customer: Wayne Health's three invoices in two currencies, and the other customer's one
+    assert sorted(subject for subject, _ in escalations) == [
+        "[dunctl] Unpaid after 15 days: INV-1, INV-2, INV-3", "[dunctl] Unpaid after 15 days: INV-4"]
+    [text] = [text for subject, text in escalations if "INV-3" in subject]
+    # a total per currency, never one sum across them
+    assert "Wayne Health (cus_1) has 3 unpaid invoices. Total owed (a total per currency): $169.00 USD; €25.00 EUR." \
+        in text, text
+    for number, owed in (("INV-1", "49.00 USD"), ("INV-2", "120.00 USD"), ("INV-3", "25.00 EUR")):
+        assert f"Invoice {number}:" in text and f"owes {owed}" in text.replace("$", "").replace("€", ""), text
+    ledger = open_engine_ledger(config)
+    try:   # every case was handed to a person, and each records the one message
+        for invoice in ("in_1", "in_2", "in_3"):
+            actions = ledger.actions(ledger.case_for_invoice(invoice)["id"])
+            assert [a["status"] for a in actions if a["step_id"] == "escalate"] == ["done"], invoice
+    finally:
+        ledger.close()

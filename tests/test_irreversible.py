@@ -2,7 +2,8 @@
 every history that decides it, on the pure function and through the planner; and the `announces:` key checked
 when the config loads."""
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -29,6 +30,12 @@ def day(n: float):
     return T0 + timedelta(days=n)
 
 
+def end_of(n: float, zone: str = "UTC"):
+    """The end of the local day that day(n) falls on: when a consequence named for that day may run."""
+    tz = ZoneInfo(zone)
+    return datetime.combine(day(n).astimezone(tz).date() + timedelta(days=1), time(0), tzinfo=tz)
+
+
 DELIVERED = {"notice": StepRecord("done", 1, T0 + timedelta(minutes=30))}
 
 # history -> (records, case facts, now, settings, expected verdict)
@@ -44,7 +51,7 @@ HISTORIES = {
     "never told": (DELIVERED | {"final": StepRecord("missed", 0, day(12))}, {}, day(21), Settings(), "skip"),
     "told too late": (DELIVERED | {"final": StepRecord("done", 1, day(20))}, {}, day(21), Settings(),
                       "wait until 23"),
-    "told and waited": (DELIVERED | {"final": StepRecord("done", 1, day(12))}, {}, day(21), Settings(), "run"),
+    "told and waited": (DELIVERED | {"final": StepRecord("done", 1, day(12))}, {}, day(21.5), Settings(), "run"),
     "paid meanwhile": (DELIVERED | {"final": StepRecord("done", 1, day(12))}, {"invoice_status": "paid"}, day(21),
                        Settings(), "skip"),
     "disputed meanwhile": (DELIVERED | {"final": StepRecord("done", 1, day(12))}, {"failure_type": "dispute"},
@@ -59,7 +66,7 @@ HISTORIES = {
     "announcement failed for good": (DELIVERED | {"final": StepRecord("failed", 5, day(12))}, {}, day(21),
                                      Settings(), "skip"),
     # monitor mode rehearses the rule: there a `would` counts, to show when dunctl would act
-    "rehearsed in monitor mode": (DELIVERED | {"final": StepRecord("would", 1, day(12))}, {}, day(21),
+    "rehearsed in monitor mode": (DELIVERED | {"final": StepRecord("would", 1, day(12))}, {}, day(21.5),
                                   Settings(monitor=True), "run"),
 }
 
@@ -86,10 +93,10 @@ def test_an_irreversible_step_runs_only_when_earned(action, history):
 THROUGH_THE_PLANNER = {
     # the latest message that is still true goes out (the one placed after the step is not true yet); the step
     # waits 3 days after it
-    "monitor history only": ([("notice", MISSED), ("final", RUN)], day(34)),
-    "outage gap": ([("final", RUN)], day(33)),
+    "monitor history only": ([("notice", MISSED), ("final", RUN)], end_of(34)),
+    "outage gap": ([("final", RUN)], end_of(33)),
     "never told": ([("act", SKIP)], None),
-    "told too late": ([], day(23)),
+    "told too late": ([], end_of(23)),
     "told and waited": ([("act", RUN)], None),
 }
 
@@ -133,7 +140,7 @@ def test_without_announces_the_nearest_customer_message_before_the_step_announce
     missed = only_notice | {"final": StepRecord("missed", 0, day(12))}
     assert shown(earned(seq.steps[2], case(), seq, missed, Settings(), day(21))) == "skip"
     told = only_notice | {"final": StepRecord("done", 1, day(12))}
-    assert shown(earned(seq.steps[2], case(), seq, told, Settings(), day(21))) == "run"
+    assert shown(earned(seq.steps[2], case(), seq, told, Settings(), end_of(21))) == "run"
 
 
 BAD_ANNOUNCES = {
@@ -181,6 +188,41 @@ def test_what_a_message_says_of_the_next_step_is_when_it_will_run():
                 if s.id == "act"}
 
     on_time = DELIVERED | {"final": StepRecord("done", 1, day(12))}
-    assert timed(on_time, day(12)) == {"act": day(21)}                  # told in time: as the sequence says
-    assert timed(DELIVERED, day(30)) == {"act": day(33)}                # after a gap: 3 days after the message
+    # told in time: as the sequence says, at the end of that day; after a gap: 3 days after the message
+    assert timed(on_time, day(12)) == {"act": end_of(21)}
+    assert timed(DELIVERED, day(30)) == {"act": end_of(33)}
     assert timed(on_time | {"act": StepRecord("done", 1, day(21))}, day(22)) == {}   # already happened
+
+
+# The deadline a message names is the end of a day in the customer's zone (else the sender's), and the step waits
+# for it. The pause is due at 21d after a first failure on 2 Nov 14:00 UTC, i.e. 23 Nov 14:00 UTC.
+# zone -> (the day the final notice names, the earliest moment the pause runs, in UTC)
+DEADLINES = {
+    # 23 Nov 23:00 in Tokyo: the deadline is the 23rd there, which ends at 15:00 UTC
+    "Asia/Tokyo": ("2026-11-23", datetime(2026, 11, 23, 15, 0, tzinfo=ZoneInfo("UTC"))),
+    # 15:00 CET on the 23rd: the pause used to run at midday of the day the customer was told "bis zum 23."
+    "Europe/Berlin": ("2026-11-23", datetime(2026, 11, 23, 23, 0, tzinfo=ZoneInfo("UTC"))),
+    "America/New_York": ("2026-11-23", datetime(2026, 11, 24, 5, 0, tzinfo=ZoneInfo("UTC"))),
+    # 00:30 on the 24th in Kiribati (UTC+14): the 24th is the day named
+    "Pacific/Kiritimati": ("2026-11-24", datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("UTC"))),
+}
+
+
+@pytest.mark.parametrize("zone", DEADLINES)
+@pytest.mark.parametrize("whose", ["customer", "sender"])
+def test_a_consequence_waits_until_the_day_the_message_names_has_ended_in_the_customers_zone(zone, whose):
+    from dunctl.irreversible import as_it_will_run, deadline_day
+
+    named, runs_at = DEADLINES[zone]
+    seq = sequence("pause_subscription")
+    told = DELIVERED | {"final": StepRecord("done", 1, day(12))}
+    # the customer's zone wins over the sender's; without it, the sender's
+    snapshot = case(timezone=zone) if whose == "customer" else case()
+    settings = Settings(timezone=zone if whose == "sender" else "Europe/London")
+    timed = next(s for s in as_it_will_run(seq, T0, told, settings, day(12), snapshot.timezone).steps
+                 if s.id == "act").at.after(T0)
+    assert str(deadline_day(timed, zone)) == named                       # what the final notice says
+    assert timed == runs_at                                              # and when the pause runs
+    act = seq.steps[2]
+    assert isinstance(earned(act, snapshot, seq, told, settings, runs_at - timedelta(minutes=1)), Wait)
+    assert earned(act, snapshot, seq, told, settings, runs_at) is None

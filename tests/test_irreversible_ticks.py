@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0, cli, open_engine_ledger, starter
+from tests.helpers import T0, cli, open_engine_ledger, starter, sent_as
 from tests.servers import SmtpServer
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -52,7 +52,7 @@ class Account:
 
     def mails(self) -> list[tuple[str, str]]:
         """(customer, step) of every email the customers got (the collections team's are left out)."""
-        return sorted((r.rcpt_tos[0], r.message["X-Dunctl-Step"]) for r in self.smtp.received
+        return sorted((r.rcpt_tos[0], sent_as(self.config, r.message)[1]) for r in self.smtp.received
                       if not r.rcpt_tos[0].startswith("collections@"))
 
     def irreversible_were_announced(self, days: float = 3) -> int:
@@ -115,11 +115,13 @@ def test_after_a_month_without_cron_the_final_notice_goes_out_before_any_pause_o
     for received in [r for r in smtp.received if not r.rcpt_tos[0].startswith("collections@")]:
         # and it names the pause, 3 days from now (not day 21, long past, nor the cancellation instead)
         body = received.message.get_body(("plain",)).get_content()
-        assert "will be paused on that day" in body and "December 5, 2026" in body, body
+        assert "will be paused at the end of that day" in body and "December 5, 2026" in body, body
 
     account.tick(T0 + 33 * DAY)                               # not yet 3 days after the final notice
     assert fake_stripe.count(PAUSE) == 0
-    account.tick(T0 + 33 * DAY + 2 * HOUR)
+    account.tick(T0 + 33 * DAY + 2 * HOUR)                    # 3 days, but December 5 has not ended in New York
+    assert fake_stripe.count(PAUSE) == 0
+    account.tick(T0 + 33 * DAY + 16 * HOUR)                   # 01:00 on December 6 in New York
     assert fake_stripe.count(PAUSE) == 3 and fake_stripe.count(CANCEL) == 0
     for day in range(34, 40):
         account.tick(T0 + day * DAY + 2 * HOUR)

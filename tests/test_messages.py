@@ -64,19 +64,22 @@ def test_a_high_value_case_is_not_told_it_happens_and_is_quick_to_fix():
 
 def test_the_final_notice_states_the_consequence_and_its_date_from_the_cases_own_sequence():
     subject, text, html = SHIPPED.render_email("final-notice", context(ADA))
-    assert subject == "Final notice: $80,000.00 due before January 22, 2026"     # first failure + 21d
-    assert "If it is still unpaid on January 22, 2026, your Acme subscription will be paused on that day." in text
-    assert "January 22, 2026" in html
+    # first failure 2026-01-01 00:00 UTC + 21d: the pause runs at 00:00 on the 22nd, the end of the 21st (the
+    # deadline a reader takes from "by January 21")
+    assert subject == "Final notice: $80,000.00 due by January 21, 2026"
+    assert "If it is still unpaid on January 21, 2026, your Acme subscription will be paused at the end of that " \
+           "day." in text
+    assert "January 21, 2026" in html
     # Past the pause, the next consequence is the cancellation on day 30.
     later = build_context(case=case(), invoice=invoice(), customer=ADA, payment_method=None, update_link=None,
                           company="Acme", now=datetime(2026, 1, 25, tzinfo=timezone.utc))
-    assert "will be cancelled on that day" in SHIPPED.render_email("final-notice", later)[1]
+    assert "will be cancelled at the end of that day" in SHIPPED.render_email("final-notice", later)[1]
     # A sequence that never suspends promises no date: a person follows up.
     no_stop = context(ADA, steps=[{"id": "notice", "at": "30m", "action": "email"}])
     assert no_stop["consequence"] is None
     assert "A member of our team will contact you" in SHIPPED.render_email("final-notice", no_stop)[1]
     japanese = context({**ADA, "preferred_locale": "ja"})
-    assert "2026年1月22日の時点でお支払いが確認できない場合" in SHIPPED.render_email("final-notice", japanese)[1]
+    assert "2026年1月21日の時点でお支払いが確認できない場合" in SHIPPED.render_email("final-notice", japanese)[1]
 
 
 def test_the_text_part_carries_the_usage_breakdown_the_html_part_shows():
@@ -127,11 +130,12 @@ def test_an_internal_message_can_be_written_in_the_senders_language_whatever_the
     assert SHIPPED.render_email("account-manager", ctx)[0].startswith("[請求]")
     subject, text, _ = SHIPPED.render_email("account-manager", ctx, locale="en")
     assert subject == "[Billing] Wayne Health: $129.00 payment failed"
-    assert "Next consequence in the sequence: subscription paused on January 22, 2026" in text
+    assert "Next consequence in the sequence: subscription paused on January 21, 2026" in text
 
 
 def test_the_final_notice_sent_by_tick_names_the_day_the_subscription_pauses(tmp_path, smtp_server):
     from tests.helpers import (
+    sent_as,
         T0,
         at,
         cli,
@@ -147,12 +151,13 @@ def test_the_final_notice_sent_by_tick_names_the_day_the_subscription_pauses(tmp
     seed(open_engine_ledger(config), failed_invoice("in_1", failed_at=T0),
          customers=[customer("cus_1", billing_email="ap@wayne.test")])
     assert cli(config, "tick", "--no-sync", "--now", at("12d1m").isoformat()).exit_code == 0
-    final = [r for r in smtp_server.received if r.message["X-Dunctl-Step"] == "final-notice"]
-    assert final, [r.message["X-Dunctl-Step"] for r in smtp_server.received]
+    final = [r for r in smtp_server.received if sent_as(config, r.message)[1] == "final-notice"]
+    assert final, [sent_as(config, r.message)[1] for r in smtp_server.received]
     # standard: first failure 2026-11-02, pause_subscription at 21d.
-    assert final[0].message["Subject"] == "Final notice: $49.00 due before November 23, 2026"
+    assert final[0].message["Subject"] == "Final notice: $49.00 due by November 23, 2026"
     text = final[0].message.get_body(("plain",)).get_content()
-    assert "If it is still unpaid on November 23, 2026, your Example subscription will be paused on that day." in text
+    assert "If it is still unpaid on November 23, 2026, your Example subscription will be paused at the end of " \
+           "that day." in text
 
 
 def test_templates_for_a_directory_follow_edits_and_new_files_between_ticks(tmp_path):

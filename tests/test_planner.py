@@ -259,11 +259,12 @@ SUSPENSIONS = [
     # suspension waits 3 days after it (until day 28); the message telling of the suspension waits for it, and is
     # looked at again first
     ({}, "25d", [("notice", MISSED), ("final", RUN)], "suspended"),
-    # told on day 25 (final notice), now day 28: suspend runs, the announcement still waits for it to happen
-    ({"notice": StepRecord("missed"), "final": StepRecord("done", 1, T0 + timedelta(days=25))}, "28d1h",
+    # told on day 25 (final notice), now the end of day 28 (the deadline it named: T0 is 14:00 UTC): suspend
+    # runs, the announcement still waits for it to happen
+    ({"notice": StepRecord("missed"), "final": StepRecord("done", 1, T0 + timedelta(days=25))}, "28d10h",
      [("suspend", RUN)], "suspended"),
-    # the normal course: told on day 0, suspension on day 21, then its announcement
-    (TOLD | {"final": StepRecord("done", 1, T0 + timedelta(days=12))}, "21d", [("suspend", RUN)], "suspended"),
+    # the normal course: told on day 0, suspension at the end of day 21, then its announcement
+    (TOLD | {"final": StepRecord("done", 1, T0 + timedelta(days=12))}, "21d10h", [("suspend", RUN)], "suspended"),
     (TOLD | {"final": StepRecord("done"), "suspend": StepRecord("done", 1, T0 + timedelta(days=21))}, "21d1h",
      [("suspended", RUN)], "cancel"),
     # a suspension that did not happen is never announced
@@ -295,7 +296,7 @@ def test_a_customer_who_can_never_be_told_is_never_suspended():
 def test_a_backlog_suspension_waits_three_days_after_the_message_sent_now():
     result = plan(case(), SUSPEND, {}, Settings(grace=timedelta(days=1)), T0 + timedelta(days=25))
     assert [(w.step.id, w.until) for w in result.waiting if w.step.id == "suspend"] == \
-        [("suspend", T0 + timedelta(days=28))]
+        [("suspend", T0 + timedelta(days=28, hours=10))]   # the end of day 28 (UTC: no zone is set)
 
 
 def test_the_suspension_waits_until_the_notice_period_has_passed():
@@ -303,7 +304,8 @@ def test_the_suspension_waits_until_the_notice_period_has_passed():
     records = {"notice": StepRecord("done", 1, T0 + timedelta(hours=20))}
     result = plan(case(), sequence, records, Settings(), T0 + timedelta(days=1))
     assert verdicts(result) == []
-    assert result.next_due_at == T0 + timedelta(hours=20) + timedelta(days=3)
+    # 3 days after the notice (6 Nov 10:00 UTC), then to the end of that day
+    assert result.next_due_at == datetime(2026, 11, 7, 0, 0, tzinfo=timezone.utc)
 
 
 def test_retries_wait_while_stripes_own_retries_are_still_on():

@@ -1,6 +1,6 @@
 """An action whose outcome is unknown stays visible until a person settles it with `dunctl case resolve`."""
 
-from tests.helpers import at, cli, failed_invoice, open_engine_ledger, seed, starter
+from tests.helpers import at, cli, failed_invoice, open_engine_ledger, seed, starter, sent_as
 
 
 def crashed_after_claiming(config):
@@ -32,7 +32,7 @@ def test_unknown_is_listed_with_the_command_that_settles_it_and_resend_sends_onc
     assert resolved.exit_code == 0, resolved.output
     for offset in ("51m", "52m", "2h"):
         assert cli(config, "tick", "--no-sync", "--now", at(offset).isoformat()).exit_code == 0
-    assert [r.message["X-Dunctl-Step"] for r in smtp_server.received] == ["notice"]   # exactly once more
+    assert [sent_as(config, r.message)[1] for r in smtp_server.received] == ["notice"]   # exactly once more
     action = next(a for a in ledger.actions(case_id) if a["step_id"] == "notice")
     assert (action["status"], action["resends"], action["idempotency_key"]) == ("done", 1, "dunctl-in_1-notice-r1")
     timeline = [t["summary"] for t in ledger.timeline(case_id)]
@@ -48,7 +48,7 @@ def test_sent_settles_it_without_sending_and_the_sequence_carries_on(tmp_path, s
     assert cli(config, "tick", "--no-sync", "--now", at("3d1h").isoformat()).exit_code == 0
     steps = {a["step_id"]: a["status"] for a in ledger.actions(case_id)}
     assert steps["notice"] == "done" and steps["reminder"] == "done"
-    assert [r.message["X-Dunctl-Step"] for r in smtp_server.received] == ["reminder"]
+    assert [sent_as(config, r.message)[1] for r in smtp_server.received] == ["reminder"]
 
 
 def test_resolve_refuses_what_it_cannot_do_and_says_why(tmp_path, smtp_server):

@@ -1,11 +1,12 @@
 """`dunctl tick` end to end on a real ledger file, with emails received by a real SMTP server."""
 
 import json
+import re
 import sqlite3
 
 import pytest
 
-from tests.helpers import T0, at, cli, customer, failed_invoice, open_engine_ledger, pay, seed, signal, starter
+from tests.helpers import T0, at, cli, customer, failed_invoice, open_engine_ledger, pay, seed, signal, starter, sent_as
 from tests.servers import closed_port
 
 
@@ -35,7 +36,11 @@ def test_a_due_email_is_sent_once_however_often_tick_runs(smtp_config, smtp_serv
         assert result.exit_code == 0, result.output
     assert subjects(smtp_server) == [("ap@acme.test", "Your Example payment of $49.00 didn't go through")]
     message = smtp_server.received[0].message
-    assert message["X-Dunctl-Step"] == "notice"
+    assert sent_as(smtp_config, message)[1] == "notice"
+    # an automated message, and nothing internal in its headers: one opaque reference the ledger resolves
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert [name for name in message.keys() if name.lower().startswith("x-dunctl")] == ["X-Dunctl-Ref"]
+    assert re.fullmatch(r"[0-9a-f]{16}", message["X-Dunctl-Ref"])
     text = message.get_body(("plain",)).get_content()
     assert "https://invoice.stripe.test/in_1" in text
     assert "your bank declined the payment" in text

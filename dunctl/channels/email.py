@@ -55,6 +55,12 @@ def message_id(key: str, sender: str) -> str:
     return f"<dunctl.{digest}@{domain}>"
 
 
+def reference(key: str) -> str:
+    """The opaque reference an email for the action `key` carries (`X-Dunctl-Ref`): the Message-ID's digest, so
+    support can find the action in the ledger from either, and a customer learns nothing from it."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
 class Built:
     """A message ready for the wire: its bytes (CRLF line ends), envelope addresses and Message-ID."""
 

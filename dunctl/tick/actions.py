@@ -45,8 +45,9 @@ def _as_it_will_run(ctx: TickContext, bundle):
     from dunctl.irreversible import as_it_will_run
     from dunctl.tick.facts import step_records
 
+    zone = bundle.customer.timezone if bundle.customer else None
     return as_it_will_run(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle), ctx.settings,
-                          ctx.now)
+                          ctx.now, zone)
 
 
 def _update_link(ctx: TickContext, effect: Effect) -> str | None:
@@ -84,13 +85,10 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
-    headers = {"X-Dunctl-Case": ", ".join(e.invoice_id for e in effects),
-               "X-Dunctl-Step": ", ".join(e.name if len(effects) == 1 else f"{e.invoice_id}:{e.name}"
-                                          for e in effects)}
     note = f"; left out {left_out}" if left_out else ""
 
     def deliver() -> Outcome:
-        message = EmailMessage(found.to, subject, text, html, headers, cc=found.cc)
+        message = EmailMessage(found.to, subject, text, html, cc=found.cc)   # headers: dunctl/tick/channels.py
         delivery = ctx.channels.email(message, lead.key, ctx.now)
         return Outcome("done", f"email {step.template} to {', '.join(found.all)}: {delivery.detail}{note}",
                        recipient=", ".join(found.all), subject=subject)
@@ -192,20 +190,22 @@ def webhook(ctx: TickContext, effect: Effect) -> Prepared:
 
 
 def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: str | None,
-               reason: str) -> Prepared:
-    """A message to a person inside the company: the escalation channel, or an email to someone named."""
+               reason: str, text: str | None = None, numbers: str | None = None) -> Prepared:
+    """A message to a person inside the company: the escalation channel, or an email to someone named. `text`
+    and `numbers` (the invoices it is about) when it covers more than `effect`'s case."""
     from dunctl.messages import recipient_list
 
     b = effect.bundle
     escalation = ctx.config.file.escalation
     channel = channel or escalation.channel
-    text = _escalation(ctx, effect, reason)
+    text = text or _escalation(ctx, effect, reason)
     if channel == "slack":
         return Prepared(f"tell Slack: {reason}",
                         lambda: Outcome("done", "slack: " + ctx.channels.slack(text, effect.key).detail,
                                         recipient="slack", subject=reason), recipient="slack", subject=reason)
     if channel == "webhook":
-        payload = {**_payload(effect), "action": "escalate", "reason": reason, "text": text}
+        payload = {**_payload(effect), "action": "escalate", "reason": reason, "text": text,
+                   **({"invoices": numbers} if numbers else {})}
         return Prepared(f"post dunning.escalated: {reason}",
                         lambda: Outcome("done", "webhook: " + ctx.channels.webhook(
                             "dunning.escalated", payload, effect.key, ctx.now).detail, recipient="webhook",
@@ -215,7 +215,7 @@ def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: s
     if not to:
         raise ChannelError("escalation by email needs escalation.to (or to: account_manager with "
                            "metadata.account_manager_email on the customer)")
-    subject = f"[dunctl] {reason}: {b.invoice.number or b.invoice.id}"
+    subject = f"[dunctl] {reason}: {numbers or b.invoice.number or b.invoice.id}"
 
     def deliver() -> Outcome:
         ctx.channels.email(EmailMessage(to, subject, text), effect.key, ctx.now)
@@ -236,6 +236,34 @@ def escalate(ctx: TickContext, effect: Effect) -> Prepared:
     def deliver() -> Outcome:
         outcome = send()
         outcome.changes.append(HandToPerson(effect.bundle.case.id, ctx.now))
+        return outcome
+
+    prepared.deliver = deliver
+    return prepared
+
+
+def escalate_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
+    """One customer's escalations due in the same tick, as one message to the escalation channel: a person takes
+    over a customer, not an invoice. It lists each invoice as a single escalation would, after the total owed
+    per currency (never added across currencies). The oldest case's step sets the reason and the channel."""
+    effects = sorted(effects, key=lambda e: (e.bundle.case.first_failed_at, e.invoice_id))
+    if len(effects) == 1:
+        return escalate(ctx, effects[0])
+    from dunctl.messages import escalation_for_customer
+
+    lead, step = effects[0], effects[0].step
+    reason = step.note or f"Escalated by step {step.id}"
+    b = lead.bundle
+    text = escalation_for_customer(reason, b.case.customer_id, b.customer.row if b.customer else None,
+                                   [(e.bundle.invoice.row, _escalation(ctx, e, "")) for e in effects])
+    numbers = ", ".join(e.bundle.invoice.number or e.invoice_id for e in effects)
+    channel = step.channel or ("email" if step.to else None)
+    prepared = _to_person(ctx, lead, channel, step.recipient if step.to else None, reason, text, numbers)
+    send = prepared.deliver
+
+    def deliver() -> Outcome:
+        outcome = send()
+        outcome.changes.extend(HandToPerson(e.bundle.case.id, ctx.now) for e in effects)
         return outcome
 
     prepared.deliver = deliver
@@ -396,6 +424,11 @@ def stop_provider_retries(ctx: TickContext, effect: Effect) -> Prepared:
 
     return Prepared("turn off Stripe's retries on the invoice", deliver, quiet=True)
 
+
+#: Action name -> how to prepare several effects delivered as one message (dunctl/tick/executor.py `_units`).
+TOGETHER: dict[str, Callable[[TickContext, list[Effect]], Prepared]] = {
+    "email": email_together, "escalate": escalate_together,
+}
 
 #: Action name -> how to prepare it. Adding an action is one entry here (and its name in config.ACTIONS).
 ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -60,7 +61,16 @@ class ChannelSet:
         return self._built[name]
 
     def email(self, message: EmailMessage, key: str, now: datetime) -> Delivery:
+        """Send `message` for the action `key`. Every email is marked `Auto-Submitted: auto-generated` (RFC 3834:
+        no vacation replies back, no loops) and carries one opaque reference, `X-Dunctl-Ref`, instead of any
+        internal header: invoice ids, step and notice names tell a customer how dunctl works. The reference is
+        derived from the action's key like the Message-ID, so the ledger finds the action from it."""
+        from dunctl.channels.email import reference
+
         sender = self.config.file.sender
+        headers = {name: value for name, value in message.headers.items() if not name.lower().startswith("x-dunctl-")}
+        headers.update({"Auto-Submitted": "auto-generated", "X-Dunctl-Ref": reference(key)})
+        message = replace(message, headers=headers)
         return self._get("email").send(message, sender=sender.from_, reply_to=sender.reply_to, key=key, now=now)
 
     def sms(self, message: SmsMessage, key: str) -> Delivery:

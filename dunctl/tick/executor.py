@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from dunctl.adoption import MARK_ACTION, marks_after
 from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
 from dunctl.tick import changes as case_changes
-from dunctl.tick.actions import ACTIONS, email_together
+from dunctl.tick.actions import ACTIONS, TOGETHER
 from dunctl.tick.context import TickContext
 from dunctl.tick.effects import NOTICE, STEP, SYSTEM, Effect, Outcome
 from dunctl.tick.result import ActionReport, TickResult
@@ -78,9 +78,17 @@ def _units(ctx: TickContext, effects: list[Effect], result: TickResult) -> list[
     groups: dict[tuple, list[Effect]] = {}
     for e in effects:
         if _together(e, grouping):
-            groups.setdefault((e.bundle.case.customer_id, e.bundle.invoice.currency, e.kind), []).append(e)
+            groups.setdefault(_group_key(e), []).append(e)
     result.deferred += len(skipped)   # a channel skipped after repeated failures: due again next tick
     return alone + list(groups.values())
+
+
+def _group_key(effect: Effect) -> tuple:
+    """Emails group per customer and currency; escalations per customer and destination, whatever the currency
+    (the message gives a total per currency)."""
+    if effect.action == "escalate":
+        return effect.bundle.case.customer_id, "escalate", effect.step.channel, effect.step.to
+    return effect.bundle.case.customer_id, effect.bundle.invoice.currency, effect.kind
 
 
 def _groupable(effect: Effect) -> bool:
@@ -91,7 +99,8 @@ def _together(effect: Effect, grouping: bool) -> bool:
     """Sent as one message with the customer's others of its kind: a thank-you for cases paid together always
     is (one per recovered conversation), dunning emails when `dunning.group_messages` is on."""
     thanks = effect.kind == SYSTEM and effect.action == "email" and effect.audience == "customer"
-    return thanks or (grouping and _groupable(effect))
+    escalation = effect.kind == STEP and effect.action == "escalate"   # a person takes over a customer
+    return thanks or escalation or (grouping and _groupable(effect))
 
 
 @dataclass
@@ -279,7 +288,7 @@ def _deliver(ctx: TickContext, effects: list[Effect], start: Callable[[], None])
         elif len(effects) == 1:
             prepared = ACTIONS[effect.action](ctx, effect)
         else:
-            prepared = email_together(ctx, effects)
+            prepared = TOGETHER[effect.action](ctx, effects)
         if not ctx.acts:
             return [Outcome("would", prepared.what, recipient=prepared.recipient, subject=prepared.subject,
                             quiet=prepared.quiet) for _ in effects]
