@@ -81,7 +81,7 @@ def test_preview_writes_an_eml_a_mail_client_opens(tmp_path):
     message = email.message_from_bytes(target.read_bytes(), policy=email.policy.default)
     assert message["To"] == "ap@hopper.example, grace@example.com" and "$123.45" in message["Subject"]
     assert message.get_body(("html",)) is not None and message.get_body(("plain",)) is not None
-    assert (message["X-Dunctl-Case"], message["X-Dunctl-Step"]) == ("in_7", "notice")  # as the tick sends it
+    assert (message["X-Dunctl-Case"], message["X-Dunctl-Step"]) == ("in_7", "notice")  # a preview names them; a sent email carries only the opaque X-Dunctl-Ref
 
 
 def test_preview_mistakes_are_one_line(tmp_path):
