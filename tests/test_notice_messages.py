@@ -117,14 +117,30 @@ def test_a_german_customer_gets_the_renewal_reminder_in_german(world):
     assert '<html lang="de-DE">' in _html(got)
 
 
+def test_a_renewal_is_dated_where_the_customer_is(world):
+    """A renewal at 01:00 UTC on 3 December is on the 3rd in Tokyo and on the 2nd in New York (issue 23, defect 4:
+    a Tokyo customer was told "December 2")."""
+    w = world()
+    tokyo = _customer(w, name="Kenji Sato", email="kenji@example.jp", metadata={"timezone": "Asia/Tokyo"})
+    new_york = _customer(w, name="Ada Lovelace", email="ada@example.com",
+                         metadata={"timezone": "America/New_York"})
+    for cus in (tokyo, new_york):
+        _renewing(w, cus, 4900, end=utc(2027, 3, 3, 1))
+    w.tick(T0)
+    w.tick(utc(2027, 2, 24, 15))
+    subjects = {r.rcpt_tos[0]: r.message["Subject"] for r in w.smtp.received}
+    assert "March 3, 2027" in subjects["kenji@example.jp"], subjects
+    assert "March 2, 2027" in subjects["ada@example.com"], subjects
+
+
 # -- defect 3: one renewal reminder with the whole charge ------------------------------------------------------------
 
 
 def test_one_renewal_reminder_per_customer_and_day_lists_every_subscription_and_the_total(world):
     w = world(**{"notices.usage.expected": {"usd": 10**9}})       # no usage alerts here: only the reminder
     cus = _customer(w)
-    _renewing(w, cus, 31299, end=utc(2027, 3, 1, 2))
-    _renewing(w, cus, 9200, end=utc(2027, 3, 1, 20))               # 18 hours later, same day
+    _renewing(w, cus, 31299, end=utc(2027, 3, 1, 6))               # 01:00 in New York (the sender's zone)
+    _renewing(w, cus, 9200, end=utc(2027, 3, 1, 20))               # 14 hours later, same day
     _renewing(w, cus, 8600, end=utc(2027, 3, 1, 23), interval="month")   # an add-on no rule reminds of
     usage = _renewing(w, cus, 1000, end=utc(2027, 3, 1, 12), interval="month", metered=True)
     w.fake.set_usage(usage, 4000)                                 # $40.00 of usage so far

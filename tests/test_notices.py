@@ -88,7 +88,9 @@ def test_one_expiry_email_per_offset_and_never_twice(world):
     got = w.smtp.received[0]
     assert got.rcpt_tos == ["ada@example.com"]
     text = got.message.get_body(("plain",)).get_content()
-    assert "expires at the end of 12/2026" in text and "January 15, 2027" in text
+    # the payment at 00:00 UTC on January 15 falls on January 14 in the sender's zone (New York; the customer has
+    # none): a notice's dates are where the customer is
+    assert "expires at the end of 12/2026" in text and "January 14, 2027" in text
     # the configured portal login link, which works whenever the customer clicks; never a session (issue 21,
     # defect 7: a session URL expires before the customer reads the email)
     assert "https://billing.stripe.com/p/login/" in text and "/p/session/" not in text
@@ -162,7 +164,8 @@ def test_renewal_reminder_only_for_matching_plans(world):
     w.tick(utc(2027, 2, 23, 9))
     assert sorted(r.rcpt_tos[0] for r in w.smtp.received) == ["large-monthly@example.com", "yearly@example.com"]
     yearly = next(r for r in w.smtp.received if r.rcpt_tos == ["yearly@example.com"]).message
-    assert yearly["Subject"] == "Your Example subscription renews on March 1, 2027 ($240.00)"
+    # 00:00 UTC on March 1 is still February 28 in the sender's zone (New York), where these customers are dated
+    assert yearly["Subject"] == "Your Example subscription renews on February 28, 2027 ($240.00)"
     assert "annual" in yearly.get_body(("plain",)).get_content()
 
 

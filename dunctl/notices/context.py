@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from dunctl.clock import from_iso
 from dunctl.locales import normalise
@@ -19,16 +20,20 @@ from dunctl.money import babel_locale, format_day, format_money
 
 
 def notice_context(notice: dict, customer: dict | None, update_link: str, company: str, now: datetime, *,
-                   default_locale: str = "en", locale: str | None = None, renewing: list[dict] | None = None):
-    """Everything a notice template may use, formatted for the customer's locale (or `locale`). `renewing`: the
-    subscriptions renewing with this one (renewal_entry of each), for an upcoming_renewal notice."""
+                   default_locale: str = "en", locale: str | None = None, renewing: list[dict] | None = None,
+                   timezone: str = "UTC"):
+    """Everything a notice template may use, formatted for the customer's locale (or `locale`), its dates in the
+    customer's time zone (else `timezone`, the sender's). `renewing`: the subscriptions renewing with this one
+    (renewal_entry of each), for an upcoming_renewal notice."""
     from dunctl.messages import MessageContext
 
     preferred = normalise((customer or {}).get("preferred_locale"))
 
+    zone = (customer or {}).get("timezone") or timezone
+
     def build(tag: str) -> MessageContext:
         return MessageContext(_context(notice, customer, update_link, company, now, tag, default_locale, preferred,
-                                       renewing), build)
+                                       renewing, zone), build)
 
     return build(normalise(locale) or preferred or normalise(default_locale) or "en")
 
@@ -51,7 +56,8 @@ def renewal_entry(sub: dict, now: datetime) -> dict:
     return entry
 
 
-def _context(notice, customer, update_link, company, now, tag, default_locale, preferred, renewing) -> dict:
+def _context(notice, customer, update_link, company, now, tag, default_locale, preferred, renewing,
+             zone: str = "UTC") -> dict:
     from babel.numbers import format_decimal
 
     from dunctl.messages import customer_kind
@@ -60,7 +66,19 @@ def _context(notice, customer, update_link, company, now, tag, default_locale, p
     loc = babel_locale(tag, default_locale)
     code = str(loc)
 
+    try:
+        tz = ZoneInfo(zone)
+    except (ValueError, KeyError):   # ZoneInfoNotFoundError is a KeyError
+        tz = ZoneInfo("UTC")
+
     def date(text: str | None) -> str:
+        """A moment's day where the customer is: a renewal at 01:00 UTC on 3 December is on the 3rd in Tokyo, the
+        2nd in New York."""
+        moment = from_iso(text) if text else None
+        return format_day(moment.astimezone(tz), code) if moment else ""
+
+    def month_day(text: str | None) -> str:
+        # a card's expiry is a calendar date, the same everywhere: not moved into a zone
         moment = from_iso(text) if text else None
         return format_day(moment, code) if moment else ""
 
@@ -90,7 +108,7 @@ def _context(notice, customer, update_link, company, now, tag, default_locale, p
                    else None, "due_at": date(notice["due_at"])},
         "card": {"brand": (card.get("brand") or "card").title(), "last4": card.get("last4") or "",
                  "expiry": f"{card['exp_month']:02d}/{card['exp_year']}" if card.get("exp_month") else "",
-                 "expires_on": date(card.get("expires_at"))},
+                 "expires_on": month_day(card.get("expires_at"))},
         "renewal": _renewal(renewal, renewing, date, money, line),
         "usage": {"period_start": date(usage.get("period_start")), "period_end": date(usage.get("period_end")),
                   # at the period's end at the pace so far (with usage.pace; else the running amount)

@@ -85,7 +85,7 @@ class NoticeEffect:
         sender = ctx.config.file.sender
         renewing = _renewing_with(ctx, self.notice) if self.notice["kind"] == UPCOMING_RENEWAL else None
         context = notice_context(self.notice, customer, _link(ctx, self), sender.company, ctx.now,
-                                 default_locale=sender.locale, renewing=renewing)
+                                 default_locale=sender.locale, renewing=renewing, timezone=sender.timezone)
         subject, text, html = ctx.templates.render_email(template, context)
         headers = {"X-Dunctl-Notice": self.key}
         to = ", ".join(addresses)     # as the ledger records it, for people to read
@@ -109,11 +109,27 @@ class NoticeEffect:
                                            outcome.quiet))
 
 
-def _renewal_of(notice: dict) -> tuple[str, str] | None:
-    """(renewal day, currency) of an upcoming_renewal notice: what one reminder covers for one customer."""
+def _zone(ctx: TickContext, customer_id: str) -> str:
+    """Where the customer is (its metadata timezone), else the sender's zone: the days a notice names are theirs."""
+    customer = ctx.ledger.customer(customer_id) or {}
+    return customer.get("timezone") or ctx.config.file.sender.timezone
+
+
+def _local_day(moment, zone: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    try:
+        return moment.astimezone(ZoneInfo(zone)).date().isoformat()
+    except (ValueError, KeyError):    # an unknown zone: the UTC day
+        return moment.date().isoformat()
+
+
+def _renewal_of(notice: dict, zone: str) -> tuple[str, str] | None:
+    """(renewal day where the customer is, currency) of an upcoming_renewal notice: what one reminder covers for
+    one customer."""
     renewal = _data(notice).get("renewal") or {}
     moment = from_iso(renewal.get("date"))
-    return (moment.date().isoformat(), renewal.get("currency")) if moment else None
+    return (_local_day(moment, zone), renewal.get("currency")) if moment else None
 
 
 def _renewing_with(ctx: TickContext, notice: dict) -> list[dict]:
@@ -121,11 +137,12 @@ def _renewing_with(ctx: TickContext, notice: dict) -> list[dict]:
     the reminder states the whole charge, never the part one subscription makes."""
     from dunctl.notices.context import renewal_entry
 
-    day = _renewal_of(notice)
+    zone = _zone(ctx, notice["customer_id"])
+    day = _renewal_of(notice, zone)
     subs = [s for s in ctx.ledger.customer_subscriptions(notice["customer_id"])
             if s["status"] in ("active", "trialing", "past_due") and not s.get("cancel_at_period_end")
             and from_iso(s.get("current_period_end")) is not None
-            and (from_iso(s["current_period_end"]).date().isoformat(), s.get("currency")) == day]
+            and (_local_day(from_iso(s["current_period_end"]), zone), s.get("currency")) == day]
     if not any(s["id"] == notice["subscription_id"] for s in subs):
         return []      # the ledger moved on since planning: the notice's own facts
     return [renewal_entry(s, ctx.now) for s in subs]
@@ -141,9 +158,10 @@ def _covered_by_another_reminder(ctx: TickContext, notice: dict) -> Outcome | No
     customer's reminders for that day says it for every subscription renewing; the others are not sent."""
     if notice["kind"] != UPCOMING_RENEWAL:
         return None
-    day = _renewal_of(notice)
+    zone = _zone(ctx, notice["customer_id"])
+    day = _renewal_of(notice, zone)
     group = [n for n in ctx.ledger.customer_notices(notice["customer_id"])
-             if n["kind"] == UPCOMING_RENEWAL and n["offset"] == notice["offset"] and _renewal_of(n) == day
+             if n["kind"] == UPCOMING_RENEWAL and n["offset"] == notice["offset"] and _renewal_of(n, zone) == day
              and (n["status"] in _SENDING or n["status"] == "failed" and n["next_due_at"] or n["id"] == notice["id"])]
     first = min(group, key=lambda n: (n["due_at"], n["id"]))
     if first["id"] == notice["id"]:
