@@ -24,4 +24,4 @@ ANCHORS = (
     Anchor("top performers", 0.80, 0.95, "Churn Buster", "https://churnbuster.io/docs/getting-started"),
 )
 ANCHOR_NOTE = ("the anchors count recovered of failed payments (some by amount; windows 25-30 days), so compare "
-               "recovered of failed invoices; sources in ../shared/anchor-figures.md")
+               "recovered of failed invoices; each figure with its source below")
