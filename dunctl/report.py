@@ -1,7 +1,8 @@
+# Over 500 lines: every report figure from one grouped pass over the rollups; the split into ledger/views/ (issue #22) moves its SQL out.
 """Recovery metrics over the ledger: the data behind `dunctl report` and the headline of `dunctl status`.
 
 Every metric is an SQL aggregate (dunctl/ledger/report_queries.py), read from rollups the ledger keeps by cohort
-day, so the cost follows the number of groups, not of cases; Python only combines the grouped rows. The definitions (and why they are what they are) are in the README ("Metrics"); keep the two in step.
+day, so the cost follows the number of groups, not of cases; Python only combines the grouped rows. The definitions (and why they are what they are) are in docs/metrics.md; keep the two in step.
 
 The cohort of a report is the cases whose first failure falls in [since, until). Every breakdown row carries
 `filter`: the conditions, over the columns of `case_listing`, that select exactly the cases behind the row.

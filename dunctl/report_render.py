@@ -324,7 +324,7 @@ def to_markdown(report: Report) -> str:
             lines.append("")
         if table.note:
             lines += [table.note, ""]
-    lines += ["Definitions: see the Metrics section of the dunctl README.", ""]
+    lines += ["Definitions: see docs/metrics.md in the dunctl repository.", ""]
     return "\n".join(lines)
 
 

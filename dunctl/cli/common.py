@@ -47,7 +47,7 @@ class _Console:
 out = _Console(highlight=False, soft_wrap=False)
 err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (keys documented in README).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (keys documented in docs/reference.md).")]
 NowOption = Annotated[str | None, typer.Option("--now", help="Act as if it were this UTC time (ISO 8601).",
                                                show_default=False)]
 

@@ -7,10 +7,10 @@ The demo and `dunctl simulate` are only as honest as these. Each parameter says 
 - **design**: dunctl's DESIGN.md (Stripe and card-network facts).
 - **estimate**: the guide gives no figure. The value is dunctl's own, chosen to be plausible and then
   *calibrated* so that the whole model reproduces the guide's headline figures (see CALIBRATION_TARGETS and
-  the README for what the model measures against them). Change an estimate and re-run
+  docs/simulation.md for what the model measures against them). Change an estimate and re-run
   `bench/bench_demo.py --calibrate` to see what moves.
 
-The assumptions table in the README ("The demo and simulation") is generated from this module
+The assumptions table in docs/simulation.md is generated from this module
 (`python -m dunctl.simulation.assumptions`); a test keeps the two in step.
 """
 
@@ -195,7 +195,7 @@ class Assumptions:
 DEFAULT = Assumptions()
 
 # What the model as a whole should reproduce with the shipped sequences. The figures come from the guide;
-# `bench/bench_demo.py --calibrate` measures them, and the README records the measurement.
+# `bench/bench_demo.py --calibrate` measures them, and docs/simulation.md records the measurement.
 CALIBRATION_TARGETS = {
     "retries alone recover (share of failed invoices)": ("about 21%", "Silent retries recover roughly 21% of "
                                                         "failed payments (ChurnWard)"),
@@ -250,7 +250,7 @@ def preset_assumptions(name: str) -> Assumptions:
     except KeyError:
         from dunctl.errors import UsageError
 
-        raise UsageError(f"unknown preset '{name}'", f"use one of: {', '.join(PRESETS)} (README, \"Calibration\")")
+        raise UsageError(f"unknown preset '{name}'", f"use one of: {', '.join(PRESETS)} (docs/simulation.md, \"Calibration\")")
 
 
 def preset_name(assumptions: Assumptions) -> str:
@@ -276,7 +276,7 @@ def _value_text(value) -> str:
 
 
 def markdown_table(assumptions: Assumptions = DEFAULT) -> str:
-    """The assumptions table for the README and the README."""
+    """The assumptions table for docs/simulation.md."""
     lines = ["| parameter | value (`top`) | meaning | source |", "|---|---|---|---|"]
     for row in rows(assumptions):
         source = "guide" if row["source"] == GUIDE else row["source"]
@@ -287,7 +287,7 @@ def markdown_table(assumptions: Assumptions = DEFAULT) -> str:
 
 
 def median_table() -> str:
-    """What the `median` preset changes, with the anchor each change rests on (README, "Calibration")."""
+    """What the `median` preset changes, with the anchor each change rests on (docs/simulation.md, "Calibration")."""
     lines = ["| parameter | `top` | `median` | anchor |", "|---|---|---|---|"]
     for name, (value, anchor) in MEDIAN_CHANGES.items():
         lines.append(f"| `{name}` | {_value_text(getattr(DEFAULT, name))} | {_value_text(value)} | {anchor} |")
