@@ -1,3 +1,4 @@
+# Over 500 lines: the whole dunctl.yaml schema and its cross-checks in one place; splitting it into config/ (schema, safe loading, cross-checks) is issue #22.
 """Configuration: `dunctl.yaml`, the sequences it points at, and their templates, validated strictly on load.
 
 Every problem carries the file, the key path inside it (`steps[3].at`), the line, and what is allowed. Loading

@@ -1,3 +1,4 @@
+# Over 500 lines: message context, Babel formatting and template rendering in one module; their split along those seams is issue #22.
 """What a message says: the context a template sees, the template in the customer's language, and rendering in
 a sandbox.
 

@@ -12,21 +12,9 @@ import pytest
 from dunctl.ledger import Ledger
 from dunctl.stripe_gateway import StripeGateway
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
-from tests.test_stripe_sync import T0, run_sync
+from tests.test_stripe_sync import T0, gateway, ledger, run_sync  # noqa: F401  (fixtures)
 
 MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
-
-
-@pytest.fixture
-def gateway(fake_stripe):
-    return StripeGateway(TEST_KEY, api_base=fake_stripe.url, sleep=lambda seconds: None)
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
-    yield ledger
-    ledger.close()
 
 
 def cards_attached(fake, count: int, at) -> None:

@@ -1,3 +1,4 @@
+# Over 500 lines: the one Ledger class still holds every query; the facade-plus-stores split (ledger/file.py, stores, views/) is issue #22.
 """The ledger: every row dunctl keeps, behind intent-named methods. All SQL lives here (and in report queries).
 
 SQLite in WAL mode, schema only through numbered migrations (sqlite-utils' migrations, applied on open), file

@@ -1,3 +1,4 @@
+# Over 500 lines: append-only history: a shipped migration is never edited, moved or split, only followed by the next.
 """The ledger's schema, only ever changed by appending a numbered migration. Never edit a shipped one."""
 
 from __future__ import annotations
