@@ -74,10 +74,15 @@ def _json(value) -> str:
 
 
 class Ledger:
-    def __init__(self, conn: sqlite3.Connection, path: Path | None = None):
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None, file_fd: int | None = None):
         self.conn = conn
         self.path = path
-        self._lock_fd: int | None = None
+        # One descriptor on the ledger file, open as long as the connection: the tick and migration locks are
+        # flock()s on it. Closing any other descriptor on the file would drop SQLite's own POSIX locks held by
+        # this process, and another process closing its connection could then delete the write-ahead log under
+        # this one ("disk I/O error").
+        self._file_fd = file_fd
+        self._locked = False
         self._depth = 0
         self._db = None
         self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
@@ -116,6 +121,8 @@ class Ledger:
         if created:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        file_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        conn = None
         try:
             conn = connect(path)
             conn.execute("PRAGMA busy_timeout = 10000")
@@ -123,36 +130,39 @@ class Ledger:
             applied = applied_migrations(conn)
             unknown = [name for name in applied if name not in SCHEMA]
             if unknown:
-                conn.close()
                 raise preflight.newer_ledger_error(path, unknown)
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = wal")
             if len(applied) != len(SCHEMA):
-                cls._migrate(conn, path)
-        except sqlite3.Error as exc:
+                cls._migrate(conn, path, file_fd)
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            os.close(file_fd)   # only after the connection: see __init__
+            if not isinstance(exc, sqlite3.Error):
+                raise
             if created:  # a half-made ledger would later be taken for a real one
                 path.unlink(missing_ok=True)
             raise preflight.sqlite_error(exc, path) from None
-        return cls(conn, path)
+        return cls(conn, path, file_fd)
 
     @staticmethod
-    def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    def _migrate(conn: sqlite3.Connection, path: Path, file_fd: int) -> None:
         """Apply pending migrations under the ledger's lock: of processes racing on a new or upgraded ledger,
         one migrates and the others exit 3 (LockHeld) instead of crashing halfway through a schema change."""
         from sqlite_utils import Database
 
         from dunctl.ledger.migrations import migrations
 
-        fd = os.open(path, os.O_RDONLY)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LockHeld(f"another dunctl is using {path} while its schema needs setting up or upgrading",
-                               "nothing was done; run the command again in a moment") from None
+            fcntl.flock(file_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(f"another dunctl is using {path} while its schema needs setting up or upgrading",
+                           "nothing was done; run the command again in a moment") from None
+        try:
             migrations.apply(Database(conn))
         finally:
-            os.close(fd)   # closing the descriptor releases its lock
+            fcntl.flock(file_fd, fcntl.LOCK_UN)
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Ledger:
@@ -181,27 +191,28 @@ class Ledger:
     def close(self) -> None:
         self.release_tick_lock()
         self.conn.close()
+        if self._file_fd is not None:
+            os.close(self._file_fd)
+            self._file_fd = None
 
     # -- the tick lock ---------------------------------------------------------------------------------------
 
     def acquire_tick_lock(self) -> None:
         """Take the ledger's tick lock or raise LockHeld. The lock is the kernel's, on the ledger file itself:
         a tick that crashes releases it with its process."""
-        if self.path is None:
+        if self._file_fd is None:
             return
-        fd = os.open(self.path, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._file_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
             raise LockHeld(f"another dunctl tick is running on {self.path}",
-                           "this tick did nothing; the next cron run will pick up whatever is due")
-        self._lock_fd = fd
+                           "this tick did nothing; the next cron run will pick up whatever is due") from None
+        self._locked = True
 
     def release_tick_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._locked:
+            fcntl.flock(self._file_fd, fcntl.LOCK_UN)
+            self._locked = False
 
     @contextmanager
     def tick_lock(self) -> Iterator[None]:
