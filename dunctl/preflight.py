@@ -296,7 +296,7 @@ def path_findings(config, log_path: Path | None = None) -> list[Finding]:
 
 def _said(exc) -> str:
     """What Stripe said, without the key: its messages quote it (masked in a 401, whole through some proxies)."""
-    from dunctl.stripe_gateway import scrub
+    from dunctl.stripe.convert import scrub
 
     return scrub(exc.user_message or str(exc)) or type(exc).__name__
 

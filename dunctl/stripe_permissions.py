@@ -85,7 +85,7 @@ class StripeAction:
         return self.resource, self.level
 
 
-# Every request the gateway (dunctl/stripe_gateway.py) makes, by what it is for. Writes are listed in monitor mode
+# Every request the gateway (dunctl/stripe/) makes, by what it is for. Writes are listed in monitor mode
 # too: they are what `mode: live` will need, and `check` is the step before.
 ACTIONS: tuple[StripeAction, ...] = (
     StripeAction("sync follows events", "event", READ, _always, "always"),

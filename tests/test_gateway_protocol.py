@@ -9,7 +9,7 @@ import pytest
 
 from dunctl.gateway import Gateway
 from dunctl.simulation.account import SimulatedAccount
-from dunctl.stripe_gateway import StripeGateway
+from dunctl.stripe.gateway import StripeGateway
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "dunctl"
 PROTOCOL = {name for name in vars(Gateway) if not name.startswith("_")} | set(Gateway.__annotations__)

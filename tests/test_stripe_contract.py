@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from dunctl.stripe_gateway import StripeGateway
+from dunctl.stripe.gateway import StripeGateway
 from tests.fakestripe import TEST_KEY, FakeStripe, fake_stripe  # noqa: F401  (fixture)
 from tests.gateway_contract import GatewayContract
 
