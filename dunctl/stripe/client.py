@@ -4,7 +4,8 @@ Each request takes a token from one bucket (`max_requests_per_second`), is sent 
 budget as its timeout, is retried with backoff while a retry can help (Stripe-Should-Retry decides when Stripe
 says), and any Stripe error becomes a dunctl error carrying Stripe's request id. The SDK retries nothing itself:
 every retry and its sleep is ours, so it is counted and testable. The API key is handed to the SDK and nowhere
-else, and text from Stripe that looks like a key is scrubbed (convert.scrub).
+else, and text from Stripe that looks like a key is scrubbed (convert.scrub). Reads of one object (`fetch`) come
+back whole: every invoice line and subscription item, following `has_more`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ import stripe
 
 from dunctl.clock import utc
 from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError
-from dunctl.stripe.convert import decline_from_error, scrub
+from dunctl.stripe.convert import decline_from_error, id_of, scrub, subscription_field
 
 # The API version the SDK pins (and every request sends). An event rendered in an older version carries an older
 # shape of its object (an invoice with payment_intent and subscription on top, no parent): re-fetch the object.
 PINNED_API_VERSION = stripe.api_version
 PAGE = 100
+# Four levels is as deep as Stripe expands.
+INVOICE_EXPAND = ["customer", "customer.invoice_settings.default_payment_method", "default_payment_method",
+                  "parent.subscription_details.subscription"]
+PAYMENT_EXPAND = ["data.payment.payment_intent.latest_charge"]
 # Restricted-key permission (as Stripe names it in a 403) -> the resource's name on the Dashboard's key page.
 PERMISSION_NAMES = {
     "invoice": "Invoices", "event": "Events", "customer": "Customers", "subscription": "Subscriptions",
@@ -217,6 +222,66 @@ class StripeRequests:
             if not page["has_more"] or not page["data"]:
                 return found
             after = page["data"][-1]["id"]
+
+    # -- reads: objects whole, in the pinned API version (the sync's and the event handlers') --------------------
+
+    def fetch(self, kind: str, object_id: str) -> dict:
+        """The object as it is now, in the pinned API version, complete (every line and item)."""
+        if kind == "invoice":
+            data = self.call(f"read invoice {object_id}", ("invoice", "read"),
+                             self._client.v1.invoices.retrieve, object_id,
+                             params={"expand": INVOICE_EXPAND}).to_dict()
+            return self.complete_invoice(data)
+        if kind == "subscription":
+            data = self.call(f"read subscription {object_id}", ("subscription", "read"),
+                             self._client.v1.subscriptions.retrieve, object_id).to_dict()
+            return self.complete_items(data)
+        data = self.call(f"read payment method {object_id}", ("payment_method", "read"),
+                         self._client.v1.payment_methods.retrieve, object_id)
+        return data.to_dict()
+
+    def complete_invoice(self, data: dict) -> dict:
+        """Follow `has_more` on the invoice's lines (and its expanded subscription's items): Stripe embeds only
+        the first 10, and a usage invoice can have hundreds."""
+        lines = data.get("lines")
+        if isinstance(lines, dict) and lines.get("has_more") and lines.get("data"):
+            rest = self.rest(f"/v1/invoices/{data['id']}/lines", f"list the lines of invoice {data['id']}",
+                             ("invoice", "read"), {}, lines["data"][-1]["id"])
+            data["lines"] = {**lines, "data": lines["data"] + rest, "has_more": False}
+        subscription = subscription_field(data)
+        if isinstance(subscription, dict):
+            self.complete_items(subscription)
+        return data
+
+    def complete_items(self, subscription: dict) -> dict:
+        """The subscription with every item: Stripe embeds the first 10."""
+        items = subscription.get("items")
+        if isinstance(items, dict) and items.get("has_more") and items.get("data"):
+            rest = self.rest("/v1/subscription_items", f"list the items of subscription {subscription['id']}",
+                             ("subscription", "read"), {"subscription": subscription["id"]},
+                             items["data"][-1]["id"])
+            subscription["items"] = {**items, "data": items["data"] + rest, "has_more": False}
+        return subscription
+
+    def charge(self, charge_id: str) -> dict:
+        return self.call(f"read charge {charge_id}", ("charge", "read"), self._client.v1.charges.retrieve,
+                         charge_id).to_dict()
+
+    def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None:
+        """The invoice a payment intent paid (a disputed charge's): through its invoice payment."""
+        page = self.call(f"find the invoice of payment intent {payment_intent_id}", ("invoice", "read"),
+                         self._client.v1.invoice_payments.list,
+                         params={"payment": {"type": "payment_intent", "payment_intent": payment_intent_id},
+                                 "limit": 1})
+        return id_of(page.data[0].to_dict().get("invoice")) if page.data else None
+
+    def payment_of(self, invoice: dict) -> dict | None:
+        """The invoice's payment (payment intent and latest charge expanded): where the decline lives."""
+        page = self.call(f"list the payments of invoice {invoice['id']}", ("invoice", "read"),
+                         self._client.v1.invoice_payments.list,
+                         params={"invoice": invoice["id"], "limit": 10, "expand": PAYMENT_EXPAND})
+        payments = [p.to_dict() for p in page.data]
+        return next((p for p in payments if p.get("is_default")), payments[0] if payments else None)
 
     def _backoff(self, tries: int, exc: stripe.StripeError) -> float:
         delay = min(RETRY_CAP, RETRY_BASE * 2 ** (tries - 1))

@@ -4,7 +4,7 @@ never looks inside; only the gateway reads it back (`Cursor.load`).
 Two phases. `backfill`: the invoices created since `since` are being listed a page at a time, `after` the last
 page applied. `events`: the events since the cursor's second (`event_created`) are listed; the ids of that second
 already applied are its `edge`, until that second is `settled` (listed SETTLED after it, by Stripe's clock, so
-no event can still be stamped with it). See dunctl/stripe/gateway.py for why the events are listed by time.
+no event can still be stamped with it). See dunctl/stripe/sync.py for why the events are listed by time.
 """
 
 from __future__ import annotations

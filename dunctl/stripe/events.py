@@ -5,7 +5,7 @@ fails when the two differ). Handlers gather a page of events into `Gathered` bef
 the newest snapshot of each invoice wins, its first failure is the earliest seen, and the ledger never moves paid
 or void back to open, so events out of order are fine. The few objects an event does not carry whole (a
 subscription in an older API version, a dispute's charge, a mandate's payment method) come through a `Reader`
-(the gateway), which fetches them in the pinned API version.
+(dunctl/stripe/client.py's StripeRequests), which fetches them in the pinned API version.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ MAX_EVENT_TYPES = 20
 
 
 class Reader(Protocol):
-    """What the handlers fetch from Stripe (the gateway implements it)."""
+    """What the handlers fetch from Stripe (StripeRequests implements it)."""
 
     def fetch(self, kind: str, object_id: str) -> dict:
         """The object ('invoice', 'subscription' or 'payment_method') as it is now, complete."""
