@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from dunctl.errors import DunctlError, UsageError
-from dunctl.stripe_permissions import PROBES, key_hint, label, needed_permissions
+from dunctl.stripe_permissions import PROBES, key_hint, label, needed_permissions, scrub
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 RESTORE_HINT = ("restore the ledger from your last backup (see `dunctl backup`), or move it aside and start a new "
@@ -296,8 +296,6 @@ def path_findings(config, log_path: Path | None = None) -> list[Finding]:
 
 def _said(exc) -> str:
     """What Stripe said, without the key: its messages quote it (masked in a 401, whole through some proxies)."""
-    from dunctl.stripe.convert import scrub
-
     return scrub(exc.user_message or str(exc)) or type(exc).__name__
 
 

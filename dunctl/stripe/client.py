@@ -23,7 +23,8 @@ import stripe
 
 from dunctl.clock import utc
 from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError
-from dunctl.stripe.convert import decline_from_error, id_of, scrub, subscription_field
+from dunctl.stripe.convert import decline_from_error, id_of, subscription_field
+from dunctl.stripe_permissions import LABELS, scrub
 
 # The API version the SDK pins (and every request sends). An event rendered in an older version carries an older
 # shape of its object (an invoice with payment_intent and subscription on top, no parent): re-fetch the object.
@@ -34,12 +35,7 @@ INVOICE_EXPAND = ["customer", "customer.invoice_settings.default_payment_method"
                   "parent.subscription_details.subscription"]
 PAYMENT_EXPAND = ["data.payment.payment_intent.latest_charge"]
 # Restricted-key permission (as Stripe names it in a 403) -> the resource's name on the Dashboard's key page.
-PERMISSION_NAMES = {
-    "invoice": "Invoices", "event": "Events", "customer": "Customers", "subscription": "Subscriptions",
-    "payment_intent": "PaymentIntents", "charge": "Charges", "dispute": "Disputes",
-    "payment_method": "PaymentMethods", "billing_portal_session": "Customer portal",
-    "billing_portal": "Customer portal",
-}
+PERMISSION_NAMES = {**LABELS, "dispute": "Disputes", "billing_portal": "Customer portal"}
 RETRY_BASE = 0.5       # seconds; doubles per try
 RETRY_CAP = 30.0
 # Stripe answers in well under a second; a request that gets less than this of the tick's budget is not sent.

@@ -2,33 +2,24 @@
 and the event handlers fetched is turned into `dunctl.model` records, in either API shape (an invoice with
 `parent.subscription_details`, or an older one with `subscription` and `payment_intent` on top).
 
-Anything Stripe says that could carry an API key goes through `scrub` first.
+Anything Stripe says that could carry an API key goes through `scrub` (dunctl/stripe_permissions.py) first.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from dunctl.clock import from_unix
 from dunctl.failures import DATA, Decline
 from dunctl.model import Customer, Invoice, InvoiceLine, PaymentMethod, Subscription, SyncBatch
+from dunctl.stripe_permissions import scrub
 
 PAID_LATE_AFTER = 15 * 60    # seconds after finalization
-# Anything that looks like a Stripe key (whole, or masked as Stripe's own messages show it): never passed on.
-KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9_*]+")
 # The largest amount a record may carry: Stripe's own limit is 12 digits (99,999,999,999.99 in some currencies).
 MAX_AMOUNT = 10**12
 # The currencies Stripe charges in (dunctl/data/stripe_currencies.txt): any other is a record dunctl cannot store.
 CURRENCIES = frozenset(code for line in (DATA / "stripe_currencies.txt").read_text(encoding="utf-8").splitlines()
                        if not line.startswith("#") for code in line.split())
-
-
-def scrub(text: str | None) -> str | None:
-    """Text from Stripe with anything that looks like an API key removed (Stripe's own 401s quote part of the
-    key; a proxy or a misconfigured endpoint may echo all of it): it must not reach an error, a log or the
-    ledger."""
-    return KEY_PATTERN.sub("[key removed]", text) if text else text
 
 
 def id_of(value) -> str | None:
