@@ -175,7 +175,7 @@ class StripeRequests:
                             hint="nothing was lost: the next run resumes from the last stored sync cursor")
 
     def write(self, what: str, permission: tuple[str, str], took_effect: Callable[[], object | None],
-               method: Callable, *args, **kwargs):
+              method: Callable, *args, **kwargs):
         """A write under an idempotency key. After a 5xx the object is read back: a write that took effect is
         success (`took_effect` returns what to return in its place); one that did not fails this try, and since
         the 5xx is saved under the key, the next try is made under a new key (dunctl.tick.effects)."""

@@ -120,7 +120,7 @@ class StripeSync:
             return
         start = self._client.requests
         newest = self._client.list_page("/v1/events", "list events", ("event", "read"),
-                                                    {"limit": PAGE, "types": list(EVENT_TYPES)})["data"]
+                                        {"limit": PAGE, "types": list(EVENT_TYPES)})["data"]
         yield SyncBatch(requests=self._client.requests - start)
         if newest:
             second = newest[0]["created"]
