@@ -88,6 +88,7 @@ class Ledger:
         self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
         self._light = False                    # light_transaction may skip the fsync (a tick knows its boot id)
         self._relaxed = False                  # synchronous=NORMAL since the last light_transaction
+        self.durable = True                    # False: rebuilt by re-running (a simulation); no commit waits on disk
 
     @property
     def db(self):
@@ -452,7 +453,7 @@ class Ledger:
         ordinary commit makes it durable too.
         Light only inside a tick that recorded the machine's boot id (`start_tick`): after a reboot,
         `settles_by_started` tells the next tick not to trust what such commits said. Otherwise an ordinary one."""
-        if self._light and not self._relaxed and not self.conn.in_transaction:
+        if self._light and self.durable and not self._relaxed and not self.conn.in_transaction:
             self.conn.execute("PRAGMA synchronous = NORMAL")   # until the next ordinary transaction
             self._relaxed = True
         with self._begin():

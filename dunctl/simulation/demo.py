@@ -319,7 +319,9 @@ def _monthly_churn(churn) -> dict:
 
 
 def _fast(ledger: Ledger) -> Ledger:
-    # A simulated ledger is rebuilt by re-running; it does not need every commit on disk before the next.
+    # A simulated ledger is rebuilt by re-running; it does not need every commit on disk before the next. Not
+    # durable: a tick's light commits would otherwise turn the next ordinary one back to FULL, an fsync each.
+    ledger.durable = False
     ledger.conn.execute("PRAGMA synchronous = OFF")
     return ledger
 
