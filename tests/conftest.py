@@ -1,6 +1,21 @@
+import os
+import tempfile
+
 import pytest
 
 from tests.servers import http_receiver, smtp_server  # noqa: F401  (fixtures)
+
+SHARED_MEMORY = "/dev/shm"
+
+
+def pytest_configure(config):
+    """Tests' files (ledgers, outboxes) on tmpfs where the machine has one, unless --basetemp says otherwise.
+    They are still real files: SQLite, flock and rename behave the same; only the fsync of every durable commit
+    is free instead of a wait on the disk (two tick test files on this 2-core box: system CPU 1.3-1.5 s -> 0.6 s,
+    wall 34-83 s -> 24 s).
+    pytest keeps the last three runs' directories, a few hundred MB at most."""
+    if config.option.basetemp is None and os.path.isdir(SHARED_MEMORY) and os.access(SHARED_MEMORY, os.W_OK):
+        tempfile.tempdir = SHARED_MEMORY
 
 
 @pytest.fixture(autouse=True)
