@@ -11,6 +11,7 @@ Times are UTC text ('2026-11-03T09:00:00Z'); money is integer minor units.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -61,6 +62,7 @@ def connect(target: str | Path, **options) -> sqlite3.Connection:
     return sqlite3.connect(target, isolation_level=None, **options)
 
 
+@functools.lru_cache(maxsize=1)   # a process never outlives the boot it started in: read once, not every tick
 def boot_id() -> str | None:
     """This boot of the machine (Linux), to tell a process that died from a machine that restarted."""
     try:
@@ -318,7 +320,8 @@ class Ledger:
 
         decline = asdict(inv.decline) if inv.decline else None
         failure_type = classify(inv.decline) if inv.decline else None
-        lines = [{**asdict(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
+        # An InvoiceLine is flat: its fields as they are, without asdict's deep copy (a third of a sync's CPU)
+        lines = [{**vars(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
                  for line in inv.lines or []]
         self.conn.execute(
             """INSERT INTO invoices(id, customer_id, subscription_id, number, currency, amount_due, amount_paid,

@@ -205,6 +205,12 @@ class Driver:
         if first < start:
             first += TICK_EVERY
         total = int((end - first) / TICK_EVERY) + 1 if end >= first else 0
+        from dunctl.messages import Templates
+
+        with Templates.held(self.config.templates_dir):
+            self._ticks(first, total, progress)
+
+    def _ticks(self, first: datetime, total: int, progress: Progress | None) -> None:
         for n in range(total):
             now = first + n * TICK_EVERY
             self.account.advance_to(now)
