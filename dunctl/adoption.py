@@ -98,7 +98,8 @@ class NotesDue:
     is tried as before."""
 
     def __init__(self, ctx: TickContext, units: list[list[Effect]]):
-        self._on = bool(ctx.acts and ctx.gateway is not None and ctx.ledger.get_state("account_mode") is not None)
+        self._on = bool(units and ctx.acts and ctx.gateway is not None
+                        and ctx.ledger.get_state("account_mode") is not None)
         self._now = ctx.now
         self._left: dict[str, int] = {}
         self._held: dict[str, Effect] = {}
