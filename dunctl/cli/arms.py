@@ -37,6 +37,7 @@ def render_arms(report: ArmReport, as_json: bool = False) -> None:
         def row(label: str, cells: list[str], table: Table = table) -> None:
             table.add_row(label, *cells)
 
+        row("customers (the unit randomised)", [f"{a.customers:,}" for a in arms])
         row("failed invoices (cases)", [f"{a.cases:,}" for a in arms])
         row("open / ended", [f"{a.open:,} / {a.ended:,}" for a in arms])
         row("recovered of all failed invoices", [f"{a.recovered:,} ({_pct(a.recovered_of_all)})" for a in arms])
@@ -55,14 +56,21 @@ def render_arms(report: ArmReport, as_json: bool = False) -> None:
                                                for a in arms])
         row("retries per recovered invoice", [f"{_num(a.retries_per_recovered)} ({a.retries:,} attempts)"
                                               for a in arms])
-        by_arm = {c.arm: c for c in experiment.comparisons}
-        row("difference from control (95% CI)",
-            ["—" if a.arm not in by_arm or by_arm[a.arm].difference is None else
-             f"{by_arm[a.arm].difference * 100:+.1f} pts ({by_arm[a.arm].ci_low * 100:.1f} to "
-             f"{by_arm[a.arm].ci_high * 100:.1f})" for a in arms])
-        row("cases per arm needed", ["—" if a.arm not in by_arm or by_arm[a.arm].needed_per_arm is None
-                                     else f"{by_arm[a.arm].needed_per_arm:,}" for a in arms])
+        _comparison_rows(row, arms, {c.arm: c for c in experiment.comparisons})
         out.print(table)
         for comparison in experiment.comparisons:
             out.print(f"  {comparison.arm}: {comparison.verdict}", markup=False)
         out.print(experiment.note, markup=False, style="dim")
+
+
+def _comparison_rows(row, arms: list, by_arm: dict) -> None:
+    """The difference from the control, its always-valid interval at the level Holm tests the arm at, and the
+    cases needed. A refused comparison shows no difference: 3 of 3 against 0 of 50 is not "+100 points"."""
+    compared = [by_arm.get(a.arm) for a in arms]
+    row("difference from control", ["—" if c is None or c.ci_low is None else f"{c.difference * 100:+.1f} pts"
+                                    for c in compared])
+    row("always-valid CI (Holm)", ["—" if c is None or c.ci_low is None else
+                                   f"{c.confidence * 100:.4g}%: {c.ci_low * 100:.1f} to {c.ci_high * 100:.1f}"
+                                   for c in compared])
+    row("cases per arm needed", ["—" if c is None or c.needed_per_arm is None else f"~{c.needed_per_arm:,}"
+                                 for c in compared])
