@@ -332,6 +332,18 @@ def test_report_by_arm_as_a_table(arm_ledger):
     assert "€39.00 of €39.00" in out
 
 
+def test_report_by_arm_fits_80_columns_without_cutting_a_value(arm_ledger):
+    """Too wide for the terminal: the control beside as many arms as fit, in several tables, never a value cut
+    or wrapped (before: "$245.00 of $34…" or an amount over two lines)."""
+    from tests.helpers import dunctl_process
+
+    # a process of its own: the in-process console keeps the width of the first test that printed
+    out, _ = dunctl_process(arm_ledger, "report", "--by", "arm", env={"COLUMNS": "80"}).communicate(timeout=60)
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out and "Experiment lean-2026q1 (1 of 2)" in out
+    assert "$245.00 of $343.00" in out and "€39.00 of €39.00" in out and "always-valid" in out
+
+
 def test_report_by_arm_names_an_unknown_experiment(arm_ledger):
     result = cli(arm_ledger, "report", "--by", "arm", "--experiment", "nope")
     assert result.exit_code == 2
