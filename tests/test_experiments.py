@@ -344,6 +344,17 @@ def test_report_by_arm_fits_80_columns_without_cutting_a_value(arm_ledger):
     assert "$245.00 of $343.00" in out and "€39.00 of €39.00" in out and "always-valid" in out
 
 
+def test_a_period_without_cases_of_an_ended_experiment_says_so(arm_ledger):
+    """The experiment is gone from the config (history kept) and no case of it failed in the period: before,
+    choosing its control from no arms at all raised IndexError."""
+    data = yaml.safe_load(arm_ledger.read_text())
+    data.pop("experiments")
+    arm_ledger.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = cli(arm_ledger, "report", "--by", "arm", "--since", "2030-01-01")
+    assert result.exit_code == 0, result.output
+    assert "Experiment lean-2026q1: no case first failed in this period." in result.stdout
+
+
 def test_report_by_arm_names_an_unknown_experiment(arm_ledger):
     result = cli(arm_ledger, "report", "--by", "arm", "--experiment", "nope")
     assert result.exit_code == 2

@@ -30,6 +30,9 @@ def render_arms(report: ArmReport, as_json: bool = False) -> None:
                   "cases as they open).", markup=False)
         return
     for experiment in report.experiments:
+        if not experiment.arms:
+            out.print(f"Experiment {experiment.experiment}: no case first failed in this period.", markup=False)
+            continue
         for table in _fitting(experiment, out.width):
             out.print(table)
         for comparison in experiment.comparisons:
