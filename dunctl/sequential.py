@@ -241,7 +241,8 @@ def _compared(pair: _Pair, control: str, base: ArmSample, p: float, level: float
         return ArmComparison(arm, control, round(pair.difference, 6), None, None, None, None, False, pair.needed,
                              more, round(pair.design_effect, 3), pair.refusal, verdict)
     width = half_width(pair.information, level, design.mixture_precision)
-    low, high = pair.difference - width, pair.difference + width
+    # a difference of two rates lies in [-1, 1]: the interval says no more than that
+    low, high = max(pair.difference - width, -1.0), min(pair.difference + width, 1.0)
     ci = f"{_level(1 - level)} {_points(low)} to {_points(high)}"
     refusal = None
     if rejected:
@@ -253,6 +254,5 @@ def _compared(pair: _Pair, control: str, base: ArmSample, p: float, level: float
         verdict = f"no difference of {effect} points or more: {ci}"
     else:
         verdict = f"not distinguishable: {ci}"
-    return ArmComparison(arm, control, round(pair.difference, 6), round(max(low, -1.0), 6),
-                         round(min(high, 1.0), 6), round(1 - level, 6), round(p, 6), rejected, pair.needed, more,
-                         round(pair.design_effect, 3), refusal, verdict)
+    return ArmComparison(arm, control, round(pair.difference, 6), round(low, 6), round(high, 6), round(1 - level, 6),
+                         round(p, 6), rejected, pair.needed, more, round(pair.design_effect, 3), refusal, verdict)

@@ -140,6 +140,10 @@ def test_not_enough_cases_names_how_many_are_needed():
     assert result.refusal == "too-few-cases" and result.needed_per_arm == needed and 2000 < needed < 4000
     assert result.verdict.startswith(f"not enough cases: 41 of ~{needed:,} needed per arm to detect 5.0 points "
                                      "(always-valid 95% CI ")
+    # the interval is wide this early, but a difference of two rates never leaves [-1, 1], nor does its text
+    wide = compare_arms("control", ArmSample.of([(1, 1)] * 30 + [(1, 0)] * 2),
+                        [("lean", ArmSample.of([(1, 0)] * 30 + [(1, 1)] * 2))])[0]
+    assert wide.ci_low == -1.0 and "CI -100.0 to " in wide.verdict
 
 
 def test_a_clear_difference_is_a_verdict_with_its_holm_level():
