@@ -107,7 +107,9 @@ def test_customers_with_several_cases_widen_the_interval():
     independent = ArmSample.of([(1, 1)] * 60 + [(1, 0)] * 60)
     clustered = ArmSample.of([(3, 3)] * 20 + [(3, 0)] * 20)
     assert (independent.cases, independent.recovered) == (clustered.cases, clustered.recovered)
-    assert clustered.variance == pytest.approx(3 * independent.variance, rel=0.05)
+    # by hand: each customer is 1.5 cases off the rate's share (3 x 0.5), 40 of them, m / (m - 1) = 40 / 39
+    assert clustered.variance == pytest.approx(40 / 39 * 40 * 1.5 ** 2 / 120 ** 2, rel=1e-12)
+    assert independent.variance == pytest.approx(120 / 119 * 120 * 0.5 ** 2 / 120 ** 2, rel=1e-12)
     control = ArmSample.of([(1, 1)] * 50 + [(1, 0)] * 70)
     loose = compare_arms("control", control, [("lean", clustered)], Design(min_customers=10))[0]
     tight = compare_arms("control", control, [("lean", independent)], Design(min_customers=10))[0]
