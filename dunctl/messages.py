@@ -53,8 +53,10 @@ _HELD: dict[Path, Templates] = {}   # directories whose templates a running simu
 # template, or a space that joins two of its sentences, shows in the mail client as a gap ("でした。 この"): between
 # two such characters it goes. In the text part a line break is a real one and stays.
 _CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
-_CJK_GAP = re.compile(rf"(?<=[{_CJK}])[ \t\r\n]+(?=[{_CJK}])")
-_CJK_INLINE_GAP = re.compile(rf"(?<=[{_CJK}])[ \t]+(?=[{_CJK}])")
+# The character before the gap is matched and put back (r"\1") rather than looked behind for: a lookbehind is
+# tried at every position of the message, 3x the CPU (35 us of an English email's HTML against 11).
+_CJK_GAP = re.compile(rf"([{_CJK}])[ \t\r\n]+(?=[{_CJK}])")
+_CJK_INLINE_GAP = re.compile(rf"([{_CJK}])[ \t]+(?=[{_CJK}])")
 
 
 class Templates:
@@ -160,9 +162,9 @@ class Templates:
         suffix, context = self._context_for(name, "txt", context, locale)
         # Collapse line breaks and runs of ASCII spaces only: the no-break spaces Babel puts inside amounts stay.
         subject = re.sub(r"[ \t\r\n]+", " ", self.render(name, "subject", context, suffix)).strip()
-        text = _CJK_INLINE_GAP.sub("", self.render(name, "txt", context, suffix))
+        text = _CJK_INLINE_GAP.sub(r"\1", self.render(name, "txt", context, suffix))
         html = self.render(name, "html", context, suffix) if self.exists(name, "html", suffix) else None
-        return subject, text, _CJK_GAP.sub("", html) if html else None
+        return subject, text, _CJK_GAP.sub(r"\1", html) if html else None
 
     def render_sms(self, name: str, context: dict, privacy: str = "standard") -> str:
         suffix, context = self._context_for(name, "sms", context)
