@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from dunctl.experiments import Experiment
 from dunctl.notices.config import SESSION_EXPIRES, NoticesConfig
-from dunctl.offsets import Offset, parse_offset
+from dunctl.offsets import Offset, offset_text, parse_offset
 from dunctl.recipients import address_problem
 from dunctl.strict import Strict
 
@@ -53,24 +53,16 @@ def _duration(value: Any, low: timedelta, high: timedelta) -> timedelta:
         if offset.business_days:
             raise ValueError(f"'{value}' uses business days; use m, h, d or w here")
         if offset.minutes > high.total_seconds() // 60:
-            raise ValueError(f"'{value}' is too long; allowed: {_span(low)} to {_span(high)}")
+            raise ValueError(f"'{value}' is too long; allowed: {offset_text(low)} to {offset_text(high)}")
         duration = timedelta(minutes=offset.minutes)
     if not low <= duration <= high:
-        raise ValueError(f"'{value}' is out of range; allowed: {_span(low)} to {_span(high)}")
+        raise ValueError(f"'{value}' is out of range; allowed: {offset_text(low)} to {offset_text(high)}")
     return duration
 
 
 def _bounded(name: str, low: timedelta, high: timedelta):
     """A validator reading `name` as a duration between `low` and `high` ('36h', '3d')."""
     return field_validator(name, mode="before")(classmethod(lambda cls, value: _duration(value, low, high)))
-
-
-def _span(duration: timedelta) -> str:
-    minutes = int(duration.total_seconds() // 60)
-    for unit, size in (("d", 1440), ("h", 60)):
-        if minutes and minutes % size == 0:
-            return f"{minutes // size}{unit}"
-    return f"{minutes}m"
 
 
 def _timeout(default: float = DEFAULT_TIMEOUT):
