@@ -373,7 +373,7 @@ class Step(Strict):
     @classmethod
     def _offset(cls, value: Any) -> Offset:
         offset = value if isinstance(value, Offset) else parse_offset(value)
-        if offset.minutes > MAX_OFFSET.total_seconds() // 60 or offset.business_days > MAX_OFFSET_BUSINESS_DAYS:
+        if abs(offset.minutes) > MAX_OFFSET.total_seconds() // 60 or offset.business_days > MAX_OFFSET_BUSINESS_DAYS:
             raise ValueError(f"'{offset.text}' is too far from the first failure; allowed: up to 365d (52w, "
                              f"{MAX_OFFSET_BUSINESS_DAYS}bd)")
         return offset

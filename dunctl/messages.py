@@ -19,7 +19,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -478,6 +478,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
             "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
             "attempts": case["attempts"],
             "consequence": {"action": then["action"], "on": deadline(then["at"])} if then else None,
+            **_terms(invoice, now, day, lambda amount: format_money(amount, currency, code)),
         })
     one = invoices[0]
     links = {inv["pay_link"] for inv in invoices}
@@ -510,6 +511,17 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "follow_up": False,      # the customer already got a message about this case (tick/actions.py)
         "sent": [],              # what was sent and tried on these cases, for internal messages (tick/actions.py)
     }
+
+
+def _terms(invoice: dict, now: datetime, day, money) -> dict:
+    """A net-terms invoice's facts for its reminders (dunctl/receivables): due date, days past it (negative
+    before), the PDF link, and what was paid already (a partial payment: the message says what is left)."""
+    due = from_iso(invoice.get("due_date"))
+    paid = invoice.get("amount_paid") or 0
+    return {"due_date": day(due) if due else "", "days_overdue": (now - due).days if due else 0,
+            "days_until_due": max(0, -((now - due) // timedelta(days=1))) if due else 0,
+            "invoice_pdf": invoice.get("invoice_pdf") or "", "amount_paid": money(paid),
+            "partial": bool(paid and invoice["amount_remaining"])}
 
 
 def _plain(failure_type: str, decline: dict, lang: str, reason_shown: bool) -> str:
@@ -591,6 +603,8 @@ def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, bu
         invoice = {"id": f"in_sample{n}", "number": f"ACME-004{n}", "currency": currency,
                    "amount_due": amount * n, "amount_remaining": amount * n,
                    "hosted_invoice_url": sample_link(n),
+                   # a net-terms invoice's (dunctl/receivables): its due date and PDF; a card invoice has none
+                   "due_date": "2026-01-10T00:00:00Z", "invoice_pdf": sample_link(n) + "/pdf",
                    "customer_name": "Ada Lovelace", "customer_email": "ada@example.com",
                    "payment_method_type": "card",
                    "decline": json.dumps({"decline_code": "insufficient_funds"}),

@@ -43,7 +43,7 @@ SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_si
           "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
           "m106_i20_endings_follow_ups", "m107_i25_perf_invoices_by_subscription",
           "m108_i20_interrupts_started", "m109_i21_cards",
-          "m110_i2x_msgs_b_sms_optouts")
+          "m110_i2x_msgs_b_sms_optouts", "m111_recv_net_terms")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -364,6 +364,9 @@ class Ledger:
              _json(decline) if decline else None, failure_type, iso(inv.paid_at), iso(inv.voided_at),
              iso(inv.marked_uncollectible_at), None if inv.auto_advance is None else int(inv.auto_advance),
              int(inv.livemode), iso(now), inv.lines is not None])
+        from dunctl.ledger.receivables import store_terms
+
+        store_terms(self.conn, inv)
         return existing is None
 
     def _record_signal(self, signal: Signal) -> None:

@@ -76,6 +76,9 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     """Open cases for newly failed invoices, follow changes on open ones, close the ones that ended; then tell
     people what they need to know about held cases (through the executor, like any effect)."""
     ledger = ctx.ledger
+    from dunctl.receivables.tick import bring_coming_due
+
+    bring_coming_due(ctx)
     signals = ledger.pending_signals()
     if not signals and not ledger.pending_invoices():
         return

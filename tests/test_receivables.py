@@ -1,0 +1,139 @@
+"""Net-terms receivables end to end: invoices sent with payment terms (collection_method send_invoice) on the fake
+Stripe, through the real CLI and a real SMTP server: reminders before the due date with the invoice and PDF
+links, the overdue sequence, a partial payment, a due date moved in Stripe, a payment in full."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
+from tests.helpers import T0, cli, sent_as, starter
+from tests.servers import smtp_server  # noqa: F401  (fixture)
+
+DAY = timedelta(days=1)
+ENV = {"STRIPE_API_KEY": TEST_KEY}
+
+
+class Books:
+    """A B2B account on net 30 with the starter config pointed at the fake Stripe and an SMTP server."""
+
+    def __init__(self, tmp_path, fake, smtp):
+        self.fake, self.smtp = fake, smtp
+        self.config = starter(tmp_path, **{"stripe.api_base": fake.url,
+                                           "channels.email": {"transport": "smtp", "host": smtp.host,
+                                                              "port": smtp.port}})
+        fake.set_now(T0)
+
+    def issue(self, name: str, amount: int, *, due=T0 + 30 * DAY) -> str:
+        customer = self.fake.add_customer(f"ap@{name}.test", name=name.title(),
+                                          metadata={"billing_email": f"ap@{name}.test"})
+        return self.fake.create_invoice(customer, amount=amount, collection_method="send_invoice", due_date=due,
+                                        at=T0)
+
+    def tick(self, when):
+        self.fake.set_now(when)
+        result = cli(self.config, "tick", "--now", when.isoformat(), env=ENV)
+        assert result.exit_code == 0, result.output
+        return result
+
+    def mail(self) -> list[tuple[str, str, str, str]]:
+        """(invoice, step, subject, text) of every email received so far, and forget them."""
+        found = []
+        for received in self.smtp.received:
+            message = received.message
+            invoice, step = sent_as(self.config, message)
+            text = message.get_body(("plain",)).get_content()
+            found.append((invoice, step, str(message["Subject"]), text))
+        self.smtp.received.clear()
+        return sorted(found)
+
+    def show(self, invoice: str) -> dict:
+        result = cli(self.config, "case", "show", invoice, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def books(tmp_path, fake_stripe, smtp_server):
+    return Books(tmp_path, fake_stripe, smtp_server)
+
+
+def test_net_30_invoices_get_reminders_before_and_after_their_due_date(books, fake_stripe):
+    paid = books.issue("acme", 250000)                                  # pays in full three days late
+    partial = books.issue("globex", 120000)                             # pays part, the rest goes on
+    moved = books.issue("initech", 80000)                               # given ten more days
+    books.tick(T0 + 1 * DAY)
+    assert books.mail() == []                                           # 29 days before the due date: nothing
+    assert json.loads(cli(books.config, "status", "--json").stdout)["cases"] == []
+
+    fake_stripe.move_due_date(moved, T0 + 40 * DAY, at=T0 + 20 * DAY)
+    books.tick(T0 + 23 * DAY + 1 * timedelta(hours=1))                  # a week before Dec 2
+    sent = books.mail()
+    assert [(i, s) for i, s, _, _ in sent] == [(paid, "due-in-7d"), (partial, "due-in-7d")]
+    _, _, subject, text = sent[0]
+    assert subject == f"Invoice {fake_stripe.invoice(paid)['number']} ($2,500.00) is due on December 2, 2026"
+    assert f"Pay online: {fake_stripe.invoice(paid)['hosted_invoice_url']}" in text
+    assert f"Download the PDF: {fake_stripe.invoice(paid)['invoice_pdf']}" in text
+
+    books.tick(T0 + 29 * DAY + timedelta(hours=1))
+    assert [(i, s) for i, s, _, _ in books.mail()] == [(paid, "due-in-1d"), (partial, "due-in-1d")]
+
+    books.tick(T0 + 31 * DAY + timedelta(hours=1))
+    overdue = books.mail()
+    assert [(i, s) for i, s, _, _ in overdue] == [(paid, "overdue-1d"), (partial, "overdue-1d")]
+    assert "it was due on December 2, 2026" in overdue[0][3]
+
+    fake_stripe.customer_pays(paid, at=T0 + 32 * DAY, out_of_band=True)
+    books.tick(T0 + 33 * DAY + timedelta(hours=1))                      # a week before the moved due date
+    assert [(i, s) for i, s, _, _ in books.mail()] == [(moved, "due-in-7d")]
+
+    fake_stripe.pay_part(partial, 50000, at=T0 + 34 * DAY)
+    books.tick(T0 + 37 * DAY + timedelta(hours=1))
+    assert books.show(paid)["case"]["state"] == "recovered"
+    [(invoice, step, subject, text)] = books.mail()
+    assert (invoice, step) == (partial, "overdue-7d")
+    assert "($500.00 already received, thank you; $700.00 left to pay)" in text
+    assert "now 7 days past its due date" in text
+    timeline = [(e["kind"], e["summary"]) for e in books.show(partial)["timeline"]]
+    assert ("partial", "amount remaining now $700.00 (was $1,200.00; $500.00 paid so far): the case goes on for "
+                       "what is left") in timeline
+    moved_timeline = [(e["kind"], e["summary"]) for e in books.show(moved)["timeline"]]
+    number = fake_stripe.invoice(moved)["number"]
+    assert moved_timeline[0] == ("due", f"invoice due: $800.00 ({number}, net terms)")
+    assert ("due_date", "due date moved from 2026-12-02 to 2026-12-12: the remaining steps count from the new "
+                        "date") not in moved_timeline   # moved before its case opened: it opened on the new date
+    assert books.show(moved)["case"]["first_failed_at"] == "2026-12-12T14:00:00Z"
+
+    fake_stripe.move_due_date(moved, T0 + 50 * DAY, at=T0 + 38 * DAY)   # ten more days, with its case open
+    books.tick(T0 + 39 * DAY + timedelta(hours=1))                      # the day before the old due date
+    assert books.mail() == []
+    case = books.show(moved)
+    assert ("due_date", "due date moved from 2026-12-12 to 2026-12-22: the remaining steps count from the new "
+                        "date") in [(e["kind"], e["summary"]) for e in case["timeline"]]
+    assert (case["case"]["next_step"], case["case"]["next_due_at"]) == ("due-in-1d", "2026-12-21T14:00:00Z")
+
+
+def test_a_credit_note_reduces_a_net_terms_case_and_a_void_or_write_off_in_stripe_ends_it(books, fake_stripe):
+    credited = books.issue("acme", 100000, due=T0 + 7 * DAY)
+    written_off = books.issue("globex", 60000, due=T0 + 7 * DAY)
+    books.tick(T0 + timedelta(hours=1))                                  # a week before: both open, reminded
+    assert [(i, s) for i, s, _, _ in books.mail()] == sorted([(credited, "due-in-7d"), (written_off, "due-in-7d")])
+
+    fake_stripe.credit(credited, 30000, at=T0 + 2 * DAY)
+    books.tick(T0 + 2 * DAY + timedelta(hours=1))
+    case = books.show(credited)
+    assert case["case"]["amount_remaining"] == 70000
+    assert ("partial", "amount remaining now $700.00 (was $1,000.00; $300.00 credited): the case goes on for what "
+                       "is left") in [(e["kind"], e["summary"]) for e in case["timeline"]]
+
+    fake_stripe.void(credited, at=T0 + 3 * DAY)
+    fake_stripe.mark_uncollectible(written_off, at=T0 + 3 * DAY)
+    books.tick(T0 + 3 * DAY + timedelta(hours=1))
+    assert (books.show(credited)["case"]["state"], books.show(written_off)["case"]["state"]) == \
+        ("voided", "written_off")
+    assert [(i, s) for i, s, _, _ in books.mail()] == [(written_off, "ended-notice")]   # to collections@
+    books.tick(T0 + 6 * DAY + timedelta(hours=1))
+    assert books.mail() == []                                            # no reminder the day before: it ended
