@@ -27,6 +27,7 @@ from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
 from dunctl.notices.report import predunning_section
+from dunctl.receivables.aging import receivables_section
 from dunctl.report import (
     DIMENSIONS,
     Headline,
@@ -103,6 +104,7 @@ def report(
                           active_subscriptions=active_subscriptions, active_customers=active_customers)
     # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
     result.predunning = predunning_section(ledger, period.since, period.until)
+    result.receivables = receivables_section(ledger, ledger_now(ledger, now))   # aging and DSO, as of now
     write(result, fmt, output)
 
 
