@@ -137,3 +137,57 @@ def test_a_credit_note_reduces_a_net_terms_case_and_a_void_or_write_off_in_strip
     assert [(i, s) for i, s, _, _ in books.mail()] == [(written_off, "ended-notice")]   # to collections@
     books.tick(T0 + 6 * DAY + timedelta(hours=1))
     assert books.mail() == []                                            # no reminder the day before: it ended
+
+
+def test_promises_hold_an_invoice_until_kept_or_broken_and_a_dispute_until_a_person_resumes_it(books,
+                                                                                               fake_stripe):
+    kept = books.issue("acme", 100000, due=T0 + 7 * DAY)
+    broken = books.issue("globex", 60000, due=T0 + 7 * DAY)
+    disputed = books.issue("initech", 40000, due=T0 + 7 * DAY)
+    books.tick(T0 + timedelta(hours=1))
+    assert len(books.mail()) == 3                                         # the three reminders a week before
+    now = (T0 + 2 * DAY).isoformat()
+    assert cli(books.config, "case", "promise", kept, "--until", "2026-11-12", "--now", now).exit_code == 0
+    promised = cli(books.config, "case", "promise", broken, "--until", "2026-11-10", "--amount", "600",
+                   "--now", now, "--json")
+    assert promised.exit_code == 0, promised.output
+    assert json.loads(promised.stdout)["held_because"] == \
+        "held for the customer's promise to pay $600.00 by 2026-11-10"
+    assert cli(books.config, "case", "dispute", disputed, "--reason", "wrong PO number", "--now", now).exit_code == 0
+    too_much = cli(books.config, "case", "promise", kept, "--until", "2026-11-12", "--amount", "5000", "--now", now)
+    assert too_much.exit_code == 2 and "more than the $1,000.00 left" in too_much.stderr
+
+    books.tick(T0 + 8 * DAY + timedelta(hours=1))                         # a day past due: every invoice held
+    assert books.mail() == []
+    status = {c["invoice_id"]: c for c in json.loads(cli(books.config, "status", "--json").stdout)["cases"]}
+    assert status[disputed]["held_because"] == ("held for the customer's dispute of the invoice (wrong PO number) "
+                                                "until a person resumes the case")
+
+    fake_stripe.customer_pays(kept, at=T0 + 8 * DAY + timedelta(hours=2), out_of_band=True)
+    books.tick(T0 + 9 * DAY + timedelta(hours=1))                         # the end of Nov 10 has passed
+    sent = books.mail()
+    assert [(i, s) for i, s, _, _ in sent] == sorted([(broken, "overdue-1d"), (broken, "promise-broken-2")])
+    told = next(text for _, step, _, text in sent if step == "promise-broken-2")
+    assert f"Promise broken: {fake_stripe.invoice(broken)['number']} was promised by 2026-11-10; $600.00 still " \
+           "open" in told
+    assert books.show(kept)["case"]["state"] == "recovered"
+
+    assert cli(books.config, "case", "resume", disputed, "-r", "PO fixed", "--now",
+               (T0 + 9 * DAY + timedelta(hours=2)).isoformat()).exit_code == 0
+    books.tick(T0 + 10 * DAY + timedelta(hours=1))
+    report = json.loads(cli(books.config, "report", "--json", "--now", (T0 + 10 * DAY).isoformat()).stdout)
+    assert (report["receivables"]["promises"], report["receivables"]["disputes"]) == \
+        ({"kept": 1, "broken": 1}, {"lifted": 1})
+
+    exported = cli(books.config, "case", "export", broken, "--dir", str(books.config.parent / "packets"), "--json",
+                   "--now", (T0 + 10 * DAY).isoformat())
+    assert exported.exit_code == 0, exported.output
+    packet = json.loads((books.config.parent / "packets" / f"{broken}.json").read_text())
+    assert (packet["invoice"]["amount_remaining"], packet["customer"]["billing_email"]) == (60000, "ap@globex.test")
+    assert [(m["step"], m["to"]) for m in packet["messages"]] == [("due-in-7d", "ap@globex.test"),
+                                                                  ("overdue-1d", "ap@globex.test")]
+    assert "it was due on November 9, 2026" in packet["messages"][1]["text"]
+    assert [(h["kind"], h["outcome"], h["amount"]) for h in packet["holds"]] == [("promise", "broken", 60000)]
+    assert "exported" in [t["kind"] for t in books.show(broken)["timeline"]]
+    page = (books.config.parent / "packets" / f"{broken}.html").read_text()
+    assert "$600.00 open" in page and "promise recorded" in page

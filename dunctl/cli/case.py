@@ -148,3 +148,9 @@ def _resolve_all(all_sent: bool, all_not_sent: bool, invoice: str | None, before
 def close(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: JsonOption = False) -> None:
     """End a case by hand (settled offline, forgiven, sent to collections)."""
     _changed(cases.close(open_ledger(load(), must_exist=True), invoice, reason, now_from(now)), as_json)
+
+
+# Promises to pay and disputed invoices (net-terms receivables): their own module, registered here.
+from dunctl.cli import holds as _holds  # noqa: E402
+
+_holds.register(app, _changed)

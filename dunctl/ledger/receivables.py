@@ -78,11 +78,13 @@ def open_hold(conn: sqlite3.Connection, case_id: int) -> dict | None:
 
 
 def holds_to_end(conn: sqlite3.Connection, now: datetime, ended: tuple[str, ...]) -> list[dict]:
-    """Open holds whose date passed, or whose case ended (the invoice was paid, voided...): each ends now."""
+    """Open holds whose date passed, whose case ended (the invoice was paid, voided...), or whose case a person
+    resumed (it is open again): each ends now."""
     marks = ", ".join("?" * len(ended))
     return _dicts(conn.execute(
         f"""SELECT h.* FROM holds h JOIN cases c ON c.id = h.case_id WHERE h.ended_at IS NULL
-            AND ((h.until IS NOT NULL AND h.until <= ?) OR c.state IN ({marks}))""", [iso(now), *ended]))
+            AND ((h.until IS NOT NULL AND h.until <= ?) OR c.state = 'open' OR c.state IN ({marks}))""",
+        [iso(now), *ended]))
 
 
 def end_hold(conn: sqlite3.Connection, hold_id: int, outcome: str, at: datetime) -> None:
@@ -94,3 +96,17 @@ def hold_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
     """(kind, outcome or 'open') -> how many, for the report."""
     return {(kind, outcome or "open"): n for kind, outcome, n in conn.execute(
         "SELECT kind, outcome, count(*) FROM holds GROUP BY kind, outcome")}
+
+
+def open_invoices_of(conn: sqlite3.Connection, customer_id: str) -> list[dict]:
+    """A customer's open invoices with something left to pay, oldest due first; `due` is the due date of a
+    net-terms invoice, the first failed attempt of a card one, else its creation."""
+    return _dicts(conn.execute(
+        """SELECT id, number, currency, amount_due, amount_paid, amount_remaining, created_at, hosted_invoice_url,
+                  invoice_pdf, collection_method, coalesce(due_date, first_failed_at, created_at) AS due
+           FROM invoices WHERE customer_id = ? AND status = 'open' AND amount_remaining > 0
+           ORDER BY due, id""", [customer_id]))
+
+
+def holds_of(conn: sqlite3.Connection, case_id: int) -> list[dict]:
+    return _dicts(conn.execute("SELECT * FROM holds WHERE case_id = ? ORDER BY id", [case_id]))

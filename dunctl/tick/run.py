@@ -131,6 +131,9 @@ def _signal_cases(ledger: Ledger, signal) -> list[int]:
     if signal.kind in ("dispute", "dispute_closed") and not on_customer(signal):
         case = ledger.case_for_invoice(signal.invoice_id) if signal.invoice_id else None
         return [case["id"]] if case and case["state"] in ("open", "paused") else []
+    if signal.kind == "hold_ended":     # a promise or disputed invoice's hold (dunctl/receivables/holds.py)
+        case = ledger.case_for_invoice(signal.invoice_id)
+        return [case["id"]] if case else []
     if signal.kind.startswith("subscription_"):
         return ledger.case_ids_for_subscription(signal.subscription_id) if signal.subscription_id else []
     if signal.customer_id:
