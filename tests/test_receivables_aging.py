@@ -80,3 +80,17 @@ def test_aging_and_dso_in_csv_markdown_html_and_the_terminal(books):
     table = cli(books, "report", "--now", NOW.isoformat()).stdout
     assert "DSO (days sales outstanding, countback)" in table and "41.4" in table
 
+
+def test_a_statement_of_account_lists_every_open_invoice_with_a_total_per_currency(books):
+    found = json.loads(cli(books, "customer", "statement", "cus_b2b", "--json", "--now", NOW.isoformat()).stdout)
+    usd, eur = sorted(found["currencies"], key=lambda c: c["currency"] != "usd")
+    assert [(line["number"], line["days_overdue"], line["amount_remaining"]) for line in usd["lines"]] == \
+        [("INV-E", 110, 70000), ("INV-D", 70, 50000), ("INV-C", 45, 150000), ("INV-H", 28, 10000),
+         ("INV-B", 10, 200000), ("INV-A", -20, 100000)]
+    assert (usd["total"], usd["overdue"], eur["total"], eur["overdue"]) == (580000, 480000, 90000, 0)
+    text = cli(books, "customer", "statement", "cus_b2b", "--now", NOW.isoformat()).stdout
+    assert "  INV-C  issued 2027-03-07  due 2027-04-06  45 days overdue  $1,500.00\n" in text
+    assert "Total open in USD: $5,800.00 (of which overdue: $4,800.00)" in text
+    assert "Total open in EUR: €900.00 (of which overdue: €0.00)" in text     # never added to the dollars
+    page = cli(books, "customer", "statement", "cus_b2b", "--format", "html", "--now", NOW.isoformat()).stdout
+    assert "<td>INV-A</td>" in page and "due in 20 days" in page and "$5,800.00" in page
