@@ -115,6 +115,15 @@ def test_net_30_invoices_get_reminders_before_and_after_their_due_date(books, fa
                         "date") in [(e["kind"], e["summary"]) for e in case["timeline"]]
     assert (case["case"]["next_step"], case["case"]["next_due_at"]) == ("due-in-1d", "2026-12-21T14:00:00Z")
 
+    journal = json.loads(cli(books.config, "report", "--journal", "--since", "2026-12-01", "--until", "2027-01-01",
+                             "--json").stdout)
+    assert [(e["date"], e["invoice_id"], e["kind"], e["amount"], e["collected_by"]) for e in journal["entries"]] == \
+        [("2026-12-04", paid, "recovery", "2500.00", "customer"),
+         ("2026-12-09", partial, "partial_payment", "500.00", "customer")]   # seen by the tick of Dec 9
+    report = json.loads(cli(books.config, "report", "--json", "--now", (T0 + 40 * DAY).isoformat()).stdout)
+    [usd] = report["headline"]["currencies"]
+    assert journal["totals_minor"]["usd"]["recovery"] == usd["amount_recovered"] == 250000
+
 
 def test_a_credit_note_reduces_a_net_terms_case_and_a_void_or_write_off_in_stripe_ends_it(books, fake_stripe):
     credited = books.issue("acme", 100000, due=T0 + 7 * DAY)
@@ -137,6 +146,12 @@ def test_a_credit_note_reduces_a_net_terms_case_and_a_void_or_write_off_in_strip
     assert [(i, s) for i, s, _, _ in books.mail()] == [(written_off, "ended-notice")]   # to collections@
     books.tick(T0 + 6 * DAY + timedelta(hours=1))
     assert books.mail() == []                                            # no reminder the day before: it ended
+    booked = cli(books.config, "report", "--journal", "--since", "2026-11-01", "--until", "2026-12-01").stdout
+    assert booked.splitlines() == [
+        "date,customer_id,customer_name,invoice_number,invoice_id,currency,amount,amount_minor,kind,collected_by,"
+        "stripe_ids",
+        f"2026-11-05,{fake_stripe.invoice(written_off)['customer']},Globex,{fake_stripe.invoice(written_off)['number']},"
+        f"{written_off},usd,600.00,60000,write_off,stripe,{written_off}"]
 
 
 def test_promises_hold_an_invoice_until_kept_or_broken_and_a_dispute_until_a_person_resumes_it(books,

@@ -73,3 +73,19 @@ def register(app: typer.Typer, changed) -> None:
 
         changed(record(open_ledger(load(), must_exist=True), invoice, reason, end_of(until) if until else None,
                        now_from(now)), as_json)
+
+
+def write_journal(ledger, since, until, as_json: bool, output) -> None:
+    """`report --journal`: the period's recoveries, partial payments and write-offs (both ends are required)."""
+    from dunctl.errors import UsageError
+    from dunctl.receivables.journal import journal, to_csv, to_json
+
+    if since is None or until is None:
+        raise UsageError("--journal needs the period: --since and --until",
+                         "for November: dunctl report --journal --since 2026-11-01 --until 2026-12-01")
+    entries = journal(ledger, since, until)
+    text = to_json(entries, since, until) if as_json else to_csv(entries)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")

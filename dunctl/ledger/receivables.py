@@ -110,3 +110,28 @@ def open_invoices_of(conn: sqlite3.Connection, customer_id: str) -> list[dict]:
 
 def holds_of(conn: sqlite3.Connection, case_id: int) -> list[dict]:
     return _dicts(conn.execute("SELECT * FROM holds WHERE case_id = ? ORDER BY id", [case_id]))
+
+
+def journal_cases(conn: sqlite3.Connection, since: str, until: str) -> list[dict]:
+    """Cases with money to book in [since, until): recovered or written off in it, or with a part paid in it;
+    with the customer's name, the invoice's number, and whether dunctl's own step wrote the invoice off."""
+    return _dicts(conn.execute(
+        """SELECT c.id, c.invoice_id, c.customer_id, c.currency, c.state, c.amount_paid_at_open, c.amount_recovered,
+                  c.amount_remaining, c.recovered_at, c.recovered_by, c.closed_at, i.number, cu.name AS customer_name,
+                  EXISTS (SELECT 1 FROM actions a WHERE a.case_id = c.id AND a.action = 'mark_uncollectible'
+                          AND a.status = 'done') AS written_off_by_dunctl
+           FROM cases c LEFT JOIN invoices i ON i.id = c.invoice_id LEFT JOIN customers cu ON cu.id = c.customer_id
+           WHERE (c.state = 'recovered' AND c.recovered_at >= ? AND c.recovered_at < ?)
+              OR (c.state = 'written_off' AND c.closed_at >= ? AND c.closed_at < ?)
+              OR EXISTS (SELECT 1 FROM timeline t WHERE t.case_id = c.id AND t.kind = 'partial'
+                         AND t.at >= ? AND t.at < ?)
+           ORDER BY c.id""", [since, until] * 3))
+
+
+def partial_notes(conn: sqlite3.Connection, case_ids: list[int]) -> list[dict]:
+    """Every `partial` timeline line of these cases (dunctl/receivables/cases.py), oldest first."""
+    if not case_ids:
+        return []
+    marks = ", ".join("?" * len(case_ids))
+    return _dicts(conn.execute(f"SELECT case_id, at, data FROM timeline WHERE kind = 'partial' AND case_id IN "
+                               f"({marks}) ORDER BY case_id, at, id", case_ids))
