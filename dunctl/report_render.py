@@ -217,7 +217,7 @@ def _tables(report: Report) -> list[Table]:
                             f"Renewals: {pre.comparison_note}."))
     from dunctl.receivables.report import tables as receivables_tables
 
-    return result + receivables_tables(report.receivables)
+    return result + [Table(*table) for table in receivables_tables(report.receivables)]
 
 
 # -- json ----------------------------------------------------------------------------------------------------------

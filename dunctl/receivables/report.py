@@ -5,32 +5,40 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dunctl.money import to_major
+from dunctl.money import format_amount, to_major
 from dunctl.receivables.aging import ReceivablesSection
 
 
-def tables(section: ReceivablesSection | None) -> list:
-    from dunctl.report_render import Table, count, money
+def money(amount: int, currency: str) -> str:
+    return format_amount(amount, currency)
 
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def tables(section: ReceivablesSection | None) -> list[tuple]:
+    """(name, title, columns, rows, note) of each table: dunctl/report_render.py makes them its Tables (this module
+    does not import it: the report imports this one)."""
     if section is None or not section.anything:
         return []
-    aging = Table("aging", "Aging: open amounts by days past the due date", ["Bucket", "Currency", "Invoices",
+    aging = ("aging", "Aging: open amounts by days past the due date", ["Bucket", "Currency", "Invoices",
                                                                               "Amount"],
                   [[r.bucket, r.currency.upper(), count(r.count), money(r.amount, r.currency)] for r in section.aging],
                   f"As of {section.as_of}. Net-terms invoices from their due date; card invoices from their first "
                   "failed payment. Never added across currencies.")
-    dso = Table("dso", "DSO (days sales outstanding, countback)", ["Currency", "Days", "Open balance",
+    dso = ("dso", "DSO (days sales outstanding, countback)", ["Currency", "Days", "Open balance",
                                                                    "Periods walked back"],
                 [[d.currency.upper(), "more than 360" if d.days is None else f"{d.days:g}",
                   money(d.receivables, d.currency), str(d.periods)] for d in section.dso],
                 f"{section.dso[0].window}." if section.dso else None)
-    holds = Table("promises", "Promises to pay and disputed invoices", ["Kind", "Kept", "Broken", "Open", "Other"],
+    holds = ("promises", "Promises to pay and disputed invoices", ["Kind", "Kept", "Broken", "Open", "Other"],
                   [[kind, *(count(counts.get(k, 0)) for k in ("kept", "broken", "open")),
                     count(sum(n for k, n in counts.items() if k not in ("kept", "broken", "open")))]
                    for kind, counts in (("promise", section.promises), ("dispute", section.disputes)) if counts],
                   "All recorded so far. Kept: paid by the date; broken: the date passed unpaid (a person was told); "
                   "other: lifted by a person, or the invoice was voided or written off.")
-    return [aging, dso] + ([holds] if holds.rows else [])
+    return [aging, dso] + ([holds] if holds[3] else [])
 
 
 def csv_rows(section: ReceivablesSection | None) -> Iterator[dict]:
