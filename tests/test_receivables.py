@@ -190,17 +190,26 @@ def test_promises_hold_an_invoice_until_kept_or_broken_and_a_dispute_until_a_per
     assert cli(books.config, "case", "resume", disputed, "-r", "PO fixed", "--now",
                (T0 + 9 * DAY + timedelta(hours=2)).isoformat()).exit_code == 0
     books.tick(T0 + 10 * DAY + timedelta(hours=1))
+    assert [(i, s) for i, s, _, _ in books.mail()] == [(disputed, "overdue-1d")]     # back to its sequence
     report = json.loads(cli(books.config, "report", "--json", "--now", (T0 + 10 * DAY).isoformat()).stdout)
     assert (report["receivables"]["promises"], report["receivables"]["disputes"]) == \
         ({"kept": 1, "broken": 1}, {"lifted": 1})
 
+    books.tick(T0 + 37 * DAY + timedelta(hours=1))       # 30 days past due: a statement (the reminders between missed)
+    statements = books.mail()
+    assert [(i, s) for i, s, _, _ in statements] == sorted([(broken, "statement"), (disputed, "statement")])
+    text = next(text for i, _, _, text in statements if i == broken)
+    assert f"  {fake_stripe.invoice(broken)['number']}, due November 9, 2026 (30 days overdue): $600.00\n" in text
+    assert "  Total open: $600.00" in text
+
     exported = cli(books.config, "case", "export", broken, "--dir", str(books.config.parent / "packets"), "--json",
-                   "--now", (T0 + 10 * DAY).isoformat())
+                   "--now", (T0 + 38 * DAY).isoformat())
     assert exported.exit_code == 0, exported.output
     packet = json.loads((books.config.parent / "packets" / f"{broken}.json").read_text())
     assert (packet["invoice"]["amount_remaining"], packet["customer"]["billing_email"]) == (60000, "ap@globex.test")
     assert [(m["step"], m["to"]) for m in packet["messages"]] == [("due-in-7d", "ap@globex.test"),
-                                                                  ("overdue-1d", "ap@globex.test")]
+                                                                  ("overdue-1d", "ap@globex.test"),
+                                                                  ("statement", "ap@globex.test")]
     assert "it was due on November 9, 2026" in packet["messages"][1]["text"]
     assert [(h["kind"], h["outcome"], h["amount"]) for h in packet["holds"]] == [("promise", "broken", 60000)]
     assert "exported" in [t["kind"] for t in books.show(broken)["timeline"]]
