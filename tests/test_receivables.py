@@ -215,3 +215,37 @@ def test_promises_hold_an_invoice_until_kept_or_broken_and_a_dispute_until_a_per
     assert "exported" in [t["kind"] for t in books.show(broken)["timeline"]]
     page = (books.config.parent / "packets" / f"{broken}.html").read_text()
     assert "$600.00 open" in page and "promise recorded" in page
+
+
+def test_a_net_terms_invoice_is_charged_only_when_its_sequence_retries_and_the_customer_has_a_card(
+        tmp_path, fake_stripe, smtp_server):
+    """A sequence may ask to charge a net-terms invoice (`retry`): dunctl does it for a customer with a payment
+    method on file; for one without, the step waits, saying why (nothing to charge until a card is added)."""
+    books = Books(tmp_path, fake_stripe, smtp_server)
+    (tmp_path / "sequences" / "net-terms.yaml").write_text(
+        "name: net-terms\nsteps:\n  - {id: charge, at: 3d, action: retry}\n")
+    config = (tmp_path / "dunctl.yaml").read_text().replace("retries: stripe", "retries: dunctl")
+    (tmp_path / "dunctl.yaml").write_text(config)
+    with_card = books.issue("acme", 50000, due=T0 + 7 * DAY)
+    fake_stripe.add_payment_method(fake_stripe.invoice(with_card)["customer"])
+    without = books.issue("globex", 50000, due=T0 + 7 * DAY)
+    books.tick(T0 + timedelta(hours=1))                                  # cases open at the due date (no step before)
+    books.tick(T0 + 7 * DAY + timedelta(hours=1))
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 0          # nothing due yet, nothing charged
+    fake_stripe.next_payment_succeeds(with_card)
+    books.tick(T0 + 10 * DAY + timedelta(hours=1))
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 1
+    assert books.show(with_card)["case"]["state"] == "recovered"
+    waiting = books.show(without)["waiting"]                             # it waits for a card, never charged
+    assert [(w["step"], w["why"]) for w in waiting] == [("charge", "a net-terms invoice with no payment method on file")]
+
+
+def test_in_monitor_mode_net_terms_reminders_are_planned_and_recorded_never_sent(tmp_path, fake_stripe,
+                                                                                 smtp_server):
+    books = Books(tmp_path, fake_stripe, smtp_server)
+    config = books.config.read_text().replace("mode: live", "mode: monitor")
+    books.config.write_text(config)
+    invoice = books.issue("acme", 50000, due=T0 + 7 * DAY)
+    books.tick(T0 + timedelta(hours=1))
+    assert books.mail() == []
+    assert [(a["step_id"], a["status"]) for a in books.show(invoice)["actions"]] == [("due-in-7d", "would")]
