@@ -30,13 +30,14 @@ from dunctl.errors import ConfigError, ConfigProblem
 from dunctl.experiments import Experiment, check_experiments
 from dunctl.failures import NEVER_RETRY
 from dunctl.notices.config import SESSION_EXPIRES, STARTER_UPDATE_URL, NoticesConfig, template_problems
+from dunctl.receivables.settings import CollectionsConfig
 from dunctl.offsets import Offset, parse_offset
 
 # Visa allows at most 15 attempts of one payment in 30 days; no sequence may plan more.
 NETWORK_ATTEMPT_LIMIT = 15
 
 ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subscription", "cancel_subscription",
-           "mark_uncollectible", "close")
+           "mark_uncollectible", "close", "hand_off")
 CUSTOMER_FACING = frozenset({"email", "sms"})
 # Steps that take the service away; they never run unless the customer was told first.
 SUSPENDING = frozenset({"pause_subscription", "cancel_subscription", "mark_uncollectible"})
@@ -338,6 +339,7 @@ class ConfigFile(Strict):
     segments: list[Segment]
     experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
     notices: NoticesConfig = NoticesConfig()   # pre-dunning (dunctl/notices); off when the key is absent
+    collections: CollectionsConfig = CollectionsConfig()   # the hand_off step (dunctl/receivables/handoff.py)
     report: ReportConfig = ReportConfig()
 
 

@@ -202,8 +202,18 @@ def test_promises_hold_an_invoice_until_kept_or_broken_and_a_dispute_until_a_per
     assert f"  {fake_stripe.invoice(broken)['number']}, due November 9, 2026 (30 days overdue): $600.00\n" in text
     assert "  Total open: $600.00" in text
 
+    books.tick(T0 + 52 * DAY + timedelta(hours=1))                         # 45 days past due: to collections
+    assert sorted((i, s) for i, s, _, _ in books.mail()) == sorted([(broken, "collections"),
+                                                                    (disputed, "collections")])
+    handed = books.show(broken)
+    assert (handed["case"]["state"], handed["case"]["with_person"]) == ("paused", 1)
+    assert handed["case"]["held_because"] == f"with collections since 2026-12-24 (packet {broken}.json): a person " \
+                                             "closes it"
+    sent_packet = json.loads((books.config.parent / "collections" / f"{broken}.json").read_text())
+    assert sent_packet["invoice"]["id"] == broken and sent_packet["holds"][0]["outcome"] == "broken"
+
     exported = cli(books.config, "case", "export", broken, "--dir", str(books.config.parent / "packets"), "--json",
-                   "--now", (T0 + 38 * DAY).isoformat())
+                   "--now", (T0 + 53 * DAY).isoformat())
     assert exported.exit_code == 0, exported.output
     packet = json.loads((books.config.parent / "packets" / f"{broken}.json").read_text())
     assert (packet["invoice"]["amount_remaining"], packet["customer"]["billing_email"]) == (60000, "ap@globex.test")

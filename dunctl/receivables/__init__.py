@@ -7,8 +7,3 @@ A net-terms invoice goes only to segments whose rule names `collection_method` (
 config written for card dunning never starts writing to B2B customers it was not meant for, and a card segment
 listed first (large amounts to a person) does not catch them.
 """
-
-from dunctl.failures import NET_TERMS
-from dunctl.ledger.receivables import SEND_INVOICE
-
-__all__ = ["NET_TERMS", "SEND_INVOICE"]

@@ -449,4 +449,11 @@ ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {
     "notify_person": notify_person, "stop_provider_retries": stop_provider_retries, "retry_now": retry_now,
     MARK_ACTION: prepare_mark,
     "resume_subscription": resume_subscription,
+    "hand_off": lambda ctx, effect: _hand_off(ctx, effect),
 }
+
+
+def _hand_off(ctx: TickContext, effect: Effect) -> Prepared:
+    from dunctl.receivables.handoff import hand_off   # net-terms receivables: its own module
+
+    return hand_off(ctx, effect)
