@@ -6,8 +6,12 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
+from typing import TYPE_CHECKING
+
 from dunctl.clock import iso
-from dunctl.model import Invoice
+
+if TYPE_CHECKING:   # an idle tick loads this store and never the sync's records
+    from dunctl.model import Invoice
 
 SEND_INVOICE = "send_invoice"
 
@@ -135,3 +139,9 @@ def partial_notes(conn: sqlite3.Connection, case_ids: list[int]) -> list[dict]:
     marks = ", ".join("?" * len(case_ids))
     return _dicts(conn.execute(f"SELECT case_id, at, data FROM timeline WHERE kind = 'partial' AND case_id IN "
                                f"({marks}) ORDER BY case_id, at, id", case_ids))
+
+
+def hold_signals_pending(conn: sqlite3.Connection) -> bool:
+    """A hold's end signalled but not applied yet (a tick stopped in between): the next tick applies it."""
+    return conn.execute("SELECT 1 FROM signals WHERE applied = 0 AND kind = 'hold_ended' LIMIT 1").fetchone() \
+        is not None

@@ -4,7 +4,7 @@ note). Pure like the rest of reconciling (dunctl/tick/reconcile.py): returns cha
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from dunctl.conditions import matches
 from dunctl.experiments import assign, case_sequence
@@ -14,6 +14,7 @@ from dunctl.ledger import receivables as store
 from dunctl.ledger.receivables import SEND_INVOICE
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SubscriptionRecord
 from dunctl.money import format_amount
+from dunctl.receivables.terms import lead, takes_net_terms
 from dunctl.tick import changes as case_changes
 from dunctl.tick.changes import Applied, Change, Note, OpenCase
 from dunctl.tick.facts import condition_facts
@@ -21,27 +22,6 @@ from dunctl.tick.facts import condition_facts
 
 def is_net_terms(invoice: InvoiceRecord) -> bool:
     return invoice.collection_method == SEND_INVOICE and invoice.due_date is not None
-
-
-def takes_net_terms(segment) -> bool:
-    """Does this segment opt in to net-terms invoices? Only a rule that names `collection_method` does."""
-    return bool(segment.when) and "collection_method" in segment.when
-
-
-def lead(config) -> timedelta:
-    """How long before its due date a net-terms invoice's case opens: the earliest step (`-7d`) of any sequence a
-    net-terms segment (or an experiment arm on one) can fix on a case; zero when none comes before it."""
-    earliest = 0
-    names = {s.name for s in config.file.segments if takes_net_terms(s)}
-    for segment in config.file.segments:
-        if segment.name not in names:
-            continue
-        sequences = {segment.sequence} | {arm.sequence for e in config.file.experiments
-                                          if e.segment in (None, segment.name) for arm in e.arms}
-        for name in sequences:
-            for step in getattr(config.sequences.get(name), "steps", ()):
-                earliest = min(earliest, step.at.minutes)
-    return timedelta(minutes=-earliest)
 
 
 @dataclass(frozen=True)

@@ -154,3 +154,12 @@ def _ended(ledger: Ledger, c: HoldEnded, now: datetime, applied: Applied) -> Non
 
 
 case_changes._APPLY[HoldEnded] = _ended
+
+
+def _register() -> None:
+    from dunctl.tick import reconcile
+
+    reconcile._SIGNALS["hold_ended"] = hold_ended   # applied like a provider signal, to its invoice's case
+
+
+_register()
