@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dunctl.errors import UsageError
-from dunctl.preflight import ledger_file_problem, sqlite_error
+from dunctl.ledger.file import ledger_file_problem, sqlite_error
 
 
 @dataclass

@@ -7,7 +7,6 @@ portal link is created by Stripe at send time) is shown as the invoice's hosted 
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -44,22 +43,10 @@ class Preview:
 @contextmanager
 def read_only_ledger(path: Path):
     """The ledger through a read-only connection: SQLite refuses any write, so a preview cannot change it."""
-    from dunctl.ledger import Ledger, connect
-    from dunctl.preflight import ledger_file_problem, newer_ledger_error, sqlite_error, unknown_migrations
+    from dunctl.ledger import Ledger
 
-    problem = ledger_file_problem(path, must_exist=True)
-    if problem:
-        raise problem
-    conn = connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        unknown = unknown_migrations(conn)
-        if unknown:
-            raise newer_ledger_error(path, unknown)
-        yield Ledger(conn, path)
-    except sqlite3.Error as exc:
-        raise sqlite_error(exc, path) from None
-    finally:
-        conn.close()
+    with Ledger.open_read_only(path) as ledger:
+        yield ledger
 
 
 def _step_using(config: Config, template: str, sequence: str | None) -> Step | None:

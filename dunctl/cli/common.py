@@ -19,7 +19,7 @@ from dunctl.clock import parse_instant, system_now
 from dunctl.config import Config, load_config
 from dunctl.errors import ConfigError, DunctlError, UsageError
 from dunctl.ledger import Ledger
-from dunctl.preflight import sqlite_error
+from dunctl.ledger.file import sqlite_error
 
 class _Console:
     """A Rich console made on first use: a cron tick with nothing to say never imports Rich (15 ms a run)."""

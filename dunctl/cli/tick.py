@@ -14,7 +14,7 @@ from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_error
 from dunctl.cli.gateway import make_gateway
 from dunctl.clock import parse_instant, system_now
 from dunctl.ledger import Ledger
-from dunctl.preflight import quick_check
+from dunctl.ledger.file import quick_check
 from dunctl.tick.clocks import check_tick_moment, is_live_key
 from dunctl.tick.channels import build_channels
 from dunctl.tick.preflight import templates_parse

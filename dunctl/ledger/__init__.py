@@ -24,6 +24,8 @@ import sqlite3
 
 from dunctl.clock import from_iso, iso
 from dunctl.errors import LockHeld, StaleLedger
+from dunctl.ledger import file
+from dunctl.ledger.file import SCHEMA, applied_migrations, boot_id, connect  # noqa: F401 (the package's names)
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
@@ -34,39 +36,6 @@ if TYPE_CHECKING:   # the typed records load with the first row that needs one: 
 OPEN_STATES = ("open", "paused")
 IN_LIST_SIZE = 500   # values per IN list: well within SQLite's limit on a statement's parameters
 ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
-
-
-# The migrations this dunctl ships, in order; dunctl/ledger/migrations.py registers them and refuses to load if
-# the two lists differ. Opening a ledger compares its applied names with these: sqlite-utils loads only when a
-# migration is pending.
-SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_signal_fields", "m103_experiments",
-          "m102_report_rollups", "m104_notices", "m105_i20_adopt_ledger_id",
-          "m106_i20_endings_follow_ups", "m107_i25_perf_invoices_by_subscription",
-          "m108_i20_interrupts_started", "m109_i21_cards",
-          "m110_i2x_msgs_b_sms_optouts")
-MIGRATIONS_TABLE = "_sqlite_migrations"
-
-
-def applied_migrations(conn: sqlite3.Connection) -> list[str]:
-    """The names of the migrations applied to this ledger, oldest first (none for a new file)."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [MIGRATIONS_TABLE]).fetchone():
-        return [row[0] for row in conn.execute(
-            f"SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = 'dunctl' ORDER BY rowid")]
-    return []
-
-
-def connect(target: str | Path, **options) -> sqlite3.Connection:
-    """A connection in autocommit mode: a statement outside `Ledger.transaction()` commits on its own, one
-    inside it commits with the transaction."""
-    return sqlite3.connect(target, isolation_level=None, **options)
-
-
-def boot_id() -> str | None:
-    """This boot of the machine (Linux), to tell a process that died from a machine that restarted."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
-    except OSError:
-        return None
 
 
 def _json(value) -> str:
@@ -108,61 +77,10 @@ class Ledger:
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True) -> Ledger:
-        """Open and migrate the ledger at `path`, creating it (mode 0600, with its schema) when `create` is true
-        and it does not exist. A file this user cannot use, a damaged file or one written by a newer dunctl is
-        refused (UsageError) before anything is written to it."""
-        from dunctl import preflight
-
+        """Open and migrate the ledger at `path` (see `dunctl.ledger.file.open_file`)."""
         path = Path(path)
-        problem = preflight.ledger_file_problem(path, must_exist=not create)
-        if problem:
-            raise problem
-        created = not path.exists()
-        if created:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        file_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        conn = None
-        try:
-            conn = connect(path)
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.execute("PRAGMA foreign_keys = ON")
-            applied = applied_migrations(conn)
-            unknown = [name for name in applied if name not in SCHEMA]
-            if unknown:
-                raise preflight.newer_ledger_error(path, unknown)
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = wal")
-            if len(applied) != len(SCHEMA):
-                cls._migrate(conn, path, file_fd)
-        except BaseException as exc:
-            if conn is not None:
-                conn.close()
-            os.close(file_fd)   # only after the connection: see __init__
-            if not isinstance(exc, sqlite3.Error):
-                raise
-            if created:  # a half-made ledger would later be taken for a real one
-                path.unlink(missing_ok=True)
-            raise preflight.sqlite_error(exc, path) from None
+        conn, file_fd = file.open_file(path, create=create)
         return cls(conn, path, file_fd)
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection, path: Path, file_fd: int) -> None:
-        """Apply pending migrations under the ledger's lock: of processes racing on a new or upgraded ledger,
-        one migrates and the others exit 3 (LockHeld) instead of crashing halfway through a schema change."""
-        from sqlite_utils import Database
-
-        from dunctl.ledger.migrations import migrations
-
-        try:
-            fcntl.flock(file_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeld(f"another dunctl is using {path} while its schema needs setting up or upgrading",
-                           "nothing was done; run the command again in a moment") from None
-        try:
-            migrations.apply(Database(conn))
-        finally:
-            fcntl.flock(file_fd, fcntl.LOCK_UN)
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Ledger:
@@ -173,13 +91,19 @@ class Ledger:
     @classmethod
     def in_memory(cls) -> Ledger:
         """An empty ledger in memory (a dry run before the first tick creates no file)."""
-        from sqlite_utils import Database
+        return cls(file.memory_connection())
 
-        from dunctl.ledger.migrations import migrations
-
-        conn = connect(":memory:")
-        migrations.apply(Database(conn))
-        return cls(conn)
+    @classmethod
+    @contextmanager
+    def open_read_only(cls, path: str | Path) -> Iterator[Ledger]:
+        """The ledger through a read-only connection (previews): SQLite refuses any write. Refused like `open`
+        when the file is unusable, damaged or written by a newer dunctl."""
+        path = Path(path)
+        problem = file.ledger_file_problem(path, must_exist=True)
+        if problem:
+            raise problem
+        with file.read_only_connection(path) as conn:
+            yield cls(conn, path)
 
     def snapshot_in_memory(self) -> Ledger:
         """A consistent copy of this ledger in memory (SQLite's backup API): a dry run works on it, so it never
@@ -225,8 +149,7 @@ class Ledger:
     # -- sync ------------------------------------------------------------------------------------------------
 
     def get_state(self, name: str, default=None):
-        row = self.conn.execute("SELECT value FROM sync_state WHERE name = ?", [name]).fetchone()
-        return json.loads(row[0]) if row else default
+        return file.read_state(self.conn, name, default)
 
     def set_state(self, name: str, value) -> None:
         self.conn.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "

@@ -670,7 +670,7 @@ def m110_i2x_msgs_b_sms_optouts(db: Database) -> None:
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
-    from dunctl.ledger import SCHEMA
+    from dunctl.ledger.file import SCHEMA
 
     registered = tuple(m.name for m in migrations._migrations)
     if registered != SCHEMA:
