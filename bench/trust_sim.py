@@ -219,7 +219,7 @@ def _count(counts: TrustCounts, ledger: Ledger, account: SimulatedAccount, chann
         actions.setdefault(row["case_id"], []).append(row)
     for case_id, case in cases.items():
         truth = account.invoice_state(case["invoice_id"])
-        steps = {s["id"]: s for s in ledger.sequence_definition(case["sequence_hash"]).get("steps", [])}
+        steps = {s["id"]: s for s in ledger.cases.sequence_definition(case["sequence_hash"]).get("steps", [])}
         done = [a for a in actions.get(case_id, []) if a["status"] == "done"]
         for act in done:
             finished = from_iso(act["finished_at"])

@@ -166,20 +166,20 @@ def _case_context(config: Config, ledger, template: str, invoice_id: str, now: d
     that went in one message with it (one message_ref), the oldest first, as the tick groups them."""
     from dunctl.messages import CasePart
 
-    case = ledger.case_for_invoice(invoice_id)
-    invoice = ledger.invoice(invoice_id)
+    case = ledger.cases.for_invoice(invoice_id)
+    invoice = ledger.sync.invoice(invoice_id)
     if case is None or invoice is None:
         raise UsageError(f"no case for invoice {invoice_id} in the ledger",
                          "`dunctl status --all` lists the cases; or preview a sample with --failure TYPE")
     step = _step_using(config, template, case["sequence"])
     parts = []
     for other in _grouped_with(ledger, dict(case), step):
-        other_invoice = dict(ledger.invoice(other["invoice_id"]))
-        parts.append(CasePart(other, other_invoice, ledger.payment_method(other_invoice["payment_method_id"]),
-                              other_invoice["hosted_invoice_url"], ledger.sequence_definition(other["sequence_hash"])))
+        other_invoice = dict(ledger.sync.invoice(other["invoice_id"]))
+        parts.append(CasePart(other, other_invoice, ledger.sync.payment_method(other_invoice["payment_method_id"]),
+                              other_invoice["hosted_invoice_url"], ledger.cases.sequence_definition(other["sequence_hash"])))
     parts.sort(key=lambda part: (part.case["first_failed_at"], part.case["invoice_id"]))
     lead = parts[0]
-    customer = ledger.customer(case["customer_id"])
+    customer = ledger.sync.customer(case["customer_id"])
     customer = dict(customer) if customer is not None else None
     context = build_context(case=lead.case, invoice=lead.invoice, customer=customer,
                             payment_method=lead.payment_method, update_link=lead.update_link,
@@ -195,7 +195,7 @@ def _grouped_with(ledger, case: dict, step: Step | None) -> list[dict]:
     ref = next((a["message_ref"] for a in sent if a.get("message_ref")), None)
     if ref is None:
         return [case]
-    return [dict(c) for c in ledger.cases_in_message(ref)]
+    return [dict(c) for c in ledger.cases.in_message(ref)]
 
 
 def as_text(preview: Preview) -> str:

@@ -104,7 +104,7 @@ def test_a_case_keeps_its_first_arm(config_path):
     ledger = Ledger.open(load_config(config_path).ledger_path)
     _case(ledger, 1, "control", "open")
     assert record_assignment(ledger, 1, "lean-2026q1", "lean") is False
-    assert ledger.case(1)["arm"] == "control"
+    assert ledger.cases.get(1)["arm"] == "control"
     ledger.close()
 
 
@@ -346,5 +346,5 @@ def test_status_shows_running_experiments_with_their_counts(tmp_path):
     assert set(arms) == {"control", "lean", "holdout"} and sum(arms.values()) == 30
     text = cli(config, "status", "--now", at("1h").isoformat()).stdout
     assert "experiment lean: control" in text
-    holdout = [c for c in ledger.cases() if c["arm"] == "holdout"]
+    holdout = [c for c in ledger.cases.listed() if c["arm"] == "holdout"]
     assert holdout and all(ledger.actions(c["id"]) == [] for c in holdout)   # no dunctl action at all

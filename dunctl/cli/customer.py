@@ -47,10 +47,10 @@ def optout(customer: CustomerId,
     if not sms:
         raise UsageError("say which channel the customer opted out of", "add --sms (the only channel with opt-out)")
     ledger = open_ledger(load(), must_exist=True)
-    if ledger.customer(customer) is None:
+    if ledger.sync.customer(customer) is None:
         raise UsageError(f"unknown customer {customer!r}", "give a Stripe customer id the ledger knows "
                          "(`dunctl sync` first if it is new)")
-    new = ledger.opt_out(customer, "sms", now_from(now), "dunctl customer optout")
+    new = ledger.cases.opt_out(customer, "sms", now_from(now), "dunctl customer optout")
     if as_json:
         print_json({"customer": customer, "channel": "sms", "opted_out": True, "new": new})
         return

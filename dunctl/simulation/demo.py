@@ -232,12 +232,12 @@ class Driver:
                 self.account.escalated(report.invoice_id, now)
 
     def _message(self, invoice_id: str, step_id: str, action: str, now: datetime) -> None:
-        case = self.ledger.case_for_invoice(invoice_id)
+        case = self.ledger.cases.for_invoice(invoice_id)
         if case is None:
             return
         row = next((a for a in self.ledger.actions(case["id"]) if a["step_id"] == step_id), None)
         recipient = row["recipient"] if row else None
-        customer = self.ledger.customer(case["customer_id"]) or {}
+        customer = self.ledger.sync.customer(case["customer_id"]) or {}
         manager = json.loads(customer.get("metadata") or "{}").get("account_manager_email")
         if recipient and manager and recipient == manager:
             self.account.escalated(invoice_id, now)      # the account manager picks it up
@@ -248,7 +248,7 @@ class Driver:
 
     def _step(self, case: dict) -> dict[str, dict]:
         if case["id"] not in self._steps:
-            steps = self.ledger.sequence_definition(case["sequence_hash"]).get("steps", [])
+            steps = self.ledger.cases.sequence_definition(case["sequence_hash"]).get("steps", [])
             self._steps[case["id"]] = {s["id"]: s for s in steps}
         return self._steps[case["id"]]
 
@@ -481,7 +481,7 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
 
 def _example_case(ledger: Ledger) -> str | None:
     """A case with a story: recovered after messages, else handed to a person, else any."""
-    cases = ledger.cases(include_ended=True)
+    cases = ledger.cases.listed(include_ended=True)
     for wanted in (lambda c: c["state"] == "recovered" and c["recovered_by"] == "customer",
                    lambda c: c["with_person"], lambda c: True):
         found = next((c for c in cases if wanted(c)), None)
