@@ -13,7 +13,7 @@ from dunctl.errors import UsageError
 from dunctl.failures import FAILURE_TYPES
 from dunctl.money import decimals
 from dunctl.ledger import ENDED_STATES, Ledger
-from dunctl.ledger.status_queries import (STATES, CaseFilter, attention_counts, case_count, case_page,
+from dunctl.ledger.views.status import (STATES, CaseFilter, attention_counts, case_count, case_page,
                                           revenue_at_risk, unknown_actions)
 
 

@@ -7,7 +7,7 @@ what dunctl adds over Stripe's own retries and emails can be measured.
 Assignment is a pure function of (experiment name, customer id): sha256, never Python's `hash()` (salted per
 process), never the clock or a random generator. A customer therefore stays in one arm across invoices, and
 re-running a tick, rebuilding a ledger or moving to another machine assigns the same arm. The arm is recorded on
-the case when it opens (`dunctl.ledger.experiment_queries.record_assignment`) and never changed afterwards;
+the case when it opens (`ledger.cases.assign_arm`) and never changed afterwards;
 removing an experiment from the config ends it for new cases and keeps the history of the old ones.
 
 Two hashes are used: one decides the holdout, the other the arm. Changing the holdout share therefore never
@@ -265,7 +265,7 @@ def arm_report(ledger, config=None, experiment: str | None = None, since=None, u
     the arm named `control`, else the first arm in name order. The holdout is compared with the control too."""
     from dunctl.clock import iso
     from dunctl.errors import UsageError
-    from dunctl.ledger import experiment_queries as q
+    from dunctl.ledger.views import experiments as q
     from dunctl.stats import compare
 
     lo, hi = iso(since), iso(until)

@@ -15,7 +15,6 @@ import yaml
 from dunctl.config import load_config
 from dunctl.experiments import HOLDOUT, Assignment, assign
 from dunctl.ledger import Ledger
-from dunctl.ledger.experiment_queries import record_assignment
 from dunctl.stats import newcombe
 from tests.helpers import T0, cli, failed_invoice, seed, starter
 
@@ -103,7 +102,7 @@ def test_changing_the_holdout_share_never_moves_anyone_between_arms():
 def test_a_case_keeps_its_first_arm(config_path):
     ledger = Ledger.open(load_config(config_path).ledger_path)
     _case(ledger, 1, "control", "open")
-    assert record_assignment(ledger, 1, "lean-2026q1", "lean") is False
+    assert ledger.cases.assign_arm(1, "lean-2026q1", "lean") is False
     assert ledger.cases.get(1)["arm"] == "control"
     ledger.close()
 
@@ -170,7 +169,7 @@ def _case(ledger: Ledger, n: int, arm: str | None, state: str, *, currency: str 
          first.isoformat(), recovered_at if ended else None,
          recovered_at.replace("+00:00", "Z") if recovered_at else None, recovered_attempt])
     if arm is not None:
-        record_assignment(ledger, n, experiment, arm)
+        ledger.cases.assign_arm(n, experiment, arm)
     for e in range(emails):
         ledger.db.execute("INSERT INTO actions(case_id, step_id, action, status, due_at, idempotency_key) "
                           "VALUES (?, ?, 'email', 'done', ?, ?)", [n, f"email-{e}", first.isoformat(), f"k{n}-{e}"])
@@ -241,7 +240,7 @@ def test_report_by_arm_on_a_hand_built_ledger(arm_ledger):
 
 
 def test_status_counts_per_experiment_and_arm(arm_ledger):
-    from dunctl.ledger.experiment_queries import experiment_status
+    from dunctl.ledger.views.experiments import experiment_status
 
     ledger = Ledger.open(load_config(arm_ledger).ledger_path)
     try:

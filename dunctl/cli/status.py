@@ -18,7 +18,7 @@ from rich.text import Text
 
 from dunctl.cases import CaseRow, Status, status as build_status
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, open_ledger, out
-from dunctl.ledger.experiment_queries import experiment_status
+from dunctl.ledger.views.experiments import experiment_status
 from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, packed_lines, plain_rows
 from dunctl.money import format_amount
 from dunctl.notices.views import upcoming as upcoming_notices

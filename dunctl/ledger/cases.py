@@ -276,3 +276,10 @@ class CaseStore(Store):
     def timeline(self, case_id: int) -> list[dict]:
         return list(self.rows("SELECT at, kind, summary, data FROM timeline WHERE case_id = ? ORDER BY id",
                                   [case_id]))
+
+    def assign_arm(self, case_id: int, experiment: str, arm: str) -> bool:
+        """Record the case's experiment and arm. A case keeps the first arm it was given: False (and nothing
+        changes) when it already has one."""
+        cursor = self.conn.execute("UPDATE cases SET experiment = ?, arm = ? WHERE id = ? AND experiment IS NULL",
+                                   [experiment, arm, case_id])
+        return cursor.rowcount == 1

@@ -115,11 +115,3 @@ class NoticeStore(Store):
                  detail = 'superseded by the ' || ? || ' alert' WHERE subscription_id = ? AND kind = 'usage_alert'
                  AND period = ? AND "offset" != ? AND status IN ('pending', 'failed')""",
             [iso(now), top, subscription_id, period, top])
-
-    def due_within(self, now: datetime, until: datetime) -> list[dict]:
-        """Notices still to be sent before `until`, with their customer, for `status`."""
-        return list(self.rows(
-            """SELECT n.*, cu.name AS customer_name, cu.email AS customer_email FROM notices n
-               LEFT JOIN customers cu ON cu.id = n.customer_id
-               WHERE n.next_due_at IS NOT NULL AND n.next_due_at <= ? ORDER BY n.next_due_at, n.id""",
-            [iso(until)]))

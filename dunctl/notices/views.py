@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
+from dunctl.ledger.views.notices import due_within
 
 UPCOMING_DAYS = 14
 
@@ -31,7 +32,7 @@ def upcoming(ledger: Ledger, now: datetime, days: int = UPCOMING_DAYS) -> list[U
     return [UpcomingNotice(n["kind"], n["offset"], n["object_id"], n["customer_id"],
                            n["customer_name"] or n["customer_email"] or n["customer_id"], n["next_due_at"],
                            n["status"])
-            for n in ledger.notices.due_within(now, now + timedelta(days=days))]
+            for n in due_within(ledger, now + timedelta(days=days))]
 
 
 @dataclass

@@ -255,7 +255,7 @@ class Driver:
     def outcome(self, name: str, customers: int, now: datetime, preset: str = DEFAULT_PRESET,
                 subscriptions: int | None = None) -> Outcome:
         """What the run achieved; `subscriptions` is the book's size when it is known (the synthetic book)."""
-        from dunctl.ledger.report_queries import messages_delivered
+        from dunctl.ledger.views.report import messages_delivered
 
         stats = self.account.stats
         # Deliveries, not steps: one grouped email covering three invoices is one message to the customer.
@@ -454,7 +454,7 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
     only its cases. Without holdout cases, (outcome, None). Figures only the whole run knows (invoices billed,
     who collected, the book's subscriptions) stay with the whole run: the parts leave them out."""
     from dunctl.experiments import HOLDOUT
-    from dunctl.ledger.report_queries import messages_delivered, retries_made
+    from dunctl.ledger.views.report import messages_delivered, retries_made
 
     if not ledger.conn.execute("SELECT 1 FROM cases WHERE arm = ? LIMIT 1", [HOLDOUT]).fetchone():
         return outcome, None

@@ -12,7 +12,6 @@ from datetime import datetime
 from dunctl.config import Sequence, sequence_definition, sequence_hash
 from dunctl.failures import described_code
 from dunctl.ledger import Ledger
-from dunctl.ledger.experiment_queries import record_assignment
 from dunctl.ledger.records import InvoiceRecord
 
 
@@ -151,7 +150,7 @@ def _open(ledger: Ledger, c: OpenCase, now: datetime, applied: Applied) -> None:
                                sequence_def=sequence_definition(c.sequence), failure_type=c.failure_type,
                                decline_code=c.decline_code, now=now)
     if c.assignment is not None:
-        record_assignment(ledger, case_id, c.assignment.experiment, c.assignment.arm)
+        ledger.cases.assign_arm(case_id, c.assignment.experiment, c.assignment.arm)
     ledger.cases.add_timeline(case_id, c.invoice.first_failed_at, "failed",
                         f"payment failed: {described_code(c.invoice.decline) or 'no code'} ({c.failure_type})",
                         c.invoice.decline)
