@@ -28,7 +28,7 @@ from dunctl.ledger import file
 from dunctl.ledger.cases import CaseStore
 from dunctl.ledger.file import SCHEMA, applied_migrations, boot_id, connect
 from dunctl.ledger.notices import NoticeStore
-from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES, rows, to_json
+from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES, rows
 from dunctl.ledger.sync import SyncStore
 from dunctl.errors import LockHeld
 
@@ -117,6 +117,17 @@ class Ledger:
         self.conn.backup(conn)
         return Ledger(conn)
 
+    def skip_fsync(self) -> None:
+        """Commit without waiting for the disk, for good: only for a ledger that is rebuilt by re-running (a
+        simulation's)."""
+        self.conn.execute("PRAGMA synchronous = OFF")
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         self.release_tick_lock()
         self.conn.close()
@@ -157,8 +168,7 @@ class Ledger:
         return file.read_state(self.conn, name, default)
 
     def set_state(self, name: str, value) -> None:
-        self.conn.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [name, to_json(value)])
+        file.write_state(self.conn, name, value)
 
     # -- transactions ----------------------------------------------------------------------------------------
 

@@ -283,3 +283,19 @@ class CaseStore(Store):
         cursor = self.conn.execute("UPDATE cases SET experiment = ?, arm = ? WHERE id = ? AND experiment IS NULL",
                                    [experiment, arm, case_id])
         return cursor.rowcount == 1
+
+    def any_in_arm(self, arm: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM cases WHERE arm = ? LIMIT 1", [arm]).fetchone() is not None
+
+    def keep_only(self, arm: str, in_arm: bool) -> None:
+        """Delete every case (with its actions and timeline) but those in `arm` (`in_arm`), or but those not in
+        it: for measuring a part of a simulated run on a copy of its ledger (`snapshot_in_memory`), never on
+        the file (the ledger's triggers forbid deleting history, and are dropped here)."""
+        keep = "arm IS ?" if in_arm else "arm IS NOT ?"
+        self.conn.execute("PRAGMA foreign_keys = OFF")
+        drop = f"SELECT id FROM cases WHERE NOT ({keep})"
+        for table in ("actions", "timeline"):
+            self.conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
+            if self.conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'case_id'", [table]).fetchone():
+                self.conn.execute(f"DELETE FROM {table} WHERE case_id IN ({drop})", [arm])
+        self.conn.execute(f"DELETE FROM cases WHERE NOT ({keep})", [arm])

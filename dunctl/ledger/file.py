@@ -215,6 +215,12 @@ def read_state(conn: sqlite3.Connection, name: str, default=None):
     return json.loads(row[0]) if row else default
 
 
+def write_state(conn: sqlite3.Connection, name: str, value) -> None:
+    conn.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
+                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                 [name, json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)])
+
+
 def boot_id() -> str | None:
     """This boot of the machine (Linux), to tell a process that died from a machine that restarted."""
     try:
@@ -305,3 +311,59 @@ def read_only_connection(path: Path) -> Iterator[sqlite3.Connection]:
         raise sqlite_error(exc, path) from None
     finally:
         conn.close()
+
+
+class StateFile:
+    """The ledger's state (`get_state`/`set_state`) through a short-lived connection of its own, for commands that
+    did not hand their open ledger over. It never migrates, and never waits long for the ledger: when another
+    connection holds it (a dry run's transaction), the binding is recorded by the next run instead."""
+
+    def __init__(self, path: str | Path):
+        # mode=rw: never creates the file (a dry run on a new directory creates no ledger).
+        self._conn = sqlite3.connect(f"file:{Path(path)}?mode=rw", uri=True, timeout=0.2, isolation_level=None)
+
+    def get_state(self, name: str, default=None):
+        try:
+            return read_state(self._conn, name, default)
+        except sqlite3.Error:
+            return default
+
+    def set_state(self, name: str, value) -> None:
+        try:
+            write_state(self._conn, name, value)
+        except sqlite3.OperationalError:
+            pass                    # busy: the check was made; the record waits for the next run
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def read_states(path: Path, names: list[str]) -> dict | None:
+    """State values (name -> decoded JSON) of the ledger at `path`, read without creating, migrating or locking
+    it. None when it is not a ledger yet, or cannot be read."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(f"SELECT name, value FROM sync_state WHERE name IN ({', '.join('?' * len(names))})",
+                                names).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return {name: json.loads(value) for name, value in rows}
+
+
+def copy_ledger(source: Path, target: Path) -> str:
+    """Copy the ledger at `source` into the new file `target` through SQLite's online backup API (one read
+    transaction: a running tick keeps writing), as one self-contained file; returns its integrity check ("ok")."""
+    src = sqlite3.connect(source, timeout=30)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)  # all pages in one step: one consistent snapshot
+            dst.execute("PRAGMA journal_mode = DELETE")  # the copy is one self-contained file
+            return dst.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            dst.close()
+    finally:
+        src.close()

@@ -260,7 +260,7 @@ class Driver:
         stats = self.account.stats
         # Deliveries, not steps: one grouped email covering three invoices is one message to the customer.
         outcome = measure(name, self.ledger, now, self.config.file.dunning.attribution_window, customers=customers,
-                       messages=messages_delivered(self.ledger.db.conn), retries_dunctl=stats.dunctl_retries,
+                       messages=messages_delivered(self.ledger.conn), retries_dunctl=stats.dunctl_retries,
                        retries_stripe=stats.provider_retries, subscriptions=subscriptions,
                        invoices_billed=stats.invoices, collected_by=stats.recovered_by, ticks=self.ticks,
                        actions=self.actions, failed_actions=self.failed_actions, preset=preset)
@@ -320,7 +320,7 @@ def _monthly_churn(churn) -> dict:
 
 def _fast(ledger: Ledger) -> Ledger:
     # A simulated ledger is rebuilt by re-running; it does not need every commit on disk before the next.
-    ledger.conn.execute("PRAGMA synchronous = OFF")
+    ledger.skip_fsync()
     return ledger
 
 
@@ -456,26 +456,20 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
     from dunctl.experiments import HOLDOUT
     from dunctl.ledger.views.report import messages_delivered, retries_made
 
-    if not ledger.conn.execute("SELECT 1 FROM cases WHERE arm = ? LIMIT 1", [HOLDOUT]).fetchone():
+    if not ledger.cases.any_in_arm(HOLDOUT):
         return outcome, None
     window = config.file.dunning.attribution_window
     parts = []
-    for name, keep in (("dunning (arms)", "arm IS NOT ?"), ("holdout (no dunctl action)", "arm IS ?")):
+    for name, in_arm in (("dunning (arms)", False), ("holdout (no dunctl action)", True)):
         part = ledger.snapshot_in_memory()
         conn = part.conn
-        conn.execute("PRAGMA foreign_keys = OFF")
         part.set_state("simulation", {})      # the book's customers are not the part's: no churn denominator
-        drop = f"SELECT id FROM cases WHERE NOT ({keep})"
-        for table in ("actions", "timeline"):
-            conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
-            if conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'case_id'", [table]).fetchone():
-                conn.execute(f"DELETE FROM {table} WHERE case_id IN ({drop})", [HOLDOUT])
-        conn.execute(f"DELETE FROM cases WHERE NOT ({keep})", [HOLDOUT])
+        part.cases.keep_only(HOLDOUT, in_arm)
         ours, stripes = retries_made(conn)
         parts.append(measure(name, part, now, window, customers=outcome.customers, messages=messages_delivered(conn),
                              retries_dunctl=ours, retries_stripe=stripes, subscriptions=None, ticks=outcome.ticks,
                              preset=outcome.preset))
-        part.conn.close()
+        part.close()
     return parts[0], parts[1]
 
 
