@@ -1,4 +1,5 @@
-"""The ledger's own methods, on a real file: typed records, claims, transactions, the idle tick's queries."""
+"""The ledger facade, on a real file: claims, transactions, the idle tick's queries. Each store has its own file
+(tests/test_ledger_*.py)."""
 
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -7,7 +8,6 @@ import pytest
 
 from dunctl.config import Sequence
 from dunctl.ledger import Ledger
-from dunctl.ledger.records import CaseRecord, InvoiceRecord
 from tests.helpers import T0, customer, failed_invoice, seed
 
 SEQUENCE = Sequence.model_validate({"name": "s", "steps": [{"id": "notice", "at": "30m", "action": "email",
@@ -28,24 +28,6 @@ def open_case(ledger, invoice_id="in_1", sequence=SEQUENCE):
     return ledger.cases.open(invoice=invoice, segment="default", sequence=sequence.name, sequence_hash="h1",
                             sequence_def=sequence.model_dump(mode="json"), failure_type="card_soft",
                             decline_code="insufficient_funds", now=T0)
-
-
-def test_records_come_out_typed(ledger):
-    case_id = open_case(ledger)
-    bundle = ledger.cases.bundle(case_id)
-    assert isinstance(bundle.case, CaseRecord) and isinstance(bundle.invoice, InvoiceRecord)
-    assert bundle.case.first_failed_at == T0 and bundle.case.next_due_at == T0
-    assert bundle.invoice.decline["decline_code"] == "insufficient_funds"
-    assert bundle.customer.metadata == {"tier": "gold"} and not bundle.customer.dunning_off
-    assert bundle.actions == []
-
-
-def test_a_sequence_version_is_stored_once_however_many_cases_use_it(ledger):
-    for i in range(3):
-        open_case(ledger, f"in_{i}")
-    assert ledger.db.execute("SELECT count(*) FROM sequence_versions").fetchone()[0] == 1
-    assert ledger.db.execute("SELECT count(*) FROM cases WHERE sequence_def != ''").fetchone()[0] == 0
-    assert ledger.cases.sequence_definition("h1")["steps"][0]["id"] == "notice"
 
 
 def test_a_claim_is_taken_once_a_failed_or_planned_one_again_and_a_finished_one_never(ledger):
