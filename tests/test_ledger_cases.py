@@ -3,19 +3,9 @@ experiment arms, and the split of a simulated run's copy."""
 
 from datetime import timedelta
 
-import pytest
-
-from dunctl.ledger import Ledger
 from dunctl.ledger.records import CaseRecord, InvoiceRecord
 from tests.helpers import T0
-from tests.test_ledger import open_case
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
-    yield ledger
-    ledger.close()
+from tests.test_ledger import ledger, open_case   # ledger: the fixture
 
 
 def test_records_come_out_typed(ledger):

@@ -5,16 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from dunctl.ledger import Ledger
 from dunctl.model import Customer, PaymentMethod, Subscription, SyncBatch
 from tests.helpers import T0
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
-    yield ledger
-    ledger.close()
+from tests.test_ledger import ledger   # the fixture
 
 
 def plan(ledger, offset: str, kind: str = "usage_alert", period: str = "2026-11") -> bool:

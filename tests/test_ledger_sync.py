@@ -7,17 +7,9 @@ from datetime import timedelta
 import pytest
 
 from dunctl.errors import StaleLedger
-from dunctl.ledger import Ledger
 from dunctl.model import SyncBatch
 from tests.helpers import T0, failed_invoice, seed
-from tests.test_ledger import open_case
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
-    yield ledger
-    ledger.close()
+from tests.test_ledger import ledger, open_case   # ledger: the fixture
 
 
 def test_a_batch_lands_its_invoices_once_and_its_cursor_with_them(ledger):
