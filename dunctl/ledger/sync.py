@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from dunctl.clock import iso
 from dunctl.errors import StaleLedger
+from dunctl.failures import classify
 from dunctl.ledger.sql import Store, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
@@ -100,8 +101,6 @@ class SyncStore(Store):
             first_failed_text = existing[0]
         else:
             first_failed_text = iso(first_failed)
-        from dunctl.failures import classify
-
         decline = asdict(inv.decline) if inv.decline else None
         failure_type = classify(inv.decline) if inv.decline else None
         lines = [{**asdict(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
