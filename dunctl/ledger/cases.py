@@ -12,12 +12,11 @@ from dunctl.clock import from_iso, iso
 from dunctl.ledger.sql import ENDED_STATES, Store, pairs, rows_in, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
-    from dunctl.ledger import Ledger
     from dunctl.ledger.records import CaseBundle, CaseRecord, InvoiceRecord
 
 
 class CaseStore(Store):
-    def __init__(self, ledger: Ledger):
+    def __init__(self, ledger):
         super().__init__(ledger)
         self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
 

@@ -12,7 +12,7 @@ import json
 import os
 import pwd
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +27,7 @@ SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_si
           "m108_i20_interrupts_started", "m109_i21_cards",
           "m110_i2x_msgs_b_sms_optouts")
 MIGRATIONS_TABLE = "_sqlite_migrations"
+Migrate = Callable[[sqlite3.Connection], None]
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 RESTORE_HINT = ("restore the ledger from your last backup (see `dunctl backup`), or move it aside and start a new "
@@ -229,11 +230,12 @@ def boot_id() -> str | None:
         return None
 
 
-def open_file(path: Path, *, create: bool) -> tuple[sqlite3.Connection, int]:
+def open_file(path: Path, apply_migrations: Migrate, *, create: bool) -> tuple[sqlite3.Connection, int]:
     """A connection to the ledger at `path`, migrated, and the one descriptor on the file that its tick and
     migration locks use (see `Ledger.__init__`). The file is made (mode 0600, with its schema) when `create` is
     true and it does not exist. A file this user cannot use, a damaged file or one written by a newer dunctl is
-    refused (UsageError) before anything is written to it."""
+    refused (UsageError) before anything is written to it. `apply_migrations` applies the pending ones (the
+    Ledger's: migrations.py imports this module for SCHEMA)."""
     problem = ledger_file_problem(path, must_exist=not create)
     if problem:
         raise problem
@@ -254,7 +256,7 @@ def open_file(path: Path, *, create: bool) -> tuple[sqlite3.Connection, int]:
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = wal")
         if len(applied) != len(SCHEMA):
-            migrate(conn, path, file_fd)
+            migrate(conn, path, file_fd, apply_migrations)
     except BaseException as exc:
         if conn is not None:
             conn.close()
@@ -267,7 +269,7 @@ def open_file(path: Path, *, create: bool) -> tuple[sqlite3.Connection, int]:
     return conn, file_fd
 
 
-def migrate(conn: sqlite3.Connection, path: Path, file_fd: int) -> None:
+def migrate(conn: sqlite3.Connection, path: Path, file_fd: int, apply_migrations: Migrate) -> None:
     """Apply pending migrations under the ledger's lock: of processes racing on a new or upgraded ledger,
     one migrates and the others exit 3 (LockHeld) instead of crashing halfway through a schema change."""
     try:
@@ -281,16 +283,7 @@ def migrate(conn: sqlite3.Connection, path: Path, file_fd: int) -> None:
         fcntl.flock(file_fd, fcntl.LOCK_UN)
 
 
-def apply_migrations(conn: sqlite3.Connection) -> None:
-    """Every pending migration. sqlite-utils (40 ms to import) loads here, only when one is pending."""
-    from sqlite_utils import Database   # lazy: an idle tick on an up-to-date ledger never needs it
-
-    from dunctl.ledger.migrations import migrations   # lazy: it imports sqlite-utils
-
-    migrations.apply(Database(conn))
-
-
-def memory_connection() -> sqlite3.Connection:
+def memory_connection(apply_migrations: Migrate) -> sqlite3.Connection:
     """An empty, migrated ledger in memory (a dry run before the first tick creates no file)."""
     conn = connect(":memory:")
     apply_migrations(conn)

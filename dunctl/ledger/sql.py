@@ -5,11 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from dunctl.ledger import Ledger
-
 OPEN_STATES = ("open", "paused")
 ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 IN_LIST_SIZE = 500   # values per IN list: well within SQLite's limit on a statement's parameters
@@ -56,7 +51,7 @@ class Store:
     """One part of the ledger's tables behind intent-named methods, on the ledger's connection. A store is made
     on first use (`ledger.cases`, `ledger.sync`, `ledger.notices`) and lives as long as its ledger."""
 
-    def __init__(self, ledger: Ledger):
+    def __init__(self, ledger):   # the dunctl.ledger.Ledger that made it (not imported: it imports the stores)
         self.ledger = ledger
         self.conn = ledger.conn
 
