@@ -42,9 +42,11 @@ def tick_command(ledger: Ledger, config: Config, environ: Mapping[str, str], opt
     moment = tick_moment(config, ledger, options, wall, key)
     known = ledger.get_state("templates_parsed")
     parsed = templates_parse(config, known_good=known)
+    gateway = connect(ledger.snapshot_in_memory() if options.dry_run else ledger)
+    # Recorded once the account check passed: a refused tick leaves the file as it was, now that closing the
+    # ledger checkpoints its write-ahead log into it.
     if parsed != known and not options.dry_run:
         ledger.set_state("templates_parsed", parsed)
-    gateway = connect(ledger.snapshot_in_memory() if options.dry_run else ledger)
     return run_tick(ledger, config, gateway, build_channels(config, environ), moment, dry_run=options.dry_run,
                     sync=options.sync, progress=progress, accept_stale=options.accept_stale, adopt=options.adopt,
                     wall=wall if options.given is None or is_live_key(key)
