@@ -60,6 +60,7 @@ class Ledger:
         self._db = None
         self._light = False                    # light_transaction may skip the fsync (a tick knows its boot id)
         self._relaxed = False                  # synchronous=NORMAL since the last light_transaction
+        self.durable = True                    # False: rebuilt by re-running (a simulation); no commit waits on disk
 
     @property
     def db(self):
@@ -129,7 +130,9 @@ class Ledger:
 
     def skip_fsync(self) -> None:
         """Commit without waiting for the disk, for good: only for a ledger that is rebuilt by re-running (a
-        simulation's)."""
+        simulation's). Not durable: a tick's light commits would otherwise turn the next ordinary one back to
+        FULL, an fsync each."""
+        self.durable = False
         self.conn.execute("PRAGMA synchronous = OFF")
 
     def __enter__(self) -> Ledger:
@@ -226,7 +229,7 @@ class Ledger:
         ordinary commit makes it durable too.
         Light only inside a tick that recorded the machine's boot id (`start_tick`): after a reboot,
         `settles_by_started` tells the next tick not to trust what such commits said. Otherwise an ordinary one."""
-        if self._light and not self._relaxed and not self.conn.in_transaction:
+        if self._light and self.durable and not self._relaxed and not self.conn.in_transaction:
             self.conn.execute("PRAGMA synchronous = NORMAL")   # until the next ordinary transaction
             self._relaxed = True
         with self._begin():

@@ -8,6 +8,7 @@ module imports nothing else of dunctl's ledger nor of preflight: both import it 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import pwd
@@ -222,6 +223,7 @@ def write_state(conn: sqlite3.Connection, name: str, value) -> None:
                  [name, json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)])
 
 
+@functools.lru_cache(maxsize=1)   # a process never outlives the boot it started in: read once, not every tick
 def boot_id() -> str | None:
     """This boot of the machine (Linux), to tell a process that died from a machine that restarted."""
     try:

@@ -103,7 +103,8 @@ class SyncStore(Store):
             first_failed_text = iso(first_failed)
         decline = asdict(inv.decline) if inv.decline else None
         failure_type = classify(inv.decline) if inv.decline else None
-        lines = [{**asdict(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
+        # An InvoiceLine is flat: its fields as they are, without asdict's deep copy (a third of a sync's CPU)
+        lines = [{**vars(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
                  for line in inv.lines or []]
         self.conn.execute(
             """INSERT INTO invoices(id, customer_id, subscription_id, number, currency, amount_due, amount_paid,
