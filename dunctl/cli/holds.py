@@ -36,7 +36,8 @@ def register(app: typer.Typer, changed) -> None:
         from dunctl.receivables.packet import export as write
 
         config = load()
-        paths = write(open_ledger(config, must_exist=True), config, invoice, Path(directory), now_from(now))
+        with open_ledger(config, must_exist=True) as ledger:
+            paths = write(ledger, config, invoice, Path(directory), now_from(now))
         if as_json:
             print_json({"invoice": invoice, "written": [str(p) for p in paths]})
         else:
@@ -55,7 +56,8 @@ def register(app: typer.Typer, changed) -> None:
         """
         from dunctl.receivables.holds import promise as record
 
-        changed(record(open_ledger(load(), must_exist=True), invoice, end_of(until), amount, now_from(now)), as_json)
+        with open_ledger(load(), must_exist=True) as ledger:
+            changed(record(ledger, invoice, end_of(until), amount, now_from(now)), as_json)
 
     @app.command("dispute")
     @handles_errors
@@ -71,8 +73,8 @@ def register(app: typer.Typer, changed) -> None:
         """
         from dunctl.receivables.holds import dispute as record
 
-        changed(record(open_ledger(load(), must_exist=True), invoice, reason, end_of(until) if until else None,
-                       now_from(now)), as_json)
+        with open_ledger(load(), must_exist=True) as ledger:
+            changed(record(ledger, invoice, reason, end_of(until) if until else None, now_from(now)), as_json)
 
 
 def write_journal(ledger, since, until, as_json: bool, output) -> None:

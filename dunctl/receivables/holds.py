@@ -64,7 +64,7 @@ def promise(ledger: Ledger, invoice_id: str, until: datetime, amount: str | None
     case = _holdable(ledger, invoice_id)
     if until <= now:
         raise UsageError(f"--until {shown_day(until)} is not in the future", "give the date the customer promised")
-    invoice = ledger.invoice(invoice_id)
+    invoice = ledger.sync.invoice(invoice_id)
     minor = amount_in_minor(amount, case["currency"])
     left = format_amount(invoice["amount_remaining"], case["currency"])
     if minor is not None and minor > invoice["amount_remaining"]:
@@ -81,7 +81,7 @@ def dispute(ledger: Ledger, invoice_id: str, reason: str, until: datetime | None
     case = _holdable(ledger, invoice_id)
     if until is not None and until <= now:
         raise UsageError(f"--until {shown_day(until)} is not in the future", "leave it out to hold until resumed")
-    invoice = ledger.invoice(invoice_id)
+    invoice = ledger.sync.invoice(invoice_id)
     until_text = f" until {shown_day(until)}" if until else " until a person resumes the case"
     return _hold(ledger, case, invoice, DISPUTE, until, None, f"{HELD}dispute of the invoice ({reason}){until_text}",
                  reason, now, by)
@@ -95,9 +95,9 @@ def _hold(ledger: Ledger, case: dict, invoice: dict, kind: str, until, amount, b
         store.add_hold(ledger.conn, case_id=case["id"], invoice_id=case["invoice_id"], kind=kind, until=until,
                        amount=amount, currency=case["currency"], reason=reason, paid=invoice["amount_paid"],
                        now=now, by=by)
-        ledger.hold_case(case["id"], because)
-        ledger.add_timeline(case["id"], now, kind, because + ": automated messages on this invoice wait")
-    return ledger.case(case["id"])
+        ledger.cases.hold(case["id"], because)
+        ledger.cases.add_timeline(case["id"], now, kind, because + ": automated messages on this invoice wait")
+    return ledger.cases.get(case["id"])
 
 
 # -- ending by themselves (each tick) --------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def signal_ended_holds(ledger: Ledger, now: datetime) -> None:
     to its case like any other (`hold_ended` below), in the same tick."""
     ended = store.holds_to_end(ledger.conn, now, ENDED_STATES)
     if ended:
-        ledger.apply_batch(SyncBatch(signals=[Signal("hold_ended", now, invoice_id=h["invoice_id"],
+        ledger.sync.apply_batch(SyncBatch(signals=[Signal("hold_ended", now, invoice_id=h["invoice_id"],
                                                      source_id=f"hold-ended:{h['id']}", data=h) for h in ended]),
                            now)
 

@@ -42,7 +42,7 @@ def packet(ledger: Ledger, config: Config, invoice_id: str) -> dict:
     detail = show(ledger, invoice_id)
     data = detail.to_dict()
     case, invoice = data["case"], data["invoice"]
-    steps = ledger.sequence_definition(detail.case["sequence_hash"]).get("steps", [])
+    steps = ledger.cases.sequence_definition(detail.case["sequence_hash"]).get("steps", [])
     templates = {s["id"]: s.get("template") for s in steps}
     actions = detail.actions
     sent = [a for a in actions if a["action"] in MESSAGES and a["status"] == "done"]
@@ -109,7 +109,7 @@ def write(p: dict, directory: Path) -> list[Path]:
 
 def export(ledger: Ledger, config: Config, invoice_id: str, directory: Path, now: datetime) -> list[Path]:
     paths = write(packet(ledger, config, invoice_id), directory)
-    case = ledger.case_for_invoice(invoice_id)
+    case = ledger.cases.for_invoice(invoice_id)
     with ledger.transaction():
-        ledger.add_timeline(case["id"], now, "exported", f"collections packet written to {directory}")
+        ledger.cases.add_timeline(case["id"], now, "exported", f"collections packet written to {directory}")
     return paths

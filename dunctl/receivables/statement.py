@@ -51,7 +51,7 @@ class Statement:
 
 
 def statement(ledger: Ledger, customer_id: str, now: datetime, locale: str = "en") -> Statement:
-    customer = ledger.customer(customer_id)
+    customer = ledger.sync.customer(customer_id)
     if customer is None:
         raise UsageError(f"unknown customer {customer_id!r}", "give a Stripe customer id the ledger knows "
                          "(`dunctl sync` first if it is new)")
