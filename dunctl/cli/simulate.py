@@ -107,15 +107,18 @@ def render(result: SimulationResult) -> None:
 def render_backtest(result) -> None:
     out.print(f"[bold]Backtest: {result.cases} failed invoices from {result.ledger}[/] replayed from "
               f"{result.start} to {result.end} (seed {result.seed}).")
-    out.print(f"Customer model: the {result.preset} preset, fitted to this ledger where it has {30}+ cases:",
-              markup=False)
+    v = result.validation
+    out.print(f"Customer model: the {result.preset} preset, fitted on {v.fitted_on} of the cases, channel by channel "
+              "(a channel needs 30+ recoveries on the ledger):", markup=False)
     for fit in result.fits:
         out.print(f"  {fit.quantity} ({', '.join(fit.parameters)}): {fit.why}", markup=False)
-    out.print("Check, share of all failed invoices recovered: " + "; ".join(
-        f"{name}: ledger {_pct(v['ledger'])}, preset {_pct(v.get('preset'))}, fitted replay {_pct(v['replay'])}"
+    out.print(f"Validation, on the {v.held_out} cases the fit did not see: {v.verdict}", markup=False)
+    out.print("Check, share of the fitted cases recovered (95% CI): " + "; ".join(
+        f"{name}: ledger {_ci(v['ledger'])}, preset {_ci(v['preset'])}, fitted replay {_ci(v['replay'])}"
         for name, v in result.check.items()), markup=False)
     outcomes = [result.observed, result.baseline, *result.candidates]
     table = outcome_table(outcomes, title="Side by side (baseline: the active config, replayed)")
+    table.add_row("recovered of all, 95% CI", *[_range(result.projected.get(o.name)) for o in outcomes])
     by_arm = {c.arm: c for c in result.comparisons}
     table.add_row("recovered of all vs baseline (95% CI)",
                   *["", "", *[_difference(by_arm.get(o.name)) for o in result.candidates]])
@@ -126,8 +129,16 @@ def render_backtest(result) -> None:
         err.print(f"warning: {warning}", markup=False)
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+def _ci(value: dict | None) -> str:
+    if not value or value.get("rate") is None:
+        return "-"
+    return f"{value['rate']:.1%} ({value['low']:.1%} to {value['high']:.1%})"
+
+
+def _range(value: dict | None) -> str:
+    if not value or value.get("rate") is None:
+        return "-"
+    return f"{value['low']:.1%} to {value['high']:.1%}"
 
 
 def _difference(comparison) -> str:
