@@ -221,11 +221,14 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
     fresh = seed + 1      # the held-out replay must not share the fit's luck
     replayed_test = runs.cases(active, "held-out", fitted.model, test, fresh) if len(test) >= 20 else []
     validation = validate(ledger_test, replayed_test, len(train), fresh)
-    baseline, _ = runs.outcome(active, "baseline", fitted.model)
+    baseline, replayed = runs.outcome(active, "baseline", fitted.model, keep=fitted.prior_cases is None)
+    # Nothing fitted: the baseline's replay of the fitted cases is the preset's, and the fitted model's.
+    preset_cases = fitted.prior_cases or [c for c in replayed if c.invoice_id in train_ids]
     result = Backtest(
         ledger=str(active.ledger_path), since=iso(since), until=iso(until), cases=len(history), start=iso(start),
         end=iso(end), seed=seed, preset=preset, fits=fitted.fits, validation=validation,
-        check=_check(ledger_train, fitted.prior_cases, fitted.fitted_cases), observed=observed, baseline=baseline)
+        check=_check(ledger_train, preset_cases, fitted.fitted_cases or preset_cases), observed=observed,
+        baseline=baseline)
     _run_candidates(result, runs, candidates, work, fitted.model)
     result.projected = {o.name: _interval(o.recovered, o.failed_invoices)
                         for o in (observed, baseline, *result.candidates)}

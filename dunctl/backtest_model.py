@@ -188,8 +188,8 @@ class Fit:
 class ModelFit:
     model: Assumptions
     fits: list[Fit]
-    prior_cases: list[CaseRecord]     # the first replay (the preset's)
-    fitted_cases: list[CaseRecord]    # the last replay
+    prior_cases: list[CaseRecord] | None     # the first replay (the preset's); None when nothing was fitted
+    fitted_cases: list[CaseRecord] | None    # the last replay
     replays: int
     settled: bool
 
@@ -251,6 +251,12 @@ def fit_model(ledger_cases: list[CaseRecord], replay: Callable[[Assumptions, int
     config and returns their records. The timing first, alone: until customers act as quickly as the ledger's,
     the horizons misplace payments and every channel's share with them (at most TIMING_FIRST replays)."""
     scales = {c.name: 1.0 for c in CHANNELS}
+    seen = tally(ledger_cases)
+    if len(seen.delays) < MIN_RECOVERIES and not any(seen.recovered[k] >= MIN_RECOVERIES for k in scales):
+        # Nothing rests on enough recoveries: the preset stands everywhere, and no replay can change that.
+        empty = tally([])
+        fits = [*(_channel_fit(c, seen, empty, 1.0, preset) for c in CHANNELS), _timing_fit(seen, empty, 1.0, preset)]
+        return ModelFit(prior, fits, None, None, 0, True)
     timing, first, n, timed, settled = 1.0, None, 0, False, False
     search = {name: _Secant() for name in (*scales, "timing")}
     while n < ITERATIONS + TIMING_FIRST and not settled:
@@ -259,7 +265,10 @@ def fit_model(ledger_cases: list[CaseRecord], replay: Callable[[Assumptions, int
         seen, got = tally(ledger_cases, timing), tally(got_cases, timing)
         new, new_timing = _next_scales(scales, timing, seen, got, search, channels=timed)
         moved = _moved(timing, new_timing) or any(_moved(scales[k], new[k]) for k in scales)
-        settled, timed = timed and not moved, timed or not moved or n + 1 >= TIMING_FIRST
+        # Nothing with enough recoveries to fit: the preset's replay is the model's, one replay is enough.
+        fittable = any(seen.recovered[k] >= MIN_RECOVERIES for k in scales)
+        settled = not moved and (timed or not fittable)
+        timed = timed or not moved or n + 1 >= TIMING_FIRST
         scales, timing, n = new, new_timing, n + 1
     fits = [_channel_fit(c, seen, got, scales[c.name], preset) for c in CHANNELS]
     fits.append(_timing_fit(seen, got, timing, preset))
