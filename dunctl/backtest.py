@@ -50,6 +50,7 @@ from dunctl.simulation.demo import (
     variant_config,
 )
 from dunctl.backtest_model import (
+    MIN_HELD_OUT,
     CaseRecord,
     Fit,
     Validation,
@@ -219,7 +220,7 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
     ledger_test = [c for c in ledger_cases if c.invoice_id not in train_ids]
     fitted = fit_model(ledger_train, lambda model, n: runs.cases(active, f"fit-{n}", model, train), prior, preset)
     fresh = seed + 1      # the held-out replay must not share the fit's luck
-    replayed_test = runs.cases(active, "held-out", fitted.model, test, fresh) if len(test) >= 20 else []
+    replayed_test = runs.cases(active, "held-out", fitted.model, test, fresh) if len(test) >= MIN_HELD_OUT else []
     validation = validate(ledger_test, replayed_test, len(train), fresh)
     baseline, replayed = runs.outcome(active, "baseline", fitted.model, keep=fitted.prior_cases is None)
     # Nothing fitted: the baseline's replay of the fitted cases is the preset's, and the fitted model's.

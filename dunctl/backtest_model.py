@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import geometric_mean
 
@@ -340,7 +340,6 @@ class Validation:
     gap_high: float | None
     misses: bool                  # the interval excludes zero: the model does not reproduce this ledger
     verdict: str = ""
-    by_day: dict[str, dict] = field(default_factory=dict)
 
 
 MIN_HELD_OUT = 20
