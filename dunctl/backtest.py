@@ -84,8 +84,9 @@ class Backtest:
     baseline: Outcome                 # the active config, replayed with the fitted model
     candidates: list[Outcome] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)   # candidate vs baseline, recovered of all
-    # every projected run's recovered of all with its 95% Wilson interval: {name: {"rate", "low", "high"}}
-    projected: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # every run's rates with their 95% Wilson intervals:
+    # {name: {"recovered_of_failed": {"rate", "low", "high"}, "recovered_of_ended": {...}}}
+    projected: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -231,7 +232,8 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
         check=_check(ledger_train, preset_cases, fitted.fitted_cases or preset_cases), observed=observed,
         baseline=baseline)
     _run_candidates(result, runs, candidates, work, fitted.model)
-    result.projected = {o.name: _interval(o.recovered, o.failed_invoices)
+    result.projected = {o.name: {"recovered_of_failed": _interval(o.recovered, o.failed_invoices),
+                                 "recovered_of_ended": _interval(o.recovered, o.ended)}
                         for o in (observed, baseline, *result.candidates)}
     result.warnings = _warnings(result)
     return result

@@ -97,8 +97,14 @@ def test_it_validates_on_held_out_cases_with_a_fresh_seed_and_every_projection_h
     assert v.gap is None and v.verdict.startswith(f"not validated: {v.held_out} held-out case(s)")
     assert any(w.startswith("validation: not validated") for w in backtest.warnings)
     assert set(backtest.projected) == {"ledger (observed)", "baseline", *(o.name for o in backtest.candidates)}
-    for p in backtest.projected.values():
-        assert p["low"] <= p["rate"] <= p["high"] and p["high"] - p["low"] > 0.05     # 40 cases: wide
+    for rates in backtest.projected.values():
+        for p in rates.values():
+            if p["rate"] is None:            # no case ended (the emptied sequence ends none): no rate to bound
+                assert p == {"rate": None, "low": None, "high": None}
+                continue
+            assert p["low"] <= p["rate"] <= p["high"] and p["high"] - p["low"] > 0.05     # 35 cases: wide
+    baseline = backtest.projected["baseline"]["recovered_of_failed"]
+    assert baseline["rate"] == round(backtest.baseline.recovered / backtest.baseline.failed_invoices, 4)
     for check in backtest.check.values():
         for column in ("ledger", "preset", "replay"):
             assert check[column]["low"] <= check[column]["rate"] <= check[column]["high"]
@@ -159,7 +165,8 @@ def test_cli_side_by_side_and_json(demo, tmp_path):
     header = next(line for line in shown.stdout.splitlines() if "baseline" in line and "emptied" in line)
     assert header.index("ledger (observed)") < header.index("baseline") < header.index("demo") < header.index(
         "emptied")
-    for text in ("recovered of all vs baseline (95% CI)", "recovered of all, 95% CI", "demo: not yet distinguishable",
+    for text in ("recovered of all vs baseline (95% CI)", "recovered of all, 95% CI", "recovered of ended, 95% CI",
+                 "demo: not yet distinguishable",
                  "suspension (suspension_response, cancellation_winback):", "Validation, on the"):
         assert text in shown.stdout, text
     assert "warning: escalation (escalation_response) not fitted" in shown.stderr

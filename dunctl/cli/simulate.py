@@ -118,7 +118,8 @@ def render_backtest(result) -> None:
         for name, v in result.check.items()), markup=False)
     outcomes = [result.observed, result.baseline, *result.candidates]
     table = outcome_table(outcomes, title="Side by side (baseline: the active config, replayed)")
-    table.add_row("recovered of all, 95% CI", *[_range(result.projected.get(o.name)) for o in outcomes])
+    for rate, label in (("recovered_of_failed", "recovered of all"), ("recovered_of_ended", "recovered of ended")):
+        table.add_row(f"{label}, 95% CI", *[_range(result.projected.get(o.name, {}).get(rate)) for o in outcomes])
     by_arm = {c.arm: c for c in result.comparisons}
     table.add_row("recovered of all vs baseline (95% CI)",
                   *["", "", *[_difference(by_arm.get(o.name)) for o in result.candidates]])
