@@ -60,7 +60,7 @@ from dunctl.backtest_model import (
     recovered_within,
     validate,
 )
-from dunctl.stats import Comparison, compare, wilson
+from dunctl.stats import Comparison, compare, newcombe, wilson
 
 CHECK_DAYS = (7, 14, 30)
 FEW_CASES = 100
@@ -84,6 +84,8 @@ class Backtest:
     baseline: Outcome                 # the active config, replayed with the fitted model
     candidates: list[Outcome] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)   # candidate vs baseline, recovered of all
+    # the baseline against the ledger on every case, recovered of all: {"ledger", "replay", "gap", "low", "high"}
+    baseline_gap: dict[str, float | None] = field(default_factory=dict)
     # every run's rates with their 95% Wilson intervals:
     # {name: {"recovered_of_failed": {"rate", "low", "high"}, "recovered_of_ended": {...}}}
     projected: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
@@ -235,8 +237,18 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
     result.projected = {o.name: {"recovered_of_failed": _interval(o.recovered, o.failed_invoices),
                                  "recovered_of_ended": _interval(o.recovered, o.ended)}
                         for o in (observed, baseline, *result.candidates)}
+    result.baseline_gap = _gap(observed, baseline)
     result.warnings = _warnings(result)
     return result
+
+
+def _gap(observed: Outcome, baseline: Outcome) -> dict[str, float | None]:
+    """The baseline's recovered of all against the ledger's, on every case (the fitted ones included, so a
+    weaker check than the held-out validation), with Newcombe's 95% interval."""
+    diff = newcombe(baseline.recovered, baseline.failed_invoices, observed.recovered, observed.failed_invoices)
+    return {"ledger": observed.recovered_of_all, "replay": baseline.recovered_of_all,
+            "gap": None if diff is None else round(diff.difference, 4),
+            "low": None if diff is None else round(diff.low, 4), "high": None if diff is None else round(diff.high, 4)}
 
 
 def _run_candidates(result: Backtest, runs: _Runs, candidates: list[Path], work: Path, model: Assumptions) -> None:
@@ -279,6 +291,11 @@ def _warnings(result: Backtest) -> list[str]:
             notes.append(f"{fit.quantity} ({', '.join(fit.parameters)}) {fit.why}")
     if result.validation.misses or result.validation.gap is None:
         notes.append(f"validation: {result.validation.verdict}")
+    gap = result.baseline_gap
+    if gap.get("low") is not None and (gap["low"] > 0 or gap["high"] < 0):
+        notes.append(f"baseline: the replay of every case recovers {gap['replay']:.1%} of all, the ledger "
+                     f"{gap['ledger']:.1%}, a gap of {gap['gap'] * 100:+.1f} points (95% CI {gap['low'] * 100:+.1f} to "
+                     f"{gap['high'] * 100:+.1f}): the model misses this ledger beyond its interval")
     for comparison in result.comparisons:
         if not comparison.distinguishable and comparison.more_per_arm:
             notes.append(f"{comparison.arm}: about {comparison.more_per_arm:,} more failed invoices would be "

@@ -60,6 +60,9 @@ def test_the_baseline_recovers_the_demos_own_numbers(demo, backtest):
         o.messages_sent, o.retries_dunctl, o.retries_stripe)
     for check in backtest.check.values():
         assert abs(check["ledger"]["rate"] - check["replay"]["rate"]) <= 0.05
+    gap = backtest.baseline_gap
+    assert gap["low"] <= gap["gap"] <= gap["high"] and gap["low"] < 0 < gap["high"]
+    assert not any(w.startswith("baseline:") for w in backtest.warnings)
 
 
 def test_an_emptied_sequence_ranks_below_the_baseline(backtest):
@@ -167,7 +170,8 @@ def test_cli_side_by_side_and_json(demo, tmp_path):
         "emptied")
     for text in ("recovered of all vs baseline (95% CI)", "recovered of all, 95% CI", "recovered of ended, 95% CI",
                  "demo: not yet distinguishable",
-                 "suspension (suspension_response, cancellation_winback):", "Validation, on the"):
+                 "suspension (suspension_response, cancellation_winback):", "Validation, on the",
+                 "Baseline against the ledger, every case: recovered of all"):
         assert text in shown.stdout, text
     assert "warning: escalation (escalation_response) not fitted" in shown.stderr
     data = json.loads(runner.invoke(app, ["-c", config, "simulate", "--from-ledger", config, "--json",

@@ -113,6 +113,11 @@ def render_backtest(result) -> None:
     for fit in result.fits:
         out.print(f"  {fit.quantity} ({', '.join(fit.parameters)}): {fit.why}", markup=False)
     out.print(f"Validation, on the {v.held_out} cases the fit did not see: {v.verdict}", markup=False)
+    gap = result.baseline_gap
+    if gap.get("gap") is not None:
+        out.print(f"Baseline against the ledger, every case: recovered of all {_pct(gap['replay'])} vs "
+                  f"{_pct(gap['ledger'])}, a gap of {gap['gap'] * 100:+.1f} points (95% CI {gap['low'] * 100:+.1f} "
+                  f"to {gap['high'] * 100:+.1f}).", markup=False)
     out.print("Check, share of the fitted cases recovered (95% CI): " + "; ".join(
         f"{name}: ledger {_ci(v['ledger'])}, preset {_ci(v['preset'])}, fitted replay {_ci(v['replay'])}"
         for name, v in result.check.items()), markup=False)
@@ -128,6 +133,10 @@ def render_backtest(result) -> None:
         out.print(f"  {comparison.arm}: {comparison.verdict}", markup=False)
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _ci(value: dict | None) -> str:
