@@ -150,8 +150,6 @@ def _observed(ledger: Ledger, config: Config, now: datetime, customers: int) -> 
                    subscriptions=None, preset="observed")
 
 
-
-
 def _read_ledger(active: Config, now: datetime, since: datetime | None, until: datetime | None
                  ) -> tuple[list[HistoricalInvoice], list[CaseRecord], Outcome]:
     if not active.ledger_path.exists():
@@ -222,7 +220,8 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
     ledger_train = [c for c in ledger_cases if c.invoice_id in train_ids]
     ledger_test = [c for c in ledger_cases if c.invoice_id not in train_ids]
     fitted = fit_model(ledger_train, lambda model, n: runs.cases(active, f"fit-{n}", model, train), prior, preset)
-    fresh = seed + 1      # the held-out replay must not share the fit's luck
+    # A fresh seed: a ledger simulated with `seed` (a demo's) would otherwise be replayed with its own luck.
+    fresh = seed + 1
     replayed_test = runs.cases(active, "held-out", fitted.model, test, fresh) if len(test) >= MIN_HELD_OUT else []
     validation = validate(ledger_test, replayed_test, len(train), fresh)
     baseline, replayed = runs.outcome(active, "baseline", fitted.model, keep=fitted.prior_cases is None)
