@@ -85,7 +85,7 @@ class CaseRecord:
     soft: bool
     retried: bool
     by_retry: bool
-    prompts: tuple[tuple[datetime, str], ...]     # (when, channel), in crediting order
+    prompts: tuple[tuple[datetime, str], ...]     # (when, channel), oldest first
 
 
 def records(rows: list[dict]) -> list[CaseRecord]:
