@@ -236,16 +236,17 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
     result.projected = {o.name: {"recovered_of_failed": _interval(o.recovered, o.failed_invoices),
                                  "recovered_of_ended": _interval(o.recovered, o.ended)}
                         for o in (observed, baseline, *result.candidates)}
-    result.baseline_gap = _gap(observed, baseline)
+    result.baseline_gap = _gap(sum(1 for c in ledger_cases if c.recovered_at), len(ledger_cases), baseline)
     result.warnings = _warnings(result)
     return result
 
 
-def _gap(observed: Outcome, baseline: Outcome) -> dict[str, float | None]:
-    """The baseline's recovered of all against the ledger's, on every case (the fitted ones included, so a
-    weaker check than the held-out validation), with Newcombe's 95% interval."""
-    diff = newcombe(baseline.recovered, baseline.failed_invoices, observed.recovered, observed.failed_invoices)
-    return {"ledger": observed.recovered_of_all, "replay": baseline.recovered_of_all,
+def _gap(recovered: int, cases: int, baseline: Outcome) -> dict[str, float | None]:
+    """The baseline's recovered of all against the ledger's (`recovered` of its `cases`: the cohort replayed, not
+    the whole ledger), on every case: the fitted ones included, so a weaker check than the held-out validation.
+    With Newcombe's 95% interval."""
+    diff = newcombe(baseline.recovered, baseline.failed_invoices, recovered, cases)
+    return {"ledger": round(recovered / cases, 4) if cases else None, "replay": baseline.recovered_of_all,
             "gap": None if diff is None else round(diff.difference, 4),
             "low": None if diff is None else round(diff.low, 4), "high": None if diff is None else round(diff.high, 4)}
 

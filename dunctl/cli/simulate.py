@@ -123,8 +123,6 @@ def render_backtest(result) -> None:
         for name, v in result.check.items()), markup=False)
     outcomes = [result.observed, result.baseline, *result.candidates]
     table = outcome_table(outcomes, title="Side by side (baseline: the active config, replayed)")
-    for rate, label in (("recovered_of_failed", "recovered of all"), ("recovered_of_ended", "recovered of ended")):
-        table.add_row(f"{label}, 95% CI", *[_range(result.projected.get(o.name, {}).get(rate)) for o in outcomes])
     by_arm = {c.arm: c for c in result.comparisons}
     table.add_row("recovered of all vs baseline (95% CI)",
                   *["", "", *[_difference(by_arm.get(o.name)) for o in result.candidates]])
@@ -143,12 +141,6 @@ def _ci(value: dict | None) -> str:
     if not value or value.get("rate") is None:
         return "-"
     return f"{value['rate']:.1%} ({value['low']:.1%} to {value['high']:.1%})"
-
-
-def _range(value: dict | None) -> str:
-    if not value or value.get("rate") is None:
-        return "-"
-    return f"{value['low']:.1%} to {value['high']:.1%}"
 
 
 def _difference(comparison) -> str:
