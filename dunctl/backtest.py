@@ -32,7 +32,7 @@ from dunctl.config import Config
 from dunctl.errors import UsageError
 from dunctl.failures import Decline
 from dunctl.ledger import Ledger
-from dunctl.ledger import history_queries as q
+from dunctl.ledger.views import history as q
 from dunctl.model import Customer, InvoiceLine
 from dunctl.simulation.account import HistoricalInvoice, SimulatedAccount
 from dunctl.simulation.assumptions import (
@@ -140,7 +140,7 @@ def replay(config: Config, history: list[HistoricalInvoice], ledger_path: Path, 
 
 
 def _observed(ledger: Ledger, config: Config, now: datetime, customers: int) -> Outcome:
-    from dunctl.ledger.report_queries import messages_delivered, retries_made
+    from dunctl.ledger.views.report import messages_delivered, retries_made
     from dunctl.simulation.demo import measure
 
     # The same counting as every simulated run's (Driver.outcome): one engine, so the columns compare.

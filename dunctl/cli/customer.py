@@ -23,7 +23,8 @@ CustomerId = Annotated[str, typer.Argument(help="The Stripe customer id (cus_...
 @handles_errors
 def show(customer: CustomerId, as_json: JsonOption = False) -> None:
     """Show one customer's pre-dunning notices and dunning cases on one timeline."""
-    history = customer_history(open_ledger(load(), must_exist=True), customer)
+    with open_ledger(load(), must_exist=True) as ledger:
+        history = customer_history(ledger, customer)
     if as_json:
         print_json(history.to_dict())
         return
@@ -47,15 +48,15 @@ def optout(customer: CustomerId,
     """Record that a customer opted out of a channel: dunctl customer optout cus_123 --sms (an inbound STOP)."""
     if not sms:
         raise UsageError("say which channel the customer opted out of", "add --sms (the only channel with opt-out)")
-    ledger = open_ledger(load(), must_exist=True)
-    if ledger.customer(customer) is None:
-        raise UsageError(f"unknown customer {customer!r}", "give a Stripe customer id the ledger knows "
-                         "(`dunctl sync` first if it is new)")
-    new = ledger.opt_out(customer, "sms", now_from(now), "dunctl customer optout")
-    if as_json:
-        print_json({"customer": customer, "channel": "sms", "opted_out": True, "new": new})
-        return
-    out.print(f"{shown(customer)}: no more SMS" + ("" if new else " (already opted out)"))
+    with open_ledger(load(), must_exist=True) as ledger:
+        if ledger.sync.customer(customer) is None:
+            raise UsageError(f"unknown customer {customer!r}", "give a Stripe customer id the ledger knows "
+                             "(`dunctl sync` first if it is new)")
+        new = ledger.cases.opt_out(customer, "sms", now_from(now), "dunctl customer optout")
+        if as_json:
+            print_json({"customer": customer, "channel": "sms", "opted_out": True, "new": new})
+            return
+        out.print(f"{shown(customer)}: no more SMS" + ("" if new else " (already opted out)"))
 
 
 def shown(value: str) -> str:

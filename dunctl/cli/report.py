@@ -87,23 +87,23 @@ def report(
     For example: dunctl report --since 2026-10-01 --until 2026-11-01 --by channel --format html -o october.html
     """
     config = load()
-    ledger = open_ledger(config, must_exist=True)
-    period = Period(_instant(since, "--since"), _instant(until, "--until"))
-    window = config.file.dunning.attribution_window
-    fmt = Format.json if as_json else fmt
-    if by and "arm" in ",".join(by).split(","):     # experiments: dunctl/experiments.py, dunctl/cli/arms.py
-        from dunctl.cli.arms import render_arms
-        from dunctl.experiments import arm_report
+    with open_ledger(config, must_exist=True) as ledger:
+        period = Period(_instant(since, "--since"), _instant(until, "--until"))
+        window = config.file.dunning.attribution_window
+        fmt = Format.json if as_json else fmt
+        if by and "arm" in ",".join(by).split(","):     # experiments: dunctl/experiments.py, dunctl/cli/arms.py
+            from dunctl.cli.arms import render_arms
+            from dunctl.experiments import arm_report
 
-        return render_arms(arm_report(ledger, config, experiment, period.since, period.until), fmt is Format.json)
-    if cases:
-        write_cases(case_listing(ledger, period, window), fmt, output)
-        return
-    result = build_report(ledger, ledger_now(ledger, now), period, by, window,
-                          active_subscriptions=active_subscriptions, active_customers=active_customers)
-    # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
-    result.predunning = predunning_section(ledger, period.since, period.until)
-    write(result, fmt, output)
+            return render_arms(arm_report(ledger, config, experiment, period.since, period.until), fmt is Format.json)
+        if cases:
+            write_cases(case_listing(ledger, period, window), fmt, output)
+            return
+        result = build_report(ledger, ledger_now(ledger, now), period, by, window,
+                              active_subscriptions=active_subscriptions, active_customers=active_customers)
+        # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
+        result.predunning = predunning_section(ledger, period.since, period.until)
+        write(result, fmt, output)
 
 
 def _instant(text: str | None, option: str):

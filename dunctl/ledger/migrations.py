@@ -296,16 +296,16 @@ def m103_experiments(db: Database) -> None:
 # Aggregates the report reads instead of the cases, kept exact by triggers on cases and actions, so no Python
 # call site (the tick, a person closing a case, a sync) has to remember them. Each case contributes to one row of
 # each rollup; a trigger subtracts the old row's contribution and adds the new one, and deletes rows left at zero.
-# dunctl/ledger/report_queries.py reads them; its raw-scan functions are the reference they are tested against.
+# dunctl/ledger/views/report.py reads them; its raw-scan functions are the reference they are tested against.
 
 # Whole seconds from first failure to payment, for a row alias (NEW, OLD, c). Must stay textually the same as
-# report_queries.SECONDS so the expression index below serves its lookups.
+# views/report.SECONDS so the expression index below serves its lookups.
 _SECONDS_OF = "max(CAST(round((julianday({r}recovered_at) - julianday({r}first_failed_at)) * 86400) AS INTEGER), 0)"
 _TOUCH_ACTIONS = "'email', 'sms', 'retry', 'escalate'"
 _CREDITED = "CASE a.action WHEN 'email' THEN 'email' WHEN 'sms' THEN 'sms' WHEN 'retry' THEN 'retry' " \
             "WHEN 'escalate' THEN 'person' END"
 # The channel credited with a recovered case: its last done touch within the attribution window stored in
-# report_settings (report_queries rebuilds report_channels when a report asks for another window).
+# report_settings (views/report.py rebuilds report_channels when a report asks for another window).
 _CHANNEL_OF = """coalesce((SELECT {credited} FROM actions a
     WHERE a.case_id = {r}id AND a.status = 'done' AND a.action IN ({touches})
       AND a.finished_at <= {r}recovered_at
@@ -670,7 +670,7 @@ def m110_i2x_msgs_b_sms_optouts(db: Database) -> None:
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
-    from dunctl.ledger import SCHEMA
+    from dunctl.ledger.file import SCHEMA
 
     registered = tuple(m.name for m in migrations._migrations)
     if registered != SCHEMA:

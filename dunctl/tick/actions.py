@@ -29,10 +29,10 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
     b = effect.bundle
     sender = ctx.config.file.sender
     parts = [CasePart(e.bundle.case.row, e.bundle.invoice.row,
-                      ctx.ledger.payment_method(e.bundle.invoice.payment_method_id), _update_link(ctx, e),
+                      ctx.ledger.sync.payment_method(e.bundle.invoice.payment_method_id), _update_link(ctx, e),
                       _as_it_will_run(ctx, e.bundle)) for e in also]
     return build_context(case=b.case.row, invoice=b.invoice.row, customer=b.customer.row if b.customer else None,
-                         payment_method=ctx.ledger.payment_method(b.invoice.payment_method_id),
+                         payment_method=ctx.ledger.sync.payment_method(b.invoice.payment_method_id),
                          update_link=link, company=sender.company, now=ctx.now,
                          sequence=_as_it_will_run(ctx, b),
                          default_locale=sender.locale, timezone=sender.timezone, also=parts,
@@ -135,7 +135,7 @@ def sms(ctx: TickContext, effect: Effect) -> Prepared:
     phone = b.customer.phone if b.customer else None
     if not phone:
         return skipped("no phone number on the customer")
-    if ctx.ledger.opted_out(b.case.customer_id, "sms"):
+    if ctx.ledger.cases.opted_out(b.case.customer_id, "sms"):
         return skipped("the customer opted out of SMS (replied STOP)")
     text = ctx.templates.render_sms(step.template, _context(ctx, effect, _update_link(ctx, effect)),
                                     privacy=ctx.config.file.channels.sms.privacy)
