@@ -89,7 +89,7 @@ class CaseRecord:
 
 
 def records(rows: list[dict]) -> list[CaseRecord]:
-    """CaseRecords from `history_queries.case_touches` rows."""
+    """CaseRecords from `ledger.views.history.case_touches` rows."""
     out = []
     for row in rows:
         prompts = [(from_iso(at), _prompt_channel(action, audience))

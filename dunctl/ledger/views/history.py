@@ -66,7 +66,7 @@ def case_touches(ledger: Ledger, since: str | None = None, until: str | None = N
     """Per case first failed in [since, until): its invoice, first failure type, state, who collected, when it
     failed and was paid, payment attempts, and every prompt done on it as a JSON list of [finished_at, action,
     audience], for the backtest to credit each recovery to the channel that caused it (dunctl.backtest_model)."""
-    where, params = _cohort(since, until)
+    where, params = Period(since, until).where("c.first_failed_at")
     kinds = ", ".join(f"'{k}'" for k in PROMPTS)
     return list(ledger.rows(
         f"""SELECT c.id, c.invoice_id, c.first_failure_type AS failure_type, c.state, c.recovered_by,
@@ -74,4 +74,4 @@ def case_touches(ledger: Ledger, since: str | None = None, until: str | None = N
                    (SELECT json_group_array(json_array(a.finished_at, a.action, coalesce(a.audience, 'customer')))
                       FROM actions a WHERE a.case_id = c.id AND a.status = 'done' AND a.kind = 'step'
                         AND a.action IN ({kinds})) AS touches
-            FROM cases c WHERE {' AND '.join(where)} ORDER BY c.id""", params))
+            FROM cases c WHERE {where} ORDER BY c.id""", params))
