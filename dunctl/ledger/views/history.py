@@ -55,3 +55,23 @@ def outcomes(ledger: Ledger, window_seconds: int, since: str | None = None, unti
                       ORDER BY a.finished_at DESC, a.id DESC LIMIT 1), 'none') END AS last_touch
             FROM cases c WHERE {where} ORDER BY c.id""",
         [f"-{int(window_seconds)} seconds", *params]))
+
+
+# What can prompt a customer to pay: a message to them, a person (an escalation, or an email to the account
+# manager), lost service (a pause), a cancellation. Retry steps are not here: a retry collects by itself.
+PROMPTS = ("email", "sms", "escalate", "pause_subscription", "cancel_subscription")
+
+
+def case_touches(ledger: Ledger, since: str | None = None, until: str | None = None) -> list[dict]:
+    """Per case first failed in [since, until): its invoice, first failure type, state, who collected, when it
+    failed and was paid, payment attempts, and every prompt done on it as a JSON list of [finished_at, action,
+    audience], for the backtest to credit each recovery to the channel that caused it (dunctl.backtest_model)."""
+    where, params = Period(since, until).where("c.first_failed_at")
+    kinds = ", ".join(f"'{k}'" for k in PROMPTS)
+    return list(ledger.rows(
+        f"""SELECT c.id, c.invoice_id, c.first_failure_type AS failure_type, c.state, c.recovered_by,
+                   c.first_failed_at, c.recovered_at, max(c.attempts, coalesce(c.recovered_attempt, 0)) AS attempts,
+                   (SELECT json_group_array(json_array(a.finished_at, a.action, coalesce(a.audience, 'customer')))
+                      FROM actions a WHERE a.case_id = c.id AND a.status = 'done' AND a.kind = 'step'
+                        AND a.action IN ({kinds})) AS touches
+            FROM cases c WHERE {where} ORDER BY c.id""", params))
