@@ -216,6 +216,8 @@ class Report:
     schema: str = SCHEMA
     # Notices sent before a payment failed (dunctl/notices/report.py), by when they were sent; the CLI fills it.
     predunning: PreDunning | None = None
+    # Aging and DSO (dunctl/receivables/aging.py), as of the report's time; the CLI fills it.
+    receivables: object | None = None
 
 
 # -- computing ---------------------------------------------------------------------------------------------------

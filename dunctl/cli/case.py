@@ -153,3 +153,9 @@ def close(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: Json
     """End a case by hand (settled offline, forgiven, sent to collections)."""
     with open_ledger(load(), must_exist=True) as ledger:
         _changed(cases.close(ledger, invoice, reason, now_from(now)), as_json)
+
+
+# Promises to pay and disputed invoices (net-terms receivables): their own module, registered here.
+from dunctl.cli import holds as _holds  # noqa: E402
+
+_holds.register(app, _changed)

@@ -45,8 +45,10 @@ class _Console:
 
 
 # Results go to stdout; progress, diagnostics and errors to stderr. A fixed width keeps output stable in pipes.
-out = _Console(highlight=False, soft_wrap=False)
-err = _Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: Rich turns ':100:' into an emoji even with markup off, and 'dunctl.yaml:100:' (a config error on
+# line 100) is exactly that; dunctl prints file positions and customer data, never emoji codes.
+out = _Console(highlight=False, soft_wrap=False, emoji=False)
+err = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (keys documented in docs/reference.md).")]
 NowOption = Annotated[str | None, typer.Option("--now", help="Act as if it were this UTC time (ISO 8601).",

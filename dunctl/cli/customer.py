@@ -59,6 +59,36 @@ def optout(customer: CustomerId,
         out.print(f"{shown(customer)}: no more SMS" + ("" if new else " (already opted out)"))
 
 
+@app.command("statement")
+@handles_errors
+def statement(customer: CustomerId,
+              fmt: Annotated[str, typer.Option("--format", "-f", help="text or html.")] = "text",
+              output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file.",
+                                                         show_default=False)] = None,
+              now: NowOption = None, as_json: JsonOption = False) -> None:
+    """A statement of account: every open invoice of the customer and a total per currency.
+
+    For example: dunctl customer statement cus_123 --format html -o statement.html
+    """
+    from dunctl.receivables.statement import statement as build, to_html, to_text
+
+    if fmt not in ("text", "html"):
+        raise UsageError(f"--format {fmt!r} is not a statement format", "use --format text or --format html")
+    config = load()
+    with open_ledger(config, must_exist=True) as ledger:
+        found = build(ledger, customer, now_from(now))
+    if as_json:
+        print_json(found.to_dict())
+        return
+    text = (to_html if fmt == "html" else to_text)(found, config.file.sender.company or "us")
+    if output:
+        from pathlib import Path
+
+        Path(output).write_text(text, encoding="utf-8")
+        return
+    typer.echo(text, nl=False)
+
+
 def shown(value: str) -> str:
     """Customer data as Rich markup that prints literally: no escape codes, no tags (a name like `[/bold]`)."""
     return escape(terminal_text(value))

@@ -667,6 +667,26 @@ def m110_i2x_msgs_b_sms_optouts(db: Database) -> None:
                "at TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (customer_id, channel))")
 
 
+@migrations()
+def m111_recv_net_terms(db: Database) -> None:
+    """Net-terms receivables (dunctl/receivables): an invoice's due date and PDF link, indexed so that a tick finds
+    the invoices coming due in one step; `holds`: a customer's promise to pay by a date, or a dispute of an
+    invoice, which holds that invoice's automated messages until it ends (kept, broken, lifted)."""
+    db.executescript(
+        """
+        ALTER TABLE invoices ADD COLUMN due_date TEXT;
+        ALTER TABLE invoices ADD COLUMN invoice_pdf TEXT;
+        CREATE INDEX IF NOT EXISTS invoices_net_terms ON invoices(collection_method, status, due_date);
+        CREATE TABLE IF NOT EXISTS holds (
+            id INTEGER PRIMARY KEY, case_id INTEGER NOT NULL, invoice_id TEXT NOT NULL, kind TEXT NOT NULL,
+            until TEXT, amount INTEGER, currency TEXT, reason TEXT, created_at TEXT NOT NULL, by TEXT,
+            paid_at_start INTEGER NOT NULL DEFAULT 0, ended_at TEXT, outcome TEXT);
+        CREATE INDEX IF NOT EXISTS holds_open ON holds(until) WHERE ended_at IS NULL;
+        CREATE INDEX IF NOT EXISTS holds_case ON holds(case_id);
+        """
+    )
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

@@ -151,6 +151,9 @@ class SyncStore(Store):
              to_json(decline) if decline else None, failure_type, iso(inv.paid_at), iso(inv.voided_at),
              iso(inv.marked_uncollectible_at), None if inv.auto_advance is None else int(inv.auto_advance),
              int(inv.livemode), iso(now), inv.lines is not None])
+        from dunctl.ledger.receivables import store_terms   # a net-terms invoice's due date and PDF link
+
+        store_terms(self.conn, inv)
         return existing is None
 
     def _record_signal(self, signal: Signal) -> None:

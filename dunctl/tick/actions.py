@@ -36,7 +36,18 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
                          update_link=link, company=sender.company, now=ctx.now,
                          sequence=_as_it_will_run(ctx, b),
                          default_locale=sender.locale, timezone=sender.timezone, also=parts,
-                         reason_shown=reason_shown, account=ctx.config.file.stripe.account)
+                         reason_shown=reason_shown, account=ctx.config.file.stripe.account,
+                         open_invoices=_open_invoices(ctx, b))
+
+
+def _open_invoices(ctx: TickContext, bundle) -> list[dict]:
+    """A net-terms customer's open invoices, for a statement of account in the message (dunctl/receivables); a card
+    case's messages do without (one query less per message)."""
+    if bundle.case.failure_type != "net_terms":
+        return []
+    from dunctl.ledger.receivables import open_invoices_of
+
+    return open_invoices_of(ctx.ledger.conn, bundle.case.customer_id)
 
 
 def _as_it_will_run(ctx: TickContext, bundle):
@@ -438,4 +449,11 @@ ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {
     "notify_person": notify_person, "stop_provider_retries": stop_provider_retries, "retry_now": retry_now,
     MARK_ACTION: prepare_mark,
     "resume_subscription": resume_subscription,
+    "hand_off": lambda ctx, effect: _hand_off(ctx, effect),
 }
+
+
+def _hand_off(ctx: TickContext, effect: Effect) -> Prepared:
+    from dunctl.receivables.handoff import hand_off   # net-terms receivables: its own module
+
+    return hand_off(ctx, effect)

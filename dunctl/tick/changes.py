@@ -35,6 +35,10 @@ class OpenCase:
     decline_code: str | None
     assignment: object = None     # dunctl.experiments.Assignment, recorded on the case, never changed
 
+    def start(self) -> tuple[str, str]:
+        """The case's first timeline line (kind, summary): what happened when its steps start counting."""
+        return "failed", f"payment failed: {described_code(self.invoice.decline) or 'no code'} ({self.failure_type})"
+
 
 @dataclass(frozen=True)
 class FollowInvoice:
@@ -151,9 +155,7 @@ def _open(ledger: Ledger, c: OpenCase, now: datetime, applied: Applied) -> None:
                                decline_code=c.decline_code, now=now)
     if c.assignment is not None:
         ledger.cases.assign_arm(case_id, c.assignment.experiment, c.assignment.arm)
-    ledger.cases.add_timeline(case_id, c.invoice.first_failed_at, "failed",
-                        f"payment failed: {described_code(c.invoice.decline) or 'no code'} ({c.failure_type})",
-                        c.invoice.decline)
+    ledger.cases.add_timeline(case_id, c.invoice.first_failed_at, *c.start(), c.invoice.decline)
     ledger.cases.add_timeline(case_id, now, "opened",
                         f"case opened: segment {c.segment}, sequence {c.sequence.name} ({digest})")
     applied.opened.append(c.invoice.id)

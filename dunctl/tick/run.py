@@ -76,6 +76,9 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     """Open cases for newly failed invoices, follow changes on open ones, close the ones that ended; then tell
     people what they need to know about held cases (through the executor, like any effect)."""
     ledger = ctx.ledger
+    from dunctl.receivables.tick import bring_coming_due
+
+    bring_coming_due(ctx)
     signals = ledger.sync.pending_signals()
     if not signals and not ledger.sync.pending_invoices():
         return
@@ -128,6 +131,9 @@ def _signal_cases(ledger: Ledger, signal) -> list[int]:
     if signal.kind in ("dispute", "dispute_closed") and not on_customer(signal):
         case = ledger.cases.for_invoice(signal.invoice_id) if signal.invoice_id else None
         return [case["id"]] if case and case["state"] in ("open", "paused") else []
+    if signal.kind == "hold_ended":     # a promise or disputed invoice's hold (dunctl/receivables/holds.py)
+        case = ledger.cases.for_invoice(signal.invoice_id)
+        return [case["id"]] if case else []
     if signal.kind.startswith("subscription_"):
         return ledger.cases.ids_for_subscription(signal.subscription_id) if signal.subscription_id else []
     if signal.customer_id:

@@ -57,8 +57,8 @@ def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool,
         return []   # a holdout gets no dunctl action at all: Stripe's own retries and emails only
     effects = _retry_after_update(bundle, settings, max_attempts) if settings.retry_on_update else []
     effects += marks_to_retry(bundle, settings, now)   # a note on the Stripe invoice that failed (dunctl/adoption)
-    if not dunctl_retries:
-        return effects
+    if not dunctl_retries or bundle.case.failure_type == "net_terms":
+        return effects   # Stripe does not retry a net-terms invoice: nothing of its to turn off
     return _stop_provider_retries(bundle, settings, now) + effects
 
 
