@@ -96,7 +96,9 @@ def worth_following(invoice: dict, now: datetime) -> bool:
     status, attempts = invoice.get("status"), invoice.get("attempt_count") or 0
     if status == "open":
         due = invoice.get("due_date")
-        return attempts > 0 or (due is not None and from_unix(due) < now)
+        # every open net-terms invoice: its reminders start before it falls due (dunctl/receivables)
+        return attempts > 0 or (due is not None and (from_unix(due) < now
+                                                      or invoice.get("collection_method") == "send_invoice"))
     if status == "paid":
         # Manual payments after a failure do not raise attempt_count, so a payment well after finalization (the
         # first automatic attempt) also means an earlier attempt failed: a case may be waiting for it.
@@ -229,6 +231,7 @@ def invoice_from(data: dict, intent: dict | None = None, *, failed_at: datetime 
         collection_method=data.get("collection_method") or "charge_automatically", attempt_count=attempts,
         next_payment_attempt=from_unix(data.get("next_payment_attempt")),
         hosted_invoice_url=data.get("hosted_invoice_url"),
+        due_date=from_unix(data.get("due_date")), invoice_pdf=data.get("invoice_pdf"),
         customer_email=data.get("customer_email") or (customer.get("email") if isinstance(customer, dict) else None),
         customer_name=data.get("customer_name") or (customer.get("name") if isinstance(customer, dict) else None),
         payment_method_id=(method or {}).get("id"),

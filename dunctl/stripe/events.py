@@ -29,7 +29,11 @@ EVENT_TYPES = (
     "invoice.voided", "invoice.marked_uncollectible", "invoice.updated", "invoice.upcoming",
     "customer.source.expiring", "payment_method.automatically_updated", "payment_method.updated",
     "charge.dispute.created", "customer.subscription.updated", "customer.subscription.deleted", "customer.updated",
-    "customer.subscription.paused", "customer.subscription.resumed", "charge.dispute.closed", "mandate.updated",
+    "customer.subscription.paused", "charge.dispute.closed", "mandate.updated",
+    # Net-terms invoices (dunctl/receivables) never fail: a new one is known from its finalization. The slot is
+    # customer.subscription.resumed's: Stripe also sends customer.subscription.updated leaving status paused,
+    # which gives the same subscription_resumed signal (subscription_signals).
+    "invoice.finalized",
     "customer.subscription.created",   # pre-dunning (dunctl/notices): new subscriptions
     "payment_method.attached",         # pre-dunning: a new card's expiry, known before it is made the default
 )
@@ -164,6 +168,12 @@ def _invoice_changed(event: Event, found: Gathered, reader: Reader) -> None:
                                                   previous["attempt_count"])
 
 
+def _invoice_finalized(event: Event, found: Gathered, reader: Reader) -> None:
+    # A card invoice matters once it fails; only net-terms ones are followed from their finalization.
+    if event.data.get("collection_method") == "send_invoice":
+        _invoice_changed(event, found, reader)
+
+
 def _invoice_upcoming(event: Event, found: Gathered, reader: Reader) -> None:
     data = event.data
     subscription = id_of(subscription_field(data))
@@ -253,8 +263,7 @@ def _updated(sub: dict, previous: dict) -> list[tuple[str, str, dict]]:
     return found
 
 
-_SUBSCRIPTION_CHANGES = {"customer.subscription.deleted": _cancelled, "customer.subscription.paused": _paused,
-                         "customer.subscription.resumed": _resumed}
+_SUBSCRIPTION_CHANGES = {"customer.subscription.deleted": _cancelled, "customer.subscription.paused": _paused}
 
 
 def subscription_signals(kind: str, sub: dict, previous: dict, at: datetime, event: dict) -> list[Signal]:
@@ -364,6 +373,7 @@ EVENT_HANDLERS: dict[str, Handler] = {
     "invoice.voided": _invoice_changed,
     "invoice.marked_uncollectible": _invoice_changed,
     "invoice.updated": _invoice_changed,
+    "invoice.finalized": _invoice_finalized,
     "invoice.upcoming": _invoice_upcoming,
     "customer.source.expiring": _source_expiring,
     "customer.updated": _customer_updated,
@@ -376,7 +386,6 @@ EVENT_HANDLERS: dict[str, Handler] = {
     "customer.subscription.updated": _subscription,
     "customer.subscription.deleted": _subscription,
     "customer.subscription.paused": _subscription,
-    "customer.subscription.resumed": _subscription,
     "mandate.updated": _mandate_updated,
 }
 # The events that report a failed attempt (their snapshot is re-read with its decline).

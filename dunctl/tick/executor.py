@@ -142,9 +142,9 @@ class _AtClaim:
         steps = [e for unit in units for e in unit if e.kind == STEP]
         if not steps:
             return cls({})
-        states = ctx.ledger.case_states(e.bundle.case.id for e in steps)
+        states = ctx.ledger.cases.states(e.bundle.case.id for e in steps)
         irreversible = [e.bundle.case.id for e in steps if e.action in IRREVERSIBLE]
-        return cls(states, ctx.ledger.bundles(irreversible) if irreversible else {})
+        return cls(states, ctx.ledger.cases.bundles(irreversible) if irreversible else {})
 
     def suppressed(self, effect: Effect) -> Outcome | None:
         """A step whose case ended or was paused, or whose invoice is no longer open, since it was planned."""
@@ -234,7 +234,7 @@ def _record_batch(ctx: TickContext, acted: _Acted, result: TickResult, applied: 
     ctx.ledger.record_results([(item.action_id, outcome.status, outcome.detail or None, outcome.error,
                                 outcome.recipient, outcome.subject, outcome.request_id, outcome.message_ref)
                                for item, outcome in own], ctx.now)
-    ctx.ledger.set_last_actions([(item.effect.bundle.case.id, f"{item.effect.name}: {outcome.status}")
+    ctx.ledger.cases.set_last_actions([(item.effect.bundle.case.id, f"{item.effect.name}: {outcome.status}")
                                  for item, outcome in own
                                  if item.effect.kind == "step" or outcome.status == "failed"], ctx.now)
     for item, outcome in acted.outcomes:
@@ -346,7 +346,7 @@ def _record(ctx: TickContext, item: _Claimed, outcome: Outcome, result: TickResu
         effect.record(ctx, item.action_id, outcome, result)
         return
     text = outcome.error or outcome.detail   # the result itself is written for the whole batch at once
-    ctx.ledger.add_timeline(effect.bundle.case.id, ctx.now, "action",
+    ctx.ledger.cases.add_timeline(effect.bundle.case.id, ctx.now, "action",
                             f"{effect.name} ({effect.action}) {outcome.status}: {text}",
                             {"request_id": outcome.request_id} if outcome.request_id else None)
     result.actions.append(ActionReport(effect.invoice_id, effect.name, effect.action, outcome.status, text,
