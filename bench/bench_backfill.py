@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import stripe  # noqa: E402
 
 from dunctl.ledger import Ledger  # noqa: E402
-from dunctl.stripe_gateway import StripeGateway  # noqa: E402
+from dunctl.stripe.gateway import StripeGateway  # noqa: E402
 from dunctl.tick.run import run_sync  # noqa: E402
 from tests.fakestripe import TEST_KEY, FakeStripe  # noqa: E402
 

@@ -17,7 +17,7 @@ from typing import Mapping
 from dunctl.errors import DunctlError
 from dunctl.ledger.file import can_use, check_writable_dir, has_table, ledger_file_problem, quick_check, \
     read_only_connection, read_state
-from dunctl.stripe_permissions import PROBES, key_hint, label, needed_permissions
+from dunctl.stripe_permissions import PROBES, key_hint, label, needed_permissions, scrub
 
 
 @dataclass
@@ -124,8 +124,6 @@ def path_findings(config, log_path: Path | None = None) -> list[Finding]:
 
 def _said(exc) -> str:
     """What Stripe said, without the key: its messages quote it (masked in a 401, whole through some proxies)."""
-    from dunctl.stripe_gateway import scrub
-
     return scrub(exc.user_message or str(exc)) or type(exc).__name__
 
 

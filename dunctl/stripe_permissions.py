@@ -10,10 +10,13 @@ from write to read is still caught.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 READ, WRITE = "read", "write"
+# Anything that looks like a Stripe key (whole, or masked as Stripe's own messages show it): never passed on.
+KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9_*]+")
 # Resource (as in rak_<resource>_<level>) -> its name on the Dashboard's API keys page.
 LABELS = {
     "event": "Events", "invoice": "Invoices", "customer": "Customers", "subscription": "Subscriptions",
@@ -85,7 +88,7 @@ class StripeAction:
         return self.resource, self.level
 
 
-# Every request the gateway (dunctl/stripe_gateway.py) makes, by what it is for. Writes are listed in monitor mode
+# Every request the gateway (dunctl/stripe/) makes, by what it is for. Writes are listed in monitor mode
 # too: they are what `mode: live` will need, and `check` is the step before.
 ACTIONS: tuple[StripeAction, ...] = (
     StripeAction("sync follows events", "event", READ, _always, "always"),
@@ -151,3 +154,10 @@ def readme_rows() -> list[str]:
         resource, level = permission
         rows.append(f"| {LABELS[resource]} | {level} | {why} |")
     return rows
+
+
+def scrub(text: str | None) -> str | None:
+    """Text from Stripe with anything that looks like an API key removed (Stripe's own 401s quote part of the
+    key; a proxy or a misconfigured endpoint may echo all of it): it must not reach an error, a log or the
+    ledger."""
+    return KEY_PATTERN.sub("[key removed]", text) if text else text

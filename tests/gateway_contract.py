@@ -43,6 +43,10 @@ class WorldDriver(Protocol):
     def next_payment_succeeds(self, invoice_id: str, succeeds: bool, decline_code: str | None = None) -> None:
         """Script the outcome of the next `gateway.pay_invoice` on this invoice."""
 
+    def usage_subscription(self, *, currency: str, usage: int) -> str:
+        """A customer whose usage-based subscription in `currency` has `usage` minor units of usage so far this
+        period (a world of its own: call it before anything else). Returns the subscription's id."""
+
 
 @dataclass
 class Synced:
@@ -241,3 +245,33 @@ class GatewayContract:
     def test_a_re_read_keeps_the_subscription(self, driver):
         invoice_id, first = self._failed(driver)
         assert driver.gateway.get_invoice(invoice_id).subscription_id == first.invoices[invoice_id].subscription_id
+
+    # -- what else the tick, notices and adoption ask of a gateway ----------------------------------------------
+
+    def test_account_mode_requests_and_clock(self, driver):
+        account = driver.gateway.account_id()
+        assert account.startswith("acct_") and driver.gateway.account_id() == account
+        assert driver.gateway.mode in ("test", "live", "simulated")
+        invoice_id, synced = self._failed(driver)
+        assert driver.gateway.requests >= synced.requests >= 1
+        assert driver.gateway.stripe_date is None or driver.gateway.stripe_date.tzinfo is not None
+
+    def test_pre_dunning_sees_each_billed_subscription_through_sync_or_sync_subscriptions(self, driver):
+        invoice_id, synced = self._failed(driver)
+        subscription_id = synced.invoices[invoice_id].subscription_id
+        pages = list(driver.gateway.sync_subscriptions())
+        listed = {s.id: s for batch, _ in pages for s in batch.subscriptions}
+        assert all(s.status in ("active", "trialing", "past_due") for s in listed.values())
+        assert subscription_id in {**synced.subscriptions, **listed}
+        if pages:      # resuming after the last page finds nothing more
+            rest = driver.gateway.sync_subscriptions(after=pages[-1][1])
+            assert not [s for batch, _ in rest for s in batch.subscriptions]
+
+    def test_preview_invoice_shows_the_usage_so_far(self, driver):
+        subscription_id = driver.usage_subscription(currency="eur", usage=1500)
+        preview = driver.gateway.preview_invoice(subscription_id)
+        assert (preview.subscription_id, preview.currency) == (subscription_id, "eur")
+        metered = [line for line in preview.lines or [] if line.metered]
+        assert metered and sum(line.amount for line in metered) > 0
+        assert preview.amount_due >= sum(line.amount for line in metered)
+        assert preview.period_start < preview.period_end

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from dunctl.config import load_config
 from dunctl.ledger import Ledger
-from dunctl.stripe_gateway import StripeGateway
+from dunctl.stripe.gateway import StripeGateway
 from dunctl.tick import build_channels, run_tick
 from tests.fakestripe import TEST_KEY, FakeStripe, fake_stripe  # noqa: F401  (fixture)
 from tests.helpers import T0, at, customer, dunctl_process, failed_invoice, open_engine_ledger, seed, starter

@@ -9,7 +9,7 @@ import pytest
 
 from dunctl.gateway import Gateway
 from dunctl.simulation.account import SimulatedAccount
-from dunctl.stripe_gateway import StripeGateway
+from dunctl.stripe.gateway import StripeGateway
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "dunctl"
 PROTOCOL = {name for name in vars(Gateway) if not name.startswith("_")} | set(Gateway.__annotations__)
@@ -39,3 +39,12 @@ def test_the_protocol_lists_everything_the_code_asks_of_a_gateway():
 def test_each_provider_has_every_method_of_the_protocol(provider):
     methods = {name for name in vars(Gateway) if not name.startswith("_") and callable(getattr(Gateway, name))}
     assert not {m for m in methods if not callable(getattr(provider, m, None))}
+
+
+def test_the_contract_suite_exercises_every_member_of_the_protocol():
+    """tests/gateway_contract.py runs against both providers: each method and attribute of the protocol is used
+    there through a gateway, so a provider cannot get one of them wrong unnoticed."""
+    source = (pathlib.Path(__file__).resolve().parent / "gateway_contract.py").read_text()
+    used = {node.attr for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)
+            and getattr(node.value, "attr", getattr(node.value, "id", None)) == "gateway"}
+    assert not PROTOCOL - used, f"add to tests/gateway_contract.py a test of: {sorted(PROTOCOL - used)}"

@@ -75,7 +75,7 @@ def test_the_failed_card_made_the_default_again_is_not_retried(world, fake_strip
 
 
 def test_an_unattempted_invoice_names_the_subscriptions_own_card_before_the_customers(fake_stripe):
-    from dunctl.stripe_gateway import StripeGateway
+    from dunctl.stripe.gateway import StripeGateway
     from tests.fakestripe import TEST_KEY
 
     customer = fake_stripe.add_customer(at=T0)

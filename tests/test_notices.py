@@ -11,7 +11,7 @@ import pytest
 from dunctl.clock import from_iso
 from dunctl.config import load_config
 from dunctl.ledger import Ledger
-from dunctl.stripe_gateway import StripeGateway
+from dunctl.stripe.gateway import StripeGateway
 from dunctl.tick import build_channels, run_tick
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
 from tests.helpers import T0, starter

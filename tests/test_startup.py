@@ -44,7 +44,8 @@ def test_an_idle_tick_imports_neither_stripe_nor_the_report_nor_the_simulation(t
     subprocess.run([sys.executable, "-m", "dunctl", *first], cwd=tmp_path, check=True, capture_output=True)
     loaded = _modules_after(["tick", "--no-sync", "--now", "2026-11-25T12:00:00Z"], tmp_path)
     assert "dunctl.tick" in loaded        # the tick did run
-    for name in ("stripe", "dunctl.report", "dunctl.report_render", "dunctl.simulation", "dunctl.cli.demo"):
+    for name in ("stripe", "dunctl.stripe", "dunctl.report", "dunctl.report_render", "dunctl.simulation",
+                 "dunctl.cli.demo"):
         assert name not in loaded, name
     # nor what only due work needs: templates, formatting, the planner, sqlite-utils (only to migrate), Rich
     # (only to print: an idle tick prints nothing)

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from dunctl.ledger import Ledger
-from dunctl.stripe_gateway import StripeGateway
+from dunctl.stripe.gateway import StripeGateway
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
 from tests.test_stripe_sync import T0, gateway, ledger, run_sync  # noqa: F401  (fixtures)
 

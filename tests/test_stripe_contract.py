@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from dunctl.stripe_gateway import StripeGateway
+from dunctl.stripe.gateway import StripeGateway
 from tests.fakestripe import TEST_KEY, FakeStripe, fake_stripe  # noqa: F401  (fixture)
 from tests.gateway_contract import GatewayContract
 
@@ -28,6 +28,12 @@ class StripeDriver:
 
     def next_payment_succeeds(self, invoice_id: str, succeeds: bool, decline_code: str | None = None) -> None:
         self.fake.next_payment_succeeds(invoice_id, succeeds, decline_code)
+
+    def usage_subscription(self, *, currency: str, usage: int) -> str:
+        customer = self.fake.add_customer("usage@example.com")
+        subscription = self.fake.add_subscription(customer, currency=currency, metered=True)
+        self.fake.set_usage(subscription, usage)      # quantity, at the metered price's unit amount
+        return subscription
 
 
 class TestStripeGatewayContract(GatewayContract):

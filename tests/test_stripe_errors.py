@@ -11,7 +11,7 @@ import pytest
 from dunctl.config import StripeConfig
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.ledger import Ledger
-from dunctl.stripe_gateway import StripeGateway
+from dunctl.stripe.gateway import StripeGateway
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
@@ -223,7 +223,7 @@ def test_from_config_reads_the_key_from_the_named_variable(fake_stripe):
     with pytest.raises(GatewayAuthError, match="does not hold a Stripe secret or restricted key"):
         StripeGateway.from_config(config, {"ACME_STRIPE_KEY": "pk_live_publishable"})
     live = StripeGateway.from_config(config, {"ACME_STRIPE_KEY": "rk_live_" + "51SECRETVALUE"})
-    assert live.mode == "live" and (live.max_backoff_tries, live.backfill_days) == (2, 30)
+    assert live.mode == "live" and (live._client.max_backoff_tries, live.backfill_days) == (2, 30)
     assert "SECRETVALUE" not in repr(live) and "SECRETVALUE" not in repr(vars(live))
     test = StripeGateway.from_config(config, {"ACME_STRIPE_KEY": TEST_KEY})
     assert test.mode == "test"

@@ -12,7 +12,8 @@ import pytest
 from dunctl.errors import GatewayError
 from dunctl.failures import classify, network_retry_wait
 from dunctl.ledger import Ledger
-from dunctl.stripe_gateway import EVENT_TYPES, StripeGateway
+from dunctl.stripe.events import EVENT_TYPES
+from dunctl.stripe.gateway import StripeGateway
 from tests.fakestripe import OLD_API_VERSION, TEST_KEY, fake_stripe, subscription_id_of, unix  # noqa: F401
 from tests.helpers import cli, starter
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import stripe
 
-from dunctl.stripe_gateway import PINNED_API_VERSION
+from dunctl.stripe.client import PINNED_API_VERSION
 from tests.fakestripe import API_VERSION
 
 

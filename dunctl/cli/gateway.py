@@ -7,6 +7,7 @@ import time
 from dunctl.account_binding import bind, read_binding, refuse_if_simulated
 from dunctl.ledger.file import StateFile
 from dunctl.config import Config
+from dunctl.errors import GatewayAuthError
 from dunctl.gateway import Gateway
 
 
@@ -24,8 +25,9 @@ class LazyGateway:
 
     def _real(self) -> Gateway:
         if self._gateway is None:
-            from dunctl.errors import GatewayAuthError
-            from dunctl.stripe_gateway import StripeGateway
+            # The one place the Stripe SDK is imported late: an idle tick builds no gateway and so never pays for
+            # importing stripe-python (tests/test_startup.py, bench/bench_startup.py).
+            from dunctl.stripe.gateway import StripeGateway
 
             try:
                 left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())

@@ -110,7 +110,7 @@ def _ignore(*_) -> list[Change]:
 
 
 def on_customer(signal) -> bool:
-    """A dispute as Stripe reports it (dunctl.stripe_gateway): about the customer, with its dispute's facts. The
+    """A dispute as Stripe reports it (dunctl.stripe.events): about the customer, with its dispute's facts. The
     simulated account's disputes name an open invoice and are followed on that invoice's case."""
     return bool(signal.customer_id and (signal.data or {}).get("dispute"))
 
