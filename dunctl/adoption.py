@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from dunctl.clock import from_iso, iso
+from dunctl.effect import Outcome, Prepared
 from dunctl.errors import DunctlError
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from dunctl.ledger.records import ActionRecord, CaseBundle
     from dunctl.planner import Settings
     from dunctl.tick.context import TickContext
-    from dunctl.tick.effects import Effect
+    from dunctl.tick.effects import CaseEffect
 
 STATE = "ledger_id"                    # the ledger's state: its id (migration m105)
 LEDGER_KEY = "dunctl_ledger"           # Stripe metadata keys: at most 40 characters, values at most 500
@@ -89,7 +90,7 @@ def note(ledger: str, step: str, at: datetime) -> dict[str, str]:
 
 # -- writing the note: the executor's follow-up to a delivered customer message ----------------------------------
 
-def marks_after(ctx: TickContext, delivered: list[tuple[Effect, str]]) -> list[Effect]:
+def marks_after(ctx: TickContext, delivered: list[tuple[CaseEffect, str]]) -> list[CaseEffect]:
     """The notes to write after these (effect, status) outcomes: one per customer message delivered, on a live
     ledger that follows a provider (a ledger seeded by hand, in tests, follows none)."""
     from dunctl.tick.effects import STEP
@@ -101,13 +102,13 @@ def marks_after(ctx: TickContext, delivered: list[tuple[Effect, str]]) -> list[E
     return [_mark(effect.bundle, effect.name, ctx.now) for effect in sent]
 
 
-def _mark(bundle: CaseBundle, step_id: str, at: datetime) -> Effect:
-    from dunctl.tick.effects import SYSTEM, Effect
+def _mark(bundle: CaseBundle, step_id: str, at: datetime) -> CaseEffect:
+    from dunctl.tick.effects import SYSTEM, CaseEffect
 
-    return Effect(bundle, SYSTEM, MARK + step_id, MARK_ACTION, at, channel="stripe")
+    return CaseEffect(bundle, SYSTEM, MARK + step_id, MARK_ACTION, at, channel="stripe", in_plan=False)
 
 
-def marks_to_retry(bundle: CaseBundle, settings: Settings, now: datetime) -> list[Effect]:
+def marks_to_retry(bundle: CaseBundle, settings: Settings, now: datetime) -> list[CaseEffect]:
     """The newest note, when writing it failed and it is time to try again (none once a newer one is written)."""
     marks = [a for a in bundle.system().values() if a.step_id.startswith(MARK)]
     if not marks:
@@ -119,10 +120,8 @@ def marks_to_retry(bundle: CaseBundle, settings: Settings, now: datetime) -> lis
     return [_mark(bundle, newest.step_id[len(MARK):], newest.due_at or now)]
 
 
-def prepare_mark(ctx: TickContext, effect: Effect):
+def prepare_mark(ctx: TickContext, effect: CaseEffect):
     """The action behind a `mark-<step>` effect (tick/actions.py's registry)."""
-    from dunctl.tick.effects import Outcome, Prepared
-
     step = effect.name[len(MARK):]
     metadata = note(ledger_id(ctx.ledger), step, effect.due_at)
 
