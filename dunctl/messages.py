@@ -46,6 +46,12 @@ from dunctl.offsets import Offset, parse_offset
 from dunctl.recipients import current_email, resolve_recipients
 
 EMAIL_PARTS = ("subject", "txt", "html")
+# Japanese (and Chinese) set no space between sentences or words. A line break inside a paragraph of an HTML
+# template, or a space that joins two of its sentences, shows in the mail client as a gap ("でした。 この"): between
+# two such characters it goes. In the text part a line break is a real one and stays.
+_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
+_CJK_GAP = re.compile(rf"(?<=[{_CJK}])[ \t\r\n]+(?=[{_CJK}])")
+_CJK_INLINE_GAP = re.compile(rf"(?<=[{_CJK}])[ \t]+(?=[{_CJK}])")
 
 
 class Templates:
@@ -135,9 +141,9 @@ class Templates:
         suffix, context = self._context_for(name, "txt", context, locale)
         # Collapse line breaks and runs of ASCII spaces only: the no-break spaces Babel puts inside amounts stay.
         subject = re.sub(r"[ \t\r\n]+", " ", self.render(name, "subject", context, suffix)).strip()
-        text = self.render(name, "txt", context, suffix)
+        text = _CJK_INLINE_GAP.sub("", self.render(name, "txt", context, suffix))
         html = self.render(name, "html", context, suffix) if self.exists(name, "html", suffix) else None
-        return subject, text, html
+        return subject, text, _CJK_GAP.sub("", html) if html else None
 
     def render_sms(self, name: str, context: dict, privacy: str = "standard") -> str:
         suffix, context = self._context_for(name, "sms", context)

@@ -97,3 +97,24 @@ def test_no_two_messages_of_one_sequence_are_the_same_text(sequence, locale):
                 text = render(step["template"], step["action"], locale, failure_type, shape, follow_up=n > 0)
                 assert text not in seen, f"{sequence}: {step['id']} repeats {seen.get(text)} ({failure_type}, {shape})"
                 seen[text] = step["id"]
+
+
+# Japanese sets no space between sentences or around its punctuation: a line break inside a paragraph of the HTML
+# template shows as a space in the mail client ("承認されませんでした。 このような").
+# (The amounts are data: "ご請求額 ￥1,780,000 について" may keep its spaces around the figure.)
+JAPANESE = "\u3000-\u30ff\u4e00-\u9fff\uff08\uff09"
+
+
+def test_japanese_html_has_no_space_between_japanese_words():
+    problems = []
+    for name, kind in sorted(customer_templates().items()):
+        if kind != "email":
+            continue
+        for failure_type in FAILURE_TYPES:
+            for shape in SHAPES:
+                _, _, html = SHIPPED.render_email(name, context("ja", failure_type, shape))
+                blocks = re.sub(r"</?(p|div|br|tr|td|th|table|tbody|h\d|li|ul|ol|center)\b[^>]*>", "\u00b6", html or "")
+                visible = re.sub(r"<[^>]+>", "", blocks)   # inline tags only: a paragraph break is not a space
+                problems += [f"{name} {failure_type} {shape}: {m.group()!r}"
+                             for m in re.finditer(rf"[{JAPANESE}]\s+[{JAPANESE}]", visible)]
+    assert not problems, "\n".join(sorted(set(problems))[:20])

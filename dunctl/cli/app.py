@@ -62,7 +62,7 @@ def load_command(name: str):
     if isinstance(target, typer.Typer):
         command = typer.main.get_group(target)
     else:
-        single = typer.Typer()
+        single = typer.Typer(add_completion=False)   # completion is installed once, from `dunctl`
         single.command(name=name)(target)
         command = typer.main.get_command(single)
     command.name = name

@@ -14,7 +14,7 @@ from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now,
 from dunctl.money import format_amount
 from dunctl.sanitize import terminal_text
 
-app = typer.Typer(help="Look at one case, or take it over.", no_args_is_help=True)
+app = typer.Typer(help="Look at one case, or take it over.", no_args_is_help=True, add_completion=False)
 
 Invoice = Annotated[str, typer.Argument(help="The Stripe invoice id (in_...).")]
 Reason = Annotated[str, typer.Option("--reason", "-r", help="Why: kept on the case's timeline.")]

@@ -13,7 +13,8 @@ from dunctl.errors import UsageError
 from dunctl.notices.views import customer_history
 from dunctl.sanitize import terminal_text
 
-app = typer.Typer(help="Look at one customer: notices sent, cases, timeline.", no_args_is_help=True)
+app = typer.Typer(help="Look at one customer: notices sent, cases, timeline.", no_args_is_help=True,
+                  add_completion=False)
 
 CustomerId = Annotated[str, typer.Argument(help="The Stripe customer id (cus_...).")]
 
