@@ -14,7 +14,6 @@ from dunctl.clock import from_iso, iso
 
 if TYPE_CHECKING:
     from dunctl.effect import Effect, Outcome
-    from dunctl.ledger import Ledger
 
 ACTIONS_JOURNAL, NOTICES_JOURNAL = "actions", "notices"   # the journals by name: their tables
 STRIPE_KEY_LIFETIME = timedelta(hours=23)   # Stripe keeps idempotency keys at least 24 hours
@@ -24,7 +23,8 @@ NOTED = "recorded after the tick stopped, from the outcome noted when the next {
 class _Journal:
     table: str
 
-    def __init__(self, ledger: Ledger):
+    def __init__(self, ledger):
+        """`ledger`: the Ledger it is part of (not named here: the ledger imports its journals)."""
         self.ledger = ledger
         self.conn = ledger.conn
 

@@ -430,6 +430,12 @@ def stop_provider_retries(ctx: TickContext, effect: Effect) -> Prepared:
 
 
 #: Action name -> how to prepare several effects delivered as one message (dunctl/tick/executor.py `_units`).
+def prepare(ctx: TickContext, effects: list[Effect]) -> Prepared:
+    """One effect, or several delivered as one message (the first one's action for all)."""
+    first = effects[0]
+    return ACTIONS[first.action](ctx, first) if len(effects) == 1 else TOGETHER[first.action](ctx, effects)
+
+
 TOGETHER: dict[str, Callable[[TickContext, list[Effect]], Prepared]] = {
     "email": email_together, "escalate": escalate_together,
 }

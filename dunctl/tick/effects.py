@@ -15,7 +15,6 @@ from dunctl.ledger.journal import ACTIONS_JOURNAL
 
 if TYPE_CHECKING:
     from dunctl.ledger.records import CaseBundle
-    from dunctl.tick.context import TickContext
 
 STEP, SYSTEM = "step", "system"
 
@@ -84,7 +83,10 @@ class CaseEffect:
             return customer, self.bundle.invoice.currency, self.kind
         return None
 
-    def suppressed(self, ctx: TickContext) -> Outcome | None:
+    # `ctx` is the tick's context (tick/context.py), not named here: the context loads the schedule, which builds
+    # these effects.
+
+    def suppressed(self, ctx) -> Outcome | None:
         """The tick synced right before its batches, so the ledger knows of payments up to then; with
         `stripe.recheck_before_action` the invoice is also re-read from Stripe right before a step."""
         invoice = self.bundle.invoice
@@ -106,16 +108,11 @@ class CaseEffect:
             return Outcome("suppressed", f"the invoice is {invoice.status}, the case {self.bundle.case.state}")
         return None
 
-    def prepare(self, ctx: TickContext, together: list[CaseEffect]) -> Prepared:
-        # The action registry loads with the first effect a tick prepares, never on an idle tick: it brings the
-        # channels, the reconciler and sqlite-utils (about 0.2 s).
-        from dunctl.tick.actions import ACTIONS, TOGETHER
+    def prepare(self, ctx, together: list[CaseEffect]) -> Prepared:
+        """By the action registry the tick hands in (`TickContext.prepare_case`)."""
+        return ctx.prepare_case(ctx, together)
 
-        if len(together) == 1:
-            return ACTIONS[self.action](ctx, self)
-        return TOGETHER[self.action](ctx, together)
-
-    def record(self, ctx: TickContext, outcome: Outcome) -> None:
+    def record(self, ctx, outcome: Outcome) -> None:
         """The case's timeline entry (the result itself is written for the whole batch at once)."""
         ctx.ledger.add_timeline(self.bundle.case.id, ctx.now, "action",
                                 f"{self.name} ({self.action}) {outcome.status}: {outcome.error or outcome.detail}",
