@@ -1,8 +1,8 @@
 """A notice as an effect of the tick's one executor (the `Effect` protocol of dunctl/effect.py): claimed in the
 ledger's notices journal, re-checked right before it is sent (the card may have been replaced since it was
 planned), prepared without side effects (so monitor mode and dry runs show recipient and subject), delivered,
-recorded. A crash between claim and record leaves it `claimed`; the
-next tick records it `unknown` and never sends it again."""
+recorded. A crash between claim and record leaves it `claimed`; the next tick settles it by the journal's one rule
+(dunctl/ledger/journal.py): one in flight is `unknown` and never sent again."""
 
 from __future__ import annotations
 
