@@ -132,9 +132,13 @@ def required(shape: type) -> frozenset[str]:
     return frozenset(shape.__required_keys__) - _OPTIONS
 
 
+# typing has NotRequired and Required from Python 3.11; stripe-python's params use typing_extensions' on 3.10.
+_WRAPPERS = {typing_extensions.NotRequired, typing_extensions.Required,
+             *(getattr(typing, name) for name in ("NotRequired", "Required") if hasattr(typing, name))}
+
+
 def _unwrap(tp):
-    while typing.get_origin(tp) in (typing.NotRequired, typing.Required, typing_extensions.NotRequired,
-                                    typing_extensions.Required):
+    while typing.get_origin(tp) in _WRAPPERS:
         tp = typing.get_args(tp)[0]
     return tp
 
