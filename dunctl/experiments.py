@@ -60,14 +60,37 @@ def parse_share(value: Any) -> float:
     return share
 
 
+def parse_points(value: Any) -> float:
+    """'5 points' or '5%' -> 0.05; a number is a fraction (0.05). The smallest difference in recovery rate an
+    experiment is meant to find: between 0.5 and 50 points."""
+    text = str(value).strip().lower()
+    hint = f"'{value}' is not a difference in recovery rate; write points such as 5 points (or 5%, or 0.05)"
+    if isinstance(value, bool) or not text:
+        raise ValueError(hint)
+    number = text.removesuffix("points").removesuffix("point").removesuffix("%").strip()
+    try:
+        share = float(number) / 100 if number != text else float(number)
+    except ValueError:
+        raise ValueError(hint)
+    if not 0.005 <= share <= 0.5:
+        raise ValueError(f"minimum detectable effect {value} is outside 0.5 to 50 points; 5 points is typical")
+    return share
+
+
 class Experiment(_Strict):
     name: str = Field(min_length=1)
     segment: str | None = None           # None: every segment
     arms: list[Arm] = Field(min_length=2)
     holdout: float = 0.0
     control: str | None = None           # the arm others are compared with; default the first arm
+    # What the report needs to say "not enough cases: 41 of ~800 needed": the smallest difference worth
+    # finding and the chance of finding it (dunctl/sequential.py).
+    minimum_detectable_effect: float = 0.05
+    power: float = Field(0.8, ge=0.5, le=0.99)
 
     _share = field_validator("holdout", mode="before")(classmethod(lambda cls, v: parse_share(v)))
+    _points = field_validator("minimum_detectable_effect", mode="before")(
+        classmethod(lambda cls, v: parse_points(v)))
 
     @property
     def control_arm(self) -> str:
@@ -195,7 +218,9 @@ def check_experiments(config, lines: dict, broken: set[str] = frozenset()) -> li
 
 # -- the report by arm (`dunctl report --by arm`) ----------------------------------------------------------------
 
-ARMS_SCHEMA = "dunctl.arms/1"
+# /2: comparisons are always-valid, cluster-robust by customer and Holm-corrected (issue 24); /1's ci_low,
+# ci_high and distinguishable meant a fixed-sample Newcombe interval, which peeking made wrong a third of the time.
+ARMS_SCHEMA = "dunctl.arms/2"
 
 
 @dataclass
@@ -210,6 +235,7 @@ class ArmCurrency:
 @dataclass
 class ArmFigures:
     arm: str
+    customers: int                # customers with a case in the arm: the unit randomised
     cases: int                    # failed invoices assigned to the arm
     open: int
     ended: int
@@ -231,7 +257,12 @@ class ExperimentReport:
     experiment: str
     control: str
     arms: list[ArmFigures]
-    comparisons: list  # list[dunctl.stats.Comparison], each arm against the control, on recovered_of_all
+    comparisons: list  # list[dunctl.sequential.ArmComparison], each arm against the control, on recovered_of_all
+    method: str                   # how the comparisons were made, with its sources
+    alpha: float                  # the false-positive rate over every look and every arm
+    minimum_detectable_effect: float
+    power: float
+    min_customers: int            # no verdict before this many customers in each of the two arms
     note: str
 
 
@@ -256,17 +287,73 @@ def _median(values: list[int]) -> float | None:
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
+def _arm_figures(row: dict, customers: int, money: list[dict], seconds: list[int], sent: int) -> ArmFigures:
+    arm, days = row["arm"], [s / 86400 for s in seconds]
+    return ArmFigures(
+        arm=arm, customers=customers, cases=row["cases"], open=row["open"], ended=row["ended"],
+        recovered=row["recovered"], recovered_of_all=_ratio(row["recovered"], row["cases"]),
+        recovered_of_ended=_ratio(row["recovered"], row["ended"]),
+        currencies=[ArmCurrency(m["currency"], m["cases"], m["recovered"], m["at_stake"], m["recovered_amount"])
+                    for m in money if m["arm"] == arm],
+        days_to_recovery_median=None if not days else round(_median(days), 4),
+        days_to_recovery_mean=None if not days else round(sum(days) / len(days), 4),
+        messages=sent, messages_per_recovered=_ratio(sent, row["recovered"], 2),
+        retries=row["retries"], retries_per_recovered=_ratio(row["retries"], row["recovered"], 2),
+        with_person=row["with_person"])
+
+
+def _control(names: list[str], configured: Experiment | None) -> str:
+    if configured is not None:
+        return configured.control_arm
+    # no case in the period: any name will do, there is nothing to compare
+    return "control" if "control" in names or not names else next((n for n in names if n != HOLDOUT), names[0])
+
+
+NOTE = ("Differences are in recovered of all the arm's cases (open ones count as not yet recovered), arm minus "
+        "control. The intervals stay valid however often this report is looked at (an always-valid mSPRT "
+        "confidence sequence: Johari, Koomen, Pekelis & Walsh 2022, Operations Research; Howard, Ramdas, "
+        "McAuliffe & Sekhon 2021, Annals of Statistics), count customers, not cases, as the unit (customers are "
+        "randomised), and are Holm-corrected across the {k} arm(s) compared with the control. 'needed' is cases "
+        "per arm to detect {mde} points with power {power:g} at alpha {alpha:g}; no verdict before {floor} "
+        "customers in each arm.")
+
+
+def _experiment_report(ledger, name: str, configured: Experiment | None, lo, hi) -> ExperimentReport:
+    from dunctl.ledger import experiment_queries as q
+    from dunctl.sequential import METHOD, ArmSample, Design, compare_arms
+
+    money = q.arm_currencies(ledger, name, lo, hi)
+    seconds = q.arm_recovery_seconds(ledger, name, lo, hi)
+    messages = q.arm_messages(ledger, name, lo, hi)
+    sums = q.arm_customer_sums(ledger, name, lo, hi)
+    arms = [_arm_figures(row, sums[row["arm"]]["customers"], money, seconds.get(row["arm"], []),
+                         messages.get(row["arm"], 0)) for row in q.arm_counts(ledger, name, lo, hi)]
+    control = _control([a.arm for a in arms], configured)
+    design = Design() if configured is None else Design(
+        minimum_detectable_effect=configured.minimum_detectable_effect, power=configured.power)
+    empty = {"customers": 0, "cases": 0, "recovered": 0}
+    samples = {arm: ArmSample(**{k: v for k, v in row.items() if k != "arm"}) for arm, row in sums.items()}
+    others = [a.arm for a in arms if a.arm != control]
+    comparisons = compare_arms(control, samples.get(control, ArmSample(**empty)),
+                               [(arm, samples[arm]) for arm in others], design)
+    note = NOTE.format(k=len(others), mde=f"{design.minimum_detectable_effect * 100:.1f}", power=design.power,
+                       alpha=design.alpha, floor=design.min_customers)
+    return ExperimentReport(name, control, arms, comparisons, METHOD, design.alpha,
+                            design.minimum_detectable_effect, design.power, design.min_customers, note)
+
+
 def arm_report(ledger, config=None, experiment: str | None = None, since=None, until=None) -> ArmReport:
     """Every arm of `experiment` (default: every experiment recorded in the ledger), over the cases first failed
     in [since, until): counts, both recovery rates, money per currency, days to recovery, messages and retries
-    per recovered invoice, and each arm against the control with a 95% CI, the sample size and a verdict.
+    per recovered invoice, and each arm against the control (dunctl/sequential.py): an always-valid interval,
+    by customer, Holm-corrected, with the cases still needed and a verdict or a refusal.
 
     The control is the experiment's `control` (else its first arm) when `config` still has the experiment, else
-    the arm named `control`, else the first arm in name order. The holdout is compared with the control too."""
+    the arm named `control`, else the first arm in name order. The holdout is compared with the control too. A
+    control with no case in the period refuses every comparison instead of leaving them out."""
     from dunctl.clock import iso
     from dunctl.errors import UsageError
     from dunctl.ledger import experiment_queries as q
-    from dunctl.stats import compare
 
     lo, hi = iso(since), iso(until)
     recorded = q.experiments_in_ledger(ledger)
@@ -274,39 +361,5 @@ def arm_report(ledger, config=None, experiment: str | None = None, since=None, u
         raise UsageError(f"no case in the ledger belongs to experiment '{experiment}'",
                          "experiments with cases: " + (", ".join(recorded) or "none yet"))
     configured = {e.name: e for e in _experiments(config)} if config is not None else {}
-    reports = []
-    for name in [experiment] if experiment else recorded:
-        counts = q.arm_counts(ledger, name, lo, hi)
-        money = q.arm_currencies(ledger, name, lo, hi)
-        seconds = q.arm_recovery_seconds(ledger, name, lo, hi)
-        messages = q.arm_messages(ledger, name, lo, hi)
-        arms = []
-        for row in counts:
-            arm = row["arm"]
-            days = [s / 86400 for s in seconds.get(arm, [])]
-            sent = messages.get(arm, 0)
-            arms.append(ArmFigures(
-                arm=arm, cases=row["cases"], open=row["open"], ended=row["ended"], recovered=row["recovered"],
-                recovered_of_all=_ratio(row["recovered"], row["cases"]),
-                recovered_of_ended=_ratio(row["recovered"], row["ended"]),
-                currencies=[ArmCurrency(m["currency"], m["cases"], m["recovered"], m["at_stake"],
-                                        m["recovered_amount"]) for m in money if m["arm"] == arm],
-                days_to_recovery_median=None if not days else round(_median(days), 4),
-                days_to_recovery_mean=None if not days else round(sum(days) / len(days), 4),
-                messages=sent, messages_per_recovered=_ratio(sent, row["recovered"], 2),
-                retries=row["retries"], retries_per_recovered=_ratio(row["retries"], row["recovered"], 2),
-                with_person=row["with_person"]))
-        names = [a.arm for a in arms]
-        if name in configured:
-            control = configured[name].control_arm
-        else:
-            control = "control" if "control" in names else next((n for n in names if n != HOLDOUT), names[0])
-        base = next((a for a in arms if a.arm == control), None)
-        comparisons = [compare(a.arm, a.recovered, a.cases, control, base.recovered, base.cases)
-                       for a in arms if base is not None and a.arm != control]
-        reports.append(ExperimentReport(
-            name, control, arms, comparisons,
-            "Differences are in recovered of all the arm's cases (open ones count as not yet recovered), arm "
-            "minus control, with Newcombe's 95% interval; 'needed' is cases per arm for a two-sided test at "
-            "alpha 0.05 with power 0.8 at the observed rates."))
-    return ArmReport(lo, hi, reports)
+    return ArmReport(lo, hi, [_experiment_report(ledger, name, configured.get(name), lo, hi)
+                              for name in ([experiment] if experiment else recorded)])

@@ -9,7 +9,9 @@ sample size needed to tell them apart, and a verdict in plain words.
 - Sample size per arm for a two-sided two-proportion z-test (Fleiss, "Statistical Methods for Rates and
   Proportions", without continuity correction), at the observed rates.
 
-The standard library's NormalDist gives the quantiles; no SciPy.
+The standard library's NormalDist gives the quantiles; no SciPy. These intervals hold for one look at a fixed
+sample (two simulated runs, a backtest); an experiment's arms, which `report --by arm` shows whenever it is run,
+are compared in dunctl/sequential.py instead (always-valid, by customer, Holm-corrected).
 """
 
 from __future__ import annotations

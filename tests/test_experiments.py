@@ -16,7 +16,6 @@ from dunctl.config import load_config
 from dunctl.experiments import HOLDOUT, Assignment, assign
 from dunctl.ledger import Ledger
 from dunctl.ledger.experiment_queries import record_assignment
-from dunctl.stats import newcombe
 from tests.helpers import T0, cli, failed_invoice, seed, starter
 
 EXPERIMENT = {"name": "lean-2026q1", "segment": "default",
@@ -121,6 +120,10 @@ def test_a_case_keeps_its_first_arm(config_path):
     (lambda e: e["arms"][0].update(weight=0), ["experiments[0].arms[0].weight", "greater than 0"]),
     (lambda e: e["arms"][0].update(name="holdout"), ["experiments[0].arms[0].name", "reserved"]),
     (lambda e: e.update(colour="blue"), ["experiments[0].colour", "unknown key", "allowed keys are name, segment"]),
+    (lambda e: e.update(minimum_detectable_effect="lots"),
+     ["experiments[0].minimum_detectable_effect", "not a difference in recovery rate", "5 points"]),
+    (lambda e: e.update(minimum_detectable_effect="80 points"), ["experiments[0].minimum_detectable_effect",
+                                                                  "outside 0.5 to 50 points"]),
 ])
 def test_a_bad_experiment_exits_2_naming_file_path_and_what_is_allowed(tmp_path, change, expected):
     experiment = json.loads(json.dumps(EXPERIMENT))
@@ -152,8 +155,8 @@ def test_the_starter_with_an_experiment_checks(config_path):
 
 def _case(ledger: Ledger, n: int, arm: str | None, state: str, *, currency: str = "usd", amount: int = 4900,
           recovered_day: float | None = None, attempts: int = 1, recovered_attempt: int | None = None,
-          emails: int = 0, experiment: str = "lean-2026q1") -> None:
-    invoice = failed_invoice(f"in_{n}", customer_id=f"cus_{n}", amount=amount, currency=currency,
+          emails: int = 0, experiment: str = "lean-2026q1", customer: str | None = None) -> None:
+    invoice = failed_invoice(f"in_{n}", customer_id=customer or f"cus_{n}", amount=amount, currency=currency,
                              failed_at=T0 + timedelta(hours=n), subscription_id=f"sub_{n}")
     seed(ledger, invoice)
     first = invoice.first_failed_at
@@ -214,7 +217,7 @@ def test_report_by_arm_on_a_hand_built_ledger(arm_ledger):
     result = cli(arm_ledger, "report", "--by", "arm", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["schema"] == "dunctl.arms/1"
+    assert data["schema"] == "dunctl.arms/2"
     [experiment] = data["experiments"]
     assert experiment["experiment"] == "lean-2026q1" and experiment["control"] == "control"
     arms = {a["arm"]: a for a in experiment["arms"]}
@@ -231,13 +234,78 @@ def test_report_by_arm_on_a_hand_built_ledger(arm_ledger):
     assert (lean["cases"], lean["recovered"], lean["recovered_of_all"], lean["recovered_of_ended"]) == (10, 3, 0.3, 0.375)
     assert lean["retries"] == 5 and lean["messages"] == 9          # 10 case steps, 9 deliveries
     assert (holdout["cases"], holdout["recovered"], holdout["messages"]) == (4, 1, 0)
+    assert control["customers"] == 10
     comparisons = {c["arm"]: c for c in experiment["comparisons"]}
-    expected = newcombe(3, 10, 6, 10)
+    # ten customers an arm: no verdict, however large the difference looks (dunctl/sequential.py)
     assert comparisons["lean"]["difference"] == pytest.approx(-0.3)
-    assert comparisons["lean"]["ci_low"] == pytest.approx(expected.low, abs=1e-6)
-    assert comparisons["lean"]["ci_high"] == pytest.approx(expected.high, abs=1e-6)
-    assert comparisons["lean"]["verdict"].startswith("not yet distinguishable: about ")
+    assert comparisons["lean"]["ci_low"] is None and comparisons["lean"]["refusal"] == "too-few-customers"
+    assert comparisons["lean"]["verdict"].startswith("not enough cases: 10 of ~")
     assert comparisons[HOLDOUT]["difference"] == pytest.approx(0.25 - 0.6)
+    assert experiment["minimum_detectable_effect"] == 0.05 and experiment["power"] == 0.8
+    assert "Johari" in experiment["method"] and "Holm" in experiment["method"]
+
+
+def _arms_json(config_path) -> dict:
+    result = cli(config_path, "report", "--by", "arm", "--json")
+    assert result.exit_code == 0, result.output
+    [experiment] = json.loads(result.stdout)["experiments"]
+    return experiment
+
+
+def test_a_control_arm_with_no_cases_refuses_every_comparison(config_path):
+    """Before: a control with no case in the period silently removed every comparison."""
+    ledger = Ledger.open(load_config(config_path).ledger_path)
+    for n in range(1, 6):
+        _case(ledger, n, "lean", "recovered", recovered_day=1)
+    _case(ledger, 6, HOLDOUT, "open")
+    ledger.close()
+    experiment = _arms_json(config_path)
+    assert experiment["control"] == "control"
+    assert {(c["arm"], c["refusal"], c["verdict"]) for c in experiment["comparisons"]} == {
+        ("lean", "no-control", "no control cases: nothing can be compared"),
+        (HOLDOUT, "no-control", "no control cases: nothing can be compared")}
+    text = cli(config_path, "report", "--by", "arm").stdout
+    assert "lean: no control cases: nothing can be compared" in text
+
+
+def test_three_of_three_against_none_of_fifty_is_no_verdict(config_path):
+    """Before: "arm lean recovers 100.0 points more than control"."""
+    ledger = Ledger.open(load_config(config_path).ledger_path)
+    for n in range(1, 51):
+        _case(ledger, n, "control", "exhausted")
+    for n in range(51, 54):
+        _case(ledger, n, "lean", "recovered", recovered_day=1)
+    ledger.close()
+    [lean] = _arms_json(config_path)["comparisons"]
+    assert not lean["distinguishable"] and lean["refusal"] == "too-few-customers"
+    assert lean["verdict"].startswith("not enough cases: 3 of ~") and "points more" not in lean["verdict"]
+    text = cli(config_path, "report", "--by", "arm").stdout
+    assert "100.0 pts" not in text and "100.0 points" not in text and "lean: not enough cases: 3 of ~" in text
+
+
+def test_the_customer_is_the_unit(config_path):
+    """30 customers with two cases each, both paid or both not: 60 cases but 30 independent outcomes. The
+    interval is that of 30 customers, wider than one that took the 60 cases as independent."""
+    from dunctl.sequential import ArmSample, compare_arms
+
+    ledger = Ledger.open(load_config(config_path).ledger_path)
+    n = iter(range(1, 200))
+    for i in range(40):
+        _case(ledger, next(n), "control", "recovered" if i < 20 else "exhausted", recovered_day=1)
+    for i in range(30):
+        for _ in range(2):
+            _case(ledger, next(n), "lean", "recovered" if i < 20 else "exhausted", recovered_day=1,
+                  customer=f"cus_lean_{i}")
+    ledger.close()
+    experiment = _arms_json(config_path)
+    arms = {a["arm"]: a for a in experiment["arms"]}
+    assert (arms["lean"]["customers"], arms["lean"]["cases"], arms["lean"]["recovered"]) == (30, 60, 40)
+    [lean] = experiment["comparisons"]
+    by_case = compare_arms("control", ArmSample.of([(1, 1)] * 20 + [(1, 0)] * 20),
+                           [("lean", ArmSample.of([(1, 1)] * 40 + [(1, 0)] * 20))])[0]
+    assert lean["difference"] == pytest.approx(2 / 3 - 0.5, abs=1e-6)
+    assert lean["ci_high"] - lean["ci_low"] > (by_case.ci_high - by_case.ci_low) * 1.1
+    assert lean["design_effect"] > 1.5
 
 
 def test_status_counts_per_experiment_and_arm(arm_ledger):
@@ -258,8 +326,33 @@ def test_report_by_arm_as_a_table(arm_ledger):
     assert "Experiment lean-2026q1" in out and "control (control)" in out
     assert "recovered of all failed invoices" in out and "6 (60.0%)" in out and "3 (30.0%)" in out
     assert "recovered of ended cases" in out and "6 of 8 (75.0%)" in out and "3 of 8 (37.5%)" in out
-    assert "lean: not yet distinguishable: about" in out and "more cases per arm needed" in out
+    assert "customers (the unit randomised)" in out
+    assert "lean: not enough cases: 10 of ~" in out and "needed per arm" in out
+    assert "always-valid" in out and "Johari" in out
     assert "€39.00 of €39.00" in out
+
+
+def test_report_by_arm_fits_80_columns_without_cutting_a_value(arm_ledger):
+    """Too wide for the terminal: the control beside as many arms as fit, in several tables, never a value cut
+    or wrapped (before: "$245.00 of $34…" or an amount over two lines)."""
+    from tests.helpers import dunctl_process
+
+    # a process of its own: the in-process console keeps the width of the first test that printed
+    out, _ = dunctl_process(arm_ledger, "report", "--by", "arm", env={"COLUMNS": "80"}).communicate(timeout=60)
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out and "Experiment lean-2026q1 (1 of 2)" in out
+    assert "$245.00 of $343.00" in out and "€39.00 of €39.00" in out and "always-valid" in out
+
+
+def test_a_period_without_cases_of_an_ended_experiment_says_so(arm_ledger):
+    """The experiment is gone from the config (history kept) and no case of it failed in the period: before,
+    choosing its control from no arms at all raised IndexError."""
+    data = yaml.safe_load(arm_ledger.read_text())
+    data.pop("experiments")
+    arm_ledger.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = cli(arm_ledger, "report", "--by", "arm", "--since", "2030-01-01")
+    assert result.exit_code == 0, result.output
+    assert "Experiment lean-2026q1: no case first failed in this period." in result.stdout
 
 
 def test_report_by_arm_names_an_unknown_experiment(arm_ledger):

@@ -46,6 +46,20 @@ def arm_counts(ledger: Ledger, experiment: str, since: str | None = None, until:
             FROM cases WHERE {where} GROUP BY arm ORDER BY arm""", params))
 
 
+def arm_customer_sums(ledger: Ledger, experiment: str, since: str | None = None,
+                      until: str | None = None) -> dict[str, dict]:
+    """Per arm, with the customer as the unit (customers are randomised, their cases are not): customers,
+    cases, recovered, and the sums of cases^2, recovered^2 and cases x recovered over customers that a
+    cluster-robust variance needs (dunctl/sequential.py ArmSample)."""
+    where, params = _where(experiment, since, until)
+    return {row["arm"]: row for row in ledger.rows(
+        f"""SELECT arm, count(*) AS customers, sum(n) AS cases, sum(x) AS recovered, sum(n * n) AS cases_squared,
+                   sum(x * x) AS recovered_squared, sum(n * x) AS cases_recovered
+            FROM (SELECT arm, customer_id, count(*) AS n, coalesce(sum(state = 'recovered'), 0) AS x
+                  FROM cases WHERE {where} GROUP BY arm, customer_id)
+            GROUP BY arm""", params)}
+
+
 def arm_currencies(ledger: Ledger, experiment: str, since: str | None = None,
                    until: str | None = None) -> list[dict]:
     """Per arm and currency: cases, recovered, and (over ended cases) the amount at stake and recovered."""
