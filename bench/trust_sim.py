@@ -137,6 +137,7 @@ def run(directory: Path, customers: int = 400, seed: int = 42, preset: str = DEF
     channels = LoggingChannels(config, {})
     counts = TrustCounts(customers)
     ledger = Ledger.open(config.ledger_path)
+    ledger.durable = False                             # a simulation: no commit waits for the disk
     ledger.conn.execute("PRAGMA synchronous = OFF")
     interrupts = ["sigterm", "kill"]
     jumped = False
@@ -161,6 +162,7 @@ def run(directory: Path, customers: int = 400, seed: int = 42, preset: str = DEF
             except Killed:
                 ledger.close()                         # the process is gone; the next tick is a new one
                 ledger = Ledger.open(config.ledger_path)
+                ledger.durable = False
                 ledger.conn.execute("PRAGMA synchronous = OFF")
             if channels.fired:
                 counts.interruptions += 1

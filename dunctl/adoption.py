@@ -2,9 +2,9 @@
 
 A ledger has a random id (made with it, kept by its backups). Each time a customer message for an invoice is
 delivered, dunctl notes on the invoice (its metadata) the ledger's id and that message: step id and time. This is
-one `invoices.update` per delivered message and invoice, made by the executor right after the delivery (a system
-effect `mark-<step>`, claimed and recorded like any other, with its own idempotency key); a note that failed is
-tried again when the case is next due.
+one `invoices.update` per invoice per tick, naming the latest message the tick delivered for it, made by the
+executor right after the delivery (a system effect `mark-<step>`, claimed and recorded like any other, with its own
+idempotency key); a note that failed is tried again when the case is next due.
 
 When a sync brings an invoice whose note names a message this ledger has no record of:
 
@@ -90,16 +90,57 @@ def note(ledger: str, step: str, at: datetime) -> dict[str, str]:
 
 # -- writing the note: the executor's follow-up to a delivered customer message ----------------------------------
 
-def marks_after(ctx: TickContext, delivered: list[tuple[CaseEffect, str]]) -> list[CaseEffect]:
-    """The notes to write after these (effect, status) outcomes: one per customer message delivered, on a live
-    ledger that follows a provider (a ledger seeded by hand, in tests, follows none)."""
-    from dunctl.tick.effects import STEP
+class NotesDue:
+    """The notes a tick owes on Stripe invoices: one request per invoice per tick, naming the latest message the
+    tick delivered for it, written as soon as none of that invoice's messages is left to send in the tick. A note
+    is what a person in the Dashboard reads (which ledger, the last message, when) and what `behind_stripe`
+    compares: only the latest message counts. A failed note due to be tried again waits while its invoice has a
+    message left in the tick: a newer note replaces it (the old one stays failed, superseded); without one, it
+    is tried as before."""
 
-    sent = [effect for effect, status in delivered
-            if status == "done" and effect.kind == STEP and effect.audience == "customer"]
-    if not sent or not ctx.acts or ctx.gateway is None or ctx.ledger.get_state("account_mode") is None:
-        return []
-    return [_mark(effect.bundle, effect.name, ctx.now) for effect in sent]
+    def __init__(self, ctx: TickContext, units: list[list[CaseEffect]]):
+        self._on = bool(units and ctx.acts and ctx.gateway is not None
+                        and ctx.ledger.get_state("account_mode") is not None)
+        self._now = ctx.now
+        self._left: dict[str, int] = {}
+        self._held: dict[str, CaseEffect] = {}
+        self._retries: dict[str, CaseEffect] = {}
+        for effect in (e for unit in units for e in unit) if self._on else ():
+            if _message(effect):
+                self._left[effect.invoice_id] = self._left.get(effect.invoice_id, 0) + 1
+        for effect in (e for unit in units for e in unit) if self._left else ():
+            if effect.action == MARK_ACTION and effect.invoice_id in self._left:
+                self._retries[effect.invoice_id] = effect
+        if self._retries:
+            units[:] = [kept for unit in units if (kept := [e for e in unit if e.action != MARK_ACTION
+                                                             or e.invoice_id not in self._retries])]
+
+    def taken(self, batch: list[list[CaseEffect]]) -> None:
+        """These units go out now: their invoices have that many fewer messages left in the tick."""
+        for effect in (e for unit in batch for e in unit):
+            if _message(effect) and effect.invoice_id in self._left:
+                self._left[effect.invoice_id] -= 1
+
+    def after(self, outcomes: list[tuple[CaseEffect, str]]) -> list[CaseEffect]:
+        """The notes to write after these (effect, status) outcomes."""
+        if not self._on:
+            return []
+        for effect, status in outcomes:
+            if status == "done" and _message(effect):
+                held = self._held.get(effect.invoice_id)
+                if held is None or effect.due_at >= held.due_at:
+                    self._held[effect.invoice_id] = effect
+        ready = [invoice for invoice in {**self._retries, **self._held} if not self._left.get(invoice)]
+        marks = []
+        for invoice in ready:
+            retry, latest = self._retries.pop(invoice, None), self._held.pop(invoice, None)
+            marks.append(_mark(latest.bundle, latest.name, self._now) if latest is not None else retry)
+        return marks
+
+
+def _message(effect: CaseEffect) -> bool:
+    """A customer message of a sequence: what an invoice's note names."""
+    return effect.kind == "step" and effect.audience == "customer"
 
 
 def _mark(bundle: CaseBundle, step_id: str, at: datetime) -> CaseEffect:

@@ -21,19 +21,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from dunctl.errors import ConfigProblem
+from dunctl.strict import Strict as _Strict
+from dunctl.strict import format_path
 
 HOLDOUT = "holdout"          # the arm name a holdout case is recorded under
 DEFAULT_SEQUENCE = "default"  # an arm that keeps the segment's own sequence
-
-
-class _Strict(BaseModel):
-    # defer_build: a model's validator is built when it first validates, not when the module is imported; a
-    # nested model is validated through its parent's, so a process builds one validator per file it loads
-    # instead of one per model (about a third of an idle tick's CPU went to building all of them).
-    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Arm(_Strict):
@@ -154,11 +149,9 @@ def case_sequence(config, assignment: Assignment | None, segment: str):
     segment's own when the case is in no experiment; for the holdout, an empty sequence named 'holdout', which
     plans no step at all, so dunctl does nothing on the case (the caller also skips turning Stripe's own
     retries off, so the customer sees exactly what Stripe alone would do)."""
-    from dunctl.config import Sequence
-
     if assignment is not None and assignment.holdout:
-        return Sequence(name=HOLDOUT, description=f"holdout of experiment {assignment.experiment}: no dunctl "
-                        "action", max_attempts=1, steps=[])
+        return config.sequence_without_steps(HOLDOUT, f"holdout of experiment {assignment.experiment}: no dunctl "
+                                             "action")
     name = assignment.sequence_name if assignment is not None else _segment_sequence(config, segment)
     return config.sequences[name]
 
@@ -169,8 +162,6 @@ def case_sequence(config, assignment: Assignment | None, segment: str):
 def check_experiments(config, lines: dict, broken: set[str] = frozenset()) -> list[ConfigProblem]:
     """Arms naming unknown sequences, experiments naming unknown segments, duplicate names, two experiments
     over the same cases: each a problem naming the file, the key path and what is allowed."""
-    from dunctl.config import format_path
-
     experiments = _experiments(config)
     path = str(config.path)
     segments = [s.name for s in config.file.segments]

@@ -66,3 +66,12 @@ def parse_duration(text: str | int) -> timedelta:
     if offset.business_days:
         raise ValueError(f"'{text}' uses business days; use m, h, d or w here")
     return timedelta(minutes=offset.minutes)
+
+
+def offset_text(delta: timedelta) -> str:
+    """The shortest text parse_duration reads back as `delta` (to the minute): 3d, 36h, 90m."""
+    minutes = int(delta.total_seconds() // 60)
+    for unit, size in (("d", 1440), ("h", 60)):
+        if minutes and minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"

@@ -1,6 +1,36 @@
+import os
+import tempfile
+
 import pytest
 
 from tests.servers import http_receiver, smtp_server  # noqa: F401  (fixtures)
+
+SHARED_MEMORY = "/dev/shm"
+
+
+def pytest_configure(config):
+    """Tests' files (ledgers, outboxes) on tmpfs where the machine has one, unless --basetemp says otherwise.
+    They are still real files: SQLite, flock and rename behave the same; only the fsync of every durable commit
+    is free instead of a wait on the disk (two tick test files on this 2-core box: system CPU 1.3-1.5 s -> 0.6 s,
+    wall 34-83 s -> 24 s).
+    pytest keeps the last three runs' directories, a few hundred MB at most."""
+    if config.option.basetemp is None and _roomy(SHARED_MEMORY):
+        tempfile.tempdir = SHARED_MEMORY
+    # The dunctl processes tests start (crashes, signals, locks) load their bytecode from a cache outside the
+    # source tree instead of compiling every dunctl module in every process when the environment forbids
+    # writing bytecode (this project's sessions do): 30-50 ms of CPU per process.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), f"dunctl-pycache-{os.getuid()}"))
+
+
+def _roomy(directory: str) -> bool:
+    """Writable, with room for three runs' files: a container's /dev/shm is often 64 MB, and a full one would
+    fail tests for a reason of its own."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK) and stats.f_bavail * stats.f_frsize >= 2 * 1024 ** 3
 
 
 @pytest.fixture(autouse=True)

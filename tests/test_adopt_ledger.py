@@ -113,6 +113,9 @@ def test_a_note_stripe_refused_is_tried_again_when_the_case_is_next_due(world, f
     assert w.actions(invoice) == {"notice": "done", "mark-notice": "failed"}      # the email went out all the same
     assert [a.step for a in first.failed] == ["mark-notice"]
     fake_stripe.calm()
+    w.tick(at("2d1m"))                                                            # retry-1: the case is due again
+    assert w.actions(invoice) == {"notice": "done", "mark-notice": "done", "retry-1": "done"}
+    assert fake_stripe.invoice(invoice)["metadata"]["dunctl_last_message"] == "notice"
     w.tick(at("3d1m"))
     assert w.actions(invoice) == {"notice": "done", "mark-notice": "done", "retry-1": "done", "reminder": "done",
                                   "mark-reminder": "done"}

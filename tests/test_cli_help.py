@@ -58,9 +58,12 @@ def test_config_is_accepted_after_the_command(tmp_path):
     assert runner.invoke(app, ["status"], env=wide).exit_code == 2
 
 
-def test_shell_completion_can_be_installed():
+def test_shell_completion_can_be_installed(monkeypatch):
     from dunctl.cli.app import app
 
+    # Without this Typer guesses the shell from the parent processes (shellingham), which under CI or an agent's
+    # runner may be `sh` or none ("Shell sh not supported"); with it, the shell is the one named.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     shown = runner.invoke(app, ["--show-completion", "bash"], env={"SHELL": "/bin/bash", "COLUMNS": "160"})
     assert shown.exit_code == 0, (shown.output, repr(shown.exception))
     assert "complete" in shown.stdout and "dunctl" in shown.stdout

@@ -10,7 +10,7 @@ from bench import trust_sim
 
 @pytest.fixture(scope="module")
 def counts(tmp_path_factory):
-    return trust_sim.run(tmp_path_factory.mktemp("trust") / "sim", customers=250, seed=1)
+    return trust_sim.run(tmp_path_factory.mktemp("trust") / "sim", customers=100, seed=1)
 
 
 def test_the_trust_simulation_breaks_no_rule(counts):
@@ -36,5 +36,5 @@ def test_its_counters_see_a_breach(counts, tmp_path, monkeypatch):
                     dataclasses.replace(settings, notice_before_suspension=timedelta(0)), now)
 
     monkeypatch.setattr(irreversible, "earned", careless)
-    broken = trust_sim.run(tmp_path / "sim", customers=250, seed=1)
+    broken = trust_sim.run(tmp_path / "sim", customers=100, seed=1)
     assert broken.irreversible_untold > 0

@@ -12,7 +12,7 @@ from rich.table import Table
 from dunctl.cli.common import JsonOption, environ, err, handles_errors, load, out, print_json, state
 from dunctl.errors import ConfigError, UsageError
 from dunctl.messages import Templates, check_templates, sms_notes
-from dunctl.notices.config import render_problems
+from dunctl.notices.check import render_problems
 from dunctl.preflight import Finding, preflight
 from dunctl.scaffold import create_ledger, write_starter
 

@@ -11,6 +11,7 @@ Times are UTC text ('2026-11-03T09:00:00Z'); money is integer minor units.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -63,6 +64,7 @@ def connect(target: str | Path, **options) -> sqlite3.Connection:
     return sqlite3.connect(target, isolation_level=None, **options)
 
 
+@functools.lru_cache(maxsize=1)   # a process never outlives the boot it started in: read once, not every tick
 def boot_id() -> str | None:
     """This boot of the machine (Linux), to tell a process that died from a machine that restarted."""
     try:
@@ -90,6 +92,7 @@ class Ledger:
         self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
         self._light = False                    # light_transaction may skip the fsync (a tick knows its boot id)
         self._relaxed = False                  # synchronous=NORMAL since the last light_transaction
+        self.durable = True                    # False: rebuilt by re-running (a simulation); no commit waits on disk
 
     @property
     def db(self):
@@ -319,7 +322,8 @@ class Ledger:
 
         decline = asdict(inv.decline) if inv.decline else None
         failure_type = classify(inv.decline) if inv.decline else None
-        lines = [{**asdict(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
+        # An InvoiceLine is flat: its fields as they are, without asdict's deep copy (a third of a sync's CPU)
+        lines = [{**vars(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
                  for line in inv.lines or []]
         self.conn.execute(
             """INSERT INTO invoices(id, customer_id, subscription_id, number, currency, amount_due, amount_paid,
@@ -454,7 +458,7 @@ class Ledger:
         ordinary commit makes it durable too.
         Light only inside a tick that recorded the machine's boot id (`start_tick`): after a reboot,
         `settles_by_started` tells the next tick not to trust what such commits said. Otherwise an ordinary one."""
-        if self._light and not self._relaxed and not self.conn.in_transaction:
+        if self._light and self.durable and not self._relaxed and not self.conn.in_transaction:
             self.conn.execute("PRAGMA synchronous = NORMAL")   # until the next ordinary transaction
             self._relaxed = True
         with self._begin():

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dunctl.conditions import check_condition
+from dunctl.errors import ConfigProblem
 from dunctl.offsets import parse_duration
+from dunctl.strict import Strict as _Strict
 
 RECIPIENTS = ("billing_contact", "customer")
 # Every link in a message must work for as long as the message asks the customer to act. A customer portal
@@ -22,13 +24,6 @@ SESSION_EXPIRES = ("emails a customer portal session URL, which Stripe expires s
 STARTER_UPDATE_URL = "https://billing.stripe.com/p/login/test_replace_with_yours"
 PORTAL_LOGIN_HINT = ("set notices.update_url to your customer portal login link (Stripe Dashboard > Settings > "
                      "Billing > Customer portal > Login link: https://billing.stripe.com/p/login/...)")
-
-
-class _Strict(BaseModel):
-    # defer_build: a model's validator is built when it first validates, not when the module is imported; a
-    # nested model is validated through its parent's, so a process builds one validator per file it loads
-    # instead of one per model (about a third of an idle tick's CPU went to building all of them).
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 def _durations(value: Any) -> list[timedelta]:
@@ -180,8 +175,6 @@ class NoticesConfig(_Strict):
 
 def template_problems(notices: NoticesConfig, templates_dir, config_path, lines: dict) -> list:
     """Every enabled notice's template must exist (subject and txt; html optional), named like steps' templates."""
-    from dunctl.errors import ConfigProblem
-
     problems = []
     if not notices.enabled or not templates_dir.is_dir():
         return problems
@@ -193,41 +186,4 @@ def template_problems(notices: NoticesConfig, templates_dir, config_path, lines:
                                               f"{templates_dir}/{name}.{part}.j2 does not exist; known templates: "
                                               f"{', '.join(known)}", lines.get(("notices",))))
                 break
-    return problems
-
-
-def render_problems(notices: NoticesConfig, templates, company: str) -> list:
-    """Render every enabled notice's template against a sample of its kind (for `dunctl check`)."""
-    from dunctl.notices.context import sample_notice_contexts
-
-    problems = []
-    if not notices.enabled:
-        return problems
-    samples = dict(zip(("card_expiring", "upcoming_renewal", "usage_alert", "large_charge"),
-                       sample_notice_contexts(company)))
-    names = {"card_expiring": notices.card_expiring.template, "upcoming_renewal": notices.upcoming_renewal.template,
-             "usage_alert": notices.usage.template, "large_charge": notices.usage.large_charge.template}
-    for kind, name in names.items():
-        if name not in notices.templates():
-            continue
-        for suffix in templates.locales(name):       # every language shipped, as customers get them
-            problems += _render_locale(templates, name, suffix, kind, samples[kind].localized(suffix or "en"))
-    return problems
-
-
-def _render_locale(templates, name: str, suffix: str, kind: str, context) -> list:
-    from jinja2 import TemplateError
-
-    from dunctl.errors import ConfigProblem
-
-    problems = []
-    for part in ("subject", "txt", "html"):
-        if not templates.exists(name, part, suffix):
-            continue
-        try:
-            templates.render(name, part, context, suffix)
-        except TemplateError as exc:
-            problems.append(ConfigProblem(str(templates.file(name, part, suffix)), "",
-                                          f"does not render for a {kind} notice: {exc}",
-                                          getattr(exc, "lineno", None)))
     return problems

@@ -18,6 +18,7 @@ from dunctl.clock import from_iso, iso
 from dunctl.conditions import matches
 from dunctl.notices import CARD_EXPIRING, LARGE_CHARGE, UPCOMING_RENEWAL, USAGE_ALERT
 from dunctl.notices.config import NoticesConfig
+from dunctl.offsets import offset_text
 
 BILLING = ("active", "trialing")   # subscriptions that will take a next payment
 PENDING, SKIPPED = "pending", "skipped"
@@ -48,14 +49,6 @@ class NoticeDecision:
 def notice_key(kind: str, object_id: str, period: str, offset: str) -> str:
     """The notice's key: stable across ticks and machines, and the idempotency key of the email."""
     return f"dunctl-notice-{kind}-{object_id}-{period}-{offset}"
-
-
-def offset_text(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    for unit, size in (("d", 1440), ("h", 60)):
-        if minutes and minutes % size == 0:
-            return f"{minutes // size}{unit}"
-    return f"{minutes}m"
 
 
 def card_expires_at(exp_month: int, exp_year: int) -> datetime:

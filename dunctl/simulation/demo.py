@@ -191,8 +191,10 @@ def personalised_templates(config: Config) -> frozenset[str]:
 class Driver:
     """Runs ticks on a schedule and feeds what dunctl did back to the simulated customers."""
 
-    def __init__(self, config: Config, ledger: Ledger, account: SimulatedAccount, channels: ChannelSet):
+    def __init__(self, config: Config, ledger: Ledger, account: SimulatedAccount, channels: ChannelSet, *,
+                 tick_every: timedelta = TICK_EVERY):
         self.config, self.ledger, self.account, self.channels = config, ledger, account, channels
+        self.tick_every = tick_every
         self.personalised = personalised_templates(config)
         # messages: customer message steps done (a grouped email once per case it covers); Outcome.messages_sent
         # counts deliveries instead.
@@ -203,10 +205,16 @@ class Driver:
     def run(self, start: datetime, end: datetime, progress: Progress | None = None) -> None:
         first = start.replace(minute=TICK_MINUTE, second=0, microsecond=0)
         if first < start:
-            first += TICK_EVERY
-        total = int((end - first) / TICK_EVERY) + 1 if end >= first else 0
+            first += self.tick_every
+        total = int((end - first) / self.tick_every) + 1 if end >= first else 0
+        from dunctl.messages import Templates
+
+        with Templates.held(self.config.templates_dir):
+            self._ticks(first, total, progress)
+
+    def _ticks(self, first: datetime, total: int, progress: Progress | None) -> None:
         for n in range(total):
-            now = first + n * TICK_EVERY
+            now = first + n * self.tick_every
             self.account.advance_to(now)
             # A simulated account is always worked live: monitor mode guards real accounts, not simulations.
             result = run_tick(self.ledger, self.config, self.account, self.channels, now, mode="live")
@@ -319,7 +327,9 @@ def _monthly_churn(churn) -> dict:
 
 
 def _fast(ledger: Ledger) -> Ledger:
-    # A simulated ledger is rebuilt by re-running; it does not need every commit on disk before the next.
+    # A simulated ledger is rebuilt by re-running; it does not need every commit on disk before the next. Not
+    # durable: a tick's light commits would otherwise turn the next ordinary one back to FULL, an fsync each.
+    ledger.durable = False
     ledger.conn.execute("PRAGMA synchronous = OFF")
     return ledger
 
@@ -327,9 +337,10 @@ def _fast(ledger: Ledger) -> Ledger:
 def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, name: str, customers: int, seed: int,
                     start: datetime, billing_days: int, follow_up_days: int = 0,
                     preset: str = DEFAULT_PRESET, assumptions: Assumptions | None = None,
-                    progress: Progress | None = None) -> tuple[Outcome, Driver]:
+                    progress: Progress | None = None, tick_every: timedelta = TICK_EVERY) -> tuple[Outcome, Driver]:
     """One run: a fresh book of `customers`, billed for `billing_days`, followed for `follow_up_days` more, in
-    the world of the named assumptions `preset` (or of `assumptions`, when given: calibration tries variants)."""
+    the world of the named assumptions `preset` (or of `assumptions`, when given: calibration tries variants),
+    with a tick every `tick_every` (cron's hour; tests of a property that holds at any cadence may tick less)."""
     if assumptions is None:
         assumptions = preset_assumptions(preset)
     else:
@@ -341,7 +352,7 @@ def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, nam
     bill_until = start + timedelta(days=billing_days)
     account = SimulatedAccount(book, seed=seed, start=start, bill_until=bill_until, assumptions=assumptions,
                                smart_retries=stripe_retries(config))
-    driver = Driver(config, ledger, account, channels)
+    driver = Driver(config, ledger, account, channels, tick_every=tick_every)
     end = bill_until + timedelta(days=follow_up_days)
     driver.run(start, end, progress)
     # The book's subscriptions (main plans and add-ons) are the churn denominator.
@@ -524,7 +535,8 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
 def run_simulation(sources: list[Path], work: Path, *, customers: int = 1000, days: int = 30,
                    follow_up_days: int = 35, seed: int = DEFAULT_SEED, start: datetime = DEFAULT_START,
                    preset: str = DEFAULT_PRESET, assumptions: Assumptions | None = None,
-                   progress: Callable[[str, int, int], None] | None = None) -> SimulationResult:
+                   progress: Callable[[str, int, int], None] | None = None,
+                   tick_every: timedelta = TICK_EVERY) -> SimulationResult:
     """Run the same synthetic book under each config or sequence set. Billing runs for `days`; every case then
     gets `follow_up_days` more, so each sequence can play out. Nothing is sent anywhere."""
     if len(sources) < 1:
@@ -548,7 +560,7 @@ def run_simulation(sources: list[Path], work: Path, *, customers: int = 1000, da
             outcome, _ = simulate_config(config, ledger, RecordingChannels(config, {}), name=name,
                                          customers=customers, seed=seed, start=start, billing_days=days,
                                          follow_up_days=follow_up_days, preset=preset, assumptions=assumptions,
-                                         progress=step)
+                                         progress=step, tick_every=tick_every)
         finally:
             ledger.close()
         result.outcomes.append(outcome)

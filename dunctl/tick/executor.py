@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dunctl.adoption import marks_after
+from dunctl.adoption import NotesDue
 from dunctl.effect import Effect, Outcome
 from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
 from dunctl.tick import changes as case_changes
@@ -42,11 +42,13 @@ def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case
     A batch's results are written in the same transaction as the next batch's claims: one commit per batch."""
     applied = case_changes.Applied()
     units = _units(ctx, effects, result)
+    notes = NotesDue(ctx, units)
     acted: _Acted | None = None
     while units:
         batch: list[list[Effect]] = []
         while units and (not batch or sum(map(len, batch)) + len(units[0]) <= EFFECTS_PER_BATCH):
             batch.append(units.pop(0))
+        notes.taken(batch)
         if ctx.should_stop():
             result.deferred += sum(map(len, batch)) + sum(map(len, units))   # still due next tick, never missed
             break
@@ -57,7 +59,7 @@ def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case
         acted = _act_batch(ctx, claimed, result)
         if acted.stop is not None:
             break
-        units[:0] = [[mark] for mark in marks_after(ctx, [(i.effect, o.status) for i, o in acted.outcomes])]
+        units[:0] = [[mark] for mark in notes.after([(i.effect, o.status) for i, o in acted.outcomes])]
     if acted is not None:
         with ctx.ledger.transaction():
             _record_batch(ctx, acted, result, applied)
