@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dunctl.ledger import Ledger  # noqa: E402
 from dunctl.ledger.migrations import rebuild_rollups  # noqa: E402
-from dunctl.ledger.report_queries import raw_full_scan  # noqa: E402
+from dunctl.ledger.views.report import raw_full_scan  # noqa: E402
 from dunctl.report import DIMENSIONS, Period, build_report, headline  # noqa: E402
 
 NOW = datetime(2026, 12, 31, tzinfo=timezone.utc)

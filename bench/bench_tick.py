@@ -71,10 +71,10 @@ def busy(directory: Path, due: int) -> tuple[float, float, float, int, float]:
     # by hand: the same emails rendered from the same template and written by the same transport
     templates = Templates.for_dir(config.templates_dir)
     channels = build_channels(config, {})
-    invoice = dict(ledger.invoice("in_0"))
+    invoice = dict(ledger.sync.invoice("in_0"))
     started = cpu()
     for i in range(due):
-        context = build_context(case={**ledger.case_for_invoice("in_0")}, invoice=invoice,
+        context = build_context(case={**ledger.cases.for_invoice("in_0")}, invoice=invoice,
                                 customer={"name": f"Customer {i}", "email": f"c{i}@example.com", "metadata": "{}"},
                                 payment_method=None, update_link=invoice["hosted_invoice_url"],
                                 company="Example", now=T0)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from dunctl.clock import iso
 from dunctl.config import load_config, sequence_definition, sequence_hash
-from dunctl.ledger import Ledger, _json
+from dunctl.ledger import Ledger
+from dunctl.ledger.sql import to_json
 from tests.helpers import T0, starter
 
 
@@ -36,7 +37,7 @@ def build(directory: Path, cases: int, actions_per_case: int = 3, due: int = 0) 
     conn = ledger.conn
     with ledger.transaction():
         conn.execute("INSERT INTO sequence_versions(hash, name, definition) VALUES (?, 'standard', ?)",
-                     [digest, _json(sequence_definition(standard))])
+                     [digest, to_json(sequence_definition(standard))])
         conn.executemany(
             "INSERT INTO customers(id, name, email, metadata, updated_at) VALUES (?, ?, ?, '{}', ?)",
             ((f"cus_{i}", f"Customer {i}", f"c{i}@example.com", first) for i in range(cases)))

@@ -13,13 +13,12 @@ fingerprint of the key it last checked (never the key), so the steady-state tick
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-import sqlite3
 from pathlib import Path
 from typing import Protocol
 
 from dunctl.errors import DunctlError
+from dunctl.ledger.file import read_states
 
 STATE = "stripe_account"          # ledger state: {"id", "livemode", "fingerprint", "salt"}
 SIMULATED = "simulated"
@@ -41,34 +40,6 @@ class _Account(Protocol):
     mode: str
 
     def account_id(self) -> str: ...
-
-
-class LedgerFile:
-    """The ledger's state (`get_state`/`set_state`) through a short-lived connection of its own, for commands that
-    did not hand their open ledger over. It never migrates, and never waits long for the ledger: when another
-    connection holds it (a dry run's transaction), the binding is recorded by the next run instead."""
-
-    def __init__(self, path: str | Path):
-        # mode=rw: never creates the file (a dry run on a new directory creates no ledger).
-        self._conn = sqlite3.connect(f"file:{Path(path)}?mode=rw", uri=True, timeout=0.2, isolation_level=None)
-
-    def get_state(self, name: str, default=None):
-        try:
-            row = self._conn.execute("SELECT value FROM sync_state WHERE name = ?", [name]).fetchone()
-        except sqlite3.Error:
-            return default
-        return json.loads(row[0]) if row else default
-
-    def set_state(self, name: str, value) -> None:
-        try:
-            self._conn.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
-                               "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                               [name, json.dumps(value, sort_keys=True, separators=(",", ":"))])
-        except sqlite3.OperationalError:
-            pass                    # busy: the check was made; the record waits for the next run
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 def describe(binding: dict) -> str:
@@ -95,16 +66,9 @@ def read_binding(path: str | Path) -> dict | None:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("SELECT name, value FROM sync_state WHERE name IN (?, ?)",
-                                [STATE, "account_mode"]).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None                 # not a ledger yet (or not readable): the command that opens it will say so
-    return binding_of({name: json.loads(value) for name, value in rows})
+    state = read_states(path, [STATE, "account_mode"])
+    return None if state is None else binding_of(state)   # None: not a ledger yet, or not readable: the command
+                                                          # that opens it will say so
 
 
 def refuse_if_simulated(binding: dict | None, key_env: str, has_key: bool = True) -> None:

@@ -13,7 +13,7 @@ When a sync brings an invoice whose note names a message this ledger has no reco
 - the note names another ledger, which works the invoice: refused (LedgerInUse, exit 2) before anything is done
   for it, until `dunctl tick --adopt`, which takes the history over the same way and goes on after it.
 
-The stale-ledger check (`Ledger.unknown_keys`) leaves the notes' own Stripe requests to this module.
+The stale-ledger check (`ledger.sync.unknown_keys`) leaves the notes' own Stripe requests to this module.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def behind_stripe(ledger: Ledger) -> list[Behind]:
     """Of the open invoices the last sync changed, those whose note names a message this ledger did not record
     as done."""
     found = []
-    for invoice_id, metadata, case_id in ledger.pending_noted_invoices(LEDGER_KEY):
+    for invoice_id, metadata, case_id in ledger.sync.pending_noted_invoices(LEDGER_KEY):
         last = last_message(metadata)
         if last is None:
             continue
@@ -212,17 +212,17 @@ def take_over(ledger: Ledger, found: list[Behind], own: str, sequences, now: dat
     adopted: dict[str, int] = {}
     touched: set[int] = set()
     for item in found:
-        case = ledger.case_for_invoice(item.invoice_id)
+        case = ledger.cases.for_invoice(item.invoice_id)
         if case is None or case["state"] not in ("open", "paused"):
             continue
-        bundle = ledger.bundle(case["id"])
+        bundle = ledger.cases.bundle(case["id"])
         if _take_over_case(ledger, bundle, sequences(bundle), item.last, own):
             touched.add(bundle.case.id)
             if item.last.ledger == own:
                 taken.append(f"{item.invoice_id} {item.last.step}")
             else:
                 adopted[item.last.ledger] = adopted.get(item.last.ledger, 0) + 1
-            ledger.add_timeline(bundle.case.id, now, "adopted",
+            ledger.cases.add_timeline(bundle.case.id, now, "adopted",
                                 f"steps up to {item.last.step} taken as done: {_whose(item.last, own)}")
     lines = [f"adopted {count} invoice(s) from ledger {other}: each goes on after the last message that ledger "
              "sent" for other, count in adopted.items()]

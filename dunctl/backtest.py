@@ -4,35 +4,24 @@ The ledger's own failed invoices (their customers, amounts, currencies, lines, f
 codes, payment methods, creation and first-failure times) are replayed on the simulated account under each
 candidate config, with the real engine ticking hourly, exactly as `simulate` does with a synthetic book.
 
-What the customers do is the simulation's model, fitted to this ledger where it has enough history:
+What the customers do is the simulation's model, fitted to this ledger (dunctl.backtest_model): every channel that
+causes a payment (retries, messages, escalation, suspension, cancellation, unprompted) and the customers'
+response delays, each from the recoveries the ledger credits to it, on two cases in three. A channel resting on
+fewer than MIN_RECOVERIES recoveries keeps the preset's value, and the result names it.
 
-- **retries**: of the soft-declined cases retried at least once, the share a retry collected;
-- **messages**: of the cases that were sent at least one email or SMS, the share paid with a message as the
-  last touch before payment (the report's attribution);
-- **unprompted**: of all cases, the share paid with no touch at all;
-- **timing**: the share of all cases recovered within 7 and 14 days. Fitted first, with the preset's shares:
-  replays with the customers' response delays scaled (x2, x4, ... or x1/2, ...) until the by-day shares stop
-  coming closer to the ledger's, then halfway to either neighbour; the closest scale is kept
-  (`response_delay_scale`). It needs MIN_CASES recovered cases. Customers who act late also pay outside the
-  attribution window and after the ledger's clock, so the shares above are then measured on a replay with the
-  fitted timing, not the preset's.
+The fitted model is then checked on the third case it never saw: replayed with a fresh seed (seed + 1), its
+recovered of all against the ledger's for those cases, with the gap's 95% interval. A gap whose interval excludes
+zero is a warning, by name: the model does not reproduce this ledger.
 
-Each share is measured twice: on the ledger, and on a replay of the ledger under its own config with the
-preset's values (and the fitted timing). The ratio (bounded to [1/4, 4]) scales the preset's parameters
-(retry_recoverable; email_response and sms_response; organic_daily_rate), so the model reproduces what this
-ledger saw under the config that produced it. Where a share rests on fewer than MIN_CASES cases the preset's
-value is kept, and the result says so. The share recovered by day 7, 14 and 30 is shown for the ledger, the
-unfitted preset and the fitted replay.
-
-The candidates then run on the same invoices with the same luck (the same seed and invoice ids): their
-differences from the baseline (the active config, replayed) are the configs' doing.
+The baseline (the active config) and the candidates then run on every invoice with the fitted model and the same
+luck (the same seed and invoice ids): their differences from the baseline are the configs' doing. Every projected
+rate carries its 95% Wilson interval.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,7 +32,7 @@ from dunctl.config import Config
 from dunctl.errors import UsageError
 from dunctl.failures import Decline
 from dunctl.ledger import Ledger
-from dunctl.ledger import history_queries as q
+from dunctl.ledger.views import history as q
 from dunctl.model import Customer, InvoiceLine
 from dunctl.simulation.account import HistoricalInvoice, SimulatedAccount
 from dunctl.simulation.assumptions import (
@@ -60,28 +49,21 @@ from dunctl.simulation.demo import (
     stripe_retries,
     variant_config,
 )
-from dunctl.stats import Comparison, compare
+from dunctl.backtest_model import (
+    MIN_HELD_OUT,
+    CaseRecord,
+    Fit,
+    Validation,
+    fit_model,
+    held_out,
+    records,
+    recovered_within,
+    validate,
+)
+from dunctl.stats import Comparison, compare, newcombe, wilson
 
-MIN_CASES = 30
-SOFT = ("card_soft", "bank_soft", "unknown")
-BOUNDS = (0.25, 4.0)
 CHECK_DAYS = (7, 14, 30)
-TIMING_DAYS = (7, 14)
-TIMING_STEPS = 5               # at most this many doublings (or halvings) of the response delays
-
-
-@dataclass
-class Fit:
-    """One fitted quantity: what the ledger showed, what the preset gave on the same invoices, and the result."""
-
-    quantity: str                 # retries | messages | unprompted | timing
-    parameters: list[str]
-    cases: int                    # the denominator on the ledger
-    observed: float | None        # the share on the ledger
-    replayed: float | None        # the share the preset gave on the replay
-    scale: float                  # applied to the preset's parameters (1.0 when not fitted)
-    fitted: bool
-    why: str
+FEW_CASES = 100
 
 
 @dataclass
@@ -95,11 +77,18 @@ class Backtest:
     seed: int
     preset: str
     fits: list[Fit]
-    check: dict[str, dict[str, float | None]]    # share recovered by day N: {"ledger", "preset", "replay"}
+    validation: Validation
+    # share of the fitted cases recovered by day N, with 95% Wilson intervals: {"ledger", "preset", "replay"}
+    check: dict[str, dict[str, dict[str, float | None]]]
     observed: Outcome                 # the ledger as it is
     baseline: Outcome                 # the active config, replayed with the fitted model
     candidates: list[Outcome] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)   # candidate vs baseline, recovered of all
+    # the baseline against the ledger on every case, recovered of all: {"ledger", "replay", "gap", "low", "high"}
+    baseline_gap: dict[str, float | None] = field(default_factory=dict)
+    # every run's rates with their 95% Wilson intervals:
+    # {name: {"recovered_of_failed": {"rate", "low", "high"}, "recovered_of_ended": {...}}}
+    projected: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -129,72 +118,6 @@ def load_history(ledger: Ledger, since: datetime | None = None, until: datetime 
     return items
 
 
-# -- measuring shares, on the ledger and on a replay ------------------------------------------------------------
-
-
-@dataclass
-class Shares:
-    retried: int
-    by_retry: float | None
-    messaged: int
-    by_message: float | None
-    cases: int
-    unprompted: float | None
-    by_day: dict[int, float | None]
-
-
-def shares(ledger: Ledger, window: timedelta, since: datetime | None = None, until: datetime | None = None) -> Shares:
-    rows = q.outcomes(ledger, int(window.total_seconds()), iso(since), iso(until))
-    retried = [r for r in rows if r["failure_type"] in SOFT and r["attempts"] >= 2]
-    messaged = [r for r in rows if r["messages"] > 0]
-
-    def share(part: int, whole: int) -> float | None:
-        return part / whole if whole else None
-
-    by_day = {}
-    for day in CHECK_DAYS:
-        done = sum(1 for r in rows if r["state"] == "recovered" and r["recovered_at"]
-                   and from_iso(r["recovered_at"]) - from_iso(r["first_failed_at"]) < timedelta(days=day))
-        by_day[day] = share(done, len(rows))
-    return Shares(
-        retried=len(retried),
-        by_retry=share(sum(r["recovered_by"] in ("retry", "provider_retry") for r in retried), len(retried)),
-        messaged=len(messaged),
-        by_message=share(sum(r["last_touch"] in q.MESSAGES for r in messaged), len(messaged)),
-        cases=len(rows),
-        unprompted=share(sum(r["state"] == "recovered" and r["last_touch"] == "none" for r in rows), len(rows)),
-        by_day=by_day)
-
-
-def _fit(quantity: str, parameters: list[str], cases: int, observed: float | None, replayed: float | None,
-         prior: str) -> Fit:
-    if cases < MIN_CASES:
-        return Fit(quantity, parameters, cases, observed, replayed, 1.0, False,
-                   f"kept the {prior} preset's value: {cases} case(s), fewer than {MIN_CASES}")
-    if not replayed:
-        return Fit(quantity, parameters, cases, observed, replayed, 1.0, False,
-                   f"kept the {prior} preset's value: the replay saw none to compare with")
-    scale = min(max((observed or 0) / replayed, BOUNDS[0]), BOUNDS[1])
-    bounded = " (bounded)" if scale in BOUNDS and (observed or 0) / replayed not in BOUNDS else ""
-    return Fit(quantity, parameters, cases, observed, replayed, round(scale, 4), True,
-               f"fitted from {cases} cases: ledger {observed:.1%}, {prior} preset {replayed:.1%}, "
-               f"scale x{scale:.2f}{bounded}")
-
-
-def fitted_assumptions(prior: Assumptions, fits: list[Fit]) -> Assumptions:
-    changes: dict = {}
-    for fit in fits:
-        if not fit.fitted:
-            continue
-        for name in fit.parameters:
-            value = getattr(prior, name)
-            if isinstance(value, dict):
-                changes[name] = {k: round(min(v * fit.scale, 0.95), 4) for k, v in value.items()}
-            else:
-                changes[name] = round(min(value * fit.scale, 0.95), 6)
-    return dataclasses.replace(prior, **changes)
-
-
 # -- replaying ------------------------------------------------------------------------------------------------------
 
 
@@ -217,7 +140,7 @@ def replay(config: Config, history: list[HistoricalInvoice], ledger_path: Path, 
 
 
 def _observed(ledger: Ledger, config: Config, now: datetime, customers: int) -> Outcome:
-    from dunctl.ledger.report_queries import messages_delivered, retries_made
+    from dunctl.ledger.views.report import messages_delivered, retries_made
     from dunctl.simulation.demo import measure
 
     # The same counting as every simulated run's (Driver.outcome): one engine, so the columns compare.
@@ -227,18 +150,11 @@ def _observed(ledger: Ledger, config: Config, now: datetime, customers: int) -> 
                    subscriptions=None, preset="observed")
 
 
-def run_backtest(active: Config, candidates: list[Path], work: Path, now: datetime, *, since: datetime | None = None,
-                 until: datetime | None = None, follow_up_days: int = 0, seed: int = DEFAULT_SEED,
-                 preset: str = DEFAULT_PRESET) -> Backtest:
-    """Replay the active config's ledger under itself (the baseline) and under each candidate, with the model
-    fitted to the ledger. `now` is the ledger's clock: the replay runs to it (plus `follow_up_days`), so the
-    baseline sees what the ledger has seen."""
-    prior = preset_assumptions(preset)
+def _read_ledger(active: Config, now: datetime, since: datetime | None, until: datetime | None
+                 ) -> tuple[list[HistoricalInvoice], list[CaseRecord], Outcome]:
     if not active.ledger_path.exists():
         raise UsageError(f"no ledger at {active.ledger_path}", "run `dunctl tick` (or `dunctl demo`) first, or "
                          "pass -c with the config whose ledger holds the history")
-    work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
     ledger = Ledger.open_existing(active.ledger_path)
     try:
         history = load_history(ledger, since, until)
@@ -246,133 +162,140 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
             raise UsageError(f"no failed invoices in {active.ledger_path}"
                              + (" in that period" if since or until else ""),
                              "a backtest replays the cases a ledger holds: run dunctl for a while first")
-        window = active.file.dunning.attribution_window
-        seen = shares(ledger, window, since, until)   # the same cohort as the history replayed
+        cases = records(q.case_touches(ledger, iso(since), iso(until)))
         observed = _observed(ledger, active, now, len({h.customer.id for h in history}))
     finally:
         ledger.close()
+    return history, cases, observed
+
+
+@dataclass
+class _Runs:
+    """Replays of (part of) the history, each into its own numbered ledger under `work`."""
+
+    history: list[HistoricalInvoice]
+    work: Path
+    seed: int
+    start: datetime
+    end: datetime
+    preset: str
+    made: int = 0
+
+    def outcome(self, config: Config, name: str, model: Assumptions, part: list[HistoricalInvoice] | None = None,
+                seed: int | None = None, keep: bool = False) -> tuple[Outcome, list[CaseRecord]]:
+        path = self.work / f"{self.made:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.db"
+        self.made += 1
+        outcome, ledger = replay(config, self.history if part is None else part, path, name=name,
+                                 seed=self.seed if seed is None else seed, start=self.start, end=self.end,
+                                 assumptions=model, preset=self.preset)
+        try:
+            return outcome, records(q.case_touches(ledger)) if keep else []
+        finally:
+            ledger.close()
+
+    def cases(self, config: Config, name: str, model: Assumptions, part: list[HistoricalInvoice],
+              seed: int | None = None) -> list[CaseRecord]:
+        return self.outcome(config, name, model, part, seed, keep=True)[1]
+
+
+def run_backtest(active: Config, candidates: list[Path], work: Path, now: datetime, *, since: datetime | None = None,
+                 until: datetime | None = None, follow_up_days: int = 0, seed: int = DEFAULT_SEED,
+                 preset: str = DEFAULT_PRESET) -> Backtest:
+    """Fit the customer model to the active config's ledger, check it on held-out cases, then replay every case
+    under the active config (the baseline) and under each candidate. `now` is the ledger's clock: the replay runs
+    to it (plus `follow_up_days`), so the baseline sees what the ledger has seen."""
+    prior = preset_assumptions(preset)
+    history, ledger_cases, observed = _read_ledger(active, now, since, until)
     start = min(h.created for h in history).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     end = now + timedelta(days=follow_up_days)
     if end <= start:
         raise UsageError(f"the ledger's clock ({iso(now)}) is before its first invoice ({iso(start)})",
                          "pass --now with a later time")
-
-    def run(config: Config, name: str, assumptions: Assumptions, index: int) -> tuple[Outcome, Ledger]:
-        path = work / f"{index:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.db"
-        return replay(config, history, path, name=name, seed=seed, start=start, end=end, assumptions=assumptions,
-                      preset=preset)
-
-    # 1. the preset on the ledger's own config: what the model gives before fitting
-    _, first = run(active, "baseline-prior", prior, 0)
-    try:
-        before = shares(first, window)
-    finally:
-        first.close()
-    # 2. the timing: how many cases the ledger had recovered by day 7 and 14, with the preset's shares
-
-    def timed(scale: float, index: int) -> Shares:
-        _, trial = run(active, "timing", dataclasses.replace(prior, response_delay_scale=scale), index)
-        try:
-            return shares(trial, window)
-        finally:
-            trial.close()
-
-    timing, delay_scale, at_timing = _fit_timing(timed, seen, before, preset)
-    # 3. the shares, against a replay with the fitted timing (slower customers also pay outside the attribution
-    # window and after the ledger's clock, so they are measured where the timing is right)
-    fits = [
-        _fit("retries", ["retry_recoverable"], seen.retried, seen.by_retry, at_timing.by_retry, preset),
-        _fit("messages", ["email_response", "sms_response"], seen.messaged, seen.by_message, at_timing.by_message,
-             preset),
-        _fit("unprompted", ["organic_daily_rate"], seen.cases, seen.unprompted, at_timing.unprompted, preset),
-        timing,
-    ]
-    shares_fitted = fitted_assumptions(prior, [fit for fit in fits if fit is not timing])
-    model = dataclasses.replace(shares_fitted, response_delay_scale=delay_scale)
-    # 4. the baseline: the active config, replayed with the fitted model
-    baseline, base_ledger = run(active, "baseline", model, 1)
-    try:
-        after = shares(base_ledger, window)
-    finally:
-        base_ledger.close()
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    runs = _Runs(history, work, seed, start, end, preset)
+    train = [h for h in history if not held_out(h.invoice_id)]
+    test = [h for h in history if held_out(h.invoice_id)]
+    train_ids = {h.invoice_id for h in train}
+    ledger_train = [c for c in ledger_cases if c.invoice_id in train_ids]
+    ledger_test = [c for c in ledger_cases if c.invoice_id not in train_ids]
+    fitted = fit_model(ledger_train, lambda model, n: runs.cases(active, f"fit-{n}", model, train), prior, preset)
+    # A fresh seed: a ledger simulated with `seed` (a demo's) would otherwise be replayed with its own luck.
+    fresh = seed + 1
+    replayed_test = runs.cases(active, "held-out", fitted.model, test, fresh) if len(test) >= MIN_HELD_OUT else []
+    validation = validate(ledger_test, replayed_test, len(train), fresh)
+    baseline, replayed = runs.outcome(active, "baseline", fitted.model, keep=fitted.prior_cases is None)
+    # Nothing fitted: the baseline's replay of the fitted cases is the preset's, and the fitted model's.
+    preset_cases = fitted.prior_cases or [c for c in replayed if c.invoice_id in train_ids]
     result = Backtest(
         ledger=str(active.ledger_path), since=iso(since), until=iso(until), cases=len(history), start=iso(start),
-        end=iso(end), seed=seed, preset=preset, fits=fits,
-        check={f"recovered within {d} days": {"ledger": _round(seen.by_day[d]), "preset": _round(before.by_day[d]),
-                                              "replay": _round(after.by_day[d])}
-               for d in CHECK_DAYS},
-        observed=observed, baseline=baseline)
-    # 5. the candidates, on the same invoices with the same luck
+        end=iso(end), seed=seed, preset=preset, fits=fitted.fits, validation=validation,
+        check=_check(ledger_train, preset_cases, fitted.fitted_cases or preset_cases), observed=observed,
+        baseline=baseline)
+    _run_candidates(result, runs, candidates, work, fitted.model)
+    result.projected = {o.name: {"recovered_of_failed": _interval(o.recovered, o.failed_invoices),
+                                 "recovered_of_ended": _interval(o.recovered, o.ended)}
+                        for o in (observed, baseline, *result.candidates)}
+    result.baseline_gap = _gap(sum(1 for c in ledger_cases if c.recovered_at), len(ledger_cases), baseline)
+    result.warnings = _warnings(result)
+    return result
+
+
+def _gap(recovered: int, cases: int, baseline: Outcome) -> dict[str, float | None]:
+    """The baseline's recovered of all against the ledger's (`recovered` of its `cases`: the cohort replayed, not
+    the whole ledger), on every case: the fitted ones included, so a weaker check than the held-out validation.
+    With Newcombe's 95% interval."""
+    diff = newcombe(baseline.recovered, baseline.failed_invoices, recovered, cases)
+    return {"ledger": round(recovered / cases, 4) if cases else None, "replay": baseline.recovered_of_all,
+            "gap": None if diff is None else round(diff.difference, 4),
+            "low": None if diff is None else round(diff.low, 4), "high": None if diff is None else round(diff.high, 4)}
+
+
+def _run_candidates(result: Backtest, runs: _Runs, candidates: list[Path], work: Path, model: Assumptions) -> None:
+    """The candidates, on the same invoices with the same luck as the baseline."""
     names = {"baseline"}
     for i, source in enumerate(candidates):
         name, config = variant_config(source, work)
         while name in names:
             name = f"{name}-{i + 1}"
         names.add(name)
-        outcome, candidate_ledger = run(config, name, model, i + 2)
-        candidate_ledger.close()
+        outcome, _ = runs.outcome(config, name, model)
         result.candidates.append(outcome)
         result.comparisons.append(compare(name, outcome.recovered, outcome.failed_invoices, "the baseline",
-                                          baseline.recovered, baseline.failed_invoices, noun=""))
-    result.warnings = _warnings(result)
-    return result
+                                          result.baseline.recovered, result.baseline.failed_invoices, noun=""))
 
 
-def _timing_error(replayed: Shares, seen: Shares) -> float:
-    return sum(((replayed.by_day[d] or 0) - (seen.by_day[d] or 0)) ** 2 for d in TIMING_DAYS)
+def _interval(part: int, whole: int) -> dict[str, float | None]:
+    if not whole:
+        return {"rate": None, "low": None, "high": None}
+    low, high = wilson(part, whole)
+    return {"rate": round(part / whole, 4), "low": round(low, 4), "high": round(high, 4)}
 
 
-def _fit_timing(attempt, seen: Shares, before: Shares, preset: str) -> tuple[Fit, float, Shares]:
-    """The response-delay scale whose replay recovers as many cases by day 7 and 14 as the ledger did: from x1
-    (the preset's replay, `before`), doubling (customers slower than the model) or halving (faster) while the
-    by-day shares come closer, then halfway to either neighbour. `attempt(scale, index)` replays with that
-    scale. Returns the fit, the scale, and the chosen replay's shares."""
-    recovered = round((seen.by_day[CHECK_DAYS[-1]] or 0) * seen.cases)
-    parameters = ["response_delay_scale"]
-    observed = seen.by_day[TIMING_DAYS[0]]
-    if recovered < MIN_CASES:
-        return (Fit("timing", parameters, recovered, observed, before.by_day[TIMING_DAYS[0]], 1.0, False,
-                    f"kept the {preset} preset's value: {recovered} case(s) recovered, fewer than {MIN_CASES}"),
-                1.0, before)
-    # The model recovers more by day 7 than the ledger did: its customers are too quick, so slow them down.
-    factor = 2.0 if (before.by_day[TIMING_DAYS[0]] or 0) > (observed or 0) else 0.5
-    best = (_timing_error(before, seen), 1.0, before)
-    scale = 1.0
-    for step in range(TIMING_STEPS):
-        scale *= factor
-        trial = attempt(scale, 100 + step)
-        error = _timing_error(trial, seen)
-        if error >= best[0]:
-            break
-        best = (error, scale, trial)
-    for n, between in enumerate((best[1] * math.sqrt(2), best[1] / math.sqrt(2))):
-        trial = attempt(between, 150 + n)
-        error = _timing_error(trial, seen)
-        if error < best[0]:
-            best = (error, between, trial)
-    _, scale, got = best
-    scale = round(scale, 4)
-    shown = ", ".join(f"day {d}: ledger {seen.by_day[d]:.1%}, replay {got.by_day[d]:.1%}" for d in TIMING_DAYS)
-    return (Fit("timing", parameters, recovered, observed, got.by_day[TIMING_DAYS[0]], scale, True,
-                f"fitted from {recovered} cases recovered: customers' response delays x{scale:g}, the closest to "
-                f"the ledger's share of all cases recovered by day {' and '.join(map(str, TIMING_DAYS))} "
-                f"({shown}, with the {preset} preset's shares)"),
-            scale, got)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+def _check(ledger: list[CaseRecord], prior: list[CaseRecord], fitted: list[CaseRecord]) -> dict:
+    """Share of the fitted cases recovered within N days: on the ledger, on the preset's replay, on the fitted
+    model's replay, each with its 95% Wilson interval."""
+    return {f"recovered within {d} days": {
+        "ledger": _interval(recovered_within(ledger, d), len(ledger)),
+        "preset": _interval(recovered_within(prior, d), len(prior)),
+        "replay": _interval(recovered_within(fitted, d), len(fitted))} for d in CHECK_DAYS}
 
 
 def _warnings(result: Backtest) -> list[str]:
     notes = []
-    if result.cases < 100:
+    if result.cases < FEW_CASES:
         notes.append(f"only {result.cases} failed invoices: differences of a few cases are noise; read the "
                      "verdicts, not the percentages")
-    not_fitted = [f.quantity for f in result.fits if not f.fitted]
-    if not_fitted:
-        notes.append(f"not enough history to fit {', '.join(not_fitted)}: the {result.preset} preset's values "
-                     "stand in for this ledger's customers there")
+    for fit in result.fits:
+        if not fit.fitted:
+            notes.append(f"{fit.quantity} ({', '.join(fit.parameters)}) {fit.why}")
+    if result.validation.misses or result.validation.gap is None:
+        notes.append(f"validation: {result.validation.verdict}")
+    gap = result.baseline_gap
+    if gap.get("low") is not None and (gap["low"] > 0 or gap["high"] < 0):
+        notes.append(f"baseline: the replay of every case recovers {gap['replay']:.1%} of all, the ledger "
+                     f"{gap['ledger']:.1%}, a gap of {gap['gap'] * 100:+.1f} points (95% CI {gap['low'] * 100:+.1f} to "
+                     f"{gap['high'] * 100:+.1f}): the model misses this ledger beyond its interval")
     for comparison in result.comparisons:
         if not comparison.distinguishable and comparison.more_per_arm:
             notes.append(f"{comparison.arm}: about {comparison.more_per_arm:,} more failed invoices would be "

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dunctl.errors import UsageError
-from dunctl.preflight import ledger_file_problem, sqlite_error
+from dunctl.ledger.file import copy_ledger, ledger_file_problem, sqlite_error
 
 
 @dataclass
@@ -45,17 +45,7 @@ def backup_ledger(source: Path, target: Path, *, force: bool = False) -> Backup:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        src = sqlite3.connect(source, timeout=30)
-        try:
-            dst = sqlite3.connect(tmp)
-            try:
-                src.backup(dst)  # all pages in one step: one consistent snapshot
-                dst.execute("PRAGMA journal_mode = DELETE")  # the copy is one self-contained file
-                result = dst.execute("PRAGMA integrity_check").fetchone()[0]
-            finally:
-                dst.close()
-        finally:
-            src.close()
+        result = copy_ledger(source, Path(tmp))
         if result != "ok":
             raise UsageError(f"the copy of {source} failed its integrity check ({result}); nothing was written "
                              f"to {target}", "the ledger itself may be damaged: run `sqlite3 LEDGER 'PRAGMA "

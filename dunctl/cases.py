@@ -13,7 +13,7 @@ from dunctl.errors import UsageError
 from dunctl.failures import FAILURE_TYPES
 from dunctl.money import decimals
 from dunctl.ledger import ENDED_STATES, Ledger
-from dunctl.ledger.status_queries import (STATES, CaseFilter, attention_counts, case_count, case_page,
+from dunctl.ledger.views.status import (STATES, CaseFilter, attention_counts, case_count, case_page,
                                           revenue_at_risk, unknown_actions)
 
 
@@ -138,7 +138,7 @@ class CaseDetail:
 
 
 def find_case(ledger: Ledger, invoice_id: str) -> dict:
-    case = ledger.case_for_invoice(invoice_id)
+    case = ledger.cases.for_invoice(invoice_id)
     if case is None:
         raise UsageError(f"no case for invoice {invoice_id}", "`dunctl status --all` lists every case")
     return case
@@ -146,8 +146,8 @@ def find_case(ledger: Ledger, invoice_id: str) -> dict:
 
 def show(ledger: Ledger, invoice_id: str) -> CaseDetail:
     case = find_case(ledger, invoice_id)
-    return CaseDetail(case=case, invoice=ledger.invoice(invoice_id), customer=ledger.customer(case["customer_id"]),
-                      actions=ledger.actions(case["id"]), timeline=ledger.timeline(case["id"]))
+    return CaseDetail(case=case, invoice=ledger.sync.invoice(invoice_id), customer=ledger.sync.customer(case["customer_id"]),
+                      actions=ledger.actions(case["id"]), timeline=ledger.cases.timeline(case["id"]))
 
 
 def pause(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
@@ -156,9 +156,9 @@ def pause(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     if case["state"] != "open":
         raise UsageError(f"case {invoice_id} is {case['state']}, not open; only an open case can be paused")
     with ledger.transaction():
-        ledger.pause_case(case["id"])
-        ledger.add_timeline(case["id"], now, "paused", f"paused by a person: {reason}")
-    return ledger.case(case["id"])
+        ledger.cases.pause(case["id"])
+        ledger.cases.add_timeline(case["id"], now, "paused", f"paused by a person: {reason}")
+    return ledger.cases.get(case["id"])
 
 
 def resume(ledger: Ledger, config: Config, invoice_id: str, reason: str, now: datetime) -> dict:
@@ -170,11 +170,11 @@ def resume(ledger: Ledger, config: Config, invoice_id: str, reason: str, now: da
     if case["state"] != "paused":
         raise UsageError(f"case {invoice_id} is {case['state']}, not paused")
     with ledger.transaction():
-        ledger.resume_case(case["id"])
-        ledger.add_timeline(case["id"], now, "resumed", f"resumed by a person: {reason}")
+        ledger.cases.resume(case["id"])
+        ledger.cases.add_timeline(case["id"], now, "resumed", f"resumed by a person: {reason}")
         schedule_case(ledger, case["id"], planner_settings(config, monitor=config.file.mode == "monitor"),
                       config.file.stripe.retries == "dunctl", now)
-    return ledger.case(case["id"])
+    return ledger.cases.get(case["id"])
 
 
 def resolve(ledger: Ledger, config: Config, invoice_id: str, step_id: str, *, sent: bool, reason: str, by: str,
@@ -198,11 +198,11 @@ def resolve(ledger: Ledger, config: Config, invoice_id: str, step_id: str, *, se
     note = f"resolved by {by}: {what} ({reason})"
     with ledger.transaction():
         ledger.resolve_unknown(action["id"], sent=sent, note=note, now=now)
-        ledger.add_timeline(case["id"], now, "resolved", f"{step_id} ({action['action']}) {note}")
+        ledger.cases.add_timeline(case["id"], now, "resolved", f"{step_id} ({action['action']}) {note}")
         if not sent:
             schedule_case(ledger, case["id"], planner_settings(config, monitor=config.file.mode == "monitor"),
                           config.file.stripe.retries == "dunctl", now)
-    return ledger.case(case["id"])
+    return ledger.cases.get(case["id"])
 
 
 @dataclass
@@ -239,7 +239,7 @@ def resolve_all(ledger: Ledger, config: Config, *, sent: bool, before: datetime,
                                           f"--sent`"))
                 continue
             ledger.resolve_unknown(action["id"], sent=sent, note=note, now=now)
-            ledger.add_timeline(action["case_id"], now, "resolved", f"{action['step_id']} ({action['action']}) {note}")
+            ledger.cases.add_timeline(action["case_id"], now, "resolved", f"{action['step_id']} ({action['action']}) {note}")
             if not sent:
                 schedule_case(ledger, action["case_id"], settings, config.file.stripe.retries == "dunctl", now)
             done.resolved.append({**action, "status": "done" if sent else "resend"})
@@ -251,12 +251,12 @@ def close(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     case = find_case(ledger, invoice_id)
     if case["state"] in ENDED_STATES:
         raise UsageError(f"case {invoice_id} already ended ({case['state']})")
-    invoice = ledger.invoice(invoice_id)
+    invoice = ledger.sync.invoice(invoice_id)
     with ledger.transaction():
-        ledger.end_case(case["id"], "closed", reason, now,
+        ledger.cases.end(case["id"], "closed", reason, now,
                         amount_recovered=max(0, invoice["amount_paid"] - case["amount_paid_at_open"]))
-        ledger.add_timeline(case["id"], now, "closed", f"closed by a person: {reason}")
-    return ledger.case(case["id"])
+        ledger.cases.add_timeline(case["id"], now, "closed", f"closed by a person: {reason}")
+    return ledger.cases.get(case["id"])
 
 
 def as_text_time(value: str | None) -> str:

@@ -17,8 +17,10 @@ from typing import Any
 from dunctl.failures import FAILURE_TYPES
 
 AMOUNT_FIELDS = ("amount_due", "amount_remaining")
-NUMBER_FIELDS = ("attempt_count", "days_since_failure")
-TEXT_FIELDS = ("currency", "failure_type", "decline_code", "payment_method_type", "billing_reason", "segment")
+# days_overdue: days past the due date (negative before it); a card invoice's due date is its first failure
+NUMBER_FIELDS = ("attempt_count", "days_since_failure", "days_overdue")
+TEXT_FIELDS = ("currency", "failure_type", "decline_code", "payment_method_type", "billing_reason", "segment",
+               "collection_method")
 BOOL_FIELDS = ("usage_based", "livemode")
 METADATA_PREFIXES = ("customer.metadata.", "invoice.metadata.", "subscription.metadata.")
 COMPARISONS = ("gte", "gt", "lte", "lt")

@@ -7,7 +7,7 @@ what dunctl adds over Stripe's own retries and emails can be measured.
 Assignment is a pure function of (experiment name, customer id): sha256, never Python's `hash()` (salted per
 process), never the clock or a random generator. A customer therefore stays in one arm across invoices, and
 re-running a tick, rebuilding a ledger or moving to another machine assigns the same arm. The arm is recorded on
-the case when it opens (`dunctl.ledger.experiment_queries.record_assignment`) and never changed afterwards;
+the case when it opens (`ledger.cases.assign_arm`) and never changed afterwards;
 removing an experiment from the config ends it for new cases and keeps the history of the old ones.
 
 Two hashes are used: one decides the holdout, the other the arm. Changing the holdout share therefore never
@@ -310,7 +310,7 @@ NOTE = ("Differences are in recovered of all the arm's cases (open ones count as
 
 
 def _experiment_report(ledger, name: str, configured: Experiment | None, lo, hi) -> ExperimentReport:
-    from dunctl.ledger import experiment_queries as q
+    from dunctl.ledger.views import experiments as q
     from dunctl.sequential import METHOD, ArmSample, Design, compare_arms
 
     money = q.arm_currencies(ledger, name, lo, hi)
@@ -344,7 +344,7 @@ def arm_report(ledger, config=None, experiment: str | None = None, since=None, u
     control with no case in the period refuses every comparison instead of leaving them out."""
     from dunctl.clock import iso
     from dunctl.errors import UsageError
-    from dunctl.ledger import experiment_queries as q
+    from dunctl.ledger.views import experiments as q
 
     lo, hi = iso(since), iso(until)
     recorded = q.experiments_in_ledger(ledger)

@@ -18,8 +18,13 @@ BANK_SOFT = "bank_soft"
 BANK_HARD = "bank_hard"
 DISPUTE = "dispute"
 UNKNOWN = "unknown"
+# Not a failure: a net-terms invoice (collection_method send_invoice) the customer pays by its due date
+# (dunctl/receivables). Its case is timed from the due date; nothing is charged unless the customer has a payment
+# method and the sequence asks for a retry.
+NET_TERMS = "net_terms"
 
-FAILURE_TYPES = (CARD_HARD, CARD_UPDATE, ACTION_REQUIRED, CARD_SOFT, BANK_SOFT, BANK_HARD, DISPUTE, UNKNOWN)
+FAILURE_TYPES = (CARD_HARD, CARD_UPDATE, ACTION_REQUIRED, CARD_SOFT, BANK_SOFT, BANK_HARD, DISPUTE, UNKNOWN,
+                 NET_TERMS)
 
 # Types for which an automatic retry of the same payment method must never happen.
 NEVER_RETRY = frozenset({CARD_HARD, BANK_HARD, DISPUTE, ACTION_REQUIRED})
@@ -37,6 +42,7 @@ PLAIN_WORDS = {
     BANK_HARD: "your bank could not debit the account on file",
     DISPUTE: "the payment is under dispute",
     UNKNOWN: "the payment did not go through",
+    NET_TERMS: "the invoice is not paid yet",
 }
 # A bank debit returned for another reason than missing money (could_not_process, SEPA MS03 "reason not
 # specified"): telling the customer "insufficient funds" would be wrong, and an accusation.

@@ -12,6 +12,7 @@ import functools
 from dunctl.failures import (
     ACTION_REQUIRED,
     BANK_RETURNED,
+    NET_TERMS,
     BANK_HARD,
     BANK_SOFT,
     CARD_HARD,
@@ -77,6 +78,7 @@ FAILURE_WORDS: dict[str, dict[str, str]] = {
         BANK_RETURNED: "votre banque a rejeté le prélèvement",
         DISPUTE: "le paiement fait l'objet d'une contestation",
         UNKNOWN: "le paiement n'a pas abouti",
+        NET_TERMS: "la facture n'est pas encore réglée",
     },
     "de": {
         CARD_HARD: "Ihre Bank hat die Karte abgelehnt; sie kann nicht erneut belastet werden",
@@ -88,6 +90,7 @@ FAILURE_WORDS: dict[str, dict[str, str]] = {
         BANK_RETURNED: "Ihre Bank hat die Lastschrift zurückgegeben",
         DISPUTE: "die Zahlung wurde beanstandet",
         UNKNOWN: "die Zahlung ist nicht durchgegangen",
+        NET_TERMS: "die Rechnung ist noch nicht bezahlt",
     },
     "es": {
         CARD_HARD: "su banco ha rechazado la tarjeta y ya no es posible cargar pagos en ella",
@@ -99,6 +102,7 @@ FAILURE_WORDS: dict[str, dict[str, str]] = {
         BANK_RETURNED: "su banco ha devuelto el adeudo",
         DISPUTE: "el pago está en disputa",
         UNKNOWN: "el pago no se ha completado",
+        NET_TERMS: "la factura aún no está pagada",
     },
     "ja": {
         CARD_HARD: "カード会社によりこのカードでの決済が承認されず、同じカードでの再決済はできません",
@@ -110,6 +114,7 @@ FAILURE_WORDS: dict[str, dict[str, str]] = {
         BANK_RETURNED: "金融機関により口座振替が返却されました",
         DISPUTE: "お支払いについて異議申し立てが行われています",
         UNKNOWN: "お支払いが完了しませんでした",
+        NET_TERMS: "請求書のお支払いがまだ確認できておりません",
     },
 }
 

@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -423,8 +423,8 @@ def _sequence_of(case: dict, sequence):
 def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_method: dict | None,
                   update_link: str | None, company: str, now: datetime, sequence=None,
                   default_locale: str = "en", timezone: str | None = None, also: list[CasePart] = (),
-                  locale: str | None = None, reason_shown: bool = True, account: str | None = None
-                  ) -> MessageContext:
+                  locale: str | None = None, reason_shown: bool = True, account: str | None = None,
+                  open_invoices: list[dict] | None = None) -> MessageContext:
     """Everything a template may use, formatted for the customer's locale (or `locale`).
 
     `invoices` lists every invoice the message covers (this case's, then `also`'s: further cases of the same
@@ -441,8 +441,9 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
     zone = (customer or {}).get("timezone") or timezone or "UTC"
 
     def build(tag: str) -> MessageContext:
-        return MessageContext(_context(parts, customer, company, now, tag, preferred, default_locale, zone,
-                                       reason_shown, account), build)
+        found = _context(parts, customer, company, now, tag, preferred, default_locale, zone, reason_shown, account)
+        return MessageContext({**found, "statement": _statement(open_invoices or [], now, found["locale"], zone)},
+                              build)
 
     return build(normalise(locale) or preferred or normalise(default_locale) or "en")
 
@@ -505,6 +506,7 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
             "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
             "attempts": case["attempts"],
             "consequence": {"action": then["action"], "on": deadline(then["at"])} if then else None,
+            **_terms(invoice, now, day, lambda amount: format_money(amount, currency, code)),
         })
     one = invoices[0]
     links = {inv["pay_link"] for inv in invoices}
@@ -537,6 +539,38 @@ def _context(parts: list[CasePart], customer: dict | None, company: str, now: da
         "follow_up": False,      # the customer already got a message about this case (tick/actions.py)
         "sent": [],              # what was sent and tried on these cases, for internal messages (tick/actions.py)
     }
+
+
+def _statement(rows: list[dict], now: datetime, tag: str, zone: str) -> list[dict]:
+    """The customer's open invoices (`open_invoices`: dunctl/ledger/receivables.py open_invoices_of) per currency,
+    formatted for the message's locale, with a total per currency: a statement of account (never one total)."""
+    code = str(babel_locale(tag))
+    try:
+        tz = ZoneInfo(zone)
+    except (ValueError, KeyError):
+        tz = ZoneInfo("UTC")
+    sections: dict[str, dict] = {}
+    for row in rows:
+        currency, due = row["currency"], from_iso(row["due"])
+        section = sections.setdefault(currency, {"currency": currency, "lines": [], "total_minor": 0})
+        section["lines"].append({"number": row["number"] or row["id"], "due_date": format_day(due.astimezone(tz), code),
+                                 "days_overdue": (now - due).days, "link": row.get("hosted_invoice_url") or "",
+                                 "amount": format_money(row["amount_remaining"], currency, code)})
+        section["total_minor"] += row["amount_remaining"]
+    for section in sections.values():
+        section["total"] = format_money(section.pop("total_minor"), section["currency"], code)
+    return [sections[c] for c in sorted(sections)]
+
+
+def _terms(invoice: dict, now: datetime, day, money) -> dict:
+    """A net-terms invoice's facts for its reminders (dunctl/receivables): due date, days past it (negative
+    before), the PDF link, and what was paid already (a partial payment: the message says what is left)."""
+    due = from_iso(invoice.get("due_date"))
+    paid = invoice.get("amount_paid") or 0
+    return {"due_date": day(due) if due else "", "days_overdue": (now - due).days if due else 0,
+            "days_until_due": max(0, -((now - due) // timedelta(days=1))) if due else 0,
+            "invoice_pdf": invoice.get("invoice_pdf") or "", "amount_paid": money(paid),
+            "partial": bool(paid and invoice["amount_remaining"])}
 
 
 def _plain(failure_type: str, decline: dict, lang: str, reason_shown: bool) -> str:
@@ -618,6 +652,8 @@ def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, bu
         invoice = {"id": f"in_sample{n}", "number": f"ACME-004{n}", "currency": currency,
                    "amount_due": amount * n, "amount_remaining": amount * n,
                    "hosted_invoice_url": sample_link(n),
+                   # a net-terms invoice's (dunctl/receivables): its due date and PDF; a card invoice has none
+                   "due_date": "2026-01-10T00:00:00Z", "invoice_pdf": sample_link(n) + "/pdf",
                    "customer_name": "Ada Lovelace", "customer_email": "ada@example.com",
                    "payment_method_type": "card",
                    "decline": json.dumps({"decline_code": "insufficient_funds"}),
@@ -633,10 +669,12 @@ def sample_context(company: str = "Acme", failure_type: str = "card_soft", *, bu
     method = {"type": "card", "brand": "visa", "last4": "4242"}
     case, invoice = case_and_invoice(1)
     also = [CasePart(*case_and_invoice(n), method, sample_link(n)) for n in range(2, invoices + 1)]
+    statement = [{"id": f"in_sample{n}", "number": f"ACME-003{n}", "currency": currency, "amount_remaining": amount * n,
+                  "due": f"2025-12-{10 + n}T00:00:00Z", "hosted_invoice_url": sample_link(n)} for n in (1, 2)]
     return build_context(case=case, invoice=invoice, customer=customer, payment_method=method,
                          update_link=sample_link(1), company=company,
                          now=datetime.fromisoformat("2026-01-13T00:00:00+00:00"), default_locale=default_locale,
-                         also=also, locale=locale)
+                         also=also, locale=locale, open_invoices=statement)
 
 
 def dashboard_url(invoice_id: str, livemode: bool, account: str | None = None) -> str:

@@ -88,6 +88,10 @@ class Invoice:
     attempt_count: int = 0
     next_payment_attempt: datetime | None = None
     hosted_invoice_url: str | None = None
+    # Net-terms invoices (collection_method send_invoice): the date the customer must pay by, and the PDF link
+    # their reminders carry (dunctl/receivables).
+    due_date: datetime | None = None
+    invoice_pdf: str | None = None
     customer_email: str | None = None
     customer_name: str | None = None
     payment_method_id: str | None = None

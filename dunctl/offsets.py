@@ -1,7 +1,8 @@
 """Step offsets: '30m', '1h', '3d', '2w', '5bd' (business days), or combinations such as '1d12h'.
 
 A step's time is its offset from the case's first failure. Business days skip Saturdays and Sundays, which is how
-ACH returns surface (3-5 business days after the debit).
+ACH returns surface (3-5 business days after the debit). A net-terms case is timed from its invoice's due date,
+so its offsets may be negative ('-7d': a week before it falls due); business days never are.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ _DAY = timedelta(days=1)
 _PART = re.compile(r"(\d+)(bd|m|h|d|w)")
 _WHOLE = re.compile(r"^(?:\d+(?:bd|m|h|d|w))+$")
 
-ALLOWED = "a number and a unit: m (minutes), h (hours), d (days), w (weeks), bd (business days), e.g. 30m, 3d, 5bd"
+ALLOWED = ("a number and a unit: m (minutes), h (hours), d (days), w (weeks), bd (business days), e.g. 30m, 3d, "
+           "5bd, or -7d (before a net-terms invoice's due date)")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ def parse_offset(text: str | int) -> Offset:
     value = str(text).strip().lower().replace(" ", "")
     if value == "0":
         return Offset("0")
-    if not _WHOLE.match(value):
+    sign = -1 if value.startswith("-") else 1
+    if not _WHOLE.match(value.removeprefix("-")):
         raise ValueError(f"'{text}' is not an offset; use {ALLOWED}")
     minutes = business = 0
     for number, unit in _PART.findall(value):
@@ -57,12 +60,16 @@ def parse_offset(text: str | int) -> Offset:
             business += n
         else:
             minutes += n * {"m": 1, "h": 60, "d": 1440, "w": 10080}[unit]
-    return Offset(value, minutes, business)
+    if sign < 0 and business:
+        raise ValueError(f"'{text}': business days cannot be negative; use d before a due date, e.g. -7d")
+    return Offset(value, sign * minutes, business)
 
 
 def parse_duration(text: str | int) -> timedelta:
     """A plain duration (no business days), for settings such as the grace period."""
     offset = parse_offset(text)
+    if offset.minutes < 0:
+        raise ValueError(f"'{text}' is negative; a duration is 0 or more")
     if offset.business_days:
         raise ValueError(f"'{text}' uses business days; use m, h, d or w here")
     return timedelta(minutes=offset.minutes)

@@ -9,19 +9,15 @@ write. Nothing here sends a message or changes a Stripe object.
 from __future__ import annotations
 
 import os
-import pwd
 import re
-import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from dunctl.errors import DunctlError, UsageError
+from dunctl.errors import DunctlError
+from dunctl.ledger.file import can_use, check_writable_dir, has_table, ledger_file_problem, quick_check, \
+    read_only_connection, read_state
 from dunctl.stripe_permissions import PROBES, key_hint, label, needed_permissions
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-RESTORE_HINT = ("restore the ledger from your last backup (see `dunctl backup`), or move it aside and start a new "
-                "one with `dunctl init` / `--new-ledger` (every step still within grace would then run again)")
 
 
 @dataclass
@@ -37,183 +33,15 @@ class Finding:
         return asdict(self)
 
 
-# -- the ledger file -------------------------------------------------------------------------------------------
-
-
-def _owner(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
-
-
-def _can(path: Path, mode: int) -> bool:
-    """os.access as the effective user (the one whose rights SQLite will have), where the OS can say."""
-    if os.access in os.supports_effective_ids:
-        return os.access(path, mode, effective_ids=True)
-    return os.access(path, mode)
-
-
-def _read_only_mount(directory: Path) -> bool:
-    try:
-        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_writable_dir(directory: Path, what: str) -> str | None:
-    """Why dunctl could not create files in `directory` (creating it if needed), or None when it can."""
-    existing = _nearest_existing(directory)
-    if existing.exists() and not existing.is_dir():
-        return f"{what} {directory} cannot be created: {existing} is a file"
-    if _read_only_mount(existing):
-        return f"{what} {directory} is on a read-only file system"
-    if not _can(existing, os.W_OK | os.X_OK):
-        return f"{what} {directory} is not writable by user {_owner(os.geteuid())}"
-    return None
-
-
-def ledger_file_problem(path: Path, *, must_exist: bool) -> UsageError | None:
-    """Why the ledger at `path` cannot be used by this process, or None. Checks the file only (no SQL), so it is
-    cheap enough to run on every open."""
-    path = Path(path)
-    if not path.exists():
-        if must_exist:
-            return UsageError(f"no ledger at {path}",
-                              "a new install starts one with `dunctl init`; to start an empty one for this config "
-                              "on purpose, run `dunctl tick --new-ledger`; if you had one, restore it from your "
-                              "backup instead (a new ledger runs again every step still within grace)")
-        problem = check_writable_dir(path.parent, "the ledger's directory")
-        return UsageError(f"cannot create the ledger {path}: {problem}",
-                          "set ledger.path in the config to a writable place") if problem else None
-    if path.is_dir():
-        return UsageError(f"the ledger {path} is a directory", "set ledger.path in the config to a file")
-    stat = path.stat()
-    if stat.st_uid != os.geteuid():
-        owner = _owner(stat.st_uid)
-        return UsageError(f"the ledger {path} belongs to user {owner}, not to {_owner(os.geteuid())} who runs "
-                          "dunctl; nothing was changed",
-                          f"run dunctl as {owner} (for example `sudo -u {owner} dunctl ...`): files another user "
-                          "creates next to the ledger would stop its own cron job")
-    if stat.st_size == 0 and must_exist:
-        return UsageError(f"the ledger {path} is empty (0 bytes): it was truncated or never initialised",
-                          RESTORE_HINT)
-    if _read_only_mount(path.parent):
-        return UsageError(f"the ledger {path} is on a read-only file system; nothing was changed",
-                          "remount it read-write, or move the ledger to a writable disk and set ledger.path")
-    if not _can(path, os.R_OK | os.W_OK):
-        mode = oct(stat.st_mode & 0o777)
-        return UsageError(f"the ledger {path} is not readable and writable by user {_owner(os.geteuid())} "
-                          f"(mode {mode})", f"chmod 600 {path}")
-    problem = check_writable_dir(path.parent, "the ledger's directory")
-    companions = [path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")]
-    if problem and not all(p.exists() and _can(p, os.R_OK | os.W_OK) for p in companions):
-        # SQLite keeps its write-ahead log and lock files next to the ledger: a read-only directory breaks every
-        # write, and a read-only mount every open.
-        return UsageError(f"{problem}; SQLite needs to create {path.name}-wal and {path.name}-shm there",
-                          "move the ledger to a writable directory and set ledger.path")
-    if stat.st_size == 0:
-        return None  # --new-ledger (or init) on an empty file: SQLite makes it a database
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
-    except OSError as exc:
-        return UsageError(f"cannot read the ledger {path}: {exc.strerror}")
-    if not header.startswith(SQLITE_HEADER):
-        return UsageError(f"{path} is not a dunctl ledger (not an SQLite database): it is damaged, or "
-                          "ledger.path points at another file; nothing was changed", RESTORE_HINT)
-    if len(header) < 100:
-        return UsageError(f"the ledger {path} is truncated ({stat.st_size} bytes); nothing was changed",
-                          RESTORE_HINT)
-    return None
-
-
-def newer_ledger_error(path: Path, unknown: list[str]) -> UsageError:
-    return UsageError(f"the ledger {path} was written by a newer dunctl (it has schema migration(s) "
-                      f"{', '.join(unknown)} this version does not know); nothing was changed",
-                      "upgrade dunctl (pip install -U dunctl) before running it on this ledger")
-
-
-def _nearly_full(directory: Path) -> bool:
-    try:
-        stat = os.statvfs(directory)
-    except OSError:
-        return False
-    return stat.f_bavail * stat.f_frsize < 256 * 1024
-
-
-def sqlite_error(exc: sqlite3.Error, path: Path | None) -> DunctlError:
-    """An SQLite error as one line a person can act on. The database's own words are kept at the end."""
-    text = str(exc)
-    where = f"the ledger {path}" if path else "the ledger"
-    lower = text.lower()
-    # A full disk often reaches SQLite as an I/O error on its write-ahead log rather than SQLITE_FULL.
-    if "database or disk is full" in lower or ("i/o error" in lower and path and _nearly_full(Path(path).parent)):
-        return UsageError(f"the disk holding {where} is full; the write was rolled back (SQLite: {text})",
-                          "free some space (or move the ledger) and run the command again")
-    if "not a database" in lower or "malformed" in lower or "file is encrypted" in lower:
-        return UsageError(f"{where} is damaged (SQLite: {text}); nothing was changed", RESTORE_HINT)
-    if "readonly" in lower or "read-only" in lower:
-        return UsageError(f"{where} cannot be written (SQLite: {text})",
-                          "check the file's permissions and that its directory and file system are writable")
-    if "unable to open" in lower or "disk i/o error" in lower:
-        return UsageError(f"{where} cannot be opened or read (SQLite: {text})",
-                          "check the file, its directory and the disk it is on")
-    if "locked" in lower or "busy" in lower:
-        error = DunctlError(f"{where} is busy: another dunctl command held it too long (SQLite: {text})",
-                            "nothing was lost; run the command again")
-        error.exit_code = 3
-        return error
-    return DunctlError(f"{where}: SQLite error: {text}")
-
-
-def quick_check(conn: sqlite3.Connection, path: Path) -> None:
-    """SQLite's `PRAGMA quick_check`: every page of the ledger is read and its b-tree structure checked (not the
-    indexes against their tables, which integrity_check adds at five times the cost). A damaged page that no query
-    of the moment happens to touch (an index, a table tick reads rarely) passes every command until the day it is
-    read, mid-tick; `check` and every tick run this first. Measured on a 10,000-case ledger (13 MB): about 20 ms of
-    CPU (30-130 ms wall, cold cache); it grows with the file (100,000 cases, 133 MB: 0.2 s CPU)."""
-    try:
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.Error as exc:
-        raise sqlite_error(exc, path) from None
-    if rows != [("ok",)]:
-        found = "; ".join(" ".join(str(row[0]).split()) for row in rows[:3])
-        raise UsageError(f"the ledger {path} is damaged (SQLite quick_check: {found}); nothing was changed",
-                         RESTORE_HINT)
-
-
-def unknown_migrations(conn: sqlite3.Connection) -> list[str]:
-    """Schema migrations recorded in the ledger that this dunctl does not have: a newer dunctl wrote it."""
-    from dunctl.ledger import SCHEMA, applied_migrations
-
-    return [name for name in applied_migrations(conn) if name not in SCHEMA]
+# -- the ledger file --------------------------------------------------------------------------------------------
 
 
 def inspect_ledger(path: Path) -> dict:
     """Open the ledger read-only (no migration, no WAL files created by us) and return what `check` reports:
     the account it follows. Raises UsageError for a damaged ledger or one written by a newer dunctl."""
-    from dunctl.ledger import Ledger, connect
-
-    conn = connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        unknown = unknown_migrations(conn)
-        if unknown:
-            raise newer_ledger_error(path, unknown)
+    with read_only_connection(path) as conn:
         quick_check(conn, path)
-        ledger = Ledger(conn, path)
-        has_state = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sync_state'").fetchone()
-        return {"account_mode": ledger.get_state("account_mode") if has_state else None}
-    except sqlite3.Error as exc:
-        raise sqlite_error(exc, path) from None
-    finally:
-        conn.close()
+        return {"account_mode": read_state(conn, "account_mode") if has_table(conn, "sync_state") else None}
 
 
 # -- what a config needs ---------------------------------------------------------------------------------------
@@ -285,7 +113,7 @@ def path_findings(config, log_path: Path | None = None) -> list[Finding]:
     if log_path is not None:
         log_path = Path(log_path).resolve()
         problem = check_writable_dir(log_path.parent, "the log's directory")
-        if problem is None and log_path.exists() and not _can(log_path, os.W_OK):
+        if problem is None and log_path.exists() and not can_use(log_path, os.W_OK):
             problem = f"the log file {log_path} is not writable"
         findings.append(Finding("log file", problem is None, problem or f"{log_path} can be appended to",
                                 None if problem is None else "set log.path to a writable file"))

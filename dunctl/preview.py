@@ -7,7 +7,6 @@ portal link is created by Stripe at send time) is shown as the invoice's hosted 
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -44,22 +43,10 @@ class Preview:
 @contextmanager
 def read_only_ledger(path: Path):
     """The ledger through a read-only connection: SQLite refuses any write, so a preview cannot change it."""
-    from dunctl.ledger import Ledger, connect
-    from dunctl.preflight import ledger_file_problem, newer_ledger_error, sqlite_error, unknown_migrations
+    from dunctl.ledger import Ledger
 
-    problem = ledger_file_problem(path, must_exist=True)
-    if problem:
-        raise problem
-    conn = connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        unknown = unknown_migrations(conn)
-        if unknown:
-            raise newer_ledger_error(path, unknown)
-        yield Ledger(conn, path)
-    except sqlite3.Error as exc:
-        raise sqlite_error(exc, path) from None
-    finally:
-        conn.close()
+    with Ledger.open_read_only(path) as ledger:
+        yield ledger
 
 
 def _step_using(config: Config, template: str, sequence: str | None) -> Step | None:
@@ -179,20 +166,20 @@ def _case_context(config: Config, ledger, template: str, invoice_id: str, now: d
     that went in one message with it (one message_ref), the oldest first, as the tick groups them."""
     from dunctl.messages import CasePart
 
-    case = ledger.case_for_invoice(invoice_id)
-    invoice = ledger.invoice(invoice_id)
+    case = ledger.cases.for_invoice(invoice_id)
+    invoice = ledger.sync.invoice(invoice_id)
     if case is None or invoice is None:
         raise UsageError(f"no case for invoice {invoice_id} in the ledger",
                          "`dunctl status --all` lists the cases; or preview a sample with --failure TYPE")
     step = _step_using(config, template, case["sequence"])
     parts = []
     for other in _grouped_with(ledger, dict(case), step):
-        other_invoice = dict(ledger.invoice(other["invoice_id"]))
-        parts.append(CasePart(other, other_invoice, ledger.payment_method(other_invoice["payment_method_id"]),
-                              other_invoice["hosted_invoice_url"], ledger.sequence_definition(other["sequence_hash"])))
+        other_invoice = dict(ledger.sync.invoice(other["invoice_id"]))
+        parts.append(CasePart(other, other_invoice, ledger.sync.payment_method(other_invoice["payment_method_id"]),
+                              other_invoice["hosted_invoice_url"], ledger.cases.sequence_definition(other["sequence_hash"])))
     parts.sort(key=lambda part: (part.case["first_failed_at"], part.case["invoice_id"]))
     lead = parts[0]
-    customer = ledger.customer(case["customer_id"])
+    customer = ledger.sync.customer(case["customer_id"])
     customer = dict(customer) if customer is not None else None
     context = build_context(case=lead.case, invoice=lead.invoice, customer=customer,
                             payment_method=lead.payment_method, update_link=lead.update_link,
@@ -208,7 +195,7 @@ def _grouped_with(ledger, case: dict, step: Step | None) -> list[dict]:
     ref = next((a["message_ref"] for a in sent if a.get("message_ref")), None)
     if ref is None:
         return [case]
-    return [dict(c) for c in ledger.cases_in_message(ref)]
+    return [dict(c) for c in ledger.cases.in_message(ref)]
 
 
 def as_text(preview: Preview) -> str:

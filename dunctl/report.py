@@ -1,7 +1,7 @@
 # Over 500 lines: every report figure from one grouped pass over the rollups; the split into ledger/views/ (issue #22) moves its SQL out.
 """Recovery metrics over the ledger: the data behind `dunctl report` and the headline of `dunctl status`.
 
-Every metric is an SQL aggregate (dunctl/ledger/report_queries.py), read from rollups the ledger keeps by cohort
+Every metric is an SQL aggregate (dunctl/ledger/views/report.py), read from rollups the ledger keeps by cohort
 day, so the cost follows the number of groups, not of cases; Python only combines the grouped rows. The definitions (and why they are what they are) are in docs/metrics.md; keep the two in step.
 
 The cohort of a report is the cases whose first failure falls in [since, until). Every breakdown row carries
@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from dunctl.clock import from_iso, iso
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
-from dunctl.ledger import report_queries as q
+from dunctl.ledger.views import report as q
 from dunctl.notices.report import PreDunning
 
 # /2 (issue 24): the one `recovery_rate` (recovered of ended) became `recovered_of_failed` and
@@ -31,9 +31,6 @@ TOUCHES = q.TOUCHES
 DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=3)
 
 # The cube's columns that breakdowns group by, keyed by dimension name.
-_CUBE_KEYS = {"segment": "segment", "failure_type": "failure_type", "sequence": "sequence",
-              "currency": "currency", "cohort": "cohort"}
-
 
 # -- results ---------------------------------------------------------------------------------------------------
 
@@ -50,8 +47,8 @@ class Period:
             raise UsageError(f"--since {iso(self.since)} is not before --until {iso(self.until)}",
                              "give a period whose start comes before its end")
 
-    def span(self) -> q.Span:
-        return q.Span(iso(self.since), iso(self.until))
+    def span(self) -> q.Period:
+        return q.Period(iso(self.since), iso(self.until))
 
     def condition(self) -> dict:
         """The period as a filter on first_failed_at, in the condition language's words."""
@@ -219,6 +216,8 @@ class Report:
     schema: str = SCHEMA
     # Notices sent before a payment failed (dunctl/notices/report.py), by when they were sent; the CLI fills it.
     predunning: PreDunning | None = None
+    # Aging and DSO (dunctl/receivables/aging.py), as of the report's time; the CLI fills it.
+    receivables: object | None = None
 
 
 # -- computing ---------------------------------------------------------------------------------------------------
@@ -248,24 +247,6 @@ def parse_dimensions(names: list[str] | None) -> list[str]:
     return [d for d in DIMENSIONS if d in wanted]
 
 
-def _query(conn: sqlite3.Connection, sql: str, params=()) -> list[dict]:
-    cursor = conn.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor]
-
-
-_MEASURES = f"""sum(cases) AS cases,
-       coalesce(sum(CASE WHEN {q.OPEN} THEN cases END), 0) AS open,
-       coalesce(sum(CASE WHEN {q.ENDED} THEN cases END), 0) AS ended,
-       coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
-       coalesce(sum(CASE WHEN state = 'closed' THEN cases END), 0) AS closed,
-       coalesce(sum(at_stake), 0) AS failed_amount,
-       coalesce(sum(CASE WHEN {q.ENDED} THEN at_stake END), 0) AS at_stake,
-       coalesce(sum(CASE WHEN {q.ENDED} THEN recovered_amount END), 0) AS recovered_amount,
-       coalesce(sum(CASE WHEN {q.OPEN} THEN remaining END), 0) AS at_risk,
-       coalesce(sum(with_person), 0) AS with_person"""
-
-
 def _rates(row: dict) -> dict:
     """Both rates, by count and by amount, from one grouped row of the cube: every place that shows a rate shows
     both, named by their denominator (issue 24)."""
@@ -281,13 +262,12 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
               rollup: bool, known: tuple[str, int | None] | None = None,
               customers: tuple[str, int | None] | None = None) -> Headline:
     """The headline from the cube (which must exist on `conn`)."""
-    totals = _query(conn, f"SELECT {_MEASURES} FROM report_cube")[0]
-    by_state = dict(conn.execute(
-        f"SELECT state, sum(cases) FROM report_cube WHERE {q.ENDED} GROUP BY state ORDER BY state").fetchall())
+    totals = q.cube_totals(conn)
+    by_state = q.cube_ended_by_state(conn)
     currencies = [
         CurrencyFigures(currency=row["currency"], cases=row["cases"], ended=row["ended"], recovered=row["recovered"],
                         revenue_at_risk=row["at_risk"], **_rates(row))
-        for row in _query(conn, f"SELECT currency, {_MEASURES} FROM report_cube GROUP BY currency ORDER BY currency")]
+        for row in q.cube_by_currency(conn)]
     cases = totals["cases"] or 0
     return Headline(
         since=iso(period.since), until=iso(period.until), generated_at=iso(now),
@@ -451,8 +431,7 @@ def _breakdown_row(dimension: str, row: dict, conditions: dict, all_recovered: i
 
 def _breakdown(conn: sqlite3.Connection, dimension: str, period: Period, all_recovered: int) -> list[BreakdownRow]:
     """One breakdown from the cube (which must exist on `conn`)."""
-    rows = _query(conn, f"""SELECT {_CUBE_KEYS[dimension]} AS key, currency, {_MEASURES} FROM report_cube
-                            GROUP BY key, currency ORDER BY cases DESC, key, currency""")
+    rows = q.cube_breakdown(conn, dimension)
     return [_breakdown_row(dimension, row, {**period.condition(), dimension: row["key"], "currency": row["currency"]},
                            all_recovered)
             for row in rows]
@@ -505,7 +484,7 @@ def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimen
     try:
         headline = _headline(conn, period, now, progress, rollup, churn_denominator(ledger, active_subscriptions),
                              customer_denominator(ledger, active_customers))
-        breakdowns = {d: _breakdown(conn, d, period, headline.recovered) for d in dimensions if d in _CUBE_KEYS}
+        breakdowns = {d: _breakdown(conn, d, period, headline.recovered) for d in dimensions if d in q.CUBE_KEYS}
     finally:
         q.drop_cube(conn)
     if "channel" in dimensions:

@@ -215,7 +215,9 @@ def _tables(report: Report) -> list[Table]:
                             [list(row) for row in pre.rows()],
                             f"Period: {pre.period_text()} (by when the notice was sent, not the cohort). "
                             f"Renewals: {pre.comparison_note}."))
-    return result
+    from dunctl.receivables.report import tables as receivables_tables
+
+    return result + [Table(*table) for table in receivables_tables(report.receivables)]
 
 
 # -- json ----------------------------------------------------------------------------------------------------------
@@ -291,6 +293,9 @@ def csv_rows(report: Report) -> Iterator[dict]:
     if report.predunning is not None:        # counts of notices, not of cases: no filter
         for name, value in report.predunning.metrics():
             yield {"dimension": "predunning", "key": name, "value": value}
+    from dunctl.receivables.report import csv_rows as receivables_rows
+
+    yield from receivables_rows(report.receivables)
 
 
 def to_csv(report: Report) -> str:

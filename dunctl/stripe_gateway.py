@@ -68,7 +68,11 @@ EVENT_TYPES = (
     "invoice.voided", "invoice.marked_uncollectible", "invoice.updated", "invoice.upcoming",
     "customer.source.expiring", "payment_method.automatically_updated", "payment_method.updated",
     "charge.dispute.created", "customer.subscription.updated", "customer.subscription.deleted", "customer.updated",
-    "customer.subscription.paused", "customer.subscription.resumed", "charge.dispute.closed", "mandate.updated",
+    "customer.subscription.paused", "charge.dispute.closed", "mandate.updated",
+    # Net-terms invoices (dunctl/receivables) never fail: a new one is known from its finalization. The slot is
+    # customer.subscription.resumed's: Stripe also sends customer.subscription.updated leaving status paused,
+    # which gives the same subscription_resumed signal (subscription_signals).
+    "invoice.finalized",
     "customer.subscription.created",   # pre-dunning (dunctl/notices): new subscriptions
     "payment_method.attached",         # pre-dunning: a new card's expiry, known before it is made the default
 )
@@ -524,6 +528,8 @@ class StripeGateway:
             elif kind.startswith("invoice."):
                 if not data.get("id") or data.get("status") == "draft":
                     continue
+                if kind == "invoice.finalized" and data.get("collection_method") != "send_invoice":
+                    continue   # a card invoice matters once it fails; only net-terms ones are followed from here
                 key = (event["created"], order)
                 if data["id"] not in latest or key >= latest[data["id"]][:2]:
                     latest[data["id"]] = (event["created"], order, data)
@@ -1030,7 +1036,9 @@ def _worth_following(invoice: dict, now: datetime) -> bool:
     status, attempts = invoice.get("status"), invoice.get("attempt_count") or 0
     if status == "open":
         due = invoice.get("due_date")
-        return attempts > 0 or (due is not None and from_unix(due) < now)
+        # every open net-terms invoice: its reminders start before it falls due (dunctl/receivables)
+        return attempts > 0 or (due is not None and (from_unix(due) < now
+                                                      or invoice.get("collection_method") == "send_invoice"))
     if status == "paid":
         # Manual payments after a failure do not raise attempt_count, so a payment well after finalization (the
         # first automatic attempt) also means an earlier attempt failed: a case may be waiting for it.
@@ -1276,6 +1284,7 @@ def invoice_from(data: dict, intent: dict | None = None, *, failed_at: datetime 
         collection_method=data.get("collection_method") or "charge_automatically", attempt_count=attempts,
         next_payment_attempt=from_unix(data.get("next_payment_attempt")),
         hosted_invoice_url=data.get("hosted_invoice_url"),
+        due_date=from_unix(data.get("due_date")), invoice_pdf=data.get("invoice_pdf"),
         customer_email=data.get("customer_email") or (customer.get("email") if isinstance(customer, dict) else None),
         customer_name=data.get("customer_name") or (customer.get("name") if isinstance(customer, dict) else None),
         payment_method_id=(method or {}).get("id"),

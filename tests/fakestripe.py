@@ -897,6 +897,35 @@ class FakeStripe:
             inv["metadata"].update(metadata)
             self.emit("invoice.updated", inv, self._at(at), previous)
 
+    def pay_part(self, invoice_id: str, amount: int, at: datetime | None = None) -> None:
+        """The customer pays part of a net-terms invoice (a partial payment on the hosted page, or a payment
+        recorded against it): it stays open for the rest (invoice.updated)."""
+        with self.lock:
+            inv = self.invoice(invoice_id)
+            previous = {"amount_paid": inv["amount_paid"], "amount_remaining": inv["amount_remaining"]}
+            inv["amount_paid"] += amount
+            inv["amount_remaining"] -= amount
+            self.emit("invoice.updated", inv, self._at(at), previous)
+
+    def credit(self, invoice_id: str, amount: int, at: datetime | None = None) -> None:
+        """A credit note on an open invoice: Stripe lowers what is due (invoice.updated)."""
+        with self.lock:
+            inv = self.invoice(invoice_id)
+            previous = {"amount_due": inv["amount_due"], "amount_remaining": inv["amount_remaining"],
+                        "pre_payment_credit_notes_amount": inv.get("pre_payment_credit_notes_amount", 0)}
+            inv["amount_due"] -= amount
+            inv["amount_remaining"] -= amount
+            inv["pre_payment_credit_notes_amount"] = previous["pre_payment_credit_notes_amount"] + amount
+            self.emit("invoice.updated", inv, self._at(at), previous)
+
+    def move_due_date(self, invoice_id: str, due_date: datetime, at: datetime | None = None) -> None:
+        """Someone gives the customer more (or less) time in the Dashboard (invoice.updated)."""
+        with self.lock:
+            inv = self.invoice(invoice_id)
+            previous = {"due_date": inv["due_date"]}
+            inv["due_date"] = unix(due_date)
+            self.emit("invoice.updated", inv, self._at(at), previous)
+
     def uncounted_attempt(self, invoice_id: str, at: datetime | None = None) -> None:
         """Stripe's retry schedule moves on (attempt_count + 1) without charging: after a decline it will not
         retry, the scheduled attempt is skipped but still counted."""

@@ -87,7 +87,7 @@ def seed(ledger: Ledger, *invoices: Invoice, customers: list[Customer] | None = 
     """Land invoices (and their customers) in the ledger the way a sync would."""
     customers = customers or [customer(inv.customer_id, email=f"{inv.customer_id}@example.com")
                               for inv in invoices]
-    ledger.apply_batch(SyncBatch(
+    ledger.sync.apply_batch(SyncBatch(
         customers=customers,
         payment_methods=[PaymentMethod("pm_1", customers[0].id, "card", "visa", "4242", 8, 2030)],
         subscriptions=[Subscription(inv.subscription_id, inv.customer_id, "past_due")
@@ -99,11 +99,11 @@ def pay(ledger: Ledger, invoice: Invoice, at_: datetime) -> None:
     """The customer pays: the next sync sees the invoice paid."""
     paid = Invoice(**{**invoice.__dict__, "status": "paid", "amount_paid": invoice.amount_due,
                       "amount_remaining": 0, "paid_at": at_})
-    ledger.apply_batch(SyncBatch(invoices=[paid]), at_)
+    ledger.sync.apply_batch(SyncBatch(invoices=[paid]), at_)
 
 
 def signal(ledger: Ledger, kind: str, at_: datetime, **fields) -> None:
-    ledger.apply_batch(SyncBatch(signals=[Signal(kind=kind, at=at_, **fields)]), at_)
+    ledger.sync.apply_batch(SyncBatch(signals=[Signal(kind=kind, at=at_, **fields)]), at_)
 
 
 def open_engine_ledger(config_path: Path) -> Ledger:

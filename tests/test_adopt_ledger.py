@@ -33,7 +33,7 @@ def _sent(smtp) -> list[str]:
 def _statuses(config, invoice_id) -> dict[str, tuple[str, str | None]]:
     ledger = open_engine_ledger(config)
     try:
-        case = ledger.case_for_invoice(invoice_id)
+        case = ledger.cases.for_invoice(invoice_id)
         return {a["step_id"]: (a["status"], a["detail"]) for a in ledger.actions(case["id"]) if a["kind"] == "step"}
     finally:
         ledger.close()
@@ -96,8 +96,8 @@ def test_a_second_ledger_is_refused_until_it_adopts_and_then_sends_only_what_com
     status, detail = _statuses(second, invoice)["notice"]
     assert status == "done" and f"sent by ledger {ledger_a} before adoption" in detail
     ledger_b = open_engine_ledger(second)
-    case = ledger_b.case_for_invoice(invoice)                   # delivered when ledger A sent it, for the contact
-    assert ledger_b.customer_contacts(case["customer_id"], T0) == [at("31m")]   # policy and suspension notice
+    case = ledger_b.cases.for_invoice(invoice)                   # delivered when ledger A sent it, for the contact
+    assert ledger_b.cases.customer_contacts(case["customer_id"], T0) == [at("31m")]   # policy and suspension notice
     ledger_b.close()
 
     assert _tick(second, fake_stripe, "3d1m").exit_code == 0                    # the reminder, on time

@@ -85,7 +85,7 @@ def test_sms_slack_webhook_and_escalation_each_post_once(multi, http_receiver, s
 
     email = smtp_server.received[0].message
     assert email["Subject"] == "Your Example payment of ¥1,250,000 didn't go through"
-    case = ledger.case_for_invoice("in_1")
+    case = ledger.cases.for_invoice("in_1")
     assert case["with_person"] == 1 and case["escalated_at"] == "2026-11-02T18:00:00Z"
 
 
@@ -98,11 +98,11 @@ def test_a_webhook_that_answers_500_is_failed_with_the_reason_then_retried(multi
     http_receiver.respond(500, "boom")
     failed = cli(config, "tick", "--no-sync", "--now", at("3h").isoformat(), env=env)
     assert failed.exit_code == 1 and "500" in failed.stderr
-    crm = {a["step_id"]: a for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}["crm"]
+    crm = {a["step_id"]: a for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}["crm"]
     assert crm["status"] == "failed" and "500" in crm["error"]
     http_receiver.respond(200, "ok")
     run(config, env, "3h45m")
-    crm = {a["step_id"]: a for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}["crm"]
+    crm = {a["step_id"]: a for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}["crm"]
     assert (crm["status"], crm["tries"]) == ("done", 2)
     assert [r.path for r in http_receiver.requests].count("/hooks/dunning") == 2
 
@@ -152,7 +152,7 @@ def test_an_smtp_timeout_after_the_body_is_unknown_and_never_resent_while_a_refu
         seed(ledger, failed_invoice("in_1"))
         for offset in ("31m", "70m", "2h"):
             cli(config, "tick", "--no-sync", "--now", at(offset).isoformat())
-        notice = [a for a in ledger.actions(ledger.case_for_invoice("in_1")["id"]) if a["step_id"] == "notice"]
+        notice = [a for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"]) if a["step_id"] == "notice"]
     assert [a["status"] for a in notice] == [status]
     if status == "unknown":
         assert len(server.received) == 1                       # sent once, never again

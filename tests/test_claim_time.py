@@ -35,7 +35,7 @@ def test_a_customer_whose_retry_recovered_the_invoice_gets_no_reminder_in_the_sa
     # the day-3 reminder went to nobody: each had just paid, and got the payment's thank-you instead
     assert sorted(steps) == ["notice"] * CUSTOMERS + ["recovered"] * CUSTOMERS
     ledger = open_engine_ledger(config)
-    reminders = [a for invoice in invoices for a in ledger.actions(ledger.case_for_invoice(invoice)["id"])
+    reminders = [a for invoice in invoices for a in ledger.actions(ledger.cases.for_invoice(invoice)["id"])
                  if a["step_id"] == "reminder"]
     assert {a["status"] for a in reminders} <= {"suppressed"}, reminders
 
@@ -78,5 +78,5 @@ def test_a_case_paused_while_a_tick_runs_gets_nothing_afterwards(tmp_path):
     assert f"c{CUSTOMERS - 1:02}@example.com" not in received
     assert len(received) == 2 * (CUSTOMERS - 1)    # everyone else: the notice, then the reminder
     ledger = open_engine_ledger(config)
-    notice = next(a for a in ledger.actions(ledger.case_for_invoice(last)["id"]) if a["step_id"] == "notice")
+    notice = next(a for a in ledger.actions(ledger.cases.for_invoice(last)["id"]) if a["step_id"] == "notice")
     assert notice["status"] == "suppressed" and "paused" in notice["detail"], notice

@@ -114,7 +114,7 @@ def test_a_tick_killed_between_claim_and_send_leaves_unknown_and_is_never_resent
             after = dunctl_process(working, "tick", "--no-sync", "--now", at(offset).isoformat())
             assert after.wait(timeout=60) == 0, after.stderr.read()
         assert smtp.received == []
-    action = ledger.actions(ledger.case_for_invoice("in_1")["id"])[0]
+    action = ledger.actions(ledger.cases.for_invoice("in_1")["id"])[0]
     assert action["status"] == "unknown"
     assert "will not be re-sent" in action["error"]
     status = dunctl_process(working, "status")
@@ -141,7 +141,7 @@ def test_a_person_pausing_a_case_during_a_tick_waits_for_it_instead_of_crashing_
         assert dry.wait(timeout=60) == 0, dry.stderr.read()
     assert paused.exit_code == 0, paused.output
     assert "Traceback" not in paused.output
-    assert ledger.case_for_invoice("in_3")["state"] == "paused"
+    assert ledger.cases.for_invoice("in_3")["state"] == "paused"
     assert len(smtp.received) == len({r.rcpt_tos[0] for r in smtp.received})   # nothing twice
 
 
@@ -155,4 +155,4 @@ def test_ticks_racing_on_a_brand_new_ledger_never_crash_in_its_migrations(tmp_pa
     assert not any("Traceback" in e for e in errors), errors
     ledger = open_engine_ledger(config)
     assert ledger.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert ledger.cases() == []
+    assert ledger.cases.listed() == []

@@ -43,7 +43,7 @@ CORPUS = {
     "no default segment": (config_change(lambda d: d["segments"].pop()),
                            ["dunctl.yaml", "segments", "the last segment must be a default"]),
     "unknown sequence": (config_change(lambda d: d["segments"][-1].update(sequence="gentle")),
-                         ["segments[4].sequence", "unknown sequence 'gentle'", "known sequences: ach"]),
+                         ["segments[5].sequence", "unknown sequence 'gentle'", "known sequences: ach"]),
     "unknown condition field": (config_change(lambda d: d["segments"][3]["when"].update(plan="pro")),
                                 ["segments[3].when.plan", "unknown field 'plan'", "customer.metadata.KEY"]),
     "threshold without currency": (config_change(lambda d: d["segments"][0].update(
@@ -162,7 +162,7 @@ def test_a_missing_config_file_says_how_to_start(tmp_path):
 def test_check_accepts_the_starter_and_notes_smart_retries_once(tmp_path):
     result = cli(starter(tmp_path), "check", env={"STRIPE_API_KEY": "sk_test_123"})
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("ok: 5 segments, 5 sequences")
+    assert result.stdout.startswith("ok: 6 segments, 6 sequences")
     assert result.stderr.count("retry steps are left to Stripe's Smart Retries") == 1
 
 

@@ -33,7 +33,7 @@ def test_two_failed_invoices_of_one_customer_make_one_email_and_another_currency
     received = sorted((r.rcpt_tos[0], sent_as(config, r.message)[0]) for r in smtp_server.received)
     assert received == [("ada@example.com", "in_a, in_b"), ("ada@example.com", "in_c"),
                         ("bob@example.com", "in_d")]
-    refs = {c["invoice_id"]: ledger.actions(c["id"])[0] for c in ledger.cases()}
+    refs = {c["invoice_id"]: ledger.actions(c["id"])[0] for c in ledger.cases.listed()}
     assert refs["in_a"]["status"] == refs["in_b"]["status"] == "done"
     assert refs["in_a"]["message_ref"] == refs["in_b"]["message_ref"] is not None
     assert refs["in_c"]["message_ref"] is None
@@ -86,7 +86,7 @@ def test_a_held_message_goes_out_at_the_earliest_allowed_time_and_says_why_it_wa
          customers=[customer("cus_1", email="ada@example.com")], now=at("1d"))
     tick(config, at("1d1h"))                                 # in_2's notice is due, but only 24.5 h passed
     assert len(smtp_server.received) == 1
-    case = ledger.case_for_invoice("in_2")
+    case = ledger.cases.for_invoice("in_2")
     assert case["next_step"] == "notice" and case["next_due_at"] == "2026-11-04T02:31:00Z"   # 36 h after
     explained = cli(config, "explain", "in_2", "--now", at("1d1h").isoformat()).stdout
     assert "contact policy: at least 36.0h between messages" in explained
@@ -108,7 +108,7 @@ def test_a_pre_dunning_notice_counts_toward_the_contact_policy_of_dunning_messag
         ["2026-11-02T13:00:00Z"] * 3)
     tick(config, at("31m"))
     assert smtp_server.received == []                     # held: 36 h after the notice
-    assert ledger.case_for_invoice("in_1")["next_due_at"] == "2026-11-04T01:00:00Z"
+    assert ledger.cases.for_invoice("in_1")["next_due_at"] == "2026-11-04T01:00:00Z"
 
 
 def test_messages_due_in_the_same_tick_count_toward_the_policy_too(tmp_path, smtp_server):
@@ -122,7 +122,7 @@ def test_messages_due_in_the_same_tick_count_toward_the_policy_too(tmp_path, smt
          customers=[customer("cus_1", email="ada@example.com")])
     tick(config, at("31m"))
     assert [sent_as(config, r.message)[0] for r in smtp_server.received] == ["in_a, in_b"]
-    held = ledger.case_for_invoice("in_c")
+    held = ledger.cases.for_invoice("in_c")
     assert held["next_step"] == "notice" and held["next_due_at"] == "2026-11-04T02:31:00Z"     # 36 h later
     explained = cli(config, "explain", "in_c", "--now", at("31m").isoformat()).stdout
     assert "contact policy: at least 36.0h between messages" in explained

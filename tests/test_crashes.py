@@ -54,7 +54,7 @@ def test_ticks_killed_while_sending_lose_nothing_silently_and_send_nothing_twice
         received = Counter(r.rcpt_tos[0] for r in smtp.received)
     assert killed == 8 and min(landed) >= 1                                  # every kill landed mid-send
     assert max(received.values()) == 1                                        # nothing twice
-    notices = {c["invoice_id"]: a for c in ledger.cases() for a in ledger.actions(c["id"])}
+    notices = {c["invoice_id"]: a for c in ledger.cases.listed() for a in ledger.actions(c["id"])}
     assert set(notices) == {f"in_{i}" for i in range(60)}                      # nothing forgotten
     for invoice_id, action in notices.items():
         address = f"c{invoice_id[3:]}@example.com"
@@ -103,7 +103,7 @@ def test_ticks_killed_on_the_retry_path_charge_each_invoice_once(tmp_path, fake_
         assert len(charges) == 1, invoice                                     # exactly one charge each
         assert fake_stripe.invoice(invoice)["status"] == "paid"
     ledger = open_engine_ledger(config)
-    assert {c["state"] for c in ledger.cases(include_ended=True)} == {"recovered"}
+    assert {c["state"] for c in ledger.cases.listed(include_ended=True)} == {"recovered"}
     assert ledger.actions_with_status("unknown") == []                       # a Stripe call is tried again instead
 
 
@@ -145,11 +145,11 @@ def run_world(tmp_path, fake, faults: float, seed_: int, aim: frozenset[int] = f
         fake.calm()
         if any(method == "POST" for method, _, _ in fake.log[before:]):
             wrote.add(hour)
-    ends = {invoices.index(c["invoice_id"]): (c["state"], c["recovered_by"]) for c in ledger.cases(include_ended=True)}
+    ends = {invoices.index(c["invoice_id"]): (c["state"], c["recovered_by"]) for c in ledger.cases.listed(include_ended=True)}
     # The notes on Stripe's invoices (mark-*) are left out: they follow the account's binding, which a fault on
     # the first tick's account check delays by a tick, so the first message may go un-noted in the faulty world.
     steps = {(invoices.index(c["invoice_id"]), a["step_id"]): a["status"]
-             for c in ledger.cases(include_ended=True) for a in ledger.actions(c["id"])
+             for c in ledger.cases.listed(include_ended=True) for a in ledger.actions(c["id"])
              if not a["step_id"].startswith("mark-")}
     charges = [len([x for x in fake.charges_of(i) if x["status"] == "succeeded"]) for i in invoices]
     ledger.close()

@@ -15,7 +15,6 @@ import yaml
 from dunctl.config import load_config
 from dunctl.experiments import HOLDOUT, Assignment, assign
 from dunctl.ledger import Ledger
-from dunctl.ledger.experiment_queries import record_assignment
 from tests.helpers import T0, cli, failed_invoice, seed, starter
 
 EXPERIMENT = {"name": "lean-2026q1", "segment": "default",
@@ -102,8 +101,8 @@ def test_changing_the_holdout_share_never_moves_anyone_between_arms():
 def test_a_case_keeps_its_first_arm(config_path):
     ledger = Ledger.open(load_config(config_path).ledger_path)
     _case(ledger, 1, "control", "open")
-    assert record_assignment(ledger, 1, "lean-2026q1", "lean") is False
-    assert ledger.case(1)["arm"] == "control"
+    assert ledger.cases.assign_arm(1, "lean-2026q1", "lean") is False
+    assert ledger.cases.get(1)["arm"] == "control"
     ledger.close()
 
 
@@ -173,7 +172,7 @@ def _case(ledger: Ledger, n: int, arm: str | None, state: str, *, currency: str 
          first.isoformat(), recovered_at if ended else None,
          recovered_at.replace("+00:00", "Z") if recovered_at else None, recovered_attempt])
     if arm is not None:
-        record_assignment(ledger, n, experiment, arm)
+        ledger.cases.assign_arm(n, experiment, arm)
     for e in range(emails):
         ledger.db.execute("INSERT INTO actions(case_id, step_id, action, status, due_at, idempotency_key) "
                           "VALUES (?, ?, 'email', 'done', ?, ?)", [n, f"email-{e}", first.isoformat(), f"k{n}-{e}"])
@@ -309,7 +308,7 @@ def test_the_customer_is_the_unit(config_path):
 
 
 def test_status_counts_per_experiment_and_arm(arm_ledger):
-    from dunctl.ledger.experiment_queries import experiment_status
+    from dunctl.ledger.views.experiments import experiment_status
 
     ledger = Ledger.open(load_config(arm_ledger).ledger_path)
     try:
@@ -439,5 +438,5 @@ def test_status_shows_running_experiments_with_their_counts(tmp_path):
     assert set(arms) == {"control", "lean", "holdout"} and sum(arms.values()) == 30
     text = cli(config, "status", "--now", at("1h").isoformat()).stdout
     assert "experiment lean: control" in text
-    holdout = [c for c in ledger.cases() if c["arm"] == "holdout"]
+    holdout = [c for c in ledger.cases.listed() if c["arm"] == "holdout"]
     assert holdout and all(ledger.actions(c["id"]) == [] for c in holdout)   # no dunctl action at all

@@ -84,7 +84,7 @@ def test_one_escalation_per_customer_lists_each_invoice_and_a_total_per_currency
     ledger = open_engine_ledger(config)
     try:   # every case was handed to a person, and each records the one message
         for invoice in ("in_1", "in_2", "in_3"):
-            actions = ledger.actions(ledger.case_for_invoice(invoice)["id"])
+            actions = ledger.actions(ledger.cases.for_invoice(invoice)["id"])
             assert [a["status"] for a in actions if a["step_id"] == "escalate"] == ["done"], invoice
     finally:
         ledger.close()

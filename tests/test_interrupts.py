@@ -24,7 +24,7 @@ def book(config, n: int):
 
 
 def notices(ledger) -> dict[str, str]:
-    return {c["invoice_id"]: a["status"] for c in ledger.cases() for a in ledger.actions(c["id"])
+    return {c["invoice_id"]: a["status"] for c in ledger.cases.listed() for a in ledger.actions(c["id"])
             if a["step_id"] == "notice"}
 
 
@@ -111,9 +111,9 @@ def test_after_a_reboot_a_claim_without_its_started_mark_counts_as_started(tmp_p
         for i, boot in ((0, "an-earlier-boot"), (1, None)):
             tick = ledger.conn.execute("INSERT INTO ticks(now, boot_id) VALUES (?, ?)",
                                        [at("31m").isoformat(), boot]).lastrowid
-            case_id = ledger.case_for_invoice(f"in_{i}")["id"]
-            ids[i] = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer",
-                                                            at("30m"), at("31m"), f"dunctl-in_{i}-notice", tick)
+            case_id = ledger.cases.for_invoice(f"in_{i}")["id"]
+            ids[i] = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"),
+                                         at("31m"), f"dunctl-in_{i}-notice", tick)
         assert cli(config, "tick", "--no-sync", "--now", at("40m").isoformat()).exit_code == 0
     assert notices(ledger) == {"in_0": "unknown", "in_1": "done"}   # a tick whose commits were all durable: given back
     assert [r.rcpt_tos[0] for r in smtp.received] == ["c1@example.com"]

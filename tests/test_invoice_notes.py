@@ -21,7 +21,7 @@ def _tick(config, fake, when, *extra):
 def _steps(config, invoice) -> dict[str, str]:
     ledger = open_engine_ledger(config)
     try:
-        return {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice(invoice)["id"])
+        return {a["step_id"]: a["status"] for a in ledger.actions(ledger.cases.for_invoice(invoice)["id"])
                 if a["step_id"] in ("notice", "reminder") or a["step_id"].startswith("mark-")}
     finally:
         ledger.close()

@@ -62,7 +62,7 @@ class Account:
         ran = 0
         try:
             for invoice in self.invoices:
-                actions = {a["step_id"]: a for a in ledger.actions(ledger.case_for_invoice(invoice)["id"])}
+                actions = {a["step_id"]: a for a in ledger.actions(ledger.cases.for_invoice(invoice)["id"])}
                 for step, announcement in ANNOUNCED_BY.items():
                     if actions.get(step, {}).get("status") != "done":
                         continue

@@ -22,16 +22,17 @@ def ledger(tmp_path):
 
 
 def a_step(ledger, invoice_id="in_1", channel="email") -> CaseEffect:
-    bundle = ledger.bundle(open_case(ledger, invoice_id))
+    bundle = ledger.cases.bundle(open_case(ledger, invoice_id))
     return CaseEffect(bundle, STEP, "notice", "email", at("30m"), "customer", channel)
 
 
 def a_notice(ledger, object_id="pm_1", retry_at=None) -> NoticeEffect:
     seed(ledger, customers=[customer("cus_n")])
-    ledger.plan_notice(kind="card_expiring", object_id=object_id, period="2026-12", offset="30d",
-                       customer_id="cus_n", subscription_id=None, due_at=at("1h"), now=at(), key=f"k-{object_id}",
-                       data={})
-    return NoticeEffect(ledger.notice(ledger.notice_id("card_expiring", object_id, "2026-12", "30d")), retry_at)
+    ledger.notices.plan(kind="card_expiring", object_id=object_id, period="2026-12", offset="30d",
+                        customer_id="cus_n", subscription_id=None, due_at=at("1h"), now=at(), key=f"k-{object_id}",
+                        data={})
+    notice_id = ledger.notices.id_of("card_expiring", object_id, "2026-12", "30d")
+    return NoticeEffect(ledger.notices.get(notice_id), retry_at)
 
 
 def row(ledger, journal: str, claim_id: int) -> dict:
@@ -76,7 +77,7 @@ def test_each_case_keeps_its_last_step_and_a_failed_notice_is_due_again_while_tr
         n1, n2 = (ledger.journal(NOTICES_JOURNAL).claim(e, at("1h"), None) for e in (notice, spent))
         ledger.journal(NOTICES_JOURNAL).record_many([(n1, notice, Outcome("failed", error="smtp down")),
                                                      (n2, spent, Outcome("failed", error="smtp down"))], at("1h"))
-    assert ledger.case(step.case_id)["last_action"] == "notice: failed"
+    assert ledger.cases.get(step.case_id)["last_action"] == "notice: failed"
     assert row(ledger, NOTICES_JOURNAL, n1)["next_due_at"] == iso(at("2h"))
     assert row(ledger, NOTICES_JOURNAL, n2)["next_due_at"] is None                     # no tries left
 

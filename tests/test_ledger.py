@@ -1,4 +1,5 @@
-"""The ledger's own methods, on a real file: typed records, claims, transactions, the idle tick's queries."""
+"""The ledger facade, on a real file: claims, transactions, the idle tick's queries. Each store has its own file
+(tests/test_ledger_*.py)."""
 
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -7,7 +8,6 @@ import pytest
 
 from dunctl.config import Sequence
 from dunctl.ledger import Ledger
-from dunctl.ledger.records import CaseRecord, InvoiceRecord
 from tests.helpers import T0, customer, failed_invoice, seed
 
 SEQUENCE = Sequence.model_validate({"name": "s", "steps": [{"id": "notice", "at": "30m", "action": "email",
@@ -24,28 +24,10 @@ def ledger(tmp_path):
 def open_case(ledger, invoice_id="in_1", sequence=SEQUENCE):
     seed(ledger, failed_invoice(invoice_id, customer_id=f"cus_{invoice_id}"),
          customers=[customer(f"cus_{invoice_id}", tier="gold")])
-    invoice = ledger.invoice_record(invoice_id)
-    return ledger.open_case(invoice=invoice, segment="default", sequence=sequence.name, sequence_hash="h1",
+    invoice = ledger.sync.invoice_record(invoice_id)
+    return ledger.cases.open(invoice=invoice, segment="default", sequence=sequence.name, sequence_hash="h1",
                             sequence_def=sequence.model_dump(mode="json"), failure_type="card_soft",
                             decline_code="insufficient_funds", now=T0)
-
-
-def test_records_come_out_typed(ledger):
-    case_id = open_case(ledger)
-    bundle = ledger.bundle(case_id)
-    assert isinstance(bundle.case, CaseRecord) and isinstance(bundle.invoice, InvoiceRecord)
-    assert bundle.case.first_failed_at == T0 and bundle.case.next_due_at == T0
-    assert bundle.invoice.decline["decline_code"] == "insufficient_funds"
-    assert bundle.customer.metadata == {"tier": "gold"} and not bundle.customer.dunning_off
-    assert bundle.actions == []
-
-
-def test_a_sequence_version_is_stored_once_however_many_cases_use_it(ledger):
-    for i in range(3):
-        open_case(ledger, f"in_{i}")
-    assert ledger.db.execute("SELECT count(*) FROM sequence_versions").fetchone()[0] == 1
-    assert ledger.db.execute("SELECT count(*) FROM cases WHERE sequence_def != ''").fetchone()[0] == 0
-    assert ledger.sequence_definition("h1")["steps"][0]["id"] == "notice"
 
 
 def test_a_claim_is_taken_once_a_failed_or_planned_one_again_and_a_finished_one_never(ledger):
@@ -68,25 +50,25 @@ def test_a_would_from_monitor_mode_becomes_a_real_claim_or_a_recorded_decision(l
     assert ledger.record_decision(case_id, "step", "notice", "email", "would", T0, T0, "k", "planned", None)
     assert ledger.record_decision(case_id, "step", "notice", "email", "missed", T0, T0, "k", "later", None)
     assert ledger.record_decision(case_id, "step", "notice", "email", "skipped", T0, T0, "k", "again", None) is False
-    assert [a.status for a in ledger.bundle(case_id).actions] == ["missed"]
+    assert [a.status for a in ledger.cases.bundle(case_id).actions] == ["missed"]
 
 
 def test_a_transaction_commits_or_rolls_back_whole_and_nests(ledger):
     case_id = open_case(ledger)
     with pytest.raises(RuntimeError):
         with ledger.transaction():
-            ledger.schedule(case_id, T0 + timedelta(days=1), "x")
+            ledger.cases.schedule(case_id, T0 + timedelta(days=1), "x")
             with ledger.transaction():
-                ledger.set_last_actions([(case_id, "inner")], T0)
+                ledger.cases.set_last_actions([(case_id, "inner")], T0)
             raise RuntimeError("boom")
-    assert ledger.case(case_id)["next_step"] is None and ledger.case(case_id)["last_action"] is None
+    assert ledger.cases.get(case_id)["next_step"] is None and ledger.cases.get(case_id)["last_action"] is None
     with ledger.transaction():
-        ledger.schedule(case_id, T0 + timedelta(days=1), "x")
+        ledger.cases.schedule(case_id, T0 + timedelta(days=1), "x")
         with pytest.raises(ValueError):
             with ledger.transaction():
-                ledger.set_last_actions([(case_id, "inner")], T0)
+                ledger.cases.set_last_actions([(case_id, "inner")], T0)
                 raise ValueError
-    assert ledger.case(case_id)["next_step"] == "x" and ledger.case(case_id)["last_action"] is None
+    assert ledger.cases.get(case_id)["next_step"] == "x" and ledger.cases.get(case_id)["last_action"] is None
 
 
 def test_a_write_transaction_starts_immediate_so_another_writer_waits_instead_of_failing(ledger):
@@ -117,7 +99,7 @@ def test_the_idle_ticks_queries_use_their_indexes(ledger):
 def test_due_cases_and_the_last_tick(ledger):
     case_id = open_case(ledger)
     assert ledger.due_case_ids(T0 - timedelta(seconds=1)) == [] and ledger.due_case_ids(T0) == [case_id]
-    ledger.schedule(case_id, None, None)
+    ledger.cases.schedule(case_id, None, None)
     assert ledger.due_case_ids(T0 + timedelta(days=99)) == []
     assert ledger.last_tick_at() is None
     tick = ledger.start_tick(T0, dry_run=False)
@@ -128,6 +110,6 @@ def test_due_cases_and_the_last_tick(ledger):
 def test_an_in_memory_snapshot_is_a_copy_not_the_file(ledger):
     case_id = open_case(ledger)
     copy = ledger.snapshot_in_memory()
-    copy.schedule(case_id, datetime(2030, 1, 1, tzinfo=timezone.utc), "later")
-    assert ledger.case(case_id)["next_step"] is None
-    assert copy.case(case_id)["next_step"] == "later"
+    copy.cases.schedule(case_id, datetime(2030, 1, 1, tzinfo=timezone.utc), "later")
+    assert ledger.cases.get(case_id)["next_step"] is None
+    assert copy.cases.get(case_id)["next_step"] == "later"

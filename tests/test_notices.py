@@ -546,7 +546,7 @@ def test_the_contact_policy_counts_notices_and_a_held_usage_alert_is_superseded(
     assert w.notices("usage_alert") == {"usage_alert@50%": "done", "usage_alert@75%": "skipped",
                                         "usage_alert@100%": "done"}
     customer = w.ledger.db.execute("SELECT customer_id FROM notices LIMIT 1").fetchone()[0]
-    sent = [from_iso(n["finished_at"]) for n in w.ledger.customer_notices(customer) if n["status"] == "done"]
+    sent = [from_iso(n["finished_at"]) for n in w.ledger.notices.of_customer(customer) if n["status"] == "done"]
     assert sent[1] - sent[0] >= 36 * HOUR
 
 

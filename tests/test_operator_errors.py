@@ -68,14 +68,14 @@ def test_a_zero_byte_ledger_is_refused_and_left_alone(tmp_path, command):
     assert (tmp_path / "dunctl.db").stat().st_size == 0
     if command[0] == "tick":  # asked for explicitly, an empty file becomes a new ledger
         assert cli(config, *command, "--new-ledger").exit_code == 0
-        assert Ledger.open_existing(tmp_path / "dunctl.db").cases() == []
+        assert Ledger.open_existing(tmp_path / "dunctl.db").cases.listed() == []
 
 
 def test_new_ledger_starts_one_on_purpose_and_an_empty_ledger_is_normal(tmp_path):
     config = starter(tmp_path, ledger=False)
     started = cli(config, "tick", "--no-sync", "--new-ledger", "--now", at("1h").isoformat())
     assert started.exit_code == 0, started.output
-    assert Ledger.open_existing(tmp_path / "dunctl.db").cases() == []
+    assert Ledger.open_existing(tmp_path / "dunctl.db").cases.listed() == []
     again = cli(config, "tick", "--no-sync", "--now", at("2h").isoformat())
     assert again.exit_code == 0 and again.output == ""
     status = cli(config, "status")
@@ -267,7 +267,7 @@ def test_a_full_disk_is_one_line_and_the_next_tick_recovers(tmp_path, monkeypatc
     assert "free some space" in result.stderr
     monkeypatch.undo()
     assert cli(config, "tick", "--no-sync", "--now", at("32m").isoformat()).exit_code == 0
-    assert len(Ledger.open_existing(tmp_path / "dunctl.db").cases()) == 150
+    assert len(Ledger.open_existing(tmp_path / "dunctl.db").cases.listed()) == 150
 
 
 def test_a_really_full_disk_is_named_as_such(shared_dir):
@@ -287,7 +287,7 @@ def test_a_really_full_disk_is_named_as_such(shared_dir):
     gc.collect()
     again = cli(config, "tick", "--no-sync", "--now", at("32m").isoformat())
     assert again.exit_code == 0, again.output
-    assert len(Ledger.open_existing(mount / "dunctl.db").cases()) == 150
+    assert len(Ledger.open_existing(mount / "dunctl.db").cases.listed()) == 150
 
 
 def test_a_report_into_a_missing_directory_is_one_line(tmp_path):

@@ -32,12 +32,12 @@ def test_planning_a_subscription_reads_its_paid_invoices_through_an_index(tmp_pa
     seed(ledger, *invoices)
     for invoice in invoices[:5]:
         pay(ledger, invoice, T0 + timedelta(days=10))
-    statements = _statements_of(ledger, lambda: ledger.notice_subject("sub_1"))
+    statements = _statements_of(ledger, lambda: ledger.notices.subject("sub_1"))
     assert any("FROM invoices" in s for s in statements)
     plans = {s: " | ".join(row[3] for row in ledger.conn.execute("EXPLAIN QUERY PLAN " + s)) for s in statements}
     scans = {s: plan for s, plan in plans.items() if "SCAN invoices" in plan}
     assert scans == {}
-    assert ledger.notice_subject("sub_1")["paid_amounts"] == [4900, 4900]
+    assert ledger.notices.subject("sub_1")["paid_amounts"] == [4900, 4900]
 
 
 # -- usage checks follow how close usage is to an alert ---------------------------------------------------------

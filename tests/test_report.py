@@ -557,7 +557,7 @@ def test_a_ledger_without_a_file_is_reported_on_one_connection(config, book):
 def test_messages_and_retries_are_counted_once_and_by_who_made_them(config):
     """Issue 24: a grouped email is one message; an email to an account manager is no customer message; dunctl's
     retry after a card update (a system action, `retry_now`) is dunctl's, not Stripe's."""
-    from dunctl.ledger.report_queries import messages_delivered, retries_made
+    from dunctl.ledger.views.report import messages_delivered, retries_made
 
     b = Book(open_engine_ledger(config))
     b.case("a", state="open", first_failed_at="2026-03-01T10:00:00Z", attempts=4)
@@ -581,8 +581,8 @@ def test_messages_and_retries_are_counted_once_and_by_who_made_them(config):
     # Case a: three attempts after the failed one, two of them dunctl's; case b: one, Stripe's.
     assert retries_made(conn) == (2, 2)
     # The experiment report and the backtest's per-case counts use the same rule.
-    from dunctl.ledger import history_queries
-    from dunctl.ledger.experiment_queries import arm_messages
+    from dunctl.ledger.views import history as history_queries
+    from dunctl.ledger.views.experiments import arm_messages
 
     conn.execute("UPDATE cases SET experiment = 'e', arm = 'control'")
     assert arm_messages(b.ledger, "e") == {"control": 2}

@@ -75,29 +75,29 @@ def random_ledger(path, seed: int, cases: int = 300) -> Ledger:
                     action_id, rng.choice(["done", "done", "done", "failed", "unknown"]),
                     due + timedelta(seconds=rng.randrange(600)))
         if rng.random() < 0.3:
-            ledger.record_attempt(case_id, rng.randint(1, 6), "stolen_card")
-            ledger.reclassify(case_id, "card_hard", "stolen_card")
+            ledger.cases.record_attempt(case_id, rng.randint(1, 6), "stolen_card")
+            ledger.cases.reclassify(case_id, "card_hard", "stolen_card")
         if rng.random() < 0.15:
-            ledger.hand_to_person(case_id, first + timedelta(days=15))
+            ledger.cases.hand_to_person(case_id, first + timedelta(days=15))
     # Endings.
     for case_id, first, stake in opened:
         roll = rng.random()
         if roll < 0.45:
             paid = _at(rng, first, 40)
-            ledger.end_case(case_id, "recovered", "paid", paid, recovered_at=paid, amount_recovered=stake,
+            ledger.cases.end(case_id, "recovered", "paid", paid, recovered_at=paid, amount_recovered=stake,
                             amount_remaining=0, recovered_attempt=rng.choice([None, 2, 3, 4]),
                             recovered_by="retry")
         elif roll < 0.6:
-            ledger.end_case(case_id, rng.choice(["exhausted", "written_off", "voided", "closed"]), "ended",
+            ledger.cases.end(case_id, rng.choice(["exhausted", "written_off", "voided", "closed"]), "ended",
                             _at(rng, first, 40), amount_remaining=0, amount_recovered=rng.choice([0, stake // 2]))
             if rng.random() < 0.5:
-                ledger.mark_churned(case_id)
+                ledger.cases.mark_churned(case_id)
         elif roll < 0.7:
-            ledger.pause_case(case_id)
+            ledger.cases.pause(case_id)
     # Touches recorded after the payment they preceded (a result written after the case ended), and unknown
     # outcomes a person settles as sent.
     for case_id, _, _ in rng.sample(opened, 30):
-        case = ledger.case(case_id)
+        case = ledger.cases.get(case_id)
         if case["state"] == "recovered":
             before = datetime.fromisoformat(case["recovered_at"].replace("Z", "+00:00")) - timedelta(hours=5)
             ledger.record_decision(case_id, "step", "late-touch", "email", "done", before, before,

@@ -8,9 +8,9 @@ def crashed_after_claiming(config):
     ledger = open_engine_ledger(config)
     seed(ledger, failed_invoice("in_1"))
     assert cli(config, "tick", "--no-sync", "--now", at("10m").isoformat()).exit_code == 0   # opens the case
-    case_id = ledger.case_for_invoice("in_1")["id"]
-    action_id = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer",
-                                                       at("30m"), at("31m"), "dunctl-in_1-notice", None)
+    case_id = ledger.cases.for_invoice("in_1")["id"]
+    action_id = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"), at("31m"),
+                                    "dunctl-in_1-notice", None)
     ledger.journal("actions").mark_started(at("31m"), [action_id], [])
     return ledger, case_id
 
@@ -35,7 +35,7 @@ def test_unknown_is_listed_with_the_command_that_settles_it_and_resend_sends_onc
     assert [sent_as(config, r.message)[1] for r in smtp_server.received] == ["notice"]   # exactly once more
     action = next(a for a in ledger.actions(case_id) if a["step_id"] == "notice")
     assert (action["status"], action["resends"], action["idempotency_key"]) == ("done", 1, "dunctl-in_1-notice-r1")
-    timeline = [t["summary"] for t in ledger.timeline(case_id)]
+    timeline = [t["summary"] for t in ledger.cases.timeline(case_id)]
     assert any("resolved by ops@acme: run it once more (not in the SMTP log)" in t for t in timeline)
 
 
@@ -66,9 +66,9 @@ def unknowns_claimed_at(config, ledger, *minutes: int) -> None:
     seed(ledger, *[failed_invoice(f"in_{m}", customer_id=f"cus_{m}") for m in minutes])
     assert cli(config, "tick", "--no-sync", "--now", at("10m").isoformat()).exit_code == 0   # opens the cases
     for m in minutes:
-        case_id = ledger.case_for_invoice(f"in_{m}")["id"]
-        action_id = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer",
-                                                           at("30m"), at(f"{m}m"), f"dunctl-in_{m}-notice", None)
+        case_id = ledger.cases.for_invoice(f"in_{m}")["id"]
+        action_id = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"),
+                                        at(f"{m}m"), f"dunctl-in_{m}-notice", None)
         ledger.journal("actions").mark_started(at(f"{m}m"), [action_id], [])
 
 
@@ -85,9 +85,9 @@ def test_all_sent_before_a_time_settles_the_unknowns_claimed_before_it_and_says_
         "in_31 notice (email, claimed 2026-11-02 14:31:00): sent",
         "in_32 notice (email, claimed 2026-11-02 14:32:00): sent",
         "resolved 2 action(s) with an unknown outcome claimed before 2026-11-02 14:40:00"]
-    steps = {c["invoice_id"]: ledger.actions(c["id"])[0]["status"] for c in ledger.cases()}
+    steps = {c["invoice_id"]: ledger.actions(c["id"])[0]["status"] for c in ledger.cases.listed()}
     assert steps == {"in_31": "done", "in_32": "done", "in_50": "unknown"}    # the later one is still for a person
-    timeline = [t["summary"] for t in ledger.timeline(ledger.case_for_invoice("in_31")["id"])]
+    timeline = [t["summary"] for t in ledger.cases.timeline(ledger.cases.for_invoice("in_31")["id"])]
     assert any("resolved by ops@acme" in t and "all in the SMTP log" in t for t in timeline)
     later = cli(config, "tick", "--no-sync", "--now", at("1h1m").isoformat())
     assert "1 action has an unknown outcome" in later.stderr

@@ -37,15 +37,15 @@ class CheckingDriver(Driver):
         settings = planner_settings(self.config)
         retries = self.config.file.stripe.retries == "dunctl"
         sequences = Sequences(self.ledger)
-        cases = [self.ledger.case_for_invoice(a.invoice_id) for a in result.actions]
+        cases = [self.ledger.cases.for_invoice(a.invoice_id) for a in result.actions]
         acted = {case["id"] for case in cases if case is not None}   # pre-dunning notices have no case
-        for case_id in sorted(acted & set(self.ledger.open_case_ids())):
+        for case_id in sorted(acted & set(self.ledger.cases.open_ids())):
             bundle = load_bundle(self.ledger, case_id, settings, now)
             sequence = sequences(bundle)
             pending = system_effects(bundle, settings, retries, now, sequence.max_attempts)
             due, step = next_due(bundle, plan_case(bundle, sequence, settings, retries, now), settings, retries,
                                  now, pending)
-            stored = self.ledger.case(case_id)
+            stored = self.ledger.cases.get(case_id)
             if (iso(due), step) != (stored["next_due_at"], stored["next_step"]):
                 self.differences.append((iso(now), stored["invoice_id"], (iso(due), step),
                                          (stored["next_due_at"], stored["next_step"])))

@@ -64,7 +64,7 @@ def test_a_stop_recorded_with_customer_optout_ends_texts_to_that_customer(textin
     assert cli(config, "tick", "--no-sync", "--now", at("2h").isoformat(), env=env).exit_code == 0
 
     assert len(http_receiver.requests) == 1          # cus_2's text only
-    actions = {a["step_id"]: a for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
+    actions = {a["step_id"]: a for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}
     assert actions["text"]["status"] == "skipped" and "opted out of SMS" in actions["text"]["detail"]
 
 

@@ -70,7 +70,7 @@ def test_pause_stops_the_sequence_and_resume_hands_it_back(book, tmp_path):
                "--now", at("1d").isoformat()).exit_code == 0
     for offset in ("2d", "3d1h"):
         cli(config, "tick", "--no-sync", "--now", at(offset).isoformat())
-    case_id = ledger.case_for_invoice("in_usd")["id"]
+    case_id = ledger.cases.for_invoice("in_usd")["id"]
     assert [a["step_id"] for a in ledger.actions(case_id)] == ["notice"]
     assert cli(config, "case", "resume", "in_usd", "--reason", "wire never came",
                "--now", at("3d2h").isoformat()).exit_code == 0
@@ -79,7 +79,7 @@ def test_pause_stops_the_sequence_and_resume_hands_it_back(book, tmp_path):
     # retry-1 fell due during the pause: an overdue retry still runs (the attempt budget allows); the reminder,
     # the latest customer message, runs once
     assert statuses == {"notice": "done", "retry-1": "done", "reminder": "done"}
-    summaries = [t["summary"] for t in ledger.timeline(case_id)]
+    summaries = [t["summary"] for t in ledger.cases.timeline(case_id)]
     assert "paused by a person: customer called, paying by wire" in summaries
 
 
@@ -87,7 +87,7 @@ def test_close_by_a_person_ends_the_case(book):
     config, ledger = book
     result = cli(config, "case", "close", "in_eur", "--reason", "settled offline", "--json")
     assert json.loads(result.stdout)["state"] == "closed"
-    assert ledger.case_for_invoice("in_eur")["close_reason"] == "settled offline"
+    assert ledger.cases.for_invoice("in_eur")["close_reason"] == "settled offline"
     again = cli(config, "case", "close", "in_eur", "--reason", "twice")
     assert again.exit_code == 2 and "already ended" in again.stderr
 

@@ -95,7 +95,7 @@ def test_a_stripe_that_never_answers_costs_a_tick_its_budget_not_minutes(tmp_pat
     assert "sync failed" in stderr and "Traceback" not in stderr
     ledger = Ledger.open(tmp_path / "dunctl.db")
     try:
-        actions = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice(invoice)["id"])}
+        actions = {a["step_id"]: a["status"] for a in ledger.actions(ledger.cases.for_invoice(invoice)["id"])}
     finally:
         ledger.close()
     assert "retry-1" not in actions        # not tried, not failed: still due for the next tick

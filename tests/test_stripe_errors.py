@@ -52,7 +52,7 @@ def ledger(tmp_path):
 
 def sync_into(ledger, gateway, now):
     for batch in gateway.sync(ledger.get_state("cursor"), now):
-        ledger.apply_batch(batch, now)
+        ledger.sync.apply_batch(batch, now)
 
 
 # -- rate limits and outages ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tests.test_stripe_sync import DAY, HOUR, T0, gateway, ledger  # noqa: F401,
 def run_sync(ledger, gateway, now, accept_stale=False):
     batches = list(gateway.sync(ledger.get_state("cursor"), now))
     for batch in batches:
-        ledger.apply_batch(batch, now, accept_stale=accept_stale)
+        ledger.sync.apply_batch(batch, now, accept_stale=accept_stale)
     return batches
 
 
@@ -34,7 +34,7 @@ def row(ledger, invoice_id):
 
 
 def signals(ledger, kind=None):
-    rows = [record.row for record in ledger.pending_signals()]       # every column, the new ones too
+    rows = [record.row for record in ledger.sync.pending_signals()]       # every column, the new ones too
     return [r for r in rows if kind is None or r["kind"] == kind]
 
 
@@ -114,7 +114,7 @@ def test_subscription_changes_outside_dunctl_become_signals(fake_stripe, gateway
     canceled = next(s for s in every if s["kind"] == "subscription_canceled")
     assert "moved to a competitor" in canceled["detail"]
     assert not json.loads(canceled["data"])["by_dunctl"]
-    assert ledger.subscription(sub)["status"] == "canceled"
+    assert ledger.sync.subscription(sub)["status"] == "canceled"
 
 
 def test_dunctls_own_pause_is_marked_as_dunctls(fake_stripe, gateway, ledger):
@@ -198,7 +198,7 @@ def test_a_re_read_before_an_action_keeps_the_subscription_and_the_metered_lines
     assert fresh.subscription_id == sub
     assert [line.metered for line in fresh.lines] == [True, True, True, False]
     from dunctl.model import SyncBatch
-    ledger.apply_batch(SyncBatch(invoices=[fresh]), T0 + 2 * HOUR)
+    ledger.sync.apply_batch(SyncBatch(invoices=[fresh]), T0 + 2 * HOUR)
     assert [line["metered"] for line in json.loads(row(ledger, invoice_id)["lines"])] == [True, True, True, False]
     assert row(ledger, invoice_id)["subscription_id"] == sub
 
@@ -341,5 +341,5 @@ def test_subscription_items_beyond_the_first_ten_are_read(fake_stripe, gateway, 
     fake_stripe.reset_counts()
     run_sync(ledger, gateway, T0 + HOUR)
     assert fake_stripe.count("GET /v1/subscription_items") >= 1
-    assert ledger.subscription(sub_id)["usage_based"] == 1
+    assert ledger.sync.subscription(sub_id)["usage_based"] == 1
     assert [line["metered"] for line in json.loads(row(ledger, invoice_id)["lines"])] == [False, True]

@@ -35,7 +35,7 @@ def run_sync(ledger: Ledger, gateway: StripeGateway, now: datetime, full: bool =
     process 'dies'."""
     batches = []
     for batch in gateway.sync(ledger.get_state("cursor"), now, full):
-        ledger.apply_batch(batch, now)
+        ledger.sync.apply_batch(batch, now)
         batches.append(batch)
         if stop_after is not None and len(batches) == stop_after:
             break
@@ -172,11 +172,11 @@ def test_incremental_sync_follows_events(fake_stripe, gateway, ledger):
     row = invoice_row(ledger, second)
     assert (row["status"], row["failure_type"], row["failed_at"]) == ("open", "card_update", "2026-11-02T11:00:00Z")
     assert invoice_row(ledger, third)["status"] == "void"
-    signals = {(s.kind, s.customer_id) for s in ledger.pending_signals()}
+    signals = {(s.kind, s.customer_id) for s in ledger.sync.pending_signals()}
     assert ("payment_method_updated", cus) in signals
     assert ("payment_method_updated", second_pm["customer"]) in signals
     assert ("card_expiring", cus) in signals and ("invoice_upcoming", cus) in signals
-    assert any(new_pm in s.detail for s in ledger.pending_signals())
+    assert any(new_pm in s.detail for s in ledger.sync.pending_signals())
     assert sum(b.events for b in batches) == len([e for e in fake_stripe.events if e["type"] in EVENT_TYPES
                                                   and e["created"] > int((T0 + HOUR).timestamp())])
 
@@ -239,10 +239,10 @@ def test_a_card_attached_is_stored_with_its_expiry_before_it_becomes_the_default
     fake_stripe.reset_counts()
     run_sync(ledger, gateway, T0 + 3 * HOUR)
     assert fake_stripe.count() == 1                        # still one events request
-    method = ledger.payment_method(spare)
+    method = ledger.sync.payment_method(spare)
     assert (method["customer_id"], method["last4"], method["exp_month"], method["exp_year"]) == \
         (cus, "0005", 3, 2027)
-    assert not [s for s in ledger.pending_signals() if s.payment_method_id == spare]   # not used until default
+    assert not [s for s in ledger.sync.pending_signals() if s.payment_method_id == spare]   # not used until default
 
 
 def test_resume_after_a_crash_mid_events(fake_stripe, gateway, ledger):
@@ -261,7 +261,7 @@ def test_resume_after_a_crash_mid_events(fake_stripe, gateway, ledger):
     run_sync(ledger, gateway, T0 + 7 * HOUR)
     run_sync(ledger, gateway, T0 + 7 * HOUR)                     # and once more, for good measure
     assert sorted(invoice_ids(ledger)) == sorted(ids + more)
-    disputes = [s.invoice_id for s in ledger.pending_signals() if s.kind == "dispute"]
+    disputes = [s.invoice_id for s in ledger.sync.pending_signals() if s.kind == "dispute"]
     assert sorted(disputes) == sorted(ids[:10])                  # each once: deduplicated by event id
     assert len(first) >= 2
 
@@ -385,7 +385,7 @@ def test_a_dispute_becomes_a_signal_on_its_invoice(fake_stripe, gateway, ledger,
     fake_stripe.customer_pays(invoice_id, at=T0 + DAY)
     fake_stripe.dispute(invoice_id, at=T0 + 2 * DAY, with_payment_intent=with_payment_intent)
     run_sync(ledger, gateway, T0 + 3 * DAY)
-    disputes = [s for s in ledger.pending_signals() if s.kind == "dispute"]
+    disputes = [s for s in ledger.sync.pending_signals() if s.kind == "dispute"]
     assert [(s.invoice_id, s.at.strftime("%Y-%m-%dT%H:%M:%SZ")) for s in disputes] == \
         [(invoice_id, "2026-11-04T09:00:00Z")]
     assert "fraudulent" in disputes[0].detail

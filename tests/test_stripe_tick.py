@@ -38,7 +38,7 @@ class World:
         return run_tick(self.ledger, self.config, self.gateway, self.channels, now)
 
     def case(self, invoice_id: str) -> dict:
-        return self.ledger.case_for_invoice(invoice_id)
+        return self.ledger.cases.for_invoice(invoice_id)
 
     def actions(self, invoice_id: str) -> dict[str, str]:
         return {a["step_id"]: a["status"] for a in self.ledger.actions(self.case(invoice_id)["id"])}

@@ -72,7 +72,7 @@ def test_a_payment_between_ticks_suppresses_every_later_step(smtp_config, smtp_s
     # no dunning step after the payment: only the thank-you for it (the shipped sequence's on_recovery)
     assert [s for _, s in subjects(smtp_server)] == ["Your Example payment of $49.00 didn't go through",
                                                      "Thank you: we have received your payment to Example"]
-    case = ledger.case_for_invoice("in_1")
+    case = ledger.cases.for_invoice("in_1")
     assert case["state"] == "recovered"
     assert case["recovered_at"] == "2026-11-04T14:00:00Z"
     assert case["amount_recovered"] == 4900
@@ -103,7 +103,7 @@ def test_a_customer_with_dunning_off_gets_no_messages_but_the_case_is_tracked(sm
     recipients = [to for to, _ in subjects(smtp_server)]
     assert "ada@example.com" not in recipients
     assert recipients == ["collections@example.com"]  # the day-15 escalation still reaches a person
-    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
+    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}
     assert statuses["notice"] == "skipped" and statuses["escalate"] == "done"
 
 
@@ -112,7 +112,7 @@ def test_a_case_first_seen_late_sends_one_message_not_a_backlog(smtp_config, smt
     seed(ledger, failed_invoice("in_1", failed_at=T0), now=at("4d1h"))
     tick(smtp_config, at("4d1h"))
     assert [s for _, s in subjects(smtp_server)] == ["Action needed: update your payment details for Example"]
-    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
+    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}
     # the latest customer message goes out once; the overdue retry is left to Stripe's schedule (retries: stripe)
     assert statuses == {"notice": "missed", "retry-1": "done", "reminder": "missed", "update-link": "done"}
 
@@ -126,7 +126,7 @@ def test_a_failing_channel_is_recorded_retried_later_and_does_not_stop_other_wor
     assert result.exit_code == 1
     assert "failed: in_1 notice (email)" in result.stderr
     assert "failed: in_2 notice (email)" in result.stderr
-    action = ledger.actions(ledger.case_for_invoice("in_1")["id"])[0]
+    action = ledger.actions(ledger.cases.for_invoice("in_1")["id"])[0]
     assert action["status"] == "failed" and "refused" in action["error"].lower()
     # the SMTP server comes back: the next tick after the retry delay sends each notice exactly once
     up = starter(tmp_path / "up", **{"channels.email": {"transport": "smtp", "host": smtp_server.host,
@@ -137,7 +137,7 @@ def test_a_failing_channel_is_recorded_retried_later_and_does_not_stop_other_wor
     assert tick(up, at("62m")).exit_code == 0
     assert tick(up, at("95m")).exit_code == 0
     assert sorted(to for to, _ in subjects(smtp_server)) == ["cus_1@example.com", "cus_2@example.com"]
-    assert ledger.actions(ledger.case_for_invoice("in_1")["id"])[0]["tries"] == 2
+    assert ledger.actions(ledger.cases.for_invoice("in_1")["id"])[0]["tries"] == 2
 
 
 def table_counts(path):
@@ -172,7 +172,7 @@ def test_a_dispute_stops_dunning_and_hands_the_case_to_a_person(smtp_config, smt
     sent = subjects(smtp_server)
     assert sent[0][0] == "cus_1@example.com" and len([s for to, s in sent if to == "cus_1@example.com"]) == 1
     assert ("collections@example.com", "[dunctl] Payment disputed: INV-1") in sent
-    case = ledger.case_for_invoice("in_1")
+    case = ledger.cases.for_invoice("in_1")
     assert (case["state"], case["with_person"], case["failure_type"]) == ("paused", 1, "dispute")
 
 
@@ -182,10 +182,10 @@ def test_a_new_decline_reclassifies_the_case(smtp_config, smtp_server):
     tick(smtp_config, at("31m"))
     seed(ledger, failed_invoice("in_1", decline_code="stolen_card", failed_at=at("2d"), attempt_count=2))
     tick(smtp_config, at("2d1h"))
-    case = ledger.case_for_invoice("in_1")
+    case = ledger.cases.for_invoice("in_1")
     assert (case["failure_type"], case["decline_code"], case["attempts"]) == ("card_hard", "stolen_card", 2)
     assert case["first_failed_at"] == "2026-11-02T14:00:00Z"  # the first failure never moves
-    kinds = [t["summary"] for t in ledger.timeline(case["id"])]
+    kinds = [t["summary"] for t in ledger.cases.timeline(case["id"])]
     assert "re-classified card_soft -> card_hard (stolen_card)" in kinds
     assert "payment attempt 2 failed: stolen_card" in kinds
 
@@ -199,7 +199,7 @@ def test_a_template_broken_after_the_case_opened_fails_that_action_only(smtp_con
     (tmp_path / "templates" / "payment-failed.txt.j2").write_text("{{ customer.nickname.upper() }}")
     result = tick(smtp_config, at("31m"))
     assert result.exit_code == 1
-    notice = ledger.actions(ledger.case_for_invoice("in_1")["id"])[0]
+    notice = ledger.actions(ledger.cases.for_invoice("in_1")["id"])[0]
     assert notice["status"] == "failed" and "payment-failed does not render" in notice["error"]
     assert [r.rcpt_tos[0] for r in smtp_server.received] == ["cus_2@example.com"]  # the other case carried on
 

@@ -36,7 +36,7 @@ def test_a_customer_is_never_emailed_inside_quiet_hours_however_late_the_tick(tm
     morning = tick(config, NIGHT_IN_NEW_YORK + timedelta(hours=6))                           # 08:00
     assert morning.exit_code == 0
     assert [to for to, _ in sent(smtp_server)] == ["cus_1@example.com"]
-    case = ledger.case_for_invoice("in_1")
+    case = ledger.cases.for_invoice("in_1")
     assert case["next_step"] == "retry-1"
 
 
@@ -52,7 +52,7 @@ def test_people_inside_the_company_are_told_at_night_when_dunning_is_off_and_whe
     assert sorted(sent(smtp_server)) == [
         ("am@acme.test", "[Billing] Ada Lovelace: $80,000.00 payment failed"),
         ("collections@example.com", "[dunctl] Large invoice failed: needs a person now: INV-big")]
-    statuses = {a["step_id"]: (a["status"], a["audience"]) for a in ledger.actions(ledger.case_for_invoice(
+    statuses = {a["step_id"]: (a["status"], a["audience"]) for a in ledger.actions(ledger.cases.for_invoice(
         "in_big")["id"])}
     assert statuses == {"escalate": ("done", "internal"), "account-manager": ("done", "internal"),
                         "notice": ("skipped", "customer")}
@@ -77,7 +77,7 @@ def test_after_cron_was_down_for_days_the_tick_says_what_it_missed_and_why(tmp_p
     assert "missed" in late.stderr and "the last tick was 6.9 days ago" in late.stderr
     # one message, the latest, not a burst
     assert [to for to, _ in sent(smtp_server)] == ["cus_1@example.com", "cus_1@example.com"]
-    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
+    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}
     assert statuses["reminder"] == "missed" and statuses["update-link"] == "done"
 
 
@@ -110,7 +110,7 @@ def test_sync_tells_a_person_about_a_dispute_on_an_open_case_without_a_traceback
             f"(dispute {dispute}): "
             f"{fake_invoice_number(fake_stripe, invoice)}") in sent(smtp_server)
     ledger = open_engine_ledger(config)
-    assert ledger.case_for_invoice(invoice)["state"] == "paused"
+    assert ledger.cases.for_invoice(invoice)["state"] == "paused"
 
 
 def fake_invoice_number(fake, invoice_id):
@@ -129,7 +129,7 @@ def test_a_dry_run_says_would_with_recipient_and_subject_and_never_creates_a_led
     data = json.loads(tick(tmp_path / "b" / "dunctl.yaml", at("31m"), "--dry-run", "--json").stdout)
     assert [(a["step"], a["status"], a["recipient"], a["subject"]) for a in data["actions"]] == [
         ("notice", "would", "cus_1@example.com", "Your Example payment of $49.00 didn't go through")]
-    assert ledger.actions(ledger.case_for_invoice("in_1")["id"]) == [] if ledger.case_for_invoice("in_1") else True
+    assert ledger.actions(ledger.cases.for_invoice("in_1")["id"]) == [] if ledger.cases.for_invoice("in_1") else True
 
 
 def test_the_summary_names_what_changed_and_a_retry_left_to_stripe_mails_nobody(tmp_path, smtp_server):
@@ -140,7 +140,7 @@ def test_the_summary_names_what_changed_and_a_retry_left_to_stripe_mails_nobody(
     assert tick(config, at("31m")).exit_code == 0
     quiet = tick(config, at("2d"))                     # only retry-1, which Stripe's Smart Retries own
     assert quiet.exit_code == 0 and quiet.stdout == ""
-    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
+    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}
     assert statuses["retry-1"] == "done"
     pay(ledger, invoice, at("2d1h"))
     paid = tick(config, at("2d2h"))
@@ -155,7 +155,7 @@ def test_monitor_mode_records_would_sends_nothing_and_going_live_sends_only_the_
         result = tick(config, at(offset))
         assert result.exit_code == 0
     assert smtp_server.received == []
-    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
+    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}
     assert statuses == {"notice": "would", "retry-1": "would", "reminder": "would"}
     assert result.stdout.startswith("monitor: ")
     # what was planned is visible where people look: status, case show, report
@@ -166,7 +166,7 @@ def test_monitor_mode_records_would_sends_nothing_and_going_live_sends_only_the_
     live = smtp_starter(tmp_path / "live", smtp_server, **{"ledger.path": str(ledger.path)})
     assert tick(live, at("3d2h")).exit_code == 0
     assert [to for to, _ in sent(smtp_server)] == ["cus_1@example.com"]      # one message, not three
-    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.case_for_invoice("in_1")["id"])}
+    statuses = {a["step_id"]: a["status"] for a in ledger.actions(ledger.cases.for_invoice("in_1")["id"])}
     assert statuses["notice"] == "missed" and statuses["reminder"] == "done"
 
 
@@ -185,7 +185,7 @@ def test_a_tick_stops_at_its_budget_and_the_next_one_finishes_without_missing_an
         for offset in ("36m", "41m", "46m", "51m", "56m"):
             tick(config, at(offset))
         assert sorted(r.rcpt_tos[0] for r in smtp.received) == [f"c{i}@example.com" for i in range(6)]
-    statuses = [a["status"] for case in ledger.cases() for a in ledger.actions(case["id"])]
+    statuses = [a["status"] for case in ledger.cases.listed() for a in ledger.actions(case["id"])]
     assert statuses == ["done"] * 6
 
 
@@ -199,7 +199,7 @@ def test_a_channel_that_keeps_failing_is_skipped_for_the_rest_of_the_tick(tmp_pa
     result = tick(config, at("31m"))
     assert result.exit_code == 1
     assert "skipped: the email channel after repeated failures" in result.stderr
-    rows = [a for case in ledger.cases() for a in ledger.actions(case["id"])]
+    rows = [a for case in ledger.cases.listed() for a in ledger.actions(case["id"])]
     assert len(rows) == 3 and {a["status"] for a in rows} == {"failed"}   # three tries, then no more this tick
     assert all(a["tries"] == 1 for a in rows)
 

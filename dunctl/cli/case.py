@@ -25,40 +25,40 @@ Reason = Annotated[str, typer.Option("--reason", "-r", help="Why: kept on the ca
 def show(invoice: Invoice, now: NowOption = None, as_json: JsonOption = False) -> None:
     """Show one case's whole timeline: failures, attempts, messages, decisions, with reasons."""
     config = load()
-    ledger = open_ledger(config, must_exist=True)
-    detail = cases.show(ledger, invoice)
-    if detail.case["state"] == "open":
-        from dunctl.explain import explain
+    with open_ledger(config, must_exist=True) as ledger:
+        detail = cases.show(ledger, invoice)
+        if detail.case["state"] == "open":
+            from dunctl.explain import explain
 
-        detail.waiting = [s for s in explain(ledger, config, invoice, ledger_now(ledger, now)).steps
-                          if s.state == "waits"]
-    if as_json:
-        print_json(detail.to_dict())
-        return
-    c, inv = detail.case, detail.invoice
-    who = (detail.customer or {}).get("name") or (detail.customer or {}).get("email") or c["customer_id"]
-    # Customer text is data, never markup or terminal control: printed as plain Text, escape codes stripped.
-    heading = Text(f"{c['invoice_id']}", style="bold")
-    heading.append(f" · {terminal_text(who)} · {format_amount(inv['amount_remaining'], inv['currency'])} "
-                   f"remaining of {format_amount(inv['amount_due'], inv['currency'])}")
-    out.print(heading)
-    out.print(Text(f"state {c['state']}{' (with a person)' if c['with_person'] else ''} · {c['failure_type']} "
-                   f"({c['decline_code'] or 'no code'}) · segment {c['segment']} · sequence {c['sequence']} "
-                   f"({c['sequence_hash']}) · {c['attempts']} attempt(s)"))
-    if c["close_reason"]:
-        out.print(Text(f"ended {cases.as_text_time(c['closed_at'])}: {terminal_text(c['close_reason'])}"))
-    elif c["next_step"]:
-        out.print(Text(f"next: {c['next_step']} at {cases.as_text_time(c['next_due_at'])}"))
-    if c.get("held_because") and not c["close_reason"]:
-        out.print(Text(f"waits: {terminal_text(c['held_because'])}"))
-    for step in detail.waiting:   # why a due step waits: quiet hours, the network's retry advice, notice, caps
-        out.print(Text(f"waits: {step.step}: {terminal_text(step.why)}"
-                       + (f" (until {cases.as_text_time(step.when)})" if step.when else "")))
-    table = Table("when (UTC)", "what", "detail", header_style="bold")
-    for entry in detail.timeline:
-        table.add_row(Text(cases.as_text_time(entry["at"]), no_wrap=True), Text(entry["kind"]),
-                      Text(terminal_text(entry["summary"])))
-    out.print(table)
+            detail.waiting = [s for s in explain(ledger, config, invoice, ledger_now(ledger, now)).steps
+                              if s.state == "waits"]
+        if as_json:
+            print_json(detail.to_dict())
+            return
+        c, inv = detail.case, detail.invoice
+        who = (detail.customer or {}).get("name") or (detail.customer or {}).get("email") or c["customer_id"]
+        # Customer text is data, never markup or terminal control: printed as plain Text, escape codes stripped.
+        heading = Text(f"{c['invoice_id']}", style="bold")
+        heading.append(f" · {terminal_text(who)} · {format_amount(inv['amount_remaining'], inv['currency'])} "
+                       f"remaining of {format_amount(inv['amount_due'], inv['currency'])}")
+        out.print(heading)
+        out.print(Text(f"state {c['state']}{' (with a person)' if c['with_person'] else ''} · {c['failure_type']} "
+                       f"({c['decline_code'] or 'no code'}) · segment {c['segment']} · sequence {c['sequence']} "
+                       f"({c['sequence_hash']}) · {c['attempts']} attempt(s)"))
+        if c["close_reason"]:
+            out.print(Text(f"ended {cases.as_text_time(c['closed_at'])}: {terminal_text(c['close_reason'])}"))
+        elif c["next_step"]:
+            out.print(Text(f"next: {c['next_step']} at {cases.as_text_time(c['next_due_at'])}"))
+        if c.get("held_because") and not c["close_reason"]:
+            out.print(Text(f"waits: {terminal_text(c['held_because'])}"))
+        for step in detail.waiting:   # why a due step waits: quiet hours, the network's retry advice, notice, caps
+            out.print(Text(f"waits: {step.step}: {terminal_text(step.why)}"
+                           + (f" (until {cases.as_text_time(step.when)})" if step.when else "")))
+        table = Table("when (UTC)", "what", "detail", header_style="bold")
+        for entry in detail.timeline:
+            table.add_row(Text(cases.as_text_time(entry["at"]), no_wrap=True), Text(entry["kind"]),
+                          Text(terminal_text(entry["summary"])))
+        out.print(table)
 
 
 def _changed(case: dict, as_json: bool) -> None:
@@ -72,7 +72,8 @@ def _changed(case: dict, as_json: bool) -> None:
 @handles_errors
 def pause(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: JsonOption = False) -> None:
     """A person takes over: no automated step runs until resume."""
-    _changed(cases.pause(open_ledger(load(), must_exist=True), invoice, reason, now_from(now)), as_json)
+    with open_ledger(load(), must_exist=True) as ledger:
+        _changed(cases.pause(ledger, invoice, reason, now_from(now)), as_json)
 
 
 @app.command("resume")
@@ -80,7 +81,8 @@ def pause(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: Json
 def resume(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: JsonOption = False) -> None:
     """Hand a paused case back to its sequence."""
     config = load()
-    _changed(cases.resume(open_ledger(config, must_exist=True), config, invoice, reason, now_from(now)), as_json)
+    with open_ledger(config, must_exist=True) as ledger:
+        _changed(cases.resume(ledger, config, invoice, reason, now_from(now)), as_json)
 
 
 @app.command("resolve")
@@ -118,8 +120,9 @@ def resolve(
                          "with --before)", "dunctl case resolve INVOICE STEP --sent -r REASON")
     config = load()
     who = by or getpass.getuser()
-    _changed(cases.resolve(open_ledger(config, must_exist=True), config, invoice, step, sent=sent, reason=reason,
-                           by=who, now=now_from(now)), as_json)
+    with open_ledger(config, must_exist=True) as ledger:
+        _changed(cases.resolve(ledger, config, invoice, step, sent=sent, reason=reason, by=who, now=now_from(now)),
+                 as_json)
 
 
 def _resolve_all(all_sent: bool, all_not_sent: bool, invoice: str | None, before: str | None, reason: str, by: str,
@@ -129,8 +132,9 @@ def _resolve_all(all_sent: bool, all_not_sent: bool, invoice: str | None, before
                          'dunctl case resolve --all-sent --before 2026-11-02T15:00:00Z -r "all in the SMTP log"')
     config = load()
     moment = now_from(before)
-    done = cases.resolve_all(open_ledger(config, must_exist=True), config, sent=all_sent, before=moment,
-                             reason=reason, by=by or getpass.getuser(), now=now_from(now))
+    with open_ledger(config, must_exist=True) as ledger:
+        done = cases.resolve_all(ledger, config, sent=all_sent, before=moment, reason=reason,
+                                 by=by or getpass.getuser(), now=now_from(now))
     if as_json:
         print_json(done.to_dict())
         return
@@ -147,4 +151,11 @@ def _resolve_all(all_sent: bool, all_not_sent: bool, invoice: str | None, before
 @handles_errors
 def close(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: JsonOption = False) -> None:
     """End a case by hand (settled offline, forgiven, sent to collections)."""
-    _changed(cases.close(open_ledger(load(), must_exist=True), invoice, reason, now_from(now)), as_json)
+    with open_ledger(load(), must_exist=True) as ledger:
+        _changed(cases.close(ledger, invoice, reason, now_from(now)), as_json)
+
+
+# Promises to pay and disputed invoices (net-terms receivables): their own module, registered here.
+from dunctl.cli import holds as _holds  # noqa: E402
+
+_holds.register(app, _changed)

@@ -11,6 +11,7 @@ import sqlite3
 import sys
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Any, Callable
 
 import typer
@@ -19,7 +20,7 @@ from dunctl.clock import parse_instant, system_now
 from dunctl.config import Config, load_config
 from dunctl.errors import ConfigError, DunctlError, UsageError
 from dunctl.ledger import Ledger
-from dunctl.preflight import sqlite_error
+from dunctl.ledger.file import sqlite_error
 
 class _Console:
     """A Rich console made on first use: a cron tick with nothing to say never imports Rich (15 ms a run)."""
@@ -44,8 +45,10 @@ class _Console:
 
 
 # Results go to stdout; progress, diagnostics and errors to stderr. A fixed width keeps output stable in pipes.
-out = _Console(highlight=False, soft_wrap=False)
-err = _Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: Rich turns ':100:' into an emoji even with markup off, and 'dunctl.yaml:100:' (a config error on
+# line 100) is exactly that; dunctl prints file positions and customer data, never emoji codes.
+out = _Console(highlight=False, soft_wrap=False, emoji=False)
+err = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (keys documented in docs/reference.md).")]
 NowOption = Annotated[str | None, typer.Option("--now", help="Act as if it were this UTC time (ISO 8601).",
@@ -92,11 +95,14 @@ def ledger_now(ledger: Ledger, option: str | None) -> datetime:
     return system_now()
 
 
-def open_ledger(config: Config, must_exist: bool = True) -> Ledger:
-    """The config's ledger, which must exist (made by `dunctl init`) unless the command was given --new-ledger.
-    A missing or empty ledger is never replaced silently: that would run again every step still within grace."""
+@contextlib.contextmanager
+def open_ledger(config: Config, must_exist: bool = True) -> Iterator[Ledger]:
+    """The config's ledger for the length of one command, closed after it (every command opens its ledger
+    here). It must exist (made by `dunctl init`) unless the command was given --new-ledger: a missing or empty
+    ledger is never replaced silently, which would run again every step still within grace."""
     state.ledger_path = config.ledger_path
-    return Ledger.open(config.ledger_path, create=state.new_ledger or not must_exist)
+    with Ledger.open(config.ledger_path, create=state.new_ledger or not must_exist) as ledger:
+        yield ledger
 
 
 def print_json(data: Any) -> None:

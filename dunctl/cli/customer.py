@@ -23,7 +23,8 @@ CustomerId = Annotated[str, typer.Argument(help="The Stripe customer id (cus_...
 @handles_errors
 def show(customer: CustomerId, as_json: JsonOption = False) -> None:
     """Show one customer's pre-dunning notices and dunning cases on one timeline."""
-    history = customer_history(open_ledger(load(), must_exist=True), customer)
+    with open_ledger(load(), must_exist=True) as ledger:
+        history = customer_history(ledger, customer)
     if as_json:
         print_json(history.to_dict())
         return
@@ -47,15 +48,45 @@ def optout(customer: CustomerId,
     """Record that a customer opted out of a channel: dunctl customer optout cus_123 --sms (an inbound STOP)."""
     if not sms:
         raise UsageError("say which channel the customer opted out of", "add --sms (the only channel with opt-out)")
-    ledger = open_ledger(load(), must_exist=True)
-    if ledger.customer(customer) is None:
-        raise UsageError(f"unknown customer {customer!r}", "give a Stripe customer id the ledger knows "
-                         "(`dunctl sync` first if it is new)")
-    new = ledger.opt_out(customer, "sms", now_from(now), "dunctl customer optout")
+    with open_ledger(load(), must_exist=True) as ledger:
+        if ledger.sync.customer(customer) is None:
+            raise UsageError(f"unknown customer {customer!r}", "give a Stripe customer id the ledger knows "
+                             "(`dunctl sync` first if it is new)")
+        new = ledger.cases.opt_out(customer, "sms", now_from(now), "dunctl customer optout")
+        if as_json:
+            print_json({"customer": customer, "channel": "sms", "opted_out": True, "new": new})
+            return
+        out.print(f"{shown(customer)}: no more SMS" + ("" if new else " (already opted out)"))
+
+
+@app.command("statement")
+@handles_errors
+def statement(customer: CustomerId,
+              fmt: Annotated[str, typer.Option("--format", "-f", help="text or html.")] = "text",
+              output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file.",
+                                                         show_default=False)] = None,
+              now: NowOption = None, as_json: JsonOption = False) -> None:
+    """A statement of account: every open invoice of the customer and a total per currency.
+
+    For example: dunctl customer statement cus_123 --format html -o statement.html
+    """
+    from dunctl.receivables.statement import statement as build, to_html, to_text
+
+    if fmt not in ("text", "html"):
+        raise UsageError(f"--format {fmt!r} is not a statement format", "use --format text or --format html")
+    config = load()
+    with open_ledger(config, must_exist=True) as ledger:
+        found = build(ledger, customer, now_from(now))
     if as_json:
-        print_json({"customer": customer, "channel": "sms", "opted_out": True, "new": new})
+        print_json(found.to_dict())
         return
-    out.print(f"{shown(customer)}: no more SMS" + ("" if new else " (already opted out)"))
+    text = (to_html if fmt == "html" else to_text)(found, config.file.sender.company or "us")
+    if output:
+        from pathlib import Path
+
+        Path(output).write_text(text, encoding="utf-8")
+        return
+    typer.echo(text, nl=False)
 
 
 def shown(value: str) -> str:

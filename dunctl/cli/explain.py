@@ -16,7 +16,8 @@ def explain(invoice: Invoice, now: NowOption = None, as_json: JsonOption = False
     Example: dunctl explain in_1Pgc6tLkdIwHu7ix0Ek8v2yC
     """
     config = load()
-    result = explain_case(open_ledger(config, must_exist=True), config, invoice, now_from(now))
+    with open_ledger(config, must_exist=True) as ledger:
+        result = explain_case(ledger, config, invoice, now_from(now))
     if as_json:
         print_json(result.to_dict())
         return

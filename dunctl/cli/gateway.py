@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from dunctl.account_binding import LedgerFile, bind, read_binding, refuse_if_simulated
+from dunctl.account_binding import bind, read_binding, refuse_if_simulated
+from dunctl.ledger.file import StateFile
 from dunctl.config import Config
 from dunctl.gateway import Gateway
 
@@ -77,7 +78,7 @@ def make_gateway(config: Config, environ: dict[str, str], ledger=None, check_acc
         if ledger is not None:
             gateway.bind(ledger)
         elif config.ledger_path.is_file():      # no ledger yet: nothing to check, and nothing is created
-            own = LedgerFile(config.ledger_path)
+            own = StateFile(config.ledger_path)
             try:
                 gateway.bind(own)
             finally:

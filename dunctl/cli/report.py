@@ -27,6 +27,7 @@ from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
 from dunctl.notices.report import predunning_section
+from dunctl.receivables.aging import receivables_section
 from dunctl.report import (
     DIMENSIONS,
     Headline,
@@ -70,6 +71,9 @@ def report(
                                                 show_default=False)] = None,
     cases: Annotated[bool, typer.Option("--cases", help="List the cases behind the numbers, one per line "
                                         "(csv, json lines, md or table), instead of the metrics.")] = False,
+    journal: Annotated[bool, typer.Option("--journal", help="The month-end journal instead: every recovery, "
+                                          "partial payment and write-off between --since and --until (csv, or "
+                                          "json), for Xero or QuickBooks.")] = False,
     active_subscriptions: Annotated[int | None, typer.Option(
         "--active-subscriptions", min=1, help="Subscriptions active in the period (Stripe's count): the "
         "denominator of involuntary churn. Without it, churn is shown only where the ledger knows every active "
@@ -87,23 +91,28 @@ def report(
     For example: dunctl report --since 2026-10-01 --until 2026-11-01 --by channel --format html -o october.html
     """
     config = load()
-    ledger = open_ledger(config, must_exist=True)
-    period = Period(_instant(since, "--since"), _instant(until, "--until"))
-    window = config.file.dunning.attribution_window
-    fmt = Format.json if as_json else fmt
-    if by and "arm" in ",".join(by).split(","):     # experiments: dunctl/experiments.py, dunctl/cli/arms.py
-        from dunctl.cli.arms import render_arms
-        from dunctl.experiments import arm_report
+    with open_ledger(config, must_exist=True) as ledger:
+        period = Period(_instant(since, "--since"), _instant(until, "--until"))
+        window = config.file.dunning.attribution_window
+        fmt = Format.json if as_json else fmt
+        if by and "arm" in ",".join(by).split(","):     # experiments: dunctl/experiments.py, dunctl/cli/arms.py
+            from dunctl.cli.arms import render_arms
+            from dunctl.experiments import arm_report
 
-        return render_arms(arm_report(ledger, config, experiment, period.since, period.until), fmt is Format.json)
-    if cases:
-        write_cases(case_listing(ledger, period, window), fmt, output)
-        return
-    result = build_report(ledger, ledger_now(ledger, now), period, by, window,
-                          active_subscriptions=active_subscriptions, active_customers=active_customers)
-    # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
-    result.predunning = predunning_section(ledger, period.since, period.until)
-    write(result, fmt, output)
+            return render_arms(arm_report(ledger, config, experiment, period.since, period.until), fmt is Format.json)
+        if cases:
+            write_cases(case_listing(ledger, period, window), fmt, output)
+            return
+        if journal:     # dunctl/receivables/journal.py
+            from dunctl.cli.holds import write_journal
+
+            return write_journal(ledger, period.since, period.until, fmt is Format.json, output)
+        result = build_report(ledger, ledger_now(ledger, now), period, by, window,
+                              active_subscriptions=active_subscriptions, active_customers=active_customers)
+        # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
+        result.predunning = predunning_section(ledger, period.since, period.until)
+        result.receivables = receivables_section(ledger, ledger_now(ledger, now))   # aging and DSO, as of now
+        write(result, fmt, output)
 
 
 def _instant(text: str | None, option: str):

@@ -107,12 +107,19 @@ def render(result: SimulationResult) -> None:
 def render_backtest(result) -> None:
     out.print(f"[bold]Backtest: {result.cases} failed invoices from {result.ledger}[/] replayed from "
               f"{result.start} to {result.end} (seed {result.seed}).")
-    out.print(f"Customer model: the {result.preset} preset, fitted to this ledger where it has {30}+ cases:",
-              markup=False)
+    v = result.validation
+    out.print(f"Customer model: the {result.preset} preset, fitted on {v.fitted_on} of the cases, channel by channel "
+              "(a channel needs 30+ recoveries on the ledger):", markup=False)
     for fit in result.fits:
         out.print(f"  {fit.quantity} ({', '.join(fit.parameters)}): {fit.why}", markup=False)
-    out.print("Check, share of all failed invoices recovered: " + "; ".join(
-        f"{name}: ledger {_pct(v['ledger'])}, preset {_pct(v.get('preset'))}, fitted replay {_pct(v['replay'])}"
+    out.print(f"Validation, on the {v.held_out} cases the fit did not see: {v.verdict}", markup=False)
+    gap = result.baseline_gap
+    if gap.get("gap") is not None:
+        out.print(f"Baseline against the ledger, every case: recovered of all {_pct(gap['replay'])} vs "
+                  f"{_pct(gap['ledger'])}, a gap of {gap['gap'] * 100:+.1f} points (95% CI {gap['low'] * 100:+.1f} "
+                  f"to {gap['high'] * 100:+.1f}).", markup=False)
+    out.print("Check, share of the fitted cases recovered (95% CI): " + "; ".join(
+        f"{name}: ledger {_ci(v['ledger'])}, preset {_ci(v['preset'])}, fitted replay {_ci(v['replay'])}"
         for name, v in result.check.items()), markup=False)
     outcomes = [result.observed, result.baseline, *result.candidates]
     table = outcome_table(outcomes, title="Side by side (baseline: the active config, replayed)")
@@ -128,6 +135,12 @@ def render_backtest(result) -> None:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def _ci(value: dict | None) -> str:
+    if not value or value.get("rate") is None:
+        return "-"
+    return f"{value['rate']:.1%} ({value['low']:.1%} to {value['high']:.1%})"
 
 
 def _difference(comparison) -> str:

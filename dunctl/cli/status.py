@@ -16,13 +16,12 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from dunctl.cases import CaseRow, Status, status as build_status
+from dunctl.cases import CaseRow, Status
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, open_ledger, out
-from dunctl.ledger.experiment_queries import experiment_status
 from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, packed_lines, plain_rows
 from dunctl.money import format_amount
-from dunctl.notices.views import upcoming as upcoming_notices
 from dunctl.sanitize import terminal_text
+from dunctl.status import status_page
 
 MODE_NOTE = {"live": "LIVE Stripe account", "test": "Stripe test mode", "simulated": "simulated account (demo)"}
 CHUNK = 500                       # rows per Rich table when streaming
@@ -55,24 +54,19 @@ def status(
     For example: dunctl status --failure-type card_hard --limit 50
     """
     config = load()
-    ledger = open_ledger(config, must_exist=True)
-    moment = ledger_now(ledger, now)
-    if limit is None and not include_ended and not as_json:
-        limit = _screenful()
-    view = build_status(ledger, moment, include_ended, segment=segment, state=state, failure_type=failure_type,
-                        limit=limit or None, fx=config.file.report.fx)
-    if as_json:
-        from dunctl.report import headline
-
-        write_json(view, headline(ledger, moment).to_dict(), experiment_status(ledger),
-                   [n.to_dict() for n in upcoming_notices(ledger, moment)])
-        return
-    render(view)
-    render_notices(upcoming_notices(ledger, moment))
-    render_experiments(experiment_status(ledger))
-    from dunctl.report import headline
-
-    render_headline_after(headline(ledger, moment))
+    with open_ledger(config, must_exist=True) as ledger:
+        moment = ledger_now(ledger, now)
+        if limit is None and not include_ended and not as_json:
+            limit = _screenful()
+        page = status_page(ledger, moment, include_ended, segment=segment, state=state, failure_type=failure_type,
+                           limit=limit or None, fx=config.file.report.fx)
+        if as_json:
+            write_json(page.cases, page.headline.to_dict(), page.experiments, [n.to_dict() for n in page.notices])
+            return
+        render(page.cases)
+        render_notices(page.notices)
+        render_experiments(page.experiments)
+        render_headline_after(page.headline)
 
 
 def render_experiments(rows: list[dict]) -> None:

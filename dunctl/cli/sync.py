@@ -21,16 +21,16 @@ def sync(
 ) -> None:
     """Pull changes from Stripe into the ledger and open or close cases (no steps are run)."""
     config = load()
-    ledger = open_ledger(config)
-    with sync_progress() as progress:
-        result = sync_and_reconcile(ledger, config, make_gateway(config, environ(), ledger=ledger), now_from(now), full=full,
-                                    progress=progress, channels=build_channels(config, environ()),
-                                    accept_stale=accept_stale)
-    for line in result.taken_over:
-        err.print(line, markup=False)
-    if as_json:
-        print_json(result.__dict__)
-        return
-    out.print(f"{result.requests} request(s), {result.events} event(s); invoices: {result.invoices_new} new, "
-              f"{result.invoices_updated} updated; cases: {result.cases_opened} opened, {result.cases_closed} closed",
-              markup=False)
+    with open_ledger(config) as ledger:
+        with sync_progress() as progress:
+            result = sync_and_reconcile(ledger, config, make_gateway(config, environ(), ledger=ledger), now_from(now), full=full,
+                                        progress=progress, channels=build_channels(config, environ()),
+                                        accept_stale=accept_stale)
+        for line in result.taken_over:
+            err.print(line, markup=False)
+        if as_json:
+            print_json(result.__dict__)
+            return
+        out.print(f"{result.requests} request(s), {result.events} event(s); invoices: {result.invoices_new} new, "
+                  f"{result.invoices_updated} updated; cases: {result.cases_opened} opened, {result.cases_closed} closed",
+                  markup=False)

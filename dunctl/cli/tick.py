@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 import contextlib
 import signal
 import threading
@@ -14,12 +13,8 @@ from dunctl.cli.common import JsonOption, NowOption, environ, err, handles_error
 from dunctl.cli.gateway import make_gateway
 from dunctl.clock import parse_instant, system_now
 from dunctl.ledger import Ledger
-from dunctl.preflight import quick_check
-from dunctl.tick.clocks import check_tick_moment, is_live_key
-from dunctl.tick.channels import build_channels
-from dunctl.tick.preflight import templates_parse
+from dunctl.tick.command import TickOptions, tick_command
 from dunctl.tick.result import TickResult
-from dunctl.tick.run import run_tick
 
 
 @handles_errors
@@ -41,29 +36,18 @@ def tick(
     Run it from cron every few minutes: */5 * * * * cd /srv/billing && dunctl tick
     """
     config = load()
-    given = parse_instant(now) if now else None
+    options = TickOptions(given=parse_instant(now) if now else None, dry_run=dry_run, sync=not no_sync,
+                          accept_stale=accept_stale, adopt=adopt)
     wall = system_now()               # the machine's clock, read once: --now is checked against it
-    if dry_run and not config.ledger_path.exists():
-        ledger = Ledger.in_memory()   # a dry run never creates the ledger file
-    else:
-        ledger = open_ledger(config)
-        quick_check(ledger.conn, config.ledger_path)   # a damaged page stops the tick before it reads or writes
-    moment = check_moment(config, ledger, given, wall, dry_run)
-    known = ledger.get_state("templates_parsed")
-    parsed = templates_parse(config, known_good=known)
-    if parsed != known and not dry_run:
-        ledger.set_state("templates_parsed", parsed)
-    # the account check records the binding on first use: a dry run does it on a copy, never on the file
     # The tick's budget bounds its Stripe calls too (timeouts, retries, backoff): a Stripe that accepts and never
     # answers cannot hold the ledger's lock past it while cron's next ticks exit 3.
-    gateway = make_gateway(config, environ(), ledger=ledger.snapshot_in_memory() if dry_run else ledger,
-                           check_account=not no_sync, budget=config.file.dunning.tick_budget.total_seconds())
-    with sync_progress(syncing=not no_sync) as progress, stop_on_signals() as caught:
-        result = run_tick(ledger, config, gateway, build_channels(config, environ()), moment, dry_run=dry_run,
-                          sync=not no_sync, progress=progress, accept_stale=accept_stale, adopt=adopt,
-                          wall=wall if given is None or is_live_key(environ().get(config.file.stripe.api_key_env))
-                          else None,   # a test key's --now travels in time: Stripe's clock is not the tick's
-                          interrupted=lambda: bool(caught))
+    budget = config.file.dunning.tick_budget.total_seconds()
+    with tick_ledger(config, dry_run) as ledger, sync_progress(syncing=not no_sync) as progress, \
+            stop_on_signals() as caught:
+        result = tick_command(ledger, config, environ(), options, wall, progress=progress,
+                              connect=lambda led: make_gateway(config, environ(), ledger=led,
+                                                               check_account=not no_sync, budget=budget),
+                              interrupted=lambda: bool(caught))
     log_tick(config, result)
     render(result, verbose or dry_run, as_json, signal.Signals(caught[0]).name if caught else None)
     if caught:
@@ -72,14 +56,12 @@ def tick(
         raise typer.Exit(1)
 
 
-def check_moment(config, ledger: Ledger, given: datetime | None, wall: datetime, dry_run: bool) -> datetime:
-    """The tick's moment (--now, else the machine's clock), refused when it goes back before the last tick, or
-    with a live key runs ahead of the machine's clock, before anything is written. The simulated account (a demo
-    ledger) keeps a free --now."""
-    key = environ().get(config.file.stripe.api_key_env)
-    simulated = ledger.get_state("account_mode") == "simulated"
-    return check_tick_moment(given, wall, ledger.last_tick_at(), live_key=is_live_key(key) and not simulated,
-                             dry_run=dry_run)
+def tick_ledger(config, dry_run: bool) -> contextlib.AbstractContextManager[Ledger]:
+    """The config's ledger; a dry run before the first tick works on an empty one in memory (it never creates
+    the file)."""
+    if dry_run and not config.ledger_path.exists():
+        return Ledger.in_memory()
+    return open_ledger(config)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from dunctl.experiments import Experiment
 from dunctl.notices.config import SESSION_EXPIRES, NoticesConfig
 from dunctl.offsets import Offset, offset_text, parse_offset
+from dunctl.receivables.settings import CollectionsConfig
 from dunctl.recipients import address_problem
 from dunctl.strict import Strict
 
@@ -26,7 +27,7 @@ from dunctl.strict import Strict
 NETWORK_ATTEMPT_LIMIT = 15
 
 ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subscription", "cancel_subscription",
-           "mark_uncollectible", "close")
+           "mark_uncollectible", "close", "hand_off")
 CUSTOMER_FACING = frozenset({"email", "sms"})
 # Steps that take the service away; they never run unless the customer was told first.
 SUSPENDING = frozenset({"pause_subscription", "cancel_subscription", "mark_uncollectible"})
@@ -313,6 +314,7 @@ class ConfigFile(Strict):
     segments: list[Segment]
     experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
     notices: NoticesConfig = NoticesConfig()   # pre-dunning (dunctl/notices); off when the key is absent
+    collections: CollectionsConfig = CollectionsConfig()   # the hand_off step (dunctl/receivables/handoff.py)
     report: ReportConfig = ReportConfig()
 
 
@@ -348,7 +350,7 @@ class Step(Strict):
     @classmethod
     def _offset(cls, value: Any) -> Offset:
         offset = value if isinstance(value, Offset) else parse_offset(value)
-        if offset.minutes > MAX_OFFSET.total_seconds() // 60 or offset.business_days > MAX_OFFSET_BUSINESS_DAYS:
+        if abs(offset.minutes) > MAX_OFFSET.total_seconds() // 60 or offset.business_days > MAX_OFFSET_BUSINESS_DAYS:
             raise ValueError(f"'{offset.text}' is too far from the first failure; allowed: up to 365d (52w, "
                              f"{MAX_OFFSET_BUSINESS_DAYS}bd)")
         return offset

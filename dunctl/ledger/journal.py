@@ -116,7 +116,7 @@ class ActionJournal(_Journal):
         self.record_rows([(claim_id, outcome.status, outcome.detail or None, outcome.error, outcome.recipient,
                            outcome.subject, outcome.request_id, outcome.message_ref)
                           for claim_id, _, outcome in results], now)
-        self.ledger.set_last_actions([(effect.case_id, f"{effect.name}: {outcome.status}")
+        self.ledger.cases.set_last_actions([(effect.case_id, f"{effect.name}: {outcome.status}")
                                       for _, effect, outcome in results
                                       if effect.kind == "step" or outcome.status == "failed"], now)
 
@@ -162,14 +162,14 @@ class ActionJournal(_Journal):
         self.record_result(row["id"], status, now, detail=note,
                            error="the tick stopped before recording its details"
                            if status in ("failed", "unknown") else None)
-        self.ledger.add_timeline(row["case_id"], now, "action", f"{row['step_id']} ({row['action']}) {status}: "
+        self.ledger.cases.add_timeline(row["case_id"], now, "action", f"{row['step_id']} ({row['action']}) {status}: "
                                                                 f"{note}")
 
     def _settle_unknown(self, row: dict, now: datetime) -> None:
         self.record_result(row["id"], "unknown", now,
                            error="the tick stopped while this action was in flight; it may or may not have "
                                  "happened and will not be re-sent: check, then `dunctl case resolve`")
-        self.ledger.add_timeline(row["case_id"], now, "unknown",
+        self.ledger.cases.add_timeline(row["case_id"], now, "unknown",
                                  f"{row['step_id']} ({row['action']}) outcome unknown: not re-sent")
 
 

@@ -296,16 +296,16 @@ def m103_experiments(db: Database) -> None:
 # Aggregates the report reads instead of the cases, kept exact by triggers on cases and actions, so no Python
 # call site (the tick, a person closing a case, a sync) has to remember them. Each case contributes to one row of
 # each rollup; a trigger subtracts the old row's contribution and adds the new one, and deletes rows left at zero.
-# dunctl/ledger/report_queries.py reads them; its raw-scan functions are the reference they are tested against.
+# dunctl/ledger/views/report.py reads them; its raw-scan functions are the reference they are tested against.
 
 # Whole seconds from first failure to payment, for a row alias (NEW, OLD, c). Must stay textually the same as
-# report_queries.SECONDS so the expression index below serves its lookups.
+# views/report.SECONDS so the expression index below serves its lookups.
 _SECONDS_OF = "max(CAST(round((julianday({r}recovered_at) - julianday({r}first_failed_at)) * 86400) AS INTEGER), 0)"
 _TOUCH_ACTIONS = "'email', 'sms', 'retry', 'escalate'"
 _CREDITED = "CASE a.action WHEN 'email' THEN 'email' WHEN 'sms' THEN 'sms' WHEN 'retry' THEN 'retry' " \
             "WHEN 'escalate' THEN 'person' END"
 # The channel credited with a recovered case: its last done touch within the attribution window stored in
-# report_settings (report_queries rebuilds report_channels when a report asks for another window).
+# report_settings (views/report.py rebuilds report_channels when a report asks for another window).
 _CHANNEL_OF = """coalesce((SELECT {credited} FROM actions a
     WHERE a.case_id = {r}id AND a.status = 'done' AND a.action IN ({touches})
       AND a.finished_at <= {r}recovered_at
@@ -667,10 +667,30 @@ def m110_i2x_msgs_b_sms_optouts(db: Database) -> None:
                "at TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (customer_id, channel))")
 
 
+@migrations()
+def m111_recv_net_terms(db: Database) -> None:
+    """Net-terms receivables (dunctl/receivables): an invoice's due date and PDF link, indexed so that a tick finds
+    the invoices coming due in one step; `holds`: a customer's promise to pay by a date, or a dispute of an
+    invoice, which holds that invoice's automated messages until it ends (kept, broken, lifted)."""
+    db.executescript(
+        """
+        ALTER TABLE invoices ADD COLUMN due_date TEXT;
+        ALTER TABLE invoices ADD COLUMN invoice_pdf TEXT;
+        CREATE INDEX IF NOT EXISTS invoices_net_terms ON invoices(collection_method, status, due_date);
+        CREATE TABLE IF NOT EXISTS holds (
+            id INTEGER PRIMARY KEY, case_id INTEGER NOT NULL, invoice_id TEXT NOT NULL, kind TEXT NOT NULL,
+            until TEXT, amount INTEGER, currency TEXT, reason TEXT, created_at TEXT NOT NULL, by TEXT,
+            paid_at_start INTEGER NOT NULL DEFAULT 0, ended_at TEXT, outcome TEXT);
+        CREATE INDEX IF NOT EXISTS holds_open ON holds(until) WHERE ended_at IS NULL;
+        CREATE INDEX IF NOT EXISTS holds_case ON holds(case_id);
+        """
+    )
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
-    from dunctl.ledger import SCHEMA
+    from dunctl.ledger.file import SCHEMA
 
     registered = tuple(m.name for m in migrations._migrations)
     if registered != SCHEMA:

@@ -94,6 +94,15 @@ class InvoiceRecord(_Record):
     livemode: int
     row: dict = field(repr=False, compare=False, default_factory=dict)
 
+    @property
+    def collection_method(self) -> str:
+        return self.row.get("collection_method") or "charge_automatically"
+
+    @property
+    def due_date(self) -> datetime | None:
+        """A net-terms invoice's due date (dunctl/receivables); None for a card invoice."""
+        return from_iso(self.row.get("due_date"))
+
 
 @dataclass(frozen=True)
 class CustomerRecord(_Record):

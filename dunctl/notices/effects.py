@@ -87,7 +87,7 @@ class NoticeEffect:
         facts no longer call for (card updated or replaced, subscription cancelled, dunning=off) is not sent."""
         if not self.notice.get("subscription_id"):
             return None
-        subject = ctx.ledger.notice_subject(self.notice["subscription_id"])
+        subject = ctx.ledger.notices.subject(self.notice["subscription_id"])
         if subject is None:
             return Outcome("suppressed", "the subscription is gone")
         preview = _stored_preview(subject)
@@ -98,7 +98,7 @@ class NoticeEffect:
         return Outcome("suppressed", decision.why_none or "no longer called for")
 
     def prepare(self, ctx: TickContext, together: list[NoticeEffect]) -> Prepared:
-        customer = ctx.ledger.customer(self.notice["customer_id"])
+        customer = ctx.ledger.sync.customer(self.notice["customer_id"])
         rule = (_data(self.notice).get("to")) or "billing_contact"
         addresses = recipient_list(rule, customer, {})
         if not addresses:
@@ -131,7 +131,7 @@ def notice_effect(ctx: TickContext, notice: dict) -> NoticeEffect:
 
 def _zone(ctx: TickContext, customer_id: str) -> str:
     """Where the customer is (its metadata timezone), else the sender's zone: the days a notice names are theirs."""
-    customer = ctx.ledger.customer(customer_id) or {}
+    customer = ctx.ledger.sync.customer(customer_id) or {}
     return customer.get("timezone") or ctx.config.file.sender.timezone
 
 
@@ -155,7 +155,7 @@ def _renewing_with(ctx: TickContext, notice: dict) -> list[dict]:
     the reminder states the whole charge, never the part one subscription makes."""
     zone = _zone(ctx, notice["customer_id"])
     day = _renewal_of(notice, zone)
-    subs = [s for s in ctx.ledger.customer_subscriptions(notice["customer_id"])
+    subs = [s for s in ctx.ledger.sync.customer_subscriptions(notice["customer_id"])
             if s["status"] in ("active", "trialing", "past_due") and not s.get("cancel_at_period_end")
             and from_iso(s.get("current_period_end")) is not None
             and (_local_day(from_iso(s["current_period_end"]), zone), s.get("currency")) == day]
@@ -176,7 +176,7 @@ def _covered_by_another_reminder(ctx: TickContext, notice: dict) -> Outcome | No
         return None
     zone = _zone(ctx, notice["customer_id"])
     day = _renewal_of(notice, zone)
-    group = [n for n in ctx.ledger.customer_notices(notice["customer_id"])
+    group = [n for n in ctx.ledger.notices.of_customer(notice["customer_id"])
              if n["kind"] == UPCOMING_RENEWAL and n["offset"] == notice["offset"] and _renewal_of(n, zone) == day
              and (n["status"] in _SENDING or n["status"] == "failed" and n["next_due_at"] or n["id"] == notice["id"])]
     first = min(group, key=lambda n: (n["due_at"], n["id"]))

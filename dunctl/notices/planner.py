@@ -64,7 +64,7 @@ def dunning_off(customer: dict | None) -> bool:
 
 
 def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None = None) -> NoticeDecision:
-    """The notices a subscription calls for. `subject` is Ledger.notice_subject(); `preview` the latest upcoming-
+    """The notices a subscription calls for. `subject` is `ledger.notices.subject()`; `preview` the latest upcoming-
     invoice preview of a metered subscription (None: none fetched yet, or not metered)."""
     sub, customer = subject["subscription"], subject["customer"]
     decision = NoticeDecision()

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 
 from dunctl.clock import iso
 from dunctl.ledger import Ledger
+from dunctl.ledger.views import notices as views
+from dunctl.ledger.views.period import Period
 from dunctl.notices import KINDS
 
 COMPARISON_NOTE = ("a comparison, not a causal claim: reminded renewals are the plans `upcoming_renewal.when` "
@@ -75,50 +77,21 @@ class PreDunning:
         return rows
 
 
-def _between(column: str, since, until) -> tuple[str, list]:
-    parts, params = [], []
-    if since:
-        parts.append(f"{column} >= ?")
-        params.append(iso(since))
-    if until:
-        parts.append(f"{column} < ?")
-        params.append(iso(until))
-    return " AND ".join(parts) or "1", params
-
-
 def predunning_section(ledger: Ledger, since=None, until=None) -> PreDunning:
     """Notices sent in [since, until) and what followed them."""
-    db = ledger.db
-    where, params = _between("n.finished_at", since, until)
+    conn = ledger.conn
+    period = Period(iso(since), iso(until))
     result = PreDunning(since=iso(since) if since else None, until=iso(until) if until else None)
-    for kind, count in db.execute(f"SELECT kind, count(*) FROM notices n WHERE status = 'done' AND {where} "
-                                  "GROUP BY kind", params):
-        result.sent_by_kind[kind] = count
+    result.sent_by_kind.update(views.sent_by_kind(conn, period))
     result.usage_alerts = result.sent_by_kind.get("usage_alert", 0)
     result.large_charge_heads_ups = result.sent_by_kind.get("large_charge", 0)
     # A card counts once however many offsets it was sent; updated = a payment-method change the provider reported
     # for the customer (card updater, edited card, new default) after the first notice and before the expiry.
-    cards = list(db.query(
-        f"""SELECT n.object_id, n.period, n.customer_id, min(n.finished_at) AS first_sent,
-                   json_extract(n.data, '$.card.expires_at') AS expires_at
-            FROM notices n WHERE n.kind = 'card_expiring' AND n.status = 'done' AND {where}
-            GROUP BY n.object_id, n.period""", params))
+    cards = views.expiry_notices(conn, period)
     result.expiry_notices = len(cards)
-    result.cards_updated_before_expiry = sum(1 for card in cards if db.execute(
-        "SELECT 1 FROM signals WHERE kind = 'payment_method_updated' AND customer_id = ? AND at > ? AND at < ? "
-        "LIMIT 1", [card["customer_id"], card["first_sent"], card["expires_at"]]).fetchone())
-    renewal_where, renewal_params = _between("i.created_at", since, until)
-    window = f"'+{RENEWAL_WINDOW_DAYS} days'"
-    renewals = list(db.query(
-        f"""SELECT i.id, i.status, i.attempt_count,
-                   (SELECT count(*) FROM cases c WHERE c.invoice_id = i.id) AS failed,
-                   EXISTS (SELECT 1 FROM notices n WHERE n.kind = 'upcoming_renewal' AND n.status = 'done'
-                           AND n.subscription_id = i.subscription_id
-                           AND datetime(i.created_at) BETWEEN datetime(n.period, '-{RENEWAL_WINDOW_DAYS} days')
-                                                        AND datetime(n.period, {window})) AS reminded
-            FROM invoices i WHERE i.billing_reason = 'subscription_cycle' AND i.subscription_id IS NOT NULL
-              AND {renewal_where}""", renewal_params))
-    for r in renewals:
+    result.cards_updated_before_expiry = sum(1 for card in cards if views.card_updated_between(
+        conn, card["customer_id"], card["first_sent"], card["expires_at"]))
+    for r in views.renewals(conn, period, RENEWAL_WINDOW_DAYS):
         first = r["status"] == "paid" and not r["failed"] and (r["attempt_count"] or 0) <= 1
         if r["reminded"]:
             result.renewals_reminded += 1
@@ -126,10 +99,7 @@ def predunning_section(ledger: Ledger, since=None, until=None) -> PreDunning:
         else:
             result.renewals_not_reminded += 1
             result.renewals_not_reminded_paid_first_attempt += first
-    large = list(db.query(f"""SELECT n.subscription_id, n.period FROM notices n
-                              WHERE n.kind = 'large_charge' AND n.status = 'done' AND {where}""", params))
-    result.large_charge_invoices_failed = sum(1 for n in large if db.execute(
-        f"""SELECT 1 FROM cases c JOIN invoices i ON i.id = c.invoice_id WHERE i.subscription_id = ?
-            AND datetime(i.created_at) BETWEEN datetime(?, '-{RENEWAL_WINDOW_DAYS} days') AND datetime(?, {window})
-            LIMIT 1""", [n["subscription_id"], n["period"], n["period"]]).fetchone())
+    result.large_charge_invoices_failed = sum(
+        1 for n in views.large_charge_notices(conn, period)
+        if views.failed_after(conn, n["subscription_id"], n["period"], RENEWAL_WINDOW_DAYS))
     return result

@@ -38,9 +38,9 @@ def reopen_would_notices(ctx: TickContext) -> int:
     inside a transaction."""
     from dunctl.notices.planner import reopen_after_monitor   # loaded only on a switch to live
 
-    reopened = reopen_after_monitor(ctx.ledger.would_notice_groups(), ctx.now)
+    reopened = reopen_after_monitor(ctx.ledger.notices.would_groups(), ctx.now)
     for notice_id in reopened:
-        ctx.ledger.reopen_notice(notice_id, ctx.now, "planned in monitor mode (would) and still useful when the "
+        ctx.ledger.notices.reopen(notice_id, ctx.now, "planned in monitor mode (would) and still useful when the "
                                                      "config switched to live: sent once")
     return len(reopened)
 
@@ -89,7 +89,7 @@ def _decide(ctx: TickContext, sub_id: str, result: TickResult, previews: int) ->
     from dunctl.notices.planner import plan_notices, usage_preview_due
 
     config = ctx.config.file.notices
-    subject = ctx.ledger.notice_subject(sub_id)
+    subject = ctx.ledger.notices.subject(sub_id)
     if subject is None:
         return None
     preview = _stored_preview(subject)
@@ -118,18 +118,18 @@ def _record(ctx: TickContext, decided: list[_Decided]) -> None:
     with ledger.transaction():
         for one in decided:
             if one.fetched is not None:
-                ledger.record_usage_preview(one.sub_id, one.fetched, ctx.now)
+                ledger.notices.record_usage_preview(one.sub_id, one.fetched, ctx.now)
             keep = set()
             for plan in one.decision.plans:
-                ledger.plan_notice(kind=plan.kind, object_id=plan.object_id, period=plan.period, offset=plan.offset,
+                ledger.notices.plan(kind=plan.kind, object_id=plan.object_id, period=plan.period, offset=plan.offset,
                                    customer_id=one.customer_id, subscription_id=one.sub_id, due_at=plan.due_at,
                                    now=ctx.now, key=plan.key, data=plan.data, status=plan.status,
                                    detail=plan.detail)
-                keep.add(ledger.notice_id(plan.kind, plan.object_id, plan.period, plan.offset))
+                keep.add(ledger.notices.id_of(plan.kind, plan.object_id, plan.period, plan.offset))
                 if plan.kind == USAGE_ALERT and plan.status == PENDING:
-                    ledger.supersede_usage_alerts(one.sub_id, plan.period, plan.offset, ctx.now)
-            ledger.cancel_notices(one.sub_id, keep, ctx.now, one.decision.why_none or "no longer called for")
-            ledger.set_notices_due(one.sub_id, one.next_at)
+                    ledger.notices.supersede_usage_alerts(one.sub_id, plan.period, plan.offset, ctx.now)
+            ledger.notices.cancel(one.sub_id, keep, ctx.now, one.decision.why_none or "no longer called for")
+            ledger.notices.set_due(one.sub_id, one.next_at)
 
 
 def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool):
@@ -183,15 +183,15 @@ def due_effects(ctx: TickContext) -> list:
     with ctx.ledger.transaction():
         for notice in due:
             customer_id = notice["customer_id"]
-            customer = ctx.ledger.customer(customer_id) or {}
+            customer = ctx.ledger.sync.customer(customer_id) or {}
             zone = customer.get("timezone")
             if in_quiet_hours(ctx.now, ctx.settings, zone):
-                ctx.ledger.defer_notice(notice["id"], after_quiet_hours(ctx.now, ctx.settings, zone),
+                ctx.ledger.notices.defer(notice["id"], after_quiet_hours(ctx.now, ctx.settings, zone),
                                         "waiting for quiet hours to end in the customer's time zone")
                 continue
             held = _contact_hold(ctx, customer_id, len(sending.get(customer_id, [])))
             if held is not None:
-                ctx.ledger.defer_notice(notice["id"], *held)
+                ctx.ledger.notices.defer(notice["id"], *held)
                 continue
             sending.setdefault(customer_id, []).append(notice)
             effects.append(notice_effect(ctx, notice))
@@ -205,7 +205,7 @@ def _contact_hold(ctx: TickContext, customer_id: str, admitted: int):
         return None
     since = ctx.now - timedelta(days=7)
     statuses = ("done", "would") if ctx.settings.monitor else ("done",)     # monitor plans as live would send
-    recent = ctx.ledger.customer_contacts(customer_id, since, statuses)   # dunning messages and notices alike
+    recent = ctx.ledger.cases.customer_contacts(customer_id, since, statuses)   # dunning messages and notices alike
     recent += [ctx.now] * admitted
     if recent and ctx.now - recent[-1] < policy.min_gap:
         return recent[-1] + policy.min_gap, "contact policy: at least the minimum gap between messages"

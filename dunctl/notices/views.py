@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
+from dunctl.ledger.views.notices import due_within
 
 UPCOMING_DAYS = 14
 
@@ -31,7 +32,7 @@ def upcoming(ledger: Ledger, now: datetime, days: int = UPCOMING_DAYS) -> list[U
     return [UpcomingNotice(n["kind"], n["offset"], n["object_id"], n["customer_id"],
                            n["customer_name"] or n["customer_email"] or n["customer_id"], n["next_due_at"],
                            n["status"])
-            for n in ledger.notices_due_within(now, now + timedelta(days=days))]
+            for n in due_within(ledger, now + timedelta(days=days))]
 
 
 @dataclass
@@ -51,12 +52,12 @@ class CustomerHistory:
 
 
 def customer_history(ledger: Ledger, customer_id: str) -> CustomerHistory:
-    customer = ledger.customer(customer_id)
+    customer = ledger.sync.customer(customer_id)
     if customer is None:
         raise UsageError(f"no customer {customer_id} in the ledger",
                          "customers arrive with sync; check the id (cus_...) or run `dunctl sync`")
-    notices = ledger.customer_notices(customer_id)
-    cases = ledger.customer_cases(customer_id)
+    notices = ledger.notices.of_customer(customer_id)
+    cases = ledger.cases.of_customer(customer_id)
     timeline = []
     for n in notices:
         at = n["finished_at"] or n["due_at"]
@@ -66,8 +67,8 @@ def customer_history(ledger: Ledger, customer_id: str) -> CustomerHistory:
         detail = n["error"] or n["subject"] or n["detail"] or ""
         timeline.append({"at": at, "kind": f"notice {n['status']}", "summary": f"{what}: {detail}".rstrip(": ")})
     for c in cases:
-        for entry in ledger.timeline(c["id"]):
+        for entry in ledger.cases.timeline(c["id"]):
             timeline.append({"at": entry["at"], "kind": entry["kind"], "summary": f"{c['invoice_id']}: "
                                                                                    f"{entry['summary']}"})
     timeline.sort(key=lambda e: e["at"] or "")
-    return CustomerHistory(customer, ledger.customer_subscriptions(customer_id), notices, cases, timeline)
+    return CustomerHistory(customer, ledger.sync.customer_subscriptions(customer_id), notices, cases, timeline)

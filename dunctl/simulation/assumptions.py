@@ -163,7 +163,7 @@ class Assumptions:
     response_delay_median_hours: float = _p(5.0, ESTIMATE, "median delay between a message and the customer acting")
     response_delay_scale: float = _p(1.0, ESTIMATE, "multiplier on every delay before a customer acts (after a "
                                                     "message, a person's follow-up, lost service); a backtest fits "
-                                                    "it to a ledger's days to recovery")
+                                                    "it to a ledger's hours from message to payment")
     organic_daily_rate: float = _p(0.0015, GUIDE, "daily chance that a customer pays with no prompt at all",
                                    "Teams without automation typically recover only 20% to 31% (the rate is "
                                    "an estimate well below that, since manual outreach is still outreach)")

@@ -240,12 +240,12 @@ class Driver:
                 self.account.escalated(report.invoice_id, now)
 
     def _message(self, invoice_id: str, step_id: str, action: str, now: datetime) -> None:
-        case = self.ledger.case_for_invoice(invoice_id)
+        case = self.ledger.cases.for_invoice(invoice_id)
         if case is None:
             return
         row = next((a for a in self.ledger.actions(case["id"]) if a["step_id"] == step_id), None)
         recipient = row["recipient"] if row else None
-        customer = self.ledger.customer(case["customer_id"]) or {}
+        customer = self.ledger.sync.customer(case["customer_id"]) or {}
         manager = json.loads(customer.get("metadata") or "{}").get("account_manager_email")
         if recipient and manager and recipient == manager:
             self.account.escalated(invoice_id, now)      # the account manager picks it up
@@ -256,19 +256,19 @@ class Driver:
 
     def _step(self, case: dict) -> dict[str, dict]:
         if case["id"] not in self._steps:
-            steps = self.ledger.sequence_definition(case["sequence_hash"]).get("steps", [])
+            steps = self.ledger.cases.sequence_definition(case["sequence_hash"]).get("steps", [])
             self._steps[case["id"]] = {s["id"]: s for s in steps}
         return self._steps[case["id"]]
 
     def outcome(self, name: str, customers: int, now: datetime, preset: str = DEFAULT_PRESET,
                 subscriptions: int | None = None) -> Outcome:
         """What the run achieved; `subscriptions` is the book's size when it is known (the synthetic book)."""
-        from dunctl.ledger.report_queries import messages_delivered
+        from dunctl.ledger.views.report import messages_delivered
 
         stats = self.account.stats
         # Deliveries, not steps: one grouped email covering three invoices is one message to the customer.
         outcome = measure(name, self.ledger, now, self.config.file.dunning.attribution_window, customers=customers,
-                       messages=messages_delivered(self.ledger.db.conn), retries_dunctl=stats.dunctl_retries,
+                       messages=messages_delivered(self.ledger.conn), retries_dunctl=stats.dunctl_retries,
                        retries_stripe=stats.provider_retries, subscriptions=subscriptions,
                        invoices_billed=stats.invoices, collected_by=stats.recovered_by, ticks=self.ticks,
                        actions=self.actions, failed_actions=self.failed_actions, preset=preset)
@@ -327,10 +327,8 @@ def _monthly_churn(churn) -> dict:
 
 
 def _fast(ledger: Ledger) -> Ledger:
-    # A simulated ledger is rebuilt by re-running; it does not need every commit on disk before the next. Not
-    # durable: a tick's light commits would otherwise turn the next ordinary one back to FULL, an fsync each.
-    ledger.durable = False
-    ledger.conn.execute("PRAGMA synchronous = OFF")
+    # A simulated ledger is rebuilt by re-running; it does not need every commit on disk before the next.
+    ledger.skip_fsync()
     return ledger
 
 
@@ -465,34 +463,28 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
     only its cases. Without holdout cases, (outcome, None). Figures only the whole run knows (invoices billed,
     who collected, the book's subscriptions) stay with the whole run: the parts leave them out."""
     from dunctl.experiments import HOLDOUT
-    from dunctl.ledger.report_queries import messages_delivered, retries_made
+    from dunctl.ledger.views.report import messages_delivered, retries_made
 
-    if not ledger.conn.execute("SELECT 1 FROM cases WHERE arm = ? LIMIT 1", [HOLDOUT]).fetchone():
+    if not ledger.cases.any_in_arm(HOLDOUT):
         return outcome, None
     window = config.file.dunning.attribution_window
     parts = []
-    for name, keep in (("dunning (arms)", "arm IS NOT ?"), ("holdout (no dunctl action)", "arm IS ?")):
+    for name, in_arm in (("dunning (arms)", False), ("holdout (no dunctl action)", True)):
         part = ledger.snapshot_in_memory()
         conn = part.conn
-        conn.execute("PRAGMA foreign_keys = OFF")
         part.set_state("simulation", {})      # the book's customers are not the part's: no churn denominator
-        drop = f"SELECT id FROM cases WHERE NOT ({keep})"
-        for table in ("actions", "timeline"):
-            conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
-            if conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'case_id'", [table]).fetchone():
-                conn.execute(f"DELETE FROM {table} WHERE case_id IN ({drop})", [HOLDOUT])
-        conn.execute(f"DELETE FROM cases WHERE NOT ({keep})", [HOLDOUT])
+        part.cases.keep_only(HOLDOUT, in_arm)
         ours, stripes = retries_made(conn)
         parts.append(measure(name, part, now, window, customers=outcome.customers, messages=messages_delivered(conn),
                              retries_dunctl=ours, retries_stripe=stripes, subscriptions=None, ticks=outcome.ticks,
                              preset=outcome.preset))
-        part.conn.close()
+        part.close()
     return parts[0], parts[1]
 
 
 def _example_case(ledger: Ledger) -> str | None:
     """A case with a story: recovered after messages, else handed to a person, else any."""
-    cases = ledger.cases(include_ended=True)
+    cases = ledger.cases.listed(include_ended=True)
     for wanted in (lambda c: c["state"] == "recovered" and c["recovered_by"] == "customer",
                    lambda c: c["with_person"], lambda c: True):
         found = next((c for c in cases if wanted(c)), None)

@@ -12,7 +12,6 @@ from datetime import datetime
 from dunctl.config import Sequence, sequence_definition, sequence_hash
 from dunctl.failures import described_code
 from dunctl.ledger import Ledger
-from dunctl.ledger.experiment_queries import record_assignment
 from dunctl.ledger.records import InvoiceRecord
 
 
@@ -35,6 +34,10 @@ class OpenCase:
     failure_type: str
     decline_code: str | None
     assignment: object = None     # dunctl.experiments.Assignment, recorded on the case, never changed
+
+    def start(self) -> tuple[str, str]:
+        """The case's first timeline line (kind, summary): what happened when its steps start counting."""
+        return "failed", f"payment failed: {described_code(self.invoice.decline) or 'no code'} ({self.failure_type})"
 
 
 @dataclass(frozen=True)
@@ -147,63 +150,61 @@ def apply(ledger: Ledger, changes: list[Change], now: datetime, applied: Applied
 
 def _open(ledger: Ledger, c: OpenCase, now: datetime, applied: Applied) -> None:
     digest = sequence_hash(c.sequence)
-    case_id = ledger.open_case(invoice=c.invoice, segment=c.segment, sequence=c.sequence.name, sequence_hash=digest,
+    case_id = ledger.cases.open(invoice=c.invoice, segment=c.segment, sequence=c.sequence.name, sequence_hash=digest,
                                sequence_def=sequence_definition(c.sequence), failure_type=c.failure_type,
                                decline_code=c.decline_code, now=now)
     if c.assignment is not None:
-        record_assignment(ledger, case_id, c.assignment.experiment, c.assignment.arm)
-    ledger.add_timeline(case_id, c.invoice.first_failed_at, "failed",
-                        f"payment failed: {described_code(c.invoice.decline) or 'no code'} ({c.failure_type})",
-                        c.invoice.decline)
-    ledger.add_timeline(case_id, now, "opened",
+        ledger.cases.assign_arm(case_id, c.assignment.experiment, c.assignment.arm)
+    ledger.cases.add_timeline(case_id, c.invoice.first_failed_at, *c.start(), c.invoice.decline)
+    ledger.cases.add_timeline(case_id, now, "opened",
                         f"case opened: segment {c.segment}, sequence {c.sequence.name} ({digest})")
     applied.opened.append(c.invoice.id)
     applied.touched.add(case_id)
 
 
 def _follow(ledger: Ledger, c: FollowInvoice, now: datetime, applied: Applied) -> None:
-    ledger.follow_invoice(c.case_id, amount_remaining=c.amount_remaining, attempts=c.attempts)
+    ledger.cases.follow_invoice(c.case_id, amount_remaining=c.amount_remaining, attempts=c.attempts)
     applied.touched.add(c.case_id)
 
 
 def _reclassify(ledger: Ledger, c: Reclassify, now: datetime, applied: Applied) -> None:
-    ledger.reclassify(c.case_id, c.failure_type, c.decline_code)
+    ledger.cases.reclassify(c.case_id, c.failure_type, c.decline_code)
     applied.touched.add(c.case_id)
 
 
 def _end(ledger: Ledger, c: EndCase, now: datetime, applied: Applied) -> None:
-    ledger.end_case(c.case_id, c.state, c.reason, c.at, **c.fields)
-    ledger.add_timeline(c.case_id, now, "closed", f"case {c.state}: {c.reason}")
+    ledger.cases.end(c.case_id, c.state, c.reason, c.at, **c.fields)
+    ledger.cases.add_timeline(c.case_id, now, "closed", f"case {c.state}: {c.reason}")
     applied.closed.append((c.invoice_id, c.state))
     applied.touched.discard(c.case_id)
 
 
 def _hand(ledger: Ledger, c: HandToPerson, now: datetime, applied: Applied) -> None:
-    ledger.hand_to_person(c.case_id, c.at, disputed=c.disputed)
+    ledger.cases.hand_to_person(c.case_id, c.at, disputed=c.disputed)
     applied.touched.add(c.case_id)
 
 
 def _hold(ledger: Ledger, c: Hold, now: datetime, applied: Applied) -> None:
-    ledger.hold_case(c.case_id, c.because)
+    ledger.cases.hold(c.case_id, c.because)
     applied.touched.discard(c.case_id)
 
 
 def _resume(ledger: Ledger, c: Resume, now: datetime, applied: Applied) -> None:
-    ledger.unhold_case(c.case_id)
+    ledger.cases.unhold(c.case_id)
     applied.touched.add(c.case_id)
 
 
 def _method(ledger: Ledger, c: PaymentMethodChanged, now: datetime, applied: Applied) -> None:
-    ledger.note_payment_method_change(c.case_id, c.at, c.payment_method_id)
+    ledger.cases.note_payment_method_change(c.case_id, c.at, c.payment_method_id)
     applied.touched.add(c.case_id)
 
 
 def _customer_dispute(ledger: Ledger, c: CustomerDispute, now: datetime, applied: Applied) -> None:
-    ledger.note_dispute(c.customer_id, c.dispute_id, c.summary)
+    ledger.sync.note_dispute(c.customer_id, c.dispute_id, c.summary)
 
 
 def _churned(ledger: Ledger, c: Churned, now: datetime, applied: Applied) -> None:
-    ledger.mark_churned(c.case_id)
+    ledger.cases.mark_churned(c.case_id)
 
 
 def _notify(ledger: Ledger, c: NotifyPerson, now: datetime, applied: Applied) -> None:
@@ -215,7 +216,7 @@ def _ending(ledger: Ledger, c: Ending, now: datetime, applied: Applied) -> None:
 
 
 def _note(ledger: Ledger, c: Note, now: datetime, applied: Applied) -> None:
-    ledger.add_timeline(c.case_id, c.at, c.kind, c.summary, c.data)
+    ledger.cases.add_timeline(c.case_id, c.at, c.kind, c.summary, c.data)
 
 
 _APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndCase: _end, HandToPerson: _hand, Hold: _hold, Resume: _resume,
@@ -241,16 +242,16 @@ class StoreInvoice:
 
 
 def _attempted(ledger: Ledger, c: Attempted, now: datetime, applied: Applied) -> None:
-    ledger.record_attempt(c.case_id, c.attempts, c.decline_code)
+    ledger.cases.record_attempt(c.case_id, c.attempts, c.decline_code)
     applied.touched.add(c.case_id)
 
 
 def _store(ledger: Ledger, c: StoreInvoice, now: datetime, applied: Applied) -> None:
     from dunctl.model import SyncBatch
 
-    ledger.apply_batch(SyncBatch(invoices=[c.invoice]), now)
+    ledger.sync.apply_batch(SyncBatch(invoices=[c.invoice]), now)
     if not c.reconcile:
-        ledger.clear_pending(c.invoice.id)
+        ledger.sync.clear_pending(c.invoice.id)
 
 
 _APPLY.update({Attempted: _attempted, StoreInvoice: _store})

@@ -114,7 +114,7 @@ class CaseEffect:
 
     def record(self, ctx, outcome: Outcome) -> None:
         """The case's timeline entry (the result itself is written for the whole batch at once)."""
-        ctx.ledger.add_timeline(self.bundle.case.id, ctx.now, "action",
+        ctx.ledger.cases.add_timeline(self.bundle.case.id, ctx.now, "action",
                                 f"{self.name} ({self.action}) {outcome.status}: {outcome.error or outcome.detail}",
                                 {"request_id": outcome.request_id} if outcome.request_id else None)
 

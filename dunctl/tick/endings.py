@@ -51,10 +51,10 @@ def follow(ctx: TickContext, endings: list[Ending], result: TickResult) -> None:
     if not endings:
         return
     ids = list(dict.fromkeys(e.case_id for e in endings))
-    lifts = [eff for case_id in ids for eff in _lifts(ctx, ctx.ledger.bundle(case_id))]
+    lifts = [eff for case_id in ids for eff in _lifts(ctx, ctx.ledger.cases.bundle(case_id))]
     if lifts:
         execute(ctx, lifts, result)
-    after = [(ctx.ledger.bundle(e.case_id), e.what) for e in endings]
+    after = [(ctx.ledger.cases.bundle(e.case_id), e.what) for e in endings]
     effects = [eff for bundle, what in after if what == "recovered" for eff in _thanks(ctx, bundle, result)]
     effects += [eff for bundle, what in after if (eff := _escalation(ctx, bundle, what)) is not None]
     if effects:
@@ -86,7 +86,7 @@ def _lifts(ctx: TickContext, bundle: CaseBundle | None) -> list[CaseEffect]:
 
 
 def _paused_for_another(ctx: TickContext, bundle: CaseBundle) -> bool:
-    others = [c for c in ctx.ledger.case_ids_for_subscription(bundle.case.subscription_id) if c != bundle.case.id]
+    others = [c for c in ctx.ledger.cases.ids_for_subscription(bundle.case.subscription_id) if c != bundle.case.id]
     return any(a["action"] == "pause_subscription" and a["status"] == "done"
                for case_id in others for a in ctx.ledger.actions(case_id))
 
@@ -128,7 +128,7 @@ def _thanks(ctx: TickContext, bundle: CaseBundle | None, result: TickResult) -> 
     if in_quiet_hours(ctx.now, ctx.settings, zone):
         until = after_quiet_hours(ctx.now, ctx.settings, zone)
         if ctx.ledger.defer_action(bundle.case.id, SYSTEM, THANKS, "email", "email", CUSTOMER, until, key):
-            ctx.ledger.add_timeline(bundle.case.id, ctx.now, "waiting", f"{THANKS} (email) waits for the end of "
+            ctx.ledger.cases.add_timeline(bundle.case.id, ctx.now, "waiting", f"{THANKS} (email) waits for the end of "
                                                                         "quiet hours in the customer's time zone")
         return []
     return [CaseEffect(bundle, SYSTEM, THANKS, "email", ctx.now, audience=CUSTOMER, channel="email", step=step)]
@@ -167,7 +167,7 @@ def _record(ctx: TickContext, bundle: CaseBundle, status: str, key: str, why: st
 
     if ctx.ledger.record_decision(bundle.case.id, SYSTEM, THANKS, "email", status, ctx.now, ctx.now, key, why,
                                   ctx.tick_id, CUSTOMER):
-        ctx.ledger.add_timeline(bundle.case.id, ctx.now, status, f"{THANKS} (email) {status}: {why}")
+        ctx.ledger.cases.add_timeline(bundle.case.id, ctx.now, status, f"{THANKS} (email) {status}: {why}")
         result.actions.append(ActionReport(bundle.case.invoice_id, THANKS, "email", status, why))
 
 

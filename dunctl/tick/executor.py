@@ -126,9 +126,9 @@ class _AtClaim:
         steps = [e for unit in units for e in unit if e.needs_open_case]
         if not steps:
             return cls({})
-        states = ctx.ledger.case_states(e.case_id for e in steps)
+        states = ctx.ledger.cases.states(e.case_id for e in steps)
         irreversible = [e.case_id for e in steps if e.action in IRREVERSIBLE]
-        return cls(states, ctx.ledger.bundles(irreversible) if irreversible else {})
+        return cls(states, ctx.ledger.cases.bundles(irreversible) if irreversible else {})
 
     def suppressed(self, effect: Effect) -> Outcome | None:
         """A step whose case ended or was paused, or whose invoice is no longer open, since it was planned."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from dunctl.failures import network_retry_wait, retry_wait_reason, shown_code
+from dunctl.failures import NET_TERMS, network_retry_wait, retry_wait_reason, shown_code
 from dunctl.ledger.records import CaseBundle, CustomerRecord, InvoiceRecord, SubscriptionRecord
 from dunctl.planner import CaseSnapshot, StepRecord
 
@@ -27,6 +27,8 @@ def condition_facts(invoice: InvoiceRecord, customer: CustomerRecord | None, sub
         "billing_reason": invoice.billing_reason,
         "attempt_count": attempts,
         "days_since_failure": (now - first).days if first else 0,
+        "collection_method": invoice.collection_method,
+        "days_overdue": _days_past(now, invoice.due_date or first),
         "usage_based": bool((subscription and subscription.usage_based)
                             or any(line.get("metered") for line in invoice.lines)),
         "livemode": bool(invoice.livemode),
@@ -35,6 +37,11 @@ def condition_facts(invoice: InvoiceRecord, customer: CustomerRecord | None, sub
         "invoice.metadata": invoice.metadata,
         "subscription.metadata": subscription.metadata if subscription else {},
     }
+
+
+def _days_past(now: datetime, due: datetime | None) -> int:
+    """Whole days past `due`, negative before it (-1 on the day before): floor, so -0.5 days is -1."""
+    return (now - due).days if due else 0
 
 
 def step_records(bundle: CaseBundle) -> dict[str, StepRecord]:
@@ -49,7 +56,10 @@ def snapshot(bundle: CaseBundle, now: datetime, dunctl_retries: bool, monitor: b
         wait = network_retry_wait(invoice.decline)
         if wait is not None:
             not_before, wait_reason = invoice.failed_at + wait, retry_wait_reason(invoice.decline)
-    if dunctl_retries:
+    if case.failure_type == NET_TERMS:
+        # the customer pays a net-terms invoice; dunctl charges it only with a payment method on file
+        blocked = None if invoice.payment_method_id else "a net-terms invoice with no payment method on file"
+    elif dunctl_retries:
         stop = bundle.system().get(STOP_PROVIDER_RETRIES)
         # Monitoring only planned it (`would`): once live, Stripe's retries are on until the turn-off is done.
         if stop is None or stop.status not in (("done", "would") if monitor else ("done",)):

@@ -7,7 +7,7 @@ from datetime import datetime
 from dunctl.conditions import matches
 from dunctl.config import Config
 from dunctl.experiments import assign, case_sequence
-from dunctl.failures import DISPUTE, UNKNOWN, described_code, shown_code
+from dunctl.failures import DISPUTE, NET_TERMS, UNKNOWN, described_code, shown_code
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, SubscriptionRecord
 from dunctl.money import format_amount
@@ -22,6 +22,10 @@ ENDED_BY_INVOICE = {"paid": ("recovered", "invoice paid"), "void": ("voided", "i
 def open_case(invoice: InvoiceRecord, customer: CustomerRecord | None, subscription: SubscriptionRecord | None,
               config: Config, now: datetime) -> list[Change]:
     """A case for an invoice that failed, with the first segment whose rule matches (declaration order wins)."""
+    from dunctl.receivables.cases import is_net_terms, open_net_terms_case
+
+    if is_net_terms(invoice) and invoice.attempt_count < 1:
+        return open_net_terms_case(invoice, customer, subscription, config, now)
     if invoice.status != "open" or not invoice.first_failed_at or invoice.attempt_count < 1:
         return []
     failure_type = invoice.failure_type or UNKNOWN
@@ -40,6 +44,10 @@ def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list
             return end_case(case, invoice, "recovered", f"paid after the case ended ({case.state})", now)
         return []
     changes: list[Change] = []
+    if case.failure_type == NET_TERMS:
+        from dunctl.receivables.cases import follow_net_terms
+
+        changes += follow_net_terms(case, invoice, now)
     attempts = case.attempts
     if invoice.attempt_count > case.attempts and invoice.status == "open":
         attempts = invoice.attempt_count
@@ -49,7 +57,8 @@ def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list
                             + (f"; next Stripe attempt {invoice.row.get('next_payment_attempt')}"
                                if invoice.next_payment_attempt else ""), invoice.decline or None))
     changes.append(FollowInvoice(case.id, invoice.amount_remaining, attempts))
-    if invoice.failure_type and invoice.failure_type != case.failure_type and case.failure_type != DISPUTE:
+    if invoice.failure_type and invoice.failure_type != case.failure_type and case.failure_type not in (DISPUTE,
+                                                                                                           NET_TERMS):
         code = shown_code(invoice.decline)
         changes.append(Reclassify(case.id, invoice.failure_type, code))
         changes.append(Note(case.id, now, "reclassified",

@@ -58,8 +58,8 @@ def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False
         batches = with_billing_backfill(ledger, gateway, batches, full)
     for batch in batches:
         with ledger.transaction():
-            new = ledger.apply_batch(batch, now, accept_stale=accept_stale)
-            ledger.apply_notice_batch(batch, now)
+            new = ledger.sync.apply_batch(batch, now, accept_stale=accept_stale)
+            ledger.notices.apply_batch(batch, now)
         result.invoices_new += new
         result.invoices_updated += len(batch.invoices) - new
         result.requests += batch.requests
@@ -76,8 +76,11 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     """Open cases for newly failed invoices, follow changes on open ones, close the ones that ended; then tell
     people what they need to know about held cases (through the executor, like any effect)."""
     ledger = ctx.ledger
-    signals = ledger.pending_signals()
-    if not signals and not ledger.pending_invoices():
+    from dunctl.receivables.tick import bring_coming_due
+
+    bring_coming_due(ctx)
+    signals = ledger.sync.pending_signals()
+    if not signals and not ledger.sync.pending_invoices():
         return
     from dunctl import adoption
     from dunctl.tick import changes as case_changes
@@ -92,20 +95,20 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     applied = case_changes.Applied()
     for signal in signals:
         with ledger.transaction():
-            found = [(c, ledger.invoice_record(c.invoice_id))
-                     for c in map(ledger.case_record, _signal_cases(ledger, signal))]
+            found = [(c, ledger.sync.invoice_record(c.invoice_id))
+                     for c in map(ledger.cases.record, _signal_cases(ledger, signal))]
             case_changes.apply(ledger, apply_signal(signal, found, ctx.now, ctx.config.file.dunning.dispute_lost),
                                ctx.now, applied)
-            ledger.mark_signal_applied(signal.id)
-    for invoice, case_id in ledger.pending_invoices():
+            ledger.sync.mark_signal_applied(signal.id)
+    for invoice, case_id in ledger.sync.pending_invoices():
         with ledger.transaction():
             if case_id is None:
-                customer, subscription = ledger.customer_bundle(invoice)
+                customer, subscription = ledger.sync.customer_bundle(invoice)
                 found = open_case(invoice, customer, subscription, ctx.config, ctx.now)
             else:
-                found = follow_case(ledger.case_record(case_id), invoice, ctx.now)
+                found = follow_case(ledger.cases.record(case_id), invoice, ctx.now)
             case_changes.apply(ledger, found, ctx.now, applied)
-            ledger.clear_pending(invoice.id)
+            ledger.sync.clear_pending(invoice.id)
     if behind:
         with ledger.transaction():
             lines, touched = adoption.take_over(ledger, behind, own, ctx.sequences, ctx.now)
@@ -126,12 +129,15 @@ def _signal_cases(ledger: Ledger, signal) -> list[int]:
     from dunctl.tick.reconcile import on_customer
 
     if signal.kind in ("dispute", "dispute_closed") and not on_customer(signal):
-        case = ledger.case_for_invoice(signal.invoice_id) if signal.invoice_id else None
+        case = ledger.cases.for_invoice(signal.invoice_id) if signal.invoice_id else None
         return [case["id"]] if case and case["state"] in ("open", "paused") else []
+    if signal.kind == "hold_ended":     # a promise or disputed invoice's hold (dunctl/receivables/holds.py)
+        case = ledger.cases.for_invoice(signal.invoice_id)
+        return [case["id"]] if case else []
     if signal.kind.startswith("subscription_"):
-        return ledger.case_ids_for_subscription(signal.subscription_id) if signal.subscription_id else []
+        return ledger.cases.ids_for_subscription(signal.subscription_id) if signal.subscription_id else []
     if signal.customer_id:
-        return ledger.open_case_ids_for_customer(signal.customer_id)
+        return ledger.cases.open_ids_for_customer(signal.customer_id)
     return []
 
 
@@ -146,7 +152,7 @@ def _notify(ctx: TickContext, notes: list, result: TickResult) -> None:
     for note in notes:
         if isinstance(note, Ending):
             continue
-        bundle = ctx.ledger.bundle(note.case_id)
+        bundle = ctx.ledger.cases.bundle(note.case_id)
         effects.append(CaseEffect(bundle, SYSTEM, note.name, "notify_person", ctx.now, audience="internal",
                                   channel=ctx.config.file.escalation.channel, note=note.note))
     if effects:
@@ -189,7 +195,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
             for case_id in ids:
                 due = _went_as_planned(ctx, case_id, planned, plans, applied)
                 if due is not None:
-                    ledger.schedule(case_id, *due)
+                    ledger.cases.schedule(case_id, *due)
                 else:
                     again.append(case_id)
             # the other cases as the effects left them: only what effects write is read again
@@ -278,7 +284,7 @@ def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: Ti
             if ctx.ledger.record_decision(case_id, STEP, step.id, step.action, status, decision.due_at, ctx.now,
                                           idempotency_key(bundle.case.invoice_id, step.id), decision.reason,
                                           ctx.tick_id, step.audience):
-                ctx.ledger.add_timeline(case_id, ctx.now, status, f"{step.id} ({step.action}) {status}: "
+                ctx.ledger.cases.add_timeline(case_id, ctx.now, status, f"{step.id} ({step.action}) {status}: "
                                                                   f"{decision.reason}")
                 result.actions.append(ActionReport(bundle.case.invoice_id, step.id, step.action, status,
                                                    decision.reason))
@@ -314,7 +320,7 @@ def _on_mode_change(ctx: TickContext) -> None:
 
     with ctx.ledger.transaction():
         if previous is not None:
-            for case_id in ctx.ledger.open_case_ids():
+            for case_id in ctx.ledger.cases.open_ids():
                 schedule_case(ctx.ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, ctx.sequences)
         if previous == MONITOR and ctx.mode == LIVE:
             from dunctl.notices.run import reopen_would_notices
@@ -332,9 +338,9 @@ def _missed_cause(ledger: Ledger, result: TickResult, last_tick: datetime | None
         return f"the last tick was {_days(now - last_tick)} ago"
     late = []
     for report in result.missed:
-        case = ledger.case_for_invoice(report.invoice_id)
+        case = ledger.cases.for_invoice(report.invoice_id)
         if case:
-            gap = ledger.case_record(case["id"])
+            gap = ledger.cases.record(case["id"])
             late.append(gap.opened_at - gap.first_failed_at)
     if late and max(late) > grace:
         return f"case first synced {_days(max(late))} after the failure"

@@ -23,7 +23,7 @@ class Sequences:
     def __call__(self, bundle: CaseBundle) -> Sequence:
         digest = bundle.case.sequence_hash
         if digest not in self._parsed:
-            self._parsed[digest] = Sequence.model_validate(self.ledger.sequence_definition(digest))
+            self._parsed[digest] = Sequence.model_validate(self.ledger.cases.sequence_definition(digest))
         return self._parsed[digest]
 
 
@@ -40,7 +40,7 @@ def load_bundles(ledger: Ledger, case_ids: list[int], settings: Settings, now: d
         since, statuses = None, ("done",)
     else:
         since, statuses = now - timedelta(days=7), ("done", "would") if settings.monitor else ("done",)
-    return ledger.bundles(case_ids, contacts_since=since, contact_statuses=statuses, planned=planned)
+    return ledger.cases.bundles(case_ids, contacts_since=since, contact_statuses=statuses, planned=planned)
 
 
 def plan_case(bundle: CaseBundle, sequence: Sequence, settings: Settings, dunctl_retries: bool,
@@ -57,8 +57,8 @@ def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool,
         return []   # a holdout gets no dunctl action at all: Stripe's own retries and emails only
     effects = _retry_after_update(bundle, settings, max_attempts) if settings.retry_on_update else []
     effects += marks_to_retry(bundle, settings, now)   # a note on the Stripe invoice that failed (dunctl/adoption)
-    if not dunctl_retries:
-        return effects
+    if not dunctl_retries or bundle.case.failure_type == "net_terms":
+        return effects   # Stripe does not retry a net-terms invoice: nothing of its to turn off
     return _stop_provider_retries(bundle, settings, now) + effects
 
 
@@ -127,9 +127,9 @@ def schedule_bundle(ledger: Ledger, case_id: int, bundle: CaseBundle | None, set
                     dunctl_retries: bool, now: datetime, sequences: Sequences | None = None) -> None:
     """`schedule_case` for a case already loaded (`load_bundles`), as it is now."""
     if bundle is None or not bundle.case.is_open:
-        ledger.schedule(case_id, None, None)
+        ledger.cases.schedule(case_id, None, None)
         return
     sequence = (sequences or Sequences(ledger))(bundle)
     decided = plan_case(bundle, sequence, settings, dunctl_retries, now)
     pending = system_effects(bundle, settings, dunctl_retries, now, sequence.max_attempts)
-    ledger.schedule(case_id, *next_due(bundle, decided, settings, dunctl_retries, now, pending))
+    ledger.cases.schedule(case_id, *next_due(bundle, decided, settings, dunctl_retries, now, pending))

@@ -14,8 +14,9 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from dunctl.ledger import ENDED_STATES, OPEN_STATES
 from dunctl.ledger.migrations import rebuild_channels
+from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES
+from dunctl.ledger.views.period import Period
 
 ENDED = "state IN ({})".format(", ".join(f"'{s}'" for s in ENDED_STATES))
 OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
@@ -33,27 +34,6 @@ TOUCHES = {"email": "email", "sms": "sms", "retry": "retry", "escalate": "person
 # -- periods -------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Span:
-    """first_failed_at in [since, until); either bound may be open. ISO text."""
-
-    since: str | None = None
-    until: str | None = None
-    narrow: bool = False          # at most a day: worth an index range scan on first_failed_at
-
-    def where(self, column: str = "first_failed_at", plus: bool = True) -> tuple[str, list[str]]:
-        # The unary + keeps SQLite from an index range scan where a wide period makes the table scan cheaper.
-        prefix = "+" if plus and not self.narrow else ""
-        parts, params = [], []
-        if self.since:
-            parts.append(f"{prefix}{column} >= ?")
-            params.append(self.since)
-        if self.until:
-            parts.append(f"{prefix}{column} < ?")
-            params.append(self.until)
-        return (" AND ".join(parts) or "1"), params
-
-
 def _midnight(day: str) -> str:
     return f"{day}T00:00:00Z"
 
@@ -67,21 +47,14 @@ class Split:
     """A period as whole cohort days [day_from, day_to) read from the rollups, plus partial spans scanned."""
 
     whole: tuple[str | None, str | None] | None
-    partial: tuple[Span, ...]
+    partial: tuple[Period, ...]
 
     def days_where(self, column: str = "cohort_day") -> tuple[str, list[str]]:
         assert self.whole is not None
-        parts, params = [], []
-        if self.whole[0]:
-            parts.append(f"{column} >= ?")
-            params.append(self.whole[0])
-        if self.whole[1]:
-            parts.append(f"{column} < ?")
-            params.append(self.whole[1])
-        return (" AND ".join(parts) or "1"), params
+        return Period(*self.whole).where(column)
 
 
-def split(span: Span) -> Split:
+def split(span: Period) -> Split:
     partial = []
     day_from = day_to = None
     if span.since:
@@ -90,14 +63,14 @@ def split(span: Span) -> Split:
             day_from = day
         else:
             day_from = _next_day(day)
-            partial.append(Span(span.since, _midnight(day_from), narrow=True))
+            partial.append(Period(span.since, _midnight(day_from), narrow=True))
     if span.until:
         day = span.until[:10]
         day_to = day
         if span.until != _midnight(day):
-            partial.append(Span(_midnight(day), span.until, narrow=True))
+            partial.append(Period(_midnight(day), span.until, narrow=True))
     if day_from and day_to and day_from >= day_to:
-        return Split(None, (Span(span.since, span.until, narrow=True),))   # within two days: scan it all
+        return Split(None, (Period(span.since, span.until, narrow=True),))   # within two days: scan it all
     return Split((day_from, day_to), tuple(partial))
 
 
@@ -111,7 +84,7 @@ _CUBE_RAW = """SELECT segment, first_failure_type AS failure_type, sequence, cur
                 GROUP BY segment, first_failure_type, sequence, currency, substr(first_failed_at, 1, 7), state"""
 
 
-def create_cube(conn: sqlite3.Connection, span: Span, rollup: bool = True) -> None:
+def create_cube(conn: sqlite3.Connection, span: Period, rollup: bool = True) -> None:
     """temp.report_cube: the cohort aggregated by segment, failure type, sequence, currency, cohort month and
     state: a few thousand rows at most, which the headline and the breakdowns group further."""
     parts, params = [], []
@@ -130,7 +103,7 @@ def create_cube(conn: sqlite3.Connection, span: Span, rollup: bool = True) -> No
     else:
         spans = (span,)
     for part in spans:
-        where, where_params = part.where()
+        where, where_params = part.where(plus=True)
         parts.append(_CUBE_RAW.format(where=where))
         params += where_params
     conn.execute("DROP TABLE IF EXISTS temp.report_cube")
@@ -146,6 +119,40 @@ def create_cube(conn: sqlite3.Connection, span: Span, rollup: bool = True) -> No
 def drop_cube(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE IF EXISTS temp.report_cube")
 
+# The breakdowns the cube answers: dimension -> its column.
+CUBE_KEYS = {"segment": "segment", "failure_type": "failure_type", "sequence": "sequence",
+             "currency": "currency", "cohort": "cohort"}
+_MEASURES = f"""sum(cases) AS cases,
+       coalesce(sum(CASE WHEN {OPEN} THEN cases END), 0) AS open,
+       coalesce(sum(CASE WHEN {ENDED} THEN cases END), 0) AS ended,
+       coalesce(sum(CASE WHEN state = 'recovered' THEN cases END), 0) AS recovered,
+       coalesce(sum(CASE WHEN state = 'closed' THEN cases END), 0) AS closed,
+       coalesce(sum(at_stake), 0) AS failed_amount,
+       coalesce(sum(CASE WHEN {ENDED} THEN at_stake END), 0) AS at_stake,
+       coalesce(sum(CASE WHEN {ENDED} THEN recovered_amount END), 0) AS recovered_amount,
+       coalesce(sum(CASE WHEN {OPEN} THEN remaining END), 0) AS at_risk,
+       coalesce(sum(with_person), 0) AS with_person"""
+
+
+def cube_totals(conn: sqlite3.Connection) -> dict:
+    """The cube's measures over the whole cohort (the cube must exist on `conn`)."""
+    return _query(conn, f"SELECT {_MEASURES} FROM report_cube")[0]
+
+
+def cube_ended_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute(
+        f"SELECT state, sum(cases) FROM report_cube WHERE {ENDED} GROUP BY state ORDER BY state").fetchall())
+
+
+def cube_by_currency(conn: sqlite3.Connection) -> list[dict]:
+    return _query(conn, f"SELECT currency, {_MEASURES} FROM report_cube GROUP BY currency ORDER BY currency")
+
+
+def cube_breakdown(conn: sqlite3.Connection, dimension: str) -> list[dict]:
+    """The cube's measures by one dimension (a CUBE_KEYS name) and currency, most cases first."""
+    return _query(conn, f"""SELECT {CUBE_KEYS[dimension]} AS key, currency, {_MEASURES} FROM report_cube
+                            GROUP BY key, currency ORDER BY cases DESC, key, currency""")
+
 
 # -- progress: days to recovery and attempts -----------------------------------------------------------------------
 
@@ -160,8 +167,8 @@ class Progress:
     attempts: dict[tuple[int, int], int]
 
 
-def _raw_progress(conn: sqlite3.Connection, span: Span, into: Progress) -> None:
-    where, params = span.where()
+def _raw_progress(conn: sqlite3.Connection, span: Period, into: Progress) -> None:
+    where, params = span.where(plus=True)
     # One integer group key, (day + 1) * 10^6 + furthest attempt * 10^3 + attempt that recovered, sorts much
     # faster than three columns. Attempts stay far below 1000 (card networks allow 15 in 30 days).
     # LIMIT -1 keeps the inner query from being flattened, so the duration is computed once per case.
@@ -181,7 +188,7 @@ def _raw_progress(conn: sqlite3.Connection, span: Span, into: Progress) -> None:
         into.attempts[(reached, won_at)] = into.attempts.get((reached, won_at), 0) + count
 
 
-def progress(conn: sqlite3.Connection, span: Span, rollup: bool = True) -> Progress:
+def progress(conn: sqlite3.Connection, span: Period, rollup: bool = True) -> Progress:
     result = Progress({}, 0, {})
     if not rollup:
         _raw_progress(conn, span, result)
@@ -203,12 +210,12 @@ def progress(conn: sqlite3.Connection, span: Span, rollup: bool = True) -> Progr
     return result
 
 
-def seconds_at_places(conn: sqlite3.Connection, span: Span, day: int, places: list[int],
+def seconds_at_places(conn: sqlite3.Connection, span: Period, day: int, places: list[int],
                       rollup: bool = True) -> dict[int, int]:
     """The seconds to payment of the recovered cases at 1-based `places` among the cohort's cases recovered on
     `day`, in ascending order. The rollup path reads one day's range of the cases_recovery_seconds index."""
     if rollup:
-        where, params = span.where(plus=False)
+        where, params = span.where()
         found = {}
         for place in places:
             row = conn.execute(
@@ -218,7 +225,7 @@ def seconds_at_places(conn: sqlite3.Connection, span: Span, day: int, places: li
                 [day * 86400, (day + 1) * 86400, *params, place - 1]).fetchone()
             found[place] = row[0]
         return found
-    where, params = span.where()
+    where, params = span.where(plus=True)
     return dict(conn.execute(
         f"""SELECT place, seconds FROM (
               SELECT seconds, row_number() OVER (ORDER BY seconds) AS place FROM (
@@ -231,7 +238,7 @@ def seconds_at_places(conn: sqlite3.Connection, span: Span, day: int, places: li
 # -- churn ---------------------------------------------------------------------------------------------------------
 
 
-def churn_counts(conn: sqlite3.Connection, closed: Span, active_since: str | None,
+def churn_counts(conn: sqlite3.Connection, closed: Period, active_since: str | None,
                  rollup: bool = True) -> tuple[int, int]:
     """(subscriptions ended by exhausted dunning with closed_at in `closed`, subscriptions not cancelled before
     `active_since`, or all of them). The rollup path reads only churned cases (cases_churned) and the
@@ -310,11 +317,11 @@ def _query(conn: sqlite3.Connection, sql: str, params=()) -> list[dict]:
     return [dict(zip(names, row)) for row in cursor]
 
 
-def _raw_channel_sql(span: Span) -> tuple[str, list]:
+def _raw_channel_sql(span: Period) -> tuple[str, list]:
     """Recovered cases by the channel of their last touch. The cases are read in table order (NOT INDEXED)
     so the lookups into actions, ordered by case id, stay local; LIMIT -1 keeps SQLite from evaluating the
     lookup twice per case (once to group, once to output). Its first parameter is the window modifier."""
-    where, params = span.where()
+    where, params = span.where(plus=True)
     scan = "" if span.narrow else "NOT INDEXED"
     return (f"""SELECT channel AS key, currency, count(*) AS cases, sum(amount_recovered) AS recovered_amount,
                        sum(with_person) AS with_person
@@ -343,7 +350,7 @@ def use_attribution_window(conn: sqlite3.Connection, window_seconds: int) -> Non
         conn.execute("COMMIT")
 
 
-def channel_rows(conn: sqlite3.Connection, span: Span, window_seconds: int, rollup: bool = True) -> list[dict]:
+def channel_rows(conn: sqlite3.Connection, span: Period, window_seconds: int, rollup: bool = True) -> list[dict]:
     """Recovered cases by credited channel and currency: key, currency, cases, recovered_amount, with_person;
     most recovered first."""
     parts, params = [], []
@@ -374,11 +381,11 @@ def channel_rows(conn: sqlite3.Connection, span: Span, window_seconds: int, roll
 # -- the case listing ----------------------------------------------------------------------------------------------
 
 
-def case_listing(conn: sqlite3.Connection, span: Span, window_seconds: int) -> sqlite3.Cursor:
+def case_listing(conn: sqlite3.Connection, span: Period, window_seconds: int) -> sqlite3.Cursor:
     """Every case behind the report, one row each, with the derived columns the metrics use. Cases outside the
     cohort appear only when they count towards churn in the period (in_cohort = 0)."""
-    where, params = span.where()
-    closed_where, closed_params = Span(span.since, span.until).where("closed_at")
+    where, params = span.where(plus=True)
+    closed_where, closed_params = Period(span.since, span.until).where("closed_at", plus=True)
     sql = f"""
         SELECT id AS case_id, invoice_id, customer_id, subscription_id, state, segment,
                first_failure_type AS failure_type, sequence, currency, substr(first_failed_at, 1, 7) AS cohort,

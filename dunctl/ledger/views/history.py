@@ -3,29 +3,22 @@ to them, so the simulation's customer model can be fitted to this ledger's own o
 
 from __future__ import annotations
 
-from dunctl.ledger import Ledger
-from dunctl.ledger.report_queries import customer_message
+from typing import TYPE_CHECKING
+
+from dunctl.ledger.views.period import Period
+from dunctl.ledger.views.report import customer_message
+
+if TYPE_CHECKING:
+    from dunctl.ledger import Ledger
 
 # Touches a customer notices; the last one within the attribution window before payment gets the credit.
 MESSAGES = ("email", "sms")
 
 
-def _cohort(since: str | None, until: str | None) -> tuple[list[str], list[str]]:
-    """The WHERE terms (and their parameters) for cases first failed in [since, until)."""
-    where, params = ["1"], []
-    if since:
-        where.append("c.first_failed_at >= ?")
-        params.append(since)
-    if until:
-        where.append("c.first_failed_at < ?")
-        params.append(until)
-    return where, params
-
-
 def failed_invoices(ledger: Ledger, since: str | None = None, until: str | None = None) -> list[dict]:
     """Every case first failed in [since, until), with its invoice, customer, subscription and the codes of
     its first failure (from the case timeline, else the invoice's latest), oldest first."""
-    where, params = _cohort(since, until)
+    where, params = Period(since, until).where("c.first_failed_at")
     return list(ledger.rows(
         f"""SELECT c.id AS case_id, c.invoice_id, c.customer_id, c.subscription_id, c.currency, c.amount_due,
                    c.first_failure_type, c.first_failed_at, c.state, c.recovered_at, c.recovered_by,
@@ -38,7 +31,7 @@ def failed_invoices(ledger: Ledger, since: str | None = None, until: str | None 
             FROM cases c JOIN invoices i ON i.id = c.invoice_id
             LEFT JOIN customers cu ON cu.id = c.customer_id
             LEFT JOIN subscriptions s ON s.id = c.subscription_id
-            WHERE {' AND '.join(where)}
+            WHERE {where}
             ORDER BY c.first_failed_at, c.id""", params))
 
 
@@ -46,7 +39,7 @@ def outcomes(ledger: Ledger, window_seconds: int, since: str | None = None, unti
     """Per case: its first failure type, state, who collected, days from failure to payment (or to `until`
     of the data: the case's end, else the last tick), payment attempts, messages sent, and whether the last
     touch before payment (within the attribution window) was a message, a retry, or nothing."""
-    where, params = _cohort(since, until)
+    where, params = Period(since, until).where("c.first_failed_at")
     kinds = ", ".join(f"'{k}'" for k in (*MESSAGES, "retry", "escalate"))
     return list(ledger.rows(
         f"""SELECT c.id, c.first_failure_type AS failure_type, c.state, c.recovered_by, c.first_failed_at,
@@ -60,5 +53,25 @@ def outcomes(ledger: Ledger, window_seconds: int, since: str | None = None, unti
                         AND a.finished_at <= c.recovered_at
                         AND a.finished_at >= strftime('%Y-%m-%dT%H:%M:%SZ', c.recovered_at, ?)
                       ORDER BY a.finished_at DESC, a.id DESC LIMIT 1), 'none') END AS last_touch
-            FROM cases c WHERE {' AND '.join(where)} ORDER BY c.id""",
+            FROM cases c WHERE {where} ORDER BY c.id""",
         [f"-{int(window_seconds)} seconds", *params]))
+
+
+# What can prompt a customer to pay: a message to them, a person (an escalation, or an email to the account
+# manager), lost service (a pause), a cancellation. Retry steps are not here: a retry collects by itself.
+PROMPTS = ("email", "sms", "escalate", "pause_subscription", "cancel_subscription")
+
+
+def case_touches(ledger: Ledger, since: str | None = None, until: str | None = None) -> list[dict]:
+    """Per case first failed in [since, until): its invoice, first failure type, state, who collected, when it
+    failed and was paid, payment attempts, and every prompt done on it as a JSON list of [finished_at, action,
+    audience], for the backtest to credit each recovery to the channel that caused it (dunctl.backtest_model)."""
+    where, params = Period(since, until).where("c.first_failed_at")
+    kinds = ", ".join(f"'{k}'" for k in PROMPTS)
+    return list(ledger.rows(
+        f"""SELECT c.id, c.invoice_id, c.first_failure_type AS failure_type, c.state, c.recovered_by,
+                   c.first_failed_at, c.recovered_at, max(c.attempts, coalesce(c.recovered_attempt, 0)) AS attempts,
+                   (SELECT json_group_array(json_array(a.finished_at, a.action, coalesce(a.audience, 'customer')))
+                      FROM actions a WHERE a.case_id = c.id AND a.status = 'done' AND a.kind = 'step'
+                        AND a.action IN ({kinds})) AS touches
+            FROM cases c WHERE {where} ORDER BY c.id""", params))

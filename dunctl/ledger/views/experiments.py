@@ -1,21 +1,20 @@
-"""The ledger's SQL for experiments: recording a case's arm once, and the per-arm aggregates `report --by arm`
-is built from. Intent-named functions over a Ledger; the columns come from migration m103_experiments."""
+"""The ledger's SQL for experiments: the per-arm aggregates `report --by arm` is built from, and what `status`
+shows. Intent-named functions over a Ledger; the columns come from migration m103_experiments. A case's arm is
+recorded by the case store (`ledger.cases.assign_arm`)."""
 
 from __future__ import annotations
 
-from dunctl.ledger import ENDED_STATES, OPEN_STATES, Ledger
-from dunctl.ledger.report_queries import customer_message
+from typing import TYPE_CHECKING
+
+from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES
+from dunctl.ledger.views.period import Period
+from dunctl.ledger.views.report import customer_message
+
+if TYPE_CHECKING:
+    from dunctl.ledger import Ledger
 
 _ENDED = "state IN ({})".format(", ".join(f"'{s}'" for s in ENDED_STATES))
 _OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
-
-
-def record_assignment(ledger: Ledger, case_id: int, experiment: str, arm: str) -> bool:
-    """Record the case's experiment and arm. A case keeps the first arm it was given: False (and nothing
-    changes) when it already has one."""
-    cursor = ledger.conn.execute("UPDATE cases SET experiment = ?, arm = ? WHERE id = ? AND experiment IS NULL",
-                               [experiment, arm, case_id])
-    return cursor.rowcount == 1
 
 
 def experiments_in_ledger(ledger: Ledger) -> list[str]:
@@ -24,14 +23,8 @@ def experiments_in_ledger(ledger: Ledger) -> list[str]:
 
 
 def _where(experiment: str, since: str | None, until: str | None, alias: str = "") -> tuple[str, list]:
-    parts, params = [f"{alias}experiment = ?"], [experiment]
-    if since:
-        parts.append(f"{alias}first_failed_at >= ?")
-        params.append(since)
-    if until:
-        parts.append(f"{alias}first_failed_at < ?")
-        params.append(until)
-    return " AND ".join(parts), params
+    period, params = Period(since, until).where(f"{alias}first_failed_at")
+    return f"{alias}experiment = ? AND {period}", [experiment, *params]
 
 
 def arm_counts(ledger: Ledger, experiment: str, since: str | None = None, until: str | None = None) -> list[dict]:

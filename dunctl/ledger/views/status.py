@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dunctl.ledger import ENDED_STATES, OPEN_STATES
+from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES
 
 _OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
 # Most revenue at risk first. Amounts of different currencies are never compared in raw minor units (¥3,800, about

@@ -1,0 +1,147 @@
+"""The ledger's net-terms receivables store (dunctl/receivables): invoices' due dates, the invoices coming due,
+and the holds (promises to pay, disputed invoices) on them. All SQL for them is here."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+from typing import TYPE_CHECKING
+
+from dunctl.clock import iso
+
+if TYPE_CHECKING:   # an idle tick loads this store and never the sync's records
+    from dunctl.model import Invoice
+
+SEND_INVOICE = "send_invoice"
+
+
+def store_terms(conn: sqlite3.Connection, invoice: Invoice) -> None:
+    """Keep the invoice's due date and PDF link (only invoices that have one: card invoices stay as they were)."""
+    if invoice.due_date is None and invoice.invoice_pdf is None:
+        return
+    conn.execute("UPDATE invoices SET due_date = ?, invoice_pdf = coalesce(?, invoice_pdf) WHERE id = ?",
+                 [iso(invoice.due_date), invoice.invoice_pdf, invoice.id])
+
+
+def mark_coming_due(conn: sqlite3.Connection, before: datetime) -> int:
+    """Make the open net-terms invoices without a case that fall due before `before` pending, so reconciling
+    opens their cases: an invoice is synced weeks before its first reminder is due, and nothing changes on it
+    when that time comes. One indexed step."""
+    return conn.execute(
+        """UPDATE invoices SET pending = 1
+           WHERE collection_method = ? AND status = 'open' AND due_date IS NOT NULL AND due_date <= ?
+             AND pending = 0 AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.invoice_id = invoices.id)""",
+        [SEND_INVOICE, iso(before)]).rowcount
+
+
+def retime_case(conn: sqlite3.Connection, case_id: int, due_date: datetime) -> None:
+    """The due date moved: the case's steps count from the new one (the case's start is its due date)."""
+    conn.execute("UPDATE cases SET first_failed_at = ? WHERE id = ?", [iso(due_date), case_id])
+
+
+def open_receivables(conn: sqlite3.Connection, ended: tuple[str, ...]) -> list[tuple[str, int, str, str]]:
+    """(currency, amount remaining, due date, kind) of everything owed now: every open net-terms invoice (whether
+    or not its case has opened yet), and every open card case, whose due date is its first failed attempt."""
+    marks = ", ".join("?" * len(ended))
+    return [tuple(row) for row in conn.execute(
+        f"""SELECT currency, amount_remaining, due_date, 'net_terms' FROM invoices
+            WHERE collection_method = ? AND status = 'open' AND due_date IS NOT NULL AND amount_remaining > 0
+            UNION ALL
+            SELECT currency, amount_remaining, first_failed_at, 'card' FROM cases
+            WHERE state NOT IN ({marks}) AND failure_type != 'net_terms' AND amount_remaining > 0""",
+        [SEND_INVOICE, *ended])]
+
+
+def net_terms_sales(conn: sqlite3.Connection, since: datetime, until: datetime) -> list[tuple[str, int, str]]:
+    """(currency, amount due, created) of the net-terms invoices issued in [since, until), voided ones aside: the
+    sales countback DSO walks back through."""
+    return [tuple(row) for row in conn.execute(
+        """SELECT currency, amount_due, created_at FROM invoices
+           WHERE collection_method = ? AND status != 'void' AND created_at >= ? AND created_at < ?""",
+        [SEND_INVOICE, iso(since), iso(until)])]
+
+
+def add_hold(conn: sqlite3.Connection, *, case_id: int, invoice_id: str, kind: str, until: datetime | None,
+             amount: int | None, currency: str, reason: str | None, paid: int, now: datetime, by: str) -> int:
+    return conn.execute(
+        """INSERT INTO holds(case_id, invoice_id, kind, until, amount, currency, reason, created_at, by,
+                             paid_at_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [case_id, invoice_id, kind, iso(until), amount, currency, reason, iso(now), by, paid]).lastrowid
+
+
+def _dicts(cursor: sqlite3.Cursor) -> list[dict]:
+    keys = [column[0] for column in cursor.description]
+    return [dict(zip(keys, row)) for row in cursor]
+
+
+def open_hold(conn: sqlite3.Connection, case_id: int) -> dict | None:
+    found = _dicts(conn.execute("SELECT * FROM holds WHERE case_id = ? AND ended_at IS NULL ORDER BY id DESC "
+                                "LIMIT 1", [case_id]))
+    return found[0] if found else None
+
+
+def holds_to_end(conn: sqlite3.Connection, now: datetime, ended: tuple[str, ...]) -> list[dict]:
+    """Open holds whose date passed, whose case ended (the invoice was paid, voided...), or whose case a person
+    resumed (it is open again): each ends now."""
+    marks = ", ".join("?" * len(ended))
+    return _dicts(conn.execute(
+        f"""SELECT h.* FROM holds h JOIN cases c ON c.id = h.case_id WHERE h.ended_at IS NULL
+            AND ((h.until IS NOT NULL AND h.until <= ?) OR c.state = 'open' OR c.state IN ({marks}))""",
+        [iso(now), *ended]))
+
+
+def end_hold(conn: sqlite3.Connection, hold_id: int, outcome: str, at: datetime) -> None:
+    conn.execute("UPDATE holds SET ended_at = ?, outcome = ? WHERE id = ? AND ended_at IS NULL",
+                 [iso(at), outcome, hold_id])
+
+
+def hold_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    """(kind, outcome or 'open') -> how many, for the report."""
+    return {(kind, outcome or "open"): n for kind, outcome, n in conn.execute(
+        "SELECT kind, outcome, count(*) FROM holds GROUP BY kind, outcome")}
+
+
+def open_invoices_of(conn: sqlite3.Connection, customer_id: str) -> list[dict]:
+    """A customer's open invoices with something left to pay, oldest due first; `due` is the due date of a
+    net-terms invoice, the first failed attempt of a card one, else its creation."""
+    return _dicts(conn.execute(
+        """SELECT id, number, currency, amount_due, amount_paid, amount_remaining, created_at, hosted_invoice_url,
+                  invoice_pdf, collection_method, coalesce(due_date, first_failed_at, created_at) AS due
+           FROM invoices WHERE customer_id = ? AND status = 'open' AND amount_remaining > 0
+           ORDER BY due, id""", [customer_id]))
+
+
+def holds_of(conn: sqlite3.Connection, case_id: int) -> list[dict]:
+    return _dicts(conn.execute("SELECT * FROM holds WHERE case_id = ? ORDER BY id", [case_id]))
+
+
+def journal_cases(conn: sqlite3.Connection, since: str, until: str) -> list[dict]:
+    """Cases with money to book in [since, until): recovered or written off in it, or with a part paid in it;
+    with the customer's name, the invoice's number, and whether dunctl's own step wrote the invoice off."""
+    return _dicts(conn.execute(
+        """SELECT c.id, c.invoice_id, c.customer_id, c.currency, c.state, c.amount_paid_at_open, c.amount_recovered,
+                  c.amount_remaining, c.recovered_at, c.recovered_by, c.closed_at, i.number, cu.name AS customer_name,
+                  EXISTS (SELECT 1 FROM actions a WHERE a.case_id = c.id AND a.action = 'mark_uncollectible'
+                          AND a.status = 'done') AS written_off_by_dunctl
+           FROM cases c LEFT JOIN invoices i ON i.id = c.invoice_id LEFT JOIN customers cu ON cu.id = c.customer_id
+           WHERE (c.state = 'recovered' AND c.recovered_at >= ? AND c.recovered_at < ?)
+              OR (c.state = 'written_off' AND c.closed_at >= ? AND c.closed_at < ?)
+              OR EXISTS (SELECT 1 FROM timeline t WHERE t.case_id = c.id AND t.kind = 'partial'
+                         AND t.at >= ? AND t.at < ?)
+           ORDER BY c.id""", [since, until] * 3))
+
+
+def partial_notes(conn: sqlite3.Connection, case_ids: list[int]) -> list[dict]:
+    """Every `partial` timeline line of these cases (dunctl/receivables/cases.py), oldest first."""
+    if not case_ids:
+        return []
+    marks = ", ".join("?" * len(case_ids))
+    return _dicts(conn.execute(f"SELECT case_id, at, data FROM timeline WHERE kind = 'partial' AND case_id IN "
+                               f"({marks}) ORDER BY case_id, at, id", case_ids))
+
+
+def hold_signals_pending(conn: sqlite3.Connection) -> bool:
+    """A hold's end signalled but not applied yet (a tick stopped in between): the next tick applies it."""
+    return conn.execute("SELECT 1 FROM signals WHERE applied = 0 AND kind = 'hold_ended' LIMIT 1").fetchone() \
+        is not None

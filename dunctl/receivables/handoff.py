@@ -1,0 +1,41 @@
+"""The `hand_off` step: hand a case to collections. It writes the case's collections packet (dunctl/receivables/
+packet.py) to `collections.dir` and marks the case "with collections": a person holds it, no more automated
+messages. A case below `collections.min_amount` for its currency, or fewer than `collections.after` past its due
+date, is skipped with the reason."""
+
+from __future__ import annotations
+
+from dunctl.tick.changes import HandToPerson, Hold, Note
+from dunctl.tick.context import TickContext
+from dunctl.tick.effects import Effect, Outcome, Prepared, skipped
+
+WITH_COLLECTIONS = "with collections"
+
+
+def not_eligible(settings, case, now) -> str | None:
+    floor = settings.min_amount.get(case.currency)
+    if floor is not None and case.amount_remaining < floor:
+        return f"{case.amount_remaining} {case.currency} left is below collections.min_amount ({floor})"
+    if now - case.first_failed_at < settings.after:
+        return f"not yet {settings.after.days} days past due (collections.after)"
+    return None
+
+
+def hand_off(ctx: TickContext, effect: Effect) -> Prepared:
+    b = effect.bundle
+    settings = ctx.config.file.collections
+    why = not_eligible(settings, b.case, ctx.now)
+    if why:
+        return skipped(why)
+    directory = (ctx.config.base_dir / settings.dir).resolve()
+
+    def deliver() -> Outcome:
+        from dunctl.receivables.packet import packet, write
+
+        paths = write(packet(ctx.ledger, ctx.config, b.invoice.id), directory)
+        because = f"{WITH_COLLECTIONS} since {ctx.now:%Y-%m-%d} (packet {paths[0].name}): a person closes it"
+        return Outcome("done", f"collections packet written to {directory}",
+                       changes=[HandToPerson(b.case.id, ctx.now), Hold(b.case.id, because),
+                                Note(b.case.id, ctx.now, "collections", f"handed to collections: {because}")])
+
+    return Prepared(f"hand to collections: packet to {directory}", deliver)

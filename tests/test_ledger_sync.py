@@ -1,0 +1,41 @@
+"""The sync store (`ledger.sync`), on a real file: what a batch lands, the cursor with it, and the stale-ledger
+check of dunctl's own idempotency keys."""
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from dunctl.errors import StaleLedger
+from dunctl.model import SyncBatch
+from tests.helpers import T0, failed_invoice, seed
+from tests.test_ledger import ledger, open_case   # ledger: the fixture
+
+
+def test_a_batch_lands_its_invoices_once_and_its_cursor_with_them(ledger):
+    invoice = failed_invoice("in_1")
+    assert ledger.sync.apply_batch(SyncBatch(invoices=[invoice], cursor={"last": "evt_1"}), T0) == 1
+    assert ledger.sync.apply_batch(SyncBatch(invoices=[invoice], cursor={"last": "evt_2"}), T0) == 0
+    assert ledger.get_state("cursor") == {"last": "evt_2"}
+    assert [(i.id, case_id) for i, case_id in ledger.sync.pending_invoices()] == [("in_1", None)]
+    ledger.sync.clear_pending("in_1")
+    assert ledger.sync.pending_invoices() == []
+
+
+def test_the_first_failure_never_moves_later(ledger):
+    seed(ledger, failed_invoice("in_1"))
+    seed(ledger, replace(failed_invoice("in_1"), first_failed_at=T0 + timedelta(days=2),
+                         failed_at=T0 + timedelta(days=2)))
+    assert ledger.sync.invoice("in_1")["first_failed_at"] == "2026-11-02T14:00:00Z"
+    assert ledger.sync.invoice_record("in_1").first_failed_at == T0
+
+
+def test_a_key_is_known_whatever_the_gateway_and_the_tries_added_to_it(ledger):
+    case_id = open_case(ledger)
+    ledger.journal("actions").claim_action(case_id, "step", "retry-1", "retry", None, "customer", T0, T0,
+                                           "dunctl-in_1-retry-1:2", None)
+    known = ["dunctl-in_1-retry-1:2~0123abcd", "dunctl-in_1-retry-1", "dunctl-in_1-sys-mark-1"]
+    assert ledger.sync.unknown_keys([*known, "dunctl-in_9-notice"]) == ["dunctl-in_9-notice"]
+    with pytest.raises(StaleLedger):
+        ledger.sync.apply_batch(SyncBatch(dunctl_keys=["dunctl-in_9-notice"]), T0)
+    assert ledger.sync.apply_batch(SyncBatch(dunctl_keys=["dunctl-in_9-notice"]), T0, accept_stale=True) == 0
