@@ -1,8 +1,8 @@
 """The ledger: every row dunctl keeps, behind intent-named methods. All SQL of dunctl lives in this package.
 
 `Ledger` is the facade: it opens the file (`file.py`: connect, pragmas, migrate under the lock), runs
-transactions, holds the tick lock, answers the few queries an idle tick runs, and hands out the effect journals (journal.py). Stores
-made on first use carry the rest: `ledger.sync` (sync.py: what a sync batch writes, the copies of Stripe objects),
+transactions, holds the tick lock, answers the few queries an idle tick runs, and hands out the effect journals
+(journal.py). Stores made on first use carry the rest: `ledger.sync` (sync.py: what a sync batch writes, the copies of Stripe objects),
 `ledger.cases` (cases.py) and `ledger.notices` (notices.py). Read models for commands live under `views/`.
 
 SQLite in WAL mode, schema only through numbered migrations (sqlite-utils' migrations, applied on open), file
