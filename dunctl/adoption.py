@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from dunctl.clock import from_iso, iso
+from dunctl.effect import Outcome, Prepared
 from dunctl.errors import DunctlError
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from dunctl.ledger.records import ActionRecord, CaseBundle
     from dunctl.planner import Settings
     from dunctl.tick.context import TickContext
-    from dunctl.tick.effects import Effect
+    from dunctl.tick.effects import CaseEffect
 
 STATE = "ledger_id"                    # the ledger's state: its id (migration m105)
 LEDGER_KEY = "dunctl_ledger"           # Stripe metadata keys: at most 40 characters, values at most 500
@@ -97,13 +98,13 @@ class NotesDue:
     message left in the tick: a newer note replaces it (the old one stays failed, superseded); without one, it
     is tried as before."""
 
-    def __init__(self, ctx: TickContext, units: list[list[Effect]]):
+    def __init__(self, ctx: TickContext, units: list[list[CaseEffect]]):
         self._on = bool(units and ctx.acts and ctx.gateway is not None
                         and ctx.ledger.get_state("account_mode") is not None)
         self._now = ctx.now
         self._left: dict[str, int] = {}
-        self._held: dict[str, Effect] = {}
-        self._retries: dict[str, Effect] = {}
+        self._held: dict[str, CaseEffect] = {}
+        self._retries: dict[str, CaseEffect] = {}
         for effect in (e for unit in units for e in unit) if self._on else ():
             if _message(effect):
                 self._left[effect.invoice_id] = self._left.get(effect.invoice_id, 0) + 1
@@ -114,13 +115,13 @@ class NotesDue:
             units[:] = [kept for unit in units if (kept := [e for e in unit if e.action != MARK_ACTION
                                                              or e.invoice_id not in self._retries])]
 
-    def taken(self, batch: list[list[Effect]]) -> None:
+    def taken(self, batch: list[list[CaseEffect]]) -> None:
         """These units go out now: their invoices have that many fewer messages left in the tick."""
         for effect in (e for unit in batch for e in unit):
             if _message(effect) and effect.invoice_id in self._left:
                 self._left[effect.invoice_id] -= 1
 
-    def after(self, outcomes: list[tuple[Effect, str]]) -> list[Effect]:
+    def after(self, outcomes: list[tuple[CaseEffect, str]]) -> list[CaseEffect]:
         """The notes to write after these (effect, status) outcomes."""
         if not self._on:
             return []
@@ -137,18 +138,18 @@ class NotesDue:
         return marks
 
 
-def _message(effect: Effect) -> bool:
+def _message(effect: CaseEffect) -> bool:
     """A customer message of a sequence: what an invoice's note names."""
     return effect.kind == "step" and effect.audience == "customer"
 
 
-def _mark(bundle: CaseBundle, step_id: str, at: datetime) -> Effect:
-    from dunctl.tick.effects import SYSTEM, Effect
+def _mark(bundle: CaseBundle, step_id: str, at: datetime) -> CaseEffect:
+    from dunctl.tick.effects import SYSTEM, CaseEffect
 
-    return Effect(bundle, SYSTEM, MARK + step_id, MARK_ACTION, at, channel="stripe")
+    return CaseEffect(bundle, SYSTEM, MARK + step_id, MARK_ACTION, at, channel="stripe", in_plan=False)
 
 
-def marks_to_retry(bundle: CaseBundle, settings: Settings, now: datetime) -> list[Effect]:
+def marks_to_retry(bundle: CaseBundle, settings: Settings, now: datetime) -> list[CaseEffect]:
     """The newest note, when writing it failed and it is time to try again (none once a newer one is written)."""
     marks = [a for a in bundle.system().values() if a.step_id.startswith(MARK)]
     if not marks:
@@ -160,10 +161,8 @@ def marks_to_retry(bundle: CaseBundle, settings: Settings, now: datetime) -> lis
     return [_mark(bundle, newest.step_id[len(MARK):], newest.due_at or now)]
 
 
-def prepare_mark(ctx: TickContext, effect: Effect):
+def prepare_mark(ctx: TickContext, effect: CaseEffect):
     """The action behind a `mark-<step>` effect (tick/actions.py's registry)."""
-    from dunctl.tick.effects import Outcome, Prepared
-
     step = effect.name[len(MARK):]
     metadata = note(ledger_id(ctx.ledger), step, effect.due_at)
 

@@ -17,8 +17,6 @@ KNOWN: list[set[str]] = [
     {"dunctl.irreversible", "dunctl.planner"},
     # adoption reads the tick's context and the schedule asks adoption: cut by passing what adoption found in
     {"dunctl.adoption", "dunctl.tick.context", "dunctl.tick.schedule"},
-    # the executor runs endings and actions, which call back into it: cut by one Effect protocol
-    {"dunctl.tick.actions", "dunctl.tick.endings", "dunctl.tick.executor"},
 ]
 
 

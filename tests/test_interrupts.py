@@ -112,7 +112,7 @@ def test_after_a_reboot_a_claim_without_its_started_mark_counts_as_started(tmp_p
             tick = ledger.conn.execute("INSERT INTO ticks(now, boot_id) VALUES (?, ?)",
                                        [at("31m").isoformat(), boot]).lastrowid
             case_id = ledger.cases.for_invoice(f"in_{i}")["id"]
-            ids[i] = ledger.claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"),
+            ids[i] = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"),
                                          at("31m"), f"dunctl-in_{i}-notice", tick)
         assert cli(config, "tick", "--no-sync", "--now", at("40m").isoformat()).exit_code == 0
     assert notices(ledger) == {"in_0": "unknown", "in_1": "done"}   # a tick whose commits were all durable: given back

@@ -32,17 +32,17 @@ def open_case(ledger, invoice_id="in_1", sequence=SEQUENCE):
 
 def test_a_claim_is_taken_once_a_failed_or_planned_one_again_and_a_finished_one_never(ledger):
     case_id = open_case(ledger)
-    claim = lambda: ledger.claim_action(case_id, "step", "notice", "email", "email", "customer", T0, T0,  # noqa
-                                        "dunctl-in_1-notice", None)
+    claim = lambda: ledger.journal("actions").claim_action(  # noqa
+        case_id, "step", "notice", "email", "email", "customer", T0, T0, "dunctl-in_1-notice", None)
     first = claim()
     assert first is not None and claim() is None           # claimed: nobody else gets it
-    ledger.record_result(first, "failed", T0, error="smtp down")
+    ledger.journal("actions").record_result(first, "failed", T0, error="smtp down")
     assert claim() == first                                 # a failed delivery is claimed again
-    ledger.record_result(first, "done", T0)
+    ledger.journal("actions").record_result(first, "done", T0)
     assert claim() is None                                  # done is done
     # the same step id in dunctl's own namespace is another action
-    assert ledger.claim_action(case_id, "system", "notice", "notify_person", None, "internal", T0, T0, "k",
-                               None) not in (None, first)
+    assert ledger.journal("actions").claim_action(case_id, "system", "notice", "notify_person", None, "internal",
+                                                  T0, T0, "k", None) not in (None, first)
 
 
 def test_a_would_from_monitor_mode_becomes_a_real_claim_or_a_recorded_decision(ledger):
@@ -93,7 +93,7 @@ def test_the_idle_ticks_queries_use_their_indexes(ledger):
         steps = [row[3] for row in ledger.db.execute("EXPLAIN QUERY PLAN " + sql, ["x"] if "?" in sql else [])]
         # every table is reached through an index (a partial one holds only the rows the tick wants)
         assert all("USING" in s for s in steps if s.startswith(("SCAN", "SEARCH"))), (name, steps)
-    assert ledger.orphaned_claims() == [] and ledger.unknown_count() == 0
+    assert ledger.journal("actions").orphans() == [] and ledger.unknown_count() == 0
 
 
 def test_due_cases_and_the_last_tick(ledger):

@@ -48,9 +48,9 @@ def test_a_grouped_message_counts_as_one_contact(ledger):
     first, second = open_case(ledger, "in_1"), open_case(ledger, "in_2")
     ledger.conn.execute("UPDATE cases SET customer_id = 'cus_in_1' WHERE id = ?", [second])
     for case_id in (first, second):
-        action = ledger.claim_action(case_id, "step", "notice", "email", "email", "customer", T0, T0, f"k{case_id}",
-                                     None)
-        ledger.record_result(action, "done", T0 + timedelta(minutes=1), message_ref="m1")
+        action = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer",
+                                                        T0, T0, f"k{case_id}", None)
+        ledger.journal("actions").record_result(action, "done", T0 + timedelta(minutes=1), message_ref="m1")
     assert ledger.cases.customer_contacts("cus_in_1", T0) == [T0 + timedelta(minutes=1)]
 
 

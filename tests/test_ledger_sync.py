@@ -32,7 +32,8 @@ def test_the_first_failure_never_moves_later(ledger):
 
 def test_a_key_is_known_whatever_the_gateway_and_the_tries_added_to_it(ledger):
     case_id = open_case(ledger)
-    ledger.claim_action(case_id, "step", "retry-1", "retry", None, "customer", T0, T0, "dunctl-in_1-retry-1:2", None)
+    ledger.journal("actions").claim_action(case_id, "step", "retry-1", "retry", None, "customer", T0, T0,
+                                           "dunctl-in_1-retry-1:2", None)
     known = ["dunctl-in_1-retry-1:2~0123abcd", "dunctl-in_1-retry-1", "dunctl-in_1-sys-mark-1"]
     assert ledger.sync.unknown_keys([*known, "dunctl-in_9-notice"]) == ["dunctl-in_9-notice"]
     with pytest.raises(StaleLedger):

@@ -68,11 +68,12 @@ def random_ledger(path, seed: int, cases: int = 300) -> Ledger:
         for step in range(rng.randint(0, 5)):
             action = rng.choice(["email", "sms", "retry", "escalate", "slack", "pause_subscription"])
             due = first + timedelta(hours=rng.choice([1, 24, 72, 120, 360]) + step)
-            action_id = ledger.claim_action(case_id, "step", f"s{step}", action, action, "customer", due, due,
-                                            f"{case_id}:{step}", None)
+            action_id = ledger.journal("actions").claim_action(case_id, "step", f"s{step}", action, action,
+                                                               "customer", due, due, f"{case_id}:{step}", None)
             if action_id and rng.random() < 0.8:
-                ledger.record_result(action_id, rng.choice(["done", "done", "done", "failed", "unknown"]),
-                                     due + timedelta(seconds=rng.randrange(600)))
+                ledger.journal("actions").record_result(
+                    action_id, rng.choice(["done", "done", "done", "failed", "unknown"]),
+                    due + timedelta(seconds=rng.randrange(600)))
         if rng.random() < 0.3:
             ledger.cases.record_attempt(case_id, rng.randint(1, 6), "stolen_card")
             ledger.cases.reclassify(case_id, "card_hard", "stolen_card")

@@ -9,9 +9,9 @@ def crashed_after_claiming(config):
     seed(ledger, failed_invoice("in_1"))
     assert cli(config, "tick", "--no-sync", "--now", at("10m").isoformat()).exit_code == 0   # opens the case
     case_id = ledger.cases.for_invoice("in_1")["id"]
-    action_id = ledger.claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"), at("31m"),
+    action_id = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"), at("31m"),
                                     "dunctl-in_1-notice", None)
-    ledger.mark_started(at("31m"), actions=[action_id])
+    ledger.journal("actions").mark_started(at("31m"), [action_id], [])
     return ledger, case_id
 
 
@@ -67,9 +67,9 @@ def unknowns_claimed_at(config, ledger, *minutes: int) -> None:
     assert cli(config, "tick", "--no-sync", "--now", at("10m").isoformat()).exit_code == 0   # opens the cases
     for m in minutes:
         case_id = ledger.cases.for_invoice(f"in_{m}")["id"]
-        action_id = ledger.claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"),
+        action_id = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer", at("30m"),
                                         at(f"{m}m"), f"dunctl-in_{m}-notice", None)
-        ledger.mark_started(at(f"{m}m"), actions=[action_id])
+        ledger.journal("actions").mark_started(at(f"{m}m"), [action_id], [])
 
 
 def test_all_sent_before_a_time_settles_the_unknowns_claimed_before_it_and_says_which(tmp_path, smtp_server):

@@ -221,8 +221,8 @@ def test_a_stripe_call_cut_off_by_a_crash_is_tried_again_under_its_own_key(world
     w.tick(T0 + HOUR)
     key = idempotency_key(invoice_id, "retry-1")
     with w.ledger.transaction():                                      # a tick that died mid-call
-        w.ledger.claim_action(w.case(invoice_id)["id"], "step", "retry-1", "retry", "stripe", None,
-                              T0 + 2 * DAY, T0 + 2 * DAY + HOUR, key, None)
+        w.ledger.journal("actions").claim_action(w.case(invoice_id)["id"], "step", "retry-1", "retry", "stripe",
+                                                 None, T0 + 2 * DAY, T0 + 2 * DAY + HOUR, key, None)
     fake_stripe.next_payment_succeeds(invoice_id, True)
     w.tick(T0 + 2 * DAY + 2 * HOUR)
     action = next(a for a in w.ledger.actions(w.case(invoice_id)["id"]) if a["step_id"] == "retry-1")

@@ -1,8 +1,8 @@
 """The ledger: every row dunctl keeps, behind intent-named methods. All SQL of dunctl lives in this package.
 
 `Ledger` is the facade: it opens the file (`file.py`: connect, pragmas, migrate under the lock), runs
-transactions, holds the tick lock, answers the few queries an idle tick runs, and keeps the effect journal. Stores
-made on first use carry the rest: `ledger.sync` (sync.py: what a sync batch writes, the copies of Stripe objects),
+transactions, holds the tick lock, answers the few queries an idle tick runs, and hands out the effect journals
+(journal.py). Stores made on first use carry the rest: `ledger.sync` (sync.py: what a sync batch writes, the copies of Stripe objects),
 `ledger.cases` (cases.py) and `ledger.notices` (notices.py). Read models for commands live under `views/`.
 
 SQLite in WAL mode, schema only through numbered migrations (sqlite-utils' migrations, applied on open), file
@@ -17,7 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
@@ -27,10 +27,15 @@ from dunctl.clock import from_iso, iso
 from dunctl.ledger import file
 from dunctl.ledger.cases import CaseStore
 from dunctl.ledger.file import SCHEMA, applied_migrations, boot_id, connect
+from dunctl.ledger.journal import JOURNALS
 from dunctl.ledger.notices import NoticeStore
 from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES, rows
 from dunctl.ledger.sync import SyncStore
 from dunctl.errors import LockHeld
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dunctl.effect import Journal
 
 __all__ = ["ENDED_STATES", "OPEN_STATES", "SCHEMA", "CaseStore", "Ledger", "NoticeStore", "SyncStore",
            "applied_migrations", "connect"]
@@ -253,6 +258,11 @@ class Ledger:
 
     # -- actions ---------------------------------------------------------------------------------------------
 
+    def journal(self, name: str) -> Journal:
+        """Where the executor claims and records one family of effects: `actions` (a case's steps and dunctl's
+        own effects) or `notices` (pre-dunning), both in dunctl/ledger/journal.py."""
+        return JOURNALS[name](self)
+
     def actions(self, case_id: int) -> list[dict]:
         return list(self.rows("SELECT * FROM actions WHERE case_id = ? ORDER BY id", [case_id]))
 
@@ -284,26 +294,6 @@ class Ledger:
             [case_id, step_id, action, audience, iso(due_at), iso(finished_at), key, detail])
         return cursor.rowcount == 1
 
-    def claim_action(self, case_id: int, kind: str, step_id: str, action: str, channel: str | None,
-                     audience: str | None, due_at: datetime, now: datetime, key: str,
-                     tick_id: int | None) -> int | None:
-        """Claim a step before any effect. Returns the action id, or None when the step is already claimed or
-        finished. A failed action is re-claimed for another try; a `would` (planned in monitor mode) is
-        claimed for real once the config is live."""
-        cursor = self.conn.execute(
-            """INSERT OR IGNORE INTO actions(case_id, kind, step_id, action, channel, audience, status, due_at,
-                 claimed_at, tries, idempotency_key, tick_id) VALUES (?, ?, ?, ?, ?, ?, 'claimed', ?, ?, 1, ?, ?)""",
-            [case_id, kind, step_id, action, channel, audience, iso(due_at), iso(now), key, tick_id])
-        if cursor.rowcount == 1:
-            return cursor.lastrowid
-        row = self.conn.execute(
-            """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
-                 tick_id = ?, idempotency_key = ?, error = NULL, started_at = NULL, outcome = NULL
-               WHERE case_id = ? AND kind = ? AND step_id = ? AND status IN ('failed', 'would', 'resend', 'waiting')
-               RETURNING id""",
-            [iso(now), tick_id, key, case_id, kind, step_id]).fetchone()
-        return row[0] if row else None
-
     def defer_action(self, case_id: int, kind: str, step_id: str, action: str, channel: str | None,
                      audience: str | None, due_at: datetime, key: str) -> bool:
         """An effect of an ended case that must wait (a thank-you inside quiet hours): `waiting` until `due_at`,
@@ -326,52 +316,6 @@ class Ledger:
                    AND a.tries < ? AND a.finished_at <= ?
                    AND c.state = 'recovered' AND (a.step_id = 'recovered' OR a.step_id LIKE 'lift-%')""",
             [iso(now), max_tries, iso(failed_before)])]
-
-    def mark_started(self, now: datetime, *, actions: list[int] = (), notices: list[int] = (),
-                     action_outcomes: list[tuple[int, str]] = (), notice_outcomes: list[tuple[int, str]] = ()
-                     ) -> None:
-        """Claimed effects about to leave dunctl (a send, a Stripe call), and the outcomes (status only) of those
-        acted since the last such write, all on rows of the batch's claims. Committed before the effect, so a
-        tick that dies later leaves only this one without an outcome, and the claims without a mark are known
-        never to have been tried. Nothing here is indexed: a write of a page or two."""
-        at = iso(now)
-        for table, ids in (("actions", actions), ("notices", notices)):
-            if ids:
-                self.conn.executemany(f"UPDATE {table} SET started_at = ? WHERE id = ?", [(at, i) for i in ids])
-        for table, noted in (("actions", action_outcomes), ("notices", notice_outcomes)):
-            if noted:
-                self.conn.executemany(f"UPDATE {table} SET outcome = ? WHERE id = ?", [(s, i) for i, s in noted])
-
-    def release_claim(self, action_id: int) -> None:
-        """Give back a claim whose effect was never attempted (the tick stopped first): as if never claimed."""
-        self.conn.execute("DELETE FROM actions WHERE id = ? AND status = 'claimed' AND prior_status IS NULL",
-                        [action_id])
-        self.conn.execute("UPDATE actions SET status = prior_status, prior_status = NULL, tries = tries - 1 "
-                        "WHERE id = ? AND status = 'claimed'", [action_id])
-
-    def record_interrupted(self, action_id: int, claimed_at: datetime, error: str) -> None:
-        """A Stripe call cut off by a crash, to be made again under the same idempotency key: failed, due again,
-        and not counted as a try (a crash that stops a batch would otherwise use up the tries of every action
-        it had claimed; the key's lifetime bounds how long it is tried again)."""
-        self.conn.execute("UPDATE actions SET status = 'failed', prior_status = NULL, finished_at = ?, error = ?, "
-                          "tries = max(tries - 1, 0) WHERE id = ?", [iso(claimed_at), error, action_id])
-
-    def record_result(self, action_id: int, status: str, now: datetime, detail: str | None = None,
-                      error: str | None = None, recipient: str | None = None, subject: str | None = None,
-                      request_id: str | None = None, message_ref: str | None = None) -> None:
-        self.record_results([(action_id, status, detail, error, recipient, subject, request_id, message_ref)], now)
-
-    def record_results(self, results: Iterable[tuple], now: datetime) -> None:
-        """Several results at once, each (action id, status, detail, error, recipient, subject, request id,
-        message ref), all finished at `now`: one statement for a batch."""
-        finished = iso(now)
-        self.conn.executemany(
-            """UPDATE actions SET status = ?, prior_status = NULL, finished_at = ?, detail = coalesce(?, detail),
-                 message_ref = coalesce(?, message_ref), error = ?,
-                 recipient = coalesce(?, recipient), subject = coalesce(?, subject),
-                 request_id = coalesce(?, request_id) WHERE id = ?""",
-            [(status, finished, detail, message_ref, error, recipient, subject, request_id, action_id)
-             for action_id, status, detail, error, recipient, subject, request_id, message_ref in results])
 
     def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
         """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""
@@ -400,10 +344,6 @@ class Ledger:
             """SELECT a.*, c.invoice_id, c.state AS case_state FROM actions a INDEXED BY actions_unknown
                JOIN cases c ON c.id = a.case_id WHERE a.status = 'unknown' AND a.claimed_at < ?
                ORDER BY a.claimed_at, a.id""", [iso(before)]))
-
-    def orphaned_claims(self) -> list[dict]:
-        """Actions claimed by a tick that never recorded a result (it crashed between claim and effect)."""
-        return list(self.rows("SELECT * FROM actions INDEXED BY actions_claimed WHERE status = 'claimed'"))
 
     # -- ticks -----------------------------------------------------------------------------------------------
 
@@ -445,30 +385,3 @@ class Ledger:
         """The one indexed query an idle tick costs for notices."""
         return list(self.rows("SELECT * FROM notices INDEXED BY notices_due WHERE next_due_at <= ? "
                                   "ORDER BY next_due_at, id", [iso(now)]))
-
-    def claim_notice(self, notice_id: int, now: datetime, tick_id: int | None) -> int | None:
-        """Claim a notice before sending it. None when another tick claimed or finished it first."""
-        row = self.conn.execute(
-            """UPDATE notices SET status = 'claimed', claimed_at = ?, tries = tries + 1, tick_id = ?, error = NULL,
-                 started_at = NULL, outcome = NULL
-               WHERE id = ? AND status IN ('pending', 'failed') RETURNING id""",
-            [iso(now), tick_id, notice_id]).fetchone()
-        return row[0] if row else None
-
-    def record_notice_result(self, notice_id: int, status: str, now: datetime, *, detail: str | None = None,
-                             error: str | None = None, recipient: str | None = None, subject: str | None = None,
-                             retry_at: datetime | None = None) -> None:
-        """A claimed notice's outcome. `retry_at`: when a failed one is tried again (None: never again)."""
-        self.conn.execute(
-            """UPDATE notices SET status = ?, finished_at = ?, next_due_at = ?, detail = coalesce(?, detail),
-                 error = ?, recipient = coalesce(?, recipient), subject = coalesce(?, subject) WHERE id = ?""",
-            [status, iso(now), iso(retry_at) if status == "failed" else None, detail, error, recipient, subject,
-             notice_id])
-
-    def orphaned_notice_claims(self) -> list[dict]:
-        return list(self.rows("SELECT * FROM notices INDEXED BY notices_claimed WHERE status = 'claimed'"))
-
-    def release_notice_claim(self, notice_id: int) -> None:
-        """Give back a notice's claim that was never attempted (the tick stopped first): due again next tick."""
-        self.conn.execute("UPDATE notices SET status = 'pending', tries = tries - 1 WHERE id = ? AND status = 'claimed'",
-                        [notice_id])

@@ -1,22 +1,30 @@
-"""A notice as an effect of the tick's one executor: claimed in the notices table, re-checked right before it is
-sent (the card may have been replaced since it was planned), prepared without side effects (so monitor mode and dry
-runs show recipient and subject), delivered, recorded. A crash between claim and record leaves it `claimed`; the
-next tick records it `unknown` and never sends it again."""
+"""A notice as an effect of the tick's one executor (the `Effect` protocol of dunctl/effect.py): claimed in the
+ledger's notices journal, re-checked right before it is sent (the card may have been replaced since it was
+planned), prepared without side effects (so monitor mode and dry runs show recipient and subject), delivered,
+recorded. A crash between claim and record leaves it `claimed`; the next tick settles it by the journal's one rule
+(dunctl/ledger/journal.py): one in flight is `unknown` and never sent again."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
+from zoneinfo import ZoneInfo
 
 from dunctl.channels import EmailMessage
 from dunctl.clock import from_iso
+from dunctl.effect import Outcome, Prepared, skipped
+from dunctl.ledger.journal import NOTICES_JOURNAL
 from dunctl.messages import recipient_list
 from dunctl.notices import CARD_EXPIRING, LARGE_CHARGE, UPCOMING_RENEWAL, USAGE_ALERT
-from dunctl.notices.context import notice_context
+from dunctl.notices.context import notice_context, renewal_entry
 from dunctl.notices.planner import PENDING, plan_notices
-from dunctl.tick.context import TickContext
-from dunctl.tick.effects import NOTICE, Outcome, Prepared, skipped
-from dunctl.tick.result import ActionReport
+
+if TYPE_CHECKING:
+    from dunctl.tick.context import TickContext
+
+NOTICE = "notice"
 
 #: Notice kind -> (template config section, the config of its recipient)
 def template_of(config, kind: str) -> str:
@@ -28,10 +36,16 @@ def template_of(config, kind: str) -> str:
 @dataclass(frozen=True)
 class NoticeEffect:
     notice: dict                     # the notices row, as claimed
+    retry_at: datetime | None = None   # when it is tried again if sending fails (None: never)
     kind: str = NOTICE
     audience: str = "customer"
     channel: str = "email"
     step: None = None
+
+    journal: ClassVar[str] = NOTICES_JOURNAL
+    case_id: ClassVar[None] = None          # about a subscription or a card, not a case
+    planned_for: ClassVar[None] = None      # planned by the notices planner, not by a case's plan
+    needs_open_case: ClassVar[bool] = False
 
     @property
     def notice_id(self) -> int:
@@ -58,6 +72,14 @@ class NoticeEffect:
         """What the notice is about (a card or a subscription): the executor's messages name it."""
         return self.notice["object_id"]
 
+    @property
+    def label(self) -> str:
+        return f"notice:{self.notice['kind']}@{self.notice['offset']}"
+
+    def together_key(self, grouping: bool) -> None:
+        """Alone: one renewal reminder says it for the customer's others (`suppressed`)."""
+        return None
+
     # -- the executor's three questions ----------------------------------------------------------------------
 
     def suppressed(self, ctx: TickContext) -> Outcome | None:
@@ -75,7 +97,7 @@ class NoticeEffect:
             return _covered_by_another_reminder(ctx, self.notice)
         return Outcome("suppressed", decision.why_none or "no longer called for")
 
-    def prepare(self, ctx: TickContext) -> Prepared:
+    def prepare(self, ctx: TickContext, together: list[NoticeEffect]) -> Prepared:
         customer = ctx.ledger.sync.customer(self.notice["customer_id"])
         rule = (_data(self.notice).get("to")) or "billing_contact"
         addresses = recipient_list(rule, customer, {})
@@ -96,17 +118,15 @@ class NoticeEffect:
 
         return Prepared(f"email {template} to {to}: {subject}", deliver, recipient=to, subject=subject)
 
-    def record(self, ctx: TickContext, notice_id: int, outcome: Outcome, result) -> None:
-        retry_at = None
-        if outcome.status == "failed" and self.notice["tries"] + 1 < ctx.settings.max_action_tries:
-            retry_at = ctx.now + ctx.settings.action_retry_after
-        ctx.ledger.record_notice_result(notice_id, outcome.status, ctx.now, detail=outcome.detail or None,
-                                        error=outcome.error, recipient=outcome.recipient, subject=outcome.subject,
-                                        retry_at=retry_at)
-        result.actions.append(ActionReport(self.notice["object_id"], f"notice:{self.notice['kind']}"
-                                           f"@{self.notice['offset']}", "email", outcome.status,
-                                           outcome.error or outcome.detail, outcome.recipient, outcome.subject,
-                                           outcome.quiet))
+    def record(self, ctx: TickContext, outcome: Outcome) -> None:
+        """Nothing beyond the journal's row."""
+
+
+def notice_effect(ctx: TickContext, notice: dict) -> NoticeEffect:
+    """A due notice as the executor's effect; a failed send is tried again after `dunning.action_retry_after`
+    while tries are left."""
+    tries_left = notice["tries"] + 1 < ctx.settings.max_action_tries
+    return NoticeEffect(notice, ctx.now + ctx.settings.action_retry_after if tries_left else None)
 
 
 def _zone(ctx: TickContext, customer_id: str) -> str:
@@ -116,8 +136,6 @@ def _zone(ctx: TickContext, customer_id: str) -> str:
 
 
 def _local_day(moment, zone: str) -> str:
-    from zoneinfo import ZoneInfo
-
     try:
         return moment.astimezone(ZoneInfo(zone)).date().isoformat()
     except (ValueError, KeyError):    # an unknown zone: the UTC day
@@ -135,8 +153,6 @@ def _renewal_of(notice: dict, zone: str) -> tuple[str, str] | None:
 def _renewing_with(ctx: TickContext, notice: dict) -> list[dict]:
     """Every live subscription of the customer renewing on the notice's day in its currency, as renewal entries:
     the reminder states the whole charge, never the part one subscription makes."""
-    from dunctl.notices.context import renewal_entry
-
     zone = _zone(ctx, notice["customer_id"])
     day = _renewal_of(notice, zone)
     subs = [s for s in ctx.ledger.sync.customer_subscriptions(notice["customer_id"])
@@ -171,14 +187,10 @@ def _covered_by_another_reminder(ctx: TickContext, notice: dict) -> Outcome | No
 
 
 def _data(notice: dict) -> dict:
-    import json
-
     return json.loads(notice["data"]) if isinstance(notice["data"], str) else notice["data"]
 
 
 def _stored_preview(subject: dict) -> dict | None:
-    import json
-
     text = subject["subscription"].get("usage_preview")
     return json.loads(text) if text else None
 

@@ -1,5 +1,5 @@
-"""A tick's notice work, after the cases' own: record orphaned claims as unknown, plan the subscriptions sync
-changed (fetching metered usage previews within budget), then send every notice due now through the executor.
+"""A tick's notice work, after the cases' own: settle orphaned claims, plan the subscriptions sync changed
+(fetching metered usage previews within budget), then hand every notice due now to the tick's executor.
 
 An idle tick costs two indexed queries here: subscriptions due for planning, notices due for sending; the planner
 and the message code load only when one of them returns something."""
@@ -8,45 +8,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from dunctl.clock import from_iso, iso
 from dunctl.errors import GatewayAuthError, GatewayError
+from dunctl.ledger.journal import NOTICES_JOURNAL
 from dunctl.notices import USAGE_ALERT
-from dunctl.tick.context import TickContext
-from dunctl.tick.result import TickResult
+
+if TYPE_CHECKING:   # the tick runs the notices, never the other way round: only its types are named here
+    from dunctl.effect import Effect
+    from dunctl.tick.context import TickContext
+    from dunctl.tick.result import TickResult
 
 
-def run_notices(ctx: TickContext, result: TickResult) -> None:
-    """Plan and send pre-dunning notices. Called once per tick, after the cases' due work."""
-    mark_unknown(ctx)
-    if not ctx.config.file.notices.enabled:
-        return
-    plan_changed(ctx, result)
-    effects = due_effects(ctx)
-    if effects:
-        from dunctl.tick.executor import execute
-
-        execute(ctx, effects, result)
-
-
-def mark_unknown(ctx: TickContext) -> None:
-    """Notices claimed by a tick that died before recording them: one never started was never sent (due again);
-    one whose outcome the next send noted gets it (a failed one is due again); one started without an outcome was
-    maybe sent, so never sent again."""
+def run_notices(ctx: TickContext, result: TickResult) -> list[Effect]:
+    """Pre-dunning's part of a tick, after the cases' due work: the notices due now, for the tick's executor to
+    send."""
     with ctx.ledger.transaction():
-        for notice in ctx.ledger.orphaned_notice_claims():
-            started = notice["started_at"] is not None or not ctx.ledger.settles_by_started(notice["tick_id"])
-            if not started or notice["outcome"] == "failed":
-                ctx.ledger.release_notice_claim(notice["id"])
-            elif notice["outcome"] is not None:
-                ctx.ledger.record_notice_result(notice["id"], notice["outcome"], ctx.now,
-                                                detail="recorded after the tick stopped, from the outcome noted "
-                                                       "when the next notice started")
-            else:
-                ctx.ledger.record_notice_result(
-                    notice["id"], "unknown", ctx.now,
-                    error="the tick stopped while this notice was in flight; it may or may not have been sent and "
-                          "will not be re-sent")
+        ctx.ledger.journal(NOTICES_JOURNAL).settle_orphans(ctx.now)
+    if not ctx.config.file.notices.enabled:
+        return []
+    plan_changed(ctx, result)
+    return due_effects(ctx)
 
 
 def reopen_would_notices(ctx: TickContext) -> int:
@@ -194,7 +177,7 @@ def due_effects(ctx: TickContext) -> list:
     due = ctx.ledger.due_notices(ctx.now)
     if not due:
         return effects
-    from dunctl.notices.effects import NoticeEffect
+    from dunctl.notices.effects import notice_effect
     from dunctl.planner import after_quiet_hours, in_quiet_hours
 
     with ctx.ledger.transaction():
@@ -211,7 +194,7 @@ def due_effects(ctx: TickContext) -> list:
                 ctx.ledger.notices.defer(notice["id"], *held)
                 continue
             sending.setdefault(customer_id, []).append(notice)
-            effects.append(NoticeEffect(notice))
+            effects.append(notice_effect(ctx, notice))
     return effects
 
 

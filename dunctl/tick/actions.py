@@ -8,16 +8,20 @@ writes the ledger itself: the executor records everything.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dunctl.adoption import MARK_ACTION, prepare_mark
 from dunctl.channels import EmailMessage, SmsMessage
+from dunctl.effect import Outcome, Prepared, done, skipped
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
 from dunctl.model import Invoice as InvoiceModel
 from dunctl.tick.changes import Attempted, Churned, Ending, HandToPerson, Note, Reclassify, StoreInvoice
 from dunctl.tick.context import TickContext
-from dunctl.tick.effects import Effect, Outcome, Prepared, done, skipped
 from dunctl.tick.reconcile import end_case
+
+if TYPE_CHECKING:   # a case's effects (tick/effects.py) load this registry when they are prepared, not before
+    from dunctl.tick.effects import CaseEffect as Effect
 
 
 def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = (),
@@ -437,6 +441,12 @@ def stop_provider_retries(ctx: TickContext, effect: Effect) -> Prepared:
 
 
 #: Action name -> how to prepare several effects delivered as one message (dunctl/tick/executor.py `_units`).
+def prepare(ctx: TickContext, effects: list[Effect]) -> Prepared:
+    """One effect, or several delivered as one message (the first one's action for all)."""
+    first = effects[0]
+    return ACTIONS[first.action](ctx, first) if len(effects) == 1 else TOGETHER[first.action](ctx, effects)
+
+
 TOGETHER: dict[str, Callable[[TickContext, list[Effect]], Prepared]] = {
     "email": email_together, "escalate": escalate_together,
 }

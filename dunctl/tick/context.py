@@ -31,6 +31,9 @@ class TickContext:
     tick_id: int | None = None
     adopt: bool = False         # take over invoices another ledger works (dunctl/adoption.py)
     interrupted: Callable[[], bool] = lambda: False   # asked to stop (the CLI's SIGINT/SIGTERM handler)
+    # How a case's effects are prepared: the action registry (tick/actions.py), which imports most of the tick, so
+    # the tick that runs it hands it in (tick/run.py) instead of the effects importing it.
+    prepare_case: Callable | None = None
 
     def __post_init__(self):
         self.dunctl_retries = self.config.file.stripe.retries == "dunctl"

@@ -1,23 +1,26 @@
-"""What the executor runs: effects (a sequence step or one of dunctl's own), and what comes back."""
+"""A case's effects: its sequence steps and dunctl's own effects around it (turning Stripe's retries off, a thank-
+you, a lift, a note to a person). `CaseEffect` implements the executor's one `Effect` protocol (dunctl/effect.py);
+its journal is the ledger's `actions` table."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
 
 from dunctl.config import Step
-from typing import TYPE_CHECKING
+from dunctl.effect import Outcome, Prepared
+from dunctl.errors import GatewayAuthError, GatewayError
+from dunctl.ledger.journal import ACTIONS_JOURNAL
 
 if TYPE_CHECKING:
     from dunctl.ledger.records import CaseBundle
 
 STEP, SYSTEM = "step", "system"
-NOTICE = "notice"   # a pre-dunning notice (dunctl/notices/effects.py): its own claim, suppression and record
 
 
 @dataclass(frozen=True)
-class Effect:
+class CaseEffect:
     bundle: CaseBundle
     kind: str                    # step | system
     name: str                    # the step id, or the system effect's name
@@ -28,10 +31,29 @@ class Effect:
     step: Step | None = None
     note: str = ""               # what a system notification tells a person
     generation: int = 0          # times a person chose to run it again: each run has its own key
+    in_plan: bool = True         # False for a note on Stripe's invoice (adoption.py): it changes no plan
+
+    journal: ClassVar[str] = ACTIONS_JOURNAL
 
     @property
     def invoice_id(self) -> str:
         return self.bundle.case.invoice_id
+
+    @property
+    def case_id(self) -> int:
+        return self.bundle.case.id
+
+    @property
+    def planned_for(self) -> int | None:
+        return self.bundle.case.id if self.in_plan else None
+
+    @property
+    def needs_open_case(self) -> bool:
+        return self.kind == STEP   # dunctl's own effects also follow a case's end (a thank-you, a lift)
+
+    @property
+    def label(self) -> str:
+        return self.name
 
     @property
     def key(self) -> str:
@@ -47,43 +69,58 @@ class Effect:
         this_try = record.tries + 1 if record is not None and record.status == "failed" else 1
         return f"{key}:{this_try}" if this_try > 1 else key
 
+    def together_key(self, grouping: bool) -> tuple | None:
+        """One customer's emails due in this tick, per currency, go out as one message (one conversation per
+        customer) when `dunning.group_messages` is on; a thank-you for cases paid together always does (one per
+        recovered conversation); escalations go as one per customer and destination, whatever the currency (the
+        message gives a total per currency): a person takes over a customer. Everything else goes alone."""
+        customer = self.bundle.case.customer_id
+        if self.kind == STEP and self.action == "escalate":
+            return customer, "escalate", self.step.channel, self.step.to
+        thanks = self.kind == SYSTEM and self.action == "email" and self.audience == "customer"
+        dunning = self.kind == STEP and self.action == "email" and self.audience == "customer"
+        if thanks or (grouping and dunning):
+            return customer, self.bundle.invoice.currency, self.kind
+        return None
+
+    # `ctx` is the tick's context (tick/context.py), not named here: the context loads the schedule, which builds
+    # these effects.
+
+    def suppressed(self, ctx) -> Outcome | None:
+        """The tick synced right before its batches, so the ledger knows of payments up to then; with
+        `stripe.recheck_before_action` the invoice is also re-read from Stripe right before a step."""
+        invoice = self.bundle.invoice
+        if ctx.config.file.stripe.recheck_before_action and ctx.gateway is not None and ctx.acts \
+                and self.kind == STEP:
+            try:
+                fresh = ctx.gateway.get_invoice(invoice.id)
+            except GatewayAuthError:
+                raise
+            except GatewayError:
+                fresh = None  # the provider is unreachable: act on what the ledger knows
+            if fresh is not None and fresh.status != "open":
+                from dunctl.tick.changes import StoreInvoice   # a case change: loads only when one is made
+
+                # Stored as changed: the reconcile that follows the batches ends the case.
+                return Outcome("suppressed", f"the invoice is {fresh.status}: nothing more is sent",
+                               changes=[StoreInvoice(fresh, reconcile=True)])
+        if self.kind == STEP and (invoice.status != "open" or not self.bundle.case.is_open):
+            return Outcome("suppressed", f"the invoice is {invoice.status}, the case {self.bundle.case.state}")
+        return None
+
+    def prepare(self, ctx, together: list[CaseEffect]) -> Prepared:
+        """By the action registry the tick hands in (`TickContext.prepare_case`)."""
+        return ctx.prepare_case(ctx, together)
+
+    def record(self, ctx, outcome: Outcome) -> None:
+        """The case's timeline entry (the result itself is written for the whole batch at once)."""
+        ctx.ledger.cases.add_timeline(self.bundle.case.id, ctx.now, "action",
+                                f"{self.name} ({self.action}) {outcome.status}: {outcome.error or outcome.detail}",
+                                {"request_id": outcome.request_id} if outcome.request_id else None)
+
 
 def idempotency_key(invoice_id: str, name: str, kind: str = STEP, generation: int = 0) -> str:
     """The action's key: unique per (case, step), stable across ticks and machines, and Stripe's idempotency key.
     A run a person asked for again (`case resolve --resend`) gets a key of its own."""
     key = f"dunctl-{invoice_id}-{name}" if kind == STEP else f"dunctl-{invoice_id}-sys-{name}"
     return key + (f"-r{generation}" if generation else "")
-
-
-@dataclass
-class Outcome:
-    status: str                       # done | skipped | failed | unknown | would | suppressed
-    detail: str = ""
-    recipient: str | None = None
-    subject: str | None = None
-    error: str | None = None
-    request_id: str | None = None
-    quiet: bool = False               # bookkeeping only: not worth a line in cron's mail
-    changes: list = field(default_factory=list)   # case changes the effect caused (tick.changes)
-    message_ref: str | None = None    # one delivery covering several cases' steps
-
-
-@dataclass
-class Prepared:
-    """An effect ready to go: what it is (for dry runs and monitor mode) and how to do it."""
-
-    what: str
-    deliver: Callable[[], Outcome]
-    recipient: str | None = None
-    subject: str | None = None
-    quiet: bool = False
-    leaves: bool = True    # delivering it reaches outside dunctl (a send, a Stripe call): recorded as started first
-
-
-def done(detail: str, **kw) -> Prepared:
-    """An effect with nothing to deliver (bookkeeping, or nothing to do): the same outcome live or not."""
-    return Prepared(detail, lambda: Outcome("done", detail, **kw), quiet=kw.get("quiet", False), leaves=False)
-
-
-def skipped(reason: str) -> Prepared:
-    return Prepared(f"skip: {reason}", lambda: Outcome("skipped", reason), leaves=False)

@@ -26,7 +26,7 @@ from dunctl.ledger.records import ActionRecord, CaseBundle
 from dunctl.planner import after_quiet_hours, in_quiet_hours
 from dunctl.tick.changes import Ending
 from dunctl.tick.context import TickContext
-from dunctl.tick.effects import SYSTEM, Effect, idempotency_key
+from dunctl.tick.effects import SYSTEM, CaseEffect, idempotency_key
 from dunctl.tick.result import TickResult
 
 THANKS = "recovered"              # the thank-you's name on the case (system kind)
@@ -70,7 +70,7 @@ def run_waiting(ctx: TickContext, case_ids: list[int], result: TickResult) -> No
 # -- lifting the pause dunctl made --------------------------------------------------------------------------------
 
 
-def _lifts(ctx: TickContext, bundle: CaseBundle | None) -> list[Effect]:
+def _lifts(ctx: TickContext, bundle: CaseBundle | None) -> list[CaseEffect]:
     if bundle is None or bundle.case.state != "recovered" or not bundle.case.subscription_id:
         return []
     steps = bundle.steps()
@@ -79,7 +79,8 @@ def _lifts(ctx: TickContext, bundle: CaseBundle | None) -> list[Effect]:
     if _paused_for_another(ctx, bundle):
         return []    # another unpaid invoice of the subscription still justifies the pause: its payment lifts it
     system = bundle.system()
-    return [Effect(bundle, SYSTEM, LIFT_PREFIX + pause.step_id, "resume_subscription", ctx.now, channel="stripe")
+    return [CaseEffect(bundle, SYSTEM, LIFT_PREFIX + pause.step_id, "resume_subscription", ctx.now,
+                       channel="stripe")
             for pause in steps.values() if pause.action == "pause_subscription" and pause.status == "done"
             and _again(ctx, system.get(LIFT_PREFIX + pause.step_id))]
 
@@ -107,7 +108,7 @@ def lifted(bundle: CaseBundle) -> bool:
 # -- the customer's thank-you --------------------------------------------------------------------------------------
 
 
-def _thanks(ctx: TickContext, bundle: CaseBundle | None, result: TickResult) -> list[Effect]:
+def _thanks(ctx: TickContext, bundle: CaseBundle | None, result: TickResult) -> list[CaseEffect]:
     if bundle is None or bundle.case.state != "recovered":
         return []
     on_recovery = ctx.sequences(bundle).on_recovery
@@ -130,7 +131,7 @@ def _thanks(ctx: TickContext, bundle: CaseBundle | None, result: TickResult) -> 
             ctx.ledger.cases.add_timeline(bundle.case.id, ctx.now, "waiting", f"{THANKS} (email) waits for the end of "
                                                                         "quiet hours in the customer's time zone")
         return []
-    return [Effect(bundle, SYSTEM, THANKS, "email", ctx.now, audience=CUSTOMER, channel="email", step=step)]
+    return [CaseEffect(bundle, SYSTEM, THANKS, "email", ctx.now, audience=CUSTOMER, channel="email", step=step)]
 
 
 def _was_told(ctx: TickContext, bundle: CaseBundle) -> bool:
@@ -173,14 +174,14 @@ def _record(ctx: TickContext, bundle: CaseBundle, status: str, key: str, why: st
 # -- the escalation channel ----------------------------------------------------------------------------------------
 
 
-def _escalation(ctx: TickContext, bundle: CaseBundle | None, what: str) -> Effect | None:
+def _escalation(ctx: TickContext, bundle: CaseBundle | None, what: str) -> CaseEffect | None:
     if bundle is None or not _escalation_configured(ctx):
         return None
     told = _what_to_tell(ctx, bundle, what)
     if told is None or bundle.system().get(told.name) is not None:
         return None
-    return Effect(bundle, SYSTEM, told.name, "notify_person", ctx.now, audience="internal",
-                  channel=ctx.config.file.escalation.channel, note=told.summary)
+    return CaseEffect(bundle, SYSTEM, told.name, "notify_person", ctx.now, audience="internal",
+                      channel=ctx.config.file.escalation.channel, note=told.summary)
 
 
 def _escalation_configured(ctx: TickContext) -> bool:

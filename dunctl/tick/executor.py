@@ -20,12 +20,11 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dunctl.adoption import MARK_ACTION, NotesDue
+from dunctl.adoption import NotesDue
+from dunctl.effect import Effect, Outcome
 from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
 from dunctl.tick import changes as case_changes
-from dunctl.tick.actions import ACTIONS, TOGETHER
 from dunctl.tick.context import TickContext
-from dunctl.tick.effects import NOTICE, STEP, SYSTEM, Effect, Outcome
 from dunctl.tick.result import ActionReport, TickResult
 
 EFFECTS_PER_BATCH = 25
@@ -34,7 +33,7 @@ EFFECTS_PER_BATCH = 25
 @dataclass
 class _Claimed:
     effect: Effect
-    action_id: int
+    claim_id: int
     suppressed: Outcome | None = None   # decided at claim: the case or invoice changed since it was planned
 
 
@@ -70,39 +69,23 @@ def execute(ctx: TickContext, effects: list[Effect], result: TickResult) -> case
 
 
 def _units(ctx: TickContext, effects: list[Effect], result: TickResult) -> list[list[Effect]]:
-    """What is delivered together: one customer's emails due in this tick, per currency, go out as one message
-    (one conversation per customer); everything else alone. Customer messages come last, so a retry that
-    recovers an invoice in this tick still stops its message."""
+    """What is delivered together (`Effect.together_key`: one customer's emails due in this tick, per currency,
+    go out as one message); everything else alone. Grouped messages come last, so a retry that recovers an
+    invoice in this tick still stops its message."""
     skipped = [e for e in effects if e.channel in ctx.skipped_channels]
-    effects = [e for e in effects if e.channel not in ctx.skipped_channels]
     grouping = ctx.config.file.dunning.group_messages
-    alone = [[e] for e in effects if not _together(e, grouping)]
+    alone: list[list[Effect]] = []
     groups: dict[tuple, list[Effect]] = {}
     for e in effects:
-        if _together(e, grouping):
-            groups.setdefault(_group_key(e), []).append(e)
+        if e.channel in ctx.skipped_channels:
+            continue
+        key = e.together_key(grouping)
+        if key is None:
+            alone.append([e])
+        else:
+            groups.setdefault(key, []).append(e)
     result.deferred += len(skipped)   # a channel skipped after repeated failures: due again next tick
     return alone + list(groups.values())
-
-
-def _group_key(effect: Effect) -> tuple:
-    """Emails group per customer and currency; escalations per customer and destination, whatever the currency
-    (the message gives a total per currency)."""
-    if effect.action == "escalate":
-        return effect.bundle.case.customer_id, "escalate", effect.step.channel, effect.step.to
-    return effect.bundle.case.customer_id, effect.bundle.invoice.currency, effect.kind
-
-
-def _groupable(effect: Effect) -> bool:
-    return effect.kind == "step" and effect.action == "email" and effect.audience == "customer"
-
-
-def _together(effect: Effect, grouping: bool) -> bool:
-    """Sent as one message with the customer's others of its kind: a thank-you for cases paid together always
-    is (one per recovered conversation), dunning emails when `dunning.group_messages` is on."""
-    thanks = effect.kind == SYSTEM and effect.action == "email" and effect.audience == "customer"
-    escalation = effect.kind == STEP and effect.action == "escalate"   # a person takes over a customer
-    return thanks or escalation or (grouping and _groupable(effect))
 
 
 @dataclass
@@ -120,8 +103,8 @@ def _claim_batch(ctx: TickContext, units: list[list[Effect]]) -> list[list[_Clai
     at_claim = _AtClaim.read(ctx, units)
     claimed_units = []
     for unit in units:
-        claimed = [_Claimed(e, action_id, at_claim.suppressed(e)) for e in unit
-                   if at_claim.earned(ctx, e) and (action_id := _claim(ctx, e)) is not None]
+        claimed = [_Claimed(e, claim_id, at_claim.suppressed(e)) for e in unit if at_claim.earned(ctx, e)
+                   and (claim_id := ctx.ledger.journal(e.journal).claim(e, ctx.now, ctx.tick_id)) is not None]
         if claimed:
             claimed_units.append(claimed)
     return claimed_units
@@ -129,8 +112,9 @@ def _claim_batch(ctx: TickContext, units: list[list[Effect]]) -> list[list[_Clai
 
 @dataclass
 class _AtClaim:
-    """The ledger as it is when a batch is claimed: each step's case state and invoice status (one query per
-    batch), and the whole case for the (rare) irreversible steps, which are judged again by the one rule."""
+    """The ledger as it is when a batch is claimed, for the effects that run only while their case is open (a
+    sequence step): each one's case state and invoice status (one query per batch), and the whole case for the
+    (rare) irreversible steps, which are judged again by the one rule."""
 
     states: dict[int, tuple[str, str]]
     bundles: dict = field(default_factory=dict)
@@ -139,18 +123,18 @@ class _AtClaim:
     def read(cls, ctx: TickContext, units: list[list[Effect]]) -> _AtClaim:
         from dunctl.irreversible import IRREVERSIBLE
 
-        steps = [e for unit in units for e in unit if e.kind == STEP]
+        steps = [e for unit in units for e in unit if e.needs_open_case]
         if not steps:
             return cls({})
-        states = ctx.ledger.cases.states(e.bundle.case.id for e in steps)
-        irreversible = [e.bundle.case.id for e in steps if e.action in IRREVERSIBLE]
+        states = ctx.ledger.cases.states(e.case_id for e in steps)
+        irreversible = [e.case_id for e in steps if e.action in IRREVERSIBLE]
         return cls(states, ctx.ledger.cases.bundles(irreversible) if irreversible else {})
 
     def suppressed(self, effect: Effect) -> Outcome | None:
         """A step whose case ended or was paused, or whose invoice is no longer open, since it was planned."""
-        if effect.kind != STEP or effect.bundle.case.id not in self.states:
+        if not effect.needs_open_case or effect.case_id not in self.states:
             return None
-        state, status = self.states[effect.bundle.case.id]
+        state, status = self.states[effect.case_id]
         if status != "open":
             return Outcome("suppressed", f"the invoice is {status} (found when the step was claimed)")
         if state == "paused":
@@ -165,7 +149,7 @@ class _AtClaim:
         and stays due (planning the case again says why it waits)."""
         from dunctl.irreversible import IRREVERSIBLE, earned
 
-        bundle = self.bundles.get(effect.bundle.case.id) if effect.kind == STEP else None
+        bundle = self.bundles.get(effect.case_id) if effect.needs_open_case else None
         if bundle is None or effect.action not in IRREVERSIBLE or not bundle.case.is_open \
                 or bundle.invoice.status != "open":
             return True    # not irreversible, or suppressed at claim: recorded as such
@@ -185,7 +169,7 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
             continue
         acted.outcomes.extend((item, item.suppressed) for item in unit if item.suppressed is not None)
         unit = [item for item in unit if item.suppressed is None]
-        live = [item for item in unit if _case_id(item.effect) not in ended]
+        live = [item for item in unit if item.effect.case_id not in ended]
         acted.outcomes.extend((item, Outcome("suppressed", "the case ended earlier in this tick"))
                               for item in unit if item not in live)
         if not live:
@@ -200,7 +184,7 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
             ctx.channel_result(channel, failed=first.status != "done")
         for item, outcome in zip(live, unit_outcomes):
             if any(isinstance(c, case_changes.EndCase) for c in outcome.changes):
-                ended.add(_case_id(item.effect))
+                ended.add(item.effect.case_id)
             acted.outcomes.append((item, outcome))
     result.deferred += len(acted.untried)
     return acted
@@ -213,59 +197,50 @@ def _starter(ctx: TickContext, acted: _Acted, unit: list[_Claimed]) -> Callable[
     def start() -> None:
         noted = acted.outcomes[acted.noted:]
         with ctx.ledger.light_transaction():
-            ctx.ledger.mark_started(
-                ctx.now, actions=[i.action_id for i in unit if i.effect.kind != NOTICE],
-                notices=[i.action_id for i in unit if i.effect.kind == NOTICE],
-                action_outcomes=[(i.action_id, o.status) for i, o in noted if i.effect.kind != NOTICE],
-                notice_outcomes=[(i.action_id, o.status) for i, o in noted if i.effect.kind == NOTICE])
+            for journal, items in _by_journal([(i, None) for i in unit] + noted).items():
+                ctx.ledger.journal(journal).mark_started(
+                    ctx.now, [i.claim_id for i, o in items if o is None],
+                    [(i.claim_id, o.status) for i, o in items if o is not None])
         acted.noted += len(noted)
     return start
 
 
+def _by_journal(items: list[tuple[_Claimed, Outcome | None]]) -> dict[str, list[tuple[_Claimed, Outcome | None]]]:
+    """Claims (with their outcomes) by the journal that holds them, in order."""
+    journals: dict[str, list] = {}
+    for item, outcome in items:
+        journals.setdefault(item.effect.journal, []).append((item, outcome))
+    return journals
+
+
 def _record_batch(ctx: TickContext, acted: _Acted, result: TickResult, applied: case_changes.Applied) -> None:
     for item in acted.untried:
-        if item.effect.kind == NOTICE:
-            ctx.ledger.release_notice_claim(item.action_id)
-        else:
-            ctx.ledger.release_claim(item.action_id)
-    # Every result (and the case's last action) in one statement each; then, in order, each one's timeline entry
-    # and the case changes it caused (so a case's timeline reads in the order things happened).
-    own = [(item, outcome) for item, outcome in acted.outcomes if item.effect.kind != NOTICE]
-    ctx.ledger.record_results([(item.action_id, outcome.status, outcome.detail or None, outcome.error,
-                                outcome.recipient, outcome.subject, outcome.request_id, outcome.message_ref)
-                               for item, outcome in own], ctx.now)
-    ctx.ledger.cases.set_last_actions([(item.effect.bundle.case.id, f"{item.effect.name}: {outcome.status}")
-                                 for item, outcome in own
-                                 if item.effect.kind == "step" or outcome.status == "failed"], ctx.now)
+        ctx.ledger.journal(item.effect.journal).release(item.claim_id)
+    # Every journal's results in one go each; then, in order, what each effect's family keeps (a case's timeline
+    # entry) and the case changes it caused (so a case's timeline reads in the order things happened).
+    for journal, items in _by_journal(acted.outcomes).items():
+        ctx.ledger.journal(journal).record_many([(i.claim_id, i.effect, o) for i, o in items], ctx.now)
     for item, outcome in acted.outcomes:
-        _record(ctx, item, outcome, result)
+        item.effect.record(ctx, outcome)
+        text = outcome.error or outcome.detail
+        result.actions.append(ActionReport(item.effect.invoice_id, item.effect.label, item.effect.action,
+                                           outcome.status, text, outcome.recipient, outcome.subject, outcome.quiet))
         case_changes.apply(ctx.ledger, outcome.changes, ctx.now, applied)
-        if item.effect.kind != NOTICE and item.effect.action != MARK_ACTION:   # a note changes no plan
+        if item.effect.planned_for is not None:
             finished = outcome.status == "done" or (outcome.status == "would" and ctx.settings.monitor)
-            applied.as_planned.setdefault(item.effect.bundle.case.id, []).append(finished and not outcome.changes)
+            applied.as_planned.setdefault(item.effect.planned_for, []).append(finished and not outcome.changes)
     for item in acted.untried:
-        if item.effect.kind != NOTICE and item.effect.action != MARK_ACTION:
-            applied.as_planned.setdefault(item.effect.bundle.case.id, []).append(False)
+        if item.effect.planned_for is not None:
+            applied.as_planned.setdefault(item.effect.planned_for, []).append(False)
     for invoice_id, state in applied.closed:
         result.close(invoice_id, state)
-
-
-def _claim(ctx: TickContext, e: Effect) -> int | None:
-    if e.kind == NOTICE:     # pre-dunning notices have their own table (dunctl/notices)
-        return ctx.ledger.claim_notice(e.notice_id, ctx.now, ctx.tick_id)
-    return ctx.ledger.claim_action(e.bundle.case.id, e.kind, e.name, e.action, e.channel, e.audience, e.due_at,
-                                   ctx.now, e.key, ctx.tick_id)
-
-
-def _case_id(effect: Effect) -> int | None:
-    return None if effect.kind == NOTICE else effect.bundle.case.id
 
 
 def _act(ctx: TickContext, effects: list[Effect], start: Callable[[], None] = lambda: None) -> list[Outcome]:
     """Re-check, then do the effect (one, or several delivered as one message), or describe it when the tick does
     not act. Every exception becomes an outcome here, by what it means for the effect: not sent (failed, retried
     later) or maybe sent (unknown)."""
-    outcomes: list[Outcome | None] = [_suppressed(ctx, e) for e in effects]
+    outcomes: list[Outcome | None] = [e.suppressed(ctx) for e in effects]
     todo = [e for e, o in zip(effects, outcomes) if o is None]
     if todo:
         shared = _deliver(ctx, todo, start)
@@ -285,12 +260,7 @@ def _act(ctx: TickContext, effects: list[Effect], start: Callable[[], None] = la
 def _deliver(ctx: TickContext, effects: list[Effect], start: Callable[[], None]) -> list[Outcome]:
     effect = effects[0]
     try:
-        if effect.kind == NOTICE:
-            prepared = effect.prepare(ctx)
-        elif len(effects) == 1:
-            prepared = ACTIONS[effect.action](ctx, effect)
-        else:
-            prepared = TOGETHER[effect.action](ctx, effects)
+        prepared = effect.prepare(ctx, effects)
         if not ctx.acts:
             return [Outcome("would", prepared.what, recipient=prepared.recipient, subject=prepared.subject,
                             quiet=prepared.quiet) for _ in effects]
@@ -315,42 +285,6 @@ def _deliver(ctx: TickContext, effects: list[Effect], start: Callable[[], None])
             return [Outcome("failed", error=f"template {template} does not render: {exc}; fix it and run "
                                             "`dunctl check`") for _ in effects]
         return [Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}") for _ in effects]
-
-
-def _suppressed(ctx: TickContext, effect: Effect) -> Outcome | None:
-    """Suppression: the tick synced right before its batches, so the ledger knows of payments up to then; with
-    `stripe.recheck_before_action` the invoice is also re-read from Stripe right before the effect."""
-    if effect.kind == NOTICE:
-        return effect.suppressed(ctx)
-    invoice = effect.bundle.invoice
-    if ctx.config.file.stripe.recheck_before_action and ctx.gateway is not None and ctx.acts \
-            and effect.kind == "step":
-        try:
-            fresh = ctx.gateway.get_invoice(invoice.id)
-        except GatewayAuthError:
-            raise
-        except GatewayError:
-            fresh = None  # the provider is unreachable: act on what the ledger knows
-        if fresh is not None and fresh.status != "open":
-            # Stored as changed: the reconcile that follows the batches ends the case.
-            return Outcome("suppressed", f"the invoice is {fresh.status}: nothing more is sent",
-                           changes=[case_changes.StoreInvoice(fresh, reconcile=True)])
-    if effect.kind == "step" and (invoice.status != "open" or not effect.bundle.case.is_open):
-        return Outcome("suppressed", f"the invoice is {invoice.status}, the case {effect.bundle.case.state}")
-    return None
-
-
-def _record(ctx: TickContext, item: _Claimed, outcome: Outcome, result: TickResult) -> None:
-    effect = item.effect
-    if effect.kind == NOTICE:
-        effect.record(ctx, item.action_id, outcome, result)
-        return
-    text = outcome.error or outcome.detail   # the result itself is written for the whole batch at once
-    ctx.ledger.cases.add_timeline(effect.bundle.case.id, ctx.now, "action",
-                            f"{effect.name} ({effect.action}) {outcome.status}: {text}",
-                            {"request_id": outcome.request_id} if outcome.request_id else None)
-    result.actions.append(ActionReport(effect.invoice_id, effect.name, effect.action, outcome.status, text,
-                                       outcome.recipient, outcome.subject, outcome.quiet))
 
 
 def _error_text(exc: DunctlError) -> str:

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
-from dunctl.clock import from_iso
 from dunctl.config import Config
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
+from dunctl.ledger.journal import ACTIONS_JOURNAL
 from dunctl.tick.channels import ChannelSet
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
-from dunctl.tick.effects import STEP, SYSTEM, Effect, idempotency_key
+from dunctl.tick.effects import STEP, SYSTEM, CaseEffect, idempotency_key
 from dunctl.tick.result import ActionReport, SyncResult, TickResult
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ def _notify(ctx: TickContext, notes: list, result: TickResult) -> None:
         if isinstance(note, Ending):
             continue
         bundle = ctx.ledger.cases.bundle(note.case_id)
-        effects.append(Effect(bundle, SYSTEM, note.name, "notify_person", ctx.now, audience="internal",
-                              channel=ctx.config.file.escalation.channel, note=note.note))
+        effects.append(CaseEffect(bundle, SYSTEM, note.name, "notify_person", ctx.now, audience="internal",
+                                  channel=ctx.config.file.escalation.channel, note=note.note))
     if effects:
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
@@ -179,7 +179,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
         if resync is not None and n and time.monotonic() - started > RESYNC_AFTER_SECONDS:
             resync()
             started = time.monotonic()
-        effects: list[Effect] = []
+        effects: list[CaseEffect] = []
         planned: dict[int, CaseBundle] = {}
         plans: dict[int, _Planned] = {}
         admitted: dict[str, list[tuple]] = {}   # customer -> the messages it gets this tick (a chunk has all)
@@ -229,7 +229,7 @@ def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBund
     return next_due(planned[case_id], ahead, ctx.settings, ctx.dunctl_retries, ctx.now)
 
 
-def _held_in_this_tick(ctx: TickContext, effect: Effect, admitted: dict[str, list[tuple]]) -> bool:
+def _held_in_this_tick(ctx: TickContext, effect: CaseEffect, admitted: dict[str, list[tuple]]) -> bool:
     """The contact policy across one customer's cases due in the same tick. The planner counts what was sent
     before; here, what this tick already sends counts too: a second message (another currency, an SMS, or any
     other with grouping off) waits for the minimum gap instead of going out beside the first. Emails that go out
@@ -240,8 +240,7 @@ def _held_in_this_tick(ctx: TickContext, effect: Effect, admitted: dict[str, lis
     if policy is None or effect.kind != STEP or effect.audience != "customer":
         return False
     bundle = effect.bundle
-    together = ctx.config.file.dunning.group_messages and effect.action == "email"
-    key = ("email", bundle.invoice.currency) if together else (bundle.case.id, effect.name)
+    key = effect.together_key(ctx.config.file.dunning.group_messages) or (bundle.case.id, effect.name)
     keys = admitted.setdefault(bundle.case.customer_id, [])
     if key in keys:
         return False
@@ -265,7 +264,7 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
 
 
 def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: TickResult,
-              planned: dict[int, CaseBundle], plans: dict[int, _Planned]) -> list[Effect]:
+              planned: dict[int, CaseBundle], plans: dict[int, _Planned]) -> list[CaseEffect]:
     from dunctl.planner import MISSED, SKIP
     from dunctl.tick.schedule import plan_case, system_effects
 
@@ -291,55 +290,24 @@ def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: Ti
                                                    decision.reason))
             continue
         record = records.get(step.id)
-        effects.append(Effect(bundle, STEP, step.id, step.action, decision.due_at, step.audience,
-                              _channel(ctx, step), step, generation=record.resends if record else 0))
+        effects.append(CaseEffect(bundle, STEP, step.id, step.action, decision.due_at, step.audience,
+                                  _channel(ctx, step), step, generation=record.resends if record else 0))
     return effects
+
+
+def prepare_case(ctx: TickContext, effects: list[CaseEffect]):
+    """A case's effect (or several delivered as one message) ready to deliver, by the action registry. It loads
+    with the first effect a tick prepares, never on an idle tick (it brings the channels, the reconciler and
+    sqlite-utils: about 0.2 s)."""
+    from dunctl.tick.actions import prepare
+
+    return prepare(ctx, effects)
 
 
 def _channel(ctx: TickContext, step) -> str | None:
     from dunctl.planner import channel_of
 
     return channel_of(step, ctx.config.file.escalation.channel)
-
-
-STRIPE_KEY_LIFETIME = timedelta(hours=23)   # Stripe keeps idempotency keys at least 24 hours
-
-
-def _settle_orphans(ledger: Ledger, now: datetime) -> None:
-    """Claims left by a tick that died between claim and result. One never started (the executor marks an effect
-    started right before it leaves dunctl) was never attempted: given back, due as before. A Stripe call carries an
-    idempotency key, and Stripe answers a repeat of it with the first result: such a claim is tried again with the
-    same key (within the key's lifetime), so a retry charges once and its consequences are recorded. One whose
-    outcome a later effect's start noted gets that outcome. The one left, started without an outcome, may or may
-    not have happened: `unknown`, visible, never re-sent until a person says so."""
-    with ledger.transaction():
-        for action in ledger.orphaned_claims():
-            if action["started_at"] is None and ledger.settles_by_started(action["tick_id"]):
-                ledger.release_claim(action["id"])
-                continue
-            claimed = from_iso(action["claimed_at"])
-            if action["channel"] == "stripe" and claimed is not None and now - claimed < STRIPE_KEY_LIFETIME:
-                ledger.record_interrupted(action["id"], claimed,
-                                          "interrupted before its result was recorded; tried again with the "
-                                          "same idempotency key, which Stripe answers with the first result")
-            elif action["outcome"] is not None:
-                _settle_noted(ledger, action, now)
-            else:
-                ledger.record_result(action["id"], "unknown", now,
-                                     error="the tick stopped while this action was in flight; it may or may not "
-                                           "have happened and will not be re-sent: check, then "
-                                           "`dunctl case resolve`")
-                ledger.cases.add_timeline(action["case_id"], now, "unknown",
-                                    f"{action['step_id']} ({action['action']}) outcome unknown: not re-sent")
-
-
-def _settle_noted(ledger: Ledger, action: dict, now: datetime) -> None:
-    status = action["outcome"]
-    note = "recorded after the tick stopped, from the outcome noted when the next effect started"
-    ledger.record_result(action["id"], status, now, detail=note,
-                         error="the tick stopped before recording its details" if status in ("failed", "unknown")
-                         else None)
-    ledger.cases.add_timeline(action["case_id"], now, "action", f"{action['step_id']} ({action['action']}) {status}: {note}")
 
 
 def _on_mode_change(ctx: TickContext) -> None:
@@ -403,10 +371,11 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         tick_id = ledger.start_tick(now, dry_run=False)
         ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway) if gateway else None,
                           channels, now, mode=mode, tick_id=tick_id, adopt=adopt,
-                          interrupted=interrupted or (lambda: False))
+                          interrupted=interrupted or (lambda: False), prepare_case=prepare_case)
         result = TickResult(now=now, mode=mode)
         try:
-            _settle_orphans(ledger, now)
+            with ledger.transaction():   # claims a tick that died left behind (dunctl/ledger/journal.py)
+                ledger.journal(ACTIONS_JOURNAL).settle_orphans(now)
             _on_mode_change(ctx)
             _tick(ctx, result, gateway, sync, progress, accept_stale, wall=wall)
         finally:
@@ -460,7 +429,11 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
 
     _follow_ups(ctx, result)
 
-    run_notices(ctx, result)   # pre-dunning: plan changed subscriptions, send the notices due
+    notices = run_notices(ctx, result)   # pre-dunning: plan changed subscriptions, then send the notices due
+    if notices:
+        from dunctl.tick.executor import execute
+
+        execute(ctx, notices, result)
 
 
 def _follow_ups(ctx: TickContext, result: TickResult) -> None:
@@ -480,7 +453,7 @@ def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: date
     copy = ledger.snapshot_in_memory()
     try:
         ctx = TickContext(copy, config, _ReadOnly(gateway) if gateway else None, None, now, mode=DRY_RUN,
-                          adopt=adopt)
+                          adopt=adopt, prepare_case=prepare_case)
         result = TickResult(now=now, dry_run=True, mode=DRY_RUN)
         _tick(ctx, result, ctx.gateway, sync, progress, accept_stale)
         return result
@@ -531,7 +504,8 @@ def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: da
         result = run_sync(ledger, gateway, now, full=full, progress=progress, accept_stale=accept_stale,
                           notices=config.file.notices.enabled)
         tick = TickResult(now=now, mode=mode)
-        ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway), channels, now, mode=mode)
+        ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway), channels, now, mode=mode,
+                          prepare_case=prepare_case)
         try:
             reconcile(ctx, tick)
         finally:

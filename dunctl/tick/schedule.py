@@ -9,7 +9,7 @@ from dunctl.config import Sequence
 from dunctl.ledger import Ledger
 from dunctl.ledger.records import CaseBundle
 from dunctl.planner import Plan, Settings, plan
-from dunctl.tick.effects import SYSTEM, Effect
+from dunctl.tick.effects import SYSTEM, CaseEffect
 from dunctl.tick.facts import STOP_PROVIDER_RETRIES, open_dispute, snapshot, step_records
 
 
@@ -49,7 +49,7 @@ def plan_case(bundle: CaseBundle, sequence: Sequence, settings: Settings, dunctl
 
 
 def system_effects(bundle: CaseBundle, settings: Settings, dunctl_retries: bool, now: datetime,
-                   max_attempts: int = 5) -> list[Effect]:
+                   max_attempts: int = 5) -> list[CaseEffect]:
     """dunctl's own effects that are due on an open case: turning Stripe's retries off (`retries: dunctl`),
     tried until it is done, since no dunctl retry may run while Stripe's own still do; and a retry on the first
     tick after the customer replaced the payment method (`stripe.retry_on_update`)."""
@@ -69,7 +69,7 @@ def retry_after_update_name(changed_at: datetime) -> str:
     return f"retry-after-update-{changed_at.strftime('%Y%m%dT%H%M%S')}"
 
 
-def _retry_after_update(bundle: CaseBundle, settings: Settings, max_attempts: int) -> list[Effect]:
+def _retry_after_update(bundle: CaseBundle, settings: Settings, max_attempts: int) -> list[CaseEffect]:
     """Once per new payment method (named by when it changed, so its key is stable), counted in the budget."""
     case, invoice = bundle.case, bundle.invoice
     changed = case.payment_method_changed_at
@@ -85,10 +85,10 @@ def _retry_after_update(bundle: CaseBundle, settings: Settings, max_attempts: in
     record = bundle.system().get(name)
     if record is not None and not (record.status == "failed" and record.tries < settings.max_action_tries):
         return []
-    return [Effect(bundle, SYSTEM, name, "retry_now", changed, channel="stripe")]
+    return [CaseEffect(bundle, SYSTEM, name, "retry_now", changed, channel="stripe")]
 
 
-def _stop_provider_retries(bundle: CaseBundle, settings: Settings, now: datetime) -> list[Effect]:
+def _stop_provider_retries(bundle: CaseBundle, settings: Settings, now: datetime) -> list[CaseEffect]:
     record = bundle.system().get(STOP_PROVIDER_RETRIES)
     if record is not None:
         done = record.status in ("done", "unknown") or (record.status == "would" and settings.monitor)
@@ -96,12 +96,12 @@ def _stop_provider_retries(bundle: CaseBundle, settings: Settings, now: datetime
             return []
         if record.status == "failed" and (record.finished_at or now) + settings.action_retry_after > now:
             return []
-    return [Effect(bundle, SYSTEM, STOP_PROVIDER_RETRIES, "stop_provider_retries", bundle.case.opened_at,
-                   channel="stripe")]
+    return [CaseEffect(bundle, SYSTEM, STOP_PROVIDER_RETRIES, "stop_provider_retries", bundle.case.opened_at,
+                       channel="stripe")]
 
 
 def next_due(bundle: CaseBundle, decided: Plan, settings: Settings, dunctl_retries: bool,
-             now: datetime, pending: list[Effect] = ()) -> tuple[datetime | None, str | None]:
+             now: datetime, pending: list[CaseEffect] = ()) -> tuple[datetime | None, str | None]:
     """When the case is next due and for what: something decided now (or one of dunctl's own effects) is due at
     once: the next tick takes it."""
     if not bundle.case.is_open:
