@@ -10,7 +10,7 @@ response delays, each from the recoveries the ledger credits to it, on two cases
 fewer than MIN_RECOVERIES recoveries keeps the preset's value, and the result names it.
 
 The fitted model is then checked on the third case it never saw: replayed with a fresh seed (seed + 1), its
-recovered of all against the ledger's for those cases, with the gap's 95% interval. A gap whose interval excludes
+recovered of failed against the ledger's for those cases, with the gap's 95% interval. A gap whose interval excludes
 zero is a warning, by name: the model does not reproduce this ledger.
 
 The baseline (the active config) and the candidates then run on every invoice with the fitted model and the same
@@ -83,8 +83,8 @@ class Backtest:
     observed: Outcome                 # the ledger as it is
     baseline: Outcome                 # the active config, replayed with the fitted model
     candidates: list[Outcome] = field(default_factory=list)
-    comparisons: list[Comparison] = field(default_factory=list)   # candidate vs baseline, recovered of all
-    # the baseline against the ledger on every case, recovered of all: {"ledger", "replay", "gap", "low", "high"}
+    comparisons: list[Comparison] = field(default_factory=list)   # candidate vs baseline, recovered of failed
+    # the baseline against the ledger on every case, recovered of failed: {"ledger", "replay", "gap", "low", "high"}
     baseline_gap: dict[str, float | None] = field(default_factory=dict)
     # every run's rates with their 95% Wilson intervals:
     # {name: {"recovered_of_failed": {"rate", "low", "high"}, "recovered_of_ended": {...}}}
@@ -242,11 +242,11 @@ def run_backtest(active: Config, candidates: list[Path], work: Path, now: dateti
 
 
 def _gap(recovered: int, cases: int, baseline: Outcome) -> dict[str, float | None]:
-    """The baseline's recovered of all against the ledger's (`recovered` of its `cases`: the cohort replayed, not
+    """The baseline's recovered of failed against the ledger's (`recovered` of its `cases`: the cohort replayed, not
     the whole ledger), on every case: the fitted ones included, so a weaker check than the held-out validation.
     With Newcombe's 95% interval."""
     diff = newcombe(baseline.recovered, baseline.failed_invoices, recovered, cases)
-    return {"ledger": round(recovered / cases, 4) if cases else None, "replay": baseline.recovered_of_all,
+    return {"ledger": round(recovered / cases, 4) if cases else None, "replay": baseline.recovered_of_failed,
             "gap": None if diff is None else round(diff.difference, 4),
             "low": None if diff is None else round(diff.low, 4), "high": None if diff is None else round(diff.high, 4)}
 

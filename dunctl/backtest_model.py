@@ -324,7 +324,7 @@ def _round(value: float | None) -> float | None:
 @dataclass
 class Validation:
     """The fitted model replayed, with a fresh seed, on cases the fit never saw, against what the ledger shows
-    for them: recovered of all by the replay's end, and the gap (replay - ledger) with its 95% interval
+    for them: recovered of failed by the replay's end, and the gap (replay - ledger) with its 95% interval
     (Newcombe's, for two independent proportions: the ledger's cases are one draw of the world, the replay
     another of the model)."""
 

@@ -231,7 +231,7 @@ class ArmFigures:
     open: int
     ended: int
     recovered: int
-    recovered_of_all: float | None     # recovered / cases: open cases count as not yet recovered
+    recovered_of_failed: float | None     # recovered / cases: open cases count as not yet recovered
     recovered_of_ended: float | None   # recovered / ended cases
     currencies: list[ArmCurrency]
     days_to_recovery_median: float | None
@@ -248,7 +248,7 @@ class ExperimentReport:
     experiment: str
     control: str
     arms: list[ArmFigures]
-    comparisons: list  # list[dunctl.sequential.ArmComparison], each arm against the control, on recovered_of_all
+    comparisons: list  # list[dunctl.sequential.ArmComparison], each arm against the control, on recovered_of_failed
     method: str                   # how the comparisons were made, with its sources
     alpha: float                  # the false-positive rate over every look and every arm
     minimum_detectable_effect: float
@@ -282,7 +282,7 @@ def _arm_figures(row: dict, customers: int, money: list[dict], seconds: list[int
     arm, days = row["arm"], [s / 86400 for s in seconds]
     return ArmFigures(
         arm=arm, customers=customers, cases=row["cases"], open=row["open"], ended=row["ended"],
-        recovered=row["recovered"], recovered_of_all=_ratio(row["recovered"], row["cases"]),
+        recovered=row["recovered"], recovered_of_failed=_ratio(row["recovered"], row["cases"]),
         recovered_of_ended=_ratio(row["recovered"], row["ended"]),
         currencies=[ArmCurrency(m["currency"], m["cases"], m["recovered"], m["at_stake"], m["recovered_amount"])
                     for m in money if m["arm"] == arm],
@@ -300,9 +300,9 @@ def _control(names: list[str], configured: Experiment | None) -> str:
     return "control" if "control" in names or not names else next((n for n in names if n != HOLDOUT), names[0])
 
 
-NOTE = ("Differences are in recovered of all the arm's cases (open ones count as not yet recovered), arm minus "
-        "control. The intervals stay valid however often this report is looked at (an always-valid mSPRT "
-        "confidence sequence: Johari, Koomen, Pekelis & Walsh 2022, Operations Research; Howard, Ramdas, "
+NOTE = ("Differences are in recovered of failed: of every case of the arm (open ones count as not yet "
+        "recovered), arm minus control. The intervals stay valid however often this report is looked at (an "
+        "always-valid mSPRT confidence sequence: Johari, Koomen, Pekelis & Walsh 2022, Operations Research; Howard, Ramdas, "
         "McAuliffe & Sekhon 2021, Annals of Statistics), count customers, not cases, as the unit (customers are "
         "randomised), and are Holm-corrected across the {k} arm(s) compared with the control. 'needed' is cases "
         "per arm to detect {mde} points with power {power:g} at alpha {alpha:g}; no verdict before {floor} "

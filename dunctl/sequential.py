@@ -158,7 +158,7 @@ def needed_per_arm(base_rate: float, design_effect: float, alpha: float, design:
 
 @dataclass(frozen=True)
 class ArmComparison:
-    """One arm against the control, on recovered of all the arm's cases."""
+    """One arm against the control, on recovered of failed (every case of the arm)."""
 
     arm: str
     control: str

@@ -47,7 +47,7 @@ def test_the_baseline_recovers_the_demos_own_numbers(demo, backtest):
     assert backtest.cases == o.failed_invoices
     base = backtest.baseline
     assert base.failed_invoices == o.failed_invoices
-    assert abs(base.recovered_of_all - o.recovered_of_all) <= 0.05
+    assert abs(base.recovered_of_failed - o.recovered_of_failed) <= 0.05
     assert abs(base.recovered_of_ended - o.recovered_of_ended) <= 0.08
     assert abs(base.messages_sent - o.messages_sent) <= 0.1 * o.messages_sent
     # the observed column is the ledger itself, as `dunctl report` reads it
@@ -69,7 +69,7 @@ def test_an_emptied_sequence_ranks_below_the_baseline(backtest):
     emptied = backtest.candidates[0]
     assert emptied.messages_sent == 0
     assert emptied.retries_used <= 2          # only on a new card (stripe.retry_on_update), never a step
-    assert emptied.recovered_of_all < backtest.baseline.recovered_of_all - 0.15
+    assert emptied.recovered_of_failed < backtest.baseline.recovered_of_failed - 0.15
     verdict = backtest.comparisons[0]
     assert verdict.distinguishable and verdict.difference < 0
     assert verdict.verdict.startswith("emptied recovers") and "fewer than the baseline" in verdict.verdict
@@ -169,9 +169,9 @@ def test_cli_side_by_side_and_json(demo, tmp_path):
     assert header.index("ledger (observed)") < header.index("baseline") < header.index("demo") < header.index(
         "emptied")
     # (row labels may wrap in the table: only their first words are looked for)
-    for text in ("recovered of all vs baseline", "recovered of failed invoices", "demo: not yet distinguishable",
+    for text in ("recovered of failed vs", "recovered of failed invoices", "demo: not yet distinguishable",
                  "suspension (suspension_response, cancellation_winback):", "Validation, on the",
-                 "Baseline against the ledger, every case: recovered of all"):
+                 "Baseline against the ledger, every case: recovered of failed"):
         assert text in shown.stdout, text
     assert "warning: escalation (escalation_response) not fitted" in shown.stderr
     data = json.loads(runner.invoke(app, ["-c", config, "simulate", "--from-ledger", config, "--json",
@@ -185,10 +185,10 @@ def test_cli_side_by_side_and_json(demo, tmp_path):
     assert data["validation"]["held_out"] + data["validation"]["fitted_on"] == data["cases"]
     # the baseline is set against the same cohort of the ledger, not the whole ledger (--since)
     gap = data["baseline_gap"]
-    assert gap["replay"] == data["baseline"]["recovered_of_all"]
+    assert gap["replay"] == data["baseline"]["recovered_of_failed"]
     assert gap["gap"] == pytest.approx(gap["replay"] - gap["ledger"], abs=1e-4)
     # (the observed column reads the whole ledger; its last days' cases have had less time to be paid)
-    assert gap["ledger"] < data["observed"]["recovered_of_all"]
+    assert gap["ledger"] < data["observed"]["recovered_of_failed"]
     assert set(data["projected"]) == {"ledger (observed)", "baseline", "demo"}
     assert 0 < data["cases"] < MIN_RECOVERIES and not any(f["fitted"] for f in data["fits"])
     assert any(w.startswith(f"only {data['cases']} failed invoices") for w in data["warnings"])

@@ -83,7 +83,7 @@ def test_demo_json(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["seed"] == 42 and data["outcome"]["customers"] == 30
-    assert {"recovered_of_all", "recovered_of_ended", "messages_per_recovered", "retries_dunctl",
+    assert {"recovered_of_failed", "recovered_of_ended", "messages_per_recovered", "retries_dunctl",
             "handed_to_people", "involuntary_churn"} <= set(data["outcome"])
     assert data["preset"] == data["outcome"]["preset"] == "median"
 
@@ -114,7 +114,7 @@ def test_recovery_falls_when_the_sequence_is_emptied(simulated):
     assert emptied.messages_sent == 0
     # no sequence step runs; what is left is the retry on a new card (stripe.retry_on_update, on by default)
     assert emptied.retries_used < shipped.retries_used / 3
-    assert emptied.recovered_of_all < shipped.recovered_of_all - 0.3
+    assert emptied.recovered_of_failed < shipped.recovered_of_failed - 0.3
 
 
 def test_recovery_rises_when_retries_are_added_for_soft_declines(simulated):
@@ -122,7 +122,7 @@ def test_recovery_rises_when_retries_are_added_for_soft_declines(simulated):
     # (without retry steps, dunctl still retries once on a new card: stripe.retry_on_update)
     assert without_retries.retries_dunctl < shipped.retries_dunctl / 3
     assert shipped.recovered > without_retries.recovered
-    assert shipped.recovered_of_all > without_retries.recovered_of_all + 0.03
+    assert shipped.recovered_of_failed > without_retries.recovered_of_failed + 0.03
 
 
 def test_retries_added_to_a_sequence_show_up_as_retries_that_collect(tmp_path):

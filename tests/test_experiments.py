@@ -223,14 +223,14 @@ def test_report_by_arm_on_a_hand_built_ledger(arm_ledger):
     assert set(arms) == {"control", "lean", HOLDOUT}
     control, lean, holdout = arms["control"], arms["lean"], arms[HOLDOUT]
     assert (control["cases"], control["open"], control["ended"], control["recovered"]) == (10, 2, 8, 6)
-    assert control["recovered_of_all"] == 0.6 and control["recovered_of_ended"] == 0.75
+    assert control["recovered_of_failed"] == 0.6 and control["recovered_of_ended"] == 0.75
     assert {c["currency"]: (c["recovered"], c["amount_recovered"], c["amount_at_stake"])
             for c in control["currencies"]} == {"eur": (1, 3900, 3900), "usd": (5, 24500, 34300)}
     assert control["days_to_recovery_median"] == 3.5 and control["days_to_recovery_mean"] == 3.5
     assert control["messages"] == 20 and control["messages_per_recovered"] == round(20 / 6, 2)
     # retries: 6 recovered at attempt 3 (2 each) + 2 exhausted after 4 attempts (3 each)
     assert control["retries"] == 18 and control["retries_per_recovered"] == 3.0
-    assert (lean["cases"], lean["recovered"], lean["recovered_of_all"], lean["recovered_of_ended"]) == (10, 3, 0.3, 0.375)
+    assert (lean["cases"], lean["recovered"], lean["recovered_of_failed"], lean["recovered_of_ended"]) == (10, 3, 0.3, 0.375)
     assert lean["retries"] == 5 and lean["messages"] == 9          # 10 case steps, 9 deliveries
     assert (holdout["cases"], holdout["recovered"], holdout["messages"]) == (4, 1, 0)
     assert control["customers"] == 10
@@ -323,7 +323,7 @@ def test_report_by_arm_as_a_table(arm_ledger):
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "Experiment lean-2026q1" in out and "control (control)" in out
-    assert "recovered of all failed invoices" in out and "6 (60.0%)" in out and "3 (30.0%)" in out
+    assert "recovered of failed invoices" in out and "6 (60.0%)" in out and "3 (30.0%)" in out
     assert "recovered of ended cases" in out and "6 of 8 (75.0%)" in out and "3 of 8 (37.5%)" in out
     assert "customers (the unit randomised)" in out
     assert "lean: not enough cases: 10 of ~" in out and "needed per arm" in out

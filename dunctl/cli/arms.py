@@ -85,7 +85,7 @@ def _rows(experiment, arms: list) -> list[tuple[str, list[str]]]:
     rows = [("customers (the unit randomised)", [f"{a.customers:,}" for a in arms]),
             ("failed invoices (cases)", [f"{a.cases:,}" for a in arms]),
             ("open / ended", [f"{a.open:,} / {a.ended:,}" for a in arms]),
-            ("recovered of all failed invoices", [f"{a.recovered:,} ({_pct(a.recovered_of_all)})" for a in arms]),
+            ("recovered of failed invoices", [f"{a.recovered:,} ({_pct(a.recovered_of_failed)})" for a in arms]),
             ("recovered of ended cases", [f"{a.recovered:,} of {a.ended:,} ({_pct(a.recovered_of_ended)})"
                                           for a in arms])]
     for code in sorted({c.currency for a in arms for c in a.currencies}):

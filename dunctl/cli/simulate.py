@@ -115,7 +115,7 @@ def render_backtest(result) -> None:
     out.print(f"Validation, on the {v.held_out} cases the fit did not see: {v.verdict}", markup=False)
     gap = result.baseline_gap
     if gap.get("gap") is not None:
-        out.print(f"Baseline against the ledger, every case: recovered of all {_pct(gap['replay'])} vs "
+        out.print(f"Baseline against the ledger, every case: recovered of failed {_pct(gap['replay'])} vs "
                   f"{_pct(gap['ledger'])}, a gap of {gap['gap'] * 100:+.1f} points (95% CI {gap['low'] * 100:+.1f} "
                   f"to {gap['high'] * 100:+.1f}).", markup=False)
     out.print("Check, share of the fitted cases recovered (95% CI): " + "; ".join(
@@ -124,7 +124,7 @@ def render_backtest(result) -> None:
     outcomes = [result.observed, result.baseline, *result.candidates]
     table = outcome_table(outcomes, title="Side by side (baseline: the active config, replayed)")
     by_arm = {c.arm: c for c in result.comparisons}
-    table.add_row("recovered of all vs baseline (95% CI)",
+    table.add_row("recovered of failed vs baseline (95% CI)",
                   *["", "", *[_difference(by_arm.get(o.name)) for o in result.candidates]])
     out.print(table)
     for comparison in result.comparisons:

@@ -64,5 +64,5 @@ def calibrate(work: Path, *, customers: int = 3000, days: int = 30, follow_up_da
         return round(sum(outcome.collected_by.get(s, 0) for s in sources) / outcome.failed_invoices, 4)
 
     return Calibration(retries_alone=share(retries, "retry"), day0_email_alone=share(email, "email"),
-                       after_day_14=full.recovered_after_day_14, overall=full.recovered_of_all,
-                       unprompted=floor.recovered_of_all, outcomes=result.outcomes)
+                       after_day_14=full.recovered_after_day_14, overall=full.recovered_of_failed,
+                       unprompted=floor.recovered_of_failed, outcomes=result.outcomes)

@@ -74,7 +74,7 @@ class Outcome:
     open: int                     # still open (or paused) at the end of the run
     ended: int
     ended_by_state: dict[str, int]
-    recovered_of_all: float | None    # recovered / failed invoices: open cases count as not yet recovered
+    recovered_of_failed: float | None    # recovered / failed invoices: open cases count as not yet recovered
     recovered_of_ended: float | None  # recovered / ended cases: the report's recovery rate
     currencies: list[CurrencyOutcome]
     days_to_recovery_median: float | None
@@ -301,7 +301,7 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
     return Outcome(
         name=name, customers=customers, invoices_billed=invoices_billed, failed_invoices=h.failed_invoices,
         recovered=h.recovered, open=h.open, ended=h.ended, ended_by_state=dict(h.ended_by_state),
-        recovered_of_all=per(h.recovered, h.failed_invoices), recovered_of_ended=per(h.recovered, h.ended),
+        recovered_of_failed=per(h.recovered, h.failed_invoices), recovered_of_ended=per(h.recovered, h.ended),
         currencies=[CurrencyOutcome(c.currency, c.cases, c.ended, c.recovered, c.amount_at_stake,
                                     c.amount_recovered, per(c.amount_recovered, c.amount_at_stake), c.amount_failed,
                                     per(c.amount_recovered, c.amount_failed))
