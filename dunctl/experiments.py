@@ -300,13 +300,12 @@ def _control(names: list[str], configured: Experiment | None) -> str:
     return "control" if "control" in names or not names else next((n for n in names if n != HOLDOUT), names[0])
 
 
-NOTE = ("Differences are in recovered of failed: of every case of the arm (open ones count as not yet "
-        "recovered), arm minus control. The intervals stay valid however often this report is looked at (an "
-        "always-valid mSPRT confidence sequence: Johari, Koomen, Pekelis & Walsh 2022, Operations Research; "
-        "Howard, Ramdas, McAuliffe & Sekhon 2021, Annals of Statistics), count customers, not cases, as the unit "
-        "(customers are randomised), and are Holm-corrected across the {k} arm(s) compared with the control. 'needed' is cases "
-        "per arm to detect {mde} points with power {power:g} at alpha {alpha:g}; no verdict before {floor} "
-        "customers in each arm.")
+NOTE = ("Differences are in recovered of failed: of every case of the arm (open ones count as not yet recovered), arm "
+        "minus control. The intervals stay valid however often this report is looked at (an always-valid mSPRT "
+        "confidence sequence: Johari, Koomen, Pekelis & Walsh 2022, Operations Research; Howard, Ramdas, McAuliffe & "
+        "Sekhon 2021, Annals of Statistics), count customers, not cases, as the unit (customers are randomised), and "
+        "are Holm-corrected across the {k} arm(s) compared with the control. 'needed' is cases per arm to detect {mde}"
+        " points with power {power:g} at alpha {alpha:g}; no verdict before {floor} customers in each arm.")
 
 
 def _experiment_report(ledger, name: str, configured: Experiment | None, lo, hi) -> ExperimentReport:
