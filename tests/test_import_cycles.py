@@ -109,3 +109,21 @@ def test_the_cycle_finder_sees_a_cycle_through_an_import_inside_a_function(tmp_p
     (package / "c.py").write_text("from . import a\n")
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", package)
     assert import_cycles() == [{"dunctl.a", "dunctl.b"}]
+
+
+def test_every_module_of_the_package_imports():
+    """A module imported only lazily (a command's, an action's) could name something that moved away and fail only
+    when a user reaches it: the hand-off step once imported `Effect` from where it no longer was."""
+    import importlib
+    import pkgutil
+
+    import dunctl
+
+    failed = {}
+    for module in pkgutil.walk_packages(dunctl.__path__, "dunctl."):
+        if module.name != "dunctl.__main__":
+            try:
+                importlib.import_module(module.name)
+            except Exception as error:   # noqa: BLE001 - every failure is listed, not only the first
+                failed[module.name] = repr(error)
+    assert not failed, failed

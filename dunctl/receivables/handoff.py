@@ -5,9 +5,10 @@ date, is skipped with the reason."""
 
 from __future__ import annotations
 
+from dunctl.effect import Outcome, Prepared, skipped
 from dunctl.tick.changes import HandToPerson, Hold, Note
 from dunctl.tick.context import TickContext
-from dunctl.tick.effects import Effect, Outcome, Prepared, skipped
+from dunctl.tick.effects import CaseEffect
 
 WITH_COLLECTIONS = "with collections"
 
@@ -21,7 +22,7 @@ def not_eligible(settings, case, now) -> str | None:
     return None
 
 
-def hand_off(ctx: TickContext, effect: Effect) -> Prepared:
+def hand_off(ctx: TickContext, effect: CaseEffect) -> Prepared:
     b = effect.bundle
     settings = ctx.config.file.collections
     why = not_eligible(settings, b.case, ctx.now)
