@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo
 from dunctl.config import CUSTOMER, IRREVERSIBLE, Sequence, Step
 from dunctl.failures import DISPUTE
 from dunctl.offsets import Offset
-from dunctl.planner import SKIP, CaseSnapshot, Decision, Settings, StepRecord, Wait, skip_reason
+from dunctl.planning import SKIP, CaseSnapshot, Decision, Settings, StepRecord, Wait, skip_reason
 
 __all__ = ["IRREVERSIBLE", "announcers", "as_it_will_run", "deadline_day", "deadline_end", "earned", "message_truth",
            "told_statuses"]
