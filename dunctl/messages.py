@@ -344,7 +344,7 @@ class _Rules:
 # is owed a personal tone, never "this happens, it's usually quick to fix".
 HIGH_VALUE = frozenset({"human-review", "high-value"})
 # Steps whose action the customer notices as a consequence of not paying, in the words templates branch on.
-CONSEQUENCES = ("pause_subscription", "cancel_subscription", "mark_uncollectible")
+CONSEQUENCES = ("pause_subscription", "cancel_subscription", "mark_uncollectible", "hand_off")
 
 
 @dataclass
@@ -398,7 +398,7 @@ def customer_kind(customer: dict | None, invoice: dict | None = None) -> dict:
 
 def consequence(sequence, first_failed: datetime | None, now: datetime) -> dict | None:
     """What the case's own sequence does next if the invoice stays unpaid, and when: the first
-    pause/cancel/write-off step still ahead of `now`."""
+    pause/cancel/write-off/hand-off step still ahead of `now`."""
     if sequence is None or first_failed is None:
         return None
     steps = sequence.get("steps", []) if isinstance(sequence, dict) else sequence.steps
@@ -744,7 +744,8 @@ def _history(actions: list[dict]) -> str:
 
 _CONSEQUENCE_WORDS = {"pause_subscription": "the subscription is paused",
                       "cancel_subscription": "the subscription is cancelled",
-                      "mark_uncollectible": "the invoice is written off as uncollectible"}
+                      "mark_uncollectible": "the invoice is written off as uncollectible",
+                      "hand_off": "the invoice is handed to collections"}
 
 
 def _next_consequence(sequence, first_failed: datetime | None, now: datetime | None) -> str:

@@ -31,9 +31,9 @@ ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subsc
 CUSTOMER_FACING = frozenset({"email", "sms"})
 # Steps that take the service away; they never run unless the customer was told first.
 SUSPENDING = frozenset({"pause_subscription", "cancel_subscription", "mark_uncollectible"})
-# Steps that cannot be undone: dunctl/irreversible.py decides when they may run (a hand-off to collections joins
-# this set when sequences get one).
-IRREVERSIBLE = SUSPENDING
+# Steps that cannot be undone: dunctl/irreversible.py decides when they may run. A hand-off to collections is one:
+# the customer hears from an agency next, so they must have been told first, like a pause.
+IRREVERSIBLE = SUSPENDING | {"hand_off"}
 CUSTOMER, INTERNAL = "customer", "internal"
 RECIPIENTS = ("billing_contact", "customer", "account_manager")
 
