@@ -191,6 +191,11 @@ class WebhookChannel(Strict):
     timeout: float = _timeout()
 
 
+class Collections(CollectionsConfig):
+    # the hand-off's packet also goes here when set: url or url_env, secret_env, timeout, as channels.webhook
+    webhook: WebhookChannel | None = None
+
+
 class SmsChannel(Strict):
     provider: Literal["twilio"] = "twilio"
     account_sid_env: str = "TWILIO_ACCOUNT_SID"
@@ -314,7 +319,7 @@ class ConfigFile(Strict):
     segments: list[Segment]
     experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
     notices: NoticesConfig = NoticesConfig()   # pre-dunning (dunctl/notices); off when the key is absent
-    collections: CollectionsConfig = CollectionsConfig()   # the hand_off step (dunctl/receivables/handoff.py)
+    collections: Collections = Collections()   # the hand_off step (dunctl/receivables/handoff.py)
     report: ReportConfig = ReportConfig()
 
 

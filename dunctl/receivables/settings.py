@@ -17,16 +17,8 @@ class CollectionsConfig(BaseModel):
     dir: str = "collections"                # relative to dunctl.yaml: one JSON and one HTML file per case
     min_amount: dict[str, int] = {}         # per currency, minor units: smaller amounts stay with you
     after: timedelta = timedelta(0)         # days past the due date before a case may be handed off
-    # where the packet is also POSTed, signed like channels.webhook (url or url_env, secret_env, timeout): a
-    # dunctl.config WebhookChannel, built when validated (dunctl.config imports this module)
-    webhook: Any = None
-
-    @field_validator("webhook", mode="before")
-    @classmethod
-    def _webhook(cls, value: Any) -> Any:
-        from dunctl.config.schema import WebhookChannel
-
-        return None if value is None else WebhookChannel.model_validate(value)
+    # `webhook:` (where the packet is also POSTed, signed like channels.webhook) is added by dunctl/config/schema.py,
+    # which defines the webhook settings and imports this module
 
     @field_validator("after", mode="before")
     @classmethod
