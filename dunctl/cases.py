@@ -151,6 +151,14 @@ def find_case(ledger: Ledger, invoice_id: str) -> dict:
     return case
 
 
+def _case_in(ledger: Ledger, invoice_id: str, state: str, why: str = "") -> dict:
+    """The case of `invoice_id`, refused (`why` says what only that state allows) unless it is in `state`."""
+    case = find_case(ledger, invoice_id)
+    if case["state"] != state:
+        raise UsageError(f"case {invoice_id} is {case['state']}, not {state}{why}")
+    return case
+
+
 def show(ledger: Ledger, invoice_id: str) -> CaseDetail:
     case = find_case(ledger, invoice_id)
     return CaseDetail(case=case, invoice=ledger.sync.invoice(invoice_id), customer=ledger.sync.customer(case["customer_id"]),
@@ -159,9 +167,7 @@ def show(ledger: Ledger, invoice_id: str) -> CaseDetail:
 
 def pause(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
     """A person takes over: no automated step runs until `resume`."""
-    case = find_case(ledger, invoice_id)
-    if case["state"] != "open":
-        raise UsageError(f"case {invoice_id} is {case['state']}, not open; only an open case can be paused")
+    case = _case_in(ledger, invoice_id, "open", "; only an open case can be paused")
     with ledger.transaction():
         ledger.cases.pause(case["id"])
         ledger.cases.add_timeline(case["id"], now, "paused", f"paused by a person: {reason}")
@@ -173,9 +179,7 @@ def resume(ledger: Ledger, config: Config, invoice_id: str, reason: str, now: da
     from dunctl.tick.context import planner_settings
     from dunctl.tick.schedule import schedule_case
 
-    case = find_case(ledger, invoice_id)
-    if case["state"] != "paused":
-        raise UsageError(f"case {invoice_id} is {case['state']}, not paused")
+    case = _case_in(ledger, invoice_id, "paused")
     with ledger.transaction():
         ledger.cases.resume(case["id"])
         ledger.cases.add_timeline(case["id"], now, "resumed", f"resumed by a person: {reason}")

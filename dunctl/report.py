@@ -1,4 +1,3 @@
-# Over 500 lines: every report figure from one grouped pass over the rollups; the split into ledger/views/ (issue #22) moves its SQL out.
 """Recovery metrics over the ledger: the data behind `dunctl report` and the headline of `dunctl status`.
 
 Every metric is an SQL aggregate (dunctl/ledger/views/report.py), read from rollups the ledger keeps by cohort
@@ -16,11 +15,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from dunctl.clock import from_iso, iso
+from dunctl.clock import iso
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
 from dunctl.ledger.views import report as q
 from dunctl.notices.report import PreDunning
+from dunctl.report_churn import Churn, churn_denominator, churn_over, customer_denominator, with_months
+from dunctl.report_period import Period, rate
 
 # /2 (issue 24): the one `recovery_rate` (recovered of ended) became `recovered_of_failed` and
 # `recovered_of_ended`, by count and by amount, so no machine reads the inflated rate by its generic name.
@@ -29,35 +30,12 @@ DIMENSIONS = ("segment", "failure_type", "sequence", "channel", "attempt", "curr
 NO_TOUCH = q.NO_TOUCH
 TOUCHES = q.TOUCHES
 DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=3)
+# The default cohort, every case: Period is frozen, so one instance serves every call.
+EVERY_CASE = Period()
 
 # The cube's columns that breakdowns group by, keyed by dimension name.
 
 # -- results ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Period:
-    """The cohort: cases whose first failure is at or after `since` and before `until` (either may be open)."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def __post_init__(self):
-        if self.since and self.until and self.since >= self.until:
-            raise UsageError(f"--since {iso(self.since)} is not before --until {iso(self.until)}",
-                             "give a period whose start comes before its end")
-
-    def span(self) -> q.Period:
-        return q.Period(iso(self.since), iso(self.until))
-
-    def condition(self) -> dict:
-        """The period as a filter on first_failed_at, in the condition language's words."""
-        bounds = {}
-        if self.since:
-            bounds["gte"] = iso(self.since)
-        if self.until:
-            bounds["lt"] = iso(self.until)
-        return {"first_failed_at": bounds} if bounds else {}
 
 
 @dataclass
@@ -88,51 +66,6 @@ class DaysToRecovery:
     # censored, a lower bound and not yet known (issue 24: a young cohort's p90 is not its p90).
     still_open: int = 0
     censored: bool = False
-
-
-@dataclass
-class ChurnMonth:
-    """One month of involuntary churn, Recurly's definition: customers whose subscription ended by exhausted
-    dunning in the month / customers active at its start. `since`/`until` is the window counted: the whole UTC
-    month unless the report's period or its clock cuts it (`partial`)."""
-
-    month: str                    # YYYY-MM
-    since: str
-    until: str
-    partial: bool
-    churned_customers: int
-    active_customers: int | None  # at `since`; None: unknown
-    rate: float | None
-
-
-@dataclass
-class Churn:
-    """Subscriptions ended by exhausted dunning in the period / subscriptions active in the period. The rate is
-    given only where the denominator is known (`denominator` says which it is); otherwise `active_subscriptions`
-    and `rate` are None and `unknown` says why and how to give it."""
-
-    churned_subscriptions: int
-    active_subscriptions: int | None
-    rate: float | None
-    filter: dict
-    denominator: str | None = None    # what active_subscriptions counts, when known
-    unknown: str | None = None        # why there is no rate, and how to get one
-    # Per month, in customers (issue 24): the figure to quote. `monthly_rate` pools the complete months (churned
-    # customers / customers active at each month's start, summed); None without a complete month or denominator.
-    unit: str = "customers per month"
-    months: list[ChurnMonth] = field(default_factory=list)
-    monthly_rate: float | None = None
-    customer_denominator: str | None = None   # what active_customers counts, when known
-
-
-# Where the churn denominator comes from (issue 15): only these are the account's active subscriptions.
-GIVEN = "active subscriptions as given (--active-subscriptions)"
-SIMULATED = "subscriptions in the simulated book"
-SYNCED = ("subscriptions in the ledger not canceled before the period start: every active subscription was synced "
-          "(the pre-dunning backfill) and kept current by events")
-UNKNOWN = ("involuntary churn not computed: the number of active subscriptions is unknown (the ledger holds only "
-           "the subscriptions it has seen); pass --active-subscriptions N, or turn pre-dunning notices on so sync "
-           "lists every active subscription")
 
 
 @dataclass
@@ -223,12 +156,6 @@ class Report:
 # -- computing ---------------------------------------------------------------------------------------------------
 
 
-def _rate(numerator: int | None, denominator: int | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return round(numerator / denominator, 6)
-
-
 def _days(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds / 86400, 4)
 
@@ -250,12 +177,12 @@ def parse_dimensions(names: list[str] | None) -> list[str]:
 def _rates(row: dict) -> dict:
     """Both rates, by count and by amount, from one grouped row of the cube: every place that shows a rate shows
     both, named by their denominator (issue 24)."""
-    return {"recovered_of_failed": _rate(row["recovered"], row["cases"]),
-            "recovered_of_ended": _rate(row["recovered"], row["ended"]),
+    return {"recovered_of_failed": rate(row["recovered"], row["cases"]),
+            "recovered_of_ended": rate(row["recovered"], row["ended"]),
             "amount_failed": row["failed_amount"], "amount_at_stake": row["at_stake"],
             "amount_recovered": row["recovered_amount"],
-            "amount_recovered_of_failed": _rate(row["recovered_amount"], row["failed_amount"]),
-            "amount_recovered_of_ended": _rate(row["recovered_amount"], row["at_stake"])}
+            "amount_recovered_of_failed": rate(row["recovered_amount"], row["failed_amount"]),
+            "amount_recovered_of_ended": rate(row["recovered_amount"], row["at_stake"])}
 
 
 def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress: q.Progress,
@@ -272,11 +199,11 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
     return Headline(
         since=iso(period.since), until=iso(period.until), generated_at=iso(now),
         failed_invoices=cases, open=totals["open"], ended=totals["ended"],
-        recovered=totals["recovered"], recovered_of_failed=_rate(totals["recovered"], cases),
-        recovered_of_ended=_rate(totals["recovered"], totals["ended"]),
+        recovered=totals["recovered"], recovered_of_failed=rate(totals["recovered"], cases),
+        recovered_of_ended=rate(totals["recovered"], totals["ended"]),
         ended_by_state=by_state, currencies=currencies,
         days_to_recovery=_censored(_days_to_recovery(conn, period, progress, rollup), totals["open"]),
-        churn=_with_months(_churn(conn, period, rollup, known), conn, period, now, customers),
+        churn=with_months(churn_over(conn, period, rollup, known), conn, period, now, customers),
         with_person=totals["with_person"], closed_by_person=totals["closed"],
         filter=period.condition(), planned=q.planned_in_monitor_mode(conn))
 
@@ -316,106 +243,6 @@ def _days_to_recovery(conn: sqlite3.Connection, period: Period, progress: q.Prog
     return DaysToRecovery(n, _days(median), _days(progress.recovery_seconds / n), _days(values[math.ceil(0.9 * n)]))
 
 
-def _churn(conn: sqlite3.Connection, period: Period, rollup: bool, known: tuple[str, int | None] | None) -> Churn:
-    """Churn over the denominator `known` names ((what, count); count None: count the ledger's subscriptions),
-    or churned subscriptions without a rate when it is None."""
-    churned, in_ledger = q.churn_counts(conn, period.span(), iso(period.since), rollup)
-    bounds = period.condition().get("first_failed_at", {})
-    condition = {"churned": 1, **({"closed_at": bounds} if bounds else {})}
-    if known is None:
-        return Churn(churned, None, None, condition, unknown=UNKNOWN)
-    what, count = known
-    active = in_ledger if count is None else count
-    return Churn(churned, active, _rate(churned, active), condition, denominator=what)
-
-
-GIVEN_CUSTOMERS = "customers active at each month's start as given (--active-customers)"
-SIMULATED_CUSTOMERS = "customers in the simulated book, less those churned before the month"
-SYNCED_CUSTOMERS = ("customers with a subscription in the ledger not cancelled before the month's start (every "
-                    "active subscription was synced)")
-UNKNOWN_CUSTOMERS = ("the number of active customers is unknown: pass --active-customers N (customers active at "
-                     "the start of the month), or turn pre-dunning notices on so sync lists every subscription")
-MAX_MONTHS = 120
-
-
-def _month_starts(first: datetime, last: datetime) -> list[datetime]:
-    month = first.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    starts = []
-    while month < last and len(starts) < MAX_MONTHS:
-        starts.append(month)
-        month = (month + timedelta(days=32)).replace(day=1)
-    return starts
-
-
-def _active_customers(conn: sqlite3.Connection, source: tuple[str, int | None] | None, at: str) -> int | None:
-    if source is None:
-        return None
-    what, count = source
-    if what == GIVEN_CUSTOMERS:
-        return count
-    if what == SIMULATED_CUSTOMERS:
-        return count - q.churned_customers_before(conn, at)
-    return q.customers_with_subscription_at(conn, at)
-
-
-def monthly_churn(conn: sqlite3.Connection, period: Period, now: datetime,
-                  source: tuple[str, int | None] | None) -> tuple[list[ChurnMonth], float | None]:
-    """Churn month by month over the period (without --since: from the ledger's first failure; without --until:
-    to `now`), and the pooled rate of its complete months."""
-    # Without --since, whole months from the one of the ledger's first failure.
-    start = q.first_activity(conn)
-    first = period.since or (from_iso(start).replace(day=1, hour=0, minute=0, second=0) if start else None)
-    last = min(period.until or now, now)
-    if first is None or first >= last:
-        return [], None
-    months = []
-    for start in _month_starts(first, last):
-        end = (start + timedelta(days=32)).replace(day=1)
-        since, until = max(start, first), min(end, last)
-        churned = q.churned_customers_by_month(conn, iso(since), iso(until)).get(start.strftime("%Y-%m"), 0)
-        active = _active_customers(conn, source, iso(since))
-        months.append(ChurnMonth(start.strftime("%Y-%m"), iso(since), iso(until), (since, until) != (start, end),
-                                 churned, active, _rate(churned, active)))
-    whole = [m for m in months if not m.partial and m.active_customers is not None]
-    return months, _rate(sum(m.churned_customers for m in whole), sum(m.active_customers for m in whole))
-
-
-def customer_denominator(ledger: Ledger, active_customers: int | None = None) -> tuple[str, int | None] | None:
-    """Where the customers active at a month's start are known: given; a demo ledger's simulated book; a ledger
-    whose sync listed every active subscription. None: unknown."""
-    if active_customers:
-        return GIVEN_CUSTOMERS, active_customers
-    simulation = ledger.get_state("simulation") or {}
-    if simulation.get("customers"):
-        return SIMULATED_CUSTOMERS, int(simulation["customers"])
-    if churn_denominator(ledger) == (SYNCED, None):
-        return SYNCED_CUSTOMERS, None
-    return None
-
-
-def _with_months(churn: Churn, conn: sqlite3.Connection, period: Period, now: datetime,
-                 customers: tuple[str, int | None] | None) -> Churn:
-    churn.months, churn.monthly_rate = monthly_churn(conn, period, now, customers)
-    churn.customer_denominator = customers[0] if customers else UNKNOWN_CUSTOMERS
-    return churn
-
-
-def churn_denominator(ledger: Ledger, active_subscriptions: int | None = None) -> tuple[str, int | None] | None:
-    """Where the churn denominator is known: given (--active-subscriptions N); the simulated book a demo ledger
-    records; or a ledger whose sync listed every active subscription (the pre-dunning backfill, done and current:
-    events keep it so afterwards), whose subscriptions then are the account's (count None: counted per period).
-    None: unknown. A ledger that synced only the subscriptions of failed invoices knows none of these."""
-    if active_subscriptions:
-        return GIVEN, active_subscriptions
-    simulation = ledger.get_state("simulation") or {}
-    if simulation.get("subscriptions"):
-        return SIMULATED, int(simulation["subscriptions"])
-    backfilled = ledger.get_state("billing_backfill_done")
-    if backfilled is not None and backfilled == (ledger.get_state("cursor") or {}).get("since"):
-        return SYNCED, None
-    return None
-
-
 def _breakdown_row(dimension: str, row: dict, conditions: dict, all_recovered: int,
                    channel: bool = False) -> BreakdownRow:
     # A channel row holds recovered cases only: no rate over failed or ended cases means anything there.
@@ -426,7 +253,7 @@ def _breakdown_row(dimension: str, row: dict, conditions: dict, all_recovered: i
         dimension=dimension, key=row["key"] if row["key"] is not None else "", currency=row["currency"],
         cases=row["cases"], ended=None if channel else row["ended"], recovered=row["recovered"],
         revenue_at_risk=None if channel else row["at_risk"], with_person=row["with_person"],
-        share_of_recovered=_rate(row["recovered"], all_recovered), filter=conditions, **rates)
+        share_of_recovered=rate(row["recovered"], all_recovered), filter=conditions, **rates)
 
 
 def _breakdown(conn: sqlite3.Connection, dimension: str, period: Period, all_recovered: int) -> list[BreakdownRow]:
@@ -452,7 +279,7 @@ def _retry_success(progress: q.Progress, period: Period) -> list[AttemptRow]:
     for n in range(2, top + 1):
         reached = sum(count for (furthest, _), count in grouped.items() if furthest >= n)
         won = sum(count for (_, won_at), count in grouped.items() if won_at == n)
-        rows.append(AttemptRow(n, reached, won, _rate(won, reached),
+        rows.append(AttemptRow(n, reached, won, rate(won, reached),
                                {**period.condition(), "reached_attempt": {"gte": n}},
                                {**period.condition(), "state": "recovered", "recovered_attempt": n}))
     return rows
@@ -468,7 +295,7 @@ def _recovery_curve(by_day: dict[int, int], cohort_cases: int) -> list[CurvePoin
     return points
 
 
-def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimensions: list[str] | None = None,
+def build_report(ledger: Ledger, now: datetime, period: Period = EVERY_CASE, dimensions: list[str] | None = None,
                  attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW, rollup: bool = True,
                  active_subscriptions: int | None = None, active_customers: int | None = None) -> Report:
     """Compute the report for the cohort of `period` with the breakdowns named in `dimensions` (default all).
@@ -497,7 +324,7 @@ def build_report(ledger: Ledger, now: datetime, period: Period = Period(), dimen
         recovery_curve=_recovery_curve(progress.by_day, headline.failed_invoices))
 
 
-def headline(ledger: Ledger, now: datetime, period: Period = Period(), rollup: bool = True) -> Headline:
+def headline(ledger: Ledger, now: datetime, period: Period = EVERY_CASE, rollup: bool = True) -> Headline:
     """The headline alone (every case in the ledger by default), for `dunctl status`."""
     conn = ledger.conn
     progress = q.progress(conn, period.span(), rollup)
@@ -516,7 +343,7 @@ CASE_COLUMNS = ("case_id", "invoice_id", "customer_id", "subscription_id", "stat
                 "amount_at_stake", "amount_recovered", "revenue_at_risk", "with_person", "churned", "in_cohort")
 
 
-def case_listing(ledger: Ledger, period: Period = Period(),
+def case_listing(ledger: Ledger, period: Period = EVERY_CASE,
                  attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW) -> Iterator[dict]:
     """Every case behind the report, one row each, streamed, with the derived columns the metrics use (channel,
     days to recovery, reached attempt) named as in the rows' `filter`. Cases outside the cohort appear only

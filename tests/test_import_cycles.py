@@ -1,6 +1,7 @@
 """No import cycle inside the package, counting the imports written inside functions too: a cycle hidden by a
 function-level import still ties two modules into one (neither can be read, tested or replaced alone), and it
-breaks the day someone moves the import to the top."""
+breaks the day someone moves the import to the top. Imports under `if TYPE_CHECKING:` never run and name types
+only: they are not counted."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ KNOWN: list[set[str]] = [
     # the planner asks irreversible whether a step was earned, and irreversible reads the planner's records and
     # skip rule: cut by moving the planner's data types and skip_reason into a module both import
     {"dunctl.irreversible", "dunctl.planner"},
-    # adoption reads the tick's context and the schedule asks adoption: cut by passing what adoption found in
-    {"dunctl.adoption", "dunctl.tick.context", "dunctl.tick.schedule"},
 ]
 
 
@@ -28,6 +27,21 @@ def _modules() -> dict[str, Path]:
     return found
 
 
+def _run_time_nodes(tree: ast.AST):
+    """Every node of `tree` except those under `if TYPE_CHECKING:`."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            yield from (node for statement in child.orelse for node in _run_time_nodes_of(statement))
+            continue
+        yield child
+        yield from _run_time_nodes(child)
+
+
+def _run_time_nodes_of(statement: ast.AST):
+    yield statement
+    yield from _run_time_nodes(statement)
+
+
 def _imported(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The package's modules that `module` imports anywhere in its text (top level or inside a function)."""
     def known(name: str) -> str | None:
@@ -36,7 +50,7 @@ def _imported(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
         return name or None
 
     targets = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _run_time_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -107,6 +121,8 @@ def test_the_cycle_finder_sees_a_cycle_through_an_import_inside_a_function(tmp_p
     (package / "a.py").write_text("from dunctl import b\n")
     (package / "b.py").write_text("def later():\n    from dunctl.a import thing\n")
     (package / "c.py").write_text("from . import a\n")
+    (package / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from dunctl import e\n")
+    (package / "e.py").write_text("from dunctl import d\n")   # d names e's types only: no cycle
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", package)
     assert import_cycles() == [{"dunctl.a", "dunctl.b"}]
 

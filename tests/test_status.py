@@ -83,6 +83,15 @@ def test_pause_stops_the_sequence_and_resume_hands_it_back(book, tmp_path):
     assert "paused by a person: customer called, paying by wire" in summaries
 
 
+def test_pause_and_resume_refuse_a_case_in_the_wrong_state(book):
+    config, _ = book
+    resumed = cli(config, "case", "resume", "in_usd", "--reason", "not paused yet")
+    assert resumed.exit_code == 2 and "case in_usd is open, not paused" in resumed.stderr
+    assert cli(config, "case", "pause", "in_usd", "--reason", "on the phone").exit_code == 0
+    again = cli(config, "case", "pause", "in_usd", "--reason", "twice")
+    assert again.exit_code == 2 and "is paused, not open; only an open case can be paused" in again.stderr
+
+
 def test_close_by_a_person_ends_the_case(book):
     config, ledger = book
     result = cli(config, "case", "close", "in_eur", "--reason", "settled offline", "--json")

@@ -40,52 +40,40 @@ class Deadline:
         return time.monotonic() >= self.at
 
 
-class DeadlineSocket(socket.socket):
+class _Bounded:
+    """What both sockets share: the deadline, and a timeout set to what is left of it before each call."""
+
+    deadline: Deadline | None = None
+
+    def _arm(self) -> None:
+        if self.deadline is not None:
+            self.settimeout(self.deadline.remaining())
+
+
+def _bounded(method):
+    """`method` of a socket class, called after the timeout is set to what is left of the deadline."""
+    def bounded(self, *args):
+        self._arm()
+        return method(self, *args)
+    bounded.__name__ = method.__name__
+    return bounded
+
+
+class DeadlineSocket(_Bounded, socket.socket):
     """A TCP socket whose reads and writes stop at `deadline` (in all, not each)."""
 
-    deadline: Deadline | None = None
-
-    def _arm(self) -> None:
-        if self.deadline is not None:
-            self.settimeout(self.deadline.remaining())
-
-    def recv(self, *args):
-        self._arm()
-        return super().recv(*args)
-
-    def recv_into(self, *args):
-        self._arm()
-        return super().recv_into(*args)
-
-    def send(self, *args):
-        self._arm()
-        return super().send(*args)
-
-    def sendall(self, *args):
-        self._arm()  # since Python 3.5 a sendall's timeout bounds the whole call
-        return super().sendall(*args)
+    recv = _bounded(socket.socket.recv)
+    recv_into = _bounded(socket.socket.recv_into)
+    send = _bounded(socket.socket.send)
+    sendall = _bounded(socket.socket.sendall)   # since Python 3.5 a sendall's timeout bounds the whole call
 
 
-class DeadlineSSLSocket(ssl.SSLSocket):
+class DeadlineSSLSocket(_Bounded, ssl.SSLSocket):
     """The TLS counterpart; `SSLSocket.sendall` and `recv_into` go through `send` and `read`."""
 
-    deadline: Deadline | None = None
-
-    def _arm(self) -> None:
-        if self.deadline is not None:
-            self.settimeout(self.deadline.remaining())
-
-    def read(self, *args):
-        self._arm()
-        return super().read(*args)
-
-    def send(self, *args):
-        self._arm()
-        return super().send(*args)
-
-    def do_handshake(self, *args):
-        self._arm()
-        return super().do_handshake(*args)
+    read = _bounded(ssl.SSLSocket.read)
+    send = _bounded(ssl.SSLSocket.send)
+    do_handshake = _bounded(ssl.SSLSocket.do_handshake)
 
 
 def connect(host: str, port: int, deadline: Deadline) -> DeadlineSocket:

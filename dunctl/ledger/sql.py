@@ -10,6 +10,13 @@ ENDED_STATES = ("recovered", "exhausted", "written_off", "voided", "closed")
 IN_LIST_SIZE = 500   # values per IN list: well within SQLite's limit on a statement's parameters
 
 
+def conjunction(terms: Iterable[tuple[str, object]]) -> tuple[str, list]:
+    """The terms whose value is set, joined by AND ("1" when none is), and their parameters: a term with a `?`
+    binds its value; one without (a fixed condition) is kept or left out by its value's truth."""
+    kept = [(term, value) for term, value in terms if value]
+    return (" AND ".join(term for term, _ in kept) or "1"), [value for term, value in kept if "?" in term]
+
+
 def to_json(value) -> str:
     """The ledger's JSON text: keys sorted and no spaces, so equal values are equal text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

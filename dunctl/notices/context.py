@@ -1,6 +1,6 @@
 """What a notice template may use: the customer, the card, the renewal, the usage, and the one-click link.
 
-Like a dunning email's (dunctl/messages.py), the context is formatted with Babel for the locale of the template
+Like a dunning email's (dunctl/messages/), the context is formatted with Babel for the locale of the template
 found (a French customer's notice reads "15 janvier 2027" and "1 200,00 $US"), re-formatting itself when the
 template found is in another language, and it greets the customer by the same rule (`customer_kind`): a company
 by its name, a person by first name, nobody by the first word of a company's name.

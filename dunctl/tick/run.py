@@ -23,6 +23,7 @@ from dunctl.ledger import Ledger
 from dunctl.ledger.journal import ACTIONS_JOURNAL
 from dunctl.tick.channels import ChannelSet
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
+from dunctl.tick.read_only import ReadOnlyGateway
 from dunctl.tick.effects import STEP, SYSTEM, CaseEffect, idempotency_key
 from dunctl.tick.result import ActionReport, SyncResult, TickResult
 
@@ -369,8 +370,9 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
     with ledger.tick_lock():
         last_tick = ledger.last_tick_at()
         tick_id = ledger.start_tick(now, dry_run=False)
-        ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway) if gateway else None,
-                          channels, now, mode=mode, tick_id=tick_id, adopt=adopt,
+        read_only = ReadOnlyGateway(gateway) if gateway else None
+        ctx = TickContext(ledger, config, gateway if mode == LIVE else read_only, channels, now, mode=mode,
+                          tick_id=tick_id, adopt=adopt,
                           interrupted=interrupted or (lambda: False), prepare_case=prepare_case)
         result = TickResult(now=now, mode=mode)
         try:
@@ -452,46 +454,13 @@ def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: date
               adopt: bool = False) -> TickResult:
     copy = ledger.snapshot_in_memory()
     try:
-        ctx = TickContext(copy, config, _ReadOnly(gateway) if gateway else None, None, now, mode=DRY_RUN,
+        ctx = TickContext(copy, config, ReadOnlyGateway(gateway) if gateway else None, None, now, mode=DRY_RUN,
                           adopt=adopt, prepare_case=prepare_case)
         result = TickResult(now=now, dry_run=True, mode=DRY_RUN)
         _tick(ctx, result, ctx.gateway, sync, progress, accept_stale)
         return result
     finally:
         copy.close()
-
-
-class _ReadOnly:
-    """A gateway for dry runs and monitor mode: reads go through, anything that changes the account is refused
-    loudly (the executor never asks: it describes instead of delivering)."""
-
-    def __init__(self, gateway: Gateway):
-        self._gateway = gateway
-
-    @property
-    def mode(self) -> str:
-        return self._gateway.mode
-
-    @property
-    def requests(self) -> int:
-        return self._gateway.requests
-
-    def sync(self, cursor, now, full=False):
-        return self._gateway.sync(cursor, now, full)
-
-    def get_invoice(self, invoice_id):
-        return self._gateway.get_invoice(invoice_id)
-
-    def preview_invoice(self, subscription_id):
-        return self._gateway.preview_invoice(subscription_id)
-
-    def sync_subscriptions(self, after=None):
-        return self._gateway.sync_subscriptions(after)
-
-    def __getattr__(self, name):
-        from dunctl.errors import DunctlError
-
-        raise DunctlError(f"not live: refusing to call {name} on the payment provider")
 
 
 def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: datetime, full: bool = False,
@@ -504,8 +473,8 @@ def sync_and_reconcile(ledger: Ledger, config: Config, gateway: Gateway, now: da
         result = run_sync(ledger, gateway, now, full=full, progress=progress, accept_stale=accept_stale,
                           notices=config.file.notices.enabled)
         tick = TickResult(now=now, mode=mode)
-        ctx = TickContext(ledger, config, gateway if mode == LIVE else _ReadOnly(gateway), channels, now, mode=mode,
-                          prepare_case=prepare_case)
+        ctx = TickContext(ledger, config, gateway if mode == LIVE else ReadOnlyGateway(gateway), channels, now,
+                          mode=mode, prepare_case=prepare_case)
         try:
             reconcile(ctx, tick)
         finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dunctl.ledger.sql import conjunction
+
 
 @dataclass(frozen=True)
 class Period:
@@ -19,11 +21,4 @@ class Period:
         unary + on the column, which keeps it from an index range scan where a wide period makes the table scan
         cheaper (never on a narrow period)."""
         prefix = "+" if plus and not self.narrow else ""
-        parts, params = [], []
-        if self.since:
-            parts.append(f"{prefix}{column} >= ?")
-            params.append(self.since)
-        if self.until:
-            parts.append(f"{prefix}{column} < ?")
-            params.append(self.until)
-        return (" AND ".join(parts) or "1"), params
+        return conjunction([(f"{prefix}{column} >= ?", self.since), (f"{prefix}{column} < ?", self.until)])

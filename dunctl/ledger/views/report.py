@@ -11,6 +11,7 @@ days, so every answer is exact. Times are compared as the ledger's ISO text ('20
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -84,28 +85,39 @@ _CUBE_RAW = """SELECT segment, first_failure_type AS failure_type, sequence, cur
                 GROUP BY segment, first_failure_type, sequence, currency, substr(first_failed_at, 1, 7), state"""
 
 
-def create_cube(conn: sqlite3.Connection, span: Period, rollup: bool = True) -> None:
-    """temp.report_cube: the cohort aggregated by segment, failure type, sequence, currency, cohort month and
-    state: a few thousand rows at most, which the headline and the breakdowns group further."""
+def _union(span: Period, rollup: bool, whole: Callable[[str], str],
+           raw: Callable[[Period], tuple[str, list]]) -> tuple[list[str], list]:
+    """The parts of a UNION ALL that answers `span`, and their parameters: with rollups, the rollup rows of its
+    whole days (`whole` of their WHERE) and the cases of its partial days (`raw`); without, the cases alone."""
     parts, params = [], []
+    spans: tuple | list = (span,)
     if rollup:
         plan = split(span)
         if plan.whole is not None:
             where, where_params = plan.days_where()
-            parts.append(f"""SELECT segment, failure_type, sequence, currency, substr(cohort_day, 1, 7) AS cohort,
-                                    state, sum(cases) AS cases, sum(at_stake) AS at_stake,
-                                    sum(recovered_amount) AS recovered_amount, sum(remaining) AS remaining,
-                                    sum(with_person) AS with_person
-                             FROM report_cases WHERE {where}
-                             GROUP BY segment, failure_type, sequence, currency, substr(cohort_day, 1, 7), state""")
+            parts.append(whole(where))
             params += where_params
         spans = plan.partial
-    else:
-        spans = (span,)
     for part in spans:
-        where, where_params = part.where(plus=True)
-        parts.append(_CUBE_RAW.format(where=where))
-        params += where_params
+        sql, part_params = raw(part)
+        parts.append(sql)
+        params += part_params
+    return parts, params
+
+
+def create_cube(conn: sqlite3.Connection, span: Period, rollup: bool = True) -> None:
+    """temp.report_cube: the cohort aggregated by segment, failure type, sequence, currency, cohort month and
+    state: a few thousand rows at most, which the headline and the breakdowns group further."""
+    def raw(part: Period) -> tuple[str, list]:
+        where, params = part.where(plus=True)
+        return _CUBE_RAW.format(where=where), params
+
+    parts, params = _union(span, rollup, lambda where: f"""
+        SELECT segment, failure_type, sequence, currency, substr(cohort_day, 1, 7) AS cohort, state,
+               sum(cases) AS cases, sum(at_stake) AS at_stake, sum(recovered_amount) AS recovered_amount,
+               sum(remaining) AS remaining, sum(with_person) AS with_person
+        FROM report_cases WHERE {where}
+        GROUP BY segment, failure_type, sequence, currency, substr(cohort_day, 1, 7), state""", raw)
     conn.execute("DROP TABLE IF EXISTS temp.report_cube")
     conn.execute(
         f"""CREATE TEMP TABLE report_cube AS
@@ -353,23 +365,16 @@ def use_attribution_window(conn: sqlite3.Connection, window_seconds: int) -> Non
 def channel_rows(conn: sqlite3.Connection, span: Period, window_seconds: int, rollup: bool = True) -> list[dict]:
     """Recovered cases by credited channel and currency: key, currency, cases, recovered_amount, with_person;
     most recovered first."""
-    parts, params = [], []
+    def raw(part: Period) -> tuple[str, list]:
+        sql, params = _raw_channel_sql(part)
+        return sql, [window_modifier(window_seconds), *params]
+
     if rollup:
         use_attribution_window(conn, window_seconds)
-        plan = split(span)
-        if plan.whole is not None:
-            where, where_params = plan.days_where()
-            parts.append(f"""SELECT channel AS key, currency, sum(cases) AS cases,
-                                    sum(recovered_amount) AS recovered_amount, sum(with_person) AS with_person
-                             FROM report_channels WHERE {where} GROUP BY channel, currency""")
-            params += where_params
-        spans = plan.partial
-    else:
-        spans = (span,)
-    for part in spans:
-        sql, part_params = _raw_channel_sql(part)
-        parts.append(sql)
-        params += [window_modifier(window_seconds), *part_params]
+    parts, params = _union(span, rollup, lambda where: f"""
+        SELECT channel AS key, currency, sum(cases) AS cases, sum(recovered_amount) AS recovered_amount,
+               sum(with_person) AS with_person
+        FROM report_channels WHERE {where} GROUP BY channel, currency""", raw)
     if not parts:
         return []
     return _query(conn, f"""SELECT key, currency, sum(cases) AS cases, sum(cases) AS recovered,

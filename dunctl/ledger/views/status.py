@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES
+from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES, conjunction
 
 _OPEN = "state IN ({})".format(", ".join(f"'{s}'" for s in OPEN_STATES))
 # Most revenue at risk first. Amounts of different currencies are never compared in raw minor units (¥3,800, about
@@ -39,19 +39,8 @@ class CaseFilter:
         return bool(self.segment or self.state or self.failure_type)
 
     def where(self, alias: str = "") -> tuple[str, list[str]]:
-        parts, params = [], []
-        if self.state:
-            parts.append(f"{alias}state = ?")
-            params.append(self.state)
-        elif not self.include_ended:
-            parts.append(f"{alias}{_OPEN}")
-        if self.segment:
-            parts.append(f"{alias}segment = ?")
-            params.append(self.segment)
-        if self.failure_type:
-            parts.append(f"{alias}failure_type = ?")
-            params.append(self.failure_type)
-        return (" AND ".join(parts) or "1"), params
+        return conjunction([(f"{alias}state = ?", self.state), (f"{alias}{_OPEN}", self.only_open),
+                            (f"{alias}segment = ?", self.segment), (f"{alias}failure_type = ?", self.failure_type)])
 
 
 def at_risk_order(factors: dict[str, float] | None) -> tuple[str, list]:

@@ -1,0 +1,233 @@
+"""Templates found in the customer's language and rendered in a sandboxed Jinja2 environment (StrictUndefined,
+HTML autoescape), compiled once per state of the templates directory."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from dunctl.errors import ConfigProblem
+from dunctl.locales import candidates, language, normalise
+from dunctl.messages.context import MessageContext
+from dunctl.messages.sms import sample_link, sms_size, strict_sms
+from dunctl.money import format_amount
+
+EMAIL_PARTS = ("subject", "txt", "html")
+_HELD: dict[Path, Templates] = {}   # directories whose templates a running simulation holds (Templates.held)
+# Japanese (and Chinese) set no space between sentences or words. A line break inside a paragraph of an HTML
+# template, or a space that joins two of its sentences, shows in the mail client as a gap ("でした。 この"): between
+# two such characters it goes. In the text part a line break is a real one and stays.
+_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
+# The character before the gap is matched and put back (r"\1") rather than looked behind for: a lookbehind is
+# tried at every position of the message, 3x the CPU (35 us of an English email's HTML against 11).
+_CJK_GAP = re.compile(rf"([{_CJK}])[ \t\r\n]+(?=[{_CJK}])")
+_CJK_INLINE_GAP = re.compile(rf"([{_CJK}])[ \t]+(?=[{_CJK}])")
+
+
+class Templates:
+    @classmethod
+    def for_dir(cls, directory: Path) -> Templates:
+        """The templates of `directory` as its files are now: compiled templates are reused (across the ticks of
+        one process) for as long as no file is added, removed or edited; any change makes a fresh set. One
+        directory listing per call, instead of a file check per template per message."""
+        held = _HELD.get(Path(directory))
+        if held is not None:
+            return held
+        return cls._for_listing(Path(directory), _listing(Path(directory)))
+
+    @classmethod
+    @contextlib.contextmanager
+    def held(cls, directory: Path) -> Iterator[None]:
+        """Inside this block `for_dir(directory)` gives the templates as they were when it began, without
+        listing the directory again: a simulation's thousand ticks render what it started with (a listing of
+        the starter's 200 files on every tick was 4% of a simulation's CPU)."""
+        directory = Path(directory)
+        _HELD[directory] = cls.for_dir(directory)
+        try:
+            yield
+        finally:
+            _HELD.pop(directory, None)
+
+    @classmethod
+    @functools.lru_cache(maxsize=16)
+    def _for_listing(cls, directory: Path, listing: frozenset) -> Templates:
+        return cls(directory, names=frozenset(name for name, _, _ in listing))
+
+    def __init__(self, directory: Path, names: frozenset[str] | None = None):
+        # Jinja2 loads with the first template, not with the CLI: a tick with nothing to send never pays for it.
+        from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+
+        self.directory = directory
+        self._names = names   # the files, when known not to change under this object (for_dir)
+        self._compiled: dict = {}   # file name -> Template, skipping Jinja's locked cache lookup on each render
+        self.env = _environment_class()(
+            loader=FileSystemLoader(str(directory)),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=False),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=names is None,
+        )
+        self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
+
+    def file(self, name: str, kind: str, suffix: str = "") -> Path:
+        return self.directory / _filename(name, kind, suffix)
+
+    def exists(self, name: str, kind: str, suffix: str = "") -> bool:
+        if self._names is not None:
+            return _filename(name, kind, suffix) in self._names
+        return self.file(name, kind, suffix).exists()
+
+    def locales(self, name: str) -> list[str]:
+        """The locale suffixes `name` has files for ('' is the unsuffixed default)."""
+        found = {""}
+        for path in self.directory.glob(f"{name}.*.j2"):
+            middle = path.name[len(name) + 1:-len(".j2")].split(".")
+            if len(middle) == 2:
+                found.add(middle[0])
+        return sorted(found)
+
+    def pick(self, name: str, kind: str, context: dict, locale: str | None = None) -> tuple[str, str]:
+        """The locale suffix of the template to use for `kind` ('txt' stands for the whole email) and the locale
+        to format it in: the customer's own tag when the template is in the customer's language ('fr-CA' numbers
+        in the 'fr' template), else the template's, with the default language for the unsuffixed file."""
+        preferred = normalise(locale) or (context.get("customer") or {}).get("locale")
+        default = normalise(context.get("default_locale")) or "en"
+        for suffix in candidates(preferred, default):
+            if self.exists(name, kind, suffix):
+                same = language(preferred) == language(suffix)
+                return suffix, (preferred if same and preferred.startswith(suffix) else suffix)
+        return "", (preferred if language(preferred) == language(default) else default)
+
+    def _context_for(self, name: str, kind: str, context: dict, locale: str | None = None) -> tuple[str, dict]:
+        suffix, tag = self.pick(name, kind, context, locale)
+        if isinstance(context, MessageContext):
+            context = context.localized(tag)
+        return suffix, context
+
+    def render(self, name: str, kind: str, context: dict, suffix: str | None = None, *,
+               locale: str | None = None) -> str:
+        """Render one part. With `suffix` None the customer's language (or `locale`) is looked up; a given suffix
+        is used as is."""
+        if suffix is None:
+            suffix, context = self._context_for(name, kind, context, locale)
+        filename = _filename(name, kind, suffix)
+        template = self._compiled.get(filename)
+        if template is None:
+            template = self.env.get_template(filename)
+            if self._names is not None:   # the files cannot change under this object: keep it (see for_dir)
+                self._compiled[filename] = template
+        return template.render(**context)
+
+    def render_email(self, name: str, context: dict, *, locale: str | None = None) -> tuple[str, str, str | None]:
+        """Subject, text and HTML in one language: the HTML part only when that language has one (never an
+        English HTML part under a French text). `locale` overrides the customer's: an internal message (the account
+        manager's) is written in the sender's language, `sender.locale`."""
+        suffix, context = self._context_for(name, "txt", context, locale)
+        # Collapse line breaks and runs of ASCII spaces only: the no-break spaces Babel puts inside amounts stay.
+        subject = re.sub(r"[ \t\r\n]+", " ", self.render(name, "subject", context, suffix)).strip()
+        text = _CJK_INLINE_GAP.sub(r"\1", self.render(name, "txt", context, suffix))
+        html = self.render(name, "html", context, suffix) if self.exists(name, "html", suffix) else None
+        return subject, text, _CJK_GAP.sub(r"\1", html) if html else None
+
+    def render_sms(self, name: str, context: dict, privacy: str = "standard") -> str:
+        suffix, context = self._context_for(name, "sms", context)
+        context = strict_sms(context) if privacy == "strict" else {**context, "sms_privacy": "standard"}
+        # Every Unicode space becomes a plain one: Babel's no-break spaces are not in the GSM-7 alphabet and would
+        # turn a French text into UCS-2 (70 characters a segment instead of 160).
+        return " ".join(self.render(name, "sms", context, suffix).split())
+
+    def check(self, names: dict[str, str], contexts: list[dict]) -> list[ConfigProblem]:
+        """Render every named template ({name: 'email' | 'sms'}) in every locale it has files for, against each
+        sample context (one per kind of case, so every branch a template takes is rendered); one problem per file
+        at most. An SMS must also fit one segment in both privacy modes."""
+        problems = []
+        for name, kind in sorted(names.items()):
+            parts = ("sms",) if kind == "sms" else EMAIL_PARTS
+            for suffix in self.locales(name):
+                for part in parts:
+                    if not self.exists(name, part, suffix):
+                        continue
+                    file = self.file(name, part, suffix)
+                    for context in contexts:
+                        tag = suffix or normalise(context.get("default_locale")) or "en"
+                        localized = context.localized(tag) if isinstance(context, MessageContext) else context
+                        problem = self._check_one(name, part, suffix, localized, file)
+                        if problem:
+                            problems.append(problem)
+                            break
+        return problems
+
+    def _check_one(self, name, part, suffix, context, file) -> ConfigProblem | None:
+        from jinja2 import TemplateError
+
+        what = f"a {context['failure']['type']} case" + (f" ({context['sample']})" if context.get("sample") else "")
+        try:
+            if part != "sms":
+                self.render(name, part, context, suffix)
+                return None
+            for privacy in ("standard", "strict"):
+                what = what.split(" with sms.privacy")[0] + f" with sms.privacy {privacy}"
+                sms_context = strict_sms(context) if privacy == "strict" else {**context, "sms_privacy": privacy}
+                text = " ".join(self.render(name, "sms", sms_context, suffix).split())
+                size = sms_size(text)
+                if size.segments > size.budget:
+                    return ConfigProblem(str(file), "", f"for {what} the text is "
+                                         f"{size.length} {size.encoding} characters with a {len(sample_link(1))}-"
+                                         f"character link, {size.segments} SMS segments; at most {size.budget} "
+                                         f"({size.encoding}): {text!r}")
+        except TemplateError as exc:
+            return ConfigProblem(str(file), "", f"does not render for {what}: {exc}", getattr(exc, "lineno", None))
+        except UnicodeDecodeError as exc:
+            return ConfigProblem(str(file), "", f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset "
+                                 f"{exc.start}; save the file as UTF-8")
+        except Exception as exc:  # noqa: BLE001 - template code can raise anything (1/0, '%s' % x): report it
+            return ConfigProblem(str(file), "", f"does not render for {what}: {type(exc).__name__}: {exc}")
+        return None
+
+
+@functools.cache
+def _environment_class():
+    from jinja2.sandbox import SandboxedEnvironment
+
+    class Environment(SandboxedEnvironment):
+        def make_globals(self, d):
+            # A plain dict where Jinja makes a ChainMap over the environment's globals: every render copies a
+            # template's globals, and copying a ChainMap is a quarter of the time a message takes to render. Nothing
+            # here changes the environment's globals once templates load (which is what the ChainMap is for).
+            return {**self.globals, **(d or {})}
+
+        def getattr(self, obj, attribute):
+            # `inv.amount` on a plain dict: the sandbox tries the attribute first and pays for an AttributeError on
+            # every lookup (most of a template's). A dict's attributes are exactly dict's own, so a name that is not
+            # one of them can only be an item: the same answer, without the exception.
+            if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+                if attribute in obj:
+                    return obj[attribute]
+                return self.undefined(obj=obj, name=attribute)
+            return super().getattr(obj, attribute)
+
+    return Environment
+
+
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def _filename(name: str, kind: str, suffix: str = "") -> str:
+    return f"{name}.{suffix}.{kind}.j2" if suffix else f"{name}.{kind}.j2"
+
+
+def _listing(directory: Path) -> frozenset[tuple[str, int, int]]:
+    """(name, size, modification time) of every template file: what tells one state of the directory from
+    another."""
+    try:
+        with os.scandir(directory) as entries:
+            return frozenset((e.name, (st := e.stat()).st_size, st.st_mtime_ns)
+                             for e in entries if e.name.endswith(".j2") and e.is_file())
+    except OSError:
+        return frozenset()
