@@ -38,6 +38,12 @@ class CaseRow:
     next_step: str | None
     next_due_at: str | None
     held_because: str | None = None      # why a held case waits (Stripe's pause, a dispute)
+    closed_as: str | None = None         # a case a person closed: collected, settled or written_off
+
+    @property
+    def shown_state(self) -> str:
+        """The state as `status` shows it: a case a person closed says how ("closed: settled")."""
+        return f"{self.state}: {self.closed_as.replace('_', ' ')}" if self.closed_as else self.state
 
     def to_dict(self) -> dict:
         return {"invoice_id": self.invoice_id, "customer_id": self.customer_id,
@@ -46,7 +52,8 @@ class CaseRow:
                 "segment": self.segment, "sequence": self.sequence, "state": self.state,
                 "with_person": self.with_person, "opened_at": self.opened_at,
                 "first_failed_at": self.first_failed_at, "day": self.day, "last_action": self.last_action,
-                "next_step": self.next_step, "next_due_at": self.next_due_at, "held_because": self.held_because}
+                "next_step": self.next_step, "next_due_at": self.next_due_at, "held_because": self.held_because,
+                "closed_as": self.closed_as}
 
 
 @dataclass
@@ -109,7 +116,7 @@ def status(ledger: Ledger, now: datetime, include_ended: bool = False, *, segmen
                 sequence=c["sequence"], state=c["state"], with_person=bool(c["with_person"]),
                 opened_at=c["opened_at"], first_failed_at=c["first_failed_at"], day=max(0, (now - first).days),
                 last_action=c["last_action"], next_step=c["next_step"], next_due_at=c["next_due_at"],
-                held_because=c["held_because"])
+                held_because=c["held_because"], closed_as=c["closed_as"])
 
     return Status(now=now, account_mode=ledger.get_state("account_mode"), cases=rows(),
                   total=case_count(conn, which), limit=limit, revenue_at_risk=revenue_at_risk(conn, which),

@@ -155,7 +155,7 @@ def _catch_up(eligible: list[tuple[Decision, bool]], settings: Settings, now: da
     for item in eligible:
         groups.setdefault(_kind(item[0].step, settings), []).append(item)
     for (kind, *_), items in groups.items():
-        if kind in ("customer", "retry", "suspension"):
+        if kind in ("customer", "retry", "suspension", "hand_off"):
             # Never a burst, never two charges at once: only the latest runs.
             *earlier, latest = items
             out.extend(Decision(d.step, d.due_at, MISSED, f"superseded by the later step '{latest[0].step.id}'")
@@ -193,6 +193,10 @@ def _kind(step: Step, settings: Settings) -> tuple:
         return ("retry",)
     if step.action in SUSPENDING:
         return ("suspension",)
+    if step.action == "hand_off":
+        # irreversible like a pause: it waits for the day its announcement named, so it is never "missed" for
+        # being later than its own time (dunctl/irreversible.py)
+        return ("hand_off",)
     return ("other",)
 
 

@@ -196,7 +196,15 @@ def test_promises_hold_an_invoice_until_kept_or_broken_and_a_dispute_until_a_per
     assert (report["receivables"]["promises"], report["receivables"]["disputes"]) == \
         ({"kept": 1, "broken": 1}, {"lifted": 1})
 
-    books.tick(T0 + 37 * DAY + timedelta(hours=1))       # 30 days past due: a statement (the reminders between missed)
+    books.tick(T0 + 14 * DAY + timedelta(hours=1))
+    assert [(i, s) for i, s, _, _ in books.mail()] == sorted([(broken, "overdue-7d"), (disputed, "overdue-7d")])
+    books.tick(T0 + 21 * DAY + timedelta(hours=1))       # 14 days past due: the final reminder announces the hand-off
+    finals = books.mail()
+    assert [(i, s) for i, s, _, _ in finals] == sorted([(broken, "overdue-14d"), (disputed, "overdue-14d")])
+    assert "If it is still unpaid on December 24, 2026, we will pass it to our collections agency at the end of " \
+           "that day." in finals[0][3]
+
+    books.tick(T0 + 37 * DAY + timedelta(hours=1))       # 30 days past due: a statement
     statements = books.mail()
     assert [(i, s) for i, s, _, _ in statements] == sorted([(broken, "statement"), (disputed, "statement")])
     text = next(text for i, _, _, text in statements if i == broken)
@@ -206,21 +214,23 @@ def test_promises_hold_an_invoice_until_kept_or_broken_and_a_dispute_until_a_per
     books.tick(T0 + 52 * DAY + timedelta(hours=1))                         # 45 days past due: to collections
     assert sorted((i, s) for i, s, _, _ in books.mail()) == sorted([(broken, "collections"),
                                                                     (disputed, "collections")])
+    assert books.show(broken)["case"]["state"] == "open"     # the hand-off waits for the end of the day announced
+    books.tick(T0 + 53 * DAY + timedelta(hours=1))        # the next day's tick: later than grace, never missed
     handed = books.show(broken)
     assert (handed["case"]["state"], handed["case"]["with_person"]) == ("paused", 1)
-    assert handed["case"]["held_because"] == f"with collections since 2026-12-24 (packet {broken}.json): a person " \
+    assert handed["case"]["held_because"] == f"with collections since 2026-12-25 (packet {broken}.json): a person " \
                                              "closes it"
     sent_packet = json.loads((books.config.parent / "collections" / f"{broken}.json").read_text())
     assert sent_packet["invoice"]["id"] == broken and sent_packet["holds"][0]["outcome"] == "broken"
 
     exported = cli(books.config, "case", "export", broken, "--dir", str(books.config.parent / "packets"), "--json",
-                   "--now", (T0 + 53 * DAY).isoformat())
+                   "--now", (T0 + 54 * DAY).isoformat())
     assert exported.exit_code == 0, exported.output
     packet = json.loads((books.config.parent / "packets" / f"{broken}.json").read_text())
     assert (packet["invoice"]["amount_remaining"], packet["customer"]["billing_email"]) == (60000, "ap@globex.test")
-    assert [(m["step"], m["to"]) for m in packet["messages"]] == [("due-in-7d", "ap@globex.test"),
-                                                                  ("overdue-1d", "ap@globex.test"),
-                                                                  ("statement", "ap@globex.test")]
+    assert [m["step"] for m in packet["messages"]] == ["due-in-7d", "overdue-1d", "overdue-7d", "overdue-14d",
+                                                       "statement"]
+    assert {m["to"] for m in packet["messages"]} == {"ap@globex.test"}
     assert "it was due on November 9, 2026" in packet["messages"][1]["text"]
     assert [(h["kind"], h["outcome"], h["amount"]) for h in packet["holds"]] == [("promise", "broken", 60000)]
     assert "exported" in [t["kind"] for t in books.show(broken)["timeline"]]

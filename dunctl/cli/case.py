@@ -149,10 +149,18 @@ def _resolve_all(all_sent: bool, all_not_sent: bool, invoice: str | None, before
 
 @app.command("close")
 @handles_errors
-def close(invoice: Invoice, reason: Reason, now: NowOption = None, as_json: JsonOption = False) -> None:
+def close(invoice: Invoice, reason: Reason,
+          outcome: Annotated[str | None, typer.Option(
+              "--as", help="How it ended: collected (the whole amount left came in), settled (--amount came in, "
+                           "the rest is written off) or written-off; booked by `report --journal`.")] = None,
+          amount: Annotated[str | None, typer.Option(
+              "--amount", help="With --as settled: the amount agreed, in the invoice's currency (1500.50).")] = None,
+          now: NowOption = None, as_json: JsonOption = False) -> None:
     """End a case by hand (settled offline, forgiven, sent to collections)."""
+    from dunctl.receivables.closing import close as close_case
+
     with open_ledger(load(), must_exist=True) as ledger:
-        _changed(cases.close(ledger, invoice, reason, now_from(now)), as_json)
+        _changed(close_case(ledger, invoice, reason, now_from(now), outcome, amount), as_json)
 
 
 # Promises to pay and disputed invoices (net-terms receivables): their own module, registered here.

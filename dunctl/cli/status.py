@@ -198,7 +198,7 @@ def _failure(c: CaseRow) -> Text:
 
 
 def _state(c: CaseRow) -> Text:
-    return Text(clean(c.state) + ("\nwith a person" if c.with_person else ""))
+    return Text(clean(c.shown_state) + ("\nwith a person" if c.with_person else ""))
 
 
 def _last(c: CaseRow) -> Text:
@@ -207,14 +207,14 @@ def _last(c: CaseRow) -> Text:
 
 def _next(c: CaseRow) -> Text:
     if not c.next_step:
-        return Text(f"waits: {clean(c.held_because)}" if c.held_because else "-")
+        return Text(f"waits: {clean(c.held_because)}" if c.held_because and not c.closed_as else "-")
     return Text(f"{clean(c.next_step)}\n{_short_time(c.next_due_at)}")
 
 
 def _failure_and_state(c: CaseRow) -> Text:
     text = _failure(c)
     if c.state != "open" or c.with_person:
-        text.append("\n" + clean(c.state) + (", with a person" if c.with_person else ""), style="yellow")
+        text.append("\n" + clean(c.shown_state) + (", with a person" if c.with_person else ""), style="yellow")
     return text
 
 
@@ -229,7 +229,7 @@ def _stacked(c: CaseRow) -> Text:
     if c.decline_code:
         text.append("\n" + clean(c.decline_code), style="dim")
     if c.state != "open" or c.with_person:
-        text.append("\n" + clean(c.state) + (", with a person" if c.with_person else ""), style="yellow")
+        text.append("\n" + clean(c.shown_state) + (", with a person" if c.with_person else ""), style="yellow")
     return text
 
 

@@ -31,9 +31,9 @@ ACTIONS = ("email", "sms", "slack", "webhook", "retry", "escalate", "pause_subsc
 CUSTOMER_FACING = frozenset({"email", "sms"})
 # Steps that take the service away; they never run unless the customer was told first.
 SUSPENDING = frozenset({"pause_subscription", "cancel_subscription", "mark_uncollectible"})
-# Steps that cannot be undone: dunctl/irreversible.py decides when they may run (a hand-off to collections joins
-# this set when sequences get one).
-IRREVERSIBLE = SUSPENDING
+# Steps that cannot be undone: dunctl/irreversible.py decides when they may run. A hand-off to collections is one:
+# the customer hears from an agency next, so they must have been told first, like a pause.
+IRREVERSIBLE = SUSPENDING | {"hand_off"}
 CUSTOMER, INTERNAL = "customer", "internal"
 RECIPIENTS = ("billing_contact", "customer", "account_manager")
 
@@ -191,6 +191,11 @@ class WebhookChannel(Strict):
     timeout: float = _timeout()
 
 
+class Collections(CollectionsConfig):
+    # the hand-off's packet also goes here when set: url or url_env, secret_env, timeout, as channels.webhook
+    webhook: WebhookChannel | None = None
+
+
 class SmsChannel(Strict):
     provider: Literal["twilio"] = "twilio"
     account_sid_env: str = "TWILIO_ACCOUNT_SID"
@@ -314,7 +319,7 @@ class ConfigFile(Strict):
     segments: list[Segment]
     experiments: list[Experiment] = Field(default_factory=list)   # dunctl/experiments.py
     notices: NoticesConfig = NoticesConfig()   # pre-dunning (dunctl/notices); off when the key is absent
-    collections: CollectionsConfig = CollectionsConfig()   # the hand_off step (dunctl/receivables/handoff.py)
+    collections: Collections = Collections()   # the hand_off step (dunctl/receivables/handoff.py)
     report: ReportConfig = ReportConfig()
 
 

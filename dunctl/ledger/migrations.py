@@ -687,6 +687,15 @@ def m111_recv_net_terms(db: Database) -> None:
     )
 
 
+@migrations()
+def m112_recv2_case_outcome(db: Database) -> None:
+    """How a person closed a case (dunctl/receivables/closing.py): `closed_as` collected, settled or written_off
+    (NULL: closed without saying); `settled_amount` what came in when it was closed (collected or settled, minor
+    units of the case's currency), so the month-end journal books it and the rest as written off."""
+    db.execute("ALTER TABLE cases ADD COLUMN closed_as TEXT")
+    db.execute("ALTER TABLE cases ADD COLUMN settled_amount INTEGER")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

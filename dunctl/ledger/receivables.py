@@ -102,6 +102,15 @@ def hold_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
         "SELECT kind, outcome, count(*) FROM holds GROUP BY kind, outcome")}
 
 
+def closed_as_counts(conn: sqlite3.Connection) -> list[tuple[str, str, int, int, int]]:
+    """(outcome, currency, cases, received, written off) of the cases a person closed saying how, for the report."""
+    return list(conn.execute(
+        """SELECT closed_as, currency, count(*), sum(coalesce(settled_amount, 0)),
+                  sum(max(amount_remaining - coalesce(settled_amount, 0), 0))
+           FROM cases WHERE state = 'closed' AND closed_as IS NOT NULL
+           GROUP BY closed_as, currency ORDER BY closed_as, currency"""))
+
+
 def open_invoices_of(conn: sqlite3.Connection, customer_id: str) -> list[dict]:
     """A customer's open invoices with something left to pay, oldest due first; `due` is the due date of a
     net-terms invoice, the first failed attempt of a card one, else its creation."""
@@ -117,19 +126,22 @@ def holds_of(conn: sqlite3.Connection, case_id: int) -> list[dict]:
 
 
 def journal_cases(conn: sqlite3.Connection, since: str, until: str) -> list[dict]:
-    """Cases with money to book in [since, until): recovered or written off in it, or with a part paid in it;
+    """Cases with money to book in [since, until): recovered, written off or closed by a person as collected,
+    settled or written off in it, or with a part paid in it;
     with the customer's name, the invoice's number, and whether dunctl's own step wrote the invoice off."""
     return _dicts(conn.execute(
         """SELECT c.id, c.invoice_id, c.customer_id, c.currency, c.state, c.amount_paid_at_open, c.amount_recovered,
-                  c.amount_remaining, c.recovered_at, c.recovered_by, c.closed_at, i.number, cu.name AS customer_name,
+                  c.amount_remaining, c.recovered_at, c.recovered_by, c.closed_at, c.closed_as, c.settled_amount,
+                  i.number, cu.name AS customer_name,
                   EXISTS (SELECT 1 FROM actions a WHERE a.case_id = c.id AND a.action = 'mark_uncollectible'
                           AND a.status = 'done') AS written_off_by_dunctl
            FROM cases c LEFT JOIN invoices i ON i.id = c.invoice_id LEFT JOIN customers cu ON cu.id = c.customer_id
            WHERE (c.state = 'recovered' AND c.recovered_at >= ? AND c.recovered_at < ?)
               OR (c.state = 'written_off' AND c.closed_at >= ? AND c.closed_at < ?)
+              OR (c.state = 'closed' AND c.closed_as IS NOT NULL AND c.closed_at >= ? AND c.closed_at < ?)
               OR EXISTS (SELECT 1 FROM timeline t WHERE t.case_id = c.id AND t.kind = 'partial'
                          AND t.at >= ? AND t.at < ?)
-           ORDER BY c.id""", [since, until] * 3))
+           ORDER BY c.id""", [since, until] * 4))
 
 
 def partial_notes(conn: sqlite3.Connection, case_ids: list[int]) -> list[dict]:

@@ -14,7 +14,7 @@ from dunctl.recipients import resolve_recipients
 # is owed a personal tone, never "this happens, it's usually quick to fix".
 HIGH_VALUE = frozenset({"human-review", "high-value"})
 # Steps whose action the customer notices as a consequence of not paying, in the words templates branch on.
-CONSEQUENCES = ("pause_subscription", "cancel_subscription", "mark_uncollectible")
+CONSEQUENCES = ("pause_subscription", "cancel_subscription", "mark_uncollectible", "hand_off")
 
 
 @dataclass
@@ -74,7 +74,7 @@ def customer_kind(customer: dict | None, invoice: dict | None = None) -> dict:
 
 def consequence(sequence, first_failed: datetime | None, now: datetime) -> dict | None:
     """What the case's own sequence does next if the invoice stays unpaid, and when: the first
-    pause/cancel/write-off step still ahead of `now`."""
+    pause/cancel/write-off/hand-off step still ahead of `now`."""
     if sequence is None or first_failed is None:
         return None
     steps = sequence.get("steps", []) if isinstance(sequence, dict) else sequence.steps

@@ -71,7 +71,8 @@ def _history(actions: list[dict]) -> str:
 
 _CONSEQUENCE_WORDS = {"pause_subscription": "the subscription is paused",
                       "cancel_subscription": "the subscription is cancelled",
-                      "mark_uncollectible": "the invoice is written off as uncollectible"}
+                      "mark_uncollectible": "the invoice is written off as uncollectible",
+                      "hand_off": "the invoice is handed to collections"}
 
 
 def _next_consequence(sequence, first_failed: datetime | None, now: datetime | None) -> str:

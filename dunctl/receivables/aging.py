@@ -50,6 +50,16 @@ class Dso:
 
 
 @dataclass
+class ClosedRow:
+    """Cases a person closed as `outcome` (collected, settled, written_off) in one currency, all time."""
+    outcome: str
+    currency: str
+    count: int
+    received: int            # what came in when they were closed, minor units
+    written_off: int         # what was given up, minor units
+
+
+@dataclass
 class ReceivablesSection:
     as_of: str
     aging: list[AgingRow] = field(default_factory=list)
@@ -57,10 +67,12 @@ class ReceivablesSection:
     # promises to pay and disputed invoices (dunctl/receivables/holds.py), all time: kept, broken, open, ...
     promises: dict[str, int] = field(default_factory=dict)
     disputes: dict[str, int] = field(default_factory=dict)
+    # cases a person closed saying how (dunctl/receivables/closing.py), all time
+    closed_as: list[ClosedRow] = field(default_factory=list)
 
     @property
     def anything(self) -> bool:
-        return bool(self.aging or self.dso or self.promises or self.disputes)
+        return bool(self.aging or self.dso or self.promises or self.disputes or self.closed_as)
 
 
 def aging(rows: list[tuple[str, int, str, str]], now: datetime) -> list[AgingRow]:
@@ -116,4 +128,5 @@ def receivables_section(ledger: Ledger, now: datetime) -> ReceivablesSection:
     counts = store.hold_counts(ledger.conn)
     promises = {outcome: n for (kind, outcome), n in counts.items() if kind == "promise" and outcome != "replaced"}
     disputes = {outcome: n for (kind, outcome), n in counts.items() if kind == "dispute" and outcome != "replaced"}
-    return ReceivablesSection(iso(now), aging(rows, now), dso(rows, sales, now), promises, disputes)
+    closed = [ClosedRow(*row) for row in store.closed_as_counts(ledger.conn)]
+    return ReceivablesSection(iso(now), aging(rows, now), dso(rows, sales, now), promises, disputes, closed)

@@ -1,7 +1,7 @@
 """The `hand_off` step: hand a case to collections. It writes the case's collections packet (dunctl/receivables/
-packet.py) to `collections.dir` and marks the case "with collections": a person holds it, no more automated
-messages. A case below `collections.min_amount` for its currency, or fewer than `collections.after` past its due
-date, is skipped with the reason."""
+packet.py) to `collections.dir`, POSTs it to `collections.webhook` when set, and marks the case "with
+collections": a person holds it, no more automated messages. A case below `collections.min_amount` for its
+currency, or fewer than `collections.after` past its due date, is skipped with the reason."""
 
 from __future__ import annotations
 
@@ -33,10 +33,27 @@ def hand_off(ctx: TickContext, effect: CaseEffect) -> Prepared:
     def deliver() -> Outcome:
         from dunctl.receivables.packet import packet, write
 
-        paths = write(packet(ctx.ledger, ctx.config, b.invoice.id), directory)
+        story = packet(ctx.ledger, ctx.config, b.invoice.id)
+        paths = write(story, directory)
+        # after the files: a failing webhook fails the step (the executor retries it) with the packet on disk
+        # and the case not yet handed off, so nothing is lost
+        posted = _post(ctx, settings.webhook, story, effect.key)
         because = f"{WITH_COLLECTIONS} since {ctx.now:%Y-%m-%d} (packet {paths[0].name}): a person closes it"
-        return Outcome("done", f"collections packet written to {directory}",
+        return Outcome("done", f"collections packet written to {directory}{posted}",
                        changes=[HandToPerson(b.case.id, ctx.now), Hold(b.case.id, because),
                                 Note(b.case.id, ctx.now, "collections", f"handed to collections: {because}")])
 
     return Prepared(f"hand to collections: packet to {directory}", deliver)
+
+
+def _post(ctx: TickContext, webhook, story: dict, key: str) -> str:
+    """POST the packet as a signed `collections.hand_off` event to `collections.webhook` (when set), with the
+    webhook channel's transport; what to add to the step's detail."""
+    if webhook is None:
+        return ""
+    from dunctl.channels import sending_clock
+    from dunctl.channels.webhook import WebhookTransport
+
+    environ = ctx.channels.environ if ctx.channels is not None else {}
+    transport = WebhookTransport(webhook, environ, clock=sending_clock(ctx.now))
+    return "; " + transport.post("collections.hand_off", story, key, ctx.now).detail

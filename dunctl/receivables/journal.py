@@ -1,4 +1,4 @@
-"""The month-end journal: every recovery, partial payment and write-off in a period, one line each, as CSV or JSON,
+"""The month-end journal: every recovery, partial payment, settlement and write-off in a period, one line each, as CSV or JSON,
 for an accountant to import into Xero or QuickBooks as a manual journal (the columns: docs/receivables.md).
 
 A partial payment is booked when Stripe shows it (the case's `partial` line); the payment that settles the invoice
@@ -32,8 +32,9 @@ class Entry:
     currency: str
     amount: str               # major units, exact decimal text
     amount_minor: int
-    kind: str                 # recovery | partial_payment | write_off
-    collected_by: str         # customer | provider_retry | retry (dunctl's) | dunctl | stripe (write-offs)
+    kind: str                 # recovery | partial_payment | settlement | write_off
+    collected_by: str         # customer | provider_retry | retry (dunctl's) | collections (closed by a person) |
+    #                           dunctl | stripe | person (write-offs)
     stripe_ids: str           # the Stripe invoice id (what the bank deposit or credit is matched to)
 
 
@@ -70,7 +71,20 @@ def journal(ledger: Ledger, since: datetime, until: datetime) -> list[Entry]:
         if case["state"] == "written_off" and lo <= case["closed_at"] < hi and case["amount_remaining"] > 0:
             entries.append(_entry(case, case["closed_at"], case["amount_remaining"], "write_off",
                                   "dunctl" if case["written_off_by_dunctl"] else "stripe"))
+        if case["state"] == "closed" and case["closed_as"] and lo <= case["closed_at"] < hi:
+            entries += _closed_by_person(case)
     return sorted(entries, key=lambda e: (e.date, e.invoice_id, e.kind))
+
+
+def _closed_by_person(case: dict) -> list[Entry]:
+    """A case a person closed as collected (a recovery), settled (a settlement, and the rest written off) or
+    written off (dunctl/receivables/closing.py): what came in, by `collections`; what was given up, by `person`."""
+    received, left, at = case["settled_amount"] or 0, case["amount_remaining"], case["closed_at"]
+    kind = "recovery" if case["closed_as"] == "collected" else "settlement"
+    lines = [_entry(case, at, received, kind, "collections")] if received > 0 else []
+    if left > received:
+        lines.append(_entry(case, at, left - received, "write_off", "person"))
+    return lines
 
 
 def to_csv(entries: list[Entry]) -> str:

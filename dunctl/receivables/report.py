@@ -38,12 +38,18 @@ def tables(section: ReceivablesSection | None) -> list[tuple]:
                    for kind, counts in (("promise", section.promises), ("dispute", section.disputes)) if counts],
                   "All recorded so far. Kept: paid by the date; broken: the date passed unpaid (a person was told); "
                   "other: lifted by a person, or the invoice was voided or written off.")
-    return [aging, dso] + ([holds] if holds[3] else [])
+    closed = ("closed_as", "Closed by a person", ["Outcome", "Currency", "Cases", "Received", "Written off"],
+              [[r.outcome.replace("_", " "), r.currency.upper(), count(r.count), money(r.received, r.currency),
+                money(r.written_off, r.currency)] for r in section.closed_as],
+              "All so far. Collected: the whole amount came in; settled: an agreed lesser amount came in and the "
+              "rest was written off; the month-end journal books each.")
+    return [aging, dso] + [t for t in (holds, closed) if t[3]]
 
 
 def csv_rows(section: ReceivablesSection | None) -> Iterator[dict]:
     """`aging` rows (key: the bucket; cases: invoices; value: the amount, major units) and `dso` rows (key: the
-    currency; value: days, empty beyond the window)."""
+    currency; value: days, empty beyond the window), and `closed_as` rows (key: collected, settled or written_off;
+    amount_recovered: what came in; value: what was written off; both major units)."""
     if section is None:
         return
     for r in section.aging:
@@ -55,3 +61,6 @@ def csv_rows(section: ReceivablesSection | None) -> Iterator[dict]:
     for kind, counts in (("promises", section.promises), ("disputes", section.disputes)):
         for outcome, n in sorted(counts.items()):
             yield {"dimension": kind, "key": outcome, "value": n}
+    for r in section.closed_as:
+        yield {"dimension": "closed_as", "key": r.outcome, "currency": r.currency, "cases": r.count,
+               "amount_recovered": to_major(r.received, r.currency), "value": to_major(r.written_off, r.currency)}

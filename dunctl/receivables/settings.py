@@ -1,5 +1,5 @@
-"""`collections:` in dunctl.yaml: where a `hand_off` step writes a case's collections packet, and which cases may
-be handed off (dunctl/receivables/handoff.py)."""
+"""`collections:` in dunctl.yaml: where a `hand_off` step writes a case's collections packet (a directory, and a
+webhook when set), and which cases may be handed off (dunctl/receivables/handoff.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ class CollectionsConfig(BaseModel):
     dir: str = "collections"                # relative to dunctl.yaml: one JSON and one HTML file per case
     min_amount: dict[str, int] = {}         # per currency, minor units: smaller amounts stay with you
     after: timedelta = timedelta(0)         # days past the due date before a case may be handed off
+    # `webhook:` (where the packet is also POSTed, signed like channels.webhook) is added by dunctl/config/schema.py,
+    # which defines the webhook settings and imports this module
 
     @field_validator("after", mode="before")
     @classmethod

@@ -76,7 +76,7 @@ def case_page(conn: sqlite3.Connection, which: CaseFilter, limit: int | None,
         f"""SELECT c.invoice_id, c.customer_id, cu.name AS customer_name, cu.email AS customer_email,
                    c.amount_remaining, c.currency, c.failure_type, c.decline_code, c.segment, c.sequence, c.state,
                    c.with_person, c.opened_at, c.first_failed_at, c.last_action, c.next_step, c.next_due_at,
-                   c.held_because
+                   c.held_because, c.closed_as
             FROM ({page}) AS p
             JOIN cases c ON c.id = p.id
             LEFT JOIN customers cu ON cu.id = c.customer_id
