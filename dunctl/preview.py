@@ -164,6 +164,7 @@ def _notice_preview(config: Config, templates: Templates, template: str, kind: s
 def _case_context(config: Config, ledger, template: str, invoice_id: str, now: datetime):
     """The case's context as its message was (or will be) sent: with the other invoices of the same customer
     that went in one message with it (one message_ref), the oldest first, as the tick groups them."""
+    from dunctl.ledger.receivables import statement_rows
     from dunctl.messages import CasePart
 
     case = ledger.cases.for_invoice(invoice_id)
@@ -185,7 +186,8 @@ def _case_context(config: Config, ledger, template: str, invoice_id: str, now: d
                             payment_method=lead.payment_method, update_link=lead.update_link,
                             company=config.file.sender.company, now=now, sequence=lead.sequence,
                             default_locale=config.file.sender.locale, timezone=config.file.sender.timezone,
-                            also=parts[1:])
+                            also=parts[1:],
+                            open_invoices=statement_rows(ledger.conn, case["failure_type"], case["customer_id"]))
     return dict(case), dict(invoice), customer, context, step
 
 

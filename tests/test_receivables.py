@@ -232,6 +232,8 @@ def test_promises_hold_an_invoice_until_kept_or_broken_and_a_dispute_until_a_per
                                                        "statement"]
     assert {m["to"] for m in packet["messages"]} == {"ap@globex.test"}
     assert "it was due on November 9, 2026" in packet["messages"][1]["text"]
+    # the statement in the packet lists the open invoice as the email did (the packet renders each message again)
+    assert "  Total open: $600.00" in packet["messages"][4]["text"]
     assert [(h["kind"], h["outcome"], h["amount"]) for h in packet["holds"]] == [("promise", "broken", 60000)]
     assert "exported" in [t["kind"] for t in books.show(broken)["timeline"]]
     page = (books.config.parent / "packets" / f"{broken}.html").read_text()

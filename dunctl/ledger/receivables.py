@@ -121,6 +121,13 @@ def open_invoices_of(conn: sqlite3.Connection, customer_id: str) -> list[dict]:
            ORDER BY due, id""", [customer_id]))
 
 
+def statement_rows(conn: sqlite3.Connection, failure_type: str, customer_id: str) -> list[dict]:
+    """What a message about this case lists as the customer's statement of account: a net-terms customer's open
+    invoices; a card case's messages do without (one query less per message). The tick, `preview --case` and the
+    collections packet all render a message with this."""
+    return open_invoices_of(conn, customer_id) if failure_type == "net_terms" else []
+
+
 def holds_of(conn: sqlite3.Connection, case_id: int) -> list[dict]:
     return _dicts(conn.execute("SELECT * FROM holds WHERE case_id = ? ORDER BY id", [case_id]))
 

@@ -68,6 +68,17 @@ def packet(ledger: Ledger, config: Config, invoice_id: str) -> dict:
     }
 
 
+# Read on a screen or printed by whoever takes the case over: a readable column, messages wrapped as sent (never
+# cut off at the right edge), the timeline as a table that scrolls on a phone rather than squeezing.
+STYLE = ("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>"
+         "body{font:15px/1.5 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;max-width:60rem;"
+         "margin:0 auto;padding:16px}h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem}"
+         "h3{font-size:1rem;margin-bottom:.25rem}pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f8fa;"
+         "padding:12px;border-radius:6px;font-size:13px}table{border-collapse:collapse;display:block;overflow-x:auto}"
+         "td{padding:4px 8px;border-bottom:1px solid #d0d7de;vertical-align:top}td:first-child{white-space:nowrap}"
+         "p{overflow-wrap:anywhere}</style>")
+
+
 def to_html(p: dict) -> str:
     e = html.escape
     inv, who, case = p["invoice"], p["customer"], p["case"]
@@ -75,7 +86,7 @@ def to_html(p: dict) -> str:
     contact = e(who["billing_email"] or who["email"] or "no email") + (", " + e(who["phone"]) if who["phone"] else "")
     due = e((inv["due_date"] or case["first_failed_at"] or "")[:10])
     parts = ["<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>Collections packet: {number}</title></head><body>",
+             f"<title>Collections packet: {number}</title>", STYLE, "</head><body>",
              f"<h1>Invoice {number}: {e(p['amount_remaining_text'])} open</h1>",
              f"<p>Customer: {e(who['name'] or who['id'])} ({e(who['id'])}), {contact}</p>",
              f"<p>Due {due}; case {e(case['state'])} ({e(case['sequence'])}). "

@@ -45,13 +45,9 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
 
 
 def _open_invoices(ctx: TickContext, bundle) -> list[dict]:
-    """A net-terms customer's open invoices, for a statement of account in the message (dunctl/receivables); a card
-    case's messages do without (one query less per message)."""
-    if bundle.case.failure_type != "net_terms":
-        return []
-    from dunctl.ledger.receivables import open_invoices_of
+    from dunctl.ledger.receivables import statement_rows
 
-    return open_invoices_of(ctx.ledger.conn, bundle.case.customer_id)
+    return statement_rows(ctx.ledger.conn, bundle.case.failure_type, bundle.case.customer_id)
 
 
 def _as_it_will_run(ctx: TickContext, bundle):
