@@ -15,6 +15,7 @@ from dunctl.config import Config
 from dunctl.ledger import Ledger
 from dunctl.ledger import receivables as store
 from dunctl.money import format_amount
+from dunctl.receivables.page import STYLE
 
 MESSAGES = ("email", "sms")
 SCHEMA = "dunctl.collections-packet/1"
@@ -66,17 +67,6 @@ def packet(ledger: Ledger, config: Config, invoice_id: str) -> dict:
                                         "detail")} for a in actions],
         "timeline": [{k: e[k] for k in ("at", "kind", "summary")} for e in detail.timeline],
     }
-
-
-# Read on a screen or printed by whoever takes the case over: a readable column, messages wrapped as sent (never
-# cut off at the right edge), the timeline as a table that scrolls on a phone rather than squeezing.
-STYLE = ("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>"
-         "body{font:15px/1.5 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328;max-width:60rem;"
-         "margin:0 auto;padding:16px}h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem}"
-         "h3{font-size:1rem;margin-bottom:.25rem}pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f8fa;"
-         "padding:12px;border-radius:6px;font-size:13px}table{border-collapse:collapse;display:block;overflow-x:auto}"
-         "td{padding:4px 8px;border-bottom:1px solid #d0d7de;vertical-align:top}td:first-child{white-space:nowrap}"
-         "p{overflow-wrap:anywhere}</style>")
 
 
 def to_html(p: dict) -> str:

@@ -7,6 +7,7 @@ import html
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from dunctl.receivables.page import STYLE
 from dunctl.clock import from_iso, iso
 from dunctl.errors import UsageError
 from dunctl.ledger import Ledger
@@ -98,19 +99,23 @@ def to_text(s: Statement, company: str) -> str:
 def to_html(s: Statement, company: str) -> str:
     e = html.escape
     parts = [f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Statement of account, "
-             f"{e(s.customer_name or s.customer_id)}</title></head><body>",
+             f"{e(s.customer_name or s.customer_id)}</title>{STYLE}</head><body>",
              f"<h1>Statement of account from {e(company)}</h1>",
              f"<p>Customer: {e(s.customer_name or s.customer_id)} ({e(s.customer_id)})<br>As of {e(s.as_of)}</p>"]
     if not s.currencies:
         parts.append("<p>Nothing is open: thank you.</p>")
     for section in s.currencies:
-        parts.append(f"<h2>{e(section.currency.upper())}</h2><table><thead><tr><th>Invoice</th><th>Issued</th>"
-                     "<th>Due</th><th>Status</th><th>Amount remaining</th><th></th></tr></thead><tbody>")
+        parts.append(f"<h2>{e(section.currency.upper())}</h2><table><thead><tr><th>Invoice</th>"
+                     "<th class=\"issued\">Issued</th><th>Due</th><th>Status</th>"
+                     "<th class=\"amount\">Amount remaining</th><th></th></tr></thead><tbody>")
         for line in section.lines:
             link = f"<a href=\"{e(line.link)}\">Pay</a>" if line.link else ""
-            parts.append(f"<tr><td>{e(line.number)}</td><td>{e(line.issued)}</td><td>{e(line.due)}</td>"
-                         f"<td>{e(_due_words(line.days_overdue))}</td><td>{e(line.amount)}</td><td>{link}</td></tr>")
-        parts.append(f"</tbody><tfoot><tr><th colspan=\"4\">Total open in {e(section.currency.upper())} (overdue: "
-                     f"{e(section.overdue_text)})</th><th>{e(section.total_text)}</th><th></th></tr></tfoot></table>")
+            parts.append(f"<tr><td>{e(line.number)}</td><td class=\"date issued\">{e(line.issued)}</td>"
+                         f"<td class=\"date\">{e(line.due)}</td><td>{e(_due_words(line.days_overdue))}</td>"
+                         f"<td class=\"amount\">{e(line.amount)}</td><td>{link}</td></tr>")
+        # the label spans invoice, due and status; the issue date's cell goes with its column on a phone
+        parts.append(f"</tbody><tfoot><tr><th colspan=\"3\">Total open in {e(section.currency.upper())} (overdue: "
+                     f"{e(section.overdue_text)})</th><th class=\"issued\"></th>"
+                     f"<th class=\"amount\">{e(section.total_text)}</th><th></th></tr></tfoot></table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
