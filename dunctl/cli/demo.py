@@ -92,7 +92,8 @@ def render(result: DemoResult, seconds: float) -> None:
               f"in {seconds:.1f}s")
     out.print(preset_text(result.preset), markup=False)
     runs = [o] if result.holdout is None else [o, result.holdout]
-    title = "What dunning did (the figures `dunctl report` gives on this ledger)"
+    title = ("What dunning did for failed payments (the figures `dunctl report` gives for the card and bank "
+             "cases; net-terms invoices below)")
     if result.holdout is not None:
         title = ("What dunning did, and the experiment's holdout beside it (customers dunctl left alone, never "
                  "pooled into what dunning did)")

@@ -423,8 +423,7 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
     if target.exists():
         shutil.rmtree(target)
     write_starter(target)
-    shutil.rmtree(target / "sequences")
-    shutil.copytree(source, target / "sequences", ignore=shutil.ignore_patterns("templates"))
+    _overlay_sequences(source, target / "sequences")
     text = (target / "dunctl.yaml").read_text()
     if (source / "templates").is_dir():     # the sequence set brings its own templates
         text = re.sub(r"(?m)^templates:.*$", f"templates: {{dir: {json.dumps(str((source / 'templates').resolve()))}}}",
@@ -435,6 +434,26 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
     text = re.sub(r"(?m)^(notices:\n\s*enabled:\s*)true\b", r"\1false", text, count=1)
     (target / "dunctl.yaml").write_text(text)
     return source.name, load_config(target / "dunctl.yaml")
+
+
+def _overlay_sequences(source: Path, sequences: Path) -> None:
+    """The directory's sequences over the starter's: a starter sequence stays only when the directory defines no
+    sequence of its name, so a directory holding just `net-terms.yaml` compares net-terms cadences with the card
+    sequences as shipped (a whole set replaces the whole set, as before)."""
+    import yaml
+
+    def name(path: Path) -> str | None:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            return None                 # loading the variant's config reports it, with the file
+        return data.get("name") if isinstance(data, dict) else None
+
+    given = {name(path) for path in source.glob("*.yaml")} | {path.stem for path in source.glob("*.yaml")}
+    for path in sequences.glob("*.yaml"):
+        if path.stem in given or name(path) in given:
+            path.unlink()
+    shutil.copytree(source, sequences, ignore=shutil.ignore_patterns("templates"), dirs_exist_ok=True)
 
 
 def run_simulation(sources: list[Path], work: Path, *, customers: int = 1000, days: int = 30,
