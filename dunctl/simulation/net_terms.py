@@ -13,6 +13,7 @@ pays the invoice; the rest find it paid.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import Counter
@@ -44,6 +45,20 @@ class NetTermsCustomer:
     locale: str
     monthly_amount: int        # minor units
     anchor: timedelta          # when in the month before the simulation starts its first invoice was issued
+
+
+@dataclass
+class HistoricalNetTermsInvoice:
+    """A net-terms invoice as a ledger recorded it, for `simulate --from-ledger` to replay."""
+
+    invoice_id: str
+    customer: Customer
+    currency: str
+    amount_due: int
+    number: str | None
+    created: datetime
+    due_date: datetime
+    lines: list[InvoiceLine]
 
 
 @dataclass
@@ -100,13 +115,13 @@ class NetTerms(World):
         due = at + timedelta(days=a.net_terms_days_until_due)
         line = InvoiceLine(f"{p.tier.title()} plan, {at:%B %Y}", p.monthly_amount, 1, period_start=at,
                            period_end=add_months(at, 1))
-        cust = self._customers[p.id]
-        invoice = Invoice(
-            id=invoice_id, customer_id=p.id, currency=p.currency, amount_due=p.monthly_amount, amount_paid=0,
-            amount_remaining=p.monthly_amount, status="open", created=at, number=f"NET-{invoice_id[6:].upper()}",
-            billing_reason="manual", collection_method=SEND_INVOICE, hosted_invoice_url=HOSTED + invoice_id,
-            due_date=due, invoice_pdf=f"{PDF}{invoice_id}/pdf", customer_email=p.billing_email,
-            customer_name=cust.customer.name, lines=[line], auto_advance=True)
+        self._issue(_invoice(invoice_id, self._customers[p.id].customer, p.currency, p.monthly_amount,
+                             f"NET-{invoice_id[6:].upper()}", at, due, [line]))
+
+    def _issue(self, invoice: Invoice) -> None:
+        """The invoice is finalized and sent; what its customer will do with it is drawn now."""
+        a = self.assumptions
+        invoice_id, at, due = invoice.id, invoice.created, invoice.due_date
         self._invoices[invoice_id] = invoice
         self._state[invoice_id] = _InvoiceState()
         self.net_terms_stats.invoices += 1
@@ -123,7 +138,23 @@ class NetTerms(World):
         else:
             low, high = a.net_terms_on_time_days
             days = rng.uniform(low, min(high, a.net_terms_days_until_due))
-            self._schedule(at + timedelta(days=days), "net_terms_pay", invoice_id, "on time")
+            self._schedule(min(at + timedelta(days=days), due), "net_terms_pay", invoice_id, "on time")
+
+    # -- replaying a ledger's own net-terms invoices (`simulate --from-ledger`) ---------------------------------
+
+    def replay_net_terms(self, item: HistoricalNetTermsInvoice) -> None:
+        """Bring back a net-terms invoice from a ledger: its customer as the ledger knew it, issued when it was
+        issued with its due date. What the customer does with it is the model's, with the same luck for the same
+        invoice id and seed, whatever config runs against it."""
+        if item.customer.id not in self._customers:
+            self._customers[item.customer.id] = _CustomerState(None, item.customer, None)
+            self._touch("customer", item.customer.id)
+        self._schedule(item.created, "net_terms_replayed", item)
+
+    def _on_net_terms_replayed(self, at: datetime, item: HistoricalNetTermsInvoice) -> None:
+        self._issue(_invoice(item.invoice_id, self._customers[item.customer.id].customer, item.currency,
+                             item.amount_due, item.number, at, item.due_date,
+                             [dataclasses.replace(line) for line in item.lines]))
 
     def _on_net_terms_pay(self, at: datetime, invoice_id: str, source: str) -> None:
         invoice = self._invoices[invoice_id]
@@ -164,3 +195,15 @@ class NetTerms(World):
         # A person calling accounts payable: the card model's chance for a business (assumptions.escalation_response).
         self._prompted(invoice, at, self.assumptions.escalation_response["enterprise" if tier == "enterprise"
                                                                           else "b2b"], "person")
+
+
+def _invoice(invoice_id: str, customer: Customer, currency: str, amount: int, number: str | None, at: datetime,
+             due: datetime, lines: list[InvoiceLine]) -> Invoice:
+    """An open invoice sent for the customer to pay by `due`, as Stripe shows one (no payment method: the customer
+    pays on the hosted page or by transfer), addressed to the billing contact."""
+    return Invoice(
+        id=invoice_id, customer_id=customer.id, currency=currency, amount_due=amount, amount_paid=0,
+        amount_remaining=amount, status="open", created=at, number=number, billing_reason="manual",
+        collection_method=SEND_INVOICE, hosted_invoice_url=HOSTED + invoice_id, due_date=due,
+        invoice_pdf=f"{PDF}{invoice_id}/pdf", customer_email=customer.metadata.get("billing_email") or customer.email,
+        customer_name=customer.name, lines=lines, auto_advance=True)

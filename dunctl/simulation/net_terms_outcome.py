@@ -51,11 +51,15 @@ class NetTermsOutcome:
     watch_days: int = WATCH_DAYS
 
 
-def measure_net_terms(ledger: Ledger, now: datetime, collected_by: dict | None = None) -> NetTermsOutcome | None:
-    """The run's net-terms outcome as of `now` (its last tick); None when the ledger holds no net-terms invoice."""
+def measure_net_terms(ledger: Ledger, now: datetime, collected_by: dict | None = None,
+                      issued: tuple[datetime | None, datetime | None] = (None, None)) -> NetTermsOutcome | None:
+    """The run's net-terms outcome as of `now` (its last tick), over the invoices `issued` in [since, until) (a
+    backtest's period); None when there is none. DSO is the ledger's as a whole, as `report` gives it."""
     from dunctl.receivables.aging import receivables_section
 
-    rows = q.invoices(ledger)
+    since, until = issued
+    rows = [r for r in q.invoices(ledger) if (since is None or from_iso(r["created_at"]) >= since)
+            and (until is None or from_iso(r["created_at"]) < until)]
     if not rows:
         return None
     watched = [r for r in rows if from_iso(r["due_date"]) <= now - timedelta(days=WATCH_DAYS)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dunctl.ledger.receivables import SEND_INVOICE
+from dunctl.ledger.views.period import Period
 from dunctl.ledger.views.report import customer_message
 
 if TYPE_CHECKING:
@@ -37,14 +38,14 @@ def reminders_and_hand_offs(ledger: Ledger) -> tuple[int, int]:
 def history(ledger: Ledger, since: str | None = None, until: str | None = None) -> list[dict]:
     """The net-terms invoices issued in [since, until), with their customers, oldest first: what a backtest
     replays besides the failed card invoices."""
+    where, params = Period(since, until).where("i.created_at")
     return list(ledger.rows(
-        """SELECT i.id AS invoice_id, i.customer_id, i.currency, i.amount_due, i.number, i.created_at, i.due_date,
+        f"""SELECT i.id AS invoice_id, i.customer_id, i.currency, i.amount_due, i.number, i.created_at, i.due_date,
                   i.lines, cu.name, cu.email, cu.phone, cu.metadata AS customer_metadata, cu.preferred_locale,
                   cu.timezone
              FROM invoices i LEFT JOIN customers cu ON cu.id = i.customer_id
-            WHERE i.collection_method = ? AND i.due_date IS NOT NULL AND i.status != 'void'
-              AND (? IS NULL OR i.created_at >= ?) AND (? IS NULL OR i.created_at < ?)
-            ORDER BY i.created_at, i.id""", [SEND_INVOICE, since, since, until, until]))
+            WHERE i.collection_method = ? AND i.due_date IS NOT NULL AND i.status != 'void' AND {where}
+            ORDER BY i.created_at, i.id""", [SEND_INVOICE, *params]))
 
 
 def any_net_terms_case(ledger: Ledger) -> bool:
