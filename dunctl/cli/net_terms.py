@@ -55,12 +55,15 @@ def add_rows(table: RichTable, outcomes: list) -> None:
     row("net-terms: handed to collections", lambda n: str(n.handed_to_collections))
     first = runs[0]
     if len(runs) > 1 and first is not None:
-        table.add_row(f"net-terms: paid within {watch} days past due vs {outcomes[0].name} (95% CI)", "",
-                      *[_versus(n, first) for n in runs[1:]])
+        for label, measure in (("paid by the due date", "paid_by_due"),
+                               (f"paid within {watch} days past due", "paid_within_watch")):
+            table.add_row(f"net-terms: {label} vs {outcomes[0].name} (95% CI)", "",
+                          *[_versus(n, first, measure) for n in runs[1:]])
 
 
-def _versus(n: NetTermsOutcome | None, base: NetTermsOutcome) -> str:
-    d = None if n is None else newcombe(n.paid_within_watch, n.watched, base.paid_within_watch, base.watched)
+def _versus(n: NetTermsOutcome | None, base: NetTermsOutcome, measure: str) -> str:
+    """The difference of a share between two runs, in points, with Newcombe's 95% interval."""
+    d = None if n is None else newcombe(getattr(n, measure), n.watched, getattr(base, measure), base.watched)
     if d is None:
         return "-"
     return f"{d.difference * 100:+.1f} pts ({d.low * 100:+.1f} to {d.high * 100:+.1f})"

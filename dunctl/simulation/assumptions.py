@@ -216,8 +216,8 @@ class Assumptions:
                                      "news/what-did-a-year-of-b2b-payment-disruption-teach-us); \"almost half of "
                                      "all invoices are paid late\" (Xero, Australia, https://accountantsdaily.com.au"
                                      "/business/17521-overdue-invoices-cost-small-business-1-1bn-a-year); issue #26 "
-                                     "says \"about a fifth of such invoices go unpaid past\" the due date, which "
-                                     "the model gives once dunctl's reminders run (docs/simulation.md)")
+                                     "says \"about a fifth of such invoices go unpaid past\" the due date; with the "
+                                     "shipped reminders the model leaves about a third (docs/simulation.md)")
     net_terms_days_late_median: float = _p(14.0, PUBLISHED,
                                            "median days past the due date that a late invoice is paid, unprompted "
                                            "(log-normal)",
@@ -228,7 +228,8 @@ class Assumptions:
                                           "spread (log-normal sigma) of the days late: about one invoice in ten is "
                                           "paid over a month late",
                                           "\"almost half of all invoices are paid late, one in 10 by more than a "
-                                          "month\" (Xero, accountantsdaily.com.au above)")
+                                          "month\" (Xero, https://accountantsdaily.com.au/business/17521-overdue-"
+                                          "invoices-cost-small-business-1-1bn-a-year)")
     net_terms_never_pays: float = _p(0.02, PUBLISHED,
                                      "chance that a net-terms invoice is never paid unless a person follows it up",
                                      "\"uncollectable B2B receivables remained stable at 1.3%\" (Atradius Payment "
@@ -246,8 +247,9 @@ class Assumptions:
                                           "it by `repeat_factor`",
                                           "vendors claim reminders \"increase on-time payment by 35%\" and "
                                           "\"reduce average days to payment by 5-7 days\" (vendor marketing, "
-                                          "https://www.quickbillmaker.com/blog/automated-invoice-reminders): the "
-                                          "chance is set so the shipped sequence lands inside those claims")
+                                          "https://www.quickbillmaker.com/blog/automated-invoice-reminders); the "
+                                          "model's lift is well below those claims (docs/simulation.md, \"Net-terms "
+                                          "customers\")")
     net_terms_reminder_after: float = _p(0.20, ESTIMATE,
                                          "chance that a reminder after the due date gets the invoice paid in the next "
                                          "payment run (times `repeat_factor` per earlier reminder)")
