@@ -72,8 +72,12 @@ def _versus(n: NetTermsOutcome | None, base: NetTermsOutcome, measure: str) -> s
 def demo_lines(n: NetTermsOutcome, end: datetime) -> list[str]:
     """The demo's paragraph on its net-terms customers."""
     cutoff = (end - timedelta(days=n.watch_days)).strftime("%Y-%m-%d")
-    lines = [f"Net-terms invoices (net 30, sent to {n.customers} business customer{'s' if n.customers != 1 else ''}, reminded by the net-terms "
-             f"sequence): {n.invoices} issued; of the {n.watched} due by {cutoff}:",
+    head = (f"Net-terms invoices (net 30, sent to {n.customers} business customer{'s' if n.customers != 1 else ''}, "
+            f"reminded by the net-terms sequence): {n.invoices} issued")
+    if not n.watched:
+        return [f"{head}; none due by {cutoff} ({n.watch_days} days before the end), so no rates yet; "
+                f"{n.reminders} reminders sent"]
+    lines = [f"{head}; of the {n.watched} due by {cutoff}:",
              f"  paid by the due date {share(n.paid_by_due, n.watched)}",
              f"  paid within {n.watch_days} days past due {share(n.paid_within_watch, n.watched)}",
              f"  paid by the end {share(n.collected, n.watched)}",
