@@ -77,7 +77,7 @@ def build_net_terms_book(customers: int, seed: int, assumptions: Assumptions = D
     book = []
     for n in range(round(customers * a.net_terms_share)):
         tier = pick(rng, dict(TIERS))
-        currency = pick(rng, a.currency_mix)
+        currency = pick(rng, a.net_terms_currency_mix)
         low, high = a.monthly_price_usd["enterprise" if tier == "enterprise" else "b2b"]
         monthly = _minor(math.exp(rng.uniform(math.log(low), math.log(high))), currency, a.fx_per_usd)
         company = f"{rng.choice(COMPANY_A)} {rng.choice(COMPANY_B)} Group {n + 1}"
