@@ -111,3 +111,27 @@ def test_a_directory_with_only_a_net_terms_sequence_runs_with_the_shipped_card_s
     assert [s.at.minutes for s in config.sequences["net-terms"].steps][0] > 0
     assert "standard" in config.sequences                  # the card sequences as shipped
 
+
+
+def test_the_simulated_net_terms_invoice_has_the_shape_the_stripe_sync_gives_one():
+    """What the account's sync serves for a net-terms invoice is what `dunctl.stripe.convert` makes of Stripe's own
+    (fixtures3.json's invoice, sent with terms: `collection_method: send_invoice`, `days_until_due: 30`)."""
+    import json
+
+    from dunctl.stripe.convert import invoice_from
+
+    fixtures = Path(__file__).resolve().parent / "fakestripe_fixtures.json"
+    stripe_invoice = json.loads(fixtures.read_text())["resources"]["invoice"]
+    account = SimulatedAccount([], seed=1, start=DEFAULT_START, net_terms=build_net_terms_book(100, 1))
+    ours = next(iter(account.sync(None, DEFAULT_START))).invoices[0]
+    created = int(ours.created.timestamp())
+    theirs = invoice_from({**stripe_invoice, "id": ours.id, "customer": ours.customer_id, "status": "open",
+                           "collection_method": "send_invoice", "days_until_due": 30, "created": created,
+                           "due_date": created + 30 * 86400, "amount_due": ours.amount_due, "amount_paid": 0,
+                           "amount_remaining": ours.amount_due, "attempt_count": 0, "attempted": False,
+                           "hosted_invoice_url": ours.hosted_invoice_url, "invoice_pdf": ours.invoice_pdf,
+                           "currency": ours.currency, "default_payment_method": None})
+    for name in ("collection_method", "due_date", "status", "amount_remaining", "attempt_count", "payment_method_id",
+                 "first_failed_at", "decline", "hosted_invoice_url", "invoice_pdf"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert not ours.has_failed and not theirs.has_failed
