@@ -14,16 +14,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from dunctl.cli.arms import render_arms
-from dunctl.cli.common import (
-    JsonOption,
-    NowOption,
-    err,
-    handles_errors,
-    ledger_now,
-    load,
-    open_ledger,
-    out,
-)
+from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
 from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
