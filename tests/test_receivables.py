@@ -119,7 +119,7 @@ def test_net_30_invoices_get_reminders_before_and_after_their_due_date(books, fa
                              "--json").stdout)
     assert [(e["date"], e["invoice_id"], e["kind"], e["amount"], e["collected_by"]) for e in journal["entries"]] == \
         [("2026-12-04", paid, "recovery", "2500.00", "customer"),
-         ("2026-12-09", partial, "partial_payment", "500.00", "customer")]   # seen by the tick of Dec 9
+         ("2026-12-06", partial, "partial_payment", "500.00", "customer")]   # paid Dec 6, seen by the tick of Dec 9
     report = json.loads(cli(books.config, "report", "--json", "--now", (T0 + 40 * DAY).isoformat()).stdout)
     [usd] = report["headline"]["currencies"]
     assert journal["totals_minor"]["usd"]["recovery"] == usd["amount_recovered"] == 250000

@@ -1,6 +1,7 @@
-"""`report --since/--until` counts promises kept and broken, and cases a person closed as collected, settled or
-written off, in the period they ended (through the real CLI against the fake Stripe): November's report holds
-November's, December's December's, and a promise still open at the end of November shows as open in November."""
+"""What `report` and the month-end journal put in a period, through the real CLI against the fake Stripe: promises
+kept and broken, and cases a person closed as collected, settled or written off, count in the period they ended
+(a promise still open at the end of November shows as open in November); a partial payment is booked on the day
+Stripe recorded it, not the day a late tick saw it."""
 
 from __future__ import annotations
 
@@ -45,3 +46,23 @@ def test_promises_and_closed_cases_are_counted_in_the_period_they_ended(books, f
     assert counted("2026-12-01", "2027-01-01") == ({"broken": 1}, [("settled", 1, 30000, 20000)])
     assert counted("2026-11-01", "2027-01-01") == ({"kept": 1, "broken": 1},
                                                    [("collected", 1, 40000, 0), ("settled", 1, 30000, 20000)])
+
+
+def test_a_partial_payment_is_booked_on_the_day_stripe_recorded_it_even_when_the_tick_runs_a_day_late(books,
+                                                                                                     fake_stripe):
+    invoice = books.issue("acme", 100000, due=T0 + 7 * DAY)
+    books.tick(T0 + HOUR)                                                # Nov 2: the case opens
+    fake_stripe.pay_part(invoice, 40000, at=T0 + 28 * DAY + 8 * HOUR)    # Nov 30, 22:00 UTC
+    books.tick(T0 + 29 * DAY + HOUR)                                     # cron was down: Dec 1, 15:00
+    fake_stripe.customer_pays(invoice, at=T0 + 30 * DAY, out_of_band=True)
+    books.tick(T0 + 30 * DAY + HOUR)
+
+    def booked(since: str, until: str) -> list[tuple]:
+        journal = cli(books.config, "report", "--journal", "--since", since, "--until", until, "--json")
+        assert journal.exit_code == 0, journal.output
+        return [(e["date"], e["invoice_id"], e["kind"], e["amount_minor"]) for e in json.loads(journal.stdout)["entries"]]
+
+    assert booked("2026-11-01", "2026-12-01") == [("2026-11-30", invoice, "partial_payment", 40000)]
+    assert booked("2026-12-01", "2027-01-01") == [("2026-12-02", invoice, "recovery", 60000)]
+    seen = [e["at"] for e in books.show(invoice)["timeline"] if e["kind"] == "partial"]
+    assert seen == ["2026-12-01T15:00:00Z"]                              # the case's timeline: when dunctl saw it

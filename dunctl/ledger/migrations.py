@@ -696,6 +696,13 @@ def m112_recv2_case_outcome(db: Database) -> None:
     db.execute("ALTER TABLE cases ADD COLUMN settled_amount INTEGER")
 
 
+@migrations()
+def m113_recvfix_payment_time(db: Database) -> None:
+    """`invoices.amount_paid_at`: when Stripe recorded the latest rise of the invoice's amount paid (the event's
+    `created`), so the month-end journal dates a partial payment by Stripe's clock, not by the tick that saw it."""
+    db.execute("ALTER TABLE invoices ADD COLUMN amount_paid_at TEXT")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""

@@ -17,11 +17,13 @@ SEND_INVOICE = "send_invoice"
 
 
 def store_terms(conn: sqlite3.Connection, invoice: Invoice) -> None:
-    """Keep the invoice's due date and PDF link (only invoices that have one: card invoices stay as they were)."""
+    """Keep the invoice's due date, PDF link and when Stripe recorded its latest payment (only invoices that have a
+    due date or a PDF: card invoices stay as they were)."""
     if invoice.due_date is None and invoice.invoice_pdf is None:
         return
-    conn.execute("UPDATE invoices SET due_date = ?, invoice_pdf = coalesce(?, invoice_pdf) WHERE id = ?",
-                 [iso(invoice.due_date), invoice.invoice_pdf, invoice.id])
+    conn.execute("""UPDATE invoices SET due_date = ?, invoice_pdf = coalesce(?, invoice_pdf),
+                    amount_paid_at = coalesce(max(?, coalesce(amount_paid_at, '')), amount_paid_at) WHERE id = ?""",
+                 [iso(invoice.due_date), invoice.invoice_pdf, iso(invoice.amount_paid_at), invoice.id])
 
 
 def mark_coming_due(conn: sqlite3.Connection, before: datetime) -> int:
@@ -171,7 +173,8 @@ def journal_cases(conn: sqlite3.Connection, since: str, until: str) -> list[dict
               OR (c.state = 'written_off' AND c.closed_at >= ? AND c.closed_at < ?)
               OR (c.state = 'closed' AND c.closed_as IS NOT NULL AND c.closed_at >= ? AND c.closed_at < ?)
               OR EXISTS (SELECT 1 FROM timeline t WHERE t.case_id = c.id AND t.kind = 'partial'
-                         AND t.at >= ? AND t.at < ?)
+                         AND coalesce(json_extract(t.data, '$.paid_at'), t.at) >= ?
+                         AND coalesce(json_extract(t.data, '$.paid_at'), t.at) < ?)
            ORDER BY c.id""", [since, until] * 4))
 
 

@@ -204,6 +204,8 @@ class StripeSync:
                 self._collect(found.batch, self._client.fetch("invoice", invoice_id), None, **times)
             else:
                 self._admit(found.batch, adjusted_snapshot(found, invoice_id, snapshot), None, **times)
+        for invoice in found.batch.invoices:
+            invoice.amount_paid_at = from_unix(found.paid_rose.get(invoice.id))
         return found.batch
 
     def _collect_failed(self, batch: SyncBatch, snapshot: dict, failure: dict) -> None:
