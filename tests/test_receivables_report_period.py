@@ -66,3 +66,15 @@ def test_a_partial_payment_is_booked_on_the_day_stripe_recorded_it_even_when_the
     assert booked("2026-12-01", "2027-01-01") == [("2026-12-02", invoice, "recovery", 60000)]
     seen = [e["at"] for e in books.show(invoice)["timeline"] if e["kind"] == "partial"]
     assert seen == ["2026-12-01T15:00:00Z"]                              # the case's timeline: when dunctl saw it
+
+
+def test_a_partial_payment_read_by_a_backfill_is_still_booked_on_the_day_stripe_recorded_it(books, fake_stripe):
+    """Cron down for more than the 30 days Stripe keeps events: the sync reads the invoice from a listing, with no
+    event to date the payment; the invoice's paid payments do."""
+    invoice = books.issue("acme", 100000, due=T0 + 7 * DAY)
+    books.tick(T0 + HOUR)                                                # Nov 2: the case opens
+    fake_stripe.pay_part(invoice, 40000, at=T0 + 28 * DAY + 8 * HOUR)    # Nov 30, 22:00 UTC
+    books.tick(T0 + 40 * DAY + HOUR)                                     # Dec 12: the next tick, a backfill
+    journal = cli(books.config, "report", "--journal", "--since", "2026-11-01", "--until", "2026-12-01", "--json")
+    assert [(e["date"], e["kind"], e["amount_minor"]) for e in json.loads(journal.stdout)["entries"]] == \
+        [("2026-11-30", "partial_payment", 40000)]
