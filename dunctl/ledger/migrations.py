@@ -699,7 +699,8 @@ def m112_recv2_case_outcome(db: Database) -> None:
 @migrations()
 def m113_recvfix_payment_time(db: Database) -> None:
     """`invoices.amount_paid_at`: when Stripe recorded the latest rise of the invoice's amount paid (the event's
-    `created`), so the month-end journal dates a partial payment by Stripe's clock, not by the tick that saw it."""
+    `created`, or its latest paid invoice payment's `paid_at`), so the month-end journal dates a partial payment by
+    Stripe's clock, not by the tick that saw it."""
     db.execute("ALTER TABLE invoices ADD COLUMN amount_paid_at TEXT")
 
 

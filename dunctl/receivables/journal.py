@@ -46,7 +46,7 @@ def _entry(case: dict, at: str, amount: int, kind: str, by: str) -> Entry:
 
 def _partials(notes: list[dict], case: dict) -> list[tuple[str, int]]:
     """(when, amount) of each part paid: the rise of the invoice's amount paid since the line before, dated when
-    Stripe recorded the payment (else, for a ledger synced from a listing, when dunctl saw it)."""
+    Stripe recorded the payment (else, for a ledger synced before dunctl kept that time, when dunctl saw it)."""
     paid, found = case["amount_paid_at_open"], []
     for note in notes:
         data = json.loads(note["data"] or "{}")
