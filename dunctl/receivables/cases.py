@@ -69,8 +69,7 @@ def follow_net_terms(case: CaseRecord, invoice: InvoiceRecord, now: datetime) ->
                                                    f"{_day(due)}: the remaining steps count from the new date")]
     if invoice.status == "open" and invoice.amount_remaining < case.amount_remaining:
         # when Stripe recorded the latest payment: the journal's date for a part paid (a tick a day late must not
-        # move a payment of November 30 into December); absent only for a credit note, or a ledger synced before
-        # dunctl kept it
+        # move a payment of November 30 into December); the journal reads it only when the amount paid rose
         changes.append(Note(case.id, now, "partial", reduced_text(case, invoice),
                             {"amount_paid": invoice.amount_paid, "amount_due": invoice.amount_due,
                              "amount_remaining": invoice.amount_remaining,
