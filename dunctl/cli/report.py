@@ -13,16 +13,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from dunctl.cli.common import (
-    JsonOption,
-    NowOption,
-    err,
-    handles_errors,
-    ledger_now,
-    load,
-    open_ledger,
-    out,
-)
+from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
 from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
