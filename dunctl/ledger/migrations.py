@@ -699,7 +699,7 @@ def m113_recvfix_payment_time(db: Database) -> None:
     """`invoices.amount_paid_at`: when Stripe recorded the latest rise of the invoice's amount paid (the event's
     `created`, or its latest paid invoice payment's `paid_at`), so the month-end journal dates a partial payment by
     Stripe's clock, not by the tick that saw it."""
-    db.execute("ALTER TABLE invoices ADD COLUMN amount_paid_at TEXT")
+    _add_columns(db, "invoices", "amount_paid_at TEXT")
 
 
 def _check_schema_names() -> None:
