@@ -5,7 +5,6 @@ a disputed invoice (dunctl/receivables/holds.py); `dunctl case export`: its coll
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,17 +27,19 @@ def register(app: typer.Typer, changed) -> None:
     @app.command("export")
     @handles_errors
     def export(invoice: Annotated[str, typer.Argument(help="The Stripe invoice id (in_...).")],
-               directory: Annotated[str, typer.Option("--dir", "-d", help="Where to write the packet.")] = ".",
+               directory: Annotated[str | None, typer.Option(
+                   "--to", "--dir", "-d", help="Where to write the packet; default: collections.dir of dunctl.yaml "
+                   "(with the packets of the hand-offs), else the current directory.", show_default=False)] = None,
                now: NowOption = None, as_json: JsonOption = False) -> None:
         """Write the case's collections packet: INVOICE.json and INVOICE.html, its whole story.
 
-        For example: dunctl case export in_1Abc --dir packets/
+        For example: dunctl case export in_1Abc --to packets/
         """
         from dunctl.receivables.packet import export as write   # lazy: see dunctl/lazy.py
 
         config = load()
         with open_ledger(config, must_exist=True) as ledger:
-            paths = write(ledger, config, invoice, Path(directory), now_from(now))
+            paths = write(ledger, config, invoice, directory, now_from(now))
         if as_json:
             print_json({"invoice": invoice, "written": [str(p) for p in paths]})
         else:

@@ -101,7 +101,8 @@ def report(
                               active_subscriptions=active_subscriptions, active_customers=active_customers)
         # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
         result.predunning = predunning_section(ledger, period.since, period.until)
-        result.receivables = receivables_section(ledger, ledger_now(ledger, now))   # aging and DSO, as of now
+        # aging and DSO as of now; promises, disputes and cases closed by a person in the period
+        result.receivables = receivables_section(ledger, ledger_now(ledger, now), period.since, period.until)
         write(result, fmt, output)
 
 

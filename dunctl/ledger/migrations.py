@@ -695,6 +695,14 @@ def m112_recv2_case_outcome(db: Database) -> None:
     _add_columns(db, "cases", "closed_as TEXT", "settled_amount INTEGER")
 
 
+@migrations()
+def m113_recvfix_payment_time(db: Database) -> None:
+    """`invoices.amount_paid_at`: when Stripe recorded the latest rise of the invoice's amount paid (the event's
+    `created`, or its latest paid invoice payment's `paid_at`), so the month-end journal dates a partial payment by
+    Stripe's clock, not by the tick that saw it."""
+    _add_columns(db, "invoices", "amount_paid_at TEXT")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
