@@ -50,6 +50,7 @@ from dunctl.simulation.demo import (
     Outcome,
     RecordingChannels,
     _fast,
+    measure,
     stripe_retries,
     variant_config,
 )
@@ -64,6 +65,8 @@ from dunctl.backtest_model import (
     recovered_within,
     validate,
 )
+from dunctl.ledger.views.report import messages_delivered, retries_made
+from dunctl.simulation.net_terms_outcome import card_part, measure_net_terms
 from dunctl.stats import Comparison, compare, newcombe, wilson
 
 CHECK_DAYS = (7, 14, 30)
@@ -151,10 +154,6 @@ def replay(config: Config, history: list[HistoricalInvoice], ledger_path: Path, 
 
 def _observed(ledger: Ledger, config: Config, now: datetime, customers: int, since: datetime | None = None,
               until: datetime | None = None) -> Outcome:
-    from dunctl.ledger.views.report import messages_delivered, retries_made
-    from dunctl.simulation.demo import measure
-    from dunctl.simulation.net_terms_outcome import card_part, measure_net_terms
-
     # The same counting as every simulated run's (Driver.outcome): one engine, so the columns compare.
     with card_part(ledger) as cards:
         ours, stripes = retries_made(cards.conn)

@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dunctl.cli.common import JsonOption, err, handles_errors, out, print_json
+from dunctl.cli.net_terms import add_rows, demo_lines, print_receivables
 from dunctl.clock import iso
 from dunctl.money import format_amount
 from dunctl.simulation.anchors import ANCHOR_NOTE, ANCHORS
@@ -129,8 +130,6 @@ def render(result: DemoResult, seconds: float) -> None:
 
 def _net_terms(result: DemoResult) -> None:
     """The net-terms customers' invoices, then aging and DSO as `dunctl report` prints them."""
-    from dunctl.cli.net_terms import demo_lines, print_receivables
-
     if result.outcome.net_terms is not None:
         out.print()
         for line in demo_lines(result.outcome.net_terms, result.last_tick or result.end):
@@ -247,8 +246,6 @@ def outcome_table(outcomes: list[Outcome], title: str | None = None, net_terms: 
          else "no rate (no whole month, or the number of customers is unknown)" for o in outcomes])
     row("recovered by channel (last touch)", [_counts(o.recovered_by_channel) for o in outcomes])
     row("who collected (simulation only)", [_counts(o.collected_by) for o in outcomes])
-    from dunctl.cli.net_terms import add_rows
-
     if net_terms:
         add_rows(table, outcomes)
     return table

@@ -8,7 +8,10 @@ from datetime import datetime, timedelta
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from dunctl.cli.report import _rich
 from dunctl.money import format_amount
+from dunctl.receivables.report import tables
+from dunctl.report_render import Table
 from dunctl.simulation.net_terms_outcome import NetTermsOutcome
 from dunctl.stats import newcombe, wilson
 
@@ -92,10 +95,6 @@ def demo_lines(n: NetTermsOutcome, end: datetime) -> list[str]:
 def print_receivables(section, console: Console) -> None:
     """Aging and DSO (and promises, closures when there are any) as `dunctl report` prints them, at the
     console's width."""
-    from dunctl.cli.report import _rich
-    from dunctl.receivables.report import tables
-    from dunctl.report_render import Table
-
     for spec in tables(section):
         table = Table(*spec)
         if table.name == "aging":

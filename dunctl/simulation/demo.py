@@ -15,12 +15,18 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import yaml
+
 from dunctl.channels import Delivery
 from dunctl.clock import iso
 from dunctl.config import Config, load_config
 from dunctl.tick import ChannelSet, TickResult, run_tick
 from dunctl.errors import UsageError
+from dunctl.experiments import HOLDOUT
 from dunctl.ledger import Ledger
+from dunctl.ledger.views.report import messages_delivered, retries_made
+from dunctl.messages import Templates
+from dunctl.report import build_report, headline as report_headline
 from dunctl.scaffold import write_starter
 from dunctl.simulation.account import SimulatedAccount
 from dunctl.simulation.assumptions import (
@@ -29,7 +35,9 @@ from dunctl.simulation.assumptions import (
     preset_assumptions,
     preset_name,
 )
+from dunctl.receivables.aging import receivables_section
 from dunctl.simulation.net_terms import build_net_terms_book
+from dunctl.simulation.net_terms_outcome import card_part, measure_net_terms
 from dunctl.simulation.population import build_book
 from dunctl.simulation.results import CurrencyOutcome, DemoResult, Outcome, SimulationResult
 
@@ -109,7 +117,6 @@ class Driver:
         if first < start:
             first += self.tick_every
         total = int((end - first) / self.tick_every) + 1 if end >= first else 0
-        from dunctl.messages import Templates
 
         with Templates.held(self.config.templates_dir):
             self._ticks(first, total, progress)
@@ -165,10 +172,6 @@ class Driver:
     def outcome(self, name: str, customers: int, now: datetime, preset: str = DEFAULT_PRESET,
                 subscriptions: int | None = None) -> Outcome:
         """What the run achieved; `subscriptions` is the book's size when it is known (the synthetic book)."""
-        from dunctl.ledger.views.report import messages_delivered
-
-        from dunctl.simulation.net_terms_outcome import card_part, measure_net_terms
-
         stats = self.account.stats
         with card_part(self.ledger) as cards:
             # Deliveries, not steps: one grouped email covering three invoices is one message to the customer.
@@ -189,8 +192,6 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
             preset: str = DEFAULT_PRESET) -> Outcome:
     """A run's outcome. Every figure about cases comes from `dunctl report`'s code over the run's ledger; the
     rest is passed in. Involuntary churn needs `subscriptions` (the book's size); None leaves it unknown."""
-    from dunctl.report import build_report
-
     report = build_report(ledger, now, dimensions=["channel"], attribution_window=window)
     h = report.headline
     channels: dict[str, int] = {}
@@ -305,8 +306,6 @@ def prepare_demo(directory: Path, config_source: Path | None = None) -> Path:
 
 
 def _demo_config_from(source: Path, directory: Path) -> Path:
-    import yaml
-
     loaded = load_config(source)                      # a bad config stops here, before anything is written
     data = yaml.safe_load(source.read_text())
     data["ledger"] = {"path": "dunctl.db"}
@@ -355,11 +354,7 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = DEFAULT_DEMO_
                                         "subscriptions": subscriptions})
         example = _example_case(ledger)
         net_terms_example = _example_case(ledger, net_terms=True)
-        from dunctl.report import headline as report_headline
-
         headline = report_headline(ledger, driver.last_tick or end)
-        from dunctl.receivables.aging import receivables_section
-
         receivables = receivables_section(ledger, driver.last_tick or end)
     finally:
         ledger.close()
@@ -373,9 +368,6 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
     """(what dunning did, the holdout): each measured by the report's engine over a copy of the ledger that holds
     only its cases. Without holdout cases, (outcome, None). Figures only the whole run knows (invoices billed,
     who collected, the book's subscriptions) stay with the whole run: the parts leave them out."""
-    from dunctl.experiments import HOLDOUT
-    from dunctl.ledger.views.report import messages_delivered, retries_made
-
     if not ledger.cases.any_in_arm(HOLDOUT):
         return outcome, None
     window = config.file.dunning.attribution_window
@@ -440,8 +432,6 @@ def _overlay_sequences(source: Path, sequences: Path) -> None:
     """The directory's sequences over the starter's: a starter sequence stays only when the directory defines no
     sequence of its name, so a directory holding just `net-terms.yaml` compares net-terms cadences with the card
     sequences as shipped (a whole set replaces the whole set, as before)."""
-    import yaml
-
     def name(path: Path) -> str | None:
         try:
             data = yaml.safe_load(path.read_text())

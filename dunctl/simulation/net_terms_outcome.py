@@ -18,6 +18,7 @@ from statistics import mean, median
 from dunctl.clock import from_iso
 from dunctl.ledger import Ledger
 from dunctl.ledger.views import net_terms as q
+from dunctl.receivables.aging import receivables_section
 
 WATCH_DAYS = 14
 
@@ -55,8 +56,6 @@ def measure_net_terms(ledger: Ledger, now: datetime, collected_by: dict | None =
                       issued: tuple[datetime | None, datetime | None] = (None, None)) -> NetTermsOutcome | None:
     """The run's net-terms outcome as of `now` (its last tick), over the invoices `issued` in [since, until) (a
     backtest's period); None when there is none. DSO is the ledger's as a whole, as `report` gives it."""
-    from dunctl.receivables.aging import receivables_section
-
     since, until = issued
     rows = [r for r in q.invoices(ledger) if (since is None or from_iso(r["created_at"]) >= since)
             and (until is None or from_iso(r["created_at"]) < until)]
