@@ -79,7 +79,7 @@ def test_the_demo_prints_its_net_terms_invoices_aging_and_dso_in_80_columns(tmp_
                                       "--follow-up", "0", "--seed", "1"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "Net-terms invoices (net 30, sent to 1 business customer," in out
+    assert "Net-terms invoices (net 30, sent to 1 business customer): " in out
     assert "Aging: open amounts" in out and "current · " in out
     assert "DSO (days sales outstanding, countback)" in out
     assert all(len(line) <= 80 for line in out.splitlines() if not line.startswith("  /") and "dunctl" not in line)

@@ -75,8 +75,8 @@ def _versus(n: NetTermsOutcome | None, base: NetTermsOutcome, measure: str) -> s
 def demo_lines(n: NetTermsOutcome, end: datetime) -> list[str]:
     """The demo's paragraph on its net-terms customers."""
     cutoff = (end - timedelta(days=n.watch_days)).strftime("%Y-%m-%d")
-    head = (f"Net-terms invoices (net 30, sent to {n.customers} business customer{'s' if n.customers != 1 else ''}, "
-            f"reminded by the net-terms sequence): {n.invoices} issued")
+    head = (f"Net-terms invoices (net 30, sent to {n.customers} business customer{'s' if n.customers != 1 else ''}"
+            f"): {n.invoices} issued")
     if not n.watched:
         return [f"{head}; none due by {cutoff} ({n.watch_days} days before the end), so no rates yet; "
                 f"{n.reminders} reminders sent"]
