@@ -34,3 +34,51 @@ def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_pa
     finally:
         ledger.close()
 
+
+# -- compiled templates kept between processes (dunctl/messages/compiled.py) ---------------------------------------
+
+
+def starter_templates(directory):
+    from dunctl.scaffold import write_starter
+
+    write_starter(directory)
+    return directory / "templates"
+
+
+def render(directory) -> tuple[str, str]:
+    """One message from a fresh Templates (as a new process makes): its text, and the file its code names."""
+    from dunctl.messages.templates import Templates
+
+    templates = Templates(directory)
+    template = templates.env.get_template("payment-failed.subject.j2")
+    text = template.render(count=1, tone="standard", company="Acme", invoice={"number": "INV-1"}, amount="$1.00")
+    return text, template.root_render_func.__code__.co_filename
+
+
+def test_a_template_compiled_in_one_directory_is_not_compiled_again_for_the_same_source_in_another(
+        tmp_path, monkeypatch):
+    """A demo writes its templates into a new directory each run: the compiled code follows the source, not the
+    path, and names the file it now renders from (tracebacks and Jinja's error lines)."""
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = starter_templates(tmp_path / "a"), starter_templates(tmp_path / "b")
+    text, filename = render(first)
+    entries = sorted((tmp_path / "cache" / "templates").iterdir())
+    assert len(entries) == 1 and filename == str(first / "payment-failed.subject.j2")
+    again, filename = render(second)
+    assert again == text
+    assert sorted((tmp_path / "cache" / "templates").iterdir()) == entries      # found, not compiled and kept again
+    assert filename == str(second / "payment-failed.subject.j2")
+
+
+def test_an_edited_template_renders_its_new_text_and_an_unusable_cache_only_costs_the_compile(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "cache"))
+    templates = starter_templates(tmp_path / "a")
+    render(templates)
+    (templates / "payment-failed.subject.j2").write_text("Edited {{ invoice.number }}")
+    assert render(templates)[0] == "Edited INV-1"
+    assert len(list((tmp_path / "cache" / "templates").iterdir())) == 2
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", "off")
+    assert render(templates)[0] == "Edited INV-1"
+    (tmp_path / "file").write_text("")        # a cache "directory" that cannot be made: no cache, no error
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "file"))
+    assert render(templates)[0] == "Edited INV-1"

@@ -61,6 +61,8 @@ class Templates:
         # Jinja2 loads with the first template, not with the CLI: a tick with nothing to send never pays for it.
         from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
 
+        from dunctl.messages.compiled import template_cache
+
         self.directory = directory
         self._names = names   # the files, when known not to change under this object (for_dir)
         self._compiled: dict = {}   # file name -> Template, skipping Jinja's locked cache lookup on each render
@@ -72,6 +74,7 @@ class Templates:
             lstrip_blocks=True,
             keep_trailing_newline=True,
             auto_reload=names is None,
+            bytecode_cache=template_cache(),   # compiled once per source, not once per process
         )
         self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
 
