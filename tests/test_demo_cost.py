@@ -35,6 +35,33 @@ def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_pa
         ledger.close()
 
 
+
+def test_an_idle_tick_writes_only_its_own_record(tmp_path):
+    """A demo's hour with nothing to do: no write transaction (orphaned claims looked for by one read each, the
+    account's mode written only when it changes); what it writes is its own record, and the one statement that
+    makes net-terms invoices coming due pending (it matches none here)."""
+    from dunctl.simulation.account import SimulatedAccount
+    from dunctl.simulation.demo import DemoChannels, prepare_demo
+    from dunctl.simulation.population import build_book
+
+    config = load_config(prepare_demo(tmp_path / "demo"))
+    ledger = Ledger.open(config.ledger_path)
+    account = SimulatedAccount(build_book(2, 1), seed=1, start=T0)
+    try:
+        for hours in (1, 2):           # the first tick syncs the book; the second finds nothing new
+            run_tick(ledger, config, account, DemoChannels(config, {}), T0 + timedelta(hours=hours), mode="live")
+        statements: list[str] = []
+        ledger.conn.set_trace_callback(statements.append)
+        result = run_tick(ledger, config, account, DemoChannels(config, {}), T0 + timedelta(hours=3), mode="live")
+        ledger.conn.set_trace_callback(None)
+        assert not result.did_something
+        writes = [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE", "DELETE")]
+        assert [w.split("(")[0].split(" SET")[0] for w in writes] == ["INSERT INTO ticks", "UPDATE invoices",
+                                                                    "UPDATE ticks"], writes
+    finally:
+        ledger.close()
+
+
 # -- compiled templates kept between processes (dunctl/messages/compiled.py) ---------------------------------------
 
 

@@ -69,7 +69,8 @@ def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False
             progress(result)
         if stop():
             break
-    ledger.set_state("account_mode", gateway.mode)
+    if ledger.get_state("account_mode") != gateway.mode:    # a read, not a write on every tick
+        ledger.set_state("account_mode", gateway.mode)
     return result
 
 
@@ -380,8 +381,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
                           interrupted=interrupted or (lambda: False), prepare_case=prepare_case)
         result = TickResult(now=now, mode=mode)
         try:
-            with ledger.transaction():   # claims a tick that died left behind (dunctl/ledger/journal.py)
-                ledger.journal(ACTIONS_JOURNAL).settle_orphans(now)
+            ledger.journal(ACTIONS_JOURNAL).settle(now)   # claims a tick that died left behind
             _on_mode_change(ctx)
             _tick(ctx, result, gateway, sync, progress, accept_stale, wall=wall)
         finally:
