@@ -25,19 +25,19 @@ def register(app: typer.Typer, changed) -> None:
     @app.command("export")
     @handles_errors
     def export(invoice: Annotated[str, typer.Argument(help="The Stripe invoice id (in_...).")],
-               directory: Annotated[str, typer.Option("--dir", "-d", help="Where to write the packet.")] = ".",
+               directory: Annotated[str | None, typer.Option(
+                   "--to", "--dir", "-d", help="Where to write the packet; default: collections.dir of dunctl.yaml "
+                   "(with the packets of the hand-offs), else the current directory.", show_default=False)] = None,
                now: NowOption = None, as_json: JsonOption = False) -> None:
         """Write the case's collections packet: INVOICE.json and INVOICE.html, its whole story.
 
-        For example: dunctl case export in_1Abc --dir packets/
+        For example: dunctl case export in_1Abc --to packets/
         """
-        from pathlib import Path
-
         from dunctl.receivables.packet import export as write
 
         config = load()
         with open_ledger(config, must_exist=True) as ledger:
-            paths = write(ledger, config, invoice, Path(directory), now_from(now))
+            paths = write(ledger, config, invoice, directory, now_from(now))
         if as_json:
             print_json({"invoice": invoice, "written": [str(p) for p in paths]})
         else:

@@ -13,16 +13,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from dunctl.cli.common import (
-    JsonOption,
-    NowOption,
-    err,
-    handles_errors,
-    ledger_now,
-    load,
-    open_ledger,
-    out,
-)
+from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
 from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
@@ -111,7 +102,8 @@ def report(
                               active_subscriptions=active_subscriptions, active_customers=active_customers)
         # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
         result.predunning = predunning_section(ledger, period.since, period.until)
-        result.receivables = receivables_section(ledger, ledger_now(ledger, now))   # aging and DSO, as of now
+        # aging and DSO as of now; promises, disputes and cases closed by a person in the period
+        result.receivables = receivables_section(ledger, ledger_now(ledger, now), period.since, period.until)
         write(result, fmt, output)
 
 

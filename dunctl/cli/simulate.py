@@ -8,16 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from dunctl.cli.common import (
-    JsonOption,
-    NowOption,
-    err,
-    handles_errors,
-    ledger_now,
-    load,
-    out,
-    print_json,
-)
+from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, out, print_json
 from dunctl.cli.demo import PresetOption, outcome_table, preset_text
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError

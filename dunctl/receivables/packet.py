@@ -108,9 +108,21 @@ def write(p: dict, directory: Path) -> list[Path]:
     return written
 
 
-def export(ledger: Ledger, config: Config, invoice_id: str, directory: Path, now: datetime) -> list[Path]:
-    paths = write(packet(ledger, config, invoice_id), directory)
+def export_directory(config: Config, given: str | None) -> Path:
+    """Where `case export` writes: the directory given; else `collections.dir`, where the hand-offs' packets are
+    (an AR lead finds every packet in one place); else, with the packets sent only to a webhook, the current
+    directory."""
+    if given is not None:
+        return Path(given)
+    if config.file.collections.dir is not None:
+        return (config.base_dir / config.file.collections.dir).resolve()
+    return Path.cwd()
+
+
+def export(ledger: Ledger, config: Config, invoice_id: str, directory: str | None, now: datetime) -> list[Path]:
+    target = export_directory(config, directory)
+    paths = write(packet(ledger, config, invoice_id), target)
     case = ledger.cases.for_invoice(invoice_id)
     with ledger.transaction():
-        ledger.cases.add_timeline(case["id"], now, "exported", f"collections packet written to {directory}")
+        ledger.cases.add_timeline(case["id"], now, "exported", f"collections packet written to {target}")
     return paths
