@@ -67,7 +67,7 @@ def dunning_off(customer: dict | None) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _metadata(text: str) -> dict:
     """Stored metadata, parsed once per distinct text: planning a subscription read its customer's three times
-    (a sixth of planning's CPU in the demo). Shared: read it, never change it."""
+    (a tenth of planning's CPU in the demo). Shared: read it, never change it."""
     return json.loads(text)
 
 
