@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import json
+import secrets
+import sqlite3
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from dunctl.ledger.file import SCHEMA
 
 migrations = Migrations("dunctl")
 
@@ -423,8 +429,6 @@ def _touch_triggers(on: str, r: str) -> str:
 
 def _run(conn, script: str) -> None:
     """Run a script statement by statement inside the caller's transaction (executescript would commit it)."""
-    import sqlite3
-
     statement = ""
     for part in script.split(";"):
         statement += part + ";"
@@ -605,9 +609,6 @@ def m105_i20_adopt_ledger_id(db: Database) -> None:
     """A random id for this ledger, made once (at creation, or on upgrade): dunctl writes it on the Stripe invoices
     it works, so another ledger (or an older copy of this one) can tell what was already sent (dunctl/adoption.py).
     A backup restored later keeps its id; a new ledger gets a new one."""
-    import json
-    import secrets
-
     db.execute("INSERT OR IGNORE INTO sync_state(name, value) VALUES ('ledger_id', ?)",
                [json.dumps(f"ldg_{secrets.token_hex(8)}")])
 
@@ -705,8 +706,6 @@ def m113_recvfix_payment_time(db: Database) -> None:
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
-    from dunctl.ledger.file import SCHEMA
-
     registered = tuple(m.name for m in migrations._migrations)
     if registered != SCHEMA:
         raise RuntimeError(f"dunctl.ledger.SCHEMA {SCHEMA} differs from the registered migrations {registered}")

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from types import CodeType
 
+import jinja2
 from jinja2.bccache import Bucket, BytecodeCache
 
 OFF = "off"
@@ -96,8 +97,6 @@ class TemplateCache(BytecodeCache):
 def _compiler(environment, name: str) -> str:
     """What besides the source shapes a template's code: versions, syntax options, the environment's class and
     whether the template autoescapes."""
-    import jinja2
-
     autoescape = environment.autoescape(name) if callable(environment.autoescape) else environment.autoescape
     cls = type(environment)
     options = [repr(getattr(environment, option, None)) for option in _SYNTAX]

@@ -10,8 +10,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
 from dunctl.errors import ConfigProblem
 from dunctl.locales import candidates, language, normalise
+from dunctl.messages.compiled import template_cache
 from dunctl.messages.context import MessageContext
 from dunctl.messages.sms import sample_link, sms_size, strict_sms
 from dunctl.money import format_amount
@@ -58,11 +62,6 @@ class Templates:
         return cls(directory, names=frozenset(name for name, _, _ in listing))
 
     def __init__(self, directory: Path, names: frozenset[str] | None = None):
-        # Jinja2 loads with the first template, not with the CLI: a tick with nothing to send never pays for it.
-        from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
-
-        from dunctl.messages.compiled import template_cache
-
         self.directory = directory
         self._names = names   # the files, when known not to change under this object (for_dir)
         self._compiled: dict = {}   # file name -> Template, skipping Jinja's locked cache lookup on each render
@@ -167,8 +166,6 @@ class Templates:
         return problems
 
     def _check_one(self, name, part, suffix, context, file) -> ConfigProblem | None:
-        from jinja2 import TemplateError
-
         what = f"a {context['failure']['type']} case" + (f" ({context['sample']})" if context.get("sample") else "")
         try:
             if part != "sms":
@@ -196,8 +193,6 @@ class Templates:
 
 @functools.cache
 def _environment_class():
-    from jinja2.sandbox import SandboxedEnvironment
-
     class Environment(SandboxedEnvironment):
         def make_globals(self, d):
             # A plain dict where Jinja makes a ChainMap over the environment's globals: every render copies a

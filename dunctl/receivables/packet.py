@@ -12,9 +12,11 @@ from pathlib import Path
 from dunctl.cases import show
 from dunctl.clock import from_iso
 from dunctl.config import Config
+from dunctl.errors import DunctlError
 from dunctl.ledger import Ledger
 from dunctl.ledger import receivables as store
 from dunctl.money import format_amount
+from dunctl.preview import render_preview
 from dunctl.receivables.page import STYLE
 
 MESSAGES = ("email", "sms")
@@ -23,9 +25,6 @@ SCHEMA = "dunctl.collections-packet/1"
 
 def _message(config: Config, ledger: Ledger, invoice_id: str, action: dict, templates: dict) -> dict:
     """A message sent, with its text as its template renders for this case at the time it went out."""
-    from dunctl.errors import DunctlError
-    from dunctl.preview import render_preview
-
     entry = {"step": action["step_id"], "channel": action["channel"] or action["action"],
              "sent_at": action["finished_at"], "to": action["recipient"], "detail": action["detail"]}
     template = templates.get(action["step_id"])

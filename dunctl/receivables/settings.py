@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from dunctl.errors import ConfigProblem
 from dunctl.offsets import parse_duration
 
 
@@ -38,8 +39,6 @@ class CollectionsConfig(BaseModel):
 def handoff_problems(config, lines: dict) -> list:
     """A `hand_off` step with nowhere to send the packet (neither `collections.dir` nor `collections.webhook`):
     refused when the config loads, naming the step, rather than a packet lost at 45 days past due."""
-    from dunctl.errors import ConfigProblem
-
     settings = config.file.collections
     if settings.dir is not None or settings.webhook is not None:
         return []

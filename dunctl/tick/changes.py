@@ -13,6 +13,7 @@ from dunctl.config import Sequence, sequence_definition, sequence_hash
 from dunctl.failures import described_code
 from dunctl.ledger import Ledger
 from dunctl.ledger.records import InvoiceRecord
+from dunctl.model import SyncBatch
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,6 @@ def _attempted(ledger: Ledger, c: Attempted, now: datetime, applied: Applied) ->
 
 
 def _store(ledger: Ledger, c: StoreInvoice, now: datetime, applied: Applied) -> None:
-    from dunctl.model import SyncBatch
-
     ledger.sync.apply_batch(SyncBatch(invoices=[c.invoice]), now)
     if not c.reconcile:
         ledger.sync.clear_pending(c.invoice.id)
