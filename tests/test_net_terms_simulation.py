@@ -76,7 +76,7 @@ def ledger_cases(config) -> list[dict]:
 
 def test_the_demo_prints_its_net_terms_invoices_aging_and_dso_in_80_columns(tmp_path):
     # COLUMNS as every CLI test has it: the output console is made once per process, at the first one's width
-    result = CliRunner().invoke(app, ["demo", str(tmp_path / "demo"), "--customers", "50", "--days", "5",
+    result = CliRunner().invoke(app, ["demo", str(tmp_path / "demo"), "--customers", "100", "--days", "5",
                                       "--follow-up", "0", "--seed", "1"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     out = result.output

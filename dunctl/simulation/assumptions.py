@@ -204,11 +204,11 @@ class Assumptions:
     # Added to the book, never drawn from it: the card customers (and their luck) are the same with or without
     # them. Neither the guide nor the anchors cover invoices with terms; the published figures are surveys of all
     # B2B trade credit (Atradius) and of small businesses' invoices (Xero), so bands, not points.
-    net_terms_share: float = _p(0.015, ESTIMATE,
+    net_terms_share: float = _p(0.01, ESTIMATE,
                                 "net-30 business customers added to the book, as a share of its size (billed by "
                                 "invoice with `collection_method: send_invoice`, paying by transfer or on the "
                                 "invoice page); no published figure for SaaS books billed through Stripe; kept "
-                                "small so the demo stays cheap (8 of 500): `simulate --customers` for more")
+                                "small so the demo stays cheap (5 of 500): `simulate --customers` for more")
     net_terms_currency_mix: dict = _p({"usd": 0.8, "gbp": 0.2}, ESTIMATE,
                                       "currency of the net-terms customers: a US or UK seller's invoiced business "
                                       "customers, in English (each language's reminders are templates the demo "
