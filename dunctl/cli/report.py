@@ -15,7 +15,7 @@ from rich.text import Text
 
 from dunctl.cli.arms import render_arms
 from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
-from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
+from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, metric_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
 from dunctl.experiments import arm_report
@@ -184,11 +184,11 @@ def _rich(table: Table, width: int) -> tuple[RichTable, str]:
         columns = [columns[0]] + columns[2:]
         rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
     headers = [_short(column) for column in columns]
-    # A metric / value table (headline, pre-dunning) on a narrow terminal: the metric's name may end in an
-    # ellipsis, its value never.
-    label_floor = COMFORTABLE if len(headers) == 2 else None
+    if len(headers) == 2:     # a metric / value table (headline, pre-dunning): long values go on to a next line
+        rich = metric_table([(row[0], row[1]) for row in rows], width, (headers[0], headers[1]),
+                            title=table.title, title_justify="left", title_style="bold")
+        return rich, table.note or ""
     specs = [Column(header, priority=0 if i == 0 else _drop_priority(header),
-                    shrink_to=label_floor if i == 0 else None,
                     justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
     cells = [[Text(cell) for cell in row] for row in rows]
     fitted = fit(specs, cells, width)
