@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -176,7 +176,7 @@ def _drop_priority(header: str) -> int:
     return DROP_ORDER.get(header.rpartition(" (")[0] or header, 0)
 
 
-def _rich(table: Table, width: int) -> tuple[RichTable, str]:
+def _rich(table: Table, width: int) -> tuple[Group, str]:
     """One report table laid out for `width` columns: the currency folded into the first column, short
     headers, and on a narrow terminal the least important columns left out (never a value cut or wrapped)."""
     columns, rows = list(table.columns), [list(row) for row in table.rows]
@@ -185,9 +185,8 @@ def _rich(table: Table, width: int) -> tuple[RichTable, str]:
         rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
     headers = [_short(column) for column in columns]
     if len(headers) == 2:     # a metric / value table (headline, pre-dunning): long values go on to a next line
-        rich = metric_table([(row[0], row[1]) for row in rows], width, (headers[0], headers[1]),
-                            title=table.title, title_justify="left", title_style="bold")
-        return rich, table.note or ""
+        rich = metric_table([(row[0], row[1]) for row in rows], width, (headers[0], headers[1]))
+        return _titled(table.title, rich), table.note or ""
     specs = [Column(header, priority=0 if i == 0 else _drop_priority(header),
                     justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
     cells = [[Text(cell) for cell in row] for row in rows]
@@ -195,7 +194,13 @@ def _rich(table: Table, width: int) -> tuple[RichTable, str]:
     units = "Amounts in ccy: each row's currency, after the ·." if any(ROW_CURRENCY in c for c in table.columns) \
         else None
     note = " ".join(part for part in (table.note, units, dropped_note(fitted, "--format csv")) if part)
-    return fitted_table(specs, cells, fitted, title=table.title, title_justify="left", title_style="bold"), note
+    return _titled(table.title, fitted_table(specs, cells, fitted)), note
+
+
+def _titled(title: str, table: RichTable) -> Group:
+    """The table under its title, the title as wide as the terminal (Rich's own title wraps at the table's width:
+    a narrow table's long title broke over two lines)."""
+    return Group(Text(title, style="bold"), table)
 
 
 # The terminal shows the recovery curve at these days (and the last); md, html and json have every day.
