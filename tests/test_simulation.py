@@ -284,7 +284,8 @@ def test_grouping_sends_fewer_messages_per_recovered_invoice_at_no_loss_of_recov
     world = dataclasses.replace(assumptions.preset_assumptions("median"),
                                 several_subscriptions_share={"b2c": 0.6, "b2b": 0.6})
     result = run_simulation([tmp_path / "grouped" / "dunctl.yaml", tmp_path / "separate" / "dunctl.yaml"],
-                            tmp_path / "work", customers=200, days=20, follow_up_days=15, seed=7, assumptions=world)
+                            tmp_path / "work", customers=150, days=20, follow_up_days=15, seed=7, assumptions=world)
+    # (150 customers: 25 failures each, 5.7 messages per recovered invoice against 9.1; 120 gave only 16 failures)
     grouped, separate = result.outcomes
     assert grouped.failed_invoices == separate.failed_invoices > 20       # the same failures: the same book
     assert grouped.messages_per_recovered < 0.85 * separate.messages_per_recovered
