@@ -113,6 +113,13 @@ def _new_ledger(template: Path, path: Path) -> None:
                      [json.dumps(f"ldg_{secrets.token_hex(8)}")])
 
 
+def new_ledger(path: Path) -> Ledger:
+    """Ledger.open(path) for a file that does not exist yet: the new, empty ledger, copied from the one the process
+    made once (migrating a ledger from nothing costs ~0.06 s of CPU)."""
+    _new_ledger(_starter_template().ledger, path)
+    return Ledger.open(path)
+
+
 def init_ledger(config_path: Path) -> Path:
     """Create the config's ledger with its schema, as `dunctl init` does (tick and sync never create one)."""
     from dunctl.scaffold import create_ledger
