@@ -235,14 +235,13 @@ def test_demo_simulate_and_report_print_the_same_recovery_rates(tmp_path):
     assert f"({churned} of {months:,} customer-months" in _row(report.output, "Involuntary churn")
 
 
-def test_the_demo_says_which_preset_it_uses_and_the_median_recovers_less(tmp_path):
-    size = ["--customers", "200", "--days", "30", "--seed", "2", "--follow-up", "10"]
-    median = invoke("demo", str(tmp_path / "m"), *size)
-    top = invoke("demo", str(tmp_path / "t"), *size, "--preset", "top")
+def test_the_demo_says_which_preset_it_uses_and_the_median_recovers_less(default_demo, tmp_path):
+    median_dir, median = default_demo                   # the default preset is the median one
+    top = invoke("demo", str(tmp_path / "t"), "--customers", "200", "--preset", "top")   # the same book and seed
     assert "preset median: a median merchant's customers" in median.output
     assert "preset top: the guide's top-performer figures" in top.output
-    as_json = [json.loads(invoke("-c", str(tmp_path / d / "dunctl.yaml"), "report", "--json").stdout)
-               for d in ("m", "t")]
+    as_json = [json.loads(invoke("-c", str(d / "dunctl.yaml"), "report", "--json").stdout)
+               for d in (median_dir, tmp_path / "t")]
     assert as_json[0]["headline"]["recovered"] < as_json[1]["headline"]["recovered"]
     unknown = invoke("demo", str(tmp_path / "u"), "--preset", "best")
     assert unknown.exit_code == 2 and "unknown preset 'best'" in unknown.output
