@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from dunctl.clock import iso
 from dunctl.errors import UsageError
+from dunctl.failures import NET_TERMS
 from dunctl.ledger import Ledger
 from dunctl.ledger.views import report as q
 from dunctl.notices.report import PreDunning
@@ -87,6 +88,9 @@ class Headline:
     closed_by_person: int
     filter: dict
     planned: dict[str, int] = field(default_factory=dict)   # monitor mode: actions recorded `would`, by action
+    # Of failed_invoices, the net-terms invoices (timed from their due date; no payment failed): the headline's
+    # rates divide by both kinds, and its lines say so when there are any
+    net_terms_cases: int = 0
 
     def currency(self, code: str) -> CurrencyFigures | None:
         return next((c for c in self.currencies if c.currency == code), None)
@@ -205,7 +209,8 @@ def _headline(conn: sqlite3.Connection, period: Period, now: datetime, progress:
         days_to_recovery=_censored(_days_to_recovery(conn, period, progress, rollup), totals["open"]),
         churn=with_months(churn_over(conn, period, rollup, known), conn, period, now, customers),
         with_person=totals["with_person"], closed_by_person=totals["closed"],
-        filter=period.condition(), planned=q.planned_in_monitor_mode(conn))
+        filter=period.condition(), planned=q.planned_in_monitor_mode(conn),
+        net_terms_cases=q.cube_cases_of(conn, NET_TERMS))
 
 
 def _censored(days: DaysToRecovery, still_open: int) -> DaysToRecovery:

@@ -107,9 +107,16 @@ def headline_rows(h: Headline) -> list[list[str]]:
     """Metric / value lines of the headline, money per currency, for `status` and every human format. The first
     line is recovered of failed invoices: the anchors' definition (Recurly, Baremetrics, Churn Buster), the one a
     board deck can quote; recovered of ended cases sits under it, named as what it is."""
-    rows = [["Recovered of failed invoices", rate_of(h.recovered_of_failed, h.recovered, h.failed_invoices)],
+    if h.net_terms_cases:    # net-terms invoices never failed a payment: the denominator names both kinds
+        of_all = "Recovered of all cases"
+        card, net = h.failed_invoices - h.net_terms_cases, h.net_terms_cases
+        cases = ["Cases", f"{count(h.failed_invoices)} ({count(card)} failed payment{'s' * (card != 1)}, "
+                          f"{count(net)} net-terms invoice{'s' * (net != 1)})"]
+    else:
+        of_all, cases = "Recovered of failed invoices", ["Failed invoices", count(h.failed_invoices)]
+    rows = [[of_all, rate_of(h.recovered_of_failed, h.recovered, h.failed_invoices)],
             ["Recovered of ended cases", rate_of(h.recovered_of_ended, h.recovered, h.ended)],
-            ["Failed invoices", count(h.failed_invoices)],
+            cases,
             ["Open (incl. paused)", count(h.open)],
             ["Ended", count(h.ended)],
             ["Recovered", count(h.recovered)]]

@@ -151,6 +151,12 @@ def cube_totals(conn: sqlite3.Connection) -> dict:
     return _query(conn, f"SELECT {_MEASURES} FROM report_cube")[0]
 
 
+def cube_cases_of(conn: sqlite3.Connection, failure_type: str) -> int:
+    """How many of the cohort's cases are of `failure_type` (the cube must exist on `conn`)."""
+    return conn.execute("SELECT coalesce(sum(cases), 0) FROM report_cube WHERE failure_type = ?",
+                        [failure_type]).fetchone()[0]
+
+
 def cube_ended_by_state(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute(
         f"SELECT state, sum(cases) FROM report_cube WHERE {ENDED} GROUP BY state ORDER BY state").fetchall())
