@@ -266,6 +266,13 @@ class Ledger:
     def actions(self, case_id: int) -> list[dict]:
         return list(self.rows("SELECT * FROM actions WHERE case_id = ? ORDER BY id", [case_id]))
 
+    def sent_and_tried(self, case_id: int) -> list[dict]:
+        """A case's delivered emails and SMS and its retries that ran (action, step_id, finished_at), oldest
+        first: what a message says was sent and tried. Filtered in SQL: every column of every action, as
+        `actions` reads them, cost a message three times as much."""
+        return list(self.rows("SELECT action, step_id, finished_at FROM actions WHERE case_id = ? AND status = 'done' "
+                              "AND action IN ('email', 'sms', 'retry') ORDER BY id", [case_id]))
+
     def record_decision(self, case_id: int, kind: str, step_id: str, action: str, status: str, due_at: datetime,
                         now: datetime, key: str, detail: str, tick_id: int | None,
                         audience: str | None = None) -> bool:
