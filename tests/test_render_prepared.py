@@ -65,3 +65,13 @@ def test_a_gap_between_cjk_characters_closes_in_an_english_email_too(templates):
     _, text, html = templates.render_email("payment-failed", context)
     assert "山田商事" in html and "山田 商事" not in html
     assert "山田商事" in text and "山田 商事" not in text
+
+
+@pytest.mark.parametrize("name,context", EMAILS, ids=[name for name, _ in EMAILS])
+def test_the_layouts_words_are_read_once_not_for_every_email(templates, name, context):
+    # `words` (the labels and sign-offs per language, _words.html.j2) is a global built when the templates load
+    looked_up = calls_while(lambda: [templates.render_email(name, context) for _ in range(3)],
+                            lambda frame: frame.f_locals.get("name") if frame.f_code.co_name == "get_template"
+                            and "jinja2" in frame.f_code.co_filename else None)
+    assert "_words.html.j2" not in looked_up
+    assert "words" in templates.env.globals and "signoffs" in templates.env.globals["words"]

@@ -14,6 +14,7 @@ from dunctl.errors import ConfigProblem
 from dunctl.locales import candidates, language, normalise
 from dunctl.messages.context import MessageContext
 from dunctl.messages.sms import sample_link, sms_size, strict_sms
+from dunctl.messages.words import words_of
 from dunctl.money import format_amount
 
 EMAIL_PARTS = ("subject", "txt", "html")
@@ -121,6 +122,8 @@ class Templates:
         filename = _filename(name, kind, suffix)
         template = self._compiled.get(filename)
         if template is None:
+            if "words" not in self.env.globals:   # before any template loads: each keeps a copy of the globals
+                self.env.globals["words"] = words_of(self.env)
             template = self.env.get_template(filename)
             if self._names is not None:   # the files cannot change under this object: keep it (see for_dir)
                 self._compiled[filename] = template
