@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from dunctl.clock import from_iso, iso
 from dunctl.effect import Outcome, Prepared
 from dunctl.errors import DunctlError
+from dunctl.tick.effects import SYSTEM, CaseEffect, idempotency_key
 
 if TYPE_CHECKING:
     from dunctl.config import Sequence
@@ -144,8 +145,6 @@ def _message(effect: CaseEffect) -> bool:
 
 
 def _mark(bundle: CaseBundle, step_id: str, at: datetime) -> CaseEffect:
-    from dunctl.tick.effects import SYSTEM, CaseEffect
-
     return CaseEffect(bundle, SYSTEM, MARK + step_id, MARK_ACTION, at, channel="stripe", in_plan=False)
 
 
@@ -240,8 +239,6 @@ def _whose(last: LastMessage, own: str) -> str:
 
 def _take_over_case(ledger: Ledger, bundle: CaseBundle, sequence: Sequence, last: LastMessage, own: str) -> bool:
     """The steps up to the last message (by sequence order; by time for a step this sequence lacks) as done."""
-    from dunctl.tick.effects import idempotency_key
-
     case = bundle.case
     ids = [s.id for s in sequence.steps]
     upto = ids.index(last.step) if last.step in ids else None

@@ -46,6 +46,7 @@ from dunctl.simulation.demo import (
     Outcome,
     RecordingChannels,
     _fast,
+    measure,
     stripe_retries,
     variant_config,
 )
@@ -60,6 +61,7 @@ from dunctl.backtest_model import (
     recovered_within,
     validate,
 )
+from dunctl.ledger.views.report import messages_delivered, retries_made
 from dunctl.stats import Comparison, compare, newcombe, wilson
 
 CHECK_DAYS = (7, 14, 30)
@@ -140,9 +142,6 @@ def replay(config: Config, history: list[HistoricalInvoice], ledger_path: Path, 
 
 
 def _observed(ledger: Ledger, config: Config, now: datetime, customers: int) -> Outcome:
-    from dunctl.ledger.views.report import messages_delivered, retries_made
-    from dunctl.simulation.demo import measure
-
     # The same counting as every simulated run's (Driver.outcome): one engine, so the columns compare.
     ours, stripes = retries_made(ledger.conn)
     return measure("ledger (observed)", ledger, now, config.file.dunning.attribution_window, customers=customers,

@@ -15,6 +15,7 @@ from dunctl.money import decimals
 from dunctl.ledger import ENDED_STATES, Ledger
 from dunctl.ledger.views.status import (STATES, CaseFilter, attention_counts, case_count, case_page,
                                           revenue_at_risk, unknown_actions)
+from dunctl.tick.context import planner_settings
 
 
 @dataclass
@@ -176,8 +177,7 @@ def pause(ledger: Ledger, invoice_id: str, reason: str, now: datetime) -> dict:
 
 def resume(ledger: Ledger, config: Config, invoice_id: str, reason: str, now: datetime) -> dict:
     """Hand a paused case back to its sequence. Steps that fell due meanwhile follow the grace rule."""
-    from dunctl.tick.context import planner_settings
-    from dunctl.tick.schedule import schedule_case
+    from dunctl.tick.schedule import schedule_case   # lazy: see dunctl/lazy.py
 
     case = _case_in(ledger, invoice_id, "paused")
     with ledger.transaction():
@@ -192,8 +192,7 @@ def resolve(ledger: Ledger, config: Config, invoice_id: str, step_id: str, *, se
             now: datetime) -> dict:
     """A person settles an action whose outcome is unknown: it was sent (`--sent`), or it runs once more, under a
     new key, on the next tick (`--resend`). Who decided and why go on the timeline."""
-    from dunctl.tick.context import planner_settings
-    from dunctl.tick.schedule import schedule_case
+    from dunctl.tick.schedule import schedule_case   # lazy: see dunctl/lazy.py
 
     case = find_case(ledger, invoice_id)
     action = next((a for a in ledger.actions(case["id"]) if a["step_id"] == step_id and a["status"] == "unknown"),
@@ -235,8 +234,7 @@ def resolve_all(ledger: Ledger, config: Config, *, sent: bool, before: datetime,
     """The rare bulk case (a crash on an old dunctl, a mail server's log that settles a whole batch): every action
     with an unknown outcome claimed before `before` was sent, or runs once more. Each goes on its case's
     timeline as if resolved one by one; `before` keeps later unknowns (not yet checked) out."""
-    from dunctl.tick.context import planner_settings
-    from dunctl.tick.schedule import schedule_case
+    from dunctl.tick.schedule import schedule_case   # lazy: see dunctl/lazy.py
 
     done = Resolved()
     what = "it was sent" if sent else "run it once more"

@@ -23,7 +23,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from dunctl.errors import ConfigProblem
+from dunctl.clock import iso
+from dunctl.errors import ConfigProblem, UsageError
 from dunctl.strict import Strict as _Strict
 from dunctl.strict import format_path
 
@@ -309,8 +310,8 @@ NOTE = ("Differences are in recovered of failed: of every case of the arm (open 
 
 
 def _experiment_report(ledger, name: str, configured: Experiment | None, lo, hi) -> ExperimentReport:
-    from dunctl.ledger.views import experiments as q
-    from dunctl.sequential import METHOD, ArmSample, Design, compare_arms
+    from dunctl.ledger.views import experiments as q   # lazy: see dunctl/lazy.py
+    from dunctl.sequential import METHOD, ArmSample, Design, compare_arms   # lazy: see dunctl/lazy.py
 
     money = q.arm_currencies(ledger, name, lo, hi)
     seconds = q.arm_recovery_seconds(ledger, name, lo, hi)
@@ -341,9 +342,7 @@ def arm_report(ledger, config=None, experiment: str | None = None, since=None, u
     The control is the experiment's `control` (else its first arm) when `config` still has the experiment, else
     the arm named `control`, else the first arm in name order. The holdout is compared with the control too. A
     control with no case in the period refuses every comparison instead of leaving them out."""
-    from dunctl.clock import iso
-    from dunctl.errors import UsageError
-    from dunctl.ledger.views import experiments as q
+    from dunctl.ledger.views import experiments as q   # lazy: see dunctl/lazy.py
 
     lo, hi = iso(since), iso(until)
     recorded = q.experiments_in_ledger(ledger)

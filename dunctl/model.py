@@ -104,6 +104,10 @@ class Invoice:
     failed_at: datetime | None = None         # the latest failed attempt
     decline: Decline | None = None            # the latest failed attempt's codes
     paid_at: datetime | None = None
+    # When Stripe recorded the latest rise of amount_paid (the event's `created`; read from a listing, its paid
+    # invoice payments' `paid_at`): the date of a partial payment on a net-terms invoice, which the invoice itself
+    # does not carry (dunctl/receivables/journal.py)
+    amount_paid_at: datetime | None = None
     voided_at: datetime | None = None
     marked_uncollectible_at: datetime | None = None
     auto_advance: bool | None = None

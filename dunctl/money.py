@@ -76,7 +76,7 @@ def to_decimal(amount: int, currency: str) -> Decimal:
 def babel_locale(tag: str | None, default: str = "en") -> Locale:
     """A Babel locale for a Stripe/BCP 47 tag ('fr-CA', 'ja', 'pt_BR'), or the default when the tag is unknown.
     Looked up once per tag: every message asks again."""
-    from babel import Locale, UnknownLocaleError
+    from babel import Locale, UnknownLocaleError   # lazy: see dunctl/lazy.py
 
     for candidate in (tag, default, "en"):
         if not candidate:
@@ -108,8 +108,8 @@ def format_money(amount: int, currency: str, locale: str | Locale | None = "en")
 def _formatted(amount: int, currency: str, locale: str) -> str:
     # Babel's formatting is the slow part of a message (about 0.15 ms each); the same amounts recur across a
     # tick's messages (plan prices), so each (amount, currency, locale) is formatted once per process.
-    from babel import Locale
-    from babel.numbers import format_currency
+    from babel import Locale   # lazy: see dunctl/lazy.py
+    from babel.numbers import format_currency   # lazy: see dunctl/lazy.py
 
     return format_currency(to_decimal(amount, currency.lower()), currency, locale=Locale.parse(locale))
 
@@ -123,7 +123,7 @@ def format_day(moment: date | datetime, locale: str | Locale | None = "en", styl
 @functools.lru_cache(maxsize=4096)
 def _formatted_day(day: date, locale: str, style: str) -> str:
     # like amounts, the same few dates (due dates, failure days) recur across a tick's messages
-    from babel import Locale
-    from babel.dates import format_date
+    from babel import Locale   # lazy: see dunctl/lazy.py
+    from babel.dates import format_date   # lazy: see dunctl/lazy.py
 
     return format_date(day, style, locale=Locale.parse(locale))

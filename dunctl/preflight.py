@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import smtplib
+import socket
+import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
@@ -130,7 +133,7 @@ def _said(exc) -> str:
 def stripe_online(config, environ: Mapping[str, str]) -> list[Finding]:
     """Call Stripe with the configured key: does it work, which mode and account, and does it hold every
     permission the config needs. Only reads, and writes aimed at objects that do not exist."""
-    import stripe
+    import stripe   # lazy: see dunctl/lazy.py
 
     stripe_config = config.file.stripe
     key = (environ.get(stripe_config.api_key_env) or "").strip()
@@ -168,7 +171,7 @@ def stripe_online(config, environ: Mapping[str, str]) -> list[Finding]:
 
 def _probe(client, permission: tuple[str, str], whys: list[str]) -> Finding:
     """One permission, tried with a request that needs it and changes nothing (dunctl/stripe_permissions.py)."""
-    import stripe
+    import stripe   # lazy: see dunctl/lazy.py
 
     method, path, params = PROBES[permission]
     check, why = f"stripe: {label(permission)}", "; ".join(whys)
@@ -204,10 +207,6 @@ def _unreachable_finding(exc) -> Finding:
 
 def smtp_online(config, environ: Mapping[str, str]) -> list[Finding]:
     """Connect to the SMTP server, STARTTLS and log in as configured, then quit: nothing is sent."""
-    import smtplib
-    import socket
-    import ssl
-
     email = config.file.channels.email
     if email is None or email.transport != "smtp":
         return []

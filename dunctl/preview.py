@@ -12,10 +12,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from jinja2 import TemplateError
+
+from dunctl.channels import EmailMessage
+from dunctl.channels.email import build_message
 from dunctl.config import Config, Step, known_templates
 from dunctl.errors import ConfigError, ConfigProblem, UsageError
 from dunctl.failures import FAILURE_TYPES
-from dunctl.messages import Templates, build_context, sample_context
+from dunctl.ledger import Ledger
+from dunctl.ledger.receivables import statement_rows
+from dunctl.messages import CasePart, Templates, build_context, sample_context
+from dunctl.notices.context import sample_notice_contexts
 from dunctl.recipients import resolve_recipients
 
 
@@ -43,8 +50,6 @@ class Preview:
 @contextmanager
 def read_only_ledger(path: Path):
     """The ledger through a read-only connection: SQLite refuses any write, so a preview cannot change it."""
-    from dunctl.ledger import Ledger
-
     with Ledger.open_read_only(path) as ledger:
         yield ledger
 
@@ -73,8 +78,6 @@ def render_preview(config: Config, template: str, *, ledger=None, invoice_id: st
     recipients, language and SMS privacy), for the case of `invoice_id` or a sample case of `failure_type`; a
     notice template with a sample of its kind. A template that does not render is a ConfigError naming its file
     and line (as `check` reports it), never a traceback."""
-    from jinja2 import TemplateError
-
     templates = Templates(config.templates_dir)
     channel = "sms" if templates.exists(template, "sms") and not templates.exists(template, "txt") else "email"
     if not (templates.exists(template, "sms") or templates.exists(template, "subject")):
@@ -148,8 +151,6 @@ def _notice_preview(config: Config, templates: Templates, template: str, kind: s
                     now) -> Preview:
     """A notice template rendered against a sample of its kind (a notice is about a card or a subscription,
     never an invoice's case)."""
-    from dunctl.notices.context import sample_notice_contexts
-
     if invoice_id:
         raise UsageError(f"'{template}' is a {kind} notice template: notices are not about an invoice's case",
                          f"preview it with a sample: dunctl preview {template}")
@@ -164,9 +165,6 @@ def _notice_preview(config: Config, templates: Templates, template: str, kind: s
 def _case_context(config: Config, ledger, template: str, invoice_id: str, now: datetime):
     """The case's context as its message was (or will be) sent: with the other invoices of the same customer
     that went in one message with it (one message_ref), the oldest first, as the tick groups them."""
-    from dunctl.ledger.receivables import statement_rows
-    from dunctl.messages import CasePart
-
     case = ledger.cases.for_invoice(invoice_id)
     invoice = ledger.sync.invoice(invoice_id)
     if case is None or invoice is None:
@@ -214,9 +212,6 @@ def as_text(preview: Preview) -> str:
 
 def as_eml(preview: Preview, now: datetime) -> bytes:
     """The message as the email channel builds it (same headers and parts), ready for any mail client."""
-    from dunctl.channels import EmailMessage
-    from dunctl.channels.email import build_message
-
     if preview.channel != "email":
         raise UsageError(f"'{preview.template}' is an SMS template: use --format text")
     headers = {"X-Dunctl-Preview": preview.source}

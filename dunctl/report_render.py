@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dunctl.money import format_amount, to_major
+from dunctl.receivables.report import csv_rows as receivables_rows, tables as receivables_tables
 from dunctl.report import CASE_COLUMNS, Headline, Report
 
 DASH = "—"
@@ -215,7 +216,6 @@ def _tables(report: Report) -> list[Table]:
                             [list(row) for row in pre.rows()],
                             f"Period: {pre.period_text()} (by when the notice was sent, not the cohort). "
                             f"Renewals: {pre.comparison_note}."))
-    from dunctl.receivables.report import tables as receivables_tables
 
     return result + [Table(*table) for table in receivables_tables(report.receivables)]
 
@@ -293,7 +293,6 @@ def csv_rows(report: Report) -> Iterator[dict]:
     if report.predunning is not None:        # counts of notices, not of cases: no filter
         for name, value in report.predunning.metrics():
             yield {"dimension": "predunning", "key": name, "value": value}
-    from dunctl.receivables.report import csv_rows as receivables_rows
 
     yield from receivables_rows(report.receivables)
 
@@ -414,7 +413,7 @@ def html_context(report: Report) -> dict:
 
 
 def _environment():
-    from jinja2 import Environment, FileSystemLoader, select_autoescape   # only the html format needs it
+    from jinja2 import Environment, FileSystemLoader, select_autoescape   # lazy: see dunctl/lazy.py
 
     return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from dunctl.config import load_config
 from dunctl.errors import UsageError
+from dunctl.ledger import Ledger
 
 
 def shipped_dir() -> Path:
@@ -41,9 +43,6 @@ def write_starter(target: Path, *, email_transport: str = "file") -> list[Path]:
 def create_ledger(config_path: Path) -> Path:
     """Create the ledger the config at `config_path` names, with its schema, and return its path. Only `dunctl
     init` (and an explicit --new-ledger) creates a ledger; an existing one is opened and left as it is."""
-    from dunctl.config import load_config
-    from dunctl.ledger import Ledger
-
     path = load_config(config_path).ledger_path
     Ledger.open(path, create=True).close()
     return path

@@ -901,11 +901,23 @@ class FakeStripe:
         """The customer pays part of a net-terms invoice (a partial payment on the hosted page, or a payment
         recorded against it): it stays open for the rest (invoice.updated)."""
         with self.lock:
-            inv = self.invoice(invoice_id)
+            inv, t = self.invoice(invoice_id), self._at(at)
             previous = {"amount_paid": inv["amount_paid"], "amount_remaining": inv["amount_remaining"]}
             inv["amount_paid"] += amount
             inv["amount_remaining"] -= amount
-            self.emit("invoice.updated", inv, self._at(at), previous)
+            # as Stripe: each payment of the invoice is an invoice payment of its own, paid at its time
+            pi = template("payment_intent")
+            pi.update({"id": self._id("pi"), "amount": amount, "amount_received": amount, "currency": inv["currency"],
+                       "customer": inv["customer"], "created": t, "status": "succeeded", "last_payment_error": None,
+                       "latest_charge": None})
+            self._put("payment_intent", pi)
+            payment = template("invoice_payment")
+            payment.update({"id": self._id("inpay"), "invoice": invoice_id, "amount_requested": amount,
+                            "amount_paid": amount, "currency": inv["currency"], "created": t, "is_default": False,
+                            "livemode": False, "payment": {"type": "payment_intent", "payment_intent": pi["id"]},
+                            "status": "paid", "status_transitions": {"canceled_at": None, "paid_at": t}})
+            self._put("invoice_payment", payment)
+            self.emit("invoice.updated", inv, t, previous)
 
     def credit(self, invoice_id: str, amount: int, at: datetime | None = None) -> None:
         """A credit note on an open invoice: Stripe lowers what is due (invoice.updated)."""

@@ -47,16 +47,20 @@ def _imported(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
 
     targets = set()
     for node in _run_time_nodes(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            targets |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-                base = ".".join([*anchor[:len(anchor) - node.level + 1], *([base] if base else [])])
-            targets |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                        for alias in node.names}
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            targets |= import_targets(node, module, path, modules)
     return {found for name in targets if name.startswith("dunctl") and (found := known(name)) not in (None, module)}
+
+
+def import_targets(node: ast.Import | ast.ImportFrom, module: str, path: Path, modules) -> set[str]:
+    """The modules one import statement in `module` loads: `from a import b` is a.b when that is a module."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module or ""
+    if node.level:
+        anchor = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        base = ".".join([*anchor[:len(anchor) - node.level + 1], *([base] if base else [])])
+    return {f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names}
 
 
 def import_cycles() -> list[set[str]]:

@@ -117,9 +117,17 @@ def test_net_30_invoices_get_reminders_before_and_after_their_due_date(books, fa
 
     journal = json.loads(cli(books.config, "report", "--journal", "--since", "2026-12-01", "--until", "2027-01-01",
                              "--json").stdout)
-    assert [(e["date"], e["invoice_id"], e["kind"], e["amount"], e["collected_by"]) for e in journal["entries"]] == \
-        [("2026-12-04", paid, "recovery", "2500.00", "customer"),
-         ("2026-12-09", partial, "partial_payment", "500.00", "customer")]   # seen by the tick of Dec 9
+
+    def line(invoice: str, name: str, date: str, kind: str, amount: str, minor: int) -> dict:
+        stripe = fake_stripe.invoice(invoice)
+        return {"date": date, "customer_id": stripe["customer"], "customer_name": name,
+                "invoice_number": stripe["number"], "invoice_id": invoice, "currency": "usd", "amount": amount,
+                "amount_minor": minor, "kind": kind, "collected_by": "customer", "stripe_ids": invoice}
+
+    assert journal["entries"] == [line(paid, "Acme", "2026-12-04", "recovery", "2500.00", 250000),
+                                  # paid on Dec 6 (Stripe's time), seen by the tick of Dec 9
+                                  line(partial, "Globex", "2026-12-06", "partial_payment", "500.00", 50000)]
+    assert journal["totals_minor"] == {"usd": {"recovery": 250000, "partial_payment": 50000}}
     report = json.loads(cli(books.config, "report", "--json", "--now", (T0 + 40 * DAY).isoformat()).stdout)
     [usd] = report["headline"]["currencies"]
     assert journal["totals_minor"]["usd"]["recovery"] == usd["amount_recovered"] == 250000

@@ -1,7 +1,8 @@
-"""The hand-off to collections, through the real CLI against the fake Stripe: it also POSTs the case's packet to
+"""The hand-off to collections, through the real CLI against the fake Stripe: it POSTs the case's packet to
 `collections.webhook`, signed like every dunctl webhook, to a local HTTP receiver (a failing webhook fails the
-step, the case is not handed off, the packet stays on disk, and the next tick delivers it); and, being
-irreversible, it waits for a delivered message announcing it, like a pause."""
+step, the case is not handed off, the packet stays on disk, and the next tick delivers it); the packet goes to a
+webhook, a directory or both, and a config with a hand_off step and neither is refused; and, being irreversible,
+it waits for a delivered message announcing it, like a pause."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ SECRET = "whsec_agency_123"
 
 def test_the_collections_packet_goes_to_the_webhook_and_a_failure_is_retried_losing_nothing(books, http_receiver):
     config = yaml.safe_load(books.config.read_text())
-    config["collections"] = {"webhook": {"url": http_receiver.url("/agency"), "secret_env": "AGENCY_SECRET"}}
+    config["collections"] = {"dir": "collections",
+                             "webhook": {"url": http_receiver.url("/agency"), "secret_env": "AGENCY_SECRET"}}
     books.config.write_text(yaml.safe_dump(config))
     announced(books)
     invoice = books.issue("acme", 90000, due=T0 + 7 * DAY)
@@ -83,3 +85,57 @@ def test_the_hand_off_waits_until_the_final_reminder_was_delivered_3_days_before
     case = books.show(invoice)
     assert case["case"]["state"] == "paused" and case["case"]["held_because"].startswith("with collections since "
                                                                                           "2026-11-14")
+
+
+def test_with_only_a_webhook_the_packet_goes_there_alone_and_case_export_writes_to_the_current_directory(
+        books, http_receiver, tmp_path, monkeypatch):
+    config = yaml.safe_load(books.config.read_text())
+    config["collections"] = {"webhook": {"url": http_receiver.url("/agency"), "secret_env": "AGENCY_SECRET"}}
+    books.config.write_text(yaml.safe_dump(config))
+    announced(books)
+    invoice = books.issue("acme", 90000, due=T0 + 7 * DAY)
+    for when in (T0 + 8 * DAY + timedelta(hours=1), T0 + 12 * DAY + timedelta(hours=1)):   # announced, handed off
+        books.fake.set_now(when)
+        ticked = cli(books.config, "tick", "--now", when.isoformat(), env={**ENV, "AGENCY_SECRET": SECRET})
+        assert ticked.exit_code == 0, ticked.output
+    [posted] = [r for r in http_receiver.requests if r.path == "/agency"]
+    assert json.loads(posted.body)["data"]["invoice"]["id"] == invoice
+    assert not (books.config.parent / "collections").exists()          # no directory was asked for
+    case = books.show(invoice)
+    assert (case["case"]["state"], case["case"]["held_because"]) == (
+        "paused", "with collections since 2026-11-14 (packet sent to collections.webhook): a person closes it")
+    assert {a["step_id"]: a["detail"] for a in case["actions"]}["to-agency"].startswith(
+        "collections.hand_off delivered to webhook 127.0.0.1:")
+
+    here = tmp_path / "desk"
+    here.mkdir()
+    monkeypatch.chdir(here)                      # no collections.dir: `case export` writes where it is run
+    exported = cli(books.config, "case", "export", invoice, "--now", (T0 + 13 * DAY).isoformat())
+    assert exported.exit_code == 0, exported.output
+    assert sorted(p.name for p in here.iterdir()) == [f"{invoice}.html", f"{invoice}.json"]
+
+
+def test_a_hand_off_step_with_neither_a_directory_nor_a_webhook_is_refused_naming_the_key(books):
+    config = yaml.safe_load(books.config.read_text())
+    config["collections"] = {"after": "45d"}
+    books.config.write_text(yaml.safe_dump(config))
+    checked = cli(books.config, "check", env=ENV)
+    assert checked.exit_code == 2
+    [error] = checked.stderr.splitlines()
+    line = 1 + yaml.safe_dump(config).splitlines().index("collections:")
+    assert error == f"Error: {books.config}:{line} collections: the hand_off step ({books.config.parent / 'sequences' / 'net-terms.yaml'} " \
+           "steps[8]) needs somewhere to send the collections packet; set collections.dir (a directory, relative " \
+           "to dunctl.yaml) and/or collections.webhook ({url_env: ..., secret_env: ...})"
+
+
+def test_case_export_writes_to_collections_dir_unless_told_where(books):
+    invoice = books.issue("acme", 90000, due=T0 + 7 * DAY)
+    books.tick(T0 + timedelta(hours=1))                                # its case opens a week before the due date
+    exported = cli(books.config, "case", "export", invoice, "--json", "--now", (T0 + DAY).isoformat())
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["written"] == [str(books.config.parent / "collections" / f"{invoice}.{kind}")
+                                                      for kind in ("json", "html")]
+    elsewhere = books.config.parent / "for-the-agency"
+    assert cli(books.config, "case", "export", invoice, "--to", str(elsewhere), "--now",
+               (T0 + DAY).isoformat()).exit_code == 0
+    assert (elsewhere / f"{invoice}.json").exists()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dunctl.channels import Delivery, EmailMessage
 from dunctl.channels.deadline import Deadline, connect, wrap
+from dunctl.channels.http import tls_context
 from dunctl.channels.mime import Built, build_message, message_id, reference  # noqa: F401 - imported from here
 from dunctl.config import EmailChannel
 from dunctl.errors import ChannelError, DeliveryUncertain
@@ -67,8 +68,6 @@ class SmtpTransport:
     @property
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            from dunctl.channels.http import tls_context
-
             self._ssl_context = tls_context()
         return self._ssl_context
 

@@ -124,7 +124,7 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
-    from dunctl.cli import common   # config, ledger and Rich: not needed for --help or --version
+    from dunctl.cli import common   # lazy: see dunctl/lazy.py
 
     common.state.reset(config, log_file)
 

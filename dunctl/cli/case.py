@@ -9,9 +9,11 @@ from rich.text import Text
 
 from dunctl import cases
 from dunctl.errors import UsageError
+from dunctl.explain import explain
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, ledger_now, load, now_from, open_ledger, out, \
     print_json
 from dunctl.money import format_amount
+from dunctl.receivables.closing import close as close_case
 from dunctl.sanitize import terminal_text
 
 app = typer.Typer(help="Look at one case, or take it over.", no_args_is_help=True, add_completion=False)
@@ -28,8 +30,6 @@ def show(invoice: Invoice, now: NowOption = None, as_json: JsonOption = False) -
     with open_ledger(config, must_exist=True) as ledger:
         detail = cases.show(ledger, invoice)
         if detail.case["state"] == "open":
-            from dunctl.explain import explain
-
             detail.waiting = [s for s in explain(ledger, config, invoice, ledger_now(ledger, now)).steps
                               if s.state == "waits"]
         if as_json:
@@ -157,8 +157,6 @@ def close(invoice: Invoice, reason: Reason,
               "--amount", help="With --as settled: the amount agreed, in the invoice's currency (1500.50).")] = None,
           now: NowOption = None, as_json: JsonOption = False) -> None:
     """End a case by hand (settled offline, forgiven, sent to collections)."""
-    from dunctl.receivables.closing import close as close_case
-
     with open_ledger(load(), must_exist=True) as ledger:
         _changed(close_case(ledger, invoice, reason, now_from(now), outcome, amount), as_json)
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 
+from dunctl.activity_log import append_tick, secret_values
 from dunctl.clock import parse_instant, system_now
 from dunctl.config import Config, load_config
 from dunctl.errors import ConfigError, DunctlError, UsageError
@@ -32,7 +33,7 @@ class _Console:
     @property
     def real(self):
         if self._console is None:
-            from rich.console import Console
+            from rich.console import Console   # lazy: see dunctl/lazy.py
 
             object.__setattr__(self, "_console", Console(**self._options))
         return self._console
@@ -173,7 +174,7 @@ def sync_progress(syncing: bool = True):
     if not syncing or not err.is_terminal:
         yield None
         return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn   # lazy: see dunctl/lazy.py
 
     with Progress(SpinnerColumn(), TextColumn("syncing from Stripe: {task.description}"), TimeElapsedColumn(),
                   console=err.real, transient=True) as bar:
@@ -189,8 +190,6 @@ def sync_progress(syncing: bool = True):
 def log_tick(config: Config, result) -> None:
     """Append the tick to the activity log when --log-file or log.path asks for one. cli/tick.py calls this
     right after run_tick; a log that cannot be written is an error on stderr, never a lost tick."""
-    from dunctl.activity_log import append_tick, secret_values
-
     path = state.log_path or (config.base_dir / config.file.log.path if config.file.log.path else None)
     if path is None:
         return

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from dunctl.cases import as_text_time
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
 from dunctl.errors import UsageError
 from dunctl.notices.views import customer_history
+from dunctl.receivables.statement import statement as build, to_html, to_text
 from dunctl.sanitize import terminal_text
 
 app = typer.Typer(help="Look at one customer: notices sent, cases, timeline.", no_args_is_help=True,
@@ -70,8 +72,6 @@ def statement(customer: CustomerId,
 
     For example: dunctl customer statement cus_123 --format html -o statement.html
     """
-    from dunctl.receivables.statement import statement as build, to_html, to_text
-
     if fmt not in ("text", "html"):
         raise UsageError(f"--format {fmt!r} is not a statement format", "use --format text or --format html")
     config = load()
@@ -82,8 +82,6 @@ def statement(customer: CustomerId,
         return
     text = (to_html if fmt == "html" else to_text)(found, config.file.sender.company or "us")
     if output:
-        from pathlib import Path
-
         Path(output).write_text(text, encoding="utf-8")
         return
     typer.echo(text, nl=False)

@@ -25,9 +25,7 @@ class LazyGateway:
 
     def _real(self) -> Gateway:
         if self._gateway is None:
-            # The one place the Stripe SDK is imported late: an idle tick builds no gateway and so never pays for
-            # importing stripe-python (tests/test_startup.py, bench/bench_startup.py).
-            from dunctl.stripe.gateway import StripeGateway
+            from dunctl.stripe.gateway import StripeGateway   # lazy: see dunctl/lazy.py
 
             try:
                 left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())

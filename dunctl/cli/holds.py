@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from dunctl.cli.common import JsonOption, NowOption, handles_errors, load, now_from, open_ledger, out, print_json
+from dunctl.errors import UsageError
+from dunctl.receivables.journal import journal, to_csv, to_json
 
 Until = Annotated[str, typer.Option("--until", help="The date (YYYY-MM-DD: by the end of that day, UTC) or time "
                                                     "the hold ends by itself.", show_default=False)]
@@ -25,19 +27,19 @@ def register(app: typer.Typer, changed) -> None:
     @app.command("export")
     @handles_errors
     def export(invoice: Annotated[str, typer.Argument(help="The Stripe invoice id (in_...).")],
-               directory: Annotated[str, typer.Option("--dir", "-d", help="Where to write the packet.")] = ".",
+               directory: Annotated[str | None, typer.Option(
+                   "--to", "--dir", "-d", help="Where to write the packet; default: collections.dir of dunctl.yaml "
+                   "(with the packets of the hand-offs), else the current directory.", show_default=False)] = None,
                now: NowOption = None, as_json: JsonOption = False) -> None:
         """Write the case's collections packet: INVOICE.json and INVOICE.html, its whole story.
 
-        For example: dunctl case export in_1Abc --dir packets/
+        For example: dunctl case export in_1Abc --to packets/
         """
-        from pathlib import Path
-
-        from dunctl.receivables.packet import export as write
+        from dunctl.receivables.packet import export as write   # lazy: see dunctl/lazy.py
 
         config = load()
         with open_ledger(config, must_exist=True) as ledger:
-            paths = write(ledger, config, invoice, Path(directory), now_from(now))
+            paths = write(ledger, config, invoice, directory, now_from(now))
         if as_json:
             print_json({"invoice": invoice, "written": [str(p) for p in paths]})
         else:
@@ -54,7 +56,7 @@ def register(app: typer.Typer, changed) -> None:
 
         For example: dunctl case promise in_1Abc --until 2026-12-20 --amount 1500
         """
-        from dunctl.receivables.holds import promise as record
+        from dunctl.receivables.holds import promise as record   # lazy: see dunctl/lazy.py
 
         with open_ledger(load(), must_exist=True) as ledger:
             changed(record(ledger, invoice, end_of(until), amount, now_from(now)), as_json)
@@ -71,7 +73,7 @@ def register(app: typer.Typer, changed) -> None:
 
         For example: dunctl case dispute in_1Abc --reason "wrong PO number" --until 2026-12-31
         """
-        from dunctl.receivables.holds import dispute as record
+        from dunctl.receivables.holds import dispute as record   # lazy: see dunctl/lazy.py
 
         with open_ledger(load(), must_exist=True) as ledger:
             changed(record(ledger, invoice, reason, end_of(until) if until else None, now_from(now)), as_json)
@@ -79,9 +81,6 @@ def register(app: typer.Typer, changed) -> None:
 
 def write_journal(ledger, since, until, as_json: bool, output) -> None:
     """`report --journal`: the period's recoveries, partial payments and write-offs (both ends are required)."""
-    from dunctl.errors import UsageError
-    from dunctl.receivables.journal import journal, to_csv, to_json
-
     if since is None or until is None:
         raise UsageError("--journal needs the period: --since and --until",
                          "for November: dunctl report --journal --since 2026-11-01 --until 2026-12-01")

@@ -31,14 +31,14 @@ TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _dis
 
 def _set_config(value: Path | None) -> None:
     if value is not None:
-        from dunctl.cli.common import state
+        from dunctl.cli.common import state   # lazy: see dunctl/lazy.py
 
         state.config_path = value
 
 
 def _set_new_ledger(value: bool) -> None:
     if value:
-        from dunctl.cli.common import state
+        from dunctl.cli.common import state   # lazy: see dunctl/lazy.py
 
         state.new_ledger = True
 

@@ -13,19 +13,12 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from dunctl.cli.common import (
-    JsonOption,
-    NowOption,
-    err,
-    handles_errors,
-    ledger_now,
-    load,
-    open_ledger,
-    out,
-)
+from dunctl.cli.arms import render_arms
+from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
 from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
+from dunctl.experiments import arm_report
 from dunctl.notices.report import predunning_section
 from dunctl.receivables.aging import receivables_section
 from dunctl.report import (
@@ -96,22 +89,20 @@ def report(
         window = config.file.dunning.attribution_window
         fmt = Format.json if as_json else fmt
         if by and "arm" in ",".join(by).split(","):     # experiments: dunctl/experiments.py, dunctl/cli/arms.py
-            from dunctl.cli.arms import render_arms
-            from dunctl.experiments import arm_report
-
             return render_arms(arm_report(ledger, config, experiment, period.since, period.until), fmt is Format.json)
         if cases:
             write_cases(case_listing(ledger, period, window), fmt, output)
             return
         if journal:     # dunctl/receivables/journal.py
-            from dunctl.cli.holds import write_journal
+            from dunctl.cli.holds import write_journal   # lazy: see dunctl/lazy.py
 
             return write_journal(ledger, period.since, period.until, fmt is Format.json, output)
         result = build_report(ledger, ledger_now(ledger, now), period, by, window,
                               active_subscriptions=active_subscriptions, active_customers=active_customers)
         # Pre-dunning notices sent in the period and what followed them: one more section of the same document.
         result.predunning = predunning_section(ledger, period.since, period.until)
-        result.receivables = receivables_section(ledger, ledger_now(ledger, now))   # aging and DSO, as of now
+        # aging and DSO as of now; promises, disputes and cases closed by a person in the period
+        result.receivables = receivables_section(ledger, ledger_now(ledger, now), period.since, period.until)
         write(result, fmt, output)
 
 

@@ -8,19 +8,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from dunctl.cli.common import (
-    JsonOption,
-    NowOption,
-    err,
-    handles_errors,
-    ledger_now,
-    load,
-    out,
-    print_json,
-)
+from dunctl.backtest import run_backtest
+from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, out, print_json
 from dunctl.cli.demo import PresetOption, outcome_table, preset_text
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
+from dunctl.ledger import Ledger
 from dunctl.simulation.assumptions import DEFAULT_PRESET
 from dunctl.simulation.demo import DEFAULT_SEED, SimulationResult, run_simulation
 
@@ -84,9 +77,6 @@ def simulate(
 def _backtest(variants: list[Path], work: Path, since: str | None, follow_up: int, seed: int, preset: str,
               now: str | None):
     """`--from-ledger`: the active config's ledger replayed up to its own clock (a demo ledger's last tick)."""
-    from dunctl.backtest import run_backtest
-    from dunctl.ledger import Ledger
-
     config = load()
     ledger = Ledger.open_existing(config.ledger_path)
     try:

@@ -14,6 +14,8 @@ from itertools import islice
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.table import Table
 from rich.text import Text
 
 from dunctl.cases import CaseRow, Status
@@ -239,7 +241,7 @@ def _short_time(value: str | None) -> str:
 
 
 def render_headline_after(headline) -> None:
-    from dunctl.cli.report import render_headline
+    from dunctl.cli.report import render_headline   # lazy: see dunctl/lazy.py
 
     out.print()
     render_headline(headline)
@@ -249,8 +251,6 @@ def render_notices(notices) -> None:
     """Pre-dunning notices due in the next 14 days (dunctl/notices)."""
     if not notices:
         return
-    from rich import box
-    from rich.table import Table
 
     out.print(f"[bold]{len(notices)} notice(s) due in the next 14 days[/]")
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)

@@ -150,8 +150,8 @@ def render(result: TickResult, verbose: bool, as_json: bool, stopped_by: str | N
         return  # cron mails whatever a job prints: say nothing when nothing happened
     out.print(summary(result), markup=False)
     if verbose and result.actions:
-        from rich.table import Table
-        from rich.text import Text
+        from rich.table import Table   # lazy: see dunctl/lazy.py
+        from rich.text import Text   # lazy: see dunctl/lazy.py
 
         table = Table("invoice", "step", "action", "status", "to", "subject / detail")
         for a in result.actions:

@@ -14,6 +14,7 @@ from dunctl.errors import ConfigProblem
 from dunctl.failures import NEVER_RETRY
 from dunctl.fx import threshold_spread
 from dunctl.notices.config import STARTER_UPDATE_URL
+from dunctl.receivables.settings import handoff_problems
 from dunctl.strict import format_path
 
 MESSAGE_CHANNELS = ("email", "sms", "slack", "webhook")   # actions that are a message on the channel of their name
@@ -96,6 +97,7 @@ def cross_check(config: Config, lines: dict, broken: set[str]) -> list[ConfigPro
     """Problems between the config and its sequences and templates; warnings go to `config.notes`. `broken`
     names the sequences whose files are invalid (already reported)."""
     problems = _segment_problems(config, lines, broken) + _template_problems(config)
+    problems += handoff_problems(config, lines)
     config.notes.extend(_channel_notes(config))
     config.notes.extend(_threshold_notes(config.file.segments))
     config.notes.extend(_setting_notes(config))

@@ -135,9 +135,7 @@ class SenderConfig(Strict):
     @field_validator("locale")
     @classmethod
     def _known_locale(cls, value: str) -> str:
-        # Babel only here, where a config sets sender.locale: an idle tick (no locale key, nothing due) never
-        # imports it (tests/test_startup.py).
-        from babel import Locale, UnknownLocaleError
+        from babel import Locale, UnknownLocaleError   # lazy: see dunctl/lazy.py
 
         try:
             Locale.parse(value.replace("-", "_"))

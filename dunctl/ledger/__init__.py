@@ -44,9 +44,9 @@ __all__ = ["ENDED_STATES", "OPEN_STATES", "SCHEMA", "CaseStore", "Ledger", "Noti
 def apply_migrations(conn: sqlite3.Connection) -> None:
     """Every pending migration. sqlite-utils (40 ms to import) loads here, only when one is pending: an idle
     tick on an up-to-date ledger never needs it."""
-    from sqlite_utils import Database   # lazy: see above
+    from sqlite_utils import Database   # lazy: see dunctl/lazy.py
 
-    from dunctl.ledger.migrations import migrations   # lazy: it imports sqlite-utils
+    from dunctl.ledger.migrations import migrations   # lazy: see dunctl/lazy.py
 
     migrations.apply(Database(conn))
 
@@ -71,7 +71,7 @@ class Ledger:
     def db(self):
         """The same connection through sqlite-utils' API (tests, ad-hoc queries); loaded on first use."""
         if self._db is None:
-            from sqlite_utils import Database
+            from sqlite_utils import Database   # lazy: see dunctl/lazy.py
 
             self._db = Database(self.conn)
         return self._db

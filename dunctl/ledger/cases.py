@@ -137,7 +137,7 @@ class CaseStore(Store):
                               [customer_id, channel]), None) is not None
 
     def record(self, case_id: int) -> CaseRecord | None:
-        from dunctl.ledger.records import CaseRecord
+        from dunctl.ledger.records import CaseRecord   # lazy: see dunctl/lazy.py
 
         return CaseRecord.from_row(self.get(case_id))
 
@@ -164,7 +164,7 @@ class CaseStore(Store):
         effects write is read again: the case, its actions, its invoice (rebuilt only when the row changed) and
         the customer's recent messages. Their customer and subscription records are kept: only a sync changes
         them, and none runs between planning a batch and scheduling it."""
-        from dunctl.ledger.records import (
+        from dunctl.ledger.records import (   # lazy: see dunctl/lazy.py
             ActionRecord,
             CaseBundle,
             CaseRecord,

@@ -3,10 +3,23 @@
 
 from __future__ import annotations
 
+import json
+import secrets
+import sqlite3
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from dunctl.ledger.file import SCHEMA
+
 migrations = Migrations("dunctl")
+
+
+def _add_columns(db: Database, table: str, *columns: str) -> None:
+    """Add each column ("name TYPE ...") to `table`, in order. SQLite keeps each definition's text in the table's
+    stored schema, so a shipped migration's definitions are never edited (a new ledger must match an old one)."""
+    for column in columns:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 @migrations()
@@ -390,10 +403,32 @@ _DONE_TOUCH = "{r}status = 'done' AND {r}action IN (" + _TOUCH_ACTIONS + ")"
 _CASE_RECOVERED = "(SELECT state FROM cases WHERE id = {r}case_id) = 'recovered'"
 
 
+# The triggers on actions move a recovered case's channel row when one of its done touches comes, changes or goes.
+# SQLite stores a trigger's text as written, line breaks too: these rebuild the shipped m102's text exactly.
+def _on_touch(event: str, r: str) -> str:
+    """A trigger's event and condition: `event` on actions when row `r` is a done touch of a recovered case."""
+    return f"{event} ON actions\n        WHEN {_DONE_TOUCH.format(r=r)} AND {_CASE_RECOVERED.format(r=r)}"
+
+
+_ON_TOUCH_UPDATE = (f"UPDATE OF status, action, finished_at\n        ON actions WHEN ({_DONE_TOUCH.format(r='OLD.')} OR "
+                    f"{_DONE_TOUCH.format(r='NEW.')})\n                        AND {_CASE_RECOVERED.format(r='NEW.')}")
+
+
+def _touch_triggers(on: str, r: str) -> str:
+    """Before the change the case leaves its channel row; after it, it joins the one now credited."""
+    name = on.split()[0].lower()
+    case = f"c.id = {r}case_id"
+    return f"""
+        CREATE TRIGGER IF NOT EXISTS report_touch_{name}_before BEFORE {on} BEGIN
+            {_channel_remove("c.", case)}
+        END;
+        CREATE TRIGGER IF NOT EXISTS report_touch_{name}_after AFTER {on} BEGIN
+            {_channel_add("c.", case)}
+        END;"""
+
+
 def _run(conn, script: str) -> None:
     """Run a script statement by statement inside the caller's transaction (executescript would commit it)."""
-    import sqlite3
-
     statement = ""
     for part in script.split(";"):
         statement += part + ";"
@@ -456,32 +491,9 @@ def m102_report_rollups(db: Database) -> None:
             {_rollup_remove("OLD.")} {_channel_remove("OLD.")} {_rollup_add("NEW.")} {_channel_add("NEW.")}
         END;
 
-        CREATE TRIGGER IF NOT EXISTS report_touch_insert_before BEFORE INSERT ON actions
-        WHEN {_DONE_TOUCH.format(r="NEW.")} AND {_CASE_RECOVERED.format(r="NEW.")} BEGIN
-            {_channel_remove("c.", "c.id = NEW.case_id")}
-        END;
-        CREATE TRIGGER IF NOT EXISTS report_touch_insert_after AFTER INSERT ON actions
-        WHEN {_DONE_TOUCH.format(r="NEW.")} AND {_CASE_RECOVERED.format(r="NEW.")} BEGIN
-            {_channel_add("c.", "c.id = NEW.case_id")}
-        END;
-        CREATE TRIGGER IF NOT EXISTS report_touch_update_before BEFORE UPDATE OF status, action, finished_at
-        ON actions WHEN ({_DONE_TOUCH.format(r="OLD.")} OR {_DONE_TOUCH.format(r="NEW.")})
-                        AND {_CASE_RECOVERED.format(r="NEW.")} BEGIN
-            {_channel_remove("c.", "c.id = NEW.case_id")}
-        END;
-        CREATE TRIGGER IF NOT EXISTS report_touch_update_after AFTER UPDATE OF status, action, finished_at
-        ON actions WHEN ({_DONE_TOUCH.format(r="OLD.")} OR {_DONE_TOUCH.format(r="NEW.")})
-                        AND {_CASE_RECOVERED.format(r="NEW.")} BEGIN
-            {_channel_add("c.", "c.id = NEW.case_id")}
-        END;
-        CREATE TRIGGER IF NOT EXISTS report_touch_delete_before BEFORE DELETE ON actions
-        WHEN {_DONE_TOUCH.format(r="OLD.")} AND {_CASE_RECOVERED.format(r="OLD.")} BEGIN
-            {_channel_remove("c.", "c.id = OLD.case_id")}
-        END;
-        CREATE TRIGGER IF NOT EXISTS report_touch_delete_after AFTER DELETE ON actions
-        WHEN {_DONE_TOUCH.format(r="OLD.")} AND {_CASE_RECOVERED.format(r="OLD.")} BEGIN
-            {_channel_add("c.", "c.id = OLD.case_id")}
-        END;
+        {_touch_triggers(_on_touch("INSERT", "NEW."), "NEW.")}
+        {_touch_triggers(_ON_TOUCH_UPDATE, "NEW.")}
+        {_touch_triggers(_on_touch("DELETE", "OLD."), "OLD.")}
 
         CREATE TRIGGER IF NOT EXISTS report_subscription_insert AFTER INSERT ON subscriptions BEGIN
             INSERT INTO report_subscriptions VALUES (coalesce(substr(NEW.canceled_at, 1, 10), ''), 1)
@@ -548,19 +560,14 @@ def m104_notices(db: Database) -> None:
     # the next usage check for metered ones; NULL when nothing is pending. One row per notice, keyed by
     # (kind, object, period, offset) so each is sent once; `next_due_at` is the one indexed column an idle tick
     # reads, NULL once the notice is finished.
+    # usage_preview: JSON of the last upcoming-invoice preview.
+    _add_columns(db, "subscriptions", "current_period_start TEXT", "current_period_end TEXT",
+                 "default_payment_method TEXT", "interval TEXT", "amount INTEGER", "currency TEXT",
+                 "cancel_at_period_end INTEGER NOT NULL DEFAULT 0", "notices_due_at TEXT", "usage_checked_at TEXT",
+                 "usage_preview TEXT")
+    _add_columns(db, "customers", "default_payment_method TEXT")
     db.executescript(
         """
-        ALTER TABLE subscriptions ADD COLUMN current_period_start TEXT;
-        ALTER TABLE subscriptions ADD COLUMN current_period_end TEXT;
-        ALTER TABLE subscriptions ADD COLUMN default_payment_method TEXT;
-        ALTER TABLE subscriptions ADD COLUMN interval TEXT;
-        ALTER TABLE subscriptions ADD COLUMN amount INTEGER;
-        ALTER TABLE subscriptions ADD COLUMN currency TEXT;
-        ALTER TABLE subscriptions ADD COLUMN cancel_at_period_end INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE subscriptions ADD COLUMN notices_due_at TEXT;
-        ALTER TABLE subscriptions ADD COLUMN usage_checked_at TEXT;
-        ALTER TABLE subscriptions ADD COLUMN usage_preview TEXT;          -- JSON of the last upcoming-invoice preview
-        ALTER TABLE customers ADD COLUMN default_payment_method TEXT;
         CREATE INDEX IF NOT EXISTS subscriptions_notices_due ON subscriptions(notices_due_at)
             WHERE notices_due_at IS NOT NULL;
         CREATE INDEX IF NOT EXISTS subscriptions_customer ON subscriptions(customer_id);
@@ -602,9 +609,6 @@ def m105_i20_adopt_ledger_id(db: Database) -> None:
     """A random id for this ledger, made once (at creation, or on upgrade): dunctl writes it on the Stripe invoices
     it works, so another ledger (or an older copy of this one) can tell what was already sent (dunctl/adoption.py).
     A backup restored later keeps its id; a new ledger gets a new one."""
-    import json
-    import secrets
-
     db.execute("INSERT OR IGNORE INTO sync_state(name, value) VALUES ('ledger_id', ?)",
                [json.dumps(f"ldg_{secrets.token_hex(8)}")])
 
@@ -633,13 +637,11 @@ def m108_i20_interrupts_started(db: Database) -> None:
     # ones get their own partial index, so every tick (an idle one too) can count them in one indexed step. A
     # tick records the machine's boot id: its "started" marks survive the process dying but not a power loss
     # (see Ledger.light_transaction), so after a reboot its claims are all taken as started.
+    _add_columns(db, "ticks", "boot_id TEXT")
+    _add_columns(db, "actions", "started_at TEXT", "outcome TEXT")
+    _add_columns(db, "notices", "started_at TEXT", "outcome TEXT")
     db.executescript(
         """
-        ALTER TABLE ticks ADD COLUMN boot_id TEXT;
-        ALTER TABLE actions ADD COLUMN started_at TEXT;
-        ALTER TABLE notices ADD COLUMN started_at TEXT;
-        ALTER TABLE actions ADD COLUMN outcome TEXT;
-        ALTER TABLE notices ADD COLUMN outcome TEXT;
         UPDATE actions SET started_at = claimed_at WHERE status = 'claimed';
         UPDATE notices SET started_at = claimed_at WHERE status = 'claimed';
         CREATE INDEX IF NOT EXISTS actions_unknown ON actions(claimed_at) WHERE status = 'unknown';
@@ -654,9 +656,8 @@ def m109_i21_cards(db: Database) -> None:
     `held_because`: why a held case waits (Stripe paused the subscription for a payment failure, a dispute on
     one of the customer's charges), shown by `status` and `case show`. `customers.open_disputes`: the
     customer's disputes still open (JSON: dispute id -> what it is), which hold every charge and message."""
-    db.execute("ALTER TABLE cases ADD COLUMN payment_method_changed_to TEXT")
-    db.execute("ALTER TABLE cases ADD COLUMN held_because TEXT")
-    db.execute("ALTER TABLE customers ADD COLUMN open_disputes TEXT")
+    _add_columns(db, "cases", "payment_method_changed_to TEXT", "held_because TEXT")
+    _add_columns(db, "customers", "open_disputes TEXT")
 
 
 @migrations()
@@ -672,10 +673,9 @@ def m111_recv_net_terms(db: Database) -> None:
     """Net-terms receivables (dunctl/receivables): an invoice's due date and PDF link, indexed so that a tick finds
     the invoices coming due in one step; `holds`: a customer's promise to pay by a date, or a dispute of an
     invoice, which holds that invoice's automated messages until it ends (kept, broken, lifted)."""
+    _add_columns(db, "invoices", "due_date TEXT", "invoice_pdf TEXT")
     db.executescript(
         """
-        ALTER TABLE invoices ADD COLUMN due_date TEXT;
-        ALTER TABLE invoices ADD COLUMN invoice_pdf TEXT;
         CREATE INDEX IF NOT EXISTS invoices_net_terms ON invoices(collection_method, status, due_date);
         CREATE TABLE IF NOT EXISTS holds (
             id INTEGER PRIMARY KEY, case_id INTEGER NOT NULL, invoice_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -692,15 +692,20 @@ def m112_recv2_case_outcome(db: Database) -> None:
     """How a person closed a case (dunctl/receivables/closing.py): `closed_as` collected, settled or written_off
     (NULL: closed without saying); `settled_amount` what came in when it was closed (collected or settled, minor
     units of the case's currency), so the month-end journal books it and the rest as written off."""
-    db.execute("ALTER TABLE cases ADD COLUMN closed_as TEXT")
-    db.execute("ALTER TABLE cases ADD COLUMN settled_amount INTEGER")
+    _add_columns(db, "cases", "closed_as TEXT", "settled_amount INTEGER")
+
+
+@migrations()
+def m113_recvfix_payment_time(db: Database) -> None:
+    """`invoices.amount_paid_at`: when Stripe recorded the latest rise of the invoice's amount paid (the event's
+    `created`, or its latest paid invoice payment's `paid_at`), so the month-end journal dates a partial payment by
+    Stripe's clock, not by the tick that saw it."""
+    _add_columns(db, "invoices", "amount_paid_at TEXT")
 
 
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
-    from dunctl.ledger.file import SCHEMA
-
     registered = tuple(m.name for m in migrations._migrations)
     if registered != SCHEMA:
         raise RuntimeError(f"dunctl.ledger.SCHEMA {SCHEMA} differs from the registered migrations {registered}")

@@ -17,11 +17,13 @@ SEND_INVOICE = "send_invoice"
 
 
 def store_terms(conn: sqlite3.Connection, invoice: Invoice) -> None:
-    """Keep the invoice's due date and PDF link (only invoices that have one: card invoices stay as they were)."""
+    """Keep the invoice's due date, PDF link and when Stripe recorded its latest payment (only invoices that have a
+    due date or a PDF: card invoices stay as they were)."""
     if invoice.due_date is None and invoice.invoice_pdf is None:
         return
-    conn.execute("UPDATE invoices SET due_date = ?, invoice_pdf = coalesce(?, invoice_pdf) WHERE id = ?",
-                 [iso(invoice.due_date), invoice.invoice_pdf, invoice.id])
+    conn.execute("""UPDATE invoices SET due_date = ?, invoice_pdf = coalesce(?, invoice_pdf),
+                    amount_paid_at = coalesce(max(?, coalesce(amount_paid_at, '')), amount_paid_at) WHERE id = ?""",
+                 [iso(invoice.due_date), invoice.invoice_pdf, iso(invoice.amount_paid_at), invoice.id])
 
 
 def mark_coming_due(conn: sqlite3.Connection, before: datetime) -> int:
@@ -96,19 +98,43 @@ def end_hold(conn: sqlite3.Connection, hold_id: int, outcome: str, at: datetime)
                  [iso(at), outcome, hold_id])
 
 
-def hold_counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-    """(kind, outcome or 'open') -> how many, for the report."""
-    return {(kind, outcome or "open"): n for kind, outcome, n in conn.execute(
-        "SELECT kind, outcome, count(*) FROM holds GROUP BY kind, outcome")}
+def _within(column: str, since: datetime | None, until: datetime | None) -> tuple[str, list[str]]:
+    """SQL and parameters for `column` in [since, until); an open end is no bound."""
+    sql, params = [], []
+    if since is not None:
+        sql.append(f"{column} >= ?")
+        params.append(iso(since))
+    if until is not None:
+        sql.append(f"{column} < ?")
+        params.append(iso(until))
+    return " AND ".join(sql) or "1", params
 
 
-def closed_as_counts(conn: sqlite3.Connection) -> list[tuple[str, str, int, int, int]]:
-    """(outcome, currency, cases, received, written off) of the cases a person closed saying how, for the report."""
+def hold_counts(conn: sqlite3.Connection, since: datetime | None = None,
+                until: datetime | None = None) -> dict[tuple[str, str], int]:
+    """(kind, outcome) -> how many holds ended that way in [since, until), by the day each ended; and
+    (kind, 'open') -> how many were open at the period's end (recorded before it, ended at or after it, or not)."""
+    ended, params = _within("ended_at", since, until)
+    counts = {(kind, outcome): n for kind, outcome, n in conn.execute(
+        f"SELECT kind, outcome, count(*) FROM holds WHERE ended_at IS NOT NULL AND {ended} GROUP BY kind, outcome",
+        params)}
+    end = iso(until) if until is not None else None
+    counts.update({(kind, "open"): n for kind, n in conn.execute(
+        """SELECT kind, count(*) FROM holds WHERE (? IS NULL OR created_at < ?)
+           AND (ended_at IS NULL OR (? IS NOT NULL AND ended_at >= ?)) GROUP BY kind""", [end] * 4)})
+    return counts
+
+
+def closed_as_counts(conn: sqlite3.Connection, since: datetime | None = None,
+                     until: datetime | None = None) -> list[tuple[str, str, int, int, int]]:
+    """(outcome, currency, cases, received, written off) of the cases a person closed saying how in [since,
+    until), by the day each was closed, for the report."""
+    closed, params = _within("closed_at", since, until)
     return list(conn.execute(
-        """SELECT closed_as, currency, count(*), sum(coalesce(settled_amount, 0)),
-                  sum(max(amount_remaining - coalesce(settled_amount, 0), 0))
-           FROM cases WHERE state = 'closed' AND closed_as IS NOT NULL
-           GROUP BY closed_as, currency ORDER BY closed_as, currency"""))
+        f"""SELECT closed_as, currency, count(*), sum(coalesce(settled_amount, 0)),
+                   sum(max(amount_remaining - coalesce(settled_amount, 0), 0))
+            FROM cases WHERE state = 'closed' AND closed_as IS NOT NULL AND {closed}
+            GROUP BY closed_as, currency ORDER BY closed_as, currency""", params))
 
 
 def open_invoices_of(conn: sqlite3.Connection, customer_id: str) -> list[dict]:
@@ -147,7 +173,8 @@ def journal_cases(conn: sqlite3.Connection, since: str, until: str) -> list[dict
               OR (c.state = 'written_off' AND c.closed_at >= ? AND c.closed_at < ?)
               OR (c.state = 'closed' AND c.closed_as IS NOT NULL AND c.closed_at >= ? AND c.closed_at < ?)
               OR EXISTS (SELECT 1 FROM timeline t WHERE t.case_id = c.id AND t.kind = 'partial'
-                         AND t.at >= ? AND t.at < ?)
+                         AND coalesce(json_extract(t.data, '$.paid_at'), t.at) >= ?
+                         AND coalesce(json_extract(t.data, '$.paid_at'), t.at) < ?)
            ORDER BY c.id""", [since, until] * 4))
 
 

@@ -41,8 +41,12 @@ def _decoder(name: str):
     return None
 
 
+@dataclass(frozen=True)
 class _Record:
     """Build a record from a row: every dataclass field from the column of the same name."""
+
+    # The stored row itself (keyword-only, so each record's own fields keep their order and defaults).
+    row: dict = field(repr=False, compare=False, default_factory=dict, kw_only=True)
 
     @classmethod
     def _columns(cls) -> tuple[tuple[str, Any], ...]:
@@ -92,7 +96,6 @@ class InvoiceRecord(_Record):
     failure_type: str | None
     paid_at: datetime | None
     livemode: int
-    row: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def collection_method(self) -> str:
@@ -113,7 +116,6 @@ class CustomerRecord(_Record):
     metadata: dict
     preferred_locale: str | None
     timezone: str | None
-    row: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def dunning_off(self) -> bool:
@@ -127,7 +129,6 @@ class SubscriptionRecord(_Record):
     status: str
     metadata: dict
     usage_based: int
-    row: dict = field(repr=False, compare=False, default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,6 @@ class CaseRecord(_Record):
     next_due_at: datetime | None
     next_step: str | None
     arm: str | None = None      # the experiment arm the case was assigned when it opened ('holdout': no action)
-    row: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def is_open(self) -> bool:
@@ -175,7 +175,6 @@ class ActionRecord(_Record):
     tries: int
     resends: int
     recipient: str | None
-    row: dict = field(repr=False, compare=False, default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,6 @@ class SignalRecord(_Record):
     subscription_id: str | None = None
     payment_method_id: str | None = None
     data: dict | None = None
-    row: dict = field(repr=False, compare=False, default_factory=dict)
 
 
 @dataclass(frozen=True)

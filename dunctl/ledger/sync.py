@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from dunctl.clock import iso
 from dunctl.errors import StaleLedger
 from dunctl.failures import classify
+from dunctl.ledger.receivables import store_terms
 from dunctl.ledger.sql import Store, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
@@ -151,8 +152,6 @@ class SyncStore(Store):
              to_json(decline) if decline else None, failure_type, iso(inv.paid_at), iso(inv.voided_at),
              iso(inv.marked_uncollectible_at), None if inv.auto_advance is None else int(inv.auto_advance),
              int(inv.livemode), iso(now), inv.lines is not None])
-        from dunctl.ledger.receivables import store_terms   # a net-terms invoice's due date and PDF link
-
         store_terms(self.conn, inv)
         return existing is None
 
@@ -168,7 +167,7 @@ class SyncStore(Store):
         rows = list(self.rows("SELECT * FROM signals WHERE applied = 0 ORDER BY at, id"))
         if not rows:
             return []
-        from dunctl.ledger.records import SignalRecord
+        from dunctl.ledger.records import SignalRecord   # lazy: see dunctl/lazy.py
 
         return [SignalRecord.from_row(row) for row in rows]
 
@@ -181,7 +180,7 @@ class SyncStore(Store):
                                  WHERE i.pending = 1"""))
         if not rows:
             return []
-        from dunctl.ledger.records import InvoiceRecord
+        from dunctl.ledger.records import InvoiceRecord   # lazy: see dunctl/lazy.py
 
         return [(InvoiceRecord.from_row(row), row["case_id"]) for row in rows]
 
@@ -213,12 +212,12 @@ class SyncStore(Store):
         return next(self.rows("SELECT * FROM subscriptions WHERE id = ?", [sub_id]), None)
 
     def invoice_record(self, invoice_id: str) -> InvoiceRecord | None:
-        from dunctl.ledger.records import InvoiceRecord
+        from dunctl.ledger.records import InvoiceRecord   # lazy: see dunctl/lazy.py
 
         return InvoiceRecord.from_row(self.invoice(invoice_id))
 
     def customer_bundle(self, invoice: InvoiceRecord) -> tuple[CustomerRecord | None, SubscriptionRecord | None]:
-        from dunctl.ledger.records import CustomerRecord, SubscriptionRecord
+        from dunctl.ledger.records import CustomerRecord, SubscriptionRecord   # lazy: see dunctl/lazy.py
 
         return (CustomerRecord.from_row(self.customer(invoice.customer_id)),
                 SubscriptionRecord.from_row(self.subscription(invoice.subscription_id)))

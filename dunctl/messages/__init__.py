@@ -11,15 +11,8 @@ They are rendered with a sandboxed Jinja2 environment, StrictUndefined (a typo i
 `dunctl check`, never a blank in a customer's inbox) and HTML autoescape.
 """
 
-from dunctl.messages.case import (
-    CONSEQUENCES,
-    HIGH_VALUE,
-    CasePart,
-    consequence,
-    customer_kind,
-    dashboard_url,
-    recipient_list,
-)
+from dunctl.messages.case import (CONSEQUENCES, HIGH_VALUE, CasePart, consequence, customer_kind, dashboard_url,
+                                  recipient_list)
 from dunctl.messages.check import check_templates, sms_notes, sms_sizes
 from dunctl.messages.context import MessageContext, build_context
 from dunctl.messages.escalation import escalation_for_customer, escalation_text

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from babel.numbers import format_decimal
+
 from dunctl.clock import from_iso
 from dunctl.failures import (
     BANK_HARD,
@@ -40,10 +42,6 @@ def sequence_of(case: dict, sequence):
 def format_context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
                    preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True,
                    account: str | None = None) -> dict:
-    # Babel loads with the first message formatted, as in dunctl.money: the package is imported by code that
-    # formats nothing (the notices' recipient_list)
-    from babel.numbers import format_decimal
-
     loc = babel_locale(tag, default_locale)
     lang, code = loc.language, str(loc)   # formatting below is keyed by the identifier: worked out once
     first = parts[0]

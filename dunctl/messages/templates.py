@@ -10,6 +10,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
 from dunctl.errors import ConfigProblem
 from dunctl.locales import candidates, language, normalise
 from dunctl.messages.context import MessageContext
@@ -61,9 +64,6 @@ class Templates:
         return cls(directory, names=frozenset(name for name, _, _ in listing))
 
     def __init__(self, directory: Path, names: frozenset[str] | None = None):
-        # Jinja2 loads with the first template, not with the CLI: a tick with nothing to send never pays for it.
-        from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
-
         self.directory = directory
         self._names = names   # the files, when known not to change under this object (for_dir)
         self._compiled: dict = {}   # file name -> Template, skipping Jinja's locked cache lookup on each render
@@ -169,8 +169,6 @@ class Templates:
         return problems
 
     def _check_one(self, name, part, suffix, context, file) -> ConfigProblem | None:
-        from jinja2 import TemplateError
-
         what = f"a {context['failure']['type']} case" + (f" ({context['sample']})" if context.get("sample") else "")
         try:
             if part != "sms":
@@ -198,8 +196,6 @@ class Templates:
 
 @functools.cache
 def _environment_class():
-    from jinja2.sandbox import SandboxedEnvironment
-
     class Environment(SandboxedEnvironment):
         def make_globals(self, d):
             # A plain dict where Jinja makes a ChainMap over the environment's globals: every render copies a

@@ -5,6 +5,8 @@ needs dunctl.messages; the config package imports the schema, and must not impor
 
 from __future__ import annotations
 
+from jinja2 import TemplateError
+
 from dunctl.errors import ConfigProblem
 from dunctl.notices.config import NoticesConfig
 from dunctl.notices.context import sample_notice_contexts
@@ -28,9 +30,6 @@ def render_problems(notices: NoticesConfig, templates, company: str) -> list:
 
 
 def _render_locale(templates, name: str, suffix: str, kind: str, context) -> list:
-    # Jinja only here: `dunctl init` loads this module too, and renders nothing (dunctl.messages does the same).
-    from jinja2 import TemplateError
-
     problems = []
     for part in ("subject", "txt", "html"):
         if not templates.exists(name, part, suffix):

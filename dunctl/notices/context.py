@@ -14,9 +14,14 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from babel.numbers import format_decimal
+
 from dunctl.clock import from_iso
 from dunctl.locales import normalise
+from dunctl.messages import MessageContext, customer_kind
 from dunctl.money import babel_locale, format_day, format_money
+from dunctl.notices.planner import projected_charge
+from dunctl.recipients import current_email
 
 
 def notice_context(notice: dict, customer: dict | None, update_link: str, company: str, now: datetime, *,
@@ -25,8 +30,6 @@ def notice_context(notice: dict, customer: dict | None, update_link: str, compan
     """Everything a notice template may use, formatted for the customer's locale (or `locale`), its dates in the
     customer's time zone (else `timezone`, the sender's). `renewing`: the subscriptions renewing with this one
     (renewal_entry of each), for an upcoming_renewal notice."""
-    from dunctl.messages import MessageContext
-
     preferred = normalise((customer or {}).get("preferred_locale"))
 
     zone = (customer or {}).get("timezone") or timezone
@@ -41,8 +44,6 @@ def notice_context(notice: dict, customer: dict | None, update_link: str, compan
 def renewal_entry(sub: dict, now: datetime) -> dict:
     """One subscription in a renewal reminder, in minor units: what it will charge (for a metered one, its usage
     so far projected to the renewal at its pace), from the ledger's subscriptions row."""
-    from dunctl.notices.planner import projected_charge
-
     preview = json.loads(sub["usage_preview"]) if sub.get("usage_preview") else None
     entry = {"id": sub["id"], "currency": sub.get("currency"), "interval": sub.get("interval"),
              "amount": sub.get("amount") or 0, "usage_based": bool(sub.get("usage_based")), "so_far": None,
@@ -58,11 +59,6 @@ def renewal_entry(sub: dict, now: datetime) -> dict:
 
 def _context(notice, customer, update_link, company, now, tag, default_locale, preferred, renewing,
              zone: str = "UTC") -> dict:
-    from babel.numbers import format_decimal
-
-    from dunctl.messages import customer_kind
-    from dunctl.recipients import current_email
-
     loc = babel_locale(tag, default_locale)
     code = str(loc)
 

@@ -33,6 +33,11 @@ def template_of(config, kind: str) -> str:
             USAGE_ALERT: notices.usage.template, LARGE_CHARGE: notices.usage.large_charge.template}[kind]
 
 
+def _column(name: str, doc: str | None = None) -> property:
+    """A read-only attribute that is the `name` column of the effect's notices row."""
+    return property(lambda effect: effect.notice[name], doc=doc)
+
+
 @dataclass(frozen=True)
 class NoticeEffect:
     notice: dict                     # the notices row, as claimed
@@ -46,31 +51,18 @@ class NoticeEffect:
     case_id: ClassVar[None] = None          # about a subscription or a card, not a case
     planned_for: ClassVar[None] = None      # planned by the notices planner, not by a case's plan
     needs_open_case: ClassVar[bool] = False
+    action: ClassVar[str] = "email"         # every notice is an email
 
-    @property
-    def notice_id(self) -> int:
-        return self.notice["id"]
-
-    @property
-    def name(self) -> str:
-        return self.notice["kind"]
-
-    @property
-    def action(self) -> str:
-        return "email"
+    # The Effect protocol's names for columns of the claimed notices row.
+    notice_id = _column("id")
+    name = _column("kind")
+    key = _column("idempotency_key")
+    invoice_id = _column("object_id", "What the notice is about (a card or a subscription): the executor's messages "
+                                      "name it.")
 
     @property
     def due_at(self) -> datetime:
         return from_iso(self.notice["due_at"])
-
-    @property
-    def key(self) -> str:
-        return self.notice["idempotency_key"]
-
-    @property
-    def invoice_id(self) -> str:
-        """What the notice is about (a card or a subscription): the executor's messages name it."""
-        return self.notice["object_id"]
 
     @property
     def label(self) -> str:

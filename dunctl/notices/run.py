@@ -36,7 +36,7 @@ def reopen_would_notices(ctx: TickContext) -> int:
     """Monitor -> live: the notices monitor mode recorded as `would` that are still useful are pending again, due
     now, and go through the executor like any other (quiet hours, contact policy, re-check before sending). Call
     inside a transaction."""
-    from dunctl.notices.planner import reopen_after_monitor   # loaded only on a switch to live
+    from dunctl.notices.planner import reopen_after_monitor   # lazy: see dunctl/lazy.py
 
     reopened = reopen_after_monitor(ctx.ledger.notices.would_groups(), ctx.now)
     for notice_id in reopened:
@@ -85,8 +85,8 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
 def _decide(ctx: TickContext, sub_id: str, result: TickResult, previews: int) -> _Decided | None:
     """Plan one subscription's notices, fetching a usage preview first when one is due (None: left for the next
     tick, or gone). Reads and the preview only: _record writes."""
-    from dunctl.notices.effects import _stored_preview
-    from dunctl.notices.planner import plan_notices, usage_preview_due
+    from dunctl.notices.effects import _stored_preview   # lazy: see dunctl/lazy.py
+    from dunctl.notices.planner import plan_notices, usage_preview_due   # lazy: see dunctl/lazy.py
 
     config = ctx.config.file.notices
     subject = ctx.ledger.notices.subject(sub_id)
@@ -110,7 +110,7 @@ def _decide(ctx: TickContext, sub_id: str, result: TickResult, previews: int) ->
 def _record(ctx: TickContext, decided: list[_Decided]) -> None:
     """Write what planning decided, in one transaction: each notice once under its key, the ones no longer
     called for cancelled, the preview, and when each subscription is planned again."""
-    from dunctl.notices.planner import PENDING
+    from dunctl.notices.planner import PENDING   # lazy: see dunctl/lazy.py
 
     if not decided:
         return
@@ -136,7 +136,7 @@ def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: 
     """Metered subscriptions are planned again at their next usage check (sooner the closer their usage is to an
     alert: next_usage_check), or a check_every after a preview that was due and not fetched (it failed, or the
     tick has no gateway); the others when sync changes them."""
-    from dunctl.notices.planner import next_usage_check
+    from dunctl.notices.planner import next_usage_check   # lazy: see dunctl/lazy.py
 
     sub = subject["subscription"]
     usage = ctx.config.file.notices.usage
@@ -177,8 +177,8 @@ def due_effects(ctx: TickContext) -> list:
     due = ctx.ledger.due_notices(ctx.now)
     if not due:
         return effects
-    from dunctl.notices.effects import notice_effect
-    from dunctl.planner import after_quiet_hours, in_quiet_hours
+    from dunctl.notices.effects import notice_effect   # lazy: see dunctl/lazy.py
+    from dunctl.planner import after_quiet_hours, in_quiet_hours   # lazy: see dunctl/lazy.py
 
     with ctx.ledger.transaction():
         for notice in due:

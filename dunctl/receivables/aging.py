@@ -51,7 +51,8 @@ class Dso:
 
 @dataclass
 class ClosedRow:
-    """Cases a person closed as `outcome` (collected, settled, written_off) in one currency, all time."""
+    """Cases a person closed as `outcome` (collected, settled, written_off) in one currency, in the report's
+    period (by the day each was closed)."""
     outcome: str
     currency: str
     count: int
@@ -64,10 +65,11 @@ class ReceivablesSection:
     as_of: str
     aging: list[AgingRow] = field(default_factory=list)
     dso: list[Dso] = field(default_factory=list)
-    # promises to pay and disputed invoices (dunctl/receivables/holds.py), all time: kept, broken, open, ...
+    # promises to pay and disputed invoices (dunctl/receivables/holds.py): kept, broken, ... in the report's
+    # period (by the day each ended), and open at its end
     promises: dict[str, int] = field(default_factory=dict)
     disputes: dict[str, int] = field(default_factory=dict)
-    # cases a person closed saying how (dunctl/receivables/closing.py), all time
+    # cases a person closed saying how (dunctl/receivables/closing.py), in the report's period
     closed_as: list[ClosedRow] = field(default_factory=list)
 
     @property
@@ -121,12 +123,15 @@ def dso(rows: list[tuple[str, int, str, str]], sales: list[tuple[str, int, str]]
     return found
 
 
-def receivables_section(ledger: Ledger, now: datetime) -> ReceivablesSection:
-    """Aging and DSO as of `now`, for `report`."""
+def receivables_section(ledger: Ledger, now: datetime, since: datetime | None = None,
+                        until: datetime | None = None) -> ReceivablesSection:
+    """Aging and DSO as of `now`, for `report`; promises, disputes and cases closed by a person as counted in
+    the report's period [since, until): each by the day it ended (a promise kept in November is November's, however
+    long ago it was made), so two months' reports add up to the two months together."""
     rows = store.open_receivables(ledger.conn, ENDED_STATES)
     sales = store.net_terms_sales(ledger.conn, now - timedelta(days=PERIOD_DAYS * MAX_PERIODS), now)
-    counts = store.hold_counts(ledger.conn)
+    counts = store.hold_counts(ledger.conn, since, until)
     promises = {outcome: n for (kind, outcome), n in counts.items() if kind == "promise" and outcome != "replaced"}
     disputes = {outcome: n for (kind, outcome), n in counts.items() if kind == "dispute" and outcome != "replaced"}
-    closed = [ClosedRow(*row) for row in store.closed_as_counts(ledger.conn)]
+    closed = [ClosedRow(*row) for row in store.closed_as_counts(ledger.conn, since, until)]
     return ReceivablesSection(iso(now), aging(rows, now), dso(rows, sales, now), promises, disputes, closed)

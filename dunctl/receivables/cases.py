@@ -68,9 +68,12 @@ def follow_net_terms(case: CaseRecord, invoice: InvoiceRecord, now: datetime) ->
                     Note(case.id, now, "due_date", f"due date moved from {_day(case.first_failed_at)} to "
                                                    f"{_day(due)}: the remaining steps count from the new date")]
     if invoice.status == "open" and invoice.amount_remaining < case.amount_remaining:
+        # when Stripe recorded the latest payment: the journal's date for a part paid (a tick a day late must not
+        # move a payment of November 30 into December); the journal reads it only when the amount paid rose
         changes.append(Note(case.id, now, "partial", reduced_text(case, invoice),
                             {"amount_paid": invoice.amount_paid, "amount_due": invoice.amount_due,
-                             "amount_remaining": invoice.amount_remaining}))
+                             "amount_remaining": invoice.amount_remaining,
+                             "paid_at": invoice.row.get("amount_paid_at")}))
     return changes
 
 

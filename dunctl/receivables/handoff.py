@@ -1,11 +1,14 @@
-"""The `hand_off` step: hand a case to collections. It writes the case's collections packet (dunctl/receivables/
-packet.py) to `collections.dir`, POSTs it to `collections.webhook` when set, and marks the case "with
+"""The `hand_off` step: hand a case to collections. It sends the case's collections packet (dunctl/receivables/
+packet.py) to `collections.dir` and/or `collections.webhook`, whichever are set, and marks the case "with
 collections": a person holds it, no more automated messages. A case below `collections.min_amount` for its
 currency, or fewer than `collections.after` past its due date, is skipped with the reason."""
 
 from __future__ import annotations
 
+from dunctl.channels import sending_clock
+from dunctl.channels.webhook import WebhookTransport
 from dunctl.effect import Outcome, Prepared, skipped
+from dunctl.receivables.packet import packet, write
 from dunctl.tick.changes import HandToPerson, Hold, Note
 from dunctl.tick.context import TickContext
 from dunctl.tick.effects import CaseEffect
@@ -28,32 +31,30 @@ def hand_off(ctx: TickContext, effect: CaseEffect) -> Prepared:
     why = not_eligible(settings, b.case, ctx.now)
     if why:
         return skipped(why)
-    directory = (ctx.config.base_dir / settings.dir).resolve()
+    directory = (ctx.config.base_dir / settings.dir).resolve() if settings.dir is not None else None
 
     def deliver() -> Outcome:
-        from dunctl.receivables.packet import packet, write
-
         story = packet(ctx.ledger, ctx.config, b.invoice.id)
-        paths = write(story, directory)
-        # after the files: a failing webhook fails the step (the executor retries it) with the packet on disk
+        # the files first: a failing webhook then fails the step (the executor retries it) with the packet on disk
         # and the case not yet handed off, so nothing is lost
-        posted = _post(ctx, settings.webhook, story, effect.key)
-        because = f"{WITH_COLLECTIONS} since {ctx.now:%Y-%m-%d} (packet {paths[0].name}): a person closes it"
-        return Outcome("done", f"collections packet written to {directory}{posted}",
+        paths = write(story, directory) if directory is not None else []
+        done = [f"collections packet written to {directory}"] if paths else []
+        if settings.webhook is not None:
+            done.append(_post(ctx, settings.webhook, story, effect.key))
+        where = f"packet {paths[0].name}" if paths else "packet sent to collections.webhook"
+        because = f"{WITH_COLLECTIONS} since {ctx.now:%Y-%m-%d} ({where}): a person closes it"
+        return Outcome("done", "; ".join(done),
                        changes=[HandToPerson(b.case.id, ctx.now), Hold(b.case.id, because),
                                 Note(b.case.id, ctx.now, "collections", f"handed to collections: {because}")])
 
-    return Prepared(f"hand to collections: packet to {directory}", deliver)
+    targets = [str(directory)] if directory is not None else []
+    targets += ["collections.webhook"] if settings.webhook is not None else []
+    return Prepared(f"hand to collections: packet to {' and '.join(targets)}", deliver)
 
 
 def _post(ctx: TickContext, webhook, story: dict, key: str) -> str:
-    """POST the packet as a signed `collections.hand_off` event to `collections.webhook` (when set), with the
-    webhook channel's transport; what to add to the step's detail."""
-    if webhook is None:
-        return ""
-    from dunctl.channels import sending_clock
-    from dunctl.channels.webhook import WebhookTransport
-
+    """POST the packet as a signed `collections.hand_off` event to `collections.webhook`, with the webhook
+    channel's transport; what to add to the step's detail."""
     environ = ctx.channels.environ if ctx.channels is not None else {}
     transport = WebhookTransport(webhook, environ, clock=sending_clock(ctx.now))
-    return "; " + transport.post("collections.hand_off", story, key, ctx.now).detail
+    return transport.post("collections.hand_off", story, key, ctx.now).detail

@@ -22,7 +22,7 @@ from dunctl.ledger import receivables as store
 from dunctl.ledger.records import CaseRecord, InvoiceRecord
 from dunctl.model import Signal, SyncBatch
 from dunctl.money import decimals, format_amount
-from dunctl.tick import changes as case_changes
+from dunctl.tick import changes as case_changes, reconcile
 from dunctl.tick.changes import Applied, Change, Note, NotifyPerson, Resume
 
 PROMISE, DISPUTE = "promise", "dispute"
@@ -157,8 +157,6 @@ case_changes._APPLY[HoldEnded] = _ended
 
 
 def _register() -> None:
-    from dunctl.tick import reconcile
-
     reconcile._SIGNALS["hold_ended"] = hold_ended   # applied like a provider signal, to its invoice's case
 
 

@@ -1,8 +1,9 @@
 """The month-end journal: every recovery, partial payment, settlement and write-off in a period, one line each, as CSV or JSON,
 for an accountant to import into Xero or QuickBooks as a manual journal (the columns: docs/receivables.md).
 
-A partial payment is booked when Stripe shows it (the case's `partial` line); the payment that settles the invoice
-is the recovery, for what the earlier parts did not cover, so the lines of a case add up to what it recovered.
+A partial payment is booked on the day Stripe recorded it (the case's `partial` line keeps that time), whenever the
+tick saw it; the payment that settles the invoice is the recovery, for what the earlier parts did not cover, so the
+lines of a case add up to what it recovered.
 Write-offs are the amount left when the invoice was marked uncollectible, by dunctl's step or in Stripe."""
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ def _entry(case: dict, at: str, amount: int, kind: str, by: str) -> Entry:
 
 
 def _partials(notes: list[dict], case: dict) -> list[tuple[str, int]]:
-    """(when, amount) of each part paid: the rise of the invoice's amount paid since the line before."""
+    """(when, amount) of each part paid: the rise of the invoice's amount paid since the line before, dated when
+    Stripe recorded the payment (else, for a ledger synced before dunctl kept that time, when dunctl saw it)."""
     paid, found = case["amount_paid_at_open"], []
     for note in notes:
-        now_paid = json.loads(note["data"] or "{}").get("amount_paid", paid)
+        data = json.loads(note["data"] or "{}")
+        now_paid = data.get("amount_paid", paid)
         if now_paid > paid:
-            found.append((note["at"], now_paid - paid))
+            found.append((data.get("paid_at") or note["at"], now_paid - paid))
         paid = max(paid, now_paid)
     return found
 

@@ -12,9 +12,11 @@ from pathlib import Path
 from dunctl.cases import show
 from dunctl.clock import from_iso
 from dunctl.config import Config
+from dunctl.errors import DunctlError
 from dunctl.ledger import Ledger
 from dunctl.ledger import receivables as store
 from dunctl.money import format_amount
+from dunctl.preview import render_preview
 from dunctl.receivables.page import STYLE
 
 MESSAGES = ("email", "sms")
@@ -23,9 +25,6 @@ SCHEMA = "dunctl.collections-packet/1"
 
 def _message(config: Config, ledger: Ledger, invoice_id: str, action: dict, templates: dict) -> dict:
     """A message sent, with its text as its template renders for this case at the time it went out."""
-    from dunctl.errors import DunctlError
-    from dunctl.preview import render_preview
-
     entry = {"step": action["step_id"], "channel": action["channel"] or action["action"],
              "sent_at": action["finished_at"], "to": action["recipient"], "detail": action["detail"]}
     template = templates.get(action["step_id"])
@@ -108,9 +107,21 @@ def write(p: dict, directory: Path) -> list[Path]:
     return written
 
 
-def export(ledger: Ledger, config: Config, invoice_id: str, directory: Path, now: datetime) -> list[Path]:
-    paths = write(packet(ledger, config, invoice_id), directory)
+def export_directory(config: Config, given: str | None) -> Path:
+    """Where `case export` writes: the directory given; else `collections.dir`, where the hand-offs' packets are
+    (an AR lead finds every packet in one place); else, with the packets sent only to a webhook, the current
+    directory."""
+    if given is not None:
+        return Path(given)
+    if config.file.collections.dir is not None:
+        return (config.base_dir / config.file.collections.dir).resolve()
+    return Path.cwd()
+
+
+def export(ledger: Ledger, config: Config, invoice_id: str, directory: str | None, now: datetime) -> list[Path]:
+    target = export_directory(config, directory)
+    paths = write(packet(ledger, config, invoice_id), target)
     case = ledger.cases.for_invoice(invoice_id)
     with ledger.transaction():
-        ledger.cases.add_timeline(case["id"], now, "exported", f"collections packet written to {directory}")
+        ledger.cases.add_timeline(case["id"], now, "exported", f"collections packet written to {target}")
     return paths

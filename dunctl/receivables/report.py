@@ -36,13 +36,14 @@ def tables(section: ReceivablesSection | None) -> list[tuple]:
                   [[kind, *(count(counts.get(k, 0)) for k in ("kept", "broken", "open")),
                     count(sum(n for k, n in counts.items() if k not in ("kept", "broken", "open")))]
                    for kind, counts in (("promise", section.promises), ("dispute", section.disputes)) if counts],
-                  "All recorded so far. Kept: paid by the date; broken: the date passed unpaid (a person was told); "
-                  "other: lifted by a person, or the invoice was voided or written off.")
+                  "Ended in the report's period, by the day each ended; open: at the period's end. Kept: paid by "
+                  "the date; broken: the date passed unpaid (a person was told); other: lifted by a person, or the "
+                  "invoice was voided or written off.")
     closed = ("closed_as", "Closed by a person", ["Outcome", "Currency", "Cases", "Received", "Written off"],
               [[r.outcome.replace("_", " "), r.currency.upper(), count(r.count), money(r.received, r.currency),
                 money(r.written_off, r.currency)] for r in section.closed_as],
-              "All so far. Collected: the whole amount came in; settled: an agreed lesser amount came in and the "
-              "rest was written off; the month-end journal books each.")
+              "Closed in the report's period. Collected: the whole amount came in; settled: an agreed lesser "
+              "amount came in and the rest was written off; the month-end journal books each on the same day.")
     return [aging, dso] + [t for t in (holds, closed) if t[3]]
 
 

@@ -15,7 +15,7 @@ def bring_coming_due(ctx) -> None:
     become signals (dunctl/receivables/holds.py), which reconciling then applies."""
     conn = ctx.ledger.conn
     if store.holds_to_end(conn, ctx.now, ENDED_STATES) or store.hold_signals_pending(conn):
-        from dunctl.receivables import holds     # registers how reconciling applies a hold's end
+        from dunctl.receivables import holds   # lazy: see dunctl/lazy.py
 
         holds.signal_ended_holds(ctx.ledger, ctx.now)
     if not any(takes_net_terms(segment) for segment in ctx.config.file.segments):

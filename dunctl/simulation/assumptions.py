@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
+from dunctl.errors import UsageError
+
 GUIDE = "guide"
 DESIGN = "design"
 ESTIMATE = "estimate"
@@ -248,8 +250,6 @@ def preset_assumptions(name: str) -> Assumptions:
     try:
         return PRESETS[name]
     except KeyError:
-        from dunctl.errors import UsageError
-
         raise UsageError(f"unknown preset '{name}'", f"use one of: {', '.join(PRESETS)} (docs/simulation.md, \"Calibration\")")
 
 

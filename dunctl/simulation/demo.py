@@ -15,12 +15,18 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import yaml
+
 from dunctl.channels import Delivery
 from dunctl.clock import iso
 from dunctl.config import Config, load_config
 from dunctl.tick import ChannelSet, TickResult, run_tick
 from dunctl.errors import UsageError
+from dunctl.experiments import HOLDOUT
 from dunctl.ledger import Ledger
+from dunctl.ledger.views.report import messages_delivered, retries_made
+from dunctl.messages import Templates
+from dunctl.report import build_report, headline as report_headline
 from dunctl.scaffold import write_starter
 from dunctl.simulation.account import SimulatedAccount
 from dunctl.simulation.assumptions import (
@@ -108,7 +114,6 @@ class Driver:
         if first < start:
             first += self.tick_every
         total = int((end - first) / self.tick_every) + 1 if end >= first else 0
-        from dunctl.messages import Templates
 
         with Templates.held(self.config.templates_dir):
             self._ticks(first, total, progress)
@@ -164,8 +169,6 @@ class Driver:
     def outcome(self, name: str, customers: int, now: datetime, preset: str = DEFAULT_PRESET,
                 subscriptions: int | None = None) -> Outcome:
         """What the run achieved; `subscriptions` is the book's size when it is known (the synthetic book)."""
-        from dunctl.ledger.views.report import messages_delivered
-
         stats = self.account.stats
         # Deliveries, not steps: one grouped email covering three invoices is one message to the customer.
         outcome = measure(name, self.ledger, now, self.config.file.dunning.attribution_window, customers=customers,
@@ -184,8 +187,6 @@ def measure(name: str, ledger: Ledger, now: datetime, window: timedelta, *, cust
             preset: str = DEFAULT_PRESET) -> Outcome:
     """A run's outcome. Every figure about cases comes from `dunctl report`'s code over the run's ledger; the
     rest is passed in. Involuntary churn needs `subscriptions` (the book's size); None leaves it unknown."""
-    from dunctl.report import build_report
-
     report = build_report(ledger, now, dimensions=["channel"], attribution_window=window)
     h = report.headline
     channels: dict[str, int] = {}
@@ -299,8 +300,6 @@ def prepare_demo(directory: Path, config_source: Path | None = None) -> Path:
 
 
 def _demo_config_from(source: Path, directory: Path) -> Path:
-    import yaml
-
     loaded = load_config(source)                      # a bad config stops here, before anything is written
     data = yaml.safe_load(source.read_text())
     data["ledger"] = {"path": "dunctl.db"}
@@ -348,7 +347,6 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = DEFAULT_DEMO_
                                         "end": iso(end), "last_tick": iso(driver.last_tick),
                                         "subscriptions": subscriptions})
         example = _example_case(ledger)
-        from dunctl.report import headline as report_headline
 
         headline = report_headline(ledger, driver.last_tick or end)
     finally:
@@ -363,9 +361,6 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
     """(what dunning did, the holdout): each measured by the report's engine over a copy of the ledger that holds
     only its cases. Without holdout cases, (outcome, None). Figures only the whole run knows (invoices billed,
     who collected, the book's subscriptions) stay with the whole run: the parts leave them out."""
-    from dunctl.experiments import HOLDOUT
-    from dunctl.ledger.views.report import messages_delivered, retries_made
-
     if not ledger.cases.any_in_arm(HOLDOUT):
         return outcome, None
     window = config.file.dunning.attribution_window

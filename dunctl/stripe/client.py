@@ -279,6 +279,16 @@ class StripeRequests:
         payments = [p.to_dict() for p in page.data]
         return next((p for p in payments if p.get("is_default")), payments[0] if payments else None)
 
+    def last_paid_at(self, invoice_id: str) -> int | None:
+        """When Stripe recorded the invoice's latest payment (unix seconds; its paid invoice payments'
+        `status_transitions.paid_at`): the date of a part paid, for a sync that reads the invoice from a listing
+        rather than from the event that raised its amount paid."""
+        page = self.call(f"list the paid payments of invoice {invoice_id}", ("invoice", "read"),
+                         self._client.v1.invoice_payments.list,
+                         params={"invoice": invoice_id, "status": "paid", "limit": 10})
+        times = [(p.to_dict().get("status_transitions") or {}).get("paid_at") for p in page.data]
+        return max((t for t in times if t), default=None)
+
     def _backoff(self, tries: int, exc: stripe.StripeError) -> float:
         delay = min(RETRY_CAP, RETRY_BASE * 2 ** (tries - 1))
         delay *= 0.5 + 0.5 * self._jitter()

@@ -97,6 +97,7 @@ class Gathered:
     count_before_rise: dict[str, int] = field(default_factory=dict)
     refetch: set[str] = field(default_factory=set)                           # snapshots in an older API shape
     uncounted: set[str] = field(default_factory=set)                         # paid by an attempt not counted
+    paid_rose: dict[str, int] = field(default_factory=dict)                  # invoice -> when amount_paid rose
 
 
 Handler = Callable[[Event, Gathered, Reader], None]
@@ -131,6 +132,10 @@ def _invoice_snapshot(event: Event, found: Gathered) -> bool:
         found.latest[data["id"]] = (event.raw["created"], event.order, data)
     if event.old_shape:
         found.refetch.add(data["id"])
+    before = event.previous.get("amount_paid")
+    if isinstance(before, int) and (data.get("amount_paid") or 0) > before:
+        # a payment, in part or in full: Stripe's time for it (a partial payment has no other on the invoice)
+        found.paid_rose[data["id"]] = max(found.paid_rose.get(data["id"], 0), event.raw["created"])
     found.batch.signals.extend(new_default(data, event.previous, event.at, event.raw, invoice_id=data["id"]))
     return True
 

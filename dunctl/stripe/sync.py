@@ -99,6 +99,7 @@ class StripeSync:
 
     def _backfill_page(self, invoices: list[dict], payments: dict[str, dict], now: datetime) -> SyncBatch:
         batch = SyncBatch()
+        paid_at: dict[str, int | None] = {}
         for data in invoices:
             if not worth_following(data, now):
                 continue
@@ -106,7 +107,12 @@ class StripeSync:
             if data["status"] == "open" and data.get("attempt_count", 0) > 0:
                 payment = payments.get(data["id"]) or self._client.payment_of(data)
                 self._backfilled[data["id"]] = data["attempt_count"]
+            if data["status"] == "open" and data.get("collection_method") == "send_invoice" and data.get("amount_paid"):
+                # paid in part: no event says when, its payments do (the journal's date for it)
+                paid_at[data["id"]] = self._client.last_paid_at(data["id"])
             self._collect(batch, data, payment)
+        for invoice in batch.invoices:
+            invoice.amount_paid_at = from_unix(paid_at.get(invoice.id))
         return batch
 
     def _events_start(self, state: Cursor) -> Iterator[SyncBatch]:
@@ -204,6 +210,8 @@ class StripeSync:
                 self._collect(found.batch, self._client.fetch("invoice", invoice_id), None, **times)
             else:
                 self._admit(found.batch, adjusted_snapshot(found, invoice_id, snapshot), None, **times)
+        for invoice in found.batch.invoices:
+            invoice.amount_paid_at = from_unix(found.paid_rose.get(invoice.id))
         return found.batch
 
     def _collect_failed(self, batch: SyncBatch, snapshot: dict, failure: dict) -> None:

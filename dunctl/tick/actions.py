@@ -12,12 +12,27 @@ from typing import TYPE_CHECKING
 
 from dunctl.adoption import MARK_ACTION, prepare_mark
 from dunctl.channels import EmailMessage, SmsMessage
+from dunctl.clock import iso
 from dunctl.effect import Outcome, Prepared, done, skipped
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
+from dunctl.irreversible import as_it_will_run
+from dunctl.ledger.receivables import statement_rows
+from dunctl.messages import (
+    CasePart,
+    MessageContext,
+    build_context,
+    escalation_for_customer,
+    escalation_text,
+    recipient_list,
+)
 from dunctl.model import Invoice as InvoiceModel
+from dunctl.receivables.handoff import hand_off
+from dunctl.recipients import as_list, resolve_recipients
 from dunctl.tick.changes import Attempted, Churned, Ending, HandToPerson, Note, Reclassify, StoreInvoice
 from dunctl.tick.context import TickContext
+from dunctl.tick.endings import lifted
+from dunctl.tick.facts import step_records
 from dunctl.tick.reconcile import end_case
 
 if TYPE_CHECKING:   # a case's effects (tick/effects.py) load this registry when they are prepared, not before
@@ -28,8 +43,6 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
              reason_shown: bool = True) -> dict:
     """What the templates see: this case (and, for one message covering several, the customer's other cases in
     the same currency), in the customer's language, with the case's own sequence for the final notice's date."""
-    from dunctl.messages import CasePart, build_context   # Jinja2 and Babel load only when a message is built
-
     b = effect.bundle
     sender = ctx.config.file.sender
     parts = [CasePart(e.bundle.case.row, e.bundle.invoice.row,
@@ -45,17 +58,12 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
 
 
 def _open_invoices(ctx: TickContext, bundle) -> list[dict]:
-    from dunctl.ledger.receivables import statement_rows
-
     return statement_rows(ctx.ledger.conn, bundle.case.failure_type, bundle.case.customer_id)
 
 
 def _as_it_will_run(ctx: TickContext, bundle):
     """The case's sequence with its pause, cancellation or write-off timed as they will now run (a message names
     the day it will happen: dunctl/irreversible.py)."""
-    from dunctl.irreversible import as_it_will_run
-    from dunctl.tick.facts import step_records
-
     zone = bundle.customer.timezone if bundle.customer else None
     return as_it_will_run(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle), ctx.settings,
                           ctx.now, zone)
@@ -82,8 +90,6 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     message listing every invoice with its amount, its failure in plain words and its own pay link, and the
     total. The oldest case's step sets the template (the longest-unpaid invoice sets the tone) and recipients.
     A malformed address is left out (and said so on the case); the others still get the message."""
-    from dunctl.recipients import resolve_recipients
-
     effects = sorted(effects, key=lambda e: (e.bundle.case.first_failed_at, e.invoice_id))
     lead, step = effects[0], effects[0].step
     customer = lead.bundle.customer.row if lead.bundle.customer else None
@@ -111,8 +117,6 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
 def _to_payer_only(step) -> bool:
     """Whether a message reaches only the payer's own billing contacts (or a person inside the company): only
     they are told why a payment failed ("insufficient funds" is nobody else's business)."""
-    from dunctl.recipients import as_list
-
     if step.audience == "internal":
         return True
     return not step.cc and set(as_list(step.to) or ["billing_contact"]) <= {"billing_contact", "customer"}
@@ -129,9 +133,6 @@ def _with_pause(context, effects: list[Effect], sent: list[dict] = ()):
     """The context plus `pause_lifted`: dunctl lifted the pause it made on one of these cases' subscriptions (the
     thank-you for a payment says so), `sent` and `follow_up`. Kept through re-formatting for the template's own
     locale."""
-    from dunctl.messages import MessageContext
-    from dunctl.tick.endings import lifted
-
     def extended(base):
         return MessageContext({**base, **extra}, lambda tag: extended(base.localized(tag)))
 
@@ -165,8 +166,6 @@ def _text_for(ctx: TickContext, effect: Effect, heading: str) -> str:
 
 
 def _escalation(ctx: TickContext, effect: Effect, reason: str) -> str:
-    from dunctl.messages import escalation_text
-
     b = effect.bundle
     return escalation_text(b.case.row, b.invoice.row, b.customer.row if b.customer else None,
                            ctx.ledger.actions(b.case.id), reason, now=ctx.now, sequence=_as_it_will_run(ctx, b),
@@ -203,8 +202,6 @@ def _to_person(ctx: TickContext, effect: Effect, channel: str | None, to_rule: s
                reason: str, text: str | None = None, numbers: str | None = None) -> Prepared:
     """A message to a person inside the company: the escalation channel, or an email to someone named. `text`
     and `numbers` (the invoices it is about) when it covers more than `effect`'s case."""
-    from dunctl.messages import recipient_list
-
     b = effect.bundle
     escalation = ctx.config.file.escalation
     channel = channel or escalation.channel
@@ -259,7 +256,6 @@ def escalate_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     effects = sorted(effects, key=lambda e: (e.bundle.case.first_failed_at, e.invoice_id))
     if len(effects) == 1:
         return escalate(ctx, effects[0])
-    from dunctl.messages import escalation_for_customer
 
     lead, step = effects[0], effects[0].step
     reason = step.note or f"Escalated by step {step.id}"
@@ -314,7 +310,7 @@ def retry_now(ctx: TickContext, effect: Effect) -> Prepared:
         if outcome.succeeded:
             changes = [StoreInvoice(outcome.invoice)] if outcome.invoice is not None else []
             paid = b.invoice.__class__.from_row({**b.invoice.row, "status": "paid",
-                                                 "paid_at": b.invoice.row.get("paid_at") or _iso(ctx.now),
+                                                 "paid_at": b.invoice.row.get("paid_at") or iso(ctx.now),
                                                  "attempt_count": attempt,
                                                  **_amounts(outcome.invoice, b.invoice)})
             changes += [Attempted(b.case.id, attempt)]
@@ -342,12 +338,6 @@ def _amounts(fresh, stored) -> dict:
     if fresh is None:
         return {"amount_paid": stored.amount_due, "amount_remaining": 0}
     return {"amount_paid": fresh.amount_paid, "amount_remaining": fresh.amount_remaining}
-
-
-def _iso(moment) -> str:
-    from dunctl.clock import iso
-
-    return iso(moment)
 
 
 def pause_subscription(ctx: TickContext, effect: Effect) -> Prepared:
@@ -454,11 +444,6 @@ ACTIONS: dict[str, Callable[[TickContext, Effect], Prepared]] = {
     "notify_person": notify_person, "stop_provider_retries": stop_provider_retries, "retry_now": retry_now,
     MARK_ACTION: prepare_mark,
     "resume_subscription": resume_subscription,
-    "hand_off": lambda ctx, effect: _hand_off(ctx, effect),
+    "hand_off": hand_off,   # net-terms receivables: dunctl/receivables/handoff.py
 }
 
-
-def _hand_off(ctx: TickContext, effect: Effect) -> Prepared:
-    from dunctl.receivables.handoff import hand_off   # net-terms receivables: its own module
-
-    return hand_off(ctx, effect)

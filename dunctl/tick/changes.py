@@ -13,13 +13,20 @@ from dunctl.config import Sequence, sequence_definition, sequence_hash
 from dunctl.failures import described_code
 from dunctl.ledger import Ledger
 from dunctl.ledger.records import InvoiceRecord
+from dunctl.model import SyncBatch
 
 
 @dataclass(frozen=True)
-class Note:
-    """A line on a case's timeline."""
+class CaseChange:
+    """A change to one case, named by its ledger id: most of what reconciling and acting decide."""
 
     case_id: int
+
+
+@dataclass(frozen=True)
+class Note(CaseChange):
+    """A line on a case's timeline."""
+
     at: datetime
     kind: str
     summary: str
@@ -41,22 +48,19 @@ class OpenCase:
 
 
 @dataclass(frozen=True)
-class FollowInvoice:
-    case_id: int
+class FollowInvoice(CaseChange):
     amount_remaining: int
     attempts: int
 
 
 @dataclass(frozen=True)
-class Reclassify:
-    case_id: int
+class Reclassify(CaseChange):
     failure_type: str
     decline_code: str | None
 
 
 @dataclass(frozen=True)
-class EndCase:
-    case_id: int
+class EndCase(CaseChange):
     invoice_id: str
     state: str
     reason: str
@@ -65,28 +69,25 @@ class EndCase:
 
 
 @dataclass(frozen=True)
-class HandToPerson:
-    case_id: int
+class HandToPerson(CaseChange):
     at: datetime
     disputed: bool = False
 
 
 @dataclass(frozen=True)
-class Hold:
+class Hold(CaseChange):
     """The subscription was paused or set to cancel outside dunctl: the case waits, no step runs."""
 
-    case_id: int
     because: str | None = None      # why it waits, in words for `status` and `case show`
 
 
 @dataclass(frozen=True)
-class Resume:
-    case_id: int
+class Resume(CaseChange):
+    """The hold ends: the case's steps are planned again."""
 
 
 @dataclass(frozen=True)
-class PaymentMethodChanged:
-    case_id: int
+class PaymentMethodChanged(CaseChange):
     at: datetime
     payment_method_id: str | None = None    # the new card: a retry for it names it (Stripe's order would not)
 
@@ -102,26 +103,24 @@ class CustomerDispute:
 
 
 @dataclass(frozen=True)
-class Churned:
-    case_id: int
+class Churned(CaseChange):
+    """dunctl's own step cancelled the case's subscription: involuntary churn, as the report counts it."""
 
 
 @dataclass(frozen=True)
-class NotifyPerson:
+class NotifyPerson(CaseChange):
     """Tell the escalation channel about a held case (recovered, disputed): run by the executor, once."""
 
-    case_id: int
     name: str
     note: str
 
 
 @dataclass(frozen=True)
-class Ending:
+class Ending(CaseChange):
     """A case ended (`what`: its ended state), or dunctl paused its subscription (`what`: "paused"): the tick
     runs what follows through the executor (dunctl/tick/endings.py): a pause dunctl made is lifted on payment,
     the customer thanked, the escalation channel told what happened."""
 
-    case_id: int
     what: str
 
 
@@ -225,10 +224,9 @@ _APPLY = {OpenCase: _open, FollowInvoice: _follow, Reclassify: _reclassify, EndC
 
 
 @dataclass(frozen=True)
-class Attempted:
+class Attempted(CaseChange):
     """dunctl made a payment attempt (declined, or submitted and not settled yet)."""
 
-    case_id: int
     attempts: int
     decline_code: str | None = None
 
@@ -247,8 +245,6 @@ def _attempted(ledger: Ledger, c: Attempted, now: datetime, applied: Applied) ->
 
 
 def _store(ledger: Ledger, c: StoreInvoice, now: datetime, applied: Applied) -> None:
-    from dunctl.model import SyncBatch
-
     ledger.sync.apply_batch(SyncBatch(invoices=[c.invoice]), now)
     if not c.reconcile:
         ledger.sync.clear_pending(c.invoice.id)

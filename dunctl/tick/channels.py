@@ -13,7 +13,7 @@ from dunctl.errors import ChannelError
 
 
 def _email(config: Config, settings, environ: Mapping[str, str]):
-    from dunctl.channels.email import FileTransport, SmtpTransport
+    from dunctl.channels.email import FileTransport, SmtpTransport   # lazy: see dunctl/lazy.py
 
     if settings.transport == "file":
         return FileTransport((Path(config.base_dir) / settings.dir).resolve())
@@ -21,19 +21,19 @@ def _email(config: Config, settings, environ: Mapping[str, str]):
 
 
 def _slack(config: Config, settings, environ: Mapping[str, str]):
-    from dunctl.channels.slack import SlackTransport
+    from dunctl.channels.slack import SlackTransport   # lazy: see dunctl/lazy.py
 
     return SlackTransport(settings, environ)
 
 
 def _webhook(config: Config, settings, environ: Mapping[str, str]):
-    from dunctl.channels.webhook import WebhookTransport
+    from dunctl.channels.webhook import WebhookTransport   # lazy: see dunctl/lazy.py
 
     return WebhookTransport(settings, environ)
 
 
 def _sms(config: Config, settings, environ: Mapping[str, str]):
-    from dunctl.channels.sms import TwilioTransport
+    from dunctl.channels.sms import TwilioTransport   # lazy: see dunctl/lazy.py
 
     return TwilioTransport(settings, environ)
 
@@ -65,7 +65,7 @@ class ChannelSet:
         no vacation replies back, no loops) and carries one opaque reference, `X-Dunctl-Ref`, instead of any
         internal header: invoice ids, step and notice names tell a customer how dunctl works. The reference is
         derived from the action's key like the Message-ID, so the ledger finds the action from it."""
-        from dunctl.channels.email import reference
+        from dunctl.channels.email import reference   # lazy: see dunctl/lazy.py
 
         sender = self.config.file.sender
         headers = {name: value for name, value in message.headers.items() if not name.lower().startswith("x-dunctl-")}

@@ -52,7 +52,7 @@ class TickContext:
     @functools.cached_property
     def sequences(self):
         """The sequences as they were when each case opened, parsed once per version for the whole tick."""
-        from dunctl.tick.schedule import Sequences
+        from dunctl.tick.schedule import Sequences   # lazy: see dunctl/lazy.py
 
         return Sequences(self.ledger)
 
@@ -80,14 +80,14 @@ class TickContext:
     @property
     def templates(self):
         if self._templates is None:
-            from dunctl.messages import Templates
+            from dunctl.messages import Templates   # lazy: see dunctl/lazy.py
 
             self._templates = Templates.for_dir(self.config.templates_dir)
         return self._templates
 
 
 def planner_settings(config: Config, monitor: bool = False) -> Settings:
-    from dunctl.planner import Settings
+    from dunctl.planner import Settings   # lazy: see dunctl/lazy.py
 
     dunning, sender = config.file.dunning, config.file.sender
     return Settings(grace=dunning.grace, max_action_tries=dunning.max_action_tries,
@@ -103,7 +103,7 @@ def planner_settings(config: Config, monitor: bool = False) -> Settings:
 
 
 def contact_policy(config: Config) -> ContactPolicy | None:
-    from dunctl.planner import ContactPolicy
+    from dunctl.planner import ContactPolicy   # lazy: see dunctl/lazy.py
 
     contact = config.file.contact
     if contact is None:

@@ -99,7 +99,7 @@ class CaseEffect:
             except GatewayError:
                 fresh = None  # the provider is unreachable: act on what the ledger knows
             if fresh is not None and fresh.status != "open":
-                from dunctl.tick.changes import StoreInvoice   # a case change: loads only when one is made
+                from dunctl.tick.changes import StoreInvoice   # lazy: see dunctl/lazy.py
 
                 # Stored as changed: the reconcile that follows the batches ends the case.
                 return Outcome("suppressed", f"the invoice is {fresh.status}: nothing more is sent",

@@ -23,11 +23,13 @@ from dataclasses import dataclass
 
 from dunctl.config import CUSTOMER, Step
 from dunctl.ledger.records import ActionRecord, CaseBundle
+from dunctl.money import format_money
 from dunctl.planner import after_quiet_hours, in_quiet_hours
 from dunctl.tick.changes import Ending
 from dunctl.tick.context import TickContext
 from dunctl.tick.effects import SYSTEM, CaseEffect, idempotency_key
-from dunctl.tick.result import TickResult
+from dunctl.tick.executor import execute
+from dunctl.tick.result import ActionReport, TickResult
 
 THANKS = "recovered"              # the thank-you's name on the case (system kind)
 LIFT_PREFIX = "lift-"             # + the pause step's id: the lift of the pause that step made
@@ -46,8 +48,6 @@ class _Told:
 def follow(ctx: TickContext, endings: list[Ending], result: TickResult) -> None:
     """Run what follows these endings. Lifts first: the thank-you and the escalation then say what really
     happened to the pause."""
-    from dunctl.tick.executor import execute
-
     if not endings:
         return
     ids = list(dict.fromkeys(e.case_id for e in endings))
@@ -163,8 +163,6 @@ def _paused_elsewhere(bundle: CaseBundle) -> bool:
 
 
 def _record(ctx: TickContext, bundle: CaseBundle, status: str, key: str, why: str, result: TickResult) -> None:
-    from dunctl.tick.result import ActionReport
-
     if ctx.ledger.record_decision(bundle.case.id, SYSTEM, THANKS, "email", status, ctx.now, ctx.now, key, why,
                                   ctx.tick_id, CUSTOMER):
         ctx.ledger.cases.add_timeline(bundle.case.id, ctx.now, status, f"{THANKS} (email) {status}: {why}")
@@ -223,8 +221,6 @@ _ENDED = {"paused": "Collection paused", "exhausted": "Dunning sequence ended", 
 def _counts(ctx: TickContext, bundle: CaseBundle) -> str:
     """"4 attempts and 6 messages, $129.00 unpaid": payment attempts (Stripe's and dunctl's), customer messages
     delivered for this case, and the amount still owed, formatted for the sender's locale."""
-    from dunctl.money import format_money
-
     attempts = bundle.case.attempts
     messages = sum(1 for a in bundle.actions if a.audience == CUSTOMER and a.status == "done")
     invoice = bundle.invoice

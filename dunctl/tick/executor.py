@@ -20,11 +20,14 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dunctl import irreversible
 from dunctl.adoption import NotesDue
 from dunctl.effect import Effect, Outcome
 from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
+from dunctl.irreversible import IRREVERSIBLE
 from dunctl.tick import changes as case_changes
 from dunctl.tick.context import TickContext
+from dunctl.tick.facts import snapshot, step_records
 from dunctl.tick.result import ActionReport, TickResult
 
 EFFECTS_PER_BATCH = 25
@@ -121,8 +124,6 @@ class _AtClaim:
 
     @classmethod
     def read(cls, ctx: TickContext, units: list[list[Effect]]) -> _AtClaim:
-        from dunctl.irreversible import IRREVERSIBLE
-
         steps = [e for unit in units for e in unit if e.needs_open_case]
         if not steps:
             return cls({})
@@ -147,16 +148,15 @@ class _AtClaim:
     def earned(self, ctx: TickContext, effect: Effect) -> bool:
         """False for an irreversible step the rule no longer allows on the case as it is now: it is not claimed,
         and stays due (planning the case again says why it waits)."""
-        from dunctl.irreversible import IRREVERSIBLE, earned
-
         bundle = self.bundles.get(effect.case_id) if effect.needs_open_case else None
         if bundle is None or effect.action not in IRREVERSIBLE or not bundle.case.is_open \
                 or bundle.invoice.status != "open":
             return True    # not irreversible, or suppressed at claim: recorded as such
-        from dunctl.tick.facts import snapshot, step_records
 
         case = snapshot(bundle, ctx.now, ctx.dunctl_retries, ctx.settings.monitor)
-        return earned(effect.step, case, ctx.sequences(bundle), step_records(bundle), ctx.settings, ctx.now) is None
+        # through the module, as the planner asks it: one rule at claim and in the plan, whoever replaces it
+        return irreversible.earned(effect.step, case, ctx.sequences(bundle), step_records(bundle), ctx.settings,
+                                   ctx.now) is None
 
 
 def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: TickResult) -> _Acted:

@@ -27,7 +27,7 @@ def templates_parse(config: Config, known_good: str | None = None) -> str:
     signature = templates_signature(config)
     if signature == known_good:
         return signature
-    from jinja2 import Environment, TemplateSyntaxError
+    from jinja2 import Environment, TemplateSyntaxError   # lazy: see dunctl/lazy.py
 
     env = Environment()
     problems = []

@@ -11,6 +11,7 @@ from dunctl.failures import DISPUTE, NET_TERMS, UNKNOWN, described_code, shown_c
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger.records import CaseRecord, CustomerRecord, InvoiceRecord, SignalRecord, SubscriptionRecord
 from dunctl.money import format_amount
+from dunctl.receivables.cases import follow_net_terms, is_net_terms, open_net_terms_case
 from dunctl.tick.changes import Change, CustomerDispute, EndCase, Ending, FollowInvoice, HandToPerson, Hold, Note, \
     NotifyPerson, OpenCase, PaymentMethodChanged, Reclassify, Resume
 from dunctl.tick.facts import condition_facts
@@ -22,8 +23,6 @@ ENDED_BY_INVOICE = {"paid": ("recovered", "invoice paid"), "void": ("voided", "i
 def open_case(invoice: InvoiceRecord, customer: CustomerRecord | None, subscription: SubscriptionRecord | None,
               config: Config, now: datetime) -> list[Change]:
     """A case for an invoice that failed, with the first segment whose rule matches (declaration order wins)."""
-    from dunctl.receivables.cases import is_net_terms, open_net_terms_case
-
     if is_net_terms(invoice) and invoice.attempt_count < 1:
         return open_net_terms_case(invoice, customer, subscription, config, now)
     if invoice.status != "open" or not invoice.first_failed_at or invoice.attempt_count < 1:
@@ -45,8 +44,6 @@ def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list
         return []
     changes: list[Change] = []
     if case.failure_type == NET_TERMS:
-        from dunctl.receivables.cases import follow_net_terms
-
         changes += follow_net_terms(case, invoice, now)
     attempts = case.attempts
     if invoice.attempt_count > case.attempts and invoice.status == "open":

@@ -21,7 +21,10 @@ from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
 from dunctl.ledger.journal import ACTIONS_JOURNAL
+from dunctl.notices.run import reopen_would_notices, run_notices
+from dunctl.receivables.tick import bring_coming_due
 from dunctl.tick.channels import ChannelSet
+from dunctl.tick.clocks import check_stripe_clock
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
 from dunctl.tick.read_only import ReadOnlyGateway
 from dunctl.tick.effects import STEP, SYSTEM, CaseEffect, idempotency_key
@@ -54,7 +57,7 @@ def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False
     cursor = None if full else ledger.get_state("cursor")
     batches = gateway.sync(cursor, now, full=full)
     if notices:
-        from dunctl.notices.sync import with_billing_backfill
+        from dunctl.notices.sync import with_billing_backfill   # lazy: see dunctl/lazy.py
 
         batches = with_billing_backfill(ledger, gateway, batches, full)
     for batch in batches:
@@ -77,16 +80,15 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
     """Open cases for newly failed invoices, follow changes on open ones, close the ones that ended; then tell
     people what they need to know about held cases (through the executor, like any effect)."""
     ledger = ctx.ledger
-    from dunctl.receivables.tick import bring_coming_due
 
     bring_coming_due(ctx)
     signals = ledger.sync.pending_signals()
     if not signals and not ledger.sync.pending_invoices():
         return
-    from dunctl import adoption
-    from dunctl.tick import changes as case_changes
-    from dunctl.tick.reconcile import apply_signal, follow_case, open_case
-    from dunctl.tick.schedule import schedule_case
+    from dunctl import adoption   # lazy: see dunctl/lazy.py
+    from dunctl.tick import changes as case_changes   # lazy: see dunctl/lazy.py
+    from dunctl.tick.reconcile import apply_signal, follow_case, open_case   # lazy: see dunctl/lazy.py
+    from dunctl.tick.schedule import schedule_case   # lazy: see dunctl/lazy.py
 
     # Invoices whose Stripe note shows messages this ledger did not record: another ledger's are refused (unless
     # adopting) before anything is done; the rest are taken over once their cases are open (dunctl/adoption.py).
@@ -127,7 +129,7 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
 def _signal_cases(ledger: Ledger, signal) -> list[int]:
     """The cases a signal concerns: by invoice (the simulation's disputes), by subscription, else the customer's
     open and held cases (a dispute on any of its charges among them)."""
-    from dunctl.tick.reconcile import on_customer
+    from dunctl.tick.reconcile import on_customer   # lazy: see dunctl/lazy.py
 
     if signal.kind in ("dispute", "dispute_closed") and not on_customer(signal):
         case = ledger.cases.for_invoice(signal.invoice_id) if signal.invoice_id else None
@@ -145,9 +147,9 @@ def _signal_cases(ledger: Ledger, signal) -> list[int]:
 def _notify(ctx: TickContext, notes: list, result: TickResult) -> None:
     """Tell the person who holds each case (`NotifyPerson` changes), and run what follows each `Ending`
     (tick/endings.py), through the executor."""
-    from dunctl.tick.changes import Ending
-    from dunctl.tick.endings import follow
-    from dunctl.tick.executor import execute
+    from dunctl.tick.changes import Ending   # lazy: see dunctl/lazy.py
+    from dunctl.tick.endings import follow   # lazy: see dunctl/lazy.py
+    from dunctl.tick.executor import execute   # lazy: see dunctl/lazy.py
 
     effects = []
     for note in notes:
@@ -168,8 +170,8 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     chunks = _chunks(ledger.due_cases_by_customer(ctx.now))
     if not chunks:
         return
-    from dunctl.tick.executor import execute
-    from dunctl.tick.schedule import load_bundles, schedule_bundle
+    from dunctl.tick.executor import execute   # lazy: see dunctl/lazy.py
+    from dunctl.tick.schedule import load_bundles, schedule_bundle   # lazy: see dunctl/lazy.py
 
     sequences = ctx.sequences
     started = time.monotonic()
@@ -215,8 +217,8 @@ def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBund
     every step that was due is finished, and what is still to come is what the plan already timed (its times
     depend on the case and the clock, neither of which the effects changed). Otherwise None: the case is read and
     planned again. `tests/test_schedule_refresh.py` checks both paths against a full reload."""
-    from dunctl.planner import Plan
-    from dunctl.tick.schedule import next_due
+    from dunctl.planner import Plan   # lazy: see dunctl/lazy.py
+    from dunctl.tick.schedule import next_due   # lazy: see dunctl/lazy.py
 
     asked = plans.get(case_id)
     if asked is None:
@@ -266,8 +268,8 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
 
 def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: TickResult,
               planned: dict[int, CaseBundle], plans: dict[int, _Planned]) -> list[CaseEffect]:
-    from dunctl.planner import MISSED, SKIP
-    from dunctl.tick.schedule import plan_case, system_effects
+    from dunctl.planner import MISSED, SKIP   # lazy: see dunctl/lazy.py
+    from dunctl.tick.schedule import plan_case, system_effects   # lazy: see dunctl/lazy.py
 
     if bundle is None or not bundle.case.is_open:
         return []
@@ -300,13 +302,13 @@ def prepare_case(ctx: TickContext, effects: list[CaseEffect]):
     """A case's effect (or several delivered as one message) ready to deliver, by the action registry. It loads
     with the first effect a tick prepares, never on an idle tick (it brings the channels, the reconciler and
     sqlite-utils: about 0.2 s)."""
-    from dunctl.tick.actions import prepare
+    from dunctl.tick.actions import prepare   # lazy: see dunctl/lazy.py
 
     return prepare(ctx, effects)
 
 
 def _channel(ctx: TickContext, step) -> str | None:
-    from dunctl.planner import channel_of
+    from dunctl.planner import channel_of   # lazy: see dunctl/lazy.py
 
     return channel_of(step, ctx.config.file.escalation.channel)
 
@@ -317,15 +319,13 @@ def _on_mode_change(ctx: TickContext) -> None:
     previous = ctx.ledger.get_state("mode")
     if previous == ctx.mode:
         return
-    from dunctl.tick.schedule import schedule_case
+    from dunctl.tick.schedule import schedule_case   # lazy: see dunctl/lazy.py
 
     with ctx.ledger.transaction():
         if previous is not None:
             for case_id in ctx.ledger.cases.open_ids():
                 schedule_case(ctx.ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, ctx.sequences)
         if previous == MONITOR and ctx.mode == LIVE:
-            from dunctl.notices.run import reopen_would_notices
-
             reopen_would_notices(ctx)      # the same for pre-dunning notices, sent by the same executor
         ctx.ledger.set_state("mode", ctx.mode)
 
@@ -403,7 +403,7 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
         except GatewayAuthError:
             raise
         except GatewayError as exc:
-            from dunctl.tick.executor import _error_text
+            from dunctl.tick.executor import _error_text   # lazy: see dunctl/lazy.py
 
             # An outage: what was synced before it is kept (batches land with their cursor), and the cases
             # already in the ledger still get their due steps.
@@ -417,8 +417,6 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
 
     sync_now()
     if wall is not None and gateway is not None:
-        from dunctl.tick.clocks import check_stripe_clock
-
         # The sync is kept; nothing is decided or sent on a machine clock Stripe disagrees with. Raised inside the
         # tick, so the tick is never marked finished and its wrong moment never becomes "the last tick".
         check_stripe_clock(wall, getattr(gateway, "stripe_date", None))
@@ -427,13 +425,12 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
     reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
     if ctx.interrupted():
         return               # asked to stop: the notices wait for the next tick, as they are
-    from dunctl.notices.run import run_notices
 
     _follow_ups(ctx, result)
 
     notices = run_notices(ctx, result)   # pre-dunning: plan changed subscriptions, then send the notices due
     if notices:
-        from dunctl.tick.executor import execute
+        from dunctl.tick.executor import execute   # lazy: see dunctl/lazy.py
 
         execute(ctx, notices, result)
 
@@ -444,7 +441,7 @@ def _follow_ups(ctx: TickContext, result: TickResult) -> None:
     dunning = ctx.config.file.dunning
     due = ctx.ledger.due_follow_ups(ctx.now, ctx.now - dunning.action_retry_after, dunning.max_action_tries)
     if due:
-        from dunctl.tick.endings import run_waiting
+        from dunctl.tick.endings import run_waiting   # lazy: see dunctl/lazy.py
 
         run_waiting(ctx, due, result)
 
