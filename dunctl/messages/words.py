@@ -14,7 +14,7 @@ WORDS_FILE = "_words.html.j2"
 def words_of(env) -> dict:
     """The top-level variables `WORDS_FILE` sets, as one plain dict; {} when the directory has no such file (a
     template that uses `words` then fails `dunctl check`, as any undefined name does)."""
-    from jinja2 import TemplateNotFound
+    from jinja2 import TemplateNotFound   # lazy: see dunctl/lazy.py
 
     try:
         module = env.get_template(WORDS_FILE).module
