@@ -15,6 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from dunctl.errors import ConfigProblem
 from dunctl.locales import candidates, language, normalise
+from dunctl.messages.compiled import template_cache
 from dunctl.messages.context import MessageContext
 from dunctl.messages.sms import sample_link, sms_size, strict_sms
 from dunctl.messages.words import words_of
@@ -75,6 +76,7 @@ class Templates:
             lstrip_blocks=True,
             keep_trailing_newline=True,
             auto_reload=names is None,
+            bytecode_cache=template_cache(),   # compiled once per source, not once per process
         )
         self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
 

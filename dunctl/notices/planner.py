@@ -10,6 +10,7 @@ A usage jump past several thresholds at once sends only the highest one crossed.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -59,8 +60,15 @@ def card_expires_at(exp_month: int, exp_year: int) -> datetime:
 
 
 def dunning_off(customer: dict | None) -> bool:
-    metadata = json.loads((customer or {}).get("metadata") or "{}")
+    metadata = _metadata((customer or {}).get("metadata") or "{}")
     return str(metadata.get("dunning", "")).strip().lower() == "off"
+
+
+@functools.lru_cache(maxsize=4096)
+def _metadata(text: str) -> dict:
+    """Stored metadata, parsed once per distinct text: planning a subscription read its customer's three times
+    (a tenth of planning's CPU in the demo). Shared: read it, never change it."""
+    return json.loads(text)
 
 
 def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None = None) -> NoticeDecision:
@@ -202,8 +210,8 @@ def renewal_facts(subject: dict) -> dict:
     sub, customer = subject["subscription"], subject["customer"] or {}
     return {"amount_due": sub.get("amount"), "amount_remaining": sub.get("amount"), "currency": sub.get("currency"),
             "interval": sub.get("interval"), "usage_based": bool(sub.get("usage_based")),
-            "customer.metadata": json.loads(customer.get("metadata") or "{}"),
-            "subscription.metadata": json.loads(sub.get("metadata") or "{}")}
+            "customer.metadata": dict(_metadata(customer.get("metadata") or "{}")),
+            "subscription.metadata": dict(_metadata(sub.get("metadata") or "{}"))}
 
 
 def _renewal(subject: dict, config: NoticesConfig, period_end: datetime, now: datetime) -> list[NoticePlan]:

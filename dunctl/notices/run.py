@@ -24,8 +24,7 @@ if TYPE_CHECKING:   # the tick runs the notices, never the other way round: only
 def run_notices(ctx: TickContext, result: TickResult) -> list[Effect]:
     """Pre-dunning's part of a tick, after the cases' due work: the notices due now, for the tick's executor to
     send."""
-    with ctx.ledger.transaction():
-        ctx.ledger.journal(NOTICES_JOURNAL).settle_orphans(ctx.now)
+    ctx.ledger.journal(NOTICES_JOURNAL).settle(ctx.now)
     if not ctx.config.file.notices.enabled:
         return []
     plan_changed(ctx, result)

@@ -20,5 +20,4 @@ def bring_coming_due(ctx) -> None:
         holds.signal_ended_holds(ctx.ledger, ctx.now)
     if not any(takes_net_terms(segment) for segment in ctx.config.file.segments):
         return
-    with ctx.ledger.transaction():
-        store.mark_coming_due(conn, ctx.now + lead(ctx.config))
+    store.mark_coming_due(conn, ctx.now + lead(ctx.config))   # one statement: a transaction of its own

@@ -72,19 +72,21 @@ def run_sync(ledger: Ledger, gateway: Gateway, now: datetime, full: bool = False
             progress(result)
         if stop():
             break
-    ledger.set_state("account_mode", gateway.mode)
+    if ledger.get_state("account_mode") != gateway.mode:    # a read, not a write on every tick
+        ledger.set_state("account_mode", gateway.mode)
     return result
 
 
-def reconcile(ctx: TickContext, result: TickResult) -> None:
+def reconcile(ctx: TickContext, result: TickResult) -> bool:
     """Open cases for newly failed invoices, follow changes on open ones, close the ones that ended; then tell
-    people what they need to know about held cases (through the executor, like any effect)."""
+    people what they need to know about held cases (through the executor, like any effect). False when there
+    was nothing to reconcile (then nothing was changed or sent)."""
     ledger = ctx.ledger
 
     bring_coming_due(ctx)
     signals = ledger.sync.pending_signals()
     if not signals and not ledger.sync.pending_invoices():
-        return
+        return False
     from dunctl import adoption   # lazy: see dunctl/lazy.py
     from dunctl.tick import changes as case_changes   # lazy: see dunctl/lazy.py
     from dunctl.tick.reconcile import apply_signal, follow_case, open_case   # lazy: see dunctl/lazy.py
@@ -124,6 +126,7 @@ def reconcile(ctx: TickContext, result: TickResult) -> None:
         for case_id in applied.touched:
             schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, ctx.sequences)
     _notify(ctx, applied.notify, result)
+    return True
 
 
 def _signal_cases(ledger: Ledger, signal) -> list[int]:
@@ -164,12 +167,13 @@ def _notify(ctx: TickContext, notes: list, result: TickResult) -> None:
     follow(ctx, [note for note in notes if isinstance(note, Ending)], result)
 
 
-def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | None = None) -> None:
-    """Every case due now, in batches: plan, record what is skipped or missed, execute the rest."""
+def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | None = None) -> bool:
+    """Every case due now, in batches: plan, record what is skipped or missed, execute the rest. False when no
+    case was due."""
     ledger = ctx.ledger
     chunks = _chunks(ledger.due_cases_by_customer(ctx.now))
     if not chunks:
-        return
+        return False
     from dunctl.tick.executor import execute   # lazy: see dunctl/lazy.py
     from dunctl.tick.schedule import load_bundles, schedule_bundle   # lazy: see dunctl/lazy.py
 
@@ -178,7 +182,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     for n, ids in enumerate(chunks):
         if ctx.should_stop():
             result.deferred += sum(map(len, chunks[n:]))   # still due: the next tick takes them, nothing missed
-            return
+            return True
         if resync is not None and n and time.monotonic() - started > RESYNC_AFTER_SECONDS:
             resync()
             started = time.monotonic()
@@ -206,6 +210,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
             for case_id in again:
                 schedule_bundle(ledger, case_id, loaded.get(case_id), ctx.settings, ctx.dunctl_retries, ctx.now,
                                 sequences)
+    return True
 
 
 def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBundle],
@@ -376,8 +381,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
                           interrupted=interrupted or (lambda: False), prepare_case=prepare_case)
         result = TickResult(now=now, mode=mode)
         try:
-            with ledger.transaction():   # claims a tick that died left behind (dunctl/ledger/journal.py)
-                ledger.journal(ACTIONS_JOURNAL).settle_orphans(now)
+            ledger.journal(ACTIONS_JOURNAL).settle(now)   # claims a tick that died left behind
             _on_mode_change(ctx)
             _tick(ctx, result, gateway, sync, progress, accept_stale, wall=wall)
         finally:
@@ -420,9 +424,11 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
         # The sync is kept; nothing is decided or sent on a machine clock Stripe disagrees with. Raised inside the
         # tick, so the tick is never marked finished and its wrong moment never becomes "the last tick".
         check_stripe_clock(wall, getattr(gateway, "stripe_date", None))
-    reconcile(ctx, result)
-    run_due(ctx, result, resync)
-    reconcile(ctx, result)   # what the effects themselves changed (a suppressed invoice found paid)
+    reconciled = reconcile(ctx, result)
+    if run_due(ctx, result, resync) or reconciled:
+        # What the effects themselves changed (a suppressed invoice found paid). With no effect since the sync
+        # (nothing to reconcile, no case due) nothing can have: an idle tick skips it, half its reconciling.
+        reconcile(ctx, result)
     if ctx.interrupted():
         return               # asked to stop: the notices wait for the next tick, as they are
 

@@ -1,0 +1,111 @@
+"""What keeps the demo's hourly ticks cheap (issue #25): a tick pays for what changed, not for what exists.
+Counted (SQL statements, compilations), not timed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from dunctl.config import load_config
+from dunctl.ledger import Ledger
+from dunctl.tick import build_channels, run_tick
+from tests.helpers import T0, failed_invoice, seed, starter
+
+
+def reconciled(ledger: Ledger, config, now) -> int:
+    """How many times one tick looked for changes to reconcile (each look reads the pending signals)."""
+    statements: list[str] = []
+    ledger.conn.set_trace_callback(statements.append)
+    try:
+        run_tick(ledger, config, None, build_channels(config, {}), now, sync=False)
+    finally:
+        ledger.conn.set_trace_callback(None)
+    return sum(1 for s in statements if s.startswith("SELECT * FROM signals WHERE applied = 0"))
+
+
+def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_path):
+    config = load_config(starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}}))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        seed(ledger, failed_invoice())
+        # the case opens and its first email is due at 1h: the tick acts, then reconciles what its effects changed
+        assert reconciled(ledger, config, T0 + timedelta(hours=1)) == 2
+        # an hour later nothing is due and nothing changed: one look, not a second one after no effects
+        assert reconciled(ledger, config, T0 + timedelta(hours=2)) == 1
+    finally:
+        ledger.close()
+
+
+
+def test_an_idle_tick_writes_only_its_own_record(tmp_path):
+    """A demo's hour with nothing to do: no write transaction (orphaned claims looked for by one read each, the
+    account's mode written only when it changes); what it writes is its own record, and the one statement that
+    makes net-terms invoices coming due pending (it matches none here)."""
+    from dunctl.simulation.account import SimulatedAccount
+    from dunctl.simulation.demo import DemoChannels, prepare_demo
+    from dunctl.simulation.population import build_book
+
+    config = load_config(prepare_demo(tmp_path / "demo"))
+    ledger = Ledger.open(config.ledger_path)
+    account = SimulatedAccount(build_book(2, 1), seed=1, start=T0)
+    try:
+        for hours in (1, 2):           # the first tick syncs the book; the second finds nothing new
+            run_tick(ledger, config, account, DemoChannels(config, {}), T0 + timedelta(hours=hours), mode="live")
+        statements: list[str] = []
+        ledger.conn.set_trace_callback(statements.append)
+        result = run_tick(ledger, config, account, DemoChannels(config, {}), T0 + timedelta(hours=3), mode="live")
+        ledger.conn.set_trace_callback(None)
+        assert not result.did_something
+        writes = [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE", "DELETE")]
+        assert [w.split("(")[0].split(" SET")[0] for w in writes] == ["INSERT INTO ticks", "UPDATE invoices",
+                                                                    "UPDATE ticks"], writes
+    finally:
+        ledger.close()
+
+
+# -- compiled templates kept between processes (dunctl/messages/compiled.py) ---------------------------------------
+
+
+def starter_templates(directory):
+    from dunctl.scaffold import write_starter
+
+    write_starter(directory)
+    return directory / "templates"
+
+
+def render(directory) -> tuple[str, str]:
+    """One message from a fresh Templates (as a new process makes): its text, and the file its code names."""
+    from dunctl.messages.templates import Templates
+
+    templates = Templates(directory)
+    template = templates.env.get_template("payment-failed.subject.j2")
+    text = template.render(count=1, tone="standard", company="Acme", invoice={"number": "INV-1"}, amount="$1.00")
+    return text, template.root_render_func.__code__.co_filename
+
+
+def test_a_template_compiled_in_one_directory_is_not_compiled_again_for_the_same_source_in_another(
+        tmp_path, monkeypatch):
+    """A demo writes its templates into a new directory each run: the compiled code follows the source, not the
+    path, and names the file it now renders from (tracebacks and Jinja's error lines)."""
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = starter_templates(tmp_path / "a"), starter_templates(tmp_path / "b")
+    text, filename = render(first)
+    entries = sorted((tmp_path / "cache" / "templates").iterdir())
+    assert len(entries) == 1 and filename == str(first / "payment-failed.subject.j2")
+    again, filename = render(second)
+    assert again == text
+    assert sorted((tmp_path / "cache" / "templates").iterdir()) == entries      # found, not compiled and kept again
+    assert filename == str(second / "payment-failed.subject.j2")
+
+
+def test_an_edited_template_renders_its_new_text_and_an_unusable_cache_only_costs_the_compile(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "cache"))
+    templates = starter_templates(tmp_path / "a")
+    render(templates)
+    (templates / "payment-failed.subject.j2").write_text("Edited {{ invoice.number }}")
+    assert render(templates)[0] == "Edited INV-1"
+    assert len(list((tmp_path / "cache" / "templates").iterdir())) == 2
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", "off")
+    assert render(templates)[0] == "Edited INV-1"
+    (tmp_path / "file").write_text("")        # a cache "directory" that cannot be made: no cache, no error
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "file"))
+    assert render(templates)[0] == "Edited INV-1"
