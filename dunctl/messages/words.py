@@ -3,7 +3,7 @@ once per set of templates and given to every template as the global `words`.
 
 Built once, not per email: a dict literal in a layout is built again on every render, and an `{% import %}` of
 the file looks it up in Jinja's locked cache and reads its attributes through the sandbox's checks on every
-render (both cost more than the rest of the frame's logic); a plain dict among the globals costs nothing per
+render (it measured about 3 us an email slower than the literal); a plain dict among the globals costs nothing per
 render, and the sandbox reads a plain dict's items directly (dunctl/messages/templates.py)."""
 
 from __future__ import annotations
