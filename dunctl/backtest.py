@@ -34,7 +34,10 @@ from dunctl.failures import Decline
 from dunctl.ledger import Ledger
 from dunctl.ledger.views import history as q
 from dunctl.model import Customer, InvoiceLine
+from dunctl.failures import NET_TERMS
 from dunctl.simulation.account import HistoricalInvoice, SimulatedAccount
+from dunctl.simulation.net_terms import HistoricalNetTermsInvoice
+from dunctl.backtest_net_terms import load_net_terms_history
 from dunctl.simulation.assumptions import (
     DEFAULT_PRESET,
     Assumptions,
@@ -42,6 +45,7 @@ from dunctl.simulation.assumptions import (
 )
 from dunctl.simulation.demo import (
     DEFAULT_SEED,
+    TICK_EVERY,
     Driver,
     Outcome,
     RecordingChannels,
@@ -62,6 +66,7 @@ from dunctl.backtest_model import (
     validate,
 )
 from dunctl.ledger.views.report import messages_delivered, retries_made
+from dunctl.simulation.net_terms_outcome import card_part, measure_net_terms
 from dunctl.stats import Comparison, compare, newcombe, wilson
 
 CHECK_DAYS = (7, 14, 30)
@@ -100,6 +105,8 @@ class Backtest:
 def load_history(ledger: Ledger, since: datetime | None = None, until: datetime | None = None) -> list[HistoricalInvoice]:
     items = []
     for row in q.failed_invoices(ledger, iso(since), iso(until)):
+        if row["first_failure_type"] == NET_TERMS:
+            continue            # never failed: replayed as what it is (dunctl/backtest_net_terms.py)
         decline = json.loads(row["first_decline"] or row["latest_decline"] or "{}")
         known = {f.name for f in dataclasses.fields(Decline)}
         lines = [InvoiceLine(line.get("description"), int(line.get("amount") or 0), line.get("quantity"),
@@ -124,9 +131,11 @@ def load_history(ledger: Ledger, since: datetime | None = None, until: datetime 
 
 
 def replay(config: Config, history: list[HistoricalInvoice], ledger_path: Path, *, name: str, seed: int,
-           start: datetime, end: datetime, assumptions: Assumptions, preset: str) -> tuple[Outcome, Ledger]:
-    """The history on a simulated account under `config`, ticked hourly from `start` to `end`. Returns the
-    outcome and the (open) replay ledger; the caller closes it."""
+           start: datetime, end: datetime, assumptions: Assumptions, preset: str,
+           net_terms: list[HistoricalNetTermsInvoice] = (), tick_every: timedelta = TICK_EVERY
+           ) -> tuple[Outcome, Ledger]:
+    """The history (and the net-terms invoices `net_terms`) on a simulated account under `config`, ticked hourly
+    from `start` to `end`. Returns the outcome and the (open) replay ledger; the caller closes it."""
     for stale in (ledger_path, Path(f"{ledger_path}-wal"), Path(f"{ledger_path}-shm")):
         stale.unlink(missing_ok=True)
     ledger = _fast(Ledger.open(ledger_path))
@@ -134,23 +143,29 @@ def replay(config: Config, history: list[HistoricalInvoice], ledger_path: Path, 
                                smart_retries=stripe_retries(config))
     for item in history:
         account.replay(item)
-    driver = Driver(config, ledger, account, RecordingChannels(config, {}))
+    for invoice in net_terms:
+        account.replay_net_terms(invoice)
+    driver = Driver(config, ledger, account, RecordingChannels(config, {}), tick_every=tick_every)
     driver.run(start, end)
     customers = len({item.customer.id for item in history})
     # The number of subscriptions behind the history is not in the ledger: churn stays a count, not a rate.
     return driver.outcome(name, customers, driver.last_tick or end, preset, subscriptions=None), ledger
 
 
-def _observed(ledger: Ledger, config: Config, now: datetime, customers: int) -> Outcome:
+def _observed(ledger: Ledger, config: Config, now: datetime, customers: int, since: datetime | None = None,
+              until: datetime | None = None) -> Outcome:
     # The same counting as every simulated run's (Driver.outcome): one engine, so the columns compare.
-    ours, stripes = retries_made(ledger.conn)
-    return measure("ledger (observed)", ledger, now, config.file.dunning.attribution_window, customers=customers,
-                   messages=messages_delivered(ledger.conn), retries_dunctl=ours, retries_stripe=stripes,
-                   subscriptions=None, preset="observed")
+    with card_part(ledger) as cards:
+        ours, stripes = retries_made(cards.conn)
+        outcome = measure("ledger (observed)", cards, now, config.file.dunning.attribution_window,
+                          customers=customers, messages=messages_delivered(cards.conn), retries_dunctl=ours,
+                          retries_stripe=stripes, subscriptions=None, preset="observed")
+    outcome.net_terms = measure_net_terms(ledger, now, issued=(since, until))
+    return outcome
 
 
 def _read_ledger(active: Config, now: datetime, since: datetime | None, until: datetime | None
-                 ) -> tuple[list[HistoricalInvoice], list[CaseRecord], Outcome]:
+                 ) -> tuple[list[HistoricalInvoice], list[CaseRecord], Outcome, list[HistoricalNetTermsInvoice]]:
     if not active.ledger_path.exists():
         raise UsageError(f"no ledger at {active.ledger_path}", "run `dunctl tick` (or `dunctl demo`) first, or "
                          "pass -c with the config whose ledger holds the history")
@@ -161,11 +176,14 @@ def _read_ledger(active: Config, now: datetime, since: datetime | None, until: d
             raise UsageError(f"no failed invoices in {active.ledger_path}"
                              + (" in that period" if since or until else ""),
                              "a backtest replays the cases a ledger holds: run dunctl for a while first")
-        cases = records(q.case_touches(ledger, iso(since), iso(until)))
-        observed = _observed(ledger, active, now, len({h.customer.id for h in history}))
+        card_ids = {h.invoice_id for h in history}
+        # the customer model is fitted on failed payments only: net-terms cases have their own model
+        cases = [c for c in records(q.case_touches(ledger, iso(since), iso(until))) if c.invoice_id in card_ids]
+        observed = _observed(ledger, active, now, len({h.customer.id for h in history}), since, until)
+        net_terms = load_net_terms_history(ledger, since, until)
     finally:
         ledger.close()
-    return history, cases, observed
+    return history, cases, observed, net_terms
 
 
 @dataclass
@@ -179,6 +197,8 @@ class _Runs:
     end: datetime
     preset: str
     made: int = 0
+    net_terms: list[HistoricalNetTermsInvoice] = field(default_factory=list)   # replayed in whole runs only
+    tick_every: timedelta = TICK_EVERY
 
     def outcome(self, config: Config, name: str, model: Assumptions, part: list[HistoricalInvoice] | None = None,
                 seed: int | None = None, keep: bool = False) -> tuple[Outcome, list[CaseRecord]]:
@@ -186,7 +206,8 @@ class _Runs:
         self.made += 1
         outcome, ledger = replay(config, self.history if part is None else part, path, name=name,
                                  seed=self.seed if seed is None else seed, start=self.start, end=self.end,
-                                 assumptions=model, preset=self.preset)
+                                 assumptions=model, preset=self.preset,
+                                 net_terms=self.net_terms if part is None else (), tick_every=self.tick_every)
         try:
             return outcome, records(q.case_touches(ledger)) if keep else []
         finally:
@@ -199,20 +220,22 @@ class _Runs:
 
 def run_backtest(active: Config, candidates: list[Path], work: Path, now: datetime, *, since: datetime | None = None,
                  until: datetime | None = None, follow_up_days: int = 0, seed: int = DEFAULT_SEED,
-                 preset: str = DEFAULT_PRESET) -> Backtest:
+                 preset: str = DEFAULT_PRESET, tick_every: timedelta = TICK_EVERY) -> Backtest:
     """Fit the customer model to the active config's ledger, check it on held-out cases, then replay every case
     under the active config (the baseline) and under each candidate. `now` is the ledger's clock: the replay runs
-    to it (plus `follow_up_days`), so the baseline sees what the ledger has seen."""
+    to it (plus `follow_up_days`), so the baseline sees what the ledger has seen. Cron's hourly ticks, unless
+    `tick_every` says otherwise (tests of what holds at any cadence)."""
     prior = preset_assumptions(preset)
-    history, ledger_cases, observed = _read_ledger(active, now, since, until)
-    start = min(h.created for h in history).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    history, ledger_cases, observed, net_terms = _read_ledger(active, now, since, until)
+    start = min(h.created for h in (*history, *net_terms)).replace(minute=0, second=0, microsecond=0) \
+        - timedelta(hours=1)
     end = now + timedelta(days=follow_up_days)
     if end <= start:
         raise UsageError(f"the ledger's clock ({iso(now)}) is before its first invoice ({iso(start)})",
                          "pass --now with a later time")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    runs = _Runs(history, work, seed, start, end, preset)
+    runs = _Runs(history, work, seed, start, end, preset, net_terms=net_terms, tick_every=tick_every)
     train = [h for h in history if not held_out(h.invoice_id)]
     test = [h for h in history if held_out(h.invoice_id)]
     train_ids = {h.invoice_id for h in train}

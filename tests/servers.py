@@ -10,12 +10,15 @@ implicit TLS or refused recipients, start an `SmtpServer(...)` yourself (it is a
 
 from __future__ import annotations
 
+import atexit
 import email
 import email.policy
+import functools
 import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
@@ -127,9 +130,21 @@ def smtp_server():
 
 
 def tls_files(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate and key for 127.0.0.1 and localhost, made with the openssl CLI."""
+    """A self-signed certificate and key for 127.0.0.1 and localhost, made with the openssl CLI (once per test
+    process: an RSA key costs a tenth of a second of CPU or more) and copied into `directory`."""
+    made = _tls_pair()
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    shutil.copyfile(made[0], cert)
+    shutil.copy(made[1], key)
+    return cert, key
+
+
+@functools.lru_cache(maxsize=1)
+def _tls_pair() -> tuple[Path, Path]:
     if not shutil.which("openssl"):
         unavailable("openssl is not installed; .ci/run installs it")
+    directory = Path(tempfile.mkdtemp(prefix="dunctl-tls-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",

@@ -10,13 +10,13 @@ from dunctl.ledger import Ledger
 from dunctl.ledger.journal import ACTIONS_JOURNAL, NOTICES_JOURNAL
 from dunctl.notices.effects import NoticeEffect
 from dunctl.tick.effects import STEP, CaseEffect
-from tests.helpers import at, customer, seed
+from tests.helpers import at, customer, new_ledger, seed
 from tests.test_ledger import open_case
 
 
 @pytest.fixture
 def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
+    ledger = new_ledger(tmp_path / "dunctl.db")
     yield ledger
     ledger.close()
 

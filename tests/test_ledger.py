@@ -8,7 +8,7 @@ import pytest
 
 from dunctl.config import Sequence
 from dunctl.ledger import Ledger
-from tests.helpers import T0, customer, failed_invoice, seed
+from tests.helpers import T0, customer, failed_invoice, new_ledger, seed
 
 SEQUENCE = Sequence.model_validate({"name": "s", "steps": [{"id": "notice", "at": "30m", "action": "email",
                                                             "template": "payment-failed"}]})
@@ -16,7 +16,7 @@ SEQUENCE = Sequence.model_validate({"name": "s", "steps": [{"id": "notice", "at"
 
 @pytest.fixture
 def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
+    ledger = new_ledger(tmp_path / "dunctl.db")
     yield ledger
     ledger.close()
 

@@ -56,7 +56,7 @@ def test_the_book_is_the_same_for_the_same_seed():
 
 
 def test_invoices_fail_at_a_realistic_rate_with_a_realistic_mix_of_declines():
-    account = _world(3000, seed=5)
+    account = _world(1500, seed=5)      # 182 failures, every kind of decline among them (3,000: twice the CPU)
     synced, failed = _failed(account, 45)
     rate = account.stats.failed / account.stats.invoices
     assert 0.04 < rate < 0.12, rate                     # 7.2% a month (Recurly), more for usage spikes
@@ -75,7 +75,7 @@ def test_invoices_fail_at_a_realistic_rate_with_a_realistic_mix_of_declines():
 
 
 def test_ach_returns_and_disputes_appear():
-    account = _world(4000, seed=2)
+    account = _world(2000, seed=2)      # (3 disputes; 4,000 had 4)
     synced, failed = _failed(account, 45)
     assert any(i.payment_method_type == "us_bank_account" for i in failed)
     assert any(s.kind == "dispute" for s in synced.signals) or account.stats.disputes == 0
@@ -217,6 +217,14 @@ def test_every_assumption_has_a_source_and_a_meaning():
             assert row["quote"], f"{row['name']} cites the guide but quotes nothing"
 
 
+def test_published_figures_name_where_they_were_published():
+    """Figures from outside the guide (net-terms: Atradius, Xero) quote their source with its address."""
+    published = [row for row in assumptions.rows() if row["source"] == assumptions.PUBLISHED]
+    assert published
+    for row in published:
+        assert "http" in row["quote"] and "\"" in row["quote"], row["name"]
+
+
 def test_guide_quotes_are_in_the_guide():
     """The assumptions quote the guide word for word; the repository carries the guide (docs/), so this runs
     everywhere. Beside the team's shared folder, the copy must be the guide itself."""
@@ -226,7 +234,7 @@ def test_guide_quotes_are_in_the_guide():
         assert guide.read_text() == shared.read_text(), "docs/dunning-guide.txt differs from the shared guide"
     text = " ".join(guide.read_text().split())
     for row in assumptions.rows():
-        if row["quote"]:
+        if row["quote"] and row["source"] == assumptions.GUIDE:
             quoted = row["quote"].split(" (")[0].split("...")[0].strip()
             assert quoted[:40] in text, f"{row['name']}: '{quoted[:40]}' is not in the guide"
 
@@ -284,7 +292,8 @@ def test_grouping_sends_fewer_messages_per_recovered_invoice_at_no_loss_of_recov
     world = dataclasses.replace(assumptions.preset_assumptions("median"),
                                 several_subscriptions_share={"b2c": 0.6, "b2b": 0.6})
     result = run_simulation([tmp_path / "grouped" / "dunctl.yaml", tmp_path / "separate" / "dunctl.yaml"],
-                            tmp_path / "work", customers=200, days=20, follow_up_days=15, seed=7, assumptions=world)
+                            tmp_path / "work", customers=150, days=20, follow_up_days=15, seed=7, assumptions=world)
+    # (150 customers: 25 failures each, 5.7 messages per recovered invoice against 9.1; 120 gave only 16 failures)
     grouped, separate = result.outcomes
     assert grouped.failed_invoices == separate.failed_invoices > 20       # the same failures: the same book
     assert grouped.messages_per_recovered < 0.85 * separate.messages_per_recovered

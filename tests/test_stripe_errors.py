@@ -12,6 +12,7 @@ from dunctl.config import StripeConfig
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.ledger import Ledger
 from dunctl.stripe.gateway import StripeGateway
+from tests.helpers import new_ledger
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
@@ -45,7 +46,7 @@ def gateway_for(fake, time_, key: str = TEST_KEY, **options) -> StripeGateway:
 
 @pytest.fixture
 def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
+    ledger = new_ledger(tmp_path / "dunctl.db")
     yield ledger
     ledger.close()
 

@@ -12,6 +12,7 @@ from dunctl.failures import classify
 from dunctl.ledger import Ledger
 from dunctl.stripe.events import EVENT_TYPES
 from dunctl.stripe.gateway import StripeGateway
+from tests.helpers import new_ledger
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
@@ -26,7 +27,7 @@ def gateway(fake_stripe):
 
 @pytest.fixture
 def ledger(tmp_path):
-    ledger = Ledger.open(tmp_path / "dunctl.db")
+    ledger = new_ledger(tmp_path / "dunctl.db")
     yield ledger
     ledger.close()
 

@@ -1,6 +1,6 @@
 """`dunctl status` and `dunctl report` on a real terminal (a pty made by util-linux `script`, sized with `stty`),
 not only with COLUMNS set: at 80 and 200 columns no line is wider than the terminal, and no amount, invoice id or
-code is split across lines or cut short."""
+code is split across lines or cut short, and no metric's name is cut."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rich.cells import cell_len
 from dunctl.clock import iso
 from dunctl.money import format_amount
 from dunctl.report import build_report
+from dunctl.report_render import headline_rows
 from tests.helpers import open_engine_ledger, starter, unavailable
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -102,3 +103,7 @@ def test_report_never_splits_an_amount(config, columns):
     amounts += [format_amount(c.revenue_at_risk, c.currency) for c in headline.currencies]
     assert "CHF 98,765.43" in amounts and "1,234.567 KWD" in amounts
     check(text, columns, amounts)
+    # Each headline metric is named whole: a long value goes on to a next line rather than cut the name short
+    metrics = [row[0] for row in headline_rows(headline)]
+    assert "Recovered of failed amount (CHF)" in metrics and "Involuntary churn" in metrics
+    check(text, columns, metrics)

@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dunctl.cli.common import JsonOption, err, handles_errors, out, print_json
+from dunctl.cli.net_terms import add_rows, demo_lines, print_receivables
 from dunctl.clock import iso
 from dunctl.money import format_amount
 from dunctl.simulation.anchors import ANCHOR_NOTE, ANCHORS
@@ -92,11 +93,12 @@ def render(result: DemoResult, seconds: float) -> None:
               f"in {seconds:.1f}s")
     out.print(preset_text(result.preset), markup=False)
     runs = [o] if result.holdout is None else [o, result.holdout]
-    title = "What dunning did (the figures `dunctl report` gives on this ledger)"
+    title = ("What dunning did for failed payments (the figures `dunctl report` gives for the card and bank "
+             "cases; net-terms invoices below)")
     if result.holdout is not None:
         title = ("What dunning did, and the experiment's holdout beside it (customers dunctl left alone, never "
                  "pooled into what dunning did)")
-    out.print(outcome_table(runs, title=title))
+    out.print(outcome_table(runs, title=title, net_terms=False))    # net-terms: their own paragraph below
     for line in anchor_lines(runs):
         out.print(line, markup=False)
     headline = result.headline
@@ -105,6 +107,8 @@ def render(result: DemoResult, seconds: float) -> None:
                             if c.revenue_at_risk) or "nothing"
         out.print(f"Status at the end: {headline.open} case(s) open, revenue at risk {at_risk}; "
                   f"{headline.with_person} handed to a person.", markup=False)
+    if o.net_terms is not None or result.receivables is not None:
+        _net_terms(result)
     config = shlex.quote(str(result.config_path))
     now = iso(result.last_tick or result.end)
     dunctl = dunctl_command()
@@ -113,12 +117,25 @@ def render(result: DemoResult, seconds: float) -> None:
     out.print(f"  {dunctl} -c {config} status --now {now}", markup=False, soft_wrap=True)
     if result.example_invoice:
         out.print(f"  {dunctl} -c {config} case show {result.example_invoice}", markup=False, soft_wrap=True)
+    if result.net_terms_example:
+        out.print(f"  {dunctl} -c {config} case show {result.net_terms_example}    # net terms: reminded before "
+                  "the due date", markup=False, soft_wrap=True)
     out.print(f"  {dunctl} -c {config} report", markup=False, soft_wrap=True)
     if result.outcome.failed_invoices:  # a replay needs failed invoices to replay
         out.print(f"  {dunctl} -c {config} simulate --from-ledger {config}    # replay this history",
                   markup=False, soft_wrap=True)
     out.print(f"  ls {shlex.quote(str(result.outbox))}    # every email dunctl sent, as .eml files", markup=False,
               soft_wrap=True)
+
+
+def _net_terms(result: DemoResult) -> None:
+    """The net-terms customers' invoices, then aging and DSO as `dunctl report` prints them."""
+    if result.outcome.net_terms is not None:
+        out.print()
+        for line in demo_lines(result.outcome.net_terms, result.last_tick or result.end):
+            out.print(line, markup=False)
+    if result.receivables is not None:
+        print_receivables(result.receivables, out.real)
 
 
 def dunctl_command() -> str:
@@ -182,8 +199,9 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
 
 
-def outcome_table(outcomes: list[Outcome], title: str | None = None) -> Table:
-    """One column per run: the measures `simulate` compares. Each rate says what it is over."""
+def outcome_table(outcomes: list[Outcome], title: str | None = None, net_terms: bool = True) -> Table:
+    """One column per run: the measures `simulate` compares. Each rate says what it is over. With `net_terms`,
+    the net-terms invoices' measures too, when the runs had any."""
     table = Table("", *[o.name for o in outcomes], title=title, header_style="bold", title_justify="left")
     currencies = sorted({c.currency for o in outcomes for c in o.currencies})
 
@@ -228,4 +246,6 @@ def outcome_table(outcomes: list[Outcome], title: str | None = None) -> Table:
          else "no rate (no whole month, or the number of customers is unknown)" for o in outcomes])
     row("recovered by channel (last touch)", [_counts(o.recovered_by_channel) for o in outcomes])
     row("who collected (simulation only)", [_counts(o.collected_by) for o in outcomes])
+    if net_terms:
+        add_rows(table, outcomes)
     return table

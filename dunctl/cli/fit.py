@@ -8,6 +8,7 @@ columns are dropped, and the table is built with fixed widths so Rich has nothin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from collections.abc import Iterator
@@ -87,6 +88,44 @@ def fitted_table(columns: list[Column], rows: list[list[Text]], fitted: Fitted, 
                          width=fitted.widths[i], overflow="ellipsis")
     for row in rows:
         table.add_row(*(row[i] for i in fitted.kept))
+    return table
+
+
+# A currency code written apart from its number ("CHF 98,765.43", "1,234.567 KWD"): one atom, never split.
+_CODE_THEN_NUMBER = re.compile(r"(?<![^ (])([A-Z]{3}) (?=[-\d])|(?<=\d) (?=[A-Z]{3}\b)")
+
+
+def _glued(value: str) -> str:
+    return _CODE_THEN_NUMBER.sub(lambda m: m.group(0).replace(" ", "\0"), value)
+
+
+def value_lines(value: str, width: int) -> str:
+    """`value` broken between words into lines of at most `width` (a word wider than that stands alone): a
+    number, an amount with its currency code, a "(20 of 35)" part's words are never split inside."""
+    if cell_len(value) <= width:
+        return value
+    atoms = _glued(value).split(" ")
+    return "\n".join(line.replace("\0", " ") for line in packed_lines(atoms, width, " "))
+
+
+def metric_table(rows: list[tuple[str, str]], width: int, headers: tuple[str, str] = ("Metric", "Value"),
+                 **options) -> Table:
+    """A two-column metric / value table for `width` columns: the metric's name whole where it can be (cut with
+    an ellipsis only below COMFORTABLE), and a value too long for what is left continued on the next lines,
+    broken between words (value_lines), never cut."""
+    label = max((cell_len(name) for name, _ in rows), default=0)
+    value = max((cell_len(v) for _, v in rows), default=0)
+    label, value = max(label, cell_len(headers[0])), max(value, cell_len(headers[1]))
+    longest_word = max((cell_len(w) for _, v in rows for w in _glued(v).split(" ")), default=0)
+    if label + GAP + value > width:    # names keep up to half the line, the values wrap in the rest
+        label = max(min(label, max(width // 2, width - GAP - value)), COMFORTABLE)
+        value = max(width - GAP - label, longest_word, 1)
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, padding=(0, 1), show_edge=False,
+                  **options)
+    table.add_column(headers[0], no_wrap=True, width=label, overflow="ellipsis")
+    table.add_column(headers[1], justify="right", no_wrap=True, width=value, overflow="ellipsis")
+    for name, v in rows:
+        table.add_row(Text(name), Text(value_lines(v, value)))
     return table
 
 

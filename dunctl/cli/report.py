@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table as RichTable
 from rich.text import Text
 
 from dunctl.cli.arms import render_arms
 from dunctl.cli.common import JsonOption, NowOption, err, handles_errors, ledger_now, load, open_ledger, out
-from dunctl.cli.fit import COMFORTABLE, Column, dropped_note, fit, fitted_table
+from dunctl.cli.fit import Column, dropped_note, fit, fitted_table, metric_table
 from dunctl.clock import parse_instant
 from dunctl.errors import UsageError
 from dunctl.experiments import arm_report
@@ -176,7 +176,7 @@ def _drop_priority(header: str) -> int:
     return DROP_ORDER.get(header.rpartition(" (")[0] or header, 0)
 
 
-def _rich(table: Table, width: int) -> tuple[RichTable, str]:
+def _rich(table: Table, width: int) -> tuple[Group, str]:
     """One report table laid out for `width` columns: the currency folded into the first column, short
     headers, and on a narrow terminal the least important columns left out (never a value cut or wrapped)."""
     columns, rows = list(table.columns), [list(row) for row in table.rows]
@@ -184,18 +184,23 @@ def _rich(table: Table, width: int) -> tuple[RichTable, str]:
         columns = [columns[0]] + columns[2:]
         rows = [[f"{row[0]} · {row[1]}"] + row[2:] for row in rows]
     headers = [_short(column) for column in columns]
-    # A metric / value table (headline, pre-dunning) on a narrow terminal: the metric's name may end in an
-    # ellipsis, its value never.
-    label_floor = COMFORTABLE if len(headers) == 2 else None
+    if len(headers) == 2:     # a metric / value table (headline, pre-dunning): long values go on to a next line
+        rich = metric_table([(row[0], row[1]) for row in rows], width, (headers[0], headers[1]))
+        return _titled(table.title, rich), table.note or ""
     specs = [Column(header, priority=0 if i == 0 else _drop_priority(header),
-                    shrink_to=label_floor if i == 0 else None,
                     justify="left" if i == 0 else "right") for i, header in enumerate(headers)]
     cells = [[Text(cell) for cell in row] for row in rows]
     fitted = fit(specs, cells, width)
     units = "Amounts in ccy: each row's currency, after the ·." if any(ROW_CURRENCY in c for c in table.columns) \
         else None
     note = " ".join(part for part in (table.note, units, dropped_note(fitted, "--format csv")) if part)
-    return fitted_table(specs, cells, fitted, title=table.title, title_justify="left", title_style="bold"), note
+    return _titled(table.title, fitted_table(specs, cells, fitted)), note
+
+
+def _titled(title: str, table: RichTable) -> Group:
+    """The table under its title, the title as wide as the terminal (Rich's own title wraps at the table's width:
+    a narrow table's long title broke over two lines)."""
+    return Group(Text(title, style="bold"), table)
 
 
 # The terminal shows the recovery curve at these days (and the last); md, html and json have every day.

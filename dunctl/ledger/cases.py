@@ -290,11 +290,18 @@ class CaseStore(Store):
         """Delete every case (with its actions and timeline) but those in `arm` (`in_arm`), or but those not in
         it: for measuring a part of a simulated run on a copy of its ledger (`snapshot_in_memory`), never on
         the file (the ledger's triggers forbid deleting history, and are dropped here)."""
-        keep = "arm IS ?" if in_arm else "arm IS NOT ?"
+        self._keep_where("arm IS ?" if in_arm else "arm IS NOT ?", arm)
+
+    def keep_net_terms(self, net_terms: bool) -> None:
+        """Like `keep_only`, by kind: keep only the net-terms cases (`net_terms`), or only the card cases, so a
+        simulated run's card figures and its net-terms figures are each measured on their own cases."""
+        self._keep_where("failure_type IS ?" if net_terms else "failure_type IS NOT ?", "net_terms")
+
+    def _keep_where(self, keep: str, value: str) -> None:
         self.conn.execute("PRAGMA foreign_keys = OFF")
         drop = f"SELECT id FROM cases WHERE NOT ({keep})"
         for table in ("actions", "timeline"):
             self.conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
             if self.conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'case_id'", [table]).fetchone():
-                self.conn.execute(f"DELETE FROM {table} WHERE case_id IN ({drop})", [arm])
-        self.conn.execute(f"DELETE FROM cases WHERE NOT ({keep})", [arm])
+                self.conn.execute(f"DELETE FROM {table} WHERE case_id IN ({drop})", [value])
+        self.conn.execute(f"DELETE FROM cases WHERE NOT ({keep})", [value])

@@ -18,6 +18,7 @@ hooks; the account's other parts are one module each, combined into `SimulatedAc
     billing.py      renewals, failures, payment attempts (Stripe's side)
     customers.py    what customers do in answer to a failure, a message, a person or a suspension
     predunning.py   expiring cards, usage and previews, customers acting on a notice
+    net_terms.py    net-30 business customers: invoices with payment terms, paid on time, late, or after a reminder
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dunctl.model import Customer, Invoice, InvoiceLine, PaymentOutcome, Subscri
 from dunctl.simulation.assumptions import DEFAULT, Assumptions
 from dunctl.simulation.billing import Billing
 from dunctl.simulation.customers import Customers
+from dunctl.simulation.net_terms import NetTerms, NetTermsCustomer, NetTermsStats
 from dunctl.simulation.population import SimCustomer
 from dunctl.simulation.predunning import PreDunning
 from dunctl.simulation.world import (ACH_FAILURE_CODES, HOSTED, PORTAL, HistoricalInvoice, InvalidRequest, Stats,
@@ -39,7 +41,7 @@ from dunctl.simulation.world import (ACH_FAILURE_CODES, HOSTED, PORTAL, Historic
 BATCH_SIZE = 200
 
 
-class SimulatedAccount(Customers, PreDunning, Billing):
+class SimulatedAccount(NetTerms, Customers, PreDunning, Billing):
     """A Stripe account in-process. Build it with `SimulatedAccount(book, seed=..., start=...)` for the demo, or
     `SimulatedAccount([], seed=0, start=..., customers_respond=False)` and the `script_*` hooks for tests."""
 
@@ -48,11 +50,14 @@ class SimulatedAccount(Customers, PreDunning, Billing):
 
     def __init__(self, book: list[SimCustomer], *, seed: int, start: datetime, smart_retries: bool = False,
                  bill_until: datetime | None = None, assumptions: Assumptions = DEFAULT,
-                 customers_respond: bool = True):
+                 customers_respond: bool = True, net_terms: list[NetTermsCustomer] = ()):
         super().__init__(seed=seed, start=start, smart_retries=smart_retries, bill_until=bill_until,
                          assumptions=assumptions, customers_respond=customers_respond)
+        self.net_terms_stats = NetTermsStats()
         for profile in book:
             self._add_customer(profile)
+        for net in net_terms:      # after the card book: added to it, never drawn from it
+            self._add_net_terms_customer(net)
 
     # -- the book ---------------------------------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ The demo and `dunctl simulate` are only as honest as these. Each parameter says 
 - **guide**: `docs/dunning-guide.txt` (LedgerUp, "Dunning Management Automation: The Complete Guide"), quoting
   the research it names (ChurnWard, ProfitWell, Recurly, Chargebee).
 - **design**: dunctl's DESIGN.md (Stripe and card-network facts).
+- **published**: a survey or report other than the guide (Atradius, Xero), named with its address in the quote;
+  used for net-terms (B2B invoices with payment terms), which the guide does not cover.
+- **issue**: a figure stated in the project's own issue (#26), with no source behind it.
 - **estimate**: the guide gives no figure. The value is dunctl's own, chosen to be plausible and then
   *calibrated* so that the whole model reproduces the guide's headline figures (see CALIBRATION_TARGETS and
   docs/simulation.md for what the model measures against them). Change an estimate and re-run
@@ -23,11 +26,15 @@ from dunctl.errors import UsageError
 GUIDE = "guide"
 DESIGN = "design"
 ESTIMATE = "estimate"
+PUBLISHED = "published"
+ISSUE = "issue"
 
 SOURCES = {
     GUIDE: "docs/dunning-guide.txt (LedgerUp guide, citing ChurnWard, ProfitWell, Recurly, Chargebee)",
     DESIGN: "DESIGN.md (Stripe and card-network facts)",
     ESTIMATE: "dunctl estimate: no figure in the guide; calibrated against the guide's headline numbers",
+    PUBLISHED: "a published survey or vendor report (named, with its address, in the quote)",
+    ISSUE: "issue #26 (stated there without a source)",
 }
 
 
@@ -192,6 +199,70 @@ class Assumptions:
                                            "which reduces both failure rates and dispute rates (the share is an "
                                            "estimate)")
     notice_action_days: tuple = _p((0, 3), ESTIMATE, "days between an opened notice and the customer acting on it")
+
+    # -- net-terms B2B customers (dunctl/simulation/net_terms.py): invoices sent with payment terms -------------
+    # Added to the book, never drawn from it: the card customers (and their luck) are the same with or without
+    # them. Neither the guide nor the anchors cover invoices with terms; the published figures are surveys of all
+    # B2B trade credit (Atradius) and of small businesses' invoices (Xero), so bands, not points.
+    net_terms_share: float = _p(0.01, ESTIMATE,
+                                "net-30 business customers added to the book, as a share of its size (billed by "
+                                "invoice with `collection_method: send_invoice`, paying by transfer or on the "
+                                "invoice page); no published figure for SaaS books billed through Stripe; kept "
+                                "small so the demo stays cheap (5 of 500): `simulate --customers` for more")
+    net_terms_currency_mix: dict = _p({"usd": 0.8, "gbp": 0.2}, ESTIMATE,
+                                      "currency of the net-terms customers: a US or UK seller's invoiced business "
+                                      "customers, in English (each language's reminders are templates the demo "
+                                      "would compile: the card book already shows the other languages)")
+    net_terms_days_until_due: int = _p(30, ISSUE, "payment terms of those invoices, in days (`days_until_due`)",
+                                       "B2B customers on net-30 (`collection_method: send_invoice`)")
+    net_terms_late_share: float = _p(0.45, PUBLISHED,
+                                     "chance that a net-terms invoice would be paid after its due date with no "
+                                     "reminder from dunctl (Stripe's own invoice email only)",
+                                     "\"47% of B2B invoices are still paid late\" (Atradius Payment Practices "
+                                     "Barometer 2025, Western Europe, https://atradius.jp/knowledge-and-research/"
+                                     "news/what-did-a-year-of-b2b-payment-disruption-teach-us); \"almost half of "
+                                     "all invoices are paid late\" (Xero, Australia, https://accountantsdaily.com.au"
+                                     "/business/17521-overdue-invoices-cost-small-business-1-1bn-a-year); issue #26 "
+                                     "says \"about a fifth of such invoices go unpaid past\" the due date; with the "
+                                     "shipped reminders the model leaves about a third (docs/simulation.md)")
+    net_terms_days_late_median: float = _p(14.0, PUBLISHED,
+                                           "median days past the due date that a late invoice is paid, unprompted "
+                                           "(log-normal)",
+                                           "\"on average invoices are paid two weeks late\" (Xero, 12 million "
+                                           "invoices, http://www.xero.com/us/small-business-guides/invoicing/"
+                                           "invoice-payment-terms/)")
+    net_terms_days_late_sigma: float = _p(0.9, PUBLISHED,
+                                          "spread (log-normal sigma) of the days late: about one invoice in ten is "
+                                          "paid over a month late",
+                                          "\"almost half of all invoices are paid late, one in 10 by more than a "
+                                          "month\" (Xero, https://accountantsdaily.com.au/business/17521-overdue-"
+                                          "invoices-cost-small-business-1-1bn-a-year)")
+    net_terms_never_pays: float = _p(0.02, PUBLISHED,
+                                     "chance that a net-terms invoice is never paid unless a person follows it up",
+                                     "\"uncollectable B2B receivables remained stable at 1.3%\" (Atradius Payment "
+                                     "Practices Barometer 2018, Western Europe, https://atradius.cn/en/publications/"
+                                     "); rounded up, since some of these pay once a person calls")
+    net_terms_on_time_days: tuple = _p((10, 30), ESTIMATE,
+                                       "days after issue that an invoice paid on time is paid (uniform, at most the "
+                                       "terms); with the late ones, the mean days to pay is about 33",
+                                       "\"just over 33 days to be paid on a 30-day invoice\" (Xero Small Business "
+                                       "Insights, Australia 2019, https://www.kochiesbusinessbuilders.com.au/late-"
+                                       "payment-times-improving-for-small-business-says-xero/)")
+    net_terms_reminder_before: float = _p(0.30, ESTIMATE,
+                                          "chance that a reminder before the due date (to an invoice still unpaid) "
+                                          "gets it paid in the next payment run; each earlier reminder multiplies "
+                                          "it by `repeat_factor`",
+                                          "vendors claim reminders \"increase on-time payment by 35%\" and "
+                                          "\"reduce average days to payment by 5-7 days\" (vendor marketing, "
+                                          "https://www.quickbillmaker.com/blog/automated-invoice-reminders); the "
+                                          "model's lift is well below those claims (docs/simulation.md, \"Net-terms "
+                                          "customers\")")
+    net_terms_reminder_after: float = _p(0.20, ESTIMATE,
+                                         "chance that a reminder after the due date gets the invoice paid in the next "
+                                         "payment run (times `repeat_factor` per earlier reminder)")
+    net_terms_payment_run_days: tuple = _p((1, 5), ESTIMATE,
+                                           "days between a prompt (a reminder, a person's call) and the money "
+                                           "arriving: the customer's accounts-payable run and the transfer")
 
 
 DEFAULT = Assumptions()

@@ -35,6 +35,9 @@ from dunctl.simulation.assumptions import (
     preset_assumptions,
     preset_name,
 )
+from dunctl.receivables.aging import receivables_section
+from dunctl.simulation.net_terms import build_net_terms_book
+from dunctl.simulation.net_terms_outcome import card_part, measure_net_terms
 from dunctl.simulation.population import build_book
 from dunctl.simulation.results import CurrencyOutcome, DemoResult, Outcome, SimulationResult
 
@@ -170,14 +173,16 @@ class Driver:
                 subscriptions: int | None = None) -> Outcome:
         """What the run achieved; `subscriptions` is the book's size when it is known (the synthetic book)."""
         stats = self.account.stats
-        # Deliveries, not steps: one grouped email covering three invoices is one message to the customer.
-        outcome = measure(name, self.ledger, now, self.config.file.dunning.attribution_window, customers=customers,
-                       messages=messages_delivered(self.ledger.conn), retries_dunctl=stats.dunctl_retries,
-                       retries_stripe=stats.provider_retries, subscriptions=subscriptions,
-                       invoices_billed=stats.invoices, collected_by=stats.recovered_by, ticks=self.ticks,
-                       actions=self.actions, failed_actions=self.failed_actions, preset=preset)
+        with card_part(self.ledger) as cards:
+            # Deliveries, not steps: one grouped email covering three invoices is one message to the customer.
+            outcome = measure(name, cards, now, self.config.file.dunning.attribution_window, customers=customers,
+                              messages=messages_delivered(cards.conn), retries_dunctl=stats.dunctl_retries,
+                              retries_stripe=stats.provider_retries, subscriptions=subscriptions,
+                              invoices_billed=stats.invoices, collected_by=stats.recovered_by, ticks=self.ticks,
+                              actions=self.actions, failed_actions=self.failed_actions, preset=preset)
         outcome.notices_sent = self.notices          # pre-dunning (dunctl/notices)
         outcome.cards_updated_after_notice = stats.responses["card updated after an expiry notice"]
+        outcome.net_terms = measure_net_terms(self.ledger, now, self.account.net_terms_stats.collected_by)
         return outcome
 
 
@@ -246,12 +251,13 @@ def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, nam
     else:
         preset = preset_name(assumptions)
     book = build_book(customers, seed, assumptions)
+    net_terms = build_net_terms_book(customers, seed, assumptions)     # added to the book, never drawn from it
     if not (ledger.get_state("simulation") or {}).get("customers"):
         # The book's customers: the denominator of churn per month (dunctl.report.customer_denominator).
         ledger.set_state("simulation", {"customers": customers})
     bill_until = start + timedelta(days=billing_days)
     account = SimulatedAccount(book, seed=seed, start=start, bill_until=bill_until, assumptions=assumptions,
-                               smart_retries=stripe_retries(config))
+                               smart_retries=stripe_retries(config), net_terms=net_terms)
     driver = Driver(config, ledger, account, channels, tick_every=tick_every)
     end = bill_until + timedelta(days=follow_up_days)
     driver.run(start, end, progress)
@@ -347,14 +353,15 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = DEFAULT_DEMO_
                                         "end": iso(end), "last_tick": iso(driver.last_tick),
                                         "subscriptions": subscriptions})
         example = _example_case(ledger)
-
+        net_terms_example = _example_case(ledger, net_terms=True)
         headline = report_headline(ledger, driver.last_tick or end)
+        receivables = receivables_section(ledger, driver.last_tick or end)
     finally:
         ledger.close()
     outbox = loaded.base_dir / (loaded.file.channels.email.dir if loaded.file.channels.email else "outbox")
     return DemoResult(directory.resolve(), config_path.resolve(), loaded.ledger_path, outbox.resolve(), seed,
                       start, end, outcome, headline, example, driver.last_tick, preset, holdout, follow_up_days,
-                      billed)
+                      billed, receivables, net_terms_example)
 
 
 def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetime) -> tuple[Outcome, Outcome | None]:
@@ -370,6 +377,7 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
         conn = part.conn
         part.set_state("simulation", {})      # the book's customers are not the part's: no churn denominator
         part.cases.keep_only(HOLDOUT, in_arm)
+        part.cases.keep_net_terms(False)      # card figures on card cases; net-terms ones are the whole run's
         ours, stripes = retries_made(conn)
         parts.append(measure(name, part, now, window, customers=outcome.customers, messages=messages_delivered(conn),
                              retries_dunctl=ours, retries_stripe=stripes, subscriptions=None, ticks=outcome.ticks,
@@ -378,9 +386,10 @@ def split_holdout(config: Config, ledger: Ledger, outcome: Outcome, now: datetim
     return parts[0], parts[1]
 
 
-def _example_case(ledger: Ledger) -> str | None:
-    """A case with a story: recovered after messages, else handed to a person, else any."""
-    cases = ledger.cases.listed(include_ended=True)
+def _example_case(ledger: Ledger, net_terms: bool = False) -> str | None:
+    """A card case with a story (or a net-terms one, `net_terms`): recovered after messages, else handed to a
+    person, else any."""
+    cases = [c for c in ledger.cases.listed(include_ended=True) if (c["failure_type"] == "net_terms") == net_terms]
     for wanted in (lambda c: c["state"] == "recovered" and c["recovered_by"] == "customer",
                    lambda c: c["with_person"], lambda c: True):
         found = next((c for c in cases if wanted(c)), None)
@@ -406,8 +415,7 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
     if target.exists():
         shutil.rmtree(target)
     write_starter(target)
-    shutil.rmtree(target / "sequences")
-    shutil.copytree(source, target / "sequences", ignore=shutil.ignore_patterns("templates"))
+    _overlay_sequences(source, target / "sequences")
     text = (target / "dunctl.yaml").read_text()
     if (source / "templates").is_dir():     # the sequence set brings its own templates
         text = re.sub(r"(?m)^templates:.*$", f"templates: {{dir: {json.dumps(str((source / 'templates').resolve()))}}}",
@@ -418,6 +426,24 @@ def variant_config(source: Path, work: Path) -> tuple[str, Config]:
     text = re.sub(r"(?m)^(notices:\n\s*enabled:\s*)true\b", r"\1false", text, count=1)
     (target / "dunctl.yaml").write_text(text)
     return source.name, load_config(target / "dunctl.yaml")
+
+
+def _overlay_sequences(source: Path, sequences: Path) -> None:
+    """The directory's sequences over the starter's: a starter sequence stays only when the directory defines no
+    sequence of its name, so a directory holding just `net-terms.yaml` compares net-terms cadences with the card
+    sequences as shipped (a whole set replaces the whole set, as before)."""
+    def name(path: Path) -> str | None:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            return None                 # loading the variant's config reports it, with the file
+        return data.get("name") if isinstance(data, dict) else None
+
+    given = {name(path) for path in source.glob("*.yaml")} | {path.stem for path in source.glob("*.yaml")}
+    for path in sequences.glob("*.yaml"):
+        if path.stem in given or name(path) in given:
+            path.unlink()
+    shutil.copytree(source, sequences, ignore=shutil.ignore_patterns("templates"), dirs_exist_ok=True)
 
 
 def run_simulation(sources: list[Path], work: Path, *, customers: int = 1000, days: int = 30,

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dunctl.simulation.assumptions import DEFAULT_PRESET
+from dunctl.simulation.net_terms_outcome import NetTermsOutcome
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Outcome:
     churned_customers: int = 0        # customers churned in the whole months
     customer_months: int = 0          # customers active at the start of each whole month, summed
     churn_per_month: float | None = None
+    # Net-terms invoices (dunctl/simulation/net_terms_outcome.py); every figure above is the card cases' only
+    net_terms: NetTermsOutcome | None = None
 
     @property
     def retries_used(self) -> int:
@@ -93,6 +96,9 @@ class DemoResult:
     holdout: Outcome | None = None
     follow_up_days: int = 0
     invoices_billed: int = 0      # the whole run's, holdout included
+    # Aging and DSO at the end (dunctl.receivables.aging.ReceivablesSection): what `dunctl report` shows
+    receivables: object | None = None
+    net_terms_example: str | None = None   # a net-terms case to read: reminders before its due date
 
 
 @dataclass
