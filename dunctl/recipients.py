@@ -15,6 +15,7 @@ message.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Recipients:
         return self.to + self.cc
 
 
+@functools.lru_cache(maxsize=4096)   # a message checks its recipients' addresses twice (To, then its context)
 def address_problem(address: str) -> str | None:
     """Why `address` cannot be sent to, or None when it is a valid address."""
     if any(c in address for c in "\r\n\0"):
@@ -69,13 +71,19 @@ def address_problem(address: str) -> str | None:
 
 
 def _metadata(customer: dict | None) -> dict:
+    """The customer's metadata (read, never changed here)."""
     raw = (customer or {}).get("metadata") or {}
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            return {}
+        raw = _parsed(raw)
     return raw if isinstance(raw, dict) else {}
+
+
+@functools.lru_cache(maxsize=256)   # one customer's metadata is read for each rule of a message, and again for its context
+def _parsed(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
 
 
 def _split(value) -> list[str]:

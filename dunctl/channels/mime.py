@@ -211,6 +211,19 @@ def _part(subtype: str, text: str) -> tuple[list[str], bytes]:
     if text.isascii() and max(map(len, text.split("\n"))) <= _LINE_LIMIT and "\x00" not in text:
         return ([f'Content-Type: text/{subtype}; charset="utf-8"', "Content-Transfer-Encoding: 7bit"],
                 text.replace("\n", "\r\n").encode("ascii"))
-    body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    body = _quoted_printable(text.encode("utf-8")).replace(b"\n", b"\r\n")
     return ([f'Content-Type: text/{subtype}; charset="utf-8"', "Content-Transfer-Encoding: quoted-printable"],
             body)
+
+
+def _quoted_printable(data: bytes) -> bytes:
+    """`binascii.b2a_qp(data, istext=True)` for LF-ended text, line by line: the encoder reads nothing past a line
+    end (its soft breaks and encoded trailing spaces are per line), so the lines encoded apart and joined are the
+    same bytes. Most lines of an HTML email are the layout's, the same in every message: each is encoded once per
+    process (b2a_qp checks every byte several times: 90 us of a 3.7 KB email on this machine against 8)."""
+    return b"".join(map(_quoted_printable_line, data.splitlines(keepends=True)))
+
+
+@functools.lru_cache(maxsize=2048)
+def _quoted_printable_line(line: bytes) -> bytes:
+    return binascii.b2a_qp(line, istext=True)

@@ -18,6 +18,7 @@ from dunctl.locales import candidates, language, normalise
 from dunctl.messages.compiled import template_cache
 from dunctl.messages.context import MessageContext
 from dunctl.messages.sms import sample_link, sms_size, strict_sms
+from dunctl.messages.words import words_of
 from dunctl.money import format_amount
 
 EMAIL_PARTS = ("subject", "txt", "html")
@@ -30,6 +31,8 @@ _CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
 # tried at every position of the message, 3x the CPU (35 us of an English email's HTML against 11).
 _CJK_GAP = re.compile(rf"([{_CJK}])[ \t\r\n]+(?=[{_CJK}])")
 _CJK_INLINE_GAP = re.compile(rf"([{_CJK}])[ \t]+(?=[{_CJK}])")
+# The first byte of those characters in UTF-8 (U+3000-U+9FFF: E3-E9; U+FF00-U+FFEF: EF)
+_CJK_LEAD_BYTES = tuple(bytes([b]) for b in (0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEF))
 
 
 class Templates:
@@ -121,6 +124,8 @@ class Templates:
         filename = _filename(name, kind, suffix)
         template = self._compiled.get(filename)
         if template is None:
+            if "words" not in self.env.globals:   # before any template loads: each keeps a copy of the globals
+                self.env.globals["words"] = words_of(self.env)
             template = self.env.get_template(filename)
             if self._names is not None:   # the files cannot change under this object: keep it (see for_dir)
                 self._compiled[filename] = template
@@ -133,9 +138,9 @@ class Templates:
         suffix, context = self._context_for(name, "txt", context, locale)
         # Collapse line breaks and runs of ASCII spaces only: the no-break spaces Babel puts inside amounts stay.
         subject = re.sub(r"[ \t\r\n]+", " ", self.render(name, "subject", context, suffix)).strip()
-        text = _CJK_INLINE_GAP.sub(r"\1", self.render(name, "txt", context, suffix))
+        text = _close_gaps(_CJK_INLINE_GAP, self.render(name, "txt", context, suffix))
         html = self.render(name, "html", context, suffix) if self.exists(name, "html", suffix) else None
-        return subject, text, _CJK_GAP.sub(r"\1", html) if html else None
+        return subject, text, _close_gaps(_CJK_GAP, html) if html else None
 
     def render_sms(self, name: str, context: dict, privacy: str = "standard") -> str:
         suffix, context = self._context_for(name, "sms", context)
@@ -214,6 +219,14 @@ def _environment_class():
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def _close_gaps(gap: re.Pattern, text: str) -> str:
+    """`text` without the gaps `gap` finds between CJK characters. Most messages have no CJK character at all:
+    looking for one's first byte in the UTF-8 (a few memchr) costs a third of running the pattern over an
+    English HTML email (about 4 us against 13)."""
+    data = text.encode("utf-8", "surrogatepass")
+    return gap.sub(r"\1", text) if any(lead in data for lead in _CJK_LEAD_BYTES) else text
 
 
 def _filename(name: str, kind: str, suffix: str = "") -> str:

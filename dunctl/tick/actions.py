@@ -126,8 +126,7 @@ def _sent(ctx: TickContext, effects: list[Effect]) -> list[dict]:
     """What was sent and tried on these cases, oldest first: an internal message says it; a customer message
     that follows an earlier one reads as the follow-up it is (day 0 and day 3 of the hard-decline sequence)."""
     return [{"action": a["action"], "step": a["step_id"], "on": str(a["finished_at"] or "")[:10]}
-            for e in effects for a in ctx.ledger.actions(e.bundle.case.id)
-            if a["status"] == "done" and a["action"] in ("email", "sms", "retry")]
+            for e in effects for a in ctx.ledger.sent_and_tried(e.bundle.case.id)]
 
 
 def _with_pause(context, effects: list[Effect], sent: list[dict] = ()):
