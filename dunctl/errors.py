@@ -77,6 +77,11 @@ class GatewayAuthError(GatewayError):
     """The key is missing, wrong, or lacks a permission: the tick stops, nothing further is attempted."""
 
 
+class OutOfTime(GatewayError):
+    """The tick's budget ran out before a request was sent: nothing left dunctl, so the effect is not a failed
+    try. The executor gives its claim back and it stays due for the next tick."""
+
+
 class CardDeclined(GatewayError):
     """A payment attempt was declined; carries the new decline so the case can be re-classified."""
 

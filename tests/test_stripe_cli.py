@@ -59,6 +59,45 @@ def test_a_rejected_key_stops_the_tick_and_is_never_printed(tmp_path, fake_strip
     assert bad not in result.output and "Error:" in result.stderr
 
 
+def test_a_retry_whose_request_the_budget_left_no_time_for_stays_due_and_is_not_a_failed_try(tmp_path, fake_stripe):
+    """CI, a loaded machine: the gateway's budget ran out while the tick still had time, so the tick started the
+    due retry, its request was refused before it left ("ran out before trying"), and the retry was recorded
+    `failed`: a try that never happened, which moves a sequence on. Nothing left dunctl: the claim is given back,
+    the retry stays due, and the next tick charges it."""
+    from dunctl.config import load_config
+    from dunctl.ledger import Ledger
+    from dunctl.stripe.gateway import StripeGateway
+    from dunctl.tick.channels import build_channels
+    from dunctl.tick.run import run_tick
+
+    path = starter(tmp_path, **{"stripe.api_base": fake_stripe.url, "stripe.retries": "dunctl"})
+    config = load_config(path)
+    invoice = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.set_now(at("1h"))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        run_tick(ledger, config, StripeGateway(TEST_KEY, api_base=fake_stripe.url, sleep=lambda s: None),
+                 build_channels(config, {}), at("1h"))
+        fake_stripe.next_payment_succeeds(invoice, True)
+        fake_stripe.set_now(at("2d1h"))
+        seconds = [0.0]
+        late = StripeGateway(TEST_KEY, api_base=fake_stripe.url, sleep=lambda s: None, clock=lambda: seconds[0],
+                             budget=10.0)
+        seconds[0] = 12.0       # 10 s and its 2.5 s margin: half a second left, less than a request is given
+        before = len(fake_stripe.log)
+        result = run_tick(ledger, config, late, build_channels(config, {}), at("2d1h"), sync=False)
+        assert len(fake_stripe.log) == before                    # nothing was sent
+        assert "retry-1" not in {a.step for a in result.actions} and result.deferred == 1
+        case = ledger.cases.for_invoice(invoice)["id"]
+        assert "retry-1" not in {a["step_id"] for a in ledger.actions(case)}
+        result = run_tick(ledger, config, StripeGateway(TEST_KEY, api_base=fake_stripe.url, sleep=lambda s: None),
+                          build_channels(config, {}), at("2d2h"))
+        assert {a["step_id"]: a["status"] for a in ledger.actions(case)}["retry-1"] == "done"
+        assert [c["status"] for c in fake_stripe.charges_of(invoice)][-1] == "succeeded"
+    finally:
+        ledger.close()
+
+
 def test_a_stripe_that_never_answers_costs_a_tick_its_budget_not_minutes(tmp_path, fake_stripe):
     """Issue 21, defect 8: with a 20 s budget a tick against a Stripe that accepts and never answers ran ~590 s (7
     tries x the SDK's 80 s timeout) while cron's other ticks exited 3. Every call's timeout and retries come out of

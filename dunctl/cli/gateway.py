@@ -15,12 +15,12 @@ class LazyGateway:
     """Builds the Stripe gateway on first use, so a tick that needs no Stripe call (--no-sync, email-only steps)
     runs without a key, and a missing key is reported where it matters."""
 
-    def __init__(self, config: Config, environ: dict[str, str], budget: float | None = None):
+    def __init__(self, config: Config, environ: dict[str, str], deadline: float | None = None):
         self._config = config
         self._environ = environ
-        # The budget runs from now, however late the gateway is built (a `tick --no-sync` builds it at its first
-        # Stripe step).
-        self._deadline = None if budget is None else time.monotonic() + budget
+        # The tick's deadline (time.monotonic()), however late the gateway is built (a `tick --no-sync` builds it
+        # at its first Stripe step): its requests get what is left of the budget the tick itself keeps to.
+        self._deadline = deadline
         self._gateway: Gateway | None = None
 
     def _real(self) -> Gateway:
@@ -60,7 +60,7 @@ class LazyGateway:
 
 
 def make_gateway(config: Config, environ: dict[str, str], ledger=None, check_account: bool = True,
-                 budget: float | None = None) -> Gateway:
+                 deadline: float | None = None) -> Gateway:
     """The Stripe gateway for `config`, checked against the account the ledger follows before the command does
     anything: a demo ledger (simulated account) is refused before any request is built; with a key set, a key for
     another account is refused (AccountMismatch, exit 2). Without a key nothing is checked yet: a `tick --no-sync`
@@ -69,11 +69,12 @@ def make_gateway(config: Config, environ: dict[str, str], ledger=None, check_acc
     Pass the command's open `ledger` to record the binding through it; otherwise a short-lived connection of its
     own does (this runs before the command opens a transaction, so the two never overlap).
 
-    With `budget` (seconds: a tick's), every Stripe request, retry and backoff comes out of it, from now."""
+    With `deadline` (time.monotonic(): when a tick's budget ends), every Stripe request, retry and backoff comes out
+    of what is left of it."""
     settings = config.file.stripe
     has_key = bool(environ.get(settings.api_key_env, "").strip())
     refuse_if_simulated(read_binding(config.ledger_path), settings.api_key_env, has_key)
-    gateway = LazyGateway(config, environ, budget)
+    gateway = LazyGateway(config, environ, deadline)
     if has_key and check_account:   # (tick --no-sync asks Stripe nothing it does not need)
         if ledger is not None:
             gateway.bind(ledger)

@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 import stripe
 
 from dunctl.clock import utc
-from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError
+from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError, OutOfTime
 from dunctl.stripe.convert import decline_from_error, id_of, subscription_field
 from dunctl.stripe_permissions import LABELS, scrub
 
@@ -154,8 +154,8 @@ class StripeRequests:
     def _before_request(self, what: str) -> None:
         self._bucket.take()
         if self._remaining() < MIN_REQUEST_TIME:
-            raise GatewayError(f"the tick's time (dunning.tick_budget) ran out before trying to {what}",
-                               code="unavailable", hint="nothing was sent; the next tick tries again")
+            raise OutOfTime(f"the tick's time (dunning.tick_budget) ran out before trying to {what}",
+                            code="unavailable", hint="nothing was sent; the next tick tries again")
         self.requests += 1
 
     def _remaining(self) -> float:

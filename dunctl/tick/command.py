@@ -32,10 +32,10 @@ class TickOptions:
 
 def tick_command(ledger: Ledger, config: Config, environ: Mapping[str, str], options: TickOptions, wall: datetime,
                  connect: Callable[[Ledger], Gateway], progress: Callable[[SyncResult], None] | None = None,
-                 interrupted: Callable[[], bool] | None = None) -> TickResult:
+                 interrupted: Callable[[], bool] | None = None, deadline: float | None = None) -> TickResult:
     """One tick from the command line. `wall` is the machine's clock, read once by the CLI; `connect` makes the
     gateway for a ledger (the account check records the binding through it: a dry run's is a copy, never the
-    file)."""
+    file). `deadline` (time.monotonic()) ends the tick's budget, the one its Stripe requests were given."""
     if ledger.path is not None:
         quick_check(ledger.conn, ledger.path)   # a damaged page stops the tick before it reads or writes
     key = environ.get(config.file.stripe.api_key_env)
@@ -51,7 +51,7 @@ def tick_command(ledger: Ledger, config: Config, environ: Mapping[str, str], opt
                     sync=options.sync, progress=progress, accept_stale=options.accept_stale, adopt=options.adopt,
                     wall=wall if options.given is None or is_live_key(key)
                     else None,   # a test key's --now travels in time: Stripe's clock is not the tick's
-                    interrupted=interrupted)
+                    interrupted=interrupted, deadline=deadline)
 
 
 def tick_moment(config: Config, ledger: Ledger, options: TickOptions, wall: datetime, key: str | None) -> datetime:

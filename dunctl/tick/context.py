@@ -34,13 +34,16 @@ class TickContext:
     # How a case's effects are prepared: the action registry (tick/actions.py), which imports most of the tick, so
     # the tick that runs it hands it in (tick/run.py) instead of the effects importing it.
     prepare_case: Callable | None = None
+    # When the tick's budget ends (time.monotonic()): the CLI's, shared with the gateway's requests so the two
+    # never disagree about the time left; None: `dunning.tick_budget` from when the context is made.
+    deadline: float | None = None
 
     def __post_init__(self):
         self.dunctl_retries = self.config.file.stripe.retries == "dunctl"
         self._templates = None
         # The tick's budget is a duration, measured on the monotonic clock (never the date: that is `now`).
-        self._started = time.monotonic()
-        self._budget = self.config.file.dunning.tick_budget.total_seconds()
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.config.file.dunning.tick_budget.total_seconds()
         self._failures_in_a_row: dict[str, int] = {}
         self.skipped_channels: set[str] = set()
 
@@ -57,7 +60,7 @@ class TickContext:
         return Sequences(self.ledger)
 
     def over_budget(self) -> bool:
-        return time.monotonic() - self._started > self._budget
+        return time.monotonic() > self.deadline
 
     def should_stop(self) -> bool:
         """Take no new work: the budget ran out, or the tick was asked to stop. What is left stays due."""

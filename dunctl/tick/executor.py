@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from dunctl import irreversible
 from dunctl.adoption import NotesDue
 from dunctl.effect import Effect, Outcome
-from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError
+from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError, OutOfTime
 from dunctl.irreversible import IRREVERSIBLE
 from dunctl.tick import changes as case_changes
 from dunctl.tick.context import TickContext
@@ -176,6 +176,9 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
             continue
         try:
             unit_outcomes = _act(ctx, [item.effect for item in live], _starter(ctx, acted, live))
+        except OutOfTime:
+            acted.untried.extend(live)   # the budget ran out before the request left: not a try, still due
+            continue
         except GatewayAuthError as exc:
             acted.stop = exc
             unit_outcomes = [Outcome("failed", error=_error_text(exc), request_id=exc.request_id) for _ in live]
@@ -270,8 +273,8 @@ def _deliver(ctx: TickContext, effects: list[Effect], start: Callable[[], None])
         outcome.quiet = outcome.quiet or prepared.quiet
         return [outcome] + [Outcome(outcome.status, outcome.detail, outcome.recipient, outcome.subject, outcome.error,
                                     outcome.request_id, outcome.quiet) for _ in effects[1:]]
-    except (GatewayAuthError, sqlite3.Error):   # the ledger failing (a full disk) stops the tick: see _starter
-        raise
+    except (GatewayAuthError, OutOfTime, sqlite3.Error):   # the ledger failing (a full disk) stops the tick: see
+        raise                                             # _starter; out of time: _act_batch gives the claim back
     except DeliveryUncertain as exc:
         return [Outcome("unknown", error=f"{exc.message}: it may have been delivered, so it will not be re-sent; "
                                          f"check, then `dunctl case resolve {e.invoice_id} {e.name}`")

@@ -362,13 +362,15 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
              dry_run: bool = False, sync: bool = True,
              progress: Callable[[SyncResult], None] | None = None, mode: str | None = None,
              accept_stale: bool = False, adopt: bool = False,
-             wall: datetime | None = None, interrupted: Callable[[], bool] | None = None) -> TickResult:
+             wall: datetime | None = None, interrupted: Callable[[], bool] | None = None,
+             deadline: float | None = None) -> TickResult:
     """One tick. Takes the ledger's lock (LockHeld when another tick runs). A dry run works on a snapshot copy
     of the ledger in memory: it never writes the ledger file nor holds a write transaction on it, and makes no
     call that changes anything outside. `wall` is the machine's clock (the CLI's reading, not --now): when given,
     it is compared with Stripe's after the sync, and a skew stops the tick before any effect (ClockRefused).
     `interrupted` (the CLI's signal flag): once true, the tick takes no new work, lets the effect in flight finish,
-    gives back what it claimed and returns (result.interrupted)."""
+    gives back what it claimed and returns (result.interrupted). `deadline` (time.monotonic()) ends its budget;
+    None: `dunning.tick_budget` from now."""
     if dry_run:
         return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale, adopt)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
@@ -378,7 +380,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         read_only = ReadOnlyGateway(gateway) if gateway else None
         ctx = TickContext(ledger, config, gateway if mode == LIVE else read_only, channels, now, mode=mode,
                           tick_id=tick_id, adopt=adopt,
-                          interrupted=interrupted or (lambda: False), prepare_case=prepare_case)
+                          interrupted=interrupted or (lambda: False), prepare_case=prepare_case, deadline=deadline)
         result = TickResult(now=now, mode=mode)
         try:
             ledger.journal(ACTIONS_JOURNAL).settle(now)   # claims a tick that died left behind
