@@ -113,6 +113,7 @@ def main() -> None:
         one_run(args.customers, args.days, args.seed)
         profile.disable()
         pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+        profile.dump_stats(str(SCRATCH / "demo.prof"))
         return
 
     # The first demo on a machine compiles the templates it renders; later ones load them (both are printed). A
