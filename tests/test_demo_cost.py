@@ -109,3 +109,34 @@ def test_an_edited_template_renders_its_new_text_and_an_unusable_cache_only_cost
     (tmp_path / "file").write_text("")        # a cache "directory" that cannot be made: no cache, no error
     monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "file"))
     assert render(templates)[0] == "Edited INV-1"
+
+
+def traced(ledger: Ledger, run) -> list[str]:
+    """The statements `run()` executes, as SQLite traces them: each statement, and each step of a trigger it
+    fires (traced with the statement's text)."""
+    statements: list[str] = []
+    ledger.conn.set_trace_callback(statements.append)
+    try:
+        run()
+    finally:
+        ledger.conn.set_trace_callback(None)
+    return statements
+
+
+def test_a_resynced_invoice_with_nothing_new_leaves_its_case_and_the_report_rollups_alone(tmp_path):
+    """Every sync of an invoice with a case follows it; when the amount owed and the attempts are the same, the
+    case's row is not written (a write, even of the same values, runs the report rollups' trigger)."""
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        invoice = failed_invoice(metadata={"po": "1"})
+        seed(ledger, invoice)
+        run_tick(ledger, config, None, build_channels(config, {}), T0 + timedelta(minutes=5), sync=False)
+        seed(ledger, failed_invoice(metadata={"po": "2"}))      # the same failure, a field dunctl does not follow
+        statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                     T0 + timedelta(minutes=10), sync=False))
+        assert [s for s in statements if s.startswith("UPDATE cases SET amount_remaining")] != []   # followed
+        assert len([s for s in statements if s.startswith("UPDATE cases SET amount_remaining")]) == 1, statements
+        assert ledger.conn.execute("SELECT amount_remaining, attempts FROM cases").fetchone() == (4900, 1)
+    finally:
+        ledger.close()

@@ -56,8 +56,12 @@ class CaseStore(Store):
         self.conn.execute(f"UPDATE cases SET {assignments} WHERE id = ?", [*values, case_id])
 
     def follow_invoice(self, case_id: int, *, amount_remaining: int, attempts: int) -> None:
-        """What the invoice says now: the amount still owed and the attempts so far."""
-        self._set(case_id, amount_remaining=amount_remaining, attempts=attempts)
+        """What the invoice says now: the amount still owed and the attempts so far. Written only when either
+        changed: every re-synced copy of an invoice is followed, and an UPDATE of these columns runs the report
+        rollups' trigger (a dozen statements) even when it stores the same values."""
+        self.conn.execute("UPDATE cases SET amount_remaining = ?, attempts = ? WHERE id = ? "
+                          "AND (amount_remaining IS NOT ? OR attempts IS NOT ?)",
+                          [amount_remaining, attempts, case_id, amount_remaining, attempts])
 
     def reclassify(self, case_id: int, failure_type: str, decline_code: str | None) -> None:
         self._set(case_id, failure_type=failure_type, decline_code=decline_code)
