@@ -12,14 +12,15 @@ from tests.helpers import T0, failed_invoice, seed, starter
 
 
 def reconciled(ledger: Ledger, config, now) -> int:
-    """How many times one tick looked for changes to reconcile (each look reads the pending signals)."""
+    """How many times one tick looked for changes to reconcile (each look asks, in one query, whether a hold
+    ends or a signal or an invoice waits)."""
     statements: list[str] = []
     ledger.conn.set_trace_callback(statements.append)
     try:
         run_tick(ledger, config, None, build_channels(config, {}), now, sync=False)
     finally:
         ledger.conn.set_trace_callback(None)
-    return sum(1 for s in statements if s.startswith("SELECT * FROM signals WHERE applied = 0"))
+    return sum(1 for s in statements if s.startswith("SELECT EXISTS (SELECT 1 FROM holds"))
 
 
 def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_path):
@@ -38,8 +39,9 @@ def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_pa
 
 def test_an_idle_tick_writes_only_its_own_record(tmp_path):
     """A demo's hour with nothing to do: no write transaction (orphaned claims looked for by one read each, the
-    account's mode written only when it changes); what it writes is its own record, and the one statement that
-    makes net-terms invoices coming due pending (it matches none here)."""
+    account's mode written only when it changes); what it writes is its own record (net-terms invoices coming
+    due are looked for only once one can be: there is none here). And it reads a fixed handful of things: the
+    ledger's state in one query, whether anything waits to be reconciled in one more."""
     from dunctl.simulation.account import SimulatedAccount
     from dunctl.simulation.demo import DemoChannels, prepare_demo
     from dunctl.simulation.population import build_book
@@ -56,8 +58,10 @@ def test_an_idle_tick_writes_only_its_own_record(tmp_path):
         ledger.conn.set_trace_callback(None)
         assert not result.did_something
         writes = [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE", "DELETE")]
-        assert [w.split("(")[0].split(" SET")[0] for w in writes] == ["INSERT INTO ticks", "UPDATE invoices",
-                                                                    "UPDATE ticks"], writes
+        assert [w.split("(")[0].split(" SET")[0] for w in writes] == ["INSERT INTO ticks", "UPDATE ticks"], writes
+        assert len(statements) <= 13, statements         # 23 before issue #25's fifth round
+        assert sum(1 for s in statements if "FROM sync_state" in s) == 1
+        assert sum(1 for s in statements if "FROM holds" in s or "FROM signals" in s or "FROM invoices" in s) == 1
     finally:
         ledger.close()
 
@@ -138,5 +142,45 @@ def test_a_resynced_invoice_with_nothing_new_leaves_its_case_and_the_report_roll
         assert [s for s in statements if s.startswith("UPDATE cases SET amount_remaining")] != []   # followed
         assert len([s for s in statements if s.startswith("UPDATE cases SET amount_remaining")]) == 1, statements
         assert ledger.conn.execute("SELECT amount_remaining, attempts FROM cases").fetchone() == (4900, 1)
+    finally:
+        ledger.close()
+
+
+def net_terms_invoice(invoice_id: str, due):
+    from dunctl.model import Invoice
+
+    return Invoice(id=invoice_id, customer_id=f"cus_{invoice_id}", currency="usd", amount_due=90000, amount_paid=0,
+                   amount_remaining=90000, status="open", created=T0, number=f"INV-{invoice_id}",
+                   collection_method="send_invoice", due_date=due, hosted_invoice_url="https://invoice.stripe.test/x")
+
+
+def test_net_terms_invoices_are_looked_for_only_once_one_can_come_due_and_each_still_opens_on_time(tmp_path):
+    """The look for net-terms invoices coming due (a case opens a week before the due date with the starter
+    config) runs when `now` plus that lead reaches the earliest due date seen, not on every tick; an invoice
+    synced later with an earlier due date brings the next look forward."""
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    day = timedelta(days=1)
+
+    def tick(at) -> list[str]:
+        return traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}), at, sync=False))
+
+    def looks(statements) -> int:
+        return sum(1 for s in statements if s.startswith("UPDATE invoices SET pending = 1"))
+
+    def opened() -> list[str]:
+        return [row[0] for row in ledger.conn.execute("SELECT invoice_id FROM cases ORDER BY id")]
+
+    try:
+        seed(ledger, net_terms_invoice("in_late", T0 + 30 * day))
+        assert looks(tick(T0 + timedelta(hours=1))) == 1            # the first look: nothing known yet
+        assert [looks(tick(T0 + n * day)) for n in (1, 2, 3)] == [0, 0, 0] and opened() == []
+        seed(ledger, net_terms_invoice("in_soon", T0 + 15 * day), now=T0 + 3 * day)
+        tick(T0 + 3 * day + timedelta(hours=1))                     # synced: reconciled, too early for a case
+        assert looks(tick(T0 + 7 * day)) == 0 and opened() == []    # a day before its first reminder
+        # it opens; the tick's second reconcile looks again, and from then on the next look is in_late's
+        assert looks(tick(T0 + 8 * day)) == 2 and opened() == ["in_soon"]
+        assert [looks(tick(T0 + n * day)) for n in (9, 12, 20, 22)] == [0, 0, 0, 0]
+        assert looks(tick(T0 + 23 * day)) >= 1 and opened() == ["in_soon", "in_late"]
     finally:
         ledger.close()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from dunctl.clock import iso
 from dunctl.errors import StaleLedger
 from dunctl.failures import classify
-from dunctl.ledger.receivables import store_terms
+from dunctl.ledger.receivables import HOLDS_TO_END, note_due_date, store_terms
 from dunctl.ledger.sql import Store, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
@@ -153,6 +153,8 @@ class SyncStore(Store):
              iso(inv.marked_uncollectible_at), None if inv.auto_advance is None else int(inv.auto_advance),
              int(inv.livemode), iso(now), inv.lines is not None])
         store_terms(self.conn, inv)
+        if inv.due_date is not None:
+            note_due_date(self.ledger, inv.due_date)
         return existing is None
 
     def _record_signal(self, signal: Signal) -> None:
@@ -170,6 +172,17 @@ class SyncStore(Store):
         from dunctl.ledger.records import SignalRecord   # lazy: see dunctl/lazy.py
 
         return [SignalRecord.from_row(row) for row in rows]
+
+    def waiting(self, now: datetime, ended: tuple[str, ...]) -> tuple[bool, bool, bool]:
+        """Does anything wait to be reconciled, in one query: (a hold ends, or its end waits to be applied; a
+        signal is pending; an invoice is pending). Each part reads a partial index."""
+        marks = ", ".join("?" * len(ended))
+        row = self.conn.execute(
+            f"""SELECT EXISTS (SELECT 1 FROM {HOLDS_TO_END.format(marks)})
+                         OR EXISTS (SELECT 1 FROM signals WHERE applied = 0 AND kind = 'hold_ended'),
+                       EXISTS (SELECT 1 FROM signals WHERE applied = 0),
+                       EXISTS (SELECT 1 FROM invoices WHERE pending = 1)""", [iso(now), *ended]).fetchone()
+        return bool(row[0]), bool(row[1]), bool(row[2])
 
     def mark_signal_applied(self, signal_id: int) -> None:
         self.conn.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])

@@ -6,12 +6,13 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from dunctl.config import Config, quiet_window
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
+from dunctl.receivables.terms import lead, takes_net_terms
 from dunctl.tick.channels import TRANSPORTS, ChannelSet
 
 if TYPE_CHECKING:
@@ -51,6 +52,14 @@ class TickContext:
     def settings(self) -> Settings:
         """The planner's settings, built when something is planned (an idle tick never loads the planner)."""
         return planner_settings(self.config, monitor=self.mode == MONITOR)
+
+    @functools.cached_property
+    def net_terms_lead(self) -> timedelta | None:
+        """How long before its due date a net-terms invoice's case opens; None when no segment takes them. Worked
+        out once per tick, not on each of its reconciles."""
+        if not any(takes_net_terms(segment) for segment in self.config.file.segments):
+            return None
+        return lead(self.config)
 
     @functools.cached_property
     def sequences(self):

@@ -83,7 +83,8 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
     was nothing to reconcile (then nothing was changed or sent)."""
     ledger = ctx.ledger
 
-    bring_coming_due(ctx)
+    if not bring_coming_due(ctx):       # one statement when nothing waits
+        return False
     signals = ledger.sync.pending_signals()
     if not signals and not ledger.sync.pending_invoices():
         return False
