@@ -198,10 +198,13 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
                             if not _held_in_this_tick(ctx, e, admitted)]
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
+        # customers something ran or was recorded for in this batch (a batch holds all of a customer's cases)
+        acting = {planned[case_id].case.customer_id for case_id, asked in plans.items()
+                  if asked.effects or asked.plan.decisions}
         with ledger.transaction():
             again = []
             for case_id in ids:
-                due = _went_as_planned(ctx, case_id, planned, plans, applied)
+                due = _went_as_planned(ctx, case_id, planned, plans, applied, acting)
                 if due is not None:
                     ledger.cases.schedule(case_id, *due)
                 else:
@@ -215,23 +218,27 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
 
 
 def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBundle],
-                     plans: dict[int, _Planned], applied: Applied) -> tuple | None:
+                     plans: dict[int, _Planned], applied: Applied, acting: set[str] = frozenset()) -> tuple | None:
     """When the case is next due, from its plan, when planning it again after its effects could only give the same:
     nothing in the plan was waiting (on another step, a contact rule, quiet hours), every effect it asked for was
     a step that ran and ended as planned (done; in monitor mode, would) without changing the case, and none was
     dunctl's own (turning Stripe's retries off, a retry after a new card: those change what is timed next). Then
     every step that was due is finished, and what is still to come is what the plan already timed (its times
-    depend on the case and the clock, neither of which the effects changed). Otherwise None: the case is read and
-    planned again. `tests/test_schedule_refresh.py` checks both paths against a full reload."""
+    depend on the case and the clock, neither of which the effects changed). Or, whatever waited: nothing at all
+    was decided for any case of its customer (not in `acting`: no effect, nothing skipped or missed): then nothing
+    the case is planned from was written, and its whole plan is what planning again gives (most such cases wait
+    for the end of quiet hours). Otherwise None: the case is read and planned again.
+    `tests/test_schedule_refresh.py` checks these paths against a full reload."""
     from dunctl.planner import Plan   # lazy: see dunctl/lazy.py
     from dunctl.tick.schedule import next_due   # lazy: see dunctl/lazy.py
 
     asked = plans.get(case_id)
-    if asked is None:
+    if asked is None or case_id in applied.touched or any(note.case_id == case_id for note in applied.notify):
         return None
+    if planned[case_id].case.customer_id not in acting:     # so neither was the case itself
+        return next_due(planned[case_id], asked.plan, ctx.settings, ctx.dunctl_retries, ctx.now)
     outcomes = applied.as_planned.get(case_id, [])
-    if asked.own or asked.plan.waiting or len(outcomes) != asked.effects or not all(outcomes) \
-            or case_id in applied.touched or any(note.case_id == case_id for note in applied.notify):
+    if asked.own or asked.plan.waiting or len(outcomes) != asked.effects or not all(outcomes):
         return None
     # the steps that were due are all finished: what comes next is what the plan timed
     ahead = Plan(next_step=asked.plan.next_step, next_due_at=asked.plan.next_due_at)
