@@ -91,7 +91,7 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
     from dunctl import adoption   # lazy: see dunctl/lazy.py
     from dunctl.tick import changes as case_changes   # lazy: see dunctl/lazy.py
     from dunctl.tick.reconcile import apply_signal, follow_case, open_case   # lazy: see dunctl/lazy.py
-    from dunctl.tick.schedule import schedule_case   # lazy: see dunctl/lazy.py
+    from dunctl.tick.schedule import load_bundles, schedule_bundle   # lazy: see dunctl/lazy.py
 
     # Invoices whose Stripe note shows messages this ledger did not record: another ledger's are refused (unless
     # adopting) before anything is done; the rest are taken over once their cases are open (dunctl/adoption.py).
@@ -124,8 +124,11 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
     for invoice_id, state in applied.closed:
         result.close(invoice_id, state)
     with ledger.transaction():
+        # read together (one query per table), each as it is before its own schedule is written, as one by one
+        loaded = load_bundles(ledger, sorted(applied.touched), ctx.settings, ctx.now)
         for case_id in applied.touched:
-            schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, ctx.sequences)
+            schedule_bundle(ledger, case_id, loaded.get(case_id), ctx.settings, ctx.dunctl_retries, ctx.now,
+                            ctx.sequences)
     _notify(ctx, applied.notify, result)
     return True
 
