@@ -19,6 +19,9 @@ class CaseStore(Store):
     def __init__(self, ledger):
         super().__init__(ledger)
         self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
+        # hash -> the sequence as the tick parsed it (tick/schedule.py `Sequences`), for as long as this ledger
+        # object lives: a demo's 1,560 ticks parse each version once, not once a tick
+        self.parsed_sequences: dict[str, object] = {}
 
     def open(self, *, invoice: InvoiceRecord, segment: str, sequence: str, sequence_hash: str,
                   sequence_def: dict, failure_type: str, decline_code: str | None, now: datetime) -> int:
