@@ -184,3 +184,24 @@ def test_net_terms_invoices_are_looked_for_only_once_one_can_come_due_and_each_s
         assert looks(tick(T0 + 23 * day)) >= 1 and opened() == ["in_soon", "in_late"]
     finally:
         ledger.close()
+
+
+def test_a_resynced_subscription_with_nothing_new_is_not_written_again(tmp_path):
+    """A sync brings a subscription again at every renewal; a copy equal to the stored one is not written (the
+    update ran the churn rollup's trigger each time). A changed one still is."""
+    from dunctl.model import Subscription, SyncBatch
+
+    ledger = Ledger.open(tmp_path / "ledger.db")
+    try:
+        seed(ledger, failed_invoice())
+
+        def upserts(status: str) -> int:
+            batch = SyncBatch(subscriptions=[Subscription("sub_1", "cus_1", status)])
+            return sum(1 for s in traced(ledger, lambda: ledger.sync.apply_batch(batch, T0))
+                       if s.startswith("INSERT INTO subscriptions"))
+
+        assert upserts("past_due") == 1          # the statement alone: no trigger ran
+        assert upserts("canceled") > 1           # changed: written, and the trigger ran
+        assert ledger.conn.execute("SELECT status FROM subscriptions").fetchone() == ("canceled",)
+    finally:
+        ledger.close()

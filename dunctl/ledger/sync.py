@@ -84,13 +84,19 @@ class SyncStore(Store):
             [pm.id, pm.customer_id, pm.type, pm.brand, pm.last4, pm.exp_month, pm.exp_year, iso(pm.updated_at)])
 
     def _upsert_subscription(self, s: Subscription) -> None:
+        # A copy that changes nothing is not written: an update naming canceled_at runs the churn rollup's
+        # trigger even when the value stays the same, and the demo syncs each subscription again at every renewal.
         self.conn.execute(
             """INSERT INTO subscriptions(id, customer_id, status, metadata, usage_based, pause_behavior,
                                          canceled_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(id) DO UPDATE SET customer_id = excluded.customer_id, status = excluded.status,
                  metadata = excluded.metadata, usage_based = excluded.usage_based,
-                 pause_behavior = excluded.pause_behavior, canceled_at = excluded.canceled_at""",
+                 pause_behavior = excluded.pause_behavior, canceled_at = excluded.canceled_at
+               WHERE (subscriptions.customer_id, subscriptions.status, subscriptions.metadata,
+                      subscriptions.usage_based, subscriptions.pause_behavior, subscriptions.canceled_at)
+                     IS NOT (excluded.customer_id, excluded.status, excluded.metadata, excluded.usage_based,
+                             excluded.pause_behavior, excluded.canceled_at)""",
             [s.id, s.customer_id, s.status, to_json(s.metadata), int(s.usage_based), s.pause_behavior,
              iso(s.canceled_at)])
 
