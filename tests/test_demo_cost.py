@@ -205,3 +205,26 @@ def test_a_resynced_subscription_with_nothing_new_is_not_written_again(tmp_path)
         assert ledger.conn.execute("SELECT status FROM subscriptions").fetchone() == ("canceled",)
     finally:
         ledger.close()
+
+
+def test_invoices_paid_on_the_first_try_are_reconciled_without_reading_their_customers(tmp_path):
+    """Most invoices a sync brings were paid at once: they cannot open a case, so reconciling reads neither their
+    customer nor their subscription, and marks them all reconciled in one transaction."""
+    from dataclasses import replace
+
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        paid = [replace(failed_invoice(f"in_{n}", customer_id=f"cus_{n}"), status="paid", amount_paid=4900,
+                        amount_remaining=0, first_failed_at=None, failed_at=None, decline=None, paid_at=T0)
+                for n in range(3)]
+        seed(ledger, *paid, failed_invoice("in_failed", customer_id="cus_9"))
+        statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                     T0 + timedelta(minutes=5), sync=False))
+        assert ledger.conn.execute("SELECT invoice_id FROM cases").fetchall() == [("in_failed",)]
+        assert ledger.conn.execute("SELECT count(*) FROM invoices WHERE pending = 1").fetchone() == (0,)
+        customers = [s for s in statements if s.startswith("SELECT * FROM customers WHERE id = ")]
+        assert customers == ["SELECT * FROM customers WHERE id = 'cus_9'"]
+        assert sum(1 for s in statements if s == "BEGIN IMMEDIATE") <= 5, statements
+    finally:
+        ledger.close()

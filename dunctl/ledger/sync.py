@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -213,6 +214,9 @@ class SyncStore(Store):
 
     def clear_pending(self, invoice_id: str) -> None:
         self.conn.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
+
+    def clear_pending_many(self, invoice_ids: Iterable[str]) -> None:
+        self.conn.executemany("UPDATE invoices SET pending = 0 WHERE id = ?", [[i] for i in invoice_ids])
 
     def invoice(self, invoice_id: str) -> dict | None:
         return next(self.rows("SELECT * FROM invoices WHERE id = ?", [invoice_id]), None)

@@ -90,7 +90,7 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
         return False
     from dunctl import adoption   # lazy: see dunctl/lazy.py
     from dunctl.tick import changes as case_changes   # lazy: see dunctl/lazy.py
-    from dunctl.tick.reconcile import apply_signal, follow_case, open_case   # lazy: see dunctl/lazy.py
+    from dunctl.tick.reconcile import apply_signal   # lazy: see dunctl/lazy.py
     from dunctl.tick.schedule import load_bundles, schedule_bundle   # lazy: see dunctl/lazy.py
 
     # Invoices whose Stripe note shows messages this ledger did not record: another ledger's are refused (unless
@@ -106,15 +106,7 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
             case_changes.apply(ledger, apply_signal(signal, found, ctx.now, ctx.config.file.dunning.dispute_lost),
                                ctx.now, applied)
             ledger.sync.mark_signal_applied(signal.id)
-    for invoice, case_id in ledger.sync.pending_invoices():
-        with ledger.transaction():
-            if case_id is None:
-                customer, subscription = ledger.sync.customer_bundle(invoice)
-                found = open_case(invoice, customer, subscription, ctx.config, ctx.now)
-            else:
-                found = follow_case(ledger.cases.record(case_id), invoice, ctx.now)
-            case_changes.apply(ledger, found, ctx.now, applied)
-            ledger.sync.clear_pending(invoice.id)
+    _reconcile_invoices(ctx, applied)
     if behind:
         with ledger.transaction():
             lines, touched = adoption.take_over(ledger, behind, own, ctx.sequences, ctx.now)
@@ -131,6 +123,32 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
                             ctx.sequences)
     _notify(ctx, applied.notify, result)
     return True
+
+
+def _reconcile_invoices(ctx: TickContext, applied: Applied) -> None:
+    """Open a case for each pending invoice that failed, follow the ones with a case; each in a transaction of its
+    own. The invoices that cannot open a case (paid on the first try, mostly) are only marked reconciled, all in
+    one: nothing to read or decide for them."""
+    from dunctl.tick import changes as case_changes   # lazy: see dunctl/lazy.py
+    from dunctl.tick.reconcile import follow_case, may_open, open_case   # lazy: see dunctl/lazy.py
+
+    ledger = ctx.ledger
+    pending = ledger.sync.pending_invoices()
+    idle = [invoice.id for invoice, case_id in pending if case_id is None and not may_open(invoice)]
+    if idle:
+        with ledger.transaction():
+            ledger.sync.clear_pending_many(idle)
+    for invoice, case_id in pending:
+        if case_id is None and not may_open(invoice):
+            continue
+        with ledger.transaction():
+            if case_id is None:
+                customer, subscription = ledger.sync.customer_bundle(invoice)
+                found = open_case(invoice, customer, subscription, ctx.config, ctx.now)
+            else:
+                found = follow_case(ledger.cases.record(case_id), invoice, ctx.now)
+            case_changes.apply(ledger, found, ctx.now, applied)
+            ledger.sync.clear_pending(invoice.id)
 
 
 def _signal_cases(ledger: Ledger, signal) -> list[int]:
