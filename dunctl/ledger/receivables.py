@@ -40,13 +40,13 @@ def note_due_date(ledger, due_date: datetime) -> None:
         ledger.set_state(NEXT_DUE, iso(due_date))
 
 
-def coming_due_by(ledger, before: datetime) -> bool:
-    """Can an open net-terms invoice without a case fall due before `before`? Read from the state alone."""
+def coming_due_by(ledger, before: str) -> bool:
+    """Can an open net-terms invoice without a case fall due before `before` (ISO text)? From the state alone."""
     known = ledger.get_state(NEXT_DUE, _UNKNOWN)
-    return known is _UNKNOWN or (known is not None and known <= iso(before))
+    return known is _UNKNOWN or (known is not None and known <= before)
 
 
-def mark_and_look_ahead(ledger, before: datetime) -> None:
+def mark_and_look_ahead(ledger, before: str) -> None:
     """`mark_coming_due`, then store when to look next: the earliest due date still without a case (those just
     marked among them, so one a segment did not take is marked again on the next look, as before)."""
     mark_coming_due(ledger.conn, before)
@@ -57,15 +57,15 @@ def mark_and_look_ahead(ledger, before: datetime) -> None:
     ledger.set_state(NEXT_DUE, row[0] if row else None)
 
 
-def mark_coming_due(conn: sqlite3.Connection, before: datetime) -> int:
-    """Make the open net-terms invoices without a case that fall due before `before` pending, so reconciling
+def mark_coming_due(conn: sqlite3.Connection, before: str) -> int:
+    """Make the open net-terms invoices without a case that fall due before `before` (ISO text) pending, so reconciling
     opens their cases: an invoice is synced weeks before its first reminder is due, and nothing changes on it
     when that time comes. One indexed step."""
     return conn.execute(
         """UPDATE invoices SET pending = 1
            WHERE collection_method = ? AND status = 'open' AND due_date IS NOT NULL AND due_date <= ?
              AND pending = 0 AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.invoice_id = invoices.id)""",
-        [SEND_INVOICE, iso(before)]).rowcount
+        [SEND_INVOICE, before]).rowcount
 
 
 def retime_case(conn: sqlite3.Connection, case_id: int, due_date: datetime) -> None:

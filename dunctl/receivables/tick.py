@@ -16,11 +16,10 @@ def bring_coming_due(ctx) -> bool:
     (the earliest due date is kept in the ledger's state), and one query asks whether any hold ends or any
     signal or invoice waits."""
     ledger = ctx.ledger
-    if ctx.net_terms_lead is not None:
-        before = ctx.now + ctx.net_terms_lead
-        if store.coming_due_by(ledger, before):
-            with ledger.transaction():
-                store.mark_and_look_ahead(ledger, before)
+    before = ctx.coming_due_before
+    if before is not None and store.coming_due_by(ledger, before):
+        with ledger.transaction():
+            store.mark_and_look_ahead(ledger, before)
     holds_end, signals, invoices = ledger.sync.waiting(ctx.now, ENDED_STATES)
     if holds_end:
         from dunctl.receivables import holds   # lazy: see dunctl/lazy.py
