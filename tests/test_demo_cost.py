@@ -228,3 +228,26 @@ def test_invoices_paid_on_the_first_try_are_reconciled_without_reading_their_cus
         assert sum(1 for s in statements if s == "BEGIN IMMEDIATE") <= 5, statements
     finally:
         ledger.close()
+
+
+def test_the_customers_recent_messages_are_one_query_a_batch_dunning_messages_and_notices_alike(tmp_path):
+    """The contact policy's look at what each customer of a batch was sent lately (dunning steps and pre-dunning
+    notices) is one query per few hundred customers, not one per kind; every customer is still found."""
+    from tests.test_ledger import open_case
+
+    ledger = Ledger.open(tmp_path / "ledger.db")
+    try:
+        customers = []
+        for n in range(260):                       # more than one piece of the IN list (250 a piece, listed twice)
+            case_id = open_case(ledger, f"in_{n}")
+            action = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer",
+                                                            T0, T0, f"k{n}", None)
+            ledger.journal("actions").record_result(action, "done", T0 + timedelta(minutes=n % 7), message_ref=None)
+            customers.append(f"cus_in_{n}")
+        assert len(traced(ledger, lambda: ledger.cases.contacts_of(customers[:200], T0))) == 1
+        assert len(traced(ledger, lambda: ledger.cases.contacts_of(customers, T0))) == 2
+        found = ledger.cases.contacts_of(customers, T0)
+        assert sorted(found) == sorted(customers)
+        assert found["cus_in_9"] == [T0 + timedelta(minutes=2)]
+    finally:
+        ledger.close()

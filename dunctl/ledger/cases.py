@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from dunctl.clock import from_iso, iso
-from dunctl.ledger.sql import ENDED_STATES, Store, pairs, rows_in, to_json
+from dunctl.ledger.sql import ENDED_STATES, IN_LIST_SIZE, Store, pairs, rows_in, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
     from dunctl.ledger.records import CaseBundle, CaseRecord, InvoiceRecord
@@ -230,18 +230,23 @@ class CaseStore(Store):
         """`customer_contacts` for several customers at once: customer id -> times, oldest first (customers sent
         nothing are left out)."""
         marks = ", ".join("?" * len(statuses))
+        ids = list(dict.fromkeys(i for i in customer_ids if i is not None))
         sent: dict[str, list[datetime]] = {}
-        for customer_id, at in pairs(
-                self.conn, f"""SELECT c.customer_id, min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
-                    WHERE c.customer_id IN ({{}}) AND a.audience = 'customer' AND a.status IN ({marks})
-                      AND a.finished_at >= ?
-                    GROUP BY c.customer_id, coalesce(a.message_ref, a.id)""", customer_ids, [*statuses, iso(since)]):
-            sent.setdefault(customer_id, []).append(from_iso(at))
-        # Pre-dunning notices count toward the same contact policy (in monitor mode their `would` too, as steps')
-        for customer_id, at in pairs(
-                self.conn, f"SELECT customer_id, finished_at FROM notices WHERE customer_id IN ({{}}) AND status IN ({marks}) "
-                "AND finished_at >= ?", customer_ids, [*statuses, iso(since)]):
-            sent.setdefault(customer_id, []).append(from_iso(at))
+        for start in range(0, len(ids), IN_LIST_SIZE // 2):    # each piece is listed twice
+            piece = ids[start:start + IN_LIST_SIZE // 2]
+            people = ", ".join("?" * len(piece))
+            # One delivery per message (a grouped email covers several cases); pre-dunning notices count toward the
+            # same contact policy (in monitor mode their `would` too, as steps'). One query for both.
+            for customer_id, at in self.conn.execute(
+                    f"""SELECT c.customer_id, min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
+                          WHERE c.customer_id IN ({people}) AND a.audience = 'customer' AND a.status IN ({marks})
+                            AND a.finished_at >= ?
+                          GROUP BY c.customer_id, coalesce(a.message_ref, a.id)
+                        UNION ALL
+                        SELECT customer_id, finished_at FROM notices
+                          WHERE customer_id IN ({people}) AND status IN ({marks}) AND finished_at >= ?""",
+                    [*piece, *statuses, iso(since), *piece, *statuses, iso(since)]):
+                sent.setdefault(customer_id, []).append(from_iso(at))
         for times in sent.values():
             times.sort()
         return sent
