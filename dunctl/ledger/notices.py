@@ -128,21 +128,14 @@ class NoticeStore(Store):
                               [kind, object_id, period, offset]).fetchone()
         return row[0] if row else None
 
-    def set_due(self, subscription_id: str, at: datetime | None) -> None:
-        self.set_due_many([(subscription_id, at)])
-
-    def set_due_many(self, due: list[tuple[str, datetime | None]]) -> None:
-        """When each subscription's notices are planned again: (subscription id, when; None: when sync changes
-        it)."""
-        self.conn.executemany("UPDATE subscriptions SET notices_due_at = ? WHERE id = ?",
-                              [(iso(at), subscription_id) for subscription_id, at in due])
-
-    def record_usage_preview(self, subscription_id: str, preview: dict, at: datetime) -> None:
-        self.record_usage_previews([(subscription_id, preview)], at)
-
-    def record_usage_previews(self, previews: list[tuple[str, dict]], at: datetime) -> None:
-        self.conn.executemany("UPDATE subscriptions SET usage_checked_at = ?, usage_preview = ? WHERE id = ?",
-                              [(iso(at), to_json(preview), subscription_id) for subscription_id, preview in previews])
+    def planned(self, subscriptions: list[tuple[str, datetime | None, dict | None]], now: datetime) -> None:
+        """Each subscription planned: (id, when it is planned again (None: when sync changes it), the usage
+        preview fetched for it now, or None), one statement for both."""
+        self.conn.executemany(
+            "UPDATE subscriptions SET notices_due_at = ?, usage_checked_at = COALESCE(?, usage_checked_at), "
+            "usage_preview = COALESCE(?, usage_preview) WHERE id = ?",
+            [(iso(at), None if preview is None else iso(now), None if preview is None else to_json(preview),
+              subscription_id) for subscription_id, at, preview in subscriptions])
 
     def get(self, notice_id: int) -> dict | None:
         return next(self.rows("SELECT * FROM notices WHERE id = ?", [notice_id]), None)

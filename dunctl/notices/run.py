@@ -111,15 +111,13 @@ def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews
 def _record(ctx: TickContext, decided: list[_Decided]) -> None:
     """Write what planning decided, in one transaction and a few statements for all: each notice once under its
     key, the highest usage alert superseding the lower ones still waiting, the ones no longer called for
-    cancelled, the previews, and when each subscription is planned again."""
+    cancelled, and the previews with when each subscription is planned again."""
     from dunctl.notices.planner import PENDING   # lazy: see dunctl/lazy.py
 
     if not decided:
         return
     store = ctx.ledger.notices
     with ctx.ledger.transaction():
-        store.record_usage_previews([(one.sub_id, one.fetched) for one in decided if one.fetched is not None],
-                                    ctx.now)
         store.plan_many([(one.sub_id, one.customer_id, plan) for one in decided for plan in one.decision.plans],
                         ctx.now)
         store.supersede_usage_alerts_many([(one.sub_id, plan.period, plan.offset) for one in decided
@@ -128,7 +126,7 @@ def _record(ctx: TickContext, decided: list[_Decided]) -> None:
         store.cancel_unplanned({one.sub_id: ({(p.kind, p.object_id, p.period, p.offset) for p in one.decision.plans},
                                              one.decision.why_none or "no longer called for") for one in decided},
                                ctx.now)
-        store.set_due_many([(one.sub_id, one.next_at) for one in decided])
+        store.planned([(one.sub_id, one.next_at, one.fetched) for one in decided], ctx.now)
 
 
 def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool):
