@@ -28,8 +28,6 @@ class _Plan(NamedTuple):
 
 
 class NoticeStore(Store):
-    _subject_widths: tuple[int, int, int] | None = None
-
     def apply_batch(self, batch: SyncBatch, now: datetime) -> None:
         """What pre-dunning keeps from a sync batch (billing terms, default payment methods), and which
         subscriptions must have their notices planned again: those changed, and those of a changed customer or
@@ -59,26 +57,20 @@ class NoticeStore(Store):
     def subjects(self, subscription_ids: list[str]) -> dict[str, dict]:
         """subject() of each subscription that exists, by id, in one query: a tick plans its due subscriptions
         together, and four queries each were a fifth of planning's CPU in the demo."""
-        widths = self._widths()
         found = {}
         cursor = self.conn.execute(_SUBJECTS, [json.dumps(subscription_ids)])
         names = [column[0] for column in cursor.description]
+        customer_at, method_at = names.index(_CUSTOMER), names.index(_METHOD)
         for row in cursor:
-            sub, customer, method = _split(names, row, widths)
+            sub = dict(zip(names[:customer_at], row[:customer_at]))
+            customer = _joined(names, row, customer_at + 1, method_at)
+            method = _joined(names, row, method_at + 1, len(names) - 1)
             # the mean of the last three paid periods: their order does not matter, only which three
             paid = [int(amount) for amount in row[-1].split(",")] if row[-1] else []
             # (not its notices: the planner never reads them, and they grow with every period)
             found[sub["id"]] = {"subscription": sub, "customer": customer, "payment_method": method,
                                 "paid_amounts": paid}
         return found
-
-    def _widths(self) -> tuple[int, int, int]:
-        """How many columns subscriptions, customers and payment_methods have (a migration may add some), read
-        once per open ledger: how a row of _SUBJECTS splits."""
-        if self._subject_widths is None:
-            self._subject_widths = tuple(len(self.conn.execute(f"PRAGMA table_info({table})").fetchall())
-                                         for table in ("subscriptions", "customers", "payment_methods"))
-        return self._subject_widths
 
     def plan(self, *, kind: str, object_id: str, period: str, offset: str, customer_id: str,
                     subscription_id: str | None, due_at: datetime, now: datetime, key: str, data: dict,
@@ -179,7 +171,8 @@ class NoticeStore(Store):
 # amounts of its last three paid invoices (through the invoices_subscription index, as text: "4900,4900,5100").
 # The ids come as one JSON array, not an IN list of their number of `?`: one statement text for every number of
 # subscriptions, which sqlite3's statement cache keeps (preparing this one costs three times running it).
-_SUBJECTS = """SELECT s.*, c.*, p.*,
+_CUSTOMER, _METHOD = "-- customer", "-- payment method"     # where the joined rows' columns start
+_SUBJECTS = f"""SELECT s.*, NULL AS "{_CUSTOMER}", c.*, NULL AS "{_METHOD}", p.*,
     (SELECT group_concat(amount_paid) FROM (SELECT amount_paid FROM invoices WHERE subscription_id = s.id
        AND status = 'paid' AND amount_paid > 0 ORDER BY created_at DESC LIMIT 3))
   FROM subscriptions s LEFT JOIN customers c ON c.id = s.customer_id
@@ -187,11 +180,8 @@ _SUBJECTS = """SELECT s.*, c.*, p.*,
   WHERE s.id IN (SELECT value FROM json_each(?))"""
 
 
-def _split(names: list[str], row: tuple, widths: tuple[int, int, int]) -> tuple[dict, dict | None, dict | None]:
-    """A _SUBJECTS row as the three rows it joins, each as its own query would give it (None: no such row)."""
-    parts, start = [], 0
-    for width in widths:
-        part = dict(zip(names[start:start + width], row[start:start + width]))
-        parts.append(part if part.get("id") is not None else None)
-        start += width
-    return parts[0], parts[1], parts[2]
+def _joined(names: list[str], row: tuple, start: int, end: int) -> dict | None:
+    """The columns [start, end) of a _SUBJECTS row as the row of the table they come from (None: the LEFT JOIN
+    found none)."""
+    part = dict(zip(names[start:end], row[start:end]))
+    return part if part.get("id") is not None else None
