@@ -3,6 +3,7 @@ language writes them, in the customer's time zone."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -42,8 +43,7 @@ def sequence_of(case: dict, sequence):
 def format_context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
                    preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True,
                    account: str | None = None) -> dict:
-    loc = babel_locale(tag, default_locale)
-    lang, code = loc.language, str(loc)   # formatting below is keyed by the identifier: worked out once
+    loc, lang, code = _locale(tag, default_locale)
     first = parts[0]
     try:
         tz = ZoneInfo(zone)
@@ -130,10 +130,20 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _locale(tag: str, default_locale: str) -> tuple:
+    """The Babel locale for `tag`, its language, and its identifier (what formatting below is keyed by): once per
+    tag, not per message (Babel builds the identifier anew each time it is asked)."""
+    loc = babel_locale(tag, default_locale)
+    return loc, loc.language, str(loc)
+
+
 def format_statement(rows: list[dict], now: datetime, tag: str, zone: str) -> list[dict]:
     """The customer's open invoices (`open_invoices`: dunctl/ledger/receivables.py open_invoices_of) per currency,
     formatted for the message's locale, with a total per currency: a statement of account (never one total)."""
-    code = str(babel_locale(tag))
+    if not rows:   # a card case's message lists none (statement_rows)
+        return []
+    code = _locale(tag, "en")[2]
     try:
         tz = ZoneInfo(zone)
     except (ValueError, KeyError):
