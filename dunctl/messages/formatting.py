@@ -51,7 +51,7 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         tz = ZoneInfo("UTC")
 
     def day(moment: datetime) -> str:
-        return format_day(moment.astimezone(tz), code)
+        return _day(moment, tz, code)
 
     def deadline(moment: datetime) -> str:
         # a reader takes the day named as "by the end of it", which dunctl honours (dunctl/irreversible.py)
@@ -114,7 +114,7 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         "total": ", ".join(format_money(v, c, code) for c, v in sorted(totals.items())),
         "tone": "high_value" if segments & HIGH_VALUE else "standard",
         "consequence": {"action": earliest["action"], "on": deadline(earliest["at"])} if earliest else None,
-        "today": day(now),
+        "today": _day(now, tz, code),
         # The first (or only) invoice under the names single-invoice templates use.
         "invoice": one,
         "amount": one["amount"],
@@ -128,6 +128,13 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         "follow_up": False,      # the customer already got a message about this case (tick/actions.py)
         "sent": [],              # what was sent and tried on these cases, for internal messages (tick/actions.py)
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _day(moment: datetime, tz: ZoneInfo, code: str) -> str:
+    """`moment`'s day in `tz`, as the locale `code` writes it: a tick's messages name the same few days (today, for
+    every one of them; the days their cases first failed)."""
+    return format_day(moment.astimezone(tz), code)
 
 
 @functools.lru_cache(maxsize=256)

@@ -72,7 +72,9 @@ class Templates:
         self.env = _environment_class()(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
-            autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=False),
+            # asked for each template's name on every render (a context each part, and a block call): once a name
+            autoescape=functools.lru_cache(maxsize=None)(
+                select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=False)),
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
