@@ -52,14 +52,35 @@ __all__ = ["IRREVERSIBLE", "announcers", "as_it_will_run", "deadline_day", "dead
 _GAVE_UP = frozenset({"skipped", "missed", "suppressed"})
 
 
+_TOLD = {False: frozenset({"done"}), True: frozenset({"done", "would"})}
+# Statuses after which an irreversible step is not to come (it happened, or never will by this record).
+_GONE = {monitor: _GAVE_UP | told | {"unknown"} for monitor, told in _TOLD.items()}
+# id(sequence) -> (the sequence, step id -> its announcers): asked for every message and every plan of a case.
+# The sequence is held, so its id cannot stand for another while it is here.
+_ANNOUNCERS: dict[int, tuple[Sequence, dict[str, list[Step]]]] = {}
+
+
 def told_statuses(settings: Settings) -> frozenset[str]:
     """What counts as "the customer was sent it": delivered only; in monitor mode, also what would have been."""
-    return frozenset({"done", "would"}) if settings.monitor else frozenset({"done"})
+    return _TOLD[bool(settings.monitor)]
 
 
 def announcers(step: Step, sequence: Sequence) -> list[Step]:
     """The customer messages that announce the irreversible `step`: those naming it with `announces:`, else the
-    nearest customer message placed before it."""
+    nearest customer message placed before it. Worked out once per sequence and step (a sequence never changes
+    once loaded)."""
+    held = _ANNOUNCERS.get(id(sequence))
+    if held is None or held[0] is not sequence:
+        if len(_ANNOUNCERS) >= 256:
+            _ANNOUNCERS.clear()
+        held = _ANNOUNCERS[id(sequence)] = (sequence, {})
+    found = held[1].get(step.id)
+    if found is None:
+        found = held[1][step.id] = _announcers(step, sequence)
+    return found
+
+
+def _announcers(step: Step, sequence: Sequence) -> list[Step]:
     explicit = [s for s in sequence.steps if s.announces == step.id]
     if explicit:
         return explicit
@@ -181,7 +202,7 @@ def _to_come(sequence: Sequence, first_failed_at: datetime, records: dict[str, S
     """Each irreversible step still to come, with its time as it will now run (`as_it_will_run`)."""
     notice = settings.notice_before_suspension
     zone = zone or settings.timezone
-    gone = _GAVE_UP | told_statuses(settings) | {"unknown"}
+    gone = _GONE[bool(settings.monitor)]
     for step in sequence.steps:
         if step.action not in IRREVERSIBLE or _status(records, step) in gone:
             continue
