@@ -7,6 +7,8 @@ from datetime import timedelta
 
 import pytest
 import yaml
+from jinja2.filters import do_striptags
+from markupsafe import Markup
 
 from dunctl.config import Sequence
 from dunctl.irreversible import as_it_will_run, consequences
@@ -49,3 +51,13 @@ def test_an_emails_parts_are_what_jinja_renders_of_each_alone(tmp_path, locale):
     assert "Leaked" not in text + html and "Acme" in html
     if locale == "en":   # the Japanese parts also lose the gaps between Japanese words (templates.py)
         assert (text, html) == (alone["txt"], alone["html"])
+
+
+@pytest.mark.parametrize("text", [
+    "<p>Hi Ada,</p>\n<p>We tried   to collect <strong>$49.00</strong> &amp; failed.</p>", "no tags at all &eacute;",
+    "a < b and c > d", "<a <b>c</b>", "unclosed <tag", "<!-- a comment <b> --> kept <i>x</i>", "<!-- unclosed <b>x</b>",
+    "x<br/>y\t\tz", "", "<p>&lt;not a tag&gt;</p>", "<<>>"])
+def test_the_striptags_filter_answers_as_jinjas(tmp_path, text):
+    striptags = Templates(tmp_path).env.filters["striptags"]
+    assert striptags(text) == do_striptags(text)
+    assert striptags(Markup(text)) == do_striptags(Markup(text))

@@ -8,10 +8,12 @@ import functools
 import os
 import re
 from collections.abc import Iterator
+from html import unescape as html_unescape
 from pathlib import Path
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from dunctl.errors import ConfigProblem
 from dunctl.locales import candidates, language, normalise
@@ -82,6 +84,7 @@ class Templates:
             bytecode_cache=template_cache(),   # compiled once per source, not once per process
         )
         self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
+        self.env.filters["striptags"] = _striptags
 
     def file(self, name: str, kind: str, suffix: str = "") -> Path:
         return self.directory / _filename(name, kind, suffix)
@@ -266,6 +269,7 @@ def _environment_class():
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 _SPACES = re.compile(r"[ \t\r\n]+")
+_TAG = re.compile(r"<[^>]*>")
 
 
 def _close_gaps(gap: re.Pattern, text: str) -> str:
@@ -276,6 +280,19 @@ def _close_gaps(gap: re.Pattern, text: str) -> str:
         return text
     data = text.encode("utf-8", "surrogatepass")
     return gap.sub(r"\1", text) if any(lead in data for lead in _CJK_LEAD_BYTES) else text
+
+
+def _striptags(value) -> str:
+    """Jinja's `striptags` (markupsafe's `Markup.striptags`: tags removed, whitespace collapsed, entities decoded),
+    with the tags removed by one regex pass rather than a Python step and a new string per tag: the HTML frame
+    strips every email's body twice (its preheader). Text with a comment goes markupsafe's own way (an unclosed
+    comment keeps the rest as it is); without one, a tag is `<` to the next `>`, as there."""
+    if hasattr(value, "__html__"):
+        value = value.__html__()
+    value = str(value)
+    if "<!--" in value:
+        return Markup(value).striptags()
+    return html_unescape(" ".join(_TAG.sub("", value).split()))
 
 
 def _filename(name: str, kind: str, suffix: str = "") -> str:
