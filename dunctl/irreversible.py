@@ -57,7 +57,7 @@ _TOLD = {False: frozenset({"done"}), True: frozenset({"done", "would"})}
 _GONE = {monitor: _GAVE_UP | told | {"unknown"} for monitor, told in _TOLD.items()}
 # id(sequence) -> (the sequence, step id -> its announcers): asked for every message and every plan of a case.
 # The sequence is held, so its id cannot stand for another while it is here.
-_ANNOUNCERS: dict[int, tuple[Sequence, dict[str, list[Step]]]] = {}
+_ANNOUNCERS: dict[int, tuple[Sequence, dict[str, tuple[Step, ...]]]] = {}
 
 
 def told_statuses(settings: Settings) -> frozenset[str]:
@@ -76,8 +76,8 @@ def announcers(step: Step, sequence: Sequence) -> list[Step]:
         held = _ANNOUNCERS[id(sequence)] = (sequence, {})
     found = held[1].get(step.id)
     if found is None:
-        found = held[1][step.id] = _announcers(step, sequence)
-    return found
+        found = held[1][step.id] = tuple(_announcers(step, sequence))
+    return list(found)   # the caller's own list: the one held cannot be changed through it
 
 
 def _announcers(step: Step, sequence: Sequence) -> list[Step]:
