@@ -69,7 +69,7 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         failure_type = case["failure_type"] or UNKNOWN
         method = part.payment_method or {}
         shown = [{**line, "amount": format_money(line["amount"], currency, code),
-                  "quantity_text": _quantity(line["quantity"], code) if line.get("quantity") else ""}
+                  "quantity_text": quantity_text(line["quantity"], code) if line.get("quantity") else ""}
                  for line in lines]
         then = consequence(sequence_of(case, part.sequence), first_failed, now)
         if then and (earliest is None or then["at"] < earliest["at"]):
@@ -131,7 +131,7 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
 
 
 @functools.lru_cache(maxsize=4096, typed=True)   # typed: 1 and 1.0 are formatted apart, as Babel would
-def _quantity(quantity, code: str) -> str:
+def quantity_text(quantity, code: str) -> str:
     """A line's quantity as the locale `code` writes it ('30,000', '30 000'): Babel takes about 50 us a number,
     more than rendering the email, and a tick's invoices repeat the same few (1 on every plan's line)."""
     return format_decimal(quantity, locale=code)

@@ -10,16 +10,15 @@ A renewal reminder covers every subscription of the customer renewing on that da
 
 from __future__ import annotations
 
-import functools
 import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from babel.numbers import format_decimal
 
 from dunctl.clock import from_iso
 from dunctl.locales import normalise
 from dunctl.messages import MessageContext, customer_kind
+from dunctl.messages.formatting import quantity_text
 from dunctl.money import babel_locale, format_day, format_money
 from dunctl.notices.planner import projected_charge
 from dunctl.recipients import current_email
@@ -85,7 +84,7 @@ def _context(notice, customer, update_link, company, now, tag, default_locale, p
     def line(item: dict, currency: str | None) -> dict:
         quantity = item.get("quantity")
         return {"description": item.get("description") or "", "quantity": quantity,
-                "quantity_text": _quantity_text(quantity, code) if quantity else "",
+                "quantity_text": quantity_text(quantity, code) if quantity else "",
                 "metered": bool(item.get("metered")), "amount": money(item.get("amount"), currency)}
 
     data = json.loads(notice["data"]) if isinstance(notice["data"], str) else notice["data"]
@@ -132,12 +131,6 @@ def _renewal(renewal: dict, renewing: list[dict] | None, date, money, line) -> d
             "subscriptions": [{"amount": money(e["amount"], currency), "interval": e.get("interval") or "",
                                "usage_based": e["usage_based"], "so_far": money(e["so_far"], currency),
                                "lines": [line(item, currency) for item in e["lines"]]} for e in entries]}
-
-
-@functools.lru_cache(maxsize=4096)
-def _quantity_text(quantity: float, locale: str) -> str:
-    # Babel's number formatting costs about 0.4 ms, and the same quantities recur (a plan's fee line is 1)
-    return format_decimal(quantity, locale=locale)
 
 
 def sample_notice_contexts(company: str = "Acme", *, locale: str | None = None) -> list:
