@@ -207,9 +207,13 @@ class CaseStore(Store):
         subscriptions = {row["id"]: SubscriptionRecord.from_row(row) for row in rows_in(
             self.conn, "SELECT * FROM subscriptions WHERE id IN ({})", [c.subscription_id for c in unplanned])}
         actions: dict[int, list[ActionRecord]] = {c.id: [] for c in cases}
+        # a planned case's actions its effects left as they were are kept, like its invoice
+        kept = {a.id: a for c in cases if c.id in planned for a in planned[c.id].actions}
         for row in rows_in(self.conn, f"SELECT {_action_columns(ActionRecord)} FROM actions WHERE case_id IN ({{}}) "
                                       "ORDER BY id", actions):
-            actions[row["case_id"]].append(ActionRecord.from_row(row))
+            record = kept.get(row["id"])
+            actions[row["case_id"]].append(record if record is not None and record.row == row
+                                           else ActionRecord.from_row(row))
         contacts = {} if contacts_since is None else self.contacts_of(
             [c.customer_id for c in cases], contacts_since, contact_statuses)
         found = {}
