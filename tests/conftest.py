@@ -5,6 +5,7 @@ import pytest
 
 from tests.cpu_report import pytest_runtest_protocol, pytest_terminal_summary  # noqa: F401  (hooks, opt-in)
 from tests.check_cache import _templates_rendered_once_per_session  # noqa: F401  (autouse, session)
+from tests.cli_once import _dunctl_commands_built_once_per_session  # noqa: F401  (autouse, session)
 from tests.servers import http_receiver, smtp_server  # noqa: F401  (fixtures)
 
 SHARED_MEMORY = "/dev/shm"
