@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 from dunctl.lazy import LAZY, allowed
-from tests.test_import_cycles import PACKAGE, _modules, import_targets
+from tests.test_import_cycles import PACKAGE, _modules, import_targets, parsed
 
 MARK = "# lazy: see dunctl/lazy.py"
 
@@ -31,8 +31,9 @@ def lazy_imports(package: Path = PACKAGE) -> list[tuple[str, str, bool]]:
     found = []
     for path in sorted(package.rglob("*.py")):
         module = ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
-        lines = path.read_text().splitlines()
-        for node in _in_functions(ast.parse("\n".join(lines))):
+        source = path.read_text()
+        lines = source.splitlines()
+        for node in _in_functions(parsed(source)):
             marked = MARK in lines[node.lineno - 1]
             where = f"{path.relative_to(package.parent)}:{node.lineno}"
             found += [(where, target, marked) for target in sorted(import_targets(node, module, path, modules))]
