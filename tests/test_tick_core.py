@@ -173,9 +173,10 @@ def test_monitor_mode_records_would_sends_nothing_and_going_live_sends_only_the_
 def test_a_tick_stops_at_its_budget_and_the_next_one_finishes_without_missing_anything(tmp_path):
     from tests.test_concurrency import SlowSmtpServer
 
-    with SlowSmtpServer(delay=0.4) as smtp:
+    # Six sends of 0.8 s cannot fit a 2 s budget, and one fits it however slowly a loaded machine starts the tick.
+    with SlowSmtpServer(delay=0.8) as smtp:
         config = starter(tmp_path, **{"channels.email": {"transport": "smtp", "host": smtp.host, "port": smtp.port},
-                                      "dunning.tick_budget": "1s"})
+                                      "dunning.tick_budget": "2s"})
         ledger = open_engine_ledger(config)
         seed(ledger, *[failed_invoice(f"in_{i}", customer_id=f"cus_{i}") for i in range(6)],
              customers=[customer(f"cus_{i}", email=f"c{i}@example.com") for i in range(6)])

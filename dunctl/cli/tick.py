@@ -3,7 +3,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -40,16 +39,13 @@ def tick(
     options = TickOptions(given=parse_instant(now) if now else None, dry_run=dry_run, sync=not no_sync,
                           accept_stale=accept_stale, adopt=adopt)
     wall = system_now()               # the machine's clock, read once: --now is checked against it
-    # The tick's budget bounds its Stripe calls too (timeouts, retries, backoff): a Stripe that accepts and never
-    # answers cannot hold the ledger's lock past it while cron's next ticks exit 3. One deadline for both, from
-    # here: the tick never starts work its requests no longer have the time for.
-    deadline = time.monotonic() + config.file.dunning.tick_budget.total_seconds()
     with tick_ledger(config, dry_run) as ledger, sync_progress(syncing=not no_sync) as progress, \
             stop_on_signals() as caught:
         result = tick_command(ledger, config, environ(), options, wall, progress=progress,
-                              connect=lambda led: make_gateway(config, environ(), ledger=led,
-                                                               check_account=not no_sync, deadline=deadline),
-                              interrupted=lambda: bool(caught), deadline=deadline)
+                              connect=lambda led, deadline: make_gateway(config, environ(), ledger=led,
+                                                                         check_account=not no_sync,
+                                                                         deadline=deadline),
+                              interrupted=lambda: bool(caught))
     log_tick(config, result)
     render(result, verbose or dry_run, as_json, signal.Signals(caught[0]).name if caught else None)
     if caught:

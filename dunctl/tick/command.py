@@ -4,6 +4,7 @@ the templates), the gateway, then the tick itself (run.py). The CLI parses optio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,18 +32,23 @@ class TickOptions:
 
 
 def tick_command(ledger: Ledger, config: Config, environ: Mapping[str, str], options: TickOptions, wall: datetime,
-                 connect: Callable[[Ledger], Gateway], progress: Callable[[SyncResult], None] | None = None,
-                 interrupted: Callable[[], bool] | None = None, deadline: float | None = None) -> TickResult:
+                 connect: Callable[[Ledger, float], Gateway], progress: Callable[[SyncResult], None] | None = None,
+                 interrupted: Callable[[], bool] | None = None) -> TickResult:
     """One tick from the command line. `wall` is the machine's clock, read once by the CLI; `connect` makes the
     gateway for a ledger (the account check records the binding through it: a dry run's is a copy, never the
-    file). `deadline` (time.monotonic()) ends the tick's budget, the one its Stripe requests were given."""
+    file) and the deadline its requests keep to: the tick's own."""
     if ledger.path is not None:
         quick_check(ledger.conn, ledger.path)   # a damaged page stops the tick before it reads or writes
     key = environ.get(config.file.stripe.api_key_env)
     moment = tick_moment(config, ledger, options, wall, key)
     known = ledger.get_state("templates_parsed")
     parsed = templates_parse(config, known_good=known)
-    gateway = connect(ledger.snapshot_in_memory() if options.dry_run else ledger)
+    # The tick's budget bounds its Stripe calls too (timeouts, retries, backoff): a Stripe that accepts and never
+    # answers cannot hold the ledger's lock past it while cron's next ticks exit 3. One deadline for both, from
+    # here (the checks above are the command's, not the tick's work): the tick never starts work its requests no
+    # longer have the time for.
+    deadline = time.monotonic() + config.file.dunning.tick_budget.total_seconds()
+    gateway = connect(ledger.snapshot_in_memory() if options.dry_run else ledger, deadline)
     # Recorded once the account check passed: a refused tick leaves the file as it was, now that closing the
     # ledger checkpoints its write-ahead log into it.
     if parsed != known and not options.dry_run:
