@@ -6,7 +6,6 @@ only: they are not counted."""
 from __future__ import annotations
 
 import ast
-import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dunctl"
@@ -14,13 +13,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dunctl"
 # Cycles still to cut, each named with the seam that cuts it (issue #22). The test fails on any other cycle, and
 # on a listed one that no longer exists (so this list only shrinks).
 KNOWN: list[set[str]] = []
-
-
-@functools.lru_cache(maxsize=None)
-def parsed(source: str) -> ast.Module:
-    """The syntax tree of a module's text, parsed once per session: four tests walk every module of the package
-    (0.28 s of CPU a pass). Read-only: the walkers never change a tree."""
-    return ast.parse(source)
 
 
 def _modules() -> dict[str, Path]:
@@ -54,7 +46,7 @@ def _imported(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
         return name or None
 
     targets = set()
-    for node in _run_time_nodes(parsed(path.read_text())):
+    for node in _run_time_nodes(ast.parse(path.read_text())):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             targets |= import_targets(node, module, path, modules)
     return {found for name in targets if name.startswith("dunctl") and (found := known(name)) not in (None, module)}
