@@ -1,3 +1,4 @@
+import gc
 import os
 import tempfile
 
@@ -27,6 +28,15 @@ def pytest_configure(config):
     # Compiled templates (dunctl/messages/compiled.py) in the tests' own cache, never the developer's ~/.cache: the
     # starter templates every test writes compile once per run instead of once per test.
     os.environ["DUNCTL_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"dunctl-cache-{os.getuid()}")
+
+
+def pytest_collection_finish(session):
+    """What collection loaded (dunctl, typer, rich, stripe, jinja2, babel, the test modules: some 80,000 objects)
+    lives to the end: frozen, the garbage collector stops scanning it on each of its full passes (2.65-3.03 ->
+    2.13-2.49 s of collecting over 203 tests of eight tick and check files, measured through gc.callbacks).
+    Objects a test makes are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def _roomy(directory: str) -> bool:
