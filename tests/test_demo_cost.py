@@ -12,14 +12,15 @@ from tests.helpers import T0, failed_invoice, seed, starter
 
 
 def reconciled(ledger: Ledger, config, now) -> int:
-    """How many times one tick looked for changes to reconcile (each look reads the pending signals)."""
+    """How many times one tick looked for changes to reconcile (each look asks, in one query, whether a hold
+    ends or a signal or an invoice waits)."""
     statements: list[str] = []
     ledger.conn.set_trace_callback(statements.append)
     try:
         run_tick(ledger, config, None, build_channels(config, {}), now, sync=False)
     finally:
         ledger.conn.set_trace_callback(None)
-    return sum(1 for s in statements if s.startswith("SELECT * FROM signals WHERE applied = 0"))
+    return sum(1 for s in statements if s.startswith("SELECT EXISTS (SELECT 1 FROM holds"))
 
 
 def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_path):
@@ -38,8 +39,9 @@ def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_pa
 
 def test_an_idle_tick_writes_only_its_own_record(tmp_path):
     """A demo's hour with nothing to do: no write transaction (orphaned claims looked for by one read each, the
-    account's mode written only when it changes); what it writes is its own record, and the one statement that
-    makes net-terms invoices coming due pending (it matches none here)."""
+    account's mode written only when it changes); what it writes is its own record (net-terms invoices coming
+    due are looked for only once one can be: there is none here). And it reads a fixed handful of things: the
+    ledger's state in one query, whether anything waits to be reconciled in one more."""
     from dunctl.simulation.account import SimulatedAccount
     from dunctl.simulation.demo import DemoChannels, prepare_demo
     from dunctl.simulation.population import build_book
@@ -56,8 +58,10 @@ def test_an_idle_tick_writes_only_its_own_record(tmp_path):
         ledger.conn.set_trace_callback(None)
         assert not result.did_something
         writes = [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE", "DELETE")]
-        assert [w.split("(")[0].split(" SET")[0] for w in writes] == ["INSERT INTO ticks", "UPDATE invoices",
-                                                                    "UPDATE ticks"], writes
+        assert [w.split("(")[0].split(" SET")[0] for w in writes] == ["INSERT INTO ticks", "UPDATE ticks"], writes
+        assert len(statements) <= 13, statements         # 23 before issue #25's fifth round
+        assert sum(1 for s in statements if "FROM sync_state" in s) == 1
+        assert sum(1 for s in statements if "FROM holds" in s or "FROM signals" in s or "FROM invoices" in s) == 1
     finally:
         ledger.close()
 
@@ -109,3 +113,141 @@ def test_an_edited_template_renders_its_new_text_and_an_unusable_cache_only_cost
     (tmp_path / "file").write_text("")        # a cache "directory" that cannot be made: no cache, no error
     monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "file"))
     assert render(templates)[0] == "Edited INV-1"
+
+
+def traced(ledger: Ledger, run) -> list[str]:
+    """The statements `run()` executes, as SQLite traces them: each statement, and each step of a trigger it
+    fires (traced with the statement's text)."""
+    statements: list[str] = []
+    ledger.conn.set_trace_callback(statements.append)
+    try:
+        run()
+    finally:
+        ledger.conn.set_trace_callback(None)
+    return statements
+
+
+def test_a_resynced_invoice_with_nothing_new_leaves_its_case_and_the_report_rollups_alone(tmp_path):
+    """Every sync of an invoice with a case follows it; when the amount owed and the attempts are the same, the
+    case's row is not written (a write, even of the same values, runs the report rollups' trigger)."""
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        invoice = failed_invoice(metadata={"po": "1"})
+        seed(ledger, invoice)
+        run_tick(ledger, config, None, build_channels(config, {}), T0 + timedelta(minutes=5), sync=False)
+        seed(ledger, failed_invoice(metadata={"po": "2"}))      # the same failure, a field dunctl does not follow
+        statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                     T0 + timedelta(minutes=10), sync=False))
+        assert [s for s in statements if s.startswith("UPDATE cases SET amount_remaining")] != []   # followed
+        assert len([s for s in statements if s.startswith("UPDATE cases SET amount_remaining")]) == 1, statements
+        assert ledger.conn.execute("SELECT amount_remaining, attempts FROM cases").fetchone() == (4900, 1)
+    finally:
+        ledger.close()
+
+
+def net_terms_invoice(invoice_id: str, due):
+    from dunctl.model import Invoice
+
+    return Invoice(id=invoice_id, customer_id=f"cus_{invoice_id}", currency="usd", amount_due=90000, amount_paid=0,
+                   amount_remaining=90000, status="open", created=T0, number=f"INV-{invoice_id}",
+                   collection_method="send_invoice", due_date=due, hosted_invoice_url="https://invoice.stripe.test/x")
+
+
+def test_net_terms_invoices_are_looked_for_only_once_one_can_come_due_and_each_still_opens_on_time(tmp_path):
+    """The look for net-terms invoices coming due (a case opens a week before the due date with the starter
+    config) runs when `now` plus that lead reaches the earliest due date seen, not on every tick; an invoice
+    synced later with an earlier due date brings the next look forward."""
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    day = timedelta(days=1)
+
+    def tick(at) -> list[str]:
+        return traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}), at, sync=False))
+
+    def looks(statements) -> int:
+        return sum(1 for s in statements if s.startswith("UPDATE invoices SET pending = 1"))
+
+    def opened() -> list[str]:
+        return [row[0] for row in ledger.conn.execute("SELECT invoice_id FROM cases ORDER BY id")]
+
+    try:
+        seed(ledger, net_terms_invoice("in_late", T0 + 30 * day))
+        assert looks(tick(T0 + timedelta(hours=1))) == 1            # the first look: nothing known yet
+        assert [looks(tick(T0 + n * day)) for n in (1, 2, 3)] == [0, 0, 0] and opened() == []
+        seed(ledger, net_terms_invoice("in_soon", T0 + 15 * day), now=T0 + 3 * day)
+        tick(T0 + 3 * day + timedelta(hours=1))                     # synced: reconciled, too early for a case
+        assert looks(tick(T0 + 7 * day)) == 0 and opened() == []    # a day before its first reminder
+        # it opens; the tick's second reconcile looks again, and from then on the next look is in_late's
+        assert looks(tick(T0 + 8 * day)) == 2 and opened() == ["in_soon"]
+        assert [looks(tick(T0 + n * day)) for n in (9, 12, 20, 22)] == [0, 0, 0, 0]
+        assert looks(tick(T0 + 23 * day)) >= 1 and opened() == ["in_soon", "in_late"]
+    finally:
+        ledger.close()
+
+
+def test_a_resynced_subscription_with_nothing_new_is_not_written_again(tmp_path):
+    """A sync brings a subscription again at every renewal; a copy equal to the stored one is not written (the
+    update ran the churn rollup's trigger each time). A changed one still is."""
+    from dunctl.model import Subscription, SyncBatch
+
+    ledger = Ledger.open(tmp_path / "ledger.db")
+    try:
+        seed(ledger, failed_invoice())
+
+        def upserts(status: str) -> int:
+            batch = SyncBatch(subscriptions=[Subscription("sub_1", "cus_1", status)])
+            return sum(1 for s in traced(ledger, lambda: ledger.sync.apply_batch(batch, T0))
+                       if s.startswith("INSERT INTO subscriptions"))
+
+        assert upserts("past_due") == 1          # the statement alone: no trigger ran
+        assert upserts("canceled") > 1           # changed: written, and the trigger ran
+        assert ledger.conn.execute("SELECT status FROM subscriptions").fetchone() == ("canceled",)
+    finally:
+        ledger.close()
+
+
+def test_invoices_paid_on_the_first_try_are_reconciled_without_reading_their_customers(tmp_path):
+    """Most invoices a sync brings were paid at once: they cannot open a case, so reconciling reads neither their
+    customer nor their subscription, and marks them all reconciled in one transaction."""
+    from dataclasses import replace
+
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        paid = [replace(failed_invoice(f"in_{n}", customer_id=f"cus_{n}"), status="paid", amount_paid=4900,
+                        amount_remaining=0, first_failed_at=None, failed_at=None, decline=None, paid_at=T0)
+                for n in range(3)]
+        seed(ledger, *paid, failed_invoice("in_failed", customer_id="cus_9"))
+        statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                     T0 + timedelta(minutes=5), sync=False))
+        assert ledger.conn.execute("SELECT invoice_id FROM cases").fetchall() == [("in_failed",)]
+        assert ledger.conn.execute("SELECT count(*) FROM invoices WHERE pending = 1").fetchone() == (0,)
+        customers = [s for s in statements if s.startswith("SELECT * FROM customers WHERE id = ")]
+        assert customers == ["SELECT * FROM customers WHERE id = 'cus_9'"]
+        assert sum(1 for s in statements if s == "BEGIN IMMEDIATE") <= 5, statements
+    finally:
+        ledger.close()
+
+
+def test_the_customers_recent_messages_are_one_query_a_batch_dunning_messages_and_notices_alike(tmp_path):
+    """The contact policy's look at what each customer of a batch was sent lately (dunning steps and pre-dunning
+    notices) is one query per few hundred customers, not one per kind; every customer is still found."""
+    from tests.test_ledger import open_case
+
+    ledger = Ledger.open(tmp_path / "ledger.db")
+    try:
+        customers = []
+        for n in range(260):                       # more than one piece of the IN list (250 a piece, listed twice)
+            case_id = open_case(ledger, f"in_{n}")
+            action = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer",
+                                                            T0, T0, f"k{n}", None)
+            ledger.journal("actions").record_result(action, "done", T0 + timedelta(minutes=n % 7), message_ref=None)
+            customers.append(f"cus_in_{n}")
+        assert len(traced(ledger, lambda: ledger.cases.contacts_of(customers[:200], T0))) == 1
+        assert len(traced(ledger, lambda: ledger.cases.contacts_of(customers, T0))) == 2
+        found = ledger.cases.contacts_of(customers, T0)
+        assert sorted(found) == sorted(customers)
+        assert found["cus_in_9"] == [T0 + timedelta(minutes=2)]
+    finally:
+        ledger.close()

@@ -1,8 +1,9 @@
 """After a batch runs, a case's next due time is taken from its plan when every effect went as planned and nothing
-in the plan waited (`run._went_as_planned`), else worked out from the case as planned plus what the effects wrote
+in the plan waited, or when nothing at all was decided for the case or its customer (`run._went_as_planned`),
+else worked out from the case as planned plus what the effects wrote
 (case, actions, invoice, contacts read again; customer and subscription kept). Either way it must be exactly what
 a full reload gives at the same moment: checked after every tick of a simulated month, on every open case the
-tick acted on, with both paths taken many times. (A case not touched keeps the schedule worked out when it was last touched: as time passes a fresh computation
+tick acted on or planned, with both paths taken many times. (A case not touched keeps the schedule worked out when it was last touched: as time passes a fresh computation
 may differ, e.g. a contact cap's week moves on; the stored one is then early, never late, and the tick it wakes
 schedules again.)"""
 
@@ -17,6 +18,7 @@ from dunctl.ledger import Ledger
 from dunctl.scaffold import write_starter
 from dunctl.simulation.account import SimulatedAccount
 from dunctl.simulation.assumptions import preset_assumptions
+from dunctl.simulation import demo
 from dunctl.simulation.demo import DEFAULT_START, DemoChannels, Driver
 from dunctl.simulation.population import build_book
 from dunctl.tick import run
@@ -29,9 +31,10 @@ class CheckingDriver(Driver):
 
     checked = 0
     differences: list = []
+    due: list[int] = []                 # the cases due when the tick began (it planned and scheduled each)
 
     def _feed(self, result, now):
-        if not result.actions:          # nothing ran: nothing was scheduled from a refreshed case
+        if not result.actions and not self.due:     # nothing ran or was planned: nothing was scheduled
             super()._feed(result, now)
             return
         settings = planner_settings(self.config)
@@ -39,7 +42,7 @@ class CheckingDriver(Driver):
         sequences = Sequences(self.ledger)
         cases = [self.ledger.cases.for_invoice(a.invoice_id) for a in result.actions]
         acted = {case["id"] for case in cases if case is not None}   # pre-dunning notices have no case
-        for case_id in sorted(acted & set(self.ledger.cases.open_ids())):
+        for case_id in sorted((acted | set(self.due)) & set(self.ledger.cases.open_ids())):
             bundle = load_bundle(self.ledger, case_id, settings, now)
             sequence = sequences(bundle)
             pending = system_effects(bundle, settings, retries, now, sequence.max_attempts)
@@ -63,6 +66,13 @@ def test_the_schedule_after_a_batch_equals_a_full_reload_over_a_simulated_month(
         return decided
 
     monkeypatch.setattr(run, "_went_as_planned", counted)
+    tick = demo.run_tick
+
+    def noting_due(ledger, config, gateway, channels, now, **options):
+        CheckingDriver.due = ledger.due_case_ids(now)
+        return tick(ledger, config, gateway, channels, now, **options)
+
+    monkeypatch.setattr(demo, "run_tick", noting_due)
     write_starter(tmp_path)
     text = (tmp_path / "dunctl.yaml").read_text().replace("mode: monitor", "mode: live")
     (tmp_path / "dunctl.yaml").write_text(text)
@@ -79,5 +89,5 @@ def test_the_schedule_after_a_batch_equals_a_full_reload_over_a_simulated_month(
     driver = CheckingDriver(config, ledger, account, DemoChannels(config, {}))
     driver.run(DEFAULT_START, end)
     assert driver.messages > 25 and driver.checked > 50          # a month with real work in it
-    assert paths["plan"] > 50 and paths["read again"] > 20         # both ways of scheduling were compared
     assert driver.differences == []
+    assert paths["plan"] > 50 and paths["read again"] > 10         # both ways of scheduling were compared

@@ -15,6 +15,7 @@ Times are UTC text ('2026-11-03T09:00:00Z'); money is integer minor units.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -61,6 +62,9 @@ class Ledger:
         # this one ("disk I/O error").
         self._file_fd = file_fd
         self._locked = False
+        # sync_state's rows (JSON text) read in one query, kept while this object holds the tick lock: no other
+        # process writes the ledger's state then, and a tick reads it a dozen times (mode, cursor, account...).
+        self._states: dict[str, str] | None = None
         self._depth = 0
         self._db = None
         self._light = False                    # light_transaction may skip the fsync (a tick knows its boot id)
@@ -166,8 +170,10 @@ class Ledger:
             raise LockHeld(f"another dunctl tick is running on {self.path}",
                            "this tick did nothing; the next cron run will pick up whatever is due") from None
         self._locked = True
+        self._states = None
 
     def release_tick_lock(self) -> None:
+        self._states = None
         if self._locked:
             fcntl.flock(self._file_fd, fcntl.LOCK_UN)
             self._locked = False
@@ -183,10 +189,17 @@ class Ledger:
     # -- state kept between runs (the sync cursor, the account, ...) -------------------------------------------
 
     def get_state(self, name: str, default=None):
-        return file.read_state(self.conn, name, default)
+        if not self._locked:
+            return file.read_state(self.conn, name, default)
+        if self._states is None:
+            self._states = dict(self.conn.execute("SELECT name, value FROM sync_state"))
+        text = self._states.get(name)
+        return default if text is None else json.loads(text)     # a fresh copy: callers may change theirs
 
     def set_state(self, name: str, value) -> None:
-        file.write_state(self.conn, name, value)
+        text = file.write_state(self.conn, name, value)
+        if self._states is not None:
+            self._states[name] = text
 
     # -- transactions ----------------------------------------------------------------------------------------
 
@@ -211,6 +224,7 @@ class Ledger:
             try:
                 yield
             except BaseException:
+                self._states = None          # what it wrote is undone: read the state again
                 conn.execute(f"ROLLBACK TO {name}")
                 conn.execute(f"RELEASE {name}")
                 raise
@@ -222,6 +236,7 @@ class Ledger:
         try:
             yield
         except BaseException:
+            self._states = None
             conn.rollback()
             raise
         conn.commit()

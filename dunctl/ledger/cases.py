@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from dunctl.clock import from_iso, iso
-from dunctl.ledger.sql import ENDED_STATES, Store, pairs, rows_in, to_json
+from dunctl.ledger.sql import ENDED_STATES, IN_LIST_SIZE, Store, pairs, rows_in, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
     from dunctl.ledger.records import CaseBundle, CaseRecord, InvoiceRecord
@@ -19,6 +19,9 @@ class CaseStore(Store):
     def __init__(self, ledger):
         super().__init__(ledger)
         self._sequences: dict[str, str] = {}   # hash -> definition: a stored version never changes
+        # hash -> the sequence as the tick parsed it (tick/schedule.py `Sequences`), for as long as this ledger
+        # object lives: a demo's 1,560 ticks parse each version once, not once a tick
+        self.parsed_sequences: dict[str, object] = {}
 
     def open(self, *, invoice: InvoiceRecord, segment: str, sequence: str, sequence_hash: str,
                   sequence_def: dict, failure_type: str, decline_code: str | None, now: datetime) -> int:
@@ -56,8 +59,12 @@ class CaseStore(Store):
         self.conn.execute(f"UPDATE cases SET {assignments} WHERE id = ?", [*values, case_id])
 
     def follow_invoice(self, case_id: int, *, amount_remaining: int, attempts: int) -> None:
-        """What the invoice says now: the amount still owed and the attempts so far."""
-        self._set(case_id, amount_remaining=amount_remaining, attempts=attempts)
+        """What the invoice says now: the amount still owed and the attempts so far. Written only when either
+        changed: every re-synced copy of an invoice is followed, and an UPDATE of these columns runs the report
+        rollups' trigger (a dozen statements) even when it stores the same values."""
+        self.conn.execute("UPDATE cases SET amount_remaining = ?, attempts = ? WHERE id = ? "
+                          "AND (amount_remaining IS NOT ? OR attempts IS NOT ?)",
+                          [amount_remaining, attempts, case_id, amount_remaining, attempts])
 
     def reclassify(self, case_id: int, failure_type: str, decline_code: str | None) -> None:
         self._set(case_id, failure_type=failure_type, decline_code=decline_code)
@@ -223,18 +230,23 @@ class CaseStore(Store):
         """`customer_contacts` for several customers at once: customer id -> times, oldest first (customers sent
         nothing are left out)."""
         marks = ", ".join("?" * len(statuses))
+        ids = list(dict.fromkeys(i for i in customer_ids if i is not None))
         sent: dict[str, list[datetime]] = {}
-        for customer_id, at in pairs(
-                self.conn, f"""SELECT c.customer_id, min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
-                    WHERE c.customer_id IN ({{}}) AND a.audience = 'customer' AND a.status IN ({marks})
-                      AND a.finished_at >= ?
-                    GROUP BY c.customer_id, coalesce(a.message_ref, a.id)""", customer_ids, [*statuses, iso(since)]):
-            sent.setdefault(customer_id, []).append(from_iso(at))
-        # Pre-dunning notices count toward the same contact policy (in monitor mode their `would` too, as steps')
-        for customer_id, at in pairs(
-                self.conn, f"SELECT customer_id, finished_at FROM notices WHERE customer_id IN ({{}}) AND status IN ({marks}) "
-                "AND finished_at >= ?", customer_ids, [*statuses, iso(since)]):
-            sent.setdefault(customer_id, []).append(from_iso(at))
+        for start in range(0, len(ids), IN_LIST_SIZE // 2):    # each piece is listed twice
+            piece = ids[start:start + IN_LIST_SIZE // 2]
+            people = ", ".join("?" * len(piece))
+            # One delivery per message (a grouped email covers several cases); pre-dunning notices count toward the
+            # same contact policy (in monitor mode their `would` too, as steps'). One query for both.
+            for customer_id, at in self.conn.execute(
+                    f"""SELECT c.customer_id, min(a.finished_at) FROM actions a JOIN cases c ON c.id = a.case_id
+                          WHERE c.customer_id IN ({people}) AND a.audience = 'customer' AND a.status IN ({marks})
+                            AND a.finished_at >= ?
+                          GROUP BY c.customer_id, coalesce(a.message_ref, a.id)
+                        UNION ALL
+                        SELECT customer_id, finished_at FROM notices
+                          WHERE customer_id IN ({people}) AND status IN ({marks}) AND finished_at >= ?""",
+                    [*piece, *statuses, iso(since), *piece, *statuses, iso(since)]):
+                sent.setdefault(customer_id, []).append(from_iso(at))
         for times in sent.values():
             times.sort()
         return sent

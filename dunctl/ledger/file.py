@@ -218,10 +218,12 @@ def read_state(conn: sqlite3.Connection, name: str, default=None):
     return json.loads(row[0]) if row else default
 
 
-def write_state(conn: sqlite3.Connection, name: str, value) -> None:
+def write_state(conn: sqlite3.Connection, name: str, value) -> str:
+    """Store one value of `sync_state`; its stored text."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     conn.execute("INSERT INTO sync_state(name, value) VALUES (?, ?) "
-                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                 [name, json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)])
+                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [name, text])
+    return text
 
 
 @functools.lru_cache(maxsize=1)   # a process never outlives the boot it started in: read once, not every tick

@@ -26,15 +26,46 @@ def store_terms(conn: sqlite3.Connection, invoice: Invoice) -> None:
                  [iso(invoice.due_date), invoice.invoice_pdf, iso(invoice.amount_paid_at), invoice.id])
 
 
-def mark_coming_due(conn: sqlite3.Connection, before: datetime) -> int:
-    """Make the open net-terms invoices without a case that fall due before `before` pending, so reconciling
+# sync_state: the earliest due date of an open net-terms invoice without a case, when the tick last looked (null:
+# there is none); every synced due date lowers it. A tick looks for invoices coming due only once `now` plus the
+# lead reaches it, not on every reconcile (dunctl/receivables/tick.py). Absent: never looked, so look.
+NEXT_DUE = "net_terms_next_due"
+_UNKNOWN = object()
+
+
+def note_due_date(ledger, due_date: datetime) -> None:
+    """A synced invoice has a due date: the next look for invoices coming due is no later than it."""
+    known = ledger.get_state(NEXT_DUE, _UNKNOWN)
+    if known is not _UNKNOWN and (known is None or iso(due_date) < known):
+        ledger.set_state(NEXT_DUE, iso(due_date))
+
+
+def coming_due_by(ledger, before: str) -> bool:
+    """Can an open net-terms invoice without a case fall due before `before` (ISO text)? From the state alone."""
+    known = ledger.get_state(NEXT_DUE, _UNKNOWN)
+    return known is _UNKNOWN or (known is not None and known <= before)
+
+
+def mark_and_look_ahead(ledger, before: str) -> None:
+    """`mark_coming_due`, then store when to look next: the earliest due date still without a case (those just
+    marked among them, so one a segment did not take is marked again on the next look, as before)."""
+    mark_coming_due(ledger.conn, before)
+    row = ledger.conn.execute(
+        """SELECT due_date FROM invoices WHERE collection_method = ? AND status = 'open' AND due_date IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.invoice_id = invoices.id)
+           ORDER BY due_date LIMIT 1""", [SEND_INVOICE]).fetchone()
+    ledger.set_state(NEXT_DUE, row[0] if row else None)
+
+
+def mark_coming_due(conn: sqlite3.Connection, before: str) -> int:
+    """Make the open net-terms invoices without a case that fall due before `before` (ISO text) pending, so reconciling
     opens their cases: an invoice is synced weeks before its first reminder is due, and nothing changes on it
     when that time comes. One indexed step."""
     return conn.execute(
         """UPDATE invoices SET pending = 1
            WHERE collection_method = ? AND status = 'open' AND due_date IS NOT NULL AND due_date <= ?
              AND pending = 0 AND NOT EXISTS (SELECT 1 FROM cases c WHERE c.invoice_id = invoices.id)""",
-        [SEND_INVOICE, iso(before)]).rowcount
+        [SEND_INVOICE, before]).rowcount
 
 
 def retime_case(conn: sqlite3.Connection, case_id: int, due_date: datetime) -> None:
@@ -86,11 +117,13 @@ def open_hold(conn: sqlite3.Connection, case_id: int) -> dict | None:
 def holds_to_end(conn: sqlite3.Connection, now: datetime, ended: tuple[str, ...]) -> list[dict]:
     """Open holds whose date passed, whose case ended (the invoice was paid, voided...), or whose case a person
     resumed (it is open again): each ends now."""
-    marks = ", ".join("?" * len(ended))
-    return _dicts(conn.execute(
-        f"""SELECT h.* FROM holds h JOIN cases c ON c.id = h.case_id WHERE h.ended_at IS NULL
-            AND ((h.until IS NOT NULL AND h.until <= ?) OR c.state = 'open' OR c.state IN ({marks}))""",
-        [iso(now), *ended]))
+    return _dicts(conn.execute(f"SELECT h.* FROM {HOLDS_TO_END.format(', '.join('?' * len(ended)))}",
+                               [iso(now), *ended]))
+
+
+# holds_to_end's rows (`{}`: the ended states' marks; parameters: now, then the ended states)
+HOLDS_TO_END = """holds h JOIN cases c ON c.id = h.case_id WHERE h.ended_at IS NULL
+            AND ((h.until IS NOT NULL AND h.until <= ?) OR c.state = 'open' OR c.state IN ({}))"""
 
 
 def end_hold(conn: sqlite3.Connection, hold_id: int, outcome: str, at: datetime) -> None:
@@ -185,9 +218,3 @@ def partial_notes(conn: sqlite3.Connection, case_ids: list[int]) -> list[dict]:
     marks = ", ".join("?" * len(case_ids))
     return _dicts(conn.execute(f"SELECT case_id, at, data FROM timeline WHERE kind = 'partial' AND case_id IN "
                                f"({marks}) ORDER BY case_id, at, id", case_ids))
-
-
-def hold_signals_pending(conn: sqlite3.Connection) -> bool:
-    """A hold's end signalled but not applied yet (a tick stopped in between): the next tick applies it."""
-    return conn.execute("SELECT 1 FROM signals WHERE applied = 0 AND kind = 'hold_ended' LIMIT 1").fetchone() \
-        is not None

@@ -49,11 +49,14 @@ class _Record:
     row: dict = field(repr=False, compare=False, default_factory=dict, kw_only=True)
 
     @classmethod
-    def _columns(cls) -> tuple[tuple[str, Any], ...]:
-        """(field, decoder) for every field but `row`, worked out once per class: a tick builds thousands."""
+    def _columns(cls) -> tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]:
+        """(the fields kept as stored, (field, decoder) for the others), every field but `row`, worked out once
+        per class: a tick builds thousands."""
         columns = cls.__dict__.get("_record_columns")
         if columns is None:
-            columns = tuple((f.name, _decoder(f.name)) for f in fields(cls) if f.name != "row")
+            named = [(f.name, _decoder(f.name)) for f in fields(cls) if f.name != "row"]
+            columns = (tuple(name for name, decode in named if decode is None),
+                       tuple((name, decode) for name, decode in named if decode is not None))
             type.__setattr__(cls, "_record_columns", columns)
         return columns
 
@@ -65,8 +68,11 @@ class _Record:
         record = object.__new__(cls)
         # Every field is given, so the generated __init__ (one object.__setattr__ per field, for a frozen
         # dataclass) is skipped: a tick builds thousands of these.
-        record.__dict__.update({name: decode(get(name)) if decode else get(name) for name, decode in cls._columns()},
-                               row=row)
+        plain, decoded = cls._columns()
+        values = record.__dict__
+        values.update({name: get(name) for name in plain})
+        values.update({name: decode(get(name)) for name, decode in decoded})
+        values["row"] = row
         return record
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from dunctl.clock import iso
 from dunctl.errors import StaleLedger
 from dunctl.failures import classify
-from dunctl.ledger.receivables import store_terms
+from dunctl.ledger.receivables import HOLDS_TO_END, note_due_date, store_terms
 from dunctl.ledger.sql import Store, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
@@ -84,13 +85,19 @@ class SyncStore(Store):
             [pm.id, pm.customer_id, pm.type, pm.brand, pm.last4, pm.exp_month, pm.exp_year, iso(pm.updated_at)])
 
     def _upsert_subscription(self, s: Subscription) -> None:
+        # A copy that changes nothing is not written: an update naming canceled_at runs the churn rollup's
+        # trigger even when the value stays the same, and the demo syncs each subscription again at every renewal.
         self.conn.execute(
             """INSERT INTO subscriptions(id, customer_id, status, metadata, usage_based, pause_behavior,
                                          canceled_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(id) DO UPDATE SET customer_id = excluded.customer_id, status = excluded.status,
                  metadata = excluded.metadata, usage_based = excluded.usage_based,
-                 pause_behavior = excluded.pause_behavior, canceled_at = excluded.canceled_at""",
+                 pause_behavior = excluded.pause_behavior, canceled_at = excluded.canceled_at
+               WHERE (subscriptions.customer_id, subscriptions.status, subscriptions.metadata,
+                      subscriptions.usage_based, subscriptions.pause_behavior, subscriptions.canceled_at)
+                     IS NOT (excluded.customer_id, excluded.status, excluded.metadata, excluded.usage_based,
+                             excluded.pause_behavior, excluded.canceled_at)""",
             [s.id, s.customer_id, s.status, to_json(s.metadata), int(s.usage_based), s.pause_behavior,
              iso(s.canceled_at)])
 
@@ -153,6 +160,8 @@ class SyncStore(Store):
              iso(inv.marked_uncollectible_at), None if inv.auto_advance is None else int(inv.auto_advance),
              int(inv.livemode), iso(now), inv.lines is not None])
         store_terms(self.conn, inv)
+        if inv.due_date is not None:
+            note_due_date(self.ledger, inv.due_date)
         return existing is None
 
     def _record_signal(self, signal: Signal) -> None:
@@ -170,6 +179,17 @@ class SyncStore(Store):
         from dunctl.ledger.records import SignalRecord   # lazy: see dunctl/lazy.py
 
         return [SignalRecord.from_row(row) for row in rows]
+
+    def waiting(self, now: datetime, ended: tuple[str, ...]) -> tuple[bool, bool, bool]:
+        """Does anything wait to be reconciled, in one query: (a hold ends, or its end waits to be applied; a
+        signal is pending; an invoice is pending). Each part reads a partial index."""
+        marks = ", ".join("?" * len(ended))
+        row = self.conn.execute(
+            f"""SELECT EXISTS (SELECT 1 FROM {HOLDS_TO_END.format(marks)})
+                         OR EXISTS (SELECT 1 FROM signals WHERE applied = 0 AND kind = 'hold_ended'),
+                       EXISTS (SELECT 1 FROM signals WHERE applied = 0),
+                       EXISTS (SELECT 1 FROM invoices WHERE pending = 1)""", [iso(now), *ended]).fetchone()
+        return bool(row[0]), bool(row[1]), bool(row[2])
 
     def mark_signal_applied(self, signal_id: int) -> None:
         self.conn.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
@@ -194,6 +214,9 @@ class SyncStore(Store):
 
     def clear_pending(self, invoice_id: str) -> None:
         self.conn.execute("UPDATE invoices SET pending = 0 WHERE id = ?", [invoice_id])
+
+    def clear_pending_many(self, invoice_ids: Iterable[str]) -> None:
+        self.conn.executemany("UPDATE invoices SET pending = 0 WHERE id = ?", [[i] for i in invoice_ids])
 
     def invoice(self, invoice_id: str) -> dict | None:
         return next(self.rows("SELECT * FROM invoices WHERE id = ?", [invoice_id]), None)

@@ -6,18 +6,24 @@ from __future__ import annotations
 
 from dunctl.ledger import ENDED_STATES
 from dunctl.ledger import receivables as store
-from dunctl.receivables.terms import lead, takes_net_terms
 
 
-def bring_coming_due(ctx) -> None:
+def bring_coming_due(ctx) -> bool:
     """Open net-terms invoices without a case whose first reminder is near become pending, so reconciling opens
     their cases (dunctl/receivables/cases.py); promises and disputes whose date passed, or whose case ended,
-    become signals (dunctl/receivables/holds.py), which reconciling then applies."""
-    conn = ctx.ledger.conn
-    if store.holds_to_end(conn, ctx.now, ENDED_STATES) or store.hold_signals_pending(conn):
+    become signals (dunctl/receivables/holds.py), which reconciling then applies. True when anything waits to be
+    reconciled. With nothing to do, one statement: the look for invoices coming due runs only once one can be
+    (the earliest due date is kept in the ledger's state), and one query asks whether any hold ends or any
+    signal or invoice waits."""
+    ledger = ctx.ledger
+    before = ctx.coming_due_before
+    if before is not None and store.coming_due_by(ledger, before):
+        with ledger.transaction():
+            store.mark_and_look_ahead(ledger, before)
+    holds_end, signals, invoices = ledger.sync.waiting(ctx.now, ENDED_STATES)
+    if holds_end:
         from dunctl.receivables import holds   # lazy: see dunctl/lazy.py
 
-        holds.signal_ended_holds(ctx.ledger, ctx.now)
-    if not any(takes_net_terms(segment) for segment in ctx.config.file.segments):
-        return
-    store.mark_coming_due(conn, ctx.now + lead(ctx.config))   # one statement: a transaction of its own
+        holds.signal_ended_holds(ledger, ctx.now)
+        return True
+    return signals or invoices

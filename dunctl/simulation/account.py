@@ -266,8 +266,8 @@ class SimulatedAccount(NetTerms, Customers, PreDunning, Billing):
         self._once(idempotency_key, ("cancel", subscription_id, comment), cancel)
 
     def _after_service_loss(self, subscription_id: str, chance: float, source: str) -> None:
-        for invoice in list(self._invoices.values()):
-            if invoice.subscription_id == subscription_id and invoice.status == "open" and invoice.first_failed_at:
+        for invoice in self._invoices.of_subscription(subscription_id):
+            if invoice.status == "open" and invoice.first_failed_at:
                 days = self._rng("service_loss", invoice.id).uniform(1, 7)
                 self._maybe_respond(invoice.id, self.now, chance, source, timedelta(days=days))
 

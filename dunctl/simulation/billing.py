@@ -172,7 +172,7 @@ class Billing(World):
         if sub is None or sub.subscription.status in ("canceled", "paused"):
             return
         if status == "active" and any(i.status == "open" and i.first_failed_at and i.subscription_id == sub.subscription.id
-                                      for i in self._invoices.values() if i.customer_id == invoice.customer_id):
+                                      for i in self._invoices.of_customer(invoice.customer_id)):
             return
         if sub.subscription.status != status:
             sub.subscription.status = status

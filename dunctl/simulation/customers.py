@@ -44,8 +44,8 @@ class Customers(World):
         self._touch("customer", cust.customer.id)
         self.stats.methods_replaced += 1
         self._touch("payment_method", pm_id)
-        for invoice in self._invoices.values():
-            if invoice.customer_id == cust.customer.id and invoice.status == "open" and invoice.first_failed_at:
+        for invoice in self._invoices.of_customer(cust.customer.id):
+            if invoice.status == "open" and invoice.first_failed_at:
                 invoice.payment_method_id, invoice.payment_method_type = pm_id, old.type
                 self._touch("invoice", invoice.id)
         self._touch("signal", Signal(kind="payment_method_updated", at=at, customer_id=cust.customer.id,

@@ -65,6 +65,31 @@ class HistoricalInvoice:
 
 
 
+class InvoiceBook(dict):
+    """The account's invoices by id, with each customer's and each subscription's invoice ids in the order they
+    were made: a question about one customer's invoices reads theirs, not the whole book (a scan per question
+    made a 3,000-customer demo's pauses and cancellations quadratic). Invoices are added by assignment, never
+    removed, and keep their customer and subscription."""
+
+    def __init__(self):
+        super().__init__()
+        self._of_customer: dict[str, list[str]] = {}
+        self._of_subscription: dict[str, list[str]] = {}
+
+    def __setitem__(self, invoice_id: str, invoice: Invoice) -> None:
+        if invoice_id not in self:
+            self._of_customer.setdefault(invoice.customer_id, []).append(invoice_id)
+            self._of_subscription.setdefault(invoice.subscription_id, []).append(invoice_id)
+        super().__setitem__(invoice_id, invoice)
+
+    def of_customer(self, customer_id: str) -> list[Invoice]:
+        """The customer's invoices, oldest first."""
+        return [self[i] for i in self._of_customer.get(customer_id, ())]
+
+    def of_subscription(self, subscription_id: str) -> list[Invoice]:
+        return [self[i] for i in self._of_subscription.get(subscription_id, ())]
+
+
 @dataclass
 class _CustomerState:
     profile: SimCustomer | None
@@ -161,7 +186,7 @@ class World:
         self._customers: dict[str, _CustomerState] = {}
         self._methods: dict[str, PaymentMethod] = {}
         self._subscriptions: dict[str, _SubscriptionState] = {}
-        self._invoices: dict[str, Invoice] = {}
+        self._invoices = InvoiceBook()
         self._state: dict[str, _InvoiceState] = {}
         self._idempotent: dict[str, tuple[tuple, object]] = {}
 

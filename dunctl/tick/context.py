@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import functools
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from dunctl.clock import iso
 from dunctl.config import Config, quiet_window
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
+from dunctl.receivables.terms import lead, takes_net_terms
 from dunctl.tick.channels import TRANSPORTS, ChannelSet
 
 if TYPE_CHECKING:
@@ -53,6 +56,13 @@ class TickContext:
         return planner_settings(self.config, monitor=self.mode == MONITOR)
 
     @functools.cached_property
+    def coming_due_before(self) -> str | None:
+        """Net-terms invoices due before this time (ISO text) have their case opened now; None when no segment
+        takes them. Once per tick, not on each of its reconciles."""
+        ahead = net_terms_lead(self.config)
+        return None if ahead is None else iso(self.now + ahead)
+
+    @functools.cached_property
     def sequences(self):
         """The sequences as they were when each case opened, parsed once per version for the whole tick."""
         from dunctl.tick.schedule import Sequences   # lazy: see dunctl/lazy.py
@@ -87,6 +97,25 @@ class TickContext:
 
             self._templates = Templates.for_dir(self.config.templates_dir)
         return self._templates
+
+
+# id(config) -> (the config, its file, its sequences, the lead): worked out once per config a process loads (a
+# demo ticks 1,560 times with one), again if either part is replaced. (A Config is unhashable: keyed by id, and
+# the weak reference tells a config from a later one that reuses the id.)
+_LEADS: dict[int, tuple] = {}
+
+
+def net_terms_lead(config: Config) -> timedelta | None:
+    """How long before its due date a net-terms invoice's case opens (receivables/terms.py `lead`); None when no
+    segment takes net-terms invoices."""
+    known = _LEADS.get(id(config))
+    if known is not None and known[0]() is config and known[1] is config.file and known[2] is config.sequences:
+        return known[3]
+    ahead = lead(config) if any(takes_net_terms(segment) for segment in config.file.segments) else None
+    if len(_LEADS) > 64:
+        _LEADS.clear()
+    _LEADS[id(config)] = (weakref.ref(config), config.file, config.sequences, ahead)
+    return ahead
 
 
 def planner_settings(config: Config, monitor: bool = False) -> Settings:

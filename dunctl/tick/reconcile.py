@@ -25,7 +25,7 @@ def open_case(invoice: InvoiceRecord, customer: CustomerRecord | None, subscript
     """A case for an invoice that failed, with the first segment whose rule matches (declaration order wins)."""
     if is_net_terms(invoice) and invoice.attempt_count < 1:
         return open_net_terms_case(invoice, customer, subscription, config, now)
-    if invoice.status != "open" or not invoice.first_failed_at or invoice.attempt_count < 1:
+    if not may_open(invoice):
         return []
     failure_type = invoice.failure_type or UNKNOWN
     facts = condition_facts(invoice, customer, subscription, failure_type, invoice.attempt_count, now)
@@ -34,6 +34,15 @@ def open_case(invoice: InvoiceRecord, customer: CustomerRecord | None, subscript
     assignment = assign(config, invoice.customer_id, segment.name)
     return [OpenCase(invoice, segment.name, case_sequence(config, assignment, segment.name), failure_type,
                      shown_code(invoice.decline), assignment)]
+
+
+def may_open(invoice: InvoiceRecord) -> bool:
+    """Can the invoice open a case at all, whatever its customer and subscription (reconciling reads them only
+    then): an open invoice that failed, or a net-terms one (its own rules: dunctl/receivables/cases.py). Most
+    invoices a sync brings were paid on the first try."""
+    if is_net_terms(invoice) and invoice.attempt_count < 1:
+        return True
+    return invoice.status == "open" and bool(invoice.first_failed_at) and invoice.attempt_count >= 1
 
 
 def follow_case(case: CaseRecord, invoice: InvoiceRecord, now: datetime) -> list[Change]:

@@ -26,6 +26,7 @@ from dunctl.receivables.tick import bring_coming_due
 from dunctl.tick.channels import ChannelSet
 from dunctl.tick.clocks import check_stripe_clock
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
+from dunctl.tick.pending import reconcile_invoices, signal_cases
 from dunctl.tick.read_only import ReadOnlyGateway
 from dunctl.tick.effects import STEP, SYSTEM, CaseEffect, idempotency_key
 from dunctl.tick.result import ActionReport, SyncResult, TickResult
@@ -83,14 +84,15 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
     was nothing to reconcile (then nothing was changed or sent)."""
     ledger = ctx.ledger
 
-    bring_coming_due(ctx)
+    if not bring_coming_due(ctx):       # one statement when nothing waits
+        return False
     signals = ledger.sync.pending_signals()
     if not signals and not ledger.sync.pending_invoices():
         return False
     from dunctl import adoption   # lazy: see dunctl/lazy.py
     from dunctl.tick import changes as case_changes   # lazy: see dunctl/lazy.py
-    from dunctl.tick.reconcile import apply_signal, follow_case, open_case   # lazy: see dunctl/lazy.py
-    from dunctl.tick.schedule import schedule_case   # lazy: see dunctl/lazy.py
+    from dunctl.tick.reconcile import apply_signal   # lazy: see dunctl/lazy.py
+    from dunctl.tick.schedule import load_bundles, schedule_bundle   # lazy: see dunctl/lazy.py
 
     # Invoices whose Stripe note shows messages this ledger did not record: another ledger's are refused (unless
     # adopting) before anything is done; the rest are taken over once their cases are open (dunctl/adoption.py).
@@ -101,19 +103,11 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
     for signal in signals:
         with ledger.transaction():
             found = [(c, ledger.sync.invoice_record(c.invoice_id))
-                     for c in map(ledger.cases.record, _signal_cases(ledger, signal))]
+                     for c in map(ledger.cases.record, signal_cases(ledger, signal))]
             case_changes.apply(ledger, apply_signal(signal, found, ctx.now, ctx.config.file.dunning.dispute_lost),
                                ctx.now, applied)
             ledger.sync.mark_signal_applied(signal.id)
-    for invoice, case_id in ledger.sync.pending_invoices():
-        with ledger.transaction():
-            if case_id is None:
-                customer, subscription = ledger.sync.customer_bundle(invoice)
-                found = open_case(invoice, customer, subscription, ctx.config, ctx.now)
-            else:
-                found = follow_case(ledger.cases.record(case_id), invoice, ctx.now)
-            case_changes.apply(ledger, found, ctx.now, applied)
-            ledger.sync.clear_pending(invoice.id)
+    reconcile_invoices(ctx, applied)
     if behind:
         with ledger.transaction():
             lines, touched = adoption.take_over(ledger, behind, own, ctx.sequences, ctx.now)
@@ -123,28 +117,13 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
     for invoice_id, state in applied.closed:
         result.close(invoice_id, state)
     with ledger.transaction():
+        # read together (one query per table), each as it is before its own schedule is written, as one by one
+        loaded = load_bundles(ledger, sorted(applied.touched), ctx.settings, ctx.now)
         for case_id in applied.touched:
-            schedule_case(ledger, case_id, ctx.settings, ctx.dunctl_retries, ctx.now, ctx.sequences)
+            schedule_bundle(ledger, case_id, loaded.get(case_id), ctx.settings, ctx.dunctl_retries, ctx.now,
+                            ctx.sequences)
     _notify(ctx, applied.notify, result)
     return True
-
-
-def _signal_cases(ledger: Ledger, signal) -> list[int]:
-    """The cases a signal concerns: by invoice (the simulation's disputes), by subscription, else the customer's
-    open and held cases (a dispute on any of its charges among them)."""
-    from dunctl.tick.reconcile import on_customer   # lazy: see dunctl/lazy.py
-
-    if signal.kind in ("dispute", "dispute_closed") and not on_customer(signal):
-        case = ledger.cases.for_invoice(signal.invoice_id) if signal.invoice_id else None
-        return [case["id"]] if case and case["state"] in ("open", "paused") else []
-    if signal.kind == "hold_ended":     # a promise or disputed invoice's hold (dunctl/receivables/holds.py)
-        case = ledger.cases.for_invoice(signal.invoice_id)
-        return [case["id"]] if case else []
-    if signal.kind.startswith("subscription_"):
-        return ledger.cases.ids_for_subscription(signal.subscription_id) if signal.subscription_id else []
-    if signal.customer_id:
-        return ledger.cases.open_ids_for_customer(signal.customer_id)
-    return []
 
 
 def _notify(ctx: TickContext, notes: list, result: TickResult) -> None:
@@ -197,10 +176,13 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
                             if not _held_in_this_tick(ctx, e, admitted)]
         applied = execute(ctx, effects, result)
         _notify(ctx, applied.notify, result)
+        # customers something ran or was recorded for in this batch (a batch holds all of a customer's cases)
+        acting = {planned[case_id].case.customer_id for case_id, asked in plans.items()
+                  if asked.effects or asked.plan.decisions}
         with ledger.transaction():
             again = []
             for case_id in ids:
-                due = _went_as_planned(ctx, case_id, planned, plans, applied)
+                due = _went_as_planned(ctx, case_id, planned, plans, applied, acting)
                 if due is not None:
                     ledger.cases.schedule(case_id, *due)
                 else:
@@ -214,23 +196,27 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
 
 
 def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBundle],
-                     plans: dict[int, _Planned], applied: Applied) -> tuple | None:
+                     plans: dict[int, _Planned], applied: Applied, acting: set[str] = frozenset()) -> tuple | None:
     """When the case is next due, from its plan, when planning it again after its effects could only give the same:
     nothing in the plan was waiting (on another step, a contact rule, quiet hours), every effect it asked for was
     a step that ran and ended as planned (done; in monitor mode, would) without changing the case, and none was
     dunctl's own (turning Stripe's retries off, a retry after a new card: those change what is timed next). Then
     every step that was due is finished, and what is still to come is what the plan already timed (its times
-    depend on the case and the clock, neither of which the effects changed). Otherwise None: the case is read and
-    planned again. `tests/test_schedule_refresh.py` checks both paths against a full reload."""
+    depend on the case and the clock, neither of which the effects changed). Or, whatever waited: nothing at all
+    was decided for any case of its customer (not in `acting`: no effect, nothing skipped or missed): then nothing
+    the case is planned from was written, and its whole plan is what planning again gives (most such cases wait
+    for the end of quiet hours). Otherwise None: the case is read and planned again.
+    `tests/test_schedule_refresh.py` checks these paths against a full reload."""
     from dunctl.planner import Plan   # lazy: see dunctl/lazy.py
     from dunctl.tick.schedule import next_due   # lazy: see dunctl/lazy.py
 
     asked = plans.get(case_id)
-    if asked is None:
+    if asked is None or case_id in applied.touched or any(note.case_id == case_id for note in applied.notify):
         return None
+    if planned[case_id].case.customer_id not in acting:     # so neither was the case itself
+        return next_due(planned[case_id], asked.plan, ctx.settings, ctx.dunctl_retries, ctx.now)
     outcomes = applied.as_planned.get(case_id, [])
-    if asked.own or asked.plan.waiting or len(outcomes) != asked.effects or not all(outcomes) \
-            or case_id in applied.touched or any(note.case_id == case_id for note in applied.notify):
+    if asked.own or asked.plan.waiting or len(outcomes) != asked.effects or not all(outcomes):
         return None
     # the steps that were due are all finished: what comes next is what the plan timed
     ahead = Plan(next_step=asked.plan.next_step, next_due_at=asked.plan.next_due_at)

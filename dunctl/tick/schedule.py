@@ -14,11 +14,12 @@ from dunctl.tick.facts import STOP_PROVIDER_RETRIES, open_dispute, snapshot, ste
 
 
 class Sequences:
-    """Sequences as they were when each case opened, parsed once per version."""
+    """Sequences as they were when each case opened, parsed once per version (and per ledger object: a version
+    never changes)."""
 
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
-        self._parsed: dict[str, Sequence] = {}
+        self._parsed: dict[str, Sequence] = ledger.cases.parsed_sequences
 
     def __call__(self, bundle: CaseBundle) -> Sequence:
         digest = bundle.case.sequence_hash
