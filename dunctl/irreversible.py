@@ -35,6 +35,8 @@ sent counts as sent, to show when it would have acted. Once live, only what was 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -44,20 +46,41 @@ from dunctl.offsets import Offset
 from dunctl.planning import SKIP, CaseSnapshot, Decision, Settings, StepRecord, Wait, skip_reason
 
 __all__ = ["IRREVERSIBLE", "announcers", "as_it_will_run", "deadline_day", "deadline_end", "earned", "message_truth",
-           "told_statuses"]
+           "consequences", "told_statuses"]
 
 # Statuses after which a message will never be delivered, nor a step run (by this record).
 _GAVE_UP = frozenset({"skipped", "missed", "suppressed"})
 
 
+_TOLD = {False: frozenset({"done"}), True: frozenset({"done", "would"})}
+# Statuses after which an irreversible step is not to come (it happened, or never will by this record).
+_GONE = {monitor: _GAVE_UP | told | {"unknown"} for monitor, told in _TOLD.items()}
+# id(sequence) -> (the sequence, step id -> its announcers): asked for every message and every plan of a case.
+# The sequence is held, so its id cannot stand for another while it is here.
+_ANNOUNCERS: dict[int, tuple[Sequence, dict[str, tuple[Step, ...]]]] = {}
+
+
 def told_statuses(settings: Settings) -> frozenset[str]:
     """What counts as "the customer was sent it": delivered only; in monitor mode, also what would have been."""
-    return frozenset({"done", "would"}) if settings.monitor else frozenset({"done"})
+    return _TOLD[bool(settings.monitor)]
 
 
 def announcers(step: Step, sequence: Sequence) -> list[Step]:
     """The customer messages that announce the irreversible `step`: those naming it with `announces:`, else the
-    nearest customer message placed before it."""
+    nearest customer message placed before it. Worked out once per sequence and step (a sequence never changes
+    once loaded)."""
+    held = _ANNOUNCERS.get(id(sequence))
+    if held is None or held[0] is not sequence:
+        if len(_ANNOUNCERS) >= 256:
+            _ANNOUNCERS.clear()
+        held = _ANNOUNCERS[id(sequence)] = (sequence, {})
+    found = held[1].get(step.id)
+    if found is None:
+        found = held[1][step.id] = tuple(_announcers(step, sequence))
+    return list(found)   # the caller's own list: the one held cannot be changed through it
+
+
+def _announcers(step: Step, sequence: Sequence) -> list[Step]:
     explicit = [s for s in sequence.steps if s.announces == step.id]
     if explicit:
         return explicit
@@ -144,18 +167,48 @@ def as_it_will_run(sequence: Sequence, first_failed_at: datetime, records: dict[
     than the notice period after their announcement (delivered, or sent now), at the end of that local day in
     `zone` (the customer's; default the sender's), so `deadline_day` of the step's time is the day the message
     names. After a gap the final notice so names the pause 3 days from now, not a day already past."""
+    timed = {step.id: at for step, at in _to_come(sequence, first_failed_at, records, settings, now, zone)}
+    return sequence.model_copy(update={"steps": [
+        step if step.action not in IRREVERSIBLE else step.model_copy(update={"at": timed[step.id]})
+        for step in sequence.steps if step.action not in IRREVERSIBLE or step.id in timed]})
+
+
+@dataclass(frozen=True, slots=True)
+class TimedStep:
+    """An irreversible step as a message tells of it: what it does and when, from the first failure."""
+
+    id: str
+    action: str
+    at: Offset
+
+
+@dataclass(frozen=True, slots=True)
+class Consequences:
+    """The irreversible steps of `as_it_will_run`, all a message reads of its sequence (the consequence it names:
+    dunctl/messages/case.py), without copying the sequence: its pydantic copies were three per email."""
+
+    steps: tuple[TimedStep, ...]
+
+
+def consequences(sequence: Sequence, first_failed_at: datetime, records: dict[str, StepRecord],
+                 settings: Settings, now: datetime, zone: str | None = None) -> Consequences:
+    """The irreversible steps of `as_it_will_run(...)`, each with its id, action and time."""
+    return Consequences(tuple(TimedStep(step.id, step.action, at)
+                              for step, at in _to_come(sequence, first_failed_at, records, settings, now, zone)))
+
+
+def _to_come(sequence: Sequence, first_failed_at: datetime, records: dict[str, StepRecord], settings: Settings,
+             now: datetime, zone: str | None) -> Iterator[tuple[Step, Offset]]:
+    """Each irreversible step still to come, with its time as it will now run (`as_it_will_run`)."""
     notice = settings.notice_before_suspension
     zone = zone or settings.timezone
-    steps = []
+    gone = _GONE[bool(settings.monitor)]
     for step in sequence.steps:
-        if step.action in IRREVERSIBLE:
-            if _status(records, step) in _GAVE_UP | told_statuses(settings) | {"unknown"}:
-                continue
-            told = _told_at(step, sequence, records, settings) or now
-            runs = deadline_end(max(step.at.after(first_failed_at), told + notice), zone)
-            step = step.model_copy(update={"at": Offset(step.at.text, _minutes(runs - first_failed_at))})
-        steps.append(step)
-    return sequence.model_copy(update={"steps": steps})
+        if step.action not in IRREVERSIBLE or _status(records, step) in gone:
+            continue
+        told = _told_at(step, sequence, records, settings) or now
+        runs = deadline_end(max(step.at.after(first_failed_at), told + notice), zone)
+        yield step, Offset(step.at.text, _minutes(runs - first_failed_at))
 
 
 def deadline_day(moment: datetime, zone: str | None) -> date:

@@ -52,9 +52,11 @@ def test_a_starter_html_email_calls_no_macro(templates, name, context):
 @pytest.mark.parametrize("name,context", EMAILS, ids=[name for name, _ in EMAILS])
 def test_the_body_goes_through_striptags_once(templates, name, context):
     # the preheader and the "is a reply invited already" check read the same text: it was stripped twice
+    # (the templates' own filter, dunctl/messages/templates.py `_striptags`, or markupsafe's for text with a comment)
     stripped = calls_while(lambda: templates.render_email(name, context),
                            lambda frame: str(frame.f_locals["self"]) if frame.f_code.co_name == "striptags"
-                           and "markupsafe" in frame.f_code.co_filename else None)
+                           and "markupsafe" in frame.f_code.co_filename else str(frame.f_locals["value"])
+                           if frame.f_code.co_name == "_striptags" else None)
     assert stripped
     assert [(a[:40], b[:40]) for a in stripped for b in stripped if a is not b and a in b] == []
 

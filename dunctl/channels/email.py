@@ -9,7 +9,6 @@ if a reused connection turns out to be closed before anything of the message was
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import smtplib
@@ -22,7 +21,7 @@ from pathlib import Path
 from dunctl.channels import Delivery, EmailMessage
 from dunctl.channels.deadline import Deadline, connect, wrap
 from dunctl.channels.http import tls_context
-from dunctl.channels.mime import Built, build_message, message_id, reference  # noqa: F401 - imported from here
+from dunctl.channels.mime import Built, build_message, key_digest, message_id, reference  # noqa: F401 - imported from here
 from dunctl.config import EmailChannel
 from dunctl.errors import ChannelError, DeliveryUncertain
 
@@ -285,7 +284,7 @@ class FileTransport:
 def safe_filename(key: str) -> str:
     """A file name for `key`: readable, safe on any filesystem, and distinct for distinct keys."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:80] or "message"
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
+    digest = key_digest(key)[:10]
     return f"{readable}-{digest}"
 
 

@@ -8,10 +8,12 @@ import functools
 import os
 import re
 from collections.abc import Iterator
+from html import unescape as html_unescape
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from dunctl.errors import ConfigProblem
 from dunctl.locales import candidates, language, normalise
@@ -68,10 +70,13 @@ class Templates:
         self.directory = directory
         self._names = names   # the files, when known not to change under this object (for_dir)
         self._compiled: dict = {}   # file name -> Template, skipping Jinja's locked cache lookup on each render
+        self._picked: dict = {}     # (name, kind, preferred, default locale) -> pick's answer, when _names is known
         self.env = _environment_class()(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
-            autoescape=select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=False),
+            # asked for each template's name on every render (a context each part, and a block call): once a name
+            autoescape=functools.lru_cache(maxsize=None)(
+                select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=False)),
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
@@ -79,6 +84,7 @@ class Templates:
             bytecode_cache=template_cache(),   # compiled once per source, not once per process
         )
         self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
+        self.env.filters["striptags"] = _striptags
 
     def file(self, name: str, kind: str, suffix: str = "") -> Path:
         return self.directory / _filename(name, kind, suffix)
@@ -103,6 +109,15 @@ class Templates:
         in the 'fr' template), else the template's, with the default language for the unsuffixed file."""
         preferred = normalise(locale) or (context.get("customer") or {}).get("locale")
         default = normalise(context.get("default_locale")) or "en"
+        if self._names is None:
+            return self._pick(name, kind, preferred, default)
+        key = (name, kind, preferred, default)
+        found = self._picked.get(key)
+        if found is None:   # the files cannot change under this object: once per template and language
+            found = self._picked[key] = self._pick(name, kind, preferred, default)
+        return found
+
+    def _pick(self, name: str, kind: str, preferred: str | None, default: str) -> tuple[str, str]:
         for suffix in candidates(preferred, default):
             if self.exists(name, kind, suffix):
                 same = language(preferred) == language(suffix)
@@ -121,25 +136,47 @@ class Templates:
         is used as is."""
         if suffix is None:
             suffix, context = self._context_for(name, kind, context, locale)
-        filename = _filename(name, kind, suffix)
+        return self._render(self._template(_filename(name, kind, suffix)), self._variables(context))
+
+    def _variables(self, context: dict) -> dict:
+        """What a template sees: the environment's globals, then the context."""
+        return {**self._globals(), **context}
+
+    def _globals(self) -> dict:
+        if "words" not in self.env.globals:   # before any template loads: each keeps a copy of the globals
+            self.env.globals["words"] = words_of(self.env)
+        return self.env.globals
+
+    def _template(self, filename: str) -> Template:
         template = self._compiled.get(filename)
         if template is None:
-            if "words" not in self.env.globals:   # before any template loads: each keeps a copy of the globals
-                self.env.globals["words"] = words_of(self.env)
+            self._globals()   # complete before the template keeps its copy
             template = self.env.get_template(filename)
             if self._names is not None:   # the files cannot change under this object: keep it (see for_dir)
                 self._compiled[filename] = template
-        return template.render(**context)
+        return template
+
+    def _render(self, template: Template, variables: dict) -> str:
+        """`template.render(variables)` for `variables` that already hold the globals: Jinja's render copies
+        its arguments three times (keywords, a dict of them, the globals merged in), for each of an email's three
+        parts; here the globals are merged in once per email and the dict is shared, which Jinja only reads (a
+        template's own `set`s go into its context's vars)."""
+        try:
+            return self.env.concat(template.root_render_func(template.new_context(variables, shared=True)))
+        except Exception:
+            self.env.handle_exception()   # raises the error with the template's file and line, as render does
 
     def render_email(self, name: str, context: dict, *, locale: str | None = None) -> tuple[str, str, str | None]:
         """Subject, text and HTML in one language: the HTML part only when that language has one (never an
         English HTML part under a French text). `locale` overrides the customer's: an internal message (the account
         manager's) is written in the sender's language, `sender.locale`."""
         suffix, context = self._context_for(name, "txt", context, locale)
+        variables = self._variables(context)   # once for the three parts
         # Collapse line breaks and runs of ASCII spaces only: the no-break spaces Babel puts inside amounts stay.
-        subject = re.sub(r"[ \t\r\n]+", " ", self.render(name, "subject", context, suffix)).strip()
-        text = _close_gaps(_CJK_INLINE_GAP, self.render(name, "txt", context, suffix))
-        html = self.render(name, "html", context, suffix) if self.exists(name, "html", suffix) else None
+        subject = _SPACES.sub(" ", self._render(self._template(_filename(name, "subject", suffix)), variables)).strip()
+        text = _close_gaps(_CJK_INLINE_GAP, self._render(self._template(_filename(name, "txt", suffix)), variables))
+        html = (self._render(self._template(_filename(name, "html", suffix)), variables)
+                if self.exists(name, "html", suffix) else None)
         return subject, text, _close_gaps(_CJK_GAP, html) if html else None
 
     def render_sms(self, name: str, context: dict, privacy: str = "standard") -> str:
@@ -205,6 +242,18 @@ def _environment_class():
             # here changes the environment's globals once templates load (which is what the ChainMap is for).
             return {**self.globals, **(d or {})}
 
+        def get_template(self, name, parent=None, globals=None):
+            # `extends` and `include` ask for their template on every render (three times an email), through
+            # Jinja's locked LRU cache: a weakref and a scan of its queue each time, 3 us. Templates that cannot
+            # change (no auto_reload: Templates.for_dir) are kept in a plain dict instead.
+            if self.auto_reload or globals is not None or not isinstance(name, str):
+                return super().get_template(name, parent, globals)
+            held = self.__dict__.setdefault("_held_templates", {})
+            template = held.get(name)
+            if template is None:
+                template = held[name] = super().get_template(name, parent)
+            return template
+
         def getattr(self, obj, attribute):
             # `inv.amount` on a plain dict: the sandbox tries the attribute first and pays for an AttributeError on
             # every lookup (most of a template's). A dict's attributes are exactly dict's own, so a name that is not
@@ -219,14 +268,31 @@ def _environment_class():
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+_SPACES = re.compile(r"[ \t\r\n]+")
+_TAG = re.compile(r"<[^>]*>")
 
 
 def _close_gaps(gap: re.Pattern, text: str) -> str:
     """`text` without the gaps `gap` finds between CJK characters. Most messages have no CJK character at all:
     looking for one's first byte in the UTF-8 (a few memchr) costs a third of running the pattern over an
     English HTML email (about 4 us against 13)."""
+    if text.isascii():   # most English emails: no encoding at all
+        return text
     data = text.encode("utf-8", "surrogatepass")
     return gap.sub(r"\1", text) if any(lead in data for lead in _CJK_LEAD_BYTES) else text
+
+
+def _striptags(value) -> str:
+    """Jinja's `striptags` (markupsafe's `Markup.striptags`: tags removed, whitespace collapsed, entities decoded),
+    with the tags removed by one regex pass rather than a Python step and a new string per tag: the HTML frame
+    strips every email's body twice (its preheader). Text with a comment goes markupsafe's own way (an unclosed
+    comment keeps the rest as it is); without one, a tag is `<` to the next `>`, as there."""
+    if hasattr(value, "__html__"):
+        value = value.__html__()
+    value = str(value)
+    if "<!--" in value:
+        return Markup(value).striptags()
+    return html_unescape(" ".join(_TAG.sub("", value).split()))
 
 
 def _filename(name: str, kind: str, suffix: str = "") -> str:

@@ -14,11 +14,11 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from babel.numbers import format_decimal
 
 from dunctl.clock import from_iso
 from dunctl.locales import normalise
 from dunctl.messages import MessageContext, customer_kind
+from dunctl.messages.formatting import quantity_text
 from dunctl.money import babel_locale, format_day, format_money
 from dunctl.notices.planner import projected_charge
 from dunctl.recipients import current_email
@@ -84,7 +84,7 @@ def _context(notice, customer, update_link, company, now, tag, default_locale, p
     def line(item: dict, currency: str | None) -> dict:
         quantity = item.get("quantity")
         return {"description": item.get("description") or "", "quantity": quantity,
-                "quantity_text": format_decimal(quantity, locale=loc) if quantity else "",
+                "quantity_text": quantity_text(quantity, code) if quantity else "",
                 "metered": bool(item.get("metered")), "amount": money(item.get("amount"), currency)}
 
     data = json.loads(notice["data"]) if isinstance(notice["data"], str) else notice["data"]

@@ -104,6 +104,13 @@ def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: d
     return decision
 
 
+def stored_preview(subject: dict) -> dict | None:
+    """The subscription's latest upcoming-invoice preview as the ledger keeps it, parsed only for a metered one:
+    nothing plans with the preview of another."""
+    sub = subject["subscription"]
+    return json.loads(sub["usage_preview"]) if sub.get("usage_based") and sub.get("usage_preview") else None
+
+
 def usage_preview_due(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None) -> bool:
     """Does the subscription call for a fresh upcoming-invoice preview now (metered, billing, and its usage may
     have reached an alert since the last preview: see next_usage_check)? Asked before planning, so a tick plans
@@ -138,35 +145,46 @@ def next_usage_check(subject: dict, config: NoticesConfig, preview: dict) -> dat
         return None
     if start is None or end is None or end <= start or checked >= end:
         return checked + rule.check_every
-    percent_at = _usage_curve(preview, rule, expected, start, end, checked)
+    metered = sum(line.get("amount") or 0 for line in preview.get("lines") or [] if line.get("metered"))
     large = [rule.large_charge.factor * 100] if rule.large_charge.enabled else []
-    target = min((t for t in [*rule.thresholds, *large] if t > percent_at(0.0)), default=None)
+    return _next_check(checked, start, end, expected, metered, preview["amount_due"],
+                       (rule.check_every, (*rule.thresholds, *large), rule.pace, rule.min_elapsed, rule.surge))
+
+
+@functools.lru_cache(maxsize=16384)
+def _next_check(checked: datetime, start: datetime, end: datetime, expected: int, metered: int, amount_due: int,
+                rule: tuple) -> datetime:
+    """next_usage_check's arithmetic, on plain values (the usage rule as (check_every, the alerts' percentages,
+    pace, min_elapsed, surge)). Worked out once per distinct look: a subscription's next planning asks again what
+    its last one did (the same preview, fetched at the same moment), and the bisection was a sixth of planning."""
+    check_every, alerts, pace, min_elapsed, surge = rule
+    percent_at = _usage_curve(metered, amount_due - metered, expected, start, end, checked, surge, pace, min_elapsed)
+    target = min((t for t in alerts if t > percent_at(0.0)), default=None)
     if target is None:
-        return max(end, checked + rule.check_every)
+        return max(end, checked + check_every)
     # A pace seen over a short time says little (none at all at the period's start): wait at most as long again
     # as the period has run, so the pace is measured again over twice the time before anything is assumed of it.
-    horizon = min(end - checked, max(checked - start, rule.check_every)).total_seconds()
+    horizon = min(end - checked, max(checked - start, check_every)).total_seconds()
     if percent_at(horizon) < target:
-        return checked + max(rule.check_every, timedelta(seconds=horizon))
+        return checked + max(check_every, timedelta(seconds=horizon))
     low, high = 0.0, horizon                               # reached `high` seconds after the preview, not `low`
     while high - low > 60:
         middle = (low + high) / 2
         low, high = (low, middle) if percent_at(middle) >= target else (middle, high)
-    return checked + max(rule.check_every, timedelta(seconds=high))
+    return checked + max(check_every, timedelta(seconds=high))
 
 
-def _usage_curve(preview: dict, rule, expected: int, start: datetime, end: datetime, checked: datetime):
-    """later (seconds after `checked`) -> the alert percentage then, with metered usage going on at `rule.surge`
-    times its pace so far (at least a usual period's amount per period: usage that has not started may start).
-    It only grows with `later`, so the first moment it reaches a threshold can be bisected."""
+def _usage_curve(metered: int, fee: int, expected: int, start: datetime, end: datetime, checked: datetime,
+                 surge: float, pace: bool, min_elapsed: int):
+    """later (seconds after `checked`) -> the alert percentage then, with metered usage going on at `surge` times
+    its pace so far (at least a usual period's amount per period: usage that has not started may start). It only
+    grows with `later`, so the first moment it reaches a threshold can be bisected."""
     length, elapsed = (end - start).total_seconds(), max(0.0, (checked - start).total_seconds())
-    metered = sum(line.get("amount") or 0 for line in preview.get("lines") or [] if line.get("metered"))
-    fee = preview["amount_due"] - metered
-    speed = rule.surge * max(metered / elapsed if elapsed else 0.0, expected / length)
+    speed = surge * max(metered / elapsed if elapsed else 0.0, expected / length)
 
     def percent_at(later: float) -> float:
         usage, share = metered + speed * later, (elapsed + later) / length
-        if rule.pace and rule.min_elapsed <= share * 100 < 100:
+        if pace and min_elapsed <= share * 100 < 100:
             usage /= share                             # projected to the period's end, as _usage does
         return (fee + usage) * 100 / expected
 

@@ -64,13 +64,16 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
     due = ctx.ledger.subscriptions_to_plan(ctx.now)
     if not due:
         return
-    previews, decided = 0, []
+    previews, decided, subjects = 0, [], {}
     try:
         for n, sub_id in enumerate(due):
             if ctx.over_budget():
                 result.deferred += len(due) - n
                 return
-            one = _decide(ctx, sub_id, result, previews)
+            if n % PLANNED_PER_COMMIT == 0:
+                # read together: one subscription's plans never change what another's subject reads
+                subjects = ctx.ledger.notices.subjects(due[n:n + PLANNED_PER_COMMIT])
+            one = _decide(ctx, subjects.get(sub_id), result, previews)
             if one is not None:
                 previews += one.previewed
                 decided.append(one)
@@ -81,17 +84,16 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
         _record(ctx, decided)      # what was planned is kept, whatever stopped the loop
 
 
-def _decide(ctx: TickContext, sub_id: str, result: TickResult, previews: int) -> _Decided | None:
+def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews: int) -> _Decided | None:
     """Plan one subscription's notices, fetching a usage preview first when one is due (None: left for the next
     tick, or gone). Reads and the preview only: _record writes."""
-    from dunctl.notices.effects import _stored_preview   # lazy: see dunctl/lazy.py
-    from dunctl.notices.planner import plan_notices, usage_preview_due   # lazy: see dunctl/lazy.py
+    from dunctl.notices.planner import plan_notices, stored_preview, usage_preview_due   # lazy: see dunctl/lazy.py
 
-    config = ctx.config.file.notices
-    subject = ctx.ledger.notices.subject(sub_id)
     if subject is None:
         return None
-    preview = _stored_preview(subject)
+    config = ctx.config.file.notices
+    sub_id = subject["subscription"]["id"]
+    preview = stored_preview(subject)
     fetched, tried = None, 0
     due = usage_preview_due(subject, config, ctx.now, preview)
     if due and ctx.gateway is not None:
@@ -107,28 +109,24 @@ def _decide(ctx: TickContext, sub_id: str, result: TickResult, previews: int) ->
 
 
 def _record(ctx: TickContext, decided: list[_Decided]) -> None:
-    """Write what planning decided, in one transaction: each notice once under its key, the ones no longer
-    called for cancelled, the preview, and when each subscription is planned again."""
+    """Write what planning decided, in one transaction and a few statements for all: each notice once under its
+    key, the highest usage alert superseding the lower ones still waiting, the ones no longer called for
+    cancelled, and the previews with when each subscription is planned again."""
     from dunctl.notices.planner import PENDING   # lazy: see dunctl/lazy.py
 
     if not decided:
         return
-    ledger = ctx.ledger
-    with ledger.transaction():
-        for one in decided:
-            if one.fetched is not None:
-                ledger.notices.record_usage_preview(one.sub_id, one.fetched, ctx.now)
-            keep = set()
-            for plan in one.decision.plans:
-                ledger.notices.plan(kind=plan.kind, object_id=plan.object_id, period=plan.period, offset=plan.offset,
-                                   customer_id=one.customer_id, subscription_id=one.sub_id, due_at=plan.due_at,
-                                   now=ctx.now, key=plan.key, data=plan.data, status=plan.status,
-                                   detail=plan.detail)
-                keep.add(ledger.notices.id_of(plan.kind, plan.object_id, plan.period, plan.offset))
-                if plan.kind == USAGE_ALERT and plan.status == PENDING:
-                    ledger.notices.supersede_usage_alerts(one.sub_id, plan.period, plan.offset, ctx.now)
-            ledger.notices.cancel(one.sub_id, keep, ctx.now, one.decision.why_none or "no longer called for")
-            ledger.notices.set_due(one.sub_id, one.next_at)
+    store = ctx.ledger.notices
+    with ctx.ledger.transaction():
+        store.plan_many([(one.sub_id, one.customer_id, plan) for one in decided for plan in one.decision.plans],
+                        ctx.now)
+        store.supersede_usage_alerts_many([(one.sub_id, plan.period, plan.offset) for one in decided
+                                           for plan in one.decision.plans
+                                           if plan.kind == USAGE_ALERT and plan.status == PENDING], ctx.now)
+        store.cancel_unplanned({one.sub_id: ({(p.kind, p.object_id, p.period, p.offset) for p in one.decision.plans},
+                                             one.decision.why_none or "no longer called for") for one in decided},
+                               ctx.now)
+        store.planned([(one.sub_id, one.next_at, one.fetched) for one in decided], ctx.now)
 
 
 def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool):

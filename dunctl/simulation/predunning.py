@@ -32,11 +32,16 @@ class PreDunning(World):
         return card_expires_at(method.exp_month, method.exp_year) <= at
 
     def _period_bounds(self, subscription_id: str, period: int) -> tuple[datetime, datetime]:
-        """Period `period` starts at renewal `period` (0: the first renewal in the simulation)."""
-        p = self._subscriptions[subscription_id].profile
-        months = 12 if p.interval == "year" else 1
-        first = self.start + p.anchor
-        return add_months(first, (period - 1) * months), add_months(first, period * months)
+        """Period `period` starts at renewal `period` (0: the first renewal in the simulation). Worked out once
+        per period: every usage preview asks again (a subscription's profile never changes)."""
+        bounds = self._drawn.get(("bounds", subscription_id, period))
+        if bounds is None:
+            p = self._subscriptions[subscription_id].profile
+            months = 12 if p.interval == "year" else 1
+            first = self.start + p.anchor
+            bounds = self._drawn[("bounds", subscription_id, period)] = (add_months(first, (period - 1) * months),
+                                                                          add_months(first, period * months))
+        return bounds
 
     def _billing_terms(self, subscription_id: str, first: datetime, period: int) -> None:
         """The subscription's current period (the one before renewal `period`) and what renews then."""
@@ -51,9 +56,14 @@ class PreDunning(World):
 
     def _usage(self, subscription_id: str, period: int) -> tuple[int, int, bool]:
         """(fee, usage, spike) of renewal `period`: the same draws `_on_bill` makes, so a preview agrees with the
-        invoice that follows."""
-        profile = self._subscriptions[subscription_id].profile
-        return draw_usage(self._rng("bill", subscription_id, period), profile, self.assumptions)
+        invoice that follows. Drawn once per renewal: every usage preview of the period asks again, and seeding a
+        generator was most of a preview's cost in the demo."""
+        drawn = self._drawn.get(("usage", subscription_id, period))
+        if drawn is None:
+            profile = self._subscriptions[subscription_id].profile
+            drawn = self._drawn[("usage", subscription_id, period)] = draw_usage(
+                self._rng("bill", subscription_id, period), profile, self.assumptions)
+        return drawn
 
     def _paid_history(self, subscription_id: str) -> None:
         """The three invoices a metered subscription paid before the simulation (what its usage usually costs),

@@ -189,6 +189,7 @@ class World:
         self._invoices = InvoiceBook()
         self._state: dict[str, _InvoiceState] = {}
         self._idempotent: dict[str, tuple[tuple, object]] = {}
+        self._drawn: dict[tuple, object] = {}      # what depends only on a subscription and its period (predunning.py)
 
     # -- randomness and time ----------------------------------------------------------------------------------
 

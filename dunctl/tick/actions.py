@@ -16,7 +16,7 @@ from dunctl.clock import iso
 from dunctl.effect import Outcome, Prepared, done, skipped
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
-from dunctl.irreversible import as_it_will_run
+from dunctl.irreversible import consequences
 from dunctl.ledger.receivables import statement_rows
 from dunctl.messages import (
     CasePart,
@@ -62,11 +62,11 @@ def _open_invoices(ctx: TickContext, bundle) -> list[dict]:
 
 
 def _as_it_will_run(ctx: TickContext, bundle):
-    """The case's sequence with its pause, cancellation or write-off timed as they will now run (a message names
-    the day it will happen: dunctl/irreversible.py)."""
+    """The case's pause, cancellation or write-off timed as they will now run (a message names the day it will
+    happen: dunctl/irreversible.py `as_it_will_run`), without copying the sequence."""
     zone = bundle.customer.timezone if bundle.customer else None
-    return as_it_will_run(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle), ctx.settings,
-                          ctx.now, zone)
+    return consequences(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle), ctx.settings,
+                        ctx.now, zone)
 
 
 def _update_link(ctx: TickContext, effect: Effect) -> str | None:

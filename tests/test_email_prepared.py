@@ -1,0 +1,63 @@
+"""What preparing an email skips must not change what it says (issue #25, per email CPU): the consequences a
+message names without the sequence's pydantic copies, and the three parts rendered from one shared dict."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import yaml
+from jinja2.filters import do_striptags
+from markupsafe import Markup
+
+from dunctl.config import Sequence
+from dunctl.irreversible import as_it_will_run, consequences
+from dunctl.messages import Templates, sample_context
+from dunctl.planner import Settings, StepRecord
+from dunctl.scaffold import shipped_dir
+from tests.test_planner import T0
+
+STANDARD = Sequence.model_validate(yaml.safe_load((shipped_dir() / "sequences" / "standard.yaml").read_text()))
+DONE = {"notice": StepRecord("done", 1, T0 + timedelta(minutes=30)),
+        "final-notice": StepRecord("done", 1, T0 + timedelta(days=12))}
+
+
+@pytest.mark.parametrize(("records", "days"), [({}, 1), (DONE, 13), (DONE, 40),
+                                               ({**DONE, "suspend": StepRecord("done", 1, T0 + timedelta(days=21))}, 22),
+                                               ({**DONE, "suspend": StepRecord("skipped", 0, None)}, 22)])
+def test_the_consequences_a_message_names_are_as_it_will_run_times_them(records, days):
+    now, settings = T0 + timedelta(days=days), Settings(timezone="America/New_York")
+    full = as_it_will_run(STANDARD, T0, records, settings, now, "Asia/Tokyo")
+    light = consequences(STANDARD, T0, records, settings, now, "Asia/Tokyo")
+    assert [(s.id, s.action, s.at) for s in light.steps] == \
+        [(s.id, s.action, s.at) for s in full.steps if s.action in ("pause_subscription", "cancel_subscription")]
+
+
+@pytest.mark.parametrize("locale", ["en", "ja"])
+def test_an_emails_parts_are_what_jinja_renders_of_each_alone(tmp_path, locale):
+    # One dict of globals and context is shared by the subject, text and HTML: a part's own `set` must not reach
+    # another part, and every part must read what Jinja's own render would give it.
+    (tmp_path / "t").mkdir()
+    for file in (shipped_dir() / "sequences" / "templates").glob("*.j2"):
+        (tmp_path / "t" / file.name).write_bytes(file.read_bytes())
+    suffix = "" if locale == "en" else f"{locale}."
+    (tmp_path / "t" / f"payment-failed.{suffix}subject.j2").write_text("{% set company = 'Leaked' %}{{ company }}")
+    templates = Templates.for_dir(tmp_path / "t")
+    context = sample_context("Acme", "card_soft", locale=locale)
+    subject, text, html = templates.render_email("payment-failed", context)
+    alone = {part: templates.env.get_template(f"payment-failed.{suffix}{part}.j2").render(context)
+             for part in ("txt", "html")}
+    assert subject == "Leaked"
+    assert "Leaked" not in text + html and "Acme" in html
+    if locale == "en":   # the Japanese parts also lose the gaps between Japanese words (templates.py)
+        assert (text, html) == (alone["txt"], alone["html"])
+
+
+@pytest.mark.parametrize("text", [
+    "<p>Hi Ada,</p>\n<p>We tried   to collect <strong>$49.00</strong> &amp; failed.</p>", "no tags at all &eacute;",
+    "a < b and c > d", "<a <b>c</b>", "unclosed <tag", "<!-- a comment <b> --> kept <i>x</i>", "<!-- unclosed <b>x</b>",
+    "x<br/>y\t\tz", "", "<p>&lt;not a tag&gt;</p>", "<<>>"])
+def test_the_striptags_filter_answers_as_jinjas(tmp_path, text):
+    striptags = Templates(tmp_path).env.filters["striptags"]
+    assert striptags(text) == do_striptags(text)
+    assert striptags(Markup(text)) == do_striptags(Markup(text))
