@@ -59,13 +59,14 @@ def demo_env(cache: Path) -> dict:
     return env
 
 
-def demo_cpu(customers: int, days: int, seed: int, cache: Path = SCRATCH / "cache") -> tuple[float, dict]:
+def demo_cpu(customers: int, days: int, seed: int, cache: Path = SCRATCH / "cache",
+             follow_up: int = DEFAULT_FOLLOW_UP_DAYS) -> tuple[float, dict]:
     """(user + sys CPU of one `dunctl demo` process, its outcome)."""
     SCRATCH.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run([str(DUNCTL), "demo", str(Path(scratch) / "demo"), "--customers", str(customers),
-                               "--days", str(days), "--follow-up", str(DEFAULT_FOLLOW_UP_DAYS), "--seed", str(seed),
+                               "--days", str(days), "--follow-up", str(follow_up), "--seed", str(seed),
                                "--json"],
                               capture_output=True, text=True, check=True, env=demo_env(cache))
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=DEFAULT_DEMO_DAYS)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--follow-up", type=int, default=DEFAULT_FOLLOW_UP_DAYS,
+                        help="days followed after billing stops (the test's small run: 0, else 35 days of ticks)")
     parser.add_argument("--big", type=int, default=3000, help="customers of the one large run (0: none)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--calibrate", action="store_true")
@@ -121,11 +124,11 @@ def main() -> None:
     # one-day demo first caches dunctl's bytecode, so that the first run's figure is the templates' alone.
     SCRATCH.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=SCRATCH) as empty, tempfile.TemporaryDirectory(dir=SCRATCH) as other:
-        demo_cpu(1, 1, args.seed, cache=Path(other))
-        cold, _ = demo_cpu(args.customers, args.days, args.seed, cache=Path(empty))
+        demo_cpu(1, 1, args.seed, cache=Path(other), follow_up=0)
+        cold, _ = demo_cpu(args.customers, args.days, args.seed, cache=Path(empty), follow_up=args.follow_up)
     outcome, cpus = None, []
     for _ in range(args.runs):
-        cpu, outcome = demo_cpu(args.customers, args.days, args.seed)
+        cpu, outcome = demo_cpu(args.customers, args.days, args.seed, follow_up=args.follow_up)
         cpus.append(cpu)
     print(f"dunctl demo: {args.customers} customers x {args.days} days = {outcome['ticks']} ticks, "
           f"{outcome['invoices_billed']} invoices, {outcome['failed_invoices']} cases, {outcome['actions']} actions, "
@@ -135,7 +138,7 @@ def main() -> None:
           f"goal <= {DEFAULT_GOAL:g} s at 500 customers, the default days: {'met' if median <= DEFAULT_GOAL else 'MISSED'}"
           f"; a first run, compiling its templates: {cold:.2f} s")
     if args.big:
-        cpu, outcome = demo_cpu(args.big, args.days, args.seed)
+        cpu, outcome = demo_cpu(args.big, args.days, args.seed, follow_up=args.follow_up)
         print(f"dunctl demo --customers {args.big}: {outcome['failed_invoices']} cases, "
               f"{outcome['notices_sent']} notices; CPU {cpu:.2f} s, goal <= {BIG_GOAL:g} s at 3,000: "
               f"{'met' if cpu <= BIG_GOAL else 'MISSED'} ({cpu / median:.1f}x the default size for "

@@ -118,7 +118,8 @@ def landed(fake) -> Counter:
 
 
 def run_world(tmp_path, fake, faults: float, seed_: int, aim: frozenset[int] = frozenset()) -> dict:
-    """The same account and the same 20 days of ticks every 3 hours, with a share of Stripe's answers (any
+    """The same account and the same 20 days of ticks every 6 hours (every 3 showed it no better, at 1.5x the CPU;
+    the faults still land on 11 retries, 19 other writes and 47 reads), with a share of Stripe's answers (any
     request, one at a time) turned into 429s and 500s; and in half of the ticks `aim` names (those that wrote in
     the fault-free world) a burst on dunctl's writes long enough to fail the call, dropped with the tick if it did
     not write. Returns what the ledger ended up with, the hours that wrote, and where the faults landed."""
@@ -130,7 +131,7 @@ def run_world(tmp_path, fake, faults: float, seed_: int, aim: frozenset[int] = f
     fake.set_now(T0)
     invoices = [fake.fail_invoice(at=T0, email=f"c{i}@example.com", amount=1000 + i) for i in range(6)]
     wrote = set()
-    for hour in range(1, 20 * 24, 3):
+    for hour in range(1, 20 * 24, 6):
         now = T0 + timedelta(hours=hour)
         fake.set_now(now)
         if hour == 49:
