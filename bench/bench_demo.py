@@ -116,6 +116,7 @@ def main() -> None:
         one_run(args.customers, args.days, args.seed)
         profile.disable()
         pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+        SCRATCH.mkdir(exist_ok=True)
         profile.dump_stats(str(SCRATCH / "demo.prof"))
         return
 

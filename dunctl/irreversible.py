@@ -142,7 +142,7 @@ def message_truth(step: Step, case: CaseSnapshot, sequence: Sequence, records: d
             if gave_up:
                 return Decision(step, due, SKIP, f"tells of '{before.id}', which did not happen ({status})")
             if status not in done:
-                return Wait(step, None, f"tells of '{before.id}', which has not happened yet")
+                return Wait(step, None, f"tells of '{before.id}', which has not happened yet", on_own_steps=True)
         elif not gave_up and status not in done and status != "unknown" \
                 and not _will_not_happen(before, case, sequence, records, settings):
             return Wait(step, None, f"announces '{step.announces}', which comes after '{before.id}': that first")

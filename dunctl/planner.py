@@ -80,7 +80,8 @@ def plan(case: CaseSnapshot, sequence: Sequence, records: dict[str, StepRecord],
             result.decisions.append(held)
         elif held is not None:
             result.waiting.append(held)
-            upcoming.append((held.until or now + settings.action_retry_after, step.id))
+            if held.until is not None or not held.on_own_steps:
+                upcoming.append((held.until or now + settings.action_retry_after, step.id))
         else:
             eligible.append((Decision(step, due, RUN), retrying))
     result.decisions.extend(_catch_up(eligible, settings, now))
@@ -119,7 +120,7 @@ def _hold(step: Step, index: int, case: CaseSnapshot, sequence: Sequence, record
     if step.action == "close":
         pending = [s.id for s in sequence.steps[:index] if _unfinished(records.get(s.id), settings)]
         if pending:
-            return Wait(step, None, f"waits for {', '.join(pending)}")
+            return Wait(step, None, f"waits for {', '.join(pending)}", on_own_steps=True)
     return None
 
 

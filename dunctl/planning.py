@@ -87,6 +87,11 @@ class Wait:
     step: Step
     until: datetime | None
     reason: str
+    # Held only by this case's own steps (one not finished yet): what ends the wait is one of them being recorded,
+    # which happens in a tick that plans the case again after its effects (or in `case resolve`, which schedules
+    # it), and each of those steps is timed on its own. So the case is not polled for it every
+    # `action_retry_after` (about 500 of the demo's plans only said it still waited).
+    on_own_steps: bool = False
 
 
 @dataclass

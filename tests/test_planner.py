@@ -257,14 +257,14 @@ SUSPENSIONS = [
     # records, now, expected verdicts, expected next step (and why it waits)
     # a backlog adopted on day 25: the customer was never told, so the latest message goes out and the
     # suspension waits 3 days after it (until day 28); the message telling of the suspension waits for it, and is
-    # looked at again first
-    ({}, "25d", [("notice", MISSED), ("final", RUN)], "suspended"),
+    # not looked at again before it (only the suspension being recorded ends that wait: issue #25)
+    ({}, "25d", [("notice", MISSED), ("final", RUN)], "suspend"),
     # told on day 25 (final notice), now the end of day 28 (the deadline it named: T0 is 14:00 UTC): suspend
-    # runs, the announcement still waits for it to happen
+    # runs, the announcement still waits for it to happen (the tick plans the case again after its effects)
     ({"notice": StepRecord("missed"), "final": StepRecord("done", 1, T0 + timedelta(days=25))}, "28d10h",
-     [("suspend", RUN)], "suspended"),
+     [("suspend", RUN)], "cancel"),
     # the normal course: told on day 0, suspension at the end of day 21, then its announcement
-    (TOLD | {"final": StepRecord("done", 1, T0 + timedelta(days=12))}, "21d10h", [("suspend", RUN)], "suspended"),
+    (TOLD | {"final": StepRecord("done", 1, T0 + timedelta(days=12))}, "21d10h", [("suspend", RUN)], "cancel"),
     (TOLD | {"final": StepRecord("done"), "suspend": StepRecord("done", 1, T0 + timedelta(days=21))}, "21d1h",
      [("suspended", RUN)], "cancel"),
     # a suspension that did not happen is never announced
@@ -280,6 +280,21 @@ def test_suspension_needs_notice_and_is_announced_only_once_it_happened(records,
     result = plan(case(), SUSPEND, records, Settings(grace=timedelta(days=1)), parse_offset(now).after(T0))
     assert verdicts(result) == expected
     assert result.next_step == next_step
+
+
+def test_a_step_held_only_by_the_cases_own_steps_is_not_polled():
+    """The close step waits for the suspension and the message telling of it; that message waits for the
+    suspension, which waits for its notice (until the end of day 28). Neither wait can end before a step of the
+    case is recorded, so the case is next due for the suspension, not every `action_retry_after` (issue #25)."""
+    from dunctl.offsets import parse_offset
+
+    sequence = seq(("notice", "30m", "email"), ("final", "12d", "email"), ("suspend", "21d", "pause_subscription"),
+                   ("suspended", "21d", "email"), ("close", "22d", "close"))
+    now = parse_offset("25d").after(T0)
+    result = plan(case(), sequence, {"notice": StepRecord("missed"), "final": StepRecord("done", 1, now)},
+                  Settings(grace=timedelta(days=1)), now)
+    assert {w.step.id for w in result.waiting} == {"suspend", "suspended", "close"}
+    assert result.next_step == "suspend" and result.next_due_at > now + timedelta(days=2)
 
 
 def test_a_customer_who_can_never_be_told_is_never_suspended():

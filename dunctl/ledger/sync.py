@@ -194,6 +194,9 @@ class SyncStore(Store):
     def mark_signal_applied(self, signal_id: int) -> None:
         self.conn.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
 
+    def any_pending_invoice(self) -> bool:
+        return self.conn.execute("SELECT EXISTS (SELECT 1 FROM invoices WHERE pending = 1)").fetchone()[0] == 1
+
     def pending_invoices(self) -> list[tuple[InvoiceRecord, int | None]]:
         """Invoices changed since cases were last reconciled, each with its case id (None: no case yet)."""
         rows = list(self.rows("""SELECT i.*, c.id AS case_id FROM invoices i LEFT JOIN cases c ON c.invoice_id = i.id

@@ -87,7 +87,7 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
     if not bring_coming_due(ctx):       # one statement when nothing waits
         return False
     signals = ledger.sync.pending_signals()
-    if not signals and not ledger.sync.pending_invoices():
+    if not signals and not ledger.sync.any_pending_invoice():   # reconcile_invoices reads them, once
         return False
     from dunctl import adoption   # lazy: see dunctl/lazy.py
     from dunctl.tick import changes as case_changes   # lazy: see dunctl/lazy.py
