@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -239,6 +240,21 @@ def _fast(ledger: Ledger) -> Ledger:
     return ledger
 
 
+@contextmanager
+def worked_in_memory(path: Path) -> Iterator[Ledger]:
+    """The simulated ledger at `path`, worked in memory and written to the file once, when the run ends (SQLite's
+    backup API). Its thousands of ticks then commit without a file write and a lock each: about a quarter of the
+    demo's system time and half of what the file cost. Like `_fast`, only for a ledger rebuilt by re-running: a
+    run that fails leaves the file as migrated, with no history."""
+    with Ledger.open(path) as file:
+        ledger = _fast(file.snapshot_in_memory())
+        try:
+            yield ledger
+            ledger.conn.backup(file.conn)
+        finally:
+            ledger.close()
+
+
 def simulate_config(config: Config, ledger: Ledger, channels: ChannelSet, *, name: str, customers: int, seed: int,
                     start: datetime, billing_days: int, follow_up_days: int = 0,
                     preset: str = DEFAULT_PRESET, assumptions: Assumptions | None = None,
@@ -339,9 +355,8 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = DEFAULT_DEMO_
     directory = Path(directory)
     config_path = prepare_demo(directory, config)
     loaded = load_config(config_path)
-    ledger = _fast(Ledger.open(loaded.ledger_path))
     end = start + timedelta(days=days + follow_up_days)
-    try:
+    with worked_in_memory(loaded.ledger_path) as ledger:
         ledger.set_state("simulation", {"seed": seed, "customers": customers, "preset": preset, "start": iso(start),
                                         "end": iso(end)})
         outcome, driver = simulate_config(loaded, ledger, DemoChannels(loaded, {}), name="demo",
@@ -356,8 +371,6 @@ def run_demo(directory: Path, *, customers: int = 500, days: int = DEFAULT_DEMO_
         net_terms_example = _example_case(ledger, net_terms=True)
         headline = report_headline(ledger, driver.last_tick or end)
         receivables = receivables_section(ledger, driver.last_tick or end)
-    finally:
-        ledger.close()
     outbox = loaded.base_dir / (loaded.file.channels.email.dir if loaded.file.channels.email else "outbox")
     return DemoResult(directory.resolve(), config_path.resolve(), loaded.ledger_path, outbox.resolve(), seed,
                       start, end, outcome, headline, example, driver.last_tick, preset, holdout, follow_up_days,
@@ -468,14 +481,11 @@ def run_simulation(sources: list[Path], work: Path, *, customers: int = 1000, da
         ledger_path = work / f"{i + 1:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.db"
         for stale in (ledger_path, Path(f"{ledger_path}-wal"), Path(f"{ledger_path}-shm")):
             stale.unlink(missing_ok=True)
-        ledger = _fast(Ledger.open(ledger_path))
-        try:
+        with worked_in_memory(ledger_path) as ledger:
             step = (lambda done, total, now, name=name: progress(name, done, total)) if progress else None
             outcome, _ = simulate_config(config, ledger, RecordingChannels(config, {}), name=name,
                                          customers=customers, seed=seed, start=start, billing_days=days,
                                          follow_up_days=follow_up_days, preset=preset, assumptions=assumptions,
                                          progress=step, tick_every=tick_every)
-        finally:
-            ledger.close()
         result.outcomes.append(outcome)
     return result
