@@ -49,3 +49,24 @@ def test_bench_report_runs_to_its_last_check_with_churn_against_the_book():
     assert "rollups == raw scan: True" in out
     assert re.search(r"check: 300 failed, .* churn \d+/\d+ \(subscriptions in the ledger", out), out
     assert "write cost: ending a case" in out
+
+
+def test_bench_tick_prints_the_idle_ratio_and_the_cost_per_email_next_to_doing_it_by_hand():
+    out = run("bench_tick.py", "--small", "50", "--large", "200", "--due", "20", "--runs", "1")
+    assert re.search(r"ratio large/small: \d+\.\d\dx time, \d+\.\d\dx work \(goal <= 2x\)", out), out
+    # the reference is written without dunctl's code: Jinja, Babel and the standard library's email package
+    assert re.search(r"median of 1: \d+\.\d\d ms CPU per email \(goal <= 0\.5 ms; .*\); by hand \d+\.\d\d ms "
+                     r"\(\d+\.\d\d ms user; \d+\.\d\dx\), of which the file system", out), out
+    assert "by hand (Jinja + Babel + stdlib email, no ledger)" in out
+
+
+def test_bench_startup_prints_the_idle_tick_next_to_its_goal():
+    out = run("bench_startup.py", "--repeat", "1")
+    assert re.search(r"idle tick: \d\.\d{3} s CPU, goal <= 0\.25 s: (met|NOT met)", out), out
+
+
+def test_bench_suite_counts_the_cpu_of_the_tests_it_runs():
+    out = run("bench_suite.py", "tests/test_mime_lines.py")
+    assert re.search(r"tests: \d+ passed", out), out
+    assert re.search(r"suite CPU: \d+\.\d s \(\d+\.\d user \+ \d+\.\d sys\) for tests/test_mime_lines\.py; the goal "
+                     r"\(<= 180 s\) is for the whole suite", out), out
