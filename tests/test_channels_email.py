@@ -279,7 +279,7 @@ def test_a_timeout_or_drop_after_the_body_is_uncertain_not_failed(behaviour, exp
         started = time.monotonic()
         with pytest.raises(DeliveryUncertain) as caught:
             send(transport)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4      # the server holds it for 10 s
     assert len(server.received) == 1                              # the server has the message: it may be queued
     assert expected in caught.value.message and "Message-ID <dunctl." in caught.value.message
     assert "case resolve" in caught.value.hint
@@ -301,7 +301,7 @@ def test_a_server_dripping_one_byte_at_a_time_cannot_hold_a_send_past_its_timeou
         started = time.monotonic()
         with pytest.raises(ChannelError, match="did not answer within 0.5s") as caught:
             send(bad_transport(server))
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 3      # the drip would go on for 20 minutes
     assert not isinstance(caught.value, DeliveryUncertain)
 
 

@@ -78,7 +78,7 @@ def test_the_timeout_comes_from_the_config(http_receiver):
     started = time.monotonic()
     with pytest.raises(DeliveryUncertain, match="within 0.3s"):
         slow.post("x", None, "k")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3      # the default timeout is 10 s
 
 
 def test_customer_text_never_becomes_a_mention_or_a_link(http_receiver):

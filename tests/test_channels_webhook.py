@@ -125,7 +125,7 @@ def test_a_dripping_or_resetting_receiver_is_uncertain_within_the_timeout(behavi
         started = time.monotonic()
         with pytest.raises(DeliveryUncertain, match=expected):
             transport.post("e", {}, "k", NOW)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 3      # the drip would go on for minutes
     assert len(server.received) == 1
 
 
@@ -195,5 +195,5 @@ def test_a_name_lookup_that_hangs_cannot_hold_a_post_past_its_timeout(monkeypatc
     started = time.monotonic()
     with pytest.raises(ChannelError, match="could not connect within 0.3s") as caught:
         transport.post("e", {}, "k", NOW)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 2.5    # the resolver takes 5 s
     assert not isinstance(caught.value, DeliveryUncertain)     # nothing left

@@ -124,13 +124,14 @@ def test_a_stripe_that_never_answers_costs_a_tick_its_budget_not_minutes(tmp_pat
         started = time.monotonic()
         process = dunctl_process(config, "tick", "--now", at("2d1h").isoformat(), env=env)   # retry-1 is due
         try:
-            _, stderr = process.communicate(timeout=8)
+            _, stderr = process.communicate(timeout=12)
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
-            raise AssertionError("the tick outlived its 2 s budget by more than 6 s") from None
+            raise AssertionError("the tick outlived its 2 s budget by more than 10 s") from None
         elapsed = time.monotonic() - started
-    assert process.returncode == 1 and elapsed < 5.5, (process.returncode, elapsed, stderr)
+    # a loaded machine starts the process slowly; without the budget it took minutes (80 s a request)
+    assert process.returncode == 1 and elapsed < 8, (process.returncode, elapsed, stderr)
     assert "sync failed" in stderr and "Traceback" not in stderr
     ledger = Ledger.open(tmp_path / "dunctl.db")
     try:
