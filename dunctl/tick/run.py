@@ -358,7 +358,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
     gives back what it claimed and returns (result.interrupted). `deadline` (time.monotonic()) ends its budget;
     None: `dunning.tick_budget` from now."""
     if dry_run:
-        return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale, adopt)
+        return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale, adopt, deadline)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
     with ledger.tick_lock():
         last_tick = ledger.last_tick_at()
@@ -442,11 +442,11 @@ def _follow_ups(ctx: TickContext, result: TickResult) -> None:
 
 def _dry_tick(ledger: Ledger, config: Config, gateway: Gateway | None, now: datetime, sync: bool,
               progress: Callable[[SyncResult], None] | None, accept_stale: bool = False,
-              adopt: bool = False) -> TickResult:
+              adopt: bool = False, deadline: float | None = None) -> TickResult:
     copy = ledger.snapshot_in_memory()
     try:
         ctx = TickContext(copy, config, ReadOnlyGateway(gateway) if gateway else None, None, now, mode=DRY_RUN,
-                          adopt=adopt, prepare_case=prepare_case)
+                          adopt=adopt, prepare_case=prepare_case, deadline=deadline)
         result = TickResult(now=now, dry_run=True, mode=DRY_RUN)
         _tick(ctx, result, ctx.gateway, sync, progress, accept_stale)
         return result
