@@ -11,8 +11,8 @@ from jinja2.filters import do_striptags
 from markupsafe import Markup
 
 from dunctl.config import Sequence
-from dunctl.irreversible import as_it_will_run, consequences
-from dunctl.messages import Templates, sample_context
+from dunctl.irreversible import as_it_will_run, consequences, consequences_as_read
+from dunctl.messages import StepsAsRead, Templates, consequence, sample_context
 from dunctl.planner import Settings, StepRecord
 from dunctl.scaffold import shipped_dir
 from tests.test_planner import T0
@@ -31,6 +31,18 @@ def test_the_consequences_a_message_names_are_as_it_will_run_times_them(records,
     light = consequences(STANDARD, T0, records, settings, now, "Asia/Tokyo")
     assert [(s.id, s.action, s.at) for s in light.steps] == \
         [(s.id, s.action, s.at) for s in full.steps if s.action in ("pause_subscription", "cancel_subscription")]
+
+
+@pytest.mark.parametrize(("records", "days"), [({}, 1), (DONE, 13), (DONE, 40)])
+def test_the_consequences_worked_out_as_read_are_the_same_however_often_and_far_they_are_read(records, days):
+    # A message's context reads the first consequence still ahead, and reads it again when it is re-formatted for
+    # the template's own locale; an escalation may read them all.
+    now, settings = T0 + timedelta(days=days), Settings(timezone="America/New_York")
+    full = consequences(STANDARD, T0, records, settings, now, "Asia/Tokyo")
+    as_read = StepsAsRead(consequences_as_read(STANDARD, T0, records, settings, now, "Asia/Tokyo"))
+    assert consequence(as_read, T0, now) == consequence(full, T0, now)
+    assert consequence(as_read, T0, now) == consequence(full, T0, now)
+    assert list(as_read.steps) == list(full.steps) == list(as_read.steps)
 
 
 @pytest.mark.parametrize("locale", ["en", "ja"])

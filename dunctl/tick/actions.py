@@ -16,11 +16,12 @@ from dunctl.clock import iso
 from dunctl.effect import Outcome, Prepared, done, skipped
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
-from dunctl.irreversible import consequences
+from dunctl.irreversible import consequences_as_read
 from dunctl.ledger.receivables import statement_rows
 from dunctl.messages import (
     CasePart,
     MessageContext,
+    StepsAsRead,
     build_context,
     escalation_for_customer,
     escalation_text,
@@ -65,8 +66,8 @@ def _as_it_will_run(ctx: TickContext, bundle):
     """The case's pause, cancellation or write-off timed as they will now run (a message names the day it will
     happen: dunctl/irreversible.py `as_it_will_run`), without copying the sequence."""
     zone = bundle.customer.timezone if bundle.customer else None
-    return consequences(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle), ctx.settings,
-                        ctx.now, zone)
+    return StepsAsRead(consequences_as_read(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle),
+                                            ctx.settings, ctx.now, zone))
 
 
 def _update_link(ctx: TickContext, effect: Effect) -> str | None:
