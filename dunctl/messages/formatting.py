@@ -42,7 +42,7 @@ def sequence_of(case: dict, sequence):
 
 def format_context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
                    preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True,
-                   account: str | None = None) -> dict:
+                   account: str | None = None, contacts: list[str] | None = None) -> dict:
     lang, code = _locale(tag, default_locale)
     first = parts[0]
     try:
@@ -107,7 +107,7 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         "language": lang,
         "customer": {"id": first.case["customer_id"], **who,
                      "email": current_email(customer, first.invoice), "locale": preferred,
-                     "billing_contacts": billing_contacts(customer, first.invoice)},
+                     "billing_contacts": billing_contacts(customer, first.invoice) if contacts is None else contacts},
         "invoices": invoices,
         "count": len(invoices),
         "totals": [{"currency": c, "amount": format_money(v, c, code)} for c, v in sorted(totals.items())],

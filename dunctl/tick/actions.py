@@ -41,7 +41,7 @@ if TYPE_CHECKING:   # a case's effects (tick/effects.py) load this registry when
 
 
 def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = (),
-             reason_shown: bool = True) -> dict:
+             reason_shown: bool = True, contacts: list[str] | None = None) -> dict:
     """What the templates see: this case (and, for one message covering several, the customer's other cases in
     the same currency), in the customer's language, with the case's own sequence for the final notice's date."""
     b = effect.bundle
@@ -55,7 +55,7 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
                          sequence=_as_it_will_run(ctx, b),
                          default_locale=sender.locale, timezone=sender.timezone, also=parts,
                          reason_shown=reason_shown, account=ctx.config.file.stripe.account,
-                         open_invoices=_open_invoices(ctx, b))
+                         open_invoices=_open_invoices(ctx, b), contacts=contacts)
 
 
 def _open_invoices(ctx: TickContext, bundle) -> list[dict]:
@@ -99,7 +99,9 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     if not found.to:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
     context = _with_pause(_context(ctx, lead, _update_link(ctx, lead), also=effects[1:],
-                                   reason_shown=_to_payer_only(step)), effects, _sent(ctx, effects))
+                                   reason_shown=_to_payer_only(step),
+                                   contacts=list(found.to) if _to_billing_contacts(step) else None),
+                          effects, _sent(ctx, effects))
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
@@ -113,6 +115,12 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
 
     return Prepared(f"email {step.template} to {', '.join(found.all)}: {subject}{note}", deliver,
                     recipient=", ".join(found.all), subject=subject)
+
+
+def _to_billing_contacts(step) -> bool:
+    """Whether the step's recipients are exactly the customer's billing contacts (the context's
+    `customer.billing_contacts`, resolved once for both)."""
+    return not step.cc and as_list(step.to) in ([], ["billing_contact"])
 
 
 def _to_payer_only(step) -> bool:
