@@ -73,3 +73,21 @@ def test_the_striptags_filter_answers_as_jinjas(tmp_path, text):
     striptags = Templates(tmp_path).env.filters["striptags"]
     assert striptags(text) == do_striptags(text)
     assert striptags(Markup(text)) == do_striptags(Markup(text))
+
+
+# What the HTML frame computed with filters before `preheader_of` (dunctl/messages/templates.py) replaced them.
+FILTERS = ('{% set parts = body.split("</p>", 1) %}'
+           '{% set preheader = (parts[1] if parts|length > 1 else parts[0])|striptags %}'
+           '{% set replied = mark in (preheader|lower) or (parts|length > 1 and mark in (parts[0]|striptags|lower)) %}'
+           '{{ preheader }}|{{ replied }}')
+
+
+@pytest.mark.parametrize("body", [
+    "<p>Hi Ada,</p>\n<p>We tried to collect <strong>$49.00</strong>.</p>", "<p>Hi Ada, just reply!</p><p>Paid?</p>",
+    "<p>Hi,</p><p>Questions? REPLY here &amp; now</p>", "no paragraph, reply", "no paragraph at all",
+    "<p>one</p>", "<!-- c --><p>Hi</p><p>x <b>reply</b></p>", "<p>a</p>b</p>c"])
+def test_the_frames_preheader_is_what_its_filters_gave(tmp_path, body):
+    templates = Templates(tmp_path)
+    mark = "reply"
+    text, replied = templates.env.globals["preheader_of"](Markup(body), mark)
+    assert f"{text}|{replied}" == templates.env.from_string(FILTERS).render(body=Markup(body), mark=mark)

@@ -85,6 +85,7 @@ class Templates:
         )
         self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
         self.env.filters["striptags"] = _striptags
+        self.env.globals["preheader_of"] = preheader_of
 
     def file(self, name: str, kind: str, suffix: str = "") -> Path:
         return self.directory / _filename(name, kind, suffix)
@@ -293,6 +294,16 @@ def _striptags(value) -> str:
     if "<!--" in value:
         return Markup(value).striptags()
     return html_unescape(" ".join(_TAG.sub("", value).split()))
+
+
+def preheader_of(body, mark: str) -> tuple[str, bool]:
+    """The HTML frame's preheader (`_mail.html.j2`): the text of the body after its greeting (the first paragraph),
+    or of all of it when it has one paragraph; and whether the body already invites a reply: the language's `mark`
+    in that text or in the greeting's, lower-cased. What the frame worked out with `split`, `striptags` and `lower`
+    filters, each a call through the sandbox."""
+    greeting, closed, rest = str(body).partition("</p>")
+    text = _striptags(rest if closed else greeting)
+    return text, mark in text.lower() or bool(closed) and mark in _striptags(greeting).lower()
 
 
 def _filename(name: str, kind: str, suffix: str = "") -> str:
