@@ -163,6 +163,11 @@ class Ledger:
         """Take the ledger's tick lock or raise LockHeld. The lock is the kernel's, on the ledger file itself:
         a tick that crashes releases it with its process."""
         if self._file_fd is None:
+            # A ledger in memory (a simulation's, a dry run's copy) is this process's alone: nobody else can write
+            # its state, so it is kept as under the lock. A read-only connection on a file is not: the cron tick
+            # may write the file under it.
+            if self.path is None:
+                self._locked, self._states = True, None
             return
         try:
             fcntl.flock(self._file_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -174,9 +179,9 @@ class Ledger:
 
     def release_tick_lock(self) -> None:
         self._states = None
-        if self._locked:
+        if self._locked and self._file_fd is not None:
             fcntl.flock(self._file_fd, fcntl.LOCK_UN)
-            self._locked = False
+        self._locked = False
 
     @contextmanager
     def tick_lock(self) -> Iterator[None]:
