@@ -45,11 +45,9 @@ __all__ = ["ENDED_STATES", "OPEN_STATES", "SCHEMA", "CaseStore", "Ledger", "Noti
 def apply_migrations(conn: sqlite3.Connection) -> None:
     """Every pending migration. sqlite-utils (40 ms to import) loads here, only when one is pending: an idle
     tick on an up-to-date ledger never needs it."""
-    from sqlite_utils import Database   # lazy: see dunctl/lazy.py
+    from dunctl.ledger.migrations import ScriptDatabase, migrations   # lazy: see dunctl/lazy.py
 
-    from dunctl.ledger.migrations import migrations   # lazy: see dunctl/lazy.py
-
-    migrations.apply(Database(conn))
+    migrations.apply(ScriptDatabase(conn))
 
 
 class Ledger:
