@@ -703,6 +703,14 @@ def m113_recvfix_payment_time(db: Database) -> None:
     _add_columns(db, "invoices", "amount_paid_at TEXT")
 
 
+@migrations()
+def m114_notices3_plan_basis(db: Database) -> None:
+    """`subscriptions.notices_basis`: what the subscription's last notice planning rested on (the notices config's
+    digest and the usage notices it called for), NULL once sync changes a fact the planner reads. A usage look
+    whose preview calls for the same usage notices then writes only the preview (dunctl/notices/run.py)."""
+    _add_columns(db, "subscriptions", "notices_basis TEXT")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
