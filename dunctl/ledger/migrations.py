@@ -705,9 +705,9 @@ def m113_recvfix_payment_time(db: Database) -> None:
 
 @migrations()
 def m114_notices3_plan_basis(db: Database) -> None:
-    """`subscriptions.notices_basis`: what the subscription's last notice planning rested on (the notices config's
-    digest and the usage notices it called for), NULL once sync changes a fact the planner reads. A usage look
-    whose preview calls for the same usage notices then writes only the preview (dunctl/notices/run.py)."""
+    """`subscriptions.notices_basis`: a digest of the (kind, object, period, offset) of every notice the
+    subscription's last planning called for (dunctl/notices/run.py). A planning that calls for the same notices
+    writes nothing but when to plan again (and a usage preview fetched for it)."""
     _add_columns(db, "subscriptions", "notices_basis TEXT")
 
 

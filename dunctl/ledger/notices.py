@@ -31,14 +31,13 @@ class NoticeStore(Store):
     def apply_batch(self, batch: SyncBatch, now: datetime) -> None:
         """What pre-dunning keeps from a sync batch (billing terms, default payment methods), and which
         subscriptions must have their notices planned again: those changed, and those of a changed customer or
-        card. Call inside the batch's transaction, after apply_batch. Their `notices_basis` goes: their next planning
-        is a whole one, never the usage look's short path (dunctl/notices/run.py)."""
+        card. Call inside the batch's transaction, after apply_batch."""
         due = iso(now)
         for s in batch.subscriptions:
             self.conn.execute(
                 """UPDATE subscriptions SET current_period_start = ?, current_period_end = ?,
                      default_payment_method = ?, interval = ?, amount = ?, currency = ?, cancel_at_period_end = ?,
-                     notices_due_at = ?, notices_basis = NULL WHERE id = ?""",
+                     notices_due_at = ? WHERE id = ?""",
                 [iso(s.current_period_start), iso(s.current_period_end), s.default_payment_method_id, s.interval,
                  s.amount, s.currency, int(s.cancel_at_period_end), due, s.id])
         customers = {c.id for c in batch.customers}
@@ -48,8 +47,7 @@ class NoticeStore(Store):
         customers |= {m.customer_id for m in batch.payment_methods if m.customer_id}
         customers |= {s.customer_id for s in batch.signals if s.customer_id and s.kind != "dispute"}
         for customer_id in customers:
-            self.conn.execute("UPDATE subscriptions SET notices_due_at = ?, notices_basis = NULL WHERE customer_id = ?",
-                              [due, customer_id])
+            self.conn.execute("UPDATE subscriptions SET notices_due_at = ? WHERE customer_id = ?", [due, customer_id])
 
     def subject(self, subscription_id: str) -> dict | None:
         """A subscription with its customer and the card its next payment will use (its own default, else the
@@ -77,11 +75,14 @@ class NoticeStore(Store):
     def plan(self, *, kind: str, object_id: str, period: str, offset: str, customer_id: str,
                     subscription_id: str | None, due_at: datetime, now: datetime, key: str, data: dict,
                     status: str = "pending", detail: str | None = None) -> bool:
-        """Add a notice unless its (kind, object, period, offset) exists. False when it already did."""
+        """Add a notice unless its (kind, object, period, offset) exists. False when it already did. (Not by a
+        planning: the subscription's next planning writes what it calls for, whatever its last one did.)"""
         before = self.conn.total_changes
         self.plan_many([(subscription_id, customer_id, _Plan(kind, object_id, period, offset, due_at, key, data,
                                                               status, detail))], now)
-        return self.conn.total_changes > before
+        added = self.conn.total_changes > before
+        self.conn.execute("UPDATE subscriptions SET notices_basis = NULL WHERE id = ?", [subscription_id])
+        return added
 
     def plan_many(self, planned: list[tuple], now: datetime) -> None:
         """plan() for many: (subscription id, customer id, plan), the plan with the attributes of a
@@ -128,8 +129,8 @@ class NoticeStore(Store):
     def planned(self, subscriptions: list[tuple[str, datetime | None, dict | None, str | None]],
                 now: datetime) -> None:
         """Each subscription planned: (id, when it is planned again (None: when sync changes it), the usage
-        preview fetched for it now, or None, what the planning rested on (its notices_basis)), one statement for
-        all."""
+        preview fetched for it now, or None, the digest of the notices it called for (notices_basis)), one statement
+        for all."""
         self.conn.executemany(
             "UPDATE subscriptions SET notices_due_at = ?, usage_checked_at = COALESCE(?, usage_checked_at), "
             "usage_preview = COALESCE(?, usage_preview), notices_basis = ? WHERE id = ?",
@@ -137,8 +138,8 @@ class NoticeStore(Store):
               subscription_id) for subscription_id, at, preview, basis in subscriptions])
 
     def forget_bases(self) -> None:
-        """Every subscription's next planning is a whole one (notices reopened on the switch to live may be ones
-        a planning cancels)."""
+        """Every subscription's next planning writes what it calls for (notices reopened on the switch to live may
+        be ones it cancels)."""
         self.conn.execute("UPDATE subscriptions SET notices_basis = NULL WHERE notices_basis IS NOT NULL")
 
     def get(self, notice_id: int) -> dict | None:

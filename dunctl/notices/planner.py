@@ -273,60 +273,20 @@ def projected_charge(preview: dict, at: datetime, min_elapsed: int) -> tuple[int
     return amount + max(0, round(metered / elapsed) - metered), elapsed
 
 
-def usage_keys(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -> str:
-    """The usage notices `preview` calls for, as text ("<period>/50%,<period>/x3"; "" for none): what
-    plan_notices' usage part plans, without building it. Equal text, equal usage notices."""
-    reading = _usage_reading(subject, config, preview, now)
-    if reading is None:
-        return ""
-    _, _, amount, _, percent, period = reading
-    crossed, large = _usage_crossed(config, amount, reading[0], percent)
-    offsets = [f"{t}%" for t in crossed] + ([f"x{config.usage.large_charge.factor:g}"] if large else [])
-    return ",".join(f"{period}/{offset}" for offset in offsets)
-
-
-def card_expired(subject: dict, now: datetime) -> bool:
-    """Has the card the next payment uses expired by `now`? Its expiry notices are no longer planned from then
-    on: the one moment, besides the facts sync changes, when the same subscription plans otherwise."""
-    card = subject.get("payment_method")
-    if not card or card.get("type") != "card" or not card.get("exp_month") or not card.get("exp_year"):
-        return False
-    return card_expires_at(card["exp_month"], card["exp_year"]) <= now
-
-
-def _usage_reading(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -> tuple | None:
-    """(expected amount, its basis, the amount the thresholds apply to, the share of the period elapsed, the
-    percentage of expected, the usage period) of a preview; None without an expected amount."""
+def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -> list[NoticePlan]:
     sub = subject["subscription"]
-    expected, basis = expected_amount(subject, config, preview["currency"])
+    currency = preview["currency"]
+    expected, basis = expected_amount(subject, config, currency)
     if not expected:
-        return None
+        return []
     rule = config.usage
     running = preview["amount_due"]
     # The usual month's usage crosses 50/75/100% of itself every month: with `pace`, thresholds apply to the
     # charge projected to the period's end, so only usage running ahead of normal alerts.
     checked = from_iso(sub.get("usage_checked_at")) or now
     amount, elapsed = projected_charge(preview, checked, rule.min_elapsed) if rule.pace else (running, None)
-    return expected, basis, amount, elapsed, amount * 100 / expected, preview.get("period_end") or \
-        sub["current_period_end"]
-
-
-def _usage_crossed(config: NoticesConfig, amount: int, expected: int, percent: float) -> tuple[list[int], bool]:
-    """(the thresholds crossed, whether the large charge is reached)."""
-    large = config.usage.large_charge
-    return ([t for t in config.usage.thresholds if percent >= t],
-            large.enabled and amount >= large.factor * expected)
-
-
-def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -> list[NoticePlan]:
-    sub = subject["subscription"]
-    reading = _usage_reading(subject, config, preview, now)
-    if reading is None:
-        return []
-    expected, basis, amount, elapsed, percent, period = reading
-    rule = config.usage
-    running = preview["amount_due"]
-    currency = preview["currency"]
+    percent = amount * 100 / expected
+    period = preview.get("period_end") or sub["current_period_end"]
     data = {"usage": {"amount": running, "projected": amount, "pace": rule.pace,
                       "elapsed": None if elapsed is None else round(elapsed, 4), "currency": currency,
                       "expected": expected, "basis": basis, "percent": round(percent),
@@ -336,7 +296,7 @@ def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -
     plans = []
     # Every threshold crossed is planned each time (the ledger keeps the first of each key), so one already sent or
     # waiting is never cancelled; of those crossed, only the highest is sent.
-    crossed, large_hit = _usage_crossed(config, amount, expected, percent)
+    crossed = [t for t in config.usage.thresholds if percent >= t]
     if crossed:
         top = max(crossed)
         for threshold in crossed:
@@ -348,7 +308,7 @@ def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -
                 plans.append(NoticePlan(USAGE_ALERT, sub["id"], period, offset, now, threshold_data, SKIPPED,
                                         f"usage jumped to {round(percent)}%: only the {top}% alert is sent"))
     large = config.usage.large_charge
-    if large_hit:
+    if large.enabled and amount >= large.factor * expected:
         plans.append(NoticePlan(LARGE_CHARGE, sub["id"], period, f"x{large.factor:g}", now,
                                 {**data, "usage": {**data["usage"], "factor": large.factor}}))
     return plans

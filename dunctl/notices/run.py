@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from dunctl.clock import from_iso, iso
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.ledger.journal import NOTICES_JOURNAL
-from dunctl.notices import LARGE_CHARGE, USAGE_ALERT
+from dunctl.notices import USAGE_ALERT
 
 if TYPE_CHECKING:   # the tick runs the notices, never the other way round: only its types are named here
     from dunctl.effect import Effect
@@ -40,7 +40,7 @@ def reopen_would_notices(ctx: TickContext) -> int:
 
     reopened = reopen_after_monitor(ctx.ledger.notices.would_groups(), ctx.now)
     if reopened:
-        ctx.ledger.notices.forget_bases()    # a planning may cancel them: the next ones are whole ones
+        ctx.ledger.notices.forget_bases()    # a planning may cancel them: the next ones write what they call for
     for notice_id in reopened:
         ctx.ledger.notices.reopen(notice_id, ctx.now, "planned in monitor mode (would) and still useful when the "
                                                      "config switched to live: sent once")
@@ -54,7 +54,7 @@ PLANNED_PER_COMMIT = 100
 @dataclass
 class _Decided:
     """One subscription planned, not yet written: its notices (None: the same as its last planning's), the preview
-    fetched for them, when to plan again, what the planning rests on (its notices_basis)."""
+    fetched for them, when to plan again, the digest of its notices (_basis)."""
     sub_id: str
     customer_id: str
     decision: object
@@ -109,50 +109,22 @@ def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews
             # as record_usage_preview, in _record's transaction, leaves it
             subject["subscription"] = {**subject["subscription"], "usage_checked_at": iso(ctx.now)}
             preview = fetched
-    next_at = _next_planning(ctx, subject, preview, late=due and fetched is None)
-    customer_id = subject["subscription"]["customer_id"]
-    if fetched is not None:
-        basis = _usage_look_basis(ctx, subject, preview)
-        if basis == subject["subscription"].get("notices_basis"):
-            return _Decided(sub_id, customer_id, None, fetched, next_at, tried, basis)
     decision = plan_notices(subject, config, ctx.now, preview)
-    return _Decided(sub_id, customer_id, decision, fetched, next_at, tried, _basis(config, decision))
+    basis = _basis(decision)
+    return _Decided(sub_id, subject["subscription"]["customer_id"],
+                    None if basis == subject["subscription"].get("notices_basis") else decision, fetched,
+                    _next_planning(ctx, subject, preview, late=due and fetched is None), tried, basis)
 
 
-def _usage_look_basis(ctx: TickContext, subject: dict, preview: dict) -> str | None:
-    """What a planning with this fresh preview rests on, as _basis writes it; None when the planning may differ
-    from the last one for another reason than usage.
+def _basis(decision) -> str:
+    """A digest of the notices a planning calls for, by their (kind, object, period, offset) keys.
 
-    The short path's proof: the last planning (with this config: the digest) planned every notice it called for
-    (each row exists), superseded the usage alerts below its top one and cancelled the pending ones it did not
-    call for, and only a planning adds pending notices (or the switch to live, which forgets every basis). A
-    basis survives only while sync changes no fact the planner reads (NoticeStore.apply_batch clears it), so the
-    card and renewal notices called for now are the last planning's, unless the card has expired since (then a
-    whole planning). Equal usage keys, equal notices: plan_many, supersede and cancel would change nothing."""
-    from dunctl.notices.planner import card_expired, usage_keys   # lazy: see dunctl/lazy.py
-
-    if card_expired(subject, ctx.now):
-        return None
-    config = ctx.config.file.notices
-    return f"{_config_digest(config)}|{usage_keys(subject, config, preview, ctx.now)}"
-
-
-def _basis(config, decision) -> str:
-    """A whole planning's basis: the config's digest and the usage notices it planned. (One that planned nothing
-    because the subscription takes no usage look (dunning=off, not billing, ...) is never matched by a look:
-    usage_preview_due asks the same questions, of facts whose change clears the basis.)"""
-    usage = [f"{p.period}/{p.offset}" for p in decision.plans if p.kind in (USAGE_ALERT, LARGE_CHARGE)]
-    return f"{_config_digest(config)}|{','.join(usage)}"
-
-
-_DIGEST: list = [None, ""]      # the notices config last digested and its digest: a process has one config
-
-
-def _config_digest(config) -> str:
-    """A short digest of the notices config: a planning under another config is never taken for the last one."""
-    if _DIGEST[0] is not config:
-        _DIGEST[:] = [config, hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]]
-    return _DIGEST[1]
+    Equal to the last planning's, the planning's writes would change nothing, so _record skips them: the last one
+    added each of these notices (they exist, whatever has become of them since), superseded the usage alerts below
+    the same highest one, and cancelled the pending ones it did not call for; and only a planning adds pending
+    notices (or the switch to live, which forgets every basis first)."""
+    keys = sorted(f"{p.kind}\x1f{p.object_id}\x1f{p.period}\x1f{p.offset}" for p in decision.plans)
+    return hashlib.sha1("\x1e".join(keys).encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def _record(ctx: TickContext, decided: list[_Decided]) -> None:
@@ -164,7 +136,7 @@ def _record(ctx: TickContext, decided: list[_Decided]) -> None:
     if not decided:
         return
     store = ctx.ledger.notices
-    whole = [one for one in decided if one.decision is not None]   # the others: as their last planning (_decide)
+    whole = [one for one in decided if one.decision is not None]   # the others: as their last planning (_basis)
     with ctx.ledger.transaction():
         if whole:
             store.plan_many([(one.sub_id, one.customer_id, plan) for one in whole for plan in one.decision.plans],
