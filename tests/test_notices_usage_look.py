@@ -11,6 +11,7 @@ import yaml
 
 from dunctl.clock import from_iso
 from dunctl.config import load_config
+from dunctl.notices.views import customer_history
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
 from tests.helpers import T0
 from tests.test_notices import DAY, HOUR, PREVIEW, World
@@ -61,7 +62,7 @@ def test_a_usage_look_that_calls_for_no_new_notice_writes_only_its_preview(world
 
 def test_a_subscription_sync_changed_without_changing_its_notices_is_planned_without_writing_them(world,
                                                                                                     fake_stripe):
-    _, pm, sub = world.customer_with_card(exp=(11, 2026), period_end=T0 + 30 * DAY)
+    cus, pm, sub = world.customer_with_card(exp=(11, 2026), period_end=T0 + 30 * DAY)
     world.tick(T0)
     assert world.notices("card_expiring") == {"card_expiring@14d": "pending", "card_expiring@3d": "pending"}
     fake_stripe.edit_payment_method(pm, phone="+15550100")          # synced: the subscription is planned again
@@ -70,6 +71,8 @@ def test_a_subscription_sync_changed_without_changing_its_notices_is_planned_wit
     assert any("json_each" in s and "FROM subscriptions s" in s for s in ran)     # it was planned again
     assert statements == []              # was 2: the card notices inserted again (each ignored), the pending selected
     assert world.notices("card_expiring") == {"card_expiring@14d": "pending", "card_expiring@3d": "pending"}
+    # the digest is planning's own: `customer show --json` shows the subscription's facts only
+    assert "notices_basis" not in customer_history(world.ledger, cus).to_dict()["subscriptions"][0]
 
 
 def test_a_usage_look_after_the_usage_rule_changed_plans_the_new_threshold(world, fake_stripe, tmp_path):
