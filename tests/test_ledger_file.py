@@ -65,29 +65,3 @@ def test_a_copy_is_whole_and_checked(tmp_path):
     assert copy_ledger(path, tmp_path / "copy.db") == "ok"
     assert read_states(tmp_path / "copy.db", ["cursor"]) == {"cursor": {"since": "x"}}
 
-
-def test_a_new_ledger_has_the_schema_sqlite_utils_own_script_runner_makes(tmp_path):
-    """New ledgers run each migration's script through a one-pass splitter (sqlite-utils' own asks SQLite after
-    every character: 60% of making a ledger). Same tables, indexes, triggers and seeded rows, byte for byte; and
-    the splitter cuts tricky scripts where sqlite-utils does."""
-    import sqlite3
-
-    from sqlite_utils import Database
-    from sqlite_utils.db import _iter_complete_sql_statements
-
-    from dunctl.ledger.migrations import _statements, migrations
-
-    stock = sqlite3.connect(":memory:")
-    migrations.apply(Database(stock))
-    ours = Ledger.in_memory()
-
-    def dump(conn):
-        return [line for line in conn.iterdump() if "_sqlite_migrations" not in line and "ledger_id" not in line]
-
-    assert dump(ours.conn) == dump(stock)
-    assert len(dump(stock)) > 60
-    tricky = ("CREATE TABLE t (a TEXT DEFAULT 'x;y'); -- a comment; with a semicolon\n"
-              "CREATE TRIGGER g AFTER INSERT ON t BEGIN UPDATE t SET a = ';'; DELETE FROM t WHERE 0; END;\n"
-              "/* block; comment */ INSERT INTO t VALUES ('it''s;');  \n  SELECT 1")
-    assert list(_statements(tricky)) == list(_iter_complete_sql_statements(tricky))
-    assert len(list(_statements(tricky))) == 4

@@ -734,6 +734,14 @@ def m113_recvfix_payment_time(db: Database) -> None:
     _add_columns(db, "invoices", "amount_paid_at TEXT")
 
 
+@migrations()
+def m114_notices3_plan_basis(db: Database) -> None:
+    """`subscriptions.notices_basis`: a digest of the (kind, object, period, offset) of every notice the
+    subscription's last planning called for (dunctl/notices/run.py). A planning that calls for the same notices
+    writes nothing but when to plan again (and a usage preview fetched for it)."""
+    _add_columns(db, "subscriptions", "notices_basis TEXT")
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
