@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import yaml
 from jinja2.filters import do_striptags
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from dunctl.config import Sequence
 from dunctl.irreversible import as_it_will_run, consequences, consequences_as_read
@@ -91,3 +91,23 @@ def test_the_frames_preheader_is_what_its_filters_gave(tmp_path, body):
     mark = "reply"
     text, replied = templates.env.globals["preheader_of"](Markup(body), mark)
     assert f"{text}|{replied}" == templates.env.from_string(FILTERS).render(body=Markup(body), mark=mark)
+
+
+class _Html:
+    def __html__(self):
+        return "<i>safe</i>"
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize("value", ["", "plain", "<a href='x'>Ada & \"Co\"</a>", "caf\u00e9 <\u5c71\u7530>", Markup("<b>x</b>"),
+                                   _Text("<sub>"), _Html(), 12900, None])
+def test_what_an_html_template_prints_is_escaped_as_markupsafe_does(tmp_path, value):
+    # the HTML templates' `escape` makes a plain str's Markup directly (dunctl/messages/templates.py `_escape`)
+    templates = Templates(tmp_path)
+    (tmp_path / "t.html.j2").write_text("{{ value }}|{{ value }}")
+    rendered = templates.env.get_template("t.html.j2").render(value=value)
+    assert rendered == f"{escape(value)}|{escape(value)}"
+    assert type(templates.env.get_template("t.html.j2").root_render_func.__globals__["escape"](value)) is Markup
