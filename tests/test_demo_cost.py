@@ -251,3 +251,18 @@ def test_the_customers_recent_messages_are_one_query_a_batch_dunning_messages_an
         assert found["cus_in_9"] == [T0 + timedelta(minutes=2)]
     finally:
         ledger.close()
+
+
+def test_a_tick_that_misses_no_step_does_not_read_when_the_last_tick_ran(tmp_path):
+    """When the last tick ran only explains missed steps (`the last tick was 6.9 days ago`, tests/test_tick_core.py):
+    the demo's 1,560 ticks missed none and read it 1,560 times (issue #25)."""
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        seed(ledger, failed_invoice())
+        for hours in (1, 2):
+            statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                         T0 + timedelta(hours=hours), sync=False))
+            assert not [s for s in statements if s.startswith("SELECT now FROM ticks")], statements
+    finally:
+        ledger.close()

@@ -321,11 +321,12 @@ def _on_mode_change(ctx: TickContext) -> None:
         ctx.ledger.set_state("mode", ctx.mode)
 
 
-def _missed_cause(ledger: Ledger, result: TickResult, last_tick: datetime | None, now: datetime,
-                  grace) -> str | None:
-    """The likeliest reason steps were missed, for the one line a tick prints about them."""
+def _missed_cause(ledger: Ledger, result: TickResult, now: datetime, grace) -> str | None:
+    """The likeliest reason steps were missed, for the one line a tick prints about them. The last tick is read
+    only then (this tick is not finished yet, so it is the one before): most ticks miss nothing."""
     if not result.missed:
         return None
+    last_tick = ledger.last_tick_at()
     if last_tick is not None and now - last_tick > grace:
         return f"the last tick was {_days(now - last_tick)} ago"
     late = []
@@ -361,7 +362,6 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale, adopt, deadline)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
     with ledger.tick_lock():
-        last_tick = ledger.last_tick_at()
         tick_id = ledger.start_tick(now, dry_run=False)
         read_only = ReadOnlyGateway(gateway) if gateway else None
         ctx = TickContext(ledger, config, gateway if mode == LIVE else read_only, channels, now, mode=mode,
@@ -375,7 +375,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         finally:
             if channels is not None:
                 channels.close()
-        result.missed_cause = _missed_cause(ledger, result, last_tick, now, config.file.dunning.grace)
+        result.missed_cause = _missed_cause(ledger, result, now, config.file.dunning.grace)
         result.skipped_channels = sorted(ctx.skipped_channels)
         result.interrupted = ctx.interrupted()
         result.unknown_waiting = ledger.unknown_count()   # every tick says how many wait for a person
