@@ -167,6 +167,12 @@ class CaseStore(Store):
 
         return CaseRecord.from_row(self.get(case_id))
 
+    def records(self, case_ids: Iterable[int]) -> dict[int, CaseRecord]:
+        """Several cases' records (`record`), in one query."""
+        from dunctl.ledger.records import CaseRecord   # lazy: see dunctl/lazy.py
+
+        return {case.id: case for case in self._records(CaseRecord, "SELECT * FROM cases WHERE id IN ({})", case_ids)}
+
     def bundle(self, case_id: int, contacts_since: datetime | None = None,
                contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
         """One case with its invoice, customer, subscription and actions, read once (and, for the contact
