@@ -113,3 +113,17 @@ def test_an_in_memory_snapshot_is_a_copy_not_the_file(ledger):
     copy.cases.schedule(case_id, datetime(2030, 1, 1, tzinfo=timezone.utc), "later")
     assert ledger.cases.get(case_id)["next_step"] is None
     assert copy.cases.get(case_id)["next_step"] == "later"
+
+
+def test_a_nested_transaction_that_fails_undoes_only_its_own_writes(ledger):
+    """Nested transactions are savepoints of the outer one (Ledger._begin, delegated to by both kinds)."""
+    with ledger.transaction():
+        ledger.set_state("outer", 1)
+        try:
+            with ledger.light_transaction():
+                ledger.set_state("inner", 2)
+                raise RuntimeError("fails halfway")
+        except RuntimeError:
+            pass
+    assert ledger.get_state("outer") == 1 and ledger.get_state("inner") is None
+    assert not ledger.conn.in_transaction
