@@ -291,3 +291,24 @@ def test_a_sync_that_brings_several_invoices_with_cases_reconciles_them_in_one_t
         assert ledger.conn.execute("SELECT count(*) FROM invoices WHERE pending = 1").fetchone()[0] == 0
     finally:
         ledger.close()
+
+
+def test_the_demo_feeds_a_delivered_message_back_without_reading_the_case_s_actions_again(tmp_path):
+    """The tick reports each message's recipient, as it recorded it: the demo's driver hands it to the simulated
+    customer without reading every action of the case again for each message (issue #25)."""
+    from dunctl.simulation.account import SimulatedAccount
+    from dunctl.simulation.demo import DemoChannels, Driver, prepare_demo
+    from dunctl.simulation.population import build_book
+    from dunctl.tick.result import ActionReport, TickResult
+    from tests.test_ledger import open_case
+
+    config = load_config(prepare_demo(tmp_path / "demo"))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        open_case(ledger)
+        driver = Driver(config, ledger, SimulatedAccount(build_book(2, 1), seed=1, start=T0), DemoChannels(config, {}))
+        result = TickResult(now=T0, actions=[ActionReport("in_1", "notice", "email", "done", recipient="a@x.test")])
+        statements = traced(ledger, lambda: driver._feed(result, T0))
+        assert driver.messages == 1 and not [s for s in statements if "FROM actions" in s], statements
+    finally:
+        ledger.close()
