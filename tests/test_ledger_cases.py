@@ -35,6 +35,24 @@ def test_a_row_unchanged_since_the_last_read_gives_the_record_built_then_and_a_c
     assert ledger.cases.bundle(case_id).invoice.amount_remaining == 1
 
 
+def test_a_batch_of_cases_is_read_with_what_they_concern_in_two_queries(ledger):
+    """Cases with their invoices, customers and subscriptions in one query, their actions in another (five, one per
+    table, before issue #25); a case without a subscription or a known customer has None for it."""
+    first, second = open_case(ledger, "in_1"), open_case(ledger, "in_2")
+    ledger.conn.execute("UPDATE cases SET subscription_id = NULL, customer_id = 'cus_gone' WHERE id = ?", [second])
+    statements: list[str] = []
+    ledger.conn.set_trace_callback(statements.append)
+    found = ledger.cases.bundles([second, first])
+    ledger.conn.set_trace_callback(None)
+    assert len(statements) == 2, statements
+    assert list(found) == [first, second]
+    assert (found[first].invoice.id, found[first].customer.id, found[first].subscription.id) == ("in_1", "cus_in_1",
+                                                                                                 "sub_1")
+    assert (found[second].invoice.id, found[second].customer, found[second].subscription) == ("in_2", None, None)
+    again = ledger.cases.bundles([first], planned={first: found[first]})
+    assert again[first].customer is found[first].customer and again[first].invoice is found[first].invoice
+
+
 def test_a_sequence_version_is_stored_once_however_many_cases_use_it(ledger):
     for i in range(3):
         open_case(ledger, f"in_{i}")

@@ -22,6 +22,12 @@ ACTION_ROW_EXTRAS = ("error", "detail")
 # How many records `CaseStore._records` keeps for reuse: a demo's whole book (500 customers, their cases and
 # actions) several times over, a few megabytes at most.
 KNOWN_RECORDS = 50_000
+# A batch's cases with what they concern, for `CaseStore._joined`: with their customers and subscriptions, or not.
+_CASES = """SELECT c.*, NULL AS "--", i.* FROM cases c LEFT JOIN invoices i ON i.id = c.invoice_id
+            WHERE c.id IN ({}) ORDER BY c.id"""
+_WHOLE_CASES = """SELECT c.*, NULL AS "--", i.*, NULL AS "--", cu.*, NULL AS "--", s.* FROM cases c
+                  LEFT JOIN invoices i ON i.id = c.invoice_id LEFT JOIN customers cu ON cu.id = c.customer_id
+                  LEFT JOIN subscriptions s ON s.id = c.subscription_id WHERE c.id IN ({}) ORDER BY c.id"""
 
 
 @cache
@@ -189,13 +195,14 @@ class CaseStore(Store):
                 contact_statuses: tuple[str, ...] = ("done",), planned: Mapping[int, CaseBundle] | None = None
                 ) -> dict[int, CaseBundle]:
         """Cases with their invoices, customers, subscriptions and actions (and, for the contact policy, when each
-        customer was last sent a message), with one query per table for all of them: a tick reads a batch's
-        cases at once, not one by one.
+        customer was last sent a message), for all of them at once: the cases with their invoices, customers and
+        subscriptions in one query, their actions in another (and the contacts in a third): a tick reads a
+        batch's cases at once, not one by one.
 
         `planned`: cases loaded earlier in this tick, before their effects ran. Of those only what a tick's
         effects write is read again: the case, its actions, its invoice and the customer's recent messages. Their
         customer and subscription records are kept: only a sync changes them, and none runs between planning a
-        batch and scheduling it. Any record whose row did not change is the one built before (`_records`)."""
+        batch and scheduling it. Any record whose row did not change is the one built before (`_joined`)."""
         from dunctl.ledger.records import (   # lazy: see dunctl/lazy.py
             ActionRecord,
             CaseBundle,
@@ -206,16 +213,18 @@ class CaseStore(Store):
         )
 
         planned = planned or {}
-        cases = self._records(CaseRecord, "SELECT * FROM cases WHERE id IN ({})", case_ids)
-        if not cases:
+        ids = list(case_ids)
+        # each case with its invoice, customer and subscription in one query (a planned case's customer and
+        # subscription are kept, so those with the invoice only)
+        fresh = [i for i in ids if i not in planned]
+        rows = self._joined((CaseRecord, InvoiceRecord, CustomerRecord, SubscriptionRecord), _WHOLE_CASES, fresh) \
+            if fresh else []
+        if len(fresh) < len(ids):
+            rows += [(case, invoice, planned[case.id].customer, planned[case.id].subscription) for case, invoice
+                     in self._joined((CaseRecord, InvoiceRecord), _CASES, [i for i in ids if i in planned])]
+        if not rows:
             return {}
-        invoices = {r.id: r for r in self._records(InvoiceRecord, "SELECT * FROM invoices WHERE id IN ({})",
-                                                   [c.invoice_id for c in cases])}
-        unplanned = [c for c in cases if c.id not in planned]
-        customers = {r.id: r for r in self._records(CustomerRecord, "SELECT * FROM customers WHERE id IN ({})",
-                                                    [c.customer_id for c in unplanned])}
-        subscriptions = {r.id: r for r in self._records(
-            SubscriptionRecord, "SELECT * FROM subscriptions WHERE id IN ({})", [c.subscription_id for c in unplanned])}
+        cases = [row[0] for row in rows]
         actions: dict[int, list[ActionRecord]] = {c.id: [] for c in cases}
         for record in self._records(ActionRecord, f"SELECT {_action_columns(ActionRecord)} FROM actions "
                                                   "WHERE case_id IN ({}) ORDER BY id", actions):
@@ -223,37 +232,45 @@ class CaseStore(Store):
         contacts = {} if contacts_since is None else self.contacts_of(
             [c.customer_id for c in cases], contacts_since, contact_statuses)
         found = {}
-        for case in cases:
-            before = planned.get(case.id)
-            if before is None:
-                customer, subscription = customers.get(case.customer_id), subscriptions.get(case.subscription_id)
-            else:
-                customer, subscription = before.customer, before.subscription
-            found[case.id] = CaseBundle(case=case, invoice=invoices.get(case.invoice_id), customer=customer,
-                                        subscription=subscription,
+        for case, invoice, customer, subscription in sorted(rows, key=lambda row: row[0].id):
+            found[case.id] = CaseBundle(case=case, invoice=invoice, customer=customer, subscription=subscription,
                                         actions=actions[case.id], contacts=tuple(contacts.get(case.customer_id, ())))
         return found
 
     def _records(self, record_class: type, sql: str, values: Iterable) -> list:
-        """`sql`'s rows (over an IN list of `values`, see `rows_in`) as `record_class` records. A row read before by
-        this ledger object and unchanged since gives the record built then: most of a tick's rows (a case's
-        actions, its customer, its invoice between payments) are the same tick after tick, and building a record
-        (a dict per row, its times and JSON decoded) was a third of reading a bundle. Records are read-only, so
-        one can be handed out twice; the row is compared whole, so a changed one is always built again."""
+        """`sql`'s rows (over an IN list of `values`, see `rows_in`) as `record_class` records (`_joined`)."""
+        return [row[0] for row in self._joined((record_class,), sql, values)]
+
+    def _joined(self, record_classes: tuple[type, ...], sql: str, values: Iterable) -> list[tuple]:
+        """`sql`'s rows (over an IN list of `values`, see `rows_in`), each as one record per class: the query
+        selects their tables' columns in that order, separated by a column named "--"; a part whose `id` is null
+        (a LEFT JOIN that found nothing) is None.
+        A part read before by this ledger object and unchanged since gives the record built then: most of a
+        tick's rows (a case's actions, its customer, its invoice between payments) are the same tick after tick,
+        and building a record (a dict per row, its times and JSON decoded) was a third of reading a bundle.
+        Records are read-only, so one can be handed out twice; the part is compared whole, so a changed one is
+        always built again."""
         known, found = self._known, []
         if len(known) > KNOWN_RECORDS:
             known.clear()    # a bound on memory, for a tick that reads a large book once
         for cursor in run_in(self.conn, sql, values):
             keys = [column[0] for column in cursor.description]
-            at = keys.index("id")
-            for values_ in cursor.fetchall():
-                seen = known.get((record_class, values_[at]))
-                if seen is not None and seen[0] == values_:
-                    found.append(seen[1])
-                    continue
-                record = record_class.from_row(dict(zip(keys, values_)))
-                known[record_class, values_[at]] = (values_, record)
-                found.append(record)
+            bounds = [-1] + [n for n, key in enumerate(keys) if key == "--"] + [len(keys)]
+            parts = [(cls, start + 1, end, keys[start + 1:end], keys.index("id", start + 1))
+                     for cls, start, end in zip(record_classes, bounds, bounds[1:])]
+            for row in cursor.fetchall():
+                records = []
+                for cls, start, end, names, at in parts:
+                    key = row[at]
+                    if key is None:
+                        records.append(None)
+                        continue
+                    values_ = row[start:end]
+                    seen = known.get((cls, key))
+                    if seen is None or seen[0] != values_:
+                        seen = known[cls, key] = (values_, cls.from_row(dict(zip(names, values_))))
+                    records.append(seen[1])
+                found.append(tuple(records))
         return found
 
     def states(self, case_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
