@@ -312,3 +312,21 @@ def test_the_demo_feeds_a_delivered_message_back_without_reading_the_case_s_acti
         assert driver.messages == 1 and not [s for s in statements if "FROM actions" in s], statements
     finally:
         ledger.close()
+
+
+def test_the_planner_settings_are_worked_out_once_per_config_and_again_when_it_is_replaced(tmp_path):
+    """A demo plans in hundreds of ticks with one config: each tick's context hands out the same (immutable)
+    settings; a config whose file was replaced gets its own (issue #25)."""
+    from dunctl.tick.context import MONITOR, TickContext
+
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        first = TickContext(ledger, config, None, None, T0).settings
+        assert TickContext(ledger, config, None, None, T0 + timedelta(hours=1)).settings is first
+        assert TickContext(ledger, config, None, None, T0, mode=MONITOR).settings.monitor and not first.monitor
+        dunning = config.file.dunning.model_copy(update={"max_action_tries": first.max_action_tries + 1})
+        config.file = config.file.model_copy(update={"dunning": dunning})
+        assert TickContext(ledger, config, None, None, T0).settings.max_action_tries == first.max_action_tries + 1
+    finally:
+        ledger.close()
