@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -109,7 +108,9 @@ class SyncStore(Store):
             first_failed_text = existing[0]
         else:
             first_failed_text = iso(first_failed)
-        decline = asdict(inv.decline) if inv.decline else None
+        # A Decline is flat (codes as text): its fields as they are, without asdict's deep copy of each value (half
+        # the CPU of storing a failed invoice)
+        decline = dict(vars(inv.decline)) if inv.decline else None
         failure_type = classify(inv.decline) if inv.decline else None
         # An InvoiceLine is flat: its fields as they are, without asdict's deep copy (a third of a sync's CPU)
         lines = [{**vars(line), "period_start": iso(line.period_start), "period_end": iso(line.period_end)}
