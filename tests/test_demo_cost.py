@@ -269,9 +269,10 @@ def test_a_tick_that_misses_no_step_does_not_read_when_the_last_tick_ran(tmp_pat
 
 
 def test_a_sync_that_brings_several_invoices_with_cases_reconciles_them_in_one_transaction(tmp_path):
-    """Three invoices with open cases come back from a sync with a second failed attempt: they are followed and
-    marked reconciled in one transaction, their cases read in one query (a demo tick had a transaction and a read
-    per invoice, issue #25). Each case still follows its own invoice."""
+    """Three invoices with open cases come back from a sync with a second failed attempt: they are followed, marked
+    reconciled and their cases scheduled again in one transaction, their cases read in one query (a demo tick had a
+    transaction and a read per invoice, and one more for the schedules, issue #25). Each case still follows its
+    own invoice."""
     config = load_config(starter(tmp_path))
     ledger = Ledger.open(config.ledger_path)
     ids = ["in_1", "in_2", "in_3"]
@@ -282,8 +283,10 @@ def test_a_sync_that_brings_several_invoices_with_cases_reconciles_them_in_one_t
                        for n, i in enumerate(ids)), now=T0 + timedelta(minutes=6))
         statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
                                                      T0 + timedelta(minutes=10), sync=False))
-        last_clear = max(n for n, s in enumerate(statements) if s.startswith("UPDATE invoices SET pending = 0"))
-        reconciling = statements[:last_clear]
+        # up to the schedule of the cases it touched: one transaction
+        scheduled = next(n for n, s in enumerate(statements) if s.startswith("UPDATE cases SET next_due_at"))
+        reconciling = statements[:scheduled]
+        assert sum(1 for s in reconciling if s.startswith("UPDATE invoices SET pending = 0")) == 3, reconciling
         assert sum(1 for s in reconciling if s.startswith("BEGIN")) == 1, reconciling
         assert sum(1 for s in reconciling if s.startswith("SELECT * FROM cases WHERE id")) == 1, reconciling
         assert ledger.conn.execute("SELECT invoice_id, attempts, amount_remaining FROM cases ORDER BY id").fetchall() \

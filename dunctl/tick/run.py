@@ -107,21 +107,22 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
             case_changes.apply(ledger, apply_signal(signal, found, ctx.now, ctx.config.file.dunning.dispute_lost),
                                ctx.now, applied)
             ledger.sync.mark_signal_applied(signal.id)
-    reconcile_invoices(ctx, applied)
-    if behind:
-        with ledger.transaction():
-            lines, touched = adoption.take_over(ledger, behind, own, ctx.sequences, ctx.now)
-        result.taken_over.extend(lines)
-        applied.touched |= touched
-    result.opened.extend(applied.opened)
-    for invoice_id, state in applied.closed:
-        result.close(invoice_id, state)
+    # the invoices, a take-over and the schedules of the cases they touched in one commit: all of it ledger
+    # writes derived from what the sync stored (the invoices stay pending until it commits)
     with ledger.transaction():
+        reconcile_invoices(ctx, applied)
+        if behind:
+            lines, touched = adoption.take_over(ledger, behind, own, ctx.sequences, ctx.now)
+            result.taken_over.extend(lines)
+            applied.touched |= touched
         # read together (one query per table), each as it is before its own schedule is written, as one by one
         loaded = load_bundles(ledger, sorted(applied.touched), ctx.settings, ctx.now)
         for case_id in applied.touched:
             schedule_bundle(ledger, case_id, loaded.get(case_id), ctx.settings, ctx.dunctl_retries, ctx.now,
                             ctx.sequences)
+    result.opened.extend(applied.opened)
+    for invoice_id, state in applied.closed:
+        result.close(invoice_id, state)
     _notify(ctx, applied.notify, result)
     return True
 
