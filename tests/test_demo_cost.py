@@ -32,6 +32,10 @@ def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_pa
         assert reconciled(ledger, config, T0 + timedelta(hours=1)) == 2
         # an hour later nothing is due and nothing changed: one look, not a second one after no effects
         assert reconciled(ledger, config, T0 + timedelta(hours=2)) == 1
+        # the invoice changed (Stripe tried again): it is followed, nothing is due, nothing acts: one look again
+        seed(ledger, failed_invoice(attempt_count=2), now=T0 + timedelta(hours=2))
+        assert reconciled(ledger, config, T0 + timedelta(hours=3)) == 1
+        assert ledger.conn.execute("SELECT attempts FROM cases").fetchone()[0] == 2
     finally:
         ledger.close()
 

@@ -413,10 +413,12 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
         # The sync is kept; nothing is decided or sent on a machine clock Stripe disagrees with. Raised inside the
         # tick, so the tick is never marked finished and its wrong moment never becomes "the last tick".
         check_stripe_clock(wall, getattr(gateway, "stripe_date", None))
-    reconciled = reconcile(ctx, result)
-    if run_due(ctx, result, resync) or reconciled:
+    acted = len(result.actions)
+    reconcile(ctx, result)
+    run_due(ctx, result, resync)
+    if len(result.actions) > acted:
         # What the effects themselves changed (a suppressed invoice found paid). With no effect since the sync
-        # (nothing to reconcile, no case due) nothing can have: an idle tick skips it, half its reconciling.
+        # (nothing was due, or all of it waits) nothing can have: such a tick skips it, half its reconciling.
         reconcile(ctx, result)
     if ctx.interrupted():
         return               # asked to stop: the notices wait for the next tick, as they are
