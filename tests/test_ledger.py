@@ -127,3 +127,21 @@ def test_a_nested_transaction_that_fails_undoes_only_its_own_writes(ledger):
             pass
     assert ledger.get_state("outer") == 1 and ledger.get_state("inner") is None
     assert not ledger.conn.in_transaction
+
+
+def test_follow_ups_due_again_list_each_ended_case_once_in_order(ledger):
+    """A thank-you waiting for quiet hours to end and a lift that failed, on one recovered case: the case is listed
+    once; cases come in id order."""
+    first, second = open_case(ledger, "in_1"), open_case(ledger, "in_2")
+    journal = ledger.journal("actions")
+    for case_id in (second, first):
+        ledger.cases.end(case_id, "recovered", "paid", T0, recovered_at=T0)
+        thanks = journal.claim_action(case_id, "system", "recovered", "email", "email", "customer", T0, T0,
+                                      f"t{case_id}", None)
+        ledger.conn.execute("UPDATE actions SET status = 'waiting', due_at = ? WHERE id = ?",
+                            ["2026-11-02T13:00:00Z", thanks])
+        lift = journal.claim_action(case_id, "system", "lift-sub_1", "resume_subscription", "stripe", None, T0, T0,
+                                    f"l{case_id}", None)
+        journal.record_result(lift, "failed", T0, error="stripe down")
+    assert ledger.due_follow_ups(T0 + timedelta(hours=1), T0 + timedelta(minutes=30), 3) == [first, second]
+    assert ledger.due_follow_ups(T0 - timedelta(hours=2), T0 - timedelta(hours=2), 3) == []
