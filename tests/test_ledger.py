@@ -145,3 +145,15 @@ def test_follow_ups_due_again_list_each_ended_case_once_in_order(ledger):
         journal.record_result(lift, "failed", T0, error="stripe down")
     assert ledger.due_follow_ups(T0 + timedelta(hours=1), T0 + timedelta(minutes=30), 3) == [first, second]
     assert ledger.due_follow_ups(T0 - timedelta(hours=2), T0 - timedelta(hours=2), 3) == []
+
+
+def test_a_nested_transaction_that_fills_the_disk_reports_the_full_disk(ledger):
+    """SQLite rolls a whole transaction back when the disk fills: the savepoint of a nested one is gone with it,
+    and the error is the full disk (which the CLI names), not "no such savepoint"."""
+    ledger.conn.execute(f"PRAGMA max_page_count = {ledger.conn.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        with ledger.transaction():
+            with ledger.transaction():
+                for n in range(2000):
+                    ledger.set_state(f"filler-{n}", "x" * 500)
+    assert not ledger.conn.in_transaction

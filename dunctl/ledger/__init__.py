@@ -223,8 +223,11 @@ class Ledger:
                 yield
             except BaseException:
                 self._states = None          # what it wrote is undone: read the state again
-                conn.execute(f"ROLLBACK TO {name}")
-                conn.execute(f"RELEASE {name}")
+                # SQLite may have rolled the whole transaction back itself (a full disk does): then there is no
+                # savepoint left to go back to, and the error to report is the one that did it
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
                 raise
             finally:
                 self._depth -= 1
