@@ -82,6 +82,13 @@ class OutOfTime(GatewayError):
     try. The executor gives its claim back and it stays due for the next tick."""
 
 
+class WriteUncertain(GatewayError):
+    """A write to Stripe may have taken effect, and reading the object back could not tell: no answer came to the
+    write (or a 5xx, which does not say whether the work was done), then the read failed too. Like
+    DeliveryUncertain, the executor records `unknown`: never tried again under a new key (a second charge, a
+    second write-off), resolved by a person who looks at the Dashboard."""
+
+
 class CardDeclined(GatewayError):
     """A payment attempt was declined; carries the new decline so the case can be re-classified."""
 

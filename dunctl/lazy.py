@@ -25,7 +25,8 @@ LAZY: dict[str, str] = {
     "dunctl.cli.report": "the report's renderers (Rich's console): `status --json` prints no headline",
     "dunctl.stripe": "the gateway and the SDK, built at the first Stripe call: `tick --no-sync` makes none",
     # the ledger
-    "dunctl.ledger.migrations": "with sqlite_utils: only when a migration is pending",
+    "dunctl.ledger.migrations": "with sqlite_utils (90 ms): only when a migration is pending, or the report's "
+                                "attribution window changed (rebuilding its channel rollup)",
     "dunctl.ledger.records": "the typed records, built once a query found a row that needs one (25 ms)",
     "dunctl.ledger.views.experiments": "an experiment's report: a tick only assigns arms",
     "dunctl.sequential": "an experiment's statistics, for the report: a tick only assigns arms",

@@ -111,6 +111,15 @@ class ApiError(Exception):
                                **({"param": param} if param else {}), **extra}}
 
 
+# Fault statuses that are not HTTP answers: the connection closes with no answer at all.
+ANSWER_LOST = 0       # after the request did its work (and was saved under its idempotency key, as Stripe does)
+NO_ANSWER = -1        # before it did anything
+
+
+class AnswerLost(Exception):
+    """Close the connection without answering (ANSWER_LOST, NO_ANSWER)."""
+
+
 @dataclass
 class Fault:
     status: int
@@ -118,6 +127,7 @@ class Fault:
     route: str | None              # "GET /v1/events"; None: every route
     took_effect: bool = False      # a 5xx on a write that did its work first (the answer was lost, not the change)
     should_retry: bool | None = None   # Stripe-Should-Retry sent with it; true: not saved under the key
+    then_unreachable: bool = False     # lose_answers: once it answers nothing, nothing else is answered either
 
 
 @dataclass
@@ -289,6 +299,16 @@ class FakeStripe:
         the request, so nothing is saved under the key)."""
         with self.lock:
             self.faults.append(Fault(status, times, route, took_effect, should_retry))
+
+    def lose_answers(self, route: str | None = None, times: int | None = 1, *, took_effect: bool = True,
+                     then_unreachable: bool = False) -> None:
+        """The next `times` requests (to `route`, or any; None: until calm()) get no answer: the connection closes
+        once the request is read, as a dropped network does. With `took_effect` the request first did its work
+        (saved under its idempotency key, so the same key replays the result): the client cannot tell which.
+        `then_unreachable`: from the first lost answer on, no other request gets one either (until calm())."""
+        with self.lock:
+            self.faults.append(Fault(ANSWER_LOST if took_effect else NO_ANSWER, times, route,
+                                     then_unreachable=then_unreachable))
 
     def storm(self, status: int = 429, route: str | None = None) -> None:
         """Answer every request with `status` until calm()."""
@@ -1049,33 +1069,49 @@ class FakeStripe:
                 masked = (key or "")[:8] + "*" * 8 + (key or "")[-4:]
                 raise ApiError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
             fault = self._take_fault(route)
-            if fault is None and self.flaky is not None and self.flaky[1].random() < self.flaky[0]:
-                fault = Fault(self.flaky[1].choice([429, 500]), 1, route)   # fail_share: a seeded share of answers
-            keyed = method == "POST" and bool(idempotency_key)
-            if fault is not None and (fault.status == 429 or not keyed or fault.should_retry):
-                # Stripe's rate limiter runs before its idempotency layer: a 429 is never saved under the key.
-                raise _fault_error(fault.status, fault.should_retry)
-            if self.echo_key_in_errors:
-                status = 400 if self.echo_key_in_errors is True else int(self.echo_key_in_errors)
-                raise ApiError(status, "invalid_request_error" if status < 500 else "api_error",
-                               f"Invalid request from key {key}: the proxy refused it (Authorization: Bearer {key})")
-            if account is not None and account not in self.connected_accounts:
-                raise ApiError(403, "invalid_request_error", f"The provided key '{key[:8]}{'*' * 20}{key[-4:]}' "
-                               f"does not have access to account '{account}' (or that account does not exist). "
-                               "Application access may have been revoked.", code="account_invalid")
-            self._account = account or self.key_accounts.get(key, ACCOUNT)
-            if handler is None:
-                raise ApiError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
-            self._key = key
-            self._check_permission(permission)
-            if self.validate_params:
-                self._validate(route, params)
-            if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-                raise ApiError(400, "invalid_request_error", f"Idempotent key length is {len(idempotency_key)}, "
-                               "which is outside accepted lengths. Idempotent Keys must be 1-255 characters long.")
-            if keyed:
-                return self._idempotent(method, path, params, key, idempotency_key, handler, match, fault)
-            return 200, handler(match, params, (None, None)), {}
+            if fault is not None and fault.status in (ANSWER_LOST, NO_ANSWER):
+                if fault.then_unreachable:
+                    fault.then_unreachable = False
+                    self.faults.append(Fault(NO_ANSWER, None, None))
+                if fault.status == ANSWER_LOST:
+                    try:
+                        self._answer(method, path, params, key, idempotency_key, account, route, None)
+                    except ApiError:
+                        pass
+                raise AnswerLost()
+            return self._answer(method, path, params, key, idempotency_key, account, route, fault)
+
+    def _answer(self, method: str, path: str, params: dict, key: str, idempotency_key: str | None,
+                account: str | None, route: str, fault: Fault | None) -> tuple[int, dict, dict]:
+        """handle()'s answer to an authenticated request, `fault` the injected one that answers it (or None)."""
+        _, handler, permission, match = self._route(method, path)
+        if fault is None and self.flaky is not None and self.flaky[1].random() < self.flaky[0]:
+            fault = Fault(self.flaky[1].choice([429, 500]), 1, route)   # fail_share: a seeded share of answers
+        keyed = method == "POST" and bool(idempotency_key)
+        if fault is not None and (fault.status == 429 or not keyed or fault.should_retry):
+            # Stripe's rate limiter runs before its idempotency layer: a 429 is never saved under the key.
+            raise _fault_error(fault.status, fault.should_retry)
+        if self.echo_key_in_errors:
+            status = 400 if self.echo_key_in_errors is True else int(self.echo_key_in_errors)
+            raise ApiError(status, "invalid_request_error" if status < 500 else "api_error",
+                           f"Invalid request from key {key}: the proxy refused it (Authorization: Bearer {key})")
+        if account is not None and account not in self.connected_accounts:
+            raise ApiError(403, "invalid_request_error", f"The provided key '{key[:8]}{'*' * 20}{key[-4:]}' "
+                           f"does not have access to account '{account}' (or that account does not exist). "
+                           "Application access may have been revoked.", code="account_invalid")
+        self._account = account or self.key_accounts.get(key, ACCOUNT)
+        if handler is None:
+            raise ApiError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
+        self._key = key
+        self._check_permission(permission)
+        if self.validate_params:
+            self._validate(route, params)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise ApiError(400, "invalid_request_error", f"Idempotent key length is {len(idempotency_key)}, "
+                           "which is outside accepted lengths. Idempotent Keys must be 1-255 characters long.")
+        if keyed:
+            return self._idempotent(method, path, params, key, idempotency_key, handler, match, fault)
+        return 200, handler(match, params, (None, None)), {}
 
     def _check_permission(self, permission: str) -> None:
         """A restricted key needs the endpoint's permission, and the read permission of every object it expands
@@ -1568,6 +1604,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload, headers = fake.handle(method, split.path, parse_form(pairs), key,
                                                    self.headers.get("Idempotency-Key"),
                                                    self.headers.get("Stripe-Account"))
+        except AnswerLost:
+            self.close_connection = True      # no status line: the client sees the connection drop
+            return
         except ApiError as exc:
             status, payload, headers = exc.status, exc.body, exc.headers
         with fake.lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from dunctl.config import load_config
 from dunctl.ledger import Ledger
 from dunctl.tick import build_channels, run_tick
@@ -41,7 +43,8 @@ def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_pa
 
 
 
-def test_an_idle_tick_writes_only_its_own_record(tmp_path):
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_an_idle_tick_writes_only_its_own_record(tmp_path, where):
     """A demo's hour with nothing to do: no write transaction (orphaned claims looked for by one read each, the
     account's mode written only when it changes); what it writes is its own record (net-terms invoices coming
     due are looked for only once one can be: there is none here). And it reads a fixed handful of things: the
@@ -52,6 +55,9 @@ def test_an_idle_tick_writes_only_its_own_record(tmp_path):
 
     config = load_config(prepare_demo(tmp_path / "demo"))
     ledger = Ledger.open(config.ledger_path)
+    if where == "memory":      # as `dunctl demo` works it (simulation/demo.py worked_in_memory)
+        on_file, ledger = ledger, ledger.snapshot_in_memory()
+        on_file.close()
     account = SimulatedAccount(build_book(2, 1), seed=1, start=T0)
     try:
         for hours in (1, 2):           # the first tick syncs the book; the second finds nothing new

@@ -64,3 +64,4 @@ def test_a_copy_is_whole_and_checked(tmp_path):
         ledger.set_state("cursor", {"since": "x"})
     assert copy_ledger(path, tmp_path / "copy.db") == "ok"
     assert read_states(tmp_path / "copy.db", ["cursor"]) == {"cursor": {"since": "x"}}
+

@@ -135,6 +135,65 @@ def test_a_5xx_on_a_write_that_took_effect_is_success(fake_stripe, time_):
     assert len([c for c in fake_stripe.charges_of(invoice_id) if c["status"] == "succeeded"]) == 1
 
 
+# -- a write whose answer never came: it may have arrived ----------------------------------------------------------
+
+
+def _paid(fake, invoice_id) -> int:
+    return len([c for c in fake.charges_of(invoice_id) if c["status"] == "succeeded"])
+
+
+def test_a_charge_whose_answers_were_lost_is_read_back_and_found_paid(fake_stripe, time_):
+    """Every try is sent and the connection drops before the answer: the first did charge the card. Reading the
+    invoice back finds it paid: success, one charge, and no new key that could charge again."""
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    fake_stripe.lose_answers("POST /v1/invoices/:id/pay", times=None)
+    outcome = gateway_for(fake_stripe, time_).pay_invoice(invoice_id, "case-1-retry-1")
+    assert outcome.succeeded and outcome.invoice.status == "paid"
+    assert fake_stripe.count("POST /v1/invoices/:id/pay") == 7 and _paid(fake_stripe, invoice_id) == 1
+    assert fake_stripe.count("GET /v1/invoices/:id") == 1
+
+
+def test_a_charge_whose_answer_was_lost_and_whose_read_back_failed_is_uncertain(fake_stripe, time_):
+    """No answer to the charge, then no answer at all: whether the card was charged is unknown, and said so, not
+    a failed try (whose next one, under a new key, could charge the card a second time)."""
+    from dunctl.errors import WriteUncertain
+
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    fake_stripe.lose_answers("POST /v1/invoices/:id/pay", times=None)
+    fake_stripe.lose_answers("GET /v1/invoices/:id", times=None, took_effect=False)
+    with pytest.raises(WriteUncertain) as raised:
+        gateway_for(fake_stripe, time_).pay_invoice(invoice_id, "case-1-retry-1")
+    assert "unknown" in raised.value.message and "case resolve" in raised.value.hint
+    assert _paid(fake_stripe, invoice_id) == 1
+
+
+def test_a_write_stripe_never_received_is_a_plain_failure(fake_stripe, time_):
+    """A refused connection carried nothing: the try failed, nothing to read back, nothing uncertain."""
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    gateway = gateway_for(fake_stripe, time_, max_backoff_tries=1)
+    fake_stripe.stop()                                   # the port refuses connections
+    with pytest.raises(GatewayError) as raised:
+        gateway.pay_invoice(invoice_id, "case-1-retry-1")
+    assert raised.value.code == "unavailable" and type(raised.value) is GatewayError
+
+
+def test_a_cancel_whose_answer_was_lost_is_read_back(fake_stripe, time_):
+    """DELETE ignores idempotency keys: after a lost answer, the subscription read back says it was cancelled."""
+    from dunctl.errors import WriteUncertain
+
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    sub_id = fake_stripe.subscription_of(invoice_id)["id"]
+    fake_stripe.lose_answers("DELETE /v1/subscriptions/:id", times=None)
+    gateway_for(fake_stripe, time_).cancel_subscription(sub_id, "unpaid", "case-1-cancel")
+    assert fake_stripe.store["subscription"][sub_id]["status"] == "canceled"
+    other = fake_stripe.subscription_of(fake_stripe.fail_invoice(at=T0))["id"]
+    fake_stripe.lose_answers("GET /v1/subscriptions/:id", times=None, took_effect=False)
+    with pytest.raises(WriteUncertain):
+        gateway_for(fake_stripe, time_).cancel_subscription(other, "unpaid", "case-2-cancel")
+
+
 def test_stripe_should_retry_decides_when_stripe_sends_it(fake_stripe, time_):
     invoice_id = fake_stripe.fail_invoice(at=T0)
     gateway = gateway_for(fake_stripe, time_)

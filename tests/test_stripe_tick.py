@@ -213,6 +213,28 @@ def test_a_retry_whose_5xx_came_after_the_charge_is_recorded_done(world, fake_st
     assert (fake_stripe.count(PAY), _succeeded(fake_stripe, invoice_id)) == (1, 1)
 
 
+def test_a_charge_whose_answer_was_lost_with_the_network_is_unknown_and_never_made_again(world, fake_stripe):
+    """The retry's charge goes out and the network drops before any answer; reading the invoice back gets no
+    answer either. Whether the card was charged is unknown: the step says so (with the command that settles it),
+    and no later tick charges again under a new key, though the payment did go through."""
+    w = world("dunctl")
+    invoice_id = fake_stripe.fail_invoice(at=T0)
+    w.tick(T0 + HOUR)
+    fake_stripe.next_payment_succeeds(invoice_id, True)
+    fake_stripe.lose_answers(PAY, times=None, then_unreachable=True)
+    result = w.tick(T0 + 2 * DAY + HOUR)
+    assert w.actions(invoice_id)["retry-1"] == "unknown"
+    report = next(a for a in result.actions if a.step == "retry-1")
+    assert "may have taken effect" in report.detail and f"case resolve {invoice_id} retry-1" in report.detail
+    assert result.unknown_waiting == 1
+    tries = fake_stripe.count(PAY)
+    fake_stripe.calm()
+    w.tick(T0 + 2 * DAY + 2 * HOUR)
+    w.tick(T0 + 3 * DAY + 2 * HOUR)
+    assert fake_stripe.count(PAY) == tries and _succeeded(fake_stripe, invoice_id) == 1
+    assert w.case(invoice_id)["state"] == "recovered"         # the sync brought the payment it made
+
+
 def test_a_stripe_call_cut_off_by_a_crash_is_tried_again_under_its_own_key(world, fake_stripe):
     """The new key is for a try that failed; a try cut off by a crash (its claim left behind) is not counted, so
     it is made again under the key it had, and Stripe answers with the first result if it got there."""

@@ -92,7 +92,7 @@ def resolve(
     step: Annotated[str | None, typer.Argument(help="The step whose outcome is unknown (see `dunctl status`).",
                                                show_default=False)] = None,
     reason: Reason = "",
-    sent: Annotated[bool, typer.Option("--sent", help="It went out: record it as done.")] = False,
+    sent: Annotated[bool, typer.Option("--sent", help="It went out (a Stripe step: it took effect): record it as done.")] = False,
     resend: Annotated[bool, typer.Option("--resend", help="It did not: run it once more on the next tick.")] = False,
     all_sent: Annotated[bool, typer.Option("--all-sent", help="Every unknown claimed before --before went out.")
                         ] = False,

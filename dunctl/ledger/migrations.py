@@ -15,6 +15,37 @@ from dunctl.ledger.file import SCHEMA
 migrations = Migrations("dunctl")
 
 
+class ScriptDatabase(Database):
+    """sqlite-utils' Database with a migration's script run in one pass. Inside a transaction (as Migrations
+    applies each migration) sqlite-utils' executescript asks SQLite whether the text so far is a complete statement
+    after every character (simonw/sqlite-utils#757), quadratic in a statement's length: 60% of making a new ledger
+    (a test's, the demo's). Here the text is cut only at semicolons, where a statement can end: the same statements,
+    in the same transaction."""
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        if not self.conn.in_transaction:
+            return super().executescript(sql)     # sqlite3's own, in one pass already
+        cursor = self.conn.cursor()
+        for statement in _statements(sql):
+            cursor.execute(statement)
+        return cursor
+
+
+def _statements(sql: str):
+    """The statements of a script, stripped, as sqlite-utils cuts them: each ends at the semicolon that completes
+    it (not one inside a string, a comment or a trigger's body); text after the last one is a statement too."""
+    *parts, last = sql.split(";")
+    statement = ""
+    for part in parts:
+        statement += part + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip():
+                yield statement.strip()
+            statement = ""
+    if (statement + last).strip():
+        yield (statement + last).strip()
+
+
 def _add_columns(db: Database, table: str, *columns: str) -> None:
     """Add each column ("name TYPE ...") to `table`, in order. SQLite keeps each definition's text in the table's
     stored schema, so a shipped migration's definitions are never edited (a new ledger must match an old one)."""
@@ -701,6 +732,14 @@ def m113_recvfix_payment_time(db: Database) -> None:
     `created`, or its latest paid invoice payment's `paid_at`), so the month-end journal dates a partial payment by
     Stripe's clock, not by the tick that saw it."""
     _add_columns(db, "invoices", "amount_paid_at TEXT")
+
+
+@migrations()
+def m114_notices3_plan_basis(db: Database) -> None:
+    """`subscriptions.notices_basis`: a digest of the (kind, object, period, offset) of every notice the
+    subscription's last planning called for (dunctl/notices/run.py). A planning that calls for the same notices
+    writes nothing but when to plan again (and a usage preview fetched for it)."""
+    _add_columns(db, "subscriptions", "notices_basis TEXT")
 
 
 def _check_schema_names() -> None:

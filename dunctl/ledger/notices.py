@@ -75,11 +75,14 @@ class NoticeStore(Store):
     def plan(self, *, kind: str, object_id: str, period: str, offset: str, customer_id: str,
                     subscription_id: str | None, due_at: datetime, now: datetime, key: str, data: dict,
                     status: str = "pending", detail: str | None = None) -> bool:
-        """Add a notice unless its (kind, object, period, offset) exists. False when it already did."""
+        """Add a notice unless its (kind, object, period, offset) exists. False when it already did. (Not by a
+        planning: the subscription's next planning writes what it calls for, whatever its last one did.)"""
         before = self.conn.total_changes
         self.plan_many([(subscription_id, customer_id, _Plan(kind, object_id, period, offset, due_at, key, data,
                                                               status, detail))], now)
-        return self.conn.total_changes > before
+        added = self.conn.total_changes > before
+        self.conn.execute("UPDATE subscriptions SET notices_basis = NULL WHERE id = ?", [subscription_id])
+        return added
 
     def plan_many(self, planned: list[tuple], now: datetime) -> None:
         """plan() for many: (subscription id, customer id, plan), the plan with the attributes of a
@@ -123,14 +126,21 @@ class NoticeStore(Store):
                               [kind, object_id, period, offset]).fetchone()
         return row[0] if row else None
 
-    def planned(self, subscriptions: list[tuple[str, datetime | None, dict | None]], now: datetime) -> None:
+    def planned(self, subscriptions: list[tuple[str, datetime | None, dict | None, str | None]],
+                now: datetime) -> None:
         """Each subscription planned: (id, when it is planned again (None: when sync changes it), the usage
-        preview fetched for it now, or None), one statement for both."""
+        preview fetched for it now, or None, the digest of the notices it called for (notices_basis)), one statement
+        for all."""
         self.conn.executemany(
             "UPDATE subscriptions SET notices_due_at = ?, usage_checked_at = COALESCE(?, usage_checked_at), "
-            "usage_preview = COALESCE(?, usage_preview) WHERE id = ?",
-            [(iso(at), None if preview is None else iso(now), None if preview is None else to_json(preview),
-              subscription_id) for subscription_id, at, preview in subscriptions])
+            "usage_preview = COALESCE(?, usage_preview), notices_basis = ? WHERE id = ?",
+            [(iso(at), None if preview is None else iso(now), None if preview is None else to_json(preview), basis,
+              subscription_id) for subscription_id, at, preview, basis in subscriptions])
+
+    def forget_bases(self) -> None:
+        """Every subscription's next planning writes what it calls for (notices reopened on the switch to live may
+        be ones it cancels)."""
+        self.conn.execute("UPDATE subscriptions SET notices_basis = NULL WHERE notices_basis IS NOT NULL")
 
     def get(self, notice_id: int) -> dict | None:
         return next(self.rows("SELECT * FROM notices WHERE id = ?", [notice_id]), None)

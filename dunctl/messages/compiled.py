@@ -6,25 +6,22 @@ An entry is found by what decides the code: the template's name and source (a ch
 Python's versions and the environment's syntax options. A changed file is a new entry, never a stale one; the same
 source in another directory (each demo writes its own) uses the same entry, its file name put back on the code.
 
-Where: `DUNCTL_CACHE_DIR`, else `$XDG_CACHE_HOME/dunctl`, else `~/.cache/dunctl`, in `templates/` under it
-(documented in docs/configuration.md). `DUNCTL_CACHE_DIR=off` keeps nothing. Safe to delete at any time. A cache
-that cannot be made or written (a read-only home under cron) only costs the compile, never an error."""
+Where: `templates/` in dunctl's cache (dunctl/cache.py). A cache that cannot be made or written only costs the
+compile, never an error."""
 
 from __future__ import annotations
 
 import hashlib
 import marshal
 import os
-import stat
 import sys
-import tempfile
 from pathlib import Path
 from types import CodeType
 
 import jinja2
 from jinja2.bccache import Bucket, BytecodeCache
 
-OFF = "off"
+from dunctl import cache
 # Environment attributes that change the code Jinja generates (runtime ones, filters and globals, do not).
 _SYNTAX = ("block_start_string", "block_end_string", "variable_start_string", "variable_end_string",
            "comment_start_string", "comment_end_string", "line_statement_prefix", "line_comment_prefix",
@@ -34,30 +31,13 @@ _SYNTAX = ("block_start_string", "block_end_string", "variable_start_string", "v
 
 def cache_dir(environ: os._Environ | dict = os.environ) -> Path | None:
     """The directory compiled templates are kept in, or None (`DUNCTL_CACHE_DIR=off`)."""
-    chosen = environ.get("DUNCTL_CACHE_DIR")
-    if chosen:
-        return None if chosen.strip().lower() == OFF else Path(chosen) / "templates"
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dunctl" / "templates"
+    return cache.cache_dir("templates", environ)
 
 
 def template_cache() -> TemplateCache | None:
     """The cache for this process's templates, or None when there is no usable directory."""
-    directory = cache_dir()
-    if directory is None or not _private_dir(directory):
-        return None
-    return TemplateCache(directory)
-
-
-def _private_dir(directory: Path) -> bool:
-    """Made if missing, and only the user's own (the entries are code this process runs): else unused."""
-    try:
-        directory.mkdir(mode=stat.S_IRWXU, parents=True, exist_ok=True)
-        found = os.lstat(directory)
-    except OSError:
-        return False
-    return stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & (stat.S_IWGRP |
-                                                                                              stat.S_IWOTH)
+    directory = cache.usable_dir("templates")
+    return None if directory is None else TemplateCache(directory)
 
 
 class TemplateCache(BytecodeCache):
@@ -80,18 +60,7 @@ class TemplateCache(BytecodeCache):
             bucket.reset()
 
     def dump_bytecode(self, bucket: Bucket) -> None:
-        # Written aside and renamed: a process reading the entry meanwhile sees all of it or none.
-        try:
-            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    bucket.write_bytecode(f)
-                os.replace(temporary, self.directory / bucket.key)
-            except BaseException:
-                os.unlink(temporary)
-                raise
-        except OSError:
-            pass
+        cache.write_aside(self.directory / bucket.key, lambda _, f: bucket.write_bytecode(f))
 
 
 def _compiler(environment, name: str) -> str:

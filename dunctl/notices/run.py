@@ -6,6 +6,7 @@ and the message code load only when one of them returns something."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -38,6 +39,8 @@ def reopen_would_notices(ctx: TickContext) -> int:
     from dunctl.notices.planner import reopen_after_monitor   # lazy: see dunctl/lazy.py
 
     reopened = reopen_after_monitor(ctx.ledger.notices.would_groups(), ctx.now)
+    if reopened:
+        ctx.ledger.notices.forget_bases()    # a planning may cancel them: the next ones write what they call for
     for notice_id in reopened:
         ctx.ledger.notices.reopen(notice_id, ctx.now, "planned in monitor mode (would) and still useful when the "
                                                      "config switched to live: sent once")
@@ -50,13 +53,15 @@ PLANNED_PER_COMMIT = 100
 
 @dataclass
 class _Decided:
-    """One subscription planned, not yet written: its notices, the preview fetched for them, when to plan again."""
+    """One subscription planned, not yet written: its notices (None: the same as its last planning's), the preview
+    fetched for them, when to plan again, the digest of its notices (_basis)."""
     sub_id: str
     customer_id: str
     decision: object
     fetched: dict | None
     next_at: datetime | None
     previewed: int
+    basis: str | None
 
 
 def plan_changed(ctx: TickContext, result: TickResult) -> None:
@@ -104,8 +109,22 @@ def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews
             # as record_usage_preview, in _record's transaction, leaves it
             subject["subscription"] = {**subject["subscription"], "usage_checked_at": iso(ctx.now)}
             preview = fetched
-    return _Decided(sub_id, subject["subscription"]["customer_id"], plan_notices(subject, config, ctx.now, preview),
-                    fetched, _next_planning(ctx, subject, preview, late=due and fetched is None), tried)
+    decision = plan_notices(subject, config, ctx.now, preview)
+    basis = _basis(decision)
+    return _Decided(sub_id, subject["subscription"]["customer_id"],
+                    None if basis == subject["subscription"].get("notices_basis") else decision, fetched,
+                    _next_planning(ctx, subject, preview, late=due and fetched is None), tried, basis)
+
+
+def _basis(decision) -> str:
+    """A digest of the notices a planning calls for, by their (kind, object, period, offset) keys.
+
+    Equal to the last planning's, the planning's writes would change nothing, so _record skips them: the last one
+    added each of these notices (they exist, whatever has become of them since), superseded the usage alerts below
+    the same highest one, and cancelled the pending ones it did not call for; and only a planning adds pending
+    notices (or the switch to live, which forgets every basis first)."""
+    keys = sorted(f"{p.kind}\x1f{p.object_id}\x1f{p.period}\x1f{p.offset}" for p in decision.plans)
+    return hashlib.sha1("\x1e".join(keys).encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def _record(ctx: TickContext, decided: list[_Decided]) -> None:
@@ -117,16 +136,19 @@ def _record(ctx: TickContext, decided: list[_Decided]) -> None:
     if not decided:
         return
     store = ctx.ledger.notices
+    whole = [one for one in decided if one.decision is not None]   # the others: as their last planning (_basis)
     with ctx.ledger.transaction():
-        store.plan_many([(one.sub_id, one.customer_id, plan) for one in decided for plan in one.decision.plans],
-                        ctx.now)
-        store.supersede_usage_alerts_many([(one.sub_id, plan.period, plan.offset) for one in decided
-                                           for plan in one.decision.plans
-                                           if plan.kind == USAGE_ALERT and plan.status == PENDING], ctx.now)
-        store.cancel_unplanned({one.sub_id: ({(p.kind, p.object_id, p.period, p.offset) for p in one.decision.plans},
-                                             one.decision.why_none or "no longer called for") for one in decided},
-                               ctx.now)
-        store.planned([(one.sub_id, one.next_at, one.fetched) for one in decided], ctx.now)
+        if whole:
+            store.plan_many([(one.sub_id, one.customer_id, plan) for one in whole for plan in one.decision.plans],
+                            ctx.now)
+            store.supersede_usage_alerts_many([(one.sub_id, plan.period, plan.offset) for one in whole
+                                               for plan in one.decision.plans
+                                               if plan.kind == USAGE_ALERT and plan.status == PENDING], ctx.now)
+            store.cancel_unplanned({one.sub_id: ({(p.kind, p.object_id, p.period, p.offset)
+                                                  for p in one.decision.plans},
+                                                 one.decision.why_none or "no longer called for") for one in whole},
+                                   ctx.now)
+        store.planned([(one.sub_id, one.next_at, one.fetched, one.basis) for one in decided], ctx.now)
 
 
 def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool):

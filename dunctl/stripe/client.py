@@ -19,10 +19,12 @@ from collections.abc import Callable
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+import requests
 import stripe
+import urllib3
 
 from dunctl.clock import utc
-from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError, OutOfTime
+from dunctl.errors import CardDeclined, GatewayAuthError, GatewayError, OutOfTime, WriteUncertain
 from dunctl.stripe.convert import decline_from_error, id_of, subscription_field
 from dunctl.stripe_permissions import LABELS, scrub
 
@@ -148,7 +150,7 @@ class StripeRequests:
                 transient = exc
             delay = self._backoff(tries, transient)
             if tries > self.max_backoff_tries or delay > self._remaining() - MIN_REQUEST_TIME:
-                raise self._gave_up(transient, what, tries) from None
+                raise self._gave_up(transient, what, tries, write) from None
             self._sleep(delay)
 
     def _before_request(self, what: str) -> None:
@@ -165,8 +167,13 @@ class StripeRequests:
     def _timeout(self) -> float:
         return max(0.1, min(REQUEST_TIMEOUT, self._remaining()))
 
-    def _gave_up(self, transient: stripe.StripeError, what: str, tries: int) -> GatewayError:
+    def _gave_up(self, transient: stripe.StripeError, what: str, tries: int, write: bool) -> GatewayError:
         limited = isinstance(transient, stripe.RateLimitError)
+        if write and isinstance(transient, stripe.APIConnectionError) and _may_have_arrived(transient):
+            # The last try was sent and no answer came: Stripe may have done the work (the caller reads back).
+            return GatewayError(f"Stripe did not answer the request to {what} ({tries} tries); it may have "
+                                "arrived", code="no_answer",
+                                hint="read back before trying again: the write may have taken effect")
         reason = "rate-limited the request (429)" if limited else \
             f"failed ({transient.http_status or 'no connection'})"
         return GatewayError(f"Stripe {reason} to {what} {tries} times in a row; gave up"
@@ -176,21 +183,35 @@ class StripeRequests:
 
     def write(self, what: str, permission: tuple[str, str], took_effect: Callable[[], object | None],
               method: Callable, *args, **kwargs):
-        """A write under an idempotency key. After a 5xx the object is read back: a write that took effect is
-        success (`took_effect` returns what to return in its place); one that did not fails this try, and since
-        the 5xx is saved under the key, the next try is made under a new key (dunctl.tick.effects)."""
+        """A write under an idempotency key. After a 5xx, or when its last try was sent and no answer came, the
+        object is read back: a write that took effect is success (`took_effect` returns what to return in its
+        place); one that did not fails this try, and the next is made under a new key (dunctl.tick.effects: a 5xx
+        is saved under its key). When the read fails too, nobody knows: WriteUncertain, never a failed try that
+        the next tick would make again under a new key."""
         try:
             return self.call(what, permission, method, *args, **kwargs)
         except GatewayError as exc:
-            if exc.code != "server_error":
+            if exc.code not in ("server_error", "no_answer"):
                 raise
             failed = exc
-        found = took_effect()
+        found = self.read_back(failed, took_effect)
         if found is not None:
             return found
         raise GatewayError(f"{failed.message}; read back, it had not taken effect", request_id=failed.request_id,
-                           code="unavailable", hint="Stripe saved the error under the idempotency key; the next "
-                                                    "try uses a new key")
+                           code="unavailable", hint="the next try uses a new key (Stripe saves a 5xx under the one it had)")
+
+    @staticmethod
+    def read_back(failed: GatewayError, took_effect: Callable[[], object | None]):
+        """What `took_effect` finds after the write that `failed` without saying whether it was done; when the read
+        fails too (a GatewayError, not a refused key nor the tick's time running out), WriteUncertain."""
+        try:
+            return took_effect()
+        except (GatewayAuthError, OutOfTime):
+            raise                 # out of time: the claim is given back, and its next try keeps its key
+        except GatewayError as exc:
+            raise WriteUncertain(f"{failed.message}; reading it back failed too ({exc.message}), so whether it took "
+                                 "effect is unknown", request_id=failed.request_id, code="uncertain",
+                                 hint="look at the object on the Stripe Dashboard, then `dunctl case resolve`") from None
 
     def _note_date(self, answer) -> None:
         """Keep the `Date` header of Stripe's first answer: Stripe's clock, read seconds after the CLI read the
@@ -354,6 +375,20 @@ def plain(data) -> dict:
 def request_id_of(data) -> str | None:
     response = getattr(data, "last_response", None)
     return response.request_id if response else None
+
+
+def _may_have_arrived(exc: stripe.APIConnectionError) -> bool:
+    """Could Stripe have received the request this connection error cut off? Not when no connection was made
+    (refused, a name that does not resolve, a connect timeout: urllib3's ConnectTimeoutError and its subclasses
+    NewConnectionError, NameResolutionError, inside the error requests raises); yes when the connection broke or
+    went silent after the request was sent. stripe-python raises APIConnectionError from the requests error."""
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(cause, requests.exceptions.ConnectionError) and cause.args:
+        if isinstance(getattr(cause.args[0], "reason", None), urllib3.exceptions.ConnectTimeoutError):
+            return False
+    return True
 
 
 def _worth_retrying(exc: stripe.StripeError, write: bool) -> bool:

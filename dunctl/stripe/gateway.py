@@ -192,8 +192,13 @@ class StripeGateway:
         except GatewayError as exc:
             if exc.code in ("rate_limited", "unavailable"):
                 raise
-            current = self._client.call(f"read subscription {subscription_id}", ("subscription", "read"),
-                                        self._client.v1.subscriptions.retrieve, subscription_id)
+            def read():
+                return self._client.call(f"read subscription {subscription_id}", ("subscription", "read"),
+                                         self._client.v1.subscriptions.retrieve, subscription_id)
+
+            # Refused (already cancelled?): read. A 5xx or no answer may have cancelled it: a read that fails
+            # then leaves it unknown (WriteUncertain), never a failed try to make again.
+            current = self._client.read_back(exc, read) if exc.code in ("server_error", "no_answer") else read()
             if current.status != "canceled":
                 raise
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from dunctl import irreversible
 from dunctl.adoption import NotesDue
 from dunctl.effect import Effect, Outcome
-from dunctl.errors import ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError, OutOfTime
+from dunctl.errors import (ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError, OutOfTime,
+                           WriteUncertain)
 from dunctl.irreversible import IRREVERSIBLE
 from dunctl.tick import changes as case_changes
 from dunctl.tick.context import TickContext
@@ -279,6 +280,10 @@ def _deliver(ctx: TickContext, effects: list[Effect], start: Callable[[], None])
         return [Outcome("unknown", error=f"{exc.message}: it may have been delivered, so it will not be re-sent; "
                                          f"check, then `dunctl case resolve {e.invoice_id} {e.name}`")
                 for e in effects]
+    except WriteUncertain as exc:
+        return [Outcome("unknown", error=f"{exc.message}: it may have taken effect at Stripe, so it will not be "
+                                         f"tried again; check, then `dunctl case resolve {e.invoice_id} {e.name}`",
+                        request_id=exc.request_id) for e in effects]
     except (ChannelError, GatewayError) as exc:
         return [Outcome("failed", error=_error_text(exc), request_id=getattr(exc, "request_id", None))
                 for _ in effects]

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from dunctl.ledger.migrations import rebuild_channels
 from dunctl.ledger.sql import ENDED_STATES, OPEN_STATES
 from dunctl.ledger.views.period import Period
 
@@ -359,6 +358,8 @@ def use_attribution_window(conn: sqlite3.Connection, window_seconds: int) -> Non
     try:
         conn.execute("INSERT INTO report_settings VALUES ('attribution_window_seconds', ?) "
                      "ON CONFLICT(name) DO UPDATE SET value = excluded.value", [window_seconds])
+        from dunctl.ledger.migrations import rebuild_channels   # lazy: see dunctl/lazy.py
+
         rebuild_channels(conn)
     except BaseException:
         if not in_transaction:
