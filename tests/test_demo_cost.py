@@ -296,7 +296,8 @@ def test_a_sync_that_brings_several_invoices_with_cases_reconciles_them_in_one_t
         # up to the schedule of the cases it touched: one transaction
         scheduled = next(n for n, s in enumerate(statements) if s.startswith("UPDATE cases SET next_due_at"))
         reconciling = statements[:scheduled]
-        assert sum(1 for s in reconciling if s.startswith("UPDATE invoices SET pending = 0")) == 3, reconciling
+        assert sum(1 for s in reconciling if s.startswith("UPDATE invoices SET pending = 0 WHERE id")) == 3, \
+            reconciling
         assert sum(1 for s in reconciling if s.startswith("BEGIN")) == 1, reconciling
         assert sum(1 for s in reconciling if s.startswith("SELECT * FROM cases WHERE id")) == 1, reconciling
         assert ledger.conn.execute("SELECT invoice_id, attempts, amount_remaining FROM cases ORDER BY id").fetchall() \
@@ -343,3 +344,46 @@ def test_the_planner_settings_are_worked_out_once_per_config_and_again_when_it_i
         assert TickContext(ledger, config, None, None, T0).settings.max_action_tries == first.max_action_tries + 1
     finally:
         ledger.close()
+
+
+def test_invoices_paid_on_the_first_try_are_marked_reconciled_without_being_read(tmp_path):
+    """A sync brings mostly renewals paid on the first try: they cannot open a case, and reconciling marks them all
+    in one statement without reading them (it read and decoded each, then marked each: issue #25). The failed
+    one still opens its case."""
+    from dataclasses import replace
+
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        paid = [replace(failed_invoice(f"in_p{n}", customer_id=f"cus_p{n}"), status="paid", amount_paid=4900,
+                        amount_remaining=0, attempt_count=1, first_failed_at=None, failed_at=None, decline=None)
+                for n in range(3)]
+        seed(ledger, *paid, failed_invoice("in_f", customer_id="cus_f"))
+        statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                     T0 + timedelta(minutes=5), sync=False))
+        assert len([s for s in statements if s.startswith("UPDATE invoices SET pending = 0")]) == 2, statements
+        assert ledger.conn.execute("SELECT count(*) FROM invoices WHERE pending = 1").fetchone()[0] == 0
+        assert [row[0] for row in ledger.conn.execute("SELECT invoice_id FROM cases")] == ["in_f"]
+    finally:
+        ledger.close()
+
+
+def test_every_invoice_that_may_open_a_case_is_one_reconciling_reads():
+    """The SQL rule that spares reconciling the invoices that cannot open a case (ledger/sync.py _RECONCILABLE)
+    keeps every invoice `may_open` (tick/reconcile.py) would open one for."""
+    import itertools
+    import sqlite3
+
+    from dunctl.ledger.records import InvoiceRecord
+    from dunctl.ledger.sync import _RECONCILABLE
+    from dunctl.tick.reconcile import may_open
+
+    conn = sqlite3.connect(":memory:")
+    for status, method, due, attempts, failed in itertools.product(
+            ("draft", "open", "paid", "void", "uncollectible"), (None, "charge_automatically", "send_invoice"),
+            (None, "2026-12-01T00:00:00Z"), (0, 1, 2), (None, "2026-11-02T14:00:00Z")):
+        row = {"id": "in_1", "status": status, "collection_method": method, "due_date": due,
+               "attempt_count": attempts, "first_failed_at": failed}
+        read = conn.execute(f"SELECT {_RECONCILABLE.format(case='0', i='i')} FROM (SELECT ? AS status, "
+                            "? AS collection_method) i", [status, method]).fetchone()[0]
+        assert read or not may_open(InvoiceRecord.from_row(row)), row

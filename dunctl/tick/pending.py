@@ -22,11 +22,10 @@ def reconcile_invoices(ctx: TickContext, applied: Applied) -> None:
     from dunctl.tick.reconcile import follow_case, may_open, open_case   # lazy: see dunctl/lazy.py
 
     ledger = ctx.ledger
-    pending = ledger.sync.pending_invoices()
-    if not pending:
-        return
     with ledger.transaction():
         # the invoices that cannot open a case (paid on the first try, mostly): nothing to read or decide
+        ledger.sync.clear_unreconcilable()
+        pending = ledger.sync.pending_invoices(reconcilable=True)
         todo = [(invoice, case_id) for invoice, case_id in pending if case_id is not None or may_open(invoice)]
         # read before any is followed: following an invoice changes its own case only (a case per invoice)
         cases = ledger.cases.records(case_id for _, case_id in todo if case_id is not None)
