@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dunctl.effect import Journal
 
+_UNPARSED = object()
+
 __all__ = ["ENDED_STATES", "OPEN_STATES", "SCHEMA", "CaseStore", "Ledger", "NoticeStore", "SyncStore",
            "applied_migrations", "connect"]
 
@@ -69,6 +71,7 @@ class Ledger:
         # sync_state's rows (JSON text) read in one query, kept while this object holds the tick lock: no other
         # process writes the ledger's state then, and a tick reads it a dozen times (mode, cursor, account...).
         self._states: dict[str, str] | None = None
+        self._values: dict[str, object] = {}      # stored text -> its value, for texts of str, number or null
         self._depth = 0
         self._db = None
         self._light = False                    # light_transaction may skip the fsync (a tick knows its boot id)
@@ -203,7 +206,16 @@ class Ledger:
         if self._states is None:
             self._states = dict(self.conn.execute("SELECT name, value FROM sync_state"))
         text = self._states.get(name)
-        return default if text is None else json.loads(text)     # a fresh copy: callers may change theirs
+        if text is None:
+            return default
+        value = self._values.get(text, _UNPARSED)
+        if value is _UNPARSED:
+            value = json.loads(text)
+            if value is None or isinstance(value, (str, int, float)):
+                if len(self._values) >= 256:    # the cursor's text changes with every sync: keep the recent ones
+                    self._values.clear()
+                self._values[text] = value      # kept parsed: the cursor and the modes are read on every tick
+        return value                            # a dict or a list is a fresh copy each time: callers may change it
 
     def set_state(self, name: str, value) -> None:
         text = file.write_state(self.conn, name, value)
