@@ -34,6 +34,10 @@ def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_pa
         assert reconciled(ledger, config, T0 + timedelta(hours=1)) == 2
         # an hour later nothing is due and nothing changed: one look, not a second one after no effects
         assert reconciled(ledger, config, T0 + timedelta(hours=2)) == 1
+        # the invoice changed (Stripe tried again): it is followed, nothing is due, nothing acts: one look again
+        seed(ledger, failed_invoice(attempt_count=2), now=T0 + timedelta(hours=2))
+        assert reconciled(ledger, config, T0 + timedelta(hours=3)) == 1
+        assert ledger.conn.execute("SELECT attempts FROM cases").fetchone()[0] == 2
     finally:
         ledger.close()
 
@@ -257,3 +261,129 @@ def test_the_customers_recent_messages_are_one_query_a_batch_dunning_messages_an
         assert found["cus_in_9"] == [T0 + timedelta(minutes=2)]
     finally:
         ledger.close()
+
+
+def test_a_tick_that_misses_no_step_does_not_read_when_the_last_tick_ran(tmp_path):
+    """When the last tick ran only explains missed steps (`the last tick was 6.9 days ago`, tests/test_tick_core.py):
+    the demo's 1,560 ticks missed none and read it 1,560 times (issue #25)."""
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        seed(ledger, failed_invoice())
+        for hours in (1, 2):
+            statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                         T0 + timedelta(hours=hours), sync=False))
+            assert not [s for s in statements if s.startswith("SELECT now FROM ticks")], statements
+    finally:
+        ledger.close()
+
+
+def test_a_sync_that_brings_several_invoices_with_cases_reconciles_them_in_one_transaction(tmp_path):
+    """Three invoices with open cases come back from a sync with a second failed attempt: they are followed, marked
+    reconciled and their cases scheduled again in one transaction, their cases read in one query (a demo tick had a
+    transaction and a read per invoice, and one more for the schedules, issue #25). Each case still follows its
+    own invoice."""
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    ids = ["in_1", "in_2", "in_3"]
+    try:
+        seed(ledger, *(failed_invoice(i, customer_id=f"cus_{i}") for i in ids))
+        run_tick(ledger, config, None, build_channels(config, {}), T0 + timedelta(minutes=5), sync=False)
+        seed(ledger, *(failed_invoice(i, customer_id=f"cus_{i}", attempt_count=2, amount=4900 + n)
+                       for n, i in enumerate(ids)), now=T0 + timedelta(minutes=6))
+        statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                     T0 + timedelta(minutes=10), sync=False))
+        # up to the schedule of the cases it touched: one transaction
+        scheduled = next(n for n, s in enumerate(statements) if s.startswith("UPDATE cases SET next_due_at"))
+        reconciling = statements[:scheduled]
+        assert sum(1 for s in reconciling if s.startswith("UPDATE invoices SET pending = 0 WHERE id")) == 3, \
+            reconciling
+        assert sum(1 for s in reconciling if s.startswith("BEGIN")) == 1, reconciling
+        assert sum(1 for s in reconciling if s.startswith("SELECT * FROM cases WHERE id")) == 1, reconciling
+        assert ledger.conn.execute("SELECT invoice_id, attempts, amount_remaining FROM cases ORDER BY id").fetchall() \
+            == [("in_1", 2, 4900), ("in_2", 2, 4901), ("in_3", 2, 4902)]
+        assert ledger.conn.execute("SELECT count(*) FROM invoices WHERE pending = 1").fetchone()[0] == 0
+    finally:
+        ledger.close()
+
+
+def test_the_demo_feeds_a_delivered_message_back_without_reading_the_case_s_actions_again(tmp_path):
+    """The tick reports each message's recipient, as it recorded it: the demo's driver hands it to the simulated
+    customer without reading every action of the case again for each message (issue #25)."""
+    from dunctl.simulation.account import SimulatedAccount
+    from dunctl.simulation.demo import DemoChannels, Driver, prepare_demo
+    from dunctl.simulation.population import build_book
+    from dunctl.tick.result import ActionReport, TickResult
+    from tests.test_ledger import open_case
+
+    config = load_config(prepare_demo(tmp_path / "demo"))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        open_case(ledger)
+        driver = Driver(config, ledger, SimulatedAccount(build_book(2, 1), seed=1, start=T0), DemoChannels(config, {}))
+        result = TickResult(now=T0, actions=[ActionReport("in_1", "notice", "email", "done", recipient="a@x.test")])
+        statements = traced(ledger, lambda: driver._feed(result, T0))
+        assert driver.messages == 1 and not [s for s in statements if "FROM actions" in s], statements
+    finally:
+        ledger.close()
+
+
+def test_the_planner_settings_are_worked_out_once_per_config_and_again_when_it_is_replaced(tmp_path):
+    """A demo plans in hundreds of ticks with one config: each tick's context hands out the same (immutable)
+    settings; a config whose file was replaced gets its own (issue #25)."""
+    from dunctl.tick.context import MONITOR, TickContext
+
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        first = TickContext(ledger, config, None, None, T0).settings
+        assert TickContext(ledger, config, None, None, T0 + timedelta(hours=1)).settings is first
+        assert TickContext(ledger, config, None, None, T0, mode=MONITOR).settings.monitor and not first.monitor
+        dunning = config.file.dunning.model_copy(update={"max_action_tries": first.max_action_tries + 1})
+        config.file = config.file.model_copy(update={"dunning": dunning})
+        assert TickContext(ledger, config, None, None, T0).settings.max_action_tries == first.max_action_tries + 1
+    finally:
+        ledger.close()
+
+
+def test_invoices_paid_on_the_first_try_are_marked_reconciled_without_being_read(tmp_path):
+    """A sync brings mostly renewals paid on the first try: they cannot open a case, and reconciling marks them all
+    in one statement without reading them (it read and decoded each, then marked each: issue #25). The failed
+    one still opens its case."""
+    from dataclasses import replace
+
+    config = load_config(starter(tmp_path))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        paid = [replace(failed_invoice(f"in_p{n}", customer_id=f"cus_p{n}"), status="paid", amount_paid=4900,
+                        amount_remaining=0, attempt_count=1, first_failed_at=None, failed_at=None, decline=None)
+                for n in range(3)]
+        seed(ledger, *paid, failed_invoice("in_f", customer_id="cus_f"))
+        statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}),
+                                                     T0 + timedelta(minutes=5), sync=False))
+        assert len([s for s in statements if s.startswith("UPDATE invoices SET pending = 0")]) == 2, statements
+        assert ledger.conn.execute("SELECT count(*) FROM invoices WHERE pending = 1").fetchone()[0] == 0
+        assert [row[0] for row in ledger.conn.execute("SELECT invoice_id FROM cases")] == ["in_f"]
+    finally:
+        ledger.close()
+
+
+def test_every_invoice_that_may_open_a_case_is_one_reconciling_reads():
+    """The SQL rule that spares reconciling the invoices that cannot open a case (ledger/sync.py _RECONCILABLE)
+    keeps every invoice `may_open` (tick/reconcile.py) would open one for."""
+    import itertools
+    import sqlite3
+
+    from dunctl.ledger.records import InvoiceRecord
+    from dunctl.ledger.sync import _RECONCILABLE
+    from dunctl.tick.reconcile import may_open
+
+    conn = sqlite3.connect(":memory:")
+    for status, method, due, attempts, failed in itertools.product(
+            ("draft", "open", "paid", "void", "uncollectible"), (None, "charge_automatically", "send_invoice"),
+            (None, "2026-12-01T00:00:00Z"), (0, 1, 2), (None, "2026-11-02T14:00:00Z")):
+        row = {"id": "in_1", "status": status, "collection_method": method, "due_date": due,
+               "attempt_count": attempts, "first_failed_at": failed}
+        read = conn.execute(f"SELECT {_RECONCILABLE.format(case='0', i='i')} FROM (SELECT ? AS status, "
+                            "? AS collection_method) i", [status, method]).fetchone()[0]
+        assert read or not may_open(InvoiceRecord.from_row(row)), row

@@ -113,3 +113,47 @@ def test_an_in_memory_snapshot_is_a_copy_not_the_file(ledger):
     copy.cases.schedule(case_id, datetime(2030, 1, 1, tzinfo=timezone.utc), "later")
     assert ledger.cases.get(case_id)["next_step"] is None
     assert copy.cases.get(case_id)["next_step"] == "later"
+
+
+def test_a_nested_transaction_that_fails_undoes_only_its_own_writes(ledger):
+    """Nested transactions are savepoints of the outer one (Ledger._begin, delegated to by both kinds)."""
+    with ledger.transaction():
+        ledger.set_state("outer", 1)
+        try:
+            with ledger.light_transaction():
+                ledger.set_state("inner", 2)
+                raise RuntimeError("fails halfway")
+        except RuntimeError:
+            pass
+    assert ledger.get_state("outer") == 1 and ledger.get_state("inner") is None
+    assert not ledger.conn.in_transaction
+
+
+def test_follow_ups_due_again_list_each_ended_case_once_in_order(ledger):
+    """A thank-you waiting for quiet hours to end and a lift that failed, on one recovered case: the case is listed
+    once; cases come in id order."""
+    first, second = open_case(ledger, "in_1"), open_case(ledger, "in_2")
+    journal = ledger.journal("actions")
+    for case_id in (second, first):
+        ledger.cases.end(case_id, "recovered", "paid", T0, recovered_at=T0)
+        thanks = journal.claim_action(case_id, "system", "recovered", "email", "email", "customer", T0, T0,
+                                      f"t{case_id}", None)
+        ledger.conn.execute("UPDATE actions SET status = 'waiting', due_at = ? WHERE id = ?",
+                            ["2026-11-02T13:00:00Z", thanks])
+        lift = journal.claim_action(case_id, "system", "lift-sub_1", "resume_subscription", "stripe", None, T0, T0,
+                                    f"l{case_id}", None)
+        journal.record_result(lift, "failed", T0, error="stripe down")
+    assert ledger.due_follow_ups(T0 + timedelta(hours=1), T0 + timedelta(minutes=30), 3) == [first, second]
+    assert ledger.due_follow_ups(T0 - timedelta(hours=2), T0 - timedelta(hours=2), 3) == []
+
+
+def test_a_nested_transaction_that_fills_the_disk_reports_the_full_disk(ledger):
+    """SQLite rolls a whole transaction back when the disk fills: the savepoint of a nested one is gone with it,
+    and the error is the full disk (which the CLI names), not "no such savepoint"."""
+    ledger.conn.execute(f"PRAGMA max_page_count = {ledger.conn.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        with ledger.transaction():
+            with ledger.transaction():
+                for n in range(2000):
+                    ledger.set_state(f"filler-{n}", "x" * 500)
+    assert not ledger.conn.in_transaction

@@ -18,6 +18,41 @@ def test_records_come_out_typed(ledger):
     assert bundle.actions == []
 
 
+def test_a_row_unchanged_since_the_last_read_gives_the_record_built_then_and_a_changed_one_a_new_one(ledger):
+    """A demo re-reads the same cases tick after tick: records of rows that did not change are not built again
+    (issue #25: building them was a third of reading a bundle). What changed is always read as it is now."""
+    case_id = open_case(ledger)
+    claim = ledger.journal("actions").claim_action(case_id, "step", "notice", "email", "email", "customer", T0, T0,
+                                                   "k1", None)
+    first = ledger.cases.bundle(case_id)
+    ledger.cases.schedule(case_id, T0 + timedelta(days=1), "retry-1")
+    ledger.journal("actions").record_result(claim, "done", T0 + timedelta(minutes=1))
+    again = ledger.cases.bundle(case_id)
+    assert again.invoice is first.invoice and again.customer is first.customer
+    assert again.case is not first.case and again.case.next_due_at == T0 + timedelta(days=1)
+    assert [a.status for a in first.actions] == ["claimed"] and [a.status for a in again.actions] == ["done"]
+    ledger.conn.execute("UPDATE invoices SET amount_remaining = 1 WHERE id = 'in_1'")
+    assert ledger.cases.bundle(case_id).invoice.amount_remaining == 1
+
+
+def test_a_batch_of_cases_is_read_with_what_they_concern_in_two_queries(ledger):
+    """Cases with their invoices, customers and subscriptions in one query, their actions in another (five, one per
+    table, before issue #25); a case without a subscription or a known customer has None for it."""
+    first, second = open_case(ledger, "in_1"), open_case(ledger, "in_2")
+    ledger.conn.execute("UPDATE cases SET subscription_id = NULL, customer_id = 'cus_gone' WHERE id = ?", [second])
+    statements: list[str] = []
+    ledger.conn.set_trace_callback(statements.append)
+    found = ledger.cases.bundles([second, first])
+    ledger.conn.set_trace_callback(None)
+    assert len(statements) == 2, statements
+    assert list(found) == [first, second]
+    assert (found[first].invoice.id, found[first].customer.id, found[first].subscription.id) == ("in_1", "cus_in_1",
+                                                                                                 "sub_1")
+    assert (found[second].invoice.id, found[second].customer, found[second].subscription) == ("in_2", None, None)
+    again = ledger.cases.bundles([first], planned={first: found[first]})
+    assert again[first].customer is found[first].customer and again[first].invoice is found[first].invoice
+
+
 def test_a_sequence_version_is_stored_once_however_many_cases_use_it(ledger):
     for i in range(3):
         open_case(ledger, f"in_{i}")

@@ -39,3 +39,17 @@ def test_a_key_is_known_whatever_the_gateway_and_the_tries_added_to_it(ledger):
     with pytest.raises(StaleLedger):
         ledger.sync.apply_batch(SyncBatch(dunctl_keys=["dunctl-in_9-notice"]), T0)
     assert ledger.sync.apply_batch(SyncBatch(dunctl_keys=["dunctl-in_9-notice"]), T0, accept_stale=True) == 0
+
+
+def test_a_decline_is_stored_whole_and_flat(ledger):
+    """The sync stores a Decline's fields as they are (not through asdict's deep copy): right while every field is
+    a code as text, which this checks."""
+    from dataclasses import asdict, fields
+
+    from dunctl.failures import Decline
+
+    assert all(f.type == "str | None" for f in fields(Decline)), fields(Decline)
+    decline = Decline(code="card_declined", decline_code="do_not_honor", advice_code="try_again_later",
+                      network_decline_code="05", payment_method_type="card", message="declined")
+    ledger.sync.apply_batch(SyncBatch(invoices=[replace(failed_invoice("in_1"), decline=decline)]), T0)
+    assert ledger.sync.invoice_record("in_1").decline == asdict(decline)

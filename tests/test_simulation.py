@@ -298,3 +298,19 @@ def test_grouping_sends_fewer_messages_per_recovered_invoice_at_no_loss_of_recov
     assert grouped.failed_invoices == separate.failed_invoices > 20       # the same failures: the same book
     assert grouped.messages_per_recovered < 0.85 * separate.messages_per_recovered
     assert grouped.recovered_of_failed >= separate.recovered_of_failed - 0.03
+
+
+def test_what_the_account_hands_out_is_a_copy_dunctl_cannot_change_the_account_through():
+    """The account copies its objects field by field (not dataclasses.replace: issue #25), which is right only
+    while dunctl.model's dataclasses have no __post_init__ and no slots."""
+    from dunctl import model
+
+    for cls in (model.Customer, model.PaymentMethod, model.Subscription, model.Invoice, model.InvoiceLine):
+        assert not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__"), cls
+    account = _world(3)
+    batch = next(account.sync(None, T0 + 40 * DAYS))
+    invoice, customer = batch.invoices[0], batch.customers[0]
+    invoice.metadata["x"], invoice.lines[0].amount, customer.metadata["y"] = "1", -1, "2"
+    again = next(account.sync(None, T0 + 40 * DAYS))
+    assert again.invoices[0].id == invoice.id and "x" not in again.invoices[0].metadata
+    assert again.invoices[0].lines[0].amount != -1 and "y" not in again.customers[0].metadata

@@ -11,7 +11,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from dunctl.clock import from_iso, iso
-from dunctl.ledger.sql import ENDED_STATES, IN_LIST_SIZE, Store, pairs, rows_in, to_json
+from dunctl.ledger.sql import ENDED_STATES, IN_LIST_SIZE, Store, pairs, run_in, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
     from dunctl.ledger.records import CaseBundle, CaseRecord, InvoiceRecord
@@ -19,6 +19,15 @@ if TYPE_CHECKING:   # the typed records load with the first row that needs one: 
 
 # What `explain` reads from an action's stored row besides the record's fields: why the step ended as it did.
 ACTION_ROW_EXTRAS = ("error", "detail")
+# How many records `CaseStore._records` keeps for reuse: a demo's whole book (500 customers, their cases and
+# actions) several times over, a few megabytes at most.
+KNOWN_RECORDS = 50_000
+# A batch's cases with what they concern, for `CaseStore._joined`: with their customers and subscriptions, or not.
+_CASES = """SELECT c.*, NULL AS "--", i.* FROM cases c LEFT JOIN invoices i ON i.id = c.invoice_id
+            WHERE c.id IN ({}) ORDER BY c.id"""
+_WHOLE_CASES = """SELECT c.*, NULL AS "--", i.*, NULL AS "--", cu.*, NULL AS "--", s.* FROM cases c
+                  LEFT JOIN invoices i ON i.id = c.invoice_id LEFT JOIN customers cu ON cu.id = c.customer_id
+                  LEFT JOIN subscriptions s ON s.id = c.subscription_id WHERE c.id IN ({}) ORDER BY c.id"""
 
 
 @cache
@@ -36,6 +45,8 @@ class CaseStore(Store):
         # hash -> the sequence as the tick parsed it (tick/schedule.py `Sequences`), for as long as this ledger
         # object lives: a demo's 1,560 ticks parse each version once, not once a tick
         self.parsed_sequences: dict[str, object] = {}
+        # (record class, id) -> (the row as last read, its record): see `_records`
+        self._known: dict[tuple[type, object], tuple[tuple, object]] = {}
 
     def open(self, *, invoice: InvoiceRecord, segment: str, sequence: str, sequence_hash: str,
                   sequence_def: dict, failure_type: str, decline_code: str | None, now: datetime) -> int:
@@ -162,6 +173,12 @@ class CaseStore(Store):
 
         return CaseRecord.from_row(self.get(case_id))
 
+    def records(self, case_ids: Iterable[int]) -> dict[int, CaseRecord]:
+        """Several cases' records (`record`), in one query."""
+        from dunctl.ledger.records import CaseRecord   # lazy: see dunctl/lazy.py
+
+        return {case.id: case for case in self._records(CaseRecord, "SELECT * FROM cases WHERE id IN ({})", case_ids)}
+
     def bundle(self, case_id: int, contacts_since: datetime | None = None,
                contact_statuses: tuple[str, ...] = ("done",)) -> CaseBundle | None:
         """One case with its invoice, customer, subscription and actions, read once (and, for the contact
@@ -178,13 +195,14 @@ class CaseStore(Store):
                 contact_statuses: tuple[str, ...] = ("done",), planned: Mapping[int, CaseBundle] | None = None
                 ) -> dict[int, CaseBundle]:
         """Cases with their invoices, customers, subscriptions and actions (and, for the contact policy, when each
-        customer was last sent a message), with one query per table for all of them: a tick reads a batch's
-        cases at once, not one by one.
+        customer was last sent a message), for all of them at once: the cases with their invoices, customers and
+        subscriptions in one query, their actions in another (and the contacts in a third): a tick reads a
+        batch's cases at once, not one by one.
 
         `planned`: cases loaded earlier in this tick, before their effects ran. Of those only what a tick's
-        effects write is read again: the case, its actions, its invoice (rebuilt only when the row changed) and
-        the customer's recent messages. Their customer and subscription records are kept: only a sync changes
-        them, and none runs between planning a batch and scheduling it."""
+        effects write is read again: the case, its actions, its invoice and the customer's recent messages. Their
+        customer and subscription records are kept: only a sync changes them, and none runs between planning a
+        batch and scheduling it. Any record whose row did not change is the one built before (`_joined`)."""
         from dunctl.ledger.records import (   # lazy: see dunctl/lazy.py
             ActionRecord,
             CaseBundle,
@@ -195,39 +213,64 @@ class CaseStore(Store):
         )
 
         planned = planned or {}
-        cases = [CaseRecord.from_row(row) for row in rows_in(self.conn, "SELECT * FROM cases WHERE id IN ({})",
-                                                             case_ids)]
-        if not cases:
+        ids = list(case_ids)
+        # each case with its invoice, customer and subscription in one query (a planned case's customer and
+        # subscription are kept, so those with the invoice only)
+        fresh = [i for i in ids if i not in planned]
+        rows = self._joined((CaseRecord, InvoiceRecord, CustomerRecord, SubscriptionRecord), _WHOLE_CASES, fresh) \
+            if fresh else []
+        if len(fresh) < len(ids):
+            rows += [(case, invoice, planned[case.id].customer, planned[case.id].subscription) for case, invoice
+                     in self._joined((CaseRecord, InvoiceRecord), _CASES, [i for i in ids if i in planned])]
+        if not rows:
             return {}
-        invoices = {row["id"]: row for row in rows_in(self.conn, "SELECT * FROM invoices WHERE id IN ({})",
-                                                      [c.invoice_id for c in cases])}
-        unplanned = [c for c in cases if c.id not in planned]
-        customers = {row["id"]: CustomerRecord.from_row(row) for row in rows_in(
-            self.conn, "SELECT * FROM customers WHERE id IN ({})", [c.customer_id for c in unplanned])}
-        subscriptions = {row["id"]: SubscriptionRecord.from_row(row) for row in rows_in(
-            self.conn, "SELECT * FROM subscriptions WHERE id IN ({})", [c.subscription_id for c in unplanned])}
+        cases = [row[0] for row in rows]
         actions: dict[int, list[ActionRecord]] = {c.id: [] for c in cases}
-        # a planned case's actions its effects left as they were are kept, like its invoice
-        kept = {a.id: a for c in cases if c.id in planned for a in planned[c.id].actions}
-        for row in rows_in(self.conn, f"SELECT {_action_columns(ActionRecord)} FROM actions WHERE case_id IN ({{}}) "
-                                      "ORDER BY id", actions):
-            record = kept.get(row["id"])
-            actions[row["case_id"]].append(record if record is not None and record.row == row
-                                           else ActionRecord.from_row(row))
+        for record in self._records(ActionRecord, f"SELECT {_action_columns(ActionRecord)} FROM actions "
+                                                  "WHERE case_id IN ({}) ORDER BY id", actions):
+            actions[record.case_id].append(record)
         contacts = {} if contacts_since is None else self.contacts_of(
             [c.customer_id for c in cases], contacts_since, contact_statuses)
         found = {}
-        for case in cases:
-            row, before = invoices.get(case.invoice_id), planned.get(case.id)
-            if before is None:
-                invoice = InvoiceRecord.from_row(row)
-                customer, subscription = customers.get(case.customer_id), subscriptions.get(case.subscription_id)
-            else:
-                invoice = before.invoice if before.invoice is not None and row == before.invoice.row \
-                    else InvoiceRecord.from_row(row)
-                customer, subscription = before.customer, before.subscription
+        for case, invoice, customer, subscription in sorted(rows, key=lambda row: row[0].id):
             found[case.id] = CaseBundle(case=case, invoice=invoice, customer=customer, subscription=subscription,
                                         actions=actions[case.id], contacts=tuple(contacts.get(case.customer_id, ())))
+        return found
+
+    def _records(self, record_class: type, sql: str, values: Iterable) -> list:
+        """`sql`'s rows (over an IN list of `values`, see `rows_in`) as `record_class` records (`_joined`)."""
+        return [row[0] for row in self._joined((record_class,), sql, values)]
+
+    def _joined(self, record_classes: tuple[type, ...], sql: str, values: Iterable) -> list[tuple]:
+        """`sql`'s rows (over an IN list of `values`, see `rows_in`), each as one record per class: the query
+        selects their tables' columns in that order, separated by a column named "--"; a part whose `id` is null
+        (a LEFT JOIN that found nothing) is None.
+        A part read before by this ledger object and unchanged since gives the record built then: most of a
+        tick's rows (a case's actions, its customer, its invoice between payments) are the same tick after tick,
+        and building a record (a dict per row, its times and JSON decoded) was a third of reading a bundle.
+        Records are read-only, so one can be handed out twice; the part is compared whole, so a changed one is
+        always built again."""
+        known, found = self._known, []
+        if len(known) > KNOWN_RECORDS:
+            known.clear()    # a bound on memory, for a tick that reads a large book once
+        for cursor in run_in(self.conn, sql, values):
+            keys = [column[0] for column in cursor.description]
+            bounds = [-1] + [n for n, key in enumerate(keys) if key == "--"] + [len(keys)]
+            parts = [(cls, start + 1, end, keys[start + 1:end], keys.index("id", start + 1))
+                     for cls, start, end in zip(record_classes, bounds, bounds[1:])]
+            for row in cursor.fetchall():
+                records = []
+                for cls, start, end, names, at in parts:
+                    key = row[at]
+                    if key is None:
+                        records.append(None)
+                        continue
+                    values_ = row[start:end]
+                    seen = known.get((cls, key))
+                    if seen is None or seen[0] != values_:
+                        seen = known[cls, key] = (values_, cls.from_row(dict(zip(names, values_))))
+                    records.append(seen[1])
+                found.append(tuple(records))
         return found
 
     def states(self, case_ids: Iterable[int]) -> dict[int, tuple[str, str]]:

@@ -145,16 +145,15 @@ class Driver:
                 self.account.notice_delivered(report.step[7:].split("@")[0], report.invoice_id, now)
             elif report.action in CUSTOMER_ACTIONS:
                 self.messages += 1
-                self._message(report.invoice_id, report.step, report.action, now)
+                self._message(report.invoice_id, report.step, report.action, report.recipient, now)
             elif report.action == "escalate":
                 self.account.escalated(report.invoice_id, now)
 
-    def _message(self, invoice_id: str, step_id: str, action: str, now: datetime) -> None:
+    def _message(self, invoice_id: str, step_id: str, action: str, recipient: str | None, now: datetime) -> None:
+        """`recipient`: as the tick reported it, which is what it recorded (the case's actions are not read again)."""
         case = self.ledger.cases.for_invoice(invoice_id)
         if case is None:
             return
-        row = next((a for a in self.ledger.actions(case["id"]) if a["step_id"] == step_id), None)
-        recipient = row["recipient"] if row else None
         customer = self.ledger.sync.customer(case["customer_id"]) or {}
         manager = json.loads(customer.get("metadata") or "{}").get("account_manager_email")
         if recipient and manager and recipient == manager:

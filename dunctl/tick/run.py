@@ -107,21 +107,22 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
             case_changes.apply(ledger, apply_signal(signal, found, ctx.now, ctx.config.file.dunning.dispute_lost),
                                ctx.now, applied)
             ledger.sync.mark_signal_applied(signal.id)
-    reconcile_invoices(ctx, applied)
-    if behind:
-        with ledger.transaction():
-            lines, touched = adoption.take_over(ledger, behind, own, ctx.sequences, ctx.now)
-        result.taken_over.extend(lines)
-        applied.touched |= touched
-    result.opened.extend(applied.opened)
-    for invoice_id, state in applied.closed:
-        result.close(invoice_id, state)
+    # the invoices, a take-over and the schedules of the cases they touched in one commit: all of it ledger
+    # writes derived from what the sync stored (the invoices stay pending until it commits)
     with ledger.transaction():
+        reconcile_invoices(ctx, applied)
+        if behind:
+            lines, touched = adoption.take_over(ledger, behind, own, ctx.sequences, ctx.now)
+            result.taken_over.extend(lines)
+            applied.touched |= touched
         # read together (one query per table), each as it is before its own schedule is written, as one by one
         loaded = load_bundles(ledger, sorted(applied.touched), ctx.settings, ctx.now)
         for case_id in applied.touched:
             schedule_bundle(ledger, case_id, loaded.get(case_id), ctx.settings, ctx.dunctl_retries, ctx.now,
                             ctx.sequences)
+    result.opened.extend(applied.opened)
+    for invoice_id, state in applied.closed:
+        result.close(invoice_id, state)
     _notify(ctx, applied.notify, result)
     return True
 
@@ -321,11 +322,12 @@ def _on_mode_change(ctx: TickContext) -> None:
         ctx.ledger.set_state("mode", ctx.mode)
 
 
-def _missed_cause(ledger: Ledger, result: TickResult, last_tick: datetime | None, now: datetime,
-                  grace) -> str | None:
-    """The likeliest reason steps were missed, for the one line a tick prints about them."""
+def _missed_cause(ledger: Ledger, result: TickResult, now: datetime, grace) -> str | None:
+    """The likeliest reason steps were missed, for the one line a tick prints about them. The last tick is read
+    only then (this tick is not finished yet, so it is the one before): most ticks miss nothing."""
     if not result.missed:
         return None
+    last_tick = ledger.last_tick_at()
     if last_tick is not None and now - last_tick > grace:
         return f"the last tick was {_days(now - last_tick)} ago"
     late = []
@@ -361,7 +363,6 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         return _dry_tick(ledger, config, gateway, now, sync, progress, accept_stale, adopt, deadline)
     mode = mode or (MONITOR if config.file.mode == "monitor" else LIVE)
     with ledger.tick_lock():
-        last_tick = ledger.last_tick_at()
         tick_id = ledger.start_tick(now, dry_run=False)
         read_only = ReadOnlyGateway(gateway) if gateway else None
         ctx = TickContext(ledger, config, gateway if mode == LIVE else read_only, channels, now, mode=mode,
@@ -375,7 +376,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         finally:
             if channels is not None:
                 channels.close()
-        result.missed_cause = _missed_cause(ledger, result, last_tick, now, config.file.dunning.grace)
+        result.missed_cause = _missed_cause(ledger, result, now, config.file.dunning.grace)
         result.skipped_channels = sorted(ctx.skipped_channels)
         result.interrupted = ctx.interrupted()
         result.unknown_waiting = ledger.unknown_count()   # every tick says how many wait for a person
@@ -412,10 +413,12 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
         # The sync is kept; nothing is decided or sent on a machine clock Stripe disagrees with. Raised inside the
         # tick, so the tick is never marked finished and its wrong moment never becomes "the last tick".
         check_stripe_clock(wall, getattr(gateway, "stripe_date", None))
-    reconciled = reconcile(ctx, result)
-    if run_due(ctx, result, resync) or reconciled:
+    acted = len(result.actions)
+    reconcile(ctx, result)
+    run_due(ctx, result, resync)
+    if len(result.actions) > acted:
         # What the effects themselves changed (a suppressed invoice found paid). With no effect since the sync
-        # (nothing to reconcile, no case due) nothing can have: an idle tick skips it, half its reconciling.
+        # (nothing was due, or all of it waits) nothing can have: such a tick skips it, half its reconciling.
         reconcile(ctx, result)
     if ctx.interrupted():
         return               # asked to stop: the notices wait for the next tick, as they are
