@@ -46,7 +46,7 @@ from dunctl.offsets import Offset
 from dunctl.planning import SKIP, CaseSnapshot, Decision, Settings, StepRecord, Wait, skip_reason
 
 __all__ = ["IRREVERSIBLE", "announcers", "as_it_will_run", "deadline_day", "deadline_end", "earned", "message_truth",
-           "consequences", "told_statuses"]
+           "consequences", "consequences_as_read", "told_statuses"]
 
 # Statuses after which a message will never be delivered, nor a step run (by this record).
 _GAVE_UP = frozenset({"skipped", "missed", "suppressed"})
@@ -195,6 +195,13 @@ def consequences(sequence: Sequence, first_failed_at: datetime, records: dict[st
     """The irreversible steps of `as_it_will_run(...)`, each with its id, action and time."""
     return Consequences(tuple(TimedStep(step.id, step.action, at)
                               for step, at in _to_come(sequence, first_failed_at, records, settings, now, zone)))
+
+
+def consequences_as_read(sequence: Sequence, first_failed_at: datetime, records: dict[str, StepRecord],
+                         settings: Settings, now: datetime, zone: str | None = None) -> Iterator[TimedStep]:
+    """`consequences(...).steps`, each worked out only when it is read: a message names the first still ahead."""
+    return (TimedStep(step.id, step.action, at)
+            for step, at in _to_come(sequence, first_failed_at, records, settings, now, zone))
 
 
 def _to_come(sequence: Sequence, first_failed_at: datetime, records: dict[str, StepRecord], settings: Settings,

@@ -20,7 +20,8 @@ LAYOUT = "".join(f'<tr><td style="padding:{n}px 20px;font-family:Helvetica,Arial
 
 @pytest.mark.parametrize("text", [
     "caf\u00e9 = cost\n", "trailing space \nand tab\t\n", ".\n.\nend .", "x" * 200 + "\n" + "é" * 90 + "\n",
-    "a = b \t \n\n\n", "\x00 nul and \x7f del …\n", "no line end, trailing space ", "=\n=3D\n"])
+    "a = b \t \n\n\n", "\x00 nul and \x7f del …\n", "no line end, trailing space ", "=\n=3D\n",
+    "split at LF only: \u2028 \x0b \x0c \x1c \x85 \n", "CR\rCRLF\r\n"])
 def test_a_body_is_what_encoding_it_whole_gives(text):
     text += "\n\u00e9"   # not ASCII: quoted-printable (short ASCII lines go as 7bit)
     built = build_message(EmailMessage("ada@example.com", "Hi", "plain", text), sender="billing@acme.test",

@@ -50,6 +50,16 @@ def test_a_starter_html_email_calls_no_macro(templates, name, context):
 
 
 @pytest.mark.parametrize("name,context", EMAILS, ids=[name for name, _ in EMAILS])
+def test_a_starter_html_email_calls_a_block_only_for_its_bodys_text(templates, name, context):
+    # `self['button']()` went through the sandbox, Jinja's call and a Markup of the block's text: the button is a
+    # block rendered in place; only the body, whose text the frame reads for its preheader, is called for
+    blocks = calls_while(lambda: templates.render_email(name, context),
+                         lambda frame: frame.f_locals["self"].name if frame.f_code.co_name == "__call__"
+                         and type(frame.f_locals.get("self")).__name__ == "BlockReference" else None)
+    assert blocks in (["body"], [])   # recovered.* extends the frame itself and sets its body in place
+
+
+@pytest.mark.parametrize("name,context", EMAILS, ids=[name for name, _ in EMAILS])
 def test_the_body_goes_through_striptags_once(templates, name, context):
     # the preheader and the "is a reply invited already" check read the same text: it was stripped twice
     # (the templates' own filter, dunctl/messages/templates.py `_striptags`, or markupsafe's for text with a comment)

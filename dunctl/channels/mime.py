@@ -211,25 +211,29 @@ def _part(subtype: str, text: str) -> tuple[list[str], bytes]:
     """A text part's headers and CRLF body: 7bit when it is short-lined ASCII, else quoted-printable UTF-8.
 
     Quoted-printable keeps the message 7-bit, so it goes through any server without 8BITMIME."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:   # one scan for the usual text, which has none
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
         text += "\n"
     if text.isascii() and max(map(len, text.split("\n"))) <= _LINE_LIMIT and "\x00" not in text:
         return ([f'Content-Type: text/{subtype}; charset="utf-8"', "Content-Transfer-Encoding: 7bit"],
                 text.replace("\n", "\r\n").encode("ascii"))
-    body = _quoted_printable(text.encode("utf-8")).replace(b"\n", b"\r\n")
+    body = _quoted_printable(text)
     return ([f'Content-Type: text/{subtype}; charset="utf-8"', "Content-Transfer-Encoding: quoted-printable"],
             body)
 
 
-def _quoted_printable(data: bytes) -> bytes:
-    """`binascii.b2a_qp(data, istext=True)` for LF-ended text, line by line: the encoder reads nothing past a line
-    end (its soft breaks and encoded trailing spaces are per line), so the lines encoded apart and joined are the
-    same bytes. Most lines of an HTML email are the layout's, the same in every message: each is encoded once per
-    process (b2a_qp checks every byte several times: 90 us of a 3.7 KB email on this machine against 8)."""
-    return b"".join(map(_quoted_printable_line, data.splitlines(keepends=True)))
+def _quoted_printable(text: str) -> bytes:
+    """`binascii.b2a_qp(text.encode("utf-8"), istext=True)` with CRLF line ends, for LF-ended text, line by line:
+    the encoder reads nothing past a line end (its soft breaks and encoded trailing spaces are per line), so the
+    lines encoded apart and joined are the same bytes. Most lines of an HTML email are the layout's, the same in
+    every message: each is encoded once per process (b2a_qp checks every byte several times: 90 us of a 3.7 KB
+    email on this machine against 8), and kept with its CRLF, so the message's text is neither encoded nor has
+    its line ends replaced as a whole. Split at LF only: `str.splitlines` also splits at U+2028 and others."""
+    return b"".join(map(_quoted_printable_line, text.split("\n")[:-1]))
 
 
 @functools.lru_cache(maxsize=2048)
-def _quoted_printable_line(line: bytes) -> bytes:
-    return binascii.b2a_qp(line, istext=True)
+def _quoted_printable_line(text: str) -> bytes:
+    line = text.encode("utf-8") + b"\n"
+    return binascii.b2a_qp(line, istext=True).replace(b"\n", b"\r\n")

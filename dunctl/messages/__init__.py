@@ -11,8 +11,8 @@ They are rendered with a sandboxed Jinja2 environment, StrictUndefined (a typo i
 `dunctl check`, never a blank in a customer's inbox) and HTML autoescape.
 """
 
-from dunctl.messages.case import (CONSEQUENCES, HIGH_VALUE, CasePart, consequence, customer_kind, dashboard_url,
-                                  recipient_list)
+from dunctl.messages.case import (CONSEQUENCES, HIGH_VALUE, CasePart, StepsAsRead, consequence, customer_kind,
+                                  dashboard_url, recipient_list)
 from dunctl.messages.check import check_templates, sms_notes, sms_sizes
 from dunctl.messages.context import MessageContext, build_context
 from dunctl.messages.escalation import escalation_for_customer, escalation_text
@@ -21,7 +21,7 @@ from dunctl.messages.sms import SmsSize, sample_link, sms_size, strict_sms
 from dunctl.messages.templates import EMAIL_PARTS, Templates
 
 __all__ = [
-    "CONSEQUENCES", "EMAIL_PARTS", "HIGH_VALUE", "CasePart", "MessageContext", "SmsSize", "Templates",
+    "CONSEQUENCES", "EMAIL_PARTS", "HIGH_VALUE", "CasePart", "MessageContext", "SmsSize", "StepsAsRead", "Templates",
     "build_context", "check_templates", "consequence", "customer_kind", "dashboard_url", "escalation_for_customer",
     "escalation_text", "recipient_list", "sample_context", "sample_contexts", "sample_link", "sms_notes",
     "sms_size", "sms_sizes", "strict_sms",

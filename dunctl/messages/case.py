@@ -4,6 +4,7 @@ billing contacts are, what the sequence does next if nobody pays, and where the 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +27,34 @@ class CasePart:
     payment_method: dict | None = None
     update_link: str | None = None
     sequence: object | None = None
+
+
+class StepsAsRead:
+    """A sequence whose steps are worked out as they are read and kept once read: what a message says of its
+    sequence is the first consequence still ahead (`consequence`), so the later ones (each a time in the customer's
+    zone after its notice period: dunctl/irreversible.py) are mostly never worked out. Read again (the context
+    re-formatted for the template's own locale), it gives the same steps."""
+
+    __slots__ = ("_source", "_read")
+
+    def __init__(self, source: Iterator):
+        self._source, self._read = source, []
+
+    @property
+    def steps(self) -> StepsAsRead:
+        return self
+
+    def __iter__(self) -> Iterator:
+        index = 0
+        while True:
+            if index == len(self._read):
+                step = next(self._source, None) if self._source is not None else None
+                if step is None:
+                    self._source = None
+                    return
+                self._read.append(step)
+            yield self._read[index]
+            index += 1
 
 
 def recipient_list(rule: str | list[str], customer: dict | None, invoice: dict) -> list[str]:

@@ -26,7 +26,8 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
                   update_link: str | None, company: str, now: datetime, sequence=None,
                   default_locale: str = "en", timezone: str | None = None, also: list[CasePart] = (),
                   locale: str | None = None, reason_shown: bool = True, account: str | None = None,
-                  open_invoices: list[dict] | None = None) -> MessageContext:
+                  open_invoices: list[dict] | None = None, contacts: list[str] | None = None,
+                  extra: dict | None = None) -> MessageContext:
     """Everything a template may use, formatted for the customer's locale (or `locale`).
 
     `invoices` lists every invoice the message covers (this case's, then `also`'s: further cases of the same
@@ -34,7 +35,10 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
     sum per currency. The single-invoice names (`invoice`, `amount`, `failure`, ...) describe the first invoice.
     `sequence` (default: the case's stored sequence) gives the final notice its consequence and date.
     `reason_shown` False (a message that also reaches people other than the payer's billing contacts) words every
-    failure neutrally: "insufficient funds" is the payer's business."""
+    failure neutrally: "insufficient funds" is the payer's business. `contacts`: the customer's billing contacts
+    when the caller has them already (the `billing_contact` rule resolved for the message's own recipients).
+    `extra`: values the caller sets over the formatted ones (the tick's `pause_lifted`, `sent`, `follow_up`), kept
+    through re-formatting for another locale."""
     parts = [CasePart(case, invoice, payment_method, update_link, sequence), *also]
     for part in parts[1:]:
         if part.case["customer_id"] != case["customer_id"]:
@@ -44,8 +48,8 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
 
     def build(tag: str) -> MessageContext:
         found = format_context(parts, customer, company, now, tag, preferred, default_locale, zone, reason_shown,
-                               account)
-        return MessageContext({**found, "statement": format_statement(open_invoices or [], now, found["locale"], zone)},
-                              build)
+                               account, contacts)
+        return MessageContext({**found, "statement": format_statement(open_invoices or [], now, found["locale"], zone),
+                               **(extra or {})}, build)
 
     return build(normalise(locale) or preferred or normalise(default_locale) or "en")

@@ -42,7 +42,7 @@ def sequence_of(case: dict, sequence):
 
 def format_context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
                    preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True,
-                   account: str | None = None) -> dict:
+                   account: str | None = None, contacts: list[str] | None = None) -> dict:
     lang, code = _locale(tag, default_locale)
     first = parts[0]
     try:
@@ -75,13 +75,14 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         if then and (earliest is None or then["at"] < earliest["at"]):
             earliest = then
         totals[currency] = totals.get(currency, 0) + invoice["amount_remaining"]
+        remaining = format_money(invoice["amount_remaining"], currency, code)
         invoices.append({
             "id": invoice["id"],
             "number": invoice["number"] or invoice["id"],
             "currency": currency,
-            "amount": format_money(invoice["amount_remaining"], currency, code),
+            "amount": remaining,
             "amount_due": format_money(invoice["amount_due"], currency, code),
-            "amount_remaining": format_money(invoice["amount_remaining"], currency, code),
+            "amount_remaining": remaining,
             "hosted_invoice_url": invoice["hosted_invoice_url"],
             "dashboard_url": dashboard_url(invoice["id"], bool(invoice.get("livemode")), account),
             "pay_link": part.update_link or invoice["hosted_invoice_url"] or "",
@@ -101,17 +102,18 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
     links = {inv["pay_link"] for inv in invoices}
     segments = {p.case.get("segment") for p in parts} | {p.case.get("sequence") for p in parts}
     who = customer_kind(customer, first.invoice)
+    summed = [{"currency": c, "amount": format_money(v, c, code)} for c, v in sorted(totals.items())]
     return {
         "company": company,
         "locale": tag,
         "language": lang,
         "customer": {"id": first.case["customer_id"], **who,
                      "email": current_email(customer, first.invoice), "locale": preferred,
-                     "billing_contacts": billing_contacts(customer, first.invoice)},
+                     "billing_contacts": billing_contacts(customer, first.invoice) if contacts is None else contacts},
         "invoices": invoices,
         "count": len(invoices),
-        "totals": [{"currency": c, "amount": format_money(v, c, code)} for c, v in sorted(totals.items())],
-        "total": ", ".join(format_money(v, c, code) for c, v in sorted(totals.items())),
+        "totals": summed,
+        "total": ", ".join(total["amount"] for total in summed),
         "tone": "high_value" if segments & HIGH_VALUE else "standard",
         "consequence": {"action": earliest["action"], "on": deadline(earliest["at"])} if earliest else None,
         "today": _day(now, tz, code),

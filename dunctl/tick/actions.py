@@ -16,11 +16,11 @@ from dunctl.clock import iso
 from dunctl.effect import Outcome, Prepared, done, skipped
 from dunctl.errors import ChannelError
 from dunctl.failures import classify
-from dunctl.irreversible import consequences
+from dunctl.irreversible import consequences_as_read
 from dunctl.ledger.receivables import statement_rows
 from dunctl.messages import (
     CasePart,
-    MessageContext,
+    StepsAsRead,
     build_context,
     escalation_for_customer,
     escalation_text,
@@ -40,7 +40,7 @@ if TYPE_CHECKING:   # a case's effects (tick/effects.py) load this registry when
 
 
 def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = (),
-             reason_shown: bool = True) -> dict:
+             reason_shown: bool = True, contacts: list[str] | None = None, extra: dict | None = None) -> dict:
     """What the templates see: this case (and, for one message covering several, the customer's other cases in
     the same currency), in the customer's language, with the case's own sequence for the final notice's date."""
     b = effect.bundle
@@ -54,7 +54,7 @@ def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effe
                          sequence=_as_it_will_run(ctx, b),
                          default_locale=sender.locale, timezone=sender.timezone, also=parts,
                          reason_shown=reason_shown, account=ctx.config.file.stripe.account,
-                         open_invoices=_open_invoices(ctx, b))
+                         open_invoices=_open_invoices(ctx, b), contacts=contacts, extra=extra)
 
 
 def _open_invoices(ctx: TickContext, bundle) -> list[dict]:
@@ -65,8 +65,8 @@ def _as_it_will_run(ctx: TickContext, bundle):
     """The case's pause, cancellation or write-off timed as they will now run (a message names the day it will
     happen: dunctl/irreversible.py `as_it_will_run`), without copying the sequence."""
     zone = bundle.customer.timezone if bundle.customer else None
-    return consequences(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle), ctx.settings,
-                        ctx.now, zone)
+    return StepsAsRead(consequences_as_read(ctx.sequences(bundle), bundle.case.first_failed_at, step_records(bundle),
+                                            ctx.settings, ctx.now, zone))
 
 
 def _update_link(ctx: TickContext, effect: Effect) -> str | None:
@@ -97,21 +97,29 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     left_out = "; ".join(f"{a} ({why})" for a, why in found.rejected)
     if not found.to:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
-    context = _with_pause(_context(ctx, lead, _update_link(ctx, lead), also=effects[1:],
-                                   reason_shown=_to_payer_only(step)), effects, _sent(ctx, effects))
+    context = _context(ctx, lead, _update_link(ctx, lead), also=effects[1:], reason_shown=_to_payer_only(step),
+                       contacts=list(found.to) if _to_billing_contacts(step) else None,
+                       extra=_history(effects, _sent(ctx, effects)))
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
     note = f"; left out {left_out}" if left_out else ""
+    recipient = ", ".join(found.all)
 
     def deliver() -> Outcome:
         message = EmailMessage(found.to, subject, text, html, cc=found.cc)   # headers: dunctl/tick/channels.py
         delivery = ctx.channels.email(message, lead.key, ctx.now)
-        return Outcome("done", f"email {step.template} to {', '.join(found.all)}: {delivery.detail}{note}",
-                       recipient=", ".join(found.all), subject=subject)
+        return Outcome("done", f"email {step.template} to {recipient}: {delivery.detail}{note}",
+                       recipient=recipient, subject=subject)
 
-    return Prepared(f"email {step.template} to {', '.join(found.all)}: {subject}{note}", deliver,
-                    recipient=", ".join(found.all), subject=subject)
+    return Prepared(f"email {step.template} to {recipient}: {subject}{note}", deliver, recipient=recipient,
+                    subject=subject)
+
+
+def _to_billing_contacts(step) -> bool:
+    """Whether the step's recipients are exactly the customer's billing contacts (the context's
+    `customer.billing_contacts`, resolved once for both)."""
+    return not step.cc and as_list(step.to) in ([], ["billing_contact"])
 
 
 def _to_payer_only(step) -> bool:
@@ -129,16 +137,11 @@ def _sent(ctx: TickContext, effects: list[Effect]) -> list[dict]:
             for e in effects for a in ctx.ledger.sent_and_tried(e.bundle.case.id)]
 
 
-def _with_pause(context, effects: list[Effect], sent: list[dict] = ()):
-    """The context plus `pause_lifted`: dunctl lifted the pause it made on one of these cases' subscriptions (the
-    thank-you for a payment says so), `sent` and `follow_up`. Kept through re-formatting for the template's own
-    locale."""
-    def extended(base):
-        return MessageContext({**base, **extra}, lambda tag: extended(base.localized(tag)))
-
-    extra = {"pause_lifted": any(lifted(e.bundle) for e in effects), "sent": list(sent),
-             "follow_up": any(s["action"] in ("email", "sms") for s in sent)}
-    return extended(context)
+def _history(effects: list[Effect], sent: list[dict]) -> dict:
+    """What the context says of these cases' past: `pause_lifted` (dunctl lifted the pause it made on one of their
+    subscriptions: the thank-you for a payment says so), `sent` and `follow_up`."""
+    return {"pause_lifted": any(lifted(e.bundle) for e in effects), "sent": sent,
+            "follow_up": any(s["action"] in ("email", "sms") for s in sent)}
 
 
 def sms(ctx: TickContext, effect: Effect) -> Prepared:
