@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_demo.py --big 0       # the default size only
     .venv/bin/python bench/bench_demo.py --profile     # where the time goes (cProfile, top 25, in this process)
     .venv/bin/python bench/bench_demo.py --calibrate   # the model against the published figures, both presets
+    .venv/bin/python bench/bench_demo.py --instructions --against /tmp/old   # instructions (valgrind), before/after
 
 dunctl runs as an installed one does: its bytecode cached, and its compiled templates kept (bench/.work/cache; a
 first run without them is printed too). bench/README.md quotes the figures printed here.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import instructions  # noqa: E402
 from dunctl.simulation.assumptions import CALIBRATION_TARGETS, MEDIAN_TARGETS, PRESETS  # noqa: E402
 from dunctl.simulation.calibration import calibrate  # noqa: E402
 from dunctl.simulation.demo import DEFAULT_DEMO_DAYS, DEFAULT_FOLLOW_UP_DAYS, run_demo  # noqa: E402
@@ -92,6 +94,10 @@ def main() -> None:
                         help="days followed after billing stops (the test's small run: 0, else 35 days of ticks)")
     parser.add_argument("--big", type=int, default=3000, help="customers of the one large run (0: none)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count the demo's instructions under valgrind (one run), beside --against's")
+    parser.add_argument("--against", type=Path, help="with --instructions: a copy of another commit's tree "
+                        "(git archive REV | tar -x -C DIR), counted the same way for a before/after")
     parser.add_argument("--calibrate", action="store_true")
     args = parser.parse_args()
 
@@ -108,6 +114,10 @@ def main() -> None:
             for name, (target, _) in targets.items():
                 print(f"  {name:52} target {target:10} measured {measured[name]:.1%}")
             print(f"  {'unprompted (no dunctl at all)':52} {'':17} measured {c.unprompted:.1%}")
+        return
+
+    if args.instructions:
+        print_instructions(args)
         return
 
     if args.profile:
@@ -144,6 +154,31 @@ def main() -> None:
               f"{'met' if cpu <= BIG_GOAL else 'MISSED'} ({cpu / median:.1f}x the default size for "
               f"{args.big / args.customers:g}x the customers)")
     print(f"on {machine()}, load average {os.getloadavg()[0]:.1f}")
+
+def print_instructions(args) -> None:
+    """The demo's instructions (bench/instructions.py), and another tree's beside them: a figure that does not move
+    with the machine's speed. Caches are warmed by a first, uncounted run of each tree."""
+    if not instructions.available():
+        print("valgrind is not installed: no instruction count (apt-get install valgrind)")
+        return
+    counted = {}
+    for name, tree in (("this tree", None), (f"{args.against}", args.against)):
+        if name != "this tree" and tree is None:
+            continue
+        env = instructions.tree_env(demo_env(SCRATCH / "cache"), tree)
+        python = [sys.executable, "-m", "dunctl", "demo"]
+        options = ["--customers", str(args.customers), "--days", str(args.days), "--follow-up", str(args.follow_up),
+                   "--seed", str(args.seed), "--json"]
+        with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
+            subprocess.run([*python, str(Path(scratch) / "warm"), *options], capture_output=True, check=True,
+                           env=env, cwd=tree)
+            counted[name] = instructions.count([*python, str(Path(scratch) / "demo"), *options], env=env, cwd=tree)
+        print(f"dunctl demo ({name}): {counted[name] / 1e9:.2f} G instructions, {args.customers} customers, "
+              f"{args.days} + {args.follow_up} days")
+    if len(counted) == 2:
+        mine, theirs = counted.values()
+        print(f"  ratio: {mine / theirs:.3f}x the instructions of {args.against}")
+
 
 if __name__ == "__main__":
     main()

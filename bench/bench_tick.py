@@ -1,6 +1,7 @@
 """What a tick costs: idle on a small and a large ledger, and per due email against doing the same by hand.
 
     python bench/bench_tick.py [--small 10000] [--large 1000000] [--due 10000] [--runs 3]
+    python bench/bench_tick.py --instructions 400 [--against /tmp/old]   # per email, counted by valgrind
 
 Prints each figure next to its reference from the same run, as a ratio:
 - an idle tick (nothing due) on --large open cases vs on --small (goal: <= 2x; nothing may grow with the ledger);
@@ -22,6 +23,7 @@ import platform
 import resource
 import sqlite3
 import statistics
+import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -29,7 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ledger_builder import build, scratch  # noqa: E402
+from bench import instructions  # noqa: E402
+from bench.ledger_builder import SCRATCH, build, scratch  # noqa: E402
 import jinja2  # noqa: E402
 from babel.numbers import format_currency  # noqa: E402
 
@@ -156,7 +159,15 @@ def main() -> None:
     parser.add_argument("--due", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3, help="busy ticks, each on a fresh ledger (the median is "
                                                             "quoted: this machine's file system cost varies)")
+    parser.add_argument("--instructions", type=int, metavar="N", help="instead: instructions per due email under "
+                        "valgrind, a tick of N due emails minus one of N/4, divided by 3N/4 (the figure that does "
+                        "not move with this machine's speed)")
+    parser.add_argument("--against", type=Path, help="with --instructions: a copy of another commit's tree "
+                        "(git archive REV | tar -x -C DIR), counted the same way for a before/after")
     args = parser.parse_args()
+    if args.instructions:
+        print_instructions(args.instructions, args.against)
+        return
     with scratch() as tmp:
         small = idle(Path(tmp) / "small", args.small)
         large = idle(Path(tmp) / "large", args.large)
@@ -182,6 +193,39 @@ def main() -> None:
           f"ms user), {wall:.1f} s wall for {sent:,.0f} (goal for 10,000: <= 5 s); by hand {per_hand * 1000:.2f} ms "
           f"({hand_user * 1000:.2f} ms user; {per_email / per_hand:.2f}x), of which the file system "
           f"{per_file * 1000:.2f} ms")
+
+
+def print_instructions(due: int, against: Path | None) -> None:
+    """Instructions per due email: ticks of `due` and `due // 4` emails, each on a ledger built by its own tree's
+    code (bench/tick_once.py) and counted by valgrind (bench/instructions.py); what both share (starting Python,
+    importing, loading the config) cancels out. Each tick runs once uncounted first, warming the caches."""
+    if not instructions.available():
+        print("valgrind is not installed: no instruction count (apt-get install valgrind)")
+        return
+    counted = {}
+    for name, tree in (("this tree", None), (str(against), against)):
+        if name != "this tree" and tree is None:
+            continue
+        env = instructions.tree_env({k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, tree)
+        env.setdefault("PYTHONPYCACHEPREFIX", str(SCRATCH / "pycache"))
+        env.setdefault("DUNCTL_CACHE_DIR", str(SCRATCH / "cache"))
+        runner = [sys.executable, str(Path(__file__).with_name("tick_once.py"))]
+        sizes = {}
+        for size in (due // 4, due):
+            with scratch() as tmp:
+                ticks = []
+                for n in range(2):
+                    built = subprocess.run([*runner, "build", str(Path(tmp) / f"{n}"), str(size)], env=env, cwd=tree,
+                                           capture_output=True, text=True, check=True).stdout.split()[-1]
+                    ticks.append([*runner, "tick", built])
+                subprocess.run(ticks[0], env=env, cwd=tree, capture_output=True, check=True)
+                sizes[size] = instructions.count(ticks[1], env=env, cwd=tree)
+        counted[name] = (sizes[due] - sizes[due // 4]) / (due - due // 4)
+        print(f"per due email ({name}): {counted[name] / 1e6:.2f} M instructions (a tick of {due:,} minus one of "
+              f"{due // 4:,})")
+    if len(counted) == 2:
+        mine, theirs = counted.values()
+        print(f"  ratio: {mine / theirs:.3f}x the instructions of {against}")
 
 
 if __name__ == "__main__":

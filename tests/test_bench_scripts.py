@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -70,3 +72,18 @@ def test_bench_suite_counts_the_cpu_of_the_tests_it_runs():
     assert re.search(r"tests: \d+ passed", out), out
     assert re.search(r"suite CPU: \d+\.\d s \(\d+\.\d user \+ \d+\.\d sys\) for tests/test_mime_lines\.py; the goal "
                      r"\(<= 180 s\) is for the whole suite", out), out
+
+
+def test_instruction_counts_tell_a_bigger_program_from_a_smaller_one():
+    """The before/after figure that does not move with the machine's speed (bench/instructions.py, used by
+    `bench_demo.py --instructions` and `bench_tick.py --instructions`): valgrind's count, the same for the same
+    program, and more for more work. Without valgrind the benchmarks say so instead of counting."""
+    sys.path.insert(0, str(BENCH.parent))
+    from bench import instructions
+
+    if not instructions.available():
+        pytest.skip("valgrind is not installed")
+    small = [instructions.count([sys.executable, "-S", "-c", "sum(range(10))"]) for _ in range(2)]
+    big = instructions.count([sys.executable, "-S", "-c", "sum(range(3_000_000))"])
+    assert small[0] > 1_000_000 and abs(small[0] - small[1]) < small[0] * 0.01     # the same, run to run
+    assert big > small[0] + 30_000_000                                              # 3 M additions and more
