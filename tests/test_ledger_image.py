@@ -90,3 +90,18 @@ def test_an_unusable_image_is_passed_over_and_the_ledger_migrated(tmp_path, monk
     ledger = Ledger.open(tmp_path / "new.db")
     assert applied_migrations(ledger.conn) == list(SCHEMA) and dump(ledger.conn) == dump(stock_ledger())
     assert image.restore(sqlite3.connect(":memory:"))                 # replaced by a good one
+
+
+def test_an_image_that_cannot_be_written_costs_nothing_but_the_saving(tmp_path, monkeypatch):
+    """A cache that fails under SQLite (a full disk) is not the ledger's problem: the ledger is made, migrated."""
+    from dunctl.ledger import image
+
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "cache"))
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(image, "copy_into", full)
+    ledger = Ledger.open(tmp_path / "new.db")
+    assert applied_migrations(ledger.conn) == list(SCHEMA)
+    assert not any((tmp_path / "cache" / "ledgers").iterdir())

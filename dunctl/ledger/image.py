@@ -49,18 +49,22 @@ def keep(conn: sqlite3.Connection) -> None:
     path = image_path()
     if path is None:
         return
+    try:
+        cache.write_aside(path, lambda temporary, _: copy_into(conn, temporary))
+    except sqlite3.Error:
+        pass          # a full disk, say: the cache only saves work, and the ledger itself is made
 
-    def write(temporary: Path, _) -> None:
-        copy = sqlite3.connect(temporary)
-        try:
-            conn.backup(copy)
-            # a file of its own, read without side files: the ledger's WAL mode is the ledger's, and a copy into
-            # a WAL ledger stays in WAL mode (SQLite's backup sets the destination's format bytes back)
-            copy.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            copy.close()
 
-    cache.write_aside(path, write)
+def copy_into(conn: sqlite3.Connection, path: Path) -> None:
+    """`conn`'s database into the file at `path`, in rollback-journal mode: a file of its own, read without side
+    files (the ledger's WAL mode is the ledger's: a copy into a WAL ledger stays in WAL mode, SQLite's backup sets
+    the destination's format bytes back)."""
+    copy = sqlite3.connect(path)
+    try:
+        conn.backup(copy)
+        copy.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        copy.close()
 
 
 def image_path() -> Path | None:
