@@ -246,3 +246,15 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI must run this test)")
     pytest.skip(reason)
+
+
+def traced(ledger, run) -> list[str]:
+    """The statements `run()` executes, as SQLite traces them: each statement, and each step of a trigger it
+    fires (traced with the statement's text)."""
+    statements: list[str] = []
+    ledger.conn.set_trace_callback(statements.append)
+    try:
+        run()
+    finally:
+        ledger.conn.set_trace_callback(None)
+    return statements

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.helpers import unavailable
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -82,7 +82,7 @@ def test_instruction_counts_tell_a_bigger_program_from_a_smaller_one():
     from bench import instructions
 
     if not instructions.available():
-        pytest.skip("valgrind is not installed")
+        unavailable("valgrind is not installed (Debian: apt-get install valgrind)")
     small = [instructions.count([sys.executable, "-S", "-c", "sum(range(10))"]) for _ in range(2)]
     big = instructions.count([sys.executable, "-S", "-c", "sum(range(3_000_000))"])
     assert small[0] > 1_000_000 and abs(small[0] - small[1]) < small[0] * 0.01     # the same, run to run

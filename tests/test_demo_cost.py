@@ -10,18 +10,13 @@ import pytest
 from dunctl.config import load_config
 from dunctl.ledger import Ledger
 from dunctl.tick import build_channels, run_tick
-from tests.helpers import T0, failed_invoice, seed, starter
+from tests.helpers import T0, failed_invoice, seed, starter, traced
 
 
 def reconciled(ledger: Ledger, config, now) -> int:
     """How many times one tick looked for changes to reconcile (each look asks, in one query, whether a hold
     ends or a signal or an invoice waits)."""
-    statements: list[str] = []
-    ledger.conn.set_trace_callback(statements.append)
-    try:
-        run_tick(ledger, config, None, build_channels(config, {}), now, sync=False)
-    finally:
-        ledger.conn.set_trace_callback(None)
+    statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}), now, sync=False))
     return sum(1 for s in statements if s.startswith("SELECT EXISTS (SELECT 1 FROM holds"))
 
 
@@ -123,18 +118,6 @@ def test_an_edited_template_renders_its_new_text_and_an_unusable_cache_only_cost
     (tmp_path / "file").write_text("")        # a cache "directory" that cannot be made: no cache, no error
     monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "file"))
     assert render(templates)[0] == "Edited INV-1"
-
-
-def traced(ledger: Ledger, run) -> list[str]:
-    """The statements `run()` executes, as SQLite traces them: each statement, and each step of a trigger it
-    fires (traced with the statement's text)."""
-    statements: list[str] = []
-    ledger.conn.set_trace_callback(statements.append)
-    try:
-        run()
-    finally:
-        ledger.conn.set_trace_callback(None)
-    return statements
 
 
 def test_a_resynced_invoice_with_nothing_new_leaves_its_case_and_the_report_rollups_alone(tmp_path):

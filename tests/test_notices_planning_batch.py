@@ -9,7 +9,7 @@ import pytest
 
 from dunctl.clock import iso
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0
+from tests.helpers import T0, traced
 from tests.test_notices import HOUR, World
 
 
@@ -25,13 +25,7 @@ def _selects_planning(w: World, subscriptions: list[str], now: datetime) -> int:
     with w.ledger.transaction():
         w.ledger.conn.executemany("UPDATE subscriptions SET notices_due_at = ? WHERE id = ?",
                                   [(iso(now), sub) for sub in subscriptions])
-    ran: list[str] = []
-    w.ledger.conn.set_trace_callback(ran.append)
-    try:
-        w.tick(now, sync=False)
-    finally:
-        w.ledger.conn.set_trace_callback(None)
-    return sum(1 for s in ran if s.lstrip().upper().startswith("SELECT"))
+    return sum(1 for s in traced(w.ledger, lambda: w.tick(now, sync=False)) if s.lstrip().upper().startswith("SELECT"))
 
 
 def test_planning_six_subscriptions_reads_the_ledger_in_as_many_queries_as_planning_two(world):

@@ -13,7 +13,7 @@ from dunctl.clock import from_iso
 from dunctl.config import load_config
 from dunctl.notices.views import customer_history
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0
+from tests.helpers import T0, traced
 from tests.test_notices import DAY, HOUR, PREVIEW, World
 
 SETTINGS = {"notices.usage.expected": {"usd": 10000}, "notices.usage.thresholds": [50, 100],
@@ -31,11 +31,7 @@ def _notice_statements(w: World, call, ran: list[str] | None = None) -> list[str
     """The statements `call` runs on the notices of a subscription (planning's writes and its cancel query); all
     of them in `ran`."""
     ran = [] if ran is None else ran
-    w.ledger.conn.set_trace_callback(ran.append)
-    try:
-        call()
-    finally:
-        w.ledger.conn.set_trace_callback(None)
+    ran += traced(w.ledger, call)
     return [s for s in ran if "INTO notices" in s or "UPDATE notices" in s
             or "FROM notices" in s and "subscription_id" in s]
 

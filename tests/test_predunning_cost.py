@@ -10,19 +10,13 @@ import pytest
 
 from dunctl.ledger import Ledger
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0, failed_invoice, pay, seed
+from tests.helpers import T0, failed_invoice, pay, seed, traced
 from tests.test_notices import DAY, HOUR, PREVIEW, World
 
 
 def _statements_of(ledger: Ledger, call) -> list[str]:
     """The SQL statements `call` runs, with their parameters inlined (sqlite3's trace callback)."""
-    ran: list[str] = []
-    ledger.conn.set_trace_callback(ran.append)
-    try:
-        call()
-    finally:
-        ledger.conn.set_trace_callback(None)
-    return [s for s in ran if s.lstrip().upper().startswith("SELECT")]
+    return [s for s in traced(ledger, call) if s.lstrip().upper().startswith("SELECT")]
 
 
 def test_planning_a_subscription_reads_its_paid_invoices_through_an_index(tmp_path):
