@@ -27,6 +27,8 @@ LAZY: dict[str, str] = {
     # the ledger
     "dunctl.ledger.migrations": "with sqlite_utils (90 ms): only when a migration is pending, or the report's "
                                 "attribution window changed (rebuilding its channel rollup)",
+    "dunctl.ledger.scripts": "running a migration's SQL script (with sqlite_utils): only when a migration is "
+                             "pending",
     "dunctl.ledger.records": "the typed records, built once a query found a row that needs one (25 ms)",
     "dunctl.ledger.views.experiments": "an experiment's report: a tick only assigns arms",
     "dunctl.sequential": "an experiment's statistics, for the report: a tick only assigns arms",

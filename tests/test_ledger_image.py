@@ -35,7 +35,7 @@ def test_migrating_from_empty_makes_the_schema_sqlite_utils_own_script_runner_ma
     tricky scripts where sqlite-utils does."""
     from sqlite_utils.db import _iter_complete_sql_statements
 
-    from dunctl.ledger.migrations import _statements
+    from dunctl.ledger.scripts import statements
 
     monkeypatch.setenv("DUNCTL_CACHE_DIR", "off")            # migrated, not copied
     ours = Ledger.in_memory()
@@ -43,8 +43,8 @@ def test_migrating_from_empty_makes_the_schema_sqlite_utils_own_script_runner_ma
     tricky = ("CREATE TABLE t (a TEXT DEFAULT 'x;y'); -- a comment; with a semicolon\n"
               "CREATE TRIGGER g AFTER INSERT ON t BEGIN UPDATE t SET a = ';'; DELETE FROM t WHERE 0; END;\n"
               "/* block; comment */ INSERT INTO t VALUES ('it''s;');  \n  SELECT 1")
-    assert list(_statements(tricky)) == list(_iter_complete_sql_statements(tricky))
-    assert len(list(_statements(tricky))) == 4
+    assert list(statements(tricky)) == list(_iter_complete_sql_statements(tricky))
+    assert len(list(statements(tricky))) == 4
 
 
 def test_a_new_ledger_is_copied_from_the_image_the_first_one_kept_with_an_id_of_its_own(tmp_path, monkeypatch):

@@ -50,7 +50,8 @@ def apply_migrations(conn: sqlite3.Connection) -> None:
     an idle tick on an up-to-date ledger never needs it."""
     if image.restore(conn):
         return
-    from dunctl.ledger.migrations import ScriptDatabase, migrations   # lazy: see dunctl/lazy.py
+    from dunctl.ledger.migrations import migrations   # lazy: see dunctl/lazy.py
+    from dunctl.ledger.scripts import ScriptDatabase   # lazy: see dunctl/lazy.py
 
     fresh = not applied_migrations(conn)
     migrations.apply(ScriptDatabase(conn))

@@ -3,10 +3,10 @@ and importing sqlite-utils, which runs them, 90 ms more: in every process that m
 `simulate`, each test's). The first such process keeps what it made in dunctl's cache (dunctl/cache.py,
 `ledgers/`); later ones copy it with SQLite's backup API and give the copy an id of its own.
 
-An image is found by what decides the schema: the migrations' source, their names and SQLite's version. A
-changed migration, a new one or another SQLite is another image, never a stale one. Only an empty database is
-filled from an image: a ledger that has any migration applied is upgraded by running the pending ones. The
-image's `_sqlite_migrations` rows keep the time each migration was applied to the image."""
+An image is found by what decides the schema: the migrations' source (and their script runner's), their names
+and SQLite's version. A changed migration, a new one or another SQLite is another image, never a stale one. Only
+an empty database is filled from an image: a ledger that has any migration applied is upgraded by running the
+pending ones. The image's `_sqlite_migrations` rows keep the time each migration was applied to the image."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pathlib import Path
 from dunctl import cache
 from dunctl.ledger.file import SCHEMA, applied_migrations, has_table
 
-MIGRATIONS_SOURCE = Path(__file__).with_name("migrations.py")
+# what decides a new ledger's schema: the migrations and how their scripts are run
+MIGRATIONS_SOURCES = tuple(Path(__file__).with_name(name) for name in ("migrations.py", "scripts.py"))
 
 
 def restore(conn: sqlite3.Connection) -> bool:
@@ -72,10 +73,10 @@ def image_path() -> Path | None:
     if directory is None:
         return None
     try:
-        source = MIGRATIONS_SOURCE.read_bytes()
+        sources = [path.read_bytes() for path in MIGRATIONS_SOURCES]
     except OSError:
         return None
-    key = hashlib.sha256(b"\0".join([source, "\n".join(SCHEMA).encode(), sqlite3.sqlite_version.encode()]))
+    key = hashlib.sha256(b"\0".join([*sources, "\n".join(SCHEMA).encode(), sqlite3.sqlite_version.encode()]))
     return directory / f"{key.hexdigest()}.db"
 
 

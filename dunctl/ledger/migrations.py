@@ -5,45 +5,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from dunctl.ledger.file import SCHEMA
+from dunctl.ledger.scripts import run_script as _run   # what shipped migrations call
 
 migrations = Migrations("dunctl")
-
-
-class ScriptDatabase(Database):
-    """sqlite-utils' Database with a migration's script run in one pass. Inside a transaction (as Migrations
-    applies each migration) sqlite-utils' executescript asks SQLite whether the text so far is a complete statement
-    after every character (simonw/sqlite-utils#757), quadratic in a statement's length: 60% of making a new ledger
-    (a test's, the demo's). Here the text is cut only at semicolons, where a statement can end: the same statements,
-    in the same transaction."""
-
-    def executescript(self, sql: str) -> sqlite3.Cursor:
-        if not self.conn.in_transaction:
-            return super().executescript(sql)     # sqlite3's own, in one pass already
-        cursor = self.conn.cursor()
-        for statement in _statements(sql):
-            cursor.execute(statement)
-        return cursor
-
-
-def _statements(sql: str):
-    """The statements of a script, stripped, as sqlite-utils cuts them: each ends at the semicolon that completes
-    it (not one inside a string, a comment or a trigger's body); text after the last one is a statement too."""
-    *parts, last = sql.split(";")
-    statement = ""
-    for part in parts:
-        statement += part + ";"
-        if sqlite3.complete_statement(statement):
-            if statement.strip():
-                yield statement.strip()
-            statement = ""
-    if (statement + last).strip():
-        yield (statement + last).strip()
 
 
 def _add_columns(db: Database, table: str, *columns: str) -> None:
@@ -456,17 +425,6 @@ def _touch_triggers(on: str, r: str) -> str:
         CREATE TRIGGER IF NOT EXISTS report_touch_{name}_after AFTER {on} BEGIN
             {_channel_add("c.", case)}
         END;"""
-
-
-def _run(conn, script: str) -> None:
-    """Run a script statement by statement inside the caller's transaction (executescript would commit it)."""
-    statement = ""
-    for part in script.split(";"):
-        statement += part + ";"
-        if sqlite3.complete_statement(statement):
-            if statement.strip(" \n;"):
-                conn.execute(statement)
-            statement = ""
 
 
 @migrations()
