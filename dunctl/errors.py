@@ -14,6 +14,14 @@ class DunctlError(Exception):
         self.hint = hint
 
 
+class Uncertain(DunctlError):
+    """An effect that may or may not have happened: the other side may have acted on a request whose answer never
+    came. It must not be repeated silently: the executor records the action's outcome as `unknown`, for a person
+    to resolve (`dunctl case resolve`). Each kind says what that means for it in `consequence`."""
+
+    consequence = "it may have happened, so it will not be run again"
+
+
 class ConfigError(DunctlError):
     """The configuration, a sequence or a template is invalid. Nothing was changed."""
 
@@ -82,11 +90,12 @@ class OutOfTime(GatewayError):
     try. The executor gives its claim back and it stays due for the next tick."""
 
 
-class WriteUncertain(GatewayError):
+class WriteUncertain(GatewayError, Uncertain):
     """A write to Stripe may have taken effect, and reading the object back could not tell: no answer came to the
-    write (or a 5xx, which does not say whether the work was done), then the read failed too. Like
-    DeliveryUncertain, the executor records `unknown`: never tried again under a new key (a second charge, a
-    second write-off), resolved by a person who looks at the Dashboard."""
+    write (or a 5xx, which does not say whether the work was done), then the read failed too. Never tried again
+    under a new key (a second charge, a second write-off): a person looks at the Dashboard."""
+
+    consequence = "it may have taken effect at Stripe, so it will not be tried again"
 
 
 class CardDeclined(GatewayError):
@@ -101,10 +110,12 @@ class ChannelError(DunctlError):
     """A message could not be delivered (SMTP down, webhook 500). Recorded on the action, retried later."""
 
 
-class DeliveryUncertain(ChannelError):
+class DeliveryUncertain(ChannelError, Uncertain):
     """The request may have reached the other side: the connection timed out or dropped after the message was
     handed over (SMTP: once the server took DATA; HTTP: once the request was written), before the answer came.
 
     The message may or may not have gone out. It must not be re-sent silently: the executor records the
     action's outcome as `unknown`, for a person to resolve. Plain ChannelError means nothing left.
     """
+
+    consequence = "it may have been delivered, so it will not be re-sent"

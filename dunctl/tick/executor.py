@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from dunctl import irreversible
 from dunctl.adoption import NotesDue
 from dunctl.effect import Effect, Outcome
-from dunctl.errors import (ChannelError, DeliveryUncertain, DunctlError, GatewayAuthError, GatewayError, OutOfTime,
-                           WriteUncertain)
+from dunctl.errors import ChannelError, DunctlError, GatewayAuthError, GatewayError, OutOfTime, Uncertain
 from dunctl.irreversible import IRREVERSIBLE
 from dunctl.tick import changes as case_changes
 from dunctl.tick.context import TickContext
@@ -276,14 +275,10 @@ def _deliver(ctx: TickContext, effects: list[Effect], start: Callable[[], None])
                                     outcome.request_id, outcome.quiet) for _ in effects[1:]]
     except (GatewayAuthError, OutOfTime, sqlite3.Error):   # the ledger failing (a full disk) stops the tick: see
         raise                                             # _starter; out of time: _act_batch gives the claim back
-    except DeliveryUncertain as exc:
-        return [Outcome("unknown", error=f"{exc.message}: it may have been delivered, so it will not be re-sent; "
-                                         f"check, then `dunctl case resolve {e.invoice_id} {e.name}`")
-                for e in effects]
-    except WriteUncertain as exc:
-        return [Outcome("unknown", error=f"{exc.message}: it may have taken effect at Stripe, so it will not be "
-                                         f"tried again; check, then `dunctl case resolve {e.invoice_id} {e.name}`",
-                        request_id=exc.request_id) for e in effects]
+    except Uncertain as exc:   # a message that may have gone out, a Stripe write that may have taken effect
+        return [Outcome("unknown", error=f"{exc.message}: {exc.consequence}; check, then "
+                                         f"`dunctl case resolve {e.invoice_id} {e.name}`",
+                        request_id=getattr(exc, "request_id", None)) for e in effects]
     except (ChannelError, GatewayError) as exc:
         return [Outcome("failed", error=_error_text(exc), request_id=getattr(exc, "request_id", None))
                 for _ in effects]
