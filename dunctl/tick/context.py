@@ -104,19 +104,19 @@ class TickContext:
 # (id(config), what) -> (the config, its file, its sequences, the value): worked out once per config a process
 # loads (a demo ticks 1,560 times with one), again if either part is replaced. (A Config is unhashable: keyed by
 # id, and the weak reference tells a config from a later one that reuses the id.)
-_LEADS: dict[int, tuple] = {}
+_PER_CONFIG: dict[tuple, tuple] = {}
 
 
 def _per_config(config: Config, what, build: Callable[[], object]):
     """`build()`, worked out once per config a process loads and `what`, again if either part of the config is
     replaced (what it is built from is immutable: a frozen dataclass, a duration)."""
-    known = _LEADS.get((id(config), what))
+    known = _PER_CONFIG.get((id(config), what))
     if known is not None and known[0]() is config and known[1] is config.file and known[2] is config.sequences:
         return known[3]
     value = build()
-    if len(_LEADS) > 64:
-        _LEADS.clear()
-    _LEADS[id(config), what] = (weakref.ref(config), config.file, config.sequences, value)
+    if len(_PER_CONFIG) > 64:
+        _PER_CONFIG.clear()
+    _PER_CONFIG[id(config), what] = (weakref.ref(config), config.file, config.sequences, value)
     return value
 
 
