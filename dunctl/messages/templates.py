@@ -266,6 +266,14 @@ def _environment_class():
                 template = held[name] = super().get_template(name, parent)
             return template
 
+        def call(__self, __context, __obj, *args, **kwargs):   # Jinja's names: no keyword of a template clashes
+            # The HTML frame calls `preheader_of` on every email: dunctl's own plain function, safe and taking no
+            # context, called directly rather than through the sandbox's check and Jinja's inspection of what to
+            # pass it. A call inside a loop or block (keywords) or of anything else goes the sandbox's way.
+            if __obj is preheader_of and not kwargs:
+                return preheader_of(*args)
+            return super().call(__context, __obj, *args, **kwargs)
+
         def getattr(self, obj, attribute):
             # `inv.amount` on a plain dict: the sandbox tries the attribute first and pays for an AttributeError on
             # every lookup (most of a template's). A dict's attributes are exactly dict's own, so a name that is not
