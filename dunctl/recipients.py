@@ -70,15 +70,15 @@ def address_problem(address: str) -> str | None:
     return None
 
 
-def _metadata(customer: dict | None) -> dict:
-    """The customer's metadata (read, never changed here)."""
+def metadata_of(customer: dict | None) -> dict:
+    """The customer's metadata, parsed once per text (read, never changed: callers share it)."""
     raw = (customer or {}).get("metadata") or {}
     if isinstance(raw, str):
         raw = _parsed(raw)
     return raw if isinstance(raw, dict) else {}
 
 
-@functools.lru_cache(maxsize=256)   # one customer's metadata is read for each rule of a message, and again for its context
+@functools.lru_cache(maxsize=256)   # one customer's metadata is read for each rule of a message, and for its greeting
 def _parsed(text: str):
     try:
         return json.loads(text)
@@ -101,7 +101,7 @@ def current_email(customer: dict | None, invoice: dict | None) -> str | None:
 
 def expand(rule: str, customer: dict | None, invoice: dict | None) -> tuple[list[str], str | None]:
     """The addresses one rule or literal stands for, and why it gave none (when it gave none)."""
-    metadata = _metadata(customer)
+    metadata = metadata_of(customer)
     if rule == "billing_contact":
         found = _split(metadata.get("billing_emails")) + _split(metadata.get("billing_email"))
         email = current_email(customer, invoice)
