@@ -72,6 +72,7 @@ class Templates:
         self._names = names   # the files, when known not to change under this object (for_dir)
         self._compiled: dict = {}   # file name -> Template, skipping Jinja's locked cache lookup on each render
         self._picked: dict = {}     # (name, kind, preferred, default locale) -> pick's answer, when _names is known
+        self._mentioned: dict = {}  # (name, words) -> mentions' answer, when _names is known
         self.env = _environment_class()(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
@@ -95,6 +96,42 @@ class Templates:
         if self._names is not None:
             return _filename(name, kind, suffix) in self._names
         return self.file(name, kind, suffix).exists()
+
+    def mentions(self, name: str, words: tuple[str, ...]) -> bool:
+        """Whether any file of the template `name` (every part, every language) or a file it extends, includes or
+        imports has one of `words` in its text. Where none has, no render of `name` can read a variable of that
+        name (the sandbox gives a template no other way to a variable than its name), and a caller need not work
+        it out: a message's history is a query per email. True when that cannot be known: files that may change
+        under this object, a template named by an expression, a file that cannot be read."""
+        if self._names is None:
+            return True
+        key = (name, words)
+        found = self._mentioned.get(key)
+        if found is None:
+            pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b")
+            files = sorted(n for n in self._names if n.startswith(name + ".") and n.endswith(".j2"))
+            found = self._mentioned[key] = self._any_mentions(files, pattern)
+        return found
+
+    def _any_mentions(self, files: list[str], pattern: re.Pattern) -> bool:
+        seen: set[str] = set()
+        while files:
+            file = files.pop()
+            if file in seen or file not in self._names:
+                continue
+            seen.add(file)
+            try:
+                text = (self.directory / file).read_text("utf-8")
+            except (OSError, UnicodeDecodeError):
+                return True
+            if pattern.search(text):
+                return True
+            for target in _REFERENCE.findall(text):
+                literal = _LITERAL.fullmatch(target)
+                if literal is None:
+                    return True
+                files.append(literal.group(1) or literal.group(2))
+        return False
 
     def locales(self, name: str) -> list[str]:
         """The locale suffixes `name` has files for ('' is the unsuffixed default)."""
@@ -288,6 +325,11 @@ def _environment_class():
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+# What a tag that brings in another template names it by (`mentions`): a literal, or anything else up to the tag's
+# end or the keyword after the name
+_REFERENCE = re.compile(r"\{%[-+]?\s*(?:extends|include|import|from)\s+(.*?)\s*(?:\b(?:import|as|with|without|"
+                        r"ignore)\b.*?)?[-+]?%\}", re.DOTALL)
+_LITERAL = re.compile(r""""([^"\\]*)"|'([^'\\]*)'""")
 _SPACES = re.compile(r"[ \t\r\n]+")
 _TAG = re.compile(r"<[^>]*>")
 

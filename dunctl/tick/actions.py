@@ -97,9 +97,10 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     left_out = "; ".join(f"{a} ({why})" for a, why in found.rejected)
     if not found.to:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
+    # what was sent before is a query per email: only for a template that may say it
+    sent = _sent(ctx, effects) if ctx.templates.mentions(step.template, _SENT) else []
     context = _context(ctx, lead, _update_link(ctx, lead), also=effects[1:], reason_shown=_to_payer_only(step),
-                       contacts=list(found.to) if _to_billing_contacts(step) else None,
-                       extra=_history(effects, _sent(ctx, effects)))
+                       contacts=list(found.to) if _to_billing_contacts(step) else None, extra=_history(effects, sent))
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
@@ -135,6 +136,9 @@ def _sent(ctx: TickContext, effects: list[Effect]) -> list[dict]:
     that follows an earlier one reads as the follow-up it is (day 0 and day 3 of the hard-decline sequence)."""
     return [{"action": a["action"], "step": a["step_id"], "on": str(a["finished_at"] or "")[:10]}
             for e in effects for a in ctx.ledger.sent_and_tried(e.bundle.case.id)]
+
+
+_SENT = ("sent", "follow_up")   # the variables of a message's context that `_sent` decides
 
 
 def _history(effects: list[Effect], sent: list[dict]) -> dict:

@@ -1,0 +1,75 @@
+"""A message's history (`sent`, `follow_up`: what was sent and tried on its cases) is a query per email; it is
+worked out only for a template that may say it (issue #25, per email CPU)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from dunctl.config import load_config
+from dunctl.ledger import Ledger
+from dunctl.messages.templates import Templates
+from dunctl.tick import build_channels, run_tick
+from tests.helpers import T0, failed_invoice, seed, starter, traced
+
+HISTORY = "SELECT action, step_id, finished_at FROM actions"
+WORDS = ("sent", "follow_up")
+
+
+def _tick(config, ledger, at) -> list[str]:
+    return traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}), at, sync=False))
+
+
+def test_an_email_whose_templates_never_name_its_history_does_not_read_it(tmp_path):
+    config = load_config(starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}}))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        seed(ledger, failed_invoice())
+        statements = _tick(config, ledger, T0 + timedelta(hours=1))
+        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1     # the payment-failed email went
+        assert not [s for s in statements if s.startswith(HISTORY)]
+    finally:
+        ledger.close()
+
+
+def test_a_template_that_names_its_history_through_an_include_still_says_it(tmp_path):
+    config_path = starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}})
+    templates = tmp_path / "templates"
+    (templates / "_history.txt.j2").write_text("{% for s in sent %}[{{ s.action }} {{ s.step }} {{ s.on }}]"
+                                               "{% endfor %} follow-up: {{ follow_up }}\n")
+    reminder = templates / "reminder.txt.j2"
+    reminder.write_text(reminder.read_text() + '{% include "_history.txt.j2" %}')
+    config = load_config(config_path)
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        seed(ledger, failed_invoice())
+        assert not [s for s in _tick(config, ledger, T0 + timedelta(hours=1)) if s.startswith(HISTORY)]
+        statements = _tick(config, ledger, T0 + timedelta(days=3, hours=1))
+        assert [s for s in statements if s.startswith(HISTORY)]
+        (reminder_email,) = [p for p in (tmp_path / "outbox").glob("*.eml") if "reminder" in p.name]
+        assert f"[email notice {T0.date()}]" in reminder_email.read_text() and "follow-up: True" in \
+            reminder_email.read_text()
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"m.txt.j2": "{{ sent }}"}, True),
+    ({"m.fr.html.j2": "{% if follow_up %}x{% endif %}"}, True),                   # any language, any part
+    ({"m.txt.j2": "{{ amount }} was presented"}, False),                          # whole words only
+    ({"m.txt.j2": '{% include "_p.j2" %}', "_p.j2": "{{ sent|length }}"}, True),   # what it includes
+    ({"m.html.j2": "{% extends '_l.j2' %}", "_l.j2": '{%- include "_p.j2" ignore missing -%}', "_p.j2": "{{ sent }}"},
+     True),                                                                        # and what that includes
+    ({"m.txt.j2": '{% from "_p.j2" import x with context %}{{ x() }}',
+      "_p.j2": "{% macro x() %}{{ follow_up }}{% endmacro %}"}, True),            # or imports
+    ({"m.txt.j2": "{% include part %}", "_p.j2": ""}, True),                      # named by an expression: unknown
+    ({"m.txt.j2": '{% include ["_p.j2", "_q.j2"] %}', "_p.j2": ""}, True),
+    ({"m.txt.j2": '{% include "_p.j2" %}', "_p.j2": "{{ amount }}", "_q.j2": "{{ sent }}"}, False),
+    ({"m.txt.j2": "{{ amount }}", "mx.txt.j2": "{{ sent }}"}, False),             # another template's files
+])
+def test_a_template_mentions_the_words_of_its_files_and_of_those_it_brings_in(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert Templates.for_dir(tmp_path).mentions("m", WORDS) is expected
+    assert Templates(tmp_path).mentions("m", WORDS) is True   # files that may change: always worked out
