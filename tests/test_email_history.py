@@ -1,12 +1,15 @@
-"""A message's history (`sent`, `follow_up`: what was sent and tried on its cases) is a query per email; it is
-worked out only for a template that may say it (issue #25, per email CPU)."""
+"""What a message's context holds that costs work per email is worked out only for a template that may say it
+(issue #25, per email CPU): its history (`sent`, `follow_up`: what was sent and tried on its cases, a query) and
+what its sequence does next (`consequence`: the irreversible steps timed as they will run)."""
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 import pytest
 
+from dunctl import irreversible
 from dunctl.config import load_config
 from dunctl.ledger import Ledger
 from dunctl.messages.templates import Templates
@@ -19,6 +22,22 @@ WORDS = ("sent", "follow_up")
 
 def _tick(config, ledger, at) -> list[str]:
     return traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}), at, sync=False))
+
+
+def _timings_worked_out(config, ledger, at) -> int:
+    """How often the tick at `at` worked out a message's consequences (irreversible.consequences_as_read)."""
+    calls = []
+
+    def watch(frame, event, arg):
+        if event == "call" and frame.f_code is irreversible.consequences_as_read.__code__:
+            calls.append(frame)
+
+    sys.setprofile(watch)
+    try:
+        run_tick(ledger, config, None, build_channels(config, {}), at, sync=False)
+    finally:
+        sys.setprofile(None)
+    return len(calls)
 
 
 def test_an_email_whose_templates_never_name_its_history_does_not_read_it(tmp_path):
@@ -50,6 +69,32 @@ def test_a_template_that_names_its_history_through_an_include_still_says_it(tmp_
         (reminder_email,) = [p for p in (tmp_path / "outbox").glob("*.eml") if "reminder" in p.name]
         assert f"[email notice {T0.date()}]" in reminder_email.read_text() and "follow-up: True" in \
             reminder_email.read_text()
+    finally:
+        ledger.close()
+
+
+def test_an_email_whose_templates_never_name_the_consequence_does_not_work_it_out(tmp_path):
+    config = load_config(starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}}))
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        seed(ledger, failed_invoice())
+        assert _timings_worked_out(config, ledger, T0 + timedelta(hours=1)) == 0
+        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1     # the payment-failed email went
+    finally:
+        ledger.close()
+
+
+def test_a_template_that_names_the_consequence_still_says_it(tmp_path):
+    config_path = starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}})
+    template = tmp_path / "templates" / "payment-failed.txt.j2"
+    template.write_text(template.read_text() + "next: {{ consequence.action }} on {{ invoice.consequence.on }}\n")
+    config = load_config(config_path)
+    ledger = Ledger.open(config.ledger_path)
+    try:
+        seed(ledger, failed_invoice())
+        assert _timings_worked_out(config, ledger, T0 + timedelta(hours=1)) == 1
+        (email,) = (tmp_path / "outbox").glob("*.eml")
+        assert "next: pause_subscription on " in email.read_text()
     finally:
         ledger.close()
 

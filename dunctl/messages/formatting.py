@@ -42,7 +42,7 @@ def sequence_of(case: dict, sequence):
 
 def format_context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
                    preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True,
-                   account: str | None = None, contacts: list[str] | None = None) -> dict:
+                   account: str | None = None, contacts: list[str] | None = None, consequences: bool = True) -> dict:
     lang, code = _locale(tag, default_locale)
     first = parts[0]
     try:
@@ -71,7 +71,7 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         shown = [{**line, "amount": format_money(line["amount"], currency, code),
                   "quantity_text": quantity_text(line["quantity"], code) if line.get("quantity") else ""}
                  for line in lines]
-        then = consequence(sequence_of(case, part.sequence), first_failed, now)
+        then = consequence(sequence_of(case, part.sequence), first_failed, now) if consequences else None
         told = {"action": then["action"], "on": deadline(then["at"])} if then else None
         if then and (earliest is None or then["at"] < earliest[0]["at"]):
             earliest = then, told["on"]   # the message's day is its invoice's: formatted once
