@@ -4,6 +4,7 @@ what its sequence does next (`consequence`: the irreversible steps timed as they
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import timedelta
 
@@ -40,63 +41,58 @@ def _timings_worked_out(config, ledger, at) -> int:
     return len(calls)
 
 
-def test_an_email_whose_templates_never_name_its_history_does_not_read_it(tmp_path):
-    config = load_config(starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}}))
+@contextlib.contextmanager
+def _one_failed_invoice(tmp_path, **edits: str):
+    """A starter config with the file transport, its templates `edits` appended to ({file: text}), and a ledger
+    with one failed invoice, its payment-failed email due at T0 + 30m."""
+    config_path = starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}})
+    for name, text in edits.items():
+        file = tmp_path / "templates" / name
+        file.write_text((file.read_text() if file.exists() else "") + text)
+    config = load_config(config_path)
     ledger = Ledger.open(config.ledger_path)
     try:
         seed(ledger, failed_invoice())
-        statements = _tick(config, ledger, T0 + timedelta(hours=1))
-        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1     # the payment-failed email went
-        assert not [s for s in statements if s.startswith(HISTORY)]
+        yield config, ledger
     finally:
         ledger.close()
+
+
+def _outbox(tmp_path, part: str = "") -> list[str]:
+    return [p.read_text() for p in (tmp_path / "outbox").glob("*.eml") if part in p.name]
+
+
+def test_an_email_whose_templates_never_name_its_history_does_not_read_it(tmp_path):
+    with _one_failed_invoice(tmp_path) as (config, ledger):
+        statements = _tick(config, ledger, T0 + timedelta(hours=1))
+        assert len(_outbox(tmp_path)) == 1     # the payment-failed email went
+        assert not [s for s in statements if s.startswith(HISTORY)]
 
 
 def test_a_template_that_names_its_history_through_an_include_still_says_it(tmp_path):
-    config_path = starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}})
-    templates = tmp_path / "templates"
-    (templates / "_history.txt.j2").write_text("{% for s in sent %}[{{ s.action }} {{ s.step }} {{ s.on }}]"
-                                               "{% endfor %} follow-up: {{ follow_up }}\n")
-    reminder = templates / "reminder.txt.j2"
-    reminder.write_text(reminder.read_text() + '{% include "_history.txt.j2" %}')
-    config = load_config(config_path)
-    ledger = Ledger.open(config.ledger_path)
-    try:
-        seed(ledger, failed_invoice())
+    history = ("{% for s in sent %}[{{ s.action }} {{ s.step }} {{ s.on }}]{% endfor %} "
+               "follow-up: {{ follow_up }}\n")
+    with _one_failed_invoice(tmp_path, **{"_history.txt.j2": history,
+                                          "reminder.txt.j2": '{% include "_history.txt.j2" %}'}) as (config, ledger):
         assert not [s for s in _tick(config, ledger, T0 + timedelta(hours=1)) if s.startswith(HISTORY)]
         statements = _tick(config, ledger, T0 + timedelta(days=3, hours=1))
         assert [s for s in statements if s.startswith(HISTORY)]
-        (reminder_email,) = [p for p in (tmp_path / "outbox").glob("*.eml") if "reminder" in p.name]
-        assert f"[email notice {T0.date()}]" in reminder_email.read_text() and "follow-up: True" in \
-            reminder_email.read_text()
-    finally:
-        ledger.close()
+        (reminder,) = _outbox(tmp_path, "reminder")
+        assert f"[email notice {T0.date()}]" in reminder and "follow-up: True" in reminder
 
 
 def test_an_email_whose_templates_never_name_the_consequence_does_not_work_it_out(tmp_path):
-    config = load_config(starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}}))
-    ledger = Ledger.open(config.ledger_path)
-    try:
-        seed(ledger, failed_invoice())
+    with _one_failed_invoice(tmp_path) as (config, ledger):
         assert _timings_worked_out(config, ledger, T0 + timedelta(hours=1)) == 0
-        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1     # the payment-failed email went
-    finally:
-        ledger.close()
+        assert len(_outbox(tmp_path)) == 1
 
 
 def test_a_template_that_names_the_consequence_still_says_it(tmp_path):
-    config_path = starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}})
-    template = tmp_path / "templates" / "payment-failed.txt.j2"
-    template.write_text(template.read_text() + "next: {{ consequence.action }} on {{ invoice.consequence.on }}\n")
-    config = load_config(config_path)
-    ledger = Ledger.open(config.ledger_path)
-    try:
-        seed(ledger, failed_invoice())
+    said = "next: {{ consequence.action }} on {{ invoice.consequence.on }}\n"
+    with _one_failed_invoice(tmp_path, **{"payment-failed.txt.j2": said}) as (config, ledger):
         assert _timings_worked_out(config, ledger, T0 + timedelta(hours=1)) == 1
-        (email,) = (tmp_path / "outbox").glob("*.eml")
-        assert "next: pause_subscription on " in email.read_text()
-    finally:
-        ledger.close()
+        (email,) = _outbox(tmp_path)
+        assert "next: pause_subscription on " in email
 
 
 @pytest.mark.parametrize(("files", "expected"), [
