@@ -100,9 +100,11 @@ class Templates:
     def mentions(self, name: str, words: tuple[str, ...]) -> bool:
         """Whether any file of the template `name` (every part, every language) or a file it extends, includes or
         imports has one of `words` in its text. Where none has, no render of `name` can read a variable of that
-        name (the sandbox gives a template no other way to a variable than its name), and a caller need not work
-        it out: a message's history is a query per email. True when that cannot be known: files that may change
-        under this object, a template named by an expression, a file that cannot be read."""
+        name (a template reaches a variable only by its name: the sandbox gives it no view of its context), and a
+        caller need not work it out: a message's history is a query per email. A key of a value (`invoice.
+        consequence`) is read by its name too, unless a template builds the key from pieces at render time
+        (`invoice["conse" ~ "quence"]`), which this cannot see. True when the answer cannot be known: files that
+        may change under this object, a template named by an expression, a file that cannot be read."""
         if self._names is None:
             return True
         key = (name, words)
