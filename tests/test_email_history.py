@@ -114,3 +114,13 @@ def test_a_template_mentions_the_words_of_its_files_and_of_those_it_brings_in(tm
         (tmp_path / name).write_text(text)
     assert Templates.for_dir(tmp_path).mentions("m", WORDS) is expected
     assert Templates(tmp_path).mentions("m", WORDS) is True   # files that may change: always worked out
+
+
+@pytest.mark.parametrize(("locales", "expected"), [
+    (None, True), ((None,), False), (("en",), False), (("fr",), True), (("fr-CA",), True), (("de", "fr"), True),
+    (("de",), False)])
+def test_with_languages_only_the_files_a_message_in_them_can_use_are_read(tmp_path, locales, expected):
+    for name, text in {"m.txt.j2": "{{ amount }}", "m.fr.txt.j2": "{{ sent }}", "m.de.txt.j2": "{{ amount }}",
+                       "m.fr.html.j2": "x"}.items():
+        (tmp_path / name).write_text(text)
+    assert Templates.for_dir(tmp_path).mentions("m", WORDS, locales) is expected

@@ -100,14 +100,16 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     left_out = "; ".join(f"{a} ({why})" for a, why in found.rejected)
     if not found.to:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
-    # what was sent before (a query) and what the sequence does next (its irreversible steps timed as they will
-    # run): worked out for each email only when a file of its template may say it
-    sent = _sent(ctx, effects) if ctx.templates.mentions(step.template, _SENT) else []
-    context = _context(ctx, lead, _update_link(ctx, lead), also=effects[1:], reason_shown=_to_payer_only(step),
-                       contacts=list(found.to) if _to_billing_contacts(step) else None, extra=_history(effects, sent),
-                       consequences=ctx.templates.mentions(step.template, _CONSEQUENCE))
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
+    # what was sent before (a query) and what the sequence does next (its irreversible steps timed as they will
+    # run): worked out for each email only when a file of its template, in a language it can be written in, may
+    # say it
+    languages = (locale, (customer or {}).get("preferred_locale"), ctx.config.file.sender.locale)
+    sent = _sent(ctx, effects) if ctx.templates.mentions(step.template, _SENT, languages) else []
+    context = _context(ctx, lead, _update_link(ctx, lead), also=effects[1:], reason_shown=_to_payer_only(step),
+                       contacts=list(found.to) if _to_billing_contacts(step) else None, extra=_history(effects, sent),
+                       consequences=ctx.templates.mentions(step.template, _CONSEQUENCE, languages))
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
     note = f"; left out {left_out}" if left_out else ""
     recipient = ", ".join(found.all)
