@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 
 from dunctl.clock import from_iso, iso
-from dunctl.ledger import file, image
+from dunctl.ledger import file, image, quiet
 from dunctl.ledger.cases import CaseStore
 from dunctl.ledger.file import SCHEMA, applied_migrations, boot_id, connect
 from dunctl.ledger.journal import JOURNALS
@@ -356,14 +356,8 @@ class Ledger:
         case ids are made distinct here, not by a UNION's temporary b-tree (a third of the statement's cost, on
         every tick), in the order it gave them."""
         return sorted({row[0] for row in self.conn.execute(
-            """SELECT a.case_id FROM actions a INDEXED BY actions_waiting
-                 WHERE a.status = 'waiting' AND a.due_at <= ?
-               UNION ALL
-               SELECT a.case_id FROM actions a INDEXED BY actions_attention JOIN cases c ON c.id = a.case_id
-                 WHERE a.status IN ('failed', 'claimed', 'unknown') AND a.status = 'failed' AND a.kind = 'system'
-                   AND a.tries < ? AND a.finished_at <= ?
-                   AND c.state = 'recovered' AND (a.step_id = 'recovered' OR a.step_id LIKE 'lift-%')""",
-            [iso(now), max_tries, iso(failed_before)])})
+            f"SELECT a.case_id FROM {quiet.FOLLOW_UPS_WAITING} UNION ALL SELECT a.case_id FROM {quiet.FOLLOW_UPS_FAILED}",
+            {"now": iso(now), "tries": max_tries, "failed": iso(failed_before)})})
 
     def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
         """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""

@@ -25,11 +25,13 @@ if TYPE_CHECKING:   # the tick runs the notices, never the other way round: only
 def run_notices(ctx: TickContext, result: TickResult) -> list[Effect]:
     """Pre-dunning's part of a tick, after the cases' due work: the notices due now, for the tick's executor to
     send."""
-    ctx.ledger.journal(NOTICES_JOURNAL).settle(ctx.now)
+    if ctx.waits("claimed_notices"):
+        ctx.ledger.journal(NOTICES_JOURNAL).settle(ctx.now)
     if not ctx.config.file.notices.enabled:
         return []
-    plan_changed(ctx, result)
-    return due_effects(ctx)
+    if ctx.waits("plan"):
+        plan_changed(ctx, result)
+    return due_effects(ctx) if ctx.waits("notices") else []
 
 
 def reopen_would_notices(ctx: TickContext) -> int:

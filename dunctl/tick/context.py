@@ -14,6 +14,7 @@ from dunctl.clock import iso
 from dunctl.config import Config, quiet_window
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
+from dunctl.ledger import quiet
 from dunctl.receivables.terms import lead, takes_net_terms
 from dunctl.tick.channels import TRANSPORTS, ChannelSet
 
@@ -49,6 +50,18 @@ class TickContext:
             self.deadline = time.monotonic() + self.config.file.dunning.tick_budget.total_seconds()
         self._failures_in_a_row: dict[str, int] = {}
         self.skipped_channels: set[str] = set()
+        self._waiting: quiet.Waiting | None = None
+
+    def waits(self, what: str):
+        """Does anything wait for this part of the tick (`what`: a field of dunctl.ledger.quiet.Waiting)? One
+        statement answers every part, taken again only once something was written since: a tick that does
+        nothing asks it once instead of running a query per part."""
+        look = self._waiting
+        if look is None or look.changes != self.ledger.conn.total_changes:
+            dunning = self.config.file.dunning
+            look = self._waiting = quiet.look(self.ledger.conn, self.now, self.now - dunning.action_retry_after,
+                                              dunning.max_action_tries)
+        return getattr(look, what)
 
     @functools.cached_property
     def settings(self) -> Settings:
