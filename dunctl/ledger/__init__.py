@@ -172,10 +172,11 @@ class Ledger:
         a tick that crashes releases it with its process."""
         if self._file_fd is None:
             # A ledger in memory (a simulation's, a dry run's copy) is this process's alone: nobody else can write
-            # its state, so it is kept as under the lock. A read-only connection on a file is not: the cron tick
-            # may write the file under it.
+            # its state, so it is kept as under the lock, and from one tick to the next (a demo's 1,560 ticks read
+            # it once, not once each). A read-only connection on a file is not: the cron tick may write the file
+            # under it.
             if self.path is None:
-                self._locked, self._states = True, None
+                self._locked = True
             return
         try:
             fcntl.flock(self._file_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -186,7 +187,8 @@ class Ledger:
         self._states = None
 
     def release_tick_lock(self) -> None:
-        self._states = None
+        if self.path is not None:
+            self._states = None
         if self._locked and self._file_fd is not None:
             fcntl.flock(self._file_fd, fcntl.LOCK_UN)
         self._locked = False
