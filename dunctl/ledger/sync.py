@@ -50,6 +50,10 @@ class SyncStore(Store):
             new = sum(self._upsert_invoice(invoice, now) for invoice in batch.invoices)
             for signal in batch.signals:
                 self._record_signal(signal)
+            if batch.invoices:
+                # Reconciling marks these first anyway (and reads nothing of them): marked here, a batch of
+                # renewals paid on the first try leaves nothing pending, and the tick does not reconcile at all.
+                self.clear_unreconcilable()
             if batch.cursor is not None:
                 self.ledger.set_state(cursor_name, batch.cursor)
         return new
