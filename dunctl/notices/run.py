@@ -67,17 +67,22 @@ class _Decided:
 
 
 def plan_changed(ctx: TickContext, result: TickResult) -> None:
-    """Plan the subscriptions due for it, within the tick's budget: those left stay due, first in the next tick."""
-    due = ctx.ledger.subscriptions_to_plan(ctx.now)
-    if not due:
+    """Plan the subscriptions due for it, within the tick's budget: those left stay due, first in the next tick.
+    A tick plans a few (usage looks, what its sync changed): they are read with their subjects in one query; a
+    backlog (a first sync) is listed first, then read a hundred at a time."""
+    subjects = ctx.ledger.notices.due_subjects(ctx.now, PLANNED_PER_COMMIT + 1)
+    if not subjects:
         return
-    previews, decided, subjects = 0, [], {}
+    due = list(subjects)
+    if len(due) > PLANNED_PER_COMMIT:
+        due, subjects = ctx.ledger.subscriptions_to_plan(ctx.now), {}
+    previews, decided = 0, []
     try:
         for n, sub_id in enumerate(due):
             if ctx.over_budget():
                 result.deferred += len(due) - n
                 return
-            if n % PLANNED_PER_COMMIT == 0:
+            if n % PLANNED_PER_COMMIT == 0 and sub_id not in subjects:
                 # read together: one subscription's plans never change what another's subject reads
                 subjects = ctx.ledger.notices.subjects(due[n:n + PLANNED_PER_COMMIT])
             one = _decide(ctx, subjects.get(sub_id), result, previews)
