@@ -28,6 +28,27 @@ class _Plan(NamedTuple):
 
 
 class NoticeStore(Store):
+    def __init__(self, ledger):
+        super().__init__(ledger)
+        # subscription id -> (its stored usage preview's text, that text parsed): the preview a planning stores is
+        # the one the next planning of the subscription reads (2,242 looks in a demo), parsed again only when the
+        # text differs. Shared: read it, never change it.
+        self._previews: dict[str, tuple[str, dict]] = {}
+
+    def preview(self, subject: dict) -> dict | None:
+        """The subscription's latest upcoming-invoice preview as the ledger keeps it, parsed only for a metered one
+        (nothing plans with the preview of another), once per stored text."""
+        sub = subject["subscription"]
+        text = sub.get("usage_preview") if sub.get("usage_based") else None
+        if not text:
+            return None
+        kept = self._previews.get(sub["id"])
+        if kept is not None and kept[0] == text:
+            return kept[1]
+        value = json.loads(text)
+        self._previews[sub["id"]] = (text, value)
+        return value
+
     def apply_batch(self, batch: SyncBatch, now: datetime) -> None:
         """What pre-dunning keeps from a sync batch (billing terms, default payment methods), and which
         subscriptions must have their notices planned again: those changed, and those of a changed customer or
@@ -139,11 +160,15 @@ class NoticeStore(Store):
         """Each subscription planned: (id, when it is planned again (None: when sync changes it), the usage
         preview fetched for it now, or None, the digest of the notices it called for (notices_basis)), one statement
         for all."""
+        rows = []
+        for subscription_id, at, preview, basis in subscriptions:
+            text = None if preview is None else to_json(preview)
+            if text is not None:
+                self._previews[subscription_id] = (text, preview)
+            rows.append((iso(at), None if preview is None else iso(now), text, basis, subscription_id))
         self.conn.executemany(
             "UPDATE subscriptions SET notices_due_at = ?, usage_checked_at = COALESCE(?, usage_checked_at), "
-            "usage_preview = COALESCE(?, usage_preview), notices_basis = ? WHERE id = ?",
-            [(iso(at), None if preview is None else iso(now), None if preview is None else to_json(preview), basis,
-              subscription_id) for subscription_id, at, preview, basis in subscriptions])
+            "usage_preview = COALESCE(?, usage_preview), notices_basis = ? WHERE id = ?", rows)
 
     def forget_bases(self) -> None:
         """Every subscription's next planning writes what it calls for (notices reopened on the switch to live may

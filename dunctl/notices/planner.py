@@ -104,13 +104,6 @@ def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: d
     return decision
 
 
-def stored_preview(subject: dict) -> dict | None:
-    """The subscription's latest upcoming-invoice preview as the ledger keeps it, parsed only for a metered one:
-    nothing plans with the preview of another."""
-    sub = subject["subscription"]
-    return json.loads(sub["usage_preview"]) if sub.get("usage_based") and sub.get("usage_preview") else None
-
-
 def usage_preview_due(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None) -> bool:
     """Does the subscription call for a fresh upcoming-invoice preview now (metered, billing, and its usage may
     have reached an alert since the last preview: see next_usage_check)? Asked before planning, so a tick plans

@@ -99,13 +99,13 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
 def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews: int) -> _Decided | None:
     """Plan one subscription's notices, fetching a usage preview first when one is due (None: left for the next
     tick, or gone). Reads and the preview only: _record writes."""
-    from dunctl.notices.planner import plan_notices, stored_preview, usage_preview_due   # lazy: see dunctl/lazy.py
+    from dunctl.notices.planner import plan_notices, usage_preview_due   # lazy: see dunctl/lazy.py
 
     if subject is None:
         return None
     config = ctx.config.file.notices
     sub_id = subject["subscription"]["id"]
-    preview = stored_preview(subject)
+    preview = ctx.ledger.notices.preview(subject)
     fetched, tried = None, 0
     due = usage_preview_due(subject, config, ctx.now, preview)
     if due and ctx.gateway is not None:

@@ -25,7 +25,7 @@ LIVE, MONITOR, DRY_RUN = "live", "monitor", "dry_run"
 
 # The parts of a tick (TickContext.waits) that look at everything again after a write: the first ones asked
 # before the sync and after it (a sync that wrote), with the rest of the tick's questions still to come.
-_LOOK_AGAIN = frozenset({"claimed_actions", "holds_end", "signals", "invoices"})
+_LOOK_AGAIN = frozenset({"claimed_actions", "holds_end", "signals", "invoices", "cases"})
 
 
 @dataclass
