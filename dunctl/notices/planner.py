@@ -227,9 +227,7 @@ def renewal_facts(subject: dict) -> dict:
 
 def _renewal(subject: dict, config: NoticesConfig, period_end: datetime, now: datetime) -> list[NoticePlan]:
     rule = config.upcoming_renewal
-    facts = renewal_facts(subject)
-    large = facts["currency"] in rule.above and (facts["amount_due"] or 0) >= rule.above[facts["currency"]]
-    if not (large or (rule.when and matches(rule.when, facts))):
+    if not _reminded(subject, rule):
         return []
     sub = subject["subscription"]
     data = {"renewal": {"date": sub["current_period_end"], "amount": sub.get("amount"),
@@ -239,6 +237,29 @@ def _renewal(subject: dict, config: NoticesConfig, period_end: datetime, now: da
                         period_end - before, data)
              for before in rule.before]
     return _catch_up(plans, now)
+
+
+# (id of the rule, the facts it reads) -> (the rule, whether they call for a reminder)
+_REMINDED: dict[tuple, tuple] = {}
+
+
+def _reminded(subject: dict, rule) -> bool:
+    """Does the rule call for a renewal reminder of this subscription (a large charge, or its `when`)? Worked out
+    once per rule and distinct facts (renewal_facts' inputs): a subscription is planned again at every usage look
+    and every sync that changes it, with the same facts, and the condition's matching was a tenth of a planning."""
+    sub, customer = subject["subscription"], subject["customer"] or {}
+    key = (id(rule), sub.get("amount"), sub.get("currency"), sub.get("interval"), bool(sub.get("usage_based")),
+           customer.get("metadata") or "{}", sub.get("metadata") or "{}")
+    known = _REMINDED.get(key)
+    if known is not None and known[0] is rule:
+        return known[1]
+    facts = renewal_facts(subject)
+    large = facts["currency"] in rule.above and (facts["amount_due"] or 0) >= rule.above[facts["currency"]]
+    wanted = bool(large or (rule.when and matches(rule.when, facts)))
+    if len(_REMINDED) >= 4096:
+        _REMINDED.clear()
+    _REMINDED[key] = (rule, wanted)
+    return wanted
 
 
 def expected_amount(subject: dict, config: NoticesConfig, currency: str) -> tuple[int | None, str]:
