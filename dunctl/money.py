@@ -116,10 +116,10 @@ def _formatted(amount: int, currency: str, locale: str) -> str:
 
 
 def _babel_currency(amount: int, currency: str, locale: str) -> str:
-    from babel import Locale   # lazy: see dunctl/lazy.py
     from babel.numbers import format_currency   # lazy: see dunctl/lazy.py
 
-    return format_currency(to_decimal(amount, currency.lower()), currency, locale=Locale.parse(locale))
+    # the Locale looked up once (babel_locale), not parsed again for every amount
+    return format_currency(to_decimal(amount, currency.lower()), currency, locale=babel_locale(locale))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -148,7 +148,6 @@ def format_day(moment: date | datetime, locale: str | Locale | None = "en", styl
 @functools.lru_cache(maxsize=4096)
 def _formatted_day(day: date, locale: str, style: str) -> str:
     # like amounts, the same few dates (due dates, failure days) recur across a tick's messages
-    from babel import Locale   # lazy: see dunctl/lazy.py
     from babel.dates import format_date   # lazy: see dunctl/lazy.py
 
-    return format_date(day, style, locale=Locale.parse(locale))
+    return format_date(day, style, locale=babel_locale(locale))
