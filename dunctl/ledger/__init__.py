@@ -305,6 +305,12 @@ class Ledger:
     def actions(self, case_id: int) -> list[dict]:
         return list(self.rows("SELECT * FROM actions WHERE case_id = ? ORDER BY id", [case_id]))
 
+    def step_done(self, case_id: int, step_id: str) -> bool:
+        """Did the case's step run (done)? One step of the actions' unique index: reconciling asks it of every open
+        invoice a sync brings back with dunctl's note, which read all of the case's actions for it."""
+        return self.conn.execute("SELECT EXISTS (SELECT 1 FROM actions WHERE case_id = ? AND kind = 'step' "
+                                 "AND step_id = ? AND status = 'done')", [case_id, step_id]).fetchone()[0] == 1
+
     def sent_and_tried(self, case_id: int) -> list[dict]:
         """A case's delivered emails and SMS and its retries that ran (action, step_id, finished_at), oldest
         first: what a message says was sent and tried. Three columns of the done actions only: every column of
