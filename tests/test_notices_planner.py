@@ -69,9 +69,9 @@ def test_a_renewal_rule_is_matched_once_per_rule_and_facts_and_again_for_other_o
                            upcoming_renewal={"when": {"customer.metadata.tier": "enterprise"}})
     vip, plain = subject(metadata={"tier": "enterprise"}, exp=(12, 2030)), subject(exp=(12, 2030))
     assert [p.kind for p in plan_notices(vip, config, NOW).plans] == ["upcoming_renewal"]
-    kept = len(planner._REMINDED)
+    kept = len(planner._KEPT)
     assert [p.kind for p in plan_notices(vip, config, NOW).plans] == ["upcoming_renewal"]
-    assert len(planner._REMINDED) == kept                       # the same rule and facts: the answer kept
+    assert len(planner._KEPT) == kept                           # the same rule and facts: the answer kept
     assert plan_notices(plain, config, NOW).plans == []           # other facts: matched anew
     other = NoticesConfig(enabled=True, update_url=LINK, card_expiring={"enabled": False},
                           upcoming_renewal={"when": {"customer.metadata.tier": "gold"}})
