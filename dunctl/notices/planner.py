@@ -180,7 +180,8 @@ def _next_check(checked: datetime, start: datetime, end: datetime, expected: int
     its last one did (the same preview, fetched at the same moment), and the bisection was a sixth of planning."""
     check_every, alerts, pace, min_elapsed, surge = rule
     percent_at = _usage_curve(metered, amount_due - metered, expected, start, end, checked, surge, pace, min_elapsed)
-    target = min((t for t in alerts if t > percent_at(0.0)), default=None)
+    now = percent_at(0.0)
+    target = min((t for t in alerts if t > now), default=None)
     if target is None:
         return max(end, checked + check_every)
     # A pace seen over a short time says little (none at all at the period's start): wait at most as long again
