@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 
 from dunctl.clock import from_iso, iso
-from dunctl.ledger import file, image
+from dunctl.ledger import file, image, quiet
 from dunctl.ledger.cases import CaseStore
 from dunctl.ledger.file import SCHEMA, applied_migrations, boot_id, connect
 from dunctl.ledger.journal import JOURNALS
@@ -172,10 +172,11 @@ class Ledger:
         a tick that crashes releases it with its process."""
         if self._file_fd is None:
             # A ledger in memory (a simulation's, a dry run's copy) is this process's alone: nobody else can write
-            # its state, so it is kept as under the lock. A read-only connection on a file is not: the cron tick
-            # may write the file under it.
+            # its state, so it is kept as under the lock, and from one tick to the next (a demo's 1,560 ticks read
+            # it once, not once each). A read-only connection on a file is not: the cron tick may write the file
+            # under it.
             if self.path is None:
-                self._locked, self._states = True, None
+                self._locked = True
             return
         try:
             fcntl.flock(self._file_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -186,7 +187,8 @@ class Ledger:
         self._states = None
 
     def release_tick_lock(self) -> None:
-        self._states = None
+        if self.path is not None:
+            self._states = None
         if self._locked and self._file_fd is not None:
             fcntl.flock(self._file_fd, fcntl.LOCK_UN)
         self._locked = False
@@ -303,6 +305,12 @@ class Ledger:
     def actions(self, case_id: int) -> list[dict]:
         return list(self.rows("SELECT * FROM actions WHERE case_id = ? ORDER BY id", [case_id]))
 
+    def step_done(self, case_id: int, step_id: str) -> bool:
+        """Did the case's step run (done)? One step of the actions' unique index: reconciling asks it of every open
+        invoice a sync brings back with dunctl's note, which read all of the case's actions for it."""
+        return self.conn.execute("SELECT EXISTS (SELECT 1 FROM actions WHERE case_id = ? AND kind = 'step' "
+                                 "AND step_id = ? AND status = 'done')", [case_id, step_id]).fetchone()[0] == 1
+
     def sent_and_tried(self, case_id: int) -> list[dict]:
         """A case's delivered emails and SMS and its retries that ran (action, step_id, finished_at), oldest
         first: what a message says was sent and tried. Three columns of the done actions only: every column of
@@ -356,14 +364,8 @@ class Ledger:
         case ids are made distinct here, not by a UNION's temporary b-tree (a third of the statement's cost, on
         every tick), in the order it gave them."""
         return sorted({row[0] for row in self.conn.execute(
-            """SELECT a.case_id FROM actions a INDEXED BY actions_waiting
-                 WHERE a.status = 'waiting' AND a.due_at <= ?
-               UNION ALL
-               SELECT a.case_id FROM actions a INDEXED BY actions_attention JOIN cases c ON c.id = a.case_id
-                 WHERE a.status IN ('failed', 'claimed', 'unknown') AND a.status = 'failed' AND a.kind = 'system'
-                   AND a.tries < ? AND a.finished_at <= ?
-                   AND c.state = 'recovered' AND (a.step_id = 'recovered' OR a.step_id LIKE 'lift-%')""",
-            [iso(now), max_tries, iso(failed_before)])})
+            f"SELECT a.case_id FROM {quiet.FOLLOW_UPS_WAITING} UNION ALL SELECT a.case_id FROM {quiet.FOLLOW_UPS_FAILED}",
+            {"now": iso(now), "tries": max_tries, "failed": iso(failed_before)})})
 
     def resolve_unknown(self, action_id: int, *, sent: bool, note: str, now: datetime) -> None:
         """A person settles an `unknown` action: it was sent (done), or it runs once more under a new key."""
