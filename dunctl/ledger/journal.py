@@ -18,6 +18,17 @@ if TYPE_CHECKING:
 ACTIONS_JOURNAL, NOTICES_JOURNAL = "actions", "notices"   # the journals by name: their tables
 STRIPE_KEY_LIFETIME = timedelta(hours=23)   # Stripe keeps idempotency keys at least 24 hours
 NOTED = "recorded after the tick stopped, from the outcome noted when the next {} started"
+# A batch's new claims in one INSERT (`ActionJournal.claim_many`), this many rows a statement at most (ten
+# parameters each, well within SQLite's limit)
+_ROWS_PER_INSERT = 100
+_CLAIM_ROW = "(?, ?, ?, ?, ?, ?, 'claimed', ?, ?, 1, ?, ?)"
+_CLAIM_ROWS = """INSERT OR IGNORE INTO actions(case_id, kind, step_id, action, channel, audience, status, due_at,
+                   claimed_at, tries, idempotency_key, tick_id) VALUES {} RETURNING id, case_id, kind, step_id"""
+
+
+def _claim_row(effect: Effect, at: str, tick_id: int | None) -> tuple:
+    return (effect.case_id, effect.kind, effect.name, effect.action, effect.channel, effect.audience,
+            iso(effect.due_at), at, effect.key, tick_id)
 
 
 class _Journal:
@@ -27,6 +38,13 @@ class _Journal:
         """`ledger`: the Ledger it is part of (not named here: the ledger imports its journals)."""
         self.ledger = ledger
         self.conn = ledger.conn
+
+    def claim(self, effect: Effect, now: datetime, tick_id: int | None) -> int | None:
+        raise NotImplementedError
+
+    def claim_many(self, effects: list[Effect], now: datetime, tick_id: int | None) -> list[int | None]:
+        """`claim` for each effect, in order."""
+        return [self.claim(effect, now, tick_id) for effect in effects]
 
     def mark_started(self, now: datetime, started: list[int], noted: list[tuple[int, str]]) -> None:
         """Claimed effects about to leave dunctl (a send, a Stripe call), and the outcomes (status only) of those
@@ -91,6 +109,28 @@ class ActionJournal(_Journal):
         return self.claim_action(effect.case_id, effect.kind, effect.name, effect.action, effect.channel,
                                  effect.audience, effect.due_at, now, effect.key, tick_id)
 
+    def claim_many(self, effects: list[Effect], now: datetime, tick_id: int | None) -> list[int | None]:
+        """`claim` for each effect, in order: the effects never claimed before (most of a tick's) in one statement,
+        not one each; those already in the table (a failed one tried again, a `would` now live) as `claim` does."""
+        claimed, fresh, seen = [None] * len(effects), {}, set()
+        for n, e in enumerate(effects):
+            if (e.case_id, e.kind, e.name) not in seen:    # the same step twice: the second finds it claimed
+                seen.add((e.case_id, e.kind, e.name))
+                fresh[e.case_id, e.kind, e.name] = n
+        at, pending = iso(now), list(fresh.items())
+        for start in range(0, len(pending), _ROWS_PER_INSERT):
+            piece = pending[start:start + _ROWS_PER_INSERT]
+            values = [value for _, n in piece for value in _claim_row(effects[n], at, tick_id)]
+            # ids are given in the order of the rows (as one INSERT each gave them); RETURNING's order is not
+            # promised, so each id is matched by its step
+            for claim_id, case_id, kind, step_id in self.conn.execute(
+                    _CLAIM_ROWS.format(", ".join([_CLAIM_ROW] * len(piece))), values):
+                claimed[fresh.pop((case_id, kind, step_id))] = claim_id
+        for n in fresh.values():     # already in the table: claimed again if it may be (or not at all)
+            e = effects[n]
+            claimed[n] = self._claim_again(e.case_id, e.kind, e.name, e.key, now, tick_id)
+        return claimed
+
     def claim_action(self, case_id: int, kind: str, step_id: str, action: str, channel: str | None,
                      audience: str | None, due_at: datetime, now: datetime, key: str,
                      tick_id: int | None) -> int | None:
@@ -103,6 +143,10 @@ class ActionJournal(_Journal):
             [case_id, kind, step_id, action, channel, audience, iso(due_at), iso(now), key, tick_id])
         if cursor.rowcount == 1:
             return cursor.lastrowid
+        return self._claim_again(case_id, kind, step_id, key, now, tick_id)
+
+    def _claim_again(self, case_id: int, kind: str, step_id: str, key: str, now: datetime,
+                     tick_id: int | None) -> int | None:
         row = self.conn.execute(
             """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
                  tick_id = ?, idempotency_key = ?, error = NULL, started_at = NULL, outcome = NULL

@@ -104,12 +104,28 @@ class _Acted:
 
 def _claim_batch(ctx: TickContext, units: list[list[Effect]]) -> list[list[_Claimed]]:
     at_claim = _AtClaim.read(ctx, units)
-    claimed_units = []
+    earned = [e for unit in units for e in unit if at_claim.earned(ctx, e)]
+    # each journal's claims in one go (one statement for the new ones); ids in the batch's order
+    by_journal: dict[str, list[int]] = {}
+    for n, e in enumerate(earned):
+        by_journal.setdefault(e.journal, []).append(n)
+    ids: list[int | None] = [None] * len(earned)
+    for journal, places in by_journal.items():
+        claims = ctx.ledger.journal(journal).claim_many([earned[n] for n in places], ctx.now, ctx.tick_id)
+        for n, claim_id in zip(places, claims):
+            ids[n] = claim_id
+    claimed_units, n = [], 0
     for unit in units:
-        claimed = [_Claimed(e, claim_id, at_claim.suppressed(e)) for e in unit if at_claim.earned(ctx, e)
-                   and (claim_id := ctx.ledger.journal(e.journal).claim(e, ctx.now, ctx.tick_id)) is not None]
+        claimed = []
+        for e in unit:
+            if n < len(earned) and earned[n] is e:
+                if ids[n] is not None:
+                    claimed.append(_Claimed(e, ids[n], at_claim.suppressed(e)))
+                n += 1
         if claimed:
             claimed_units.append(claimed)
+    # what a message says was sent and tried, read here, in the claim's transaction, for the whole batch
+    ctx.ledger.read_sent_and_tried({item.effect.case_id for unit in claimed_units for item in unit})
     return claimed_units
 
 
