@@ -51,11 +51,11 @@ class _Journal:
         acted since the last such write, all on rows of the batch's claims. Committed before the effect, so a
         tick that dies later leaves only this one without an outcome, and the claims without a mark are known
         never to have been tried. Nothing here is indexed: a write of a page or two."""
-        if started:
-            self.conn.executemany(f"UPDATE {self.table} SET started_at = ? WHERE id = ?",
-                                  [(iso(now), i) for i in started])
-        if noted:
-            self.conn.executemany(f"UPDATE {self.table} SET outcome = ? WHERE id = ?", [(s, i) for i, s in noted])
+        at = iso(now)
+        # one statement for both (each row sets one of the two columns): a call into SQLite per message saved
+        self.conn.executemany(f"UPDATE {self.table} SET started_at = coalesce(?, started_at), "
+                              "outcome = coalesce(?, outcome) WHERE id = ?",
+                              [(at, None, i) for i in started] + [(None, s, i) for i, s in noted])
 
     def orphans(self) -> list[dict]:
         """Effects claimed by a tick that never recorded a result (it died between claim and result)."""
