@@ -117,6 +117,8 @@ class ActionJournal(_Journal):
             if (e.case_id, e.kind, e.name) not in seen:    # the same step twice: the second finds it claimed
                 seen.add((e.case_id, e.kind, e.name))
                 fresh[e.case_id, e.kind, e.name] = n
+        if len(fresh) == 1 and len(effects) == 1:      # a batch of one: the plain claim (no rows to match)
+            return [self.claim(effects[0], now, tick_id)]
         at, pending = iso(now), list(fresh.items())
         for start in range(0, len(pending), _ROWS_PER_INSERT):
             piece = pending[start:start + _ROWS_PER_INSERT]

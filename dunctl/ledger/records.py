@@ -68,8 +68,8 @@ class _Record:
     @classmethod
     def reader(cls, names: tuple[str, ...]) -> Callable[[tuple], Any]:
         """What `from_row` does for rows of these columns, in this order, as they come from a cursor: each field's
-        place in the row is found once per query, not looked up by name in a dict per row (a bundle's read builds
-        three records a case)."""
+        place in the row is found once for a query (the caller keeps it while the query's columns are the same),
+        not looked up by name in a dict per row (a bundle's read builds three records a case)."""
         plain, decoded = cls._columns()
         at = {name: n for n, name in enumerate(names)}
         given = tuple(name for name in plain if name in at)

@@ -124,8 +124,11 @@ def _claim_batch(ctx: TickContext, units: list[list[Effect]]) -> list[list[_Clai
                 n += 1
         if claimed:
             claimed_units.append(claimed)
-    # what a message says was sent and tried, read here, in the claim's transaction, for the whole batch
-    ctx.ledger.read_sent_and_tried({item.effect.case_id for unit in claimed_units for item in unit})
+    # what a message (an effect with an audience) says was sent and tried, read here, in the claim's transaction,
+    # for the whole batch
+    messages = {item.effect.case_id for unit in claimed_units for item in unit if item.effect.audience is not None}
+    if messages - {None}:
+        ctx.ledger.read_sent_and_tried(messages)
     return claimed_units
 
 
