@@ -55,7 +55,8 @@ class CaseStore(Store):
         self.parsed_sequences: dict[str, object] = {}
         # (record class, id) -> (the row as last read, its record): see `_records`
         self._known: dict[tuple[type, object], tuple[tuple, object]] = {}
-        self._shapes: dict[str, tuple[list[str], list[tuple]]] = {}    # `_joined`: a query's columns, its parts
+        # (query, record classes) -> its columns and its parts, for `_joined`
+        self._shapes: dict[tuple[str, tuple[type, ...]], tuple[list[str], list[tuple]]] = {}
 
     def open(self, *, invoice: InvoiceRecord, segment: str, sequence: str, sequence_hash: str,
                   sequence_def: dict, failure_type: str, decline_code: str | None, now: datetime) -> int:
@@ -270,9 +271,9 @@ class CaseStore(Store):
             known.clear()    # a bound on memory, for a tick that reads a large book once
         for cursor in run_in(self.conn, sql, values):
             keys = [column[0] for column in cursor.description]
-            shape = self._shapes.get(sql)
+            shape = self._shapes.get((sql, record_classes))
             if shape is None or shape[0] != keys:    # the parts of a query's rows, worked out once per query
-                shape = self._shapes[sql] = (keys, _parts(record_classes, keys))
+                shape = self._shapes[sql, record_classes] = (keys, _parts(record_classes, keys))
             for row in cursor.fetchall():
                 records = []
                 for cls, start, end, build, at in shape[1]:
