@@ -218,13 +218,21 @@ def _starter(ctx: TickContext, acted: _Acted, unit: list[_Claimed]) -> Callable[
     (a page or two), so it costs a fraction of recording everything, which waits for the batch's end."""
     def start() -> None:
         noted = acted.outcomes[acted.noted:]
-        with ctx.ledger.light_transaction():
-            for journal, items in _by_journal([(i, None) for i in unit] + noted).items():
-                ctx.ledger.journal(journal).mark_started(
-                    ctx.now, [i.claim_id for i, o in items if o is None],
-                    [(i.claim_id, o.status) for i, o in items if o is not None])
+        ctx.ledger.light_commit(lambda: _mark_started(ctx, unit, noted))
         acted.noted += len(noted)
     return start
+
+
+def _mark_started(ctx: TickContext, unit: list[_Claimed], noted: list[tuple[_Claimed, Outcome]]) -> None:
+    journal = unit[0].effect.journal
+    if all(i.effect.journal == journal for i in unit) and all(i.effect.journal == journal for i, _ in noted):
+        # one journal (most often): no grouping
+        ctx.ledger.journal(journal).mark_started(ctx.now, [i.claim_id for i in unit],
+                                                 [(i.claim_id, o.status) for i, o in noted])
+        return
+    for journal, items in _by_journal([(i, None) for i in unit] + noted).items():
+        ctx.ledger.journal(journal).mark_started(ctx.now, [i.claim_id for i, o in items if o is None],
+                                                 [(i.claim_id, o.status) for i, o in items if o is not None])
 
 
 def _by_journal(items: list[tuple[_Claimed, Outcome | None]]) -> dict[str, list[tuple[_Claimed, Outcome | None]]]:
