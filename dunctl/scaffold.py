@@ -29,9 +29,10 @@ def write_starter(target: Path, *, email_transport: str = "file") -> list[Path]:
     if existing:
         raise UsageError(f"{existing[0]} already exists; dunctl init never overwrites",
                          "choose an empty directory: dunctl init DIR")
+    for folder in dict.fromkeys(dest.parent for _, dest in plan):   # three folders for ~280 files
+        folder.mkdir(parents=True, exist_ok=True)
     written = []
     for src, dest in plan:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
         written.append(dest)
     if email_transport != "file":

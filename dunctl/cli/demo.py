@@ -74,8 +74,9 @@ def demo(
         def progress(done: int, total: int, now) -> None:
             bar.update(task, completed=done, total=total, description=f"day {now:%Y-%m-%d %H:%M}")
 
+        # off a terminal nothing is drawn, so the 1,560 updates of a default demo are not made at all
         result = run_demo(directory, customers=customers, days=days, seed=seed, preset=preset, config=config,
-                          progress=progress, follow_up_days=follow_up)
+                          progress=None if bar.disable else progress, follow_up_days=follow_up)
     if as_json:
         print_json(dataclasses.asdict(result))
         return

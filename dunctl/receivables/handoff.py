@@ -6,9 +6,7 @@ currency, or fewer than `collections.after` past its due date, is skipped with t
 from __future__ import annotations
 
 from dunctl.channels import sending_clock
-from dunctl.channels.webhook import WebhookTransport
 from dunctl.effect import Outcome, Prepared, skipped
-from dunctl.receivables.packet import packet, write
 from dunctl.tick.changes import HandToPerson, Hold, Note
 from dunctl.tick.context import TickContext
 from dunctl.tick.effects import CaseEffect
@@ -34,6 +32,7 @@ def hand_off(ctx: TickContext, effect: CaseEffect) -> Prepared:
     directory = (ctx.config.base_dir / settings.dir).resolve() if settings.dir is not None else None
 
     def deliver() -> Outcome:
+        from dunctl.receivables.packet import packet, write   # lazy: see dunctl/lazy.py
         story = packet(ctx.ledger, ctx.config, b.invoice.id)
         # the files first: a failing webhook then fails the step (the executor retries it) with the packet on disk
         # and the case not yet handed off, so nothing is lost
@@ -55,6 +54,8 @@ def hand_off(ctx: TickContext, effect: CaseEffect) -> Prepared:
 def _post(ctx: TickContext, webhook, story: dict, key: str) -> str:
     """POST the packet as a signed `collections.hand_off` event to `collections.webhook`, with the webhook
     channel's transport; what to add to the step's detail."""
+    from dunctl.channels.webhook import WebhookTransport   # lazy: see dunctl/lazy.py
+
     environ = ctx.channels.environ if ctx.channels is not None else {}
     transport = WebhookTransport(webhook, environ, clock=sending_clock(ctx.now))
     return transport.post("collections.hand_off", story, key, ctx.now).detail
