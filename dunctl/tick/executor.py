@@ -213,7 +213,7 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
 
 
 def _starter(ctx: TickContext, acted: _Acted, unit: list[_Claimed]) -> Callable[[], None]:
-    """What runs right before the unit leaves dunctl: one light commit (Ledger.light_transaction) marking it
+    """What runs right before the unit leaves dunctl: one light commit (Ledger.light_commit) marking it
     started and noting the outcomes acted since the last one. Only the rows of this batch's actions are written
     (a page or two), so it costs a fraction of recording everything, which waits for the batch's end."""
     def start() -> None:
