@@ -181,13 +181,14 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
         acting = {planned[case_id].case.customer_id for case_id, asked in plans.items()
                   if asked.effects or asked.plan.decisions}
         with ledger.transaction():
-            again = []
+            again, dues = [], []
             for case_id in ids:
                 due = _went_as_planned(ctx, case_id, planned, plans, applied, acting)
                 if due is not None:
-                    ledger.cases.schedule(case_id, *due)
+                    dues.append((case_id, *due))
                 else:
                     again.append(case_id)
+            ledger.cases.schedule_many(dues)    # one statement
             # the other cases as the effects left them: only what effects write is read again
             loaded = load_bundles(ledger, again, ctx.settings, ctx.now, planned=planned)
             for case_id in again:
