@@ -183,8 +183,7 @@ def behind_stripe(ledger: Ledger) -> list[Behind]:
         last = last_message(metadata)
         if last is None:
             continue
-        if case_id is not None and any(a["kind"] == "step" and a["step_id"] == last.step and a["status"] == "done"
-                                       for a in ledger.actions(case_id)):
+        if case_id is not None and ledger.step_done(case_id, last.step):
             continue
         found.append(Behind(invoice_id, case_id, last))
     return found

@@ -111,6 +111,9 @@ class Journal(Protocol):
     def claim(self, effect: Effect, now: datetime, tick_id: int | None) -> int | None:
         """The claim's id, or None when the effect is already claimed or finished (another tick got there)."""
 
+    def claim_many(self, effects: list[Effect], now: datetime, tick_id: int | None) -> list[int | None]:
+        """`claim` for each effect, in order (a batch's claims at once)."""
+
     def release(self, claim_id: int) -> None:
         """Give back a claim whose effect was never attempted: due again as if never claimed."""
 

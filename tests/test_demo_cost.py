@@ -13,37 +13,50 @@ from dunctl.tick import build_channels, run_tick
 from tests.helpers import T0, failed_invoice, seed, starter, traced
 
 
-def reconciled(ledger: Ledger, config, now) -> int:
-    """How many times one tick looked for changes to reconcile (each look asks, in one query, whether a hold
-    ends or a signal or an invoice waits)."""
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def looks(ledger: Ledger, config, now) -> list[int]:
+    """Each time one tick asked what waits (one query answers every part of it: claims, holds ending, signals,
+    invoices, cases due, follow-ups, notices), how many writes came before since the previous look."""
     statements = traced(ledger, lambda: run_tick(ledger, config, None, build_channels(config, {}), now, sync=False))
-    return sum(1 for s in statements if s.startswith("SELECT EXISTS (SELECT 1 FROM holds"))
+    found, writes = [], 0
+    for s in statements:
+        if "EXISTS (SELECT 1 FROM holds" in s:
+            found.append(writes)
+            writes = 0
+        elif s.lstrip().split()[0] in WRITES:
+            writes += 1
+    return found
 
 
-def test_a_tick_with_nothing_due_reconciles_once_and_one_that_acted_twice(tmp_path):
+def test_a_tick_asks_what_waits_once_and_again_only_after_a_write(tmp_path):
     config = load_config(starter(tmp_path, **{"channels.email": {"transport": "file", "dir": "outbox"}}))
     ledger = Ledger.open(config.ledger_path)
     try:
         seed(ledger, failed_invoice())
-        # the case opens and its first email is due at 1h: the tick acts, then reconciles what its effects changed
-        assert reconciled(ledger, config, T0 + timedelta(hours=1)) == 2
-        # an hour later nothing is due and nothing changed: one look, not a second one after no effects
-        assert reconciled(ledger, config, T0 + timedelta(hours=2)) == 1
-        # the invoice changed (Stripe tried again): it is followed, nothing is due, nothing acts: one look again
+        # the case opens and its first email is due at 1h: the tick acts; it asks again only after it wrote
+        acted = looks(ledger, config, T0 + timedelta(hours=1))
+        assert len(acted) > 1 and all(acted[1:]), acted
+        # an hour later nothing is due and nothing changed: one look for the whole tick (its record came before)
+        assert looks(ledger, config, T0 + timedelta(hours=2)) == [1]
+        # the invoice changed (Stripe tried again): it is followed, nothing is due, nothing acts
         seed(ledger, failed_invoice(attempt_count=2), now=T0 + timedelta(hours=2))
-        assert reconciled(ledger, config, T0 + timedelta(hours=3)) == 1
+        followed = looks(ledger, config, T0 + timedelta(hours=3))
+        assert all(followed[1:]), followed
         assert ledger.conn.execute("SELECT attempts FROM cases").fetchone()[0] == 2
+        assert looks(ledger, config, T0 + timedelta(hours=4)) == [1]
     finally:
         ledger.close()
-
 
 
 @pytest.mark.parametrize("where", ["file", "memory"])
 def test_an_idle_tick_writes_only_its_own_record(tmp_path, where):
     """A demo's hour with nothing to do: no write transaction (orphaned claims looked for by one read each, the
     account's mode written only when it changes); what it writes is its own record (net-terms invoices coming
-    due are looked for only once one can be: there is none here). And it reads a fixed handful of things: the
-    ledger's state in one query, whether anything waits to be reconciled in one more."""
+    due are looked for only once one can be: there is none here). And it reads two things: the ledger's state in
+    one query, and what waits for any part of the tick (claims, holds, signals, invoices, cases, follow-ups,
+    notices to plan or send, actions waiting for a person) in one more (dunctl/ledger/quiet.py)."""
     from dunctl.simulation.account import SimulatedAccount
     from dunctl.simulation.demo import DemoChannels, prepare_demo
     from dunctl.simulation.population import build_book
@@ -64,8 +77,9 @@ def test_an_idle_tick_writes_only_its_own_record(tmp_path, where):
         assert not result.did_something
         writes = [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE", "DELETE")]
         assert [w.split("(")[0].split(" SET")[0] for w in writes] == ["INSERT INTO ticks", "UPDATE ticks"], writes
-        assert len(statements) <= 13, statements         # 23 before issue #25's fifth round
-        assert sum(1 for s in statements if "FROM sync_state" in s) == 1
+        assert len(statements) <= 4, statements         # 23 before issue #25's fifth round, 13 before its eighth
+        # a ledger in memory is this process's alone: its state, read once, is kept from one tick to the next
+        assert sum(1 for s in statements if "FROM sync_state" in s) == (1 if where == "file" else 0)
         assert sum(1 for s in statements if "FROM holds" in s or "FROM signals" in s or "FROM invoices" in s) == 1
     finally:
         ledger.close()

@@ -48,3 +48,17 @@ def test_the_planner_reads_the_card_the_next_payment_uses(ledger, subscription_c
     land_subscription(ledger, subscription_card)
     assert ledger.notices.subject("sub_1")["payment_method"]["brand"] == expected
     assert ledger.subscriptions_to_plan(T0) == ["sub_1"]
+
+
+def test_the_preview_a_planning_stores_is_read_back_without_parsing_it_again(ledger):
+    """A metered subscription's next planning reads the usage preview its last one stored (2,242 looks in a demo):
+    the same value, not parsed again while the stored text is the same; another text is parsed (issue #25)."""
+    land_subscription(ledger, None)
+    ledger.conn.execute("UPDATE subscriptions SET usage_based = 1")
+    preview = {"amount_due": 5000, "currency": "usd", "lines": []}
+    ledger.notices.planned([("sub_1", T0 + timedelta(days=1), preview, None)], T0)
+    assert ledger.notices.preview(ledger.notices.subject("sub_1")) is preview
+    ledger.conn.execute("""UPDATE subscriptions SET usage_preview = '{"amount_due":6000}'""")
+    assert ledger.notices.preview(ledger.notices.subject("sub_1")) == {"amount_due": 6000}
+    ledger.conn.execute("UPDATE subscriptions SET usage_based = 0")
+    assert ledger.notices.preview(ledger.notices.subject("sub_1")) is None

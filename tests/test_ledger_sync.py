@@ -53,3 +53,14 @@ def test_a_decline_is_stored_whole_and_flat(ledger):
                       network_decline_code="05", payment_method_type="card", message="declined")
     ledger.sync.apply_batch(SyncBatch(invoices=[replace(failed_invoice("in_1"), decline=decline)]), T0)
     assert ledger.sync.invoice_record("in_1").decline == asdict(decline)
+
+
+def test_a_batch_leaves_pending_only_the_invoices_reconciling_can_act_on(ledger):
+    """A renewal paid on the first try cannot open a case: the batch marks it reconciled as it lands, so a tick
+    whose sync brought only such invoices has nothing to reconcile (issue #25). A failed one stays pending."""
+    paid = replace(failed_invoice("in_paid"), status="paid", amount_paid=4900, amount_remaining=0, attempt_count=1,
+                   first_failed_at=None, failed_at=None, decline=None)
+    ledger.sync.apply_batch(SyncBatch(invoices=[paid]), T0)
+    assert ledger.sync.pending_invoices() == []
+    ledger.sync.apply_batch(SyncBatch(invoices=[paid, failed_invoice("in_failed")]), T0)
+    assert [i.id for i, _ in ledger.sync.pending_invoices()] == ["in_failed"]

@@ -60,6 +60,24 @@ def test_renewal_reminder_matches_yearly_plans_or_large_amounts(interval, amount
     assert [p.kind for p in plans] == (["upcoming_renewal"] if wanted else [])
 
 
+def test_a_renewal_rule_is_matched_once_per_rule_and_facts_and_again_for_other_ones():
+    """A subscription is planned again at every usage look with the same facts: the rule's answer is kept per rule
+    and facts (issue #25); other facts, or another rule, are matched anew."""
+    from dunctl.notices import planner
+
+    config = NoticesConfig(enabled=True, update_url=LINK, card_expiring={"enabled": False},
+                           upcoming_renewal={"when": {"customer.metadata.tier": "enterprise"}})
+    vip, plain = subject(metadata={"tier": "enterprise"}, exp=(12, 2030)), subject(exp=(12, 2030))
+    assert [p.kind for p in plan_notices(vip, config, NOW).plans] == ["upcoming_renewal"]
+    kept = len(planner._KEPT)
+    assert [p.kind for p in plan_notices(vip, config, NOW).plans] == ["upcoming_renewal"]
+    assert len(planner._KEPT) == kept                           # the same rule and facts: the answer kept
+    assert plan_notices(plain, config, NOW).plans == []           # other facts: matched anew
+    other = NoticesConfig(enabled=True, update_url=LINK, card_expiring={"enabled": False},
+                          upcoming_renewal={"when": {"customer.metadata.tier": "gold"}})
+    assert plan_notices(vip, other, NOW).plans == []              # another rule: matched anew
+
+
 def test_usage_expected_is_the_mean_of_three_paid_invoices():
     config = NoticesConfig(enabled=True, update_url=LINK, card_expiring={"enabled": False}, upcoming_renewal={"enabled": False},
                            usage={"thresholds": [50, 75, 100], "pace": False})

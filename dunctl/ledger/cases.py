@@ -30,6 +30,14 @@ _WHOLE_CASES = """SELECT c.*, NULL AS "--", i.*, NULL AS "--", cu.*, NULL AS "--
                   LEFT JOIN subscriptions s ON s.id = c.subscription_id WHERE c.id IN ({}) ORDER BY c.id"""
 
 
+def _parts(record_classes: tuple[type, ...], keys: list[str]) -> list[tuple]:
+    """(class, where its columns start and end, its reader, where its id is) for each record a `_joined` row holds:
+    the columns of each part are separated by a column named "--"."""
+    bounds = [-1] + [n for n, key in enumerate(keys) if key == "--"] + [len(keys)]
+    return [(cls, start + 1, end, cls.reader(tuple(keys[start + 1:end])), keys.index("id", start + 1))
+            for cls, start, end in zip(record_classes, bounds, bounds[1:])]
+
+
 @cache
 def _action_columns(record_class: type) -> str:
     """The columns a bundle's actions are read with: the record's fields and ACTION_ROW_EXTRAS, not `SELECT *`
@@ -47,6 +55,8 @@ class CaseStore(Store):
         self.parsed_sequences: dict[str, object] = {}
         # (record class, id) -> (the row as last read, its record): see `_records`
         self._known: dict[tuple[type, object], tuple[tuple, object]] = {}
+        # (query, record classes) -> its columns and its parts, for `_joined`
+        self._shapes: dict[tuple[str, tuple[type, ...]], tuple[list[str], list[tuple]]] = {}
 
     def open(self, *, invoice: InvoiceRecord, segment: str, sequence: str, sequence_hash: str,
                   sequence_def: dict, failure_type: str, decline_code: str | None, now: datetime) -> int:
@@ -139,7 +149,13 @@ class CaseStore(Store):
 
     def schedule(self, case_id: int, next_due_at: datetime | None, next_step: str | None) -> None:
         """When the case is next due: the one indexed column an idle tick reads."""
-        self._set(case_id, next_due_at=next_due_at, next_step=next_step)
+        self.schedule_many([(case_id, next_due_at, next_step)])
+
+    def schedule_many(self, schedules: Iterable[tuple[int, datetime | None, str | None]]) -> None:
+        """(case id, when next due, for what) of several cases in one statement: a tick schedules every case it
+        planned."""
+        self.conn.executemany("UPDATE cases SET next_due_at = ?, next_step = ? WHERE id = ?",
+                              [(iso(due), step, case_id) for case_id, due, step in schedules])
 
     def set_last_actions(self, actions: Iterable[tuple[int, str]], at: datetime) -> None:
         """(case id, text) for several cases at once, all at `at`."""
@@ -255,12 +271,12 @@ class CaseStore(Store):
             known.clear()    # a bound on memory, for a tick that reads a large book once
         for cursor in run_in(self.conn, sql, values):
             keys = [column[0] for column in cursor.description]
-            bounds = [-1] + [n for n, key in enumerate(keys) if key == "--"] + [len(keys)]
-            parts = [(cls, start + 1, end, keys[start + 1:end], keys.index("id", start + 1))
-                     for cls, start, end in zip(record_classes, bounds, bounds[1:])]
+            shape = self._shapes.get((sql, record_classes))
+            if shape is None or shape[0] != keys:    # the parts of a query's rows, worked out once per query
+                shape = self._shapes[sql, record_classes] = (keys, _parts(record_classes, keys))
             for row in cursor.fetchall():
                 records = []
-                for cls, start, end, names, at in parts:
+                for cls, start, end, build, at in shape[1]:
                     key = row[at]
                     if key is None:
                         records.append(None)
@@ -268,7 +284,7 @@ class CaseStore(Store):
                     values_ = row[start:end]
                     seen = known.get((cls, key))
                     if seen is None or seen[0] != values_:
-                        seen = known[cls, key] = (values_, cls.from_row(dict(zip(names, values_))))
+                        seen = known[cls, key] = (values_, build(values_))
                     records.append(seen[1])
                 found.append(tuple(records))
         return found

@@ -18,6 +18,17 @@ if TYPE_CHECKING:
 ACTIONS_JOURNAL, NOTICES_JOURNAL = "actions", "notices"   # the journals by name: their tables
 STRIPE_KEY_LIFETIME = timedelta(hours=23)   # Stripe keeps idempotency keys at least 24 hours
 NOTED = "recorded after the tick stopped, from the outcome noted when the next {} started"
+# A batch's new claims in one INSERT (`ActionJournal.claim_many`), this many rows a statement at most (ten
+# parameters each, well within SQLite's limit)
+_ROWS_PER_INSERT = 100
+_CLAIM_ROW = "(?, ?, ?, ?, ?, ?, 'claimed', ?, ?, 1, ?, ?)"
+_CLAIM_ROWS = """INSERT OR IGNORE INTO actions(case_id, kind, step_id, action, channel, audience, status, due_at,
+                   claimed_at, tries, idempotency_key, tick_id) VALUES {} RETURNING id, case_id, kind, step_id"""
+
+
+def _claim_row(effect: Effect, at: str, tick_id: int | None) -> tuple:
+    return (effect.case_id, effect.kind, effect.name, effect.action, effect.channel, effect.audience,
+            iso(effect.due_at), at, effect.key, tick_id)
 
 
 class _Journal:
@@ -28,16 +39,23 @@ class _Journal:
         self.ledger = ledger
         self.conn = ledger.conn
 
+    def claim(self, effect: Effect, now: datetime, tick_id: int | None) -> int | None:
+        raise NotImplementedError
+
+    def claim_many(self, effects: list[Effect], now: datetime, tick_id: int | None) -> list[int | None]:
+        """`claim` for each effect, in order."""
+        return [self.claim(effect, now, tick_id) for effect in effects]
+
     def mark_started(self, now: datetime, started: list[int], noted: list[tuple[int, str]]) -> None:
         """Claimed effects about to leave dunctl (a send, a Stripe call), and the outcomes (status only) of those
         acted since the last such write, all on rows of the batch's claims. Committed before the effect, so a
         tick that dies later leaves only this one without an outcome, and the claims without a mark are known
         never to have been tried. Nothing here is indexed: a write of a page or two."""
-        if started:
-            self.conn.executemany(f"UPDATE {self.table} SET started_at = ? WHERE id = ?",
-                                  [(iso(now), i) for i in started])
-        if noted:
-            self.conn.executemany(f"UPDATE {self.table} SET outcome = ? WHERE id = ?", [(s, i) for i, s in noted])
+        at = iso(now)
+        # one statement for both (each row sets one of the two columns): a call into SQLite per message saved
+        self.conn.executemany(f"UPDATE {self.table} SET started_at = coalesce(?, started_at), "
+                              "outcome = coalesce(?, outcome) WHERE id = ?",
+                              [(at, None, i) for i in started] + [(None, s, i) for i, s in noted])
 
     def orphans(self) -> list[dict]:
         """Effects claimed by a tick that never recorded a result (it died between claim and result)."""
@@ -91,6 +109,30 @@ class ActionJournal(_Journal):
         return self.claim_action(effect.case_id, effect.kind, effect.name, effect.action, effect.channel,
                                  effect.audience, effect.due_at, now, effect.key, tick_id)
 
+    def claim_many(self, effects: list[Effect], now: datetime, tick_id: int | None) -> list[int | None]:
+        """`claim` for each effect, in order: the effects never claimed before (most of a tick's) in one statement,
+        not one each; those already in the table (a failed one tried again, a `would` now live) as `claim` does."""
+        claimed, fresh, seen = [None] * len(effects), {}, set()
+        for n, e in enumerate(effects):
+            if (e.case_id, e.kind, e.name) not in seen:    # the same step twice: the second finds it claimed
+                seen.add((e.case_id, e.kind, e.name))
+                fresh[e.case_id, e.kind, e.name] = n
+        if len(fresh) == 1 and len(effects) == 1:      # a batch of one: the plain claim (no rows to match)
+            return [self.claim(effects[0], now, tick_id)]
+        at, pending = iso(now), list(fresh.items())
+        for start in range(0, len(pending), _ROWS_PER_INSERT):
+            piece = pending[start:start + _ROWS_PER_INSERT]
+            values = [value for _, n in piece for value in _claim_row(effects[n], at, tick_id)]
+            # ids are given in the order of the rows (as one INSERT each gave them); RETURNING's order is not
+            # promised, so each id is matched by its step
+            for claim_id, case_id, kind, step_id in self.conn.execute(
+                    _CLAIM_ROWS.format(", ".join([_CLAIM_ROW] * len(piece))), values):
+                claimed[fresh.pop((case_id, kind, step_id))] = claim_id
+        for n in fresh.values():     # already in the table: claimed again if it may be (or not at all)
+            e = effects[n]
+            claimed[n] = self._claim_again(e.case_id, e.kind, e.name, e.key, now, tick_id)
+        return claimed
+
     def claim_action(self, case_id: int, kind: str, step_id: str, action: str, channel: str | None,
                      audience: str | None, due_at: datetime, now: datetime, key: str,
                      tick_id: int | None) -> int | None:
@@ -103,6 +145,10 @@ class ActionJournal(_Journal):
             [case_id, kind, step_id, action, channel, audience, iso(due_at), iso(now), key, tick_id])
         if cursor.rowcount == 1:
             return cursor.lastrowid
+        return self._claim_again(case_id, kind, step_id, key, now, tick_id)
+
+    def _claim_again(self, case_id: int, kind: str, step_id: str, key: str, now: datetime,
+                     tick_id: int | None) -> int | None:
         row = self.conn.execute(
             """UPDATE actions SET prior_status = status, status = 'claimed', claimed_at = ?, tries = tries + 1,
                  tick_id = ?, idempotency_key = ?, error = NULL, started_at = NULL, outcome = NULL

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from dunctl.clock import iso
 from dunctl.errors import StaleLedger
 from dunctl.failures import classify
-from dunctl.ledger.receivables import HOLDS_TO_END, note_due_date, store_terms
+from dunctl.ledger.receivables import note_due_date, store_terms
 from dunctl.ledger.sql import Store, to_json
 
 if TYPE_CHECKING:   # the typed records load with the first row that needs one: an idle tick builds none (25 ms)
@@ -50,6 +50,10 @@ class SyncStore(Store):
             new = sum(self._upsert_invoice(invoice, now) for invoice in batch.invoices)
             for signal in batch.signals:
                 self._record_signal(signal)
+            if batch.invoices:
+                # Reconciling marks these first anyway (and reads nothing of them): marked here, a batch of
+                # renewals paid on the first try leaves nothing pending, and the tick does not reconcile at all.
+                self.clear_unreconcilable()
             if batch.cursor is not None:
                 self.ledger.set_state(cursor_name, batch.cursor)
         return new
@@ -187,22 +191,8 @@ class SyncStore(Store):
 
         return [SignalRecord.from_row(row) for row in rows]
 
-    def waiting(self, now: datetime, ended: tuple[str, ...]) -> tuple[bool, bool, bool]:
-        """Does anything wait to be reconciled, in one query: (a hold ends, or its end waits to be applied; a
-        signal is pending; an invoice is pending). Each part reads a partial index."""
-        marks = ", ".join("?" * len(ended))
-        row = self.conn.execute(
-            f"""SELECT EXISTS (SELECT 1 FROM {HOLDS_TO_END.format(marks)})
-                         OR EXISTS (SELECT 1 FROM signals WHERE applied = 0 AND kind = 'hold_ended'),
-                       EXISTS (SELECT 1 FROM signals WHERE applied = 0),
-                       EXISTS (SELECT 1 FROM invoices WHERE pending = 1)""", [iso(now), *ended]).fetchone()
-        return bool(row[0]), bool(row[1]), bool(row[2])
-
     def mark_signal_applied(self, signal_id: int) -> None:
         self.conn.execute("UPDATE signals SET applied = 1 WHERE id = ?", [signal_id])
-
-    def any_pending_invoice(self) -> bool:
-        return self.conn.execute("SELECT EXISTS (SELECT 1 FROM invoices WHERE pending = 1)").fetchone()[0] == 1
 
     def pending_invoices(self, reconcilable: bool = False) -> list[tuple[InvoiceRecord, int | None]]:
         """Invoices changed since cases were last reconciled, each with its case id (None: no case yet). With

@@ -19,7 +19,7 @@ from dunctl.ledger.journal import NOTICES_JOURNAL
 from dunctl.messages import recipient_list
 from dunctl.notices import CARD_EXPIRING, LARGE_CHARGE, UPCOMING_RENEWAL, USAGE_ALERT
 from dunctl.notices.context import notice_context, renewal_entry
-from dunctl.notices.planner import PENDING, plan_notices, stored_preview
+from dunctl.notices.planner import PENDING, plan_notices
 
 if TYPE_CHECKING:
     from dunctl.tick.context import TickContext
@@ -82,7 +82,7 @@ class NoticeEffect:
         subject = ctx.ledger.notices.subject(self.notice["subscription_id"])
         if subject is None:
             return Outcome("suppressed", "the subscription is gone")
-        preview = stored_preview(subject)
+        preview = ctx.ledger.notices.preview(subject)
         decision = plan_notices(subject, ctx.config.file.notices, ctx.now, preview)
         wanted = {p.key for p in decision.plans if p.status == PENDING}
         if self.key in wanted or self.notice["kind"] in (USAGE_ALERT, LARGE_CHARGE) and not decision.why_none:

@@ -60,8 +60,13 @@ def card_expires_at(exp_month: int, exp_year: int) -> datetime:
 
 
 def dunning_off(customer: dict | None) -> bool:
-    metadata = _metadata((customer or {}).get("metadata") or "{}")
-    return str(metadata.get("dunning", "")).strip().lower() == "off"
+    return _off((customer or {}).get("metadata") or "{}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _off(metadata: str) -> bool:
+    """dunning=off in this stored metadata, worked out once per distinct text (asked twice a planning)."""
+    return str(_metadata(metadata).get("dunning", "")).strip().lower() == "off"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -104,13 +109,6 @@ def plan_notices(subject: dict, config: NoticesConfig, now: datetime, preview: d
     return decision
 
 
-def stored_preview(subject: dict) -> dict | None:
-    """The subscription's latest upcoming-invoice preview as the ledger keeps it, parsed only for a metered one:
-    nothing plans with the preview of another."""
-    sub = subject["subscription"]
-    return json.loads(sub["usage_preview"]) if sub.get("usage_based") and sub.get("usage_preview") else None
-
-
 def usage_preview_due(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None) -> bool:
     """Does the subscription call for a fresh upcoming-invoice preview now (metered, billing, and its usage may
     have reached an alert since the last preview: see next_usage_check)? Asked before planning, so a tick plans
@@ -146,9 +144,32 @@ def next_usage_check(subject: dict, config: NoticesConfig, preview: dict) -> dat
     if start is None or end is None or end <= start or checked >= end:
         return checked + rule.check_every
     metered = sum(line.get("amount") or 0 for line in preview.get("lines") or [] if line.get("metered"))
-    large = [rule.large_charge.factor * 100] if rule.large_charge.enabled else []
-    return _next_check(checked, start, end, expected, metered, preview["amount_due"],
-                       (rule.check_every, (*rule.thresholds, *large), rule.pace, rule.min_elapsed, rule.surge))
+    return _next_check(checked, start, end, expected, metered, preview["amount_due"], _rule(rule))
+
+
+def _rule(rule) -> tuple:
+    """The usage rule as (check_every, the alerts' percentages, pace, min_elapsed, surge): read from the rule once,
+    not at every look."""
+    def build() -> tuple:
+        large = [rule.large_charge.factor * 100] if rule.large_charge.enabled else []
+        return rule.check_every, (*rule.thresholds, *large), rule.pace, rule.min_elapsed, rule.surge
+
+    return _kept(("usage rule", id(rule)), rule, build)
+
+
+# (what, id of the config part it comes from, ...) -> (that part, the value worked out from it): planning asks the
+# same of the same config at every look. Keyed by id, the part kept to tell it from a later one that reuses the id
+# (a config is not replaced in place: tick/context.py `_per_config` counts on it too).
+_KEPT: dict[tuple, tuple] = {}
+
+
+def _kept(key: tuple, part, build):
+    known = _KEPT.get(key)
+    if known is None or known[0] is not part:
+        if len(_KEPT) >= 4096:
+            _KEPT.clear()
+        known = _KEPT[key] = (part, build())
+    return known[1]
 
 
 @functools.lru_cache(maxsize=16384)
@@ -159,7 +180,8 @@ def _next_check(checked: datetime, start: datetime, end: datetime, expected: int
     its last one did (the same preview, fetched at the same moment), and the bisection was a sixth of planning."""
     check_every, alerts, pace, min_elapsed, surge = rule
     percent_at = _usage_curve(metered, amount_due - metered, expected, start, end, checked, surge, pace, min_elapsed)
-    target = min((t for t in alerts if t > percent_at(0.0)), default=None)
+    now = percent_at(0.0)
+    target = min((t for t in alerts if t > now), default=None)
     if target is None:
         return max(end, checked + check_every)
     # A pace seen over a short time says little (none at all at the period's start): wait at most as long again
@@ -234,9 +256,7 @@ def renewal_facts(subject: dict) -> dict:
 
 def _renewal(subject: dict, config: NoticesConfig, period_end: datetime, now: datetime) -> list[NoticePlan]:
     rule = config.upcoming_renewal
-    facts = renewal_facts(subject)
-    large = facts["currency"] in rule.above and (facts["amount_due"] or 0) >= rule.above[facts["currency"]]
-    if not (large or (rule.when and matches(rule.when, facts))):
+    if not _reminded(subject, rule):
         return []
     sub = subject["subscription"]
     data = {"renewal": {"date": sub["current_period_end"], "amount": sub.get("amount"),
@@ -246,6 +266,22 @@ def _renewal(subject: dict, config: NoticesConfig, period_end: datetime, now: da
                         period_end - before, data)
              for before in rule.before]
     return _catch_up(plans, now)
+
+
+def _reminded(subject: dict, rule) -> bool:
+    """Does the rule call for a renewal reminder of this subscription (a large charge, or its `when`)? Worked out
+    once per rule and distinct facts (renewal_facts' inputs): a subscription is planned again at every usage look
+    and every sync that changes it, with the same facts, and the condition's matching was a tenth of a planning."""
+    sub, customer = subject["subscription"], subject["customer"] or {}
+
+    def build() -> bool:
+        facts = renewal_facts(subject)
+        large = facts["currency"] in rule.above and (facts["amount_due"] or 0) >= rule.above[facts["currency"]]
+        return bool(large or (rule.when and matches(rule.when, facts)))
+
+    return _kept(("reminded", id(rule), sub.get("amount"), sub.get("currency"), sub.get("interval"),
+                  bool(sub.get("usage_based")), customer.get("metadata") or "{}", sub.get("metadata") or "{}"),
+                 rule, build)
 
 
 def expected_amount(subject: dict, config: NoticesConfig, currency: str) -> tuple[int | None, str]:

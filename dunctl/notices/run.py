@@ -25,11 +25,13 @@ if TYPE_CHECKING:   # the tick runs the notices, never the other way round: only
 def run_notices(ctx: TickContext, result: TickResult) -> list[Effect]:
     """Pre-dunning's part of a tick, after the cases' due work: the notices due now, for the tick's executor to
     send."""
-    ctx.ledger.journal(NOTICES_JOURNAL).settle(ctx.now)
+    if ctx.waits("claimed_notices"):
+        ctx.ledger.journal(NOTICES_JOURNAL).settle(ctx.now)
     if not ctx.config.file.notices.enabled:
         return []
-    plan_changed(ctx, result)
-    return due_effects(ctx)
+    if ctx.waits("plan"):
+        plan_changed(ctx, result)
+    return due_effects(ctx) if ctx.waits("notices") else []
 
 
 def reopen_would_notices(ctx: TickContext) -> int:
@@ -65,17 +67,22 @@ class _Decided:
 
 
 def plan_changed(ctx: TickContext, result: TickResult) -> None:
-    """Plan the subscriptions due for it, within the tick's budget: those left stay due, first in the next tick."""
-    due = ctx.ledger.subscriptions_to_plan(ctx.now)
-    if not due:
+    """Plan the subscriptions due for it, within the tick's budget: those left stay due, first in the next tick.
+    A tick plans a few (usage looks, what its sync changed): they are read with their subjects in one query; a
+    backlog (a first sync) is listed first, then read a hundred at a time."""
+    subjects = ctx.ledger.notices.due_subjects(ctx.now, PLANNED_PER_COMMIT + 1)
+    if not subjects:
         return
-    previews, decided, subjects = 0, [], {}
+    due = list(subjects)
+    if len(due) > PLANNED_PER_COMMIT:
+        due, subjects = ctx.ledger.subscriptions_to_plan(ctx.now), {}
+    previews, decided = 0, []
     try:
         for n, sub_id in enumerate(due):
             if ctx.over_budget():
                 result.deferred += len(due) - n
                 return
-            if n % PLANNED_PER_COMMIT == 0:
+            if n % PLANNED_PER_COMMIT == 0 and sub_id not in subjects:
                 # read together: one subscription's plans never change what another's subject reads
                 subjects = ctx.ledger.notices.subjects(due[n:n + PLANNED_PER_COMMIT])
             one = _decide(ctx, subjects.get(sub_id), result, previews)
@@ -92,13 +99,13 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
 def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews: int) -> _Decided | None:
     """Plan one subscription's notices, fetching a usage preview first when one is due (None: left for the next
     tick, or gone). Reads and the preview only: _record writes."""
-    from dunctl.notices.planner import plan_notices, stored_preview, usage_preview_due   # lazy: see dunctl/lazy.py
+    from dunctl.notices.planner import plan_notices, usage_preview_due   # lazy: see dunctl/lazy.py
 
     if subject is None:
         return None
     config = ctx.config.file.notices
     sub_id = subject["subscription"]["id"]
-    preview = stored_preview(subject)
+    preview = ctx.ledger.notices.preview(subject)
     fetched, tried = None, 0
     due = usage_preview_due(subject, config, ctx.now, preview)
     if due and ctx.gateway is not None:

@@ -14,6 +14,7 @@ from dunctl.clock import iso
 from dunctl.config import Config, quiet_window
 from dunctl.gateway import Gateway
 from dunctl.ledger import Ledger
+from dunctl.ledger import quiet
 from dunctl.receivables.terms import lead, takes_net_terms
 from dunctl.tick.channels import TRANSPORTS, ChannelSet
 
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from dunctl.planner import ContactPolicy, Settings
 
 LIVE, MONITOR, DRY_RUN = "live", "monitor", "dry_run"
+
+# The parts of a tick (TickContext.waits) that look at everything again after a write: the first ones asked
+# before the sync and after it (a sync that wrote), with the rest of the tick's questions still to come.
+_LOOK_AGAIN = frozenset({"claimed_actions", "holds_end", "signals", "invoices", "cases"})
 
 
 @dataclass
@@ -49,6 +54,24 @@ class TickContext:
             self.deadline = time.monotonic() + self.config.file.dunning.tick_budget.total_seconds()
         self._failures_in_a_row: dict[str, int] = {}
         self.skipped_channels: set[str] = set()
+        self._waiting: quiet.Waiting | None = None
+
+    def waits(self, what: str):
+        """Does anything wait for this part of the tick (`what`: a field of dunctl.ledger.quiet.Waiting)? One
+        statement answers every part, taken again once something was written since, when the question is one of
+        the tick's first (claims before the sync, reconciling after it: most parts are still to ask); a later part
+        asked after a write (planning notices wrote, then: notices due? unknown?) asks its own query alone, a
+        third to a tenth of the whole look. A tick that does nothing takes the look once instead of a query a part."""
+        look = self._waiting
+        if look is not None and look.changes == self.ledger.conn.total_changes:
+            return getattr(look, what)
+        dunning = self.config.file.dunning
+        if what not in _LOOK_AGAIN:
+            return quiet.ask(self.ledger.conn, what, self.now, self.now - dunning.action_retry_after,
+                             dunning.max_action_tries)
+        look = self._waiting = quiet.look(self.ledger.conn, self.now, self.now - dunning.action_retry_after,
+                                          dunning.max_action_tries)
+        return getattr(look, what)
 
     @functools.cached_property
     def settings(self) -> Settings:

@@ -86,8 +86,8 @@ def reconcile(ctx: TickContext, result: TickResult) -> bool:
 
     if not bring_coming_due(ctx):       # one statement when nothing waits
         return False
-    signals = ledger.sync.pending_signals()
-    if not signals and not ledger.sync.any_pending_invoice():   # reconcile_invoices reads them, once
+    signals = ledger.sync.pending_signals() if ctx.waits("signals") else []
+    if not signals and not ctx.waits("invoices"):   # reconcile_invoices reads them, once
         return False
     from dunctl import adoption   # lazy: see dunctl/lazy.py
     from dunctl.tick import changes as case_changes   # lazy: see dunctl/lazy.py
@@ -151,7 +151,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
     """Every case due now, in batches: plan, record what is skipped or missed, execute the rest. False when no
     case was due."""
     ledger = ctx.ledger
-    chunks = _chunks(ledger.due_cases_by_customer(ctx.now))
+    chunks = _chunks(ledger.due_cases_by_customer(ctx.now)) if ctx.waits("cases") else []
     if not chunks:
         return False
     from dunctl.tick.executor import execute   # lazy: see dunctl/lazy.py
@@ -181,13 +181,14 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
         acting = {planned[case_id].case.customer_id for case_id, asked in plans.items()
                   if asked.effects or asked.plan.decisions}
         with ledger.transaction():
-            again = []
+            again, dues = [], []
             for case_id in ids:
                 due = _went_as_planned(ctx, case_id, planned, plans, applied, acting)
                 if due is not None:
-                    ledger.cases.schedule(case_id, *due)
+                    dues.append((case_id, *due))
                 else:
                     again.append(case_id)
+            ledger.cases.schedule_many(dues)    # one statement
             # the other cases as the effects left them: only what effects write is read again
             loaded = load_bundles(ledger, again, ctx.settings, ctx.now, planned=planned)
             for case_id in again:
@@ -370,7 +371,8 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
                           interrupted=interrupted or (lambda: False), prepare_case=prepare_case, deadline=deadline)
         result = TickResult(now=now, mode=mode)
         try:
-            ledger.journal(ACTIONS_JOURNAL).settle(now)   # claims a tick that died left behind
+            if ctx.waits("claimed_actions"):
+                ledger.journal(ACTIONS_JOURNAL).settle(now)   # claims a tick that died left behind
             _on_mode_change(ctx)
             _tick(ctx, result, gateway, sync, progress, accept_stale, wall=wall)
         finally:
@@ -379,7 +381,7 @@ def run_tick(ledger: Ledger, config: Config, gateway: Gateway | None, channels: 
         result.missed_cause = _missed_cause(ledger, result, now, config.file.dunning.grace)
         result.skipped_channels = sorted(ctx.skipped_channels)
         result.interrupted = ctx.interrupted()
-        result.unknown_waiting = ledger.unknown_count()   # every tick says how many wait for a person
+        result.unknown_waiting = ctx.waits("unknown")   # every tick says how many wait for a person
         ledger.finish_tick(tick_id, len(result.opened), len(result.closed), len(result.actions), len(result.failed))
         return result
 
@@ -435,6 +437,8 @@ def _tick(ctx: TickContext, result: TickResult, gateway: Gateway | None, sync: b
 def _follow_ups(ctx: TickContext, result: TickResult) -> None:
     """After the end of a case: a thank-you held by quiet hours, a lift or a thank-you tried again. One indexed
     query when there are none; the rest (tick/endings.py) loads only when there are."""
+    if not ctx.waits("follow_ups"):
+        return
     dunning = ctx.config.file.dunning
     due = ctx.ledger.due_follow_ups(ctx.now, ctx.now - dunning.action_retry_after, dunning.max_action_tries)
     if due:

@@ -1,0 +1,40 @@
+"""A busy tick's bookkeeping per email, counted in statements (not timed): a batch's claims are one statement,
+and what each message says was sent and tried is read for the whole batch in the transaction that claims it, not
+by a read of its own per message (each a read transaction: four lock calls between two commits)."""
+
+from datetime import timedelta
+
+from bench.ledger_builder import build
+from dunctl.config import load_config
+from dunctl.tick import build_channels, run_tick
+from tests.helpers import T0, traced
+
+DUE = 6
+
+
+def busy_tick(directory):
+    config_path, ledger = build(directory, DUE, due=DUE)
+    config = load_config(config_path)
+    found = {}
+
+    def tick():
+        found["result"] = run_tick(ledger, config, None, build_channels(config, {}), T0 + timedelta(hours=1),
+                                   sync=False)
+
+    statements = traced(ledger, tick)
+    sent = [a for a in found["result"].actions if a.status == "done" and a.action == "email"]
+    assert len(sent) == DUE
+    return statements
+
+
+def test_a_batch_of_claims_is_one_statement(tmp_path):
+    claims = [s for s in busy_tick(tmp_path) if s.startswith("INSERT OR IGNORE INTO actions")]
+    # one INSERT for the batch's six new claims (its trigger steps are traced with its text), not one each
+    assert {s.count("'claimed'") for s in claims} == {DUE}, claims[:2]
+
+
+def test_what_was_sent_and_tried_is_read_once_a_batch(tmp_path):
+    statements = busy_tick(tmp_path)
+    one_by_one = [s for s in statements if "FROM actions WHERE case_id = " in s and "status = 'done'" in s]
+    batch = [s for s in statements if "FROM actions WHERE case_id IN (" in s and "status = 'done'" in s]
+    assert not one_by_one and len(batch) == 1, (one_by_one, batch)
