@@ -105,8 +105,8 @@ class Templates:
         `words` in its text: of every language, or with `locales`, of those a message for any of them can be
         written in (each one's best match as `pick` looks for it, and the unsuffixed default). Where none has, no
         render of `name` can read a variable of that name (a template reaches a variable only by its name: the
-        sandbox gives it no view of its context), and a caller need not work it out: a message's history is a
-        query per email. A key of a value (`invoice.consequence`) is read by its name too, unless a template builds
+        sandbox gives it no view of its context), and a caller need not work it out (a message's consequence,
+        its history). A key of a value (`invoice.consequence`) is read by its name too, unless a template builds
         the key from pieces at render time (`invoice["conse" ~ "quence"]`), which this cannot see. True when the
         answer cannot be known: files that may change under this object, a template named by an expression, a
         file that cannot be read. Each file is read once per object, and only when asked about."""

@@ -102,7 +102,7 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
-    # what was sent before (a query) and what the sequence does next (its irreversible steps timed as they will
+    # what was sent before (a copy of the batch's rows) and what the sequence does next (its irreversible steps timed as they will
     # run): worked out for each email only when a file of its template, in a language it can be written in, may
     # say it
     languages = (locale, (customer or {}).get("preferred_locale"), ctx.config.file.sender.locale)
