@@ -63,7 +63,15 @@ def test_a_rule_that_finds_nobody_says_why():
 @pytest.mark.parametrize("address,ok", [("a.b+tag@sub.example.co.uk", True), ("a@b.c", True),
                                         ("a b@c.de", False), ("@c.de", False), ("a@-c.de", False),
                                         ("a@c.123", False), ("a..b@c.de", False), ("ü@c.de", False),
-                                        ("a@bücher.de", True)])
+                                        ("a@bücher.de", True),
+                                        # the limits, which the one-match path for valid addresses checks too
+                                        ("x" * 64 + "@c.de", True), ("x" * 65 + "@c.de", False),
+                                        ("a@" + "b" * 63 + ".de", True), ("a@" + "b" * 64 + ".de", False),
+                                        ("a@" + "b" * 61 + "." + "c" * 61 + "." + "d" * 61 + "." + "e" * 63, True),
+                                        ("a@" + "b" * 61 + "." + "c" * 61 + "." + "d" * 61 + "." + "e" * 64, False),
+                                        ("a@" + ("b" * 63 + ".") * 3 + "c" * 62, False),   # 256 characters
+                                        ("a@c.de.", True), ("a@c.de..", True), ("a@c.1d", True),
+                                        (".a@c.de", False), ("a.@c.de", False), ("a@c.d-", False)])
 def test_address_validation(address, ok):
     assert (address_problem(address) is None) is ok, address_problem(address)
 

@@ -27,7 +27,7 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
                   default_locale: str = "en", timezone: str | None = None, also: list[CasePart] = (),
                   locale: str | None = None, reason_shown: bool = True, account: str | None = None,
                   open_invoices: list[dict] | None = None, contacts: list[str] | None = None,
-                  extra: dict | None = None) -> MessageContext:
+                  extra: dict | None = None, consequences: bool = True) -> MessageContext:
     """Everything a template may use, formatted for the customer's locale (or `locale`).
 
     `invoices` lists every invoice the message covers (this case's, then `also`'s: further cases of the same
@@ -38,7 +38,8 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
     failure neutrally: "insufficient funds" is the payer's business. `contacts`: the customer's billing contacts
     when the caller has them already (the `billing_contact` rule resolved for the message's own recipients).
     `extra`: values the caller sets over the formatted ones (the tick's `pause_lifted`, `sent`, `follow_up`), kept
-    through re-formatting for another locale."""
+    through re-formatting for another locale. `consequences` False: the caller knows no template it renders says
+    what the sequence does next (`consequence` is None), which is then not worked out."""
     parts = [CasePart(case, invoice, payment_method, update_link, sequence), *also]
     for part in parts[1:]:
         if part.case["customer_id"] != case["customer_id"]:
@@ -48,7 +49,7 @@ def build_context(*, case: dict, invoice: dict, customer: dict | None, payment_m
 
     def build(tag: str) -> MessageContext:
         found = format_context(parts, customer, company, now, tag, preferred, default_locale, zone, reason_shown,
-                               account, contacts)
+                               account, contacts, consequences)
         return MessageContext({**found, "statement": format_statement(open_invoices or [], now, found["locale"], zone),
                                **(extra or {})}, build)
 

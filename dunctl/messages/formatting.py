@@ -42,7 +42,7 @@ def sequence_of(case: dict, sequence):
 
 def format_context(parts: list[CasePart], customer: dict | None, company: str, now: datetime, tag: str,
                    preferred: str | None, default_locale: str, zone: str, reason_shown: bool = True,
-                   account: str | None = None, contacts: list[str] | None = None) -> dict:
+                   account: str | None = None, contacts: list[str] | None = None, consequences: bool = True) -> dict:
     lang, code = _locale(tag, default_locale)
     first = parts[0]
     try:
@@ -71,9 +71,10 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         shown = [{**line, "amount": format_money(line["amount"], currency, code),
                   "quantity_text": quantity_text(line["quantity"], code) if line.get("quantity") else ""}
                  for line in lines]
-        then = consequence(sequence_of(case, part.sequence), first_failed, now)
-        if then and (earliest is None or then["at"] < earliest["at"]):
-            earliest = then
+        then = consequence(sequence_of(case, part.sequence), first_failed, now) if consequences else None
+        told = {"action": then["action"], "on": deadline(then["at"])} if then else None
+        if then and (earliest is None or then["at"] < earliest[0]["at"]):
+            earliest = then, told["on"]   # the message's day is its invoice's: formatted once
         totals[currency] = totals.get(currency, 0) + invoice["amount_remaining"]
         remaining = format_money(invoice["amount_remaining"], currency, code)
         invoices.append({
@@ -95,7 +96,7 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
             "first_failed": day(first_failed) if first_failed else "",
             "days_since_failure": max(0, (now - first_failed).days) if first_failed else 0,
             "attempts": case["attempts"],
-            "consequence": {"action": then["action"], "on": deadline(then["at"])} if then else None,
+            "consequence": told,
             **_terms(invoice, now, day, lambda amount: format_money(amount, currency, code)),
         })
     one = invoices[0]
@@ -115,7 +116,7 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
         "totals": summed,
         "total": ", ".join(total["amount"] for total in summed),
         "tone": "high_value" if segments & HIGH_VALUE else "standard",
-        "consequence": {"action": earliest["action"], "on": deadline(earliest["at"])} if earliest else None,
+        "consequence": {"action": earliest[0]["action"], "on": earliest[1]} if earliest else None,
         "today": _day(now, tz, code),
         # The first (or only) invoice under the names single-invoice templates use.
         "invoice": one,

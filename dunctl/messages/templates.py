@@ -72,6 +72,10 @@ class Templates:
         self._names = names   # the files, when known not to change under this object (for_dir)
         self._compiled: dict = {}   # file name -> Template, skipping Jinja's locked cache lookup on each render
         self._picked: dict = {}     # (name, kind, preferred, default locale) -> pick's answer, when _names is known
+        self._mentioned: dict = {}  # (name, words, locales) and (words, files) -> mentions' answer
+        self._texts: dict = {}      # file name -> its text (None: unreadable), for mentions
+        self._files_of: dict = {}   # template name -> [(locale suffix, file name)], for mentions
+        self._scanned: dict = {}    # (file name, words) -> True, or the templates it names: for mentions
         self.env = _environment_class()(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
@@ -95,6 +99,71 @@ class Templates:
         if self._names is not None:
             return _filename(name, kind, suffix) in self._names
         return self.file(name, kind, suffix).exists()
+
+    def mentions(self, name: str, words: tuple[str, ...], locales: tuple[str | None, ...] | None = None) -> bool:
+        """Whether a file of the template `name` (any part) or a file it extends, includes or imports has one of
+        `words` in its text: of every language, or with `locales`, of those a message for any of them can be
+        written in (each one's best match as `pick` looks for it, and the unsuffixed default). Where none has, no
+        render of `name` can read a variable of that name (a template reaches a variable only by its name: the
+        sandbox gives it no view of its context), and a caller need not work it out (a message's consequence,
+        its history). A key of a value (`invoice.consequence`) is read by its name too, unless a template builds
+        the key from pieces at render time (`invoice["conse" ~ "quence"]`), which this cannot see. True when the
+        answer cannot be known: files that may change under this object, a template named by an expression, a
+        file that cannot be read. Each file is read once per object, and only when asked about."""
+        if self._names is None:
+            return True
+        key = (name, words, locales)
+        found = self._mentioned.get(key)
+        if found is None:
+            if name not in self._files_of:
+                self._files_of[name] = [(suffix, n) for n in sorted(self._names)
+                                        if (suffix := _suffix_of(n, name)) is not None]
+            suffixes = None if locales is None else {""} | {s for tag in locales for s in candidates(tag, "en")}
+            files = tuple(n for suffix, n in self._files_of[name] if suffixes is None or suffix in suffixes)
+            found = self._mentioned.get((words, files))   # the same files for another language
+            if found is None:
+                found = self._mentioned[words, files] = self._any_mentions(list(files), words)
+            self._mentioned[key] = found
+        return found
+
+    def _any_mentions(self, files: list[str], words: tuple[str, ...]) -> bool:
+        seen: set[str] = set()
+        while files:
+            file = files.pop()
+            if file in seen or file not in self._names:
+                continue
+            seen.add(file)
+            found = self._scanned.get((file, words))
+            if found is None:
+                found = self._scanned[file, words] = self._scan(file, words)
+            if found is True:
+                return True
+            files.extend(found)
+        return False
+
+    def _scan(self, file: str, words: tuple[str, ...]) -> bool | tuple[str, ...]:
+        """True when `file` has one of `words`, names a template by an expression or cannot be read; else the
+        templates it names (extends, includes, imports)."""
+        text = self._text(file)
+        if text is None or re.search(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", text):
+            return True
+        named = []
+        for target in _REFERENCE.findall(text):
+            literal = _LITERAL.fullmatch(target)
+            if literal is None:
+                return True
+            named.append(literal.group(1) or literal.group(2))
+        return tuple(named)
+
+    def _text(self, file: str) -> str | None:
+        """A template file's text (None when it cannot be read), read once: the layouts are asked about for every
+        template that extends them."""
+        if file not in self._texts:
+            try:
+                self._texts[file] = (self.directory / file).read_text("utf-8")
+            except (OSError, UnicodeDecodeError):
+                self._texts[file] = None
+        return self._texts[file]
 
     def locales(self, name: str) -> list[str]:
         """The locale suffixes `name` has files for ('' is the unsuffixed default)."""
@@ -266,6 +335,14 @@ def _environment_class():
                 template = held[name] = super().get_template(name, parent)
             return template
 
+        def call(__self, __context, __obj, *args, **kwargs):   # Jinja's names: no keyword of a template clashes
+            # The HTML frame calls `preheader_of` on every email: dunctl's own plain function, safe and taking no
+            # context, called directly rather than through the sandbox's check and Jinja's inspection of what to
+            # pass it. A call inside a loop or block (keywords) or of anything else goes the sandbox's way.
+            if __obj is preheader_of and not kwargs:
+                return preheader_of(*args)
+            return super().call(__context, __obj, *args, **kwargs)
+
         def getattr(self, obj, attribute):
             # `inv.amount` on a plain dict: the sandbox tries the attribute first and pays for an AttributeError on
             # every lookup (most of a template's). A dict's attributes are exactly dict's own, so a name that is not
@@ -280,6 +357,11 @@ def _environment_class():
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+# What a tag that brings in another template names it by (`mentions`): a literal, or anything else up to the tag's
+# end or the keyword after the name
+_REFERENCE = re.compile(r"\{%[-+]?\s*(?:extends|include|import|from)\s+(.*?)\s*(?:\b(?:import|as|with|without|"
+                        r"ignore)\b.*?)?[-+]?%\}", re.DOTALL)
+_LITERAL = re.compile(r""""([^"\\]*)"|'([^'\\]*)'""")
 _SPACES = re.compile(r"[ \t\r\n]+")
 _TAG = re.compile(r"<[^>]*>")
 
@@ -327,6 +409,14 @@ def preheader_of(body, mark: str) -> tuple[str, bool]:
     greeting, closed, rest = str(body).partition("</p>")
     text = _striptags(rest if closed else greeting)
     return text, mark in text.lower() or bool(closed) and mark in _striptags(greeting).lower()
+
+
+def _suffix_of(file: str, name: str) -> str | None:
+    """The locale suffix of `file` when it is one of the template `name`'s ('' unsuffixed), else None."""
+    if not file.startswith(name + ".") or not file.endswith(".j2"):
+        return None
+    middle = file[len(name) + 1:-len(".j2")].split(".")
+    return "" if len(middle) == 1 else middle[0] if len(middle) == 2 else None
 
 
 def _filename(name: str, kind: str, suffix: str = "") -> str:

@@ -40,21 +40,24 @@ if TYPE_CHECKING:   # a case's effects (tick/effects.py) load this registry when
 
 
 def _context(ctx: TickContext, effect: Effect, link: str | None, also: list[Effect] = (),
-             reason_shown: bool = True, contacts: list[str] | None = None, extra: dict | None = None) -> dict:
+             reason_shown: bool = True, contacts: list[str] | None = None, extra: dict | None = None,
+             consequences: bool = True) -> dict:
     """What the templates see: this case (and, for one message covering several, the customer's other cases in
-    the same currency), in the customer's language, with the case's own sequence for the final notice's date."""
+    the same currency), in the customer's language, with the case's own sequence for the final notice's date
+    (`consequences` False: no template rendered says it, and it is not worked out)."""
     b = effect.bundle
     sender = ctx.config.file.sender
     parts = [CasePart(e.bundle.case.row, e.bundle.invoice.row,
                       ctx.ledger.sync.payment_method(e.bundle.invoice.payment_method_id), _update_link(ctx, e),
-                      _as_it_will_run(ctx, e.bundle)) for e in also]
+                      _as_it_will_run(ctx, e.bundle) if consequences else None) for e in also]
     return build_context(case=b.case.row, invoice=b.invoice.row, customer=b.customer.row if b.customer else None,
                          payment_method=ctx.ledger.sync.payment_method(b.invoice.payment_method_id),
                          update_link=link, company=sender.company, now=ctx.now,
-                         sequence=_as_it_will_run(ctx, b),
+                         sequence=_as_it_will_run(ctx, b) if consequences else None,
                          default_locale=sender.locale, timezone=sender.timezone, also=parts,
                          reason_shown=reason_shown, account=ctx.config.file.stripe.account,
-                         open_invoices=_open_invoices(ctx, b), contacts=contacts, extra=extra)
+                         open_invoices=_open_invoices(ctx, b), contacts=contacts, extra=extra,
+                         consequences=consequences)
 
 
 def _open_invoices(ctx: TickContext, bundle) -> list[dict]:
@@ -97,11 +100,16 @@ def email_together(ctx: TickContext, effects: list[Effect]) -> Prepared:
     left_out = "; ".join(f"{a} ({why})" for a, why in found.rejected)
     if not found.to:
         return skipped("no valid address" + (f": {left_out}" if left_out else f" for {step.recipient}"))
-    context = _context(ctx, lead, _update_link(ctx, lead), also=effects[1:], reason_shown=_to_payer_only(step),
-                       contacts=list(found.to) if _to_billing_contacts(step) else None,
-                       extra=_history(effects, _sent(ctx, effects)))
     # a message to a person inside the company is written in the sender's language
     locale = ctx.config.file.sender.locale if step.audience == "internal" else None
+    # what was sent before (a copy of the batch's rows) and what the sequence does next (its irreversible steps timed as they will
+    # run): worked out for each email only when a file of its template, in a language it can be written in, may
+    # say it
+    languages = (locale, (customer or {}).get("preferred_locale"), ctx.config.file.sender.locale)
+    sent = _sent(ctx, effects) if ctx.templates.mentions(step.template, _SENT, languages) else []
+    context = _context(ctx, lead, _update_link(ctx, lead), also=effects[1:], reason_shown=_to_payer_only(step),
+                       contacts=list(found.to) if _to_billing_contacts(step) else None, extra=_history(effects, sent),
+                       consequences=ctx.templates.mentions(step.template, _CONSEQUENCE, languages))
     subject, text, html = ctx.templates.render_email(step.template, context, locale=locale)
     note = f"; left out {left_out}" if left_out else ""
     recipient = ", ".join(found.all)
@@ -135,6 +143,10 @@ def _sent(ctx: TickContext, effects: list[Effect]) -> list[dict]:
     that follows an earlier one reads as the follow-up it is (day 0 and day 3 of the hard-decline sequence)."""
     return [{"action": a["action"], "step": a["step_id"], "on": str(a["finished_at"] or "")[:10]}
             for e in effects for a in ctx.ledger.sent_and_tried(e.bundle.case.id)]
+
+
+_SENT = ("sent", "follow_up")   # the variables of a message's context that `_sent` decides
+_CONSEQUENCE = ("consequence",)  # the message's and each invoice's: what the sequence does next, and when
 
 
 def _history(effects: list[Effect], sent: list[dict]) -> dict:
