@@ -130,3 +130,19 @@ def test_a_french_customer_receives_the_french_email_with_french_amounts(smtp_co
     assert text.startswith("Bonjour Camille,\n\nNous avons tenté de prélever " + FRENCH_EUROS)
     html = received.message.get_body(("html",)).get_content()
     assert "Payer " + FRENCH_EUROS in html and "Update payment details" not in html
+
+
+def test_a_customer_without_a_locale_gets_the_senders_language(tmp_path, smtp_server):
+    """`sender.locale` is the language a customer with no preferred locale is written to (docs/configuration.md):
+    its localized file when there is one, and amounts formatted for it. Before, the template was picked as if the
+    sender wrote English."""
+    config = starter(tmp_path, **{"sender.locale": "fr", "channels.email": {
+        "transport": "smtp", "host": smtp_server.host, "port": smtp_server.port}})
+    ledger = open_engine_ledger(config)
+    unknown = Customer(id="cus_x", name="Camille Martin", email="camille@exemple.fr", metadata={})
+    seed(ledger, failed_invoice("in_x", customer_id="cus_x", amount=123456, currency="eur"), customers=[unknown])
+    result = cli(config, "tick", "--no-sync", "--now", at("31m").isoformat())
+    assert result.exit_code == 0, result.output
+    [received] = smtp_server.received
+    assert received.message["Subject"] == f"Votre paiement de {FRENCH_EUROS} à Example n'a pas abouti"
+    assert received.message.get_body(("plain",)).get_content().startswith("Bonjour Camille,")

@@ -117,6 +117,18 @@ def test_a_german_customer_gets_the_renewal_reminder_in_german(world):
     assert '<html lang="de-DE">' in _html(got)
 
 
+def test_a_customer_without_a_locale_gets_the_reminder_in_the_senders_language(world):
+    """`sender.locale` is the language of a customer with no preferred locale: the notice's German file, German
+    dates and amounts (before, the template was picked as if the sender wrote English)."""
+    w = world(**{"sender.locale": "de"})
+    cus = _customer(w, name="Ingrid Bauer", email="ingrid@example.de")
+    _renewing(w, cus, 25899, currency="eur", end=utc(2027, 3, 1, 10))
+    w.tick(T0)
+    w.tick(utc(2027, 2, 22, 11))
+    [got] = w.smtp.received
+    assert got.message["Subject"] == "Ihr Abonnement bei Example verlängert sich am 1. März 2027 (258,99\xa0€)"
+    assert '<html lang="de">' in _html(got)
+
 def test_a_renewal_is_dated_where_the_customer_is(world):
     """A renewal at 01:00 UTC on 3 December is on the 3rd in Tokyo and on the 2nd in New York (issue 23, defect 4:
     a Tokyo customer was told "December 2")."""

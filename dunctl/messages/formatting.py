@@ -107,6 +107,8 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
     return {
         "company": company,
         "locale": tag,
+        # the sender's language (sender.locale): the template is picked for it when the customer has none
+        "default_locale": default_locale,
         "language": lang,
         "customer": {"id": first.case["customer_id"], **who,
                      "email": current_email(customer, first.invoice), "locale": preferred,

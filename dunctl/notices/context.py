@@ -95,6 +95,8 @@ def _context(notice, customer, update_link, company, now, tag, default_locale, p
     return {
         "company": company,
         "locale": tag,
+        # the sender's language (sender.locale): the template is picked for it when the customer has none
+        "default_locale": default_locale,
         "language": loc.language,
         "update_link": update_link,
         "customer": {"id": notice["customer_id"], **customer_kind(customer),
