@@ -113,30 +113,19 @@ def usage_preview_due(subject: dict, config: NoticesConfig, now: datetime, previ
     """Does the subscription call for a fresh upcoming-invoice preview now (metered, billing, and its usage may
     have reached an alert since the last preview: see next_usage_check)? Asked before planning, so a tick plans
     each subscription once, with the preview it needs."""
-    return usage_look(subject, config, now, preview)[0]
-
-
-# usage_look's second answer when it did not need next_usage_check
-NOT_ASKED = object()
-
-
-def usage_look(subject: dict, config: NoticesConfig, now: datetime, preview: dict | None) -> tuple[bool, object]:
-    """usage_preview_due, with the next_usage_check of this subject and preview it worked out on the way (NOT_ASKED
-    when it needed none): a planning that fetches nothing asks it again of the same two (notices/run.py
-    `_next_planning`), half of a demo's 4,300 calls."""
     sub = subject["subscription"]
     if not (config.enabled and config.usage.enabled and sub.get("usage_based")):
-        return False, NOT_ASKED
+        return False
     if dunning_off(subject["customer"]) or sub["status"] not in BILLING or sub.get("cancel_at_period_end"):
-        return False, NOT_ASKED
+        return False
     period_end = from_iso(sub.get("current_period_end"))
     if period_end is None or period_end <= now:
-        return False, NOT_ASKED
+        return False
     checked = from_iso(sub.get("usage_checked_at"))
     if preview is None or checked is None or (from_iso(preview.get("period_end")) or period_end) < period_end:
-        return True, NOT_ASKED                      # never looked, or looked in a period that has ended
+        return True                                 # never looked, or looked in a period that has ended
     due = next_usage_check(subject, config, preview)
-    return due is not None and now >= due, due
+    return due is not None and now >= due
 
 
 def next_usage_check(subject: dict, config: NoticesConfig, preview: dict) -> datetime | None:

@@ -99,7 +99,7 @@ def plan_changed(ctx: TickContext, result: TickResult) -> None:
 def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews: int) -> _Decided | None:
     """Plan one subscription's notices, fetching a usage preview first when one is due (None: left for the next
     tick, or gone). Reads and the preview only: _record writes."""
-    from dunctl.notices.planner import NOT_ASKED, plan_notices, usage_look   # lazy: see dunctl/lazy.py
+    from dunctl.notices.planner import plan_notices, usage_preview_due   # lazy: see dunctl/lazy.py
 
     if subject is None:
         return None
@@ -107,7 +107,7 @@ def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews
     sub_id = subject["subscription"]["id"]
     preview = ctx.ledger.notices.preview(subject)
     fetched, tried = None, 0
-    due, next_check = usage_look(subject, config, ctx.now, preview)
+    due = usage_preview_due(subject, config, ctx.now, preview)
     if due and ctx.gateway is not None:
         if previews >= config.usage.max_previews_per_tick:
             return None   # stays due: the next tick takes it first
@@ -115,13 +115,12 @@ def _decide(ctx: TickContext, subject: dict | None, result: TickResult, previews
         if fetched is not None:
             # as record_usage_preview, in _record's transaction, leaves it
             subject["subscription"] = {**subject["subscription"], "usage_checked_at": iso(ctx.now)}
-            preview, next_check = fetched, NOT_ASKED     # a new look: its next check is worked out again
+            preview = fetched
     decision = plan_notices(subject, config, ctx.now, preview)
     basis = _basis(decision)
     return _Decided(sub_id, subject["subscription"]["customer_id"],
                     None if basis == subject["subscription"].get("notices_basis") else decision, fetched,
-                    _next_planning(ctx, subject, preview, late=due and fetched is None, next_check=next_check),
-                    tried, basis)
+                    _next_planning(ctx, subject, preview, late=due and fetched is None), tried, basis)
 
 
 def _basis(decision) -> str:
@@ -159,12 +158,11 @@ def _record(ctx: TickContext, decided: list[_Decided]) -> None:
         store.planned([(one.sub_id, one.next_at, one.fetched, one.basis) for one in decided], ctx.now)
 
 
-def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool, next_check=None):
+def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool):
     """Metered subscriptions are planned again at their next usage check (sooner the closer their usage is to an
     alert: next_usage_check), or a check_every after a preview that was due and not fetched (it failed, or the
-    tick has no gateway); the others when sync changes them. `next_check`: next_usage_check of this subject and
-    preview when usage_look worked it out (else None or NOT_ASKED)."""
-    from dunctl.notices.planner import NOT_ASKED, next_usage_check   # lazy: see dunctl/lazy.py
+    tick has no gateway); the others when sync changes them."""
+    from dunctl.notices.planner import next_usage_check   # lazy: see dunctl/lazy.py
 
     sub = subject["subscription"]
     usage = ctx.config.file.notices.usage
@@ -175,9 +173,7 @@ def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: 
         return None                       # the renewal's sync plans it again
     if late or preview is None or not sub.get("usage_checked_at"):
         return ctx.now + usage.check_every
-    if next_check is None or next_check is NOT_ASKED:
-        next_check = next_usage_check(subject, ctx.config.file.notices, preview)
-    return min(next_check or period_end, period_end)
+    return min(next_usage_check(subject, ctx.config.file.notices, preview) or period_end, period_end)
 
 
 def _preview(ctx: TickContext, sub_id: str, result: TickResult) -> dict | None:
