@@ -13,10 +13,12 @@ from dunctl.errors import ChannelError
 
 
 def _email(config: Config, settings, environ: Mapping[str, str]):
-    from dunctl.channels.email import FileTransport, SmtpTransport   # lazy: see dunctl/lazy.py
+    if settings.transport == "file":   # without smtplib and ssl (dunctl/channels/outbox.py)
+        from dunctl.channels.outbox import FileTransport   # lazy: see dunctl/lazy.py
 
-    if settings.transport == "file":
         return FileTransport((Path(config.base_dir) / settings.dir).resolve())
+    from dunctl.channels.email import SmtpTransport   # lazy: see dunctl/lazy.py
+
     return SmtpTransport(settings, environ)
 
 
@@ -65,7 +67,7 @@ class ChannelSet:
         no vacation replies back, no loops) and carries one opaque reference, `X-Dunctl-Ref`, instead of any
         internal header: invoice ids, step and notice names tell a customer how dunctl works. The reference is
         derived from the action's key like the Message-ID, so the ledger finds the action from it."""
-        from dunctl.channels.email import reference   # lazy: see dunctl/lazy.py
+        from dunctl.channels.mime import reference   # lazy: see dunctl/lazy.py
 
         sender = self.config.file.sender
         headers = {name: value for name, value in message.headers.items() if not name.lower().startswith("x-dunctl-")}
