@@ -15,12 +15,16 @@ Babel calls, never an error."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
+import sys
 from collections.abc import Callable, Hashable
 
 from dunctl import cache
 
+_VERSION = re.compile(r"""^__version__ = ['"]([^'"]+)['"]""", re.MULTILINE)
 _LIMIT = 4 << 20   # bytes: a year of hourly ticks in five languages is well under this (a day's dates are 60 bytes)
 
 
@@ -79,15 +83,30 @@ _ANSWERS = _Answers()
 def remembered(kind: str, args: tuple[Hashable, ...], ask_babel: Callable[[], object]) -> object:
     """What `ask_babel()` returns (a str, or None), from the cache when a process asked it before with this Babel:
     `kind` names the question, `args` (str, int, bool) its arguments."""
-    import babel   # lazy: see dunctl/lazy.py
-
-    found = _ANSWERS.found if _ANSWERS.found is not None else _ANSWERS.load(babel.__version__)
+    found = _ANSWERS.found if _ANSWERS.found is not None else _ANSWERS.load(_babel_version())
     key = json.dumps([kind, *args], ensure_ascii=False, separators=(",", ":"))
     if key in found:
         return found[key]
     value = found[key] = ask_babel()
     _ANSWERS.add(key, value)
     return value
+
+
+def _babel_version() -> str:
+    """Babel's version, read from its package's `__init__.py` without importing it: a process whose answers are all
+    here never loads Babel (3 ms). Babel's own `__version__` when it is loaded, or that file says no version."""
+    babel = sys.modules.get("babel")
+    if babel is None:
+        spec = importlib.util.find_spec("babel")
+        try:
+            with open(spec.origin, encoding="utf-8") as f:
+                found = _VERSION.search(f.read())
+        except (OSError, AttributeError, TypeError, UnicodeDecodeError):   # no spec or no file: ask Babel itself
+            found = None
+        if found:
+            return found.group(1)
+        import babel   # lazy: see dunctl/lazy.py
+    return babel.__version__
 
 
 def forget_in_process() -> None:

@@ -91,8 +91,21 @@ def babel_locale(tag: str | None, default: str = "en") -> Locale:
 
 
 @functools.lru_cache(maxsize=256)
+def locale_names(tag: str | None, default: str = "en") -> tuple[str, str]:
+    """(language, Babel's identifier) of babel_locale(tag, default): ('fr', 'fr_CA'). What messages are keyed and
+    worded by; kept between processes (dunctl/formats.py) with the values formatted in it, so that a process whose
+    values are all known never imports Babel."""
+    language, code = remembered("locale", (tag, default), lambda: _babel_names(tag, default))
+    return language, code
+
+
+def _babel_names(tag: str | None, default: str) -> tuple[str, str]:
+    loc = babel_locale(tag, default)
+    return loc.language, str(loc)
+
+
 def _code(tag: str | None) -> str:
-    return str(babel_locale(tag))
+    return locale_names(tag)[1]
 
 
 def _locale_code(locale: str | Locale | None) -> str:

@@ -29,7 +29,7 @@ from dunctl.messages.case import (
     from_json,
 )
 from dunctl.formats import remembered
-from dunctl.money import babel_locale, digit_shape, format_day, format_money
+from dunctl.money import digit_shape, format_day, format_money, locale_names
 from dunctl.recipients import current_email
 
 
@@ -167,8 +167,7 @@ def _day(moment: datetime, tz: ZoneInfo, code: str) -> str:
 def _locale(tag: str, default_locale: str) -> tuple:
     """The language of the Babel locale for `tag`, and its identifier (what formatting below is keyed by): once
     per tag, not per message (Babel builds the identifier anew each time it is asked)."""
-    loc = babel_locale(tag, default_locale)
-    return loc.language, str(loc)
+    return locale_names(tag, default_locale)
 
 
 def format_statement(rows: list[dict], now: datetime, tag: str, zone: str) -> list[dict]:
