@@ -43,9 +43,14 @@ def template_cache() -> TemplateCache | None:
 class TemplateCache(BytecodeCache):
     def __init__(self, directory: Path):
         self.directory = directory
+        self._compilers: dict = {}   # (environment, autoescape) -> _compiler's text: one environment, two answers
 
     def get_bucket(self, environment, name: str, filename: str | None, source: str) -> Bucket:
-        key = hashlib.sha256("\0".join([_compiler(environment, name), name, source]).encode()).hexdigest()
+        autoescape = environment.autoescape(name) if callable(environment.autoescape) else environment.autoescape
+        compiler = self._compilers.get((id(environment), autoescape))
+        if compiler is None:   # once per environment, not for each of a demo's 120 templates (20 reprs and joins)
+            compiler = self._compilers[id(environment), autoescape] = _compiler(environment, autoescape)
+        key = hashlib.sha256("\0".join([compiler, name, source]).encode()).hexdigest()
         bucket = Bucket(environment, key, key)     # keyed by the source itself: no separate checksum to compare
         self.load_bytecode(bucket)
         if bucket.code is not None and filename and bucket.code.co_filename != filename:
@@ -63,10 +68,9 @@ class TemplateCache(BytecodeCache):
         cache.write_aside(self.directory / bucket.key, lambda _, f: bucket.write_bytecode(f))
 
 
-def _compiler(environment, name: str) -> str:
+def _compiler(environment, autoescape) -> str:
     """What besides the source shapes a template's code: versions, syntax options, the environment's class and
     whether the template autoescapes."""
-    autoescape = environment.autoescape(name) if callable(environment.autoescape) else environment.autoescape
     cls = type(environment)
     options = [repr(getattr(environment, option, None)) for option in _SYNTAX]
     return "|".join([jinja2.__version__, sys.version, f"{cls.__module__}.{cls.__qualname__}", repr(autoescape),
