@@ -1,5 +1,6 @@
 """What dunctl keeps between processes so that a later one starts faster: compiled templates
-(dunctl/messages/compiled.py) and the image of a new ledger (dunctl/ledger/image.py).
+(dunctl/messages/compiled.py), the image of a new ledger (dunctl/ledger/image.py) and Babel's answers
+(dunctl/formats.py).
 
 Where: `DUNCTL_CACHE_DIR`, else `$XDG_CACHE_HOME/dunctl`, else `~/.cache/dunctl`, one directory per kind under it
 (documented in docs/configuration.md). `DUNCTL_CACHE_DIR=off` keeps nothing. Safe to delete at any time. A cache

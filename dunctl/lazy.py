@@ -44,6 +44,8 @@ LAZY: dict[str, str] = {
     "dunctl.tick.schedule": "planning a case (the planner): once one is due, resumed or resolved; `status` reads "
                             "cases without it",
     "dunctl.channels.email": "a channel's transport (smtplib, ssl), built when the channel first sends",
+    "dunctl.channels.mime": "an email's bytes (email.utils): with the first email sent",
+    "dunctl.channels.outbox": "the file transport, built when the email channel first sends (without smtplib)",
     "dunctl.channels.slack": "a channel's transport, built when the channel first sends",
     "dunctl.channels.sms": "a channel's transport, built when the channel first sends",
     "dunctl.channels.webhook": "a channel's transport, built when the channel first sends",

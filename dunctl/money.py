@@ -10,6 +10,8 @@ from decimal import Decimal
 
 from typing import TYPE_CHECKING
 
+from dunctl.formats import remembered
+
 if TYPE_CHECKING:   # Babel itself loads with the first formatted value: a tick with nothing to say never pays for it
     from babel import Locale
 
@@ -89,8 +91,21 @@ def babel_locale(tag: str | None, default: str = "en") -> Locale:
 
 
 @functools.lru_cache(maxsize=256)
+def locale_names(tag: str | None, default: str = "en") -> tuple[str, str]:
+    """(language, Babel's identifier) of babel_locale(tag, default): ('fr', 'fr_CA'). What messages are keyed and
+    worded by; kept between processes (dunctl/formats.py) with the values formatted in it, so that a process whose
+    values are all known never imports Babel."""
+    language, code = remembered("locale", (tag, default), lambda: _babel_names(tag, default))
+    return language, code
+
+
+def _babel_names(tag: str | None, default: str) -> tuple[str, str]:
+    loc = babel_locale(tag, default)
+    return loc.language, str(loc)
+
+
 def _code(tag: str | None) -> str:
-    return str(babel_locale(tag))
+    return locale_names(tag)[1]
 
 
 def _locale_code(locale: str | Locale | None) -> str:
@@ -126,14 +141,24 @@ def _babel_currency(amount: int, currency: str, locale: str) -> str:
 def _shape(currency: str, locale: str, digits: int, negative: bool) -> str | None:
     """Babel's text for an amount of `digits` digits in minor units (at least one before the decimal point), its
     digits as `{}`: two such amounts differ only in their digits (the symbol, the separators, the grouping and
-    the sign's place depend on the locale, the currency and the number of digits). Worked out from Babel's own text
-    for 11...1. None when that cannot hold: Babel shows fewer decimals than Stripe's minor unit (it rounds), or
-    its text has other digits (then Babel formats each amount itself)."""
+    the sign's place depend on the locale, the currency and the number of digits). Kept between processes
+    (dunctl/formats.py). None when that cannot hold: Babel shows fewer decimals than Stripe's minor unit (it
+    rounds), or its text has other digits (then Babel formats each amount itself)."""
+    return remembered("amount", (currency, locale, digits, negative),
+                      lambda: _babel_shape(currency, locale, digits, negative))
+
+
+def _babel_shape(currency: str, locale: str, digits: int, negative: bool) -> str | None:
     from babel.numbers import get_currency_precision   # lazy: see dunctl/lazy.py
 
     if get_currency_precision(currency) != exponent(currency):
         return None
-    text = _babel_currency(int("1" * digits) * (-1 if negative else 1), currency, locale)
+    return digit_shape(_babel_currency(int("1" * digits) * (-1 if negative else 1), currency, locale), digits)
+
+
+def digit_shape(text: str, digits: int) -> str | None:
+    """`text`, Babel's for the number 11...1 of `digits` digits, with its digits as `{}` (for str.format), or None
+    when it has other digits too."""
     if text.count("1") != digits or sum(ch.isdigit() for ch in text) != digits:
         return None
     return "".join("{}" if ch == "1" else ch.replace("{", "{{").replace("}", "}}") for ch in text)
@@ -147,7 +172,12 @@ def format_day(moment: date | datetime, locale: str | Locale | None = "en", styl
 
 @functools.lru_cache(maxsize=4096)
 def _formatted_day(day: date, locale: str, style: str) -> str:
-    # like amounts, the same few dates (due dates, failure days) recur across a tick's messages
+    # like amounts, the same few dates (due dates, failure days) recur across a tick's messages, and across the
+    # ticks of a day: kept between processes (dunctl/formats.py)
+    return remembered("day", (day.isoformat(), locale, style), lambda: _babel_day(day, locale, style))
+
+
+def _babel_day(day: date, locale: str, style: str) -> str:
     from babel.dates import format_date   # lazy: see dunctl/lazy.py
 
     return format_date(day, style, locale=babel_locale(locale))

@@ -134,6 +134,19 @@ def test_an_edited_template_renders_its_new_text_and_an_unusable_cache_only_cost
     assert render(templates)[0] == "Edited INV-1"
 
 
+def test_a_damaged_compiled_template_is_compiled_again(tmp_path, monkeypatch):
+    """An entry cut short or overwritten (a full disk, another tool) is a miss, read from its bytes as Jinja would."""
+    monkeypatch.setenv("DUNCTL_CACHE_DIR", str(tmp_path / "cache"))
+    templates = starter_templates(tmp_path / "a")
+    text = render(templates)[0]
+    (entry,) = (tmp_path / "cache" / "templates").iterdir()
+    whole = entry.read_bytes()
+    for damaged in (whole[:len(whole) // 2], whole[:12], b"", b"j2" + whole[2:], whole[:8] + b"\x80\x04junk"):
+        entry.write_bytes(damaged)
+        assert render(templates)[0] == text
+        assert entry.read_bytes() == whole      # compiled and kept again
+
+
 def test_a_resynced_invoice_with_nothing_new_leaves_its_case_and_the_report_rollups_alone(tmp_path):
     """Every sync of an invoice with a case follows it; when the amount owed and the attempts are the same, the
     case's row is not written (a write, even of the same values, runs the report rollups' trigger)."""

@@ -9,19 +9,18 @@ if a reused connection turns out to be closed before anything of the message was
 
 from __future__ import annotations
 
-import os
 import re
 import smtplib
 import socket
 import ssl
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 
 from dunctl.channels import Delivery, EmailMessage
 from dunctl.channels.deadline import Deadline, connect, wrap
 from dunctl.channels.http import tls_context
 from dunctl.channels.mime import Built, build_message, key_digest, message_id, reference  # noqa: F401 - imported from here
+from dunctl.channels.outbox import FileTransport, safe_filename  # noqa: F401 - imported from here
 from dunctl.config import EmailChannel
 from dunctl.errors import ChannelError, DeliveryUncertain
 
@@ -233,59 +232,6 @@ class SmtpTransport:
         if isinstance(exc, smtplib.SMTPException):
             return ChannelError(f"{self.where}: {exc}")
         return ChannelError(f"could not reach {self.where}: {getattr(exc, 'strerror', None) or exc}")
-
-
-class FileTransport:
-    """Writes each message to DIR/<key>.eml. The same key overwrites its file, so a re-run never duplicates.
-
-    Each file is written whole and renamed into place (a reader never sees half a message); there is no fsync per
-    message: the ledger's own commit is what records the action, and a crash re-sends at most into the same file.
-    """
-
-    def __init__(self, dir: Path):
-        self.dir = Path(dir)
-        self._where = str(self.dir)
-        self._dir_fd: int | None = None   # names are resolved against the open directory, not walked every time
-
-    def path_for(self, key: str) -> Path:
-        return self.dir / f"{safe_filename(key)}.eml"
-
-    def send(self, message: EmailMessage, *, sender: str, reply_to: str | None, key: str,
-             now: datetime) -> Delivery:
-        built = build_message(message, sender=sender, reply_to=reply_to, key=key, now=now)
-        name = f"{safe_filename(key)}.eml"
-        tmp = f".tmp-{os.getpid()}-{name}"
-        try:
-            if self._dir_fd is None:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                self._dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=self._dir_fd)
-            try:
-                os.write(fd, built.data)
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-        except OSError as exc:
-            if self._dir_fd is not None:
-                try:
-                    os.unlink(tmp, dir_fd=self._dir_fd)
-                except OSError:
-                    pass
-            raise ChannelError(f"could not write {self._where}/{name}: {exc.strerror or exc}",
-                               "check channels.email.dir") from None
-        return Delivery(f"wrote {self._where}/{name}", built.message_id)
-
-    def close(self) -> None:
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)
-            self._dir_fd = None
-
-
-def safe_filename(key: str) -> str:
-    """A file name for `key`: readable, safe on any filesystem, and distinct for distinct keys."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:80] or "message"
-    digest = key_digest(key)[:10]
-    return f"{readable}-{digest}"
 
 
 def _decode(value) -> str:

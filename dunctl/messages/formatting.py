@@ -7,8 +7,6 @@ import functools
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from babel.numbers import format_decimal
-
 from dunctl.clock import from_iso
 from dunctl.failures import (
     BANK_HARD,
@@ -30,7 +28,8 @@ from dunctl.messages.case import (
     dashboard_url,
     from_json,
 )
-from dunctl.money import babel_locale, format_day, format_money
+from dunctl.formats import remembered
+from dunctl.money import digit_shape, format_day, format_money, locale_names
 from dunctl.recipients import current_email
 
 
@@ -138,7 +137,22 @@ def format_context(parts: list[CasePart], customer: dict | None, company: str, n
 @functools.lru_cache(maxsize=4096, typed=True)   # typed: 1 and 1.0 are formatted apart, as Babel would
 def quantity_text(quantity, code: str) -> str:
     """A line's quantity as the locale `code` writes it ('30,000', '30 000'): Babel takes about 50 us a number,
-    more than rendering the email, and a tick's invoices repeat the same few (1 on every plan's line)."""
+    more than rendering the email, and a tick's invoices repeat the same few (1 on every plan's line). A whole
+    number fills in Babel's text for one of as many digits (like an amount: dunctl/money.py), kept between
+    processes (dunctl/formats.py)."""
+    if type(quantity) is int:
+        digits = str(abs(quantity))
+        shape = remembered("quantity", (code, len(digits), quantity < 0),
+                           lambda: digit_shape(_babel_decimal(int("1" * len(digits)) * (-1 if quantity < 0 else 1),
+                                                              code), len(digits)))
+        if shape is not None:
+            return shape.format(*digits)
+    return _babel_decimal(quantity, code)
+
+
+def _babel_decimal(quantity, code: str) -> str:
+    from babel.numbers import format_decimal   # lazy: see dunctl/lazy.py
+
     return format_decimal(quantity, locale=code)
 
 
@@ -153,8 +167,7 @@ def _day(moment: datetime, tz: ZoneInfo, code: str) -> str:
 def _locale(tag: str, default_locale: str) -> tuple:
     """The language of the Babel locale for `tag`, and its identifier (what formatting below is keyed by): once
     per tag, not per message (Babel builds the identifier anew each time it is asked)."""
-    loc = babel_locale(tag, default_locale)
-    return loc.language, str(loc)
+    return locale_names(tag, default_locale)
 
 
 def format_statement(rows: list[dict], now: datetime, tag: str, zone: str) -> list[dict]:

@@ -19,7 +19,7 @@ from dunctl.clock import from_iso
 from dunctl.locales import normalise
 from dunctl.messages import MessageContext, customer_kind
 from dunctl.messages.formatting import quantity_text
-from dunctl.money import babel_locale, format_day, format_money
+from dunctl.money import format_day, format_money, locale_names
 from dunctl.notices.planner import projected_charge
 from dunctl.recipients import current_email
 
@@ -59,8 +59,7 @@ def renewal_entry(sub: dict, now: datetime) -> dict:
 
 def _context(notice, customer, update_link, company, now, tag, default_locale, preferred, renewing,
              zone: str = "UTC") -> dict:
-    loc = babel_locale(tag, default_locale)
-    code = str(loc)
+    language, code = locale_names(tag, default_locale)
 
     try:
         tz = ZoneInfo(zone)
@@ -97,7 +96,7 @@ def _context(notice, customer, update_link, company, now, tag, default_locale, p
         "locale": tag,
         # the sender's language (sender.locale): the template is picked for it when the customer has none
         "default_locale": default_locale,
-        "language": loc.language,
+        "language": language,
         "update_link": update_link,
         "customer": {"id": notice["customer_id"], **customer_kind(customer),
                      "email": current_email(customer, None), "locale": preferred},

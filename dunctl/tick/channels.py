@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -13,11 +13,20 @@ from dunctl.errors import ChannelError
 
 
 def _email(config: Config, settings, environ: Mapping[str, str]):
-    from dunctl.channels.email import FileTransport, SmtpTransport   # lazy: see dunctl/lazy.py
+    if settings.transport == "file":   # without smtplib and ssl (dunctl/channels/outbox.py)
+        from dunctl.channels.outbox import FileTransport   # lazy: see dunctl/lazy.py
 
-    if settings.transport == "file":
-        return FileTransport((Path(config.base_dir) / settings.dir).resolve())
+        return FileTransport(_outbox(str(config.base_dir), str(settings.dir)))
+    from dunctl.channels.email import SmtpTransport   # lazy: see dunctl/lazy.py
+
     return SmtpTransport(settings, environ)
+
+
+@functools.lru_cache(maxsize=64)
+def _outbox(base_dir: str, directory: str) -> Path:
+    """The file transport's directory, resolved once per process rather than on every tick that sends (a demo's
+    315: a Python step and a stat per part of the path each time)."""
+    return (Path(base_dir) / directory).resolve()
 
 
 def _slack(config: Config, settings, environ: Mapping[str, str]):
@@ -65,12 +74,14 @@ class ChannelSet:
         no vacation replies back, no loops) and carries one opaque reference, `X-Dunctl-Ref`, instead of any
         internal header: invoice ids, step and notice names tell a customer how dunctl works. The reference is
         derived from the action's key like the Message-ID, so the ledger finds the action from it."""
-        from dunctl.channels.email import reference   # lazy: see dunctl/lazy.py
+        from dunctl.channels.mime import reference   # lazy: see dunctl/lazy.py
 
         sender = self.config.file.sender
         headers = {name: value for name, value in message.headers.items() if not name.lower().startswith("x-dunctl-")}
         headers.update({"Auto-Submitted": "auto-generated", "X-Dunctl-Ref": reference(key)})
-        message = replace(message, headers=headers)
+        # every field copied as it is but the headers; dataclasses.replace would look up each field's definition
+        # on every call (4 us an email)
+        message = EmailMessage(**{**vars(message), "headers": headers})
         return self._get("email").send(message, sender=sender.from_, reply_to=sender.reply_to, key=key, now=now)
 
     def sms(self, message: SmsMessage, key: str) -> Delivery:
