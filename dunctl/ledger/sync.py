@@ -47,7 +47,8 @@ class SyncStore(Store):
                 self._upsert_payment_method(method)
             for subscription in batch.subscriptions:
                 self._upsert_subscription(subscription)
-            new = sum(self._upsert_invoice(invoice, now) for invoice in batch.invoices)
+            known = self._first_failures([invoice.id for invoice in batch.invoices]) if batch.invoices else {}
+            new = sum(self._upsert_invoice(invoice, now, known) for invoice in batch.invoices)
             for signal in batch.signals:
                 self._record_signal(signal)
             if batch.invoices:
@@ -110,8 +111,17 @@ class SyncStore(Store):
             [s.id, s.customer_id, s.status, to_json(s.metadata), int(s.usage_based), s.pause_behavior,
              iso(s.canceled_at)])
 
-    def _upsert_invoice(self, inv: Invoice, now: datetime) -> bool:
-        existing = self.conn.execute("SELECT first_failed_at FROM invoices WHERE id = ?", [inv.id]).fetchone()
+    def _first_failures(self, invoice_ids: list[str]) -> dict[str, tuple]:
+        """invoice id -> (its stored first_failed_at,) for those of `invoice_ids` the ledger has, in one query: a
+        batch's invoices were a query each before their upsert (one statement text for any number of ids)."""
+        return {invoice_id: (first,) for invoice_id, first in self.conn.execute(
+            "SELECT id, first_failed_at FROM invoices WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(invoice_ids)])}
+
+    def _upsert_invoice(self, inv: Invoice, now: datetime, known: dict[str, tuple]) -> bool:
+        """`known`: `_first_failures` of the batch, kept up to date here (an invoice twice in a batch finds its first
+        upsert's row, as a query would)."""
+        existing = known.get(inv.id)
         # The first failure never moves later: an event that arrives out of order cannot rewrite history.
         first_failed = inv.first_failed_at or inv.failed_at
         if existing and existing[0] and (first_failed is None or existing[0] < iso(first_failed)):
@@ -170,6 +180,7 @@ class SyncStore(Store):
              to_json(decline) if decline else None, failure_type, iso(inv.paid_at), iso(inv.voided_at),
              iso(inv.marked_uncollectible_at), None if inv.auto_advance is None else int(inv.auto_advance),
              int(inv.livemode), iso(now), inv.lines is not None])
+        known[inv.id] = (first_failed_text,)
         store_terms(self.conn, inv)
         if inv.due_date is not None:
             note_due_date(self.ledger, inv.due_date)
@@ -230,6 +241,12 @@ class SyncStore(Store):
 
     def customer(self, customer_id: str) -> dict | None:
         return next(self.rows("SELECT * FROM customers WHERE id = ?", [customer_id]), None)
+
+    def time_zones(self, customer_ids: Iterable[str]) -> dict[str, str | None]:
+        """customer id -> its time zone (None: not set), for those the ledger has, in one query: the notices due in
+        a tick are each checked against their customer's quiet hours."""
+        return dict(self.conn.execute("SELECT id, timezone FROM customers WHERE id IN (SELECT value FROM json_each(?))",
+                                      [json.dumps(list(dict.fromkeys(customer_ids)))]))
 
     def payment_method(self, pm_id: str | None) -> dict | None:
         if not pm_id:

@@ -207,15 +207,17 @@ def due_effects(ctx: TickContext) -> list:
     from dunctl.planner import after_quiet_hours, in_quiet_hours   # lazy: see dunctl/lazy.py
 
     with ctx.ledger.transaction():
+        # nothing in this loop changes their zones or their contacts (deferring a notice leaves it unsent)
+        zones = ctx.ledger.sync.time_zones(notice["customer_id"] for notice in due)
+        contacts = _contacts(ctx, [notice["customer_id"] for notice in due])
         for notice in due:
             customer_id = notice["customer_id"]
-            customer = ctx.ledger.sync.customer(customer_id) or {}
-            zone = customer.get("timezone")
+            zone = zones.get(customer_id)
             if in_quiet_hours(ctx.now, ctx.settings, zone):
                 ctx.ledger.notices.defer(notice["id"], after_quiet_hours(ctx.now, ctx.settings, zone),
                                         "waiting for quiet hours to end in the customer's time zone")
                 continue
-            held = _contact_hold(ctx, customer_id, len(sending.get(customer_id, [])))
+            held = _contact_hold(ctx, contacts.get(customer_id, []), len(sending.get(customer_id, [])))
             if held is not None:
                 ctx.ledger.notices.defer(notice["id"], *held)
                 continue
@@ -224,15 +226,22 @@ def due_effects(ctx: TickContext) -> list:
     return effects
 
 
-def _contact_hold(ctx: TickContext, customer_id: str, admitted: int):
-    """(until, why) when the contact policy holds a notice to this customer now, else None."""
+def _contacts(ctx: TickContext, customer_ids: list[str]) -> dict[str, list[datetime]]:
+    """When each of these customers was sent a message in the last 7 days (dunning messages and notices alike), in
+    one query for all; none read when no contact policy is set."""
+    if ctx.settings.contact is None:
+        return {}
+    statuses = ("done", "would") if ctx.settings.monitor else ("done",)     # monitor plans as live would send
+    return ctx.ledger.cases.contacts_of(customer_ids, ctx.now - timedelta(days=7), statuses)
+
+
+def _contact_hold(ctx: TickContext, sent: list[datetime], admitted: int):
+    """(until, why) when the contact policy holds a notice to this customer now (`sent`: its `_contacts`), else
+    None."""
     policy = ctx.settings.contact
     if policy is None:
         return None
-    since = ctx.now - timedelta(days=7)
-    statuses = ("done", "would") if ctx.settings.monitor else ("done",)     # monitor plans as live would send
-    recent = ctx.ledger.cases.customer_contacts(customer_id, since, statuses)   # dunning messages and notices alike
-    recent += [ctx.now] * admitted
+    recent = sent + [ctx.now] * admitted
     if recent and ctx.now - recent[-1] < policy.min_gap:
         return recent[-1] + policy.min_gap, "contact policy: at least the minimum gap between messages"
     week = [t for t in recent if ctx.now - t < timedelta(days=7)]

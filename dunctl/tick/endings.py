@@ -51,10 +51,12 @@ def follow(ctx: TickContext, endings: list[Ending], result: TickResult) -> None:
     if not endings:
         return
     ids = list(dict.fromkeys(e.case_id for e in endings))
-    lifts = [eff for case_id in ids for eff in _lifts(ctx, ctx.ledger.cases.bundle(case_id))]
+    bundles = ctx.ledger.cases.bundles(ids)     # one read for all (a query per table), not two per ending
+    lifts = [eff for case_id in ids for eff in _lifts(ctx, bundles.get(case_id))]
     if lifts:
         execute(ctx, lifts, result)
-    after = [(ctx.ledger.cases.bundle(e.case_id), e.what) for e in endings]
+        bundles = ctx.ledger.cases.bundles(ids)     # as the lifts left them: what the messages say of the pause
+    after = [(bundles.get(e.case_id), e.what) for e in endings]
     effects = [eff for bundle, what in after if what == "recovered" for eff in _thanks(ctx, bundle, result)]
     effects += [eff for bundle, what in after if (eff := _escalation(ctx, bundle, what)) is not None]
     if effects:
