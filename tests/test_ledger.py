@@ -129,20 +129,21 @@ def test_a_nested_transaction_that_fails_undoes_only_its_own_writes(ledger):
     assert not ledger.conn.in_transaction
 
 
-def test_a_light_commit_commits_what_it_wrote_or_nothing(ledger):
-    """Ledger.light_commit (the executor's started mark): its writes committed when the function returns, none of
+def test_a_light_transaction_commits_what_it_wrote_or_nothing(ledger):
+    """Ledger.light_transaction (the executor's started mark): its writes committed when the block ends, none of
     them when it raises; inside another transaction, a savepoint of it."""
-    ledger.light_commit(lambda: ledger.set_state("kept", 1))
+    with ledger.light_transaction():
+        ledger.set_state("kept", 1)
     assert ledger.get_state("kept") == 1 and not ledger.conn.in_transaction
 
-    def fails():
-        ledger.set_state("lost", 2)
-        raise RuntimeError("fails halfway")
     with pytest.raises(RuntimeError):
-        ledger.light_commit(fails)
+        with ledger.light_transaction():
+            ledger.set_state("lost", 2)
+            raise RuntimeError("fails halfway")
     assert ledger.get_state("lost") is None and not ledger.conn.in_transaction
     with ledger.transaction():
-        ledger.light_commit(lambda: ledger.set_state("inner", 3))
+        with ledger.light_transaction():
+            ledger.set_state("inner", 3)
         assert ledger.conn.in_transaction      # not committed on its own
     assert ledger.get_state("inner") == 3
 

@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
@@ -247,26 +247,6 @@ class Ledger:
         Light only inside a tick that recorded the machine's boot id (`start_tick`): after a reboot,
         `settles_by_started` tells the next tick not to trust what such commits said. Otherwise an ordinary one."""
         return _Transaction(self, light=True)
-
-    def light_commit(self, write: Callable[[], None]) -> None:
-        """`write()` in a `light_transaction`, called as a plain function: the executor's started mark runs once per
-        message, and a context manager's generator was a tenth of its cost."""
-        conn = self.conn
-        if conn.in_transaction:      # inside another transaction: a savepoint of it, as light_transaction does
-            with self.light_transaction():
-                write()
-            return
-        if self._light and self.durable and not self._relaxed:
-            conn.execute("PRAGMA synchronous = NORMAL")   # until the next ordinary transaction
-            self._relaxed = True
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            write()
-        except BaseException:
-            self._states = None
-            conn.rollback()
-            raise
-        conn.commit()
 
     # -- what is due: the queries an idle tick runs -------------------------------------------------------------
 

@@ -104,26 +104,21 @@ class _Acted:
 
 def _claim_batch(ctx: TickContext, units: list[list[Effect]]) -> list[list[_Claimed]]:
     at_claim = _AtClaim.read(ctx, units)
-    earned = [e for unit in units for e in unit if at_claim.earned(ctx, e)]
-    # each journal's claims in one go (one statement for the new ones); ids in the batch's order
+    earned = [(n, e) for n, unit in enumerate(units) for e in unit if at_claim.earned(ctx, e)]
+    # each journal's claims in one go (one statement for the new ones), then each back in its unit, in order
     by_journal: dict[str, list[int]] = {}
-    for n, e in enumerate(earned):
-        by_journal.setdefault(e.journal, []).append(n)
+    for place, (_, e) in enumerate(earned):
+        by_journal.setdefault(e.journal, []).append(place)
     ids: list[int | None] = [None] * len(earned)
     for journal, places in by_journal.items():
-        claims = ctx.ledger.journal(journal).claim_many([earned[n] for n in places], ctx.now, ctx.tick_id)
-        for n, claim_id in zip(places, claims):
-            ids[n] = claim_id
-    claimed_units, n = [], 0
-    for unit in units:
-        claimed = []
-        for e in unit:
-            if n < len(earned) and earned[n] is e:
-                if ids[n] is not None:
-                    claimed.append(_Claimed(e, ids[n], at_claim.suppressed(e)))
-                n += 1
-        if claimed:
-            claimed_units.append(claimed)
+        claims = ctx.ledger.journal(journal).claim_many([earned[p][1] for p in places], ctx.now, ctx.tick_id)
+        for place, claim_id in zip(places, claims):
+            ids[place] = claim_id
+    claimed: list[list[_Claimed]] = [[] for _ in units]
+    for (n, e), claim_id in zip(earned, ids):
+        if claim_id is not None:
+            claimed[n].append(_Claimed(e, claim_id, at_claim.suppressed(e)))
+    claimed_units = [unit for unit in claimed if unit]
     # what a message (an effect with an audience) says was sent and tried, read here, in the claim's transaction,
     # for the whole batch
     messages = {item.effect.case_id for unit in claimed_units for item in unit if item.effect.audience is not None}
@@ -213,26 +208,18 @@ def _act_batch(ctx: TickContext, claimed_units: list[list[_Claimed]], result: Ti
 
 
 def _starter(ctx: TickContext, acted: _Acted, unit: list[_Claimed]) -> Callable[[], None]:
-    """What runs right before the unit leaves dunctl: one light commit (Ledger.light_commit) marking it
+    """What runs right before the unit leaves dunctl: one light commit (Ledger.light_transaction) marking it
     started and noting the outcomes acted since the last one. Only the rows of this batch's actions are written
     (a page or two), so it costs a fraction of recording everything, which waits for the batch's end."""
     def start() -> None:
         noted = acted.outcomes[acted.noted:]
-        ctx.ledger.light_commit(lambda: _mark_started(ctx, unit, noted))
+        with ctx.ledger.light_transaction():
+            for journal, items in _by_journal([(i, None) for i in unit] + noted).items():
+                ctx.ledger.journal(journal).mark_started(
+                    ctx.now, [i.claim_id for i, o in items if o is None],
+                    [(i.claim_id, o.status) for i, o in items if o is not None])
         acted.noted += len(noted)
     return start
-
-
-def _mark_started(ctx: TickContext, unit: list[_Claimed], noted: list[tuple[_Claimed, Outcome]]) -> None:
-    journal = unit[0].effect.journal
-    if all(i.effect.journal == journal for i in unit) and all(i.effect.journal == journal for i, _ in noted):
-        # one journal (most often): no grouping
-        ctx.ledger.journal(journal).mark_started(ctx.now, [i.claim_id for i in unit],
-                                                 [(i.claim_id, o.status) for i, o in noted])
-        return
-    for journal, items in _by_journal([(i, None) for i in unit] + noted).items():
-        ctx.ledger.journal(journal).mark_started(ctx.now, [i.claim_id for i, o in items if o is None],
-                                                 [(i.claim_id, o.status) for i, o in items if o is not None])
 
 
 def _by_journal(items: list[tuple[_Claimed, Outcome | None]]) -> dict[str, list[tuple[_Claimed, Outcome | None]]]:
