@@ -700,6 +700,31 @@ def m114_notices3_plan_basis(db: Database) -> None:
     _add_columns(db, "subscriptions", "notices_basis TEXT")
 
 
+# -- m115: the touch triggers' conditions without an IN list -------------------------------------------------------
+# SQLite tests `x IN (<more than two constants>)` against a temporary b-tree it builds each time the expression
+# runs, and a trigger's WHEN clause runs for every row: each result the executor records (a done email's) built
+# two, for the before and after triggers on an update of actions (measured: 4.6 us an UPDATE with the IN list, 1.6
+# with the same test spelled out, 1.3 with no test). The same conditions as equalities joined by OR: the same truth
+# value for every row (NULL too), the same bodies (they run only for a recovered case's touch).
+_TOUCH_EQUALS = "(" + " OR ".join("{r}action = " + action.strip() for action in _TOUCH_ACTIONS.split(",")) + ")"
+_DONE_TOUCH_EQUALS = "{r}status = 'done' AND " + _TOUCH_EQUALS
+
+
+def _on_touch_equals(event: str, r: str) -> str:
+    return f"{event} ON actions\n        WHEN {_DONE_TOUCH_EQUALS.format(r=r)} AND {_CASE_RECOVERED.format(r=r)}"
+
+
+@migrations()
+def m115_mail6_touch_conditions(db: Database) -> None:
+    on_update = (f"UPDATE OF status, action, finished_at\n        ON actions WHEN "
+                 f"({_DONE_TOUCH_EQUALS.format(r='OLD.')} OR {_DONE_TOUCH_EQUALS.format(r='NEW.')})\n"
+                 f"                        AND {_CASE_RECOVERED.format(r='NEW.')}")
+    drop = "".join(f"DROP TRIGGER IF EXISTS report_touch_{name}_{when};\n"
+                   for name in ("insert", "update", "delete") for when in ("before", "after"))
+    _run(db.conn, drop + _touch_triggers(_on_touch_equals("INSERT", "NEW."), "NEW.")
+         + _touch_triggers(on_update, "NEW.") + _touch_triggers(_on_touch_equals("DELETE", "OLD."), "OLD."))
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
