@@ -1,12 +1,14 @@
 """A busy tick's bookkeeping per email, counted in statements (not timed): a batch's claims are one statement,
 and what each message says was sent and tried is read for the whole batch in the transaction that claims it, not
-by a read of its own per message (each a read transaction: four lock calls between two commits)."""
+by a read of its own per message (each a read transaction: four lock calls between two commits); and the
+objects loaded by the end of the first batch are frozen out of the garbage collector's full passes."""
 
+import gc
 from datetime import timedelta
 
 from bench.ledger_builder import build
 from dunctl.config import load_config
-from dunctl.tick import build_channels, run_tick
+from dunctl.tick import build_channels, collector, run_tick
 from tests.helpers import T0, traced
 
 DUE = 6
@@ -38,3 +40,12 @@ def test_what_was_sent_and_tried_is_read_once_a_batch(tmp_path):
     one_by_one = [s for s in statements if "FROM actions WHERE case_id = " in s and "status = 'done'" in s]
     batch = [s for s in statements if "FROM actions WHERE case_id IN (" in s and "status = 'done'" in s]
     assert not one_by_one and len(batch) == 1, (one_by_one, batch)
+
+
+def test_what_the_process_holds_after_the_first_batch_is_kept_out_of_full_collections(tmp_path, monkeypatch):
+    # dunctl/tick/collector.py: a full collection later in the tick walks only what the tick made since, not the
+    # modules, templates and caches loaded by then (gc.freeze, once per process: as if this were the first tick)
+    monkeypatch.setattr(collector, "_frozen", False)
+    before = gc.get_freeze_count()
+    busy_tick(tmp_path)
+    assert gc.get_freeze_count() > before

@@ -25,6 +25,7 @@ from dunctl.notices.run import reopen_would_notices, run_notices
 from dunctl.receivables.tick import bring_coming_due
 from dunctl.tick.channels import ChannelSet
 from dunctl.tick.clocks import check_stripe_clock
+from dunctl.tick.collector import freeze_long_lived
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
 from dunctl.tick.pending import reconcile_invoices, signal_cases
 from dunctl.tick.read_only import ReadOnlyGateway
@@ -176,6 +177,8 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
                 effects += [e for e in _plan_one(ctx, loaded.get(case_id), sequences, result, planned, plans)
                             if not _held_in_this_tick(ctx, e, admitted)]
         applied = execute(ctx, effects, result)
+        if n == 0:
+            freeze_long_lived()   # what the process keeps is loaded now: dunctl/tick/collector.py
         _notify(ctx, applied.notify, result)
         # customers something ran or was recorded for in this batch (a batch holds all of a customer's cases)
         acting = {planned[case_id].case.customer_id for case_id, asked in plans.items()
