@@ -3,8 +3,10 @@ and what each message says was sent and tried is read for the whole batch in the
 by a read of its own per message (each a read transaction: four lock calls between two commits); and the
 objects loaded by the end of the first batch are frozen out of the garbage collector's full passes."""
 
+import ast
 import gc
 from datetime import timedelta
+from pathlib import Path
 
 from bench.ledger_builder import build
 from dunctl.config import load_config
@@ -49,3 +51,18 @@ def test_what_the_process_holds_after_the_first_batch_is_kept_out_of_full_collec
     before = gc.get_freeze_count()
     busy_tick(tmp_path)
     assert gc.get_freeze_count() > before
+
+
+def test_no_import_statement_runs_for_each_case_or_email():
+    # an import inside a function runs on every call: for a loaded module a lookup and two AttributeErrors
+    # formatted and dropped (dunctl/tick/loaded.py); these run for every case planned or email sent
+    per_email = {"dunctl/tick/run.py": {"_plan_one", "_went_as_planned", "prepare_case", "_channel"},
+                 "dunctl/tick/channels.py": {"email"}}
+    for path, names in per_email.items():
+        tree = ast.parse((Path(__file__).parent.parent / path).read_text())
+        found = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+        assert names <= set(found), path
+        for name in names:
+            imports = [n for n in ast.walk(found[name]) if isinstance(n, (ast.Import, ast.ImportFrom))]
+            assert not imports, f"{path} {name} imports on every call"
+
