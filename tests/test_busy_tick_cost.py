@@ -5,6 +5,7 @@ objects loaded by the end of the first batch are frozen out of the garbage colle
 
 import ast
 import gc
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -66,3 +67,13 @@ def test_no_import_statement_runs_for_each_case_or_email():
             imports = [n for n in ast.walk(found[name]) if isinstance(n, (ast.Import, ast.ImportFrom))]
             assert not imports, f"{path} {name} imports on every call"
 
+
+def test_a_null_binds_without_the_adapter_lookup(tmp_path):
+    # a None parameter otherwise asks sqlite3's protocol class for __adapt__ and drops the AttributeError
+    # (dunctl/ledger/file.py); it still binds as NULL
+    from dunctl.ledger import Ledger
+
+    assert (type(None), sqlite3.PrepareProtocol) in sqlite3.adapters
+    ledger = Ledger.open(tmp_path / "ledger.db")
+    assert ledger.conn.execute("SELECT ? IS NULL, typeof(?)", [None, None]).fetchone() == (1, "null")
+    ledger.close()
