@@ -20,7 +20,8 @@ from dunctl.ledger.sql import ENDED_STATES
 
 
 class Waiting(NamedTuple):
-    """One look at what waits (each a bool but `unknown`, a count), and the connection's total_changes then."""
+    """One look at what waits (each a bool but `unknown`, a count), and the connection's total_changes then. A part
+    is None when a write since the look may have changed it (TickContext.wrote): asked again."""
 
     claimed_actions: bool     # actions claimed by a tick that died (journal settle)
     claimed_notices: bool     # notices claimed by a tick that died

@@ -49,6 +49,11 @@ def reopen_would_notices(ctx: TickContext) -> int:
     return len(reopened)
 
 
+# What waits (dunctl.ledger.quiet.Waiting) that _record's writes can change: subscriptions due to be planned, and
+# notices due when it writes notices (added pending, cancelled, superseded: never claimed, never an action).
+_NEXT_PLANNING = frozenset({"plan"})
+_PLANNING_CHANGES = frozenset({"plan", "notices"})
+
 # Subscriptions whose plans one transaction writes: a commit per planned subscription was a third of planning.
 PLANNED_PER_COMMIT = 100
 
@@ -144,6 +149,7 @@ def _record(ctx: TickContext, decided: list[_Decided]) -> None:
         return
     store = ctx.ledger.notices
     whole = [one for one in decided if one.decision is not None]   # the others: as their last planning (_basis)
+    before = ctx.ledger.conn.total_changes
     with ctx.ledger.transaction():
         if whole:
             store.plan_many([(one.sub_id, one.customer_id, plan) for one in whole for plan in one.decision.plans],
@@ -156,6 +162,7 @@ def _record(ctx: TickContext, decided: list[_Decided]) -> None:
                                                  one.decision.why_none or "no longer called for") for one in whole},
                                    ctx.now)
         store.planned([(one.sub_id, one.next_at, one.fetched, one.basis) for one in decided], ctx.now)
+    ctx.wrote(before, _PLANNING_CHANGES if whole else _NEXT_PLANNING)
 
 
 def _next_planning(ctx: TickContext, subject: dict, preview: dict | None, late: bool):
