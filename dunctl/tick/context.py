@@ -66,16 +66,18 @@ class TickContext:
         current = look is not None and look.changes == self.ledger.conn.total_changes
         if current and getattr(look, what) is not None:
             return getattr(look, what)
-        dunning = self.config.file.dunning
         if what not in _LOOK_AGAIN:
-            value = quiet.ask(self.ledger.conn, what, self.now, self.now - dunning.action_retry_after,
-                              dunning.max_action_tries)
+            value = quiet.ask(self.ledger.conn, what, self._look_params)
             if current:
                 self._waiting = look._replace(**{what: value})
             return value
-        look = self._waiting = quiet.look(self.ledger.conn, self.now, self.now - dunning.action_retry_after,
-                                          dunning.max_action_tries)
+        look = self._waiting = quiet.look(self.ledger.conn, self._look_params)
         return getattr(look, what)
+
+    @functools.cached_property
+    def _look_params(self) -> dict:
+        dunning = self.config.file.dunning
+        return quiet.params(self.now, self.now - dunning.action_retry_after, dunning.max_action_tries)
 
     def wrote(self, changes: int, parts: frozenset[str]) -> None:
         """A write that began at `changes` (the connection's total_changes) and can change only these parts of what
