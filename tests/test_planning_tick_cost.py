@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 
 from dunctl.clock import from_iso
+from dunctl.ledger import Ledger
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
 from tests.helpers import T0, traced
 from tests.test_notices import DAY, World
@@ -50,3 +51,17 @@ def test_a_usage_look_that_crosses_an_alert_still_sends_it_in_the_same_tick(worl
     result = world.tick(_next_look(world, sub), sync=False)
     assert world.notices("usage_alert") == {"usage_alert@50%": "done"}
     assert [a.status for a in result.actions] == ["done"]
+
+
+def test_the_subscriptions_due_for_planning_come_first_due_first_then_by_id(tmp_path):
+    ledger = Ledger.open(tmp_path / "dunctl.db")
+    due = {"sub_a": "2026-11-02T10:00:00Z", "sub_b": "2026-11-02T09:00:00Z", "sub_c": "2026-11-02T10:00:00Z",
+           "sub_d": "2026-11-02T08:00:00Z", "sub_e": "2026-11-02T12:00:00Z"}
+    with ledger.transaction():
+        ledger.conn.executemany("INSERT INTO subscriptions(id, customer_id, status, notices_due_at) "
+                                "VALUES (?, 'cus_1', 'active', ?)", list(due.items()))
+    # the query reads them in another order (by id): the store orders them, a tick plans them in this order
+    assert list(ledger.notices.due_subjects(from_iso("2026-11-02T11:00:00Z"), 3)) == ["sub_d", "sub_b", "sub_a"]
+    assert list(ledger.notices.due_subjects(from_iso("2026-11-02T11:00:00Z"), 10)) == ["sub_d", "sub_b", "sub_a",
+                                                                                        "sub_c"]
+    ledger.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 from dunctl.clock import iso
@@ -84,12 +85,17 @@ class NoticeStore(Store):
         """subject() of the first `limit` subscriptions whose notices are due to be planned
         (Ledger.subscriptions_to_plan's, in its order), by id, in one query: a tick that plans a few subscriptions
         reads them as it finds them."""
-        return self._subjects(self.conn.execute(_DUE_SUBJECTS, [iso(now), limit]))
+        return self._subjects(self.conn.execute(_DUE_SUBJECTS, [iso(now), limit]), ("notices_due_at", "id"))
 
-    def _subjects(self, cursor) -> dict[str, dict]:
+    def _subjects(self, cursor, order_by: tuple[str, ...] = ()) -> dict[str, dict]:
+        """The subjects of a _SUBJECTS query's rows, in the order of their subscription's `order_by` columns, if
+        any: sorted here, a few rows of a tick, rather than by the query, whose sort copied every whole row (its
+        usage preview, its customer, its card) into a temporary b-tree."""
         found = {}
         names = [column[0] for column in cursor.description]
         customer_at, method_at = names.index(_CUSTOMER), names.index(_METHOD)
+        if order_by:
+            cursor = sorted(cursor, key=itemgetter(*map(names[:customer_at].index, order_by)))
         # each part's column names, sliced once per query, not once per row
         sub_names, customer_names = names[:customer_at], names[customer_at + 1:method_at]
         method_names, last = names[method_at + 1:-1], len(names) - 1
@@ -226,11 +232,10 @@ _SUBJECTS = f"""SELECT s.*, NULL AS "{_CUSTOMER}", c.*, NULL AS "{_METHOD}", p.*
 """
 _BY_IDS = "WHERE s.id IN (SELECT value FROM json_each(?))"
 # The first due ones are picked (and ordered) by their ids alone through the index, then joined: ordered after the
-# join, a backlog's every subject would be read to sort them.
+# join, a backlog's every subject would be read to sort them. (Their order: NoticeStore.due_subjects sorts them.)
 _DUE_SUBJECTS = _SUBJECTS.replace(
     "FROM subscriptions s", """FROM (SELECT id FROM subscriptions INDEXED BY subscriptions_notices_due WHERE notices_due_at <= ?
-                ORDER BY notices_due_at, id LIMIT ?) due JOIN subscriptions s ON s.id = due.id""", 1) \
-    + "ORDER BY s.notices_due_at, s.id"
+                ORDER BY notices_due_at, id LIMIT ?) due JOIN subscriptions s ON s.id = due.id""", 1)
 
 
 def _joined(names: list[str], values: tuple) -> dict | None:
