@@ -322,6 +322,13 @@ def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -
     checked = from_iso(sub.get("usage_checked_at")) or now
     amount, elapsed = projected_charge(preview, checked, rule.min_elapsed) if rule.pace else (running, None)
     percent = amount * 100 / expected
+    # Every threshold crossed is planned each time (the ledger keeps the first of each key), so one already sent or
+    # waiting is never cancelled; of those crossed, only the highest is sent.
+    crossed = [t for t in config.usage.thresholds if percent >= t]
+    large = config.usage.large_charge
+    large_charge = large.enabled and amount >= large.factor * expected
+    if not crossed and not large_charge:
+        return []       # most looks: nothing to build the notices' data for
     period = preview.get("period_end") or sub["current_period_end"]
     data = {"usage": {"amount": running, "projected": amount, "pace": rule.pace,
                       "elapsed": None if elapsed is None else round(elapsed, 4), "currency": currency,
@@ -330,9 +337,6 @@ def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -
                       "lines": preview.get("lines") or []},
             "to": config.usage.to}
     plans = []
-    # Every threshold crossed is planned each time (the ledger keeps the first of each key), so one already sent or
-    # waiting is never cancelled; of those crossed, only the highest is sent.
-    crossed = [t for t in config.usage.thresholds if percent >= t]
     if crossed:
         top = max(crossed)
         for threshold in crossed:
@@ -343,8 +347,7 @@ def _usage(subject: dict, config: NoticesConfig, preview: dict, now: datetime) -
             else:
                 plans.append(NoticePlan(USAGE_ALERT, sub["id"], period, offset, now, threshold_data, SKIPPED,
                                         f"usage jumped to {round(percent)}%: only the {top}% alert is sent"))
-    large = config.usage.large_charge
-    if large.enabled and amount >= large.factor * expected:
+    if large_charge:
         plans.append(NoticePlan(LARGE_CHARGE, sub["id"], period, f"x{large.factor:g}", now,
                                 {**data, "usage": {**data["usage"], "factor": large.factor}}))
     return plans

@@ -107,8 +107,13 @@ def _basis(decision) -> str:
     added each of these notices (they exist, whatever has become of them since), superseded the usage alerts below
     the same highest one, and cancelled the pending ones it did not call for; and only a planning adds pending
     notices (or the switch to live, which forgets every basis first)."""
+    if not decision.plans:
+        return _NO_NOTICES     # most plannings (a usage look that crossed nothing, a card not expiring)
     keys = sorted(f"{p.kind}\x1f{p.object_id}\x1f{p.period}\x1f{p.offset}" for p in decision.plans)
     return hashlib.sha1("\x1e".join(keys).encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+_NO_NOTICES = hashlib.sha1(b"", usedforsecurity=False).hexdigest()[:16]
 
 
 def _record(ctx: TickContext, decided: list[_Decided]) -> None:
