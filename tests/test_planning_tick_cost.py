@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import random
+from datetime import datetime, timedelta
 
 import pytest
 
 from dunctl.clock import from_iso
 from dunctl.ledger import Ledger
+from dunctl.notices import planner
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
 from tests.helpers import T0, traced
 from tests.test_notices import DAY, World
@@ -65,3 +67,31 @@ def test_the_subscriptions_due_for_planning_come_first_due_first_then_by_id(tmp_
     assert list(ledger.notices.due_subjects(from_iso("2026-11-02T11:00:00Z"), 10)) == ["sub_d", "sub_b", "sub_a",
                                                                                         "sub_c"]
     ledger.close()
+
+
+def _bisected(percent_at, target: float, horizon: float) -> float:
+    """The bisection next_usage_check ran on every look before (planner._next_check's loop, as it was)."""
+    low, high = 0.0, horizon
+    while high - low > 60:
+        middle = (low + high) / 2
+        low, high = (low, middle) if percent_at(middle) >= target else (middle, high)
+    return high
+
+
+def test_the_next_usage_look_of_a_straight_line_is_the_point_the_bisection_found():
+    rng = random.Random(25)
+    for _ in range(400):
+        expected, fee = rng.randint(1000, 50000), rng.randint(0, 5000)
+        metered, elapsed, length = rng.randint(0, 60000), rng.randint(0, 40) * 21600 + rng.randint(0, 59), 2592000
+        surge = rng.choice([1.5, 2, 3])
+        percent_at, speed = planner._usage_curve(metered, fee, expected, T0, T0 + timedelta(seconds=length),
+                                                 T0 + timedelta(seconds=min(elapsed, length - 1)), surge, False, 25)
+        horizon = float(rng.randint(3600, length))
+        target = rng.choice([50, 75, 100, 150, 300])
+        if not percent_at(0.0) < target <= percent_at(horizon):
+            continue
+        near = (target * expected / 100 - fee - metered) / speed
+        assert planner._first_point(percent_at, target, horizon, near) == _bisected(percent_at, target, horizon)
+        # however far off the line's own answer, the grid's point is the same
+        assert planner._first_point(percent_at, target, horizon, near * rng.choice([0.5, 2])) == \
+            _bisected(percent_at, target, horizon)

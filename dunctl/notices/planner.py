@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -179,7 +180,8 @@ def _next_check(checked: datetime, start: datetime, end: datetime, expected: int
     pace, min_elapsed, surge)). Worked out once per distinct look: a subscription's next planning asks again what
     its last one did (the same preview, fetched at the same moment), and the bisection was a sixth of planning."""
     check_every, alerts, pace, min_elapsed, surge = rule
-    percent_at = _usage_curve(metered, amount_due - metered, expected, start, end, checked, surge, pace, min_elapsed)
+    percent_at, speed = _usage_curve(metered, amount_due - metered, expected, start, end, checked, surge, pace,
+                                     min_elapsed)
     now = percent_at(0.0)
     target = min((t for t in alerts if t > now), default=None)
     if target is None:
@@ -189,6 +191,9 @@ def _next_check(checked: datetime, start: datetime, end: datetime, expected: int
     horizon = min(end - checked, max(checked - start, check_every)).total_seconds()
     if percent_at(horizon) < target:
         return checked + max(check_every, timedelta(seconds=horizon))
+    if not pace:       # a straight line: where it reaches the target is known, and the bisection's answer next to it
+        high = _first_point(percent_at, target, horizon, (target * expected / 100 - amount_due) / speed)
+        return checked + max(check_every, timedelta(seconds=high))
     low, high = 0.0, horizon                               # reached `high` seconds after the preview, not `low`
     while high - low > 60:
         middle = (low + high) / 2
@@ -196,11 +201,28 @@ def _next_check(checked: datetime, start: datetime, end: datetime, expected: int
     return checked + max(check_every, timedelta(seconds=high))
 
 
+def _first_point(percent_at, target: float, horizon: float, near: float) -> float:
+    """What the bisection of [0, horizon] above finds, when `percent_at` reaches `target` at about `near` seconds:
+    the first point where it has of the grid that halving the interval down to steps of at most 60 s makes (it
+    only grows, is below target at 0 and not at `horizon`). Found next to `near` with a look or two at it, not with
+    a look per halving (15 for a month): the bisection of a straight line was two thirds of a look's planning."""
+    step, points = horizon, 1
+    while step > 60:
+        step, points = step / 2, points * 2
+    at = min(max(math.ceil(near / step), 1), points)
+    while at < points and percent_at(at * step) < target:
+        at += 1
+    while at > 1 and percent_at((at - 1) * step) >= target:
+        at -= 1
+    return at * step
+
+
 def _usage_curve(metered: int, fee: int, expected: int, start: datetime, end: datetime, checked: datetime,
                  surge: float, pace: bool, min_elapsed: int):
-    """later (seconds after `checked`) -> the alert percentage then, with metered usage going on at `surge` times
-    its pace so far (at least a usual period's amount per period: usage that has not started may start). It only
-    grows with `later`, so the first moment it reaches a threshold can be bisected."""
+    """(later (seconds after `checked`) -> the alert percentage then, with metered usage going on at `surge` times
+    its pace so far (at least a usual period's amount per period: usage that has not started may start); that
+    speed, in amount a second). It only grows with `later`, so the first moment it reaches a threshold can be
+    bisected; without `pace`, a straight line."""
     length, elapsed = (end - start).total_seconds(), max(0.0, (checked - start).total_seconds())
     speed = surge * max(metered / elapsed if elapsed else 0.0, expected / length)
 
@@ -210,7 +232,7 @@ def _usage_curve(metered: int, fee: int, expected: int, start: datetime, end: da
             usage /= share                             # projected to the period's end, as _usage does
         return (fee + usage) * 100 / expected
 
-    return percent_at
+    return percent_at, speed
 
 
 def _catch_up(plans: list[NoticePlan], now: datetime) -> list[NoticePlan]:
