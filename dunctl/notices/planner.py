@@ -53,6 +53,7 @@ def notice_key(kind: str, object_id: str, period: str, offset: str) -> str:
     return f"dunctl-notice-{kind}-{object_id}-{period}-{offset}"
 
 
+@functools.lru_cache(maxsize=1024)
 def card_expires_at(exp_month: int, exp_year: int) -> datetime:
     """A card works through the last day of its expiry month."""
     if exp_month == 12:
@@ -136,6 +137,25 @@ def next_usage_check(subject: dict, config: NoticesConfig, preview: dict) -> dat
     can be reached (no expected amount). Usage far from an alert is looked at rarely, usage close to one every
     `check_every`: each look halves the time left (with surge 2), so a steady pace is caught within
     `check_every` of crossing, at a few previews per alert instead of one per `check_every`."""
+    checked, paid = subject["subscription"].get("usage_checked_at"), subject.get("paid_amounts")
+    known = _LOOKS.get(id(preview))
+    if known is not None and known[0] is preview and known[1] is config and known[2] == checked and known[3] == paid:
+        return known[4]
+    value = _next_usage_check(subject, config, preview)
+    if len(_LOOKS) >= 4096:
+        _LOOKS.clear()
+    _LOOKS[id(preview)] = (preview, config, checked, paid, value)
+    return value
+
+
+# The last next_usage_check of each preview, by the id of its dict (kept, to tell it from a later one that reuses the
+# id), with what else it was worked out from: a planning works out the next look with the preview it fetched, and
+# the subscription's next planning asks again, with the same dict (NoticeStore.preview hands back the one stored),
+# before it fetches another (2,094 of the demo's 4,336 asks). A preview is never changed once fetched.
+_LOOKS: dict[int, tuple] = {}
+
+
+def _next_usage_check(subject: dict, config: NoticesConfig, preview: dict) -> datetime | None:
     rule = config.usage
     checked = from_iso(subject["subscription"].get("usage_checked_at"))
     start, end = from_iso(preview.get("period_start")), from_iso(preview.get("period_end"))
