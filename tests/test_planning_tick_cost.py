@@ -95,3 +95,12 @@ def test_the_next_usage_look_of_a_straight_line_is_the_point_the_bisection_found
         # however far off the line's own answer, the grid's point is the same
         assert planner._first_point(percent_at, target, horizon, near * rng.choice([0.5, 2])) == \
             _bisected(percent_at, target, horizon)
+
+
+def test_reading_the_subscriptions_due_for_planning_sorts_nothing(tmp_path):
+    ledger = Ledger.open(tmp_path / "dunctl.db")
+    now = from_iso("2026-11-02T11:00:00Z")
+    statements = [s for s in traced(ledger, lambda: ledger.notices.due_subjects(now, 101)) if s.startswith("SELECT")]
+    plans = [row[3] for s in statements for row in ledger.conn.execute("EXPLAIN QUERY PLAN " + s)]
+    assert plans and not [step for step in plans if "TEMP B-TREE" in step]   # was two sorts: by id, then each row
+    ledger.close()
