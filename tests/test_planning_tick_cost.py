@@ -4,31 +4,16 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
-
-import pytest
+from datetime import timedelta
 
 from dunctl.clock import from_iso
+from dunctl.config import load_config
 from dunctl.ledger import Ledger
 from dunctl.notices import planner
 from tests.fakestripe import fake_stripe  # noqa: F401  (fixture)
-from tests.helpers import T0, traced
-from tests.test_notices import DAY, World
-
-SETTINGS = {"notices.usage.expected": {"usd": 10000}, "notices.usage.thresholds": [50, 100],
-            "notices.usage.pace": False}
-
-
-@pytest.fixture
-def world(tmp_path, fake_stripe, smtp_server):
-    w = World(tmp_path, fake_stripe, smtp_server, **SETTINGS)
-    yield w
-    w.ledger.close()
-
-
-def _next_look(w: World, sub: str) -> datetime:
-    return from_iso(w.ledger.conn.execute("SELECT notices_due_at FROM subscriptions WHERE id = ?",
-                                          [sub]).fetchone()[0])
+from tests.helpers import T0, starter, traced
+from tests.test_notices import DAY
+from tests.test_notices_usage_look import _next_look, world  # noqa: F401  (fixture: usage alerts at 50 and 100%)
 
 
 def test_a_usage_look_that_plans_nothing_new_asks_nothing_again_after_writing_its_preview(world, fake_stripe):
@@ -104,3 +89,20 @@ def test_reading_the_subscriptions_due_for_planning_sorts_nothing(tmp_path):
     plans = [row[3] for s in statements for row in ledger.conn.execute("EXPLAIN QUERY PLAN " + s)]
     assert plans and not [step for step in plans if "TEMP B-TREE" in step]   # was two sorts: by id, then each row
     ledger.close()
+
+
+def test_the_next_usage_look_kept_for_a_preview_is_not_given_for_another_moment_or_history(tmp_path):
+    config = load_config(starter(tmp_path, ledger=False)).file.notices
+    preview = {"currency": "usd", "amount_due": 3000, "period_start": "2026-11-01T00:00:00Z",
+               "period_end": "2026-12-01T00:00:00Z", "lines": [{"amount": 1000, "metered": True}]}
+
+    def subject(checked: str, paid: list[int]) -> dict:
+        return {"subscription": {"usage_checked_at": checked}, "paid_amounts": paid}
+
+    first = planner.next_usage_check(subject("2026-11-05T00:00:00Z", [10000] * 3), config, preview)
+    assert planner.next_usage_check(subject("2026-11-05T00:00:00Z", [10000] * 3), config, preview) == first
+    later = planner.next_usage_check(subject("2026-11-10T00:00:00Z", [10000] * 3), config, preview)
+    smaller = planner.next_usage_check(subject("2026-11-05T00:00:00Z", [4000] * 3), config, preview)
+    assert later > first and smaller < first
+    assert later == planner._next_usage_check(subject("2026-11-10T00:00:00Z", [10000] * 3), config, preview)
+    assert smaller == planner._next_usage_check(subject("2026-11-05T00:00:00Z", [4000] * 3), config, preview)
