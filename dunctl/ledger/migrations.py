@@ -700,6 +700,19 @@ def m114_notices3_plan_basis(db: Database) -> None:
     _add_columns(db, "subscriptions", "notices_basis TEXT")
 
 
+@migrations()
+def m115_plan6_notices_due_in_order(db: Database) -> None:
+    """`subscriptions_notices_due` holds the subscriptions due for planning in the order a tick plans them (when
+    due, then id): reading the first ones sorts nothing (a temporary b-tree, 45k of the 300k instructions of reading
+    a tick's three subjects). Left as it is when it already is so (a migration run again)."""
+    index = ("CREATE INDEX subscriptions_notices_due ON subscriptions(notices_due_at, id) "
+             "WHERE notices_due_at IS NOT NULL")
+    found = db.execute("SELECT sql FROM sqlite_master WHERE name = 'subscriptions_notices_due'").fetchone()
+    if found is None or found[0] != index:
+        db.execute("DROP INDEX IF EXISTS subscriptions_notices_due")
+        db.execute(index)
+
+
 def _check_schema_names() -> None:
     """`Ledger.open` decides whether to migrate from dunctl.ledger.SCHEMA without loading this module: a
     migration added here and not there would never run."""
