@@ -186,6 +186,7 @@ def print_instructions(args) -> None:
         print("valgrind is not installed: no instruction count (apt-get install valgrind)")
         return
     counted = {}
+    SCRATCH.mkdir(exist_ok=True)     # a fresh checkout has none: its scratch directories are made in it
     for name, tree in (("this tree", None), (f"{args.against}", args.against)):
         if name != "this tree" and tree is None:
             continue
