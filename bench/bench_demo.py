@@ -61,19 +61,38 @@ def demo_env(cache: Path) -> dict:
     return env
 
 
-def demo_cpu(customers: int, days: int, seed: int, cache: Path = SCRATCH / "cache",
+def demo_cpu(customers: int, days: int, seed: int, where: Path, cache: Path = SCRATCH / "cache",
              follow_up: int = DEFAULT_FOLLOW_UP_DAYS) -> tuple[float, dict]:
-    """(user + sys CPU of one `dunctl demo` process, its outcome)."""
-    SCRATCH.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run([str(DUNCTL), "demo", str(Path(scratch) / "demo"), "--customers", str(customers),
-                               "--days", str(days), "--follow-up", str(follow_up), "--seed", str(seed),
-                               "--json"],
-                              capture_output=True, text=True, check=True, env=demo_env(cache))
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """(user + sys CPU of one `dunctl demo` process writing its directory at `where`, its outcome). The directory
+    is left for the caller to delete once every run is measured: see `runs_dir`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([str(DUNCTL), "demo", str(where), "--customers", str(customers),
+                           "--days", str(days), "--follow-up", str(follow_up), "--seed", str(seed), "--json"],
+                          capture_output=True, text=True, check=True, env=demo_env(cache))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, json.loads(done.stdout)["outcome"]
+
+
+def runs_dir() -> tempfile.TemporaryDirectory:
+    """Where every run of this script writes its demo directory, deleted once, after the last run. Deleting a demo
+    (about 800 files) between runs would bill the next one for it: this machine's ext4 has no journal, and there
+    allocating an inode skips every inode freed in the last one to six minutes (the kernel's recently_deleted()),
+    which took creating a file from 0.06 to 0.45-0.7 ms of system time (measured 2026-12-07), about 0.4 s a demo."""
+    SCRATCH.mkdir(exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=SCRATCH)
+
+
+def files_alone(directory: Path, count: int) -> float:
+    """System CPU of creating `count` empty files in a new `directory`, in ms a file: what this file system
+    charges right now for the files a demo writes (its outbox, its templates), whoever writes them."""
+    directory.mkdir()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(count):
+        os.close(os.open(f"{i}.eml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=folder))
+    os.close(folder)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_stime - before) * 1000 / count
 
 
 def one_run(customers: int, days: int, seed: int) -> tuple[float, object]:
@@ -132,27 +151,32 @@ def main() -> None:
 
     # The first demo on a machine compiles the templates it renders; later ones load them (both are printed). A
     # one-day demo first caches dunctl's bytecode, so that the first run's figure is the templates' alone.
-    SCRATCH.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=SCRATCH) as empty, tempfile.TemporaryDirectory(dir=SCRATCH) as other:
-        demo_cpu(1, 1, args.seed, cache=Path(other), follow_up=0)
-        cold, _ = demo_cpu(args.customers, args.days, args.seed, cache=Path(empty), follow_up=args.follow_up)
-    outcome, cpus = None, []
-    for _ in range(args.runs):
-        cpu, outcome = demo_cpu(args.customers, args.days, args.seed, follow_up=args.follow_up)
-        cpus.append(cpu)
-    print(f"dunctl demo: {args.customers} customers x {args.days} days = {outcome['ticks']} ticks, "
-          f"{outcome['invoices_billed']} invoices, {outcome['failed_invoices']} cases, {outcome['actions']} actions, "
-          f"{outcome['notices_sent']} notices, {outcome['recovered']} recovered (seed {args.seed})")
-    median = statistics.median(cpus)
-    print(f"  CPU {median:.2f} s (median of {args.runs}: {', '.join(f'{c:.2f}' for c in cpus)}), "
-          f"goal <= {DEFAULT_GOAL:g} s at 500 customers, the default days: {'met' if median <= DEFAULT_GOAL else 'MISSED'}"
-          f"; a first run, compiling its templates: {cold:.2f} s")
-    if args.big:
-        cpu, outcome = demo_cpu(args.big, args.days, args.seed, follow_up=args.follow_up)
-        print(f"dunctl demo --customers {args.big}: {outcome['failed_invoices']} cases, "
-              f"{outcome['notices_sent']} notices; CPU {cpu:.2f} s, goal <= {BIG_GOAL:g} s at 3,000: "
-              f"{'met' if cpu <= BIG_GOAL else 'MISSED'} ({cpu / median:.1f}x the default size for "
-              f"{args.big / args.customers:g}x the customers)")
+    with runs_dir() as scratch:
+        root = Path(scratch)
+        demo_cpu(1, 1, args.seed, root / "warm", cache=root / "other", follow_up=0)
+        cold, _ = demo_cpu(args.customers, args.days, args.seed, root / "cold", cache=root / "empty",
+                           follow_up=args.follow_up)
+        outcome, cpus = None, []
+        for n in range(args.runs):
+            cpu, outcome = demo_cpu(args.customers, args.days, args.seed, root / f"run-{n}", follow_up=args.follow_up)
+            cpus.append(cpu)
+        written = sum(1 for path in (root / "run-0").rglob("*") if path.is_file())
+        per_file = files_alone(root / "files", written)
+        print(f"dunctl demo: {args.customers} customers x {args.days} days = {outcome['ticks']} ticks, "
+              f"{outcome['invoices_billed']} invoices, {outcome['failed_invoices']} cases, {outcome['actions']} "
+              f"actions, {outcome['notices_sent']} notices, {outcome['recovered']} recovered (seed {args.seed})")
+        median = statistics.median(cpus)
+        print(f"  CPU {median:.2f} s (median of {args.runs}: {', '.join(f'{c:.2f}' for c in cpus)}), "
+              f"goal <= {DEFAULT_GOAL:g} s at 500 customers, the default days: "
+              f"{'met' if median <= DEFAULT_GOAL else 'MISSED'}; a first run, compiling its templates: {cold:.2f} s")
+        print(f"  the demo writes {written} files; creating as many empty files here costs "
+              f"{per_file:.2f} ms of system CPU each right now ({per_file * written / 1000:.2f} s in all)")
+        if args.big:
+            cpu, outcome = demo_cpu(args.big, args.days, args.seed, root / "big", follow_up=args.follow_up)
+            print(f"dunctl demo --customers {args.big}: {outcome['failed_invoices']} cases, "
+                  f"{outcome['notices_sent']} notices; CPU {cpu:.2f} s, goal <= {BIG_GOAL:g} s at 3,000: "
+                  f"{'met' if cpu <= BIG_GOAL else 'MISSED'} ({cpu / median:.1f}x the default size for "
+                  f"{args.big / args.customers:g}x the customers)")
     print(f"on {machine()}, load average {os.getloadavg()[0]:.1f}")
 
 def print_instructions(args) -> None:
@@ -162,6 +186,7 @@ def print_instructions(args) -> None:
         print("valgrind is not installed: no instruction count (apt-get install valgrind)")
         return
     counted = {}
+    SCRATCH.mkdir(exist_ok=True)     # a fresh checkout has none: its scratch directories are made in it
     for name, tree in (("this tree", None), (f"{args.against}", args.against)):
         if name != "this tree" and tree is None:
             continue

@@ -51,6 +51,7 @@ LAZY: dict[str, str] = {
     "dunctl.channels.webhook": "a channel's transport, built when the channel first sends",
     "dunctl.notices.effects": "a pre-dunning notice's effect: once one is due",
     "dunctl.notices.planner": "planning pre-dunning notices: once one may be due, or on a switch to live",
+    "dunctl.notices.planning": "planning pre-dunning notices in a tick: once a subscription is due for it",
     "dunctl.notices.sync": "the billing backfill for notices: only a tick that syncs",
     "dunctl.receivables.holds": "a hold's end (importing it registers how reconciling applies one): only when one "
                                 "ends, and for `case promise` and `case dispute`",

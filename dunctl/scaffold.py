@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 from dunctl.config import load_config
@@ -33,12 +33,24 @@ def write_starter(target: Path, *, email_transport: str = "file") -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
     written = []
     for src, dest in plan:
-        shutil.copyfile(src, dest)
+        _write_new(dest, src.read_bytes())
         written.append(dest)
     if email_transport != "file":
         config = target / "dunctl.yaml"
         config.write_text(config.read_text().replace("transport: file ", f"transport: {email_transport} ", 1))
     return written
+
+
+def _write_new(dest: Path, data: bytes) -> None:
+    """`data` as the new file `dest`, never over an existing one: O_EXCL refuses even a file made since the check
+    above. Cheaper than shutil.copyfile too (no same-file stats, no sendfile loop): ~280 files per init or demo."""
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise UsageError(f"{dest} already exists; dunctl init never overwrites",
+                         "choose an empty directory: dunctl init DIR") from None
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
 
 
 def create_ledger(config_path: Path) -> Path:

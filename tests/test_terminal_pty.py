@@ -107,3 +107,17 @@ def test_report_never_splits_an_amount(config, columns):
     metrics = [row[0] for row in headline_rows(headline)]
     assert "Recovered of failed amount (CHF)" in metrics and "Involuntary churn" in metrics
     check(text, columns, metrics)
+
+
+def test_the_demo_shows_its_progress_on_a_terminal_and_only_there(config, tmp_path):
+    # Off a terminal the bar is not even built (Rich's progress module stays unloaded: issue #25); on one it must
+    # still be drawn while the ticks run, then give way to the summary.
+    text = on_a_terminal(config, 80, "demo", str(tmp_path / "demo"), "--customers", "20", "--days", "2",
+                         "--follow-up", "0")
+    assert re.search(r"day 2026-11-0\d \d\d:\d\d", text), text
+    assert "Simulated 20 customers for 2 days" in text
+    piped = subprocess.run([sys.executable, "-m", "dunctl", "demo", str(tmp_path / "piped"), "--customers", "20",
+                            "--days", "2", "--follow-up", "0"], capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert "day 2026-11-0" not in piped.stdout + piped.stderr
+    assert "Simulated 20 customers for 2 days" in piped.stdout

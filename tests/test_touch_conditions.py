@@ -1,5 +1,5 @@
 """The conditions SQLite evaluates for every row written to actions (the partial index actions_attention's, the
-report triggers' WHEN) have no IN list (m115): SQLite builds a temporary b-tree for `x IN (<more than two
+report triggers' WHEN) have no IN list (m116): SQLite builds a temporary b-tree for `x IN (<more than two
 constants>)` every time such a condition runs, three times for each email a tick sends. The spelled-out
 conditions must say what the IN lists said, for every row (tests/test_report_rollups.py checks the rollups the
 triggers keep on random ledgers), and the queries that read the index must still read it."""

@@ -27,7 +27,8 @@ SCHEMA = ("m001_initial", "m002_report_index", "m003_tick_core", "m101_stripe_si
           "m106_i20_endings_follow_ups", "m107_i25_perf_invoices_by_subscription",
           "m108_i20_interrupts_started", "m109_i21_cards",
           "m110_i2x_msgs_b_sms_optouts", "m111_recv_net_terms", "m112_recv2_case_outcome",
-          "m113_recvfix_payment_time", "m114_notices3_plan_basis", "m115_mail6_conditions_without_in_lists")
+          "m113_recvfix_payment_time", "m114_notices3_plan_basis",
+          "m115_plan6_notices_due_in_order", "m116_mail6_conditions_without_in_lists")
 MIGRATIONS_TABLE = "_sqlite_migrations"
 Migrate = Callable[[sqlite3.Connection], None]
 

@@ -20,7 +20,8 @@ from dunctl.ledger.sql import ENDED_STATES
 
 
 class Waiting(NamedTuple):
-    """One look at what waits (each a bool but `unknown`, a count), and the connection's total_changes then."""
+    """One look at what waits (each a bool but `unknown`, a count), and the connection's total_changes then. A part
+    is None when a write since the look may have changed it (TickContext.wrote): asked again."""
 
     claimed_actions: bool     # actions claimed by a tick that died (journal settle)
     claimed_notices: bool     # notices claimed by a tick that died
@@ -64,18 +65,20 @@ _ONE = {what: f"SELECT {sql}" for what, sql in _PARTS.items()}
 _STATES = {f"s{n}": state for n, state in enumerate(ENDED_STATES)}
 
 
-def look(conn: sqlite3.Connection, now: datetime, failed_before: datetime, max_tries: int) -> Waiting:
-    """What waits now (`failed_before`, `max_tries`: as for Ledger.due_follow_ups)."""
-    row = conn.execute(_WAITING, _params(now, failed_before, max_tries)).fetchone()
+def look(conn: sqlite3.Connection, params: dict) -> Waiting:
+    """What waits now (`params`: this module's `params`)."""
+    row = conn.execute(_WAITING, params).fetchone()
     return Waiting(*map(bool, row[:-1]), row[-1], conn.total_changes)
 
 
-def ask(conn: sqlite3.Connection, what: str, now: datetime, failed_before: datetime, max_tries: int):
+def ask(conn: sqlite3.Connection, what: str, params: dict):
     """One part of `look` (a field of Waiting) alone: a third to a tenth of the whole look's cost, for a part
     asked after a write when few parts are left to ask."""
-    value = conn.execute(_ONE[what], _params(now, failed_before, max_tries)).fetchone()[0]
+    value = conn.execute(_ONE[what], params).fetchone()[0]
     return value if what == "unknown" else bool(value)
 
 
-def _params(now: datetime, failed_before: datetime, max_tries: int) -> dict:
+def params(now: datetime, failed_before: datetime, max_tries: int) -> dict:
+    """The parameters of a look or an ask (`failed_before`, `max_tries`: as for Ledger.due_follow_ups), made once
+    for all of a tick's questions (2-3 a tick; a demo asks 5,000)."""
     return {"now": iso(now), "failed": iso(failed_before), "tries": max_tries, **_STATES}

@@ -47,7 +47,7 @@ class CustomerHistory:
         customer = {**self.customer, "metadata": json.loads(self.customer.get("metadata") or "{}")}
         notices = [{**n, "data": json.loads(n["data"] or "{}")} for n in self.notices]
         cases = [{k: v for k, v in c.items() if k != "sequence_def"} for c in self.cases]
-        # notices_basis is planning's own bookkeeping (a digest, dunctl/notices/run.py), not a fact to show
+        # notices_basis is planning's own bookkeeping (a digest, dunctl/notices/planning.py), not a fact to show
         subscriptions = [{k: v for k, v in s.items() if k != "notices_basis"} for s in self.subscriptions]
         return {"customer": customer, "subscriptions": subscriptions, "notices": notices, "cases": cases,
                 "timeline": self.timeline}

@@ -63,15 +63,31 @@ class TickContext:
         asked after a write (planning notices wrote, then: notices due? unknown?) asks its own query alone, a
         third to a tenth of the whole look. A tick that does nothing takes the look once instead of a query a part."""
         look = self._waiting
-        if look is not None and look.changes == self.ledger.conn.total_changes:
+        current = look is not None and look.changes == self.ledger.conn.total_changes
+        if current and getattr(look, what) is not None:
             return getattr(look, what)
-        dunning = self.config.file.dunning
         if what not in _LOOK_AGAIN:
-            return quiet.ask(self.ledger.conn, what, self.now, self.now - dunning.action_retry_after,
-                             dunning.max_action_tries)
-        look = self._waiting = quiet.look(self.ledger.conn, self.now, self.now - dunning.action_retry_after,
-                                          dunning.max_action_tries)
+            value = quiet.ask(self.ledger.conn, what, self._look_params)
+            if current:
+                self._waiting = look._replace(**{what: value})
+            return value
+        look = self._waiting = quiet.look(self.ledger.conn, self._look_params)
         return getattr(look, what)
+
+    @functools.cached_property
+    def _look_params(self) -> dict:
+        dunning = self.config.file.dunning
+        return quiet.params(self.now, self.now - dunning.action_retry_after, dunning.max_action_tries)
+
+    def wrote(self, changes: int, parts: frozenset[str]) -> None:
+        """A write that began at `changes` (the connection's total_changes) and can change only these parts of what
+        waits (fields of dunctl.ledger.quiet.Waiting): a look current before it still answers the others, which
+        are then not asked again (planning notices moved only subscriptions' next planning, in most ticks that
+        plan: the notices due and the actions unknown were two statements more). Parts it changed are asked again
+        (None), when the tick asks them."""
+        look = self._waiting
+        if look is not None and look.changes == changes:
+            self._waiting = look._replace(changes=self.ledger.conn.total_changes, **dict.fromkeys(parts))
 
     @functools.cached_property
     def settings(self) -> Settings:
