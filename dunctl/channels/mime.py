@@ -106,7 +106,8 @@ def build_message(message: EmailMessage, *, sender: str, reply_to: str | None, k
         text_head, text_body = _part("plain", message.text)
         html_head, html_body = _part("html", message.html)
         boundary = "===============" + key_digest(key)[:20] + "=="
-        while boundary.encode("ascii") in text_body or boundary.encode("ascii") in html_body:
+        # find, not `in`: `bytes in bytes` first tries its operand as an int, formatting a TypeError to drop it
+        while text_body.find(boundary.encode("ascii")) >= 0 or html_body.find(boundary.encode("ascii")) >= 0:
             boundary = "=_" + boundary
         lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
         dash = b"--" + boundary.encode("ascii")

@@ -39,8 +39,10 @@ _CJK = (rb"(?:\xe3[\x80-\x83\x90-\xbf][\x80-\xbf]|\xe4(?:[\x80-\xb5\xb8-\xbf][\x
         rb"|[\xe5-\xe9][\x80-\xbf][\x80-\xbf]|\xef(?:[\xbc-\xbe][\x80-\xbf]|\xbf[\x80-\xaf]))")
 _CJK_GAP = re.compile(rb"(" + _CJK + rb")[ \t\r\n]+(?=" + _CJK + rb")")
 _CJK_INLINE_GAP = re.compile(rb"(" + _CJK + rb")[ \t]+(?=" + _CJK + rb")")
-# The first byte of those characters in UTF-8 (U+3000-U+9FFF: E3-E9; U+FF00-U+FFEF: EF)
-_CJK_LEAD_BYTES = tuple(bytes([b]) for b in (0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEF))
+# The first byte of those characters in UTF-8 (U+3000-U+9FFF: E3-E9; U+FF00-U+FFEF: EF), as ints: `int in bytes`
+# is one memchr, where `b"\xe3" in bytes` first tries the operand as an int and formats a TypeError to drop it
+# (eight of them an email)
+_CJK_LEAD_BYTES = (0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEF)
 
 
 class Templates:

@@ -47,6 +47,15 @@ def _sms(config: Config, settings, environ: Mapping[str, str]):
     return TwilioTransport(settings, environ)
 
 
+@functools.cache
+def _mime():
+    """dunctl.channels.mime, with the first email a process sends, then kept: an import statement in `email` ran
+    for every message (for a loaded module, a lookup and two AttributeErrors formatted and dropped)."""
+    from dunctl.channels import mime   # lazy: see dunctl/lazy.py
+
+    return mime
+
+
 #: Channel name -> how to build its transport from `channels.<name>` in dunctl.yaml.
 TRANSPORTS: dict[str, Callable] = {"email": _email, "slack": _slack, "webhook": _webhook, "sms": _sms}
 
@@ -74,11 +83,9 @@ class ChannelSet:
         no vacation replies back, no loops) and carries one opaque reference, `X-Dunctl-Ref`, instead of any
         internal header: invoice ids, step and notice names tell a customer how dunctl works. The reference is
         derived from the action's key like the Message-ID, so the ledger finds the action from it."""
-        from dunctl.channels.mime import reference   # lazy: see dunctl/lazy.py
-
         sender = self.config.file.sender
         headers = {name: value for name, value in message.headers.items() if not name.lower().startswith("x-dunctl-")}
-        headers.update({"Auto-Submitted": "auto-generated", "X-Dunctl-Ref": reference(key)})
+        headers.update({"Auto-Submitted": "auto-generated", "X-Dunctl-Ref": _mime().reference(key)})
         # every field copied as it is but the headers; dataclasses.replace would look up each field's definition
         # on every call (4 us an email)
         message = EmailMessage(**{**vars(message), "headers": headers})

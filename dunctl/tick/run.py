@@ -25,6 +25,8 @@ from dunctl.notices.run import reopen_would_notices, run_notices
 from dunctl.receivables.tick import bring_coming_due
 from dunctl.tick.channels import ChannelSet
 from dunctl.tick.clocks import check_stripe_clock
+from dunctl.tick import loaded
+from dunctl.tick.collector import freeze_long_lived
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
 from dunctl.tick.pending import reconcile_invoices, signal_cases
 from dunctl.tick.read_only import ReadOnlyGateway
@@ -176,6 +178,8 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
                 effects += [e for e in _plan_one(ctx, loaded.get(case_id), sequences, result, planned, plans)
                             if not _held_in_this_tick(ctx, e, admitted)]
         applied = execute(ctx, effects, result)
+        if n == 0:
+            freeze_long_lived()   # what the process keeps is loaded now: dunctl/tick/collector.py
         _notify(ctx, applied.notify, result)
         # customers something ran or was recorded for in this batch (a batch holds all of a customer's cases)
         acting = {planned[case_id].case.customer_id for case_id, asked in plans.items()
@@ -209,20 +213,18 @@ def _went_as_planned(ctx: TickContext, case_id: int, planned: dict[int, CaseBund
     the case is planned from was written, and its whole plan is what planning again gives (most such cases wait
     for the end of quiet hours). Otherwise None: the case is read and planned again.
     `tests/test_schedule_refresh.py` checks these paths against a full reload."""
-    from dunctl.planner import Plan   # lazy: see dunctl/lazy.py
-    from dunctl.tick.schedule import next_due   # lazy: see dunctl/lazy.py
-
+    planner, schedule = loaded.planning()
     asked = plans.get(case_id)
     if asked is None or case_id in applied.touched or any(note.case_id == case_id for note in applied.notify):
         return None
     if planned[case_id].case.customer_id not in acting:     # so neither was the case itself
-        return next_due(planned[case_id], asked.plan, ctx.settings, ctx.dunctl_retries, ctx.now)
+        return schedule.next_due(planned[case_id], asked.plan, ctx.settings, ctx.dunctl_retries, ctx.now)
     outcomes = applied.as_planned.get(case_id, [])
     if asked.own or asked.plan.waiting or len(outcomes) != asked.effects or not all(outcomes):
         return None
     # the steps that were due are all finished: what comes next is what the plan timed
-    ahead = Plan(next_step=asked.plan.next_step, next_due_at=asked.plan.next_due_at)
-    return next_due(planned[case_id], ahead, ctx.settings, ctx.dunctl_retries, ctx.now)
+    ahead = planner.Plan(next_step=asked.plan.next_step, next_due_at=asked.plan.next_due_at)
+    return schedule.next_due(planned[case_id], ahead, ctx.settings, ctx.dunctl_retries, ctx.now)
 
 
 def _held_in_this_tick(ctx: TickContext, effect: CaseEffect, admitted: dict[str, list[tuple]]) -> bool:
@@ -261,22 +263,20 @@ def _chunks(due: list[tuple[int, str]]) -> list[list[int]]:
 
 def _plan_one(ctx: TickContext, bundle: CaseBundle | None, sequences, result: TickResult,
               planned: dict[int, CaseBundle], plans: dict[int, _Planned]) -> list[CaseEffect]:
-    from dunctl.planner import MISSED, SKIP   # lazy: see dunctl/lazy.py
-    from dunctl.tick.schedule import plan_case, system_effects   # lazy: see dunctl/lazy.py
-
+    planner, schedule = loaded.planning()
     if bundle is None or not bundle.case.is_open:
         return []
     case_id = bundle.case.id
     planned[case_id] = bundle
     sequence = sequences(bundle)
-    effects = system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)
-    decided = plan_case(bundle, sequence, ctx.settings, ctx.dunctl_retries, ctx.now)
+    effects = schedule.system_effects(bundle, ctx.settings, ctx.dunctl_retries, ctx.now, sequence.max_attempts)
+    decided = schedule.plan_case(bundle, sequence, ctx.settings, ctx.dunctl_retries, ctx.now)
     plans[case_id] = _Planned(decided, len(effects) + len(decided.runs), own=bool(effects))   # so far: system effects
     records = bundle.steps()
     for decision in decided.decisions:
         step = decision.step
-        if decision.verdict in (SKIP, MISSED):
-            status = "skipped" if decision.verdict == SKIP else "missed"
+        if decision.verdict in (planner.SKIP, planner.MISSED):
+            status = "skipped" if decision.verdict == planner.SKIP else "missed"
             if ctx.ledger.record_decision(case_id, STEP, step.id, step.action, status, decision.due_at, ctx.now,
                                           idempotency_key(bundle.case.invoice_id, step.id), decision.reason,
                                           ctx.tick_id, step.audience):
@@ -295,15 +295,11 @@ def prepare_case(ctx: TickContext, effects: list[CaseEffect]):
     """A case's effect (or several delivered as one message) ready to deliver, by the action registry. It loads
     with the first effect a tick prepares, never on an idle tick (it brings the channels, the reconciler and
     sqlite-utils: about 0.2 s)."""
-    from dunctl.tick.actions import prepare   # lazy: see dunctl/lazy.py
-
-    return prepare(ctx, effects)
+    return loaded.actions().prepare(ctx, effects)
 
 
 def _channel(ctx: TickContext, step) -> str | None:
-    from dunctl.planner import channel_of   # lazy: see dunctl/lazy.py
-
-    return channel_of(step, ctx.config.file.escalation.channel)
+    return loaded.planning()[0].channel_of(step, ctx.config.file.escalation.channel)
 
 
 def _on_mode_change(ctx: TickContext) -> None:

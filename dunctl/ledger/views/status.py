@@ -107,9 +107,11 @@ def revenue_at_risk(conn: sqlite3.Connection, which: CaseFilter = CaseFilter()) 
 
 
 def attention_counts(conn: sqlite3.Connection) -> tuple[int, int]:
-    """(actions with an unknown outcome, failed actions awaiting a retry), from the partial index on status."""
+    """(actions with an unknown outcome, failed actions awaiting a retry), from the partial index on status: its
+    condition as migration m116 writes it, and as a ledger not migrated yet has it (a read-only preview)."""
     row = conn.execute("SELECT coalesce(sum(status = 'unknown'), 0), coalesce(sum(status = 'failed'), 0) "
-                       "FROM actions WHERE status IN ('failed', 'claimed', 'unknown')").fetchone()
+                       "FROM actions WHERE (status = 'failed' OR status = 'claimed' OR status = 'unknown') "
+                       "AND status IN ('failed', 'claimed', 'unknown')").fetchone()
     return row[0], row[1]
 
 
