@@ -37,6 +37,7 @@ import jinja2  # noqa: E402
 from babel.numbers import format_currency  # noqa: E402
 
 from dunctl.config import load_config  # noqa: E402
+from dunctl import collector  # noqa: E402
 from dunctl.tick import build_channels, run_tick  # noqa: E402
 from tests.helpers import T0  # noqa: E402
 
@@ -168,6 +169,7 @@ def main() -> None:
     if args.instructions:
         print_instructions(args.instructions, args.against)
         return
+    collector.configure()     # the ticks below run with the collector as `dunctl tick` runs them (the CLI's first step)
     with scratch() as tmp:
         small = idle(Path(tmp) / "small", args.small)
         large = idle(Path(tmp) / "large", args.large)

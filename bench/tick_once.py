@@ -18,6 +18,8 @@ def main() -> None:
     from dunctl.tick import build_channels, run_tick
     from tests.helpers import T0
 
+    configure_collector()     # the collector as `dunctl tick` runs it (the CLI's first step)
+
     if sys.argv[1] == "build":
         config_path, ledger = build(Path(sys.argv[2]), int(sys.argv[3]), due=int(sys.argv[3]))
         ledger.close()
@@ -29,6 +31,16 @@ def main() -> None:
     ledger = Ledger.open(config.ledger_path)
     result = run_tick(ledger, config, None, build_channels(config, {}), T0 + timedelta(hours=1), sync=False)
     print(sum(a.status == "done" and a.action == "email" for a in result.actions))
+
+
+def configure_collector() -> None:
+    try:
+        from dunctl.collector import configure
+    except ImportError:   # a tree from before it (--against): its CLI set the same thresholds in main()
+        import gc
+        gc.set_threshold(10_000, 10, 10)
+    else:
+        configure()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.ledger_builder import build
+from dunctl import collector
 from dunctl.config import load_config
-from dunctl.tick import build_channels, collector, run_tick
+from dunctl.tick import build_channels, run_tick
 from tests.helpers import T0, traced
 
 DUE = 6
@@ -46,7 +47,7 @@ def test_what_was_sent_and_tried_is_read_once_a_batch(tmp_path):
 
 
 def test_what_the_process_holds_after_the_first_batch_is_kept_out_of_full_collections(tmp_path, monkeypatch):
-    # dunctl/tick/collector.py: a full collection later in the tick walks only what the tick made since, not the
+    # dunctl/collector.py: a full collection later in the tick walks only what the tick made since, not the
     # modules, templates and caches loaded by then (gc.freeze, once per process: as if this were the first tick)
     monkeypatch.setattr(collector, "_frozen", False)
     before = gc.get_freeze_count()

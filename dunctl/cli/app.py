@@ -19,6 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from dunctl import __version__
 from dunctl.cli.options import add_shared_options
+from dunctl import collector
 
 # dunctl uses no pydantic plugin, and looking for plugins reads every installed distribution's entry points
 # (importlib.metadata): 20-30 ms of CPU in every process that validates a config, a tenth of an idle tick. A user who
@@ -132,10 +133,5 @@ def main_options(
 
 
 def main() -> None:
-    # A dunctl process is short and makes many small objects (rows, records, contexts): with Python's default
-    # (a pass of the cyclic collector every 700 allocations) a demo ran 165 passes, 4% of its CPU, most of them
-    # walking modules and config that live until exit. A pass every 10,000, with import-time objects frozen out
-    # of it (load_command): 9 passes, a fifth of the time. Cycles are still collected; reference counting frees
-    # everything else at once, as before.
-    gc.set_threshold(10_000, 10, 10)
+    collector.configure()     # a pass of the cyclic collector every 10,000 allocations: dunctl/collector.py
     app()

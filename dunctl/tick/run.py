@@ -26,7 +26,7 @@ from dunctl.receivables.tick import bring_coming_due
 from dunctl.tick.channels import ChannelSet
 from dunctl.tick.clocks import check_stripe_clock
 from dunctl.tick import loaded
-from dunctl.tick.collector import freeze_long_lived
+from dunctl.collector import freeze_long_lived
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
 from dunctl.tick.pending import reconcile_invoices, signal_cases
 from dunctl.tick.read_only import ReadOnlyGateway
@@ -179,7 +179,7 @@ def run_due(ctx: TickContext, result: TickResult, resync: Callable[[], None] | N
                             if not _held_in_this_tick(ctx, e, admitted)]
         applied = execute(ctx, effects, result)
         if n == 0:
-            freeze_long_lived()   # what the process keeps is loaded now: dunctl/tick/collector.py
+            freeze_long_lived()   # what the process keeps is loaded now: dunctl/collector.py
         _notify(ctx, applied.notify, result)
         # customers something ran or was recorded for in this batch (a batch holds all of a customer's cases)
         acting = {planned[case_id].case.customer_id for case_id, asked in plans.items()
