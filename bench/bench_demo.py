@@ -83,6 +83,18 @@ def runs_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(dir=SCRATCH)
 
 
+def reference_loop() -> float:
+    """User CPU of a fixed pure-Python loop (three million multiply-modulo-adds), in seconds: how fast this machine
+    runs Python right now. Its speed moves by up to 1.6x within minutes on the project's shared host (0.34-0.50 s
+    within 15 seconds, 2026-12-07), and every CPU figure with it; the demo's CPU over this loop's, taken beside each
+    run, moves much less."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    total = 0
+    for i in range(3_000_000):
+        total += i * i % 7
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime - before
+
+
 def files_alone(directory: Path, count: int) -> float:
     """System CPU of creating `count` empty files in a new `directory`, in ms a file: what this file system
     charges right now for the files a demo writes (its outbox, its templates), whoever writes them."""
@@ -156,8 +168,9 @@ def main() -> None:
         demo_cpu(1, 1, args.seed, root / "warm", cache=root / "other", follow_up=0)
         cold, _ = demo_cpu(args.customers, args.days, args.seed, root / "cold", cache=root / "empty",
                            follow_up=args.follow_up)
-        outcome, cpus = None, []
+        outcome, cpus, loops = None, [], []
         for n in range(args.runs):
+            loops.append(reference_loop())
             cpu, outcome = demo_cpu(args.customers, args.days, args.seed, root / f"run-{n}", follow_up=args.follow_up)
             cpus.append(cpu)
         written = sum(1 for path in (root / "run-0").rglob("*") if path.is_file())
@@ -169,6 +182,9 @@ def main() -> None:
         print(f"  CPU {median:.2f} s (median of {args.runs}: {', '.join(f'{c:.2f}' for c in cpus)}), "
               f"goal <= {DEFAULT_GOAL:g} s at 500 customers, the default days: "
               f"{'met' if median <= DEFAULT_GOAL else 'MISSED'}; a first run, compiling its templates: {cold:.2f} s")
+        print(f"  the reference loop beside each run (pure Python: the machine's speed right now): "
+              f"{', '.join(f'{loop:.3f}' for loop in loops)} s; the demo is "
+              f"{statistics.median(c / loop for c, loop in zip(cpus, loops)):.2f}x it (median)")
         print(f"  the demo writes {written} files; creating as many empty files here costs "
               f"{per_file:.2f} ms of system CPU each right now ({per_file * written / 1000:.2f} s in all)")
         if args.big:
