@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
+from dunctl.collector import freeze_long_lived
 from dunctl.config import Config
 from dunctl.errors import GatewayAuthError, GatewayError
 from dunctl.gateway import Gateway
@@ -24,9 +25,8 @@ from dunctl.ledger.journal import ACTIONS_JOURNAL
 from dunctl.notices.run import reopen_would_notices, run_notices
 from dunctl.receivables.tick import bring_coming_due
 from dunctl.tick.channels import ChannelSet
-from dunctl.tick.clocks import check_stripe_clock
 from dunctl.tick import loaded
-from dunctl.collector import freeze_long_lived
+from dunctl.tick.clocks import check_stripe_clock
 from dunctl.tick.context import DRY_RUN, LIVE, MONITOR, TickContext
 from dunctl.tick.pending import reconcile_invoices, signal_cases
 from dunctl.tick.read_only import ReadOnlyGateway
