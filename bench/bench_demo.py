@@ -61,6 +61,9 @@ def demo_env(cache: Path) -> dict:
     return env
 
 
+SYSTEM: list[float] = []    # each demo_cpu's system CPU, in the order run
+
+
 def demo_cpu(customers: int, days: int, seed: int, where: Path, cache: Path = SCRATCH / "cache",
              follow_up: int = DEFAULT_FOLLOW_UP_DAYS) -> tuple[float, dict]:
     """(user + sys CPU of one `dunctl demo` process writing its directory at `where`, its outcome). The directory
@@ -70,16 +73,26 @@ def demo_cpu(customers: int, days: int, seed: int, where: Path, cache: Path = SC
                            "--days", str(days), "--follow-up", str(follow_up), "--seed", str(seed), "--json"],
                           capture_output=True, text=True, check=True, env=demo_env(cache))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    SYSTEM.append(after.ru_stime - before.ru_stime)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, json.loads(done.stdout)["outcome"]
 
 
-def runs_dir() -> tempfile.TemporaryDirectory:
-    """Where every run of this script writes its demo directory, deleted once, after the last run. Deleting a demo
-    (about 800 files) between runs would bill the next one for it: this machine's ext4 has no journal, and there
-    allocating an inode skips every inode freed in the last one to six minutes (the kernel's recently_deleted()),
-    which took creating a file from 0.06 to 0.45-0.7 ms of system time (measured 2026-12-07), about 0.4 s a demo."""
+SHARED_MEMORY = Path("/dev/shm")
+
+
+def runs_dir(on_disk: bool = False) -> tempfile.TemporaryDirectory:
+    """Where every run of this script writes its demo directory, deleted once, after the last run: on tmpfs
+    (/dev/shm) where the machine has one, unless `on_disk`. On this machine's disk a demo's ~780 files cost what the
+    file system's recent past decides, not what dunctl does: its ext4 has no journal, and there allocating an inode
+    skips every inode freed in the last one to six minutes (the kernel's recently_deleted()), which took creating a
+    file from 0.02-0.06 to 0.45-0.7 ms of system time (measured 2026-12-07), 0.3-0.5 s a demo; a benchmark run
+    deleting its demos made the next one's figure (a demo at 1.62 s in bench/.work, 1.15 s in a fresh directory on
+    the same disk and on tmpfs, minutes apart, 2026-12-07 22:43). The cost of as many files on the disk right now
+    is printed beside the figure (`files_alone`)."""
     SCRATCH.mkdir(exist_ok=True)
+    if not on_disk and SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK):
+        return tempfile.TemporaryDirectory(dir=SHARED_MEMORY, prefix="dunctl-bench-demo-")
     return tempfile.TemporaryDirectory(dir=SCRATCH)
 
 
@@ -130,6 +143,8 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="with --instructions: a copy of another commit's tree "
                         "(git archive REV | tar -x -C DIR), counted the same way for a before/after")
     parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument("--on-disk", action="store_true",
+                        help="write the runs' demo directories under bench/.work, not on tmpfs (see runs_dir)")
     args = parser.parse_args()
 
     if args.calibrate:
@@ -163,18 +178,20 @@ def main() -> None:
 
     # The first demo on a machine compiles the templates it renders; later ones load them (both are printed). A
     # one-day demo first caches dunctl's bytecode, so that the first run's figure is the templates' alone.
-    with runs_dir() as scratch:
+    with runs_dir(args.on_disk) as scratch:
         root = Path(scratch)
         demo_cpu(1, 1, args.seed, root / "warm", cache=root / "other", follow_up=0)
         cold, _ = demo_cpu(args.customers, args.days, args.seed, root / "cold", cache=root / "empty",
                            follow_up=args.follow_up)
         outcome, cpus, loops = None, [], []
+        del SYSTEM[:]
         for n in range(args.runs):
             loops.append(reference_loop())
             cpu, outcome = demo_cpu(args.customers, args.days, args.seed, root / f"run-{n}", follow_up=args.follow_up)
             cpus.append(cpu)
         written = sum(1 for path in (root / "run-0").rglob("*") if path.is_file())
-        per_file = files_alone(root / "files", written)
+        with tempfile.TemporaryDirectory(dir=SCRATCH) as disk:    # the disk's cost, wherever the runs were
+            per_file = files_alone(Path(disk) / "files", written)
         print(f"dunctl demo: {args.customers} customers x {args.days} days = {outcome['ticks']} ticks, "
               f"{outcome['invoices_billed']} invoices, {outcome['failed_invoices']} cases, {outcome['actions']} "
               f"actions, {outcome['notices_sent']} notices, {outcome['recovered']} recovered (seed {args.seed})")
@@ -182,10 +199,12 @@ def main() -> None:
         print(f"  CPU {median:.2f} s (median of {args.runs}: {', '.join(f'{c:.2f}' for c in cpus)}), "
               f"goal <= {DEFAULT_GOAL:g} s at 500 customers, the default days: "
               f"{'met' if median <= DEFAULT_GOAL else 'MISSED'}; a first run, compiling its templates: {cold:.2f} s")
+        print(f"  of which system CPU: {', '.join(f'{t:.2f}' for t in SYSTEM[:args.runs])} s")
         print(f"  the reference loop beside each run (pure Python: the machine's speed right now): "
               f"{', '.join(f'{loop:.3f}' for loop in loops)} s; the demo is "
               f"{statistics.median(c / loop for c, loop in zip(cpus, loops)):.2f}x it (median)")
-        print(f"  the demo writes {written} files; creating as many empty files here costs "
+        print(f"  the runs' directories: {root.parent}; the demo writes {written} files; creating as many empty "
+              f"files on this disk ({SCRATCH}) costs "
               f"{per_file:.2f} ms of system CPU each right now ({per_file * written / 1000:.2f} s in all)")
         if args.big:
             cpu, outcome = demo_cpu(args.big, args.days, args.seed, root / "big", follow_up=args.follow_up)
