@@ -105,7 +105,7 @@ class _Text(str):
 @pytest.mark.parametrize("value", ["", "plain", "<a href='x'>Ada & \"Co\"</a>", "caf\u00e9 <\u5c71\u7530>", Markup("<b>x</b>"),
                                    _Text("<sub>"), _Html(), 12900, None])
 def test_what_an_html_template_prints_is_escaped_as_markupsafe_does(tmp_path, value):
-    # the HTML templates' `escape` makes a plain str's Markup directly (dunctl/messages/templates.py `_escape`)
+    # the HTML templates' `escape` makes a plain str's Markup directly (dunctl/messages/environment.py `_escape`)
     templates = Templates(tmp_path)
     (tmp_path / "t.html.j2").write_text("{{ value }}|{{ value }}")
     rendered = templates.env.get_template("t.html.j2").render(value=value)

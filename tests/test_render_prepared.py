@@ -62,7 +62,7 @@ def test_a_starter_html_email_calls_a_block_only_for_its_bodys_text(templates, n
 @pytest.mark.parametrize("name,context", EMAILS, ids=[name for name, _ in EMAILS])
 def test_the_body_goes_through_striptags_once(templates, name, context):
     # the preheader and the "is a reply invited already" check read the same text: it was stripped twice
-    # (the templates' own filter, dunctl/messages/templates.py `_striptags`, or markupsafe's for text with a comment)
+    # (the templates' own filter, dunctl/messages/environment.py `_striptags`, or markupsafe's for text with a comment)
     stripped = calls_while(lambda: templates.render_email(name, context),
                            lambda frame: str(frame.f_locals["self"]) if frame.f_code.co_name == "striptags"
                            and "markupsafe" in frame.f_code.co_filename else str(frame.f_locals["value"])

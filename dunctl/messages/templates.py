@@ -8,18 +8,15 @@ import functools
 import os
 import re
 from collections.abc import Iterator
-from html import unescape as html_unescape
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
-from jinja2.sandbox import SandboxedEnvironment
-import markupsafe
-from markupsafe import Markup, escape
+from jinja2 import FileSystemLoader, Template, TemplateError
 
 from dunctl.errors import ConfigProblem
 from dunctl.locales import candidates, language, normalise
 from dunctl.messages.compiled import template_cache
 from dunctl.messages.context import MessageContext
+from dunctl.messages.environment import environment
 from dunctl.messages.sms import sample_link, sms_size, strict_sms
 from dunctl.messages.words import words_of
 from dunctl.money import format_amount
@@ -83,21 +80,10 @@ class Templates:
         self._texts: dict = {}      # file name -> its text (None: unreadable), for mentions
         self._files_of: dict = {}   # template name -> [(locale suffix, file name)], for mentions
         self._scanned: dict = {}    # (file name, words) -> True, or the templates it names: for mentions
-        self.env = _environment_class()(
-            loader=FileSystemLoader(str(directory)),
-            undefined=StrictUndefined,
-            # asked for each template's name on every render (a context each part, and a block call): once a name
-            autoescape=functools.lru_cache(maxsize=None)(
-                select_autoescape(enabled_extensions=("html.j2", "html"), default_for_string=False)),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            auto_reload=names is None,
-            bytecode_cache=template_cache(),   # compiled once per source, not once per process
-        )
-        self.env.filters["money"] = lambda amount, currency: format_amount(int(amount), currency)
-        self.env.filters["striptags"] = _striptags
-        self.env.globals["preheader_of"] = preheader_of
+        self.env = environment(FileSystemLoader(str(directory)),
+                               lambda amount, currency: format_amount(int(amount), currency),
+                               auto_reload=names is None,
+                               bytecode_cache=template_cache())   # compiled once per source, not once per process
 
     def file(self, name: str, kind: str, suffix: str = "") -> Path:
         return self.directory / _filename(name, kind, suffix)
@@ -311,78 +297,14 @@ class Templates:
         return None
 
 
-@functools.cache
-def _environment_class():
-    class EscapingTemplate(Template):
-        @classmethod
-        def from_code(cls, environment, code, globals, uptodate=None):
-            template = super().from_code(environment, code, globals, uptodate)
-            # the namespace the compiled code runs in: its `escape` is what each {{ }} of an HTML template calls
-            template.root_render_func.__globals__["escape"] = _escape
-            return template
-
-    class Environment(SandboxedEnvironment):
-        template_class = EscapingTemplate
-
-        def make_globals(self, d):
-            # A plain dict where Jinja makes a ChainMap over the environment's globals: every render copies a
-            # template's globals, and copying a ChainMap is a quarter of the time a message takes to render. Nothing
-            # here changes the environment's globals once templates load (which is what the ChainMap is for).
-            return {**self.globals, **(d or {})}
-
-        def get_template(self, name, parent=None, globals=None):
-            # `extends` and `include` ask for their template on every render (three times an email), through
-            # Jinja's locked LRU cache: a weakref and a scan of its queue each time, 3 us. Templates that cannot
-            # change (no auto_reload: Templates.for_dir) are kept in a plain dict instead.
-            if self.auto_reload or globals is not None or not isinstance(name, str):
-                return super().get_template(name, parent, globals)
-            held = self.__dict__.setdefault("_held_templates", {})
-            template = held.get(name)
-            if template is None:
-                template = held[name] = super().get_template(name, parent)
-            return template
-
-        def call(__self, __context, __obj, *args, **kwargs):   # Jinja's names: no keyword of a template clashes
-            # The HTML frame calls `preheader_of` on every email: dunctl's own plain function, safe and taking no
-            # context, called directly rather than through the sandbox's check and Jinja's inspection of what to
-            # pass it. A call inside a loop or block (keywords) or of anything else goes the sandbox's way.
-            if __obj is preheader_of and not kwargs:
-                return preheader_of(*args)
-            return super().call(__context, __obj, *args, **kwargs)
-
-        def getattr(self, obj, attribute):
-            # `inv.amount` on a plain dict: the sandbox tries the attribute first and pays for an AttributeError on
-            # every lookup (most of a template's). A dict's attributes are exactly dict's own, so a name that is not
-            # one of them can only be an item: the same answer, without the exception.
-            if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
-                if attribute in obj:
-                    return obj[attribute]
-                return self.undefined(obj=obj, name=attribute)
-            return super().getattr(obj, attribute)
-
-    return Environment
-
-
-_DICT_ATTRIBUTES = frozenset(dir(dict))
 # What a tag that brings in another template names it by (`mentions`): a literal, or anything else up to the tag's
 # end or the keyword after the name
 _REFERENCE = re.compile(r"\{%[-+]?\s*(?:extends|include|import|from)\s+(.*?)\s*(?:\b(?:import|as|with|without|"
                         r"ignore)\b.*?)?[-+]?%\}", re.DOTALL)
 _LITERAL = re.compile(r""""([^"\\]*)"|'([^'\\]*)'""")
 _SPACES = re.compile(r"[ \t\r\n]+")
-_TAG = re.compile(r"<[^>]*>")
 
 
-_ESCAPE_INNER = getattr(markupsafe, "_escape_inner", None)   # markupsafe 3's escaping of a plain str (C)
-
-
-def _escape(value) -> Markup:
-    """markupsafe's `escape`, with a plain str's Markup made directly: `Markup(...)` runs a Python `__new__` that asks
-    the text it was just given for `__html__` again, for each of the 15 values an HTML email prints (7% of its
-    render). Anything else, or another markupsafe, goes markupsafe's own way."""
-    if type(value) is str and _ESCAPE_INNER is not None:
-        return str.__new__(Markup, _ESCAPE_INNER(value))
-    return escape(value)
 
 
 def _close_gaps(gap: re.Pattern, text: str) -> str:
@@ -395,29 +317,6 @@ def _close_gaps(gap: re.Pattern, text: str) -> str:
     if not any(lead in data for lead in _CJK_LEAD_BYTES):
         return text
     return gap.sub(rb"\1", data).decode("utf-8", "surrogatepass")
-
-
-def _striptags(value) -> str:
-    """Jinja's `striptags` (markupsafe's `Markup.striptags`: tags removed, whitespace collapsed, entities decoded),
-    with the tags removed by one regex pass rather than a Python step and a new string per tag: the HTML frame
-    strips every email's body twice (its preheader). Text with a comment goes markupsafe's own way (an unclosed
-    comment keeps the rest as it is); without one, a tag is `<` to the next `>`, as there."""
-    if hasattr(value, "__html__"):
-        value = value.__html__()
-    value = str(value)
-    if "<!--" in value:
-        return Markup(value).striptags()
-    return html_unescape(" ".join(_TAG.sub("", value).split()))
-
-
-def preheader_of(body, mark: str) -> tuple[str, bool]:
-    """The HTML frame's preheader (`_mail.html.j2`): the text of the body after its greeting (the first paragraph),
-    or of all of it when it has one paragraph; and whether the body already invites a reply: the language's `mark`
-    in that text or in the greeting's, lower-cased. What the frame worked out with `split`, `striptags` and `lower`
-    filters, each a call through the sandbox."""
-    greeting, closed, rest = str(body).partition("</p>")
-    text = _striptags(rest if closed else greeting)
-    return text, mark in text.lower() or bool(closed) and mark in _striptags(greeting).lower()
 
 
 def _suffix_of(file: str, name: str) -> str | None:
