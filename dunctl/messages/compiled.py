@@ -3,7 +3,7 @@ render, about 3 ms a template: a demo renders about 110 of them (every step and 
 every tick that sends compiles the ones it renders. Kept here, a later process loads the code instead.
 
 An entry is found by what decides the code: the template's name and source (a checksum of it), Jinja's and
-Python's versions and the environment's syntax options. A changed file is a new entry, never a stale one; the same
+Python's versions, the environment's syntax options and its filters and tests (`_compiler`). A changed file is a new entry, never a stale one; the same
 source in another directory (each demo writes its own) uses the same entry, its file name put back on the code.
 
 Where: `templates/` in dunctl's cache (dunctl/cache.py). A cache that cannot be made or written only costs the
@@ -33,7 +33,8 @@ from jinja2.bccache import Bucket, BytecodeCache, bc_magic
 
 from dunctl import cache
 from dunctl.messages.environment import environment
-# Environment attributes that change the code Jinja generates (runtime ones, filters and globals, do not).
+# Environment attributes that change the code Jinja generates (runtime ones and globals do not; the filters and
+# tests, which do, are named by `_compiler` itself).
 _SYNTAX = ("block_start_string", "block_end_string", "variable_start_string", "variable_end_string",
            "comment_start_string", "comment_end_string", "line_statement_prefix", "line_comment_prefix",
            "trim_blocks", "lstrip_blocks", "newline_sequence", "keep_trailing_newline", "optimized", "finalize",

@@ -305,8 +305,6 @@ _LITERAL = re.compile(r""""([^"\\]*)"|'([^'\\]*)'""")
 _SPACES = re.compile(r"[ \t\r\n]+")
 
 
-
-
 def _close_gaps(gap: re.Pattern, text: str) -> str:
     """`text` without the gaps `gap` finds between CJK characters. Most messages have no CJK character at all:
     looking for one's first byte in the UTF-8 (a few memchr) costs a third of running the pattern over an
